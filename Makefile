@@ -1,0 +1,81 @@
+# mod_sip: build with apxs; `make run` and `make test` work on a fresh Debian 12.
+APXS      ?= $(shell command -v apxs 2>/dev/null || echo /usr/bin/apxs)
+HTTPD     ?= /usr/sbin/apache2
+MODDIR    ?= /usr/lib/apache2/modules
+SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction.c \
+             sip_cgi.c sip_engine.c sip_log.c
+HEADERS    = $(wildcard sip_*.h)
+CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
+EXTRA_CFLAGS ?=
+EXTRA_LDFLAGS ?=
+LIBS       = -losip2 -losipparser2
+
+BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config
+TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check libio-socket-ip-perl procps
+
+RUNDIR     = $(CURDIR)/run
+
+.PHONY: all deps test-deps install run stop test unit prove clean test-asan
+
+all: .libs/mod_sip.so
+
+.libs/mod_sip.so: $(SOURCES) $(HEADERS) Makefile
+	@test -x "$(APXS)" || $(MAKE) deps
+	$(APXS) -c $(CWARN) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+
+# Install only what is missing, so repeated runs stay quick and offline.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(BUILD_PKGS))
+
+test-deps:
+	$(call apt_install,$(TEST_PKGS))
+
+install: all
+	$(APXS) -i -n sip mod_sip.la
+
+$(RUNDIR)/httpd.conf: conf/run.conf.in Makefile
+	mkdir -p $(RUNDIR)/logs $(RUNDIR)/run
+	if [ "$$(id -u)" = 0 ]; then ug='User www-data\nGroup www-data'; chown -R www-data: $(RUNDIR)/logs; else ug=''; fi; \
+	sed -e 's|@ROOT@|$(RUNDIR)|g' -e 's|@MODULE@|$(CURDIR)/.libs/mod_sip.so|g' \
+	    -e 's|@SCRIPTS@|$(CURDIR)/sip-cgi-bin|g' -e 's|@MODDIR@|$(MODDIR)|g' \
+	    -e "s|@USERGROUP@|$$ug|" conf/run.conf.in > $@
+
+run: deps all $(RUNDIR)/httpd.conf
+	-@[ -f $(RUNDIR)/run/httpd.pid ] && $(HTTPD) -f $(RUNDIR)/httpd.conf -k stop && sleep 1 || true
+	$(HTTPD) -f $(RUNDIR)/httpd.conf -t
+	$(HTTPD) -f $(RUNDIR)/httpd.conf -k start
+	@echo "mod_sip is serving $(CURDIR)/sip-cgi-bin on 127.0.0.1:5060 (UDP and TCP)."
+	@echo "Logs: $(RUNDIR)/logs/error.log   Stop: make stop"
+
+stop:
+	-$(HTTPD) -f $(RUNDIR)/httpd.conf -k stop
+
+# Unit tests (Check) for the pure parsers and helpers.
+UNIT_TESTS = t/unit/test_units
+$(UNIT_TESTS): t/unit/test_units.c sip_transport.c sip_cgi.c sip_message.c sip_event.c $(HEADERS)
+	$(CC) -g -O1 -Wall -Wextra -Wno-unused-parameter $(EXTRA_CFLAGS) \
+	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) \
+	  -o $@ t/unit/test_units.c $$(pkg-config --libs apr-1 apr-util-1 check) $(LIBS) $(EXTRA_LDFLAGS)
+
+unit: test-deps $(UNIT_TESTS)
+	./$(UNIT_TESTS)
+
+prove: test-deps all
+	prove -I t/lib t/
+
+test: test-deps all unit prove
+
+clean:
+	rm -rf .libs *.la *.lo *.slo *.o $(UNIT_TESTS) $(RUNDIR)

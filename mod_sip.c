@@ -1,0 +1,305 @@
+/* mod_sip: Apache httpd as a programmable SIP server (RFC 3261, RFC 3050).
+ *
+ * Glue only: module record, directives and hooks.  The SIP work happens in
+ * the engine process (sip_engine.c) and the layers below it. */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_ssl.h"
+#include "ap_mpm.h"
+#include "apr_strings.h"
+#include "apr_portable.h"
+
+#include "sip_conf.h"
+#include "sip_engine.h"
+#include "sip_transport.h"
+#include "sip_cgi.h"
+
+module AP_MODULE_DECLARE_DATA sip_module;
+
+sip_server_conf *sip_get_conf(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &sip_module);
+}
+
+void sip_get_limits(server_rec *s, sip_limits_t *lim)
+{
+    lim->line = s->limit_req_line;
+    lim->fieldsize = s->limit_req_fieldsize;
+    lim->fields = s->limit_req_fields;
+    lim->body = sip_get_conf(s)->max_body;
+}
+
+/* ---- configuration ---- */
+
+static void *create_server_conf(apr_pool_t *p, server_rec *s)
+{
+    sip_server_conf *c = apr_pcalloc(p, sizeof(*c));
+    (void)s;
+    c->enabled = -1;
+    c->script_timeout = -1;
+    c->max_output = -1;
+    c->max_body = -1;
+    c->tcp_idle = -1;
+    return c;
+}
+
+static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    sip_server_conf *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
+
+    /* ProtocolSip is never inherited: only vhosts that say On speak SIP. */
+    c->enabled = add->enabled;
+    c->directory = add->directory ? add->directory : base->directory;
+    c->default_script = add->default_script ? add->default_script : base->default_script;
+    c->script_timeout = add->script_timeout >= 0 ? add->script_timeout : base->script_timeout;
+    c->max_output = add->max_output >= 0 ? add->max_output : base->max_output;
+    c->max_body = add->max_body >= 0 ? add->max_body : base->max_body;
+    c->tcp_idle = add->tcp_idle >= 0 ? add->tcp_idle : base->tcp_idle;
+    return c;
+}
+
+/* Defaults are applied after merging, so that a main-server value still
+ * reaches vhosts that do not set one. */
+static void apply_defaults(sip_server_conf *c)
+{
+    if (!c->default_script)
+        c->default_script = SIP_DEFAULT_SCRIPT;
+    if (c->script_timeout < 0)
+        c->script_timeout = SIP_DEFAULT_SCRIPT_TIMEOUT;
+    if (c->max_output < 0)
+        c->max_output = SIP_DEFAULT_MAX_OUTPUT;
+    if (c->max_body < 0)
+        c->max_body = SIP_DEFAULT_MAX_BODY;
+    if (c->tcp_idle < 0)
+        c->tcp_idle = SIP_DEFAULT_TCP_IDLE;
+}
+
+static const char *set_protocol(cmd_parms *cmd, void *d, int on)
+{
+    (void)d;
+    sip_get_conf(cmd->server)->enabled = on;
+    return NULL;
+}
+
+static const char *set_directory(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+    apr_finfo_t fi;
+
+    (void)d;
+    if (!path)
+        return apr_pstrcat(cmd->pool, "SipDirectory: invalid path ", arg, NULL);
+    if (apr_stat(&fi, path, APR_FINFO_TYPE, cmd->pool) != APR_SUCCESS || fi.filetype != APR_DIR)
+        return apr_pstrcat(cmd->pool, "SipDirectory: ", path, " is not a directory", NULL);
+    sip_get_conf(cmd->server)->directory = path;
+    return NULL;
+}
+
+static const char *set_default_script(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (!sip_cgi_name_ok(arg))
+        return "SipDefaultScript must be a plain file name inside SipDirectory";
+    sip_get_conf(cmd->server)->default_script = arg;
+    return NULL;
+}
+
+static const char *set_seconds(cmd_parms *cmd, apr_interval_time_t *dst, const char *arg)
+{
+    apr_interval_time_t t;
+
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t <= 0)
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, " needs a positive time", NULL);
+    *dst = t;
+    return NULL;
+}
+
+static const char *set_bytes(cmd_parms *cmd, apr_off_t *dst, const char *arg)
+{
+    char *end;
+    apr_off_t v;
+
+    if (apr_strtoff(&v, arg, &end, 10) != APR_SUCCESS || *end || v <= 0)
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, " needs a positive number of bytes", NULL);
+    *dst = v;
+    return NULL;
+}
+
+static const char *set_script_timeout(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_seconds(cmd, &sip_get_conf(cmd->server)->script_timeout, arg);
+}
+
+static const char *set_tcp_idle(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_seconds(cmd, &sip_get_conf(cmd->server)->tcp_idle, arg);
+}
+
+static const char *set_max_output(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_bytes(cmd, &sip_get_conf(cmd->server)->max_output, arg);
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_bytes(cmd, &sip_get_conf(cmd->server)->max_body, arg);
+}
+
+static const command_rec sip_cmds[] = {
+    AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
+                 "Whether this virtual host speaks SIP (UDP and TCP)"),
+    AP_INIT_TAKE1("SipDirectory", set_directory, NULL, RSRC_CONF,
+                  "Directory holding the SIP-CGI scripts"),
+    AP_INIT_TAKE1("SipDefaultScript", set_default_script, NULL, RSRC_CONF,
+                  "Script run when no user@host script exists (default default.cgi)"),
+    AP_INIT_TAKE1("SipScriptTimeout", set_script_timeout, NULL, RSRC_CONF,
+                  "Seconds a script may run before it is killed (default 30)"),
+    AP_INIT_TAKE1("SipScriptMaxOutput", set_max_output, NULL, RSRC_CONF,
+                  "Bytes a script may write before it is killed (default 1048576)"),
+    AP_INIT_TAKE1("SipLimitRequestBody", set_max_body, NULL, RSRC_CONF,
+                  "Largest SIP message body accepted (default 65536)"),
+    AP_INIT_TAKE1("SipTcpIdleTimeout", set_tcp_idle, NULL, RSRC_CONF,
+                  "Seconds an idle SIP TCP connection stays open (default 600)"),
+    {NULL}
+};
+
+/* ---- hooks ---- */
+
+/* UDP sockets live in the process pool: opened once, as root, and kept
+ * across graceful restarts so that no datagram is refused meanwhile. */
+static apr_socket_t *udp_socket_for(server_rec *s, apr_sockaddr_t *sa, apr_pool_t *ptemp)
+{
+    apr_pool_t *pp = s->process->pool;
+    char *ip = NULL;
+    const char *key;
+    apr_socket_t *sock = NULL;
+    apr_status_t rv;
+
+    apr_sockaddr_ip_get(&ip, sa);
+    key = apr_psprintf(ptemp, "mod_sip_udp:%s:%d", ip, sa->port);
+    apr_pool_userdata_get((void **)&sock, key, pp);
+    if (sock)
+        return sock;
+    rv = sip_udp_open(&sock, sa, pp);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "mod_sip: cannot bind UDP %s:%d", ip,
+                     sa->port);
+        return NULL;
+    }
+    apr_pool_userdata_set(sock, apr_pstrdup(pp, key), apr_pool_cleanup_null, pp);
+    return sock;
+}
+
+static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                           server_rec *main_server)
+{
+    server_rec *s;
+    apr_hash_t *seen = apr_hash_make(ptemp);
+    int any = 0;
+
+    (void)plog;
+    for (s = main_server; s; s = s->next)
+        apply_defaults(sip_get_conf(s));
+    /* The first pass at startup only checks the configuration. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+
+    for (s = main_server; s; s = s->next) {
+        server_addr_rec *a;
+
+        if (sip_get_conf(s)->enabled != 1)
+            continue;
+        any = 1;
+        for (a = s->addrs; a; a = a->next) {
+            apr_sockaddr_t *sa;
+            for (sa = a->host_addr; sa; sa = sa->next) {
+                char *ip = NULL;
+                const char *key;
+                apr_sockaddr_t *bind_sa;
+                apr_socket_t *sock;
+                apr_port_t port = a->host_port ? a->host_port : sa->port;
+
+                if (!port) {
+                    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                                 "mod_sip: virtual host without a port gets no UDP socket");
+                    continue;
+                }
+                apr_sockaddr_ip_get(&ip, sa);
+                key = apr_psprintf(ptemp, "%s:%d", ip, port);
+                if (apr_hash_get(seen, key, APR_HASH_KEY_STRING))
+                    continue;   /* the first vhost on an address serves it */
+                apr_hash_set(seen, key, APR_HASH_KEY_STRING, s);
+                if (apr_sockaddr_info_get(&bind_sa, ip, sa->family, port, 0, ptemp) != APR_SUCCESS)
+                    continue;
+                sock = udp_socket_for(s, bind_sa, ptemp);
+                if (!sock)
+                    return HTTP_INTERNAL_SERVER_ERROR;
+                sip_engine_add_udp(pconf, sock, s);
+            }
+        }
+    }
+    if (!any)
+        return OK;
+    if (sip_engine_start(pconf, main_server) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_server, "mod_sip: cannot start the SIP engine");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
+/* TCP on a ProtocolSip vhost: pass the socket to the engine, so an idle
+ * SIP connection holds no worker thread (cf. mod_echo for the hook). */
+static int sip_process_connection(conn_rec *c)
+{
+    sip_server_conf *conf = sip_get_conf(c->base_server);
+    apr_socket_t *csd;
+    apr_os_sock_t fd;
+    apr_status_t rv;
+
+    if (conf->enabled != 1)
+        return DECLINED;
+    if (ap_ssl_conn_is_ssl(c)) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "mod_sip: SIP over TLS is not supported yet");
+        c->aborted = 1;
+        return OK;
+    }
+    csd = ap_get_conn_socket(c);
+    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS)
+        return DECLINED;
+    rv = sip_engine_handoff(fd, c->base_server);
+    if (rv != APR_SUCCESS)
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, c,
+                      "mod_sip: cannot hand the SIP connection to the engine");
+    /* The engine has its own descriptor now: close ours without shutdown(). */
+    c->aborted = 1;
+    return OK;
+}
+
+static void sip_register_hooks(apr_pool_t *p)
+{
+    static const char *const after[] = {"mod_ssl.c", "mod_reqtimeout.c", NULL};
+
+    (void)p;
+    /* Last, because the engine runs every module's child_init, and some
+     * (mod_watchdog) only become ready in their own post_config. */
+    ap_hook_post_config(sip_post_config, NULL, NULL, APR_HOOK_REALLY_LAST);
+    ap_hook_process_connection(sip_process_connection, after, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(sip) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,
+    NULL,
+    create_server_conf,
+    merge_server_conf,
+    sip_cmds,
+    sip_register_hooks
+};

@@ -1,0 +1,36 @@
+/* Per-virtual-host configuration of mod_sip, shared by the glue (which
+ * fills it from directives) and the engine layers (which only read it). */
+#ifndef SIP_CONF_H
+#define SIP_CONF_H
+
+#include "httpd.h"
+#include "apr_time.h"
+
+#define SIP_DEFAULT_SCRIPT          "default.cgi"
+#define SIP_DEFAULT_SCRIPT_TIMEOUT  apr_time_from_sec(30)
+#define SIP_DEFAULT_MAX_OUTPUT      (1024 * 1024)
+#define SIP_DEFAULT_MAX_BODY        65536
+#define SIP_DEFAULT_TCP_IDLE        apr_time_from_sec(600)
+
+typedef struct sip_server_conf {
+    int enabled;                        /* ProtocolSip; -1 = unset */
+    const char *directory;              /* SipDirectory, NULL = none */
+    const char *default_script;         /* SipDefaultScript */
+    apr_interval_time_t script_timeout; /* SipScriptTimeout; -1 = unset */
+    apr_off_t max_output;               /* SipScriptMaxOutput; -1 = unset */
+    apr_off_t max_body;                 /* SipLimitRequestBody; -1 = unset */
+    apr_interval_time_t tcp_idle;       /* SipTcpIdleTimeout; -1 = unset */
+} sip_server_conf;
+
+/* Message size limits taken from Apache's own LimitRequest* directives. */
+typedef struct sip_limits {
+    int line;       /* LimitRequestLine */
+    int fieldsize;  /* LimitRequestFieldSize */
+    int fields;     /* LimitRequestFields */
+    apr_off_t body; /* SipLimitRequestBody */
+} sip_limits_t;
+
+sip_server_conf *sip_get_conf(server_rec *s);
+void sip_get_limits(server_rec *s, sip_limits_t *lim);
+
+#endif

@@ -1,0 +1,362 @@
+#include "sip_engine.h"
+#include "sip_cgi.h"
+#include "sip_conf.h"
+#include "sip_event.h"
+#include "sip_log.h"
+#include "sip_message.h"
+#include "sip_transaction.h"
+#include "sip_transport.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "apr_strings.h"
+#include "apr_signal.h"
+#include "ap_listen.h"
+#include "ap_mpm.h"
+#include "http_config.h"
+#include "mpm_common.h"
+
+typedef struct {
+    apr_socket_t *sock;
+    server_rec *vhost;
+} udp_entry_t;
+
+/* Per generation (pconf) state of the parent, inherited by the engine. */
+static apr_array_header_t *udp_socks;
+static int handoff[2] = {-1, -1};   /* [0] engine end, [1] children's end */
+static apr_pool_t *engine_pconf;
+static server_rec *engine_main_server;
+static apr_proc_t *engine_proc;
+static pid_t parent_pid;
+
+static apr_pool_t *engine_pool;
+static volatile sig_atomic_t engine_stop;
+
+void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost)
+{
+    udp_entry_t *e;
+
+    if (!udp_socks)
+        udp_socks = apr_array_make(pconf, 4, sizeof(udp_entry_t));
+    e = apr_array_push(udp_socks);
+    e->sock = sock;
+    e->vhost = vhost;
+}
+
+/* ---- engine: message dispatch (the core of this slice) ---- */
+
+static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
+{
+    server_rec *s;
+    sip_limits_t l;
+
+    for (s = engine_main_server; s; s = s->next) {
+        if ((void *)s == vhost && sip_get_conf(s)->enabled == 1) {
+            sip_get_limits(s, &l);
+            lim->max_header = (apr_size_t)l.line + 2
+                              + (apr_size_t)l.fields * ((apr_size_t)l.fieldsize + 2) + 2;
+            lim->max_body = (apr_size_t)l.body;
+            lim->idle = sip_get_conf(s)->tcp_idle;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void reply_options(sip_txn_t *txn)
+{
+    static const char *const hdrs[] = {
+        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
+        "Accept", "application/sdp",
+        NULL
+    };
+    sip_txn_reply(txn, 200, "OK", hdrs);
+}
+
+static void handle_cancel(sip_txn_t *txn)
+{
+    /* RFC 3261 §9.2: answer the CANCEL, then end the INVITE with 487. */
+    sip_txn_t *inv = sip_txn_find_invite(sip_txn_pool(txn), sip_txn_request(txn));
+
+    if (!inv) {
+        sip_txn_reply(txn, 481, "Call/Transaction Does Not Exist", NULL);
+        return;
+    }
+    sip_txn_reply(txn, 200, "OK", NULL);
+    if (!sip_txn_final_sent(inv)) {
+        sip_txn_cancel(inv);
+        sip_txn_reply(inv, 487, "Request Terminated", NULL);
+    }
+}
+
+static void handle_request(sip_txn_t *txn, server_rec *s)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    sip_server_conf *conf = sip_get_conf(s);
+    const char *path = NULL, *why = NULL;
+    int r;
+
+    if (strcmp(sip_msg_method(req), "CANCEL") == 0) {
+        handle_cancel(txn);
+        return;
+    }
+    r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script,
+                       sip_msg_uri_user(req), sip_msg_uri_host(req), &path, &why);
+    if (r == 0) {
+        sip_cgi_run(txn, path, s);
+        return;
+    }
+    if (r == 404 && strcmp(sip_msg_method(req), "OPTIONS") == 0) {
+        reply_options(txn);
+        return;
+    }
+    ap_log_error(APLOG_MARK, r == 403 ? APLOG_ERR : APLOG_INFO, 0, s,
+                 "sip: %d for %s %s from %s: %s", r, sip_msg_method(req),
+                 sip_msg_request_uri(req),
+                 sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer), why);
+    if (r == 403)
+        sip_txn_reply(txn, 403, "Forbidden", NULL);
+    else
+        sip_txn_reply(txn, 404, "Not Found", NULL);
+}
+
+static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_msg_error_t *err,
+                               const sip_source_t *src)
+{
+    const char *peer = apr_psprintf(p, "%s:%d", sip_sockaddr_ip(p, &src->peer),
+                                    sip_sockaddr_port(&src->peer));
+    const char *text = NULL;
+    apr_size_t len = 0;
+
+    if (err->status)
+        text = sip_msg_raw_error_response(p, msg, err->status, err->reason, "e0", &len);
+    if (!text) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, src->vhost,
+                     "sip: dropped unanswerable %s message from %s: %s",
+                     src->kind == SIP_TP_UDP ? "UDP" : "TCP", peer, err->reason);
+        return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, src->vhost, "sip: %d %s for message from %s",
+                 err->status, err->reason, peer);
+    /* The request could not be stamped, so answer the source itself. */
+    sip_transport_send(src, NULL, text, len);
+}
+
+static void engine_deliver(const char *buf, apr_size_t len, int flags,
+                           const sip_source_t *src)
+{
+    server_rec *s = src->vhost;
+    apr_pool_t *p;
+    sip_msg_t *msg = NULL;
+    sip_msg_error_t err;
+    sip_limits_t lim;
+    sip_sockaddr_t dest;
+    sip_txn_t *txn = NULL;
+    apr_status_t rv;
+
+    /* RFC 5626 keep-alives and stray CRLFs over UDP carry no message. */
+    if (src->kind == SIP_TP_UDP && strspn(buf, "\r\n") == len)
+        return;
+    apr_pool_create(&p, engine_pool);
+    sip_get_limits(s, &lim);
+    rv = sip_msg_parse(p, buf, len, &lim, src->kind == SIP_TP_UDP, &msg, &err);
+    if (rv == APR_SUCCESS && (flags & SIP_TP_FRAMING_LOST)) {
+        err.status = 400;
+        err.reason = "Bad Request";
+        rv = APR_EGENERAL;
+    }
+    if (rv != APR_SUCCESS) {
+        answer_bad_message(p, msg, &err, src);
+        apr_pool_destroy(p);
+        return;
+    }
+    if (!sip_msg_is_request(msg)) {
+        /* Proxying (issue 3) will forward these statelessly by Via. */
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: response %d with no transaction dropped",
+                     sip_msg_status(msg));
+        apr_pool_destroy(p);
+        return;
+    }
+    sip_msg_stamp_via(msg, src, &dest);
+    switch (sip_txn_receive(msg, src, &dest, p, &txn)) {
+    case SIP_TXN_NEW:
+        handle_request(txn, s);
+        return;     /* the transaction owns p now */
+    case SIP_TXN_STRAY_ACK:
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: ACK matching no transaction absorbed");
+        break;
+    default:
+        break;
+    }
+    apr_pool_destroy(p);
+}
+
+/* ---- engine process ---- */
+
+static void engine_signal_stop(int sig)
+{
+    (void)sig;
+    engine_stop = 1;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    /* Idle SIP TCP connections are cheap here; let the kernel limit be it. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void engine_main(void)
+{
+    sigset_t none;
+    sip_loop_t *loop;
+    int i;
+
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent_pid)
+        _exit(0);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    apr_signal(SIGTERM, engine_signal_stop);
+    apr_signal(SIGINT, engine_signal_stop);
+    apr_signal(SIGHUP, SIG_IGN);        /* httpd signals its process group */
+    apr_signal(SIGUSR1, SIG_IGN);
+    apr_signal(SIGWINCH, SIG_IGN);
+    apr_signal(SIGPIPE, SIG_IGN);
+    apr_signal(SIGCHLD, SIG_DFL);
+
+    apr_pool_create(&engine_pool, engine_pconf);
+    apr_pool_tag(engine_pool, "sip_engine");
+    ap_close_listeners();
+    close(handoff[1]);
+    raise_fd_limit();
+    if (ap_run_drop_privileges(engine_pool, engine_main_server) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server,
+                     "sip engine: cannot drop privileges");
+        _exit(1);
+    }
+    /* Log files, mod_dbd and friends initialise per process here. */
+    ap_run_child_init(engine_pool, engine_main_server);
+
+    sip_message_init();
+    sip_log_init_osip(engine_main_server);
+    if (sip_loop_create(&loop, engine_pool) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server, "sip engine: no event loop");
+        _exit(1);
+    }
+    sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
+    sip_txn_init(loop, engine_pool);
+    sip_cgi_init(loop, engine_pool);
+    for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
+        udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
+        apr_status_t rv = sip_udp_serve(e->sock, e->vhost);
+        if (rv != APR_SUCCESS)
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, e->vhost, "sip engine: cannot poll UDP socket");
+    }
+    sip_fdpass_serve(handoff[0]);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server,
+                 "sip engine %d started (%d UDP sockets)", (int)getpid(),
+                 udp_socks ? udp_socks->nelts : 0);
+
+    sip_loop_run(loop, &engine_stop);
+
+    sip_cgi_shutdown();
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server, "sip engine %d exiting",
+                 (int)getpid());
+    _exit(0);
+}
+
+static apr_status_t engine_fork(void);
+
+static void engine_maint(int reason, void *data, apr_wait_t status)
+{
+    apr_proc_t *proc = data;
+    int mpm_state;
+
+    (void)status;
+    switch (reason) {
+    case APR_OC_REASON_DEATH:
+    case APR_OC_REASON_LOST:
+        apr_proc_other_child_unregister(data);
+        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS
+            && mpm_state != AP_MPMQ_STOPPING) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
+                         "sip engine %d died; restarting it", (int)proc->pid);
+            engine_fork();
+        }
+        break;
+    case APR_OC_REASON_UNREGISTER:
+        /* pconf is going away (restart or stop): the engine goes with it. */
+        kill(proc->pid, SIGTERM);
+        break;
+    default:
+        break;
+    }
+}
+
+static apr_status_t engine_fork(void)
+{
+    const char *pidfile = ap_runtime_dir_relative(engine_pconf, "sip-engine.pid");
+    apr_file_t *f;
+    pid_t pid;
+
+    engine_proc = apr_pcalloc(engine_pconf, sizeof(*engine_proc));
+    parent_pid = getpid();
+    pid = fork();
+    if (pid < 0)
+        return errno;
+    if (pid == 0)
+        engine_main();      /* never returns */
+    engine_proc->pid = pid;
+    apr_pool_note_subprocess(engine_pconf, engine_proc, APR_KILL_AFTER_TIMEOUT);
+    apr_proc_other_child_register(engine_proc, engine_maint, engine_proc, NULL, engine_pconf);
+    if (pidfile && apr_file_open(&f, pidfile, APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                                 | APR_FOPEN_TRUNCATE, APR_FPROT_OS_DEFAULT,
+                                 engine_pconf) == APR_SUCCESS) {
+        apr_file_printf(f, "%d\n", (int)pid);
+        apr_file_close(f);
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t close_handoff(void *data)
+{
+    (void)data;
+    if (handoff[0] >= 0)
+        close(handoff[0]);
+    if (handoff[1] >= 0)
+        close(handoff[1]);
+    handoff[0] = handoff[1] = -1;
+    udp_socks = NULL;
+    return APR_SUCCESS;
+}
+
+apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server)
+{
+    apr_status_t rv;
+
+    engine_pconf = pconf;
+    engine_main_server = main_server;
+    rv = sip_fdpass_pair(handoff);
+    if (rv != APR_SUCCESS)
+        return rv;
+    apr_pool_cleanup_register(pconf, NULL, close_handoff, apr_pool_cleanup_null);
+    return engine_fork();
+}
+
+apr_status_t sip_engine_handoff(int fd, server_rec *vhost)
+{
+    if (handoff[1] < 0)
+        return APR_ENOTSOCK;
+    return sip_fdpass_send(handoff[1], fd, vhost);
+}

@@ -1,0 +1,21 @@
+/* The SIP engine process: forked by the httpd parent at post_config and
+ * supervised like mod_cgid's daemon.  It owns the UDP sockets, the TCP
+ * connections handed over by the MPM children, all transactions, timers
+ * and script processes, in one event loop. */
+#ifndef SIP_ENGINE_H
+#define SIP_ENGINE_H
+
+#include "httpd.h"
+#include "apr_network_io.h"
+
+/* Parent, before starting the engine: the UDP sockets to serve. */
+void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost);
+
+/* Parent, at post_config: fork the engine (and restart it whenever it
+ * dies, until httpd stops). */
+apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server);
+
+/* MPM child: hand a SIP TCP connection to the engine. */
+apr_status_t sip_engine_handoff(int fd, server_rec *vhost);
+
+#endif

@@ -1,0 +1,657 @@
+#include "sip_message.h"
+
+#include "httpd.h"
+
+#include <string.h>
+#include <osipparser2/osip_parser.h>
+#include <osipparser2/osip_port.h>
+
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+struct sip_msg {
+    apr_pool_t *pool;
+    osip_message_t *m;          /* NULL until libosip2 accepted the message */
+    char *raw;                  /* NUL-terminated copy */
+    apr_size_t raw_len;
+    const char *start_line;
+    const char *method;         /* requests, from the start line */
+    const char *uri;            /* requests, from the start line */
+    const char *version;
+    apr_array_header_t *hdrs;   /* sip_header_t */
+    const char *body;
+    apr_size_t body_len;
+};
+
+void sip_message_init(void)
+{
+    parser_init();
+}
+
+static apr_status_t osip_msg_cleanup(void *data)
+{
+    sip_msg_t *m = data;
+    if (m->m)
+        osip_message_free(m->m);
+    m->m = NULL;
+    return APR_SUCCESS;
+}
+
+static sip_msg_t *msg_new(apr_pool_t *p)
+{
+    sip_msg_t *m = apr_pcalloc(p, sizeof(*m));
+    m->pool = p;
+    m->hdrs = apr_array_make(p, 16, sizeof(sip_header_t));
+    apr_pool_cleanup_register(p, m, osip_msg_cleanup, apr_pool_cleanup_null);
+    return m;
+}
+
+/* RFC 3261 §7.3.3 and the compact forms registered since. */
+const char *sip_header_long_name(const char *name, apr_size_t len)
+{
+    static const char *const compact[26] = {
+        ['a' - 'a'] = "Accept-Contact",  ['b' - 'a'] = "Referred-By",
+        ['c' - 'a'] = "Content-Type",    ['d' - 'a'] = "Request-Disposition",
+        ['e' - 'a'] = "Content-Encoding", ['f' - 'a'] = "From",
+        ['i' - 'a'] = "Call-ID",         ['j' - 'a'] = "Reject-Contact",
+        ['k' - 'a'] = "Supported",       ['l' - 'a'] = "Content-Length",
+        ['m' - 'a'] = "Contact",         ['n' - 'a'] = "Identity-Info",
+        ['o' - 'a'] = "Event",           ['r' - 'a'] = "Refer-To",
+        ['s' - 'a'] = "Subject",         ['t' - 'a'] = "To",
+        ['u' - 'a'] = "Allow-Events",    ['v' - 'a'] = "Via",
+        ['x' - 'a'] = "Session-Expires", ['y' - 'a'] = "Identity",
+    };
+    int ch;
+
+    if (len != 1)
+        return NULL;
+    ch = apr_tolower((unsigned char)name[0]);
+    if (ch < 'a' || ch > 'z')
+        return NULL;
+    return compact[ch - 'a'];
+}
+
+static int is_token_char(int c)
+{
+    return apr_isalnum(c) || (c && strchr("-.!%*_+`'~", c));
+}
+
+/* Split the raw text into start line, unfolded headers and body, checking
+ * the LimitRequest* limits on the way.  Returns 0 or a SIP status. */
+static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
+{
+    char *pos = m->raw, *end = m->raw + m->raw_len;
+    sip_header_t *cur = NULL;
+    int first = 1, nfields = 0;
+
+    while (pos < end) {
+        char *nl = memchr(pos, '\n', (apr_size_t)(end - pos));
+        char *eol = nl ? nl : end;
+        apr_size_t len;
+
+        if (eol > pos && eol[-1] == '\r')
+            eol--;
+        len = (apr_size_t)(eol - pos);
+        *eol = '\0';
+        if (first) {
+            m->start_line = pos;
+            first = 0;
+            if (lim && len > (apr_size_t)lim->line) {
+                *reason = "Request-URI Too Long";
+                return 414;
+            }
+        }
+        else if (len == 0) {
+            m->body = nl ? nl + 1 : end;
+            m->body_len = (apr_size_t)(end - m->body);
+            return 0;
+        }
+        else if (*pos == ' ' || *pos == '\t') {
+            /* RFC 3261 §7.3.1: a continuation line folds into the last one */
+            if (!cur) {
+                *reason = "Malformed Header";
+                return 400;
+            }
+            while (*pos == ' ' || *pos == '\t')
+                pos++;
+            cur->value = apr_pstrcat(m->pool, cur->value, " ", pos, NULL);
+            if (lim && strlen(cur->value) > (apr_size_t)lim->fieldsize) {
+                *reason = "Header Field Too Long";
+                return 400;
+            }
+        }
+        else {
+            char *colon = memchr(pos, ':', len), *name_end, *v;
+            const char *longname;
+
+            if (lim && len > (apr_size_t)lim->fieldsize) {
+                *reason = "Header Field Too Long";
+                return 400;
+            }
+            if (lim && ++nfields > lim->fields) {
+                *reason = "Too Many Header Fields";
+                return 400;
+            }
+            if (!colon) {
+                *reason = "Malformed Header";
+                return 400;
+            }
+            name_end = colon;
+            while (name_end > pos && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+                name_end--;
+            if (name_end == pos) {
+                *reason = "Malformed Header";
+                return 400;
+            }
+            for (v = pos; v < name_end; v++) {
+                if (!is_token_char((unsigned char)*v)) {
+                    *reason = "Malformed Header";
+                    return 400;
+                }
+            }
+            *name_end = '\0';
+            v = colon + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            cur = apr_array_push(m->hdrs);
+            longname = sip_header_long_name(pos, (apr_size_t)(name_end - pos));
+            cur->name = longname ? longname : pos;
+            cur->value = v;
+        }
+        pos = nl ? nl + 1 : end;
+    }
+    /* No blank line: a datagram may end right after its headers. */
+    m->body = end;
+    m->body_len = 0;
+    return 0;
+}
+
+const char *sip_msg_header(const sip_msg_t *m, const char *name)
+{
+    int i;
+    for (i = 0; i < m->hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(m->hdrs, i, sip_header_t);
+        if (strcasecmp(h->name, name) == 0)
+            return h->value;
+    }
+    return NULL;
+}
+
+static int parse_start_line(sip_msg_t *m)
+{
+    char *line = apr_pstrdup(m->pool, m->start_line), *last;
+    char *a = apr_strtok(line, " ", &last);
+    char *b = apr_strtok(NULL, " ", &last);
+    char *c = apr_strtok(NULL, "", &last);
+    const char *s;
+
+    if (!a || !b || !c)
+        return -1;
+    if (strncmp(a, "SIP/", 4) == 0) {
+        m->version = a;
+        return 1;   /* a response */
+    }
+    for (s = a; *s; s++)
+        if (!is_token_char((unsigned char)*s))
+            return -1;
+    while (*c == ' ')
+        c++;
+    if (strchr(c, ' ') || strncasecmp(c, "SIP/", 4) != 0)
+        return -1;
+    m->method = a;
+    m->uri = b;
+    m->version = c;
+    return 0;
+}
+
+static int has_header(const sip_msg_t *m, const char *name)
+{
+    return sip_msg_header(m, name) != NULL;
+}
+
+#define FAIL(code, why) do { err->status = (code); err->reason = (why); return APR_EGENERAL; } while (0)
+
+apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                           const sip_limits_t *lim, int datagram,
+                           sip_msg_t **out, sip_msg_error_t *err)
+{
+    static const char *const mandatory[] = {"Via", "From", "To", "Call-ID", "CSeq", NULL};
+    sip_msg_t *m = msg_new(p);
+    const char *reason = NULL, *clen_hdr;
+    int kind, status, i;
+    osip_message_t *om;
+
+    *out = m;
+    err->status = 0;
+    err->reason = "unparsable";
+    m->raw = apr_pstrmemdup(p, buf, len);
+    m->raw_len = len;
+
+    status = split_raw(m, lim, &reason);
+    kind = m->start_line ? parse_start_line(m) : -1;
+    if (kind < 0)
+        FAIL(has_header(m, "Via") && has_header(m, "CSeq") ? 400 : 0, "Malformed Start Line");
+    if (kind == 1) {
+        /* Responses are never answered: anything wrong just drops them. */
+        err->reason = "malformed response";
+        if (status)
+            return APR_EGENERAL;
+    }
+    else if (status)
+        FAIL(status, reason);
+    /* NUL is legal in a body only (split_raw put NULs in the copy). */
+    if (kind == 0 && memchr(buf, '\0', (apr_size_t)(m->body - m->raw)))
+        FAIL(400, "NUL In Header");
+
+    for (i = 0; mandatory[i]; i++) {
+        if (!has_header(m, mandatory[i])) {
+            err->reason = apr_pstrcat(p, "Missing ", mandatory[i], " Header", NULL);
+            err->status = kind == 0 ? 400 : 0;
+            return APR_EGENERAL;
+        }
+    }
+    if (kind == 0 && !has_header(m, "Max-Forwards"))
+        FAIL(400, "Missing Max-Forwards Header");
+
+    /* RFC 3261 §18.3: a datagram shorter than its Content-Length is bad;
+     * extra octets after the body are ignored. */
+    clen_hdr = sip_msg_header(m, "Content-Length");
+    if (clen_hdr) {
+        char *stop;
+        apr_int64_t clen = apr_strtoi64(clen_hdr, &stop, 10);
+        while (*stop == ' ' || *stop == '\t')
+            stop++;
+        if (*stop || clen < 0 || !apr_isdigit(clen_hdr[0]))
+            FAIL(kind == 0 ? 400 : 0, "Bad Content-Length");
+        if (lim && clen > lim->body)
+            FAIL(kind == 0 ? 413 : 0, "Request Entity Too Large");
+        if ((apr_uint64_t)clen > m->body_len)
+            FAIL(kind == 0 ? 400 : 0, "Content-Length Mismatch");
+        m->body_len = (apr_size_t)clen;
+    }
+    else if (!datagram)
+        m->body_len = 0;
+    if (lim && m->body_len > (apr_uint64_t)lim->body)
+        FAIL(kind == 0 ? 413 : 0, "Request Entity Too Large");
+
+    if (kind == 0 && strcmp(m->version, "SIP/2.0") != 0)
+        FAIL(505, "Version Not Supported");
+
+    /* libosip2 does the full grammar; give it only the message itself. */
+    if (osip_message_init(&om) != 0)
+        FAIL(0, "out of memory");
+    if (osip_message_parse(om, buf, (size_t)((m->body - m->raw) + m->body_len)) != 0) {
+        osip_message_free(om);
+        FAIL(kind == 0 ? 400 : 0, "Bad Request");
+    }
+    m->m = om;
+    if (kind == 0) {
+        osip_header_t *mf = NULL;
+        char *stop;
+        apr_int64_t n;
+
+        if (!om->req_uri || !om->req_uri->scheme || !om->req_uri->host)
+            FAIL(400, "Bad Request-URI");
+        if (strcasecmp(om->req_uri->scheme, "sip") && strcasecmp(om->req_uri->scheme, "sips"))
+            FAIL(416, "Unsupported URI Scheme");
+        if (!om->cseq || !om->cseq->number || !om->cseq->method)
+            FAIL(400, "Bad CSeq");
+        n = apr_strtoi64(om->cseq->number, &stop, 10);
+        if (*stop || n < 0 || n > 0x7fffffffLL || !apr_isdigit(om->cseq->number[0]))
+            FAIL(400, "Bad CSeq");
+        /* §8.2.1 / §12.2.2: the CSeq method must match the request's. */
+        if (strcmp(om->cseq->method, m->method) != 0)
+            FAIL(400, "CSeq Method Mismatch");
+        if (!om->from || !om->from->url || !om->to || !om->to->url)
+            FAIL(400, "Bad From or To");
+        if (!om->call_id || !om->call_id->number)
+            FAIL(400, "Bad Call-ID");
+        if (osip_message_get_max_forwards(om, 0, &mf) < 0 || !mf || !mf->hvalue)
+            FAIL(400, "Bad Max-Forwards");
+        n = apr_strtoi64(mf->hvalue, &stop, 10);
+        if (*stop || n < 0 || n > 255 || !apr_isdigit(mf->hvalue[0]))
+            FAIL(400, "Bad Max-Forwards");
+        {
+            osip_via_t *via = osip_list_get(&om->vias, 0);
+            if (!via || !via->host || !via->protocol)
+                FAIL(400, "Bad Via");
+        }
+    }
+    else {
+        if (!om->cseq || !om->call_id || !osip_list_get(&om->vias, 0))
+            FAIL(0, "malformed response");
+    }
+    return APR_SUCCESS;
+}
+
+/* Append "Name: value\r\n" for every raw header called 'name'. */
+static void copy_raw(apr_array_header_t *out, const sip_msg_t *m, const char *name,
+                     const char *to_tag)
+{
+    int i;
+    for (i = 0; i < m->hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(m->hdrs, i, sip_header_t);
+        if (strcasecmp(h->name, name) != 0)
+            continue;
+        *(const char **)apr_array_push(out) = name;
+        *(const char **)apr_array_push(out) = ": ";
+        *(const char **)apr_array_push(out) = h->value;
+        if (to_tag && !ap_strcasestr(h->value, ";tag=")) {
+            *(const char **)apr_array_push(out) = ";tag=";
+            *(const char **)apr_array_push(out) = to_tag;
+        }
+        *(const char **)apr_array_push(out) = "\r\n";
+        if (strcasecmp(name, "Via") != 0)
+            return;     /* only Via may repeat */
+    }
+}
+
+const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int status,
+                                       const char *reason, const char *to_tag,
+                                       apr_size_t *len)
+{
+    apr_array_header_t *parts;
+    const char *text;
+
+    const char *cseq = req ? sip_msg_header(req, "CSeq") : NULL;
+
+    /* §17.1.1.3: ACK is never answered */
+    if (!req || (req->method && strcmp(req->method, "ACK") == 0)
+        || (cseq && ap_strcasestr(cseq, "ACK")))
+        return NULL;
+    if (!has_header(req, "Via"))
+        return NULL;
+    parts = apr_array_make(p, 32, sizeof(const char *));
+    *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
+    copy_raw(parts, req, "Via", NULL);
+    copy_raw(parts, req, "From", NULL);
+    copy_raw(parts, req, "To", status > 100 ? to_tag : NULL);
+    copy_raw(parts, req, "Call-ID", NULL);
+    copy_raw(parts, req, "CSeq", NULL);
+    *(const char **)apr_array_push(parts) = "Content-Length: 0\r\n\r\n";
+    text = apr_array_pstrcat(p, parts, 0);
+    *len = strlen(text);
+    return text;
+}
+
+void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *resp_dest)
+{
+    osip_via_t *via = req->m ? osip_list_get(&req->m->vias, 0) : NULL;
+    osip_generic_param_t *rport = NULL, *received = NULL;
+    const char *ip = sip_sockaddr_ip(req->pool, &src->peer);
+    int port = 5060;
+
+    *resp_dest = src->peer;
+    if (!via)
+        return;
+    osip_via_param_get_byname(via, "rport", &rport);
+    osip_via_param_get_byname(via, "received", &received);
+    /* RFC 3581 §4: with rport, always add received and fill in the port. */
+    if (!received && (rport || !via->host || strcmp(via->host, ip) != 0))
+        osip_via_set_received(via, osip_strdup(ip));
+    if (rport) {
+        osip_free(rport->gvalue);
+        rport->gvalue = osip_strdup(apr_itoa(req->pool, sip_sockaddr_port(&src->peer)));
+    }
+    osip_message_force_update(req->m);
+    if (src->kind != SIP_TP_UDP)
+        return;
+    /* §18.2.2: to received (or sent-by), at rport or the sent-by port. */
+    if (rport)
+        return;     /* the source address and port, exactly */
+    if (via->port)
+        port = atoi(via->port);
+    if (port <= 0 || port > 65535)
+        port = 5060;
+    if (sip_sockaddr_set(resp_dest, received ? received->gvalue : ip, port) != APR_SUCCESS)
+        *resp_dest = src->peer;
+}
+
+int sip_msg_is_request(const sip_msg_t *m)
+{
+    return m->method != NULL;
+}
+
+const char *sip_msg_method(const sip_msg_t *m)
+{
+    return m->method;
+}
+
+const char *sip_msg_request_uri(const sip_msg_t *m)
+{
+    return m->uri;
+}
+
+const char *sip_msg_uri_user(const sip_msg_t *m)
+{
+    return m->m && m->m->req_uri ? m->m->req_uri->username : NULL;
+}
+
+const char *sip_msg_uri_host(const sip_msg_t *m)
+{
+    return m->m && m->m->req_uri ? m->m->req_uri->host : NULL;
+}
+
+const char *sip_msg_version(const sip_msg_t *m)
+{
+    return m->version;
+}
+
+int sip_msg_status(const sip_msg_t *m)
+{
+    return m->m ? m->m->status_code : 0;
+}
+
+const char *sip_msg_reason(const sip_msg_t *m)
+{
+    return m->m ? m->m->reason_phrase : NULL;
+}
+
+const char *sip_msg_branch(const sip_msg_t *m)
+{
+    osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;
+    osip_generic_param_t *b = NULL;
+
+    if (!via || osip_via_param_get_byname(via, "branch", &b) < 0 || !b)
+        return NULL;
+    return b->gvalue;
+}
+
+const char *sip_msg_via_sent_by(const sip_msg_t *m)
+{
+    osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;
+    if (!via)
+        return "";
+    return apr_pstrcat(m->pool, via->host, ":", via->port ? via->port : "5060", NULL);
+}
+
+const char *sip_msg_top_via(const sip_msg_t *m)
+{
+    osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;
+    char *s = NULL;
+    const char *r;
+
+    if (!via || osip_via_to_str(via, &s) != 0)
+        return "";
+    r = apr_pstrdup(m->pool, s);
+    osip_free(s);
+    return r;
+}
+
+const char *sip_msg_call_id(const sip_msg_t *m)
+{
+    osip_call_id_t *c = m->m ? m->m->call_id : NULL;
+    if (!c || !c->number)
+        return "";
+    return c->host ? apr_pstrcat(m->pool, c->number, "@", c->host, NULL) : c->number;
+}
+
+const char *sip_msg_cseq_number(const sip_msg_t *m)
+{
+    return m->m && m->m->cseq && m->m->cseq->number ? m->m->cseq->number : "";
+}
+
+const char *sip_msg_cseq_method(const sip_msg_t *m)
+{
+    return m->m && m->m->cseq && m->m->cseq->method ? m->m->cseq->method : "";
+}
+
+const char *sip_msg_from_tag(const sip_msg_t *m)
+{
+    osip_generic_param_t *t = NULL;
+    if (!m->m || !m->m->from || osip_from_get_tag(m->m->from, &t) < 0 || !t)
+        return NULL;
+    return t->gvalue;
+}
+
+const char *sip_msg_to_tag(const sip_msg_t *m)
+{
+    osip_generic_param_t *t = NULL;
+    if (!m->m || !m->m->to || osip_to_get_tag(m->m->to, &t) < 0 || !t)
+        return NULL;
+    return t->gvalue;
+}
+
+const apr_array_header_t *sip_msg_headers(const sip_msg_t *m)
+{
+    return m->hdrs;
+}
+
+const char *sip_msg_body(const sip_msg_t *m, apr_size_t *len)
+{
+    *len = m->body_len;
+    return m->body_len ? m->body : NULL;
+}
+
+const char *sip_msg_content_type(const sip_msg_t *m)
+{
+    return sip_msg_header(m, "Content-Type");
+}
+
+/* ---- building responses ---- */
+
+static void copy_dialog_headers(osip_message_t *r, const osip_message_t *req, int vias)
+{
+    if (vias) {
+        osip_list_special_free(&r->vias, (void (*)(void *))osip_via_free);
+        osip_list_clone(&req->vias, &r->vias, (int (*)(void *, void **))osip_via_clone);
+    }
+    if (!r->from && req->from)
+        osip_from_clone(req->from, &r->from);
+    if (!r->to && req->to)
+        osip_to_clone(req->to, &r->to);
+    if (!r->call_id && req->call_id)
+        osip_call_id_clone(req->call_id, &r->call_id);
+    if (!r->cseq && req->cseq)
+        osip_cseq_clone(req->cseq, &r->cseq);
+}
+
+static void tag_to(osip_message_t *r, const char *to_tag)
+{
+    osip_generic_param_t *t = NULL;
+
+    if (to_tag && r->to && r->status_code > 100 && (osip_to_get_tag(r->to, &t) < 0 || !t))
+        osip_to_set_tag(r->to, osip_strdup(to_tag));
+}
+
+sip_msg_t *sip_msg_make_response(apr_pool_t *p, const sip_msg_t *req, int status,
+                                 const char *reason, const char *to_tag)
+{
+    sip_msg_t *m = msg_new(p);
+    osip_message_t *r;
+
+    if (osip_message_init(&r) != 0)
+        return NULL;
+    m->m = r;
+    osip_message_set_version(r, osip_strdup("SIP/2.0"));
+    osip_message_set_status_code(r, status);
+    osip_message_set_reason_phrase(r, osip_strdup(reason));
+    copy_dialog_headers(r, req->m, 1);
+    tag_to(r, to_tag);
+    return m;
+}
+
+void sip_msg_add_header(sip_msg_t *m, const char *name, const char *value)
+{
+    osip_message_set_header(m->m, name, value);
+    osip_message_force_update(m->m);
+}
+
+sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_size_t len,
+                                         const char **why)
+{
+    sip_msg_t *m = msg_new(p);
+    osip_message_t *om;
+    const char *hdr_end = NULL, *s;
+    apr_size_t i, body_off = len;
+    char *crlf, *o;
+
+    /* RFC 3050 §6.1: scripts may end lines with LF; libosip2 wants CRLF. */
+    for (s = buf; s < buf + len; s++) {
+        const char *nl = memchr(s, '\n', (apr_size_t)(buf + len - s));
+        if (!nl)
+            break;
+        if (nl == s || (nl == s + 1 && *s == '\r')) {
+            hdr_end = s;
+            body_off = (apr_size_t)(nl + 1 - buf);
+            break;
+        }
+        s = nl;
+    }
+    o = crlf = apr_palloc(p, 2 * len + 3);
+    for (i = 0; i < (hdr_end ? (apr_size_t)(hdr_end - buf) : len); i++) {
+        if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
+            *o++ = '\r';
+        *o++ = buf[i];
+    }
+    if (!hdr_end && (o == crlf || o[-1] != '\n')) {
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    *o++ = '\r';
+    *o++ = '\n';
+    memcpy(o, buf + body_off, len - body_off);
+    o += len - body_off;
+    *o = '\0';
+
+    if (osip_message_init(&om) != 0) {
+        *why = "out of memory";
+        return NULL;
+    }
+    if (osip_message_parse(om, crlf, (size_t)(o - crlf)) != 0) {
+        osip_message_free(om);
+        *why = "not a SIP message";
+        return NULL;
+    }
+    m->m = om;
+    if (MSG_IS_REQUEST(om)) {
+        *why = "not a response";
+        return NULL;
+    }
+    if (om->status_code < 100 || om->status_code > 699) {
+        *why = "status code out of range";
+        return NULL;
+    }
+    return m;
+}
+
+void sip_msg_complete_response(sip_msg_t *resp, const sip_msg_t *req, const char *to_tag)
+{
+    copy_dialog_headers(resp->m, req->m, 1);
+    tag_to(resp->m, to_tag);
+    osip_message_force_update(resp->m);
+}
+
+const char *sip_msg_serialize(apr_pool_t *p, sip_msg_t *m, apr_size_t *len)
+{
+    char *s = NULL;
+    size_t n = 0;
+    const char *r;
+
+    if (!m->m || osip_message_to_str(m->m, &s, &n) != 0)
+        return NULL;
+    r = apr_pstrmemdup(p, s, n);
+    osip_free(s);
+    *len = n;
+    return r;
+}

@@ -1,0 +1,85 @@
+/* Message layer: the only code that touches libosip2's osip_message_*.
+ * Parses and validates received messages, builds and serializes
+ * responses, and exposes headers as (long name, value) pairs. */
+#ifndef SIP_MESSAGE_H
+#define SIP_MESSAGE_H
+
+#include "apr_pools.h"
+#include "apr_tables.h"
+#include "sip_conf.h"
+#include "sip_transport.h"
+
+typedef struct sip_msg sip_msg_t;
+
+typedef struct sip_header {
+    const char *name;   /* long form ("f" becomes "From") */
+    const char *value;  /* unfolded */
+} sip_header_t;
+
+/* Why a message was refused: 'status' is the SIP answer to give, or 0
+ * when nothing can be answered (the message is dropped). */
+typedef struct sip_msg_error {
+    int status;
+    const char *reason;
+} sip_msg_error_t;
+
+void sip_message_init(void);
+
+/* Parse and validate a received message (RFC 3261 §8.2, §16.3, §18.3).
+ * On failure *out may still hold what was readable, for an error answer. */
+apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                           const sip_limits_t *lim, int datagram,
+                           sip_msg_t **out, sip_msg_error_t *err);
+
+/* Error answer copied from the raw headers of a message that failed
+ * validation (needs Via, From, To, Call-ID and CSeq); NULL if impossible. */
+const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int status,
+                                       const char *reason, const char *to_tag,
+                                       apr_size_t *len);
+
+/* RFC 3261 §18.2.1 / RFC 3581: note received/rport in the top Via and work
+ * out where UDP responses go (§18.2.2). */
+void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *resp_dest);
+
+/* Accessors (strings live in the message's pool). */
+int sip_msg_is_request(const sip_msg_t *m);
+const char *sip_msg_method(const sip_msg_t *m);
+const char *sip_msg_request_uri(const sip_msg_t *m);  /* as received */
+const char *sip_msg_uri_user(const sip_msg_t *m);     /* still %-escaped, or NULL */
+const char *sip_msg_uri_host(const sip_msg_t *m);
+const char *sip_msg_version(const sip_msg_t *m);
+int sip_msg_status(const sip_msg_t *m);
+const char *sip_msg_reason(const sip_msg_t *m);
+const char *sip_msg_branch(const sip_msg_t *m);       /* top Via, or NULL */
+const char *sip_msg_via_sent_by(const sip_msg_t *m);  /* host:port of the top Via */
+const char *sip_msg_top_via(const sip_msg_t *m);      /* whole top Via as text */
+const char *sip_msg_call_id(const sip_msg_t *m);
+const char *sip_msg_cseq_number(const sip_msg_t *m);
+const char *sip_msg_cseq_method(const sip_msg_t *m);
+const char *sip_msg_from_tag(const sip_msg_t *m);
+const char *sip_msg_to_tag(const sip_msg_t *m);
+const apr_array_header_t *sip_msg_headers(const sip_msg_t *m);
+const char *sip_msg_header(const sip_msg_t *m, const char *name);  /* first, or NULL */
+const char *sip_msg_body(const sip_msg_t *m, apr_size_t *len);
+const char *sip_msg_content_type(const sip_msg_t *m);
+
+/* A response to 'req' with Via, From, To (tagged unless status 100 or
+ * to_tag NULL), Call-ID and CSeq copied, ready for extra headers. */
+sip_msg_t *sip_msg_make_response(apr_pool_t *p, const sip_msg_t *req, int status,
+                                 const char *reason, const char *to_tag);
+void sip_msg_add_header(sip_msg_t *m, const char *name, const char *value);
+
+/* Parse a response written by a script; NULL and *why on failure. */
+sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_size_t len,
+                                         const char **why);
+/* Fill what the script left out (RFC 3050 §5.6.1.1): Via always from the
+ * request, From/To/Call-ID/CSeq when missing, the To tag on non-100. */
+void sip_msg_complete_response(sip_msg_t *resp, const sip_msg_t *req, const char *to_tag);
+
+/* Serialize (Content-Length recomputed). */
+const char *sip_msg_serialize(apr_pool_t *p, sip_msg_t *m, apr_size_t *len);
+
+/* Long name of a compact header form (RFC 3261 §7.3.3), or NULL. */
+const char *sip_header_long_name(const char *name, apr_size_t len);
+
+#endif

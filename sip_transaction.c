@@ -1,0 +1,329 @@
+#include "sip_transaction.h"
+#include "sip_log.h"
+
+#include <string.h>
+
+#include "apr_hash.h"
+#include "apr_strings.h"
+#include "apr_random.h"
+
+typedef enum {
+    ST_TRYING,      /* non-INVITE, nothing sent */
+    ST_PROCEEDING,  /* INVITE from the start; non-INVITE after a 1xx */
+    ST_COMPLETED,   /* final non-2xx (INVITE) or any final (non-INVITE) */
+    ST_CONFIRMED,   /* INVITE: ACK received */
+    ST_ACCEPTED,    /* INVITE: 2xx sent, waiting for its ACK (RFC 6026) */
+    ST_TERMINATED
+} txn_state_t;
+
+struct sip_txn {
+    apr_pool_t *pool;
+    sip_msg_t *req;
+    sip_source_t src;
+    sip_sockaddr_t dest;
+    const char *key;
+    const char *ack_key;    /* set while a 2xx waits for its ACK */
+    int invite;
+    txn_state_t state;
+    const char *to_tag;
+    const char *last;
+    apr_size_t last_len;
+    int last_status;
+    apr_interval_time_t retx;
+    sip_timer_t t_retx, t_end, t_trying;
+    void (*tu_cancel)(void *tu);
+    void *tu;
+};
+
+static sip_loop_t *txn_loop;
+static apr_hash_t *txns;        /* key -> sip_txn_t */
+static apr_hash_t *acks;        /* ack_key -> sip_txn_t (2xx awaiting ACK) */
+static apr_size_t ntxns;
+
+void sip_txn_init(sip_loop_t *loop, apr_pool_t *p)
+{
+    txn_loop = loop;
+    txns = apr_hash_make(p);
+    acks = apr_hash_make(p);
+}
+
+apr_size_t sip_txn_count(void)
+{
+    return ntxns;
+}
+
+/* §17.2.3 matching; the RFC 2543 fallback leaves the To tag out so that
+ * an ACK (which carries our tag) still finds its INVITE. */
+static const char *txn_key(apr_pool_t *p, const sip_msg_t *m, const char *method)
+{
+    const char *branch = sip_msg_branch(m);
+
+    if (branch && strncmp(branch, "z9hG4bK", 7) == 0)
+        return apr_pstrcat(p, branch, "|", sip_msg_via_sent_by(m), "|", method, NULL);
+    return apr_pstrcat(p, "2543|", sip_msg_request_uri(m), "|", sip_msg_from_tag(m) ? sip_msg_from_tag(m) : "",
+                       "|", sip_msg_call_id(m), "|", sip_msg_cseq_number(m), "|", method,
+                       "|", sip_msg_top_via(m), NULL);
+}
+
+/* A 2xx's ACK is a new transaction (§17.1.1.3): match it by dialog. */
+static const char *ack_key(apr_pool_t *p, const sip_msg_t *m)
+{
+    const char *ft = sip_msg_from_tag(m);
+    return apr_pstrcat(p, sip_msg_call_id(m), "|", sip_msg_cseq_number(m), "|", ft ? ft : "", NULL);
+}
+
+static const char *new_tag(apr_pool_t *p)
+{
+    unsigned char rnd[8];
+    char hex[17];
+    int i;
+
+    if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
+        apr_uint64_t t = (apr_uint64_t)apr_time_now();
+        memcpy(rnd, &t, sizeof(rnd));
+    }
+    for (i = 0; i < 8; i++)
+        apr_snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+    return apr_pstrdup(p, hex);
+}
+
+static void txn_destroy_if_done(sip_txn_t *t)
+{
+    if (t->state == ST_TERMINATED && !t->tu) {
+        sip_source_release(&t->src);
+        sip_loop_defer_destroy(txn_loop, t->pool);
+    }
+}
+
+static void txn_terminate(sip_txn_t *t)
+{
+    if (t->state == ST_TERMINATED)
+        return;
+    t->state = ST_TERMINATED;
+    sip_timer_cancel(txn_loop, &t->t_retx);
+    sip_timer_cancel(txn_loop, &t->t_end);
+    sip_timer_cancel(txn_loop, &t->t_trying);
+    apr_hash_set(txns, t->key, APR_HASH_KEY_STRING, NULL);
+    if (t->ack_key)
+        apr_hash_set(acks, t->ack_key, APR_HASH_KEY_STRING, NULL);
+    ntxns--;
+    txn_destroy_if_done(t);
+}
+
+static void send_last(sip_txn_t *t)
+{
+    apr_status_t rv;
+
+    if (!t->last)
+        return;
+    rv = sip_transport_send(&t->src, &t->dest, t->last, t->last_len);
+    if (rv != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_INFO, rv, ap_server_conf,
+                     "sip: cannot send %d response for %s %s", t->last_status,
+                     sip_msg_method(t->req), sip_msg_request_uri(t->req));
+}
+
+static void timer_end(void *baton)
+{
+    sip_txn_t *t = baton;
+
+    if (t->state == ST_COMPLETED && t->invite)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
+                     "sip: no ACK for %d to INVITE %s (Call-ID %s), timer H fired",
+                     t->last_status, sip_msg_request_uri(t->req), sip_msg_call_id(t->req));
+    else if (t->state == ST_ACCEPTED)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
+                     "sip: no ACK for %d to INVITE %s (Call-ID %s)", t->last_status,
+                     sip_msg_request_uri(t->req), sip_msg_call_id(t->req));
+    txn_terminate(t);
+}
+
+/* Timer G (§17.2.1) and the 2xx retransmission of §13.3.1.4 share the
+ * doubling-to-T2 schedule. */
+static void timer_retx(void *baton)
+{
+    sip_txn_t *t = baton;
+
+    send_last(t);
+    t->retx = t->retx * 2 < SIP_T2 ? t->retx * 2 : SIP_T2;
+    sip_timer_set(txn_loop, &t->t_retx, t->retx, timer_retx, t);
+}
+
+static void timer_trying(void *baton)
+{
+    sip_txn_t *t = baton;
+
+    /* §17.2.1: 100 Trying when the TU has not answered within 200 ms */
+    if (!t->last)
+        sip_txn_reply(t, 100, "Trying", NULL);
+}
+
+sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
+                                 const sip_sockaddr_t *resp_dest, apr_pool_t *msg_pool,
+                                 sip_txn_t **out)
+{
+    const char *method = sip_msg_method(req);
+    int is_ack = strcmp(method, "ACK") == 0;
+    const char *key = txn_key(msg_pool, req, is_ack ? "INVITE" : method);
+    sip_txn_t *t = apr_hash_get(txns, key, APR_HASH_KEY_STRING);
+
+    *out = t;
+    if (is_ack) {
+        if (t && t->state == ST_COMPLETED) {
+            /* §17.2.1: ACK for a non-2xx final: Confirmed, then timer I */
+            t->state = ST_CONFIRMED;
+            sip_timer_cancel(txn_loop, &t->t_retx);
+            sip_timer_set(txn_loop, &t->t_end, src->kind == SIP_TP_UDP ? SIP_T4 : 0,
+                          timer_end, t);
+            return SIP_TXN_ABSORBED;
+        }
+        if (t && t->state != ST_ACCEPTED)
+            return SIP_TXN_ABSORBED;
+        t = apr_hash_get(acks, ack_key(msg_pool, req), APR_HASH_KEY_STRING);
+        *out = t;
+        if (t) {
+            const char *tt = sip_msg_to_tag(req);
+            if (tt && t->to_tag && strcmp(tt, t->to_tag) != 0)
+                return SIP_TXN_STRAY_ACK;
+            sip_timer_cancel(txn_loop, &t->t_retx);
+            txn_terminate(t);
+            *out = NULL;
+            return SIP_TXN_ACK_2XX;
+        }
+        return SIP_TXN_STRAY_ACK;
+    }
+    if (t) {
+        /* §17.2.1/§17.2.2: a retransmission gets the last response again */
+        send_last(t);
+        return SIP_TXN_ABSORBED;
+    }
+
+    t = apr_pcalloc(msg_pool, sizeof(*t));
+    t->pool = msg_pool;
+    t->req = req;
+    t->src = *src;
+    sip_source_hold(&t->src);
+    t->dest = *resp_dest;
+    t->key = key;
+    t->invite = strcmp(method, "INVITE") == 0;
+    t->state = t->invite ? ST_PROCEEDING : ST_TRYING;
+    t->to_tag = sip_msg_to_tag(req) ? sip_msg_to_tag(req) : new_tag(msg_pool);
+    apr_hash_set(txns, t->key, APR_HASH_KEY_STRING, t);
+    ntxns++;
+    if (t->invite)
+        sip_timer_set(txn_loop, &t->t_trying, apr_time_from_msec(200), timer_trying, t);
+    *out = t;
+    return SIP_TXN_NEW;
+}
+
+sip_txn_t *sip_txn_find_invite(apr_pool_t *p, const sip_msg_t *cancel)
+{
+    return apr_hash_get(txns, txn_key(p, cancel, "INVITE"), APR_HASH_KEY_STRING);
+}
+
+apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size_t len)
+{
+    int reliable = t->src.kind != SIP_TP_UDP;
+
+    if (t->state != ST_TRYING && t->state != ST_PROCEEDING)
+        return APR_EGENERAL;    /* a final response was already sent */
+    sip_timer_cancel(txn_loop, &t->t_trying);
+    t->last = apr_pmemdup(t->pool, buf, len);
+    t->last_len = len;
+    t->last_status = status;
+    send_last(t);
+
+    if (status < 200) {
+        t->state = ST_PROCEEDING;
+        return APR_SUCCESS;
+    }
+    if (t->invite && status < 300) {
+        /* RFC 6026 Accepted; §13.3.1.4: the 2xx is retransmitted until ACK */
+        t->state = ST_ACCEPTED;
+        t->ack_key = ack_key(t->pool, t->req);
+        apr_hash_set(acks, t->ack_key, APR_HASH_KEY_STRING, t);
+        if (!reliable) {
+            t->retx = SIP_T1;
+            sip_timer_set(txn_loop, &t->t_retx, t->retx, timer_retx, t);
+        }
+        sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);
+        return APR_SUCCESS;
+    }
+    t->state = ST_COMPLETED;
+    if (t->invite) {
+        if (!reliable) {
+            t->retx = SIP_T1;
+            sip_timer_set(txn_loop, &t->t_retx, t->retx, timer_retx, t);
+        }
+        sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);   /* H */
+    }
+    else
+        sip_timer_set(txn_loop, &t->t_end, reliable ? 0 : 64 * SIP_T1, timer_end, t); /* J */
+    return APR_SUCCESS;
+}
+
+apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
+                           const char *const *hdrs)
+{
+    apr_pool_t *p;
+    sip_msg_t *resp;
+    const char *buf;
+    apr_size_t len = 0;
+    apr_status_t rv = APR_EGENERAL;
+
+    apr_pool_create(&p, t->pool);
+    resp = sip_msg_make_response(p, t->req, status, reason, t->to_tag);
+    if (resp) {
+        for (; hdrs && hdrs[0] && hdrs[1]; hdrs += 2)
+            sip_msg_add_header(resp, hdrs[0], hdrs[1]);
+        buf = sip_msg_serialize(p, resp, &len);
+        if (buf)
+            rv = sip_txn_respond(t, status, buf, len);
+    }
+    apr_pool_destroy(p);
+    return rv;
+}
+
+void sip_txn_attach(sip_txn_t *t, void (*cancel)(void *tu), void *tu)
+{
+    t->tu_cancel = cancel;
+    t->tu = tu;
+}
+
+void sip_txn_detach(sip_txn_t *t)
+{
+    t->tu = NULL;
+    t->tu_cancel = NULL;
+    txn_destroy_if_done(t);
+}
+
+void sip_txn_cancel(sip_txn_t *t)
+{
+    if (t->tu && t->tu_cancel)
+        t->tu_cancel(t->tu);
+}
+
+apr_pool_t *sip_txn_pool(sip_txn_t *t)
+{
+    return t->pool;
+}
+
+const sip_msg_t *sip_txn_request(sip_txn_t *t)
+{
+    return t->req;
+}
+
+const sip_source_t *sip_txn_source(sip_txn_t *t)
+{
+    return &t->src;
+}
+
+const char *sip_txn_to_tag(sip_txn_t *t)
+{
+    return t->to_tag;
+}
+
+int sip_txn_final_sent(sip_txn_t *t)
+{
+    return t->state != ST_TRYING && t->state != ST_PROCEEDING;
+}

@@ -1,0 +1,58 @@
+/* Server transactions (RFC 3261 §17.2, RFC 6026): matching, absorbing
+ * retransmissions, re-sending the last response, 100 Trying, and the
+ * timers that retransmit final responses over UDP. */
+#ifndef SIP_TRANSACTION_H
+#define SIP_TRANSACTION_H
+
+#include "sip_event.h"
+#include "sip_message.h"
+#include "sip_transport.h"
+
+typedef struct sip_txn sip_txn_t;
+
+typedef enum {
+    SIP_TXN_NEW,            /* a new transaction: the caller must answer it */
+    SIP_TXN_ABSORBED,       /* retransmission or hop-by-hop ACK, handled */
+    SIP_TXN_ACK_2XX,        /* ACK for a 2xx we sent: ends its retransmission */
+    SIP_TXN_STRAY_ACK       /* ACK matching nothing */
+} sip_txn_result_t;
+
+/* RFC 3261 timer values (§17.1.1.1, Table 4). */
+#define SIP_T1 apr_time_from_msec(500)
+#define SIP_T2 apr_time_from_sec(4)
+#define SIP_T4 apr_time_from_sec(5)
+
+void sip_txn_init(sip_loop_t *loop, apr_pool_t *p);
+
+/* Match a received request.  With SIP_TXN_NEW the transaction takes over
+ * 'msg_pool' (which holds 'req'); otherwise the caller still owns it. */
+sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
+                                 const sip_sockaddr_t *resp_dest, apr_pool_t *msg_pool,
+                                 sip_txn_t **txn);
+
+/* The INVITE transaction a CANCEL refers to (§9.2), or NULL. */
+sip_txn_t *sip_txn_find_invite(apr_pool_t *p, const sip_msg_t *cancel);
+
+/* Send a response on the transaction (any status); later finals are refused. */
+apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size_t len);
+/* Build and send a simple response; 'hdrs' is NULL or name/value pairs
+ * ending in NULL. */
+apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
+                           const char *const *hdrs);
+
+/* The transaction user (the script runner) attaches while it works on the
+ * transaction; 'cancel' is called when a CANCEL ends the transaction. */
+void sip_txn_attach(sip_txn_t *t, void (*cancel)(void *tu), void *tu);
+void sip_txn_detach(sip_txn_t *t);
+/* Tell the attached user that the transaction was cancelled. */
+void sip_txn_cancel(sip_txn_t *t);
+
+apr_pool_t *sip_txn_pool(sip_txn_t *t);
+const sip_msg_t *sip_txn_request(sip_txn_t *t);
+const sip_source_t *sip_txn_source(sip_txn_t *t);
+const char *sip_txn_to_tag(sip_txn_t *t);
+int sip_txn_final_sent(sip_txn_t *t);
+
+apr_size_t sip_txn_count(void);
+
+#endif

@@ -1,0 +1,647 @@
+#include "sip_transport.h"
+#include "sip_log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "apr_strings.h"
+#include "apr_portable.h"
+#include "apr_lib.h"
+
+struct sip_udp {
+    apr_socket_t *sock;
+    int fd;
+    sip_sockaddr_t local;
+    void *vhost;
+    sip_io_t io;
+};
+
+typedef struct sip_outbuf {
+    struct sip_outbuf *next;
+    apr_size_t len, off;
+    char data[1];
+} sip_outbuf_t;
+
+struct sip_tcp_conn {
+    apr_pool_t *pool;
+    apr_socket_t *sock;
+    int fd;
+    sip_io_t io;
+    sip_sockaddr_t peer, local;
+    void *vhost;
+    sip_tp_limits_t lim;
+    char *in;
+    apr_size_t in_len, in_cap;
+    sip_outbuf_t *out_head, *out_tail;
+    int refs;
+    int closed;
+    int close_after_flush;
+    sip_timer_t idle;
+};
+
+static sip_loop_t *tp_loop;
+static apr_pool_t *tp_pool;
+static sip_tp_deliver_cb tp_deliver;
+static sip_tp_limits_cb tp_limits;
+static apr_size_t tcp_open;
+
+void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliver,
+                        sip_tp_limits_cb limits)
+{
+    tp_loop = loop;
+    tp_pool = p;
+    tp_deliver = deliver;
+    tp_limits = limits;
+}
+
+apr_size_t sip_tcp_open_count(void)
+{
+    return tcp_open;
+}
+
+/* ---- addresses ---- */
+
+const char *sip_sockaddr_ip(apr_pool_t *p, const sip_sockaddr_t *a)
+{
+    char buf[INET6_ADDRSTRLEN];
+    const void *src;
+
+    if (a->ss.ss_family == AF_INET6)
+        src = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+    else
+        src = &((const struct sockaddr_in *)&a->ss)->sin_addr;
+    if (!inet_ntop(a->ss.ss_family, src, buf, sizeof(buf)))
+        return "0.0.0.0";
+    return apr_pstrdup(p, buf);
+}
+
+int sip_sockaddr_port(const sip_sockaddr_t *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port)
+{
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&a->ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a->ss;
+
+    memset(a, 0, sizeof(*a));
+    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        a->len = sizeof(*v4);
+        return APR_SUCCESS;
+    }
+    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        a->len = sizeof(*v6);
+        return APR_SUCCESS;
+    }
+    return APR_EINVAL;
+}
+
+/* ---- UDP ---- */
+
+apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p)
+{
+    apr_status_t rv;
+    int fd, size = 4 * 1024 * 1024;
+
+    rv = apr_socket_create(sock, sa->family, SOCK_DGRAM, APR_PROTO_UDP, p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    apr_socket_opt_set(*sock, APR_SO_REUSEADDR, 1);
+    /* Datagrams queue here while the engine restarts (graceful restart). */
+    if (apr_os_sock_get(&fd, *sock) == APR_SUCCESS) {
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    }
+    rv = apr_socket_bind(*sock, sa);
+    if (rv != APR_SUCCESS)
+        apr_socket_close(*sock);
+    return rv;
+}
+
+static void udp_readable(void *baton, apr_int16_t ev)
+{
+    static char buf[65536];
+    sip_udp_t *u = baton;
+    int i;
+
+    (void)ev;
+    /* Bounded so that one busy socket cannot starve timers and TCP. */
+    for (i = 0; i < 64; i++) {
+        sip_source_t src;
+        ssize_t n;
+
+        memset(&src, 0, sizeof(src));
+        src.peer.len = sizeof(src.peer.ss);
+        n = recvfrom(u->fd, buf, sizeof(buf) - 1, 0, (struct sockaddr *)&src.peer.ss,
+                     &src.peer.len);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
+                             "sip: UDP receive failed");
+            return;
+        }
+        if (n == 0)
+            continue;
+        src.kind = SIP_TP_UDP;
+        src.udp = u;
+        src.local = u->local;
+        src.vhost = u->vhost;
+        buf[n] = '\0';
+        tp_deliver(buf, (apr_size_t)n, 0, &src);
+    }
+}
+
+apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost)
+{
+    sip_udp_t *u = apr_pcalloc(tp_pool, sizeof(*u));
+    apr_status_t rv;
+
+    u->sock = sock;
+    u->vhost = vhost;
+    rv = apr_os_sock_get(&u->fd, sock);
+    if (rv != APR_SUCCESS)
+        return rv;
+    u->local.len = sizeof(u->local.ss);
+    getsockname(u->fd, (struct sockaddr *)&u->local.ss, &u->local.len);
+    fcntl(u->fd, F_SETFL, fcntl(u->fd, F_GETFL) | O_NONBLOCK);
+    sip_io_init_socket(&u->io, sock, udp_readable, u);
+    return sip_io_watch(tp_loop, &u->io, APR_POLLIN);
+}
+
+/* ---- stream framing (RFC 3261 §18.3: Content-Length frames TCP) ---- */
+
+static int header_name_is(const char *line, apr_size_t len, const char *name)
+{
+    apr_size_t n = strlen(name), i = n;
+
+    if (len < n || strncasecmp(line, name, n) != 0)
+        return 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    return i < len && line[i] == ':';
+}
+
+int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
+                     apr_size_t max_body, apr_size_t *msg_len)
+{
+    apr_size_t pos = 0, header_end = 0;
+    apr_int64_t clen = 0;
+    int have_clen = 0;
+
+    while (pos < len) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        apr_size_t line_len, next;
+
+        if (!nl)
+            break;
+        next = (apr_size_t)(nl - buf) + 1;
+        line_len = (apr_size_t)(nl - (buf + pos));
+        if (line_len && buf[pos + line_len - 1] == '\r')
+            line_len--;
+        if (line_len == 0 && pos > 0) {
+            header_end = next;
+            break;
+        }
+        if (!have_clen && (header_name_is(buf + pos, line_len, "Content-Length")
+                           || header_name_is(buf + pos, line_len, "l"))) {
+            const char *v = memchr(buf + pos, ':', line_len) + 1;
+            const char *end = buf + pos + line_len;
+            char *stop;
+            char num[24];
+            apr_size_t vl;
+
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            vl = (apr_size_t)(end - v);
+            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+                vl--;
+            if (vl == 0 || vl >= sizeof(num)) {
+                *msg_len = next;
+                return -2;
+            }
+            memcpy(num, v, vl);
+            num[vl] = '\0';
+            clen = apr_strtoi64(num, &stop, 10);
+            if (*stop || clen < 0 || !apr_isdigit(num[0])) {
+                *msg_len = next;
+                return -2;
+            }
+            have_clen = 1;
+        }
+        pos = next;
+        if (pos > max_header) {
+            *msg_len = pos;
+            return -1;
+        }
+    }
+    if (!header_end) {
+        if (len > max_header) {
+            *msg_len = len;
+            return -1;
+        }
+        return 0;
+    }
+    if ((apr_uint64_t)clen > max_body) {
+        *msg_len = header_end;
+        return -2;
+    }
+    if (len < header_end + (apr_size_t)clen)
+        return 0;
+    *msg_len = header_end + (apr_size_t)clen;
+    return 1;
+}
+
+/* ---- TCP connections ---- */
+
+static void tcp_close(sip_tcp_conn_t *c, const char *why);
+
+static void tcp_idle_expired(void *baton)
+{
+    tcp_close(baton, "idle timeout");
+}
+
+static void tcp_destroy_if_unused(sip_tcp_conn_t *c)
+{
+    if (c->closed && c->refs == 0)
+        sip_loop_defer_destroy(tp_loop, c->pool);
+}
+
+static void tcp_close(sip_tcp_conn_t *c, const char *why)
+{
+    if (c->closed)
+        return;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
+                 "sip: closing TCP connection from %s:%d (%s)",
+                 sip_sockaddr_ip(c->pool, &c->peer), sip_sockaddr_port(&c->peer), why);
+    c->closed = 1;
+    tcp_open--;
+    sip_io_watch(tp_loop, &c->io, 0);
+    sip_timer_cancel(tp_loop, &c->idle);
+    apr_socket_close(c->sock);
+    c->fd = -1;
+    tcp_destroy_if_unused(c);
+}
+
+static apr_status_t tcp_conn_cleanup(void *data)
+{
+    sip_tcp_conn_t *c = data;
+    sip_outbuf_t *o = c->out_head;
+
+    while (o) {
+        sip_outbuf_t *next = o->next;
+        free(o);
+        o = next;
+    }
+    free(c->in);
+    return APR_SUCCESS;
+}
+
+static void tcp_update_watch(sip_tcp_conn_t *c)
+{
+    apr_int16_t ev = 0;
+
+    if (!c->close_after_flush)
+        ev |= APR_POLLIN;
+    if (c->out_head)
+        ev |= APR_POLLOUT;
+    sip_io_watch(tp_loop, &c->io, ev);
+}
+
+static void tcp_flush(sip_tcp_conn_t *c)
+{
+    while (c->out_head) {
+        sip_outbuf_t *o = c->out_head;
+        ssize_t n = write(c->fd, o->data + o->off, o->len - o->off);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            tcp_close(c, "write error");
+            return;
+        }
+        o->off += (apr_size_t)n;
+        if (o->off < o->len)
+            break;
+        c->out_head = o->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        free(o);
+    }
+    if (!c->out_head && c->close_after_flush) {
+        tcp_close(c, "framing lost");
+        return;
+    }
+    tcp_update_watch(c);
+}
+
+static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+{
+    sip_outbuf_t *o;
+
+    if (c->closed)
+        return APR_ECONNABORTED;
+    o = malloc(sizeof(*o) + len);
+    if (!o)
+        return APR_ENOMEM;
+    o->next = NULL;
+    o->len = len;
+    o->off = 0;
+    memcpy(o->data, buf, len);
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    tcp_flush(c);
+    return APR_SUCCESS;
+}
+
+void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
+{
+    if (c->closed)
+        return;
+    c->close_after_flush = 1;
+    if (!c->out_head)
+        tcp_close(c, "framing lost");
+    else
+        tcp_update_watch(c);
+}
+
+static void tcp_consume(sip_tcp_conn_t *c, apr_size_t n)
+{
+    memmove(c->in, c->in + n, c->in_len - n);
+    c->in_len -= n;
+}
+
+/* Hand every complete message in the input buffer to the receiver. */
+static void tcp_process_input(sip_tcp_conn_t *c)
+{
+    sip_source_t src;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = SIP_TP_TCP;
+    src.tcp = c;
+    src.peer = c->peer;
+    src.local = c->local;
+    src.vhost = c->vhost;
+
+    c->refs++;  /* the receiver may close the connection under us */
+    while (!c->closed && !c->close_after_flush && c->in_len) {
+        apr_size_t mlen = 0;
+        int r;
+
+        /* RFC 5626 §4.4.1 keep-alive: CRLFCRLF ping gets a CRLF pong;
+         * RFC 3261 §7.5: stray CRLFs before a message are ignored. */
+        if (c->in[0] == '\r' || c->in[0] == '\n') {
+            if (c->in_len >= 4 && memcmp(c->in, "\r\n\r\n", 4) == 0) {
+                tcp_consume(c, 4);
+                tcp_write(c, "\r\n", 2);
+                continue;
+            }
+            if (c->in_len < 4 && memcmp(c->in, "\r\n\r\n", c->in_len) == 0)
+                break;
+            tcp_consume(c, c->in[0] == '\r' && c->in_len > 1 && c->in[1] == '\n' ? 2 : 1);
+            continue;
+        }
+        r = sip_stream_frame(c->in, c->in_len, c->lim.max_header, c->lim.max_body, &mlen);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            /* Answer what can be answered, then give up on this stream. */
+            c->close_after_flush = 1;
+            tp_deliver(c->in, mlen, SIP_TP_FRAMING_LOST, &src);
+            sip_tcp_close_after_flush(c);
+            break;
+        }
+        {
+            /* The receiver sees one NUL-terminated message, not the rest of
+             * the stream (the buffer always has one spare byte). */
+            char saved = c->in[mlen];
+            c->in[mlen] = '\0';
+            tp_deliver(c->in, mlen, 0, &src);
+            c->in[mlen] = saved;
+        }
+        if (!c->closed)
+            tcp_consume(c, mlen);
+    }
+    c->refs--;
+    tcp_destroy_if_unused(c);
+}
+
+static void tcp_event(void *baton, apr_int16_t ev)
+{
+    sip_tcp_conn_t *c = baton;
+
+    if (c->closed)
+        return;
+    if (ev & APR_POLLOUT) {
+        tcp_flush(c);
+        if (c->closed)
+            return;
+    }
+    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+        apr_size_t room;
+        ssize_t n;
+
+        if (c->close_after_flush)
+            return;
+        room = c->lim.max_header + c->lim.max_body + 1;
+        if (c->in_cap < room && c->in_cap - c->in_len < 4096) {
+            apr_size_t cap = c->in_cap ? c->in_cap * 2 : 8192;
+            char *bigger;
+            if (cap > room)
+                cap = room;
+            bigger = realloc(c->in, cap + 1);
+            if (!bigger) {
+                tcp_close(c, "out of memory");
+                return;
+            }
+            c->in = bigger;
+            c->in_cap = cap;
+        }
+        n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n == 0) {
+            tcp_close(c, "closed by peer");
+            return;
+        }
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                tcp_close(c, "read error");
+            return;
+        }
+        c->in_len += (apr_size_t)n;
+        sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+        tcp_process_input(c);
+    }
+}
+
+static void tcp_adopt(int fd, void *vhost)
+{
+    apr_pool_t *p;
+    sip_tcp_conn_t *c;
+    sip_tp_limits_t lim;
+
+    if (!tp_limits(vhost, &lim)) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
+                     "sip: connection passed for an unknown virtual host; closed");
+        close(fd);
+        return;
+    }
+    apr_pool_create(&p, tp_pool);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->fd = fd;
+    c->vhost = vhost;
+    c->lim = lim;
+    apr_os_sock_put(&c->sock, &c->fd, p);
+    apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c->peer.len = sizeof(c->peer.ss);
+    getpeername(fd, (struct sockaddr *)&c->peer.ss, &c->peer.len);
+    c->local.len = sizeof(c->local.ss);
+    getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
+    tcp_open++;
+    sip_io_init_socket(&c->io, c->sock, tcp_event, c);
+    sip_timer_set(tp_loop, &c->idle, lim.idle, tcp_idle_expired, c);
+    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN) != APR_SUCCESS)
+        tcp_close(c, "cannot poll");
+}
+
+void sip_source_hold(sip_source_t *src)
+{
+    if (src->tcp)
+        src->tcp->refs++;
+}
+
+void sip_source_release(sip_source_t *src)
+{
+    if (src->tcp) {
+        src->tcp->refs--;
+        tcp_destroy_if_unused(src->tcp);
+        src->tcp = NULL;
+    }
+}
+
+apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,
+                                const char *buf, apr_size_t len)
+{
+    if (src->kind == SIP_TP_TCP) {
+        if (!src->tcp || src->tcp->closed)
+            return APR_ECONNABORTED;
+        return tcp_write(src->tcp, buf, len);
+    }
+    if (!dest)
+        dest = &src->peer;
+    if (sendto(src->udp->fd, buf, len, 0, (const struct sockaddr *)&dest->ss, dest->len) < 0)
+        return errno;
+    return APR_SUCCESS;
+}
+
+/* ---- descriptor passing (MPM child -> engine) ---- */
+
+apr_status_t sip_fdpass_pair(int fds[2])
+{
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds) < 0)
+        return errno;
+    return APR_SUCCESS;
+}
+
+apr_status_t sip_fdpass_send(int chan, int fd, void *vhost)
+{
+    struct msghdr msg;
+    struct iovec iov;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct cmsghdr *cm;
+
+    memset(&msg, 0, sizeof(msg));
+    memset(&ctl, 0, sizeof(ctl));
+    iov.iov_base = &vhost;
+    iov.iov_len = sizeof(vhost);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+    cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    /* Never block a worker thread on a stalled engine. */
+    if (sendmsg(chan, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        return errno;
+    return APR_SUCCESS;
+}
+
+static int fdpass_chan = -1;
+
+static void fdpass_readable(void *baton, apr_int16_t ev)
+{
+    int i;
+
+    (void)baton;
+    (void)ev;
+    for (i = 0; i < 64; i++) {
+        struct msghdr msg;
+        struct iovec iov;
+        void *vhost = NULL;
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int) * 4)];
+        } ctl;
+        struct cmsghdr *cm;
+        ssize_t n;
+
+        memset(&msg, 0, sizeof(msg));
+        iov.iov_base = &vhost;
+        iov.iov_len = sizeof(vhost);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof(ctl.buf);
+        n = recvmsg(fdpass_chan, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0)
+            return;
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                int nfd = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int)), k;
+                for (k = 0; k < nfd; k++) {
+                    int fd;
+                    memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+                    if (k == 0 && n == (ssize_t)sizeof(vhost))
+                        tcp_adopt(fd, vhost);
+                    else
+                        close(fd);
+                }
+            }
+        }
+    }
+}
+
+apr_status_t sip_fdpass_serve(int chan)
+{
+    static sip_io_t io;
+    apr_socket_t *sock = NULL;
+
+    fdpass_chan = chan;
+    fcntl(chan, F_SETFL, fcntl(chan, F_GETFL) | O_NONBLOCK);
+    apr_os_sock_put(&sock, &fdpass_chan, tp_pool);
+    sip_io_init_socket(&io, sock, fdpass_readable, NULL);
+    return sip_io_watch(tp_loop, &io, APR_POLLIN);
+}

@@ -1,0 +1,88 @@
+/* Transport layer: bytes and addresses only (no SIP parsing beyond stream
+ * framing).  UDP sockets are opened by the httpd parent and inherited; TCP
+ * connections arrive from the MPM children as passed descriptors. */
+#ifndef SIP_TRANSPORT_H
+#define SIP_TRANSPORT_H
+
+#include <sys/socket.h>
+#include "apr_network_io.h"
+#include "sip_event.h"
+
+typedef enum { SIP_TP_UDP, SIP_TP_TCP } sip_tp_kind_t;
+
+typedef struct sip_sockaddr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} sip_sockaddr_t;
+
+typedef struct sip_udp sip_udp_t;
+typedef struct sip_tcp_conn sip_tcp_conn_t;
+
+/* Where a message came from, and so how to answer it. */
+typedef struct sip_source {
+    sip_tp_kind_t kind;
+    sip_udp_t *udp;
+    sip_tcp_conn_t *tcp;    /* a reference is held while a copy lives */
+    sip_sockaddr_t peer;
+    sip_sockaddr_t local;
+    void *vhost;            /* server_rec of the SIP vhost, opaque here */
+} sip_source_t;
+
+/* Set when the stream can't be framed any further: the receiver answers
+ * what it can and the connection is closed after the answer is flushed. */
+#define SIP_TP_FRAMING_LOST 1
+
+typedef void (*sip_tp_deliver_cb)(const char *buf, apr_size_t len, int flags,
+                                  const sip_source_t *src);
+
+typedef struct sip_tp_limits {
+    apr_size_t max_header;          /* bytes before the blank line */
+    apr_size_t max_body;
+    apr_interval_time_t idle;
+} sip_tp_limits_t;
+
+/* Fills the limits for a vhost; returns 0 when the vhost is not a SIP one. */
+typedef int (*sip_tp_limits_cb)(void *vhost, sip_tp_limits_t *lim);
+
+void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliver,
+                        sip_tp_limits_cb limits);
+
+/* Serve an inherited, bound UDP socket. */
+apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost);
+/* Open (in the parent) a UDP socket bound to 'sa'. */
+apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p);
+
+/* Descriptor passing between MPM children and the engine. */
+apr_status_t sip_fdpass_pair(int fds[2]);
+apr_status_t sip_fdpass_send(int chan, int fd, void *vhost);
+/* Serve the receiving end: each received descriptor becomes a connection. */
+apr_status_t sip_fdpass_serve(int chan);
+
+/* Send bytes back to 'src' (same connection for TCP, 'dest' for UDP). */
+apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,
+                                const char *buf, apr_size_t len);
+
+/* Keep/let go of the connection in a copied source. */
+void sip_source_hold(sip_source_t *src);
+void sip_source_release(sip_source_t *src);
+
+/* Close after pending output (used after errors that lose framing). */
+void sip_tcp_close_after_flush(sip_tcp_conn_t *c);
+
+/* Frame one message at the start of a stream buffer.  Returns 1 and sets
+ * *msg_len when a whole message is there, 0 when more bytes are needed,
+ * -1 when the header exceeds max_header (*msg_len = header bytes seen) and
+ * -2 when Content-Length is unusable or above max_body (*msg_len = header
+ * length).  Exposed for unit tests. */
+int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
+                     apr_size_t max_body, apr_size_t *msg_len);
+
+/* Formatting and comparison helpers. */
+const char *sip_sockaddr_ip(apr_pool_t *p, const sip_sockaddr_t *a);
+int sip_sockaddr_port(const sip_sockaddr_t *a);
+apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port);
+
+/* Counters for logs and tests. */
+apr_size_t sip_tcp_open_count(void);
+
+#endif
