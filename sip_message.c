@@ -177,27 +177,44 @@ const char *sip_msg_header(const sip_msg_t *m, const char *name)
     return NULL;
 }
 
+/* Next space-separated word of *s (NUL-terminated in place), or NULL. */
+static char *next_word(char **s)
+{
+    char *w = *s, *e;
+
+    while (*w == ' ')
+        w++;
+    if (!*w)
+        return NULL;
+    e = strchr(w, ' ');
+    if (e) {
+        *e = '\0';
+        *s = e + 1;
+    }
+    else
+        *s = w + strlen(w);
+    return w;
+}
+
 static int parse_start_line(sip_msg_t *m)
 {
-    char *line = apr_pstrdup(m->pool, m->start_line), *last;
-    char *a = apr_strtok(line, " ", &last);
-    char *b = apr_strtok(NULL, " ", &last);
-    char *c = apr_strtok(NULL, "", &last);
+    char *line = apr_pstrdup(m->pool, m->start_line), *rest = line;
+    char *a = next_word(&rest), *b, *c;
     const char *s;
 
-    if (!a || !b || !c)
+    if (!a)
         return -1;
     if (strncmp(a, "SIP/", 4) == 0) {
         m->version = a;
-        return 1;   /* a response */
+        return next_word(&rest) ? 1 : -1;   /* a response */
     }
+    b = next_word(&rest);
+    c = next_word(&rest);
+    if (!b || !c || next_word(&rest) || strncasecmp(c, "SIP/", 4) != 0)
+        return -1;
     for (s = a; *s; s++)
         if (!is_token_char((unsigned char)*s))
             return -1;
-    while (*c == ' ')
-        c++;
-    if (strchr(c, ' ') || strncasecmp(c, "SIP/", 4) != 0)
-        return -1;
     m->method = a;
     m->uri = b;
     m->version = c;
