@@ -14,6 +14,7 @@ BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check libio-socket-ip-perl procps
 
 RUNDIR     = $(CURDIR)/run
+SHELL      = /bin/bash
 
 .PHONY: all deps test-deps install run stop test unit prove clean test-asan
 
@@ -72,10 +73,26 @@ $(UNIT_TESTS): t/unit/test_units.c sip_transport.c sip_cgi.c sip_message.c sip_e
 unit: test-deps $(UNIT_TESTS)
 	./$(UNIT_TESTS)
 
+# prove exits 0 when it ran nothing: insist on its "Result: PASS" line.
+PROVE_ENV ?=
 prove: test-deps all
-	prove -I t/lib t/
+	@ls t/*.t >/dev/null 2>&1 || { echo "no tests in t/"; exit 1; }
+	set -o pipefail; $(PROVE_ENV) prove -I t/lib t/ 2>&1 | tee t/prove.log
+	@grep -q '^Result: PASS' t/prove.log
+
+# The same suite against a module built with ASan+UBSan, preloaded into the
+# (uninstrumented) Debian httpd; the harness fails on any sanitizer report.
+ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
+asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) Makefile
+	@test -x "$(APXS)" || $(MAKE) deps
+	mkdir -p asan && cp $(SOURCES) $(HEADERS) asan/
+	cd asan && $(APXS) -c $(CWARN) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
+
+test-asan: test-deps asan/.libs/mod_sip.so
+	$(MAKE) prove PROVE_ENV="MOD_SIP_SO=$(CURDIR)/asan/.libs/mod_sip.so MOD_SIP_PRELOAD='$(ASAN_LIBS)'"
 
 test: test-deps all unit prove
 
 clean:
-	rm -rf .libs *.la *.lo *.slo *.o $(UNIT_TESTS) $(RUNDIR)
+	rm -rf .libs *.la *.lo *.slo *.o asan $(UNIT_TESTS) $(RUNDIR) t/prove.log
