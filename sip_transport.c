@@ -13,6 +13,7 @@
 #include "apr_strings.h"
 #include "apr_portable.h"
 #include "apr_lib.h"
+#include "apr_hash.h"
 
 struct sip_udp {
     apr_socket_t *sock;
@@ -42,6 +43,8 @@ struct sip_tcp_conn {
     int refs;
     int closed;
     int close_after_flush;
+    int connecting;         /* outbound, connect() in progress */
+    const char *key;        /* "ip:port" of the peer, for reuse */
     sip_timer_t idle;
 };
 
@@ -50,6 +53,14 @@ static apr_pool_t *tp_pool;
 static sip_tp_deliver_cb tp_deliver;
 static sip_tp_limits_cb tp_limits;
 static apr_size_t tcp_open;
+static apr_hash_t *tcp_by_peer;     /* "ip:port" -> sip_tcp_conn_t */
+static apr_array_header_t *udps;    /* sip_udp_t * */
+static sip_tp_closed_cb tp_closed;
+
+void sip_transport_on_close(sip_tp_closed_cb cb)
+{
+    tp_closed = cb;
+}
 
 void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliver,
                         sip_tp_limits_cb limits)
@@ -58,6 +69,8 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
     tp_pool = p;
     tp_deliver = deliver;
     tp_limits = limits;
+    tcp_by_peer = apr_hash_make(p);
+    udps = apr_array_make(p, 4, sizeof(sip_udp_t *));
 }
 
 apr_size_t sip_tcp_open_count(void)
@@ -67,18 +80,23 @@ apr_size_t sip_tcp_open_count(void)
 
 /* ---- addresses ---- */
 
-const char *sip_sockaddr_ip(apr_pool_t *p, const sip_sockaddr_t *a)
+static const char *format_ip(const sip_sockaddr_t *a, char *buf, socklen_t size)
 {
-    char buf[INET6_ADDRSTRLEN];
     const void *src;
 
     if (a->ss.ss_family == AF_INET6)
         src = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
     else
         src = &((const struct sockaddr_in *)&a->ss)->sin_addr;
-    if (!inet_ntop(a->ss.ss_family, src, buf, sizeof(buf)))
+    if (!inet_ntop(a->ss.ss_family, src, buf, size))
         return "0.0.0.0";
-    return apr_pstrdup(p, buf);
+    return buf;
+}
+
+const char *sip_sockaddr_ip(apr_pool_t *p, const sip_sockaddr_t *a)
+{
+    char buf[INET6_ADDRSTRLEN];
+    return apr_pstrdup(p, format_ip(a, buf, sizeof(buf)));
 }
 
 int sip_sockaddr_port(const sip_sockaddr_t *a)
@@ -177,6 +195,7 @@ apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost)
     u->local.len = sizeof(u->local.ss);
     getsockname(u->fd, (struct sockaddr *)&u->local.ss, &u->local.len);
     fcntl(u->fd, F_SETFL, fcntl(u->fd, F_GETFL) | O_NONBLOCK);
+    *(sip_udp_t **)apr_array_push(udps) = u;
     sip_io_init_socket(&u->io, sock, udp_readable, u);
     return sip_io_watch(tp_loop, &u->io, APR_POLLIN);
 }
@@ -288,6 +307,10 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
                  sip_sockaddr_ip(c->pool, &c->peer), sip_sockaddr_port(&c->peer), why);
     c->closed = 1;
     tcp_open--;
+    if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
+        apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
+    if (tp_closed)
+        tp_closed(c);
     sip_io_watch(tp_loop, &c->io, 0);
     sip_timer_cancel(tp_loop, &c->idle);
     apr_socket_close(c->sock);
@@ -313,6 +336,10 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
 {
     apr_int16_t ev = 0;
 
+    if (c->connecting) {
+        sip_io_watch(tp_loop, &c->io, APR_POLLOUT);
+        return;
+    }
     if (!c->close_after_flush)
         ev |= APR_POLLIN;
     if (c->out_head)
@@ -322,6 +349,10 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
 
 static void tcp_flush(sip_tcp_conn_t *c)
 {
+    if (c->connecting) {
+        tcp_update_watch(c);
+        return;
+    }
     while (c->out_head) {
         sip_outbuf_t *o = c->out_head;
         ssize_t n = write(c->fd, o->data + o->off, o->len - o->off);
@@ -448,6 +479,18 @@ static void tcp_event(void *baton, apr_int16_t ev)
 
     if (c->closed)
         return;
+    if (c->connecting) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err || (ev & (APR_POLLERR | APR_POLLHUP))) {
+            tcp_close(c, "connect failed");
+            return;
+        }
+        c->connecting = 0;
+        c->local.len = sizeof(c->local.ss);
+        getsockname(c->fd, (struct sockaddr *)&c->local.ss, &c->local.len);
+    }
     if (ev & APR_POLLOUT) {
         tcp_flush(c);
         if (c->closed)
@@ -489,9 +532,35 @@ static void tcp_event(void *baton, apr_int16_t ev)
     }
 }
 
-static void tcp_adopt(int fd, void *vhost)
+static sip_tcp_conn_t *tcp_new(int fd, void *vhost, const sip_tp_limits_t *lim)
 {
     apr_pool_t *p;
+    sip_tcp_conn_t *c;
+
+    apr_pool_create(&p, tp_pool);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->fd = fd;
+    c->vhost = vhost;
+    c->lim = *lim;
+    apr_os_sock_put(&c->sock, &c->fd, p);
+    apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    tcp_open++;
+    sip_io_init_socket(&c->io, c->sock, tcp_event, c);
+    sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
+    return c;
+}
+
+static void tcp_register(sip_tcp_conn_t *c)
+{
+    c->key = apr_psprintf(c->pool, "%s:%d", sip_sockaddr_ip(c->pool, &c->peer),
+                          sip_sockaddr_port(&c->peer));
+    apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, c);
+}
+
+static void tcp_adopt(int fd, void *vhost)
+{
     sip_tcp_conn_t *c;
     sip_tp_limits_t lim;
 
@@ -501,24 +570,44 @@ static void tcp_adopt(int fd, void *vhost)
         close(fd);
         return;
     }
-    apr_pool_create(&p, tp_pool);
-    c = apr_pcalloc(p, sizeof(*c));
-    c->pool = p;
-    c->fd = fd;
-    c->vhost = vhost;
-    c->lim = lim;
-    apr_os_sock_put(&c->sock, &c->fd, p);
-    apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c = tcp_new(fd, vhost, &lim);
     c->peer.len = sizeof(c->peer.ss);
     getpeername(fd, (struct sockaddr *)&c->peer.ss, &c->peer.len);
     c->local.len = sizeof(c->local.ss);
     getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
-    tcp_open++;
-    sip_io_init_socket(&c->io, c->sock, tcp_event, c);
-    sip_timer_set(tp_loop, &c->idle, lim.idle, tcp_idle_expired, c);
+    tcp_register(c);
     if (sip_io_watch(tp_loop, &c->io, APR_POLLIN) != APR_SUCCESS)
         tcp_close(c, "cannot poll");
+}
+
+/* An outbound connection; writes queue until connect() completes. */
+static sip_tcp_conn_t *tcp_connect(void *vhost, const sip_sockaddr_t *dest)
+{
+    sip_tp_limits_t lim;
+    sip_tcp_conn_t *c;
+    int fd;
+
+    if (!tp_limits(vhost, &lim))
+        return NULL;
+    fd = socket(dest->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return NULL;
+    c = tcp_new(fd, vhost, &lim);
+    c->peer = *dest;
+    if (connect(fd, (const struct sockaddr *)&dest->ss, dest->len) < 0) {
+        if (errno != EINPROGRESS) {
+            tcp_close(c, "connect failed");
+            return NULL;
+        }
+        c->connecting = 1;
+    }
+    else {
+        c->local.len = sizeof(c->local.ss);
+        getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
+    }
+    tcp_register(c);
+    sip_io_watch(tp_loop, &c->io, c->connecting ? APR_POLLOUT : APR_POLLIN);
+    return c;
 }
 
 void sip_source_hold(sip_source_t *src)
@@ -549,6 +638,84 @@ apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *d
     if (sendto(src->udp->fd, buf, len, 0, (const struct sockaddr *)&dest->ss, dest->len) < 0)
         return errno;
     return APR_SUCCESS;
+}
+
+static sip_udp_t *udp_for(void *vhost)
+{
+    int i;
+    for (i = 0; i < udps->nelts; i++)
+        if (APR_ARRAY_IDX(udps, i, sip_udp_t *)->vhost == vhost)
+            return APR_ARRAY_IDX(udps, i, sip_udp_t *);
+    return udps->nelts ? APR_ARRAY_IDX(udps, 0, sip_udp_t *) : NULL;
+}
+
+apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                                   const char *buf, apr_size_t len, sip_source_t *used)
+{
+    sip_source_t src;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = kind;
+    src.peer = *dest;
+    src.vhost = vhost;
+    if (kind == SIP_TP_UDP) {
+        src.udp = udp_for(vhost);
+        if (!src.udp)
+            return APR_ENOTSOCK;
+        src.local = src.udp->local;
+    }
+    else {
+        char ip[INET6_ADDRSTRLEN], key[INET6_ADDRSTRLEN + 8];
+        sip_tcp_conn_t *c;
+
+        apr_snprintf(key, sizeof(key), "%s:%d", format_ip(dest, ip, sizeof(ip)),
+                     sip_sockaddr_port(dest));
+        c = apr_hash_get(tcp_by_peer, key, APR_HASH_KEY_STRING);
+        if (!c || c->closed || c->close_after_flush)
+            c = tcp_connect(vhost, dest);
+        if (!c)
+            return APR_ECONNREFUSED;
+        src.tcp = c;
+        src.local = c->local;
+    }
+    if (used) {
+        *used = src;
+        sip_source_hold(used);
+    }
+    return sip_transport_send(&src, dest, buf, len);
+}
+
+int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)
+{
+    sip_udp_t *u = udp_for(vhost);
+    if (!u)
+        return 0;
+    *out = u->local;
+    return 1;
+}
+
+int sip_transport_is_local(const char *ip, int port)
+{
+    sip_sockaddr_t a;
+    int i;
+
+    if (sip_sockaddr_set(&a, ip, port) != APR_SUCCESS)
+        return 0;
+    for (i = 0; i < udps->nelts; i++) {
+        sip_udp_t *u = APR_ARRAY_IDX(udps, i, sip_udp_t *);
+        if (sip_sockaddr_port(&u->local) != port || u->local.ss.ss_family != a.ss.ss_family)
+            continue;
+        if (u->local.ss.ss_family == AF_INET) {
+            struct in_addr la = ((struct sockaddr_in *)&u->local.ss)->sin_addr;
+            if (la.s_addr == INADDR_ANY || la.s_addr == ((struct sockaddr_in *)&a.ss)->sin_addr.s_addr)
+                return 1;
+        }
+        else if (memcmp(&((struct sockaddr_in6 *)&u->local.ss)->sin6_addr,
+                        &((struct sockaddr_in6 *)&a.ss)->sin6_addr, sizeof(struct in6_addr)) == 0
+                 || IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&u->local.ss)->sin6_addr))
+            return 1;
+    }
+    return 0;
 }
 
 /* ---- descriptor passing (MPM child -> engine) ---- */

@@ -62,6 +62,21 @@ apr_status_t sip_fdpass_serve(int chan);
 apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,
                                 const char *buf, apr_size_t len);
 
+/* Send to 'dest' over 'kind' on behalf of 'vhost': UDP from the vhost's
+ * socket, TCP on an existing connection to 'dest' or a new one.  'used'
+ * (optional) receives the source to reuse for that peer; it is held. */
+apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                                   const char *buf, apr_size_t len, sip_source_t *used);
+
+/* The address this vhost is reached at (for Via and Record-Route). */
+int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out);
+/* Is ip:port one of our own SIP addresses? */
+int sip_transport_is_local(const char *ip, int port);
+
+/* Told when a TCP connection closes, so users of it can fail over. */
+typedef void (*sip_tp_closed_cb)(sip_tcp_conn_t *c);
+void sip_transport_on_close(sip_tp_closed_cb cb);
+
 /* Keep/let go of the connection in a copied source. */
 void sip_source_hold(sip_source_t *src);
 void sip_source_release(sip_source_t *src);
