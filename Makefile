@@ -11,7 +11,7 @@ EXTRA_LDFLAGS ?=
 LIBS       = -losip2 -losipparser2
 
 BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config
-TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check libio-socket-ip-perl procps
+TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
@@ -65,7 +65,7 @@ stop:
 
 # Unit tests (Check) for the pure parsers and helpers.
 UNIT_TESTS = t/unit/test_units
-$(UNIT_TESTS): t/unit/test_units.c sip_transport.c sip_cgi.c sip_message.c sip_event.c $(HEADERS)
+$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h sip_transport.c sip_cgi.c sip_message.c sip_event.c $(HEADERS)
 	$(CC) -g -O1 -Wall -Wextra -Wno-unused-parameter $(EXTRA_CFLAGS) \
 	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) \
 	  -o $@ t/unit/test_units.c $$(pkg-config --libs apr-1 apr-util-1 check) $(LIBS) $(EXTRA_LDFLAGS)

@@ -10,6 +10,9 @@
 #include "http_protocol.h"
 #include "http_ssl.h"
 #include "ap_mpm.h"
+#include "ap_listen.h"
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include "apr_strings.h"
 #include "apr_portable.h"
 
@@ -198,6 +201,30 @@ static apr_socket_t *udp_socket_for(server_rec *s, apr_sockaddr_t *sa, apr_pool_
     return sock;
 }
 
+/* httpd's default AcceptFilter (TCP_DEFER_ACCEPT) keeps a SIP connection
+ * that has not spoken yet out of our sight, and so out of our idle timer. */
+static void disable_accept_filters(server_rec *main_server)
+{
+    ap_listen_rec *lr;
+
+    for (lr = ap_listeners; lr; lr = lr->next) {
+        server_rec *s;
+        for (s = main_server; s; s = s->next) {
+            server_addr_rec *a;
+            if (sip_get_conf(s)->enabled != 1)
+                continue;
+            for (a = s->addrs; a; a = a->next) {
+                apr_os_sock_t fd;
+                int off = 0;
+                if (a->host_port != lr->bind_addr->port
+                    || apr_os_sock_get(&fd, lr->sd) != APR_SUCCESS)
+                    continue;
+                setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &off, sizeof(off));
+            }
+        }
+    }
+}
+
 static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *main_server)
 {
@@ -248,6 +275,7 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
     if (!any)
         return OK;
+    disable_accept_filters(main_server);
     if (sip_engine_start(pconf, main_server) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_server, "mod_sip: cannot start the SIP engine");
         return HTTP_INTERNAL_SERVER_ERROR;

@@ -277,6 +277,8 @@ static void log_exit(sip_cgi_run_t *run, int status)
                      run->script, WEXITSTATUS(status));
 }
 
+static void stderr_event(void *baton, apr_int16_t ev);
+
 static void close_pipe(sip_io_t *io, apr_file_t **f, int *open_flag)
 {
     if (*f) {
@@ -299,6 +301,9 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
         return;
     run->finished = 1;
     sip_timer_cancel(cgi_loop, &run->t_timeout);
+    /* What the script wrote to stderr before it ended still goes to the log. */
+    while (run->err && run->err_open)
+        stderr_event(run, APR_POLLIN);
     close_pipe(&run->io_in, &run->in, NULL);
     close_pipe(&run->io_out, &run->out, &run->out_open);
     close_pipe(&run->io_err, &run->err, &run->err_open);
@@ -481,8 +486,15 @@ static void stderr_event(void *baton, apr_int16_t ev)
     (void)ev;
     apr_os_file_get(&fd, run->err);
     n = read(fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (n < 0 && errno == EINTR)
         return;
+    if (n < 0 && errno == EAGAIN) {
+        if (run->finished) {    /* draining at the end: nothing more to wait for */
+            stderr_flush_line(run);
+            close_pipe(&run->io_err, &run->err, &run->err_open);
+        }
+        return;
+    }
     if (n <= 0) {
         stderr_flush_line(run);
         close_pipe(&run->io_err, &run->err, &run->err_open);

@@ -135,7 +135,8 @@ static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_ms
     apr_size_t len = 0;
 
     if (err->status)
-        text = sip_msg_raw_error_response(p, msg, err->status, err->reason, "e0", &len);
+        text = sip_msg_raw_error_response(p, msg, err->status, err->reason, "e0",
+                                          src->kind != SIP_TP_UDP, &len);
     if (!text) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, src->vhost,
                      "sip: dropped unanswerable %s message from %s: %s",

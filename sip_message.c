@@ -82,8 +82,10 @@ static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
 {
     char *pos = m->raw, *end = m->raw + m->raw_len;
     sip_header_t *cur = NULL;
-    int first = 1, nfields = 0;
+    int first = 1, nfields = 0, status = 0;
 
+/* Keep reading after a limit is hit: the answer needs Via, From, To... */
+#define REFUSE(code, why) do { if (!status) { status = (code); *reason = (why); } } while (0)
     while (pos < end) {
         char *nl = memchr(pos, '\n', (apr_size_t)(end - pos));
         char *eol = nl ? nl : end;
@@ -96,74 +98,62 @@ static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
         if (first) {
             m->start_line = pos;
             first = 0;
-            if (lim && len > (apr_size_t)lim->line) {
-                *reason = "Request-URI Too Long";
-                return 414;
-            }
+            if (lim && len > (apr_size_t)lim->line)
+                REFUSE(414, "Request-URI Too Long");
         }
         else if (len == 0) {
             m->body = nl ? nl + 1 : end;
             m->body_len = (apr_size_t)(end - m->body);
-            return 0;
+            return status;
         }
         else if (*pos == ' ' || *pos == '\t') {
             /* RFC 3261 §7.3.1: a continuation line folds into the last one */
-            if (!cur) {
-                *reason = "Malformed Header";
-                return 400;
-            }
-            while (*pos == ' ' || *pos == '\t')
-                pos++;
-            cur->value = apr_pstrcat(m->pool, cur->value, " ", pos, NULL);
-            if (lim && strlen(cur->value) > (apr_size_t)lim->fieldsize) {
-                *reason = "Header Field Too Long";
-                return 400;
+            if (!cur)
+                REFUSE(400, "Malformed Header");
+            else {
+                while (*pos == ' ' || *pos == '\t')
+                    pos++;
+                cur->value = apr_pstrcat(m->pool, cur->value, " ", pos, NULL);
+                if (lim && strlen(cur->value) > (apr_size_t)lim->fieldsize)
+                    REFUSE(400, "Header Field Too Long");
             }
         }
         else {
-            char *colon = memchr(pos, ':', len), *name_end, *v;
+            char *colon = memchr(pos, ':', len), *name_end = colon, *v;
             const char *longname;
+            int bad = !colon;
 
-            if (lim && len > (apr_size_t)lim->fieldsize) {
-                *reason = "Header Field Too Long";
-                return 400;
-            }
-            if (lim && ++nfields > lim->fields) {
-                *reason = "Too Many Header Fields";
-                return 400;
-            }
-            if (!colon) {
-                *reason = "Malformed Header";
-                return 400;
-            }
-            name_end = colon;
-            while (name_end > pos && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+            if (lim && len > (apr_size_t)lim->fieldsize)
+                REFUSE(400, "Header Field Too Long");
+            if (lim && ++nfields > lim->fields)
+                REFUSE(400, "Too Many Header Fields");
+            while (!bad && name_end > pos && (name_end[-1] == ' ' || name_end[-1] == '\t'))
                 name_end--;
-            if (name_end == pos) {
-                *reason = "Malformed Header";
-                return 400;
+            if (!bad && name_end == pos)
+                bad = 1;
+            for (v = pos; !bad && v < name_end; v++)
+                if (!is_token_char((unsigned char)*v))
+                    bad = 1;
+            if (bad)
+                REFUSE(400, "Malformed Header");
+            else {
+                *name_end = '\0';
+                v = colon + 1;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                cur = apr_array_push(m->hdrs);
+                longname = sip_header_long_name(pos, (apr_size_t)(name_end - pos));
+                cur->name = longname ? longname : pos;
+                cur->value = v;
             }
-            for (v = pos; v < name_end; v++) {
-                if (!is_token_char((unsigned char)*v)) {
-                    *reason = "Malformed Header";
-                    return 400;
-                }
-            }
-            *name_end = '\0';
-            v = colon + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            cur = apr_array_push(m->hdrs);
-            longname = sip_header_long_name(pos, (apr_size_t)(name_end - pos));
-            cur->name = longname ? longname : pos;
-            cur->value = v;
         }
         pos = nl ? nl + 1 : end;
     }
+#undef REFUSE
     /* No blank line: a datagram may end right after its headers. */
     m->body = end;
     m->body_len = 0;
-    return 0;
+    return status;
 }
 
 const char *sip_msg_header(const sip_msg_t *m, const char *name)
@@ -247,7 +237,8 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     status = split_raw(m, lim, &reason);
     kind = m->start_line ? parse_start_line(m) : -1;
     if (kind < 0)
-        FAIL(has_header(m, "Via") && has_header(m, "CSeq") ? 400 : 0, "Malformed Start Line");
+        FAIL((has_header(m, "Via") || !datagram) && has_header(m, "CSeq") ? 400 : 0,
+             "Malformed Start Line");
     if (kind == 1) {
         /* Responses are never answered: anything wrong just drops them. */
         err->reason = "malformed response";
@@ -293,6 +284,12 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
 
     if (kind == 0 && strcmp(m->version, "SIP/2.0") != 0)
         FAIL(505, "Version Not Supported");
+    /* An escaped NUL survives no C string: refuse it rather than let the
+     * URI change meaning on the way through. */
+    if (kind == 0 && (ap_strcasestr(m->uri, "%00")
+                      || (sip_msg_header(m, "To") && ap_strcasestr(sip_msg_header(m, "To"), "%00"))
+                      || (sip_msg_header(m, "From") && ap_strcasestr(sip_msg_header(m, "From"), "%00"))))
+        FAIL(400, "Escaped NUL In URI");
 
     /* libosip2 does the full grammar; give it only the message itself. */
     if (osip_message_init(&om) != 0)
@@ -307,10 +304,12 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
         char *stop;
         apr_int64_t n;
 
-        if (!om->req_uri || !om->req_uri->scheme || !om->req_uri->host)
+        if (!om->req_uri || !om->req_uri->scheme)
             FAIL(400, "Bad Request-URI");
         if (strcasecmp(om->req_uri->scheme, "sip") && strcasecmp(om->req_uri->scheme, "sips"))
             FAIL(416, "Unsupported URI Scheme");
+        if (!om->req_uri->host)
+            FAIL(400, "Bad Request-URI");
         if (!om->cseq || !om->cseq->number || !om->cseq->method)
             FAIL(400, "Bad CSeq");
         n = apr_strtoi64(om->cseq->number, &stop, 10);
@@ -341,6 +340,13 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     return APR_SUCCESS;
 }
 
+/* Is the method word of a raw CSeq value exactly ACK? */
+static int cseq_is_ack(const char *cseq)
+{
+    const char *w = cseq + strspn(cseq, "0123456789 \t");
+    return strncmp(w, "ACK", 3) == 0 && (w[3] == '\0' || w[3] == ' ' || w[3] == '\t');
+}
+
 /* Append "Name: value\r\n" for every raw header called 'name'. */
 static void copy_raw(apr_array_header_t *out, const sip_msg_t *m, const char *name,
                      const char *to_tag)
@@ -364,7 +370,7 @@ static void copy_raw(apr_array_header_t *out, const sip_msg_t *m, const char *na
 }
 
 const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int status,
-                                       const char *reason, const char *to_tag,
+                                       const char *reason, const char *to_tag, int stream,
                                        apr_size_t *len)
 {
     apr_array_header_t *parts;
@@ -373,11 +379,10 @@ const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int 
     const char *cseq = req ? sip_msg_header(req, "CSeq") : NULL;
 
     /* §17.1.1.3: ACK is never answered */
-    if (!req || (req->method && strcmp(req->method, "ACK") == 0)
-        || (cseq && ap_strcasestr(cseq, "ACK")))
+    if (!req || (req->method && strcmp(req->method, "ACK") == 0) || (cseq && cseq_is_ack(cseq)))
         return NULL;
-    if (!has_header(req, "Via"))
-        return NULL;
+    if (!stream && !has_header(req, "Via"))
+        return NULL;    /* a datagram answer would have nowhere to go */
     parts = apr_array_make(p, 32, sizeof(const char *));
     *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
     copy_raw(parts, req, "Via", NULL);
@@ -434,6 +439,21 @@ const char *sip_msg_method(const sip_msg_t *m)
     return m->method;
 }
 
+/* Keep the start-line fields of a built or changed request in step. */
+static void sync_start_line(sip_msg_t *m)
+{
+    char *u = NULL;
+
+    if (!m->m || !MSG_IS_REQUEST(m->m))
+        return;
+    m->method = apr_pstrdup(m->pool, m->m->sip_method);
+    m->version = apr_pstrdup(m->pool, m->m->sip_version ? m->m->sip_version : "SIP/2.0");
+    if (m->m->req_uri && osip_uri_to_str(m->m->req_uri, &u) == 0) {
+        m->uri = apr_pstrdup(m->pool, u);
+        osip_free(u);
+    }
+}
+
 const char *sip_msg_request_uri(const sip_msg_t *m)
 {
     return m->uri;
@@ -441,7 +461,18 @@ const char *sip_msg_request_uri(const sip_msg_t *m)
 
 const char *sip_msg_uri_user(const sip_msg_t *m)
 {
-    return m->m && m->m->req_uri ? m->m->req_uri->username : NULL;
+    /* From the Request-URI as received: libosip2 has already unescaped its
+     * copy, and a script name must be unescaped exactly once. */
+    const char *colon, *at, *end;
+
+    if (!m->uri || !(colon = strchr(m->uri, ':')))
+        return NULL;
+    end = colon + 1 + strcspn(colon + 1, ";?>");
+    at = memchr(colon + 1, '@', (apr_size_t)(end - colon - 1));
+    if (!at)
+        return NULL;
+    end = memchr(colon + 1, ':', (apr_size_t)(at - colon - 1));  /* user:password */
+    return apr_pstrmemdup(m->pool, colon + 1, (apr_size_t)((end ? end : at) - colon - 1));
 }
 
 const char *sip_msg_uri_host(const sip_msg_t *m)
@@ -654,6 +685,18 @@ sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_siz
 
 void sip_msg_complete_response(sip_msg_t *resp, const sip_msg_t *req, const char *to_tag)
 {
+    int i = 0;
+    osip_header_t *h;
+
+    /* RFC 3050 §5.6.2: CGI header fields never leave the server. */
+    while ((h = osip_list_get(&resp->m->headers, i)) != NULL) {
+        if (h->hname && strncasecmp(h->hname, "CGI-", 4) == 0) {
+            osip_list_remove(&resp->m->headers, i);
+            osip_header_free(h);
+        }
+        else
+            i++;
+    }
     copy_dialog_headers(resp->m, req->m, 1);
     tag_to(resp->m, to_tag);
     osip_message_force_update(resp->m);
@@ -671,4 +714,272 @@ const char *sip_msg_serialize(apr_pool_t *p, sip_msg_t *m, apr_size_t *len)
     osip_free(s);
     *len = n;
     return r;
+}
+
+/* ---- proxying ---- */
+
+int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out)
+{
+    osip_uri_t *u = NULL;
+    osip_uri_param_t *prm = NULL;
+    int ok = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (osip_uri_init(&u) != 0)
+        return 0;
+    if (osip_uri_parse(u, uri) == 0 && u->host && u->scheme
+        && (!strcasecmp(u->scheme, "sip") || !strcasecmp(u->scheme, "sips"))) {
+        out->host = apr_pstrdup(p, u->host);
+        out->port = u->port ? atoi(u->port) : 0;
+        if (osip_uri_uparam_get_byname(u, "transport", &prm) == 0 && prm && prm->gvalue)
+            out->tcp = strcasecmp(prm->gvalue, "tcp") == 0;
+        prm = NULL;
+        out->lr = osip_uri_uparam_get_byname(u, "lr", &prm) == 0 && prm;
+        prm = NULL;
+        if (osip_uri_uparam_get_byname(u, "maddr", &prm) == 0 && prm && prm->gvalue)
+            out->maddr = apr_pstrdup(p, prm->gvalue);
+        ok = 1;
+    }
+    osip_uri_free(u);
+    return ok;
+}
+
+sip_msg_t *sip_msg_clone(apr_pool_t *p, const sip_msg_t *m)
+{
+    sip_msg_t *c = msg_new(p);
+
+    if (!m->m || osip_message_clone(m->m, &c->m) != 0)
+        return NULL;
+    sync_start_line(c);
+    return c;   /* raw headers and body stay with the original */
+}
+
+int sip_msg_max_forwards(const sip_msg_t *m)
+{
+    osip_header_t *mf = NULL;
+    if (!m->m || osip_message_get_max_forwards(m->m, 0, &mf) < 0 || !mf || !mf->hvalue)
+        return -1;
+    return atoi(mf->hvalue);
+}
+
+void sip_msg_set_max_forwards(sip_msg_t *m, int n)
+{
+    osip_header_t *mf = NULL;
+    char buf[16];
+
+    apr_snprintf(buf, sizeof(buf), "%d", n);
+    if (osip_message_get_max_forwards(m->m, 0, &mf) >= 0 && mf) {
+        osip_free(mf->hvalue);
+        mf->hvalue = osip_strdup(buf);
+    }
+    else
+        osip_message_set_max_forwards(m->m, buf);
+    osip_message_force_update(m->m);
+}
+
+apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
+{
+    osip_uri_t *u = NULL;
+
+    if (osip_uri_init(&u) != 0)
+        return APR_ENOMEM;
+    if (osip_uri_parse(u, uri) != 0) {
+        osip_uri_free(u);
+        return APR_EINVAL;
+    }
+    if (m->m->req_uri)
+        osip_uri_free(m->m->req_uri);
+    m->m->req_uri = u;
+    osip_message_force_update(m->m);
+    sync_start_line(m);
+    return APR_SUCCESS;
+}
+
+apr_status_t sip_msg_push_via(sip_msg_t *m, const char *via)
+{
+    osip_via_t *v = NULL;
+
+    if (osip_via_init(&v) != 0)
+        return APR_ENOMEM;
+    if (osip_via_parse(v, via) != 0) {
+        osip_via_free(v);
+        return APR_EINVAL;
+    }
+    osip_list_add(&m->m->vias, v, 0);
+    osip_message_force_update(m->m);
+    return APR_SUCCESS;
+}
+
+void sip_msg_pop_via(sip_msg_t *m)
+{
+    osip_via_t *v = osip_list_get(&m->m->vias, 0);
+    if (v) {
+        osip_list_remove(&m->m->vias, 0);
+        osip_via_free(v);
+        osip_message_force_update(m->m);
+    }
+}
+
+int sip_msg_via_count(const sip_msg_t *m)
+{
+    return m->m ? osip_list_size(&m->m->vias) : 0;
+}
+
+int sip_msg_via_info(apr_pool_t *p, const sip_msg_t *m, int idx, const char **host, int *port,
+                     const char **received, int *rport, int *tcp, const char **branch)
+{
+    osip_via_t *v = m->m ? osip_list_get(&m->m->vias, idx) : NULL;
+    osip_generic_param_t *g = NULL;
+
+    if (!v || !v->host)
+        return 0;
+    *host = apr_pstrdup(p, v->host);
+    *port = v->port ? atoi(v->port) : 0;
+    *received = NULL;
+    *rport = 0;
+    *branch = NULL;
+    if (osip_via_param_get_byname(v, "received", &g) == 0 && g && g->gvalue)
+        *received = apr_pstrdup(p, g->gvalue);
+    g = NULL;
+    if (osip_via_param_get_byname(v, "rport", &g) == 0 && g && g->gvalue)
+        *rport = atoi(g->gvalue);
+    g = NULL;
+    if (osip_via_param_get_byname(v, "branch", &g) == 0 && g && g->gvalue)
+        *branch = apr_pstrdup(p, g->gvalue);
+    *tcp = v->protocol && strcasecmp(v->protocol, "UDP") != 0;
+    return 1;
+}
+
+apr_status_t sip_msg_push_record_route(sip_msg_t *m, const char *uri)
+{
+    osip_record_route_t *rr = NULL;
+
+    if (osip_record_route_init(&rr) != 0)
+        return APR_ENOMEM;
+    if (osip_record_route_parse(rr, uri) != 0) {
+        osip_record_route_free(rr);
+        return APR_EINVAL;
+    }
+    osip_list_add(&m->m->record_routes, rr, 0);
+    osip_message_force_update(m->m);
+    return APR_SUCCESS;
+}
+
+int sip_msg_route_count(const sip_msg_t *m)
+{
+    return m->m ? osip_list_size(&m->m->routes) : 0;
+}
+
+const char *sip_msg_route_uri(apr_pool_t *p, const sip_msg_t *m, int idx)
+{
+    osip_route_t *r = osip_list_get(&m->m->routes, idx);
+    char *s = NULL;
+    const char *out;
+
+    if (!r || !r->url || osip_uri_to_str(r->url, &s) != 0)
+        return NULL;
+    out = apr_pstrdup(p, s);
+    osip_free(s);
+    return out;
+}
+
+void sip_msg_remove_route(sip_msg_t *m, int idx)
+{
+    osip_route_t *r = osip_list_get(&m->m->routes, idx);
+    if (r) {
+        osip_list_remove(&m->m->routes, idx);
+        osip_route_free(r);
+        osip_message_force_update(m->m);
+    }
+}
+
+apr_status_t sip_msg_append_route(sip_msg_t *m, const char *uri)
+{
+    osip_route_t *r = NULL;
+
+    if (osip_route_init(&r) != 0)
+        return APR_ENOMEM;
+    if (osip_route_parse(r, uri) != 0) {
+        osip_route_free(r);
+        return APR_EINVAL;
+    }
+    osip_list_add(&m->m->routes, r, -1);
+    osip_message_force_update(m->m);
+    return APR_SUCCESS;
+}
+
+void sip_msg_set_status(sip_msg_t *m, int status, const char *reason)
+{
+    osip_message_set_status_code(m->m, status);
+    osip_free(m->m->reason_phrase);
+    m->m->reason_phrase = osip_strdup(reason);
+    osip_message_force_update(m->m);
+}
+
+void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from)
+{
+    osip_list_t copy;
+
+    osip_list_init(&copy);
+    osip_list_clone(&from->m->www_authenticates, &copy,
+                    (int (*)(void *, void **))osip_www_authenticate_clone);
+    while (osip_list_size(&copy) > 0) {
+        osip_list_add(&to->m->www_authenticates, osip_list_get(&copy, 0), -1);
+        osip_list_remove(&copy, 0);
+    }
+    osip_list_clone(&from->m->proxy_authenticates, &copy,
+                    (int (*)(void *, void **))osip_proxy_authenticate_clone);
+    while (osip_list_size(&copy) > 0) {
+        osip_list_add(&to->m->proxy_authenticates, osip_list_get(&copy, 0), -1);
+        osip_list_remove(&copy, 0);
+    }
+    osip_message_force_update(to->m);
+}
+
+/* Start a request of 'method' that shares 'req''s Request-URI, top Via,
+ * From, Call-ID, CSeq number and Route set (§9.1, §17.1.1.3). */
+static sip_msg_t *derived_request(apr_pool_t *p, const sip_msg_t *req, const char *method)
+{
+    sip_msg_t *m = msg_new(p);
+    osip_message_t *r;
+    osip_via_t *via = osip_list_get(&req->m->vias, 0), *v2 = NULL;
+
+    if (osip_message_init(&r) != 0)
+        return NULL;
+    m->m = r;
+    osip_message_set_method(r, osip_strdup(method));
+    osip_message_set_version(r, osip_strdup("SIP/2.0"));
+    osip_uri_clone(req->m->req_uri, &r->req_uri);
+    if (via && osip_via_clone(via, &v2) == 0)
+        osip_list_add(&r->vias, v2, 0);
+    osip_from_clone(req->m->from, &r->from);
+    osip_to_clone(req->m->to, &r->to);
+    osip_call_id_clone(req->m->call_id, &r->call_id);
+    osip_cseq_clone(req->m->cseq, &r->cseq);
+    osip_free(r->cseq->method);
+    r->cseq->method = osip_strdup(method);
+    osip_list_clone(&req->m->routes, &r->routes, (int (*)(void *, void **))osip_from_clone);
+    osip_message_set_max_forwards(r, "70");
+    osip_message_force_update(r);
+    sync_start_line(m);
+    return m;
+}
+
+sip_msg_t *sip_msg_make_cancel(apr_pool_t *p, const sip_msg_t *req)
+{
+    return derived_request(p, req, "CANCEL");
+}
+
+sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t *resp)
+{
+    sip_msg_t *m = derived_request(p, req, "ACK");
+
+    /* The To of the ACK is the To of the response (with its tag). */
+    if (m && resp->m->to) {
+        osip_to_free(m->m->to);
+        m->m->to = NULL;
+        osip_to_clone(resp->m->to, &m->m->to);
+        osip_message_force_update(m->m);
+    }
+    return m;
 }

@@ -32,9 +32,10 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
                            sip_msg_t **out, sip_msg_error_t *err);
 
 /* Error answer copied from the raw headers of a message that failed
- * validation (needs Via, From, To, Call-ID and CSeq); NULL if impossible. */
+ * validation; NULL if impossible (no request line, an ACK, or no Via on a
+ * datagram). */
 const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int status,
-                                       const char *reason, const char *to_tag,
+                                       const char *reason, const char *to_tag, int stream,
                                        apr_size_t *len);
 
 /* RFC 3261 §18.2.1 / RFC 3581: note received/rport in the top Via and work
@@ -78,6 +79,43 @@ void sip_msg_complete_response(sip_msg_t *resp, const sip_msg_t *req, const char
 
 /* Serialize (Content-Length recomputed). */
 const char *sip_msg_serialize(apr_pool_t *p, sip_msg_t *m, apr_size_t *len);
+
+/* ---- proxying (RFC 3261 §16) ---- */
+
+/* A parsed SIP URI, enough to route on. */
+typedef struct sip_uri_info {
+    const char *host;
+    int port;               /* 0 when absent */
+    int tcp;                /* transport=tcp */
+    int lr;                 /* loose-route parameter */
+    const char *maddr;
+} sip_uri_info_t;
+
+int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
+
+/* A copy of a request (or response) that can be changed and serialized. */
+sip_msg_t *sip_msg_clone(apr_pool_t *p, const sip_msg_t *m);
+
+int sip_msg_max_forwards(const sip_msg_t *m);      /* -1 when absent */
+void sip_msg_set_max_forwards(sip_msg_t *m, int n);
+apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri);
+apr_status_t sip_msg_push_via(sip_msg_t *m, const char *via);
+void sip_msg_pop_via(sip_msg_t *m);
+int sip_msg_via_count(const sip_msg_t *m);
+/* Sent-by, received, rport and transport of Via number 'idx'. */
+int sip_msg_via_info(apr_pool_t *p, const sip_msg_t *m, int idx, const char **host, int *port,
+                     const char **received, int *rport, int *tcp, const char **branch);
+apr_status_t sip_msg_push_record_route(sip_msg_t *m, const char *uri);
+int sip_msg_route_count(const sip_msg_t *m);
+const char *sip_msg_route_uri(apr_pool_t *p, const sip_msg_t *m, int idx);
+void sip_msg_remove_route(sip_msg_t *m, int idx);
+apr_status_t sip_msg_append_route(sip_msg_t *m, const char *uri);
+void sip_msg_set_status(sip_msg_t *m, int status, const char *reason);
+/* Copy WWW-/Proxy-Authenticate of 'from' into 'to' (§16.7 step 7). */
+void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from);
+/* §9.1 CANCEL and §17.1.1.3 ACK for a request sent by a client transaction. */
+sip_msg_t *sip_msg_make_cancel(apr_pool_t *p, const sip_msg_t *req);
+sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t *resp);
 
 /* Long name of a compact header form (RFC 3261 §7.3.3), or NULL. */
 const char *sip_header_long_name(const char *name, apr_size_t len);

@@ -33,6 +33,7 @@ struct sip_txn {
     sip_timer_t t_retx, t_end, t_trying;
     void (*tu_cancel)(void *tu);
     void *tu;
+    int proxied;
 };
 
 static sip_loop_t *txn_loop;
@@ -40,11 +41,24 @@ static apr_hash_t *txns;        /* key -> sip_txn_t */
 static apr_hash_t *acks;        /* ack_key -> sip_txn_t (2xx awaiting ACK) */
 static apr_size_t ntxns;
 
+static void ctxn_transport_closed(sip_tcp_conn_t *c);
+static apr_hash_t *ctxns;       /* branch|method -> sip_ctxn_t */
+static apr_pool_t *txn_root;
+
 void sip_txn_init(sip_loop_t *loop, apr_pool_t *p)
 {
     txn_loop = loop;
+    txn_root = p;
     txns = apr_hash_make(p);
     acks = apr_hash_make(p);
+    ctxns = apr_hash_make(p);
+    sip_transport_on_close(ctxn_transport_closed);
+}
+
+void sip_txn_set_proxied(sip_txn_t *t)
+{
+    t->proxied = 1;
+    sip_timer_cancel(txn_loop, &t->t_trying);   /* the proxy sends its own 100 */
 }
 
 apr_size_t sip_txn_count(void)
@@ -225,6 +239,11 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
 {
     int reliable = t->src.kind != SIP_TP_UDP;
 
+    if (t->proxied && t->state == ST_ACCEPTED && status >= 200 && status < 300) {
+        /* RFC 6026 §7.1: every 2xx of a forked INVITE goes upstream */
+        sip_transport_send(&t->src, &t->dest, buf, len);
+        return APR_SUCCESS;
+    }
     if (t->state != ST_TRYING && t->state != ST_PROCEEDING)
         return APR_EGENERAL;    /* a final response was already sent */
     sip_timer_cancel(txn_loop, &t->t_trying);
@@ -240,6 +259,11 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
     if (t->invite && status < 300) {
         /* RFC 6026 Accepted; §13.3.1.4: the 2xx is retransmitted until ACK */
         t->state = ST_ACCEPTED;
+        if (t->proxied) {
+            /* The UAS retransmits its 2xx and the ACK goes end to end. */
+            sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);    /* L */
+            return APR_SUCCESS;
+        }
         t->ack_key = ack_key(t->pool, t->req);
         apr_hash_set(acks, t->ack_key, APR_HASH_KEY_STRING, t);
         if (!reliable) {
@@ -326,4 +350,266 @@ const char *sip_txn_to_tag(sip_txn_t *t)
 int sip_txn_final_sent(sip_txn_t *t)
 {
     return t->state != ST_TRYING && t->state != ST_PROCEEDING;
+}
+
+/* ---- client transactions ---- */
+
+typedef enum { CT_CALLING, CT_PROCEEDING, CT_COMPLETED, CT_ACCEPTED, CT_TERMINATED } ctxn_state_t;
+
+struct sip_ctxn {
+    apr_pool_t *pool;
+    sip_msg_t *req;
+    const char *buf;
+    apr_size_t len;
+    sip_tp_kind_t kind;
+    void *vhost;
+    sip_sockaddr_t dest;
+    sip_source_t used;          /* the connection, for TCP */
+    const char *key;
+    int invite;
+    ctxn_state_t state;
+    apr_interval_time_t retx;
+    sip_timer_t t_retx, t_timeout, t_end, t_fail;
+    sip_ctxn_cb cb;
+    void *baton;
+    const char *ack;            /* re-sent for retransmitted non-2xx finals */
+    apr_size_t ack_len;
+    int cancel_pending;
+    int cancelled;
+};
+
+static apr_size_t nctxns;
+
+apr_size_t sip_ctxn_count(void)
+{
+    return nctxns;
+}
+
+const sip_msg_t *sip_ctxn_request(const sip_ctxn_t *c)
+{
+    return c->req;
+}
+
+static void ctxn_terminate(sip_ctxn_t *c)
+{
+    sip_ctxn_cb cb = c->cb;
+
+    if (c->state == CT_TERMINATED)
+        return;
+    c->state = CT_TERMINATED;
+    sip_timer_cancel(txn_loop, &c->t_retx);
+    sip_timer_cancel(txn_loop, &c->t_timeout);
+    sip_timer_cancel(txn_loop, &c->t_end);
+    sip_timer_cancel(txn_loop, &c->t_fail);
+    apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, NULL);
+    nctxns--;
+    c->cb = NULL;
+    if (cb)
+        cb(c->baton, c, NULL, -1);     /* gone: the owner drops its pointer */
+    sip_source_release(&c->used);
+    sip_loop_defer_destroy(txn_loop, c->pool);
+}
+
+static void ctxn_end(void *baton)
+{
+    ctxn_terminate(baton);
+}
+
+static void ctxn_deliver(sip_ctxn_t *c, sip_msg_t *resp, int from_network)
+{
+    if (c->cb)
+        c->cb(c->baton, c, resp, from_network);
+}
+
+/* Timeout (408) or transport failure (503) reported as a response. */
+static void ctxn_fail(sip_ctxn_t *c, int status, const char *reason)
+{
+    apr_pool_t *p;
+
+    if (c->state == CT_TERMINATED || c->state == CT_COMPLETED || c->state == CT_ACCEPTED)
+        return;
+    apr_pool_create(&p, c->pool);
+    ctxn_deliver(c, sip_msg_make_response(p, c->req, status, reason, NULL), 0);
+    apr_pool_destroy(p);
+    ctxn_terminate(c);
+}
+
+static void ctxn_timeout(void *baton)
+{
+    ctxn_fail(baton, 408, "Request Timeout");   /* timer B or F */
+}
+
+static void ctxn_transport_failed(void *baton)
+{
+    ctxn_fail(baton, 503, "Service Unavailable");
+}
+
+static void ctxn_send(sip_ctxn_t *c)
+{
+    apr_status_t rv;
+
+    if (c->used.tcp || (c->used.udp && c->kind == SIP_TP_UDP))
+        rv = sip_transport_send(&c->used, &c->dest, c->buf, c->len);
+    else
+        rv = sip_transport_send_to(c->kind, c->vhost, &c->dest, c->buf, c->len, &c->used);
+    if (rv != APR_SUCCESS)
+        sip_timer_set(txn_loop, &c->t_fail, 0, ctxn_transport_failed, c);
+}
+
+static void ctxn_retransmit(void *baton)
+{
+    sip_ctxn_t *c = baton;
+
+    if (c->state != CT_CALLING && c->state != CT_PROCEEDING)
+        return;
+    ctxn_send(c);
+    /* A doubles without bound (§17.1.1.2); E stops at T2 (§17.1.2.2) */
+    if (c->invite)
+        c->retx *= 2;
+    else
+        c->retx = c->state == CT_PROCEEDING || c->retx * 2 > SIP_T2 ? SIP_T2 : c->retx * 2;
+    sip_timer_set(txn_loop, &c->t_retx, c->retx, ctxn_retransmit, c);
+}
+
+static void ctxn_transport_closed(sip_tcp_conn_t *conn)
+{
+    apr_hash_index_t *hi;
+
+    for (hi = apr_hash_first(NULL, ctxns); hi; hi = apr_hash_next(hi)) {
+        sip_ctxn_t *c = apr_hash_this_val(hi);
+        if (c->used.tcp == conn && c->state == CT_CALLING)
+            sip_timer_set(txn_loop, &c->t_fail, 0, ctxn_transport_failed, c);
+    }
+}
+
+sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
+                          const sip_sockaddr_t *dest, sip_ctxn_cb cb, void *baton)
+{
+    apr_pool_t *p;
+    sip_ctxn_t *c;
+    const char *buf;
+    apr_size_t len = 0;
+
+    apr_pool_create(&p, txn_root);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->req = sip_msg_clone(p, req);
+    buf = c->req ? sip_msg_serialize(p, c->req, &len) : NULL;
+    if (!buf || !sip_msg_branch(c->req)) {
+        apr_pool_destroy(p);
+        return NULL;
+    }
+    c->buf = buf;
+    c->len = len;
+    c->kind = kind;
+    c->vhost = vhost;
+    c->dest = *dest;
+    c->cb = cb;
+    c->baton = baton;
+    c->invite = strcmp(sip_msg_method(c->req), "INVITE") == 0;
+    c->key = apr_pstrcat(p, sip_msg_branch(c->req), "|", sip_msg_method(c->req), NULL);
+    c->state = CT_CALLING;
+    apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, c);
+    nctxns++;
+    ctxn_send(c);
+    if (kind == SIP_TP_UDP) {
+        c->retx = SIP_T1;
+        sip_timer_set(txn_loop, &c->t_retx, c->retx, ctxn_retransmit, c);   /* A or E */
+    }
+    sip_timer_set(txn_loop, &c->t_timeout, 64 * SIP_T1, ctxn_timeout, c);  /* B or F */
+    return c;
+}
+
+void sip_ctxn_abandon(sip_ctxn_t *c)
+{
+    c->cb = NULL;
+}
+
+static void ctxn_send_cancel(sip_ctxn_t *c)
+{
+    apr_pool_t *p;
+    sip_msg_t *cancel;
+
+    if (c->cancelled)
+        return;
+    c->cancelled = 1;
+    apr_pool_create(&p, c->pool);
+    cancel = sip_msg_make_cancel(p, c->req);
+    if (cancel)
+        sip_ctxn_send(cancel, c->kind, c->vhost, &c->dest, NULL, NULL);
+    apr_pool_destroy(p);
+}
+
+void sip_ctxn_cancel(sip_ctxn_t *c)
+{
+    if (!c->invite || c->state == CT_TERMINATED)
+        return;
+    if (c->state == CT_PROCEEDING)
+        ctxn_send_cancel(c);
+    else if (c->state == CT_CALLING)
+        c->cancel_pending = 1;  /* §9.1: wait for a provisional response */
+}
+
+int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
+{
+    const char *branch = sip_msg_branch(resp);
+    const char *key;
+    sip_ctxn_t *c;
+    int status = sip_msg_status(resp);
+    int reliable;
+
+    if (!branch)
+        return 0;
+    key = apr_pstrcat(msg_pool, branch, "|", sip_msg_cseq_method(resp), NULL);
+    c = apr_hash_get(ctxns, key, APR_HASH_KEY_STRING);
+    if (!c)
+        return 0;
+    reliable = c->kind != SIP_TP_UDP;
+
+    if (status < 200) {
+        if (c->state == CT_CALLING || c->state == CT_PROCEEDING) {
+            if (c->invite)
+                sip_timer_cancel(txn_loop, &c->t_retx);
+            if (c->state == CT_CALLING && c->invite)
+                sip_timer_cancel(txn_loop, &c->t_timeout);   /* B: Calling only */
+            c->state = CT_PROCEEDING;
+            ctxn_deliver(c, resp, 1);
+            if (c->cancel_pending)
+                ctxn_send_cancel(c);
+        }
+        return 1;
+    }
+    if (c->invite && status < 300) {
+        /* RFC 6026: Accepted; each 2xx (retransmissions too) goes to the TU */
+        if (c->state == CT_CALLING || c->state == CT_PROCEEDING) {
+            c->state = CT_ACCEPTED;
+            sip_timer_cancel(txn_loop, &c->t_retx);
+            sip_timer_cancel(txn_loop, &c->t_timeout);
+            sip_timer_set(txn_loop, &c->t_end, 64 * SIP_T1, ctxn_end, c);  /* M */
+        }
+        if (c->state == CT_ACCEPTED)
+            ctxn_deliver(c, resp, 1);
+        return 1;
+    }
+    if (c->state == CT_COMPLETED) {
+        if (c->ack)
+            sip_transport_send(&c->used, &c->dest, c->ack, c->ack_len);
+        return 1;
+    }
+    if (c->state != CT_CALLING && c->state != CT_PROCEEDING)
+        return 1;
+    c->state = CT_COMPLETED;
+    sip_timer_cancel(txn_loop, &c->t_retx);
+    sip_timer_cancel(txn_loop, &c->t_timeout);
+    if (c->invite) {
+        /* §17.1.1.3: the ACK for a non-2xx is sent by the transaction */
+        sip_msg_t *ack = sip_msg_make_ack(c->pool, c->req, resp);
+        if (ack && (c->ack = sip_msg_serialize(c->pool, ack, &c->ack_len)))
+            sip_transport_send(&c->used, &c->dest, c->ack, c->ack_len);
+        sip_timer_set(txn_loop, &c->t_end, reliable ? 0 : apr_time_from_sec(32), ctxn_end, c); /* D */
+    }
+    else
+        sip_timer_set(txn_loop, &c->t_end, reliable ? 0 : SIP_T4, ctxn_end, c);   /* K */
+    ctxn_deliver(c, resp, 1);
+    return 1;
 }

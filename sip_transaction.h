@@ -56,3 +56,31 @@ int sip_txn_final_sent(sip_txn_t *t);
 apr_size_t sip_txn_count(void);
 
 #endif
+
+/* ---- client transactions (RFC 3261 §17.1) ---- */
+
+typedef struct sip_ctxn sip_ctxn_t;
+
+/* Every response (retransmitted 2xx included), or a synthesized 408
+ * (timeout) / 503 (transport error) with from_network = 0. */
+typedef void (*sip_ctxn_cb)(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_network);
+
+/* Send 'req' (its top Via already ours, with a unique branch) to 'dest'.
+ * The transaction lives in its own pool until it ends. */
+sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
+                          const sip_sockaddr_t *dest, sip_ctxn_cb cb, void *baton);
+/* Stop telling the owner (the transaction still absorbs retransmissions). */
+void sip_ctxn_abandon(sip_ctxn_t *c);
+/* §9.1: CANCEL an INVITE client transaction once it has a provisional. */
+void sip_ctxn_cancel(sip_ctxn_t *c);
+const sip_msg_t *sip_ctxn_request(const sip_ctxn_t *c);
+
+/* A response that arrived from the network: 1 if a client transaction
+ * took it, 0 if it matches none (the caller may forward it statelessly). */
+int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool);
+
+/* The server transaction forwards responses of a proxy: no 2xx
+ * retransmission of its own, and every 2xx is passed on (RFC 6026). */
+void sip_txn_set_proxied(sip_txn_t *t);
+
+apr_size_t sip_ctxn_count(void);

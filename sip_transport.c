@@ -218,7 +218,7 @@ int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
 {
     apr_size_t pos = 0, header_end = 0;
     apr_int64_t clen = 0;
-    int have_clen = 0;
+    int have_clen = 0, bad_clen = 0;
 
     while (pos < len) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
@@ -247,18 +247,16 @@ int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
             vl = (apr_size_t)(end - v);
             while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
                 vl--;
-            if (vl == 0 || vl >= sizeof(num)) {
-                *msg_len = next;
-                return -2;
-            }
-            memcpy(num, v, vl);
-            num[vl] = '\0';
-            clen = apr_strtoi64(num, &stop, 10);
-            if (*stop || clen < 0 || !apr_isdigit(num[0])) {
-                *msg_len = next;
-                return -2;
-            }
             have_clen = 1;
+            if (vl == 0 || vl >= sizeof(num))
+                bad_clen = 1;
+            else {
+                memcpy(num, v, vl);
+                num[vl] = '\0';
+                clen = apr_strtoi64(num, &stop, 10);
+                if (*stop || clen < 0 || !apr_isdigit(num[0]))
+                    bad_clen = 1;
+            }
         }
         pos = next;
         if (pos > max_header) {
@@ -267,13 +265,15 @@ int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
         }
     }
     if (!header_end) {
-        if (len > max_header) {
+        /* A lone CR may be the first half of the final CRLF. */
+        if (len - (len && buf[len - 1] == '\r') > max_header) {
             *msg_len = len;
             return -1;
         }
         return 0;
     }
-    if ((apr_uint64_t)clen > max_body) {
+    /* Framing is lost, but the whole header is there for the answer. */
+    if (bad_clen || (apr_uint64_t)clen > max_body) {
         *msg_len = header_end;
         return -2;
     }

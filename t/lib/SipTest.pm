@@ -1,0 +1,1052 @@
+package SipTest;
+# Black-box test harness for mod_sip.
+#
+# Starts a private Apache httpd (mpm_event + mod_sip) on free loopback ports
+# inside a temporary directory, and offers small helpers to talk SIP to it
+# over UDP and TCP.  See t/README.md for an overview.
+#
+#   my $t = SipTest->new(scripts => { 'alice@127.0.0.1' => "#!/bin/sh\n..." },
+#                        vhost_conf => 'SipScriptTimeout 2');
+#   my @r = $t->udp_req($t->sip_request(method => 'OPTIONS'));
+#   is($r[-1]->code, 200);
+#   $t->stop;             # asserts clean shutdown (3 tests)
+#   done_testing;
+#
+# Script texts, vhost_conf and server_conf may use the placeholders
+#   @DIR@      temp root           @SCRIPTS@  SipDirectory
+#   @VAR@      a world-writable dir for marker / counter files
+#   @SIPPORT@  the SIP port        @HTTPPORT@ the HTTP port
+#
+# Environment:
+#   MOD_SIP_SO     path of the module (default <repo>/.libs/mod_sip.so)
+#   APACHE2        httpd binary (default /usr/sbin/apache2)
+#   SIPTEST_KEEP=1 keep the temp dir (its path is printed with diag)
+#   SIPTEST_DEBUG=1 print every message sent/received
+
+use strict;
+use warnings;
+use Test::More;
+use File::Temp ();
+use File::Path ();
+use File::Spec;
+use File::Basename ();
+use Cwd ();
+use IO::Socket::INET;
+use IO::Select;
+use Socket qw(SOL_SOCKET SO_RCVBUF);
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use Scalar::Util ();
+use Exporter 'import';
+
+our @EXPORT_OK = qw(parse_msg rand_token free_port procs wait_until);
+
+my $REPO = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
+our $APACHE2 = $ENV{APACHE2} || '/usr/sbin/apache2';
+our $MODDIR  = '/usr/lib/apache2/modules';
+our $DEBUG   = $ENV{SIPTEST_DEBUG};
+
+my %LIVE;    # refaddr => weak ref, for END-block cleanup
+
+sub repo { $REPO }
+
+sub module_path {
+    my $so = $ENV{MOD_SIP_SO} || "$REPO/.libs/mod_sip.so";
+    $so = Cwd::abs_path($so) // $so;
+    return $so;
+}
+
+# ---------------------------------------------------------------- utilities
+
+sub rand_token {
+    my $n = shift || 12;
+    my @c = ('a' .. 'z', '0' .. '9');
+    return join '', map { $c[ int rand @c ] } 1 .. $n;
+}
+
+# Wait until $cb returns true or $timeout seconds pass; returns the last value.
+sub wait_until {
+    my ($timeout, $cb, $step) = @_;
+    $step ||= 0.05;
+    my $end = time + $timeout;
+    while (1) {
+        my $v = $cb->();
+        return $v if $v;
+        return $v if time >= $end;
+        sleep $step;
+    }
+}
+
+my %USED_PORTS;
+# A port that is free on 127.0.0.1 for both TCP and UDP.
+sub free_port {
+    for (1 .. 500) {
+        my $p = 20000 + int(rand(40000));
+        next if $USED_PORTS{$p};
+        my $tcp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+                                        Proto => 'tcp', Listen => 1) or next;
+        my $udp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+                                        Proto => 'udp') or next;
+        close $tcp; close $udp;
+        $USED_PORTS{$p} = 1;
+        return $p;
+    }
+    die "SipTest: could not find a free loopback port\n";
+}
+
+# All processes as hashrefs {pid, ppid, stat, cmd}, read from /proc.
+sub procs {
+    my @p;
+    opendir(my $dh, '/proc') or die "no /proc: $!";
+    for my $pid (grep { /^\d+$/ } readdir $dh) {
+        open(my $fh, '<', "/proc/$pid/stat") or next;
+        my $stat = <$fh>;
+        close $fh;
+        next unless defined $stat && $stat =~ /^\d+ \((.*)\) (\S) (\d+)/s;
+        my ($comm, $state, $ppid) = ($1, $2, $3);
+        my $cmd = '';
+        if (open(my $ch, '<', "/proc/$pid/cmdline")) {
+            local $/;
+            $cmd = <$ch> // '';
+            close $ch;
+            $cmd =~ s/\0+$//;
+            $cmd =~ s/\0/ /g;
+        }
+        $cmd = "[$comm]" if $cmd eq '';
+        push @p, { pid => $pid, ppid => $ppid, stat => $state, cmd => $cmd, comm => $comm };
+    }
+    closedir $dh;
+    return @p;
+}
+
+sub _ps_dump {
+    return join '', map { sprintf "  %s %6d %6d %s\n", $_->{stat}, $_->{ppid}, $_->{pid}, $_->{cmd} }
+        sort { $a->{pid} <=> $b->{pid} } @_;
+}
+
+# ------------------------------------------------------------- construction
+
+sub new {
+    my ($class, %o) = @_;
+    my $self = bless {
+        owner       => $$,
+        running     => 0,
+        vhost_conf  => $o{vhost_conf}  // '',
+        server_conf => $o{server_conf} // '',
+        scripts     => $o{scripts}     // {},
+        setup       => $o{setup},
+        start_timeout => $o{start_timeout} // 10,
+        log_level   => 'info sip:debug',
+    }, $class;
+
+    my $so = module_path();
+    unless (-f $so) {
+        fail("mod_sip module present");
+        diag("mod_sip.so not found at '$so': build it with 'make -C $REPO' or set MOD_SIP_SO");
+        die "SipTest: module $so not found\n";
+    }
+    $self->{so} = $so;
+    unless (-x $APACHE2) {
+        fail("apache2 binary present");
+        die "SipTest: $APACHE2 not executable\n";
+    }
+
+    # /tmp (not $TMPDIR): the path must be traversable by www-data
+    my $dir = File::Temp::tempdir('mod_sip_test_XXXXXX', DIR => $ENV{SIPTEST_TMPDIR} // '/tmp', CLEANUP => 0);
+    $dir = Cwd::abs_path($dir);
+    $self->{dir}     = $dir;
+    $self->{scripts_dir} = "$dir/scripts";
+    $self->{var}     = "$dir/var";
+    $self->{logs}    = "$dir/logs";
+    $self->{run}     = "$dir/run";
+    $self->{confdir} = "$dir/conf";
+    $self->{conf}    = "$dir/conf/httpd.conf";
+    $self->{pidfile} = "$dir/run/httpd.pid";
+    $self->{errlog}  = "$dir/logs/error.log";
+    $self->{engine_pidfile} = "$dir/run/sip-engine.pid";
+    $self->{is_root} = ($> == 0);
+
+    chmod 0755, $dir;
+    for my $d (@{$self}{qw(scripts_dir var logs run confdir)}) {
+        mkdir $d or die "mkdir $d: $!";
+        chmod 0755, $d;
+    }
+    chmod 01777, $self->{var};
+    if ($self->{is_root}) {
+        my (undef, undef, $uid, $gid) = getpwnam('www-data');
+        die "SipTest: user www-data missing\n" unless defined $uid;
+        @{$self}{qw(www_uid www_gid)} = ($uid, $gid);
+        chown $uid, $gid, $self->{logs}, $self->{run};
+    }
+
+    $self->{sip_port}  = $o{sip_port}  // free_port();
+    $self->{http_port} = $o{http_port} // free_port();
+
+    $self->write_scripts($self->{scripts});
+    $self->{setup}->($self) if $self->{setup};
+
+    $self->{udp} = $self->udp_socket;
+
+    $LIVE{ Scalar::Util::refaddr($self) } = $self;
+    Scalar::Util::weaken($LIVE{ Scalar::Util::refaddr($self) });
+
+    diag("SipTest dir: $dir") if $ENV{SIPTEST_KEEP} || $DEBUG;
+    $self->start unless exists $o{start} && !$o{start};
+    return $self;
+}
+
+sub dir         { $_[0]{dir} }
+sub scripts_dir { $_[0]{scripts_dir} }
+sub var         { $_[0]{var} }
+sub sip_port    { $_[0]{sip_port} }
+sub http_port   { $_[0]{http_port} }
+sub conf_file   { $_[0]{conf} }
+
+sub subst {
+    my ($self, $text) = @_;
+    return $text unless defined $text;
+    $text =~ s/\@DIR\@/$self->{dir}/g;
+    $text =~ s/\@SCRIPTS\@/$self->{scripts_dir}/g;
+    $text =~ s/\@VAR\@/$self->{var}/g;
+    $text =~ s/\@SIPPORT\@/$self->{sip_port}/g;
+    $text =~ s/\@HTTPPORT\@/$self->{http_port}/g;
+    return $text;
+}
+
+# scripts: { name => "text" } or { name => { text => ..., mode => 0644 } }
+#          or { name => { symlink => target } } (target is substituted too)
+# Names may contain '/' to create sub directories of SipDirectory.
+sub write_scripts {
+    my ($self, $scripts) = @_;
+    for my $name (sort keys %$scripts) {
+        my $spec = $scripts->{$name};
+        $spec = { text => $spec } unless ref $spec;
+        $self->write_script($name, %$spec);
+    }
+}
+
+sub write_script {
+    my ($self, $name, %spec) = @_;
+    my $path = $spec{abs} ? $name : "$self->{scripts_dir}/$name";
+    my $d = File::Basename::dirname($path);
+    unless (-d $d) {
+        File::Path::make_path($d, { mode => 0755 });
+    }
+    unlink $path if -e $path || -l $path;
+    if (defined $spec{symlink}) {
+        symlink($self->subst($spec{symlink}), $path) or die "symlink $path: $!";
+        return $path;
+    }
+    open(my $fh, '>', $path) or die "write $path: $!";
+    binmode $fh;
+    print $fh $self->subst($spec{text} // '');
+    close $fh or die "close $path: $!";
+    chmod(($spec{mode} // 0755), $path) or die "chmod $path: $!";
+    return $path;
+}
+
+sub remove_script {
+    my ($self, $name) = @_;
+    unlink "$self->{scripts_dir}/$name" or die "unlink $name: $!";
+}
+
+sub _conf_text {
+    my ($self) = @_;
+    my $dir = $self->{dir};
+    my $user = $self->{is_root} ? "User www-data\nGroup www-data\n" : '';
+    my $vhost = $self->subst($self->{vhost_conf});
+    my $server = $self->subst($self->{server_conf});
+    $vhost =~ s/^/    /mg;
+    return <<"EOC";
+ServerRoot $dir
+PidFile $self->{pidfile}
+ErrorLog $self->{errlog}
+DefaultRuntimeDir $self->{run}
+Mutex file:$self->{run} default
+ScoreBoardFile $self->{run}/scoreboard
+ServerName 127.0.0.1
+${user}LoadModule mpm_event_module $MODDIR/mod_mpm_event.so
+LoadModule authz_core_module $MODDIR/mod_authz_core.so
+LoadModule sip_module $self->{so}
+LogLevel $self->{log_level}
+StartServers 2
+Listen 127.0.0.1:$self->{http_port}
+Listen 127.0.0.1:$self->{sip_port}
+<VirtualHost 127.0.0.1:$self->{sip_port}>
+    ServerName 127.0.0.1
+    ProtocolSip On
+    SipDirectory $self->{scripts_dir}
+$vhost
+</VirtualHost>
+$server
+EOC
+}
+
+sub write_conf {
+    my ($self) = @_;
+    open(my $fh, '>', $self->{conf}) or die "write $self->{conf}: $!";
+    print $fh $self->_conf_text;
+    close $fh;
+    chmod 0644, $self->{conf};
+}
+
+sub _run_apache {
+    my ($self, @args) = @_;
+    my $out = "$self->{dir}/apache2.out";
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if (!$pid) {
+        open(STDIN, '<', '/dev/null');
+        open(STDOUT, '>', $out);
+        open(STDERR, '>&', \*STDOUT);
+        { no warnings "exec"; exec $APACHE2, "-f", $self->{conf}, @args; }
+        POSIX::_exit(127);
+    }
+    waitpid($pid, 0);
+    my $rc = $?;
+    my $text = '';
+    if (open(my $fh, '<', $out)) { local $/; $text = <$fh> // ''; }
+    return ($rc, $text);
+}
+
+sub apachectl {
+    my ($self, $cmd) = @_;
+    my ($rc, $out) = $self->_run_apache('-k', $cmd);
+    diag("apache2 -k $cmd: rc=$rc $out") if $rc;
+    return $rc == 0;
+}
+
+sub start {
+    my ($self) = @_;
+    $self->write_conf;
+    my ($rc, $out) = $self->_run_apache('-t');
+    if ($rc != 0 && $out =~ /LogLevel/i) {
+        $self->{log_level} = 'debug';
+        $self->write_conf;
+        ($rc, $out) = $self->_run_apache('-t');
+    }
+    if ($rc != 0) {
+        fail("httpd configuration accepted");
+        diag("apache2 -t failed:\n$out\n--- config:\n" . $self->_conf_text);
+        die "SipTest: httpd config test failed\n";
+    }
+    ($rc, $out) = $self->_run_apache('-k', 'start');
+    if ($rc != 0) {
+        fail("httpd started");
+        diag("apache2 -k start failed (rc=$rc):\n$out\n" . $self->_log_tail);
+        die "SipTest: httpd did not start\n";
+    }
+    $self->{running} = 1;
+
+    my $ok = wait_until($self->{start_timeout}, sub {
+        return 0 unless $self->httpd_pid;
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{sip_port},
+                                      Proto => 'tcp', Timeout => 1) or return 0;
+        close $s;
+        return $self->_udp_ping(0.3);
+    }, 0.1);
+    unless ($ok) {
+        fail("httpd with mod_sip ready within $self->{start_timeout}s");
+        diag("httpd/mod_sip not answering (TCP connect + UDP OPTIONS) on 127.0.0.1:$self->{sip_port}");
+        diag($self->_log_tail);
+        $self->_hard_kill;
+        die "SipTest: server not ready\n";
+    }
+    $self->{known_pids} = { map { $_ => 1 } $self->server_pids };
+    return 1;
+}
+
+sub _udp_ping {
+    my ($self, $timeout) = @_;
+    my $s = $self->udp_socket;
+    my $req = $self->sip_request(method => 'OPTIONS', sock => $s,
+                                 uri => "sip:ping\@127.0.0.1:$self->{sip_port}");
+    $self->udp_send($req, sock => $s);
+    my $r = $self->udp_recv($s, $timeout);
+    return defined $r && $r =~ m{^SIP/2\.0 \d{3}};
+}
+
+sub _log_tail {
+    my ($self) = @_;
+    my $t = $self->error_log;
+    my @l = split /\n/, $t;
+    @l = @l[-60 .. -1] if @l > 60;
+    return "--- error.log tail ($self->{errlog}):\n" . join("\n", @l) . "\n";
+}
+
+sub error_log {
+    my ($self) = @_;
+    open(my $fh, '<', $self->{errlog}) or return '';
+    local $/;
+    my $t = <$fh>;
+    return $t // '';
+}
+
+sub log_mark { my $s = -s $_[0]{errlog}; return $s // 0 }
+
+sub log_since {
+    my ($self, $mark) = @_;
+    my $t = $self->error_log;
+    return length($t) > $mark ? substr($t, $mark) : '';
+}
+
+# wait until the log since $mark matches $re; returns the matching text or ''
+sub wait_log {
+    my ($self, $mark, $re, $timeout) = @_;
+    my $found = '';
+    wait_until($timeout // 3, sub {
+        my $t = $self->log_since($mark);
+        my @m = grep { /$re/ } split /\n/, $t;
+        $found = join("\n", @m);
+        return @m ? 1 : 0;
+    }, 0.1);
+    return $found;
+}
+
+sub dump_log_on_failure {
+    my ($self) = @_;
+    my $ctx = Test::More->builder;
+    diag($self->_log_tail) unless $ctx->is_passing;
+}
+
+sub _read_pidfile {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return undef;
+    my $l = <$fh>;
+    close $fh;
+    return undef unless defined $l && $l =~ /(\d+)/;
+    return $1;
+}
+
+sub httpd_pid {
+    my ($self) = @_;
+    my $p = _read_pidfile($self->{pidfile});
+    return undef unless $p && kill(0, $p);
+    return $p;
+}
+
+# pid of the SIP engine (from <DefaultRuntimeDir>/sip-engine.pid) if alive
+sub engine_pid {
+    my ($self) = @_;
+    my $p = _read_pidfile($self->{engine_pidfile});
+    return undef unless $p && kill(0, $p);
+    my ($pr) = grep { $_->{pid} == $p } procs();
+    return undef if !$pr || $pr->{stat} eq 'Z';
+    return $p;
+}
+
+sub engine_pids {
+    my ($self) = @_;
+    my $p = $self->engine_pid;
+    return defined $p ? ($p) : ();
+}
+
+sub engine_pidfile { $_[0]{engine_pidfile} }
+
+# httpd parent plus all its descendants
+sub server_pids {
+    my ($self, @procs) = @_;
+    my $root = $self->httpd_pid or return ();
+    @procs = procs() unless @procs;
+    my %kids;
+    push @{ $kids{ $_->{ppid} } }, $_->{pid} for @procs;
+    my @out;
+    my @todo = ($root);
+    while (@todo) {
+        my $p = shift @todo;
+        push @out, $p;
+        push @todo, @{ $kids{$p} || [] };
+    }
+    return @out;
+}
+
+# Processes (not zombies) whose command line mentions the temp dir.
+sub leftover_procs {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    return grep { $_->{pid} != $$ && $_->{stat} ne 'Z' && index($_->{cmd}, $d) >= 0 } procs();
+}
+
+# Zombies whose parent is one of our httpd processes (parent, children, engine).
+sub zombies {
+    my ($self) = @_;
+    my @p = procs();
+    my %ours = map { $_ => 1 } ($self->server_pids(@p), keys %{ $self->{known_pids} || {} });
+    return grep { $_->{stat} eq 'Z' && $ours{ $_->{ppid} } } @p;
+}
+
+# Processes whose command line contains $needle (excluding ourselves).
+sub procs_matching {
+    my ($self, $needle) = @_;
+    return grep { $_->{pid} != $$ && $_->{stat} ne 'Z' && index($_->{cmd}, $needle) >= 0 } procs();
+}
+
+sub assert_no_zombies {
+    my ($self, $name) = @_;
+    my @z;
+    wait_until(2, sub { @z = $self->zombies; !@z }, 0.1);
+    ok(!@z, $name // 'no zombie children of httpd/engine') or diag("zombies:\n" . _ps_dump(@z));
+}
+
+sub stop {
+    my ($self, %o) = @_;
+    return unless $self->{running};
+    my $quiet = $o{quiet};
+    my @ours = $self->server_pids;
+    $self->{known_pids}{$_} = 1 for @ours;
+    my @z;
+    unless ($quiet) {
+        wait_until(2, sub { @z = $self->zombies; !@z }, 0.1);
+    }
+    my $parent = $self->httpd_pid;
+    $self->_run_apache('-k', 'stop');
+    my $gone = wait_until(10, sub { !-e $self->{pidfile} && !($parent && kill(0, $parent) && !_is_zombie($parent)) }, 0.1);
+    $self->{running} = 0;
+    my @left;
+    wait_until(3, sub { @left = $self->leftover_procs; !@left }, 0.1);
+    unless ($quiet) {
+        ok($gone, 'httpd stopped (PidFile removed) within 10s') or diag($self->_log_tail);
+        ok(!@left, 'no process left whose command line mentions the test dir')
+            or diag("leftover processes:\n" . _ps_dump(@left));
+        ok(!@z, 'no zombie children of httpd/engine before stop')
+            or diag("zombies:\n" . _ps_dump(@z));
+        my @crash = $self->crash_lines;
+        ok(!@crash, 'no httpd child or SIP engine crashed (error log)')
+            or diag("crash lines:\n" . join("\n", @crash));
+    }
+    $self->_hard_kill if @left || !$gone;
+    return $gone && !@left && !@z;
+}
+
+# Error-log lines reporting a crashed child (segfault, abort, ...).
+sub crash_lines {
+    my ($self) = @_;
+    return grep { /exit signal (?:Segmentation|Aborted|Bus error|Illegal|Floating|Trace|Bad system)|dumped core|possible coredump/i }
+        split /\n/, $self->error_log;
+}
+
+sub _is_zombie {
+    my $pid = shift;
+    open(my $fh, '<', "/proc/$pid/stat") or return 1;
+    my $s = <$fh>;
+    return ($s // '') =~ /^\d+ \(.*\) Z /s;
+}
+
+sub _hard_kill {
+    my ($self) = @_;
+    my $p = _read_pidfile($self->{pidfile});
+    kill 'TERM', $p if $p;
+    sleep 0.5;
+    for my $pr ($self->leftover_procs) {
+        kill 'KILL', $pr->{pid};
+    }
+    $self->{running} = 0;
+}
+
+sub cleanup_dir {
+    my ($self) = @_;
+    return if $ENV{SIPTEST_KEEP};
+    return unless $self->{dir} && -d $self->{dir};
+    File::Path::remove_tree($self->{dir}, { safe => 0 });
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    return unless $self->{owner} && $self->{owner} == $$;
+    local ($?, $@, $!);
+    if ($self->{running}) {
+        eval { $self->stop(quiet => 1) };
+    }
+    $self->cleanup_dir;
+    delete $LIVE{ Scalar::Util::refaddr($self) };
+}
+
+END {
+    for my $k (keys %LIVE) {
+        my $t = $LIVE{$k} or next;
+        next unless $t->{owner} == $$;
+        local $?;
+        eval { $t->stop(quiet => 1) if $t->{running}; $t->cleanup_dir };
+    }
+}
+
+# ------------------------------------------------------------------ messages
+
+my %COMPACT = (v => 'via', f => 'from', t => 'to', i => 'call-id', l => 'content-length',
+               c => 'content-type', m => 'contact', k => 'supported', e => 'content-encoding',
+               s => 'subject', o => 'event', u => 'allow-events', r => 'refer-to',
+               b => 'referred-by', x => 'session-expires', a => 'accept-contact',
+               j => 'reject-contact', d => 'request-disposition', y => 'identity', n => 'identity-info');
+
+sub canon_header {
+    my $n = lc shift;
+    return $COMPACT{$n} // $n;
+}
+
+# Build a SIP request.  Arguments:
+#   method, uri, transport (UDP|TCP), sock (to take the Via port from),
+#   via_port, branch, call_id, from_tag, cseq (number), cseq_method, to,
+#   headers => [ name => value, ... ] (appended), body, content_type,
+#   content_length (override), omit => [names], replace => { name => value },
+#   compact => 1 (use compact header names), max_forwards, via (whole value),
+#   lf => 1 (LF line ends instead of CRLF), version (default SIP/2.0)
+sub sip_request {
+    my ($self, %a) = @_;
+    my $method = $a{method} // 'OPTIONS';
+    my $port = ref $self ? $self->{sip_port} : 5060;
+    my $uri = $a{uri} // "sip:alice\@127.0.0.1:$port";
+    my $tr = uc($a{transport} // 'UDP');
+    my $via_port = $a{via_port};
+    unless (defined $via_port) {
+        my $s = $a{sock} // ($tr eq 'UDP' && ref $self ? $self->{udp} : undef);
+        $via_port = $s ? $s->sockport : 5060;
+    }
+    my $branch  = $a{branch}   // 'z9hG4bK' . rand_token(16);
+    my $callid  = $a{call_id}  // rand_token(16) . '@127.0.0.1';
+    my $ftag    = $a{from_tag} // rand_token(8);
+    my $cseq    = $a{cseq}     // 1;
+    my $cmeth   = $a{cseq_method} // $method;
+    my $body    = $a{body}     // '';
+    (my $to_uri = $uri) =~ s/;.*$//;
+    my @h = (
+        'Via'          => $a{via} // "SIP/2.0/$tr 127.0.0.1:$via_port;branch=$branch;rport",
+        'Max-Forwards' => $a{max_forwards} // 70,
+        'From'         => $a{from} // "<sip:tester\@127.0.0.1>;tag=$ftag",
+        'To'           => $a{to} // "<$to_uri>",
+        'Call-ID'      => $callid,
+        'CSeq'         => "$cseq $cmeth",
+    );
+    push @h, 'Content-Type' => $a{content_type} if defined $a{content_type};
+    my @extra = ref $a{headers} eq 'HASH' ? %{ $a{headers} } : @{ $a{headers} || [] };
+    push @h, @extra;
+    push @h, 'Content-Length' => $a{content_length} // length($body);
+    my %omit = map { lc($_) => 1 } @{ $a{omit} || [] };
+    my %repl = map { lc($_) => $a{replace}{$_} } keys %{ $a{replace} || {} };
+    my %short = reverse %COMPACT;
+    my $eol = $a{lf} ? "\n" : "\r\n";
+    my $msg = "$method $uri " . ($a{version} // 'SIP/2.0') . $eol;
+    while (@h) {
+        my ($n, $v) = splice @h, 0, 2;
+        next if $omit{ lc $n };
+        $v = $repl{ lc $n } if exists $repl{ lc $n };
+        next unless defined $v;
+        my $name = $n;
+        $name = $short{ lc $n } if $a{compact} && $short{ lc $n };
+        $msg .= "$name: $v$eol";
+    }
+    return $msg . $eol . $body;
+}
+
+sub parse_msg { SipTest::Msg->parse(@_) }
+
+# ----------------------------------------------------------------------- UDP
+
+sub udp_socket {
+    my ($self, %o) = @_;
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $o{port} // 0,
+                                  Proto => 'udp') or die "udp socket: $!";
+    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1 << 20);
+    return $s;
+}
+
+sub udp_port { my ($self, $s) = @_; ($s // $self->{udp})->sockport }
+
+sub udp_send {
+    my ($self, $raw, %o) = @_;
+    my $s = $o{sock} // $self->{udp};
+    my $port = $o{port} // $self->{sip_port};
+    my $dst = Socket::pack_sockaddr_in($port, Socket::inet_aton('127.0.0.1'));
+    print STDERR "--> UDP ", length($raw), " bytes\n$raw\n" if $DEBUG;
+    defined(send($s, $raw, 0, $dst)) or die "udp send: $!";
+}
+
+# One datagram or undef after $timeout seconds.
+sub udp_recv {
+    my ($self, $s, $timeout) = @_;
+    $s //= $self->{udp};
+    my $sel = IO::Select->new($s);
+    return undef unless $sel->can_read($timeout // 2);
+    my $buf;
+    defined(recv($s, $buf, 70000, 0)) or return undef;
+    print STDERR "<-- UDP ", length($buf), " bytes\n$buf\n" if $DEBUG;
+    return $buf;
+}
+
+sub udp_drain {
+    my ($self, $s) = @_;
+    $s //= $self->{udp};
+    my @d;
+    while (defined(my $d = $self->udp_recv($s, 0))) { push @d, $d }
+    return @d;
+}
+
+# Collect all datagrams on $s during $duration seconds: list of [t, raw]
+# (t relative to the call).  With filter => sub { raw } only matching ones.
+sub udp_collect {
+    my ($self, $s, $duration, %o) = @_;
+    $s //= $self->{udp};
+    my $t0 = time;
+    my @got;
+    while (1) {
+        my $left = $t0 + $duration - time;
+        last if $left <= 0;
+        my $d = $self->udp_recv($s, $left);
+        next unless defined $d;
+        next if $o{filter} && !$o{filter}->($d);
+        push @got, [ time - $t0, $d ];
+    }
+    return @got;
+}
+
+sub _callid_of {
+    my $raw = shift;
+    return $raw =~ /^(?:call-id|i)[ \t]*:[ \t]*(\S+)/mi ? $1 : undef;
+}
+
+# Send $raw and return the raw responses received until a final response or
+# $timeout.  Responses with a different Call-ID (stray retransmissions of
+# earlier tests) are skipped.  Options: sock, port, resend => [t1,...]
+sub udp_request {
+    my ($self, $raw, $timeout, %o) = @_;
+    $timeout //= 3;
+    my $s = $o{sock} // $self->{udp};
+    $self->udp_drain($s) unless $o{no_drain};
+    my $cid = _callid_of($raw);
+    $self->udp_send($raw, %o, sock => $s);
+    my @r;
+    my $end = time + $timeout;
+    while ((my $left = $end - time) > 0) {
+        my $d = $self->udp_recv($s, $left);
+        last unless defined $d;
+        if (defined $cid) {
+            my $rc = _callid_of($d);
+            if (defined $rc && $rc ne $cid) {
+                diag("ignoring stray datagram for Call-ID $rc") if $DEBUG;
+                next;
+            }
+        }
+        push @r, $d;
+        last if $d =~ m{^SIP/2\.0 [2-6]\d\d};
+    }
+    return @r;
+}
+
+# Like udp_request but returns parsed SipTest::Msg objects.
+sub udp_req {
+    my ($self, @a) = @_;
+    return map { parse_msg($_) } $self->udp_request(@a);
+}
+
+# ----------------------------------------------------------------------- TCP
+
+sub tcp_connect {
+    my ($self, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->{sip_port},
+                                  Proto => 'tcp', Timeout => $o{timeout} // 5)
+        or return undef;
+    $s->autoflush(1);
+    ${*$s}{siptest_buf} = '';
+    return $s;
+}
+
+sub send_raw {
+    my ($self, $s, $data) = @_;
+    print STDERR "--> TCP ", length($data), " bytes\n$data\n" if $DEBUG;
+    local $SIG{PIPE} = 'IGNORE';
+    my $off = 0;
+    while ($off < length $data) {
+        my $n = syswrite($s, $data, length($data) - $off, $off);
+        return 0 unless defined $n;
+        $off += $n;
+    }
+    return 1;
+}
+
+# Fill the buffer of $s with more data; 0 on timeout, -1 on EOF/error.
+sub _tcp_fill {
+    my ($s, $timeout) = @_;
+    my $sel = IO::Select->new($s);
+    return 0 unless $sel->can_read($timeout < 0 ? 0 : $timeout);
+    my $n = sysread($s, my $buf, 65536);
+    if (!$n) { ${*$s}{siptest_eof} = 1; return -1 }
+    ${*$s}{siptest_buf} .= $buf;
+    return 1;
+}
+
+sub tcp_eof { my ($self, $s) = @_; return ${*$s}{siptest_eof} }
+
+# Read exactly $n raw bytes (or what arrived before timeout/EOF).
+sub read_raw {
+    my ($self, $s, $n, $timeout) = @_;
+    my $end = time + ($timeout // 2);
+    while (length(${*$s}{siptest_buf}) < $n) {
+        my $r = _tcp_fill($s, $end - time);
+        last if $r <= 0;
+    }
+    return substr(${*$s}{siptest_buf}, 0, $n, '');
+}
+
+# Read one SIP message framed by Content-Length; undef on timeout or EOF.
+# Leading CRLFs (keep-alive pongs) are skipped and counted in ${*$s}{siptest_pongs}.
+sub read_response {
+    my ($self, $s, $timeout) = @_;
+    my $end = time + ($timeout // 3);
+    my $b = \${*$s}{siptest_buf};
+    while (1) {
+        while ($$b =~ s/^\r\n//) { ${*$s}{siptest_pongs}++ }
+        if ($$b =~ /\r?\n\r?\n/) {
+            my $hlen = $+[0];
+            my $head = substr($$b, 0, $hlen);
+            my $cl = 0;
+            if ($head =~ /^(?:content-length|l)[ \t]*:[ \t]*(\d+)/mi) { $cl = $1 }
+            if (length($$b) >= $hlen + $cl) {
+                my $raw = substr($$b, 0, $hlen + $cl, '');
+                print STDERR "<-- TCP ", length($raw), " bytes\n$raw\n" if $DEBUG;
+                return parse_msg($raw);
+            }
+        }
+        my $left = $end - time;
+        return undef if $left <= 0;
+        my $r = _tcp_fill($s, $left);
+        return undef if $r < 0;
+    }
+}
+
+# Read responses on $s until a final one (or timeout); list of SipTest::Msg.
+sub read_until_final {
+    my ($self, $s, $timeout) = @_;
+    my $end = time + ($timeout // 3);
+    my @r;
+    while ((my $left = $end - time) > 0) {
+        my $m = $self->read_response($s, $left) or last;
+        push @r, $m;
+        last if $m->is_response && $m->code >= 200;
+    }
+    return @r;
+}
+
+# Connect, send $raw, return responses until final.  Returns (list of msgs).
+sub tcp_request {
+    my ($self, $raw, $timeout, %o) = @_;
+    my $s = $o{sock} // $self->tcp_connect or die "tcp connect: $!";
+    $self->send_raw($s, $raw);
+    return $self->read_until_final($s, $timeout);
+}
+
+# Send one request with the given transport ('udp' or 'tcp'); %a goes to
+# sip_request.  Returns parsed responses until the final one.
+sub transact {
+    my ($self, $transport, %a) = @_;
+    my $timeout = delete $a{timeout} // 3;
+    if (lc $transport eq 'tcp') {
+        my $s = delete $a{sock} // $self->tcp_connect or die "tcp connect: $!";
+        my $raw = $self->sip_request(%a, transport => 'TCP', sock => $s);
+        return $self->tcp_request($raw, $timeout, sock => $s);
+    }
+    my $raw = $self->sip_request(%a, transport => 'UDP');
+    return $self->udp_req($raw, $timeout, sock => $a{sock});
+}
+
+# The server answers a plain OPTIONS with 200 (over 'udp' or 'tcp').
+sub options_ok {
+    my ($self, $transport, $uri) = @_;
+    my @r = eval {
+        $self->transact($transport // 'udp', method => 'OPTIONS',
+                        uri => $uri // "sip:nobody-$$\@127.0.0.1:$self->{sip_port}",
+                        sock => (lc($transport // 'udp') eq 'udp' ? $self->udp_socket : undef))
+    };
+    return @r && $r[-1]->code == 200;
+}
+
+# Build the ACK for a non-2xx final response $resp to INVITE $inv (raw text).
+sub ack_for {
+    my ($self, $inv_raw, $resp, %o) = @_;
+    my $inv = parse_msg($inv_raw);
+    my ($num) = $inv->header('cseq') =~ /^(\d+)/;
+    my $eol = "\r\n";
+    my $via = $o{new_branch}
+        ? do { (my $v = $inv->header('via')) =~ s/branch=[^;,\s]+/'branch=z9hG4bK' . rand_token(16)/e; $v }
+        : $inv->header('via');
+    my $msg = "ACK " . ($o{uri} // $inv->uri) . " SIP/2.0$eol"
+        . "Via: $via$eol"
+        . "Max-Forwards: 70$eol"
+        . "From: " . $inv->header('from') . $eol
+        . "To: " . $resp->header('to') . $eol
+        . "Call-ID: " . $inv->header('call-id') . $eol
+        . "CSeq: $num ACK$eol"
+        . "Content-Length: 0$eol$eol";
+    return $msg;
+}
+
+# Assert that response $resp (SipTest::Msg) correctly mirrors request $req_raw:
+# exactly one Via equal to the request's top Via plus received=127.0.0.1 and
+# rport=<src_port> (when the request asked for rport), From, Call-ID, CSeq
+# identical, To identical plus a tag (unless code 100), Content-Length equal
+# to the body length, CRLF line ends.  Runs several tests named "$label: ...".
+sub check_mirrored {
+    my ($self, $req_raw, $resp, $label, %o) = @_;
+    my $req = parse_msg($req_raw);
+    unless ($resp && $resp->is_response) {
+        fail("$label: got a response");
+        return;
+    }
+    my @via = $resp->header_elems('via');
+    is(scalar(@via), 1, "$label: exactly one Via") or diag(join "\n", @via);
+    my ($rv) = $req->header_elems('via');
+    my ($rbase) = $rv =~ /^([^;]*)/;
+    my ($pbase) = ($via[0] // '') =~ /^([^;]*)/;
+    s/\s+/ /g, s/\s+$// for $rbase, $pbase;
+    is($pbase, $rbase, "$label: Via sent-protocol and sent-by copied");
+    my %want = %{ SipTest::Msg::params_of($rv) };
+    if (defined $o{src_port}) {
+        if (exists $want{rport}) {
+            $want{rport} = $o{src_port};
+            $want{received} = '127.0.0.1';
+        }
+        is_deeply(SipTest::Msg::params_of($via[0]), \%want, "$label: Via params (branch, received, rport)")
+            or diag("request Via: $rv\nresponse Via: " . ($via[0] // 'none'));
+    } else {
+        is(SipTest::Msg::params_of($via[0])->{branch}, $want{branch}, "$label: Via branch copied");
+    }
+    for my $h ('from', 'call-id', 'cseq') {
+        is($resp->header($h), $req->header($h), "$label: $h copied");
+        is(scalar(my @x = $resp->headers($h)), 1, "$label: single $h header");
+    }
+    my $to = $resp->header('to') // '';
+    my $rto = $req->header('to');
+    if ($resp->code == 100) {
+        like($to, qr/^\Q$rto\E/, "$label: To copied");
+    } else {
+        like($to, qr/^\Q$rto\E;\s*tag=[^;\s]+$/i, "$label: To copied with a tag added");
+    }
+    my $cl = $resp->header('content-length');
+    ok(defined $cl, "$label: Content-Length present");
+    is($cl, length($resp->body), "$label: Content-Length matches body") if defined $cl;
+    ok($resp->head !~ /(?<!\r)\n/ && $resp->raw =~ /^\Q$resp->{head}\E\r\n\r\n/,
+       "$label: CRLF line ends in the response header");
+}
+
+# Simple HTTP GET, returns the raw response (or '').
+sub http_get {
+    my ($self, $path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{http_port},
+                                  Proto => 'tcp', Timeout => 5) or return '';
+    print $s "GET " . ($path // '/') . " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    my $sel = IO::Select->new($s);
+    my $buf = '';
+    my $end = time + 5;
+    while ($sel->can_read($end - time > 0 ? $end - time : 0)) {
+        my $n = sysread($s, my $b, 65536) or last;
+        $buf .= $b;
+    }
+    return $buf;
+}
+
+# ------------------------------------------------------------------ messages
+
+package SipTest::Msg;
+use strict;
+use warnings;
+
+sub parse {
+    my ($class, $raw) = @_;
+    return undef unless defined $raw;
+    my $self = bless { raw => $raw, headers => [] }, $class;
+    my ($head, $body);
+    if ($raw =~ /\r?\n\r?\n/) {
+        $head = substr($raw, 0, $-[0]);
+        $body = substr($raw, $+[0]);
+    } else {
+        ($head, $body) = ($raw, '');
+    }
+    $self->{head} = $head;
+    $self->{body} = $body;
+    my @lines = split /\r?\n/, $head;
+    my $first = shift @lines // '';
+    $self->{start_line} = $first;
+    if ($first =~ m{^(SIP/\d+\.\d+) (\d{3}) ?(.*)$}) {
+        @{$self}{qw(version code reason)} = ($1, $2, $3);
+    } elsif ($first =~ m{^(\S+) (\S+) (SIP/\d+\.\d+)$}) {
+        @{$self}{qw(method uri version)} = ($1, $2, $3);
+    } else {
+        $self->{invalid} = 1;
+    }
+    my @h;
+    for my $l (@lines) {
+        if ($l =~ /^[ \t]/ && @h) { $h[-1][1] .= ' ' . ($l =~ s/^\s+//r); next }
+        if ($l =~ /^([^:\s]+)[ \t]*:[ \t]*(.*?)[ \t]*$/) {
+            push @h, [ $1, $2 ];
+        } else {
+            $self->{bad_lines}++;
+        }
+    }
+    $self->{headers} = \@h;
+    return $self;
+}
+
+sub raw         { $_[0]{raw} }
+sub body        { $_[0]{body} }
+sub code        { $_[0]{code} // 0 }
+sub reason      { $_[0]{reason} }
+sub method      { $_[0]{method} }
+sub uri         { $_[0]{uri} }
+sub version     { $_[0]{version} }
+sub start_line  { $_[0]{start_line} }
+sub is_response { defined $_[0]{code} }
+sub is_final    { defined $_[0]{code} && $_[0]{code} >= 200 }
+sub head        { $_[0]{head} }
+
+# All header lines (name as sent, value) in order.
+sub header_list { @{ $_[0]{headers} } }
+
+# All values of a header (compact forms folded in), one per header line.
+sub headers {
+    my ($self, $name) = @_;
+    my $c = SipTest::canon_header($name);
+    return map { $_->[1] } grep { SipTest::canon_header($_->[0]) eq $c } @{ $self->{headers} };
+}
+
+# First value of a header, or undef.
+sub header { my @v = $_[0]->headers($_[1]); return $v[0] }
+
+# All comma separated elements of a header (Via, Allow ...), quotes honoured.
+sub header_elems {
+    my ($self, $name) = @_;
+    my @out;
+    for my $v ($self->headers($name)) {
+        my @parts = ($v =~ /((?:[^,"]|"[^"]*")+)/g);
+        push @out, map { s/^\s+|\s+$//gr } @parts;
+    }
+    return grep { length } @out;
+}
+
+# Parameters of a header value like 'SIP/2.0/UDP h:p;branch=x;rport=5' or
+# '<sip:a@b>;tag=x' -> { branch => 'x', rport => 5 } (flag params -> '').
+sub params_of {
+    my ($v) = @_;
+    $v //= '';
+    $v =~ s/^[^<]*<[^>]*>//;               # drop name-addr
+    my %p;
+    my @p = split /;/, $v;
+    shift @p;                             # value part
+    for (@p) {
+        s/^\s+|\s+$//g;
+        my ($k, $val) = split /=/, $_, 2;
+        $p{ lc $k } = $val // '';
+    }
+    return \%p;
+}
+
+sub header_param {
+    my ($self, $name, $param) = @_;
+    my $v = $self->header($name);
+    return undef unless defined $v;
+    return params_of($v)->{ lc $param };
+}
+
+sub to_tag   { $_[0]->header_param('to', 'tag') }
+sub from_tag { $_[0]->header_param('from', 'tag') }
+
+sub as_string { $_[0]{raw} }
+
+1;

@@ -1,0 +1,219 @@
+/* httpd_stubs.h -- the few httpd symbols that mod_sip's sources reference.
+ *
+ * Why this file exists: the unit tests #include the module's .c files
+ * directly (the way httpd's own test/unit does), but functions such as
+ * ap_log_error_() or ap_unescape_url() live in the httpd executable, not in
+ * a library we could link against.  They are defined here instead, kept
+ * minimal and honest:
+ *   - logging only prints to stderr (no filtering, no fake behaviour);
+ *   - ap_unescape_url, ap_strcasestr and ap_create_environment follow
+ *     httpd 2.4's documented semantics (server/util.c, util_script.c),
+ *     reimplemented here, because module code relies on them for its
+ *     security decisions (e.g. %2F and %00 refusal in sip_cgi_locate);
+ *   - sip_module / sip_get_conf stand in for mod_sip.c, which is not
+ *     compiled into the tests (it registers hooks with httpd);
+ *   - the sip_txn_*() functions that sip_cgi.c's script runner calls abort:
+ *     the runner is not unit tested, and sip_transaction.c is left out so
+ *     that these tests build from the four sources the Makefile rule
+ *     depends on, whatever state the transaction layer is in.
+ * Include this file exactly once, from test_units.c.
+ */
+#ifndef SIP_TEST_HTTPD_STUBS_H
+#define SIP_TEST_HTTPD_STUBS_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "http_main.h"
+#include "util_script.h"
+#include "apr_lib.h"
+#include "apr_strings.h"
+#include "apr_tables.h"
+
+#include "sip_conf.h"
+#include "sip_transaction.h"
+
+/* http_main.c: the main server; NULL here, which also makes every
+ * ap_log_error() call reach ap_log_error_() whatever its level. */
+server_rec *ap_server_conf = NULL;
+
+/* mod_sip.c: the module record (APLOG_USE_MODULE takes its index). */
+module AP_MODULE_DECLARE_DATA sip_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL, NULL, NULL, NULL, NULL, NULL, 0
+};
+
+/* mod_sip.c: per-server configuration; one static conf with the defaults. */
+static sip_server_conf stub_conf = {
+    1, NULL, SIP_DEFAULT_SCRIPT, SIP_DEFAULT_SCRIPT_TIMEOUT,
+    SIP_DEFAULT_MAX_OUTPUT, SIP_DEFAULT_MAX_BODY, SIP_DEFAULT_TCP_IDLE
+};
+
+sip_server_conf *sip_get_conf(server_rec *s)
+{
+    (void)s;
+    return &stub_conf;
+}
+
+/* server/log.c: print the message to stderr. */
+void ap_log_error_(const char *file, int line, int module_index, int level,
+                   apr_status_t status, const server_rec *s, const char *fmt, ...)
+{
+    va_list ap;
+    char buf[1024];
+
+    (void)module_index;
+    (void)s;
+    va_start(ap, fmt);
+    apr_vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "[log level %d] %s:%d: %s", level & APLOG_LEVELMASK, file, line, buf);
+    if (status) {
+        char err[256];
+        fprintf(stderr, " (%d: %s)", status, apr_strerror(status, err, sizeof(err)));
+    }
+    fputc('\n', stderr);
+}
+
+/* server/core.c */
+const char *ap_get_server_banner(void)
+{
+    return "Apache (mod_sip unit tests)";
+}
+
+/* server/util.c: case-insensitive strstr; an empty s2 matches at s1. */
+char *ap_strcasestr(const char *s1, const char *s2)
+{
+    apr_size_t n = strlen(s2);
+
+    for (; ; s1++) {
+        if (strncasecmp(s1, s2, n) == 0)
+            return (char *)s1;
+        if (!*s1)
+            return NULL;
+    }
+}
+
+/* server/util.c: ap_unescape_url() decodes %XX in place.  A '%' not
+ * followed by two hex digits is kept as is and makes the result
+ * HTTP_BAD_REQUEST; a decoded '/' or NUL makes it HTTP_NOT_FOUND (400 wins
+ * when both occur).  '+' is not special. */
+static int stub_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    return apr_tolower(c) - 'a' + 10;
+}
+
+int ap_unescape_url(char *url)
+{
+    int badesc = 0, badpath = 0;
+    char *x, *y;
+
+    if (!url || !(y = strchr(url, '%')))
+        return OK;
+    for (x = y; *y; ++x, ++y) {
+        if (*y != '%') {
+            *x = *y;
+        }
+        else if (!apr_isxdigit(y[1]) || !apr_isxdigit(y[2])) {
+            badesc = 1;
+            *x = '%';
+        }
+        else {
+            char decoded = (char)(stub_hexval(y[1]) * 16 + stub_hexval(y[2]));
+            if (decoded == '\0' || decoded == '/')
+                badpath = 1;
+            *x = decoded;
+            y += 2;
+        }
+    }
+    *x = '\0';
+    if (badesc)
+        return HTTP_BAD_REQUEST;
+    if (badpath)
+        return HTTP_NOT_FOUND;
+    return OK;
+}
+
+/* server/util_script.c: "NAME=value" strings from a table; a leading digit
+ * and every non-alphanumeric character of a name become '_'. */
+char **ap_create_environment(apr_pool_t *p, apr_table_t *t)
+{
+    const apr_array_header_t *arr = apr_table_elts(t);
+    const apr_table_entry_t *elts = (const apr_table_entry_t *)arr->elts;
+    char **env = apr_palloc(p, (arr->nelts + 2) * sizeof(char *));
+    const char *tz;
+    int i, j = 0;
+
+    if (!apr_table_get(t, "TZ") && (tz = getenv("TZ")) != NULL)
+        env[j++] = apr_pstrcat(p, "TZ=", tz, NULL);
+    for (i = 0; i < arr->nelts; i++) {
+        char *w;
+        if (!elts[i].key)
+            continue;
+        env[j] = apr_pstrcat(p, elts[i].key, "=", elts[i].val, NULL);
+        w = env[j];
+        if (apr_isdigit(*w))
+            *w++ = '_';
+        for (; *w != '='; w++)
+            if (!apr_isalnum(*w))
+                *w = '_';
+        j++;
+    }
+    env[j] = NULL;
+    return env;
+}
+
+/* sip_transaction.c: never reached by the functions under test. */
+#define STUB_UNREACHABLE(fn) \
+    do { fprintf(stderr, "stub %s() called: not available in unit tests\n", fn); \
+         abort(); } while (0)
+
+apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size_t len)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
+                           const char *const *hdrs)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+void sip_txn_attach(sip_txn_t *t, void (*cancel)(void *tu), void *tu)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+void sip_txn_detach(sip_txn_t *t)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+const sip_msg_t *sip_txn_request(sip_txn_t *t)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+const sip_source_t *sip_txn_source(sip_txn_t *t)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+const char *sip_txn_to_tag(sip_txn_t *t)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+int sip_txn_final_sent(sip_txn_t *t)
+{
+    STUB_UNREACHABLE(__func__);
+}
+
+#endif

@@ -1,0 +1,1791 @@
+/* Unit tests (Check) for mod_sip's pure parsers and helpers.
+ *
+ * Like httpd's own test/unit, the module sources are #included so that
+ * static helpers and private structures are reachable; httpd_stubs.h
+ * supplies the handful of httpd symbols that live in the server binary
+ * (and aborting stand-ins for the sip_txn_*() calls of the script runner,
+ * which is not under test here).
+ *
+ * Build and run: make unit   (t/unit/test_units exits non-zero on failure)
+ */
+#include "../../sip_transport.c"
+#include "../../sip_cgi.c"
+#include "../../sip_message.c"
+#include "../../sip_event.c"
+
+#include "httpd_stubs.h"
+
+#include <check.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "apr_general.h"
+
+/* ------------------------------------------------------------------ */
+/* common fixture: one APR pool per test                               */
+
+static apr_pool_t *pool;
+
+static void pool_setup(void)
+{
+    ck_assert_int_eq(apr_pool_create(&pool, NULL), APR_SUCCESS);
+}
+
+static void pool_teardown(void)
+{
+    apr_pool_destroy(pool);
+    pool = NULL;
+}
+
+/* ================================================================== */
+/* 1. sip_stream_frame                                                 */
+
+#define MAXH 8192
+#define MAXB 65536
+
+static const char FRAME_INVITE[] =
+    "INVITE sip:bob@example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1\r\n"
+    "Call-ID: frame-1@192.0.2.1\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 10\r\n"
+    "\r\n"
+    "0123456789";
+
+static const char FRAME_OPTIONS[] =
+    "OPTIONS sip:bob@example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK2\r\n"
+    "Content-Length: 0\r\n"
+    "\r\n";
+
+static int frame(const char *buf, apr_size_t len, apr_size_t *n)
+{
+    return sip_stream_frame(buf, len, MAXH, MAXB, n);
+}
+
+/* A malloc'ed copy of exactly 'len' bytes, so that reading past the end
+ * shows up under AddressSanitizer or valgrind. */
+static char *exact(const char *buf, apr_size_t len)
+{
+    char *c = malloc(len ? len : 1);
+    ck_assert_ptr_nonnull(c);
+    memcpy(c, buf, len);
+    return c;
+}
+
+START_TEST(frame_complete_with_body)
+{
+    apr_size_t n = 0;
+    ck_assert_int_eq(frame(FRAME_INVITE, strlen(FRAME_INVITE), &n), 1);
+    ck_assert_uint_eq(n, strlen(FRAME_INVITE));
+}
+END_TEST
+
+START_TEST(frame_every_split_point)
+{
+    const apr_size_t len = strlen(FRAME_INVITE);
+    apr_size_t k;
+
+    for (k = 0; k < len; k++) {
+        apr_size_t n = 12345;
+        char *prefix = exact(FRAME_INVITE, k);
+        int r = frame(prefix, k, &n);
+        free(prefix);
+        ck_assert_msg(r == 0, "prefix of %zu/%zu bytes gave %d, expected 0", k, len, r);
+    }
+    {
+        apr_size_t n = 0;
+        ck_assert_int_eq(frame(FRAME_INVITE, len, &n), 1);
+        ck_assert_uint_eq(n, len);
+    }
+}
+END_TEST
+
+START_TEST(frame_pipelined)
+{
+    char *two = apr_pstrcat(pool, FRAME_INVITE, FRAME_OPTIONS, NULL);
+    apr_size_t n = 0, k;
+
+    ck_assert_int_eq(frame(two, strlen(two), &n), 1);
+    ck_assert_uint_eq(n, strlen(FRAME_INVITE));
+    /* the second one frames on its own once the first is consumed */
+    ck_assert_int_eq(frame(two + n, strlen(two) - n, &n), 1);
+    ck_assert_uint_eq(n, strlen(FRAME_OPTIONS));
+    /* any part of the second message after the first: still the first */
+    for (k = strlen(FRAME_INVITE); k <= strlen(two); k++) {
+        n = 0;
+        ck_assert_int_eq(frame(two, k, &n), 1);
+        ck_assert_uint_eq(n, strlen(FRAME_INVITE));
+    }
+}
+END_TEST
+
+START_TEST(frame_compact_content_length)
+{
+    const char *m = "MESSAGE sip:bob@example.com SIP/2.0\r\n"
+                    "v: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK3\r\n"
+                    "c: text/plain\r\n"
+                    "l: 5\r\n"
+                    "\r\n"
+                    "helloEXTRA";
+    apr_size_t n = 0;
+
+    ck_assert_int_eq(frame(m, strlen(m), &n), 1);
+    ck_assert_uint_eq(n, strlen(m) - strlen("EXTRA"));
+    /* "L :" (case, space before the colon) is the same header */
+    m = "MESSAGE sip:bob@example.com SIP/2.0\r\nL : 3\r\n\r\nabcdef";
+    ck_assert_int_eq(frame(m, strlen(m), &n), 1);
+    ck_assert_uint_eq(n, strlen(m) - 3);
+    /* short body: more needed */
+    ck_assert_int_eq(frame(m, strlen(m) - 4, &n), 0);
+}
+END_TEST
+
+START_TEST(frame_no_content_length)
+{
+    const char *m = "OPTIONS sip:bob@example.com SIP/2.0\r\n"
+                    "Via: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK4\r\n"
+                    "\r\n"
+                    "NEXT STUFF";
+    apr_size_t n = 0;
+
+    ck_assert_int_eq(frame(m, strlen(m), &n), 1);
+    ck_assert_uint_eq(n, strlen(m) - strlen("NEXT STUFF"));
+}
+END_TEST
+
+START_TEST(frame_bad_content_length)
+{
+    static const char *const bad[] = {"abc", "-1", "-0", "+5", "5x", "1 2", "", "0x10",
+                                      "123456789012345678901234567890"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *m = apr_pstrcat(pool, "OPTIONS sip:bob@example.com SIP/2.0\r\n"
+                                    "Content-Length: ", bad[i], "\r\n\r\n", NULL);
+        apr_size_t n = 0;
+        int r = frame(m, strlen(m), &n);
+        ck_assert_msg(r == -2, "Content-Length '%s' gave %d, expected -2", bad[i], r);
+        ck_assert_uint_gt(n, 0);
+        ck_assert_uint_le(n, strlen(m));
+    }
+}
+END_TEST
+
+/* sip_transport.h: "-2 when Content-Length is unusable or above max_body
+ * (*msg_len = header length)".  The receiver answers 400 from those bytes
+ * (SIP_TP_FRAMING_LOST), so they must hold the whole header. */
+START_TEST(frame_bad_content_length_reports_header_length)
+{
+    const char *hdr = "OPTIONS sip:bob@example.com SIP/2.0\r\n"
+                      "Via: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK5\r\n"
+                      "Content-Length: abc\r\n"
+                      "Call-ID: after-the-length@192.0.2.1\r\n"
+                      "CSeq: 1 OPTIONS\r\n"
+                      "\r\n";
+    apr_size_t n = 0;
+
+    ck_assert_int_eq(frame(hdr, strlen(hdr), &n), -2);
+    ck_assert_msg(n == strlen(hdr),
+                  "*msg_len is %zu, the header is %zu bytes: the error answer would lose "
+                  "Call-ID and CSeq", n, strlen(hdr));
+}
+END_TEST
+
+START_TEST(frame_body_over_max)
+{
+    const char *m = "MESSAGE sip:bob@example.com SIP/2.0\r\n"
+                    "Content-Type: text/plain\r\n"
+                    "Content-Length: 101\r\n"
+                    "\r\n";
+    apr_size_t n = 0;
+
+    ck_assert_int_eq(sip_stream_frame(m, strlen(m), MAXH, 100, &n), -2);
+    ck_assert_uint_eq(n, strlen(m));
+    /* exactly max_body is fine */
+    m = "MESSAGE sip:bob@example.com SIP/2.0\r\nContent-Length: 100\r\n\r\n";
+    ck_assert_int_eq(sip_stream_frame(m, strlen(m), MAXH, 100, &n), 0);
+}
+END_TEST
+
+START_TEST(frame_header_over_max)
+{
+    char buf[600];
+    apr_size_t n = 0, len;
+    int i;
+
+    strcpy(buf, "OPTIONS sip:bob@example.com SIP/2.0\r\n");
+    for (i = 0; i < 20; i++)
+        strcat(buf, "X-Filler: 0123456789\r\n");
+    len = strlen(buf);
+    ck_assert_uint_gt(len, 256);
+    ck_assert_int_eq(sip_stream_frame(buf, len, 256, MAXB, &n), -1);
+    ck_assert_uint_gt(n, 256);
+    ck_assert_uint_le(n, len);
+    /* one long line without any newline at all */
+    memset(buf, 'A', 300);
+    ck_assert_int_eq(sip_stream_frame(buf, 300, 256, MAXB, &n), -1);
+    ck_assert_uint_eq(n, 300);
+    /* below the limit: just more needed */
+    ck_assert_int_eq(sip_stream_frame(buf, 200, 256, MAXB, &n), 0);
+}
+END_TEST
+
+/* A header of exactly max_header bytes does not exceed the limit, so no
+ * prefix of such a message may be refused: TCP can deliver it cut between
+ * the CR and the LF of the blank line. */
+START_TEST(frame_header_exactly_max_split)
+{
+    const char *m = "OPTIONS sip:bob@example.com SIP/2.0\r\n"
+                    "Via: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK6\r\n"
+                    "Content-Length: 0\r\n"
+                    "\r\n";
+    apr_size_t hdr = strlen(m) - 2, len = strlen(m), k, n = 0;
+
+    ck_assert_int_eq(sip_stream_frame(m, len, hdr, MAXB, &n), 1);
+    ck_assert_uint_eq(n, len);
+    for (k = 0; k < len; k++) {
+        char *prefix = exact(m, k);
+        int r = sip_stream_frame(prefix, k, hdr, MAXB, &n);
+        free(prefix);
+        ck_assert_msg(r == 0, "max_header %zu = header size: prefix of %zu bytes gave %d, "
+                      "expected 0", hdr, k, r);
+    }
+}
+END_TEST
+
+START_TEST(frame_lf_only)
+{
+    const char *m = "MESSAGE sip:bob@example.com SIP/2.0\n"
+                    "Via: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK7\n"
+                    "Content-Type: text/plain\n"
+                    "Content-Length: 3\n"
+                    "\n"
+                    "abcOPTIONS";
+    apr_size_t n = 0;
+
+    ck_assert_int_eq(frame(m, strlen(m), &n), 1);
+    ck_assert_uint_eq(n, strlen(m) - strlen("OPTIONS"));
+    ck_assert_int_eq(frame(m, strlen(m) - strlen("OPTIONS") - 1, &n), 0);
+}
+END_TEST
+
+static Suite *frame_suite(void)
+{
+    Suite *s = suite_create("sip_stream_frame");
+    TCase *tc = tcase_create("frame");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, frame_complete_with_body);
+    tcase_add_test(tc, frame_every_split_point);
+    tcase_add_test(tc, frame_pipelined);
+    tcase_add_test(tc, frame_compact_content_length);
+    tcase_add_test(tc, frame_no_content_length);
+    tcase_add_test(tc, frame_bad_content_length);
+    tcase_add_test(tc, frame_bad_content_length_reports_header_length);
+    tcase_add_test(tc, frame_body_over_max);
+    tcase_add_test(tc, frame_header_over_max);
+    tcase_add_test(tc, frame_header_exactly_max_split);
+    tcase_add_test(tc, frame_lf_only);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* 2. sip_cgi_split (RFC 3050 §5.6 delimiting rules)                   */
+
+typedef struct {
+    int r;
+    apr_size_t skip, len;
+    const char *why;
+} split_t;
+
+static split_t split(const char *buf, int eof)
+{
+    split_t s = {0, 9999, 9999, NULL};
+    s.r = sip_cgi_split(buf, strlen(buf), eof, &s.skip, &s.len, &s.why);
+    return s;
+}
+
+START_TEST(split_rule2_no_content_type)
+{
+    const char *head = "SIP/2.0 486 Busy Here\r\nX-Reason: busy\r\n\r\n";
+    const char *out = apr_pstrcat(pool, head, "this is not a body\r\n", NULL);
+    split_t s;
+
+    s = split(out, 0);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.skip, 0);
+    ck_assert_uint_eq(s.len, strlen(head));
+    s = split(out, 1);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(head));
+}
+END_TEST
+
+START_TEST(split_rule2_content_length_zero)
+{
+    const char *head = "SIP/2.0 200 OK\r\nContent-Type: application/sdp\r\n"
+                       "Content-Length: 0\r\n\r\n";
+    const char *out = apr_pstrcat(pool, head, "SIP/2.0 200 OK\r\n", NULL);
+    split_t s = split(out, 0);
+
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(head));
+}
+END_TEST
+
+START_TEST(split_rule3_exact_body)
+{
+    const char *msg = "SIP/2.0 200 OK\r\nContent-Type: text/plain\r\n"
+                      "Content-Length: 12\r\n\r\nhello\r\n\r\nbye";
+    const char *out = apr_pstrcat(pool, msg, "\r\nSIP/2.0 180 Ringing\r\n\r\n", NULL);
+    split_t s;
+
+    s = split(out, 0);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(msg));
+    /* compact forms c: and l: */
+    msg = "SIP/2.0 200 OK\nc: text/plain\nl: 3\n\nabc";
+    out = apr_pstrcat(pool, msg, "def", NULL);
+    s = split(out, 1);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(msg));
+}
+END_TEST
+
+START_TEST(split_rule3_incomplete_body)
+{
+    const char *out = "SIP/2.0 200 OK\r\nContent-Type: text/plain\r\n"
+                      "Content-Length: 20\r\n\r\nonly ten..";
+    split_t s;
+
+    s = split(out, 0);
+    ck_assert_int_eq(s.r, 0);
+    s = split(out, 1);
+    ck_assert_int_eq(s.r, -1);
+    ck_assert_ptr_nonnull(s.why);
+}
+END_TEST
+
+START_TEST(split_rule4_body_to_eof)
+{
+    const char *out = "SIP/2.0 200 OK\nContent-Type: application/sdp\n\nv=0\n"
+                      "o=- 1 1 IN IP4 192.0.2.1\n\nSIP/2.0 200 OK\n\n";
+    split_t s;
+
+    s = split(out, 0);
+    ck_assert_int_eq(s.r, 0);
+    s = split(out, 1);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.skip, 0);
+    ck_assert_uint_eq(s.len, strlen(out));
+}
+END_TEST
+
+START_TEST(split_rule5_length_without_type)
+{
+    split_t s = split("SIP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", 0);
+
+    ck_assert_int_eq(s.r, -1);
+    ck_assert_ptr_nonnull(s.why);
+    s = split("SIP/2.0 200 OK\r\nl: 5\r\n\r\nhello", 1);
+    ck_assert_int_eq(s.r, -1);
+}
+END_TEST
+
+START_TEST(split_bad_content_length)
+{
+    split_t s = split("SIP/2.0 200 OK\nContent-Type: text/plain\nContent-Length: x\n\nabc", 1);
+    ck_assert_int_eq(s.r, -1);
+    s = split("SIP/2.0 200 OK\nContent-Type: text/plain\nContent-Length: -3\n\nabc", 1);
+    ck_assert_int_eq(s.r, -1);
+    s = split("SIP/2.0 200 OK\nContent-Type: text/plain\nContent-Length: 3z\n\nabc", 1);
+    ck_assert_int_eq(s.r, -1);
+}
+END_TEST
+
+START_TEST(split_skips_leading_blank_lines)
+{
+    const char *msg = "SIP/2.0 180 Ringing\r\n\r\n";
+    const char *out = apr_pstrcat(pool, "\r\n\n\r\n", msg, NULL);
+    split_t s = split(out, 0);
+
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.skip, 5);
+    ck_assert_uint_eq(s.len, strlen(msg));
+    /* only blank lines: nothing yet, all of it skippable */
+    s = split("\n\r\n\n", 1);
+    ck_assert_int_eq(s.r, 0);
+    ck_assert_uint_eq(s.skip, 4);
+    s = split("", 1);
+    ck_assert_int_eq(s.r, 0);
+    ck_assert_uint_eq(s.skip, 0);
+}
+END_TEST
+
+START_TEST(split_lf_and_crlf)
+{
+    const char *lf = "SIP/2.0 200 OK\nContent-Type: text/plain\nContent-Length: 4\n\nab\ncd";
+    const char *crlf = "SIP/2.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nab\ncd";
+    split_t s;
+
+    s = split(lf, 0);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(lf) - 1);
+    s = split(crlf, 0);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(crlf) - 1);
+}
+END_TEST
+
+START_TEST(split_last_message_without_blank_line)
+{
+    const char *out = "SIP/2.0 486 Busy Here\nX-Reason: busy\n";
+    split_t s;
+
+    s = split(out, 0);
+    ck_assert_int_eq(s.r, 0);
+    s = split(out, 1);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen(out));
+    /* not even a final newline */
+    s = split("SIP/2.0 486 Busy Here", 1);
+    ck_assert_int_eq(s.r, 1);
+    ck_assert_uint_eq(s.len, strlen("SIP/2.0 486 Busy Here"));
+}
+END_TEST
+
+START_TEST(split_two_messages)
+{
+    const char *m1 = "SIP/2.0 180 Ringing\n\n";
+    const char *m2 = "SIP/2.0 200 OK\nContent-Type: application/sdp\nContent-Length: 4\n\nv=0\n";
+    const char *out = apr_pstrcat(pool, m1, "\n", m2, NULL);
+    apr_size_t len = strlen(out), pos = 0, skip, mlen;
+    const char *why = NULL;
+
+    ck_assert_int_eq(sip_cgi_split(out, len, 0, &skip, &mlen, &why), 1);
+    ck_assert_uint_eq(skip, 0);
+    ck_assert_uint_eq(mlen, strlen(m1));
+    ck_assert_int_eq(strncmp(out, "SIP/2.0 180 ", 12), 0);
+    pos = skip + mlen;
+    ck_assert_int_eq(sip_cgi_split(out + pos, len - pos, 0, &skip, &mlen, &why), 1);
+    ck_assert_uint_eq(skip, 1);
+    ck_assert_uint_eq(mlen, strlen(m2));
+    ck_assert_mem_eq(out + pos + skip, m2, strlen(m2));
+    pos += skip + mlen;
+    ck_assert_uint_eq(pos, len);
+    /* the 200 arriving a byte at a time: nothing until its body is complete */
+    {
+        apr_size_t start = strlen(m1) + 1, k;
+        for (k = start; k < len; k++) {
+            char *prefix = exact(out + start, k - start);
+            int r = sip_cgi_split(prefix, k - start, 0, &skip, &mlen, &why);
+            free(prefix);
+            ck_assert_msg(r == 0, "prefix %zu gave %d", k - start, r);
+        }
+    }
+}
+END_TEST
+
+static Suite *split_suite(void)
+{
+    Suite *s = suite_create("sip_cgi_split");
+    TCase *tc = tcase_create("split");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, split_rule2_no_content_type);
+    tcase_add_test(tc, split_rule2_content_length_zero);
+    tcase_add_test(tc, split_rule3_exact_body);
+    tcase_add_test(tc, split_rule3_incomplete_body);
+    tcase_add_test(tc, split_rule4_body_to_eof);
+    tcase_add_test(tc, split_rule5_length_without_type);
+    tcase_add_test(tc, split_bad_content_length);
+    tcase_add_test(tc, split_skips_leading_blank_lines);
+    tcase_add_test(tc, split_lf_and_crlf);
+    tcase_add_test(tc, split_last_message_without_blank_line);
+    tcase_add_test(tc, split_two_messages);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* 3. sip_cgi_name_ok                                                  */
+
+START_TEST(name_ok_accepts)
+{
+    char longest[NAME_MAX + 1];
+
+    ck_assert_int_eq(sip_cgi_name_ok("alice@example.com"), 1);
+    ck_assert_int_eq(sip_cgi_name_ok("default.cgi"), 1);
+    ck_assert_int_eq(sip_cgi_name_ok("a..b"), 1);
+    ck_assert_int_eq(sip_cgi_name_ok("x"), 1);
+    memset(longest, 'n', NAME_MAX);
+    longest[NAME_MAX] = '\0';
+    ck_assert_int_eq(sip_cgi_name_ok(longest), 1);
+}
+END_TEST
+
+START_TEST(name_ok_rejects)
+{
+    static const char *const bad[] = {
+        "", ".", "..", ".hidden", "../etc", "a/b", "/etc", "a\\b", "a\tb", "a\nb",
+        "a\rb", "\x01", "a\x1f", "a\x7f", "...",
+    };
+    char toolong[NAME_MAX + 2];
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(sip_cgi_name_ok(bad[i]) == 0, "'%s' accepted", bad[i]);
+    ck_assert_int_eq(sip_cgi_name_ok(NULL), 0);
+    memset(toolong, 'n', NAME_MAX + 1);
+    toolong[NAME_MAX + 1] = '\0';
+    ck_assert_int_eq(sip_cgi_name_ok(toolong), 0);
+}
+END_TEST
+
+static Suite *name_suite(void)
+{
+    Suite *s = suite_create("sip_cgi_name_ok");
+    TCase *tc = tcase_create("name_ok");
+
+    tcase_add_test(tc, name_ok_accepts);
+    tcase_add_test(tc, name_ok_rejects);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* 4. sip_cgi_locate                                                   */
+
+static char tmpdir[PATH_MAX], realtmp[PATH_MAX], siblingdir[PATH_MAX + 16];
+
+static void write_file(const char *dir, const char *name, mode_t mode)
+{
+    char path[PATH_MAX * 2];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("#!/bin/sh\necho 'SIP/2.0 200 OK'\n", f);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+static void symlink_in(const char *dir, const char *name, const char *target)
+{
+    char path[PATH_MAX * 2];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    ck_assert_int_eq(symlink(target, path), 0);
+}
+
+/* Unchecked fixture: runs once in the runner process, so the directory is
+ * removed even when a test fails in its forked child. */
+static void locate_setup(void)
+{
+    char path[PATH_MAX * 2];
+    const char *base = getenv("TMPDIR");
+
+    snprintf(tmpdir, sizeof(tmpdir), "%s/sip_unit_XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    ck_assert_ptr_nonnull(realpath(tmpdir, realtmp));
+    /* a sibling whose name starts with the directory's name */
+    snprintf(siblingdir, sizeof(siblingdir), "%s-evil", tmpdir);
+    ck_assert_int_eq(mkdir(siblingdir, 0755), 0);
+    write_file(siblingdir, "evil@h", 0755);
+
+    write_file(tmpdir, "alice@h", 0755);
+    write_file(tmpdir, "default.cgi", 0755);
+    write_file(tmpdir, "noexec@h", 0644);
+    snprintf(path, sizeof(path), "%s/dir@h", tmpdir);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    symlink_in(tmpdir, "out@h", "/bin/sh");
+    snprintf(path, sizeof(path), "%s/evil@h", siblingdir);
+    symlink_in(tmpdir, "sibling@h", path);
+    symlink_in(tmpdir, "in@h", "alice@h");
+    symlink_in(tmpdir, "dangling@h", "no-such-file");
+}
+
+static void locate_teardown(void)
+{
+    char cmd[PATH_MAX * 3];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", tmpdir, siblingdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+static int locate(const char *def, const char *user, const char *host, const char **path,
+                  const char **why)
+{
+    *path = NULL;
+    *why = NULL;
+    return sip_cgi_locate(pool, tmpdir, def, user, host, path, why);
+}
+
+static const char *in_dir(const char *name)
+{
+    return apr_pstrcat(pool, realtmp, "/", name, NULL);
+}
+
+START_TEST(locate_user_script)
+{
+    const char *path, *why;
+
+    ck_assert_int_eq(locate("default.cgi", "alice", "h", &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("alice@h"));
+}
+END_TEST
+
+START_TEST(locate_default_script)
+{
+    const char *path, *why;
+
+    ck_assert_int_eq(locate("default.cgi", "bob", "h", &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("default.cgi"));
+    /* alice exists for host h only */
+    ck_assert_int_eq(locate("default.cgi", "alice", "other", &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("default.cgi"));
+    ck_assert_int_eq(locate("default.cgi", NULL, "h", &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("default.cgi"));
+    ck_assert_int_eq(locate("default.cgi", "", "h", &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("default.cgi"));
+}
+END_TEST
+
+START_TEST(locate_nothing)
+{
+    const char *path, *why;
+
+    ck_assert_int_eq(locate("missing.cgi", "bob", "h", &path, &why), 404);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_int_eq(locate(NULL, "bob", "h", &path, &why), 404);
+    ck_assert_int_eq(locate(NULL, NULL, NULL, &path, &why), 404);
+    /* an unusable default script name is not looked up */
+    ck_assert_int_eq(locate("../default.cgi", "bob", "h", &path, &why), 404);
+    /* no directory at all */
+    ck_assert_int_eq(sip_cgi_locate(pool, "/nonexistent/sip-dir", "default.cgi", "alice", "h",
+                                    &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate(pool, NULL, "default.cgi", "alice", "h", &path, &why), 404);
+}
+END_TEST
+
+START_TEST(locate_forbidden_files)
+{
+    const char *path, *why;
+
+    /* none of these may fall back to the default script */
+    ck_assert_int_eq(locate("default.cgi", "noexec", "h", &path, &why), 403);
+    ck_assert_ptr_null(path);
+    ck_assert_int_eq(locate("default.cgi", "dir", "h", &path, &why), 403);
+    ck_assert_ptr_null(path);
+    ck_assert_int_eq(locate("default.cgi", "out", "h", &path, &why), 403);
+    ck_assert_ptr_null(path);
+    ck_assert_int_eq(locate("default.cgi", "sibling", "h", &path, &why), 403);
+    ck_assert_ptr_null(path);
+    ck_assert_int_eq(locate("default.cgi", "dangling", "h", &path, &why), 403);
+    ck_assert_ptr_null(path);
+    ck_assert_ptr_nonnull(why);
+}
+END_TEST
+
+START_TEST(locate_symlink_inside)
+{
+    const char *path, *why;
+
+    ck_assert_int_eq(locate("default.cgi", "in", "h", &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("alice@h"));
+}
+END_TEST
+
+START_TEST(locate_escaped_names)
+{
+    static const char *const users[] = {"..%2Fetc", "a%2Fb", "a%2fb", "%2e%2e", "%2E%2E",
+                                        "a%00b", "%2e", "a%5Cb", "a%0ab", "a%zz", "a%2",
+                                        "%2ehidden"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(users) / sizeof(users[0]); i++) {
+        const char *path, *why;
+        int r = locate("default.cgi", users[i], "h", &path, &why);
+        ck_assert_msg(r == 403, "user '%s' gave %d (path %s), expected 403", users[i], r,
+                      path ? path : "none");
+    }
+    {
+        const char *path, *why;
+        /* a host part with a slash is no file name either */
+        ck_assert_int_eq(locate("default.cgi", "alice", "../h", &path, &why), 403);
+        /* a harmless escape is decoded and the script found */
+        ck_assert_int_eq(locate("default.cgi", "%61lice", "h", &path, &why), 0);
+        ck_assert_str_eq(path, in_dir("alice@h"));
+    }
+}
+END_TEST
+
+static Suite *locate_suite(void)
+{
+    Suite *s = suite_create("sip_cgi_locate");
+    TCase *tc = tcase_create("locate");
+
+    tcase_add_unchecked_fixture(tc, locate_setup, locate_teardown);
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, locate_user_script);
+    tcase_add_test(tc, locate_default_script);
+    tcase_add_test(tc, locate_nothing);
+    tcase_add_test(tc, locate_forbidden_files);
+    tcase_add_test(tc, locate_symlink_inside);
+    tcase_add_test(tc, locate_escaped_names);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* 5. sip_msg_parse                                                    */
+
+static const sip_limits_t LIM = {8190, 8190, 100, 65536};
+
+/* The lines of a valid OPTIONS; tests drop or replace some of them. */
+static const char *const OPTIONS_LINES[] = {
+    "OPTIONS sip:alice@example.com SIP/2.0",
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc123",
+    "v: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKdef456",
+    "Max-Forwards: 70",
+    "f: \"Bob\" <sip:bob@example.org>;tag=ft1",
+    "t: <sip:alice@example.com>",
+    "i: callid-1@192.0.2.1",
+    "CSeq: 42 OPTIONS",
+    "X-Folded: part one",
+    "  \tpart two",
+    "Content-Length: 0",
+    NULL
+};
+
+/* The text of a message made of 'lines' (CRLF), a blank line and 'body'. */
+static const char *build(const char *const *lines, const char *body)
+{
+    apr_array_header_t *parts = apr_array_make(pool, 16, sizeof(const char *));
+    int i;
+
+    for (i = 0; lines[i]; i++) {
+        *(const char **)apr_array_push(parts) = lines[i];
+        *(const char **)apr_array_push(parts) = "\r\n";
+    }
+    *(const char **)apr_array_push(parts) = "\r\n";
+    if (body)
+        *(const char **)apr_array_push(parts) = body;
+    return apr_array_pstrcat(pool, parts, 0);
+}
+
+/* 'text' with every line before the blank line that starts with 'prefix'
+ * replaced by 'repl' (removed when 'repl' is NULL). */
+static const char *edit(const char *text, const char *prefix, const char *repl)
+{
+    apr_array_header_t *parts = apr_array_make(pool, 16, sizeof(const char *));
+    const char *pos = text;
+    int found = 0;
+
+    for (;;) {
+        const char *eol = strstr(pos, "\r\n");
+        if (!eol || eol == pos)
+            break;
+        if (strncmp(pos, prefix, strlen(prefix)) == 0) {
+            found = 1;
+            if (repl) {
+                *(const char **)apr_array_push(parts) = repl;
+                *(const char **)apr_array_push(parts) = "\r\n";
+            }
+        }
+        else
+            *(const char **)apr_array_push(parts) = apr_pstrmemdup(pool, pos, eol + 2 - pos);
+        pos = eol + 2;
+    }
+    ck_assert_msg(found, "no line starting with '%s' to edit", prefix);
+    *(const char **)apr_array_push(parts) = pos;
+    return apr_array_pstrcat(pool, parts, 0);
+}
+
+#define OPTIONS_TEXT() build(OPTIONS_LINES, NULL)
+
+static int parse_status(const char *text, const sip_limits_t *lim, int datagram,
+                        sip_msg_t **m, const char **reason)
+{
+    sip_msg_error_t err = {-1, NULL};
+    sip_msg_t *msg = NULL;
+    apr_status_t rv = sip_msg_parse(pool, text, strlen(text), lim, datagram, &msg, &err);
+
+    if (m)
+        *m = msg;
+    if (reason)
+        *reason = err.reason;
+    if (rv == APR_SUCCESS)
+        return 0;
+    ck_assert_msg(err.status >= 0, "failure without a status");
+    return err.status;
+}
+
+START_TEST(parse_valid_options)
+{
+    const char *text = OPTIONS_TEXT();
+    sip_msg_t *m;
+    const char *reason;
+    const apr_array_header_t *h;
+    apr_size_t blen = 99;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 0);
+    ck_assert_int_eq(sip_msg_is_request(m), 1);
+    ck_assert_str_eq(sip_msg_method(m), "OPTIONS");
+    ck_assert_str_eq(sip_msg_request_uri(m), "sip:alice@example.com");
+    ck_assert_str_eq(sip_msg_version(m), "SIP/2.0");
+    ck_assert_str_eq(sip_msg_uri_user(m), "alice");
+    ck_assert_str_eq(sip_msg_uri_host(m), "example.com");
+    ck_assert_str_eq(sip_msg_branch(m), "z9hG4bKabc123");
+    ck_assert_str_eq(sip_msg_via_sent_by(m), "192.0.2.1:5060");
+    ck_assert_str_eq(sip_msg_call_id(m), "callid-1@192.0.2.1");
+    ck_assert_str_eq(sip_msg_cseq_number(m), "42");
+    ck_assert_str_eq(sip_msg_cseq_method(m), "OPTIONS");
+    ck_assert_str_eq(sip_msg_from_tag(m), "ft1");
+    ck_assert_ptr_null(sip_msg_to_tag(m));
+    ck_assert_ptr_null(sip_msg_body(m, &blen));
+    ck_assert_uint_eq(blen, 0);
+
+    h = sip_msg_headers(m);
+    ck_assert_int_eq(h->nelts, 9);
+#define HDR(i) (&APR_ARRAY_IDX(h, i, sip_header_t))
+    ck_assert_str_eq(HDR(0)->name, "Via");
+    ck_assert_str_eq(HDR(0)->value, "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc123");
+    ck_assert_str_eq(HDR(1)->name, "Via");
+    ck_assert_str_eq(HDR(1)->value, "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKdef456");
+    ck_assert_str_eq(HDR(2)->name, "Max-Forwards");
+    ck_assert_str_eq(HDR(2)->value, "70");
+    ck_assert_str_eq(HDR(3)->name, "From");
+    ck_assert_str_eq(HDR(3)->value, "\"Bob\" <sip:bob@example.org>;tag=ft1");
+    ck_assert_str_eq(HDR(4)->name, "To");
+    ck_assert_str_eq(HDR(4)->value, "<sip:alice@example.com>");
+    ck_assert_str_eq(HDR(5)->name, "Call-ID");
+    ck_assert_str_eq(HDR(5)->value, "callid-1@192.0.2.1");
+    ck_assert_str_eq(HDR(6)->name, "CSeq");
+    ck_assert_str_eq(HDR(6)->value, "42 OPTIONS");
+    ck_assert_str_eq(HDR(7)->name, "X-Folded");
+    ck_assert_str_eq(HDR(7)->value, "part one part two");
+    ck_assert_str_eq(HDR(8)->name, "Content-Length");
+    ck_assert_str_eq(HDR(8)->value, "0");
+#undef HDR
+    ck_assert_str_eq(sip_msg_header(m, "call-id"), "callid-1@192.0.2.1");
+    ck_assert_str_eq(sip_msg_header(m, "VIA"), "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc123");
+    ck_assert_ptr_null(sip_msg_header(m, "i"));
+    ck_assert_ptr_null(sip_msg_header(m, "Contact"));
+}
+END_TEST
+
+START_TEST(parse_body)
+{
+    static const char *const lines[] = {
+        "MESSAGE sip:alice@example.com SIP/2.0",
+        "Via: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKm1",
+        "Max-Forwards: 70",
+        "From: <sip:bob@example.org>;tag=a",
+        "To: <sip:alice@example.com>",
+        "Call-ID: m1",
+        "CSeq: 1 MESSAGE",
+        "c: text/plain",
+        "l: 5",
+        NULL
+    };
+    const char *text = build(lines, "hello trailing junk");
+    sip_msg_t *m;
+    apr_size_t blen = 0;
+    const char *body;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, NULL), 0);
+    body = sip_msg_body(m, &blen);
+    ck_assert_uint_eq(blen, 5);
+    ck_assert_mem_eq(body, "hello", 5);
+    ck_assert_str_eq(sip_msg_content_type(m), "text/plain");
+    /* a stream message without Content-Length has no body */
+    text = edit(build(lines, ""), "l:", NULL);
+    ck_assert_int_eq(parse_status(text, &LIM, 0, &m, NULL), 0);
+    ck_assert_ptr_null(sip_msg_body(m, &blen));
+}
+END_TEST
+
+START_TEST(parse_missing_mandatory)
+{
+    static const char *const drop[] = {"Via", "f:", "t:", "i:", "CSeq:", "Max-Forwards:"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(drop) / sizeof(drop[0]); i++) {
+        const char *text = OPTIONS_TEXT(), *reason;
+        int st;
+
+        if (strcmp(drop[i], "Via") == 0)
+            text = edit(edit(text, "Via:", NULL), "v:", NULL);
+        else
+            text = edit(text, drop[i], NULL);
+        st = parse_status(text, &LIM, 1, NULL, &reason);
+        ck_assert_msg(st == 400, "without %s: status %d (%s), expected 400", drop[i], st,
+                      reason);
+    }
+}
+END_TEST
+
+START_TEST(parse_version_not_supported)
+{
+    const char *text = edit(OPTIONS_TEXT(), "OPTIONS ", "OPTIONS sip:alice@example.com SIP/3.0");
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 505);
+}
+END_TEST
+
+START_TEST(parse_bad_cseq)
+{
+    static const char *const bad[] = {"CSeq: 1 INVITE", "CSeq: abc OPTIONS", "CSeq: -1 OPTIONS",
+                                      "CSeq: 4294967296 OPTIONS", "CSeq: 1x OPTIONS",
+                                      "CSeq: 1 options"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *reason = NULL;
+        int st = parse_status(edit(OPTIONS_TEXT(), "CSeq:", bad[i]), &LIM, 1, NULL, &reason);
+        ck_assert_msg(st == 400, "'%s' gave %d (%s), expected 400", bad[i], st, reason);
+    }
+    /* the largest allowed number */
+    ck_assert_int_eq(parse_status(edit(OPTIONS_TEXT(), "CSeq:", "CSeq: 2147483647 OPTIONS"),
+                                  &LIM, 1, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(parse_bad_max_forwards)
+{
+    static const char *const bad[] = {"Max-Forwards: abc", "Max-Forwards: 256",
+                                      "Max-Forwards: -1", "Max-Forwards: 7x"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int st = parse_status(edit(OPTIONS_TEXT(), "Max-Forwards:", bad[i]), &LIM, 1, NULL, NULL);
+        ck_assert_msg(st == 400, "'%s' gave %d, expected 400", bad[i], st);
+    }
+    ck_assert_int_eq(parse_status(edit(OPTIONS_TEXT(), "Max-Forwards:", "Max-Forwards: 0"),
+                                  &LIM, 1, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(parse_content_length_checks)
+{
+    const char *text = edit(build(OPTIONS_LINES, "abc"), "Content-Length:", "Content-Length: 10");
+    sip_limits_t small = LIM;
+    char *big;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 400);
+    text = edit(OPTIONS_TEXT(), "Content-Length:", "Content-Length: x");
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 400);
+
+    small.body = 100;
+    big = apr_palloc(pool, 201);
+    memset(big, 'b', 200);
+    big[200] = '\0';
+    text = edit(build(OPTIONS_LINES, big), "Content-Length:", "Content-Length: 200");
+    ck_assert_int_eq(parse_status(text, &small, 1, NULL, NULL), 413);
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 0);
+    /* a datagram without Content-Length: the rest is the body */
+    text = edit(build(OPTIONS_LINES, big), "Content-Length:", NULL);
+    ck_assert_int_eq(parse_status(text, &small, 1, NULL, NULL), 413);
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(parse_limits)
+{
+    sip_limits_t lim = LIM;
+    char uri[200], line[200];
+    const char *text, *rest;
+    int i;
+
+    /* request line longer than 'line' */
+    strcpy(uri, "OPTIONS sip:");
+    for (i = 0; i < 10; i++)
+        strcat(uri, "0123456789");
+    strcat(uri, "@example.com SIP/2.0");
+    text = edit(OPTIONS_TEXT(), "OPTIONS ", uri);
+    lim.line = 64;
+    ck_assert_int_eq(parse_status(text, &lim, 1, NULL, NULL), 414);
+    lim.line = (int)strlen(uri);
+    ck_assert_int_eq(parse_status(text, &lim, 1, NULL, NULL), 0);
+
+    /* a header longer than 'fieldsize' */
+    lim = LIM;
+    lim.fieldsize = 100;
+    rest = strstr(OPTIONS_TEXT(), "\r\n") + 2;
+    strcpy(line, "X-Long: ");
+    memset(line + 8, 'x', 150);
+    line[158] = '\0';
+    text = apr_pstrcat(pool, "OPTIONS sip:alice@example.com SIP/2.0\r\n", line, "\r\n", rest,
+                       NULL);
+    ck_assert_int_eq(parse_status(text, &lim, 1, NULL, NULL), 400);
+    /* ... also when it only gets long through a continuation line */
+    text = apr_pstrcat(pool, "OPTIONS sip:alice@example.com SIP/2.0\r\nX-Long: ", line + 100,
+                       "\r\n ", line + 100, "\r\n", rest, NULL);
+    ck_assert_int_eq(parse_status(text, &lim, 1, NULL, NULL), 400);
+    lim.fieldsize = 200;
+    ck_assert_int_eq(parse_status(text, &lim, 1, NULL, NULL), 0);
+
+    /* more header fields than 'fields' (9 in OPTIONS_LINES; a folded one
+     * counts once) */
+    lim = LIM;
+    lim.fields = 8;
+    ck_assert_int_eq(parse_status(OPTIONS_TEXT(), &lim, 1, NULL, NULL), 400);
+    lim.fields = 9;
+    ck_assert_int_eq(parse_status(OPTIONS_TEXT(), &lim, 1, NULL, NULL), 0);
+}
+END_TEST
+
+static const char *const RESPONSE_LINES[] = {
+    "SIP/2.0 200 OK",
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc123",
+    "From: <sip:bob@example.org>;tag=ft1",
+    "To: <sip:alice@example.com>;tag=tt1",
+    "Call-ID: resp-1",
+    "CSeq: 42 OPTIONS",
+    "Content-Length: 0",
+    NULL
+};
+
+START_TEST(parse_responses_dropped)
+{
+    sip_msg_t *m;
+    const char *text = build(RESPONSE_LINES, NULL);
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, NULL), 0);
+    ck_assert_int_eq(sip_msg_is_request(m), 0);
+    ck_assert_int_eq(sip_msg_status(m), 200);
+    ck_assert_str_eq(sip_msg_reason(m), "OK");
+    ck_assert_str_eq(sip_msg_to_tag(m), "tt1");
+    /* broken responses are never answered (status 0), but still refused */
+    ck_assert_int_eq(parse_status(edit(text, "Call-ID:", NULL), &LIM, 1, NULL, NULL), 0);
+    ck_assert_int_eq(parse_status(edit(text, "Via:", NULL), &LIM, 1, NULL, NULL), 0);
+    ck_assert_int_eq(parse_status(edit(text, "CSeq:", NULL), &LIM, 1, NULL, NULL), 0);
+    ck_assert_int_eq(parse_status(edit(text, "Content-Length:", "Content-Length: 9"), &LIM, 1,
+                                  NULL, NULL), 0);
+    {
+        sip_msg_error_t err = {-1, NULL};
+        const char *bad = edit(text, "Call-ID:", NULL);
+        ck_assert_int_ne(sip_msg_parse(pool, bad, strlen(bad), &LIM, 1, &m, &err), APR_SUCCESS);
+        ck_assert_int_eq(err.status, 0);
+    }
+}
+END_TEST
+
+START_TEST(parse_garbage)
+{
+    static const char *const junk[] = {"hello\r\n\r\n", "", "\r\n", "GET / HTTP/1.1\r\n\r\n",
+                                       "OPTIONS\r\n\r\n", "hello"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+        sip_msg_t *m = NULL;
+        sip_msg_error_t err = {-1, NULL};
+        ck_assert_int_ne(sip_msg_parse(pool, junk[i], strlen(junk[i]), &LIM, 1, &m, &err),
+                         APR_SUCCESS);
+        ck_assert_msg(err.status == 0, "'%s' gave status %d, expected 0", junk[i], err.status);
+    }
+}
+END_TEST
+
+/* sip_message.h: the user part is returned "still %-escaped" (the script
+ * name is unescaped once, by sip_cgi_locate). */
+START_TEST(parse_uri_user_forms)
+{
+    static const char *const cases[][2] = {
+        {"sip:al%69ce@example.com", "al%69ce"},
+        {"sip:alice:secret@example.com", "alice"},
+        {"sip:alice@example.com;user=phone", "alice"},
+        {"sip:example.com", NULL},
+        {"sip:example.com;x=a@b", NULL},
+    };
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *text = edit(OPTIONS_TEXT(), "OPTIONS ",
+                                apr_pstrcat(pool, "OPTIONS ", cases[i][0], " SIP/2.0", NULL));
+        sip_msg_t *m;
+        const char *reason = NULL;
+        int st = parse_status(text, &LIM, 1, &m, &reason);
+
+        ck_assert_msg(st == 0, "%s: status %d (%s)", cases[i][0], st, reason);
+        ck_assert_pstr_eq(sip_msg_uri_user(m), cases[i][1]);
+        ck_assert_str_eq(sip_msg_request_uri(m), cases[i][0]);
+    }
+}
+END_TEST
+
+START_TEST(parse_escaped_nul)
+{
+    const char *text = edit(OPTIONS_TEXT(), "OPTIONS ", "OPTIONS sip:a%00b@example.com SIP/2.0");
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 400);
+    text = edit(OPTIONS_TEXT(), "t:", "t: <sip:a%00b@example.com>");
+    ck_assert_int_eq(parse_status(text, &LIM, 1, NULL, NULL), 400);
+}
+END_TEST
+
+START_TEST(parse_nul_in_header)
+{
+    const char *text = OPTIONS_TEXT();
+    char *copy = apr_pstrdup(pool, text);
+    apr_size_t len = strlen(text);
+    sip_msg_t *m;
+    sip_msg_error_t err = {-1, NULL};
+
+    copy[strstr(copy, "part one") - copy + 4] = '\0';   /* "part\0one" */
+    ck_assert_int_ne(sip_msg_parse(pool, copy, len, &LIM, 1, &m, &err), APR_SUCCESS);
+    ck_assert_int_eq(err.status, 400);
+}
+END_TEST
+
+START_TEST(parse_tel_uri)
+{
+    const char *text = edit(OPTIONS_TEXT(), "OPTIONS ", "OPTIONS tel:+15551234567 SIP/2.0");
+    const char *reason = NULL;
+    int st = parse_status(text, &LIM, 1, NULL, &reason);
+
+    ck_assert_msg(st == 416, "tel: Request-URI gave %d (%s), expected 416", st, reason);
+}
+END_TEST
+
+START_TEST(parse_sips_uri)
+{
+    const char *text = edit(OPTIONS_TEXT(), "OPTIONS ", "OPTIONS sips:alice@example.com SIP/2.0");
+    sip_msg_t *m;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, NULL), 0);
+    ck_assert_str_eq(sip_msg_uri_user(m), "alice");
+}
+END_TEST
+
+/* How many times 'needle' occurs in 'hay'. */
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (hay = strstr(hay, needle); hay; hay = strstr(hay + 1, needle))
+        n++;
+    return n;
+}
+
+/* The first line of 'text' starting with 'start', without its CRLF (the
+ * start line included, the body not). */
+static const char *line_of(const char *text, const char *start)
+{
+    const char *p = text, *e;
+
+    for (;;) {
+        if (strncmp(p, start, strlen(start)) == 0)
+            break;
+        p = strstr(p, "\r\n");
+        if (!p || p[2] == '\r')
+            return NULL;
+        p += 2;
+    }
+    e = strstr(p, "\r\n");
+    return apr_pstrmemdup(pool, p, e ? (apr_size_t)(e - p) : strlen(p));
+}
+
+/* The value of header 'name' in serialized 'text' (whitespace trimmed). */
+static const char *hval(const char *text, const char *name)
+{
+    const char *l = line_of(text, apr_pstrcat(pool, name, ":", NULL));
+    char *v;
+    apr_size_t n;
+
+    if (!l)
+        return NULL;
+    l += strlen(name) + 1;
+    while (*l == ' ' || *l == '\t')
+        l++;
+    v = apr_pstrdup(pool, l);
+    n = strlen(v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        v[--n] = '\0';
+    return v;
+}
+
+START_TEST(raw_error_response)
+{
+    const char *text = edit(OPTIONS_TEXT(), "Max-Forwards:", NULL);
+    sip_msg_t *m;
+    const char *reason, *r, *v1, *v2;
+    apr_size_t len = 0;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 400);
+    r = sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 0, &len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(len, strlen(r));
+    ck_assert_int_eq(strncmp(r, "SIP/2.0 400 ", 12), 0);
+    v1 = strstr(r, "\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc123\r\n");
+    v2 = strstr(r, "\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKdef456\r\n");
+    ck_assert_ptr_nonnull(v1);
+    ck_assert_ptr_nonnull(v2);
+    ck_assert_msg(v1 < v2, "Via lines out of order");
+    ck_assert_pstr_eq(line_of(r, "From:"), "From: \"Bob\" <sip:bob@example.org>;tag=ft1");
+    ck_assert_pstr_eq(line_of(r, "To:"), "To: <sip:alice@example.com>;tag=xyz");
+    ck_assert_pstr_eq(line_of(r, "Call-ID:"), "Call-ID: callid-1@192.0.2.1");
+    ck_assert_pstr_eq(line_of(r, "CSeq:"), "CSeq: 42 OPTIONS");
+    ck_assert_int_eq(strcmp(r + len - strlen("\r\nContent-Length: 0\r\n\r\n"),
+                            "\r\nContent-Length: 0\r\n\r\n"), 0);
+    /* nothing else is copied (the reason phrase names Max-Forwards) */
+    ck_assert_ptr_null(strstr(r, "X-Folded"));
+    ck_assert_ptr_null(line_of(r, "Max-Forwards"));
+    ck_assert_int_eq(count(r, "\r\n"), 9);
+
+    /* an existing To tag is kept, not doubled */
+    text = edit(text, "t:", "t: <sip:alice@example.com>;tag=old");
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 400);
+    r = sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 0, &len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_pstr_eq(line_of(r, "To:"), "To: <sip:alice@example.com>;tag=old");
+}
+END_TEST
+
+/* Without Via a datagram answer has nowhere to go; on a stream it does. */
+START_TEST(raw_error_response_without_via)
+{
+    const char *text = edit(edit(OPTIONS_TEXT(), "Via:", NULL), "v:", NULL);
+    sip_msg_t *m;
+    const char *reason, *r;
+    apr_size_t len = 0;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 400);
+    ck_assert_ptr_null(sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 0, &len));
+    r = sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 1, &len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(len, strlen(r));
+    ck_assert_int_eq(strncmp(r, "SIP/2.0 400 ", 12), 0);
+    ck_assert_ptr_null(line_of(r, "Via:"));
+    ck_assert_pstr_eq(line_of(r, "Call-ID:"), "Call-ID: callid-1@192.0.2.1");
+    ck_assert_pstr_eq(line_of(r, "To:"), "To: <sip:alice@example.com>;tag=xyz");
+}
+END_TEST
+
+START_TEST(raw_error_response_from_bad_start_line)
+{
+    /* a request line nobody can parse, but the headers are there */
+    const char *text = edit(OPTIONS_TEXT(), "OPTIONS ", "OPTIONS  SIP/2.0");
+    sip_msg_t *m;
+    const char *reason, *r;
+    apr_size_t len;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 400);
+    r = sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 0, &len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(strncmp(r, "SIP/2.0 400 ", 12), 0);
+    ck_assert_pstr_eq(line_of(r, "CSeq:"), "CSeq: 42 OPTIONS");
+}
+END_TEST
+
+static const char *as_method(const char *text, const char *method)
+{
+    text = edit(text, "OPTIONS ", apr_pstrcat(pool, method, " sip:alice@example.com SIP/2.0",
+                                              NULL));
+    return edit(text, "CSeq:", apr_pstrcat(pool, "CSeq: 42 ", method, NULL));
+}
+
+START_TEST(raw_error_response_not_for_ack)
+{
+    const char *text = as_method(edit(OPTIONS_TEXT(), "Max-Forwards:", NULL), "ACK");
+    sip_msg_t *m;
+    const char *reason;
+    apr_size_t len;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 400);
+    ck_assert_str_eq(sip_msg_method(m), "ACK");
+    ck_assert_ptr_null(sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 0, &len));
+    ck_assert_ptr_null(sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 1, &len));
+}
+END_TEST
+
+/* Only ACK goes unanswered: a method that merely contains the letters
+ * "ack" (an extension method is any token) still gets its 400. */
+START_TEST(raw_error_response_method_containing_ack)
+{
+    const char *text = as_method(edit(OPTIONS_TEXT(), "Max-Forwards:", NULL), "FEEDBACK");
+    sip_msg_t *m;
+    const char *reason, *r;
+    apr_size_t len;
+
+    ck_assert_int_eq(parse_status(text, &LIM, 1, &m, &reason), 400);
+    ck_assert_str_eq(sip_msg_method(m), "FEEDBACK");
+    r = sip_msg_raw_error_response(pool, m, 400, reason, "xyz", 0, &len);
+    ck_assert_msg(r != NULL, "no 400 for a FEEDBACK request: its CSeq '42 FEEDBACK' "
+                  "matched ap_strcasestr(cseq, \"ACK\")");
+}
+END_TEST
+
+static Suite *parse_suite(void)
+{
+    Suite *s = suite_create("sip_msg_parse");
+    TCase *tc = tcase_create("parse");
+    TCase *tr = tcase_create("raw_error_response");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, parse_valid_options);
+    tcase_add_test(tc, parse_body);
+    tcase_add_test(tc, parse_missing_mandatory);
+    tcase_add_test(tc, parse_version_not_supported);
+    tcase_add_test(tc, parse_bad_cseq);
+    tcase_add_test(tc, parse_bad_max_forwards);
+    tcase_add_test(tc, parse_content_length_checks);
+    tcase_add_test(tc, parse_limits);
+    tcase_add_test(tc, parse_responses_dropped);
+    tcase_add_test(tc, parse_garbage);
+    tcase_add_test(tc, parse_uri_user_forms);
+    tcase_add_test(tc, parse_escaped_nul);
+    tcase_add_test(tc, parse_nul_in_header);
+    tcase_add_test(tc, parse_tel_uri);
+    tcase_add_test(tc, parse_sips_uri);
+    suite_add_tcase(s, tc);
+
+    tcase_add_checked_fixture(tr, pool_setup, pool_teardown);
+    tcase_add_test(tr, raw_error_response);
+    tcase_add_test(tr, raw_error_response_without_via);
+    tcase_add_test(tr, raw_error_response_from_bad_start_line);
+    tcase_add_test(tr, raw_error_response_not_for_ack);
+    tcase_add_test(tr, raw_error_response_method_containing_ack);
+    suite_add_tcase(s, tr);
+    return s;
+}
+
+/* ================================================================== */
+/* 6. script responses: parse, complete, serialize                    */
+
+static const char *const INVITE_LINES[] = {
+    "INVITE sip:alice@example.com SIP/2.0",
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1",
+    "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKinv0",
+    "Max-Forwards: 70",
+    "From: \"Bob\" <sip:bob@example.org>;tag=ft1",
+    "To: <sip:alice@example.com>",
+    "Call-ID: inv-1@192.0.2.1",
+    "CSeq: 7 INVITE",
+    "Contact: <sip:bob@192.0.2.1>",
+    "Content-Length: 0",
+    NULL
+};
+
+static sip_msg_t *invite(void)
+{
+    sip_msg_t *m = NULL;
+    ck_assert_int_eq(parse_status(build(INVITE_LINES, NULL), &LIM, 1, &m, NULL), 0);
+    return m;
+}
+
+static const char *script_reply(const char *out, const char *to_tag, apr_size_t *len)
+{
+    const char *why = NULL, *text;
+    sip_msg_t *resp = sip_msg_parse_script_response(pool, out, strlen(out), &why);
+
+    ck_assert_msg(resp != NULL, "script output refused: %s", why);
+    sip_msg_complete_response(resp, invite(), to_tag);
+    text = sip_msg_serialize(pool, resp, len);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+START_TEST(script_486_lf_only)
+{
+    apr_size_t len = 0;
+    const char *t = script_reply("SIP/2.0 486 Busy Here\n\n", "tt9", &len);
+    const char *v1, *v2;
+
+    ck_assert_uint_eq(len, strlen(t));
+    ck_assert_int_eq(strncmp(t, "SIP/2.0 486 Busy Here\r\n", 23), 0);
+    v1 = strstr(t, "\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1\r\n");
+    v2 = strstr(t, "\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKinv0\r\n");
+    ck_assert_ptr_nonnull(v1);
+    ck_assert_ptr_nonnull(v2);
+    ck_assert_msg(v1 < v2, "Via lines out of order");
+    ck_assert_int_eq(count(t, "Via:"), 2);
+    ck_assert_pstr_eq(line_of(t, "From:"), "From: \"Bob\" <sip:bob@example.org>;tag=ft1");
+    ck_assert_pstr_eq(line_of(t, "To:"), "To: <sip:alice@example.com>;tag=tt9");
+    ck_assert_pstr_eq(line_of(t, "Call-ID:"), "Call-ID: inv-1@192.0.2.1");
+    ck_assert_pstr_eq(line_of(t, "CSeq:"), "CSeq: 7 INVITE");
+    ck_assert_pstr_eq(hval(t, "Content-Length"), "0");
+    ck_assert_int_eq(count(t, "\n") , count(t, "\r\n"));
+    ck_assert_str_eq(t + strlen(t) - 4, "\r\n\r\n");
+    ck_assert_ptr_null(strstr(t, "Contact:"));
+    ck_assert_ptr_null(strstr(t, "Max-Forwards:"));
+}
+END_TEST
+
+START_TEST(script_200_with_body)
+{
+    static const char sdp[] = "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\nc=IN IP4 192.0.2.5\r\n"
+                              "t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    const char *out = apr_psprintf(pool, "SIP/2.0 200 OK\nContact: <sip:alice@192.0.2.5>\n"
+                                   "Content-Type: application/sdp\nContent-Length: %d\n\n%s",
+                                   (int)strlen(sdp), sdp);
+    apr_size_t len = 0;
+    const char *t = script_reply(out, "tt9", &len);
+    const char *body = strstr(t, "\r\n\r\n");
+
+    ck_assert_ptr_nonnull(body);
+    body += 4;
+    ck_assert_uint_eq(len - (apr_size_t)(body - t), strlen(sdp));
+    ck_assert_mem_eq(body, sdp, strlen(sdp));
+    ck_assert_pstr_eq(hval(t, "Content-Length"), apr_itoa(pool, (int)strlen(sdp)));
+    ck_assert_pstr_eq(line_of(t, "Content-Type:"), "Content-Type: application/sdp");
+    ck_assert_pstr_eq(line_of(t, "Contact:"), "Contact: <sip:alice@192.0.2.5>");
+    ck_assert_pstr_eq(line_of(t, "To:"), "To: <sip:alice@example.com>;tag=tt9");
+}
+END_TEST
+
+/* RFC 3050 §5.6 rule 4: a body to EOF gets a Content-Length inserted. */
+START_TEST(script_200_body_without_length)
+{
+    static const char sdp[] = "v=0\no=- 1 1 IN IP4 192.0.2.5\n";
+    const char *out = apr_pstrcat(pool, "SIP/2.0 200 OK\nContent-Type: application/sdp\n\n",
+                                  sdp, NULL);
+    apr_size_t len = 0;
+    const char *t = script_reply(out, "tt9", &len);
+    const char *body = strstr(t, "\r\n\r\n");
+
+    ck_assert_ptr_nonnull(body);
+    body += 4;
+    ck_assert_uint_eq(len - (apr_size_t)(body - t), strlen(sdp));
+    ck_assert_mem_eq(body, sdp, strlen(sdp));
+    ck_assert_pstr_eq(hval(t, "Content-Length"), apr_itoa(pool, (int)strlen(sdp)));
+}
+END_TEST
+
+START_TEST(script_own_headers_kept)
+{
+    apr_size_t len = 0;
+    const char *t = script_reply("SIP/2.0 302 Moved\r\nFrom: <sip:other@example.net>;tag=zz\r\n"
+                                 "To: <sip:alice@example.com>;tag=mine\r\n"
+                                 "Contact: <sip:alice@elsewhere.example>\r\n\r\n", "tt9", &len);
+
+    ck_assert_pstr_eq(line_of(t, "From:"), "From: <sip:other@example.net>;tag=zz");
+    ck_assert_int_eq(count(t, "From:"), 1);
+    ck_assert_pstr_eq(line_of(t, "To:"), "To: <sip:alice@example.com>;tag=mine");
+    ck_assert_int_eq(count(t, "tt9"), 0);
+    ck_assert_pstr_eq(line_of(t, "Call-ID:"), "Call-ID: inv-1@192.0.2.1");
+    ck_assert_pstr_eq(line_of(t, "Contact:"), "Contact: <sip:alice@elsewhere.example>");
+}
+END_TEST
+
+START_TEST(script_via_always_from_request)
+{
+    apr_size_t len = 0;
+    const char *t = script_reply("SIP/2.0 200 OK\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKfake\n\n",
+                                 "tt9", &len);
+
+    ck_assert_ptr_null(strstr(t, "198.51.100.1"));
+    ck_assert_int_eq(count(t, "Via:"), 2);
+    ck_assert_ptr_nonnull(strstr(t, "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1\r\n"));
+}
+END_TEST
+
+START_TEST(script_100_has_no_tag)
+{
+    apr_size_t len = 0;
+    const char *t = script_reply("SIP/2.0 100 Trying\n\n", "tt9", &len);
+
+    ck_assert_pstr_eq(line_of(t, "To:"), "To: <sip:alice@example.com>");
+}
+END_TEST
+
+START_TEST(script_bad_status)
+{
+    static const char *const bad[] = {"SIP/2.0 99 Low\n\n", "SIP/2.0 700 High\n\n",
+                                      "SIP/2.0 000 Zero\n\n", "SIP/2.0 1000 Huge\n\n"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = NULL;
+        sip_msg_t *m = sip_msg_parse_script_response(pool, bad[i], strlen(bad[i]), &why);
+        ck_assert_msg(m == NULL, "'%s' accepted", bad[i]);
+        ck_assert_ptr_nonnull(why);
+    }
+}
+END_TEST
+
+START_TEST(script_request_refused)
+{
+    const char *why = NULL;
+    const char *out = "INVITE sip:carol@example.com SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\n\n";
+    ck_assert_ptr_null(sip_msg_parse_script_response(pool, out, strlen(out), &why));
+    ck_assert_ptr_nonnull(why);
+    why = NULL;
+    out = "this is not SIP at all\n\n";
+    ck_assert_ptr_null(sip_msg_parse_script_response(pool, out, strlen(out), &why));
+    ck_assert_ptr_nonnull(why);
+}
+END_TEST
+
+START_TEST(make_response)
+{
+    sip_msg_t *req = invite(), *r;
+    const char *t;
+    apr_size_t len = 0;
+
+    r = sip_msg_make_response(pool, req, 480, "Temporarily Unavailable", "mk1");
+    ck_assert_ptr_nonnull(r);
+    sip_msg_add_header(r, "Retry-After", "60");
+    t = sip_msg_serialize(pool, r, &len);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(strncmp(t, "SIP/2.0 480 Temporarily Unavailable\r\n", 37), 0);
+    ck_assert_int_eq(count(t, "Via:"), 2);
+    ck_assert_pstr_eq(line_of(t, "To:"), "To: <sip:alice@example.com>;tag=mk1");
+    ck_assert_pstr_eq(line_of(t, "CSeq:"), "CSeq: 7 INVITE");
+    ck_assert_pstr_eq(line_of(t, "Retry-After:"), "Retry-After: 60");
+    ck_assert_pstr_eq(hval(t, "Content-Length"), "0");
+    r = sip_msg_make_response(pool, req, 100, "Trying", "mk1");
+    t = sip_msg_serialize(pool, r, &len);
+    ck_assert_pstr_eq(line_of(t, "To:"), "To: <sip:alice@example.com>");
+}
+END_TEST
+
+START_TEST(header_long_names)
+{
+    ck_assert_str_eq(sip_header_long_name("f", 1), "From");
+    ck_assert_str_eq(sip_header_long_name("I", 1), "Call-ID");
+    ck_assert_str_eq(sip_header_long_name("v", 1), "Via");
+    ck_assert_str_eq(sip_header_long_name("l", 1), "Content-Length");
+    ck_assert_str_eq(sip_header_long_name("m", 1), "Contact");
+    ck_assert_ptr_null(sip_header_long_name("g", 1));
+    ck_assert_ptr_null(sip_header_long_name("ff", 2));
+    ck_assert_ptr_null(sip_header_long_name("1", 1));
+}
+END_TEST
+
+static Suite *response_suite(void)
+{
+    Suite *s = suite_create("script_response");
+    TCase *tc = tcase_create("script_response");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, script_486_lf_only);
+    tcase_add_test(tc, script_200_with_body);
+    tcase_add_test(tc, script_200_body_without_length);
+    tcase_add_test(tc, script_own_headers_kept);
+    tcase_add_test(tc, script_via_always_from_request);
+    tcase_add_test(tc, script_100_has_no_tag);
+    tcase_add_test(tc, script_bad_status);
+    tcase_add_test(tc, script_request_refused);
+    tcase_add_test(tc, make_response);
+    tcase_add_test(tc, header_long_names);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* 7. timer heap and loop                                              */
+
+#define NTIMERS 200
+
+static sip_loop_t *loop;
+static sip_timer_t timers[NTIMERS], stopper;
+static int fired[NTIMERS], cancelled[NTIMERS], fire_order[NTIMERS + 1], nfired;
+static apr_time_t last_when;
+static int out_of_order, early;
+static volatile sig_atomic_t stop_flag;
+
+static void loop_setup(void)
+{
+    pool_setup();
+    ck_assert_int_eq(sip_loop_create(&loop, pool), APR_SUCCESS);
+    memset(timers, 0, sizeof(timers));
+    memset(&stopper, 0, sizeof(stopper));
+    memset(fired, 0, sizeof(fired));
+    memset(cancelled, 0, sizeof(cancelled));
+    nfired = 0;
+    last_when = 0;
+    out_of_order = early = 0;
+    stop_flag = 0;
+}
+
+static void loop_teardown(void)
+{
+    free(loop->heap);
+    pool_teardown();
+}
+
+/* White box: the heap is a min-heap and every timer knows its slot. */
+static void check_heap(void)
+{
+    apr_size_t i;
+
+    for (i = 0; i < loop->nheap; i++) {
+        ck_assert_uint_eq(loop->heap[i]->slot, i + 1);
+        if (i)
+            ck_assert_int_le(loop->heap[(i - 1) / 2]->when, loop->heap[i]->when);
+    }
+}
+
+static void timer_fired(void *baton)
+{
+    int i = (int)(intptr_t)baton;
+    sip_timer_t *t = i < 0 ? &stopper : &timers[i];
+
+    if (t->when < last_when)
+        out_of_order++;
+    if (apr_time_now() < t->when)
+        early++;
+    last_when = t->when;
+    ck_assert_int_eq(sip_timer_armed(t), 0);
+    if (i >= 0)
+        fired[i]++;
+    fire_order[nfired++] = i;
+}
+
+static void stop_fired(void *baton)
+{
+    timer_fired(baton);
+    stop_flag = 1;
+}
+
+START_TEST(timers_random)
+{
+    int i, live = 0;
+    apr_interval_time_t max_delay = 0;
+
+    srand(1234 + (unsigned)_i);
+    for (i = 0; i < NTIMERS; i++) {
+        apr_interval_time_t d = rand() % 50000;   /* up to 50 ms */
+        if (d > max_delay)
+            max_delay = d;
+        sip_timer_set(loop, &timers[i], d, timer_fired, (void *)(intptr_t)i);
+        ck_assert_int_eq(sip_timer_armed(&timers[i]), 1);
+    }
+    ck_assert_uint_eq(loop->nheap, NTIMERS);
+    check_heap();
+    for (i = 0; i < NTIMERS; i++) {
+        if (rand() % 2) {
+            sip_timer_cancel(loop, &timers[i]);
+            cancelled[i] = 1;
+            ck_assert_int_eq(sip_timer_armed(&timers[i]), 0);
+            check_heap();
+        }
+        else
+            live++;
+    }
+    /* cancelling again is harmless */
+    for (i = 0; i < NTIMERS; i++)
+        if (cancelled[i])
+            sip_timer_cancel(loop, &timers[i]);
+    ck_assert_uint_eq(loop->nheap, (apr_size_t)live);
+    check_heap();
+
+    sip_timer_set(loop, &stopper, max_delay + 20000, stop_fired, (void *)(intptr_t)-1);
+    sip_loop_run(loop, &stop_flag);
+
+    ck_assert_int_eq(out_of_order, 0);
+    ck_assert_int_eq(early, 0);
+    ck_assert_int_eq(nfired, live + 1);
+    ck_assert_int_eq(fire_order[nfired - 1], -1);
+    for (i = 0; i < NTIMERS; i++)
+        ck_assert_msg(fired[i] == (cancelled[i] ? 0 : 1), "timer %d (%s) fired %d times", i,
+                      cancelled[i] ? "cancelled" : "armed", fired[i]);
+    ck_assert_uint_eq(loop->nheap, 0);
+}
+END_TEST
+
+START_TEST(timers_rearm_moves)
+{
+    int i;
+
+    sip_timer_set(loop, &timers[0], apr_time_from_msec(30), timer_fired, (void *)0);
+    sip_timer_set(loop, &timers[1], apr_time_from_msec(20), timer_fired, (void *)1);
+    sip_timer_set(loop, &timers[2], apr_time_from_msec(10), timer_fired, (void *)2);
+    ck_assert_ptr_eq(loop->heap[0], &timers[2]);
+    /* re-arming is a move, not a second entry */
+    sip_timer_set(loop, &timers[0], apr_time_from_msec(5), timer_fired, (void *)0);
+    ck_assert_uint_eq(loop->nheap, 3);
+    ck_assert_ptr_eq(loop->heap[0], &timers[0]);
+    sip_timer_set(loop, &timers[2], apr_time_from_msec(40), timer_fired, (void *)2);
+    ck_assert_uint_eq(loop->nheap, 3);
+    check_heap();
+    for (i = 0; i < 50; i++)
+        sip_timer_set(loop, &timers[3], apr_time_from_msec(15), timer_fired, (void *)3);
+    ck_assert_uint_eq(loop->nheap, 4);
+    check_heap();
+    sip_timer_set(loop, &stopper, apr_time_from_msec(60), stop_fired, (void *)(intptr_t)-1);
+    sip_loop_run(loop, &stop_flag);
+
+    ck_assert_int_eq(nfired, 5);
+    ck_assert_int_eq(fire_order[0], 0);
+    ck_assert_int_eq(fire_order[1], 3);
+    ck_assert_int_eq(fire_order[2], 1);
+    ck_assert_int_eq(fire_order[3], 2);
+    ck_assert_int_eq(fire_order[4], -1);
+    ck_assert_int_eq(fired[0] + fired[1] + fired[2] + fired[3], 4);
+    ck_assert_int_eq(out_of_order, 0);
+    ck_assert_int_eq(early, 0);
+}
+END_TEST
+
+/* Cancelling from inside a callback (a timer due in the same batch). */
+static void cancel_next(void *baton)
+{
+    timer_fired(baton);
+    sip_timer_cancel(loop, &timers[1]);
+}
+
+START_TEST(timers_cancel_from_callback)
+{
+    sip_timer_set(loop, &timers[0], 0, cancel_next, (void *)0);
+    sip_timer_set(loop, &timers[1], 1, timer_fired, (void *)1);
+    sip_timer_set(loop, &timers[2], 2, timer_fired, (void *)2);
+    sip_timer_set(loop, &stopper, apr_time_from_msec(5), stop_fired, (void *)(intptr_t)-1);
+    apr_sleep(apr_time_from_msec(1));
+    sip_loop_run(loop, &stop_flag);
+    ck_assert_int_eq(fired[0], 1);
+    ck_assert_int_eq(fired[1], 0);
+    ck_assert_int_eq(fired[2], 1);
+    ck_assert_int_eq(nfired, 3);
+}
+END_TEST
+
+static Suite *timer_suite(void)
+{
+    Suite *s = suite_create("timers");
+    TCase *tc = tcase_create("heap");
+
+    tcase_add_checked_fixture(tc, loop_setup, loop_teardown);
+    tcase_add_loop_test(tc, timers_random, 0, 5);
+    tcase_add_test(tc, timers_rearm_moves);
+    tcase_add_test(tc, timers_cancel_from_callback);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+
+int main(void)
+{
+    SRunner *sr;
+    int failed, run;
+
+    apr_initialize();
+    atexit(apr_terminate);
+    sip_message_init();
+
+    sr = srunner_create(frame_suite());
+    srunner_add_suite(sr, split_suite());
+    srunner_add_suite(sr, name_suite());
+    srunner_add_suite(sr, locate_suite());
+    srunner_add_suite(sr, parse_suite());
+    srunner_add_suite(sr, response_suite());
+    srunner_add_suite(sr, timer_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    run = srunner_ntests_run(sr);
+    srunner_free(sr);
+    if (run == 0) {
+        fprintf(stderr, "no tests ran\n");
+        return EXIT_FAILURE;
+    }
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
