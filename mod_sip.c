@@ -47,6 +47,9 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->max_output = -1;
     c->max_body = -1;
     c->tcp_idle = -1;
+    c->record_route = -1;
+    c->proxy_outside = -1;
+    c->timer_c = -1;
     return c;
 }
 
@@ -62,6 +65,9 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->max_output = add->max_output >= 0 ? add->max_output : base->max_output;
     c->max_body = add->max_body >= 0 ? add->max_body : base->max_body;
     c->tcp_idle = add->tcp_idle >= 0 ? add->tcp_idle : base->tcp_idle;
+    c->record_route = add->record_route >= 0 ? add->record_route : base->record_route;
+    c->proxy_outside = add->proxy_outside >= 0 ? add->proxy_outside : base->proxy_outside;
+    c->timer_c = add->timer_c >= 0 ? add->timer_c : base->timer_c;
     return c;
 }
 
@@ -79,6 +85,12 @@ static void apply_defaults(sip_server_conf *c)
         c->max_body = SIP_DEFAULT_MAX_BODY;
     if (c->tcp_idle < 0)
         c->tcp_idle = SIP_DEFAULT_TCP_IDLE;
+    if (c->record_route < 0)
+        c->record_route = 1;
+    if (c->proxy_outside < 0)
+        c->proxy_outside = 0;
+    if (c->timer_c < 0)
+        c->timer_c = SIP_DEFAULT_TIMER_C;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -156,6 +168,26 @@ static const char *set_max_body(cmd_parms *cmd, void *d, const char *arg)
     return set_bytes(cmd, &sip_get_conf(cmd->server)->max_body, arg);
 }
 
+static const char *set_record_route(cmd_parms *cmd, void *d, int on)
+{
+    (void)d;
+    sip_get_conf(cmd->server)->record_route = on;
+    return NULL;
+}
+
+static const char *set_proxy_outside(cmd_parms *cmd, void *d, int on)
+{
+    (void)d;
+    sip_get_conf(cmd->server)->proxy_outside = on;
+    return NULL;
+}
+
+static const char *set_timer_c(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_seconds(cmd, &sip_get_conf(cmd->server)->timer_c, arg);
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -171,6 +203,12 @@ static const command_rec sip_cmds[] = {
                   "Largest SIP message body accepted (default 65536)"),
     AP_INIT_TAKE1("SipTcpIdleTimeout", set_tcp_idle, NULL, RSRC_CONF,
                   "Seconds an idle SIP TCP connection stays open (default 600)"),
+    AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
+                 "Whether proxied requests get a Record-Route (default On)"),
+    AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
+                 "Whether requests for other domains are proxied (default Off)"),
+    AP_INIT_TAKE1("SipProxyTimerC", set_timer_c, NULL, RSRC_CONF,
+                  "Seconds an INVITE branch may ring before it is cancelled (default 180)"),
     {NULL}
 };
 

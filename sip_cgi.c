@@ -346,7 +346,7 @@ static void run_timeout(void *baton)
     run_finish(run, "script timed out");
 }
 
-static void run_cancelled(void *tu)
+static int run_cancelled(void *tu)
 {
     sip_cgi_run_t *run = tu;
 
@@ -355,6 +355,7 @@ static void run_cancelled(void *tu)
     sip_txn_detach(run->txn);
     run->txn = NULL;
     run_finish(run, NULL);
+    return 0;
 }
 
 /* One complete message from the script's output. */

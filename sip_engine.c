@@ -4,6 +4,7 @@
 #include "sip_event.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_proxy.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 
@@ -89,13 +90,11 @@ static void handle_cancel(sip_txn_t *txn)
         return;
     }
     sip_txn_reply(txn, 200, "OK", NULL);
-    if (!sip_txn_final_sent(inv)) {
-        sip_txn_cancel(inv);
+    if (!sip_txn_final_sent(inv) && !sip_txn_cancel(inv))
         sip_txn_reply(inv, 487, "Request Terminated", NULL);
-    }
 }
 
-static void handle_request(sip_txn_t *txn, server_rec *s)
+static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
     sip_server_conf *conf = sip_get_conf(s);
@@ -104,6 +103,22 @@ static void handle_request(sip_txn_t *txn, server_rec *s)
 
     if (strcmp(sip_msg_method(req), "CANCEL") == 0) {
         handle_cancel(txn);
+        return;
+    }
+    /* §16.4/§16.5: requests on a route through us, or for domains we are
+     * not responsible for, are proxied to their Request-URI. */
+    if (routed || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
+        sip_proxy_t *px;
+        if (!routed && !conf->proxy_outside) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                         "sip: 404 for %s %s: not a domain of this server (SipProxyOutside Off)",
+                         sip_msg_method(req), sip_msg_request_uri(req));
+            sip_txn_reply(txn, 404, "Domain Not Served Here", NULL);
+            return;
+        }
+        px = sip_proxy_new(txn, s);
+        sip_proxy_add_target(px, sip_msg_request_uri(req), 1.0);
+        sip_proxy_start(px);
         return;
     }
     r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script,
@@ -160,6 +175,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     sip_sockaddr_t dest;
     sip_txn_t *txn = NULL;
     apr_status_t rv;
+    int routed;
 
     /* RFC 5626 keep-alives and stray CRLFs over UDP carry no message. */
     if (src->kind == SIP_TP_UDP && strspn(buf, "\r\n") == len)
@@ -178,19 +194,24 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;
     }
     if (!sip_msg_is_request(msg)) {
-        /* Proxying (issue 3) will forward these statelessly by Via. */
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: response %d with no transaction dropped",
-                     sip_msg_status(msg));
+        if (!sip_ctxn_receive(msg, p))
+            sip_proxy_forward_response(msg, s, p);
         apr_pool_destroy(p);
         return;
     }
     sip_msg_stamp_via(msg, src, &dest);
+    routed = sip_proxy_route_preprocess(msg, s);
     switch (sip_txn_receive(msg, src, &dest, p, &txn)) {
     case SIP_TXN_NEW:
-        handle_request(txn, s);
+        handle_request(txn, s, routed);
         return;     /* the transaction owns p now */
     case SIP_TXN_STRAY_ACK:
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: ACK matching no transaction absorbed");
+        /* An ACK for a 2xx on its way to the UAS goes end to end. */
+        if (routed || (sip_get_conf(s)->proxy_outside
+                       && !sip_proxy_uri_is_local(sip_msg_request_uri(msg), s, p)))
+            sip_proxy_forward_stateless(msg, s, p);
+        else
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: ACK matching no transaction absorbed");
         break;
     default:
         break;
@@ -258,6 +279,7 @@ static void engine_main(void)
     sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
     sip_txn_init(loop, engine_pool);
     sip_cgi_init(loop, engine_pool);
+    sip_proxy_init(engine_pool);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
         apr_status_t rv = sip_udp_serve(e->sock, e->vhost);

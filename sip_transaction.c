@@ -31,7 +31,7 @@ struct sip_txn {
     int last_status;
     apr_interval_time_t retx;
     sip_timer_t t_retx, t_end, t_trying;
-    void (*tu_cancel)(void *tu);
+    int (*tu_cancel)(void *tu);
     void *tu;
     int proxied;
 };
@@ -308,7 +308,7 @@ apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
     return rv;
 }
 
-void sip_txn_attach(sip_txn_t *t, void (*cancel)(void *tu), void *tu)
+void sip_txn_attach(sip_txn_t *t, int (*cancel)(void *tu), void *tu)
 {
     t->tu_cancel = cancel;
     t->tu = tu;
@@ -321,10 +321,11 @@ void sip_txn_detach(sip_txn_t *t)
     txn_destroy_if_done(t);
 }
 
-void sip_txn_cancel(sip_txn_t *t)
+int sip_txn_cancel(sip_txn_t *t)
 {
     if (t->tu && t->tu_cancel)
-        t->tu_cancel(t->tu);
+        return t->tu_cancel(t->tu);
+    return 0;
 }
 
 apr_pool_t *sip_txn_pool(sip_txn_t *t)
@@ -612,4 +613,9 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
         sip_timer_set(txn_loop, &c->t_end, reliable ? 0 : SIP_T4, ctxn_end, c);   /* K */
     ctxn_deliver(c, resp, 1);
     return 1;
+}
+
+sip_loop_t *sip_txn_loop(void)
+{
+    return txn_loop;
 }

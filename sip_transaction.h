@@ -40,12 +40,13 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
 apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs);
 
-/* The transaction user (the script runner) attaches while it works on the
- * transaction; 'cancel' is called when a CANCEL ends the transaction. */
-void sip_txn_attach(sip_txn_t *t, void (*cancel)(void *tu), void *tu);
+/* The transaction user (script runner or proxy) attaches while it works
+ * on the transaction; 'cancel' is called when a CANCEL arrives and
+ * returns 1 when the user will send the final response itself (a proxy
+ * relays the 487s of its branches), 0 when the caller must send 487. */
+void sip_txn_attach(sip_txn_t *t, int (*cancel)(void *tu), void *tu);
 void sip_txn_detach(sip_txn_t *t);
-/* Tell the attached user that the transaction was cancelled. */
-void sip_txn_cancel(sip_txn_t *t);
+int sip_txn_cancel(sip_txn_t *t);
 
 apr_pool_t *sip_txn_pool(sip_txn_t *t);
 const sip_msg_t *sip_txn_request(sip_txn_t *t);
@@ -54,6 +55,7 @@ const char *sip_txn_to_tag(sip_txn_t *t);
 int sip_txn_final_sent(sip_txn_t *t);
 
 apr_size_t sip_txn_count(void);
+sip_loop_t *sip_txn_loop(void);
 
 #endif
 

@@ -46,8 +46,11 @@ for my $tr (qw(udp tcp)) {
     $m = run1($tr, uri => 'sip:alice@127.0.0.1');
     is($m && $m->header('x-script'), 'alice', "$tr: sip:alice\@127.0.0.1 (no port) runs alice\@127.0.0.1");
 
-    $m = run1($tr, uri => 'sip:alice@127.0.0.1:5070;user=ip');
-    is($m && $m->header('x-script'), 'alice', "$tr: port and URI parameters ignored (5070;user=ip)");
+    $m = run1($tr, uri => "sip:alice\@127.0.0.1:$port;user=ip");
+    is($m && $m->header('x-script'), 'alice', "$tr: port and URI parameters ignored (;user=ip)");
+    # another port is another server: not ours to answer (SipProxyOutside Off)
+    $m = run1($tr, uri => 'sip:alice@127.0.0.1:5070');
+    is($m && $m->code, 404, "$tr: Request-URI for another address:port -> 404 (not proxied)");
 
     $m = run1($tr, uri => "sip:%61lice\@127.0.0.1:$port;transport=$tr");
     is($m && $m->header('x-script'), 'alice', "$tr: user part is %-unescaped (%61lice)");

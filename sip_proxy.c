@@ -1,0 +1,589 @@
+#include "sip_proxy.h"
+#include "sip_conf.h"
+#include "sip_log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "apr_strings.h"
+#include "apr_md5.h"
+#include "apr_lib.h"
+
+typedef struct branch {
+    sip_proxy_t *px;
+    const char *uri;
+    double q;
+    sip_ctxn_t *ctxn;       /* NULL once the client transaction is gone */
+    int started;
+    int done;               /* a final response (or failure) arrived */
+    int provisional;
+    sip_timer_t timer_c;
+} branch_t;
+
+struct sip_proxy {
+    apr_pool_t *pool;
+    sip_txn_t *st;
+    server_rec *s;
+    sip_server_conf *conf;
+    apr_array_header_t *branches;   /* branch_t * */
+    int sequential;
+    int invite;
+    int final_sent;
+    int cancelled;
+    int six_xx;
+    sip_msg_t *best;                /* Via already removed */
+    int best_status;
+    apr_array_header_t *challenges; /* stored 401/407s */
+    const char *loop_hash;
+    unsigned counter;
+};
+
+static sip_loop_t *px_loop_unused;
+static apr_pool_t *px_root;
+
+void sip_proxy_init(apr_pool_t *p)
+{
+    (void)px_loop_unused;
+    px_root = p;
+}
+
+/* ---- addresses ---- */
+
+/* Resolve a next hop.  Literal addresses need no lookup; names go to the
+ * resolver (a blocking call: DNS is on the list for an asynchronous rework). */
+static int resolve(apr_pool_t *p, const char *host, int port, sip_sockaddr_t *out)
+{
+    apr_sockaddr_t *sa = NULL;
+    char *h = apr_pstrdup(p, host);
+
+    if (port <= 0)
+        port = 5060;
+    if (h[0] == '[') {
+        h++;
+        h[strcspn(h, "]")] = '\0';
+    }
+    if (sip_sockaddr_set(out, h, port) == APR_SUCCESS)
+        return 1;
+    if (apr_sockaddr_info_get(&sa, h, APR_UNSPEC, (apr_port_t)port, 0, p) != APR_SUCCESS || !sa)
+        return 0;
+    memcpy(&out->ss, &sa->sa, sa->salen);
+    out->len = sa->salen;
+    return 1;
+}
+
+/* Ours: one of our addresses, or ServerName/ServerAlias, on the port this
+ * vhost listens on.  A URI without a port means the vhost's port. */
+static int host_is_ours(const char *host, int port, server_rec *s)
+{
+    sip_sockaddr_t local;
+    int i;
+
+    if (!sip_transport_local_addr(s, &local))
+        return 1;
+    if (!port)
+        port = sip_sockaddr_port(&local);
+    if (sip_sockaddr_set(&(sip_sockaddr_t){0}, host, 1) == APR_SUCCESS)
+        return sip_transport_is_local(host, port);
+    if (port != sip_sockaddr_port(&local))
+        return 0;
+    if (s->server_hostname && strcasecmp(host, s->server_hostname) == 0)
+        return 1;
+    if (s->names)
+        for (i = 0; i < s->names->nelts; i++)
+            if (strcasecmp(host, APR_ARRAY_IDX(s->names, i, const char *)) == 0)
+                return 1;
+    if (s->wild_names)
+        for (i = 0; i < s->wild_names->nelts; i++)
+            if (!ap_strcasecmp_match(host, APR_ARRAY_IDX(s->wild_names, i, const char *)))
+                return 1;
+    return 0;
+}
+
+int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p)
+{
+    sip_uri_info_t u;
+
+    if (!uri || !sip_uri_info(p, uri, &u))
+        return 1;   /* nothing to route on: handle it here */
+    return host_is_ours(u.maddr ? u.maddr : u.host, u.port, s);
+}
+
+/* ---- §16.4 route information preprocessing ---- */
+
+int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
+{
+    apr_pool_t *p;
+    const char *top;
+    int routed = 0, n = sip_msg_route_count(req);
+
+    apr_pool_create(&p, px_root);
+    /* A strict router before us put our Record-Route URI in the
+     * Request-URI: restore the real target from the last Route. */
+    if (n > 0 && sip_proxy_uri_is_local(sip_msg_request_uri(req), s, p)) {
+        sip_uri_info_t u;
+        if (sip_uri_info(p, sip_msg_request_uri(req), &u) && u.lr) {
+            const char *last = sip_msg_route_uri(p, req, n - 1);
+            if (last && sip_msg_set_request_uri(req, last) == APR_SUCCESS) {
+                sip_msg_remove_route(req, n - 1);
+                routed = 1;
+            }
+        }
+    }
+    top = sip_msg_route_count(req) ? sip_msg_route_uri(p, req, 0) : NULL;
+    if (top && sip_proxy_uri_is_local(top, s, p)) {
+        sip_msg_remove_route(req, 0);
+        routed = 1;
+    }
+    apr_pool_destroy(p);
+    return routed;
+}
+
+/* ---- forwarding a request (§16.6) ---- */
+
+/* The loop-detection part of our branch (§16.3 step 4, §16.6 step 8):
+ * equal for the same request coming back, different in a spiral. */
+static const char *loop_hash(apr_pool_t *p, const sip_msg_t *req)
+{
+    unsigned char d[APR_MD5_DIGESTSIZE];
+    const char *ft = sip_msg_from_tag(req), *tt = sip_msg_to_tag(req);
+    const char *in = apr_pstrcat(p, sip_msg_request_uri(req), "|", ft ? ft : "", "|",
+                                 tt ? tt : "", "|", sip_msg_call_id(req), "|",
+                                 sip_msg_cseq_number(req), NULL);
+    char *hex = apr_palloc(p, 17);
+    int i;
+
+    apr_md5(d, in, strlen(in));
+    for (i = 0; i < 8; i++)
+        apr_snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return hex;
+}
+
+static int looped(apr_pool_t *p, const sip_msg_t *req, const char *hash)
+{
+    const char *prefix = apr_pstrcat(p, "z9hG4bKmS", hash, ".", NULL);
+    int i, n = sip_msg_via_count(req);
+
+    for (i = 0; i < n; i++) {
+        const char *host, *received, *branch;
+        int port, rport, tcp;
+        if (sip_msg_via_info(p, req, i, &host, &port, &received, &rport, &tcp, &branch)
+            && branch && strncmp(branch, prefix, strlen(prefix)) == 0
+            && sip_transport_is_local(host, port ? port : 5060))
+            return 1;
+    }
+    return 0;
+}
+
+static const char *local_hostport(apr_pool_t *p, server_rec *s)
+{
+    sip_sockaddr_t a;
+    const char *ip;
+
+    if (!sip_transport_local_addr(s, &a))
+        return s->server_hostname;
+    ip = sip_sockaddr_ip(p, &a);
+    if (strchr(ip, ':'))
+        ip = apr_pstrcat(p, "[", ip, "]", NULL);
+    return apr_psprintf(p, "%s:%d", ip, sip_sockaddr_port(&a));
+}
+
+/* Turn 'req' into the request for 'target' and find where it goes. */
+static sip_msg_t *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const char *target,
+                                  server_rec *s, int record_route, const char *branch,
+                                  sip_tp_kind_t *kind, sip_sockaddr_t *dest)
+{
+    sip_msg_t *m = sip_msg_clone(p, orig);
+    sip_uri_info_t hop;
+    const char *next, *me = local_hostport(p, s);
+    int mf;
+
+    if (!m)
+        return NULL;
+    if (target && sip_msg_set_request_uri(m, target) != APR_SUCCESS)
+        return NULL;
+    mf = sip_msg_max_forwards(m);
+    sip_msg_set_max_forwards(m, mf < 0 ? 70 : mf - 1);
+    if (record_route && strcmp(sip_msg_method(m), "REGISTER") != 0)
+        sip_msg_push_record_route(m, apr_pstrcat(p, "<sip:", me, ";lr>", NULL));
+    /* §16.6 step 6: a strict next hop gets the Request-URI appended. */
+    next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : NULL;
+    if (next && sip_uri_info(p, next, &hop) && !hop.lr) {
+        sip_msg_append_route(m, apr_pstrcat(p, "<", sip_msg_request_uri(m), ">", NULL));
+        sip_msg_set_request_uri(m, next);
+        sip_msg_remove_route(m, 0);
+    }
+    else if (!next)
+        next = sip_msg_request_uri(m);
+    if (!sip_uri_info(p, next, &hop) || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
+        return NULL;
+    *kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
+    if (sip_msg_push_via(m, apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport",
+                                         *kind == SIP_TP_TCP ? "TCP" : "UDP", me, branch))
+        != APR_SUCCESS)
+        return NULL;
+    return m;
+}
+
+void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
+{
+    sip_tp_kind_t kind;
+    sip_sockaddr_t dest;
+    const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), ".sl", NULL);
+    sip_msg_t *m;
+    const char *buf;
+    apr_size_t len = 0;
+
+    if (sip_msg_max_forwards(req) == 0)
+        return;
+    m = prepare_request(p, req, NULL, s, 0, branch, &kind, &dest);
+    if (!m || !(buf = sip_msg_serialize(p, m, &len))) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s %s",
+                     sip_msg_method(req), sip_msg_request_uri(req));
+        return;
+    }
+    sip_transport_send_to(kind, s, &dest, buf, len, NULL);
+}
+
+/* ---- responses ---- */
+
+static void px_maybe_finish(sip_proxy_t *px);
+static void start_branch(sip_proxy_t *px, branch_t *b);
+
+/* §16.7 step 6: 6xx first, else the lowest class; within 4xx prefer the
+ * responses a client can act on. */
+static int rank(int status)
+{
+    int cls = status / 100, pref = 0;
+
+    if (cls == 6)
+        return 0;
+    if (status == 401 || status == 407 || status == 415 || status == 420 || status == 484)
+        pref = 0;
+    else
+        pref = 1;
+    return cls * 10 + pref;
+}
+
+static void send_upstream(sip_proxy_t *px, sip_msg_t *resp)
+{
+    apr_size_t len = 0;
+    const char *buf = sip_msg_serialize(px->pool, resp, &len);
+
+    if (buf)
+        sip_txn_respond(px->st, sip_msg_status(resp), buf, len);
+}
+
+static void cancel_pending(sip_proxy_t *px)
+{
+    int i;
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->started && !b->done && b->ctxn)
+            sip_ctxn_cancel(b->ctxn);
+    }
+}
+
+static void send_best(sip_proxy_t *px)
+{
+    apr_pool_t *p = px->pool;
+    sip_msg_t *out = px->best;
+    int i;
+
+    px->final_sent = 1;
+    if (!out) {
+        sip_txn_reply(px->st, 408, "Request Timeout", NULL);
+        return;
+    }
+    /* §16.7 step 6: 503 becomes 500 so the client does not retry us. */
+    if (px->best_status == 503)
+        sip_msg_set_status(out, 500, "Server Internal Error");
+    /* §16.7 step 7: collect every challenge into the 401/407 sent up. */
+    if (px->best_status == 401 || px->best_status == 407)
+        for (i = 0; i < px->challenges->nelts; i++) {
+            sip_msg_t *c = APR_ARRAY_IDX(px->challenges, i, sip_msg_t *);
+            if (c != out)
+                sip_msg_copy_challenges(out, c);
+        }
+    (void)p;
+    send_upstream(px, out);
+}
+
+static void timer_c_fired(void *baton)
+{
+    branch_t *b = baton;
+
+    /* §16.8: a provisional means someone is ringing: CANCEL; otherwise
+     * the branch is over (408). */
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, b->px->s, "sip proxy: timer C for %s", b->uri);
+    if (b->ctxn)
+        sip_ctxn_cancel(b->ctxn);
+    if (!b->provisional && !b->done) {
+        b->done = 1;
+        if (!b->px->best || rank(408) < rank(b->px->best_status)) {
+            b->px->best = sip_msg_make_response(b->px->pool, sip_txn_request(b->px->st), 408,
+                                                "Request Timeout", sip_txn_to_tag(b->px->st));
+            b->px->best_status = 408;
+        }
+        if (b->ctxn) {
+            sip_ctxn_abandon(b->ctxn);
+            b->ctxn = NULL;
+        }
+        px_maybe_finish(b->px);
+    }
+}
+
+static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_network)
+{
+    branch_t *b = baton;
+    sip_proxy_t *px = b->px;
+    int status;
+    sip_msg_t *copy;
+
+    if (from_network < 0) {         /* the client transaction is gone */
+        b->ctxn = NULL;
+        if (!b->done) {
+            b->done = 1;
+            sip_timer_cancel(sip_txn_loop(), &b->timer_c);
+        }
+        px_maybe_finish(px);
+        return;
+    }
+    (void)c;
+    status = sip_msg_status(resp);
+    if (status == 100)
+        return;                     /* hop by hop (§16.7 step 3) */
+    if (status < 200) {
+        b->provisional = 1;
+        if (px->invite)             /* §16.7 step 2: restart timer C */
+            sip_timer_set(sip_txn_loop(), &b->timer_c, px->conf->timer_c, timer_c_fired, b);
+        if (px->final_sent || !from_network)
+            return;
+        copy = sip_msg_clone(px->pool, resp);
+        sip_msg_pop_via(copy);
+        send_upstream(px, copy);
+        return;
+    }
+    if (!b->done) {
+        b->done = 1;
+        sip_timer_cancel(sip_txn_loop(), &b->timer_c);
+    }
+    if (status < 300) {
+        /* §16.7 step 5: every 2xx goes up at once, then the rest is cancelled */
+        copy = sip_msg_clone(px->pool, resp);
+        sip_msg_pop_via(copy);
+        px->final_sent = 1;
+        send_upstream(px, copy);
+        cancel_pending(px);
+        return;
+    }
+    if (status >= 600 && !px->six_xx) {
+        px->six_xx = 1;
+        cancel_pending(px);
+    }
+    copy = from_network ? sip_msg_clone(px->pool, resp)
+                        : sip_msg_make_response(px->pool, sip_txn_request(px->st), status,
+                                                sip_msg_reason(resp), sip_txn_to_tag(px->st));
+    if (from_network)
+        sip_msg_pop_via(copy);
+    if (status == 401 || status == 407)
+        *(sip_msg_t **)apr_array_push(px->challenges) = copy;
+    if (!px->best || rank(status) < rank(px->best_status)) {
+        px->best = copy;
+        px->best_status = status;
+    }
+    px_maybe_finish(px);
+}
+
+static void px_destroy_if_idle(sip_proxy_t *px)
+{
+    int i;
+
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->ctxn || sip_timer_armed(&b->timer_c))
+            return;
+    }
+    if (!px->final_sent)
+        return;
+    sip_txn_detach(px->st);
+    px->st = NULL;
+    sip_loop_defer_destroy(sip_txn_loop(), px->pool);
+}
+
+/* Start the next sequential branch, or answer when every branch is done. */
+static void px_maybe_finish(sip_proxy_t *px)
+{
+    int i, pending = 0;
+
+    if (!px->st)
+        return;
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->started && !b->done)
+            pending++;
+    }
+    if (!pending && !px->final_sent && !px->six_xx && !px->cancelled) {
+        for (i = 0; i < px->branches->nelts; i++) {
+            branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+            if (!b->started) {
+                start_branch(px, b);
+                if (!b->done)
+                    return;
+            }
+        }
+    }
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->started && !b->done)
+            return;
+    }
+    if (!px->final_sent)
+        send_best(px);
+    px_destroy_if_idle(px);
+}
+
+static void start_branch(sip_proxy_t *px, branch_t *b)
+{
+    apr_pool_t *p;
+    sip_tp_kind_t kind;
+    sip_sockaddr_t dest;
+    sip_msg_t *m;
+    const char *branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
+
+    b->started = 1;
+    apr_pool_create(&p, px->pool);
+    m = prepare_request(p, sip_txn_request(px->st), b->uri, px->s, px->conf->record_route,
+                        branch, &kind, &dest);
+    if (m)
+        b->ctxn = sip_ctxn_send(m, kind, px->s, &dest, branch_response, b);
+    apr_pool_destroy(p);
+    if (!b->ctxn) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->uri);
+        b->done = 1;
+        if (!px->best || rank(503) < rank(px->best_status)) {
+            px->best = sip_msg_make_response(px->pool, sip_txn_request(px->st), 503,
+                                             "Service Unavailable", sip_txn_to_tag(px->st));
+            px->best_status = 503;
+        }
+        return;
+    }
+    if (px->invite)
+        sip_timer_set(sip_txn_loop(), &b->timer_c, px->conf->timer_c, timer_c_fired, b);
+}
+
+static int px_cancelled(void *tu)
+{
+    sip_proxy_t *px = tu;
+
+    /* §16.10: cancel every branch; their 487s make the final response. */
+    px->cancelled = 1;
+    cancel_pending(px);
+    return 1;
+}
+
+sip_proxy_t *sip_proxy_new(sip_txn_t *t, server_rec *s)
+{
+    apr_pool_t *p;
+    sip_proxy_t *px;
+
+    apr_pool_create(&p, px_root);
+    px = apr_pcalloc(p, sizeof(*px));
+    px->pool = p;
+    px->st = t;
+    px->s = s;
+    px->conf = sip_get_conf(s);
+    px->branches = apr_array_make(p, 4, sizeof(branch_t *));
+    px->challenges = apr_array_make(p, 2, sizeof(sip_msg_t *));
+    px->invite = strcmp(sip_msg_method(sip_txn_request(t)), "INVITE") == 0;
+    sip_txn_set_proxied(t);
+    sip_txn_attach(t, px_cancelled, px);
+    return px;
+}
+
+void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q)
+{
+    branch_t *b = apr_pcalloc(px->pool, sizeof(*b));
+    int i;
+
+    b->px = px;
+    b->uri = apr_pstrdup(px->pool, uri);
+    b->q = q;
+    /* Keep the list in descending q order (stable for equal q). */
+    for (i = px->branches->nelts; i > 0; i--) {
+        if (APR_ARRAY_IDX(px->branches, i - 1, branch_t *)->q >= q)
+            break;
+    }
+    apr_array_push(px->branches);
+    memmove(&APR_ARRAY_IDX(px->branches, i + 1, branch_t *), &APR_ARRAY_IDX(px->branches, i, branch_t *),
+            (size_t)(px->branches->nelts - 1 - i) * sizeof(branch_t *));
+    APR_ARRAY_IDX(px->branches, i, branch_t *) = b;
+}
+
+void sip_proxy_set_sequential(sip_proxy_t *px, int on)
+{
+    px->sequential = on;
+}
+
+static void px_fail(sip_proxy_t *px, int status, const char *reason)
+{
+    px->final_sent = 1;
+    sip_txn_reply(px->st, status, reason, NULL);
+    px_destroy_if_idle(px);
+}
+
+void sip_proxy_start(sip_proxy_t *px)
+{
+    const sip_msg_t *req = sip_txn_request(px->st);
+    int i;
+
+    /* §16.3 step 3 */
+    if (sip_msg_max_forwards(req) == 0) {
+        px_fail(px, 483, "Too Many Hops");
+        return;
+    }
+    /* §16.3 step 4 */
+    px->loop_hash = loop_hash(px->pool, req);
+    if (looped(px->pool, req, px->loop_hash)) {
+        px_fail(px, 482, "Loop Detected");
+        return;
+    }
+    if (!px->branches->nelts) {
+        px_fail(px, 480, "Temporarily Unavailable");
+        return;
+    }
+    if (px->invite)     /* §16.7: we will take a while; stop retransmissions */
+        sip_txn_reply(px->st, 100, "Trying", NULL);
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        start_branch(px, b);
+        if (px->sequential && !b->done)
+            break;
+    }
+    px_maybe_finish(px);
+}
+
+/* ---- stateless response forwarding (§16.11, §18.2.2) ---- */
+
+void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
+{
+    const char *host, *received, *branch, *buf;
+    int port, rport, tcp;
+    sip_sockaddr_t dest;
+    sip_msg_t *copy;
+    apr_size_t len = 0;
+
+    if (!sip_msg_via_info(p, resp, 0, &host, &port, &received, &rport, &tcp, &branch)
+        || !sip_transport_is_local(host, port ? port : 5060)) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: response %d not for us; dropped",
+                     sip_msg_status(resp));
+        return;
+    }
+    copy = sip_msg_clone(p, resp);
+    sip_msg_pop_via(copy);
+    if (!sip_msg_via_info(p, copy, 0, &host, &port, &received, &rport, &tcp, &branch))
+        return;     /* it was for us alone */
+    if (!resolve(p, received ? received : host, rport ? rport : port, &dest))
+        return;
+    if ((buf = sip_msg_serialize(p, copy, &len)))
+        sip_transport_send_to(tcp ? SIP_TP_TCP : SIP_TP_UDP, s, &dest, buf, len, NULL);
+}
