@@ -1,6 +1,7 @@
 #include "sip_cgi.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_proxy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +42,7 @@ struct sip_cgi_run {
     sip_timer_t t_timeout;
     int out_open, err_open;
     int finished;
+    apr_array_header_t *targets;    /* CGI-PROXY-REQUEST URIs */
     sip_cgi_run_t *prev, *next; /* list of running scripts */
 };
 
@@ -308,6 +310,19 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
     close_pipe(&run->io_out, &run->out, &run->out_open);
     close_pipe(&run->io_err, &run->err, &run->err_open);
 
+    if (run->txn && !failure && !sip_txn_final_sent(run->txn) && run->targets->nelts) {
+        /* RFC 3050 §5.6.1.2: several proxy requests fork in parallel. */
+        sip_txn_t *txn = run->txn;
+        sip_proxy_t *px;
+        int i;
+
+        sip_txn_detach(txn);
+        run->txn = NULL;
+        px = sip_proxy_new(txn, run->s);
+        for (i = 0; i < run->targets->nelts; i++)
+            sip_proxy_add_target(px, APR_ARRAY_IDX(run->targets, i, const char *), 1.0);
+        sip_proxy_start(px);
+    }
     if (run->txn) {
         if (!sip_txn_final_sent(run->txn)) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
@@ -366,6 +381,22 @@ static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
     const char *why = NULL, *out;
     apr_size_t olen = 0;
 
+    if (len > 18 && strncasecmp(buf, "CGI-PROXY-REQUEST ", 18) == 0) {
+        const char *line_end = memchr(buf, '\n', len);
+        char *line = apr_pstrmemdup(run->pool, buf + 18, (line_end ? (apr_size_t)(line_end - buf) : len) - 18);
+        char *sp = strchr(line, ' ');
+        sip_uri_info_t u;
+
+        if (sp)
+            *sp = '\0';
+        if (!sp || strncmp(sp + 1, "SIP/2.0", 7) != 0 || !sip_uri_info(run->pool, line, &u)) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
+                         "sip-cgi: %s: malformed CGI-PROXY-REQUEST line", run->script);
+            return -1;
+        }
+        *(const char **)apr_array_push(run->targets) = line;
+        return 0;
+    }
     if (len >= 4 && strncasecmp(buf, "CGI-", 4) == 0) {
         const char *sp = memchr(buf, ' ', len);
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, run->s,
@@ -652,6 +683,7 @@ void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
     run->script = apr_pstrdup(p, slash ? slash + 1 : path);
     run->max_output = conf->max_output;
     run->ocap = 16384;
+    run->targets = apr_array_make(p, 2, sizeof(const char *));
     run->obuf = apr_palloc(p, run->ocap);
     run->body = sip_msg_body(sip_txn_request(txn), &run->body_len);
 

@@ -107,8 +107,11 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
     }
     /* §16.4/§16.5: requests on a route through us, or for domains we are
      * not responsible for, are proxied to their Request-URI. */
-    if (routed || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
+    if (sip_msg_route_count(req) > 0
+        || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
         sip_proxy_t *px;
+        /* On a route through us we forward whatever the target; otherwise
+         * relaying for other domains needs SipProxyOutside. */
         if (!routed && !conf->proxy_outside) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                          "sip: 404 for %s %s: not a domain of this server (SipProxyOutside Off)",
@@ -207,8 +210,9 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;     /* the transaction owns p now */
     case SIP_TXN_STRAY_ACK:
         /* An ACK for a 2xx on its way to the UAS goes end to end. */
-        if (routed || (sip_get_conf(s)->proxy_outside
-                       && !sip_proxy_uri_is_local(sip_msg_request_uri(msg), s, p)))
+        if (sip_msg_route_count(msg) > 0
+            || ((routed || sip_get_conf(s)->proxy_outside)
+                && !sip_proxy_uri_is_local(sip_msg_request_uri(msg), s, p)))
             sip_proxy_forward_stateless(msg, s, p);
         else
             ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: ACK matching no transaction absorbed");
