@@ -23,10 +23,48 @@
 #include "util_script.h"
 
 typedef struct sip_cgi_run sip_cgi_run_t;
+typedef struct sip_cgi_ctx sip_cgi_ctx_t;
+
+/* What made the script run (RFC 3050 §3.3). */
+typedef enum { TRIG_REQUEST, TRIG_RESPONSE, TRIG_CANCEL, TRIG_ACK } trig_kind_t;
+
+typedef struct trigger {
+    struct trigger *next;
+    trig_kind_t kind;
+    sip_msg_t *msg;
+    const char *token;              /* RESPONSE_TOKEN */
+    sip_proxy_branch_t *branch;     /* the branch a response came from */
+    int local;                      /* a response the server made up (§5.8) */
+    const char *remote;             /* REMOTE_ADDR */
+} trigger_t;
+
+/* Everything SIP-CGI keeps for one server transaction; it lives exactly
+ * as long as the transaction and the work it started (§3.2). */
+struct sip_cgi_ctx {
+    apr_pool_t *pool;
+    sip_txn_t *txn;
+    int txn_over;
+    server_rec *s;
+    const char *path;
+    const char *script;
+    const char *cookie;             /* CGI-SET-COOKIE */
+    int again;                      /* CGI-AGAIN yes from the last run */
+    trigger_t *qhead, *qtail;       /* triggers waiting for the running script */
+    sip_cgi_run_t *run;             /* at most one per transaction (§5.3) */
+    int runs;                       /* including ACK runs, which never wait */
+    sip_proxy_t *px;
+    int px_idle;
+    apr_hash_t *responses;          /* RESPONSE_TOKEN -> trigger_t */
+    unsigned ntokens;
+    int uas_2xx;                    /* the script answered the INVITE with 2xx */
+    int cancelled;                  /* a CANCEL ended the request */
+    int freed;
+};
 
 struct sip_cgi_run {
     apr_pool_t *pool;
-    sip_txn_t *txn;             /* NULL once detached */
+    sip_cgi_ctx_t *ctx;
+    trigger_t *trig;
     server_rec *s;
     const char *script;         /* file name, for log lines */
     apr_proc_t proc;
@@ -42,7 +80,12 @@ struct sip_cgi_run {
     sip_timer_t t_timeout;
     int out_open, err_open;
     int finished;
-    apr_array_header_t *targets;    /* CGI-PROXY-REQUEST URIs */
+    int acted;                  /* a response, proxy or forward action (§5.6.1.6) */
+    int again;                  /* this run said CGI-AGAIN yes */
+    int exited;                 /* reaped, exit_status valid */
+    int exit_status;
+    sip_timer_t t_exit;         /* waiting for the exit after EOF */
+    int exit_polls;
     sip_cgi_run_t *prev, *next; /* list of running scripts */
 };
 
@@ -54,6 +97,10 @@ static apr_size_t nrunning;
 /* Processes killed or exited but not yet reaped. */
 static apr_array_header_t *reap_pids;
 static sip_timer_t reap_timer;
+
+static void ctx_pump(sip_cgi_ctx_t *ctx);
+static void ctx_maybe_free(sip_cgi_ctx_t *ctx);
+static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig);
 
 void sip_cgi_init(sip_loop_t *loop, apr_pool_t *p)
 {
@@ -292,11 +339,100 @@ static void close_pipe(sip_io_t *io, apr_file_t **f, int *open_flag)
         *open_flag = 0;
 }
 
-/* End the run: answer 500 when no final response was sent, kill what is
- * left of the script's process group and reap it. */
+static int txn_live(const sip_cgi_ctx_t *ctx)
+{
+    return ctx->txn && !ctx->txn_over;
+}
+
+/* ---- proxy callbacks (responses to what the script proxied) ---- */
+
+static int ctx_on_response(void *baton, sip_proxy_branch_t *b, sip_msg_t *resp, int local)
+{
+    sip_cgi_ctx_t *ctx = baton;
+    trigger_t *t;
+
+    /* §5.6.1.5: only an armed script sees the next message; while a run is
+     * going (it may arm again) messages wait their turn (§5.3). */
+    if (!txn_live(ctx) || (!ctx->again && !ctx->run && !ctx->qhead))
+        return 0;
+    t = apr_pcalloc(ctx->pool, sizeof(*t));
+    t->kind = TRIG_RESPONSE;
+    t->msg = sip_msg_dup(ctx->pool, resp);
+    if (!t->msg)
+        return 0;
+    t->branch = b;
+    t->local = local;
+    t->remote = local ? "127.0.0.1" : sip_proxy_branch_peer(ctx->pool, b);
+    t->token = apr_psprintf(ctx->pool, "r%u%s", ++ctx->ntokens, sip_txn_to_tag(ctx->txn));
+    apr_hash_set(ctx->responses, t->token, APR_HASH_KEY_STRING, t);
+    if (ctx->qtail)
+        ctx->qtail->next = t;
+    else
+        ctx->qhead = t;
+    ctx->qtail = t;
+    ctx_pump(ctx);
+    return 1;
+}
+
+static void ctx_on_idle(void *baton)
+{
+    sip_cgi_ctx_t *ctx = baton;
+    ctx->px_idle = 1;
+    ctx_maybe_free(ctx);
+}
+
+static const sip_proxy_owner_t px_owner = {ctx_on_response, ctx_on_idle};
+
+static sip_proxy_t *ctx_proxy(sip_cgi_ctx_t *ctx)
+{
+    if (!ctx->px && txn_live(ctx))
+        ctx->px = sip_proxy_new_owned(ctx->txn, ctx->s, &px_owner, ctx);
+    ctx->px_idle = 0;
+    return ctx->px;
+}
+
+/* ---- the default action (§5.6.1.6) ---- */
+
+static void default_action(sip_cgi_ctx_t *ctx, trigger_t *t)
+{
+    const sip_msg_t *req;
+
+    if (!txn_live(ctx))
+        return;
+    switch (t->kind) {
+    case TRIG_RESPONSE:
+        if (ctx->px)
+            sip_proxy_default_response(ctx->px, t->branch, t->msg, t->local);
+        break;
+    case TRIG_REQUEST:
+        req = sip_txn_request(ctx->txn);
+        if (sip_msg_route_count(req) > 0
+            || !sip_proxy_uri_is_local(sip_msg_request_uri(req), ctx->s, ctx->pool)) {
+            if (sip_get_conf(ctx->s)->proxy_outside || sip_msg_route_count(req) > 0) {
+                sip_proxy_t *px = ctx_proxy(ctx);
+                if (px)
+                    sip_proxy_fork(px, sip_msg_request_uri(req), NULL);
+                break;
+            }
+        }
+        /* The registrar (when configured) will look the user up here. */
+        {
+            sip_txn_t *txn = ctx->txn;
+            sip_proxy_default_request(txn, ctx->s, 0);
+        }
+        break;
+    default:
+        break;  /* CANCEL and ACK runs are advisory (§5.10, §5.11) */
+    }
+}
+
+/* ---- end of a run ---- */
+
 static void run_finish(sip_cgi_run_t *run, const char *failure)
 {
-    int status;
+    sip_cgi_ctx_t *ctx = run->ctx;
+    trigger_t *trig = run->trig;
+    int status = 0, abnormal = 0;
     pid_t r;
 
     if (run->finished)
@@ -310,36 +446,17 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
     close_pipe(&run->io_out, &run->out, &run->out_open);
     close_pipe(&run->io_err, &run->err, &run->err_open);
 
-    if (run->txn && !failure && !sip_txn_final_sent(run->txn) && run->targets->nelts) {
-        /* RFC 3050 §5.6.1.2: several proxy requests fork in parallel. */
-        sip_txn_t *txn = run->txn;
-        sip_proxy_t *px;
-        int i;
-
-        sip_txn_detach(txn);
-        run->txn = NULL;
-        px = sip_proxy_new(txn, run->s);
-        for (i = 0; i < run->targets->nelts; i++)
-            sip_proxy_add_target(px, APR_ARRAY_IDX(run->targets, i, const char *), 1.0);
-        sip_proxy_start(px);
+    sip_timer_cancel(cgi_loop, &run->t_exit);
+    if (run->exited) {
+        r = run->proc.pid;
+        status = run->exit_status;
     }
-    if (run->txn) {
-        if (!sip_txn_final_sent(run->txn)) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
-                         "sip-cgi: %s: %s; answering 500", run->script,
-                         failure ? failure : "no final response");
-            sip_txn_reply(run->txn, 500, "Internal Server Error", NULL);
-        }
-        else if (failure)
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s, "sip-cgi: %s: %s", run->script,
-                         failure);
-        sip_txn_detach(run->txn);
-        run->txn = NULL;
-    }
-
-    r = waitpid(run->proc.pid, &status, WNOHANG);
-    if (r == run->proc.pid)
+    else
+        r = waitpid(run->proc.pid, &status, WNOHANG);
+    if (r == run->proc.pid) {
         log_exit(run, status);
+        abnormal = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
     /* Background children of the script share its process group. */
     kill(-run->proc.pid, SIGKILL);
     if (r != run->proc.pid)
@@ -352,7 +469,41 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
     if (run->next)
         run->next->prev = run->prev;
     nrunning--;
+
+    if (trig->kind != TRIG_ACK) {
+        ctx->run = NULL;
+        ctx->again = run->again;
+    }
+    ctx->runs--;
+    if (ctx->cancelled && trig->kind == TRIG_REQUEST)
+        ;   /* the CANCEL handling answers (487) */
+    else if (trig->kind == TRIG_REQUEST || trig->kind == TRIG_RESPONSE) {
+        if (failure || (abnormal && !run->acted)) {
+            /* R78: a crash or a non-zero exit without actions is a failure */
+            const char *why = failure ? failure
+                              : apr_psprintf(run->pool, "exited abnormally without output");
+            if (txn_live(ctx) && !sip_txn_final_sent(ctx->txn)) {
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s, "sip-cgi: %s: %s; answering 500",
+                             run->script, why);
+                sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
+                if (ctx->px)
+                    sip_proxy_cancel(ctx->px);
+            }
+            else
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s, "sip-cgi: %s: %s", run->script, why);
+        }
+        else if (!run->acted)
+            default_action(ctx, trig);
+        else if (trig->kind == TRIG_REQUEST && txn_live(ctx) && !sip_txn_final_sent(ctx->txn)
+                 && !ctx->px) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
+                         "sip-cgi: %s: no final response; answering 500", run->script);
+            sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
+        }
+    }
     sip_loop_defer_destroy(cgi_loop, run->pool);
+    ctx_pump(ctx);
+    ctx_maybe_free(ctx);
 }
 
 static void run_timeout(void *baton)
@@ -361,54 +512,50 @@ static void run_timeout(void *baton)
     run_finish(run, "script timed out");
 }
 
-static int run_cancelled(void *tu)
-{
-    sip_cgi_run_t *run = tu;
+/* ---- actions (RFC 3050 §5.6.1) ---- */
 
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, run->s, "sip-cgi: %s: request cancelled",
-                 run->script);
-    sip_txn_detach(run->txn);
-    run->txn = NULL;
-    run_finish(run, NULL);
-    return 0;
+static int is_token(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!apr_isalnum(*s) && !strchr("-.!%*_+`'~", *s))
+            return 0;
+    return 1;
 }
 
-/* One complete message from the script's output. */
-static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
+/* Split "KEYWORD arg SIP/2.0" into its argument; NULL if malformed. */
+static const char *action_arg(apr_pool_t *p, const char *line, apr_size_t kwlen)
 {
+    const char *a = line + kwlen, *e;
+
+    while (*a == ' ' || *a == '\t')
+        a++;
+    e = a + strcspn(a, " \t");
+    if (e == a)
+        return NULL;
+    {
+        const char *v = e;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (strcasecmp(v, "SIP/2.0") != 0)
+            return NULL;
+    }
+    return apr_pstrmemdup(p, a, (apr_size_t)(e - a));
+}
+
+static int send_status(sip_cgi_run_t *run, const char *buf, apr_size_t len)
+{
+    sip_cgi_ctx_t *ctx = run->ctx;
     apr_pool_t *p;
-    sip_msg_t *resp;
+    sip_msg_t *resp, *block;
     const char *why = NULL, *out;
     apr_size_t olen = 0;
+    int st;
 
-    if (len > 18 && strncasecmp(buf, "CGI-PROXY-REQUEST ", 18) == 0) {
-        const char *line_end = memchr(buf, '\n', len);
-        char *line = apr_pstrmemdup(run->pool, buf + 18, (line_end ? (apr_size_t)(line_end - buf) : len) - 18);
-        char *sp = strchr(line, ' ');
-        sip_uri_info_t u;
-
-        if (sp)
-            *sp = '\0';
-        if (!sp || strncmp(sp + 1, "SIP/2.0", 7) != 0 || !sip_uri_info(run->pool, line, &u)) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
-                         "sip-cgi: %s: malformed CGI-PROXY-REQUEST line", run->script);
-            return -1;
-        }
-        *(const char **)apr_array_push(run->targets) = line;
+    if (!txn_live(ctx))
         return 0;
-    }
-    if (len >= 4 && strncasecmp(buf, "CGI-", 4) == 0) {
-        const char *sp = memchr(buf, ' ', len);
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, run->s,
-                     "sip-cgi: %s: action %.*s is not supported yet; ignored", run->script,
-                     sp ? (int)(sp - buf) : (int)(len > 40 ? 40 : len), buf);
-        return 0;
-    }
-    if (len < 8 || strncmp(buf, "SIP/2.0 ", 8) != 0)
-        return -1;
-    if (!run->txn)
-        return 0;
-    if (sip_txn_final_sent(run->txn)) {
+    if (sip_txn_final_sent(ctx->txn)) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, run->s,
                      "sip-cgi: %s: response after the final one ignored", run->script);
         return 0;
@@ -421,12 +568,122 @@ static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
         apr_pool_destroy(p);
         return -1;
     }
-    sip_msg_complete_response(resp, sip_txn_request(run->txn), sip_txn_to_tag(run->txn));
+    sip_msg_complete_response(resp, sip_txn_request(ctx->txn), sip_txn_to_tag(ctx->txn));
     out = sip_msg_serialize(p, resp, &olen);
+    block = sip_msg_parse_block(p, buf, len);
+    /* CGI-Remove applies to the script's own responses too (§5.6.2.2) */
+    if (out && block && sip_msg_has_header(block, "CGI-Remove")) {
+        sip_msg_t *rm = sip_msg_parse_block(p, apr_pstrcat(p, "X\r\nCGI-Remove: ",
+                                            sip_msg_header(block, "CGI-Remove"), "\r\n\r\n", NULL),
+                                            strlen(sip_msg_header(block, "CGI-Remove")) + 19);
+        out = rm ? sip_msg_merge_text(p, out, olen, rm, &olen) : out;
+    }
+    st = sip_msg_status(resp);
     if (out)
-        sip_txn_respond(run->txn, sip_msg_status(resp), out, olen);
+        sip_txn_respond(ctx->txn, st, out, olen);
+    if (st >= 200 && ctx->px)
+        sip_proxy_cancel(ctx->px);
+    if (st >= 200 && st < 300 && strcmp(sip_msg_method(sip_txn_request(ctx->txn)), "INVITE") == 0)
+        ctx->uas_2xx = 1;   /* §5.11.1: its ACK goes to the script */
     apr_pool_destroy(p);
     return out ? 0 : -1;
+}
+
+/* One complete message of the script's output. */
+static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
+{
+    sip_cgi_ctx_t *ctx = run->ctx;
+    sip_msg_t *block;
+    const char *line, *arg;
+    int advisory = run->trig->kind == TRIG_CANCEL || run->trig->kind == TRIG_ACK;
+
+    block = sip_msg_parse_block(ctx->pool, buf, len);
+    if (!block)
+        return -1;
+    line = sip_msg_start_line(block);
+    if (advisory && strncasecmp(line, "CGI-SET-COOKIE", 14) != 0) {
+        /* §5.10: what a script writes for a CANCEL has no effect */
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, run->s,
+                     "sip-cgi: %s: action ignored on a %s run: %s", run->script,
+                     run->trig->kind == TRIG_CANCEL ? "CANCEL" : "ACK", line);
+        return 0;
+    }
+    if (strncmp(line, "SIP/2.0 ", 8) == 0) {
+        run->acted = 1;
+        return send_status(run, buf, len);
+    }
+    if (strncasecmp(line, "CGI-PROXY-REQUEST", 17) == 0) {
+        sip_uri_info_t u;
+        sip_proxy_t *px;
+        if (!(arg = action_arg(ctx->pool, line, 17)) || !sip_uri_info(ctx->pool, arg, &u))
+            return -1;
+        run->acted = 1;
+        if (!txn_live(ctx) || sip_txn_final_sent(ctx->txn))
+            return 0;
+        if ((px = ctx_proxy(ctx)))
+            sip_proxy_fork(px, arg, block);
+        return 0;
+    }
+    if (strncasecmp(line, "CGI-FORWARD-RESPONSE", 20) == 0) {
+        trigger_t *t;
+        if (!(arg = action_arg(ctx->pool, line, 20)))
+            return -1;
+        run->acted = 1;
+        t = strcasecmp(arg, "this") == 0
+            ? (run->trig->kind == TRIG_RESPONSE ? run->trig : NULL)
+            : apr_hash_get(ctx->responses, arg, APR_HASH_KEY_STRING);
+        if (!t || !ctx->px) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
+                         "sip-cgi: %s: CGI-FORWARD-RESPONSE %s: no such response", run->script, arg);
+            run->acted = 0;     /* falls back to the default action */
+            return 0;
+        }
+        if (t->local) {
+            /* a response we made up has no Via of ours to remove */
+            char st[4];
+            apr_snprintf(st, sizeof(st), "%d", sip_msg_status(t->msg));
+            return send_status(run, apr_pstrcat(ctx->pool, "SIP/2.0 ", st, " ",
+                                                sip_msg_reason(t->msg), "\r\n\r\n", NULL),
+                               strlen(st) + strlen(sip_msg_reason(t->msg)) + 13);
+        }
+        if (txn_live(ctx))
+            sip_proxy_forward_upstream(ctx->px, t->msg, block);
+        return 0;
+    }
+    if (strncasecmp(line, "CGI-SET-COOKIE", 14) == 0) {
+        if (!(arg = action_arg(ctx->pool, line, 14)) || !is_token(arg))
+            return -1;
+        ctx->cookie = arg;
+        return 0;
+    }
+    if (strncasecmp(line, "CGI-AGAIN", 9) == 0) {
+        if (!(arg = action_arg(ctx->pool, line, 9)))
+            return -1;
+        if (!strcasecmp(arg, "yes"))
+            run->again = 1;
+        else if (!strcasecmp(arg, "no"))
+            run->again = 0;
+        else
+            return -1;
+        return 0;
+    }
+    if (strncasecmp(line, "CGI-", 4) == 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, run->s,
+                     "sip-cgi: %s: unknown action ignored: %s", run->script, line);
+        return 0;
+    }
+    {
+        /* A request line: a new request from the script (§3.1, digest 3.4.6) */
+        const char *sp = strchr(line, ' ');
+        const char *ver = sp ? strrchr(line, ' ') : NULL;
+        sip_proxy_t *px;
+        if (!sp || ver == sp || strcmp(ver + 1, "SIP/2.0") != 0)
+            return -1;
+        if ((px = ctx_proxy(ctx)) && !sip_proxy_originate(px, block))
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
+                         "sip-cgi: %s: could not send new request %s", run->script, line);
+        return 0;
+    }
 }
 
 static void parse_output(sip_cgi_run_t *run, int eof)
@@ -447,7 +704,7 @@ static void parse_output(sip_cgi_run_t *run, int eof)
             return;
         }
         if (handle_message(run, run->obuf + pos + skip, mlen) < 0) {
-            run_finish(run, "output is not a SIP response");
+            run_finish(run, "output is not a valid SIP-CGI message");
             return;
         }
         pos += skip + mlen;
@@ -456,6 +713,28 @@ static void parse_output(sip_cgi_run_t *run, int eof)
         return;
     memmove(run->obuf, run->obuf + pos, run->olen - pos);
     run->olen -= pos;
+}
+
+/* The output has ended; the exit status (crash or not) decides what
+ * happens next, and it follows EOF by a moment.  A script that keeps
+ * running after closing its output is given a second, then killed. */
+static void wait_exit(void *baton)
+{
+    sip_cgi_run_t *run = baton;
+    int status;
+
+    if (waitpid(run->proc.pid, &status, WNOHANG) == run->proc.pid) {
+        run->exited = 1;
+        run->exit_status = status;
+        run_finish(run, NULL);
+        return;
+    }
+    if (++run->exit_polls > 200) {
+        run_finish(run, NULL);
+        return;
+    }
+    sip_timer_set(cgi_loop, &run->t_exit, apr_time_from_msec(run->exit_polls < 20 ? 1 : 5),
+                  wait_exit, run);
 }
 
 static void stdout_event(void *baton, apr_int16_t ev)
@@ -494,7 +773,8 @@ static void stdout_event(void *baton, apr_int16_t ev)
         /* EOF (or a read error, treated alike) */
         close_pipe(&run->io_out, &run->out, &run->out_open);
         parse_output(run, 1);
-        run_finish(run, NULL);
+        if (!run->finished)
+            wait_exit(run);
         return;
     }
 }
@@ -575,12 +855,13 @@ static const char *env_name(apr_pool_t *p, const char *header)
     return n;
 }
 
-static char **build_env(apr_pool_t *p, sip_txn_t *txn, server_rec *s)
+static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
 {
-    const sip_msg_t *req = sip_txn_request(txn);
-    const sip_source_t *src = sip_txn_source(txn);
-    const apr_array_header_t *hdrs = sip_msg_headers(req);
+    const sip_source_t *src = sip_txn_source(ctx->txn);
+    const sip_msg_t *msg = t->msg;
+    const apr_array_header_t *hdrs = sip_msg_headers(msg);
     apr_table_t *env = apr_table_make(p, 32);
+    server_rec *s = ctx->s;
     apr_size_t blen = 0;
     const char *path = getenv("PATH");
     int i;
@@ -590,13 +871,27 @@ static char **build_env(apr_pool_t *p, sip_txn_t *txn, server_rec *s)
     apr_table_setn(env, "SERVER_NAME", s->server_hostname ? s->server_hostname
                    : sip_sockaddr_ip(p, &src->local));
     apr_table_setn(env, "SERVER_PORT", apr_itoa(p, sip_sockaddr_port(&src->local)));
-    apr_table_setn(env, "SERVER_PROTOCOL", sip_msg_version(req));
-    apr_table_setn(env, "REMOTE_ADDR", sip_sockaddr_ip(p, &src->peer));
-    apr_table_setn(env, "REQUEST_METHOD", sip_msg_method(req));
-    apr_table_setn(env, "REQUEST_URI", sip_msg_request_uri(req));
+    apr_table_setn(env, "SERVER_PROTOCOL", sip_msg_version(msg) ? sip_msg_version(msg) : "SIP/2.0");
     apr_table_setn(env, "PATH", path ? path : DEFAULT_PATH);
-    if (sip_msg_body(req, &blen)) {
-        const char *ct = sip_msg_content_type(req);
+    if (t->kind == TRIG_RESPONSE) {
+        const char *rt = sip_proxy_branch_token(t->branch);
+        apr_table_setn(env, "REMOTE_ADDR", t->remote);
+        apr_table_setn(env, "RESPONSE_STATUS", apr_itoa(p, sip_msg_status(msg)));
+        if (sip_msg_reason(msg))
+            apr_table_setn(env, "RESPONSE_REASON", sip_msg_reason(msg));
+        apr_table_setn(env, "RESPONSE_TOKEN", t->token);
+        if (rt)
+            apr_table_setn(env, "REQUEST_TOKEN", rt);
+    }
+    else {
+        apr_table_setn(env, "REMOTE_ADDR", t->remote ? t->remote : sip_sockaddr_ip(p, &src->peer));
+        apr_table_setn(env, "REQUEST_METHOD", sip_msg_method(msg));
+        apr_table_setn(env, "REQUEST_URI", sip_msg_request_uri(msg));
+    }
+    if (ctx->cookie)
+        apr_table_setn(env, "SCRIPT_COOKIE", ctx->cookie);
+    if (sip_msg_body(msg, &blen)) {
+        const char *ct = sip_msg_content_type(msg);
         apr_table_setn(env, "CONTENT_LENGTH", apr_off_t_toa(p, (apr_off_t)blen));
         if (ct)
             apr_table_setn(env, "CONTENT_TYPE", ct);
@@ -667,42 +962,54 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     return APR_SUCCESS;
 }
 
-void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
+static void run_failed_to_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
 {
-    sip_server_conf *conf = sip_get_conf(s);
+    if ((trig->kind == TRIG_REQUEST || trig->kind == TRIG_RESPONSE) && txn_live(ctx)
+        && !sip_txn_final_sent(ctx->txn)) {
+        sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
+        if (ctx->px)
+            sip_proxy_cancel(ctx->px);
+    }
+}
+
+static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
+{
+    sip_server_conf *conf = sip_get_conf(ctx->s);
     apr_pool_t *p;
     sip_cgi_run_t *run;
     apr_status_t rv;
-    const char *slash = strrchr(path, '/');
 
     apr_pool_create(&p, cgi_pool);
     run = apr_pcalloc(p, sizeof(*run));
     run->pool = p;
-    run->txn = txn;
-    run->s = s;
-    run->script = apr_pstrdup(p, slash ? slash + 1 : path);
+    run->ctx = ctx;
+    run->trig = trig;
+    run->s = ctx->s;
+    run->script = ctx->script;
     run->max_output = conf->max_output;
     run->ocap = 16384;
-    run->targets = apr_array_make(p, 2, sizeof(const char *));
     run->obuf = apr_palloc(p, run->ocap);
-    run->body = sip_msg_body(sip_txn_request(txn), &run->body_len);
+    run->body = sip_msg_body(trig->msg, &run->body_len);
 
-    rv = spawn(run, path, build_env(p, txn, s));
+    rv = spawn(run, ctx->path, build_env(p, ctx, trig));
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "sip-cgi: cannot run %s", path);
-        sip_txn_reply(txn, 500, "Internal Server Error", NULL);
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, ctx->s, "sip-cgi: cannot run %s", ctx->path);
         apr_pool_destroy(p);
+        run_failed_to_start(ctx, trig);
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip-cgi: started %s (pid %d) for %s %s",
-                 run->script, (int)run->proc.pid, sip_msg_method(sip_txn_request(txn)),
-                 sip_msg_request_uri(sip_txn_request(txn)));
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ctx->s, "sip-cgi: started %s (pid %d) for %s",
+                 run->script, (int)run->proc.pid,
+                 trig->kind == TRIG_RESPONSE ? apr_psprintf(p, "response %d", sip_msg_status(trig->msg))
+                 : apr_pstrcat(p, sip_msg_method(trig->msg), " ", sip_msg_request_uri(trig->msg), NULL));
     run->next = running;
     if (running)
         running->prev = run;
     running = run;
     nrunning++;
-    sip_txn_attach(txn, run_cancelled, run);
+    ctx->runs++;
+    if (trig->kind != TRIG_ACK)
+        ctx->run = run;
 
     sip_io_init_file(&run->io_in, run->in, stdin_event, run);
     sip_io_init_file(&run->io_out, run->out, stdout_event, run);
@@ -712,6 +1019,130 @@ void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
     sip_io_watch(cgi_loop, &run->io_err, APR_POLLIN);
     sip_timer_set(cgi_loop, &run->t_timeout, conf->script_timeout, run_timeout, run);
     stdin_event(run, 0);
+}
+
+/* Start the next waiting trigger when no script runs (§5.3). */
+static void ctx_pump(sip_cgi_ctx_t *ctx)
+{
+    while (!ctx->run && ctx->qhead) {
+        trigger_t *t = ctx->qhead;
+
+        ctx->qhead = t->next;
+        if (!ctx->qhead)
+            ctx->qtail = NULL;
+        t->next = NULL;
+        if (!txn_live(ctx))
+            continue;
+        if (t->kind == TRIG_REQUEST || ctx->again) {
+            ctx->again = 0;     /* CGI-AGAIN covers the next invocation only */
+            run_start(ctx, t);
+        }
+        else
+            default_action(ctx, t);
+    }
+}
+
+static void ctx_maybe_free(sip_cgi_ctx_t *ctx)
+{
+    if (ctx->freed || !ctx->txn_over || ctx->runs || ctx->qhead || (ctx->px && !ctx->px_idle))
+        return;
+    ctx->freed = 1;
+    if (ctx->px)
+        sip_proxy_release(ctx->px);
+    if (ctx->txn)
+        sip_txn_detach(ctx->txn);
+    ctx->txn = NULL;
+    sip_loop_defer_destroy(cgi_loop, ctx->pool);
+}
+
+/* ---- transaction callbacks ---- */
+
+static int ctx_cancelled(void *tu)
+{
+    sip_cgi_ctx_t *ctx = tu;
+    int relayed = ctx->px != NULL;
+
+    ctx->cancelled = 1;
+    /* §5.10: the server answers the CANCEL and cancels the branches; the
+     * script only hears about it (if it asked to be run again). */
+    if (ctx->px)
+        sip_proxy_cancel(ctx->px);
+    else if (ctx->run && ctx->run->trig->kind == TRIG_REQUEST) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ctx->s, "sip-cgi: %s: request cancelled",
+                     ctx->script);
+        ctx->run->acted = 1;    /* no default action after this */
+        run_finish(ctx->run, NULL);
+    }
+    if (ctx->again) {
+        trigger_t *t = apr_pcalloc(ctx->pool, sizeof(*t));
+        t->kind = TRIG_CANCEL;
+        t->msg = sip_msg_dup(ctx->pool, (sip_msg_t *)sip_txn_request(ctx->txn));
+        if (t->msg) {
+            /* the script sees the CANCEL itself: same dialog, method CANCEL */
+            t->remote = sip_sockaddr_ip(ctx->pool, &sip_txn_source(ctx->txn)->peer);
+            t->msg = sip_msg_make_cancel(ctx->pool, t->msg);
+            t->msg = t->msg ? sip_msg_dup(ctx->pool, t->msg) : NULL;
+        }
+        if (t->msg) {
+            if (ctx->qtail)
+                ctx->qtail->next = t;
+            else
+                ctx->qhead = t;
+            ctx->qtail = t;
+            ctx_pump(ctx);
+        }
+    }
+    return relayed;
+}
+
+static void ctx_ack(void *tu, sip_msg_t *ack)
+{
+    sip_cgi_ctx_t *ctx = tu;
+    trigger_t *t;
+
+    if (!ctx->uas_2xx)
+        return;
+    /* §5.11.1: the script answered 200 itself, so it gets the ACK, at once */
+    t = apr_pcalloc(ctx->pool, sizeof(*t));
+    t->kind = TRIG_ACK;
+    t->msg = sip_msg_dup(ctx->pool, ack);
+    if (t->msg)
+        run_start(ctx, t);
+}
+
+static void ctx_ended(void *tu)
+{
+    sip_cgi_ctx_t *ctx = tu;
+
+    ctx->txn_over = 1;
+    ctx_maybe_free(ctx);
+}
+
+static const sip_txn_tu_ops_t ctx_ops = {ctx_cancelled, ctx_ack, ctx_ended};
+
+void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
+{
+    apr_pool_t *p;
+    sip_cgi_ctx_t *ctx;
+    trigger_t *t;
+    const char *slash = strrchr(path, '/');
+
+    apr_pool_create(&p, cgi_pool);
+    ctx = apr_pcalloc(p, sizeof(*ctx));
+    ctx->pool = p;
+    ctx->txn = txn;
+    ctx->s = s;
+    ctx->path = apr_pstrdup(p, path);
+    ctx->script = apr_pstrdup(p, slash ? slash + 1 : path);
+    ctx->responses = apr_hash_make(p);
+    sip_txn_attach(txn, &ctx_ops, ctx);
+
+    t = apr_pcalloc(p, sizeof(*t));
+    t->kind = TRIG_REQUEST;
+    t->msg = (sip_msg_t *)sip_txn_request(txn);
+    ctx->qhead = ctx->qtail = t;
+    ctx_pump(ctx);
+    ctx_maybe_free(ctx);
 }
 
 void sip_cgi_shutdown(void)

@@ -70,16 +70,6 @@ static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
     return 0;
 }
 
-static void reply_options(sip_txn_t *txn)
-{
-    static const char *const hdrs[] = {
-        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
-        "Accept", "application/sdp",
-        NULL
-    };
-    sip_txn_reply(txn, 200, "OK", hdrs);
-}
-
 static void handle_cancel(sip_txn_t *txn)
 {
     /* RFC 3261 §9.2: answer the CANCEL, then end the INVITE with 487. */
@@ -105,23 +95,9 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
         handle_cancel(txn);
         return;
     }
-    /* §16.4/§16.5: requests on a route through us, or for domains we are
-     * not responsible for, are proxied to their Request-URI. */
     if (sip_msg_route_count(req) > 0
         || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
-        sip_proxy_t *px;
-        /* On a route through us we forward whatever the target; otherwise
-         * relaying for other domains needs SipProxyOutside. */
-        if (!routed && !conf->proxy_outside) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                         "sip: 404 for %s %s: not a domain of this server (SipProxyOutside Off)",
-                         sip_msg_method(req), sip_msg_request_uri(req));
-            sip_txn_reply(txn, 404, "Domain Not Served Here", NULL);
-            return;
-        }
-        px = sip_proxy_new(txn, s);
-        sip_proxy_add_target(px, sip_msg_request_uri(req), 1.0);
-        sip_proxy_start(px);
+        sip_proxy_default_request(txn, s, routed);
         return;
     }
     r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script,
@@ -130,18 +106,14 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
         sip_cgi_run(txn, path, s);
         return;
     }
-    if (r == 404 && strcmp(sip_msg_method(req), "OPTIONS") == 0) {
-        reply_options(txn);
+    if (r == 404) {
+        sip_proxy_default_request(txn, s, routed);
         return;
     }
-    ap_log_error(APLOG_MARK, r == 403 ? APLOG_ERR : APLOG_INFO, 0, s,
-                 "sip: %d for %s %s from %s: %s", r, sip_msg_method(req),
-                 sip_msg_request_uri(req),
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip: 403 for %s %s from %s: %s",
+                 sip_msg_method(req), sip_msg_request_uri(req),
                  sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer), why);
-    if (r == 403)
-        sip_txn_reply(txn, 403, "Forbidden", NULL);
-    else
-        sip_txn_reply(txn, 404, "Not Found", NULL);
+    sip_txn_reply(txn, 403, "Forbidden", NULL);
 }
 
 static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_msg_error_t *err,

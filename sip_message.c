@@ -983,3 +983,149 @@ sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t
     }
     return m;
 }
+
+/* ---- SIP-CGI script output ---- */
+
+sip_msg_t *sip_msg_parse_block(apr_pool_t *p, const char *buf, apr_size_t len)
+{
+    sip_msg_t *m = msg_new(p);
+    const char *reason = NULL;
+
+    m->raw = apr_pstrmemdup(p, buf, len);
+    m->raw_len = len;
+    if (split_raw(m, NULL, &reason) != 0 || !m->start_line)
+        return NULL;
+    return m;
+}
+
+const char *sip_msg_start_line(const sip_msg_t *m)
+{
+    return m->start_line;
+}
+
+int sip_msg_has_header(const sip_msg_t *m, const char *name)
+{
+    return sip_msg_header(m, name) != NULL;
+}
+
+/* Is 'name' listed in any CGI-Remove header of the block? */
+static int block_removes(const sip_msg_t *block, const char *name)
+{
+    int i;
+
+    for (i = 0; i < block->hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(block->hdrs, i, sip_header_t);
+        const char *v = h->value;
+        if (strcasecmp(h->name, "CGI-Remove") != 0)
+            continue;
+        while (*v) {
+            apr_size_t n;
+            const char *longname;
+            v += strspn(v, " \t,");
+            n = strcspn(v, " \t,");
+            if (!n)
+                break;
+            longname = sip_header_long_name(v, n);
+            if ((longname && strcasecmp(longname, name) == 0)
+                || (strlen(name) == n && strncasecmp(v, name, n) == 0))
+                return 1;
+            v += n;
+        }
+    }
+    return 0;
+}
+
+const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
+                               const sip_msg_t *block, apr_size_t *out_len)
+{
+    sip_msg_t *base = msg_new(p);
+    const char *reason = NULL, *body;
+    apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
+    apr_size_t body_len;
+    int i, inserted = 0, drop_body = 0, new_body = 0;
+    const char *bcl = block ? sip_msg_header(block, "Content-Length") : NULL;
+    const char *text_out;
+
+#define EMIT(s) (*(const char **)apr_array_push(out) = (s))
+    base->raw = apr_pstrmemdup(p, text, len);
+    base->raw_len = len;
+    if (split_raw(base, NULL, &reason) != 0 || !base->start_line)
+        return NULL;
+    body = base->body;
+    body_len = base->body_len;
+    if (block) {
+        if (block->body_len || sip_msg_header(block, "Content-Type")) {
+            new_body = 1;
+            body = block->body;
+            body_len = block->body_len;
+        }
+        else if (bcl && atoi(bcl) == 0)
+            drop_body = 1;
+    }
+    /* the original body length may be padded by the serializer */
+    if (!new_body && !drop_body) {
+        const char *cl = sip_msg_header(base, "Content-Length");
+        if (cl && (apr_size_t)atoi(cl) < body_len)
+            body_len = (apr_size_t)atoi(cl);
+    }
+    EMIT(base->start_line);
+    EMIT("\r\n");
+    for (i = 0; i <= base->hdrs->nelts; i++) {
+        const sip_header_t *h = i < base->hdrs->nelts
+                                ? &APR_ARRAY_IDX(base->hdrs, i, sip_header_t) : NULL;
+        if (block && !inserted && (!h || strcasecmp(h->name, "Via") != 0)) {
+            int j;
+            inserted = 1;
+            for (j = 0; j < block->hdrs->nelts; j++) {
+                const sip_header_t *bh = &APR_ARRAY_IDX(block->hdrs, j, sip_header_t);
+                if (strncasecmp(bh->name, "CGI-", 4) == 0 || !strcasecmp(bh->name, "Via")
+                    || !strcasecmp(bh->name, "Content-Length"))
+                    continue;
+                EMIT(bh->name);
+                EMIT(": ");
+                EMIT(bh->value);
+                EMIT("\r\n");
+            }
+        }
+        if (!h)
+            break;
+        if (!strcasecmp(h->name, "Content-Length") || strncasecmp(h->name, "CGI-", 4) == 0)
+            continue;
+        if (block && strcasecmp(h->name, "Via") != 0
+            && (sip_msg_header(block, h->name) || block_removes(block, h->name)))
+            continue;
+        if (drop_body && !strcasecmp(h->name, "Content-Type"))
+            continue;
+        EMIT(h->name);
+        EMIT(": ");
+        EMIT(h->value);
+        EMIT("\r\n");
+    }
+    if (drop_body)
+        body_len = 0;
+    EMIT(apr_psprintf(p, "Content-Length: %" APR_SIZE_T_FMT "\r\n\r\n", body_len));
+#undef EMIT
+    text_out = apr_array_pstrcat(p, out, 0);
+    {
+        apr_size_t hl = strlen(text_out);
+        char *all = apr_palloc(p, hl + body_len + 1);
+        memcpy(all, text_out, hl);
+        if (body_len)
+            memcpy(all + hl, body, body_len);
+        all[hl + body_len] = '\0';
+        *out_len = hl + body_len;
+        return all;
+    }
+}
+
+sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m)
+{
+    apr_size_t len = 0;
+    const char *text = sip_msg_serialize(p, m, &len);
+    sip_msg_t *out = NULL;
+    sip_msg_error_t err;
+
+    if (!text || sip_msg_parse(p, text, len, NULL, 1, &out, &err) != APR_SUCCESS)
+        return NULL;
+    return out;
+}

@@ -93,6 +93,10 @@ typedef struct sip_uri_info {
 
 int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
 
+/* An independent copy that keeps the raw header list (for a script's
+ * environment), made by serializing and parsing again. */
+sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m);
+
 /* A copy of a request (or response) that can be changed and serialized. */
 sip_msg_t *sip_msg_clone(apr_pool_t *p, const sip_msg_t *m);
 
@@ -116,6 +120,23 @@ void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from);
 /* §9.1 CANCEL and §17.1.1.3 ACK for a request sent by a client transaction. */
 sip_msg_t *sip_msg_make_cancel(apr_pool_t *p, const sip_msg_t *req);
 sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t *resp);
+
+/* ---- SIP-CGI script output (RFC 3050 §5.6) ---- */
+
+/* One message of script output: action line, headers, body; not
+ * validated as SIP (action lines are not SIP start lines). */
+sip_msg_t *sip_msg_parse_block(apr_pool_t *p, const char *buf, apr_size_t len);
+const char *sip_msg_start_line(const sip_msg_t *m);
+/* Does the block give header 'name' (CGI headers included)? */
+int sip_msg_has_header(const sip_msg_t *m, const char *name);
+
+/* Apply a script block to a serialized message (§5.6.1.2 merge rules):
+ * each SIP header the block gives replaces all originals of that name and
+ * goes right after the Via block; CGI-Remove deletes headers; CGI-*
+ * headers never appear; the block's body replaces the original one, and
+ * "Content-Length: 0" removes it.  Via is never taken from the block. */
+const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
+                               const sip_msg_t *block, apr_size_t *out_len);
 
 /* Long name of a compact header form (RFC 3261 §7.3.3), or NULL. */
 const char *sip_header_long_name(const char *name, apr_size_t len);

@@ -13,11 +13,17 @@ typedef struct branch {
     sip_proxy_t *px;
     const char *uri;
     double q;
-    sip_ctxn_t *ctxn;       /* NULL once the client transaction is gone */
+    const sip_msg_t *block;     /* script headers/body to merge, or NULL */
+    const char *token;          /* CGI-Request-Token */
+    int originated;             /* a new request of the script, not a fork */
+    sip_ctxn_t *ctxn;           /* NULL once the client transaction is gone */
+    sip_sockaddr_t dest;
     int started;
-    int done;               /* a final response (or failure) arrived */
+    int done;                   /* a final response (or failure) arrived */
     int provisional;
+    int expired;                /* the script's Expires ran out (local 408) */
     sip_timer_t timer_c;
+    sip_timer_t expires;
 } branch_t;
 
 struct sip_proxy {
@@ -36,6 +42,10 @@ struct sip_proxy {
     apr_array_header_t *challenges; /* stored 401/407s */
     const char *loop_hash;
     unsigned counter;
+    const sip_proxy_owner_t *owner;
+    void *owner_baton;
+    int released;
+    int idle_told;
 };
 
 static sip_loop_t *px_loop_unused;
@@ -246,21 +256,24 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 
 /* ---- responses ---- */
 
-static void px_maybe_finish(sip_proxy_t *px);
+static void px_maybe_finish(sip_proxy_t *px, int may_answer);
 static void start_branch(sip_proxy_t *px, branch_t *b);
+
+static int final_sent(const sip_proxy_t *px)
+{
+    return px->final_sent || sip_txn_final_sent(px->st);
+}
 
 /* §16.7 step 6: 6xx first, else the lowest class; within 4xx prefer the
  * responses a client can act on. */
 static int rank(int status)
 {
-    int cls = status / 100, pref = 0;
+    int cls = status / 100, pref;
 
     if (cls == 6)
         return 0;
-    if (status == 401 || status == 407 || status == 415 || status == 420 || status == 484)
-        pref = 0;
-    else
-        pref = 1;
+    pref = (status == 401 || status == 407 || status == 415 || status == 420 || status == 484)
+           ? 0 : 1;
     return cls * 10 + pref;
 }
 
@@ -278,14 +291,18 @@ static void cancel_pending(sip_proxy_t *px)
     int i;
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->started && !b->done && b->ctxn)
+        if (b->started && !b->done && b->ctxn && !b->originated)
             sip_ctxn_cancel(b->ctxn);
     }
 }
 
+void sip_proxy_cancel(sip_proxy_t *px)
+{
+    cancel_pending(px);
+}
+
 static void send_best(sip_proxy_t *px)
 {
-    apr_pool_t *p = px->pool;
     sip_msg_t *out = px->best;
     int i;
 
@@ -304,32 +321,143 @@ static void send_best(sip_proxy_t *px)
             if (c != out)
                 sip_msg_copy_challenges(out, c);
         }
-    (void)p;
     send_upstream(px, out);
+}
+
+/* A response that will be stored: the Via popped, or built afresh when the
+ * proxy made it up itself. */
+static sip_msg_t *own_copy(sip_proxy_t *px, const sip_msg_t *resp, int local)
+{
+    sip_msg_t *copy;
+
+    if (local)
+        return sip_msg_make_response(px->pool, sip_txn_request(px->st), sip_msg_status(resp),
+                                     sip_msg_reason(resp), sip_txn_to_tag(px->st));
+    copy = sip_msg_clone(px->pool, resp);
+    if (copy)
+        sip_msg_pop_via(copy);
+    return copy;
+}
+
+void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_t *resp,
+                                int local)
+{
+    int status = sip_msg_status(resp);
+    sip_msg_t *copy;
+
+    if (b->originated || status == 100)
+        return;     /* a script's own request; 100 is hop by hop (§16.7 step 3) */
+    if (status < 200) {
+        if (!final_sent(px) && !local && (copy = own_copy(px, resp, 0)))
+            send_upstream(px, copy);
+        return;
+    }
+    if (status < 300) {
+        /* §16.7 step 5: every 2xx goes up at once, then the rest is cancelled */
+        if ((copy = own_copy(px, resp, local))) {
+            if (!sip_txn_final_sent(px->st) || px->invite)
+                send_upstream(px, copy);
+        }
+        px->final_sent = 1;
+        cancel_pending(px);
+        px_maybe_finish(px, 0);
+        return;
+    }
+    if (status >= 600 && !px->six_xx) {
+        px->six_xx = 1;
+        cancel_pending(px);
+    }
+    copy = own_copy(px, resp, local);
+    if (copy && (status == 401 || status == 407))
+        *(sip_msg_t **)apr_array_push(px->challenges) = copy;
+    if (copy && (!px->best || rank(status) < rank(px->best_status))) {
+        px->best = copy;
+        px->best_status = status;
+    }
+    px_maybe_finish(px, 1);
+}
+
+apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
+                                        const sip_msg_t *block)
+{
+    apr_pool_t *p;
+    sip_msg_t *copy;
+    const char *text, *merged;
+    apr_size_t len = 0, mlen = 0;
+    int status = sip_msg_status(resp);
+    apr_status_t rv = APR_EGENERAL;
+
+    apr_pool_create(&p, px->pool);
+    copy = sip_msg_clone(p, resp);
+    if (copy) {
+        sip_msg_pop_via(copy);
+        text = sip_msg_serialize(p, copy, &len);
+        merged = text && block ? sip_msg_merge_text(p, text, len, block, &mlen) : text;
+        if (!block)
+            mlen = len;
+        if (merged)
+            rv = sip_txn_respond(px->st, status, merged, mlen);
+    }
+    apr_pool_destroy(p);
+    if (rv == APR_SUCCESS && status >= 200) {
+        px->final_sent = 1;
+        cancel_pending(px);
+    }
+    return rv;
+}
+
+static void branch_end(branch_t *b)
+{
+    b->done = 1;
+    sip_timer_cancel(sip_txn_loop(), &b->timer_c);
+    sip_timer_cancel(sip_txn_loop(), &b->expires);
+}
+
+/* A final response made up here (timer C, Expires, unreachable target). */
+static void local_final(branch_t *b, int status, const char *reason)
+{
+    sip_proxy_t *px = b->px;
+    apr_pool_t *p;
+    sip_msg_t *resp;
+
+    branch_end(b);
+    apr_pool_create(&p, px->pool);
+    resp = sip_msg_make_response(p, sip_txn_request(px->st), status, reason,
+                                 sip_txn_to_tag(px->st));
+    if (resp && !(px->owner && px->owner->response(px->owner_baton, b, resp, 1)))
+        sip_proxy_default_response(px, b, resp, 1);
+    apr_pool_destroy(p);
 }
 
 static void timer_c_fired(void *baton)
 {
     branch_t *b = baton;
 
-    /* §16.8: a provisional means someone is ringing: CANCEL; otherwise
-     * the branch is over (408). */
+    /* §16.8: a provisional means someone is ringing: CANCEL it and let its
+     * 487 finish the branch; otherwise the branch is over (408). */
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, b->px->s, "sip proxy: timer C for %s", b->uri);
     if (b->ctxn)
         sip_ctxn_cancel(b->ctxn);
     if (!b->provisional && !b->done) {
-        b->done = 1;
-        if (!b->px->best || rank(408) < rank(b->px->best_status)) {
-            b->px->best = sip_msg_make_response(b->px->pool, sip_txn_request(b->px->st), 408,
-                                                "Request Timeout", sip_txn_to_tag(b->px->st));
-            b->px->best_status = 408;
-        }
         if (b->ctxn) {
             sip_ctxn_abandon(b->ctxn);
             b->ctxn = NULL;
         }
-        px_maybe_finish(b->px);
+        local_final(b, 408, "Request Timeout");
     }
+}
+
+static void expires_fired(void *baton)
+{
+    branch_t *b = baton;
+
+    /* RFC 3050 §5.7: the script's Expires ran out: CANCEL, local 408. */
+    if (b->done)
+        return;
+    b->expired = 1;
+    if (b->ctxn)
+        sip_ctxn_cancel(b->ctxn);
+    local_final(b, 408, "Request Timeout");
 }
 
 static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_network)
@@ -337,61 +465,30 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
     branch_t *b = baton;
     sip_proxy_t *px = b->px;
     int status;
-    sip_msg_t *copy;
 
+    (void)c;
     if (from_network < 0) {         /* the client transaction is gone */
         b->ctxn = NULL;
-        if (!b->done) {
-            b->done = 1;
-            sip_timer_cancel(sip_txn_loop(), &b->timer_c);
-        }
-        px_maybe_finish(px);
+        if (!b->done)
+            branch_end(b);
+        px_maybe_finish(px, !px->owner);
         return;
     }
-    (void)c;
     status = sip_msg_status(resp);
     if (status == 100)
-        return;                     /* hop by hop (§16.7 step 3) */
+        return;
+    if (b->expired && status >= 300)
+        return;                     /* already reported as the local 408 */
     if (status < 200) {
         b->provisional = 1;
-        if (px->invite)             /* §16.7 step 2: restart timer C */
+        if (px->invite && !b->originated)   /* §16.7 step 2: restart timer C */
             sip_timer_set(sip_txn_loop(), &b->timer_c, px->conf->timer_c, timer_c_fired, b);
-        if (px->final_sent || !from_network)
-            return;
-        copy = sip_msg_clone(px->pool, resp);
-        sip_msg_pop_via(copy);
-        send_upstream(px, copy);
+    }
+    else if (!b->done)
+        branch_end(b);
+    if (px->owner && px->owner->response(px->owner_baton, b, resp, !from_network))
         return;
-    }
-    if (!b->done) {
-        b->done = 1;
-        sip_timer_cancel(sip_txn_loop(), &b->timer_c);
-    }
-    if (status < 300) {
-        /* §16.7 step 5: every 2xx goes up at once, then the rest is cancelled */
-        copy = sip_msg_clone(px->pool, resp);
-        sip_msg_pop_via(copy);
-        px->final_sent = 1;
-        send_upstream(px, copy);
-        cancel_pending(px);
-        return;
-    }
-    if (status >= 600 && !px->six_xx) {
-        px->six_xx = 1;
-        cancel_pending(px);
-    }
-    copy = from_network ? sip_msg_clone(px->pool, resp)
-                        : sip_msg_make_response(px->pool, sip_txn_request(px->st), status,
-                                                sip_msg_reason(resp), sip_txn_to_tag(px->st));
-    if (from_network)
-        sip_msg_pop_via(copy);
-    if (status == 401 || status == 407)
-        *(sip_msg_t **)apr_array_push(px->challenges) = copy;
-    if (!px->best || rank(status) < rank(px->best_status)) {
-        px->best = copy;
-        px->best_status = status;
-    }
-    px_maybe_finish(px);
+    sip_proxy_default_response(px, b, resp, !from_network);
 }
 
 static void px_destroy_if_idle(sip_proxy_t *px)
@@ -400,75 +497,104 @@ static void px_destroy_if_idle(sip_proxy_t *px)
 
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->ctxn || sip_timer_armed(&b->timer_c))
+        if (b->ctxn || sip_timer_armed(&b->timer_c) || sip_timer_armed(&b->expires))
             return;
     }
-    if (!px->final_sent)
-        return;
-    sip_txn_detach(px->st);
+    if (px->owner) {
+        if (!px->released) {
+            if (!px->idle_told) {
+                px->idle_told = 1;
+                px->owner->idle(px->owner_baton);
+            }
+            return;
+        }
+    }
+    else {
+        if (!final_sent(px))
+            return;
+        sip_txn_detach(px->st);
+    }
     px->st = NULL;
     sip_loop_defer_destroy(sip_txn_loop(), px->pool);
 }
 
-/* Start the next sequential branch, or answer when every branch is done. */
-static void px_maybe_finish(sip_proxy_t *px)
+void sip_proxy_release(sip_proxy_t *px)
 {
-    int i, pending = 0;
+    px->released = 1;
+    px->idle_told = 0;
+    px_destroy_if_idle(px);
+}
+
+/* Start the next sequential branch, or answer when every branch is done
+ * ('may_answer': the proxy's own algorithm is in charge of the answer). */
+static void px_maybe_finish(sip_proxy_t *px, int may_answer)
+{
+    int i;
 
     if (!px->st)
         return;
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->started && !b->done)
-            pending++;
+        if (b->started && !b->done && !b->originated)
+            goto out;
     }
-    if (!pending && !px->final_sent && !px->six_xx && !px->cancelled) {
+    if (may_answer && !final_sent(px) && !px->six_xx && !px->cancelled) {
         for (i = 0; i < px->branches->nelts; i++) {
             branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
             if (!b->started) {
                 start_branch(px, b);
                 if (!b->done)
-                    return;
+                    goto out;
             }
         }
     }
-    for (i = 0; i < px->branches->nelts; i++) {
-        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->started && !b->done)
-            return;
-    }
-    if (!px->final_sent)
+    if (may_answer && !final_sent(px))
         send_best(px);
+out:
     px_destroy_if_idle(px);
+}
+
+static int script_gives(const sip_msg_t *block, const char *name)
+{
+    return block && sip_msg_has_header(block, name);
 }
 
 static void start_branch(sip_proxy_t *px, branch_t *b)
 {
     apr_pool_t *p;
     sip_tp_kind_t kind;
-    sip_sockaddr_t dest;
-    sip_msg_t *m;
+    sip_msg_t *m = NULL;
     const char *branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
 
     b->started = 1;
     apr_pool_create(&p, px->pool);
-    m = prepare_request(p, sip_txn_request(px->st), b->uri, px->s, px->conf->record_route,
-                        branch, &kind, &dest);
-    if (m)
-        b->ctxn = sip_ctxn_send(m, kind, px->s, &dest, branch_response, b);
+    m = prepare_request(p, sip_txn_request(px->st), b->uri, px->s,
+                        px->conf->record_route && !script_gives(b->block, "Record-Route"),
+                        branch, &kind, &b->dest);
+    if (m) {
+        if (b->block) {
+            apr_size_t len = 0, mlen = 0;
+            const char *text = sip_msg_serialize(p, m, &len);
+            const char *merged = text ? sip_msg_merge_text(p, text, len, b->block, &mlen) : NULL;
+            if (merged)
+                b->ctxn = sip_ctxn_send_text(merged, mlen, kind, px->s, &b->dest, branch_response, b);
+        }
+        else
+            b->ctxn = sip_ctxn_send(m, kind, px->s, &b->dest, branch_response, b);
+    }
     apr_pool_destroy(p);
     if (!b->ctxn) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->uri);
-        b->done = 1;
-        if (!px->best || rank(503) < rank(px->best_status)) {
-            px->best = sip_msg_make_response(px->pool, sip_txn_request(px->st), 503,
-                                             "Service Unavailable", sip_txn_to_tag(px->st));
-            px->best_status = 503;
-        }
+        local_final(b, 503, "Service Unavailable");
         return;
     }
-    if (px->invite)
+    if (px->invite && !b->originated)
         sip_timer_set(sip_txn_loop(), &b->timer_c, px->conf->timer_c, timer_c_fired, b);
+    if (b->block && sip_msg_header(b->block, "Expires")) {
+        int secs = atoi(sip_msg_header(b->block, "Expires"));
+        if (secs >= 0)
+            sip_timer_set(sip_txn_loop(), &b->expires, apr_time_from_sec(secs), expires_fired, b);
+    }
 }
 
 static int px_cancelled(void *tu)
@@ -481,7 +607,7 @@ static int px_cancelled(void *tu)
     return 1;
 }
 
-sip_proxy_t *sip_proxy_new(sip_txn_t *t, server_rec *s)
+static sip_proxy_t *px_create(sip_txn_t *t, server_rec *s)
 {
     apr_pool_t *p;
     sip_proxy_t *px;
@@ -495,19 +621,45 @@ sip_proxy_t *sip_proxy_new(sip_txn_t *t, server_rec *s)
     px->branches = apr_array_make(p, 4, sizeof(branch_t *));
     px->challenges = apr_array_make(p, 2, sizeof(sip_msg_t *));
     px->invite = strcmp(sip_msg_method(sip_txn_request(t)), "INVITE") == 0;
+    px->loop_hash = loop_hash(p, sip_txn_request(t));
     sip_txn_set_proxied(t);
-    sip_txn_attach(t, px_cancelled, px);
     return px;
+}
+
+sip_proxy_t *sip_proxy_new(sip_txn_t *t, server_rec *s)
+{
+    static const sip_txn_tu_ops_t ops = {px_cancelled, NULL, NULL};
+    sip_proxy_t *px = px_create(t, s);
+
+    sip_txn_attach(t, &ops, px);
+    return px;
+}
+
+sip_proxy_t *sip_proxy_new_owned(sip_txn_t *t, server_rec *s, const sip_proxy_owner_t *owner,
+                                 void *baton)
+{
+    sip_proxy_t *px = px_create(t, s);
+
+    px->owner = owner;
+    px->owner_baton = baton;
+    return px;
+}
+
+static branch_t *new_branch(sip_proxy_t *px, const char *uri, double q)
+{
+    branch_t *b = apr_pcalloc(px->pool, sizeof(*b));
+
+    b->px = px;
+    b->uri = uri ? apr_pstrdup(px->pool, uri) : NULL;
+    b->q = q;
+    return b;
 }
 
 void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q)
 {
-    branch_t *b = apr_pcalloc(px->pool, sizeof(*b));
+    branch_t *b = new_branch(px, uri, q);
     int i;
 
-    b->px = px;
-    b->uri = apr_pstrdup(px->pool, uri);
-    b->q = q;
     /* Keep the list in descending q order (stable for equal q). */
     for (i = px->branches->nelts; i > 0; i--) {
         if (APR_ARRAY_IDX(px->branches, i - 1, branch_t *)->q >= q)
@@ -524,31 +676,37 @@ void sip_proxy_set_sequential(sip_proxy_t *px, int on)
     px->sequential = on;
 }
 
-static void px_fail(sip_proxy_t *px, int status, const char *reason)
+static int px_checks(sip_proxy_t *px)
 {
-    px->final_sent = 1;
-    sip_txn_reply(px->st, status, reason, NULL);
-    px_destroy_if_idle(px);
+    const sip_msg_t *req = sip_txn_request(px->st);
+
+    /* §16.3 step 3 */
+    if (sip_msg_max_forwards(req) == 0) {
+        px->final_sent = 1;
+        sip_txn_reply(px->st, 483, "Too Many Hops", NULL);
+        return 0;
+    }
+    /* §16.3 step 4 */
+    if (looped(px->pool, req, px->loop_hash)) {
+        px->final_sent = 1;
+        sip_txn_reply(px->st, 482, "Loop Detected", NULL);
+        return 0;
+    }
+    return 1;
 }
 
 void sip_proxy_start(sip_proxy_t *px)
 {
-    const sip_msg_t *req = sip_txn_request(px->st);
     int i;
 
-    /* §16.3 step 3 */
-    if (sip_msg_max_forwards(req) == 0) {
-        px_fail(px, 483, "Too Many Hops");
-        return;
-    }
-    /* §16.3 step 4 */
-    px->loop_hash = loop_hash(px->pool, req);
-    if (looped(px->pool, req, px->loop_hash)) {
-        px_fail(px, 482, "Loop Detected");
+    if (!px_checks(px)) {
+        px_destroy_if_idle(px);
         return;
     }
     if (!px->branches->nelts) {
-        px_fail(px, 480, "Temporarily Unavailable");
+        px->final_sent = 1;
+        sip_txn_reply(px->st, 480, "Temporarily Unavailable", NULL);
+        px_destroy_if_idle(px);
         return;
     }
     if (px->invite)     /* §16.7: we will take a while; stop retransmissions */
@@ -559,7 +717,132 @@ void sip_proxy_start(sip_proxy_t *px)
         if (px->sequential && !b->done)
             break;
     }
-    px_maybe_finish(px);
+    px_maybe_finish(px, 1);
+}
+
+sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_msg_t *block)
+{
+    branch_t *b;
+
+    if (!px->counter && !px_checks(px))
+        return NULL;
+    if (px->invite && !px->counter && !sip_txn_final_sent(px->st))
+        sip_txn_reply(px->st, 100, "Trying", NULL);
+    b = new_branch(px, uri, 1.0);
+    b->block = block;
+    b->token = block ? sip_msg_header(block, "CGI-Request-Token") : NULL;
+    *(branch_t **)apr_array_push(px->branches) = b;
+    start_branch(px, b);
+    return b;
+}
+
+sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
+{
+    apr_pool_t *p;
+    branch_t *b = new_branch(px, NULL, 1.0);
+    const char *line = sip_msg_start_line(block), *sp1, *text, *merged;
+    apr_size_t len = 0, mlen = 0;
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err = {0, "unparsable"};
+    sip_tp_kind_t kind;
+    sip_uri_info_t hop;
+    const char *next, *branch;
+
+    b->block = block;
+    b->originated = 1;
+    b->started = 1;
+    b->token = sip_msg_header(block, "CGI-Request-Token");
+    *(branch_t **)apr_array_push(px->branches) = b;
+    branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
+    apr_pool_create(&p, px->pool);
+    /* The script writes the request; the server adds Via, Max-Forwards
+     * and Content-Length, and strips CGI headers. */
+    sp1 = strchr(line, ' ');
+    b->uri = sp1 ? apr_pstrndup(px->pool, sp1 + 1, strcspn(sp1 + 1, " ")) : NULL;
+    text = apr_pstrcat(p, line, "\r\nVia: SIP/2.0/UDP ", local_hostport(p, px->s), ";branch=",
+                       branch, ";rport\r\n\r\n", NULL);
+    merged = sip_msg_merge_text(p, text, strlen(text), block, &mlen);
+    if (merged && !sip_msg_has_header(block, "Max-Forwards"))
+        merged = sip_msg_merge_text(p, merged, mlen,
+                                    sip_msg_parse_block(p, "X\r\nMax-Forwards: 70\r\n\r\n", 25),
+                                    &mlen);
+    if (merged && sip_msg_parse(p, merged, mlen, NULL, 0, &m, &err) == APR_SUCCESS) {
+        next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
+        if (sip_uri_info(p, next, &hop)
+            && resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, &b->dest)) {
+            kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
+            if (kind == SIP_TP_TCP) {
+                /* the Via names the transport actually used */
+                sip_msg_pop_via(m);
+                sip_msg_push_via(m, apr_psprintf(p, "SIP/2.0/TCP %s;branch=%s;rport",
+                                                 local_hostport(p, px->s), branch));
+                merged = sip_msg_serialize(p, m, &mlen);
+            }
+            if (merged)
+                b->ctxn = sip_ctxn_send_text(merged, mlen, kind, px->s, &b->dest,
+                                             branch_response, b);
+        }
+    }
+    else
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, px->s,
+                     "sip-cgi: new request from script is not valid SIP: %s",
+                     err.reason);
+    (void)len;
+    apr_pool_destroy(p);
+    if (!b->ctxn) {
+        b->done = 1;
+        return NULL;
+    }
+    return b;
+}
+
+const char *sip_proxy_branch_token(const sip_proxy_branch_t *b)
+{
+    return b->token;
+}
+
+const char *sip_proxy_branch_peer(apr_pool_t *p, const sip_proxy_branch_t *b)
+{
+    return sip_sockaddr_ip(p, &b->dest);
+}
+
+int sip_proxy_branch_originated(const sip_proxy_branch_t *b)
+{
+    return b->originated;
+}
+
+void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed)
+{
+    static const char *const options_hdrs[] = {
+        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
+        "Accept", "application/sdp",
+        NULL
+    };
+    const sip_msg_t *req = sip_txn_request(txn);
+    sip_server_conf *conf = sip_get_conf(s);
+
+    /* §16.4/§16.5: requests on a route through us, or for domains we are
+     * not responsible for, are proxied to their Request-URI. */
+    if (sip_msg_route_count(req) > 0
+        || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
+        sip_proxy_t *px;
+        if (!routed && !conf->proxy_outside) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                         "sip: 404 for %s %s: not a domain of this server (SipProxyOutside Off)",
+                         sip_msg_method(req), sip_msg_request_uri(req));
+            sip_txn_reply(txn, 404, "Domain Not Served Here", NULL);
+            return;
+        }
+        px = sip_proxy_new(txn, s);
+        sip_proxy_add_target(px, sip_msg_request_uri(req), 1.0);
+        sip_proxy_start(px);
+        return;
+    }
+    if (strcmp(sip_msg_method(req), "OPTIONS") == 0) {
+        sip_txn_reply(txn, 200, "OK", options_hdrs);
+        return;
+    }
+    sip_txn_reply(txn, 404, "Not Found", NULL);
 }
 
 /* ---- stateless response forwarding (§16.11, §18.2.2) ---- */

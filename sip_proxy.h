@@ -28,6 +28,48 @@ int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s);
 /* Is this Request-URI for a domain/address this vhost is responsible for? */
 int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p);
 
+/* ---- driven by a transaction user (the SIP-CGI engine) ---- */
+
+typedef struct branch sip_proxy_branch_t;
+
+typedef struct sip_proxy_owner {
+    /* A response (or a local 408/503) on branch 'b'.  Return 1 to handle it
+     * later (sip_proxy_default_response / sip_proxy_forward_upstream), 0
+     * to let the proxy apply its default now.  'resp' lives only during
+     * the call. */
+    int (*response)(void *baton, sip_proxy_branch_t *b, sip_msg_t *resp, int local);
+    /* No branch is left: the owner may release the proxy. */
+    void (*idle)(void *baton);
+} sip_proxy_owner_t;
+
+/* A proxy context that does not take over the server transaction. */
+sip_proxy_t *sip_proxy_new_owned(sip_txn_t *t, server_rec *s, const sip_proxy_owner_t *owner,
+                                 void *baton);
+/* Forward the transaction's request to 'uri' now, with the script's
+ * headers/body merged in (block may be NULL) and its CGI-Request-Token;
+ * an Expires header in the block arms a local 408 (RFC 3050 §5.7). */
+sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_msg_t *block);
+/* Send a new request written by the script (RFC 3050 §3.1). */
+sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block);
+const char *sip_proxy_branch_token(const sip_proxy_branch_t *b);
+const char *sip_proxy_branch_peer(apr_pool_t *p, const sip_proxy_branch_t *b);
+int sip_proxy_branch_originated(const sip_proxy_branch_t *b);
+/* The proxy's own handling of a response the owner took (§16.7). */
+void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_t *resp,
+                                int local);
+/* Send a received response upstream (Via popped, block merged). */
+apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
+                                        const sip_msg_t *block);
+/* CANCEL every pending branch (after a final response went upstream). */
+void sip_proxy_cancel(sip_proxy_t *px);
+/* The owner is done with it: freed once no branch is left. */
+void sip_proxy_release(sip_proxy_t *px);
+
+/* What the server does with a request when no script decides (RFC 3050
+ * §5.6.1.6): proxy it when it is routed or for another domain, answer
+ * OPTIONS itself, otherwise 404. */
+void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed);
+
 /* Forward a request statelessly (ACK for a 2xx passing through). */
 void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p);
 /* Forward a response that matched no client transaction by its Via. */

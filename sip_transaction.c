@@ -31,9 +31,10 @@ struct sip_txn {
     int last_status;
     apr_interval_time_t retx;
     sip_timer_t t_retx, t_end, t_trying;
-    int (*tu_cancel)(void *tu);
+    const sip_txn_tu_ops_t *tu_ops;
     void *tu;
     int proxied;
+    int destroyed;
 };
 
 static sip_loop_t *txn_loop;
@@ -103,7 +104,8 @@ static const char *new_tag(apr_pool_t *p)
 
 static void txn_destroy_if_done(sip_txn_t *t)
 {
-    if (t->state == ST_TERMINATED && !t->tu) {
+    if (t->state == ST_TERMINATED && !t->tu && !t->destroyed) {
+        t->destroyed = 1;
         sip_source_release(&t->src);
         sip_loop_defer_destroy(txn_loop, t->pool);
     }
@@ -121,6 +123,8 @@ static void txn_terminate(sip_txn_t *t)
     if (t->ack_key)
         apr_hash_set(acks, t->ack_key, APR_HASH_KEY_STRING, NULL);
     ntxns--;
+    if (t->tu && t->tu_ops && t->tu_ops->ended)
+        t->tu_ops->ended(t->tu);
     txn_destroy_if_done(t);
 }
 
@@ -200,6 +204,9 @@ sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
             if (tt && t->to_tag && strcmp(tt, t->to_tag) != 0)
                 return SIP_TXN_STRAY_ACK;
             sip_timer_cancel(txn_loop, &t->t_retx);
+            /* RFC 3050 §5.11.1: a script that answered 200 sees the ACK */
+            if (t->tu && t->tu_ops && t->tu_ops->ack)
+                t->tu_ops->ack(t->tu, req);
             txn_terminate(t);
             *out = NULL;
             return SIP_TXN_ACK_2XX;
@@ -308,23 +315,23 @@ apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
     return rv;
 }
 
-void sip_txn_attach(sip_txn_t *t, int (*cancel)(void *tu), void *tu)
+void sip_txn_attach(sip_txn_t *t, const sip_txn_tu_ops_t *ops, void *tu)
 {
-    t->tu_cancel = cancel;
+    t->tu_ops = ops;
     t->tu = tu;
 }
 
 void sip_txn_detach(sip_txn_t *t)
 {
     t->tu = NULL;
-    t->tu_cancel = NULL;
+    t->tu_ops = NULL;
     txn_destroy_if_done(t);
 }
 
 int sip_txn_cancel(sip_txn_t *t)
 {
-    if (t->tu && t->tu_cancel)
-        return t->tu_cancel(t->tu);
+    if (t->tu && t->tu_ops && t->tu_ops->cancel)
+        return t->tu_ops->cancel(t->tu);
     return 0;
 }
 
@@ -483,6 +490,31 @@ static void ctxn_transport_closed(sip_tcp_conn_t *conn)
     }
 }
 
+static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr_size_t len,
+                              sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                              sip_ctxn_cb cb, void *baton);
+
+sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t kind,
+                               void *vhost, const sip_sockaddr_t *dest, sip_ctxn_cb cb,
+                               void *baton)
+{
+    apr_pool_t *p;
+    sip_ctxn_t *c;
+    sip_msg_error_t err;
+
+    apr_pool_create(&p, txn_root);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    if (sip_msg_parse(p, text, len, NULL, 0, &c->req, &err) != APR_SUCCESS
+        || !sip_msg_is_request(c->req) || !sip_msg_branch(c->req)) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
+                     "sip: refusing to send a malformed request (%s)", err.reason);
+        apr_pool_destroy(p);
+        return NULL;
+    }
+    return ctxn_start(p, c, apr_pstrmemdup(p, text, len), len, kind, vhost, dest, cb, baton);
+}
+
 sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
                           const sip_sockaddr_t *dest, sip_ctxn_cb cb, void *baton)
 {
@@ -500,6 +532,13 @@ sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
         apr_pool_destroy(p);
         return NULL;
     }
+    return ctxn_start(p, c, buf, len, kind, vhost, dest, cb, baton);
+}
+
+static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr_size_t len,
+                              sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                              sip_ctxn_cb cb, void *baton)
+{
     c->buf = buf;
     c->len = len;
     c->kind = kind;

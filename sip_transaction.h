@@ -40,11 +40,20 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
 apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs);
 
-/* The transaction user (script runner or proxy) attaches while it works
- * on the transaction; 'cancel' is called when a CANCEL arrives and
- * returns 1 when the user will send the final response itself (a proxy
- * relays the 487s of its branches), 0 when the caller must send 487. */
-void sip_txn_attach(sip_txn_t *t, int (*cancel)(void *tu), void *tu);
+/* The transaction user (script context or proxy) attaches while it
+ * works on the transaction. */
+typedef struct sip_txn_tu_ops {
+    /* A CANCEL arrived: return 1 when the user will send the final
+     * response itself (a proxy relays its branches' 487s), 0 when the
+     * caller must answer 487. */
+    int (*cancel)(void *tu);
+    /* The ACK for a 2xx this transaction sent as a UAS (may be NULL). */
+    void (*ack)(void *tu, sip_msg_t *ack);
+    /* The transaction is over (may be NULL); the user should detach. */
+    void (*ended)(void *tu);
+} sip_txn_tu_ops_t;
+
+void sip_txn_attach(sip_txn_t *t, const sip_txn_tu_ops_t *ops, void *tu);
 void sip_txn_detach(sip_txn_t *t);
 int sip_txn_cancel(sip_txn_t *t);
 
@@ -71,6 +80,11 @@ typedef void (*sip_ctxn_cb)(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
  * The transaction lives in its own pool until it ends. */
 sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
                           const sip_sockaddr_t *dest, sip_ctxn_cb cb, void *baton);
+/* The same for a request already serialized (script header merging keeps
+ * its own header order); 'text' must parse as a request. */
+sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t kind,
+                               void *vhost, const sip_sockaddr_t *dest, sip_ctxn_cb cb,
+                               void *baton);
 /* Stop telling the owner (the transaction still absorbs retransmissions). */
 void sip_ctxn_abandon(sip_ctxn_t *c);
 /* §9.1: CANCEL an INVITE client transaction once it has a provisional. */

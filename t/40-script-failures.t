@@ -58,7 +58,6 @@ for my $tr (qw(udp tcp)) {
     for my $case (
         [ 'garbage',  'script printing garbage' ],
         [ 'badcode',  'script printing an invalid status code' ],
-        [ 'silent',   'script exiting without output' ],
         [ 'segv',     'script killed by SIGSEGV' ],
     ) {
         my ($user, $what) = @$case;
@@ -70,6 +69,15 @@ for my $tr (qw(udp tcp)) {
         cmp_ok($el, '<', 2, "$tr: $what answered promptly (${\ sprintf '%.2f', $el}s)");
         ok($t->wait_log($mark, qr/\Q$user\E\@127\.0\.0\.1/, 3), "$tr: $what logged with the script name")
             or diag($t->log_since($mark));
+    }
+
+    # exit 0 without output: RFC 3050 §5.6.1.6 default action (no registrar:
+    # 404 for a local user), not an error
+    {
+        my ($el, $req, @r) = call($tr, 'silent');
+        is(@r && $r[-1]->code, 404, "$tr: script exiting 0 without output -> default action (404)")
+            or diag(@r ? $r[-1]->raw : 'no response');
+        cmp_ok($el, '<', 2, "$tr: silent script answered promptly");
     }
 
     # 180 then exit

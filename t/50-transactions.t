@@ -9,7 +9,7 @@ use SipTest qw(parse_msg wait_until);
 
 sub counting {
     my ($name, $pre, $resp) = @_;
-    return "#!/bin/sh\necho run >> \@VAR\@/$name.count\n$pre\nprintf '$resp'\n";
+    return "#!/bin/sh\necho \"run \$REQUEST_METHOD\" >> \@VAR\@/$name.count\n$pre\nprintf '$resp'\n";
 }
 my $contact = 'Contact: <sip:x@127.0.0.1:@SIPPORT@>\\n';
 
@@ -131,7 +131,12 @@ sub msgs { map { [ $_->[0], parse_msg($_->[1]) ] } @_ }
         is(scalar(@after), 0, '(d) after the ACK the 200 is no longer retransmitted')
             or diag(join "\n", map { sprintf('%.2f ', $_->[0]) . $_->[1] } @after);
     }
-    is(count('ok'), 1, '(d) script ran once');
+    # RFC 3050 §5.11.1 (R86): the script answered 200 itself, so its ACK runs it
+    ok(wait_until(3, sub { count('ok') >= 2 }), '(d) the ACK for the script\'s own 200 ran the script');
+    is(count('ok'), 2, '(d) script ran for the INVITE and once more for its ACK');
+    open(my $fh, '<', $t->var . '/ok.count');
+    my @runs = $fh ? <$fh> : ();
+    is_deeply([map { s/\s+$//r } @runs], ['run INVITE', 'run ACK'], '(d) runs: INVITE then ACK');
 }
 
 # ---- (e) a slow script does not block other requests

@@ -12,6 +12,8 @@
 #include "../../sip_cgi.c"
 #include "../../sip_message.c"
 #include "../../sip_event.c"
+#include "../../sip_transaction.c"
+#include "../../sip_proxy.c"
 
 #include "httpd_stubs.h"
 
