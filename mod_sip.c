@@ -50,6 +50,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->record_route = -1;
     c->proxy_outside = -1;
     c->timer_c = -1;
+    c->max_scripts = -1;
     return c;
 }
 
@@ -68,6 +69,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->record_route = add->record_route >= 0 ? add->record_route : base->record_route;
     c->proxy_outside = add->proxy_outside >= 0 ? add->proxy_outside : base->proxy_outside;
     c->timer_c = add->timer_c >= 0 ? add->timer_c : base->timer_c;
+    c->max_scripts = add->max_scripts >= 0 ? add->max_scripts : base->max_scripts;
     return c;
 }
 
@@ -91,6 +93,8 @@ static void apply_defaults(sip_server_conf *c)
         c->proxy_outside = 0;
     if (c->timer_c < 0)
         c->timer_c = SIP_DEFAULT_TIMER_C;
+    if (c->max_scripts < 0)
+        c->max_scripts = SIP_DEFAULT_MAX_SCRIPTS;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -188,6 +192,17 @@ static const char *set_timer_c(cmd_parms *cmd, void *d, const char *arg)
     return set_seconds(cmd, &sip_get_conf(cmd->server)->timer_c, arg);
 }
 
+static const char *set_max_scripts(cmd_parms *cmd, void *d, const char *arg)
+{
+    int n = atoi(arg);
+
+    (void)d;
+    if (n <= 0)
+        return "SipMaxScripts needs a positive number";
+    sip_get_conf(cmd->server)->max_scripts = n;
+    return NULL;
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -203,6 +218,8 @@ static const command_rec sip_cmds[] = {
                   "Largest SIP message body accepted (default 65536)"),
     AP_INIT_TAKE1("SipTcpIdleTimeout", set_tcp_idle, NULL, RSRC_CONF,
                   "Seconds an idle SIP TCP connection stays open (default 600)"),
+    AP_INIT_TAKE1("SipMaxScripts", set_max_scripts, NULL, RSRC_CONF,
+                  "Scripts that may run at once before requests get 503 (default 64)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
     AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
+#include <netdb.h>
 #include <unistd.h>
 
 #include "apr_strings.h"
@@ -100,6 +102,7 @@ static sip_timer_t reap_timer;
 
 static void ctx_pump(sip_cgi_ctx_t *ctx);
 static void ctx_maybe_free(sip_cgi_ctx_t *ctx);
+static const char *remote_host(apr_pool_t *p, server_rec *s, const sip_sockaddr_t *peer);
 static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig);
 
 void sip_cgi_init(sip_loop_t *loop, apr_pool_t *p)
@@ -884,6 +887,9 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
             apr_table_setn(env, "REQUEST_TOKEN", rt);
     }
     else {
+        const char *rh = t->remote ? NULL : remote_host(p, s, &src->peer);
+        if (rh)
+            apr_table_setn(env, "REMOTE_HOST", rh);
         apr_table_setn(env, "REMOTE_ADDR", t->remote ? t->remote : sip_sockaddr_ip(p, &src->peer));
         apr_table_setn(env, "REQUEST_METHOD", sip_msg_method(msg));
         apr_table_setn(env, "REQUEST_URI", sip_msg_request_uri(msg));
@@ -908,6 +914,44 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
 }
 
 /* ---- spawning ---- */
+
+/* RLimitCPU, RLimitMEM and RLimitNPROC of the vhost, as mod_cgi applies
+ * them; posix_spawn cannot, so they are set on the new process at once. */
+static void apply_rlimits(sip_cgi_run_t *run, pid_t pid)
+{
+    core_dir_config *d = ap_get_core_module_config(run->s->lookup_defaults);
+
+    if (!d)
+        return;
+#ifdef RLIMIT_CPU
+    if (d->limit_cpu)
+        prlimit(pid, RLIMIT_CPU, d->limit_cpu, NULL);
+#endif
+#if defined(RLIMIT_AS)
+    if (d->limit_mem)
+        prlimit(pid, RLIMIT_AS, d->limit_mem, NULL);
+#endif
+#ifdef RLIMIT_NPROC
+    if (d->limit_nproc)
+        prlimit(pid, RLIMIT_NPROC, d->limit_nproc, NULL);
+#endif
+}
+
+/* REMOTE_HOST (RFC 3050 §5.5.1.8) when HostnameLookups is on.  The lookup
+ * blocks the engine; it is off by default, as in httpd. */
+static const char *remote_host(apr_pool_t *p, server_rec *s, const sip_sockaddr_t *peer)
+{
+    core_dir_config *d = ap_get_core_module_config(s->lookup_defaults);
+    char host[NI_MAXHOST];
+
+    if (!d || (d->hostname_lookups != HOSTNAME_LOOKUP_ON
+               && d->hostname_lookups != HOSTNAME_LOOKUP_DOUBLE))
+        return NULL;
+    if (getnameinfo((const struct sockaddr *)&peer->ss, peer->len, host, sizeof(host), NULL, 0,
+                    NI_NAMEREQD) != 0)
+        return NULL;
+    return apr_pstrdup(p, host);
+}
 
 static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
 {
@@ -959,6 +1003,7 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     if (rc != 0)
         return rc;
     run->proc.pid = pid;
+    apply_rlimits(run, pid);
     return APR_SUCCESS;
 }
 
@@ -979,6 +1024,20 @@ static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
     sip_cgi_run_t *run;
     apr_status_t rv;
 
+    if (nrunning >= (apr_size_t)conf->max_scripts) {
+        /* Overload: new requests are told to come back (RFC 3261 §21.5.4);
+         * other triggers get the server's default handling. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ctx->s,
+                     "sip-cgi: SipMaxScripts (%d) reached; not running %s", conf->max_scripts,
+                     ctx->script);
+        if (trig->kind == TRIG_REQUEST && txn_live(ctx) && !sip_txn_final_sent(ctx->txn)) {
+            static const char *const hdrs[] = {"Retry-After", "5", NULL};
+            sip_txn_reply(ctx->txn, 503, "Service Unavailable", hdrs);
+        }
+        else if (trig->kind == TRIG_RESPONSE)
+            default_action(ctx, trig);
+        return;
+    }
     apr_pool_create(&p, cgi_pool);
     run = apr_pcalloc(p, sizeof(*run));
     run->pool = p;

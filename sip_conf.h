@@ -12,6 +12,7 @@
 #define SIP_DEFAULT_MAX_BODY        65536
 #define SIP_DEFAULT_TCP_IDLE        apr_time_from_sec(600)
 #define SIP_DEFAULT_TIMER_C         apr_time_from_sec(180)  /* RFC 3261 §16.6 */
+#define SIP_DEFAULT_MAX_SCRIPTS     64
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -24,6 +25,7 @@ typedef struct sip_server_conf {
     int record_route;                   /* SipRecordRoute; -1 = unset (On) */
     int proxy_outside;                  /* SipProxyOutside; -1 = unset (Off) */
     apr_interval_time_t timer_c;        /* SipProxyTimerC; -1 = unset */
+    int max_scripts;                    /* SipMaxScripts; -1 = unset */
 } sip_server_conf;
 
 /* Message size limits taken from Apache's own LimitRequest* directives. */

@@ -586,8 +586,12 @@ void sip_ctxn_cancel(sip_ctxn_t *c)
         return;
     if (c->state == CT_PROCEEDING)
         ctxn_send_cancel(c);
-    else if (c->state == CT_CALLING)
-        c->cancel_pending = 1;  /* §9.1: wait for a provisional response */
+    else if (c->state == CT_CALLING) {
+        /* §9.1: a CANCEL waits for a provisional response; the INVITE is
+         * no longer retransmitted meanwhile. */
+        c->cancel_pending = 1;
+        sip_timer_cancel(txn_loop, &c->t_retx);
+    }
 }
 
 int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
