@@ -989,7 +989,20 @@ sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t
 sip_msg_t *sip_msg_parse_block(apr_pool_t *p, const char *buf, apr_size_t len)
 {
     sip_msg_t *m = msg_new(p);
-    const char *reason = NULL;
+    const char *reason = NULL, *s, *end = buf + len;
+
+    /* RFC 3050 §5.6: script output has no continuation lines; refuse them
+     * rather than guess what the script meant. */
+    for (s = buf; s < end; s++) {
+        const char *nl = memchr(s, '\n', (apr_size_t)(end - s));
+        if (!nl || nl + 1 >= end)
+            break;
+        if (nl[1] == '\n' || (nl[1] == '\r' && nl + 2 < end && nl[2] == '\n'))
+            break;      /* end of the header block */
+        if (nl[1] == ' ' || nl[1] == '\t')
+            return NULL;
+        s = nl;
+    }
 
     m->raw = apr_pstrmemdup(p, buf, len);
     m->raw_len = len;
