@@ -20,6 +20,7 @@
 #include "sip_engine.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
+#include "sip_registrar.h"
 
 module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -51,6 +52,10 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->proxy_outside = -1;
     c->timer_c = -1;
     c->max_scripts = -1;
+    c->mode = -1;
+    c->min_expires = -1;
+    c->max_expires = -1;
+    c->default_expires = -1;
     return c;
 }
 
@@ -70,6 +75,10 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->proxy_outside = add->proxy_outside >= 0 ? add->proxy_outside : base->proxy_outside;
     c->timer_c = add->timer_c >= 0 ? add->timer_c : base->timer_c;
     c->max_scripts = add->max_scripts >= 0 ? add->max_scripts : base->max_scripts;
+    c->mode = add->mode >= 0 ? add->mode : base->mode;
+    c->min_expires = add->min_expires >= 0 ? add->min_expires : base->min_expires;
+    c->max_expires = add->max_expires >= 0 ? add->max_expires : base->max_expires;
+    c->default_expires = add->default_expires >= 0 ? add->default_expires : base->default_expires;
     return c;
 }
 
@@ -95,6 +104,16 @@ static void apply_defaults(sip_server_conf *c)
         c->timer_c = SIP_DEFAULT_TIMER_C;
     if (c->max_scripts < 0)
         c->max_scripts = SIP_DEFAULT_MAX_SCRIPTS;
+    if (c->mode < 0)
+        c->mode = SIP_MODE_PROXY;
+    if (c->min_expires < 0)
+        c->min_expires = SIP_DEFAULT_MIN_EXPIRES;
+    if (c->max_expires < 0)
+        c->max_expires = SIP_DEFAULT_MAX_EXPIRES;
+    if (c->default_expires < 0)
+        c->default_expires = SIP_DEFAULT_EXPIRES;
+    if (c->max_expires < c->min_expires)
+        c->max_expires = c->min_expires;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -203,6 +222,48 @@ static const char *set_max_scripts(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *set_mode(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (!strcasecmp(arg, "proxy"))
+        sip_get_conf(cmd->server)->mode = SIP_MODE_PROXY;
+    else if (!strcasecmp(arg, "redirect"))
+        sip_get_conf(cmd->server)->mode = SIP_MODE_REDIRECT;
+    else
+        return "SipMode must be proxy or redirect";
+    return NULL;
+}
+
+static const char *set_expires(cmd_parms *cmd, void *which, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    char *end;
+    long v = strtol(arg, &end, 10);
+
+    if (*end || v <= 0)
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, " needs a positive number of seconds", NULL);
+    if (which == (void *)1)
+        c->min_expires = v;
+    else if (which == (void *)2)
+        c->max_expires = v;
+    else
+        c->default_expires = v;
+    return NULL;
+}
+
+static const char *location_file;   /* SipLocationFile (server-wide) */
+
+static const char *set_location_file(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    if (err)
+        return err;
+    location_file = strcasecmp(arg, "none") == 0 ? "" : ap_server_root_relative(cmd->pool, arg);
+    return NULL;
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -220,6 +281,17 @@ static const command_rec sip_cmds[] = {
                   "Seconds an idle SIP TCP connection stays open (default 600)"),
     AP_INIT_TAKE1("SipMaxScripts", set_max_scripts, NULL, RSRC_CONF,
                   "Scripts that may run at once before requests get 503 (default 64)"),
+    AP_INIT_TAKE1("SipMode", set_mode, NULL, RSRC_CONF,
+                  "How requests for registered users are routed: proxy (default) or redirect"),
+    AP_INIT_TAKE1("SipMinExpires", set_expires, (void *)1, RSRC_CONF,
+                  "Shortest registration accepted, in seconds (default 60; shorter gets 423)"),
+    AP_INIT_TAKE1("SipMaxExpires", set_expires, (void *)2, RSRC_CONF,
+                  "Longest registration granted, in seconds (default 86400)"),
+    AP_INIT_TAKE1("SipDefaultExpires", set_expires, (void *)3, RSRC_CONF,
+                  "Registration time when the REGISTER names none (default 3600)"),
+    AP_INIT_TAKE1("SipLocationFile", set_location_file, NULL, RSRC_CONF,
+                  "Journal keeping registrations across restarts (default: in the runtime "
+                  "directory; none = memory only)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
     AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
@@ -280,6 +352,31 @@ static void disable_accept_filters(server_rec *main_server)
     }
 }
 
+/* The journal is opened here, as root, and inherited by the engine, which
+ * no longer could open it after giving up privileges. */
+static apr_status_t open_location_journal(apr_pool_t *pconf, server_rec *s)
+{
+    const char *path = location_file ? location_file
+                       : ap_runtime_dir_relative(pconf, "sip-location.journal");
+    apr_file_t *f;
+    apr_os_file_t fd;
+    apr_status_t rv;
+
+    if (!path || !*path) {
+        sip_engine_set_journal(-1);
+        return APR_SUCCESS;
+    }
+    rv = apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_WRITE | APR_FOPEN_CREATE
+                       | APR_FOPEN_APPEND, APR_FPROT_UREAD | APR_FPROT_UWRITE, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "mod_sip: cannot open SipLocationFile %s", path);
+        return rv;
+    }
+    apr_os_file_get(&fd, f);
+    sip_engine_set_journal(fd);
+    return APR_SUCCESS;
+}
+
 static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *main_server)
 {
@@ -331,6 +428,8 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (!any)
         return OK;
     disable_accept_filters(main_server);
+    if (open_location_journal(pconf, main_server) != APR_SUCCESS)
+        return HTTP_INTERNAL_SERVER_ERROR;
     if (sip_engine_start(pconf, main_server) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_server, "mod_sip: cannot start the SIP engine");
         return HTTP_INTERNAL_SERVER_ERROR;

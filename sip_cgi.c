@@ -2,6 +2,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_registrar.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -896,6 +897,12 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
     }
     if (ctx->cookie)
         apr_table_setn(env, "SCRIPT_COOKIE", ctx->cookie);
+    {
+        /* RFC 3050 §5.5.1.6: read afresh on every run of the transaction */
+        const char *regs = sip_registrar_contacts(p, sip_msg_request_uri(sip_txn_request(ctx->txn)));
+        if (regs)
+            apr_table_setn(env, "REGISTRATIONS", regs);
+    }
     if (sip_msg_body(msg, &blen)) {
         const char *ct = sip_msg_content_type(msg);
         apr_table_setn(env, "CONTENT_LENGTH", apr_off_t_toa(p, (apr_off_t)blen));

@@ -13,6 +13,9 @@
 #define SIP_DEFAULT_TCP_IDLE        apr_time_from_sec(600)
 #define SIP_DEFAULT_TIMER_C         apr_time_from_sec(180)  /* RFC 3261 §16.6 */
 #define SIP_DEFAULT_MAX_SCRIPTS     64
+#define SIP_DEFAULT_MIN_EXPIRES     60      /* RFC 3261 §10.3 step 7 */
+#define SIP_DEFAULT_MAX_EXPIRES     86400
+#define SIP_DEFAULT_EXPIRES         3600
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -26,6 +29,10 @@ typedef struct sip_server_conf {
     int proxy_outside;                  /* SipProxyOutside; -1 = unset (Off) */
     apr_interval_time_t timer_c;        /* SipProxyTimerC; -1 = unset */
     int max_scripts;                    /* SipMaxScripts; -1 = unset */
+    int mode;                           /* SipMode; -1 = unset (proxy) */
+    long min_expires;                   /* SipMinExpires; -1 = unset */
+    long max_expires;                   /* SipMaxExpires; -1 = unset */
+    long default_expires;               /* SipDefaultExpires; -1 = unset */
 } sip_server_conf;
 
 /* Message size limits taken from Apache's own LimitRequest* directives. */

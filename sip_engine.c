@@ -5,6 +5,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_location.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 
@@ -35,6 +36,12 @@ static apr_pool_t *engine_pconf;
 static server_rec *engine_main_server;
 static apr_proc_t *engine_proc;
 static pid_t parent_pid;
+static int journal_fd = -1;
+
+void sip_engine_set_journal(int fd)
+{
+    journal_fd = fd;
+}
 
 static apr_pool_t *engine_pool;
 static volatile sig_atomic_t engine_stop;
@@ -256,6 +263,7 @@ static void engine_main(void)
     sip_txn_init(loop, engine_pool);
     sip_cgi_init(loop, engine_pool);
     sip_proxy_init(engine_pool);
+    sip_location_init(loop, engine_pool, journal_fd);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
         apr_status_t rv = sip_udp_serve(e->sock, e->vhost);

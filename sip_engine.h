@@ -15,6 +15,9 @@ void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost
  * dies, until httpd stops). */
 apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server);
 
+/* Parent: the location journal descriptor (-1: memory only). */
+void sip_engine_set_journal(int fd);
+
 /* MPM child: hand a SIP TCP connection to the engine. */
 apr_status_t sip_engine_handoff(int fd, server_rec *vhost);
 

@@ -1142,3 +1142,46 @@ sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m)
         return NULL;
     return out;
 }
+
+const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params)
+{
+    const char *lt = strchr(value, '<'), *gt;
+
+    if (lt && (gt = strchr(lt, '>'))) {
+        if (params)
+            *params = apr_pstrdup(p, gt + 1 + strspn(gt + 1, " \t"));
+        return apr_pstrmemdup(p, lt + 1, (apr_size_t)(gt - lt - 1));
+    }
+    /* addr-spec form: parameters after ';' belong to the header (§20) */
+    {
+        const char *start = value + strspn(value, " \t");
+        apr_size_t n = strcspn(start, ";");
+        if (params)
+            *params = apr_pstrdup(p, start + n);
+        while (n && (start[n - 1] == ' ' || start[n - 1] == '\t'))
+            n--;
+        return apr_pstrmemdup(p, start, n);
+    }
+}
+
+const char *sip_uri_aor(apr_pool_t *p, const char *uri)
+{
+    osip_uri_t *u = NULL;
+    const char *aor = NULL;
+
+    if (!uri)
+        return NULL;
+    if (strchr(uri, '<'))
+        uri = sip_header_uri(p, uri, NULL);
+    if (osip_uri_init(&u) != 0)
+        return NULL;
+    if (osip_uri_parse(u, uri) == 0 && u->username && *u->username && u->host && *u->host) {
+        char *host = apr_pstrdup(p, u->host), *c;
+        for (c = host; *c; c++)
+            *c = apr_tolower(*c);
+        aor = apr_pstrcat(p, u->scheme && !strcasecmp(u->scheme, "sips") ? "sips:" : "sip:",
+                          u->username, "@", host, NULL);
+    }
+    osip_uri_free(u);
+    return aor;
+}

@@ -93,6 +93,15 @@ typedef struct sip_uri_info {
 
 int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
 
+/* Canonical address-of-record of a SIP URI (RFC 3261 §10.3 step 5):
+ * "sip:user@host", host in lower case, no port or parameters; NULL when
+ * the URI has no user or host.  Also accepts name-addr ("<...>"). */
+const char *sip_uri_aor(apr_pool_t *p, const char *uri);
+
+/* The URI inside a header value such as To or Contact ("<uri>;params" or
+ * "uri;params"), and the header parameters after it (or ""). */
+const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params);
+
 /* An independent copy that keeps the raw header list (for a script's
  * environment), made by serializing and parsing again. */
 sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m);

@@ -1,6 +1,7 @@
 #include "sip_proxy.h"
 #include "sip_conf.h"
 #include "sip_log.h"
+#include "sip_registrar.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -838,6 +839,13 @@ void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed)
         sip_proxy_start(px);
         return;
     }
+    /* §10.3: we are the registrar of our own domains */
+    if (strcmp(sip_msg_method(req), "REGISTER") == 0) {
+        sip_registrar_register(txn, s);
+        return;
+    }
+    if (sip_registrar_route(txn, s))
+        return;
     if (strcmp(sip_msg_method(req), "OPTIONS") == 0) {
         sip_txn_reply(txn, 200, "OK", options_hdrs);
         return;

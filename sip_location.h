@@ -1,0 +1,39 @@
+/* Location service (RFC 3261 §10): bindings of addresses-of-record to
+ * contacts, with their own expiry, q, Call-ID and CSeq.  Kept in the
+ * engine's memory and written through to a journal file, so that an
+ * engine restart (graceful restart, crash) loses no registration. */
+#ifndef SIP_LOCATION_H
+#define SIP_LOCATION_H
+
+#include "apr_pools.h"
+#include "apr_tables.h"
+#include "apr_time.h"
+#include "sip_event.h"
+
+typedef struct sip_binding {
+    const char *aor;
+    const char *contact;    /* the Contact URI, as registered */
+    const char *params;     /* other contact parameters (";+sip.instance=..."), or "" */
+    const char *call_id;
+    apr_uint32_t cseq;
+    apr_time_t expires;     /* absolute */
+    int q1000;              /* q * 1000 */
+    const char *path;       /* RFC 3327 Path, or NULL */
+} sip_binding_t;
+
+/* Open the store; 'journal_fd' is a read/write descriptor opened by the
+ * httpd parent (or -1 for memory only).  Replays and compacts it. */
+apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd);
+
+/* Current bindings of 'aor' (sip_binding_t *), best q first; NULL when the
+ * AoR was never registered, an empty array when it has expired. */
+apr_array_header_t *sip_location_lookup(apr_pool_t *p, const char *aor);
+
+/* Add or refresh one binding (expires 0 removes it). */
+void sip_location_set(const sip_binding_t *b);
+void sip_location_remove(const char *aor, const char *contact);
+void sip_location_remove_all(const char *aor);
+
+apr_size_t sip_location_count(void);
+
+#endif

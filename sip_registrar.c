@@ -1,0 +1,297 @@
+#include "sip_registrar.h"
+#include "sip_conf.h"
+#include "sip_location.h"
+#include "sip_log.h"
+#include "sip_message.h"
+#include "sip_proxy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "apr_strings.h"
+#include "apr_lib.h"
+#include "util_time.h"
+
+/* Split a Contact header value at the commas between contacts (not the
+ * ones inside quotes or <...>). */
+static void split_contacts(apr_pool_t *p, const char *v, apr_array_header_t *out)
+{
+    const char *start = v;
+    int quoted = 0, angle = 0;
+
+    for (;; v++) {
+        if (*v == '"' && (v == start || v[-1] != '\\'))
+            quoted = !quoted;
+        else if (!quoted && *v == '<')
+            angle = 1;
+        else if (!quoted && *v == '>')
+            angle = 0;
+        if (*v == '\0' || (*v == ',' && !quoted && !angle)) {
+            const char *s = start + strspn(start, " \t");
+            apr_size_t n = (apr_size_t)(v - s);
+            while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+                n--;
+            if (n)
+                *(const char **)apr_array_push(out) = apr_pstrmemdup(p, s, n);
+            if (!*v)
+                break;
+            start = v + 1;
+        }
+    }
+}
+
+/* Value of header parameter 'name' in ";a=1;b=2" (NULL if absent); the
+ * rest, without it, goes to *rest when not NULL. */
+static const char *param(apr_pool_t *p, const char *params, const char *name, const char **rest)
+{
+    const char *found = NULL;
+    char *copy = apr_pstrdup(p, params), *s = copy, *keep = apr_pstrdup(p, "");
+
+    while (s && *s) {
+        char *next, *eq;
+        s += strspn(s, " \t;");
+        if (!*s)
+            break;
+        next = strchr(s, ';');
+        if (next)
+            *next++ = '\0';
+        eq = strchr(s, '=');
+        if ((eq ? (apr_size_t)(eq - s) : strlen(s)) == strlen(name)
+            && strncasecmp(s, name, strlen(name)) == 0)
+            found = eq ? apr_pstrdup(p, eq + 1 + strspn(eq + 1, " \t\"")) : "";
+        else
+            keep = apr_pstrcat(p, keep, ";", s, NULL);
+        s = next;
+    }
+    if (found) {
+        char *f = apr_pstrdup(p, found);
+        apr_size_t n = strlen(f);
+        while (n && (f[n - 1] == '"' || f[n - 1] == ' '))
+            f[--n] = '\0';
+        found = f;
+    }
+    if (rest)
+        *rest = keep;
+    return found;
+}
+
+static int q1000(const char *q)
+{
+    double v = q ? atof(q) : 1.0;
+    if (v < 0 || v > 1)
+        v = 1.0;
+    return (int)(v * 1000 + 0.5);
+}
+
+static const char *format_binding(apr_pool_t *p, const sip_binding_t *b, apr_time_t now)
+{
+    apr_time_t left = (b->expires - now) / APR_USEC_PER_SEC;
+    const char *q = apr_psprintf(p, "%d.%03d", b->q1000 / 1000, b->q1000 % 1000);
+
+    /* trim "1.000" to "1", "0.500" to "0.5" */
+    {
+        char *c = apr_pstrdup(p, q), *e = c + strlen(c) - 1;
+        while (*e == '0')
+            *e-- = '\0';
+        if (*e == '.')
+            *e = '\0';
+        q = c;
+    }
+    return apr_psprintf(p, "<%s>%s;expires=%" APR_TIME_T_FMT ";q=%s", b->contact,
+                        b->params ? b->params : "", left > 0 ? left : 0, q);
+}
+
+const char *sip_registrar_contacts(apr_pool_t *p, const char *request_uri)
+{
+    const char *aor = sip_uri_aor(p, request_uri);
+    apr_array_header_t *bs = aor ? sip_location_lookup(p, aor) : NULL;
+    apr_array_header_t *parts;
+    apr_time_t now = apr_time_now();
+    int i;
+
+    if (!bs || !bs->nelts)
+        return NULL;
+    parts = apr_array_make(p, bs->nelts, sizeof(const char *));
+    for (i = 0; i < bs->nelts; i++)
+        *(const char **)apr_array_push(parts) =
+            format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+    return apr_array_pstrcat(p, parts, ',');
+}
+
+static void reply(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs)
+{
+    sip_txn_reply(txn, status, reason, hdrs);
+}
+
+void sip_registrar_register(sip_txn_t *txn, server_rec *s)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    apr_pool_t *p = sip_txn_pool(txn);
+    sip_server_conf *conf = sip_get_conf(s);
+    const apr_array_header_t *hdrs = sip_msg_headers(req);
+    apr_array_header_t *contacts = apr_array_make(p, 4, sizeof(const char *));
+    const char *to = sip_msg_header(req, "To"), *aor, *expires_hdr, *call_id;
+    apr_array_header_t *current;
+    apr_uint32_t cseq = (apr_uint32_t)strtoul(sip_msg_cseq_number(req), NULL, 10);
+    apr_time_t now = apr_time_now();
+    int i, star = 0;
+    long default_expires;
+
+    /* §10.3 step 5: the address-of-record, which must be ours */
+    aor = sip_uri_aor(p, to);
+    if (!aor || !sip_proxy_uri_is_local(apr_pstrcat(p, "sip:", strchr(aor, '@') + 1, NULL), s, p)) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: 404 for To %s: not a user of "
+                     "this domain", to ? to : "(none)");
+        reply(txn, 404, "Not Found", NULL);
+        return;
+    }
+    expires_hdr = sip_msg_header(req, "Expires");
+    default_expires = expires_hdr ? atol(expires_hdr) : conf->default_expires;
+    if (expires_hdr && (!apr_isdigit(*expires_hdr) || default_expires < 0)) {
+        reply(txn, 400, "Bad Expires", NULL);
+        return;
+    }
+    for (i = 0; i < hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
+        if (strcasecmp(h->name, "Contact") == 0)
+            split_contacts(p, h->value, contacts);
+    }
+    call_id = sip_msg_call_id(req);
+
+    /* §10.3 step 6: "*" only alone and with Expires: 0 */
+    for (i = 0; i < contacts->nelts; i++)
+        if (strcmp(APR_ARRAY_IDX(contacts, i, const char *), "*") == 0)
+            star = 1;
+    if (star) {
+        apr_array_header_t *bs = sip_location_lookup(p, aor);
+        if (contacts->nelts != 1 || !expires_hdr || default_expires != 0) {
+            reply(txn, 400, "Invalid Wildcard Contact", NULL);
+            return;
+        }
+        for (i = 0; bs && i < bs->nelts; i++) {
+            sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
+            if (strcmp(b->call_id, call_id) == 0 && cseq <= b->cseq) {
+                reply(txn, 500, "Out Of Order Request", NULL);
+                return;
+            }
+        }
+        sip_location_remove_all(aor);
+    }
+    else {
+        /* Check every contact before changing anything: all or nothing. */
+        apr_array_header_t *todo = apr_array_make(p, contacts->nelts, sizeof(sip_binding_t));
+        apr_array_header_t *bs = sip_location_lookup(p, aor);
+        for (i = 0; i < contacts->nelts; i++) {
+            const char *v = APR_ARRAY_IDX(contacts, i, const char *), *params, *rest, *e;
+            sip_binding_t *b = apr_array_push(todo);
+            sip_uri_info_t ui;
+            long exp;
+            int j;
+
+            memset(b, 0, sizeof(*b));
+            b->contact = sip_header_uri(p, v, &params);
+            if (!sip_uri_info(p, b->contact, &ui)) {
+                reply(txn, 400, "Bad Contact", NULL);
+                return;
+            }
+            e = param(p, params, "expires", &rest);
+            b->q1000 = q1000(param(p, rest, "q", &rest));
+            b->params = rest;
+            exp = e ? atol(e) : default_expires;
+            if (exp < 0)
+                exp = conf->default_expires;
+            /* §10.3 step 7: too brief is refused, too long is shortened */
+            if (exp > 0 && exp < conf->min_expires) {
+                const char *hm[] = {"Min-Expires", apr_itoa(p, (int)conf->min_expires), NULL};
+                reply(txn, 423, "Interval Too Brief", hm);
+                return;
+            }
+            if (exp > conf->max_expires)
+                exp = conf->max_expires;
+            b->aor = aor;
+            b->call_id = call_id;
+            b->cseq = cseq;
+            b->expires = exp ? now + apr_time_from_sec(exp) : 0;
+            b->path = sip_msg_header(req, "Path");
+            for (j = 0; bs && j < bs->nelts; j++) {
+                sip_binding_t *old = APR_ARRAY_IDX(bs, j, sip_binding_t *);
+                if (strcmp(old->contact, b->contact) == 0 && strcmp(old->call_id, call_id) == 0
+                    && cseq <= old->cseq) {
+                    reply(txn, 500, "Out Of Order Request", NULL);
+                    return;
+                }
+            }
+        }
+        for (i = 0; i < todo->nelts; i++)
+            sip_location_set(&APR_ARRAY_IDX(todo, i, sip_binding_t));
+    }
+
+    /* §10.3 step 8: 200 with every current binding, and Date */
+    current = sip_location_lookup(p, aor);
+    {
+        apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
+        char date[APR_RFC822_DATE_LEN];
+        apr_rfc822_date(date, now);
+        for (i = 0; current && i < current->nelts; i++) {
+            *(const char **)apr_array_push(h) = "Contact";
+            *(const char **)apr_array_push(h) =
+                format_binding(p, APR_ARRAY_IDX(current, i, sip_binding_t *), now);
+        }
+        *(const char **)apr_array_push(h) = "Date";
+        *(const char **)apr_array_push(h) = apr_pstrdup(p, date);
+        *(const char **)apr_array_push(h) = NULL;
+        reply(txn, 200, "OK", (const char *const *)h->elts);
+    }
+}
+
+int sip_registrar_route(sip_txn_t *txn, server_rec *s)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    apr_pool_t *p = sip_txn_pool(txn);
+    sip_server_conf *conf = sip_get_conf(s);
+    const char *aor = sip_uri_aor(p, sip_msg_request_uri(req));
+    apr_array_header_t *bs;
+    apr_time_t now = apr_time_now();
+    int i;
+
+    if (!aor)
+        return 0;
+    bs = sip_location_lookup(p, aor);
+    if (!bs) {
+        if (strcmp(sip_msg_method(req), "OPTIONS") == 0)
+            return 0;       /* the server answers for itself */
+        reply(txn, 404, "Not Found", NULL);
+        return 1;
+    }
+    if (!bs->nelts) {
+        if (strcmp(sip_msg_method(req), "OPTIONS") == 0)
+            return 0;
+        reply(txn, 480, "Temporarily Unavailable", NULL);
+        return 1;
+    }
+    if (conf->mode == SIP_MODE_REDIRECT) {
+        apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
+        for (i = 0; i < bs->nelts; i++) {
+            *(const char **)apr_array_push(h) = "Contact";
+            *(const char **)apr_array_push(h) =
+                format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+        }
+        *(const char **)apr_array_push(h) = NULL;
+        reply(txn, 302, "Moved Temporarily", (const char *const *)h->elts);
+        return 1;
+    }
+    {
+        /* §16.6: higher q first; equal q in parallel, groups one after another */
+        sip_proxy_t *px = sip_proxy_new(txn, s);
+        int distinct = 0;
+        for (i = 0; i < bs->nelts; i++) {
+            sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
+            if (i && b->q1000 != APR_ARRAY_IDX(bs, 0, sip_binding_t *)->q1000)
+                distinct = 1;
+            sip_proxy_add_target(px, b->contact, b->q1000 / 1000.0);
+        }
+        sip_proxy_set_sequential(px, distinct);
+        sip_proxy_start(px);
+    }
+    return 1;
+}
