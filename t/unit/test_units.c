@@ -14,6 +14,8 @@
 #include "../../sip_event.c"
 #include "../../sip_transaction.c"
 #include "../../sip_proxy.c"
+#include "../../sip_location.c"
+#include "../../sip_registrar.c"
 
 #include "httpd_stubs.h"
 
