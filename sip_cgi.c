@@ -348,6 +348,17 @@ static int txn_live(const sip_cgi_ctx_t *ctx)
     return ctx->txn && !ctx->txn_over;
 }
 
+/* Triggers wait in arrival order behind the running script (§5.3). */
+static void ctx_enqueue(sip_cgi_ctx_t *ctx, trigger_t *t)
+{
+    if (ctx->qtail)
+        ctx->qtail->next = t;
+    else
+        ctx->qhead = t;
+    ctx->qtail = t;
+    ctx_pump(ctx);
+}
+
 /* ---- proxy callbacks (responses to what the script proxied) ---- */
 
 static int ctx_on_response(void *baton, sip_proxy_branch_t *b, sip_msg_t *resp, int local)
@@ -369,12 +380,7 @@ static int ctx_on_response(void *baton, sip_proxy_branch_t *b, sip_msg_t *resp, 
     t->remote = local ? "127.0.0.1" : sip_proxy_branch_peer(ctx->pool, b);
     t->token = apr_psprintf(ctx->pool, "r%u%s", ++ctx->ntokens, sip_txn_to_tag(ctx->txn));
     apr_hash_set(ctx->responses, t->token, APR_HASH_KEY_STRING, t);
-    if (ctx->qtail)
-        ctx->qtail->next = t;
-    else
-        ctx->qhead = t;
-    ctx->qtail = t;
-    ctx_pump(ctx);
+    ctx_enqueue(ctx, t);
     return 1;
 }
 
@@ -1149,14 +1155,8 @@ static int ctx_cancelled(void *tu)
             t->msg = sip_msg_make_cancel(ctx->pool, t->msg);
             t->msg = t->msg ? sip_msg_dup(ctx->pool, t->msg) : NULL;
         }
-        if (t->msg) {
-            if (ctx->qtail)
-                ctx->qtail->next = t;
-            else
-                ctx->qhead = t;
-            ctx->qtail = t;
-            ctx_pump(ctx);
-        }
+        if (t->msg)
+            ctx_enqueue(ctx, t);
     }
     return relayed;
 }
