@@ -299,6 +299,13 @@ sub _run_apache {
         open(STDIN, '<', '/dev/null');
         open(STDOUT, '>', $out);
         open(STDERR, '>&', \*STDOUT);
+        # make test-asan: the sanitizer runtimes go first into the
+        # uninstrumented httpd that loads an instrumented module
+        if ($ENV{MOD_SIP_PRELOAD}) {
+            $ENV{LD_PRELOAD} = $ENV{MOD_SIP_PRELOAD};
+            $ENV{ASAN_OPTIONS} //= 'detect_leaks=0:abort_on_error=0';
+            $ENV{UBSAN_OPTIONS} //= 'print_stacktrace=1';
+        }
         { no warnings "exec"; exec $APACHE2, "-f", $self->{conf}, @args; }
         POSIX::_exit(127);
     }
@@ -521,7 +528,7 @@ sub stop {
 # Error-log lines reporting a crashed child (segfault, abort, ...).
 sub crash_lines {
     my ($self) = @_;
-    return grep { /exit signal (?:Segmentation|Aborted|Bus error|Illegal|Floating|Trace|Bad system)|dumped core|possible coredump/i }
+    return grep { /exit signal (?:Segmentation|Aborted|Bus error|Illegal|Floating|Trace|Bad system)|dumped core|possible coredump|AddressSanitizer|LeakSanitizer|runtime error:/i }
         split /\n/, $self->error_log;
 }
 
@@ -554,6 +561,7 @@ sub DESTROY {
     my ($self) = @_;
     return unless $self->{owner} && $self->{owner} == $$;
     local ($?, $@, $!);
+    eval { $self->sipp_kill_all };
     if ($self->{running}) {
         eval { $self->stop(quiet => 1) };
     }
@@ -566,7 +574,7 @@ END {
         my $t = $LIVE{$k} or next;
         next unless $t->{owner} == $$;
         local $?;
-        eval { $t->stop(quiet => 1) if $t->{running}; $t->cleanup_dir };
+        eval { $t->sipp_kill_all; $t->stop(quiet => 1) if $t->{running}; $t->cleanup_dir };
     }
 }
 
@@ -940,6 +948,239 @@ sub http_get {
         $buf .= $b;
     }
     return $buf;
+}
+
+# ---------------------------------------------------------------------- SIPp
+# Run SIPp (Debian package sip-tester) in the background as UAC or UAS, wait
+# for it, check its exit code and statistics, and read its message trace.
+#
+#   my $uas = $t->sipp_start(name => 'uas', sf => 'proxy-uas-call.xml', m => 1);
+#   my $uac = $t->sipp_start(name => 'uac', sf => 'proxy-uac-call.xml', m => 1,
+#                            remote => '127.0.0.1:' . $uas->{port},
+#                            rsa => '127.0.0.1:' . $t->sip_port, service => 'bob');
+#   $t->sipp_wait($_) for $uac, $uas;
+#   $t->sipp_ok($uac, calls => 1);                  # 5 tests
+#   my @inv = SipTest::sipp_msgs($uas, dir => 'received', method => 'INVITE');
+#
+# sf is a file name in t/sipp/ (or a path).  Every run gets -nostdin
+# -timeout 30s -timeout_error -buff_size 4194304 -trace_stat -stf -trace_msg
+# -trace_err, -i 127.0.0.1 and an explicit -p (a free port unless given).
+
+our $SIPP = $ENV{SIPP} || '/usr/bin/sipp';
+
+sub sipp_bin { $SIPP }
+
+# True when sipp is executable; otherwise a failing test (never a skip).
+sub sipp_available {
+    return 1 if -x $SIPP;
+    fail("sipp available at $SIPP (install Debian package sip-tester)");
+    return 0;
+}
+
+# Is something bound to 127.0.0.1:$port ('udp') or listening on it ('tcp')?
+sub port_bound {
+    my ($port, $proto) = @_;
+    my $want = sprintf '0100007F:%04X', $port;
+    open(my $fh, '<', "/proc/net/$proto") or return 0;
+    while (my $l = <$fh>) {
+        my @f = split ' ', $l;
+        next unless @f > 3 && $f[1] eq $want;
+        return 1 if $proto eq 'udp' || $f[3] eq '0A';
+    }
+    return 0;
+}
+
+# Options: name (unique per server object), sf, port, transport (u1, t1, ...),
+# m, r, d, service, remote (host:port), rsa, keys => { k => v } (-key),
+# timeout (default '30s'), args => [ more sipp arguments ].
+# Returns a handle (hashref) once sipp has bound its port.
+sub sipp_start {
+    my ($self, %o) = @_;
+    my $name = $o{name} // 'sipp';
+    my $sf = $o{sf} // die "sipp_start: sf missing\n";
+    $sf = "$REPO/t/sipp/$sf" unless $sf =~ m{/};
+    my $port = $o{port} // free_port();
+    my $tr = $o{transport} // 'u1';
+    my $dir = $self->{dir};
+    my %h = (name => $name, port => $port, sf => $sf, transport => $tr,
+             stf => "$dir/sipp-$name.csv", out => "$dir/sipp-$name.out",
+             msgfile => "$dir/sipp-$name-messages.log", errfile => "$dir/sipp-$name-errors.log");
+    unlink @h{qw(stf out msgfile errfile)};
+    my @cmd = ($SIPP, '-sf', $sf, '-i', '127.0.0.1', '-p', $port, '-t', $tr,
+               '-m', $o{m} // 1, '-r', $o{r} // 10,
+               '-nostdin', '-timeout', $o{timeout} // '30s', '-timeout_error',
+               '-buff_size', 4194304, '-trace_stat', '-stf', $h{stf},
+               '-trace_msg', '-message_file', $h{msgfile},
+               '-trace_err', '-error_file', $h{errfile});
+    push @cmd, '-s', $o{service} if defined $o{service};
+    push @cmd, '-d', $o{d} if defined $o{d};
+    push @cmd, '-rsa', $o{rsa} if defined $o{rsa};
+    push @cmd, map { ('-key', $_, $o{keys}{$_}) } sort keys %{ $o{keys} || {} };
+    push @cmd, @{ $o{args} || [] };
+    push @cmd, $o{remote} if defined $o{remote};
+    $h{cmd} = \@cmd;
+    $h{t0} = time;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if (!$pid) {
+        chdir $dir;
+        open(STDIN, '<', '/dev/null');
+        open(STDOUT, '>', $h{out});
+        open(STDERR, '>&', \*STDOUT);
+        { no warnings 'exec'; exec @cmd; }
+        POSIX::_exit(127);
+    }
+    $h{pid} = $pid;
+    push @{ $self->{sipps} }, \%h;
+    my $proto = $tr =~ /^t/ ? 'tcp' : 'udp';
+    wait_until(5, sub {
+        return 1 if port_bound($port, $proto);
+        return 1 if waitpid($pid, POSIX::WNOHANG()) == $pid && do { $h{rc} = $? >> 8; $h{done} = 1; $h{elapsed} = time - $h{t0}; 1 };
+        return 0;
+    }, 0.02);
+    return \%h;
+}
+
+# Wait (up to $timeout s, default 60) for sipp to exit; kills it after that.
+# Sets done, rc (exit code), elapsed (s) and stats (last line of the CSV).
+sub sipp_wait {
+    my ($self, $h, $timeout) = @_;
+    unless ($h->{done} || $h->{killed}) {
+        my $end = time + ($timeout // 60);
+        while (1) {
+            my $r = waitpid($h->{pid}, POSIX::WNOHANG());
+            if ($r == $h->{pid}) {
+                $h->{rc} = $? >> 8;
+                $h->{done} = 1;
+                $h->{elapsed} = time - $h->{t0};
+                last;
+            }
+            if ($r < 0 || time > $end) {
+                kill 'KILL', $h->{pid};
+                waitpid($h->{pid}, 0);
+                $h->{killed} = 1;
+                $h->{rc} = -1;
+                $h->{elapsed} = time - $h->{t0};
+                last;
+            }
+            sleep 0.05;
+        }
+    }
+    $h->{stats} = sipp_stats($h->{stf});
+    return $h;
+}
+
+# The last statistics line of a -trace_stat CSV as a hash (undef if none).
+sub sipp_stats {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return undef;
+    my @lines = grep { /\S/ } <$fh>;
+    close $fh;
+    return undef unless @lines >= 2;
+    chomp(my $head = $lines[0]);
+    chomp(my $last = $lines[-1]);
+    my %s;
+    @s{ split /;/, $head } = split /;/, $last;
+    return \%s;
+}
+
+# Assert that sipp $h ended by itself with exit code 0, $o{calls} successful
+# and 0 failed calls (5 tests).  Diagnostics (output, errors, the command) on
+# failure.  Returns true when all passed.
+sub sipp_ok {
+    my ($self, $h, %o) = @_;
+    $self->sipp_wait($h, $o{timeout});
+    my $calls = $o{calls} // 1;
+    my $n = $o{label} // "sipp $h->{name}";
+    my $s = $h->{stats};
+    my $all = 1;
+    $all = (ok($h->{done}, "$n finished by itself")) && $all;
+    $all = (is($h->{rc}, 0, "$n exit code 0")) && $all;
+    $all = (ok($s, "$n wrote statistics")) && $all;
+    $all = (is($s && $s->{'SuccessfulCall(C)'}, $calls, "$n: $calls successful call(s)")) && $all;
+    $all = (is($s && $s->{'FailedCall(C)'}, 0, "$n: 0 failed calls")) && $all;
+    $self->sipp_diag($h) unless $all;
+    return $all;
+}
+
+sub _slurp_tail {
+    my ($f, $max) = @_;
+    open(my $fh, '<', $f) or return '';
+    local $/;
+    my $txt = <$fh> // '';
+    $txt = '...' . substr($txt, -$max) if length $txt > $max;
+    return $txt;
+}
+
+sub sipp_diag {
+    my ($self, $h) = @_;
+    diag("sipp $h->{name}: rc=" . ($h->{rc} // 'none') . sprintf(', %.1fs', $h->{elapsed} // 0)
+         . "\ncommand: @{ $h->{cmd} }");
+    for my $f (@{$h}{qw(out errfile msgfile)}) {
+        next unless -s $f;
+        diag("--- $f:\n" . _slurp_tail($f, 6000));
+    }
+}
+
+# Parse a sipp -trace_msg file (or a handle's): list of hashes
+#   { time (epoch s), proto (UDP|TCP), dir (sent|received), msg (SipTest::Msg) }
+sub sipp_trace {
+    my ($h) = @_;
+    my $file = ref $h ? $h->{msgfile} : $h;
+    open(my $fh, '<', $file) or return ();
+    local $/;
+    my $txt = <$fh> // '';
+    close $fh;
+    my @out;
+    # (a "message voluntary lost" note is not followed by a newline, so the
+    # separator need not start a line)
+    my @parts = split /-{40,} (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d(?:\.\d+)?)[ \t]*\r?\n/, $txt;
+    shift @parts;
+    while (@parts >= 7) {
+        my ($Y, $M, $D, $h, $mi, $s, $body) = splice @parts, 0, 7;
+        next unless $body =~ s/^(UDP|TCP|TLS|SCTP) message (sent|received)[^\n]*\n\r?\n//;
+        my ($proto, $dir) = ($1, $2);
+        $body =~ s/\w+ message (?:\(retrans\) )?(?:voluntary )?lost \([^)]*\)\.//g;
+        $body =~ s/(?:\r?\n)+\z/\r\n\r\n/ unless $body =~ /\r?\n\r?\n\S/;
+        my $t = POSIX::mktime(int $s, $mi, $h, $D, $M - 1, $Y - 1900, 0, 0, -1) + ($s - int $s);
+        push @out, { time => $t, proto => $proto, dir => $dir, msg => parse_msg($body) };
+    }
+    return @out;
+}
+
+# How many transmissions sipp dropped on purpose (scenario attribute lost=).
+sub sipp_lost_count {
+    my ($h) = @_;
+    open(my $fh, '<', ref $h ? $h->{msgfile} : $h) or return 0;
+    local $/;
+    my $txt = <$fh> // '';
+    my $n = () = $txt =~ /message voluntary lost/g;
+    return $n;
+}
+
+# Messages of a trace selected by dir, method (requests), code (responses),
+# cseq_method; list of SipTest::Msg (with o{full} the trace entries).
+sub sipp_msgs {
+    my ($h, %o) = @_;
+    my @e = sipp_trace($h);
+    @e = grep { $_->{dir} eq $o{dir} } @e if $o{dir};
+    @e = grep { !$_->{msg}->is_response && ($_->{msg}->method // '') eq $o{method} } @e if $o{method};
+    @e = grep { $_->{msg}->is_response && $_->{msg}->code == $o{code} } @e if defined $o{code};
+    @e = grep { ($_->{msg}->header('cseq') // '') =~ /\s\Q$o{cseq_method}\E\s*$/i } @e if $o{cseq_method};
+    return $o{full} ? @e : map { $_->{msg} } @e;
+}
+
+# Kill every sipp this object started that is still running (END, stop).
+sub sipp_kill_all {
+    my ($self) = @_;
+    for my $h (@{ $self->{sipps} || [] }) {
+        next if $h->{done} || $h->{killed};
+        if (waitpid($h->{pid}, POSIX::WNOHANG()) == 0) {
+            kill 'KILL', $h->{pid};
+            waitpid($h->{pid}, 0);
+        }
+        $h->{killed} = 1;
+    }
 }
 
 # ------------------------------------------------------------------ messages
