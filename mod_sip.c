@@ -213,10 +213,11 @@ static const char *set_timer_c(cmd_parms *cmd, void *d, const char *arg)
 
 static const char *set_max_scripts(cmd_parms *cmd, void *d, const char *arg)
 {
-    int n = atoi(arg);
+    char *end;
+    long n = strtol(arg, &end, 10);
 
     (void)d;
-    if (n <= 0)
+    if (*end || n <= 0 || n > 100000)
         return "SipMaxScripts needs a positive number";
     sip_get_conf(cmd->server)->max_scripts = n;
     return NULL;
@@ -297,7 +298,7 @@ static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
                  "Whether requests for other domains are proxied (default Off)"),
     AP_INIT_TAKE1("SipProxyTimerC", set_timer_c, NULL, RSRC_CONF,
-                  "Seconds an INVITE branch may ring before it is cancelled (default 180)"),
+                  "Seconds an INVITE branch may ring before it is cancelled (default 181)"),
     {NULL}
 };
 

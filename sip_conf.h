@@ -11,7 +11,7 @@
 #define SIP_DEFAULT_MAX_OUTPUT      (1024 * 1024)
 #define SIP_DEFAULT_MAX_BODY        65536
 #define SIP_DEFAULT_TCP_IDLE        apr_time_from_sec(600)
-#define SIP_DEFAULT_TIMER_C         apr_time_from_sec(180)  /* RFC 3261 §16.6 */
+#define SIP_DEFAULT_TIMER_C         apr_time_from_sec(181)  /* > 3 min, RFC 3261 §16.6 step 11 */
 #define SIP_DEFAULT_MAX_SCRIPTS     64
 #define SIP_DEFAULT_MIN_EXPIRES     60      /* RFC 3261 §10.3 step 7 */
 #define SIP_DEFAULT_MAX_EXPIRES     86400

@@ -555,6 +555,25 @@ out:
     px_destroy_if_idle(px);
 }
 
+/* Where a finished request goes: its first Route, else its Request-URI. */
+static int next_hop_of_text(apr_pool_t *p, const char *text, apr_size_t len, sip_tp_kind_t *kind,
+                            sip_sockaddr_t *dest)
+{
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    sip_uri_info_t hop;
+    const char *next;
+
+    if (sip_msg_parse(p, text, len, NULL, 0, &m, &err) != APR_SUCCESS)
+        return 0;
+    next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
+    if (!next || !sip_uri_info(p, next, &hop)
+        || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
+        return 0;
+    *kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
+    return 1;
+}
+
 static int script_gives(const sip_msg_t *block, const char *name)
 {
     return block && sip_msg_has_header(block, name);
@@ -577,6 +596,9 @@ static void start_branch(sip_proxy_t *px, branch_t *b)
             apr_size_t len = 0, mlen = 0;
             const char *text = sip_msg_serialize(p, m, &len);
             const char *merged = text ? sip_msg_merge_text(p, text, len, b->block, &mlen) : NULL;
+            if (merged && sip_msg_has_header(b->block, "Route")
+                && !next_hop_of_text(p, merged, mlen, &kind, &b->dest))
+                merged = NULL;
             if (merged)
                 b->ctxn = sip_ctxn_send_text(merged, mlen, kind, px->s, &b->dest, branch_response, b);
         }
@@ -592,9 +614,15 @@ static void start_branch(sip_proxy_t *px, branch_t *b)
     if (px->invite && !b->originated)
         sip_timer_set(sip_txn_loop(), &b->timer_c, px->conf->timer_c, timer_c_fired, b);
     if (b->block && sip_msg_header(b->block, "Expires")) {
-        int secs = atoi(sip_msg_header(b->block, "Expires"));
-        if (secs >= 0)
+        /* delta-seconds only; anything else arms no timer */
+        const char *v = sip_msg_header(b->block, "Expires");
+        char *end;
+        long secs = strtol(v, &end, 10);
+        if (apr_isdigit(*v) && !*end && secs >= 0)
             sip_timer_set(sip_txn_loop(), &b->expires, apr_time_from_sec(secs), expires_fired, b);
+        else
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, px->s,
+                         "sip-cgi: Expires \"%s\" is not delta-seconds; no local timer", v);
     }
 }
 
@@ -778,6 +806,13 @@ sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
                 sip_msg_push_via(m, apr_psprintf(p, "SIP/2.0/TCP %s;branch=%s;rport",
                                                  local_hostport(p, px->s), branch));
                 merged = sip_msg_serialize(p, m, &mlen);
+            }
+            if (merged && strcmp(sip_msg_method(m), "ACK") == 0) {
+                /* an ACK has no transaction (§17.1.1.3): sent once, done */
+                sip_transport_send_to(kind, px->s, &b->dest, merged, mlen, NULL);
+                b->done = 1;
+                apr_pool_destroy(p);
+                return b;
             }
             if (merged)
                 b->ctxn = sip_ctxn_send_text(merged, mlen, kind, px->s, &b->dest,
