@@ -235,12 +235,14 @@ static const char *set_mode(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
-static const char *set_expires(cmd_parms *cmd, void *which, const char *arg)
+static const char *set_expires(cmd_parms *cmd, void *d, const char *arg)
 {
     sip_server_conf *c = sip_get_conf(cmd->server);
+    const void *which = cmd->info;
     char *end;
     long v = strtol(arg, &end, 10);
 
+    (void)d;
     if (*end || v <= 0)
         return apr_pstrcat(cmd->pool, cmd->cmd->name, " needs a positive number of seconds", NULL);
     if (which == (void *)1)

@@ -905,7 +905,12 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
         apr_table_setn(env, "SCRIPT_COOKIE", ctx->cookie);
     {
         /* RFC 3050 §5.5.1.6: read afresh on every run of the transaction */
-        const char *regs = sip_registrar_contacts(p, sip_msg_request_uri(sip_txn_request(ctx->txn)));
+        const sip_msg_t *req = sip_txn_request(ctx->txn);
+        const char *to = sip_msg_header(req, "To");
+        /* the user a REGISTER is about is its To user */
+        const char *regs = sip_registrar_contacts(p,
+            strcmp(sip_msg_method(req), "REGISTER") == 0 && to ? sip_header_uri(p, to, NULL)
+                                                             : sip_msg_request_uri(req));
         if (regs)
             apr_table_setn(env, "REGISTRATIONS", regs);
     }

@@ -83,6 +83,17 @@ static void handle_cancel(sip_txn_t *txn)
     sip_txn_t *inv = sip_txn_find_invite(sip_txn_pool(txn), sip_txn_request(txn));
 
     if (!inv) {
+        const sip_msg_t *req = sip_txn_request(txn);
+        server_rec *s = sip_txn_source(txn)->vhost;
+        /* §16.10: with no response context, a CANCEL for someone else is
+         * forwarded statelessly; its 200 comes back by Via. */
+        if (sip_msg_route_count(req) > 0
+            || (sip_get_conf(s)->proxy_outside
+                && !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn)))) {
+            sip_proxy_forward_stateless((sip_msg_t *)req, s, sip_txn_pool(txn));
+            sip_txn_drop(txn);
+            return;
+        }
         sip_txn_reply(txn, 481, "Call/Transaction Does Not Exist", NULL);
         return;
     }
@@ -107,8 +118,17 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
         sip_proxy_default_request(txn, s, routed);
         return;
     }
-    r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script,
-                       sip_msg_uri_user(req), sip_msg_uri_host(req), &path, &why);
+    {
+        /* A REGISTER names its user in To (RFC 3050 §5.9: the user's
+         * script sees its REGISTERs); everything else in the Request-URI. */
+        const char *user = sip_msg_uri_user(req), *host = sip_msg_uri_host(req);
+        if (strcmp(sip_msg_method(req), "REGISTER") == 0 && sip_msg_header(req, "To"))
+            sip_uri_user_host(sip_txn_pool(txn),
+                              sip_header_uri(sip_txn_pool(txn), sip_msg_header(req, "To"), NULL),
+                              &user, &host);
+        r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script, user, host,
+                           &path, &why);
+    }
     if (r == 0) {
         sip_cgi_run(txn, path, s);
         return;

@@ -1,5 +1,6 @@
 #include "sip_location.h"
 #include "sip_log.h"
+#include "sip_message.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -114,7 +115,7 @@ static void set_binding(const sip_binding_t *nb, int log)
     int i;
 
     for (i = 0; i < e->n; i++)
-        if (strcmp(e->b[i]->contact, nb->contact) == 0)
+        if (sip_uri_equal(e->b[i]->contact, nb->contact))
             break;
     if (nb->expires <= apr_time_now()) {
         if (i < e->n)
@@ -165,7 +166,7 @@ void sip_location_remove(const char *aor, const char *contact)
     if (!e)
         return;
     for (i = 0; i < e->n; i++)
-        if (strcmp(e->b[i]->contact, contact) == 0) {
+        if (sip_uri_equal(e->b[i]->contact, contact)) {
             entry_remove_at(e, i);
             journal_write(apr_psprintf(loc_pool, "D\t%s\t%s\n", aor, contact));
             return;
@@ -293,7 +294,7 @@ static void replay_line(char *line)
         aor_entry_t *e = entry_for(f[1], 0);
         int i;
         for (i = 0; e && i < e->n; i++)
-            if (strcmp(e->b[i]->contact, f[2]) == 0) {
+            if (sip_uri_equal(e->b[i]->contact, f[2])) {
                 entry_remove_at(e, i);
                 break;
             }

@@ -463,16 +463,11 @@ const char *sip_msg_uri_user(const sip_msg_t *m)
 {
     /* From the Request-URI as received: libosip2 has already unescaped its
      * copy, and a script name must be unescaped exactly once. */
-    const char *colon, *at, *end;
+    const char *user, *host;
 
-    if (!m->uri || !(colon = strchr(m->uri, ':')))
+    if (!m->uri || !sip_uri_user_host(m->pool, m->uri, &user, &host))
         return NULL;
-    end = colon + 1 + strcspn(colon + 1, ";?>");
-    at = memchr(colon + 1, '@', (apr_size_t)(end - colon - 1));
-    if (!at)
-        return NULL;
-    end = memchr(colon + 1, ':', (apr_size_t)(at - colon - 1));  /* user:password */
-    return apr_pstrmemdup(m->pool, colon + 1, (apr_size_t)((end ? end : at) - colon - 1));
+    return user;
 }
 
 const char *sip_msg_uri_host(const sip_msg_t *m)
@@ -1184,4 +1179,58 @@ const char *sip_uri_aor(apr_pool_t *p, const char *uri)
     }
     osip_uri_free(u);
     return aor;
+}
+
+static const char *uparam(osip_uri_t *u, const char *name)
+{
+    osip_uri_param_t *prm = NULL;
+    if (osip_uri_uparam_get_byname(u, (char *)name, &prm) == 0 && prm)
+        return prm->gvalue ? prm->gvalue : "";
+    return NULL;
+}
+
+int sip_uri_equal(const char *a, const char *b)
+{
+    static const char *const significant[] = {"transport", "user", "ttl", "method", "maddr", NULL};
+    osip_uri_t *x = NULL, *y = NULL;
+    int eq = 0, i;
+
+    if (osip_uri_init(&x) || osip_uri_init(&y))
+        goto out;
+    if (osip_uri_parse(x, a) || osip_uri_parse(y, b))
+        goto out;
+#define STR_EQ(s, t, cmp) ((!(s) && !(t)) || ((s) && (t) && cmp((s), (t)) == 0))
+    if (!STR_EQ(x->scheme, y->scheme, strcasecmp) || !STR_EQ(x->username, y->username, strcmp)
+        || !STR_EQ(x->password, y->password, strcmp) || !STR_EQ(x->host, y->host, strcasecmp)
+        || !STR_EQ(x->port, y->port, strcmp))
+        goto out;
+    for (i = 0; significant[i]; i++) {
+        const char *px = uparam(x, significant[i]), *py = uparam(y, significant[i]);
+        if (!STR_EQ(px, py, strcasecmp))
+            goto out;
+    }
+#undef STR_EQ
+    eq = 1;
+out:
+    if (x)
+        osip_uri_free(x);
+    if (y)
+        osip_uri_free(y);
+    return eq;
+}
+
+int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const char **host)
+{
+    const char *colon = strchr(uri, ':'), *end, *at, *h;
+
+    if (!colon)
+        return 0;
+    end = colon + 1 + strcspn(colon + 1, ";?>");
+    at = memchr(colon + 1, '@', (apr_size_t)(end - colon - 1));
+    if (!at)
+        return 0;
+    h = at + 1;
+    *user = apr_pstrmemdup(p, colon + 1, strcspn(colon + 1, ":@"));
+    *host = apr_pstrmemdup(p, h, strcspn(h, ":;?>"));
+    return **user && **host;
 }

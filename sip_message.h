@@ -98,6 +98,14 @@ int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
  * the URI has no user or host.  Also accepts name-addr ("<...>"). */
 const char *sip_uri_aor(apr_pool_t *p, const char *uri);
 
+/* RFC 3261 §19.1.4 URI equality (scheme and host case-insensitive, user
+ * case-sensitive, a default port is not the absence of one, transport,
+ * user, ttl, method and maddr parameters must agree). */
+int sip_uri_equal(const char *a, const char *b);
+
+/* The user part (still %-escaped) and host of a SIP URI, as written. */
+int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const char **host);
+
 /* The URI inside a header value such as To or Contact ("<uri>;params" or
  * "uri;params"), and the header parameters after it (or ""). */
 const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params);

@@ -355,7 +355,12 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
     }
     if (status < 300) {
         /* §16.7 step 5: every 2xx goes up at once, then the rest is cancelled */
-        if ((copy = own_copy(px, resp, local))) {
+        if (px->invite && sip_txn_final_sent(px->st) && sip_txn_last_status(px->st) >= 300) {
+            /* a 2xx racing our own non-2xx final: it still goes to the caller */
+            if (!local)
+                sip_proxy_forward_response(resp, px->s, px->pool);
+        }
+        else if ((copy = own_copy(px, resp, local))) {
             if (!sip_txn_final_sent(px->st) || px->invite)
                 send_upstream(px, copy);
         }
@@ -439,13 +444,10 @@ static void timer_c_fired(void *baton)
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, b->px->s, "sip proxy: timer C for %s", b->uri);
     if (b->ctxn)
         sip_ctxn_cancel(b->ctxn);
-    if (!b->provisional && !b->done) {
-        if (b->ctxn) {
-            sip_ctxn_abandon(b->ctxn);
-            b->ctxn = NULL;
-        }
+    /* The client transaction lives on (without retransmitting): a late
+     * 2xx must still reach the caller. */
+    if (!b->provisional && !b->done)
         local_final(b, 408, "Request Timeout");
-    }
 }
 
 static void expires_fired(void *baton)
@@ -478,8 +480,8 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
     status = sip_msg_status(resp);
     if (status == 100)
         return;
-    if (b->expired && status >= 300)
-        return;                     /* already reported as the local 408 */
+    if ((b->expired || b->done) && status >= 300)
+        return;                     /* the branch already has its final answer */
     if (status < 200) {
         b->provisional = 1;
         if (px->invite && !b->originated)   /* §16.7 step 2: restart timer C */

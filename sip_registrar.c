@@ -139,7 +139,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
 
     /* §10.3 step 5: the address-of-record, which must be ours */
     aor = sip_uri_aor(p, to);
-    if (!aor || !sip_proxy_uri_is_local(apr_pstrcat(p, "sip:", strchr(aor, '@') + 1, NULL), s, p)) {
+    if (!aor || !sip_proxy_uri_is_local(sip_header_uri(p, to, NULL), s, p)) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: 404 for To %s: not a user of "
                      "this domain", to ? to : "(none)");
         reply(txn, 404, "Not Found", NULL);
@@ -197,9 +197,11 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
             e = param(p, params, "expires", &rest);
             b->q1000 = q1000(param(p, rest, "q", &rest));
             b->params = rest;
+            if (e && (!apr_isdigit(*e) || e[strspn(e, "0123456789")])) {
+                reply(txn, 400, "Bad Contact Expires", NULL);
+                return;
+            }
             exp = e ? atol(e) : default_expires;
-            if (exp < 0)
-                exp = conf->default_expires;
             /* §10.3 step 7: too brief is refused, too long is shortened */
             if (exp > 0 && exp < conf->min_expires) {
                 const char *hm[] = {"Min-Expires", apr_itoa(p, (int)conf->min_expires), NULL};
@@ -215,7 +217,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
             b->path = sip_msg_header(req, "Path");
             for (j = 0; bs && j < bs->nelts; j++) {
                 sip_binding_t *old = APR_ARRAY_IDX(bs, j, sip_binding_t *);
-                if (strcmp(old->contact, b->contact) == 0 && strcmp(old->call_id, call_id) == 0
+                if (sip_uri_equal(old->contact, b->contact) && strcmp(old->call_id, call_id) == 0
                     && cseq <= old->cseq) {
                     reply(txn, 500, "Out Of Order Request", NULL);
                     return;

@@ -662,3 +662,13 @@ sip_loop_t *sip_txn_loop(void)
 {
     return txn_loop;
 }
+
+int sip_txn_last_status(sip_txn_t *t)
+{
+    return t->last_status;
+}
+
+void sip_txn_drop(sip_txn_t *t)
+{
+    txn_terminate(t);
+}

@@ -62,6 +62,10 @@ const sip_msg_t *sip_txn_request(sip_txn_t *t);
 const sip_source_t *sip_txn_source(sip_txn_t *t);
 const char *sip_txn_to_tag(sip_txn_t *t);
 int sip_txn_final_sent(sip_txn_t *t);
+int sip_txn_last_status(sip_txn_t *t);
+/* End a transaction that will not be answered here (a CANCEL forwarded
+ * statelessly, §16.10). */
+void sip_txn_drop(sip_txn_t *t);
 
 apr_size_t sip_txn_count(void);
 sip_loop_t *sip_txn_loop(void);
