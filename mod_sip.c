@@ -15,6 +15,9 @@
 #include <netinet/tcp.h>
 #include "apr_strings.h"
 #include "apr_portable.h"
+#include "apr_optional.h"
+#include "apr_dbd.h"
+#include "mod_dbd.h"
 
 #include "sip_conf.h"
 #include "sip_engine.h"
@@ -255,6 +258,23 @@ static const char *set_expires(cmd_parms *cmd, void *d, const char *arg)
 }
 
 static const char *location_file;   /* SipLocationFile (server-wide) */
+static int location_dbd;            /* SipLocation dbd */
+
+static const char *set_location(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    if (err)
+        return err;
+    if (!strcasecmp(arg, "dbd"))
+        location_dbd = 1;
+    else if (!strcasecmp(arg, "memory"))
+        location_dbd = 0;
+    else
+        return "SipLocation must be memory or dbd";
+    return NULL;
+}
 
 static const char *set_location_file(cmd_parms *cmd, void *d, const char *arg)
 {
@@ -295,6 +315,9 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE1("SipLocationFile", set_location_file, NULL, RSRC_CONF,
                   "Journal keeping registrations across restarts (default: in the runtime "
                   "directory; none = memory only)"),
+    AP_INIT_TAKE1("SipLocation", set_location, NULL, RSRC_CONF,
+                  "Where registrations live: memory (with SipLocationFile, default) or dbd "
+                  "(the mod_dbd database of the main server, shareable by several servers)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
     AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
@@ -431,7 +454,15 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (!any)
         return OK;
     disable_accept_filters(main_server);
-    if (open_location_journal(pconf, main_server) != APR_SUCCESS)
+    if (location_dbd) {
+        if (!APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open)) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_server,
+                         "mod_sip: SipLocation dbd needs mod_dbd (LoadModule dbd_module)");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        sip_engine_set_dbd(main_server);
+    }
+    else if (open_location_journal(pconf, main_server) != APR_SUCCESS)
         return HTTP_INTERNAL_SERVER_ERROR;
     if (sip_engine_start(pconf, main_server) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_server, "mod_sip: cannot start the SIP engine");
@@ -468,6 +499,16 @@ static int sip_process_connection(conn_rec *c)
     return OK;
 }
 
+static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)pconf;
+    (void)plog;
+    (void)ptemp;
+    location_file = NULL;   /* each (re)read of the configuration starts afresh */
+    location_dbd = 0;
+    return OK;
+}
+
 static void sip_register_hooks(apr_pool_t *p)
 {
     static const char *const after[] = {"mod_ssl.c", "mod_reqtimeout.c", NULL};
@@ -477,6 +518,7 @@ static void sip_register_hooks(apr_pool_t *p)
      * (mod_watchdog) only become ready in their own post_config. */
     ap_hook_post_config(sip_post_config, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_process_connection(sip_process_connection, after, NULL, APR_HOOK_MIDDLE);
+    ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(sip) = {

@@ -3,6 +3,7 @@
 #include "sip_message.h"
 #include "sip_proxy.h"
 #include "sip_registrar.h"
+#include "sip_location.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,7 @@ typedef struct trigger {
     sip_proxy_branch_t *branch;     /* the branch a response came from */
     int local;                      /* a response the server made up (§5.8) */
     const char *remote;             /* REMOTE_ADDR */
+    const char *regs;               /* REGISTRATIONS, fetched before the run */
 } trigger_t;
 
 /* Everything SIP-CGI keeps for one server transaction; it lives exactly
@@ -61,6 +63,7 @@ struct sip_cgi_ctx {
     unsigned ntokens;
     int uas_2xx;                    /* the script answered the INVITE with 2xx */
     int cancelled;                  /* a CANCEL ended the request */
+    int fetching;                   /* REGISTRATIONS being looked up for a run */
     int freed;
 };
 
@@ -903,17 +906,8 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
     }
     if (ctx->cookie)
         apr_table_setn(env, "SCRIPT_COOKIE", ctx->cookie);
-    {
-        /* RFC 3050 §5.5.1.6: read afresh on every run of the transaction */
-        const sip_msg_t *req = sip_txn_request(ctx->txn);
-        const char *to = sip_msg_header(req, "To");
-        /* the user a REGISTER is about is its To user */
-        const char *regs = sip_registrar_contacts(p,
-            strcmp(sip_msg_method(req), "REGISTER") == 0 && to ? sip_header_uri(p, to, NULL)
-                                                             : sip_msg_request_uri(req));
-        if (regs)
-            apr_table_setn(env, "REGISTRATIONS", regs);
-    }
+    if (t->regs)    /* RFC 3050 §5.5.1.6: read afresh for every run */
+        apr_table_setn(env, "REGISTRATIONS", t->regs);
     if (sip_msg_body(msg, &blen)) {
         const char *ct = sip_msg_content_type(msg);
         apr_table_setn(env, "CONTENT_LENGTH", apr_off_t_toa(p, (apr_off_t)blen));
@@ -1035,7 +1029,7 @@ static void run_failed_to_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
     }
 }
 
-static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
+static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
 {
     sip_server_conf *conf = sip_get_conf(ctx->s);
     apr_pool_t *p;
@@ -1098,10 +1092,54 @@ static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
     stdin_event(run, 0);
 }
 
+typedef struct regs_fetch {
+    sip_cgi_ctx_t *ctx;
+    trigger_t *trig;
+} regs_fetch_t;
+
+static void regs_fetched(void *baton, int status, apr_array_header_t *bindings)
+{
+    regs_fetch_t *f = baton;
+
+    if (!status)
+        f->trig->regs = sip_registrar_format(f->ctx->pool, bindings);
+    if (f->trig->kind != TRIG_ACK)
+        f->ctx->fetching = 0;
+    f->ctx->runs--;
+    if (txn_live(f->ctx) || f->trig->kind == TRIG_ACK)
+        run_spawn(f->ctx, f->trig);
+    ctx_pump(f->ctx);
+    ctx_maybe_free(f->ctx);
+}
+
+/* The user's bindings are looked up first (the store may answer later),
+ * then the script starts. */
+static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
+{
+    const sip_msg_t *req = sip_txn_request(ctx->txn);
+    const char *to = sip_msg_header(req, "To");
+    /* the user a REGISTER is about is its To user */
+    const char *aor = sip_uri_aor(ctx->pool, strcmp(sip_msg_method(req), "REGISTER") == 0 && to
+                                  ? sip_header_uri(ctx->pool, to, NULL) : sip_msg_request_uri(req));
+    regs_fetch_t *f;
+
+    if (!aor) {
+        run_spawn(ctx, trig);
+        return;
+    }
+    f = apr_pcalloc(ctx->pool, sizeof(*f));
+    f->ctx = ctx;
+    f->trig = trig;
+    if (trig->kind != TRIG_ACK)
+        ctx->fetching = 1;
+    ctx->runs++;    /* keeps the context while the lookup is out */
+    sip_location_fetch(ctx->pool, aor, regs_fetched, f);
+}
+
 /* Start the next waiting trigger when no script runs (§5.3). */
 static void ctx_pump(sip_cgi_ctx_t *ctx)
 {
-    while (!ctx->run && ctx->qhead) {
+    while (!ctx->run && !ctx->fetching && ctx->qhead) {
         trigger_t *t = ctx->qhead;
 
         ctx->qhead = t->next;

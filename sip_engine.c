@@ -38,9 +38,18 @@ static apr_proc_t *engine_proc;
 static pid_t parent_pid;
 static int journal_fd = -1;
 
+static server_rec *dbd_server;
+
 void sip_engine_set_journal(int fd)
 {
     journal_fd = fd;
+    dbd_server = NULL;
+}
+
+void sip_engine_set_dbd(server_rec *s)
+{
+    dbd_server = s;
+    journal_fd = -1;
 }
 
 static apr_pool_t *engine_pool;
@@ -283,6 +292,8 @@ static void engine_main(void)
     sip_txn_init(loop, engine_pool);
     sip_cgi_init(loop, engine_pool);
     sip_proxy_init(engine_pool);
+    if (dbd_server)
+        sip_location_use_dbd(dbd_server);
     sip_location_init(loop, engine_pool, journal_fd);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);

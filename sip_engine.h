@@ -18,6 +18,9 @@ apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server);
 /* Parent: the location journal descriptor (-1: memory only). */
 void sip_engine_set_journal(int fd);
 
+/* Parent: keep bindings in the mod_dbd database of 's'. */
+void sip_engine_set_dbd(server_rec *s);
+
 /* MPM child: hand a SIP TCP connection to the engine. */
 apr_status_t sip_engine_handoff(int fd, server_rec *vhost);
 

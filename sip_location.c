@@ -308,11 +308,19 @@ static void replay_line(char *line)
         entry_for(f[1], 1);
 }
 
+static apr_status_t dbd_start(apr_pool_t *p);
+static server_rec *dbd_server;
+
 apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
 {
     loc_loop = loop;
     apr_pool_create(&loc_pool, p);
     aors = apr_hash_make(p);
+    if (dbd_server) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, dbd_server,
+                     "sip location: bindings are kept in the mod_dbd database");
+        return dbd_start(p);
+    }
     journal = journal_fd;
     if (journal >= 0) {
         FILE *f;
@@ -340,3 +348,417 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
     return APR_SUCCESS;
 }
 
+
+/* ---- change checking, shared by both stores ---- */
+
+/* §10.3 step 7: a REGISTER older than what a binding has seen (same
+ * Call-ID, CSeq not higher) is refused as a whole. */
+static int reg_out_of_order(const apr_array_header_t *existing, const sip_reg_change_t *chg)
+{
+    int i, j;
+
+    for (i = 0; existing && i < existing->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(existing, i, sip_binding_t *);
+        if (strcmp(old->call_id, chg->call_id) != 0 || chg->cseq > old->cseq)
+            continue;
+        if (chg->star)
+            return 1;
+        for (j = 0; j < chg->bindings->nelts; j++)
+            if (sip_uri_equal(old->contact, APR_ARRAY_IDX(chg->bindings, j, sip_binding_t).contact))
+                return 1;
+    }
+    return 0;
+}
+
+static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t *in)
+{
+    apr_array_header_t *out;
+    int i;
+
+    if (!in)
+        return NULL;
+    out = apr_array_make(p, in->nelts ? in->nelts : 1, sizeof(sip_binding_t *));
+    for (i = 0; i < in->nelts; i++) {
+        const sip_binding_t *b = APR_ARRAY_IDX(in, i, sip_binding_t *);
+        sip_binding_t *c = apr_pmemdup(p, b, sizeof(*c));
+        c->aor = apr_pstrdup(p, b->aor);
+        c->contact = apr_pstrdup(p, b->contact);
+        c->params = apr_pstrdup(p, b->params ? b->params : "");
+        c->call_id = apr_pstrdup(p, b->call_id);
+        c->path = b->path ? apr_pstrdup(p, b->path) : NULL;
+        *(sip_binding_t **)apr_array_push(out) = c;
+    }
+    return out;
+}
+
+/* ---- the database store (mod_dbd), worked by its own thread ---- */
+
+#include "apr_dbd.h"
+#include "apr_thread_proc.h"
+#include "apr_thread_mutex.h"
+#include "apr_thread_cond.h"
+#include "apr_optional.h"
+#include "apr_portable.h"
+#include "mod_dbd.h"
+#include <fcntl.h>
+
+typedef struct loc_job {
+    struct loc_job *next;
+    apr_pool_t *pool;           /* the job's own; the DB thread works in it */
+    int fetch;
+    const char *aor;
+    sip_reg_change_t chg;
+    int status;
+    apr_array_header_t *result;
+    apr_pool_t *caller_pool;
+    sip_location_cb cb;
+    void *baton;
+} loc_job_t;
+
+static apr_thread_mutex_t *dbd_lock;
+static apr_thread_cond_t *dbd_cond;
+static loc_job_t *dbd_todo, *dbd_todo_tail, *dbd_done;
+static int dbd_wake[2] = {-1, -1};
+static sip_io_t dbd_wake_io;
+static int dbd_stopping;
+static sip_timer_t dbd_cleanup_timer;
+
+void sip_location_use_dbd(server_rec *s)
+{
+    dbd_server = s;
+}
+
+static const char *esc(apr_pool_t *p, ap_dbd_t *db, const char *s)
+{
+    return apr_pstrcat(p, "'", apr_dbd_escape(db->driver, p, s ? s : "", db->handle), "'", NULL);
+}
+
+static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
+{
+    int rows = 0, rc = apr_dbd_query(db->driver, db->handle, &rows, sql);
+
+    if (rc != 0)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s (%s)",
+                     apr_dbd_error(db->driver, db->handle, rc), sql);
+    (void)p;
+    return rc;
+}
+
+/* Bindings of an AoR as stored; NULL when it was never registered. */
+static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *aor, int *err)
+{
+    apr_dbd_results_t *res = NULL;
+    apr_dbd_row_t *row = NULL;
+    apr_array_header_t *out = apr_array_make(p, 4, sizeof(sip_binding_t *));
+    apr_time_t now = apr_time_now();
+    int known = 0, rc;
+    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path "
+                                  "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
+
+    *err = 0;
+    rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
+    if (rc != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s",
+                     apr_dbd_error(db->driver, db->handle, rc));
+        *err = 1;
+        return NULL;
+    }
+    while (apr_dbd_get_row(db->driver, p, res, &row, -1) == 0) {
+        const char *contact = apr_dbd_get_entry(db->driver, row, 0);
+        const char *path = apr_dbd_get_entry(db->driver, row, 6);
+        sip_binding_t *b;
+        known = 1;
+        if (!contact || !*contact)
+            continue;   /* the marker row that makes the AoR "known" */
+        b = apr_pcalloc(p, sizeof(*b));
+        b->aor = aor;
+        b->contact = apr_pstrdup(p, contact);
+        b->params = apr_pstrdup(p, apr_dbd_get_entry(db->driver, row, 1));
+        b->call_id = apr_pstrdup(p, apr_dbd_get_entry(db->driver, row, 2));
+        b->cseq = (apr_uint32_t)apr_atoi64(apr_dbd_get_entry(db->driver, row, 3));
+        b->expires = (apr_time_t)apr_atoi64(apr_dbd_get_entry(db->driver, row, 4));
+        b->q1000 = atoi(apr_dbd_get_entry(db->driver, row, 5));
+        b->path = path && *path ? apr_pstrdup(p, path) : NULL;
+        if (b->expires > now)
+            *(sip_binding_t **)apr_array_push(out) = b;
+    }
+    if (!known)
+        return NULL;
+    qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
+    return out;
+}
+
+static void db_run_job(ap_dbd_t *db, loc_job_t *j)
+{
+    apr_pool_t *p = j->pool;
+    apr_dbd_transaction_t *tx = NULL;
+    apr_array_header_t *cur;
+    int err, i;
+
+    if (j->fetch) {
+        j->result = db_select(p, db, j->aor, &err);
+        return;
+    }
+    /* read, check, write and read again in one transaction, so that two
+     * nodes registering the same AoR at once do not mix their changes */
+    apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
+    cur = db_select(p, db, j->chg.aor, &err);
+    if (err) {
+        j->status = 500;
+        goto done;
+    }
+    if (reg_out_of_order(cur, &j->chg)) {
+        j->status = 500;
+        j->result = cur;
+        goto done;
+    }
+    if (!j->chg.star && j->chg.bindings->nelts)     /* known from now on: 480, not 404 */
+        db_exec(p, db, apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
+                                   "cseq, expires, q, path) VALUES (", esc(p, db, j->chg.aor),
+                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT (aor, contact) DO NOTHING",
+                                   NULL));
+    if (j->chg.star)
+        db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
+                                   esc(p, db, j->chg.aor), " AND contact <> ''", NULL));
+    for (i = 0; !j->chg.star && i < j->chg.bindings->nelts; i++) {
+        sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
+        const char *key = b->contact;
+        int k;
+        /* the row of an equal URI keeps its spelling as the key */
+        for (k = 0; cur && k < cur->nelts; k++)
+            if (sip_uri_equal(APR_ARRAY_IDX(cur, k, sip_binding_t *)->contact, b->contact))
+                key = APR_ARRAY_IDX(cur, k, sip_binding_t *)->contact;
+        if (b->expires <= apr_time_now()) {
+            db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
+                                       esc(p, db, j->chg.aor), " AND contact = ", esc(p, db, key),
+                                       NULL));
+            continue;
+        }
+        db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
+                                    "cseq, expires, q, path) VALUES (%s, %s, %s, %s, %u, %"
+                                    APR_TIME_T_FMT ", %d, %s) ON CONFLICT (aor, contact) DO UPDATE "
+                                    "SET params = excluded.params, call_id = excluded.call_id, "
+                                    "cseq = excluded.cseq, expires = excluded.expires, "
+                                    "q = excluded.q, path = excluded.path",
+                                    esc(p, db, j->chg.aor), esc(p, db, key),
+                                    esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
+                                    b->expires, b->q1000, esc(p, db, b->path)));
+    }
+    j->result = db_select(p, db, j->chg.aor, &err);
+    if (err)
+        j->status = 500;
+done:
+    if (tx)
+        apr_dbd_transaction_end(db->driver, p, tx);
+}
+
+static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
+{
+    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    apr_pool_t *tp;
+    int schema_done = 0;
+
+    (void)data;
+    apr_pool_create(&tp, NULL);
+    for (;;) {
+        loc_job_t *j;
+        ap_dbd_t *db;
+        char one = 1;
+
+        apr_thread_mutex_lock(dbd_lock);
+        while (!dbd_todo && !dbd_stopping)
+            apr_thread_cond_wait(dbd_cond, dbd_lock);
+        if (dbd_stopping) {
+            apr_thread_mutex_unlock(dbd_lock);
+            break;
+        }
+        j = dbd_todo;
+        dbd_todo = j->next;
+        if (!dbd_todo)
+            dbd_todo_tail = NULL;
+        apr_thread_mutex_unlock(dbd_lock);
+
+        db = dbd_open ? dbd_open(tp, dbd_server) : NULL;
+        if (!db) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server,
+                         "sip location: no database connection (is mod_dbd configured?)");
+            j->status = 500;
+        }
+        else {
+            if (!schema_done) {
+                /* RFC-neutral schema: one row per binding, plus a marker row
+                 * (empty contact) per known AoR; works on SQLite and PostgreSQL */
+                schema_done = db_exec(tp, db, "CREATE TABLE IF NOT EXISTS sip_location ("
+                                      "aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, "
+                                      "params VARCHAR(1024) NOT NULL DEFAULT '', "
+                                      "call_id VARCHAR(255) NOT NULL, cseq BIGINT NOT NULL, "
+                                      "expires BIGINT NOT NULL, q INTEGER NOT NULL, "
+                                      "path VARCHAR(2048), PRIMARY KEY (aor, contact))") == 0;
+                db_exec(tp, db, "CREATE INDEX IF NOT EXISTS sip_location_expires "
+                        "ON sip_location (expires)");
+            }
+            if (j->aor && !j->fetch && j->chg.aor == NULL) {
+                /* the periodic cleanup job: safe with several nodes */
+                db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
+                                                  "contact <> '' AND expires < %" APR_TIME_T_FMT,
+                                                  apr_time_now()));
+            }
+            else
+                db_run_job(db, j);
+            if (dbd_close)
+                dbd_close(dbd_server, db);
+        }
+        apr_pool_clear(tp);
+        apr_thread_mutex_lock(dbd_lock);
+        j->next = dbd_done;
+        dbd_done = j;
+        apr_thread_mutex_unlock(dbd_lock);
+        if (write(dbd_wake[1], &one, 1) < 0) {
+            /* the pipe is full: the loop is already awake */
+        }
+    }
+    apr_pool_destroy(tp);
+    apr_thread_exit(thd, APR_SUCCESS);
+    return NULL;
+}
+
+static void dbd_completed(void *baton, apr_int16_t ev)
+{
+    char buf[64];
+    loc_job_t *list, *rev = NULL;
+
+    (void)baton;
+    (void)ev;
+    while (read(dbd_wake[0], buf, sizeof(buf)) > 0)
+        ;
+    apr_thread_mutex_lock(dbd_lock);
+    list = dbd_done;
+    dbd_done = NULL;
+    apr_thread_mutex_unlock(dbd_lock);
+    while (list) {                  /* oldest first */
+        loc_job_t *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        loc_job_t *j = rev;
+        rev = j->next;
+        if (j->cb)
+            j->cb(j->baton, j->status, copy_bindings(j->caller_pool, j->result));
+        apr_pool_destroy(j->pool);
+    }
+}
+
+static void dbd_submit(loc_job_t *j)
+{
+    apr_thread_mutex_lock(dbd_lock);
+    if (dbd_todo_tail)
+        dbd_todo_tail->next = j;
+    else
+        dbd_todo = j;
+    dbd_todo_tail = j;
+    apr_thread_cond_signal(dbd_cond);
+    apr_thread_mutex_unlock(dbd_lock);
+}
+
+static void dbd_cleanup(void *baton)
+{
+    apr_pool_t *p;
+    loc_job_t *j;
+
+    (void)baton;
+    apr_pool_create(&p, NULL);
+    j = apr_pcalloc(p, sizeof(*j));
+    j->pool = p;
+    j->aor = "";    /* neither fetch nor register: the cleanup */
+    dbd_submit(j);
+    sip_timer_set(loc_loop, &dbd_cleanup_timer, apr_time_from_sec(60), dbd_cleanup, NULL);
+}
+
+static apr_status_t dbd_start(apr_pool_t *p)
+{
+    apr_thread_t *thd;
+    apr_status_t rv;
+    apr_socket_t *sock = NULL;
+    apr_file_t *rf = NULL;
+
+    (void)sock;
+    if (pipe2(dbd_wake, O_NONBLOCK | O_CLOEXEC) < 0)
+        return errno;
+    if ((rv = apr_thread_mutex_create(&dbd_lock, APR_THREAD_MUTEX_DEFAULT, p))
+        || (rv = apr_thread_cond_create(&dbd_cond, p)))
+        return rv;
+    apr_os_pipe_put(&rf, &dbd_wake[0], p);
+    sip_io_init_file(&dbd_wake_io, rf, dbd_completed, NULL);
+    sip_io_watch(loc_loop, &dbd_wake_io, APR_POLLIN);
+    rv = apr_thread_create(&thd, NULL, db_thread, NULL, p);
+    if (rv == APR_SUCCESS)
+        sip_timer_set(loc_loop, &dbd_cleanup_timer, apr_time_from_sec(5), dbd_cleanup, NULL);
+    return rv;
+}
+
+/* ---- the interface ---- */
+
+void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_cb cb,
+                           void *baton)
+{
+    apr_array_header_t *cur;
+    int i;
+
+    if (dbd_server) {
+        apr_pool_t *jp;
+        loc_job_t *j;
+        apr_pool_create(&jp, NULL);
+        j = apr_pcalloc(jp, sizeof(*j));
+        j->pool = jp;
+        j->chg = *chg;
+        j->chg.aor = apr_pstrdup(jp, chg->aor);
+        j->chg.call_id = apr_pstrdup(jp, chg->call_id);
+        j->chg.bindings = apr_array_copy(jp, chg->bindings);
+        for (i = 0; i < j->chg.bindings->nelts; i++) {
+            sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
+            b->aor = j->chg.aor;
+            b->contact = apr_pstrdup(jp, b->contact);
+            b->params = apr_pstrdup(jp, b->params ? b->params : "");
+            b->call_id = j->chg.call_id;
+            b->path = b->path ? apr_pstrdup(jp, b->path) : NULL;
+        }
+        j->caller_pool = p;
+        j->cb = cb;
+        j->baton = baton;
+        dbd_submit(j);
+        return;
+    }
+    cur = sip_location_lookup(p, chg->aor);
+    if (reg_out_of_order(cur, chg)) {
+        cb(baton, 500, cur);
+        return;
+    }
+    if (chg->star)
+        sip_location_remove_all(chg->aor);
+    else
+        for (i = 0; i < chg->bindings->nelts; i++)
+            sip_location_set(&APR_ARRAY_IDX(chg->bindings, i, sip_binding_t));
+    cb(baton, 0, sip_location_lookup(p, chg->aor));
+}
+
+void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton)
+{
+    if (dbd_server) {
+        apr_pool_t *jp;
+        loc_job_t *j;
+        apr_pool_create(&jp, NULL);
+        j = apr_pcalloc(jp, sizeof(*j));
+        j->pool = jp;
+        j->fetch = 1;
+        j->aor = apr_pstrdup(jp, aor);
+        j->caller_pool = p;
+        j->cb = cb;
+        j->baton = baton;
+        dbd_submit(j);
+        return;
+    }
+    cb(baton, 0, sip_location_lookup(p, aor));
+}

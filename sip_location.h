@@ -9,6 +9,7 @@
 #include "apr_tables.h"
 #include "apr_time.h"
 #include "sip_event.h"
+#include "httpd.h"
 
 typedef struct sip_binding {
     const char *aor;
@@ -24,6 +25,35 @@ typedef struct sip_binding {
 /* Open the store; 'journal_fd' is a read/write descriptor opened by the
  * httpd parent (or -1 for memory only).  Replays and compacts it. */
 apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd);
+
+/* ---- the asynchronous interface (the registrar uses only this) ---- */
+
+/* One REGISTER's worth of changes (RFC 3261 §10.3 steps 6-8). */
+typedef struct sip_reg_change {
+    const char *aor;
+    const char *call_id;
+    apr_uint32_t cseq;
+    int star;                       /* "Contact: *": remove every binding */
+    apr_array_header_t *bindings;   /* sip_binding_t; expires 0 removes */
+} sip_reg_change_t;
+
+/* status 0 or 500 (out of order); 'current' holds the bindings after the
+ * change (sip_binding_t *, best q first), or NULL for a fetch of an AoR
+ * never registered.  Everything is allocated in the caller's pool, which
+ * must live until the call; the call may come at once (memory store) or
+ * later from the event loop (database store). */
+typedef void (*sip_location_cb)(void *baton, int status, apr_array_header_t *current);
+
+void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_cb cb,
+                           void *baton);
+void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton);
+
+/* Keep bindings in a database through mod_dbd (DBDriver/DBDParams of
+ * 's'), shared by every server using it, instead of memory + journal.
+ * Called in the engine before sip_location_init. */
+void sip_location_use_dbd(server_rec *s);
+
+/* ---- the memory store ---- */
 
 /* Current bindings of 'aor' (sip_binding_t *), best q first; NULL when the
  * AoR was never registered, an empty array when it has expired. */

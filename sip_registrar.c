@@ -101,10 +101,8 @@ static const char *format_binding(apr_pool_t *p, const sip_binding_t *b, apr_tim
                         b->params ? b->params : "", left > 0 ? left : 0, q);
 }
 
-const char *sip_registrar_contacts(apr_pool_t *p, const char *request_uri)
+const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bs)
 {
-    const char *aor = sip_uri_aor(p, request_uri);
-    apr_array_header_t *bs = aor ? sip_location_lookup(p, aor) : NULL;
     apr_array_header_t *parts;
     apr_time_t now = apr_time_now();
     int i;
@@ -123,6 +121,50 @@ static void reply(sip_txn_t *txn, int status, const char *reason, const char *co
     sip_txn_reply(txn, status, reason, hdrs);
 }
 
+/* The store may answer later (database): the transaction is kept until it
+ * does; a CANCEL meanwhile is answered 487 by the engine. */
+static int held_cancel(void *tu)
+{
+    (void)tu;
+    return 0;
+}
+
+static const sip_txn_tu_ops_t held_ops = {held_cancel, NULL, NULL};
+
+static void hold(sip_txn_t *txn)
+{
+    sip_txn_attach(txn, &held_ops, txn);
+}
+
+static void register_done(void *baton, int status, apr_array_header_t *current)
+{
+    sip_txn_t *txn = baton;
+    apr_pool_t *p = sip_txn_pool(txn);
+    apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
+    char date[APR_RFC822_DATE_LEN];
+    apr_time_t now = apr_time_now();
+    int i;
+
+    sip_txn_detach_keep(txn);
+    if (status) {
+        reply(txn, 500, "Out Of Order Request", NULL);
+        sip_txn_release(txn);
+        return;
+    }
+    /* §10.3 step 8: 200 with every current binding, and Date */
+    apr_rfc822_date(date, now);
+    for (i = 0; current && i < current->nelts; i++) {
+        *(const char **)apr_array_push(h) = "Contact";
+        *(const char **)apr_array_push(h) =
+            format_binding(p, APR_ARRAY_IDX(current, i, sip_binding_t *), now);
+    }
+    *(const char **)apr_array_push(h) = "Date";
+    *(const char **)apr_array_push(h) = apr_pstrdup(p, date);
+    *(const char **)apr_array_push(h) = NULL;
+    reply(txn, 200, "OK", (const char *const *)h->elts);
+    sip_txn_release(txn);
+}
+
 void sip_registrar_register(sip_txn_t *txn, server_rec *s)
 {
     const sip_msg_t *req = sip_txn_request(txn);
@@ -131,7 +173,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     const apr_array_header_t *hdrs = sip_msg_headers(req);
     apr_array_header_t *contacts = apr_array_make(p, 4, sizeof(const char *));
     const char *to = sip_msg_header(req, "To"), *aor, *expires_hdr, *call_id;
-    apr_array_header_t *current;
+    sip_reg_change_t *chg;
     apr_uint32_t cseq = (apr_uint32_t)strtoul(sip_msg_cseq_number(req), NULL, 10);
     apr_time_t now = apr_time_now();
     int i, star = 0;
@@ -162,114 +204,88 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     for (i = 0; i < contacts->nelts; i++)
         if (strcmp(APR_ARRAY_IDX(contacts, i, const char *), "*") == 0)
             star = 1;
-    if (star) {
-        apr_array_header_t *bs = sip_location_lookup(p, aor);
-        if (contacts->nelts != 1 || !expires_hdr || default_expires != 0) {
-            reply(txn, 400, "Invalid Wildcard Contact", NULL);
+    if (star && (contacts->nelts != 1 || !expires_hdr || default_expires != 0)) {
+        reply(txn, 400, "Invalid Wildcard Contact", NULL);
+        return;
+    }
+    chg = apr_pcalloc(p, sizeof(*chg));
+    chg->aor = aor;
+    chg->call_id = call_id;
+    chg->cseq = cseq;
+    chg->star = star;
+    chg->bindings = apr_array_make(p, contacts->nelts ? contacts->nelts : 1, sizeof(sip_binding_t));
+    for (i = 0; !star && i < contacts->nelts; i++) {
+        const char *v = APR_ARRAY_IDX(contacts, i, const char *), *params, *rest, *e;
+        sip_binding_t *b = apr_array_push(chg->bindings);
+        sip_uri_info_t ui;
+        long exp;
+
+        memset(b, 0, sizeof(*b));
+        b->contact = sip_header_uri(p, v, &params);
+        if (!sip_uri_info(p, b->contact, &ui)) {
+            reply(txn, 400, "Bad Contact", NULL);
             return;
         }
-        for (i = 0; bs && i < bs->nelts; i++) {
-            sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
-            if (strcmp(b->call_id, call_id) == 0 && cseq <= b->cseq) {
-                reply(txn, 500, "Out Of Order Request", NULL);
-                return;
-            }
+        e = param(p, params, "expires", &rest);
+        b->q1000 = q1000(param(p, rest, "q", &rest));
+        b->params = rest;
+        if (e && (!apr_isdigit(*e) || e[strspn(e, "0123456789")])) {
+            reply(txn, 400, "Bad Contact Expires", NULL);
+            return;
         }
-        sip_location_remove_all(aor);
-    }
-    else {
-        /* Check every contact before changing anything: all or nothing. */
-        apr_array_header_t *todo = apr_array_make(p, contacts->nelts, sizeof(sip_binding_t));
-        apr_array_header_t *bs = sip_location_lookup(p, aor);
-        for (i = 0; i < contacts->nelts; i++) {
-            const char *v = APR_ARRAY_IDX(contacts, i, const char *), *params, *rest, *e;
-            sip_binding_t *b = apr_array_push(todo);
-            sip_uri_info_t ui;
-            long exp;
-            int j;
-
-            memset(b, 0, sizeof(*b));
-            b->contact = sip_header_uri(p, v, &params);
-            if (!sip_uri_info(p, b->contact, &ui)) {
-                reply(txn, 400, "Bad Contact", NULL);
-                return;
-            }
-            e = param(p, params, "expires", &rest);
-            b->q1000 = q1000(param(p, rest, "q", &rest));
-            b->params = rest;
-            if (e && (!apr_isdigit(*e) || e[strspn(e, "0123456789")])) {
-                reply(txn, 400, "Bad Contact Expires", NULL);
-                return;
-            }
-            exp = e ? atol(e) : default_expires;
-            /* §10.3 step 7: too brief is refused, too long is shortened */
-            if (exp > 0 && exp < conf->min_expires) {
-                const char *hm[] = {"Min-Expires", apr_itoa(p, (int)conf->min_expires), NULL};
-                reply(txn, 423, "Interval Too Brief", hm);
-                return;
-            }
-            if (exp > conf->max_expires)
-                exp = conf->max_expires;
-            b->aor = aor;
-            b->call_id = call_id;
-            b->cseq = cseq;
-            b->expires = exp ? now + apr_time_from_sec(exp) : 0;
-            b->path = sip_msg_header(req, "Path");
-            for (j = 0; bs && j < bs->nelts; j++) {
-                sip_binding_t *old = APR_ARRAY_IDX(bs, j, sip_binding_t *);
-                if (sip_uri_equal(old->contact, b->contact) && strcmp(old->call_id, call_id) == 0
-                    && cseq <= old->cseq) {
-                    reply(txn, 500, "Out Of Order Request", NULL);
-                    return;
-                }
-            }
+        exp = e ? atol(e) : default_expires;
+        /* §10.3 step 7: too brief is refused, too long is shortened */
+        if (exp > 0 && exp < conf->min_expires) {
+            const char *hm[] = {"Min-Expires", apr_itoa(p, (int)conf->min_expires), NULL};
+            reply(txn, 423, "Interval Too Brief", hm);
+            return;
         }
-        for (i = 0; i < todo->nelts; i++)
-            sip_location_set(&APR_ARRAY_IDX(todo, i, sip_binding_t));
+        if (exp > conf->max_expires)
+            exp = conf->max_expires;
+        b->aor = aor;
+        b->call_id = call_id;
+        b->cseq = cseq;
+        b->expires = exp ? now + apr_time_from_sec(exp) : 0;
+        b->path = sip_msg_header(req, "Path");
     }
-
-    /* §10.3 step 8: 200 with every current binding, and Date */
-    current = sip_location_lookup(p, aor);
-    {
-        apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
-        char date[APR_RFC822_DATE_LEN];
-        apr_rfc822_date(date, now);
-        for (i = 0; current && i < current->nelts; i++) {
-            *(const char **)apr_array_push(h) = "Contact";
-            *(const char **)apr_array_push(h) =
-                format_binding(p, APR_ARRAY_IDX(current, i, sip_binding_t *), now);
-        }
-        *(const char **)apr_array_push(h) = "Date";
-        *(const char **)apr_array_push(h) = apr_pstrdup(p, date);
-        *(const char **)apr_array_push(h) = NULL;
-        reply(txn, 200, "OK", (const char *const *)h->elts);
-    }
+    hold(txn);
+    sip_location_register(p, chg, register_done, txn);
 }
 
-int sip_registrar_route(sip_txn_t *txn, server_rec *s)
+typedef struct route_job {
+    sip_txn_t *txn;
+    server_rec *s;
+} route_job_t;
+
+static void route_done(void *baton, int status, apr_array_header_t *bs)
 {
+    route_job_t *rj = baton;
+    sip_txn_t *txn = rj->txn;
+    server_rec *s = rj->s;
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
     sip_server_conf *conf = sip_get_conf(s);
-    const char *aor = sip_uri_aor(p, sip_msg_request_uri(req));
-    apr_array_header_t *bs;
     apr_time_t now = apr_time_now();
     int i;
 
-    if (!aor)
-        return 0;
-    bs = sip_location_lookup(p, aor);
-    if (!bs) {
-        if (strcmp(sip_msg_method(req), "OPTIONS") == 0)
-            return 0;       /* the server answers for itself */
-        reply(txn, 404, "Not Found", NULL);
-        return 1;
-    }
-    if (!bs->nelts) {
-        if (strcmp(sip_msg_method(req), "OPTIONS") == 0)
-            return 0;
-        reply(txn, 480, "Temporarily Unavailable", NULL);
-        return 1;
+    sip_txn_detach_keep(txn);
+    if (sip_txn_final_sent(txn))
+        goto out;           /* cancelled meanwhile */
+    if (status || !bs || !bs->nelts) {
+        if (strcmp(sip_msg_method(req), "OPTIONS") == 0) {
+            static const char *const hdrs[] = {
+                "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
+                "Accept", "application/sdp", NULL
+            };
+            reply(txn, 200, "OK", hdrs);   /* the server answers for itself */
+        }
+        else if (status)
+            reply(txn, 500, "Server Internal Error", NULL);
+        else if (!bs)
+            reply(txn, 404, "Not Found", NULL);
+        else
+            reply(txn, 480, "Temporarily Unavailable", NULL);
+        goto out;
     }
     if (conf->mode == SIP_MODE_REDIRECT) {
         apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
@@ -280,10 +296,10 @@ int sip_registrar_route(sip_txn_t *txn, server_rec *s)
         }
         *(const char **)apr_array_push(h) = NULL;
         reply(txn, 302, "Moved Temporarily", (const char *const *)h->elts);
-        return 1;
+        goto out;
     }
     {
-        /* §16.6: higher q first; equal q in parallel, groups one after another */
+        /* §16.6: higher q first; equal q in parallel, otherwise one by one */
         sip_proxy_t *px = sip_proxy_new(txn, s);
         int distinct = 0;
         for (i = 0; i < bs->nelts; i++) {
@@ -295,5 +311,23 @@ int sip_registrar_route(sip_txn_t *txn, server_rec *s)
         sip_proxy_set_sequential(px, distinct);
         sip_proxy_start(px);
     }
+out:
+    sip_txn_release(txn);
+}
+
+int sip_registrar_route(sip_txn_t *txn, server_rec *s)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    apr_pool_t *p = sip_txn_pool(txn);
+    const char *aor = sip_uri_aor(p, sip_msg_request_uri(req));
+    route_job_t *rj;
+
+    if (!aor)
+        return 0;
+    rj = apr_pcalloc(p, sizeof(*rj));
+    rj->txn = txn;
+    rj->s = s;
+    hold(txn);
+    sip_location_fetch(p, aor, route_done, rj);
     return 1;
 }

@@ -14,12 +14,12 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s);
 
 /* A request for a local user: 302 to its bindings (redirect mode) or
  * proxy to them by q (proxy mode); 480 when it has none now, 404 when it
- * never registered.  Returns 0 (and does nothing) for a Request-URI
- * without a user part. */
+ * never registered (OPTIONS: the server's own 200).  Returns 0 (and does
+ * nothing) for a Request-URI without a user part. */
 int sip_registrar_route(sip_txn_t *txn, server_rec *s);
 
-/* REGISTRATIONS for a script (RFC 3050 §5.5.1.6): the user's bindings in
- * Contact syntax, or NULL when there are none. */
-const char *sip_registrar_contacts(apr_pool_t *p, const char *request_uri);
+/* REGISTRATIONS for a script (RFC 3050 §5.5.1.6): bindings in Contact
+ * syntax, or NULL when there are none. */
+const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bindings);
 
 #endif

@@ -35,6 +35,7 @@ struct sip_txn {
     void *tu;
     int proxied;
     int destroyed;
+    int kept;
 };
 
 static sip_loop_t *txn_loop;
@@ -104,7 +105,7 @@ static const char *new_tag(apr_pool_t *p)
 
 static void txn_destroy_if_done(sip_txn_t *t)
 {
-    if (t->state == ST_TERMINATED && !t->tu && !t->destroyed) {
+    if (t->state == ST_TERMINATED && !t->tu && !t->kept && !t->destroyed) {
         t->destroyed = 1;
         sip_source_release(&t->src);
         sip_loop_defer_destroy(txn_loop, t->pool);
@@ -671,4 +672,17 @@ int sip_txn_last_status(sip_txn_t *t)
 void sip_txn_drop(sip_txn_t *t)
 {
     txn_terminate(t);
+}
+
+void sip_txn_detach_keep(sip_txn_t *t)
+{
+    t->kept++;
+    t->tu = NULL;
+    t->tu_ops = NULL;
+}
+
+void sip_txn_release(sip_txn_t *t)
+{
+    t->kept--;
+    txn_destroy_if_done(t);
 }

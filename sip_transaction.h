@@ -55,6 +55,10 @@ typedef struct sip_txn_tu_ops {
 
 void sip_txn_attach(sip_txn_t *t, const sip_txn_tu_ops_t *ops, void *tu);
 void sip_txn_detach(sip_txn_t *t);
+/* Detach the user but keep the transaction until sip_txn_release, for a
+ * caller that still answers it after detaching. */
+void sip_txn_detach_keep(sip_txn_t *t);
+void sip_txn_release(sip_txn_t *t);
 int sip_txn_cancel(sip_txn_t *t);
 
 apr_pool_t *sip_txn_pool(sip_txn_t *t);
