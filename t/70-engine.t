@@ -44,7 +44,7 @@ like($ep ? $ep->{cmd} : '', qr/apache2/, 'engine runs the httpd binary');
     die "fork: $!" unless defined $graceful_pid;
     if (!$graceful_pid) {
         sleep 0.5;
-        { no warnings 'exec'; exec $SipTest::APACHE2, '-f', $t->conf_file, '-k', 'graceful'; }
+        SipTest::exec_apache($t->conf_file, '-k', 'graceful');
         POSIX::_exit(127);
     }
     my (@sock, @req, @ans);

@@ -145,7 +145,7 @@ check_state($t, 'after kill -9 of the engine');
     die "fork: $!" unless defined $gpid;
     if (!$gpid) {
         sleep 0.3;
-        { no warnings 'exec'; exec $SipTest::APACHE2, '-f', $t->conf_file, '-k', 'graceful'; }
+        SipTest::exec_apache($t->conf_file, '-k', 'graceful');
         POSIX::_exit(127);
     }
     for my $i (0 .. $n - 1) {

@@ -290,6 +290,20 @@ sub write_conf {
     chmod 0644, $self->{conf};
 }
 
+# exec apache2 -f CONF ARGS (in a forked child).  For make test-asan the
+# sanitizer runtimes go first into the uninstrumented httpd that loads the
+# instrumented module.
+sub exec_apache {
+    my ($conf, @args) = @_;
+    if ($ENV{MOD_SIP_PRELOAD}) {
+        $ENV{LD_PRELOAD} = $ENV{MOD_SIP_PRELOAD};
+        $ENV{ASAN_OPTIONS} //= 'detect_leaks=0:abort_on_error=0';
+        $ENV{UBSAN_OPTIONS} //= 'print_stacktrace=1';
+    }
+    { no warnings "exec"; exec $APACHE2, "-f", $conf, @args; }
+    POSIX::_exit(127);
+}
+
 sub _run_apache {
     my ($self, @args) = @_;
     my $out = "$self->{dir}/apache2.out";
@@ -299,14 +313,7 @@ sub _run_apache {
         open(STDIN, '<', '/dev/null');
         open(STDOUT, '>', $out);
         open(STDERR, '>&', \*STDOUT);
-        # make test-asan: the sanitizer runtimes go first into the
-        # uninstrumented httpd that loads an instrumented module
-        if ($ENV{MOD_SIP_PRELOAD}) {
-            $ENV{LD_PRELOAD} = $ENV{MOD_SIP_PRELOAD};
-            $ENV{ASAN_OPTIONS} //= 'detect_leaks=0:abort_on_error=0';
-            $ENV{UBSAN_OPTIONS} //= 'print_stacktrace=1';
-        }
-        { no warnings "exec"; exec $APACHE2, "-f", $self->{conf}, @args; }
+        exec_apache($self->{conf}, @args);
         POSIX::_exit(127);
     }
     waitpid($pid, 0);
