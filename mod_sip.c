@@ -24,6 +24,7 @@
 #include "sip_transport.h"
 #include "sip_cgi.h"
 #include "sip_registrar.h"
+#include "sip_request.h"
 
 module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -55,7 +56,6 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->proxy_outside = -1;
     c->timer_c = -1;
     c->max_scripts = -1;
-    c->mode = -1;
     c->min_expires = -1;
     c->max_expires = -1;
     c->default_expires = -1;
@@ -78,11 +78,25 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->proxy_outside = add->proxy_outside >= 0 ? add->proxy_outside : base->proxy_outside;
     c->timer_c = add->timer_c >= 0 ? add->timer_c : base->timer_c;
     c->max_scripts = add->max_scripts >= 0 ? add->max_scripts : base->max_scripts;
-    c->mode = add->mode >= 0 ? add->mode : base->mode;
     c->min_expires = add->min_expires >= 0 ? add->min_expires : base->min_expires;
     c->max_expires = add->max_expires >= 0 ? add->max_expires : base->max_expires;
     c->default_expires = add->default_expires >= 0 ? add->default_expires : base->default_expires;
     return c;
+}
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    sip_dir_conf *d = apr_pcalloc(p, sizeof(*d));
+    (void)dir;
+    d->mode = -1;
+    return d;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    sip_dir_conf *base = basev, *add = addv, *d = apr_pcalloc(p, sizeof(*d));
+    d->mode = add->mode >= 0 ? add->mode : base->mode;
+    return d;
 }
 
 /* Defaults are applied after merging, so that a main-server value still
@@ -107,8 +121,6 @@ static void apply_defaults(sip_server_conf *c)
         c->timer_c = SIP_DEFAULT_TIMER_C;
     if (c->max_scripts < 0)
         c->max_scripts = SIP_DEFAULT_MAX_SCRIPTS;
-    if (c->mode < 0)
-        c->mode = SIP_MODE_PROXY;
     if (c->min_expires < 0)
         c->min_expires = SIP_DEFAULT_MIN_EXPIRES;
     if (c->max_expires < 0)
@@ -226,13 +238,16 @@ static const char *set_max_scripts(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
-static const char *set_mode(cmd_parms *cmd, void *d, const char *arg)
+/* Per directory, so that <Location "/user@domain"> can differ. */
+static const char *set_mode(cmd_parms *cmd, void *dv, const char *arg)
 {
-    (void)d;
+    sip_dir_conf *d = dv;
+
+    (void)cmd;
     if (!strcasecmp(arg, "proxy"))
-        sip_get_conf(cmd->server)->mode = SIP_MODE_PROXY;
+        d->mode = SIP_MODE_PROXY;
     else if (!strcasecmp(arg, "redirect"))
-        sip_get_conf(cmd->server)->mode = SIP_MODE_REDIRECT;
+        d->mode = SIP_MODE_REDIRECT;
     else
         return "SipMode must be proxy or redirect";
     return NULL;
@@ -304,7 +319,7 @@ static const command_rec sip_cmds[] = {
                   "Seconds an idle SIP TCP connection stays open (default 600)"),
     AP_INIT_TAKE1("SipMaxScripts", set_max_scripts, NULL, RSRC_CONF,
                   "Scripts that may run at once before requests get 503 (default 64)"),
-    AP_INIT_TAKE1("SipMode", set_mode, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("SipMode", set_mode, NULL, RSRC_CONF | ACCESS_CONF,
                   "How requests for registered users are routed: proxy (default) or redirect"),
     AP_INIT_TAKE1("SipMinExpires", set_expires, (void *)1, RSRC_CONF,
                   "Shortest registration accepted, in seconds (default 60; shorter gets 423)"),
@@ -523,8 +538,8 @@ static void sip_register_hooks(apr_pool_t *p)
 
 AP_DECLARE_MODULE(sip) = {
     STANDARD20_MODULE_STUFF,
-    NULL,
-    NULL,
+    create_dir_conf,
+    merge_dir_conf,
     create_server_conf,
     merge_server_conf,
     sip_cmds,

@@ -29,7 +29,6 @@ typedef struct sip_server_conf {
     int proxy_outside;                  /* SipProxyOutside; -1 = unset (Off) */
     apr_interval_time_t timer_c;        /* SipProxyTimerC; -1 = unset */
     int max_scripts;                    /* SipMaxScripts; -1 = unset */
-    int mode;                           /* SipMode; -1 = unset (proxy) */
     long min_expires;                   /* SipMinExpires; -1 = unset */
     long max_expires;                   /* SipMaxExpires; -1 = unset */
     long default_expires;               /* SipDefaultExpires; -1 = unset */

@@ -4,6 +4,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_request.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -264,7 +265,6 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     server_rec *s = rj->s;
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
-    sip_server_conf *conf = sip_get_conf(s);
     apr_time_t now = apr_time_now();
     int i;
 
@@ -287,7 +287,8 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
             reply(txn, 480, "Temporarily Unavailable", NULL);
         goto out;
     }
-    if (conf->mode == SIP_MODE_REDIRECT) {
+    /* SipMode of the vhost, or of a <Location "/user@domain"> */
+    if (sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req))) == SIP_MODE_REDIRECT) {
         apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
         for (i = 0; i < bs->nelts; i++) {
             *(const char **)apr_array_push(h) = "Contact";

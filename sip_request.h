@@ -1,0 +1,21 @@
+/* httpd glue for the engine: the only code that creates request_recs.
+ * A SIP request is given a synthetic "/user@host" path so that
+ * <Location> sections apply to it. */
+#ifndef SIP_REQUEST_H
+#define SIP_REQUEST_H
+
+#include "httpd.h"
+
+/* Per-directory (<Location "/user@domain">) settings of mod_sip. */
+typedef struct sip_dir_conf {
+    int mode;       /* SipMode; -1 = unset */
+} sip_dir_conf;
+
+/* The request_rec for a SIP request to 'aor' ("sip:user@host") on vhost
+ * 's', after the <Location> walk; allocated in a subpool of 'p'. */
+request_rec *sip_request_for(apr_pool_t *p, server_rec *s, const char *method, const char *aor);
+
+/* SipMode that applies to 'aor' (vhost default, or a <Location>). */
+int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor);
+
+#endif
