@@ -18,7 +18,7 @@ TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps \
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
 
-.PHONY: all deps test-deps install run stop test unit prove clean test-asan
+.PHONY: all deps test-deps install run stop test unit prove clean test-asan fuzz fuzz-deps
 
 all: .libs/mod_sip.so
 
@@ -97,4 +97,27 @@ test-asan: test-deps asan/.libs/mod_sip.so
 test: test-deps all unit prove
 
 clean:
-	rm -rf .libs *.la *.lo *.slo *.o asan $(UNIT_TESTS) $(RUNDIR) t/prove.log
+	rm -rf .libs *.la *.lo *.slo *.o asan $(UNIT_TESTS) $(RUNDIR) t/prove.log $(FUZZ_BINS) fuzz/out
+
+# libFuzzer targets (clang): parsers and everything fed by the network or
+# by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
+FUZZ_TARGETS = parse cgi_output frame uri
+FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
+FUZZ_SECONDS ?= 60
+FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev
+
+fuzz-deps:
+	$(call apt_install,$(FUZZ_PKGS))
+
+fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h t/unit/httpd_stubs.h $(SOURCES) $(HEADERS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -Wno-unused-function -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1) \
+	  -o $@ $< $$(pkg-config --libs apr-1 apr-util-1) $(LIBS)
+
+fuzz: fuzz-deps $(FUZZ_BINS)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/out/$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
+	  ./fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 fuzz/out/$$t fuzz/corpus/$$t || exit 1; \
+	done

@@ -247,14 +247,23 @@ int sip_cgi_split(const char *buf, apr_size_t len, int eof, apr_size_t *skip,
             if (hdr_is(buf + pos, ll, "Content-Type", 'c'))
                 have_type = 1;
             else if (hdr_is(buf + pos, ll, "Content-Length", 'l')) {
-                const char *v = memchr(buf + pos, ':', ll) + 1;
-                char *stop;
-                while (*v == ' ' || *v == '\t')
+                const char *v = memchr(buf + pos, ':', ll) + 1, *end = buf + pos + ll;
+                char num[24], *stop;
+                apr_size_t n;
+                while (v < end && (*v == ' ' || *v == '\t'))
                     v++;
-                clen = apr_strtoi64(v, &stop, 10);
-                while (*stop == ' ' || *stop == '\t')
-                    stop++;
-                if (clen < 0 || !apr_isdigit(*v) || (*stop != '\r' && *stop != '\n')) {
+                n = (apr_size_t)(end - v);
+                while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+                    n--;
+                /* the output is not NUL-terminated: parse a copy */
+                if (n == 0 || n >= sizeof(num)) {
+                    *why = "bad Content-Length";
+                    return -1;
+                }
+                memcpy(num, v, n);
+                num[n] = '\0';
+                clen = apr_strtoi64(num, &stop, 10);
+                if (clen < 0 || !apr_isdigit(num[0]) || *stop) {
                     *why = "bad Content-Length";
                     return -1;
                 }
@@ -586,9 +595,9 @@ static int send_status(sip_cgi_run_t *run, const char *buf, apr_size_t len)
     block = sip_msg_parse_block(p, buf, len);
     /* CGI-Remove applies to the script's own responses too (§5.6.2.2) */
     if (out && block && sip_msg_has_header(block, "CGI-Remove")) {
-        sip_msg_t *rm = sip_msg_parse_block(p, apr_pstrcat(p, "X\r\nCGI-Remove: ",
-                                            sip_msg_header(block, "CGI-Remove"), "\r\n\r\n", NULL),
-                                            strlen(sip_msg_header(block, "CGI-Remove")) + 19);
+        const char *only = apr_pstrcat(p, "X\r\nCGI-Remove: ", sip_msg_header(block, "CGI-Remove"),
+                                       "\r\n\r\n", NULL);
+        sip_msg_t *rm = sip_msg_parse_block(p, only, strlen(only));
         out = rm ? sip_msg_merge_text(p, out, olen, rm, &olen) : out;
     }
     st = sip_msg_status(resp);
@@ -653,11 +662,9 @@ static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
         }
         if (t->local) {
             /* a response we made up has no Via of ours to remove */
-            char st[4];
-            apr_snprintf(st, sizeof(st), "%d", sip_msg_status(t->msg));
-            return send_status(run, apr_pstrcat(ctx->pool, "SIP/2.0 ", st, " ",
-                                                sip_msg_reason(t->msg), "\r\n\r\n", NULL),
-                               strlen(st) + strlen(sip_msg_reason(t->msg)) + 13);
+            const char *line = apr_psprintf(ctx->pool, "SIP/2.0 %d %s\r\n\r\n",
+                                            sip_msg_status(t->msg), sip_msg_reason(t->msg));
+            return send_status(run, line, strlen(line));
         }
         if (txn_live(ctx))
             sip_proxy_forward_upstream(ctx->px, t->msg, block);
@@ -868,6 +875,18 @@ static const char *env_name(apr_pool_t *p, const char *header)
     return n;
 }
 
+/* RFC 3050 §5.5.1.21: 1*product, so httpd's "(Debian)" comments go. */
+static const char *server_software(apr_pool_t *p)
+{
+    char *banner = apr_pstrdup(p, ap_get_server_banner()), *last = NULL, *w;
+    const char *out = "";
+
+    for (w = apr_strtok(banner, " ", &last); w; w = apr_strtok(NULL, " ", &last))
+        if (w[0] != '(' && w[strlen(w) - 1] != ')')
+            out = apr_pstrcat(p, out, *out ? " " : "", w, NULL);
+    return apr_pstrcat(p, out, *out ? " " : "", "mod_sip/" SIP_MODULE_VERSION, NULL);
+}
+
 static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
 {
     const sip_source_t *src = sip_txn_source(ctx->txn);
@@ -880,7 +899,7 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
     int i;
 
     apr_table_setn(env, "GATEWAY_INTERFACE", "SIP-CGI/1.1");
-    apr_table_setn(env, "SERVER_SOFTWARE", ap_get_server_banner());
+    apr_table_setn(env, "SERVER_SOFTWARE", server_software(p));
     apr_table_setn(env, "SERVER_NAME", s->server_hostname ? s->server_hostname
                    : sip_sockaddr_ip(p, &src->local));
     apr_table_setn(env, "SERVER_PORT", apr_itoa(p, sip_sockaddr_port(&src->local)));

@@ -6,6 +6,7 @@
 #include "httpd.h"
 #include "apr_time.h"
 
+#define SIP_MODULE_VERSION          "0.5"
 #define SIP_DEFAULT_SCRIPT          "default.cgi"
 #define SIP_DEFAULT_SCRIPT_TIMEOUT  apr_time_from_sec(30)
 #define SIP_DEFAULT_MAX_OUTPUT      (1024 * 1024)

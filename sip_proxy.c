@@ -767,6 +767,8 @@ sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_m
     return b;
 }
 
+#define MF_BLOCK "X\r\nMax-Forwards: 70\r\n\r\n"
+
 sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
 {
     apr_pool_t *p;
@@ -795,7 +797,7 @@ sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
     merged = sip_msg_merge_text(p, text, strlen(text), block, &mlen);
     if (merged && !sip_msg_has_header(block, "Max-Forwards"))
         merged = sip_msg_merge_text(p, merged, mlen,
-                                    sip_msg_parse_block(p, "X\r\nMax-Forwards: 70\r\n\r\n", 25),
+                                    sip_msg_parse_block(p, MF_BLOCK, sizeof(MF_BLOCK) - 1),
                                     &mlen);
     if (merged && sip_msg_parse(p, merged, mlen, NULL, 0, &m, &err) == APR_SUCCESS) {
         next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);

@@ -1,0 +1,38 @@
+/* Shared by the libFuzzer targets: the module's pure layers compiled in
+ * (as the unit tests do), with the same few httpd stand-ins. */
+#ifndef FUZZ_COMMON_H
+#define FUZZ_COMMON_H
+
+#include "../t/unit/httpd_stubs.h"
+#include "../sip_event.c"
+#include "../sip_transport.c"
+#include "../sip_message.c"
+#include "../sip_transaction.c"
+#include "../sip_proxy.c"
+#include "../sip_location.c"
+#include "../sip_registrar.c"
+#include "../sip_cgi.c"
+
+static apr_pool_t *fuzz_pool;
+
+/* One-time setup; returns the scratch pool for one input. */
+static apr_pool_t *fuzz_init(void)
+{
+    if (!fuzz_pool) {
+        apr_initialize();
+        apr_pool_create(&fuzz_pool, NULL);
+        sip_message_init();
+        /* libosip2 traces are noise here */
+        osip_trace_initialize_func(TRACE_LEVEL0, NULL);
+    }
+    return fuzz_pool;
+}
+
+/* Every input frees all it made (LeakSanitizer checks at exit). */
+static int fuzz_done(void)
+{
+    apr_pool_clear(fuzz_pool);
+    return 0;
+}
+
+#endif

@@ -1,0 +1,42 @@
+/* Received messages: parse and validate, then everything the engine does
+ * with the result (error answer, Via stamping, responses, copies). */
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    apr_pool_t *p = fuzz_init();
+    sip_limits_t lim = {512, 512, 50, 65536};
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    apr_size_t len = 0;
+    int datagram;
+
+    for (datagram = 0; datagram < 2; datagram++) {
+        if (sip_msg_parse(p, (const char *)data, size, &lim, datagram, &m, &err) != APR_SUCCESS) {
+            if (err.status)
+                sip_msg_raw_error_response(p, m, err.status, err.reason, "tag", !datagram, &len);
+            continue;
+        }
+        if (sip_msg_is_request(m)) {
+            sip_source_t src;
+            sip_sockaddr_t dest;
+            sip_msg_t *r;
+            memset(&src, 0, sizeof(src));
+            sip_sockaddr_set(&src.peer, "127.0.0.1", 5060);
+            src.kind = datagram ? SIP_TP_UDP : SIP_TP_TCP;
+            sip_msg_stamp_via(m, &src, &dest);
+            r = sip_msg_make_response(p, m, 486, "Busy Here", "t1");
+            if (r)
+                sip_msg_serialize(p, r, &len);
+            sip_msg_uri_user(m);
+            sip_uri_aor(p, sip_msg_request_uri(m));
+            if (sip_msg_header(m, "To"))
+                sip_header_uri(p, sip_msg_header(m, "To"), NULL);
+            sip_msg_make_cancel(p, m);
+        }
+        sip_msg_dup(p, m);
+        sip_msg_branch(m);
+        sip_msg_top_via(m);
+    }
+    return fuzz_done();
+}
