@@ -907,7 +907,13 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
     apr_table_setn(env, "PATH", path ? path : DEFAULT_PATH);
     if (t->kind == TRIG_RESPONSE) {
         const char *rt = sip_proxy_branch_token(t->branch);
+        sip_sockaddr_t from;
         apr_table_setn(env, "REMOTE_ADDR", t->remote);
+        if (!t->local && sip_sockaddr_set(&from, t->remote, 0) == APR_SUCCESS) {
+            const char *rh = remote_host(p, s, &from);
+            if (rh)
+                apr_table_setn(env, "REMOTE_HOST", rh);
+        }
         apr_table_setn(env, "RESPONSE_STATUS", apr_itoa(p, sip_msg_status(msg)));
         if (sip_msg_reason(msg))
             apr_table_setn(env, "RESPONSE_REASON", sip_msg_reason(msg));

@@ -279,10 +279,7 @@ SH
     $uac->ack($inv, $fin) if $fin;
     my @runs = $t2->wait_runs('host@127.0.0.1', 2, call_id => $uac->call_id($inv));
     is($runs[0] && $runs[0]{env}{REMOTE_HOST}, 'localhost', 'R16: HostnameLookups On: REMOTE_HOST=localhost for a request from 127.0.0.1');
-    TODO: {
-        local $TODO = 'documented choice (docs/sip-cgi.md): no reverse lookup in runs for a response (RFC 3050 §5.5.1.8 SHOULD)';
-        is($runs[1] && $runs[1]{env}{REMOTE_HOST}, 'localhost', 'R16: HostnameLookups On: REMOTE_HOST=localhost for a response from 127.0.0.1');
-    }
+    is($runs[1] && $runs[1]{env}{REMOTE_HOST}, 'localhost', 'R16: HostnameLookups On: REMOTE_HOST=localhost for a response from 127.0.0.1');
     ok($runs[1] && !exists $runs[1]{env}{REMOTE_HOST} || ($runs[1] && ($runs[1]{env}{REMOTE_HOST} // '') eq 'localhost'),
        'R16/R7: response run: REMOTE_HOST is either the right name or absent (never empty or wrong)');
 }
