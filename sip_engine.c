@@ -6,6 +6,7 @@
 #include "sip_message.h"
 #include "sip_proxy.h"
 #include "sip_location.h"
+#include "sip_request.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 
@@ -290,6 +291,7 @@ static void engine_main(void)
     }
     sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
     sip_txn_init(loop, engine_pool);
+    sip_txn_on_final(sip_request_log);
     sip_cgi_init(loop, engine_pool);
     sip_proxy_init(engine_pool);
     if (dbd_server)

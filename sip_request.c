@@ -1,6 +1,8 @@
 #include "sip_request.h"
 #include "sip_conf.h"
 #include "sip_registrar.h"
+#include "sip_message.h"
+#include "sip_transaction.h"
 
 #include "http_config.h"
 #include "http_connection.h"
@@ -27,6 +29,14 @@ static conn_rec *engine_conn(apr_pool_t *p, server_rec *s)
     c->local_ip = "127.0.0.1";
     c->client_ip = "127.0.0.1";
     c->local_host = s->server_hostname;
+    {
+        /* mod_logio keeps byte counters per connection, set up in its
+         * pre_connection hook, which never runs for these connections;
+         * its log_transaction hook resets them: give it zeroed ones. */
+        module *logio = ap_find_linked_module("mod_logio.c");
+        if (logio)
+            ap_set_module_config(c->conn_config, logio, apr_pcalloc(p, 64));
+    }
     return c;
 }
 
@@ -56,4 +66,46 @@ int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor)
     sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
 
     return d && d->mode >= 0 ? d->mode : SIP_MODE_PROXY;
+}
+
+void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
+{
+    const sip_msg_t *req = sip_txn_request(t);
+    const sip_source_t *src = sip_txn_source(t);
+    server_rec *s = src->vhost;
+    const apr_array_header_t *hdrs = sip_msg_headers(req);
+    apr_pool_t *p;
+    request_rec *r;
+    const char *aor;
+    char *ip;
+    int i;
+
+    if (!s)
+        return;
+    apr_pool_create(&p, NULL);
+    aor = sip_uri_aor(p, sip_msg_request_uri(req));
+    r = sip_request_for(p, s, sip_msg_method(req), aor ? aor : sip_msg_request_uri(req));
+    r->the_request = apr_pstrcat(r->pool, sip_msg_method(req), " ", sip_msg_request_uri(req), " ",
+                                 sip_msg_version(req), NULL);
+    r->unparsed_uri = apr_pstrdup(r->pool, sip_msg_request_uri(req));
+    r->protocol = apr_pstrdup(r->pool, sip_msg_version(req));
+    r->proto_num = HTTP_VERSION(2, 0);
+    r->hostname = sip_msg_uri_host(req) ? apr_pstrdup(r->pool, sip_msg_uri_host(req)) : NULL;
+    r->status = status;
+    r->bytes_sent = (apr_off_t)bytes;
+    r->request_time = sip_txn_start(t);
+    for (i = 0; i < hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
+        apr_table_add(r->headers_in, h->name, h->value);
+    }
+    /* the peer, as %h and %a show it */
+    ip = (char *)sip_sockaddr_ip(r->pool, &src->peer);
+    apr_sockaddr_info_get(&r->connection->client_addr, ip, APR_UNSPEC,
+                          (apr_port_t)sip_sockaddr_port(&src->peer), 0, r->connection->pool);
+    r->connection->client_ip = ip;
+    r->useragent_ip = ip;
+    r->useragent_addr = r->connection->client_addr;
+    apr_table_setn(r->subprocess_env, "SIP_TRANSPORT", src->kind == SIP_TP_UDP ? "UDP" : "TCP");
+    ap_run_log_transaction(r);
+    apr_pool_destroy(p);
 }

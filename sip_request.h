@@ -15,6 +15,11 @@ typedef struct sip_dir_conf {
  * 's', after the <Location> walk; allocated in a subpool of 'p'. */
 request_rec *sip_request_for(apr_pool_t *p, server_rec *s, const char *method, const char *aor);
 
+/* The access log line of a server transaction, through mod_log_config
+ * (ap_run_log_transaction), written when its final response is sent. */
+struct sip_txn;
+void sip_request_log(struct sip_txn *t, int status, apr_size_t bytes);
+
 /* SipMode that applies to 'aor' (vhost default, or a <Location>). */
 int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor);
 

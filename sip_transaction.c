@@ -36,9 +36,21 @@ struct sip_txn {
     int proxied;
     int destroyed;
     int kept;
+    apr_time_t start;
 };
 
 static sip_loop_t *txn_loop;
+static sip_txn_final_hook final_hook;
+
+void sip_txn_on_final(sip_txn_final_hook hook)
+{
+    final_hook = hook;
+}
+
+apr_time_t sip_txn_start(sip_txn_t *t)
+{
+    return t->start;
+}
 static apr_hash_t *txns;        /* key -> sip_txn_t */
 static apr_hash_t *acks;        /* ack_key -> sip_txn_t (2xx awaiting ACK) */
 static apr_size_t ntxns;
@@ -230,6 +242,7 @@ sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
     t->invite = strcmp(method, "INVITE") == 0;
     t->state = t->invite ? ST_PROCEEDING : ST_TRYING;
     t->to_tag = sip_msg_to_tag(req) ? sip_msg_to_tag(req) : new_tag(msg_pool);
+    t->start = apr_time_now();
     apr_hash_set(txns, t->key, APR_HASH_KEY_STRING, t);
     ntxns++;
     if (t->invite)
@@ -264,6 +277,8 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
         t->state = ST_PROCEEDING;
         return APR_SUCCESS;
     }
+    if (final_hook)
+        final_hook(t, status, len);
     if (t->invite && status < 300) {
         /* RFC 6026 Accepted; §13.3.1.4: the 2xx is retransmitted until ACK */
         t->state = ST_ACCEPTED;

@@ -72,6 +72,12 @@ int sip_txn_last_status(sip_txn_t *t);
 void sip_txn_drop(sip_txn_t *t);
 
 apr_size_t sip_txn_count(void);
+
+/* Called once per server transaction when its first final response is
+ * sent (for the access log). */
+typedef void (*sip_txn_final_hook)(sip_txn_t *t, int status, apr_size_t bytes);
+void sip_txn_on_final(sip_txn_final_hook hook);
+apr_time_t sip_txn_start(sip_txn_t *t);
 sip_loop_t *sip_txn_loop(void);
 
 #endif

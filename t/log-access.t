@@ -1,0 +1,54 @@
+#!/usr/bin/perl
+# SIP access logging through mod_log_config (ap_run_log_transaction): one
+# line per transaction when its final response is sent, none for 1xx or
+# ACK, CustomLog formats including request headers and conditions.
+use strict;
+use warnings;
+use Test::More;
+use SipTest qw(parse_msg wait_until);
+
+my $t = SipTest->new(
+    vhost_conf => join("\n",
+        'LogFormat "%h %{From}i %{To}i %t \\"%r\\" %>s %{SIP_TRANSPORT}e %{Call-ID}i" sip_test',
+        'CustomLog @DIR@/logs/sip_access.log sip_test',
+        'CustomLog @DIR@/logs/sip_not200.log "%!200{Call-ID}i %>s"'),
+    scripts => {
+        'ring@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 180 Ringing\\n\\nSIP/2.0 486 Busy Here\\n\\n'\n",
+    },
+);
+my $port = $t->sip_port;
+my $log = $t->dir . '/logs/sip_access.log';
+my $not200 = $t->dir . '/logs/sip_not200.log';
+
+sub lines {
+    my ($f) = @_;
+    open(my $fh, '<', $f) or return ();
+    chomp(my @l = <$fh>);
+    return @l;
+}
+
+# the start-up probe may have logged an OPTIONS already
+my $skip = () = lines($log);
+
+my @r = $t->transact('udp', method => 'OPTIONS', uri => "sip:nobody\@127.0.0.1:$port",
+                     sock => $t->udp_socket, call_id => 'log-opt@test');
+is(@r && $r[-1]->code, 200, 'OPTIONS answered');
+@r = $t->transact('tcp', method => 'INVITE', uri => "sip:ring\@127.0.0.1:$port", call_id => 'log-inv@test');
+my @codes = map { $_->code } @r;
+ok((grep { $_ == 180 } @codes) && $codes[-1] == 486, 'INVITE: 180 then 486') or diag("@codes");
+
+ok(wait_until(3, sub { lines($log) - $skip >= 2 }), 'two access log lines written');
+my @l = (lines($log))[$skip .. $skip + 1];
+my ($opt) = grep { /log-opt\@test/ } lines($log);
+my ($inv) = grep { /log-inv\@test/ } lines($log);
+like($opt // '', qr{^127\.0\.0\.1 <sip:[^>]+>;tag=\w+ <sip:nobody\@127\.0\.0\.1:$port> \[[^\]]+\] "OPTIONS sip:nobody\@127\.0\.0\.1:$port SIP/2\.0" 200 UDP log-opt\@test$},
+     'OPTIONS line: host, From, To, date, request, status, transport, Call-ID');
+like($inv // '', qr{"INVITE sip:ring\@127\.0\.0\.1:$port SIP/2\.0" 486 TCP log-inv\@test$}, 'INVITE line: final status 486 over TCP');
+is(scalar(grep { /log-inv\@test/ } lines($log)), 1, 'one line per transaction (the 180 is not logged)');
+ok(!(grep { / 180 / } lines($log)), 'no line for a provisional response');
+
+ok(wait_until(3, sub { grep { /log-inv\@test 486/ } lines($not200) }), 'conditional format %!200{Call-ID}i: the 486 has its Call-ID');
+ok((grep { /^- 200$/ } lines($not200)), 'conditional format: the 200 shows "-" instead');
+ok(!$t->crash_lines, 'engine did not crash while logging');
+$t->stop;
+done_testing;
