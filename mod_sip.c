@@ -59,6 +59,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->min_expires = -1;
     c->max_expires = -1;
     c->default_expires = -1;
+    c->nonce_lifetime = -1;
     return c;
 }
 
@@ -81,6 +82,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->min_expires = add->min_expires >= 0 ? add->min_expires : base->min_expires;
     c->max_expires = add->max_expires >= 0 ? add->max_expires : base->max_expires;
     c->default_expires = add->default_expires >= 0 ? add->default_expires : base->default_expires;
+    c->nonce_lifetime = add->nonce_lifetime >= 0 ? add->nonce_lifetime : base->nonce_lifetime;
     return c;
 }
 
@@ -89,6 +91,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     sip_dir_conf *d = apr_pcalloc(p, sizeof(*d));
     (void)dir;
     d->mode = -1;
+    d->auth = -1;
     return d;
 }
 
@@ -96,6 +99,8 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     sip_dir_conf *base = basev, *add = addv, *d = apr_pcalloc(p, sizeof(*d));
     d->mode = add->mode >= 0 ? add->mode : base->mode;
+    d->auth = add->auth >= 0 ? add->auth : base->auth;
+    d->providers = add->providers ? add->providers : base->providers;
     return d;
 }
 
@@ -127,6 +132,8 @@ static void apply_defaults(sip_server_conf *c)
         c->max_expires = SIP_DEFAULT_MAX_EXPIRES;
     if (c->default_expires < 0)
         c->default_expires = SIP_DEFAULT_EXPIRES;
+    if (c->nonce_lifetime < 0)
+        c->nonce_lifetime = SIP_DEFAULT_NONCE_LIFETIME;
     if (c->max_expires < c->min_expires)
         c->max_expires = c->min_expires;
 }
@@ -302,6 +309,29 @@ static const char *set_location_file(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *set_nonce_lifetime(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_seconds(cmd, &sip_get_conf(cmd->server)->nonce_lifetime, arg);
+}
+
+static const char *set_auth(cmd_parms *cmd, void *dv, int on)
+{
+    (void)cmd;
+    ((sip_dir_conf *)dv)->auth = on;
+    return NULL;
+}
+
+static const char *add_auth_provider(cmd_parms *cmd, void *dv, const char *name)
+{
+    sip_dir_conf *d = dv;
+
+    if (!d->providers)
+        d->providers = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    *(const char **)apr_array_push(d->providers) = name;
+    return NULL;
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -333,6 +363,12 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE1("SipLocation", set_location, NULL, RSRC_CONF,
                   "Where registrations live: memory (with SipLocationFile, default) or dbd "
                   "(the mod_dbd database of the main server, shareable by several servers)"),
+    AP_INIT_FLAG("SipAuth", set_auth, NULL, RSRC_CONF | ACCESS_CONF,
+                 "SIP digest authentication for requests to this vhost or <Location>"),
+    AP_INIT_ITERATE("SipAuthProvider", add_auth_provider, NULL, RSRC_CONF | ACCESS_CONF,
+                    "authn providers giving password hashes (default: file)"),
+    AP_INIT_TAKE1("SipNonceLifetime", set_nonce_lifetime, NULL, RSRC_CONF,
+                  "Seconds a digest nonce stays valid before stale=true (default 300)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
     AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,

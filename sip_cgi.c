@@ -931,6 +931,10 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
     }
     if (ctx->cookie)
         apr_table_setn(env, "SCRIPT_COOKIE", ctx->cookie);
+    if (sip_txn_user(ctx->txn)) {   /* RFC 3050 §5.5.1.1, §5.5.1.10 */
+        apr_table_setn(env, "AUTH_TYPE", "Digest");
+        apr_table_setn(env, "REMOTE_USER", sip_txn_user(ctx->txn));
+    }
     if (t->regs)    /* RFC 3050 §5.5.1.6: read afresh for every run */
         apr_table_setn(env, "REGISTRATIONS", t->regs);
     if (sip_msg_body(msg, &blen)) {

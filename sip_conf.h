@@ -17,6 +17,7 @@
 #define SIP_DEFAULT_MIN_EXPIRES     60      /* RFC 3261 §10.3 step 7 */
 #define SIP_DEFAULT_MAX_EXPIRES     86400
 #define SIP_DEFAULT_EXPIRES         3600
+#define SIP_DEFAULT_NONCE_LIFETIME  apr_time_from_sec(300)
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -33,6 +34,7 @@ typedef struct sip_server_conf {
     long min_expires;                   /* SipMinExpires; -1 = unset */
     long max_expires;                   /* SipMaxExpires; -1 = unset */
     long default_expires;               /* SipDefaultExpires; -1 = unset */
+    apr_interval_time_t nonce_lifetime; /* SipNonceLifetime; -1 = unset */
 } sip_server_conf;
 
 /* Message size limits taken from Apache's own LimitRequest* directives. */

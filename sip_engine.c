@@ -7,6 +7,7 @@
 #include "sip_proxy.h"
 #include "sip_location.h"
 #include "sip_request.h"
+#include "sip_auth.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 
@@ -123,6 +124,13 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
         handle_cancel(txn);
         return;
     }
+    /* RFC 3261 §22: challenged as a proxy (407) when the request goes on,
+     * as registrar/UAS (401) when it is for us */
+    if (!sip_auth_check(txn, s, strcmp(sip_msg_method(req), "REGISTER") != 0
+                                && (sip_msg_route_count(req) > 0
+                                    || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s,
+                                                               sip_txn_pool(txn)))))
+        return;
     if (sip_msg_route_count(req) > 0
         || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
         sip_proxy_default_request(txn, s, routed);
@@ -294,6 +302,7 @@ static void engine_main(void)
     sip_txn_on_final(sip_request_log);
     sip_cgi_init(loop, engine_pool);
     sip_proxy_init(engine_pool);
+    sip_auth_init(engine_pool);
     if (dbd_server)
         sip_location_use_dbd(dbd_server);
     sip_location_init(loop, engine_pool, journal_fd);

@@ -1234,3 +1234,49 @@ int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const c
     *host = apr_pstrmemdup(p, h, strcspn(h, ":;?>"));
     return **user && **host;
 }
+
+static const char *unquote(apr_pool_t *p, const char *s)
+{
+    apr_size_t n;
+
+    if (!s)
+        return NULL;
+    n = strlen(s);
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"')
+        return apr_pstrmemdup(p, s + 1, n - 2);
+    return apr_pstrdup(p, s);
+}
+
+int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char *realm,
+                        sip_credentials_t *c)
+{
+    const osip_list_t *list;
+    int i, found = 0;
+
+    if (!m->m)
+        return 0;
+    list = proxy ? &m->m->proxy_authorizations : &m->m->authorizations;
+    for (i = 0; i < osip_list_size(list); i++) {
+        osip_authorization_t *a = osip_list_get(list, i);
+        const char *r;
+        if (!a || !a->auth_type || strcasecmp(a->auth_type, "Digest") != 0)
+            continue;
+        r = unquote(p, a->realm);
+        if (found && (!realm || !r || strcmp(r, realm) != 0))
+            continue;   /* §22.4: prefer the credentials for our realm */
+        c->username = unquote(p, a->username);
+        c->realm = r;
+        c->nonce = unquote(p, a->nonce);
+        c->uri = unquote(p, a->uri);
+        c->response = unquote(p, a->response);
+        c->algorithm = unquote(p, a->algorithm);
+        c->cnonce = unquote(p, a->cnonce);
+        c->qop = unquote(p, a->message_qop);
+        c->nc = unquote(p, a->nonce_count);
+        c->opaque = unquote(p, a->opaque);
+        found = 1;
+        if (realm && r && strcmp(r, realm) == 0)
+            break;
+    }
+    return found;
+}

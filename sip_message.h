@@ -155,6 +155,15 @@ int sip_msg_has_header(const sip_msg_t *m, const char *name);
 const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
                                const sip_msg_t *block, apr_size_t *out_len);
 
+/* Digest credentials (RFC 3261 §22.4) from Authorization, or from
+ * Proxy-Authorization when 'proxy'; quotes removed.  0 when none. */
+typedef struct sip_credentials {
+    const char *username, *realm, *nonce, *uri, *response, *algorithm;
+    const char *cnonce, *qop, *nc, *opaque;
+} sip_credentials_t;
+int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char *realm,
+                        sip_credentials_t *c);
+
 /* Long name of a compact header form (RFC 3261 §7.3.3), or NULL. */
 const char *sip_header_long_name(const char *name, apr_size_t len);
 

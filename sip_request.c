@@ -1,5 +1,6 @@
 #include "sip_request.h"
 #include "sip_conf.h"
+#include "sip_log.h"
 #include "sip_registrar.h"
 #include "sip_message.h"
 #include "sip_transaction.h"
@@ -10,6 +11,8 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "apr_strings.h"
+#include "ap_provider.h"
+#include "mod_auth.h"
 
 extern module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -94,6 +97,10 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     r->status = status;
     r->bytes_sent = (apr_off_t)bytes;
     r->request_time = sip_txn_start(t);
+    if (sip_txn_user(t)) {
+        r->user = apr_pstrdup(r->pool, sip_txn_user(t));
+        r->ap_auth_type = "Digest";
+    }
     for (i = 0; i < hdrs->nelts; i++) {
         const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
         apr_table_add(r->headers_in, h->name, h->value);
@@ -108,4 +115,44 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     apr_table_setn(r->subprocess_env, "SIP_TRANSPORT", src->kind == SIP_TP_UDP ? "UDP" : "TCP");
     ap_run_log_transaction(r);
     apr_pool_destroy(p);
+}
+
+int sip_request_auth_required(apr_pool_t *p, server_rec *s, const char *method, const char *aor,
+                              const char **realm)
+{
+    request_rec *r = sip_request_for(p, s, method, aor);
+    sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
+
+    *realm = ap_auth_name(r);
+    if (!*realm)
+        *realm = s->server_hostname;
+    return d && d->auth == 1;
+}
+
+const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor,
+                                   const char *user, const char *realm)
+{
+    request_rec *r = sip_request_for(p, s, "REGISTER", aor);
+    sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
+    int i, n = d && d->providers ? d->providers->nelts : 1;
+
+    r->user = apr_pstrdup(r->pool, user);
+    for (i = 0; i < n; i++) {
+        const char *name = d && d->providers ? APR_ARRAY_IDX(d->providers, i, const char *)
+                                             : AUTHN_DEFAULT_PROVIDER;
+        const authn_provider *prov = ap_lookup_provider(AUTHN_PROVIDER_GROUP, name,
+                                                        AUTHN_PROVIDER_VERSION);
+        char *hash = NULL;
+
+        if (!prov || !prov->get_realm_hash) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                         "sip auth: authn provider '%s' is not loaded or has no realm hashes", name);
+            continue;
+        }
+        /* the provider name note, as mod_auth_digest sets it */
+        apr_table_setn(r->notes, AUTHN_PROVIDER_NAME_NOTE, name);
+        if (prov->get_realm_hash(r, user, realm, &hash) == AUTH_USER_FOUND && hash)
+            return apr_pstrdup(p, hash);
+    }
+    return NULL;
 }

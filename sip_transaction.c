@@ -37,6 +37,7 @@ struct sip_txn {
     int destroyed;
     int kept;
     apr_time_t start;
+    const char *user;
 };
 
 static sip_loop_t *txn_loop;
@@ -700,4 +701,14 @@ void sip_txn_release(sip_txn_t *t)
 {
     t->kept--;
     txn_destroy_if_done(t);
+}
+
+void sip_txn_set_user(sip_txn_t *t, const char *user)
+{
+    t->user = apr_pstrdup(t->pool, user);
+}
+
+const char *sip_txn_user(sip_txn_t *t)
+{
+    return t->user;
 }

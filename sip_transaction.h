@@ -78,6 +78,9 @@ apr_size_t sip_txn_count(void);
 typedef void (*sip_txn_final_hook)(sip_txn_t *t, int status, apr_size_t bytes);
 void sip_txn_on_final(sip_txn_final_hook hook);
 apr_time_t sip_txn_start(sip_txn_t *t);
+/* The user digest authentication proved (AUTH_TYPE/REMOTE_USER, %u). */
+void sip_txn_set_user(sip_txn_t *t, const char *user);
+const char *sip_txn_user(sip_txn_t *t);
 sip_loop_t *sip_txn_loop(void);
 
 #endif

@@ -1,0 +1,175 @@
+#include "sip_auth.h"
+#include "sip_log.h"
+#include "sip_message.h"
+#include "sip_request.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "apr_hash.h"
+#include "apr_md5.h"
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+#include "sip_conf.h"
+
+static unsigned char secret[16];
+static apr_hash_t *last_nc;         /* nonce -> highest nonce-count seen */
+static apr_pool_t *nc_pool;
+
+void sip_auth_init(apr_pool_t *p)
+{
+    if (apr_generate_random_bytes(secret, sizeof(secret)) != APR_SUCCESS) {
+        apr_time_t now = apr_time_now();
+        memcpy(secret, &now, sizeof(now));
+    }
+    apr_pool_create(&nc_pool, p);
+    last_nc = apr_hash_make(nc_pool);
+}
+
+static const char *md5hex(apr_pool_t *p, const char *s)
+{
+    unsigned char d[APR_MD5_DIGESTSIZE];
+    char *hex = apr_palloc(p, 2 * APR_MD5_DIGESTSIZE + 1);
+    int i;
+
+    apr_md5(d, s, strlen(s));
+    for (i = 0; i < APR_MD5_DIGESTSIZE; i++)
+        apr_snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return hex;
+}
+
+/* A nonce says when it was made and proves that we made it (a keyed hash),
+ * so nothing has to be remembered to check it (cf. mod_auth_digest). */
+static const char *make_nonce(apr_pool_t *p, apr_time_t when)
+{
+    const char *t = apr_psprintf(p, "%016" APR_UINT64_T_HEX_FMT, (apr_uint64_t)when);
+    char key[2 * sizeof(secret) + 1];
+    int i;
+
+    for (i = 0; i < (int)sizeof(secret); i++)
+        apr_snprintf(key + 2 * i, 3, "%02x", secret[i]);
+    return apr_pstrcat(p, t, md5hex(p, apr_pstrcat(p, t, ":", key, NULL)), NULL);
+}
+
+/* 1 valid, 0 forged or malformed; *stale when valid but too old. */
+static int check_nonce(apr_pool_t *p, const char *nonce, apr_interval_time_t lifetime, int *stale)
+{
+    char t[17];
+    apr_uint64_t when;
+
+    *stale = 0;
+    if (!nonce || strlen(nonce) != 48)
+        return 0;
+    memcpy(t, nonce, 16);
+    t[16] = '\0';
+    when = apr_strtoi64(t, NULL, 16);
+    if (strcmp(make_nonce(p, (apr_time_t)when), nonce) != 0)
+        return 0;
+    *stale = apr_time_now() - (apr_time_t)when > lifetime;
+    return 1;
+}
+
+static int challenge(sip_txn_t *t, int proxied, const char *realm, int stale)
+{
+    apr_pool_t *p = sip_txn_pool(t);
+    const char *value = apr_psprintf(p, "Digest realm=\"%s\", nonce=\"%s\", algorithm=MD5, "
+                                     "qop=\"auth\"%s", realm, make_nonce(p, apr_time_now()),
+                                     stale ? ", stale=true" : "");
+    const char *hdrs[] = {proxied ? "Proxy-Authenticate" : "WWW-Authenticate", value, NULL};
+
+    /* §22.1: 401 from a registrar or UAS, 407 from a proxy */
+    sip_txn_reply(t, proxied ? 407 : 401,
+                  proxied ? "Proxy Authentication Required" : "Unauthorized", hdrs);
+    return 0;
+}
+
+/* RFC 2617 §3.2.2.1: nonce-counts only go up for one nonce. */
+static int nc_fresh(const char *nonce, const char *nc)
+{
+    apr_uint64_t n = apr_strtoi64(nc, NULL, 16), *seen;
+
+    seen = apr_hash_get(last_nc, nonce, APR_HASH_KEY_STRING);
+    if (seen && n <= *seen)
+        return 0;
+    if (!seen) {
+        if (apr_hash_count(last_nc) > 100000) {
+            /* nonces live 5 minutes: forgetting old ones only costs a re-challenge */
+            apr_pool_clear(nc_pool);
+            last_nc = apr_hash_make(nc_pool);
+        }
+        seen = apr_palloc(nc_pool, sizeof(*seen));
+        apr_hash_set(last_nc, apr_pstrdup(nc_pool, nonce), APR_HASH_KEY_STRING, seen);
+    }
+    *seen = n;
+    return 1;
+}
+
+int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
+{
+    const sip_msg_t *req = sip_txn_request(t);
+    apr_pool_t *p = sip_txn_pool(t);
+    const char *method = sip_msg_method(req), *realm = NULL, *aor, *ha1, *ha2, *expected;
+    const char *to = sip_msg_header(req, "To");
+    int is_register = strcmp(method, "REGISTER") == 0, stale = 0;
+    sip_credentials_t c;
+
+    /* §22.1: ACK and CANCEL cannot be challenged */
+    if (!strcmp(method, "ACK") || !strcmp(method, "CANCEL"))
+        return 1;
+    aor = sip_uri_aor(p, is_register && to ? sip_header_uri(p, to, NULL) : sip_msg_request_uri(req));
+    if (!aor)
+        aor = sip_msg_request_uri(req);
+    if (!sip_request_auth_required(p, s, method, aor, &realm))
+        return 1;
+    memset(&c, 0, sizeof(c));
+    if (!sip_msg_credentials(p, req, proxied, realm, &c) || !c.username || !c.nonce
+        || !c.response || !c.uri || !c.realm || strcmp(c.realm, realm) != 0)
+        return challenge(t, proxied, realm, 0);
+    if (!check_nonce(p, c.nonce, sip_get_conf(s)->nonce_lifetime, &stale)) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip auth: %s: nonce not ours", c.username);
+        return challenge(t, proxied, realm, 0);
+    }
+    if (stale)
+        return challenge(t, proxied, realm, 1);
+    if (c.algorithm && strcasecmp(c.algorithm, "MD5") != 0)
+        return challenge(t, proxied, realm, 0);
+    ha1 = sip_request_realm_hash(p, s, aor, c.username, realm);
+    if (!ha1) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: unknown user %s in realm %s",
+                     c.username, realm);
+        return challenge(t, proxied, realm, 0);
+    }
+    ha2 = md5hex(p, apr_pstrcat(p, method, ":", c.uri, NULL));
+    if (c.qop) {
+        if (strcasecmp(c.qop, "auth") != 0 || !c.nc || !c.cnonce)
+            return challenge(t, proxied, realm, 0);
+        expected = md5hex(p, apr_pstrcat(p, ha1, ":", c.nonce, ":", c.nc, ":", c.cnonce, ":",
+                                         c.qop, ":", ha2, NULL));
+    }
+    else
+        expected = md5hex(p, apr_pstrcat(p, ha1, ":", c.nonce, ":", ha2, NULL));
+    if (strcasecmp(expected, c.response) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: wrong password for %s in realm %s",
+                     c.username, realm);
+        return challenge(t, proxied, realm, 0);
+    }
+    if (c.qop && !nc_fresh(c.nonce, c.nc)) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "sip auth: replayed nonce-count %s for %s refused", c.nc, c.username);
+        return challenge(t, proxied, realm, 0);
+    }
+    /* §10.3 step 3: a user may change only the bindings of its own AoR */
+    if (is_register) {
+        const char *user, *host;
+        if (!to || !sip_uri_user_host(p, sip_header_uri(p, to, NULL), &user, &host)
+            || strcmp(user, c.username) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                         "sip auth: %s may not register %s", c.username, aor);
+            sip_txn_reply(t, 403, "Forbidden", NULL);
+            return 0;
+        }
+    }
+    sip_txn_set_user(t, c.username);
+    return 1;
+}

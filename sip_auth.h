@@ -1,0 +1,18 @@
+/* SIP digest authentication (RFC 3261 §22, RFC 2617 qop=auth) for the
+ * methods and <Location>s the administrator chooses (SipAuth On); the
+ * password hashes come from Apache's authn providers (htdigest files,
+ * dbm, dbd) through the httpd glue. */
+#ifndef SIP_AUTH_H
+#define SIP_AUTH_H
+
+#include "httpd.h"
+#include "sip_transaction.h"
+
+void sip_auth_init(apr_pool_t *p);
+
+/* Check the request of 't' if its target needs authentication.  Returns
+ * 1 when it may go on (authenticated, or nothing required), 0 when an
+ * answer (401/407 challenge, 403) was sent. */
+int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied);
+
+#endif
