@@ -181,11 +181,14 @@ int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
     if (user && *user) {
         char *name = apr_pstrcat(p, user, "@", host ? host : "", NULL);
         /* %2F and %00 are refused by ap_unescape_url itself. */
-        if (ap_unescape_url(name) != OK || !sip_cgi_name_ok(name)) {
+        int unescaped = ap_unescape_url(name);
+        if (unescaped == OK && strlen(name) > NAME_MAX)
+            name = NULL;    /* no file can have such a name: not found */
+        else if (unescaped != OK || !sip_cgi_name_ok(name)) {
             *why = "invalid script name in Request-URI";
             return 403;
         }
-        r = check_script(p, dir, realdir, name, path, why);
+        r = name ? check_script(p, dir, realdir, name, path, why) : -1;
         if (r >= 0)
             return r;
     }

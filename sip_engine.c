@@ -124,6 +124,18 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
         handle_cancel(txn);
         return;
     }
+    /* RFC 3261 §8.2.2.3 (as UAS) and §16.3 step 5 (as proxy): we support
+     * no extension that a client could require */
+    {
+        int proxied = sip_msg_route_count(req) > 0
+                      || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn));
+        const char *need = sip_msg_header(req, proxied ? "Proxy-Require" : "Require");
+        if (need && strcmp(sip_msg_method(req), "CANCEL") != 0) {
+            const char *hdrs[] = {"Unsupported", need, NULL};
+            sip_txn_reply(txn, 420, "Bad Extension", hdrs);
+            return;
+        }
+    }
     /* RFC 3261 §22: challenged as a proxy (407) when the request goes on,
      * as registrar/UAS (401) when it is for us */
     if (!sip_auth_check(txn, s, strcmp(sip_msg_method(req), "REGISTER") != 0

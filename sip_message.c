@@ -284,6 +284,19 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
 
     if (kind == 0 && strcmp(m->version, "SIP/2.0") != 0)
         FAIL(505, "Version Not Supported");
+    /* RFC 3261 §8.2.2.1: a scheme we do not serve gets 416 even when
+     * libosip2 could not read the rest of that URI */
+    if (kind == 0) {
+        apr_size_t n = strcspn(m->uri, ":");
+        const char *c;
+        int scheme_ok = m->uri[n] == ':' && n > 0 && apr_isalpha(m->uri[0]);
+        for (c = m->uri; scheme_ok && c < m->uri + n; c++)
+            if (!apr_isalnum(*c) && !strchr("+-.", *c))
+                scheme_ok = 0;
+        if (scheme_ok && !(n == 3 && !strncasecmp(m->uri, "sip", 3))
+            && !(n == 4 && !strncasecmp(m->uri, "sips", 4)))
+            FAIL(416, "Unsupported URI Scheme");
+    }
     /* An escaped NUL survives no C string: refuse it rather than let the
      * URI change meaning on the way through. */
     if (kind == 0 && (ap_strcasestr(m->uri, "%00")
