@@ -315,10 +315,18 @@ static const char *set_nonce_lifetime(cmd_parms *cmd, void *d, const char *arg)
     return set_seconds(cmd, &sip_get_conf(cmd->server)->nonce_lifetime, arg);
 }
 
+static int auth_used;    /* some SipAuth On in this configuration */
+
+int sip_auth_enabled(void)
+{
+    return auth_used;
+}
+
 static const char *set_auth(cmd_parms *cmd, void *dv, int on)
 {
     (void)cmd;
     ((sip_dir_conf *)dv)->auth = on;
+    auth_used |= on;
     return NULL;
 }
 
@@ -557,6 +565,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     (void)ptemp;
     location_file = NULL;   /* each (re)read of the configuration starts afresh */
     location_dbd = 0;
+    auth_used = 0;
     return OK;
 }
 

@@ -115,7 +115,7 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
     sip_credentials_t c;
 
     /* §22.1: ACK and CANCEL cannot be challenged */
-    if (!strcmp(method, "ACK") || !strcmp(method, "CANCEL"))
+    if (!sip_auth_enabled() || !strcmp(method, "ACK") || !strcmp(method, "CANCEL"))
         return 1;
     aor = sip_uri_aor(p, is_register && to ? sip_header_uri(p, to, NULL) : sip_msg_request_uri(req));
     if (!aor)

@@ -46,6 +46,8 @@ typedef struct sip_limits {
 } sip_limits_t;
 
 sip_server_conf *sip_get_conf(server_rec *s);
+/* Is SipAuth On anywhere in the configuration? (saves per-request work) */
+int sip_auth_enabled(void);
 void sip_get_limits(server_rec *s, sip_limits_t *lim);
 
 #endif

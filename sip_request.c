@@ -17,11 +17,25 @@
 extern module AP_MODULE_DECLARE_DATA sip_module;
 
 /* A connection for request_recs that did not come over an httpd
- * connection (they came over the engine's UDP or TCP). */
-static conn_rec *engine_conn(apr_pool_t *p, server_rec *s)
-{
-    conn_rec *c = apr_pcalloc(p, sizeof(*c));
+ * connection (they came over the engine's UDP or TCP).  One per vhost for
+ * the life of the engine; each request_rec gets its own subpool of it. */
+static apr_pool_t *conn_pool;
+static apr_hash_t *conns;
 
+static conn_rec *engine_conn(server_rec *s)
+{
+    conn_rec *c;
+    apr_pool_t *p;
+
+    if (!conn_pool) {
+        apr_pool_create(&conn_pool, NULL);
+        conns = apr_hash_make(conn_pool);
+    }
+    c = apr_hash_get(conns, &s, sizeof(s));
+    if (c)
+        return c;
+    apr_pool_create(&p, conn_pool);
+    c = apr_pcalloc(p, sizeof(*c));
     c->pool = p;
     c->base_server = s;
     c->conn_config = ap_create_conn_config(p);
@@ -40,35 +54,38 @@ static conn_rec *engine_conn(apr_pool_t *p, server_rec *s)
         if (logio)
             ap_set_module_config(c->conn_config, logio, apr_pcalloc(p, 64));
     }
+    apr_hash_set(conns, apr_pmemdup(p, &s, sizeof(s)), sizeof(s), c);
     return c;
 }
 
-request_rec *sip_request_for(apr_pool_t *p, server_rec *s, const char *method, const char *aor)
+/* The caller destroys r->pool when done with it. */
+static request_rec *make_request(server_rec *s, const char *method, const char *aor, int walk)
 {
-    apr_pool_t *rp;
-    request_rec *r;
+    request_rec *r = ap_create_request(engine_conn(s));
     const char *colon = aor ? strchr(aor, ':') : NULL;
 
-    apr_pool_create(&rp, p);
-    r = ap_create_request(engine_conn(rp, s));
     r->server = s;
     r->method = method;
     r->method_number = ap_method_number_of(method);
     /* a path <Location> can match (anchors.md: core rejects other URIs) */
-    r->uri = apr_pstrcat(rp, "/", colon ? colon + 1 : "", NULL);
-    r->unparsed_uri = aor ? apr_pstrdup(rp, aor) : r->uri;
+    r->uri = apr_pstrcat(r->pool, "/", colon ? colon + 1 : "", NULL);
+    r->unparsed_uri = aor ? apr_pstrdup(r->pool, aor) : r->uri;
     r->parsed_uri.path = (char *)r->uri;
     r->per_dir_config = s->lookup_defaults;
-    ap_location_walk(r);
+    if (walk)
+        ap_location_walk(r);
     return r;
 }
 
 int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor)
 {
-    request_rec *r = sip_request_for(p, s, "INVITE", aor);
+    request_rec *r = make_request(s, "INVITE", aor, 1);
     sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
+    int mode = d && d->mode >= 0 ? d->mode : SIP_MODE_PROXY;
 
-    return d && d->mode >= 0 ? d->mode : SIP_MODE_PROXY;
+    (void)p;
+    apr_pool_destroy(r->pool);
+    return mode;
 }
 
 void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
@@ -85,9 +102,12 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
 
     if (!s)
         return;
-    apr_pool_create(&p, NULL);
-    aor = sip_uri_aor(p, sip_msg_request_uri(req));
-    r = sip_request_for(p, s, sip_msg_method(req), aor ? aor : sip_msg_request_uri(req));
+    /* mod_log_config needs no per-directory walk: keep this cheap, it runs
+     * for every transaction */
+    r = make_request(s, sip_msg_method(req), sip_msg_request_uri(req), 0);
+    p = r->pool;
+    aor = NULL;
+    (void)aor;
     r->the_request = apr_pstrcat(r->pool, sip_msg_method(req), " ", sip_msg_request_uri(req), " ",
                                  sip_msg_version(req), NULL);
     r->unparsed_uri = apr_pstrdup(r->pool, sip_msg_request_uri(req));
@@ -107,34 +127,38 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     }
     /* the peer, as %h and %a show it */
     ip = (char *)sip_sockaddr_ip(r->pool, &src->peer);
-    apr_sockaddr_info_get(&r->connection->client_addr, ip, APR_UNSPEC,
-                          (apr_port_t)sip_sockaddr_port(&src->peer), 0, r->connection->pool);
-    r->connection->client_ip = ip;
+    apr_sockaddr_info_get(&r->useragent_addr, ip, APR_UNSPEC,
+                          (apr_port_t)sip_sockaddr_port(&src->peer), 0, r->pool);
+    r->connection->client_ip = ip;      /* %h; reset by the next request */
+    r->connection->client_addr = r->useragent_addr;
     r->useragent_ip = ip;
-    r->useragent_addr = r->connection->client_addr;
     apr_table_setn(r->subprocess_env, "SIP_TRANSPORT", src->kind == SIP_TP_UDP ? "UDP" : "TCP");
     ap_run_log_transaction(r);
+    r->connection->client_ip = "127.0.0.1";
+    r->connection->client_addr = NULL;
     apr_pool_destroy(p);
 }
 
 int sip_request_auth_required(apr_pool_t *p, server_rec *s, const char *method, const char *aor,
                               const char **realm)
 {
-    request_rec *r = sip_request_for(p, s, method, aor);
+    request_rec *r = make_request(s, method, aor, 1);
     sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
+    const char *name = ap_auth_name(r);
+    int on = d && d->auth == 1;
 
-    *realm = ap_auth_name(r);
-    if (!*realm)
-        *realm = s->server_hostname;
-    return d && d->auth == 1;
+    *realm = apr_pstrdup(p, name ? name : s->server_hostname);
+    apr_pool_destroy(r->pool);
+    return on;
 }
 
 const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor,
                                    const char *user, const char *realm)
 {
-    request_rec *r = sip_request_for(p, s, "REGISTER", aor);
+    request_rec *r = make_request(s, "REGISTER", aor, 1);
     sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
     int i, n = d && d->providers ? d->providers->nelts : 1;
+    const char *found = NULL;
 
     r->user = apr_pstrdup(r->pool, user);
     for (i = 0; i < n; i++) {
@@ -151,8 +175,11 @@ const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor
         }
         /* the provider name note, as mod_auth_digest sets it */
         apr_table_setn(r->notes, AUTHN_PROVIDER_NAME_NOTE, name);
-        if (prov->get_realm_hash(r, user, realm, &hash) == AUTH_USER_FOUND && hash)
-            return apr_pstrdup(p, hash);
+        if (prov->get_realm_hash(r, user, realm, &hash) == AUTH_USER_FOUND && hash) {
+            found = apr_pstrdup(p, hash);
+            break;
+        }
     }
-    return NULL;
+    apr_pool_destroy(r->pool);
+    return found;
 }

@@ -13,10 +13,6 @@ typedef struct sip_dir_conf {
     apr_array_header_t *providers;  /* SipAuthProvider names, NULL = "file" */
 } sip_dir_conf;
 
-/* The request_rec for a SIP request to 'aor' ("sip:user@host") on vhost
- * 's', after the <Location> walk; allocated in a subpool of 'p'. */
-request_rec *sip_request_for(apr_pool_t *p, server_rec *s, const char *method, const char *aor);
-
 /* The access log line of a server transaction, through mod_log_config
  * (ap_run_log_transaction), written when its final response is sent. */
 struct sip_txn;

@@ -178,6 +178,11 @@ int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor)
     return 0;   /* SIP_MODE_PROXY */
 }
 
+int sip_auth_enabled(void)
+{
+    return 0;
+}
+
 /* mod_proxy-style host matching used by sip_proxy.c (wildcard ServerAlias) */
 int ap_strcasecmp_match(const char *str, const char *expected)
 {
