@@ -121,3 +121,25 @@ fuzz: fuzz-deps $(FUZZ_BINS)
 	  ./fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	    -print_final_stats=1 fuzz/out/$$t fuzz/corpus/$$t || exit 1; \
 	done
+
+# ---- load tests (bench/): mod_sip against Kamailio 5.6 on 127.0.0.1 ----
+# make bench [BENCH_ARGS="--only options,register --step-seconds 3"]
+# make soak  [SOAK_RATE=2000] [SOAK_SECONDS=600]
+# Both append a dated section to bench/RESULTS.md; see bench/README.md.
+BENCH_PKGS   = $(BUILD_PKGS) perl sip-tester kamailio libaprutil1-dbd-sqlite3 gcc libc6-dev
+SOAK_PKGS    = $(BUILD_PKGS) perl sip-tester
+BENCH_ARGS  ?=
+SOAK_RATE   ?= 2000
+SOAK_SECONDS ?= 600
+
+.PHONY: bench soak
+
+bench:
+	$(call apt_install,$(BENCH_PKGS))
+	$(MAKE) all
+	bench/run $(BENCH_ARGS)
+
+soak:
+	$(call apt_install,$(SOAK_PKGS))
+	$(MAKE) all
+	bench/run --soak --rate $(SOAK_RATE) --seconds $(SOAK_SECONDS)
