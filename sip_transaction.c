@@ -38,6 +38,7 @@ struct sip_txn {
     int kept;
     apr_time_t start;
     const char *user;
+    int compact;        /* malloc'd remnant of a completed transaction */
 };
 
 static sip_loop_t *txn_loop;
@@ -120,9 +121,60 @@ static void txn_destroy_if_done(sip_txn_t *t)
 {
     if (t->state == ST_TERMINATED && !t->tu && !t->kept && !t->destroyed) {
         t->destroyed = 1;
+        if (t->compact) {
+            free((char *)t->key);
+            free((char *)t->last);
+            free(t);
+            return;
+        }
         sip_source_release(&t->src);
         sip_loop_defer_destroy(txn_loop, t->pool);
     }
+}
+
+static void timer_end(void *baton);
+
+/* A non-INVITE transaction over UDP that has answered only waits out timer
+ * J (32 s) to re-send its answer to retransmissions: keep just that (key,
+ * answer, addresses) and give its pool back, so that thousands of them per
+ * second do not hold megabytes. */
+static void txn_maybe_compact(sip_txn_t *t)
+{
+    sip_txn_t *z;
+    apr_time_t left;
+
+    if (t->invite || t->state != ST_COMPLETED || t->src.kind != SIP_TP_UDP || t->tu || t->kept
+        || t->compact || t->destroyed || !t->last)
+        return;
+    z = calloc(1, sizeof(*z));
+    if (!z)
+        return;
+    z->compact = 1;
+    z->key = strdup(t->key);
+    z->last = malloc(t->last_len);
+    if (!z->key || !z->last) {
+        free((char *)z->key);
+        free((char *)z->last);
+        free(z);
+        return;
+    }
+    memcpy((char *)z->last, t->last, t->last_len);
+    z->last_len = t->last_len;
+    z->last_status = t->last_status;
+    z->src = t->src;            /* UDP: no connection reference to carry */
+    z->dest = t->dest;
+    z->state = ST_COMPLETED;
+    z->to_tag = NULL;
+    left = t->t_end.when - apr_time_now();
+    sip_timer_cancel(txn_loop, &t->t_end);
+    sip_timer_cancel(txn_loop, &t->t_retx);
+    sip_timer_cancel(txn_loop, &t->t_trying);
+    apr_hash_set(txns, t->key, APR_HASH_KEY_STRING, NULL);
+    apr_hash_set(txns, z->key, APR_HASH_KEY_STRING, z);
+    sip_timer_set(txn_loop, &z->t_end, left > 0 ? left : 0, timer_end, z);
+    t->destroyed = 1;
+    sip_source_release(&t->src);
+    sip_loop_defer_destroy(txn_loop, t->pool);
 }
 
 static void txn_terminate(sip_txn_t *t)
@@ -152,7 +204,8 @@ static void send_last(sip_txn_t *t)
     if (rv != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, ap_server_conf,
                      "sip: cannot send %d response for %s %s", t->last_status,
-                     sip_msg_method(t->req), sip_msg_request_uri(t->req));
+                     t->req ? sip_msg_method(t->req) : "a request",
+                     t->req ? sip_msg_request_uri(t->req) : "");
 }
 
 static void timer_end(void *baton)
@@ -305,8 +358,10 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
         }
         sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);   /* H */
     }
-    else
+    else {
         sip_timer_set(txn_loop, &t->t_end, reliable ? 0 : 64 * SIP_T1, timer_end, t); /* J */
+        txn_maybe_compact(t);
+    }
     return APR_SUCCESS;
 }
 
@@ -343,6 +398,7 @@ void sip_txn_detach(sip_txn_t *t)
     t->tu = NULL;
     t->tu_ops = NULL;
     txn_destroy_if_done(t);
+    txn_maybe_compact(t);
 }
 
 int sip_txn_cancel(sip_txn_t *t)
@@ -701,6 +757,7 @@ void sip_txn_release(sip_txn_t *t)
 {
     t->kept--;
     txn_destroy_if_done(t);
+    txn_maybe_compact(t);
 }
 
 void sip_txn_set_user(sip_txn_t *t, const char *user)
