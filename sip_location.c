@@ -663,15 +663,13 @@ static void dbd_submit(loc_job_t *j)
     apr_thread_mutex_unlock(dbd_lock);
 }
 
+static loc_job_t *new_job(apr_pool_t *caller, sip_location_cb cb, void *baton);
+
 static void dbd_cleanup(void *baton)
 {
-    apr_pool_t *p;
-    loc_job_t *j;
+    loc_job_t *j = new_job(NULL, NULL, NULL);
 
     (void)baton;
-    apr_pool_create(&p, NULL);
-    j = apr_pcalloc(p, sizeof(*j));
-    j->pool = p;
     j->aor = "";    /* neither fetch nor register: the cleanup */
     dbd_submit(j);
     sip_timer_set(loc_loop, &dbd_cleanup_timer, apr_time_from_sec(60), dbd_cleanup, NULL);
@@ -701,6 +699,22 @@ static apr_status_t dbd_start(apr_pool_t *p)
 
 /* ---- the interface ---- */
 
+/* A job for the database thread, in a pool of its own (the thread must not
+ * touch the caller's). */
+static loc_job_t *new_job(apr_pool_t *caller, sip_location_cb cb, void *baton)
+{
+    apr_pool_t *jp;
+    loc_job_t *j;
+
+    apr_pool_create(&jp, NULL);
+    j = apr_pcalloc(jp, sizeof(*j));
+    j->pool = jp;
+    j->caller_pool = caller;
+    j->cb = cb;
+    j->baton = baton;
+    return j;
+}
+
 void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_cb cb,
                            void *baton)
 {
@@ -708,11 +722,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     int i;
 
     if (dbd_server) {
-        apr_pool_t *jp;
-        loc_job_t *j;
-        apr_pool_create(&jp, NULL);
-        j = apr_pcalloc(jp, sizeof(*j));
-        j->pool = jp;
+        loc_job_t *j = new_job(p, cb, baton);
+        apr_pool_t *jp = j->pool;
         j->chg = *chg;
         j->chg.aor = apr_pstrdup(jp, chg->aor);
         j->chg.call_id = apr_pstrdup(jp, chg->call_id);
@@ -725,9 +736,6 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
             b->call_id = j->chg.call_id;
             b->path = b->path ? apr_pstrdup(jp, b->path) : NULL;
         }
-        j->caller_pool = p;
-        j->cb = cb;
-        j->baton = baton;
         dbd_submit(j);
         return;
     }
@@ -747,16 +755,9 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
 void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton)
 {
     if (dbd_server) {
-        apr_pool_t *jp;
-        loc_job_t *j;
-        apr_pool_create(&jp, NULL);
-        j = apr_pcalloc(jp, sizeof(*j));
-        j->pool = jp;
+        loc_job_t *j = new_job(p, cb, baton);
         j->fetch = 1;
-        j->aor = apr_pstrdup(jp, aor);
-        j->caller_pool = p;
-        j->cb = cb;
-        j->baton = baton;
+        j->aor = apr_pstrdup(j->pool, aor);
         dbd_submit(j);
         return;
     }
