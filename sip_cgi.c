@@ -363,6 +363,18 @@ static int txn_live(const sip_cgi_ctx_t *ctx)
     return ctx->txn && !ctx->txn_over;
 }
 
+/* The script failed the request: 500 if nothing final went up yet, and no
+ * branch it started keeps ringing.  Returns 0 when it was too late. */
+static int answer_500(sip_cgi_ctx_t *ctx)
+{
+    if (!txn_live(ctx) || sip_txn_final_sent(ctx->txn))
+        return 0;
+    sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
+    if (ctx->px)
+        sip_proxy_cancel(ctx->px);
+    return 1;
+}
+
 /* Triggers wait in arrival order behind the running script (§5.3). */
 static void ctx_enqueue(sip_cgi_ctx_t *ctx, trigger_t *t)
 {
@@ -507,24 +519,14 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
             /* R78: a crash or a non-zero exit without actions is a failure */
             const char *why = failure ? failure
                               : apr_psprintf(run->pool, "exited abnormally without output");
-            if (txn_live(ctx) && !sip_txn_final_sent(ctx->txn)) {
-                ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s, "sip-cgi: %s: %s; answering 500",
-                             run->script, why);
-                sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
-                if (ctx->px)
-                    sip_proxy_cancel(ctx->px);
-            }
-            else
-                ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s, "sip-cgi: %s: %s", run->script, why);
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s, "sip-cgi: %s: %s%s", run->script, why,
+                         answer_500(ctx) ? "; answered 500" : "");
         }
         else if (!run->acted)
             default_action(ctx, trig);
-        else if (trig->kind == TRIG_REQUEST && txn_live(ctx) && !sip_txn_final_sent(ctx->txn)
-                 && !ctx->px) {
+        else if (trig->kind == TRIG_REQUEST && !ctx->px && answer_500(ctx))
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
-                         "sip-cgi: %s: no final response; answering 500", run->script);
-            sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
-        }
+                         "sip-cgi: %s: no final response; answered 500", run->script);
     }
     sip_loop_defer_destroy(cgi_loop, run->pool);
     ctx_pump(ctx);
@@ -1053,12 +1055,8 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
 
 static void run_failed_to_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
 {
-    if ((trig->kind == TRIG_REQUEST || trig->kind == TRIG_RESPONSE) && txn_live(ctx)
-        && !sip_txn_final_sent(ctx->txn)) {
-        sip_txn_reply(ctx->txn, 500, "Internal Server Error", NULL);
-        if (ctx->px)
-            sip_proxy_cancel(ctx->px);
-    }
+    if (trig->kind == TRIG_REQUEST || trig->kind == TRIG_RESPONSE)
+        answer_500(ctx);
 }
 
 static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)

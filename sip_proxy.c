@@ -49,12 +49,10 @@ struct sip_proxy {
     int idle_told;
 };
 
-static sip_loop_t *px_loop_unused;
 static apr_pool_t *px_root;
 
 void sip_proxy_init(apr_pool_t *p)
 {
-    (void)px_loop_unused;
     px_root = p;
 }
 
