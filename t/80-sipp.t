@@ -29,20 +29,6 @@ my $t = SipTest->new(scripts => {
 });
 my $port = $t->sip_port;
 
-sub read_stats {
-    my ($file) = @_;
-    open(my $fh, '<', $file) or return undef;
-    my @lines = grep { /\S/ } <$fh>;
-    close $fh;
-    return undef unless @lines >= 2;
-    chomp(my $head = $lines[0]);
-    chomp(my $last = $lines[-1]);
-    my @h = split /;/, $head;
-    my @v = split /;/, $last;
-    my %s;
-    @s{@h} = @v;
-    return \%s;
-}
 
 sub run_sipp {
     my ($scenario, $service, $transport) = @_;
@@ -79,7 +65,7 @@ sub run_sipp {
     my $all = 1;
     $all = (ok($done, "sipp $tag finished by itself")) && $all;
     $all = (is($rc, 0, "sipp $tag exit code 0")) && $all;
-    my $s = read_stats($stf);
+    my $s = SipTest::sipp_stats($stf);
     $all = (ok($s, "sipp $tag wrote statistics")) && $all;
     $all = (is($s && $s->{'SuccessfulCall(C)'}, 5, "sipp $tag: 5 successful calls")) && $all;
     $all = (is($s && $s->{'FailedCall(C)'}, 0, "sipp $tag: 0 failed calls")) && $all;

@@ -22,7 +22,6 @@ use SipTest qw(parse_msg rand_token free_port wait_until);
 our @ISA = ('SipTest');
 
 our $SIPP = $ENV{SIPP} || '/usr/bin/sipp';
-my %SIPP_PIDS;    # pid => 1 for every sipp started by this process and not reaped
 
 # ------------------------------------------------------------ SIP helpers
 
@@ -155,119 +154,13 @@ sub sipp_present {
     return 0;
 }
 
-sub _port_bound {
-    my ($port, $proto) = @_;
-    my $want = sprintf '0100007F:%04X', $port;
-    open(my $fh, '<', "/proc/net/$proto") or return 0;
-    while (my $l = <$fh>) {
-        my @f = split ' ', $l;
-        next unless @f > 3 && $f[1] eq $want;
-        return 1 if $proto eq 'udp' || $f[3] eq '0A';
-    }
-    return 0;
-}
-
-# Options: name (unique per server), sf (file in t/sipp/ or a path), port,
-# transport (u1, t1), m, r, d, service, remote (host:port), keys => {},
-# timeout (default '30s'), args => [].  Returns a handle once sipp is bound.
-sub rsipp_start {
-    my ($self, %o) = @_;
-    my $name = $o{name} // 'sipp';
-    my $sf = $o{sf} // die "rsipp_start: sf missing\n";
-    $sf = SipTest->repo . "/t/sipp/$sf" unless $sf =~ m{/};
-    my $port = $o{port} // free_port();
-    my $tr = $o{transport} // 'u1';
-    my $dir = $self->dir;
-    my %h = (name => $name, port => $port, sf => $sf, transport => $tr,
-             stf => "$dir/sipp-$name.csv", out => "$dir/sipp-$name.out",
-             msgfile => "$dir/sipp-$name-messages.log", errfile => "$dir/sipp-$name-errors.log");
-    unlink @h{qw(stf out msgfile errfile)};
-    my @cmd = ($SIPP, '-sf', $sf, '-i', '127.0.0.1', '-p', $port, '-t', $tr,
-               '-m', $o{m} // 1, '-r', $o{r} // 10,
-               '-nostdin', '-timeout', $o{timeout} // '30s', '-timeout_error',
-               '-buff_size', 4194304, '-trace_stat', '-stf', $h{stf},
-               '-trace_msg', '-message_file', $h{msgfile},
-               '-trace_err', '-error_file', $h{errfile});
-    push @cmd, '-s', $o{service} if defined $o{service};
-    push @cmd, '-d', $o{d} if defined $o{d};
-    push @cmd, map { ('-key', $_, $o{keys}{$_}) } sort keys %{ $o{keys} || {} };
-    push @cmd, @{ $o{args} || [] };
-    push @cmd, $o{remote} if defined $o{remote};
-    $h{cmd} = \@cmd;
-    $h{t0} = time;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if (!$pid) {
-        chdir $dir;
-        open(STDIN, '<', '/dev/null');
-        open(STDOUT, '>', $h{out});
-        open(STDERR, '>&', \*STDOUT);
-        { no warnings 'exec'; exec @cmd; }
-        POSIX::_exit(127);
-    }
-    $h{pid} = $pid;
-    $SIPP_PIDS{$pid} = 1;
-    my $proto = $tr =~ /^t/ ? 'tcp' : 'udp';
-    wait_until(5, sub {
-        return 1 if _port_bound($port, $proto);
-        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
-            delete $SIPP_PIDS{$pid};
-            @h{qw(rc done elapsed)} = ($? >> 8, 1, time - $h{t0});
-            return 1;
-        }
-        return 0;
-    }, 0.02);
-    return \%h;
-}
-
-# Wait (up to $timeout s, default 60) for sipp to end; killed after that.
-sub rsipp_wait {
-    my ($self, $h, $timeout) = @_;
-    unless ($h->{done} || $h->{killed}) {
-        my $end = time + ($timeout // 60);
-        while (1) {
-            my $r = waitpid($h->{pid}, POSIX::WNOHANG());
-            if ($r == $h->{pid}) {
-                delete $SIPP_PIDS{ $h->{pid} };
-                @{$h}{qw(rc done elapsed)} = ($? >> 8, 1, time - $h->{t0});
-                last;
-            }
-            if ($r < 0 || time > $end) {
-                kill 'KILL', $h->{pid};
-                waitpid($h->{pid}, 0);
-                delete $SIPP_PIDS{ $h->{pid} };
-                @{$h}{qw(rc killed elapsed)} = (-1, 1, time - $h->{t0});
-                last;
-            }
-            sleep 0.05;
-        }
-    }
-    $h->{stats} = _sipp_stats($h->{stf});
-    return $h;
-}
-
-sub _sipp_stats {
-    my ($file) = @_;
-    open(my $fh, '<', $file) or return undef;
-    my @lines = grep { /\S/ } <$fh>;
-    close $fh;
-    return undef unless @lines >= 2;
-    chomp(my $head = $lines[0]);
-    chomp(my $last = $lines[-1]);
-    my %s;
-    @s{ split /;/, $head } = split /;/, $last;
-    return \%s;
-}
+# sipp is started, waited for and killed (at stop or exit) by SipTest.
+sub rsipp_start { my ($self, %o) = @_; return $self->sipp_start(%o) }
+sub rsipp_wait  { my ($self, $h, $timeout) = @_; return $self->sipp_wait($h, $timeout) }
 
 # sipp ended by itself, exit 0, $o{calls} successful, 0 failed (5 tests).
-# The checks, diagnostics and trace parsing are SipTest's; this package only
-# starts and waits for its own sipp processes (rsipp_start/rsipp_wait).
 sub rsipp_ok {
     my ($self, $h, %o) = @_;
-    $self->rsipp_wait($h, $o{timeout});
-    $h->{done} //= 0;
-    no warnings 'redefine';
-    local *SipTest::sipp_wait = sub { };    # already waited for above
     return $self->sipp_ok($h, %o);
 }
 
@@ -286,24 +179,5 @@ sub rsipp_msgs {
     @e = grep { ($_->{msg}->header('cseq') // '') =~ /\s\Q$o{cseq_method}\E\s*$/i } @e if $o{cseq_method};
     return $o{full} ? @e : map { $_->{msg} } @e;
 }
-
-sub rsipp_kill_all {
-    for my $pid (keys %SIPP_PIDS) {
-        if (waitpid($pid, POSIX::WNOHANG()) == 0) {
-            kill 'KILL', $pid;
-            waitpid($pid, 0);
-        }
-        delete $SIPP_PIDS{$pid};
-    }
-}
-
-sub DESTROY {
-    my ($self) = @_;
-    { local ($?, $@, $!); rsipp_kill_all() if $self->{owner} && $self->{owner} == $$; }
-    $self->SUPER::DESTROY();
-}
-
-# Runs before SipTest's END (this file is compiled after SipTest.pm).
-END { local $?; rsipp_kill_all() }
 
 1;
