@@ -467,7 +467,8 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
 {
     server_rec *s;
     apr_hash_t *seen = apr_hash_make(ptemp);
-    int any = 0;
+    apr_array_header_t *in_order = apr_array_make(ptemp, 8, sizeof(server_rec *));
+    int any = 0, i;
 
     (void)plog;
     for (s = main_server; s; s = s->next)
@@ -476,9 +477,14 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
         return OK;
 
-    for (s = main_server; s; s = s->next) {
+    /* httpd links vhosts in reverse order of definition; the first one
+     * defined on an address is its default, as for HTTP. */
+    for (s = main_server; s; s = s->next)
+        *(server_rec **)apr_array_push(in_order) = s;
+    for (i = in_order->nelts - 1; i >= 0; i--) {
         server_addr_rec *a;
 
+        s = APR_ARRAY_IDX(in_order, i, server_rec *);
         if (sip_get_conf(s)->enabled != 1)
             continue;
         any = 1;
@@ -498,8 +504,12 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                 }
                 apr_sockaddr_ip_get(&ip, sa);
                 key = apr_psprintf(ptemp, "%s:%d", ip, port);
-                if (apr_hash_get(seen, key, APR_HASH_KEY_STRING))
-                    continue;   /* the first vhost on an address serves it */
+                if (apr_hash_get(seen, key, APR_HASH_KEY_STRING)) {
+                    /* the first vhost on an address serves it; the others
+                     * are chosen by Request-URI host (name-based) */
+                    sip_engine_add_named(pconf, apr_hash_get(seen, key, APR_HASH_KEY_STRING), s);
+                    continue;
+                }
                 apr_hash_set(seen, key, APR_HASH_KEY_STRING, s);
                 if (apr_sockaddr_info_get(&bind_sa, ip, sa->family, port, 0, ptemp) != APR_SUCCESS)
                     continue;

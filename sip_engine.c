@@ -31,8 +31,14 @@ typedef struct {
     server_rec *vhost;
 } udp_entry_t;
 
+typedef struct {
+    server_rec *primary;
+    server_rec *named;
+} named_vhost_t;
+
 /* Per generation (pconf) state of the parent, inherited by the engine. */
 static apr_array_header_t *udp_socks;
+static apr_array_header_t *named_vhosts;    /* named_vhost_t */
 static int handoff[2] = {-1, -1};   /* [0] engine end, [1] children's end */
 static apr_pool_t *engine_pconf;
 static server_rec *engine_main_server;
@@ -66,6 +72,39 @@ void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost
     e = apr_array_push(udp_socks);
     e->sock = sock;
     e->vhost = vhost;
+}
+
+void sip_engine_add_named(apr_pool_t *pconf, server_rec *primary, server_rec *named)
+{
+    named_vhost_t *n;
+
+    if (!named_vhosts)
+        named_vhosts = apr_array_make(pconf, 4, sizeof(named_vhost_t));
+    n = apr_array_push(named_vhosts);
+    n->primary = primary;
+    n->named = named;
+}
+
+/* The vhost for a request that arrived on 'addr_vhost''s address. */
+static server_rec *vhost_by_name(server_rec *addr_vhost, const char *host)
+{
+    int i;
+
+    server_rec *primary = addr_vhost;
+
+    if (!named_vhosts || !host || sip_proxy_vhost_has_name(addr_vhost, host))
+        return addr_vhost;
+    for (i = 0; i < named_vhosts->nelts; i++)
+        if (APR_ARRAY_IDX(named_vhosts, i, named_vhost_t).named == addr_vhost)
+            primary = APR_ARRAY_IDX(named_vhosts, i, named_vhost_t).primary;
+    if (primary != addr_vhost && sip_proxy_vhost_has_name(primary, host))
+        return primary;
+    for (i = 0; i < named_vhosts->nelts; i++) {
+        named_vhost_t *n = &APR_ARRAY_IDX(named_vhosts, i, named_vhost_t);
+        if (n->primary == primary && sip_proxy_vhost_has_name(n->named, host))
+            return n->named;
+    }
+    return addr_vhost;
 }
 
 /* ---- engine: message dispatch (the core of this slice) ---- */
@@ -205,6 +244,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     sip_msg_error_t err;
     sip_limits_t lim;
     sip_sockaddr_t dest;
+    sip_source_t named_src;
     sip_txn_t *txn = NULL;
     apr_status_t rv;
     int routed;
@@ -230,6 +270,14 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
             sip_proxy_forward_response(msg, s, p);
         apr_pool_destroy(p);
         return;
+    }
+    if (named_vhosts) {
+        server_rec *named = vhost_by_name(s, sip_msg_uri_host(msg));
+        if (named != s) {
+            named_src = *src;
+            named_src.vhost = s = named;
+            src = &named_src;
+        }
     }
     sip_msg_stamp_via(msg, src, &dest);
     routed = sip_proxy_route_preprocess(msg, s);
@@ -324,6 +372,10 @@ static void engine_main(void)
         if (rv != APR_SUCCESS)
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, e->vhost, "sip engine: cannot poll UDP socket");
     }
+    for (i = 0; named_vhosts && i < named_vhosts->nelts; i++) {
+        named_vhost_t *n = &APR_ARRAY_IDX(named_vhosts, i, named_vhost_t);
+        sip_udp_alias(n->named, n->primary);
+    }
     sip_fdpass_serve(handoff[0]);
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server,
                  "sip engine %d started (%d UDP sockets)", (int)getpid(),
@@ -399,6 +451,7 @@ static apr_status_t close_handoff(void *data)
         close(handoff[1]);
     handoff[0] = handoff[1] = -1;
     udp_socks = NULL;
+    named_vhosts = NULL;
     return APR_SUCCESS;
 }
 

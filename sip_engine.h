@@ -11,6 +11,11 @@
 /* Parent, before starting the engine: the UDP sockets to serve. */
 void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost);
 
+/* Parent: 'named' shares the address of 'primary' (which owns the UDP
+ * socket); requests whose Request-URI host is one of its ServerName or
+ * ServerAlias go to it, as httpd does with Host for name-based vhosts. */
+void sip_engine_add_named(apr_pool_t *pconf, server_rec *primary, server_rec *named);
+
 /* Parent, at post_config: fork the engine (and restart it whenever it
  * dies, until httpd stops). */
 apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server);

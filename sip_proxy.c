@@ -82,19 +82,10 @@ static int resolve(apr_pool_t *p, const char *host, int port, sip_sockaddr_t *ou
 
 /* Ours: one of our addresses, or ServerName/ServerAlias, on the port this
  * vhost listens on.  A URI without a port means the vhost's port. */
-static int host_is_ours(const char *host, int port, server_rec *s)
+int sip_proxy_vhost_has_name(server_rec *s, const char *host)
 {
-    sip_sockaddr_t local;
     int i;
 
-    if (!sip_transport_local_addr(s, &local))
-        return 1;
-    if (!port)
-        port = sip_sockaddr_port(&local);
-    if (sip_sockaddr_set(&(sip_sockaddr_t){0}, host, 1) == APR_SUCCESS)
-        return sip_transport_is_local(host, port);
-    if (port != sip_sockaddr_port(&local))
-        return 0;
     if (s->server_hostname && strcasecmp(host, s->server_hostname) == 0)
         return 1;
     if (s->names)
@@ -106,6 +97,21 @@ static int host_is_ours(const char *host, int port, server_rec *s)
             if (!ap_strcasecmp_match(host, APR_ARRAY_IDX(s->wild_names, i, const char *)))
                 return 1;
     return 0;
+}
+
+static int host_is_ours(const char *host, int port, server_rec *s)
+{
+    sip_sockaddr_t local;
+
+    if (!sip_transport_local_addr(s, &local))
+        return 1;
+    if (!port)
+        port = sip_sockaddr_port(&local);
+    if (sip_sockaddr_set(&(sip_sockaddr_t){0}, host, 1) == APR_SUCCESS)
+        return sip_transport_is_local(host, port);
+    if (port != sip_sockaddr_port(&local))
+        return 0;
+    return sip_proxy_vhost_has_name(s, host);
 }
 
 int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p)

@@ -28,6 +28,9 @@ int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s);
 /* Is this Request-URI for a domain/address this vhost is responsible for? */
 int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p);
 
+/* 1 when 'host' is the ServerName or a ServerAlias (wildcards too) of 's'. */
+int sip_proxy_vhost_has_name(server_rec *s, const char *host);
+
 /* ---- driven by a transaction user (the SIP-CGI engine) ---- */
 
 typedef struct branch sip_proxy_branch_t;

@@ -55,6 +55,11 @@ static sip_tp_limits_cb tp_limits;
 static apr_size_t tcp_open;
 static apr_hash_t *tcp_by_peer;     /* "ip:port" -> sip_tcp_conn_t */
 static apr_array_header_t *udps;    /* sip_udp_t * */
+typedef struct {
+    void *vhost;
+    sip_udp_t *u;
+} udp_alias_t;
+static apr_array_header_t *udp_aliases; /* name-based vhosts sharing a socket */
 static sip_tp_closed_cb tp_closed;
 
 void sip_transport_on_close(sip_tp_closed_cb cb)
@@ -71,6 +76,7 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
     tp_limits = limits;
     tcp_by_peer = apr_hash_make(p);
     udps = apr_array_make(p, 4, sizeof(sip_udp_t *));
+    udp_aliases = NULL;
 }
 
 apr_size_t sip_tcp_open_count(void)
@@ -646,7 +652,21 @@ static sip_udp_t *udp_for(void *vhost)
     for (i = 0; i < udps->nelts; i++)
         if (APR_ARRAY_IDX(udps, i, sip_udp_t *)->vhost == vhost)
             return APR_ARRAY_IDX(udps, i, sip_udp_t *);
+    for (i = 0; udp_aliases && i < udp_aliases->nelts; i++)
+        if (APR_ARRAY_IDX(udp_aliases, i, udp_alias_t).vhost == vhost)
+            return APR_ARRAY_IDX(udp_aliases, i, udp_alias_t).u;
     return udps->nelts ? APR_ARRAY_IDX(udps, 0, sip_udp_t *) : NULL;
+}
+
+void sip_udp_alias(void *vhost, void *same_as)
+{
+    udp_alias_t *a;
+
+    if (!udp_aliases)
+        udp_aliases = apr_array_make(tp_pool, 4, sizeof(udp_alias_t));
+    a = apr_array_push(udp_aliases);
+    a->vhost = vhost;
+    a->u = udp_for(same_as);
 }
 
 apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,

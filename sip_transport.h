@@ -49,6 +49,9 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
 
 /* Serve an inherited, bound UDP socket. */
 apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost);
+/* Send for 'vhost' through the socket served for 'same_as' (name-based
+ * vhosts on one address). */
+void sip_udp_alias(void *vhost, void *same_as);
 /* Open (in the parent) a UDP socket bound to 'sa'. */
 apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p);
 
