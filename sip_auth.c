@@ -105,23 +105,18 @@ static int nc_fresh(const char *nonce, const char *nc)
     return 1;
 }
 
-int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
+/* Verify the credentials of 't' for 'realm'.  1: *user is authenticated;
+ * 0: a challenge (or 403) was sent. */
+static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxied,
+                        const char *realm, const char *aor, const char **user)
 {
     const sip_msg_t *req = sip_txn_request(t);
     apr_pool_t *p = sip_txn_pool(t);
-    const char *method = sip_msg_method(req), *realm = NULL, *aor, *ha1, *ha2, *expected;
+    const char *method = sip_msg_method(req), *ha1, *ha2, *expected;
     const char *to = sip_msg_header(req, "To");
-    int is_register = strcmp(method, "REGISTER") == 0, stale = 0;
+    int stale = 0;
     sip_credentials_t c;
 
-    /* §22.1: ACK and CANCEL cannot be challenged */
-    if (!sip_auth_enabled() || !strcmp(method, "ACK") || !strcmp(method, "CANCEL"))
-        return 1;
-    aor = sip_uri_aor(p, is_register && to ? sip_header_uri(p, to, NULL) : sip_msg_request_uri(req));
-    if (!aor)
-        aor = sip_msg_request_uri(req);
-    if (!sip_request_auth_required(p, s, method, aor, &realm))
-        return 1;
     memset(&c, 0, sizeof(c));
     if (!sip_msg_credentials(p, req, proxied, realm, &c) || !c.username || !c.nonce
         || !c.response || !c.uri || !c.realm || strcmp(c.realm, realm) != 0)
@@ -134,7 +129,7 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
         return challenge(t, proxied, realm, 1);
     if (c.algorithm && strcasecmp(c.algorithm, "MD5") != 0)
         return challenge(t, proxied, realm, 0);
-    ha1 = sip_request_realm_hash(p, s, aor, c.username, realm);
+    ha1 = sip_access_realm_hash(a, p, c.username, realm);
     if (!ha1) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: unknown user %s in realm %s",
                      c.username, realm);
@@ -160,16 +155,63 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
         return challenge(t, proxied, realm, 0);
     }
     /* §10.3 step 3: a user may change only the bindings of its own AoR */
-    if (is_register) {
-        const char *user, *host;
-        if (!to || !sip_uri_user_host(p, sip_header_uri(p, to, NULL), &user, &host)
-            || strcmp(user, c.username) != 0) {
+    if (strcmp(method, "REGISTER") == 0) {
+        const char *tuser, *host;
+        if (!to || !sip_uri_user_host(p, sip_header_uri(p, to, NULL), &tuser, &host)
+            || strcmp(tuser, c.username) != 0) {
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                          "sip auth: %s may not register %s", c.username, aor);
             sip_txn_reply(t, 403, "Forbidden", NULL);
             return 0;
         }
     }
-    sip_txn_set_user(t, c.username);
+    *user = c.username;
     return 1;
+}
+
+static int refuse(sip_txn_t *t, server_rec *s, sip_access_result_t res, const char *who,
+                  const char *aor)
+{
+    if (res == SIP_ACCESS_DENIED) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: %s denied by Require for %s",
+                     who, aor);
+        sip_txn_reply(t, 403, "Forbidden", NULL);
+    }
+    else
+        sip_txn_reply(t, 500, "Server Internal Error", NULL);
+    return 0;
+}
+
+int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
+{
+    const sip_msg_t *req = sip_txn_request(t);
+    apr_pool_t *p = sip_txn_pool(t);
+    const char *method = sip_msg_method(req), *realm = NULL, *aor, *user = NULL;
+    const char *to = sip_msg_header(req, "To");
+    const sip_source_t *src = sip_txn_source(t);
+    sip_access_t *a;
+    sip_access_result_t res;
+    int ok;
+
+    /* §22.1: ACK and CANCEL cannot be challenged */
+    if (!strcmp(method, "ACK") || !strcmp(method, "CANCEL") || !sip_access_configured(s))
+        return 1;
+    aor = sip_uri_aor(p, !strcmp(method, "REGISTER") && to ? sip_header_uri(p, to, NULL)
+                                                           : sip_msg_request_uri(req));
+    if (!aor)
+        aor = sip_msg_request_uri(req);
+    a = sip_access_begin(s, method, aor, &src->peer);
+    res = sip_access_check(a, &realm);
+    if (res == SIP_ACCESS_GRANTED)
+        ok = 1;
+    else if (res != SIP_ACCESS_NEED_USER)
+        ok = refuse(t, s, res, sip_sockaddr_ip(p, &src->peer), aor);
+    else if (!(ok = authenticate(t, a, s, proxied, realm, aor, &user)))
+        ;   /* challenged */
+    else if ((res = sip_access_authorize(a, user)) != SIP_ACCESS_GRANTED)
+        ok = refuse(t, s, res, user, aor);
+    else
+        sip_txn_set_user(t, user);
+    sip_access_end(a);
+    return ok;
 }

@@ -139,24 +139,95 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     apr_pool_destroy(p);
 }
 
-int sip_request_auth_required(apr_pool_t *p, server_rec *s, const char *method, const char *aor,
-                              const char **realm)
-{
-    request_rec *r = make_request(s, method, aor, 1);
-    sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
-    const char *name = ap_auth_name(r);
-    int on = d && d->auth == 1;
+struct sip_access {
+    request_rec *r;
+    sip_dir_conf *d;
+};
 
-    *realm = apr_pstrdup(p, name ? name : s->server_hostname);
-    apr_pool_destroy(r->pool);
-    return on;
+int sip_access_configured(server_rec *s)
+{
+    core_server_config *core = ap_get_core_module_config(s->module_config);
+
+    /* Require cannot appear outside a section, and only <Location>s are
+     * walked for SIP: without one, only a vhost-wide SipAuth can apply. */
+    return sip_auth_enabled() || (core->sec_url && core->sec_url->nelts > 0);
 }
 
-const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor,
-                                   const char *user, const char *realm)
+sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *aor,
+                               const sip_sockaddr_t *peer)
 {
-    request_rec *r = make_request(s, "REGISTER", aor, 1);
-    sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
+    request_rec *r = make_request(s, method, aor, 1);
+    sip_access_t *a = apr_pcalloc(r->pool, sizeof(*a));
+    char *ip = (char *)sip_sockaddr_ip(r->pool, peer);
+
+    /* Require ip/host look at the peer; a sockaddr of the request's own
+     * (not the shared connection's) keeps ap_get_useragent_host per request */
+    apr_sockaddr_info_get(&r->useragent_addr, ip, APR_UNSPEC,
+                          (apr_port_t)sip_sockaddr_port(peer), APR_IPV4_ADDR_OK, r->pool);
+    r->useragent_ip = ip;
+    a->r = r;
+    a->d = ap_get_module_config(r->per_dir_config, &sip_module);
+    return a;
+}
+
+static int authz_loaded(void)
+{
+    static int loaded = -1;
+
+    if (loaded < 0)
+        loaded = ap_find_linked_module("mod_authz_core.c") != NULL;
+    return loaded;
+}
+
+static sip_access_result_t access_result(int rc)
+{
+    if (rc == OK)
+        return SIP_ACCESS_GRANTED;
+    if (rc == HTTP_FORBIDDEN || rc == HTTP_UNAUTHORIZED)
+        return SIP_ACCESS_DENIED;
+    return SIP_ACCESS_ERROR;
+}
+
+sip_access_result_t sip_access_check(sip_access_t *a, const char **realm)
+{
+    const char *name = ap_auth_name(a->r);
+    int sip_auth = a->d && a->d->auth == 1;
+    int rc;
+
+    *realm = name ? name : a->r->server->server_hostname;
+    if (!authz_loaded())
+        return sip_auth ? SIP_ACCESS_NEED_USER : SIP_ACCESS_GRANTED;
+    /* mod_authz_core's first pass, as in ap_process_request_internal:
+     * granted, denied, or DECLINED when Require needs a user. (Only this
+     * hook: mod_auth_digest must never see a SIP request.) */
+    rc = ap_run_access_checker_ex(a->r);
+    if (rc == DECLINED)
+        return SIP_ACCESS_NEED_USER;
+    if (rc == OK && sip_auth)
+        return SIP_ACCESS_NEED_USER;
+    return access_result(rc);
+}
+
+sip_access_result_t sip_access_authorize(sip_access_t *a, const char *user)
+{
+    a->r->user = apr_pstrdup(a->r->pool, user);
+    if (!authz_loaded())
+        return SIP_ACCESS_GRANTED;
+    return access_result(ap_run_auth_checker(a->r));
+}
+
+void sip_access_end(sip_access_t *a)
+{
+    if (a)
+        apr_pool_destroy(a->r->pool);
+}
+
+const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *user,
+                                  const char *realm)
+{
+    request_rec *r = a->r;
+    server_rec *s = r->server;
+    sip_dir_conf *d = a->d;
     int i, n = d && d->providers ? d->providers->nelts : 1;
     const char *found = NULL;
 
@@ -180,6 +251,6 @@ const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor
             break;
         }
     }
-    apr_pool_destroy(r->pool);
+    r->user = NULL;
     return found;
 }

@@ -5,6 +5,7 @@
 #define SIP_REQUEST_H
 
 #include "httpd.h"
+#include "sip_transport.h"
 
 /* Per-directory (<Location "/user@domain">) settings of mod_sip. */
 typedef struct sip_dir_conf {
@@ -18,15 +19,34 @@ typedef struct sip_dir_conf {
 struct sip_txn;
 void sip_request_log(struct sip_txn *t, int status, apr_size_t bytes);
 
-/* Does a request 'method' to 'aor' need digest authentication (SipAuth On
- * where it lands)?  *realm is the AuthName there. */
-int sip_request_auth_required(apr_pool_t *p, server_rec *s, const char *method, const char *aor,
-                              const char **realm);
+/* Access control of one SIP request with Apache's own configuration: the
+ * <Location> its synthetic path lands in, SipAuth, and mod_authz_core's
+ * Require (ip, host, user, valid-user, <Limit INVITE>...).  One request_rec,
+ * walked once, serves every step; sip_access_end() frees it. */
+typedef struct sip_access sip_access_t;
 
-/* MD5(user:realm:password) in hex from the authn providers configured for
- * 'aor' (SipAuthProvider, default "file" = AuthUserFile); NULL if unknown. */
-const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor,
-                                   const char *user, const char *realm);
+typedef enum {
+    SIP_ACCESS_GRANTED,     /* no user needed */
+    SIP_ACCESS_NEED_USER,   /* authenticate first: SipAuth On, or Require wants a user */
+    SIP_ACCESS_DENIED,      /* 403 */
+    SIP_ACCESS_ERROR        /* 500: configuration error, logged by httpd */
+} sip_access_result_t;
+
+/* Is there anything to check for requests to 's' at all?  (No <Location>
+ * and no SipAuth anywhere: nothing can restrict a request.) */
+int sip_access_configured(server_rec *s);
+
+sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *aor,
+                               const sip_sockaddr_t *peer);
+/* Before authentication; *realm is the AuthName that applies. */
+sip_access_result_t sip_access_check(sip_access_t *a, const char **realm);
+/* MD5(user:realm:password) in hex from the authn providers configured
+ * there (SipAuthProvider, default "file" = AuthUserFile); NULL if unknown. */
+const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *user,
+                                  const char *realm);
+/* After authentication as 'user': does Require let the user in? */
+sip_access_result_t sip_access_authorize(sip_access_t *a, const char *user);
+void sip_access_end(sip_access_t *a);
 
 /* SipMode that applies to 'aor' (vhost default, or a <Location>). */
 int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor);
