@@ -101,6 +101,9 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     d->mode = add->mode >= 0 ? add->mode : base->mode;
     d->auth = add->auth >= 0 ? add->auth : base->auth;
     d->providers = add->providers ? add->providers : base->providers;
+    d->error_docs = !add->error_docs ? base->error_docs
+                  : !base->error_docs ? add->error_docs
+                  : apr_hash_overlay(p, add->error_docs, base->error_docs);
     return d;
 }
 
@@ -340,6 +343,61 @@ static const char *add_auth_provider(cmd_parms *cmd, void *dv, const char *name)
     return NULL;
 }
 
+/* Bodies are read when the configuration is, so an error answer costs no
+ * file I/O; they go out over UDP too, so they must stay small. */
+#define SIP_ERROR_DOC_MAX 8192
+
+static const char *set_error_document(cmd_parms *cmd, void *dv, const char *code,
+                                      const char *what)
+{
+    sip_dir_conf *d = dv;
+    sip_error_doc *doc = apr_pcalloc(cmd->pool, sizeof(*doc));
+    char *end;
+    long status = strtol(code, &end, 10);
+    int *key;
+
+    if (*end || status < 400 || status > 699)
+        return "SipErrorDocument: the status must be a SIP error code, 400 to 699";
+    if (strcasecmp(what, "default") == 0)
+        ;   /* no body, overriding an inherited one */
+    else if (what[0] == '/' && !ap_strchr_c(what, ' ')) {
+        const char *path = ap_server_root_relative(cmd->pool, what);
+        apr_finfo_t fi;
+        apr_file_t *f;
+        char *buf;
+        const char *ext = strrchr(path, '.');
+
+        if (apr_stat(&fi, path, APR_FINFO_SIZE | APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS
+            || fi.filetype != APR_REG)
+            return apr_pstrcat(cmd->pool, "SipErrorDocument: cannot read ", path, NULL);
+        if (fi.size > SIP_ERROR_DOC_MAX)
+            return apr_psprintf(cmd->pool, "SipErrorDocument: %s is larger than %d bytes",
+                                path, SIP_ERROR_DOC_MAX);
+        buf = apr_palloc(cmd->pool, (apr_size_t)fi.size + 1);
+        if (apr_file_open(&f, path, APR_FOPEN_READ, 0, cmd->temp_pool) != APR_SUCCESS
+            || apr_file_read_full(f, buf, (apr_size_t)fi.size, &doc->len) != APR_SUCCESS)
+            return apr_pstrcat(cmd->pool, "SipErrorDocument: cannot read ", path, NULL);
+        apr_file_close(f);
+        buf[doc->len] = '\0';
+        doc->body = buf;
+        doc->content_type = ext && (!strcasecmp(ext, ".html") || !strcasecmp(ext, ".htm"))
+                            ? "text/html" : "text/plain";
+    }
+    else {
+        doc->body = what;
+        doc->len = strlen(what);
+        doc->content_type = "text/plain";
+        if (doc->len > SIP_ERROR_DOC_MAX)
+            return "SipErrorDocument: message too long";
+    }
+    if (!d->error_docs)
+        d->error_docs = apr_hash_make(cmd->pool);
+    key = apr_palloc(cmd->pool, sizeof(*key));
+    *key = (int)status;
+    apr_hash_set(d->error_docs, key, sizeof(*key), doc);
+    return NULL;
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -375,6 +433,9 @@ static const command_rec sip_cmds[] = {
                  "SIP digest authentication for requests to this vhost or <Location>"),
     AP_INIT_ITERATE("SipAuthProvider", add_auth_provider, NULL, RSRC_CONF | ACCESS_CONF,
                     "authn providers giving password hashes (default: file)"),
+    AP_INIT_TAKE2("SipErrorDocument", set_error_document, NULL, RSRC_CONF | ACCESS_CONF,
+                  "Body of the server's own error answers with this status: \"text\", "
+                  "a file (.html: text/html, else text/plain) or default"),
     AP_INIT_TAKE1("SipNonceLifetime", set_nonce_lifetime, NULL, RSRC_CONF,
                   "Seconds a digest nonce stays valid before stale=true (default 300)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,

@@ -187,7 +187,6 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
     const sip_msg_t *req = sip_txn_request(t);
     apr_pool_t *p = sip_txn_pool(t);
     const char *method = sip_msg_method(req), *realm = NULL, *aor, *user = NULL;
-    const char *to = sip_msg_header(req, "To");
     const sip_source_t *src = sip_txn_source(t);
     sip_access_t *a;
     sip_access_result_t res;
@@ -196,8 +195,7 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
     /* §22.1: ACK and CANCEL cannot be challenged */
     if (!strcmp(method, "ACK") || !strcmp(method, "CANCEL") || !sip_access_configured(s))
         return 1;
-    aor = sip_uri_aor(p, !strcmp(method, "REGISTER") && to ? sip_header_uri(p, to, NULL)
-                                                           : sip_msg_request_uri(req));
+    aor = sip_msg_aor(p, req);
     if (!aor)
         aor = sip_msg_request_uri(req);
     a = sip_access_begin(s, method, aor, &src->peer);

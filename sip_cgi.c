@@ -1147,10 +1147,7 @@ static void regs_fetched(void *baton, int status, apr_array_header_t *bindings)
 static void run_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
 {
     const sip_msg_t *req = sip_txn_request(ctx->txn);
-    const char *to = sip_msg_header(req, "To");
-    /* the user a REGISTER is about is its To user */
-    const char *aor = sip_uri_aor(ctx->pool, strcmp(sip_msg_method(req), "REGISTER") == 0 && to
-                                  ? sip_header_uri(ctx->pool, to, NULL) : sip_msg_request_uri(req));
+    const char *aor = sip_msg_aor(ctx->pool, req);
     regs_fetch_t *f;
 
     if (!aor) {

@@ -360,6 +360,7 @@ static void engine_main(void)
     sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
     sip_txn_init(loop, engine_pool);
     sip_txn_on_final(sip_request_log);
+    sip_txn_on_error_body(sip_request_error_body);
     sip_cgi_init(loop, engine_pool);
     sip_proxy_init(engine_pool);
     sip_auth_init(engine_pool);

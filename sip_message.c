@@ -633,6 +633,15 @@ void sip_msg_add_header(sip_msg_t *m, const char *name, const char *value)
     osip_message_force_update(m->m);
 }
 
+void sip_msg_set_body(sip_msg_t *m, const char *content_type, const char *body, apr_size_t len)
+{
+    if (!m->m || !len)
+        return;
+    osip_message_set_content_type(m->m, content_type);
+    osip_message_set_body(m->m, body, len);
+    osip_message_force_update(m->m);
+}
+
 sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_size_t len,
                                          const char **why)
 {
@@ -1170,6 +1179,15 @@ const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params
             n--;
         return apr_pstrmemdup(p, start, n);
     }
+}
+
+const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req)
+{
+    const char *to = sip_msg_header(req, "To");
+
+    /* RFC 3261 §10.3: a REGISTER is about its To address-of-record */
+    return sip_uri_aor(p, strcmp(sip_msg_method(req), "REGISTER") == 0 && to
+                          ? sip_header_uri(p, to, NULL) : sip_msg_request_uri(req));
 }
 
 const char *sip_uri_aor(apr_pool_t *p, const char *uri)

@@ -69,6 +69,8 @@ const char *sip_msg_content_type(const sip_msg_t *m);
 sip_msg_t *sip_msg_make_response(apr_pool_t *p, const sip_msg_t *req, int status,
                                  const char *reason, const char *to_tag);
 void sip_msg_add_header(sip_msg_t *m, const char *name, const char *value);
+/* Give a message we build a body (Content-Length follows it). */
+void sip_msg_set_body(sip_msg_t *m, const char *content_type, const char *body, apr_size_t len);
 
 /* Parse a response written by a script; NULL and *why on failure. */
 sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_size_t len,
@@ -97,6 +99,9 @@ int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
  * "sip:user@host", host in lower case, no port or parameters; NULL when
  * the URI has no user or host.  Also accepts name-addr ("<...>"). */
 const char *sip_uri_aor(apr_pool_t *p, const char *uri);
+/* The address-of-record a request is about: To for REGISTER, else the
+ * Request-URI; NULL when it has none. */
+const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req);
 
 /* RFC 3261 §19.1.4 URI equality (scheme and host case-insensitive, user
  * case-sensitive, a default port is not the absence of one, transport,

@@ -13,6 +13,7 @@
 #include "apr_strings.h"
 #include "ap_provider.h"
 #include "mod_auth.h"
+#include "mod_core.h"
 
 extern module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -252,5 +253,44 @@ const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *us
         }
     }
     r->user = NULL;
+    return found;
+}
+
+int sip_request_error_body(sip_txn_t *t, int status, apr_pool_t *p, const char **ctype,
+                           const char **body, apr_size_t *len)
+{
+    const sip_msg_t *req = sip_txn_request(t);
+    server_rec *s = sip_txn_source(t)->vhost;
+    const sip_error_doc *doc = NULL;
+    request_rec *r;
+    sip_dir_conf *d;
+    int idx, found = 0;
+
+    if (!s)
+        return 0;
+    r = make_request(s, sip_msg_method(req), sip_msg_aor(p, req), 1);
+    d = ap_get_module_config(r->per_dir_config, &sip_module);
+    if (d && d->error_docs)
+        doc = apr_hash_get(d->error_docs, &status, sizeof(status));
+    if (doc) {
+        if (doc->content_type) {
+            *ctype = doc->content_type;
+            *body = doc->body;
+            *len = doc->len;
+            found = 1;
+        }
+    }
+    else if ((idx = ap_index_of_response(status)) != ap_index_of_response(500) || status == 500) {
+        /* core's ErrorDocument, for the codes httpd knows; only its text
+         * form (stored with a leading quote): URLs mean nothing in SIP */
+        const char *msg = ap_response_code_string(r, idx);
+        if (msg && msg[0] == '"' && msg[1]) {
+            *ctype = "text/plain";
+            *body = apr_pstrdup(p, msg + 1);
+            *len = strlen(*body);
+            found = 1;
+        }
+    }
+    apr_pool_destroy(r->pool);
     return found;
 }

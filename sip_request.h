@@ -5,6 +5,7 @@
 #define SIP_REQUEST_H
 
 #include "httpd.h"
+#include "apr_hash.h"
 #include "sip_transport.h"
 
 /* Per-directory (<Location "/user@domain">) settings of mod_sip. */
@@ -12,7 +13,23 @@ typedef struct sip_dir_conf {
     int mode;                       /* SipMode; -1 = unset */
     int auth;                       /* SipAuth; -1 = unset (Off) */
     apr_array_header_t *providers;  /* SipAuthProvider names, NULL = "file" */
+    apr_hash_t *error_docs;         /* SipErrorDocument: int status -> sip_error_doc */
 } sip_dir_conf;
+
+struct sip_txn;
+
+/* A body for the server's own error responses (SipErrorDocument). */
+typedef struct sip_error_doc {
+    const char *content_type;       /* NULL: "default", no body */
+    const char *body;
+    apr_size_t len;
+} sip_error_doc;
+
+/* The body to put in the server's own 'status' (>= 400) answer to the
+ * request of 't': SipErrorDocument of the <Location> that applies, else a
+ * text ErrorDocument of core for codes httpd knows.  0 when none. */
+int sip_request_error_body(struct sip_txn *t, int status, apr_pool_t *p, const char **ctype,
+                           const char **body, apr_size_t *len);
 
 /* The access log line of a server transaction, through mod_log_config
  * (ap_run_log_transaction), written when its final response is sent. */

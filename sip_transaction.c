@@ -43,6 +43,12 @@ struct sip_txn {
 
 static sip_loop_t *txn_loop;
 static sip_txn_final_hook final_hook;
+static sip_txn_error_body_hook error_body_hook;
+
+void sip_txn_on_error_body(sip_txn_error_body_hook hook)
+{
+    error_body_hook = hook;
+}
 
 void sip_txn_on_final(sip_txn_final_hook hook)
 {
@@ -377,8 +383,14 @@ apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
     apr_pool_create(&p, t->pool);
     resp = sip_msg_make_response(p, t->req, status, reason, t->to_tag);
     if (resp) {
+        const char *ctype, *body;
+        apr_size_t blen;
+
         for (; hdrs && hdrs[0] && hdrs[1]; hdrs += 2)
             sip_msg_add_header(resp, hdrs[0], hdrs[1]);
+        if (status >= 400 && error_body_hook
+            && error_body_hook(t, status, p, &ctype, &body, &blen))
+            sip_msg_set_body(resp, ctype, body, blen);
         buf = sip_msg_serialize(p, resp, &len);
         if (buf)
             rv = sip_txn_respond(t, status, buf, len);

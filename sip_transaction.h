@@ -77,6 +77,13 @@ apr_size_t sip_txn_count(void);
  * sent (for the access log). */
 typedef void (*sip_txn_final_hook)(sip_txn_t *t, int status, apr_size_t bytes);
 void sip_txn_on_final(sip_txn_final_hook hook);
+
+/* Asked for a body when the server itself answers with an error
+ * (sip_txn_reply, status >= 400): 1 and the body, or 0. */
+typedef int (*sip_txn_error_body_hook)(sip_txn_t *t, int status, apr_pool_t *p,
+                                       const char **content_type, const char **body,
+                                       apr_size_t *len);
+void sip_txn_on_error_body(sip_txn_error_body_hook hook);
 apr_time_t sip_txn_start(sip_txn_t *t);
 /* The user digest authentication proved (AUTH_TYPE/REMOTE_USER, %u). */
 void sip_txn_set_user(sip_txn_t *t, const char *user);
