@@ -89,6 +89,27 @@ int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor)
     return mode;
 }
 
+/* %{Name}o: the headers of the response we sent.  The text is our own
+ * serializer's output, one "Name: value" per CRLF-ended line. */
+static void response_headers(request_rec *r, const char *text, apr_size_t len)
+{
+    const char *end = text ? text + len : NULL, *line, *eol, *colon, *v;
+
+    if (!text || !(line = memchr(text, '\n', len)))
+        return;
+    for (line++; line < end && *line != '\r' && *line != '\n'; line = eol + 1) {
+        if (!(eol = memchr(line, '\n', (apr_size_t)(end - line))))
+            break;
+        colon = memchr(line, ':', (apr_size_t)(eol - line));
+        if (!colon)
+            continue;
+        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+            ;
+        apr_table_addn(r->headers_out, apr_pstrmemdup(r->pool, line, (apr_size_t)(colon - line)),
+                       apr_pstrmemdup(r->pool, v, (apr_size_t)(eol - v - (eol > v && eol[-1] == '\r'))));
+    }
+}
+
 void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
 {
     const sip_msg_t *req = sip_txn_request(t);
@@ -97,8 +118,9 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     const apr_array_header_t *hdrs = sip_msg_headers(req);
     apr_pool_t *p;
     request_rec *r;
-    const char *aor;
     char *ip;
+    const char *rtext;
+    apr_size_t rlen = 0;
     int i;
 
     if (!s)
@@ -107,8 +129,6 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
      * for every transaction */
     r = make_request(s, sip_msg_method(req), sip_msg_request_uri(req), 0);
     p = r->pool;
-    aor = NULL;
-    (void)aor;
     r->the_request = apr_pstrcat(r->pool, sip_msg_method(req), " ", sip_msg_request_uri(req), " ",
                                  sip_msg_version(req), NULL);
     r->unparsed_uri = apr_pstrdup(r->pool, sip_msg_request_uri(req));
@@ -126,6 +146,8 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
         const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
         apr_table_add(r->headers_in, h->name, h->value);
     }
+    rtext = sip_txn_last_response(t, &rlen);
+    response_headers(r, rtext, rlen);
     /* the peer, as %h and %a show it */
     ip = (char *)sip_sockaddr_ip(r->pool, &src->peer);
     apr_sockaddr_info_get(&r->useragent_addr, ip, APR_UNSPEC,

@@ -748,6 +748,12 @@ sip_loop_t *sip_txn_loop(void)
     return txn_loop;
 }
 
+const char *sip_txn_last_response(sip_txn_t *t, apr_size_t *len)
+{
+    *len = t->last_len;
+    return t->last;
+}
+
 int sip_txn_last_status(sip_txn_t *t)
 {
     return t->last_status;

@@ -67,6 +67,8 @@ const sip_source_t *sip_txn_source(sip_txn_t *t);
 const char *sip_txn_to_tag(sip_txn_t *t);
 int sip_txn_final_sent(sip_txn_t *t);
 int sip_txn_last_status(sip_txn_t *t);
+/* The text of the last response sent (NULL if none). */
+const char *sip_txn_last_response(sip_txn_t *t, apr_size_t *len);
 /* End a transaction that will not be answered here (a CANCEL forwarded
  * statelessly, §16.10). */
 void sip_txn_drop(sip_txn_t *t);

@@ -11,7 +11,8 @@ my $t = SipTest->new(
     vhost_conf => join("\n",
         'LogFormat "%h %{From}i %{To}i %t \\"%r\\" %>s %{SIP_TRANSPORT}e %{Call-ID}i" sip_test',
         'CustomLog @DIR@/logs/sip_access.log sip_test',
-        'CustomLog @DIR@/logs/sip_not200.log "%!200{Call-ID}i %>s"'),
+        'CustomLog @DIR@/logs/sip_not200.log "%!200{Call-ID}i %>s"',
+        'CustomLog @DIR@/logs/sip_out.log "%{Call-ID}i %>s to=%{To}o allow=%{Allow}o server=%{Server}o"'),
     scripts => {
         'ring@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 180 Ringing\\n\\nSIP/2.0 486 Busy Here\\n\\n'\n",
     },
@@ -49,6 +50,17 @@ ok(!(grep { / 180 / } lines($log)), 'no line for a provisional response');
 
 ok(wait_until(3, sub { grep { /log-inv\@test 486/ } lines($not200) }), 'conditional format %!200{Call-ID}i: the 486 has its Call-ID');
 ok((grep { /^- 200$/ } lines($not200)), 'conditional format: the 200 shows "-" instead');
+# %{Name}o: headers of the response that was sent
+{
+    my $out = $t->dir . '/logs/sip_out.log';
+    ok(wait_until(3, sub { grep { /log-inv\@test/ } lines($out) }), '%{...}o log written');
+    my ($o) = grep { /log-opt\@test/ } lines($out);
+    my ($i) = grep { /log-inv\@test/ } lines($out);
+    like($o // '', qr{^log-opt\@test 200 to=<sip:nobody\@127\.0\.0\.1:$port>;tag=\w+ allow=\S*INVITE\S*}i,
+         '%{To}o is the To of our 200 (with its tag), %{Allow}o its Allow');
+    like($i // '', qr{^log-inv\@test 486 to=<sip:ring\@127\.0\.0\.1:$port>;tag=\w+ allow=- }, "the script's 486: its To, no Allow (-)");
+}
+
 ok(!$t->crash_lines, 'engine did not crash while logging');
 $t->stop;
 done_testing;
