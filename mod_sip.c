@@ -18,6 +18,8 @@
 #include "apr_optional.h"
 #include "apr_dbd.h"
 #include "mod_dbd.h"
+#include "ap_provider.h"
+#include "mod_auth.h"
 
 #include "sip_conf.h"
 #include "sip_engine.h"
@@ -330,10 +332,21 @@ static const char *set_auth(cmd_parms *cmd, void *dv, int on)
     return NULL;
 }
 
+/* Checked here, as AuthDigestProvider does: providers register when their
+ * module is loaded, so LoadModule has to come first. */
 static const char *add_auth_provider(cmd_parms *cmd, void *dv, const char *name)
 {
     sip_dir_conf *d = dv;
+    const authn_provider *prov = ap_lookup_provider(AUTHN_PROVIDER_GROUP, name,
+                                                    AUTHN_PROVIDER_VERSION);
 
+    if (!prov)
+        return apr_psprintf(cmd->pool, "SipAuthProvider: authn provider '%s' is not loaded "
+                            "(LoadModule its module, e.g. mod_authn_%s, before this line)",
+                            name, name);
+    if (!prov->get_realm_hash)
+        return apr_psprintf(cmd->pool, "SipAuthProvider: authn provider '%s' has no realm "
+                            "hashes, so it cannot serve digest authentication", name);
     if (!d->providers)
         d->providers = apr_array_make(cmd->pool, 2, sizeof(const char *));
     *(const char **)apr_array_push(d->providers) = name;
