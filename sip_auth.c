@@ -113,6 +113,7 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
     const char *to = sip_msg_header(req, "To");
     int is_register = strcmp(method, "REGISTER") == 0, stale = 0;
     sip_credentials_t c;
+    int failed;
 
     /* §22.1: ACK and CANCEL cannot be challenged */
     if (!sip_auth_enabled() || !strcmp(method, "ACK") || !strcmp(method, "CANCEL"))
@@ -134,7 +135,12 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
         return challenge(t, proxied, realm, 1);
     if (c.algorithm && strcasecmp(c.algorithm, "MD5") != 0)
         return challenge(t, proxied, realm, 0);
-    ha1 = sip_request_realm_hash(p, s, aor, c.username, realm);
+    ha1 = sip_request_realm_hash(p, s, aor, c.username, realm, &failed);
+    if (!ha1 && failed) {
+        /* a configuration or database problem: no challenge the client cannot meet */
+        sip_txn_reply(t, 500, "Server Internal Error", NULL);
+        return 0;
+    }
     if (!ha1) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: unknown user %s in realm %s",
                      c.username, realm);

@@ -24,9 +24,10 @@ int sip_request_auth_required(apr_pool_t *p, server_rec *s, const char *method, 
                               const char **realm);
 
 /* MD5(user:realm:password) in hex from the authn providers configured for
- * 'aor' (SipAuthProvider, default "file" = AuthUserFile); NULL if unknown. */
+ * 'aor' (SipAuthProvider, default "file" = AuthUserFile); NULL if unknown,
+ * or, with *failed set (and logged), if a provider is missing or failed. */
 const char *sip_request_realm_hash(apr_pool_t *p, server_rec *s, const char *aor,
-                                   const char *user, const char *realm);
+                                   const char *user, const char *realm, int *failed);
 
 /* SipMode that applies to 'aor' (vhost default, or a <Location>). */
 int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor);
