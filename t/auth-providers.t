@@ -13,9 +13,9 @@
 # TCP; an INVITE proxied to another domain: 407, then with credentials on to
 # the callee, its 200 back and the ACK through.
 # Misconfigurations: a SipAuthProvider whose module is not loaded, or that
-# has no realm hashes, stops httpd at startup; the default provider (file)
-# not loaded, or a provider failing (DBM file missing), answers 500 and
-# logs why.
+# has no realm hashes, or dbd without AuthDBDUserRealmQuery, stops httpd at
+# startup; the default provider (file) not loaded, or a provider failing
+# (DBM file missing), answers 500 and logs why.
 use strict;
 use warnings;
 use Test::More;
@@ -388,6 +388,14 @@ sub config_test {
                               'SipAuthProvider anon', '</Location>');
     isnt($rc, 0, 'SipAuthProvider anon (no realm hashes): httpd refuses the configuration');
     like($out, qr/SipAuthProvider.*'anon'.*realm hashes/i, '... saying that anon has no realm hashes')
+        or diag($out);
+
+    # mod_authn_dbd without any of its queries would crash the engine (NULL
+    # function) on the first authenticated request
+    ($rc, $out) = config_test(load('authn_core', 'dbd', 'authn_dbd'), 'DBDriver sqlite3', 'DBDParams @DIR@/x.db',
+                              '<Location "/">', 'SipAuth On', 'SipAuthProvider dbd', '</Location>');
+    isnt($rc, 0, 'SipAuthProvider dbd without AuthDBDUserRealmQuery: httpd refuses the configuration');
+    like($out, qr/SipAuthProvider dbd needs an AuthDBDUserRealmQuery/, '... saying that the query is missing')
         or diag($out);
 
     ($rc, $out) = config_test(load('authn_core', 'authn_file', 'authn_dbm'), '<Location "/">', 'SipAuth On',
