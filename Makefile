@@ -13,7 +13,7 @@ LIBS       = -losip2 -losipparser2
 
 BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps \
-             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql
+             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash

@@ -18,6 +18,8 @@
 #include "apr_optional.h"
 #include "apr_dbd.h"
 #include "mod_dbd.h"
+#include "ap_provider.h"
+#include "mod_auth.h"
 
 #include "sip_conf.h"
 #include "sip_engine.h"
@@ -319,6 +321,7 @@ static const char *set_nonce_lifetime(cmd_parms *cmd, void *d, const char *arg)
 }
 
 static int auth_used;    /* some SipAuth On in this configuration */
+static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
 int sip_auth_enabled(void)
 {
@@ -333,10 +336,23 @@ static const char *set_auth(cmd_parms *cmd, void *dv, int on)
     return NULL;
 }
 
+/* Checked here, as AuthDigestProvider does: providers register when their
+ * module is loaded, so LoadModule has to come first. */
 static const char *add_auth_provider(cmd_parms *cmd, void *dv, const char *name)
 {
     sip_dir_conf *d = dv;
+    const authn_provider *prov = ap_lookup_provider(AUTHN_PROVIDER_GROUP, name,
+                                                    AUTHN_PROVIDER_VERSION);
 
+    if (!prov)
+        return apr_psprintf(cmd->pool, "SipAuthProvider: authn provider '%s' is not loaded "
+                            "(LoadModule its module, e.g. mod_authn_%s, before this line)",
+                            name, name);
+    if (!prov->get_realm_hash)
+        return apr_psprintf(cmd->pool, "SipAuthProvider: authn provider '%s' has no realm "
+                            "hashes, so it cannot serve digest authentication", name);
+    if (!strcmp(name, "dbd"))
+        dbd_provider_used = 1;
     if (!d->providers)
         d->providers = apr_array_make(cmd->pool, 2, sizeof(const char *));
     *(const char **)apr_array_push(d->providers) = name;
@@ -629,6 +645,30 @@ static int sip_process_connection(conn_rec *c)
     return OK;
 }
 
+static int conftree_has(const ap_directive_t *d, const char *name)
+{
+    for (; d; d = d->next)
+        if (!strcasecmp(d->directive, name) || conftree_has(d->first_child, name))
+            return 1;
+    return 0;
+}
+
+/* mod_authn_dbd looks mod_dbd up only when it reads one of its queries;
+ * without any, its lookup calls a NULL pointer (httpd 2.4): the engine
+ * would crash on every authenticated request. */
+static int sip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    (void)pconf;
+    (void)plog;
+    (void)ptemp;
+    if (dbd_provider_used && !conftree_has(ap_conftree, "AuthDBDUserRealmQuery")) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "mod_sip: SipAuthProvider dbd needs an AuthDBDUserRealmQuery");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
 static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     (void)pconf;
@@ -637,6 +677,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     location_file = NULL;   /* each (re)read of the configuration starts afresh */
     location_dbd = 0;
     auth_used = 0;
+    dbd_provider_used = 0;
     return OK;
 }
 
@@ -650,6 +691,7 @@ static void sip_register_hooks(apr_pool_t *p)
     ap_hook_post_config(sip_post_config, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_process_connection(sip_process_connection, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(sip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(sip) = {

@@ -114,7 +114,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
     apr_pool_t *p = sip_txn_pool(t);
     const char *method = sip_msg_method(req), *ha1, *ha2, *expected;
     const char *to = sip_msg_header(req, "To");
-    int stale = 0;
+    int stale = 0, failed;
     sip_credentials_t c;
 
     memset(&c, 0, sizeof(c));
@@ -129,7 +129,12 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
         return challenge(t, proxied, realm, 1);
     if (c.algorithm && strcasecmp(c.algorithm, "MD5") != 0)
         return challenge(t, proxied, realm, 0);
-    ha1 = sip_access_realm_hash(a, p, c.username, realm);
+    ha1 = sip_access_realm_hash(a, p, c.username, realm, &failed);
+    if (!ha1 && failed) {
+        /* a configuration or database problem: no challenge the client cannot meet */
+        sip_txn_reply(t, 500, "Server Internal Error", NULL);
+        return 0;
+    }
     if (!ha1) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: unknown user %s in realm %s",
                      c.username, realm);

@@ -246,7 +246,7 @@ void sip_access_end(sip_access_t *a)
 }
 
 const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *user,
-                                  const char *realm)
+                                  const char *realm, int *failed)
 {
     request_rec *r = a->r;
     server_rec *s = r->server;
@@ -254,6 +254,7 @@ const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *us
     int i, n = d && d->providers ? d->providers->nelts : 1;
     const char *found = NULL;
 
+    *failed = 0;
     r->user = apr_pstrdup(r->pool, user);
     for (i = 0; i < n; i++) {
         const char *name = d && d->providers ? APR_ARRAY_IDX(d->providers, i, const char *)
@@ -261,18 +262,31 @@ const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *us
         const authn_provider *prov = ap_lookup_provider(AUTHN_PROVIDER_GROUP, name,
                                                         AUTHN_PROVIDER_VERSION);
         char *hash = NULL;
+        authn_status st;
 
+        /* SipAuthProvider checks its names; this is the default one */
         if (!prov || !prov->get_realm_hash) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                         "sip auth: authn provider '%s' is not loaded or has no realm hashes", name);
-            continue;
+                         "sip auth: authn provider '%s' is not loaded (LoadModule mod_authn_%s "
+                         "or set SipAuthProvider); answering 500", name, name);
+            *failed = 1;
+            break;
         }
         /* the provider name note, as mod_auth_digest sets it */
         apr_table_setn(r->notes, AUTHN_PROVIDER_NAME_NOTE, name);
-        if (prov->get_realm_hash(r, user, realm, &hash) == AUTH_USER_FOUND && hash) {
+        st = prov->get_realm_hash(r, user, realm, &hash);
+        /* as mod_auth_digest: the first provider that knows the user decides */
+        if (st == AUTH_USER_NOT_FOUND)
+            continue;
+        if (st == AUTH_USER_FOUND && hash)
             found = apr_pstrdup(p, hash);
-            break;
+        else if (st != AUTH_DENIED) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                         "sip auth: authn provider '%s' failed (status %d) looking up %s in realm %s; "
+                         "answering 500", name, (int)st, user, realm);
+            *failed = 1;
         }
+        break;
     }
     r->user = NULL;
     return found;

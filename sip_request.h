@@ -58,9 +58,10 @@ sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *ao
 /* Before authentication; *realm is the AuthName that applies. */
 sip_access_result_t sip_access_check(sip_access_t *a, const char **realm);
 /* MD5(user:realm:password) in hex from the authn providers configured
- * there (SipAuthProvider, default "file" = AuthUserFile); NULL if unknown. */
+ * there (SipAuthProvider, default "file" = AuthUserFile); NULL if unknown,
+ * or, with *failed set (and logged), if a provider is missing or failed. */
 const char *sip_access_realm_hash(sip_access_t *a, apr_pool_t *p, const char *user,
-                                  const char *realm);
+                                  const char *realm, int *failed);
 /* After authentication as 'user': does Require let the user in? */
 sip_access_result_t sip_access_authorize(sip_access_t *a, const char *user);
 void sip_access_end(sip_access_t *a);
