@@ -1,4 +1,6 @@
 #include "sip_request.h"
+#include <netinet/in.h>
+#include <string.h>
 #include "sip_conf.h"
 #include "sip_log.h"
 #include "sip_registrar.h"
@@ -57,6 +59,33 @@ static conn_rec *engine_conn(server_rec *s)
     }
     apr_hash_set(conns, apr_pmemdup(p, &s, sizeof(s)), sizeof(s), c);
     return c;
+}
+
+/* An apr_sockaddr_t for a peer we already have in binary form: going
+ * through apr_sockaddr_info_get() would run getaddrinfo() (with its
+ * netlink round trips) for every logged transaction. */
+static apr_sockaddr_t *apr_addr_of(apr_pool_t *p, const sip_sockaddr_t *a)
+{
+    apr_sockaddr_t *sa = apr_pcalloc(p, sizeof(*sa));
+
+    sa->pool = p;
+    sa->family = a->ss.ss_family;
+    if (sa->family == AF_INET6) {
+        memcpy(&sa->sa.sin6, &a->ss, sizeof(sa->sa.sin6));
+        sa->salen = sizeof(sa->sa.sin6);
+        sa->ipaddr_len = sizeof(sa->sa.sin6.sin6_addr);
+        sa->ipaddr_ptr = &sa->sa.sin6.sin6_addr;
+        sa->addr_str_len = INET6_ADDRSTRLEN;
+    }
+    else {
+        memcpy(&sa->sa.sin, &a->ss, sizeof(sa->sa.sin));
+        sa->salen = sizeof(sa->sa.sin);
+        sa->ipaddr_len = sizeof(sa->sa.sin.sin_addr);
+        sa->ipaddr_ptr = &sa->sa.sin.sin_addr;
+        sa->addr_str_len = INET_ADDRSTRLEN;
+    }
+    sa->port = (apr_port_t)sip_sockaddr_port(a);
+    return sa;
 }
 
 /* The caller destroys r->pool when done with it. */
@@ -150,8 +179,7 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     response_headers(r, rtext, rlen);
     /* the peer, as %h and %a show it */
     ip = (char *)sip_sockaddr_ip(r->pool, &src->peer);
-    apr_sockaddr_info_get(&r->useragent_addr, ip, APR_UNSPEC,
-                          (apr_port_t)sip_sockaddr_port(&src->peer), 0, r->pool);
+    r->useragent_addr = apr_addr_of(r->pool, &src->peer);
     r->connection->client_ip = ip;      /* %h; reset by the next request */
     r->connection->client_addr = r->useragent_addr;
     r->useragent_ip = ip;
@@ -185,8 +213,7 @@ sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *ao
 
     /* Require ip/host look at the peer; a sockaddr of the request's own
      * (not the shared connection's) keeps ap_get_useragent_host per request */
-    apr_sockaddr_info_get(&r->useragent_addr, ip, APR_UNSPEC,
-                          (apr_port_t)sip_sockaddr_port(peer), APR_IPV4_ADDR_OK, r->pool);
+    r->useragent_addr = apr_addr_of(r->pool, peer);
     r->useragent_ip = ip;
     a->r = r;
     a->d = ap_get_module_config(r->per_dir_config, &sip_module);
