@@ -20,6 +20,7 @@
 #include "mod_dbd.h"
 #include "ap_provider.h"
 #include "mod_auth.h"
+#include "mod_status.h"
 
 #include "sip_conf.h"
 #include "sip_engine.h"
@@ -27,6 +28,7 @@
 #include "sip_cgi.h"
 #include "sip_registrar.h"
 #include "sip_request.h"
+#include "sip_stats.h"
 
 module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -539,6 +541,8 @@ static apr_status_t open_location_journal(apr_pool_t *pconf, server_rec *s)
     return APR_SUCCESS;
 }
 
+static int stats_shown;    /* some vhost speaks SIP, and the counters are shared */
+
 static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *main_server)
 {
@@ -599,6 +603,13 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
     if (!any)
         return OK;
+    /* In the process pool, like the UDP sockets: totals outlive graceful
+     * restarts, and the engine and MPM children inherit the mapping. */
+    if (sip_stats_attach(main_server->process->pool) == APR_SUCCESS)
+        stats_shown = 1;
+    else
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, main_server,
+                     "mod_sip: no shared memory for the server-status counters");
     disable_accept_filters(main_server);
     if (location_dbd) {
         if (!APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open)) {
@@ -678,6 +689,19 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     location_dbd = 0;
     auth_used = 0;
     dbd_provider_used = 0;
+    stats_shown = 0;
+    return OK;
+}
+
+/* mod_status: a mod_sip section on /server-status, "SipName: value" lines
+ * on /server-status?auto.  Read in the MPM child from the shared counters. */
+static int sip_status_hook(request_rec *r, int flags)
+{
+    if (!stats_shown)
+        return OK;
+    ap_rputs(sip_stats_format(r->pool, sip_stats, apr_time_now(),
+                              ((flags & AP_STATUS_SHORT) ? SIP_STATS_AUTO : 0)
+                              | ((flags & AP_STATUS_NOTABLE) ? SIP_STATS_NOTABLE : 0)), r);
     return OK;
 }
 
@@ -692,6 +716,7 @@ static void sip_register_hooks(apr_pool_t *p)
     ap_hook_process_connection(sip_process_connection, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(sip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, sip_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(sip) = {

@@ -4,6 +4,7 @@
 #include "sip_proxy.h"
 #include "sip_registrar.h"
 #include "sip_location.h"
+#include "sip_stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -493,6 +494,9 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
     if (r == run->proc.pid) {
         log_exit(run, status);
         abnormal = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+        /* A failure named by the caller is counted by the caller. */
+        if (!failure && (WIFSIGNALED(status) || (abnormal && !run->acted)))
+            sip_stats->script_crashes++;
     }
     /* Background children of the script share its process group. */
     kill(-run->proc.pid, SIGKILL);
@@ -506,6 +510,7 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
     if (run->next)
         run->next->prev = run->prev;
     nrunning--;
+    sip_stats->now.scripts = nrunning;
 
     if (trig->kind != TRIG_ACK) {
         ctx->run = NULL;
@@ -536,6 +541,7 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
 static void run_timeout(void *baton)
 {
     sip_cgi_run_t *run = baton;
+    sip_stats->script_timeouts++;
     run_finish(run, "script timed out");
 }
 
@@ -725,10 +731,12 @@ static void parse_output(sip_cgi_run_t *run, int eof)
             break;
         }
         if (r < 0) {
+            sip_stats->script_bad_output++;
             run_finish(run, apr_psprintf(run->pool, "malformed output: %s", why));
             return;
         }
         if (handle_message(run, run->obuf + pos + skip, mlen) < 0) {
+            sip_stats->script_bad_output++;
             run_finish(run, "output is not a valid SIP-CGI message");
             return;
         }
@@ -784,6 +792,7 @@ static void stdout_event(void *baton, apr_int16_t ev)
             run->olen += (apr_size_t)n;
             run->ototal += (apr_size_t)n;
             if ((apr_off_t)run->ototal > run->max_output) {
+                sip_stats->script_bad_output++;
                 run_finish(run, "output exceeds SipScriptMaxOutput");
                 return;
             }
@@ -1072,6 +1081,7 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ctx->s,
                      "sip-cgi: SipMaxScripts (%d) reached; not running %s", conf->max_scripts,
                      ctx->script);
+        sip_stats->scripts_refused++;
         if (trig->kind == TRIG_REQUEST && txn_live(ctx) && !sip_txn_final_sent(ctx->txn)) {
             static const char *const hdrs[] = {"Retry-After", "5", NULL};
             sip_txn_reply(ctx->txn, 503, "Service Unavailable", hdrs);
@@ -1095,6 +1105,7 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
     rv = spawn(run, ctx->path, build_env(p, ctx, trig));
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, ctx->s, "sip-cgi: cannot run %s", ctx->path);
+        sip_stats->script_start_failures++;
         apr_pool_destroy(p);
         run_failed_to_start(ctx, trig);
         return;
@@ -1108,6 +1119,8 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
         running->prev = run;
     running = run;
     nrunning++;
+    sip_stats->now.scripts = nrunning;
+    sip_stats->scripts++;
     ctx->runs++;
     if (trig->kind != TRIG_ACK)
         ctx->run = run;

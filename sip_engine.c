@@ -8,6 +8,7 @@
 #include "sip_location.h"
 #include "sip_request.h"
 #include "sip_auth.h"
+#include "sip_stats.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 
@@ -252,6 +253,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     /* RFC 5626 keep-alives and stray CRLFs over UDP carry no message. */
     if (src->kind == SIP_TP_UDP && strspn(buf, "\r\n") == len)
         return;
+    sip_stats->msgs_in[src->kind]++;
     apr_pool_create(&p, engine_pool);
     sip_get_limits(s, &lim);
     rv = sip_msg_parse(p, buf, len, &lim, src->kind == SIP_TP_UDP, &msg, &err);
@@ -261,6 +263,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         rv = APR_EGENERAL;
     }
     if (rv != APR_SUCCESS) {
+        sip_stats->bad_msgs++;
         answer_bad_message(p, msg, &err, src);
         apr_pool_destroy(p);
         return;
@@ -351,6 +354,9 @@ static void engine_main(void)
     /* Log files, mod_dbd and friends initialise per process here. */
     ap_run_child_init(engine_pool, engine_main_server);
 
+    /* Before the layers start counting (the location store replays its
+     * journal): the previous engine's "now" values are void. */
+    sip_stats_engine_started((apr_uint64_t)getpid(), apr_time_now());
     sip_message_init();
     sip_log_init_osip(engine_main_server);
     if (sip_loop_create(&loop, engine_pool) != APR_SUCCESS) {
@@ -406,6 +412,7 @@ static void engine_maint(int reason, void *data, apr_wait_t status)
             && mpm_state != AP_MPMQ_STOPPING) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
                          "sip engine %d died; restarting it", (int)proc->pid);
+            sip_stats_engine_died();
             engine_fork();
         }
         break;

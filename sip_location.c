@@ -1,5 +1,6 @@
 #include "sip_location.h"
 #include "sip_log.h"
+#include "sip_stats.h"
 #include "sip_message.h"
 
 #include <errno.h>
@@ -106,6 +107,7 @@ static void entry_remove_at(aor_entry_t *e, int i)
     binding_free(e->b[i]);
     e->b[i] = e->b[--e->n];
     live--;
+    sip_stats->now.bindings = live;
 }
 
 static void set_binding(const sip_binding_t *nb, int log)
@@ -132,6 +134,7 @@ static void set_binding(const sip_binding_t *nb, int log)
         b = calloc(1, sizeof(*b));
         e->b[e->n++] = b;
         live++;
+        sip_stats->now.bindings = live;
     }
     else {
         b = e->b[i];

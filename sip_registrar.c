@@ -5,6 +5,7 @@
 #include "sip_message.h"
 #include "sip_proxy.h"
 #include "sip_request.h"
+#include "sip_stats.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,7 @@ static void register_done(void *baton, int status, apr_array_header_t *current)
     *(const char **)apr_array_push(h) = "Date";
     *(const char **)apr_array_push(h) = apr_pstrdup(p, date);
     *(const char **)apr_array_push(h) = NULL;
+    sip_stats->registers_ok++;
     reply(txn, 200, "OK", (const char *const *)h->elts);
     sip_txn_release(txn);
 }

@@ -1,5 +1,6 @@
 #include "sip_transaction.h"
 #include "sip_log.h"
+#include "sip_stats.h"
 
 #include <string.h>
 
@@ -195,6 +196,7 @@ static void txn_terminate(sip_txn_t *t)
     if (t->ack_key)
         apr_hash_set(acks, t->ack_key, APR_HASH_KEY_STRING, NULL);
     ntxns--;
+    sip_stats->now.txns = ntxns;
     if (t->tu && t->tu_ops && t->tu_ops->ended)
         t->tu_ops->ended(t->tu);
     txn_destroy_if_done(t);
@@ -305,6 +307,8 @@ sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
     t->start = apr_time_now();
     apr_hash_set(txns, t->key, APR_HASH_KEY_STRING, t);
     ntxns++;
+    sip_stats->now.txns = ntxns;
+    sip_stats->txns++;
     if (t->invite)
         sip_timer_set(txn_loop, &t->t_trying, apr_time_from_msec(200), timer_trying, t);
     *out = t;
@@ -328,6 +332,9 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
     if (t->state != ST_TRYING && t->state != ST_PROCEEDING)
         return APR_EGENERAL;    /* a final response was already sent */
     sip_timer_cancel(txn_loop, &t->t_trying);
+    /* Counted before it leaves, so that whoever sees it can see the count. */
+    if (status >= 200 && status < 700)
+        sip_stats->finals[status / 100 - 2]++;
     t->last = apr_pmemdup(t->pool, buf, len);
     t->last_len = len;
     t->last_status = status;
@@ -496,6 +503,7 @@ static void ctxn_terminate(sip_ctxn_t *c)
     sip_timer_cancel(txn_loop, &c->t_fail);
     apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, NULL);
     nctxns--;
+    sip_stats->now.ctxns = nctxns;
     c->cb = NULL;
     if (cb)
         cb(c->baton, c, NULL, -1);     /* gone: the owner drops its pointer */
@@ -521,6 +529,8 @@ static void ctxn_fail(sip_ctxn_t *c, int status, const char *reason)
 
     if (c->state == CT_TERMINATED || c->state == CT_COMPLETED || c->state == CT_ACCEPTED)
         return;
+    if (status == 408)
+        sip_stats->ctxn_timeouts++;
     apr_pool_create(&p, c->pool);
     ctxn_deliver(c, sip_msg_make_response(p, c->req, status, reason, NULL), 0);
     apr_pool_destroy(p);
@@ -636,6 +646,8 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     c->state = CT_CALLING;
     apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, c);
     nctxns++;
+    sip_stats->now.ctxns = nctxns;
+    sip_stats->ctxns++;
     ctxn_send(c);
     if (kind == SIP_TP_UDP) {
         c->retx = SIP_T1;

@@ -1,5 +1,6 @@
 #include "sip_transport.h"
 #include "sip_log.h"
+#include "sip_stats.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -313,6 +314,7 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
                  sip_sockaddr_ip(c->pool, &c->peer), sip_sockaddr_port(&c->peer), why);
     c->closed = 1;
     tcp_open--;
+    sip_stats->now.tcp = tcp_open;
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
         apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
     if (tp_closed)
@@ -553,6 +555,8 @@ static sip_tcp_conn_t *tcp_new(int fd, void *vhost, const sip_tp_limits_t *lim)
     apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tcp_open++;
+    sip_stats->now.tcp = tcp_open;
+    sip_stats->tcp_conns++;
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
     return c;
@@ -634,16 +638,19 @@ void sip_source_release(sip_source_t *src)
 apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,
                                 const char *buf, apr_size_t len)
 {
-    if (src->kind == SIP_TP_TCP) {
-        if (!src->tcp || src->tcp->closed)
-            return APR_ECONNABORTED;
-        return tcp_write(src->tcp, buf, len);
-    }
+    apr_status_t rv = APR_SUCCESS;
+
     if (!dest)
         dest = &src->peer;
-    if (sendto(src->udp->fd, buf, len, 0, (const struct sockaddr *)&dest->ss, dest->len) < 0)
-        return errno;
-    return APR_SUCCESS;
+    if (src->kind == SIP_TP_TCP)
+        rv = !src->tcp || src->tcp->closed ? APR_ECONNABORTED : tcp_write(src->tcp, buf, len);
+    else if (sendto(src->udp->fd, buf, len, 0, (const struct sockaddr *)&dest->ss, dest->len) < 0)
+        rv = errno;
+    if (rv == APR_SUCCESS)
+        sip_stats->msgs_out[src->kind]++;
+    else
+        sip_stats->send_errors++;
+    return rv;
 }
 
 static sip_udp_t *udp_for(void *vhost)
@@ -680,8 +687,10 @@ apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_so
     src.vhost = vhost;
     if (kind == SIP_TP_UDP) {
         src.udp = udp_for(vhost);
-        if (!src.udp)
+        if (!src.udp) {
+            sip_stats->send_errors++;
             return APR_ENOTSOCK;
+        }
         src.local = src.udp->local;
     }
     else {
@@ -693,8 +702,10 @@ apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_so
         c = apr_hash_get(tcp_by_peer, key, APR_HASH_KEY_STRING);
         if (!c || c->closed || c->close_after_flush)
             c = tcp_connect(vhost, dest);
-        if (!c)
+        if (!c) {
+            sip_stats->send_errors++;
             return APR_ECONNREFUSED;
+        }
         src.tcp = c;
         src.local = c->local;
     }

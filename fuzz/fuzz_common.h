@@ -12,6 +12,7 @@
 #include "../sip_location.c"
 #include "../sip_registrar.c"
 #include "../sip_cgi.c"
+#include "../sip_stats.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -16,6 +16,7 @@
 #include "../../sip_proxy.c"
 #include "../../sip_location.c"
 #include "../../sip_registrar.c"
+#include "../../sip_stats.c"
 
 #include "httpd_stubs.h"
 
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "apr_general.h"
@@ -1766,6 +1768,205 @@ static Suite *timer_suite(void)
 }
 
 /* ================================================================== */
+/* 8. sip_stats: the shared counters and their rendering               */
+
+START_TEST(stats_unattached)
+{
+    /* Before the parent attaches the segment, counting is harmless. */
+    ck_assert_ptr_eq(sip_stats, &unattached);
+    sip_stats->msgs_in[SIP_TP_UDP]++;
+    ck_assert_uint_eq(unattached.msgs_in[SIP_TP_UDP], 1);
+}
+END_TEST
+
+START_TEST(stats_attach_shared_and_kept)
+{
+    sip_stats_t *first;
+    pid_t pid;
+    int status;
+
+    ck_assert_int_eq(sip_stats_attach(pool), APR_SUCCESS);
+    first = sip_stats;
+    ck_assert_ptr_ne(first, &unattached);
+    ck_assert_uint_eq(first->magic, SIP_STATS_MAGIC);
+    ck_assert_uint_eq(first->txns, 0);
+    first->txns = 41;
+
+    /* A child forked afterwards writes where the parent reads. */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        sip_stats->txns++;
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_uint_eq(first->txns, 42);
+
+    /* The next generation (graceful restart) finds the same segment. */
+    sip_stats = &unattached;
+    ck_assert_int_eq(sip_stats_attach(pool), APR_SUCCESS);
+    ck_assert_ptr_eq(sip_stats, first);
+    ck_assert_uint_eq(sip_stats->txns, 42);
+
+    /* A segment of another layout is not reused. */
+    first->size = 8;
+    ck_assert_int_eq(sip_stats_attach(pool), APR_SUCCESS);
+    ck_assert_ptr_ne(sip_stats, first);
+    ck_assert_uint_eq(sip_stats->txns, 0);
+    ck_assert_uint_eq(sip_stats->size, sizeof(sip_stats_t));
+    sip_stats = &unattached;
+}
+END_TEST
+
+START_TEST(stats_engine_lifecycle)
+{
+    sip_stats_t st;
+
+    memset(&st, 0, sizeof(st));
+    sip_stats = &st;
+    st.now.txns = 5;
+    st.now.scripts = 2;
+    st.now.tcp = 7;
+    st.txns = 100;
+    sip_stats_engine_started(1234, apr_time_from_sec(1000));
+    ck_assert_uint_eq(st.now.txns, 0);
+    ck_assert_uint_eq(st.now.scripts, 0);
+    ck_assert_uint_eq(st.now.tcp, 0);
+    ck_assert_uint_eq(st.txns, 100);
+    ck_assert_uint_eq(st.engine_pid, 1234);
+    ck_assert_uint_eq(st.engine_starts, 1);
+    st.now.bindings = 3;
+    sip_stats_engine_died();
+    ck_assert_uint_eq(st.now.bindings, 0);
+    ck_assert_uint_eq(st.engine_pid, 0);
+    ck_assert_uint_eq(st.engine_deaths, 1);
+    sip_stats_engine_started(1235, apr_time_from_sec(2000));
+    ck_assert_uint_eq(st.engine_starts, 2);
+    ck_assert_uint_eq(st.txns, 100);
+    sip_stats = &unattached;
+}
+END_TEST
+
+static void stats_fill(sip_stats_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->engine_pid = 321;
+    st->engine_start = apr_time_from_sec(1000);
+    st->engine_starts = 3;
+    st->engine_deaths = 1;
+    st->now.txns = 4;
+    st->txns = 10;
+    st->now.ctxns = 1;
+    st->ctxns = 2;
+    st->finals[0] = 6;
+    st->finals[4] = 1;
+    st->now.scripts = 1;
+    st->scripts = 9;
+    st->script_timeouts = 1;
+    st->script_crashes = 2;
+    st->script_bad_output = 3;
+    st->script_start_failures = 4;
+    st->now.bindings = 5;
+    st->msgs_in[SIP_TP_UDP] = 11;
+    st->msgs_out[SIP_TP_TCP] = 12;
+    st->bad_msgs = 13;
+}
+
+START_TEST(stats_format_auto)
+{
+    sip_stats_t st;
+    const char *txt;
+
+    stats_fill(&st);
+    txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_null(strchr(txt, '<'));
+    ck_assert_ptr_nonnull(strstr(txt, "SipEnginePid: 321\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipEngineUptime: 90\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipEngineRestarts: 2\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipEngineCrashes: 1\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "\nSipTransactionsNow: 4\nSipTransactionsTotal: 10\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipResponses2xx: 6\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipResponses6xx: 1\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipScriptsFailed: 10\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipRegistrationsNow: 5\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipUdpMessagesIn: 11\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipTcpMessagesOut: 12\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipBadMessages: 13\n"));
+    /* every line is "SipName: number" */
+    {
+        const char *l = txt;
+        int n = 0;
+        while (*l) {
+            const char *nl = strchr(l, '\n');
+            const char *c = strstr(l, ": ");
+            ck_assert_ptr_nonnull(nl);
+            ck_assert(strncmp(l, "Sip", 3) == 0);
+            ck_assert(c && c < nl);
+            for (c += 2; c < nl; c++)
+                ck_assert(apr_isdigit(*c));
+            l = nl + 1;
+            n++;
+        }
+        ck_assert_int_eq(n, 32);
+    }
+    /* no engine: no uptime */
+    st.engine_pid = 0;
+    txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_nonnull(strstr(txt, "SipEngineUptime: 0\n"));
+}
+END_TEST
+
+START_TEST(stats_format_html)
+{
+    sip_stats_t st;
+    const char *html, *notable;
+
+    stats_fill(&st);
+    html = sip_stats_format(pool, &st, apr_time_from_sec(1090), 0);
+    ck_assert_ptr_nonnull(strstr(html, "<h2>mod_sip</h2>"));
+    ck_assert_ptr_nonnull(strstr(html, "SIP engine 321 started Thu, 01 Jan 1970 00:16:40 GMT"));
+    ck_assert_ptr_nonnull(strstr(html, "<table>"));
+    ck_assert_ptr_nonnull(strstr(html, "<td title=\"SipBadMessages\">"));
+    ck_assert_ptr_nonnull(strstr(html, ">13</td>"));
+    ck_assert_ptr_null(strstr(html, "SipBadMessages: "));
+    notable = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_NOTABLE);
+    ck_assert_ptr_null(strstr(notable, "<table"));
+    ck_assert_ptr_null(strstr(notable, "<td"));
+    ck_assert_ptr_nonnull(strstr(notable, "<dd>13</dd>"));
+    /* every <dl> is closed, and none is empty */
+    {
+        const char *s;
+        int open = 0, close = 0;
+        for (s = notable; (s = strstr(s, "<dl>")); s++)
+            open++;
+        for (s = notable; (s = strstr(s, "</dl>")); s++)
+            close++;
+        ck_assert_int_eq(open, 6);
+        ck_assert_int_eq(close, 6);
+        ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
+    }
+    st.engine_pid = 0;
+    html = sip_stats_format(pool, &st, apr_time_from_sec(1090), 0);
+    ck_assert_ptr_nonnull(strstr(html, "No SIP engine is running."));
+}
+END_TEST
+
+static Suite *stats_suite(void)
+{
+    Suite *s = suite_create("sip_stats");
+    TCase *tc = tcase_create("stats");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, stats_unattached);
+    tcase_add_test(tc, stats_attach_shared_and_kept);
+    tcase_add_test(tc, stats_engine_lifecycle);
+    tcase_add_test(tc, stats_format_auto);
+    tcase_add_test(tc, stats_format_html);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
 
 int main(void)
 {
@@ -1783,6 +1984,7 @@ int main(void)
     srunner_add_suite(sr, parse_suite());
     srunner_add_suite(sr, response_suite());
     srunner_add_suite(sr, timer_suite());
+    srunner_add_suite(sr, stats_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);

@@ -1,0 +1,159 @@
+#include "sip_stats.h"
+
+#include <string.h>
+
+#include "apr_shm.h"
+#include "apr_strings.h"
+#include "apr_tables.h"
+
+/* Counts go here until the shared segment is attached (and for good in
+ * the unit tests). */
+static sip_stats_t unattached;
+sip_stats_t *sip_stats = &unattached;
+
+#define SHM_KEY "mod_sip_stats"
+
+apr_status_t sip_stats_attach(apr_pool_t *pp)
+{
+    apr_shm_t *shm = NULL;
+    sip_stats_t *st;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&shm, SHM_KEY, pp);
+    if (shm) {
+        st = apr_shm_baseaddr_get(shm);
+        if (apr_shm_size_get(shm) >= sizeof(*st) && st->magic == SIP_STATS_MAGIC
+            && st->size == sizeof(*st)) {
+            sip_stats = st;
+            return APR_SUCCESS;
+        }
+        /* Another build's layout (module replaced, then graceful): start
+         * afresh rather than show its numbers under our names. */
+    }
+    rv = apr_shm_create(&shm, sizeof(*st), NULL, pp);
+    if (rv != APR_SUCCESS)
+        return rv;
+    st = apr_shm_baseaddr_get(shm);
+    memset(st, 0, sizeof(*st));
+    st->magic = SIP_STATS_MAGIC;
+    st->size = sizeof(*st);
+    apr_pool_userdata_set(shm, SHM_KEY, apr_pool_cleanup_null, pp);
+    sip_stats = st;
+    return APR_SUCCESS;
+}
+
+void sip_stats_engine_started(apr_uint64_t pid, apr_time_t when)
+{
+    memset(&sip_stats->now, 0, sizeof(sip_stats->now));
+    sip_stats->engine_pid = pid;
+    sip_stats->engine_start = when;
+    sip_stats->engine_starts++;
+}
+
+void sip_stats_engine_died(void)
+{
+    /* Nothing the dead engine held is there any more. */
+    memset(&sip_stats->now, 0, sizeof(sip_stats->now));
+    sip_stats->engine_pid = 0;
+    sip_stats->engine_deaths++;
+}
+
+/* ---- rendering ---- */
+
+typedef struct {
+    const char *key;    /* NULL: 'label' heads a group */
+    const char *label;
+    apr_uint64_t v;
+} stat_row_t;
+
+const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t now, int flags)
+{
+    apr_uint64_t uptime = st->engine_pid && now > st->engine_start
+                          ? (apr_uint64_t)apr_time_sec(now - st->engine_start) : 0;
+    const stat_row_t rows[] = {
+        {NULL, "Engine", 0},
+        {"SipEnginePid", "Engine process id", st->engine_pid},
+        {"SipEngineUptime", "Engine uptime (seconds)", uptime},
+        {"SipEngineRestarts", "Engine restarts (graceful or after a crash)",
+         st->engine_starts ? st->engine_starts - 1 : 0},
+        {"SipEngineCrashes", "Engines that died and were restarted", st->engine_deaths},
+        {NULL, "Transactions", 0},
+        {"SipTransactionsNow", "Server transactions now", st->now.txns},
+        {"SipTransactionsTotal", "Server transactions total", st->txns},
+        {"SipClientTransactionsNow", "Client transactions now", st->now.ctxns},
+        {"SipClientTransactionsTotal", "Client transactions total", st->ctxns},
+        {"SipClientTransactionTimeouts", "Client transactions timed out", st->ctxn_timeouts},
+        {NULL, "Final responses of server transactions", 0},
+        {"SipResponses2xx", "2xx", st->finals[0]},
+        {"SipResponses3xx", "3xx", st->finals[1]},
+        {"SipResponses4xx", "4xx", st->finals[2]},
+        {"SipResponses5xx", "5xx", st->finals[3]},
+        {"SipResponses6xx", "6xx", st->finals[4]},
+        {NULL, "SIP-CGI scripts", 0},
+        {"SipScriptsRunning", "Scripts running now", st->now.scripts},
+        {"SipScriptsTotal", "Scripts started", st->scripts},
+        {"SipScriptsFailed", "Scripts failed (the four below)",
+         st->script_timeouts + st->script_crashes + st->script_bad_output
+         + st->script_start_failures},
+        {"SipScriptTimeouts", "Timed out (SipScriptTimeout)", st->script_timeouts},
+        {"SipScriptCrashes", "Crashed (signal, or non-zero exit without output)",
+         st->script_crashes},
+        {"SipScriptBadOutput", "Bad output (malformed, or above SipScriptMaxOutput)",
+         st->script_bad_output},
+        {"SipScriptStartFailures", "Could not be started", st->script_start_failures},
+        {"SipScriptsRefused", "Not started: SipMaxScripts reached (503)", st->scripts_refused},
+        {NULL, "Registrar", 0},
+        {"SipRegistrationsNow", "Registered contacts now (memory store)", st->now.bindings},
+        {"SipRegistersAccepted", "REGISTER requests accepted (200)", st->registers_ok},
+        {NULL, "Transport", 0},
+        {"SipUdpMessagesIn", "UDP messages received", st->msgs_in[0]},
+        {"SipUdpMessagesOut", "UDP messages sent", st->msgs_out[0]},
+        {"SipTcpMessagesIn", "TCP messages received", st->msgs_in[1]},
+        {"SipTcpMessagesOut", "TCP messages sent", st->msgs_out[1]},
+        {"SipTcpConnectionsNow", "TCP connections open now", st->now.tcp},
+        {"SipTcpConnectionsTotal", "TCP connections total", st->tcp_conns},
+        {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
+        {"SipSendErrors", "Messages that could not be sent", st->send_errors},
+    };
+    apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
+    int html = !(flags & SIP_STATS_AUTO), table = !(flags & SIP_STATS_NOTABLE);
+    apr_size_t i;
+
+#define EMIT(s) (*(const char **)apr_array_push(out) = (s))
+    if (html) {
+        EMIT("<hr /><h2>mod_sip</h2>\n");
+        if (st->engine_pid) {
+            char date[APR_RFC822_DATE_LEN];
+            apr_rfc822_date(date, st->engine_start);
+            EMIT(apr_psprintf(p, "<p>SIP engine %" APR_UINT64_T_FMT " started %s</p>\n",
+                              st->engine_pid, date));
+        }
+        else
+            EMIT("<p>No SIP engine is running.</p>\n");
+        if (table)
+            EMIT("<table>\n");
+    }
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        const stat_row_t *r = &rows[i];
+
+        if (!html) {
+            if (r->key)
+                EMIT(apr_psprintf(p, "%s: %" APR_UINT64_T_FMT "\n", r->key, r->v));
+        }
+        else if (!r->key && table)
+            EMIT(apr_psprintf(p, "<tr><th colspan=\"2\" align=\"left\">%s</th></tr>\n",
+                              r->label));
+        else if (!r->key)
+            EMIT(apr_psprintf(p, "%s<h3>%s</h3>\n<dl>\n", i ? "</dl>\n" : "", r->label));
+        else if (table)
+            EMIT(apr_psprintf(p, "<tr><td title=\"%s\">%s</td><td align=\"right\">%"
+                              APR_UINT64_T_FMT "</td></tr>\n", r->key, r->label, r->v));
+        else
+            EMIT(apr_psprintf(p, "<dt title=\"%s\">%s</dt><dd>%" APR_UINT64_T_FMT "</dd>\n",
+                              r->key, r->label, r->v));
+    }
+    if (html)
+        EMIT(table ? "</table>\n" : "</dl>\n");
+#undef EMIT
+    return apr_array_pstrcat(p, out, '\0');
+}

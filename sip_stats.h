@@ -1,0 +1,83 @@
+/* Counters for mod_status (/server-status): what the SIP engine is doing
+ * now and has done since httpd started.
+ *
+ * The struct lives in an anonymous shared memory segment that the httpd
+ * parent creates once (in the process pool, so totals survive graceful
+ * restarts); the engine and the MPM children inherit it when they are
+ * forked.  Only the engine's event loop writes (the parent only while no
+ * engine runs), so there are no locks: an increment is a plain memory
+ * write.  Two engines never overlap: on a restart the parent waits for the
+ * old one to exit (APR_KILL_AFTER_TIMEOUT) before it forks the next.  The
+ * MPM children only read.  Until the segment is attached, 'sip_stats'
+ * points at a private zeroed struct, so every layer (and the unit tests)
+ * can count without checking. */
+#ifndef SIP_STATS_H
+#define SIP_STATS_H
+
+#include "apr_pools.h"
+#include "apr_time.h"
+
+/* "Now" values: the engine keeps them equal to its own counts, and they
+ * start again from zero with each engine. */
+typedef struct sip_stats_gauges {
+    apr_uint64_t txns;          /* server transactions */
+    apr_uint64_t ctxns;         /* client transactions */
+    apr_uint64_t scripts;       /* script processes running */
+    apr_uint64_t bindings;      /* registrations in the memory location store */
+    apr_uint64_t tcp;           /* open SIP TCP connections */
+} sip_stats_gauges_t;
+
+typedef struct sip_stats {
+    apr_uint32_t magic;         /* SIP_STATS_MAGIC and the struct size, so a */
+    apr_uint32_t size;          /* segment left by another build is not reused */
+
+    apr_uint64_t engine_pid;    /* 0 while no engine runs */
+    apr_time_t engine_start;
+    apr_uint64_t engine_starts; /* the first start and every restart */
+    apr_uint64_t engine_deaths; /* engines that died and were restarted (parent) */
+
+    sip_stats_gauges_t now;
+
+    apr_uint64_t txns;          /* server transactions created */
+    apr_uint64_t ctxns;         /* client transactions created */
+    apr_uint64_t ctxn_timeouts; /* client transactions ended by timer B or F */
+    apr_uint64_t finals[5];     /* first final response of a server transaction, 2xx..6xx */
+
+    apr_uint64_t scripts;               /* script processes started */
+    apr_uint64_t script_timeouts;       /* killed after SipScriptTimeout */
+    apr_uint64_t script_crashes;        /* killed by a signal, or non-zero exit without action */
+    apr_uint64_t script_bad_output;     /* malformed output or above SipScriptMaxOutput */
+    apr_uint64_t script_start_failures; /* could not be started */
+    apr_uint64_t scripts_refused;       /* not started: SipMaxScripts reached (503) */
+
+    apr_uint64_t registers_ok;  /* REGISTERs the registrar answered 200 */
+
+    apr_uint64_t msgs_in[2];    /* by sip_tp_kind_t: UDP, TCP */
+    apr_uint64_t msgs_out[2];
+    apr_uint64_t tcp_conns;     /* TCP connections accepted or opened */
+    apr_uint64_t bad_msgs;      /* unparsable messages (answered 4xx or dropped) */
+    apr_uint64_t send_errors;   /* messages the transport failed to send */
+} sip_stats_t;
+
+#define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */
+
+extern sip_stats_t *sip_stats;
+
+/* Parent (post_config): find or create the segment in 'process_pool' and
+ * point sip_stats at it. */
+apr_status_t sip_stats_attach(apr_pool_t *process_pool);
+
+/* Engine, at start-up: a new engine, with its "now" values at zero. */
+void sip_stats_engine_started(apr_uint64_t pid, apr_time_t when);
+
+/* Parent: the engine died; it is being restarted. */
+void sip_stats_engine_died(void);
+
+/* The counters as text: "SipName: value" lines (SIP_STATS_AUTO, for
+ * /server-status?auto) or an HTML section, with a table unless
+ * SIP_STATS_NOTABLE. */
+#define SIP_STATS_AUTO    1
+#define SIP_STATS_NOTABLE 2
+const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t now, int flags);
+
+#endif
