@@ -11,13 +11,18 @@ use Socket;
 use POSIX ();
 use SipTest qw(parse_msg wait_until);
 
+# Sleeps with durations unique to this test run, so that the process
+# checks below never see the sleeps of another test running at the same time.
+my $u = sprintf('%05d', $$ % 100000);
+my ($S1, $S2, $S3) = ("30.1$u", "30.2$u", "2.3$u");
+
 my $t = SipTest->new(
     vhost_conf => "SipScriptTimeout 3",
     scripts => {
-        'forker@127.0.0.1'  => "#!/bin/sh\n( trap '' TERM; exec /bin/sleep 30.5151 ) &\n"
+        'forker@127.0.0.1'  => "#!/bin/sh\n( trap '' TERM; exec /bin/sleep $S1 ) &\n"
                              . "printf 'SIP/2.0 200 OK\\n\\n'\nexit 0\n",
-        'noterm@127.0.0.1'  => "#!/bin/sh\ntrap '' TERM\nwhile :; do /bin/sleep 30.6262; done\n",
-        'closeout@127.0.0.1' => "#!/bin/sh\nexec 1>&-\n/bin/sleep 2.2727\nexit 0\n",
+        'noterm@127.0.0.1'  => "#!/bin/sh\ntrap '' TERM\nwhile :; do /bin/sleep $S2; done\n",
+        'closeout@127.0.0.1' => "#!/bin/sh\nexec 1>&-\n/bin/sleep $S3\nexit 0\n",
         'huge@127.0.0.1'    => "#!/bin/sh\nprintf 'SIP/2.0 200 OK\\nContent-Type: text/plain\\n\\n'\n"
                              . "/usr/bin/head -c 100000000 /dev/zero\n",
     },
@@ -50,14 +55,14 @@ for my $tr (qw(udp tcp)) {
         my ($el, @r) = call($tr, 'forker');
         ok(@r && $r[-1]->is_final, "$tr: script forking a TERM-ignoring child is answered ("
            . (@r ? $r[-1]->code : 'none') . sprintf(', %.2fs)', $el));
-        no_procs('sleep 30.5151', "$tr: TERM-ignoring child of the script is gone", 5);
+        no_procs("sleep $S1", "$tr: TERM-ignoring child of the script is gone", 5);
         $t->assert_no_zombies("$tr: no zombie after forker");
     }
     {
         my ($el, @r) = call($tr, 'noterm');
         is(@r && $r[-1]->code, 500, "$tr: script ignoring SIGTERM -> 500");
         ok($el >= 2.5 && $el <= 6, sprintf("$tr: ... after the 3 s timeout (%.2fs)", $el));
-        no_procs('sleep 30.6262', "$tr: TERM-ignoring script's sleep gone", 5);
+        no_procs("sleep $S2", "$tr: TERM-ignoring script's sleep gone", 5);
         no_procs($t->scripts_dir . '/noterm', "$tr: TERM-ignoring script gone", 5);
         $t->assert_no_zombies("$tr: no zombie after noterm");
     }
@@ -66,7 +71,7 @@ for my $tr (qw(udp tcp)) {
         my $code = @r ? $r[-1]->code : 'none';
         ok((grep { $_ eq $code } 500, 404), "$tr: script closing stdout early -> 500 or default action 404 ($code)");
         cmp_ok($el, '<', 3, sprintf("$tr: ... promptly, before the script timeout (%.2fs)", $el));
-        no_procs('sleep 2.2727', "$tr: closeout script's sleep gone", 4);
+        no_procs("sleep $S3", "$tr: closeout script's sleep gone", 4);
         $t->assert_no_zombies("$tr: no zombie after closeout");
     }
     {
