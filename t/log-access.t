@@ -12,9 +12,14 @@ my $t = SipTest->new(
         'LogFormat "%h %{From}i %{To}i %t \\"%r\\" %>s %{SIP_TRANSPORT}e %{Call-ID}i" sip_test',
         'CustomLog @DIR@/logs/sip_access.log sip_test',
         'CustomLog @DIR@/logs/sip_not200.log "%!200{Call-ID}i %>s"',
-        'CustomLog @DIR@/logs/sip_out.log "%{Call-ID}i %>s to=%{To}o allow=%{Allow}o server=%{Server}o"'),
+        'CustomLog @DIR@/logs/sip_out.log "%{Call-ID}i %>s to=%{To}o allow=%{Allow}o server=%{Server}o"',
+        # the issue's format, and the sip_common nickname of conf/sip.conf
+        'CustomLog @DIR@/logs/sip_full.log "%h %{From}i %{To}i %t \\"%r\\" %>s %T %u"',
+        'CustomLog @DIR@/logs/sip_common.log sip_common'),
+    server_conf => 'Include ' . SipTest::repo() . '/conf/sip.conf',
     scripts => {
         'ring@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 180 Ringing\\n\\nSIP/2.0 486 Busy Here\\n\\n'\n",
+        'slow@127.0.0.1' => "#!/bin/sh\n/bin/sleep 1.3\nprintf 'SIP/2.0 486 Busy Here\\n\\n'\n",
     },
 );
 my $port = $t->sip_port;
@@ -59,6 +64,25 @@ ok((grep { /^- 200$/ } lines($not200)), 'conditional format: the 200 shows "-" i
     like($o // '', qr{^log-opt\@test 200 to=<sip:nobody\@127\.0\.0\.1:$port>;tag=\w+ allow=\S*INVITE\S*}i,
          '%{To}o is the To of our 200 (with its tag), %{Allow}o its Allow');
     like($i // '', qr{^log-inv\@test 486 to=<sip:ring\@127\.0\.0\.1:$port>;tag=\w+ allow=- }, "the script's 486: its To, no Allow (-)");
+}
+
+# %T (seconds taken) and %u (no user: "-"); sip_common from conf/sip.conf
+{
+    my @r = $t->transact('udp', method => 'INVITE', uri => "sip:slow\@127.0.0.1:$port", call_id => 'log-slow@test',
+                         sock => $t->udp_socket, timeout => 5);
+    is(@r && $r[-1]->code, 486, 'slow script answered 486');
+    my $full = $t->dir . '/logs/sip_full.log';
+    my $common = $t->dir . '/logs/sip_common.log';
+    ok(wait_until(3, sub { grep { /slow\@/ } lines($full) }), 'issue format log written');
+    my ($slow) = grep { /slow\@/ } lines($full);
+    my ($fast) = grep { /OPTIONS sip:nobody/ } lines($full);
+    like($slow // '', qr{^127\.0\.0\.1 <sip:[^>]+>;tag=\w+ <sip:slow\@127\.0\.0\.1:$port> \[[^\]]+\] "INVITE sip:slow\@127\.0\.0\.1:$port SIP/2\.0" 486 1 -$},
+         '%h %{From}i %{To}i %t "%r" %>s %T %u: the 1.3 s script shows %T = 1, no user "-"');
+    like($fast // '', qr{" 200 0 -$}, '... and the OPTIONS took 0 s');
+    ok(wait_until(3, sub { grep { /slow\@/ } lines($common) }), 'sip_common log written');
+    my ($c) = grep { /slow\@/ } lines($common);
+    like($c // '', qr{^127\.0\.0\.1 <sip:[^>]+>;tag=\w+ <sip:slow\@127\.0\.0\.1:$port> \[[^\]]+\] "INVITE sip:slow\@127\.0\.0\.1:$port SIP/2\.0" 486$},
+         'sip_common (seed 002 §7.5): host From To date request status');
 }
 
 ok(!$t->crash_lines, 'engine did not crash while logging');
