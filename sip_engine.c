@@ -157,34 +157,29 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
     sip_server_conf *conf = sip_get_conf(s);
-    const char *path = NULL, *why = NULL;
-    int r;
+    const char *path = NULL, *why = NULL, *need;
+    int r, onward;
 
     if (strcmp(sip_msg_method(req), "CANCEL") == 0) {
         handle_cancel(txn);
         return;
     }
+    /* the request goes on (a Route, or a domain not ours) or is for us */
+    onward = sip_msg_route_count(req) > 0
+             || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn));
     /* RFC 3261 §8.2.2.3 (as UAS) and §16.3 step 5 (as proxy): we support
      * no extension that a client could require */
-    {
-        int proxied = sip_msg_route_count(req) > 0
-                      || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn));
-        const char *need = sip_msg_header(req, proxied ? "Proxy-Require" : "Require");
-        if (need && strcmp(sip_msg_method(req), "CANCEL") != 0) {
-            const char *hdrs[] = {"Unsupported", need, NULL};
-            sip_txn_reply(txn, 420, "Bad Extension", hdrs);
-            return;
-        }
+    need = sip_msg_header(req, onward ? "Proxy-Require" : "Require");
+    if (need) {
+        const char *hdrs[] = {"Unsupported", need, NULL};
+        sip_txn_reply(txn, 420, "Bad Extension", hdrs);
+        return;
     }
     /* RFC 3261 §22: challenged as a proxy (407) when the request goes on,
      * as registrar/UAS (401) when it is for us */
-    if (!sip_auth_check(txn, s, strcmp(sip_msg_method(req), "REGISTER") != 0
-                                && (sip_msg_route_count(req) > 0
-                                    || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s,
-                                                               sip_txn_pool(txn)))))
+    if (!sip_auth_check(txn, s, onward && strcmp(sip_msg_method(req), "REGISTER") != 0))
         return;
-    if (sip_msg_route_count(req) > 0
-        || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
+    if (onward) {
         sip_proxy_default_request(txn, s, routed);
         return;
     }

@@ -131,6 +131,8 @@ int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
     const char *top;
     int routed = 0, n = sip_msg_route_count(req);
 
+    if (n == 0)
+        return 0;
     apr_pool_create(&p, px_root);
     /* A strict router before us put our Record-Route URI in the
      * Request-URI: restore the real target from the last Route. */
