@@ -633,13 +633,53 @@ void sip_msg_add_header(sip_msg_t *m, const char *name, const char *value)
     osip_message_force_update(m->m);
 }
 
-void sip_msg_set_body(sip_msg_t *m, const char *content_type, const char *body, apr_size_t len)
+const char *sip_msg_response_text(apr_pool_t *p, const sip_msg_t *req, int status,
+                                  const char *reason, const char *to_tag,
+                                  const char *const *hdrs, const char *content_type,
+                                  const char *body, apr_size_t body_len, apr_size_t *len)
 {
-    if (!m->m || !len)
-        return;
-    osip_message_set_content_type(m->m, content_type);
-    osip_message_set_body(m->m, body, len);
-    osip_message_force_update(m->m);
+    apr_array_header_t *parts = apr_array_make(p, 40, sizeof(const char *));
+    osip_via_t *via;
+    const char *text;
+    int i;
+
+    if (!req->m)
+        return NULL;
+    *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
+    /* §8.2.6.2: the Vias as stamped (received, rport), in order */
+    for (i = 0; (via = osip_list_get(&req->m->vias, i)) != NULL; i++) {
+        char *v = NULL;
+        if (osip_via_to_str(via, &v) != 0)
+            return NULL;
+        *(const char **)apr_array_push(parts) = apr_pstrcat(p, "Via: ", v, "\r\n", NULL);
+        osip_free(v);
+    }
+    /* the rest as the request had them, To with our tag (§8.2.6.2) */
+    copy_raw(parts, req, "From", NULL);
+    copy_raw(parts, req, "To", status > 100 ? to_tag : NULL);
+    copy_raw(parts, req, "Call-ID", NULL);
+    copy_raw(parts, req, "CSeq", NULL);
+    for (; hdrs && hdrs[0] && hdrs[1]; hdrs += 2)
+        *(const char **)apr_array_push(parts) = apr_pstrcat(p, hdrs[0], ": ", hdrs[1], "\r\n",
+                                                             NULL);
+    if (body && body_len) {
+        *(const char **)apr_array_push(parts) = apr_pstrcat(p, "Content-Type: ", content_type,
+                                                             "\r\n", NULL);
+        *(const char **)apr_array_push(parts) = apr_psprintf(p, "Content-Length: %" APR_SIZE_T_FMT
+                                                             "\r\n\r\n", body_len);
+    }
+    else
+        *(const char **)apr_array_push(parts) = "Content-Length: 0\r\n\r\n";
+    text = apr_array_pstrcat(p, parts, 0);
+    *len = strlen(text);
+    if (body && body_len) {
+        char *all = apr_palloc(p, *len + body_len);
+        memcpy(all, text, *len);
+        memcpy(all + *len, body, body_len);
+        *len += body_len;
+        text = all;
+    }
+    return text;
 }
 
 sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_size_t len,

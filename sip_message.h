@@ -69,8 +69,14 @@ const char *sip_msg_content_type(const sip_msg_t *m);
 sip_msg_t *sip_msg_make_response(apr_pool_t *p, const sip_msg_t *req, int status,
                                  const char *reason, const char *to_tag);
 void sip_msg_add_header(sip_msg_t *m, const char *name, const char *value);
-/* Give a message we build a body (Content-Length follows it). */
-void sip_msg_set_body(sip_msg_t *m, const char *content_type, const char *body, apr_size_t len);
+/* The text of our own response to 'req' (RFC 3261 §8.2.6): status line,
+ * the request's Vias as stamped, From, To (with 'to_tag' past 100), Call-ID
+ * and CSeq as the request had them, then 'hdrs' (name, value, ..., NULL)
+ * and an optional body.  Built directly: no libosip2 message to serialize. */
+const char *sip_msg_response_text(apr_pool_t *p, const sip_msg_t *req, int status,
+                                  const char *reason, const char *to_tag,
+                                  const char *const *hdrs, const char *content_type,
+                                  const char *body, apr_size_t body_len, apr_size_t *len);
 
 /* Parse a response written by a script; NULL and *why on failure. */
 sip_msg_t *sip_msg_parse_script_response(apr_pool_t *p, const char *buf, apr_size_t len,

@@ -382,26 +382,17 @@ apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs)
 {
     apr_pool_t *p;
-    sip_msg_t *resp;
-    const char *buf;
-    apr_size_t len = 0;
+    const char *buf, *ctype = NULL, *body = NULL;
+    apr_size_t len = 0, blen = 0;
     apr_status_t rv = APR_EGENERAL;
 
     apr_pool_create(&p, t->pool);
-    resp = sip_msg_make_response(p, t->req, status, reason, t->to_tag);
-    if (resp) {
-        const char *ctype, *body;
-        apr_size_t blen;
-
-        for (; hdrs && hdrs[0] && hdrs[1]; hdrs += 2)
-            sip_msg_add_header(resp, hdrs[0], hdrs[1]);
-        if (status >= 400 && error_body_hook
-            && error_body_hook(t, status, p, &ctype, &body, &blen))
-            sip_msg_set_body(resp, ctype, body, blen);
-        buf = sip_msg_serialize(p, resp, &len);
-        if (buf)
-            rv = sip_txn_respond(t, status, buf, len);
-    }
+    if (status >= 400 && error_body_hook)
+        error_body_hook(t, status, p, &ctype, &body, &blen);
+    buf = sip_msg_response_text(p, t->req, status, reason, t->to_tag, hdrs, ctype, body, blen,
+                                &len);
+    if (buf)
+        rv = sip_txn_respond(t, status, buf, len);
     apr_pool_destroy(p);
     return rv;
 }
