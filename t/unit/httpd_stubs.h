@@ -50,8 +50,9 @@ module AP_MODULE_DECLARE_DATA sip_module = {
 
 /* mod_sip.c: per-server configuration; one static conf with the defaults. */
 static sip_server_conf stub_conf = {
-    1, NULL, SIP_DEFAULT_SCRIPT, SIP_DEFAULT_SCRIPT_TIMEOUT,
-    SIP_DEFAULT_MAX_OUTPUT, SIP_DEFAULT_MAX_BODY, SIP_DEFAULT_TCP_IDLE
+    .enabled = 1, .directory = NULL, .default_script = SIP_DEFAULT_SCRIPT,
+    .script_timeout = SIP_DEFAULT_SCRIPT_TIMEOUT, .max_output = SIP_DEFAULT_MAX_OUTPUT,
+    .max_body = SIP_DEFAULT_MAX_BODY, .tcp_idle = SIP_DEFAULT_TCP_IDLE
 };
 
 sip_server_conf *sip_get_conf(server_rec *s)

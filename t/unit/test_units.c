@@ -1255,6 +1255,54 @@ START_TEST(raw_error_response)
 }
 END_TEST
 
+/* Our own responses: stamped Vias in order, To tagged past 100, extra
+ * headers, and a body with its Content-Type and Content-Length. */
+START_TEST(own_response_text)
+{
+    sip_msg_t *m;
+    sip_source_t src;
+    sip_sockaddr_t dest;
+    const char *reason, *r, *v1, *v2, *hdrs[] = {"Allow", "INVITE, ACK", NULL};
+    apr_size_t len = 0;
+
+    ck_assert_int_eq(parse_status(OPTIONS_TEXT(), &LIM, 1, &m, &reason), 0);
+    memset(&src, 0, sizeof(src));
+    src.kind = SIP_TP_UDP;
+    ck_assert_int_eq(sip_sockaddr_set(&src.peer, "198.51.100.7", 5070), APR_SUCCESS);
+    sip_msg_stamp_via(m, &src, &dest);
+
+    r = sip_msg_response_text(pool, m, 200, "OK", "tt9", hdrs, NULL, NULL, 0, &len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(len, strlen(r));
+    ck_assert_int_eq(strncmp(r, "SIP/2.0 200 OK\r\n", 16), 0);
+    /* RFC 3261 §18.2.1: the top Via says where the request came from */
+    v1 = strstr(r, "\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc123;received=198.51.100.7\r\n");
+    v2 = strstr(r, "\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKdef456\r\n");
+    ck_assert_ptr_nonnull(v1);
+    ck_assert_ptr_nonnull(v2);
+    ck_assert_msg(v1 < v2, "Via lines out of order");
+    ck_assert_pstr_eq(line_of(r, "To:"), "To: <sip:alice@example.com>;tag=tt9");
+    ck_assert_pstr_eq(line_of(r, "From:"), "From: \"Bob\" <sip:bob@example.org>;tag=ft1");
+    ck_assert_pstr_eq(line_of(r, "Call-ID:"), "Call-ID: callid-1@192.0.2.1");
+    ck_assert_pstr_eq(line_of(r, "CSeq:"), "CSeq: 42 OPTIONS");
+    ck_assert_pstr_eq(line_of(r, "Allow:"), "Allow: INVITE, ACK");
+    ck_assert_ptr_null(line_of(r, "Max-Forwards"));
+    ck_assert_int_eq(strcmp(r + len - strlen("\r\nContent-Length: 0\r\n\r\n"),
+                            "\r\nContent-Length: 0\r\n\r\n"), 0);
+
+    /* 100 Trying carries no To tag (§8.2.6.1) */
+    r = sip_msg_response_text(pool, m, 100, "Trying", "tt9", NULL, NULL, NULL, 0, &len);
+    ck_assert_pstr_eq(line_of(r, "To:"), "To: <sip:alice@example.com>");
+
+    /* a body: Content-Type, exact Content-Length, bytes after the blank line */
+    r = sip_msg_response_text(pool, m, 404, "Not Found", "tt9", NULL, "text/plain", "gone\0!", 6,
+                              &len);
+    ck_assert_pstr_eq(line_of(r, "Content-Type:"), "Content-Type: text/plain");
+    ck_assert_pstr_eq(line_of(r, "Content-Length:"), "Content-Length: 6");
+    ck_assert_int_eq(memcmp(r + len - 10, "\r\n\r\ngone\0!", 10), 0);
+}
+END_TEST
+
 /* Without Via a datagram answer has nowhere to go; on a stream it does. */
 START_TEST(raw_error_response_without_via)
 {
@@ -1356,6 +1404,7 @@ static Suite *parse_suite(void)
     tcase_add_checked_fixture(tr, pool_setup, pool_teardown);
     tcase_add_test(tr, raw_error_response);
     tcase_add_test(tr, raw_error_response_without_via);
+    tcase_add_test(tr, own_response_text);
     tcase_add_test(tr, raw_error_response_from_bad_start_line);
     tcase_add_test(tr, raw_error_response_not_for_ack);
     tcase_add_test(tr, raw_error_response_method_containing_ack);
