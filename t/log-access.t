@@ -76,8 +76,8 @@ ok((grep { /^- 200$/ } lines($not200)), 'conditional format: the 200 shows "-" i
     ok(wait_until(3, sub { grep { /slow\@/ } lines($full) }), 'issue format log written');
     my ($slow) = grep { /slow\@/ } lines($full);
     my ($fast) = grep { /OPTIONS sip:nobody/ } lines($full);
-    like($slow // '', qr{^127\.0\.0\.1 <sip:[^>]+>;tag=\w+ <sip:slow\@127\.0\.0\.1:$port> \[[^\]]+\] "INVITE sip:slow\@127\.0\.0\.1:$port SIP/2\.0" 486 1 -$},
-         '%h %{From}i %{To}i %t "%r" %>s %T %u: the 1.3 s script shows %T = 1, no user "-"');
+    like($slow // '', qr{^127\.0\.0\.1 <sip:[^>]+>;tag=\w+ <sip:slow\@127\.0\.0\.1:$port> \[[^\]]+\] "INVITE sip:slow\@127\.0\.0\.1:$port SIP/2\.0" 486 [12] -$},
+         '%h %{From}i %{To}i %t "%r" %>s %T %u: the 1.3 s script shows %T = 1 (2 on a loaded machine), no user "-"');
     like($fast // '', qr{" 200 0 -$}, '... and the OPTIONS took 0 s');
     ok(wait_until(3, sub { grep { /slow\@/ } lines($common) }), 'sip_common log written');
     my ($c) = grep { /slow\@/ } lines($common);
