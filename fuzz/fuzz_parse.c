@@ -28,6 +28,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             r = sip_msg_make_response(p, m, 486, "Busy Here", "t1");
             if (r)
                 sip_msg_serialize(p, r, &len);
+            {
+                static const char *const hdrs[] = {"Allow", "INVITE", NULL};
+                sip_msg_response_text(p, m, 200, "OK", "t1", hdrs, NULL, NULL, 0, &len);
+                sip_msg_response_text(p, m, 404, "Not Found", "t1", NULL, "text/plain", "x", 1,
+                                      &len);
+                sip_msg_aor(p, m);
+            }
             sip_msg_uri_user(m);
             sip_uri_aor(p, sip_msg_request_uri(m));
             if (sip_msg_header(m, "To"))
