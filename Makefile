@@ -96,8 +96,23 @@ test-asan: test-deps asan/.libs/mod_sip.so
 
 test: test-deps all unit prove
 
+# A part of the suite with httpd (and so the SIP engine, forked from it)
+# under valgrind: no memory error and no definite leak in any process.
+VALGRIND_TESTS ?= t/10-options.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
+                  t/reg-raw.t t/auth-require.t t/cgi-proxy.t t/robust-torture.t \
+                  t/error-docs.t t/status.t
+test-valgrind: test-deps all
+	$(call apt_install,valgrind)
+	rm -rf t/valgrind.out && mkdir -p t/valgrind.out && chmod 1777 t/valgrind.out
+	set -o pipefail; APACHE2=$(CURDIR)/t/valgrind-apache2 VALGRIND_LOGDIR=$(CURDIR)/t/valgrind.out \
+	  prove -I t/lib $(VALGRIND_TESTS) 2>&1 | tee t/prove-valgrind.log
+	@grep -q '^Result: PASS' t/prove-valgrind.log
+	@grep -l -- '-k start' t/valgrind.out/vg.* >/dev/null || { echo "valgrind ran no httpd"; exit 1; }
+	@! grep -l 'ERROR SUMMARY: [1-9]' t/valgrind.out/vg.* || { echo "valgrind found errors (logs above)"; exit 1; }
+	@echo "valgrind: $$(grep -l 'ERROR SUMMARY: 0 errors' t/valgrind.out/vg.* | wc -l) processes, no errors"
+
 clean:
-	rm -rf .libs *.la *.lo *.slo *.o asan $(UNIT_TESTS) $(RUNDIR) t/prove.log $(FUZZ_BINS) fuzz/out
+	rm -rf .libs *.la *.lo *.slo *.o asan $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
@@ -132,7 +147,7 @@ BENCH_ARGS  ?=
 SOAK_RATE   ?= 2000
 SOAK_SECONDS ?= 600
 
-.PHONY: bench soak
+.PHONY: bench soak test-valgrind
 
 bench:
 	$(call apt_install,$(BENCH_PKGS))

@@ -109,19 +109,32 @@ static const char *ack_key(apr_pool_t *p, const sip_msg_t *m)
     return apr_pstrcat(p, sip_msg_call_id(m), "|", sip_msg_cseq_number(m), "|", ft ? ft : "", NULL);
 }
 
+/* RFC 3261 §19.3: tags are cryptographically random, 64 bits here.  The
+ * random bytes are fetched a page at a time: one getrandom() per tag was
+ * a visible share of a whole OPTIONS transaction. */
 static const char *new_tag(apr_pool_t *p)
 {
-    unsigned char rnd[8];
-    char hex[17];
+    static unsigned char rnd[512];
+    static apr_size_t used = sizeof(rnd);
+    static const char hexdigits[] = "0123456789abcdef";
+    char *hex = apr_palloc(p, 17);
     int i;
 
-    if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
-        apr_uint64_t t = (apr_uint64_t)apr_time_now();
-        memcpy(rnd, &t, sizeof(rnd));
+    if (used + 8 > sizeof(rnd)) {
+        if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
+            apr_uint64_t t = (apr_uint64_t)apr_time_now();
+            for (i = 0; i < (int)sizeof(rnd); i++)
+                rnd[i] ^= (unsigned char)(t >> (8 * (i % 8))) + (unsigned char)i;
+        }
+        used = 0;
     }
-    for (i = 0; i < 8; i++)
-        apr_snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
-    return apr_pstrdup(p, hex);
+    for (i = 0; i < 8; i++) {
+        hex[2 * i] = hexdigits[rnd[used + i] >> 4];
+        hex[2 * i + 1] = hexdigits[rnd[used + i] & 15];
+    }
+    used += 8;
+    hex[16] = '\0';
+    return hex;
 }
 
 static void txn_destroy_if_done(sip_txn_t *t)
