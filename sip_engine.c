@@ -145,7 +145,8 @@ static void handle_cancel(sip_txn_t *txn)
             sip_txn_drop(txn);
             return;
         }
-        sip_txn_reply(txn, 481, "Call/Transaction Does Not Exist", NULL);
+        sip_txn_refuse(txn, 481, "Call/Transaction Does Not Exist", NULL,
+                       "CANCEL matches no transaction");
         return;
     }
     sip_txn_reply(txn, 200, "OK", NULL);
@@ -172,7 +173,8 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
     need = sip_msg_header(req, onward ? "Proxy-Require" : "Require");
     if (need) {
         const char *hdrs[] = {"Unsupported", need, NULL};
-        sip_txn_reply(txn, 420, "Bad Extension", hdrs);
+        sip_txn_refuse(txn, 420, "Bad Extension", hdrs,
+                       apr_pstrcat(sip_txn_pool(txn), "unsupported extension ", need, NULL));
         return;
     }
     /* RFC 3261 §22: challenged as a proxy (407) when the request goes on,

@@ -720,13 +720,13 @@ static int px_checks(sip_proxy_t *px)
     /* §16.3 step 3 */
     if (sip_msg_max_forwards(req) == 0) {
         px->final_sent = 1;
-        sip_txn_reply(px->st, 483, "Too Many Hops", NULL);
+        sip_txn_refuse(px->st, 483, "Too Many Hops", NULL, "Max-Forwards is 0");
         return 0;
     }
     /* §16.3 step 4 */
     if (looped(px->pool, req, px->loop_hash)) {
         px->final_sent = 1;
-        sip_txn_reply(px->st, 482, "Loop Detected", NULL);
+        sip_txn_refuse(px->st, 482, "Loop Detected", NULL, "our own Via with the same branch hash");
         return 0;
     }
     return 1;
@@ -742,7 +742,7 @@ void sip_proxy_start(sip_proxy_t *px)
     }
     if (!px->branches->nelts) {
         px->final_sent = 1;
-        sip_txn_reply(px->st, 480, "Temporarily Unavailable", NULL);
+        sip_txn_refuse(px->st, 480, "Temporarily Unavailable", NULL, "no target to proxy to");
         px_destroy_if_idle(px);
         return;
     }
@@ -895,7 +895,7 @@ void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed)
         sip_txn_reply(txn, 200, "OK", options_hdrs);
         return;
     }
-    sip_txn_reply(txn, 404, "Not Found", NULL);
+    sip_txn_refuse(txn, 404, "Not Found", NULL, "no script and no registration");
 }
 
 /* ---- stateless response forwarding (§16.11, §18.2.2) ---- */

@@ -120,7 +120,10 @@ const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bs)
 
 static void reply(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs)
 {
-    sip_txn_reply(txn, status, reason, hdrs);
+    if (status >= 400)
+        sip_txn_refuse(txn, status, reason, hdrs, "registrar");
+    else
+        sip_txn_reply(txn, status, reason, hdrs);
 }
 
 /* The store may answer later (database): the transaction is kept until it

@@ -391,6 +391,15 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
     return APR_SUCCESS;
 }
 
+apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
+                            const char *const *hdrs, const char *why)
+{
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->src.vhost ? t->src.vhost : ap_server_conf,
+                 "sip: %d %s for %s %s from %s: %s", status, reason, sip_msg_method(t->req),
+                 sip_msg_request_uri(t->req), sip_sockaddr_ip(t->pool, &t->src.peer), why);
+    return sip_txn_reply(t, status, reason, hdrs);
+}
+
 apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs)
 {

@@ -37,6 +37,10 @@ sip_txn_t *sip_txn_find_invite(apr_pool_t *p, const sip_msg_t *cancel);
 apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size_t len);
 /* Build and send a simple response; 'hdrs' is NULL or name/value pairs
  * ending in NULL. */
+/* sip_txn_reply for a request we refuse, with the info log line every
+ * refusal gets ("sip: 483 Too Many Hops for OPTIONS sip:... from ...: why"). */
+apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
+                            const char *const *hdrs, const char *why);
 apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs);
 

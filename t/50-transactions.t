@@ -212,8 +212,18 @@ for my $tr (qw(udp tcp)) {
 }
 {
     my $s = $t->udp_socket;
+    my $mark = $t->log_mark;
     my @r = $t->transact('udp', method => 'CANCEL', uri => uri('cancelme'), sock => $s);
     is(@r && $r[-1]->code, 481, '(f) CANCEL without a matching transaction -> 481');
+    like($t->log_since($mark), qr/sip: 481 Call\/Transaction Does Not Exist for CANCEL \S+ from 127\.0\.0\.1: CANCEL matches no transaction/,
+         '(f) ... and an info line in the error log');
+    $mark = $t->log_mark;
+    @r = $t->transact('udp', method => 'OPTIONS', uri => uri('nobody'), sock => $s,
+                      headers => [ Require => 'no-such-extension' ]);
+    is(@r && $r[-1]->code, 420, 'Require of an unknown extension -> 420');
+    is(@r && $r[-1]->header('unsupported'), 'no-such-extension', '... with Unsupported naming it');
+    like($t->log_since($mark), qr/sip: 420 Bad Extension for OPTIONS .* unsupported extension no-such-extension/,
+         '... and an info line in the error log');
 }
 
 # ---- (g) non-INVITE retransmission after the final response

@@ -41,10 +41,13 @@ sub codes { join ' ', map { $_->code } @_ }
 {
     my ($hs, $hp) = hop();
     for my $m (qw(OPTIONS INVITE)) {
+        my $mark = $t->log_mark;
         my ($s, $raw, @r) = udp_send_req(method => $m, uri => "sip:bob\@127.0.0.1:$hp", max_forwards => 0,
                                          call_id => cid("mf0-$m"));
         is(@r ? $r[-1]->code : 0, 483, "$m Max-Forwards 0 to a foreign URI: 483 Too Many Hops")
             or diag("responses: " . codes(@r));
+        like($t->log_since($mark), qr/sip: 483 Too Many Hops for $m sip:bob\@127\.0\.0\.1:$hp from 127\.0\.0\.1: Max-Forwards is 0/,
+             "$m 483: one info line in the error log says why");
         $t->check_mirrored($raw, $r[-1], "$m 483", src_port => $s->sockport) if @r && $r[-1]->code == 483;
         $t->udp_send($t->ack_for($raw, $r[-1]), sock => $s) if $m eq 'INVITE' && @r;
     }
@@ -77,6 +80,7 @@ for my $m (qw(OPTIONS INVITE)) {
                                      timeout => 10);
     is(@r ? $r[-1]->code : 0, 482, "$m sip:x\@localhost:$port (proxied to itself): 482 Loop Detected")
         or diag("responses: " . codes(@r) . "\n" . $t->log_since($mark));
+    like($t->log_since($mark), qr/sip: 482 Loop Detected for $m sip:x\@localhost:$port from /, "$m 482: logged");
     cmp_ok(time - $t0, '<', 5, "$m loop: final response within 5 s");
     if (@r) {
         my @v = $r[-1]->header_elems('via');
