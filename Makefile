@@ -60,7 +60,7 @@ run: deps all $(RUNDIR)/httpd.conf
 	$(HTTPD) -f $(RUNDIR)/httpd.conf -t
 	$(HTTPD) -f $(RUNDIR)/httpd.conf -k start
 	@echo "mod_sip is serving $(CURDIR)/sip-cgi-bin on 127.0.0.1:5060 (UDP and TCP)."
-	@echo "Logs: $(RUNDIR)/logs/error.log   Stop: make stop"
+	@echo "Logs: $(RUNDIR)/logs/error.log   Status: http://127.0.0.1:8060/server-status   Stop: make stop"
 
 stop:
 	-$(HTTPD) -f $(RUNDIR)/httpd.conf -k stop
