@@ -382,13 +382,40 @@ static void copy_raw(apr_array_header_t *out, const sip_msg_t *m, const char *na
     }
 }
 
+/* The start of every response we write (§8.2.6.2): status line, the
+ * Vias (as stamped by libosip2, or the raw ones of a request that could
+ * not be stamped), and From, To (tagged past 100), Call-ID and CSeq as the
+ * request had them.  NULL if a stamped Via cannot be written. */
+static apr_array_header_t *response_head(apr_pool_t *p, const sip_msg_t *req, int status,
+                                         const char *reason, const char *to_tag, int stamped)
+{
+    apr_array_header_t *parts = apr_array_make(p, 40, sizeof(const char *));
+    osip_via_t *via;
+    int i;
+
+    *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
+    if (!stamped)
+        copy_raw(parts, req, "Via", NULL);
+    for (i = 0; stamped && (via = osip_list_get(&req->m->vias, i)) != NULL; i++) {
+        char *v = NULL;
+        if (osip_via_to_str(via, &v) != 0)
+            return NULL;
+        *(const char **)apr_array_push(parts) = apr_pstrcat(p, "Via: ", v, "\r\n", NULL);
+        osip_free(v);
+    }
+    copy_raw(parts, req, "From", NULL);
+    copy_raw(parts, req, "To", status > 100 ? to_tag : NULL);
+    copy_raw(parts, req, "Call-ID", NULL);
+    copy_raw(parts, req, "CSeq", NULL);
+    return parts;
+}
+
 const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int status,
                                        const char *reason, const char *to_tag, int stream,
                                        apr_size_t *len)
 {
     apr_array_header_t *parts;
     const char *text;
-
     const char *cseq = req ? sip_msg_header(req, "CSeq") : NULL;
 
     /* §17.1.1.3: ACK is never answered */
@@ -396,13 +423,7 @@ const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int 
         return NULL;
     if (!stream && !has_header(req, "Via"))
         return NULL;    /* a datagram answer would have nowhere to go */
-    parts = apr_array_make(p, 32, sizeof(const char *));
-    *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
-    copy_raw(parts, req, "Via", NULL);
-    copy_raw(parts, req, "From", NULL);
-    copy_raw(parts, req, "To", status > 100 ? to_tag : NULL);
-    copy_raw(parts, req, "Call-ID", NULL);
-    copy_raw(parts, req, "CSeq", NULL);
+    parts = response_head(p, req, status, reason, to_tag, 0);
     *(const char **)apr_array_push(parts) = "Content-Length: 0\r\n\r\n";
     text = apr_array_pstrcat(p, parts, 0);
     *len = strlen(text);
@@ -638,27 +659,11 @@ const char *sip_msg_response_text(apr_pool_t *p, const sip_msg_t *req, int statu
                                   const char *const *hdrs, const char *content_type,
                                   const char *body, apr_size_t body_len, apr_size_t *len)
 {
-    apr_array_header_t *parts = apr_array_make(p, 40, sizeof(const char *));
-    osip_via_t *via;
+    apr_array_header_t *parts;
     const char *text;
-    int i;
 
-    if (!req->m)
+    if (!req->m || !(parts = response_head(p, req, status, reason, to_tag, 1)))
         return NULL;
-    *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
-    /* §8.2.6.2: the Vias as stamped (received, rport), in order */
-    for (i = 0; (via = osip_list_get(&req->m->vias, i)) != NULL; i++) {
-        char *v = NULL;
-        if (osip_via_to_str(via, &v) != 0)
-            return NULL;
-        *(const char **)apr_array_push(parts) = apr_pstrcat(p, "Via: ", v, "\r\n", NULL);
-        osip_free(v);
-    }
-    /* the rest as the request had them, To with our tag (§8.2.6.2) */
-    copy_raw(parts, req, "From", NULL);
-    copy_raw(parts, req, "To", status > 100 ? to_tag : NULL);
-    copy_raw(parts, req, "Call-ID", NULL);
-    copy_raw(parts, req, "CSeq", NULL);
     for (; hdrs && hdrs[0] && hdrs[1]; hdrs += 2)
         *(const char **)apr_array_push(parts) = apr_pstrcat(p, hdrs[0], ": ", hdrs[1], "\r\n",
                                                              NULL);

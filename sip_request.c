@@ -118,24 +118,13 @@ int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor)
     return mode;
 }
 
-/* %{Name}o: the headers of the response we sent.  The text is our own
- * serializer's output, one "Name: value" per CRLF-ended line. */
-static void response_headers(request_rec *r, const char *text, apr_size_t len)
+static void add_headers(apr_table_t *t, const apr_array_header_t *hdrs)
 {
-    const char *end = text ? text + len : NULL, *line, *eol, *colon, *v;
+    int i;
 
-    if (!text || !(line = memchr(text, '\n', len)))
-        return;
-    for (line++; line < end && *line != '\r' && *line != '\n'; line = eol + 1) {
-        if (!(eol = memchr(line, '\n', (apr_size_t)(end - line))))
-            break;
-        colon = memchr(line, ':', (apr_size_t)(eol - line));
-        if (!colon)
-            continue;
-        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
-            ;
-        apr_table_addn(r->headers_out, apr_pstrmemdup(r->pool, line, (apr_size_t)(colon - line)),
-                       apr_pstrmemdup(r->pool, v, (apr_size_t)(eol - v - (eol > v && eol[-1] == '\r'))));
+    for (i = 0; hdrs && i < hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
+        apr_table_addn(t, h->name, h->value);
     }
 }
 
@@ -144,13 +133,12 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     const sip_msg_t *req = sip_txn_request(t);
     const sip_source_t *src = sip_txn_source(t);
     server_rec *s = src->vhost;
-    const apr_array_header_t *hdrs = sip_msg_headers(req);
     apr_pool_t *p;
     request_rec *r;
     char *ip;
     const char *rtext;
+    const sip_msg_t *resp;
     apr_size_t rlen = 0;
-    int i;
 
     if (!s)
         return;
@@ -171,12 +159,11 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
         r->user = apr_pstrdup(r->pool, sip_txn_user(t));
         r->ap_auth_type = "Digest";
     }
-    for (i = 0; i < hdrs->nelts; i++) {
-        const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
-        apr_table_add(r->headers_in, h->name, h->value);
-    }
+    /* %{Name}i and %{Name}o: the request's headers and the final response's */
+    add_headers(r->headers_in, sip_msg_headers(req));
     rtext = sip_txn_last_response(t, &rlen);
-    response_headers(r, rtext, rlen);
+    resp = rtext ? sip_msg_parse_block(r->pool, rtext, rlen) : NULL;
+    add_headers(r->headers_out, resp ? sip_msg_headers(resp) : NULL);
     /* the peer, as %h and %a show it */
     ip = (char *)sip_sockaddr_ip(r->pool, &src->peer);
     r->useragent_addr = apr_addr_of(r->pool, &src->peer);
