@@ -7,11 +7,11 @@
 use strict;
 use warnings;
 use Test::More;
-use Digest::MD5 qw(md5_hex);
 use IO::Socket::INET;
 use Time::HiRes qw(sleep);
-use SipTest qw(parse_msg wait_until rand_token);
+use SipTest qw(parse_msg wait_until);
 use SipRegTest;
+use SipDigest qw(digest_challenge digest_credentials write_htdigest);
 
 my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'sip.test';
@@ -37,58 +37,32 @@ my $t = SipRegTest->new(
     },
     setup => sub {
         my $t = shift;
-        # the htdigest file format: user:realm:MD5(user:realm:password)
-        open(my $fh, '>', $t->dir . '/users.htdigest') or die $!;
-        print $fh "$_:$realm:" . md5_hex("$_:$realm:$pw{$_}") . "\n" for sort keys %pw;
-        close $fh;
-        chmod 0644, $t->dir . '/users.htdigest';
+        write_htdigest($t->dir . '/users.htdigest', $realm, %pw);
     },
 );
 my $port = $t->sip_port;
-
-sub challenge_of {
-    my ($m, $hdr) = @_;
-    my $v = $m ? $m->header($hdr) : undef;
-    return undef unless $v && $v =~ /^Digest /;
-    my %c;
-    $c{lc $1} = defined $2 ? $2 : $3 while $v =~ /(\w+)=(?:"([^"]*)"|([^,\s]+))/g;
-    return \%c;
-}
-
-my $ncount = 0;
-sub credentials {
-    my (%o) = @_;
-    my $c = $o{challenge};
-    my $nc = $o{nc} // sprintf('%08x', ++$ncount);
-    my $cnonce = rand_token(8);
-    my $ha1 = md5_hex("$o{user}:$c->{realm}:$o{password}");
-    my $ha2 = md5_hex("$o{method}:$o{uri}");
-    my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:auth:$ha2");
-    return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
-         . qq{response="$resp", algorithm=MD5, qop=auth, nc=$nc, cnonce="$cnonce"};
-}
 
 my $reg_uri = "sip:127.0.0.1:$port";
 
 # ---- REGISTER: 401, wrong password, right password
 my $r = $t->register(user => 'alice', contacts => [ '<sip:alice@127.0.0.1:5101>' ], expires => 600);
 is($r && $r->code, 401, 'REGISTER without credentials -> 401');
-my $ch = challenge_of($r, 'www-authenticate');
+my $ch = digest_challenge($r, 'www-authenticate');
 ok($ch && $ch->{realm} eq $realm && $ch->{nonce} && ($ch->{qop} // '') eq 'auth' && ($ch->{algorithm} // '') eq 'MD5',
    '401 carries WWW-Authenticate: Digest realm (AuthName), nonce, qop=auth, algorithm=MD5');
 my ($f, %b) = $t->fetch('free');   # a Location with SipAuth Off needs no credentials
 is($f && $f->code, 200, 'REGISTER for a user under <Location> with SipAuth Off -> 200 without credentials');
 
 $r = $t->register(user => 'alice', contacts => [ '<sip:alice@127.0.0.1:5101>' ], expires => 600,
-                  headers => [ Authorization => credentials(challenge => $ch, user => 'alice', password => 'wrong',
+                  headers => [ Authorization => digest_credentials(challenge => $ch, user => 'alice', password => 'wrong',
                                                             method => 'REGISTER', uri => $reg_uri) ]);
 is($r && $r->code, 401, 'wrong password -> 401');
 $r = $t->register(user => 'alice', contacts => [ '<sip:alice@127.0.0.1:5101>' ], expires => 600,
-                  headers => [ Authorization => credentials(challenge => $ch, user => 'mallory', password => 'x',
+                  headers => [ Authorization => digest_credentials(challenge => $ch, user => 'mallory', password => 'x',
                                                             method => 'REGISTER', uri => $reg_uri) ]);
 is($r && $r->code, 401, 'unknown user -> 401');
 my $good_nc = sprintf('%08x', 100);
-my $good = credentials(challenge => $ch, user => 'alice', password => 'wonderland', method => 'REGISTER',
+my $good = digest_credentials(challenge => $ch, user => 'alice', password => 'wonderland', method => 'REGISTER',
                        uri => $reg_uri, nc => $good_nc);
 $r = $t->register(user => 'alice', contacts => [ '<sip:alice@127.0.0.1:5101>' ], expires => 600,
                   headers => [ Authorization => $good ]);
@@ -102,19 +76,19 @@ $r = $t->register(user => 'alice', contacts => [ '<sip:alice@127.0.0.1:5102>' ],
 is($r && $r->code, 401, 'replayed nonce-count refused (401)');
 
 # ---- alice may not register bob (nonce-counts must keep rising)
-$ncount = 0x200;
+$SipDigest::NC = 0x200;
 $r = $t->register(user => 'bob', contacts => [ '<sip:bob@127.0.0.1:5103>' ], expires => 600,
-                  headers => [ Authorization => credentials(challenge => $ch, user => 'alice', password => 'wonderland',
+                  headers => [ Authorization => digest_credentials(challenge => $ch, user => 'alice', password => 'wonderland',
                                                             method => 'REGISTER', uri => $reg_uri) ]);
 is($r && $r->code, 403, 'alice registering bob\'s address-of-record -> 403');
 
 # ---- stale nonce (SipNonceLifetime 3)
 sleep 3.5;
 $r = $t->register(user => 'alice', contacts => [ '<sip:alice@127.0.0.1:5101>' ], expires => 600,
-                  headers => [ Authorization => credentials(challenge => $ch, user => 'alice', password => 'wonderland',
+                  headers => [ Authorization => digest_credentials(challenge => $ch, user => 'alice', password => 'wonderland',
                                                             method => 'REGISTER', uri => $reg_uri) ]);
 is($r && $r->code, 401, 'old nonce -> 401');
-my $ch2 = challenge_of($r, 'www-authenticate');
+my $ch2 = digest_challenge($r, 'www-authenticate');
 is($ch2 && $ch2->{stale}, 'true', '... with stale=true');
 isnt($ch2 && $ch2->{nonce}, $ch->{nonce}, '... and a new nonce');
 
@@ -123,9 +97,9 @@ isnt($ch2 && $ch2->{nonce}, $ch->{nonce}, '... and a new nonce');
     my $uri = "sip:whoami\@127.0.0.1:$port";
     my @x = $t->transact('udp', method => 'MESSAGE', uri => $uri, sock => $t->udp_socket);
     is(@x && $x[-1]->code, 401, 'MESSAGE to a script under SipAuth On -> 401');
-    my $c = challenge_of($x[-1], 'www-authenticate');
+    my $c = digest_challenge($x[-1], 'www-authenticate');
     @x = $t->transact('udp', method => 'MESSAGE', uri => $uri, sock => $t->udp_socket,
-                      headers => [ Authorization => credentials(challenge => $c, user => 'bob', password => 'builder',
+                      headers => [ Authorization => digest_credentials(challenge => $c, user => 'bob', password => 'builder',
                                                                 method => 'MESSAGE', uri => $uri) ]);
     is(@x && $x[-1]->code, 200, 'authenticated MESSAGE reaches the script');
     is(@x && $x[-1]->header('x-auth'), 'Digest bob', 'script: AUTH_TYPE=Digest, REMOTE_USER=bob');
@@ -138,10 +112,10 @@ isnt($ch2 && $ch2->{nonce}, $ch->{nonce}, '... and a new nonce');
     my $s = $t->udp_socket;
     my @x = $t->transact('udp', method => 'MESSAGE', uri => $target, sock => $s);
     is(@x && $x[-1]->code, 407, 'request for another domain -> 407 Proxy Authentication Required');
-    my $c = challenge_of($x[-1], 'proxy-authenticate');
+    my $c = digest_challenge($x[-1], 'proxy-authenticate');
     ok($c && $c->{realm} eq $realm, '407 carries Proxy-Authenticate with the realm');
     my $req = $t->sip_request(method => 'MESSAGE', uri => $target, sock => $s,
-                              headers => [ 'Proxy-Authorization' => credentials(challenge => $c, user => 'alice',
+                              headers => [ 'Proxy-Authorization' => digest_credentials(challenge => $c, user => 'alice',
                                                    password => 'wonderland', method => 'MESSAGE', uri => $target) ]);
     $t->udp_send($req, sock => $s);
     my $got;

@@ -25,6 +25,7 @@ use IO::Select;
 use Time::HiRes qw(time sleep);
 use SipTest qw(parse_msg wait_until rand_token);
 use SipRegTest;
+use SipDigest qw(digest_challenge digest_credentials);
 
 my $MODDIR = '/usr/lib/apache2/modules';
 my $HTTXT2DBM = '/usr/sbin/httxt2dbm';
@@ -51,11 +52,7 @@ sub write_file {
     chmod 0644, $path;
 }
 
-# htdigest format: user:realm:HA1
-sub write_htdigest {
-    my ($path, %pw) = @_;
-    write_file($path, join '', map { "$_:$realm:" . ha1($_, $pw{$_}) . "\n" } sort keys %pw);
-}
+sub write_htdigest { my ($path, %pw) = @_; SipDigest::write_htdigest($path, $realm, %pw) }
 
 # A DBM file as mod_authn_dbm reads it: key "user:realm", value the HA1.
 sub write_dbm {
@@ -81,28 +78,6 @@ sub write_sqlite {
 
 # ---------------------------------------------------------------- digest
 
-sub challenge_of {
-    my ($m, $hdr) = @_;
-    my $v = $m ? $m->header($hdr) : undef;
-    return undef unless $v && $v =~ /^Digest /;
-    my %c;
-    $c{lc $1} = defined $2 ? $2 : $3 while $v =~ /(\w+)=(?:"([^"]*)"|([^,\s]+))/g;
-    return \%c;
-}
-
-my $ncount = 0;    # nonce-counts only grow, whatever the nonce
-sub credentials {
-    my (%o) = @_;
-    my $c = $o{challenge} or return 'Digest none';
-    my $nc = sprintf('%08x', ++$ncount);
-    my $cnonce = rand_token(8);
-    my $ha1 = md5_hex("$o{user}:$c->{realm}:$o{password}");
-    my $ha2 = md5_hex("$o{method}:$o{uri}");
-    my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:auth:$ha2");
-    return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
-         . qq{response="$resp", algorithm=MD5, qop=auth, nc=$nc, cnonce="$cnonce"};
-}
-
 sub code { my $r = shift; return $r ? $r->code : 'no response' }
 
 # ------------------------------------------------------------- REGISTER
@@ -113,7 +88,7 @@ sub reg_challenge {
     my $r = $t->register(user => $user, transport => $tr, contacts => [ "<sip:$user\@127.0.0.1:5999>" ],
                          expires => 600);
     is(code($r), 401, "$label: REGISTER $user without credentials -> 401");
-    return challenge_of($r, 'www-authenticate');
+    return digest_challenge($r, 'www-authenticate');
 }
 
 # REGISTER $user with $password (after a challenge); the final response.
@@ -122,7 +97,7 @@ sub reg_auth {
     my $uri = 'sip:127.0.0.1:' . $t->sip_port;
     return $t->register(user => $user, transport => $o{transport} // 'udp',
                         contacts => $o{contacts} // [], expires => $o{expires},
-                        headers => [ Authorization => credentials(challenge => $ch, user => $o{as} // $user,
+                        headers => [ Authorization => digest_credentials(challenge => $ch, user => $o{as} // $user,
                                                                   password => $password, method => 'REGISTER',
                                                                   uri => $uri) ]);
 }
@@ -133,7 +108,7 @@ sub check_register {
     my $contact = "sip:$user\@127.0.0.1:" . (5100 + length($user)) . ($tr eq 'tcp' ? ';transport=tcp' : '');
     my $r = $t->register(user => $user, transport => $tr, contacts => [ "<$contact>" ], expires => 600);
     is(code($r), 401, "$label: REGISTER $user over \U$tr\E without credentials -> 401");
-    my $ch = challenge_of($r, 'www-authenticate');
+    my $ch = digest_challenge($r, 'www-authenticate');
     ok($ch && $ch->{realm} eq $realm && length($ch->{nonce} // '') && ($ch->{qop} // '') eq 'auth',
        "$label: the 401 has WWW-Authenticate: Digest realm=\"$realm\" (AuthName), a nonce, qop=auth")
         or diag($r ? $r->head : 'no response');
@@ -152,7 +127,7 @@ sub check_register {
     my ($f, %now) = $t->fetch($user, transport => $tr);
     is(code($f), 401, "$label: a fetching REGISTER without credentials -> 401 (lists nothing)");
     ok(!%now, "$label: ... and the 401 shows no binding");
-    $ch = challenge_of($f, 'www-authenticate');
+    $ch = digest_challenge($f, 'www-authenticate');
     $f = reg_auth($t, $user, $password, $ch, transport => $tr);
     %now = SipRegTest::binding_map($f);
     is(code($f), 200, "$label: fetching REGISTER with credentials -> 200");
@@ -167,7 +142,7 @@ sub check_unknown {
     my $r = reg_auth($t, $user, 'whatever', $ch, transport => $tr, contacts => [ "<sip:$user\@127.0.0.1:5998>" ],
                      expires => 600);
     is(code($r), 401, "$label: REGISTER for unknown user $user over \U$tr\E with credentials -> 401");
-    ok(challenge_of($r, 'www-authenticate'), "$label: ... a new challenge");
+    ok(digest_challenge($r, 'www-authenticate'), "$label: ... a new challenge");
     ok($t->wait_log($mark, qr/sip auth: unknown user \Q$user\E in realm \Q$realm\E/),
        "$label: error log: unknown user $user");
 }
@@ -234,12 +209,12 @@ sub check_proxy_invite {
     $send->($inv);
     my $r = read_final($t, $tr, $sock, $cid);
     is(code($r), 407, "$label: INVITE over $TR to another domain without credentials -> 407");
-    my $ch = challenge_of($r, 'proxy-authenticate');
+    my $ch = digest_challenge($r, 'proxy-authenticate');
     ok($ch && $ch->{realm} eq $realm && !$r->header('www-authenticate'),
        "$label: the 407 has Proxy-Authenticate with realm \"$realm\"") or diag($r ? $r->head : 'no response');
     $send->($t->ack_for($inv, $r)) if $r;
 
-    $inv = $invite->('Proxy-Authorization' => credentials(challenge => $ch, user => $user, password => "not-$password",
+    $inv = $invite->('Proxy-Authorization' => digest_credentials(challenge => $ch, user => $user, password => "not-$password",
                                                            method => 'INVITE', uri => $target));
     $send->($inv);
     $r = read_final($t, $tr, $sock, $cid);
@@ -248,7 +223,7 @@ sub check_proxy_invite {
     my ($early) = uas_recv($uas, 0.2);
     ok(!$early, "$label: no unauthenticated INVITE reached the callee");
 
-    $inv = $invite->('Proxy-Authorization' => credentials(challenge => $ch, user => $user, password => $password,
+    $inv = $invite->('Proxy-Authorization' => digest_credentials(challenge => $ch, user => $user, password => $password,
                                                           method => 'INVITE', uri => $target));
     $send->($inv);
     my ($got, $peer) = uas_recv($uas, 5);

@@ -7,8 +7,8 @@
 use strict;
 use warnings;
 use Test::More;
-use Digest::MD5 qw(md5_hex);
-use SipTest qw(parse_msg rand_token);
+use SipTest qw(parse_msg);
+use SipDigest qw(digest_challenge digest_credentials write_htdigest);
 
 my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'require.test';
@@ -40,33 +40,10 @@ my $t = SipTest->new(
     },
     setup => sub {
         my $t = shift;
-        open(my $fh, '>', $t->dir . '/users.htdigest') or die $!;
-        print $fh "$_:$realm:" . md5_hex("$_:$realm:$pw{$_}") . "\n" for sort keys %pw;
-        close $fh;
-        chmod 0644, $t->dir . '/users.htdigest';
+        write_htdigest($t->dir . '/users.htdigest', $realm, %pw);
     },
 );
 my $port = $t->sip_port;
-
-sub challenge_of {
-    my ($m) = @_;
-    my $v = $m ? $m->header('www-authenticate') : undef;
-    return undef unless $v && $v =~ /^Digest /;
-    my %c;
-    $c{lc $1} = defined $2 ? $2 : $3 while $v =~ /(\w+)=(?:"([^"]*)"|([^,\s]+))/g;
-    return \%c;
-}
-
-my $nc = 0;
-sub credentials {
-    my ($c, $user, $method, $uri) = @_;
-    my $n = sprintf('%08x', ++$nc);
-    my $cnonce = rand_token(8);
-    my $ha1 = md5_hex("$user:$c->{realm}:$pw{$user}");
-    my $resp = md5_hex("$ha1:$c->{nonce}:$n:$cnonce:auth:" . md5_hex("$method:$uri"));
-    return qq{Digest username="$user", realm="$c->{realm}", nonce="$c->{nonce}", uri="$uri", }
-         . qq{response="$resp", algorithm=MD5, qop=auth, nc=$n, cnonce="$cnonce"};
-}
 
 # final response to METHOD sip:USER@127.0.0.1:port over $tr
 sub final {
@@ -98,10 +75,10 @@ is(code('udp', 'MESSAGE', 'limited'), 200, '<Limit INVITE>: MESSAGE is not restr
 {
     my $f = final('udp', 'MESSAGE', 'validuser');
     is($f && $f->code, 401, 'Require valid-user -> 401 without credentials (no SipAuth needed)');
-    my $c = challenge_of($f);
+    my $c = digest_challenge($f);
     is($c && $c->{realm}, $realm, '... realm from AuthName');
     my $uri = "sip:validuser\@127.0.0.1:$port";
-    $f = final('udp', 'MESSAGE', 'validuser', Authorization => credentials($c, 'bob', 'MESSAGE', $uri));
+    $f = final('udp', 'MESSAGE', 'validuser', Authorization => digest_credentials(challenge => $c, user => 'bob', password => $pw{bob}, method => 'MESSAGE', uri => $uri));
     is($f && $f->code, 200, 'valid-user: bob authenticated -> reaches the script');
     is($f && $f->header('x-user'), 'bob', '... REMOTE_USER=bob');
 }
@@ -111,12 +88,12 @@ is(code('udp', 'MESSAGE', 'limited'), 200, '<Limit INVITE>: MESSAGE is not restr
     my $uri = "sip:aliceonly\@127.0.0.1:$port";
     my $f = final('tcp', 'MESSAGE', 'aliceonly');
     is($f && $f->code, 401, 'Require user alice -> 401 first');
-    my $c = challenge_of($f);
+    my $c = digest_challenge($f);
     my $mark = $t->log_mark;
-    $f = final('tcp', 'MESSAGE', 'aliceonly', Authorization => credentials($c, 'bob', 'MESSAGE', $uri));
+    $f = final('tcp', 'MESSAGE', 'aliceonly', Authorization => digest_credentials(challenge => $c, user => 'bob', password => $pw{bob}, method => 'MESSAGE', uri => $uri));
     is($f && $f->code, 403, 'bob (right password) refused by Require user alice -> 403');
     like($t->log_since($mark), qr/bob denied by Require/, '... logged with the user name');
-    $f = final('tcp', 'MESSAGE', 'aliceonly', Authorization => credentials($c, 'alice', 'MESSAGE', $uri));
+    $f = final('tcp', 'MESSAGE', 'aliceonly', Authorization => digest_credentials(challenge => $c, user => 'alice', password => $pw{alice}, method => 'MESSAGE', uri => $uri));
     is($f && $f->code, 200, 'alice -> 200');
     is($f && $f->header('x-user'), 'alice', '... REMOTE_USER=alice');
 }

@@ -1,0 +1,54 @@
+package SipDigest;
+# Client side of SIP digest authentication (RFC 3261 §22, RFC 2617 with
+# qop=auth) for the tests, and htdigest files for the server to read.
+#
+#   my $c = digest_challenge($resp, 'www-authenticate');   # { realm, nonce, ... }
+#   my $h = digest_credentials(challenge => $c, user => 'bob', password => 'pw',
+#                              method => 'REGISTER', uri => $uri);
+#   write_htdigest($path, $realm, bob => 'pw', ...);
+#
+# Nonce-counts come from one counter for the whole test ($SipDigest::NC),
+# so they keep rising as the server requires; nc => ... overrides it.
+
+use strict;
+use warnings;
+use Digest::MD5 qw(md5_hex);
+use SipTest qw(rand_token);
+use Exporter 'import';
+our @EXPORT_OK = qw(digest_challenge digest_credentials write_htdigest);
+
+our $NC = 0;
+
+# The parameters of a Digest challenge in header $hdr of $m; undef if none.
+sub digest_challenge {
+    my ($m, $hdr) = @_;
+    my $v = $m ? $m->header($hdr // 'www-authenticate') : undef;
+    return undef unless $v && $v =~ /^Digest /;
+    my %c;
+    $c{lc $1} = defined $2 ? $2 : $3 while $v =~ /(\w+)=(?:"([^"]*)"|([^,\s]+))/g;
+    return \%c;
+}
+
+# An Authorization / Proxy-Authorization value answering $o{challenge}.
+sub digest_credentials {
+    my (%o) = @_;
+    my $c = $o{challenge} or return 'Digest none';
+    my $nc = $o{nc} // sprintf('%08x', ++$NC);
+    my $cnonce = rand_token(8);
+    my $ha1 = md5_hex("$o{user}:$c->{realm}:$o{password}");
+    my $ha2 = md5_hex("$o{method}:$o{uri}");
+    my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:auth:$ha2");
+    return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
+         . qq{response="$resp", algorithm=MD5, qop=auth, nc=$nc, cnonce="$cnonce"};
+}
+
+# An htdigest file: user:realm:MD5(user:realm:password), readable by httpd.
+sub write_htdigest {
+    my ($path, $realm, %pw) = @_;
+    open(my $fh, '>', $path) or die "$path: $!";
+    print $fh "$_:$realm:" . md5_hex("$_:$realm:$pw{$_}") . "\n" for sort keys %pw;
+    close $fh or die "$path: $!";
+    chmod 0644, $path;
+}
+
+1;
