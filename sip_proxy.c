@@ -873,10 +873,8 @@ void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed)
         || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
         sip_proxy_t *px;
         if (!routed && !conf->proxy_outside) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                         "sip: 404 for %s %s: not a domain of this server (SipProxyOutside Off)",
-                         sip_msg_method(req), sip_msg_request_uri(req));
-            sip_txn_reply(txn, 404, "Domain Not Served Here", NULL);
+            sip_txn_refuse(txn, 404, "Domain Not Served Here", NULL,
+                           "not a domain of this server (SipProxyOutside Off)");
             return;
         }
         px = sip_proxy_new(txn, s);
