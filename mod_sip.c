@@ -667,11 +667,20 @@ static int conftree_has(const ap_directive_t *d, const char *name)
 /* mod_authn_dbd looks mod_dbd up only when it reads one of its queries;
  * without any, its lookup calls a NULL pointer (httpd 2.4): the engine
  * would crash on every authenticated request. */
+static int error_docs_used;
+
+int sip_error_docs_used(void)
+{
+    return error_docs_used;
+}
+
 static int sip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     (void)pconf;
     (void)plog;
     (void)ptemp;
+    error_docs_used = conftree_has(ap_conftree, "SipErrorDocument")
+                      || conftree_has(ap_conftree, "ErrorDocument");
     if (dbd_provider_used && !conftree_has(ap_conftree, "AuthDBDUserRealmQuery")) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "mod_sip: SipAuthProvider dbd needs an AuthDBDUserRealmQuery");

@@ -48,6 +48,9 @@ typedef struct sip_limits {
 sip_server_conf *sip_get_conf(server_rec *s);
 /* Is SipAuth On anywhere in the configuration? (saves per-request work) */
 int sip_auth_enabled(void);
+/* Is there any SipErrorDocument or ErrorDocument?  (Without one, error
+ * answers need no <Location> walk for a body.) */
+int sip_error_docs_used(void);
 void sip_get_limits(server_rec *s, sip_limits_t *lim);
 
 #endif

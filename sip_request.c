@@ -316,7 +316,7 @@ int sip_request_error_body(sip_txn_t *t, int status, apr_pool_t *p, const char *
     sip_dir_conf *d;
     int idx, found = 0;
 
-    if (!s)
+    if (!s || !sip_error_docs_used())
         return 0;
     r = make_request(s, sip_msg_method(req), sip_msg_aor(p, req), 1);
     d = ap_get_module_config(r->per_dir_config, &sip_module);
