@@ -86,26 +86,21 @@ void sip_engine_add_named(apr_pool_t *pconf, server_rec *primary, server_rec *na
     n->named = named;
 }
 
-/* The vhost for a request that arrived on 'addr_vhost''s address. */
-static server_rec *vhost_by_name(server_rec *addr_vhost, const char *host)
+/* The vhost for a request that arrived on the address of 'primary' (the
+ * first vhost defined there: UDP is served for it, and httpd hands TCP
+ * connections to it, as to any default vhost). */
+static server_rec *vhost_by_name(server_rec *primary, const char *host)
 {
     int i;
 
-    server_rec *primary = addr_vhost;
-
-    if (!named_vhosts || !host || sip_proxy_vhost_has_name(addr_vhost, host))
-        return addr_vhost;
-    for (i = 0; i < named_vhosts->nelts; i++)
-        if (APR_ARRAY_IDX(named_vhosts, i, named_vhost_t).named == addr_vhost)
-            primary = APR_ARRAY_IDX(named_vhosts, i, named_vhost_t).primary;
-    if (primary != addr_vhost && sip_proxy_vhost_has_name(primary, host))
+    if (!host || sip_proxy_vhost_has_name(primary, host))
         return primary;
     for (i = 0; i < named_vhosts->nelts; i++) {
         named_vhost_t *n = &APR_ARRAY_IDX(named_vhosts, i, named_vhost_t);
         if (n->primary == primary && sip_proxy_vhost_has_name(n->named, host))
             return n->named;
     }
-    return addr_vhost;
+    return primary;
 }
 
 /* ---- engine: message dispatch (the core of this slice) ---- */
