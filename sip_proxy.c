@@ -125,14 +125,15 @@ int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p)
 
 /* ---- §16.4 route information preprocessing ---- */
 
-int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
+sip_route_kind_t sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
 {
     apr_pool_t *p;
     const char *top;
-    int routed = 0, n = sip_msg_route_count(req);
+    sip_route_kind_t routed = SIP_ROUTE_NONE;
+    int n = sip_msg_route_count(req);
 
     if (n == 0)
-        return 0;
+        return SIP_ROUTE_NONE;
     apr_pool_create(&p, px_root);
     /* A strict router before us put our Record-Route URI in the
      * Request-URI: restore the real target from the last Route. */
@@ -142,14 +143,14 @@ int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
             const char *last = sip_msg_route_uri(p, req, n - 1);
             if (last && sip_msg_set_request_uri(req, last) == APR_SUCCESS) {
                 sip_msg_remove_route(req, n - 1);
-                routed = 1;
+                routed = SIP_ROUTE_OURS;
             }
         }
     }
     top = sip_msg_route_count(req) ? sip_msg_route_uri(p, req, 0) : NULL;
     if (top && sip_proxy_uri_is_local(top, s, p)) {
         sip_msg_remove_route(req, 0);
-        routed = 1;
+        routed = SIP_ROUTE_OURS;
     }
     apr_pool_destroy(p);
     return routed;

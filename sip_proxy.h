@@ -22,9 +22,17 @@ void sip_proxy_set_sequential(sip_proxy_t *px, int on);
 /* §16.3 checks, then forward to every target; answers errors itself. */
 void sip_proxy_start(sip_proxy_t *px);
 
-/* §16.4: strip our own Route entry (or undo a strict router's rewrite).
- * Returns 1 when the request was routed to us by a Route header. */
-int sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s);
+/* What route preprocessing found on a request (§16.4). */
+typedef enum {
+    SIP_ROUTE_NONE = 0,     /* no Route entry of ours */
+    SIP_ROUTE_OURS = 1,     /* our entry removed, but not one we recorded
+                             * for this dialog (preloaded or forged) */
+    SIP_ROUTE_RECORDED = 2  /* our entry removed and it is a Record-Route
+                             * value this server signed for this dialog */
+} sip_route_kind_t;
+
+/* §16.4: strip our own Route entry (or undo a strict router's rewrite). */
+sip_route_kind_t sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s);
 /* Is this Request-URI for a domain/address this vhost is responsible for? */
 int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p);
 
