@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include "apr_strings.h"
+#include "apr_lib.h"
 #include "apr_portable.h"
 #include "apr_optional.h"
 #include "apr_dbd.h"
@@ -64,6 +65,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->max_expires = -1;
     c->default_expires = -1;
     c->nonce_lifetime = -1;
+    c->auth_qop = -1;
     return c;
 }
 
@@ -87,6 +89,8 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->max_expires = add->max_expires >= 0 ? add->max_expires : base->max_expires;
     c->default_expires = add->default_expires >= 0 ? add->default_expires : base->default_expires;
     c->nonce_lifetime = add->nonce_lifetime >= 0 ? add->nonce_lifetime : base->nonce_lifetime;
+    c->proxy_methods = add->proxy_methods ? add->proxy_methods : base->proxy_methods;
+    c->auth_qop = add->auth_qop >= 0 ? add->auth_qop : base->auth_qop;
     return c;
 }
 
@@ -128,7 +132,9 @@ static void apply_defaults(sip_server_conf *c)
     if (c->record_route < 0)
         c->record_route = 1;
     if (c->proxy_outside < 0)
-        c->proxy_outside = 0;
+        c->proxy_outside = SIP_RELAY_AUTHENTICATED;
+    if (c->auth_qop < 0)
+        c->auth_qop = 1;
     if (c->timer_c < 0)
         c->timer_c = SIP_DEFAULT_TIMER_C;
     if (c->max_scripts < 0)
@@ -227,10 +233,47 @@ static const char *set_record_route(cmd_parms *cmd, void *d, int on)
     return NULL;
 }
 
-static const char *set_proxy_outside(cmd_parms *cmd, void *d, int on)
+static const char *set_proxy_outside(cmd_parms *cmd, void *d, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    (void)d;
+    if (!strcasecmp(arg, "On"))
+        c->proxy_outside = SIP_RELAY_ON;
+    else if (!strcasecmp(arg, "Off"))
+        c->proxy_outside = SIP_RELAY_OFF;
+    else if (!strcasecmp(arg, "Authenticated"))
+        c->proxy_outside = SIP_RELAY_AUTHENTICATED;
+    else
+        return "SipProxyOutside must be On, Off or Authenticated";
+    return NULL;
+}
+
+static const char *add_proxy_method(cmd_parms *cmd, void *d, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    const char *t;
+
+    (void)d;
+    /* RFC 3261 §25.1: Method = token */
+    for (t = arg; *t; t++)
+        if (!apr_isalnum(*t) && !strchr("-.!%*_+`'~", *t))
+            return apr_pstrcat(cmd->pool, "SipProxyMethods: '", arg, "' is not a SIP method", NULL);
+    if (!c->proxy_methods)
+        c->proxy_methods = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    *(const char **)apr_array_push(c->proxy_methods) = arg;
+    return NULL;
+}
+
+static const char *set_auth_qop(cmd_parms *cmd, void *d, const char *arg)
 {
     (void)d;
-    sip_get_conf(cmd->server)->proxy_outside = on;
+    if (!strcasecmp(arg, "required"))
+        sip_get_conf(cmd->server)->auth_qop = 1;
+    else if (!strcasecmp(arg, "optional"))
+        sip_get_conf(cmd->server)->auth_qop = 0;
+    else
+        return "SipAuthQop must be required or optional";
     return NULL;
 }
 
@@ -458,8 +501,14 @@ static const command_rec sip_cmds[] = {
                   "Seconds a digest nonce stays valid before stale=true (default 300)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
-    AP_INIT_FLAG("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
-                 "Whether requests for other domains are proxied (default Off)"),
+    AP_INIT_TAKE1("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
+                  "Who may have requests forwarded to other domains: On (anyone), Off "
+                  "(nobody) or Authenticated (digest users; default)"),
+    AP_INIT_ITERATE("SipProxyMethods", add_proxy_method, NULL, RSRC_CONF,
+                    "Methods forwarded besides those registered for SIP (default none)"),
+    AP_INIT_TAKE1("SipAuthQop", set_auth_qop, NULL, RSRC_CONF,
+                  "Whether digest credentials must use qop=auth: required (default) or "
+                  "optional (RFC 2069 clients)"),
     AP_INIT_TAKE1("SipProxyTimerC", set_timer_c, NULL, RSRC_CONF,
                   "Seconds an INVITE branch may ring before it is cancelled (default 181)"),
     {NULL}

@@ -129,6 +129,24 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
         return challenge(t, proxied, realm, 1);
     if (c.algorithm && strcasecmp(c.algorithm, "MD5") != 0)
         return challenge(t, proxied, realm, 0);
+    /* Without qop a response can be replayed for as long as its nonce
+     * lives (RFC 2617 §3.2.2.1 makes nc the defence): refuse that unless
+     * SipAuthQop optional lets old clients in. */
+    if (!c.qop && sip_get_conf(s)->auth_qop) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "sip auth: %s sent credentials without qop (SipAuthQop required)",
+                     c.username);
+        return challenge(t, proxied, realm, 0);
+    }
+    /* RFC 2617 §3.2.2.5: the digest-uri names the request it was made for */
+    if (strcmp(c.uri, sip_msg_request_uri(req)) != 0
+        && !sip_uri_equal(c.uri, sip_msg_request_uri(req))) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "sip auth: %s: digest uri %s is not the Request-URI %s", c.username,
+                     c.uri, sip_msg_request_uri(req));
+        sip_txn_refuse(t, 400, "Bad Request", NULL, "digest uri does not match the Request-URI");
+        return 0;
+    }
     ha1 = sip_access_realm_hash(a, p, c.username, realm, &failed);
     if (!ha1 && failed) {
         /* a configuration or database problem: no challenge the client cannot meet */

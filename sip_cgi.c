@@ -2,6 +2,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_relay.h"
 #include "sip_registrar.h"
 #include "sip_location.h"
 #include "sip_stats.h"
@@ -457,8 +458,6 @@ static sip_proxy_t *ctx_proxy(sip_cgi_ctx_t *ctx)
 
 static void default_action(sip_cgi_ctx_t *ctx, trigger_t *t)
 {
-    const sip_msg_t *req;
-
     if (!txn_live(ctx))
         return;
     switch (t->kind) {
@@ -467,21 +466,9 @@ static void default_action(sip_cgi_ctx_t *ctx, trigger_t *t)
             sip_proxy_default_response(ctx->px, t->branch, t->msg, t->local);
         break;
     case TRIG_REQUEST:
-        req = sip_txn_request(ctx->txn);
-        if (sip_msg_route_count(req) > 0
-            || !sip_proxy_uri_is_local(sip_msg_request_uri(req), ctx->s, ctx->pool)) {
-            if (sip_get_conf(ctx->s)->proxy_outside || sip_msg_route_count(req) > 0) {
-                sip_proxy_t *px = ctx_proxy(ctx);
-                if (px)
-                    sip_proxy_fork(px, sip_msg_request_uri(req), NULL);
-                break;
-            }
-        }
-        /* The registrar (when configured) will look the user up here. */
-        {
-            sip_txn_t *txn = ctx->txn;
-            sip_proxy_default_request(txn, ctx->s, 0);
-        }
+        /* Scripts only see requests for our own domains (others are
+         * relayed before any script runs): the registrar looks the user up. */
+        sip_relay_default_request(ctx->txn, ctx->s);
         break;
     default:
         break;  /* CANCEL and ACK runs are advisory (§5.10, §5.11) */

@@ -19,6 +19,11 @@
 #define SIP_DEFAULT_EXPIRES         3600
 #define SIP_DEFAULT_NONCE_LIFETIME  apr_time_from_sec(300)
 
+/* SipProxyOutside: who may have requests forwarded to other domains. */
+#define SIP_RELAY_OFF           0   /* nobody */
+#define SIP_RELAY_ON            1   /* anyone (an open proxy) */
+#define SIP_RELAY_AUTHENTICATED 2   /* users who authenticate with digest */
+
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
     const char *directory;              /* SipDirectory, NULL = none */
@@ -28,7 +33,9 @@ typedef struct sip_server_conf {
     apr_off_t max_body;                 /* SipLimitRequestBody; -1 = unset */
     apr_interval_time_t tcp_idle;       /* SipTcpIdleTimeout; -1 = unset */
     int record_route;                   /* SipRecordRoute; -1 = unset (On) */
-    int proxy_outside;                  /* SipProxyOutside; -1 = unset (Off) */
+    int proxy_outside;                  /* SipProxyOutside: SIP_RELAY_*; -1 = unset */
+    apr_array_header_t *proxy_methods;  /* SipProxyMethods: extra methods, or NULL */
+    int auth_qop;                       /* SipAuthQop required (1) / optional (0); -1 */
     apr_interval_time_t timer_c;        /* SipProxyTimerC; -1 = unset */
     int max_scripts;                    /* SipMaxScripts; -1 = unset */
     long min_expires;                   /* SipMinExpires; -1 = unset */

@@ -5,6 +5,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_relay.h"
 #include "sip_location.h"
 #include "sip_request.h"
 #include "sip_auth.h"
@@ -128,18 +129,10 @@ static void handle_cancel(sip_txn_t *txn)
     /* RFC 3261 §9.2: answer the CANCEL, then end the INVITE with 487. */
     sip_txn_t *inv = sip_txn_find_invite(sip_txn_pool(txn), sip_txn_request(txn));
 
+    /* Every INVITE we forward has a transaction here, so a CANCEL that
+     * matches none is not for a request we passed on: never relay it
+     * (§16.10 allows that only to stateless proxies). */
     if (!inv) {
-        const sip_msg_t *req = sip_txn_request(txn);
-        server_rec *s = sip_txn_source(txn)->vhost;
-        /* §16.10: with no response context, a CANCEL for someone else is
-         * forwarded statelessly; its 200 comes back by Via. */
-        if (sip_msg_route_count(req) > 0
-            || (sip_get_conf(s)->proxy_outside
-                && !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn)))) {
-            sip_proxy_forward_stateless((sip_msg_t *)req, s, sip_txn_pool(txn));
-            sip_txn_drop(txn);
-            return;
-        }
         sip_txn_refuse(txn, 481, "Call/Transaction Does Not Exist", NULL,
                        "CANCEL matches no transaction");
         return;
@@ -149,7 +142,7 @@ static void handle_cancel(sip_txn_t *txn)
         sip_txn_reply(inv, 487, "Request Terminated", NULL);
 }
 
-static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
+static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
     sip_server_conf *conf = sip_get_conf(s);
@@ -172,14 +165,15 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
                        apr_pstrcat(sip_txn_pool(txn), "unsupported extension ", need, NULL));
         return;
     }
-    /* RFC 3261 §22: challenged as a proxy (407) when the request goes on,
-     * as registrar/UAS (401) when it is for us */
-    if (!sip_auth_check(txn, s, onward && strcmp(sip_msg_method(req), "REGISTER") != 0))
-        return;
     if (onward) {
-        sip_proxy_default_request(txn, s, routed);
+        if (sip_relay_permit(txn, s, routed))
+            sip_proxy_default_request(txn, s);
         return;
     }
+    /* RFC 3261 §22: challenged as registrar/UAS (401); in-dialog requests
+     * on a route set we recorded belong to a call already let through */
+    if (!sip_relay_in_recorded_dialog(req, routed) && !sip_auth_check(txn, s, 0))
+        return;
     {
         /* A REGISTER names its user in To (RFC 3050 §5.9: the user's
          * script sees its REGISTERs); everything else in the Request-URI. */
@@ -196,7 +190,7 @@ static void handle_request(sip_txn_t *txn, server_rec *s, int routed)
         return;
     }
     if (r == 404) {
-        sip_proxy_default_request(txn, s, routed);
+        sip_relay_default_request(txn, s);
         return;
     }
     ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip: 403 for %s %s from %s: %s",
@@ -240,7 +234,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     sip_source_t named_src;
     sip_txn_t *txn = NULL;
     apr_status_t rv;
-    int routed;
+    sip_route_kind_t routed;
 
     /* RFC 5626 keep-alives and stray CRLFs over UDP carry no message. */
     if (src->kind == SIP_TP_UDP && strspn(buf, "\r\n") == len)
@@ -282,12 +276,13 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;     /* the transaction owns p now */
     case SIP_TXN_STRAY_ACK:
         /* An ACK for a 2xx on its way to the UAS goes end to end. */
-        if (sip_msg_route_count(msg) > 0
-            || ((routed || sip_get_conf(s)->proxy_outside)
-                && !sip_proxy_uri_is_local(sip_msg_request_uri(msg), s, p)))
+        if ((sip_msg_route_count(msg) > 0 || !sip_proxy_uri_is_local(sip_msg_request_uri(msg), s, p))
+            && sip_relay_ack_permitted(msg, s, routed, p))
             sip_proxy_forward_stateless(msg, s, p);
         else
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: ACK matching no transaction absorbed");
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
+                         "sip: ACK matching no transaction absorbed (%s)",
+                         routed == SIP_ROUTE_OURS ? "a route we did not record" : "not routed on");
         break;
     default:
         break;

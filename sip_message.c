@@ -1323,15 +1323,13 @@ static const char *unquote(apr_pool_t *p, const char *s)
     return apr_pstrdup(p, s);
 }
 
-int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char *realm,
-                        sip_credentials_t *c)
+/* The Digest credentials of one header list: 2 when they are for 'realm',
+ * 1 for another realm, 0 for none. */
+static int credentials_in(apr_pool_t *p, const osip_list_t *list, const char *realm,
+                          sip_credentials_t *c)
 {
-    const osip_list_t *list;
     int i, found = 0;
 
-    if (!m->m)
-        return 0;
-    list = proxy ? &m->m->proxy_authorizations : &m->m->authorizations;
     for (i = 0; i < osip_list_size(list); i++) {
         osip_authorization_t *a = osip_list_get(list, i);
         const char *r;
@@ -1352,7 +1350,31 @@ int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char
         c->opaque = unquote(p, a->opaque);
         found = 1;
         if (realm && r && strcmp(r, realm) == 0)
-            break;
+            return 2;
     }
     return found;
+}
+
+int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char *realm,
+                        sip_credentials_t *c)
+{
+    const osip_list_t *want, *other;
+    sip_credentials_t alt;
+    int found;
+
+    if (!m->m)
+        return 0;
+    want = proxy ? &m->m->proxy_authorizations : &m->m->authorizations;
+    other = proxy ? &m->m->authorizations : &m->m->proxy_authorizations;
+    found = credentials_in(p, want, realm, c);
+    /* Many phones answer a 401 with Proxy-Authorization or a 407 with
+     * Authorization: for our own realm either header will do. */
+    if (found < 2 && realm) {
+        memset(&alt, 0, sizeof(alt));
+        if (credentials_in(p, other, realm, &alt) == 2) {
+            *c = alt;
+            return 1;
+        }
+    }
+    return found != 0;
 }

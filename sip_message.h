@@ -167,7 +167,8 @@ const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
                                const sip_msg_t *block, apr_size_t *out_len);
 
 /* Digest credentials (RFC 3261 §22.4) from Authorization, or from
- * Proxy-Authorization when 'proxy'; quotes removed.  0 when none. */
+ * Proxy-Authorization when 'proxy' (either header when only the other one
+ * has credentials for 'realm'); quotes removed.  0 when none. */
 typedef struct sip_credentials {
     const char *username, *realm, *nonce, *uri, *response, *algorithm;
     const char *cnonce, *qop, *nc, *opaque;

@@ -858,7 +858,7 @@ int sip_proxy_branch_originated(const sip_proxy_branch_t *b)
     return b->originated;
 }
 
-void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed)
+void sip_proxy_default_request(sip_txn_t *txn, server_rec *s)
 {
     static const char *const options_hdrs[] = {
         "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
@@ -866,19 +866,13 @@ void sip_proxy_default_request(sip_txn_t *txn, server_rec *s, int routed)
         NULL
     };
     const sip_msg_t *req = sip_txn_request(txn);
-    sip_server_conf *conf = sip_get_conf(s);
 
     /* §16.4/§16.5: requests on a route through us, or for domains we are
-     * not responsible for, are proxied to their Request-URI. */
+     * not responsible for, are proxied to their Request-URI (sip_relay
+     * has let them through). */
     if (sip_msg_route_count(req) > 0
         || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
-        sip_proxy_t *px;
-        if (!routed && !conf->proxy_outside) {
-            sip_txn_refuse(txn, 404, "Domain Not Served Here", NULL,
-                           "not a domain of this server (SipProxyOutside Off)");
-            return;
-        }
-        px = sip_proxy_new(txn, s);
+        sip_proxy_t *px = sip_proxy_new(txn, s);
         sip_proxy_add_target(px, sip_msg_request_uri(req), 1.0);
         sip_proxy_start(px);
         return;

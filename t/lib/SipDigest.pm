@@ -29,7 +29,8 @@ sub digest_challenge {
     return \%c;
 }
 
-# An Authorization / Proxy-Authorization value answering $o{challenge}.
+# An Authorization / Proxy-Authorization value answering $o{challenge}
+# (qop => 'none' leaves out qop, nc and cnonce).
 sub digest_credentials {
     my (%o) = @_;
     my $c = $o{challenge} or return 'Digest none';
@@ -37,6 +38,11 @@ sub digest_credentials {
     my $cnonce = rand_token(8);
     my $ha1 = md5_hex("$o{user}:$c->{realm}:$o{password}");
     my $ha2 = md5_hex("$o{method}:$o{uri}");
+    if (($o{qop} // 'auth') eq 'none') {     # RFC 2069 style, as old phones send
+        my $resp = md5_hex("$ha1:$c->{nonce}:$ha2");
+        return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
+             . qq{response="$resp", algorithm=MD5};
+    }
     my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:auth:$ha2");
     return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
          . qq{response="$resp", algorithm=MD5, qop=auth, nc=$nc, cnonce="$cnonce"};

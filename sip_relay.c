@@ -1,0 +1,110 @@
+#include "sip_relay.h"
+#include "sip_auth.h"
+#include "sip_log.h"
+
+#include <string.h>
+
+#include "apr_strings.h"
+
+/* RFC 3261 and the methods of its extensions in IANA's SIP registry. */
+static const char *const registered_methods[] = {
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER",   /* RFC 3261 */
+    "PRACK",        /* RFC 3262 */
+    "SUBSCRIBE", "NOTIFY",  /* RFC 6665 */
+    "REFER",        /* RFC 3515 */
+    "INFO",         /* RFC 6086 */
+    "UPDATE",       /* RFC 3311 */
+    "MESSAGE",      /* RFC 3428 */
+    "PUBLISH",      /* RFC 3903 */
+    NULL
+};
+
+int sip_relay_method_known(const sip_server_conf *c, const char *method)
+{
+    int i;
+
+    for (i = 0; registered_methods[i]; i++)
+        if (strcmp(method, registered_methods[i]) == 0)     /* methods are case-sensitive */
+            return 1;
+    for (i = 0; c->proxy_methods && i < c->proxy_methods->nelts; i++)
+        if (strcmp(method, APR_ARRAY_IDX(c->proxy_methods, i, const char *)) == 0)
+            return 1;
+    return 0;
+}
+
+int sip_relay_in_recorded_dialog(const sip_msg_t *req, sip_route_kind_t routed)
+{
+    /* An initial request has no To tag: a Record-Route value copied from
+     * an old call proves nothing about it. */
+    return routed == SIP_ROUTE_RECORDED && sip_msg_to_tag(req) != NULL;
+}
+
+static int not_implemented(sip_txn_t *txn, const char *method)
+{
+    const char *hdrs[] = {"Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, "
+                          "SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE, PUBLISH", NULL};
+
+    /* RFC 3261 §21.5.2: a method the server does not recognise */
+    sip_txn_refuse(txn, 501, "Not Implemented", hdrs,
+                   apr_pstrcat(sip_txn_pool(txn), "method ", method,
+                               " is not forwarded (SipProxyMethods)", NULL));
+    return 0;
+}
+
+void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
+{
+    const char *method = sip_msg_method(sip_txn_request(txn));
+
+    /* not even to a registered user: a method nobody here recognises is
+     * not sent blindly to the user's devices */
+    if (!sip_relay_method_known(sip_get_conf(s), method)) {
+        not_implemented(txn, method);
+        return;
+    }
+    sip_proxy_default_request(txn, s);
+}
+
+int sip_relay_permit(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    const sip_server_conf *conf = sip_get_conf(s);
+    const char *method = sip_msg_method(req);
+    int register_ = strcmp(method, "REGISTER") == 0;
+
+    if (!sip_relay_method_known(conf, method))
+        return not_implemented(txn, method);
+    if (sip_relay_in_recorded_dialog(req, routed))
+        return 1;
+    if (conf->proxy_outside == SIP_RELAY_OFF) {
+        if (sip_msg_route_count(req) == 0 && !routed)
+            sip_txn_refuse(txn, 404, "Domain Not Served Here", NULL,
+                           "not a domain of this server (SipProxyOutside Off)");
+        else
+            sip_txn_refuse(txn, 403, "Forbidden", NULL,
+                           "relaying refused: the route leaves this server (SipProxyOutside Off)");
+        return 0;
+    }
+    /* RFC 3261 §22.3: as a proxy we challenge with 407 (a REGISTER is
+     * for a registrar, which says 401) */
+    if (!sip_auth_check(txn, s, !register_))
+        return 0;
+    if (conf->proxy_outside == SIP_RELAY_AUTHENTICATED && !sip_txn_user(txn)) {
+        sip_txn_refuse(txn, 403, "Forbidden", NULL,
+                       "relaying refused: only authenticated users may reach other domains "
+                       "(SipProxyOutside Authenticated, and no SipAuth applies here)");
+        return 0;
+    }
+    return 1;
+}
+
+int sip_relay_ack_permitted(const sip_msg_t *ack, server_rec *s, sip_route_kind_t routed,
+                            apr_pool_t *p)
+{
+    /* An ACK cannot be challenged (§22.1): it passes only where its
+     * INVITE's dialog was recorded by us, or where anyone may relay. */
+    if (sip_relay_in_recorded_dialog(ack, routed))
+        return 1;
+    return sip_get_conf(s)->proxy_outside == SIP_RELAY_ON
+           && (sip_msg_route_count(ack) > 0
+               || !sip_proxy_uri_is_local(sip_msg_request_uri(ack), s, p));
+}
