@@ -66,6 +66,7 @@ struct sip_cgi_ctx {
     int uas_2xx;                    /* the script answered the INVITE with 2xx */
     int cancelled;                  /* a CANCEL ended the request */
     int fetching;                   /* REGISTRATIONS being looked up for a run */
+    int locating;                   /* proxy targets of ours being looked up */
     int freed;
 };
 
@@ -454,6 +455,49 @@ static sip_proxy_t *ctx_proxy(sip_cgi_ctx_t *ctx)
     return ctx->px;
 }
 
+/* ---- proxying to a user of our own ---- */
+
+typedef struct {
+    sip_cgi_ctx_t *ctx;
+    const char *uri;
+    const sip_msg_t *block;
+} local_fork_t;
+
+static void local_targets(void *baton, int status, apr_array_header_t *bindings)
+{
+    local_fork_t *lf = baton;
+    sip_cgi_ctx_t *ctx = lf->ctx;
+    sip_proxy_t *px;
+    int i;
+
+    ctx->locating--;
+    if (txn_live(ctx) && !sip_txn_final_sent(ctx->txn) && (px = ctx_proxy(ctx))) {
+        for (i = 0; !status && bindings && i < bindings->nelts; i++)
+            sip_proxy_fork(px, APR_ARRAY_IDX(bindings, i, sip_binding_t *)->contact, lf->block);
+        if (status)
+            sip_proxy_fork_unreachable(px, lf->uri, lf->block, 500, "Server Internal Error");
+        else if (!bindings)
+            sip_proxy_fork_unreachable(px, lf->uri, lf->block, 404, "Not Found");
+        else if (!bindings->nelts)
+            sip_proxy_fork_unreachable(px, lf->uri, lf->block, 480, "Temporarily Unavailable");
+    }
+    ctx_maybe_free(ctx);
+}
+
+/* A target in one of our own domains is looked up in the location
+ * service here: sent to ourselves over the network it would come back
+ * with the caller's spent credentials and a second Record-Route of ours. */
+static void fork_to_local_user(sip_cgi_ctx_t *ctx, const char *uri, const sip_msg_t *block)
+{
+    local_fork_t *lf = apr_pcalloc(ctx->pool, sizeof(*lf));
+
+    lf->ctx = ctx;
+    lf->uri = apr_pstrdup(ctx->pool, uri);
+    lf->block = block;
+    ctx->locating++;
+    sip_location_fetch(ctx->pool, sip_uri_aor(ctx->pool, uri), local_targets, lf);
+}
+
 /* ---- the default action (§5.6.1.6) ---- */
 
 static void default_action(sip_cgi_ctx_t *ctx, trigger_t *t)
@@ -664,7 +708,9 @@ static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
         run->acted = 1;
         if (!txn_live(ctx) || sip_txn_final_sent(ctx->txn))
             return 0;
-        if ((px = ctx_proxy(ctx)))
+        if (sip_uri_aor(ctx->pool, arg) && sip_proxy_uri_is_local(arg, ctx->s, ctx->pool))
+            fork_to_local_user(ctx, arg, block);
+        else if ((px = ctx_proxy(ctx)))
             sip_proxy_fork(px, arg, block);
         return 0;
     }
@@ -1210,7 +1256,8 @@ static void ctx_pump(sip_cgi_ctx_t *ctx)
 
 static void ctx_maybe_free(sip_cgi_ctx_t *ctx)
 {
-    if (ctx->freed || !ctx->txn_over || ctx->runs || ctx->qhead || (ctx->px && !ctx->px_idle))
+    if (ctx->freed || !ctx->txn_over || ctx->runs || ctx->qhead || ctx->locating
+        || (ctx->px && !ctx->px_idle))
         return;
     ctx->freed = 1;
     if (ctx->px)

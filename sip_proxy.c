@@ -774,6 +774,18 @@ sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_m
     return b;
 }
 
+void sip_proxy_fork_unreachable(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
+                                int status, const char *reason)
+{
+    branch_t *b = new_branch(px, uri, 1.0);
+
+    b->block = block;
+    b->token = block ? sip_msg_header(block, "CGI-Request-Token") : NULL;
+    b->started = 1;
+    *(branch_t **)apr_array_push(px->branches) = b;
+    local_final(b, status, reason);
+}
+
 #define MF_BLOCK "X\r\nMax-Forwards: 70\r\n\r\n"
 
 sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)

@@ -60,6 +60,11 @@ sip_proxy_t *sip_proxy_new_owned(sip_txn_t *t, server_rec *s, const sip_proxy_ow
  * headers/body merged in (block may be NULL) and its CGI-Request-Token;
  * an Expires header in the block arms a local 408 (RFC 3050 §5.7). */
 sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_msg_t *block);
+/* A branch to 'uri' that ends at once with a response made up here (a
+ * user of ours with no device registered): the owner hears it like any
+ * other branch's response. */
+void sip_proxy_fork_unreachable(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
+                                int status, const char *reason);
 /* Send a new request written by the script (RFC 3050 §3.1). */
 sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block);
 const char *sip_proxy_branch_token(const sip_proxy_branch_t *b);
