@@ -129,10 +129,17 @@ static void handle_cancel(sip_txn_t *txn)
     /* RFC 3261 §9.2: answer the CANCEL, then end the INVITE with 487. */
     sip_txn_t *inv = sip_txn_find_invite(sip_txn_pool(txn), sip_txn_request(txn));
 
-    /* Every INVITE we forward has a transaction here, so a CANCEL that
-     * matches none is not for a request we passed on: never relay it
-     * (§16.10 allows that only to stateless proxies). */
     if (!inv) {
+        const sip_msg_t *req = sip_txn_request(txn);
+        /* §16.10: with no response context, a CANCEL for someone else is
+         * forwarded statelessly, but only where its INVITE would have
+         * passed unchecked; its 200 comes back by Via. */
+        if (sip_relay_cancel_permitted(req, sip_txn_source(txn)->vhost, sip_txn_pool(txn))) {
+            sip_proxy_forward_stateless((sip_msg_t *)req, sip_txn_source(txn)->vhost,
+                                        sip_txn_pool(txn));
+            sip_txn_drop(txn);
+            return;
+        }
         sip_txn_refuse(txn, 481, "Call/Transaction Does Not Exist", NULL,
                        "CANCEL matches no transaction");
         return;

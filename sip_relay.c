@@ -1,6 +1,7 @@
 #include "sip_relay.h"
 #include "sip_auth.h"
 #include "sip_log.h"
+#include "sip_request.h"
 
 #include <string.h>
 
@@ -64,6 +65,21 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
     sip_proxy_default_request(txn, s);
 }
 
+/* Nobody may relay here: 404 for a domain not ours (as a server that is
+ * no proxy would say), 403 where a Route would lead elsewhere. */
+static int refuse_relay(sip_txn_t *txn, sip_route_kind_t routed, const char *why)
+{
+    if (sip_msg_route_count(sip_txn_request(txn)) == 0 && !routed)
+        sip_txn_refuse(txn, 404, "Domain Not Served Here", NULL,
+                       apr_pstrcat(sip_txn_pool(txn), "not a domain of this server (", why, ")",
+                                   NULL));
+    else
+        sip_txn_refuse(txn, 403, "Forbidden", NULL,
+                       apr_pstrcat(sip_txn_pool(txn), "relaying refused: the route leaves this "
+                                   "server (", why, ")", NULL));
+    return 0;
+}
+
 int sip_relay_permit(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
@@ -75,26 +91,30 @@ int sip_relay_permit(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
         return not_implemented(txn, method);
     if (sip_relay_in_recorded_dialog(req, routed))
         return 1;
-    if (conf->proxy_outside == SIP_RELAY_OFF) {
-        if (sip_msg_route_count(req) == 0 && !routed)
-            sip_txn_refuse(txn, 404, "Domain Not Served Here", NULL,
-                           "not a domain of this server (SipProxyOutside Off)");
-        else
-            sip_txn_refuse(txn, 403, "Forbidden", NULL,
-                           "relaying refused: the route leaves this server (SipProxyOutside Off)");
-        return 0;
-    }
+    if (conf->proxy_outside == SIP_RELAY_OFF)
+        return refuse_relay(txn, routed, "SipProxyOutside Off");
     /* RFC 3261 §22.3: as a proxy we challenge with 407 (a REGISTER is
      * for a registrar, which says 401) */
     if (!sip_auth_check(txn, s, !register_))
         return 0;
-    if (conf->proxy_outside == SIP_RELAY_AUTHENTICATED && !sip_txn_user(txn)) {
-        sip_txn_refuse(txn, 403, "Forbidden", NULL,
-                       "relaying refused: only authenticated users may reach other domains "
-                       "(SipProxyOutside Authenticated, and no SipAuth applies here)");
-        return 0;
-    }
+    if (conf->proxy_outside == SIP_RELAY_AUTHENTICATED && !sip_txn_user(txn))
+        return refuse_relay(txn, routed, "SipProxyOutside Authenticated, and no SipAuth applies "
+                                         "to this request");
     return 1;
+}
+
+/* Anyone may relay, unchecked: ACK and CANCEL, which cannot be
+ * challenged, pass no check their INVITE would have had to pass. */
+static int open_relay(server_rec *s)
+{
+    return sip_get_conf(s)->proxy_outside == SIP_RELAY_ON && !sip_access_configured(s);
+}
+
+int sip_relay_cancel_permitted(const sip_msg_t *cancel, server_rec *s, apr_pool_t *p)
+{
+    return open_relay(s)
+           && (sip_msg_route_count(cancel) > 0
+               || !sip_proxy_uri_is_local(sip_msg_request_uri(cancel), s, p));
 }
 
 int sip_relay_ack_permitted(const sip_msg_t *ack, server_rec *s, sip_route_kind_t routed,
@@ -104,7 +124,7 @@ int sip_relay_ack_permitted(const sip_msg_t *ack, server_rec *s, sip_route_kind_
      * INVITE's dialog was recorded by us, or where anyone may relay. */
     if (sip_relay_in_recorded_dialog(ack, routed))
         return 1;
-    return sip_get_conf(s)->proxy_outside == SIP_RELAY_ON
+    return open_relay(s)
            && (sip_msg_route_count(ack) > 0
                || !sip_proxy_uri_is_local(sip_msg_request_uri(ack), s, p));
 }

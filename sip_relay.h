@@ -30,4 +30,8 @@ int sip_relay_in_recorded_dialog(const sip_msg_t *req, sip_route_kind_t routed);
 int sip_relay_ack_permitted(const sip_msg_t *ack, server_rec *s, sip_route_kind_t routed,
                             apr_pool_t *p);
 
+/* May a CANCEL that matches no transaction be forwarded statelessly
+ * (RFC 3261 §16.10)?  Only where anyone may relay unchecked. */
+int sip_relay_cancel_permitted(const sip_msg_t *cancel, server_rec *s, apr_pool_t *p);
+
 #endif

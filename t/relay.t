@@ -73,7 +73,7 @@ for my $tr (qw(udp tcp)) {
     is(victim_got(0.5), '', "$tr: ... the victim got nothing");
 
     $r = req($t, $tr, method => 'MESSAGE', uri => $victim_tcp, body => 'hi', content_type => 'text/plain');
-    is($r && $r->code, 403, "$tr: MESSAGE for another host, no credentials -> 403 (Authenticated by default)");
+    is($r && $r->code, 404, "$tr: MESSAGE for another host, no SipAuth anywhere -> 404 (Authenticated by default: nobody can relay)");
     is(victim_got(0.5), '', "$tr: ... the victim got nothing");
 
     $r = req($t, $tr, method => 'INVITE', uri => "sip:alice\@$us", headers => [ Route => "<sip:$us;lr>, <$victim_udp;lr>" ]);
@@ -101,6 +101,7 @@ for my $tr (qw(udp tcp)) {
     is(victim_got(0.8), '', "$tr: ACK with a Route to us (not one we recorded) is not relayed");
 }
 ok(scalar(grep { /relaying refused/ } $t->error_log), 'refusals are logged');
+ok(scalar(grep { /SipProxyOutside Authenticated, and no SipAuth/ } $t->error_log), '... saying why');
 $t->stop;
 
 # ---- 2. SipAuth On: relaying for users who authenticate
