@@ -174,7 +174,7 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
     }
     if (onward) {
         if (sip_relay_permit(txn, s, routed))
-            sip_proxy_default_request(txn, s);
+            sip_proxy_forward_request(txn, s);
         return;
     }
     /* RFC 3261 §22: challenged as registrar/UAS (401); in-dialog requests

@@ -1,7 +1,6 @@
 #include "sip_proxy.h"
 #include "sip_conf.h"
 #include "sip_log.h"
-#include "sip_registrar.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -870,37 +869,13 @@ int sip_proxy_branch_originated(const sip_proxy_branch_t *b)
     return b->originated;
 }
 
-void sip_proxy_default_request(sip_txn_t *txn, server_rec *s)
+void sip_proxy_forward_request(sip_txn_t *txn, server_rec *s)
 {
-    static const char *const options_hdrs[] = {
-        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
-        "Accept", "application/sdp",
-        NULL
-    };
-    const sip_msg_t *req = sip_txn_request(txn);
+    sip_proxy_t *px = sip_proxy_new(txn, s);
 
-    /* §16.4/§16.5: requests on a route through us, or for domains we are
-     * not responsible for, are proxied to their Request-URI (sip_relay
-     * has let them through). */
-    if (sip_msg_route_count(req) > 0
-        || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn))) {
-        sip_proxy_t *px = sip_proxy_new(txn, s);
-        sip_proxy_add_target(px, sip_msg_request_uri(req), 1.0);
-        sip_proxy_start(px);
-        return;
-    }
-    /* §10.3: we are the registrar of our own domains */
-    if (strcmp(sip_msg_method(req), "REGISTER") == 0) {
-        sip_registrar_register(txn, s);
-        return;
-    }
-    if (sip_registrar_route(txn, s))
-        return;
-    if (strcmp(sip_msg_method(req), "OPTIONS") == 0) {
-        sip_txn_reply(txn, 200, "OK", options_hdrs);
-        return;
-    }
-    sip_txn_refuse(txn, 404, "Not Found", NULL, "no script and no registration");
+    /* §16.5: the Request-URI is the target (a Route left takes it there) */
+    sip_proxy_add_target(px, sip_msg_request_uri(sip_txn_request(txn)), 1.0);
+    sip_proxy_start(px);
 }
 
 /* ---- stateless response forwarding (§16.11, §18.2.2) ---- */

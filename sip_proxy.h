@@ -81,11 +81,9 @@ void sip_proxy_cancel(sip_proxy_t *px);
 /* The owner is done with it: freed once no branch is left. */
 void sip_proxy_release(sip_proxy_t *px);
 
-/* What the server does with a request when no script decides (RFC 3050
- * §5.6.1.6): proxy it when it is routed or for another domain (the
- * caller has checked sip_relay_permit), route it to a registered user,
- * answer OPTIONS itself, otherwise 404. */
-void sip_proxy_default_request(sip_txn_t *txn, server_rec *s);
+/* Proxy the request of 'txn' statefully to its Request-URI (§16.5); the
+ * caller has decided that it may leave (sip_relay_permit). */
+void sip_proxy_forward_request(sip_txn_t *txn, server_rec *s);
 
 /* Forward a request statelessly (ACK for a 2xx passing through). */
 void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p);

@@ -1,6 +1,7 @@
 #include "sip_relay.h"
 #include "sip_auth.h"
 #include "sip_log.h"
+#include "sip_registrar.h"
 #include "sip_request.h"
 
 #include <string.h>
@@ -54,7 +55,13 @@ static int not_implemented(sip_txn_t *txn, const char *method)
 
 void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
 {
-    const char *method = sip_msg_method(sip_txn_request(txn));
+    static const char *const options_hdrs[] = {
+        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
+        "Accept", "application/sdp",
+        NULL
+    };
+    const sip_msg_t *req = sip_txn_request(txn);
+    const char *method = sip_msg_method(req);
 
     /* not even to a registered user: a method nobody here recognises is
      * not sent blindly to the user's devices */
@@ -62,7 +69,18 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
         not_implemented(txn, method);
         return;
     }
-    sip_proxy_default_request(txn, s);
+    /* §10.3: we are the registrar of our own domains */
+    if (strcmp(method, "REGISTER") == 0) {
+        sip_registrar_register(txn, s);
+        return;
+    }
+    if (sip_registrar_route(txn, s))
+        return;
+    if (strcmp(method, "OPTIONS") == 0) {
+        sip_txn_reply(txn, 200, "OK", options_hdrs);
+        return;
+    }
+    sip_txn_refuse(txn, 404, "Not Found", NULL, "no script and no registration");
 }
 
 /* Nobody may relay here: 404 for a domain not ours (as a server that is

@@ -19,8 +19,10 @@ int sip_relay_method_known(const sip_server_conf *c, const char *method);
  * when an answer was sent (a challenge, 403, 404 or 501). */
 int sip_relay_permit(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed);
 
-/* What the server does with a request no script decided on: a method it
- * does not know gets 501, anything else sip_proxy_default_request. */
+/* What the server does with a request for one of our domains that no
+ * script decided on (RFC 3050 §5.6.1.6): a method it does not know gets
+ * 501; REGISTER goes to the registrar, a user of ours to the location
+ * service; OPTIONS gets the server's own 200, anything else 404. */
 void sip_relay_default_request(sip_txn_t *txn, server_rec *s);
 
 /* Part of a dialog on a route set we recorded: goes on unchallenged. */

@@ -16,6 +16,7 @@
 #include "../../sip_proxy.c"
 #include "../../sip_location.c"
 #include "../../sip_registrar.c"
+#include "../../sip_relay.c"
 #include "../../sip_stats.c"
 
 #include "httpd_stubs.h"
@@ -2017,6 +2018,41 @@ static Suite *stats_suite(void)
 
 /* ================================================================== */
 
+/* ------------------------------------------------------------------ */
+/* sip_relay_method_known: SIP's registered methods and SipProxyMethods */
+
+START_TEST(relay_methods)
+{
+    sip_server_conf c;
+    const char *m;
+
+    memset(&c, 0, sizeof(c));
+    ck_assert(sip_relay_method_known(&c, "INVITE"));
+    ck_assert(sip_relay_method_known(&c, "PUBLISH"));
+    ck_assert(sip_relay_method_known(&c, "PRACK"));
+    ck_assert(!sip_relay_method_known(&c, "invite"));  /* methods are case-sensitive */
+    ck_assert(!sip_relay_method_known(&c, "GET"));
+    ck_assert(!sip_relay_method_known(&c, "INVITEX"));
+    ck_assert(!sip_relay_method_known(&c, ""));
+    c.proxy_methods = apr_array_make(pool, 1, sizeof(const char *));
+    m = "PING";
+    *(const char **)apr_array_push(c.proxy_methods) = m;
+    ck_assert(sip_relay_method_known(&c, "PING"));
+    ck_assert(!sip_relay_method_known(&c, "PIN"));
+}
+END_TEST
+
+static Suite *relay_suite(void)
+{
+    Suite *s = suite_create("sip_relay");
+    TCase *tc = tcase_create("methods");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, relay_methods);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -2034,6 +2070,7 @@ int main(void)
     srunner_add_suite(sr, response_suite());
     srunner_add_suite(sr, timer_suite());
     srunner_add_suite(sr, stats_suite());
+    srunner_add_suite(sr, relay_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
