@@ -587,6 +587,10 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
         else if (trig->kind == TRIG_REQUEST && !ctx->px && answer_500(ctx))
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, run->s,
                          "sip-cgi: %s: no final response; answered 500", run->script);
+        /* the script had its say on this branch's final response */
+        if (trig->kind == TRIG_RESPONSE && sip_msg_status(trig->msg) >= 200 && ctx->px
+            && txn_live(ctx))
+            sip_proxy_branch_settled(ctx->px, trig->branch);
     }
     sip_loop_defer_destroy(cgi_loop, run->pool);
     ctx_pump(ctx);

@@ -22,6 +22,7 @@ typedef struct branch {
     int done;                   /* a final response (or failure) arrived */
     int provisional;
     int expired;                /* the script's Expires ran out (local 408) */
+    int held;                   /* its final response waits with the owner */
     sip_timer_t timer_c;
     sip_timer_t expires;
 } branch_t;
@@ -352,6 +353,8 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
     int status = sip_msg_status(resp);
     sip_msg_t *copy;
 
+    if (status >= 200)
+        b->held = 0;
     if (b->originated || status == 100)
         return;     /* a script's own request; 100 is hop by hop (§16.7 step 3) */
     if (status < 200) {
@@ -436,7 +439,9 @@ static void local_final(branch_t *b, int status, const char *reason)
     apr_pool_create(&p, px->pool);
     resp = sip_msg_make_response(p, sip_txn_request(px->st), status, reason,
                                  sip_txn_to_tag(px->st));
-    if (resp && !(px->owner && px->owner->response(px->owner_baton, b, resp, 1)))
+    if (resp && px->owner && px->owner->response(px->owner_baton, b, resp, 1))
+        b->held = 1;
+    else if (resp)
         sip_proxy_default_response(px, b, resp, 1);
     apr_pool_destroy(p);
 }
@@ -495,8 +500,10 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
     }
     else if (!b->done)
         branch_end(b);
-    if (px->owner && px->owner->response(px->owner_baton, b, resp, !from_network))
+    if (px->owner && px->owner->response(px->owner_baton, b, resp, !from_network)) {
+        b->held = status >= 200;
         return;
+    }
     sip_proxy_default_response(px, b, resp, !from_network);
 }
 
@@ -527,6 +534,14 @@ static void px_destroy_if_idle(sip_proxy_t *px)
     sip_loop_defer_destroy(sip_txn_loop(), px->pool);
 }
 
+void sip_proxy_branch_settled(sip_proxy_t *px, sip_proxy_branch_t *b)
+{
+    if (!b->held)
+        return;
+    b->held = 0;
+    px_maybe_finish(px, 1);
+}
+
 void sip_proxy_release(sip_proxy_t *px)
 {
     px->released = 1;
@@ -544,7 +559,9 @@ static void px_maybe_finish(sip_proxy_t *px, int may_answer)
         return;
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->started && !b->done && !b->originated)
+        /* a final response still queued for the owner counts as pending:
+         * the owner may yet take it, or hand it back in its turn */
+        if (b->started && (!b->done || b->held) && !b->originated)
             goto out;
     }
     if (may_answer && !final_sent(px) && !px->six_xx && !px->cancelled) {

@@ -76,6 +76,9 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
 /* Send a received response upstream (Via popped, block merged). */
 apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
                                         const sip_msg_t *block);
+/* The owner has dealt with the final response of 'b' it took (its
+ * script ran for it): the proxy may answer once no branch is pending. */
+void sip_proxy_branch_settled(sip_proxy_t *px, sip_proxy_branch_t *b);
 /* CANCEL every pending branch (after a final response went upstream). */
 void sip_proxy_cancel(sip_proxy_t *px);
 /* The owner is done with it: freed once no branch is left. */
