@@ -297,8 +297,10 @@ static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const c
         return NULL;
     hint = hop.transport ? NULL : recorded_transport(p, orig);
     *kind = hop.tcp || (hint && !strcasecmp(hint, "tcp")) ? SIP_TP_TCP : SIP_TP_UDP;
-    /* step 4 */
-    if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0)
+    /* step 4: for requests that may create a dialog; inside one the
+     * route set is fixed already (§12.2.1.2) */
+    if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0
+        && !sip_msg_to_tag(orig))
         e.record_route = record_route_values(p, orig, me, in_kind, *kind);
     /* RFC 3261 §22.3: credentials for our own realm were for us */
     if (sip_msg_header(orig, "Authorization") || sip_msg_header(orig, "Proxy-Authorization"))
