@@ -487,7 +487,7 @@ static apr_array_header_t *raw_elems(apr_pool_t *p, const sip_msg_t *m, int i)
     start = vs;
     for (k = vs; k <= ve; k++) {
         char c = k < ve ? t[k] : ',';
-        if (quoted) {
+        if (quoted && k < ve) {     /* an unclosed quote ends with the value */
             if (c == '\\' && k + 1 < ve)
                 k++;
             else if (c == '"')
@@ -500,7 +500,7 @@ static apr_array_header_t *raw_elems(apr_pool_t *p, const sip_msg_t *m, int i)
             angle = 1;
         else if (c == '>')
             angle = 0;
-        else if (c == ',' && (!angle || k == ve)) {
+        else if (c == ',' && (!angle || k == ve) && (!quoted || k == ve)) {
             apr_size_t a = start, b = k;
             while (a < b && strchr(" \t\r\n", t[a]))
                 a++;

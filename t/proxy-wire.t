@@ -233,6 +233,7 @@ EOT
 }
 
 # ---- 3. TCP on both sides: ;transport=tcp recorded, the callee's BYE over TCP
+my %d3;
 {
     my $cid = "wire-3-$$\@127.0.0.1";
     my $uas_l = tcp_listener();
@@ -271,6 +272,7 @@ EOT
     like($bye // '', qr{^Via: SIP/2\.0/TCP 127\.0\.0\.1:$port;branch=}m, 'TCP: the BYE carries our TCP Via');
     is($t->udp_recv($uac_udp, 0.3), undef, 'TCP: nothing came over UDP');
     close $_ for grep { $_ } $c, $sc, $bc;
+    %d3 = (cid => $cid, rr => $rr[0], uac_l => $uac_l, uac_cp => $uac_cp, uac_udp => $uac_udp);
 }
 
 # ---- 4. UDP caller, TCP callee: two Record-Route values (RFC 5658)
@@ -334,6 +336,28 @@ EOT
     ok(@rr == 1 && $rr[0] =~ /^${\ rr_re('', 'wire5')}$/, 'spiral: exactly one Record-Route value of ours')
         or diag(join "\n", @rr);
     is($m && $m->header('max-forwards'), '68', 'spiral: Max-Forwards decremented on each pass');
+}
+
+# ---- 6. the dialog of 3 survives a graceful restart and an engine crash:
+# the route secret is kept by the httpd parent, so our Record-Route still
+# verifies and its ;transport=tcp still takes the next BYE over TCP
+SKIP: {
+    skip 'no TCP dialog from section 3', 3 unless $d3{rr};
+    my $engine = $t->engine_pid;
+    ok($t->apachectl('graceful'), 'apache2 -k graceful');
+    sleep 1;
+    kill 'KILL', $t->engine_pid // $engine;
+    ok(SipTest::wait_until(5, sub { my $p = $t->engine_pid; $p && $p != $engine && $t->options_ok('udp') }, 0.2),
+       'a new engine answers after graceful and kill -9');
+    my $c = $t->tcp_connect or die "connect: $!";
+    $t->send_raw($c, "BYE sip:alice\@127.0.0.1:$d3{uac_cp} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-w6b\r\n"
+                 . "Route: $d3{rr}\r\nMax-Forwards: 70\r\nFrom: <sip:bob\@127.0.0.1>;tag=uas3\r\n"
+                 . "To: <sip:alice\@127.0.0.1>;tag=wire3\r\nCall-ID: $d3{cid}\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n");
+    my $bc = accept_on($d3{uac_l}, 3);
+    my $bye = $bc ? tcp_msg($bc) : undef;
+    ok($bye && $bye =~ /^BYE / && !defined $t->udp_recv($d3{uac_udp}, 0.3),
+       'after the restarts the recorded route still verifies: the BYE went over TCP, not UDP') or diag($bye // 'none');
+    close $_ for grep { $_ } $c, $bc;
 }
 
 ok($t->options_ok('udp'), 'server still answers');
