@@ -338,6 +338,46 @@ my %d3;
     is($m && $m->header('max-forwards'), '68', 'spiral: Max-Forwards decremented on each pass');
 }
 
+# ---- 7. unusual datagrams going on over TCP: compact headers, no
+# Content-Length (the body is the rest of the datagram: a stream needs the
+# length, so it is added), octets after Content-Length (not forwarded)
+{
+    my $uas_l = tcp_listener();
+    my $uas_tp = $uas_l->sockport;
+    my $body = "hello\r\nworld\r\n";
+    my $head = "MESSAGE sip:bob\@127.0.0.1:$uas_tp;transport=tcp SIP/2.0\r\n"
+             . "v: SIP/2.0/UDP 127.0.0.1:$uac_port;branch=z9hG4bK-w7\r\nMax-Forwards: 70\r\n"
+             . "f: <sip:alice\@127.0.0.1>;tag=wire7\r\nt: <sip:bob\@127.0.0.1>\r\ni: wire-7-$$\r\n"
+             . "CSeq: 1 MESSAGE\r\nc: text/plain\r\n";
+    $t->udp_send("$head\r\n$body", sock => $uac);
+    my $sc = accept_on($uas_l, 3);
+    my $got = $sc ? tcp_msg($sc) : undef;
+    my ($st, $h, $b) = lines_of($got);
+    is_deeply([ grep { !/^Record-Route:/ } @{$h // []}[1 .. $#{$h // []}] ],
+              [ "v: SIP/2.0/UDP 127.0.0.1:$uac_port;branch=z9hG4bK-w7", 'Max-Forwards: 69',
+                'f: <sip:alice@127.0.0.1>;tag=wire7', 't: <sip:bob@127.0.0.1>', "i: wire-7-$$",
+                'CSeq: 1 MESSAGE', 'c: text/plain', 'Content-Length: ' . length($body) ],
+              'no Content-Length: compact headers kept, Content-Length added for the stream')
+        or diag($got // 'none');
+    is($b, $body, '... and the whole body forwarded');
+    my @v = $got ? parse_msg($got)->header_elems('via') : ();
+    $t->send_raw($sc, "SIP/2.0 202 Accepted\r\nv: " . join(',', @v) . "\r\nf: <sip:alice\@127.0.0.1>;tag=wire7\r\n"
+                 . "t: <sip:bob\@127.0.0.1>;tag=u7\r\ni: wire-7-$$\r\nCSeq: 1 MESSAGE\r\nl: 0\r\n\r\n") if $sc;
+    is(udp_response_on($uac, 202), "SIP/2.0 202 Accepted\r\nv: $v[1]\r\nf: <sip:alice\@127.0.0.1>;tag=wire7\r\n"
+                                    . "t: <sip:bob\@127.0.0.1>;tag=u7\r\ni: wire-7-$$\r\nCSeq: 1 MESSAGE\r\nl: 0\r\n\r\n",
+       'a compact v: line holding both Vias loses only ours');
+
+    $head =~ s/wire-7-/wire-7b-/;
+    $head =~ s/z9hG4bK-w7/z9hG4bK-w7b/;
+    $t->udp_send($head . "Content-Length: 5\r\n\r\nhello TRAILING JUNK", sock => $uac);
+    my $sc2 = accept_on($uas_l, 1) // $sc;     # the proxy may reuse its connection
+    my $got2 = $sc2 ? tcp_msg($sc2) : undef;
+    ok($got2 && $got2 =~ /\r\nContent-Length: 5\r\n\r\nhello\z/, 'octets after Content-Length are not forwarded')
+        or diag($got2 // 'none');
+    if ($sc2 && $got2 && $sc2 != $sc) { close $sc2 }
+    close $sc if $sc;
+}
+
 # ---- 6. the dialog of 3 survives a graceful restart and an engine crash:
 # the route secret is kept by the httpd parent, so our Record-Route still
 # verifies and its ;transport=tcp still takes the next BYE over TCP
