@@ -1246,21 +1246,6 @@ int sip_msg_max_forwards(const sip_msg_t *m)
     return atoi(mf->hvalue);
 }
 
-void sip_msg_set_max_forwards(sip_msg_t *m, int n)
-{
-    osip_header_t *mf = NULL;
-    char buf[16];
-
-    apr_snprintf(buf, sizeof(buf), "%d", n);
-    if (osip_message_get_max_forwards(m->m, 0, &mf) >= 0 && mf) {
-        osip_free(mf->hvalue);
-        mf->hvalue = osip_strdup(buf);
-    }
-    else
-        osip_message_set_max_forwards(m->m, buf);
-    osip_message_force_update(m->m);
-}
-
 apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
 {
     osip_uri_t *u = NULL;
@@ -1334,21 +1319,6 @@ int sip_msg_via_info(apr_pool_t *p, const sip_msg_t *m, int idx, const char **ho
     return 1;
 }
 
-apr_status_t sip_msg_push_record_route(sip_msg_t *m, const char *uri)
-{
-    osip_record_route_t *rr = NULL;
-
-    if (osip_record_route_init(&rr) != 0)
-        return APR_ENOMEM;
-    if (osip_record_route_parse(rr, uri) != 0) {
-        osip_record_route_free(rr);
-        return APR_EINVAL;
-    }
-    osip_list_add(&m->m->record_routes, rr, 0);
-    osip_message_force_update(m->m);
-    return APR_SUCCESS;
-}
-
 int sip_msg_route_count(const sip_msg_t *m)
 {
     return m->m ? osip_list_size(&m->m->routes) : 0;
@@ -1380,49 +1350,6 @@ void sip_msg_remove_route(sip_msg_t *m, int idx)
         osip_route_free(r);
         osip_message_force_update(m->m);
     }
-}
-
-apr_status_t sip_msg_append_route(sip_msg_t *m, const char *uri)
-{
-    osip_route_t *r = NULL;
-
-    if (osip_route_init(&r) != 0)
-        return APR_ENOMEM;
-    if (osip_route_parse(r, uri) != 0) {
-        osip_route_free(r);
-        return APR_EINVAL;
-    }
-    osip_list_add(&m->m->routes, r, -1);
-    osip_message_force_update(m->m);
-    return APR_SUCCESS;
-}
-
-void sip_msg_set_status(sip_msg_t *m, int status, const char *reason)
-{
-    osip_message_set_status_code(m->m, status);
-    osip_free(m->m->reason_phrase);
-    m->m->reason_phrase = osip_strdup(reason);
-    osip_message_force_update(m->m);
-}
-
-void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from)
-{
-    osip_list_t copy;
-
-    osip_list_init(&copy);
-    osip_list_clone(&from->m->www_authenticates, &copy,
-                    (int (*)(void *, void **))osip_www_authenticate_clone);
-    while (osip_list_size(&copy) > 0) {
-        osip_list_add(&to->m->www_authenticates, osip_list_get(&copy, 0), -1);
-        osip_list_remove(&copy, 0);
-    }
-    osip_list_clone(&from->m->proxy_authenticates, &copy,
-                    (int (*)(void *, void **))osip_proxy_authenticate_clone);
-    while (osip_list_size(&copy) > 0) {
-        osip_list_add(&to->m->proxy_authenticates, osip_list_get(&copy, 0), -1);
-        osip_list_remove(&copy, 0);
-    }
-    osip_message_force_update(to->m);
 }
 
 /* Start a request of 'method' that shares 'req''s Request-URI, top Via,

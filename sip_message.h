@@ -164,7 +164,6 @@ sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m);
 sip_msg_t *sip_msg_clone(apr_pool_t *p, const sip_msg_t *m);
 
 int sip_msg_max_forwards(const sip_msg_t *m);      /* -1 when absent */
-void sip_msg_set_max_forwards(sip_msg_t *m, int n);
 apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri);
 apr_status_t sip_msg_push_via(sip_msg_t *m, const char *via);
 void sip_msg_pop_via(sip_msg_t *m);
@@ -172,14 +171,9 @@ int sip_msg_via_count(const sip_msg_t *m);
 /* Sent-by, received, rport and transport of Via number 'idx'. */
 int sip_msg_via_info(apr_pool_t *p, const sip_msg_t *m, int idx, const char **host, int *port,
                      const char **received, int *rport, int *tcp, const char **branch);
-apr_status_t sip_msg_push_record_route(sip_msg_t *m, const char *uri);
 int sip_msg_route_count(const sip_msg_t *m);
 const char *sip_msg_route_uri(apr_pool_t *p, const sip_msg_t *m, int idx);
 void sip_msg_remove_route(sip_msg_t *m, int idx);
-apr_status_t sip_msg_append_route(sip_msg_t *m, const char *uri);
-void sip_msg_set_status(sip_msg_t *m, int status, const char *reason);
-/* Copy WWW-/Proxy-Authenticate of 'from' into 'to' (§16.7 step 7). */
-void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from);
 /* §9.1 CANCEL and §17.1.1.3 ACK for a request sent by a client transaction. */
 sip_msg_t *sip_msg_make_cancel(apr_pool_t *p, const sip_msg_t *req);
 sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t *resp);

@@ -332,8 +332,6 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 
 /* ---- responses ---- */
 
-/* ---- responses ---- */
-
 static void px_maybe_finish(sip_proxy_t *px, int may_answer);
 static void start_branch(sip_proxy_t *px, branch_t *b);
 

@@ -88,8 +88,9 @@ const char *sip_route_uri(apr_pool_t *p, const char *hostport, const char *trans
 {
     const char *ft = escape_tag(p, ftag ? ftag : "");
 
+    /* a URI parameter value cannot be empty: no ftag for a tagless From */
     return apr_pstrcat(p, "sip:", hostport, transport ? ";transport=" : "",
-                       transport ? transport : "", ";lr;ftag=", ft, ";rs=",
+                       transport ? transport : "", ";lr", *ft ? ";ftag=" : "", ft, ";rs=",
                        rs_hash(p, call_id, ft, hostport, lower(p, transport)), NULL);
 }
 
@@ -154,8 +155,10 @@ int sip_route_verify(apr_pool_t *p, const char *value, const char *call_id,
     unsigned diff = 0;
     apr_size_t i, n;
 
-    if (!value || !call_id || !split_route(p, value, &rp) || !rp.ftag || !rp.rs)
+    if (!value || !call_id || !split_route(p, value, &rp) || !rp.rs)
         return 0;
+    if (!rp.ftag)
+        rp.ftag = "";   /* recorded for a From without a tag */
     /* the dialog: created by the From side, or answered by the To side */
     if (strcmp(rp.ftag, escape_tag(p, from_tag ? from_tag : "")) != 0
         && !(to_tag && strcmp(rp.ftag, escape_tag(p, to_tag)) == 0))

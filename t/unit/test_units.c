@@ -2079,6 +2079,12 @@ START_TEST(route_sign_verify)
     ck_assert_ptr_nonnull(strstr(v, ";ftag=a%60b%25c;"));
     ck_assert_int_eq(sip_route_verify(pool, v, "c", "a`b%c", NULL), 1);
     ck_assert_int_eq(sip_route_verify(pool, v, "c", "a%60b%25c", NULL), 0);
+    /* a From without a tag (RFC 2543): no empty ftag parameter */
+    v = route_value(NULL, "c", NULL);
+    ck_assert_ptr_null(strstr(v, "ftag"));
+    ck_assert_int_eq(sip_route_verify(pool, v, "c", NULL, NULL), 1);
+    ck_assert_int_eq(sip_route_verify(pool, v, "c", "t1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, v, "c2", NULL, NULL), 0);
     /* transport */
     ck_assert_str_eq(sip_route_transport(pool, route_value("tcp", "c", "f")), "tcp");
     ck_assert_ptr_null(sip_route_transport(pool, route_value(NULL, "c", "f")));
