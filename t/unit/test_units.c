@@ -2321,6 +2321,71 @@ START_TEST(route_no_duplicate_rr)
 }
 END_TEST
 
+/* A request with these Route values and tags, parsed. */
+static sip_msg_t *routed_request(const char *routes, const char *cid, const char *ftag,
+                                 const char *ttag)
+{
+    return parse_ok(apr_pstrcat(pool,
+        "BYE sip:alice@192.0.2.7:5062 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.8:5070;branch=z9hG4bKrp\r\n"
+        "Max-Forwards: 70\r\n",
+        routes ? "Route: " : "", routes ? routes : "", routes ? "\r\n" : "",
+        "From: <sip:a@x>;tag=", ftag, "\r\n"
+        "To: <sip:b@y>", ttag ? ";tag=" : "", ttag ? ttag : "", "\r\n"
+        "Call-ID: ", cid, "\r\n"
+        "CSeq: 2 BYE\r\n\r\n", NULL));
+}
+
+START_TEST(route_preprocess_kinds)
+{
+    server_rec vhost;
+    const char *udp, *tcp, *forged;
+    sip_msg_t *m;
+
+    /* no UDP socket here: every address counts as ours */
+    memset(&vhost, 0, sizeof(vhost));
+    udps = apr_array_make(pool, 1, sizeof(sip_udp_t *));
+    sip_proxy_init(pool);
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    udp = route_value(NULL, "cid1", "ft1");
+    tcp = route_value("tcp", "cid1", "ft1");
+
+    m = routed_request(NULL, "cid1", "ft1", "tt1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_NONE);
+    /* the caller's in-dialog request, and the callee's (tags swapped) */
+    m = routed_request(udp, "cid1", "ft1", "tt1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    ck_assert_int_eq(sip_msg_route_count(m), 0);
+    m = routed_request(udp, "cid1", "tt1", "ft1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    /* both values of a double Record-Route removed and verified; the
+     * second one's transport is the next hop's */
+    m = routed_request(apr_pstrcat(pool, udp, ", ", tcp, NULL), "cid1", "tt1", "ft1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    ck_assert_int_eq(sip_msg_routes_removed(m), 2);
+    ck_assert_str_eq(recorded_transport(pool, m), "tcp");
+    /* preloaded, forged, for another dialog, tampered: ours, not recorded */
+    m = routed_request("<sip:127.0.0.1:5060;lr>", "cid1", "ft1", NULL);
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    ck_assert_ptr_null(recorded_transport(pool, m));
+    m = routed_request(udp, "cid2", "ft1", "tt1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    m = routed_request(udp, "cid1", "ft9", "tt9");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    forged = apr_pstrcat(pool, apr_pstrndup(pool, tcp, strlen(tcp) - 2), "0>", NULL);
+    if (!strcmp(forged, tcp))
+        forged = apr_pstrcat(pool, apr_pstrndup(pool, tcp, strlen(tcp) - 2), "1>", NULL);
+    m = routed_request(forged, "cid1", "ft1", NULL);
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    ck_assert_ptr_null(recorded_transport(pool, m));
+    /* one good, one forged: not all of ours verify */
+    m = routed_request(apr_pstrcat(pool, udp, ", <sip:127.0.0.1:5060;transport=tcp;lr>", NULL),
+                       "cid1", "ft1", NULL);
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    udps = NULL;
+}
+END_TEST
+
 static Suite *route_suite(void)
 {
     Suite *s = suite_create("route_wire");
@@ -2332,6 +2397,7 @@ static Suite *route_suite(void)
     tcase_add_test(tc, wire_request_routes);
     tcase_add_test(tc, wire_response_pop_via);
     tcase_add_test(tc, route_no_duplicate_rr);
+    tcase_add_test(tc, route_preprocess_kinds);
     suite_add_tcase(s, tc);
     return s;
 }
