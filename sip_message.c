@@ -542,14 +542,18 @@ static const char *stamp_via_text(sip_msg_t *m, int rport, const char *received)
     e = &APR_ARRAY_IDX(el, 0, raw_elem_t);
     v = apr_pstrmemdup(p, m->orig + e->start, e->end - e->start);
     if (rport) {
-        /* ";rport" ends at ';', ',' or the end (a value given by the
-         * client is replaced too) */
-        for (r = v; (r = ap_strcasestr(r, ";rport")) != NULL; r += 6)
-            if (r[6] == '\0' || r[6] == ';' || r[6] == '=' || r[6] == ' ' || r[6] == '\t')
+        /* the parameter "rport" (after ';' and optional white space),
+         * up to the next ';' (a value given by the client is replaced) */
+        for (r = v; (r = ap_strcasestr(r, "rport")) != NULL; r += 5) {
+            const char *b = r, *a = r + 5 + strspn(r + 5, " \t");
+            while (b > v && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            if (b > v && b[-1] == ';' && (*a == '\0' || *a == ';' || *a == '='))
                 break;
+        }
         if (r) {
             n = (apr_size_t)(r - v);
-            v = apr_psprintf(p, "%.*s;rport=%d%s", (int)n, v, rport, r + 6 + strcspn(r + 6, ";"));
+            v = apr_psprintf(p, "%.*srport=%d%s", (int)n, v, rport, r + 5 + strcspn(r + 5, ";"));
         }
     }
     if (received)

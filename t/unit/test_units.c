@@ -2175,6 +2175,31 @@ START_TEST(wire_request_edits)
 }
 END_TEST
 
+START_TEST(wire_stamp_rport_spacing)
+{
+    static const char in[] =
+        "OPTIONS sip:bob@a.example SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9:5099;xrport=1 ; RPort ;branch=z9hG4bKabc, SIP/2.0/UDP b\r\n"
+        "Max-Forwards: 10\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\n"
+        "CSeq: 1 OPTIONS\r\n\r\n";
+    sip_msg_t *m = parse_ok(in);
+    sip_source_t src;
+    sip_sockaddr_t dest;
+    sip_wire_edit_t e;
+    apr_size_t len = 0;
+    const char *out;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = SIP_TP_UDP;
+    ck_assert_int_eq(sip_sockaddr_set(&src.peer, "198.51.100.2", 6000), APR_SUCCESS);
+    sip_msg_stamp_via(m, &src, &dest);
+    memset(&e, 0, sizeof(e));
+    out = sip_msg_wire_text(pool, m, &e, &len);
+    ck_assert_msg(strstr(out, "\r\nVia: SIP/2.0/UDP 192.0.2.9:5099;xrport=1 ; rport=6000;"
+                                      "branch=z9hG4bKabc;received=198.51.100.2, SIP/2.0/UDP b\r\n") != NULL, "%s", out);
+}
+END_TEST
+
 START_TEST(wire_request_routes)
 {
     static const char in[] =
@@ -2395,6 +2420,7 @@ static Suite *route_suite(void)
     tcase_add_test(tc, route_sign_verify);
     tcase_add_test(tc, wire_request_edits);
     tcase_add_test(tc, wire_request_routes);
+    tcase_add_test(tc, wire_stamp_rport_spacing);
     tcase_add_test(tc, wire_response_pop_via);
     tcase_add_test(tc, route_no_duplicate_rr);
     tcase_add_test(tc, route_preprocess_kinds);
