@@ -16,6 +16,7 @@ use IO::Select;
 use Time::HiRes qw(time sleep);
 use SipTest qw(parse_msg free_port);
 use SipRegTest;
+use Digest::SHA qw(hmac_sha1_hex);
 
 my $MODDIR = '/usr/lib/apache2/modules';
 my $REALM = 'wire.realm';
@@ -404,4 +405,69 @@ ok($t->options_ok('udp'), 'server still answers');
 is(scalar($t->crash_lines), 0, 'no crash in the error log');
 $t->dump_log_on_failure;
 $t->stop;
+
+# ---- 8. SipRouteSecret: rs is HMAC-SHA1 over Call-ID, ftag, host:port and
+# transport with the configured key; a Route entry made with the key
+# verifies (its ;transport=tcp takes the BYE over TCP), one made with
+# another key does not (the BYE goes by the Request-URI: UDP)
+{
+    my $secret = 'wire-test-secret-0123456789';
+    my $t2 = SipRegTest->new(vhost_conf => "SipProxyOutside On", server_conf => "SipRouteSecret $secret");
+    my $p2 = $t2->sip_port;
+    my $rs = sub { my ($key, $cid, $ftag, $tr) = @_;
+                   substr(hmac_sha1_hex("$cid\n$ftag\n127.0.0.1:$p2\n$tr", $key), 0, 16) };
+    my $uas_l = tcp_listener();
+    my $uas_tp = $uas_l->sockport;
+    my $u = $t2->udp_socket;
+    my $cid = "wire-8-$$\@127.0.0.1";
+    $t2->udp_send("INVITE sip:bob\@127.0.0.1:$uas_tp;transport=tcp SIP/2.0\r\n"
+                  . "Via: SIP/2.0/UDP 127.0.0.1:" . $u->sockport . ";branch=z9hG4bK-w8\r\nMax-Forwards: 70\r\n"
+                  . "From: <sip:alice\@127.0.0.1>;tag=wire8\r\nTo: <sip:bob\@127.0.0.1>\r\nCall-ID: $cid\r\n"
+                  . "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", sock => $u);
+    my $sc = accept_on($uas_l, 3);
+    my $m = $sc ? parse_msg(tcp_msg($sc)) : undef;
+    my @rr = $m ? $m->headers('record-route') : ();
+    is_deeply(\@rr, [ "<sip:127.0.0.1:$p2;transport=tcp;lr;ftag=wire8;rs=" . $rs->($secret, $cid, 'wire8', 'tcp') . '>',
+                      "<sip:127.0.0.1:$p2;lr;ftag=wire8;rs=" . $rs->($secret, $cid, 'wire8', 'udp') . '>' ],
+              'SipRouteSecret: rs = HMAC-SHA1(secret, Call-ID, ftag, host:port, transport), 64 bits');
+    close $sc if $sc;
+
+    my $uac_l = tcp_listener();
+    my $uac_cp = $uac_l->sockport;
+    my $uac_udp = $t2->udp_socket(port => $uac_cp);
+    for my $case ([ $secret, 'TCP', 'made with the configured secret' ],
+                  [ 'some-other-secret-0123456789', 'UDP', 'made with another secret' ]) {
+        my ($key, $want, $what) = @$case;
+        my $cid2 = "wire-8b-$key-$$";
+        my $route = "<sip:127.0.0.1:$p2;transport=tcp;lr;ftag=ft8;rs=" . $rs->($key, $cid2, 'ft8', 'tcp') . '>';
+        my $c = $t2->tcp_connect or die "connect: $!";
+        $t2->send_raw($c, "BYE sip:alice\@127.0.0.1:$uac_cp SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-w8$want\r\n"
+                      . "Route: $route\r\nMax-Forwards: 70\r\nFrom: <sip:bob\@127.0.0.1>;tag=tt8\r\n"
+                      . "To: <sip:alice\@127.0.0.1>;tag=ft8\r\nCall-ID: $cid2\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+        my $got;
+        if ($want eq 'TCP') {
+            my $bc = accept_on($uac_l, 3);
+            $got = $bc ? tcp_msg($bc) : undef;
+            close $bc if $bc;
+        } else {
+            $got = udp_request_on($uac_udp, 3, 'BYE');
+        }
+        ok($got && $got =~ /^BYE /, "a Route entry $what: the BYE went over $want") or diag($got // 'none');
+        close $c;
+    }
+    is(scalar($t2->crash_lines), 0, 'no crash in the error log (SipRouteSecret)');
+    $t2->dump_log_on_failure;
+    $t2->stop;
+}
+
+# SipRouteSecret is one key for the whole server, and not a short one
+for my $bad ([ vhost_conf => 'SipRouteSecret wire-test-secret-0123456789', qr/not inside <VirtualHost>/ ],
+             [ server_conf => 'SipRouteSecret short', qr/at least 16 characters/ ]) {
+    my $c = SipTest->new(start => 0, $bad->[0] => $bad->[1]);
+    $c->write_conf;
+    my ($rc, $out) = $c->_run_apache('-t');
+    $c->cleanup_dir;
+    isnt($rc, 0, "'$bad->[1]' ($bad->[0]) refused by apache2 -t");
+    like($out, $bad->[2], '... with a message saying why');
+}
 done_testing;
