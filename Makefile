@@ -3,6 +3,7 @@ APXS      ?= $(shell command -v apxs 2>/dev/null || echo /usr/bin/apxs)
 HTTPD     ?= /usr/sbin/apache2
 MODDIR    ?= /usr/lib/apache2/modules
 SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction.c sip_proxy.c sip_relay.c \
+             sip_route.c \
              sip_location.c sip_registrar.c \
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c
 HEADERS    = $(wildcard sip_*.h)

@@ -30,6 +30,7 @@
 #include "sip_registrar.h"
 #include "sip_request.h"
 #include "sip_stats.h"
+#include "sip_route.h"
 
 module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -231,6 +232,46 @@ static const char *set_record_route(cmd_parms *cmd, void *d, int on)
     (void)d;
     sip_get_conf(cmd->server)->record_route = on;
     return NULL;
+}
+
+/* ---- SipRouteSecret: the key of our signed Record-Route values ---- */
+
+static const char *route_secret;    /* NULL: a random one kept by the parent */
+
+static const char *set_route_secret(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (cmd->server->is_virtual)
+        return "SipRouteSecret: one secret for the whole server (not inside <VirtualHost>)";
+    if (strlen(arg) < 16)
+        return "SipRouteSecret: use at least 16 characters";
+    route_secret = arg;
+    return NULL;
+}
+
+/* The route secret the engine signs with.  Without SipRouteSecret, random
+ * bytes made once in the process pool, so that graceful restarts and new
+ * engines (forked from this parent) keep verifying dialogs in progress. */
+static apr_status_t init_route_secret(server_rec *s)
+{
+    static const char key[] = "mod_sip_route_secret";
+    apr_pool_t *pp = s->process->pool;
+    unsigned char *secret = NULL;
+    apr_status_t rv;
+
+    if (route_secret) {
+        sip_route_set_secret(route_secret, strlen(route_secret));
+        return APR_SUCCESS;
+    }
+    apr_pool_userdata_get((void **)&secret, key, pp);
+    if (!secret) {
+        secret = apr_palloc(pp, 32);
+        if ((rv = apr_generate_random_bytes(secret, 32)) != APR_SUCCESS)
+            return rv;
+        apr_pool_userdata_set(secret, key, apr_pool_cleanup_null, pp);
+    }
+    sip_route_set_secret(secret, 32);
+    return APR_SUCCESS;
 }
 
 static const char *set_proxy_outside(cmd_parms *cmd, void *d, const char *arg)
@@ -501,6 +542,9 @@ static const command_rec sip_cmds[] = {
                   "Seconds a digest nonce stays valid before stale=true (default 300)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
+    AP_INIT_TAKE1("SipRouteSecret", set_route_secret, NULL, RSRC_CONF,
+                  "Key of the hash in this server's Record-Route values (default: random, "
+                  "kept across graceful restarts); the same on servers that share dialogs"),
     AP_INIT_TAKE1("SipProxyOutside", set_proxy_outside, NULL, RSRC_CONF,
                   "Who may have requests forwarded to other domains: On (anyone), Off "
                   "(nobody) or Authenticated (digest users; default)"),
@@ -652,6 +696,11 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
     if (!any)
         return OK;
+    if (init_route_secret(main_server) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main_server,
+                     "mod_sip: no random bytes for the Record-Route secret");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     /* In the process pool, like the UDP sockets: totals outlive graceful
      * restarts, and the engine and MPM children inherit the mapping. */
     if (sip_stats_attach(main_server->process->pool) == APR_SUCCESS)

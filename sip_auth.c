@@ -236,3 +236,25 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
     sip_access_end(a);
     return ok;
 }
+
+/* ---- realm of our credentials (for the proxy, RFC 3261 §22.3) ---- */
+
+const char *sip_auth_realm(server_rec *s, apr_pool_t *p, const sip_msg_t *req)
+{
+    const char *aor, *realm = NULL;
+    sip_sockaddr_t peer;
+    sip_access_t *a;
+
+    /* Without <Location> or SipAuth we never challenge: nothing is ours. */
+    if (!sip_access_configured(s) || sip_sockaddr_set(&peer, "127.0.0.1", 1) != APR_SUCCESS)
+        return NULL;
+    aor = sip_msg_aor(p, req);
+    if (!aor)
+        aor = sip_msg_request_uri(req);
+    /* the realm sip_auth_check challenges with for this request */
+    a = sip_access_begin(s, sip_msg_method(req), aor, &peer);
+    sip_access_realm(a, &realm);
+    realm = realm ? apr_pstrdup(p, realm) : NULL;
+    sip_access_end(a);
+    return realm;
+}

@@ -15,4 +15,9 @@ void sip_auth_init(apr_pool_t *p);
  * answer (401/407 challenge, 403) was sent. */
 int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied);
 
+/* The digest realm this server challenges 'req' with (the AuthName of
+ * its <Location>, else the ServerName), or NULL when no access control is
+ * configured: a proxy removes credentials for it before forwarding. */
+const char *sip_auth_realm(server_rec *s, apr_pool_t *p, const sip_msg_t *req);
+
 #endif

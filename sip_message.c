@@ -19,9 +19,20 @@ struct sip_msg {
     const char *uri;            /* requests, from the start line */
     const char *version;
     apr_array_header_t *hdrs;   /* sip_header_t */
+    apr_array_header_t *spans;  /* raw_span_t, one per hdrs entry */
+    const char *orig;           /* the text as received (parsed messages) */
     const char *body;
     apr_size_t body_len;
+    int routes_dropped;         /* Route values removed from the top ... */
+    int routes_dropped_back;    /* ... and from the bottom (§16.4) */
+    const char *via0;           /* the top Via value as stamped, or NULL */
 };
+
+/* Where a header field lies in the raw text: from its name to the end of
+ * its line terminator (continuation lines included). */
+typedef struct raw_span {
+    apr_size_t off, end;
+} raw_span_t;
 
 void sip_message_init(void)
 {
@@ -42,6 +53,7 @@ static sip_msg_t *msg_new(apr_pool_t *p)
     sip_msg_t *m = apr_pcalloc(p, sizeof(*m));
     m->pool = p;
     m->hdrs = apr_array_make(p, 16, sizeof(sip_header_t));
+    m->spans = apr_array_make(p, 16, sizeof(raw_span_t));
     apr_pool_cleanup_register(p, m, osip_msg_cleanup, apr_pool_cleanup_null);
     return m;
 }
@@ -114,6 +126,8 @@ static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
                 while (*pos == ' ' || *pos == '\t')
                     pos++;
                 cur->value = apr_pstrcat(m->pool, cur->value, " ", pos, NULL);
+                APR_ARRAY_IDX(m->spans, m->spans->nelts - 1, raw_span_t).end
+                    = (apr_size_t)((nl ? nl + 1 : end) - m->raw);
                 if (lim && strlen(cur->value) > (apr_size_t)lim->fieldsize)
                     REFUSE(400, "Header Field Too Long");
             }
@@ -141,6 +155,9 @@ static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
                 v = colon + 1;
                 while (*v == ' ' || *v == '\t')
                     v++;
+                raw_span_t *sp = apr_array_push(m->spans);
+                sp->off = (apr_size_t)(pos - m->raw);
+                sp->end = (apr_size_t)((nl ? nl + 1 : end) - m->raw);
                 cur = apr_array_push(m->hdrs);
                 longname = sip_header_long_name(pos, (apr_size_t)(name_end - pos));
                 cur->name = longname ? longname : pos;
@@ -233,6 +250,7 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     err->reason = "unparsable";
     m->raw = apr_pstrmemdup(p, buf, len);
     m->raw_len = len;
+    m->orig = apr_pstrmemdup(p, buf, len);
 
     status = split_raw(m, lim, &reason);
     kind = m->start_line ? parse_start_line(m) : -1;
@@ -430,6 +448,119 @@ const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int 
     return text;
 }
 
+/* ---- the received text, for forwarding it with few changes ---- */
+
+typedef struct raw_elem {
+    apr_size_t start, end;
+} raw_elem_t;
+
+/* Bounds of the value of header 'i' in m->orig: after "Name:" and its
+ * white space, before the line terminator and trailing white space. */
+static void raw_value(const sip_msg_t *m, int i, apr_size_t *vs, apr_size_t *ve)
+{
+    const raw_span_t *sp = &APR_ARRAY_IDX(m->spans, i, raw_span_t);
+    const char *t = m->orig;
+    apr_size_t v = sp->off, e = sp->end;
+
+    while (v < e && t[v] != ':')
+        v++;
+    if (v < e)
+        v++;
+    while (v < e && (t[v] == ' ' || t[v] == '\t'))
+        v++;
+    while (e > v && (t[e - 1] == '\n' || t[e - 1] == '\r' || t[e - 1] == ' ' || t[e - 1] == '\t'))
+        e--;
+    *vs = v;
+    *ve = e;
+}
+
+/* The comma-separated values of a header (RFC 3261 §7.3.1), skipping
+ * commas inside quoted strings and <...>. */
+static apr_array_header_t *raw_elems(apr_pool_t *p, const sip_msg_t *m, int i)
+{
+    apr_array_header_t *out = apr_array_make(p, 4, sizeof(raw_elem_t));
+    const char *t = m->orig;
+    apr_size_t vs, ve, k, start;
+    int quoted = 0, angle = 0;
+
+    raw_value(m, i, &vs, &ve);
+    start = vs;
+    for (k = vs; k <= ve; k++) {
+        char c = k < ve ? t[k] : ',';
+        if (quoted && k < ve) {     /* an unclosed quote ends with the value */
+            if (c == '\\' && k + 1 < ve)
+                k++;
+            else if (c == '"')
+                quoted = 0;
+            continue;
+        }
+        if (c == '"')
+            quoted = 1;
+        else if (c == '<')
+            angle = 1;
+        else if (c == '>')
+            angle = 0;
+        else if (c == ',' && (!angle || k == ve) && (!quoted || k == ve)) {
+            apr_size_t a = start, b = k;
+            while (a < b && strchr(" \t\r\n", t[a]))
+                a++;
+            while (b > a && strchr(" \t\r\n", t[b - 1]))
+                b--;
+            if (b > a) {
+                raw_elem_t *el = apr_array_push(out);
+                el->start = a;
+                el->end = b;
+            }
+            start = k + 1;
+        }
+    }
+    return out;
+}
+
+static int first_header(const sip_msg_t *m, const char *name)
+{
+    int i;
+    for (i = 0; i < m->hdrs->nelts; i++)
+        if (strcasecmp(APR_ARRAY_IDX(m->hdrs, i, sip_header_t).name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* The top Via value of the received text with rport filled in and
+ * received added (RFC 3581), every other byte as it came. */
+static const char *stamp_via_text(sip_msg_t *m, int rport, const char *received)
+{
+    apr_pool_t *p = m->pool;
+    int i = m->orig ? first_header(m, "Via") : -1;
+    apr_array_header_t *el;
+    const raw_elem_t *e;
+    const char *v, *r;
+    apr_size_t n;
+
+    if (i < 0 || !(el = raw_elems(p, m, i))->nelts)
+        return NULL;
+    e = &APR_ARRAY_IDX(el, 0, raw_elem_t);
+    v = apr_pstrmemdup(p, m->orig + e->start, e->end - e->start);
+    if (rport) {
+        /* the parameter "rport" (after ';' and optional white space),
+         * up to the next ';' (a value given by the client is replaced) */
+        for (r = v; (r = ap_strcasestr(r, "rport")) != NULL; r += 5) {
+            const char *b = r, *a = r + 5 + strspn(r + 5, " \t");
+            while (b > v && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            if (b > v && b[-1] == ';' && (*a == '\0' || *a == ';' || *a == '='))
+                break;
+        }
+        if (r) {
+            n = (apr_size_t)(r - v);
+            v = apr_psprintf(p, "%.*srport=%d%s", (int)n, v, rport, r + 5 + strcspn(r + 5, ";"));
+        }
+    }
+    if (received)
+        v = apr_pstrcat(p, v, ";received=", received, NULL);
+    return v;
+}
+
 void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *resp_dest)
 {
     osip_via_t *via = req->m ? osip_list_get(&req->m->vias, 0) : NULL;
@@ -450,6 +581,10 @@ void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *
         rport->gvalue = osip_strdup(apr_itoa(req->pool, sip_sockaddr_port(&src->peer)));
     }
     osip_message_force_update(req->m);
+    /* the same change in the text a proxy forwards (the rest as it came) */
+    req->via0 = stamp_via_text(req, rport ? sip_sockaddr_port(&src->peer) : 0,
+                               !received && (rport || !via->host || strcmp(via->host, ip) != 0)
+                               ? ip : NULL);
     if (src->kind != SIP_TP_UDP)
         return;
     /* §18.2.2: to received (or sent-by), at rport or the sent-by port. */
@@ -778,6 +913,295 @@ const char *sip_msg_serialize(apr_pool_t *p, sip_msg_t *m, apr_size_t *len)
     return r;
 }
 
+/* ---- forwarding the received text (RFC 3261 §16.6, §16.7) ---- */
+
+/* The realm="..." of a Digest credentials value, unquoted, or NULL. */
+static const char *credentials_realm(apr_pool_t *p, const char *t, apr_size_t vs, apr_size_t ve)
+{
+    apr_size_t k = vs;
+
+    /* skip the scheme, then walk auth-param = token "=" (token / quoted) */
+    while (k < ve && !strchr(" \t", t[k]))
+        k++;
+    while (k < ve) {
+        apr_size_t ns, ne;
+        while (k < ve && strchr(" \t\r\n,", t[k]))
+            k++;
+        ns = k;
+        while (k < ve && !strchr(" \t\r\n=,", t[k]))
+            k++;
+        ne = k;
+        while (k < ve && strchr(" \t\r\n", t[k]))
+            k++;
+        if (k >= ve || t[k] != '=') {
+            k++;
+            continue;
+        }
+        k++;
+        while (k < ve && strchr(" \t\r\n", t[k]))
+            k++;
+        if (k < ve && t[k] == '"') {
+            apr_size_t qs = ++k;
+            char *val, *o;
+            while (k < ve && t[k] != '"')
+                k += t[k] == '\\' && k + 1 < ve ? 2 : 1;
+            if (ne - ns == 5 && !strncasecmp(t + ns, "realm", 5)) {
+                apr_size_t j;
+                o = val = apr_palloc(p, k - qs + 1);
+                for (j = qs; j < k && j < ve; j++) {
+                    if (t[j] == '\\' && j + 1 < k)
+                        j++;
+                    *o++ = t[j];
+                }
+                *o = '\0';
+                return val;
+            }
+            k++;
+        }
+        else {
+            apr_size_t ts = k;
+            while (k < ve && !strchr(" \t\r\n,", t[k]))
+                k++;
+            if (ne - ns == 5 && !strncasecmp(t + ns, "realm", 5))
+                return apr_pstrmemdup(p, t + ts, k - ts);
+        }
+    }
+    return NULL;
+}
+
+#define EMIT(s) (*(const char **)apr_array_push(out) = (s))
+#define EMIT_RAW(a, b) EMIT(apr_pstrmemdup(p, m->orig + (a), (apr_size_t)((b) - (a))))
+
+/* "Name:" and the white space after it, as the header was written. */
+static void emit_prefix(apr_pool_t *p, apr_array_header_t *out, const sip_msg_t *m, int i)
+{
+    apr_size_t vs, ve;
+
+    raw_value(m, i, &vs, &ve);
+    EMIT_RAW(APR_ARRAY_IDX(m->spans, i, raw_span_t).off, vs);
+}
+
+/* The line terminator the header was written with. */
+static const char *line_end(const sip_msg_t *m, int i)
+{
+    const raw_span_t *sp = &APR_ARRAY_IDX(m->spans, i, raw_span_t);
+
+    if (sp->end > sp->off && m->orig[sp->end - 1] == '\n')
+        return sp->end - 1 > sp->off && m->orig[sp->end - 2] == '\r' ? "\r\n" : "\n";
+    return "\r\n";
+}
+
+const char *sip_msg_wire_text(apr_pool_t *p, const sip_msg_t *m, const sip_wire_edit_t *e,
+                              apr_size_t *len)
+{
+    apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
+    int i, nroutes = 0, route_k = 0, first_via = -1, last_via = -1, last_route = -1;
+    int rr_done = 0, via_done = 0, mf_done = 0, have_cl = 0, have_rr = 0;
+    int drop_front, drop_back;
+    const char *head;
+    char *all;
+    apr_size_t hl;
+
+    if (!m->orig)
+        return NULL;
+    drop_front = m->routes_dropped + e->route_drop;
+    drop_back = m->routes_dropped_back;
+    for (i = 0; i < m->hdrs->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(m->hdrs, i, sip_header_t).name;
+        if (!strcasecmp(name, "Via")) {
+            if (first_via < 0)
+                first_via = i;
+            last_via = i;
+        }
+        else if (!strcasecmp(name, "Route")) {
+            nroutes += raw_elems(p, m, i)->nelts;
+            last_route = i;
+        }
+        else if (!strcasecmp(name, "Record-Route"))
+            have_rr = 1;
+    }
+
+    /* start line: a new Request-URI (§16.6 step 2) or status, else as is */
+    if (m->method && e->request_uri)
+        EMIT(apr_pstrcat(p, m->method, " ", e->request_uri, " ", m->version, "\r\n", NULL));
+    else if (!m->method && e->status)
+        EMIT(apr_psprintf(p, "SIP/2.0 %d %s\r\n", e->status, e->reason ? e->reason : ""));
+    else
+        EMIT(apr_pstrcat(p, m->start_line, "\r\n", NULL));
+
+    for (i = 0; i < m->hdrs->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(m->hdrs, i, sip_header_t).name;
+        const raw_span_t *sp = &APR_ARRAY_IDX(m->spans, i, raw_span_t);
+        apr_size_t vs, ve;
+
+        /* §16.6 step 4: our Record-Route on top of the others */
+        if (!rr_done && e->record_route && !strcasecmp(name, "Record-Route")) {
+            const char *const *rr;
+            rr_done = 1;
+            for (rr = e->record_route; *rr; rr++)
+                EMIT(apr_pstrcat(p, "Record-Route: ", *rr, "\r\n", NULL));
+        }
+        if (i == first_via) {
+            apr_array_header_t *el = raw_elems(p, m, i);
+            /* §16.6 step 8: our Via before the received ones */
+            if (e->via)
+                EMIT(apr_pstrcat(p, "Via: ", e->via, "\r\n", NULL));
+            via_done = 1;
+            if (e->pop_via || m->via0) {
+                const raw_elem_t *e0 = &APR_ARRAY_IDX(el, 0, raw_elem_t);
+                raw_value(m, i, &vs, &ve);
+                if (e->pop_via) {
+                    /* §16.7 step 3: the top Via value was ours */
+                    if (el->nelts > 1) {
+                        emit_prefix(p, out, m, i);
+                        EMIT_RAW(APR_ARRAY_IDX(el, 1, raw_elem_t).start, sp->end);
+                    }
+                }
+                else {
+                    emit_prefix(p, out, m, i);
+                    EMIT(m->via0);
+                    EMIT_RAW(e0->end, sp->end);
+                }
+                goto next;
+            }
+        }
+        if (!strcasecmp(name, "Max-Forwards") && !mf_done && e->max_forwards) {
+            /* §16.6 step 3: decrement in place */
+            const char *v = APR_ARRAY_IDX(m->hdrs, i, sip_header_t).value;
+            int n = atoi(v);
+            mf_done = 1;
+            raw_value(m, i, &vs, &ve);
+            emit_prefix(p, out, m, i);
+            EMIT(apr_psprintf(p, "%d", n > 0 ? n - 1 : 0));
+            EMIT_RAW(ve, sp->end);
+            goto next;
+        }
+        if (!strcasecmp(name, "Route")) {
+            /* §16.4 / §16.6 step 6: only the removed values go, the
+             * others keep their text */
+            apr_array_header_t *el = raw_elems(p, m, i);
+            int a = 0, b = el->nelts;
+            if (route_k < drop_front)
+                a = drop_front - route_k < b ? drop_front - route_k : b;
+            if (route_k + b > nroutes - drop_back)
+                b = nroutes - drop_back - route_k > a ? nroutes - drop_back - route_k : a;
+            route_k += el->nelts;
+            if (a == 0 && b == el->nelts)
+                EMIT_RAW(sp->off, sp->end);
+            else if (b > a) {
+                emit_prefix(p, out, m, i);
+                EMIT_RAW(APR_ARRAY_IDX(el, a, raw_elem_t).start,
+                         APR_ARRAY_IDX(el, b - 1, raw_elem_t).end);
+                EMIT(line_end(m, i));
+            }
+            if (i == last_route && e->route_append)
+                EMIT(apr_pstrcat(p, "Route: ", e->route_append, "\r\n", NULL));
+            goto next;
+        }
+        if (e->realm && (!strcasecmp(name, "Authorization")
+                         || !strcasecmp(name, "Proxy-Authorization"))) {
+            /* RFC 3261 §22.3: credentials for our realm stop here */
+            const char *r;
+            raw_value(m, i, &vs, &ve);
+            r = credentials_realm(p, m->orig, vs, ve);
+            if (r && !strcmp(r, e->realm))
+                goto next;
+        }
+        if (!strcasecmp(name, "Content-Length"))
+            have_cl = 1;
+        EMIT_RAW(sp->off, sp->end);
+    next:
+        if (i == last_via && e->record_route && !have_rr && !rr_done) {
+            const char *const *rr;
+            rr_done = 1;
+            for (rr = e->record_route; *rr; rr++)
+                EMIT(apr_pstrcat(p, "Record-Route: ", *rr, "\r\n", NULL));
+        }
+    }
+    if (!via_done && e->via)
+        EMIT(apr_pstrcat(p, "Via: ", e->via, "\r\n", NULL));
+    if (e->record_route && !rr_done) {
+        const char *const *rr;
+        for (rr = e->record_route; *rr; rr++)
+            EMIT(apr_pstrcat(p, "Record-Route: ", *rr, "\r\n", NULL));
+    }
+    if (m->method && e->max_forwards && !mf_done)
+        EMIT("Max-Forwards: 70\r\n");
+    if (e->route_append && last_route < 0)
+        EMIT(apr_pstrcat(p, "Route: ", e->route_append, "\r\n", NULL));
+    if (e->extra)
+        EMIT(e->extra);
+    /* a stream needs the length (§18.3); a datagram may have left it out */
+    if (!have_cl)
+        EMIT(apr_psprintf(p, "Content-Length: %" APR_SIZE_T_FMT "\r\n", m->body_len));
+    EMIT("\r\n");
+    head = apr_array_pstrcat(p, out, 0);
+    hl = strlen(head);
+    all = apr_palloc(p, hl + m->body_len + 1);
+    memcpy(all, head, hl);
+    if (m->body_len)
+        memcpy(all + hl, m->body, m->body_len);
+    all[hl + m->body_len] = '\0';
+    *len = hl + m->body_len;
+    return all;
+}
+#undef EMIT_RAW
+#undef EMIT
+
+const char *sip_msg_raw_headers(apr_pool_t *p, const sip_msg_t *m, const char *name)
+{
+    const char *acc = "";
+    int i;
+
+    if (!m->orig)
+        return acc;
+    for (i = 0; i < m->hdrs->nelts; i++) {
+        const raw_span_t *sp = &APR_ARRAY_IDX(m->spans, i, raw_span_t);
+        if (strcasecmp(APR_ARRAY_IDX(m->hdrs, i, sip_header_t).name, name) == 0)
+            acc = apr_pstrcat(p, acc, apr_pstrmemdup(p, m->orig + sp->off, sp->end - sp->off),
+                              NULL);
+    }
+    return acc;
+}
+
+int sip_msg_routes_removed(const sip_msg_t *m)
+{
+    return m->routes_dropped;
+}
+
+/* The value number 'idx' over every header called 'name', as written. */
+static const char *raw_value_n(apr_pool_t *p, const sip_msg_t *m, const char *name, int idx)
+{
+    int i;
+
+    if (!m->orig)
+        return NULL;
+    for (i = 0; i < m->hdrs->nelts; i++) {
+        apr_array_header_t *el;
+        if (strcasecmp(APR_ARRAY_IDX(m->hdrs, i, sip_header_t).name, name) != 0)
+            continue;
+        el = raw_elems(p, m, i);
+        if (idx < el->nelts) {
+            const raw_elem_t *e = &APR_ARRAY_IDX(el, idx, raw_elem_t);
+            return apr_pstrmemdup(p, m->orig + e->start, e->end - e->start);
+        }
+        idx -= el->nelts;
+    }
+    return NULL;
+}
+
+const char *sip_msg_removed_route(apr_pool_t *p, const sip_msg_t *m, int idx)
+{
+    if (idx < 0 || idx >= m->routes_dropped)
+        return NULL;
+    return raw_value_n(p, m, "Route", idx);
+}
+
+const char *sip_msg_top_record_route(apr_pool_t *p, const sip_msg_t *m)
+{
+    return raw_value_n(p, m, "Record-Route", 0);
+}
+
 /* ---- proxying ---- */
 
 int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out)
@@ -793,8 +1217,10 @@ int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out)
         && (!strcasecmp(u->scheme, "sip") || !strcasecmp(u->scheme, "sips"))) {
         out->host = apr_pstrdup(p, u->host);
         out->port = u->port ? atoi(u->port) : 0;
-        if (osip_uri_uparam_get_byname(u, "transport", &prm) == 0 && prm && prm->gvalue)
+        if (osip_uri_uparam_get_byname(u, "transport", &prm) == 0 && prm && prm->gvalue) {
             out->tcp = strcasecmp(prm->gvalue, "tcp") == 0;
+            out->transport = apr_pstrdup(p, prm->gvalue);
+        }
         prm = NULL;
         out->lr = osip_uri_uparam_get_byname(u, "lr", &prm) == 0 && prm;
         prm = NULL;
@@ -822,21 +1248,6 @@ int sip_msg_max_forwards(const sip_msg_t *m)
     if (!m->m || osip_message_get_max_forwards(m->m, 0, &mf) < 0 || !mf || !mf->hvalue)
         return -1;
     return atoi(mf->hvalue);
-}
-
-void sip_msg_set_max_forwards(sip_msg_t *m, int n)
-{
-    osip_header_t *mf = NULL;
-    char buf[16];
-
-    apr_snprintf(buf, sizeof(buf), "%d", n);
-    if (osip_message_get_max_forwards(m->m, 0, &mf) >= 0 && mf) {
-        osip_free(mf->hvalue);
-        mf->hvalue = osip_strdup(buf);
-    }
-    else
-        osip_message_set_max_forwards(m->m, buf);
-    osip_message_force_update(m->m);
 }
 
 apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
@@ -912,21 +1323,6 @@ int sip_msg_via_info(apr_pool_t *p, const sip_msg_t *m, int idx, const char **ho
     return 1;
 }
 
-apr_status_t sip_msg_push_record_route(sip_msg_t *m, const char *uri)
-{
-    osip_record_route_t *rr = NULL;
-
-    if (osip_record_route_init(&rr) != 0)
-        return APR_ENOMEM;
-    if (osip_record_route_parse(rr, uri) != 0) {
-        osip_record_route_free(rr);
-        return APR_EINVAL;
-    }
-    osip_list_add(&m->m->record_routes, rr, 0);
-    osip_message_force_update(m->m);
-    return APR_SUCCESS;
-}
-
 int sip_msg_route_count(const sip_msg_t *m)
 {
     return m->m ? osip_list_size(&m->m->routes) : 0;
@@ -949,53 +1345,15 @@ void sip_msg_remove_route(sip_msg_t *m, int idx)
 {
     osip_route_t *r = osip_list_get(&m->m->routes, idx);
     if (r) {
+        /* remembered for the text forwarded (sip_msg_wire_text) */
+        if (idx == 0)
+            m->routes_dropped++;
+        else if (idx == osip_list_size(&m->m->routes) - 1)
+            m->routes_dropped_back++;
         osip_list_remove(&m->m->routes, idx);
         osip_route_free(r);
         osip_message_force_update(m->m);
     }
-}
-
-apr_status_t sip_msg_append_route(sip_msg_t *m, const char *uri)
-{
-    osip_route_t *r = NULL;
-
-    if (osip_route_init(&r) != 0)
-        return APR_ENOMEM;
-    if (osip_route_parse(r, uri) != 0) {
-        osip_route_free(r);
-        return APR_EINVAL;
-    }
-    osip_list_add(&m->m->routes, r, -1);
-    osip_message_force_update(m->m);
-    return APR_SUCCESS;
-}
-
-void sip_msg_set_status(sip_msg_t *m, int status, const char *reason)
-{
-    osip_message_set_status_code(m->m, status);
-    osip_free(m->m->reason_phrase);
-    m->m->reason_phrase = osip_strdup(reason);
-    osip_message_force_update(m->m);
-}
-
-void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from)
-{
-    osip_list_t copy;
-
-    osip_list_init(&copy);
-    osip_list_clone(&from->m->www_authenticates, &copy,
-                    (int (*)(void *, void **))osip_www_authenticate_clone);
-    while (osip_list_size(&copy) > 0) {
-        osip_list_add(&to->m->www_authenticates, osip_list_get(&copy, 0), -1);
-        osip_list_remove(&copy, 0);
-    }
-    osip_list_clone(&from->m->proxy_authenticates, &copy,
-                    (int (*)(void *, void **))osip_proxy_authenticate_clone);
-    while (osip_list_size(&copy) > 0) {
-        osip_list_add(&to->m->proxy_authenticates, osip_list_get(&copy, 0), -1);
-        osip_list_remove(&copy, 0);
-    }
-    osip_message_force_update(to->m);
 }
 
 /* Start a request of 'method' that shares 'req''s Request-URI, top Via,
@@ -1171,10 +1529,11 @@ const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
             continue;
         if (drop_body && !strcasecmp(h->name, "Content-Type"))
             continue;
-        EMIT(h->name);
-        EMIT(": ");
-        EMIT(h->value);
-        EMIT("\r\n");
+        {
+            /* the original line as it was written (name, folding) */
+            const raw_span_t *sp = &APR_ARRAY_IDX(base->spans, i, raw_span_t);
+            EMIT(apr_pstrmemdup(p, text + sp->off, sp->end - sp->off));
+        }
     }
     if (drop_body)
         body_len = 0;
@@ -1196,9 +1555,15 @@ const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
 sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m)
 {
     apr_size_t len = 0;
-    const char *text = sip_msg_serialize(p, m, &len);
+    const char *text;
     sip_msg_t *out = NULL;
     sip_msg_error_t err;
+
+    /* a received response is never changed: its own text, not libosip2's */
+    if (m->orig && !m->method)
+        text = sip_msg_wire_text(p, m, &(sip_wire_edit_t){0}, &len);
+    else
+        text = sip_msg_serialize(p, m, &len);
 
     if (!text || sip_msg_parse(p, text, len, NULL, 1, &out, &err) != APR_SUCCESS)
         return NULL;

@@ -95,6 +95,7 @@ typedef struct sip_uri_info {
     const char *host;
     int port;               /* 0 when absent */
     int tcp;                /* transport=tcp */
+    const char *transport;  /* the transport parameter, or NULL */
     int lr;                 /* loose-route parameter */
     const char *maddr;
 } sip_uri_info_t;
@@ -121,6 +122,40 @@ int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const c
  * "uri;params"), and the header parameters after it (or ""). */
 const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params);
 
+/* ---- forwarding as text (RFC 3261 §16.6, §16.7) ----
+ * A proxy changes what §16.6 asks and leaves the rest as it came: the
+ * received text is copied header by header (order, spelling, folding and
+ * the body untouched) with only these edits. */
+typedef struct sip_wire_edit {
+    const char *request_uri;    /* requests: the Request-URI (step 2), or NULL */
+    int status;                 /* responses: a new status line, or 0 */
+    const char *reason;
+    const char *via;            /* a Via value put on top (step 8), or NULL */
+    int pop_via;                /* responses: the top Via value removed */
+    int max_forwards;           /* requests: decremented (step 3), 70 if absent */
+    int route_drop;             /* more Route values removed from the top */
+    const char *route_append;   /* a Route value added at the end (step 6) */
+    const char *const *record_route;  /* values put on top (step 4), NULL-ended */
+    const char *realm;          /* Authorization/Proxy-Authorization for this
+                                 * realm removed (§22.3), or NULL */
+    const char *extra;          /* raw header lines ("Name: v\r\n") added */
+} sip_wire_edit_t;
+
+/* The received text of 'm' with the edits above; also the Route values
+ * route preprocessing removed, and the top Via as stamped.  Content-Length
+ * is kept as it came (added when a datagram had none).  NULL for a
+ * message that was built rather than received. */
+const char *sip_msg_wire_text(apr_pool_t *p, const sip_msg_t *m, const sip_wire_edit_t *e,
+                              apr_size_t *len);
+/* Every header line called 'name', as received (possibly ""). */
+const char *sip_msg_raw_headers(apr_pool_t *p, const sip_msg_t *m, const char *name);
+/* Route values removed from the top by route preprocessing, and the text
+ * of number 'idx' of them (as received, "<uri>;params"). */
+int sip_msg_routes_removed(const sip_msg_t *m);
+const char *sip_msg_removed_route(apr_pool_t *p, const sip_msg_t *m, int idx);
+/* The first Record-Route value as received, or NULL. */
+const char *sip_msg_top_record_route(apr_pool_t *p, const sip_msg_t *m);
+
 /* An independent copy that keeps the raw header list (for a script's
  * environment), made by serializing and parsing again. */
 sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m);
@@ -129,7 +164,6 @@ sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m);
 sip_msg_t *sip_msg_clone(apr_pool_t *p, const sip_msg_t *m);
 
 int sip_msg_max_forwards(const sip_msg_t *m);      /* -1 when absent */
-void sip_msg_set_max_forwards(sip_msg_t *m, int n);
 apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri);
 apr_status_t sip_msg_push_via(sip_msg_t *m, const char *via);
 void sip_msg_pop_via(sip_msg_t *m);
@@ -137,14 +171,9 @@ int sip_msg_via_count(const sip_msg_t *m);
 /* Sent-by, received, rport and transport of Via number 'idx'. */
 int sip_msg_via_info(apr_pool_t *p, const sip_msg_t *m, int idx, const char **host, int *port,
                      const char **received, int *rport, int *tcp, const char **branch);
-apr_status_t sip_msg_push_record_route(sip_msg_t *m, const char *uri);
 int sip_msg_route_count(const sip_msg_t *m);
 const char *sip_msg_route_uri(apr_pool_t *p, const sip_msg_t *m, int idx);
 void sip_msg_remove_route(sip_msg_t *m, int idx);
-apr_status_t sip_msg_append_route(sip_msg_t *m, const char *uri);
-void sip_msg_set_status(sip_msg_t *m, int status, const char *reason);
-/* Copy WWW-/Proxy-Authenticate of 'from' into 'to' (§16.7 step 7). */
-void sip_msg_copy_challenges(sip_msg_t *to, const sip_msg_t *from);
 /* §9.1 CANCEL and §17.1.1.3 ACK for a request sent by a client transaction. */
 sip_msg_t *sip_msg_make_cancel(apr_pool_t *p, const sip_msg_t *req);
 sip_msg_t *sip_msg_make_ack(apr_pool_t *p, const sip_msg_t *req, const sip_msg_t *resp);

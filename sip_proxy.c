@@ -1,6 +1,8 @@
 #include "sip_proxy.h"
 #include "sip_conf.h"
 #include "sip_log.h"
+#include "sip_route.h"
+#include "sip_auth.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -125,11 +127,18 @@ int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p)
 
 /* ---- §16.4 route information preprocessing ---- */
 
+/* Is this value of ours one we recorded for the dialog of 'req'? */
+static int route_recorded(apr_pool_t *p, const sip_msg_t *req, const char *value)
+{
+    return sip_route_verify(p, value, sip_msg_call_id(req), sip_msg_from_tag(req),
+                            sip_msg_to_tag(req));
+}
+
 sip_route_kind_t sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
 {
     apr_pool_t *p;
     const char *top;
-    sip_route_kind_t routed = SIP_ROUTE_NONE;
+    int ours = 0, recorded = 0, k;
     int n = sip_msg_route_count(req);
 
     if (n == 0)
@@ -137,23 +146,35 @@ sip_route_kind_t sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
     apr_pool_create(&p, px_root);
     /* A strict router before us put our Record-Route URI in the
      * Request-URI: restore the real target from the last Route. */
-    if (n > 0 && sip_proxy_uri_is_local(sip_msg_request_uri(req), s, p)) {
+    if (sip_proxy_uri_is_local(sip_msg_request_uri(req), s, p)) {
         sip_uri_info_t u;
-        if (sip_uri_info(p, sip_msg_request_uri(req), &u) && u.lr) {
+        const char *ruri = sip_msg_request_uri(req);
+        if (sip_uri_info(p, ruri, &u) && u.lr) {
             const char *last = sip_msg_route_uri(p, req, n - 1);
             if (last && sip_msg_set_request_uri(req, last) == APR_SUCCESS) {
                 sip_msg_remove_route(req, n - 1);
-                routed = SIP_ROUTE_OURS;
+                ours++;
+                recorded |= route_recorded(p, req, ruri);
             }
         }
     }
-    top = sip_msg_route_count(req) ? sip_msg_route_uri(p, req, 0) : NULL;
-    if (top && sip_proxy_uri_is_local(top, s, p)) {
+    /* Our entry on top; two of them when we recorded a transport change
+     * (RFC 5658 double Record-Route). */
+    for (k = 0; k < 2 && sip_msg_route_count(req); k++) {
+        top = sip_msg_route_uri(p, req, 0);
+        if (!top || !sip_proxy_uri_is_local(top, s, p))
+            break;
         sip_msg_remove_route(req, 0);
-        routed = SIP_ROUTE_OURS;
+        ours++;
+        /* one entry we signed is the proof: a client may put our
+         * address in front of it again (an outbound proxy setting) */
+        recorded |= route_recorded(p, req, sip_msg_removed_route(p, req,
+                                                                sip_msg_routes_removed(req) - 1));
     }
     apr_pool_destroy(p);
-    return routed;
+    if (!ours)
+        return SIP_ROUTE_NONE;
+    return recorded ? SIP_ROUTE_RECORDED : SIP_ROUTE_OURS;
 }
 
 /* ---- forwarding a request (§16.6) ---- */
@@ -205,41 +226,91 @@ static const char *local_hostport(apr_pool_t *p, server_rec *s)
     return apr_psprintf(p, "%s:%d", ip, sip_sockaddr_port(&a));
 }
 
-/* Turn 'req' into the request for 'target' and find where it goes. */
-static sip_msg_t *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const char *target,
-                                  server_rec *s, int record_route, const char *branch,
-                                  sip_tp_kind_t *kind, sip_sockaddr_t *dest)
+/* The transport of the hop after us when a Route entry of ours we
+ * recorded says it: the last of ours removed is the one facing the next
+ * hop (RFC 5658), e.g. TCP toward a TCP-only phone. */
+static const char *recorded_transport(apr_pool_t *p, const sip_msg_t *req)
 {
-    sip_msg_t *m = sip_msg_clone(p, orig);
-    sip_uri_info_t hop;
-    const char *next, *me = local_hostport(p, s);
-    int mf;
+    int n = sip_msg_routes_removed(req);
+    const char *last = n > 0 ? sip_msg_removed_route(p, req, n - 1) : NULL;
 
-    if (!m)
+    if (!last || !route_recorded(p, req, last))
         return NULL;
-    if (target && sip_msg_set_request_uri(m, target) != APR_SUCCESS)
-        return NULL;
-    mf = sip_msg_max_forwards(m);
-    sip_msg_set_max_forwards(m, mf < 0 ? 70 : mf - 1);
-    if (record_route && strcmp(sip_msg_method(m), "REGISTER") != 0)
-        sip_msg_push_record_route(m, apr_pstrcat(p, "<sip:", me, ";lr>", NULL));
-    /* §16.6 step 6: a strict next hop gets the Request-URI appended. */
-    next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : NULL;
+    return sip_route_transport(p, last);
+}
+
+/* §16.6 step 4: our Record-Route value(s), top first, or NULL.  When the
+ * two sides use different transports each side gets its own value
+ * (RFC 5658); a value equal to the top one already there (a spiral) is
+ * not added twice. */
+static const char *const *record_route_values(apr_pool_t *p, const sip_msg_t *req,
+                                              const char *me, int in_kind, sip_tp_kind_t out)
+{
+    const char **v = apr_pcalloc(p, 3 * sizeof(*v));
+    const char *cid = sip_msg_call_id(req), *ftag = sip_msg_from_tag(req);
+    const char *top = sip_msg_top_record_route(p, req);
+    const char *out_v = apr_pstrcat(p, "<", sip_route_uri(p, me, out == SIP_TP_TCP ? "tcp" : NULL,
+                                                           cid, ftag), ">", NULL);
+    const char *in_v = NULL;
+    int n = 0;
+
+    if (in_kind >= 0 && (sip_tp_kind_t)in_kind != out)
+        in_v = apr_pstrcat(p, "<", sip_route_uri(p, me, in_kind == SIP_TP_TCP ? "tcp" : NULL,
+                                                 cid, ftag), ">", NULL);
+    if (in_v && top && !strcmp(top, in_v))
+        in_v = NULL;
+    else if (in_v)
+        top = in_v;
+    if (!(top && !strcmp(top, out_v)))
+        v[n++] = out_v;
+    if (in_v)
+        v[n++] = in_v;
+    return n ? v : NULL;
+}
+
+/* The text of the request for 'target' (RFC 3261 §16.6) and where it
+ * goes: the received text with only what §16.6 asks changed.  'in_kind'
+ * is the transport it came on (-1: not known, no Record-Route then). */
+static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const char *target,
+                                   server_rec *s, int record_route, int in_kind,
+                                   const char *branch, sip_tp_kind_t *kind, sip_sockaddr_t *dest,
+                                   apr_size_t *len)
+{
+    sip_wire_edit_t e;
+    sip_uri_info_t hop;
+    const char *next, *hint, *me = local_hostport(p, s);
+    const char *ruri = target ? target : sip_msg_request_uri(orig);
+
+    memset(&e, 0, sizeof(e));
+    e.request_uri = ruri;       /* step 2 */
+    e.max_forwards = 1;         /* step 3 */
+    /* step 6: a strict next hop gets the Request-URI appended */
+    next = sip_msg_route_count(orig) ? sip_msg_route_uri(p, orig, 0) : NULL;
     if (next && sip_uri_info(p, next, &hop) && !hop.lr) {
-        sip_msg_append_route(m, apr_pstrcat(p, "<", sip_msg_request_uri(m), ">", NULL));
-        sip_msg_set_request_uri(m, next);
-        sip_msg_remove_route(m, 0);
+        e.route_append = apr_pstrcat(p, "<", ruri, ">", NULL);
+        e.request_uri = next;
+        e.route_drop = 1;
     }
     else if (!next)
-        next = sip_msg_request_uri(m);
+        next = ruri;
+    /* step 7: the next hop; its transport as the URI says, else as our
+     * recorded route says, else UDP */
     if (!sip_uri_info(p, next, &hop) || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
         return NULL;
-    *kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
-    if (sip_msg_push_via(m, apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport",
-                                         *kind == SIP_TP_TCP ? "TCP" : "UDP", me, branch))
-        != APR_SUCCESS)
-        return NULL;
-    return m;
+    hint = hop.transport ? NULL : recorded_transport(p, orig);
+    *kind = hop.tcp || (hint && !strcasecmp(hint, "tcp")) ? SIP_TP_TCP : SIP_TP_UDP;
+    /* step 4: for requests that may create a dialog; inside one the
+     * route set is fixed already (§12.2.1.2) */
+    if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0
+        && !sip_msg_to_tag(orig))
+        e.record_route = record_route_values(p, orig, me, in_kind, *kind);
+    /* RFC 3261 §22.3: credentials for our own realm were for us */
+    if (sip_msg_header(orig, "Authorization") || sip_msg_header(orig, "Proxy-Authorization"))
+        e.realm = sip_auth_realm(s, p, orig);
+    /* step 8 */
+    e.via = apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport", *kind == SIP_TP_TCP ? "TCP" : "UDP",
+                         me, branch);
+    return sip_msg_wire_text(p, orig, &e, len);
 }
 
 void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
@@ -247,14 +318,13 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
     sip_tp_kind_t kind;
     sip_sockaddr_t dest;
     const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), ".sl", NULL);
-    sip_msg_t *m;
     const char *buf;
     apr_size_t len = 0;
 
     if (sip_msg_max_forwards(req) == 0)
         return;
-    m = prepare_request(p, req, NULL, s, 0, branch, &kind, &dest);
-    if (!m || !(buf = sip_msg_serialize(p, m, &len))) {
+    buf = prepare_request(p, req, NULL, s, 0, -1, branch, &kind, &dest, &len);
+    if (!buf) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s %s",
                      sip_msg_method(req), sip_msg_request_uri(req));
         return;
@@ -285,13 +355,28 @@ static int rank(int status)
     return cls * 10 + pref;
 }
 
-static void send_upstream(sip_proxy_t *px, sip_msg_t *resp)
+/* A received response as it goes upstream: our Via removed (§16.7
+ * step 3), every other byte as it came. */
+static const char *relay_text(apr_pool_t *p, const sip_msg_t *resp, apr_size_t *len)
+{
+    sip_wire_edit_t e;
+
+    memset(&e, 0, sizeof(e));
+    e.pop_via = 1;
+    return sip_msg_wire_text(p, resp, &e, len);
+}
+
+/* 'resp' is a stored copy (Via already removed), sent with 'e''s edits. */
+static void send_upstream(sip_proxy_t *px, sip_msg_t *resp, const sip_wire_edit_t *e)
 {
     apr_size_t len = 0;
-    const char *buf = sip_msg_serialize(px->pool, resp, &len);
+    sip_wire_edit_t none;
+    const char *buf;
 
+    memset(&none, 0, sizeof(none));
+    buf = sip_msg_wire_text(px->pool, resp, e ? e : &none, &len);
     if (buf)
-        sip_txn_respond(px->st, sip_msg_status(resp), buf, len);
+        sip_txn_respond(px->st, e && e->status ? e->status : sip_msg_status(resp), buf, len);
 }
 
 static void cancel_pending(sip_proxy_t *px)
@@ -312,6 +397,7 @@ void sip_proxy_cancel(sip_proxy_t *px)
 static void send_best(sip_proxy_t *px)
 {
     sip_msg_t *out = px->best;
+    sip_wire_edit_t e;
     int i;
 
     px->final_sent = 1;
@@ -319,31 +405,44 @@ static void send_best(sip_proxy_t *px)
         sip_txn_reply(px->st, 408, "Request Timeout", NULL);
         return;
     }
+    memset(&e, 0, sizeof(e));
     /* §16.7 step 6: 503 becomes 500 so the client does not retry us. */
-    if (px->best_status == 503)
-        sip_msg_set_status(out, 500, "Server Internal Error");
+    if (px->best_status == 503) {
+        e.status = 500;
+        e.reason = "Server Internal Error";
+    }
     /* §16.7 step 7: collect every challenge into the 401/407 sent up. */
-    if (px->best_status == 401 || px->best_status == 407)
+    if (px->best_status == 401 || px->best_status == 407) {
+        const char *extra = "";
         for (i = 0; i < px->challenges->nelts; i++) {
             sip_msg_t *c = APR_ARRAY_IDX(px->challenges, i, sip_msg_t *);
             if (c != out)
-                sip_msg_copy_challenges(out, c);
+                extra = apr_pstrcat(px->pool, extra,
+                                    sip_msg_raw_headers(px->pool, c, "WWW-Authenticate"),
+                                    sip_msg_raw_headers(px->pool, c, "Proxy-Authenticate"), NULL);
         }
-    send_upstream(px, out);
+        e.extra = *extra ? extra : NULL;
+    }
+    send_upstream(px, out, &e);
 }
 
-/* A response that will be stored: the Via popped, or built afresh when the
- * proxy made it up itself. */
+/* A response that will be stored: the received text with the Via
+ * popped, or built afresh when the proxy made it up itself. */
 static sip_msg_t *own_copy(sip_proxy_t *px, const sip_msg_t *resp, int local)
 {
-    sip_msg_t *copy;
+    sip_msg_t *copy = NULL;
+    sip_msg_error_t err;
+    const char *text;
+    apr_size_t len = 0;
 
     if (local)
-        return sip_msg_make_response(px->pool, sip_txn_request(px->st), sip_msg_status(resp),
-                                     sip_msg_reason(resp), sip_txn_to_tag(px->st));
-    copy = sip_msg_clone(px->pool, resp);
-    if (copy)
-        sip_msg_pop_via(copy);
+        text = sip_msg_response_text(px->pool, sip_txn_request(px->st), sip_msg_status(resp),
+                                     sip_msg_reason(resp), sip_txn_to_tag(px->st), NULL, NULL,
+                                     NULL, 0, &len);
+    else
+        text = relay_text(px->pool, resp, &len);
+    if (!text || sip_msg_parse(px->pool, text, len, NULL, 0, &copy, &err) != APR_SUCCESS)
+        return NULL;
     return copy;
 }
 
@@ -359,7 +458,7 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
         return;     /* a script's own request; 100 is hop by hop (§16.7 step 3) */
     if (status < 200) {
         if (!final_sent(px) && !local && (copy = own_copy(px, resp, 0)))
-            send_upstream(px, copy);
+            send_upstream(px, copy, NULL);
         return;
     }
     if (status < 300) {
@@ -371,7 +470,7 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
         }
         else if ((copy = own_copy(px, resp, local))) {
             if (!sip_txn_final_sent(px->st) || px->invite)
-                send_upstream(px, copy);
+                send_upstream(px, copy, NULL);
         }
         px->final_sent = 1;
         cancel_pending(px);
@@ -396,23 +495,18 @@ apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
                                         const sip_msg_t *block)
 {
     apr_pool_t *p;
-    sip_msg_t *copy;
     const char *text, *merged;
     apr_size_t len = 0, mlen = 0;
     int status = sip_msg_status(resp);
     apr_status_t rv = APR_EGENERAL;
 
     apr_pool_create(&p, px->pool);
-    copy = sip_msg_clone(p, resp);
-    if (copy) {
-        sip_msg_pop_via(copy);
-        text = sip_msg_serialize(p, copy, &len);
-        merged = text && block ? sip_msg_merge_text(p, text, len, block, &mlen) : text;
-        if (!block)
-            mlen = len;
-        if (merged)
-            rv = sip_txn_respond(px->st, status, merged, mlen);
-    }
+    text = relay_text(p, resp, &len);
+    merged = text && block ? sip_msg_merge_text(p, text, len, block, &mlen) : text;
+    if (!block)
+        mlen = len;
+    if (merged)
+        rv = sip_txn_respond(px->st, status, merged, mlen);
     apr_pool_destroy(p);
     if (rv == APR_SUCCESS && status >= 200) {
         px->final_sent = 1;
@@ -608,28 +702,26 @@ static void start_branch(sip_proxy_t *px, branch_t *b)
 {
     apr_pool_t *p;
     sip_tp_kind_t kind;
-    sip_msg_t *m = NULL;
+    const char *text;
+    apr_size_t len = 0;
     const char *branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
 
     b->started = 1;
     apr_pool_create(&p, px->pool);
-    m = prepare_request(p, sip_txn_request(px->st), b->uri, px->s,
-                        px->conf->record_route && !script_gives(b->block, "Record-Route"),
-                        branch, &kind, &b->dest);
-    if (m) {
-        if (b->block) {
-            apr_size_t len = 0, mlen = 0;
-            const char *text = sip_msg_serialize(p, m, &len);
-            const char *merged = text ? sip_msg_merge_text(p, text, len, b->block, &mlen) : NULL;
-            if (merged && sip_msg_has_header(b->block, "Route")
-                && !next_hop_of_text(p, merged, mlen, &kind, &b->dest))
-                merged = NULL;
-            if (merged)
-                b->ctxn = sip_ctxn_send_text(merged, mlen, kind, px->s, &b->dest, branch_response, b);
-        }
-        else
-            b->ctxn = sip_ctxn_send(m, kind, px->s, &b->dest, branch_response, b);
+    text = prepare_request(p, sip_txn_request(px->st), b->uri, px->s,
+                           px->conf->record_route && !script_gives(b->block, "Record-Route"),
+                           (int)sip_txn_source(px->st)->kind, branch, &kind, &b->dest, &len);
+    if (text && b->block) {
+        apr_size_t mlen = 0;
+        const char *merged = sip_msg_merge_text(p, text, len, b->block, &mlen);
+        if (merged && sip_msg_has_header(b->block, "Route")
+            && !next_hop_of_text(p, merged, mlen, &kind, &b->dest))
+            merged = NULL;
+        text = merged;
+        len = mlen;
     }
+    if (text)
+        b->ctxn = sip_ctxn_send_text(text, len, kind, px->s, &b->dest, branch_response, b);
     apr_pool_destroy(p);
     if (!b->ctxn) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->uri);
@@ -902,7 +994,6 @@ void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
     const char *host, *received, *branch, *buf;
     int port, rport, tcp;
     sip_sockaddr_t dest;
-    sip_msg_t *copy;
     apr_size_t len = 0;
 
     if (!sip_msg_via_info(p, resp, 0, &host, &port, &received, &rport, &tcp, &branch)
@@ -911,12 +1002,11 @@ void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
                      sip_msg_status(resp));
         return;
     }
-    copy = sip_msg_clone(p, resp);
-    sip_msg_pop_via(copy);
-    if (!sip_msg_via_info(p, copy, 0, &host, &port, &received, &rport, &tcp, &branch))
+    /* §18.2.2: to the next Via's received/rport, else its sent-by */
+    if (!sip_msg_via_info(p, resp, 1, &host, &port, &received, &rport, &tcp, &branch))
         return;     /* it was for us alone */
     if (!resolve(p, received ? received : host, rport ? rport : port, &dest))
         return;
-    if ((buf = sip_msg_serialize(p, copy, &len)))
+    if ((buf = relay_text(p, resp, &len)))
         sip_transport_send_to(tcp ? SIP_TP_TCP : SIP_TP_UDP, s, &dest, buf, len, NULL);
 }

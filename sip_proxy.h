@@ -27,7 +27,7 @@ typedef enum {
     SIP_ROUTE_NONE = 0,     /* no Route entry of ours */
     SIP_ROUTE_OURS = 1,     /* our entry removed, but not one we recorded
                              * for this dialog (preloaded or forged) */
-    SIP_ROUTE_RECORDED = 2  /* our entry removed and it is a Record-Route
+    SIP_ROUTE_RECORDED = 2  /* our entries removed, one of them a Record-Route
                              * value this server signed for this dialog */
 } sip_route_kind_t;
 

@@ -225,6 +225,13 @@ static sip_access_result_t access_result(int rc)
     return SIP_ACCESS_ERROR;
 }
 
+void sip_access_realm(sip_access_t *a, const char **realm)
+{
+    const char *name = ap_auth_name(a->r);
+
+    *realm = name ? name : a->r->server->server_hostname;
+}
+
 sip_access_result_t sip_access_check(sip_access_t *a, const char **realm)
 {
     const char *name = ap_auth_name(a->r);

@@ -55,6 +55,8 @@ int sip_access_configured(server_rec *s);
 
 sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *aor,
                                const sip_sockaddr_t *peer);
+/* The realm alone (AuthName, else ServerName), with no access check. */
+void sip_access_realm(sip_access_t *a, const char **realm);
 /* Before authentication; *realm is the AuthName that applies. */
 sip_access_result_t sip_access_check(sip_access_t *a, const char **realm);
 /* MD5(user:realm:password) in hex from the authn providers configured

@@ -9,6 +9,7 @@
 #include "../sip_message.c"
 #include "../sip_transaction.c"
 #include "../sip_proxy.c"
+#include "../sip_route.c"
 #include "../sip_location.c"
 #include "../sip_registrar.c"
 #include "../sip_cgi.c"

@@ -40,6 +40,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (sip_msg_header(m, "To"))
                 sip_header_uri(p, sip_msg_header(m, "To"), NULL);
             sip_msg_make_cancel(p, m);
+            {
+                /* the proxy's text forward: our Route entry gone, every edit */
+                static const char *const rr[] = {"<sip:127.0.0.1:5060;lr;ftag=a;rs=0>", NULL};
+                sip_wire_edit_t e;
+                memset(&e, 0, sizeof(e));
+                if (sip_msg_route_count(m) > 0) {
+                    sip_msg_remove_route(m, 0);
+                    sip_route_verify(p, sip_msg_removed_route(p, m, 0), sip_msg_call_id(m),
+                                     sip_msg_from_tag(m), sip_msg_to_tag(m));
+                    e.route_drop = sip_msg_route_count(m) > 0;
+                    e.route_append = "<sip:x@127.0.0.1>";
+                }
+                e.request_uri = "sip:bob@127.0.0.1";
+                e.via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKmSx.1;rport";
+                e.max_forwards = 1;
+                e.record_route = rr;
+                e.realm = "fuzz";
+                sip_msg_wire_text(p, m, &e, &len);
+                sip_msg_top_record_route(p, m);
+            }
+        }
+        else {
+            sip_wire_edit_t e;
+            memset(&e, 0, sizeof(e));
+            e.pop_via = 1;
+            sip_msg_wire_text(p, m, &e, &len);
+            e.status = 500;
+            e.reason = "Server Internal Error";
+            e.extra = sip_msg_raw_headers(p, m, "WWW-Authenticate");
+            sip_msg_wire_text(p, m, &e, &len);
         }
         sip_msg_dup(p, m);
         sip_msg_branch(m);

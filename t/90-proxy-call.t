@@ -16,9 +16,29 @@ SipTest::sipp_available() or do { done_testing; exit 1 };
 
 my @servers;
 
+# The proxy's Record-Route values, top first (RFC 5658: one per side when
+# the transport changes), each with the dialog's From tag and a hash.
+sub rr_expected {
+    my ($in, $out) = @_;
+    my @want = ($out eq 'TCP' ? ';transport=tcp' : '');
+    push @want, ($in eq 'TCP' ? ';transport=tcp' : '') if $in ne $out;
+    return @want;
+}
+
+sub rr_ok {
+    my ($port, $in, $out, $ftag, @values) = @_;
+    my @want = rr_expected($in, $out);
+    my @got = map { split /\s*,\s*/ } @values;
+    return 0 unless @got == @want;
+    for my $i (0 .. $#want) {
+        return 0 unless $got[$i] =~ /^<sip:127\.0\.0\.1:$port\Q$want[$i]\E;lr;ftag=\Q$ftag\E;rs=[0-9a-f]{16}>$/;
+    }
+    return 1;
+}
+
 # Checks on the transcripts of one UAC/UAS pair (or several UACs, one UAS).
 #   uacs => [handles], uas => handle, calls => total, rr => 0|1,
-#   out => 'UDP'|'TCP' (proxy -> UAS), port => proxy port
+#   in/out => 'UDP'|'TCP' (UAC -> proxy, proxy -> UAS), port => proxy port
 sub check_transcripts {
     my ($label, %o) = @_;
     my ($uas, $port) = @o{qw(uas port)};
@@ -41,7 +61,7 @@ sub check_transcripts {
             my @rr = $r->headers('record-route');
             if ($m eq 'INVITE') {
                 push @bad_rr, $r->head
-                    unless $o{rr} ? (@rr == 1 && $rr[0] eq "<sip:127.0.0.1:$port;lr>") : !@rr;
+                    unless $o{rr} ? rr_ok($port, $o{in}, $o{out}, $r->from_tag // '', @rr) : !@rr;
             }
             # the proxy's own Route entry is consumed (§16.4), nothing else was there
             push @bad_route, $r->head if $r->headers('route');
@@ -54,7 +74,9 @@ sub check_transcripts {
         ok(@reqs && !@bad_route, "$label: no Route header left in the $m at the UAS")
             or diag(join "\n--\n", @bad_route);
         if ($m eq 'INVITE') {
-            ok(@reqs && !@bad_rr, $o{rr} ? "$label: INVITE at the UAS has exactly Record-Route: <sip:127.0.0.1:$port;lr>"
+            ok(@reqs && !@bad_rr, $o{rr} ? "$label: INVITE at the UAS has exactly the proxy's Record-Route: "
+                                           . join(', ', map { "<sip:127.0.0.1:$port$_;lr;ftag=..;rs=..>" }
+                                                            rr_expected($o{in}, $o{out}))
                                          : "$label: INVITE at the UAS has no Record-Route (SipRecordRoute Off)")
                 or diag(join "\n--\n", @bad_rr);
         }
@@ -76,14 +98,16 @@ sub check_transcripts {
                     && ($r->header('content-type') // '') eq 'application/sdp'
                     && ($r->header('content-length') // -1) == length(($r->body =~ s/(\r?\n)+\z/\r\n/r));
                 my @rr = $r->headers('record-route');
-                push @bad_rr, $r->head unless $o{rr} ? "@rr" eq "<sip:127.0.0.1:$port;lr>" : !@rr;
+                push @bad_rr, $r->head
+                    unless $o{rr} ? rr_ok($port, $o{in}, $o{out}, $r->from_tag // '', @rr) : !@rr;
             }
         }
         # ACK and BYE were sent to the UAS Contact with the proxy's route
         for my $m (qw(ACK BYE)) {
             for my $r (SipTest::sipp_msgs($uac, dir => 'sent', method => $m)) {
-                my @route = $r->headers('route');
-                push @bad_rr, $r->head unless $o{rr} ? "@route" eq "<sip:127.0.0.1:$port;lr>" : !@route;
+                my @route = reverse map { split /\s*,\s*/ } $r->headers('route');
+                push @bad_rr, $r->head
+                    unless $o{rr} ? rr_ok($port, $o{in}, $o{out}, $r->from_tag // '', @route) : !@route;
             }
         }
     }
@@ -119,7 +143,7 @@ sub run_call {
     $t->sipp_ok($uas, calls => $total);
     note(sprintf "%s: %.1fs", $label, time - $t0);
     check_transcripts($label, uas => $uas, uacs => \@uacs, calls => $total, rr => $o{rr} // 1,
-                      out => $o{out}, port => $t->sip_port);
+                      in => $o{uac_tr} =~ /^t/ ? 'TCP' : 'UDP', out => $o{out}, port => $t->sip_port);
 }
 
 # The callee hangs up: its BYE follows the Record-Route back through the
@@ -137,7 +161,8 @@ sub run_callee_bye {
     $t->sipp_ok($uas, calls => 1);
     my ($sent) = SipTest::sipp_msgs($uas, dir => 'sent', method => 'BYE');
     my @byes = SipTest::sipp_msgs($uac, dir => 'received', method => 'BYE');
-    ok($sent && ($sent->header('route') // '') eq "<sip:127.0.0.1:$port;lr>",
+    ok($sent && rr_ok($port, $o{uac_tr} =~ /^t/ ? 'TCP' : 'UDP', $o{uas_tr} =~ /^t/ ? 'TCP' : 'UDP',
+                      $sent->to_tag // '', $sent->headers('route')),
        "$label: the UAS sent its BYE with the proxy's Record-Route as Route") or diag($sent ? $sent->head : 'no BYE sent');
     ok(@byes, "$label: the UAC got the callee's BYE") or return;
     my @v = $byes[0]->header_elems('via');

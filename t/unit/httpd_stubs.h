@@ -42,6 +42,17 @@
  * ap_log_error() call reach ap_log_error_() whatever its level. */
 server_rec *ap_server_conf = NULL;
 
+/* sip_auth.c (needs the request_rec glue): no access control configured,
+ * so no realm of ours whose credentials a proxy would remove. */
+#include "sip_auth.h"
+const char *sip_auth_realm(server_rec *s, apr_pool_t *p, const sip_msg_t *req)
+{
+    (void)s;
+    (void)p;
+    (void)req;
+    return NULL;
+}
+
 /* mod_sip.c: the module record (APLOG_USE_MODULE takes its index). */
 module AP_MODULE_DECLARE_DATA sip_module = {
     STANDARD20_MODULE_STUFF,

@@ -14,6 +14,7 @@
 #include "../../sip_event.c"
 #include "../../sip_transaction.c"
 #include "../../sip_proxy.c"
+#include "../../sip_route.c"
 #include "../../sip_location.c"
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
@@ -2053,6 +2054,417 @@ static Suite *relay_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* 9. signed Record-Route (sip_route.c) and forwarding as text          */
+
+#define RS_SECRET "unit-test-route-secret"
+
+static const char *route_value(const char *transport, const char *cid, const char *ftag)
+{
+    return apr_pstrcat(pool, "<", sip_route_uri(pool, "127.0.0.1:5060", transport, cid, ftag),
+                       ">", NULL);
+}
+
+START_TEST(route_sign_verify)
+{
+    const char *v, *t;
+    char *bad;
+
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    v = route_value("tcp", "cid-1@host", "ft1");
+    ck_assert_msg(!strncmp(v, "<sip:127.0.0.1:5060;transport=tcp;lr;ftag=ft1;rs=", 49), "%s", v);
+    /* the caller's requests (From tag) and the callee's (To tag) */
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-1@host", "ft1", NULL), 1);
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-1@host", "callee", "ft1"), 1);
+    /* as a bare URI too, and with a header parameter after it */
+    ck_assert_int_eq(sip_route_verify(pool, apr_pstrndup(pool, v + 1, strlen(v) - 2), "cid-1@host",
+                                      "ft1", NULL), 1);
+    ck_assert_int_eq(sip_route_verify(pool, apr_pstrcat(pool, v, ";x=y", NULL), "cid-1@host", "ft1",
+                                      NULL), 1);
+    /* another dialog */
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-2@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-1@host", "ft2", "tt2"), 0);
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-1@host", NULL, NULL), 0);
+    /* tampered hash, transport, address, tag; the hash missing */
+    bad = apr_pstrdup(pool, v);
+    t = strstr(bad, ";rs=") + 4;
+    bad[t - bad] = bad[t - bad] == '0' ? '1' : '0';
+    ck_assert_int_eq(sip_route_verify(pool, bad, "cid-1@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, apr_pstrcat(pool, "<sip:127.0.0.1:5060;lr;ftag=ft1",
+                                                        strstr(v, ";rs="), NULL),
+                                      "cid-1@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, apr_pstrcat(pool, "<sip:127.0.0.1:5061;transport=tcp;lr;ftag=ft1",
+                                                        strstr(v, ";rs="), NULL),
+                                      "cid-1@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, apr_pstrcat(pool, "<sip:127.0.0.1:5060;transport=tcp;lr;ftag=ft2",
+                                                        strstr(v, ";rs="), NULL),
+                                      "cid-1@host", "ft2", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, "<sip:127.0.0.1:5060;transport=tcp;lr;ftag=ft1>",
+                                      "cid-1@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, "<sip:127.0.0.1:5060;lr>", "cid-1@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, "garbage", "cid-1@host", "ft1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, "<sip:127.0.0.1:5060;lr;ftag=ft1;rs=", "cid-1@host",
+                                      "ft1", NULL), 0);
+    /* another server's secret */
+    sip_route_set_secret("another-secret-of-16", 20);
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-1@host", "ft1", NULL), 0);
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid-1@host", "ft1", NULL), 1);
+    /* a tag with characters a URI parameter cannot hold is escaped */
+    v = route_value(NULL, "c", "a`b%c");
+    ck_assert_ptr_nonnull(strstr(v, ";ftag=a%60b%25c;"));
+    ck_assert_int_eq(sip_route_verify(pool, v, "c", "a`b%c", NULL), 1);
+    ck_assert_int_eq(sip_route_verify(pool, v, "c", "a%60b%25c", NULL), 0);
+    /* a From without a tag (RFC 2543): no empty ftag parameter */
+    v = route_value(NULL, "c", NULL);
+    ck_assert_ptr_null(strstr(v, "ftag"));
+    ck_assert_int_eq(sip_route_verify(pool, v, "c", NULL, NULL), 1);
+    ck_assert_int_eq(sip_route_verify(pool, v, "c", "t1", NULL), 0);
+    ck_assert_int_eq(sip_route_verify(pool, v, "c2", NULL, NULL), 0);
+    /* transport */
+    ck_assert_str_eq(sip_route_transport(pool, route_value("tcp", "c", "f")), "tcp");
+    ck_assert_ptr_null(sip_route_transport(pool, route_value(NULL, "c", "f")));
+}
+END_TEST
+
+static sip_msg_t *parse_ok(const char *text)
+{
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+
+    ck_assert_msg(sip_msg_parse(pool, text, strlen(text), NULL, 1, &m, &err) == APR_SUCCESS,
+                  "parse: %s", err.reason);
+    return m;
+}
+
+START_TEST(wire_request_edits)
+{
+    static const char in[] =
+        "INVITE sip:bob@a.example SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9:5099;rport;branch=z9hG4bKabc\r\n"
+        "Max-forwards: 10\r\n"
+        "Route: <sip:127.0.0.1:5060;lr>,  <sip:other.example;lr>\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>\r\n"
+        "i: cid1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "User-agent: X\r\n"
+        "Allow: A, B, C\r\n"
+        "Authorization: Digest username=\"alice\", realm=\"ours\", nonce=\"n\", uri=\"sip:bob@a.example\", response=\"r\"\r\n"
+        "Proxy-Authorization: Digest realm=\"theirs\", username=\"alice\", nonce=\"n\"\r\n"
+        "Proxy-Authorization: Digest username=\"x, realm=\\\"ours\", realm=theirs2, nonce=\"n\"\r\n"
+        "Proxy-Authorization: Digest username=\"y\", realm=ours\r\n"
+        "Subject: folded\r\n"
+        " line\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Length:   4\r\n"
+        "\r\n"
+        "abcdEXTRA";
+    static const char want[] =
+        "INVITE sip:bob@b.example SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9:5099;rport=5099;branch=z9hG4bKabc;received=192.0.2.9\r\n"
+        "Record-Route: <sip:rr.example;lr>\r\n"
+        "Max-forwards: 9\r\n"
+        "Route: <sip:other.example;lr>\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>\r\n"
+        "i: cid1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "User-agent: X\r\n"
+        "Allow: A, B, C\r\n"
+        "Proxy-Authorization: Digest realm=\"theirs\", username=\"alice\", nonce=\"n\"\r\n"
+        "Proxy-Authorization: Digest username=\"x, realm=\\\"ours\", realm=theirs2, nonce=\"n\"\r\n"
+        "Subject: folded\r\n"
+        " line\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Length:   4\r\n"
+        "\r\n"
+        "abcd";
+    static const char *const rr[] = {"<sip:rr.example;lr>", NULL};
+    sip_msg_t *m = parse_ok(in);
+    sip_source_t src;
+    sip_sockaddr_t dest;
+    sip_wire_edit_t e;
+    const char *out;
+    apr_size_t len = 0;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = SIP_TP_UDP;
+    ck_assert_int_eq(sip_sockaddr_set(&src.peer, "192.0.2.9", 5099), APR_SUCCESS);
+    sip_msg_stamp_via(m, &src, &dest);
+    sip_msg_remove_route(m, 0);                 /* route preprocessing: ours */
+    ck_assert_int_eq(sip_msg_routes_removed(m), 1);
+    ck_assert_str_eq(sip_msg_removed_route(pool, m, 0), "<sip:127.0.0.1:5060;lr>");
+    memset(&e, 0, sizeof(e));
+    e.request_uri = "sip:bob@b.example";
+    e.via = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport";
+    e.max_forwards = 1;
+    e.record_route = rr;
+    e.realm = "ours";
+    out = sip_msg_wire_text(pool, m, &e, &len);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_uint_eq(len, strlen(want));
+    ck_assert_str_eq(out, want);
+    /* what goes out parses as the same request */
+    parse_ok(out);
+}
+END_TEST
+
+START_TEST(wire_stamp_rport_spacing)
+{
+    static const char in[] =
+        "OPTIONS sip:bob@a.example SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9:5099;xrport=1 ; RPort ;branch=z9hG4bKabc, SIP/2.0/UDP b\r\n"
+        "Max-Forwards: 10\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\n"
+        "CSeq: 1 OPTIONS\r\n\r\n";
+    sip_msg_t *m = parse_ok(in);
+    sip_source_t src;
+    sip_sockaddr_t dest;
+    sip_wire_edit_t e;
+    apr_size_t len = 0;
+    const char *out;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = SIP_TP_UDP;
+    ck_assert_int_eq(sip_sockaddr_set(&src.peer, "198.51.100.2", 6000), APR_SUCCESS);
+    sip_msg_stamp_via(m, &src, &dest);
+    memset(&e, 0, sizeof(e));
+    out = sip_msg_wire_text(pool, m, &e, &len);
+    ck_assert_msg(strstr(out, "\r\nVia: SIP/2.0/UDP 192.0.2.9:5099;xrport=1 ; rport=6000;"
+                                      "branch=z9hG4bKabc;received=198.51.100.2, SIP/2.0/UDP b\r\n") != NULL, "%s", out);
+}
+END_TEST
+
+START_TEST(wire_request_routes)
+{
+    static const char in[] =
+        "BYE sip:bob@10.0.0.2 SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 192.0.2.9:5099;branch=z9hG4bKabc\r\n"
+        "Max-Forwards: 70\r\n"
+        "Route: <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\n"
+        "Route: <sip:strict.example>\r\n"
+        "Record-Route: <sip:p2.example;lr>\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>;tag=tt1\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 2 BYE\r\n"
+        "\r\n";
+    static const char want[] =
+        "BYE sip:strict.example SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP me;branch=z9hG4bKy\r\n"
+        "Via: SIP/2.0/TCP 192.0.2.9:5099;branch=z9hG4bKabc\r\n"
+        "Max-Forwards: 69\r\n"
+        "Route: <sip:bob@10.0.0.2>\r\n"
+        "Record-Route: <a>\r\n"
+        "Record-Route: <b>\r\n"
+        "Record-Route: <sip:p2.example;lr>\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>;tag=tt1\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 2 BYE\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n";
+    static const char *const rr[] = {"<a>", "<b>", NULL};
+    sip_msg_t *m = parse_ok(in);
+    sip_wire_edit_t e;
+    const char *out;
+    apr_size_t len = 0;
+
+    /* double Record-Route of ours removed (RFC 5658), then a strict next
+     * hop (§16.6 step 6): Request-URI to the end of the Route set */
+    sip_msg_remove_route(m, 0);
+    sip_msg_remove_route(m, 0);
+    ck_assert_str_eq(sip_msg_removed_route(pool, m, 1), "<sip:127.0.0.1:5060;lr>");
+    memset(&e, 0, sizeof(e));
+    e.request_uri = "sip:strict.example";
+    e.route_drop = 1;
+    e.route_append = "<sip:bob@10.0.0.2>";
+    e.via = "SIP/2.0/UDP me;branch=z9hG4bKy";
+    e.max_forwards = 1;
+    e.record_route = rr;
+    out = sip_msg_wire_text(pool, m, &e, &len);
+    ck_assert_str_eq(out, want);
+    ck_assert_str_eq(sip_msg_top_record_route(pool, m), "<sip:p2.example;lr>");
+}
+END_TEST
+
+START_TEST(wire_response_pop_via)
+{
+    static const char in[] =
+        "SIP/2.0 180 Ringing\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKmine , SIP/2.0/UDP 192.0.2.9;branch=b2\r\n"
+        "v: SIP/2.0/TCP c.example;branch=b3\r\n"
+        "from: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>;tag=tt1\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Allow: A, B\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n";
+    static const char in2[] =
+        "SIP/2.0 503 Busy Here\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKmine\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9;branch=b2\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>;tag=tt1\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n";
+    sip_wire_edit_t e;
+    const char *out;
+    apr_size_t len = 0;
+
+    memset(&e, 0, sizeof(e));
+    e.pop_via = 1;
+    out = sip_msg_wire_text(pool, parse_ok(in), &e, &len);
+    ck_assert_str_eq(out,
+        "SIP/2.0 180 Ringing\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9;branch=b2\r\n"
+        "v: SIP/2.0/TCP c.example;branch=b3\r\n"
+        "from: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>;tag=tt1\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Allow: A, B\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n");
+    e.status = 500;
+    e.reason = "Server Internal Error";
+    e.extra = "WWW-Authenticate: Digest realm=\"x\"\r\n";
+    out = sip_msg_wire_text(pool, parse_ok(in2), &e, &len);
+    ck_assert_str_eq(out,
+        "SIP/2.0 500 Server Internal Error\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9;branch=b2\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>;tag=tt1\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Content-Length: 0\r\n"
+        "WWW-Authenticate: Digest realm=\"x\"\r\n"
+        "\r\n");
+}
+END_TEST
+
+START_TEST(route_no_duplicate_rr)
+{
+    const char *me = "127.0.0.1:5060";
+    const char *ours_udp, *ours_tcp, *text;
+    const char *const *v;
+    sip_msg_t *m;
+
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    ours_udp = apr_pstrcat(pool, "<", sip_route_uri(pool, me, NULL, "cid1", "ft1"), ">", NULL);
+    ours_tcp = apr_pstrcat(pool, "<", sip_route_uri(pool, me, "tcp", "cid1", "ft1"), ">", NULL);
+    text = apr_pstrcat(pool,
+        "INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKmSx.1\r\n"
+        "Max-Forwards: 69\r\n"
+        "Record-Route: ", ours_udp, "\r\n"
+        "From: <sip:alice@a.example>;tag=ft1\r\n"
+        "To: <sip:bob@a.example>\r\n"
+        "Call-ID: cid1\r\n"
+        "CSeq: 1 INVITE\r\n\r\n", NULL);
+    m = parse_ok(text);
+    /* a spiral over UDP: our value is on top already */
+    ck_assert_ptr_null(record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_UDP));
+    /* in over UDP (value there), out over TCP: only the TCP one added */
+    v = record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_TCP);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_str_eq(v[0], ours_tcp);
+    ck_assert_ptr_null(v[1]);
+    /* in over TCP, out over UDP: both, the side facing the next hop on top */
+    v = record_route_values(pool, m, me, SIP_TP_TCP, SIP_TP_UDP);
+    ck_assert_str_eq(v[0], ours_udp);
+    ck_assert_str_eq(v[1], ours_tcp);
+    ck_assert_ptr_null(v[2]);
+}
+END_TEST
+
+/* A request with these Route values and tags, parsed. */
+static sip_msg_t *routed_request(const char *routes, const char *cid, const char *ftag,
+                                 const char *ttag)
+{
+    return parse_ok(apr_pstrcat(pool,
+        "BYE sip:alice@192.0.2.7:5062 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.8:5070;branch=z9hG4bKrp\r\n"
+        "Max-Forwards: 70\r\n",
+        routes ? "Route: " : "", routes ? routes : "", routes ? "\r\n" : "",
+        "From: <sip:a@x>;tag=", ftag, "\r\n"
+        "To: <sip:b@y>", ttag ? ";tag=" : "", ttag ? ttag : "", "\r\n"
+        "Call-ID: ", cid, "\r\n"
+        "CSeq: 2 BYE\r\n\r\n", NULL));
+}
+
+START_TEST(route_preprocess_kinds)
+{
+    server_rec vhost;
+    const char *udp, *tcp, *forged;
+    sip_msg_t *m;
+
+    /* no UDP socket here: every address counts as ours */
+    memset(&vhost, 0, sizeof(vhost));
+    udps = apr_array_make(pool, 1, sizeof(sip_udp_t *));
+    sip_proxy_init(pool);
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    udp = route_value(NULL, "cid1", "ft1");
+    tcp = route_value("tcp", "cid1", "ft1");
+
+    m = routed_request(NULL, "cid1", "ft1", "tt1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_NONE);
+    /* the caller's in-dialog request, and the callee's (tags swapped) */
+    m = routed_request(udp, "cid1", "ft1", "tt1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    ck_assert_int_eq(sip_msg_route_count(m), 0);
+    m = routed_request(udp, "cid1", "tt1", "ft1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    /* both values of a double Record-Route removed and verified; the
+     * second one's transport is the next hop's */
+    m = routed_request(apr_pstrcat(pool, udp, ", ", tcp, NULL), "cid1", "tt1", "ft1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    ck_assert_int_eq(sip_msg_routes_removed(m), 2);
+    ck_assert_str_eq(recorded_transport(pool, m), "tcp");
+    /* preloaded, forged, for another dialog, tampered: ours, not recorded */
+    m = routed_request("<sip:127.0.0.1:5060;lr>", "cid1", "ft1", NULL);
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    ck_assert_ptr_null(recorded_transport(pool, m));
+    m = routed_request(udp, "cid2", "ft1", "tt1");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    m = routed_request(udp, "cid1", "ft9", "tt9");
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    forged = apr_pstrcat(pool, apr_pstrndup(pool, tcp, strlen(tcp) - 2), "0>", NULL);
+    if (!strcmp(forged, tcp))
+        forged = apr_pstrcat(pool, apr_pstrndup(pool, tcp, strlen(tcp) - 2), "1>", NULL);
+    m = routed_request(forged, "cid1", "ft1", NULL);
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_OURS);
+    ck_assert_ptr_null(recorded_transport(pool, m));
+    /* one signed, one not (a phone's outbound proxy setting in front of
+     * the recorded route): the signed one proves the dialog */
+    m = routed_request(apr_pstrcat(pool, "<sip:127.0.0.1:5060;lr>, ", udp, NULL),
+                       "cid1", "ft1", NULL);
+    ck_assert_int_eq(sip_proxy_route_preprocess(m, &vhost), SIP_ROUTE_RECORDED);
+    udps = NULL;
+}
+END_TEST
+
+static Suite *route_suite(void)
+{
+    Suite *s = suite_create("route_wire");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, route_sign_verify);
+    tcase_add_test(tc, wire_request_edits);
+    tcase_add_test(tc, wire_request_routes);
+    tcase_add_test(tc, wire_stamp_rport_spacing);
+    tcase_add_test(tc, wire_response_pop_via);
+    tcase_add_test(tc, route_no_duplicate_rr);
+    tcase_add_test(tc, route_preprocess_kinds);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -2071,6 +2483,7 @@ int main(void)
     srunner_add_suite(sr, timer_suite());
     srunner_add_suite(sr, stats_suite());
     srunner_add_suite(sr, relay_suite());
+    srunner_add_suite(sr, route_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
