@@ -28,6 +28,8 @@ typedef struct aor_entry {
     char *aor;
     stored_t **b;
     int n, cap;
+    struct aor_entry *older, *newer;    /* in the list of empty entries */
+    int listed;
 } aor_entry_t;
 
 static apr_hash_t *aors;        /* aor -> aor_entry_t (malloc'd, lives forever) */
@@ -67,6 +69,57 @@ static void binding_strings_free(sip_binding_t *b)
     free((char *)b->key);
 }
 
+/* AoRs without a binding are kept, so that they get 480 rather than 404;
+ * the list (oldest first) lets the oldest be forgotten when there are more
+ * than SipMaxBindings of them, so that registering and removing ever new
+ * AoRs cannot grow the table without bound. */
+static aor_entry_t *empty_oldest, *empty_newest;
+static apr_size_t nempty;
+
+static void empty_add(aor_entry_t *e)
+{
+    if (e->listed)
+        return;
+    e->listed = 1;
+    e->newer = NULL;
+    e->older = empty_newest;
+    if (empty_newest)
+        empty_newest->newer = e;
+    else
+        empty_oldest = e;
+    empty_newest = e;
+    nempty++;
+}
+
+static void empty_del(aor_entry_t *e)
+{
+    if (!e->listed)
+        return;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        empty_oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        empty_newest = e->older;
+    e->listed = 0;
+    nempty--;
+}
+
+/* Not while iterating over 'aors'. */
+static void forget_excess_empty(void)
+{
+    while (max_bindings && nempty > max_bindings) {
+        aor_entry_t *e = empty_oldest;
+        empty_del(e);
+        apr_hash_set(aors, e->aor, APR_HASH_KEY_STRING, NULL);
+        free(e->b);
+        free(e->aor);
+        free(e);
+    }
+}
+
 static aor_entry_t *entry_for(const char *aor, int create)
 {
     aor_entry_t *e = apr_hash_get(aors, aor, APR_HASH_KEY_STRING);
@@ -75,6 +128,7 @@ static aor_entry_t *entry_for(const char *aor, int create)
         e = calloc(1, sizeof(*e));
         e->aor = strdup(aor);
         apr_hash_set(aors, e->aor, APR_HASH_KEY_STRING, e);
+        empty_add(e);
     }
     return e;
 }
@@ -263,6 +317,8 @@ static void entry_remove_at(aor_entry_t *e, int i)
     e->b[i] = e->b[--e->n];
     if (i < e->n)
         e->b[i]->idx = i;
+    if (!e->n)
+        empty_add(e);
     live--;
     sip_stats->now.bindings = live;
 }
@@ -293,6 +349,7 @@ static void set_binding(const sip_binding_t *nb, int log)
         st->hkey = strdup(apr_pstrcat(scratch, nb->aor, "\2", key, NULL));
         st->idx = e->n;
         e->b[e->n++] = st;
+        empty_del(e);
         apr_hash_set(index_, st->hkey, APR_HASH_KEY_STRING, st);
         live++;
         sip_stats->now.bindings = live;
@@ -424,6 +481,7 @@ static void sweep(void *baton)
                 i++;
         }
     }
+    forget_excess_empty();
     /* The journal only grows between compactions; keep it near the table. */
     if (journal_lines > 10000 && journal_lines > 4 * live)
         compact();

@@ -196,7 +196,8 @@ $t->dump_log_on_failure;
 $t->stop;
 
 # ================================================================ B: SipMaxBranches, SipMaxBindings
-my $tb = SipRegTest->new(vhost_conf => "SipMaxContacts 0\nSipMaxBranches 3", server_conf => 'SipMaxBindings 8');
+my $tb = SipRegTest->new(vhost_conf => "SipMaxContacts 0\nSipMaxBranches 3\n<Location \"/red\@127.0.0.1\">\n    SipMode redirect\n</Location>",
+                         server_conf => 'SipMaxBindings 13');
 {
     my @socks = map { $tb->udp_socket } 0 .. 5;
     my @contacts = map { '<sip:fork' . $_ . '@127.0.0.1:' . $socks[$_]->sockport . '>;expires=' . (1000 - 100 * $_) } 0 .. 5;
@@ -234,12 +235,21 @@ my $tb = SipRegTest->new(vhost_conf => "SipMaxContacts 0\nSipMaxBranches 3", ser
     is($fm && $fm->code, 200, '... and the caller got the 200');
     ok($tb->wait_log($mark, qr/forked to the best 3 of 6 contacts \(SipMaxBranches\)/), '... log line: forked to the best 3 of 6');
 
-    # SipMaxBindings 8: six bound
+    # redirect mode: the 302 lists the best SipMaxBranches contacts
+    $r = $tb->register(user => 'red', contacts => [ map { "<sip:red$_\@127.0.0.1:" . (7800 + $_) . ">;q=0." . (5 + $_) } 0 .. 4 ], expires => 600);
+    is($r && $r->code, 200, 'red registered five contacts, q 0.5 to 0.9');
+    my $m = $tb->request_to('red', method => 'INVITE');
+    is($m && $m->code, 302, 'INVITE to red (SipMode redirect) -> 302');
+    is(join(' ', map { /^<sip:(red\d)\@/ ? $1 : $_ } $m ? $m->headers('contact') : ()), 'red4 red3 red2',
+       '... listing the best three contacts (SipMaxBranches 3), best q first');
+    like($m && $m->header('warning') // '', qr/^399 \S+ "Only the best registered contacts are listed"$/, '... with a Warning that more are registered');
+
+    # SipMaxBindings 13: eleven bound
     $r = $tb->register(user => 'other', expires => 600, contacts => [ '<sip:o1@127.0.0.1:7501>, <sip:o2@127.0.0.1:7502>' ]);
-    is($r && $r->code, 200, 'SipMaxBindings 8: two more bindings (8 in all) -> 200');
+    is($r && $r->code, 200, 'SipMaxBindings 13: two more bindings (13 in all) -> 200');
     $mark = $tb->log_mark;
     $r = $tb->register(user => 'third', expires => 600, contacts => [ '<sip:t1@127.0.0.1:7503>' ]);
-    is($r && $r->code, 503, 'a ninth binding -> 503');
+    is($r && $r->code, 503, 'a fourteenth binding -> 503');
     like($r && $r->header('retry-after') // '', qr/^\d+$/, '... with Retry-After');
     ok($tb->wait_log($mark, qr/503 Service Unavailable for REGISTER .*SipMaxBindings/), '... and a log line');
     my ($f, %b) = $tb->fetch('third');
@@ -250,6 +260,22 @@ my $tb = SipRegTest->new(vhost_conf => "SipMaxContacts 0\nSipMaxBranches 3", ser
     is($r && $r->code, 200, 'removing one -> 200');
     $r = $tb->register(user => 'third', expires => 600, contacts => [ '<sip:t1@127.0.0.1:7503>' ]);
     is($r && $r->code, 200, 'then the new binding fits -> 200');
+
+    # addresses-of-record registered and removed again are remembered (480,
+    # not 404), but no more than SipMaxBindings of them: the oldest go
+    $r = $tb->register(user => 'red', contacts => [ '*' ], expires => 0);
+    is($r && $r->code, 200, 'Contact: * removes red\'s five bindings (room for more)');
+    my @gone = map { "gone$_" } 1 .. 15;
+    for my $u (@gone) {
+        my $cid = rand_token(8) . '@gone';
+        $tb->register(user => $u, call_id => $cid, cseq => 1, expires => 600, contacts => [ "<sip:$u\@127.0.0.1:7900>" ]);
+        $tb->register(user => $u, call_id => $cid, cseq => 2, expires => 0, contacts => [ "<sip:$u\@127.0.0.1:7900>" ]);
+    }
+    sleep 1.5;      # the once-a-second sweep forgets the excess
+    my @codes = map { my $x = $tb->request_to($_); $x ? $x->code : 0 } @gone;
+    is("@codes[-13 .. -1]", join(' ', ('480') x 13), 'the 13 most recently emptied AoRs still get 480');
+    is(scalar(grep { $_ == 404 } @codes), 2, 'the two emptied longest ago are forgotten (404): known empty AoRs stay within SipMaxBindings')
+        or diag("@codes");
 }
 $tb->dump_log_on_failure;
 $tb->stop;

@@ -2137,6 +2137,9 @@ static void store_setup(void)
     apr_pool_create(&loc_pool, pool);
     journal = -1;
     live = 0;
+    empty_oldest = empty_newest = NULL;
+    nempty = 0;
+    max_bindings = SIP_DEFAULT_MAX_BINDINGS;
 }
 
 static sip_binding_t mkb(const char *aor, const char *contact, const char *cid, unsigned cseq,
@@ -2275,6 +2278,48 @@ START_TEST(reg_check_limits)
 }
 END_TEST
 
+START_TEST(store_forgets_oldest_empty_aors)
+{
+    char aor[32];
+    int i;
+
+    max_bindings = 3;
+    for (i = 0; i < 5; i++) {
+        sip_binding_t b;
+        snprintf(aor, sizeof(aor), "sip:e%d@h", i);
+        b = mkb(apr_pstrdup(pool, aor), "sip:x@10.0.0.1", "c", 1, 600, 1000);
+        set_binding(&b, 0);
+    }
+    ck_assert_uint_eq(nempty, 0);
+    for (i = 0; i < 5; i++) {
+        snprintf(aor, sizeof(aor), "sip:e%d@h", i);
+        sip_location_remove_all(aor);
+    }
+    ck_assert_uint_eq(nempty, 5);
+    {
+        /* e3 gets a binding again: no longer empty, not forgotten */
+        sip_binding_t b = mkb("sip:e3@h", "sip:x@10.0.0.1", "c", 2, 600, 1000);
+        set_binding(&b, 0);
+    }
+    ck_assert_uint_eq(nempty, 4);
+    forget_excess_empty();
+    ck_assert_uint_eq(nempty, 3);
+    ck_assert_ptr_null(sip_location_lookup(pool, "sip:e0@h"));     /* the oldest empty one: 404 */
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:e1@h"));  /* still known: 480 */
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:e2@h"));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:e3@h")->nelts, 1);
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:e4@h"));
+    max_bindings = 0;               /* no limit */
+    for (i = 5; i < 10; i++) {
+        snprintf(aor, sizeof(aor), "sip:e%d@h", i);
+        entry_for(apr_pstrdup(pool, aor), 1);
+    }
+    forget_excess_empty();
+    ck_assert_uint_eq(nempty, 8);
+    sip_location_remove_all("sip:e3@h");
+}
+END_TEST
+
 static Suite *location_suite(void)
 {
     Suite *s = suite_create("registrar_location");
@@ -2292,6 +2337,7 @@ static Suite *location_suite(void)
     tcase_add_test(ts, store_one_binding_per_equal_uri);
     tcase_add_test(ts, store_many_bindings_in_one_aor);
     tcase_add_test(ts, reg_check_limits);
+    tcase_add_test(ts, store_forgets_oldest_empty_aors);
     suite_add_tcase(s, ts);
     return s;
 }
