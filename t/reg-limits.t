@@ -15,7 +15,8 @@
 #   * a quoted parameter or display name holding a TAB survives restarts;
 #   * journal replay: 100 000 bindings (one AoR with 12 000, from before
 #     the limit) replay fast; an expiry beyond SipMaxExpires is cut; an
-#     unreadable line is skipped and logged; an old (version 1) line is read.
+#     unreadable line is skipped and logged; a version 1 journal is read
+#     and rewritten as version 2.
 use strict;
 use warnings;
 use Test::More;
@@ -355,5 +356,38 @@ my $tc = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/big.journal', sta
 }
 $tc->dump_log_on_failure;
 $tc->stop;
+
+# ================================================================ D: a journal of the previous version
+my $td = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/old.journal', setup => sub {
+    my ($self) = @_;
+    my $file = $self->var . '/old.journal';
+    open(my $fh, '>', $file) or die "$file: $!";
+    my $exp = int((time + 900) * 1e6);
+    # version 1: S lines, no escapes (a backslash is a backslash), no display name
+    print $fh "S\tsip:v1\@127.0.0.1\tsip:v1\@127.0.0.1:7950\t;x=\"a\\tb\"\tcid-v1\t3\t$exp\t500\t<sip:edge.example.com;lr>\n";
+    print $fh "S\tsip:v1\@127.0.0.1\tsip:v1b\@127.0.0.1:7951\t\tcid-v1\t3\t$exp\t1000\t\n";
+    print $fh "D\tsip:v1\@127.0.0.1\tsip:v1b\@127.0.0.1:7951\n";
+    close $fh;
+    chmod 0666, $file;
+});
+{
+    for my $round ('replayed from version 1', 'after a restart (rewritten as version 2)') {
+        my ($f, %b) = $td->fetch('v1');
+        my $c = $b{'sip:v1@127.0.0.1:7950'};
+        ok($c && $c->{params} eq ';x="a\\tb"' && $c->{q} eq '0.5' && $c->{expires} > 800 && keys %b == 1,
+           "old journal $round: the binding with its backslash, q, expiry; the removed one stays removed")
+            or diag(SipRegTest::dump_contacts($f));
+        last if $round =~ /restart/;
+        my $old = $td->engine_pid;
+        kill 'KILL', $old;
+        ok(wait_until(10, sub { my $p = $td->engine_pid; $p && $p != $old }, 0.05)
+           && wait_until(5, sub { $td->options_ok('udp') }, 0.1), 'engine restarted');
+        open(my $fh, '<', $td->var . '/old.journal');
+        my $first = <$fh> // '';
+        is($first, "V\t2\n", 'the journal was rewritten in version 2');
+    }
+}
+$td->dump_log_on_failure;
+$td->stop;
 
 done_testing;
