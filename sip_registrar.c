@@ -175,19 +175,16 @@ static void reply_contacts(sip_txn_t *txn, int status, const char *reason,
         *(const char **)apr_array_push(vals) =
             format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
     if (sip_txn_source(txn)->kind == SIP_TP_UDP) {
+        /* the size without any Contact, counting a Warning in case */
+        apr_array_header_t *hw = apr_array_make(p, 8, sizeof(const char *));
         apr_size_t base = 0;
-        const char *hw[16];
-        int k = 0;
-        for (; extra && extra[0] && k < 12; extra += 2, k += 2) {
-            hw[k] = extra[0];
-            hw[k + 1] = extra[1];
-        }
-        hw[k] = "Warning";
-        hw[k + 1] = CUT_WARNING;
-        hw[k + 2] = NULL;
-        extra -= k;
-        sip_msg_response_text(p, req, status, reason, sip_txn_to_tag(txn), hw, NULL, NULL, 0,
-                              &base);
+        for (i = 0; extra && extra[i]; i++)
+            *(const char **)apr_array_push(hw) = extra[i];
+        *(const char **)apr_array_push(hw) = "Warning";
+        *(const char **)apr_array_push(hw) = CUT_WARNING;
+        *(const char **)apr_array_push(hw) = NULL;
+        sip_msg_response_text(p, req, status, reason, sip_txn_to_tag(txn),
+                              (const char *const *)hw->elts, NULL, NULL, 0, &base);
         budget = sip_msg_length(req) > SIP_UDP_RESPONSE_MAX ? sip_msg_length(req)
                  : SIP_UDP_RESPONSE_MAX;
         total = base;
@@ -207,7 +204,8 @@ static void reply_contacts(sip_txn_t *txn, int status, const char *reason,
         *(const char **)apr_array_push(h) = "Warning";
         *(const char **)apr_array_push(h) = cut ? CUT_WARNING
             : "399 mod_sip \"Only the best registered contacts are listed\"";
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
+        server_rec *s = sip_txn_source(txn)->vhost;
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s ? s : ap_server_conf,
                      "sip registrar: %d %s for %s lists %d of %d contacts (%s)", status, reason,
                      sip_msg_aor(p, req), n, bs->nelts,
                      cut ? "UDP response size" : "SipMaxBranches");
