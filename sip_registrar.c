@@ -113,18 +113,28 @@ static const char *format_binding(apr_pool_t *p, const sip_binding_t *b, apr_tim
                         b->params ? b->params : "", left > 0 ? left : 0, q);
 }
 
+/* Linux refuses to exec with any one environment string over 128 KB
+ * (MAX_ARG_STRLEN): an address-of-record with thousands of bindings (from
+ * before SipMaxContacts was lowered) must not stop its scripts from running. */
+#define SIP_REGISTRATIONS_MAX 65536
+
 const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bs)
 {
     apr_array_header_t *parts;
     apr_time_t now = apr_time_now();
+    apr_size_t total = 0;
     int i;
 
     if (!bs || !bs->nelts)
         return NULL;
     parts = apr_array_make(p, bs->nelts, sizeof(const char *));
-    for (i = 0; i < bs->nelts; i++)
-        *(const char **)apr_array_push(parts) =
-            format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+    for (i = 0; i < bs->nelts; i++) {
+        const char *f = format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+        total += strlen(f) + 1;
+        if (total > SIP_REGISTRATIONS_MAX && i)
+            break;      /* the best ones, as many as fit */
+        *(const char **)apr_array_push(parts) = f;
+    }
     return apr_array_pstrcat(p, parts, ',');
 }
 

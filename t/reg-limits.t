@@ -286,7 +286,10 @@ my $N_AORS = 8800;      # x 10 bindings, plus 12 000 on one AoR = 100 000
 my $big_sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'udp') or die "udp: $!";
 setsockopt($big_sock, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 1 << 22);
 my $big_port = $big_sock->sockport;
-my $tc = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/big.journal', start_timeout => 60, setup => sub {
+my $tc = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/big.journal', start_timeout => 60,
+                         # records REGISTRATIONS, then leaves the request to the registrar
+                         scripts => { 'big@127.0.0.1' => "#!/bin/sh\nprintf '%s' \"\$REGISTRATIONS\" > \@VAR\@/big.regs\nexit 0\n" },
+                         setup => sub {
     my ($self) = @_;
     my $file = $self->var . '/big.journal';
     open(my $fh, '>', $file) or die "$file: $!";
@@ -346,6 +349,12 @@ my $tc = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/big.journal', sta
         send($big_sock, $resp, 0, Socket::pack_sockaddr_in($tc->sip_port, Socket::inet_aton('127.0.0.1')));
     }
     is(scalar(keys %branches), 16, "a MESSAGE to the AoR with 12 000 bindings forks to SipMaxBranches 16 ($dgrams datagrams)");
+    my $regs = '';
+    if (open(my $fh, '<', $tc->var . '/big.regs')) { local $/; $regs = <$fh> // '' }
+    my $nregs = () = $regs =~ /<sip:big\d+\@/g;
+    ok(length($regs) > 60000 && length($regs) <= 65536 && $nregs > 1000,
+       'its script ran, with REGISTRATIONS cut to 64 KB (' . length($regs) . " bytes, $nregs contacts): the exec limit is not hit");
+    unlike($regs, qr/,$/, '... ending on a whole contact');
     my @r = $tc->udp_drain($caller);
     ok(grep({ m{^SIP/2\.0 486} } @r), '... and the caller gets the 486');
     $t0 = time;
