@@ -399,4 +399,19 @@ my $td = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/old.journal', set
 $td->dump_log_on_failure;
 $td->stop;
 
+# ================================================================ configuration errors
+for my $bad ([ vhost_conf => 'SipMaxContacts many', qr/SipMaxContacts needs a number from 0 to/ ],
+             [ vhost_conf => 'SipMaxContacts -1', qr/SipMaxContacts needs a number from 0 to/ ],
+             [ vhost_conf => 'SipMaxBranches 0', qr/SipMaxBranches needs a number from 1 to/ ],
+             [ vhost_conf => 'SipMaxBindings 10', qr/SipMaxBindings cannot occur within <VirtualHost> section/ ],
+             [ server_conf => 'SipMaxBindings 1e5', qr/SipMaxBindings needs a number from 0 to/ ]) {
+    my ($where, $text, $re) = @$bad;
+    my $c = SipTest->new(start => 0, $where => $text);
+    $c->write_conf;
+    my ($rc, $out) = $c->_run_apache('-t');
+    $c->cleanup_dir;
+    isnt($rc, 0, "'$text' ($where) refused by apache2 -t");
+    like($out, $re, '... with a message saying why');
+}
+
 done_testing;
