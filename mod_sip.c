@@ -28,6 +28,7 @@
 #include "sip_transport.h"
 #include "sip_cgi.h"
 #include "sip_registrar.h"
+#include "sip_location.h"
 #include "sip_request.h"
 #include "sip_stats.h"
 #include "sip_route.h"
@@ -67,6 +68,8 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->default_expires = -1;
     c->nonce_lifetime = -1;
     c->auth_qop = -1;
+    c->max_contacts = -1;
+    c->max_branches = -1;
     return c;
 }
 
@@ -92,6 +95,8 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->nonce_lifetime = add->nonce_lifetime >= 0 ? add->nonce_lifetime : base->nonce_lifetime;
     c->proxy_methods = add->proxy_methods ? add->proxy_methods : base->proxy_methods;
     c->auth_qop = add->auth_qop >= 0 ? add->auth_qop : base->auth_qop;
+    c->max_contacts = add->max_contacts >= 0 ? add->max_contacts : base->max_contacts;
+    c->max_branches = add->max_branches >= 0 ? add->max_branches : base->max_branches;
     return c;
 }
 
@@ -150,6 +155,10 @@ static void apply_defaults(sip_server_conf *c)
         c->nonce_lifetime = SIP_DEFAULT_NONCE_LIFETIME;
     if (c->max_expires < c->min_expires)
         c->max_expires = c->min_expires;
+    if (c->max_contacts < 0)
+        c->max_contacts = SIP_DEFAULT_MAX_CONTACTS;
+    if (c->max_branches < 0)
+        c->max_branches = SIP_DEFAULT_MAX_BRANCHES;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -406,6 +415,60 @@ static const char *set_nonce_lifetime(cmd_parms *cmd, void *d, const char *arg)
     return set_seconds(cmd, &sip_get_conf(cmd->server)->nonce_lifetime, arg);
 }
 
+/* ---- registrar limits (docs/security.md) ---- */
+
+static long max_bindings = -1;      /* SipMaxBindings (server-wide: one store) */
+
+static const char *set_count(cmd_parms *cmd, int *dst, const char *arg, long lo, long hi)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (!*arg || *end || n < lo || n > hi)
+        return apr_psprintf(cmd->pool, "%s needs a number from %ld to %ld", cmd->cmd->name, lo, hi);
+    *dst = (int)n;
+    return NULL;
+}
+
+static const char *set_max_contacts(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_count(cmd, &sip_get_conf(cmd->server)->max_contacts, arg, 0, 100000);
+}
+
+static const char *set_max_branches(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_count(cmd, &sip_get_conf(cmd->server)->max_branches, arg, 1, 1000);
+}
+
+static const char *set_max_bindings(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    int n;
+
+    (void)d;
+    if (err)
+        return err;
+    if ((err = set_count(cmd, &n, arg, 0, 100000000)))
+        return err;
+    max_bindings = n;
+    return NULL;
+}
+
+/* The longest SipMaxExpires of any vhost: the journal's longest lifetime. */
+static void configure_location(server_rec *main_server)
+{
+    server_rec *s;
+    long longest = 0;
+
+    for (s = main_server; s; s = s->next)
+        if (sip_get_conf(s)->max_expires > longest)
+            longest = sip_get_conf(s)->max_expires;
+    sip_location_configure(max_bindings >= 0 ? (apr_size_t)max_bindings
+                           : SIP_DEFAULT_MAX_BINDINGS, longest);
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -540,6 +603,15 @@ static const command_rec sip_cmds[] = {
                   "a file (.html: text/html, else text/plain) or default"),
     AP_INIT_TAKE1("SipNonceLifetime", set_nonce_lifetime, NULL, RSRC_CONF,
                   "Seconds a digest nonce stays valid before stale=true (default 300)"),
+    /* registrar limits (docs/security.md) */
+    AP_INIT_TAKE1("SipMaxContacts", set_max_contacts, NULL, RSRC_CONF,
+                  "Bindings one address-of-record may have; a REGISTER adding more gets 403 "
+                  "(default 10, 0 = no limit)"),
+    AP_INIT_TAKE1("SipMaxBindings", set_max_bindings, NULL, RSRC_CONF,
+                  "Bindings the memory store keeps in all; beyond, REGISTER gets 503 "
+                  "(default 100000, 0 = no limit)"),
+    AP_INIT_TAKE1("SipMaxBranches", set_max_branches, NULL, RSRC_CONF,
+                  "Registered contacts a request is forked to, best q first (default 16)"),
     AP_INIT_FLAG("SipRecordRoute", set_record_route, NULL, RSRC_CONF,
                  "Whether proxied requests get a Record-Route (default On)"),
     AP_INIT_TAKE1("SipRouteSecret", set_route_secret, NULL, RSRC_CONF,
@@ -719,6 +791,7 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
     else if (open_location_journal(pconf, main_server) != APR_SUCCESS)
         return HTTP_INTERNAL_SERVER_ERROR;
+    configure_location(main_server);
     if (sip_engine_start(pconf, main_server) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_server, "mod_sip: cannot start the SIP engine");
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -794,6 +867,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     (void)ptemp;
     location_file = NULL;   /* each (re)read of the configuration starts afresh */
     location_dbd = 0;
+    max_bindings = -1;
     auth_used = 0;
     dbd_provider_used = 0;
     stats_shown = 0;

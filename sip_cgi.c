@@ -431,7 +431,11 @@ static int ctx_on_response(void *baton, sip_proxy_branch_t *b, sip_msg_t *resp, 
         return 0;
     t->branch = b;
     t->local = local;
-    t->remote = local ? "127.0.0.1" : sip_proxy_branch_peer(ctx->pool, b);
+    /* RFC 3050 §5.5.1.7: the address the response came from, which need
+     * not be the one the branch was sent to */
+    t->remote = local ? "127.0.0.1"
+                : sip_msg_peer(resp) ? apr_pstrdup(ctx->pool, sip_msg_peer(resp))
+                : sip_proxy_branch_peer(ctx->pool, b);
     t->token = apr_psprintf(ctx->pool, "r%u%s", ++ctx->ntokens, sip_txn_to_tag(ctx->txn));
     apr_hash_set(ctx->responses, t->token, APR_HASH_KEY_STRING, t);
     ctx_enqueue(ctx, t);

@@ -23,6 +23,10 @@
 #define SIP_RELAY_OFF           0   /* nobody */
 #define SIP_RELAY_ON            1   /* anyone (an open proxy) */
 #define SIP_RELAY_AUTHENTICATED 2   /* users who authenticate with digest */
+/* Registrar limits (docs/security.md) */
+#define SIP_DEFAULT_MAX_CONTACTS    10      /* bindings per address-of-record */
+#define SIP_DEFAULT_MAX_BINDINGS    100000  /* bindings in the memory store */
+#define SIP_DEFAULT_MAX_BRANCHES    16      /* targets a request to a registered user forks to */
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -42,6 +46,9 @@ typedef struct sip_server_conf {
     long max_expires;                   /* SipMaxExpires; -1 = unset */
     long default_expires;               /* SipDefaultExpires; -1 = unset */
     apr_interval_time_t nonce_lifetime; /* SipNonceLifetime; -1 = unset */
+    /* registrar limits */
+    int max_contacts;                   /* SipMaxContacts; -1 = unset, 0 = none */
+    int max_branches;                   /* SipMaxBranches; -1 = unset */
 } sip_server_conf;
 
 /* Message size limits taken from Apache's own LimitRequest* directives. */

@@ -262,6 +262,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;
     }
     if (!sip_msg_is_request(msg)) {
+        sip_msg_set_peer(msg, sip_sockaddr_ip(p, &src->peer));    /* REMOTE_ADDR of its run */
         if (!sip_ctxn_receive(msg, p))
             sip_proxy_forward_response(msg, s, p);
         apr_pool_destroy(p);

@@ -14,18 +14,39 @@
 #include "apr_lib.h"
 
 
+/* A binding as the memory store keeps it: malloc'd, found through one
+ * hash over every binding ("aor \2 uri key" -> stored_t), so adding,
+ * refreshing or removing a binding costs the same however many its AoR
+ * has (no comparison with each of them). */
+typedef struct stored {
+    sip_binding_t b;
+    char *hkey;
+    int idx;                    /* position in its aor_entry */
+} stored_t;
+
 typedef struct aor_entry {
     char *aor;
-    sip_binding_t **b;
+    stored_t **b;
     int n, cap;
+    struct aor_entry *older, *newer;    /* in the list of empty entries */
+    int listed;
 } aor_entry_t;
 
 static apr_hash_t *aors;        /* aor -> aor_entry_t (malloc'd, lives forever) */
-static apr_pool_t *loc_pool;
+static apr_hash_t *index_;      /* hkey -> stored_t */
+static apr_pool_t *loc_pool, *scratch;
 static sip_loop_t *loc_loop;
 static int journal = -1;
 static apr_size_t journal_lines, live;
 static sip_timer_t sweep_timer;
+static apr_size_t max_bindings = SIP_DEFAULT_MAX_BINDINGS;
+static apr_interval_time_t max_lifetime = apr_time_from_sec(SIP_DEFAULT_MAX_EXPIRES);
+
+void sip_location_configure(apr_size_t bindings, long lifetime_sec)
+{
+    max_bindings = bindings;
+    max_lifetime = apr_time_from_sec(lifetime_sec);
+}
 
 apr_size_t sip_location_count(void)
 {
@@ -37,14 +58,66 @@ static char *xstrdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-static void binding_free(sip_binding_t *b)
+static void binding_strings_free(sip_binding_t *b)
 {
     free((char *)b->aor);
     free((char *)b->contact);
     free((char *)b->params);
     free((char *)b->call_id);
     free((char *)b->path);
-    free(b);
+    free((char *)b->display);
+    free((char *)b->key);
+}
+
+/* AoRs without a binding are kept, so that they get 480 rather than 404;
+ * the list (oldest first) lets the oldest be forgotten when there are more
+ * than SipMaxBindings of them, so that registering and removing ever new
+ * AoRs cannot grow the table without bound. */
+static aor_entry_t *empty_oldest, *empty_newest;
+static apr_size_t nempty;
+
+static void empty_add(aor_entry_t *e)
+{
+    if (e->listed)
+        return;
+    e->listed = 1;
+    e->newer = NULL;
+    e->older = empty_newest;
+    if (empty_newest)
+        empty_newest->newer = e;
+    else
+        empty_oldest = e;
+    empty_newest = e;
+    nempty++;
+}
+
+static void empty_del(aor_entry_t *e)
+{
+    if (!e->listed)
+        return;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        empty_oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        empty_newest = e->older;
+    e->listed = 0;
+    nempty--;
+}
+
+/* Not while iterating over 'aors'. */
+static void forget_excess_empty(void)
+{
+    while (max_bindings && nempty > max_bindings) {
+        aor_entry_t *e = empty_oldest;
+        empty_del(e);
+        apr_hash_set(aors, e->aor, APR_HASH_KEY_STRING, NULL);
+        free(e->b);
+        free(e->aor);
+        free(e);
+    }
 }
 
 static aor_entry_t *entry_for(const char *aor, int create)
@@ -55,11 +128,35 @@ static aor_entry_t *entry_for(const char *aor, int create)
         e = calloc(1, sizeof(*e));
         e->aor = strdup(aor);
         apr_hash_set(aors, e->aor, APR_HASH_KEY_STRING, e);
+        empty_add(e);
     }
     return e;
 }
 
-/* ---- journal ---- */
+/* The key a contact is stored under: its sip_uri_key, or the text itself
+ * for one that does not parse (found again only by the same spelling). */
+static const char *contact_key(apr_pool_t *p, const char *contact)
+{
+    const char *k = sip_uri_key(p, contact);
+    return k ? k : apr_pstrcat(p, "!", contact, NULL);
+}
+
+static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
+{
+    return apr_hash_get(index_, apr_pstrcat(p, aor, "\2", key, NULL), APR_HASH_KEY_STRING);
+}
+
+/* ---- journal ----
+ *
+ * One line per change, fields separated by TAB:
+ *   V 2                                      format version (first line)
+ *   B aor contact params call-id cseq expires(us) q1000 path display
+ *   D aor contact        A aor (all removed)        K aor (known, no binding)
+ * From version 2 on, '\' TAB CR LF inside a field are written \\ \t \r \n,
+ * so any value a REGISTER got a 2xx for is kept.  A journal without the V
+ * line is version 1: S lines (no display), no escapes. */
+
+#define JOURNAL_VERSION 2
 
 static void journal_write(const char *line)
 {
@@ -82,68 +179,184 @@ static void journal_write(const char *line)
     journal_lines++;
 }
 
-static int clean(const char *s)
+static const char *jesc(apr_pool_t *p, const char *s)
 {
-    return !s || !strpbrk(s, "\t\r\n");
+    apr_size_t n = 0;
+    const char *c;
+    char *out, *o;
+
+    if (!s)
+        return "";
+    if (!strpbrk(s, "\\\t\r\n"))
+        return s;
+    for (c = s; *c; c++)
+        n += strchr("\\\t\r\n", *c) ? 2 : 1;
+    o = out = apr_palloc(p, n + 1);
+    for (c = s; *c; c++) {
+        switch (*c) {
+        case '\\': *o++ = '\\'; *o++ = '\\'; break;
+        case '\t': *o++ = '\\'; *o++ = 't'; break;
+        case '\r': *o++ = '\\'; *o++ = 'r'; break;
+        case '\n': *o++ = '\\'; *o++ = 'n'; break;
+        default: *o++ = *c;
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
-static void journal_set(const sip_binding_t *b)
+/* Undo jesc in place. */
+static void junesc(char *s)
 {
-    char *line;
+    char *o = s;
 
-    if (!clean(b->aor) || !clean(b->contact) || !clean(b->params) || !clean(b->call_id)
-        || !clean(b->path))
-        return;
-    line = apr_psprintf(loc_pool, "S\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\n",
-                        b->aor, b->contact, b->params ? b->params : "", b->call_id, b->cseq,
-                        b->expires, b->q1000, b->path ? b->path : "");
-    journal_write(line);
+    for (; *s; s++) {
+        if (*s == '\\' && s[1]) {
+            s++;
+            *o++ = *s == 't' ? '\t' : *s == 'r' ? '\r' : *s == 'n' ? '\n' : *s;
+        }
+        else
+            *o++ = *s;
+    }
+    *o = '\0';
+}
+
+static void journal_set(apr_pool_t *p, const sip_binding_t *b)
+{
+    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s\n",
+                               jesc(p, b->aor), jesc(p, b->contact), jesc(p, b->params),
+                               jesc(p, b->call_id), b->cseq, b->expires, b->q1000,
+                               jesc(p, b->path), jesc(p, b->display)));
+}
+
+static void journal_del(apr_pool_t *p, const char *aor, const char *contact)
+{
+    journal_write(apr_psprintf(p, "D\t%s\t%s\n", jesc(p, aor), jesc(p, contact)));
+}
+
+/* A journal line split and checked.  Returns its type ('B' for S and B
+ * lines, 'D', 'A', 'K', 'V'), or 0 for a line to skip; numbers out of
+ * range are brought back in: an expiry further than 'max_life' from 'now'
+ * (a corrupt or hand-made line) is cut to it, q to 0..1000. */
+typedef struct journal_rec {
+    int type;
+    sip_binding_t b;
+    int version;    /* for 'V' */
+} journal_rec_t;
+
+static int journal_parse(char *line, int version, apr_time_t now, apr_interval_time_t max_life,
+                         journal_rec_t *r)
+{
+    char *f[11], *end;
+    int n = 0, i;
+    long long ll;
+
+    memset(r, 0, sizeof(*r));
+    /* fields may be empty, so split on every tab */
+    f[n++] = line;
+    for (char *s = line; *s && n < 11; s++)
+        if (*s == '\t') {
+            *s = '\0';
+            f[n++] = s + 1;
+        }
+    if (n == 2 && strcmp(f[0], "V") == 0) {
+        r->version = atoi(f[1]);
+        return r->version > 0 ? (r->type = 'V') : 0;
+    }
+    if (version >= 2)
+        for (i = 1; i < n; i++)
+            junesc(f[i]);
+    if ((n >= 9 && strcmp(f[0], "S") == 0) || (n >= 10 && strcmp(f[0], "B") == 0)) {
+        if (!*f[1] || !*f[2] || !apr_isdigit(*f[5]) || !apr_isdigit(*f[6]))
+            return 0;
+        r->b.aor = f[1];
+        r->b.contact = f[2];
+        r->b.params = f[3];
+        r->b.call_id = f[4];
+        errno = 0;
+        ll = strtoll(f[5], &end, 10);
+        if (*end || errno || ll > 0xffffffffLL)
+            return 0;
+        r->b.cseq = (apr_uint32_t)ll;
+        ll = strtoll(f[6], &end, 10);
+        if (*end || errno)
+            return 0;
+        r->b.expires = (apr_time_t)ll;
+        if (r->b.expires > now + max_life)
+            r->b.expires = now + max_life;
+        ll = strtoll(f[7], &end, 10);
+        if (*end || errno || end == f[7])
+            return 0;
+        r->b.q1000 = ll < 0 ? 0 : ll > 1000 ? 1000 : (int)ll;
+        r->b.path = *f[8] ? f[8] : NULL;
+        r->b.display = f[0][0] == 'B' && *f[9] ? f[9] : NULL;
+        return r->type = 'B';
+    }
+    if (n >= 3 && strcmp(f[0], "D") == 0 && *f[1]) {
+        r->b.aor = f[1];
+        r->b.contact = f[2];
+        return r->type = 'D';
+    }
+    if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0) && *f[1]) {
+        r->b.aor = f[1];
+        return r->type = f[0][0];
+    }
+    return 0;
 }
 
 /* ---- the table ---- */
 
 static void entry_remove_at(aor_entry_t *e, int i)
 {
-    binding_free(e->b[i]);
+    stored_t *st = e->b[i];
+
+    apr_hash_set(index_, st->hkey, APR_HASH_KEY_STRING, NULL);
+    binding_strings_free(&st->b);
+    free(st->hkey);
+    free(st);
     e->b[i] = e->b[--e->n];
+    if (i < e->n)
+        e->b[i]->idx = i;
+    if (!e->n)
+        empty_add(e);
     live--;
     sip_stats->now.bindings = live;
 }
 
 static void set_binding(const sip_binding_t *nb, int log)
 {
-    aor_entry_t *e = entry_for(nb->aor, 1);
+    aor_entry_t *e;
+    stored_t *st;
     sip_binding_t *b;
-    int i;
+    const char *key = nb->key ? nb->key : contact_key(scratch, nb->contact);
 
-    for (i = 0; i < e->n; i++)
-        if (sip_uri_equal(e->b[i]->contact, nb->contact))
-            break;
+    st = find(nb->aor, key, scratch);
     if (nb->expires <= apr_time_now()) {
-        if (i < e->n)
-            entry_remove_at(e, i);
+        if (st)
+            entry_remove_at(entry_for(nb->aor, 0), st->idx);
         if (log)
-            journal_write(apr_psprintf(loc_pool, "D\t%s\t%s\n", nb->aor, nb->contact));
+            journal_del(scratch, nb->aor, nb->contact);
+        apr_pool_clear(scratch);
         return;
     }
-    if (i == e->n) {
+    e = entry_for(nb->aor, 1);
+    if (!st) {
         if (e->n == e->cap) {
             e->cap = e->cap ? e->cap * 2 : 4;
             e->b = realloc(e->b, (size_t)e->cap * sizeof(*e->b));
         }
-        b = calloc(1, sizeof(*b));
-        e->b[e->n++] = b;
+        st = calloc(1, sizeof(*st));
+        st->hkey = strdup(apr_pstrcat(scratch, nb->aor, "\2", key, NULL));
+        st->idx = e->n;
+        e->b[e->n++] = st;
+        empty_del(e);
+        apr_hash_set(index_, st->hkey, APR_HASH_KEY_STRING, st);
         live++;
         sip_stats->now.bindings = live;
     }
-    else {
-        b = e->b[i];
-        free((char *)b->aor);
-        free((char *)b->contact);
-        free((char *)b->params);
-        free((char *)b->call_id);
-        free((char *)b->path);
-    }
+    else
+        binding_strings_free(&st->b);
+    b = &st->b;
     b->aor = xstrdup(nb->aor);
     b->contact = xstrdup(nb->contact);
     b->params = xstrdup(nb->params ? nb->params : "");
@@ -152,8 +365,11 @@ static void set_binding(const sip_binding_t *nb, int log)
     b->expires = nb->expires;
     b->q1000 = nb->q1000;
     b->path = nb->path && *nb->path ? xstrdup(nb->path) : NULL;
+    b->display = nb->display && *nb->display ? xstrdup(nb->display) : NULL;
+    b->key = xstrdup(key);
     if (log)
-        journal_set(b);
+        journal_set(scratch, b);
+    apr_pool_clear(scratch);
 }
 
 void sip_location_set(const sip_binding_t *b)
@@ -163,28 +379,30 @@ void sip_location_set(const sip_binding_t *b)
 
 void sip_location_remove(const char *aor, const char *contact)
 {
-    aor_entry_t *e = entry_for(aor, 0);
-    int i;
+    stored_t *st = find(aor, contact_key(scratch, contact), scratch);
 
-    if (!e)
-        return;
-    for (i = 0; i < e->n; i++)
-        if (sip_uri_equal(e->b[i]->contact, contact)) {
-            entry_remove_at(e, i);
-            journal_write(apr_psprintf(loc_pool, "D\t%s\t%s\n", aor, contact));
-            return;
-        }
+    if (st) {
+        entry_remove_at(entry_for(aor, 0), st->idx);
+        journal_del(scratch, aor, contact);
+    }
+    apr_pool_clear(scratch);
+}
+
+static void remove_all(const char *aor, int log)
+{
+    aor_entry_t *e = entry_for(aor, 1);
+
+    while (e->n)
+        entry_remove_at(e, e->n - 1);
+    if (log)
+        journal_write(apr_psprintf(scratch, "A\t%s\n", jesc(scratch, aor)));
+    apr_pool_clear(scratch);
 }
 
 void sip_location_remove_all(const char *aor)
 {
-    aor_entry_t *e = entry_for(aor, 0);
-
-    if (!e)
-        return;
-    while (e->n)
-        entry_remove_at(e, 0);
-    journal_write(apr_psprintf(loc_pool, "A\t%s\n", aor));
+    if (entry_for(aor, 0))
+        remove_all(aor, 1);
 }
 
 static int by_q(const void *a, const void *b)
@@ -207,9 +425,9 @@ apr_array_header_t *sip_location_lookup(apr_pool_t *p, const char *aor)
     out = apr_array_make(p, e->n ? e->n : 1, sizeof(sip_binding_t *));
     for (i = 0; i < e->n; i++) {
         sip_binding_t *c;
-        if (e->b[i]->expires <= now)
+        if (e->b[i]->b.expires <= now)
             continue;   /* never report an expired binding, swept or not */
-        c = apr_pmemdup(p, e->b[i], sizeof(*c));
+        c = apr_pmemdup(p, &e->b[i]->b, sizeof(*c));
         *(sip_binding_t **)apr_array_push(out) = c;
     }
     qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
@@ -232,13 +450,16 @@ static void compact(void)
     }
     journal_lines = 0;
     apr_pool_create(&p, loc_pool);
-    for (hi = apr_hash_first(p, aors); hi; hi = apr_hash_next(hi)) {
+    journal_write(apr_psprintf(p, "V\t%d\n", JOURNAL_VERSION));
+    for (hi = apr_hash_first(NULL, aors); hi; hi = apr_hash_next(hi)) {
         aor_entry_t *e = apr_hash_this_val(hi);
         int i;
         if (!e->n)      /* keep the AoR known: it answers 480, not 404 */
-            journal_write(apr_psprintf(p, "K\t%s\n", e->aor));
+            journal_write(apr_psprintf(p, "K\t%s\n", jesc(p, e->aor)));
         for (i = 0; i < e->n; i++)
-            journal_set(e->b[i]);
+            journal_set(p, &e->b[i]->b);
+        if (i)
+            apr_pool_clear(p);
     }
     apr_pool_destroy(p);
     apr_pool_clear(loc_pool);
@@ -254,12 +475,13 @@ static void sweep(void *baton)
         aor_entry_t *e = apr_hash_this_val(hi);
         int i = 0;
         while (i < e->n) {
-            if (e->b[i]->expires <= now)
+            if (e->b[i]->b.expires <= now)
                 entry_remove_at(e, i);
             else
                 i++;
         }
     }
+    forget_excess_empty();
     /* The journal only grows between compactions; keep it near the table. */
     if (journal_lines > 10000 && journal_lines > 4 * live)
         compact();
@@ -268,47 +490,36 @@ static void sweep(void *baton)
     sip_timer_set(loc_loop, &sweep_timer, apr_time_from_sec(1), sweep, NULL);
 }
 
-static void replay_line(char *line)
-{
-    char *f[10];
-    int n = 0;
+static apr_size_t bad_lines;
 
-    /* fields may be empty, so split on every tab */
-    f[n++] = line;
-    for (char *s = line; *s && n < 10; s++)
-        if (*s == '\t') {
-            *s = '\0';
-            f[n++] = s + 1;
-        }
-    if (n >= 9 && strcmp(f[0], "S") == 0) {
-        sip_binding_t b;
-        memset(&b, 0, sizeof(b));
-        b.aor = f[1];
-        b.contact = f[2];
-        b.params = f[3];
-        b.call_id = f[4];
-        b.cseq = (apr_uint32_t)strtoul(f[5], NULL, 10);
-        b.expires = (apr_time_t)apr_atoi64(f[6]);
-        b.q1000 = atoi(f[7]);
-        b.path = *f[8] ? f[8] : NULL;
-        set_binding(&b, 0);
+static void replay_line(char *line, int *version)
+{
+    journal_rec_t r;
+    stored_t *st;
+
+    switch (journal_parse(line, *version, apr_time_now(), max_lifetime, &r)) {
+    case 'V':
+        *version = r.version;
+        break;
+    case 'B':
+        set_binding(&r.b, 0);
+        break;
+    case 'D':
+        st = find(r.b.aor, contact_key(scratch, r.b.contact), scratch);
+        if (st)
+            entry_remove_at(entry_for(r.b.aor, 0), st->idx);
+        apr_pool_clear(scratch);
+        break;
+    case 'A':
+        remove_all(r.b.aor, 0);
+        break;
+    case 'K':
+        entry_for(r.b.aor, 1);
+        break;
+    default:
+        if (*line)
+            bad_lines++;
     }
-    else if (n >= 3 && strcmp(f[0], "D") == 0) {
-        aor_entry_t *e = entry_for(f[1], 0);
-        int i;
-        for (i = 0; e && i < e->n; i++)
-            if (sip_uri_equal(e->b[i]->contact, f[2])) {
-                entry_remove_at(e, i);
-                break;
-            }
-    }
-    else if (n >= 2 && strcmp(f[0], "A") == 0) {
-        aor_entry_t *e = entry_for(f[1], 1);
-        while (e->n)
-            entry_remove_at(e, 0);
-    }
-    else if (n >= 2 && strcmp(f[0], "K") == 0)
-        entry_for(f[1], 1);
 }
 
 static apr_status_t dbd_start(apr_pool_t *p);
@@ -318,7 +529,9 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
 {
     loc_loop = loop;
     apr_pool_create(&loc_pool, p);
+    apr_pool_create(&scratch, p);
     aors = apr_hash_make(p);
+    index_ = apr_hash_make(p);
     if (dbd_server) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, dbd_server,
                      "sip location: bindings are kept in the mod_dbd database");
@@ -329,21 +542,28 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
         FILE *f;
         char *line = NULL;
         size_t cap = 0;
-        int fd2 = dup(journal);
+        int fd2 = dup(journal), version = 1;
         apr_size_t lines = 0;
+        apr_time_t t0 = apr_time_now();
 
+        bad_lines = 0;
         if (fd2 >= 0 && lseek(journal, 0, SEEK_SET) >= 0 && (f = fdopen(fd2, "r"))) {
             while (getline(&line, &cap, f) > 0) {
                 line[strcspn(line, "\n")] = '\0';
-                replay_line(line);
+                replay_line(line, &version);
                 lines++;
             }
             free(line);
             fclose(f);
         }
+        if (bad_lines)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
+                         "sip location: %" APR_SIZE_T_FMT " unreadable journal lines skipped",
+                         bad_lines);
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
                      "sip location: %" APR_SIZE_T_FMT " bindings restored from %" APR_SIZE_T_FMT
-                     " journal lines", live, lines);
+                     " journal lines in %" APR_TIME_T_FMT " ms", live, lines,
+                     apr_time_as_msec(apr_time_now() - t0));
         sweep(NULL);
         compact();
     }
@@ -354,22 +574,62 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
 
 /* ---- change checking, shared by both stores ---- */
 
-/* §10.3 step 7: a REGISTER older than what a binding has seen (same
- * Call-ID, CSeq not higher) is refused as a whole. */
-static int reg_out_of_order(const apr_array_header_t *existing, const sip_reg_change_t *chg)
+static const char *binding_key(apr_pool_t *p, const sip_binding_t *b)
 {
-    int i, j;
+    return b->key ? b->key : contact_key(p, b->contact);
+}
 
+/* Check one REGISTER against the bindings its AoR has now ('existing', as
+ * returned by a lookup): 500 when it is older than what a binding has seen
+ * (§10.3 step 7: same Call-ID, CSeq not higher; refused as a whole), 403
+ * when it would leave more than chg->max_contacts bindings, 0 when it may
+ * be applied.  *added gets the number of bindings it creates less those it
+ * removes.  One hash of the existing bindings: O(existing + new). */
+static int reg_check(apr_pool_t *p, const apr_array_header_t *existing,
+                     const sip_reg_change_t *chg, long *added)
+{
+    apr_hash_t *have = apr_hash_make(p), *seen = apr_hash_make(p);
+    apr_time_t now = apr_time_now();
+    long count = 0, delta = 0;
+    int i;
+
+    *added = 0;
     for (i = 0; existing && i < existing->nelts; i++) {
         const sip_binding_t *old = APR_ARRAY_IDX(existing, i, sip_binding_t *);
-        if (strcmp(old->call_id, chg->call_id) != 0 || chg->cseq > old->cseq)
-            continue;
-        if (chg->star)
-            return 1;
-        for (j = 0; j < chg->bindings->nelts; j++)
-            if (sip_uri_equal(old->contact, APR_ARRAY_IDX(chg->bindings, j, sip_binding_t).contact))
-                return 1;
+        if (strcmp(old->call_id, chg->call_id) == 0 && chg->cseq <= old->cseq && chg->star)
+            return 500;
+        apr_hash_set(have, binding_key(p, old), APR_HASH_KEY_STRING, old);
+        count++;
     }
+    if (chg->star) {
+        *added = -count;
+        return 0;
+    }
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *k = binding_key(p, b);
+        const sip_binding_t *old = apr_hash_get(have, k, APR_HASH_KEY_STRING);
+        if (old && strcmp(old->call_id, chg->call_id) == 0 && chg->cseq <= old->cseq)
+            return 500;
+        if (apr_hash_get(seen, k, APR_HASH_KEY_STRING))
+            continue;   /* the same contact twice: the last one wins, counted once */
+        apr_hash_set(seen, k, APR_HASH_KEY_STRING, b);
+    }
+    /* what is there after the change, counting each contact once */
+    for (i = chg->bindings->nelts - 1; i >= 0; i--) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *k = binding_key(p, b);
+        if (apr_hash_get(seen, k, APR_HASH_KEY_STRING) == NULL)
+            continue;
+        apr_hash_set(seen, k, APR_HASH_KEY_STRING, NULL);
+        if (b->expires <= now)
+            delta -= apr_hash_get(have, k, APR_HASH_KEY_STRING) != NULL;
+        else
+            delta += apr_hash_get(have, k, APR_HASH_KEY_STRING) == NULL;
+    }
+    *added = delta;
+    if (delta > 0 && chg->max_contacts > 0 && count + delta > chg->max_contacts)
+        return 403;
     return 0;
 }
 
@@ -389,6 +649,8 @@ static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t
         c->params = apr_pstrdup(p, b->params ? b->params : "");
         c->call_id = apr_pstrdup(p, b->call_id);
         c->path = b->path ? apr_pstrdup(p, b->path) : NULL;
+        c->display = b->display ? apr_pstrdup(p, b->display) : NULL;
+        c->key = b->key ? apr_pstrdup(p, b->key) : NULL;
         *(sip_binding_t **)apr_array_push(out) = c;
     }
     return out;
@@ -455,7 +717,7 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
     apr_array_header_t *out = apr_array_make(p, 4, sizeof(sip_binding_t *));
     apr_time_t now = apr_time_now();
     int known = 0, rc;
-    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path "
+    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, display "
                                   "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
 
     *err = 0;
@@ -469,6 +731,7 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
     while (apr_dbd_get_row(db->driver, p, res, &row, -1) == 0) {
         const char *contact = apr_dbd_get_entry(db->driver, row, 0);
         const char *path = apr_dbd_get_entry(db->driver, row, 6);
+        const char *display = apr_dbd_get_entry(db->driver, row, 7);
         sip_binding_t *b;
         known = 1;
         if (!contact || !*contact)
@@ -482,6 +745,7 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         b->expires = (apr_time_t)apr_atoi64(apr_dbd_get_entry(db->driver, row, 4));
         b->q1000 = atoi(apr_dbd_get_entry(db->driver, row, 5));
         b->path = path && *path ? apr_pstrdup(p, path) : NULL;
+        b->display = display && *display ? apr_pstrdup(p, display) : NULL;
         if (b->expires > now)
             *(sip_binding_t **)apr_array_push(out) = b;
     }
@@ -496,6 +760,8 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     apr_pool_t *p = j->pool;
     apr_dbd_transaction_t *tx = NULL;
     apr_array_header_t *cur;
+    apr_hash_t *spelling;
+    long added;
     int err, i;
 
     if (j->fetch) {
@@ -510,8 +776,8 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
         j->status = 500;
         goto done;
     }
-    if (reg_out_of_order(cur, &j->chg)) {
-        j->status = 500;
+    j->status = reg_check(p, cur, &j->chg, &added);
+    if (j->status) {
         j->result = cur;
         goto done;
     }
@@ -523,14 +789,17 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     if (j->chg.star)
         db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
                                    esc(p, db, j->chg.aor), " AND contact <> ''", NULL));
+    /* the row of an equal URI keeps its spelling as the key */
+    spelling = apr_hash_make(p);
+    for (i = 0; cur && i < cur->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
+        apr_hash_set(spelling, binding_key(p, old), APR_HASH_KEY_STRING, old->contact);
+    }
     for (i = 0; !j->chg.star && i < j->chg.bindings->nelts; i++) {
         sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
-        const char *key = b->contact;
-        int k;
-        /* the row of an equal URI keeps its spelling as the key */
-        for (k = 0; cur && k < cur->nelts; k++)
-            if (sip_uri_equal(APR_ARRAY_IDX(cur, k, sip_binding_t *)->contact, b->contact))
-                key = APR_ARRAY_IDX(cur, k, sip_binding_t *)->contact;
+        const char *key = apr_hash_get(spelling, binding_key(p, b), APR_HASH_KEY_STRING);
+        if (!key)
+            key = b->contact;
         if (b->expires <= apr_time_now()) {
             db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
                                        esc(p, db, j->chg.aor), " AND contact = ", esc(p, db, key),
@@ -538,14 +807,16 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
             continue;
         }
         db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                    "cseq, expires, q, path) VALUES (%s, %s, %s, %s, %u, %"
-                                    APR_TIME_T_FMT ", %d, %s) ON CONFLICT (aor, contact) DO UPDATE "
+                                    "cseq, expires, q, path, display) VALUES (%s, %s, %s, %s, %u, %"
+                                    APR_TIME_T_FMT ", %d, %s, %s) ON CONFLICT (aor, contact) DO UPDATE "
                                     "SET params = excluded.params, call_id = excluded.call_id, "
                                     "cseq = excluded.cseq, expires = excluded.expires, "
-                                    "q = excluded.q, path = excluded.path",
+                                    "q = excluded.q, path = excluded.path, "
+                                    "display = excluded.display",
                                     esc(p, db, j->chg.aor), esc(p, db, key),
                                     esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
-                                    b->expires, b->q1000, esc(p, db, b->path)));
+                                    b->expires, b->q1000, esc(p, db, b->path),
+                                    esc(p, db, b->display)));
     }
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
@@ -597,9 +868,19 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
                                       "params VARCHAR(1024) NOT NULL DEFAULT '', "
                                       "call_id VARCHAR(255) NOT NULL, cseq BIGINT NOT NULL, "
                                       "expires BIGINT NOT NULL, q INTEGER NOT NULL, "
-                                      "path VARCHAR(2048), PRIMARY KEY (aor, contact))") == 0;
+                                      "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', "
+                                      "PRIMARY KEY (aor, contact))") == 0;
                 db_exec(tp, db, "CREATE INDEX IF NOT EXISTS sip_location_expires "
                         "ON sip_location (expires)");
+                {
+                    /* the display name came later: add it to older tables
+                     * (fails harmlessly where it exists; not logged) */
+                    int rows = 0;
+                    if (apr_dbd_query(db->driver, db->handle, &rows,
+                                      "SELECT display FROM sip_location WHERE 1 = 0") != 0)
+                        db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
+                                "display VARCHAR(1024) NOT NULL DEFAULT ''");
+                }
             }
             if (j->aor && !j->fetch && j->chg.aor == NULL) {
                 /* the periodic cleanup job: safe with several nodes */
@@ -722,7 +1003,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
                            void *baton)
 {
     apr_array_header_t *cur;
-    int i;
+    long added;
+    int i, status;
 
     if (dbd_server) {
         loc_job_t *j = new_job(p, cb, baton);
@@ -738,13 +1020,19 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
             b->params = apr_pstrdup(jp, b->params ? b->params : "");
             b->call_id = j->chg.call_id;
             b->path = b->path ? apr_pstrdup(jp, b->path) : NULL;
+            b->display = b->display ? apr_pstrdup(jp, b->display) : NULL;
+            b->key = b->key ? apr_pstrdup(jp, b->key) : NULL;
         }
         dbd_submit(j);
         return;
     }
     cur = sip_location_lookup(p, chg->aor);
-    if (reg_out_of_order(cur, chg)) {
-        cb(baton, 500, cur);
+    status = reg_check(p, cur, chg, &added);
+    /* the memory store holds every binding in the engine: a total cap */
+    if (!status && added > 0 && max_bindings && live + (apr_size_t)added > max_bindings)
+        status = 503;
+    if (status) {
+        cb(baton, status, cur);
         return;
     }
     if (chg->star)

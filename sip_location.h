@@ -20,11 +20,19 @@ typedef struct sip_binding {
     apr_time_t expires;     /* absolute */
     int q1000;              /* q * 1000 */
     const char *path;       /* RFC 3327 Path, or NULL */
+    const char *display;    /* display-name of the Contact as written ("\"Bob\"", Bob), or NULL */
+    const char *key;        /* sip_uri_key of 'contact', or NULL (the store works it out) */
 } sip_binding_t;
 
 /* Open the store; 'journal_fd' is a read/write descriptor opened by the
  * httpd parent (or -1 for memory only).  Replays and compacts it. */
 apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd);
+
+/* Parent, before the engine starts: the most bindings the memory store
+ * keeps (SipMaxBindings; 0 = no limit), and the longest lifetime any vhost
+ * grants (the largest SipMaxExpires), to which a journal line promising
+ * more is cut on replay. */
+void sip_location_configure(apr_size_t max_bindings, long max_lifetime_sec);
 
 /* ---- the asynchronous interface (the registrar uses only this) ---- */
 
@@ -34,10 +42,13 @@ typedef struct sip_reg_change {
     const char *call_id;
     apr_uint32_t cseq;
     int star;                       /* "Contact: *": remove every binding */
+    int max_contacts;               /* SipMaxContacts: more bindings after the change -> 403 */
     apr_array_header_t *bindings;   /* sip_binding_t; expires 0 removes */
 } sip_reg_change_t;
 
-/* status 0 or 500 (out of order); 'current' holds the bindings after the
+/* status 0, 500 (out of order), 403 (the AoR would have more than
+ * max_contacts bindings) or 503 (the memory store holds SipMaxBindings);
+ * nothing is changed unless it is 0; 'current' holds the bindings after the
  * change (sip_binding_t *, best q first), or NULL for a fetch of an AoR
  * never registered.  Everything is allocated in the caller's pool, which
  * must live until the call; the call may come at once (memory store) or

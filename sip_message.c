@@ -26,6 +26,7 @@ struct sip_msg {
     int routes_dropped;         /* Route values removed from the top ... */
     int routes_dropped_back;    /* ... and from the bottom (§16.4) */
     const char *via0;           /* the top Via value as stamped, or NULL */
+    const char *peer;           /* IP it came from, when the receiver noted it */
 };
 
 /* Where a header field lies in the raw text: from its name to the end of
@@ -1570,6 +1571,21 @@ sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m)
     return out;
 }
 
+void sip_msg_set_peer(sip_msg_t *m, const char *ip)
+{
+    m->peer = ip;
+}
+
+const char *sip_msg_peer(const sip_msg_t *m)
+{
+    return m->peer;
+}
+
+apr_size_t sip_msg_length(const sip_msg_t *m)
+{
+    return m->raw_len;
+}
+
 const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params)
 {
     const char *lt = strchr(value, '<'), *gt;
@@ -1658,6 +1674,61 @@ out:
     if (y)
         osip_uri_free(y);
     return eq;
+}
+
+const char *sip_str_lower(apr_pool_t *p, const char *s)
+{
+    char *c = apr_pstrdup(p, s), *d;
+    for (d = c; *d; d++)
+        *d = apr_tolower(*d);
+    return c;
+}
+
+/* Same components as sip_uri_equal, case-folded where it compares them
+ * case-insensitively, each marked present or absent and separated by a
+ * byte no URI holds: equal keys <=> equal URIs.  A binding is then found
+ * by hashing instead of comparing with every binding of its AoR. */
+const char *sip_uri_key(apr_pool_t *p, const char *uri)
+{
+    static const char *const significant[] = {"transport", "user", "ttl", "method", "maddr", NULL};
+    osip_uri_t *u = NULL;
+    const char *key = NULL;
+    int i;
+
+    if (!uri || osip_uri_init(&u))
+        return NULL;
+    if (osip_uri_parse(u, uri) == 0) {
+#define PART(v, fold) (v) ? "+" : "-", (v) ? ((fold) ? sip_str_lower(p, (v)) : (v)) : "", "\x01"
+        key = apr_pstrcat(p, PART(u->scheme, 1), PART(u->username, 0), PART(u->password, 0),
+                          PART(u->host, 1), PART(u->port, 0), NULL);
+        for (i = 0; significant[i]; i++) {
+            const char *v = uparam(u, significant[i]);
+            key = apr_pstrcat(p, key, PART(v, 1), NULL);
+        }
+#undef PART
+    }
+    osip_uri_free(u);
+    return key;
+}
+
+/* RFC 3261 §20.10 qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ),
+ * as thousandths; -1 when 's' is not one (nan, 2, -0.5, 0.1234, ...). */
+int sip_qvalue_parse(const char *s)
+{
+    int v = 0, digits = 0;
+
+    if (!s || (s[0] != '0' && s[0] != '1'))
+        return -1;
+    v = (s[0] - '0') * 1000;
+    s++;
+    if (*s == '.') {
+        int scale = 100;
+        for (s++; apr_isdigit(*s) && digits < 3; s++, digits++, scale /= 10)
+            v += (*s - '0') * scale;
+    }
+    if (*s || v > 1000)
+        return -1;
+    return v;
 }
 
 int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const char **host)

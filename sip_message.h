@@ -110,10 +110,21 @@ const char *sip_uri_aor(apr_pool_t *p, const char *uri);
  * Request-URI; NULL when it has none. */
 const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req);
 
+/* A lower-case copy of 's' (scheme, host and parameter names compare
+ * case-insensitively). */
+const char *sip_str_lower(apr_pool_t *p, const char *s);
+
 /* RFC 3261 §19.1.4 URI equality (scheme and host case-insensitive, user
  * case-sensitive, a default port is not the absence of one, transport,
  * user, ttl, method and maddr parameters must agree). */
 int sip_uri_equal(const char *a, const char *b);
+
+/* A string equal for two URIs exactly when sip_uri_equal says they are
+ * (for hashing); NULL when the URI does not parse. */
+const char *sip_uri_key(apr_pool_t *p, const char *uri);
+
+/* A Contact q (RFC 3261 §20.10 qvalue) in thousandths, -1 when invalid. */
+int sip_qvalue_parse(const char *s);
 
 /* The user part (still %-escaped) and host of a SIP URI, as written. */
 int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const char **host);
@@ -155,6 +166,13 @@ int sip_msg_routes_removed(const sip_msg_t *m);
 const char *sip_msg_removed_route(apr_pool_t *p, const sip_msg_t *m, int idx);
 /* The first Record-Route value as received, or NULL. */
 const char *sip_msg_top_record_route(apr_pool_t *p, const sip_msg_t *m);
+/* The IP address a received message came from (RFC 3050 §5.5.1.7
+ * REMOTE_ADDR for response runs); NULL unless the receiver noted it. */
+void sip_msg_set_peer(sip_msg_t *m, const char *ip);
+const char *sip_msg_peer(const sip_msg_t *m);
+
+/* Size of the message as received. */
+apr_size_t sip_msg_length(const sip_msg_t *m);
 
 /* An independent copy that keeps the raw header list (for a script's
  * environment), made by serializing and parsing again. */

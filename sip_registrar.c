@@ -77,12 +77,20 @@ static const char *param(apr_pool_t *p, const char *params, const char *name, co
     return found;
 }
 
-static int q1000(const char *q)
+/* The display-name before the '<' of a Contact, as written ("\"Bob\"",
+ * Bob Smith), or NULL. */
+static const char *display_name(apr_pool_t *p, const char *v)
 {
-    double v = q ? atof(q) : 1.0;
-    if (v < 0 || v > 1)
-        v = 1.0;
-    return (int)(v * 1000 + 0.5);
+    const char *lt = strchr(v, '<');
+    apr_size_t n;
+
+    if (!lt)
+        return NULL;
+    v += strspn(v, " \t");
+    n = (apr_size_t)(lt - v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return n ? apr_pstrmemdup(p, v, n) : NULL;
 }
 
 static const char *format_binding(apr_pool_t *p, const sip_binding_t *b, apr_time_t now)
@@ -99,22 +107,34 @@ static const char *format_binding(apr_pool_t *p, const sip_binding_t *b, apr_tim
             *e = '\0';
         q = c;
     }
-    return apr_psprintf(p, "<%s>%s;expires=%" APR_TIME_T_FMT ";q=%s", b->contact,
+    /* RFC 3050 §5.5.1.6: Contact syntax, display-name included */
+    return apr_psprintf(p, "%s%s<%s>%s;expires=%" APR_TIME_T_FMT ";q=%s",
+                        b->display ? b->display : "", b->display ? " " : "", b->contact,
                         b->params ? b->params : "", left > 0 ? left : 0, q);
 }
+
+/* Linux refuses to exec with any one environment string over 128 KB
+ * (MAX_ARG_STRLEN): an address-of-record with thousands of bindings (from
+ * before SipMaxContacts was lowered) must not stop its scripts from running. */
+#define SIP_REGISTRATIONS_MAX 65536
 
 const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bs)
 {
     apr_array_header_t *parts;
     apr_time_t now = apr_time_now();
+    apr_size_t total = 0;
     int i;
 
     if (!bs || !bs->nelts)
         return NULL;
     parts = apr_array_make(p, bs->nelts, sizeof(const char *));
-    for (i = 0; i < bs->nelts; i++)
-        *(const char **)apr_array_push(parts) =
-            format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+    for (i = 0; i < bs->nelts; i++) {
+        const char *f = format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+        total += strlen(f) + 1;
+        if (total > SIP_REGISTRATIONS_MAX && i)
+            break;      /* the best ones, as many as fit */
+        *(const char **)apr_array_push(parts) = f;
+    }
     return apr_array_pstrcat(p, parts, ',');
 }
 
@@ -141,33 +161,138 @@ static void hold(sip_txn_t *txn)
     sip_txn_attach(txn, &held_ops, txn);
 }
 
+/* RFC 3261 §18.1.1: a message over 1300 bytes must not go by UDP, but a
+ * response cannot switch transport.  Over UDP the Contact list of a 200 or
+ * 302 is cut to fit this (or the size of the request, if that was larger
+ * and so evidently got through); a Warning says the list is incomplete. */
+#define SIP_UDP_RESPONSE_MAX 1300
+#define CUT_WARNING "399 mod_sip \"Contact list cut to fit a UDP datagram; use TCP for all\""
+
+/* Answer with one Contact per binding of 'bs' (in that order, at most
+ * 'max' of them), plus 'extra' (name, value, ..., NULL). */
+static void reply_contacts(sip_txn_t *txn, int status, const char *reason,
+                           const apr_array_header_t *bs, int max, const char *const *extra)
+{
+    apr_pool_t *p = sip_txn_pool(txn);
+    const sip_msg_t *req = sip_txn_request(txn);
+    apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
+    apr_array_header_t *vals = apr_array_make(p, 8, sizeof(const char *));
+    apr_time_t now = apr_time_now();
+    apr_size_t total = 0, budget = 0;
+    int i, n = 0, cut = 0;
+
+    for (i = 0; bs && i < bs->nelts && i < max; i++)
+        *(const char **)apr_array_push(vals) =
+            format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+    if (sip_txn_source(txn)->kind == SIP_TP_UDP) {
+        /* the size without any Contact, counting a Warning in case */
+        apr_array_header_t *hw = apr_array_make(p, 8, sizeof(const char *));
+        apr_size_t base = 0;
+        for (i = 0; extra && extra[i]; i++)
+            *(const char **)apr_array_push(hw) = extra[i];
+        *(const char **)apr_array_push(hw) = "Warning";
+        *(const char **)apr_array_push(hw) = CUT_WARNING;
+        *(const char **)apr_array_push(hw) = NULL;
+        sip_msg_response_text(p, req, status, reason, sip_txn_to_tag(txn),
+                              (const char *const *)hw->elts, NULL, NULL, 0, &base);
+        budget = sip_msg_length(req) > SIP_UDP_RESPONSE_MAX ? sip_msg_length(req)
+                 : SIP_UDP_RESPONSE_MAX;
+        total = base;
+    }
+    for (i = 0; i < vals->nelts; i++) {
+        const char *v = APR_ARRAY_IDX(vals, i, const char *);
+        total += strlen(v) + sizeof("Contact: \r\n") - 1;
+        if (budget && total > budget) {
+            cut = 1;
+            break;
+        }
+        *(const char **)apr_array_push(h) = "Contact";
+        *(const char **)apr_array_push(h) = v;
+        n++;
+    }
+    if (cut || (bs && bs->nelts > max)) {
+        *(const char **)apr_array_push(h) = "Warning";
+        *(const char **)apr_array_push(h) = cut ? CUT_WARNING
+            : "399 mod_sip \"Only the best registered contacts are listed\"";
+        server_rec *s = sip_txn_source(txn)->vhost;
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s ? s : ap_server_conf,
+                     "sip registrar: %d %s for %s lists %d of %d contacts (%s)", status, reason,
+                     sip_msg_aor(p, req), n, bs->nelts,
+                     cut ? "UDP response size" : "SipMaxBranches");
+    }
+    for (; extra && extra[0]; extra += 2) {
+        *(const char **)apr_array_push(h) = extra[0];
+        *(const char **)apr_array_push(h) = extra[1];
+    }
+    *(const char **)apr_array_push(h) = NULL;
+    reply(txn, status, reason, (const char *const *)h->elts);
+}
+
+typedef struct reg_job {
+    sip_txn_t *txn;
+    const sip_reg_change_t *chg;
+    int max_contacts;
+} reg_job_t;
+
 static void register_done(void *baton, int status, apr_array_header_t *current)
 {
-    sip_txn_t *txn = baton;
+    reg_job_t *rj = baton;
+    sip_txn_t *txn = rj->txn;
     apr_pool_t *p = sip_txn_pool(txn);
-    apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
     char date[APR_RFC822_DATE_LEN];
-    apr_time_t now = apr_time_now();
+    const char *hdrs[5];
+    apr_array_header_t *ordered;
+    apr_hash_t *named;
     int i;
 
     sip_txn_detach_keep(txn);
+    if (status == 403) {
+        const char *h[] = {"Warning", apr_psprintf(p, "399 mod_sip \"Too many contacts: at most "
+                                                   "%d per address-of-record\"", rj->max_contacts),
+                           NULL};
+        sip_txn_refuse(txn, 403, "Too Many Contacts", h,
+                       apr_psprintf(p, "registrar: %s would have more than SipMaxContacts %d "
+                                    "bindings; nothing stored", rj->chg->aor, rj->max_contacts));
+        sip_txn_release(txn);
+        return;
+    }
+    if (status == 503) {
+        static const char *const h[] = {"Retry-After", "300", NULL};
+        sip_txn_refuse(txn, 503, "Service Unavailable", h,
+                       "registrar: the location store holds SipMaxBindings bindings; nothing stored");
+        sip_txn_release(txn);
+        return;
+    }
     if (status) {
         reply(txn, 500, "Out Of Order Request", NULL);
         sip_txn_release(txn);
         return;
     }
-    /* §10.3 step 8: 200 with every current binding, and Date */
-    apr_rfc822_date(date, now);
-    for (i = 0; current && i < current->nelts; i++) {
-        *(const char **)apr_array_push(h) = "Contact";
-        *(const char **)apr_array_push(h) =
-            format_binding(p, APR_ARRAY_IDX(current, i, sip_binding_t *), now);
+    /* §10.3 step 8: 200 with every current binding, and Date; the ones this
+     * REGISTER named first, so that a cut list (UDP) still has them */
+    named = apr_hash_make(p);
+    for (i = 0; !rj->chg->star && i < rj->chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(rj->chg->bindings, i, sip_binding_t);
+        const char *k = sip_uri_key(p, b->contact);
+        if (k)
+            apr_hash_set(named, k, APR_HASH_KEY_STRING, b);
     }
-    *(const char **)apr_array_push(h) = "Date";
-    *(const char **)apr_array_push(h) = apr_pstrdup(p, date);
-    *(const char **)apr_array_push(h) = NULL;
+    ordered = apr_array_make(p, current && current->nelts ? current->nelts : 1,
+                             sizeof(sip_binding_t *));
+    for (int pass = 0; pass < 2; pass++)
+        for (i = 0; current && i < current->nelts; i++) {
+            sip_binding_t *b = APR_ARRAY_IDX(current, i, sip_binding_t *);
+            const char *k = b->key ? b->key : sip_uri_key(p, b->contact);
+            int is_named = k && apr_hash_get(named, k, APR_HASH_KEY_STRING);
+            if (is_named == (pass == 0))
+                *(sip_binding_t **)apr_array_push(ordered) = b;
+        }
+    apr_rfc822_date(date, apr_time_now());
+    hdrs[0] = "Date";
+    hdrs[1] = apr_pstrdup(p, date);
+    hdrs[2] = NULL;
     sip_stats->registers_ok++;
-    reply(txn, 200, "OK", (const char *const *)h->elts);
+    reply_contacts(txn, 200, "OK", ordered, ordered->nelts, hdrs);
     sip_txn_release(txn);
 }
 
@@ -180,6 +305,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     apr_array_header_t *contacts = apr_array_make(p, 4, sizeof(const char *));
     const char *to = sip_msg_header(req, "To"), *aor, *expires_hdr, *call_id;
     sip_reg_change_t *chg;
+    reg_job_t *rj;
     apr_uint32_t cseq = (apr_uint32_t)strtoul(sip_msg_cseq_number(req), NULL, 10);
     apr_time_t now = apr_time_now();
     int i, star = 0;
@@ -221,7 +347,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     chg->star = star;
     chg->bindings = apr_array_make(p, contacts->nelts ? contacts->nelts : 1, sizeof(sip_binding_t));
     for (i = 0; !star && i < contacts->nelts; i++) {
-        const char *v = APR_ARRAY_IDX(contacts, i, const char *), *params, *rest, *e;
+        const char *v = APR_ARRAY_IDX(contacts, i, const char *), *params, *rest, *e, *q;
         sip_binding_t *b = apr_array_push(chg->bindings);
         sip_uri_info_t ui;
         long exp;
@@ -233,8 +359,14 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
             return;
         }
         e = param(p, params, "expires", &rest);
-        b->q1000 = q1000(param(p, rest, "q", &rest));
+        q = param(p, rest, "q", &rest);
+        b->q1000 = q ? sip_qvalue_parse(q) : 1000;
+        if (b->q1000 < 0) {
+            reply(txn, 400, "Bad Contact q", NULL);
+            return;
+        }
         b->params = rest;
+        b->display = display_name(p, v);
         if (e && (!apr_isdigit(*e) || e[strspn(e, "0123456789")])) {
             reply(txn, 400, "Bad Contact Expires", NULL);
             return;
@@ -254,8 +386,13 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         b->expires = exp ? now + apr_time_from_sec(exp) : 0;
         b->path = sip_msg_header(req, "Path");
     }
+    chg->max_contacts = conf->max_contacts;
+    rj = apr_pcalloc(p, sizeof(*rj));
+    rj->txn = txn;
+    rj->chg = chg;
+    rj->max_contacts = conf->max_contacts;
     hold(txn);
-    sip_location_register(p, chg, register_done, txn);
+    sip_location_register(p, chg, register_done, rj);
 }
 
 typedef struct route_job {
@@ -270,8 +407,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     server_rec *s = rj->s;
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
-    apr_time_t now = apr_time_now();
-    int i;
+    int i, max = sip_get_conf(s)->max_branches;
 
     sip_txn_detach_keep(txn);
     if (sip_txn_final_sent(txn))
@@ -294,21 +430,20 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     }
     /* SipMode of the vhost, or of a <Location "/user@domain"> */
     if (sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req))) == SIP_MODE_REDIRECT) {
-        apr_array_header_t *h = apr_array_make(p, 8, sizeof(const char *));
-        for (i = 0; i < bs->nelts; i++) {
-            *(const char **)apr_array_push(h) = "Contact";
-            *(const char **)apr_array_push(h) =
-                format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
-        }
-        *(const char **)apr_array_push(h) = NULL;
-        reply(txn, 302, "Moved Temporarily", (const char *const *)h->elts);
+        reply_contacts(txn, 302, "Moved Temporarily", bs, max, NULL);
         goto out;
     }
     {
-        /* §16.6: higher q first; equal q in parallel, otherwise one by one */
+        /* §16.6: higher q first; equal q in parallel, otherwise one by one.
+         * At most SipMaxBranches of them (the best): one request must not
+         * turn into as many as an AoR has bindings. */
         sip_proxy_t *px = sip_proxy_new(txn, s);
         int distinct = 0;
-        for (i = 0; i < bs->nelts; i++) {
+        if (bs->nelts > max)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: %s %s forked to the best "
+                         "%d of %d contacts (SipMaxBranches)", sip_msg_method(req),
+                         sip_msg_request_uri(req), max, bs->nelts);
+        for (i = 0; i < bs->nelts && i < max; i++) {
             sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
             if (i && b->q1000 != APR_ARRAY_IDX(bs, 0, sip_binding_t *)->q1000)
                 distinct = 1;

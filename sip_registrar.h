@@ -19,7 +19,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s);
 int sip_registrar_route(sip_txn_t *txn, server_rec *s);
 
 /* REGISTRATIONS for a script (RFC 3050 §5.5.1.6): bindings in Contact
- * syntax, or NULL when there are none. */
+ * syntax, best first, at most 64 KB of them; NULL when there are none. */
 const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bindings);
 
 #endif

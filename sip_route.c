@@ -1,4 +1,5 @@
 #include "sip_route.h"
+#include "sip_message.h"
 
 #include <string.h>
 
@@ -75,12 +76,10 @@ static const char *rs_hash(apr_pool_t *p, const char *call_id, const char *ftag,
     return hex;
 }
 
-static const char *lower(apr_pool_t *p, const char *s)
+/* the transport as hashed: lower case, UDP when the URI names none */
+static const char *transport_key(apr_pool_t *p, const char *t)
 {
-    char *l = apr_pstrdup(p, s ? s : "udp"), *c;
-    for (c = l; *c; c++)
-        *c = apr_tolower(*c);
-    return l;
+    return sip_str_lower(p, t ? t : "udp");
 }
 
 const char *sip_route_uri(apr_pool_t *p, const char *hostport, const char *transport,
@@ -91,7 +90,7 @@ const char *sip_route_uri(apr_pool_t *p, const char *hostport, const char *trans
     /* a URI parameter value cannot be empty: no ftag for a tagless From */
     return apr_pstrcat(p, "sip:", hostport, transport ? ";transport=" : "",
                        transport ? transport : "", ";lr", *ft ? ";ftag=" : "", ft, ";rs=",
-                       rs_hash(p, call_id, ft, hostport, lower(p, transport)), NULL);
+                       rs_hash(p, call_id, ft, hostport, transport_key(p, transport)), NULL);
 }
 
 /* The URI of a route value, its host:port and its parameters. */
@@ -163,7 +162,7 @@ int sip_route_verify(apr_pool_t *p, const char *value, const char *call_id,
     if (strcmp(rp.ftag, escape_tag(p, from_tag ? from_tag : "")) != 0
         && !(to_tag && strcmp(rp.ftag, escape_tag(p, to_tag)) == 0))
         return 0;
-    want = rs_hash(p, call_id, rp.ftag, rp.hostport, lower(p, rp.transport));
+    want = rs_hash(p, call_id, rp.ftag, rp.hostport, transport_key(p, rp.transport));
     n = strlen(want);
     if (strlen(rp.rs) != n)
         return 0;

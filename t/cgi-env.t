@@ -285,4 +285,37 @@ SH
 }
 $t2->dump_log_on_failure;
 $t2->stop;
+
+# ---- 9: R14 for response runs: the address the response came from, which
+# is not the one the branch was sent to (a UAS answering from another
+# address of its host, or a NAT); 127.0.0.2 is another loopback address
+my $t3 = SipCgiTest->new;
+{
+    my $uas = $t3->peer(name => 'uas9');
+    my $other = $t3->peer(name => 'uas9b', addr => '127.0.0.2');
+    $t3->cgi_script('raddr@127.0.0.1', <<"SH");
+if [ -n "\$REQUEST_METHOD" ]; then
+    printf 'CGI-PROXY-REQUEST %s SIP/2.0\\n\\nCGI-AGAIN yes SIP/2.0\\n\\n' '${\ $uas->uri('bob')}'
+else
+    printf 'CGI-AGAIN yes SIP/2.0\\n\\n'
+fi
+SH
+    my $uac = $t3->peer(name => 'uac9');
+    my $inv = $uac->invite(uri => $t3->local_uri('raddr'));
+    my $fwd = $uas->expect(method => 'INVITE');
+    ok($fwd, 'R14: the INVITE was proxied to the UAS at 127.0.0.1');
+    $other->reply($fwd, 180) if $fwd;
+    $other->reply($fwd, 486) if $fwd;
+    my $fin = $uac->final_for($inv);
+    $uac->ack($inv, $fin) if $fin;
+    is($fin && $fin->code, 486, 'R14: the 486 sent from 127.0.0.2 reached the caller');
+    my @runs = $t3->wait_runs('raddr@127.0.0.1', 3, call_id => $uac->call_id($inv));
+    is($runs[0] && $runs[0]{env}{REMOTE_ADDR}, '127.0.0.1', 'R14: request run: REMOTE_ADDR=127.0.0.1 (the caller)');
+    is($runs[1] && $runs[1]{env}{RESPONSE_STATUS}, '180', '(the second run is for the 180)');
+    is($runs[1] && $runs[1]{env}{REMOTE_ADDR}, '127.0.0.2',
+       'R14: response run: REMOTE_ADDR=127.0.0.2, where the 180 came from, not 127.0.0.1 where the branch went');
+    is($runs[2] && $runs[2]{env}{REMOTE_ADDR}, '127.0.0.2', 'R14: response run for the 486: REMOTE_ADDR=127.0.0.2');
+}
+$t3->dump_log_on_failure;
+$t3->stop;
 done_testing;

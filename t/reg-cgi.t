@@ -35,6 +35,7 @@ my $t = SipRegTest->new(scripts => {
     'reg403@127.0.0.1'  => script('reg403',  'SIP/2.0 403 Forbidden\n\n'),
     'fwd@127.0.0.1'     => script('fwd',     ''),
     'short@127.0.0.1'   => script('short',   'SIP/2.0 200 OK\n\n', 1),
+    'dan@127.0.0.1'     => script('dan',     'SIP/2.0 486 Busy Here\n\n', 1),
 }, vhost_conf => 'SipMinExpires 1');
 my $port = $t->sip_port;
 my $var = $t->var;
@@ -114,6 +115,24 @@ sub clear { unlink "$var/$_[0].env", "$var/$_[0].runs" }
     $env = read_env('carol');
     ok($env && !exists $env->{REGISTRATIONS}, 'binding removed: REGISTRATIONS absent again')
         or diag('REGISTRATIONS=' . ($env ? $env->{REGISTRATIONS} // '(absent)' : '(no env)'));
+}
+
+# ---------------------------------------------------------------- display names (R35)
+{
+    my $r = $t->register(user => 'dan', expires => 600,
+                         contacts => [ '"Dan\'s Desk, 2nd floor" <sip:dan@127.0.0.1:5068>;q=0.5', 'Dan Mobile <sip:dan-m@127.0.0.1:5069>' ]);
+    is($r && $r->code, 200, 'dan registered two contacts with display names (one quoted with a comma, one tokens)');
+    clear('dan');
+    my $m = $t->request_to('dan', method => 'INVITE');
+    is($m && $m->code, 486, "INVITE to dan answered by dan's script");
+    my $env = read_env('dan');
+    my $regs = $env ? $env->{REGISTRATIONS} // '' : '';
+    like($regs, qr{^Dan Mobile <sip:dan-m\@127\.0\.0\.1:5069>;expires=(?:599|600);q=1,"Dan's Desk, 2nd floor" <sip:dan\@127\.0\.0\.1:5068>;expires=(?:599|600);q=0\.5$},
+         'R35: REGISTRATIONS keeps both display names, in Contact syntax, best q first') or diag("REGISTRATIONS=$regs");
+    my ($f) = $t->fetch('dan');
+    my @c = $f ? $f->headers('contact') : ();
+    is(scalar(grep { /^"Dan's Desk, 2nd floor" <sip:dan\@/ || /^Dan Mobile <sip:dan-m\@/ } @c), 2,
+       "R35: the registrar's 200 lists them with their display names") or diag(join "\n", @c);
 }
 
 # ---------------------------------------------------------------- REGISTRATIONS after expiry

@@ -8,7 +8,7 @@ use strict;
 use warnings;
 use Test::More;
 use File::Temp qw(tempdir);
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 use SipTest qw(wait_until);
 use SipRegTest;
 
@@ -57,6 +57,41 @@ sub dbd_conf {
     is($m && $m->code, 480, 'sqlite: known user without bindings -> 480');
     $m = $t->request_to('never');
     is($m && $m->code, 404, 'sqlite: never registered -> 404');
+    $t->stop;
+}
+
+# ------------------------------------- SQLite: a table of an older version, limits, display names
+{
+    my $dbdir = tempdir('mod_sip_dbd_XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    chmod 0777, $dbdir;
+    my $db = "$dbdir/old.db";
+    # the table as mod_sip made it before the display column
+    ok(system('sqlite3', $db, "CREATE TABLE sip_location (aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, "
+              . "params VARCHAR(1024) NOT NULL DEFAULT '', call_id VARCHAR(255) NOT NULL, cseq BIGINT NOT NULL, "
+              . "expires BIGINT NOT NULL, q INTEGER NOT NULL, path VARCHAR(2048), PRIMARY KEY (aor, contact)); "
+              . "INSERT INTO sip_location VALUES ('sip:old\@127.0.0.1', 'sip:old\@127.0.0.1:5095', '', 'c\@old', 1, "
+              . int((time + 600) * 1e6) . ", 1000, '');") == 0, 'sqlite: a table without the display column');
+    chmod 0666, $db;
+    my $t = SipRegTest->new(server_conf => dbd_conf('sqlite3', $db), vhost_conf => 'SipMaxContacts 2');
+    my ($f, %b) = $t->fetch('old');
+    ok($b{'sip:old@127.0.0.1:5095'}, 'sqlite: the binding of the old table is read');
+    my $r = $t->register(user => 'dn', expires => 600, contacts => [ "\"Desk\tPhone\" <sip:dn\@127.0.0.1:5096>;+sip.instance=\"<urn:a\tb>\"" ]);
+    is($r && $r->code, 200, 'sqlite: REGISTER with a display name (the column was added) -> 200');
+    $t->stop;
+    $t->start;
+    ($f) = $t->fetch('dn');
+    my ($c) = SipRegTest::contacts_of($f);
+    ok($c && $c->{raw} =~ /^"Desk\tPhone" <sip:dn\@127\.0\.0\.1:5096>/ && $c->{params} eq ";+sip.instance=\"<urn:a\tb>\"",
+       'sqlite: after stop/start the display name and the TAB in the parameter come back from the database')
+        or diag(SipRegTest::dump_contacts($f));
+    $r = $t->register(user => 'dn', expires => 600, contacts => [ '<sip:dn2@127.0.0.1:5097>, <sip:dn3@127.0.0.1:5098>' ]);
+    is($r && $r->code, 403, 'sqlite: SipMaxContacts 2 applies to the database store: a third binding -> 403');
+    ($f, %b) = $t->fetch('dn');
+    is(scalar(keys %b), 1, 'sqlite: ... nothing stored');
+    $r = $t->register(user => 'dn', expires => 600, contacts => [ '<sip:dn2@127.0.0.1:5097>' ]);
+    is($r && $r->code, 200, 'sqlite: a second binding -> 200');
+    $r = $t->register(user => 'dn', expires => 600, contacts => [ '<sip:dn2@127.0.0.1:5097>;q=nan' ]);
+    is($r && $r->code, 400, 'sqlite: q=nan -> 400');
     $t->stop;
 }
 

@@ -186,7 +186,8 @@ my $DEBUG = $ENV{SIPTEST_DEBUG};
 
 sub new {
     my ($class, $t, %o) = @_;
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $o{port} // 0,
+    # addr: another loopback address (127.0.0.2, ...) to send from
+    my $s = IO::Socket::INET->new(LocalAddr => $o{addr} // '127.0.0.1', LocalPort => $o{port} // 0,
                                   Proto => 'udp') or die "peer socket: $!";
     setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1 << 20);
     return bless { t => $t, sock => $s, name => $o{name} // 'peer', inbox => [], tags => {},

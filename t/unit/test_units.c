@@ -2018,6 +2018,333 @@ static Suite *stats_suite(void)
 }
 
 /* ================================================================== */
+/* 9. registrar and location store: q, URI keys, journal lines, limits  */
+
+START_TEST(qvalue_grammar)
+{
+    static const struct { const char *in; int want; } cases[] = {
+        {"0", 0}, {"1", 1000}, {"0.5", 500}, {"0.125", 125}, {"0.05", 50}, {"1.0", 1000},
+        {"1.000", 1000}, {"0.", 0}, {"1.", 1000}, {"0.999", 999},
+        {"nan", -1}, {"NaN", -1}, {"inf", -1}, {"2", -1}, {"1.5", -1}, {"1.001", -1},
+        {"-1", -1}, {"-0", -1}, {"0.1234", -1}, {".5", -1}, {"", -1}, {"0.5 ", -1},
+        {"0x1", -1}, {"00.5", -1}, {"1e0", -1},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(sip_qvalue_parse(cases[i].in) == cases[i].want, "q=%s: got %d, want %d",
+                      cases[i].in, sip_qvalue_parse(cases[i].in), cases[i].want);
+    ck_assert_int_eq(sip_qvalue_parse(NULL), -1);
+}
+END_TEST
+
+START_TEST(uri_key_matches_uri_equal)
+{
+    static const char *const uris[] = {
+        "sip:bob@example.com", "SIP:bob@EXAMPLE.com", "sip:Bob@example.com",
+        "sip:bob@example.com:5060", "sip:bob@example.com;transport=tcp",
+        "sip:bob@example.com;TRANSPORT=TCP", "sip:bob@example.com;foo=bar",
+        "sip:bob@example.com;maddr=10.0.0.1", "sip:bob:pw@example.com", "sips:bob@example.com",
+        "sip:bob@example.com;user=phone", "sip:bob@example.com;lr", "sip:example.com",
+    };
+    size_t i, j, n = sizeof(uris) / sizeof(uris[0]);
+
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++) {
+            const char *a = sip_uri_key(pool, uris[i]), *b = sip_uri_key(pool, uris[j]);
+            ck_assert_ptr_nonnull(a);
+            ck_assert_msg((strcmp(a, b) == 0) == (sip_uri_equal(uris[i], uris[j]) != 0),
+                          "%s vs %s: key and sip_uri_equal disagree", uris[i], uris[j]);
+        }
+    ck_assert_str_eq(sip_uri_key(pool, "sip:bob@example.com"), sip_uri_key(pool, "SIP:bob@Example.COM;foo=1"));
+    ck_assert_str_ne(sip_uri_key(pool, "sip:bob@example.com"), sip_uri_key(pool, "sip:bob@example.com:5060"));
+    ck_assert_ptr_null(sip_uri_key(pool, "not a uri"));
+}
+END_TEST
+
+START_TEST(journal_escapes)
+{
+    static const char *const vals[] = {
+        "plain", "a\tb", "back\\slash", "\\t is not a tab", "cr\rlf\n", "", "\t\t\\\\",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char *e = apr_pstrdup(pool, jesc(pool, vals[i]));
+        ck_assert_ptr_null(strpbrk(e, "\t\r\n"));
+        junesc(e);
+        ck_assert_str_eq(e, vals[i]);
+    }
+    ck_assert_str_eq(jesc(pool, NULL), "");
+}
+END_TEST
+
+static int parse_line(const char *text, int version, apr_time_t now, journal_rec_t *r)
+{
+    return journal_parse(apr_pstrdup(pool, text), version, now, apr_time_from_sec(86400), r);
+}
+
+START_TEST(journal_line_parsing)
+{
+    apr_time_t now = apr_time_from_sec(1000000);
+    journal_rec_t r;
+
+    ck_assert_int_eq(parse_line("V\t2", 1, now, &r), 'V');
+    ck_assert_int_eq(r.version, 2);
+    /* version 2: escapes undone, display name read */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t;x=\"a\\tb\"\tcid\t7\t1000000000000\t500\t\t\"A\\tB\"",
+                                2, now, &r), 'B');
+    ck_assert_str_eq(r.b.aor, "sip:a@h");
+    ck_assert_str_eq(r.b.params, ";x=\"a\tb\"");
+    ck_assert_str_eq(r.b.display, "\"A\tB\"");
+    ck_assert_int_eq(r.b.cseq, 7);
+    ck_assert_int_eq(r.b.q1000, 500);
+    ck_assert_ptr_null(r.b.path);
+    ck_assert(r.b.expires == (apr_time_t)1000000000000LL);
+    /* version 1: an S line, a backslash is just a backslash */
+    ck_assert_int_eq(parse_line("S\tsip:a@h\tsip:a@1.2.3.4\t;x=a\\tb\tcid\t1\t1000000000000\t1000\t<sip:p;lr>",
+                                1, now, &r), 'B');
+    ck_assert_str_eq(r.b.params, ";x=a\\tb");
+    ck_assert_str_eq(r.b.path, "<sip:p;lr>");
+    ck_assert_ptr_null(r.b.display);
+    /* an expiry beyond the longest lifetime is cut to it; q brought into 0..1000 */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t1\t32503680000000000\t1500\t\t", 2, now, &r), 'B');
+    ck_assert(r.b.expires == now + apr_time_from_sec(86400));
+    ck_assert_int_eq(r.b.q1000, 1000);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t1\t1000000000000\t-5\t\t", 2, now, &r), 'B');
+    ck_assert_int_eq(r.b.q1000, 0);
+    /* unreadable lines are skipped */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t1\t1000000000000\tnan\t\t", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\tx\t1000000000000\t1\t\t", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t1\t99999999999999999999999\t1\t\t", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t4294967296\t1\t1\t\t", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("B\t\tsip:a@1.2.3.4\t\tcid\t1\t1\t1\t\t", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("Q\tsip:a@h", 2, now, &r), 0);
+    ck_assert_int_eq(parse_line("V\t0", 1, now, &r), 0);
+    ck_assert_int_eq(parse_line("D\tsip:a@h\tsip:a\\\\b@1.2.3.4", 2, now, &r), 'D');
+    ck_assert_str_eq(r.b.contact, "sip:a\\b@1.2.3.4");
+    ck_assert_int_eq(parse_line("A\tsip:a@h", 2, now, &r), 'A');
+    ck_assert_int_eq(parse_line("K\tsip:a@h", 2, now, &r), 'K');
+}
+END_TEST
+
+static void store_setup(void)
+{
+    pool_setup();
+    aors = apr_hash_make(pool);
+    index_ = apr_hash_make(pool);
+    apr_pool_create(&scratch, pool);
+    apr_pool_create(&loc_pool, pool);
+    journal = -1;
+    live = 0;
+    empty_oldest = empty_newest = NULL;
+    nempty = 0;
+    max_bindings = SIP_DEFAULT_MAX_BINDINGS;
+}
+
+static sip_binding_t mkb(const char *aor, const char *contact, const char *cid, unsigned cseq,
+                         long secs, int q)
+{
+    sip_binding_t b;
+    memset(&b, 0, sizeof(b));
+    b.aor = aor;
+    b.contact = contact;
+    b.params = "";
+    b.call_id = cid;
+    b.cseq = cseq;
+    b.expires = secs ? apr_time_now() + apr_time_from_sec(secs) : 0;
+    b.q1000 = q;
+    return b;
+}
+
+START_TEST(store_one_binding_per_equal_uri)
+{
+    sip_binding_t b = mkb("sip:a@h", "sip:a@10.0.0.1:5060", "c1", 1, 600, 1000);
+    apr_array_header_t *cur;
+
+    set_binding(&b, 0);
+    b = mkb("sip:a@h", "SIP:a@10.0.0.1:5060;foo=bar", "c1", 2, 900, 500);
+    set_binding(&b, 0);             /* the same URI (§19.1.4): a refresh */
+    ck_assert_uint_eq(sip_location_count(), 1);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 1);
+    ck_assert_int_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->q1000, 500);
+    b = mkb("sip:a@h", "sip:a@10.0.0.1:5060;transport=tcp", "c1", 3, 600, 1000);
+    set_binding(&b, 0);             /* transport differs: another binding */
+    ck_assert_uint_eq(sip_location_count(), 2);
+    sip_location_remove("sip:a@h", "sip:a@10.0.0.1:5060;x=y");
+    ck_assert_uint_eq(sip_location_count(), 1);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->contact, "sip:a@10.0.0.1:5060;transport=tcp");
+    b = mkb("sip:a@h", "sip:a@10.0.0.1:5060;transport=TCP", "c1", 4, 0, 1000);
+    set_binding(&b, 0);             /* expires 0 removes */
+    ck_assert_uint_eq(sip_location_count(), 0);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_ptr_nonnull(cur);     /* still known: 480, not 404 */
+    ck_assert_int_eq(cur->nelts, 0);
+    ck_assert_ptr_null(sip_location_lookup(pool, "sip:never@h"));
+}
+END_TEST
+
+START_TEST(store_many_bindings_in_one_aor)
+{
+    char uri[64];
+    int i;
+    apr_time_t t0 = apr_time_now();
+
+    /* 20 000 bindings on one AoR, then each refreshed and removed: hashed,
+     * so this is quick (it was quadratic: every one compared with all) */
+    for (i = 0; i < 20000; i++) {
+        sip_binding_t b;
+        snprintf(uri, sizeof(uri), "sip:u%d@10.0.0.1:5060", i);
+        b = mkb("sip:big@h", uri, "c", 1, 600, 1000);
+        set_binding(&b, 0);
+    }
+    ck_assert_uint_eq(sip_location_count(), 20000);
+    for (i = 0; i < 20000; i++) {
+        sip_binding_t b;
+        snprintf(uri, sizeof(uri), "SIP:u%d@10.0.0.1:5060", i);
+        b = mkb("sip:big@h", uri, "c", 2, i % 2 ? 0 : 900, 1000);
+        set_binding(&b, 0);
+    }
+    ck_assert_uint_eq(sip_location_count(), 10000);
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:big@h")->nelts, 10000);
+    ck_assert_msg(apr_time_now() - t0 < apr_time_from_sec(5), "40 000 binding changes took %" APR_TIME_T_FMT " ms",
+                  apr_time_as_msec(apr_time_now() - t0));
+    sip_location_remove_all("sip:big@h");
+    ck_assert_uint_eq(sip_location_count(), 0);
+}
+END_TEST
+
+static sip_reg_change_t *mkchg(const char *cid, unsigned cseq, int max, int n, const char *const *uris,
+                               const long *secs)
+{
+    sip_reg_change_t *c = apr_pcalloc(pool, sizeof(*c));
+    int i;
+
+    c->aor = "sip:a@h";
+    c->call_id = cid;
+    c->cseq = cseq;
+    c->max_contacts = max;
+    c->bindings = apr_array_make(pool, 4, sizeof(sip_binding_t));
+    for (i = 0; i < n; i++)
+        *(sip_binding_t *)apr_array_push(c->bindings) = mkb("sip:a@h", uris[i], cid, cseq, secs[i], 1000);
+    return c;
+}
+
+START_TEST(reg_check_limits)
+{
+    static const char *const three[] = {"sip:x@1.1.1.1", "sip:y@1.1.1.1", "sip:z@1.1.1.1"};
+    static const char *const dup[] = {"sip:w@1.1.1.1", "SIP:w@1.1.1.1", "sip:w@1.1.1.1;a=b"};
+    static const char *const swap[] = {"sip:x@1.1.1.1", "sip:n@1.1.1.1"};
+    static const long live3[] = {600, 600, 600}, del_add[] = {0, 600};
+    apr_array_header_t *cur;
+    sip_reg_change_t *c;
+    long added;
+    int i;
+
+    c = mkchg("c1", 1, 3, 3, three, live3);
+    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);
+    ck_assert_int_eq(added, 3);
+    c = mkchg("c1", 1, 2, 3, three, live3);
+    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 403);   /* three > SipMaxContacts 2 */
+    c = mkchg("c1", 1, 0, 3, three, live3);
+    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);     /* 0: no limit */
+    c = mkchg("c1", 1, 1, 3, dup, live3);
+    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);     /* one URI three times */
+    ck_assert_int_eq(added, 1);
+
+    c = mkchg("c1", 1, 3, 3, three, live3);
+    for (i = 0; i < 3; i++)
+        set_binding(&APR_ARRAY_IDX(c->bindings, i, sip_binding_t), 0);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    c = mkchg("c1", 2, 3, 3, three, live3);
+    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);      /* refresh at the limit */
+    ck_assert_int_eq(added, 0);
+    c = mkchg("c2", 1, 3, 2, swap, del_add);
+    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);      /* remove one, add one */
+    ck_assert_int_eq(added, 0);
+    c = mkchg("c2", 1, 3, 1, swap + 1, live3);
+    ck_assert_int_eq(reg_check(pool, cur, c, &added), 403);    /* a fourth */
+    c = mkchg("c1", 1, 3, 1, three, live3);
+    ck_assert_int_eq(reg_check(pool, cur, c, &added), 500);    /* same Call-ID, old CSeq */
+    c = mkchg("c1", 5, 3, 0, NULL, NULL);
+    c->star = 1;
+    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);
+    ck_assert_int_eq(added, -3);
+    c->cseq = 1;
+    ck_assert_int_eq(reg_check(pool, cur, c, &added), 500);
+    sip_location_remove_all("sip:a@h");
+}
+END_TEST
+
+START_TEST(store_forgets_oldest_empty_aors)
+{
+    char aor[32];
+    int i;
+
+    max_bindings = 3;
+    for (i = 0; i < 5; i++) {
+        sip_binding_t b;
+        snprintf(aor, sizeof(aor), "sip:e%d@h", i);
+        b = mkb(apr_pstrdup(pool, aor), "sip:x@10.0.0.1", "c", 1, 600, 1000);
+        set_binding(&b, 0);
+    }
+    ck_assert_uint_eq(nempty, 0);
+    for (i = 0; i < 5; i++) {
+        snprintf(aor, sizeof(aor), "sip:e%d@h", i);
+        sip_location_remove_all(aor);
+    }
+    ck_assert_uint_eq(nempty, 5);
+    {
+        /* e3 gets a binding again: no longer empty, not forgotten */
+        sip_binding_t b = mkb("sip:e3@h", "sip:x@10.0.0.1", "c", 2, 600, 1000);
+        set_binding(&b, 0);
+    }
+    ck_assert_uint_eq(nempty, 4);
+    forget_excess_empty();
+    ck_assert_uint_eq(nempty, 3);
+    ck_assert_ptr_null(sip_location_lookup(pool, "sip:e0@h"));     /* the oldest empty one: 404 */
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:e1@h"));  /* still known: 480 */
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:e2@h"));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:e3@h")->nelts, 1);
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:e4@h"));
+    max_bindings = 0;               /* no limit */
+    for (i = 5; i < 10; i++) {
+        snprintf(aor, sizeof(aor), "sip:e%d@h", i);
+        entry_for(apr_pstrdup(pool, aor), 1);
+    }
+    forget_excess_empty();
+    ck_assert_uint_eq(nempty, 8);
+    sip_location_remove_all("sip:e3@h");
+}
+END_TEST
+
+static Suite *location_suite(void)
+{
+    Suite *s = suite_create("registrar_location");
+    TCase *tc = tcase_create("pure");
+    TCase *ts = tcase_create("store");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, qvalue_grammar);
+    tcase_add_test(tc, uri_key_matches_uri_equal);
+    tcase_add_test(tc, journal_escapes);
+    tcase_add_test(tc, journal_line_parsing);
+    suite_add_tcase(s, tc);
+    tcase_add_checked_fixture(ts, store_setup, pool_teardown);
+    tcase_set_timeout(ts, 30);
+    tcase_add_test(ts, store_one_binding_per_equal_uri);
+    tcase_add_test(ts, store_many_bindings_in_one_aor);
+    tcase_add_test(ts, reg_check_limits);
+    tcase_add_test(ts, store_forgets_oldest_empty_aors);
+    suite_add_tcase(s, ts);
+    return s;
+}
+
+/* ================================================================== */
 
 /* ------------------------------------------------------------------ */
 /* sip_relay_method_known: SIP's registered methods and SipProxyMethods */
@@ -2484,6 +2811,7 @@ int main(void)
     srunner_add_suite(sr, stats_suite());
     srunner_add_suite(sr, relay_suite());
     srunner_add_suite(sr, route_suite());
+    srunner_add_suite(sr, location_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
