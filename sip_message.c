@@ -277,6 +277,11 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
             FAIL(kind == 0 ? 400 : 0, "Content-Length Mismatch");
         m->body_len = (apr_size_t)clen;
     }
+    else if (!datagram && lim)
+        /* RFC 3261 §18.3, §20.14: mandatory on a stream, which it frames.
+         * (Texts of our own are parsed without limits, and have no
+         * stream to frame.) */
+        FAIL(kind == 0 ? 400 : 0, "Missing Content-Length");
     else if (!datagram)
         m->body_len = 0;
     if (lim && m->body_len > (apr_uint64_t)lim->body)
