@@ -236,6 +236,10 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
 
     status = split_raw(m, lim, &reason);
     kind = m->start_line ? parse_start_line(m) : -1;
+    /* The transport keeps only the head of an over-long start line on a
+     * stream, so it no longer parses: its length is what to answer. */
+    if (kind < 0 && status == 414 && has_header(m, "CSeq"))
+        FAIL(414, reason);
     if (kind < 0)
         FAIL((has_header(m, "Via") || !datagram) && has_header(m, "CSeq") ? 400 : 0,
              "Malformed Start Line");
