@@ -2022,6 +2022,100 @@ static Suite *stats_suite(void)
 }
 
 /* ================================================================== */
+/* 9. transport limits: rate-limited log lines, cutting long lines     */
+
+START_TEST(ratelog_per_source_and_kind)
+{
+    static sip_log_rate_t rl = SIP_LOG_RATE_INIT("test lines");
+    int i, passed = 0;
+
+    sip_log_rate_setup(3, apr_time_from_msec(300));
+    for (i = 0; i < 10; i++)
+        passed += sip_log_limited(&rl, "192.0.2.1", 420, APLOG_INFO, NULL, "line %d", i);
+    ck_assert_int_eq(passed, 3);
+    /* another source, and another kind from the same one: their own allowance */
+    ck_assert_int_eq(sip_log_limited(&rl, "192.0.2.2", 420, APLOG_INFO, NULL, "other"), 1);
+    ck_assert_int_eq(sip_log_limited(&rl, "192.0.2.1", 404, APLOG_INFO, NULL, "404"), 1);
+    /* after the interval: through again, the held-back count reported once */
+    apr_sleep(apr_time_from_msec(350));
+    ck_assert_int_eq(sip_log_limited(&rl, "192.0.2.1", 420, APLOG_INFO, NULL, "again"), 1);
+    ck_assert_uint_eq(rl.slot[rate_slot_of("192.0.2.1", 420)].held_before, 0);
+    sip_log_rate_setup(SIP_DEFAULT_LOG_RATE_BURST, SIP_DEFAULT_LOG_RATE_INTERVAL);
+}
+END_TEST
+
+START_TEST(ratelog_all_sources_cap)
+{
+    static sip_log_rate_t rl = SIP_LOG_RATE_INIT("test lines");
+    int i, passed = 0;
+
+    sip_log_rate_setup(2, apr_time_from_sec(60));
+    /* 1000 spoofed sources: at most 10 x 2 lines, and no memory grows */
+    for (i = 0; i < 1000; i++) {
+        char src[32];
+        apr_snprintf(src, sizeof(src), "10.0.%d.%d", i / 256, i % 256);
+        passed += sip_log_limited(&rl, src, 400, APLOG_INFO, NULL, "bad from %s", src);
+    }
+    ck_assert_int_eq(passed, 20);
+    /* no limit at all with 0 */
+    sip_log_rate_setup(0, apr_time_from_sec(60));
+    for (i = 0, passed = 0; i < 50; i++)
+        passed += sip_log_limited(&rl, "10.9.9.9", 400, APLOG_INFO, NULL, "x");
+    ck_assert_int_eq(passed, 50);
+    sip_log_rate_setup(SIP_DEFAULT_LOG_RATE_BURST, SIP_DEFAULT_LOG_RATE_INTERVAL);
+}
+END_TEST
+
+/* A connection whose input buffer holds 'text', with small line limits. */
+static sip_tcp_conn_t *trim_conn(const char *text)
+{
+    sip_tcp_conn_t *c = apr_pcalloc(pool, sizeof(*c));
+    c->in_len = strlen(text);
+    c->in_cap = c->in_len + 1;
+    c->in = apr_pmemdup(pool, text, c->in_len + 1);
+    c->lim.max_line = 30;
+    c->lim.max_field = 16;
+    return c;
+}
+
+START_TEST(trim_long_lines)
+{
+    sip_tcp_conn_t *c;
+
+    /* nothing over the limits: untouched */
+    c = trim_conn("OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nbody-not-a-line-to-cut");
+    ck_assert_int_eq(tcp_trim_long_lines(c), 0);
+    ck_assert_int_eq(c->trimmed, 0);
+    /* a long start line and a long header: limit + 1 bytes kept, line ends kept */
+    c = trim_conn("OPTIONS sip:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@b SIP/2.0\r\n"
+                  "X-Long: 0123456789abcdef\r\nCSeq: 1 OPTIONS\r\n\r\n");
+    ck_assert_int_eq(tcp_trim_long_lines(c), 1);
+    ck_assert_int_eq(c->trimmed, 1);
+    ck_assert_int_eq(c->skip_line, 0);
+    c->in[c->in_len] = '\0';
+    ck_assert_str_eq(c->in, "OPTIONS sip:aaaaaaaaaaaaaaaaaaa\nX-Long: 012345678\nCSeq: 1 OPTIONS\r\n\r\n");
+    /* an unfinished long line: cut, and the rest of it is to be skipped */
+    c = trim_conn("OPTIONS sip:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    ck_assert_int_eq(tcp_trim_long_lines(c), 1);
+    ck_assert_int_eq(c->skip_line, 1);
+    ck_assert_uint_eq(c->in_len, 31);
+}
+END_TEST
+
+static Suite *limits_suite(void)
+{
+    Suite *s = suite_create("transport_limits");
+    TCase *tc = tcase_create("limits");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, ratelog_per_source_and_kind);
+    tcase_add_test(tc, ratelog_all_sources_cap);
+    tcase_add_test(tc, trim_long_lines);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
 
 int main(void)
 {
@@ -2040,6 +2134,7 @@ int main(void)
     srunner_add_suite(sr, response_suite());
     srunner_add_suite(sr, timer_suite());
     srunner_add_suite(sr, stats_suite());
+    srunner_add_suite(sr, limits_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
