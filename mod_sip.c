@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include "apr_strings.h"
+#include "apr_atomic.h"
 #include "apr_portable.h"
 #include "apr_optional.h"
 #include "apr_dbd.h"
@@ -736,9 +737,24 @@ static int sip_process_connection(conn_rec *c)
     if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS)
         return DECLINED;
     rv = sip_engine_handoff(fd, c->base_server);
-    if (rv != APR_SUCCESS)
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, c,
-                      "mod_sip: cannot hand the SIP connection to the engine");
+    if (rv != APR_SUCCESS) {
+        /* A connection flood can make this fail for every connection: one
+         * line per 10 s and process, with the count (threads may race on
+         * the time check; at worst two lines). */
+        static apr_uint32_t failed;
+        static volatile apr_time_t last;
+        apr_time_t now = apr_time_now();
+        apr_uint32_t n = apr_atomic_inc32(&failed) + 1;
+
+        if (now - last >= apr_time_from_sec(10)) {
+            last = now;
+            apr_atomic_set32(&failed, 0);
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, c,
+                          "mod_sip: cannot hand the SIP connection to the engine "
+                          "(%u such connections closed in this process since the last "
+                          "such line)", n);
+        }
+    }
     /* The engine has its own descriptor now: close ours without shutdown(). */
     c->aborted = 1;
     return OK;
