@@ -18,7 +18,9 @@ my ($PER_IP, $MAX, $MSG_TIMEOUT, $LOG_BURST, $LOG_SECS) = (20, 60, 2, 3, 4);
 
 my $t = SipTest->new(
     server_conf => "SipTcpMaxConnectionsPerIP $PER_IP\nSipTcpMaxConnections $MAX\n"
-                 . "SipLogRateLimit $LOG_BURST $LOG_SECS",
+                 . "SipLogRateLimit $LOG_BURST $LOG_SECS\n"
+                 . "LoadModule status_module $SipTest::MODDIR/mod_status.so\n"
+                 . "<Location /server-status>\n    SetHandler server-status\n</Location>",
     vhost_conf  => "SipTcpMessageTimeout $MSG_TIMEOUT\nSipTcpIdleTimeout 60",
     scripts     => {
         'slow@127.0.0.1' => "#!/bin/sh\n/bin/sleep 4\nprintf 'SIP/2.0 200 OK\\n\\n'\n",
@@ -56,6 +58,14 @@ sub options_on {
     return $m && $m->code == 200 && $m->header('call-id') eq parse_msg($req)->header('call-id');
 }
 
+# The mod_status counters (?auto) as a hash.
+sub counters {
+    my $body = $t->http_get('/server-status?auto');
+    my %s;
+    $s{$1} = $2 while $body =~ /^(Sip\w+): (\d+)\r?$/mg;
+    return \%s;
+}
+
 sub count_lines {
     my ($mark, $re) = @_;
     return scalar grep { /$re/ } split /\n/, $t->log_since($mark);
@@ -63,6 +73,8 @@ sub count_lines {
 
 # ------------------------------------------------ item 4: per-address limit
 my @attacker;
+my $c0 = counters();
+ok(defined $c0->{SipTcpConnectionsRefused}, 'mod_status shows SipTcpConnectionsRefused');
 {
     my $mark = $t->log_mark;
     my $tries = $PER_IP + 10;
@@ -91,6 +103,8 @@ my @attacker;
     ok($t->options_ok('udp'), 'UDP served meanwhile');
     close $_ for grep { $_ } $fresh, @other;
 
+    is(counters()->{SipTcpConnectionsRefused} - $c0->{SipTcpConnectionsRefused}, 11,
+       'SipTcpConnectionsRefused counted the 11 refusals');
     my $refused = count_lines($mark, qr/TCP connection from 127\.0\.0\.2:\d+ refused: $PER_IP connections from that address already/);
     cmp_ok($refused, '>=', 1, 'the refusals are logged');
     cmp_ok($refused, '<=', $LOG_BURST, "... at most $LOG_BURST lines (SipLogRateLimit $LOG_BURST $LOG_SECS) for 11 refusals ($refused)");
@@ -134,6 +148,8 @@ sleep 0.5;
     is(@r ? $r[-1]->code : 0, 200, 'the oldest connection, busy with a transaction, was not closed: its INVITE got 200');
     $t->send_raw($busy, $t->ack_for($inv, $r[-1], new_branch => 1)) if @r && $r[-1]->code == 200;
     ok(options_on($late[0]), 'a newcomer gets OPTIONS answered');
+    is(counters()->{SipTcpConnectionsEvicted} - $c0->{SipTcpConnectionsEvicted}, 10,
+       'SipTcpConnectionsEvicted counted the 10 evictions');
     my $ev = count_lines($mark, qr/SipTcpMaxConnections \($MAX\) reached: closing the TCP connection idle the longest/);
     ok($ev >= 1 && $ev <= $LOG_BURST, "evictions logged, rate-limited ($ev lines for 10)");
     close $_ for grep { $_ } @all, @late;
@@ -167,6 +183,7 @@ sleep 0.5;
     ok(options_on($ka), '... and it still carries requests');
     ok($t->wait_log($mark, qr/TCP connection from 127\.0\.0\.1:\d+ closed: message not complete within $MSG_TIMEOUT s/),
        'the message timeout is logged');
+    is(counters()->{SipTcpMessageTimeouts} - $c0->{SipTcpMessageTimeouts}, 1, 'SipTcpMessageTimeouts counted it');
     close $_ for $slow, $ka;
 
     # a connection that says nothing at all is left to SipTcpIdleTimeout
