@@ -211,7 +211,8 @@ sleep 0.5;
     is(@r ? $r[-1]->code : 0, 200, 'UDP request without Content-Length is still fine (the datagram frames it)');
 }
 for my $case (['2.6 MB request line', 414, sub { (uri('a' x 2_600_000), []) }],
-              ['1 MB header line', 400, sub { (uri('nobody'), [ 'X-Huge' => 'h' x 1_000_000 ]) }]) {
+              ['1 MB header line', 400, sub { (uri('nobody'), [ 'X-Huge' => 'h' x 1_000_000 ]) }],
+              ['header block of 100 000 lines', 400, sub { (uri('nobody'), [ map { ("X-H$_" => 'v') } 1 .. 100_000 ]) }]) {
     my ($what, $code, $make) = @$case;
     my $mark = $t->log_mark;
     my $c = connect_from('127.0.0.1');
