@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include "apr_strings.h"
 #include "apr_lib.h"
+#include "apr_atomic.h"
 #include "apr_portable.h"
 #include "apr_optional.h"
 #include "apr_dbd.h"
@@ -70,6 +71,11 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->auth_qop = -1;
     c->max_contacts = -1;
     c->max_branches = -1;
+    c->tcp_msg_timeout = -1;
+    c->tcp_max_conns = -1;
+    c->tcp_max_per_ip = -1;
+    c->log_rate_burst = -1;
+    c->log_rate_interval = -1;
     return c;
 }
 
@@ -97,6 +103,12 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->auth_qop = add->auth_qop >= 0 ? add->auth_qop : base->auth_qop;
     c->max_contacts = add->max_contacts >= 0 ? add->max_contacts : base->max_contacts;
     c->max_branches = add->max_branches >= 0 ? add->max_branches : base->max_branches;
+    c->tcp_msg_timeout = add->tcp_msg_timeout >= 0 ? add->tcp_msg_timeout : base->tcp_msg_timeout;
+    c->tcp_max_conns = add->tcp_max_conns >= 0 ? add->tcp_max_conns : base->tcp_max_conns;
+    c->tcp_max_per_ip = add->tcp_max_per_ip >= 0 ? add->tcp_max_per_ip : base->tcp_max_per_ip;
+    c->log_rate_burst = add->log_rate_burst >= 0 ? add->log_rate_burst : base->log_rate_burst;
+    c->log_rate_interval = add->log_rate_interval >= 0 ? add->log_rate_interval
+                                                       : base->log_rate_interval;
     return c;
 }
 
@@ -159,6 +171,16 @@ static void apply_defaults(sip_server_conf *c)
         c->max_contacts = SIP_DEFAULT_MAX_CONTACTS;
     if (c->max_branches < 0)
         c->max_branches = SIP_DEFAULT_MAX_BRANCHES;
+    if (c->tcp_msg_timeout < 0)
+        c->tcp_msg_timeout = SIP_DEFAULT_TCP_MSG_TIMEOUT;
+    if (c->tcp_max_conns < 0)
+        c->tcp_max_conns = 0;
+    if (c->tcp_max_per_ip < 0)
+        c->tcp_max_per_ip = SIP_DEFAULT_TCP_PER_IP;
+    if (c->log_rate_burst < 0)
+        c->log_rate_burst = SIP_DEFAULT_LOG_RATE_BURST;
+    if (c->log_rate_interval < 0)
+        c->log_rate_interval = SIP_DEFAULT_LOG_RATE_INTERVAL;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -469,6 +491,61 @@ static void configure_location(server_rec *main_server)
                            : SIP_DEFAULT_MAX_BINDINGS, longest);
 }
 
+/* ---- transport limits (SipTcpMessageTimeout, SipTcpMaxConnections,
+ * SipTcpMaxConnectionsPerIP, SipLogRateLimit) ---- */
+
+static const char *set_tcp_msg_timeout(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return set_seconds(cmd, &sip_get_conf(cmd->server)->tcp_msg_timeout, arg);
+}
+
+/* A count for the whole engine: server config only. */
+static const char *set_conn_count(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    char *end;
+    long n;
+
+    (void)d;
+    if (err)
+        return err;
+    n = strtol(arg, &end, 10);
+    if (cmd->info == (void *)1 && !strcasecmp(arg, "auto"))
+        n = 0, end = "";
+    if (*end || n < 0 || n > 10000000)
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, cmd->info == (void *)1
+                           ? " needs a number of connections, or auto"
+                           : " needs a number of connections (0: no limit)", NULL);
+    if (cmd->info == (void *)1)
+        c->tcp_max_conns = (int)n;
+    else
+        c->tcp_max_per_ip = (int)n;
+    return NULL;
+}
+
+static const char *set_log_rate(cmd_parms *cmd, void *d, const char *lines, const char *secs)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    char *end;
+    long n;
+
+    (void)d;
+    if (err)
+        return err;
+    n = strtol(lines, &end, 10);
+    if (!strcasecmp(lines, "off"))
+        n = 0, end = "";
+    if (*end || n < 0 || n > 1000000)
+        return "SipLogRateLimit needs a number of lines (0 or off: no limit) and optional seconds";
+    c->log_rate_burst = (int)n;
+    if (secs)
+        return set_seconds(cmd, &c->log_rate_interval, secs);
+    return NULL;
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -627,6 +704,18 @@ static const command_rec sip_cmds[] = {
                   "optional (RFC 2069 clients)"),
     AP_INIT_TAKE1("SipProxyTimerC", set_timer_c, NULL, RSRC_CONF,
                   "Seconds an INVITE branch may ring before it is cancelled (default 181)"),
+    AP_INIT_TAKE1("SipTcpMessageTimeout", set_tcp_msg_timeout, NULL, RSRC_CONF,
+                  "Seconds a SIP message begun on a TCP connection has to arrive whole "
+                  "(default 10)"),
+    AP_INIT_TAKE1("SipTcpMaxConnections", set_conn_count, (void *)1, RSRC_CONF,
+                  "SIP TCP connections the engine keeps; beyond, the longest idle one is "
+                  "closed (default auto: from the descriptor limit)"),
+    AP_INIT_TAKE1("SipTcpMaxConnectionsPerIP", set_conn_count, (void *)2, RSRC_CONF,
+                  "SIP TCP connections accepted from one address (IPv6: one /64) "
+                  "(default 256; 0: no limit)"),
+    AP_INIT_TAKE12("SipLogRateLimit", set_log_rate, NULL, RSRC_CONF,
+                   "Log lines a remote sender can cause, per source and kind: lines "
+                   "[seconds] (default 10 60; 0: no limit)"),
     {NULL}
 };
 
@@ -819,9 +908,24 @@ static int sip_process_connection(conn_rec *c)
     if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS)
         return DECLINED;
     rv = sip_engine_handoff(fd, c->base_server);
-    if (rv != APR_SUCCESS)
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, c,
-                      "mod_sip: cannot hand the SIP connection to the engine");
+    if (rv != APR_SUCCESS) {
+        /* A connection flood can make this fail for every connection: one
+         * line per 10 s and process, with the count (threads may race on
+         * the time check; at worst two lines). */
+        static apr_uint32_t failed;
+        static volatile apr_time_t last;
+        apr_time_t now = apr_time_now();
+        apr_uint32_t n = apr_atomic_inc32(&failed) + 1;
+
+        if (now - last >= apr_time_from_sec(10)) {
+            last = now;
+            apr_atomic_set32(&failed, 0);
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, rv, c,
+                          "mod_sip: cannot hand the SIP connection to the engine "
+                          "(%u such connections closed in this process since the last "
+                          "such line)", n);
+        }
+    }
     /* The engine has its own descriptor now: close ours without shutdown(). */
     c->aborted = 1;
     return OK;

@@ -27,6 +27,12 @@
 #define SIP_DEFAULT_MAX_CONTACTS    10      /* bindings per address-of-record */
 #define SIP_DEFAULT_MAX_BINDINGS    100000  /* bindings in the memory store */
 #define SIP_DEFAULT_MAX_BRANCHES    16      /* targets a request to a registered user forks to */
+/* Transport limits (issue 10, items 4, 6, 7). */
+#define SIP_DEFAULT_TCP_MSG_TIMEOUT apr_time_from_sec(10)
+#define SIP_DEFAULT_TCP_PER_IP      256
+#define SIP_DEFAULT_TCP_MAX_CAP     65536   /* derived default never above this */
+#define SIP_DEFAULT_LOG_RATE_BURST  10      /* SipLogRateLimit 10 60 */
+#define SIP_DEFAULT_LOG_RATE_INTERVAL apr_time_from_sec(60)
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -49,6 +55,14 @@ typedef struct sip_server_conf {
     /* registrar limits */
     int max_contacts;                   /* SipMaxContacts; -1 = unset, 0 = none */
     int max_branches;                   /* SipMaxBranches; -1 = unset */
+
+    /* Transport limits.  The first is per vhost; the others are read from
+     * the main server only (one engine holds every connection). */
+    apr_interval_time_t tcp_msg_timeout; /* SipTcpMessageTimeout; -1 = unset */
+    int tcp_max_conns;                  /* SipTcpMaxConnections; 0 = derived, -1 = unset */
+    int tcp_max_per_ip;                 /* SipTcpMaxConnectionsPerIP; 0 = none, -1 = unset */
+    int log_rate_burst;                 /* SipLogRateLimit lines; 0 = none, -1 = unset */
+    apr_interval_time_t log_rate_interval; /* SipLogRateLimit seconds; -1 = unset */
 } sip_server_conf;
 
 /* Message size limits taken from Apache's own LimitRequest* directives. */

@@ -117,7 +117,10 @@ static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
             lim->max_header = (apr_size_t)l.line + 2
                               + (apr_size_t)l.fields * ((apr_size_t)l.fieldsize + 2) + 2;
             lim->max_body = (apr_size_t)l.body;
+            lim->max_line = (apr_size_t)l.line;
+            lim->max_field = (apr_size_t)l.fieldsize;
             lim->idle = sip_get_conf(s)->tcp_idle;
+            lim->msg = sip_get_conf(s)->tcp_msg_timeout;
             return 1;
         }
     }
@@ -206,11 +209,13 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
     sip_txn_reply(txn, 403, "Forbidden", NULL);
 }
 
+/* A sender of garbage must not be able to fill the error log. */
+static sip_log_rate_t rl_bad_msgs = SIP_LOG_RATE_INIT("bad messages");
+
 static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_msg_error_t *err,
                                const sip_source_t *src)
 {
-    const char *peer = apr_psprintf(p, "%s:%d", sip_sockaddr_ip(p, &src->peer),
-                                    sip_sockaddr_port(&src->peer));
+    const char *ip = sip_sockaddr_ip(p, &src->peer);
     const char *text = NULL;
     apr_size_t len = 0;
 
@@ -218,13 +223,15 @@ static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_ms
         text = sip_msg_raw_error_response(p, msg, err->status, err->reason, "e0",
                                           src->kind != SIP_TP_UDP, &len);
     if (!text) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, src->vhost,
-                     "sip: dropped unanswerable %s message from %s: %s",
-                     src->kind == SIP_TP_UDP ? "UDP" : "TCP", peer, err->reason);
+        sip_log_limited(&rl_bad_msgs, ip, 0, APLOG_INFO, src->vhost,
+                        "sip: dropped unanswerable %s message from %s:%d: %s",
+                        src->kind == SIP_TP_UDP ? "UDP" : "TCP", ip,
+                        sip_sockaddr_port(&src->peer), err->reason);
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, src->vhost, "sip: %d %s for message from %s",
-                 err->status, err->reason, peer);
+    sip_log_limited(&rl_bad_msgs, ip, err->status, APLOG_INFO, src->vhost,
+                    "sip: %d %s for message from %s:%d", err->status, err->reason, ip,
+                    sip_sockaddr_port(&src->peer));
     /* The request could not be stamped, so answer the source itself. */
     sip_transport_send(src, NULL, text, len);
 }
@@ -306,21 +313,57 @@ static void engine_signal_stop(int sig)
     engine_stop = 1;
 }
 
-static void raise_fd_limit(void)
+/* Returns the descriptor limit the engine ends up with. */
+static rlim_t raise_fd_limit(void)
 {
     struct rlimit rl;
 
     /* Idle SIP TCP connections are cheap here; let the kernel limit be it. */
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur;
+}
+
+/* SipTcpMaxConnections and friends.  The descriptors not given to TCP are
+ * kept for everything else the engine opens: 64 for UDP sockets, logs, the
+ * journal, database connections and the hand-off channel, and 4 per script
+ * that may run (stdin, stdout and stderr pipes, and a spare). */
+static void setup_transport_limits(rlim_t nofile)
+{
+    sip_server_conf *main_conf = sip_get_conf(engine_main_server);
+    apr_size_t reserve = 64, fit, max;
+    server_rec *s;
+
+    for (s = engine_main_server; s; s = s->next)
+        if (sip_get_conf(s)->enabled == 1)
+            reserve += 4 * (apr_size_t)sip_get_conf(s)->max_scripts;
+    fit = nofile > (rlim_t)reserve + 16 ? (apr_size_t)(nofile - reserve) : 16;
+    max = main_conf->tcp_max_conns > 0 ? (apr_size_t)main_conf->tcp_max_conns
+          : fit < SIP_DEFAULT_TCP_MAX_CAP ? fit : SIP_DEFAULT_TCP_MAX_CAP;
+    if (max > fit) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, engine_main_server,
+                     "sip engine: SipTcpMaxConnections %" APR_SIZE_T_FMT " does not fit the "
+                     "descriptor limit (%lu, %" APR_SIZE_T_FMT " kept for other uses); using %"
+                     APR_SIZE_T_FMT, max, (unsigned long)nofile, reserve, fit);
+        max = fit;
+    }
+    sip_transport_set_conn_limits(max, (apr_size_t)main_conf->tcp_max_per_ip);
+    sip_log_rate_setup(main_conf->log_rate_burst, main_conf->log_rate_interval);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, engine_main_server,
+                 "sip engine: at most %" APR_SIZE_T_FMT " TCP connections (descriptor limit "
+                 "%lu), %d per address", max, (unsigned long)nofile, main_conf->tcp_max_per_ip);
 }
 
 static void engine_main(void)
 {
     sigset_t none;
     sip_loop_t *loop;
+    rlim_t nofile;
     int i;
 
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -340,7 +383,7 @@ static void engine_main(void)
     apr_pool_tag(engine_pool, "sip_engine");
     ap_close_listeners();
     close(handoff[1]);
-    raise_fd_limit();
+    nofile = raise_fd_limit();
     if (ap_run_drop_privileges(engine_pool, engine_main_server) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server,
                      "sip engine: cannot drop privileges");
@@ -359,6 +402,7 @@ static void engine_main(void)
         _exit(1);
     }
     sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
+    setup_transport_limits(nofile);
     sip_txn_init(loop, engine_pool);
     sip_txn_on_final(sip_request_log);
     sip_txn_on_error_body(sip_request_error_body);

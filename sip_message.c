@@ -255,6 +255,10 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
 
     status = split_raw(m, lim, &reason);
     kind = m->start_line ? parse_start_line(m) : -1;
+    /* The transport keeps only the head of an over-long start line on a
+     * stream, so it no longer parses: its length is what to answer. */
+    if (kind < 0 && status == 414 && has_header(m, "CSeq"))
+        FAIL(414, reason);
     if (kind < 0)
         FAIL((has_header(m, "Via") || !datagram) && has_header(m, "CSeq") ? 400 : 0,
              "Malformed Start Line");
@@ -296,6 +300,11 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
             FAIL(kind == 0 ? 400 : 0, "Content-Length Mismatch");
         m->body_len = (apr_size_t)clen;
     }
+    else if (!datagram && lim)
+        /* RFC 3261 §18.3, §20.14: mandatory on a stream, which it frames.
+         * (Texts of our own are parsed without limits, and have no
+         * stream to frame.) */
+        FAIL(kind == 0 ? 400 : 0, "Missing Content-Length");
     else if (!datagram)
         m->body_len = 0;
     if (lim && m->body_len > (apr_uint64_t)lim->body)

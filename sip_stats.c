@@ -112,6 +112,12 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {"SipTcpMessagesOut", "TCP messages sent", st->msgs_out[1]},
         {"SipTcpConnectionsNow", "TCP connections open now", st->now.tcp},
         {"SipTcpConnectionsTotal", "TCP connections total", st->tcp_conns},
+        {"SipTcpConnectionsRefused", "TCP connections refused (per-address limit, or none "
+         "idle to close at SipTcpMaxConnections)", st->tcp_refused},
+        {"SipTcpConnectionsEvicted", "Idle TCP connections closed for SipTcpMaxConnections",
+         st->tcp_evicted},
+        {"SipTcpMessageTimeouts", "TCP connections closed by SipTcpMessageTimeout",
+         st->tcp_msg_timeouts},
         {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
         {"SipSendErrors", "Messages that could not be sent", st->send_errors},
     };

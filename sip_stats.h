@@ -57,6 +57,11 @@ typedef struct sip_stats {
     apr_uint64_t tcp_conns;     /* TCP connections accepted or opened */
     apr_uint64_t bad_msgs;      /* unparsable messages (answered 4xx or dropped) */
     apr_uint64_t send_errors;   /* messages the transport failed to send */
+
+    apr_uint64_t tcp_refused;   /* TCP connections closed at once: per-address limit, or
+                                 * SipTcpMaxConnections with none idle to close */
+    apr_uint64_t tcp_evicted;   /* idle TCP connections closed for SipTcpMaxConnections */
+    apr_uint64_t tcp_msg_timeouts; /* closed: a message not whole within SipTcpMessageTimeout */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

@@ -391,12 +391,22 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
     return APR_SUCCESS;
 }
 
+/* One sender's refused requests: a few lines per status, then a count. */
+static sip_log_rate_t rl_refusals = SIP_LOG_RATE_INIT("refused requests");
+
+#define SIP_LOG_URI_MAX 256     /* the Request-URI is the sender's text: cut it */
+
 apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
                             const char *const *hdrs, const char *why)
 {
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->src.vhost ? t->src.vhost : ap_server_conf,
-                 "sip: %d %s for %s %s from %s: %s", status, reason, sip_msg_method(t->req),
-                 sip_msg_request_uri(t->req), sip_sockaddr_ip(t->pool, &t->src.peer), why);
+    const char *uri = sip_msg_request_uri(t->req);
+    const char *ip = sip_sockaddr_ip(t->pool, &t->src.peer);
+
+    sip_log_limited(&rl_refusals, ip, status, APLOG_INFO,
+                    t->src.vhost ? t->src.vhost : ap_server_conf,
+                    "sip: %d %s for %s %.*s%s from %s: %s", status, reason,
+                    sip_msg_method(t->req), SIP_LOG_URI_MAX, uri,
+                    strlen(uri) > SIP_LOG_URI_MAX ? "..." : "", ip, why);
     return sip_txn_reply(t, status, reason, hdrs);
 }
 

@@ -30,6 +30,17 @@ typedef struct sip_outbuf {
     char data[1];
 } sip_outbuf_t;
 
+typedef struct tcp_list {
+    sip_tcp_conn_t *head, *tail;    /* head: idle the longest */
+} tcp_list_t;
+
+/* Accepted connections from one address (IPv6: one /64). */
+typedef struct ip_count {
+    unsigned char key[8];
+    apr_size_t klen;
+    apr_size_t n;
+} ip_count_t;
+
 struct sip_tcp_conn {
     apr_pool_t *pool;
     apr_socket_t *sock;
@@ -46,7 +57,15 @@ struct sip_tcp_conn {
     int close_after_flush;
     int connecting;         /* outbound, connect() in progress */
     const char *key;        /* "ip:port" of the peer, for reuse */
-    sip_timer_t idle;
+    sip_timer_t idle;       /* SipTcpIdleTimeout: reset by whole messages and CRLF pings */
+    sip_timer_t msg;        /* SipTcpMessageTimeout for the message begun, or the linger */
+    int holds;              /* source copies held (transactions, scripts, proxy) */
+    tcp_list_t *list;       /* idle_conns (holds == 0) or busy_conns */
+    sip_tcp_conn_t *prev, *next;
+    ip_count_t *ipc;        /* accepted: counted against its address */
+    int skip_line;          /* discarding the rest of an over-long header line */
+    int trimmed;            /* a header line of this message was cut short */
+    int lingering;          /* answered, shut down for writing, draining input */
 };
 
 static sip_loop_t *tp_loop;
@@ -63,6 +82,17 @@ typedef struct {
 static apr_array_header_t *udp_aliases; /* name-based vhosts sharing a socket */
 static sip_tp_closed_cb tp_closed;
 
+/* Connection limits: LRU lists make "longest idle" O(1). */
+static tcp_list_t idle_conns, busy_conns;
+static apr_hash_t *conns_by_ip;     /* ip key -> ip_count_t (malloc'ed) */
+static apr_size_t max_conns, max_per_ip;
+
+static sip_log_rate_t rl_refused = SIP_LOG_RATE_INIT("refused TCP connections");
+static sip_log_rate_t rl_evicted = SIP_LOG_RATE_INIT("idle TCP connections closed for room");
+static sip_log_rate_t rl_timeout = SIP_LOG_RATE_INIT("TCP message timeouts");
+
+#define TCP_LINGER apr_time_from_sec(2)     /* to drain input after an error answer */
+
 void sip_transport_on_close(sip_tp_closed_cb cb)
 {
     tp_closed = cb;
@@ -76,8 +106,16 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
     tp_deliver = deliver;
     tp_limits = limits;
     tcp_by_peer = apr_hash_make(p);
+    conns_by_ip = apr_hash_make(p);
+    idle_conns.head = idle_conns.tail = busy_conns.head = busy_conns.tail = NULL;
     udps = apr_array_make(p, 4, sizeof(sip_udp_t *));
     udp_aliases = NULL;
+}
+
+void sip_transport_set_conn_limits(apr_size_t max_total, apr_size_t max_ip)
+{
+    max_conns = max_total;
+    max_per_ip = max_ip;
 }
 
 apr_size_t sip_tcp_open_count(void)
@@ -284,6 +322,10 @@ int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
         *msg_len = header_end;
         return -2;
     }
+    if (!have_clen) {
+        *msg_len = header_end;
+        return -3;
+    }
     if (len < header_end + (apr_size_t)clen)
         return 0;
     *msg_len = header_end + (apr_size_t)clen;
@@ -294,9 +336,154 @@ int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
 
 static void tcp_close(sip_tcp_conn_t *c, const char *why);
 
+static const char *peer_text(sip_tcp_conn_t *c)
+{
+    return apr_psprintf(c->pool, "%s:%d", sip_sockaddr_ip(c->pool, &c->peer),
+                        sip_sockaddr_port(&c->peer));
+}
+
+/* -- the idle and busy lists (least recently used first) -- */
+
+static void list_unlink(sip_tcp_conn_t *c)
+{
+    tcp_list_t *l = c->list;
+
+    if (!l)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+    c->list = NULL;
+}
+
+static void list_append(tcp_list_t *l, sip_tcp_conn_t *c)
+{
+    list_unlink(c);
+    c->list = l;
+    c->prev = l->tail;
+    c->next = NULL;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void list_prepend(tcp_list_t *l, sip_tcp_conn_t *c)
+{
+    list_unlink(c);
+    c->list = l;
+    c->next = l->head;
+    c->prev = NULL;
+    if (l->head)
+        l->head->prev = c;
+    else
+        l->tail = c;
+    l->head = c;
+}
+
+/* A whole message went through: most recently used now. */
+static void tcp_touch(sip_tcp_conn_t *c)
+{
+    if (!c->closed && !c->lingering)
+        list_append(c->holds ? &busy_conns : &idle_conns, c);
+}
+
+/* -- per-address counts -- */
+
+/* IPv4 (also v4-mapped): the address; IPv6: its /64, which one host
+ * usually has to itself. */
+static apr_size_t ip_key(const sip_sockaddr_t *a, unsigned char key[8])
+{
+    if (a->ss.ss_family == AF_INET6) {
+        const struct in6_addr *v6 = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(v6)) {
+            memcpy(key, v6->s6_addr + 12, 4);
+            return 4;
+        }
+        memcpy(key, v6->s6_addr, 8);
+        return 8;
+    }
+    memcpy(key, &((const struct sockaddr_in *)&a->ss)->sin_addr, 4);
+    return 4;
+}
+
+static ip_count_t *ip_count_get(const sip_sockaddr_t *a, int create)
+{
+    unsigned char key[8];
+    apr_size_t klen = ip_key(a, key);
+    ip_count_t *ipc = apr_hash_get(conns_by_ip, key, (apr_ssize_t)klen);
+
+    if (!ipc && create && (ipc = calloc(1, sizeof(*ipc))) != NULL) {
+        memcpy(ipc->key, key, klen);
+        ipc->klen = klen;
+        apr_hash_set(conns_by_ip, ipc->key, (apr_ssize_t)ipc->klen, ipc);
+    }
+    return ipc;
+}
+
+static void ip_count_drop(sip_tcp_conn_t *c)
+{
+    ip_count_t *ipc = c->ipc;
+
+    if (!ipc)
+        return;
+    c->ipc = NULL;
+    if (--ipc->n == 0) {
+        apr_hash_set(conns_by_ip, ipc->key, (apr_ssize_t)ipc->klen, NULL);
+        free(ipc);
+    }
+}
+
+/* Below SipTcpMaxConnections again by closing the connections idle the
+ * longest (those no transaction holds); 0 when all of them are busy. */
+static int tcp_make_room(const char *for_whom)
+{
+    while (max_conns && tcp_open >= max_conns) {
+        sip_tcp_conn_t *victim = idle_conns.head;
+
+        if (!victim)
+            return 0;
+        sip_stats->tcp_evicted++;
+        sip_log_limited(&rl_evicted, "all", 0, APLOG_WARNING, ap_server_conf,
+                        "sip: SipTcpMaxConnections (%" APR_SIZE_T_FMT ") reached: closing "
+                        "the TCP connection idle the longest (from %s) for one %s",
+                        max_conns, peer_text(victim), for_whom);
+        tcp_close(victim, "evicted for SipTcpMaxConnections");
+    }
+    return 1;
+}
+
+/* -- timers -- */
+
 static void tcp_idle_expired(void *baton)
 {
     tcp_close(baton, "idle timeout");
+}
+
+static void tcp_msg_expired(void *baton)
+{
+    sip_tcp_conn_t *c = baton;
+
+    if (c->lingering) {
+        tcp_close(c, "lingering close done");
+        return;
+    }
+    /* The "one byte every few seconds" client: a started message has to
+     * end in time, whatever trickles in (cf. mod_reqtimeout). */
+    sip_stats->tcp_msg_timeouts++;
+    sip_log_limited(&rl_timeout, sip_sockaddr_ip(c->pool, &c->peer), 0, APLOG_INFO,
+                    c->vhost ? c->vhost : ap_server_conf,
+                    "sip: TCP connection from %s closed: message not complete within %d s "
+                    "(SipTcpMessageTimeout), %" APR_SIZE_T_FMT " bytes buffered",
+                    peer_text(c), (int)apr_time_sec(c->lim.msg), c->in_len);
+    tcp_close(c, "message timeout");
 }
 
 static void tcp_destroy_if_unused(sip_tcp_conn_t *c)
@@ -310,20 +497,42 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     if (c->closed)
         return;
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
-                 "sip: closing TCP connection from %s:%d (%s)",
-                 sip_sockaddr_ip(c->pool, &c->peer), sip_sockaddr_port(&c->peer), why);
+                 "sip: closing TCP connection from %s (%s)", peer_text(c), why);
     c->closed = 1;
     tcp_open--;
     sip_stats->now.tcp = tcp_open;
+    list_unlink(c);
+    ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
         apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
     if (tp_closed)
         tp_closed(c);
     sip_io_watch(tp_loop, &c->io, 0);
     sip_timer_cancel(tp_loop, &c->idle);
+    sip_timer_cancel(tp_loop, &c->msg);
     apr_socket_close(c->sock);
     c->fd = -1;
     tcp_destroy_if_unused(c);
+}
+
+/* After an error answer that ends the stream: closing with unread input
+ * would reset the connection, and the reset can destroy the answer before
+ * the client reads it.  So send FIN, then read and discard for a while
+ * (httpd's lingering close). */
+static void tcp_linger(sip_tcp_conn_t *c)
+{
+    if (c->closed || c->lingering)
+        return;
+    c->lingering = 1;
+    if (shutdown(c->fd, SHUT_WR) < 0) {
+        tcp_close(c, "framing lost");
+        return;
+    }
+    if (!c->holds)
+        list_prepend(&idle_conns, c);   /* the first to go when room is needed */
+    sip_timer_cancel(tp_loop, &c->idle);
+    sip_timer_set(tp_loop, &c->msg, TCP_LINGER, tcp_msg_expired, c);
+    sip_io_watch(tp_loop, &c->io, APR_POLLIN);
 }
 
 static apr_status_t tcp_conn_cleanup(void *data)
@@ -381,7 +590,7 @@ static void tcp_flush(sip_tcp_conn_t *c)
         free(o);
     }
     if (!c->out_head && c->close_after_flush) {
-        tcp_close(c, "framing lost");
+        tcp_linger(c);
         return;
     }
     tcp_update_watch(c);
@@ -391,7 +600,7 @@ static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len
 {
     sip_outbuf_t *o;
 
-    if (c->closed)
+    if (c->closed || c->lingering)
         return APR_ECONNABORTED;
     o = malloc(sizeof(*o) + len);
     if (!o)
@@ -411,11 +620,11 @@ static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len
 
 void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
 {
-    if (c->closed)
+    if (c->closed || c->lingering)
         return;
     c->close_after_flush = 1;
     if (!c->out_head)
-        tcp_close(c, "framing lost");
+        tcp_linger(c);
     else
         tcp_update_watch(c);
 }
@@ -426,10 +635,53 @@ static void tcp_consume(sip_tcp_conn_t *c, apr_size_t n)
     c->in_len -= n;
 }
 
+/* Cut header lines longer than their limit down to limit + 1 bytes (enough
+ * for the message layer to answer 414 or 400), so that a huge line costs
+ * no memory and the headers after it, which the answer needs, still fit.
+ * An unfinished long line sets skip_line: input is dropped up to its end.
+ * Returns 1 when something was cut. */
+static int tcp_trim_long_lines(sip_tcp_conn_t *c)
+{
+    apr_size_t pos = 0;
+    int first = 1, cut = 0;
+
+    while (pos < c->in_len) {
+        char *nl = memchr(c->in + pos, '\n', c->in_len - pos);
+        apr_size_t end = nl ? (apr_size_t)(nl - c->in) : c->in_len;
+        apr_size_t len = end - pos, cap = first ? c->lim.max_line : c->lim.max_field;
+
+        if (nl && len && c->in[end - 1] == '\r')
+            len--;
+        if (!first && nl && len == 0)
+            break;      /* the blank line: the body is not ours to cut */
+        if (len > cap + 1) {
+            apr_size_t keep = pos + cap + 1;
+            cut = 1;
+            if (nl) {
+                memmove(c->in + keep, c->in + end, c->in_len - end);
+                c->in_len -= end - keep;
+                end = keep;
+            }
+            else {
+                c->in_len = keep;
+                c->skip_line = 1;
+                break;
+            }
+        }
+        if (!nl)
+            break;
+        pos = end + 1;
+        first = 0;
+    }
+    c->trimmed |= cut;
+    return cut;
+}
+
 /* Hand every complete message in the input buffer to the receiver. */
 static void tcp_process_input(sip_tcp_conn_t *c)
 {
     sip_source_t src;
+    int delivered = 0;
 
     memset(&src, 0, sizeof(src));
     src.kind = SIP_TP_TCP;
@@ -444,28 +696,36 @@ static void tcp_process_input(sip_tcp_conn_t *c)
         int r;
 
         /* RFC 5626 §4.4.1 keep-alive: CRLFCRLF ping gets a CRLF pong;
-         * RFC 3261 §7.5: stray CRLFs before a message are ignored. */
+         * RFC 3261 §7.5: stray CRLFs before a message are ignored.  Both
+         * count as activity for the idle timer, and only for it. */
         if (c->in[0] == '\r' || c->in[0] == '\n') {
             if (c->in_len >= 4 && memcmp(c->in, "\r\n\r\n", 4) == 0) {
                 tcp_consume(c, 4);
+                sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
                 tcp_write(c, "\r\n", 2);
                 continue;
             }
             if (c->in_len < 4 && memcmp(c->in, "\r\n\r\n", c->in_len) == 0)
                 break;
             tcp_consume(c, c->in[0] == '\r' && c->in_len > 1 && c->in[1] == '\n' ? 2 : 1);
+            sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
             continue;
         }
         r = sip_stream_frame(c->in, c->in_len, c->lim.max_header, c->lim.max_body, &mlen);
+        if ((r == 0 || r == -1) && tcp_trim_long_lines(c))
+            continue;
         if (r == 0)
             break;
-        if (r < 0) {
+        if (r < 0 || c->trimmed) {
             /* Answer what can be answered, then give up on this stream. */
             c->close_after_flush = 1;
             tp_deliver(c->in, mlen, SIP_TP_FRAMING_LOST, &src);
             sip_tcp_close_after_flush(c);
             break;
         }
+        tcp_touch(c);
+        sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+        delivered = 1;
         {
             /* The receiver sees one NUL-terminated message, not the rest of
              * the stream (the buffer always has one spare byte). */
@@ -477,8 +737,28 @@ static void tcp_process_input(sip_tcp_conn_t *c)
         if (!c->closed)
             tcp_consume(c, mlen);
     }
+    /* SipTcpMessageTimeout runs from the first byte of a message (or from
+     * the end of the one before it) to its last. */
+    if (!c->closed && !c->lingering && !c->close_after_flush) {
+        if (c->in_len && c->in[0] != '\r' && c->in[0] != '\n') {
+            if (delivered || !sip_timer_armed(&c->msg))
+                sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+        }
+        else
+            sip_timer_cancel(tp_loop, &c->msg);
+    }
     c->refs--;
     tcp_destroy_if_unused(c);
+}
+
+/* Input after the answer that ends a stream: read and drop. */
+static void tcp_drain(sip_tcp_conn_t *c)
+{
+    static char sink[65536];
+    ssize_t n = read(c->fd, sink, sizeof(sink));
+
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        tcp_close(c, "lingering close done");
 }
 
 static void tcp_event(void *baton, apr_int16_t ev)
@@ -487,6 +767,10 @@ static void tcp_event(void *baton, apr_int16_t ev)
 
     if (c->closed)
         return;
+    if (c->lingering) {
+        tcp_drain(c);
+        return;
+    }
     if (c->connecting) {
         int err = 0;
         socklen_t el = sizeof(err);
@@ -501,7 +785,7 @@ static void tcp_event(void *baton, apr_int16_t ev)
     }
     if (ev & APR_POLLOUT) {
         tcp_flush(c);
-        if (c->closed)
+        if (c->closed || c->lingering)
             return;
     }
     if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
@@ -534,8 +818,16 @@ static void tcp_event(void *baton, apr_int16_t ev)
                 tcp_close(c, "read error");
             return;
         }
+        if (c->skip_line) {
+            /* the rest of a line already cut short: drop up to its end */
+            char *nl = memchr(c->in + c->in_len, '\n', (apr_size_t)n);
+            if (!nl)
+                return;
+            c->skip_line = 0;
+            n -= nl - (c->in + c->in_len);
+            memmove(c->in + c->in_len, nl, (apr_size_t)n);
+        }
         c->in_len += (apr_size_t)n;
-        sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
         tcp_process_input(c);
     }
 }
@@ -557,6 +849,7 @@ static sip_tcp_conn_t *tcp_new(int fd, void *vhost, const sip_tp_limits_t *lim)
     tcp_open++;
     sip_stats->now.tcp = tcp_open;
     sip_stats->tcp_conns++;
+    list_append(&idle_conns, c);
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
     return c;
@@ -573,6 +866,9 @@ static void tcp_adopt(int fd, void *vhost)
 {
     sip_tcp_conn_t *c;
     sip_tp_limits_t lim;
+    sip_sockaddr_t peer;
+    ip_count_t *ipc;
+    char ip[INET6_ADDRSTRLEN];
 
     if (!tp_limits(vhost, &lim)) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
@@ -580,9 +876,39 @@ static void tcp_adopt(int fd, void *vhost)
         close(fd);
         return;
     }
+    peer.len = sizeof(peer.ss);
+    if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) < 0) {
+        close(fd);      /* already gone */
+        return;
+    }
+    /* Limits before anything is allocated: a refused connection costs a
+     * hash lookup and a close(). */
+    ipc = ip_count_get(&peer, 0);
+    if (max_per_ip && ipc && ipc->n >= max_per_ip) {
+        sip_stats->tcp_refused++;
+        format_ip(&peer, ip, sizeof(ip));
+        sip_log_limited(&rl_refused, ip, 1, APLOG_WARNING, vhost,
+                        "sip: TCP connection from %s:%d refused: %" APR_SIZE_T_FMT
+                        " connections from that address already (SipTcpMaxConnectionsPerIP)",
+                        ip, sip_sockaddr_port(&peer), ipc->n);
+        close(fd);
+        return;
+    }
+    if (!tcp_make_room("new connection")) {
+        sip_stats->tcp_refused++;
+        format_ip(&peer, ip, sizeof(ip));
+        sip_log_limited(&rl_refused, ip, 2, APLOG_WARNING, vhost,
+                        "sip: TCP connection from %s:%d refused: SipTcpMaxConnections (%"
+                        APR_SIZE_T_FMT ") reached and every connection is busy",
+                        ip, sip_sockaddr_port(&peer), max_conns);
+        close(fd);
+        return;
+    }
     c = tcp_new(fd, vhost, &lim);
-    c->peer.len = sizeof(c->peer.ss);
-    getpeername(fd, (struct sockaddr *)&c->peer.ss, &c->peer.len);
+    c->peer = peer;
+    c->ipc = ipc ? ipc : ip_count_get(&peer, 1);
+    if (c->ipc)
+        c->ipc->n++;
     c->local.len = sizeof(c->local.ss);
     getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
     tcp_register(c);
@@ -599,6 +925,10 @@ static sip_tcp_conn_t *tcp_connect(void *vhost, const sip_sockaddr_t *dest)
 
     if (!tp_limits(vhost, &lim))
         return NULL;
+    if (!tcp_make_room("outgoing connection")) {
+        sip_stats->tcp_refused++;
+        return NULL;
+    }
     fd = socket(dest->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return NULL;
@@ -620,19 +950,30 @@ static sip_tcp_conn_t *tcp_connect(void *vhost, const sip_sockaddr_t *dest)
     return c;
 }
 
+/* A held connection is busy: it is not closed to make room while idle
+ * ones exist. */
 void sip_source_hold(sip_source_t *src)
 {
-    if (src->tcp)
-        src->tcp->refs++;
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c)
+        return;
+    c->refs++;
+    if (c->holds++ == 0 && !c->closed && !c->lingering)
+        list_append(&busy_conns, c);
 }
 
 void sip_source_release(sip_source_t *src)
 {
-    if (src->tcp) {
-        src->tcp->refs--;
-        tcp_destroy_if_unused(src->tcp);
-        src->tcp = NULL;
-    }
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c)
+        return;
+    src->tcp = NULL;
+    if (--c->holds == 0 && !c->closed && !c->lingering)
+        list_append(&idle_conns, c);    /* idle from now on */
+    c->refs--;
+    tcp_destroy_if_unused(c);
 }
 
 apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,

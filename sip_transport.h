@@ -38,7 +38,10 @@ typedef void (*sip_tp_deliver_cb)(const char *buf, apr_size_t len, int flags,
 typedef struct sip_tp_limits {
     apr_size_t max_header;          /* bytes before the blank line */
     apr_size_t max_body;
-    apr_interval_time_t idle;
+    apr_size_t max_line;            /* start line (LimitRequestLine) */
+    apr_size_t max_field;           /* one header line (LimitRequestFieldSize) */
+    apr_interval_time_t idle;       /* SipTcpIdleTimeout */
+    apr_interval_time_t msg;        /* SipTcpMessageTimeout: a message begun must end */
 } sip_tp_limits_t;
 
 /* Fills the limits for a vhost; returns 0 when the vhost is not a SIP one. */
@@ -46,6 +49,12 @@ typedef int (*sip_tp_limits_cb)(void *vhost, sip_tp_limits_t *lim);
 
 void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliver,
                         sip_tp_limits_cb limits);
+
+/* Engine-wide TCP connection limits (0: none).  At 'max_total' the longest
+ * idle connection that no transaction holds is closed to make room; a
+ * connection from an address (an IPv6 /64) that already has 'max_per_ip'
+ * accepted ones is closed at once. */
+void sip_transport_set_conn_limits(apr_size_t max_total, apr_size_t max_per_ip);
 
 /* Serve an inherited, bound UDP socket. */
 apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost);
@@ -89,9 +98,10 @@ void sip_tcp_close_after_flush(sip_tcp_conn_t *c);
 
 /* Frame one message at the start of a stream buffer.  Returns 1 and sets
  * *msg_len when a whole message is there, 0 when more bytes are needed,
- * -1 when the header exceeds max_header (*msg_len = header bytes seen) and
- * -2 when Content-Length is unusable or above max_body (*msg_len = header
- * length).  Exposed for unit tests. */
+ * -1 when the header exceeds max_header (*msg_len = header bytes seen),
+ * -2 when Content-Length is unusable or above max_body and -3 when it is
+ * missing (RFC 3261 §18.3, §20.14: mandatory on streams) (*msg_len =
+ * header length in both).  Exposed for unit tests. */
 int sip_stream_frame(const char *buf, apr_size_t len, apr_size_t max_header,
                      apr_size_t max_body, apr_size_t *msg_len);
 

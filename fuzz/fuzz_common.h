@@ -14,6 +14,7 @@
 #include "../sip_registrar.c"
 #include "../sip_cgi.c"
 #include "../sip_stats.c"
+#include "../sip_log.c"
 
 static apr_pool_t *fuzz_pool;
 

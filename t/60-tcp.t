@@ -111,11 +111,12 @@ sub uri { "sip:$_[0]\@127.0.0.1:$port" }
     ok($t->options_ok('tcp'), 'server fine after a client closed mid-message');
 }
 
-# ---- 300 idle connections, then one request on each
+# ---- 300 idle connections, then one request on each (from two source
+#      addresses: SipTcpMaxConnectionsPerIP is 256 by default)
 {
     my @c;
-    for (1 .. 300) {
-        my $c = $t->tcp_connect(timeout => 5) or last;
+    for my $i (1 .. 300) {
+        my $c = $t->tcp_connect(timeout => 5, local_addr => $i % 2 ? '127.0.0.1' : '127.0.0.2') or last;
         push @c, $c;
     }
     is(scalar(@c), 300, '300 TCP connections opened');

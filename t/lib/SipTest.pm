@@ -754,10 +754,12 @@ sub udp_req {
 
 # ----------------------------------------------------------------------- TCP
 
+# Options: port, timeout, local_addr (e.g. 127.0.0.2: another source address).
 sub tcp_connect {
     my ($self, %o) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->{sip_port},
-                                  Proto => 'tcp', Timeout => $o{timeout} // 5)
+                                  Proto => 'tcp', Timeout => $o{timeout} // 5,
+                                  ($o{local_addr} ? (LocalAddr => $o{local_addr}) : ()))
         or return undef;
     $s->autoflush(1);
     ${*$s}{siptest_buf} = '';

@@ -14,7 +14,7 @@
  *     compiled into the tests (it registers hooks with httpd);
  *   - ap_strcasecmp_match (ServerAlias wildcards) uses fnmatch like httpd.
  * The transaction and proxy layers are compiled in for real; only the
- * glue (mod_sip.c, sip_engine.c, sip_log.c) is left out.
+ * glue (mod_sip.c, sip_engine.c) is left out.
  * Include this file exactly once, from test_units.c.
  */
 #ifndef SIP_TEST_HTTPD_STUBS_H

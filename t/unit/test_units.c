@@ -19,6 +19,7 @@
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
 #include "../../sip_stats.c"
+#include "../../sip_log.c"
 
 #include "httpd_stubs.h"
 
@@ -162,8 +163,11 @@ START_TEST(frame_no_content_length)
                     "NEXT STUFF";
     apr_size_t n = 0;
 
-    ck_assert_int_eq(frame(m, strlen(m), &n), 1);
+    /* RFC 3261 §18.3: no framing without it; the header is there for the 400 */
+    ck_assert_int_eq(frame(m, strlen(m), &n), -3);
     ck_assert_uint_eq(n, strlen(m) - strlen("NEXT STUFF"));
+    /* not before the header is complete */
+    ck_assert_int_eq(frame(m, strlen(m) - strlen("\r\nNEXT STUFF"), &n), 0);
 }
 END_TEST
 
@@ -916,9 +920,11 @@ START_TEST(parse_body)
     ck_assert_uint_eq(blen, 5);
     ck_assert_mem_eq(body, "hello", 5);
     ck_assert_str_eq(sip_msg_content_type(m), "text/plain");
-    /* a stream message without Content-Length has no body */
+    /* a stream message without Content-Length: 400 (RFC 3261 §18.3, §20.14) */
     text = edit(build(lines, ""), "l:", NULL);
-    ck_assert_int_eq(parse_status(text, &LIM, 0, &m, NULL), 0);
+    ck_assert_int_eq(parse_status(text, &LIM, 0, &m, NULL), 400);
+    /* ... but a text of our own (no limits: not received) has no body */
+    ck_assert_int_eq(parse_status(text, NULL, 0, &m, NULL), 0);
     ck_assert_ptr_null(sip_msg_body(m, &blen));
 }
 END_TEST
@@ -1958,7 +1964,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 32);
+        ck_assert_int_eq(n, 35);
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2792,6 +2798,100 @@ static Suite *route_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* 9. transport limits: rate-limited log lines, cutting long lines     */
+
+START_TEST(ratelog_per_source_and_kind)
+{
+    static sip_log_rate_t rl = SIP_LOG_RATE_INIT("test lines");
+    int i, passed = 0;
+
+    sip_log_rate_setup(3, apr_time_from_msec(300));
+    for (i = 0; i < 10; i++)
+        passed += sip_log_limited(&rl, "192.0.2.1", 420, APLOG_INFO, NULL, "line %d", i);
+    ck_assert_int_eq(passed, 3);
+    /* another source, and another kind from the same one: their own allowance */
+    ck_assert_int_eq(sip_log_limited(&rl, "192.0.2.2", 420, APLOG_INFO, NULL, "other"), 1);
+    ck_assert_int_eq(sip_log_limited(&rl, "192.0.2.1", 404, APLOG_INFO, NULL, "404"), 1);
+    /* after the interval: through again, the held-back count reported once */
+    apr_sleep(apr_time_from_msec(350));
+    ck_assert_int_eq(sip_log_limited(&rl, "192.0.2.1", 420, APLOG_INFO, NULL, "again"), 1);
+    ck_assert_uint_eq(rl.slot[rate_slot_of("192.0.2.1", 420)].held_before, 0);
+    sip_log_rate_setup(SIP_DEFAULT_LOG_RATE_BURST, SIP_DEFAULT_LOG_RATE_INTERVAL);
+}
+END_TEST
+
+START_TEST(ratelog_all_sources_cap)
+{
+    static sip_log_rate_t rl = SIP_LOG_RATE_INIT("test lines");
+    int i, passed = 0;
+
+    sip_log_rate_setup(2, apr_time_from_sec(60));
+    /* 1000 spoofed sources: at most 10 x 2 lines, and no memory grows */
+    for (i = 0; i < 1000; i++) {
+        char src[32];
+        apr_snprintf(src, sizeof(src), "10.0.%d.%d", i / 256, i % 256);
+        passed += sip_log_limited(&rl, src, 400, APLOG_INFO, NULL, "bad from %s", src);
+    }
+    ck_assert_int_eq(passed, 20);
+    /* no limit at all with 0 */
+    sip_log_rate_setup(0, apr_time_from_sec(60));
+    for (i = 0, passed = 0; i < 50; i++)
+        passed += sip_log_limited(&rl, "10.9.9.9", 400, APLOG_INFO, NULL, "x");
+    ck_assert_int_eq(passed, 50);
+    sip_log_rate_setup(SIP_DEFAULT_LOG_RATE_BURST, SIP_DEFAULT_LOG_RATE_INTERVAL);
+}
+END_TEST
+
+/* A connection whose input buffer holds 'text', with small line limits. */
+static sip_tcp_conn_t *trim_conn(const char *text)
+{
+    sip_tcp_conn_t *c = apr_pcalloc(pool, sizeof(*c));
+    c->in_len = strlen(text);
+    c->in_cap = c->in_len + 1;
+    c->in = apr_pmemdup(pool, text, c->in_len + 1);
+    c->lim.max_line = 30;
+    c->lim.max_field = 16;
+    return c;
+}
+
+START_TEST(trim_long_lines)
+{
+    sip_tcp_conn_t *c;
+
+    /* nothing over the limits: untouched */
+    c = trim_conn("OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nbody-not-a-line-to-cut");
+    ck_assert_int_eq(tcp_trim_long_lines(c), 0);
+    ck_assert_int_eq(c->trimmed, 0);
+    /* a long start line and a long header: limit + 1 bytes kept, line ends kept */
+    c = trim_conn("OPTIONS sip:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@b SIP/2.0\r\n"
+                  "X-Long: 0123456789abcdef\r\nCSeq: 1 OPTIONS\r\n\r\n");
+    ck_assert_int_eq(tcp_trim_long_lines(c), 1);
+    ck_assert_int_eq(c->trimmed, 1);
+    ck_assert_int_eq(c->skip_line, 0);
+    c->in[c->in_len] = '\0';
+    ck_assert_str_eq(c->in, "OPTIONS sip:aaaaaaaaaaaaaaaaaaa\nX-Long: 012345678\nCSeq: 1 OPTIONS\r\n\r\n");
+    /* an unfinished long line: cut, and the rest of it is to be skipped */
+    c = trim_conn("OPTIONS sip:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    ck_assert_int_eq(tcp_trim_long_lines(c), 1);
+    ck_assert_int_eq(c->skip_line, 1);
+    ck_assert_uint_eq(c->in_len, 31);
+}
+END_TEST
+
+static Suite *limits_suite(void)
+{
+    Suite *s = suite_create("transport_limits");
+    TCase *tc = tcase_create("limits");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, ratelog_per_source_and_kind);
+    tcase_add_test(tc, ratelog_all_sources_cap);
+    tcase_add_test(tc, trim_long_lines);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -2812,6 +2912,7 @@ int main(void)
     srunner_add_suite(sr, relay_suite());
     srunner_add_suite(sr, route_suite());
     srunner_add_suite(sr, location_suite());
+    srunner_add_suite(sr, limits_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
