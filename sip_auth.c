@@ -13,6 +13,13 @@
 
 #include "sip_conf.h"
 
+/* One client failing authentication over and over must not flood the
+ * error log: lines are limited per source address (SipLogRateLimit). */
+static sip_log_rate_t auth_lines = SIP_LOG_RATE_INIT("authentication failures");
+#define AUTH_LOG(t, level, s, ...) \
+    sip_log_limited(&auth_lines, sip_sockaddr_ip(sip_txn_pool(t), &sip_txn_source(t)->peer), \
+                    401, (level), (s), __VA_ARGS__)
+
 static unsigned char secret[16];
 static apr_hash_t *last_nc;         /* nonce -> highest nonce-count seen */
 static apr_pool_t *nc_pool;
@@ -122,7 +129,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
         || !c.response || !c.uri || !c.realm || strcmp(c.realm, realm) != 0)
         return challenge(t, proxied, realm, 0);
     if (!check_nonce(p, c.nonce, sip_get_conf(s)->nonce_lifetime, &stale)) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip auth: %s: nonce not ours", c.username);
+        AUTH_LOG(t, APLOG_INFO, s, "sip auth: %s: nonce not ours", c.username);
         return challenge(t, proxied, realm, 0);
     }
     if (stale)
@@ -133,7 +140,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
      * lives (RFC 2617 §3.2.2.1 makes nc the defence): refuse that unless
      * SipAuthQop optional lets old clients in. */
     if (!c.qop && sip_get_conf(s)->auth_qop) {
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+        AUTH_LOG(t, APLOG_NOTICE, s,
                      "sip auth: %s sent credentials without qop (SipAuthQop required)",
                      c.username);
         return challenge(t, proxied, realm, 0);
@@ -141,7 +148,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
     /* RFC 2617 §3.2.2.5: the digest-uri names the request it was made for */
     if (strcmp(c.uri, sip_msg_request_uri(req)) != 0
         && !sip_uri_equal(c.uri, sip_msg_request_uri(req))) {
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+        AUTH_LOG(t, APLOG_NOTICE, s,
                      "sip auth: %s: digest uri %s is not the Request-URI %s", c.username,
                      c.uri, sip_msg_request_uri(req));
         sip_txn_refuse(t, 400, "Bad Request", NULL, "digest uri does not match the Request-URI");
@@ -154,7 +161,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
         return 0;
     }
     if (!ha1) {
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: unknown user %s in realm %s",
+        AUTH_LOG(t, APLOG_NOTICE, s, "sip auth: unknown user %s in realm %s",
                      c.username, realm);
         return challenge(t, proxied, realm, 0);
     }
@@ -168,12 +175,12 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
     else
         expected = md5hex(p, apr_pstrcat(p, ha1, ":", c.nonce, ":", ha2, NULL));
     if (strcasecmp(expected, c.response) != 0) {
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: wrong password for %s in realm %s",
+        AUTH_LOG(t, APLOG_NOTICE, s, "sip auth: wrong password for %s in realm %s",
                      c.username, realm);
         return challenge(t, proxied, realm, 0);
     }
     if (c.qop && !nc_fresh(c.nonce, c.nc)) {
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+        AUTH_LOG(t, APLOG_NOTICE, s,
                      "sip auth: replayed nonce-count %s for %s refused", c.nc, c.username);
         return challenge(t, proxied, realm, 0);
     }
@@ -182,7 +189,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
         const char *tuser, *host;
         if (!to || !sip_uri_user_host(p, sip_header_uri(p, to, NULL), &tuser, &host)
             || strcmp(tuser, c.username) != 0) {
-            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+            AUTH_LOG(t, APLOG_NOTICE, s,
                          "sip auth: %s may not register %s", c.username, aor);
             sip_txn_reply(t, 403, "Forbidden", NULL);
             return 0;
@@ -196,7 +203,7 @@ static int refuse(sip_txn_t *t, server_rec *s, sip_access_result_t res, const ch
                   const char *aor)
 {
     if (res == SIP_ACCESS_DENIED) {
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip auth: %s denied by Require for %s",
+        AUTH_LOG(t, APLOG_NOTICE, s, "sip auth: %s denied by Require for %s",
                      who, aor);
         sip_txn_reply(t, 403, "Forbidden", NULL);
     }

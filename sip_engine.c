@@ -203,9 +203,12 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
         sip_relay_default_request(txn, s);
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip: 403 for %s %s from %s: %s",
-                 sip_msg_method(req), sip_msg_request_uri(req),
-                 sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer), why);
+    {
+        static sip_log_rate_t unsafe = SIP_LOG_RATE_INIT("refused script names");
+        const char *ip = sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer);
+        sip_log_limited(&unsafe, ip, 403, APLOG_ERR, s, "sip: 403 for %s %.256s from %s: %s",
+                        sip_msg_method(req), sip_msg_request_uri(req), ip, why);
+    }
     sip_txn_reply(txn, 403, "Forbidden", NULL);
 }
 
