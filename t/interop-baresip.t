@@ -36,7 +36,7 @@ my %pw     = (alice => 'alice-pw', bob => 'bob-pw', carol => 'carol-pw', dave =>
 my $TODO_BYE    = 'issue 11 item 1: the caller\'s in-dialog requests (BYE, re-INVITE) get 407 after its INVITE got 401; baresip does not answer a second challenge for the same realm';
 my $TODO_RR_TCP = 'issue 11 item 2: Record-Route lacks ;transport=tcp, so TCP phones send ACK/BYE/re-INVITE over UDP';
 my $TODO_LOOP   = 'issue 11 item 3: a script forwarding to a user on the same server loops';
-my $TODO_OB     = 'issue 11 item 4 (and 1): redirect with an outbound proxy: the redirected INVITE routed through the server gets 407 after the 401 (item 1), then 404 with SipProxyOutside Off';
+my $TODO_OB     = 'issue 11 item 4 (today item 1 stops it first): redirect with an outbound proxy: the redirected INVITE routed through the server gets 407 after the INVITE\'s 401 and baresip gives up';
 my $TODO_AUTHZ  = 'issue 11 item 5: the proxy forwards Authorization / Proxy-Authorization';
 
 sub server { return SipPhone::interop_server(users => \%pw, realm => $realm, @_) }
