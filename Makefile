@@ -13,7 +13,7 @@ EXTRA_LDFLAGS ?=
 LIBS       = -losip2 -losipparser2
 
 BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config
-TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps \
+TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
 
 RUNDIR     = $(CURDIR)/run
