@@ -9,7 +9,8 @@
 #   calls linphonec and hangs up; linphonec sends a MESSAGE (chat) to
 #   baresip.  Each call: both phones see it established and ended, no call
 #   left in either, and the server's counters show no failure.
-# Known server bugs of issue 11 are inside TODO blocks naming the item.
+# Issue 11's bugs (the caller's BYE challenged, TCP in-dialog requests
+# over UDP) were found with these two phones.
 use strict;
 use warnings;
 use Test::More;
@@ -23,8 +24,6 @@ note('baresip ' . SipPhone::version() . ', linphonec ' . SipLinphone::version())
 
 my $realm = 'sip.test';
 my %pw = (alice => 'alice-pw', carol => 'carol-pw');
-my $TODO_BYE    = 'issue 11 item 1: the caller\'s in-dialog requests get 407 after its INVITE got 401; baresip does not answer a second challenge for the same realm';
-my $TODO_RR_TCP = 'issue 11 item 2: Record-Route lacks ;transport=tcp, so in-dialog requests go to the server over UDP';
 
 my $t = SipPhone::interop_server(users => \%pw, realm => $realm);
 my $port = $t->sip_port;
@@ -96,7 +95,6 @@ for my $tr (qw(udp tcp)) {
         $C->send('terminate');
         ok($C->wait_output(qr/Call \d+ with \S+ ended/, 3, $m), "$L: ended at linphonec");
         {
-            local $TODO = $tr eq 'tcp' ? $TODO_RR_TCP : undef;
             ok($A->wait_event(type => 'CALL_CLOSED', timeout => 5), "$L: closed at baresip (the BYE got through)")
                 or diag($A->flow(6) . "\n" . $C->tail);
             bs_calls_zero($L, $A);
@@ -115,7 +113,6 @@ for my $tr (qw(udp tcp)) {
         {
             # a TCP-only linphonec cannot send the ACK to a UDP Record-Route,
             # and baresip reports the call established on the ACK
-            local $TODO = $tr eq 'tcp' ? $TODO_RR_TCP : undef;
             ok($A->wait_event(type => 'CALL_ESTABLISHED', timeout => 8), "$L: established at baresip")
                 or diag($C->tail);
         }
@@ -125,7 +122,6 @@ for my $tr (qw(udp tcp)) {
         $C->send('terminate');
         ok($C->wait_output(qr/Call \d+ with \S+ ended/, 3, $m), "$L: ended at linphonec");
         {
-            local $TODO = $tr eq 'tcp' ? $TODO_RR_TCP : undef;
             ok($A->wait_event(type => 'CALL_CLOSED', timeout => 5), "$L: closed at baresip (the BYE got through)")
                 or diag($A->flow(6) . "\n" . $C->tail);
             bs_calls_zero($L, $A);
@@ -148,7 +144,6 @@ for my $tr (qw(udp tcp)) {
         $A->cmd('hangup');
         ok($A->wait_event(type => 'CALL_CLOSED', timeout => 3), "$L: closed at baresip");
         {
-            local $TODO = $TODO_BYE;
             ok($C->wait_output(qr/Call \d+ with \S+ ended/, 5, $m), "$L: ended at linphonec (the BYE got through)")
                 or diag($A->flow(6));
             lin_calls_zero($L, $C);
