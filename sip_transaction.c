@@ -237,7 +237,7 @@ static void timer_end(void *baton)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
                      "sip: no ACK for %d to INVITE %s (Call-ID %s), timer H fired",
                      t->last_status, sip_msg_request_uri(t->req), sip_msg_call_id(t->req));
-    else if (t->state == ST_ACCEPTED)
+    else if (t->state == ST_ACCEPTED && !t->proxied)   /* a proxied 2xx's ACK goes end to end */
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
                      "sip: no ACK for %d to INVITE %s (Call-ID %s)", t->last_status,
                      sip_msg_request_uri(t->req), sip_msg_call_id(t->req));

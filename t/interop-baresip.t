@@ -362,6 +362,9 @@ my $end = stats($t);
 # for timer M = 64*T1 = 32 s, to pass on retransmitted 2xx
 ok(wait_until(40, sub { stats($t)->{SipClientTransactionsNow} == 0 }, 0.2),
    'no client transaction left in the proxy (after timer M)');
+ok(wait_until(5, sub { stats($t)->{SipTransactionsNow} == 0 }, 0.2), 'no server transaction left either');
+is(scalar(() = $t->error_log =~ /no ACK for 2\d\d/g), 0,
+   'no "no ACK" line for the proxied 2xx (their ACKs go end to end, not to our transaction)');
 $r->stop;
 $t->stop;
 done_testing;
