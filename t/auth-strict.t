@@ -11,27 +11,16 @@ use Test::More;
 use IO::Socket::INET;
 use SipTest qw(parse_msg wait_until);
 use SipRegTest;
-use SipDigest qw(digest_challenge digest_credentials write_htdigest);
+use SipDigest qw(digest_challenge digest_credentials digest_server);
 
-my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'strict.test';
 my %pw = (alice => 'wonderland', bob => 'builder');
 
 sub server {
     my (%o) = @_;
-    return SipRegTest->new(
-        server_conf => join("\n",
-            "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
-            "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
-            '<Location "/">',
-            '    SipAuth On',
-            "    AuthName \"$realm\"",
-            '    AuthUserFile @DIR@/users.htdigest',
-            '</Location>', ''),
-        vhost_conf => $o{vhost_conf} // '',
-        scripts => { 'echo@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 200 OK\\nX-User: %s\\n\\n' \"\$REMOTE_USER\"\n" },
-        setup => sub { write_htdigest($_[0]->dir . '/users.htdigest', $realm, %pw) },
-    );
+    return SipRegTest->new(digest_server(
+        realm => $realm, users => \%pw, vhost_conf => $o{vhost_conf} // '',
+        scripts => { 'echo@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 200 OK\\nX-User: %s\\n\\n' \"\$REMOTE_USER\"\n" }));
 }
 
 my $t = server();

@@ -9,23 +9,12 @@ use strict;
 use warnings;
 use Test::More;
 use SipCgiTest qw(parse_msg);
-use SipDigest qw(digest_challenge digest_credentials write_htdigest);
+use SipDigest qw(digest_challenge digest_credentials digest_server);
 
-my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'local.test';
 my %pw = (alice => 'wonderland', carol => 'caroline', dave => 'davepw');
 
-my $t = SipCgiTest->new(
-    server_conf => join("\n",
-        "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
-        "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
-        '<Location "/">',
-        '    SipAuth On',
-        "    AuthName \"$realm\"",
-        '    AuthUserFile @DIR@/users.htdigest',
-        '</Location>', ''),
-    setup => sub { write_htdigest($_[0]->dir . '/users.htdigest', $realm, %pw) },
-);
+my $t = SipCgiTest->new(digest_server(realm => $realm, users => \%pw));
 my $port = $t->sip_port;
 my $us = "127.0.0.1:$port";
 my $phone1 = $t->peer(name => 'carol1');

@@ -13,9 +13,8 @@ use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(sleep time);
 use SipTest qw(parse_msg wait_until rand_token);
-use SipDigest qw(digest_challenge digest_credentials write_htdigest);
+use SipDigest qw(digest_challenge digest_credentials digest_server);
 
-my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'relay.test';
 
 # ---- the victim: whatever reaches it was relayed
@@ -105,18 +104,7 @@ ok(scalar(grep { /SipProxyOutside Authenticated, and no SipAuth/ } $t->error_log
 $t->stop;
 
 # ---- 2. SipAuth On: relaying for users who authenticate
-my %pw = (alice => 'wonderland');
-$t = SipTest->new(
-    server_conf => join("\n",
-        "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
-        "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
-        '<Location "/">',
-        '    SipAuth On',
-        "    AuthName \"$realm\"",
-        '    AuthUserFile @DIR@/users.htdigest',
-        '</Location>', ''),
-    setup => sub { write_htdigest($_[0]->dir . '/users.htdigest', $realm, %pw) },
-);
+$t = SipTest->new(digest_server(realm => $realm, users => { alice => 'wonderland' }));
 $port = $t->sip_port;
 $us = "127.0.0.1:$port";
 for my $tr (qw(udp tcp)) {

@@ -15,7 +15,7 @@ use warnings;
 use Digest::MD5 qw(md5_hex);
 use SipTest qw(rand_token);
 use Exporter 'import';
-our @EXPORT_OK = qw(digest_challenge digest_credentials write_htdigest);
+our @EXPORT_OK = qw(digest_challenge digest_credentials write_htdigest digest_server);
 
 our $NC = 0;
 
@@ -46,6 +46,30 @@ sub digest_credentials {
     my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:auth:$ha2");
     return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
          . qq{response="$resp", algorithm=MD5, qop=auth, nc=$nc, cnonce="$cnonce"};
+}
+
+# Options for SipTest->new (or a subclass): digest authentication with
+# SipAuth On in <Location "/">, AuthName $o{realm}, an htdigest file of
+# $o{users} ({ user => password }); $o{conf} adds server config lines
+# before it, $o{location} lines inside the <Location>, $o{after} lines
+# after it; every other option passes through.
+#   SipTest->new(digest_server(realm => 'x', users => { alice => 'pw' }, vhost_conf => ...))
+sub digest_server {
+    my (%o) = @_;
+    my $realm = delete $o{realm};
+    my %users = %{ delete $o{users} || {} };
+    my $MODDIR = $SipTest::MODDIR;
+    my @conf = ("LoadModule authn_core_module $MODDIR/mod_authn_core.so",
+                "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
+                @{ delete $o{conf} || [] },
+                '<Location "/">', '    SipAuth On', "    AuthName \"$realm\"",
+                '    AuthUserFile @DIR@/users.htdigest', @{ delete $o{location} || [] }, '</Location>',
+                @{ delete $o{after} || [] }, '');
+    my $setup = delete $o{setup};
+    return (server_conf => join("\n", @conf),
+            setup => sub { write_htdigest($_[0]->dir . '/users.htdigest', $realm, %users);
+                           $setup->(@_) if $setup },
+            %o);
 }
 
 # An htdigest file: user:realm:MD5(user:realm:password), readable by httpd.

@@ -388,46 +388,23 @@ sub flow {
 #   vhost => [ more vhost lines ], scripts => { ... } as for SipTest.
 sub interop_server {
     my (%o) = @_;
-    my $realm = $o{realm} // 'sip.test';
-    my %users = %{ $o{users} || {} };
-    my $MODDIR = $SipTest::MODDIR;
-    return SipTest->new(
-        server_conf => join("\n",
-            "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
-            "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
-            "LoadModule status_module $MODDIR/mod_status.so",
-            'LogFormat "%h %{From}i %{To}i %t \\"%r\\" %>s" sip_common',
-            'CustomLog @DIR@/logs/sip_access.log sip_common',
-            '<Location "/">',
-            '    SipAuth On',
-            "    AuthName \"$realm\"",
-            '    AuthUserFile @DIR@/users.htdigest',
-            '</Location>',
-            '<Location "/server-status">',
-            '    SetHandler server-status',
-            '</Location>', ''),
+    return SipTest->new(SipDigest::digest_server(
+        realm => $o{realm} // 'sip.test', users => $o{users},
+        conf => [ "LoadModule status_module $SipTest::MODDIR/mod_status.so",
+                  'LogFormat "%h %{From}i %{To}i %t \\"%r\\" %>s" sip_common',
+                  'CustomLog @DIR@/logs/sip_access.log sip_common' ],
+        after => [ '<Location "/server-status">', '    SetHandler server-status', '</Location>' ],
         vhost_conf => join("\n", 'SipScriptTimeout 30', @{ $o{vhost} || [] }),
-        scripts => $o{scripts} || {},
-        setup => sub { SipDigest::write_htdigest($_[0]->dir . '/users.htdigest', $realm, %users) },
-    );
+        scripts => $o{scripts} || {}));
 }
 
 # The server's /server-status?auto SIP counters as a hash ({} if the page
 # cannot be fetched), read the way t/status.t reads them.
 sub server_status {
     my ($t) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->http_port,
-                                  Proto => 'tcp', Timeout => 5) or return {};
-    print $s "GET /server-status?auto HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    my $sel = IO::Select->new($s);
-    my $buf = '';
-    my $end = time + 5;
-    while ($sel->can_read($end - time > 0 ? $end - time : 0)) {
-        my $n = sysread($s, my $b, 65536) or last;
-        $buf .= $b;
-    }
+    my $buf = $t->http_get('/server-status?auto');
     my %c;
-    $c{$1} = $2 while $buf =~ /^(Sip\w+): (\d+)$/mg;
+    $c{$1} = $2 while $buf =~ /^(Sip\w+): (\d+)\r?$/mg;
     return \%c;
 }
 
