@@ -24,11 +24,10 @@ use POSIX ();
 use IO::Handle;
 use File::Path ();
 use Time::HiRes qw(time sleep);
-use Scalar::Util ();
 use SipTest qw(free_port wait_until);
+use SipPhone ();
 
 our $LINPHONEC = $ENV{LINPHONEC} || '/usr/bin/linphonec';
-my %LIVE;
 
 sub available {
     return 1 if -x $LINPHONEC;
@@ -57,8 +56,7 @@ sub new {
     $self->{out} = "$self->{dir}/linphonec.out";
     $self->{sip_port} = free_port();
     $self->_write_rc;
-    $LIVE{ Scalar::Util::refaddr($self) } = $self;
-    Scalar::Util::weaken($LIVE{ Scalar::Util::refaddr($self) });
+    SipPhone::track($self);
     $self->start($o{timeout} // 10);
     return $self;
 }
@@ -124,7 +122,7 @@ sub start {
     $w->autoflush(1);
     @{$self}{qw(pid in)} = ($pid, $w);
     my $ok = wait_until($timeout, sub {
-        return 1 if $self->_reap;
+        return 1 if SipPhone::_reap($self);
         my $mark = length $self->output;
         $self->send('status register');
         my $l = $self->wait_output(qr/^registered(?:=|,).*$/m, 1, $mark) // '';
@@ -185,36 +183,15 @@ sub tail {
     return join "\n", @l;
 }
 
-sub _reap {
-    my ($self) = @_;
-    return 1 unless $self->{pid};
-    my $r = waitpid($self->{pid}, POSIX::WNOHANG());
-    if ($r == $self->{pid} || $r < 0) { delete $self->{pid}; return 1 }
-    return 0;
-}
-
 # "quit", then TERM and KILL by pid if it does not go; true if it quit.
 sub stop {
     my ($self) = @_;
     return 1 unless $self->{pid} && $$ == $self->{owner};
     $self->send('quit');
-    my $clean = wait_until(5, sub { $self->_reap }, 0.05);
-    for my $sig (qw(TERM KILL)) {
-        last if $clean || !$self->{pid};
-        kill $sig, $self->{pid};
-        last if wait_until(3, sub { $self->_reap }, 0.05);
-    }
+    my $clean = SipPhone::end_process($self);
     close $self->{in} if $self->{in};
     delete $self->{in};
-    return $clean ? 1 : 0;
-}
-
-END {
-    for my $p (grep { defined } values %LIVE) {
-        next unless $p->{pid} && $p->{owner} == $$;
-        kill 'KILL', $p->{pid};
-        waitpid($p->{pid}, 0);
-    }
+    return $clean;
 }
 
 1;

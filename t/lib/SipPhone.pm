@@ -107,8 +107,7 @@ sub new {
     $self->{sip_port} = _sip_port_pair();
     $self->{ctrl_port} = free_port();
     $self->_write_config;
-    $LIVE{ Scalar::Util::refaddr($self) } = $self;
-    Scalar::Util::weaken($LIVE{ Scalar::Util::refaddr($self) });
+    track($self);
     $self->start($o{timeout} // 10);
     return $self;
 }
@@ -410,6 +409,14 @@ sub server_status {
 
 # ------------------------------------------------------------- stopping
 
+# The client processes of the phones (baresip here, linphonec in
+# SipLinphone.pm), objects with {pid, owner}: killed at exit if still there.
+sub track {
+    my ($obj) = @_;
+    $LIVE{ Scalar::Util::refaddr($obj) } = $obj;
+    Scalar::Util::weaken($LIVE{ Scalar::Util::refaddr($obj) });
+}
+
 sub _reap {
     my ($self) = @_;
     return 1 unless $self->{pid};
@@ -422,6 +429,19 @@ sub _reap {
     return 0;
 }
 
+# Once the client was asked to quit: wait for it, then SIGTERM and SIGKILL
+# by pid.  True when it exited on its own.
+sub end_process {
+    my ($self, $timeout) = @_;
+    my $clean = wait_until($timeout // 5, sub { _reap($self) }, 0.05);
+    for my $sig (qw(TERM KILL)) {
+        last if $clean || !$self->{pid};
+        kill $sig, $self->{pid};
+        last if wait_until(3, sub { _reap($self) }, 0.05);
+    }
+    return $clean ? 1 : 0;
+}
+
 # Ask baresip to quit (it unregisters first); SIGTERM, then SIGKILL, by pid,
 # if it does not go.  Returns true when it exited on its own after "quit".
 sub stop {
@@ -429,15 +449,10 @@ sub stop {
     return 1 unless $self->{pid};
     return 1 if $$ != $self->{owner};
     $self->cmd('quit', '', 2) if $self->{sock};
-    my $clean = wait_until($timeout // 5, sub { $self->_reap }, 0.05);
-    for my $sig (qw(TERM KILL)) {
-        last if $clean || !$self->{pid};
-        kill $sig, $self->{pid};
-        last if wait_until(3, sub { $self->_reap }, 0.05);
-    }
+    my $clean = end_process($self, $timeout);
     close $self->{sock} if $self->{sock};
     delete $self->{sock};
-    return $clean ? 1 : 0;
+    return $clean;
 }
 
 END {
