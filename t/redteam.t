@@ -253,6 +253,30 @@ for my $tr (qw(udp tcp)) {
     is(victim_got(0.6), '', '... its ACK, with a body and a Route to the victim, went nowhere');
 }
 
+# ---- 1g. a request whose top Via already carries received= (and no
+# rport): RFC 3261 §18.2.1 says the server sets received to the source
+# address; if the client's value is kept, responses go to whatever host
+# the client named (reflection off any request, no relaying needed).
+{
+    my $src = IO::Socket::INET->new(LocalAddr => '127.0.0.2', Proto => 'udp') or die $!;
+    for my $case ([ 'sent-by another host', "127.0.0.3:$vport" ], [ 'sent-by the source host', "127.0.0.2:$vport" ]) {
+        my ($name, $sentby) = @$case;
+        my $raw = $t->sip_request(method => 'OPTIONS', uri => "sip:nobody\@$us", sock => $src,
+                                  via => "SIP/2.0/UDP $sentby;received=127.0.0.1;branch=z9hG4bK" . rand_token(12),
+                                  body => 'R' x 200, content_type => 'text/plain');
+        $t->udp_send($raw, sock => $src);
+        is(victim_got(0.8), '', "UDP request from 127.0.0.2 whose Via ($name) says received=127.0.0.1 (the victim): no answer to the victim");
+    }
+    my $sp = $src->sockport;
+    my $raw = $t->sip_request(method => 'MESSAGE', uri => $victim_udp, sock => $src,
+                              via => "SIP/2.0/UDP 127.0.0.2:$sp;received=127.0.0.1;branch=z9hG4bK" . rand_token(12),
+                              headers => [ Route => "<sip:$us;lr>" ], body => 'x', content_type => 'text/plain');
+    $t->udp_send($raw, sock => $src);
+    is(victim_got(0.8), '', '... nor the 403 to a relay attempt with such a Via (sent-by port: the sender\'s)');
+    my $d = $t->udp_recv($src, 1);
+    like($d // '', qr{^SIP/2\.0 403 .*received=127\.0\.0\.2}s, '... which went to the source address, received set to it');
+}
+
 # ---- 1f. a request with hundreds of Via values in one header line
 {
     my $vias = join(', ', map { "SIP/2.0/UDP 127.0.0.1:$vport;branch=z9hG4bKv$_" } 1 .. 150);
