@@ -224,6 +224,41 @@ for my $tr (qw(udp tcp)) {
     note('registrar reflection: MESSAGE to a user registered at the victim ', ($got =~ /reflected/ ? 'WAS' : 'was not'),
          ' forwarded to the victim (by design of a registrar without SipAuth)');
     $t->udp_drain;
+    victim_got(0.5);
+
+    # how much one request makes the registrar send to a victim: an
+    # address-of-record with SipMaxContacts (10) contacts all at the victim
+    my @c = map { "<sip:amp$_\@127.0.0.1:$vport>" } 1 .. 10;
+    $reg = $t->register(user => 'amp', contacts => [ join(', ', @c) ], expires => 300);
+    is($reg && $reg->code, 200, 'amp registered with 10 contacts at the victim');
+    my $inv = $t->sip_request(method => 'INVITE', uri => "sip:amp\@$us", body => 'v' x 1000,
+                              content_type => 'application/sdp');
+    $t->udp_send($inv);
+    my (%br, %last, $n, $bytes);
+    my $end = time + 4.2;
+    while ((my $left = $end - time) > 0) {
+        last unless IO::Select->new($vudp)->can_read($left);
+        my $from = recv($vudp, my $d, 70000, 0);
+        next unless $d =~ /^INVITE /;
+        $n++;
+        $bytes += length $d;
+        my ($b) = $d =~ /branch=(z9hG4bKmS[^;\s,]+)/;
+        $br{$b} = 1 if $b;
+        $last{$b // ''} = [ $d, $from ];
+    }
+    ok(keys(%br) <= 10, 'one INVITE fans out to at most SipMaxContacts branches at the victim (' . keys(%br) . ')');
+    note(sprintf('amplification: one %d-byte INVITE -> %d INVITEs, %d bytes at the victim within 4 s (x%.0f)',
+                 length($inv), $n // 0, $bytes // 0, ($bytes // 0) / length($inv)));
+    # the victim ends every branch (486), so no retransmission leaks into later checks
+    for my $v (values %last) {
+        my $m = parse_msg($v->[0]);
+        my $busy = "SIP/2.0 486 Busy Here\r\n" . join('', map { "Via: $_\r\n" } $m->header_elems('via'))
+                 . "From: " . $m->header('from') . "\r\nTo: " . $m->header('to') . ";tag=v\r\n"
+                 . "Call-ID: " . $m->header('call-id') . "\r\nCSeq: " . $m->header('cseq') . "\r\nContent-Length: 0\r\n\r\n";
+        send($vudp, $busy, 0, $v->[1]);
+    }
+    victim_got(1);
+    $t->udp_drain;
 }
 
 # ---- 1e. CANCEL and ACK riding on a real transaction
@@ -259,10 +294,13 @@ for my $tr (qw(udp tcp)) {
 # the client named (reflection off any request, no relaying needed).
 {
     my $src = IO::Socket::INET->new(LocalAddr => '127.0.0.2', Proto => 'udp') or die $!;
-    for my $case ([ 'sent-by another host', "127.0.0.3:$vport" ], [ 'sent-by the source host', "127.0.0.2:$vport" ]) {
-        my ($name, $sentby) = @$case;
+    for my $case ([ 'sent-by another host', "127.0.0.3:$vport", 'received' ],
+                  [ 'sent-by the source host', "127.0.0.2:$vport", 'received' ],
+                  [ 'parameter name in upper case', "127.0.0.3:$vport", 'RECEIVED' ],
+                  [ 'white space around =', "127.0.0.3:$vport", 'received ' ]) {
+        my ($name, $sentby, $pname) = @$case;
         my $raw = $t->sip_request(method => 'OPTIONS', uri => "sip:nobody\@$us", sock => $src,
-                                  via => "SIP/2.0/UDP $sentby;received=127.0.0.1;branch=z9hG4bK" . rand_token(12),
+                                  via => "SIP/2.0/UDP $sentby;$pname=127.0.0.1;branch=z9hG4bK" . rand_token(12),
                                   body => 'R' x 200, content_type => 'text/plain');
         $t->udp_send($raw, sock => $src);
         is(victim_got(0.8), '', "UDP request from 127.0.0.2 whose Via ($name) says received=127.0.0.1 (the victim): no answer to the victim");
@@ -292,7 +330,7 @@ $t->stop;
 
 # ======================================================================
 # 2. SipAuth On for everything: alice and bob have passwords.
-my %pw = (alice => 'wonderland', bob => 'builder');
+my %pw = (alice => 'wonderland', bob => 'builder', carol => 'singer');
 $t = SipRegTest->new(
     server_conf => join("\n",
         "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
@@ -364,10 +402,21 @@ is($r && $r->code, 200, 'bob registered (authenticated)');
     ok(!request_on($evil, 1.5, 'MESSAGE'), "... bob's calls are not delivered to the attacker's contact");
     $t->udp_drain; $t->udp_drain($bob_phone);
 
-    # 2b. a MESSAGE to a local user dressed as in-dialog: the UAS side of
-    # the server (registrar_route) delivers it; that is an in-dialog request
-    # of a recorded dialog, allowed by the policy, not an escalation, so
-    # only check that the REGISTER case above is the one refused.
+    # 2b. a request to a third local user, carol, dressed as in-dialog on
+    # the alice-bob route value: carol is no party to that dialog, yet it
+    # skips SipAuth (the signature binds Call-ID and tag, not the target).
+    my $carol = $t->udp_socket;
+    my $cport = $carol->sockport;
+    $r = auth_register('carol', "<sip:carol\@127.0.0.1:$cport>");
+    is($r && $r->code, 200, 'carol registered');
+    $t->udp_send($t->sip_request(method => 'MESSAGE', uri => "sip:carol\@$us", call_id => $cidA, from_tag => $ftagA,
+                                 from => "<sip:alice\@$us>;tag=$ftagA", to => "<sip:carol\@$us>;tag=x9", cseq => 60,
+                                 body => 'no credentials', content_type => 'text/plain',
+                                 headers => [ Route => "<$signedA>" ]));
+    my $m = request_on($carol, 1.5, 'MESSAGE');
+    note('in-dialog MESSAGE to carol (no party of the alice-bob call) on its route value, no credentials: ',
+         $m ? 'DELIVERED (the signature does not bind the target)' : 'not delivered');
+    $t->udp_drain;
 }
 
 # ---- 2c. credentials for our realm in more than one header / value
