@@ -439,6 +439,19 @@ is($r && $r->code, 200, 'bob registered (authenticated)');
     unlike($got, qr/realm="\Q$realm\E"/, '... no credentials for our realm reach the next hop (several headers)');
     like($got, qr/realm="elsewhere"/, '... the other realm\'s Authorization is passed on');
     $t->udp_drain;
+
+    # both in one header line, the other realm's first
+    @rs = $t->transact('udp', %m, headers => [ Route => "<sip:$us;lr>" ], timeout => 2);
+    $c = @rs ? digest_challenge($rs[-1], 'proxy-authenticate') : undef;
+    $good = digest_credentials(challenge => $c, user => 'alice', password => $pw{alice}, method => 'MESSAGE',
+                               uri => $victim_udp);
+    $t->udp_send($t->sip_request(%m, headers => [ Route => "<sip:$us;lr>", 'Proxy-Authorization' => "$other, $good" ]));
+    $got = victim_got(1.2);
+    my $first = (split /\r\n\r\n/, $got)[0] // '';
+    like($first, qr/^MESSAGE /, 'credentials for two realms in one Proxy-Authorization line: alice relays');
+    unlike($first, qr/realm="\Q$realm\E"/, '... and ours are not passed on');
+    like($first, qr/realm="elsewhere"/, '... the other realm\'s are');
+    $t->udp_drain;
 }
 $t->stop;
 
