@@ -536,8 +536,29 @@ static int first_header(const sip_msg_t *m, const char *name)
     return -1;
 }
 
+/* 'v' with the value of its parameter 'name' (after ';' and optional
+ * white space, up to the next ';') set to 'value'; NULL when 'v' has no
+ * such parameter. */
+static const char *set_via_param(apr_pool_t *p, const char *v, const char *name, const char *value)
+{
+    apr_size_t len = strlen(name);
+    const char *r;
+
+    for (r = v; (r = ap_strcasestr(r, name)) != NULL; r += len) {
+        const char *b = r, *a = r + len + strspn(r + len, " \t");
+        while (b > v && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > v && b[-1] == ';' && (*a == '\0' || *a == ';' || *a == '='))
+            break;
+    }
+    if (!r)
+        return NULL;
+    return apr_psprintf(p, "%.*s%s=%s%s", (int)(r - v), v, name, value,
+                        r + len + strcspn(r + len, ";"));
+}
+
 /* The top Via value of the received text with rport filled in and
- * received added (RFC 3581), every other byte as it came. */
+ * received set (RFC 3581), every other byte as it came. */
 static const char *stamp_via_text(sip_msg_t *m, int rport, const char *received)
 {
     apr_pool_t *p = m->pool;
@@ -545,29 +566,17 @@ static const char *stamp_via_text(sip_msg_t *m, int rport, const char *received)
     apr_array_header_t *el;
     const raw_elem_t *e;
     const char *v, *r;
-    apr_size_t n;
 
     if (i < 0 || !(el = raw_elems(p, m, i))->nelts)
         return NULL;
     e = &APR_ARRAY_IDX(el, 0, raw_elem_t);
     v = apr_pstrmemdup(p, m->orig + e->start, e->end - e->start);
-    if (rport) {
-        /* the parameter "rport" (after ';' and optional white space),
-         * up to the next ';' (a value given by the client is replaced) */
-        for (r = v; (r = ap_strcasestr(r, "rport")) != NULL; r += 5) {
-            const char *b = r, *a = r + 5 + strspn(r + 5, " \t");
-            while (b > v && (b[-1] == ' ' || b[-1] == '\t'))
-                b--;
-            if (b > v && b[-1] == ';' && (*a == '\0' || *a == ';' || *a == '='))
-                break;
-        }
-        if (r) {
-            n = (apr_size_t)(r - v);
-            v = apr_psprintf(p, "%.*srport=%d%s", (int)n, v, rport, r + 5 + strcspn(r + 5, ";"));
-        }
-    }
+    /* a value given by the client is replaced */
+    if (rport && (r = set_via_param(p, v, "rport", apr_itoa(p, rport))))
+        v = r;
     if (received)
-        v = apr_pstrcat(p, v, ";received=", received, NULL);
+        v = (r = set_via_param(p, v, "received", received)) ? r
+            : apr_pstrcat(p, v, ";received=", received, NULL);
     return v;
 }
 
@@ -583,8 +592,15 @@ void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *
         return;
     osip_via_param_get_byname(via, "rport", &rport);
     osip_via_param_get_byname(via, "received", &received);
-    /* RFC 3581 §4: with rport, always add received and fill in the port. */
-    if (!received && (rport || !via->host || strcmp(via->host, ip) != 0))
+    /* RFC 3581 §4: with rport, always add received and fill in the port.
+     * A received parameter the client sent is overwritten with the source
+     * address (RFC 3261 §18.2.1): kept, it would send our responses, and
+     * the proxied ones, to any host the client names. */
+    if (received) {
+        osip_free(received->gvalue);
+        received->gvalue = osip_strdup(ip);
+    }
+    else if (rport || !via->host || strcmp(via->host, ip) != 0)
         osip_via_set_received(via, osip_strdup(ip));
     if (rport) {
         osip_free(rport->gvalue);
@@ -593,7 +609,7 @@ void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *
     osip_message_force_update(req->m);
     /* the same change in the text a proxy forwards (the rest as it came) */
     req->via0 = stamp_via_text(req, rport ? sip_sockaddr_port(&src->peer) : 0,
-                               !received && (rport || !via->host || strcmp(via->host, ip) != 0)
+                               received || rport || !via->host || strcmp(via->host, ip) != 0
                                ? ip : NULL);
     if (src->kind != SIP_TP_UDP)
         return;

@@ -313,11 +313,29 @@ static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const c
     return sip_msg_wire_text(p, orig, &e, len);
 }
 
+/* What decides where a response to our Via goes: the Via below it
+ * (index 'idx': 0 in the request we forward, 1 in its responses). */
+static const char *next_via_key(apr_pool_t *p, const sip_msg_t *m, int idx)
+{
+    const char *host, *received, *branch;
+    int port, rport, tcp;
+
+    if (!sip_msg_via_info(p, m, idx, &host, &port, &received, &rport, &tcp, &branch))
+        return "";
+    return apr_psprintf(p, "via\n%s\n%d\n%s\n%d\n%d\n%s", host, port, received ? received : "",
+                        rport, tcp, branch ? branch : "");
+}
+
+#define SL_MARK ".sl"
+
 void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 {
     sip_tp_kind_t kind;
     sip_sockaddr_t dest;
-    const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), ".sl", NULL);
+    /* signed: only the responses to this request are forwarded back by
+     * Via (sip_proxy_forward_response), to where its sender asked */
+    const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), SL_MARK,
+                                     sip_route_mac(p, next_via_key(p, req, 0)), NULL);
     const char *buf;
     apr_size_t len = 0;
 
@@ -335,6 +353,7 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 /* ---- responses ---- */
 
 static void px_maybe_finish(sip_proxy_t *px, int may_answer);
+static void forward_by_via(sip_msg_t *resp, server_rec *s, apr_pool_t *p);
 static void start_branch(sip_proxy_t *px, branch_t *b);
 
 static int final_sent(const sip_proxy_t *px)
@@ -466,7 +485,7 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
         if (px->invite && sip_txn_final_sent(px->st) && sip_txn_last_status(px->st) >= 300) {
             /* a 2xx racing our own non-2xx final: it still goes to the caller */
             if (!local)
-                sip_proxy_forward_response(resp, px->s, px->pool);
+                forward_by_via(resp, px->s, px->pool);
         }
         else if ((copy = own_copy(px, resp, local))) {
             if (!sip_txn_final_sent(px->st) || px->invite)
@@ -989,19 +1008,33 @@ void sip_proxy_forward_request(sip_txn_t *txn, server_rec *s)
 
 /* ---- stateless response forwarding (§16.11, §18.2.2) ---- */
 
-void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
+/* Is 'branch' (our Via in a response) one sip_proxy_forward_stateless
+ * made for a request whose sender's Via is the response's second one? */
+static int stateless_branch_ours(apr_pool_t *p, const sip_msg_t *resp, const char *branch)
+{
+    const char *mark, *want;
+    unsigned diff = 0;
+    apr_size_t i, n;
+
+    if (!branch || strncmp(branch, "z9hG4bKmS", 9) != 0 || !(mark = strstr(branch, SL_MARK)))
+        return 0;
+    mark += strlen(SL_MARK);
+    want = sip_route_mac(p, next_via_key(p, resp, 1));
+    n = strlen(want);
+    if (strlen(mark) != n)
+        return 0;
+    for (i = 0; i < n; i++)
+        diff |= (unsigned)(mark[i] ^ want[i]);
+    return diff == 0;
+}
+
+static void forward_by_via(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
 {
     const char *host, *received, *branch, *buf;
     int port, rport, tcp;
     sip_sockaddr_t dest;
     apr_size_t len = 0;
 
-    if (!sip_msg_via_info(p, resp, 0, &host, &port, &received, &rport, &tcp, &branch)
-        || !sip_transport_is_local(host, port ? port : 5060)) {
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: response %d not for us; dropped",
-                     sip_msg_status(resp));
-        return;
-    }
     /* §18.2.2: to the next Via's received/rport, else its sent-by */
     if (!sip_msg_via_info(p, resp, 1, &host, &port, &received, &rport, &tcp, &branch))
         return;     /* it was for us alone */
@@ -1009,4 +1042,29 @@ void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
         return;
     if ((buf = relay_text(p, resp, &len)))
         sip_transport_send_to(tcp ? SIP_TP_TCP : SIP_TP_UDP, s, &dest, buf, len, NULL);
+}
+
+void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
+{
+    const char *host, *received, *branch;
+    int port, rport, tcp;
+
+    if (!sip_msg_via_info(p, resp, 0, &host, &port, &received, &rport, &tcp, &branch)
+        || !sip_transport_is_local(host, port ? port : 5060)) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: response %d not for us; dropped",
+                     sip_msg_status(resp));
+        return;
+    }
+    /* §16.7 step 1 would forward any response matching no transaction by
+     * its next Via: anyone could then make us deliver any payload to any
+     * host, port and transport by writing our Via above the victim's.
+     * Only responses to what we forwarded statelessly go on (a stateful
+     * branch keeps its transaction, and a 2xx its Accepted state, RFC
+     * 6026, for as long as answers may come). */
+    if (!stateless_branch_ours(p, resp, branch)) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip: response %d matches no transaction "
+                     "of ours; dropped", sip_msg_status(resp));
+        return;
+    }
+    forward_by_via(resp, s, p);
 }

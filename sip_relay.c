@@ -37,8 +37,11 @@ int sip_relay_method_known(const sip_server_conf *c, const char *method)
 int sip_relay_in_recorded_dialog(const sip_msg_t *req, sip_route_kind_t routed)
 {
     /* An initial request has no To tag: a Record-Route value copied from
-     * an old call proves nothing about it. */
-    return routed == SIP_ROUTE_RECORDED && sip_msg_to_tag(req) != NULL;
+     * an old call proves nothing about it.  A REGISTER is never part of a
+     * dialog (RFC 3261 §10.2): dressed as one on a route we signed for
+     * some call, it must not skip the registrar's authentication. */
+    return routed == SIP_ROUTE_RECORDED && sip_msg_to_tag(req) != NULL
+           && strcmp(sip_msg_method(req), "REGISTER") != 0;
 }
 
 static int not_implemented(sip_txn_t *txn, const char *method)

@@ -62,18 +62,23 @@ static const char *escape_tag(apr_pool_t *p, const char *tag)
     return out;
 }
 
-static const char *rs_hash(apr_pool_t *p, const char *call_id, const char *ftag,
-                           const char *hostport, const char *transport)
+const char *sip_route_mac(apr_pool_t *p, const char *data)
 {
     unsigned char d[APR_SHA1_DIGESTSIZE];
-    const char *in = apr_pstrcat(p, call_id, "\n", ftag, "\n", hostport, "\n", transport, NULL);
     char *hex = apr_palloc(p, 2 * RS_BYTES + 1);
     int i;
 
-    hmac(in, strlen(in), d);
+    hmac(data, strlen(data), d);
     for (i = 0; i < RS_BYTES; i++)
         apr_snprintf(hex + 2 * i, 3, "%02x", d[i]);
     return hex;
+}
+
+static const char *rs_hash(apr_pool_t *p, const char *call_id, const char *ftag,
+                           const char *hostport, const char *transport)
+{
+    return sip_route_mac(p, apr_pstrcat(p, call_id, "\n", ftag, "\n", hostport, "\n", transport,
+                                        NULL));
 }
 
 /* the transport as hashed: lower case, UDP when the URI names none */

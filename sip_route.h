@@ -27,4 +27,8 @@ int sip_route_verify(apr_pool_t *p, const char *value, const char *call_id,
 /* The transport parameter of a route value ("tcp", ...), or NULL. */
 const char *sip_route_transport(apr_pool_t *p, const char *value);
 
+/* 16 hex digits of HMAC over 'data' under the route secret: for values
+ * this server hands out and must recognise later (stateless branches). */
+const char *sip_route_mac(apr_pool_t *p, const char *data);
+
 #endif

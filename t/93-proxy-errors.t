@@ -2,7 +2,7 @@
 # Proxy error paths with raw sockets (RFC 3261 §16.3, §16.7, §16.11):
 # Max-Forwards 0 (483), loops (482), SipProxyOutside Off (404, nothing
 # forwarded), unreachable TCP next hop (503 -> 500), and stateless
-# forwarding of responses that match no transaction.
+# forwarding of responses to what we forwarded statelessly (only those).
 use strict;
 use warnings;
 use Test::More;
@@ -110,47 +110,72 @@ for my $m (qw(OPTIONS INVITE)) {
     }
 }
 
-# ---- responses matching no transaction (§16.11 / §18.2.2)
-{
-    my ($bs, $bp) = hop();       # the next Via
-    my $as = $t->udp_socket;     # who sends the stray response
-    my $branch = 'z9hG4bK' . rand_token(12);
-    my $body = "stray body\r\n";
-    my $resp = "SIP/2.0 180 Ringing\r\n"
-        . "Via: SIP/2.0/UDP 127.0.0.1:$port;branch=z9hG4bKmSnotours" . rand_token(6) . ".1;rport\r\n"
-        . "Via: SIP/2.0/UDP 127.0.0.1:$bp;branch=$branch\r\n"
-        . "From: <sip:a\@127.0.0.1>;tag=f1\r\n"
-        . "To: <sip:b\@127.0.0.1>;tag=t1\r\n"
-        . "Call-ID: " . cid('stray') . "\r\n"
-        . "CSeq: 7 INVITE\r\n"
+# ---- responses matching no transaction (§16.7 step 1, §16.11, §18.2.2).
+# Only a response to a request we forwarded statelessly (a CANCEL without
+# transaction here, SipProxyOutside On) is forwarded by its next Via: our
+# branch in it is signed for that Via.  A response with our Via forged on
+# top of anyone's is dropped (it made the proxy a reflector).
+
+# A foreign CANCEL from $from (UDP or a TCP socket) with Via $via, forwarded
+# statelessly to the next hop $bs: returns the forwarded CANCEL (parsed).
+sub stateless_cancel {
+    my ($bs, $bp, %a) = @_;
+    my $raw = $t->sip_request(method => 'CANCEL', uri => "sip:carol\@127.0.0.1:$bp", call_id => cid('slc'), %a);
+    if ($a{transport} && $a{transport} eq 'TCP') { $t->send_raw($a{sock}, $raw) }
+    else { $t->udp_send($raw, sock => $a{sock}) }
+    my $d = $t->udp_recv($bs, 3);
+    return $d ? parse_msg($d) : undef;
+}
+
+# The 200 (or $code) to a forwarded request, built from its Vias and headers.
+sub answer_of {
+    my ($m, $code, $body, @vias) = @_;
+    @vias = $m->header_elems('via') unless @vias;
+    $body //= '';
+    return "SIP/2.0 $code Whatever\r\n" . join('', map { "Via: $_\r\n" } @vias)
+        . "From: " . $m->header('from') . "\r\nTo: " . $m->header('to') . ";tag=t1\r\n"
+        . "Call-ID: " . $m->header('call-id') . "\r\nCSeq: " . $m->header('cseq') . "\r\n"
         . "Contact: <sip:b\@127.0.0.1:9>\r\n"
-        . "Content-Type: text/plain\r\n"
+        . ($body ne '' ? "Content-Type: text/plain\r\n" : '')
         . "Content-Length: " . length($body) . "\r\n\r\n$body";
-    $t->udp_send($resp, sock => $as);
-    my $got = parse_msg($t->udp_recv($bs, 3));
-    ok($got && $got->is_response && $got->code == 180, 'stray response with our Via on top: forwarded to the next Via');
+}
+
+{
+    my ($bs, $bp) = hop();       # the next hop of the forwarded CANCEL
+    my $as = $t->udp_socket;     # the CANCEL's sender
+    my $fwd = stateless_cancel($bs, $bp, sock => $as);
+    ok($fwd && $fwd->method eq 'CANCEL', 'foreign CANCEL without transaction: forwarded statelessly');
+    my @v = $fwd ? $fwd->header_elems('via') : ();
+    like($v[0] // '', qr/;branch=z9hG4bKmS[0-9a-f]+\.sl[0-9a-f]{16}\b/, '... with a signed stateless branch');
+    my $body = "stray body\r\n";
+    my $resp = $fwd ? answer_of($fwd, 200, $body) : '';
+    $t->udp_send($resp, sock => $bs);
+    my $got = parse_msg($t->udp_recv($as, 3));
+    ok($got && $got->is_response && $got->code == 200, 'its 200, matching no transaction: forwarded to the next Via');
     if ($got) {
-        my @v = $got->header_elems('via');
-        is_deeply(\@v, ["SIP/2.0/UDP 127.0.0.1:$bp;branch=$branch"], 'forwarded response has one Via, the second one, unchanged');
+        is_deeply([ $got->header_elems('via') ], [ $v[1] ], 'forwarded response has one Via, the second one, unchanged');
         my $orig = parse_msg($resp);
         is($got->header($_), $orig->header($_), "forwarded response: $_ unchanged") for qw(from to call-id cseq contact);
         is($got->body, $body, 'forwarded response: body unchanged');
     }
-    silent($as, 0.3, 'stray response: nothing sent back to its sender');
+    silent($bs, 0.3, 'stray response: nothing sent back to its sender');
 
     # rport/received in the next Via win over its sent-by (§18.2.2)
-    my ($cs, $cp) = hop();
-    (my $r2 = $resp) =~ s/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\Q$bp\E;branch=\S+\r$/Via: SIP\/2.0\/UDP 192.0.2.1:9;branch=$branch;received=127.0.0.1;rport=$cp\r/m;
-    $t->udp_send($r2, sock => $as);
+    my $cs = $t->udp_socket;
+    $fwd = stateless_cancel($bs, $bp, sock => $cs, via => "SIP/2.0/UDP 192.0.2.1:9;branch=z9hG4bK" . rand_token(10) . ";rport");
+    $t->udp_send(answer_of($fwd, 200), sock => $bs) if $fwd;
     my $g2 = parse_msg($t->udp_recv($cs, 3));
-    ok($g2 && $g2->code == 180, 'stray response: sent to received/rport of the next Via');
+    ok($g2 && $g2->code == 200, 'stray response: sent to received/rport of the next Via');
 
     # next Via over TCP: the proxy connects there
     my $tp = free_port();
     my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $tp, Proto => 'tcp', Listen => 5,
                                   ReuseAddr => 1) or die "listen: $!";
-    (my $r3 = $resp) =~ s/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\Q$bp\E;/Via: SIP\/2.0\/TCP 127.0.0.1:$tp;/m;
-    $t->udp_send($r3, sock => $as);
+    my $tc = $t->tcp_connect;
+    $fwd = stateless_cancel($bs, $bp, sock => $tc, transport => 'TCP',
+                            via => "SIP/2.0/TCP 127.0.0.1:$tp;branch=z9hG4bK" . rand_token(10));
+    close $tc;
+    $t->udp_send(answer_of($fwd, 200), sock => $bs) if $fwd;
     my $m3;
     if (IO::Select->new($l)->can_read(3)) {
         my $c = $l->accept;
@@ -158,19 +183,43 @@ for my $m (qw(OPTIONS INVITE)) {
         ${*$c}{siptest_buf} = '';
         $m3 = $t->read_response($c, 3);
     }
-    ok($m3 && $m3->code == 180, 'stray response with a TCP next Via: delivered over TCP');
+    ok($m3 && $m3->code == 200, 'stray response with a TCP next Via: delivered over TCP');
     ok($m3 && scalar($m3->header_elems('via')) == 1, '... with one Via') if $m3;
+
+    # the signed branch with another next Via: dropped
+    $fwd = stateless_cancel($bs, $bp, sock => $as);
+    my ($vs, $vp) = hop();
+    if ($fwd) {
+        my @fv = $fwd->header_elems('via');
+        (my $moved = $fv[1]) =~ s/127\.0\.0\.1:\d+/127.0.0.1:$vp/;
+        $moved =~ s/;rport=\d+/;rport=$vp/;
+        $t->udp_send(answer_of($fwd, 200, 'x', $fv[0], $moved), sock => $bs);
+    }
+    silent($vs, 1, 'our signed branch above another next Via: not forwarded there');
+    silent($as, 0, '... nor to the original sender');
+
+    # our address on top with a branch we never made: dropped
+    my $forged = "SIP/2.0 180 Ringing\r\n"
+        . "Via: SIP/2.0/UDP 127.0.0.1:$port;branch=z9hG4bKmSnotours" . rand_token(6) . ".1;rport\r\n"
+        . "Via: SIP/2.0/UDP 127.0.0.1:$vp;branch=z9hG4bK" . rand_token(8) . "\r\n"
+        . "From: <sip:a\@127.0.0.1>;tag=f1\r\nTo: <sip:b\@127.0.0.1>;tag=t1\r\n"
+        . "Call-ID: " . cid('stray') . "\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n";
+    $t->udp_send($forged, sock => $as);
+    silent($vs, 1, 'stray response with our Via forged on top: not forwarded to the second Via');
+    (my $forged_sl = $forged) =~ s/branch=z9hG4bKmSnotours\w+\.1/branch=z9hG4bKmS0123456789abcdef.sl0123456789abcdef/;
+    $t->udp_send($forged_sl, sock => $as);
+    silent($vs, 1, '... nor with a stateless-looking branch whose signature is wrong');
 
     # top Via is not ours -> dropped
     my ($os, $op) = hop();
-    (my $r4 = $resp) =~ s/^(Via: SIP\/2\.0\/UDP 127\.0\.0\.1:)$port;/$1$op;/m;
+    (my $r4 = $forged) =~ s/^(Via: SIP\/2\.0\/UDP 127\.0\.0\.1:)$port;/$1$op;/m;
     $t->udp_send($r4, sock => $as);
-    silent($bs, 1, 'stray response whose top Via is not the proxy\'s: not forwarded to the second Via');
+    silent($vs, 1, 'stray response whose top Via is not the proxy\'s: not forwarded to the second Via');
     silent($os, 0, '... nor to the top Via');
     silent($as, 0, '... nor back to the sender');
 
     # only our Via -> nothing to forward to; the server keeps working
-    (my $r5 = $resp) =~ s/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\Q$bp\E;branch=\S+\r\n//m;
+    (my $r5 = $forged) =~ s/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\Q$vp\E;branch=\S+\r\n//m;
     $t->udp_send($r5, sock => $as);
     silent($as, 0.5, 'stray response with only the proxy\'s Via: dropped');
     ok($t->options_ok('udp'), 'server still answers after stray responses');

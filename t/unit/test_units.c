@@ -2569,6 +2569,35 @@ START_TEST(wire_stamp_rport_spacing)
 }
 END_TEST
 
+/* A received parameter the client sent is overwritten with the source
+ * address, in the parsed Via (where responses go) and in the text. */
+START_TEST(wire_stamp_received_forged)
+{
+    static const char in[] =
+        "OPTIONS sip:bob@a.example SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.9:5099;received=203.0.113.7 ;branch=z9hG4bKabc\r\n"
+        "Max-Forwards: 10\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\n"
+        "CSeq: 1 OPTIONS\r\n\r\n";
+    sip_msg_t *m = parse_ok(in);
+    sip_source_t src;
+    sip_sockaddr_t dest;
+    sip_wire_edit_t e;
+    apr_size_t len = 0;
+    const char *out;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = SIP_TP_UDP;
+    ck_assert_int_eq(sip_sockaddr_set(&src.peer, "198.51.100.2", 6000), APR_SUCCESS);
+    sip_msg_stamp_via(m, &src, &dest);
+    ck_assert_str_eq(sip_sockaddr_ip(pool, &dest), "198.51.100.2");
+    ck_assert_int_eq(sip_sockaddr_port(&dest), 5099);
+    memset(&e, 0, sizeof(e));
+    out = sip_msg_wire_text(pool, m, &e, &len);
+    ck_assert_msg(strstr(out, "\r\nVia: SIP/2.0/UDP 192.0.2.9:5099;received=198.51.100.2;"
+                              "branch=z9hG4bKabc\r\n") != NULL, "%s", out);
+}
+END_TEST
+
 START_TEST(wire_request_routes)
 {
     static const char in[] =
@@ -2791,6 +2820,7 @@ static Suite *route_suite(void)
     tcase_add_test(tc, wire_request_edits);
     tcase_add_test(tc, wire_request_routes);
     tcase_add_test(tc, wire_stamp_rport_spacing);
+    tcase_add_test(tc, wire_stamp_received_forged);
     tcase_add_test(tc, wire_response_pop_via);
     tcase_add_test(tc, route_no_duplicate_rr);
     tcase_add_test(tc, route_preprocess_kinds);
