@@ -180,9 +180,10 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
             sip_proxy_forward_request(txn, s);
         return;
     }
-    /* RFC 3261 §22: challenged as registrar/UAS (401); in-dialog requests
-     * on a route set we recorded belong to a call already let through */
-    if (!sip_relay_in_recorded_dialog(req, routed) && !sip_auth_check(txn, s, 0))
+    /* RFC 3261 §22: challenged as registrar/UAS (401).  A route set we
+     * recorded exempts only requests that leave along it: it names a
+     * call, not its target, so it must not open our users' devices. */
+    if (!sip_auth_check(txn, s, 0))
         return;
     {
         /* A REGISTER names its user in To (RFC 3050 §5.9: the user's
