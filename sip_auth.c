@@ -60,7 +60,8 @@ static const char *make_nonce(apr_pool_t *p, apr_time_t when)
 }
 
 /* 1 valid, 0 forged or malformed; *stale when valid but too old. */
-static int check_nonce(apr_pool_t *p, const char *nonce, apr_interval_time_t lifetime, int *stale)
+static int check_nonce(apr_pool_t *p, const char *nonce, apr_interval_time_t lifetime, int *stale,
+                       apr_time_t *made)
 {
     char t[17];
     apr_uint64_t when;
@@ -74,6 +75,7 @@ static int check_nonce(apr_pool_t *p, const char *nonce, apr_interval_time_t lif
     if (strcmp(make_nonce(p, (apr_time_t)when), nonce) != 0)
         return 0;
     *stale = apr_time_now() - (apr_time_t)when > lifetime;
+    *made = (apr_time_t)when;
     return 1;
 }
 
@@ -91,24 +93,65 @@ static int challenge(sip_txn_t *t, int proxied, const char *realm, int stale)
     return 0;
 }
 
-/* RFC 2617 §3.2.2.1: nonce-counts only go up for one nonce. */
-static int nc_fresh(const char *nonce, const char *nc)
-{
-    apr_uint64_t n = apr_strtoi64(nc, NULL, 16), *seen;
+/* RFC 2617 §3.2.2.1: nonce-counts only go up for one nonce.  The highest
+ * count is kept per nonce until the nonce goes stale; after that the
+ * nonce itself is refused, so the entry can go. */
+#ifndef SIP_NC_MAX
+#define SIP_NC_MAX 250000
+#endif
 
-    seen = apr_hash_get(last_nc, nonce, APR_HASH_KEY_STRING);
-    if (seen && n <= *seen)
+typedef struct {
+    apr_uint64_t nc;
+    apr_time_t stale_at;
+} nc_seen_t;
+
+/* Keep only the entries of nonces that are not stale yet. */
+static void nc_prune(apr_time_t now)
+{
+    apr_pool_t *fresh;
+    apr_hash_t *kept;
+    apr_hash_index_t *hi;
+
+    apr_pool_create(&fresh, apr_pool_parent_get(nc_pool));
+    kept = apr_hash_make(fresh);
+    for (hi = apr_hash_first(NULL, last_nc); hi; hi = apr_hash_next(hi)) {
+        const void *key;
+        void *val;
+        apr_hash_this(hi, &key, NULL, &val);
+        if (((nc_seen_t *)val)->stale_at > now) {
+            nc_seen_t *copy = apr_pmemdup(fresh, val, sizeof(nc_seen_t));
+            apr_hash_set(kept, apr_pstrdup(fresh, key), APR_HASH_KEY_STRING, copy);
+        }
+    }
+    apr_pool_destroy(nc_pool);
+    nc_pool = fresh;
+    last_nc = kept;
+}
+
+static int nc_fresh(server_rec *s, const char *nonce, const char *nc, apr_time_t stale_at)
+{
+    apr_uint64_t n = apr_strtoi64(nc, NULL, 16);
+    nc_seen_t *seen = apr_hash_get(last_nc, nonce, APR_HASH_KEY_STRING);
+
+    if (seen && n <= seen->nc)
         return 0;
     if (!seen) {
-        if (apr_hash_count(last_nc) > 100000) {
-            /* nonces live 5 minutes: forgetting old ones only costs a re-challenge */
-            apr_pool_clear(nc_pool);
-            last_nc = apr_hash_make(nc_pool);
+        if (apr_hash_count(last_nc) >= SIP_NC_MAX)
+            nc_prune(apr_time_now());
+        if (apr_hash_count(last_nc) >= SIP_NC_MAX) {
+            /* forgetting a live nonce would let its credentials be
+             * replayed: refuse it instead (the client gets a new one) */
+            static sip_log_rate_t full = SIP_LOG_RATE_INIT("nonce-count table full");
+            sip_log_limited(&full, "all", 503, APLOG_WARNING, s,
+                            "sip auth: %d live nonces in use; new ones are challenged until "
+                            "some go stale (SipNonceLifetime)", SIP_NC_MAX);
+            return 0;
         }
         seen = apr_palloc(nc_pool, sizeof(*seen));
+        seen->stale_at = stale_at;
         apr_hash_set(last_nc, apr_pstrdup(nc_pool, nonce), APR_HASH_KEY_STRING, seen);
     }
-    *seen = n;
+    seen->nc = n;
     return 1;
 }
 
@@ -122,13 +165,14 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
     const char *method = sip_msg_method(req), *ha1, *ha2, *expected;
     const char *to = sip_msg_header(req, "To");
     int stale = 0, failed;
+    apr_time_t made = 0;
     sip_credentials_t c;
 
     memset(&c, 0, sizeof(c));
     if (!sip_msg_credentials(p, req, proxied, realm, &c) || !c.username || !c.nonce
         || !c.response || !c.uri || !c.realm || strcmp(c.realm, realm) != 0)
         return challenge(t, proxied, realm, 0);
-    if (!check_nonce(p, c.nonce, sip_get_conf(s)->nonce_lifetime, &stale)) {
+    if (!check_nonce(p, c.nonce, sip_get_conf(s)->nonce_lifetime, &stale, &made)) {
         AUTH_LOG(t, APLOG_INFO, s, "sip auth: %s: nonce not ours", c.username);
         return challenge(t, proxied, realm, 0);
     }
@@ -179,7 +223,7 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
                      c.username, realm);
         return challenge(t, proxied, realm, 0);
     }
-    if (c.qop && !nc_fresh(c.nonce, c.nc)) {
+    if (c.qop && !nc_fresh(s, c.nonce, c.nc, made + sip_get_conf(s)->nonce_lifetime)) {
         AUTH_LOG(t, APLOG_NOTICE, s,
                      "sip auth: replayed nonce-count %s for %s refused", c.nc, c.username);
         return challenge(t, proxied, realm, 0);

@@ -18,6 +18,8 @@
 #include "../../sip_location.c"
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
+#define SIP_NC_MAX 4      /* a small nonce-count table to fill */
+#include "../../sip_auth.c"
 #include "../../sip_stats.c"
 #include "../../sip_log.c"
 
@@ -2922,6 +2924,49 @@ static Suite *limits_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* digest nonce-counts (sip_auth.c): a full table forgets only stale nonces */
+
+START_TEST(nonce_count_table)
+{
+    apr_time_t now = apr_time_now(), live = now + apr_time_from_sec(300);
+    char nonce[8];
+    int i;
+
+    sip_auth_init(pool);
+    ck_assert(nc_fresh(NULL, "n0", "00000001", live));
+    ck_assert(!nc_fresh(NULL, "n0", "00000001", live));     /* replay */
+    ck_assert(!nc_fresh(NULL, "n0", "00000000", live));
+    ck_assert(nc_fresh(NULL, "n0", "00000002", live));
+    /* three more live nonces fill the table ... */
+    for (i = 1; i < SIP_NC_MAX; i++) {
+        apr_snprintf(nonce, sizeof(nonce), "n%d", i);
+        ck_assert(nc_fresh(NULL, nonce, "00000001", live));
+    }
+    /* ... so a fifth is refused rather than n0's count forgotten */
+    ck_assert(!nc_fresh(NULL, "n9", "00000001", live));
+    ck_assert(!nc_fresh(NULL, "n0", "00000002", live));
+    /* stale entries make room; live ones keep their counts */
+    apr_hash_set(last_nc, "n1", APR_HASH_KEY_STRING, NULL);
+    ck_assert(nc_fresh(NULL, "old", "00000001", now - 1));
+    ck_assert(nc_fresh(NULL, "n9", "00000001", live));
+    ck_assert_uint_eq(apr_hash_count(last_nc), SIP_NC_MAX);
+    ck_assert(!nc_fresh(NULL, "n0", "00000002", live));
+    ck_assert(!nc_fresh(NULL, "n9", "00000001", live));
+}
+END_TEST
+
+static Suite *auth_suite(void)
+{
+    Suite *s = suite_create("sip_auth");
+    TCase *tc = tcase_create("nonce_count");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, nonce_count_table);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -2940,6 +2985,7 @@ int main(void)
     srunner_add_suite(sr, timer_suite());
     srunner_add_suite(sr, stats_suite());
     srunner_add_suite(sr, relay_suite());
+    srunner_add_suite(sr, auth_suite());
     srunner_add_suite(sr, route_suite());
     srunner_add_suite(sr, location_suite());
     srunner_add_suite(sr, limits_suite());
