@@ -476,7 +476,10 @@ static void local_targets(void *baton, int status, apr_array_header_t *bindings)
 
     ctx->locating--;
     if (txn_live(ctx) && !sip_txn_final_sent(ctx->txn) && (px = ctx_proxy(ctx))) {
-        for (i = 0; !status && bindings && i < bindings->nelts; i++)
+        /* best q first; SipMaxBranches bounds the fan-out as for any
+         * request routed to a registered user */
+        for (i = 0; !status && bindings && i < bindings->nelts
+                    && i < sip_get_conf(ctx->s)->max_branches; i++)
             sip_proxy_fork(px, APR_ARRAY_IDX(bindings, i, sip_binding_t *)->contact, lf->block);
         if (status)
             sip_proxy_fork_unreachable(px, lf->uri, lf->block, 500, "Server Internal Error");

@@ -123,4 +123,28 @@ for my $case ([ 'nobody', 480, 'unregistered user' ], [ 'ghost', 404, 'user neve
     is($f && $f->header('x-script-saw'), $code, "$what: the script is run with a local $code");
 }
 $t->stop;
+
+# SipMaxBranches bounds the fork to a user of ours as it does the registrar's
+{
+    my $u = SipCgiTest->new(vhost_conf => 'SipMaxBranches 1');
+    my $us2 = '127.0.0.1:' . $u->sip_port;
+    my ($d1, $d2) = ($u->peer(name => 'dev1'), $u->peer(name => 'dev2'));
+    my @x = $u->transact('udp', method => 'REGISTER', uri => "sip:$us2", to => "<sip:erin\@$us2>",
+                         from => "<sip:erin\@$us2>;tag=r3",
+                         headers => [ Contact => '<' . $d1->uri('erin') . '>;q=0.9',
+                                      Contact => '<' . $d2->uri('erin') . '>;q=0.1' ]);
+    is(@x && $x[-1]->code, 200, 'erin registers two devices (no SipAuth here)');
+    $u->cgi_script('fwd1@127.0.0.1', "printf 'CGI-PROXY-REQUEST sip:erin\@$us2 SIP/2.0\\n\\n'\n");
+    my $caller = $u->peer(name => 'caller');
+    my $inv = $caller->invite(uri => $u->local_uri('fwd1'));
+    my $cid = $caller->call_id($inv);
+    my $f1 = $d1->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    ok($f1, 'SipMaxBranches 1: the device with the higher q gets the INVITE');
+    ok(!$d2->expect(method => 'INVITE', call_id => $cid, timeout => 1), '... the other does not');
+    $d1->reply($f1, 486) if $f1;
+    my $fin = $caller->final_for($inv, 3);
+    is($fin && $fin->code, 486, '... and its answer reaches the caller');
+    $caller->ack($inv, $fin) if $fin;
+    $u->stop;
+}
 done_testing;
