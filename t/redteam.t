@@ -10,6 +10,7 @@ use Test::More;
 use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(sleep time);
+use SipVictim;
 use SipTest qw(parse_msg rand_token);
 use SipRegTest;
 use SipDigest qw(digest_challenge digest_credentials write_htdigest);
@@ -18,31 +19,9 @@ my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'red.test';
 
 # ---- the victim: whatever reaches it was relayed
-my $vport = SipTest::free_port();
-my $vudp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $vport, Proto => 'udp') or die $!;
-my $vtcp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $vport, Proto => 'tcp',
-                                 Listen => 50, ReuseAddr => 1) or die $!;
-my @vconns;
-
-sub victim_got {
-    my ($secs) = @_;
-    my $got = '';
-    my $end = time + $secs;
-    while ((my $left = $end - time) > 0) {
-        my $sel = IO::Select->new($vudp, $vtcp, @vconns);
-        for my $h ($sel->can_read($left)) {
-            if ($h == $vtcp) { my $c = $vtcp->accept; push @vconns, $c if $c; next }
-            my $buf;
-            if ($h == $vudp) { recv($vudp, $buf, 70000, 0); }
-            else {
-                my $n = sysread($h, $buf, 70000);
-                @vconns = grep { $_ != $h } @vconns unless $n;
-            }
-            $got .= $buf // '';
-        }
-    }
-    return $got;
-}
+my $victim = SipVictim->new;
+my $vport = $victim->port;
+my $vudp = $victim->udp;
 
 my ($t, $port, $us);
 sub req {
@@ -99,10 +78,10 @@ for my $vtr (qw(UDP TCP)) {
              . "Content-Type: text/plain\r\n"
              . "Content-Length: " . length($body) . "\r\n\r\n$body";
     $t->udp_send($resp);
-    is(victim_got(0.8), '', "forged 200 with our Via on top and the victim's ($vtr) second: not reflected to the victim");
+    is($victim->got(0.8), '', "forged 200 with our Via on top and the victim's ($vtr) second: not reflected to the victim");
     my $s = $t->tcp_connect;
     $t->send_raw($s, $resp);
-    is(victim_got(0.8), '', "... the same sent over TCP: not reflected");
+    is($victim->got(0.8), '', "... the same sent over TCP: not reflected");
 }
 
 # ---- 1b. Request-URI and Route tricks
@@ -147,14 +126,14 @@ for my $tr (qw(udp tcp)) {
             my $code = $r ? $r->code : 0;
             ok($code >= 400, "$tr: $m, $name: refused ($code)");
         }
-        is(victim_got(0.4), '', "$tr: $name: the victim got nothing");
+        is($victim->got(0.4), '', "$tr: $name: the victim got nothing");
     }
     # compact header forms for an in-dialog request with a forged route
     my $raw = $t->sip_request(method => 'BYE', uri => $victim_udp, transport => uc $tr, compact => 1,
                               to => "<$victim_udp>;tag=c1",
                               headers => [ Route => "<sip:$us;lr;FTAG=abc;RS=0123456789ABCDEF>" ]);
     send_req($tr, $raw);
-    is(victim_got(0.6), '', "$tr: compact headers, forged signed route with upper-case parameter names: not relayed");
+    is($victim->got(0.6), '', "$tr: compact headers, forged signed route with upper-case parameter names: not relayed");
 }
 
 # ---- 1c. a route value we really signed, used where it was not signed for
@@ -200,7 +179,7 @@ for my $tr (qw(udp tcp)) {
     ok($r && $r->code >= 400, "$tr: ... the signed value with its port changed to the victim's: refused");
     $r = req($tr, %common, call_id => $cid, from_tag => $ftag, headers => [ Route => "<$signed>" ]);
     is($r && $r->code, 403, "$tr: ... right Call-ID and From tag but no To tag (not in a dialog) -> 403");
-    is(victim_got(0.5), '', "$tr: ... the victim got nothing");
+    is($victim->got(0.5), '', "$tr: ... the victim got nothing");
 }
 
 # ---- 1d. known limitations, documented (docs/security.md: "a party to
@@ -214,17 +193,17 @@ for my $tr (qw(udp tcp)) {
     my $r = req('udp', method => 'MESSAGE', uri => $victim_tcp, call_id => $cid, from_tag => $ftag,
                 to => "<$victim_udp>;tag=dlg", body => 'harvested-route', content_type => 'text/plain',
                 headers => [ Route => "<$signed>" ]);
-    my $got = victim_got(1);
+    my $got = $victim->got(1);
     note('harvested signed route: MESSAGE to the victim over TCP ', ($got =~ /harvested-route/ ? 'WAS' : 'was not'),
          ' relayed (documented limitation: a party to a recorded dialog can target any host)');
     $reg = $t->register(user => 'reflect', contacts => ["<$victim_tcp>"], expires => 300);
     $t->udp_send($t->sip_request(method => 'MESSAGE', uri => "sip:reflect\@$us", body => 'reflected',
                                  content_type => 'text/plain'));
-    $got = victim_got(1);
+    $got = $victim->got(1);
     note('registrar reflection: MESSAGE to a user registered at the victim ', ($got =~ /reflected/ ? 'WAS' : 'was not'),
          ' forwarded to the victim (by design of a registrar without SipAuth)');
     $t->udp_drain;
-    victim_got(0.5);
+    $victim->got(0.5);
 
     # how much one request makes the registrar send to a victim: an
     # address-of-record with SipMaxContacts (10) contacts all at the victim
@@ -257,7 +236,7 @@ for my $tr (qw(udp tcp)) {
                  . "Call-ID: " . $m->header('call-id') . "\r\nCSeq: " . $m->header('cseq') . "\r\nContent-Length: 0\r\n\r\n";
         send($vudp, $busy, 0, $v->[1]);
     }
-    victim_got(1);
+    $victim->got(1);
     $t->udp_drain;
 }
 
@@ -272,7 +251,7 @@ for my $tr (qw(udp tcp)) {
     my $r = req('udp', method => 'CANCEL', uri => "sip:harvest\@$us", call_id => $c2, branch => $br,
                 cseq_method => 'CANCEL', headers => [ Route => "<$victim_udp;lr>" ]);
     ok($r, 'CANCEL matching the INVITE, with a Route to the victim, answered');
-    is(victim_got(0.6), '', '... the CANCEL did not go to the victim');
+    is($victim->got(0.6), '', '... the CANCEL did not go to the victim');
     $t->udp_drain; $t->udp_drain($phone);
 
     # ACK for a refused INVITE, with a body and a Route to the victim
@@ -285,7 +264,7 @@ for my $tr (qw(udp tcp)) {
                                  to => (@r ? $r[-1]->header('to') : "<$victim_udp>;tag=z"),
                                  body => 'ACK-PAYLOAD', content_type => 'text/plain',
                                  headers => [ Route => "<$victim_udp;lr>" ]));
-    is(victim_got(0.6), '', '... its ACK, with a body and a Route to the victim, went nowhere');
+    is($victim->got(0.6), '', '... its ACK, with a body and a Route to the victim, went nowhere');
 }
 
 # ---- 1g. a request whose top Via already carries received= (and no
@@ -303,14 +282,14 @@ for my $tr (qw(udp tcp)) {
                                   via => "SIP/2.0/UDP $sentby;$pname=127.0.0.1;branch=z9hG4bK" . rand_token(12),
                                   body => 'R' x 200, content_type => 'text/plain');
         $t->udp_send($raw, sock => $src);
-        is(victim_got(0.8), '', "UDP request from 127.0.0.2 whose Via ($name) says received=127.0.0.1 (the victim): no answer to the victim");
+        is($victim->got(0.8), '', "UDP request from 127.0.0.2 whose Via ($name) says received=127.0.0.1 (the victim): no answer to the victim");
     }
     my $sp = $src->sockport;
     my $raw = $t->sip_request(method => 'MESSAGE', uri => $victim_udp, sock => $src,
                               via => "SIP/2.0/UDP 127.0.0.2:$sp;received=127.0.0.1;branch=z9hG4bK" . rand_token(12),
                               headers => [ Route => "<sip:$us;lr>" ], body => 'x', content_type => 'text/plain');
     $t->udp_send($raw, sock => $src);
-    is(victim_got(0.8), '', '... nor the 403 to a relay attempt with such a Via (sent-by port: the sender\'s)');
+    is($victim->got(0.8), '', '... nor the 403 to a relay attempt with such a Via (sent-by port: the sender\'s)');
     my $d = $t->udp_recv($src, 1);
     like($d // '', qr{^SIP/2\.0 403 .*received=127\.0\.0\.2}s, '... which went to the source address, received set to it');
 }
@@ -323,7 +302,7 @@ for my $tr (qw(udp tcp)) {
     $t->udp_send($raw);
     my $d = $t->udp_recv(undef, 2);
     ok(defined $d, 'OPTIONS with 150 extra Via values: answered');
-    is(victim_got(0.5), '', '... nothing went to the hosts in the extra Via values');
+    is($victim->got(0.5), '', '... nothing went to the hosts in the extra Via values');
     ok($t->options_ok, 'server still answers');
 }
 $t->stop;
@@ -434,7 +413,7 @@ is($r && $r->code, 200, 'bob registered (authenticated)');
                                                   'Proxy-Authorization' => $second,
                                                   Authorization => $second,
                                                   Authorization => $other ]));
-    my $got = victim_got(1.2);
+    my $got = $victim->got(1.2);
     like($got, qr/^MESSAGE /, 'alice relays with good credentials');
     unlike($got, qr/realm="\Q$realm\E"/, '... no credentials for our realm reach the next hop (several headers)');
     like($got, qr/realm="elsewhere"/, '... the other realm\'s Authorization is passed on');
@@ -446,7 +425,7 @@ is($r && $r->code, 200, 'bob registered (authenticated)');
     $good = digest_credentials(challenge => $c, user => 'alice', password => $pw{alice}, method => 'MESSAGE',
                                uri => $victim_udp);
     $t->udp_send($t->sip_request(%m, headers => [ Route => "<sip:$us;lr>", 'Proxy-Authorization' => "$other, $good" ]));
-    $got = victim_got(1.2);
+    $got = $victim->got(1.2);
     my $first = (split /\r\n\r\n/, $got)[0] // '';
     like($first, qr/^MESSAGE /, 'credentials for two realms in one Proxy-Authorization line: alice relays');
     unlike($first, qr/realm="\Q$realm\E"/, '... and ours are not passed on');
