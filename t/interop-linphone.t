@@ -29,6 +29,22 @@ my $t = SipPhone::interop_server(users => \%pw, realm => $realm);
 my $port = $t->sip_port;
 sub stats { SipPhone::server_status($t) }
 
+# linphonec ends the established call: both sides see it end, no call is
+# left, the server is fine.  Returns the server's counters afterwards.
+sub linphonec_hangs_up {
+    my ($L, $A, $C, $s) = @_;
+    sleep 0.5;
+    my $m = $C->mark;
+    $C->send('terminate');
+    ok($C->wait_output(qr/Call \d+ with \S+ ended/, 3, $m), "$L: ended at linphonec");
+    ok($A->wait_event(type => 'CALL_CLOSED', timeout => 5), "$L: closed at baresip (the BYE got through)")
+        or diag($A->flow(6) . "\n" . $C->tail);
+    bs_calls_zero($L, $A);
+    lin_calls_zero($L, $C);
+    cleanup($A, $C);
+    return server_ok($L, $s);
+}
+
 sub server_ok {
     my ($label, $before) = @_;
     my $after = stats();
@@ -90,18 +106,7 @@ for my $tr (qw(udp tcp)) {
         $A->cmd(dial => $carol);
         ok($A->wait_event(type => 'CALL_ESTABLISHED', timeout => 8), "$L: established at baresip");
         ok($C->wait_output(qr/Call \d+ with \S+ connected/, 3, $m), "$L: connected at linphonec") or diag($C->tail);
-        sleep 0.5;
-        $m = $C->mark;
-        $C->send('terminate');
-        ok($C->wait_output(qr/Call \d+ with \S+ ended/, 3, $m), "$L: ended at linphonec");
-        {
-            ok($A->wait_event(type => 'CALL_CLOSED', timeout => 5), "$L: closed at baresip (the BYE got through)")
-                or diag($A->flow(6) . "\n" . $C->tail);
-            bs_calls_zero($L, $A);
-        }
-        lin_calls_zero($L, $C);
-        cleanup($A, $C);
-        $s = server_ok($L, $s);
+        $s = linphonec_hangs_up($L, $A, $C, $s);
     }
 
     # ---------------------------------------------- linphonec calls, linphonec hangs up
@@ -117,18 +122,7 @@ for my $tr (qw(udp tcp)) {
                 or diag($C->tail);
         }
         ok($C->wait_output(qr/Call \d+ with \S+ connected/, 3, $m), "$L: connected at linphonec");
-        sleep 0.5;
-        $m = $C->mark;
-        $C->send('terminate');
-        ok($C->wait_output(qr/Call \d+ with \S+ ended/, 3, $m), "$L: ended at linphonec");
-        {
-            ok($A->wait_event(type => 'CALL_CLOSED', timeout => 5), "$L: closed at baresip (the BYE got through)")
-                or diag($A->flow(6) . "\n" . $C->tail);
-            bs_calls_zero($L, $A);
-        }
-        lin_calls_zero($L, $C);
-        cleanup($A, $C);
-        $s = server_ok($L, $s);
+        $s = linphonec_hangs_up($L, $A, $C, $s);
     }
 
     # ---------------------------------------------- baresip calls, baresip hangs up

@@ -32,23 +32,7 @@ my $port = $t->sip_port;
 
 # ---- helpers
 
-# A datagram on $s that is a request (skipping retransmissions of one we
-# already took, by CSeq + Call-ID + method) or undef.
-my %seen;
-sub udp_request_on {
-    my ($s, $timeout, $method) = @_;
-    my $end = time + ($timeout // 3);
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($s, $left) // return undef;
-        my $m = parse_msg($d);
-        next if $m->is_response;
-        next if $method && $m->method ne $method;
-        my $key = join '|', $m->method, $m->header('call-id') // '', $m->header('cseq') // '';
-        next if $seen{$key}++;
-        return $d;
-    }
-    return undef;
-}
+sub udp_request_on { $t->udp_new_request(@_) }
 
 # Responses on UDP socket $s until one with code $code (raw text).
 sub udp_response_on {

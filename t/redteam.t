@@ -13,9 +13,8 @@ use Time::HiRes qw(sleep time);
 use SipVictim;
 use SipTest qw(parse_msg rand_token);
 use SipRegTest;
-use SipDigest qw(digest_challenge digest_credentials write_htdigest);
+use SipDigest qw(digest_challenge digest_credentials digest_server);
 
-my $MODDIR = '/usr/lib/apache2/modules';
 my $realm = 'red.test';
 
 # ---- the victim: whatever reaches it was relayed
@@ -37,20 +36,7 @@ sub send_req {
 }
 
 # A request arriving on UDP socket $s (not a retransmission of one taken).
-my %seen;
-sub request_on {
-    my ($s, $timeout, $method) = @_;
-    my $end = time + ($timeout // 3);
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($s, $left) // return undef;
-        my $m = parse_msg($d);
-        next if $m->is_response;
-        next if $method && $m->method ne $method;
-        next if $seen{ join '|', $m->method, $m->header('call-id') // '', $m->header('cseq') // '' }++;
-        return $m;
-    }
-    return undef;
-}
+sub request_on { my $d = $t->udp_new_request(@_); return defined $d ? parse_msg($d) : undef }
 
 my $victim_udp = "sip:svc\@127.0.0.1:$vport";
 my $victim_tcp = "sip:svc\@127.0.0.1:$vport;transport=tcp";
@@ -310,20 +296,9 @@ $t->stop;
 # ======================================================================
 # 2. SipAuth On for everything: alice and bob have passwords.
 my %pw = (alice => 'wonderland', bob => 'builder', carol => 'singer');
-$t = SipRegTest->new(
-    server_conf => join("\n",
-        "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
-        "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
-        '<Location "/">',
-        '    SipAuth On',
-        "    AuthName \"$realm\"",
-        '    AuthUserFile @DIR@/users.htdigest',
-        '</Location>', ''),
-    setup => sub { write_htdigest($_[0]->dir . '/users.htdigest', $realm, %pw) },
-);
+$t = SipRegTest->new(digest_server(realm => $realm, users => \%pw));
 $port = $t->sip_port;
 $us = "127.0.0.1:$port";
-%seen = ();
 
 # Authenticated REGISTER for $user with contact $contact.
 sub auth_register {

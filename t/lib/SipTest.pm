@@ -687,6 +687,24 @@ sub udp_recv {
     return $buf;
 }
 
+# The next request arriving on UDP socket $s (of method $method, if
+# given) as raw text, skipping responses and retransmissions of a request
+# already taken from $s (same method, Call-ID and CSeq); undef on timeout.
+sub udp_new_request {
+    my ($self, $s, $timeout, $method) = @_;
+    my $seen = ${*$s}{siptest_seen} //= {};
+    my $end = time + ($timeout // 3);
+    while ((my $left = $end - time) > 0) {
+        my $d = $self->udp_recv($s, $left) // return undef;
+        my $m = parse_msg($d);
+        next if $m->is_response;
+        next if $method && $m->method ne $method;
+        next if $seen->{ join '|', $m->method, $m->header('call-id') // '', $m->header('cseq') // '' }++;
+        return $d;
+    }
+    return undef;
+}
+
 sub udp_drain {
     my ($self, $s) = @_;
     $s //= $self->{udp};
