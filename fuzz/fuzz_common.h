@@ -12,6 +12,8 @@
 #include "../sip_route.c"
 #include "../sip_location.c"
 #include "../sip_registrar.c"
+#include "../sip_relay.c"
+#include "../sip_auth.c"
 #include "../sip_cgi.c"
 #include "../sip_stats.c"
 #include "../sip_log.c"

@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *rest = NULL;
         sip_uri_equal(u, s);
         param(p, params, "expires", &rest);
-        q1000(param(p, rest, "q", &rest));
+        sip_qvalue_parse(param(p, rest, "q", &rest));   /* RFC 3261 §20.10 grammar */
     }
     return fuzz_done();
 }
