@@ -28,7 +28,6 @@
 #include "sip_engine.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
-#include "sip_registrar.h"
 #include "sip_location.h"
 #include "sip_request.h"
 #include "sip_stats.h"

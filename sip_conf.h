@@ -19,6 +19,10 @@
 #define SIP_DEFAULT_EXPIRES         3600
 #define SIP_DEFAULT_NONCE_LIFETIME  apr_time_from_sec(300)
 
+/* SipMode: requests for registered users are proxied or redirected. */
+#define SIP_MODE_PROXY    0
+#define SIP_MODE_REDIRECT 1
+
 /* SipProxyOutside: who may have requests forwarded to other domains. */
 #define SIP_RELAY_OFF           0   /* nobody */
 #define SIP_RELAY_ON            1   /* anyone (an open proxy) */

@@ -6,9 +6,6 @@
 #include "httpd.h"
 #include "sip_transaction.h"
 
-#define SIP_MODE_PROXY    0
-#define SIP_MODE_REDIRECT 1
-
 /* A REGISTER for one of this vhost's domains. */
 void sip_registrar_register(sip_txn_t *txn, server_rec *s);
 

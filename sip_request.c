@@ -3,7 +3,6 @@
 #include <string.h>
 #include "sip_conf.h"
 #include "sip_log.h"
-#include "sip_registrar.h"
 #include "sip_message.h"
 #include "sip_transaction.h"
 
