@@ -1012,20 +1012,11 @@ void sip_proxy_forward_request(sip_txn_t *txn, server_rec *s)
  * made for a request whose sender's Via is the response's second one? */
 static int stateless_branch_ours(apr_pool_t *p, const sip_msg_t *resp, const char *branch)
 {
-    const char *mark, *want;
-    unsigned diff = 0;
-    apr_size_t i, n;
+    const char *mark;
 
     if (!branch || strncmp(branch, "z9hG4bKmS", 9) != 0 || !(mark = strstr(branch, SL_MARK)))
         return 0;
-    mark += strlen(SL_MARK);
-    want = sip_route_mac(p, next_via_key(p, resp, 1));
-    n = strlen(want);
-    if (strlen(mark) != n)
-        return 0;
-    for (i = 0; i < n; i++)
-        diff |= (unsigned)(mark[i] ^ want[i]);
-    return diff == 0;
+    return sip_route_mac_ok(p, next_via_key(p, resp, 1), mark + strlen(SL_MARK));
 }
 
 static void forward_by_via(sip_msg_t *resp, server_rec *s, apr_pool_t *p)

@@ -74,11 +74,30 @@ const char *sip_route_mac(apr_pool_t *p, const char *data)
     return hex;
 }
 
+int sip_route_mac_ok(apr_pool_t *p, const char *data, const char *mac)
+{
+    const char *want = sip_route_mac(p, data);
+    apr_size_t i, n = strlen(want);
+    unsigned diff = 0;
+
+    if (!mac || strlen(mac) != n)
+        return 0;
+    for (i = 0; i < n; i++)     /* no early exit: nothing to learn from timing */
+        diff |= (unsigned)(mac[i] ^ want[i]);
+    return diff == 0;
+}
+
+/* What the rs parameter is the MAC of. */
+static const char *rs_data(apr_pool_t *p, const char *call_id, const char *ftag,
+                           const char *hostport, const char *transport)
+{
+    return apr_pstrcat(p, call_id, "\n", ftag, "\n", hostport, "\n", transport, NULL);
+}
+
 static const char *rs_hash(apr_pool_t *p, const char *call_id, const char *ftag,
                            const char *hostport, const char *transport)
 {
-    return sip_route_mac(p, apr_pstrcat(p, call_id, "\n", ftag, "\n", hostport, "\n", transport,
-                                        NULL));
+    return sip_route_mac(p, rs_data(p, call_id, ftag, hostport, transport));
 }
 
 /* the transport as hashed: lower case, UDP when the URI names none */
@@ -155,9 +174,6 @@ int sip_route_verify(apr_pool_t *p, const char *value, const char *call_id,
                      const char *from_tag, const char *to_tag)
 {
     route_parts_t rp;
-    const char *want;
-    unsigned diff = 0;
-    apr_size_t i, n;
 
     if (!value || !call_id || !split_route(p, value, &rp) || !rp.rs)
         return 0;
@@ -167,13 +183,9 @@ int sip_route_verify(apr_pool_t *p, const char *value, const char *call_id,
     if (strcmp(rp.ftag, escape_tag(p, from_tag ? from_tag : "")) != 0
         && !(to_tag && strcmp(rp.ftag, escape_tag(p, to_tag)) == 0))
         return 0;
-    want = rs_hash(p, call_id, rp.ftag, rp.hostport, transport_key(p, rp.transport));
-    n = strlen(want);
-    if (strlen(rp.rs) != n)
-        return 0;
-    for (i = 0; i < n; i++)     /* no early exit: nothing to learn from timing */
-        diff |= (unsigned)(apr_tolower(rp.rs[i]) ^ want[i]);
-    return diff == 0;
+    /* hex digits compare case-insensitively in a URI parameter */
+    return sip_route_mac_ok(p, rs_data(p, call_id, rp.ftag, rp.hostport,
+                                       transport_key(p, rp.transport)), sip_str_lower(p, rp.rs));
 }
 
 const char *sip_route_transport(apr_pool_t *p, const char *value)

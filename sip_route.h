@@ -30,5 +30,7 @@ const char *sip_route_transport(apr_pool_t *p, const char *value);
 /* 16 hex digits of HMAC over 'data' under the route secret: for values
  * this server hands out and must recognise later (stateless branches). */
 const char *sip_route_mac(apr_pool_t *p, const char *data);
+/* 1 when 'mac' is exactly sip_route_mac(data) (compared in constant time). */
+int sip_route_mac_ok(apr_pool_t *p, const char *data, const char *mac);
 
 #endif
