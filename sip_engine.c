@@ -164,8 +164,7 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
         return;
     }
     /* the request goes on (a Route, or a domain not ours) or is for us */
-    onward = sip_msg_route_count(req) > 0
-             || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, sip_txn_pool(txn));
+    onward = sip_relay_leaves(req, s, sip_txn_pool(txn));
     /* RFC 3261 §8.2.2.3 (as UAS) and §16.3 step 5 (as proxy): we support
      * no extension that a client could require */
     need = sip_msg_header(req, onward ? "Proxy-Require" : "Require");
@@ -295,8 +294,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;     /* the transaction owns p now */
     case SIP_TXN_STRAY_ACK:
         /* An ACK for a 2xx on its way to the UAS goes end to end. */
-        if ((sip_msg_route_count(msg) > 0 || !sip_proxy_uri_is_local(sip_msg_request_uri(msg), s, p))
-            && sip_relay_ack_permitted(msg, s, routed, p))
+        if (sip_relay_ack_permitted(msg, s, routed, p))
             sip_proxy_forward_stateless(msg, s, p);
         else
             ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,

@@ -131,21 +131,23 @@ static int open_relay(server_rec *s)
     return sip_get_conf(s)->proxy_outside == SIP_RELAY_ON && !sip_access_configured(s);
 }
 
+int sip_relay_leaves(const sip_msg_t *req, server_rec *s, apr_pool_t *p)
+{
+    /* a Route left after ours (§16.4), or a domain not ours (§16.5) */
+    return sip_msg_route_count(req) > 0
+           || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, p);
+}
+
 int sip_relay_cancel_permitted(const sip_msg_t *cancel, server_rec *s, apr_pool_t *p)
 {
-    return open_relay(s)
-           && (sip_msg_route_count(cancel) > 0
-               || !sip_proxy_uri_is_local(sip_msg_request_uri(cancel), s, p));
+    return open_relay(s) && sip_relay_leaves(cancel, s, p);
 }
 
 int sip_relay_ack_permitted(const sip_msg_t *ack, server_rec *s, sip_route_kind_t routed,
                             apr_pool_t *p)
 {
-    /* An ACK cannot be challenged (§22.1): it passes only where its
+    /* An ACK cannot be challenged (§22.1): it leaves only where its
      * INVITE's dialog was recorded by us, or where anyone may relay. */
-    if (sip_relay_in_recorded_dialog(ack, routed))
-        return 1;
-    return open_relay(s)
-           && (sip_msg_route_count(ack) > 0
-               || !sip_proxy_uri_is_local(sip_msg_request_uri(ack), s, p));
+    return sip_relay_leaves(ack, s, p)
+           && (sip_relay_in_recorded_dialog(ack, routed) || open_relay(s));
 }

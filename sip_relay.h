@@ -11,6 +11,10 @@
 #include "sip_proxy.h"
 #include "sip_transaction.h"
 
+/* Does 'req' go on to another hop (a Route left after ours, or a
+ * Request-URI that is not one of our domains)? */
+int sip_relay_leaves(const sip_msg_t *req, server_rec *s, apr_pool_t *p);
+
 /* Is 'method' one the server forwards or routes to registered users: the
  * methods of RFC 3261 and its registered extensions, plus SipProxyMethods? */
 int sip_relay_method_known(const sip_server_conf *c, const char *method);
