@@ -32,6 +32,9 @@
 #include "sip_request.h"
 #include "sip_stats.h"
 #include "sip_route.h"
+#include "sip_script_store.h"
+#include "unixd.h"
+#include <unistd.h>
 
 module AP_MODULE_DECLARE_DATA sip_module;
 
@@ -75,6 +78,9 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->tcp_max_per_ip = -1;
     c->log_rate_burst = -1;
     c->log_rate_interval = -1;
+    c->upload_max_size = -1;
+    c->upload_max_total = -1;
+    c->upload_integrity = -1;
     return c;
 }
 
@@ -108,6 +114,11 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->log_rate_burst = add->log_rate_burst >= 0 ? add->log_rate_burst : base->log_rate_burst;
     c->log_rate_interval = add->log_rate_interval >= 0 ? add->log_rate_interval
                                                        : base->log_rate_interval;
+    c->upload_max_size = add->upload_max_size >= 0 ? add->upload_max_size : base->upload_max_size;
+    c->upload_max_total = add->upload_max_total >= 0 ? add->upload_max_total
+                                                     : base->upload_max_total;
+    c->upload_integrity = add->upload_integrity >= 0 ? add->upload_integrity
+                                                     : base->upload_integrity;
     return c;
 }
 
@@ -117,6 +128,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     (void)dir;
     d->mode = -1;
     d->auth = -1;
+    d->script_upload = -1;
     return d;
 }
 
@@ -125,6 +137,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     sip_dir_conf *base = basev, *add = addv, *d = apr_pcalloc(p, sizeof(*d));
     d->mode = add->mode >= 0 ? add->mode : base->mode;
     d->auth = add->auth >= 0 ? add->auth : base->auth;
+    d->script_upload = add->script_upload >= 0 ? add->script_upload : base->script_upload;
     d->providers = add->providers ? add->providers : base->providers;
     d->error_docs = !add->error_docs ? base->error_docs
                   : !base->error_docs ? add->error_docs
@@ -180,6 +193,12 @@ static void apply_defaults(sip_server_conf *c)
         c->log_rate_burst = SIP_DEFAULT_LOG_RATE_BURST;
     if (c->log_rate_interval < 0)
         c->log_rate_interval = SIP_DEFAULT_LOG_RATE_INTERVAL;
+    if (c->upload_max_size < 0)
+        c->upload_max_size = SIP_DEFAULT_UPLOAD_MAX_SIZE;
+    if (c->upload_max_total < 0)
+        c->upload_max_total = SIP_DEFAULT_UPLOAD_MAX_TOTAL;
+    if (c->upload_integrity < 0)
+        c->upload_integrity = 0;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -545,6 +564,133 @@ static const char *set_log_rate(cmd_parms *cmd, void *d, const char *lines, cons
     return NULL;
 }
 
+/* ---- uploaded scripts (draft-lennox-sip-reg-payload, issue 12) ---- */
+
+static sip_upload_conf_t upload_conf;
+
+const sip_upload_conf_t *sip_upload_conf(void)
+{
+    return &upload_conf;
+}
+
+static void upload_conf_reset(void)
+{
+    memset(&upload_conf, 0, sizeof(upload_conf));
+    upload_conf.sandbox = 1;
+}
+
+static const char *set_script_upload(cmd_parms *cmd, void *dv, int on)
+{
+    (void)cmd;
+    ((sip_dir_conf *)dv)->script_upload = on;
+    upload_conf.used |= on;
+    return NULL;
+}
+
+static const char *set_upload_bytes(cmd_parms *cmd, void *d, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    (void)d;
+    return set_bytes(cmd, cmd->info ? &c->upload_max_total : &c->upload_max_size, arg);
+}
+
+static const char *set_upload_integrity(cmd_parms *cmd, void *d, int on)
+{
+    (void)d;
+    sip_get_conf(cmd->server)->upload_integrity = on;
+    return NULL;
+}
+
+/* SipScriptStore, SipUploadUser, SipUploadWorkDir, SipUploadSuexec */
+static const char *set_upload_string(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *which = cmd->info;
+
+    (void)d;
+    if (err)
+        return err;
+    if (!strcmp(which, "user")) {
+        upload_conf.user = arg;
+        return NULL;
+    }
+    arg = ap_server_root_relative(cmd->pool, arg);
+    if (!arg)
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, ": bad path", NULL);
+    if (!strcmp(which, "store"))
+        upload_conf.store = arg;
+    else if (!strcmp(which, "workdir"))
+        upload_conf.workdir = arg;
+    else
+        upload_conf.suexec = arg;
+    return NULL;
+}
+
+static const char *add_upload_interpreter(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    if (err)
+        return err;
+    if (arg[0] != '/')
+        return "SipUploadInterpreters takes absolute paths of programs";
+    if (!upload_conf.interpreters)
+        upload_conf.interpreters = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    *(const char **)apr_array_push(upload_conf.interpreters) = arg;
+    return NULL;
+}
+
+static const char *set_upload_sandbox(cmd_parms *cmd, void *d, int on)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    if (err)
+        return err;
+    upload_conf.sandbox = on;
+    return NULL;
+}
+
+/* Parent, as root: the file store belongs to the user the engine runs as
+ * (uploaded scripts themselves never run as that user). */
+static void upload_prepare(apr_pool_t *p, server_rec *s)
+{
+    apr_status_t rv;
+    long uid = geteuid() == 0 ? (long)ap_unixd_config.user_id : -1;
+
+    upload_conf.store_ok = 0;
+    if (!upload_conf.used)
+        return;
+    rv = sip_script_store_prepare(p, upload_conf.store, uid, (long)ap_unixd_config.group_id);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "mod_sip: SipScriptStore %s is not usable; "
+                     "script uploads will get 500", upload_conf.store);
+        return;
+    }
+    upload_conf.store_ok = 1;
+}
+
+/* Defaults of what the configuration did not say (post_config). */
+static void upload_conf_defaults(apr_pool_t *p)
+{
+    if (!upload_conf.store)
+        upload_conf.store = SIP_STATE_DIR "/scripts";
+    if (!upload_conf.workdir)
+        upload_conf.workdir = SIP_STATE_DIR "/work";
+    if (!upload_conf.suexec)
+        upload_conf.suexec = SIP_SUEXEC_PATH;
+    if (!upload_conf.interpreters) {
+        static const char *const dflt[] = {"/usr/bin/perl", "/usr/bin/python3", "/bin/sh",
+                                           "/usr/bin/sh", NULL};
+        int i;
+        upload_conf.interpreters = apr_array_make(p, 4, sizeof(const char *));
+        for (i = 0; dflt[i]; i++)
+            *(const char **)apr_array_push(upload_conf.interpreters) = dflt[i];
+    }
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -715,6 +861,34 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE12("SipLogRateLimit", set_log_rate, NULL, RSRC_CONF,
                    "Log lines a remote sender can cause, per source and kind: lines "
                    "[seconds] (default 10 60; 0: no limit)"),
+    /* uploaded scripts (draft-lennox-sip-reg-payload; docs/register-payload.md) */
+    AP_INIT_FLAG("SipScriptUpload", set_script_upload, NULL, RSRC_CONF | ACCESS_CONF,
+                 "Whether authenticated users may upload, fetch and remove their scripts in "
+                 "REGISTER bodies (default Off)"),
+    AP_INIT_TAKE1("SipScriptUploadMaxSize", set_upload_bytes, NULL, RSRC_CONF,
+                  "Largest uploaded script in bytes; beyond, 413 (default 65536)"),
+    AP_INIT_TAKE1("SipScriptUploadMaxTotal", set_upload_bytes, (void *)1, RSRC_CONF,
+                  "Bytes of all of one user's scripts; beyond, 413 (default 262144)"),
+    AP_INIT_FLAG("SipScriptUploadIntegrity", set_upload_integrity, NULL, RSRC_CONF,
+                 "Whether uploads need integrity protection: digest qop=auth-int, or TLS "
+                 "(default Off)"),
+    AP_INIT_TAKE1("SipScriptStore", set_upload_string, (void *)"store", RSRC_CONF,
+                  "Directory of uploaded scripts with the memory location store (default "
+                  SIP_STATE_DIR "/scripts)"),
+    AP_INIT_TAKE1("SipUploadUser", set_upload_string, (void *)"user", RSRC_CONF,
+                  "Unprivileged user uploaded SIP-CGI scripts run as (default none: no "
+                  "SIP-CGI upload)"),
+    AP_INIT_TAKE1("SipUploadWorkDir", set_upload_string, (void *)"workdir", RSRC_CONF,
+                  "Directory holding a working directory per user for uploaded scripts "
+                  "(default " SIP_STATE_DIR "/work)"),
+    AP_INIT_TAKE1("SipUploadSuexec", set_upload_string, (void *)"suexec", RSRC_CONF,
+                  "The setuid helper that starts uploaded scripts as SipUploadUser (default "
+                  SIP_SUEXEC_PATH ")"),
+    AP_INIT_ITERATE("SipUploadInterpreters", add_upload_interpreter, NULL, RSRC_CONF,
+                    "Programs an uploaded script's #! line may name (default /usr/bin/perl "
+                    "/usr/bin/python3 /bin/sh /usr/bin/sh)"),
+    AP_INIT_FLAG("SipUploadSandbox", set_upload_sandbox, NULL, RSRC_CONF,
+                 "Whether uploaded scripts run in a bubblewrap sandbox (default On)"),
     {NULL}
 };
 
@@ -807,9 +981,11 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     (void)plog;
     for (s = main_server; s; s = s->next)
         apply_defaults(sip_get_conf(s));
+    upload_conf_defaults(pconf);
     /* The first pass at startup only checks the configuration. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
         return OK;
+    upload_prepare(ptemp, main_server);
 
     /* httpd links vhosts in reverse order of definition; the first one
      * defined on an address is its default, as for HTTP. */
@@ -969,6 +1145,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     (void)plog;
     (void)ptemp;
     location_file = NULL;   /* each (re)read of the configuration starts afresh */
+    upload_conf_reset();
     location_dbd = 0;
     max_bindings = -1;
     auth_used = 0;

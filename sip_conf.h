@@ -37,6 +37,16 @@
 #define SIP_DEFAULT_TCP_MAX_CAP     65536   /* derived default never above this */
 #define SIP_DEFAULT_LOG_RATE_BURST  10      /* SipLogRateLimit 10 60 */
 #define SIP_DEFAULT_LOG_RATE_INTERVAL apr_time_from_sec(60)
+/* Users' scripts uploaded in REGISTER (draft-lennox-sip-reg-payload) */
+#define SIP_DEFAULT_UPLOAD_MAX_SIZE  65536      /* bytes per script */
+#define SIP_DEFAULT_UPLOAD_MAX_TOTAL 262144     /* bytes of all of a user's scripts */
+#ifndef SIP_STATE_DIR
+#define SIP_STATE_DIR "/var/lib/mod_sip"        /* Makefile: apxs localstatedir/lib/mod_sip */
+#endif
+#ifndef SIP_SUEXEC_PATH
+#define SIP_SUEXEC_PATH "/usr/lib/apache2/sip-suexec"   /* Makefile: apxs libexecdir */
+#endif
+#define SIP_BWRAP_PATH "/usr/bin/bwrap"
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -67,7 +77,31 @@ typedef struct sip_server_conf {
     int tcp_max_per_ip;                 /* SipTcpMaxConnectionsPerIP; 0 = none, -1 = unset */
     int log_rate_burst;                 /* SipLogRateLimit lines; 0 = none, -1 = unset */
     apr_interval_time_t log_rate_interval; /* SipLogRateLimit seconds; -1 = unset */
+
+    /* Uploaded scripts, per vhost (SipScriptUpload itself is per <Location>:
+     * sip_request_script_upload()) */
+    apr_off_t upload_max_size;          /* SipScriptUploadMaxSize; -1 = unset */
+    apr_off_t upload_max_total;         /* SipScriptUploadMaxTotal; -1 = unset */
+    int upload_integrity;               /* SipScriptUploadIntegrity; -1 = unset (Off) */
 } sip_server_conf;
+
+/* Server-wide settings of uploaded scripts (main server only). */
+typedef struct sip_upload_conf {
+    const char *store;          /* SipScriptStore: directory (file store), absolute */
+    const char *user;           /* SipUploadUser: identity uploaded sip-cgi runs as; NULL = none,
+                                   and then no sip-cgi upload is accepted (415) */
+    const char *workdir;        /* SipUploadWorkDir: one working directory per user below it */
+    apr_array_header_t *interpreters; /* SipUploadInterpreters: allowed #! programs (char *) */
+    int sandbox;                /* SipUploadSandbox On (bubblewrap, default) / Off */
+    const char *suexec;         /* SipUploadSuexec: the setuid helper */
+    int used;                   /* some SipScriptUpload On in the configuration */
+    int store_ok;               /* set by the parent at start-up: the file store is usable */
+    int runnable;               /* set by the parent at start-up: uploaded sip-cgi can run
+                                   (user exists and is not root/httpd's, helper usable,
+                                   sandbox present when On) */
+} sip_upload_conf_t;
+
+const sip_upload_conf_t *sip_upload_conf(void);
 
 /* Message size limits taken from Apache's own LimitRequest* directives. */
 typedef struct sip_limits {

@@ -7,6 +7,7 @@
 #include "sip_proxy.h"
 #include "sip_relay.h"
 #include "sip_location.h"
+#include "sip_script_store.h"
 #include "sip_request.h"
 #include "sip_auth.h"
 #include "sip_stats.h"
@@ -413,6 +414,7 @@ static void engine_main(void)
     sip_auth_init(engine_pool);
     if (dbd_server)
         sip_location_use_dbd(dbd_server);
+    sip_script_store_open(sip_upload_conf()->store_ok ? sip_upload_conf()->store : NULL);
     sip_location_init(loop, engine_pool, journal_fd);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);

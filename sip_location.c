@@ -1,4 +1,5 @@
 #include "sip_location.h"
+#include "sip_script_store.h"
 #include "sip_log.h"
 #include "sip_stats.h"
 #include "sip_message.h"
@@ -656,6 +657,44 @@ static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t
     return out;
 }
 
+/* Scripts made in one pool, copied to another (NULL stays NULL). */
+static apr_array_header_t *copy_scripts(apr_pool_t *p, const apr_array_header_t *in)
+{
+    apr_array_header_t *out;
+    int i;
+
+    if (!in || !p)
+        return NULL;
+    out = apr_array_make(p, in->nelts ? in->nelts : 1, sizeof(sip_script_t *));
+    for (i = 0; i < in->nelts; i++) {
+        const sip_script_t *s = APR_ARRAY_IDX(in, i, sip_script_t *);
+        sip_script_t *c = apr_pmemdup(p, s, sizeof(*s));
+        c->aor = apr_pstrdup(p, s->aor);
+        c->type = apr_pstrdup(p, s->type);
+        c->content_type = apr_pstrdup(p, s->content_type);
+        c->body = apr_pstrmemdup(p, s->body, s->len);
+        *(sip_script_t **)apr_array_push(out) = c;
+    }
+    return out;
+}
+
+static const apr_array_header_t *copy_ops(apr_pool_t *p, const apr_array_header_t *in)
+{
+    apr_array_header_t *out;
+    int i;
+
+    if (!in)
+        return NULL;
+    out = apr_array_copy(p, in);
+    for (i = 0; i < out->nelts; i++) {
+        sip_script_op_t *op = &APR_ARRAY_IDX(out, i, sip_script_op_t);
+        op->type = apr_pstrdup(p, op->type);
+        op->content_type = op->content_type ? apr_pstrdup(p, op->content_type) : NULL;
+        op->body = apr_pstrmemdup(p, op->body ? op->body : "", op->len);
+    }
+    return out;
+}
+
 /* ---- the database store (mod_dbd), worked by its own thread ---- */
 
 #include "apr_dbd.h"
@@ -670,13 +709,16 @@ static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t
 typedef struct loc_job {
     struct loc_job *next;
     apr_pool_t *pool;           /* the job's own; the DB thread works in it */
-    int fetch;
+    int fetch;                  /* 1: bindings, 2: scripts */
     const char *aor;
     sip_reg_change_t chg;
     int status;
     apr_array_header_t *result;
+    apr_array_header_t *scripts;
     apr_pool_t *caller_pool;
     sip_location_cb cb;
+    sip_location_reg_cb reg_cb;
+    sip_location_scripts_cb scripts_cb;
     void *baton;
 } loc_job_t;
 
@@ -764,6 +806,10 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     long added;
     int err, i;
 
+    if (j->fetch == 2) {
+        j->status = sip_script_db_list(p, db->driver, db->handle, j->aor, &j->scripts);
+        return;
+    }
     if (j->fetch) {
         j->result = db_select(p, db, j->aor, &err);
         return;
@@ -780,6 +826,22 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     if (j->status) {
         j->result = cur;
         goto done;
+    }
+    if (j->chg.script_ops && j->chg.script_ops->nelts) {
+        /* draft-lennox-sip-reg-payload §4.1: the scripts first; if they
+         * fail, the bindings are not touched either */
+        apr_array_header_t *stored;
+        j->status = sip_script_db_list(p, db->driver, db->handle, j->chg.aor, &stored);
+        if (!j->status)
+            j->status = sip_script_check(stored, j->chg.script_ops, j->chg.if_unmodified_since,
+                                         j->chg.max_script_total);
+        if (!j->status)
+            j->status = sip_script_db_apply(p, db->driver, db->handle, j->chg.aor,
+                                            j->chg.script_ops, apr_time_now());
+        if (j->status) {
+            j->result = cur;
+            goto done;
+        }
     }
     if (!j->chg.star && j->chg.bindings->nelts)     /* known from now on: 480, not 404 */
         db_exec(p, db, apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
@@ -821,9 +883,14 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
         j->status = 500;
+    if (!j->status && j->chg.want_scripts)
+        j->status = sip_script_db_list(p, db->driver, db->handle, j->chg.aor, &j->scripts);
 done:
-    if (tx)
+    if (tx) {
+        if (j->status)      /* nothing of a refused REGISTER may stay */
+            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
         apr_dbd_transaction_end(db->driver, p, tx);
+    }
 }
 
 static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
@@ -872,6 +939,7 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
                                       "PRIMARY KEY (aor, contact))") == 0;
                 db_exec(tp, db, "CREATE INDEX IF NOT EXISTS sip_location_expires "
                         "ON sip_location (expires)");
+                sip_script_db_schema(tp, db->driver, db->handle);
                 {
                     /* the display name came later: add it to older tables
                      * (fails harmlessly where it exists; not logged) */
@@ -929,7 +997,13 @@ static void dbd_completed(void *baton, apr_int16_t ev)
     while (rev) {
         loc_job_t *j = rev;
         rev = j->next;
-        if (j->cb)
+        if (j->reg_cb)
+            j->reg_cb(j->baton, j->status, copy_bindings(j->caller_pool, j->result),
+                      copy_scripts(j->caller_pool, j->scripts));
+        else if (j->scripts_cb)
+            j->scripts_cb(j->baton, j->status, j->status ? NULL
+                          : copy_scripts(j->caller_pool, j->scripts));
+        else if (j->cb)
             j->cb(j->baton, j->status, copy_bindings(j->caller_pool, j->result));
         apr_pool_destroy(j->pool);
     }
@@ -999,17 +1073,19 @@ static loc_job_t *new_job(apr_pool_t *caller, sip_location_cb cb, void *baton)
     return j;
 }
 
-void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_cb cb,
+void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_reg_cb cb,
                            void *baton)
 {
-    apr_array_header_t *cur;
+    apr_array_header_t *cur, *scripts = NULL;
     long added;
     int i, status;
 
     if (dbd_server) {
-        loc_job_t *j = new_job(p, cb, baton);
+        loc_job_t *j = new_job(p, NULL, baton);
         apr_pool_t *jp = j->pool;
+        j->reg_cb = cb;
         j->chg = *chg;
+        j->chg.script_ops = copy_ops(jp, chg->script_ops);
         j->chg.aor = apr_pstrdup(jp, chg->aor);
         j->chg.call_id = apr_pstrdup(jp, chg->call_id);
         j->chg.bindings = apr_array_copy(jp, chg->bindings);
@@ -1031,8 +1107,19 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     /* the memory store holds every binding in the engine: a total cap */
     if (!status && added > 0 && max_bindings && live + (apr_size_t)added > max_bindings)
         status = 503;
+    if (!status && chg->script_ops && chg->script_ops->nelts) {
+        /* draft-lennox-sip-reg-payload §4.1: the scripts first (the only
+         * step that can still fail); if they fail, no binding changes */
+        apr_array_header_t *stored;
+        status = sip_script_store_list(p, chg->aor, &stored) == APR_SUCCESS ? 0 : 500;
+        if (!status)
+            status = sip_script_check(stored, chg->script_ops, chg->if_unmodified_since,
+                                      chg->max_script_total);
+        if (!status)
+            status = sip_script_store_apply(p, chg->aor, chg->script_ops, apr_time_now());
+    }
     if (status) {
-        cb(baton, status, cur);
+        cb(baton, status, cur, NULL);
         return;
     }
     if (chg->star)
@@ -1040,7 +1127,28 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     else
         for (i = 0; i < chg->bindings->nelts; i++)
             sip_location_set(&APR_ARRAY_IDX(chg->bindings, i, sip_binding_t));
-    cb(baton, 0, sip_location_lookup(p, chg->aor));
+    if (chg->want_scripts && sip_script_store_list(p, chg->aor, &scripts) != APR_SUCCESS)
+        scripts = NULL;
+    cb(baton, 0, sip_location_lookup(p, chg->aor), scripts);
+}
+
+void sip_location_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scripts_cb cb,
+                                void *baton)
+{
+    apr_array_header_t *scripts;
+
+    if (dbd_server) {
+        loc_job_t *j = new_job(p, NULL, baton);
+        j->scripts_cb = cb;
+        j->fetch = 2;
+        j->aor = apr_pstrdup(j->pool, aor);
+        dbd_submit(j);
+        return;
+    }
+    if (sip_script_store_list(p, aor, &scripts) != APR_SUCCESS)
+        cb(baton, 500, NULL);
+    else
+        cb(baton, 0, scripts);
 }
 
 void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton)

@@ -44,6 +44,14 @@ typedef struct sip_reg_change {
     int star;                       /* "Contact: *": remove every binding */
     int max_contacts;               /* SipMaxContacts: more bindings after the change -> 403 */
     apr_array_header_t *bindings;   /* sip_binding_t; expires 0 removes */
+
+    /* draft-lennox-sip-reg-payload §4.1: script changes made with the
+     * bindings, all or nothing (sip_script_store.h) */
+    const apr_array_header_t *script_ops;   /* sip_script_op_t, or NULL */
+    apr_time_t if_unmodified_since;         /* 0 = none; else 412 when a script an op
+                                               touches is newer (§3.3) */
+    apr_size_t max_script_total;            /* SipScriptUploadMaxTotal: 413 beyond; 0 = none */
+    int want_scripts;                       /* report the AoR's scripts after the change */
 } sip_reg_change_t;
 
 /* status 0, 500 (out of order), 403 (the AoR would have more than
@@ -55,8 +63,21 @@ typedef struct sip_reg_change {
  * later from the event loop (database store). */
 typedef void (*sip_location_cb)(void *baton, int status, apr_array_header_t *current);
 
-void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_cb cb,
+/* The answer to a register: as sip_location_cb, plus the AoR's scripts
+ * after the change (sip_script_t *) when chg->want_scripts, else NULL.
+ * status may also be 412 or 413 (sip_script_check), and then nothing is
+ * changed either. */
+typedef void (*sip_location_reg_cb)(void *baton, int status, apr_array_header_t *current,
+                                    apr_array_header_t *scripts);
+
+void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_reg_cb cb,
                            void *baton);
+
+/* The scripts of 'aor' (sip_script_t *; an empty array when none); status
+ * 0 or 500. */
+typedef void (*sip_location_scripts_cb)(void *baton, int status, apr_array_header_t *scripts);
+void sip_location_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scripts_cb cb,
+                                void *baton);
 void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton);
 
 /* Keep bindings in a database through mod_dbd (DBDriver/DBDParams of

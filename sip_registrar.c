@@ -234,7 +234,8 @@ typedef struct reg_job {
     int max_contacts;
 } reg_job_t;
 
-static void register_done(void *baton, int status, apr_array_header_t *current)
+static void register_done(void *baton, int status, apr_array_header_t *current,
+                          apr_array_header_t *scripts)
 {
     reg_job_t *rj = baton;
     sip_txn_t *txn = rj->txn;
@@ -245,6 +246,7 @@ static void register_done(void *baton, int status, apr_array_header_t *current)
     apr_hash_t *named;
     int i;
 
+    (void)scripts;
     sip_txn_detach_keep(txn);
     if (status == 403) {
         const char *h[] = {"Warning", apr_psprintf(p, "399 mod_sip \"Too many contacts: at most "

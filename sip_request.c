@@ -117,6 +117,17 @@ int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor)
     return mode;
 }
 
+int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor)
+{
+    request_rec *r = make_request(s, "REGISTER", aor, 1);
+    sip_dir_conf *d = ap_get_module_config(r->per_dir_config, &sip_module);
+    int on = d && d->script_upload > 0;
+
+    (void)p;
+    apr_pool_destroy(r->pool);
+    return on;
+}
+
 static void add_headers(apr_table_t *t, const apr_array_header_t *hdrs)
 {
     int i;

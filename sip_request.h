@@ -14,6 +14,7 @@ typedef struct sip_dir_conf {
     int auth;                       /* SipAuth; -1 = unset (Off) */
     apr_array_header_t *providers;  /* SipAuthProvider names, NULL = "file" */
     apr_hash_t *error_docs;         /* SipErrorDocument: int status -> sip_error_doc */
+    int script_upload;              /* SipScriptUpload; -1 = unset (Off) */
 } sip_dir_conf;
 
 struct sip_txn;
@@ -70,5 +71,8 @@ void sip_access_end(sip_access_t *a);
 
 /* SipMode that applies to 'aor' (vhost default, or a <Location>). */
 int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor);
+
+/* SipScriptUpload that applies to 'aor' (vhost default, or a <Location>). */
+int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor);
 
 #endif

@@ -11,6 +11,7 @@
 #include "../sip_proxy.c"
 #include "../sip_route.c"
 #include "../sip_location.c"
+#include "../sip_script_store.c"
 #include "../sip_registrar.c"
 #include "../sip_relay.c"
 #include "../sip_auth.c"

@@ -227,6 +227,20 @@ int sip_auth_enabled(void)
     return 0;
 }
 
+int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor)
+{
+    (void)p; (void)s; (void)aor;
+    return 0;
+}
+
+/* Uploaded scripts: the unit tests set what they need. */
+static sip_upload_conf_t test_upload_conf = {NULL, NULL, NULL, NULL, 1, NULL, 0, 0, 0};
+
+const sip_upload_conf_t *sip_upload_conf(void)
+{
+    return &test_upload_conf;
+}
+
 /* mod_proxy-style host matching used by sip_proxy.c (wildcard ServerAlias) */
 int ap_strcasecmp_match(const char *str, const char *expected)
 {

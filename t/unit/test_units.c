@@ -16,6 +16,7 @@
 #include "../../sip_proxy.c"
 #include "../../sip_route.c"
 #include "../../sip_location.c"
+#include "../../sip_script_store.c"
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
 #define SIP_NC_MAX 4      /* a small nonce-count table to fill */
