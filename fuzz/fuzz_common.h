@@ -12,6 +12,8 @@
 #include "../sip_route.c"
 #include "../sip_location.c"
 #include "../sip_script_store.c"
+#include "../sip_upload.c"
+#include "../sip_cpl.c"
 #include "../sip_registrar.c"
 #include "../sip_relay.c"
 #include "../sip_auth.c"
