@@ -12,7 +12,21 @@ EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
 LIBS       = -losip2 -losipparser2
 
-BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config
+# Uploaded SIP-CGI scripts (issue 12): the setuid helper that starts them as
+# SipUploadUser, and where state lives.  Debian's apxs says localstatedir is
+# /var/lock/apache2 (a tmpfs), so state goes to /var/lib there.
+APXS_STATE     := $(shell $(APXS) -q localstatedir 2>/dev/null)
+APXS_LIBEXEC   := $(shell $(APXS) -q libexecdir 2>/dev/null)
+SIP_STATE_DIR  ?= $(if $(filter %/lock/apache2 %/lock,$(APXS_STATE)),/var/lib/mod_sip,$(APXS_STATE)/lib/mod_sip)
+SIP_SUEXEC_PATH ?= $(patsubst %/,%,$(dir $(APXS_LIBEXEC)))/sip-suexec
+HTTPD_GROUP    ?= www-data
+PATH_DEFS   = -Wc,-DSIP_STATE_DIR='\"$(SIP_STATE_DIR)\"' -Wc,-DSIP_SUEXEC_PATH='\"$(SIP_SUEXEC_PATH)\"'
+SUEXEC      = tools/sip-suexec
+# the unprivileged user the tests run uploaded scripts as (t/upload-exec.t)
+TEST_UPLOAD_USER = mod-sip-upload
+
+# bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
+BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config bubblewrap
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
 
@@ -21,11 +35,16 @@ SHELL      = /bin/bash
 
 .PHONY: all deps test-deps install run stop test unit prove clean test-asan fuzz fuzz-deps
 
-all: .libs/mod_sip.so
+all: .libs/mod_sip.so $(SUEXEC)
 
 .libs/mod_sip.so: $(SOURCES) $(HEADERS) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
-	$(APXS) -c $(CWARN) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+	$(APXS) -c $(CWARN) $(PATH_DEFS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+
+# Small and on its own: no APR, nothing but libc.
+$(SUEXEC): tools/sip-suexec.c Makefile
+	$(CC) -O2 -g -Wall -Wextra -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -pie \
+	  -Wl,-z,relro,-z,now -o $@ $<
 
 # Install only what is missing, so repeated runs stay quick and offline.
 define apt_install
@@ -45,9 +64,15 @@ deps:
 
 test-deps:
 	$(call apt_install,$(TEST_PKGS))
+	@id -u $(TEST_UPLOAD_USER) >/dev/null 2>&1 || { \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO useradd --system --no-create-home --home-dir /nonexistent \
+	    --shell /usr/sbin/nologin $(TEST_UPLOAD_USER); }
 
+# sip-suexec: setuid root, runnable only by httpd's group (as Apache's suexec)
 install: all
 	$(APXS) -i -n sip mod_sip.la
+	install -o root -g $(HTTPD_GROUP) -m 4750 $(SUEXEC) $(SIP_SUEXEC_PATH)
 
 $(RUNDIR)/httpd.conf: conf/run.conf.in Makefile
 	mkdir -p $(RUNDIR)/logs $(RUNDIR)/run
@@ -114,7 +139,7 @@ test-valgrind: test-deps all
 	@echo "valgrind: $$(grep -l 'ERROR SUMMARY: 0 errors' t/valgrind.out/vg.* | wc -l) processes, no errors"
 
 clean:
-	rm -rf .libs *.la *.lo *.slo *.o asan $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
+	rm -rf .libs *.la *.lo *.slo *.o asan $(SUEXEC) $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
