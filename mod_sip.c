@@ -33,6 +33,7 @@
 #include "sip_stats.h"
 #include "sip_route.h"
 #include "sip_script_store.h"
+#include "sip_upload.h"
 #include "unixd.h"
 #include <unistd.h>
 
@@ -661,8 +662,13 @@ static void upload_prepare(apr_pool_t *p, server_rec *s)
     long uid = geteuid() == 0 ? (long)ap_unixd_config.user_id : -1;
 
     upload_conf.store_ok = 0;
+    upload_conf.runnable = 0;
     if (!upload_conf.used)
         return;
+    /* issue 12 item 6: can uploaded sip-cgi run here (logs why not) */
+    upload_conf.runnable = sip_upload_check_runnable(p, s, &upload_conf,
+                                                     (long)ap_unixd_config.user_id,
+                                                     (long)ap_unixd_config.group_id);
     rv = sip_script_store_prepare(p, upload_conf.store, uid, (long)ap_unixd_config.group_id);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "mod_sip: SipScriptStore %s is not usable; "

@@ -5,7 +5,9 @@
 #include "sip_relay.h"
 #include "sip_registrar.h"
 #include "sip_location.h"
+#include "sip_script_store.h"
 #include "sip_stats.h"
+#include "sip_upload.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/resource.h>
@@ -54,6 +57,10 @@ struct sip_cgi_ctx {
     server_rec *s;
     const char *path;
     const char *script;
+    /* an uploaded script (sip_upload.h): its text, owner and #! line;
+     * upload_aor is NULL for a script of SipDirectory */
+    const char *upload_aor, *upload_body, *interp, *interp_arg;
+    apr_size_t upload_len;
     const char *cookie;             /* CGI-SET-COOKIE */
     int again;                      /* CGI-AGAIN yes from the last run */
     trigger_t *qhead, *qtail;       /* triggers waiting for the running script */
@@ -94,6 +101,7 @@ struct sip_cgi_run {
     int exited;                 /* reaped, exit_status valid */
     int exit_status;
     sip_timer_t t_exit;         /* waiting for the exit after EOF */
+    int uploaded;               /* proc is sip-suexec's monitor, of another uid */
     int exit_polls;
     sip_cgi_run_t *prev, *next; /* list of running scripts */
 };
@@ -560,8 +568,14 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
         if (!failure && (WIFSIGNALED(status) || (abnormal && !run->acted)))
             sip_stats->script_crashes++;
     }
-    /* Background children of the script share its process group. */
-    kill(-run->proc.pid, SIGKILL);
+    /* Background children of the script share its process group.  An
+     * uploaded script runs as another user, out of our reach: its monitor
+     * (sip-suexec, still ours to signal) kills its group on SIGTERM, and
+     * has done so already when it has exited. */
+    if (!run->uploaded)
+        kill(-run->proc.pid, SIGKILL);
+    else if (r != run->proc.pid)
+        kill(run->proc.pid, SIGTERM);
     if (r != run->proc.pid)
         reap_later(run->proc.pid);
 
@@ -1076,15 +1090,61 @@ static const char *remote_host(apr_pool_t *p, server_rec *s, const sip_sockaddr_
     return apr_pstrdup(p, host);
 }
 
+/* RLimitCPU, RLimitMEM, RLimitNPROC as sip-suexec takes them: it sets
+ * them itself, between dropping to the user and starting the script. */
+static void upload_limits(apr_pool_t *p, server_rec *s, const char *out[3])
+{
+    core_dir_config *d = ap_get_core_module_config(s->lookup_defaults);
+    struct rlimit *l[3] = {NULL, NULL, NULL};
+    int i;
+
+    if (d) {
+        l[0] = d->limit_cpu;
+        l[1] = d->limit_mem;
+        l[2] = d->limit_nproc;
+    }
+    for (i = 0; i < 3; i++)
+        out[i] = l[i] ? apr_psprintf(p, "%" APR_UINT64_T_FMT ":%" APR_UINT64_T_FMT,
+                                     (apr_uint64_t)l[i]->rlim_cur,
+                                     (apr_uint64_t)l[i]->rlim_max) : NULL;
+}
+
+/* The script's text for sip-suexec's descriptor 3: a memory file, so it
+ * never touches the disk nor needs a name anyone could open. */
+static int upload_memfd(sip_cgi_ctx_t *ctx)
+{
+    int fd = memfd_create("sip-cgi-upload", MFD_CLOEXEC);
+    apr_size_t off = 0;
+
+    if (fd < 0)
+        return -1;
+    while (off < ctx->upload_len) {
+        ssize_t n = write(fd, ctx->upload_body + off, ctx->upload_len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (apr_size_t)n;
+    }
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
 {
+    sip_cgi_ctx_t *ctx = run->ctx;
     apr_file_t *in_r, *out_w, *err_w;
-    int in_fd, out_fd, err_fd;
+    int in_fd, out_fd, err_fd, script_fd = -1;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
     char *dir = apr_pstrdup(run->pool, path), *slash = strrchr(dir, '/');
-    char *argv[2];
+    char *argv1[2], **argv = argv1;
     pid_t pid;
     int rc;
     apr_status_t rv;
@@ -1097,18 +1157,44 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     apr_os_file_get(&in_fd, in_r);
     apr_os_file_get(&out_fd, out_w);
     apr_os_file_get(&err_fd, err_w);
-    if (slash)
-        *slash = '\0';
-    argv[0] = slash ? slash + 1 : dir;
-    argv[1] = NULL;
+    if (ctx->upload_aor) {
+        const char *limits[3];
+        const sip_upload_conf_t *c = sip_upload_conf();
+        upload_limits(run->pool, run->s, limits);
+        argv = sip_upload_argv(run->pool, c, sip_upload_workdir(run->pool, c->workdir,
+                                                                  ctx->upload_aor),
+                               limits, ctx->interp, ctx->interp_arg);
+        path = argv[0];
+        script_fd = upload_memfd(ctx);
+        if (script_fd < 0) {
+            rv = errno;
+            apr_file_close(in_r);
+            apr_file_close(out_w);
+            apr_file_close(err_w);
+            return rv;
+        }
+    }
+    else {
+        if (slash)
+            *slash = '\0';
+        argv[0] = slash ? slash + 1 : dir;
+        argv[1] = NULL;
+    }
 
     /* posix_spawn (vfork-like) is far cheaper than APR's fork() here. */
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
     posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
     posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawn_file_actions_addchdir_np(&fa, dir);     /* RFC 3050 §6.1 */
+    if (script_fd >= 0) {
+        /* sip-suexec enters the user's working directory itself */
+        posix_spawn_file_actions_adddup2(&fa, script_fd, 3);
+        posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+    }
+    else {
+        posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+        posix_spawn_file_actions_addchdir_np(&fa, dir);     /* RFC 3050 §6.1 */
+    }
     posix_spawnattr_init(&attr);
     sigemptyset(&none);
     sigfillset(&all);
@@ -1123,10 +1209,16 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     apr_file_close(in_r);
     apr_file_close(out_w);
     apr_file_close(err_w);
+    if (script_fd >= 0)
+        close(script_fd);
     if (rc != 0)
         return rc;
     run->proc.pid = pid;
-    apply_rlimits(run, pid);
+    run->uploaded = script_fd >= 0;
+    /* a setuid process cannot be given limits from here: sip-suexec
+     * applies them to the script */
+    if (!run->uploaded)
+        apply_rlimits(run, pid);
     return APR_SUCCESS;
 }
 
@@ -1338,29 +1430,57 @@ static void ctx_ended(void *tu)
 
 static const sip_txn_tu_ops_t ctx_ops = {ctx_cancelled, ctx_ack, ctx_ended};
 
-void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
+static sip_cgi_ctx_t *ctx_new(sip_txn_t *txn, server_rec *s)
 {
     apr_pool_t *p;
     sip_cgi_ctx_t *ctx;
-    trigger_t *t;
-    const char *slash = strrchr(path, '/');
 
     apr_pool_create(&p, cgi_pool);
     ctx = apr_pcalloc(p, sizeof(*ctx));
     ctx->pool = p;
     ctx->txn = txn;
     ctx->s = s;
-    ctx->path = apr_pstrdup(p, path);
-    ctx->script = apr_pstrdup(p, slash ? slash + 1 : path);
     ctx->responses = apr_hash_make(p);
-    sip_txn_attach(txn, &ctx_ops, ctx);
+    return ctx;
+}
 
-    t = apr_pcalloc(p, sizeof(*t));
+static void ctx_begin(sip_cgi_ctx_t *ctx)
+{
+    trigger_t *t;
+
+    sip_txn_attach(ctx->txn, &ctx_ops, ctx);
+
+    t = apr_pcalloc(ctx->pool, sizeof(*t));
     t->kind = TRIG_REQUEST;
-    t->msg = (sip_msg_t *)sip_txn_request(txn);
+    t->msg = (sip_msg_t *)sip_txn_request(ctx->txn);
     ctx->qhead = ctx->qtail = t;
     ctx_pump(ctx);
     ctx_maybe_free(ctx);
+}
+
+void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
+{
+    sip_cgi_ctx_t *ctx = ctx_new(txn, s);
+    const char *slash = strrchr(path, '/');
+
+    ctx->path = apr_pstrdup(ctx->pool, path);
+    ctx->script = apr_pstrdup(ctx->pool, slash ? slash + 1 : path);
+    ctx_begin(ctx);
+}
+
+void sip_cgi_run_uploaded(sip_txn_t *txn, server_rec *s, const sip_script_t *script,
+                          const char *interp, const char *arg)
+{
+    sip_cgi_ctx_t *ctx = ctx_new(txn, s);
+
+    ctx->upload_aor = apr_pstrdup(ctx->pool, script->aor);
+    ctx->upload_body = apr_pstrmemdup(ctx->pool, script->body, script->len);
+    ctx->upload_len = script->len;
+    ctx->interp = apr_pstrdup(ctx->pool, interp);
+    ctx->interp_arg = arg ? apr_pstrdup(ctx->pool, arg) : NULL;
+    ctx->path = sip_upload_conf()->suexec;
+    ctx->script = apr_pstrcat(ctx->pool, "uploaded script of ", ctx->upload_aor, NULL);
+    ctx_begin(ctx);
 }
 
 void sip_cgi_shutdown(void)

@@ -22,6 +22,15 @@ int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
  * the script cannot be started). */
 void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s);
 
+/* Run a user's uploaded sip-cgi script (sip_upload.h) for a new server
+ * transaction, as SipUploadUser through sip-suexec (and bubblewrap), with
+ * 'interp' (and 'arg') from its checked #! line.  Everything else is as
+ * for sip_cgi_run: the script's text is copied, so every run of this
+ * transaction uses the same one. */
+struct sip_script;
+void sip_cgi_run_uploaded(sip_txn_t *txn, server_rec *s, const struct sip_script *script,
+                          const char *interp, const char *arg);
+
 /* Kill every running script (engine shutdown). */
 void sip_cgi_shutdown(void);
 

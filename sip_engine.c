@@ -13,6 +13,7 @@
 #include "sip_stats.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
+#include "sip_upload.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -153,12 +154,46 @@ static void handle_cancel(sip_txn_t *txn)
         sip_txn_reply(inv, 487, "Request Terminated", NULL);
 }
 
-static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
+/* A request for us, authenticated: SipDirectory's script for the user,
+ * else the default handling (sip_upload_route may come here later). */
+static void route_to_script(sip_txn_t *txn, server_rec *s)
 {
     const sip_msg_t *req = sip_txn_request(txn);
     sip_server_conf *conf = sip_get_conf(s);
-    const char *path = NULL, *why = NULL, *need;
-    int r, onward;
+    /* A REGISTER names its user in To (RFC 3050 §5.9: the user's script
+     * sees its REGISTERs); everything else in the Request-URI. */
+    const char *user = sip_msg_uri_user(req), *host = sip_msg_uri_host(req);
+    const char *path = NULL, *why = NULL;
+    int r;
+
+    if (strcmp(sip_msg_method(req), "REGISTER") == 0 && sip_msg_header(req, "To"))
+        sip_uri_user_host(sip_txn_pool(txn),
+                          sip_header_uri(sip_txn_pool(txn), sip_msg_header(req, "To"), NULL),
+                          &user, &host);
+    r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script, user, host,
+                       &path, &why);
+    if (r == 0) {
+        sip_cgi_run(txn, path, s);
+        return;
+    }
+    if (r == 404) {
+        sip_relay_default_request(txn, s);
+        return;
+    }
+    {
+        static sip_log_rate_t unsafe = SIP_LOG_RATE_INIT("refused script names");
+        const char *ip = sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer);
+        sip_log_limited(&unsafe, ip, 403, APLOG_ERR, s, "sip: 403 for %s %.256s from %s: %s",
+                        sip_msg_method(req), sip_msg_request_uri(req), ip, why);
+    }
+    sip_txn_reply(txn, 403, "Forbidden", NULL);
+}
+
+static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    const char *need;
+    int onward;
 
     if (strcmp(sip_msg_method(req), "CANCEL") == 0) {
         handle_cancel(txn);
@@ -185,32 +220,9 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
      * call, not its target, so it must not open our users' devices. */
     if (!sip_auth_check(txn, s, 0))
         return;
-    {
-        /* A REGISTER names its user in To (RFC 3050 §5.9: the user's
-         * script sees its REGISTERs); everything else in the Request-URI. */
-        const char *user = sip_msg_uri_user(req), *host = sip_msg_uri_host(req);
-        if (strcmp(sip_msg_method(req), "REGISTER") == 0 && sip_msg_header(req, "To"))
-            sip_uri_user_host(sip_txn_pool(txn),
-                              sip_header_uri(sip_txn_pool(txn), sip_msg_header(req, "To"), NULL),
-                              &user, &host);
-        r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script, user, host,
-                           &path, &why);
-    }
-    if (r == 0) {
-        sip_cgi_run(txn, path, s);
-        return;
-    }
-    if (r == 404) {
-        sip_relay_default_request(txn, s);
-        return;
-    }
-    {
-        static sip_log_rate_t unsafe = SIP_LOG_RATE_INIT("refused script names");
-        const char *ip = sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer);
-        sip_log_limited(&unsafe, ip, 403, APLOG_ERR, s, "sip: 403 for %s %.256s from %s: %s",
-                        sip_msg_method(req), sip_msg_request_uri(req), ip, why);
-    }
-    sip_txn_reply(txn, 403, "Forbidden", NULL);
+    /* a user's uploaded script (SipScriptUpload) comes before SipDirectory's */
+    if (!sip_upload_route(txn, s, route_to_script))
+        route_to_script(txn, s);
 }
 
 /* A sender of garbage must not be able to fill the error log. */

@@ -132,8 +132,10 @@ int main(int argc, char **argv)
     if (!path_ok(dir))
         die("bad working directory");
     for (i = 0; i < 3; i++)
-        if (!parse_limit(argv[3 + i], &lim[i], &set[i]))
-            die("bad limit");
+        if (!parse_limit(argv[3 + i], &lim[i], &set[i])) {
+            fprintf(stderr, "sip-suexec: bad limit %.40s\n", argv[3 + i]);
+            return 126;
+        }
     if (argv[6][0] != '/')
         die("the command must be an absolute path");
     if (fcntl(3, F_GETFD) < 0)

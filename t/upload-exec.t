@@ -1,0 +1,364 @@
+#!/usr/bin/perl
+# Users' uploaded SIP-CGI scripts (issue 12 item 6): they run for calls to
+# their owner before SipDirectory's script, as SipUploadUser (never root
+# or www-data) through the setuid helper sip-suexec, in a bubblewrap
+# sandbox that shows them nothing of the server (script store, location
+# journal, SipDirectory, httpd configuration, other users' working
+# directories, /etc/shadow) and no network; RLimitCPU and SipScriptTimeout
+# end them; removing the script restores SipDirectory's; a script that
+# cannot run gets 500 and a log line, never SipDirectory's script instead.
+#
+# Scripts are placed directly in the file store (sip_script_store.c's
+# format).  Needs root: httpd drops to www-data, the helper is installed
+# setuid root:www-data 4750 in the test's directory.
+use strict;
+use warnings;
+use Test::More;
+use Digest::SHA qw(sha1_hex);
+use File::Copy ();
+use IO::Socket::INET;
+use Time::HiRes qw(time sleep);
+use SipTest qw(parse_msg wait_until);
+
+plan skip_all => 'needs root (setuid helper, a dedicated user)' if $> != 0;
+plan skip_all => 'needs bubblewrap (/usr/bin/bwrap)' unless -x '/usr/bin/bwrap';
+
+my $UPLOAD_USER = 'mod-sip-upload';    # the Makefile's TEST_UPLOAD_USER
+unless (defined getpwnam($UPLOAD_USER)) {
+    system('useradd', '--system', '--no-create-home', '--home-dir', '/nonexistent',
+           '--shell', '/usr/sbin/nologin', $UPLOAD_USER) == 0
+        or BAIL_OUT("cannot create the test user $UPLOAD_USER");
+}
+my (undef, undef, $up_uid, $up_gid) = getpwnam($UPLOAD_USER);
+my (undef, undef, $www_uid, $www_gid) = getpwnam('www-data');
+my $helper_src = SipTest::repo() . '/tools/sip-suexec';
+ok(-x $helper_src, 'tools/sip-suexec built') or BAIL_OUT('run make first');
+
+my $HOST = '127.0.0.1';
+
+# A copy of the helper as make install makes it: root:www-data 4750.
+sub install_helper {
+    my ($t, $name, $mode) = @_;
+    my $bin = $t->dir . '/bin';
+    mkdir $bin, 0755 unless -d $bin;
+    my $path = "$bin/$name";
+    File::Copy::copy($helper_src, $path) or die "copy: $!";
+    chown 0, $www_gid, $path;
+    chmod $mode, $path;
+    return $path;
+}
+
+# The file store's format (sip_script_store.c): one directory per AoR named
+# by the SHA-1 of the AoR, one file per type, owned by httpd's user.
+sub store_script {
+    my ($t, $aor, $body, %o) = @_;
+    my $dir = $t->dir . '/store/' . sha1_hex($aor);
+    mkdir $dir, 0700 unless -d $dir;
+    chown $www_uid, $www_gid, $dir;
+    my $type = $o{type} // 'sip-cgi';
+    my $file = "$dir/$type";
+    open(my $fh, '>', "$file.new") or die "$file: $!";
+    binmode $fh;
+    printf $fh "SIPSCRIPT 1\naor: %s\ntype: %s\ncontent-type: %s\nmtime: %d\nlength: %d\n\n%s",
+        $aor, $type, $o{content_type} // 'application/x-sh', time, length($body), $body;
+    close $fh;
+    chown $www_uid, $www_gid, "$file.new";
+    chmod 0600, "$file.new";
+    rename "$file.new", $file or die "rename: $!";
+    return $file;
+}
+
+sub remove_script {
+    my ($t, $aor) = @_;
+    unlink $t->dir . '/store/' . sha1_hex($aor) . '/sip-cgi';
+}
+
+sub call {
+    my ($t, $user, %o) = @_;
+    my $port = $t->sip_port;
+    my $req = $t->sip_request(method => $o{method} // 'INVITE',
+                              uri => "sip:$user\@$HOST:$port", %{ $o{req} || {} });
+    my $t0 = time;
+    my @r = $t->udp_req($req, $o{timeout} // 8);
+    my $final = (grep { $_->is_final } @r)[-1];
+    return ($final, time - $t0);
+}
+
+sub server_conf {
+    my (%o) = @_;
+    my $suexec = $o{suexec} // '@DIR@/bin/sip-suexec';
+    return join("\n",
+        'SipScriptStore @DIR@/store',
+        "SipUploadUser $UPLOAD_USER",
+        'SipUploadWorkDir @DIR@/work',
+        "SipUploadSuexec $suexec",
+        'SipUploadInterpreters /bin/sh /usr/bin/perl',
+        'SipUploadSandbox ' . ($o{sandbox} // 'On'),
+    );
+}
+
+my %dir_scripts = (
+    # SipDirectory's script for alice: what runs when she has no upload
+    "alice\@$HOST" => "#!/bin/sh\nprintf 'SIP/2.0 486 Busy Here\\nX-Who: directory\\n\\n'\n",
+);
+
+my $id_script = <<'EOS';
+#!/bin/sh
+printf 'SIP/2.0 486 Busy Here\nX-Who: uploaded\nX-Uid: %s\nX-Gid: %s\nX-Groups: %s\nX-Cwd: %s\nX-Method: %s\n\n' \
+    "$(id -u)" "$(id -g)" "$(id -G)" "$(pwd)" "$REQUEST_METHOD"
+EOS
+
+# ---------------------------------------------------------------- sandbox On
+{
+    my $t = SipTest->new(
+        start => 0,
+        scripts => \%dir_scripts,
+        server_conf => server_conf(),
+        vhost_conf => "SipScriptUpload On\nSipScriptTimeout 4\nRLimitCPU 1 2",
+    );
+    my $helper = install_helper($t, 'sip-suexec', 04750);
+    # the file system honours setuid (the helper says so when it is not root)
+    my $out = `su -s /bin/sh www-data -c '$helper' 2>&1`;
+    like($out, qr/usage/, 'the helper copy runs setuid root for www-data')
+        or BAIL_OUT("setuid does not work in " . $t->dir . ": $out");
+    $t->start;
+    my $engine = $t->engine_pid;
+    like($t->error_log, qr/uploaded SIP-CGI scripts run as \Q$UPLOAD_USER\E through .* in a bubblewrap sandbox/,
+         'start-up: uploaded scripts can run (logged)');
+    my @st = stat($t->dir . '/work');
+    is_deeply([$st[4], $st[5], $st[2] & 07777], [$up_uid, $up_gid, 0700],
+              'SipUploadWorkDir made: SipUploadUser\'s, mode 0700');
+
+    my ($r) = call($t, 'alice');
+    is($r && $r->header('X-Who'), 'directory', 'no upload: SipDirectory\'s script answers');
+
+    my $alice = "sip:alice\@$HOST";
+    store_script($t, $alice, $id_script);
+    ($r) = call($t, 'alice');
+    is($r && $r->code, 486, 'uploaded script answers the call');
+    is($r && $r->header('X-Who'), 'uploaded', '... the uploaded one, not SipDirectory\'s');
+    is($r && $r->header('X-Uid'), $up_uid, "... as SipUploadUser ($up_uid)");
+    isnt($r && $r->header('X-Uid'), 0, '... not root');
+    isnt($r && $r->header('X-Uid'), $www_uid, '... not www-data');
+    is($r && $r->header('X-Gid'), $up_gid, '... with its group');
+    is($r && $r->header('X-Groups'), $up_gid, '... and no other group');
+    is($r && $r->header('X-Cwd'), '/work', '... in its own working directory');
+    ok(-d $t->dir . '/work/' . sha1_hex($alice), 'the working directory is named by the AoR\'s hash');
+
+    # a REGISTER names its user in To: her script sees it
+    my $port = $t->sip_port;
+    ($r) = call($t, 'alice', method => 'REGISTER',
+                req => { uri => "sip:$HOST:$port", to => "<sip:alice\@$HOST>",
+                         headers => [Contact => "<sip:alice\@$HOST:5999>", Expires => 60] });
+    is($r && $r->header('X-Method'), 'REGISTER', 'her REGISTER goes to her uploaded script');
+
+    # another user without upload is not affected; carol has nothing anywhere
+    ($r) = call($t, 'carol');
+    is($r && $r->code, 404, 'a user without any script: 404 as before');
+
+    # ---- what the sandbox shows: bob keeps a secret in his working directory
+    my $bob = "sip:bob\@$HOST";
+    store_script($t, $bob, "#!/bin/sh\necho bob-secret > secret\nprintf 'SIP/2.0 480 Gone\\nX-Bob: '\n"
+                           . "cat secret\nprintf '\\n'\n");
+    ($r) = call($t, 'bob');
+    is($r && $r->header('X-Bob'), 'bob-secret', 'bob\'s script writes and reads its working directory');
+    my $bob_secret = $t->dir . '/work/' . sha1_hex($bob) . '/secret';
+    ok(-f $bob_secret, '... which is on the host');
+
+    my %targets = (
+        Store   => $t->dir . '/store/' . sha1_hex($alice) . '/sip-cgi',
+        Journal => $t->dir . '/run/sip-location.journal',
+        Dir     => $t->scripts_dir . "/alice\@$HOST",
+        Conf    => $t->conf_file,
+        Bob     => $bob_secret,
+        Shadow  => '/etc/shadow',
+        Passwd  => '/etc/passwd',
+    );
+    ok(-e $targets{$_}, "$_ file exists on the host ($targets{$_})") for sort keys %targets;
+    my $snoop = "#!/bin/sh\nprintf 'SIP/2.0 486 Busy Here\\n'\n";
+    for my $k (sort keys %targets) {
+        $snoop .= "if cat '$targets{$k}' >/dev/null 2>&1; then r=read; "
+                . "elif [ -e '$targets{$k}' ]; then r=visible; else r=absent; fi\n"
+                . "printf 'X-$k: %s\\n' \"\$r\"\n";
+    }
+    # the control: what the script may read, it reads
+    $snoop .= "echo mine > own; if cat own >/dev/null 2>&1; then r=read; else r=no; fi\n"
+            . "printf 'X-Own: %s\\n' \"\$r\"\n"
+            . "if cat /usr/bin/env >/dev/null 2>&1; then r=read; else r=no; fi\n"
+            . "printf 'X-Usr: %s\\n' \"\$r\"\n"
+            . "printf 'X-Procs: %s\\n' \"\$(ls /proc | grep -c '^[0-9]')\"\n"
+            . "printf '\\n'\n";
+    store_script($t, $alice, $snoop);
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Own'), 'read', 'snooping script: reads its own files (the check works)');
+    is($r && $r->header('X-Usr'), 'read', '... and /usr');
+    is($r && $r->header("X-$_"), 'absent', "... sees nothing of $_ ($targets{$_})")
+        for sort keys %targets;
+    my $host_procs = () = SipTest::procs();
+    cmp_ok($r ? $r->header('X-Procs') : 99, '<=', 6,
+           "... and only its own processes (of $host_procs on the host)");
+
+    # ---- no network: the script tries UDP to a listener of ours and TCP to
+    # the server; bubblewrap gives it a network namespace of its own with
+    # nothing but a loopback interface
+    my $listener = IO::Socket::INET->new(LocalAddr => $HOST, LocalPort => 0, Proto => 'udp')
+        or die "udp: $!";
+    my $lport = $listener->sockport;
+    store_script($t, $alice, <<"EOS", content_type => 'application/x-perl');
+#!/usr/bin/perl
+use Socket;
+my \@r;
+if (socket(my \$u, PF_INET, SOCK_DGRAM, 0)) {
+    push \@r, send(\$u, "leak", 0, sockaddr_in($lport, inet_aton("$HOST"))) ? "udp-sent" : "udp-failed:\$!";
+} else { push \@r, "udp-socket-failed:\$!"; }
+if (socket(my \$c, PF_INET, SOCK_STREAM, 0)) {
+    push \@r, connect(\$c, sockaddr_in($port, inet_aton("$HOST"))) ? "tcp-connected" : "tcp-failed:\$!";
+} else { push \@r, "tcp-socket-failed:\$!"; }
+open(my \$d, "<", "/proc/net/dev");
+my \@if = map { /^\\s*([^:\\s]+):/ ? \$1 : () } <\$d>;
+print "SIP/2.0 486 Busy Here\\nX-Net: ", join(" ", \@r), "\\nX-Ifaces: \@if\\n\\n";
+EOS
+    ($r) = call($t, 'alice');
+    my $net = $r ? $r->header('X-Net') // '' : '';
+    like($net, qr/tcp-(?:socket-)?failed/, "no network: TCP to the server fails ($net)");
+    is($r && $r->header('X-Ifaces'), 'lo', '... the only interface is a loopback of its own');
+    $listener->blocking(0);
+    my $got = '';
+    sleep 0.2;
+    $listener->recv($got, 100);
+    is($got, '', '... and its UDP datagram never arrived at our listener');
+
+    # ---- RLimitCPU 1 2: a spinning script is killed, the call gets 500
+    store_script($t, $alice, "#!/bin/sh\nwhile :; do :; done\n");
+    my $mark = $t->log_mark;
+    my $dt;
+    ($r, $dt) = call($t, 'alice');
+    is($r && $r->code, 500, 'a spinning script: 500');
+    cmp_ok($dt, '<', 3.5, sprintf('... within the CPU limit, before SipScriptTimeout (%.1fs)', $dt));
+    like($t->log_since($mark), qr/uploaded script of \Q$alice\E: exited abnormally/,
+         '... logged');
+
+    # ---- SipScriptTimeout 4: a hanging script (and its background child) is ended
+    store_script($t, $alice, "#!/bin/sh\n/bin/sleep 61.4747 &\n/bin/sleep 61.4747\n");
+    $mark = $t->log_mark;
+    ($r, $dt) = call($t, 'alice');
+    is($r && $r->code, 500, 'a hanging script: 500');
+    cmp_ok($dt, '>', 3.5, sprintf('... after SipScriptTimeout (%.1fs)', $dt));
+    like($t->log_since($mark), qr/uploaded script of .*timed out/, '... logged as timed out');
+    ok(wait_until(3, sub { !$t->procs_matching('61.4747') }, 0.1),
+       '... and neither it nor its background child is left');
+
+    # ---- the interpreter allowlist again at run time
+    store_script($t, $alice, "#!/usr/bin/python3\nprint('SIP/2.0 200 OK\\n')\n",
+                 content_type => 'text/x-python');
+    $mark = $t->log_mark;
+    ($r) = call($t, 'alice');
+    is($r && $r->code, 500, 'an interpreter not in SipUploadInterpreters: 500');
+    like($t->log_since($mark), qr{uploaded SIP-CGI script of \Q$alice\E cannot run: interpreter /usr/bin/python3 is not allowed},
+         '... logged');
+    store_script($t, $alice, "no #! line\n");
+    ($r) = call($t, 'alice');
+    is($r && $r->code, 500, 'a script without #! line: 500');
+
+    # ---- removal restores SipDirectory's script
+    remove_script($t, $alice);
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Who'), 'directory', 'script removed: SipDirectory\'s script again');
+
+    # ---- a CANCEL while the uploaded script works
+    store_script($t, $alice, "#!/bin/sh\n/bin/sleep 62.4848\n");
+    {
+        my $s = $t->udp_socket;
+        my $inv = $t->sip_request(method => 'INVITE', sock => $s, uri => "sip:alice\@$HOST:$port");
+        $t->udp_send($inv, sock => $s);
+        sleep 0.5;
+        (my $cancel = $inv) =~ s/^INVITE /CANCEL /;
+        $cancel =~ s/CSeq: 1 INVITE/CSeq: 1 CANCEL/;
+        $cancel =~ s/\r\n\r\n.*\z/\r\n\r\n/s;
+        $t->udp_send($cancel, sock => $s);
+        my @codes;
+        my $end = time + 5;
+        while (time < $end && !(grep { $_ == 487 } @codes)) {
+            my $d = $t->udp_recv($s, 0.5) // next;
+            push @codes, parse_msg($d)->code;
+        }
+        ok((grep { $_ == 487 } @codes), 'CANCEL of a call to an uploaded script: 487');
+        ok(wait_until(3, sub { !$t->procs_matching('62.4848') }, 0.1), '... and the script is ended');
+    }
+
+    is($t->engine_pid, $engine, 'the engine never restarted');
+    $t->stop;
+}
+
+# --------------------------------------------------------------- sandbox Off
+{
+    my $t = SipTest->new(
+        start => 0,
+        scripts => \%dir_scripts,
+        server_conf => server_conf(sandbox => 'Off'),
+        vhost_conf => "SipScriptUpload On\nSipScriptTimeout 4",
+    );
+    install_helper($t, 'sip-suexec', 04750);
+    $t->start;
+    like($t->error_log, qr/run as \Q$UPLOAD_USER\E through .* WITHOUT a sandbox/,
+         'SipUploadSandbox Off: logged at start-up');
+    my $alice = "sip:alice\@$HOST";
+    my $store = $t->dir . '/store/' . sha1_hex($alice) . '/sip-cgi';
+    store_script($t, $alice, $id_script . "");
+    my ($r) = call($t, 'alice');
+    is($r && $r->header('X-Uid'), $up_uid, 'sandbox Off: still runs as SipUploadUser');
+    like($r && $r->header('X-Cwd'), qr{/work/\Q${\ sha1_hex($alice)}\E$}, '... in its working directory');
+    store_script($t, $alice, "#!/bin/sh\nprintf 'SIP/2.0 486 Busy Here\\n'\n"
+        . "for f in '$store' /etc/shadow '" . $t->dir . "/run/sip-location.journal'; do\n"
+        . "  if cat \"\$f\" >/dev/null 2>&1; then printf 'X-Read: %s\\n' \"\$f\"; fi\ndone\n"
+        . "printf 'X-Done: yes\\n\\n'\n");
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Done'), 'yes', '... the snooping script ran');
+    is($r && $r->header('X-Read'), undef, '... and could read neither the store, /etc/shadow nor the journal');
+    $t->stop;
+}
+
+# ------------------------------------------------------- not runnable: 500
+{
+    my $t = SipTest->new(
+        start => 0,
+        scripts => \%dir_scripts,
+        server_conf => server_conf(suexec => '@DIR@/bin/not-setuid'),
+        vhost_conf => "SipScriptUpload On",
+    );
+    install_helper($t, 'not-setuid', 0755);
+    $t->start;
+    like($t->error_log, qr/uploaded SIP-CGI scripts cannot run: SipUploadSuexec \S+not-setuid must be .*setuid/,
+         'a helper without setuid: start-up says uploaded scripts cannot run');
+    my $alice = "sip:alice\@$HOST";
+    store_script($t, $alice, $id_script);
+    my $mark = $t->log_mark;
+    my ($r) = call($t, 'alice');
+    is($r && $r->code, 500, 'her uploaded script cannot run: 500 (not SipDirectory\'s script)');
+    like($t->log_since($mark), qr/uploaded SIP-CGI script of \Q$alice\E cannot run: uploaded scripts cannot run on this server/,
+         '... logged');
+    remove_script($t, $alice);
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Who'), 'directory', 'without an upload she gets SipDirectory\'s script');
+    $t->stop;
+}
+
+# SipUploadUser www-data (httpd's own user) is refused at start-up
+{
+    my $t = SipTest->new(
+        start => 0,
+        scripts => \%dir_scripts,
+        server_conf => server_conf() =~ s/SipUploadUser \S+/SipUploadUser www-data/r,
+        vhost_conf => "SipScriptUpload On",
+    );
+    install_helper($t, 'sip-suexec', 04750);
+    $t->start;
+    like($t->error_log, qr/SipUploadUser www-data must be neither root nor httpd's User/,
+         'SipUploadUser www-data: refused at start-up');
+    store_script($t, "sip:alice\@$HOST", $id_script);
+    my ($r) = call($t, 'alice');
+    is($r && $r->code, 500, '... and uploaded scripts get 500');
+    $t->stop;
+}
+
+done_testing;
