@@ -2970,6 +2970,151 @@ static Suite *auth_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* sip_upload: the #! allowlist, the sandbox command line              */
+
+static apr_array_header_t *allow(const char *a, const char *b)
+{
+    apr_array_header_t *arr = apr_array_make(pool, 2, sizeof(const char *));
+    if (a)
+        APR_ARRAY_PUSH(arr, const char *) = a;
+    if (b)
+        APR_ARRAY_PUSH(arr, const char *) = b;
+    return arr;
+}
+
+static int interp_ok(const char *body, const char **interp, const char **arg, const char **why)
+{
+    return sip_upload_interpreter_ok(pool, body, strlen(body), allow("/bin/sh", "/usr/bin/perl"),
+                                     interp, arg, why);
+}
+
+START_TEST(upload_interpreter)
+{
+    const char *interp, *arg, *why;
+    char longline[400];
+
+    ck_assert(interp_ok("#!/bin/sh\necho\n", &interp, &arg, &why));
+    ck_assert_str_eq(interp, "/bin/sh");
+    ck_assert_ptr_null(arg);
+    /* spaces after #!, one argument, CRLF */
+    ck_assert(interp_ok("#! /usr/bin/perl -w\r\nprint 1;\n", &interp, &arg, &why));
+    ck_assert_str_eq(interp, "/usr/bin/perl");
+    ck_assert_str_eq(arg, "-w");
+    ck_assert(interp_ok("#!/usr/bin/perl\t-T \t\n", &interp, &arg, &why));
+    ck_assert_str_eq(arg, "-T");
+    /* exact match only: no other program, no prefix, no relative name */
+    ck_assert(!interp_ok("#!/usr/bin/python3\nprint()\n", &interp, &arg, &why));
+    ck_assert(strstr(why, "/usr/bin/python3") != NULL);
+    ck_assert(!interp_ok("#!/bin/shx\n", &interp, &arg, &why));
+    ck_assert(!interp_ok("#!/bin/sh/../../usr/bin/python3\n", &interp, &arg, &why));
+    ck_assert(!interp_ok("#!sh\n", &interp, &arg, &why));
+    ck_assert(!interp_ok("#!/BIN/SH\n", &interp, &arg, &why));
+    /* no #! line, an empty one, none at all */
+    ck_assert(!interp_ok("echo hi\n", &interp, &arg, &why));
+    ck_assert(!interp_ok("#!\n", &interp, &arg, &why));
+    ck_assert(!interp_ok("", &interp, &arg, &why));
+    ck_assert(!interp_ok("#", &interp, &arg, &why));
+    ck_assert(!interp_ok(" #!/bin/sh\n", &interp, &arg, &why));
+    /* a line without its end (the kernel reads 255 bytes) */
+    ck_assert(!interp_ok("#!/bin/sh", &interp, &arg, &why));
+    memset(longline, ' ', sizeof(longline));
+    memcpy(longline, "#!/bin/sh", 9);
+    longline[sizeof(longline) - 2] = '\n';
+    longline[sizeof(longline) - 1] = '\0';
+    ck_assert(!interp_ok(longline, &interp, &arg, &why));
+    /* two arguments would be one for Linux: refused */
+    ck_assert(!interp_ok("#!/usr/bin/perl -w -T\n", &interp, &arg, &why));
+    ck_assert(strstr(why, "one argument") != NULL);
+    /* a NUL inside the line */
+    ck_assert(!sip_upload_interpreter_ok(pool, "#!/bin/sh\0x\n", 12, allow("/bin/sh", NULL),
+                                         &interp, &arg, &why));
+    /* nothing allowed */
+    ck_assert(!sip_upload_interpreter_ok(pool, "#!/bin/sh\n", 10, allow(NULL, NULL), &interp,
+                                         &arg, &why));
+    ck_assert(!sip_upload_interpreter_ok(pool, "#!/bin/sh\n", 10, NULL, &interp, &arg, &why));
+}
+END_TEST
+
+static int argv_has(char **argv, const char *a, const char *b)
+{
+    int i;
+    for (i = 0; argv[i]; i++)
+        if (!strcmp(argv[i], a) && (!b || (argv[i + 1] && !strcmp(argv[i + 1], b))))
+            return i;
+    return -1;
+}
+
+START_TEST(upload_command)
+{
+    sip_upload_conf_t c;
+    const char *limits[3] = {"1:2", NULL, "10:10"};
+    const char *wd = sip_upload_workdir(pool, "/var/lib/mod_sip/work", "sip:alice@example.com");
+    char **argv;
+    int n, i;
+
+    /* the directory is a hash of the AoR, never its text */
+    ck_assert_str_eq(wd, "/var/lib/mod_sip/work/39825720921e2b51f78742820d87ef48b3723b13");
+    ck_assert(strstr(wd, "alice") == NULL);
+    ck_assert_str_ne(wd, sip_upload_workdir(pool, "/var/lib/mod_sip/work", "sip:bob@example.com"));
+
+    memset(&c, 0, sizeof(c));
+    c.user = "sipup";
+    c.suexec = "/usr/lib/apache2/sip-suexec";
+    c.sandbox = 1;
+    argv = sip_upload_argv(pool, &c, wd, limits, "/usr/bin/perl", "-w");
+    for (n = 0; argv[n]; n++)
+        ;
+    ck_assert_str_eq(argv[0], c.suexec);
+    ck_assert_str_eq(argv[1], "sipup");
+    ck_assert_str_eq(argv[2], wd);
+    ck_assert_str_eq(argv[3], "1:2");
+    ck_assert_str_eq(argv[4], "-");
+    ck_assert_str_eq(argv[5], "10:10");
+    ck_assert_str_eq(argv[6], SIP_BWRAP_PATH);
+    ck_assert_int_gt(argv_has(argv, "--unshare-all", NULL), 6);
+    ck_assert_int_gt(argv_has(argv, "--die-with-parent", NULL), 6);
+    ck_assert_int_gt(argv_has(argv, "--new-session", NULL), 6);
+    ck_assert_int_gt(argv_has(argv, "--cap-drop", "ALL"), 6);
+    ck_assert_int_gt(argv_has(argv, "--ro-bind", "/usr"), 6);
+    ck_assert_int_gt(argv_has(argv, "--ro-bind-data", "3"), 6);
+    ck_assert_int_gt(argv_has(argv, "--chdir", SIP_UPLOAD_SANDBOX_WORK), 6);
+    i = argv_has(argv, "--bind", wd);
+    ck_assert_int_gt(i, 6);
+    ck_assert_str_eq(argv[i + 2], SIP_UPLOAD_SANDBOX_WORK);
+    /* the only writable bind is the user's own directory; nothing of /etc
+     * but the loader's cache and the like, never the whole of it */
+    for (i = 7; i < n; i++) {
+        ck_assert(strcmp(argv[i], "--bind") || !strcmp(argv[i + 1], wd));
+        ck_assert(strcmp(argv[i], "/etc"));
+        ck_assert(strcmp(argv[i], "/etc/passwd") && strcmp(argv[i], "/etc/shadow"));
+        ck_assert(strcmp(argv[i], "--share-net"));
+    }
+    ck_assert_str_eq(argv[n - 3], "/usr/bin/perl");
+    ck_assert_str_eq(argv[n - 2], "-w");
+    ck_assert_str_eq(argv[n - 1], SIP_UPLOAD_SANDBOX_SCRIPT);
+
+    /* sandbox Off: the interpreter reads the script from descriptor 3 */
+    c.sandbox = 0;
+    argv = sip_upload_argv(pool, &c, wd, limits, "/bin/sh", NULL);
+    ck_assert_str_eq(argv[6], "/bin/sh");
+    ck_assert_str_eq(argv[7], "/dev/fd/3");
+    ck_assert_ptr_null(argv[8]);
+}
+END_TEST
+
+static Suite *upload_suite(void)
+{
+    Suite *s = suite_create("sip_upload");
+    TCase *tc = tcase_create("run");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, upload_interpreter);
+    tcase_add_test(tc, upload_command);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -2992,6 +3137,7 @@ int main(void)
     srunner_add_suite(sr, route_suite());
     srunner_add_suite(sr, location_suite());
     srunner_add_suite(sr, limits_suite());
+    srunner_add_suite(sr, upload_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
