@@ -654,6 +654,17 @@ static const char *set_upload_sandbox(cmd_parms *cmd, void *d, int on)
     return NULL;
 }
 
+/* SipUploadTmpSize (issue 12 item 6) */
+static const char *set_upload_tmp_size(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    if (err)
+        return err;
+    return set_bytes(cmd, &upload_conf.tmp_size, arg);
+}
+
 /* Parent, as root: the file store belongs to the user the engine runs as
  * (uploaded scripts themselves never run as that user). */
 static void upload_prepare(apr_pool_t *p, server_rec *s)
@@ -687,6 +698,8 @@ static void upload_conf_defaults(apr_pool_t *p)
         upload_conf.workdir = SIP_STATE_DIR "/work";
     if (!upload_conf.suexec)
         upload_conf.suexec = SIP_SUEXEC_PATH;
+    if (!upload_conf.tmp_size)
+        upload_conf.tmp_size = SIP_DEFAULT_UPLOAD_TMP_SIZE;
     if (!upload_conf.interpreters) {
         static const char *const dflt[] = {"/usr/bin/perl", "/usr/bin/python3", "/bin/sh",
                                            "/usr/bin/sh", NULL};
@@ -895,6 +908,9 @@ static const command_rec sip_cmds[] = {
                     "/usr/bin/python3 /bin/sh /usr/bin/sh)"),
     AP_INIT_FLAG("SipUploadSandbox", set_upload_sandbox, NULL, RSRC_CONF,
                  "Whether uploaded scripts run in a bubblewrap sandbox (default On)"),
+    /* running uploaded scripts (issue 12 item 6) */
+    AP_INIT_TAKE1("SipUploadTmpSize", set_upload_tmp_size, NULL, RSRC_CONF,
+                  "Bytes an uploaded script may store in its sandbox's /tmp (default 16777216)"),
     {NULL}
 };
 

@@ -47,6 +47,8 @@
 #define SIP_SUEXEC_PATH "/usr/lib/apache2/sip-suexec"   /* Makefile: apxs libexecdir */
 #endif
 #define SIP_BWRAP_PATH "/usr/bin/bwrap"
+/* SipUploadTmpSize: the sandbox's /tmp (a tmpfs: memory RLimitMEM does not count) */
+#define SIP_DEFAULT_UPLOAD_TMP_SIZE  (16 * 1024 * 1024)
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -99,6 +101,9 @@ typedef struct sip_upload_conf {
     int runnable;               /* set by the parent at start-up: uploaded sip-cgi can run
                                    (user exists and is not root/httpd's, helper usable,
                                    sandbox present when On) */
+
+    /* running uploaded scripts (issue 12 item 6) */
+    apr_off_t tmp_size;         /* SipUploadTmpSize: bytes of the sandbox's /tmp */
 } sip_upload_conf_t;
 
 const sip_upload_conf_t *sip_upload_conf(void);

@@ -162,6 +162,9 @@ char **sip_upload_argv(apr_pool_t *p, const sip_upload_conf_t *c, const char *wo
         PUSH(a, "/proc");
         PUSH(a, "--dev");
         PUSH(a, "/dev");
+        /* in memory, which RLimitMEM does not count: bounded apart */
+        PUSH(a, "--size");
+        PUSH(a, apr_off_t_toa(p, c->tmp_size > 0 ? c->tmp_size : SIP_DEFAULT_UPLOAD_TMP_SIZE));
         PUSH(a, "--tmpfs");
         PUSH(a, "/tmp");
         PUSH(a, "--bind");

@@ -94,6 +94,7 @@ sub server_conf {
         "SipUploadSuexec $suexec",
         'SipUploadInterpreters /bin/sh /usr/bin/perl',
         'SipUploadSandbox ' . ($o{sandbox} // 'On'),
+        'SipUploadTmpSize 1048576',
     );
 }
 
@@ -198,6 +199,14 @@ EOS
     cmp_ok($r ? $r->header('X-Procs') : 99, '<=', 6,
            "... and only its own processes (of $host_procs on the host)");
 
+    # ---- SipUploadTmpSize 1 MB: the sandbox's /tmp is bounded
+    store_script($t, $alice, "#!/bin/sh\nhead -c 500000 /dev/zero > /tmp/a && r1=ok || r1=full\n"
+        . "head -c 2000000 /dev/zero > /tmp/b 2>/dev/null && r2=ok || r2=full\n"
+        . "printf 'SIP/2.0 486 Busy Here\\nX-Small: %s\\nX-Big: %s\\n\\n' \"\$r1\" \"\$r2\"\n");
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Small'), 'ok', 'the sandbox\'s /tmp takes 500 kB');
+    is($r && $r->header('X-Big'), 'full', '... but not 2 MB (SipUploadTmpSize 1048576)');
+
     # ---- no network: the script tries UDP to a listener of ours and TCP to
     # the server; bubblewrap gives it a network namespace of its own with
     # nothing but a loopback interface
@@ -235,7 +244,7 @@ EOS
     ($r, $dt) = call($t, 'alice');
     is($r && $r->code, 500, 'a spinning script: 500');
     cmp_ok($dt, '<', 3.5, sprintf('... within the CPU limit, before SipScriptTimeout (%.1fs)', $dt));
-    like($t->log_since($mark), qr/uploaded script of \Q$alice\E: exited abnormally/,
+    ok($t->wait_log($mark, qr/uploaded script of \Q$alice\E: exited abnormally/),
          '... logged');
 
     # ---- SipScriptTimeout 4: a hanging script (and its background child) is ended
@@ -244,7 +253,7 @@ EOS
     ($r, $dt) = call($t, 'alice');
     is($r && $r->code, 500, 'a hanging script: 500');
     cmp_ok($dt, '>', 3.5, sprintf('... after SipScriptTimeout (%.1fs)', $dt));
-    like($t->log_since($mark), qr/uploaded script of .*timed out/, '... logged as timed out');
+    ok($t->wait_log($mark, qr/uploaded script of .*timed out/), '... logged as timed out');
     ok(wait_until(3, sub { !$t->procs_matching('61.4747') }, 0.1),
        '... and neither it nor its background child is left');
 
@@ -335,7 +344,7 @@ EOS
     my $mark = $t->log_mark;
     my ($r) = call($t, 'alice');
     is($r && $r->code, 500, 'her uploaded script cannot run: 500 (not SipDirectory\'s script)');
-    like($t->log_since($mark), qr/uploaded SIP-CGI script of \Q$alice\E cannot run: uploaded scripts cannot run on this server/,
+    ok($t->wait_log($mark, qr/uploaded SIP-CGI script of \Q$alice\E cannot run: uploaded scripts cannot run on this server/),
          '... logged');
     remove_script($t, $alice);
     ($r) = call($t, 'alice');
