@@ -151,8 +151,12 @@ char **sip_upload_argv(apr_pool_t *p, const sip_upload_conf_t *c, const char *wo
     if (c->sandbox) {
         PUSH(a, SIP_BWRAP_PATH);
         /* no network, no IPC, own pid/uts/cgroup/user namespaces; killed
-         * with its parent (the helper); no terminal to inject input into */
+         * with its parent (the helper); no terminal to inject input into
+         * (TIOCSTI) */
         PUSH(a, "--unshare-all");
+        /* and none of its own: user namespaces open much of the kernel */
+        PUSH(a, "--unshare-user");
+        PUSH(a, "--disable-userns");
         PUSH(a, "--die-with-parent");
         PUSH(a, "--new-session");
         PUSH(a, "--cap-drop");

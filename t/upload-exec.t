@@ -115,7 +115,7 @@ EOS
         start => 0,
         scripts => \%dir_scripts,
         server_conf => server_conf(),
-        vhost_conf => "SipScriptUpload On\nSipScriptTimeout 4\nRLimitCPU 1 2",
+        vhost_conf => "SipScriptUpload On\nSipScriptTimeout 4\nRLimitCPU 1 2\nRLimitMEM 300000000",
     );
     my $helper = install_helper($t, 'sip-suexec', 04750);
     # the file system honours setuid (the helper says so when it is not root)
@@ -198,6 +198,21 @@ EOS
     my $host_procs = () = SipTest::procs();
     cmp_ok($r ? $r->header('X-Procs') : 99, '<=', 6,
            "... and only its own processes (of $host_procs on the host)");
+
+    # ---- RLimitMEM 300 MB (address space): a script asking for more fails
+    store_script($t, $alice, "#!/usr/bin/perl\nmy \$n = \$ENV{SIP_X_MB} * 1048576;\n"
+        . "my \$x = 'a' x \$n;\nprint \"SIP/2.0 486 Busy Here\\nX-Got: \", length(\$x), \"\\n\\n\";\n",
+        content_type => 'application/x-perl');
+    ($r) = call($t, 'alice', req => { headers => ['X-MB' => 20] });
+    is($r && $r->header('X-Got'), 20 * 1048576, 'RLimitMEM: a script may use 20 MB');
+    ($r) = call($t, 'alice', req => { headers => ['X-MB' => 400] });
+    is($r && $r->code, 500, '... but not 400 MB: 500');
+
+    # ---- no new user namespaces inside (less of the kernel to attack)
+    store_script($t, $alice, "#!/bin/sh\nif /usr/bin/unshare -U /bin/true 2>/dev/null; then r=yes; else r=no; fi\n"
+        . "printf 'SIP/2.0 486 Busy Here\\nX-Userns: %s\\n\\n' \"\$r\"\n");
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Userns'), 'no', 'a script cannot make user namespaces of its own');
 
     # ---- SipUploadTmpSize 1 MB: the sandbox's /tmp is bounded
     store_script($t, $alice, "#!/bin/sh\nhead -c 500000 /dev/zero > /tmp/a && r1=ok || r1=full\n"
@@ -367,6 +382,40 @@ EOS
     store_script($t, "sip:alice\@$HOST", $id_script);
     my ($r) = call($t, 'alice');
     is($r && $r->code, 500, '... and uploaded scripts get 500');
+    $t->stop;
+}
+
+# ------------------------------------- the database store (async fetch)
+{
+    my $MODDIR = '/usr/lib/apache2/modules';
+    ok(-e "$MODDIR/mod_dbd.so" && -x '/usr/bin/sqlite3', 'mod_dbd and sqlite3 are there (make test-deps)');
+    my $t = SipTest->new(
+        start => 0,
+        scripts => \%dir_scripts,
+        server_conf => server_conf() . "\nLoadModule dbd_module $MODDIR/mod_dbd.so\n"
+                       . "DBDriver sqlite3\nDBDParams \"\@DIR\@/db/location.db\"\nSipLocation dbd",
+        vhost_conf => "SipScriptUpload On",
+    );
+    mkdir $t->dir . '/db', 0777;
+    chmod 0777, $t->dir . '/db';
+    install_helper($t, 'sip-suexec', 04750);
+    $t->start;
+    my $db = $t->dir . '/db/location.db';
+    # the first lookup makes the tables (the database thread's first job)
+    my ($r) = call($t, 'alice');
+    is($r && $r->header('X-Who'), 'directory', 'dbd store, no upload: SipDirectory\'s script');
+    my $alice = "sip:alice\@$HOST";
+    my $hex = unpack('H*', $id_script);
+    ok(wait_until(5, sub {
+        system('sqlite3', $db, "INSERT INTO sip_scripts (aor, type, content_type, mtime, body_hex) "
+               . "VALUES ('$alice', 'sip-cgi', 'application/x-sh', " . time . ", '$hex');") == 0 }, 0.2),
+       'a sip-cgi row for alice in sip_scripts');
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Who'), 'uploaded', 'dbd store: her uploaded script answers (fetched by the database thread)');
+    is($r && $r->header('X-Uid'), $up_uid, '... as SipUploadUser');
+    system('sqlite3', $db, "DELETE FROM sip_scripts WHERE aor = '$alice';");
+    ($r) = call($t, 'alice');
+    is($r && $r->header('X-Who'), 'directory', 'row deleted: SipDirectory\'s script again');
     $t->stop;
 }
 
