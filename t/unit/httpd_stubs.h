@@ -234,7 +234,8 @@ int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor)
 }
 
 /* Uploaded scripts: the unit tests set what they need. */
-static sip_upload_conf_t test_upload_conf = {NULL, NULL, NULL, NULL, 1, NULL, 0, 0, 0};
+static sip_upload_conf_t test_upload_conf = {NULL, NULL, NULL, NULL, 1, NULL, 0, 0, 0,
+                                              SIP_DEFAULT_UPLOAD_TMP_SIZE};
 
 const sip_upload_conf_t *sip_upload_conf(void)
 {
