@@ -16,6 +16,7 @@ use warnings;
 use Test::More;
 use Digest::SHA qw(sha1_hex);
 use File::Copy ();
+use File::Temp ();
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use SipTest qw(parse_msg wait_until);
@@ -108,6 +109,65 @@ my $id_script = <<'EOS';
 printf 'SIP/2.0 486 Busy Here\nX-Who: uploaded\nX-Uid: %s\nX-Gid: %s\nX-Groups: %s\nX-Cwd: %s\nX-Method: %s\n\n' \
     "$(id -u)" "$(id -g)" "$(id -G)" "$(pwd)" "$REQUEST_METHOD"
 EOS
+
+# ---------------------------------------------- the helper on its own
+# Run as www-data, as the engine runs it; every refusal exits 126 with a
+# reason on stderr and starts nothing.
+{
+    my $dir = File::Temp::tempdir('mod_sip_suexec_XXXXXX', DIR => '/tmp', CLEANUP => 1);
+    chmod 0755, $dir;
+    my $helper = "$dir/sip-suexec";
+    File::Copy::copy($helper_src, $helper) or die "copy: $!";
+    chown 0, $www_gid, $helper;
+    chmod 04750, $helper;
+    mkdir "$dir/work", 0700;
+    chown $up_uid, $up_gid, "$dir/work";
+    mkdir "$dir/var", 01777;
+    chmod 01777, "$dir/var";
+    my $marker = "$dir/var/ran";
+    my $cmd = "/bin/sh -c 'touch $marker; id -u; id -G; pwd'";
+    my $run = sub {
+        my ($args, $fd3) = @_;
+        unlink $marker;
+        my $out = `su -s /bin/sh www-data -c "$helper $args $cmd 3<${\ ($fd3 // '/dev/null')}" 2>&1`;
+        return ($? >> 8, $out, -e $marker);
+    };
+    my ($rc, $out, $ran) = $run->("$UPLOAD_USER $dir/work/u1 - - -");
+    is($rc, 0, 'helper: runs the command for www-data');
+    is($out, "$up_uid\n$up_gid\n$dir/work/u1\n", '... as the user, with only its group, in its new working directory');
+    my @st = stat("$dir/work/u1");
+    is_deeply([$st[4], $st[2] & 07777], [$up_uid, 0700], '... which it made as the user, mode 0700');
+    my %refused = (
+        'root as target'         => "root $dir/work/u1 - - -",
+        'a system account'       => "daemon $dir/work/u1 - - -",
+        'an unknown user'        => "no-such-user-xyz $dir/work/u1 - - -",
+        'a relative directory'   => "$UPLOAD_USER work/u1 - - -",
+        'a .. in the directory'  => "$UPLOAD_USER $dir/work/../u1 - - -",
+        'a bad limit'            => "$UPLOAD_USER $dir/work/u1 1 - -",
+        'a limit soft > hard'    => "$UPLOAD_USER $dir/work/u1 5:2 - -",
+        'a negative limit'       => "$UPLOAD_USER $dir/work/u1 -1:2 - -",
+        'a directory elsewhere'  => "$UPLOAD_USER /etc/sipx - - -",
+    );
+    for my $k (sort keys %refused) {
+        ($rc, $out, $ran) = $run->($refused{$k});
+        ok($rc == 126 && !$ran && $out =~ /^sip-suexec: /, "helper refuses $k") or diag($out);
+    }
+    ok(!-e '/etc/sipx', '... and made nothing where the user may not write');
+    ($rc, $out, $ran) = $run->("$UPLOAD_USER $dir/work/u1 - - -", '&-');
+    ok($rc == 126 && !$ran, 'helper refuses without the script on descriptor 3');
+    # a relative command
+    $out = `su -s /bin/sh www-data -c "$helper $UPLOAD_USER $dir/work/u1 - - - sh -c true 3</dev/null" 2>&1`;
+    is($? >> 8, 126, 'helper refuses a command that is not an absolute path');
+    # not setuid: it says so rather than running anything as www-data
+    chmod 0755, $helper;
+    ($rc, $out, $ran) = $run->("$UPLOAD_USER $dir/work/u1 - - -");
+    ok($rc == 126 && !$ran && $out =~ /not installed setuid root/, 'helper without setuid refuses');
+    # limits reach the command
+    chmod 04750, $helper;
+    $out = `su -s /bin/sh www-data -c "$helper $UPLOAD_USER $dir/work/u1 7:9 100000000:200000000 50:60 /bin/sh -c 'ulimit -t; ulimit -Ht; ulimit -v; grep processes /proc/self/limits' 3</dev/null" 2>&1`;
+    like($out, qr/\A7\n9\n97656\nMax processes +50 +60 +processes/,
+         'helper sets RLimitCPU, RLimitMEM (address space), RLimitNPROC');
+}
 
 # ---------------------------------------------------------------- sandbox On
 {
@@ -339,6 +399,13 @@ EOS
     ($r) = call($t, 'alice');
     is($r && $r->header('X-Done'), 'yes', '... the snooping script ran');
     is($r && $r->header('X-Read'), undef, '... and could read neither the store, /etc/shadow nor the journal');
+    # no pid namespace here: the helper kills the script's process group
+    store_script($t, $alice, "#!/bin/sh\n/bin/sleep 63.4949 &\n/bin/sleep 63.4949\n");
+    my $dt;
+    ($r, $dt) = call($t, 'alice');
+    is($r && $r->code, 500, sprintf('sandbox Off: a hanging script gets 500 after SipScriptTimeout (%.1fs)', $dt));
+    ok(wait_until(3, sub { !$t->procs_matching('63.4949') }, 0.1),
+       '... and neither it nor its background child is left');
     $t->stop;
 }
 
