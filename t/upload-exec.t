@@ -406,6 +406,16 @@ EOS
     is($r && $r->code, 500, sprintf('sandbox Off: a hanging script gets 500 after SipScriptTimeout (%.1fs)', $dt));
     ok(wait_until(3, sub { !$t->procs_matching('63.4949') }, 0.1),
        '... and neither it nor its background child is left');
+    # the engine dies while a script runs: the helper's parent-death signal
+    my $engine = $t->engine_pid;
+    my $s = $t->udp_socket;
+    $t->udp_send($t->sip_request(method => 'INVITE', sock => $s, uri => "sip:alice\@$HOST:" . $t->sip_port),
+                 sock => $s);
+    ok(wait_until(3, sub { scalar $t->procs_matching('63.4949') }, 0.05), 'a hanging script runs');
+    kill 'KILL', $engine;
+    ok(wait_until(3, sub { !$t->procs_matching('63.4949') }, 0.1),
+       'the engine is killed: the helper ends the script and its child');
+    ok(wait_until(10, sub { my $e = $t->engine_pid; $e && $e != $engine }, 0.2), '... and a new engine runs');
     $t->stop;
 }
 
