@@ -114,7 +114,7 @@ ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file
 asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
 	mkdir -p asan && cp $(SOURCES) $(HEADERS) asan/
-	cd asan && $(APXS) -c $(CWARN) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so
@@ -127,7 +127,7 @@ test: test-deps all unit prove
 VALGRIND_TESTS ?= t/10-options.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
                   t/reg-raw.t t/auth-require.t t/cgi-proxy.t t/robust-torture.t \
                   t/error-docs.t t/status.t t/relay.t t/proxy-wire.t t/cgi-local-target.t \
-                  t/auth-strict.t
+                  t/auth-strict.t t/upload-exec.t
 test-valgrind: test-deps all
 	$(call apt_install,valgrind)
 	rm -rf t/valgrind.out && mkdir -p t/valgrind.out && chmod 1777 t/valgrind.out
