@@ -22,6 +22,11 @@ SIP_SUEXEC_PATH ?= $(patsubst %/,%,$(dir $(APXS_LIBEXEC)))/sip-suexec
 HTTPD_GROUP    ?= www-data
 PATH_DEFS   = -Wc,-DSIP_STATE_DIR='\"$(SIP_STATE_DIR)\"' -Wc,-DSIP_SUEXEC_PATH='\"$(SIP_SUEXEC_PATH)\"'
 SUEXEC      = tools/sip-suexec
+# SIP_UPLOAD_USER=name: the helper runs scripts as that user only (else as
+# any user of uid >= 100 but the caller; docs/security.md); make -B tools/sip-suexec
+# after changing it
+SIP_UPLOAD_USER ?=
+SUEXEC_DEFS = $(if $(SIP_UPLOAD_USER),-DSIP_SUEXEC_TARGET='"$(SIP_UPLOAD_USER)"')
 # the unprivileged user the tests run uploaded scripts as (t/upload-exec.t)
 TEST_UPLOAD_USER = mod-sip-upload
 
@@ -44,7 +49,7 @@ all: .libs/mod_sip.so $(SUEXEC)
 # Small and on its own: no APR, nothing but libc.
 $(SUEXEC): tools/sip-suexec.c Makefile
 	$(CC) -O2 -g -Wall -Wextra -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -pie \
-	  -Wl,-z,relro,-z,now -o $@ $<
+	  $(SUEXEC_DEFS) -Wl,-z,relro,-z,now -o $@ $<
 
 # Install only what is missing, so repeated runs stay quick and offline.
 define apt_install

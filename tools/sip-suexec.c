@@ -40,6 +40,9 @@
 #ifndef SIP_SUEXEC_UID_MIN
 #define SIP_SUEXEC_UID_MIN 100      /* below: system accounts, as Apache's suexec */
 #endif
+/* make SIP_UPLOAD_USER=name builds a helper that runs as that user only:
+ * otherwise whoever can run it (httpd's group) can become any user the
+ * checks below allow. */
 
 static volatile pid_t child;
 
@@ -117,6 +120,11 @@ int main(int argc, char **argv)
         die("not installed setuid root");
     if (argc < 7)
         die("usage: sip-suexec USER WORKDIR CPU AS NPROC COMMAND [ARG...]");
+#ifdef SIP_SUEXEC_TARGET
+    errno = 0;
+    if (strcmp(argv[1], SIP_SUEXEC_TARGET) != 0)
+        die("this helper runs scripts as " SIP_SUEXEC_TARGET " only");
+#endif
     errno = 0;
     pw = getpwnam(argv[1]);
     if (!pw)
