@@ -20,6 +20,7 @@ use File::Temp ();
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use SipTest qw(parse_msg wait_until);
+use SipCgiTest ();
 
 plan skip_all => 'needs root (setuid helper, a dedicated user)' if $> != 0;
 plan skip_all => 'needs bubblewrap (/usr/bin/bwrap)' unless -x '/usr/bin/bwrap';
@@ -184,7 +185,7 @@ EOS
 
 # ---------------------------------------------------------------- sandbox On
 {
-    my $t = SipTest->new(
+    my $t = SipCgiTest->new(
         start => 0,
         scripts => \%dir_scripts,
         server_conf => server_conf(),
@@ -361,6 +362,39 @@ EOS
     remove_script($t, $alice);
     ($r) = call($t, 'alice');
     is($r && $r->header('X-Who'), 'directory', 'script removed: SipDirectory\'s script again');
+
+    # ---- proxying and response runs: the server does the network work for
+    # the script, and every run of one transaction uses the script stored
+    # when its request arrived (RP-34: a REGISTER that uploads a new script
+    # is handled by the old one)
+    {
+        my $uas = $t->peer(name => 'uas');
+        my $ver = sub {
+            my ($v) = @_;
+            return "#!/bin/sh\nif [ -n \"\$RESPONSE_STATUS\" ]; then\n"
+                 . "  printf 'SIP/2.0 480 Not Now\\nX-Version: $v\\nX-Seen: %s\\n\\n' \"\$RESPONSE_STATUS\"\n"
+                 . "else\n  printf 'CGI-PROXY-REQUEST %s SIP/2.0\\n\\nCGI-AGAIN yes SIP/2.0\\n\\n' '"
+                 . $uas->uri('bob') . "'\nfi\n";
+        };
+        store_script($t, $alice, $ver->('A'));
+        my $uac = $t->peer(name => 'uac');
+        my $inv = $uac->invite(uri => "sip:alice\@$HOST:$port");
+        my $fwd = $uas->expect(method => 'INVITE', call_id => $uac->call_id($inv));
+        ok($fwd, 'an uploaded script proxies the call (CGI-PROXY-REQUEST)');
+        store_script($t, $alice, $ver->('B'));     # replaced while the call rings
+        $uas->reply($fwd, 486) if $fwd;
+        my $fin = $uac->final_for($inv);
+        is($fin && $fin->code, 480, '... its response run answers the caller');
+        is($fin && $fin->header('X-Seen'), '486', '... having seen the callee\'s 486');
+        is($fin && $fin->header('X-Version'), 'A', '... and it is the script stored when the call arrived');
+        $uac->ack($inv, $fin) if $fin;
+        $inv = $uac->invite(uri => "sip:alice\@$HOST:$port");
+        $fwd = $uas->expect(method => 'INVITE', call_id => $uac->call_id($inv));
+        $uas->reply($fwd, 486) if $fwd;
+        $fin = $uac->final_for($inv);
+        is($fin && $fin->header('X-Version'), 'B', 'the next call runs the new script');
+        $uac->ack($inv, $fin) if $fin;
+    }
 
     # ---- a CANCEL while the uploaded script works
     store_script($t, $alice, "#!/bin/sh\n/bin/sleep 62.4848\n");
