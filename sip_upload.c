@@ -252,11 +252,14 @@ static int workdir_ok(apr_pool_t *p, server_rec *s, const char *dir, const struc
                      "run: SipUploadWorkDir %s is not a directory", dir);
         return 0;
     }
-    if ((st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid)
-        && (geteuid() != 0 || chown(dir, pw->pw_uid, pw->pw_gid) != 0)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "mod_sip: uploaded SIP-CGI scripts cannot "
-                     "run: SipUploadWorkDir %s must belong to %s", dir, pw->pw_name);
-        return 0;
+    if (st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid) {
+        apr_status_t why = geteuid() != 0 ? APR_EPERM
+                           : chown(dir, pw->pw_uid, pw->pw_gid) != 0 ? errno : APR_SUCCESS;
+        if (why != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, why, s, "mod_sip: uploaded SIP-CGI scripts cannot "
+                         "run: SipUploadWorkDir %s must belong to %s", dir, pw->pw_name);
+            return 0;
+        }
     }
     if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "mod_sip: uploaded SIP-CGI scripts cannot "
