@@ -253,7 +253,7 @@ static int workdir_ok(apr_pool_t *p, server_rec *s, const char *dir, const struc
         return 0;
     }
     if (st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid) {
-        apr_status_t why = geteuid() != 0 ? APR_EPERM
+        apr_status_t why = geteuid() != 0 ? EPERM
                            : chown(dir, pw->pw_uid, pw->pw_gid) != 0 ? errno : APR_SUCCESS;
         if (why != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, why, s, "mod_sip: uploaded SIP-CGI scripts cannot "
