@@ -19,6 +19,8 @@
 #include "../../sip_script_store.c"
 #include "../../sip_upload.c"
 #include "../../sip_cpl.c"
+#include "../../sip_mime.c"
+#include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
 #define SIP_NC_MAX 4      /* a small nonce-count table to fill */
