@@ -1,6 +1,7 @@
 #include "sip_auth.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_register_payload.h"
 #include "sip_request.h"
 
 #include <stdlib.h>
@@ -86,10 +87,19 @@ static int challenge(sip_txn_t *t, int proxied, const char *realm, int stale)
                                      "qop=\"auth\"%s", realm, make_nonce(p, apr_time_now()),
                                      stale ? ", stale=true" : "");
     const char *hdrs[] = {proxied ? "Proxy-Authenticate" : "WWW-Authenticate", value, NULL};
+    const char *const *all = hdrs;
+    server_rec *s = sip_txn_source(t)->vhost;
 
+    /* draft-lennox-sip-reg-payload §4.2: every REGISTER response says
+     * which scripts may be uploaded */
+    if (!proxied && s && !strcmp(sip_msg_method(sip_txn_request(t)), "REGISTER")) {
+        sip_regpl_t pl;
+        sip_regpl_init(p, s, sip_msg_aor(p, sip_txn_request(t)), &pl);
+        all = sip_regpl_headers(p, &pl, 401, hdrs);
+    }
     /* §22.1: 401 from a registrar or UAS, 407 from a proxy */
     sip_txn_reply(t, proxied ? 407 : 401,
-                  proxied ? "Proxy Authentication Required" : "Unauthorized", hdrs);
+                  proxied ? "Proxy Authentication Required" : "Unauthorized", all);
     return 0;
 }
 

@@ -61,13 +61,13 @@ static int rp_classify(apr_pool_t *p, sip_regpl_t *pl, const char *cd, const cha
     }
     if (!d.action)
         return rp_refuse(pl, 400, "Missing Script Action",
-                      "a script needs action=store or action=remove (draft §4.1)", NULL);
+                      "a script needs action=store or action=remove (draft section 4.1)", NULL);
     if (strcmp(d.action, "store") && strcmp(d.action, "remove"))
         return rp_refuse(pl, 400, "Unknown Script Action",
                       apr_psprintf(p, "unknown action %.64s (store or remove)", d.action), NULL);
     if (!strcmp(d.action, "remove") && len)
         return rp_refuse(pl, 400, "Body With Remove",
-                      "action=remove needs an empty body (draft §3.1)", NULL);
+                      "action=remove needs an empty body (draft section 3.1)", NULL);
     for (i = 0; pl->ops && i < pl->ops->nelts; i++)
         if (!strcmp(APR_ARRAY_IDX(pl->ops, i, sip_script_op_t).type, d.type))
             return rp_refuse(pl, 400, "Duplicate Script Type",
