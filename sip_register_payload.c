@@ -199,7 +199,7 @@ void sip_regpl_init(apr_pool_t *p, server_rec *s, const char *aor, sip_regpl_t *
 }
 
 int sip_regpl_request(apr_pool_t *p, server_rec *s, const sip_msg_t *req, const char *aor,
-                      const char *user, sip_regpl_t *pl)
+                      const char *user, int integrity, sip_regpl_t *pl)
 {
     const apr_array_header_t *hdrs = sip_msg_headers(req);
     const char *ius;
@@ -235,6 +235,13 @@ int sip_regpl_request(apr_pool_t *p, server_rec *s, const sip_msg_t *req, const 
         if (!is_owner)
             return rp_refuse(pl, 403, "Forbidden", "you may change only your own scripts",
                           apr_psprintf(p, "%s may not change the scripts of %s", user, aor));
+        /* §8, RP-33: SipScriptUploadIntegrity wants the body signed too
+         * (there is no TLS here to protect it otherwise) */
+        if (sip_get_conf(s)->upload_integrity > 0 && !integrity)
+            return rp_refuse(pl, 401, "Unauthorized", "script changes here need digest "
+                             "qop=auth-int", apr_psprintf(p, "%s changed scripts with qop=auth; "
+                                                          "SipScriptUploadIntegrity wants auth-int",
+                                                          user));
         if (rp_check_scripts(p, s, pl))
             return pl->status;
     }

@@ -33,10 +33,12 @@ typedef struct sip_regpl {
 void sip_regpl_init(apr_pool_t *p, server_rec *s, const char *aor, sip_regpl_t *pl);
 
 /* Steps S1-S4 for the REGISTER 'req' (after sip_regpl_init), whose
- * digest-authenticated user is 'user' (NULL: none).  Returns pl->status:
- * 0 to go on with pl->ops (maybe NULL) and pl->if_unmodified_since. */
+ * digest-authenticated user is 'user' (NULL: none), 'integrity' when the
+ * credentials covered the body (qop=auth-int).  Returns pl->status: 0 to
+ * go on with pl->ops (maybe NULL) and pl->if_unmodified_since; 401 when
+ * SipScriptUploadIntegrity wants qop=auth-int (the caller challenges). */
 int sip_regpl_request(apr_pool_t *p, server_rec *s, const sip_msg_t *req, const char *aor,
-                      const char *user, sip_regpl_t *pl);
+                      const char *user, int integrity, sip_regpl_t *pl);
 
 /* 'hdrs' (name, value, ..., NULL; or NULL) with Accept and
  * Accept-Disposition added when scripts may be uploaded here (§4.2,

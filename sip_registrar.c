@@ -1,4 +1,5 @@
 #include "sip_registrar.h"
+#include "sip_auth.h"
 #include "sip_conf.h"
 #include "sip_location.h"
 #include "sip_log.h"
@@ -485,8 +486,13 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     chg->max_contacts = conf->max_contacts;
     /* draft-lennox-sip-reg-payload: the scripts in the body, checked
      * before anything changes (RP-14) */
-    if (sip_regpl_request(p, s, req, aor, sip_txn_user(txn), pl)) {
+    if (sip_regpl_request(p, s, req, aor, sip_txn_user(txn), sip_txn_auth_int(txn), pl)) {
         const char *text = sip_regpl_explanation(p, pl);
+        if (pl->status == 401) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: %s", pl->why);
+            sip_auth_challenge_integrity(txn, s);
+            return;
+        }
         sip_txn_refuse_body(txn, pl->status, pl->reason,
                             sip_regpl_headers(p, pl, pl->status, NULL), "text/plain", text,
                             text ? strlen(text) : 0, apr_pstrcat(p, "registrar: ", pl->why,

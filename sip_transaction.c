@@ -39,6 +39,7 @@ struct sip_txn {
     int kept;
     apr_time_t start;
     const char *user;
+    int auth_int;               /* the digest covered the body (qop=auth-int) */
     int compact;        /* malloc'd remnant of a completed transaction */
 };
 
@@ -842,4 +843,14 @@ void sip_txn_set_user(sip_txn_t *t, const char *user)
 const char *sip_txn_user(sip_txn_t *t)
 {
     return t->user;
+}
+
+void sip_txn_set_auth_int(sip_txn_t *t, int on)
+{
+    t->auth_int = on;
+}
+
+int sip_txn_auth_int(sip_txn_t *t)
+{
+    return t->auth_int;
 }

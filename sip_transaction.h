@@ -103,6 +103,9 @@ apr_time_t sip_txn_start(sip_txn_t *t);
 /* The user digest authentication proved (AUTH_TYPE/REMOTE_USER, %u). */
 void sip_txn_set_user(sip_txn_t *t, const char *user);
 const char *sip_txn_user(sip_txn_t *t);
+/* Whether those credentials protected the body too (qop=auth-int). */
+void sip_txn_set_auth_int(sip_txn_t *t, int on);
+int sip_txn_auth_int(sip_txn_t *t);
 sip_loop_t *sip_txn_loop(void);
 
 #endif

@@ -61,7 +61,8 @@ sub preg {
     push @h, 'Content-Disposition' => $o{cd} if defined $o{cd};
     push @h, Authorization => digest_credentials(challenge => $o{challenge} // $ch, user => $as,
                                                  password => $pw{$as}, method => 'REGISTER',
-                                                 uri => 'sip:127.0.0.1:' . ($o{server} // $t)->sip_port)
+                                                 uri => 'sip:127.0.0.1:' . ($o{server} // $t)->sip_port,
+                                                 qop => $o{qop}, body => $o{signed_body} // $o{body})
         unless $o{noauth};
     push @h, @{ $o{headers} || [] };
     my $from = $o{from} // $to;
@@ -718,6 +719,38 @@ subtest 'SipScriptUpload Off: an upload is refused (415), a plain REGISTER is no
     is($r && $r->header('accept-disposition'), undef, '... without Accept-Disposition');
 };
 $t2->stop;
+
+# ---- RP-33: SipScriptUploadIntegrity On
+my $t3 = SipRegTest->new(digest_server(realm => $realm, users => \%pw,
+    conf => [ 'SipScriptStore @DIR@/store', 'SipUploadUser nobody' ],
+    location => [ 'SipScriptUpload On' ], vhost_conf => 'SipScriptUploadIntegrity On'));
+subtest 'RP-33: SipScriptUploadIntegrity: qop=auth uploads refused, auth-int taken' => sub {
+    my $ch3 = challenge_of($t3, 'u88');
+    like($ch3->{qop} // '', qr/^auth,auth-int$/, 'the REGISTER challenge offers qop="auth,auth-int"');
+    my $mark = $t3->log_mark;
+    my $r = store('u88', 'script', $cpl, server => $t3, challenge => $ch3, contacts => [ '<sip:u88@127.0.0.1:5680>' ],
+                  expires => 600);
+    is($r && $r->code, 401, 'upload with qop=auth -> 401');
+    my $c = digest_challenge($r, 'www-authenticate');
+    is($c && $c->{qop}, 'auth-int', '... offering qop="auth-int"');
+    ok($t3->wait_log($mark, qr/SipScriptUploadIntegrity wants auth-int/), '... logged');
+    $r = preg(user => 'u88', server => $t3, challenge => $ch3, headers => [ 'Accept-Disposition' => '*' ]);
+    is($r && $r->code, 200, 'a REGISTER without script changes: qop=auth is enough');
+    is(scalar(keys %{ { SipRegTest::binding_map($r) } }), 0, '... the refused upload bound nothing');
+    is(nscripts($r), 0, '... and stored nothing');
+    (my $other = $cpl) =~ s/busy/error/;
+    $r = store('u88', 'script', $cpl, server => $t3, challenge => $c, qop => 'auth-int', signed_body => $other);
+    is($r && $r->code, 401, 'auth-int over another body (tampered on the way) -> 401');
+    $r = store('u88', 'script', $cpl, server => $t3, challenge => $c, qop => 'auth-int',
+               headers => [ 'Accept-Disposition' => '*', Accept => '*/*' ]);
+    is($r && $r->code, 200, 'upload with qop=auth-int -> 200');
+    is((scripts_of($r))[0]{body}, $cpl, '... stored');
+    $r = preg(user => 'u88', server => $t3, challenge => $c, cd => 'script;action=remove');
+    is($r && $r->code, 401, 'a remove with qop=auth -> 401 too');
+    $r = preg(user => 'u88', server => $t3, challenge => $c, cd => 'script;action=remove', qop => 'auth-int');
+    is($r && $r->code, 200, '... and with auth-int -> 200');
+};
+$t3->stop;
 
 $t->stop;
 done_testing;
