@@ -608,6 +608,7 @@ subtest 'RP-32: changes need credentials; alice cannot touch bob\'s scripts' => 
     (my $evil = $cpl) =~ s/busy/error/;
     $r = store('bob', 'script', $evil, as => 'alice');
     is($r && $r->code, 403, 'alice uploading for bob -> 403');
+    is($r && $r->header('accept-disposition'), 'script, sip-cgi', '... with Accept-Disposition (RP-29)');
     is(stored('bob')->{script}{body}, $cpl, '... bob\'s script unchanged');
     $r = preg(user => 'bob', as => 'alice', headers => [ 'Accept-Disposition' => '*', Accept => '*/*' ]);
     is($r && $r->code, 403, 'alice downloading bob\'s scripts -> 403');
@@ -751,6 +752,45 @@ subtest 'RP-33: SipScriptUploadIntegrity: qop=auth uploads refused, auth-int tak
     is($r && $r->code, 200, '... and with auth-int -> 200');
 };
 $t3->stop;
+
+# ---- the database store (SipLocation dbd on SQLite): the same, through the DB thread
+SKIP: {
+    my $MODDIR = $SipTest::MODDIR;
+    skip 'mod_dbd not installed', 1 unless -e "$MODDIR/mod_dbd.so";
+    my $dbdir = $t->dir . '/db';
+    mkdir $dbdir;
+    chmod 0777, $dbdir;
+    my $t4 = SipRegTest->new(digest_server(realm => $realm, users => \%pw,
+        conf => [ "LoadModule dbd_module $MODDIR/mod_dbd.so", 'DBDriver sqlite3', "DBDParams \"$dbdir/loc.db\"",
+                  'SipLocation dbd', 'SipUploadUser nobody' ],
+        location => [ 'SipScriptUpload On' ]));
+    subtest 'SipLocation dbd: upload, download, 412, refusal changes nothing, restart' => sub {
+        my $c4 = challenge_of($t4, 'u87');
+        my %o = (server => $t4, challenge => $c4);
+        my $r = store('u87', 'script', $cpl, %o, contacts => [ '<sip:u87@127.0.0.1:5690>' ], expires => 600,
+                      headers => [ 'Accept-Disposition' => 'script' ]);
+        is($r && $r->code, 200, 'upload -> 200');
+        my @s = scripts_of($r);
+        is(@s && $s[0]{body}, $cpl, '... and the 200 carries it');
+        my $md = $s[0]{mdate};
+        next_second();
+        (my $new = $cpl) =~ s/busy/error/;
+        is(store('u87', 'script', $new, %o)->code, 200, 'a replacement -> 200');
+        $r = store('u87', 'script', $cpl, %o, contacts => [ '<sip:u87@127.0.0.1:5691>' ], expires => 600,
+                   headers => [ 'If-Unmodified-Since' => $md ]);
+        is($r && $r->code, 412, 'the old date -> 412');
+        $r = preg(user => 'u87', %o, transport => 'tcp', headers => [ 'Accept-Disposition' => '*' ]);
+        is((scripts_of($r))[0]{body}, $new, 'the replacement is stored');
+        is(join(' ', sort keys %{ { SipRegTest::binding_map($r) } }), 'sip:u87@127.0.0.1:5690',
+           'the 412 bound nothing (same transaction)');
+        $t4->stop;
+        $t4->start;
+        $o{challenge} = challenge_of($t4, 'u87');
+        $r = preg(user => 'u87', %o, transport => 'tcp', headers => [ 'Accept-Disposition' => '*' ]);
+        is((scripts_of($r))[0]{body}, $new, 'after stop/start: still there');
+    };
+    $t4->stop;
+}
 
 $t->stop;
 done_testing;
