@@ -272,7 +272,7 @@ static int mime_media_match(const char *range, const char *type)
         return 0;
     if (!strcmp(range, "*/*"))
         return 1;
-    if ((apr_size_t)(rs - range) != (apr_size_t)(ts - type) || strncmp(range, type, (apr_size_t)(rs - range)))
+    if (rs - range != ts - type || strncmp(range, type, (apr_size_t)(rs - range)))
         return 0;
     if (!strcmp(rs + 1, "*"))
         return 2;

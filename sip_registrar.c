@@ -531,8 +531,8 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
         goto out;           /* cancelled meanwhile */
     if (status || !bs || !bs->nelts) {
         if (strcmp(sip_msg_method(req), "OPTIONS") == 0)    /* the server answers for itself */
-            reply(txn, 200, "OK", sip_regpl_options_headers(p, s,
-                                                            sip_uri_aor(p, sip_msg_request_uri(req))));
+            reply(txn, 200, "OK",
+                  sip_regpl_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
         else if (status)
             reply(txn, 500, "Server Internal Error", NULL);
         else if (!bs)

@@ -11,7 +11,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = apr_pstrmemdup(p, (const char *)data, size), *why = NULL;
     const char *boundary = "b", *body = (const char *)data, *type = NULL, *bnd = NULL;
     apr_size_t len = size, n = 0;
-    apr_array_header_t *parts = NULL, *again = NULL, *hdrs = apr_array_make(p, 2, sizeof(sip_header_t));
+    apr_array_header_t *parts = NULL, *again = NULL;
+    apr_array_header_t *hdrs = apr_array_make(p, 2, sizeof(sip_header_t));
     sip_disposition_t d;
     sip_mime_list_t l1, l2;
     sip_header_t *h;
@@ -20,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 2 && data[0] == 'b' && data[1] == '=') {
         const char *nl = memchr(data, '\n', size);
         if (nl) {
-            boundary = apr_pstrmemdup(p, (const char *)data + 2, (apr_size_t)(nl - (const char *)data) - 2);
+            boundary = apr_pstrmemdup(p, (const char *)data + 2,
+                                      (apr_size_t)(nl - (const char *)data) - 2);
             body = nl + 1;
             len = size - (apr_size_t)(body - (const char *)data);
         }
