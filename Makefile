@@ -5,6 +5,7 @@ MODDIR    ?= /usr/lib/apache2/modules
 SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction.c sip_proxy.c sip_relay.c \
              sip_route.c \
              sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c \
+             sip_mime.c sip_register_payload.c \
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c
 HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
@@ -132,7 +133,7 @@ test: test-deps all unit prove
 VALGRIND_TESTS ?= t/10-options.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
                   t/reg-raw.t t/auth-require.t t/cgi-proxy.t t/robust-torture.t \
                   t/error-docs.t t/status.t t/relay.t t/proxy-wire.t t/cgi-local-target.t \
-                  t/auth-strict.t t/upload-exec.t
+                  t/auth-strict.t t/upload-exec.t t/reg-payload.t
 test-valgrind: test-deps all
 	$(call apt_install,valgrind)
 	rm -rf t/valgrind.out && mkdir -p t/valgrind.out && chmod 1777 t/valgrind.out
@@ -148,7 +149,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri
+FUZZ_TARGETS = parse cgi_output frame uri mime
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

@@ -1,6 +1,7 @@
 #include "sip_auth.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_register_payload.h"
 #include "sip_request.h"
 
 #include <stdlib.h>
@@ -79,18 +80,58 @@ static int check_nonce(apr_pool_t *p, const char *nonce, apr_interval_time_t lif
     return 1;
 }
 
-static int challenge(sip_txn_t *t, int proxied, const char *realm, int stale)
+/* The headers of a REGISTER refusal: 'hdrs' with Accept and
+ * Accept-Disposition where scripts may be uploaded
+ * (draft-lennox-sip-reg-payload §4.2: every REGISTER response). */
+static const char *const *register_headers(sip_txn_t *t, int status, const char *const *hdrs)
+{
+    apr_pool_t *p = sip_txn_pool(t);
+    server_rec *s = sip_txn_source(t)->vhost;
+    sip_regpl_t pl;
+
+    if (!s || strcmp(sip_msg_method(sip_txn_request(t)), "REGISTER"))
+        return hdrs;
+    sip_regpl_init(p, s, sip_msg_aor(p, sip_txn_request(t)), &pl);
+    return sip_regpl_headers(p, &pl, status, hdrs);
+}
+
+static int challenge_qop(sip_txn_t *t, int proxied, const char *realm, int stale, const char *qop)
 {
     apr_pool_t *p = sip_txn_pool(t);
     const char *value = apr_psprintf(p, "Digest realm=\"%s\", nonce=\"%s\", algorithm=MD5, "
-                                     "qop=\"auth\"%s", realm, make_nonce(p, apr_time_now()),
+                                     "qop=\"%s\"%s", realm, make_nonce(p, apr_time_now()), qop,
                                      stale ? ", stale=true" : "");
     const char *hdrs[] = {proxied ? "Proxy-Authenticate" : "WWW-Authenticate", value, NULL};
 
     /* §22.1: 401 from a registrar or UAS, 407 from a proxy */
     sip_txn_reply(t, proxied ? 407 : 401,
-                  proxied ? "Proxy Authentication Required" : "Unauthorized", hdrs);
+                  proxied ? "Proxy Authentication Required" : "Unauthorized",
+                  proxied ? hdrs : register_headers(t, 401, hdrs));
     return 0;
+}
+
+static int challenge(sip_txn_t *t, int proxied, const char *realm, int stale)
+{
+    server_rec *s = sip_txn_source(t)->vhost;
+    const char *qop = "auth";
+
+    /* SipScriptUploadIntegrity: offer auth-int at once to a REGISTER that
+     * may carry scripts, rather than refuse its qop=auth later */
+    if (!proxied && s && sip_get_conf(s)->upload_integrity > 0
+        && !strcmp(sip_msg_method(sip_txn_request(t)), "REGISTER")) {
+        sip_regpl_t pl;
+        sip_regpl_init(sip_txn_pool(t), s, sip_msg_aor(sip_txn_pool(t), sip_txn_request(t)), &pl);
+        if (pl.enabled)
+            qop = "auth,auth-int";
+    }
+    return challenge_qop(t, proxied, realm, stale, qop);
+}
+
+void sip_auth_challenge_integrity(sip_txn_t *t, server_rec *s)
+{
+    const char *realm = sip_auth_realm(s, sip_txn_pool(t), sip_txn_request(t));
+
+    challenge_qop(t, 0, realm ? realm : s->server_hostname, 0, "auth-int");
 }
 
 /* RFC 2617 §3.2.2.1: nonce-counts only go up for one nonce.  The highest
@@ -209,9 +250,22 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
                      c.username, realm);
         return challenge(t, proxied, realm, 0);
     }
-    ha2 = md5hex(p, apr_pstrcat(p, method, ":", c.uri, NULL));
+    if (c.qop && !strcasecmp(c.qop, "auth-int")) {
+        /* RFC 2617 §3.2.2.3: the body is part of what was signed */
+        apr_size_t blen = 0;
+        const char *body = sip_msg_body(req, &blen);
+        unsigned char d[APR_MD5_DIGESTSIZE];
+        char hex[2 * APR_MD5_DIGESTSIZE + 1];
+        int i;
+        apr_md5(d, body ? body : "", blen);
+        for (i = 0; i < APR_MD5_DIGESTSIZE; i++)
+            apr_snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        ha2 = md5hex(p, apr_pstrcat(p, method, ":", c.uri, ":", hex, NULL));
+    }
+    else
+        ha2 = md5hex(p, apr_pstrcat(p, method, ":", c.uri, NULL));
     if (c.qop) {
-        if (strcasecmp(c.qop, "auth") != 0 || !c.nc || !c.cnonce)
+        if ((strcasecmp(c.qop, "auth") && strcasecmp(c.qop, "auth-int")) || !c.nc || !c.cnonce)
             return challenge(t, proxied, realm, 0);
         expected = md5hex(p, apr_pstrcat(p, ha1, ":", c.nonce, ":", c.nc, ":", c.cnonce, ":",
                                          c.qop, ":", ha2, NULL));
@@ -235,11 +289,12 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
             || strcmp(tuser, c.username) != 0) {
             AUTH_LOG(t, APLOG_NOTICE, s,
                          "sip auth: %s may not register %s", c.username, aor);
-            sip_txn_reply(t, 403, "Forbidden", NULL);
+            sip_txn_reply(t, 403, "Forbidden", register_headers(t, 403, NULL));
             return 0;
         }
     }
     *user = c.username;
+    sip_txn_set_auth_int(t, c.qop && !strcasecmp(c.qop, "auth-int"));
     return 1;
 }
 
@@ -249,7 +304,7 @@ static int refuse(sip_txn_t *t, server_rec *s, sip_access_result_t res, const ch
     if (res == SIP_ACCESS_DENIED) {
         AUTH_LOG(t, APLOG_NOTICE, s, "sip auth: %s denied by Require for %s",
                      who, aor);
-        sip_txn_reply(t, 403, "Forbidden", NULL);
+        sip_txn_reply(t, 403, "Forbidden", register_headers(t, 403, NULL));
     }
     else
         sip_txn_reply(t, 500, "Server Internal Error", NULL);

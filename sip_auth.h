@@ -15,6 +15,10 @@ void sip_auth_init(apr_pool_t *p);
  * answer (401/407 challenge, 403) was sent. */
 int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied);
 
+/* A 401 asking for credentials that protect the body too (qop=auth-int:
+ * SipScriptUploadIntegrity for script uploads). */
+void sip_auth_challenge_integrity(sip_txn_t *t, server_rec *s);
+
 /* The digest realm this server challenges 'req' with (the AuthName of
  * its <Location>, else the ServerName), or NULL when no access control is
  * configured: a proxy removes credentials for it before forwarding. */

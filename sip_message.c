@@ -234,6 +234,49 @@ static int has_header(const sip_msg_t *m, const char *name)
     return sip_msg_header(m, name) != NULL;
 }
 
+/* libosip2 splits multipart bodies with a MIME parser of its own, which
+ * refuses legal ones (an empty part: a script removal in a REGISTER,
+ * draft-lennox-sip-reg-payload §3.1).  Nothing here uses its parts (the
+ * body is kept as received; sip_mime.c splits it): parse again with the
+ * body as one opaque body, then give the message its real Content-Type.
+ * 1 with *om replaced, or 0. */
+static int parse_multipart_opaque(apr_pool_t *p, const sip_msg_t *m, const char *buf,
+                                  osip_message_t **om)
+{
+    const char *ct = sip_msg_header(m, "Content-Type");
+    apr_size_t head = (apr_size_t)(m->body - m->raw), i;
+    osip_message_t *again;
+    char *copy;
+
+    if (!ct || strncasecmp(ct + strspn(ct, " \t"), "multipart/", 10) || !m->body_len)
+        return 0;
+    copy = apr_pstrmemdup(p, buf, head + m->body_len);
+    /* the split header values point into m->raw; the same offsets in the
+     * copy: blank out the type so that libosip2 leaves the body whole */
+    for (i = 0; i < (apr_size_t)m->hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(m->hdrs, i, sip_header_t);
+        if (!strcasecmp(h->name, "Content-Type") && h->value >= m->raw
+            && h->value < m->raw + head) {
+            apr_size_t off = (apr_size_t)(h->value - m->raw), n = strlen(h->value);
+            memcpy(copy + off, "text", 4 < n ? 4 : n);  /* "multipart/x" -> "textipart/x" */
+        }
+    }
+    if (osip_message_init(&again) != 0)
+        return 0;
+    if (osip_message_parse(again, copy, head + m->body_len) != 0) {
+        osip_message_free(again);
+        return 0;
+    }
+    if (again->content_type) {
+        osip_content_type_free(again->content_type);
+        again->content_type = NULL;
+    }
+    osip_message_set_content_type(again, ct);
+    osip_message_free(*om);
+    *om = again;
+    return 1;
+}
+
 #define FAIL(code, why) do { err->status = (code); err->reason = (why); return APR_EGENERAL; } while (0)
 
 apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
@@ -335,7 +378,8 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     /* libosip2 does the full grammar; give it only the message itself. */
     if (osip_message_init(&om) != 0)
         FAIL(0, "out of memory");
-    if (osip_message_parse(om, buf, (size_t)((m->body - m->raw) + m->body_len)) != 0) {
+    if (osip_message_parse(om, buf, (size_t)((m->body - m->raw) + m->body_len)) != 0
+        && !(kind == 0 && parse_multipart_opaque(p, m, buf, &om))) {
         osip_message_free(om);
         FAIL(kind == 0 ? 400 : 0, "Bad Request");
     }

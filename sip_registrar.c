@@ -1,10 +1,13 @@
 #include "sip_registrar.h"
+#include "sip_auth.h"
 #include "sip_conf.h"
 #include "sip_location.h"
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_register_payload.h"
 #include "sip_request.h"
+#include "sip_script_store.h"
 #include "sip_stats.h"
 
 #include <stdlib.h>
@@ -138,12 +141,18 @@ const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bs)
     return apr_array_pstrcat(p, parts, ',');
 }
 
-static void reply(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs)
+static void reply_body(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs,
+                       const char *ctype, const char *body, apr_size_t len)
 {
     if (status >= 400)
-        sip_txn_refuse(txn, status, reason, hdrs, "registrar");
+        sip_txn_refuse_body(txn, status, reason, hdrs, ctype, body, len, "registrar");
     else
-        sip_txn_reply(txn, status, reason, hdrs);
+        sip_txn_reply_body(txn, status, reason, hdrs, ctype, body, len);
+}
+
+static void reply(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs)
+{
+    reply_body(txn, status, reason, hdrs, NULL, NULL, 0);
 }
 
 /* The store may answer later (database): the transaction is kept until it
@@ -169,9 +178,10 @@ static void hold(sip_txn_t *txn)
 #define CUT_WARNING "399 mod_sip \"Contact list cut to fit a UDP datagram; use TCP for all\""
 
 /* Answer with one Contact per binding of 'bs' (in that order, at most
- * 'max' of them), plus 'extra' (name, value, ..., NULL). */
+ * 'max' of them), plus 'extra' (name, value, ..., NULL) and a body. */
 static void reply_contacts(sip_txn_t *txn, int status, const char *reason,
-                           const apr_array_header_t *bs, int max, const char *const *extra)
+                           const apr_array_header_t *bs, int max, const char *const *extra,
+                           const char *ctype, const char *body, apr_size_t blen)
 {
     apr_pool_t *p = sip_txn_pool(txn);
     const sip_msg_t *req = sip_txn_request(txn);
@@ -194,7 +204,7 @@ static void reply_contacts(sip_txn_t *txn, int status, const char *reason,
         *(const char **)apr_array_push(hw) = CUT_WARNING;
         *(const char **)apr_array_push(hw) = NULL;
         sip_msg_response_text(p, req, status, reason, sip_txn_to_tag(txn),
-                              (const char *const *)hw->elts, NULL, NULL, 0, &base);
+                              (const char *const *)hw->elts, ctype, body, blen, &base);
         budget = sip_msg_length(req) > SIP_UDP_RESPONSE_MAX ? sip_msg_length(req)
                  : SIP_UDP_RESPONSE_MAX;
         total = base;
@@ -225,14 +235,73 @@ static void reply_contacts(sip_txn_t *txn, int status, const char *reason,
         *(const char **)apr_array_push(h) = extra[1];
     }
     *(const char **)apr_array_push(h) = NULL;
-    reply(txn, status, reason, (const char *const *)h->elts);
+    reply_body(txn, status, reason, (const char *const *)h->elts, ctype, body, blen);
 }
 
 typedef struct reg_job {
     sip_txn_t *txn;
     const sip_reg_change_t *chg;
     int max_contacts;
+    sip_regpl_t *pl;            /* the REGISTER's scripts (sip_register_payload.h) */
 } reg_job_t;
+
+/* The scripts for the 200 (§4.2), unless over UDP they would not fit in
+ * the datagram with every Contact: then none, a Warning and a log line
+ * (a response cannot move to TCP; the client can ask again over it). */
+#define SCRIPTS_CUT_WARNING "399 mod_sip \"Scripts left out to fit a UDP datagram; " \
+                            "REGISTER over TCP to fetch them\""
+
+static void scripts_body(reg_job_t *rj, apr_array_header_t *scripts,
+                         const apr_array_header_t *bs, apr_array_header_t *extra,
+                         const char **ctype, const char **body, apr_size_t *blen)
+{
+    sip_txn_t *txn = rj->txn;
+    apr_pool_t *p = sip_txn_pool(txn);
+    const sip_msg_t *req = sip_txn_request(txn);
+    apr_array_header_t *h = apr_array_copy(p, extra);
+    apr_time_t now = apr_time_now();
+    apr_size_t len = 0, budget;
+    int n, i;
+
+    n = sip_regpl_body(p, rj->pl, scripts, h, ctype, body, blen);
+    if (!n)
+        return;
+    if (sip_txn_source(txn)->kind == SIP_TP_UDP) {
+        apr_array_header_t *all = apr_array_copy(p, h);
+        for (i = 0; bs && i < bs->nelts; i++) {
+            *(const char **)apr_array_push(all) = "Contact";
+            *(const char **)apr_array_push(all) =
+                format_binding(p, APR_ARRAY_IDX(bs, i, sip_binding_t *), now);
+        }
+        *(const char **)apr_array_push(all) = NULL;
+        sip_msg_response_text(p, req, 200, "OK", sip_txn_to_tag(txn),
+                              (const char *const *)all->elts, *ctype, *body, *blen, &len);
+        budget = sip_msg_length(req) > SIP_UDP_RESPONSE_MAX ? sip_msg_length(req)
+                 : SIP_UDP_RESPONSE_MAX;
+        if (len > budget) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, sip_txn_source(txn)->vhost,
+                         "sip registrar: 200 for %s over UDP would be %" APR_SIZE_T_FMT
+                         " bytes with its %d script(s): sent without them", rj->chg->aor, len, n);
+            *ctype = *body = NULL;
+            *blen = 0;
+            *(const char **)apr_array_push(extra) = "Warning";
+            *(const char **)apr_array_push(extra) = SCRIPTS_CUT_WARNING;
+            return;
+        }
+    }
+    /* the body's own headers (Content-Disposition...) go in too */
+    for (i = extra->nelts; i < h->nelts; i++)
+        *(const char **)apr_array_push(extra) = APR_ARRAY_IDX(h, i, const char *);
+}
+
+/* A refusal of the REGISTER, with Accept/Accept-Disposition (RP-29). */
+static void reg_refuse(sip_txn_t *txn, const sip_regpl_t *pl, int status, const char *reason,
+                       const char *const *hdrs, const char *why)
+{
+    apr_pool_t *p = sip_txn_pool(txn);
+
+    sip_txn_refuse(txn, status, reason, sip_regpl_headers(p, pl, status, hdrs), why);
+}
 
 static void register_done(void *baton, int status, apr_array_header_t *current,
                           apr_array_header_t *scripts)
@@ -241,18 +310,32 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
     sip_txn_t *txn = rj->txn;
     apr_pool_t *p = sip_txn_pool(txn);
     char date[APR_RFC822_DATE_LEN];
-    const char *hdrs[5];
-    apr_array_header_t *ordered;
+    apr_array_header_t *ordered, *extra;
+    const char *ctype = NULL, *body = NULL;
+    apr_size_t blen = 0;
     apr_hash_t *named;
     int i;
 
-    (void)scripts;
     sip_txn_detach_keep(txn);
+    if (status == 412 || status == 413) {
+        /* draft §3.3, §4.1: nothing changed, bindings included (RP-14) */
+        static const char *const w412[] = {"Warning", "399 mod_sip \"A script was changed "
+                                           "since If-Unmodified-Since\"", NULL};
+        static const char *const w413[] = {"Warning", "399 mod_sip \"The user's scripts would "
+                                           "exceed SipScriptUploadMaxTotal\"", NULL};
+        reg_refuse(txn, rj->pl, status, status == 412 ? "Precondition Failed"
+                   : "Request Entity Too Large", status == 412 ? w412 : w413,
+                   apr_psprintf(p, "registrar: scripts of %s %s; nothing stored", rj->chg->aor,
+                                status == 412 ? "changed since If-Unmodified-Since"
+                                : "over SipScriptUploadMaxTotal"));
+        sip_txn_release(txn);
+        return;
+    }
     if (status == 403) {
         const char *h[] = {"Warning", apr_psprintf(p, "399 mod_sip \"Too many contacts: at most "
                                                    "%d per address-of-record\"", rj->max_contacts),
                            NULL};
-        sip_txn_refuse(txn, 403, "Too Many Contacts", h,
+        reg_refuse(txn, rj->pl, 403, "Too Many Contacts", h,
                        apr_psprintf(p, "registrar: %s would have more than SipMaxContacts %d "
                                     "bindings; nothing stored", rj->chg->aor, rj->max_contacts));
         sip_txn_release(txn);
@@ -260,13 +343,15 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
     }
     if (status == 503) {
         static const char *const h[] = {"Retry-After", "300", NULL};
-        sip_txn_refuse(txn, 503, "Service Unavailable", h,
+        reg_refuse(txn, rj->pl, 503, "Service Unavailable", h,
                        "registrar: the location store holds SipMaxBindings bindings; nothing stored");
         sip_txn_release(txn);
         return;
     }
     if (status) {
-        reply(txn, 500, "Out Of Order Request", NULL);
+        reg_refuse(txn, rj->pl, 500, "Out Of Order Request", NULL,
+                   rj->chg->script_ops ? "registrar: the script store failed; nothing stored"
+                                       : "registrar: the location store failed");
         sip_txn_release(txn);
         return;
     }
@@ -290,11 +375,19 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
                 *(sip_binding_t **)apr_array_push(ordered) = b;
         }
     apr_rfc822_date(date, apr_time_now());
-    hdrs[0] = "Date";
-    hdrs[1] = apr_pstrdup(p, date);
-    hdrs[2] = NULL;
+    extra = apr_array_make(p, 8, sizeof(const char *));
+    *(const char **)apr_array_push(extra) = "Date";
+    *(const char **)apr_array_push(extra) = apr_pstrdup(p, date);
+    for (const char *const *a = sip_regpl_headers(p, rj->pl, 200, NULL); a && a[0]; a += 2) {
+        *(const char **)apr_array_push(extra) = a[0];
+        *(const char **)apr_array_push(extra) = a[1];
+    }
+    /* §4.2: the stored scripts the request allows */
+    scripts_body(rj, scripts, ordered, extra, &ctype, &body, &blen);
+    *(const char **)apr_array_push(extra) = NULL;
     sip_stats->registers_ok++;
-    reply_contacts(txn, 200, "OK", ordered, ordered->nelts, hdrs);
+    reply_contacts(txn, 200, "OK", ordered, ordered->nelts, (const char *const *)extra->elts,
+                   ctype, body, blen);
     sip_txn_release(txn);
 }
 
@@ -308,6 +401,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     const char *to = sip_msg_header(req, "To"), *aor, *expires_hdr, *call_id;
     sip_reg_change_t *chg;
     reg_job_t *rj;
+    sip_regpl_t *pl = apr_pcalloc(p, sizeof(*pl));
     apr_uint32_t cseq = (apr_uint32_t)strtoul(sip_msg_cseq_number(req), NULL, 10);
     apr_time_t now = apr_time_now();
     int i, star = 0;
@@ -321,10 +415,11 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         reply(txn, 404, "Not Found", NULL);
         return;
     }
+    sip_regpl_init(p, s, aor, pl);
     expires_hdr = sip_msg_header(req, "Expires");
     default_expires = expires_hdr ? atol(expires_hdr) : conf->default_expires;
     if (expires_hdr && (!apr_isdigit(*expires_hdr) || default_expires < 0)) {
-        reply(txn, 400, "Bad Expires", NULL);
+        reply(txn, 400, "Bad Expires", sip_regpl_headers(p, pl, 400, NULL));
         return;
     }
     for (i = 0; i < hdrs->nelts; i++) {
@@ -339,7 +434,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         if (strcmp(APR_ARRAY_IDX(contacts, i, const char *), "*") == 0)
             star = 1;
     if (star && (contacts->nelts != 1 || !expires_hdr || default_expires != 0)) {
-        reply(txn, 400, "Invalid Wildcard Contact", NULL);
+        reply(txn, 400, "Invalid Wildcard Contact", sip_regpl_headers(p, pl, 400, NULL));
         return;
     }
     chg = apr_pcalloc(p, sizeof(*chg));
@@ -357,27 +452,27 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         memset(b, 0, sizeof(*b));
         b->contact = sip_header_uri(p, v, &params);
         if (!sip_uri_info(p, b->contact, &ui)) {
-            reply(txn, 400, "Bad Contact", NULL);
+            reply(txn, 400, "Bad Contact", sip_regpl_headers(p, pl, 400, NULL));
             return;
         }
         e = param(p, params, "expires", &rest);
         q = param(p, rest, "q", &rest);
         b->q1000 = q ? sip_qvalue_parse(q) : 1000;
         if (b->q1000 < 0) {
-            reply(txn, 400, "Bad Contact q", NULL);
+            reply(txn, 400, "Bad Contact q", sip_regpl_headers(p, pl, 400, NULL));
             return;
         }
         b->params = rest;
         b->display = display_name(p, v);
         if (e && (!apr_isdigit(*e) || e[strspn(e, "0123456789")])) {
-            reply(txn, 400, "Bad Contact Expires", NULL);
+            reply(txn, 400, "Bad Contact Expires", sip_regpl_headers(p, pl, 400, NULL));
             return;
         }
         exp = e ? atol(e) : default_expires;
         /* §10.3 step 7: too brief is refused, too long is shortened */
         if (exp > 0 && exp < conf->min_expires) {
             const char *hm[] = {"Min-Expires", apr_itoa(p, (int)conf->min_expires), NULL};
-            reply(txn, 423, "Interval Too Brief", hm);
+            reply(txn, 423, "Interval Too Brief", sip_regpl_headers(p, pl, 423, hm));
             return;
         }
         if (exp > conf->max_expires)
@@ -389,7 +484,27 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         b->path = sip_msg_header(req, "Path");
     }
     chg->max_contacts = conf->max_contacts;
+    /* draft-lennox-sip-reg-payload: the scripts in the body, checked
+     * before anything changes (RP-14) */
+    if (sip_regpl_request(p, s, req, aor, sip_txn_user(txn), sip_txn_auth_int(txn), pl)) {
+        const char *text = sip_regpl_explanation(p, pl);
+        if (pl->status == 401) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: %s", pl->why);
+            sip_auth_challenge_integrity(txn, s);
+            return;
+        }
+        sip_txn_refuse_body(txn, pl->status, pl->reason,
+                            sip_regpl_headers(p, pl, pl->status, NULL), "text/plain", text,
+                            text ? strlen(text) : 0, apr_pstrcat(p, "registrar: ", pl->why,
+                                                                 NULL));
+        return;
+    }
+    chg->script_ops = pl->ops;
+    chg->if_unmodified_since = pl->if_unmodified_since;
+    chg->max_script_total = conf->upload_max_total > 0 ? (apr_size_t)conf->upload_max_total : 0;
+    chg->want_scripts = pl->download;
     rj = apr_pcalloc(p, sizeof(*rj));
+    rj->pl = pl;
     rj->txn = txn;
     rj->chg = chg;
     rj->max_contacts = conf->max_contacts;
@@ -415,13 +530,9 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     if (sip_txn_final_sent(txn))
         goto out;           /* cancelled meanwhile */
     if (status || !bs || !bs->nelts) {
-        if (strcmp(sip_msg_method(req), "OPTIONS") == 0) {
-            static const char *const hdrs[] = {
-                "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
-                "Accept", "application/sdp", NULL
-            };
-            reply(txn, 200, "OK", hdrs);   /* the server answers for itself */
-        }
+        if (strcmp(sip_msg_method(req), "OPTIONS") == 0)    /* the server answers for itself */
+            reply(txn, 200, "OK",
+                  sip_regpl_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
         else if (status)
             reply(txn, 500, "Server Internal Error", NULL);
         else if (!bs)
@@ -432,7 +543,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     }
     /* SipMode of the vhost, or of a <Location "/user@domain"> */
     if (sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req))) == SIP_MODE_REDIRECT) {
-        reply_contacts(txn, 302, "Moved Temporarily", bs, max, NULL);
+        reply_contacts(txn, 302, "Moved Temporarily", bs, max, NULL, NULL, NULL, 0);
         goto out;
     }
     {

@@ -1,6 +1,7 @@
 #include "sip_relay.h"
 #include "sip_auth.h"
 #include "sip_log.h"
+#include "sip_register_payload.h"
 #include "sip_registrar.h"
 #include "sip_request.h"
 
@@ -58,11 +59,6 @@ static int not_implemented(sip_txn_t *txn, const char *method)
 
 void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
 {
-    static const char *const options_hdrs[] = {
-        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
-        "Accept", "application/sdp",
-        NULL
-    };
     const sip_msg_t *req = sip_txn_request(txn);
     const char *method = sip_msg_method(req);
 
@@ -80,7 +76,9 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
     if (sip_registrar_route(txn, s))
         return;
     if (strcmp(method, "OPTIONS") == 0) {
-        sip_txn_reply(txn, 200, "OK", options_hdrs);
+        apr_pool_t *p = sip_txn_pool(txn);
+        sip_txn_reply(txn, 200, "OK",
+                      sip_regpl_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
         return;
     }
     sip_txn_refuse(txn, 404, "Not Found", NULL, "no script and no registration");

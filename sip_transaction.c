@@ -39,6 +39,7 @@ struct sip_txn {
     int kept;
     apr_time_t start;
     const char *user;
+    int auth_int;               /* the digest covered the body (qop=auth-int) */
     int compact;        /* malloc'd remnant of a completed transaction */
 };
 
@@ -396,8 +397,7 @@ static sip_log_rate_t rl_refusals = SIP_LOG_RATE_INIT("refused requests");
 
 #define SIP_LOG_URI_MAX 256     /* the Request-URI is the sender's text: cut it */
 
-apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
-                            const char *const *hdrs, const char *why)
+static void refuse_log(sip_txn_t *t, int status, const char *reason, const char *why)
 {
     const char *uri = sip_msg_request_uri(t->req);
     const char *ip = sip_sockaddr_ip(t->pool, &t->src.peer);
@@ -407,19 +407,41 @@ apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
                     "sip: %d %s for %s %.*s%s from %s: %s", status, reason,
                     sip_msg_method(t->req), SIP_LOG_URI_MAX, uri,
                     strlen(uri) > SIP_LOG_URI_MAX ? "..." : "", ip, why);
+}
+
+apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
+                            const char *const *hdrs, const char *why)
+{
+    refuse_log(t, status, reason, why);
     return sip_txn_reply(t, status, reason, hdrs);
+}
+
+apr_status_t sip_txn_refuse_body(sip_txn_t *t, int status, const char *reason,
+                                 const char *const *hdrs, const char *ctype, const char *body,
+                                 apr_size_t len, const char *why)
+{
+    refuse_log(t, status, reason, why);
+    return sip_txn_reply_body(t, status, reason, hdrs, ctype, body, len);
 }
 
 apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs)
 {
+    return sip_txn_reply_body(t, status, reason, hdrs, NULL, NULL, 0);
+}
+
+apr_status_t sip_txn_reply_body(sip_txn_t *t, int status, const char *reason,
+                                const char *const *hdrs, const char *ctype, const char *body,
+                                apr_size_t blen)
+{
     apr_pool_t *p;
-    const char *buf, *ctype = NULL, *body = NULL;
-    apr_size_t len = 0, blen = 0;
+    const char *buf;
+    apr_size_t len = 0;
     apr_status_t rv = APR_EGENERAL;
 
     apr_pool_create(&p, t->pool);
-    if (status >= 400 && error_body_hook)
+    /* a body of the caller's own wins over SipErrorDocument */
+    if (status >= 400 && error_body_hook && !(body && blen))
         error_body_hook(t, status, p, &ctype, &body, &blen);
     buf = sip_msg_response_text(p, t->req, status, reason, t->to_tag, hdrs, ctype, body, blen,
                                 &len);
@@ -821,4 +843,14 @@ void sip_txn_set_user(sip_txn_t *t, const char *user)
 const char *sip_txn_user(sip_txn_t *t)
 {
     return t->user;
+}
+
+void sip_txn_set_auth_int(sip_txn_t *t, int on)
+{
+    t->auth_int = on;
+}
+
+int sip_txn_auth_int(sip_txn_t *t)
+{
+    return t->auth_int;
 }

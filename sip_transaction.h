@@ -43,6 +43,15 @@ apr_status_t sip_txn_refuse(sip_txn_t *t, int status, const char *reason,
                             const char *const *hdrs, const char *why);
 apr_status_t sip_txn_reply(sip_txn_t *t, int status, const char *reason,
                            const char *const *hdrs);
+/* sip_txn_reply / sip_txn_refuse with a body of the caller's own
+ * ('ctype', 'body', 'len'; none when len is 0), which for an error
+ * replaces any SipErrorDocument. */
+apr_status_t sip_txn_reply_body(sip_txn_t *t, int status, const char *reason,
+                                const char *const *hdrs, const char *ctype, const char *body,
+                                apr_size_t len);
+apr_status_t sip_txn_refuse_body(sip_txn_t *t, int status, const char *reason,
+                                 const char *const *hdrs, const char *ctype, const char *body,
+                                 apr_size_t len, const char *why);
 
 /* The transaction user (script context or proxy) attaches while it
  * works on the transaction. */
@@ -94,6 +103,9 @@ apr_time_t sip_txn_start(sip_txn_t *t);
 /* The user digest authentication proved (AUTH_TYPE/REMOTE_USER, %u). */
 void sip_txn_set_user(sip_txn_t *t, const char *user);
 const char *sip_txn_user(sip_txn_t *t);
+/* Whether those credentials protected the body too (qop=auth-int). */
+void sip_txn_set_auth_int(sip_txn_t *t, int on);
+int sip_txn_auth_int(sip_txn_t *t);
 sip_loop_t *sip_txn_loop(void);
 
 #endif

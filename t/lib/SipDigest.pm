@@ -30,7 +30,8 @@ sub digest_challenge {
 }
 
 # An Authorization / Proxy-Authorization value answering $o{challenge}
-# (qop => 'none' leaves out qop, nc and cnonce).
+# (qop => 'none' leaves out qop, nc and cnonce; qop => 'auth-int' signs
+# $o{body} too, RFC 2617 §3.2.2.3).
 sub digest_credentials {
     my (%o) = @_;
     my $c = $o{challenge} or return 'Digest none';
@@ -43,9 +44,11 @@ sub digest_credentials {
         return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
              . qq{response="$resp", algorithm=MD5};
     }
-    my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:auth:$ha2");
+    my $qop = $o{qop} // 'auth';
+    $ha2 = md5_hex("$o{method}:$o{uri}:" . md5_hex($o{body} // '')) if $qop eq 'auth-int';
+    my $resp = md5_hex("$ha1:$c->{nonce}:$nc:$cnonce:$qop:$ha2");
     return qq{Digest username="$o{user}", realm="$c->{realm}", nonce="$c->{nonce}", uri="$o{uri}", }
-         . qq{response="$resp", algorithm=MD5, qop=auth, nc=$nc, cnonce="$cnonce"};
+         . qq{response="$resp", algorithm=MD5, qop=$qop, nc=$nc, cnonce="$cnonce"};
 }
 
 # Options for SipTest->new (or a subclass): digest authentication with

@@ -19,6 +19,8 @@
 #include "../../sip_script_store.c"
 #include "../../sip_upload.c"
 #include "../../sip_cpl.c"
+#include "../../sip_mime.c"
+#include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
 #define SIP_NC_MAX 4      /* a small nonce-count table to fill */
@@ -3267,6 +3269,447 @@ static Suite *script_store_suite(void)
     return s;
 }
 
+/* ---------------------------------------------------------------------- */
+/* sip_mime: Content-Disposition, lists, dates, multipart/mixed         */
+
+START_TEST(mime_disposition)
+{
+    sip_disposition_t d;
+
+    /* RP-1: any order and case, generic parameters kept */
+    ck_assert_int_eq(sip_mime_disposition_parse(pool, "sip-cgi; action=store", &d), 0);
+    ck_assert_str_eq(d.type, "sip-cgi");
+    ck_assert_str_eq(d.action, "store");
+    ck_assert_ptr_null(d.handling);
+    ck_assert_int_eq(sip_mime_disposition_parse(pool, "Script ;Foo=bar; ACTION = Remove;handling=OPTIONAL;x",
+                                                &d), 0);
+    ck_assert_str_eq(d.type, "script");
+    ck_assert_str_eq(d.action, "remove");
+    ck_assert_str_eq(d.handling, "optional");
+    ck_assert_str_eq(apr_table_get(d.params, "foo"), "bar");
+    ck_assert_str_eq(apr_table_get(d.params, "x"), "");
+    /* RP-2: a quoted SIP-date kept as a time value */
+    ck_assert_int_eq(sip_mime_disposition_parse(pool, "script;modification-date=\"Wed, 25 Oct 2000 "
+                                                "21:21:54 GMT\";action=store", &d), 0);
+    ck_assert(d.has_mdate);
+    ck_assert(d.mdate == apr_time_from_sec(972508914));
+    /* a bad date: the parameter is there, the time is not (S2) */
+    ck_assert_int_eq(sip_mime_disposition_parse(pool, "script;modification-date=\"soon\"", &d), 0);
+    ck_assert(d.has_mdate);
+    ck_assert(d.mdate == 0);
+    /* quoted values with ; and escapes */
+    ck_assert_int_eq(sip_mime_disposition_parse(pool, "render;a=\"x;y\\\"z\"", &d), 0);
+    ck_assert_str_eq(apr_table_get(d.params, "a"), "x;y\"z");
+    /* malformed */
+    {
+        static const char *const bad[] = {"", ";", "sip-cgi;;action=store", "\"sip-cgi\"",
+                                          "sip cgi;action=store", "sip-cgi;action=store;Action=remove",
+                                          "sip-cgi;action=\"store", "sip-cgi;a b=c", "sip-cgi;=x",
+                                          "sip-cgi;action=st ore", NULL};
+        int i;
+        for (i = 0; bad[i]; i++)
+            ck_assert_msg(sip_mime_disposition_parse(pool, bad[i], &d) != 0, "accepted '%s'", bad[i]);
+    }
+}
+END_TEST
+
+START_TEST(mime_content_type)
+{
+    const char *type, *b;
+
+    ck_assert_int_eq(sip_mime_content_type(pool, "Multipart/Mixed; boundary=\"a b:c\"", &type, &b), 0);
+    ck_assert_str_eq(type, "multipart/mixed");
+    ck_assert_str_eq(b, "a b:c");
+    ck_assert_int_eq(sip_mime_content_type(pool, "application/cpl+xml;charset=utf-8", &type, &b), 0);
+    ck_assert_str_eq(type, "application/cpl+xml");
+    ck_assert_ptr_null(b);
+    ck_assert_int_ne(sip_mime_content_type(pool, "cpl", &type, &b), 0);
+    ck_assert_int_ne(sip_mime_content_type(pool, "a/b c", &type, &b), 0);
+}
+END_TEST
+
+static apr_array_header_t *hdr_list(const char *const *nv)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(sip_header_t));
+    for (; nv[0]; nv += 2) {
+        sip_header_t *h = apr_array_push(a);
+        h->name = nv[0];
+        h->value = nv[1];
+    }
+    return a;
+}
+
+START_TEST(mime_lists)
+{
+    sip_mime_list_t l;
+    static const char *const none[] = {"To", "x", NULL};
+    static const char *const acc[] = {"Accept", "application/cpl+xml;q=0.5, text/*",
+                                      "accept", "*/*;q=0, application/x-perl ; level=1", NULL};
+    static const char *const empty[] = {"Accept", "", NULL};
+    static const char *const ad[] = {"Accept-Disposition", "foo;x=1", "Accept-Disposition",
+                                     "SIP-CGI ;q=0.1 , ", NULL};
+    static const char *const star[] = {"Accept-Disposition", "*", NULL};
+    static const char *const adempty[] = {"Accept-Disposition", "", NULL};
+    static const char *const junk[] = {"Accept", "text, */html, application/sdp;q=2, text/plain", NULL};
+
+    /* absent: everything; names nothing */
+    ck_assert_int_eq(sip_mime_list_parse(pool, hdr_list(none), "Accept", 1, &l), 0);
+    ck_assert(!l.present);
+    ck_assert(sip_mime_accepts_type(&l, "application/cpl+xml"));
+    ck_assert(!sip_mime_names_type(&l, "application/cpl+xml"));
+    /* repeated headers and comma lists; most specific range decides, q=0 refuses */
+    ck_assert_int_eq(sip_mime_list_parse(pool, hdr_list(acc), "Accept", 1, &l), 0);
+    ck_assert(l.present);
+    ck_assert_int_eq(l.ranges->nelts, 4);
+    ck_assert(sip_mime_accepts_type(&l, "application/cpl+xml"));
+    ck_assert(sip_mime_accepts_type(&l, "Application/CPL+XML; charset=utf-8"));
+    ck_assert(sip_mime_accepts_type(&l, "text/plain"));
+    ck_assert(sip_mime_accepts_type(&l, "application/x-perl"));
+    ck_assert(!sip_mime_accepts_type(&l, "application/sdp"));    /* only */ /* q=0 */
+    ck_assert(!sip_mime_accepts_type(&l, "multipart/mixed"));
+    ck_assert(sip_mime_names_type(&l, "text/html"));
+    /* empty: nothing */
+    ck_assert_int_eq(sip_mime_list_parse(pool, hdr_list(empty), "Accept", 1, &l), 0);
+    ck_assert(l.present);
+    ck_assert(!sip_mime_accepts_type(&l, "application/cpl+xml"));
+    /* malformed elements are left out, the rest counts */
+    ck_assert_int_ne(sip_mime_list_parse(pool, hdr_list(junk), "Accept", 1, &l), 0);
+    ck_assert_int_eq(l.ranges->nelts, 1);
+    ck_assert(sip_mime_accepts_type(&l, "text/plain"));
+    /* RP-3: Accept-Disposition over two headers, parameters ignored, case */
+    ck_assert_int_eq(sip_mime_list_parse(pool, hdr_list(ad), "Accept-Disposition", 0, &l), 0);
+    ck_assert(sip_mime_accepts_disposition(&l, "sip-cgi"));
+    ck_assert(sip_mime_accepts_disposition(&l, "foo"));
+    ck_assert(!sip_mime_accepts_disposition(&l, "script"));
+    ck_assert_int_eq(sip_mime_list_parse(pool, hdr_list(star), "Accept-Disposition", 0, &l), 0);
+    ck_assert(sip_mime_accepts_disposition(&l, "script"));
+    /* RP-4: empty is legal and means none */
+    ck_assert_int_eq(sip_mime_list_parse(pool, hdr_list(adempty), "Accept-Disposition", 0, &l), 0);
+    ck_assert(l.present);
+    ck_assert(!sip_mime_accepts_disposition(&l, "script"));
+}
+END_TEST
+
+START_TEST(mime_dates)
+{
+    apr_time_t t = apr_time_from_sec(784111777);    /* Sun, 06 Nov 1994 08:49:37 GMT */
+
+    ck_assert(sip_mime_date_parse("Sun, 06 Nov 1994 08:49:37 GMT") == t);
+    ck_assert(sip_mime_date_parse(" \"Sun, 06 Nov 1994 08:49:37 GMT\" ") == t);
+    ck_assert_str_eq(sip_mime_date_format(pool, t), "Sun, 06 Nov 1994 08:49:37 GMT");
+    ck_assert(sip_mime_date_parse(sip_mime_date_format(pool, t)) == t);
+    /* RP-5: not a date -> 0 (the header counts as absent) */
+    ck_assert(sip_mime_date_parse("yesterday") == 0);
+    ck_assert(sip_mime_date_parse("") == 0);
+    ck_assert(sip_mime_date_parse(NULL) == 0);
+    ck_assert(sip_mime_date_parse("Sun, 06 Nov 1994 08:49:37 GMT and a very long tail "
+                                  "that does not fit any buffer of dates") == 0);
+}
+END_TEST
+
+static const sip_mime_part_t *part_at(apr_array_header_t *parts, int i)
+{
+    return &APR_ARRAY_IDX(parts, i, sip_mime_part_t);
+}
+
+START_TEST(mime_multipart)
+{
+    static const char body[] =
+        "preamble\r\n--b1\r\nContent-Type: application/cpl+xml\r\ncontent-disposition: script;\r\n"
+        " action=store\r\n\r\n<cpl/>\r\n--b1 \t\r\nc: text/plain\r\n\r\n\r\n--b1\r\n\r\nno headers\r\n"
+        "--b1--\r\nepilogue";
+    static const char lf[] = "--x\nContent-Disposition: sip-cgi;action=remove\n\n\n--x--\n";
+    apr_array_header_t *parts, *again;
+    const char *why = NULL, *b, *built;
+    apr_size_t n;
+
+    ck_assert_int_eq(sip_mime_multipart_split(pool, body, strlen(body), "b1", &parts, &why), 0);
+    ck_assert_int_eq(parts->nelts, 3);
+    ck_assert_str_eq(sip_mime_part_header(part_at(parts, 0), "Content-Disposition"),
+                     "script; action=store");   /* folded */
+    ck_assert_uint_eq(part_at(parts, 0)->len, 6);
+    ck_assert(!memcmp(part_at(parts, 0)->body, "<cpl/>", 6));
+    ck_assert_str_eq(sip_mime_part_header(part_at(parts, 1), "Content-Type"), "text/plain");
+    ck_assert_uint_eq(part_at(parts, 1)->len, 0);                   /* an empty part */
+    ck_assert_int_eq(part_at(parts, 2)->headers->nelts, 0);
+    ck_assert_uint_eq(part_at(parts, 2)->len, 10);
+    /* bare LF line ends */
+    ck_assert_int_eq(sip_mime_multipart_split(pool, lf, strlen(lf), "x", &parts, &why), 0);
+    ck_assert_int_eq(parts->nelts, 1);
+    ck_assert_uint_eq(part_at(parts, 0)->len, 0);
+    /* malformed: error and why */
+    {
+        static const char *const bad[][2] = {
+            {"--b1\r\nx: y\r\n\r\nbody", "b1"},                 /* no close delimiter */
+            {"text only", "b1"},                                /* no delimiter */
+            {"--b1\r\nno colon here\r\n\r\nx\r\n--b1--", "b1"}, /* bad part header */
+            {"--\r\n\r\n----", ""},                             /* empty boundary */
+            {"--b1\r\n\r\nx\r\n--b1--", "b1\x01"},              /* not bchars */
+            {"--b1x\r\n\r\nx\r\n--b1x--", "b1"},                /* a longer boundary is not it */
+        };
+        unsigned i;
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            why = NULL;
+            ck_assert_msg(sip_mime_multipart_split(pool, bad[i][0], strlen(bad[i][0]), bad[i][1],
+                                                   &parts, &why) != 0, "accepted #%u", i);
+            ck_assert_ptr_nonnull(why);
+        }
+        ck_assert_int_ne(sip_mime_multipart_split(pool, "--b\r\n", 5, NULL, &parts, &why), 0);
+    }
+    /* build, then split again: same parts; the boundary occurs in none */
+    ck_assert_int_eq(sip_mime_multipart_split(pool, body, strlen(body), "b1", &parts, &why), 0);
+    built = sip_mime_multipart_build(pool, parts, &b, &n);
+    ck_assert(strncmp(b, "mod_sip-", 8) == 0);
+    ck_assert_int_eq(sip_mime_multipart_split(pool, built, n, b, &again, &why), 0);
+    ck_assert_int_eq(again->nelts, 3);
+    ck_assert_uint_eq(part_at(again, 0)->len, 6);
+    ck_assert_uint_eq(part_at(again, 1)->len, 0);
+    ck_assert_uint_eq(part_at(again, 2)->len, 10);
+    ck_assert_str_eq(sip_mime_part_header(part_at(again, 0), "Content-Type"), "application/cpl+xml");
+    ck_assert(!mime_occurs(part_at(parts, 2)->body, part_at(parts, 2)->len, b));
+    ck_assert(mime_occurs("abcmod_sip-x", 12, "mod_sip-"));
+}
+END_TEST
+
+/* ---- sip_register_payload: classification and the 2xx body ---- */
+
+static sip_msg_t *register_with(const char *extra, const char *body)
+{
+    const char *text = apr_psprintf(pool,
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpl1\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=1\r\nTo: <sip:carol@127.0.0.1>\r\n"
+        "Call-ID: pl1\r\nCSeq: 1 REGISTER\r\n%sContent-Length: %u\r\n\r\n%s", extra,
+        (unsigned)strlen(body), body);
+    return parse_ok(text);
+}
+
+static int classify_req(sip_regpl_t *pl, const char *extra, const char *body)
+{
+    const sip_msg_t *req = register_with(extra, body);
+    memset(pl, 0, sizeof(*pl));
+    pl->enabled = 1;
+    pl->cgi_ok = 1;
+    sip_mime_list_parse(pool, sip_msg_headers(req), "Accept", 1, &pl->accept);
+    return rp_parse_body(pool, pl, req);
+}
+
+START_TEST(regpl_classify)
+{
+    sip_regpl_t pl;
+    const sip_script_op_t *op;
+
+    ck_assert_int_eq(classify_req(&pl, "", ""), 0);
+    ck_assert_ptr_null(pl.ops);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/x-perl\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n", "#!/bin/sh\n"), 0);
+    ck_assert_int_eq(pl.ops->nelts, 1);
+    op = &APR_ARRAY_IDX(pl.ops, 0, sip_script_op_t);
+    ck_assert_str_eq(op->type, "sip-cgi");
+    ck_assert_str_eq(op->content_type, "application/x-perl");
+    ck_assert_uint_eq(op->len, 10);
+    ck_assert(!op->remove);
+    /* an empty CPL store without a type gets application/cpl+xml */
+    ck_assert_int_eq(classify_req(&pl, "Content-Disposition: script;action=store\r\n", ""), 0);
+    ck_assert_str_eq(APR_ARRAY_IDX(pl.ops, 0, sip_script_op_t).content_type, "application/cpl+xml");
+    /* multipart: each part's own disposition (RP-6) */
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: multipart/mixed;boundary=zz\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n",
+                                  "--zz\r\nContent-Disposition: script;action=remove\r\n\r\n\r\n"
+                                  "--zz\r\nContent-Disposition: sip-cgi;action=remove\r\n\r\n\r\n--zz--\r\n"), 0);
+    ck_assert_int_eq(pl.ops->nelts, 2);
+    ck_assert(APR_ARRAY_IDX(pl.ops, 0, sip_script_op_t).remove);
+    ck_assert(APR_ARRAY_IDX(pl.ops, 1, sip_script_op_t).remove);
+    /* the refusals and their codes (S1, S2; G7) */
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: text/plain\r\n", "x"), 415);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: text/plain\r\nContent-Disposition: sip-cgi\r\n", "x"), 400);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: text/plain\r\n"
+                                  "Content-Disposition: sip-cgi;action=add\r\n", "x"), 400);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: text/plain\r\n"
+                                  "Content-Disposition: sip-cgi;action=remove\r\n", "x"), 400);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: text/plain\r\n"
+                                  "Content-Disposition: speed-dial;action=store\r\n", "x"), 415);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: text/plain\r\n"
+                                  "Content-Disposition: speed-dial;handling=optional\r\n", "x"), 0);
+    ck_assert_ptr_null(pl.ops);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: multipart/mixed;boundary=zz\r\n",
+                                  "--zz\r\nContent-Disposition: script;action=remove\r\n\r\n"), 400);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: multipart/mixed;boundary=zz\r\n",
+                                  "--zz\r\nContent-Disposition: script;action=remove\r\n\r\n\r\n"
+                                  "--zz\r\nContent-Disposition: script;action=remove\r\n\r\n\r\n--zz--"), 400);
+    ck_assert_str_eq(pl.reason, "Duplicate Script Type");
+    /* explanation body only when Accept names text/plain (RP-15) */
+    ck_assert_int_eq(classify_req(&pl, "Accept: text/plain\r\nContent-Type: text/plain\r\n", "x"), 415);
+    ck_assert_ptr_nonnull(sip_regpl_explanation(pool, &pl));
+    ck_assert_int_eq(classify_req(&pl, "Accept: application/sdp\r\nContent-Type: text/plain\r\n", "x"), 415);
+    ck_assert_ptr_null(sip_regpl_explanation(pool, &pl));
+}
+END_TEST
+
+START_TEST(regpl_checks)
+{
+    sip_regpl_t pl;
+    const char *shell = "#!/bin/sh\necho\n";
+    static const char *const interp[] = {"/bin/sh", NULL};
+    apr_array_header_t *allowed = apr_array_make(pool, 1, sizeof(const char *));
+
+    *(const char **)apr_array_push(allowed) = interp[0];
+    test_upload_conf.interpreters = allowed;
+    stub_conf.upload_max_size = 20;
+    stub_conf.upload_max_total = 30;
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/x-sh\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n", shell), 0);
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 0);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/x-sh\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n",
+                                  "#!/bin/sh\n# this is longer than twenty\n"), 0);
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 413);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/x-sh\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n", "#!/bin/ksh\n"), 0);
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 415);
+    ck_assert_ptr_nonnull(strstr(pl.warning, "/bin/ksh"));
+    pl.cgi_ok = 0;      /* no SipUploadUser */
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/x-sh\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n", shell), 0);
+    pl.cgi_ok = 0;
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 415);
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/cpl+xml\r\n"
+                                  "Content-Disposition: script;action=store\r\n", "<cpl"), 0);
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 400);
+    ck_assert_str_eq(pl.reason, "Bad CPL Script");
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: application/x-python\r\n"
+                                  "Content-Disposition: script;action=store\r\n", "print 1"), 0);
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 415);
+    /* the total of one request over SipScriptUploadMaxTotal */
+    ck_assert_int_eq(classify_req(&pl, "Content-Type: multipart/mixed;boundary=zz\r\n",
+                                  "--zz\r\nContent-Type: application/x-sh\r\n"
+                                  "Content-Disposition: sip-cgi;action=store\r\n\r\n#!/bin/sh\n#1234567\r\n"
+                                  "--zz\r\nContent-Type: application/cpl+xml\r\n"
+                                  "Content-Disposition: script;action=store\r\n\r\n<cpl xmlns='x'/>\r\n--zz--"), 0);
+    ck_assert_int_eq(rp_check_scripts(pool, NULL, &pl), 413);
+    stub_conf.upload_max_size = 0;
+    stub_conf.upload_max_total = 0;
+    test_upload_conf.interpreters = NULL;
+}
+END_TEST
+
+static sip_script_t *script_of(const char *type, const char *ctype, const char *body)
+{
+    sip_script_t *sc = apr_pcalloc(pool, sizeof(*sc));
+    sc->type = type;
+    sc->content_type = ctype;
+    sc->body = body;
+    sc->len = strlen(body);
+    sc->mtime = apr_time_from_sec(972508914);
+    return sc;
+}
+
+static int body_for(const char *const *nv, const apr_array_header_t *scripts,
+                    apr_array_header_t **hdrs, const char **ctype, const char **body,
+                    apr_size_t *len)
+{
+    sip_regpl_t pl;
+    memset(&pl, 0, sizeof(pl));
+    pl.enabled = pl.download = 1;
+    sip_mime_list_parse(pool, hdr_list(nv), "Accept", 1, &pl.accept);
+    sip_mime_list_parse(pool, hdr_list(nv), "Accept-Disposition", 0, &pl.adisp);
+    *hdrs = apr_array_make(pool, 4, sizeof(const char *));
+    return sip_regpl_body(pool, &pl, scripts, *hdrs, ctype, body, len);
+}
+
+START_TEST(regpl_download)
+{
+    apr_array_header_t *sc = apr_array_make(pool, 2, sizeof(sip_script_t *)), *h, *parts;
+    const char *ct, *body, *type, *b, *why;
+    apr_size_t len;
+    static const char *const both[] = {"Accept", "multipart/mixed, */*", "Accept-Disposition", "*", NULL};
+    static const char *const single[] = {"Accept", "application/*", "Accept-Disposition", "script, sip-cgi",
+                                         NULL};
+    static const char *const cgi[] = {"Accept-Disposition", "sip-cgi", NULL};
+    static const char *const g3[] = {"Accept", "application/sdp", NULL};
+    static const char *const g3b[] = {"Accept", "application/cpl+xml", NULL};
+    static const char *const optout[] = {"Accept", "*/*", "Accept-Disposition", "", NULL};
+
+    *(sip_script_t **)apr_array_push(sc) = script_of("script", "application/cpl+xml", "<cpl/>");
+    *(sip_script_t **)apr_array_push(sc) = script_of("sip-cgi", "application/x-perl", "#!perl");
+    /* RP-25: multipart when Accept names it, every part typed and dated */
+    ck_assert_int_eq(body_for(both, sc, &h, &ct, &body, &len), 2);
+    ck_assert_int_eq(h->nelts, 0);
+    ck_assert_int_eq(sip_mime_content_type(pool, ct, &type, &b), 0);
+    ck_assert_str_eq(type, "multipart/mixed");
+    ck_assert_int_eq(sip_mime_multipart_split(pool, body, len, b, &parts, &why), 0);
+    ck_assert_int_eq(parts->nelts, 2);
+    ck_assert_str_eq(sip_mime_part_header(part_at(parts, 1), "Content-Disposition"),
+                     "sip-cgi;modification-date=\"Wed, 25 Oct 2000 21:21:54 GMT\"");
+    ck_assert_str_eq(sip_mime_part_header(part_at(parts, 0), "Content-Type"), "application/cpl+xml");
+    /* otherwise exactly one, as the body itself */
+    ck_assert_int_eq(body_for(single, sc, &h, &ct, &body, &len), 1);
+    ck_assert_str_eq(ct, "application/cpl+xml");
+    ck_assert_str_eq(APR_ARRAY_IDX(h, 0, const char *), "Content-Disposition");
+    ck_assert(!strncmp(APR_ARRAY_IDX(h, 1, const char *), "script;modification-date=", 25));
+    /* Accept-Disposition without Accept (RP-24) */
+    ck_assert_int_eq(body_for(cgi, sc, &h, &ct, &body, &len), 1);
+    ck_assert_str_eq(body, "#!perl");
+    /* G3: without Accept-Disposition only what Accept names */
+    ck_assert_int_eq(body_for(g3, sc, &h, &ct, &body, &len), 0);
+    ck_assert_int_eq(body_for(g3b, sc, &h, &ct, &body, &len), 1);
+    /* RP-4 */
+    ck_assert_int_eq(body_for(optout, sc, &h, &ct, &body, &len), 0);
+    /* RP-9: an empty script is typed and dated, with no body */
+    APR_ARRAY_IDX(sc, 1, sip_script_t *)->len = 0;
+    ck_assert_int_eq(body_for(cgi, sc, &h, &ct, &body, &len), 1);
+    ck_assert_ptr_null(body);
+    ck_assert_int_eq(h->nelts, 4);
+    ck_assert_str_eq(APR_ARRAY_IDX(h, 2, const char *), "Content-Type");
+    ck_assert_str_eq(APR_ARRAY_IDX(h, 3, const char *), "application/x-perl");
+}
+END_TEST
+
+START_TEST(regpl_headers)
+{
+    sip_regpl_t pl;
+    const char *const *h;
+    static const char *const base[] = {"Date", "x", NULL};
+
+    memset(&pl, 0, sizeof(pl));
+    ck_assert_ptr_eq(sip_regpl_headers(pool, &pl, 200, base), base);    /* off: nothing added */
+    pl.enabled = pl.cgi_ok = 1;
+    pl.warning = "say \"no\"";
+    h = sip_regpl_headers(pool, &pl, 200, base);
+    ck_assert_str_eq(h[2], "Accept");
+    ck_assert_str_eq(h[5], "script, sip-cgi");
+    ck_assert_ptr_null(h[6]);       /* no Warning on a 2xx */
+    h = sip_regpl_headers(pool, &pl, 400, NULL);
+    ck_assert_str_eq(h[4], "Warning");
+    ck_assert_str_eq(h[5], "399 mod_sip \"say 'no'\"");
+    pl.cgi_ok = 0;
+    h = sip_regpl_headers(pool, &pl, 200, NULL);
+    ck_assert_str_eq(h[1], "application/cpl+xml, multipart/mixed");
+    ck_assert_str_eq(h[3], "script");
+}
+END_TEST
+
+static Suite *mime_suite(void)
+{
+    Suite *s = suite_create("sip_mime");
+    TCase *tc = tcase_create("mime");
+    TCase *tr = tcase_create("register_payload");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, mime_disposition);
+    tcase_add_test(tc, mime_content_type);
+    tcase_add_test(tc, mime_lists);
+    tcase_add_test(tc, mime_dates);
+    tcase_add_test(tc, mime_multipart);
+    suite_add_tcase(s, tc);
+    tcase_add_checked_fixture(tr, pool_setup, pool_teardown);
+    tcase_add_test(tr, regpl_classify);
+    tcase_add_test(tr, regpl_checks);
+    tcase_add_test(tr, regpl_download);
+    tcase_add_test(tr, regpl_headers);
+    suite_add_tcase(s, tr);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -3291,6 +3734,7 @@ int main(void)
     srunner_add_suite(sr, limits_suite());
     srunner_add_suite(sr, upload_suite());
     srunner_add_suite(sr, script_store_suite());
+    srunner_add_suite(sr, mime_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
