@@ -837,7 +837,9 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
                                          j->chg.max_script_total);
         if (!j->status)
             j->status = sip_script_db_apply(p, db->driver, db->handle, j->chg.aor,
-                                            j->chg.script_ops, apr_time_now());
+                                            j->chg.script_ops,
+                                            sip_script_next_mtime(stored, j->chg.script_ops,
+                                                                  apr_time_now()));
         if (j->status) {
             j->result = cur;
             goto done;
@@ -1116,7 +1118,9 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
             status = sip_script_check(stored, chg->script_ops, chg->if_unmodified_since,
                                       chg->max_script_total);
         if (!status)
-            status = sip_script_store_apply(p, chg->aor, chg->script_ops, apr_time_now());
+            status = sip_script_store_apply(p, chg->aor, chg->script_ops,
+                                            sip_script_next_mtime(stored, chg->script_ops,
+                                                                  apr_time_now()));
     }
     if (status) {
         cb(baton, status, cur, NULL);

@@ -166,15 +166,8 @@ int sip_script_check(const apr_array_header_t *stored, const apr_array_header_t 
     apr_size_t total = 0;
     int i, j;
 
-    for (i = 0; ops && i < ops->nelts; i++) {
-        const sip_script_op_t *op = &APR_ARRAY_IDX(ops, i, sip_script_op_t);
-        for (j = 0; if_unmodified_since && stored && j < stored->nelts; j++) {
-            const sip_script_t *s = APR_ARRAY_IDX(stored, j, sip_script_t *);
-            if (!strcmp(s->type, op->type) && s->mtime > if_unmodified_since)
-                return 412;
-        }
-    }
-    /* the user's total after the change */
+    /* the user's total after the change (checked first: §3.3 lets only a
+     * request that would otherwise succeed end in 412) */
     for (j = 0; stored && j < stored->nelts; j++) {
         const sip_script_t *s = APR_ARRAY_IDX(stored, j, sip_script_t *);
         int replaced = 0;
@@ -188,7 +181,35 @@ int sip_script_check(const apr_array_header_t *stored, const apr_array_header_t 
         if (!op->remove)
             total += op->len;
     }
-    return max_total && total > max_total ? 413 : 0;
+    if (max_total && total > max_total)
+        return 413;
+    for (i = 0; ops && i < ops->nelts; i++) {
+        const sip_script_op_t *op = &APR_ARRAY_IDX(ops, i, sip_script_op_t);
+        for (j = 0; if_unmodified_since && stored && j < stored->nelts; j++) {
+            const sip_script_t *s = APR_ARRAY_IDX(stored, j, sip_script_t *);
+            if (!strcmp(s->type, op->type) && s->mtime > if_unmodified_since)
+                return 412;
+        }
+    }
+    return 0;
+}
+
+apr_time_t sip_script_next_mtime(const apr_array_header_t *stored, const apr_array_header_t *ops,
+                                 apr_time_t now)
+{
+    apr_time_t t = sip_script_mtime(now);
+    int i, j;
+
+    /* two changes within one second must not share a date, or a client
+     * that fetched between them passes If-Unmodified-Since (§3.3) */
+    for (i = 0; ops && i < ops->nelts; i++)
+        for (j = 0; stored && j < stored->nelts; j++) {
+            const sip_script_t *s = APR_ARRAY_IDX(stored, j, sip_script_t *);
+            if (!strcmp(s->type, APR_ARRAY_IDX(ops, i, sip_script_op_t).type)
+                && s->mtime >= t)
+                t = s->mtime + apr_time_from_sec(1);
+        }
+    return t;
 }
 
 static apr_status_t write_temp(apr_pool_t *p, const char *tmp, const char *aor,

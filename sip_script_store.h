@@ -57,12 +57,17 @@ apr_status_t sip_script_store_get(apr_pool_t *p, const char *aor, const char *ty
                                   sip_script_t **out);
 
 /* Checks of a change against what is stored ('stored': sip_script_t *),
- * before anything is written: 412 when if_unmodified_since (0 = none) is
+ * before anything is written: 413 when the user's scripts would exceed
+ * max_total bytes (0 = no limit), else 412 when if_unmodified_since (0 = none) is
  * older than a stored script of a type the change touches (§3.3; no
- * stored script counts as unmodified), 413 when the user's scripts would
- * exceed max_total bytes (0 = no limit); else 0. */
+ * stored script counts as unmodified); else 0. */
 int sip_script_check(const apr_array_header_t *stored, const apr_array_header_t *ops,
                      apr_time_t if_unmodified_since, apr_size_t max_total);
+
+/* The modification time of the scripts a change writes: 'now' in whole
+ * seconds, but later than every stored script the change replaces. */
+apr_time_t sip_script_next_mtime(const apr_array_header_t *stored, const apr_array_header_t *ops,
+                                 apr_time_t now);
 
 /* Apply the change to the file store with modification time 'now'
  * (truncated to seconds).  On failure (500) nothing is changed: every file

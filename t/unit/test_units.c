@@ -3192,6 +3192,17 @@ START_TEST(test_script_check)
                                       0, 10), 0);
     ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("script", "123456")),
                                       0, 0), 0);
+    /* out of date and too large: 413, as §3.3 keeps 412 for requests that
+     * would otherwise succeed */
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("sip-cgi", "12345678901")),
+                                      apr_time_from_sec(999), 10), 413);
+    /* a second change within the same second still gets a later date */
+    ck_assert(sip_script_next_mtime(stored, ops_of(p, 1, store_op("sip-cgi", "x")),
+                                    apr_time_from_sec(1000) + 5) == apr_time_from_sec(1001));
+    ck_assert(sip_script_next_mtime(stored, ops_of(p, 1, store_op("script", "x")),
+                                    apr_time_from_sec(1000) + 5) == apr_time_from_sec(1000));
+    ck_assert(sip_script_next_mtime(stored, ops_of(p, 1, store_op("sip-cgi", "x")),
+                                    apr_time_from_sec(2000) + 7) == apr_time_from_sec(2000));
     apr_pool_destroy(p);
 }
 END_TEST
