@@ -238,6 +238,7 @@ int sip_script_store_apply(apr_pool_t *p, const char *aor, const apr_array_heade
     tmps = apr_pcalloc(p, sizeof(char *) * (apr_size_t)ops->nelts);
     for (i = 0; i < ops->nelts; i++) {
         const sip_script_op_t *op = &APR_ARRAY_IDX(ops, i, sip_script_op_t);
+        rv = APR_SUCCESS;
         if (!type_ok(op->type))
             rv = APR_EINVAL;
         else if (!op->remove) {

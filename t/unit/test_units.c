@@ -29,6 +29,7 @@
 #include "httpd_stubs.h"
 
 #include <check.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -3269,6 +3270,157 @@ static Suite *cpl_suite(void)
     return s;
 }
 
+/* ---- the script store of REGISTER uploads (sip_script_store.c) ---- */
+
+static sip_script_op_t store_op(const char *type, const char *body)
+{
+    sip_script_op_t op;
+
+    memset(&op, 0, sizeof(op));
+    op.type = type;
+    op.remove = body == NULL;
+    op.content_type = body ? "application/x-perl" : NULL;
+    op.body = body;
+    op.len = body ? strlen(body) : 0;
+    return op;
+}
+
+static apr_array_header_t *ops_of(apr_pool_t *p, int n, ...)
+{
+    apr_array_header_t *a = apr_array_make(p, n ? n : 1, sizeof(sip_script_op_t));
+    va_list ap;
+    int i;
+
+    va_start(ap, n);
+    for (i = 0; i < n; i++)
+        *(sip_script_op_t *)apr_array_push(a) = va_arg(ap, sip_script_op_t);
+    va_end(ap);
+    return a;
+}
+
+static char *store_tmpdir(apr_pool_t *p)
+{
+    char *dir = apr_pstrdup(p, "/tmp/sipstoreXXXXXX");
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    sip_script_store_open(dir);
+    return dir;
+}
+
+START_TEST(test_script_check)
+{
+    apr_pool_t *p;
+    apr_array_header_t *stored;
+    sip_script_t cgi = {"sip:a@x", "sip-cgi", "application/x-perl", "12345", 5,
+                        apr_time_from_sec(1000)};
+    sip_script_t *cp = &cgi;
+
+    apr_pool_create(&p, NULL);
+    stored = apr_array_make(p, 1, sizeof(sip_script_t *));
+    *(sip_script_t **)apr_array_push(stored) = cp;
+    /* §3.3: the stored script is newer than the date -> 412; equal or
+     * later -> goes on; a type not stored counts as unmodified (G6) */
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("sip-cgi", "x")),
+                                      apr_time_from_sec(999), 0), 412);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("sip-cgi", "x")),
+                                      apr_time_from_sec(1000), 0), 0);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("script", "x")),
+                                      apr_time_from_sec(1), 0), 0);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("sip-cgi", NULL)),
+                                      apr_time_from_sec(999), 0), 412);
+    /* G5: one date for every part: any newer one refuses the lot */
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 2, store_op("script", "x"),
+                                                     store_op("sip-cgi", "y")),
+                                      apr_time_from_sec(999), 0), 412);
+    /* the total counts the replaced script once, a removed one not at all */
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("script", "123456")),
+                                      0, 10), 413);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("script", "12345")),
+                                      0, 10), 0);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("sip-cgi", "1234567890")),
+                                      0, 10), 0);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 2, store_op("sip-cgi", NULL),
+                                                     store_op("script", "1234567890")),
+                                      0, 10), 0);
+    ck_assert_int_eq(sip_script_check(stored, ops_of(p, 1, store_op("script", "123456")),
+                                      0, 0), 0);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(test_script_store_files)
+{
+    apr_pool_t *p;
+    apr_array_header_t *list;
+    sip_script_t *s;
+    char *dir;
+    static const char bin[] = "#!/bin/sh\n\0\xff binary";
+
+    apr_pool_create(&p, NULL);
+    dir = store_tmpdir(p);
+    ck_assert_int_eq(sip_script_store_list(p, "sip:alice@x", &list), APR_SUCCESS);
+    ck_assert_int_eq(list->nelts, 0);
+    {
+        sip_script_op_t op = store_op("sip-cgi", NULL);
+        op.remove = 0;
+        op.content_type = "application/x-sh";
+        op.body = bin;
+        op.len = sizeof(bin) - 1;
+        ck_assert_int_eq(sip_script_store_apply(p, "sip:alice@x", ops_of(p, 1, op),
+                                                apr_time_from_sec(1234) + 999999), 0);
+    }
+    ck_assert_int_eq(sip_script_store_get(p, "sip:alice@x", "sip-cgi", &s), APR_SUCCESS);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->len, sizeof(bin) - 1);
+    ck_assert_int_eq(memcmp(s->body, bin, s->len), 0);
+    ck_assert_str_eq(s->content_type, "application/x-sh");
+    ck_assert(s->mtime == apr_time_from_sec(1234));    /* whole seconds */
+    /* an empty script is a script (RP-9); another type is separate */
+    ck_assert_int_eq(sip_script_store_apply(p, "sip:alice@x", ops_of(p, 1, store_op("script", "")),
+                                            apr_time_from_sec(2000)), 0);
+    ck_assert_int_eq(sip_script_store_list(p, "sip:alice@x", &list), APR_SUCCESS);
+    ck_assert_int_eq(list->nelts, 2);
+    ck_assert_int_eq(sip_script_store_get(p, "sip:alice@x", "script", &s), APR_SUCCESS);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->len, 0);
+    /* other users see none of it */
+    ck_assert_int_eq(sip_script_store_list(p, "sip:bob@x", &list), APR_SUCCESS);
+    ck_assert_int_eq(list->nelts, 0);
+    /* remove, and remove again (RP-11: nothing there is fine) */
+    ck_assert_int_eq(sip_script_store_apply(p, "sip:alice@x", ops_of(p, 1, store_op("sip-cgi", NULL)),
+                                            apr_time_now()), 0);
+    ck_assert_int_eq(sip_script_store_apply(p, "sip:alice@x", ops_of(p, 1, store_op("sip-cgi", NULL)),
+                                            apr_time_now()), 0);
+    ck_assert_int_eq(sip_script_store_get(p, "sip:alice@x", "sip-cgi", &s), APR_SUCCESS);
+    ck_assert_ptr_null(s);
+    /* a type we do not store never becomes a file name */
+    ck_assert_int_eq(sip_script_store_apply(p, "sip:alice@x",
+                                            ops_of(p, 1, store_op("../../etc", "x")),
+                                            apr_time_now()), 500);
+    {
+        /* a damaged file is an error, not a script */
+        char *cmd = apr_psprintf(p, "for f in %s/*/script; do printf 'SIPSCRIPT 1\\naor: x' > "
+                                 "$f; done", dir);
+        ck_assert_int_eq(system(cmd), 0);
+        ck_assert_int_ne(sip_script_store_get(p, "sip:alice@x", "script", &s), APR_SUCCESS);
+        ck_assert_int_eq(system(apr_psprintf(p, "rm -rf %s", dir)), 0);
+    }
+    sip_script_store_open(NULL);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+static Suite *script_store_suite(void)
+{
+    Suite *s = suite_create("script_store");
+    TCase *tc = tcase_create("store");
+
+    tcase_add_test(tc, test_script_check);
+    tcase_add_test(tc, test_script_store_files);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -3292,6 +3444,7 @@ int main(void)
     srunner_add_suite(sr, location_suite());
     srunner_add_suite(sr, limits_suite());
     srunner_add_suite(sr, cpl_suite());
+    srunner_add_suite(sr, script_store_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
