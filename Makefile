@@ -58,8 +58,13 @@ deps:
 test-deps:
 	$(call apt_install,$(TEST_PKGS))
 
+# sip-script, the users' tool for their uploaded scripts: a program for
+# people, not for httpd, so it goes where local programs go.
+BINDIR    ?= /usr/local/bin
+
 install: all
 	$(APXS) -i -n sip mod_sip.la
+	install -D -m 755 tools/sip-script $(DESTDIR)$(BINDIR)/sip-script
 
 $(RUNDIR)/httpd.conf: conf/run.conf.in Makefile
 	mkdir -p $(RUNDIR)/logs $(RUNDIR)/run
