@@ -454,4 +454,43 @@ for my $tr (qw(udp tcp)) {
 }
 
 $t->stop;
+
+# ---- both kinds of script: a SIP-CGI upload needs SipUploadUser; fetch
+# then gets a multipart/mixed answer, written as two files
+my $t2 = SipRegTest->new(digest_server(
+    realm => $realm, users => \%pw,
+    conf => [ 'SipScriptStore @DIR@/var/scripts', 'SipUploadUser nobody',
+              'SipUploadWorkDir @DIR@/var/work', 'SipUploadInterpreters /usr/bin/perl' ],
+    vhost_conf => 'SipScriptUpload On',
+));
+$port = $t2->sip_port;
+$aor = "sip:alice\@127.0.0.1:$port";
+for my $tr (qw(udp tcp)) {
+    my $T = uc $tr;
+    my @c = ('--server', "127.0.0.1:$port", "--$tr", '--aor', $aor, '--user', 'alice', '--timeout', 5);
+    local $ENV{SIP_SCRIPT_PASSWORD} = $pw{alice};
+    my $dir = "$tmp/both-$tr";
+    mkdir $dir;
+    my $read = sub { open(my $x, '<:raw', $_[0]) or return undef; local $/; <$x> };
+    my ($rc, $out, $err) = run_tool(30, @c, 'upload', $plf);
+    is($rc, 0, "$T e2e sip-cgi upload (.pl): exit 0") or diag($err);
+    ($rc, $out, $err) = run_tool(30, @c, 'upload', $cplf);
+    is($rc, 0, "$T e2e CPL upload beside it: exit 0") or diag($err);
+    ($rc, $out, $err) = run_tool(30, @c, 'fetch', '--output', $dir);
+    is($rc, 0, "$T e2e fetch of both: exit 0") or diag($err);
+    is($read->("$dir/sip-cgi.pl"), $PERL, "$T e2e fetch of both: sip-cgi.pl byte for byte");
+    is($read->("$dir/script.cpl"), $CPL, "$T e2e fetch of both: script.cpl byte for byte");
+    like($err, qr/^sip-cgi application\/x-perl \d+ bytes, modification-date: \w{3}, /m,
+         "$T e2e fetch of both: the SIP-CGI script's modification-date printed");
+    ($rc, $out, $err) = run_tool(30, @c, '--type', 'sip-cgi', 'fetch');
+    is($out, $PERL, "$T e2e fetch --type sip-cgi: only that script, to stdout");
+    ($rc, $out, $err) = run_tool(30, @c, 'remove', 'sip-cgi');
+    is($rc, 0, "$T e2e remove sip-cgi: exit 0") or diag($err);
+    unlink "$dir/script.cpl", "$dir/sip-cgi.pl";
+    ($rc, $out, $err) = run_tool(30, @c, 'fetch', '--output', $dir);
+    ok(-f "$dir/script.cpl" && !-e "$dir/sip-cgi.pl", "$T e2e after remove sip-cgi: only the CPL script comes back");
+    ($rc, $out, $err) = run_tool(30, @c, 'remove', 'script');
+    is($rc, 0, "$T e2e remove script: exit 0") or diag($err);
+}
+$t2->stop;
 done_testing();
