@@ -415,6 +415,7 @@ for my $tr (qw(udp tcp)) {
     ($rc, $out, $err) = run_tool(30, @c, 'upload', $bad);
     is($rc, 1, "$T e2e invalid CPL: exit 1");
     like($err, qr/SIP\/2\.0 400 /, "$T e2e invalid CPL: 400 printed");
+    like($err, qr/explode/, "$T e2e invalid CPL: the text\/plain reason (the unknown element) printed");
 
     # replace (--safe: fetches the date, then uploads with If-Unmodified-Since)
     my $c2 = write_file("$tmp/v2-$tr.cpl", $CPL2);
