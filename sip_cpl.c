@@ -138,6 +138,58 @@ static int cpl_limits(apr_pool_t *p, xmlNodePtr root, const char **why)
     return 1;
 }
 
+static int cpl_has(xmlNodePtr n, const char *attr)
+{
+    return xmlHasNsProp(n, (const xmlChar *)attr, NULL) != NULL;
+}
+
+/* The schema's annotations, which it cannot enforce itself (RFC 3880
+ * §4.1, §4.4, §4.5): an <address> or <priority> has exactly one of its
+ * match attributes, a <time> exactly one of dtend and duration; "contains"
+ * compares display names only, "subdomain-of" hosts and telephone numbers
+ * only. */
+static int cpl_attr_rules(apr_pool_t *p, xmlNodePtr root, const char **why)
+{
+    int depth = 0, k;
+    xmlNodePtr n;
+    static const struct { const char *el, *a[3]; } one_of[] = {
+        { "address", { "is", "contains", "subdomain-of" } },
+        { "priority", { "less", "greater", "equal" } },
+        { "time", { "dtend", "duration", NULL } },
+    };
+
+    for (n = root; n; n = cpl_next(n, root, &depth)) {
+        for (k = 0; k < 3; k++) {
+            int have = 0, i;
+            if (!cpl_is(n, one_of[k].el))
+                continue;
+            for (i = 0; i < 3 && one_of[k].a[i]; i++)
+                have += cpl_has(n, one_of[k].a[i]);
+            if (have != 1) {
+                *why = apr_psprintf(p, "<%s> needs exactly one of %s, %s%s%s (line %d)",
+                                    one_of[k].el, one_of[k].a[0], one_of[k].a[1],
+                                    one_of[k].a[2] ? ", " : "", one_of[k].a[2] ? one_of[k].a[2] : "",
+                                    n->line);
+                return 0;
+            }
+        }
+        if (cpl_is(n, "address") && n->parent && n->parent->type == XML_ELEMENT_NODE) {
+            xmlChar *sub = xmlGetNoNsProp(n->parent, (const xmlChar *)"subfield");
+            const char *sf = sub ? (const char *)sub : "";
+            int bad_contains = cpl_has(n, "contains") && strcmp(sf, "display");
+            int bad_subdomain = cpl_has(n, "subdomain-of") && strcmp(sf, "host") && strcmp(sf, "tel");
+            xmlFree(sub);
+            if (bad_contains || bad_subdomain) {
+                *why = apr_psprintf(p, "<address %s> is for subfield=\"%s\" only (line %d)",
+                                    bad_contains ? "contains" : "subdomain-of",
+                                    bad_contains ? "display" : "host\" or \"tel", n->line);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 /* RFC 3880 §2.1, §8 and the schema's annotation: a top-level action at
  * most once; subaction ids unique; every <sub ref> names a subaction, and
  * following references never comes back to where it started (no
@@ -332,7 +384,7 @@ int sip_cpl_validate(apr_pool_t *p, const char *body, apr_size_t len, const char
                       : "CPL schema validation failed (internal error)";
         goto out;
     }
-    ok = cpl_rules(p, root, why);
+    ok = cpl_rules(p, root, why) && cpl_attr_rules(p, root, why);
 out:
     if (doc)
         xmlFreeDoc(doc);

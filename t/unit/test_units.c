@@ -3136,6 +3136,40 @@ START_TEST(cpl_rules_refused)
 }
 END_TEST
 
+START_TEST(cpl_attribute_rules)
+{
+    const char *why;
+
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\"><address/></address-switch>"
+                "</incoming></cpl>", "<address> needs exactly one of is, contains, subdomain-of");
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+                "<address is=\"a\" subdomain-of=\"b\"/></address-switch></incoming></cpl>",
+                "exactly one of");
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"user\">"
+                "<address contains=\"bob\"/></address-switch></incoming></cpl>",
+                "<address contains> is for subfield=\"display\" only");
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\">"
+                "<address subdomain-of=\"example.com\"/></address-switch></incoming></cpl>",
+                "<address subdomain-of> is for subfield=\"host\" or \"tel\" only");
+    ck_assert_msg(cpl_ok(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                         "<address contains=\"Bob\"/></address-switch><address-switch field=\"origin\" "
+                         "subfield=\"tel\"><address subdomain-of=\"+1555\"/></address-switch></incoming></cpl>",
+                         &why) == 0, "two switches in one node are not CPL");
+    ck_assert_msg(cpl_ok(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                         "<address contains=\"Bob\"><address-switch field=\"destination\" subfield=\"tel\">"
+                         "<address subdomain-of=\"+1555\"><reject status=\"busy\"/></address>"
+                         "</address-switch></address></address-switch></incoming></cpl>", &why), "%s", why);
+    cpl_refused(CPL_HEAD "<incoming><priority-switch><priority/></priority-switch></incoming></cpl>",
+                "<priority> needs exactly one of less, greater, equal");
+    cpl_refused(CPL_HEAD "<incoming><priority-switch><priority less=\"urgent\" equal=\"normal\"/>"
+                "</priority-switch></incoming></cpl>", "exactly one of");
+    cpl_refused(CPL_HEAD "<incoming><time-switch><time dtstart=\"20260101T000000\"/></time-switch>"
+                "</incoming></cpl>", "<time> needs exactly one of dtend, duration");
+    cpl_refused(CPL_HEAD "<incoming><time-switch><time dtstart=\"20260101T000000\" dtend=\"20260102T000000\" "
+                "duration=\"PT1H\"/></time-switch></incoming></cpl>", "exactly one of dtend, duration");
+}
+END_TEST
+
 START_TEST(cpl_xxe)
 {
     const char *why;
@@ -3262,6 +3296,7 @@ static Suite *cpl_suite(void)
     tcase_add_test(tc, cpl_wrong_namespace);
     tcase_add_test(tc, cpl_schema_violations);
     tcase_add_test(tc, cpl_rules_refused);
+    tcase_add_test(tc, cpl_attribute_rules);
     tcase_add_test(tc, cpl_xxe);
     tcase_add_test(tc, cpl_billion_laughs);
     tcase_add_test(tc, cpl_limits_refused);
