@@ -356,6 +356,25 @@ for my $tr (qw(udp tcp)) {
     ok($n >= 3, "no answer: retransmitted meanwhile ($n datagrams)");
 }
 
+# ---- IPv6: --server [::1]:port, Via with the bracketed address
+{
+    require IO::Socket::IP;
+    my $s6 = IO::Socket::IP->new(LocalHost => '::1', LocalPort => 0, Proto => 'udp');
+    ok($s6, 'a UDP socket on ::1 for the IPv6 case') or diag("::1: $@");
+    SKIP: {
+        skip 'no ::1 (failed above)', 4 unless $s6;
+        my $f = { udp => $s6, port => $s6->sockport, tr => 'udp' };
+        my $h = start_tool('--server', "[::1]:$f->{port}", '--udp', '--aor', 'sip:alice@fake.test', 'fetch');
+        my $q = parse_msg(fake_recv($f) // '');
+        like($q->header('via') // '', qr/^SIP\/2\.0\/UDP \[::1\]:\d+;branch=z9hG4bK/, 'IPv6: Via sent-by is [::1]:port');
+        like($q->header('call-id') // '', qr/\@\[::1\]$/, 'IPv6: Call-ID names the bracketed address');
+        fake_send($f, answer($q, '200 OK'));
+        my ($rc, undef, $err) = finish($h);
+        is($rc, 0, 'IPv6: exit 0') or diag($err);
+        like($err, qr/no script stored/, 'IPv6: the answer read');
+    }
+}
+
 # ---- TCP: nobody listening
 {
     my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', Listen => 1);
