@@ -108,6 +108,7 @@ my $plf = write_file("$tmp/filter.pl", $PERL);
         [ [ '--aor', 'sip:a@b', '--if-unmodified-since', "x\r\nContact: *", 'upload', $cplf ], qr/control character/,
           'CR LF in --if-unmodified-since' ],
         [ [ '--aor', 'sip:a@b', '--user', 'a"b', '--password', 'x', 'fetch' ], qr/double quote/, 'a quote in --user' ],
+        [ [ '--aor', 'sip:a@b', '--qop', 'auth-conf', 'fetch' ], qr/--qop must be/, 'an unknown --qop' ],
     );
     for my $b (@bad) {
         my ($rc2, undef, $err2) = run_tool(10, @{ $b->[0] });
@@ -323,6 +324,43 @@ for my $tr (qw(udp tcp)) {
     is($rc, 0, "$T fetch of nothing: exit 0");
     like($err, qr/no script stored/, "$T fetch of nothing: says so");
     is($out, '', "$T fetch of nothing: nothing on stdout");
+}
+
+# ---- qop=auth-int when offered: the digest covers the body (RFC 2617 §3.2.2.3)
+for my $forced (undef, 'auth') {
+    my $f = new_fake('udp');
+    my $what = defined $forced ? '--qop auth' : 'auth-int offered';
+    my $h = start_tool('--server', "127.0.0.1:$f->{port}", '--udp', '--aor', 'sip:alice@fake.test',
+                       '--password', $FAKE_PW{alice}, (defined $forced ? ('--qop', $forced) : ()),
+                       'upload', $cplf);
+    my $q1 = parse_msg(fake_recv($f) // '');
+    fake_send($f, answer($q1, '401 Unauthorized', headers => [
+        qq{WWW-Authenticate: Digest realm="$REALM", nonce="ni", qop="auth,auth-int", algorithm=MD5} ]));
+    my $q2 = parse_msg(fake_recv($f) // '');
+    my $v = $q2->header('authorization') // '';
+    my %a;
+    $a{lc $1} = defined $2 ? $2 : $3 while $v =~ /(\w+)=(?:"([^"]*)"|([^,\s]+))/g;
+    my $qop = $forced // 'auth-int';
+    is($a{qop}, $qop, "$what: qop=$qop chosen");
+    my $ha1 = md5_hex("alice:$REALM:$FAKE_PW{alice}");
+    my $ha2 = md5_hex("REGISTER:$a{uri}" . ($qop eq 'auth-int' ? ':' . md5_hex($q2->body) : ''));
+    is($a{response}, md5_hex("$ha1:ni:$a{nc}:$a{cnonce}:$qop:$ha2"),
+       "$what: the digest response is right" . ($qop eq 'auth-int' ? ' (H(entity-body) included)' : ''));
+    fake_send($f, answer($q2, '200 OK'));
+    my ($rc, undef, $err) = finish($h);
+    is($rc, 0, "$what: exit 0") or diag($err);
+}
+{
+    my $f = new_fake('udp');
+    my $h = start_tool('--server', "127.0.0.1:$f->{port}", '--udp', '--aor', 'sip:alice@fake.test',
+                       '--password', $FAKE_PW{alice}, '--qop', 'auth', 'fetch');
+    my $q1 = parse_msg(fake_recv($f) // '');
+    fake_send($f, answer($q1, '401 Unauthorized', headers => [
+        qq{WWW-Authenticate: Digest realm="$REALM", nonce="nj", qop="auth-int"} ]));
+    my ($rc, undef, $err) = finish($h);
+    is($rc, 1, '--qop auth against a server offering only auth-int: exit 1');
+    like($err, qr/challenge is not one we can answer.*here only auth/, '... and says why');
+    ok(!defined fake_recv($f, 0.5), '... without sending credentials');
 }
 
 # ---- UDP: retransmission (timer E) and a silent server
