@@ -551,4 +551,29 @@ for my $tr (qw(udp tcp)) {
     is($rc, 0, "$T e2e remove script: exit 0") or diag($err);
 }
 $t2->stop;
+
+# ---- SipScriptUploadIntegrity On: script changes need a digest over the
+# body (qop=auth-int), which sip-script gives by default
+my $t3 = SipRegTest->new(digest_server(
+    realm => $realm, users => \%pw,
+    conf => [ 'SipScriptStore @DIR@/var/scripts' ],
+    vhost_conf => "SipScriptUpload On\nSipScriptUploadIntegrity On",
+));
+$port = $t3->sip_port;
+$aor = "sip:alice\@127.0.0.1:$port";
+for my $tr (qw(udp tcp)) {
+    my $T = uc $tr;
+    my @c = ('--server', "127.0.0.1:$port", "--$tr", '--aor', $aor, '--user', 'alice', '--timeout', 5);
+    local $ENV{SIP_SCRIPT_PASSWORD} = $pw{alice};
+    my ($rc, $out, $err) = run_tool(30, @c, '--qop', 'auth', 'upload', $cplf);
+    is($rc, 1, "$T e2e integrity: an upload with qop=auth is refused");
+    like($err, qr/SIP\/2\.0 401 /, "$T e2e integrity: 401 printed");
+    ($rc, $out, $err) = run_tool(30, @c, 'upload', $cplf);
+    is($rc, 0, "$T e2e integrity: the same upload with qop=auth-int (the default) is stored") or diag($err);
+    ($rc, $out, $err) = run_tool(30, @c, '--type', 'cpl', 'fetch');
+    is($out, $CPL, "$T e2e integrity: and comes back");
+    ($rc, $out, $err) = run_tool(30, @c, 'remove', 'cpl');
+    is($rc, 0, "$T e2e integrity: remove with qop=auth-int") or diag($err);
+}
+$t3->stop;
 done_testing();
