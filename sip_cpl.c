@@ -168,7 +168,8 @@ static int cpl_attr_rules(apr_pool_t *p, xmlNodePtr root, const char **why)
             if (have != 1) {
                 *why = apr_psprintf(p, "<%s> needs exactly one of %s, %s%s%s (line %d)",
                                     one_of[k].el, one_of[k].a[0], one_of[k].a[1],
-                                    one_of[k].a[2] ? ", " : "", one_of[k].a[2] ? one_of[k].a[2] : "",
+                                    one_of[k].a[2] ? ", " : "",
+                                    one_of[k].a[2] ? one_of[k].a[2] : "",
                                     n->line);
                 return 0;
             }
@@ -177,7 +178,8 @@ static int cpl_attr_rules(apr_pool_t *p, xmlNodePtr root, const char **why)
             xmlChar *sub = xmlGetNoNsProp(n->parent, (const xmlChar *)"subfield");
             const char *sf = sub ? (const char *)sub : "";
             int bad_contains = cpl_has(n, "contains") && strcmp(sf, "display");
-            int bad_subdomain = cpl_has(n, "subdomain-of") && strcmp(sf, "host") && strcmp(sf, "tel");
+            int bad_subdomain = cpl_has(n, "subdomain-of")
+                                && strcmp(sf, "host") && strcmp(sf, "tel");
             xmlFree(sub);
             if (bad_contains || bad_subdomain) {
                 *why = apr_psprintf(p, "<address %s> is for subfield=\"%s\" only (line %d)",
