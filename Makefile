@@ -11,7 +11,12 @@ HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
-LIBS       = -losip2 -losipparser2
+# libxml2: CPL schema validation at upload (sip_cpl.c, docs/cpl.md)
+XML_CFLAGS = $(shell pkg-config --cflags libxml-2.0 2>/dev/null || echo -I/usr/include/libxml2)
+XML_LIBS   = $(shell pkg-config --libs libxml-2.0 2>/dev/null || echo -lxml2)
+LIBS       = -losip2 -losipparser2 $(XML_LIBS)
+# conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
+GENERATED  = sip_cpl_xsd.h
 
 # Uploaded SIP-CGI scripts (issue 12): the setuid helper that starts them as
 # SipUploadUser, and where state lives.  Debian's apxs says localstatedir is
@@ -32,7 +37,7 @@ SUEXEC_DEFS = $(if $(SIP_UPLOAD_USER),-DSIP_SUEXEC_TARGET='"$(SIP_UPLOAD_USER)"'
 TEST_UPLOAD_USER = mod-sip-upload
 
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
-BUILD_PKGS = apache2 apache2-dev libosip2-dev pkg-config bubblewrap
+BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev pkg-config bubblewrap
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
 
@@ -43,14 +48,21 @@ SHELL      = /bin/bash
 
 all: .libs/mod_sip.so $(SUEXEC)
 
-.libs/mod_sip.so: $(SOURCES) $(HEADERS) Makefile
+.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
-	$(APXS) -c $(CWARN) $(PATH_DEFS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
 
 # Small and on its own: no APR, nothing but libc.
 $(SUEXEC): tools/sip-suexec.c Makefile
 	$(CC) -O2 -g -Wall -Wextra -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -pie \
 	  $(SUEXEC_DEFS) -Wl,-z,relro,-z,now -o $@ $<
+
+# Each line of the schema as a C string line; the schema has no backslash.
+sip_cpl_xsd.h: conf/cpl.xsd Makefile
+	{ echo '/* Made by the Makefile from conf/cpl.xsd (RFC 3880 Appendix C); do not edit. */'; \
+	  echo 'static const char sip_cpl_xsd[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' conf/cpl.xsd; \
+	  echo ';'; } > $@.tmp && mv $@.tmp $@
 
 # Install only what is missing, so repeated runs stay quick and offline.
 define apt_install
@@ -75,10 +87,15 @@ test-deps:
 	  $$SUDO useradd --system --no-create-home --home-dir /nonexistent \
 	    --shell /usr/sbin/nologin $(TEST_UPLOAD_USER); }
 
+# sip-script, the users' tool for their uploaded scripts: a program for
+# people, not for httpd, so it goes where local programs go.
+BINDIR    ?= /usr/local/bin
+
 # sip-suexec: setuid root, runnable only by httpd's group (as Apache's suexec)
 install: all
 	$(APXS) -i -n sip mod_sip.la
 	install -o root -g $(HTTPD_GROUP) -m 4750 $(SUEXEC) $(SIP_SUEXEC_PATH)
+	install -D -m 755 tools/sip-script $(DESTDIR)$(BINDIR)/sip-script
 
 $(RUNDIR)/httpd.conf: conf/run.conf.in Makefile
 	mkdir -p $(RUNDIR)/logs $(RUNDIR)/run
@@ -99,9 +116,9 @@ stop:
 
 # Unit tests (Check) for the pure parsers and helpers.
 UNIT_TESTS = t/unit/test_units
-$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c,$(SOURCES)) $(HEADERS)
+$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c,$(SOURCES)) $(HEADERS) $(GENERATED)
 	$(CC) -g -O1 -Wall -Wextra -Wno-unused-parameter $(EXTRA_CFLAGS) \
-	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) \
+	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) $(XML_CFLAGS) \
 	  -o $@ t/unit/test_units.c $$(pkg-config --libs apr-1 apr-util-1 check) $(LIBS) $(EXTRA_LDFLAGS)
 
 unit: test-deps $(UNIT_TESTS)
@@ -117,10 +134,10 @@ prove: test-deps all
 # The same suite against a module built with ASan+UBSan, preloaded into the
 # (uninstrumented) Debian httpd; the harness fails on any sanitizer report.
 ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
-asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) Makefile
+asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
-	mkdir -p asan && cp $(SOURCES) $(HEADERS) asan/
-	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	mkdir -p asan && cp $(SOURCES) $(HEADERS) $(GENERATED) asan/
+	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so
@@ -145,11 +162,11 @@ test-valgrind: test-deps all
 	@echo "valgrind: $$(grep -l 'ERROR SUMMARY: 0 errors' t/valgrind.out/vg.* | wc -l) processes, no errors"
 
 clean:
-	rm -rf .libs *.la *.lo *.slo *.o asan $(SUEXEC) $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
+	rm -rf .libs *.la *.lo *.slo *.o asan $(SUEXEC) $(GENERATED) $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev
@@ -157,9 +174,9 @@ FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev
 fuzz-deps:
 	$(call apt_install,$(FUZZ_PKGS))
 
-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h t/unit/httpd_stubs.h $(SOURCES) $(HEADERS)
+fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h t/unit/httpd_stubs.h $(SOURCES) $(HEADERS) $(GENERATED)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  -Wno-unused-function -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1) \
+	  -Wno-unused-function -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1) $(XML_CFLAGS) \
 	  -o $@ $< $$(pkg-config --libs apr-1 apr-util-1) $(LIBS)
 
 fuzz: fuzz-deps $(FUZZ_BINS)

@@ -3118,6 +3118,340 @@ static Suite *upload_suite(void)
     return s;
 }
 
+/* ---------------------------------------------------------------------- */
+/* CPL validation at upload (sip_cpl.c, RFC 3880 schema; docs/cpl.md)  */
+
+#define CPL_HEAD "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" \
+                 "<cpl xmlns=\"urn:ietf:params:xml:ns:cpl\">\n"
+
+static int cpl_ok(const char *s, const char **why)
+{
+    *why = NULL;
+    return sip_cpl_validate(pool, s, strlen(s), why);
+}
+
+/* refused, and the reason mentions 'needle' and is one clean line */
+static void cpl_refused(const char *s, const char *needle)
+{
+    const char *why = NULL, *c;
+
+    ck_assert_msg(!cpl_ok(s, &why), "accepted: %s", s);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_msg(strstr(why, needle) != NULL, "why \"%s\" lacks \"%s\"", why, needle);
+    for (c = why; *c; c++)
+        ck_assert_msg(*c >= 0x20 && *c <= 0x7e, "why has byte 0x%02x", (unsigned char)*c);
+    ck_assert_uint_le(strlen(why), 400);
+}
+
+START_TEST(cpl_valid_scripts)
+{
+    /* in the manner of RFC 3880 §12's examples, written for these tests */
+    static const char *ok[] = {
+        /* unconditional redirect (12.1) */
+        CPL_HEAD "<incoming><location url=\"sip:bob@voicemail.example.net\">"
+        "<redirect/></location></incoming></cpl>",
+        /* forward on busy / no answer through a subaction (12.2) */
+        CPL_HEAD "<subaction id=\"vm\"><location url=\"sip:carol@vm.example.net\">"
+        "<redirect permanent=\"no\"/></location></subaction>\n<incoming>"
+        "<location url=\"sip:carol@desk.example.net\"><proxy timeout=\"8\">"
+        "<busy><sub ref=\"vm\"/></busy><noanswer><sub ref=\"vm\"/></noanswer>"
+        "</proxy></location></incoming></cpl>",
+        /* screening on the caller's host, reject otherwise (12.4) */
+        CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+        "<address subdomain-of=\"example.com\"><lookup source=\"registration\" timeout=\"5\">"
+        "<success><proxy ordering=\"first-only\"/></success><notfound><reject status=\"notfound\"/>"
+        "</notfound></lookup></address><not-present><reject status=\"reject\" reason=\"who?\"/>"
+        "</not-present><otherwise><reject status=\"486\"/></otherwise>"
+        "</address-switch></incoming></cpl>",
+        /* priority and language (12.5), string switch */
+        CPL_HEAD "<incoming><priority-switch><priority greater=\"urgent\">"
+        "<location url=\"tel:+15551234\"><proxy/></location></priority><otherwise>"
+        "<language-switch><language matches=\"fr\"><location url=\"sip:fr@example.org\">"
+        "<proxy/></location></language><otherwise><string-switch field=\"subject\">"
+        "<string contains=\"lunch\"><reject status=\"busy\"/></string></string-switch>"
+        "</otherwise></language-switch></otherwise></priority-switch></incoming></cpl>",
+        /* time of day, outgoing, log and mail (12.6, 12.7, 12.9) */
+        CPL_HEAD "<outgoing><time-switch tzid=\"Europe/Paris\"><time dtstart=\"20260105T090000\" "
+        "duration=\"PT8H\" freq=\"WEEKLY\" byday=\"MO,TU,WE,TH,FR\" wkst=\"su\">"
+        "<log name=\"work\" comment=\"office hours\"><mail url=\"mailto:dave@example.org\"/></log>"
+        "</time><otherwise><remove-location location=\"sip:dave@home.example.org\">"
+        "<proxy recurse=\"no\"/></remove-location></otherwise></time-switch></outgoing></cpl>",
+        /* monthly in capitals (conf/cpl.xsd mends the RFC's [o|N]) */
+        CPL_HEAD "<incoming><time-switch><time dtstart=\"20260101T000000\" dtend=\"20260101T010000\" "
+        "freq=\"MONTHLY\" count=\"3\"><reject status=\"busy\"/></time></time-switch></incoming></cpl>",
+        /* both top-level actions, ancillary, the schemaLocation hint (never fetched) */
+        "<?xml version=\"1.0\"?><cpl xmlns=\"urn:ietf:params:xml:ns:cpl\" "
+        "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" "
+        "xsi:schemaLocation=\"urn:ietf:params:xml:ns:cpl http://127.0.0.1:9/cpl.xsd\">"
+        "<ancillary/><incoming><reject status=\"busy\"/></incoming>"
+        "<outgoing><location url=\"sip:x@example.org\" priority=\"0.5\" clear=\"yes\"><proxy/>"
+        "</location></outgoing></cpl>",
+        /* a prefix instead of the default namespace; no XML declaration */
+        "<c:cpl xmlns:c=\"urn:ietf:params:xml:ns:cpl\"><c:incoming><c:reject status=\"busy\"/>"
+        "</c:incoming></c:cpl>",
+        /* nothing to do is a valid script */
+        CPL_HEAD "</cpl>",
+        /* subactions referring to earlier ones, no loop */
+        CPL_HEAD "<subaction id=\"a\"><reject status=\"busy\"/></subaction>"
+        "<subaction id=\"b\"><sub ref=\"a\"/></subaction>"
+        "<subaction id=\"c\"><address-switch field=\"origin\"><address is=\"sip:x@y\">"
+        "<sub ref=\"b\"/></address><otherwise><sub ref=\"a\"/></otherwise></address-switch></subaction>"
+        "<incoming><sub ref=\"c\"/></incoming></cpl>",
+    };
+    const char *why;
+    unsigned i;
+
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        ck_assert_msg(cpl_ok(ok[i], &why), "script %u refused: %s", i, why);
+}
+END_TEST
+
+START_TEST(cpl_malformed)
+{
+    const char *why;
+
+    cpl_refused("", "not well-formed");
+    cpl_refused("hello", "not well-formed");
+    cpl_refused(CPL_HEAD "<incoming><reject status=\"busy\"></incoming></cpl>", "not well-formed");
+    cpl_refused(CPL_HEAD "<incoming>", "not well-formed");
+    cpl_refused(CPL_HEAD "</cpl><cpl/>", "not well-formed");
+    cpl_refused(CPL_HEAD "<incoming>&nbsp;</incoming></cpl>", "not well-formed");
+    cpl_refused(CPL_HEAD "<incoming a=\"1\" a=\"2\"/></cpl>", "not well-formed");
+    /* the length given counts, not a NUL inside */
+    ck_assert(!sip_cpl_validate(pool, CPL_HEAD "</cpl>", 20, &why));
+    ck_assert(!sip_cpl_validate(pool, "<cpl xmlns=\"urn:ietf:params:xml:ns:cpl\"/>\0<x>", 46, &why));
+    ck_assert_ptr_nonnull(strstr(why, "NUL"));
+}
+END_TEST
+
+START_TEST(cpl_wrong_namespace)
+{
+    cpl_refused("<cpl><incoming/></cpl>", "namespace urn:ietf:params:xml:ns:cpl");
+    cpl_refused("<cpl xmlns=\"urn:ietf:params:xml:ns:cpl-x\"/>", "urn:ietf:params:xml:ns:cpl-x");
+    cpl_refused("<script xmlns=\"urn:ietf:params:xml:ns:cpl\"/>", "found <script>");
+    /* a CPL root with a foreign child */
+    cpl_refused(CPL_HEAD "<incoming><x:proxy xmlns:x=\"urn:example:x\"/></incoming></cpl>",
+                "not a valid CPL script");
+}
+END_TEST
+
+START_TEST(cpl_schema_violations)
+{
+    /* unknown element */
+    cpl_refused(CPL_HEAD "<incoming><explode/></incoming></cpl>", "explode");
+    cpl_refused(CPL_HEAD "<sometimes/></cpl>", "not a valid CPL script");
+    /* missing required attributes */
+    cpl_refused(CPL_HEAD "<incoming><address-switch><otherwise><reject status=\"busy\"/>"
+                "</otherwise></address-switch></incoming></cpl>", "'field' is required");
+    cpl_refused(CPL_HEAD "<incoming><location><proxy/></location></incoming></cpl>",
+                "'url' is required");
+    cpl_refused(CPL_HEAD "<incoming><reject/></incoming></cpl>", "'status' is required");
+    cpl_refused(CPL_HEAD "<incoming><sub/></incoming></cpl>", "'ref' is required");
+    /* values outside the schema's types */
+    cpl_refused(CPL_HEAD "<incoming><proxy ordering=\"random\"/></incoming></cpl>", "ordering");
+    cpl_refused(CPL_HEAD "<incoming><proxy timeout=\"-3\"/></incoming></cpl>", "timeout");
+    cpl_refused(CPL_HEAD "<incoming><location url=\"sip:a@b\" priority=\"2\"><proxy/>"
+                "</location></incoming></cpl>", "priority");
+    cpl_refused(CPL_HEAD "<incoming><time-switch><time dtstart=\"x\" freq=\"fortnightly\"/>"
+                "</time-switch></incoming></cpl>", "freq");
+    /* two nodes where one is allowed; outputs in the wrong order */
+    cpl_refused(CPL_HEAD "<incoming><reject status=\"busy\"/><redirect/></incoming></cpl>",
+                "not a valid CPL script");
+    cpl_refused(CPL_HEAD "<incoming><string-switch field=\"subject\"><otherwise/>"
+                "<string is=\"a\"/></string-switch></incoming></cpl>", "not a valid CPL script");
+    /* text where elements belong; incoming before subaction */
+    cpl_refused(CPL_HEAD "<incoming>redirect me</incoming></cpl>", "not a valid CPL script");
+    cpl_refused(CPL_HEAD "<incoming/><subaction id=\"a\"/></cpl>", "subactions come first");
+    cpl_refused(CPL_HEAD "<incoming/><ancillary/></cpl>", "not a valid CPL script");
+}
+END_TEST
+
+START_TEST(cpl_rules_refused)
+{
+    cpl_refused(CPL_HEAD "<incoming/><incoming/></cpl>", "<incoming> appears more than once");
+    cpl_refused(CPL_HEAD "<outgoing/><incoming/><outgoing/></cpl>", "<outgoing> appears more");
+    cpl_refused(CPL_HEAD "<incoming><sub ref=\"nowhere\"/></incoming></cpl>",
+                "<sub ref=\"nowhere\"> names no subaction");
+    cpl_refused(CPL_HEAD "<subaction id=\"a\"><reject status=\"busy\"/></subaction>"
+                "<subaction id=\"a\"><redirect/></subaction></cpl>", "\"a\" defined twice");
+    cpl_refused(CPL_HEAD "<subaction id=\"self\"><sub ref=\"self\"/></subaction></cpl>",
+                "recursion");
+    cpl_refused(CPL_HEAD "<subaction id=\"a\"><sub ref=\"b\"/></subaction>"
+                "<subaction id=\"b\"><address-switch field=\"origin\"><otherwise><sub ref=\"a\"/>"
+                "</otherwise></address-switch></subaction><incoming><sub ref=\"a\"/></incoming></cpl>",
+                "recursion");
+}
+END_TEST
+
+START_TEST(cpl_attribute_rules)
+{
+    const char *why;
+
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\"><address/></address-switch>"
+                "</incoming></cpl>", "<address> needs exactly one of is, contains, subdomain-of");
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+                "<address is=\"a\" subdomain-of=\"b\"/></address-switch></incoming></cpl>",
+                "exactly one of");
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"user\">"
+                "<address contains=\"bob\"/></address-switch></incoming></cpl>",
+                "<address contains> is for subfield=\"display\" only");
+    cpl_refused(CPL_HEAD "<incoming><address-switch field=\"origin\">"
+                "<address subdomain-of=\"example.com\"/></address-switch></incoming></cpl>",
+                "<address subdomain-of> is for subfield=\"host\" or \"tel\" only");
+    ck_assert_msg(cpl_ok(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                         "<address contains=\"Bob\"/></address-switch><address-switch field=\"origin\" "
+                         "subfield=\"tel\"><address subdomain-of=\"+1555\"/></address-switch></incoming></cpl>",
+                         &why) == 0, "two switches in one node are not CPL");
+    ck_assert_msg(cpl_ok(CPL_HEAD "<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                         "<address contains=\"Bob\"><address-switch field=\"destination\" subfield=\"tel\">"
+                         "<address subdomain-of=\"+1555\"><reject status=\"busy\"/></address>"
+                         "</address-switch></address></address-switch></incoming></cpl>", &why), "%s", why);
+    cpl_refused(CPL_HEAD "<incoming><priority-switch><priority/></priority-switch></incoming></cpl>",
+                "<priority> needs exactly one of less, greater, equal");
+    cpl_refused(CPL_HEAD "<incoming><priority-switch><priority less=\"urgent\" equal=\"normal\"/>"
+                "</priority-switch></incoming></cpl>", "exactly one of");
+    cpl_refused(CPL_HEAD "<incoming><time-switch><time dtstart=\"20260101T000000\"/></time-switch>"
+                "</incoming></cpl>", "<time> needs exactly one of dtend, duration");
+    cpl_refused(CPL_HEAD "<incoming><time-switch><time dtstart=\"20260101T000000\" dtend=\"20260102T000000\" "
+                "duration=\"PT1H\"/></time-switch></incoming></cpl>", "exactly one of dtend, duration");
+}
+END_TEST
+
+START_TEST(cpl_xxe)
+{
+    const char *why;
+    static const char *xxe[] = {
+        "<?xml version=\"1.0\"?><!DOCTYPE cpl [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>"
+        "<cpl xmlns=\"urn:ietf:params:xml:ns:cpl\"><incoming><reject status=\"busy\" "
+        "reason=\"&x;\"/></incoming></cpl>",
+        "<!DOCTYPE cpl SYSTEM \"http://127.0.0.1:9/cpl.dtd\">"
+        "<cpl xmlns=\"urn:ietf:params:xml:ns:cpl\"/>",
+        "<!DOCTYPE cpl [<!ENTITY % p SYSTEM \"file:///etc/hostname\"> %p;]>"
+        "<cpl xmlns=\"urn:ietf:params:xml:ns:cpl\"/>",
+        "<!DOCTYPE cpl><cpl xmlns=\"urn:ietf:params:xml:ns:cpl\"/>",
+    };
+    unsigned i;
+
+    for (i = 0; i < sizeof(xxe) / sizeof(xxe[0]); i++) {
+        cpl_refused(xxe[i], "DOCTYPE");
+        ck_assert(!cpl_ok(xxe[i], &why));
+        ck_assert_ptr_null(strstr(why, "root:"));
+    }
+    /* an entity reference without any DTD is just undefined */
+    cpl_refused(CPL_HEAD "<incoming><reject status=\"busy\" reason=\"&x;\"/></incoming></cpl>",
+                "not well-formed");
+}
+END_TEST
+
+START_TEST(cpl_billion_laughs)
+{
+    char *s = apr_pstrdup(pool, "<?xml version=\"1.0\"?><!DOCTYPE cpl [<!ENTITY l0 \"ha\">");
+    apr_time_t t0 = apr_time_now();
+    int i;
+
+    for (i = 1; i < 30; i++)
+        s = apr_psprintf(pool, "%s<!ENTITY l%d \"&l%d;&l%d;&l%d;&l%d;&l%d;&l%d;&l%d;&l%d;&l%d;&l%d;\">",
+                         s, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+    s = apr_pstrcat(pool, s, "]><cpl xmlns=\"urn:ietf:params:xml:ns:cpl\"><incoming>"
+                    "<reject status=\"busy\" reason=\"&l29;\"/></incoming></cpl>", NULL);
+    cpl_refused(s, "DOCTYPE");
+    ck_assert_int_lt(apr_time_now() - t0, apr_time_from_sec(1));
+}
+END_TEST
+
+START_TEST(cpl_limits_refused)
+{
+    const char *why;
+    char *deep, *big;
+    int i;
+
+    /* location inside location is valid CPL: only the depth is wrong */
+    deep = apr_pstrdup(pool, CPL_HEAD "<incoming>");
+    for (i = 0; i < SIP_CPL_MAX_DEPTH; i++)
+        deep = apr_pstrcat(pool, deep, "<location url=\"sip:a@b\">", NULL);
+    deep = apr_pstrcat(pool, deep, "<proxy/>", NULL);
+    for (i = 0; i < SIP_CPL_MAX_DEPTH; i++)
+        deep = apr_pstrcat(pool, deep, "</location>", NULL);
+    deep = apr_pstrcat(pool, deep, "</incoming></cpl>", NULL);
+    cpl_refused(deep, "nested deeper than");
+
+    deep = apr_pstrdup(pool, CPL_HEAD "<incoming>");
+    for (i = 0; i < SIP_CPL_MAX_DEPTH - 4; i++)
+        deep = apr_pstrcat(pool, deep, "<location url=\"sip:a@b\">", NULL);
+    deep = apr_pstrcat(pool, deep, "<proxy/>", NULL);
+    for (i = 0; i < SIP_CPL_MAX_DEPTH - 4; i++)
+        deep = apr_pstrcat(pool, deep, "</location>", NULL);
+    deep = apr_pstrcat(pool, deep, "</incoming></cpl>", NULL);
+    ck_assert_msg(cpl_ok(deep, &why), "%s", why);
+
+    /* far deeper than libxml2's own limit: refused, no crash */
+    deep = apr_palloc(pool, 100000 * 6 + 1);
+    for (i = 0; i < 100000; i++)
+        memcpy(deep + i * 6, "<cpl> ", 6);
+    deep[100000 * 6] = '\0';
+    cpl_refused(deep, "not well-formed");
+
+    /* many elements, each fine */
+    big = apr_pstrdup(pool, CPL_HEAD);
+    {
+        apr_size_t n = 0, cap = (SIP_CPL_MAX_NODES + 10) * 64;
+        char *b = apr_palloc(pool, cap);
+        n += apr_snprintf(b + n, cap - n, "%s", CPL_HEAD);
+        for (i = 0; i < SIP_CPL_MAX_NODES + 5; i++)
+            n += apr_snprintf(b + n, cap - n, "<subaction id=\"s%d\"/>", i);
+        apr_snprintf(b + n, cap - n, "</cpl>");
+        big = b;
+    }
+    cpl_refused(big, "more than");
+
+    /* size, before any parsing */
+    big = apr_palloc(pool, SIP_CPL_MAX_BYTES + 2);
+    memset(big, ' ', SIP_CPL_MAX_BYTES + 1);
+    big[SIP_CPL_MAX_BYTES + 1] = '\0';
+    cpl_refused(big, "larger than");
+}
+END_TEST
+
+START_TEST(cpl_why_is_clean)
+{
+    const char *why;
+    xmlSchemaPtr first;
+
+    /* an element name with non-ASCII letters, a reason with CR LF */
+    cpl_refused(CPL_HEAD "<incoming><\xc3\xa9\xc3\xa9/></incoming></cpl>", "not a valid CPL script");
+    cpl_refused("<\xc3\xa9 xmlns=\"urn:ietf:params:xml:ns:cpl\"/>", "found <?" "?>");
+    cpl_refused(CPL_HEAD "<incoming><sub ref=\"x&#13;&#10;Via: evil\"/></incoming></cpl>",
+                "names no subaction");
+    /* the schema is parsed once and kept */
+    ck_assert(cpl_ok(CPL_HEAD "</cpl>", &why));
+    first = cpl_schema;
+    ck_assert_ptr_nonnull(first);
+    ck_assert(cpl_ok(CPL_HEAD "</cpl>", &why));
+    ck_assert_ptr_eq(cpl_schema, first);
+}
+END_TEST
+
+static Suite *cpl_suite(void)
+{
+    Suite *s = suite_create("sip_cpl");
+    TCase *tc = tcase_create("validate");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, cpl_valid_scripts);
+    tcase_add_test(tc, cpl_malformed);
+    tcase_add_test(tc, cpl_wrong_namespace);
+    tcase_add_test(tc, cpl_schema_violations);
+    tcase_add_test(tc, cpl_rules_refused);
+    tcase_add_test(tc, cpl_attribute_rules);
+    tcase_add_test(tc, cpl_xxe);
+    tcase_add_test(tc, cpl_billion_laughs);
+    tcase_add_test(tc, cpl_limits_refused);
+    tcase_add_test(tc, cpl_why_is_clean);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 /* ---- the script store of REGISTER uploads (sip_script_store.c) ---- */
 
 static sip_script_op_t store_op(const char *type, const char *body)
@@ -3744,6 +4078,7 @@ int main(void)
     srunner_add_suite(sr, location_suite());
     srunner_add_suite(sr, limits_suite());
     srunner_add_suite(sr, upload_suite());
+    srunner_add_suite(sr, cpl_suite());
     srunner_add_suite(sr, script_store_suite());
     srunner_add_suite(sr, mime_suite());
     srunner_run_all(sr, CK_NORMAL);
