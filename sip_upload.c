@@ -441,6 +441,12 @@ int sip_upload_route(sip_txn_t *txn, server_rec *s, sip_upload_next_fn next)
 
     if (!sip_upload_conf()->used)
         return 0;
+    /* A REGISTER always reaches the registrar: a user's script must never
+     * lock its owner out of replacing or removing it (and a server that
+     * cannot run scripts must still register phones).  So the old script
+     * never handles the upload of a new one either (reg-payload §4.1). */
+    if (!strcmp(sip_msg_method(sip_txn_request(txn)), "REGISTER"))
+        return 0;
     aor = sip_msg_aor(p, sip_txn_request(txn));
     if (!aor || !sip_request_script_upload(p, s, aor))
         return 0;

@@ -435,10 +435,6 @@ my $t = SipRegTest->new(digest_server(
 my $port = $t->sip_port;
 my $aor = "sip:alice\@127.0.0.1:$port";
 
-# PENDING: the server side of uploads (REGISTER payloads, helper branch
-# 'payload') is not in main yet; until it is merged this part runs as TODO
-# (prove lists each as "TODO"), not skipped.  Remove this line then.
-our $TODO = 'server side of REGISTER script uploads not merged yet (issue 12, branch payload)';
 
 for my $tr (qw(udp tcp)) {
     my $T = uc $tr;

@@ -220,12 +220,13 @@ EOS
     is($r && $r->header('X-Cwd'), '/work', '... in its own working directory');
     ok(-d $t->dir . '/work/' . sha1_hex($alice), 'the working directory is named by the AoR\'s hash');
 
-    # a REGISTER names its user in To: her script sees it
+    # a REGISTER never goes to an uploaded script (it must not lock its
+    # owner out of replacing it): SipDirectory's script for her sees it
     my $port = $t->sip_port;
     ($r) = call($t, 'alice', method => 'REGISTER',
                 req => { uri => "sip:$HOST:$port", to => "<sip:alice\@$HOST>",
                          headers => [Contact => "<sip:alice\@$HOST:5999>", Expires => 60] });
-    is($r && $r->header('X-Method'), 'REGISTER', 'her REGISTER goes to her uploaded script');
+    is($r && $r->header('X-Who'), 'directory', 'her REGISTER passes her uploaded script by');
 
     # another user without upload is not affected; carol has nothing anywhere
     ($r) = call($t, 'carol');
