@@ -28,10 +28,11 @@ SIP_SUEXEC_PATH ?= $(patsubst %/,%,$(dir $(APXS_LIBEXEC)))/sip-suexec
 HTTPD_GROUP    ?= www-data
 PATH_DEFS   = -Wc,-DSIP_STATE_DIR='\"$(SIP_STATE_DIR)\"' -Wc,-DSIP_SUEXEC_PATH='\"$(SIP_SUEXEC_PATH)\"'
 SUEXEC      = tools/sip-suexec
-# SIP_UPLOAD_USER=name: the helper runs scripts as that user only (else as
-# any user of uid >= 100 but the caller; docs/security.md); make -B tools/sip-suexec
-# after changing it
-SIP_UPLOAD_USER ?=
+# The helper runs scripts as SIP_UPLOAD_USER only (the account make install
+# creates), so httpd's group cannot use it to become anyone else (postgres,
+# say).  SIP_UPLOAD_USER= (empty) builds one that takes any user of uid >= 100
+# but the caller (docs/security.md); make -B tools/sip-suexec after a change.
+SIP_UPLOAD_USER ?= mod-sip-upload
 SUEXEC_DEFS = $(if $(SIP_UPLOAD_USER),-DSIP_SUEXEC_TARGET='"$(SIP_UPLOAD_USER)"')
 # the unprivileged user the tests run uploaded scripts as (t/upload-exec.t)
 TEST_UPLOAD_USER = mod-sip-upload
@@ -94,6 +95,8 @@ BINDIR    ?= /usr/local/bin
 # sip-suexec: setuid root, runnable only by httpd's group (as Apache's suexec)
 install: all
 	$(APXS) -i -n sip mod_sip.la
+	$(if $(SIP_UPLOAD_USER),id -u $(SIP_UPLOAD_USER) >/dev/null 2>&1 || useradd --system \
+	  --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $(SIP_UPLOAD_USER))
 	install -o root -g $(HTTPD_GROUP) -m 4750 $(SUEXEC) $(SIP_SUEXEC_PATH)
 	install -D -m 755 tools/sip-script $(DESTDIR)$(BINDIR)/sip-script
 
