@@ -43,8 +43,7 @@ void sip_script_store_open(const char *dir)
     store_dir = dir;
 }
 
-/* The directory of an AoR: a hash, so no AoR text ever becomes a path. */
-static const char *aor_dir(apr_pool_t *p, const char *aor)
+const char *sip_script_aor_hash(apr_pool_t *p, const char *aor)
 {
     unsigned char d[APR_SHA1_DIGESTSIZE];
     apr_sha1_ctx_t c;
@@ -56,7 +55,13 @@ static const char *aor_dir(apr_pool_t *p, const char *aor)
     apr_sha1_final(d, &c);
     for (i = 0; i < APR_SHA1_DIGESTSIZE; i++)
         apr_snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    return apr_pstrcat(p, store_dir, "/", hex, NULL);
+    return apr_pstrdup(p, hex);
+}
+
+/* The directory of an AoR: a hash, so no AoR text ever becomes a path. */
+static const char *aor_dir(apr_pool_t *p, const char *aor)
+{
+    return apr_pstrcat(p, store_dir, "/", sip_script_aor_hash(p, aor), NULL);
 }
 
 /* Only the types we store reach a file name. */

@@ -39,6 +39,10 @@ typedef struct sip_script_op {
     apr_size_t len;
 } sip_script_op_t;
 
+/* SHA-1 of an AoR in hex: the name of its directories (store, working
+ * directory), so no AoR text ever becomes a path. */
+const char *sip_script_aor_hash(apr_pool_t *p, const char *aor);
+
 /* ---- the file store (memory location store) ---- */
 
 /* Parent, before the engine starts: the directory (made if missing and

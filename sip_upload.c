@@ -18,7 +18,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "apr_sha1.h"
 #include "apr_strings.h"
 #include "http_log.h"
 
@@ -84,17 +83,7 @@ int sip_upload_interpreter_ok(apr_pool_t *p, const char *body, apr_size_t len,
  * AoR text ever becomes a path (the same naming as the script store). */
 const char *sip_upload_workdir(apr_pool_t *p, const char *base, const char *aor)
 {
-    unsigned char d[APR_SHA1_DIGESTSIZE];
-    apr_sha1_ctx_t c;
-    char hex[2 * APR_SHA1_DIGESTSIZE + 1];
-    int i;
-
-    apr_sha1_init(&c);
-    apr_sha1_update(&c, aor, (unsigned int)strlen(aor));
-    apr_sha1_final(d, &c);
-    for (i = 0; i < APR_SHA1_DIGESTSIZE; i++)
-        apr_snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    return apr_pstrcat(p, base, "/", hex, NULL);
+    return apr_pstrcat(p, base, "/", sip_script_aor_hash(p, aor), NULL);
 }
 
 #define PUSH(a, v) (*(const char **)apr_array_push(a) = (v))
