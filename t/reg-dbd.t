@@ -97,28 +97,8 @@ sub dbd_conf {
 
 # ------------------------------------------------ PostgreSQL, two nodes
 {
-    my ($bindir) = sort { $b cmp $a } glob('/usr/lib/postgresql/*/bin');
-    ok($bindir && -x "$bindir/initdb", 'PostgreSQL server binaries installed') or BAIL_OUT('postgresql missing');
-    my $pg = tempdir('mod_sip_pg_XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    chmod 0755, $pg;
-    my @as = ();
-    if ($> == 0) {
-        my $uid = getpwnam('postgres') // die 'no postgres user';
-        chown $uid, -1, $pg;
-        @as = ('runuser', '-u', 'postgres', '--');
-    }
-    my $port = SipTest::free_port();
-    my $run = sub { my $rc = system(@as, @_); return $rc == 0 };
-    # never leave the database running, whatever happens below
-    my $stop_pg = sub { $run->("$bindir/pg_ctl", '-D', "$pg/data", '-m', 'immediate', '-w', 'stop') if -e "$pg/data/postmaster.pid" };
-    END { $stop_pg->() if $stop_pg }
-    ok($run->("$bindir/initdb", '-D', "$pg/data", '--auth=trust', '-U', 'sip', '-E', 'UTF8', '--no-sync')
-       && 1, 'initdb');
-    ok($run->("$bindir/pg_ctl", '-D', "$pg/data", '-l', "$pg/log", '-w', '-t', '30',
-              '-o', "-p $port -k $pg -h 127.0.0.1 -c fsync=off", 'start'), "PostgreSQL started on 127.0.0.1:$port");
-    ok($run->("$bindir/createdb", '-h', '127.0.0.1', '-p', $port, '-U', 'sip', 'sip'), 'createdb sip');
-
-    my $params = "host=127.0.0.1 port=$port dbname=sip user=sip";
+    my $pgsrv = SipRegTest::postgres_start();
+    my $params = $pgsrv->{params};
     my $a = SipRegTest->new(server_conf => dbd_conf('pgsql', $params));
     my $b = SipRegTest->new(server_conf => dbd_conf('pgsql', $params), vhost_conf => 'SipMode redirect');
 
@@ -139,8 +119,7 @@ sub dbd_conf {
 
     $a->stop;
     $b->stop;
-    $run->("$bindir/pg_ctl", '-D', "$pg/data", '-m', 'fast', '-w', 'stop');
-    ok(!-e "$pg/data/postmaster.pid", 'PostgreSQL stopped');
+    ok($pgsrv->{stop}->('fast'), 'PostgreSQL stopped');
 }
 
 done_testing;

@@ -21,17 +21,12 @@ use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use SipTest qw(parse_msg wait_until);
 use SipCgiTest ();
+use SipRegTest ();
 
 plan skip_all => 'needs root (setuid helper, a dedicated user)' if $> != 0;
 plan skip_all => 'needs bubblewrap (/usr/bin/bwrap)' unless -x '/usr/bin/bwrap';
 
-my $UPLOAD_USER = 'mod-sip-upload';    # the Makefile's TEST_UPLOAD_USER
-unless (defined getpwnam($UPLOAD_USER)) {
-    system('useradd', '--system', '--no-create-home', '--home-dir', '/nonexistent',
-           '--shell', '/usr/sbin/nologin', $UPLOAD_USER) == 0
-        or BAIL_OUT("cannot create the test user $UPLOAD_USER");
-}
-my (undef, undef, $up_uid, $up_gid) = getpwnam($UPLOAD_USER);
+my ($UPLOAD_USER, $up_uid, $up_gid) = SipRegTest::upload_user();    # TEST_UPLOAD_USER
 my (undef, undef, $www_uid, $www_gid) = getpwnam('www-data');
 my $helper_src = SipTest::repo() . '/tools/sip-suexec';
 ok(-x $helper_src, 'tools/sip-suexec built') or BAIL_OUT('run make first');

@@ -18,12 +18,7 @@ use SipDigest qw(write_htdigest);
 plan skip_all => 'needs root (setuid helper, a dedicated user)' if $> != 0;
 plan skip_all => 'needs bubblewrap (/usr/bin/bwrap)' unless -x '/usr/bin/bwrap';
 
-my $UPLOAD_USER = 'mod-sip-upload';    # the Makefile's TEST_UPLOAD_USER
-unless (defined getpwnam($UPLOAD_USER)) {
-    system('useradd', '--system', '--no-create-home', '--home-dir', '/nonexistent',
-           '--shell', '/usr/sbin/nologin', $UPLOAD_USER) == 0
-        or BAIL_OUT("cannot create the test user $UPLOAD_USER");
-}
+my ($UPLOAD_USER) = SipRegTest::upload_user();
 my (undef, undef, $www_uid, $www_gid) = getpwnam('www-data');
 my $TOOL = SipTest::repo() . '/tools/sip-script';
 my $HELPER = SipTest::repo() . '/tools/sip-suexec';
@@ -31,20 +26,7 @@ ok(-x $TOOL && -x $HELPER, 'tools/sip-script and tools/sip-suexec built') or BAI
 my $MODDIR = $SipTest::MODDIR;
 
 # ------------------------------------------------ PostgreSQL for both nodes
-my ($bindir) = sort { $b cmp $a } glob('/usr/lib/postgresql/*/bin');
-ok($bindir && -x "$bindir/initdb", 'PostgreSQL server binaries installed') or BAIL_OUT('postgresql missing');
-my $pg = tempdir('mod_sip_pg_XXXXXX', TMPDIR => 1, CLEANUP => 1);
-chmod 0755, $pg;
-chown scalar(getpwnam('postgres')), -1, $pg;
-my @as = ('runuser', '-u', 'postgres', '--');
-my $pgport = free_port();
-my $run = sub { system(@as, @_) == 0 };
-my $stop_pg = sub { $run->("$bindir/pg_ctl", '-D', "$pg/data", '-m', 'immediate', '-w', 'stop') if -e "$pg/data/postmaster.pid" };
-END { $stop_pg->() if $stop_pg }
-ok($run->("$bindir/initdb", '-D', "$pg/data", '--auth=trust', '-U', 'sip', '-E', 'UTF8', '--no-sync'), 'initdb');
-ok($run->("$bindir/pg_ctl", '-D', "$pg/data", '-l', "$pg/log", '-w', '-t', '30',
-          '-o', "-p $pgport -k $pg -h 127.0.0.1 -c fsync=off", 'start'), 'PostgreSQL started');
-ok($run->("$bindir/createdb", '-h', '127.0.0.1', '-p', $pgport, '-U', 'sip', 'sip'), 'createdb sip');
+my $pgsrv = SipRegTest::postgres_start();
 
 # ------------------------------------------------ the two nodes
 my $realm = 'nodes.test';
@@ -55,7 +37,7 @@ sub node {
             "LoadModule authn_core_module $MODDIR/mod_authn_core.so",
             "LoadModule authn_file_module $MODDIR/mod_authn_file.so",
             "LoadModule authz_user_module $MODDIR/mod_authz_user.so",
-            'DBDriver pgsql', "DBDParams \"host=127.0.0.1 port=$pgport dbname=sip user=sip\"",
+            'DBDriver pgsql', "DBDParams \"$pgsrv->{params}\"",
             'SipLocation dbd',
             "SipUploadUser $UPLOAD_USER", 'SipUploadWorkDir @DIR@/work',
             'SipUploadSuexec @DIR@/bin/sip-suexec', 'SipUploadInterpreters /bin/sh /usr/bin/perl',
@@ -121,6 +103,5 @@ is($m && $m->code, 404, 'a wrong password stores nothing (node B still 404)');
 
 $a->stop;
 $b->stop;
-$run->("$bindir/pg_ctl", '-D', "$pg/data", '-m', 'fast', '-w', 'stop');
-ok(!-e "$pg/data/postmaster.pid", 'PostgreSQL stopped');
+ok($pgsrv->{stop}->('fast'), 'PostgreSQL stopped');
 done_testing;

@@ -17,6 +17,7 @@ use strict;
 use warnings;
 use Test::More;
 use POSIX ();
+use File::Temp ();
 use Time::HiRes qw(time sleep);
 use SipTest qw(parse_msg rand_token free_port wait_until);
 our @ISA = ('SipTest');
@@ -178,6 +179,54 @@ sub rsipp_msgs {
     @e = grep { $_->{msg}->is_response && $_->{msg}->code == $o{code} } @e if defined $o{code};
     @e = grep { ($_->{msg}->header('cseq') // '') =~ /\s\Q$o{cseq_method}\E\s*$/i } @e if $o{cseq_method};
     return $o{full} ? @e : map { $_->{msg} } @e;
+}
+
+# ------------------------------------------------------------ shared set-ups
+
+# The unprivileged account uploaded scripts run as in the tests (the
+# Makefile's TEST_UPLOAD_USER, which its helper is built for); made if
+# missing.  Returns (name, uid, gid).
+sub upload_user {
+    my $name = 'mod-sip-upload';
+    unless (defined getpwnam($name)) {
+        system('useradd', '--system', '--no-create-home', '--home-dir', '/nonexistent',
+               '--shell', '/usr/sbin/nologin', $name) == 0
+            or BAIL_OUT("cannot create the test user $name");
+    }
+    my (undef, undef, $uid, $gid) = getpwnam($name);
+    return ($name, $uid, $gid);
+}
+
+# A PostgreSQL server of its own on a free loopback port, with database
+# "sip" for user "sip" (trust): returns { params (DBDParams), stop => sub }.
+# It is stopped (immediately) at exit whatever happens; 4 tests.
+my @PG_STOPS;
+END { $_->() for @PG_STOPS }
+sub postgres_start {
+    my ($bindir) = sort { $b cmp $a } glob('/usr/lib/postgresql/*/bin');
+    ok($bindir && -x "$bindir/initdb", 'PostgreSQL server binaries installed') or BAIL_OUT('postgresql missing');
+    my $pg = File::Temp::tempdir('mod_sip_pg_XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    chmod 0755, $pg;
+    my @as = ();
+    if ($> == 0) {
+        my $uid = getpwnam('postgres') // die 'no postgres user';
+        chown $uid, -1, $pg;
+        @as = ('runuser', '-u', 'postgres', '--');
+    }
+    my $port = free_port();
+    my $run = sub { system(@as, @_) == 0 };
+    my $stop = sub {
+        $run->("$bindir/pg_ctl", '-D', "$pg/data", '-m', $_[0] // 'immediate', '-w', 'stop')
+            if -e "$pg/data/postmaster.pid";
+        return !-e "$pg/data/postmaster.pid";
+    };
+    push @PG_STOPS, $stop;
+    ok($run->("$bindir/initdb", '-D', "$pg/data", '--auth=trust', '-U', 'sip', '-E', 'UTF8', '--no-sync'),
+       'initdb');
+    ok($run->("$bindir/pg_ctl", '-D', "$pg/data", '-l', "$pg/log", '-w', '-t', '30',
+              '-o', "-p $port -k $pg -h 127.0.0.1 -c fsync=off", 'start'), "PostgreSQL started on 127.0.0.1:$port");
+    ok($run->("$bindir/createdb", '-h', '127.0.0.1', '-p', $port, '-U', 'sip', 'sip'), 'createdb sip');
+    return { params => "host=127.0.0.1 port=$port dbname=sip user=sip", stop => $stop };
 }
 
 1;
