@@ -22,6 +22,18 @@ int sip_cpl_validate(apr_pool_t *p, const char *body, apr_size_t len, const char
  * this once before threads start.  Returns 1, or 0 with *why. */
 int sip_cpl_init(apr_pool_t *p, const char **why);
 
+/* Validate as sip_cpl_validate(), then compile into the tree the
+ * interpreter walks (sip_cpl_run.h): attribute values parsed once (the
+ * time-switch's iCalendar values through sip_cpl_time.h, priorities,
+ * timeouts, statuses), so a value the schema lets through but the
+ * interpreter cannot use is refused here, at upload or start-up, and
+ * never at call time.  'name' names the script in log lines (a path, or
+ * "uploaded by alice@example.com").  The result is immutable and lives in
+ * 'p': the engine caches it.  NULL with *why as for sip_cpl_validate. */
+typedef struct sip_cpl_script sip_cpl_script_t;
+sip_cpl_script_t *sip_cpl_compile(apr_pool_t *p, const char *body, apr_size_t len,
+                                  const char *name, const char **why);
+
 /* Fixed limits of the validator (the upload size itself is limited first
  * by SipScriptUploadMaxSize).  A script nested deeper than a human or a
  * graphical editor would write, or with more nodes, is refused before the
