@@ -499,7 +499,7 @@ static int cc_uri_ok(apr_pool_t *p, const char *v)
         if ((unsigned char)*c <= 0x20 || *c == 0x7f)
             return 0;
     if (!strncasecmp(v, "sip:", 4) || !strncasecmp(v, "sips:", 5))
-        return sip_uri_key(p, v) != NULL && sip_uri_aor(p, v) != NULL;
+        return sip_uri_key(p, v) != NULL;
     return colon[1] != '\0';
 }
 

@@ -4936,6 +4936,8 @@ START_TEST(cplrun_compile_refusals)
         {"<incoming><location url=\"sip:a@x\" priority=\"NaN\"/></incoming>", "priority"},
         {"<incoming><location url=\"nocolon\"/></incoming>", "not a URI"},
         {"<incoming><location url=\"sip:\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"sip:@\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"sip:a@x&#10;Via: evil\"/></incoming>", "not a URI"},
         {"<incoming><remove-location location=\"bad uri\"/></incoming>", "not a URI"},
         {"<incoming><reject status=\"200\"/></incoming>", "status"},
         {"<incoming><reject status=\"399\"/></incoming>", "status"},
@@ -4986,6 +4988,7 @@ START_TEST(cplrun_compile_refusals)
     cpl_script("<incoming><location url=\"sip:a@x\" priority=\"0.0\"><location url=\"tel:+1\" "
                "priority=\"1\"><proxy timeout=\"3600\"/></location></location></incoming>");
     cpl_script("<incoming><reject status=\"400\"/></incoming>");
+    cpl_script("<incoming><location url=\"sip:gw.example.com;transport=tcp\"/></incoming>");
     cpl_script("<incoming><language-switch><language matches=\"de-CH\"/><language "
                "matches=\"i-klingon\"/></language-switch></incoming>");
     cpl_script("<incoming><priority-switch><priority equal=\"x-custom\"/></priority-switch>"
