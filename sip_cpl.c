@@ -925,6 +925,14 @@ static sip_cpl_script_t *cpl_compile(apr_pool_t *p, apr_pool_t *wp, const char *
         sc->has[dir] = 1;
         ok = cc_node(&cc, n, &sc->top[dir]);
     }
+    /* and the subactions nothing uses: every value is checked at upload */
+    for (n = root->children; n && ok; n = n->next)
+        if (cpl_is(n, "subaction")) {
+            xmlChar *id = xmlGetNoNsProp(n, (const xmlChar *)"id");
+            const cpl_node_t *unused;
+            ok = cc_subaction(&cc, n, apr_pstrdup(wp, id ? (const char *)id : ""), &unused);
+            xmlFree(id);
+        }
     xmlFreeDoc(doc);
     if (!ok) {
         *why = cc.why;

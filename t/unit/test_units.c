@@ -4813,6 +4813,38 @@ START_TEST(cplrun_limits)
     ck_assert_ptr_nonnull(strstr(t, "end(FAILED,log)"));
     ck_assert_ptr_nonnull(strstr(fake.why, "nodes"));
     ck_assert_ptr_null(strstr(t, "reject"));
+    /* near the element limit: compiles and runs quickly, one path walked */
+    {
+        char *s = apr_pstrdup(pool, "");
+        const sip_cpl_script_t *sc;
+        apr_time_t t0 = apr_time_now();
+        int i;
+        for (i = 0; i < 2400; i++)
+            s = apr_psprintf(pool, "%s<subaction id=\"s%d\"><log><location url=\"sip:u%d@x\">"
+                             "<redirect/></location></log></subaction>", s, i, i);
+        s = apr_pstrcat(pool, s, "<incoming><sub ref=\"s2399\"/></incoming>", NULL);
+        sc = cpl_script(s);
+        ck_assert_int_eq(sc->nodes, 3 * 2400 + 1);
+        CK_TRACE(s, NULL, "log(-,-) redirect(sip:u2399@x/1000;p=0) end(ANSWERED)");
+        ck_assert_int_lt(apr_time_now() - t0, apr_time_from_sec(2));
+    }
+    /* proxies leading to proxies: each output walked, the set fresh each time */
+    {
+        char *s = apr_pstrdup(pool, "<reject status=\"486\"/>");
+        int i;
+        for (i = 0; i < 7; i++)
+            s = apr_psprintf(pool, "<location url=\"sip:p%d@x\"><proxy><busy>%s</busy></proxy>"
+                             "</location>", 6 - i, s);
+        s = apr_pstrcat(pool, "<incoming>", s, "</incoming>", NULL);
+        for (i = 0; i < 7; i++)
+            fake.px[i] = SIP_CPL_PX_BUSY;
+        t = cpl_trace(s, NULL);
+        ck_assert_str_eq(t, "proxy(sip:p0@x/1000;t=20,r=1,o=0) proxy(sip:p1@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p2@x/1000;t=20,r=1,o=0) proxy(sip:p3@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p4@x/1000;t=20,r=1,o=0) proxy(sip:p5@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p6@x/1000;t=20,r=1,o=0) reject(486,-) end(ANSWERED)");
+        memset(fake.px, 0, sizeof(fake.px));
+    }
     /* a script that shares subactions compiles them once (a DAG, not a tree) */
     {
         char *s = apr_pstrdup(pool, "<subaction id=\"leaf\"><reject status=\"486\"/></subaction>");
@@ -4934,6 +4966,9 @@ START_TEST(cplrun_compile_refusals)
         {"<incoming><location url=\"sip:a@x\" priority=\"1.5\"/></incoming>", "priority"},
         {"<incoming><location url=\"sip:a@x\" priority=\"-0.1\"/></incoming>", "priority"},
         {"<incoming><location url=\"sip:a@x\" priority=\"NaN\"/></incoming>", "priority"},
+        /* in a subaction nothing uses, too */
+        {"<subaction id=\"unused\"><reject status=\"200\"/></subaction>"
+         "<incoming/>", "is not busy"},
         {"<incoming><location url=\"nocolon\"/></incoming>", "not a URI"},
         {"<incoming><location url=\"sip:\"/></incoming>", "not a URI"},
         {"<incoming><location url=\"sip:@\"/></incoming>", "not a URI"},
