@@ -806,6 +806,11 @@ static int cc_elem(cpl_cc_t *cc, xmlNodePtr el, const cpl_node_t **out)
         n->url = cc_attr(cc, el, "url");
         if (!n->url || !cc_uri_ok(cc->p, n->url))
             return cc_fail(cc, el, "url=\"%s\" is not a URI", n->url ? n->url : "");
+        /* somewhere a SIP server can send a call (tel: through a gateway
+         * the host may know); not mailto:, http:, ... */
+        if (strncasecmp(n->url, "sip:", 4) && strncasecmp(n->url, "sips:", 5)
+            && strncasecmp(n->url, "tel:", 4))
+            return cc_fail(cc, el, "url=\"%s\" is not a sip:, sips: or tel: URI", n->url);
         n->q1000 = 1000;
         if (prio) {
             char *end;

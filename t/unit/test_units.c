@@ -4972,6 +4972,7 @@ START_TEST(cplrun_compile_refusals)
         {"<incoming><location url=\"nocolon\"/></incoming>", "not a URI"},
         {"<incoming><location url=\"sip:\"/></incoming>", "not a URI"},
         {"<incoming><location url=\"sip:@\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"mailto:bob@example.com\"/></incoming>", "sip:, sips: or tel:"},
         {"<incoming><location url=\"sip:a@x&#10;Via: evil\"/></incoming>", "not a URI"},
         {"<incoming><remove-location location=\"bad uri\"/></incoming>", "not a URI"},
         {"<incoming><reject status=\"200\"/></incoming>", "status"},
