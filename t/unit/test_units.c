@@ -4450,7 +4450,8 @@ START_TEST(cplrun_address_switch)
             "<otherwise><log name=\"other\"/></otherwise>"
             "</address-switch></incoming>";
         CK_TRACE(sw, std, "log(5060,-) end(DEFAULT)");
-        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL), "log(5061,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL),
+                 "log(5061,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@x:5070>", "<sip:b@b>", NULL),
                  "log(other,-) end(DEFAULT)");
     }
@@ -4926,7 +4927,8 @@ START_TEST(cplrun_rfc_examples)
     CK_TRACE(forward_redirect_default, jones,
              "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
              "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
-    CK_TRACE(screening, cpl_req("sip:jones@example.com", "Anonymous <sip:anonymous@anonymous.invalid>",
+    CK_TRACE(screening, cpl_req("sip:jones@example.com",
+                                "Anonymous <sip:anonymous@anonymous.invalid>",
                                 "<sip:jones@example.com>", NULL),
              "reject(603,I reject anonymous calls) end(ANSWERED)");
     CK_TRACE(screening, jones, "end(DEFAULT)");
