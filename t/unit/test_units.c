@@ -4474,6 +4474,12 @@ START_TEST(cplrun_address_switch)
                  "log(other,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL),
                  "log(no name,-) end(DEFAULT)");
+        /* quoted-pairs resolved before comparing */
+        CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                 "<address is='dave \"d\" JONES'><log name=\"dave\"/></address>"
+                 "</address-switch></incoming>",
+                 cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
+                 "log(dave,-) end(DEFAULT)");
         /* the Request-URI has no display name */
         CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"display\">"
                  "<address is=\"x\"/><not-present><log name=\"np\"/></not-present>"
