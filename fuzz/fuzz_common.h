@@ -14,6 +14,7 @@
 #include "../sip_script_store.c"
 #include "../sip_upload.c"
 #include "../sip_cpl.c"
+#include "../sip_cpl_time.c"
 #include "../sip_mime.c"
 #include "../sip_register_payload.c"
 #include "../sip_registrar.c"
