@@ -4563,7 +4563,11 @@ START_TEST(ctime_refusals)
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "daily", "until",
                   "20261201T000000", NULL);
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "fortnightly", NULL);
-    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "byday", "MO", NULL);  /* no freq */
+    /* without freq the recurrence parts mean nothing: one period */
+    sip_cpl_time_t *once = ctime_ok(NULL, "dtstart", "20261206T090000Z", "duration", "PT1H",
+                                    "interval", "1", "byday", "MO", "count", "5", NULL);
+    ck_assert(time_in(once, "20261206T093000Z"));                  /* a Sunday */
+    ck_assert(!time_in(once, "20261207T093000Z"));
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "colour", "blue", NULL);
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "dtstart", d, NULL);
     static const char *const bad_lists[][2] = {
