@@ -19,6 +19,8 @@
 #include "../../sip_script_store.c"
 #include "../../sip_upload.c"
 #include "../../sip_cpl.c"
+#include "../../sip_cpl_run.c"
+#include "../../sip_cpl_time_shim.c"
 #include "../../sip_mime.c"
 #include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
@@ -4055,6 +4057,552 @@ static Suite *mime_suite(void)
     return s;
 }
 
+/* ---- the CPL interpreter (sip_cpl_run.c) with a fake host ---- */
+
+/* The fake host writes every call into a trace ("proxy(sip:a@x/1000;t=20,r=1,o=0)
+ * end(PROXY_RESPONSE)") and answers lookups and proxies as a test sets:
+ * at once from inside the call, or later (the test calls *_done). */
+typedef struct {
+    char *trace;
+    int ended;
+    sip_cpl_end_t how;
+    const char *node, *why;
+    const apr_array_header_t *end_locs;
+    int lookup_answer;              /* 0: later; else a sip_cpl_lookup_result_t */
+    const char *lookup_found;       /* "sip:a@x/1000 sip:b@x/500" */
+    int px[8];                      /* proxy answers in turn; -1: later */
+    int npx;
+    int px_status;
+    const char *px_contacts;        /* for SIP_CPL_PX_REDIRECTION */
+    sip_cpl_run_t *run;
+    int abort_in_log;
+} cpl_fake_t;
+
+static cpl_fake_t fake;
+
+static void fake_add(const char *s)
+{
+    fake.trace = fake.trace ? apr_pstrcat(pool, fake.trace, " ", s, NULL) : apr_pstrdup(pool, s);
+}
+
+static const char *fake_locs(const apr_array_header_t *locs)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; locs && i < locs->nelts; i++) {
+        const sip_cpl_location_t *l = &APR_ARRAY_IDX(locs, i, sip_cpl_location_t);
+        s = apr_psprintf(pool, "%s%s%s/%d", s, i ? "," : "", l->uri, l->q1000);
+    }
+    return s;
+}
+
+/* "sip:a@x/1000 sip:b@x/500" as an array of sip_cpl_location_t (or of
+ * plain URIs when 'plain') */
+static apr_array_header_t *fake_list(const char *text, int plain)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, plain ? sizeof(const char *)
+                                                          : sizeof(sip_cpl_location_t));
+    char *copy = apr_pstrdup(pool, text ? text : ""), *item, *last;
+
+    for (item = apr_strtok(copy, " ", &last); item; item = apr_strtok(NULL, " ", &last)) {
+        char *slash = strrchr(item, '/');
+        if (plain) {
+            APR_ARRAY_PUSH(a, const char *) = item;
+            continue;
+        }
+        {
+            sip_cpl_location_t *l = apr_array_push(a);
+            if (slash)
+                *slash = '\0';
+            l->uri = item;
+            l->q1000 = slash ? atoi(slash + 1) : 1000;
+        }
+    }
+    return a;
+}
+
+static void fake_lookup(void *baton, sip_cpl_run_t *run, const char *source, int timeout)
+{
+    fake_add(apr_psprintf(pool, "lookup(%s,%d)", source, timeout));
+    fake.run = run;
+    if (fake.lookup_answer)
+        sip_cpl_lookup_done(run, fake.lookup_answer, fake_list(fake.lookup_found, 0));
+}
+
+static void fake_proxy(void *baton, sip_cpl_run_t *run, const sip_cpl_proxy_req_t *req)
+{
+    int answer = fake.px[fake.npx++];
+
+    fake_add(apr_psprintf(pool, "proxy(%s;t=%d,r=%d,o=%d)", fake_locs(req->locations),
+                          req->timeout_sec, req->recurse, (int)req->ordering));
+    ck_assert_int_gt(req->locations->nelts, 0);
+    fake.run = run;
+    if (answer >= 0)
+        sip_cpl_proxy_done(run, answer, fake.px_status, fake_list(fake.px_contacts, 1));
+}
+
+static void fake_redirect(void *baton, const apr_array_header_t *locations, int permanent)
+{
+    fake_add(apr_psprintf(pool, "redirect(%s;p=%d)", fake_locs(locations), permanent));
+}
+
+static void fake_reject(void *baton, int status, const char *reason)
+{
+    fake_add(apr_psprintf(pool, "reject(%d,%s)", status, reason ? reason : "-"));
+}
+
+static void fake_log(void *baton, const char *name, const char *comment)
+{
+    fake_add(apr_psprintf(pool, "log(%s,%s)", name ? name : "-", comment ? comment : "-"));
+    if (fake.abort_in_log)
+        sip_cpl_run_abort(fake.run);
+}
+
+static void fake_mail(void *baton, const char *url)
+{
+    fake_add(apr_psprintf(pool, "mail(%s)", url));
+}
+
+static void fake_end(void *baton, sip_cpl_end_t how, const apr_array_header_t *locations,
+                     const char *node, const char *why)
+{
+    static const char *const names[] = {"?", "ANSWERED", "PROXY_RESPONSE", "DEFAULT", "FAILED"};
+
+    ck_assert_int_eq(fake.ended, 0);    /* once */
+    fake.ended = 1;
+    fake.how = how;
+    fake.node = node;
+    fake.why = why;
+    fake.end_locs = locations;
+    if (how == SIP_CPL_END_FAILED) {
+        ck_assert_ptr_nonnull(node);
+        ck_assert_ptr_nonnull(why);
+        fake_add(apr_psprintf(pool, "end(FAILED,%s)", node));
+    } else {
+        ck_assert_ptr_nonnull(locations);
+        /* the set matters only to the default handling */
+        int show = how == SIP_CPL_END_DEFAULT && locations->nelts;
+        fake_add(apr_psprintf(pool, "end(%s%s%s)", names[how], show ? "," : "",
+                              show ? fake_locs(locations) : ""));
+    }
+}
+
+static const sip_cpl_host_t fake_host = {
+    fake_lookup, fake_proxy, fake_redirect, fake_reject, fake_log, fake_mail, fake_end
+};
+
+static void fake_reset(void)
+{
+    memset(&fake, 0, sizeof(fake));
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    fake.lookup_found = "sip:bob@192.0.2.10/1000";
+    memset(fake.px, 0, sizeof(fake.px));    /* every proxy succeeds */
+}
+
+/* An INVITE; 'extra' are whole header lines. */
+static const sip_msg_t *cpl_req(const char *ruri, const char *from, const char *to,
+                                const char *extra)
+{
+    const char *text = apr_psprintf(pool,
+        "INVITE %s SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcpl1\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: %s;tag=f1\r\n"
+        "To: %s\r\n"
+        "Call-ID: cpl-run@192.0.2.1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "%s"
+        "Content-Length: 0\r\n\r\n",
+        ruri, from, to, extra ? extra : "");
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+
+    ck_assert_msg(sip_msg_parse(pool, text, strlen(text), &LIM, 1, &m, &err) == APR_SUCCESS,
+                  "%d %s: %s", err.status, err.reason, text);
+    return m;
+}
+
+/* The usual call: Alice at atlanta calls Bob. */
+static const sip_msg_t *cpl_req_std(const char *extra)
+{
+    return cpl_req("sip:bob@biloxi.example.com", "\"Alice Smith\" <sip:alice@atlanta.example.com>",
+                   "Bob <sip:bob@biloxi.example.com>", extra);
+}
+
+static const sip_cpl_script_t *cpl_script(const char *inner)
+{
+    const char *text = apr_pstrcat(pool, CPL_HEAD, inner, "</cpl>", NULL), *why = NULL;
+    const sip_cpl_script_t *sc = sip_cpl_compile(pool, text, strlen(text), "test", &why);
+
+    ck_assert_msg(sc != NULL, "refused: %s: %s", why ? why : "?", inner);
+    return sc;
+}
+
+static const char *cpl_refusal(const char *inner)
+{
+    const char *text = apr_pstrcat(pool, CPL_HEAD, inner, "</cpl>", NULL), *why = NULL;
+
+    ck_assert_msg(sip_cpl_compile(pool, text, strlen(text), "test", &why) == NULL,
+                  "compiled: %s", inner);
+    ck_assert_ptr_nonnull(why);
+    /* upload validation is the same compile */
+    ck_assert(!sip_cpl_validate(pool, text, strlen(text), &why));
+    return why;
+}
+
+#define CPL_NOON ((apr_time_t)1765022400 * APR_USEC_PER_SEC)     /* 2025-12-06 12:00 UTC */
+
+static const char *cpl_trace_dir(const char *inner, sip_cpl_dir_t dir, const sip_msg_t *req)
+{
+    const sip_cpl_script_t *sc = cpl_script(inner);
+
+    fake.trace = NULL;
+    fake.ended = 0;
+    fake.npx = 0;
+    fake.run = sip_cpl_run_start(pool, sc, dir, req, "sip:bob@biloxi.example.com", CPL_NOON,
+                                 &fake_host, NULL);
+    ck_assert_ptr_nonnull(fake.run);
+    return fake.trace ? fake.trace : "";
+}
+
+static const char *cpl_trace(const char *inner, const sip_msg_t *req)
+{
+    return cpl_trace_dir(inner, SIP_CPL_INCOMING, req ? req : cpl_req_std(NULL));
+}
+
+#define CK_TRACE(inner, req, expect) \
+    ck_assert_str_eq(cpl_trace((inner), (req)), (expect))
+
+START_TEST(cplrun_location_proxy_redirect_reject)
+{
+    fake_reset();
+    CK_TRACE("<incoming><location url=\"sip:bob@192.0.2.7\"><redirect/></location></incoming>",
+             NULL, "redirect(sip:bob@192.0.2.7/1000;p=0) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:bob@192.0.2.7\"><redirect permanent=\"yes\"/>"
+             "</location></incoming>",
+             NULL, "redirect(sip:bob@192.0.2.7/1000;p=1) end(ANSWERED)");
+    /* priorities: best first, equal ones in the order added; clear */
+    CK_TRACE("<incoming><location url=\"sip:a@x\" priority=\"0.5\"><location url=\"sip:b@x\">"
+             "<location url=\"sip:c@x\" priority=\"0.5\"><location url=\"sip:d@x\" priority=\"0\">"
+             "<proxy/></location></location></location></location></incoming>",
+             NULL, "proxy(sip:b@x/1000,sip:a@x/500,sip:c@x/500,sip:d@x/0;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><location url=\"sip:b@x\" clear=\"yes\">"
+             "<proxy timeout=\"7\" recurse=\"no\" ordering=\"sequential\"/></location></location>"
+             "</incoming>",
+             NULL, "proxy(sip:b@x/1000;t=7,r=0,o=1) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><proxy ordering=\"first-only\"/></location>"
+             "</incoming>", NULL, "proxy(sip:a@x/1000;t=20,r=1,o=2) end(ANSWERED)");
+    /* a set: the same URI (RFC 3261 comparison) once, with the better priority */
+    CK_TRACE("<incoming><location url=\"sip:a@X.example\" priority=\"0.2\">"
+             "<location url=\"sip:a@x.EXAMPLE\" priority=\"0.9\"><location url=\"sip:A@x.example\">"
+             "<redirect/></location></location></location></incoming>",
+             NULL, "redirect(sip:A@x.example/1000,sip:a@X.example/900;p=0) end(ANSWERED)");
+    /* reject: names and numbers, reason */
+    CK_TRACE("<incoming><reject status=\"busy\"/></incoming>", NULL,
+             "reject(486,-) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"notfound\"/></incoming>", NULL,
+             "reject(404,-) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"reject\" reason=\"Go away\"/></incoming>", NULL,
+             "reject(603,Go away) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"error\"/></incoming>", NULL,
+             "reject(500,-) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"480\" reason=\"Later\"/></incoming>", NULL,
+             "reject(480,Later) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"699\"/></incoming>", NULL,
+             "reject(699,-) end(ANSWERED)");
+    /* a signalling action ends the run: nothing after it */
+    CK_TRACE("<incoming><location url=\"sip:a@x\"/></incoming>", NULL,
+             "end(DEFAULT,sip:a@x/1000)");
+    CK_TRACE("<incoming/>", NULL, "end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_proxy_outputs)
+{
+    static const char px[] =
+        "<incoming><location url=\"sip:bob@pc.example\"><proxy timeout=\"8\">"
+        "<busy><log comment=\"busy\"><location url=\"sip:vm@x\"><proxy/></location></log></busy>"
+        "<noanswer><reject status=\"480\"/></noanswer>"
+        "<redirection><redirect/></redirection>"
+        "<failure><reject status=\"error\" reason=\"failed\"/></failure>"
+        "</proxy></location></incoming>";
+    static const char with_default[] =
+        "<incoming><location url=\"sip:bob@pc.example\"><proxy>"
+        "<busy><reject status=\"busy\"/></busy>"
+        "<default><log comment=\"default\"/></default>"
+        "</proxy></location></incoming>";
+
+    fake_reset();
+    fake.px[0] = 0;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) end(ANSWERED)");
+    /* busy: the location set starts empty again (the tried location is gone) */
+    fake.px[0] = SIP_CPL_PX_BUSY;
+    fake.px[1] = 0;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) log(-,busy) "
+             "proxy(sip:vm@x/1000;t=20,r=1,o=0) end(ANSWERED)");
+    fake.px[1] = SIP_CPL_PX_NOANSWER;       /* the second proxy has no outputs */
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) log(-,busy) "
+             "proxy(sip:vm@x/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) reject(480,-) end(ANSWERED)");
+    /* redirection: the Contacts become the location set */
+    fake.px[0] = SIP_CPL_PX_REDIRECTION;
+    fake.px_contacts = "sip:bob@elsewhere.example sip:bob@other.example";
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) "
+             "redirect(sip:bob@elsewhere.example/1000,sip:bob@other.example/1000;p=0) "
+             "end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) reject(500,failed) "
+             "end(ANSWERED)");
+    /* default catches what has no output of its own; an output that ends
+     * without a signalling action returns the best response (§10) */
+    fake.px[0] = SIP_CPL_PX_BUSY;
+    CK_TRACE(with_default, NULL, "proxy(sip:bob@pc.example/1000;t=20,r=1,o=0) reject(486,-) "
+             "end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    CK_TRACE(with_default, NULL, "proxy(sip:bob@pc.example/1000;t=20,r=1,o=0) log(-,default) "
+             "end(PROXY_RESPONSE)");
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE(with_default, NULL, "proxy(sip:bob@pc.example/1000;t=20,r=1,o=0) log(-,default) "
+             "end(PROXY_RESPONSE)");
+    /* no outputs at all */
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><proxy/></location></incoming>", NULL,
+             "proxy(sip:a@x/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    /* an empty output is an output: it ends there (best response) */
+    fake.px[0] = SIP_CPL_PX_BUSY;
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><proxy><busy/><default><reject status=\"500\"/>"
+             "</default></proxy></location></incoming>", NULL,
+             "proxy(sip:a@x/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    /* a proxy with nowhere to go fails at once: failure output, or the run fails */
+    CK_TRACE("<incoming><proxy><failure><reject status=\"404\"/></failure></proxy></incoming>",
+             NULL, "reject(404,-) end(ANSWERED)");
+    CK_TRACE("<incoming><proxy><default><reject status=\"410\"/></default></proxy></incoming>",
+             NULL, "reject(410,-) end(ANSWERED)");
+    CK_TRACE("<incoming><proxy/></incoming>", NULL, "end(FAILED,proxy)");
+    ck_assert_ptr_nonnull(strstr(fake.why, "empty location set"));
+    CK_TRACE("<incoming><redirect/></incoming>", NULL, "end(FAILED,redirect)");
+}
+END_TEST
+
+START_TEST(cplrun_address_switch)
+{
+    const sip_msg_t *std;
+    static const char sw_user[] =
+        "<incoming><address-switch field=\"origin\" subfield=\"user\">"
+        "<address is=\"anonymous\"><reject status=\"603\"/></address>"
+        "<address is=\"alice\"><log name=\"alice\"/></address>"
+        "<otherwise><log name=\"other\"/></otherwise>"
+        "</address-switch></incoming>";
+
+    fake_reset();
+    std = cpl_req_std(NULL);
+    CK_TRACE(sw_user, std, "log(alice,-) end(DEFAULT)");
+    CK_TRACE(sw_user, cpl_req("sip:bob@biloxi.example.com", "<sip:anonymous@anonymous.invalid>",
+                              "<sip:bob@biloxi.example.com>", NULL),
+             "reject(603,-) end(ANSWERED)");
+    /* user is case-sensitive */
+    CK_TRACE(sw_user, cpl_req("sip:bob@b", "<sip:Alice@a>", "<sip:bob@b>", NULL),
+             "log(other,-) end(DEFAULT)");
+    /* whole address: RFC 3261 comparison (host case, default port is not no port) */
+    CK_TRACE("<incoming><address-switch field=\"origin\">"
+             "<address is=\"sip:alice@ATLANTA.example.com\"><log name=\"hit\"/></address>"
+             "</address-switch></incoming>", std, "log(hit,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"origin\">"
+             "<address is=\"sip:alice@atlanta.example.com:5060\"><log name=\"hit\"/></address>"
+             "</address-switch></incoming>", std, "end(DEFAULT)");
+    /* destination is the Request-URI, original-destination the To */
+    CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"host\">"
+             "<address is=\"BILOXI.example.com\"><log name=\"d\"/></address>"
+             "</address-switch></incoming>", std, "log(d,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"original-destination\" subfield=\"user\">"
+             "<address is=\"carol\"><log name=\"to-carol\"/></address>"
+             "<address is=\"bob\"><log name=\"to-bob\"/></address>"
+             "</address-switch></incoming>",
+             cpl_req("sip:carol@192.0.2.9", "<sip:a@x>", "<sip:bob@b>", NULL),
+             "log(to-bob,-) end(DEFAULT)");
+    /* host subdomain-of: whole labels, no case; an IP matches only itself */
+    {
+        static const char sw[] =
+            "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+            "<address subdomain-of=\"example.com\"><log name=\"ours\"/></address>"
+            "<address subdomain-of=\"192.0.2.1\"><log name=\"ip\"/></address>"
+            "<otherwise><log name=\"foreign\"/></otherwise>"
+            "</address-switch></incoming>";
+        CK_TRACE(sw, std, "log(ours,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@EXAMPLE.COM>", "<sip:b@b>", NULL),
+                 "log(ours,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@badexample.com>", "<sip:b@b>", NULL),
+                 "log(foreign,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@192.0.2.1>", "<sip:b@b>", NULL),
+                 "log(ip,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@10.192.0.2.1>", "<sip:b@b>", NULL),
+                 "log(foreign,-) end(DEFAULT)");
+    }
+    /* port: absent is the default port */
+    {
+        static const char sw[] =
+            "<incoming><address-switch field=\"origin\" subfield=\"port\">"
+            "<address is=\"5060\"><log name=\"5060\"/></address>"
+            "<address is=\"5061\"><log name=\"5061\"/></address>"
+            "<otherwise><log name=\"other\"/></otherwise>"
+            "</address-switch></incoming>";
+        CK_TRACE(sw, std, "log(5060,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL), "log(5061,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@x:5070>", "<sip:b@b>", NULL),
+                 "log(other,-) end(DEFAULT)");
+    }
+    /* address-type, password, display (is, contains: no case) */
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"address-type\">"
+             "<address is=\"SIP\"><log name=\"sip\"/></address></address-switch></incoming>",
+             std, "log(sip,-) end(DEFAULT)");
+    {
+        static const char sw[] =
+            "<incoming><address-switch field=\"origin\" subfield=\"display\">"
+            "<address contains=\"smith\"><log name=\"a smith\"/></address>"
+            "<address is=\"Carol\"><log name=\"carol\"/></address>"
+            "<not-present><log name=\"no name\"/></not-present>"
+            "<otherwise><log name=\"other\"/></otherwise>"
+            "</address-switch></incoming>";
+        CK_TRACE(sw, std, "log(a smith,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "carol <sip:c@x>", "<sip:b@b>", NULL),
+                 "log(carol,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
+                 "log(other,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL),
+                 "log(no name,-) end(DEFAULT)");
+        /* the Request-URI has no display name */
+        CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"display\">"
+                 "<address is=\"x\"/><not-present><log name=\"np\"/></not-present>"
+                 "</address-switch></incoming>", std, "log(np,-) end(DEFAULT)");
+    }
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"password\">"
+             "<address is=\"secret\"><log name=\"pw\"/></address>"
+             "<not-present><log name=\"no pw\"/></not-present></address-switch></incoming>",
+             cpl_req("sip:b@b", "<sip:a:secret@x>", "<sip:b@b>", NULL), "log(pw,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"password\">"
+             "<address is=\"secret\"><log name=\"pw\"/></address>"
+             "<not-present><log name=\"no pw\"/></not-present></address-switch></incoming>",
+             std, "log(no pw,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"alias-type\">"
+             "<address is=\"x\"/><not-present><log name=\"h323 only\"/></not-present>"
+             "</address-switch></incoming>", std, "log(h323 only,-) end(DEFAULT)");
+    /* tel: tel URIs and user=phone; separators do not count; prefix */
+    {
+        static const char sw[] =
+            "<outgoing><address-switch field=\"original-destination\" subfield=\"tel\">"
+            "<address subdomain-of=\"1900\"><reject status=\"reject\" reason=\"No 1-900\"/>"
+            "</address>"
+            "<address is=\"+1 (212) 555-1234\"><log name=\"office\"/></address>"
+            "<not-present><log name=\"not a number\"/></not-present>"
+            "</address-switch></outgoing>";
+        const sip_msg_t *m = cpl_req("sip:1-900-555-1234@gw.example;user=phone", "<sip:a@x>",
+                                     "<sip:1-900-555-1234@gw.example;user=phone>", NULL);
+        ck_assert_str_eq(cpl_trace_dir(sw, SIP_CPL_OUTGOING, m),
+                         "reject(603,No 1-900) end(ANSWERED)");
+        /* (the message layer takes no tel: Request-URI: 416) */
+        m = cpl_req("sip:office@gw.example", "<sip:a@x>", "<tel:+1-212-555-1234>", NULL);
+        ck_assert_str_eq(cpl_trace_dir(sw, SIP_CPL_OUTGOING, m),
+                         "log(office,-) end(DEFAULT,sip:office@gw.example/1000)");
+        m = cpl_req("sip:b@b", "<sip:a@x>", "<sip:19005551234@gw.example>", NULL);
+        ck_assert_str_eq(cpl_trace_dir(sw, SIP_CPL_OUTGOING, m),
+                         "log(not a number,-) end(DEFAULT,sip:b@b/1000)");
+    }
+    /* no output applies: the switch ends the script */
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"user\">"
+             "<address is=\"nobody\"><reject status=\"busy\"/></address></address-switch>"
+             "</incoming>", std, "end(DEFAULT)");
+    /* a missing field without not-present takes otherwise */
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
+             "<address is=\"x\"/><otherwise><log name=\"otherwise\"/></otherwise>"
+             "</address-switch></incoming>",
+             cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL), "log(otherwise,-) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_compile_refusals)
+{
+    /* values the schema lets through that no call could use */
+    static const struct { const char *inner, *why; } bad[] = {
+        {"<incoming><location url=\"sip:a@x\" priority=\"1.5\"/></incoming>", "priority"},
+        {"<incoming><location url=\"sip:a@x\" priority=\"-0.1\"/></incoming>", "priority"},
+        {"<incoming><location url=\"sip:a@x\" priority=\"NaN\"/></incoming>", "priority"},
+        {"<incoming><location url=\"nocolon\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"sip:\"/></incoming>", "not a URI"},
+        {"<incoming><remove-location location=\"bad uri\"/></incoming>", "not a URI"},
+        {"<incoming><reject status=\"200\"/></incoming>", "status"},
+        {"<incoming><reject status=\"399\"/></incoming>", "status"},
+        {"<incoming><reject status=\"700\"/></incoming>", "status"},
+        {"<incoming><reject status=\"4861\"/></incoming>", "status"},
+        {"<incoming><reject status=\"Busy\"/></incoming>", "status"},
+        {"<incoming><reject status=\"busy\" reason=\"a&#13;&#10;Via: x\"/></incoming>",
+         "reason"},
+        {"<incoming><proxy timeout=\"99999999999999999999\"/></incoming>", "timeout"},
+        {"<incoming><proxy timeout=\"3601\"/></incoming>", "timeout"},
+        {"<incoming><lookup source=\"registration\" timeout=\"0\"/></incoming>", ""},
+        {"<incoming><lookup source=\"\"/></incoming>", "source"},
+        {"<incoming><mail url=\"http://example.com/\"/></incoming>", "mailto"},
+        {"<incoming><address-switch field=\"from\"/></incoming>", "field"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"nick\"/></incoming>",
+         "subfield"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"port\">"
+         "<address is=\"http\"/></address-switch></incoming>", "port"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"port\">"
+         "<address is=\"65536\"/></address-switch></incoming>", "port"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"tel\">"
+         "<address subdomain-of=\"abc;x\"/></address-switch></incoming>", "telephone"},
+        {"<incoming><address-switch field=\"origin\">"
+         "<address is=\"alice\"/></address-switch></incoming>", "not a URI"},
+        {"<incoming><string-switch field=\"subject\"><string/></string-switch></incoming>",
+         "exactly one"},
+        {"<incoming><string-switch field=\"subject\"><string is=\"a\" contains=\"b\"/>"
+         "</string-switch></incoming>", "exactly one"},
+        {"<incoming><language-switch><language matches=\"english language\"/>"
+         "</language-switch></incoming>", "language tag"},
+        {"<incoming><language-switch><language matches=\"*\"/></language-switch></incoming>",
+         "language tag"},
+        {"<incoming><language-switch><language matches=\"toolongtag\"/></language-switch>"
+         "</incoming>", "language tag"},
+        {"<incoming><priority-switch><priority equal=\"\"/></priority-switch></incoming>",
+         "priority"},
+    };
+    unsigned i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = cpl_refusal(bad[i].inner), *c;
+        ck_assert_msg(strstr(why, bad[i].why) != NULL, "%s: why \"%s\"", bad[i].inner, why);
+        ck_assert_ptr_nonnull(strstr(why, "line"));
+        for (c = why; *c; c++)
+            ck_assert(*c >= 0x20 && *c <= 0x7e);
+    }
+    /* and what is fine: the boundaries */
+    cpl_script("<incoming><location url=\"sip:a@x\" priority=\"0.0\"><location url=\"tel:+1\" "
+               "priority=\"1\"><proxy timeout=\"3600\"/></location></location></incoming>");
+    cpl_script("<incoming><reject status=\"400\"/></incoming>");
+    cpl_script("<incoming><language-switch><language matches=\"de-CH\"/><language "
+               "matches=\"i-klingon\"/></language-switch></incoming>");
+    cpl_script("<incoming><priority-switch><priority equal=\"x-custom\"/></priority-switch>"
+               "</incoming>");
+}
+END_TEST
+
+static Suite *cplrun_suite(void)
+{
+    Suite *s = suite_create("cpl_run");
+    TCase *tc = tcase_create("run");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, cplrun_location_proxy_redirect_reject);
+    tcase_add_test(tc, cplrun_proxy_outputs);
+    tcase_add_test(tc, cplrun_address_switch);
+    tcase_add_test(tc, cplrun_compile_refusals);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -4079,6 +4627,7 @@ int main(void)
     srunner_add_suite(sr, limits_suite());
     srunner_add_suite(sr, upload_suite());
     srunner_add_suite(sr, cpl_suite());
+    srunner_add_suite(sr, cplrun_suite());
     srunner_add_suite(sr, script_store_suite());
     srunner_add_suite(sr, mime_suite());
     srunner_run_all(sr, CK_NORMAL);
