@@ -619,6 +619,7 @@ static void uf_done(void *baton)
         uf->att->cur_lookups--;
     if (!uf->att->done && ctx->running)
         attempt_check(uf->att);
+    defer(ctx);     /* a 3xx recursed on may be settled now */
     ctx_maybe_free(ctx);
 }
 
@@ -750,13 +751,6 @@ static void deferred(void *baton)
     attempt_t *att = ctx->att;
     held_t *h;
 
-    for (h = ctx->held; h; h = h->next) {
-        if (h->gone != 2)
-            continue;
-        h->gone = 1;
-        if (ctx->px)
-            sip_proxy_branch_settled(ctx->px, h->b);
-    }
     if (att && !att->done && ctx->running) {
         /* the Contacts of a 3xx recursed on, as branches of the location */
         apr_array_header_t *rq = att->rq;
@@ -764,8 +758,18 @@ static void deferred(void *baton)
         att->rq = apr_array_make(ctx->pool, 4, sizeof(const char *));
         for (i = 0; i < rq->nelts && !att->done; i++)
             fork_one(att, att->cur, APR_ARRAY_IDX(rq, i, const char *));
-        attempt_check(att);
     }
+    /* after the new branches exist: a settled 3xx with nothing pending
+     * would let the proxy core answer on its own */
+    for (h = ctx->held; h && !ctx->busy; h = h->next) {
+        if (h->gone != 2)
+            continue;
+        h->gone = 1;
+        if (ctx->px)
+            sip_proxy_branch_settled(ctx->px, h->b);
+    }
+    if (att && !att->done && ctx->running)
+        attempt_check(att);
     ctx_maybe_free(ctx);
 }
 
