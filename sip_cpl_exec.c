@@ -1110,6 +1110,13 @@ static void host_end(void *baton, sip_cpl_end_t how, const apr_array_header_t *l
             give_up(ctx);
         return;
     case SIP_CPL_END_DEFAULT:
+        /* <outgoing> starts with the destination as its location set
+         * (RFC 3880 §5): left as it was, the call proceeds as if there had
+         * been no script (relay checks, the callee's own routing steps) */
+        if (ctx->dir == SIP_CPL_OUTGOING && locations && locations->nelts == 1 && ctx->txn
+            && sip_uri_equal(APR_ARRAY_IDX(locations, 0, sip_cpl_location_t).uri,
+                             sip_msg_request_uri(sip_txn_request(ctx->txn))))
+            locations = NULL;
         if (locations && locations->nelts && may_answer(ctx)) {
             /* RFC 3880 §10: the location set is proxied to, and the best
              * response goes upstream */
