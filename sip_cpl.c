@@ -499,7 +499,7 @@ static int cc_uri_ok(apr_pool_t *p, const char *v)
         if ((unsigned char)*c <= 0x20 || *c == 0x7f)
             return 0;
     if (!strncasecmp(v, "sip:", 4) || !strncasecmp(v, "sips:", 5))
-        return sip_uri_key(p, v) != NULL && sip_uri_aor(p, v) != NULL;
+        return sip_uri_key(p, v) != NULL;
     return colon[1] != '\0';
 }
 
@@ -806,6 +806,11 @@ static int cc_elem(cpl_cc_t *cc, xmlNodePtr el, const cpl_node_t **out)
         n->url = cc_attr(cc, el, "url");
         if (!n->url || !cc_uri_ok(cc->p, n->url))
             return cc_fail(cc, el, "url=\"%s\" is not a URI", n->url ? n->url : "");
+        /* somewhere a SIP server can send a call (tel: through a gateway
+         * the host may know); not mailto:, http:, ... */
+        if (strncasecmp(n->url, "sip:", 4) && strncasecmp(n->url, "sips:", 5)
+            && strncasecmp(n->url, "tel:", 4))
+            return cc_fail(cc, el, "url=\"%s\" is not a sip:, sips: or tel: URI", n->url);
         n->q1000 = 1000;
         if (prio) {
             char *end;
@@ -925,6 +930,14 @@ static sip_cpl_script_t *cpl_compile(apr_pool_t *p, apr_pool_t *wp, const char *
         sc->has[dir] = 1;
         ok = cc_node(&cc, n, &sc->top[dir]);
     }
+    /* and the subactions nothing uses: every value is checked at upload */
+    for (n = root->children; n && ok; n = n->next)
+        if (cpl_is(n, "subaction")) {
+            xmlChar *id = xmlGetNoNsProp(n, (const xmlChar *)"id");
+            const cpl_node_t *unused;
+            ok = cc_subaction(&cc, n, apr_pstrdup(wp, id ? (const char *)id : ""), &unused);
+            xmlFree(id);
+        }
     xmlFreeDoc(doc);
     if (!ok) {
         *why = cc.why;

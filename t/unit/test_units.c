@@ -4075,7 +4075,7 @@ typedef struct {
     int px_status;
     const char *px_contacts;        /* for SIP_CPL_PX_REDIRECTION */
     sip_cpl_run_t *run;
-    int abort_in_log;
+    int abort_in_host;              /* lookup: abort, then answer */
 } cpl_fake_t;
 
 static cpl_fake_t fake;
@@ -4126,6 +4126,8 @@ static void fake_lookup(void *baton, sip_cpl_run_t *run, const char *source, int
 {
     fake_add(apr_psprintf(pool, "lookup(%s,%d)", source, timeout));
     fake.run = run;
+    if (fake.abort_in_host)
+        sip_cpl_run_abort(run);
     if (fake.lookup_answer)
         sip_cpl_lookup_done(run, fake.lookup_answer, fake_list(fake.lookup_found, 0));
 }
@@ -4155,8 +4157,6 @@ static void fake_reject(void *baton, int status, const char *reason)
 static void fake_log(void *baton, const char *name, const char *comment)
 {
     fake_add(apr_psprintf(pool, "log(%s,%s)", name ? name : "-", comment ? comment : "-"));
-    if (fake.abort_in_log)
-        sip_cpl_run_abort(fake.run);
 }
 
 static void fake_mail(void *baton, const char *url)
@@ -4522,6 +4522,443 @@ START_TEST(cplrun_address_switch)
 }
 END_TEST
 
+START_TEST(cplrun_string_language_priority)
+{
+    static const char str_sw[] =
+        "<incoming><string-switch field=\"subject\">"
+        "<string is=\"urgent\"><log name=\"is\"/></string>"
+        "<string contains=\"Lunch\"><log name=\"contains\"/></string>"
+        "<not-present><log name=\"np\"/></not-present>"
+        "<otherwise><log name=\"other\"/></otherwise>"
+        "</string-switch></incoming>";
+    static const char lang_sw[] =
+        "<incoming><language-switch>"
+        "<language matches=\"es\"><log name=\"es\"/></language>"
+        "<language matches=\"en-GB\"><log name=\"en-GB\"/></language>"
+        "<not-present><log name=\"np\"/></not-present>"
+        "<otherwise><log name=\"other\"/></otherwise>"
+        "</language-switch></incoming>";
+    static const char prio_sw[] =
+        "<incoming><priority-switch>"
+        "<priority greater=\"urgent\"><log name=\"emergency\"/></priority>"
+        "<priority equal=\"URGENT\"><log name=\"urgent\"/></priority>"
+        "<priority less=\"normal\"><log name=\"non-urgent\"/></priority>"
+        "<priority equal=\"x-custom\"><log name=\"custom\"/></priority>"
+        "<otherwise><log name=\"normal\"/></otherwise>"
+        "</priority-switch></incoming>";
+
+    fake_reset();
+    /* string-switch (§4.2): is and contains without case, trimmed */
+    CK_TRACE(str_sw, cpl_req_std("Subject:  URGENT \r\n"), "log(is,-) end(DEFAULT)");
+    CK_TRACE(str_sw, cpl_req_std("s: lunch today?\r\n"), "log(contains,-) end(DEFAULT)");
+    CK_TRACE(str_sw, cpl_req_std("Subject: hello\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(str_sw, cpl_req_std(NULL), "log(np,-) end(DEFAULT)");
+    CK_TRACE("<incoming><string-switch field=\"organization\"><string is=\"Example Inc.\">"
+             "<log name=\"org\"/></string></string-switch></incoming>",
+             cpl_req_std("Organization: example inc.\r\n"), "log(org,-) end(DEFAULT)");
+    CK_TRACE("<incoming><string-switch field=\"user-agent\"><string contains=\"softphone\">"
+             "<reject status=\"403\"/></string></string-switch></incoming>",
+             cpl_req_std("User-Agent: Acme SoftPhone/1.0\r\n"), "reject(403,-) end(ANSWERED)");
+    /* display: SIP has no such field (§4.2): not present */
+    CK_TRACE("<incoming><string-switch field=\"display\"><string contains=\"\"/>"
+             "<not-present><log name=\"np\"/></not-present></string-switch></incoming>",
+             NULL, "log(np,-) end(DEFAULT)");
+    /* language-switch (§4.3): Accept-Language ranges against the tag */
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: da, es;q=0.8\r\n"), "log(es,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: ES-mx\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: en\r\n"), "log(en-GB,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: en-US\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: es;q=0, *\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: fr\r\nAccept-Language: en-gb\r\n"),
+             "log(en-GB,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std(NULL), "log(np,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: \r\n"), "log(other,-) end(DEFAULT)");
+    /* priority-switch (§4.5) */
+    CK_TRACE(prio_sw, cpl_req_std("Priority: emergency\r\n"), "log(emergency,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: Urgent\r\n"), "log(urgent,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: non-urgent\r\n"), "log(non-urgent,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: normal\r\n"), "log(normal,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std(NULL), "log(normal,-) end(DEFAULT)");      /* absent */
+    /* an unknown value is normal for less/greater, itself for equal */
+    CK_TRACE(prio_sw, cpl_req_std("Priority: X-Custom\r\n"), "log(custom,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: x-other\r\n"), "log(normal,-) end(DEFAULT)");
+    CK_TRACE("<incoming><priority-switch><priority equal=\"normal\"><log name=\"n\"/></priority>"
+             "<not-present><log name=\"np\"/></not-present></priority-switch></incoming>",
+             NULL, "log(n,-) end(DEFAULT)");
+    CK_TRACE("<incoming><priority-switch><priority less=\"non-urgent\"><log name=\"never\"/>"
+             "</priority><priority greater=\"emergency\"><log name=\"never\"/></priority>"
+             "</priority-switch></incoming>", cpl_req_std("Priority: emergency\r\n"),
+             "end(DEFAULT)");
+    CK_TRACE("<incoming><priority-switch><priority greater=\"non-urgent\"><log name=\"up\"/>"
+             "</priority></priority-switch></incoming>", cpl_req_std("Priority: x\r\n"),
+             "log(up,-) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_lookup_remove_location)
+{
+    static const char lk[] =
+        "<incoming><location url=\"sip:old@x\"><lookup source=\"registration\" timeout=\"5\">"
+        "<success><proxy/></success>"
+        "<notfound><reject status=\"404\"/></notfound>"
+        "<failure><reject status=\"500\"/></failure>"
+        "</lookup></location></incoming>";
+
+    fake_reset();
+    fake.lookup_found = "sip:bob@192.0.2.10/500 sip:bob@192.0.2.11/1000";
+    /* found locations join the set: best first, then in the order added */
+    CK_TRACE(lk, NULL, "lookup(registration,5) "
+             "proxy(sip:old@x/1000,sip:bob@192.0.2.11/1000,sip:bob@192.0.2.10/500;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    /* clear="yes": only what was found */
+    CK_TRACE("<incoming><location url=\"sip:old@x\"><lookup source=\"registration\" clear=\"yes\">"
+             "<success><proxy/></success></lookup></location></incoming>", NULL,
+             "lookup(registration,30) proxy(sip:bob@192.0.2.11/1000,sip:bob@192.0.2.10/500;"
+             "t=20,r=1,o=0) end(ANSWERED)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_NOTFOUND;
+    CK_TRACE(lk, NULL, "lookup(registration,5) reject(404,-) end(ANSWERED)");
+    /* success with nothing found is notfound */
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    fake.lookup_found = "";
+    CK_TRACE(lk, NULL, "lookup(registration,5) reject(404,-) end(ANSWERED)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_FAILURE;
+    CK_TRACE(lk, NULL, "lookup(registration,5) reject(500,-) end(ANSWERED)");
+    /* an output not written: the script ends there (default handling, set kept) */
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><lookup source=\"http://ls.example/\">"
+             "<success><proxy/></success></lookup></location></incoming>", NULL,
+             "lookup(http://ls.example/,30) end(DEFAULT,sip:a@x/1000)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    fake.lookup_found = "sip:bob@192.0.2.10/1000";
+    CK_TRACE("<incoming><lookup source=\"registration\"/></incoming>", NULL,
+             "lookup(registration,30) end(DEFAULT,sip:bob@192.0.2.10/1000)");
+
+    /* remove-location (§5.3): RFC 3261 URI comparison; without location, all */
+    CK_TRACE("<incoming><location url=\"sip:a@X.example;transport=udp\"><location url=\"sip:b@x\">"
+             "<location url=\"sip:a@x.example\">"
+             "<remove-location location=\"sip:a@x.EXAMPLE;TRANSPORT=UDP\"><redirect/>"
+             "</remove-location></location></location></location></incoming>", NULL,
+             "redirect(sip:b@x/1000,sip:a@x.example/1000;p=0) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><remove-location location=\"sip:A@x\">"
+             "<redirect/></remove-location></location></incoming>", NULL,
+             "redirect(sip:a@x/1000;p=0) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><location url=\"tel:+1-555\">"
+             "<remove-location><log name=\"empty\"/></remove-location></location></location>"
+             "</incoming>", NULL, "log(empty,-) end(DEFAULT)");
+    CK_TRACE("<incoming><location url=\"tel:+1555\"><location url=\"sip:a@x\">"
+             "<remove-location location=\"TEL:+1555\"><redirect/></remove-location>"
+             "</location></location></incoming>", NULL,
+             "redirect(sip:a@x/1000;p=0) end(ANSWERED)");
+}
+END_TEST
+
+START_TEST(cplrun_sub_log_mail)
+{
+    static const char script[] =
+        "<subaction id=\"vm\"><log name=\"vm\" comment=\"to voicemail\">"
+        "<location url=\"sip:bob@vm.example\"><proxy/></location></log></subaction>"
+        "<subaction id=\"screen\"><mail url=\"mailto:bob@example.com?subject=screened\">"
+        "<sub ref=\"vm\"/></mail></subaction>"
+        "<subaction id=\"empty\"/>"
+        "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+        "<address subdomain-of=\"spam.example\"><sub ref=\"screen\"/></address>"
+        "<address is=\"quiet.example\"><sub ref=\"empty\"/></address>"
+        "<otherwise><sub ref=\"vm\"/></otherwise></address-switch></incoming>"
+        "<outgoing><log><mail url=\"mailto:log@example.com\"/></log></outgoing>";
+
+    fake_reset();
+    CK_TRACE(script, cpl_req("sip:bob@b", "<sip:x@a.spam.example>", "<sip:bob@b>", NULL),
+             "mail(mailto:bob@example.com?subject=screened) log(vm,to voicemail) "
+             "proxy(sip:bob@vm.example/1000;t=20,r=1,o=0) end(ANSWERED)");
+    CK_TRACE(script, NULL, "log(vm,to voicemail) proxy(sip:bob@vm.example/1000;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    CK_TRACE(script, cpl_req("sip:bob@b", "<sip:x@quiet.example>", "<sip:bob@b>", NULL),
+             "end(DEFAULT)");
+    /* outgoing starts with the destination in the set; log and mail go on */
+    ck_assert_str_eq(cpl_trace_dir(script, SIP_CPL_OUTGOING, cpl_req_std(NULL)),
+                     "log(-,-) mail(mailto:log@example.com) "
+                     "end(DEFAULT,sip:bob@biloxi.example.com/1000)");
+    /* a script without the part asked for: default handling at once */
+    ck_assert_str_eq(cpl_trace_dir("<incoming><reject status=\"busy\"/></incoming>",
+                                   SIP_CPL_OUTGOING, cpl_req_std(NULL)),
+                     "end(DEFAULT,sip:bob@biloxi.example.com/1000)");
+    {
+        const sip_cpl_script_t *sc = cpl_script(script);
+        ck_assert(sip_cpl_script_has(sc, SIP_CPL_INCOMING));
+        ck_assert(sip_cpl_script_has(sc, SIP_CPL_OUTGOING));
+        sc = cpl_script("<incoming/>");
+        ck_assert(sip_cpl_script_has(sc, SIP_CPL_INCOMING));
+        ck_assert(!sip_cpl_script_has(sc, SIP_CPL_OUTGOING));
+        ck_assert(!sip_cpl_script_has(NULL, SIP_CPL_INCOMING));
+        ck_assert_str_eq(sip_cpl_run_script_name(fake.run), "test");
+    }
+    /* log text is one line whatever the script wrote */
+    CK_TRACE("<incoming><log name=\"a&#10;b\" comment=\"c&#13;&#10;d\"/></incoming>", NULL,
+             "log(a b,c  d) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_async)
+{
+    static const char script[] =
+        "<incoming><lookup source=\"registration\"><success><proxy>"
+        "<busy><location url=\"sip:vm@x\"><proxy/></location></busy>"
+        "</proxy></success><failure><reject status=\"503\"/></failure></lookup></incoming>";
+    sip_cpl_run_t *run;
+    apr_array_header_t *found;
+
+    fake_reset();
+    fake.lookup_answer = 0;
+    fake.px[0] = fake.px[1] = -1;
+    /* each step waits for the host */
+    CK_TRACE(script, NULL, "lookup(registration,30)");
+    ck_assert_int_eq(fake.ended, 0);
+    run = fake.run;
+    /* answers to what it is not waiting for are ignored */
+    sip_cpl_proxy_done(run, 0, 200, NULL);
+    ck_assert_int_eq(fake.ended, 0);
+    found = fake_list("sip:bob@192.0.2.20/1000", 0);
+    sip_cpl_lookup_done(run, SIP_CPL_LOOKUP_SUCCESS, found);
+    ck_assert_str_eq(fake.trace, "lookup(registration,30) "
+                     "proxy(sip:bob@192.0.2.20/1000;t=20,r=1,o=0)");
+    sip_cpl_lookup_done(run, SIP_CPL_LOOKUP_FAILURE, NULL);        /* late, twice: ignored */
+    ck_assert_int_eq(fake.ended, 0);
+    sip_cpl_proxy_done(run, SIP_CPL_PX_BUSY, 486, NULL);
+    ck_assert_str_eq(fake.trace, "lookup(registration,30) "
+                     "proxy(sip:bob@192.0.2.20/1000;t=20,r=1,o=0) "
+                     "proxy(sip:vm@x/1000;t=20,r=1,o=0)");
+    sip_cpl_proxy_done(run, 0, 200, NULL);
+    ck_assert_int_eq(fake.ended, 1);
+    ck_assert_int_eq(fake.how, SIP_CPL_END_ANSWERED);
+    sip_cpl_proxy_done(run, 0, 200, NULL);        /* after the end: nothing */
+    ck_assert_str_eq(fake.trace, "lookup(registration,30) "
+                     "proxy(sip:bob@192.0.2.20/1000;t=20,r=1,o=0) "
+                     "proxy(sip:vm@x/1000;t=20,r=1,o=0) end(ANSWERED)");
+
+    /* abort while waiting: no callback ever after */
+    CK_TRACE(script, NULL, "lookup(registration,30)");
+    sip_cpl_run_abort(fake.run);
+    sip_cpl_lookup_done(fake.run, SIP_CPL_LOOKUP_FAILURE, NULL);
+    ck_assert_str_eq(fake.trace, "lookup(registration,30)");
+    ck_assert_int_eq(fake.ended, 0);
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    CK_TRACE(script, NULL, "lookup(registration,30) proxy(sip:bob@192.0.2.10/1000;t=20,r=1,o=0)");
+    sip_cpl_run_abort(fake.run);
+    sip_cpl_proxy_done(fake.run, SIP_CPL_PX_BUSY, 486, NULL);
+    ck_assert_int_eq(fake.ended, 0);
+    /* abort from inside the host's call: its answer is ignored */
+    fake.abort_in_host = 1;
+    CK_TRACE(script, NULL, "lookup(registration,30)");
+    ck_assert_int_eq(fake.ended, 0);
+    fake.abort_in_host = 0;
+    /* answers given from inside the host's call are taken after it returns */
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    fake.px[1] = 0;
+    CK_TRACE(script, NULL, "lookup(registration,30) "
+             "proxy(sip:bob@192.0.2.10/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    /* one compiled script, many runs at once: each has its own state */
+    {
+        const sip_cpl_script_t *sc = cpl_script(script);
+        sip_cpl_run_t *a, *b;
+        fake.lookup_answer = 0;
+        fake.trace = NULL;
+        a = sip_cpl_run_start(pool, sc, SIP_CPL_INCOMING, cpl_req_std(NULL), "o", CPL_NOON,
+                              &fake_host, NULL);
+        b = sip_cpl_run_start(pool, sc, SIP_CPL_INCOMING, cpl_req_std(NULL), "o", CPL_NOON,
+                              &fake_host, NULL);
+        fake.ended = 0;
+        sip_cpl_lookup_done(b, SIP_CPL_LOOKUP_FAILURE, NULL);
+        ck_assert_int_eq(fake.ended, 1);
+        fake.ended = 0;
+        fake.npx = 0;
+        fake.px[0] = 0;
+        sip_cpl_lookup_done(a, SIP_CPL_LOOKUP_SUCCESS, fake_list("sip:z@x", 0));
+        ck_assert_str_eq(fake.trace, "lookup(registration,30) lookup(registration,30) "
+                         "reject(503,-) end(ANSWERED) proxy(sip:z@x/1000;t=20,r=1,o=0) "
+                         "end(ANSWERED)");
+    }
+}
+END_TEST
+
+/* A chain of 'n' subactions, each with 'logs' nested logs before the
+ * next <sub>. */
+static const char *cpl_chain(int n, int logs)
+{
+    char *s = apr_pstrdup(pool, "");
+    int i, k;
+
+    for (i = n - 1; i >= 0; i--) {
+        s = apr_psprintf(pool, "%s<subaction id=\"s%d\">", s, i);
+        for (k = 0; k < logs; k++)
+            s = apr_pstrcat(pool, s, "<log>", NULL);
+        s = i == n - 1 ? apr_pstrcat(pool, s, "<reject status=\"486\"/>", NULL)
+                       : apr_psprintf(pool, "%s<sub ref=\"s%d\"/>", s, i + 1);
+        for (k = 0; k < logs; k++)
+            s = apr_pstrcat(pool, s, "</log>", NULL);
+        s = apr_pstrcat(pool, s, "</subaction>", NULL);
+    }
+    return apr_pstrcat(pool, s, "<incoming><sub ref=\"s0\"/></incoming>", NULL);
+}
+
+START_TEST(cplrun_limits)
+{
+    const char *t;
+
+    fake_reset();
+    /* 64 <sub> are fine, 65 are not (§8) */
+    CK_TRACE(cpl_chain(CPL_RUN_MAX_SUBS, 0), NULL, "reject(486,-) end(ANSWERED)");
+    CK_TRACE(cpl_chain(CPL_RUN_MAX_SUBS + 1, 0), NULL, "end(FAILED,sub)");
+    ck_assert_ptr_nonnull(strstr(fake.why, "<sub>"));
+    /* nodes visited: 40 subactions of 30 logs each pass 1000 nodes */
+    t = cpl_trace(cpl_chain(40, 30), NULL);
+    ck_assert_ptr_nonnull(strstr(t, "end(FAILED,log)"));
+    ck_assert_ptr_nonnull(strstr(fake.why, "nodes"));
+    ck_assert_ptr_null(strstr(t, "reject"));
+    /* near the element limit: compiles and runs quickly, one path walked */
+    {
+        char *s = apr_pstrdup(pool, "");
+        const sip_cpl_script_t *sc;
+        apr_time_t t0 = apr_time_now();
+        int i;
+        for (i = 0; i < 2400; i++)
+            s = apr_psprintf(pool, "%s<subaction id=\"s%d\"><log><location url=\"sip:u%d@x\">"
+                             "<redirect/></location></log></subaction>", s, i, i);
+        s = apr_pstrcat(pool, s, "<incoming><sub ref=\"s2399\"/></incoming>", NULL);
+        sc = cpl_script(s);
+        ck_assert_int_eq(sc->nodes, 3 * 2400 + 1);
+        CK_TRACE(s, NULL, "log(-,-) redirect(sip:u2399@x/1000;p=0) end(ANSWERED)");
+        ck_assert_int_lt(apr_time_now() - t0, apr_time_from_sec(2));
+    }
+    /* proxies leading to proxies: each output walked, the set fresh each time */
+    {
+        char *s = apr_pstrdup(pool, "<reject status=\"486\"/>");
+        int i;
+        for (i = 0; i < 7; i++)
+            s = apr_psprintf(pool, "<location url=\"sip:p%d@x\"><proxy><busy>%s</busy></proxy>"
+                             "</location>", 6 - i, s);
+        s = apr_pstrcat(pool, "<incoming>", s, "</incoming>", NULL);
+        for (i = 0; i < 7; i++)
+            fake.px[i] = SIP_CPL_PX_BUSY;
+        t = cpl_trace(s, NULL);
+        ck_assert_str_eq(t, "proxy(sip:p0@x/1000;t=20,r=1,o=0) proxy(sip:p1@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p2@x/1000;t=20,r=1,o=0) proxy(sip:p3@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p4@x/1000;t=20,r=1,o=0) proxy(sip:p5@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p6@x/1000;t=20,r=1,o=0) reject(486,-) end(ANSWERED)");
+        memset(fake.px, 0, sizeof(fake.px));
+    }
+    /* a script that shares subactions compiles them once (a DAG, not a tree) */
+    {
+        char *s = apr_pstrdup(pool, "<subaction id=\"leaf\"><reject status=\"486\"/></subaction>");
+        const sip_cpl_script_t *sc;
+        int i;
+        for (i = 0; i < 30; i++)
+            s = apr_psprintf(pool, "%s<subaction id=\"d%d\"><address-switch field=\"origin\">"
+                             "<address is=\"sip:a@x\"><sub ref=\"%s\"/></address>"
+                             "<otherwise><sub ref=\"%s\"/></otherwise></address-switch>"
+                             "</subaction>", s, i, i ? apr_psprintf(pool, "d%d", i - 1) : "leaf",
+                             i ? apr_psprintf(pool, "d%d", i - 1) : "leaf");
+        s = apr_psprintf(pool, "%s<incoming><sub ref=\"d29\"/></incoming>", s);
+        sc = cpl_script(s);
+        ck_assert_int_lt(sc->nodes, 200);       /* 2^30 if copied */
+        CK_TRACE(s, NULL, "reject(486,-) end(ANSWERED)");
+    }
+}
+END_TEST
+
+/* RFC 3880 §16's example scripts (retyped), run on crafted calls. */
+START_TEST(cplrun_rfc_examples)
+{
+    static const char redirect_unconditional[] =
+        "<incoming><location url=\"sip:smith@phone.example.com\"><redirect/></location></incoming>";
+    static const char forward_busy_noanswer[] =
+        "<subaction id=\"voicemail\"><location url=\"sip:jones@voicemail.example.com\">"
+        "<proxy/></location></subaction>"
+        "<incoming><location url=\"sip:jones@jonespc.example.com\"><proxy timeout=\"8\">"
+        "<busy><sub ref=\"voicemail\"/></busy><noanswer><sub ref=\"voicemail\"/></noanswer>"
+        "</proxy></location></incoming>";
+    static const char forward_redirect_default[] =
+        "<incoming><location url=\"sip:jones@jonespc.example.com\">"
+        "<proxy timeout=\"8\" recurse=\"no\"><redirection><redirect/></redirection>"
+        "<default><location url=\"sip:jones@voicemail.example.com\"><proxy/></location>"
+        "</default></proxy></location></incoming>";
+    static const char screening[] =
+        "<incoming><address-switch field=\"origin\" subfield=\"user\">"
+        "<address is=\"anonymous\"><reject status=\"reject\" reason=\"I reject anonymous calls\"/>"
+        "</address></address-switch></incoming>";
+    static const char priority_language[] =
+        "<incoming><priority-switch><priority greater=\"urgent\"/><otherwise>"
+        "<language-switch><language matches=\"es\">"
+        "<location url=\"sip:spanish@operator.example.com\"><proxy/></location></language>"
+        "<otherwise><location url=\"sip:english@operator.example.com\"><proxy/></location>"
+        "</otherwise></language-switch></otherwise></priority-switch></incoming>";
+    static const char outgoing_screening[] =
+        "<outgoing><address-switch field=\"original-destination\" subfield=\"tel\">"
+        "<address subdomain-of=\"1900\"><reject status=\"reject\" "
+        "reason=\"Not allowed to make 1-900 calls.\"/></address></address-switch></outgoing>";
+    static const char location_filtering[] =
+        "<incoming><lookup source=\"registration\"><success>"
+        "<remove-location location=\"sip:jones@voicemail.example.com\"><proxy/></remove-location>"
+        "</success></lookup></incoming>";
+    static const char non_signalling[] =
+        "<incoming><lookup source=\"http://www.example.com/cgi-bin/locate.cgi?user=jones\" "
+        "timeout=\"8\"><success><proxy/></success><failure>"
+        "<mail url=\"mailto:jones@example.com?subject=lookup%20failed\"/></failure></lookup>"
+        "</incoming>";
+    const sip_msg_t *jones = cpl_req("sip:jones@example.com", "\"A\" <sip:a@x.example>",
+                                     "<sip:jones@example.com>", NULL);
+
+    fake_reset();
+    CK_TRACE(redirect_unconditional, jones,
+             "redirect(sip:smith@phone.example.com/1000;p=0) end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    fake.px[1] = 0;
+    CK_TRACE(forward_busy_noanswer, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=1,o=0) "
+             "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    fake.px[0] = 0;
+    CK_TRACE(forward_busy_noanswer, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=1,o=0) end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_REDIRECTION;
+    fake.px_contacts = "sip:jones@home.example.com";
+    CK_TRACE(forward_redirect_default, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
+             "redirect(sip:jones@home.example.com/1000;p=0) end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE(forward_redirect_default, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
+             "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    CK_TRACE(screening, cpl_req("sip:jones@example.com", "Anonymous <sip:anonymous@anonymous.invalid>",
+                                "<sip:jones@example.com>", NULL),
+             "reject(603,I reject anonymous calls) end(ANSWERED)");
+    CK_TRACE(screening, jones, "end(DEFAULT)");
+    /* an emergency call gets no routing here: the default (empty set) */
+    CK_TRACE(priority_language, cpl_req_std("Priority: emergency\r\nAccept-Language: es\r\n"),
+             "end(DEFAULT)");
+    fake.px[0] = 0;
+    CK_TRACE(priority_language, cpl_req_std("Accept-Language: es, en;q=0.5\r\n"),
+             "proxy(sip:spanish@operator.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    CK_TRACE(priority_language, cpl_req_std("Priority: urgent\r\n"),
+             "proxy(sip:english@operator.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    ck_assert_str_eq(cpl_trace_dir(outgoing_screening, SIP_CPL_OUTGOING,
+                                   cpl_req("sip:19005551212@gw.example.com;user=phone",
+                                           "<sip:jones@example.com>",
+                                           "<sip:19005551212@gw.example.com;user=phone>", NULL)),
+                     "reject(603,Not allowed to make 1-900 calls.) end(ANSWERED)");
+    ck_assert_str_eq(cpl_trace_dir(outgoing_screening, SIP_CPL_OUTGOING,
+                                   cpl_req("sip:12125551212@gw.example.com;user=phone",
+                                           "<sip:jones@example.com>",
+                                           "<sip:12125551212@gw.example.com;user=phone>", NULL)),
+                     "end(DEFAULT,sip:12125551212@gw.example.com;user=phone/1000)");
+    fake.lookup_found = "sip:jones@jonespc.example.com/1000 sip:jones@voicemail.example.com/500";
+    CK_TRACE(location_filtering, jones,
+             "lookup(registration,30) proxy(sip:jones@jonespc.example.com/1000;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_FAILURE;
+    CK_TRACE(non_signalling, jones,
+             "lookup(http://www.example.com/cgi-bin/locate.cgi?user=jones,8) "
+             "mail(mailto:jones@example.com?subject=lookup%20failed) end(DEFAULT)");
+}
+END_TEST
+
 START_TEST(cplrun_compile_refusals)
 {
     /* values the schema lets through that no call could use */
@@ -4529,8 +4966,14 @@ START_TEST(cplrun_compile_refusals)
         {"<incoming><location url=\"sip:a@x\" priority=\"1.5\"/></incoming>", "priority"},
         {"<incoming><location url=\"sip:a@x\" priority=\"-0.1\"/></incoming>", "priority"},
         {"<incoming><location url=\"sip:a@x\" priority=\"NaN\"/></incoming>", "priority"},
+        /* in a subaction nothing uses, too */
+        {"<subaction id=\"unused\"><reject status=\"200\"/></subaction>"
+         "<incoming/>", "is not busy"},
         {"<incoming><location url=\"nocolon\"/></incoming>", "not a URI"},
         {"<incoming><location url=\"sip:\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"sip:@\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"mailto:bob@example.com\"/></incoming>", "sip:, sips: or tel:"},
+        {"<incoming><location url=\"sip:a@x&#10;Via: evil\"/></incoming>", "not a URI"},
         {"<incoming><remove-location location=\"bad uri\"/></incoming>", "not a URI"},
         {"<incoming><reject status=\"200\"/></incoming>", "status"},
         {"<incoming><reject status=\"399\"/></incoming>", "status"},
@@ -4581,6 +5024,7 @@ START_TEST(cplrun_compile_refusals)
     cpl_script("<incoming><location url=\"sip:a@x\" priority=\"0.0\"><location url=\"tel:+1\" "
                "priority=\"1\"><proxy timeout=\"3600\"/></location></location></incoming>");
     cpl_script("<incoming><reject status=\"400\"/></incoming>");
+    cpl_script("<incoming><location url=\"sip:gw.example.com;transport=tcp\"/></incoming>");
     cpl_script("<incoming><language-switch><language matches=\"de-CH\"/><language "
                "matches=\"i-klingon\"/></language-switch></incoming>");
     cpl_script("<incoming><priority-switch><priority equal=\"x-custom\"/></priority-switch>"
@@ -4599,6 +5043,12 @@ static Suite *cplrun_suite(void)
     tcase_add_test(tc, cplrun_proxy_outputs);
     tcase_add_test(tc, cplrun_address_switch);
     tcase_add_test(tc, cplrun_compile_refusals);
+    tcase_add_test(tc, cplrun_string_language_priority);
+    tcase_add_test(tc, cplrun_lookup_remove_location);
+    tcase_add_test(tc, cplrun_sub_log_mail);
+    tcase_add_test(tc, cplrun_async);
+    tcase_add_test(tc, cplrun_limits);
+    tcase_add_test(tc, cplrun_rfc_examples);
     suite_add_tcase(s, tc);
     return s;
 }
