@@ -353,6 +353,19 @@ admin_cpl('mailer', '<incoming><mail url="mailto:ops@example.com?subject=Missed%
     like($args // '', qr/^-t -i$/m, '... run with SipCplMail\'s arguments, no shell');
 }
 
+# ---- the mail rate limit: at most 5 per owner and minute
+{
+    my $mark = $t->log_mark;
+    call('mailer') for 1 .. 6;
+    my $n;
+    wait_until(5, sub { $n = () = glob($t->var . '/mail/m.*/msg'); $n >= 5 }, 0.1);
+    sleep 0.5;
+    $n = () = glob($t->var . '/mail/m.*/msg');
+    is($n, 5, 'six more calls of one owner within a minute: only 4 more mails (5 in all)');
+    like($t->log_since($mark), qr/cpl: mailer\@127\.0\.0\.1\.cpl \(owner sip:mailer\@127\.0\.0\.1\): mail not sent: more than 5 a minute/,
+         '... the others are logged as refused');
+}
+
 # ---- CANCEL from the caller while the script proxies
 admin_cpl('ring', qq{<incoming><location url="$curi"><proxy timeout="20"><noanswer><reject status="480"/></noanswer></proxy></location></incoming>});
 {
@@ -378,10 +391,11 @@ admin_cpl('ring', qq{<incoming><location url="$curi"><proxy timeout="20"><noansw
 # ---- counters
 {
     my $s1 = stats();
-    cmp_ok(($s1->{SipCplRuns} // 0) - ($s0->{SipCplRuns} // 0), '>=', 27, 'SipCplRuns counted the runs');
+    cmp_ok(($s1->{SipCplRuns} // 0) - ($s0->{SipCplRuns} // 0), '>=', 33, 'SipCplRuns counted the runs');
     cmp_ok(($s1->{SipCplProxies} // 0) - ($s0->{SipCplProxies} // 0), '>=', 15, 'SipCplProxies counted proxies');
     cmp_ok(($s1->{SipCplFailures} // 0) - ($s0->{SipCplFailures} // 0), '>=', 1, 'SipCplFailures counted the invalid script');
-    is(($s1->{SipCplMails} // 0) - ($s0->{SipCplMails} // 0), 1, 'SipCplMails counted the mail');
+    is(($s1->{SipCplMails} // 0) - ($s0->{SipCplMails} // 0), 5, 'SipCplMails counted the mails');
+    is(($s1->{SipCplMailsRefused} // 0) - ($s0->{SipCplMailsRefused} // 0), 2, 'SipCplMailsRefused the refused ones');
     my $before = $s1->{SipCplRuns};
     call('rej');
     is(stats()->{SipCplRuns}, $before + 1, 'one more call, one more run');
