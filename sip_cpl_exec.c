@@ -401,8 +401,12 @@ static void send_best(cpl_ctx_t *ctx)
     held_t *h;
 
     ctx->handback = 1;
-    if (!ctx->px)
+    if (!ctx->px) {
+        /* no branch was ever made (every location unusable) */
+        if (may_answer(ctx))
+            sip_txn_reply(ctx->txn, 480, "Temporarily Unavailable", NULL);
         return;
+    }
     for (h = ctx->held; h; h = h->next) {
         if (h->gone)
             continue;
