@@ -91,6 +91,7 @@ sub register_auth {
 #   at   => the role whose callee must answer (code 200),
 #   contact => role (or URI) that must be among the 3xx's Contacts,
 #   reason  => regexp for the final response's reason phrase,
+#   uas_pause => the callees' -d (ms, default 100: how long they ring),
 #   used => [roles that must see the INVITE and end their scenario (busy,
 #            ringing until cancelled, redirecting)];
 #   every other callee must see no INVITE at all.
@@ -105,12 +106,13 @@ sub call {
     for my $role (sort keys %{ $c{uas} || {} }) {
         my ($sf, $keys) = ref $c{uas}{$role} ? @{ $c{uas}{$role} } : ($c{uas}{$role}, undef);
         $uas{$role} = $self->sipp_start(name => "c$n-$role", sf => $sf, transport => $tr,
-                                        port => $self->port_of($role, $tr), m => 1, d => 100,
+                                        port => $self->port_of($role, $tr), m => 1,
+                                        d => $c{uas_pause} // 100,
                                         timeout => '40s', keys => $keys);
     }
     my @auth = $c{auth} ? ('-au', $c{auth}[0], '-ap', $c{auth}[1]) : ();
     my $uac = $self->sipp_start(
-        name => "c$n-uac", sf => 'cpl-uac.xml', transport => $tr, m => 1, timeout => '40s',
+        name => "c$n-uac", sf => 'cpl-uac.xml', transport => $tr, m => 1, timeout => '25s',
         service => $c{user}, remote => '127.0.0.1:' . $self->sip_port, args => \@auth,
         keys => { caller => $c{caller} // 'alice@127.0.0.1', caller_display => $c{display} // '',
                   subject => $c{subject} // 'CPL test call', hdr => $c{hdr} // 'X-Nothing: 1',
