@@ -4,9 +4,10 @@ HTTPD     ?= /usr/sbin/apache2
 MODDIR    ?= /usr/lib/apache2/modules
 SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction.c sip_proxy.c sip_relay.c \
              sip_route.c \
-             sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c \
+             sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c sip_cpl_run.c sip_cpl_time_shim.c \
              sip_mime.c sip_register_payload.c \
-             sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c
+             sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
+             sip_dispatch.c sip_cpl_exec.c sip_cpl_mail_shim.c
 HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
 EXTRA_CFLAGS ?=
@@ -169,7 +170,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

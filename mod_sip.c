@@ -93,6 +93,9 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->enabled = add->enabled;
     c->directory = add->directory ? add->directory : base->directory;
     c->default_script = add->default_script ? add->default_script : base->default_script;
+    c->cpl_default_script = add->cpl_default_script ? add->cpl_default_script
+                                                    : base->cpl_default_script;
+    c->cpl_mail = add->cpl_mail ? add->cpl_mail : base->cpl_mail;
     c->script_timeout = add->script_timeout >= 0 ? add->script_timeout : base->script_timeout;
     c->max_output = add->max_output >= 0 ? add->max_output : base->max_output;
     c->max_body = add->max_body >= 0 ? add->max_body : base->max_body;
@@ -152,6 +155,10 @@ static void apply_defaults(sip_server_conf *c)
 {
     if (!c->default_script)
         c->default_script = SIP_DEFAULT_SCRIPT;
+    if (!c->cpl_default_script)
+        c->cpl_default_script = SIP_DEFAULT_CPL_SCRIPT;
+    if (!c->cpl_mail)
+        c->cpl_mail = "";
     if (c->script_timeout < 0)
         c->script_timeout = SIP_DEFAULT_SCRIPT_TIMEOUT;
     if (c->max_output < 0)
@@ -229,6 +236,47 @@ static const char *set_default_script(cmd_parms *cmd, void *d, const char *arg)
     if (!sip_cgi_name_ok(arg))
         return "SipDefaultScript must be a plain file name inside SipDirectory";
     sip_get_conf(cmd->server)->default_script = arg;
+    return NULL;
+}
+
+/* SipCplDefaultScript name | none */
+static const char *set_cpl_default_script(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (!strcasecmp(arg, "none")) {
+        sip_get_conf(cmd->server)->cpl_default_script = "";
+        return NULL;
+    }
+    if (!sip_cgi_name_ok(arg))
+        return "SipCplDefaultScript must be a plain file name inside SipDirectory, or none";
+    sip_get_conf(cmd->server)->cpl_default_script = arg;
+    return NULL;
+}
+
+/* SipCplMail Off | "command line": the program is named by an absolute
+ * path and must be executable (the engine runs it without a shell). */
+static const char *set_cpl_mail(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *prog;
+    apr_finfo_t fi;
+
+    (void)d;
+    if (!strcasecmp(arg, "off")) {
+        sip_get_conf(cmd->server)->cpl_mail = "";
+        return NULL;
+    }
+    if (strpbrk(arg, "\r\n"))
+        return "SipCplMail: the command line must be one line";
+    prog = apr_pstrndup(cmd->pool, arg + strspn(arg, " \t"), strcspn(arg + strspn(arg, " \t"),
+                                                                      " \t"));
+    if (prog[0] != '/')
+        return "SipCplMail needs Off or a command line starting with an absolute path "
+               "(e.g. \"/usr/sbin/sendmail -t -i\")";
+    if (apr_stat(&fi, prog, APR_FINFO_TYPE | APR_FINFO_PROT, cmd->pool) != APR_SUCCESS
+        || fi.filetype != APR_REG || !(fi.protection & (APR_UEXECUTE | APR_GEXECUTE
+                                                        | APR_WEXECUTE)))
+        return apr_pstrcat(cmd->pool, "SipCplMail: ", prog, " is not an executable file", NULL);
+    sip_get_conf(cmd->server)->cpl_mail = arg;
     return NULL;
 }
 
@@ -811,6 +859,12 @@ static const command_rec sip_cmds[] = {
                   "Directory holding the SIP-CGI scripts"),
     AP_INIT_TAKE1("SipDefaultScript", set_default_script, NULL, RSRC_CONF,
                   "Script run when no user@host script exists (default default.cgi)"),
+    AP_INIT_TAKE1("SipCplDefaultScript", set_cpl_default_script, NULL, RSRC_CONF,
+                  "CPL script in SipDirectory run for users without a script of their own "
+                  "(default default.cpl; none = off)"),
+    AP_INIT_TAKE1("SipCplMail", set_cpl_mail, NULL, RSRC_CONF,
+                  "Off (default), or the command line (sendmail-style, absolute path) that "
+                  "sends the mail of CPL <mail> actions"),
     AP_INIT_TAKE1("SipScriptTimeout", set_script_timeout, NULL, RSRC_CONF,
                   "Seconds a script may run before it is killed (default 30)"),
     AP_INIT_TAKE1("SipScriptMaxOutput", set_max_output, NULL, RSRC_CONF,

@@ -364,3 +364,13 @@ const char *sip_auth_realm(server_rec *s, apr_pool_t *p, const sip_msg_t *req)
     sip_access_end(a);
     return realm;
 }
+
+int sip_auth_user_owns(apr_pool_t *p, const char *user, const char *uri)
+{
+    const char *uuser = NULL, *host = NULL;
+
+    if (!user || !uri || !sip_uri_user_host(p, uri, &uuser, &host) || !uuser)
+        return 0;
+    return !strcmp(user, uuser) || (host && !strcasecmp(user, apr_pstrcat(p, uuser, "@", host,
+                                                                          NULL)));
+}

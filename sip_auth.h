@@ -24,4 +24,10 @@ void sip_auth_challenge_integrity(sip_txn_t *t, server_rec *s);
  * configured: a proxy removes credentials for it before forwarding. */
 const char *sip_auth_realm(server_rec *s, apr_pool_t *p, const sip_msg_t *req);
 
+/* RFC 3261 §10.3 step 3 applied to what a user owns (scripts uploaded for
+ * an AoR, calls placed from it): does the digest user 'user' own the
+ * address-of-record of 'uri'?  It does when it is the AoR's user part, or
+ * its user@host. */
+int sip_auth_user_owns(apr_pool_t *p, const char *user, const char *uri);
+
 #endif

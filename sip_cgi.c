@@ -146,10 +146,11 @@ int sip_cgi_name_ok(const char *name)
     return 1;
 }
 
-/* 0 when 'name' is a runnable script inside 'realdir', -1 when absent,
- * 403 when it exists but must not run. */
+/* 0 when 'name' is a usable file inside 'realdir' (executable when
+ * 'exec': a SIP-CGI script; readable otherwise: a CPL script), -1 when
+ * absent, 403 when it exists but must not be used. */
 static int check_script(apr_pool_t *p, const char *dir, const char *realdir,
-                        const char *name, const char **path, const char **why)
+                        const char *name, int exec, const char **path, const char **why)
 {
     const char *candidate = apr_pstrcat(p, dir, "/", name, NULL);
     char resolved[PATH_MAX];
@@ -171,8 +172,8 @@ static int check_script(apr_pool_t *p, const char *dir, const char *realdir,
         *why = apr_psprintf(p, "%s is not a regular file", name);
         return 403;
     }
-    if (access(resolved, X_OK) < 0) {
-        *why = apr_psprintf(p, "%s is not executable", name);
+    if (access(resolved, exec ? X_OK : R_OK) < 0) {
+        *why = apr_psprintf(p, "%s is not %s", name, exec ? "executable" : "readable");
         return 403;
     }
     *path = apr_pstrdup(p, resolved);
@@ -203,8 +204,33 @@ static const char *real_dir(const char *dir)
     return real;
 }
 
-int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
-                   const char *user, const char *host, const char **path, const char **why)
+int sip_cgi_user_file(apr_pool_t *p, const char *user, const char *host, const char *suffix,
+                      const char **name, const char **why)
+{
+    char *n;
+    int unescaped;
+
+    if (!user || !*user) {
+        *why = "no user in the Request-URI";
+        return 404;
+    }
+    n = apr_pstrcat(p, user, "@", host ? host : "", NULL);
+    /* %2F and %00 are refused by ap_unescape_url itself. */
+    unescaped = ap_unescape_url(n);
+    if (unescaped == OK && strlen(n) + strlen(suffix) > NAME_MAX) {
+        *why = "no file can have such a name";
+        return 404;
+    }
+    if (unescaped != OK || !sip_cgi_name_ok(n)) {
+        *why = "invalid script name in Request-URI";
+        return 403;
+    }
+    *name = apr_pstrcat(p, n, suffix, NULL);
+    return 0;
+}
+
+int sip_cgi_locate_file(apr_pool_t *p, const char *dir, const char *name, int exec,
+                        const char **path, const char **why)
 {
     const char *realdir = dir ? real_dir(dir) : NULL;
     int r;
@@ -213,25 +239,36 @@ int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
         *why = "no SipDirectory";
         return 404;
     }
+    if (!name || !sip_cgi_name_ok(name)) {
+        *why = "no such script";
+        return 404;
+    }
+    r = check_script(p, dir, realdir, name, exec, path, why);
+    if (r >= 0)
+        return r;
+    *why = "no script";
+    return 404;
+}
+
+int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
+                   const char *user, const char *host, const char **path, const char **why)
+{
+    const char *name = NULL;
+    int r;
+
+    if (!dir || !real_dir(dir)) {
+        *why = "no SipDirectory";
+        return 404;
+    }
     if (user && *user) {
-        char *name = apr_pstrcat(p, user, "@", host ? host : "", NULL);
-        /* %2F and %00 are refused by ap_unescape_url itself. */
-        int unescaped = ap_unescape_url(name);
-        if (unescaped == OK && strlen(name) > NAME_MAX)
-            name = NULL;    /* no file can have such a name: not found */
-        else if (unescaped != OK || !sip_cgi_name_ok(name)) {
-            *why = "invalid script name in Request-URI";
-            return 403;
-        }
-        r = name ? check_script(p, dir, realdir, name, path, why) : -1;
-        if (r >= 0)
+        r = sip_cgi_user_file(p, user, host, "", &name, why);
+        if (r == 403)
+            return r;
+        if (r == 0 && (r = sip_cgi_locate_file(p, dir, name, 1, path, why)) != 404)
             return r;
     }
-    if (default_script && sip_cgi_name_ok(default_script)) {
-        r = check_script(p, dir, realdir, default_script, path, why);
-        if (r >= 0)
-            return r;
-    }
+    if (default_script && (r = sip_cgi_locate_file(p, dir, default_script, 1, path, why)) != 404)
+        return r;
     *why = "no script";
     return 404;
 }
@@ -467,50 +504,27 @@ static sip_proxy_t *ctx_proxy(sip_cgi_ctx_t *ctx)
     return ctx->px;
 }
 
-/* ---- proxying to a user of our own ---- */
+/* ---- proxying to a user of our own (sip_registrar_fork_user) ---- */
 
-typedef struct {
-    sip_cgi_ctx_t *ctx;
-    const char *uri;
-    const sip_msg_t *block;
-} local_fork_t;
-
-static void local_targets(void *baton, int status, apr_array_header_t *bindings)
+static sip_proxy_t *local_proxy(void *baton)
 {
-    local_fork_t *lf = baton;
-    sip_cgi_ctx_t *ctx = lf->ctx;
-    sip_proxy_t *px;
-    int i;
+    sip_cgi_ctx_t *ctx = baton;
 
     ctx->locating--;
-    if (txn_live(ctx) && !sip_txn_final_sent(ctx->txn) && (px = ctx_proxy(ctx))) {
-        /* best q first; SipMaxBranches bounds the fan-out as for any
-         * request routed to a registered user */
-        for (i = 0; !status && bindings && i < bindings->nelts
-                    && i < sip_get_conf(ctx->s)->max_branches; i++)
-            sip_proxy_fork(px, APR_ARRAY_IDX(bindings, i, sip_binding_t *)->contact, lf->block);
-        if (status)
-            sip_proxy_fork_unreachable(px, lf->uri, lf->block, 500, "Server Internal Error");
-        else if (!bindings)
-            sip_proxy_fork_unreachable(px, lf->uri, lf->block, 404, "Not Found");
-        else if (!bindings->nelts)
-            sip_proxy_fork_unreachable(px, lf->uri, lf->block, 480, "Temporarily Unavailable");
-    }
-    ctx_maybe_free(ctx);
+    return txn_live(ctx) && !sip_txn_final_sent(ctx->txn) ? ctx_proxy(ctx) : NULL;
 }
 
-/* A target in one of our own domains is looked up in the location
- * service here: sent to ourselves over the network it would come back
- * with the caller's spent credentials and a second Record-Route of ours. */
+static void local_done(void *baton)
+{
+    ctx_maybe_free(baton);
+}
+
+static const sip_registrar_fork_ops_t local_fork_ops = {local_proxy, NULL, local_done};
+
 static void fork_to_local_user(sip_cgi_ctx_t *ctx, const char *uri, const sip_msg_t *block)
 {
-    local_fork_t *lf = apr_pcalloc(ctx->pool, sizeof(*lf));
-
-    lf->ctx = ctx;
-    lf->uri = apr_pstrdup(ctx->pool, uri);
-    lf->block = block;
     ctx->locating++;
-    sip_location_fetch(ctx->pool, sip_uri_aor(ctx->pool, uri), local_targets, lf);
+    sip_registrar_fork_user(ctx->pool, ctx->s, uri, block, &local_fork_ops, ctx);
 }
 
 /* ---- the default action (§5.6.1.6) ---- */

@@ -14,7 +14,21 @@ void sip_cgi_init(sip_loop_t *loop, apr_pool_t *p);
 /* Is 'name' (already %-unescaped) acceptable as a script file name? */
 int sip_cgi_name_ok(const char *name);
 
-/* Find the script for a request: 0 with *path set, or 403/404 with *why. */
+/* The file name of SipDirectory's script for user@host (user still
+ * %-escaped) with 'suffix' ("" or ".cpl") appended: 0 with *name, 403 with
+ * *why when the name is unsafe (a request for it must run nothing, not even
+ * a default), 404 when no user or no file could have such a name. */
+int sip_cgi_user_file(apr_pool_t *p, const char *user, const char *host, const char *suffix,
+                      const char **name, const char **why);
+
+/* The file 'name' in SipDirectory 'dir': 0 with *path (resolved, inside
+ * 'dir' even through symlinks, a regular file, executable when 'exec',
+ * else readable), 404 when absent, 403 with *why when it must not be used. */
+int sip_cgi_locate_file(apr_pool_t *p, const char *dir, const char *name, int exec,
+                        const char **path, const char **why);
+
+/* Find the SIP-CGI script for a request (user@host, else the default):
+ * 0 with *path set, or 403/404 with *why. */
 int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
                    const char *user, const char *host, const char **path, const char **why);
 

@@ -8,6 +8,7 @@
 
 #define SIP_MODULE_VERSION          "0.5"
 #define SIP_DEFAULT_SCRIPT          "default.cgi"
+#define SIP_DEFAULT_CPL_SCRIPT      "default.cpl"
 #define SIP_DEFAULT_SCRIPT_TIMEOUT  apr_time_from_sec(30)
 #define SIP_DEFAULT_MAX_OUTPUT      (1024 * 1024)
 #define SIP_DEFAULT_MAX_BODY        65536
@@ -85,6 +86,10 @@ typedef struct sip_server_conf {
     apr_off_t upload_max_size;          /* SipScriptUploadMaxSize; -1 = unset */
     apr_off_t upload_max_total;         /* SipScriptUploadMaxTotal; -1 = unset */
     int upload_integrity;               /* SipScriptUploadIntegrity; -1 = unset (Off) */
+
+    /* CPL (RFC 3880; docs/cpl.md) */
+    const char *cpl_default_script;     /* SipCplDefaultScript; NULL = unset, "" = none */
+    const char *cpl_mail;               /* SipCplMail command line; NULL = unset, "" = Off */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

@@ -1,6 +1,8 @@
 #include "sip_engine.h"
 #include "sip_cgi.h"
 #include "sip_conf.h"
+#include "sip_cpl_exec.h"
+#include "sip_dispatch.h"
 #include "sip_event.h"
 #include "sip_log.h"
 #include "sip_message.h"
@@ -154,41 +156,6 @@ static void handle_cancel(sip_txn_t *txn)
         sip_txn_reply(inv, 487, "Request Terminated", NULL);
 }
 
-/* A request for us, authenticated: SipDirectory's script for the user,
- * else the default handling (sip_upload_route may come here later). */
-static void route_to_script(sip_txn_t *txn, server_rec *s)
-{
-    const sip_msg_t *req = sip_txn_request(txn);
-    sip_server_conf *conf = sip_get_conf(s);
-    /* A REGISTER names its user in To (RFC 3050 §5.9: the user's script
-     * sees its REGISTERs); everything else in the Request-URI. */
-    const char *user = sip_msg_uri_user(req), *host = sip_msg_uri_host(req);
-    const char *path = NULL, *why = NULL;
-    int r;
-
-    if (strcmp(sip_msg_method(req), "REGISTER") == 0 && sip_msg_header(req, "To"))
-        sip_uri_user_host(sip_txn_pool(txn),
-                          sip_header_uri(sip_txn_pool(txn), sip_msg_header(req, "To"), NULL),
-                          &user, &host);
-    r = sip_cgi_locate(sip_txn_pool(txn), conf->directory, conf->default_script, user, host,
-                       &path, &why);
-    if (r == 0) {
-        sip_cgi_run(txn, path, s);
-        return;
-    }
-    if (r == 404) {
-        sip_relay_default_request(txn, s);
-        return;
-    }
-    {
-        static sip_log_rate_t unsafe = SIP_LOG_RATE_INIT("refused script names");
-        const char *ip = sip_sockaddr_ip(sip_txn_pool(txn), &sip_txn_source(txn)->peer);
-        sip_log_limited(&unsafe, ip, 403, APLOG_ERR, s, "sip: 403 for %s %.256s from %s: %s",
-                        sip_msg_method(req), sip_msg_request_uri(req), ip, why);
-    }
-    sip_txn_reply(txn, 403, "Forbidden", NULL);
-}
-
 static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
@@ -210,9 +177,11 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
                        apr_pstrcat(sip_txn_pool(txn), "unsupported extension ", need, NULL));
         return;
     }
+    /* The caller's <outgoing> CPL script runs before the call leaves or
+     * reaches our callee (sip_dispatch.h). */
     if (onward) {
         if (sip_relay_permit(txn, s, routed))
-            sip_proxy_forward_request(txn, s);
+            sip_dispatch_outgoing(txn, s, sip_proxy_forward_request);
         return;
     }
     /* RFC 3261 §22: challenged as registrar/UAS (401).  A route set we
@@ -220,9 +189,8 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
      * call, not its target, so it must not open our users' devices. */
     if (!sip_auth_check(txn, s, 0))
         return;
-    /* a user's uploaded script (SipScriptUpload) comes before SipDirectory's */
-    if (!sip_upload_route(txn, s, route_to_script))
-        route_to_script(txn, s);
+    /* the routing steps for our users: sip_dispatch.h */
+    sip_dispatch_outgoing(txn, s, sip_dispatch_request);
 }
 
 /* A sender of garbage must not be able to fill the error log. */
@@ -428,6 +396,7 @@ static void engine_main(void)
         sip_location_use_dbd(dbd_server);
     sip_script_store_open(sip_upload_conf()->store_ok ? sip_upload_conf()->store : NULL);
     sip_location_init(loop, engine_pool, journal_fd);
+    sip_cpl_exec_init(loop, engine_pool, engine_main_server);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
         apr_status_t rv = sip_udp_serve(e->sock, e->vhost);

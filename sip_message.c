@@ -1883,3 +1883,61 @@ int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char
     }
     return found != 0;
 }
+
+int sip_uri_parts(apr_pool_t *p, const char *uri, sip_uri_parts_t *out)
+{
+    const char *colon = uri ? strchr(uri, ':') : NULL;
+    osip_uri_t *u = NULL;
+    int ok = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (!colon || colon == uri)
+        return 0;
+    out->scheme = sip_str_lower(p, apr_pstrmemdup(p, uri, (apr_size_t)(colon - uri)));
+    if (strcmp(out->scheme, "sip") && strcmp(out->scheme, "sips")) {
+        out->opaque = apr_pstrdup(p, colon + 1);
+        return 1;
+    }
+    if (osip_uri_init(&u) != 0)
+        return 0;
+    if (osip_uri_parse(u, uri) == 0 && u->host) {
+        const char *up = uparam(u, "user");
+        out->user = u->username ? apr_pstrdup(p, u->username) : NULL;
+        out->password = u->password ? apr_pstrdup(p, u->password) : NULL;
+        out->host = apr_pstrdup(p, u->host);
+        out->port = u->port && *u->port ? apr_pstrdup(p, u->port) : NULL;
+        out->user_phone = up && !strcasecmp(up, "phone");
+        ok = 1;
+    }
+    osip_uri_free(u);
+    return ok;
+}
+
+const char *sip_header_display(apr_pool_t *p, const char *value)
+{
+    osip_from_t *f = NULL;
+    const char *out = NULL;
+
+    if (!value || osip_from_init(&f) != 0)
+        return NULL;
+    if (osip_from_parse(f, value) == 0 && f->displayname && *f->displayname) {
+        const char *d = f->displayname;
+        apr_size_t n = strlen(d);
+        if (n >= 2 && d[0] == '"' && d[n - 1] == '"') {
+            /* quoted-string: drop the quotes, resolve quoted-pairs */
+            char *o = apr_palloc(p, n), *w = o;
+            apr_size_t i;
+            for (i = 1; i < n - 1; i++) {
+                if (d[i] == '\\' && i + 1 < n - 1)
+                    i++;
+                *w++ = d[i];
+            }
+            *w = '\0';
+            out = o;
+        } else {
+            out = apr_pstrdup(p, d);
+        }
+    }
+    osip_from_free(f);
+    return out;
+}

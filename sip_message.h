@@ -129,6 +129,25 @@ int sip_qvalue_parse(const char *s);
 /* The user part (still %-escaped) and host of a SIP URI, as written. */
 int sip_uri_user_host(apr_pool_t *p, const char *uri, const char **user, const char **host);
 
+/* The parts of a URI that CPL address switches look at (RFC 3880 §4.1):
+ * scheme (lower case) always; for sip: and sips: the user (still
+ * %-escaped), password, host and port as written (NULL when absent) and
+ * whether it has user=phone; for other schemes (tel:, ...) 'opaque', what
+ * follows the colon.  0 when 'uri' has no scheme or a SIP URI does not
+ * parse. */
+typedef struct sip_uri_parts {
+    const char *scheme;
+    const char *user, *password, *host, *port;
+    int user_phone;
+    const char *opaque;
+} sip_uri_parts_t;
+int sip_uri_parts(apr_pool_t *p, const char *uri, sip_uri_parts_t *out);
+
+/* The display name of a name-addr header value (From, To; RFC 3261
+ * §25.1): quotes removed and quoted-pairs resolved; NULL when it has none
+ * or does not parse. */
+const char *sip_header_display(apr_pool_t *p, const char *value);
+
 /* The URI inside a header value such as To or Contact ("<uri>;params" or
  * "uri;params"), and the header parameters after it (or ""). */
 const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params);

@@ -655,6 +655,14 @@ void sip_proxy_branch_settled(sip_proxy_t *px, sip_proxy_branch_t *b)
     px_maybe_finish(px, 1);
 }
 
+void sip_proxy_send_best(sip_proxy_t *px)
+{
+    if (!px->st || final_sent(px))
+        return;
+    send_best(px);
+    cancel_pending(px);
+}
+
 void sip_proxy_release(sip_proxy_t *px)
 {
     px->released = 1;
@@ -814,6 +822,9 @@ static branch_t *new_branch(sip_proxy_t *px, const char *uri, double q)
 {
     branch_t *b = apr_pcalloc(px->pool, sizeof(*b));
 
+    /* a branch started after the owner heard "idle" makes it busy again:
+     * it hears "idle" once more when this one is over */
+    px->idle_told = 0;
     b->px = px;
     b->uri = uri ? apr_pstrdup(px->pool, uri) : NULL;
     b->q = q;

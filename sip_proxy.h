@@ -79,6 +79,11 @@ apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
 /* The owner has dealt with the final response of 'b' it took (its
  * script ran for it): the proxy may answer once no branch is pending. */
 void sip_proxy_branch_settled(sip_proxy_t *px, sip_proxy_branch_t *b);
+/* The owner ends the search now (a CPL script gives up on its branches):
+ * the best final response received so far goes upstream (§16.7 step 6,
+ * with the challenges of step 7; 408 when there is none), unless a final
+ * response went already, and the pending branches are cancelled. */
+void sip_proxy_send_best(sip_proxy_t *px);
 /* CANCEL every pending branch (after a final response went upstream). */
 void sip_proxy_cancel(sip_proxy_t *px);
 /* The owner is done with it: freed once no branch is left. */

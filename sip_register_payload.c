@@ -1,4 +1,5 @@
 #include "sip_register_payload.h"
+#include "sip_auth.h"
 #include "sip_conf.h"
 #include "sip_cpl.h"
 #include "sip_request.h"
@@ -124,17 +125,13 @@ static int rp_parse_body(apr_pool_t *p, sip_regpl_t *pl, const sip_msg_t *req)
     return rp_classify(p, pl, cd, ctype, body, len);
 }
 
-/* §10.3 step 3 applied to scripts: the digest user is the To AoR's
- * user part, or its user@host. */
+/* §10.3 step 3 applied to scripts: the owner is the To AoR's
+ * (sip_auth_user_owns). */
 static int rp_owner(apr_pool_t *p, const char *user, const sip_msg_t *req)
 {
-    const char *to = sip_msg_header(req, "To"), *tuser = NULL, *host = NULL;
+    const char *to = sip_msg_header(req, "To");
 
-    if (!user || !to || !sip_uri_user_host(p, sip_header_uri(p, to, NULL), &tuser, &host)
-        || !tuser)
-        return 0;
-    return !strcmp(user, tuser) || (host && !strcasecmp(user, apr_pstrcat(p, tuser, "@", host,
-                                                                          NULL)));
+    return to && sip_auth_user_owns(p, user, sip_header_uri(p, to, NULL));
 }
 
 /* S4: the uploads themselves. */

@@ -585,3 +585,55 @@ int sip_registrar_route(sip_txn_t *txn, server_rec *s)
     sip_location_fetch(p, aor, route_done, rj);
     return 1;
 }
+
+/* ---- forking to a user of ours for a proxy owner (SIP-CGI, CPL) ---- */
+
+typedef struct {
+    server_rec *s;
+    const char *uri;
+    const sip_msg_t *block;
+    const sip_registrar_fork_ops_t *ops;
+    void *baton;
+} user_fork_t;
+
+static void user_fork_targets(void *baton, int status, apr_array_header_t *bindings)
+{
+    user_fork_t *uf = baton;
+    sip_proxy_t *px = uf->ops->proxy(uf->baton);
+    int i;
+
+    if (px) {
+        /* best q first; SipMaxBranches bounds the fan-out as for any
+         * request routed to a registered user */
+        for (i = 0; !status && bindings && i < bindings->nelts
+                    && i < sip_get_conf(uf->s)->max_branches; i++)
+        {
+            sip_proxy_branch_t *b = sip_proxy_fork(px, APR_ARRAY_IDX(bindings, i,
+                                                                     sip_binding_t *)->contact,
+                                                   uf->block);
+            if (b && uf->ops->forked)
+                uf->ops->forked(uf->baton, b);
+        }
+        if (status)
+            sip_proxy_fork_unreachable(px, uf->uri, uf->block, 500, "Server Internal Error");
+        else if (!bindings)
+            sip_proxy_fork_unreachable(px, uf->uri, uf->block, 404, "Not Found");
+        else if (!bindings->nelts)
+            sip_proxy_fork_unreachable(px, uf->uri, uf->block, 480, "Temporarily Unavailable");
+    }
+    uf->ops->done(uf->baton);
+}
+
+void sip_registrar_fork_user(apr_pool_t *p, server_rec *s, const char *uri,
+                             const sip_msg_t *block, const sip_registrar_fork_ops_t *ops,
+                             void *baton)
+{
+    user_fork_t *uf = apr_pcalloc(p, sizeof(*uf));
+
+    uf->s = s;
+    uf->uri = apr_pstrdup(p, uri);
+    uf->block = block;
+    uf->ops = ops;
+    uf->baton = baton;
+    sip_location_fetch(p, sip_uri_aor(p, uri), user_fork_targets, uf);
+}

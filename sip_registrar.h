@@ -15,6 +15,29 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s);
  * nothing) for a Request-URI without a user part. */
 int sip_registrar_route(sip_txn_t *txn, server_rec *s);
 
+/* A proxy owner (SIP-CGI, CPL) forks to a target that is one of our own
+ * users: the location service is asked here instead, since a request sent
+ * to ourselves over the network would come back with the caller's spent
+ * credentials and a second Record-Route of ours.  When the store answers
+ * (maybe at once), 'proxy' is asked for the proxy to fork on (NULL: the
+ * owner no longer wants it), which gets one branch per binding, best q
+ * first, at most SipMaxBranches, or one branch that ends at once with a
+ * response made up here: 404 (never registered), 480 (no binding now) or
+ * 500 (store failure).  Then 'done' is called; the owner keeps itself
+ * alive until then.  'p' must live until then too. */
+struct sip_proxy;
+struct branch;
+typedef struct sip_registrar_fork_ops {
+    struct sip_proxy *(*proxy)(void *baton);
+    /* each branch sip_proxy_fork made (may be NULL; a made-up response may
+     * reach the owner before this is called) */
+    void (*forked)(void *baton, struct branch *b);
+    void (*done)(void *baton);
+} sip_registrar_fork_ops_t;
+void sip_registrar_fork_user(apr_pool_t *p, server_rec *s, const char *uri,
+                             const sip_msg_t *block, const sip_registrar_fork_ops_t *ops,
+                             void *baton);
+
 /* REGISTRATIONS for a script (RFC 3050 §5.5.1.6): bindings in Contact
  * syntax, best first, at most 64 KB of them; NULL when there are none. */
 const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bindings);

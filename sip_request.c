@@ -181,6 +181,9 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     r->connection->client_addr = r->useragent_addr;
     r->useragent_ip = ip;
     apr_table_setn(r->subprocess_env, "SIP_TRANSPORT", src->kind == SIP_TP_UDP ? "UDP" : "TCP");
+    /* %{cpl-log}n and friends: what the transaction's handlers noted */
+    if (sip_txn_notes(t))
+        apr_table_overlap(r->notes, sip_txn_notes(t), APR_OVERLAP_TABLES_SET);
     ap_run_log_transaction(r);
     r->connection->client_ip = "127.0.0.1";
     r->connection->client_addr = NULL;

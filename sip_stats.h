@@ -52,6 +52,13 @@ typedef struct sip_stats {
 
     apr_uint64_t registers_ok;  /* REGISTERs the registrar answered 200 */
 
+    /* CPL (sip_cpl_exec.c) */
+    apr_uint64_t cpl_runs;          /* scripts started (incoming and outgoing parts) */
+    apr_uint64_t cpl_failures;      /* run-time failures, and invalid scripts skipped */
+    apr_uint64_t cpl_proxies;       /* <proxy> actions carried out */
+    apr_uint64_t cpl_mails;         /* <mail> actions handed to SipCplMail */
+    apr_uint64_t cpl_mails_refused; /* <mail> not sent: Off, rate limit, or failed to start */
+
     apr_uint64_t msgs_in[2];    /* by sip_tp_kind_t: UDP, TCP */
     apr_uint64_t msgs_out[2];
     apr_uint64_t tcp_conns;     /* TCP connections accepted or opened */

@@ -39,6 +39,7 @@ struct sip_txn {
     int kept;
     apr_time_t start;
     const char *user;
+    apr_table_t *notes;         /* for the access log line (%{name}n) */
     int auth_int;               /* the digest covered the body (qop=auth-int) */
     int compact;        /* malloc'd remnant of a completed transaction */
 };
@@ -843,6 +844,21 @@ void sip_txn_set_user(sip_txn_t *t, const char *user)
 const char *sip_txn_user(sip_txn_t *t)
 {
     return t->user;
+}
+
+void sip_txn_add_note(sip_txn_t *t, const char *name, const char *value)
+{
+    const char *old;
+
+    if (!t->notes)
+        t->notes = apr_table_make(t->pool, 2);
+    old = apr_table_get(t->notes, name);
+    apr_table_set(t->notes, name, old ? apr_pstrcat(t->pool, old, "; ", value, NULL) : value);
+}
+
+const apr_table_t *sip_txn_notes(sip_txn_t *t)
+{
+    return t->notes;
 }
 
 void sip_txn_set_auth_int(sip_txn_t *t, int on)

@@ -103,6 +103,10 @@ apr_time_t sip_txn_start(sip_txn_t *t);
 /* The user digest authentication proved (AUTH_TYPE/REMOTE_USER, %u). */
 void sip_txn_set_user(sip_txn_t *t, const char *user);
 const char *sip_txn_user(sip_txn_t *t);
+/* Notes the access log line shows (mod_log_config %{name}n): a second
+ * value for the same name is appended after "; ". */
+void sip_txn_add_note(sip_txn_t *t, const char *name, const char *value);
+const apr_table_t *sip_txn_notes(sip_txn_t *t);   /* NULL when none */
 /* Whether those credentials protected the body too (qop=auth-int). */
 void sip_txn_set_auth_int(sip_txn_t *t, int on);
 int sip_txn_auth_int(sip_txn_t *t);

@@ -350,101 +350,52 @@ int sip_upload_check_runnable(apr_pool_t *p, server_rec *s, const sip_upload_con
     return 1;
 }
 
-/* ---- routing: a user's uploaded script comes before SipDirectory ---- */
+/* ---- running them for the routing steps (sip_dispatch.c) ---- */
 
-typedef struct {
-    sip_txn_t *txn;
-    server_rec *s;
-    const char *aor;
-    sip_upload_next_fn next;
-} upload_route_t;
-
-/* The store may answer later (database): the transaction is held until it
- * does; a CANCEL meanwhile is answered 487 by the engine. */
-static int upload_held_cancel(void *tu)
+const char *sip_upload_applies(apr_pool_t *p, sip_txn_t *txn, server_rec *s)
 {
-    (void)tu;
-    return 0;
-}
-
-static const sip_txn_tu_ops_t upload_held_ops = {upload_held_cancel, NULL, NULL};
-
-static void fail_closed(upload_route_t *ur, const char *why)
-{
-    static sip_log_rate_t rl = SIP_LOG_RATE_INIT("uploaded scripts that cannot run");
-    const sip_msg_t *req = sip_txn_request(ur->txn);
-    apr_pool_t *p = sip_txn_pool(ur->txn);
-    const char *ip = sip_sockaddr_ip(p, &sip_txn_source(ur->txn)->peer);
-
-    sip_log_limited(&rl, ip, 500, APLOG_ERR, ur->s, "sip: 500 for %s %.256s from %s: the "
-                    "uploaded SIP-CGI script of %s cannot run: %s", sip_msg_method(req),
-                    sip_msg_request_uri(req), ip, ur->aor, why);
-    sip_txn_reply(ur->txn, 500, "Server Internal Error", NULL);
-}
-
-static void scripts_fetched(void *baton, int status, apr_array_header_t *scripts)
-{
-    upload_route_t *ur = baton;
-    sip_txn_t *txn = ur->txn;
-    apr_pool_t *p = sip_txn_pool(txn);
-    const sip_upload_conf_t *c = sip_upload_conf();
-    const sip_script_t *cgi = NULL;
-    const char *interp, *arg, *why;
-    int i;
-
-    sip_txn_detach_keep(txn);
-    if (sip_txn_final_sent(txn))
-        goto out;           /* cancelled meanwhile */
-    if (status) {
-        /* the user may have a script: running SipDirectory's instead could
-         * bypass what the user asked for */
-        fail_closed(ur, "the script store could not be read");
-        goto out;
-    }
-    for (i = 0; scripts && i < scripts->nelts; i++) {
-        const sip_script_t *sc = APR_ARRAY_IDX(scripts, i, const sip_script_t *);
-        if (!strcmp(sc->type, SIP_SCRIPT_SIP_CGI))
-            cgi = sc;
-    }
-    if (!cgi) {
-        ur->next(txn, ur->s);
-        goto out;
-    }
-    if (!c->runnable)
-        fail_closed(ur, "uploaded scripts cannot run on this server (the start-up log says why)");
-    /* the allowlist may have changed since the upload */
-    else if (!sip_upload_interpreter_ok(p, cgi->body, cgi->len, c->interpreters, &interp, &arg,
-                                        &why))
-        fail_closed(ur, why);
-    else
-        sip_cgi_run_uploaded(txn, ur->s, cgi, interp, arg);
-out:
-    sip_txn_release(txn);
-}
-
-int sip_upload_route(sip_txn_t *txn, server_rec *s, sip_upload_next_fn next)
-{
-    apr_pool_t *p = sip_txn_pool(txn);
-    upload_route_t *ur;
     const char *aor;
 
     if (!sip_upload_conf()->used)
-        return 0;
+        return NULL;
     /* A REGISTER always reaches the registrar: a user's script must never
      * lock its owner out of replacing or removing it (and a server that
      * cannot run scripts must still register phones).  So the old script
      * never handles the upload of a new one either (reg-payload §4.1). */
     if (!strcmp(sip_msg_method(sip_txn_request(txn)), "REGISTER"))
-        return 0;
+        return NULL;
     aor = sip_msg_aor(p, sip_txn_request(txn));
     if (!aor || !sip_request_script_upload(p, s, aor))
-        return 0;
-    ur = apr_pcalloc(p, sizeof(*ur));
-    ur->txn = txn;
-    ur->s = s;
-    ur->aor = aor;
-    ur->next = next;
-    sip_txn_attach(txn, &upload_held_ops, txn);
-    sip_location_fetch_scripts(p, aor, scripts_fetched, ur);
-    return 1;
+        return NULL;
+    return aor;
+}
+
+void sip_upload_fail_closed(sip_txn_t *txn, server_rec *s, const char *aor, const char *what,
+                            const char *why)
+{
+    static sip_log_rate_t rl = SIP_LOG_RATE_INIT("uploaded scripts that cannot run");
+    const sip_msg_t *req = sip_txn_request(txn);
+    apr_pool_t *p = sip_txn_pool(txn);
+    const char *ip = sip_sockaddr_ip(p, &sip_txn_source(txn)->peer);
+
+    sip_log_limited(&rl, ip, 500, APLOG_ERR, s, "sip: 500 for %s %.256s from %s: the "
+                    "uploaded %s script of %s cannot run: %s", sip_msg_method(req),
+                    sip_msg_request_uri(req), ip, what, aor, why);
+    sip_txn_reply(txn, 500, "Server Internal Error", NULL);
+}
+
+void sip_upload_run_cgi(sip_txn_t *txn, server_rec *s, const sip_script_t *cgi)
+{
+    const sip_upload_conf_t *c = sip_upload_conf();
+    const char *interp, *arg, *why;
+
+    if (!c->runnable)
+        sip_upload_fail_closed(txn, s, cgi->aor, "SIP-CGI", "uploaded scripts cannot run on "
+                               "this server (the start-up log says why)");
+    /* the allowlist may have changed since the upload */
+    else if (!sip_upload_interpreter_ok(sip_txn_pool(txn), cgi->body, cgi->len, c->interpreters,
+                                        &interp, &arg, &why))
+        sip_upload_fail_closed(txn, s, cgi->aor, "SIP-CGI", why);
+    else
+        sip_cgi_run_uploaded(txn, s, cgi, interp, arg);
 }

@@ -46,13 +46,20 @@ const char *sip_upload_workdir(apr_pool_t *p, const char *base, const char *aor)
 char **sip_upload_argv(apr_pool_t *p, const sip_upload_conf_t *c, const char *workdir,
                        const char *const limits[3], const char *interp, const char *arg);
 
-/* Engine, for a new server transaction for one of our users: when
- * SipScriptUpload applies to its address-of-record (the Request-URI, or a
- * REGISTER's To), returns 1 and takes the transaction: the user's uploaded
- * sip-cgi script runs (the one stored when the request arrived: RP-34), or
- * 500 when it exists but cannot run, or 'next' is called (maybe later,
- * the store may be a database) when the user has none.  Otherwise 0. */
-typedef void (*sip_upload_next_fn)(sip_txn_t *txn, server_rec *s);
-int sip_upload_route(sip_txn_t *txn, server_rec *s, sip_upload_next_fn next);
+/* Engine, for a new server transaction for one of our users (the
+ * routing steps, sip_dispatch.c): the address-of-record whose uploaded
+ * scripts apply (SipScriptUpload On for it; never for a REGISTER), or NULL. */
+const char *sip_upload_applies(apr_pool_t *p, sip_txn_t *txn, server_rec *s);
+
+/* Run the user's uploaded sip-cgi script (the one stored when the request
+ * arrived: RP-34), or answer 500 when it cannot run here. */
+struct sip_script;
+void sip_upload_run_cgi(sip_txn_t *txn, server_rec *s, const struct sip_script *cgi);
+
+/* 500, with a rate-limited log line: the user may have a script ('what':
+ * "SIP-CGI", "CPL") that cannot run, and running another handler instead
+ * could bypass what the user asked for. */
+void sip_upload_fail_closed(sip_txn_t *txn, server_rec *s, const char *aor, const char *what,
+                            const char *why);
 
 #endif

@@ -14,6 +14,8 @@
 #include "../sip_script_store.c"
 #include "../sip_upload.c"
 #include "../sip_cpl.c"
+#include "../sip_cpl_run.c"
+#include "../sip_cpl_time_shim.c"
 #include "../sip_mime.c"
 #include "../sip_register_payload.c"
 #include "../sip_registrar.c"

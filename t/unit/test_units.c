@@ -19,6 +19,8 @@
 #include "../../sip_script_store.c"
 #include "../../sip_upload.c"
 #include "../../sip_cpl.c"
+#include "../../sip_cpl_run.c"
+#include "../../sip_cpl_time_shim.c"
 #include "../../sip_mime.c"
 #include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
@@ -1972,7 +1974,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 35);
+        ck_assert_int_eq(n, 40);     /* 35 and the five CPL counters */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2006,8 +2008,8 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 6);
-        ck_assert_int_eq(close, 6);
+        ck_assert_int_eq(open, 7);
+        ck_assert_int_eq(close, 7);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
@@ -4055,6 +4057,1010 @@ static Suite *mime_suite(void)
     return s;
 }
 
+/* ---- the CPL interpreter (sip_cpl_run.c) with a fake host ---- */
+
+/* The fake host writes every call into a trace ("proxy(sip:a@x/1000;t=20,r=1,o=0)
+ * end(PROXY_RESPONSE)") and answers lookups and proxies as a test sets:
+ * at once from inside the call, or later (the test calls *_done). */
+typedef struct {
+    char *trace;
+    int ended;
+    sip_cpl_end_t how;
+    const char *node, *why;
+    const apr_array_header_t *end_locs;
+    int lookup_answer;              /* 0: later; else a sip_cpl_lookup_result_t */
+    const char *lookup_found;       /* "sip:a@x/1000 sip:b@x/500" */
+    int px[8];                      /* proxy answers in turn; -1: later */
+    int npx;
+    int px_status;
+    const char *px_contacts;        /* for SIP_CPL_PX_REDIRECTION */
+    sip_cpl_run_t *run;
+    int abort_in_host;              /* lookup: abort, then answer */
+} cpl_fake_t;
+
+static cpl_fake_t fake;
+
+static void fake_add(const char *s)
+{
+    fake.trace = fake.trace ? apr_pstrcat(pool, fake.trace, " ", s, NULL) : apr_pstrdup(pool, s);
+}
+
+static const char *fake_locs(const apr_array_header_t *locs)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; locs && i < locs->nelts; i++) {
+        const sip_cpl_location_t *l = &APR_ARRAY_IDX(locs, i, sip_cpl_location_t);
+        s = apr_psprintf(pool, "%s%s%s/%d", s, i ? "," : "", l->uri, l->q1000);
+    }
+    return s;
+}
+
+/* "sip:a@x/1000 sip:b@x/500" as an array of sip_cpl_location_t (or of
+ * plain URIs when 'plain') */
+static apr_array_header_t *fake_list(const char *text, int plain)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, plain ? sizeof(const char *)
+                                                          : sizeof(sip_cpl_location_t));
+    char *copy = apr_pstrdup(pool, text ? text : ""), *item, *last;
+
+    for (item = apr_strtok(copy, " ", &last); item; item = apr_strtok(NULL, " ", &last)) {
+        char *slash = strrchr(item, '/');
+        if (plain) {
+            APR_ARRAY_PUSH(a, const char *) = item;
+            continue;
+        }
+        {
+            sip_cpl_location_t *l = apr_array_push(a);
+            if (slash)
+                *slash = '\0';
+            l->uri = item;
+            l->q1000 = slash ? atoi(slash + 1) : 1000;
+        }
+    }
+    return a;
+}
+
+static void fake_lookup(void *baton, sip_cpl_run_t *run, const char *source, int timeout)
+{
+    fake_add(apr_psprintf(pool, "lookup(%s,%d)", source, timeout));
+    fake.run = run;
+    if (fake.abort_in_host)
+        sip_cpl_run_abort(run);
+    if (fake.lookup_answer)
+        sip_cpl_lookup_done(run, fake.lookup_answer, fake_list(fake.lookup_found, 0));
+}
+
+static void fake_proxy(void *baton, sip_cpl_run_t *run, const sip_cpl_proxy_req_t *req)
+{
+    int answer = fake.px[fake.npx++];
+
+    fake_add(apr_psprintf(pool, "proxy(%s;t=%d,r=%d,o=%d)", fake_locs(req->locations),
+                          req->timeout_sec, req->recurse, (int)req->ordering));
+    ck_assert_int_gt(req->locations->nelts, 0);
+    fake.run = run;
+    if (answer >= 0)
+        sip_cpl_proxy_done(run, answer, fake.px_status, fake_list(fake.px_contacts, 1));
+}
+
+static void fake_redirect(void *baton, const apr_array_header_t *locations, int permanent)
+{
+    fake_add(apr_psprintf(pool, "redirect(%s;p=%d)", fake_locs(locations), permanent));
+}
+
+static void fake_reject(void *baton, int status, const char *reason)
+{
+    fake_add(apr_psprintf(pool, "reject(%d,%s)", status, reason ? reason : "-"));
+}
+
+static void fake_log(void *baton, const char *name, const char *comment)
+{
+    fake_add(apr_psprintf(pool, "log(%s,%s)", name ? name : "-", comment ? comment : "-"));
+}
+
+static void fake_mail(void *baton, const char *url)
+{
+    fake_add(apr_psprintf(pool, "mail(%s)", url));
+}
+
+static void fake_end(void *baton, sip_cpl_end_t how, const apr_array_header_t *locations,
+                     const char *node, const char *why)
+{
+    static const char *const names[] = {"?", "ANSWERED", "PROXY_RESPONSE", "DEFAULT", "FAILED"};
+
+    ck_assert_int_eq(fake.ended, 0);    /* once */
+    fake.ended = 1;
+    fake.how = how;
+    fake.node = node;
+    fake.why = why;
+    fake.end_locs = locations;
+    if (how == SIP_CPL_END_FAILED) {
+        ck_assert_ptr_nonnull(node);
+        ck_assert_ptr_nonnull(why);
+        fake_add(apr_psprintf(pool, "end(FAILED,%s)", node));
+    } else {
+        ck_assert_ptr_nonnull(locations);
+        /* the set matters only to the default handling */
+        int show = how == SIP_CPL_END_DEFAULT && locations->nelts;
+        fake_add(apr_psprintf(pool, "end(%s%s%s)", names[how], show ? "," : "",
+                              show ? fake_locs(locations) : ""));
+    }
+}
+
+static const sip_cpl_host_t fake_host = {
+    fake_lookup, fake_proxy, fake_redirect, fake_reject, fake_log, fake_mail, fake_end
+};
+
+static void fake_reset(void)
+{
+    memset(&fake, 0, sizeof(fake));
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    fake.lookup_found = "sip:bob@192.0.2.10/1000";
+    memset(fake.px, 0, sizeof(fake.px));    /* every proxy succeeds */
+}
+
+/* An INVITE; 'extra' are whole header lines. */
+static const sip_msg_t *cpl_req(const char *ruri, const char *from, const char *to,
+                                const char *extra)
+{
+    const char *text = apr_psprintf(pool,
+        "INVITE %s SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcpl1\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: %s;tag=f1\r\n"
+        "To: %s\r\n"
+        "Call-ID: cpl-run@192.0.2.1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "%s"
+        "Content-Length: 0\r\n\r\n",
+        ruri, from, to, extra ? extra : "");
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+
+    ck_assert_msg(sip_msg_parse(pool, text, strlen(text), &LIM, 1, &m, &err) == APR_SUCCESS,
+                  "%d %s: %s", err.status, err.reason, text);
+    return m;
+}
+
+/* The usual call: Alice at atlanta calls Bob. */
+static const sip_msg_t *cpl_req_std(const char *extra)
+{
+    return cpl_req("sip:bob@biloxi.example.com", "\"Alice Smith\" <sip:alice@atlanta.example.com>",
+                   "Bob <sip:bob@biloxi.example.com>", extra);
+}
+
+static const sip_cpl_script_t *cpl_script(const char *inner)
+{
+    const char *text = apr_pstrcat(pool, CPL_HEAD, inner, "</cpl>", NULL), *why = NULL;
+    const sip_cpl_script_t *sc = sip_cpl_compile(pool, text, strlen(text), "test", &why);
+
+    ck_assert_msg(sc != NULL, "refused: %s: %s", why ? why : "?", inner);
+    return sc;
+}
+
+static const char *cpl_refusal(const char *inner)
+{
+    const char *text = apr_pstrcat(pool, CPL_HEAD, inner, "</cpl>", NULL), *why = NULL;
+
+    ck_assert_msg(sip_cpl_compile(pool, text, strlen(text), "test", &why) == NULL,
+                  "compiled: %s", inner);
+    ck_assert_ptr_nonnull(why);
+    /* upload validation is the same compile */
+    ck_assert(!sip_cpl_validate(pool, text, strlen(text), &why));
+    return why;
+}
+
+#define CPL_NOON ((apr_time_t)1765022400 * APR_USEC_PER_SEC)     /* 2025-12-06 12:00 UTC */
+
+static const char *cpl_trace_dir(const char *inner, sip_cpl_dir_t dir, const sip_msg_t *req)
+{
+    const sip_cpl_script_t *sc = cpl_script(inner);
+
+    fake.trace = NULL;
+    fake.ended = 0;
+    fake.npx = 0;
+    fake.run = sip_cpl_run_start(pool, sc, dir, req, "sip:bob@biloxi.example.com", CPL_NOON,
+                                 &fake_host, NULL);
+    ck_assert_ptr_nonnull(fake.run);
+    return fake.trace ? fake.trace : "";
+}
+
+static const char *cpl_trace(const char *inner, const sip_msg_t *req)
+{
+    return cpl_trace_dir(inner, SIP_CPL_INCOMING, req ? req : cpl_req_std(NULL));
+}
+
+#define CK_TRACE(inner, req, expect) \
+    ck_assert_str_eq(cpl_trace((inner), (req)), (expect))
+
+START_TEST(cplrun_location_proxy_redirect_reject)
+{
+    fake_reset();
+    CK_TRACE("<incoming><location url=\"sip:bob@192.0.2.7\"><redirect/></location></incoming>",
+             NULL, "redirect(sip:bob@192.0.2.7/1000;p=0) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:bob@192.0.2.7\"><redirect permanent=\"yes\"/>"
+             "</location></incoming>",
+             NULL, "redirect(sip:bob@192.0.2.7/1000;p=1) end(ANSWERED)");
+    /* priorities: best first, equal ones in the order added; clear */
+    CK_TRACE("<incoming><location url=\"sip:a@x\" priority=\"0.5\"><location url=\"sip:b@x\">"
+             "<location url=\"sip:c@x\" priority=\"0.5\"><location url=\"sip:d@x\" priority=\"0\">"
+             "<proxy/></location></location></location></location></incoming>",
+             NULL, "proxy(sip:b@x/1000,sip:a@x/500,sip:c@x/500,sip:d@x/0;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><location url=\"sip:b@x\" clear=\"yes\">"
+             "<proxy timeout=\"7\" recurse=\"no\" ordering=\"sequential\"/></location></location>"
+             "</incoming>",
+             NULL, "proxy(sip:b@x/1000;t=7,r=0,o=1) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><proxy ordering=\"first-only\"/></location>"
+             "</incoming>", NULL, "proxy(sip:a@x/1000;t=20,r=1,o=2) end(ANSWERED)");
+    /* a set: the same URI (RFC 3261 comparison) once, with the better priority */
+    CK_TRACE("<incoming><location url=\"sip:a@X.example\" priority=\"0.2\">"
+             "<location url=\"sip:a@x.EXAMPLE\" priority=\"0.9\"><location url=\"sip:A@x.example\">"
+             "<redirect/></location></location></location></incoming>",
+             NULL, "redirect(sip:A@x.example/1000,sip:a@X.example/900;p=0) end(ANSWERED)");
+    /* reject: names and numbers, reason */
+    CK_TRACE("<incoming><reject status=\"busy\"/></incoming>", NULL,
+             "reject(486,-) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"notfound\"/></incoming>", NULL,
+             "reject(404,-) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"reject\" reason=\"Go away\"/></incoming>", NULL,
+             "reject(603,Go away) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"error\"/></incoming>", NULL,
+             "reject(500,-) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"480\" reason=\"Later\"/></incoming>", NULL,
+             "reject(480,Later) end(ANSWERED)");
+    CK_TRACE("<incoming><reject status=\"699\"/></incoming>", NULL,
+             "reject(699,-) end(ANSWERED)");
+    /* a signalling action ends the run: nothing after it */
+    CK_TRACE("<incoming><location url=\"sip:a@x\"/></incoming>", NULL,
+             "end(DEFAULT,sip:a@x/1000)");
+    CK_TRACE("<incoming/>", NULL, "end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_proxy_outputs)
+{
+    static const char px[] =
+        "<incoming><location url=\"sip:bob@pc.example\"><proxy timeout=\"8\">"
+        "<busy><log comment=\"busy\"><location url=\"sip:vm@x\"><proxy/></location></log></busy>"
+        "<noanswer><reject status=\"480\"/></noanswer>"
+        "<redirection><redirect/></redirection>"
+        "<failure><reject status=\"error\" reason=\"failed\"/></failure>"
+        "</proxy></location></incoming>";
+    static const char with_default[] =
+        "<incoming><location url=\"sip:bob@pc.example\"><proxy>"
+        "<busy><reject status=\"busy\"/></busy>"
+        "<default><log comment=\"default\"/></default>"
+        "</proxy></location></incoming>";
+
+    fake_reset();
+    fake.px[0] = 0;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) end(ANSWERED)");
+    /* busy: the location set starts empty again (the tried location is gone) */
+    fake.px[0] = SIP_CPL_PX_BUSY;
+    fake.px[1] = 0;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) log(-,busy) "
+             "proxy(sip:vm@x/1000;t=20,r=1,o=0) end(ANSWERED)");
+    fake.px[1] = SIP_CPL_PX_NOANSWER;       /* the second proxy has no outputs */
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) log(-,busy) "
+             "proxy(sip:vm@x/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) reject(480,-) end(ANSWERED)");
+    /* redirection: the Contacts become the location set */
+    fake.px[0] = SIP_CPL_PX_REDIRECTION;
+    fake.px_contacts = "sip:bob@elsewhere.example sip:bob@other.example";
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) "
+             "redirect(sip:bob@elsewhere.example/1000,sip:bob@other.example/1000;p=0) "
+             "end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE(px, NULL, "proxy(sip:bob@pc.example/1000;t=8,r=1,o=0) reject(500,failed) "
+             "end(ANSWERED)");
+    /* default catches what has no output of its own; an output that ends
+     * without a signalling action returns the best response (§10) */
+    fake.px[0] = SIP_CPL_PX_BUSY;
+    CK_TRACE(with_default, NULL, "proxy(sip:bob@pc.example/1000;t=20,r=1,o=0) reject(486,-) "
+             "end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    CK_TRACE(with_default, NULL, "proxy(sip:bob@pc.example/1000;t=20,r=1,o=0) log(-,default) "
+             "end(PROXY_RESPONSE)");
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE(with_default, NULL, "proxy(sip:bob@pc.example/1000;t=20,r=1,o=0) log(-,default) "
+             "end(PROXY_RESPONSE)");
+    /* no outputs at all */
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><proxy/></location></incoming>", NULL,
+             "proxy(sip:a@x/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    /* an empty output is an output: it ends there (best response) */
+    fake.px[0] = SIP_CPL_PX_BUSY;
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><proxy><busy/><default><reject status=\"500\"/>"
+             "</default></proxy></location></incoming>", NULL,
+             "proxy(sip:a@x/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    /* a proxy with nowhere to go fails at once: failure output, or the run fails */
+    CK_TRACE("<incoming><proxy><failure><reject status=\"404\"/></failure></proxy></incoming>",
+             NULL, "reject(404,-) end(ANSWERED)");
+    CK_TRACE("<incoming><proxy><default><reject status=\"410\"/></default></proxy></incoming>",
+             NULL, "reject(410,-) end(ANSWERED)");
+    CK_TRACE("<incoming><proxy/></incoming>", NULL, "end(FAILED,proxy)");
+    ck_assert_ptr_nonnull(strstr(fake.why, "empty location set"));
+    CK_TRACE("<incoming><redirect/></incoming>", NULL, "end(FAILED,redirect)");
+}
+END_TEST
+
+START_TEST(cplrun_address_switch)
+{
+    const sip_msg_t *std;
+    static const char sw_user[] =
+        "<incoming><address-switch field=\"origin\" subfield=\"user\">"
+        "<address is=\"anonymous\"><reject status=\"603\"/></address>"
+        "<address is=\"alice\"><log name=\"alice\"/></address>"
+        "<otherwise><log name=\"other\"/></otherwise>"
+        "</address-switch></incoming>";
+
+    fake_reset();
+    std = cpl_req_std(NULL);
+    CK_TRACE(sw_user, std, "log(alice,-) end(DEFAULT)");
+    CK_TRACE(sw_user, cpl_req("sip:bob@biloxi.example.com", "<sip:anonymous@anonymous.invalid>",
+                              "<sip:bob@biloxi.example.com>", NULL),
+             "reject(603,-) end(ANSWERED)");
+    /* user is case-sensitive */
+    CK_TRACE(sw_user, cpl_req("sip:bob@b", "<sip:Alice@a>", "<sip:bob@b>", NULL),
+             "log(other,-) end(DEFAULT)");
+    /* whole address: RFC 3261 comparison (host case, default port is not no port) */
+    CK_TRACE("<incoming><address-switch field=\"origin\">"
+             "<address is=\"sip:alice@ATLANTA.example.com\"><log name=\"hit\"/></address>"
+             "</address-switch></incoming>", std, "log(hit,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"origin\">"
+             "<address is=\"sip:alice@atlanta.example.com:5060\"><log name=\"hit\"/></address>"
+             "</address-switch></incoming>", std, "end(DEFAULT)");
+    /* destination is the Request-URI, original-destination the To */
+    CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"host\">"
+             "<address is=\"BILOXI.example.com\"><log name=\"d\"/></address>"
+             "</address-switch></incoming>", std, "log(d,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"original-destination\" subfield=\"user\">"
+             "<address is=\"carol\"><log name=\"to-carol\"/></address>"
+             "<address is=\"bob\"><log name=\"to-bob\"/></address>"
+             "</address-switch></incoming>",
+             cpl_req("sip:carol@192.0.2.9", "<sip:a@x>", "<sip:bob@b>", NULL),
+             "log(to-bob,-) end(DEFAULT)");
+    /* host subdomain-of: whole labels, no case; an IP matches only itself */
+    {
+        static const char sw[] =
+            "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+            "<address subdomain-of=\"example.com\"><log name=\"ours\"/></address>"
+            "<address subdomain-of=\"192.0.2.1\"><log name=\"ip\"/></address>"
+            "<otherwise><log name=\"foreign\"/></otherwise>"
+            "</address-switch></incoming>";
+        CK_TRACE(sw, std, "log(ours,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@EXAMPLE.COM>", "<sip:b@b>", NULL),
+                 "log(ours,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@badexample.com>", "<sip:b@b>", NULL),
+                 "log(foreign,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@192.0.2.1>", "<sip:b@b>", NULL),
+                 "log(ip,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@10.192.0.2.1>", "<sip:b@b>", NULL),
+                 "log(foreign,-) end(DEFAULT)");
+    }
+    /* port: absent is the default port */
+    {
+        static const char sw[] =
+            "<incoming><address-switch field=\"origin\" subfield=\"port\">"
+            "<address is=\"5060\"><log name=\"5060\"/></address>"
+            "<address is=\"5061\"><log name=\"5061\"/></address>"
+            "<otherwise><log name=\"other\"/></otherwise>"
+            "</address-switch></incoming>";
+        CK_TRACE(sw, std, "log(5060,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL),
+                 "log(5061,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@x:5070>", "<sip:b@b>", NULL),
+                 "log(other,-) end(DEFAULT)");
+    }
+    /* address-type, password, display (is, contains: no case) */
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"address-type\">"
+             "<address is=\"SIP\"><log name=\"sip\"/></address></address-switch></incoming>",
+             std, "log(sip,-) end(DEFAULT)");
+    {
+        static const char sw[] =
+            "<incoming><address-switch field=\"origin\" subfield=\"display\">"
+            "<address contains=\"smith\"><log name=\"a smith\"/></address>"
+            "<address is=\"Carol\"><log name=\"carol\"/></address>"
+            "<not-present><log name=\"no name\"/></not-present>"
+            "<otherwise><log name=\"other\"/></otherwise>"
+            "</address-switch></incoming>";
+        CK_TRACE(sw, std, "log(a smith,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "carol <sip:c@x>", "<sip:b@b>", NULL),
+                 "log(carol,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
+                 "log(other,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL),
+                 "log(no name,-) end(DEFAULT)");
+        /* quoted-pairs resolved before comparing */
+        CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                 "<address is='dave \"d\" JONES'><log name=\"dave\"/></address>"
+                 "</address-switch></incoming>",
+                 cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
+                 "log(dave,-) end(DEFAULT)");
+        /* the Request-URI has no display name */
+        CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"display\">"
+                 "<address is=\"x\"/><not-present><log name=\"np\"/></not-present>"
+                 "</address-switch></incoming>", std, "log(np,-) end(DEFAULT)");
+    }
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"password\">"
+             "<address is=\"secret\"><log name=\"pw\"/></address>"
+             "<not-present><log name=\"no pw\"/></not-present></address-switch></incoming>",
+             cpl_req("sip:b@b", "<sip:a:secret@x>", "<sip:b@b>", NULL), "log(pw,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"password\">"
+             "<address is=\"secret\"><log name=\"pw\"/></address>"
+             "<not-present><log name=\"no pw\"/></not-present></address-switch></incoming>",
+             std, "log(no pw,-) end(DEFAULT)");
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"alias-type\">"
+             "<address is=\"x\"/><not-present><log name=\"h323 only\"/></not-present>"
+             "</address-switch></incoming>", std, "log(h323 only,-) end(DEFAULT)");
+    /* tel: tel URIs and user=phone; separators do not count; prefix */
+    {
+        static const char sw[] =
+            "<outgoing><address-switch field=\"original-destination\" subfield=\"tel\">"
+            "<address subdomain-of=\"1900\"><reject status=\"reject\" reason=\"No 1-900\"/>"
+            "</address>"
+            "<address is=\"+1 (212) 555-1234\"><log name=\"office\"/></address>"
+            "<not-present><log name=\"not a number\"/></not-present>"
+            "</address-switch></outgoing>";
+        const sip_msg_t *m = cpl_req("sip:1-900-555-1234@gw.example;user=phone", "<sip:a@x>",
+                                     "<sip:1-900-555-1234@gw.example;user=phone>", NULL);
+        ck_assert_str_eq(cpl_trace_dir(sw, SIP_CPL_OUTGOING, m),
+                         "reject(603,No 1-900) end(ANSWERED)");
+        /* (the message layer takes no tel: Request-URI: 416) */
+        m = cpl_req("sip:office@gw.example", "<sip:a@x>", "<tel:+1-212-555-1234>", NULL);
+        ck_assert_str_eq(cpl_trace_dir(sw, SIP_CPL_OUTGOING, m),
+                         "log(office,-) end(DEFAULT,sip:office@gw.example/1000)");
+        m = cpl_req("sip:b@b", "<sip:a@x>", "<sip:19005551234@gw.example>", NULL);
+        ck_assert_str_eq(cpl_trace_dir(sw, SIP_CPL_OUTGOING, m),
+                         "log(not a number,-) end(DEFAULT,sip:b@b/1000)");
+    }
+    /* no output applies: the switch ends the script */
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"user\">"
+             "<address is=\"nobody\"><reject status=\"busy\"/></address></address-switch>"
+             "</incoming>", std, "end(DEFAULT)");
+    /* a missing field without not-present takes otherwise */
+    CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
+             "<address is=\"x\"/><otherwise><log name=\"otherwise\"/></otherwise>"
+             "</address-switch></incoming>",
+             cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL), "log(otherwise,-) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_string_language_priority)
+{
+    static const char str_sw[] =
+        "<incoming><string-switch field=\"subject\">"
+        "<string is=\"urgent\"><log name=\"is\"/></string>"
+        "<string contains=\"Lunch\"><log name=\"contains\"/></string>"
+        "<not-present><log name=\"np\"/></not-present>"
+        "<otherwise><log name=\"other\"/></otherwise>"
+        "</string-switch></incoming>";
+    static const char lang_sw[] =
+        "<incoming><language-switch>"
+        "<language matches=\"es\"><log name=\"es\"/></language>"
+        "<language matches=\"en-GB\"><log name=\"en-GB\"/></language>"
+        "<not-present><log name=\"np\"/></not-present>"
+        "<otherwise><log name=\"other\"/></otherwise>"
+        "</language-switch></incoming>";
+    static const char prio_sw[] =
+        "<incoming><priority-switch>"
+        "<priority greater=\"urgent\"><log name=\"emergency\"/></priority>"
+        "<priority equal=\"URGENT\"><log name=\"urgent\"/></priority>"
+        "<priority less=\"normal\"><log name=\"non-urgent\"/></priority>"
+        "<priority equal=\"x-custom\"><log name=\"custom\"/></priority>"
+        "<otherwise><log name=\"normal\"/></otherwise>"
+        "</priority-switch></incoming>";
+
+    fake_reset();
+    /* string-switch (§4.2): is and contains without case, trimmed */
+    CK_TRACE(str_sw, cpl_req_std("Subject:  URGENT \r\n"), "log(is,-) end(DEFAULT)");
+    CK_TRACE(str_sw, cpl_req_std("s: lunch today?\r\n"), "log(contains,-) end(DEFAULT)");
+    CK_TRACE(str_sw, cpl_req_std("Subject: hello\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(str_sw, cpl_req_std(NULL), "log(np,-) end(DEFAULT)");
+    CK_TRACE("<incoming><string-switch field=\"organization\"><string is=\"Example Inc.\">"
+             "<log name=\"org\"/></string></string-switch></incoming>",
+             cpl_req_std("Organization: example inc.\r\n"), "log(org,-) end(DEFAULT)");
+    CK_TRACE("<incoming><string-switch field=\"user-agent\"><string contains=\"softphone\">"
+             "<reject status=\"403\"/></string></string-switch></incoming>",
+             cpl_req_std("User-Agent: Acme SoftPhone/1.0\r\n"), "reject(403,-) end(ANSWERED)");
+    /* display: SIP has no such field (§4.2): not present */
+    CK_TRACE("<incoming><string-switch field=\"display\"><string contains=\"\"/>"
+             "<not-present><log name=\"np\"/></not-present></string-switch></incoming>",
+             NULL, "log(np,-) end(DEFAULT)");
+    /* language-switch (§4.3): Accept-Language ranges against the tag */
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: da, es;q=0.8\r\n"), "log(es,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: ES-mx\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: en\r\n"), "log(en-GB,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: en-US\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: es;q=0, *\r\n"), "log(other,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: fr\r\nAccept-Language: en-gb\r\n"),
+             "log(en-GB,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std(NULL), "log(np,-) end(DEFAULT)");
+    CK_TRACE(lang_sw, cpl_req_std("Accept-Language: \r\n"), "log(other,-) end(DEFAULT)");
+    /* priority-switch (§4.5) */
+    CK_TRACE(prio_sw, cpl_req_std("Priority: emergency\r\n"), "log(emergency,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: Urgent\r\n"), "log(urgent,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: non-urgent\r\n"), "log(non-urgent,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: normal\r\n"), "log(normal,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std(NULL), "log(normal,-) end(DEFAULT)");      /* absent */
+    /* an unknown value is normal for less/greater, itself for equal */
+    CK_TRACE(prio_sw, cpl_req_std("Priority: X-Custom\r\n"), "log(custom,-) end(DEFAULT)");
+    CK_TRACE(prio_sw, cpl_req_std("Priority: x-other\r\n"), "log(normal,-) end(DEFAULT)");
+    CK_TRACE("<incoming><priority-switch><priority equal=\"normal\"><log name=\"n\"/></priority>"
+             "<not-present><log name=\"np\"/></not-present></priority-switch></incoming>",
+             NULL, "log(n,-) end(DEFAULT)");
+    CK_TRACE("<incoming><priority-switch><priority less=\"non-urgent\"><log name=\"never\"/>"
+             "</priority><priority greater=\"emergency\"><log name=\"never\"/></priority>"
+             "</priority-switch></incoming>", cpl_req_std("Priority: emergency\r\n"),
+             "end(DEFAULT)");
+    CK_TRACE("<incoming><priority-switch><priority greater=\"non-urgent\"><log name=\"up\"/>"
+             "</priority></priority-switch></incoming>", cpl_req_std("Priority: x\r\n"),
+             "log(up,-) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_lookup_remove_location)
+{
+    static const char lk[] =
+        "<incoming><location url=\"sip:old@x\"><lookup source=\"registration\" timeout=\"5\">"
+        "<success><proxy/></success>"
+        "<notfound><reject status=\"404\"/></notfound>"
+        "<failure><reject status=\"500\"/></failure>"
+        "</lookup></location></incoming>";
+
+    fake_reset();
+    fake.lookup_found = "sip:bob@192.0.2.10/500 sip:bob@192.0.2.11/1000";
+    /* found locations join the set: best first, then in the order added */
+    CK_TRACE(lk, NULL, "lookup(registration,5) "
+             "proxy(sip:old@x/1000,sip:bob@192.0.2.11/1000,sip:bob@192.0.2.10/500;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    /* clear="yes": only what was found */
+    CK_TRACE("<incoming><location url=\"sip:old@x\"><lookup source=\"registration\" clear=\"yes\">"
+             "<success><proxy/></success></lookup></location></incoming>", NULL,
+             "lookup(registration,30) proxy(sip:bob@192.0.2.11/1000,sip:bob@192.0.2.10/500;"
+             "t=20,r=1,o=0) end(ANSWERED)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_NOTFOUND;
+    CK_TRACE(lk, NULL, "lookup(registration,5) reject(404,-) end(ANSWERED)");
+    /* success with nothing found is notfound */
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    fake.lookup_found = "";
+    CK_TRACE(lk, NULL, "lookup(registration,5) reject(404,-) end(ANSWERED)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_FAILURE;
+    CK_TRACE(lk, NULL, "lookup(registration,5) reject(500,-) end(ANSWERED)");
+    /* an output not written: the script ends there (default handling, set kept) */
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><lookup source=\"http://ls.example/\">"
+             "<success><proxy/></success></lookup></location></incoming>", NULL,
+             "lookup(http://ls.example/,30) end(DEFAULT,sip:a@x/1000)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    fake.lookup_found = "sip:bob@192.0.2.10/1000";
+    CK_TRACE("<incoming><lookup source=\"registration\"/></incoming>", NULL,
+             "lookup(registration,30) end(DEFAULT,sip:bob@192.0.2.10/1000)");
+
+    /* remove-location (§5.3): RFC 3261 URI comparison; without location, all */
+    CK_TRACE("<incoming><location url=\"sip:a@X.example;transport=udp\"><location url=\"sip:b@x\">"
+             "<location url=\"sip:a@x.example\">"
+             "<remove-location location=\"sip:a@x.EXAMPLE;TRANSPORT=UDP\"><redirect/>"
+             "</remove-location></location></location></location></incoming>", NULL,
+             "redirect(sip:b@x/1000,sip:a@x.example/1000;p=0) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><remove-location location=\"sip:A@x\">"
+             "<redirect/></remove-location></location></incoming>", NULL,
+             "redirect(sip:a@x/1000;p=0) end(ANSWERED)");
+    CK_TRACE("<incoming><location url=\"sip:a@x\"><location url=\"tel:+1-555\">"
+             "<remove-location><log name=\"empty\"/></remove-location></location></location>"
+             "</incoming>", NULL, "log(empty,-) end(DEFAULT)");
+    CK_TRACE("<incoming><location url=\"tel:+1555\"><location url=\"sip:a@x\">"
+             "<remove-location location=\"TEL:+1555\"><redirect/></remove-location>"
+             "</location></location></incoming>", NULL,
+             "redirect(sip:a@x/1000;p=0) end(ANSWERED)");
+}
+END_TEST
+
+START_TEST(cplrun_sub_log_mail)
+{
+    static const char script[] =
+        "<subaction id=\"vm\"><log name=\"vm\" comment=\"to voicemail\">"
+        "<location url=\"sip:bob@vm.example\"><proxy/></location></log></subaction>"
+        "<subaction id=\"screen\"><mail url=\"mailto:bob@example.com?subject=screened\">"
+        "<sub ref=\"vm\"/></mail></subaction>"
+        "<subaction id=\"empty\"/>"
+        "<incoming><address-switch field=\"origin\" subfield=\"host\">"
+        "<address subdomain-of=\"spam.example\"><sub ref=\"screen\"/></address>"
+        "<address is=\"quiet.example\"><sub ref=\"empty\"/></address>"
+        "<otherwise><sub ref=\"vm\"/></otherwise></address-switch></incoming>"
+        "<outgoing><log><mail url=\"mailto:log@example.com\"/></log></outgoing>";
+
+    fake_reset();
+    CK_TRACE(script, cpl_req("sip:bob@b", "<sip:x@a.spam.example>", "<sip:bob@b>", NULL),
+             "mail(mailto:bob@example.com?subject=screened) log(vm,to voicemail) "
+             "proxy(sip:bob@vm.example/1000;t=20,r=1,o=0) end(ANSWERED)");
+    CK_TRACE(script, NULL, "log(vm,to voicemail) proxy(sip:bob@vm.example/1000;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    CK_TRACE(script, cpl_req("sip:bob@b", "<sip:x@quiet.example>", "<sip:bob@b>", NULL),
+             "end(DEFAULT)");
+    /* outgoing starts with the destination in the set; log and mail go on */
+    ck_assert_str_eq(cpl_trace_dir(script, SIP_CPL_OUTGOING, cpl_req_std(NULL)),
+                     "log(-,-) mail(mailto:log@example.com) "
+                     "end(DEFAULT,sip:bob@biloxi.example.com/1000)");
+    /* a script without the part asked for: default handling at once */
+    ck_assert_str_eq(cpl_trace_dir("<incoming><reject status=\"busy\"/></incoming>",
+                                   SIP_CPL_OUTGOING, cpl_req_std(NULL)),
+                     "end(DEFAULT,sip:bob@biloxi.example.com/1000)");
+    {
+        const sip_cpl_script_t *sc = cpl_script(script);
+        ck_assert(sip_cpl_script_has(sc, SIP_CPL_INCOMING));
+        ck_assert(sip_cpl_script_has(sc, SIP_CPL_OUTGOING));
+        sc = cpl_script("<incoming/>");
+        ck_assert(sip_cpl_script_has(sc, SIP_CPL_INCOMING));
+        ck_assert(!sip_cpl_script_has(sc, SIP_CPL_OUTGOING));
+        ck_assert(!sip_cpl_script_has(NULL, SIP_CPL_INCOMING));
+        ck_assert_str_eq(sip_cpl_run_script_name(fake.run), "test");
+    }
+    /* log text is one line whatever the script wrote */
+    CK_TRACE("<incoming><log name=\"a&#10;b\" comment=\"c&#13;&#10;d\"/></incoming>", NULL,
+             "log(a b,c  d) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_async)
+{
+    static const char script[] =
+        "<incoming><lookup source=\"registration\"><success><proxy>"
+        "<busy><location url=\"sip:vm@x\"><proxy/></location></busy>"
+        "</proxy></success><failure><reject status=\"503\"/></failure></lookup></incoming>";
+    sip_cpl_run_t *run;
+    apr_array_header_t *found;
+
+    fake_reset();
+    fake.lookup_answer = 0;
+    fake.px[0] = fake.px[1] = -1;
+    /* each step waits for the host */
+    CK_TRACE(script, NULL, "lookup(registration,30)");
+    ck_assert_int_eq(fake.ended, 0);
+    run = fake.run;
+    /* answers to what it is not waiting for are ignored */
+    sip_cpl_proxy_done(run, 0, 200, NULL);
+    ck_assert_int_eq(fake.ended, 0);
+    found = fake_list("sip:bob@192.0.2.20/1000", 0);
+    sip_cpl_lookup_done(run, SIP_CPL_LOOKUP_SUCCESS, found);
+    ck_assert_str_eq(fake.trace, "lookup(registration,30) "
+                     "proxy(sip:bob@192.0.2.20/1000;t=20,r=1,o=0)");
+    sip_cpl_lookup_done(run, SIP_CPL_LOOKUP_FAILURE, NULL);        /* late, twice: ignored */
+    ck_assert_int_eq(fake.ended, 0);
+    sip_cpl_proxy_done(run, SIP_CPL_PX_BUSY, 486, NULL);
+    ck_assert_str_eq(fake.trace, "lookup(registration,30) "
+                     "proxy(sip:bob@192.0.2.20/1000;t=20,r=1,o=0) "
+                     "proxy(sip:vm@x/1000;t=20,r=1,o=0)");
+    sip_cpl_proxy_done(run, 0, 200, NULL);
+    ck_assert_int_eq(fake.ended, 1);
+    ck_assert_int_eq(fake.how, SIP_CPL_END_ANSWERED);
+    sip_cpl_proxy_done(run, 0, 200, NULL);        /* after the end: nothing */
+    ck_assert_str_eq(fake.trace, "lookup(registration,30) "
+                     "proxy(sip:bob@192.0.2.20/1000;t=20,r=1,o=0) "
+                     "proxy(sip:vm@x/1000;t=20,r=1,o=0) end(ANSWERED)");
+
+    /* abort while waiting: no callback ever after */
+    CK_TRACE(script, NULL, "lookup(registration,30)");
+    sip_cpl_run_abort(fake.run);
+    sip_cpl_lookup_done(fake.run, SIP_CPL_LOOKUP_FAILURE, NULL);
+    ck_assert_str_eq(fake.trace, "lookup(registration,30)");
+    ck_assert_int_eq(fake.ended, 0);
+    fake.lookup_answer = SIP_CPL_LOOKUP_SUCCESS;
+    CK_TRACE(script, NULL, "lookup(registration,30) proxy(sip:bob@192.0.2.10/1000;t=20,r=1,o=0)");
+    sip_cpl_run_abort(fake.run);
+    sip_cpl_proxy_done(fake.run, SIP_CPL_PX_BUSY, 486, NULL);
+    ck_assert_int_eq(fake.ended, 0);
+    /* abort from inside the host's call: its answer is ignored */
+    fake.abort_in_host = 1;
+    CK_TRACE(script, NULL, "lookup(registration,30)");
+    ck_assert_int_eq(fake.ended, 0);
+    fake.abort_in_host = 0;
+    /* answers given from inside the host's call are taken after it returns */
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    fake.px[1] = 0;
+    CK_TRACE(script, NULL, "lookup(registration,30) "
+             "proxy(sip:bob@192.0.2.10/1000;t=20,r=1,o=0) end(PROXY_RESPONSE)");
+    /* one compiled script, many runs at once: each has its own state */
+    {
+        const sip_cpl_script_t *sc = cpl_script(script);
+        sip_cpl_run_t *a, *b;
+        fake.lookup_answer = 0;
+        fake.trace = NULL;
+        a = sip_cpl_run_start(pool, sc, SIP_CPL_INCOMING, cpl_req_std(NULL), "o", CPL_NOON,
+                              &fake_host, NULL);
+        b = sip_cpl_run_start(pool, sc, SIP_CPL_INCOMING, cpl_req_std(NULL), "o", CPL_NOON,
+                              &fake_host, NULL);
+        fake.ended = 0;
+        sip_cpl_lookup_done(b, SIP_CPL_LOOKUP_FAILURE, NULL);
+        ck_assert_int_eq(fake.ended, 1);
+        fake.ended = 0;
+        fake.npx = 0;
+        fake.px[0] = 0;
+        sip_cpl_lookup_done(a, SIP_CPL_LOOKUP_SUCCESS, fake_list("sip:z@x", 0));
+        ck_assert_str_eq(fake.trace, "lookup(registration,30) lookup(registration,30) "
+                         "reject(503,-) end(ANSWERED) proxy(sip:z@x/1000;t=20,r=1,o=0) "
+                         "end(ANSWERED)");
+    }
+}
+END_TEST
+
+/* A chain of 'n' subactions, each with 'logs' nested logs before the
+ * next <sub>. */
+static const char *cpl_chain(int n, int logs)
+{
+    char *s = apr_pstrdup(pool, "");
+    int i, k;
+
+    for (i = n - 1; i >= 0; i--) {
+        s = apr_psprintf(pool, "%s<subaction id=\"s%d\">", s, i);
+        for (k = 0; k < logs; k++)
+            s = apr_pstrcat(pool, s, "<log>", NULL);
+        s = i == n - 1 ? apr_pstrcat(pool, s, "<reject status=\"486\"/>", NULL)
+                       : apr_psprintf(pool, "%s<sub ref=\"s%d\"/>", s, i + 1);
+        for (k = 0; k < logs; k++)
+            s = apr_pstrcat(pool, s, "</log>", NULL);
+        s = apr_pstrcat(pool, s, "</subaction>", NULL);
+    }
+    return apr_pstrcat(pool, s, "<incoming><sub ref=\"s0\"/></incoming>", NULL);
+}
+
+START_TEST(cplrun_limits)
+{
+    const char *t;
+
+    fake_reset();
+    /* 64 <sub> are fine, 65 are not (§8) */
+    CK_TRACE(cpl_chain(CPL_RUN_MAX_SUBS, 0), NULL, "reject(486,-) end(ANSWERED)");
+    CK_TRACE(cpl_chain(CPL_RUN_MAX_SUBS + 1, 0), NULL, "end(FAILED,sub)");
+    ck_assert_ptr_nonnull(strstr(fake.why, "<sub>"));
+    /* nodes visited: 40 subactions of 30 logs each pass 1000 nodes */
+    t = cpl_trace(cpl_chain(40, 30), NULL);
+    ck_assert_ptr_nonnull(strstr(t, "end(FAILED,log)"));
+    ck_assert_ptr_nonnull(strstr(fake.why, "nodes"));
+    ck_assert_ptr_null(strstr(t, "reject"));
+    /* near the element limit: compiles and runs quickly, one path walked */
+    {
+        char *s = apr_pstrdup(pool, "");
+        const sip_cpl_script_t *sc;
+        apr_time_t t0 = apr_time_now();
+        int i;
+        for (i = 0; i < 2400; i++)
+            s = apr_psprintf(pool, "%s<subaction id=\"s%d\"><log><location url=\"sip:u%d@x\">"
+                             "<redirect/></location></log></subaction>", s, i, i);
+        s = apr_pstrcat(pool, s, "<incoming><sub ref=\"s2399\"/></incoming>", NULL);
+        sc = cpl_script(s);
+        ck_assert_int_eq(sc->nodes, 3 * 2400 + 1);
+        CK_TRACE(s, NULL, "log(-,-) redirect(sip:u2399@x/1000;p=0) end(ANSWERED)");
+        ck_assert_int_lt(apr_time_now() - t0, apr_time_from_sec(2));
+    }
+    /* proxies leading to proxies: each output walked, the set fresh each time */
+    {
+        char *s = apr_pstrdup(pool, "<reject status=\"486\"/>");
+        int i;
+        for (i = 0; i < 7; i++)
+            s = apr_psprintf(pool, "<location url=\"sip:p%d@x\"><proxy><busy>%s</busy></proxy>"
+                             "</location>", 6 - i, s);
+        s = apr_pstrcat(pool, "<incoming>", s, "</incoming>", NULL);
+        for (i = 0; i < 7; i++)
+            fake.px[i] = SIP_CPL_PX_BUSY;
+        t = cpl_trace(s, NULL);
+        ck_assert_str_eq(t, "proxy(sip:p0@x/1000;t=20,r=1,o=0) proxy(sip:p1@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p2@x/1000;t=20,r=1,o=0) proxy(sip:p3@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p4@x/1000;t=20,r=1,o=0) proxy(sip:p5@x/1000;t=20,r=1,o=0) "
+                         "proxy(sip:p6@x/1000;t=20,r=1,o=0) reject(486,-) end(ANSWERED)");
+        memset(fake.px, 0, sizeof(fake.px));
+    }
+    /* a script that shares subactions compiles them once (a DAG, not a tree) */
+    {
+        char *s = apr_pstrdup(pool, "<subaction id=\"leaf\"><reject status=\"486\"/></subaction>");
+        const sip_cpl_script_t *sc;
+        int i;
+        for (i = 0; i < 30; i++)
+            s = apr_psprintf(pool, "%s<subaction id=\"d%d\"><address-switch field=\"origin\">"
+                             "<address is=\"sip:a@x\"><sub ref=\"%s\"/></address>"
+                             "<otherwise><sub ref=\"%s\"/></otherwise></address-switch>"
+                             "</subaction>", s, i, i ? apr_psprintf(pool, "d%d", i - 1) : "leaf",
+                             i ? apr_psprintf(pool, "d%d", i - 1) : "leaf");
+        s = apr_psprintf(pool, "%s<incoming><sub ref=\"d29\"/></incoming>", s);
+        sc = cpl_script(s);
+        ck_assert_int_lt(sc->nodes, 200);       /* 2^30 if copied */
+        CK_TRACE(s, NULL, "reject(486,-) end(ANSWERED)");
+    }
+}
+END_TEST
+
+/* RFC 3880 §16's example scripts (retyped), run on crafted calls. */
+START_TEST(cplrun_rfc_examples)
+{
+    static const char redirect_unconditional[] =
+        "<incoming><location url=\"sip:smith@phone.example.com\"><redirect/></location></incoming>";
+    static const char forward_busy_noanswer[] =
+        "<subaction id=\"voicemail\"><location url=\"sip:jones@voicemail.example.com\">"
+        "<proxy/></location></subaction>"
+        "<incoming><location url=\"sip:jones@jonespc.example.com\"><proxy timeout=\"8\">"
+        "<busy><sub ref=\"voicemail\"/></busy><noanswer><sub ref=\"voicemail\"/></noanswer>"
+        "</proxy></location></incoming>";
+    static const char forward_redirect_default[] =
+        "<incoming><location url=\"sip:jones@jonespc.example.com\">"
+        "<proxy timeout=\"8\" recurse=\"no\"><redirection><redirect/></redirection>"
+        "<default><location url=\"sip:jones@voicemail.example.com\"><proxy/></location>"
+        "</default></proxy></location></incoming>";
+    static const char screening[] =
+        "<incoming><address-switch field=\"origin\" subfield=\"user\">"
+        "<address is=\"anonymous\"><reject status=\"reject\" reason=\"I reject anonymous calls\"/>"
+        "</address></address-switch></incoming>";
+    static const char priority_language[] =
+        "<incoming><priority-switch><priority greater=\"urgent\"/><otherwise>"
+        "<language-switch><language matches=\"es\">"
+        "<location url=\"sip:spanish@operator.example.com\"><proxy/></location></language>"
+        "<otherwise><location url=\"sip:english@operator.example.com\"><proxy/></location>"
+        "</otherwise></language-switch></otherwise></priority-switch></incoming>";
+    static const char outgoing_screening[] =
+        "<outgoing><address-switch field=\"original-destination\" subfield=\"tel\">"
+        "<address subdomain-of=\"1900\"><reject status=\"reject\" "
+        "reason=\"Not allowed to make 1-900 calls.\"/></address></address-switch></outgoing>";
+    static const char location_filtering[] =
+        "<incoming><lookup source=\"registration\"><success>"
+        "<remove-location location=\"sip:jones@voicemail.example.com\"><proxy/></remove-location>"
+        "</success></lookup></incoming>";
+    static const char non_signalling[] =
+        "<incoming><lookup source=\"http://www.example.com/cgi-bin/locate.cgi?user=jones\" "
+        "timeout=\"8\"><success><proxy/></success><failure>"
+        "<mail url=\"mailto:jones@example.com?subject=lookup%20failed\"/></failure></lookup>"
+        "</incoming>";
+    const sip_msg_t *jones = cpl_req("sip:jones@example.com", "\"A\" <sip:a@x.example>",
+                                     "<sip:jones@example.com>", NULL);
+
+    fake_reset();
+    CK_TRACE(redirect_unconditional, jones,
+             "redirect(sip:smith@phone.example.com/1000;p=0) end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_NOANSWER;
+    fake.px[1] = 0;
+    CK_TRACE(forward_busy_noanswer, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=1,o=0) "
+             "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    fake.px[0] = 0;
+    CK_TRACE(forward_busy_noanswer, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=1,o=0) end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_REDIRECTION;
+    fake.px_contacts = "sip:jones@home.example.com";
+    CK_TRACE(forward_redirect_default, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
+             "redirect(sip:jones@home.example.com/1000;p=0) end(ANSWERED)");
+    fake.px[0] = SIP_CPL_PX_FAILURE;
+    CK_TRACE(forward_redirect_default, jones,
+             "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
+             "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    CK_TRACE(screening, cpl_req("sip:jones@example.com",
+                                "Anonymous <sip:anonymous@anonymous.invalid>",
+                                "<sip:jones@example.com>", NULL),
+             "reject(603,I reject anonymous calls) end(ANSWERED)");
+    CK_TRACE(screening, jones, "end(DEFAULT)");
+    /* an emergency call gets no routing here: the default (empty set) */
+    CK_TRACE(priority_language, cpl_req_std("Priority: emergency\r\nAccept-Language: es\r\n"),
+             "end(DEFAULT)");
+    fake.px[0] = 0;
+    CK_TRACE(priority_language, cpl_req_std("Accept-Language: es, en;q=0.5\r\n"),
+             "proxy(sip:spanish@operator.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    CK_TRACE(priority_language, cpl_req_std("Priority: urgent\r\n"),
+             "proxy(sip:english@operator.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
+    ck_assert_str_eq(cpl_trace_dir(outgoing_screening, SIP_CPL_OUTGOING,
+                                   cpl_req("sip:19005551212@gw.example.com;user=phone",
+                                           "<sip:jones@example.com>",
+                                           "<sip:19005551212@gw.example.com;user=phone>", NULL)),
+                     "reject(603,Not allowed to make 1-900 calls.) end(ANSWERED)");
+    ck_assert_str_eq(cpl_trace_dir(outgoing_screening, SIP_CPL_OUTGOING,
+                                   cpl_req("sip:12125551212@gw.example.com;user=phone",
+                                           "<sip:jones@example.com>",
+                                           "<sip:12125551212@gw.example.com;user=phone>", NULL)),
+                     "end(DEFAULT,sip:12125551212@gw.example.com;user=phone/1000)");
+    fake.lookup_found = "sip:jones@jonespc.example.com/1000 sip:jones@voicemail.example.com/500";
+    CK_TRACE(location_filtering, jones,
+             "lookup(registration,30) proxy(sip:jones@jonespc.example.com/1000;t=20,r=1,o=0) "
+             "end(ANSWERED)");
+    fake.lookup_answer = SIP_CPL_LOOKUP_FAILURE;
+    CK_TRACE(non_signalling, jones,
+             "lookup(http://www.example.com/cgi-bin/locate.cgi?user=jones,8) "
+             "mail(mailto:jones@example.com?subject=lookup%20failed) end(DEFAULT)");
+}
+END_TEST
+
+START_TEST(cplrun_compile_refusals)
+{
+    /* values the schema lets through that no call could use */
+    static const struct { const char *inner, *why; } bad[] = {
+        {"<incoming><location url=\"sip:a@x\" priority=\"1.5\"/></incoming>", "priority"},
+        {"<incoming><location url=\"sip:a@x\" priority=\"-0.1\"/></incoming>", "priority"},
+        {"<incoming><location url=\"sip:a@x\" priority=\"NaN\"/></incoming>", "priority"},
+        /* in a subaction nothing uses, too */
+        {"<subaction id=\"unused\"><reject status=\"200\"/></subaction>"
+         "<incoming/>", "is not busy"},
+        {"<incoming><location url=\"nocolon\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"sip:\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"sip:@\"/></incoming>", "not a URI"},
+        {"<incoming><location url=\"mailto:bob@example.com\"/></incoming>", "sip:, sips: or tel:"},
+        {"<incoming><location url=\"sip:a@x&#10;Via: evil\"/></incoming>", "not a URI"},
+        {"<incoming><remove-location location=\"bad uri\"/></incoming>", "not a URI"},
+        {"<incoming><reject status=\"200\"/></incoming>", "status"},
+        {"<incoming><reject status=\"399\"/></incoming>", "status"},
+        {"<incoming><reject status=\"700\"/></incoming>", "status"},
+        {"<incoming><reject status=\"4861\"/></incoming>", "status"},
+        {"<incoming><reject status=\"Busy\"/></incoming>", "status"},
+        {"<incoming><reject status=\"busy\" reason=\"a&#13;&#10;Via: x\"/></incoming>",
+         "reason"},
+        {"<incoming><proxy timeout=\"99999999999999999999\"/></incoming>", "timeout"},
+        {"<incoming><proxy timeout=\"3601\"/></incoming>", "timeout"},
+        {"<incoming><lookup source=\"registration\" timeout=\"0\"/></incoming>", ""},
+        {"<incoming><lookup source=\"\"/></incoming>", "source"},
+        {"<incoming><mail url=\"http://example.com/\"/></incoming>", "mailto"},
+        {"<incoming><address-switch field=\"from\"/></incoming>", "field"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"nick\"/></incoming>",
+         "subfield"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"port\">"
+         "<address is=\"http\"/></address-switch></incoming>", "port"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"port\">"
+         "<address is=\"65536\"/></address-switch></incoming>", "port"},
+        {"<incoming><address-switch field=\"origin\" subfield=\"tel\">"
+         "<address subdomain-of=\"abc;x\"/></address-switch></incoming>", "telephone"},
+        {"<incoming><address-switch field=\"origin\">"
+         "<address is=\"alice\"/></address-switch></incoming>", "not a URI"},
+        {"<incoming><string-switch field=\"subject\"><string/></string-switch></incoming>",
+         "exactly one"},
+        {"<incoming><string-switch field=\"subject\"><string is=\"a\" contains=\"b\"/>"
+         "</string-switch></incoming>", "exactly one"},
+        {"<incoming><language-switch><language matches=\"english language\"/>"
+         "</language-switch></incoming>", "language tag"},
+        {"<incoming><language-switch><language matches=\"*\"/></language-switch></incoming>",
+         "language tag"},
+        {"<incoming><language-switch><language matches=\"toolongtag\"/></language-switch>"
+         "</incoming>", "language tag"},
+        {"<incoming><priority-switch><priority equal=\"\"/></priority-switch></incoming>",
+         "priority"},
+    };
+    unsigned i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = cpl_refusal(bad[i].inner), *c;
+        ck_assert_msg(strstr(why, bad[i].why) != NULL, "%s: why \"%s\"", bad[i].inner, why);
+        ck_assert_ptr_nonnull(strstr(why, "line"));
+        for (c = why; *c; c++)
+            ck_assert(*c >= 0x20 && *c <= 0x7e);
+    }
+    /* and what is fine: the boundaries */
+    cpl_script("<incoming><location url=\"sip:a@x\" priority=\"0.0\"><location url=\"tel:+1\" "
+               "priority=\"1\"><proxy timeout=\"3600\"/></location></location></incoming>");
+    cpl_script("<incoming><reject status=\"400\"/></incoming>");
+    cpl_script("<incoming><location url=\"sip:gw.example.com;transport=tcp\"/></incoming>");
+    cpl_script("<incoming><language-switch><language matches=\"de-CH\"/><language "
+               "matches=\"i-klingon\"/></language-switch></incoming>");
+    cpl_script("<incoming><priority-switch><priority equal=\"x-custom\"/></priority-switch>"
+               "</incoming>");
+}
+END_TEST
+
+static Suite *cplrun_suite(void)
+{
+    Suite *s = suite_create("cpl_run");
+    TCase *tc = tcase_create("run");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, cplrun_location_proxy_redirect_reject);
+    tcase_add_test(tc, cplrun_proxy_outputs);
+    tcase_add_test(tc, cplrun_address_switch);
+    tcase_add_test(tc, cplrun_compile_refusals);
+    tcase_add_test(tc, cplrun_string_language_priority);
+    tcase_add_test(tc, cplrun_lookup_remove_location);
+    tcase_add_test(tc, cplrun_sub_log_mail);
+    tcase_add_test(tc, cplrun_async);
+    tcase_add_test(tc, cplrun_limits);
+    tcase_add_test(tc, cplrun_rfc_examples);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -4079,6 +5085,7 @@ int main(void)
     srunner_add_suite(sr, limits_suite());
     srunner_add_suite(sr, upload_suite());
     srunner_add_suite(sr, cpl_suite());
+    srunner_add_suite(sr, cplrun_suite());
     srunner_add_suite(sr, script_store_suite());
     srunner_add_suite(sr, mime_suite());
     srunner_run_all(sr, CK_NORMAL);
