@@ -110,7 +110,9 @@ sub call {
                                         d => $c{uas_pause} // 100,
                                         timeout => '40s', keys => $keys);
     }
-    my @auth = $c{auth} ? ('-au', $c{auth}[0], '-ap', $c{auth}[1]) : ();
+    # the digest uri must be the Request-URI; sipp's default is host:port
+    my @auth = $c{auth} ? ('-au', $c{auth}[0], '-ap', $c{auth}[1], '-auth_uri',
+                           "$c{user}\@127.0.0.1:" . $self->sip_port . ($c{uri_params} // '')) : ();
     my $uac = $self->sipp_start(
         name => "c$n-uac", sf => 'cpl-uac.xml', transport => $tr, m => 1, timeout => '25s',
         service => $c{user}, remote => '127.0.0.1:' . $self->sip_port, args => \@auth,
