@@ -4,7 +4,7 @@ HTTPD     ?= /usr/sbin/apache2
 MODDIR    ?= /usr/lib/apache2/modules
 SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction.c sip_proxy.c sip_relay.c \
              sip_route.c \
-             sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c sip_cpl_run.c sip_cpl_time_shim.c \
+             sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c sip_cpl_run.c sip_cpl_time.c \
              sip_mime.c sip_register_payload.c \
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
              sip_dispatch.c sip_cpl_exec.c sip_cpl_mail_shim.c
@@ -15,7 +15,10 @@ EXTRA_LDFLAGS ?=
 # libxml2: CPL schema validation at upload (sip_cpl.c, docs/cpl.md)
 XML_CFLAGS = $(shell pkg-config --cflags libxml-2.0 2>/dev/null || echo -I/usr/include/libxml2)
 XML_LIBS   = $(shell pkg-config --libs libxml-2.0 2>/dev/null || echo -lxml2)
-LIBS       = -losip2 -losipparser2 $(XML_LIBS)
+# libical: recurrences of CPL time switches (sip_cpl_time.c, RFC 3880 §4.4)
+ICAL_CFLAGS = $(shell pkg-config --cflags libical 2>/dev/null)
+ICAL_LIBS   = $(shell pkg-config --libs libical 2>/dev/null || echo -lical)
+LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS)
 # conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
 GENERATED  = sip_cpl_xsd.h
 
@@ -39,7 +42,7 @@ SUEXEC_DEFS = $(if $(SIP_UPLOAD_USER),-DSIP_SUEXEC_TARGET='"$(SIP_UPLOAD_USER)"'
 TEST_UPLOAD_USER = mod-sip-upload
 
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
-BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev pkg-config bubblewrap
+BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
 
@@ -52,7 +55,7 @@ all: .libs/mod_sip.so $(SUEXEC)
 
 .libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
-	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
 
 # Small and on its own: no APR, nothing but libc.
 $(SUEXEC): tools/sip-suexec.c Makefile
@@ -122,7 +125,7 @@ stop:
 UNIT_TESTS = t/unit/test_units
 $(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c,$(SOURCES)) $(HEADERS) $(GENERATED)
 	$(CC) -g -O1 -Wall -Wextra -Wno-unused-parameter $(EXTRA_CFLAGS) \
-	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) $(XML_CFLAGS) \
+	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) $(XML_CFLAGS) $(ICAL_CFLAGS) \
 	  -o $@ t/unit/test_units.c $$(pkg-config --libs apr-1 apr-util-1 check) $(LIBS) $(EXTRA_LDFLAGS)
 
 unit: test-deps $(UNIT_TESTS)
@@ -141,7 +144,7 @@ ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file
 asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
 	mkdir -p asan && cp $(SOURCES) $(HEADERS) $(GENERATED) asan/
-	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so
@@ -180,7 +183,7 @@ fuzz-deps:
 
 fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h t/unit/httpd_stubs.h $(SOURCES) $(HEADERS) $(GENERATED)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  -Wno-unused-function -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1) $(XML_CFLAGS) \
+	  -Wno-unused-function -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1) $(XML_CFLAGS) $(ICAL_CFLAGS) \
 	  -o $@ $< $$(pkg-config --libs apr-1 apr-util-1) $(LIBS)
 
 fuzz: fuzz-deps $(FUZZ_BINS)

@@ -20,7 +20,7 @@
 #include "../../sip_upload.c"
 #include "../../sip_cpl.c"
 #include "../../sip_cpl_run.c"
-#include "../../sip_cpl_time_shim.c"
+#include "../../sip_cpl_time.c"
 #include "../../sip_mime.c"
 #include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
@@ -5061,6 +5061,525 @@ static Suite *cplrun_suite(void)
     return s;
 }
 
+/* ------------------------------------------------------------------ */
+/* sip_cpl_time: RFC 3880 §4.4 time switches on fixed clocks           */
+
+/* A <time> from its attribute pairs, NULL-terminated. */
+static sip_cpl_time_t *ctime_v(const char *tzid, const char **why, va_list ap)
+{
+    const char *attrs[40];
+    int n = 0;
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 38)
+        attrs[n++] = a;
+    attrs[n] = NULL;
+    return sip_cpl_time_compile(pool, tzid, NULL, attrs, why);
+}
+
+static sip_cpl_time_t *ctime_ok(const char *tzid, ...)
+{
+    const char *why = NULL;
+    va_list ap;
+    va_start(ap, tzid);
+    sip_cpl_time_t *t = ctime_v(tzid, &why, ap);
+    va_end(ap);
+    ck_assert_msg(t != NULL, "refused: %s", why ? why : "(no reason)");
+    return t;
+}
+
+/* The reason a <time> is refused (fails the test when it is not). */
+static const char *ctime_refused(const char *tzid, ...)
+{
+    const char *why = NULL;
+    va_list ap;
+    va_start(ap, tzid);
+    sip_cpl_time_t *t = ctime_v(tzid, &why, ap);
+    va_end(ap);
+    ck_assert_msg(t == NULL, "accepted");
+    ck_assert_ptr_nonnull(why);
+    ck_assert_int_gt(strlen(why), 3);
+    for (const char *c = why; *c; c++)
+        ck_assert_msg(*c >= 0x20 && *c < 0x7f, "unprintable reason");
+    return why;
+}
+
+/* "YYYYMMDDTHHMMSSZ" as an apr_time_t */
+static apr_time_t utc_at(const char *s)
+{
+    struct tm tm = {0};
+    ck_assert_ptr_nonnull(strptime(s, "%Y%m%dT%H%M%SZ", &tm));
+    return apr_time_from_sec(timegm(&tm));
+}
+
+static int time_in(const sip_cpl_time_t *t, const char *s)
+{
+    return sip_cpl_time_match(t, utc_at(s));
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* RFC 3880 §16 (and §4.4's example): weekday business hours in New York,
+ * across both DST changes; start inclusive, end exclusive. */
+START_TEST(ctime_business_hours)
+{
+    sip_cpl_time_t *t = ctime_ok("America/New_York", "dtstart", "20000703T090000",
+                                 "duration", "PT8H", "freq", "weekly",
+                                 "byday", "MO,TU,WE,TH,FR", NULL);
+    /* Monday 2026-12-07, EST (UTC-5): 09:00-17:00 is 14:00Z-22:00Z */
+    ck_assert(!time_in(t, "20261207T135959Z"));
+    ck_assert(time_in(t, "20261207T140000Z"));
+    ck_assert(time_in(t, "20261207T215959Z"));
+    ck_assert(!time_in(t, "20261207T220000Z"));
+    ck_assert(!sip_cpl_time_match(t, utc_at("20261207T140000Z") - 1));
+    ck_assert(sip_cpl_time_match(t, utc_at("20261207T220000Z") - 1));
+    /* Saturday, Sunday */
+    ck_assert(!time_in(t, "20261212T150000Z"));
+    ck_assert(!time_in(t, "20261213T150000Z"));
+    /* Monday 2026-07-06, EDT (UTC-4): 13:00Z-21:00Z */
+    ck_assert(!time_in(t, "20260706T125959Z"));
+    ck_assert(time_in(t, "20260706T130000Z"));
+    ck_assert(!time_in(t, "20260706T210000Z"));
+    /* before dtstart */
+    ck_assert(!time_in(t, "20000630T150000Z"));
+    ck_assert(time_in(t, "20000703T130000Z"));
+}
+END_TEST
+
+/* "The last Friday of the month" (a §16-style monthly rule), all day. */
+START_TEST(ctime_last_friday)
+{
+    sip_cpl_time_t *t = ctime_ok("Europe/Paris", "dtstart", "20260130T000000",
+                                 "duration", "P1D", "freq", "monthly", "byday", "-1FR", NULL);
+    ck_assert(time_in(t, "20261225T120000Z"));      /* Dec 2026: the 25th */
+    ck_assert(!time_in(t, "20261218T120000Z"));
+    ck_assert(time_in(t, "20261224T230000Z"));      /* 00:00 CET */
+    ck_assert(!time_in(t, "20261224T225959Z"));
+    ck_assert(time_in(t, "20270129T120000Z"));      /* Jan 2027: the 29th */
+    ck_assert(!time_in(t, "20270122T120000Z"));
+    ck_assert(time_in(t, "20260731T120000Z"));      /* summer time */
+}
+END_TEST
+
+START_TEST(ctime_yearly)
+{
+    sip_cpl_time_t *t = ctime_ok(NULL, "dtstart", "19900704T000000Z", "duration", "P1D",
+                                 "freq", "YEARLY", NULL);
+    ck_assert(time_in(t, "20260704T000000Z"));
+    ck_assert(time_in(t, "20260704T235959Z"));
+    ck_assert(!time_in(t, "20260705T000000Z"));
+    ck_assert(!time_in(t, "20260703T235959Z"));
+    ck_assert(time_in(t, "21000704T120000Z"));
+    /* February 29th: leap years only */
+    t = ctime_ok(NULL, "dtstart", "20240229T000000Z", "duration", "P1D", "freq", "yearly",
+                 "bymonth", "2", "bymonthday", "29", NULL);
+    ck_assert(time_in(t, "20280229T100000Z"));
+    ck_assert(!time_in(t, "20270228T100000Z"));
+    ck_assert(!time_in(t, "20270301T100000Z"));
+}
+END_TEST
+
+START_TEST(ctime_count_until)
+{
+    sip_cpl_time_t *t = ctime_ok(NULL, "dtstart", "20261201T090000Z", "duration", "PT1H",
+                                 "freq", "daily", "count", "3", NULL);
+    ck_assert(!time_in(t, "20261201T085959Z"));
+    ck_assert(time_in(t, "20261201T090000Z"));
+    ck_assert(time_in(t, "20261203T095959Z"));      /* the third */
+    ck_assert(!time_in(t, "20261204T093000Z"));     /* no fourth */
+    ck_assert(!time_in(t, "20300101T093000Z"));
+    /* count=1: dtstart only */
+    t = ctime_ok(NULL, "dtstart", "20261201T090000Z", "duration", "PT1H", "freq", "daily",
+                 "count", "1", NULL);
+    ck_assert(time_in(t, "20261201T093000Z"));
+    ck_assert(!time_in(t, "20261202T093000Z"));
+    /* until is inclusive (RFC 5545 §3.3.10) */
+    t = ctime_ok(NULL, "dtstart", "20261201T090000Z", "duration", "PT1H", "freq", "daily",
+                 "until", "20261203T090000Z", NULL);
+    ck_assert(time_in(t, "20261203T093000Z"));
+    ck_assert(!time_in(t, "20261204T093000Z"));
+    t = ctime_ok(NULL, "dtstart", "20261201T090000Z", "duration", "PT1H", "freq", "daily",
+                 "until", "20261203T085959Z", NULL);
+    ck_assert(time_in(t, "20261202T093000Z"));
+    ck_assert(!time_in(t, "20261203T093000Z"));
+    /* a DATE until: that whole day */
+    t = ctime_ok(NULL, "dtstart", "20261201T090000Z", "duration", "PT1H", "freq", "daily",
+                 "until", "20261203", NULL);
+    ck_assert(time_in(t, "20261203T093000Z"));
+    ck_assert(!time_in(t, "20261204T093000Z"));
+    /* a local until in a zone: 09:00 New York is 14:00Z */
+    t = ctime_ok("America/New_York", "dtstart", "20261201T090000", "duration", "PT1H",
+                 "freq", "daily", "until", "20261203T090000", NULL);
+    ck_assert(time_in(t, "20261203T143000Z"));
+    ck_assert(!time_in(t, "20261204T143000Z"));
+    /* count with an interval */
+    t = ctime_ok(NULL, "dtstart", "20261201T090000Z", "duration", "PT1H", "freq", "weekly",
+                 "interval", "2", "count", "2", NULL);
+    ck_assert(time_in(t, "20261215T093000Z"));
+    ck_assert(!time_in(t, "20261208T093000Z"));
+    ck_assert(!time_in(t, "20261229T093000Z"));
+}
+END_TEST
+
+/* RFC 5545 §3.3.5 as RFC 3880 §4.4.1 takes it: the skipped hour, the
+ * repeated hour, nominal against exact durations. */
+START_TEST(ctime_dst)
+{
+    /* daily at 02:30 New York; 2026-03-08 has no 02:30: read with EST,
+     * that is 07:30Z (03:30 EDT) */
+    sip_cpl_time_t *t = ctime_ok("America/New_York", "dtstart", "20260301T023000",
+                                 "duration", "PT30M", "freq", "daily", NULL);
+    ck_assert(time_in(t, "20260307T074500Z"));      /* EST, 02:45 */
+    ck_assert(time_in(t, "20260308T074500Z"));      /* the gap day */
+    ck_assert(!time_in(t, "20260308T071500Z"));
+    ck_assert(time_in(t, "20260309T064500Z"));      /* EDT, 02:45 */
+    ck_assert(!time_in(t, "20260309T074500Z"));
+    /* 2026-11-01 01:30 happens twice: the first (EDT, 05:30Z) counts */
+    t = ctime_ok("America/New_York", "dtstart", "20261025T013000", "duration", "PT30M",
+                 "freq", "daily", NULL);
+    ck_assert(time_in(t, "20261101T054500Z"));
+    ck_assert(!time_in(t, "20261101T064500Z"));
+    ck_assert(time_in(t, "20261102T064500Z"));      /* EST */
+    /* P1D is a calendar day: 23 hours on the spring-forward day */
+    t = ctime_ok("America/New_York", "dtstart", "20260307T120000", "duration", "P1D", NULL);
+    ck_assert(time_in(t, "20260307T170000Z"));
+    ck_assert(time_in(t, "20260308T155959Z"));
+    ck_assert(!time_in(t, "20260308T160000Z"));
+    /* PT24H and dtend are exact */
+    t = ctime_ok("America/New_York", "dtstart", "20260307T120000", "duration", "PT24H", NULL);
+    ck_assert(time_in(t, "20260308T165959Z"));
+    ck_assert(!time_in(t, "20260308T170000Z"));
+    t = ctime_ok("America/New_York", "dtstart", "20260307T120000",
+                 "dtend", "20260308T120000", NULL);    /* 23 h of real time */
+    ck_assert(time_in(t, "20260308T155959Z"));
+    ck_assert(!time_in(t, "20260308T160000Z"));
+    /* a weekly rule keeps its wall time across the change */
+    t = ctime_ok("Europe/Paris", "dtstart", "20260301T080000", "duration", "PT1H",
+                 "freq", "weekly", NULL);
+    ck_assert(time_in(t, "20260322T070000Z"));      /* CET */
+    ck_assert(time_in(t, "20260329T060000Z"));      /* CEST from that day */
+    ck_assert(!time_in(t, "20260329T070000Z"));
+}
+END_TEST
+
+/* Floating times are the server's local time (RFC 3880 §4.4.1). */
+START_TEST(ctime_floating)
+{
+    setenv("TZ", "Europe/Paris", 1);
+    tzset();
+    sip_cpl_time_t *t = ctime_ok(NULL, "dtstart", "20261206T090000", "duration", "PT1H", NULL);
+    ck_assert(time_in(t, "20261206T080000Z"));
+    ck_assert(!time_in(t, "20261206T090000Z"));
+    t = ctime_ok(NULL, "dtstart", "20260301T090000", "duration", "PT1H", "freq", "daily", NULL);
+    ck_assert(time_in(t, "20260320T083000Z"));      /* CET */
+    ck_assert(time_in(t, "20260330T073000Z"));      /* CEST */
+    ck_assert(!time_in(t, "20260330T083000Z"));
+    /* 'Z' is UTC whatever the zone */
+    t = ctime_ok("Asia/Tokyo", "dtstart", "20261206T090000Z", "duration", "PT1H", NULL);
+    ck_assert(time_in(t, "20261206T093000Z"));
+}
+END_TEST
+
+START_TEST(ctime_by_parts)
+{
+    /* byhour, byminute, bysecond: 09:30:15 and 17:30:15 for 10 s */
+    sip_cpl_time_t *t = ctime_ok(NULL, "dtstart", "20261201T000000Z", "duration", "PT10S",
+                                 "freq", "daily", "byhour", "9,17", "byminute", "30",
+                                 "bysecond", "15", NULL);
+    ck_assert(time_in(t, "20261206T093015Z"));
+    ck_assert(time_in(t, "20261206T173024Z"));
+    ck_assert(!time_in(t, "20261206T173025Z"));
+    ck_assert(!time_in(t, "20261206T093014Z"));
+    ck_assert(!time_in(t, "20261206T103015Z"));
+    /* bymonthday=-1: the last day of each month */
+    t = ctime_ok(NULL, "dtstart", "20260131T000000Z", "duration", "P1D", "freq", "monthly",
+                 "bymonthday", "-1", NULL);
+    ck_assert(time_in(t, "20260228T120000Z"));
+    ck_assert(!time_in(t, "20260227T120000Z"));
+    ck_assert(time_in(t, "20281231T120000Z"));
+    /* byyearday=100: April 10th in 2026 */
+    t = ctime_ok(NULL, "dtstart", "20260101T000000Z", "duration", "P1D", "freq", "yearly",
+                 "byyearday", "100", NULL);
+    ck_assert(time_in(t, "20260410T120000Z"));
+    ck_assert(!time_in(t, "20260409T120000Z"));
+    /* byweekno=1 byday=MO: Monday of ISO week 1 (2027-01-04) */
+    t = ctime_ok(NULL, "dtstart", "20260101T000000Z", "duration", "P1D", "freq", "yearly",
+                 "byweekno", "1", "byday", "MO", NULL);
+    ck_assert(time_in(t, "20270104T120000Z"));
+    ck_assert(!time_in(t, "20270111T120000Z"));
+    /* bysetpos=-1 over weekdays: the last weekday of the month */
+    t = ctime_ok(NULL, "dtstart", "20260101T170000Z", "duration", "PT1H", "freq", "monthly",
+                 "byday", "MO,TU,WE,TH,FR", "bysetpos", "-1", NULL);
+    ck_assert(time_in(t, "20261231T173000Z"));      /* Thursday */
+    ck_assert(!time_in(t, "20261230T173000Z"));
+    ck_assert(time_in(t, "20260130T173000Z"));      /* Friday 30th (31st a Saturday) */
+    ck_assert(!time_in(t, "20260131T173000Z"));
+    /* wkst changes which days an every-other-week rule takes
+     * (RFC 5545 §3.8.5.3's example) */
+    t = ctime_ok(NULL, "dtstart", "19970805T090000Z", "duration", "PT1H", "freq", "weekly",
+                 "interval", "2", "count", "4", "byday", "TU,SU", "wkst", "MO", NULL);
+    ck_assert(time_in(t, "19970810T093000Z"));
+    ck_assert(!time_in(t, "19970817T093000Z"));
+    ck_assert(time_in(t, "19970824T093000Z"));
+    t = ctime_ok(NULL, "dtstart", "19970805T090000Z", "duration", "PT1H", "freq", "weekly",
+                 "interval", "2", "count", "4", "byday", "TU,SU", "wkst", "su", NULL);
+    ck_assert(!time_in(t, "19970810T093000Z"));
+    ck_assert(time_in(t, "19970817T093000Z"));
+    ck_assert(time_in(t, "19970831T093000Z"));
+    ck_assert(!time_in(t, "19970902T093000Z"));     /* count reached */
+    /* byday with a position in a yearly rule: 20th Monday */
+    t = ctime_ok(NULL, "dtstart", "20260101T000000Z", "duration", "P1D", "freq", "yearly",
+                 "byday", "20MO", NULL);
+    ck_assert(time_in(t, "20260518T120000Z"));
+    ck_assert(!time_in(t, "20260511T120000Z"));
+}
+END_TEST
+
+/* Sub-daily frequencies with an interval keep dtstart's phase however far
+ * 'now' is (libical's set_start alone would not). */
+START_TEST(ctime_subdaily_phase)
+{
+    sip_cpl_time_t *t = ctime_ok(NULL, "dtstart", "20261201T000000Z", "duration", "PT1M",
+                                 "freq", "hourly", "interval", "7", NULL);
+    /* Dec 6 00:00 is 120 h later; 126 h is Dec 6 06:00 */
+    ck_assert(time_in(t, "20261206T060030Z"));
+    ck_assert(!time_in(t, "20261206T050030Z"));
+    ck_assert(!time_in(t, "20261206T070030Z"));
+    t = ctime_ok(NULL, "dtstart", "20260101T000000Z", "duration", "PT1S", "freq", "secondly",
+                 "interval", "17", NULL);
+    apr_time_t base = utc_at("20260101T000000Z");
+    for (apr_int64_t k = 1000000; k < 1000010; k++) {
+        ck_assert(sip_cpl_time_match(t, base + apr_time_from_sec(17 * k)));
+        ck_assert(!sip_cpl_time_match(t, base + apr_time_from_sec(17 * k + 1)));
+    }
+    t = ctime_ok(NULL, "dtstart", "20260101T000500Z", "duration", "PT1M", "freq", "minutely",
+                 "interval", "13", NULL);
+    /* minutes from Jan 1 00:05 to 2026-06-01 09:00, then the next multiple of 13 */
+    apr_int64_t m = (utc_at("20260601T090000Z") - utc_at("20260101T000500Z"))
+                    / apr_time_from_sec(60);
+    apr_int64_t first = m + (13 - m % 13) % 13;
+    apr_time_t hit = utc_at("20260101T000500Z") + apr_time_from_sec(60 * first);
+    ck_assert(sip_cpl_time_match(t, hit));
+    ck_assert(!sip_cpl_time_match(t, hit - apr_time_from_sec(60)));
+    ck_assert(sip_cpl_time_match(t, hit + apr_time_from_sec(13 * 60)));
+    /* by-parts below daily: libical loses the phase there, refused */
+    ctime_refused(NULL, "dtstart", "20260101T000500Z", "duration", "PT1M", "freq", "minutely",
+                  "interval", "13", "byhour", "9", NULL);
+    ctime_refused(NULL, "dtstart", "20260101T000500Z", "duration", "PT1M", "freq", "hourly",
+                  "byday", "MO", NULL);
+}
+END_TEST
+
+/* What set_start positioning finds, against libical iterating from dtstart
+ * (the slow way) at instants spread over years, DST changes included. */
+static int ctime_brute(const sip_cpl_time_t *t, apr_time_t now)
+{
+    apr_int64_t n = apr_time_sec(now);
+    if (n < t->dtstart_i)
+        return 0;
+    icalrecur_iterator *it = icalrecur_iterator_new(t->rule, t->dtstart);
+    struct icaltimetype occ;
+    int hit = 0;
+    while (!icaltime_is_null_time(occ = icalrecur_iterator_next(it))) {
+        apr_int64_t w = ct_wall_secs(occ), s = ct_wall_to_instant(t, w, NULL);
+        if (t->bounded && s > t->last_i)
+            break;
+        if (s > n + 2 * SIP_CPL_TIME_DST_SLACK)
+            break;
+        if (s <= n && n < ct_occurrence_end(t, w, s))
+            hit = 1;
+    }
+    icalrecur_iterator_free(it);
+    return hit;
+}
+
+START_TEST(ctime_against_iteration)
+{
+    static const char *const rules[][12] = {
+        {"freq", "weekly", "interval", "2", "byday", "MO,WE", "duration", "PT9H", NULL},
+        {"freq", "monthly", "byday", "-1FR", "duration", "P1D", NULL},
+        {"freq", "hourly", "interval", "7", "duration", "PT2H", NULL},
+        {"freq", "minutely", "interval", "613", "duration", "PT5M", NULL},
+        {"freq", "daily", "interval", "3", "byhour", "2,3", "duration", "PT90M", NULL},
+        {"freq", "yearly", "bymonth", "3,11", "byday", "1SU,2SU", "duration", "PT26H", NULL},
+        {"freq", "monthly", "interval", "5", "bymonthday", "31", "duration", "P2D", NULL},
+        {"freq", "weekly", "byday", "SU", "duration", "P8D", NULL},     /* overlapping */
+        {"freq", "daily", "count", "500", "duration", "PT3H", NULL},
+        {"freq", "hourly", "interval", "5", "until", "20260401T000000Z", "duration", "PT10M",
+         NULL},
+        {"freq", "monthly", "byday", "MO,TU,WE,TH,FR", "bysetpos", "1,-1", "duration",
+         "PT12H", NULL},
+    };
+    unsigned seed = 42;
+    for (apr_size_t r = 0; r < sizeof(rules) / sizeof(rules[0]); r++) {
+        const char *attrs[16] = {"dtstart", "20250105T013000"};
+        int n = 2;
+        for (int i = 0; rules[r][i]; i++)
+            attrs[n++] = rules[r][i];
+        attrs[n] = NULL;
+        const char *why = NULL;
+        sip_cpl_time_t *t = sip_cpl_time_compile(pool, "America/New_York", NULL, attrs, &why);
+        ck_assert_msg(t != NULL, "rule %d refused: %s", (int)r, why);
+        apr_int64_t lo = utc_at("20250101T000000Z") / APR_USEC_PER_SEC;
+        for (int k = 0; k < 150; k++) {
+            apr_int64_t x = lo + (apr_int64_t)(rand_r(&seed) % (3 * 366 * 86400));
+            /* and the seconds around the two DST changes of 2026 */
+            if (k % 5 == 0)
+                x = utc_at(k % 10 ? "20260308T070000Z" : "20261101T050000Z")
+                    / APR_USEC_PER_SEC + rand_r(&seed) % 14400 - 7200;
+            apr_time_t now = apr_time_from_sec(x);
+            ck_assert_msg(sip_cpl_time_match(t, now) == ctime_brute(t, now),
+                          "rule %d at %lld", (int)r, (long long)x);
+        }
+    }
+}
+END_TEST
+
+/* Hostile: huge counts, tiny intervals, far away 'now'; each match stays
+ * within a bound and gives the right answer. */
+START_TEST(ctime_hostile)
+{
+    /* a count libical's calendar never reaches: compiled, matches */
+    sip_cpl_time_t *t = ctime_ok(NULL, "dtstart", "20000101T000000Z", "duration", "P1D",
+                                 "freq", "yearly", "count", "4000000000", NULL);
+    ck_assert(time_in(t, "20260101T120000Z"));
+    ck_assert(!time_in(t, "20260102T120000Z"));
+    /* one it would take too long to count is refused, quickly */
+    double t0 = now_ms();
+    const char *why = ctime_refused(NULL, "dtstart", "20000101T000000Z", "duration", "PT1S",
+                                    "freq", "secondly", "count", "1000000000", NULL);
+    ck_assert_ptr_nonnull(strstr(why, "count"));
+    ck_assert_double_lt(now_ms() - t0, 500);
+    /* every second for a day from every second: one step per match */
+    t = ctime_ok(NULL, "dtstart", "20000101T000000Z", "duration", "P1D", "freq", "secondly",
+                 NULL);
+    t0 = now_ms();
+    for (int i = 0; i < 100; i++)
+        ck_assert(sip_cpl_time_match(t, utc_at("20261206T101010Z") + apr_time_from_sec(i)));
+    ck_assert_double_lt(now_ms() - t0, 500);
+    /* the same near a DST change in a zone */
+    t = ctime_ok("America/New_York", "dtstart", "20000101T000000", "duration", "PT1S",
+                 "freq", "secondly", "interval", "2", NULL);
+    t0 = now_ms();
+    ck_assert(time_in(t, "20260308T080000Z"));
+    ck_assert(!time_in(t, "20260308T080001Z"));
+    ck_assert_double_lt(now_ms() - t0, 500);
+    /* yearly, every 10 minutes of dtstart's day (January 1st) */
+    const char *hours = "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23";
+    t = ctime_ok(NULL, "dtstart", "20000101T000000Z", "duration", "PT1S", "freq", "yearly",
+                 "byhour", hours, "byminute", "0,10,20,30,40,50", NULL);
+    t0 = now_ms();
+    ck_assert(time_in(t, "20270101T235000Z"));
+    ck_assert(!time_in(t, "20270101T235001Z"));
+    ck_assert(!time_in(t, "20261206T102000Z"));
+    ck_assert_double_lt(now_ms() - t0, 500);
+    /* every hour of every day of a yearly rule: too many per period */
+    t0 = now_ms();
+    why = ctime_refused(NULL, "dtstart", "20000101T000000Z", "duration", "PT1S", "freq",
+                        "yearly", "bymonth", "1,2,3,4,5,6,7,8,9,10,11,12",
+                        "bymonthday", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,"
+                        "19,20,21,22,23,24,25,26,27,28,29,30,31", "byhour", hours, NULL);
+    ck_assert_ptr_nonnull(strstr(why, "occurrences"));
+    ck_assert_double_lt(now_ms() - t0, 500);
+    /* far future and far past 'now' */
+    t = ctime_ok("America/New_York", "dtstart", "20000703T090000", "duration", "PT8H",
+                 "freq", "weekly", "byday", "MO,TU,WE,TH,FR", NULL);
+    t0 = now_ms();
+    ck_assert(!sip_cpl_time_match(t, apr_time_from_sec((apr_int64_t)253402300799)));
+    ck_assert(!sip_cpl_time_match(t, (apr_time_t)INT64_MAX));
+    ck_assert(!sip_cpl_time_match(t, (apr_time_t)INT64_MIN));
+    ck_assert(!sip_cpl_time_match(t, 0));
+    ck_assert_double_lt(now_ms() - t0, 500);
+}
+END_TEST
+
+START_TEST(ctime_refusals)
+{
+    const char *d = "20261206T090000";
+    ck_assert_str_eq(ctime_refused("Mars/Olympus_Mons", "dtstart", d, "duration", "PT1H",
+                                   NULL), "unknown tzid");
+    ctime_refused("../../etc/passwd", "dtstart", d, "duration", "PT1H", NULL);
+    ctime_refused("", "dtstart", d, "duration", "PT1H", NULL);
+    ctime_refused(NULL, "duration", "PT1H", NULL);
+    ctime_refused(NULL, "dtstart", d, NULL);
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "dtend", "20261206T100000", NULL);
+    ck_assert_ptr_nonnull(strstr(ctime_refused(NULL, "dtstart", d, "dtend", "20261206T080000",
+                                               NULL), "dtend"));
+    ctime_refused(NULL, "dtstart", d, "dtend", d, NULL);
+    static const char *const bad_dates[] = {
+        "20260230T090000", "2026-12-06T09:00:00", "20261206T250000", "20261206T096000",
+        "20261206", "20261206T0900", "20261206T090000z", "20261206X090000", "19691231T235959Z",
+        "25010101T000000", "20261206T090000ZZ", "", "+0261206T090000", NULL
+    };
+    for (int i = 0; bad_dates[i]; i++)
+        ctime_refused(NULL, "dtstart", bad_dates[i], "duration", "PT1H", NULL);
+    static const char *const bad_durations[] = {
+        "P", "PT", "-PT1H", "P1W1D", "PT0S", "P0D", "PT1H1H", "PT1M1H", "P1H", "PT1D", "1H",
+        "P1DT", "PT1234567S", "P9999D", "PT1.5H", NULL
+    };
+    for (int i = 0; bad_durations[i]; i++)
+        ctime_refused(NULL, "dtstart", d, "duration", bad_durations[i], NULL);
+    ck_assert_ptr_nonnull(strstr(ctime_refused(NULL, "dtstart", d, "duration", "PT1H",
+        "freq", "daily", "count", "3", "until", "20270101T000000Z", NULL), "count"));
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "daily", "until",
+                  "20261201T000000", NULL);
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "fortnightly", NULL);
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "byday", "MO", NULL);  /* no freq */
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "colour", "blue", NULL);
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "dtstart", d, NULL);
+    static const char *const bad_lists[][2] = {
+        {"byday", "MO,,TU"}, {"byday", "XX"}, {"byday", "0MO"}, {"byday", "54MO"},
+        {"byday", "+MO"}, {"byday", "MO,"}, {"byday", "MONDAY"}, {"byday", ""},
+        {"byhour", "24"}, {"byhour", "1,,2"}, {"byhour", "-1"}, {"byhour", "1;FREQ=SECONDLY"},
+        {"byminute", "60"}, {"bysecond", "61"}, {"bymonthday", "0"}, {"bymonthday", "32"},
+        {"byyearday", "367"}, {"byweekno", "54"}, {"bymonth", "13"}, {"bymonth", "0"},
+        {"bysetpos", "0"}, {"interval", "0"}, {"interval", "40000"}, {"interval", "1x"},
+        {"interval", "-2"}, {"count", "0"}, {"count", "99999999999"}, {"wkst", "XX"},
+        {"wkst", "MON"}, {"byhour", "1 ,2"},
+        /* by-parts the frequency does not allow (RFC 5545 §3.3.10) */
+        {"byweekno", "1"}, {"byyearday", "1"},
+    };
+    for (apr_size_t i = 0; i < sizeof(bad_lists) / sizeof(bad_lists[0]); i++)
+        ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "monthly",
+                      bad_lists[i][0], bad_lists[i][1], NULL);
+    /* long lists stay within libical's arrays */
+    char *many = apr_pstrdup(pool, "0");
+    for (int i = 0; i < 100; i++)
+        many = apr_pstrcat(pool, many, ",1", NULL);
+    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "daily", "byhour", many, NULL);
+    /* tzurl is never fetched: any value is fine next to a known tzid */
+    const char *attrs[] = {"dtstart", d, "duration", "PT1H", NULL};
+    ck_assert_ptr_nonnull(sip_cpl_time_compile(pool, "UTC", "http://127.0.0.1:1/", attrs,
+                                               NULL));
+}
+END_TEST
+
+static Suite *cpl_time_suite(void)
+{
+    Suite *s = suite_create("cpl_time");
+    TCase *tc = tcase_create("time");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, ctime_business_hours);
+    tcase_add_test(tc, ctime_last_friday);
+    tcase_add_test(tc, ctime_yearly);
+    tcase_add_test(tc, ctime_count_until);
+    tcase_add_test(tc, ctime_dst);
+    tcase_add_test(tc, ctime_floating);
+    tcase_add_test(tc, ctime_by_parts);
+    tcase_add_test(tc, ctime_subdaily_phase);
+    tcase_add_test(tc, ctime_against_iteration);
+    tcase_add_test(tc, ctime_hostile);
+    tcase_add_test(tc, ctime_refusals);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -5086,6 +5605,7 @@ int main(void)
     srunner_add_suite(sr, upload_suite());
     srunner_add_suite(sr, cpl_suite());
     srunner_add_suite(sr, cplrun_suite());
+    srunner_add_suite(sr, cpl_time_suite());
     srunner_add_suite(sr, script_store_suite());
     srunner_add_suite(sr, mime_suite());
     srunner_run_all(sr, CK_NORMAL);
