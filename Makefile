@@ -4,10 +4,11 @@ HTTPD     ?= /usr/sbin/apache2
 MODDIR    ?= /usr/lib/apache2/modules
 SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction.c sip_proxy.c sip_relay.c \
              sip_route.c \
-             sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c sip_cpl_run.c sip_cpl_time.c \
+             sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c sip_cpl_run.c \
+             sip_cpl_time.c sip_cpl_mail.c \
              sip_mime.c sip_register_payload.c \
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
-             sip_dispatch.c sip_cpl_exec.c sip_cpl_mail_shim.c
+             sip_dispatch.c sip_cpl_exec.c
 HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
 EXTRA_CFLAGS ?=

@@ -16,6 +16,7 @@
 #include "../sip_cpl.c"
 #include "../sip_cpl_run.c"
 #include "../sip_cpl_time.c"
+#include "../sip_cpl_mail.c"
 #include "../sip_mime.c"
 #include "../sip_register_payload.c"
 #include "../sip_registrar.c"

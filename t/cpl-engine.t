@@ -207,6 +207,39 @@ admin_cpl('plain', qq{<incoming><location url="$curi"><proxy timeout="2"/></loca
     is($fin && $fin->code . ' ' . $fin->reason, '486 Callee Busy', 'proxy without outputs: the callee\'s 486 goes upstream');
     $caller->ack($inv, $fin) if $fin;
 }
+# over TCP: the caller on TCP, the callee on UDP
+{
+    my $s = $t->tcp_connect;
+    my $cid = rand_token(12) . '@tcp';
+    my $raw = $t->sip_request(method => 'INVITE', uri => $t->local_uri('plain'), transport => 'TCP',
+                              sock => $s, call_id => $cid);
+    $t->send_raw($s, $raw);
+    my $f = $callee->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    ok($f, 'TCP caller: the CPL proxy forwards to the UDP callee');
+    $callee->reply($f, 486, reason => 'Busy On TCP') if $f;
+    my @r = $t->read_until_final($s, 4);
+    is(@r && $r[-1]->code . ' ' . $r[-1]->reason, '486 Busy On TCP', '... and the answer comes back over TCP');
+}
+# parallel: a 2xx goes upstream at once, the other branch is cancelled
+my $callee3 = $t->peer(name => 'callee3');
+admin_cpl('par', '<incoming><location url="' . $callee->uri('p1') . '"><location url="' . $callee3->uri('p2')
+               . '"><proxy timeout="10"/></location></location></incoming>');
+{
+    my $inv = $caller->invite(uri => $t->local_uri('par'));
+    my $cid = $caller->call_id($inv);
+    my $f1 = $callee->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    my $f3 = $callee3->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    ok($f1 && $f3, 'parallel: both locations get the INVITE');
+    $callee3->reply($f3, 180) if $f3;
+    $callee->reply($f1, 200) if $f1;
+    my $fin = $caller->final_for($inv, 3);
+    is($fin && $fin->code, 200, '... the first 2xx goes upstream at once');
+    $caller->ack($inv, $fin) if $fin;
+    my $c = $callee3->expect(method => 'CANCEL', call_id => $cid, timeout => 3);
+    ok($c, '... and the ringing branch is cancelled');
+    if ($c) { $callee3->reply($c, 200); $callee3->reply($f3, 487) }
+}
+
 # recurse (default yes): a 302 from the callee is followed
 my $callee2 = $t->peer(name => 'callee2');
 {
@@ -320,6 +353,19 @@ admin_cpl('mailer', '<incoming><mail url="mailto:ops@example.com?subject=Missed%
     like($args // '', qr/^-t -i$/m, '... run with SipCplMail\'s arguments, no shell');
 }
 
+# ---- the mail rate limit: at most 5 per owner and minute
+{
+    my $mark = $t->log_mark;
+    call('mailer') for 1 .. 6;
+    my $n;
+    wait_until(5, sub { $n = () = glob($t->var . '/mail/m.*/msg'); $n >= 5 }, 0.1);
+    sleep 0.5;
+    $n = () = glob($t->var . '/mail/m.*/msg');
+    is($n, 5, 'six more calls of one owner within a minute: only 4 more mails (5 in all)');
+    like($t->log_since($mark), qr/cpl: mailer\@127\.0\.0\.1\.cpl \(owner sip:mailer\@127\.0\.0\.1\): mail not sent: more than 5 a minute/,
+         '... the others are logged as refused');
+}
+
 # ---- CANCEL from the caller while the script proxies
 admin_cpl('ring', qq{<incoming><location url="$curi"><proxy timeout="20"><noanswer><reject status="480"/></noanswer></proxy></location></incoming>});
 {
@@ -345,10 +391,11 @@ admin_cpl('ring', qq{<incoming><location url="$curi"><proxy timeout="20"><noansw
 # ---- counters
 {
     my $s1 = stats();
-    cmp_ok(($s1->{SipCplRuns} // 0) - ($s0->{SipCplRuns} // 0), '>=', 25, 'SipCplRuns counted the runs');
+    cmp_ok(($s1->{SipCplRuns} // 0) - ($s0->{SipCplRuns} // 0), '>=', 33, 'SipCplRuns counted the runs');
     cmp_ok(($s1->{SipCplProxies} // 0) - ($s0->{SipCplProxies} // 0), '>=', 15, 'SipCplProxies counted proxies');
     cmp_ok(($s1->{SipCplFailures} // 0) - ($s0->{SipCplFailures} // 0), '>=', 1, 'SipCplFailures counted the invalid script');
-    is(($s1->{SipCplMails} // 0) - ($s0->{SipCplMails} // 0), 1, 'SipCplMails counted the mail');
+    is(($s1->{SipCplMails} // 0) - ($s0->{SipCplMails} // 0), 5, 'SipCplMails counted the mails');
+    is(($s1->{SipCplMailsRefused} // 0) - ($s0->{SipCplMailsRefused} // 0), 2, 'SipCplMailsRefused the refused ones');
     my $before = $s1->{SipCplRuns};
     call('rej');
     is(stats()->{SipCplRuns}, $before + 1, 'one more call, one more run');

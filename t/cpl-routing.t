@@ -99,6 +99,14 @@ $t->write_script('own@127.0.0.1.cpl', text => cpl('<incoming><reject status="bus
     is(answer(call('link')), '488 default cpl', 'a .cpl symlink leading out of SipDirectory is not used');
     like($t->log_since($mark), qr/link\@127\.0\.0\.1\.cpl .*resolves outside SipDirectory/, '... logged');
 }
+# SipCplMail Off (the default): a <mail> action sends nothing, says so
+$t->write_script('mailer@127.0.0.1.cpl', text => cpl('<incoming><mail url="mailto:a@example.com"><reject status="486"/></mail></incoming>'), %F);
+{
+    my $mark = $t->log_mark;
+    is(call('mailer')->code, 486, 'a mail action with SipCplMail Off: the script goes on');
+    like($t->log_since($mark), qr/cpl: mailer\@127\.0\.0\.1\.cpl \(owner sip:mailer\@127\.0\.0\.1\): mail not sent: SipCplMail Off/,
+         '... and the log says no mail was sent');
+}
 is($t->engine_pid, $engine, 'the engine was never restarted');
 $t->stop;
 

@@ -18,7 +18,7 @@ sub cpl { my ($body) = @_; return qq{<?xml version="1.0"?>\n<cpl xmlns="$NS">$bo
 my %F = (mode => 0644);
 
 my $realm = 'cpl.test';
-my %pw = (alice => 'a-pw', bob => 'b-pw', carol => 'c-pw', dave => 'd-pw', eve => 'e-pw', frank => 'f-pw');
+my %pw = (alice => 'a-pw', bob => 'b-pw', carol => 'c-pw', dave => 'd-pw', eve => 'e-pw', frank => 'f-pw', gina => 'g-pw');
 my $t = SipCgiTest->new(digest_server(
     realm => $realm, users => \%pw,
     conf => [ 'SipScriptStore @DIR@/store', 'SipUploadUser nobody' ],
@@ -114,6 +114,28 @@ my $far = $t->peer(name => 'far');
 }
 is(answer(call(aor('carol'), from => 'frank', as => 'frank')), '403 frank admin out',
    'an administrator\'s user@host.cpl <outgoing> runs too');
+
+# an outgoing script that sends the call elsewhere: proxied there
+{
+    my $other = $t->peer(name => 'other');
+    is(upload('gina', cpl('<outgoing><location url="' . $other->uri('desk') . '" clear="yes"><proxy/></location></outgoing>'))->code,
+       200, 'gina uploads an <outgoing> script that sends her calls to another place');
+    my $from = '<' . aor('gina') . '>;tag=' . rand_token(6);
+    my $cid = rand_token(12) . '@gina';
+    my $uri = aor('carol');
+    my $inv = $caller->invite(uri => $uri, from => $from, call_id => $cid, cseq => 1);
+    my $ch = $caller->final_for($inv, 5);
+    $caller->ack($inv, $ch) if $ch;
+    $inv = $caller->invite(uri => $uri, from => $from, call_id => $cid, cseq => 2,
+                           headers => [ Authorization => digest_credentials(challenge => digest_challenge($ch, 'www-authenticate'),
+                                        user => 'gina', password => 'g-pw', method => 'INVITE', uri => $uri) ]);
+    my $f = $other->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    is($f && $f->uri, $other->uri('desk'), 'gina calls carol: the call goes where her script says');
+    $other->reply($f, 486, reason => 'Desk Busy') if $f;
+    my $fin = $caller->final_for($inv, 3);
+    is(answer($fin), '486 Desk Busy', '... and that answer comes back (not carol\'s script)');
+    $caller->ack($inv, $fin) if $fin;
+}
 
 is(upload('alice', cpl('<outgoing><log name="out" comment="alice places a call"/></outgoing>'))->code, 200,
    'alice uploads an <outgoing> script that only logs');

@@ -21,6 +21,7 @@
 #include "../../sip_cpl.c"
 #include "../../sip_cpl_run.c"
 #include "../../sip_cpl_time.c"
+#include "../../sip_cpl_mail.c"
 #include "../../sip_mime.c"
 #include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
@@ -4450,8 +4451,7 @@ START_TEST(cplrun_address_switch)
             "<otherwise><log name=\"other\"/></otherwise>"
             "</address-switch></incoming>";
         CK_TRACE(sw, std, "log(5060,-) end(DEFAULT)");
-        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL),
-                 "log(5061,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL), "log(5061,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@x:5070>", "<sip:b@b>", NULL),
                  "log(other,-) end(DEFAULT)");
     }
@@ -4474,12 +4474,6 @@ START_TEST(cplrun_address_switch)
                  "log(other,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL),
                  "log(no name,-) end(DEFAULT)");
-        /* quoted-pairs resolved before comparing */
-        CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
-                 "<address is='dave \"d\" JONES'><log name=\"dave\"/></address>"
-                 "</address-switch></incoming>",
-                 cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
-                 "log(dave,-) end(DEFAULT)");
         /* the Request-URI has no display name */
         CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"display\">"
                  "<address is=\"x\"/><not-present><log name=\"np\"/></not-present>"
@@ -4933,8 +4927,7 @@ START_TEST(cplrun_rfc_examples)
     CK_TRACE(forward_redirect_default, jones,
              "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
              "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
-    CK_TRACE(screening, cpl_req("sip:jones@example.com",
-                                "Anonymous <sip:anonymous@anonymous.invalid>",
+    CK_TRACE(screening, cpl_req("sip:jones@example.com", "Anonymous <sip:anonymous@anonymous.invalid>",
                                 "<sip:jones@example.com>", NULL),
              "reject(603,I reject anonymous calls) end(ANSWERED)");
     CK_TRACE(screening, jones, "end(DEFAULT)");
@@ -5580,6 +5573,278 @@ static Suite *cpl_time_suite(void)
     return s;
 }
 
+/* ------------------------------------------------------------------ */
+/* sip_cpl_mail: mailto: URLs (RFC 6068) into RFC 5322 messages         */
+
+static const char *cmail(const char *url, const char *info)
+{
+    const char *why = NULL;
+    const char *m = sip_cpl_mail_message(pool, url, "cpl@sip.example.org", info, &why);
+    ck_assert_msg(m != NULL, "%s refused: %s", url, why ? why : "(no reason)");
+    /* CRLF only, headers then one empty line */
+    for (const char *c = m; *c; c++) {
+        if (*c == '\n')
+            ck_assert_msg(c > m && c[-1] == '\r', "bare LF in %s", m);
+        if (*c == '\r')
+            ck_assert_msg(c[1] == '\n', "bare CR in %s", m);
+    }
+    ck_assert_ptr_nonnull(strstr(m, "\r\n\r\n"));
+    ck_assert_int_eq(strncmp(m, "From: cpl@sip.example.org\r\n", 27), 0);
+    return m;
+}
+
+/* The header part of a message (up to its empty line). */
+static const char *cmail_head(const char *m)
+{
+    return apr_pstrmemdup(pool, m, strstr(m, "\r\n\r\n") + 2 - m);
+}
+
+static const char *cmail_refused(const char *url)
+{
+    const char *why = NULL;
+    const char *m = sip_cpl_mail_message(pool, url, "cpl@sip.example.org", NULL, &why);
+    ck_assert_msg(m == NULL, "%s accepted:\n%s", url, m ? m : "");
+    ck_assert_ptr_nonnull(why);
+    for (const char *c = why; *c; c++)
+        ck_assert(*c >= 0x20 && *c < 0x7f);
+    return why;
+}
+
+START_TEST(cmail_valid)
+{
+    const char *m = cmail("mailto:alice@example.com", "Call from sip:bob@example.org");
+    const char *h = cmail_head(m);
+    ck_assert_ptr_nonnull(strstr(h, "\r\nTo: alice@example.com\r\n"));
+    ck_assert_ptr_nonnull(strstr(h, "\r\nSubject: Call notification\r\n"));
+    ck_assert_ptr_nonnull(strstr(h, "\r\nDate: "));
+    ck_assert_ptr_nonnull(strstr(h, "\r\nContent-Type: text/plain; charset=UTF-8\r\n"));
+    ck_assert_str_eq(strstr(m, "\r\n\r\n"), "\r\n\r\nCall from sip:bob@example.org\r\n");
+    /* RFC 3880 §7.1's example form, scheme and names in any case */
+    m = cmail("MAILTO:jones@example.com?Subject=lookup%20failed", NULL);
+    ck_assert_ptr_nonnull(strstr(m, "\r\nSubject: lookup failed\r\n"));
+    ck_assert_str_eq(strstr(m, "\r\n\r\n"), "\r\n\r\n");
+    /* the safe headers */
+    m = cmail("mailto:a@example.com?in-reply-to=%3C1234%40example.com%3E&keywords=cpl"
+              "&comments=from%20mod_sip", NULL);
+    h = cmail_head(m);
+    ck_assert_ptr_nonnull(strstr(h, "\r\nIn-Reply-To: <1234@example.com>\r\n"));
+    ck_assert_ptr_nonnull(strstr(h, "\r\nKeywords: cpl\r\n"));
+    ck_assert_ptr_nonnull(strstr(h, "\r\nComments: from mod_sip\r\n"));
+}
+END_TEST
+
+START_TEST(cmail_recipients)
+{
+    const char *m = cmail("mailto:a@x.example,b@y.example?cc=c@z.example&to=d@w.example", NULL);
+    const char *h = cmail_head(m);
+    ck_assert_ptr_nonnull(strstr(h, "\r\nTo: a@x.example, b@y.example, d@w.example\r\n"));
+    ck_assert_ptr_nonnull(strstr(h, "\r\nCc: c@z.example\r\n"));
+    /* RFC 6068 §2: recipients may all be in hfields */
+    m = cmail("mailto:?to=a@x.example", NULL);
+    ck_assert_ptr_nonnull(strstr(m, "\r\nTo: a@x.example\r\n"));
+    /* 16 at most */
+    const char *url = "mailto:u0@example.com";
+    for (int i = 1; i < 16; i++)
+        url = apr_psprintf(pool, "%s,u%d@example.com", url, i);
+    cmail(url, NULL);
+    cmail_refused(apr_pstrcat(pool, url, ",u16@example.com", NULL));
+    cmail_refused(apr_pstrcat(pool, url, "?cc=u16@example.com", NULL));
+}
+END_TEST
+
+START_TEST(cmail_escapes)
+{
+    const char *m = cmail("mailto:alice%40example.com?subject=Missed%20call%20from%20a+b"
+                          "&body=line1%0D%0Aline2%0Aline3%0D", "info\nmore");
+    ck_assert_ptr_nonnull(strstr(m, "\r\nTo: alice@example.com\r\n"));
+    ck_assert_ptr_nonnull(strstr(m, "\r\nSubject: Missed call from a+b\r\n"));  /* §5: '+' */
+    ck_assert_str_eq(strstr(m, "\r\n\r\n"), "\r\n\r\nline1\r\nline2\r\nline3\r\n\r\ninfo\r\nmore\r\n");
+    /* UTF-8 in the body is fine (8bit) */
+    m = cmail("mailto:a@example.com?body=caf%C3%A9", NULL);
+    ck_assert_ptr_nonnull(strstr(m, "\r\n\r\ncaf\xc3\xa9\r\n"));
+    /* control characters in the body or the call info become '?' */
+    m = cmail("mailto:a@example.com?body=a%07b", "x\001y");
+    ck_assert_ptr_nonnull(strstr(m, "\r\n\r\na?b\r\n\r\nx?y\r\n"));
+}
+END_TEST
+
+START_TEST(cmail_injections)
+{
+    static const char *const bad[] = {
+        /* line breaks into headers */
+        "mailto:a@example.com?subject=hi%0D%0ABcc:%20evil@example.net",
+        "mailto:a@example.com?subject=hi%0ABcc:%20evil@example.net",
+        "mailto:a@example.com?subject=hi%0D",
+        "mailto:a@example.com%0D%0ABcc:%20evil@example.net",
+        "mailto:a@example.com?cc=b@example.com%0A%0Ahello",
+        "mailto:a@example.com?in-reply-to=%3Cx%3E%0D%0AX-Evil:%201",
+        /* headers outside the safe list */
+        "mailto:a@example.com?bcc=evil@example.net",
+        "mailto:a@example.com?BCC=evil@example.net",
+        "mailto:a@example.com?from=boss@example.com",
+        "mailto:a@example.com?reply-to=evil@example.net",
+        "mailto:a@example.com?x-mailer=evil",
+        "mailto:a@example.com?content-type=text/html",
+        "mailto:a@example.com?b%63c=evil@example.net",
+        /* bad escapes */
+        "mailto:a@example.com?subject=%zz", "mailto:a@example.com?subject=%4",
+        "mailto:a@example.com?subject=100%", "mailto:a@example.com?subject=a%00b",
+        "mailto:a%4@example.com",
+        /* not a mailto:, no recipient, bad addresses */
+        "http://example.com/", "mailto:", "mailto:?subject=x", "sip:a@example.com",
+        "mailto:a@b@example.com", "mailto:@example.com", "mailto:a@", "mailto:a%20b@example.com",
+        "mailto:%3Ca@example.com%3E", "mailto:%22q%22@example.com", "mailto:a..b@example.com",
+        "mailto:a@example..com", "mailto:a@-example.com", "mailto:.a@example.com",
+        "mailto:a@example.com,", "mailto:a@example.com?to=", "mailto:a@exam_ple.com",
+        /* shapes */
+        "mailto:a@example.com?subject", "mailto:a@example.com?subject=a&subject=b",
+        "mailto:a@example.com?body=a&body=b", "mailto:a@example.com#frag",
+        "mailto:a@example.com?subject=caf%C3%A9",      /* 8-bit in a header */
+        "mailto:a@example.com?subject=tab%09ok%7F",
+    };
+    for (apr_size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cmail_refused(bad[i]);
+    ck_assert_ptr_nonnull(strstr(cmail_refused("mailto:a@example.com?bcc=e@example.net"),
+                                 "not allowed"));
+    /* a tab is a blank, allowed */
+    cmail("mailto:a@example.com?subject=tab%09ok", NULL);
+    /* the sender is checked too */
+    const char *why = NULL;
+    ck_assert_ptr_null(sip_cpl_mail_message(pool, "mailto:a@example.com",
+                                            "x@example.com\r\nBcc: e@example.net", NULL, &why));
+    ck_assert_ptr_null(sip_cpl_mail_message(pool, "mailto:a@example.com", NULL, NULL, &why));
+    /* call info with line breaks stays in the body */
+    const char *m = cmail("mailto:a@example.com", "From: \"x\r\nBcc: e@example.net\"");
+    ck_assert_ptr_null(strstr(cmail_head(m), "Bcc"));
+    /* too long */
+    char *big = apr_palloc(pool, 10000);
+    memset(big, 'a', 9999);
+    big[9999] = '\0';
+    cmail_refused(apr_pstrcat(pool, "mailto:a@example.com?subject=", big, NULL));
+    cmail_refused(apr_pstrcat(pool, "mailto:a@example.com?subject=", big + 9000, NULL));
+}
+END_TEST
+
+/* sip_cpl_mail_send on a real loop: the stop timer ends it once no mail
+ * process is left (or after 'limit'). */
+static volatile sig_atomic_t cmail_stop;
+static sip_timer_t cmail_timer;
+static sip_loop_t *cmail_loop;
+static apr_time_t cmail_limit;
+
+static void cmail_check(void *baton)
+{
+    (void)baton;
+    if (!sip_cpl_mail_running() || apr_time_now() > cmail_limit)
+        cmail_stop = 1;
+    else
+        sip_timer_set(cmail_loop, &cmail_timer, apr_time_from_msec(10), cmail_check, NULL);
+}
+
+static void cmail_run_loop(int seconds)
+{
+    cmail_stop = 0;
+    cmail_limit = apr_time_now() + apr_time_from_sec(seconds);
+    sip_timer_set(cmail_loop, &cmail_timer, apr_time_from_msec(10), cmail_check, NULL);
+    sip_loop_run(cmail_loop, &cmail_stop);
+}
+
+static void cmail_no_children(void)
+{
+    int status;
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, &status, WNOHANG), -1);   /* no zombie, nothing running */
+    ck_assert_int_eq(errno, ECHILD);
+}
+
+START_TEST(cmail_send)
+{
+    apr_pool_t *mp;
+    char path[] = "/tmp/cpl-mail-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    signal(SIGPIPE, SIG_IGN);                  /* as the engine does */
+    ck_assert_int_eq(sip_loop_create(&cmail_loop, pool), APR_SUCCESS);
+    ck_assert_int_eq(apr_pool_create(&mp, pool), APR_SUCCESS);
+    sip_cpl_mail_init(cmail_loop, mp);
+
+    /* a message larger than a pipe: written as the pipe takes it */
+    const char *msg = sip_cpl_mail_message(pool, "mailto:a@example.com?subject=big", "cpl@x.org",
+                                           NULL, NULL);
+    char *body = apr_palloc(pool, 300001);
+    for (int i = 0; i < 300000; i++)
+        body[i] = i % 80 == 79 ? '\n' : 'a' + i % 26;
+    body[300000] = '\0';
+    msg = apr_pstrcat(pool, msg, body, NULL);
+    const char *cmd = apr_pstrcat(pool, "/bin/sh  -c \tcat>", path, NULL);
+    ck_assert_int_eq(sip_cpl_mail_send(cmd, msg, NULL), APR_SUCCESS);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 1);
+    cmail_run_loop(10);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 0);
+    cmail_no_children();
+    apr_file_t *f;
+    apr_finfo_t fi;
+    ck_assert_int_eq(apr_stat(&fi, path, APR_FINFO_SIZE, pool), APR_SUCCESS);
+    ck_assert_int_eq(fi.size, (apr_off_t)strlen(msg));
+    ck_assert_int_eq(apr_file_open(&f, path, APR_READ, 0, pool), APR_SUCCESS);
+    char *got = apr_palloc(pool, strlen(msg) + 1);
+    apr_size_t n = strlen(msg);
+    ck_assert_int_eq(apr_file_read_full(f, got, n, &n), APR_SUCCESS);
+    ck_assert_int_eq(memcmp(got, msg, n), 0);
+    apr_file_close(f);
+
+    /* failures: exit status, a command that does not read, a missing one,
+     * a relative one */
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/false", "x\r\n", NULL), APR_SUCCESS);
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/true", msg, NULL), APR_SUCCESS);
+    ck_assert_int_ne(sip_cpl_mail_send("/nonexistent/sendmail -t", "x", NULL), APR_SUCCESS);
+    ck_assert_int_eq(sip_cpl_mail_send("sendmail -t", "x", NULL), APR_EINVAL);
+    ck_assert_int_eq(sip_cpl_mail_send("   ", "x", NULL), APR_EINVAL);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 2);
+    cmail_run_loop(10);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 0);
+    cmail_no_children();
+
+    /* one that hangs is killed after the timeout, its group with it */
+    mail_timeout = apr_time_from_msec(200);
+    apr_time_t t0 = apr_time_now();
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/sh -c sleep${IFS}30;sleep${IFS}30", "x", NULL),
+                     APR_SUCCESS);
+    cmail_run_loop(10);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 0);
+    ck_assert_int_lt(apr_time_now() - t0, apr_time_from_sec(3));
+    cmail_no_children();
+
+    /* at most 8 at once; the engine's pool going kills and reaps them */
+    mail_timeout = SIP_CPL_MAIL_TIMEOUT;
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(sip_cpl_mail_send("/bin/sleep 30", "x", NULL), APR_SUCCESS);
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/sleep 30", "x", NULL), APR_EAGAIN);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 8);
+    apr_pool_destroy(mp);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 0);
+    cmail_no_children();
+    unlink(path);
+}
+END_TEST
+
+static Suite *cpl_mail_suite(void)
+{
+    Suite *s = suite_create("cpl_mail");
+    TCase *tc = tcase_create("mail");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, cmail_valid);
+    tcase_add_test(tc, cmail_recipients);
+    tcase_add_test(tc, cmail_escapes);
+    tcase_add_test(tc, cmail_injections);
+    tcase_add_test(tc, cmail_send);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -5605,9 +5870,10 @@ int main(void)
     srunner_add_suite(sr, upload_suite());
     srunner_add_suite(sr, cpl_suite());
     srunner_add_suite(sr, cplrun_suite());
-    srunner_add_suite(sr, cpl_time_suite());
     srunner_add_suite(sr, script_store_suite());
     srunner_add_suite(sr, mime_suite());
+    srunner_add_suite(sr, cpl_time_suite());
+    srunner_add_suite(sr, cpl_mail_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
