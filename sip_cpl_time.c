@@ -12,20 +12,20 @@
  * §3.3.10: "the time of day of DTSTART"): the <time-switch>'s tzid, UTC when
  * dtstart ends in 'Z', or the server's local time for floating times (RFC
  * 3880 §4.4.1).  The iterator is given floating times and every occurrence
- * is turned into an instant here (ct_wall_to_instant), with RFC 5545 §3.3.5's
- * rules for the hour a DST change skips or repeats, which RFC 3880 §4.4.1
- * takes from iCalendar: a time that does not exist is read with the offset
- * in force before the gap (02:30 on a spring-forward night is 03:30 new
- * time), one that exists twice is its first instance.
+ * is turned into an instant here (ct_wall_to_instant), with iCalendar's
+ * rules (RFC 5545 §3.3.5; RFC 3880 §4.4 defers to iCalendar) for the hour a
+ * DST change skips or repeats: a time that does not exist is read with the
+ * offset in force before the gap (02:30 on a spring-forward night is 03:30
+ * new time), one that exists twice is its first instance.
  *
  * Durations.  dtend - dtstart is an exact length, the same for every
  * occurrence (RFC 5545 §3.8.5.3); a 'duration' in days or weeks is nominal
  * (RFC 5545 §3.3.6: P1D ends at the same wall time the next day, 23 or 25
  * hours across a DST change), its hours, minutes and seconds exact.
  *
- * Overlap.  RFC 3880 §4.4.1 does not let one occurrence run into the next;
- * a script that has them anyway is not refused: a moment matches when any
- * occurrence covers it, which is what the loop below computes.
+ * Overlap.  Occurrences longer than the step between them (RFC 3880 §4.4.1
+ * asks scripts not to write those) are not refused: a moment matches when
+ * any occurrence covers it, which is what the loop below computes.
  *
  * Cost.  A match never iterates from dtstart: it starts a libical iterator
  * on dtstart moved forward by whole repetitions of the rule (interval
@@ -206,7 +206,7 @@ static int ct_parse_datetime(const char *s, struct icaltimetype *tt, int *utc, i
     return 1;
 }
 
-/* RFC 5545 §3.3.6 dur-value, ct_positive only: [+]P then nW alone, or nD
+/* RFC 5545 §3.3.6 dur-value, positive only: [+]P then nW alone, or nD
  * and/or T with nH, nM, nS (each unit once, in that order). */
 static int ct_duration_syntax(const char *s)
 {
@@ -448,7 +448,7 @@ sip_cpl_time_t *sip_cpl_time_compile(apr_pool_t *p, const char *tzid, const char
         t->exact = (apr_int64_t)d.hours * 3600 + (apr_int64_t)d.minutes * 60 + d.seconds;
         if (!t->nominal_days && !t->exact)
             return ct_refuse(why, "duration is zero");
-        if (t->nominal_days > 3660)
+        if (t->nominal_days > 3660 || t->exact > (apr_int64_t)3660 * SIP_CPL_TIME_DAY)
             return ct_refuse(why, "duration longer than ten years");
     }
     t->reach = t->exact + (apr_int64_t)t->nominal_days * SIP_CPL_TIME_DAY
