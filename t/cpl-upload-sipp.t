@@ -4,8 +4,9 @@
 # for calls from a sipp caller: the registered phone (a sipp callee) rings,
 # does not answer within the script's 3 s, the server cancels it and the
 # call reaches voicemail (another sipp callee); a phone that answers in
-# time keeps the call; once the script is removed, the phone alone rings.
-# A script the schema refuses (timeout="0") is not stored.
+# time keeps the call; a caller who hangs up while it rings ends it all
+# (voicemail never called); once the script is removed, the phone alone
+# rings.  A script the schema refuses (timeout="0") is not stored.
 use strict;
 use warnings;
 use Test::More;
@@ -72,6 +73,24 @@ for my $tr (qw(u1 t1)) {
     my $took = time - $t0;
     cmp_ok($took, '>=', 3, sprintf('%s: voicemail only after the 3 s timeout (%.1f s)', $T, $took));
     cmp_ok($took, '<', 15, "$T: and not much later");
+
+    # the caller hangs up while the phone rings: the script's no-answer
+    # output must not run once the call is gone (not even after 3 s)
+    {
+        my $ring = $t->sipp_start(name => "cancel-callee-$tr", sf => 'proxy-uas-ring-cancel.xml', transport => $tr,
+                                  port => $t->port_of('callee', $tr), m => 1, timeout => '20s');
+        my $vm = $t->sipp_start(name => "cancel-vm-$tr", sf => 'cgi-uas-answer.xml', transport => $tr,
+                                port => $t->port_of('vm', $tr), m => 1, d => 100, timeout => '20s');
+        my $uac = $t->sipp_start(name => "cancel-uac-$tr", sf => 'proxy-uac-cancel.xml', transport => $tr, m => 1,
+                                 service => $user, remote => "127.0.0.1:$port", keys => { uri_params => '' },
+                                 timeout => '20s');
+        $t->sipp_ok($uac, label => "$T caller cancels while ringing: CANCEL 200, INVITE 487", timeout => 20);
+        $t->sipp_ok($ring, label => "$T caller cancels while ringing: the phone is cancelled", timeout => 10);
+        sleep 4;
+        $t->sipp_wait($vm, 0.2);
+        is(scalar(SipTest::sipp_msgs($vm, dir => 'received', method => 'INVITE')), 0,
+           "$T caller cancels while ringing: voicemail is never called");
+    }
 
     $t->call(tr => $tr, label => "$T answered in time", user => $user,
              uas => { callee => 'cgi-uas-answer.xml', vm => 'cgi-uas-answer.xml' },
