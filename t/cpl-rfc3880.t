@@ -53,7 +53,7 @@ my $t = SipCplTest->new(
         '<Location "/">', qq{    AuthName "$realm"}, '    AuthUserFile @DIR@/users.htdigest',
         '    <Limit REGISTER>', '        Require valid-user', '    </Limit>', '</Location>',
         # calls to these need an authenticated caller, so <outgoing> runs
-        '<LocationMatch "^/(19005551212|dest-)">', '    <Limit INVITE>', '        Require valid-user',
+        '<LocationMatch "^/(19005551212|1-900-555-1212|dest-)">', '    <Limit INVITE>', '        Require valid-user',
         '    </Limit>', '</LocationMatch>', ''),
     vhost_conf => join("\n", 'SipScriptUpload On', 'SipCplMail "@DIR@/bin/fake-sendmail"', ''),
     setup => sub {
@@ -163,6 +163,9 @@ for my $tr (@TR) {
              code => 603, reason => qr/^I reject anonymous calls$/);
     $t->call(%base, label => "$P §16.4 known caller", user => "screen-$tr", caller => 'bob@127.0.0.1',
              uas => { callee => $ANSWER }, code => 200, at => 'callee');
+    # the user part compares with case (RFC 3261 §19.1.4): not "anonymous"
+    $t->call(%base, label => "$P §16.4 ANONYMOUS in capitals", user => "screen-$tr",
+             caller => 'ANONYMOUS@anonymous.invalid', uas => { callee => $ANSWER }, code => 200, at => 'callee');
 
     # §16.5
     my %ops = (pager => $ANSWER, vm => $ANSWER, es => $ANSWER, en => $ANSWER);
@@ -178,10 +181,19 @@ for my $tr (@TR) {
              uas => {%ops}, code => 200, at => 'en');
     $t->call(%base, label => "$P §16.5 no Priority, no Accept-Language", user => "prio-$tr",
              uas => {%ops}, code => 200, at => 'en');
+    $t->call(%base, label => "$P §16.5 Spanish after a refused (q=0) English", user => "prio-$tr",
+             hdr => 'Accept-Language: en;q=0, es', uas => {%ops}, code => 200, at => 'es');
+    # an unknown priority is "normal" for less/greater: the language decides
+    $t->call(%base, label => "$P §16.5 unknown Priority value", user => "prio-$tr",
+             hdr => 'Priority: super-urgent', uas => {%ops}, code => 200, at => 'en');
 
     # §16.6: carol's own script, for calls she places authenticated
     my @carol = (caller => "carol-$tr\@127.0.0.1", auth => [ "carol-$tr", $pw{"carol-$tr"} ]);
     $t->call(%base, label => "$P §16.6 authenticated call to 1-900", @carol, user => '19005551212',
+             uri_params => ';user=phone', uas => { callee => $ANSWER },
+             code => 603, reason => qr/^Not allowed to make 1-900 calls\.$/);
+    # visual separators in the number (RFC 3966) do not hide the prefix
+    $t->call(%base, label => "$P §16.6 authenticated call to 1-900-555-1212", @carol, user => '1-900-555-1212',
              uri_params => ';user=phone', uas => { callee => $ANSWER },
              code => 603, reason => qr/^Not allowed to make 1-900 calls\.$/);
     $t->call(%base, label => "$P §16.6 authenticated call elsewhere", @carol, user => "dest-$tr",
@@ -226,6 +238,11 @@ for my $tr (@TR) {
              caller => 'boss@example.com', subject => 'lunch?',
              uas => { pager => $ANSWER, mobile => $ANSWER, callee => $ANSWER, vm => $ANSWER },
              code => 200, at => 'callee');
+    # a look-alike domain is not under example.com (whole labels)
+    $t->call(%base, label => "$P §16.10 urgent from evilexample.com", user => "hybrid-$tr",
+             caller => 'boss@evilexample.com', subject => 'urgent: wire the money',
+             uas => { pager => $ANSWER, mobile => $ANSWER, callee => $ANSWER, vm => $ANSWER },
+             code => 200, at => 'vm');
     $t->call(%base, label => "$P §16.10 spam", user => "hybrid-$tr", caller => 'offers@spam.test',
              display => '"Spam King"', uas => { vm => $ANSWER }, code => 486, reason => qr/^No spam, thanks$/);
     $t->call(%base, label => "$P §16.10 anyone else", user => "hybrid-$tr", caller => 'friend@other.test',

@@ -17,7 +17,8 @@ package SipCplTest;
 use strict;
 use warnings;
 use Test::More;
-use SipTest qw(free_port);
+use IO::Socket::INET;
+use SipTest ();
 use SipRegTest;
 use SipDigest qw(digest_challenge digest_credentials);
 our @ISA = ('SipRegTest');
@@ -28,12 +29,35 @@ sub new {
     my ($class, %o) = @_;
     my %ports;
     for my $role (@ROLES) {
-        $ports{$role}{$_} = free_port() for qw(u1 t1);
+        $ports{$role}{$_} = callee_port() for qw(u1 t1);
     }
     my $self = $class->SUPER::new(%o);
     $self->{cpl_ports} = \%ports;
     $self->{cpl_n} = 0;
     return $self;
+}
+
+# A port for a sipp callee, kept for the whole test while callees come and
+# go on it: below the kernel's ephemeral range (and SipTest::free_port's
+# 20000 and up), so no outgoing connection of the server or of sipp takes
+# it (or leaves it in TIME_WAIT) between two calls.
+my %CALLEE_PORTS;
+sub callee_port {
+    my ($lo) = (`cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null` =~ /^(\d+)/);
+    my $top = ($lo // 32768) < 20000 ? $lo : 20000;
+    return SipTest::free_port() if $top <= 11000;    # an unusual kernel setting
+    for (1 .. 500) {
+        my $p = 10000 + int(rand($top - 10000));
+        next if $CALLEE_PORTS{$p};
+        my $tcp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p, Proto => 'tcp',
+                                        Listen => 1) or next;
+        my $udp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p, Proto => 'udp') or next;
+        close $tcp;
+        close $udp;
+        $CALLEE_PORTS{$p} = 1;
+        return $p;
+    }
+    die "SipCplTest: no free port for a callee\n";
 }
 
 # The address of the sipp callee playing $role over $tr (u1 or t1).
