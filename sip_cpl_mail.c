@@ -296,6 +296,7 @@ struct mail_run {
     apr_size_t len, sent;
     apr_time_t deadline;
     int killed;
+    int reaped;                 /* by mail_cleanup */
     sip_timer_t t_poll;
     mail_run_t *next, *prev;
 };
@@ -521,8 +522,17 @@ static apr_status_t mail_cleanup(void *data)
     (void)data;
     for (mail_run_t *m = mail_runs; m; m = m->next)
         kill(-m->pid, SIGKILL);
-    for (mail_run_t *m = mail_runs; m; m = m->next)
-        waitpid(m->pid, NULL, 0);   /* SIGKILLed: prompt */
+    /* SIGKILLed, they go at once; a second at most, as sip_cgi_shutdown */
+    for (int i = 0, left = 1; left && i < 100; i++) {
+        left = 0;
+        for (mail_run_t *m = mail_runs; m; m = m->next)
+            if (!m->reaped && waitpid(m->pid, NULL, WNOHANG) == 0)
+                left = 1;
+            else
+                m->reaped = 1;
+        if (left)
+            apr_sleep(apr_time_from_msec(10));
+    }
     mail_runs = NULL;
     mail_nrunning = 0;
     mail_loop = NULL;
