@@ -5949,6 +5949,33 @@ START_TEST(cmail_send)
     ck_assert_uint_eq(sip_cpl_mail_running(), 0);
     cmail_no_children();
 
+    /* a failure's log line has its exit status and what it said on stderr
+     * (the test stubs log to stderr: caught in a file here) */
+    char logpath[] = "/tmp/cpl-mail-log-XXXXXX";
+    int logfd = mkstemp(logpath), saved = dup(2);
+    ck_assert_int_ge(logfd, 0);
+    dup2(logfd, 2);
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/sh -c echo${IFS}no${IFS}such${IFS}user>&2;exit${IFS}67",
+                                       "x", NULL), APR_SUCCESS);
+    cmail_run_loop(10);
+    dup2(saved, 2);
+    close(saved);
+    char logbuf[1024] = "";
+    ck_assert_int_gt(pread(logfd, logbuf, sizeof(logbuf) - 1, 0), 0);
+    close(logfd);
+    unlink(logpath);
+    ck_assert_msg(strstr(logbuf, "/bin/sh exited with status 67: no such user\n"), "%s", logbuf);
+    cmail_no_children();
+
+    /* a megabyte on stderr is drained, not left to fill the pipe and stall it */
+    apr_time_t t1 = apr_time_now();
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/sh -c yes|head${IFS}-c${IFS}1000000>&2;exit${IFS}1",
+                                       "x", NULL), APR_SUCCESS);
+    cmail_run_loop(10);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 0);
+    ck_assert_int_lt(apr_time_now() - t1, apr_time_from_sec(5));
+    cmail_no_children();
+
     /* one that hangs is killed after the timeout, its group with it */
     mail_timeout = apr_time_from_msec(200);
     apr_time_t t0 = apr_time_now();
