@@ -354,7 +354,6 @@ struct cpl_ctx {
     apr_hash_t *branches;           /* sip_proxy_branch_t * -> branch_rec_t */
     held_t *held;
     sip_timer_t t_defer;            /* work done outside the proxy's callbacks */
-    int recheck;                    /* t_defer: look at the attempt again */
     sip_timer_t t_lookup;
     unsigned lookup_gen;
 };
