@@ -85,6 +85,8 @@ ok(defined $s0->{SipCplRuns}, 'mod_status shows SipCplRuns') or diag(join ' ', s
 
 my $caller = $t->peer(name => 'caller');
 
+sub answer_of { my ($r) = @_; return $r ? $r->code . ' ' . $r->reason : 'none' }
+
 # INVITE from the caller peer; the final response (and the raw INVITE)
 sub call {
     my ($user, %o) = @_;
@@ -255,6 +257,10 @@ my $callee2 = $t->peer(name => 'callee2');
     is($fin && $fin->code, 200, '... and its 200 reaches the caller');
     $caller->ack($inv, $fin) if $fin;
 }
+
+# a user of ours never registered (a made-up 404) takes the failure output
+admin_cpl('pxghost', qq{<incoming><location url="sip:ghost\@$us"><proxy timeout="2">$outs</proxy></location></incoming>});
+is(answer_of(call('pxghost')), '403 failed', 'proxy to a user of ours never registered: failure output');
 
 # ---- sequential and first-only
 my $c2uri = $callee2->uri('z');
