@@ -394,6 +394,21 @@ admin_cpl('ring', qq{<incoming><location url="$curi"><proxy timeout="20"><noansw
        '... and the script\'s noanswer output never answers afterwards');
 }
 
+# ---- 100 calls at once through a CPL proxy
+{
+    my @invs = map { $caller->invite(uri => $t->local_uri('plain')) } 1 .. 100;
+    my %cids = map { ($caller->call_id($_) => 1) } @invs;
+    my $n = 0;
+    while (my $f = $callee->expect(method => 'INVITE', timeout => 3,
+                                   filter => sub { $cids{ $_[0]->header('call-id') // '' } })) {
+        $callee->reply($f, 486);
+        last if ++$n == 100;
+    }
+    is($n, 100, '100 calls at once: the callee gets every INVITE once');
+    my $got = grep { my $r = $caller->final_for($_, 5); $caller->ack($_, $r) if $r; $r && $r->code == 486 } @invs;
+    is($got, 100, '... and every caller its 486');
+}
+
 # ---- counters
 {
     my $s1 = stats();
