@@ -242,6 +242,22 @@ admin_cpl('par', '<incoming><location url="' . $callee->uri('p1') . '"><location
     if ($c) { $callee3->reply($c, 200); $callee3->reply($f3, 487) }
 }
 
+# parallel: a 6xx ends the search, the other branch is cancelled
+{
+    my $inv = $caller->invite(uri => $t->local_uri('par'));
+    my $cid = $caller->call_id($inv);
+    my $f1 = $callee->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    my $f3 = $callee3->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    $callee3->reply($f3, 180) if $f3;
+    $callee->reply($f1, 603) if $f1;
+    my $c = $callee3->expect(method => 'CANCEL', call_id => $cid, timeout => 3);
+    ok($c, 'parallel: after a 603 the ringing branch is cancelled');
+    if ($c) { $callee3->reply($c, 200); $callee3->reply($f3, 487) }
+    my $fin = $caller->final_for($inv, 3);
+    is($fin && $fin->code, 603, '... and the 603 goes upstream (6xx over 487)');
+    $caller->ack($inv, $fin) if $fin;
+}
+
 # recurse (default yes): a 302 from the callee is followed
 my $callee2 = $t->peer(name => 'callee2');
 {
