@@ -242,6 +242,24 @@ admin_cpl('par', '<incoming><location url="' . $callee->uri('p1') . '"><location
     if ($c) { $callee3->reply($c, 200); $callee3->reply($f3, 487) }
 }
 
+# call forwarding on busy: a second <proxy> in the busy output
+admin_cpl('cfb', '<incoming><location url="' . $callee->uri('desk') . '"><proxy timeout="3"><busy>'
+               . '<location url="' . $callee3->uri('vm') . '" clear="yes"><proxy timeout="3"/></location>'
+               . '</busy></proxy></location></incoming>');
+{
+    my $inv = $caller->invite(uri => $t->local_uri('cfb'));
+    my $cid = $caller->call_id($inv);
+    my $f1 = $callee->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    $callee->reply($f1, 486) if $f1;
+    my $f3 = $callee3->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    is($f3 && $f3->uri, $callee3->uri('vm'), 'forward on busy: the busy output proxies to the second location');
+    $callee3->reply($f3, 200) if $f3;
+    my $fin = $caller->final_for($inv, 3);
+    is($fin && $fin->code, 200, '... whose 200 reaches the caller');
+    $caller->ack($inv, $fin) if $fin;
+    ok(!$caller->all(call_id => $cid, code => 486), '... and the first 486 never did');
+}
+
 # parallel: a 6xx ends the search, the other branch is cancelled
 {
     my $inv = $caller->invite(uri => $t->local_uri('par'));
