@@ -29,7 +29,7 @@ struct dispatch {
     const char *user, *host;        /* names SipDirectory's scripts (REGISTER: To) */
     const char *upload_aor;         /* uploaded scripts apply to it, or NULL */
     int cpl;                        /* the CPL steps apply (INVITE outside a dialog) */
-    int fetched;                    /* uploaded scripts fetched (status, scripts) */
+    int fetched;                    /* uploaded scripts: 0 not asked, -1 awaited, 1 here */
     int fetch_status;
     apr_array_header_t *scripts;
     const step_fn *steps;
@@ -373,7 +373,8 @@ void sip_dispatch_outgoing(sip_txn_t *txn, server_rec *s, sip_dispatch_cont_fn c
     if (cpl_applies(req) && sip_txn_user(txn) && (from = sip_msg_header(req, "From"))
         && (uri = sip_header_uri(p, from, NULL)))
         aor = sip_uri_aor(p, uri);
-    if (!aor || !sip_auth_user_owns(p, sip_txn_user(txn), uri) || !sip_proxy_uri_is_local(uri, s, p)) {
+    if (!aor || !sip_auth_user_owns(p, sip_txn_user(txn), uri)
+        || !sip_proxy_uri_is_local(uri, s, p)) {
         cont(txn, s);
         return;
     }

@@ -752,6 +752,42 @@ START_TEST(locate_escaped_names)
 }
 END_TEST
 
+/* The pieces the routing steps use (sip_dispatch.c): a CPL file needs to
+ * be readable, not executable, and obeys the same confinement. */
+START_TEST(locate_cpl_files)
+{
+    const char *path = NULL, *why = NULL, *name = NULL;
+    char longuser[300];
+
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "noexec@h", 0, &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("noexec@h"));
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "noexec@h", 1, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "out@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "sibling@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "dangling@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "dir@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "in@h", 0, &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("alice@h"));
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "missing.cpl", 0, &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "../x.cpl", 0, &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, ".hidden.cpl", 0, &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, "/nonexistent/sip-dir", "x.cpl", 0, &path, &why),
+                     404);
+
+    ck_assert_int_eq(sip_cgi_user_file(pool, "%61lice", "h", ".cpl", &name, &why), 0);
+    ck_assert_str_eq(name, "alice@h.cpl");
+    ck_assert_int_eq(sip_cgi_user_file(pool, "..%2Fetc", "h", ".cpl", &name, &why), 403);
+    ck_assert_int_eq(sip_cgi_user_file(pool, "alice", "../h", ".cpl", &name, &why), 403);
+    ck_assert_int_eq(sip_cgi_user_file(pool, "a%00b", "h", "", &name, &why), 403);
+    ck_assert_int_eq(sip_cgi_user_file(pool, NULL, "h", ".cpl", &name, &why), 404);
+    ck_assert_int_eq(sip_cgi_user_file(pool, "", "h", ".cpl", &name, &why), 404);
+    /* no file can have a name this long: not found rather than refused */
+    memset(longuser, 'a', sizeof(longuser) - 1);
+    longuser[sizeof(longuser) - 1] = '\0';
+    ck_assert_int_eq(sip_cgi_user_file(pool, longuser, "h", ".cpl", &name, &why), 404);
+}
+END_TEST
+
 static Suite *locate_suite(void)
 {
     Suite *s = suite_create("sip_cgi_locate");
@@ -765,6 +801,7 @@ static Suite *locate_suite(void)
     tcase_add_test(tc, locate_forbidden_files);
     tcase_add_test(tc, locate_symlink_inside);
     tcase_add_test(tc, locate_escaped_names);
+    tcase_add_test(tc, locate_cpl_files);
     suite_add_tcase(s, tc);
     return s;
 }
