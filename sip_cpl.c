@@ -19,6 +19,7 @@
 #include "apr_strings.h"
 #include "apr_tables.h"
 
+#include "sip_cpl_mail.h"
 #include "sip_cpl_tree.h"
 #include "sip_message.h"
 #include "sip_cpl_xsd.h"        /* sip_cpl_xsd[]: conf/cpl.xsd, made by the Makefile */
@@ -881,6 +882,13 @@ static int cc_elem(cpl_cc_t *cc, xmlNodePtr el, const cpl_node_t **out)
         n->url = cc_attr(cc, el, "url");
         if (!n->url || strncasecmp(n->url, "mailto:", 7) || cc_has_ctl(n->url))
             return cc_fail(cc, el, "url=\"%s\" is not a mailto: URL", n->url ? n->url : "");
+        {
+            /* the message it makes at call time, made once now (with a
+             * stand-in sender) so a URL it cannot use is refused here */
+            const char *why = NULL;
+            if (!sip_cpl_mail_message(cc->wp, n->url, "cpl@invalid", NULL, &why))
+                return cc_fail(cc, el, "url: %s", why ? why : "unusable mailto: URL");
+        }
         return cc_node(cc, el, &n->next);
     }
     return cc_fail(cc, el, "is not a CPL node");

@@ -354,7 +354,6 @@ struct cpl_ctx {
     apr_hash_t *branches;           /* sip_proxy_branch_t * -> branch_rec_t */
     held_t *held;
     sip_timer_t t_defer;            /* work done outside the proxy's callbacks */
-    int recheck;                    /* t_defer: look at the attempt again */
     sip_timer_t t_lookup;
     unsigned lookup_gen;
 };
@@ -401,8 +400,12 @@ static void send_best(cpl_ctx_t *ctx)
     held_t *h;
 
     ctx->handback = 1;
-    if (!ctx->px)
+    if (!ctx->px) {
+        /* no branch was ever made (every location unusable) */
+        if (may_answer(ctx))
+            sip_txn_reply(ctx->txn, 480, "Temporarily Unavailable", NULL);
         return;
+    }
     for (h = ctx->held; h; h = h->next) {
         if (h->gone)
             continue;

@@ -364,15 +364,17 @@ void sip_dispatch_outgoing(sip_txn_t *txn, server_rec *s, sip_dispatch_cont_fn c
 {
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
-    const char *from = sip_msg_header(req, "From"), *uri, *aor;
+    const char *from, *uri = NULL, *aor = NULL;
     dispatch_t *d;
 
-    uri = from ? sip_header_uri(p, from, NULL) : NULL;
-    aor = uri ? sip_uri_aor(p, uri) : NULL;
     /* only the caller proven to be the From user places calls with that
-     * user's script: anyone can write a From */
-    if (!cpl_applies(req) || !aor || !sip_txn_user(txn)
-        || !sip_proxy_uri_is_local(uri, s, p) || !sip_auth_user_owns(p, sip_txn_user(txn), uri)) {
+     * user's script: anyone can write a From (cheap checks first: this
+     * is on the path of every request) */
+    if (cpl_applies(req) && sip_txn_user(txn) && (from = sip_msg_header(req, "From"))
+        && (uri = sip_header_uri(p, from, NULL)))
+        aor = sip_uri_aor(p, uri);
+    if (!aor || !sip_auth_user_owns(p, sip_txn_user(txn), uri)
+        || !sip_proxy_uri_is_local(uri, s, p)) {
         cont(txn, s);
         return;
     }

@@ -4451,7 +4451,8 @@ START_TEST(cplrun_address_switch)
             "<otherwise><log name=\"other\"/></otherwise>"
             "</address-switch></incoming>";
         CK_TRACE(sw, std, "log(5060,-) end(DEFAULT)");
-        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL), "log(5061,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL),
+                 "log(5061,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@x:5070>", "<sip:b@b>", NULL),
                  "log(other,-) end(DEFAULT)");
     }
@@ -4474,6 +4475,12 @@ START_TEST(cplrun_address_switch)
                  "log(other,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL),
                  "log(no name,-) end(DEFAULT)");
+        /* quoted-pairs resolved before comparing */
+        CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                 "<address is='dave \"d\" JONES'><log name=\"dave\"/></address>"
+                 "</address-switch></incoming>",
+                 cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
+                 "log(dave,-) end(DEFAULT)");
         /* the Request-URI has no display name */
         CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"display\">"
                  "<address is=\"x\"/><not-present><log name=\"np\"/></not-present>"
@@ -4927,7 +4934,8 @@ START_TEST(cplrun_rfc_examples)
     CK_TRACE(forward_redirect_default, jones,
              "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
              "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
-    CK_TRACE(screening, cpl_req("sip:jones@example.com", "Anonymous <sip:anonymous@anonymous.invalid>",
+    CK_TRACE(screening, cpl_req("sip:jones@example.com",
+                                "Anonymous <sip:anonymous@anonymous.invalid>",
                                 "<sip:jones@example.com>", NULL),
              "reject(603,I reject anonymous calls) end(ANSWERED)");
     CK_TRACE(screening, jones, "end(DEFAULT)");
@@ -4960,6 +4968,64 @@ START_TEST(cplrun_rfc_examples)
 }
 END_TEST
 
+/* 2025-12-08 is a Monday; New York is UTC-5 then */
+#define CPL_MON(h, m) (((apr_time_t)1765152000 + (h) * 3600 + (m) * 60) * APR_USEC_PER_SEC)
+
+static const char *cpl_trace_at(const char *inner, apr_time_t now)
+{
+    const sip_cpl_script_t *sc = cpl_script(inner);
+
+    fake.trace = NULL;
+    fake.ended = 0;
+    fake.npx = 0;
+    fake.run = sip_cpl_run_start(pool, sc, SIP_CPL_INCOMING, cpl_req_std(NULL), "o", now,
+                                 &fake_host, NULL);
+    return fake.trace ? fake.trace : "";
+}
+
+START_TEST(cplrun_time_switch)
+{
+    /* RFC 3880 §16's time-of-day routing, in the manner of its example */
+    static const char office[] =
+        "<incoming><time-switch tzid=\"America/New_York\" "
+        "tzurl=\"http://zones.example.com/tz/America/New_York\">"
+        "<time dtstart=\"20251201T090000\" duration=\"PT8H\" freq=\"weekly\" "
+        "byday=\"MO,TU,WE,TH,FR\"><log name=\"office\"/></time>"
+        "<not-present><log name=\"never\"/></not-present>"
+        "<otherwise><log name=\"after hours\"/></otherwise>"
+        "</time-switch></incoming>";
+    static const char once[] =
+        "<incoming><time-switch>"
+        "<time dtstart=\"20251208T110000Z\" dtend=\"20251208T130000Z\"><reject status=\"busy\"/>"
+        "</time><time dtstart=\"20251208T120000Z\" duration=\"PT4H\"><log name=\"second\"/>"
+        "</time></time-switch></incoming>";
+
+    fake_reset();
+    ck_assert_str_eq(cpl_trace_at(office, CPL_MON(15, 0)), "log(office,-) end(DEFAULT)");
+    ck_assert_str_eq(cpl_trace_at(office, CPL_MON(14, 0)), "log(office,-) end(DEFAULT)");
+    ck_assert_str_eq(cpl_trace_at(office, CPL_MON(13, 59)), "log(after hours,-) end(DEFAULT)");
+    ck_assert_str_eq(cpl_trace_at(office, CPL_MON(22, 0)), "log(after hours,-) end(DEFAULT)");
+    ck_assert_str_eq(cpl_trace_at(office, CPL_NOON + apr_time_from_sec(3 * 3600)),
+                     "log(after hours,-) end(DEFAULT)");        /* a Saturday */
+    /* first match in document order; start inclusive, end exclusive */
+    ck_assert_str_eq(cpl_trace_at(once, CPL_MON(11, 0)), "reject(486,-) end(ANSWERED)");
+    ck_assert_str_eq(cpl_trace_at(once, CPL_MON(12, 30)), "reject(486,-) end(ANSWERED)");
+    ck_assert_str_eq(cpl_trace_at(once, CPL_MON(13, 0)), "log(second,-) end(DEFAULT)");
+    ck_assert_str_eq(cpl_trace_at(once, CPL_MON(16, 0)), "end(DEFAULT)");
+    ck_assert_str_eq(cpl_trace_at(once, CPL_MON(10, 59)), "end(DEFAULT)");
+    /* iCalendar values the schema lets through are refused at compile */
+    ck_assert_ptr_nonnull(strstr(cpl_refusal("<incoming><time-switch tzid=\"Mars/Olympus\">"
+                                             "<time dtstart=\"20251201T090000\" duration=\"PT1H\"/>"
+                                             "</time-switch></incoming>"), "<time>"));
+    ck_assert_ptr_nonnull(strstr(cpl_refusal("<incoming><time-switch>"
+                                             "<time dtstart=\"yesterday\" duration=\"PT1H\"/>"
+                                             "</time-switch></incoming>"), "<time>"));
+    ck_assert_ptr_nonnull(strstr(cpl_refusal("<incoming><time-switch>"
+                                             "<time dtstart=\"20251201T090000\" duration=\"8 hours\"/>"
+                                             "</time-switch></incoming>"), "line"));
+}
+END_TEST
+
 START_TEST(cplrun_compile_refusals)
 {
     /* values the schema lets through that no call could use */
@@ -4988,6 +5054,9 @@ START_TEST(cplrun_compile_refusals)
         {"<incoming><lookup source=\"registration\" timeout=\"0\"/></incoming>", ""},
         {"<incoming><lookup source=\"\"/></incoming>", "source"},
         {"<incoming><mail url=\"http://example.com/\"/></incoming>", "mailto"},
+        {"<incoming><mail url=\"mailto:a@example.com?subject=%0d%0aBcc:%20x@y\"/></incoming>",
+         "url:"},
+        {"<incoming><mail url=\"mailto:a@example.com?bcc=x@y\"/></incoming>", "url:"},
         {"<incoming><address-switch field=\"from\"/></incoming>", "field"},
         {"<incoming><address-switch field=\"origin\" subfield=\"nick\"/></incoming>",
          "subfield"},
@@ -5050,6 +5119,7 @@ static Suite *cplrun_suite(void)
     tcase_add_test(tc, cplrun_async);
     tcase_add_test(tc, cplrun_limits);
     tcase_add_test(tc, cplrun_rfc_examples);
+    tcase_add_test(tc, cplrun_time_switch);
     suite_add_tcase(s, tc);
     return s;
 }
