@@ -1933,7 +1933,7 @@ const char *sip_header_display(apr_pool_t *p, const char *value)
                 *w++ = d[i];
             }
             *w = '\0';
-            out = o;
+            out = *o ? o : NULL;        /* "" is no name */
         } else {
             out = apr_pstrdup(p, d);
         }

@@ -5026,6 +5026,42 @@ START_TEST(cplrun_time_switch)
 }
 END_TEST
 
+START_TEST(cplrun_message_helpers)
+{
+    sip_uri_parts_t u;
+
+    /* sip_uri_parts: what address switches see */
+    ck_assert(sip_uri_parts(pool, "SIPS:Bob:pw@Biloxi.Example.com:5071;user=phone;lr", &u));
+    ck_assert_str_eq(u.scheme, "sips");
+    ck_assert_str_eq(u.user, "Bob");
+    ck_assert_str_eq(u.password, "pw");
+    ck_assert_str_eq(u.host, "Biloxi.Example.com");
+    ck_assert_str_eq(u.port, "5071");
+    ck_assert_int_eq(u.user_phone, 1);
+    ck_assert_ptr_null(u.opaque);
+    ck_assert(sip_uri_parts(pool, "sip:gw.example.com", &u));
+    ck_assert_ptr_null(u.user);
+    ck_assert_ptr_null(u.port);
+    ck_assert_int_eq(u.user_phone, 0);
+    ck_assert(sip_uri_parts(pool, "Tel:+1-212-555-1234;phone-context=x", &u));
+    ck_assert_str_eq(u.scheme, "tel");
+    ck_assert_str_eq(u.opaque, "+1-212-555-1234;phone-context=x");
+    ck_assert_ptr_null(u.host);
+    ck_assert(!sip_uri_parts(pool, "no-scheme", &u));
+    ck_assert(!sip_uri_parts(pool, ":x", &u));
+    ck_assert(!sip_uri_parts(pool, NULL, &u));
+    ck_assert(!sip_uri_parts(pool, "sip:", &u));
+    /* sip_header_display: quotes off, quoted-pairs resolved */
+    ck_assert_str_eq(sip_header_display(pool, "\"Alice \\\"A\\\" Smith\" <sip:a@x>;tag=1"),
+                     "Alice \"A\" Smith");
+    ck_assert_str_eq(sip_header_display(pool, "Bob Jones <sip:b@x>"), "Bob Jones");
+    ck_assert_ptr_null(sip_header_display(pool, "<sip:b@x>;tag=2"));
+    ck_assert_ptr_null(sip_header_display(pool, "sip:b@x;tag=2"));
+    ck_assert_ptr_null(sip_header_display(pool, "\"\" <sip:b@x>"));
+    ck_assert_ptr_null(sip_header_display(pool, NULL));
+}
+END_TEST
+
 START_TEST(cplrun_compile_refusals)
 {
     /* values the schema lets through that no call could use */
@@ -5120,6 +5156,7 @@ static Suite *cplrun_suite(void)
     tcase_add_test(tc, cplrun_limits);
     tcase_add_test(tc, cplrun_rfc_examples);
     tcase_add_test(tc, cplrun_time_switch);
+    tcase_add_test(tc, cplrun_message_helpers);
     suite_add_tcase(s, tc);
     return s;
 }
