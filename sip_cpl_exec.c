@@ -728,6 +728,10 @@ static void attempt_check(attempt_t *att)
     if (att->done)
         return;
     if (att->got_2xx || att->six_xx) {
+        /* RFC 3261 §16.7 step 6: after a 6xx nobody else is rung (the
+         * proxy core cancels the rest after a 2xx itself) */
+        if (att->six_xx && att->ctx->px)
+            sip_proxy_cancel(att->ctx->px);
         attempt_finish(att);
         return;
     }

@@ -7,7 +7,8 @@
  * The command runs without a shell; its stdin is written as the pipe takes
  * it from the engine's loop, and the process is polled for (the engine
  * leaves SIGCHLD at its default, as for SIP-CGI scripts in sip_cgi.c) and
- * killed, group and all, when it outlives SIP_CPL_MAIL_TIMEOUT. */
+ * killed, group and all, when it outlives SIP_CPL_MAIL_TIMEOUT.  What it
+ * says on stderr goes into the log line of a failure. */
 #include "sip_cpl_mail.h"
 #include "sip_log.h"
 
@@ -287,10 +288,15 @@ struct mail_run {
     pid_t pid;
     apr_file_t *in;             /* our end of its stdin; NULL once closed */
     sip_io_t io;
+    apr_file_t *err;            /* our end of its stderr; NULL once closed */
+    sip_io_t io_err;
+    char said[160];             /* the start of what it wrote there, for the log */
+    apr_size_t said_len;
     const char *msg;
     apr_size_t len, sent;
     apr_time_t deadline;
     int killed;
+    int reaped;                 /* by mail_cleanup */
     sip_timer_t t_poll;
     mail_run_t *next, *prev;
 };
@@ -315,23 +321,70 @@ static void mail_close_stdin(mail_run_t *m)
     m->in = NULL;
 }
 
+/* Its stderr, read as it comes (a full pipe would stall it): the first
+ * bytes are kept for the log, the rest dropped; EOF closes our end. */
+static void mail_stderr(void *baton, apr_int16_t events)
+{
+    mail_run_t *m = baton;
+    char buf[512];
+    (void)events;
+
+    while (m->err) {
+        apr_size_t n = sizeof(buf);
+        apr_status_t rv = apr_file_read(m->err, buf, &n);
+        if (n && m->said_len < sizeof(m->said) - 1) {
+            apr_size_t k = sizeof(m->said) - 1 - m->said_len;
+            memcpy(m->said + m->said_len, buf, n < k ? n : k);
+            m->said_len += n < k ? n : k;
+        }
+        if (APR_STATUS_IS_EAGAIN(rv))
+            return;
+        if (rv != APR_SUCCESS) {
+            sip_io_watch(mail_loop, &m->io_err, 0);
+            apr_file_close(m->err);
+            m->err = NULL;
+        }
+    }
+}
+
+/* What it wrote on stderr, on one printable line. */
+static const char *mail_said(mail_run_t *m)
+{
+    char *c = apr_pstrmemdup(m->pool, m->said, m->said_len), *e = c;
+    for (char *q = c; *q; q++) {
+        if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+            *q = ' ';
+        if (*q != ' ')
+            e = q + 1;
+    }
+    *e = '\0';
+    return *c ? apr_pstrcat(m->pool, ": ", c, NULL) : "";
+}
+
 static void mail_log_status(mail_run_t *m, int status)
 {
+    mail_stderr(m, APR_POLLIN);     /* what is left in the pipe */
     if (WIFSIGNALED(status))
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, m->s, "cpl mail: %s killed by signal %d%s",
-                     m->command, WTERMSIG(status), m->killed ? " (timed out)" : "");
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, m->s, "cpl mail: %s killed by signal %d%s%s",
+                     m->command, WTERMSIG(status), m->killed ? " (timed out)" : "",
+                     mail_said(m));
     else if (WIFEXITED(status) && WEXITSTATUS(status))
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, m->s, "cpl mail: %s exited with status %d",
-                     m->command, WEXITSTATUS(status));
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, m->s, "cpl mail: %s exited with status %d%s",
+                     m->command, WEXITSTATUS(status), mail_said(m));
     else if (m->sent < m->len)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, m->s,
-                     "cpl mail: %s took %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT " bytes",
-                     m->command, m->sent, m->len);
+                     "cpl mail: %s took %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT " bytes%s",
+                     m->command, m->sent, m->len, mail_said(m));
 }
 
 static void mail_finish(mail_run_t *m)
 {
     mail_close_stdin(m);
+    if (m->err) {
+        sip_io_watch(mail_loop, &m->io_err, 0);
+        apr_file_close(m->err);
+        m->err = NULL;
+    }
     sip_timer_cancel(mail_loop, &m->t_poll);
     if (m->prev)
         m->prev->next = m->next;
@@ -340,7 +393,7 @@ static void mail_finish(mail_run_t *m)
     if (m->next)
         m->next->prev = m->prev;
     mail_nrunning--;
-    /* an event for m->io may still be in this batch */
+    /* an event for m->io or m->io_err may still be in this batch */
     sip_loop_defer_destroy(mail_loop, m->pool);
 }
 
@@ -405,29 +458,39 @@ static char **mail_argv(apr_pool_t *p, const char *command)
 static apr_status_t mail_spawn(mail_run_t *m, char **argv)
 {
     static char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-    apr_file_t *in_r;
-    int in_fd, null_fd, rc;
+    apr_file_t *in_r, *err_w;
+    int in_fd, err_fd, null_fd, rc;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
     apr_status_t rv;
 
-    /* our end never blocks the engine; the command's end is ordinary */
+    /* our ends never block the engine; the command's ends are ordinary */
     if ((rv = apr_file_pipe_create_ex(&in_r, &m->in, APR_READ_BLOCK, m->pool)))
         return rv;
-    null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null_fd < 0) {
-        rv = errno;
+    if ((rv = apr_file_pipe_create_ex(&m->err, &err_w, APR_WRITE_BLOCK, m->pool))) {
         apr_file_close(in_r);
         apr_file_close(m->in);
         m->in = NULL;
         return rv;
     }
+    null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null_fd < 0) {
+        rv = errno;
+        apr_file_close(in_r);
+        apr_file_close(m->in);
+        apr_file_close(err_w);
+        apr_file_close(m->err);
+        m->in = NULL;
+        m->err = NULL;
+        return rv;
+    }
     apr_os_file_get(&in_fd, in_r);
+    apr_os_file_get(&err_fd, err_w);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
     posix_spawn_file_actions_adddup2(&fa, null_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, null_fd, 2);
+    posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
     posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     posix_spawnattr_init(&attr);
     sigemptyset(&none);
@@ -441,10 +504,13 @@ static apr_status_t mail_spawn(mail_run_t *m, char **argv)
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     apr_file_close(in_r);
+    apr_file_close(err_w);
     close(null_fd);
     if (rc) {
         apr_file_close(m->in);
+        apr_file_close(m->err);
         m->in = NULL;
+        m->err = NULL;
         return rc;
     }
     return APR_SUCCESS;
@@ -456,8 +522,17 @@ static apr_status_t mail_cleanup(void *data)
     (void)data;
     for (mail_run_t *m = mail_runs; m; m = m->next)
         kill(-m->pid, SIGKILL);
-    for (mail_run_t *m = mail_runs; m; m = m->next)
-        waitpid(m->pid, NULL, 0);   /* SIGKILLed: prompt */
+    /* SIGKILLed, they go at once; a second at most, as sip_cgi_shutdown */
+    for (int i = 0, left = 1; left && i < 100; i++) {
+        left = 0;
+        for (mail_run_t *m = mail_runs; m; m = m->next)
+            if (!m->reaped && waitpid(m->pid, NULL, WNOHANG) == 0)
+                left = 1;
+            else
+                m->reaped = 1;
+        if (left)
+            apr_sleep(apr_time_from_msec(10));
+    }
     mail_runs = NULL;
     mail_nrunning = 0;
     mail_loop = NULL;
@@ -506,6 +581,11 @@ apr_status_t sip_cpl_mail_send(const char *command, const char *message, server_
         mail_runs->prev = m;
     mail_runs = m;
     mail_nrunning++;
+    sip_io_init_file(&m->io_err, m->err, mail_stderr, m);
+    if ((rv = sip_io_watch(mail_loop, &m->io_err, APR_POLLIN)) != APR_SUCCESS) {
+        apr_file_close(m->err);     /* it writes into a closed pipe, and is told so */
+        m->err = NULL;
+    }
     sip_io_init_file(&m->io, m->in, mail_writable, m);
     mail_writable(m, APR_POLLOUT);      /* most messages fit the pipe at once */
     if (m->in && (rv = sip_io_watch(mail_loop, &m->io, APR_POLLOUT)) != APR_SUCCESS) {

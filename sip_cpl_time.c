@@ -454,12 +454,11 @@ sip_cpl_time_t *sip_cpl_time_compile(apr_pool_t *p, const char *tzid, const char
     t->reach = t->exact + (apr_int64_t)t->nominal_days * SIP_CPL_TIME_DAY
                + (t->nominal_days ? SIP_CPL_TIME_DST_SLACK : 0);
 
-    if (!v[FREQ]) {
-        for (int i = INTERVAL; i < TIME_NATTRS; i++)
-            if (v[i])
-                return ct_refuse(why, "recurrence attribute without freq");
+    /* Without freq the others "are not meaningful" (RFC 3880 Appendix C's
+     * TimeType): one period, whatever they say (a schema may even have
+     * filled in interval="1"). */
+    if (!v[FREQ])
         return t;
-    }
 
     /* The RRULE (RFC 5545 §3.3.10), its parts checked here first. */
     int f;

@@ -29,7 +29,7 @@ struct dispatch {
     const char *user, *host;        /* names SipDirectory's scripts (REGISTER: To) */
     const char *upload_aor;         /* uploaded scripts apply to it, or NULL */
     int cpl;                        /* the CPL steps apply (INVITE outside a dialog) */
-    int fetched;                    /* uploaded scripts fetched (status, scripts) */
+    int fetched;                    /* uploaded scripts: 0 not asked, -1 awaited, 1 here */
     int fetch_status;
     apr_array_header_t *scripts;
     const step_fn *steps;

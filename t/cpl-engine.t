@@ -85,6 +85,8 @@ ok(defined $s0->{SipCplRuns}, 'mod_status shows SipCplRuns') or diag(join ' ', s
 
 my $caller = $t->peer(name => 'caller');
 
+sub answer_of { my ($r) = @_; return $r ? $r->code . ' ' . $r->reason : 'none' }
+
 # INVITE from the caller peer; the final response (and the raw INVITE)
 sub call {
     my ($user, %o) = @_;
@@ -240,6 +242,40 @@ admin_cpl('par', '<incoming><location url="' . $callee->uri('p1') . '"><location
     if ($c) { $callee3->reply($c, 200); $callee3->reply($f3, 487) }
 }
 
+# call forwarding on busy: a second <proxy> in the busy output
+admin_cpl('cfb', '<incoming><location url="' . $callee->uri('desk') . '"><proxy timeout="3"><busy>'
+               . '<location url="' . $callee3->uri('vm') . '" clear="yes"><proxy timeout="3"/></location>'
+               . '</busy></proxy></location></incoming>');
+{
+    my $inv = $caller->invite(uri => $t->local_uri('cfb'));
+    my $cid = $caller->call_id($inv);
+    my $f1 = $callee->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    $callee->reply($f1, 486) if $f1;
+    my $f3 = $callee3->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    is($f3 && $f3->uri, $callee3->uri('vm'), 'forward on busy: the busy output proxies to the second location');
+    $callee3->reply($f3, 200) if $f3;
+    my $fin = $caller->final_for($inv, 3);
+    is($fin && $fin->code, 200, '... whose 200 reaches the caller');
+    $caller->ack($inv, $fin) if $fin;
+    ok(!$caller->all(call_id => $cid, code => 486), '... and the first 486 never did');
+}
+
+# parallel: a 6xx ends the search, the other branch is cancelled
+{
+    my $inv = $caller->invite(uri => $t->local_uri('par'));
+    my $cid = $caller->call_id($inv);
+    my $f1 = $callee->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    my $f3 = $callee3->expect(method => 'INVITE', call_id => $cid, timeout => 3);
+    $callee3->reply($f3, 180) if $f3;
+    $callee->reply($f1, 603) if $f1;
+    my $c = $callee3->expect(method => 'CANCEL', call_id => $cid, timeout => 3);
+    ok($c, 'parallel: after a 603 the ringing branch is cancelled');
+    if ($c) { $callee3->reply($c, 200); $callee3->reply($f3, 487) }
+    my $fin = $caller->final_for($inv, 3);
+    is($fin && $fin->code, 603, '... and the 603 goes upstream (6xx over 487)');
+    $caller->ack($inv, $fin) if $fin;
+}
+
 # recurse (default yes): a 302 from the callee is followed
 my $callee2 = $t->peer(name => 'callee2');
 {
@@ -255,6 +291,10 @@ my $callee2 = $t->peer(name => 'callee2');
     is($fin && $fin->code, 200, '... and its 200 reaches the caller');
     $caller->ack($inv, $fin) if $fin;
 }
+
+# a user of ours never registered (a made-up 404) takes the failure output
+admin_cpl('pxghost', qq{<incoming><location url="sip:ghost\@$us"><proxy timeout="2">$outs</proxy></location></incoming>});
+is(answer_of(call('pxghost')), '403 failed', 'proxy to a user of ours never registered: failure output');
 
 # ---- sequential and first-only
 my $c2uri = $callee2->uri('z');
@@ -386,6 +426,21 @@ admin_cpl('ring', qq{<incoming><location url="$curi"><proxy timeout="20"><noansw
     ok($callee->expect(method => 'ACK', call_id => $cid, timeout => 3), '... whose 487 is ACKed');
     ok(!$caller->expect(call_id => $cid, cseq_method => 'INVITE', final => 1, timeout => 1),
        '... and the script\'s noanswer output never answers afterwards');
+}
+
+# ---- 100 calls at once through a CPL proxy
+{
+    my @invs = map { $caller->invite(uri => $t->local_uri('plain')) } 1 .. 100;
+    my %cids = map { ($caller->call_id($_) => 1) } @invs;
+    my $n = 0;
+    while (my $f = $callee->expect(method => 'INVITE', timeout => 3,
+                                   filter => sub { $cids{ $_[0]->header('call-id') // '' } })) {
+        $callee->reply($f, 486);
+        last if ++$n == 100;
+    }
+    is($n, 100, '100 calls at once: the callee gets every INVITE once');
+    my $got = grep { my $r = $caller->final_for($_, 5); $caller->ack($_, $r) if $r; $r && $r->code == 486 } @invs;
+    is($got, 100, '... and every caller its 486');
 }
 
 # ---- counters

@@ -12,6 +12,7 @@ use warnings;
 use Test::More;
 use SipCgiTest qw(parse_msg wait_until rand_token);
 use SipDigest qw(digest_challenge digest_credentials digest_server);
+use File::Temp ();
 
 my $NS = 'urn:ietf:params:xml:ns:cpl';
 sub cpl { my ($body) = @_; return qq{<?xml version="1.0"?>\n<cpl xmlns="$NS">$body</cpl>\n} }
@@ -169,4 +170,57 @@ is(upload('alice', cpl('<outgoing><log name="out" comment="alice places a call"/
 
 is($t->engine_pid, $engine, 'the engine was never restarted');
 $t->stop;
+
+# ---- SipLocation dbd (SQLite): the store and the lookup answer later, from the DB thread
+SKIP: {
+    my $MODDIR = $SipTest::MODDIR;
+    skip 'mod_dbd not installed', 6 unless -e "$MODDIR/mod_dbd.so";
+    my $dbdir = File::Temp::tempdir('cpl_db_XXXXXX', DIR => '/tmp', CLEANUP => 1);
+    chmod 0777, $dbdir;
+    $t = SipCgiTest->new(digest_server(
+        realm => $realm, users => \%pw,
+        conf => [ "LoadModule dbd_module $MODDIR/mod_dbd.so", 'DBDriver sqlite3', "DBDParams \"$dbdir/loc.db\"",
+                  'SipLocation dbd', 'SipUploadUser nobody' ],
+        location => [ 'SipScriptUpload On' ]));
+    $port = $t->sip_port;
+    $us = "127.0.0.1:$port";
+    $engine = $t->engine_pid;
+    $caller = $t->peer(name => 'caller');
+    my $r = upload('eve', cpl('<incoming><lookup source="registration"><success><proxy timeout="3"/></success>'
+                            . '<notfound><reject status="404" reason="db nobody"/></notfound></lookup></incoming>'));
+    is($r && $r->code, 200, 'dbd: eve uploads a lookup script');
+    is(answer(call(aor('eve'), from => 'alice', as => 'alice')), '404 db nobody',
+       'dbd: her script is fetched and her bindings looked up through the database (none)');
+    my $dev = $t->peer(name => 'evedev');
+    {
+        my %a = (method => 'REGISTER', uri => "sip:$us", to => '<' . aor('eve') . '>',
+                 from => '<' . aor('eve') . '>;tag=' . rand_token(6), call_id => rand_token(12) . '@db');
+        my @h = (Contact => '<' . $dev->uri('eve') . '>', Expires => 600);
+        my @x = $t->transact('udp', %a, cseq => 1, headers => \@h);
+        my $c = digest_challenge($x[-1], 'www-authenticate');
+        @x = $t->transact('udp', %a, cseq => 2, headers => [ @h, Authorization => digest_credentials(challenge => $c,
+                          user => 'eve', password => 'e-pw', method => 'REGISTER', uri => "sip:$us") ]);
+        is(@x && $x[-1]->code, 200, 'dbd: eve registers a device');
+    }
+    my ($fin, $inv);
+    {
+        my $from = '<' . aor('alice') . '>;tag=' . rand_token(6);
+        my $cid = rand_token(12) . '@dbcall';
+        my $uri = aor('eve');
+        $inv = $caller->invite(uri => $uri, from => $from, call_id => $cid, cseq => 1);
+        my $ch = $caller->final_for($inv, 5);
+        $caller->ack($inv, $ch) if $ch;
+        $inv = $caller->invite(uri => $uri, from => $from, call_id => $cid, cseq => 2,
+                               headers => [ Authorization => digest_credentials(challenge => digest_challenge($ch, 'www-authenticate'),
+                                            user => 'alice', password => 'a-pw', method => 'INVITE', uri => $uri) ]);
+        my $f = $dev->expect(method => 'INVITE', call_id => $cid, timeout => 5);
+        ok($f, 'dbd: the lookup finds the device, the script proxies there');
+        $dev->reply($f, 486, reason => 'Eve Busy') if $f;
+        $fin = $caller->final_for($inv, 5);
+        is(answer($fin), '486 Eve Busy', '... and its answer comes back');
+        $caller->ack($inv, $fin) if $fin;
+    }
+    is($t->engine_pid, $engine, 'dbd: the engine was never restarted');
+    $t->stop;
+}
 done_testing;

@@ -752,6 +752,42 @@ START_TEST(locate_escaped_names)
 }
 END_TEST
 
+/* The pieces the routing steps use (sip_dispatch.c): a CPL file needs to
+ * be readable, not executable, and obeys the same confinement. */
+START_TEST(locate_cpl_files)
+{
+    const char *path = NULL, *why = NULL, *name = NULL;
+    char longuser[300];
+
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "noexec@h", 0, &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("noexec@h"));
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "noexec@h", 1, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "out@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "sibling@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "dangling@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "dir@h", 0, &path, &why), 403);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "in@h", 0, &path, &why), 0);
+    ck_assert_str_eq(path, in_dir("alice@h"));
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "missing.cpl", 0, &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, "../x.cpl", 0, &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, tmpdir, ".hidden.cpl", 0, &path, &why), 404);
+    ck_assert_int_eq(sip_cgi_locate_file(pool, "/nonexistent/sip-dir", "x.cpl", 0, &path, &why),
+                     404);
+
+    ck_assert_int_eq(sip_cgi_user_file(pool, "%61lice", "h", ".cpl", &name, &why), 0);
+    ck_assert_str_eq(name, "alice@h.cpl");
+    ck_assert_int_eq(sip_cgi_user_file(pool, "..%2Fetc", "h", ".cpl", &name, &why), 403);
+    ck_assert_int_eq(sip_cgi_user_file(pool, "alice", "../h", ".cpl", &name, &why), 403);
+    ck_assert_int_eq(sip_cgi_user_file(pool, "a%00b", "h", "", &name, &why), 403);
+    ck_assert_int_eq(sip_cgi_user_file(pool, NULL, "h", ".cpl", &name, &why), 404);
+    ck_assert_int_eq(sip_cgi_user_file(pool, "", "h", ".cpl", &name, &why), 404);
+    /* no file can have a name this long: not found rather than refused */
+    memset(longuser, 'a', sizeof(longuser) - 1);
+    longuser[sizeof(longuser) - 1] = '\0';
+    ck_assert_int_eq(sip_cgi_user_file(pool, longuser, "h", ".cpl", &name, &why), 404);
+}
+END_TEST
+
 static Suite *locate_suite(void)
 {
     Suite *s = suite_create("sip_cgi_locate");
@@ -765,6 +801,7 @@ static Suite *locate_suite(void)
     tcase_add_test(tc, locate_forbidden_files);
     tcase_add_test(tc, locate_symlink_inside);
     tcase_add_test(tc, locate_escaped_names);
+    tcase_add_test(tc, locate_cpl_files);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -5539,6 +5576,45 @@ START_TEST(ctime_against_iteration)
 }
 END_TEST
 
+/* The same rules judged by glibc's reading of the tz database (localtime_r
+ * with TZ set), not libical's: business hours and the last Friday of the
+ * month in New York, at random instants over forty years. */
+START_TEST(ctime_against_glibc)
+{
+    sip_cpl_time_t *hours = ctime_ok("America/New_York", "dtstart", "20000703T090000",
+                                     "duration", "PT8H", "freq", "weekly",
+                                     "byday", "MO,TU,WE,TH,FR", NULL);
+    sip_cpl_time_t *friday = ctime_ok("America/New_York", "dtstart", "20000128T000000",
+                                      "duration", "P1D", "freq", "monthly", "byday", "-1FR",
+                                      NULL);
+    sip_cpl_time_t *yearly = ctime_ok("America/New_York", "dtstart", "20001224T180000",
+                                      "dtend", "20001226T000000", "freq", "yearly", NULL);
+    setenv("TZ", "America/New_York", 1);
+    tzset();
+    unsigned seed = 7;
+    apr_int64_t lo = utc_at("20000801T000000Z") / APR_USEC_PER_SEC;
+    for (int k = 0; k < 8000; k++) {
+        time_t x = (time_t)(lo + (apr_int64_t)rand_r(&seed) * 40 * 366 / RAND_MAX * 86400
+                            + rand_r(&seed) % 86400);
+        struct tm tm;
+        localtime_r(&x, &tm);
+        int busy = tm.tm_wday >= 1 && tm.tm_wday <= 5 && tm.tm_hour >= 9 && tm.tm_hour < 17;
+        int mdays = icaltime_days_in_month(tm.tm_mon + 1, tm.tm_year + 1900);
+        int last_friday = tm.tm_wday == 5 && tm.tm_mday + 7 > mdays;
+        /* 30 h of real time from Dec 24 18:00 (exact, dtend - dtstart) */
+        struct tm start = {.tm_year = tm.tm_year, .tm_mon = 11, .tm_mday = 24, .tm_hour = 18,
+                           .tm_isdst = -1};
+        time_t s0 = mktime(&start);
+        int xmas = x >= s0 && x < s0 + 30 * 3600;
+        apr_time_t now = apr_time_from_sec(x);
+        ck_assert_msg(sip_cpl_time_match(hours, now) == busy, "hours at %lld", (long long)x);
+        ck_assert_msg(sip_cpl_time_match(friday, now) == last_friday, "friday at %lld",
+                      (long long)x);
+        ck_assert_msg(sip_cpl_time_match(yearly, now) == xmas, "xmas at %lld", (long long)x);
+    }
+}
+END_TEST
+
 /* Hostile: huge counts, tiny intervals, far away 'now'; each match stays
  * within a bound and gives the right answer. */
 START_TEST(ctime_hostile)
@@ -5628,7 +5704,11 @@ START_TEST(ctime_refusals)
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "daily", "until",
                   "20261201T000000", NULL);
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "freq", "fortnightly", NULL);
-    ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "byday", "MO", NULL);  /* no freq */
+    /* without freq the recurrence parts mean nothing: one period */
+    sip_cpl_time_t *once = ctime_ok(NULL, "dtstart", "20261206T090000Z", "duration", "PT1H",
+                                    "interval", "1", "byday", "MO", "count", "5", NULL);
+    ck_assert(time_in(once, "20261206T093000Z"));                  /* a Sunday */
+    ck_assert(!time_in(once, "20261207T093000Z"));
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "colour", "blue", NULL);
     ctime_refused(NULL, "dtstart", d, "duration", "PT1H", "dtstart", d, NULL);
     static const char *const bad_lists[][2] = {
@@ -5674,6 +5754,7 @@ static Suite *cpl_time_suite(void)
     tcase_add_test(tc, ctime_by_parts);
     tcase_add_test(tc, ctime_subdaily_phase);
     tcase_add_test(tc, ctime_against_iteration);
+    tcase_add_test(tc, ctime_against_glibc);
     tcase_add_test(tc, ctime_hostile);
     tcase_add_test(tc, ctime_refusals);
     suite_add_tcase(s, tc);
@@ -5913,6 +5994,33 @@ START_TEST(cmail_send)
     ck_assert_uint_eq(sip_cpl_mail_running(), 0);
     cmail_no_children();
 
+    /* a failure's log line has its exit status and what it said on stderr
+     * (the test stubs log to stderr: caught in a file here) */
+    char logpath[] = "/tmp/cpl-mail-log-XXXXXX";
+    int logfd = mkstemp(logpath), saved = dup(2);
+    ck_assert_int_ge(logfd, 0);
+    dup2(logfd, 2);
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/sh -c echo${IFS}no${IFS}such${IFS}user>&2;exit${IFS}67",
+                                       "x", NULL), APR_SUCCESS);
+    cmail_run_loop(10);
+    dup2(saved, 2);
+    close(saved);
+    char logbuf[1024] = "";
+    ck_assert_int_gt(pread(logfd, logbuf, sizeof(logbuf) - 1, 0), 0);
+    close(logfd);
+    unlink(logpath);
+    ck_assert_msg(strstr(logbuf, "/bin/sh exited with status 67: no such user\n"), "%s", logbuf);
+    cmail_no_children();
+
+    /* a megabyte on stderr is drained, not left to fill the pipe and stall it */
+    apr_time_t t1 = apr_time_now();
+    ck_assert_int_eq(sip_cpl_mail_send("/bin/sh -c yes|head${IFS}-c${IFS}1000000>&2;exit${IFS}1",
+                                       "x", NULL), APR_SUCCESS);
+    cmail_run_loop(10);
+    ck_assert_uint_eq(sip_cpl_mail_running(), 0);
+    ck_assert_int_lt(apr_time_now() - t1, apr_time_from_sec(5));
+    cmail_no_children();
+
     /* one that hangs is killed after the timeout, its group with it */
     mail_timeout = apr_time_from_msec(200);
     apr_time_t t0 = apr_time_now();
@@ -5933,6 +6041,7 @@ START_TEST(cmail_send)
     ck_assert_uint_eq(sip_cpl_mail_running(), 0);
     cmail_no_children();
     unlink(path);
+    free(cmail_loop->heap);     /* as the timer tests do: the loop has no destructor */
 }
 END_TEST
 
