@@ -20,6 +20,9 @@
 #   §16.8 location-filtering       registered phones except the office one
 #   §16.9 non-signalling           log + mail, then the phone
 #   §16.10 hybrid                  address/string switches, sequential proxy
+# and the unusual: "ANONYMOUS" in capitals, a q=0 language, an unknown
+# Priority value, a 1-900 number with visual separators, a look-alike
+# domain (evilexample.com), an unauthenticated caller naming the owner.
 use strict;
 use warnings;
 use Test::More;

@@ -4488,7 +4488,8 @@ START_TEST(cplrun_address_switch)
             "<otherwise><log name=\"other\"/></otherwise>"
             "</address-switch></incoming>";
         CK_TRACE(sw, std, "log(5060,-) end(DEFAULT)");
-        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL), "log(5061,-) end(DEFAULT)");
+        CK_TRACE(sw, cpl_req("sip:b@b", "<sips:a@x>", "<sip:b@b>", NULL),
+                 "log(5061,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:a@x:5070>", "<sip:b@b>", NULL),
                  "log(other,-) end(DEFAULT)");
     }
@@ -4511,6 +4512,12 @@ START_TEST(cplrun_address_switch)
                  "log(other,-) end(DEFAULT)");
         CK_TRACE(sw, cpl_req("sip:b@b", "<sip:c@x>", "<sip:b@b>", NULL),
                  "log(no name,-) end(DEFAULT)");
+        /* quoted-pairs resolved before comparing */
+        CK_TRACE("<incoming><address-switch field=\"origin\" subfield=\"display\">"
+                 "<address is='dave \"d\" JONES'><log name=\"dave\"/></address>"
+                 "</address-switch></incoming>",
+                 cpl_req("sip:b@b", "\"Dave \\\"D\\\" Jones\" <sip:d@x>", "<sip:b@b>", NULL),
+                 "log(dave,-) end(DEFAULT)");
         /* the Request-URI has no display name */
         CK_TRACE("<incoming><address-switch field=\"destination\" subfield=\"display\">"
                  "<address is=\"x\"/><not-present><log name=\"np\"/></not-present>"
@@ -4964,7 +4971,8 @@ START_TEST(cplrun_rfc_examples)
     CK_TRACE(forward_redirect_default, jones,
              "proxy(sip:jones@jonespc.example.com/1000;t=8,r=0,o=0) "
              "proxy(sip:jones@voicemail.example.com/1000;t=20,r=1,o=0) end(ANSWERED)");
-    CK_TRACE(screening, cpl_req("sip:jones@example.com", "Anonymous <sip:anonymous@anonymous.invalid>",
+    CK_TRACE(screening, cpl_req("sip:jones@example.com",
+                                "Anonymous <sip:anonymous@anonymous.invalid>",
                                 "<sip:jones@example.com>", NULL),
              "reject(603,I reject anonymous calls) end(ANSWERED)");
     CK_TRACE(screening, jones, "end(DEFAULT)");
