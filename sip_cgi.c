@@ -7,6 +7,7 @@
 #include "sip_location.h"
 #include "sip_script_store.h"
 #include "sip_stats.h"
+#include "sip_spawn.h"
 #include "sip_upload.h"
 
 #include <errno.h>
@@ -1156,7 +1157,6 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     int in_fd, out_fd, err_fd, script_fd = -1;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    sigset_t none, all;
     char *dir = apr_pstrdup(run->pool, path), *slash = strrchr(dir, '/');
     char *argv1[2], **argv = argv1;
     pid_t pid;
@@ -1209,14 +1209,7 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
         posix_spawn_file_actions_addclosefrom_np(&fa, 3);
         posix_spawn_file_actions_addchdir_np(&fa, dir);     /* RFC 3050 §6.1 */
     }
-    posix_spawnattr_init(&attr);
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);         /* the engine ignores SIGPIPE */
-    posix_spawnattr_setpgroup(&attr, 0);                /* own group: killable as one */
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
-                                        | POSIX_SPAWN_SETPGROUP);
+    sip_spawn_attr_init(&attr);
     rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);

@@ -11,6 +11,7 @@
  * says on stderr goes into the log line of a failure. */
 #include "sip_cpl_mail.h"
 #include "sip_log.h"
+#include "sip_spawn.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -462,7 +463,6 @@ static apr_status_t mail_spawn(mail_run_t *m, char **argv)
     int in_fd, err_fd, null_fd, rc;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
-    sigset_t none, all;
     apr_status_t rv;
 
     /* our ends never block the engine; the command's ends are ordinary */
@@ -492,14 +492,7 @@ static apr_status_t mail_spawn(mail_run_t *m, char **argv)
     posix_spawn_file_actions_adddup2(&fa, null_fd, 1);
     posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
     posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_init(&attr);
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);         /* the engine ignores SIGPIPE */
-    posix_spawnattr_setpgroup(&attr, 0);                /* own group: killable as one */
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
-                                        | POSIX_SPAWN_SETPGROUP);
+    sip_spawn_attr_init(&attr);
     rc = posix_spawn(&m->pid, argv[0], &fa, &attr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
