@@ -194,27 +194,35 @@ static step_result_t step_uploaded_cpl(dispatch_t *d)
     return run_cpl(d, e, SIP_CPL_INCOMING, d->upload_aor);
 }
 
-/* c. SipDirectory's user@host */
-static step_result_t step_admin_cgi(dispatch_t *d)
+/* SipDirectory's SIP-CGI script 'name' (r: what finding the name gave):
+ * run it, pass on when there is none, refuse an unsafe name: it runs
+ * nothing, not even a default (31-traversal.t). */
+static step_result_t run_admin_cgi(dispatch_t *d, int r, const char *name, const char *why)
 {
-    const sip_server_conf *conf = sip_get_conf(d->s);
-    const char *name = NULL, *path = NULL, *why = NULL;
-    int r;
+    const char *path = NULL;
 
-    if (!conf->directory)
-        return STEP_NEXT;
-    r = sip_cgi_user_file(d->p, d->user, d->host, "", &name, &why);
     if (r == 0)
-        r = sip_cgi_locate_file(d->p, conf->directory, name, 1, &path, &why);
+        r = sip_cgi_locate_file(d->p, sip_get_conf(d->s)->directory, name, 1, &path, &why);
     if (r == 404)
         return STEP_NEXT;
     if (r) {
-        /* an unsafe name runs nothing, not even a default (31-traversal.t) */
         refuse_name(d, why);
         return STEP_DONE;
     }
     sip_cgi_run(d->txn, path, d->s);
     return STEP_DONE;
+}
+
+/* c. SipDirectory's user@host */
+static step_result_t step_admin_cgi(dispatch_t *d)
+{
+    const char *name = NULL, *why = NULL;
+    int r;
+
+    if (!sip_get_conf(d->s)->directory)
+        return STEP_NEXT;
+    r = sip_cgi_user_file(d->p, d->user, d->host, "", &name, &why);
+    return run_admin_cgi(d, r, name, why);
 }
 
 /* d. SipDirectory's user@host.cpl */
@@ -232,20 +240,10 @@ static step_result_t step_admin_cpl(dispatch_t *d)
 static step_result_t step_default_cgi(dispatch_t *d)
 {
     const sip_server_conf *conf = sip_get_conf(d->s);
-    const char *path = NULL, *why = NULL;
-    int r;
 
     if (!conf->directory || !conf->default_script)
         return STEP_NEXT;
-    r = sip_cgi_locate_file(d->p, conf->directory, conf->default_script, 1, &path, &why);
-    if (r == 404)
-        return STEP_NEXT;
-    if (r) {
-        refuse_name(d, why);
-        return STEP_DONE;
-    }
-    sip_cgi_run(d->txn, path, d->s);
-    return STEP_DONE;
+    return run_admin_cgi(d, 0, conf->default_script, NULL);
 }
 
 /* f. the default CPL script */
