@@ -1,6 +1,6 @@
 /* The <mail> action of CPL (RFC 3880 §7.1): a mailto: URL (RFC 6068)
  * turned into a message and handed to a sendmail-style command
- * (SipCplMailCommand) without blocking the engine. */
+ * (SipCplMail) without blocking the engine. */
 #ifndef SIP_CPL_MAIL_H
 #define SIP_CPL_MAIL_H
 
