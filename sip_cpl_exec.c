@@ -462,35 +462,22 @@ static int rank(int status)
                                                       + (status == 486 ? 0 : status);
 }
 
+/* The Contact URIs of a 3xx (recursion, the redirection output). */
 static void contacts_of(apr_pool_t *p, const sip_msg_t *resp, apr_array_header_t *out)
 {
     const apr_array_header_t *hdrs = sip_msg_headers(resp);
+    apr_array_header_t *values = apr_array_make(p, 4, sizeof(const char *));
     int i;
 
     for (i = 0; hdrs && i < hdrs->nelts; i++) {
         const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
-        const char *v, *start;
-        int quoted = 0, angle = 0;
-
-        if (strcasecmp(h->name, "Contact") && strcasecmp(h->name, "m"))
-            continue;
-        for (v = start = h->value;; v++) {
-            if (*v == '"')
-                quoted = !quoted;
-            else if (!quoted && *v == '<')
-                angle = 1;
-            else if (!quoted && *v == '>')
-                angle = 0;
-            if (!*v || (*v == ',' && !quoted && !angle)) {
-                const char *one = apr_pstrmemdup(p, start, (apr_size_t)(v - start));
-                const char *uri = sip_header_uri(p, one, NULL);
-                if (uri && *uri && strcmp(uri, "*"))
-                    *(const char **)apr_array_push(out) = uri;
-                if (!*v)
-                    break;
-                start = v + 1;
-            }
-        }
+        if (!strcasecmp(h->name, "Contact") || !strcasecmp(h->name, "m"))
+            sip_header_split_list(p, h->value, values);
+    }
+    for (i = 0; i < values->nelts; i++) {
+        const char *uri = sip_header_uri(p, APR_ARRAY_IDX(values, i, const char *), NULL);
+        if (uri && *uri && strcmp(uri, "*"))
+            *(const char **)apr_array_push(out) = uri;
     }
 }
 

@@ -1655,6 +1655,34 @@ apr_size_t sip_msg_length(const sip_msg_t *m)
     return m->raw_len;
 }
 
+/* Split a header value at the commas between its elements (not the ones
+ * inside quotes or <...>), each trimmed, empty ones left out. */
+void sip_header_split_list(apr_pool_t *p, const char *v, apr_array_header_t *out)
+{
+    const char *start = v;
+    int quoted = 0, angle = 0;
+
+    for (;; v++) {
+        if (*v == '"' && (v == start || v[-1] != '\\'))
+            quoted = !quoted;
+        else if (!quoted && *v == '<')
+            angle = 1;
+        else if (!quoted && *v == '>')
+            angle = 0;
+        if (*v == '\0' || (*v == ',' && !quoted && !angle)) {
+            const char *s = start + strspn(start, " \t");
+            apr_size_t n = (apr_size_t)(v - s);
+            while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+                n--;
+            if (n)
+                *(const char **)apr_array_push(out) = apr_pstrmemdup(p, s, n);
+            if (!*v)
+                break;
+            start = v + 1;
+        }
+    }
+}
+
 const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params)
 {
     const char *lt = strchr(value, '<'), *gt;

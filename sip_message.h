@@ -148,6 +148,11 @@ int sip_uri_parts(apr_pool_t *p, const char *uri, sip_uri_parts_t *out);
  * or does not parse. */
 const char *sip_header_display(apr_pool_t *p, const char *value);
 
+/* The elements of a comma-separated header value such as Contact (RFC
+ * 3261 §7.3.1), split at the commas outside quotes and <...>, trimmed,
+ * appended to 'out' (const char *). */
+void sip_header_split_list(apr_pool_t *p, const char *value, apr_array_header_t *out);
+
 /* The URI inside a header value such as To or Contact ("<uri>;params" or
  * "uri;params"), and the header parameters after it (or ""). */
 const char *sip_header_uri(apr_pool_t *p, const char *value, const char **params);

@@ -17,34 +17,6 @@
 #include "apr_lib.h"
 #include "util_time.h"
 
-/* Split a Contact header value at the commas between contacts (not the
- * ones inside quotes or <...>). */
-static void split_contacts(apr_pool_t *p, const char *v, apr_array_header_t *out)
-{
-    const char *start = v;
-    int quoted = 0, angle = 0;
-
-    for (;; v++) {
-        if (*v == '"' && (v == start || v[-1] != '\\'))
-            quoted = !quoted;
-        else if (!quoted && *v == '<')
-            angle = 1;
-        else if (!quoted && *v == '>')
-            angle = 0;
-        if (*v == '\0' || (*v == ',' && !quoted && !angle)) {
-            const char *s = start + strspn(start, " \t");
-            apr_size_t n = (apr_size_t)(v - s);
-            while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-                n--;
-            if (n)
-                *(const char **)apr_array_push(out) = apr_pstrmemdup(p, s, n);
-            if (!*v)
-                break;
-            start = v + 1;
-        }
-    }
-}
-
 /* Value of header parameter 'name' in ";a=1;b=2" (NULL if absent); the
  * rest, without it, goes to *rest when not NULL. */
 static const char *param(apr_pool_t *p, const char *params, const char *name, const char **rest)
@@ -425,7 +397,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     for (i = 0; i < hdrs->nelts; i++) {
         const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
         if (strcasecmp(h->name, "Contact") == 0)
-            split_contacts(p, h->value, contacts);
+            sip_header_split_list(p, h->value, contacts);
     }
     call_id = sip_msg_call_id(req);
 
