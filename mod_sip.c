@@ -123,6 +123,22 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
                                                      : base->upload_max_total;
     c->upload_integrity = add->upload_integrity >= 0 ? add->upload_integrity
                                                      : base->upload_integrity;
+    c->explode_max_targets = add->explode_max_targets >= 0 ? add->explode_max_targets
+                                                           : base->explode_max_targets;
+    c->explode_rate = add->explode_rate >= 0 ? add->explode_rate : base->explode_rate;
+    c->explode_methods = add->explode_methods ? add->explode_methods : base->explode_methods;
+    c->explode_response = add->explode_response >= 0 ? add->explode_response
+                                                     : base->explode_response;
+    if (add->explode_consent_file) {
+        c->explode_consent_file = add->explode_consent_file;
+        c->explode_consent = add->explode_consent;
+    }
+    else {
+        c->explode_consent_file = base->explode_consent_file;
+        c->explode_consent = base->explode_consent;
+    }
+    c->explode_consent_local = add->explode_consent_local >= 0 ? add->explode_consent_local
+                                                               : base->explode_consent_local;
     return c;
 }
 
@@ -133,6 +149,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     d->mode = -1;
     d->auth = -1;
     d->script_upload = -1;
+    d->explode = -1;
     return d;
 }
 
@@ -142,6 +159,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     d->mode = add->mode >= 0 ? add->mode : base->mode;
     d->auth = add->auth >= 0 ? add->auth : base->auth;
     d->script_upload = add->script_upload >= 0 ? add->script_upload : base->script_upload;
+    d->explode = add->explode >= 0 ? add->explode : base->explode;
     d->providers = add->providers ? add->providers : base->providers;
     d->error_docs = !add->error_docs ? base->error_docs
                   : !base->error_docs ? add->error_docs
@@ -207,6 +225,14 @@ static void apply_defaults(sip_server_conf *c)
         c->upload_max_total = SIP_DEFAULT_UPLOAD_MAX_TOTAL;
     if (c->upload_integrity < 0)
         c->upload_integrity = 0;
+    if (c->explode_max_targets < 0)
+        c->explode_max_targets = SIP_DEFAULT_EXPLODE_MAX_TARGETS;
+    if (c->explode_rate < 0)
+        c->explode_rate = SIP_DEFAULT_EXPLODE_RATE;
+    if (c->explode_response < 0)
+        c->explode_response = 200;
+    if (c->explode_consent_local < 0)
+        c->explode_consent_local = 0;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -758,6 +784,76 @@ static void upload_conf_defaults(apr_pool_t *p)
     }
 }
 
+/* ---- URI-list services (EXPLODE, RFC 5365; docs/explode.md) ---- */
+
+static int explode_used;    /* some SipExplode On in this configuration */
+
+int sip_explode_used(void)
+{
+    return explode_used;
+}
+
+static const char *set_explode(cmd_parms *cmd, void *dv, int on)
+{
+    (void)cmd;
+    ((sip_dir_conf *)dv)->explode = on;
+    explode_used |= on;
+    return NULL;
+}
+
+static const char *set_explode_count(cmd_parms *cmd, void *d, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    (void)d;
+    if (cmd->info)
+        return set_count(cmd, &c->explode_rate, arg, 0, 1000000);
+    return set_count(cmd, &c->explode_max_targets, arg, 1, 100000);
+}
+
+/* Template methods that need no dialog of the exploder's own: an INVITE
+ * or SUBSCRIBE template would make it a B2BUA or conference focus
+ * (RFC 5366), which it is not; EXPLODE would recurse. */
+static const char *add_explode_method(cmd_parms *cmd, void *d, const char *arg)
+{
+    static const char *const refused[] = {"INVITE", "ACK", "CANCEL", "BYE", "REGISTER",
+                                          "PRACK", "UPDATE", "INFO", "SUBSCRIBE", "NOTIFY",
+                                          "REFER", "EXPLODE", NULL};
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    const char *ch;
+    int i;
+
+    (void)d;
+    for (ch = arg; *ch; ch++)
+        if (!apr_isupper(*ch) && !apr_isdigit(*ch) && !strchr("-.!%*_+`'~", *ch))
+            return apr_pstrcat(cmd->pool, "SipExplodeMethods: ", arg,
+                               " is not an upper-case SIP method token", NULL);
+    for (i = 0; refused[i]; i++)
+        if (!strcmp(arg, refused[i]))
+            return apr_pstrcat(cmd->pool, "SipExplodeMethods: ", arg, " cannot be exploded "
+                               "(it needs a dialog, or would recurse)", NULL);
+    if (!c->explode_methods)
+        c->explode_methods = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    *(const char **)apr_array_push(c->explode_methods) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_explode_response(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (strcmp(arg, "200") && strcmp(arg, "202"))
+        return "SipExplodeResponse needs 200 (the EXPLODE draft) or 202 (RFC 5365 style)";
+    sip_get_conf(cmd->server)->explode_response = atoi(arg);
+    return NULL;
+}
+
+static const char *set_explode_consent_local(cmd_parms *cmd, void *d, int on)
+{
+    (void)d;
+    sip_get_conf(cmd->server)->explode_consent_local = on;
+    return NULL;
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -965,6 +1061,22 @@ static const command_rec sip_cmds[] = {
     /* running uploaded scripts (issue 12 item 6) */
     AP_INIT_TAKE1("SipUploadTmpSize", set_upload_tmp_size, NULL, RSRC_CONF,
                   "Bytes an uploaded script may store in its sandbox's /tmp (default 16777216)"),
+    /* URI-list services (EXPLODE, RFC 5365; docs/explode.md) */
+    AP_INIT_FLAG("SipExplode", set_explode, NULL, RSRC_CONF | ACCESS_CONF,
+                 "Whether authenticated users may have EXPLODE and recipient-list MESSAGE "
+                 "requests for these addresses fanned out to a list (default Off)"),
+    AP_INIT_TAKE1("SipExplodeMaxTargets", set_explode_count, NULL, RSRC_CONF,
+                  "Entries a URI list may have; beyond, 403 and nothing is sent (default 100)"),
+    AP_INIT_TAKE1("SipExplodeRate", set_explode_count, (void *)1, RSRC_CONF,
+                  "Explosions one user may start per minute; beyond, 403 (default 10, "
+                  "0 = no limit)"),
+    AP_INIT_ITERATE("SipExplodeMethods", add_explode_method, NULL, RSRC_CONF,
+                    "Methods an EXPLODE template may have (default MESSAGE)"),
+    AP_INIT_TAKE1("SipExplodeResponse", set_explode_response, NULL, RSRC_CONF,
+                  "Status of an accepted EXPLODE: 200 (default) or 202"),
+    AP_INIT_FLAG("SipExplodeConsentLocal", set_explode_consent_local, NULL, RSRC_CONF,
+                 "Whether users of this server's own domains accept fanned-out requests from "
+                 "its authenticated users without a consent rule (default Off)"),
     {NULL}
 };
 
@@ -1226,6 +1338,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     max_bindings = -1;
     auth_used = 0;
     dbd_provider_used = 0;
+    explode_used = 0;
     stats_shown = 0;
     return OK;
 }

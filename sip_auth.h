@@ -15,6 +15,13 @@ void sip_auth_init(apr_pool_t *p);
  * answer (401/407 challenge, 403) was sent. */
 int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied);
 
+/* sip_auth_check for a request that needs an authenticated user even
+ * where no SipAuth or Require asks for one (a URI-list request: RFC 5363
+ * §5.2): challenged (401) with the realm that applies (AuthName, else
+ * ServerName) and checked against the authn providers configured there;
+ * Require still authorizes the user (403). */
+int sip_auth_check_user(sip_txn_t *t, server_rec *s);
+
 /* A 401 asking for credentials that protect the body too (qop=auth-int:
  * SipScriptUploadIntegrity for script uploads). */
 void sip_auth_challenge_integrity(sip_txn_t *t, server_rec *s);

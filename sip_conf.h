@@ -50,6 +50,9 @@
 #define SIP_BWRAP_PATH "/usr/bin/bwrap"
 /* SipUploadTmpSize: the sandbox's /tmp (a tmpfs: memory RLimitMEM does not count) */
 #define SIP_DEFAULT_UPLOAD_TMP_SIZE  (16 * 1024 * 1024)
+/* URI-list services (EXPLODE, RFC 5365; docs/explode.md) */
+#define SIP_DEFAULT_EXPLODE_MAX_TARGETS 100     /* list entries; more: 403 */
+#define SIP_DEFAULT_EXPLODE_RATE        10      /* explosions per user per minute */
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -90,6 +93,16 @@ typedef struct sip_server_conf {
     /* CPL (RFC 3880; docs/cpl.md) */
     const char *cpl_default_script;     /* SipCplDefaultScript; NULL = unset, "" = none */
     const char *cpl_mail;               /* SipCplMail command line; NULL = unset, "" = Off */
+
+    /* URI-list services (EXPLODE, RFC 5365; docs/explode.md).  SipExplode
+     * itself is per <Location>: sip_request_explode() */
+    int explode_max_targets;            /* SipExplodeMaxTargets; -1 = unset */
+    int explode_rate;                   /* SipExplodeRate per user per minute; 0 = none; -1 */
+    apr_array_header_t *explode_methods; /* SipExplodeMethods (char *); NULL = unset (MESSAGE) */
+    int explode_response;               /* SipExplodeResponse 200 or 202; -1 = unset (200) */
+    const char *explode_consent_file;   /* SipExplodeConsentFile; NULL = none */
+    struct sip_consent *explode_consent; /* ... as loaded (sip_consent.h); NULL = nobody */
+    int explode_consent_local;          /* SipExplodeConsentLocal; -1 = unset (Off) */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

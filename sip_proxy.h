@@ -89,6 +89,16 @@ void sip_proxy_cancel(sip_proxy_t *px);
 /* The owner is done with it: freed once no branch is left. */
 void sip_proxy_release(sip_proxy_t *px);
 
+/* ---- requests of the server's own (a URI-list service as UAC, RFC 5365 §7.2) ---- */
+
+/* Send 'text' (a whole request without Via, Content-Length right) to its
+ * first Route, else its Request-URI (RFC 3261 §8.1.2): a Via of ours with
+ * a new branch and the transport of that hop goes on top; 'cb' hears its
+ * responses, or the local 408/503.  NULL (logged) when the hop cannot be
+ * resolved or the text does not parse as a request. */
+sip_ctxn_t *sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
+                               void *baton);
+
 /* Proxy the request of 'txn' statefully to its Request-URI (§16.5); the
  * caller has decided that it may leave (sip_relay_permit). */
 void sip_proxy_forward_request(sip_txn_t *txn, server_rec *s);

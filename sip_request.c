@@ -128,6 +128,22 @@ int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor)
     return on;
 }
 
+int sip_request_explode(apr_pool_t *p, server_rec *s, const char *aor)
+{
+    request_rec *r;
+    sip_dir_conf *d;
+    int on;
+
+    (void)p;
+    if (!sip_explode_used())
+        return 0;
+    r = make_request(s, "EXPLODE", aor, 1);
+    d = ap_get_module_config(r->per_dir_config, &sip_module);
+    on = d && d->explode > 0;
+    apr_pool_destroy(r->pool);
+    return on;
+}
+
 static void add_headers(apr_table_t *t, const apr_array_header_t *hdrs)
 {
     int i;

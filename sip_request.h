@@ -15,6 +15,7 @@ typedef struct sip_dir_conf {
     apr_array_header_t *providers;  /* SipAuthProvider names, NULL = "file" */
     apr_hash_t *error_docs;         /* SipErrorDocument: int status -> sip_error_doc */
     int script_upload;              /* SipScriptUpload; -1 = unset (Off) */
+    int explode;                    /* SipExplode; -1 = unset (Off) */
 } sip_dir_conf;
 
 struct sip_txn;
@@ -74,5 +75,11 @@ int sip_request_mode(apr_pool_t *p, server_rec *s, const char *aor);
 
 /* SipScriptUpload that applies to 'aor' (vhost default, or a <Location>). */
 int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor);
+
+/* SipExplode that applies to 'aor' (vhost default, or a <Location>): may
+ * URI-list requests (EXPLODE, RFC 5365 MESSAGE) for it be fanned out? */
+int sip_request_explode(apr_pool_t *p, server_rec *s, const char *aor);
+/* Is SipExplode On anywhere in the configuration? (saves per-request work) */
+int sip_explode_used(void);
 
 #endif

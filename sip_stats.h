@@ -58,6 +58,11 @@ typedef struct sip_stats {
     apr_uint64_t cpl_proxies;       /* <proxy> actions carried out */
     apr_uint64_t cpl_mails;         /* <mail> actions handed to SipCplMail */
     apr_uint64_t cpl_mails_refused; /* <mail> not sent: Off, rate limit, or failed to start */
+    /* URI-list services (sip_explode_run.c) */
+    apr_uint64_t explosions;        /* URI-list requests accepted and fanned out */
+    apr_uint64_t explode_requests;  /* requests sent for them (one per target or contact) */
+    apr_uint64_t explode_refused;   /* refused by policy: limits, rate, methods, bad lists */
+    apr_uint64_t explode_consent;   /* refused with 470: a target had not consented */
 
     apr_uint64_t msgs_in[2];    /* by sip_tp_kind_t: UDP, TCP */
     apr_uint64_t msgs_out[2];

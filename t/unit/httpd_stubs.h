@@ -233,6 +233,17 @@ int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor)
     return 0;
 }
 
+int sip_request_explode(apr_pool_t *p, server_rec *s, const char *aor)
+{
+    (void)p; (void)s; (void)aor;
+    return 0;
+}
+
+int sip_explode_used(void)
+{
+    return 0;
+}
+
 /* Uploaded scripts: the unit tests set what they need. */
 static sip_upload_conf_t test_upload_conf = {NULL, NULL, NULL, NULL, 1, NULL, 0, 0, 0,
                                               SIP_DEFAULT_UPLOAD_TMP_SIZE};
