@@ -25,6 +25,7 @@
 #include "../sip_cgi.c"
 #include "../sip_stats.c"
 #include "../sip_log.c"
+#include "../sip_uri_list.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -30,6 +30,7 @@
 #include "../../sip_auth.c"
 #include "../../sip_stats.c"
 #include "../../sip_log.c"
+#include "../../sip_uri_list.c"
 
 #include "httpd_stubs.h"
 
