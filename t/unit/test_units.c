@@ -30,6 +30,8 @@
 #include "../../sip_auth.c"
 #include "../../sip_stats.c"
 #include "../../sip_log.c"
+#include "../../sip_uri_list.c"
+#include "../../sip_explode.c"
 
 #include "httpd_stubs.h"
 
