@@ -61,7 +61,7 @@ static int name_in(const char *name, const char *const *list)
 }
 
 /* RFC 3261 §25.1 token (a header name) */
-static int is_token(const char *s)
+static int explode_is_token(const char *s)
 {
     if (!s || !*s)
         return 0;
@@ -109,7 +109,7 @@ static const char *const entry_unverifiable[] = {"Date", "Timestamp", "body", NU
 
 static int header_passes(const sip_header_t *h, enum hdr_source src)
 {
-    if (!is_token(h->name) || !value_ok(h->value) || name_in(h->name, never_passed))
+    if (!explode_is_token(h->name) || !value_ok(h->value) || name_in(h->name, never_passed))
         return 0;
     if (src != FROM_TEMPLATE && name_in(h->name, body_describing))
         return 0;
