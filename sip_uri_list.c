@@ -187,6 +187,8 @@ int sip_uri_list_parse(apr_pool_t *p, const char *xml, apr_size_t len, int max,
     const xmlNode *root, *c;
     const char *ns;
     ul_walk_t w;
+    xmlGenericErrorFunc old_err;
+    void *old_err_ctx;
     int rc = -1;
 
     *entries = NULL;
@@ -210,6 +212,11 @@ int sip_uri_list_parse(apr_pool_t *p, const char *xml, apr_size_t len, int max,
         *why = "out of memory";
         return -1;
     }
+    /* Encoding and I/O errors bypass the context's handlers and would be
+     * written to the error log for every bad body a client sends. */
+    old_err = xmlGenericError;
+    old_err_ctx = xmlGenericErrorContext;
+    xmlSetGenericErrorFunc(NULL, ul_quiet);
     ctxt->_private = &errs;
     ctxt->sax->internalSubset = ul_refuse_dtd;
     ctxt->sax->externalSubset = ul_refuse_dtd;
@@ -219,6 +226,7 @@ int sip_uri_list_parse(apr_pool_t *p, const char *xml, apr_size_t len, int max,
      * keeps its own depth and size limits. */
     doc = xmlCtxtReadMemory(ctxt, xml, (int)len, "resource-lists", NULL,
                             XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    xmlSetGenericErrorFunc(old_err_ctx, old_err);
     if (errs.dtd) {
         *why = "resource list has a DOCTYPE (DTDs and entities are not accepted)";
         goto out;
