@@ -9,7 +9,12 @@
 #define SIP_OPTIONS_H
 
 #include "httpd.h"
+#include "sip_conf.h"
 #include "sip_message.h"
+
+/* Is 'method' one the server recognises (RFC 3261, the IANA-registered
+ * extensions, SipProxyMethods)?  Methods are case-sensitive. */
+int sip_options_method_known(const sip_server_conf *c, const char *method);
 
 /* The methods 'aor' (an address-of-record of ours, or NULL) accepts here,
  * comma-separated, for Allow. */

@@ -302,23 +302,15 @@ const char *sip_regpl_explanation(apr_pool_t *p, const sip_regpl_t *pl)
     return apr_pstrcat(p, pl->warning, "\n", NULL);
 }
 
-const char *const *sip_regpl_options_headers(apr_pool_t *p, server_rec *s, const char *aor)
+const char *const *sip_regpl_capabilities(apr_pool_t *p, server_rec *s, const char *aor)
 {
-    static const char *const plain[] = {
-        "Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE",
-        "Accept", "application/sdp",
-        NULL
-    };
-    const char **h;
-
     /* the server answers for itself: what a REGISTER may carry too (§4.2) */
     if (!sip_upload_conf()->used || !sip_request_script_upload(p, s, aor))
-        return plain;
-    h = apr_pmemdup(p, plain, sizeof(plain));
-    h[3] = apr_pstrcat(p, "application/sdp, ", sip_upload_conf()->user ? ACCEPT_ALL : ACCEPT_CPL,
-                       NULL);
-    return rp_with(p, h, (const char *const[]){"Accept-Disposition",
-                                            sip_upload_conf()->user ? DISP_ALL : DISP_CPL, NULL});
+        return NULL;
+    return apr_pmemdup(p, (const char *const[]){
+                           "Accept", sip_upload_conf()->user ? ACCEPT_ALL : ACCEPT_CPL,
+                           "Accept-Disposition", sip_upload_conf()->user ? DISP_ALL : DISP_CPL,
+                           NULL}, 5 * sizeof(const char *));
 }
 
 /* §4.2: the Content-Disposition of a returned script: its type and when

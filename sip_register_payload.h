@@ -50,9 +50,11 @@ const char *const *sip_regpl_headers(apr_pool_t *p, const sip_regpl_t *pl, int s
  * Accept names text/plain (§4.1, RP-15); else NULL. */
 const char *sip_regpl_explanation(apr_pool_t *p, const sip_regpl_t *pl);
 
-/* The headers of the server's own 200 to OPTIONS for 'aor' (Allow,
- * Accept, and Accept-Disposition when SipScriptUpload applies). */
-const char *const *sip_regpl_options_headers(apr_pool_t *p, server_rec *s, const char *aor);
+/* What script uploads add to the server's OPTIONS answer for 'aor' when
+ * SipScriptUpload applies there (§4.2): "Accept", the script types (to go
+ * after application/sdp), "Accept-Disposition", its value, NULL; else NULL
+ * (sip_options_headers). */
+const char *const *sip_regpl_capabilities(apr_pool_t *p, server_rec *s, const char *aor);
 
 /* Step S7: the body of the 2xx, from the AoR's scripts after the change
  * (sip_script_t *): the ones Accept and Accept-Disposition allow, several

@@ -5,6 +5,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
+#include "sip_options.h"
 #include "sip_register_payload.h"
 #include "sip_request.h"
 #include "sip_script_store.h"
@@ -504,7 +505,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     if (status || !bs || !bs->nelts) {
         if (strcmp(sip_msg_method(req), "OPTIONS") == 0)    /* the server answers for itself */
             reply(txn, 200, "OK",
-                  sip_regpl_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
+                  sip_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
         else if (status)
             reply(txn, 500, "Server Internal Error", NULL);
         else if (!bs)

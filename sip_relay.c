@@ -1,7 +1,7 @@
 #include "sip_relay.h"
 #include "sip_auth.h"
 #include "sip_log.h"
-#include "sip_register_payload.h"
+#include "sip_options.h"
 #include "sip_registrar.h"
 #include "sip_request.h"
 
@@ -9,30 +9,9 @@
 
 #include "apr_strings.h"
 
-/* RFC 3261 and the methods of its extensions in IANA's SIP registry. */
-static const char *const registered_methods[] = {
-    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER",   /* RFC 3261 */
-    "PRACK",        /* RFC 3262 */
-    "SUBSCRIBE", "NOTIFY",  /* RFC 6665 */
-    "REFER",        /* RFC 3515 */
-    "INFO",         /* RFC 6086 */
-    "UPDATE",       /* RFC 3311 */
-    "MESSAGE",      /* RFC 3428 */
-    "PUBLISH",      /* RFC 3903 */
-    NULL
-};
-
 int sip_relay_method_known(const sip_server_conf *c, const char *method)
 {
-    int i;
-
-    for (i = 0; registered_methods[i]; i++)
-        if (strcmp(method, registered_methods[i]) == 0)     /* methods are case-sensitive */
-            return 1;
-    for (i = 0; c->proxy_methods && i < c->proxy_methods->nelts; i++)
-        if (strcmp(method, APR_ARRAY_IDX(c->proxy_methods, i, const char *)) == 0)
-            return 1;
-    return 0;
+    return sip_options_method_known(c, method);
 }
 
 int sip_relay_in_recorded_dialog(const sip_msg_t *req, sip_route_kind_t routed)
@@ -45,10 +24,11 @@ int sip_relay_in_recorded_dialog(const sip_msg_t *req, sip_route_kind_t routed)
            && strcmp(sip_msg_method(req), "REGISTER") != 0;
 }
 
-static int not_implemented(sip_txn_t *txn, const char *method)
+static int not_implemented(sip_txn_t *txn, server_rec *s, const char *method)
 {
-    const char *hdrs[] = {"Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, "
-                          "SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, MESSAGE, PUBLISH", NULL};
+    apr_pool_t *p = sip_txn_pool(txn);
+    const char *hdrs[] = {"Allow", sip_options_allow(p, s, sip_uri_aor(p, sip_msg_request_uri(
+                                                         sip_txn_request(txn)))), NULL};
 
     /* RFC 3261 §21.5.2: a method the server does not recognise */
     sip_txn_refuse(txn, 501, "Not Implemented", hdrs,
@@ -65,7 +45,7 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
     /* not even to a registered user: a method nobody here recognises is
      * not sent blindly to the user's devices */
     if (!sip_relay_method_known(sip_get_conf(s), method)) {
-        not_implemented(txn, method);
+        not_implemented(txn, s, method);
         return;
     }
     /* §10.3: we are the registrar of our own domains */
@@ -78,7 +58,7 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
     if (strcmp(method, "OPTIONS") == 0) {
         apr_pool_t *p = sip_txn_pool(txn);
         sip_txn_reply(txn, 200, "OK",
-                      sip_regpl_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
+                      sip_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
         return;
     }
     sip_txn_refuse(txn, 404, "Not Found", NULL, "no script and no registration");
@@ -107,7 +87,7 @@ int sip_relay_permit(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
     int register_ = strcmp(method, "REGISTER") == 0;
 
     if (!sip_relay_method_known(conf, method))
-        return not_implemented(txn, method);
+        return not_implemented(txn, s, method);
     if (sip_relay_in_recorded_dialog(req, routed))
         return 1;
     if (conf->proxy_outside == SIP_RELAY_OFF)

@@ -233,15 +233,18 @@ int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor)
     return 0;
 }
 
+/* SipExplode: Off unless a test names the one address it is On for. */
+static const char *stub_explode_aor;
+
 int sip_request_explode(apr_pool_t *p, server_rec *s, const char *aor)
 {
-    (void)p; (void)s; (void)aor;
-    return 0;
+    (void)p; (void)s;
+    return stub_explode_aor && aor && strcmp(aor, stub_explode_aor) == 0;
 }
 
 int sip_explode_used(void)
 {
-    return 0;
+    return stub_explode_aor != NULL;
 }
 
 /* Uploaded scripts: the unit tests set what they need. */

@@ -26,6 +26,7 @@
 #include "../../sip_register_payload.c"
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
+#include "../../sip_options.c"
 #define SIP_NC_MAX 4      /* a small nonce-count table to fill */
 #include "../../sip_auth.c"
 #include "../../sip_stats.c"
@@ -6882,6 +6883,173 @@ static Suite *consent_suite(void)
     return s;
 }
 
+
+/* ---- sip_proxy_send_new / sip_proxy_originate: one Via, one branch id ---- */
+
+START_TEST(plumb_with_via)
+{
+    static const char req[] = "MESSAGE sip:bob@example.org SIP/2.0\r\n"
+                              "To: <sip:bob@example.org>\r\nContent-Length: 0\r\n\r\n";
+    apr_size_t len = 0;
+    const char *out = with_via(pool, req, sizeof(req) - 1, SIP_TP_TCP, "192.0.2.1:5060",
+                               "z9hG4bKx1", &len);
+
+    ck_assert_uint_eq(len, strlen(out));
+    ck_assert_str_eq(out, "MESSAGE sip:bob@example.org SIP/2.0\r\n"
+                          "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKx1;rport\r\n"
+                          "To: <sip:bob@example.org>\r\nContent-Length: 0\r\n\r\n");
+    out = with_via(pool, req, sizeof(req) - 1, SIP_TP_UDP, "h:1", "z9hG4bKx2", &len);
+    ck_assert_ptr_nonnull(strstr(out, "\r\nVia: SIP/2.0/UDP h:1;branch=z9hG4bKx2;rport\r\nTo:"));
+}
+END_TEST
+
+START_TEST(plumb_branch_unique)
+{
+    apr_hash_t *seen = apr_hash_make(pool);
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        const char *b = new_branch_id(pool);
+        ck_assert_msg(strncmp(b, "z9hG4bK", 7) == 0, "no magic cookie: %s", b);
+        ck_assert_msg(!apr_hash_get(seen, b, APR_HASH_KEY_STRING), "branch repeated: %s", b);
+        apr_hash_set(seen, b, APR_HASH_KEY_STRING, b);
+    }
+}
+END_TEST
+
+START_TEST(plumb_send_own_refuses)
+{
+    static const char bad[] = "this is not SIP\r\n\r\n";
+    static const char nohop[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
+                                "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                                "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+                                "Content-Length: 0\r\n\r\n";
+    server_rec srv;
+    sip_sockaddr_t dest;
+    const char *why = NULL;
+    int ack = 1;
+
+    memset(&srv, 0, sizeof(srv));
+    srv.server_hostname = "example.org";
+    sip_transport_init(NULL, pool, NULL, NULL);     /* no socket: our Via names the host */
+    ck_assert_ptr_null(send_own(pool, &srv, bad, sizeof(bad) - 1, "z9hG4bKa", NULL, NULL, &dest,
+                                &ack, &why));
+    ck_assert_int_eq(ack, 0);
+    ck_assert_msg(why && strncmp(why, "not valid SIP", 13) == 0, "why: %s", why ? why : "");
+    why = NULL;
+    ck_assert_ptr_null(send_own(pool, &srv, nohop, sizeof(nohop) - 1, "z9hG4bKb", NULL, NULL,
+                                &dest, &ack, &why));
+    ck_assert_msg(why && strstr(why, "nonexistent.invalid"), "why: %s", why ? why : "");
+}
+END_TEST
+
+/* ---- sip_options: Allow, Supported, Require ---- */
+
+static sip_msg_t *opt_req(const char *method, const char *uri)
+{
+    const char *text = apr_psprintf(pool, "%s %s SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch="
+                                    "z9hG4bKo1\r\nFrom: <sip:a@example.org>;tag=1\r\nTo: <%s>\r\n"
+                                    "Call-ID: o1\r\nCSeq: 1 %s\r\nMax-Forwards: 70\r\n"
+                                    "Content-Length: 0\r\n\r\n", method, uri, uri, method);
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+
+    ck_assert_int_eq(sip_msg_parse(pool, text, strlen(text), NULL, 0, &m, &err), APR_SUCCESS);
+    return m;
+}
+
+static int opt_has(const char *const *h, const char *name, const char *value)
+{
+    for (; h[0]; h += 2)
+        if (!strcmp(h[0], name) && (!value || strstr(h[1], value)))
+            return 1;
+    return 0;
+}
+
+START_TEST(opt_unsupported)
+{
+    server_rec srv;
+    sip_msg_t *msg = opt_req("MESSAGE", "sip:list@example.org");
+    sip_msg_t *inv = opt_req("INVITE", "sip:list@example.org");
+    sip_msg_t *other = opt_req("MESSAGE", "sip:bob@example.org");
+
+    memset(&srv, 0, sizeof(srv));
+    stub_explode_aor = NULL;
+    /* RFC 5366 is not offered: 420 Unsupported: recipient-list-invite (X12) */
+    ck_assert_str_eq(sip_options_unsupported(pool, &srv, inv, "recipient-list-invite"),
+                     "recipient-list-invite");
+    ck_assert_str_eq(sip_options_unsupported(pool, &srv, msg, " foo ,recipient-list-message"),
+                     "foo, recipient-list-message");
+    stub_explode_aor = "sip:list@example.org";
+    ck_assert_ptr_null(sip_options_unsupported(pool, &srv, msg, "recipient-list-message"));
+    ck_assert_ptr_null(sip_options_unsupported(pool, &srv, msg, "Recipient-List-Message"));
+    ck_assert_str_eq(sip_options_unsupported(pool, &srv, msg, "foo, recipient-list-message, bar"),
+                     "foo, bar");
+    /* only a MESSAGE, and only for an address with the service */
+    ck_assert_str_eq(sip_options_unsupported(pool, &srv, inv, "recipient-list-message"),
+                     "recipient-list-message");
+    ck_assert_str_eq(sip_options_unsupported(pool, &srv, other, "recipient-list-message"),
+                     "recipient-list-message");
+    ck_assert_str_eq(sip_options_unsupported(pool, &srv, msg, "recipient-list-invite"),
+                     "recipient-list-invite");
+    ck_assert_ptr_null(sip_options_unsupported(pool, &srv, msg, " , "));
+    stub_explode_aor = NULL;
+}
+END_TEST
+
+START_TEST(opt_allow_supported)
+{
+    server_rec srv;
+    const char *const *h;
+
+    memset(&srv, 0, sizeof(srv));
+    stub_explode_aor = NULL;
+    ck_assert_ptr_null(strstr(sip_options_allow(pool, &srv, "sip:list@example.org"), "EXPLODE"));
+    ck_assert_ptr_nonnull(strstr(sip_options_allow(pool, &srv, "sip:list@example.org"),
+                                 "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK"));
+    h = sip_options_headers(pool, &srv, "sip:list@example.org");
+    ck_assert(opt_has(h, "Allow", "MESSAGE"));
+    ck_assert(opt_has(h, "Accept", "application/sdp"));
+    ck_assert(!opt_has(h, "Supported", NULL));
+    stub_explode_aor = "sip:list@example.org";
+    ck_assert_ptr_nonnull(strstr(sip_options_allow(pool, &srv, "sip:list@example.org"), ", EXPLODE"));
+    ck_assert_ptr_null(strstr(sip_options_allow(pool, &srv, "sip:bob@example.org"), "EXPLODE"));
+    h = sip_options_headers(pool, &srv, "sip:list@example.org");
+    ck_assert(opt_has(h, "Allow", "EXPLODE"));
+    ck_assert(opt_has(h, "Supported", "recipient-list-message"));
+    ck_assert(!opt_has(h, "Supported", "recipient-list-invite"));
+    stub_explode_aor = NULL;
+}
+END_TEST
+
+START_TEST(opt_method_known)
+{
+    ck_assert(sip_options_method_known(NULL, "MESSAGE"));
+    ck_assert(sip_options_method_known(NULL, "PUBLISH"));
+    ck_assert(!sip_options_method_known(NULL, "message"));
+    ck_assert(!sip_options_method_known(NULL, "FOO"));
+}
+END_TEST
+
+static Suite *plumb_suite(void)
+{
+    Suite *s = suite_create("xplumb");
+    TCase *tc = tcase_create("proxy_send_new");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, plumb_with_via);
+    tcase_add_test(tc, plumb_branch_unique);
+    tcase_add_test(tc, plumb_send_own_refuses);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("options");
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, opt_unsupported);
+    tcase_add_test(tc, opt_allow_supported);
+    tcase_add_test(tc, opt_method_known);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -6914,6 +7082,7 @@ int main(void)
     srunner_add_suite(sr, explode_suite());
     srunner_add_suite(sr, uri_list_suite());
     srunner_add_suite(sr, consent_suite());
+    srunner_add_suite(sr, plumb_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
