@@ -303,7 +303,7 @@ static void send_one(xp_job_t *job, xp_target_t *t, const char *request_uri)
         req_final(r, text ? 503 : 500);     /* not sent (sip_proxy_send_new logged why) */
 }
 
-static void fetched(void *baton, int status, apr_array_header_t *bindings)
+static void xp_fetched(void *baton, int status, apr_array_header_t *bindings)
 {
     xp_fetch_t *f = baton;
     xp_job_t *job = f->job;
@@ -338,7 +338,7 @@ static void fan_out(xp_job_t *job)
             f->job = job;
             f->t = t;
             job->pending++;
-            sip_location_fetch(job->pool, aor, fetched, f);
+            sip_location_fetch(job->pool, aor, xp_fetched, f);
         }
         else
             send_one(job, t, NULL);
@@ -350,7 +350,7 @@ static void fan_out(xp_job_t *job)
 
 /* Refuse with the info line every refusal gets (rate-limited per source),
  * naming the invoker (EX-25). */
-static void refuse(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs,
+static void xp_refuse(sip_txn_t *txn, int status, const char *reason, const char *const *hdrs,
                    const char *user, const char *why)
 {
     apr_pool_t *p = sip_txn_pool(txn);
@@ -382,11 +382,11 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     if (!sip_request_explode(tp, s, aor)) {
         if (kind == SIP_EXPLODE_MESSAGE) {
             const char *hdrs[] = {"Unsupported", SIP_OPTION_LIST_MESSAGE, NULL};
-            refuse(txn, 420, "Bad Extension", hdrs, user, "SipExplode Off");
+            xp_refuse(txn, 420, "Bad Extension", hdrs, user, "SipExplode Off");
         }
         else {
             const char *hdrs[] = {"Allow", sip_options_allow(tp, s, aor), NULL};
-            refuse(txn, 405, "Method Not Allowed", hdrs, user, "SipExplode Off");
+            xp_refuse(txn, 405, "Method Not Allowed", hdrs, user, "SipExplode Off");
         }
         return;
     }
@@ -395,13 +395,13 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip explode: %s %.256s reached the service "
                      "without an authenticated user; refused", sip_msg_method(req),
                      sip_msg_request_uri(req));
-        refuse(txn, 403, "Forbidden", NULL, NULL, "no authenticated user");
+        xp_refuse(txn, 403, "Forbidden", NULL, NULL, "no authenticated user");
         return;
     }
     /* (c) SipExplodeRate; only explosions that went ahead count */
     if (rate_exceeded(user, conf->explode_rate)) {
         sip_stats->explode_refused++;
-        refuse(txn, 403, "Too Many Explosions", NULL, user,
+        xp_refuse(txn, 403, "Too Many Explosions", NULL, user,
                apr_psprintf(tp, "more than %d per minute (SipExplodeRate)", conf->explode_rate));
         return;
     }
@@ -418,7 +418,7 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     if (status) {
         const char *hdrs[] = {"Accept", accept, NULL};
         sip_stats->explode_refused++;
-        refuse(txn, status, reason ? reason : "Server Internal Error",
+        xp_refuse(txn, status, reason ? reason : "Server Internal Error",
                status == 415 && accept ? hdrs : NULL, user, why ? why : "cannot read it");
         apr_pool_destroy(jp);
         return;
@@ -471,7 +471,7 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     }
     if (!job->n) {
         sip_stats->explode_refused++;
-        refuse(txn, 400, "Empty List", NULL, user, "no target left in the list");
+        xp_refuse(txn, 400, "Empty List", NULL, user, "no target left in the list");
         apr_pool_destroy(jp);
         return;
     }
@@ -483,14 +483,14 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
             hdrs[1] = apr_pstrcat(tp, hdrs[1], ", ", APR_ARRAY_IDX(missing, i, const char *),
                                   NULL);
         sip_stats->explode_consent++;
-        refuse(txn, 470, "Consent Needed", hdrs, user,
+        xp_refuse(txn, 470, "Consent Needed", hdrs, user,
                apr_psprintf(tp, "%d of %d targets have not consented", missing->nelts, job->n));
         apr_pool_destroy(jp);
         return;
     }
     if (outside->nelts) {
         sip_stats->explode_refused++;
-        refuse(txn, 403, "Forbidden", NULL, user,
+        xp_refuse(txn, 403, "Forbidden", NULL, user,
                apr_psprintf(tp, "%d targets outside this server's domains (SipProxyOutside "
                             "Off)", outside->nelts));
         apr_pool_destroy(jp);
