@@ -413,7 +413,16 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     /* (d) read it, in a pool of the job's own: everything it keeps
      * (targets, template, body) must outlive the transaction */
     apr_pool_create(&jp, jobs_root);
-    copy = sip_msg_clone(jp, req);
+    {
+        /* parsed afresh in the job's pool: sip_msg_clone leaves the body
+         * with the original */
+        apr_size_t rlen = 0;
+        const char *raw = sip_msg_serialize(jp, (sip_msg_t *)req, &rlen);
+        sip_msg_error_t perr;
+        copy = NULL;
+        if (raw && sip_msg_parse(jp, raw, rlen, NULL, 0, &copy, &perr) != APR_SUCCESS)
+            copy = NULL;
+    }
     lim.max_targets = conf->explode_max_targets;
     lim.methods = conf->explode_methods;
     lim.realm = sip_auth_realm(s, jp, req);

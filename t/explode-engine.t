@@ -239,6 +239,7 @@ for my $tr (qw(udp tcp)) {
     is($r && $r->code, 200, "alice's fourth explosion this minute -> 200");
     $explosions++;
     $requests += gather($peer{bob}, want => 1, secs => 5, code => 200);
+    $peer{bob}->forget;
     $r = explode(user => 'alice', targets => [ "sip:bob\@$us" ]);
     is($r && $r->code, 403, '... the fifth -> 403 (SipExplodeRate)');
     like($r ? $r->reason : '', qr/Too Many/i, '... "Too Many Explosions"');
