@@ -28,6 +28,8 @@
 #include "../sip_uri_list.c"
 #include "../sip_explode.c"
 #include "../sip_consent.c"
+#include "../sip_options.c"
+#include "../sip_explode_run.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -34,6 +34,7 @@
 #include "../../sip_uri_list.c"
 #include "../../sip_explode.c"
 #include "../../sip_consent.c"
+#include "../../sip_explode_run.c"
 
 #include "httpd_stubs.h"
 
