@@ -25,6 +25,7 @@
 #include "mod_status.h"
 
 #include "sip_conf.h"
+#include "sip_consent.h"
 #include "sip_engine.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
@@ -82,6 +83,10 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->upload_max_size = -1;
     c->upload_max_total = -1;
     c->upload_integrity = -1;
+    c->explode_max_targets = -1;
+    c->explode_rate = -1;
+    c->explode_response = -1;
+    c->explode_consent_local = -1;
     return c;
 }
 
@@ -854,6 +859,25 @@ static const char *set_explode_consent_local(cmd_parms *cmd, void *d, int on)
     return NULL;
 }
 
+/* Read at configuration time, so that apache2 -t names a bad line
+ * (file:line) and a graceful restart reads it again. */
+static const char *set_explode_consent_file(cmd_parms *cmd, void *d, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    const char *path = ap_server_root_relative(cmd->pool, arg), *why = NULL;
+    sip_consent_t *consent;
+
+    (void)d;
+    if (!path)
+        return apr_pstrcat(cmd->pool, "SipExplodeConsentFile: invalid path ", arg, NULL);
+    consent = sip_consent_load(cmd->pool, path, &why);
+    if (!consent)
+        return apr_pstrcat(cmd->pool, "SipExplodeConsentFile: ", why ? why : path, NULL);
+    c->explode_consent_file = path;
+    c->explode_consent = consent;
+    return NULL;
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -1077,6 +1101,9 @@ static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("SipExplodeConsentLocal", set_explode_consent_local, NULL, RSRC_CONF,
                  "Whether users of this server's own domains accept fanned-out requests from "
                  "its authenticated users without a consent rule (default Off)"),
+    AP_INIT_TAKE1("SipExplodeConsentFile", set_explode_consent_file, NULL, RSRC_CONF,
+                  "File of consent rules: which targets accept fanned-out requests from "
+                  "whom (RFC 5360; default: none, so nobody does)"),
     {NULL}
 };
 

@@ -4,8 +4,10 @@
 #include "sip_cpl_exec.h"
 #include "sip_dispatch.h"
 #include "sip_event.h"
+#include "sip_explode_run.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_options.h"
 #include "sip_proxy.h"
 #include "sip_relay.h"
 #include "sip_location.h"
@@ -156,6 +158,21 @@ static void handle_cancel(sip_txn_t *txn)
         sip_txn_reply(inv, 487, "Request Terminated", NULL);
 }
 
+/* Every Require header's value, joined (NULL when none). */
+static const char *require_values(apr_pool_t *p, const sip_msg_t *req)
+{
+    const apr_array_header_t *hs = sip_msg_headers(req);
+    const char *all = NULL;
+    int i;
+
+    for (i = 0; i < hs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(hs, i, sip_header_t);
+        if (!strcasecmp(h->name, "Require"))
+            all = all ? apr_pstrcat(p, all, ", ", h->value, NULL) : h->value;
+    }
+    return all;
+}
+
 static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
@@ -168,10 +185,18 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
     }
     /* the request goes on (a Route, or a domain not ours) or is for us */
     onward = sip_relay_leaves(req, s, sip_txn_pool(txn));
-    /* RFC 3261 §8.2.2.3 (as UAS) and §16.3 step 5 (as proxy): we support
-     * no extension that a client could require */
-    need = sip_msg_header(req, onward ? "Proxy-Require" : "Require");
-    if (need) {
+    /* RFC 3261 §16.3 step 5: as a proxy we support no extension a client
+     * could require */
+    if (onward && (need = sip_msg_header(req, "Proxy-Require"))) {
+        const char *hdrs[] = {"Unsupported", need, NULL};
+        sip_txn_refuse(txn, 420, "Bad Extension", hdrs,
+                       apr_pstrcat(sip_txn_pool(txn), "unsupported extension ", need, NULL));
+        return;
+    }
+    /* §8.2.2.3 (as UAS): only what sip_options.c says we support here
+     * (recipient-list-message where SipExplode is On, RFC 5365 §6) */
+    if (!onward && (need = require_values(sip_txn_pool(txn), req))
+        && (need = sip_options_unsupported(sip_txn_pool(txn), s, req, need))) {
         const char *hdrs[] = {"Unsupported", need, NULL};
         sip_txn_refuse(txn, 420, "Bad Extension", hdrs,
                        apr_pstrcat(sip_txn_pool(txn), "unsupported extension ", need, NULL));
@@ -187,7 +212,8 @@ static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t route
     /* RFC 3261 §22: challenged as registrar/UAS (401).  A route set we
      * recorded exempts only requests that leave along it: it names a
      * call, not its target, so it must not open our users' devices. */
-    if (!sip_auth_check(txn, s, 0))
+    if (sip_explode_needs_user(sip_txn_pool(txn), s, req) ? !sip_auth_check_user(txn, s)
+                                                           : !sip_auth_check(txn, s, 0))
         return;
     /* the routing steps for our users: sip_dispatch.h */
     sip_dispatch_outgoing(txn, s, sip_dispatch_request);
@@ -392,6 +418,7 @@ static void engine_main(void)
     sip_cgi_init(loop, engine_pool);
     sip_proxy_init(engine_pool);
     sip_auth_init(engine_pool);
+    sip_explode_init(engine_pool);
     if (dbd_server)
         sip_location_use_dbd(dbd_server);
     sip_script_store_open(sip_upload_conf()->store_ok ? sip_upload_conf()->store : NULL);

@@ -22,7 +22,8 @@ int sip_explode_needs_user(apr_pool_t *p, server_rec *s, const sip_msg_t *req);
 
 /* Default handling of a URI-list request for one of our addresses
  * (sip_relay_default_request): 405 when SipExplode is Off for it (EX-15),
- * else the policy, the answer and the fan-out above. */
-void sip_explode_request(sip_txn_t *txn, server_rec *s);
+ * else the policy, the answer and the fan-out above.  (Not named
+ * sip_explode_request: sip_explode.h's request builder is.) */
+void sip_explode_handle(sip_txn_t *txn, server_rec *s);
 
 #endif

@@ -1,5 +1,7 @@
 #include "sip_relay.h"
 #include "sip_auth.h"
+#include "sip_explode.h"
+#include "sip_explode_run.h"
 #include "sip_log.h"
 #include "sip_register_payload.h"
 #include "sip_registrar.h"
@@ -62,6 +64,12 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
     const sip_msg_t *req = sip_txn_request(txn);
     const char *method = sip_msg_method(req);
 
+    /* a URI-list request (EXPLODE, RFC 5365 MESSAGE) for our address is
+     * the service's, whatever the method registry says */
+    if (sip_explode_kind(sip_txn_pool(txn), req) != SIP_EXPLODE_NONE) {
+        sip_explode_handle(txn, s);
+        return;
+    }
     /* not even to a registered user: a method nobody here recognises is
      * not sent blindly to the user's devices */
     if (!sip_relay_method_known(sip_get_conf(s), method)) {

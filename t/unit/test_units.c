@@ -30,6 +30,7 @@
 #include "../../sip_auth.c"
 #include "../../sip_stats.c"
 #include "../../sip_log.c"
+#include "../../sip_explode_run.c"
 
 #include "httpd_stubs.h"
 
