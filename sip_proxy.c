@@ -10,6 +10,9 @@
 #include "apr_strings.h"
 #include "apr_md5.h"
 #include "apr_lib.h"
+#include "apr_atomic.h"
+
+#include <unistd.h>
 
 typedef struct branch {
     sip_proxy_t *px;
@@ -924,19 +927,108 @@ void sip_proxy_fork_unreachable(sip_proxy_t *px, const char *uri, const sip_msg_
     local_final(b, status, reason);
 }
 
+/* 'text' (a request without Via) with our Via on top, for the transport
+ * of the next hop. */
+static const char *with_via(apr_pool_t *p, const char *text, apr_size_t len, sip_tp_kind_t kind,
+                            const char *me, const char *branch, apr_size_t *out_len)
+{
+    const char *nl = memchr(text, '\n', len);
+    apr_size_t head = nl ? (apr_size_t)(nl - text) + 1 : len;
+    const char *via = apr_psprintf(p, "%sVia: SIP/2.0/%s %s;branch=%s;rport\r\n",
+                                   nl ? "" : "\r\n", kind == SIP_TP_TCP ? "TCP" : "UDP", me,
+                                   branch);
+    apr_size_t vlen = strlen(via);
+    char *out = apr_palloc(p, len + vlen + 1);
+
+    memcpy(out, text, head);
+    memcpy(out + head, via, vlen);
+    memcpy(out + head + vlen, text + head, len - head);
+    out[len + vlen] = '\0';
+    *out_len = len + vlen;
+    return out;
+}
+
+/* Send a request of the server's own (RFC 3261 §8.1.2): 'text' (no Via)
+ * goes to its first Route, else its Request-URI, with our Via and
+ * 'branch' on top naming the transport used.  An ACK has no transaction
+ * (§17.1.1.3): it is sent once and *ack set.  NULL with *why when it
+ * cannot be sent. */
+static sip_ctxn_t *send_own(apr_pool_t *p, server_rec *s, const char *text, apr_size_t len,
+                            const char *branch, sip_ctxn_cb cb, void *baton,
+                            sip_sockaddr_t *dest, int *ack, const char **why)
+{
+    const char *me = local_hostport(p, s), *next, *out;
+    apr_size_t olen = 0;
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err = {0, "unparsable"};
+    sip_uri_info_t hop;
+    sip_tp_kind_t kind = SIP_TP_UDP;
+
+    *ack = 0;
+    out = with_via(p, text, len, kind, me, branch, &olen);
+    if (sip_msg_parse(p, out, olen, NULL, 0, &m, &err) != APR_SUCCESS || !sip_msg_method(m)) {
+        *why = apr_pstrcat(p, "not valid SIP: ", err.reason, NULL);
+        return NULL;
+    }
+    next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
+    if (!next || !sip_uri_info(p, next, &hop)
+        || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest)) {
+        *why = apr_pstrcat(p, "cannot resolve the next hop ", next ? next : "(none)", NULL);
+        return NULL;
+    }
+    if (hop.tcp) {      /* the Via names the transport actually used */
+        kind = SIP_TP_TCP;
+        out = with_via(p, text, len, kind, me, branch, &olen);
+    }
+    if (strcmp(sip_msg_method(m), "ACK") == 0) {
+        sip_transport_send_to(kind, s, dest, out, olen, NULL);
+        *ack = 1;
+        return NULL;
+    }
+    *why = "transport refused it";
+    return sip_ctxn_send_text(out, olen, kind, s, dest, cb, baton);
+}
+
+/* A branch parameter no other request of ours shares: the magic cookie,
+ * random bits for across processes and restarts, a counter within. */
+static const char *new_branch_id(apr_pool_t *p)
+{
+    static apr_uint32_t counter;
+    apr_uint32_t rnd[2] = {0, 0};
+
+    if (apr_generate_random_bytes((unsigned char *)rnd, sizeof(rnd)) != APR_SUCCESS)
+        rnd[0] = rnd[1] = 0;    /* the pid and counter still differ */
+    return apr_psprintf(p, "z9hG4bKmN%08x%08x.%" APR_PID_T_FMT ".%u", rnd[0], rnd[1], getpid(),
+                        apr_atomic_inc32(&counter));
+}
+
+sip_ctxn_t *sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
+                               void *baton)
+{
+    apr_pool_t *p;
+    sip_sockaddr_t dest;
+    sip_ctxn_t *c;
+    const char *why = NULL;
+    int ack = 0;
+
+    apr_pool_create(&p, px_root);
+    c = send_own(p, s, text, len, new_branch_id(p), cb, baton, &dest, &ack, &why);
+    if (!c && !ack)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip: request of ours not sent: %s", why);
+    apr_pool_destroy(p);
+    return c;
+}
+
 #define MF_BLOCK "X\r\nMax-Forwards: 70\r\n\r\n"
 
 sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
 {
     apr_pool_t *p;
     branch_t *b = new_branch(px, NULL, 1.0);
-    const char *line = sip_msg_start_line(block), *sp1, *text, *merged;
-    apr_size_t len = 0, mlen = 0;
-    sip_msg_t *m = NULL;
-    sip_msg_error_t err = {0, "unparsable"};
-    sip_tp_kind_t kind;
-    sip_uri_info_t hop;
-    const char *next, *branch;
+    const char *line = sip_msg_start_line(block), *sp1, *text, *merged, *why = NULL;
+    apr_size_t mlen = 0;
+    const char *branch;
+    int ack = 0;
 
     b->block = block;
     b->originated = 1;
@@ -949,46 +1041,24 @@ sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
      * and Content-Length, and strips CGI headers. */
     sp1 = strchr(line, ' ');
     b->uri = sp1 ? apr_pstrndup(px->pool, sp1 + 1, strcspn(sp1 + 1, " ")) : NULL;
-    text = apr_pstrcat(p, line, "\r\nVia: SIP/2.0/UDP ", local_hostport(p, px->s), ";branch=",
-                       branch, ";rport\r\n\r\n", NULL);
+    text = apr_pstrcat(p, line, "\r\n\r\n", NULL);
     merged = sip_msg_merge_text(p, text, strlen(text), block, &mlen);
     if (merged && !sip_msg_has_header(block, "Max-Forwards"))
         merged = sip_msg_merge_text(p, merged, mlen,
                                     sip_msg_parse_block(p, MF_BLOCK, sizeof(MF_BLOCK) - 1),
                                     &mlen);
-    if (merged && sip_msg_parse(p, merged, mlen, NULL, 0, &m, &err) == APR_SUCCESS) {
-        next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-        if (sip_uri_info(p, next, &hop)
-            && resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, &b->dest)) {
-            kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
-            if (kind == SIP_TP_TCP) {
-                /* the Via names the transport actually used */
-                sip_msg_pop_via(m);
-                sip_msg_push_via(m, apr_psprintf(p, "SIP/2.0/TCP %s;branch=%s;rport",
-                                                 local_hostport(p, px->s), branch));
-                merged = sip_msg_serialize(p, m, &mlen);
-            }
-            if (merged && strcmp(sip_msg_method(m), "ACK") == 0) {
-                /* an ACK has no transaction (§17.1.1.3): sent once, done */
-                sip_transport_send_to(kind, px->s, &b->dest, merged, mlen, NULL);
-                b->done = 1;
-                apr_pool_destroy(p);
-                return b;
-            }
-            if (merged)
-                b->ctxn = sip_ctxn_send_text(merged, mlen, kind, px->s, &b->dest,
-                                             branch_response, b);
-        }
-    }
+    if (merged)
+        b->ctxn = send_own(p, px->s, merged, mlen, branch, branch_response, b, &b->dest, &ack,
+                           &why);
     else
+        why = "not valid SIP: unparsable";
+    if (!b->ctxn && !ack && !strncmp(why, "not valid SIP: ", 15))
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, px->s,
-                     "sip-cgi: new request from script is not valid SIP: %s",
-                     err.reason);
-    (void)len;
+                     "sip-cgi: new request from script is not valid SIP: %s", why + 15);
     apr_pool_destroy(p);
     if (!b->ctxn) {
         b->done = 1;
-        return NULL;
+        return ack ? b : NULL;
     }
     return b;
 }
