@@ -1969,3 +1969,268 @@ const char *sip_header_display(apr_pool_t *p, const char *value)
     osip_from_free(f);
     return out;
 }
+
+/* ---- URI lists (EXPLODE draft, RFC 5363) ---- */
+
+const char *sip_uri_escape_params(apr_pool_t *p, const char *uri)
+{
+    const char *colon = uri ? strchr(uri, ':') : NULL, *rest, *at, *semi, *from, *s;
+    char *out, *o;
+    apr_size_t n = 0;
+
+    if (!colon || !(at = strchr(rest = colon + 1, '@')))
+        return uri;
+    /* The userinfo ends at the first '@' (a user may hold ';', RFC 3261
+     * §25.1 user-unreserved), unless a parameter before it has a ':' in
+     * its value: "sip:host;list=cid:a@b" has no userinfo at all (a user
+     * with a password after a ';' is the rarer reading). */
+    semi = memchr(rest, ';', (apr_size_t)(at - rest));
+    from = semi && memchr(semi, ':', (apr_size_t)(at - semi)) ? semi : at + 1;
+    for (s = from; *s; s++)
+        n += *s == '@';
+    if (!n)
+        return uri;
+    o = out = apr_palloc(p, strlen(uri) + 2 * n + 1);
+    memcpy(o, uri, (apr_size_t)(from - uri));
+    o += from - uri;
+    for (s = from; *s; s++) {
+        if (*s == '@') {
+            memcpy(o, "%40", 3);
+            o += 3;
+        }
+        else
+            *o++ = *s;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* A SIP or SIPS URI parsed by libosip2 (stray '@' escaped first), or NULL. */
+static osip_uri_t *parse_sip_uri(apr_pool_t *p, const char *uri)
+{
+    osip_uri_t *u = NULL;
+
+    if (!uri || osip_uri_init(&u) != 0)
+        return NULL;
+    if (osip_uri_parse(u, sip_uri_escape_params(p, uri)) != 0 || !u->scheme || !u->host
+        || !*u->host || (strcasecmp(u->scheme, "sip") && strcasecmp(u->scheme, "sips"))) {
+        osip_uri_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+const char *sip_uri_param(apr_pool_t *p, const char *uri, const char *name)
+{
+    osip_uri_t *u = parse_sip_uri(p, uri);
+    const char *v;
+
+    if (!u)
+        return NULL;
+    v = uparam(u, name);        /* libosip2 has %-decoded it */
+    v = v ? apr_pstrdup(p, v) : NULL;
+    osip_uri_free(u);
+    return v;
+}
+
+/* The text of 'u', or NULL when it holds what no Request-URI or header
+ * value may: controls, space (a decoded host keeps them), <, > or ". */
+static const char *uri_text(apr_pool_t *p, osip_uri_t *u)
+{
+    char *s = NULL;
+    const char *r, *c;
+
+    if (osip_uri_to_str(u, &s) != 0 || !s)
+        return NULL;
+    r = apr_pstrdup(p, s);
+    osip_free(s);
+    for (c = r; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || strchr("<>\"", *c))
+            return NULL;
+    return r;
+}
+
+static void clear_uri_list(osip_list_t *l)
+{
+    osip_uri_param_t *prm;
+
+    while ((prm = osip_list_get(l, 0)) != NULL) {
+        osip_list_remove(l, 0);
+        osip_uri_param_free(prm);
+    }
+}
+
+int sip_uri_headers(apr_pool_t *p, const char *uri, apr_array_header_t **hdrs, const char **bare)
+{
+    osip_uri_t *u = parse_sip_uri(p, uri);
+    osip_uri_param_t *prm;
+    int pos = 0;
+
+    *hdrs = apr_array_make(p, 2, sizeof(sip_header_t));
+    if (bare)
+        *bare = NULL;
+    if (!u)
+        return -1;
+    while ((prm = osip_list_get(&u->url_headers, pos++)) != NULL) {
+        sip_header_t *h;
+        const char *longname;
+        if (!prm->gname || !*prm->gname)
+            continue;
+        longname = sip_header_long_name(prm->gname, strlen(prm->gname));
+        h = apr_array_push(*hdrs);
+        h->name = longname ? longname : apr_pstrdup(p, prm->gname);
+        h->value = apr_pstrdup(p, prm->gvalue ? prm->gvalue : "");   /* %-decoded */
+    }
+    clear_uri_list(&u->url_headers);
+    if (bare && !(*bare = uri_text(p, u))) {
+        osip_uri_free(u);
+        return -1;
+    }
+    osip_uri_free(u);
+    return 0;
+}
+
+const char *sip_uri_request_form(apr_pool_t *p, const char *uri)
+{
+    osip_uri_t *u = parse_sip_uri(p, uri);
+    osip_uri_param_t *prm;
+    const char *r;
+    int pos = 0;
+
+    if (!u)
+        return NULL;
+    /* RFC 3261 §19.1.5: transport, maddr, ttl, user and unknown
+     * parameters stay; method and the headers never go into it */
+    while ((prm = osip_list_get(&u->url_params, pos)) != NULL) {
+        if (prm->gname && !strcasecmp(prm->gname, "method")) {
+            osip_list_remove(&u->url_params, pos);
+            osip_uri_param_free(prm);
+        }
+        else
+            pos++;
+    }
+    clear_uri_list(&u->url_headers);
+    r = uri_text(p, u);
+    osip_uri_free(u);
+    return r;
+}
+
+sip_msg_t *sip_msg_parse_frag(apr_pool_t *p, const char *buf, apr_size_t len, const char **why)
+{
+    sip_msg_t *m = msg_new(p);
+    const char *reason = NULL, *clen;
+    int kind;
+
+    m->raw = apr_pstrmemdup(p, buf, len);
+    m->raw_len = len;
+    if (split_raw(m, NULL, &reason) != 0) {
+        *why = "malformed header in the message/sipfrag";
+        return NULL;
+    }
+    /* a NUL would cut a header short: legal in the body only */
+    if (memchr(buf, '\0', (apr_size_t)(m->body - m->raw))) {
+        *why = "NUL in the header of the message/sipfrag";
+        return NULL;
+    }
+    kind = m->start_line ? parse_start_line(m) : -1;
+    if (kind != 0 || strcmp(m->version, "SIP/2.0") != 0) {
+        *why = kind == 1 ? "message/sipfrag with a status line, not a request line"
+                         : "message/sipfrag without a valid request line";
+        return NULL;
+    }
+    /* RFC 3420 §2: the fragment's own Content-Length says where its body
+     * ends (what follows, e.g. the part's line break, is not part of it) */
+    if ((clen = sip_msg_header(m, "Content-Length")) != NULL) {
+        char *stop;
+        apr_int64_t n = apr_strtoi64(clen, &stop, 10);
+        while (*stop == ' ' || *stop == '\t')
+            stop++;
+        if (*stop || n < 0 || !apr_isdigit(clen[0]) || (apr_uint64_t)n > m->body_len) {
+            *why = "bad Content-Length in the message/sipfrag";
+            return NULL;
+        }
+        m->body_len = (apr_size_t)n;
+    }
+    return m;
+}
+
+const char *sip_credentials_realm(apr_pool_t *p, const char *value)
+{
+    return value ? credentials_realm(p, value, 0, strlen(value)) : NULL;
+}
+
+/* The end of a name-addr's "<...>" or an addr-spec (the first ';'), past
+ * a quoted display name; NULL when a '<' is not closed. */
+static const char *addr_end(const char *v, int *angle)
+{
+    const char *s;
+    int quoted = 0;
+
+    *angle = 0;
+    for (s = v; *s; s++) {
+        if (quoted) {
+            if (*s == '\\' && s[1])
+                s++;
+            else if (*s == '"')
+                quoted = 0;
+        }
+        else if (*s == '"')
+            quoted = 1;
+        else if (*s == '<') {
+            const char *gt = strchr(s, '>');
+            *angle = 1;
+            return gt ? gt + 1 : NULL;
+        }
+    }
+    return v + strcspn(v, ";");
+}
+
+const char *sip_header_drop_param(apr_pool_t *p, const char *value, const char *name)
+{
+    const char *end, *s, *out;
+    apr_size_t nlen = strlen(name);
+    int angle;
+
+    if (!value || !(end = addr_end(value, &angle)))
+        return NULL;
+    if (angle)
+        out = apr_pstrmemdup(p, value, (apr_size_t)(end - value));
+    else {
+        /* addr-spec: the parameters after it are the header's (§20) */
+        const char *a = value + strspn(value, " \t");
+        apr_size_t n = (apr_size_t)(end - a);
+        while (n && (a[n - 1] == ' ' || a[n - 1] == '\t'))
+            n--;
+        out = apr_pstrcat(p, "<", apr_pstrmemdup(p, a, n), ">", NULL);
+    }
+    /* header params: ';' outside quotes separates them */
+    for (s = end; *s;) {
+        const char *start, *e;
+        int quoted = 0;
+        apr_size_t k;
+        s += strspn(s, " \t");
+        if (*s != ';')
+            break;      /* trailing garbage: left out */
+        start = ++s;
+        for (e = s; *e && (quoted || *e != ';'); e++) {
+            if (quoted && *e == '\\' && e[1])
+                e++;
+            else if (*e == '"')
+                quoted = !quoted;
+        }
+        s = e;
+        start += strspn(start, " \t");
+        k = strcspn(start, "= \t;");
+        if (start + k > e)
+            k = (apr_size_t)(e - start);
+        if (k == 0 || (k == nlen && !strncasecmp(start, name, nlen)))
+            continue;
+        {
+            apr_size_t n = (apr_size_t)(e - start);
+            while (n && (start[n - 1] == ' ' || start[n - 1] == '\t'))
+                n--;
+            out = apr_pstrcat(p, out, ";", apr_pstrmemdup(p, start, n), NULL);
+        }
+    }
+    return out;
+}

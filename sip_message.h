@@ -250,4 +250,41 @@ int sip_msg_credentials(apr_pool_t *p, const sip_msg_t *m, int proxy, const char
 /* Long name of a compact header form (RFC 3261 §7.3.3), or NULL. */
 const char *sip_header_long_name(const char *name, apr_size_t len);
 
+
+/* ---- URI-list services (EXPLODE draft, RFC 5363) ---- */
+
+/* 'uri' with each '@' after its userinfo written %40: the EXPLODE drafts
+ * put "list=cid:a@b" unescaped in a parameter, which RFC 3261 §25.1 does
+ * not allow and libosip2 would take for the end of a userinfo. */
+const char *sip_uri_escape_params(apr_pool_t *p, const char *uri);
+/* Parameter 'name' of a SIP or SIPS URI, %-decoded: "" for a flag, NULL
+ * when absent or the URI does not parse.  Raw '@' in parameters is read. */
+const char *sip_uri_param(apr_pool_t *p, const char *uri, const char *name);
+/* The ?headers of a SIP or SIPS URI (RFC 3261 §19.1.1), in order, as
+ * sip_header_t with long names and %-decoded values, and (if 'bare') the
+ * URI without them.  0, or -1 when it does not parse. */
+int sip_uri_headers(apr_pool_t *p, const char *uri, apr_array_header_t **hdrs,
+                    const char **bare);
+/* The Request-URI RFC 3261 §19.1.5 forms from a SIP or SIPS URI:
+ * transport, maddr, ttl, user and unknown parameters kept, method and
+ * the headers taken out.  NULL when it is not one, or when it holds what
+ * no Request-URI may (controls, white space, <, > or "). */
+const char *sip_uri_request_form(apr_pool_t *p, const char *uri);
+
+/* A message/sipfrag request (RFC 3420 §2): request line, headers
+ * (unfolded, compact names made long), blank line, body; the fragment's
+ * own Content-Length, when there is one, says how long the body is.  NULL
+ * with *why when there is no request line (none, or a status line) or it
+ * is malformed.  Read with the accessors (method, headers, body). */
+sip_msg_t *sip_msg_parse_frag(apr_pool_t *p, const char *buf, apr_size_t len, const char **why);
+
+/* The realm of a credentials header value (Authorization,
+ * Proxy-Authorization), unquoted; NULL when it names none. */
+const char *sip_credentials_realm(apr_pool_t *p, const char *value);
+
+/* A name-addr header value (From, To) in "<uri>" form (display name
+ * kept) without its header parameter 'name' (any case), the others kept;
+ * NULL when a '<' is not closed. */
+const char *sip_header_drop_param(apr_pool_t *p, const char *value, const char *name);
+
 #endif

@@ -25,6 +25,8 @@
 #include "../sip_cgi.c"
 #include "../sip_stats.c"
 #include "../sip_log.c"
+#include "../sip_uri_list.c"
+#include "../sip_explode.c"
 
 static apr_pool_t *fuzz_pool;
 

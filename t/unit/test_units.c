@@ -31,6 +31,8 @@
 #include "../../sip_stats.c"
 #include "../../sip_log.c"
 #include "../../sip_explode_run.c"
+#include "../../sip_uri_list.c"
+#include "../../sip_explode.c"
 
 #include "httpd_stubs.h"
 
@@ -6091,6 +6093,128 @@ START_TEST(plumb_branch_unique)
         ck_assert_msg(strncmp(b, "z9hG4bK", 7) == 0, "no magic cookie: %s", b);
         ck_assert_msg(!apr_hash_get(seen, b, APR_HASH_KEY_STRING), "branch repeated: %s", b);
         apr_hash_set(seen, b, APR_HASH_KEY_STRING, b);
+/* ================================================================== */
+/* URI-list requests: sip_explode (EXPLODE draft, RFC 5365 MESSAGE)    */
+
+#define XB "xbound"
+
+/* A request with 'ruri', extra headers and a body, Content-Length right. */
+static sip_msg_t *xp_request(const char *method, const char *ruri, const char *hdrs,
+                             const char *ctype, const char *body)
+{
+    const char *text = apr_psprintf(pool,
+        "%s %s SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKx1\r\n"
+        "Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@client.example.org>;tag=a1;x=y\r\n"
+        "To: <sip:exploder@example.org>\r\nCall-ID: c1@client\r\nCSeq: 1 %s\r\n%s"
+        "Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+        method, ruri, method, hdrs, ctype, (int)strlen(body), body);
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    ck_assert_int_eq(sip_msg_parse(pool, text, strlen(text), NULL, 0, &m, &err), APR_SUCCESS);
+    return m;
+}
+
+static const char *xp_list(const char *entries)
+{
+    return apr_pstrcat(pool, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n"
+                       "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\""
+                       " xmlns:cp=\"urn:ietf:params:xml:ns:copycontrol\"><list>",
+                       entries, "</list></resource-lists>", NULL);
+}
+
+static const char *xp_template(const char *method, const char *extra)
+{
+    return apr_pstrcat(pool, method, " sip:anyone.invalid SIP/2.0\r\n", extra,
+                       "Content-Type: text/plain\r\nContent-Length: 7\r\n\r\nHi all.", NULL);
+}
+
+/* multipart/mixed of template and list parts, in the order asked */
+static const char *xp_body(const char *tpl, const char *list, const char *list_hdrs, int list_first)
+{
+    const char *t = apr_pstrcat(pool, "--" XB "\r\nContent-Type: message/sipfrag\r\n"
+                                "Content-Disposition: template\r\n\r\n", tpl, "\r\n", NULL);
+    const char *l = apr_pstrcat(pool, "--" XB "\r\n", list_hdrs, "\r\n", list, "\r\n", NULL);
+    return apr_pstrcat(pool, list_first ? l : t, list_first ? t : l, "--" XB "--\r\n", NULL);
+}
+
+#define LISTHDR "Content-Type: application/resource-lists+xml\r\nContent-ID: <lst1@client.example.org>\r\n"
+#define FOUR "<entry uri=\"sip:bill@example.org\"/><entry uri=\"sip:joe@example.org\"/>" \
+             "<entry uri=\"sip:ted@example.org\"/><entry uri=\"sip:bob@example.org\"/>"
+
+static int xp_parse(sip_msg_t *m, const char *realm, sip_explode_job_t **job, const char **reason)
+{
+    sip_explode_limits_t lim = {100, NULL, realm};
+    const char *why = NULL, *accept = NULL;
+    return sip_explode_parse(pool, m, &lim, job, reason, &why, &accept);
+}
+
+static sip_explode_job_t *xp_job(sip_msg_t *m)
+{
+    sip_explode_job_t *job = NULL;
+    const char *reason = NULL;
+    int rc = xp_parse(m, "example.org", &job, &reason);
+    ck_assert_msg(rc == 0, "parse refused: %d %s", rc, reason ? reason : "");
+    return job;
+}
+
+static sip_msg_t *xp_out(sip_explode_job_t *job, int i, const char *ruri)
+{
+    apr_size_t len = 0;
+    const sip_uri_list_entry_t *e = &APR_ARRAY_IDX(job->targets, i, sip_uri_list_entry_t);
+    const char *t = sip_explode_request(pool, job, e, ruri, apr_psprintf(pool, "cid%d@x", i),
+                                        "newtag", &len);
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(strlen(t), len);
+    /* Via is the sender's: add one to parse it as a received request */
+    {
+        const char *nl = strstr(t, "\r\n") + 2;
+        const char *full = apr_pstrcat(pool, apr_pstrmemdup(pool, t, (apr_size_t)(nl - t)),
+                                       "Via: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bKo\r\n", nl, NULL);
+        ck_assert_int_eq(sip_msg_parse(pool, full, strlen(full), NULL, 0, &m, &err), APR_SUCCESS);
+    }
+    return m;
+}
+
+START_TEST(test_explode_x1)
+{
+    static const char *const who[] = {"bill", "joe", "ted", "bob"};
+    sip_msg_t *req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:lst1%40client.example.org",
+                                "", "multipart/mixed;boundary=" XB,
+                                xp_body(xp_template("MESSAGE", ""), xp_list(FOUR), LISTHDR, 0));
+    sip_explode_job_t *job;
+    apr_size_t blen;
+    int i;
+
+    ck_assert_int_eq(sip_explode_kind(pool, req), SIP_EXPLODE_DRAFT);
+    job = xp_job(req);
+    ck_assert_str_eq(job->method, "MESSAGE");
+    ck_assert_int_eq(job->targets->nelts, 4);
+    ck_assert_int_eq(job->dropped->nelts, 0);
+    for (i = 0; i < 4; i++) {
+        sip_msg_t *o = xp_out(job, i, NULL);
+        const char *uri = apr_psprintf(pool, "sip:%s@example.org", who[i]);
+        const char *b = sip_msg_body(o, &blen);
+        ck_assert_str_eq(sip_msg_method(o), "MESSAGE");
+        ck_assert_str_eq(sip_msg_request_uri(o), uri);
+        ck_assert_str_eq(sip_msg_header(o, "From"),
+                         "\"Alice\" <sip:alice@client.example.org>;x=y;tag=newtag");
+        ck_assert_str_eq(sip_msg_header(o, "To"), apr_pstrcat(pool, "<", uri, ">", NULL));
+        ck_assert_str_eq(sip_msg_call_id(o), apr_psprintf(pool, "cid%d@x", i));
+        ck_assert_str_eq(sip_msg_header(o, "CSeq"), "1 MESSAGE");
+        ck_assert_str_eq(sip_msg_header(o, "Max-Forwards"), "70");
+        ck_assert_str_eq(sip_msg_header(o, "Content-Type"), "text/plain");
+        ck_assert_str_eq(sip_msg_header(o, "Content-Length"), "7");
+        ck_assert_uint_eq(blen, 7);
+        ck_assert(memcmp(b, "Hi all.", 7) == 0);
+        ck_assert_ptr_null(sip_msg_header(o, "Require"));
+    }
+    /* a registered contact replaces the Request-URI only */
+    {
+        sip_msg_t *o = xp_out(job, 0, "sip:bill@192.0.2.9:5070;transport=tcp");
+        ck_assert_str_eq(sip_msg_request_uri(o), "sip:bill@192.0.2.9:5070;transport=tcp");
+        ck_assert_str_eq(sip_msg_header(o, "To"), "<sip:bill@example.org>");
     }
 }
 END_TEST
@@ -6130,6 +6254,280 @@ static Suite *plumb_suite(void)
     tcase_add_test(tc, plumb_with_via);
     tcase_add_test(tc, plumb_branch_unique);
     tcase_add_test(tc, plumb_send_own_refuses);
+/* X2, X3, EX-20: overrides, dangerous ones ignored, §19.1.5 parameters */
+START_TEST(test_explode_overrides)
+{
+    const char *list = xp_list(
+        "<entry uri=\"sip:bill@example.org\"/>"
+        "<entry uri=\"sip:joe@example.org?Subject=Urgent\"/>"
+        "<entry uri=\"sip:ted@example.org;transport=tcp;foo=bar;method=INVITE?From=sip%3Amallory%40evil.example&amp;Route=%3Csip%3Aevil.example%3E&amp;Subject=x%0D%0AEvil:%20y&amp;Via=SIP/2.0/UDP%20evil&amp;body=spam\"/>");
+    sip_msg_t *req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:lst1@client.example.org",
+                                "", "multipart/mixed;boundary=" XB,
+                                xp_body(xp_template("MESSAGE", "Subject: Weekly\r\nRoute: <sip:evil>\r\nVia: SIP/2.0/UDP evil\r\nFrom: <sip:mallory@evil>\r\n"),
+                                        list, LISTHDR, 1));
+    sip_explode_job_t *job = xp_job(req);
+    sip_msg_t *bill, *joe, *ted;
+    apr_size_t blen;
+
+    ck_assert_int_eq(job->targets->nelts, 3);
+    bill = xp_out(job, 0, NULL);
+    joe = xp_out(job, 1, NULL);
+    ted = xp_out(job, 2, NULL);
+    ck_assert_str_eq(sip_msg_header(bill, "Subject"), "Weekly");
+    ck_assert_str_eq(sip_msg_header(joe, "Subject"), "Urgent");
+    ck_assert_str_eq(sip_msg_header(ted, "Subject"), "Weekly");
+    ck_assert_ptr_null(sip_msg_header(ted, "Evil"));
+    ck_assert_ptr_null(sip_msg_header(ted, "Route"));
+    ck_assert_ptr_null(sip_msg_header(bill, "Route"));
+    ck_assert_int_eq(sip_msg_via_count(ted), 1);
+    ck_assert_str_eq(sip_msg_header(ted, "From"),
+                     "\"Alice\" <sip:alice@client.example.org>;x=y;tag=newtag");
+    ck_assert_str_eq(sip_msg_method(ted), "MESSAGE");
+    ck_assert_str_eq(sip_msg_request_uri(ted), "sip:ted@example.org;transport=tcp;foo=bar");
+    ck_assert_str_eq(sip_msg_header(ted, "To"), "<sip:ted@example.org;transport=tcp;foo=bar>");
+    sip_msg_body(ted, &blen);
+    ck_assert_uint_eq(blen, 7);
+}
+END_TEST
+
+/* X4, X7, EX-13/X10: one target, duplicates, recursion */
+START_TEST(test_explode_dups_recursion)
+{
+    const char *list = xp_list("<entry uri=\"sip:bob@example.org\"/><entry uri=\"sip:bob@EXAMPLE.ORG\"/>"
+                               "<entry uri=\"sip:exploder@example.org;list=cid:x%40y\"/>"
+                               "<entry uri=\"sip:Exploder@example.org\"/>"
+                               "<entry uri=\"sips:exploder@Example.org:5061\"/>");
+    sip_msg_t *req = xp_request("EXPLODE", "sips:exploder@example.org;list=cid:lst1@client.example.org",
+                                "", "multipart/mixed;boundary=" XB,
+                                xp_body(xp_template("MESSAGE", ""), list, LISTHDR, 0));
+    sip_explode_job_t *job = xp_job(req);
+    const char *reason = NULL;
+
+    ck_assert_int_eq(job->targets->nelts, 2);   /* bob once, Exploder (user case differs) */
+    ck_assert_str_eq(APR_ARRAY_IDX(job->targets, 0, sip_uri_list_entry_t).uri, "sip:bob@example.org");
+    ck_assert_int_eq(job->dropped->nelts, 2);
+    /* template method EXPLODE or REGISTER: 403 */
+    req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:lst1@client.example.org", "",
+                     "multipart/mixed;boundary=" XB,
+                     xp_body(xp_template("EXPLODE", ""), xp_list(FOUR), LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 403);
+    req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:lst1@client.example.org", "",
+                     "multipart/mixed;boundary=" XB,
+                     xp_body(xp_template("INVITE", ""), xp_list(FOUR), LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 403);
+    /* only recursion left: 400 */
+    req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:lst1@client.example.org", "",
+                     "multipart/mixed;boundary=" XB,
+                     xp_body(xp_template("MESSAGE", ""),
+                             xp_list("<entry uri=\"sip:exploder@example.org\"/>"), LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+}
+END_TEST
+
+/* X9 and the other refusals */
+START_TEST(test_explode_refusals)
+{
+    const char *tpl = xp_template("MESSAGE", ""), *list = xp_list(FOUR), *reason = NULL;
+    const char *ruri = "sip:exploder@example.org;list=cid:lst1@client.example.org";
+    sip_explode_job_t *job;
+    sip_msg_t *req;
+
+    /* (a) no such Content-ID */
+    req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:nope@x", "",
+                     "multipart/mixed;boundary=" XB, xp_body(tpl, list, LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    ck_assert_ptr_null(job);
+    /* (b) no template */
+    req = xp_request("EXPLODE", ruri, "", "multipart/mixed;boundary=" XB,
+                     apr_pstrcat(pool, "--" XB "\r\n" LISTHDR "\r\n", list, "\r\n--" XB "--\r\n", NULL));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    /* (c) the list is text/plain */
+    req = xp_request("EXPLODE", ruri, "", "multipart/mixed;boundary=" XB,
+                     xp_body(tpl, list, "Content-Type: text/plain\r\nContent-ID: <lst1@client.example.org>\r\n", 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 415);
+    /* external list */
+    req = xp_request("EXPLODE", "sip:exploder@example.org;list=http://xcap.example.com/l.xml", "",
+                     "multipart/mixed;boundary=" XB, xp_body(tpl, list, LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 403);
+    ck_assert_str_eq(reason, "External lists not allowed");
+    /* malformed XML, malformed sipfrag, a status line */
+    req = xp_request("EXPLODE", ruri, "", "multipart/mixed;boundary=" XB,
+                     xp_body(tpl, "<resource-lists><list>", LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    req = xp_request("EXPLODE", ruri, "", "multipart/mixed;boundary=" XB,
+                     xp_body("Subject: no request line\r\n\r\n", list, LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    req = xp_request("EXPLODE", ruri, "", "multipart/mixed;boundary=" XB,
+                     xp_body("SIP/2.0 200 OK\r\n\r\n", list, LISTHDR, 0));
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    /* too many */
+    {
+        sip_explode_limits_t lim = {3, NULL, NULL};
+        const char *why, *accept;
+        req = xp_request("EXPLODE", ruri, "", "multipart/mixed;boundary=" XB, xp_body(tpl, list, LISTHDR, 0));
+        ck_assert_int_eq(sip_explode_parse(pool, req, &lim, &job, &reason, &why, &accept), 403);
+        ck_assert_str_eq(reason, "Too Many Recipients");
+    }
+}
+END_TEST
+
+/* EX-2, EX-3, EX-4, EX-5: list= raw and escaped, sips:, order, compact
+ * headers, the fragment's Content-Length, top-level Content-ID, several
+ * recipient-list parts */
+START_TEST(test_explode_forms)
+{
+    const char *list = xp_list(FOUR), *reason = NULL;
+    const char *tpl = "MESSAGE sip:anyone.invalid SIP/2.0\r\ns: Compact\r\nc: text/plain\r\n"
+                      "l: 3\r\n\r\nabcdef";
+    static const char *const ruris[] = {
+        "sip:exploder@example.org;list=cid:lst1@client.example.org",
+        "sip:exploder@example.org;list=cid:lst1%40client.example.org",
+        "sips:exploder@example.org;list=cid:lst1@client.example.org",
+        "sip:example.org;list=cid:lst1@client.example.org", NULL
+    };
+    sip_explode_job_t *job;
+    sip_msg_t *req, *o;
+    apr_size_t blen;
+    int i;
+
+    for (i = 0; ruris[i]; i++) {
+        req = xp_request("EXPLODE", ruris[i], "", "multipart/mixed;boundary=" XB,
+                         xp_body(tpl, list, LISTHDR, i % 2));
+        job = xp_job(req);
+        ck_assert_int_eq(job->targets->nelts, 4);
+        o = xp_out(job, 1, NULL);
+        ck_assert_str_eq(sip_msg_header(o, "Subject"), "Compact");
+        ck_assert_str_eq(sip_msg_header(o, "Content-Type"), "text/plain");
+        ck_assert(memcmp(sip_msg_body(o, &blen), "abc", 3) == 0);
+        ck_assert_uint_eq(blen, 3);
+    }
+    /* the whole body is the list (top-level Content-ID): found, then no template */
+    req = xp_request("EXPLODE", ruris[0], "Content-ID: <lst1@client.example.org>\r\n",
+                     "application/resource-lists+xml", list);
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    ck_assert_str_eq(reason, "Missing Template");
+    req = xp_request("EXPLODE", ruris[0], "", "application/resource-lists+xml", list);
+    ck_assert_int_eq(xp_parse(req, NULL, &job, &reason), 400);
+    ck_assert_str_eq(reason, "Missing or unresolvable list");
+    /* no list=: the recipient-list parts, two of them forming one list */
+    req = xp_request("EXPLODE", "sip:exploder@example.org", "", "multipart/mixed;boundary=" XB,
+                     apr_pstrcat(pool, "--" XB "\r\nContent-Type: application/resource-lists+xml\r\n"
+                                 "Content-Disposition: recipient-list\r\n\r\n",
+                                 xp_list("<entry uri=\"sip:a@example.org\"/>"), "\r\n",
+                                 xp_body(tpl, xp_list("<entry uri=\"sip:b@example.org\"/>"),
+                                         "Content-Type: application/resource-lists+xml\r\n"
+                                         "Content-Disposition: recipient-list\r\n", 1), NULL));
+    job = xp_job(req);
+    ck_assert_int_eq(job->targets->nelts, 2);
+}
+END_TEST
+
+/* X11: RFC 5365 with copyControl and history; EX-22 credentials */
+START_TEST(test_explode_message)
+{
+    const char *list = xp_list(
+        "<entry uri=\"sip:bill@example.com\" cp:copyControl=\"to\"/>"
+        "<entry uri=\"sip:randy@example.net\" cp:copyControl=\"to\" cp:anonymize=\"true\"/>"
+        "<entry uri=\"sip:eddy@example.com\" cp:copyControl=\"to\"/>"
+        "<entry uri=\"sip:joe@example.org\" cp:copyControl=\"cc\"/>"
+        "<entry uri=\"sip:carol@example.net\" cp:copyControl=\"bcc\"/>");
+    const char *body = apr_pstrcat(pool, "--" XB "\r\nContent-Type: text/plain\r\n\r\nHello world\r\n"
+                                   "--" XB "\r\nContent-Type: application/resource-lists+xml\r\n"
+                                   "Content-Disposition: recipient-list\r\n\r\n", list,
+                                   "\r\n--" XB "--\r\n", NULL);
+    const char *hdrs = "Require: 100rel, Recipient-List-Message\r\nSubject: hi\r\n"
+                       "Authorization: Digest username=\"alice\", realm=\"example.org\", nonce=\"n\", uri=\"sip:x\", response=\"r\"\r\n"
+                       "Proxy-Authorization: Digest username=\"alice\", realm=\"other.net\", nonce=\"n\", uri=\"sip:x\", response=\"r\"\r\n";
+    sip_msg_t *req = xp_request("MESSAGE", "sip:list-service.example.org", hdrs,
+                                "multipart/mixed;boundary=" XB, body), *o;
+    sip_explode_job_t *job;
+    const char *type, *boundary, *why;
+    apr_array_header_t *parts;
+    apr_size_t blen;
+    const char *b;
+
+    ck_assert_int_eq(sip_explode_kind(pool, req), SIP_EXPLODE_MESSAGE);
+    job = xp_job(req);
+    ck_assert_int_eq(job->targets->nelts, 5);
+    o = xp_out(job, 3, NULL);
+    ck_assert_str_eq(sip_msg_method(o), "MESSAGE");
+    ck_assert_str_eq(sip_msg_header(o, "Subject"), "hi");
+    ck_assert_ptr_null(sip_msg_header(o, "Require"));
+    ck_assert_ptr_null(sip_msg_header(o, "Authorization"));
+    ck_assert_ptr_nonnull(strstr(sip_msg_header(o, "Proxy-Authorization"), "other.net"));
+    ck_assert_int_eq(sip_mime_content_type(pool, sip_msg_header(o, "Content-Type"), &type, &boundary), 0);
+    ck_assert_str_eq(type, "multipart/mixed");
+    b = sip_msg_body(o, &blen);
+    ck_assert_int_eq(sip_mime_multipart_split(pool, b, blen, boundary, &parts, &why), 0);
+    ck_assert_int_eq(parts->nelts, 2);
+    ck_assert(memcmp(APR_ARRAY_IDX(parts, 0, sip_mime_part_t).body, "Hello world", 11) == 0);
+    {
+        const sip_mime_part_t *h = &APR_ARRAY_IDX(parts, 1, sip_mime_part_t);
+        const char *x = apr_pstrmemdup(pool, h->body, h->len);
+        ck_assert_str_eq(sip_mime_part_header(h, "Content-Disposition"),
+                         "recipient-list-history; handling=optional");
+        ck_assert_ptr_nonnull(strstr(x, "sip:bill@example.com"));
+        ck_assert_ptr_nonnull(strstr(x, "sip:joe@example.org"));
+        ck_assert_ptr_nonnull(strstr(x, "anonymous@anonymous.invalid"));
+        ck_assert_ptr_null(strstr(x, "randy"));
+        ck_assert_ptr_null(strstr(x, "carol"));
+    }
+    /* EX-23: bcc only, so no history: the text goes unwrapped */
+    body = apr_pstrcat(pool, "--" XB "\r\nContent-Type: text/plain\r\n\r\nHello world\r\n"
+                       "--" XB "\r\nContent-Type: application/resource-lists+xml\r\n"
+                       "Content-Disposition: recipient-list\r\n\r\n",
+                       xp_list("<entry uri=\"sip:carol@example.net\"/>"), "\r\n--" XB "--\r\n", NULL);
+    req = xp_request("MESSAGE", "sip:list-service.example.org", hdrs, "multipart/mixed;boundary=" XB, body);
+    job = xp_job(req);
+    o = xp_out(job, 0, NULL);
+    ck_assert_str_eq(sip_msg_header(o, "Content-Type"), "text/plain");
+    b = sip_msg_body(o, &blen);
+    ck_assert_uint_eq(blen, 11);
+    ck_assert(memcmp(b, "Hello world", 11) == 0);
+    /* without the option tag it is no URI-list request */
+    req = xp_request("MESSAGE", "sip:list-service.example.org", "Require: 100rel\r\n",
+                     "multipart/mixed;boundary=" XB, body);
+    ck_assert_int_eq(sip_explode_kind(pool, req), SIP_EXPLODE_NONE);
+}
+END_TEST
+
+START_TEST(test_explode_uri_helpers)
+{
+    apr_array_header_t *h;
+    const char *bare;
+
+    ck_assert_str_eq(sip_uri_param(pool, "sip:e@x.org;list=cid:a@b.org", "list"), "cid:a@b.org");
+    ck_assert_str_eq(sip_uri_param(pool, "sips:x.org;list=cid:a@b.org", "list"), "cid:a@b.org");
+    ck_assert_str_eq(sip_uri_param(pool, "sip:e@x.org;lr", "lr"), "");
+    ck_assert_ptr_null(sip_uri_param(pool, "sip:e@x.org;lr", "list"));
+    ck_assert_int_eq(sip_uri_headers(pool, "sip:b@x.org;transport=tcp?Subject=Hi%20Bob&s=x", &h, &bare), 0);
+    ck_assert_int_eq(h->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(h, 0, sip_header_t).value, "Hi Bob");
+    ck_assert_str_eq(APR_ARRAY_IDX(h, 1, sip_header_t).name, "Subject");
+    ck_assert_str_eq(bare, "sip:b@x.org;transport=tcp");
+    ck_assert_str_eq(sip_uri_request_form(pool, "sip:u@h:5;maddr=1.2.3.4;ttl=2;user=ip;method=INVITE;x?a=b"),
+                     "sip:u@h:5;maddr=1.2.3.4;ttl=2;user=ip;x");
+    ck_assert_ptr_null(sip_uri_request_form(pool, "tel:+123"));
+    ck_assert_ptr_null(sip_uri_request_form(pool, "sip:bob@exa mple.org"));
+    ck_assert_str_eq(sip_header_drop_param(pool, "sip:a@b;tag=1;x", "tag"), "<sip:a@b>;x");
+    ck_assert_str_eq(sip_header_drop_param(pool, "\"A;<b\" <sip:a@b;tag=z>;TAG=1", "tag"),
+                     "\"A;<b\" <sip:a@b;tag=z>");
+}
+END_TEST
+
+static Suite *explode_suite(void)
+{
+    Suite *s = suite_create("explode");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, test_explode_x1);
+    tcase_add_test(tc, test_explode_overrides);
+    tcase_add_test(tc, test_explode_dups_recursion);
+    tcase_add_test(tc, test_explode_refusals);
+    tcase_add_test(tc, test_explode_forms);
+    tcase_add_test(tc, test_explode_message);
+    tcase_add_test(tc, test_explode_uri_helpers);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -6164,6 +6562,7 @@ int main(void)
     srunner_add_suite(sr, cpl_time_suite());
     srunner_add_suite(sr, cpl_mail_suite());
     srunner_add_suite(sr, plumb_suite());
+    srunner_add_suite(sr, explode_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
