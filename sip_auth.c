@@ -311,7 +311,9 @@ static int refuse(sip_txn_t *t, server_rec *s, sip_access_result_t res, const ch
     return 0;
 }
 
-int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
+/* sip_auth_check and sip_auth_check_user: 'need_user' asks for an
+ * authenticated user even where the configuration lets anyone in. */
+static int check(sip_txn_t *t, server_rec *s, int proxied, int need_user)
 {
     const sip_msg_t *req = sip_txn_request(t);
     apr_pool_t *p = sip_txn_pool(t);
@@ -322,16 +324,17 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
     int ok;
 
     /* §22.1: ACK and CANCEL cannot be challenged */
-    if (!strcmp(method, "ACK") || !strcmp(method, "CANCEL") || !sip_access_configured(s))
+    if (!strcmp(method, "ACK") || !strcmp(method, "CANCEL")
+        || (!need_user && !sip_access_configured(s)))
         return 1;
     aor = sip_msg_aor(p, req);
     if (!aor)
         aor = sip_msg_request_uri(req);
     a = sip_access_begin(s, method, aor, &src->peer);
     res = sip_access_check(a, &realm);
-    if (res == SIP_ACCESS_GRANTED)
+    if (res == SIP_ACCESS_GRANTED && !need_user)
         ok = 1;
-    else if (res != SIP_ACCESS_NEED_USER)
+    else if (res != SIP_ACCESS_NEED_USER && res != SIP_ACCESS_GRANTED)
         ok = refuse(t, s, res, sip_sockaddr_ip(p, &src->peer), aor);
     else if (!(ok = authenticate(t, a, s, proxied, realm, aor, &user)))
         ;   /* challenged */
@@ -341,6 +344,18 @@ int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
         sip_txn_set_user(t, user);
     sip_access_end(a);
     return ok;
+}
+
+int sip_auth_check(sip_txn_t *t, server_rec *s, int proxied)
+{
+    return check(t, s, proxied, 0);
+}
+
+int sip_auth_check_user(sip_txn_t *t, server_rec *s)
+{
+    /* RFC 5363 §5.2: a URI-list service authenticates and authorizes its
+     * invoker; the UAS answers 401 (RFC 3261 §22.1) */
+    return check(t, s, 0, 1);
 }
 
 /* ---- realm of our credentials (for the proxy, RFC 3261 §22.3) ---- */
