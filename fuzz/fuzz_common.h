@@ -27,6 +27,7 @@
 #include "../sip_log.c"
 #include "../sip_uri_list.c"
 #include "../sip_explode.c"
+#include "../sip_consent.c"
 
 static apr_pool_t *fuzz_pool;
 

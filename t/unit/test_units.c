@@ -33,6 +33,7 @@
 #include "../../sip_explode_run.c"
 #include "../../sip_uri_list.c"
 #include "../../sip_explode.c"
+#include "../../sip_consent.c"
 
 #include "httpd_stubs.h"
 
@@ -6528,6 +6529,415 @@ static Suite *explode_suite(void)
     tcase_add_test(tc, test_explode_forms);
     tcase_add_test(tc, test_explode_message);
     tcase_add_test(tc, test_explode_uri_helpers);
+/* ------------------------------------------------------------------ */
+/* URI lists (sip_uri_list.c): RFC 4826, RFC 5364 copy control, merge */
+
+#define UL_RL "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\" " \
+              "xmlns:cp=\"urn:ietf:params:xml:ns:copycontrol\">"
+
+static apr_array_header_t *ul_parse_ok(const char *xml, int max)
+{
+    apr_array_header_t *e = NULL;
+    const char *why = NULL;
+    int rc = sip_uri_list_parse(pool, xml, strlen(xml), max, &e, &why);
+
+    ck_assert_msg(rc == 0, "parse failed (%d): %s", rc, why ? why : "");
+    ck_assert_ptr_nonnull(e);
+    return e;
+}
+
+static const sip_uri_list_entry_t *ul_at(const apr_array_header_t *e, int i)
+{
+    return &APR_ARRAY_IDX(e, i, sip_uri_list_entry_t);
+}
+
+START_TEST(ul_draft_example)
+{
+    /* the EXPLODE draft's document: no namespace, a name= attribute */
+    apr_array_header_t *e = ul_parse_ok(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        "<resource-lists xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n"
+        " <list>\n"
+        "  <entry name=\"1\" uri=\"sip:bill@example.org\"/>\n"
+        "  <entry name=\"2\" uri=\"sip:joe@example.org\"/>\n"
+        "  <entry name=\"3\" uri=\"sip:ted@example.org\"/>\n"
+        "  <entry name=\"4\" uri=\"sip:bob@example.org\"/>\n"
+        " </list>\n</resource-lists>\n", 0);
+
+    ck_assert_int_eq(e->nelts, 4);
+    ck_assert_str_eq(ul_at(e, 0)->uri, "sip:bill@example.org");
+    ck_assert_str_eq(ul_at(e, 3)->uri, "sip:bob@example.org");
+    ck_assert_int_eq(ul_at(e, 0)->copy, SIP_COPY_BCC);
+    ck_assert_int_eq(ul_at(e, 0)->anonymize, 0);
+    ck_assert_ptr_null(ul_at(e, 0)->display);
+}
+END_TEST
+
+START_TEST(ul_nested)
+{
+    apr_array_header_t *e = ul_parse_ok(
+        "<?xml version=\"1.0\"?>" UL_RL
+        "<list name=\"a\"><display-name>Friends</display-name>"
+        " <entry uri=\"sip:a@x.org\"><display-name> Al &amp; Co </display-name></entry>"
+        " <list name=\"b\"><entry uri=\"sip:b@x.org\"/>"
+        "  <list><entry uri=\"tel:+15551234\"/></list></list>"
+        " <entry-ref ref=\"users/x/index/~~/resource-lists/list%5b@name=%22y%22%5d\"/>"
+        " <external anchor=\"http://xcap.example.org/lists/z\"/>"
+        " <entry><display-name>no uri</display-name></entry>"
+        " <entry uri=\"\"/>"
+        " <entry uri=\"sip:c@x.org\"/></list>"
+        "<list><entry uri=\"sip:d@x.org\"/></list>"
+        "</resource-lists>", 0);
+
+    ck_assert_int_eq(e->nelts, 5);
+    ck_assert_str_eq(ul_at(e, 0)->uri, "sip:a@x.org");
+    ck_assert_str_eq(ul_at(e, 0)->display, "Al & Co");
+    ck_assert_str_eq(ul_at(e, 1)->uri, "sip:b@x.org");
+    ck_assert_str_eq(ul_at(e, 2)->uri, "tel:+15551234");
+    ck_assert_str_eq(ul_at(e, 3)->uri, "sip:c@x.org");
+    ck_assert_str_eq(ul_at(e, 4)->uri, "sip:d@x.org");
+}
+END_TEST
+
+START_TEST(ul_copy_control)
+{
+    apr_array_header_t *e = ul_parse_ok(
+        "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\" "
+        "xmlns:cp=\"urn:ietf:params:xml:ns:copycontrol\" "
+        "xmlns:cc=\"urn:ietf:params:xml:ns:copyControl\" xmlns:o=\"urn:other\"><list>"
+        "<entry uri=\"sip:1@x\" cp:copyControl=\"to\"/>"
+        "<entry uri=\"sip:2@x\" cc:copyControl=\"cc\" cc:anonymize=\"true\"/>"
+        "<entry uri=\"sip:3@x\" cp:copyControl=\"bcc\" cp:anonymize=\"1\"/>"
+        "<entry uri=\"sip:4@x\" cp:copyControl=\"TO\" cp:anonymize=\"false\"/>"
+        "<entry uri=\"sip:5@x\" copyControl=\"cc\" anonymize=\"true\"/>"
+        "<entry uri=\"sip:6@x\" o:copyControl=\"to\" o:anonymize=\"true\"/>"
+        "<entry uri=\"sip:7@x\"/>"
+        "</list></resource-lists>", 0);
+
+    ck_assert_int_eq(e->nelts, 7);
+    ck_assert_int_eq(ul_at(e, 0)->copy, SIP_COPY_TO);
+    ck_assert_int_eq(ul_at(e, 0)->anonymize, 0);
+    ck_assert_int_eq(ul_at(e, 1)->copy, SIP_COPY_CC);      /* RFC 5366 spelling */
+    ck_assert_int_eq(ul_at(e, 1)->anonymize, 1);
+    ck_assert_int_eq(ul_at(e, 2)->copy, SIP_COPY_BCC);
+    ck_assert_int_eq(ul_at(e, 2)->anonymize, 1);
+    ck_assert_int_eq(ul_at(e, 3)->copy, SIP_COPY_BCC);     /* unknown value */
+    ck_assert_int_eq(ul_at(e, 3)->anonymize, 0);
+    ck_assert_int_eq(ul_at(e, 4)->copy, SIP_COPY_CC);      /* no namespace: draft leniency */
+    ck_assert_int_eq(ul_at(e, 4)->anonymize, 1);
+    ck_assert_int_eq(ul_at(e, 5)->copy, SIP_COPY_BCC);     /* another namespace's */
+    ck_assert_int_eq(ul_at(e, 5)->anonymize, 0);
+    ck_assert_int_eq(ul_at(e, 6)->copy, SIP_COPY_BCC);
+}
+END_TEST
+
+static const char *ul_n_entries(int n)
+{
+    const char *s = UL_RL "<list>";
+    int i;
+
+    for (i = 0; i < n; i++)
+        s = apr_psprintf(pool, "%s<entry uri=\"sip:u%d@example.org\"/>", s, i);
+    return apr_pstrcat(pool, s, "</list></resource-lists>", NULL);
+}
+
+START_TEST(ul_too_many)
+{
+    apr_array_header_t *e = NULL;
+    const char *why = NULL, *x = ul_n_entries(6);
+
+    ck_assert_int_eq(ul_parse_ok(x, 6)->nelts, 6);
+    ck_assert_int_eq(ul_parse_ok(x, 0)->nelts, 6);          /* max 0: no cap */
+    ck_assert_int_eq(sip_uri_list_parse(pool, x, strlen(x), 5, &e, &why),
+                     SIP_URI_LIST_TOO_MANY);
+    ck_assert_ptr_null(e);
+    ck_assert_ptr_nonnull(why);
+}
+END_TEST
+
+static void ul_refused(const char *xml, const char *why_has)
+{
+    apr_array_header_t *e = NULL;
+    const char *why = NULL;
+
+    ck_assert_int_eq(sip_uri_list_parse(pool, xml, strlen(xml), 100, &e, &why), -1);
+    ck_assert_ptr_null(e);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_msg(strstr(why, why_has), "why \"%s\" lacks \"%s\"", why, why_has);
+}
+
+START_TEST(ul_bad_documents)
+{
+    char deep[4096] = UL_RL;
+    int i;
+
+    ul_refused(UL_RL "<list><entry uri=\"sip:a@x\"></list></resource-lists>", "well-formed");
+    ul_refused("<resource-lists xmlns=\"urn:other\"><list/></resource-lists>", "root");
+    ul_refused("<lists><list><entry uri=\"sip:a@x\"/></list></lists>", "root");
+    ul_refused("", "empty");
+    /* XXE and billion laughs: any DOCTYPE is refused, nothing is expanded */
+    ul_refused("<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>"
+               UL_RL "<list><entry uri=\"sip:&x;@x\"/></list></resource-lists>", "DOCTYPE");
+    ul_refused("<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;\">"
+               "<!ENTITY c \"&b;&b;&b;&b;&b;&b;&b;\">]>"
+               UL_RL "<list><entry uri=\"sip:&c;@x\"/></list></resource-lists>", "DOCTYPE");
+    ul_refused(UL_RL "<list><entry uri=\"sip:&x;@x\"/></list></resource-lists>", "well-formed");
+    /* 33 nested lists: one too deep */
+    for (i = 0; i < 33; i++)
+        strcat(deep, "<list>");
+    strcat(deep, "<entry uri=\"sip:a@x\"/>");
+    for (i = 0; i < 33; i++)
+        strcat(deep, "</list>");
+    strcat(deep, "</resource-lists>");
+    ul_refused(deep, "nested");
+}
+END_TEST
+
+static sip_uri_list_entry_t *ul_add(apr_array_header_t *a, const char *uri,
+                                    sip_copy_control_t copy, int anonymize)
+{
+    sip_uri_list_entry_t *e = apr_array_push(a);
+
+    e->uri = uri;
+    e->display = NULL;
+    e->copy = copy;
+    e->anonymize = anonymize;
+    return e;
+}
+
+START_TEST(ul_merge_equal)
+{
+    apr_array_header_t *in = apr_array_make(pool, 4, sizeof(sip_uri_list_entry_t)), *out;
+
+    ul_add(in, "sip:bob@example.org", SIP_COPY_BCC, 0)->display = "Bob";
+    ul_add(in, "tel:+1555", SIP_COPY_BCC, 0);
+    ul_add(in, "sip:bob@EXAMPLE.ORG", SIP_COPY_CC, 0);
+    ul_add(in, "sip:bob@example.org?Subject=x", SIP_COPY_TO, 0);
+    ul_add(in, "sip:Bob@example.org", SIP_COPY_BCC, 1);   /* user is case-sensitive */
+    ul_add(in, "sip:bob@example.org;transport=tcp", SIP_COPY_BCC, 0);
+    ul_add(in, "tel:+1555", SIP_COPY_CC, 1);
+    ul_add(in, "TEL:+1555", SIP_COPY_BCC, 0);              /* not SIP: exact strings */
+    out = sip_uri_list_merge(pool, in);
+    ck_assert_int_eq(out->nelts, 5);
+    ck_assert_str_eq(ul_at(out, 0)->uri, "sip:bob@example.org");
+    ck_assert_str_eq(ul_at(out, 0)->display, "Bob");
+    ck_assert_int_eq(ul_at(out, 0)->copy, SIP_COPY_TO);
+    ck_assert_int_eq(ul_at(out, 0)->anonymize, 0);
+    ck_assert_str_eq(ul_at(out, 1)->uri, "tel:+1555");
+    ck_assert_int_eq(ul_at(out, 1)->copy, SIP_COPY_CC);
+    ck_assert_int_eq(ul_at(out, 1)->anonymize, 1);
+    ck_assert_str_eq(ul_at(out, 2)->uri, "sip:Bob@example.org");
+    ck_assert_str_eq(ul_at(out, 3)->uri, "sip:bob@example.org;transport=tcp");
+    ck_assert_str_eq(ul_at(out, 4)->uri, "TEL:+1555");
+    /* the input is left as it was */
+    ck_assert_int_eq(ul_at(in, 0)->copy, SIP_COPY_BCC);
+}
+END_TEST
+
+START_TEST(ul_merge_large)
+{
+    apr_array_header_t *in = apr_array_make(pool, 20000, sizeof(sip_uri_list_entry_t)), *out;
+    apr_time_t t0;
+    int i;
+
+    for (i = 0; i < 10000; i++)
+        ul_add(in, apr_psprintf(pool, "sip:user%d@example.org", i), SIP_COPY_BCC, 0);
+    for (i = 0; i < 10000; i++)
+        ul_add(in, apr_psprintf(pool, "sip:user%d@Example.ORG", i), SIP_COPY_CC, 0);
+    t0 = apr_time_now();
+    out = sip_uri_list_merge(pool, in);
+    ck_assert_int_eq(out->nelts, 10000);
+    ck_assert_int_eq(ul_at(out, 9999)->copy, SIP_COPY_CC);
+    ck_assert_str_eq(ul_at(out, 9999)->uri, "sip:user9999@example.org");
+    /* linear: well under a second (a quadratic merge takes minutes) */
+    ck_assert_int_lt(apr_time_now() - t0, apr_time_from_sec(2));
+}
+END_TEST
+
+START_TEST(ul_history)
+{
+    apr_array_header_t *in = apr_array_make(pool, 8, sizeof(sip_uri_list_entry_t)), *back;
+    const char *h, *why = NULL;
+    apr_size_t n = 0;
+    int i;
+
+    ul_add(in, "sip:bill@example.com", SIP_COPY_TO, 0)->display = "Bill <&> \"B\"";
+    ul_add(in, "sip:randy@example.net", SIP_COPY_TO, 1);
+    ul_add(in, "sip:joe@example.org?a=1&b=2", SIP_COPY_CC, 0);
+    ul_add(in, "sip:eddy@example.com", SIP_COPY_TO, 1);
+    ul_add(in, "sip:carol@example.net", SIP_COPY_CC, 1);
+    ul_add(in, "sip:ted@example.net", SIP_COPY_BCC, 0);
+    ul_add(in, "sip:andy@example.com", SIP_COPY_BCC, 1);
+    h = sip_uri_list_history(pool, in, &n);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_uint_eq(n, strlen(h));
+    ck_assert_ptr_nonnull(strstr(h, "xmlns=\"urn:ietf:params:xml:ns:resource-lists\""));
+    ck_assert_ptr_nonnull(strstr(h, "xmlns:cp=\"urn:ietf:params:xml:ns:copycontrol\""));
+    ck_assert_ptr_nonnull(strstr(h, "<entry uri=\"sip:bill@example.com\" cp:copyControl=\"to\">"));
+    ck_assert_ptr_nonnull(strstr(h, "<display-name>Bill &lt;&amp;&gt; \"B\"</display-name>"));
+    ck_assert_ptr_nonnull(strstr(h, "<entry uri=\"sip:anonymous@anonymous.invalid\" "
+                                    "cp:copyControl=\"to\" cp:anonymize=\"true\" cp:count=\"2\"/>"));
+    ck_assert_ptr_nonnull(strstr(h, "<entry uri=\"sip:joe@example.org?a=1&amp;b=2\" "
+                                    "cp:copyControl=\"cc\"/>"));
+    ck_assert_ptr_nonnull(strstr(h, "<entry uri=\"sip:anonymous@anonymous.invalid\" "
+                                    "cp:copyControl=\"cc\" cp:anonymize=\"true\" cp:count=\"1\"/>"));
+    ck_assert_ptr_null(strstr(h, "randy"));
+    ck_assert_ptr_null(strstr(h, "eddy"));
+    ck_assert_ptr_null(strstr(h, "carol"));
+    ck_assert_ptr_null(strstr(h, "ted"));
+    ck_assert_ptr_null(strstr(h, "andy"));
+    /* it reads back as the resource list it says */
+    ck_assert_int_eq(sip_uri_list_parse(pool, h, n, 0, &back, &why), 0);
+    ck_assert_int_eq(back->nelts, 4);
+    ck_assert_str_eq(ul_at(back, 0)->uri, "sip:bill@example.com");
+    ck_assert_str_eq(ul_at(back, 0)->display, "Bill <&> \"B\"");
+    ck_assert_int_eq(ul_at(back, 1)->copy, SIP_COPY_TO);
+    ck_assert_int_eq(ul_at(back, 1)->anonymize, 1);
+    ck_assert_str_eq(ul_at(back, 2)->uri, "sip:joe@example.org?a=1&b=2");
+    ck_assert_int_eq(ul_at(back, 2)->copy, SIP_COPY_CC);
+    ck_assert_int_eq(ul_at(back, 3)->copy, SIP_COPY_CC);
+    /* only bcc entries: no history */
+    apr_array_clear(in);
+    for (i = 0; i < 3; i++)
+        ul_add(in, "sip:x@y", SIP_COPY_BCC, i == 1);
+    ck_assert_ptr_null(sip_uri_list_history(pool, in, &n));
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+static Suite *uri_list_suite(void)
+{
+    Suite *s = suite_create("uri_list");
+    TCase *tc = tcase_create("uri_list");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, ul_draft_example);
+    tcase_add_test(tc, ul_nested);
+    tcase_add_test(tc, ul_copy_control);
+    tcase_add_test(tc, ul_too_many);
+    tcase_add_test(tc, ul_bad_documents);
+    tcase_add_test(tc, ul_merge_equal);
+    tcase_add_test(tc, ul_merge_large);
+    tcase_add_test(tc, ul_history);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* consent (sip_consent.c): the administrator's opt-in list            */
+
+static void consent_bad(const char *text, const char *expect)
+{
+    const char *why = NULL;
+
+    ck_assert_ptr_null(sip_consent_parse(pool, "c.conf", text, &why));
+    ck_assert_ptr_nonnull(why);
+    ck_assert_msg(!strncmp(why, expect, strlen(expect)), "why \"%s\", wanted \"%s...\"", why,
+                  expect);
+}
+
+START_TEST(consent_errors)
+{
+    consent_bad("# ok\n\nsip:bob@example.org\nbob@example.org alice\n", "c.conf:4: ");
+    consent_bad("sip:example.org *\n", "c.conf:1: ");
+    consent_bad("\n\n\nsip:bob@example.org tel:+1234\n", "c.conf:4: ");
+    consent_bad("sip:bob@example.org:5060\n", "c.conf:1: ");
+    consent_bad("sip:bob@example.org;transport=tcp\n", "c.conf:1: ");
+    consent_bad("sip:@example.org\n", "c.conf:1: ");
+    consent_bad("sip:b%zzb@example.org\n", "c.conf:1: ");
+    consent_bad(apr_pstrcat(pool, "sip:a@b ", apr_psprintf(pool, "%5000s", "x"), NULL),
+                "c.conf:1: ");
+}
+END_TEST
+
+START_TEST(consent_matching)
+{
+    const char *why = NULL;
+    sip_consent_t *c = sip_consent_parse(pool, "c.conf",
+        "# target               invokers\n"
+        "sip:bob@example.org    alice sip:carol@example.org   # trailing comment\n"
+        "sip:*@open.example.org\n"
+        "sip:ann@Example.COM    *\n"
+        "sip:sales-??@example.org sip:*@partner.example.net\n"
+        "sips:sec@example.org   alice\n"
+        "sip:b%6Fss@example.org alice\n", &why);
+
+    ck_assert_msg(c != NULL, "%s", why);
+    /* invoker by name, by AoR, and nobody else */
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", "alice", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "<sip:bob@EXAMPLE.org;transport=tcp>",
+                                        "alice", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", "carol",
+                                        "sip:carol@Example.ORG"), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", "Alice",
+                                        "sip:mallory@example.org"), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", "carol", NULL), 0);
+    /* user parts are case-sensitive, hosts not */
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:Bob@example.org", "alice", NULL), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:ann@example.com", "x", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:Ann@example.com", "x", NULL), 0);
+    /* wildcards; no invokers = any authenticated user */
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:anyone@OPEN.example.org", "x", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:anyone@open.example.org", NULL, NULL), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:anyone@evil.example.org", "x", NULL), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:sales-eu@example.org", "x",
+                                        "sip:y@partner.example.net"), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:sales-eur@example.org", "x",
+                                        "sip:y@partner.example.net"), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:sales-eu@example.org", "x",
+                                        "sip:y@example.net"), 0);
+    /* sip and sips are different addresses (RFC 3261 §19.1.4) */
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sips:sec@example.org", "alice", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:sec@example.org", "alice", NULL), 0);
+    /* %-escapes: compared decoded, as libosip2 decodes the target */
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:boss@example.org", "alice", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:b%6fss@example.org", "alice", NULL), 1);
+    /* not a SIP address, no rules, no user */
+    ck_assert_int_eq(sip_consent_allows(c, pool, "tel:+15551234", "alice", NULL), 0);
+    ck_assert_int_eq(sip_consent_allows(NULL, pool, "sip:bob@example.org", "alice", NULL), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(consent_file)
+{
+    char path[] = "/tmp/consent_test_XXXXXX";
+    const char *why = NULL;
+    sip_consent_t *c;
+    int fd = mkstemp(path);
+    FILE *f;
+
+    ck_assert_int_ge(fd, 0);
+    f = fdopen(fd, "w");
+    fputs("sip:bob@example.org alice\r\nsip:joe@example.org\n", f);
+    fclose(f);
+    c = sip_consent_load(pool, path, &why);
+    ck_assert_msg(c != NULL, "%s", why);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", "alice", NULL), 1);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:bob@example.org", "joe", NULL), 0);
+    ck_assert_int_eq(sip_consent_allows(c, pool, "sip:joe@example.org", "bob", NULL), 1);
+    f = fopen(path, "w");
+    fputs("sip:bob@example.org alice\nsip:joe\n", f);
+    fclose(f);
+    ck_assert_ptr_null(sip_consent_load(pool, path, &why));
+    ck_assert_str_eq(why, apr_pstrcat(pool, path, ":2: target sip:joe: no user part (user@host)",
+                                      NULL));
+    unlink(path);
+    ck_assert_ptr_null(sip_consent_load(pool, path, &why));
+    ck_assert_ptr_nonnull(strstr(why, path));
+}
+END_TEST
+
+static Suite *consent_suite(void)
+{
+    Suite *s = suite_create("consent");
+    TCase *tc = tcase_create("consent");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, consent_errors);
+    tcase_add_test(tc, consent_matching);
+    tcase_add_test(tc, consent_file);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -6563,6 +6973,8 @@ int main(void)
     srunner_add_suite(sr, cpl_mail_suite());
     srunner_add_suite(sr, plumb_suite());
     srunner_add_suite(sr, explode_suite());
+    srunner_add_suite(sr, uri_list_suite());
+    srunner_add_suite(sr, consent_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
