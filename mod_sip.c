@@ -1356,7 +1356,6 @@ static int sip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
 
 static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
-    (void)pconf;
     (void)plog;
     (void)ptemp;
     location_file = NULL;   /* each (re)read of the configuration starts afresh */
@@ -1367,6 +1366,10 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     dbd_provider_used = 0;
     explode_used = 0;
     stats_shown = 0;
+    /* a method number for EXPLODE (draft-camarillo-sipping-exploders-solution
+     * §3), so that <Limit EXPLODE>, <LimitExcept> and Require see it as
+     * they see INVITE; the registry is rebuilt with each configuration */
+    ap_method_register(pconf, "EXPLODE");
     return OK;
 }
 
