@@ -137,7 +137,7 @@ static const char *entry_target(apr_pool_t *p, const sip_uri_list_entry_t *e)
 /* 's' as a URI fit for a header value or a log line: the list is the
  * invoker's XML, where &#10; is a newline.  Anything but visible ASCII,
  * and the delimiters of name-addr and header lists, is %-escaped. */
-static const char *uri_text(apr_pool_t *p, const char *s)
+static const char *xp_uri_text(apr_pool_t *p, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     apr_size_t n = 0;
@@ -164,6 +164,7 @@ static const char *random_hex(apr_pool_t *p, apr_size_t bytes)
 {
     unsigned char rnd[16];
     char *out = apr_palloc(p, 2 * bytes + 1);
+    apr_size_t i;
 
     if (bytes > sizeof(rnd))
         bytes = sizeof(rnd);
@@ -172,7 +173,11 @@ static const char *random_hex(apr_pool_t *p, apr_size_t bytes)
         apr_uint64_t t = (apr_uint64_t)apr_time_now() ^ (apr_uint64_t)(apr_uintptr_t)out;
         memcpy(rnd, &t, sizeof(t) < bytes ? sizeof(t) : bytes);
     }
-    ap_bin2hex(rnd, bytes, out);
+    for (i = 0; i < bytes; i++) {
+        out[2 * i] = "0123456789abcdef"[rnd[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[rnd[i] & 15];
+    }
+    out[2 * bytes] = '\0';
     return out;
 }
 
@@ -429,7 +434,7 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     for (i = 0; ex->dropped && i < ex->dropped->nelts; i++)
         sip_log_limited(&rl_explode, peer, 0, APLOG_INFO, s,
                         "sip explode: %s %s: entry %.256s dropped (it would explode again)",
-                        user, from_aor, uri_text(jp, APR_ARRAY_IDX(ex->dropped, i,
+                        user, from_aor, xp_uri_text(jp, APR_ARRAY_IDX(ex->dropped, i,
                                                                    const char *)));
 
     job = apr_pcalloc(jp, sizeof(*job));
@@ -437,7 +442,7 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     job->s = s;
     job->ex = ex;
     job->user = apr_pstrdup(jp, user);
-    job->from_aor = uri_text(jp, from_aor);
+    job->from_aor = xp_uri_text(jp, from_aor);
     job->ruri = apr_pstrdup(jp, sip_msg_request_uri(req));
     job->call_id = apr_pstrdup(jp, sip_msg_call_id(req));
     job->peer = apr_pstrdup(jp, peer);
@@ -454,19 +459,19 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
         if (local && sip_uri_user_host(jp, target, &tuser, &thost) && !(tuser && *tuser)) {
             sip_log_limited(&rl_explode, peer, 1, APLOG_INFO, s, "sip explode: %s %s: entry "
                             "%.256s dropped (a list pointing at the server itself)",
-                            user, from_aor, uri_text(jp, target));
+                            user, from_aor, xp_uri_text(jp, target));
             continue;
         }
         /* (f) RFC 5363 §5.2, RFC 5360: the target agreed beforehand */
         if (!sip_consent_allows(conf->explode_consent, jp, target, user, from_aor)
             && !(conf->explode_consent_local && local && sip_uri_aor(jp, target)))
-            *(const char **)apr_array_push(missing) = apr_pstrcat(tp, "<", uri_text(tp, target),
+            *(const char **)apr_array_push(missing) = apr_pstrcat(tp, "<", xp_uri_text(tp, target),
                                                                   ">", NULL);
         /* (g) leaving this server is what SipProxyOutside governs */
         if (!local && conf->proxy_outside == SIP_RELAY_OFF)
             *(const char **)apr_array_push(outside) = target;
         job->targets[job->n].entry = e;
-        job->targets[job->n].uri = uri_text(jp, target);
+        job->targets[job->n].uri = xp_uri_text(jp, target);
         job->n++;
     }
     if (!job->n) {

@@ -26,8 +26,8 @@
 #include "../sip_stats.c"
 #include "../sip_log.c"
 #include "../sip_uri_list.c"
-#include "../sip_explode.c"
 #include "../sip_consent.c"
+#include "../sip_explode.c"
 
 static apr_pool_t *fuzz_pool;
 

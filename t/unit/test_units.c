@@ -6882,6 +6882,78 @@ static Suite *consent_suite(void)
     return s;
 }
 
+/* ---- sip_proxy_send_new / sip_proxy_originate: one Via, one branch id ---- */
+
+START_TEST(plumb_with_via)
+{
+    static const char req[] = "MESSAGE sip:bob@example.org SIP/2.0\r\n"
+                              "To: <sip:bob@example.org>\r\nContent-Length: 0\r\n\r\n";
+    apr_size_t len = 0;
+    const char *out = with_via(pool, req, sizeof(req) - 1, SIP_TP_TCP, "192.0.2.1:5060",
+                               "z9hG4bKx1", &len);
+
+    ck_assert_uint_eq(len, strlen(out));
+    ck_assert_str_eq(out, "MESSAGE sip:bob@example.org SIP/2.0\r\n"
+                          "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKx1;rport\r\n"
+                          "To: <sip:bob@example.org>\r\nContent-Length: 0\r\n\r\n");
+    out = with_via(pool, req, sizeof(req) - 1, SIP_TP_UDP, "h:1", "z9hG4bKx2", &len);
+    ck_assert_ptr_nonnull(strstr(out, "\r\nVia: SIP/2.0/UDP h:1;branch=z9hG4bKx2;rport\r\nTo:"));
+}
+END_TEST
+
+START_TEST(plumb_branch_unique)
+{
+    apr_hash_t *seen = apr_hash_make(pool);
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        const char *b = new_branch_id(pool);
+        ck_assert_msg(strncmp(b, "z9hG4bK", 7) == 0, "no magic cookie: %s", b);
+        ck_assert_msg(!apr_hash_get(seen, b, APR_HASH_KEY_STRING), "branch repeated: %s", b);
+        apr_hash_set(seen, b, APR_HASH_KEY_STRING, b);
+    }
+}
+END_TEST
+
+START_TEST(plumb_send_own_refuses)
+{
+    static const char bad[] = "this is not SIP\r\n\r\n";
+    static const char nohop[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
+                                "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                                "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+                                "Content-Length: 0\r\n\r\n";
+    server_rec srv;
+    sip_sockaddr_t dest;
+    const char *why = NULL;
+    int ack = 1;
+
+    memset(&srv, 0, sizeof(srv));
+    srv.server_hostname = "example.org";
+    sip_transport_init(NULL, pool, NULL, NULL);     /* no socket: our Via names the host */
+    ck_assert_ptr_null(send_own(pool, &srv, bad, sizeof(bad) - 1, "z9hG4bKa", NULL, NULL, &dest,
+                                &ack, &why));
+    ck_assert_int_eq(ack, 0);
+    ck_assert_msg(why && strncmp(why, "not valid SIP", 13) == 0, "why: %s", why ? why : "");
+    why = NULL;
+    ck_assert_ptr_null(send_own(pool, &srv, nohop, sizeof(nohop) - 1, "z9hG4bKb", NULL, NULL,
+                                &dest, &ack, &why));
+    ck_assert_msg(why && strstr(why, "nonexistent.invalid"), "why: %s", why ? why : "");
+}
+END_TEST
+
+static Suite *plumb_suite(void)
+{
+    Suite *s = suite_create("xplumb");
+    TCase *tc = tcase_create("proxy_send_new");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, plumb_with_via);
+    tcase_add_test(tc, plumb_branch_unique);
+    tcase_add_test(tc, plumb_send_own_refuses);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -6914,6 +6986,7 @@ int main(void)
     srunner_add_suite(sr, explode_suite());
     srunner_add_suite(sr, uri_list_suite());
     srunner_add_suite(sr, consent_suite());
+    srunner_add_suite(sr, plumb_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
