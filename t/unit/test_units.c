@@ -1980,6 +1980,10 @@ static void stats_fill(sip_stats_t *st)
     st->msgs_in[SIP_TP_UDP] = 11;
     st->msgs_out[SIP_TP_TCP] = 12;
     st->bad_msgs = 13;
+    st->explosions = 14;
+    st->explode_requests = 15;
+    st->explode_refused = 16;
+    st->explode_consent = 17;
 }
 
 START_TEST(stats_format_auto)
@@ -2002,6 +2006,8 @@ START_TEST(stats_format_auto)
     ck_assert_ptr_nonnull(strstr(txt, "SipUdpMessagesIn: 11\n"));
     ck_assert_ptr_nonnull(strstr(txt, "SipTcpMessagesOut: 12\n"));
     ck_assert_ptr_nonnull(strstr(txt, "SipBadMessages: 13\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "\nSipExplosions: 14\nSipExplodeRequests: 15\n"
+                                      "SipExplodeRefused: 16\nSipExplodeConsentRefused: 17\n"));
     /* every line is "SipName: number" */
     {
         const char *l = txt;
@@ -2017,7 +2023,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 40);     /* 35 and the five CPL counters */
+        ck_assert_int_eq(n, 44);     /* 35, five CPL and four URI-list counters */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2051,8 +2057,8 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 7);
-        ck_assert_int_eq(close, 7);
+        ck_assert_int_eq(open, 8);
+        ck_assert_int_eq(close, 8);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
