@@ -343,7 +343,11 @@ static int read_targets(apr_pool_t *p, const sip_msg_t *req, const sip_explode_l
             REFUSE(400, "Bad URI In List",
                    apr_psprintf(p, "entry %s is no SIP or SIPS URI we can send to", e->uri));
         key = address_key(p, e->uri);
-        if (sip_uri_param(p, e->uri, "list") || (self && key && strcmp(self, key) == 0))
+        /* the service's own address, or its host with no user: both come
+         * back to this server, which is no recipient (EX-13) */
+        if (sip_uri_param(p, e->uri, "list")
+            || (self && key && (strcmp(self, key) == 0
+                                || (*key == '@' && strcmp(strchr(self, '@'), key) == 0))))
             *(const char **)apr_array_push(job->dropped) = e->uri;
         else
             *(sip_uri_list_entry_t *)apr_array_push(job->targets) = *e;

@@ -440,11 +440,16 @@ void sip_explode_handle(sip_txn_t *txn, server_rec *s)
     from_aor = sip_uri_aor(jp, ex->from);
     if (!from_aor)
         from_aor = ex->from ? ex->from : "-";
-    for (i = 0; ex->dropped && i < ex->dropped->nelts; i++)
+    for (i = 0; ex->dropped && i < ex->dropped->nelts; i++) {
+        const char *uri = APR_ARRAY_IDX(ex->dropped, i, const char *);
+        sip_uri_parts_t u;
+        /* no user part: the server's own host, which is no recipient */
+        int host_only = sip_uri_parts(jp, sip_uri_escape_params(jp, uri), &u) && !u.user;
         sip_log_limited(&rl_explode, peer, 0, APLOG_INFO, s,
-                        "sip explode: %s %s: entry %.256s dropped (it would explode again)",
-                        user, from_aor, xp_uri_text(jp, APR_ARRAY_IDX(ex->dropped, i,
-                                                                   const char *)));
+                        "sip explode: %s %s: entry %.256s dropped (%s)", user, from_aor,
+                        xp_uri_text(jp, uri), host_only ? "it points at this server itself"
+                                                        : "it would explode again");
+    }
 
     job = apr_pcalloc(jp, sizeof(*job));
     job->pool = jp;

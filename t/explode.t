@@ -87,7 +87,7 @@ for my $tr (qw(udp tcp)) {
         my $r = blast(tr => $tr, names => [qw(bill joe ted bob)],
             entries => sub { [ map { $_ eq 'joe' ? $_[0]{$_}->uri . '?Subject=Urgent' : $_[0]{$_}->uri } qw(bill joe ted bob) ] },
             build => { template => sipfrag(headers => [ Subject => 'Weekly' ]) });
-        is(code_of($r), 200, '200');
+        is(code_of($r), 200, 'answer 200');
         for my $n (qw(bill joe ted bob)) {
             my @g = @{ $r->{got}{$n} };
             is(scalar @g, 1, "$n: one MESSAGE");
@@ -98,7 +98,7 @@ for my $tr (qw(udp tcp)) {
     subtest "X3 ($tr): dangerous overrides ignored" => sub {
         my $r = blast(tr => $tr, names => [qw(bill ted)],
             entries => sub { [ $_[0]{bill}->uri, $_[0]{ted}->uri . '?From=sip%3Amallory%40evil.example&Route=%3Csip%3Aevil.example%3E' ] });
-        is(code_of($r), 200, '200');
+        is(code_of($r), 200, 'answer 200');
         my ($m) = @{ $r->{got}{ted} };
         is(scalar @{ $r->{got}{ted} }, 1, 'ted still gets one MESSAGE');
         like($m && $m->header('from'), qr/alice/, "ted's From is Alice's");
@@ -109,7 +109,7 @@ for my $tr (qw(udp tcp)) {
         my $bill = $t->peer_for($tr, name => 'bill');
         my $r = blast(tr => $tr, names => [], list => resource_lists(entries => [ $bill->uri ]),
                       build => { template => sipfrag(uri => $bill->uri) });
-        is(code_of($r), 200, '200');
+        is(code_of($r), 200, 'answer 200');
         $t->serve([$bill], secs => 1);
         my @g = $t->requests($bill);
         is(scalar @g, 1, 'one MESSAGE to bill');
@@ -139,7 +139,7 @@ for my $tr (qw(udp tcp)) {
         (my $u = $bob->uri) =~ s/127\.0\.0\.1/localhost/;
         (my $U = $u) =~ s/localhost/LOCALHOST/;
         my $r = blast(tr => $tr, list => resource_lists(entries => [ $u, $U, $u ]));
-        is(code_of($r), 200, '200');
+        is(code_of($r), 200, 'answer 200');
         $t->serve([$bob], secs => 1.5);
         is(scalar(my @g = $t->requests($bob)), 1, 'one MESSAGE to bob');
     };
@@ -175,7 +175,7 @@ for my $tr (qw(udp tcp)) {
         my $mark = $t->log_mark;
         my $r = blast(tr => $tr, names => [qw(bill)], entries => sub { [ $_[0]{bill}->uri,
             $t->exploder_uri . ';list=cid:x%40y', $t->exploder_uri, "sip:127.0.0.1:$port" ] });
-        is(code_of($r), 200, '200');
+        is(code_of($r), 200, 'answer 200');
         is_deeply(counts($r), { bill => 1 }, 'bill alone got a MESSAGE');
         ok($t->wait_log($mark, qr/dropped/, 3), 'the dropped entries are logged');
         my $r2 = blast(tr => $tr, names => [qw(bill)], build => { template => sipfrag(method => 'EXPLODE') });
@@ -187,7 +187,7 @@ for my $tr (qw(udp tcp)) {
 # ---------------------------------------------------------------- EX-n
 subtest 'EX-1 EXPLODE accepted as method and CSeq method' => sub {
     my $r = blast(names => ['bill']);
-    is(code_of($r), 200, '200');
+    is(code_of($r), 200, 'answer 200');
     is($r->{res}{final}->header('cseq'), '2 EXPLODE', 'CSeq 2 EXPLODE in the answer');
 };
 subtest 'EX-2 list= raw and escaped' => sub {
@@ -209,7 +209,7 @@ subtest 'EX-4 parts in either order' => sub {
 };
 subtest "EX-5 the template's Content-Length governs its body" => sub {
     my $r = blast(names => ['bill'], build => { template => sipfrag(body => 'Hi all.TRAILING', content_length => 7) });
-    is(code_of($r), 200, '200');
+    is(code_of($r), 200, 'answer 200');
     is($r->{got}{bill}[0] && $r->{got}{bill}[0]->body, 'Hi all.', 'body cut at Content-Length');
 };
 subtest 'EX-6 namespace or not, nested lists flattened, entry-ref/external ignored' => sub {
@@ -224,7 +224,7 @@ subtest 'EX-6 namespace or not, nested lists flattened, entry-ref/external ignor
 };
 subtest 'EX-7 no credentials: 401, nothing sent' => sub {
     my $r = blast(names => ['bill'], no_auth => 1, serve => 3);
-    is(code_of($r), 401, '401');
+    is(code_of($r), 401, 'answer 401');
     ok($r->{res}{final}->header('www-authenticate'), 'with a challenge');
     ok(nothing_sent($r), 'nothing sent in 3 s');
 };
@@ -236,7 +236,7 @@ subtest 'EX-8 authenticated but not authorized: 403' => sub {
 subtest 'EX-9 EX-10 one non-consenting target: nothing, 470 + Permission-Missing' => sub {
     my $c0 = $t->counters;
     my $r = blast(names => [qw(bill joe nobody)], serve => 2);
-    is(code_of($r), 470, '470');
+    is(code_of($r), 470, 'answer 470');
     like($r->{res}{final}->header('permission-missing') // '', qr/^<sip:nobody\@127\.0\.0\.1:\d+>$/, 'Permission-Missing: <nobody>');
     ok(nothing_sent($r), 'nothing sent');
     is($t->counters->{SipExplodeConsentRefused} - $c0->{SipExplodeConsentRefused}, 1, 'SipExplodeConsentRefused +1');
@@ -249,12 +249,12 @@ subtest 'EX-11 over SipExplodeMaxTargets: 403' => sub {
 subtest 'EX-12 a URI twice (host case too): one request' => sub {
     my $r = blast(names => ['bill'], entries => sub { my $u = $_[0]{bill}->uri =~ s/127\.0\.0\.1/localhost/r;
                                                       [ $u, $u, $u =~ s/localhost/LocalHost/r ] });
-    is(code_of($r), 200, '200');
+    is(code_of($r), 200, 'answer 200');
     is_deeply(counts($r), { bill => 1 }, 'one request');
 };
 subtest 'EX-13 entries at the exploder dropped, EXPLODE templates refused' => sub {
     my $r = blast(names => ['bill'], entries => sub { [ $_[0]{bill}->uri, $t->exploder_uri, $t->exploder_uri . ';list=cid:a%40b' ] });
-    is(code_of($r), 200, '200');
+    is(code_of($r), 200, 'answer 200');
     is_deeply(counts($r), { bill => 1 }, 'bill only');
     my $r2 = blast(names => ['bill'], build => { template => sipfrag(method => 'EXPLODE') }, serve => 1);
     is(code_of($r2), 403, 'EXPLODE template: 403');
@@ -262,9 +262,9 @@ subtest 'EX-13 entries at the exploder dropped, EXPLODE templates refused' => su
     is(code_of($r3), 403, 'INVITE template (not in SipExplodeMethods): 403');
 };
 subtest 'EX-14 200 by default, before the fan-out' => sub {
-    my $bill = $t->peer;
+    my $bill = $t->peer(name => 'bill');
     my $res = $t->explode(build => { list => resource_lists(entries => [ $bill->uri ]) });
-    is($res->{final} && $res->{final}->code, 200, '200');
+    is($res->{final} && $res->{final}->code, 200, 'answer 200');
     my ($m) = $t->requests($bill, wait => 1);
     ok($m, 'bill got the MESSAGE');
     ok($m && $m->{rtime} >= $res->{t_final} - 0.2, 'it left no earlier than the answer') if $m;
@@ -272,7 +272,7 @@ subtest 'EX-14 200 by default, before the fan-out' => sub {
 };
 subtest 'EX-15 SipExplode Off: 405, Allow without EXPLODE' => sub {
     my $r = blast(names => ['bill'], build => { uri => $t->exploder_uri('off') }, serve => 1);
-    is(code_of($r), 405, '405');
+    is(code_of($r), 405, 'answer 405');
     my $allow = $r->{res}{final}->header('allow') // '';
     ok(length $allow, "Allow: $allow");
     unlike($allow, qr/EXPLODE/, 'without EXPLODE');
@@ -298,7 +298,7 @@ subtest 'EX-17 N targets, N requests; a user of ours: one per registered contact
     }
     my $r = blast(names => [qw(bill joe)], entries => sub { [ $_[0]{bill}->uri, $_[0]{joe}->uri, "sip:dave\@127.0.0.1:$port" ] });
     $t->serve(\@d, secs => 1);
-    is(code_of($r), 200, '200');
+    is(code_of($r), 200, 'answer 200');
     is_deeply(counts($r), { bill => 1, joe => 1 }, 'bill and joe one each');
     for my $p (@d) {
         my @g = $t->requests($p);
@@ -315,7 +315,7 @@ subtest 'EX-18 ?Subject overrides the template' => sub {
 subtest 'EX-19 dangerous entry headers not applied' => sub {
     my $h = join '&', map { "$_=evil$_" } qw(Call-ID CSeq Via Record-Route Route Accept Allow Supported User-Agent Contact);
     my $r = blast(names => ['bill'], entries => sub { [ $_[0]{bill}->uri . "?From=sip%3Aevil%40x&$h" ] });
-    is(code_of($r), 200, '200');
+    is(code_of($r), 200, 'answer 200');
     my $m = $r->{got}{bill}[0];
     ok($m, 'sent anyway');
     unlike($m ? $m->head : '', qr/evil/i, 'no header from the entry applied');
@@ -340,7 +340,7 @@ subtest 'EX-21 From, To, Call-ID, CSeq, Via, Max-Forwards (see X1)' => sub {
 subtest 'EX-22 credentials for our realm not passed on, others are (RFC 5365)' => sub {
     my $other = 'Digest username="alice", realm="other.example", nonce="n", uri="sip:x", response="0123456789abcdef0123456789abcdef"';
     my $r = blast(names => ['bill'], kind => 'message', build => { headers => [ 'Proxy-Authorization' => $other ] });
-    is(code_of($r), 202, '202');
+    is(code_of($r), 202, 'answer 202');
     my $m = $r->{got}{bill}[0];
     is_deeply([ $m ? $m->headers('proxy-authorization') : () ], [ $other ], 'other realm forwarded unchanged');
     is(scalar(my @x = $m ? $m->headers('authorization') : ()), 0, 'our realm not forwarded');
@@ -357,7 +357,7 @@ subtest 'EX-24 X11 recipient-list-history: to/cc shown, bcc not, anonymized' => 
         [ { uri => $p->{bill}->uri, copy => 'to' }, { uri => $p->{joe}->uri, copy => 'to' },
           { uri => $p->{ted}->uri, copy => 'cc' }, { uri => $p->{bob}->uri, copy => 'bcc' },
           { uri => $p->{u1}->uri, copy => 'to', anonymize => 'true' } ] });
-    is(code_of($r), 202, '202');
+    is(code_of($r), 202, 'answer 202');
     is_deeply(counts($r), { map { $_ => 1 } @n }, 'five MESSAGEs');
     my $m = $r->{got}{bill}[0] or return;
     my @parts = multipart_parts($m->header('content-type'), $m->body);
@@ -379,7 +379,7 @@ subtest 'EX-25 one log line per explosion with each final status' => sub {
 };
 subtest 'EX-26 RFC 5365 MESSAGE: 202; SipExplode Off: 420' => sub {
     my $r = blast(names => [qw(bill joe)], kind => 'message');
-    is(code_of($r), 202, '202');
+    is(code_of($r), 202, 'answer 202');
     is_deeply(counts($r), { bill => 1, joe => 1 }, 'one each');
     my $r2 = blast(names => ['bill'], kind => 'message', build => { uri => $t->exploder_uri('off') }, serve => 1);
     is(code_of($r2), 420, 'Off: 420');

@@ -82,6 +82,9 @@ sub new {
         @{ $o{after} || [] }, '');
     my @vhost = (
         (defined $consent ? ('SipExplodeConsentFile @DIR@/consent.txt') : ()),
+        # one user explodes dozens of times a minute here: the rate limit
+        # has its own tests (explode-abuse.t, explode-engine.t)
+        ((grep { /^SipExplodeRate\b/ } @{ $o{vhost} || [] }) ? () : ('SipExplodeRate 1000')),
         @{ $o{vhost} || [] });
     my $self = SipCgiTest::new($class,
         server_conf => join("\n", @server),
