@@ -6240,16 +6240,22 @@ START_TEST(test_explode_dups_recursion)
     const char *list = xp_list("<entry uri=\"sip:bob@example.org\"/><entry uri=\"sip:bob@EXAMPLE.ORG\"/>"
                                "<entry uri=\"sip:exploder@example.org;list=cid:x%40y\"/>"
                                "<entry uri=\"sip:Exploder@example.org\"/>"
-                               "<entry uri=\"sips:exploder@Example.org:5061\"/>");
+                               "<entry uri=\"sips:exploder@Example.org:5061\"/>"
+                               "<entry uri=\"sip:EXAMPLE.org:5070\"/>"
+                               "<entry uri=\"sip:other.example.org\"/>");
     sip_msg_t *req = xp_request("EXPLODE", "sips:exploder@example.org;list=cid:lst1@client.example.org",
                                 "", "multipart/mixed;boundary=" XB,
                                 xp_body(xp_template("MESSAGE", ""), list, LISTHDR, 0));
     sip_explode_job_t *job = xp_job(req);
     const char *reason = NULL;
 
-    ck_assert_int_eq(job->targets->nelts, 2);   /* bob once, Exploder (user case differs) */
+    /* bob once, Exploder (user case differs), another host; the server's
+     * own host with no user is dropped like the exploder */
+    ck_assert_int_eq(job->targets->nelts, 3);
     ck_assert_str_eq(APR_ARRAY_IDX(job->targets, 0, sip_uri_list_entry_t).uri, "sip:bob@example.org");
-    ck_assert_int_eq(job->dropped->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(job->targets, 2, sip_uri_list_entry_t).uri, "sip:other.example.org");
+    ck_assert_int_eq(job->dropped->nelts, 3);
+    ck_assert_str_eq(APR_ARRAY_IDX(job->dropped, 2, const char *), "sip:EXAMPLE.org:5070");
     /* template method EXPLODE or REGISTER: 403 */
     req = xp_request("EXPLODE", "sip:exploder@example.org;list=cid:lst1@client.example.org", "",
                      "multipart/mixed;boundary=" XB,
