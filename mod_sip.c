@@ -166,6 +166,9 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     d->script_upload = add->script_upload >= 0 ? add->script_upload : base->script_upload;
     d->explode = add->explode >= 0 ? add->explode : base->explode;
     d->providers = add->providers ? add->providers : base->providers;
+    /* rules run in config order: the enclosing section's first */
+    d->rules = !add->rules ? base->rules : !base->rules ? add->rules
+             : apr_array_append(p, base->rules, add->rules);
     d->error_docs = !add->error_docs ? base->error_docs
                   : !base->error_docs ? add->error_docs
                   : apr_hash_overlay(p, add->error_docs, base->error_docs);

@@ -144,6 +144,14 @@ int sip_request_explode(apr_pool_t *p, server_rec *s, const char *aor)
     return on;
 }
 
+apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
+                                      const sip_sockaddr_t *peer)
+{
+    /* placeholder until issue 15's rules land */
+    (void)s; (void)req; (void)peer;
+    return apr_array_make(p, 1, sizeof(const void *));
+}
+
 static void add_headers(apr_table_t *t, const apr_array_header_t *hdrs)
 {
     int i;

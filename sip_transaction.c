@@ -483,6 +483,11 @@ const sip_msg_t *sip_txn_request(sip_txn_t *t)
     return t->req;
 }
 
+apr_status_t sip_txn_retarget(sip_txn_t *t, const char *uri)
+{
+    return sip_msg_set_request_uri(t->req, uri);
+}
+
 const sip_source_t *sip_txn_source(sip_txn_t *t)
 {
     return &t->src;

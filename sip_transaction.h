@@ -76,6 +76,11 @@ int sip_txn_cancel(sip_txn_t *t);
 
 apr_pool_t *sip_txn_pool(sip_txn_t *t);
 const sip_msg_t *sip_txn_request(sip_txn_t *t);
+/* Name mapping (sip_namemap) retargets a server transaction's request to
+ * the canonical user before it is routed: the Request-URI every later
+ * step and the proxy see.  Matching retransmissions is unaffected (RFC
+ * 3261 §17.2.3 matches on the branch, not the Request-URI). */
+apr_status_t sip_txn_retarget(sip_txn_t *t, const char *uri);
 const sip_source_t *sip_txn_source(sip_txn_t *t);
 const char *sip_txn_to_tag(sip_txn_t *t);
 int sip_txn_final_sent(sip_txn_t *t);

@@ -35,6 +35,10 @@
 #include "../../sip_explode.c"
 #include "../../sip_consent.c"
 #include "../../sip_explode_run.c"
+#include "../../sip_rules.c"
+#include "../../sip_namemap.c"
+#include "../../sip_lists.c"
+#include "../../sip_forward.c"
 
 #include "httpd_stubs.h"
 
