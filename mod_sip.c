@@ -33,6 +33,7 @@
 #include "sip_request.h"
 #include "sip_stats.h"
 #include "sip_route.h"
+#include "sip_rules.h"
 #include "sip_script_store.h"
 #include "sip_upload.h"
 #include "unixd.h"
@@ -881,6 +882,49 @@ static const char *set_explode_consent_file(cmd_parms *cmd, void *d, const char 
     return NULL;
 }
 
+/* ---- call handling rules (issue 15; sip_rules.h, docs/routing.md) ---- */
+
+static int rules_used;      /* some SipRule or SipRuleFile in this configuration */
+
+int sip_rules_used(void)
+{
+    return rules_used;
+}
+
+/* the section's own list, in the configuration pool, in the order written */
+static apr_array_header_t *dir_rules(cmd_parms *cmd, sip_dir_conf *d)
+{
+    if (!d->rules)
+        d->rules = apr_array_make(cmd->pool, 4, sizeof(const sip_rule_t *));
+    rules_used = 1;
+    return d->rules;
+}
+
+/* httpd adds the file and line of the directive (apachectl -t) */
+static const char *set_rule(cmd_parms *cmd, void *dv, const char *args)
+{
+    const char *err;
+    const sip_rule_t *r = sip_rule_parse(cmd->pool, args, &err);
+
+    if (!r)
+        return apr_pstrcat(cmd->pool, "SipRule: ", err, NULL);
+    *(const sip_rule_t **)apr_array_push(dir_rules(cmd, dv)) = r;
+    return NULL;
+}
+
+/* read now: a bad line is refused with its file and line, and a graceful
+ * restart reads the file again */
+static const char *set_rule_file(cmd_parms *cmd, void *dv, const char *arg)
+{
+    const char *path = ap_server_root_relative(cmd->pool, arg), *err;
+
+    if (!path)
+        return apr_pstrcat(cmd->pool, "SipRuleFile: invalid path ", arg, NULL);
+    if (sip_rule_file_read(cmd->pool, path, dir_rules(cmd, dv), &err))
+        return apr_pstrcat(cmd->pool, "SipRuleFile: ", err, NULL);
+    return NULL;
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -1107,6 +1151,12 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE1("SipExplodeConsentFile", set_explode_consent_file, NULL, RSRC_CONF,
                   "File of consent rules: which targets accept fanned-out requests from "
                   "whom (RFC 5360; default: none, so nobody does)"),
+    /* call handling rules (issue 15, sip_rules.h) */
+    AP_INIT_RAW_ARGS("SipRule", set_rule, NULL, RSRC_CONF | ACCESS_CONF,
+                     "A call handling rule: log, respond, proxy, authenticate, script or record "
+                     "(in the vhost, <Location \"/user@host\">, <If>)"),
+    AP_INIT_TAKE1("SipRuleFile", set_rule_file, NULL, RSRC_CONF | ACCESS_CONF,
+                  "A table of rules, one 'Header Method glob action [args]' a line"),
     {NULL}
 };
 
@@ -1368,6 +1418,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     auth_used = 0;
     dbd_provider_used = 0;
     explode_used = 0;
+    rules_used = 0;
     stats_shown = 0;
     /* a method number for EXPLODE (draft-camarillo-sipping-exploders-solution
      * §3), so that <Limit EXPLODE>, <LimitExcept> and Require see it as

@@ -729,6 +729,16 @@ const char *sip_msg_reason(const sip_msg_t *m)
     return m->m ? m->m->reason_phrase : NULL;
 }
 
+const char *sip_status_reason(int status)
+{
+    const char *r = osip_message_get_reason(status);
+
+    if (r && *r)
+        return r;
+    return status < 200 ? "Trying" : status < 300 ? "OK" : status < 400 ? "Redirect"
+         : status < 500 ? "Request Failed" : status < 600 ? "Server Error" : "Global Failure";
+}
+
 const char *sip_msg_branch(const sip_msg_t *m)
 {
     osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;

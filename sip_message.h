@@ -51,6 +51,9 @@ const char *sip_msg_uri_host(const sip_msg_t *m);
 const char *sip_msg_version(const sip_msg_t *m);
 int sip_msg_status(const sip_msg_t *m);
 const char *sip_msg_reason(const sip_msg_t *m);
+/* The usual reason phrase of a status code (RFC 3261 §21), or a generic
+ * one for its class. */
+const char *sip_status_reason(int status);
 const char *sip_msg_branch(const sip_msg_t *m);       /* top Via, or NULL */
 const char *sip_msg_via_sent_by(const sip_msg_t *m);  /* host:port of the top Via */
 const char *sip_msg_top_via(const sip_msg_t *m);      /* whole top Via as text */

@@ -92,5 +92,7 @@ int sip_explode_used(void);
  * const sip_rule_t * in p (empty: none). */
 apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
                                       const sip_sockaddr_t *peer);
+/* Is there a SipRule or SipRuleFile anywhere in the configuration? */
+int sip_rules_used(void);
 
 #endif

@@ -54,6 +54,9 @@
 
 typedef struct sip_rule sip_rule_t;
 
+/* What "log" sets when it names no variable. */
+#define SIP_RULE_LOG_ENV "sip-rule-log"
+
 /* SipRule's arguments (the whole argument string): one rule with no
  * condition.  NULL and *err on a bad rule. */
 const sip_rule_t *sip_rule_parse(apr_pool_t *p, const char *args, const char **err);

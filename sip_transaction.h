@@ -112,6 +112,10 @@ const char *sip_txn_user(sip_txn_t *t);
  * value for the same name is appended after "; ". */
 void sip_txn_add_note(sip_txn_t *t, const char *name, const char *value);
 const apr_table_t *sip_txn_notes(sip_txn_t *t);   /* NULL when none */
+/* Environment variables of the access log line (r->subprocess_env, for
+ * CustomLog ... env=NAME): the rules' "log" action sets sip-rule-log. */
+void sip_txn_set_env(sip_txn_t *t, const char *name, const char *value);
+const apr_table_t *sip_txn_env(sip_txn_t *t);     /* NULL when none */
 /* Whether those credentials protected the body too (qop=auth-int). */
 void sip_txn_set_auth_int(sip_txn_t *t, int on);
 int sip_txn_auth_int(sip_txn_t *t);
