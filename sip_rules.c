@@ -469,6 +469,9 @@ int sip_rule_file_read(apr_pool_t *p, const char *path, apr_array_header_t *rule
                                 (int)sizeof(buf) - 2);
             break;
         }
+        /* the line end is not a separator for apr_tokenize_to_argv */
+        while (len && apr_isspace(buf[len - 1]))
+            buf[--len] = '\0';
         while (apr_isspace(*s))
             s++;
         if (!*s || *s == '#')
