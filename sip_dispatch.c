@@ -178,15 +178,29 @@ static step_result_t concern(dispatch_t *d, sip_step_t r)
     return r == SIP_STEP_NEXT ? STEP_NEXT : r == SIP_STEP_DONE ? STEP_DONE : STEP_WAIT;
 }
 
+/* 0a-0c decide where a call goes: a request inside a dialog (To tag) has
+ * its target already (RFC 3261 §12.2.2: the remote target, not a name to
+ * map, a list or a rule's), and must not be refused or sent elsewhere. */
+static int in_dialog(const dispatch_t *d)
+{
+    return sip_msg_to_tag(d->req) != NULL;
+}
+
 static step_result_t step_lists(dispatch_t *d)
 {
+    if (in_dialog(d))
+        return STEP_NEXT;
     return concern(d, sip_lists_step(d->txn, d->s, concern_resume, d));
 }
 
 /* the later steps find the canonical user's scripts */
 static step_result_t step_namemap(dispatch_t *d)
 {
-    step_result_t r = concern(d, sip_namemap_step(d->txn, d->s, concern_resume, d));
+    step_result_t r;
+
+    if (in_dialog(d))
+        return STEP_NEXT;
+    r = concern(d, sip_namemap_step(d->txn, d->s, concern_resume, d));
 
     if (r == STEP_NEXT)
         d->user = sip_msg_uri_user(d->req);
@@ -195,6 +209,8 @@ static step_result_t step_namemap(dispatch_t *d)
 
 static step_result_t step_rules(dispatch_t *d)
 {
+    if (in_dialog(d))
+        return STEP_NEXT;
     return concern(d, sip_rules_step(d->txn, d->s, concern_resume, d));
 }
 
