@@ -30,7 +30,6 @@ my $M = $SipTest::MODDIR;
 # user_script: the seed's /usr/local/bin/user_script.  Callee-written
 # scripts live in SipDirectory's own/ directory, named by user.
 my $USER_SCRIPT = <<'SH';
-#!/bin/sh
 # the callee's own (user-specific) script, if the callee wrote one
 u=${REQUEST_URI#sip:}
 u=${u%%@*}
@@ -43,30 +42,33 @@ SH
 
 my $BOB_SCRIPT = "#!/bin/sh\nprintf 'SIP/2.0 486 Busy Here\\n\\n'\n";
 
-# The seed's table as a SipRuleFile.  Two changes from the seed (see
-# docs/routing.md): the fields of the first line are in the order the
-# seed defines (Header Method glob), and the AOL line comes before the
-# lines that answer: rules run in order and stop at the first answer, so
-# at the end of the table it would never be reached for a local callee.
+# The seed's table as a SipRuleFile, its lines as the seed writes them
+# (SipRuleFile reads "From * INVITE", "To *-voicemail record host" and
+# "sip://" too), with three changes (docs/routing.md): "log" takes no
+# program (CustomLog env=sip-rule-log writes the lines); the AOL line comes
+# before the lines that answer (rules stop at the first answer: at the end
+# it would never be reached for a local callee); and the seed's "302" line
+# ("we are a redirect server") is SipMode redirect: a script that leaves
+# the call alone ends the rules with the server's default handling.
 sub rule_file {
-    my ($vp, $vm) = @_;
+    my ($t, $vp, $vm) = @_;
+    my $script = $t->scripts_dir . '/user_script';
     return <<"RULES";
 # The seed's table (002 §6) for cs.columbia.edu, on loopback.
 # We log all calls, but not registrations.
-From INVITE * log
+From * INVITE log
 # We allow registration only from local users
 From REGISTER 127.0.0.1 200
 From REGISTER * 404
 # We require that AOL users are authenticated.
 From INVITE aol.com authenticate
 # We forward calls to some alumni.
-To INVITE graduated\@127.0.0.1 301 sip:vp\@127.0.0.1:$vp
-# Calls to *-voicemail get voicemail (by indirection).
-To INVITE *-voicemail\@127.0.0.1 record 127.0.0.1:$vm
+To INVITE graduated\@127.0.0.1 301 sip://vp\@127.0.0.1:$vp
+# Calls to *-voicemail get voicemail (probably by indirection).
+To *-voicemail record 127.0.0.1:$vm
 # All other calls are subject to callee-written (user-specific) scripts.
-To INVITE 127.0.0.1 script user_script
-# We are a redirect server; the server figures out the location.
-To INVITE 127.0.0.1 302
+To INVITE 127.0.0.1 $script
+# (We are a redirect server: SipMode redirect.)
 # We don't handle any other domains.
 To INVITE * 404
 RULES
@@ -108,10 +110,9 @@ sub rule_sections {
     </If>
 </Location>
 <Location "/">
-    # Callee-written scripts, else a redirect to where the callee is.
+    # Callee-written scripts (then SipMode redirect: where the callee is).
     <If "%{REQUEST_METHOD} == 'INVITE' && %{HTTP:To} =~ /$here/">
         SipRule script user_script
-        SipRule respond 302
     </If>
     # We don't handle any other domains.
     <ElseIf "%{REQUEST_METHOD} == 'INVITE'">
@@ -142,9 +143,11 @@ sub server {
             'CustomLog @DIR@/logs/calls.log seedlog env=sip-rule-log',
             'CustomLog @DIR@/logs/all.log seedlog',
             $rules),
-        scripts => { user_script => $USER_SCRIPT, 'own/bob' => $BOB_SCRIPT });
+        scripts => { 'own/bob' => $BOB_SCRIPT });
+    # recorded runs (SipCgiTest): how often the rules ran it, for which call
+    $t->cgi_script('user_script', $USER_SCRIPT);
     open(my $fh, '>', $t->dir . '/seed.rules') or die "seed.rules: $!";
-    print $fh rule_file($vp_port, $vm_port);
+    print $fh rule_file($t, $vp_port, $vm_port);
     close $fh;
     chmod 0644, $t->dir . '/seed.rules';
     write_htdigest($t->dir . '/users.htdigest', $REALM, fan => 'aolrules');
@@ -313,6 +316,19 @@ sub seed_table {
         is($r && $r->code, 404, "$form: INVITE to carol\@other.test: 404");
         is(scalar(my @runs = $t->runs('user_script', call_id => $cid)), 0, "$form: no script ran for it");
         $logged{$cid} = 1;
+    }
+
+    # ---- in a dialog (a To tag) the rules are not asked: in-dialog
+    # requests follow the dialog (docs/routing.md, "What is kept")
+    {
+        my $cid = "reinvite-$form\@test";
+        my $r = $send->(method => 'INVITE', uri => "sip:graduated\@127.0.0.1:$port", call_id => $cid,
+                        from => '<sip:fan@aol.com>;tag=' . rand_token(8),
+                        to => '<sip:graduated@127.0.0.1>;tag=' . rand_token(8));
+        ok($r && $r->code != 301 && $r->code != 401,
+           "$form: a re-INVITE (To tag) from aol.com to graduated: no rule answers it")
+            or diag($r ? $r->code : 'no answer');
+        $unlogged{$cid} = 1;    # nor is it marked by the log rule
     }
 
     # ---- From * INVITE log: every call in the CustomLog, no registration
