@@ -142,6 +142,8 @@ sub server {
             'LogFormat "%{Call-ID}i %>s \\"%r\\"" seedlog',
             'CustomLog @DIR@/logs/calls.log seedlog env=sip-rule-log',
             'CustomLog @DIR@/logs/all.log seedlog',
+            # the seed's "log |/usr/local/bin/logger": a piped CustomLog
+            'CustomLog "|$/bin/cat >> @DIR@/logs/piped.log" seedlog env=sip-rule-log',
             $rules),
         scripts => { 'own/bob' => $BOB_SCRIPT });
     # recorded runs (SipCgiTest): how often the rules ran it, for which call
@@ -169,7 +171,7 @@ sub seed_table {
     my ($t, $vp, $vm) = server($form);
     my $port = $t->sip_port;
     my $uac = $t->peer(name => 'caller');
-    my (%logged, %unlogged);
+    my (%logged, %unlogged, $vm_call);
     my $carol_contact = 'sip:carol@127.0.0.1:' . free_port();
 
     # one request from the caller; returns its final response (the
@@ -239,8 +241,11 @@ sub seed_table {
         my $fin = $uac->final_for($raw);
         is($fin && $fin->code, 200, "$form: the caller gets the voice-mail server's 200");
         $uac->ack($raw, $fin) if $fin && $fin->code == 200;
+        ok($vm->expect(method => 'ACK', timeout => 3), "$form: the ACK reached the voice-mail server");
         is(scalar(my @g = $vp->all(request => 1)), 0, "$form: nothing went to vp");
         $logged{$cid} = 1;
+        # the call stays up: hung up after the graceful restart below
+        $vm_call = { inv => $raw, ok => $fin } if $fin && $fin->code == 200;
     }
 
     # ---- From INVITE aol.com authenticate (then the call proceeds)
@@ -342,10 +347,81 @@ sub seed_table {
         my %in = map { (split / /)[0] => 1 } lines_of($calls);
         ok($in{$_}, "$form: call $_ is in the rule's CustomLog") for sort keys %logged;
         ok(!$in{$_}, "$form: registration $_ is not") for sort keys %unlogged;
+        my $piped = $t->dir . '/logs/piped.log';
+        my %p;
+        ok(wait_until(5, sub { %p = map { (split / /)[0] => 1 } lines_of($piped);
+                                !grep { !$p{$_} } keys %logged }),
+           "$form: the piped CustomLog got every call");
+        ok(!(grep { $p{$_} } keys %unlogged), "$form: and no registration");
     }
 
     is(scalar(my @g = $vp->all(request => 1)), 0, "$form: vp never got a request from the server");
+    reload($t, $uac, $vm, $vm_call) if $form eq 'file';
     $t->stop;
+}
+
+# BYE for the answered INVITE $c->{inv} (its 200: $c->{ok}), along the
+# route set the 200 recorded (RFC 3261 §12.2.1.1).
+sub bye {
+    my ($t, $uac, $c) = @_;
+    my $inv = parse_msg($c->{inv});
+    my ($target) = ($c->{ok}->header('contact') // '') =~ /<([^>]+)>/;
+    my @rr = $c->{ok}->header_elems('record-route');
+    my $raw = "BYE $target SIP/2.0\r\n"
+        . 'Via: SIP/2.0/UDP 127.0.0.1:' . $uac->port . ';branch=z9hG4bK' . rand_token(16) . ";rport\r\n"
+        . "Max-Forwards: 70\r\n"
+        . join('', map { "Route: $_\r\n" } reverse @rr)
+        . 'From: ' . $inv->header('from') . "\r\nTo: " . $c->{ok}->header('to') . "\r\n"
+        . 'Call-ID: ' . $inv->header('call-id') . "\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    $uac->send($raw);
+    return $raw;
+}
+
+# apachectl -t refuses a bad table with its file and line; apachectl
+# graceful reads a changed one, and a call set up before it hangs up after.
+sub reload {
+    my ($t, $uac, $vm, $vm_call) = @_;
+    my $file = $t->dir . '/seed.rules';
+    open(my $fh, '<', $file) or die "$file: $!";
+    my @good = <$fh>;
+    close $fh;
+    my $write = sub { open(my $o, '>', $file) or die "$file: $!"; print $o @_; close $o };
+
+    my @bad = @good;
+    my ($n) = grep { $bad[$_] =~ /^From REGISTER \* 404/ } 0 .. $#bad;
+    $bad[$n] = "From REGISTER * 404 sip:nowhere\n";     # only a 3xx takes URIs
+    $write->(@bad);
+    my ($rc, $out) = $t->_run_apache('-t');
+    isnt($rc, 0, 'apachectl -t: a bad rule is a configuration error');
+    like($out, qr/\Q$file\E:@{[ $n + 1 ]}:/, 'apachectl -t names the file and the line') or diag($out);
+
+    # the alumnus moves: graduated now goes to the voice-mail peer's host
+    my $new = 'sip:vp@127.0.0.1:' . $vm->port;
+    $write->(map { s{^(To INVITE graduated\@\S+ 301) \S+}{$1 $new}r } @good);
+    ($rc, $out) = $t->_run_apache('-t');
+    is($rc, 0, 'apachectl -t accepts the changed table') or diag($out);
+    ok($t->apachectl('graceful'), 'apachectl graceful');
+    my $port = $t->sip_port;
+    my $r;
+    ok(wait_until(10, sub {
+        my $raw = $uac->request(method => 'INVITE', uri => "sip:graduated\@127.0.0.1:$port",
+                                from => '<sip:alice@127.0.0.1>;tag=' . rand_token(8),
+                                to => '<sip:graduated@127.0.0.1>');
+        $r = $uac->expect(call_id => $uac->call_id($raw), final => 1, timeout => 1);
+        $uac->ack($raw, $r) if $r && $r->code >= 300;
+        return $r && ($r->header('contact') // '') =~ /\Q$new\E/;
+    }, 0.2), 'after the graceful restart the changed rule answers (301 to the new address)')
+        or diag($r ? $r->code . ' ' . ($r->header('contact') // '') : 'no answer');
+
+    if (ok($vm_call, 'the voice-mail call was set up before the restart')) {
+        bye($t, $uac, $vm_call);
+        my $b = $vm->expect(method => 'BYE', timeout => 5);
+        ok($b, 'its BYE after the restart reaches the voice-mail server through the proxy');
+        $vm->reply($b, 200) if $b;
+        my $fin = $uac->expect(call_id => parse_msg($vm_call->{inv})->header('call-id'),
+                               cseq_method => 'BYE', final => 1, timeout => 5);
+        is($fin && $fin->code, 200, "the caller gets the voice-mail server's 200 for the BYE");
+    }
 }
 
 seed_table('file');
