@@ -56,13 +56,13 @@ struct sip_rule {
 
 /* ---- helpers ---- */
 
-static int is_status(const char *s)
+static int rules_is_status(const char *s)
 {
     return apr_isdigit(s[0]) && apr_isdigit(s[1]) && apr_isdigit(s[2]) && !s[3];
 }
 
 /* A host, IPv4 or [IPv6], with an optional :port: a "domain" target. */
-static int is_domain(const char *s)
+static int rules_is_domain(const char *s)
 {
     const char *e;
 
@@ -84,7 +84,7 @@ static int is_domain(const char *s)
     return !*s;
 }
 
-static int is_sip_uri(apr_pool_t *p, const char *uri)
+static int rules_is_sip_uri(apr_pool_t *p, const char *uri)
 {
     sip_uri_info_t ui;
 
@@ -93,7 +93,7 @@ static int is_sip_uri(apr_pool_t *p, const char *uri)
 }
 
 /* The seed writes "sip://vp@example.com": the "//" is not SIP's. */
-static const char *seed_uri(apr_pool_t *p, const char *uri)
+static const char *rules_seed_uri(apr_pool_t *p, const char *uri)
 {
     if (!strncasecmp(uri, "sip://", 6))
         return apr_pstrcat(p, "sip:", uri + 6, NULL);
@@ -103,7 +103,7 @@ static const char *seed_uri(apr_pool_t *p, const char *uri)
 }
 
 /* A domain target: the Request-URI's user at that host. */
-static const char *domain_target(rule_ctx_t *c, const char *domain)
+static const char *rules_domain_target(rule_ctx_t *c, const char *domain)
 {
     const char *user = sip_msg_uri_user(c->req);
 
@@ -129,7 +129,7 @@ static rule_result_t rule_fail(rule_ctx_t *c, const sip_rule_t *r, const char *w
 /* ---- the actions ---- */
 
 /* log [envvar]: CustomLog ... env=sip-rule-log writes this transaction's line */
-static const char *check_log(apr_pool_t *p, sip_rule_t *r, int in_file)
+static const char *rules_check_log(apr_pool_t *p, sip_rule_t *r, int in_file)
 {
     (void)in_file;
     if (r->argc > 1 || (r->argc == 1 && (r->argv[0][0] == '|' || strchr(r->argv[0], '/'))))
@@ -142,23 +142,23 @@ static const char *check_log(apr_pool_t *p, sip_rule_t *r, int in_file)
     return NULL;
 }
 
-static rule_result_t run_log(rule_ctx_t *c, const sip_rule_t *r)
+static rule_result_t rules_run_log(rule_ctx_t *c, const sip_rule_t *r)
 {
     sip_txn_set_env(c->txn, r->argc ? r->argv[0] : SIP_RULE_LOG_ENV, "1");
     return RULE_GO_ON;
 }
 
 /* respond <status> [uri ...] */
-static const char *check_respond(apr_pool_t *p, sip_rule_t *r, int in_file)
+static const char *rules_check_respond(apr_pool_t *p, sip_rule_t *r, int in_file)
 {
     int i;
 
-    if (!r->argc || !is_status(r->argv[0]) || (r->status = atoi(r->argv[0])) < 200)
+    if (!r->argc || !rules_is_status(r->argv[0]) || (r->status = atoi(r->argv[0])) < 200)
         return "respond needs a status from 200 to 699";
     if (r->argc > 1 && (r->status < 300 || r->status >= 400))
         return "respond: only a 3xx status takes URIs (its Contact targets)";
     for (i = 1; i < r->argc; i++) {
-        const char *u = in_file ? seed_uri(p, r->argv[i]) : r->argv[i];
+        const char *u = in_file ? rules_seed_uri(p, r->argv[i]) : r->argv[i];
         sip_uri_parts_t parts;
         if (!sip_uri_parts(p, u, &parts) || strpbrk(u, "<>,\" \t"))
             return apr_pstrcat(p, "respond: '", r->argv[i], "' is not a URI", NULL);
@@ -167,7 +167,7 @@ static const char *check_respond(apr_pool_t *p, sip_rule_t *r, int in_file)
     return NULL;
 }
 
-static rule_result_t run_respond(rule_ctx_t *c, const sip_rule_t *r)
+static rule_result_t rules_run_respond(rule_ctx_t *c, const sip_rule_t *r)
 {
     int i;
 
@@ -195,7 +195,7 @@ static rule_result_t run_respond(rule_ctx_t *c, const sip_rule_t *r)
 }
 
 /* proxy [parallel|sequential] [target ...] */
-static const char *check_proxy(apr_pool_t *p, sip_rule_t *r, int in_file)
+static const char *rules_check_proxy(apr_pool_t *p, sip_rule_t *r, int in_file)
 {
     int i;
 
@@ -206,8 +206,8 @@ static const char *check_proxy(apr_pool_t *p, sip_rule_t *r, int in_file)
         r->argc--;
     }
     for (i = 0; i < r->argc; i++) {
-        const char *u = in_file ? seed_uri(p, r->argv[i]) : r->argv[i];
-        if (!is_sip_uri(p, u) && !is_domain(u))
+        const char *u = in_file ? rules_seed_uri(p, r->argv[i]) : r->argv[i];
+        if (!rules_is_sip_uri(p, u) && !rules_is_domain(u))
             return apr_pstrcat(p, r->action->name, ": '", r->argv[i],
                                "' is neither a SIP URI nor a domain", NULL);
         r->argv[i] = u;
@@ -215,7 +215,7 @@ static const char *check_proxy(apr_pool_t *p, sip_rule_t *r, int in_file)
     return NULL;
 }
 
-static rule_result_t run_proxy(rule_ctx_t *c, const sip_rule_t *r)
+static rule_result_t rules_run_proxy(rule_ctx_t *c, const sip_rule_t *r)
 {
     sip_proxy_t *px;
     int i;
@@ -229,25 +229,25 @@ static rule_result_t run_proxy(rule_ctx_t *c, const sip_rule_t *r)
     px = sip_proxy_new(c->txn, c->s);
     /* equal q: the list's order is the order of a sequential search */
     for (i = 0; i < r->argc; i++)
-        sip_proxy_add_target(px, strchr(r->argv[i], ':') && !is_domain(r->argv[i])
-                                 ? r->argv[i] : domain_target(c, r->argv[i]), 1.0);
+        sip_proxy_add_target(px, strchr(r->argv[i], ':') && !rules_is_domain(r->argv[i])
+                                 ? r->argv[i] : rules_domain_target(c, r->argv[i]), 1.0);
     sip_proxy_set_sequential(px, r->sequential > 0);
     sip_proxy_start(px);
     return RULE_DONE;
 }
 
 /* record <host>: voice mail by indirection */
-static const char *check_record(apr_pool_t *p, sip_rule_t *r, int in_file)
+static const char *rules_check_record(apr_pool_t *p, sip_rule_t *r, int in_file)
 {
     (void)p; (void)in_file;
-    if (r->argc != 1 || !is_domain(r->argv[0]))
+    if (r->argc != 1 || !rules_is_domain(r->argv[0]))
         return "record needs one host (the voice-mail server)";
     r->sequential = 0;
     return NULL;
 }
 
 /* authenticate [digest] */
-static const char *check_authenticate(apr_pool_t *p, sip_rule_t *r, int in_file)
+static const char *rules_check_authenticate(apr_pool_t *p, sip_rule_t *r, int in_file)
 {
     (void)in_file;
     if (r->argc > 1 || (r->argc == 1 && strcasecmp(r->argv[0], "digest")))
@@ -257,7 +257,7 @@ static const char *check_authenticate(apr_pool_t *p, sip_rule_t *r, int in_file)
     return NULL;
 }
 
-static rule_result_t run_authenticate(rule_ctx_t *c, const sip_rule_t *r)
+static rule_result_t rules_run_authenticate(rule_ctx_t *c, const sip_rule_t *r)
 {
     (void)r;
     if (sip_txn_user(c->txn))
@@ -267,7 +267,7 @@ static rule_result_t run_authenticate(rule_ctx_t *c, const sip_rule_t *r)
 }
 
 /* script [name]: SipDirectory's script; a SipRuleFile may name a path */
-static const char *check_script(apr_pool_t *p, sip_rule_t *r, int in_file)
+static const char *rules_check_script(apr_pool_t *p, sip_rule_t *r, int in_file)
 {
     const char *n = r->argc ? r->argv[0] : NULL;
     apr_finfo_t fi;
@@ -291,7 +291,7 @@ static const char *check_script(apr_pool_t *p, sip_rule_t *r, int in_file)
     return NULL;
 }
 
-static rule_result_t run_script(rule_ctx_t *c, const sip_rule_t *r)
+static rule_result_t rules_run_script(rule_ctx_t *c, const sip_rule_t *r)
 {
     const char *dir = sip_get_conf(c->s)->directory, *path = NULL, *why = NULL;
     int st;
@@ -308,55 +308,55 @@ static rule_result_t run_script(rule_ctx_t *c, const sip_rule_t *r)
     return RULE_DONE;
 }
 
-static rule_result_t run_record(rule_ctx_t *c, const sip_rule_t *r)
+static rule_result_t rules_run_record(rule_ctx_t *c, const sip_rule_t *r)
 {
-    return run_proxy(c, r);
+    return rules_run_proxy(c, r);
 }
 
-static const rule_action_t actions[] = {
-    {"log", check_log, run_log},
-    {"respond", check_respond, run_respond},
-    {"proxy", check_proxy, run_proxy},
-    {"authenticate", check_authenticate, run_authenticate},
-    {"script", check_script, run_script},
-    {"record", check_record, run_record},
+static const rule_action_t rules_actions[] = {
+    {"log", rules_check_log, rules_run_log},
+    {"respond", rules_check_respond, rules_run_respond},
+    {"proxy", rules_check_proxy, rules_run_proxy},
+    {"authenticate", rules_check_authenticate, rules_run_authenticate},
+    {"script", rules_check_script, rules_run_script},
+    {"record", rules_check_record, rules_run_record},
     {NULL, NULL, NULL}
 };
 
-static const rule_action_t *find_action(const char *name)
+static const rule_action_t *rules_find_action(const char *name)
 {
     int i;
 
-    for (i = 0; actions[i].name; i++)
-        if (!strcasecmp(actions[i].name, name))
-            return &actions[i];
+    for (i = 0; rules_actions[i].name; i++)
+        if (!strcasecmp(rules_actions[i].name, name))
+            return &rules_actions[i];
     return NULL;
 }
 
 /* Does 'tok' begin an action (SipRuleFile: "404", "/path", a name)? */
-static int is_action(const char *tok)
+static int rules_is_action(const char *tok)
 {
-    return is_status(tok) || tok[0] == '/' || find_action(tok);
+    return rules_is_status(tok) || tok[0] == '/' || rules_find_action(tok);
 }
 
 /* The action part of a rule: argv[0] and its arguments; a bare status is
  * "respond", a path "script" (both SipRuleFile forms). */
-static const char *parse_action(apr_pool_t *p, sip_rule_t *r, int argc, const char **argv,
+static const char *rules_parse_action(apr_pool_t *p, sip_rule_t *r, int argc, const char **argv,
                                 int in_file)
 {
     const char *name = argv[0];
 
-    if (is_status(name)) {
-        r->action = find_action("respond");
+    if (rules_is_status(name)) {
+        r->action = rules_find_action("respond");
         r->argc = argc;
         r->argv = argv;
     }
     else if (name[0] == '/' && in_file) {
-        r->action = find_action("script");
+        r->action = rules_find_action("script");
         r->argc = argc;
         r->argv = argv;
     }
-    else if (!(r->action = find_action(name)))
+    else if (!(r->action = rules_find_action(name)))
         return apr_pstrcat(p, "unknown action '", name, "' (log, respond, proxy, authenticate, "
                            "script, record)", NULL);
     else {
@@ -366,7 +366,7 @@ static const char *parse_action(apr_pool_t *p, sip_rule_t *r, int argc, const ch
     return r->action->check(p, r, in_file);
 }
 
-static const char **tokens(apr_pool_t *p, const char *line, int *n)
+static const char **rules_tokens(apr_pool_t *p, const char *line, int *n)
 {
     char **argv = NULL;
 
@@ -384,7 +384,7 @@ const sip_rule_t *sip_rule_parse(apr_pool_t *p, const char *args, const char **e
     int n = 0;
 
     *err = NULL;
-    argv = tokens(p, args ? args : "", &n);
+    argv = rules_tokens(p, args ? args : "", &n);
     if (!argv || !n) {
         *err = "SipRule needs an action: log, respond, proxy, authenticate, script or record";
         return NULL;
@@ -392,48 +392,48 @@ const sip_rule_t *sip_rule_parse(apr_pool_t *p, const char *args, const char **e
     r->method = "*";
     r->sequential = -1;
     r->where = "SipRule";
-    if ((*err = parse_action(p, r, n, argv, 0)) != NULL)
+    if ((*err = rules_parse_action(p, r, n, argv, 0)) != NULL)
         return NULL;
     return r;
 }
 
-/* [A-Z]+: a method name (SIP methods are tokens; the seed's are upper case) */
-static int is_method(const char *s)
+/* [A-Z]+: a method name (SIP methods are rules_tokens; the seed's are upper case) */
+static int rules_is_method(const char *s)
 {
     return *s && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == strlen(s);
 }
 
 /* One line of the seed's table: Header Method glob action [args], with
  * what the seed itself writes: Method left out ("*"), or after the glob. */
-static const char *parse_line(apr_pool_t *p, sip_rule_t *r, const char *line)
+static const char *rules_parse_line(apr_pool_t *p, sip_rule_t *r, const char *line)
 {
     const char **t;
     int n = 0, k;
 
-    if (!(t = tokens(p, line, &n)))
-        return "unbalanced quotes";
+    if (!(t = rules_tokens(p, line, &n)))
+        return "cannot be split into words";
     if (n < 3)
         return "expected: Header Method glob action [arguments]";
     if (strspn(t[0], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
         != strlen(t[0]))
         return apr_pstrcat(p, "'", t[0], "' is not a header name", NULL);
     r->header = t[0];
-    if (is_method(t[1])) {
+    if (rules_is_method(t[1])) {
         r->method = t[1];
         r->glob = t[2];
         k = 3;
     }
-    else if (is_method(t[2])) {         /* "From * INVITE log" */
+    else if (rules_is_method(t[2])) {         /* "From * INVITE log" */
         r->glob = t[1];
         r->method = t[2];
         k = 3;
     }
-    else if (!strcmp(t[1], "*") && !is_action(t[2])) {
+    else if (!strcmp(t[1], "*") && !rules_is_action(t[2])) {
         r->method = t[1];
         r->glob = t[2];
         k = 3;
     }
-    else if (is_action(t[2])) {         /* "To *-voicemail record host" */
+    else if (rules_is_action(t[2])) {         /* "To *-voicemail record host" */
         r->method = "*";
         r->glob = t[1];
         k = 2;
@@ -442,7 +442,7 @@ static const char *parse_line(apr_pool_t *p, sip_rule_t *r, const char *line)
         return apr_pstrcat(p, "'", t[1], "' is not a method (upper case, or *)", NULL);
     if (k >= n)
         return "no action after the glob";
-    return parse_action(p, r, n - k, t + k, 1);
+    return rules_parse_action(p, r, n - k, t + k, 1);
 }
 
 int sip_rule_file_read(apr_pool_t *p, const char *path, apr_array_header_t *rules,
@@ -469,16 +469,15 @@ int sip_rule_file_read(apr_pool_t *p, const char *path, apr_array_header_t *rule
                                 (int)sizeof(buf) - 2);
             break;
         }
-        /* the line end is not a separator for apr_tokenize_to_argv */
         while (len && apr_isspace(buf[len - 1]))
-            buf[--len] = '\0';
+            buf[--len] = 0;
         while (apr_isspace(*s))
             s++;
         if (!*s || *s == '#')
             continue;
         r = apr_pcalloc(p, sizeof(*r));
         r->sequential = -1;
-        if ((why = parse_line(p, r, s)) != NULL) {
+        if ((why = rules_parse_line(p, r, s)) != NULL) {
             *err = apr_psprintf(p, "%s:%d: %s", path, line, why);
             break;
         }
@@ -498,7 +497,7 @@ int sip_rule_file_read(apr_pool_t *p, const char *path, apr_array_header_t *rule
  * §6: "columbia.edu" matches erlang.cs.columbia.edu, not xcolumbia.edu).
  * A glob starting with '.' or '@' carries its own boundary.  Only the
  * glob is a pattern: '*' or '[' in the address is a character like any. */
-static int glob_from_end(const char *glob, const char *s)
+static int rules_glob_from_end(const char *glob, const char *s)
 {
     apr_size_t i, n = strlen(s);
     int own = glob[0] == '.' || glob[0] == '@';
@@ -511,7 +510,7 @@ static int glob_from_end(const char *glob, const char *s)
 }
 
 /* %-decoded (RFC 3261 §19.1.2): "%61ol.com" must not slip past "aol.com" */
-static const char *unescape(apr_pool_t *p, const char *s)
+static const char *rules_unescape(apr_pool_t *p, const char *s)
 {
     char *out = apr_palloc(p, strlen(s) + 1), *o = out;
 
@@ -545,16 +544,16 @@ int sip_rule_matches(apr_pool_t *p, const sip_rule_t *rule, const sip_msg_t *req
     if (!uri || !sip_uri_parts(p, uri, &parts))
         return !strcmp(rule->glob, "*");
     if (parts.host) {
-        user = parts.user ? unescape(p, parts.user) : NULL;
+        user = parts.user ? rules_unescape(p, parts.user) : NULL;
         host = parts.host;
     }
     else
-        host = unescape(p, parts.opaque ? parts.opaque : "");   /* tel: and others */
+        host = rules_unescape(p, parts.opaque ? parts.opaque : "");   /* tel: and others */
     addr = user ? apr_pstrcat(p, user, "@", host, NULL) : host;
-    if (glob_from_end(rule->glob, addr))
+    if (rules_glob_from_end(rule->glob, addr))
         return 1;
     /* a glob with no '@' may name users too ("To *-voicemail record ...") */
-    return user && !strchr(rule->glob, '@') && glob_from_end(rule->glob, user);
+    return user && !strchr(rule->glob, '@') && rules_glob_from_end(rule->glob, user);
 }
 
 /* ---- the step ---- */

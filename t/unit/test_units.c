@@ -7061,6 +7061,353 @@ static Suite *plumb_suite(void)
     return s;
 }
 
+/* ---- call handling rules (sip_rules.c: SipRule, SipRuleFile) ---- */
+
+static const sip_rule_t *rl_parse(const char *args, const char **err)
+{
+    return sip_rule_parse(pool, args, err);
+}
+
+/* the rule parses, or the test fails with why */
+static const sip_rule_t *rl_ok(const char *args)
+{
+    const char *err = NULL;
+    const sip_rule_t *r = rl_parse(args, &err);
+
+    ck_assert_msg(r != NULL, "'%s' refused: %s", args, err ? err : "?");
+    return r;
+}
+
+/* refused, with 'why' in the message */
+static void rl_bad(const char *args, const char *why)
+{
+    const char *err = NULL;
+
+    ck_assert_msg(rl_parse(args, &err) == NULL, "'%s' accepted", args);
+    ck_assert_msg(err && strstr(err, why), "'%s': '%s' lacks '%s'", args, err ? err : "", why);
+}
+
+START_TEST(rules_parse_actions)
+{
+    const sip_rule_t *r;
+
+    rl_bad("", "needs an action");
+    rl_bad("frobnicate", "unknown action 'frobnicate'");
+    /* log */
+    r = rl_ok("log");
+    ck_assert_str_eq(r->action->name, "log");
+    ck_assert_int_eq(r->argc, 0);
+    ck_assert_ptr_null(r->header);
+    r = rl_ok("log aol-calls");
+    ck_assert_str_eq(r->argv[0], "aol-calls");
+    rl_bad("log |/usr/local/bin/logger", "CustomLog");
+    rl_bad("log /var/log/sip.log", "env=sip-rule-log");
+    rl_bad("log common calls.log", "CustomLog");
+    rl_bad("log bad$name", "not an environment variable");
+    /* respond */
+    r = rl_ok("respond 404");
+    ck_assert_str_eq(r->action->name, "respond");
+    ck_assert_int_eq(r->status, 404);
+    r = rl_ok("respond 302 sip:a@example.org sips:b@example.org:5061;transport=tcp");
+    ck_assert_int_eq(r->status, 302);
+    ck_assert_int_eq(r->argc, 3);
+    ck_assert_str_eq(r->argv[2], "sips:b@example.org:5061;transport=tcp");
+    r = rl_ok("RESPOND 200");
+    ck_assert_int_eq(r->status, 200);
+    r = rl_ok("486");                   /* a bare status is respond */
+    ck_assert_int_eq(r->status, 486);
+    rl_bad("respond", "status from 200 to 699");
+    rl_bad("respond 180", "status from 200 to 699");
+    rl_bad("respond 4040", "status from 200 to 699");
+    rl_bad("respond abc", "status from 200 to 699");
+    rl_bad("respond 404 sip:a@example.org", "only a 3xx");
+    rl_bad("respond 200 sip:a@example.org", "only a 3xx");
+    rl_bad("respond 302 <sip:a@example.org>", "not a URI");
+    rl_bad("respond 302 nowhere", "not a URI");
+    rl_bad("respond 302 \"sip:a@example.org,sip:b@example.org\"", "not a URI");
+    /* proxy */
+    r = rl_ok("proxy");
+    ck_assert_int_eq(r->sequential, -1);
+    ck_assert_int_eq(r->argc, 0);
+    r = rl_ok("proxy sequential sip:a@127.0.0.1:5070 sip:b@127.0.0.1:5071");
+    ck_assert_int_eq(r->sequential, 1);
+    ck_assert_int_eq(r->argc, 2);
+    ck_assert_str_eq(r->argv[0], "sip:a@127.0.0.1:5070");
+    r = rl_ok("proxy parallel example.com 127.0.0.1:5070 [::1]:5060");
+    ck_assert_int_eq(r->sequential, 0);
+    ck_assert_int_eq(r->argc, 3);
+    r = rl_ok("proxy sequential");
+    ck_assert_int_eq(r->sequential, 1);
+    rl_bad("proxy bad/host", "neither a SIP URI nor a domain");
+    rl_bad("proxy sip:", "neither a SIP URI nor a domain");
+    rl_bad("proxy example.com:port", "neither a SIP URI nor a domain");
+    rl_bad("proxy .example.com", "neither a SIP URI nor a domain");
+    /* authenticate */
+    ck_assert_int_eq(rl_ok("authenticate")->argc, 0);
+    rl_ok("authenticate digest");
+    rl_ok("authenticate Digest");
+    rl_bad("authenticate basic", "only digest");
+    rl_bad("authenticate pgp", "only digest");
+    rl_bad("authenticate digest digest", "only digest");
+    /* script */
+    ck_assert_int_eq(rl_ok("script")->argc, 0);
+    ck_assert_str_eq(rl_ok("script vacation")->argv[0], "vacation");
+    rl_bad("script ../etc/passwd", "not a script name");
+    rl_bad("script .hidden", "not a script name");
+    rl_bad("script a/b", "not a script name");
+    rl_bad("script /bin/sh", "a path only in a SipRuleFile");
+    rl_bad("script a b", "at most one");
+    /* record */
+    r = rl_ok("record voice-mail.example.org");
+    ck_assert_str_eq(r->action->name, "record");
+    rl_bad("record", "one host");
+    rl_bad("record a.example b.example", "one host");
+    rl_bad("record sip:vm@example.org", "one host");
+}
+END_TEST
+
+static const char *rl_file(const char *text)
+{
+    const char *path = apr_psprintf(pool, "/tmp/rules-unit-%ld.conf", (long)getpid());
+    FILE *f = fopen(path, "w");
+
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static const sip_rule_t *rl_at(apr_array_header_t *a, int i)
+{
+    return APR_ARRAY_IDX(a, i, const sip_rule_t *);
+}
+
+/* seed 002 §6's table, with its log line written for mod_sip and its
+ * script path one that exists here */
+START_TEST(rules_seed_table)
+{
+    static const char table[] =
+        "# We log all calls, but not registrations.\n"
+        "From * INVITE log\n"
+        "\n"
+        "# We allow registration only from local users\n"
+        "From REGISTER cs.columbia.edu 200\n"
+        "From REGISTER * 404\n"
+        "\n"
+        "# We forward calls to some alumni.\n"
+        "To INVITE graduated@cs.columbia.edu 301 sip://vp@example.com\n"
+        "\n"
+        "# Calls to *-voicemail get voicemail (probably by indirection).\n"
+        "To *-voicemail record voice-mail.cs.columbia.edu\n"
+        "\n"
+        "# All other calls are subject to callee-written (user-specific) scripts.\n"
+        "To INVITE cs.columbia.edu /bin/true\n"
+        "\n"
+        "# We are a redirect server; the server figures out the location.\n"
+        "To INVITE cs.columbia.edu 302\n"
+        "\n"
+        "# We require that AOL users are authenticated.\n"
+        "From INVITE aol.com authenticate\n"
+        "\n"
+        "# We don't handle any other domains.\n"
+        "To INVITE * 404\n";
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const sip_rule_t *));
+    const char *path = rl_file(table), *err = NULL;
+    const sip_rule_t *r;
+
+    ck_assert_msg(sip_rule_file_read(pool, path, a, &err) == 0, "%s", err ? err : "");
+    ck_assert_int_eq(a->nelts, 9);
+    r = rl_at(a, 0);    /* method and glob the other way round, as the seed writes it */
+    ck_assert_str_eq(r->header, "From");
+    ck_assert_str_eq(r->method, "INVITE");
+    ck_assert_str_eq(r->glob, "*");
+    ck_assert_str_eq(r->action->name, "log");
+    ck_assert_msg(strstr(r->where, ":2") != NULL, "%s", r->where);
+    r = rl_at(a, 1);
+    ck_assert_str_eq(r->method, "REGISTER");
+    ck_assert_str_eq(r->glob, "cs.columbia.edu");
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_eq(rl_at(a, 2)->status, 404);
+    r = rl_at(a, 3);
+    ck_assert_str_eq(r->header, "To");
+    ck_assert_int_eq(r->status, 301);
+    ck_assert_str_eq(r->argv[1], "sip:vp@example.com");     /* the seed's "sip://" */
+    r = rl_at(a, 4);    /* no method: any */
+    ck_assert_str_eq(r->method, "*");
+    ck_assert_str_eq(r->glob, "*-voicemail");
+    ck_assert_str_eq(r->action->name, "record");
+    ck_assert_str_eq(r->argv[0], "voice-mail.cs.columbia.edu");
+    r = rl_at(a, 5);    /* a path is a script */
+    ck_assert_str_eq(r->action->name, "script");
+    ck_assert_str_eq(r->argv[0], "/bin/true");
+    r = rl_at(a, 6);
+    ck_assert_int_eq(r->status, 302);
+    ck_assert_int_eq(r->argc, 1);
+    ck_assert_str_eq(rl_at(a, 7)->action->name, "authenticate");
+    ck_assert_str_eq(rl_at(a, 7)->glob, "aol.com");
+    ck_assert_str_eq(rl_at(a, 8)->method, "INVITE");
+    ck_assert_str_eq(rl_at(a, 8)->glob, "*");
+    unlink(path);
+}
+END_TEST
+
+/* a bad line: refused with the file and its line number */
+static void rl_file_bad(const char *text, int line, const char *why)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const sip_rule_t *));
+    const char *path = rl_file(text), *err = NULL;
+    const char *at = apr_psprintf(pool, "%s:%d: ", path, line);
+
+    ck_assert_msg(sip_rule_file_read(pool, path, a, &err) == -1, "accepted: %s", text);
+    ck_assert_msg(err && !strncmp(err, at, strlen(at)), "'%s' does not start with '%s'",
+                  err ? err : "", at);
+    ck_assert_msg(strstr(err, why), "'%s' lacks '%s'", err, why);
+    unlink(path);
+}
+
+START_TEST(rules_file_errors)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const sip_rule_t *));
+    const char *err = NULL;
+    char big[5000];
+
+    /* the seed's own log line: a log file is CustomLog's business */
+    rl_file_bad("# calls\nFrom * INVITE log |/usr/local/bin/logger\n", 2,
+                "CustomLog <file> <format> env=sip-rule-log");
+    rl_file_bad("\n\n   \nTo INVITE\n", 4, "expected: Header Method glob action");
+    rl_file_bad("To INVITE x.org respond 99\n", 1, "status from 200 to 699");
+    rl_file_bad("To INVITE x.org 302 not-a-uri\n", 1, "not a URI");
+    rl_file_bad("To INVITE x.org frobnicate\n", 1, "unknown action");
+    rl_file_bad("To INVITE x.org\n", 1, "no action");
+    rl_file_bad("To: INVITE x.org 404\n", 1, "not a header name");
+    rl_file_bad("To invite x.org 404\n", 1, "not a method");
+    rl_file_bad("To INVITE x.org /nonexistent/user_script\n", 1, "is not a file");
+    {
+        const char *plain = apr_psprintf(pool, "/tmp/rules-unit-plain-%ld", (long)getpid());
+        FILE *f = fopen(plain, "w");
+        ck_assert_ptr_nonnull(f);
+        fclose(f);
+        chmod(plain, 0644);
+        rl_file_bad(apr_psprintf(pool, "To INVITE x.org %s\n", plain), 1, "is not executable");
+        unlink(plain);
+    }
+    rl_file_bad("To INVITE x.org 404\nTo INVITE x.org 404 sip:a@b.org\n", 2, "only a 3xx");
+    memset(big, 'a', sizeof(big) - 2);
+    big[sizeof(big) - 2] = '\n';
+    big[sizeof(big) - 1] = 0;
+    rl_file_bad(big, 1, "line longer");
+    ck_assert_int_eq(sip_rule_file_read(pool, "/nonexistent/rules", a, &err), -1);
+    ck_assert_msg(err && strstr(err, "/nonexistent/rules: "), "%s", err ? err : "");
+    ck_assert_int_eq(a->nelts, 0);
+}
+END_TEST
+
+static const sip_msg_t *rl_req(const char *method, const char *from, const char *to)
+{
+    const char *text = apr_psprintf(pool, "%s sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/UDP "
+                                    "192.0.2.9;branch=z9hG4bKr1\r\nFrom: %s;tag=1\r\nTo: %s\r\n"
+                                    "Call-ID: r1\r\nCSeq: 1 %s\r\nMax-Forwards: 70\r\n"
+                                    "Content-Length: 0\r\n\r\n", method, from, to, method);
+    return parse_ok(text);
+}
+
+/* does the table line 'line' match a request From 'from' To 'to'? */
+static int rl_match(const char *line, const char *method, const char *from, const char *to)
+{
+    apr_array_header_t *a = apr_array_make(pool, 1, sizeof(const sip_rule_t *));
+    const char *path = rl_file(line), *err = NULL;
+    int m;
+
+    ck_assert_msg(sip_rule_file_read(pool, path, a, &err) == 0, "%s", err ? err : "");
+    ck_assert_int_eq(a->nelts, 1);
+    unlink(path);
+    m = sip_rule_matches(pool, rl_at(a, 0), rl_req(method, from, to));
+    return m;
+}
+
+#define TO_BOB "<sip:bob@example.org>"
+
+START_TEST(rules_globs)
+{
+    /* from the end, on a boundary (seed §6) */
+    ck_assert(rl_match("From * columbia.edu 404", "INVITE", "<sip:x@erlang.cs.columbia.edu>",
+                       TO_BOB));
+    ck_assert(rl_match("From * columbia.edu 404", "INVITE", "<sip:x@columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * columbia.edu 404", "INVITE", "<sip:x@xcolumbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * columbia.edu 404", "INVITE", "<sip:x@columbia.edu.evil.net>",
+                        TO_BOB));
+    ck_assert(rl_match("From * @columbia.edu 404", "INVITE", "<sip:foo@columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * @columbia.edu 404", "INVITE", "<sip:foo@cs.columbia.edu>",
+                        TO_BOB));
+    ck_assert(rl_match("From * .columbia.edu 404", "INVITE", "<sip:foo@cs.columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * .columbia.edu 404", "INVITE", "<sip:foo@columbia.edu>", TO_BOB));
+    /* case-insensitive; ports and parameters are not the address */
+    ck_assert(rl_match("From * COLUMBIA.edu 404", "INVITE", "\"X\" <sip:X@CS.Columbia.EDU:5070;"
+                       "transport=tcp>", TO_BOB));
+    ck_assert(rl_match("From * graduated@cs.columbia.edu 404", "INVITE",
+                       "<sip:Graduated@cs.columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * graduated@cs.columbia.edu 404", "INVITE",
+                        "<sip:ungraduated@cs.columbia.edu>", TO_BOB));
+    /* wildcards: '*' and '?'; a glob without '@' may name the user */
+    ck_assert(rl_match("To *-voicemail record vm.example.org", "INVITE", "<sip:a@b.org>",
+                       "<sip:bob-voicemail@cs.columbia.edu>"));
+    ck_assert(!rl_match("To *-voicemail record vm.example.org", "INVITE", "<sip:a@b.org>",
+                        "<sip:bob@cs.columbia.edu>"));
+    ck_assert(rl_match("From * b?b@example.org 404", "INVITE", "<sip:bob@example.org>", TO_BOB));
+    ck_assert(!rl_match("From * b?b@example.org 404", "INVITE", "<sip:boob@example.org>",
+                        TO_BOB));
+    /* the method */
+    ck_assert(rl_match("From INVITE * 404", "INVITE", "<sip:a@b.org>", TO_BOB));
+    ck_assert(!rl_match("From INVITE * 404", "OPTIONS", "<sip:a@b.org>", TO_BOB));
+    ck_assert(rl_match("From * * 404", "OPTIONS", "<sip:a@b.org>", TO_BOB));
+    ck_assert(rl_match("To *.org 404", "MESSAGE", "<sip:a@b.org>", TO_BOB));
+    /* another header, and the Request-URI */
+    ck_assert(rl_match("Request-URI INVITE example.org 404", "INVITE", "<sip:a@b.net>", TO_BOB));
+    ck_assert(!rl_match("Request-URI INVITE b.net 404", "INVITE", "<sip:a@b.net>", TO_BOB));
+    ck_assert(!rl_match("Referred-By INVITE aol.com 404", "INVITE", "<sip:a@aol.com>", TO_BOB));
+    ck_assert(rl_match("Referred-By INVITE * 404", "INVITE", "<sip:a@aol.com>", TO_BOB));
+}
+END_TEST
+
+/* what a caller writes is text, never a pattern, and only the URI counts */
+START_TEST(rules_hostile)
+{
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE", "<sip:*@evil.net>",
+                        TO_BOB));
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE", "<sip:x@aol.com.evil.net>",
+                        TO_BOB));
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE",
+                        "\"x@aol.com\" <sip:x@evil.net>", TO_BOB));
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE",
+                        "<sip:x@evil.net;maddr=aol.com>", TO_BOB));
+    ck_assert(!rl_match("From INVITE graduated@x.org 301 sip:a@b.org", "INVITE", TO_BOB,
+                        "<sip:*@x.org>"));
+    ck_assert(!rl_match("From INVITE graduated@x.org 301 sip:a@b.org", "INVITE", TO_BOB,
+                        "<sip:[a-z]*@x.org>"));
+    /* %-escapes are decoded before matching: no way around a rule */
+    ck_assert(rl_match("To INVITE graduated@x.org 404", "INVITE", "<sip:a@b.org>",
+                       "<sip:%67raduated@x.org>"));
+    /* a SipRule has no condition: its section decides */
+    ck_assert(sip_rule_matches(pool, rl_ok("respond 404"), rl_req("INVITE", "<sip:a@b>",
+                                                                  TO_BOB)));
+}
+END_TEST
+
+static Suite *rules_suite(void)
+{
+    Suite *s = suite_create("rules");
+    TCase *tc = tcase_create("rules");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, rules_parse_actions);
+    tcase_add_test(tc, rules_seed_table);
+    tcase_add_test(tc, rules_file_errors);
+    tcase_add_test(tc, rules_globs);
+    tcase_add_test(tc, rules_hostile);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -7094,6 +7441,7 @@ int main(void)
     srunner_add_suite(sr, uri_list_suite());
     srunner_add_suite(sr, consent_suite());
     srunner_add_suite(sr, plumb_suite());
+    srunner_add_suite(sr, rules_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
