@@ -36,7 +36,7 @@ extern char **environ;
 
 typedef enum { NM_FILE, NM_DBM, NM_PROGRAM } nm_kind_t;
 
-typedef struct mapper mapper_t;
+typedef struct nm_mapper nm_mapper_t;
 
 struct sip_namemap {
     nm_kind_t kind;
@@ -44,14 +44,14 @@ struct sip_namemap {
     apr_hash_t *index;          /* file: form -> apr_array_header_t of const char * */
     const char *dbm_type, *path;
     char **argv;                /* program */
-    mapper_t *mapper;           /* program, in the engine */
+    nm_mapper_t *mapper;        /* program, in the engine */
 };
 
 /* ---- names ---- */
 
 /* A user id as RFC 3261 §25.1 allows it unescaped (unreserved and
  * user-unreserved characters): what a map may give as a candidate. */
-static int user_ok(const char *u)
+static int nm_user_ok(const char *u)
 {
     if (!*u)
         return 0;
@@ -62,7 +62,7 @@ static int user_ok(const char *u)
 }
 
 /* A name part in lower case, without the dot of an initial ("Q."). */
-static char *name_lower(apr_pool_t *p, const char *s)
+static char *nm_name_lower(apr_pool_t *p, const char *s)
 {
     char *r = apr_pstrdup(p, s), *c;
     apr_size_t n;
@@ -76,7 +76,7 @@ static char *name_lower(apr_pool_t *p, const char *s)
 }
 
 /* The first character of a name (a whole UTF-8 sequence). */
-static const char *initial(apr_pool_t *p, const char *s)
+static const char *nm_initial(apr_pool_t *p, const char *s)
 {
     unsigned char c = (unsigned char)*s;
     apr_size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
@@ -85,7 +85,7 @@ static const char *initial(apr_pool_t *p, const char *s)
     return apr_pstrmemdup(p, s, n);
 }
 
-static void add_form(apr_array_header_t *forms, apr_hash_t *seen, const char *f)
+static void nm_add_form(apr_array_header_t *forms, apr_hash_t *seen, const char *f)
 {
     if (!*f || apr_hash_get(seen, f, APR_HASH_KEY_STRING))
         return;
@@ -99,41 +99,41 @@ apr_array_header_t *sip_namemap_forms(apr_pool_t *p, const char *user, const cha
     static const char *const seps[] = {".", "_", ""};
     apr_array_header_t *forms = apr_array_make(p, 24, sizeof(const char *));
     apr_hash_t *seen = apr_hash_make(p);
-    const char *f = name_lower(p, first), *l = name_lower(p, last), *m = NULL;
-    const char *fi = initial(p, f), *mi = NULL;
+    const char *f = nm_name_lower(p, first), *l = nm_name_lower(p, last), *m = NULL;
+    const char *fi = nm_initial(p, f), *mi = NULL;
     int i;
 
     if (middle && *middle) {
-        m = name_lower(p, middle);
-        mi = initial(p, m);
+        m = nm_name_lower(p, middle);
+        mi = nm_initial(p, m);
     }
-    add_form(forms, seen, name_lower(p, user));                 /* U */
-    add_form(forms, seen, f);                                   /* F */
-    add_form(forms, seen, l);                                   /* L */
+    nm_add_form(forms, seen, nm_name_lower(p, user));          /* U */
+    nm_add_form(forms, seen, f);                                /* F */
+    nm_add_form(forms, seen, l);                                /* L */
     for (i = 0; i < 3; i++) {                                   /* FL */
         const char *s = seps[i];
-        add_form(forms, seen, apr_pstrcat(p, f, s, l, NULL));   /* john.public */
-        add_form(forms, seen, apr_pstrcat(p, fi, s, l, NULL));  /* j.public */
+        nm_add_form(forms, seen, apr_pstrcat(p, f, s, l, NULL));       /* john.public */
+        nm_add_form(forms, seen, apr_pstrcat(p, fi, s, l, NULL));      /* j.public */
         if (!m)
             continue;
-        add_form(forms, seen, apr_pstrcat(p, f, s, mi, s, l, NULL));   /* john.q.public */
-        add_form(forms, seen, apr_pstrcat(p, fi, s, mi, s, l, NULL));  /* j.q.public */
+        nm_add_form(forms, seen, apr_pstrcat(p, f, s, mi, s, l, NULL));   /* john.q.public */
+        nm_add_form(forms, seen, apr_pstrcat(p, fi, s, mi, s, l, NULL));  /* j.q.public */
         if (strcmp(m, mi))
-            add_form(forms, seen, apr_pstrcat(p, f, s, m, s, l, NULL)); /* john.quincy.public */
+            nm_add_form(forms, seen, apr_pstrcat(p, f, s, m, s, l, NULL)); /* john.quincy.public */
     }
     return forms;
 }
 
 /* Space-separated candidates (a dbm value, a mapper's answer), each once;
  * what is not a user id is left out (logged). */
-static apr_array_header_t *split_users(apr_pool_t *p, const char *line, const char *what)
+static apr_array_header_t *nm_split_users(apr_pool_t *p, const char *line, const char *what)
 {
     apr_array_header_t *users = apr_array_make(p, 2, sizeof(const char *));
     char *copy = apr_pstrdup(p, line), *last = NULL, *u;
     int i;
 
     for (u = apr_strtok(copy, " \t\r\n", &last); u; u = apr_strtok(NULL, " \t\r\n", &last)) {
-        if (!user_ok(u)) {
+        if (!nm_user_ok(u)) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip namemap: %s gave \"%.64s\", not a user id; left out", what, u);
             continue;
@@ -148,7 +148,7 @@ static apr_array_header_t *split_users(apr_pool_t *p, const char *line, const ch
 
 /* ---- SipNameMap file ---- */
 
-static void index_add(apr_pool_t *p, apr_hash_t *index, const char *form, const char *user)
+static void nm_index_add(apr_pool_t *p, apr_hash_t *index, const char *form, const char *user)
 {
     apr_array_header_t *users = apr_hash_get(index, form, APR_HASH_KEY_STRING);
     int i;
@@ -191,18 +191,18 @@ sip_namemap_t *sip_namemap_parse_file(apr_pool_t *p, const char *name, const cha
             *why = apr_psprintf(p, "%s:%d: expected \"user First [Middle] Last\"", name, lineno);
             return NULL;
         }
-        if (!user_ok(f[0])) {
+        if (!nm_user_ok(f[0])) {
             *why = apr_psprintf(p, "%s:%d: \"%s\" is not a SIP user id", name, lineno, f[0]);
             return NULL;
         }
         forms = sip_namemap_forms(p, f[0], f[1], n == 4 ? f[2] : NULL, f[n - 1]);
         for (i = 0; i < forms->nelts; i++)
-            index_add(p, m->index, APR_ARRAY_IDX(forms, i, const char *), f[0]);
+            nm_index_add(p, m->index, APR_ARRAY_IDX(forms, i, const char *), f[0]);
     }
     return m;
 }
 
-static sip_namemap_t *load_file(apr_pool_t *p, const char *path, const char **why)
+static sip_namemap_t *nm_load_file(apr_pool_t *p, const char *path, const char **why)
 {
     apr_file_t *fp;
     apr_finfo_t fi;
@@ -237,7 +237,7 @@ static sip_namemap_t *load_file(apr_pool_t *p, const char *path, const char **wh
 
 /* ---- SipNameMap dbm ---- */
 
-static apr_array_header_t *dbm_lookup(sip_namemap_t *m, apr_pool_t *p, const char *key,
+static apr_array_header_t *nm_dbm_lookup(sip_namemap_t *m, apr_pool_t *p, const char *key,
                                       const char **why)
 {
     apr_dbm_t *db;
@@ -260,7 +260,7 @@ static apr_array_header_t *dbm_lookup(sip_namemap_t *m, apr_pool_t *p, const cha
     if (apr_dbm_fetch(db, k, &v) == APR_SUCCESS && v.dptr)
         line = apr_pstrmemdup(p, v.dptr, v.dsize);
     apr_dbm_close(db);
-    return split_users(p, line ? line : "", m->what);
+    return nm_split_users(p, line ? line : "", m->what);
 }
 
 apr_array_header_t *sip_namemap_lookup(sip_namemap_t *m, apr_pool_t *p, const char *name,
@@ -270,7 +270,7 @@ apr_array_header_t *sip_namemap_lookup(sip_namemap_t *m, apr_pool_t *p, const ch
     apr_array_header_t *users;
 
     if (m->kind == NM_DBM)
-        return dbm_lookup(m, p, key, why);
+        return nm_dbm_lookup(m, p, key, why);
     if (m->kind != NM_FILE) {
         *why = "not a file or dbm map";
         return NULL;
@@ -281,7 +281,7 @@ apr_array_header_t *sip_namemap_lookup(sip_namemap_t *m, apr_pool_t *p, const ch
 
 /* ---- configuration ---- */
 
-static const char *root_path(apr_pool_t *p, const char *root, const char *path)
+static const char *nm_root_path(apr_pool_t *p, const char *root, const char *path)
 {
     char *out = NULL;
 
@@ -290,7 +290,7 @@ static const char *root_path(apr_pool_t *p, const char *root, const char *path)
     return out;
 }
 
-static const char *create(apr_pool_t *p, const char *kind, const char *arg, const char *root,
+static const char *nm_create(apr_pool_t *p, const char *kind, const char *arg, const char *root,
                           sip_namemap_t **out)
 {
     sip_namemap_t *m;
@@ -299,9 +299,9 @@ static const char *create(apr_pool_t *p, const char *kind, const char *arg, cons
     apr_status_t rv;
 
     if (!strcasecmp(kind, "file")) {
-        if (!(path = root_path(p, root, arg)))
+        if (!(path = nm_root_path(p, root, arg)))
             return apr_pstrcat(p, "invalid path ", arg, NULL);
-        *out = load_file(p, path, &why);
+        *out = nm_load_file(p, path, &why);
         return *out ? NULL : why;
     }
     m = apr_pcalloc(p, sizeof(*m));
@@ -322,7 +322,7 @@ static const char *create(apr_pool_t *p, const char *kind, const char *arg, cons
                 path = colon + 1;
             }
         }
-        if (!(m->path = root_path(p, root, path)))
+        if (!(m->path = nm_root_path(p, root, path)))
             return apr_pstrcat(p, "invalid path ", path, NULL);
         rv = apr_dbm_open_ex(&db, m->dbm_type, m->path, APR_DBM_READONLY, APR_OS_DEFAULT, p);
         if (rv != APR_SUCCESS)
@@ -335,7 +335,7 @@ static const char *create(apr_pool_t *p, const char *kind, const char *arg, cons
         m->kind = NM_PROGRAM;
         if (apr_tokenize_to_argv(arg, &m->argv, p) != APR_SUCCESS || !m->argv[0])
             return "SipNameMap program needs a command";
-        if (!(path = root_path(p, root, m->argv[0])))
+        if (!(path = nm_root_path(p, root, m->argv[0])))
             return apr_pstrcat(p, "invalid path ", m->argv[0], NULL);
         if (access(path, X_OK) != 0)
             return apr_psprintf(p, "cannot run %s: %s", path, strerror(errno));
@@ -359,7 +359,7 @@ const char *sip_namemap_directive(apr_pool_t *p, sip_server_conf *c, const char 
 
     if (!strcasecmp(directive, "SipNameMap")) {
         sip_namemap_t *m = NULL;
-        if ((why = create(p, a1, a2, root, &m)) != NULL)
+        if ((why = nm_create(p, a1, a2, root, &m)) != NULL)
             return apr_pstrcat(p, "SipNameMap: ", why, NULL);
         c->namemap = m;
         return NULL;
@@ -388,7 +388,7 @@ struct sip_namemap_cache {
 typedef struct {
     const char *answer;
     apr_time_t expires;
-} cache_entry_t;
+} nm_cache_entry_t;
 
 sip_namemap_cache_t *sip_namemap_cache_create(apr_pool_t *p, apr_size_t max)
 {
@@ -403,7 +403,7 @@ sip_namemap_cache_t *sip_namemap_cache_create(apr_pool_t *p, apr_size_t max)
 void sip_namemap_cache_put(sip_namemap_cache_t *c, const char *name, const char *answer,
                            apr_time_t now, apr_interval_time_t ttl)
 {
-    cache_entry_t *e;
+    nm_cache_entry_t *e;
 
     if (ttl <= 0)
         return;
@@ -424,36 +424,36 @@ void sip_namemap_cache_put(sip_namemap_cache_t *c, const char *name, const char 
 int sip_namemap_cache_get(sip_namemap_cache_t *c, apr_pool_t *p, const char *name,
                           apr_time_t now, apr_array_header_t **users)
 {
-    cache_entry_t *e = apr_hash_get(c->h, name, APR_HASH_KEY_STRING);
+    nm_cache_entry_t *e = apr_hash_get(c->h, name, APR_HASH_KEY_STRING);
 
     if (!e || now >= e->expires)
         return 0;
-    *users = split_users(p, e->answer, "the cache");
+    *users = nm_split_users(p, e->answer, "the cache");
     return 1;
 }
 
 /* ---- acting on the candidates ---- */
 
-typedef enum { ACT_PASS, ACT_RETARGET, ACT_MULTIPLE } act_t;
+typedef enum { NM_ACT_PASS, NM_ACT_RETARGET, NM_ACT_MULTIPLE } nm_act_t;
 
 /* What the candidates of 'name' (as dialled, decoded) ask for. */
-static act_t decide(const char *name, const apr_array_header_t *users)
+static nm_act_t nm_decide(const char *name, const apr_array_header_t *users)
 {
     int i;
 
     if (!users || users->nelts == 0)
-        return ACT_PASS;
+        return NM_ACT_PASS;
     /* a user's own id is never ambiguous, even when others share it as a
      * first or last name */
     for (i = 0; i < users->nelts; i++)
         if (!strcmp(APR_ARRAY_IDX(users, i, const char *), name))
-            return ACT_PASS;
-    return users->nelts == 1 ? ACT_RETARGET : ACT_MULTIPLE;
+            return NM_ACT_PASS;
+    return users->nelts == 1 ? NM_ACT_RETARGET : NM_ACT_MULTIPLE;
 }
 
-/* Carry out what decide() said: SIP_STEP_DONE when the transaction was
+/* Carry out what nm_decide() said: SIP_STEP_DONE when the transaction was
  * answered. */
-static sip_step_t act(sip_txn_t *txn, server_rec *s, const char *name,
+static sip_step_t nm_act(sip_txn_t *txn, server_rec *s, const char *name,
                       const apr_array_header_t *users)
 {
     const sip_server_conf *conf = sip_get_conf(s);
@@ -462,10 +462,10 @@ static sip_step_t act(sip_txn_t *txn, server_rec *s, const char *name,
     const char *ruri = sip_msg_request_uri(req), *uri, **hdrs;
     int i;
 
-    switch (decide(name, users)) {
-    case ACT_PASS:
+    switch (nm_decide(name, users)) {
+    case NM_ACT_PASS:
         return SIP_STEP_NEXT;
-    case ACT_RETARGET:
+    case NM_ACT_RETARGET:
         uri = sip_uri_with_user(p, ruri, APR_ARRAY_IDX(users, 0, const char *), 0);
         if (!uri || sip_txn_retarget(txn, uri) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "sip namemap: cannot retarget %.256s "
@@ -475,7 +475,7 @@ static sip_step_t act(sip_txn_t *txn, server_rec *s, const char *name,
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip namemap: %s %.256s mapped to %s",
                      sip_msg_method(req), ruri, uri);
         return SIP_STEP_NEXT;
-    case ACT_MULTIPLE:
+    case NM_ACT_MULTIPLE:
         break;
     }
     if (conf->namemap_multiple == 404) {
@@ -499,32 +499,32 @@ static sip_step_t act(sip_txn_t *txn, server_rec *s, const char *name,
 
 /* ---- the resident mapper (SipNameMap program) ---- */
 
-typedef struct query query_t;
+typedef struct nm_query nm_query_t;
 
-typedef struct waiter {
-    query_t *q;
+typedef struct nm_waiter {
+    nm_query_t *q;
     sip_txn_t *txn;
     server_rec *s;
     const char *name;           /* as dialled, decoded */
     sip_step_resume_fn resume;
     void *baton;
     int gone;                   /* resumed, or the transaction ended */
-    struct waiter *next;
-} waiter_t;
+    struct nm_waiter *next;
+} nm_waiter_t;
 
-struct query {
+struct nm_query {
     apr_pool_t *pool;
-    mapper_t *mp;
+    nm_mapper_t *mp;
     const char *key;            /* lower case: what the mapper is asked */
     apr_time_t sent;
     apr_interval_time_t ttl;
     sip_timer_t timer;
     int timed_out;
-    waiter_t *waiters;
-    query_t *next;
+    nm_waiter_t *waiters;
+    nm_query_t *next;
 };
 
-struct mapper {
+struct nm_mapper {
     sip_namemap_t *map;
     server_rec *s;
     apr_pool_t *pool;           /* the mapper's life in the engine */
@@ -536,21 +536,21 @@ struct mapper {
     apr_size_t olen, ocap;
     char ibuf[NM_LINE_MAX];
     apr_size_t ilen;
-    query_t *head, *tail;       /* asked, in order: one answer line each */
+    nm_query_t *head, *tail;    /* asked, in order: one answer line each */
     int pending;
     sip_namemap_cache_t *cache;
     apr_interval_time_t backoff;
     sip_timer_t t_restart;
     int down_logged;
-    mapper_t *next;
+    nm_mapper_t *next;
 };
 
 static sip_loop_t *nm_loop;
-static mapper_t *mappers;
+static nm_mapper_t *mappers;
 static apr_array_header_t *nm_reap;     /* pid_t: killed, not yet reaped */
 static sip_timer_t nm_reap_timer;
 
-static void reap_tick(void *baton)
+static void nm_reap_tick(void *baton)
 {
     int i, status;
 
@@ -565,12 +565,12 @@ static void reap_tick(void *baton)
         nm_reap->nelts--;
     }
     if (nm_reap->nelts)
-        sip_timer_set(nm_loop, &nm_reap_timer, apr_time_from_msec(50), reap_tick, NULL);
+        sip_timer_set(nm_loop, &nm_reap_timer, apr_time_from_msec(50), nm_reap_tick, NULL);
 }
 
 /* A waiter is done without an answer, or with one that leaves the name as
  * dialled: the dispatcher's next step (resume exactly once). */
-static void waiter_pass(waiter_t *w)
+static void nm_waiter_pass(nm_waiter_t *w)
 {
     if (w->gone)
         return;
@@ -578,60 +578,60 @@ static void waiter_pass(waiter_t *w)
     w->resume(w->baton);
 }
 
-static void waiter_answer(waiter_t *w, const apr_array_header_t *users)
+static void nm_waiter_answer(nm_waiter_t *w, const apr_array_header_t *users)
 {
     sip_txn_t *txn = w->txn;
 
     if (w->gone)
         return;
-    if (sip_txn_final_sent(txn) || decide(w->name, users) != ACT_MULTIPLE) {
+    if (sip_txn_final_sent(txn) || nm_decide(w->name, users) != NM_ACT_MULTIPLE) {
         if (!sip_txn_final_sent(txn))
-            act(txn, w->s, w->name, users);     /* retargets, or leaves it */
-        waiter_pass(w);
+            nm_act(txn, w->s, w->name, users);     /* retargets, or leaves it */
+        nm_waiter_pass(w);
         return;
     }
     /* answered here: detach first, the answer may end the transaction */
     w->gone = 1;
     sip_txn_detach_keep(txn);
-    act(txn, w->s, w->name, users);
+    nm_act(txn, w->s, w->name, users);
     sip_txn_release(txn);
 }
 
-static int waiter_cancel(void *tu)
+static int nm_waiter_cancel(void *tu)
 {
     (void)tu;
     return 0;       /* the engine answers 487; the answer finds final_sent */
 }
 
-static void waiter_ended(void *tu)
+static void nm_waiter_ended(void *tu)
 {
-    waiter_t *w = tu;
+    nm_waiter_t *w = tu;
 
     w->gone = 1;
     sip_txn_detach(w->txn);
 }
 
-static const sip_txn_tu_ops_t waiter_ops = {waiter_cancel, NULL, waiter_ended};
+static const sip_txn_tu_ops_t nm_waiter_ops = {nm_waiter_cancel, NULL, nm_waiter_ended};
 
-static void query_free(query_t *q)
+static void nm_query_free(nm_query_t *q)
 {
     sip_timer_cancel(nm_loop, &q->timer);
     apr_pool_destroy(q->pool);
 }
 
-static void mapper_start(mapper_t *mp);
+static void nm_mapper_start(nm_mapper_t *mp);
 
-static void mapper_restart_tick(void *baton)
+static void nm_mapper_restart_tick(void *baton)
 {
-    mapper_start(baton);
+    nm_mapper_start(baton);
 }
 
 /* The mapper is gone or useless: whoever waits goes on with the name as
  * dialled, and a new one starts after a back-off. */
-static void mapper_fail(mapper_t *mp, const char *why)
+static void nm_mapper_fail(nm_mapper_t *mp, const char *why)
 {
-    query_t *q;
-    waiter_t *w;
+    nm_query_t *q;
+    nm_waiter_t *w;
 
     mp->backoff = mp->backoff ? mp->backoff * 2 : NM_BACKOFF_MIN;
     if (mp->backoff > NM_BACKOFF_MAX)
@@ -643,7 +643,7 @@ static void mapper_fail(mapper_t *mp, const char *why)
         kill(-mp->pid, SIGKILL);        /* its process group: what it started too */
         APR_ARRAY_PUSH(nm_reap, pid_t) = mp->pid;
         if (!sip_timer_armed(&nm_reap_timer))
-            sip_timer_set(nm_loop, &nm_reap_timer, apr_time_from_msec(5), reap_tick, NULL);
+            sip_timer_set(nm_loop, &nm_reap_timer, apr_time_from_msec(5), nm_reap_tick, NULL);
     }
     mp->pid = 0;
     sip_io_watch(nm_loop, &mp->io_in, 0);
@@ -660,16 +660,16 @@ static void mapper_fail(mapper_t *mp, const char *why)
     mp->head = mp->tail = NULL;
     mp->pending = 0;
     while (q) {
-        query_t *next = q->next;
+        nm_query_t *next = q->next;
         for (w = q->waiters; w; w = w->next)
-            waiter_pass(w);
-        query_free(q);
+            nm_waiter_pass(w);
+        nm_query_free(q);
         q = next;
     }
-    sip_timer_set(nm_loop, &mp->t_restart, mp->backoff, mapper_restart_tick, mp);
+    sip_timer_set(nm_loop, &mp->t_restart, mp->backoff, nm_mapper_restart_tick, mp);
 }
 
-static void mapper_flush(mapper_t *mp)
+static void nm_mapper_flush(nm_mapper_t *mp)
 {
     int fd;
     ssize_t n;
@@ -688,27 +688,27 @@ static void mapper_flush(mapper_t *mp)
             sip_io_watch(nm_loop, &mp->io_in, APR_POLLOUT);
             return;
         }
-        mapper_fail(mp, "stopped reading its input");
+        nm_mapper_fail(mp, "stopped reading its input");
         return;
     }
     sip_io_watch(nm_loop, &mp->io_in, 0);
 }
 
-static void in_event(void *baton, apr_int16_t ev)
+static void nm_in_event(void *baton, apr_int16_t ev)
 {
-    mapper_t *mp = baton;
+    nm_mapper_t *mp = baton;
 
     (void)ev;
     if (mp->in)
-        mapper_flush(mp);
+        nm_mapper_flush(mp);
 }
 
 /* One line of answer: for the oldest question. */
-static void mapper_answer(mapper_t *mp, const char *line)
+static void nm_mapper_answer(nm_mapper_t *mp, const char *line)
 {
-    query_t *q = mp->head;
+    nm_query_t *q = mp->head;
     apr_array_header_t *users;
-    waiter_t *w;
+    nm_waiter_t *w;
 
     if (!q) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, mp->s, "sip namemap: %s answered \"%.64s\" "
@@ -721,15 +721,15 @@ static void mapper_answer(mapper_t *mp, const char *line)
     mp->pending--;
     mp->backoff = 0;            /* it works: a later failure starts over */
     sip_namemap_cache_put(mp->cache, q->key, line, apr_time_now(), q->ttl);
-    users = split_users(q->pool, line, mp->map->what);
+    users = nm_split_users(q->pool, line, mp->map->what);
     for (w = q->waiters; w; w = w->next)
-        waiter_answer(w, users);
-    query_free(q);
+        nm_waiter_answer(w, users);
+    nm_query_free(q);
 }
 
-static void out_event(void *baton, apr_int16_t ev)
+static void nm_out_event(void *baton, apr_int16_t ev)
 {
-    mapper_t *mp = baton;
+    nm_mapper_t *mp = baton;
     int fd;
 
     (void)ev;
@@ -745,7 +745,7 @@ static void out_event(void *baton, apr_int16_t ev)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n <= 0) {
-            mapper_fail(mp, n == 0 ? "exited" : "cannot be read");
+            nm_mapper_fail(mp, n == 0 ? "exited" : "cannot be read");
             return;
         }
         mp->ilen += (apr_size_t)n;
@@ -757,18 +757,18 @@ static void out_event(void *baton, apr_int16_t ev)
             line[len] = '\0';
             memmove(mp->ibuf, nl + 1, mp->ilen - len - 1);
             mp->ilen -= len + 1;
-            mapper_answer(mp, line);
+            nm_mapper_answer(mp, line);
         }
         if (!mp->out)
             return;             /* failed meanwhile */
         if (mp->ilen == sizeof(mp->ibuf)) {
-            mapper_fail(mp, "wrote a line longer than 4096 bytes");
+            nm_mapper_fail(mp, "wrote a line longer than 4096 bytes");
             return;
         }
     }
 }
 
-static void mapper_start(mapper_t *mp)
+static void nm_mapper_start(nm_mapper_t *mp)
 {
     apr_file_t *in_r, *out_w;
     int in_fd, out_fd;
@@ -785,7 +785,7 @@ static void mapper_start(mapper_t *mp)
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, mp->s, "sip namemap: no pipes for %s",
                      mp->map->what);
         mp->pid = 0;
-        mapper_fail(mp, "could not start");
+        nm_mapper_fail(mp, "could not start");
         return;
     }
     apr_os_file_get(&in_fd, in_r);
@@ -802,22 +802,22 @@ static void mapper_start(mapper_t *mp)
     apr_file_close(out_w);
     if (rc != 0) {
         mp->pid = 0;
-        mapper_fail(mp, apr_psprintf(mp->run, "could not start: %s", strerror(rc)));
+        nm_mapper_fail(mp, apr_psprintf(mp->run, "could not start: %s", strerror(rc)));
         return;
     }
     mp->pid = pid;
-    sip_io_init_file(&mp->io_in, mp->in, in_event, mp);
-    sip_io_init_file(&mp->io_out, mp->out, out_event, mp);
+    sip_io_init_file(&mp->io_in, mp->in, nm_in_event, mp);
+    sip_io_init_file(&mp->io_out, mp->out, nm_out_event, mp);
     sip_io_watch(nm_loop, &mp->io_out, APR_POLLIN);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, mp->s, "sip namemap: %s started (pid %d)",
                  mp->map->what, (int)pid);
 }
 
-static void query_timeout(void *baton)
+static void nm_query_timeout(void *baton)
 {
-    query_t *q = baton;
-    mapper_t *mp = q->mp;
-    waiter_t *w;
+    nm_query_t *q = baton;
+    nm_mapper_t *mp = q->mp;
+    nm_waiter_t *w;
 
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, mp->s, "sip namemap: %s gave no answer for "
                  "\"%.64s\" within %d s; the name is left as dialled", mp->map->what, q->key,
@@ -826,20 +826,20 @@ static void query_timeout(void *baton)
     w = q->waiters;
     q->waiters = NULL;
     for (; w; w = w->next)
-        waiter_pass(w);
+        nm_waiter_pass(w);
     /* the question stays in line: its answer, when it comes, is the next
      * line; a mapper silent for much longer is stuck, and replaced */
     if (mp->head && apr_time_now() - mp->head->sent >= NM_HUNG)
-        mapper_fail(mp, apr_psprintf(mp->pool, "has not answered for %d s",
+        nm_mapper_fail(mp, apr_psprintf(mp->pool, "has not answered for %d s",
                                      (int)apr_time_sec(NM_HUNG)));
 }
 
 /* A waiter for the mapper's answer about 'key': the question is queued
- * unless the same one is already out (mapper_flush sends it). */
-static waiter_t *mapper_ask(mapper_t *mp, const char *key, apr_interval_time_t ttl)
+ * unless the same one is already out (nm_mapper_flush sends it). */
+static nm_waiter_t *nm_mapper_ask(nm_mapper_t *mp, const char *key, apr_interval_time_t ttl)
 {
-    waiter_t *w;
-    query_t *q;
+    nm_waiter_t *w;
+    nm_query_t *q;
     apr_pool_t *p;
     apr_size_t need = strlen(key) + 1;
 
@@ -860,7 +860,7 @@ static waiter_t *mapper_ask(mapper_t *mp, const char *key, apr_interval_time_t t
             mp->head = q;
         mp->tail = q;
         mp->pending++;
-        sip_timer_set(nm_loop, &q->timer, NM_TIMEOUT, query_timeout, q);
+        sip_timer_set(nm_loop, &q->timer, NM_TIMEOUT, nm_query_timeout, q);
         if (mp->olen + need > mp->ocap) {
             apr_size_t cap = (mp->olen + need) * 2;
             char *b = apr_palloc(mp->run, cap);
@@ -879,19 +879,19 @@ static waiter_t *mapper_ask(mapper_t *mp, const char *key, apr_interval_time_t t
     return w;
 }
 
-static sip_step_t program_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
+static sip_step_t nm_program_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
                                const char *name, const char *key, sip_step_resume_fn resume,
                                void *baton)
 {
     const sip_server_conf *conf = sip_get_conf(s);
-    mapper_t *mp = m->mapper;
+    nm_mapper_t *mp = m->mapper;
     apr_array_header_t *users;
-    waiter_t *w;
+    nm_waiter_t *w;
 
     if (!mp)
         return SIP_STEP_NEXT;
     if (sip_namemap_cache_get(mp->cache, sip_txn_pool(txn), key, apr_time_now(), &users))
-        return act(txn, s, name, users);
+        return nm_act(txn, s, name, users);
     if (!mp->pid || mp->pending >= NM_MAX_PENDING) {
         if (!mp->down_logged)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "sip namemap: %s %s; names are left "
@@ -901,17 +901,17 @@ static sip_step_t program_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
         return SIP_STEP_NEXT;
     }
     mp->down_logged = 0;
-    w = mapper_ask(mp, key, conf->namemap_ttl);
+    w = nm_mapper_ask(mp, key, conf->namemap_ttl);
     w->txn = txn;
     w->s = s;
     w->name = apr_pstrdup(w->q->pool, name);
     w->resume = resume;
     w->baton = baton;
-    sip_txn_attach(txn, &waiter_ops, w);
+    sip_txn_attach(txn, &nm_waiter_ops, w);
     /* a write that fails here fails the mapper, which resumes 'w' at once
      * (the dispatcher then has run the next steps: WAIT is still right) */
     if (mp->olen)
-        mapper_flush(mp);
+        nm_mapper_flush(mp);
     return SIP_STEP_WAIT;
 }
 
@@ -923,7 +923,7 @@ void sip_namemap_init(sip_loop_t *loop, apr_pool_t *p, server_rec *main_server)
     nm_reap = apr_array_make(p, 4, sizeof(pid_t));
     for (s = main_server; s; s = s->next) {
         sip_namemap_t *m = sip_get_conf(s)->namemap;
-        mapper_t *mp;
+        nm_mapper_t *mp;
 
         if (sip_get_conf(s)->enabled != 1 || !m || m->kind != NM_PROGRAM || m->mapper)
             continue;
@@ -935,13 +935,13 @@ void sip_namemap_init(sip_loop_t *loop, apr_pool_t *p, server_rec *main_server)
         mp->next = mappers;
         mappers = mp;
         m->mapper = mp;
-        mapper_start(mp);
+        nm_mapper_start(mp);
     }
 }
 
 void sip_namemap_shutdown(void)
 {
-    mapper_t *mp;
+    nm_mapper_t *mp;
     int i;
 
     for (mp = mappers; mp; mp = mp->next)
@@ -951,7 +951,7 @@ void sip_namemap_shutdown(void)
             mp->pid = 0;
         }
     for (i = 0; nm_reap && nm_reap->nelts && i < 100; i++) {
-        reap_tick(NULL);
+        nm_reap_tick(NULL);
         if (nm_reap->nelts)
             apr_sleep(apr_time_from_msec(10));
     }
@@ -959,7 +959,7 @@ void sip_namemap_shutdown(void)
 
 /* ---- the step ---- */
 
-static int method_applies(const char *method)
+static int nm_method_applies(const char *method)
 {
     /* §5.2 maps the callee's name: requests that reach a person; REGISTER
      * names the registering user itself */
@@ -975,7 +975,7 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
     const char *raw, *name, *key, *c, *why = NULL;
     apr_array_header_t *users;
 
-    if (!conf->namemap || !method_applies(sip_msg_method(req)) || sip_msg_to_tag(req)
+    if (!conf->namemap || !nm_method_applies(sip_msg_method(req)) || sip_msg_to_tag(req)
         || !(raw = sip_msg_uri_user(req)) || !(name = sip_uri_user_decoded(p, raw)))
         return SIP_STEP_NEXT;
     /* a line-based mapper must never see a line break or control in a name */
@@ -984,11 +984,11 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
             return SIP_STEP_NEXT;
     key = sip_str_lower(p, name);
     if (conf->namemap->kind == NM_PROGRAM)
-        return program_step(conf->namemap, txn, s, name, key, resume, baton);
+        return nm_program_step(conf->namemap, txn, s, name, key, resume, baton);
     if (!(users = sip_namemap_lookup(conf->namemap, p, name, &why))) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip namemap: %s: %s; %.64s left as dialled",
                      conf->namemap->what, why, name);
         return SIP_STEP_NEXT;
     }
-    return act(txn, s, name, users);
+    return nm_act(txn, s, name, users);
 }
