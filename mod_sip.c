@@ -7,6 +7,7 @@
 #include "http_connection.h"
 #include "http_core.h"
 #include "http_log.h"
+#include "http_main.h"
 #include "http_protocol.h"
 #include "http_ssl.h"
 #include "ap_mpm.h"
@@ -26,6 +27,7 @@
 
 #include "sip_conf.h"
 #include "sip_consent.h"
+#include "sip_namemap.h"
 #include "sip_engine.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
@@ -88,6 +90,8 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->explode_rate = -1;
     c->explode_response = -1;
     c->explode_consent_local = -1;
+    c->namemap_multiple = -1;
+    c->namemap_ttl = -1;
     return c;
 }
 
@@ -145,6 +149,10 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     }
     c->explode_consent_local = add->explode_consent_local >= 0 ? add->explode_consent_local
                                                                : base->explode_consent_local;
+    c->namemap = add->namemap ? add->namemap : base->namemap;
+    c->namemap_multiple = add->namemap_multiple >= 0 ? add->namemap_multiple
+                                                     : base->namemap_multiple;
+    c->namemap_ttl = add->namemap_ttl >= 0 ? add->namemap_ttl : base->namemap_ttl;
     return c;
 }
 
@@ -242,6 +250,10 @@ static void apply_defaults(sip_server_conf *c)
         c->explode_response = 200;
     if (c->explode_consent_local < 0)
         c->explode_consent_local = 0;
+    if (c->namemap_multiple < 0)
+        c->namemap_multiple = 300;
+    if (c->namemap_ttl < 0)
+        c->namemap_ttl = SIP_DEFAULT_NAMEMAP_TTL;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -925,6 +937,20 @@ static const char *set_rule_file(cmd_parms *cmd, void *dv, const char *arg)
     return NULL;
 }
 
+/* SipNameMap, SipNameMapMultiple, SipNameMapCacheTTL (sip_namemap.c reads
+ * them; a SipNameMap file is read now: apachectl -t names a bad line) */
+static const char *set_namemap(cmd_parms *cmd, void *d, const char *a1, const char *a2)
+{
+    (void)d;
+    return sip_namemap_directive(cmd->pool, sip_get_conf(cmd->server), cmd->cmd->name, a1, a2,
+                                 ap_server_root);
+}
+
+static const char *set_namemap1(cmd_parms *cmd, void *d, const char *arg)
+{
+    return set_namemap(cmd, d, arg, NULL);
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -1157,6 +1183,15 @@ static const command_rec sip_cmds[] = {
                      "(in the vhost, <Location \"/user@host\">, <If>)"),
     AP_INIT_TAKE1("SipRuleFile", set_rule_file, NULL, RSRC_CONF | ACCESS_CONF,
                   "A table of rules, one 'Header Method glob action [args]' a line"),
+    /* name mapping (issue 15 item 2; sip_namemap.h) */
+    AP_INIT_TAKE2("SipNameMap", set_namemap, NULL, RSRC_CONF,
+                  "Map dialled names to users: file <path>, dbm [type:]<path> or "
+                  "program <command line>"),
+    AP_INIT_TAKE1("SipNameMapMultiple", set_namemap1, NULL, RSRC_CONF,
+                  "Several users answer to a dialled name: 300 (a Contact each; default) "
+                  "or 404"),
+    AP_INIT_TAKE1("SipNameMapCacheTTL", set_namemap1, NULL, RSRC_CONF,
+                  "Seconds a SipNameMap program's answer is kept (default 300, 0: not kept)"),
     {NULL}
 };
 

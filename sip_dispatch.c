@@ -161,12 +161,16 @@ static void refuse_name(dispatch_t *d, const char *why)
 }
 
 /* 0a-0c and f2: steps of their own concern (sip_dispatch.h) */
+static step_result_t step_namemap(dispatch_t *d);
+
 static void concern_resume(void *baton)
 {
     dispatch_t *d = baton;
 
     sip_txn_detach_keep(d->txn);
     if (!sip_txn_final_sent(d->txn)) {
+        if (d->steps[d->step] == step_namemap)     /* it may have retargeted */
+            d->user = sip_msg_uri_user(d->req);
         d->step++;
         run_steps(d);
     }

@@ -7,6 +7,7 @@
 #include <osipparser2/osip_port.h>
 
 #include "apr_strings.h"
+#include "apr_escape.h"
 #include "apr_lib.h"
 
 struct sip_msg {
@@ -2243,4 +2244,36 @@ const char *sip_header_drop_param(apr_pool_t *p, const char *value, const char *
         }
     }
     return out;
+}
+
+/* ---- name mapping (sip_namemap) ---- */
+
+const char *sip_uri_user_decoded(apr_pool_t *p, const char *user)
+{
+    /* RFC 3261 §19.1.2: a user part may escape any character; a bad escape
+     * or %00 names nobody */
+    return user ? apr_punescape_url(p, user, NULL, NULL, 0) : NULL;
+}
+
+const char *sip_uri_with_user(apr_pool_t *p, const char *uri, const char *user, int bare)
+{
+    osip_uri_t *u = parse_sip_uri(p, uri);
+    const char *r;
+
+    if (!u || !user || !*user) {
+        if (u)
+            osip_uri_free(u);
+        return NULL;
+    }
+    osip_free(u->username);
+    u->username = osip_strdup(user);        /* escaped again by osip_uri_to_str */
+    osip_free(u->password);
+    u->password = NULL;
+    if (bare) {
+        clear_uri_list(&u->url_params);
+        clear_uri_list(&u->url_headers);
+    }
+    r = uri_text(p, u);
+    osip_uri_free(u);
+    return r;
 }

@@ -290,4 +290,14 @@ const char *sip_credentials_realm(apr_pool_t *p, const char *value);
  * NULL when a '<' is not closed. */
 const char *sip_header_drop_param(apr_pool_t *p, const char *value, const char *name);
 
+/* ---- name mapping (sip_namemap) ---- */
+
+/* A user part as written in a URI (sip_msg_uri_user) %-decoded; NULL on a
+ * bad escape or %00. */
+const char *sip_uri_user_decoded(apr_pool_t *p, const char *user);
+/* SIP or SIPS 'uri' with its user replaced by 'user' (escaped as RFC 3261
+ * §25.1 needs) and no password; 'bare' drops its parameters and headers
+ * too.  NULL when 'uri' is not a SIP URI. */
+const char *sip_uri_with_user(apr_pool_t *p, const char *uri, const char *user, int bare);
+
 #endif

@@ -7408,6 +7408,252 @@ static Suite *rules_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* name mapping (sip_namemap.c; seed 002 §5.2)                         */
+
+/* the seed's table: every name in it answers for John Q. Public, "jqp" */
+static const char *const nm_seed_rows[] = {
+    "jqp", "John", "Public", "J.Q.Public", "John.Q.Public", "John_Public", "JohnPublic",
+    "JPublic", "JohnQPublic", NULL
+};
+
+static int nm_has(const apr_array_header_t *a, const char *s)
+{
+    int i;
+
+    for (i = 0; a && i < a->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(a, i, const char *), s))
+            return 1;
+    return 0;
+}
+
+/* the candidates as one string, "a b" */
+static const char *nm_users(apr_array_header_t *u)
+{
+    return u ? apr_array_pstrcat(pool, u, ' ') : "(error)";
+}
+
+START_TEST(nm_forms_seed_table)
+{
+    apr_array_header_t *f = sip_namemap_forms(pool, "jqp", "John", "Q.", "Public");
+    int i;
+    const char *c;
+
+    for (i = 0; nm_seed_rows[i]; i++)
+        ck_assert_msg(nm_has(f, sip_str_lower(pool, nm_seed_rows[i])), "%s missing",
+                      nm_seed_rows[i]);
+    /* the symmetric ones */
+    ck_assert(nm_has(f, "john.public"));
+    ck_assert(nm_has(f, "j.public"));
+    ck_assert(nm_has(f, "j_q_public"));
+    ck_assert(nm_has(f, "jqpublic"));
+    /* lower case, each once, nothing that is not a name of his */
+    for (i = 0; i < f->nelts; i++) {
+        const char *a = APR_ARRAY_IDX(f, i, const char *);
+        int j;
+        for (c = a; *c; c++)
+            ck_assert(!apr_isupper(*c));
+        for (j = i + 1; j < f->nelts; j++)
+            ck_assert_str_ne(a, APR_ARRAY_IDX(f, j, const char *));
+    }
+    ck_assert(!nm_has(f, "q"));
+    ck_assert(!nm_has(f, "q.public"));
+    /* no middle name: no middle forms, and a full middle name gives its own */
+    f = sip_namemap_forms(pool, "jd", "Jane", NULL, "Doe");
+    ck_assert(nm_has(f, "jane.doe") && nm_has(f, "jdoe") && nm_has(f, "jd"));
+    ck_assert_int_eq(f->nelts, 9);
+    f = sip_namemap_forms(pool, "jqp", "John", "Quincy", "Public");
+    ck_assert(nm_has(f, "john.quincy.public") && nm_has(f, "john.q.public"));
+}
+END_TEST
+
+START_TEST(nm_file_every_row)
+{
+    const char *why = NULL;
+    sip_namemap_t *m = sip_namemap_parse_file(pool, "names",
+                                              "# the subscribers\n\n"
+                                              "jqp   John Q. Public   # §5.2\n"
+                                              "  mm\tMary Major\n", &why);
+    int i;
+
+    ck_assert_msg(m != NULL, "%s", why);
+    for (i = 0; nm_seed_rows[i]; i++)
+        ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, nm_seed_rows[i], &why)), "jqp");
+    /* any case */
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "JOHN.q.PUBLIC", &why)), "jqp");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "mary.major", &why)), "mm");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "Major", &why)), "mm");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "nobody", &why)), "");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "John.Major", &why)), "");
+}
+END_TEST
+
+START_TEST(nm_file_two_johns)
+{
+    const char *why = NULL;
+    sip_namemap_t *m = sip_namemap_parse_file(pool, "names", "jqp John Q Public\n"
+                                              "jdoe John Doe\njdoe John Doe\n", &why);
+    apr_array_header_t *u;
+
+    ck_assert_ptr_nonnull(m);
+    u = sip_namemap_lookup(m, pool, "John", &why);
+    ck_assert_int_eq(u->nelts, 2);      /* jdoe's second line adds nothing */
+    ck_assert(nm_has(u, "jqp") && nm_has(u, "jdoe"));
+    ck_assert_int_eq(nm_decide("John", u), NM_ACT_MULTIPLE);
+    u = sip_namemap_lookup(m, pool, "JDoe", &why);
+    ck_assert_int_eq(nm_decide("JDoe", u), NM_ACT_RETARGET);
+    u = sip_namemap_lookup(m, pool, "jdoe", &why);
+    ck_assert_int_eq(nm_decide("jdoe", u), NM_ACT_PASS);    /* already the user's id */
+    u = sip_namemap_lookup(m, pool, "bob", &why);
+    ck_assert_int_eq(nm_decide("bob", u), NM_ACT_PASS);
+}
+END_TEST
+
+START_TEST(nm_file_bad_lines)
+{
+    const char *why = NULL;
+
+    ck_assert_ptr_null(sip_namemap_parse_file(pool, "names", "jqp John Q Public\nmary\n", &why));
+    ck_assert_str_eq(why, "names:2: expected \"user First [Middle] Last\"");
+    why = NULL;
+    ck_assert_ptr_null(sip_namemap_parse_file(pool, "n", "# x\na b c d e\n", &why));
+    ck_assert_ptr_nonnull(strstr(why, "n:2:"));
+    why = NULL;
+    ck_assert_ptr_null(sip_namemap_parse_file(pool, "n", "j@p John Public\n", &why));
+    ck_assert_ptr_nonnull(strstr(why, "n:1: \"j@p\" is not a SIP user id"));
+    ck_assert_ptr_nonnull(sip_namemap_parse_file(pool, "n", "", &why));
+}
+END_TEST
+
+START_TEST(nm_decoding)
+{
+    const char *why = NULL;
+    sip_namemap_t *m = sip_namemap_parse_file(pool, "n", "jqp John Q Public\n", &why);
+    const char *d = sip_uri_user_decoded(pool, "John%2eQ%2EPublic");
+
+    ck_assert_str_eq(d, "John.Q.Public");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, d, &why)), "jqp");
+    ck_assert_str_eq(sip_uri_user_decoded(pool, "%4a%4F%48%4e"), "JOHN");
+    ck_assert_ptr_null(sip_uri_user_decoded(pool, "jo%zzhn"));
+    ck_assert_ptr_null(sip_uri_user_decoded(pool, "jo%00hn"));
+    ck_assert_ptr_null(sip_uri_user_decoded(pool, NULL));
+}
+END_TEST
+
+START_TEST(nm_uri_with_user)
+{
+    const char *u = "sip:John.Q.Public@Example.org:5070;transport=tcp?Subject=hi";
+
+    ck_assert_str_eq(sip_uri_with_user(pool, u, "jqp", 0),
+                     "sip:jqp@Example.org:5070;transport=tcp?Subject=hi");
+    ck_assert_str_eq(sip_uri_with_user(pool, u, "jqp", 1), "sip:jqp@Example.org:5070");
+    ck_assert_str_eq(sip_uri_with_user(pool, "sips:a:pw@h", "b", 0), "sips:b@h");
+    ck_assert_str_eq(sip_uri_with_user(pool, "sip:a@h", "j p", 1), "sip:j%20p@h");
+    ck_assert_ptr_null(sip_uri_with_user(pool, "tel:+123", "b", 0));
+}
+END_TEST
+
+START_TEST(nm_cache_expiry)
+{
+    sip_namemap_cache_t *c = sip_namemap_cache_create(pool, 3);
+    apr_time_t t0 = apr_time_from_sec(1000000);
+    apr_interval_time_t ttl = apr_time_from_sec(300);
+    apr_array_header_t *u = NULL;
+
+    sip_namemap_cache_put(c, "john", "jqp jdoe", t0, ttl);
+    sip_namemap_cache_put(c, "nobody", "", t0, ttl);
+    ck_assert(sip_namemap_cache_get(c, pool, "john", t0 + ttl - 1, &u));
+    ck_assert_str_eq(nm_users(u), "jqp jdoe");
+    ck_assert(sip_namemap_cache_get(c, pool, "nobody", t0, &u));   /* "none" is kept too */
+    ck_assert_int_eq(u->nelts, 0);
+    ck_assert(!sip_namemap_cache_get(c, pool, "john", t0 + ttl, &u));
+    ck_assert(!sip_namemap_cache_get(c, pool, "mary", t0, &u));
+    sip_namemap_cache_put(c, "mary", "mm", t0, 0);                 /* TTL 0: not kept */
+    ck_assert(!sip_namemap_cache_get(c, pool, "mary", t0, &u));
+    /* bounded: the fourth answer stored clears the three before it */
+    sip_namemap_cache_put(c, "a", "x", t0, ttl);
+    sip_namemap_cache_put(c, "b", "y", t0, ttl);
+    ck_assert(sip_namemap_cache_get(c, pool, "b", t0, &u));
+    ck_assert(!sip_namemap_cache_get(c, pool, "john", t0, &u));
+    ck_assert(!sip_namemap_cache_get(c, pool, "a", t0, &u));
+}
+END_TEST
+
+START_TEST(nm_directives)
+{
+    sip_server_conf c;
+    const char *why;
+    char path[] = "/tmp/nm-unit-XXXXXX";
+    int fd = mkstemp(path);
+    apr_dbm_t *db;
+    apr_datum_t k, v;
+
+    memset(&c, 0, sizeof(c));
+    ck_assert_str_eq(sip_namemap_directive(pool, &c, "SipNameMapMultiple", "302", NULL, "/"),
+                     "SipNameMapMultiple needs 300 (a Contact per candidate) or 404");
+    ck_assert_ptr_null(sip_namemap_directive(pool, &c, "SipNameMapMultiple", "404", NULL, "/"));
+    ck_assert_int_eq(c.namemap_multiple, 404);
+    ck_assert_ptr_nonnull(sip_namemap_directive(pool, &c, "SipNameMapCacheTTL", "5s", NULL, "/"));
+    ck_assert_ptr_null(sip_namemap_directive(pool, &c, "SipNameMapCacheTTL", "60", NULL, "/"));
+    ck_assert_int_eq(c.namemap_ttl, apr_time_from_sec(60));
+    ck_assert_ptr_nonnull(sip_namemap_directive(pool, &c, "SipNameMap", "dbd", "SELECT", "/"));
+    ck_assert_ptr_nonnull(sip_namemap_directive(pool, &c, "SipNameMap", "ldap", "x", "/"));
+    why = sip_namemap_directive(pool, &c, "SipNameMap", "program", "nm-no-such-mapper", "/tmp");
+    ck_assert_ptr_nonnull(strstr(why, "/tmp/nm-no-such-mapper"));
+    /* a file, relative to the server root, with a bad line */
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "jqp John Q Public\nx\n", 20), 20);
+    close(fd);
+    why = sip_namemap_directive(pool, &c, "SipNameMap", "file", strrchr(path, '/') + 1, "/tmp");
+    ck_assert_str_eq(why, apr_pstrcat(pool, "SipNameMap: ", path,
+                                      ":2: expected \"user First [Middle] Last\"", NULL));
+    ck_assert_ptr_null(c.namemap);
+    /* dbm: a form in lower case -> users */
+    ck_assert_int_eq(apr_dbm_open_ex(&db, "SDBM", path, APR_DBM_RWCREATE, APR_OS_DEFAULT, pool),
+                     APR_SUCCESS);
+    k.dptr = "john.q.public";
+    k.dsize = strlen(k.dptr);
+    v.dptr = "jqp";
+    v.dsize = 3;
+    ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
+    k.dptr = "john";
+    k.dsize = 4;
+    v.dptr = "jqp  jdoe";
+    v.dsize = 9;
+    ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
+    apr_dbm_close(db);
+    ck_assert_ptr_null(sip_namemap_directive(pool, &c, "SipNameMap", "dbm",
+                                             apr_pstrcat(pool, "sdbm:", path, NULL), "/"));
+    ck_assert_ptr_nonnull(c.namemap);
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "John.Q.Public", &why)), "jqp");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "JOHN", &why)), "jqp jdoe");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "mary", &why)), "");
+    unlink(path);
+    unlink(apr_pstrcat(pool, path, ".pag", NULL));
+    unlink(apr_pstrcat(pool, path, ".dir", NULL));
+    ck_assert_ptr_nonnull(sip_namemap_directive(pool, &c, "SipNameMap", "dbm",
+                                                apr_pstrcat(pool, "sdbm:", path, NULL), "/"));
+}
+END_TEST
+
+static Suite *namemap_suite(void)
+{
+    Suite *s = suite_create("namemap");
+    TCase *tc = tcase_create("namemap");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, nm_forms_seed_table);
+    tcase_add_test(tc, nm_file_every_row);
+    tcase_add_test(tc, nm_file_two_johns);
+    tcase_add_test(tc, nm_file_bad_lines);
+    tcase_add_test(tc, nm_decoding);
+    tcase_add_test(tc, nm_uri_with_user);
+    tcase_add_test(tc, nm_cache_expiry);
+    tcase_add_test(tc, nm_directives);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -7442,6 +7688,7 @@ int main(void)
     srunner_add_suite(sr, consent_suite());
     srunner_add_suite(sr, plumb_suite());
     srunner_add_suite(sr, rules_suite());
+    srunner_add_suite(sr, namemap_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
