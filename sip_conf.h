@@ -103,6 +103,12 @@ typedef struct sip_server_conf {
     const char *explode_consent_file;   /* SipExplodeConsentFile; NULL = none */
     struct sip_consent *explode_consent; /* ... as loaded (sip_consent.h); NULL = nobody */
     int explode_consent_local;          /* SipExplodeConsentLocal; -1 = unset (Off) */
+
+    /* Lists and forwarding files (issue 15 items 3, 4; sip_lists.h, sip_forward.h) */
+    struct sip_lists *lists;            /* SipList, SipListFile; NULL = none */
+    int list_mode;                      /* SipListMode: SIP_LIST_MODE_*; -1 = unset (redirect) */
+    int list_max_members;               /* SipListMaxMembers; -1 = unset (100) */
+    const char *forward_file;           /* SipForwardFile template; NULL = none */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */
