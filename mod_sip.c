@@ -31,6 +31,7 @@
 #include "sip_engine.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
+#include "sip_lists.h"
 #include "sip_location.h"
 #include "sip_request.h"
 #include "sip_stats.h"
@@ -92,6 +93,8 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->explode_consent_local = -1;
     c->namemap_multiple = -1;
     c->namemap_ttl = -1;
+    c->list_mode = -1;
+    c->list_max_members = -1;
     return c;
 }
 
@@ -153,6 +156,11 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->namemap_multiple = add->namemap_multiple >= 0 ? add->namemap_multiple
                                                      : base->namemap_multiple;
     c->namemap_ttl = add->namemap_ttl >= 0 ? add->namemap_ttl : base->namemap_ttl;
+    c->lists = sip_lists_merge(p, base->lists, add->lists);
+    c->list_mode = add->list_mode >= 0 ? add->list_mode : base->list_mode;
+    c->list_max_members = add->list_max_members >= 0 ? add->list_max_members
+                                                     : base->list_max_members;
+    c->forward_file = add->forward_file ? add->forward_file : base->forward_file;
     return c;
 }
 
@@ -951,6 +959,92 @@ static const char *set_namemap1(cmd_parms *cmd, void *d, const char *arg)
     return set_namemap(cmd, d, arg, NULL);
 }
 
+/* ---- lists and forwarding files (sip_lists.h, sip_forward.h) ---- */
+
+static const char *conf_where(cmd_parms *cmd)
+{
+    return apr_psprintf(cmd->pool, "%s:%d", cmd->directive->filename, cmd->directive->line_num);
+}
+
+static const char *add_list(cmd_parms *cmd, void *d, int argc, char *const argv[])
+{
+    const char *why;
+
+    (void)d;
+    if (argc < 2)
+        return "SipList needs a name and at least one member";
+    why = sip_lists_add(cmd->pool, &sip_get_conf(cmd->server)->lists, argv[0], argc - 1,
+                        (const char *const *)argv + 1, conf_where(cmd));
+    return why ? apr_pstrcat(cmd->pool, "SipList: ", why, NULL) : NULL;
+}
+
+static const char *set_list_file(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *path = ap_server_root_relative(cmd->pool, arg), *why;
+
+    (void)d;
+    if (!path)
+        return apr_pstrcat(cmd->pool, "SipListFile: invalid path ", arg, NULL);
+    why = sip_lists_load(cmd->pool, &sip_get_conf(cmd->server)->lists, path);
+    return why ? apr_pstrcat(cmd->pool, "SipListFile: ", why, NULL) : NULL;
+}
+
+static const char *set_list_mode(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (!strcasecmp(arg, "redirect"))
+        sip_get_conf(cmd->server)->list_mode = SIP_LIST_MODE_REDIRECT;
+    else if (!strcasecmp(arg, "proxy"))
+        sip_get_conf(cmd->server)->list_mode = SIP_LIST_MODE_PROXY;
+    else
+        return "SipListMode must be redirect or proxy";
+    return NULL;
+}
+
+static const char *set_list_max_members(cmd_parms *cmd, void *d, const char *arg)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    (void)d;
+    if (!apr_isdigit(*arg) || *end || n < 1 || n > 100000)
+        return "SipListMaxMembers needs a number from 1 to 100000";
+    sip_get_conf(cmd->server)->list_max_members = (int)n;
+    return NULL;
+}
+
+static const char *set_forward_file(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (strncmp(arg, "~/", 2) && arg[0] != '/')
+        return "SipForwardFile needs ~/name or an absolute path (with %u for the user)";
+    if (arg[0] == '/' && !strstr(arg, "%u"))
+        return "SipForwardFile: an absolute path needs %u (one file per user)";
+    if (!strncmp(arg, "~/", 2) && (strstr(arg, "/..") || strstr(arg, "%u")))
+        return "SipForwardFile: ~/ names a file in the user's home directory";
+    sip_get_conf(cmd->server)->forward_file = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+/* SipListMaxMembers may come after the lists it bounds: checked once the
+ * whole configuration is read and merged (apachectl -t runs this too). */
+static int check_lists(apr_pool_t *p, server_rec *main_s)
+{
+    server_rec *s;
+
+    for (s = main_s; s; s = s->next) {
+        const sip_server_conf *c = sip_get_conf(s);
+        const char *why = sip_lists_check(p, c->lists, c->list_max_members >= 0
+                                                       ? c->list_max_members
+                                                       : SIP_DEFAULT_LIST_MAX_MEMBERS);
+        if (why) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_sip: %s", why);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -1192,6 +1286,17 @@ static const command_rec sip_cmds[] = {
                   "or 404"),
     AP_INIT_TAKE1("SipNameMapCacheTTL", set_namemap1, NULL, RSRC_CONF,
                   "Seconds a SipNameMap program's answer is kept (default 300, 0: not kept)"),
+    /* lists and per-user forwarding files (issue 15 items 3, 4) */
+    AP_INIT_TAKE_ARGV("SipList", add_list, NULL, RSRC_CONF,
+                      "A list: its name (user or user@host) and its members (SIP URIs or users)"),
+    AP_INIT_TAKE1("SipListFile", set_list_file, NULL, RSRC_CONF,
+                  "File of lists, one \"name member ...\" per line"),
+    AP_INIT_TAKE1("SipListMode", set_list_mode, NULL, RSRC_CONF,
+                  "What a request to a list gets: redirect (300, default) or proxy (to all)"),
+    AP_INIT_TAKE1("SipListMaxMembers", set_list_max_members, NULL, RSRC_CONF,
+                  "Most members a list may have (default 100)"),
+    AP_INIT_TAKE1("SipForwardFile", set_forward_file, NULL, RSRC_CONF,
+                  "Per-user forwarding file: ~/.sipforward or a path with %u"),
     {NULL}
 };
 
@@ -1439,7 +1544,7 @@ static int sip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
                      "mod_sip: SipAuthProvider dbd needs an AuthDBDUserRealmQuery");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    return OK;
+    return check_lists(ptemp, s);
 }
 
 static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)

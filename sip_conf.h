@@ -110,6 +110,11 @@ typedef struct sip_server_conf {
     struct sip_namemap *namemap;        /* SipNameMap as read; NULL = none */
     int namemap_multiple;               /* SipNameMapMultiple 300 or 404; -1 = unset (300) */
     apr_interval_time_t namemap_ttl;    /* SipNameMapCacheTTL; -1 = unset (300 s) */
+    /* Lists and forwarding files (issue 15 items 3, 4; sip_lists.h, sip_forward.h) */
+    struct sip_lists *lists;            /* SipList, SipListFile; NULL = none */
+    int list_mode;                      /* SipListMode: SIP_LIST_MODE_*; -1 = unset (redirect) */
+    int list_max_members;               /* SipListMaxMembers; -1 = unset (100) */
+    const char *forward_file;           /* SipForwardFile template; NULL = none */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

@@ -7654,6 +7654,372 @@ static Suite *namemap_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* lists (sip_lists.c) and forwarding files (sip_forward.c)            */
+
+static sip_lists_t *lists_of(const char *text)
+{
+    sip_lists_t *l = NULL;
+    const char *why = sip_lists_parse(pool, &l, "t.lists", text);
+
+    ck_assert_msg(why == NULL, "%s", why ? why : "");
+    return l;
+}
+
+START_TEST(lists_find_names)
+{
+    sip_lists_t *l = lists_of("team sip:a@x.test bob\nsales@Example.COM sip:s@x.test\n");
+    const apr_array_header_t *m;
+
+    m = sip_lists_find(pool, l, "team", "anything.test");
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(m->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(m, 0, const char *), "sip:a@x.test");
+    ck_assert_str_eq(APR_ARRAY_IDX(m, 1, const char *), "bob");
+    /* case-insensitive after %-decoding (seed 002 §5.2) */
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "Te%61M", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "te%00am", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "teams", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, NULL, "h.test"));
+    /* user@host only at that host, whatever its case */
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "sales", "example.com"));
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "SALES", "EXAMPLE.com"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "sales", "other.example.com"));
+    ck_assert_ptr_null(sip_lists_find(pool, NULL, "team", "h.test"));
+}
+END_TEST
+
+START_TEST(lists_config_errors)
+{
+    sip_lists_t *l = NULL;
+    const char *one[] = {"sip:a@x.test"};
+    const char *why;
+
+    ck_assert_ptr_null(sip_lists_add(pool, &l, "team", 1, one, "a.conf:1"));
+    why = sip_lists_add(pool, &l, "TEAM", 1, one, "a.conf:9");
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "defined twice (first at a.conf:1)"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "a b", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "@host", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "user@", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "u@h@h", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "x%2Fy", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "empty", 0, one, "x"));
+    why = sip_lists_parse(pool, &l, "f.txt", "# c\n\nok sip:o@x.test # trailing\nlonely\n");
+    ck_assert_ptr_nonnull(why);
+    ck_assert_str_eq(why, "f.txt:4: list lonely has no members");
+    why = sip_lists_parse(pool, &l, "g.txt", "x1 sip:a@x.test\nx2 tel:+1234\n");
+    ck_assert_str_eq(why, "g.txt:2: list x2: tel:+1234 is not a SIP URI");
+    why = sip_lists_parse(pool, &l, "h.txt", "x3 sip:a@x.test bad<name\n");
+    ck_assert_ptr_nonnull(strstr(why, "h.txt:1: list x3: bad<name is not a user name"));
+    /* what parsed before the error is there; the comment did not count */
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "ok", "h"));
+    ck_assert_int_eq(sip_lists_find(pool, l, "ok", "h")->nelts, 1);
+}
+END_TEST
+
+START_TEST(lists_members)
+{
+    const char *why = NULL;
+
+    ck_assert_str_eq(sip_lists_member_parse(pool, "sip:a@x.test;transport=tcp", &why),
+                     "sip:a@x.test;transport=tcp");
+    ck_assert_str_eq(sip_lists_member_parse(pool, "SIPS:a@x.test", &why), "SIPS:a@x.test");
+    ck_assert_str_eq(sip_lists_member_parse(pool, "a@x.test", &why), "sip:a@x.test");
+    ck_assert_str_eq(sip_lists_member_parse(pool, "bob.smith", &why), "bob.smith");
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "tel:+1", &why));
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "sip:", &why));
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "sip:a@x.test>", &why));
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "a b", &why));
+    ck_assert_ptr_nonnull(why);
+    /* a bare user is at the Request-URI's host and port, same scheme */
+    ck_assert_str_eq(sip_lists_member_uri(pool, "bob", "sip:team@example.com:5070"),
+                     "sip:bob@example.com:5070");
+    ck_assert_str_eq(sip_lists_member_uri(pool, "bob", "sips:team@example.com"),
+                     "sips:bob@example.com");
+    ck_assert_str_eq(sip_lists_member_uri(pool, "sip:a@x.test", "sip:team@example.com"),
+                     "sip:a@x.test");
+    ck_assert_ptr_null(sip_lists_member_uri(pool, "bob", "garbage"));
+}
+END_TEST
+
+START_TEST(lists_max_and_merge)
+{
+    sip_lists_t *base = lists_of("a sip:1@x.test sip:2@x.test sip:3@x.test\nb sip:b@x.test\n");
+    sip_lists_t *add = lists_of("a sip:9@x.test\nc sip:c@x.test\n"), *m;
+    const char *why = sip_lists_check(pool, base, 2);
+
+    ck_assert_ptr_nonnull(why);
+    ck_assert_str_eq(why, "t.lists:1: list a has 3 members, more than SipListMaxMembers 2");
+    ck_assert_ptr_null(sip_lists_check(pool, base, 3));
+    ck_assert_ptr_null(sip_lists_check(pool, NULL, 1));
+    m = sip_lists_merge(pool, base, add);
+    /* the vhost's own list wins on a name; the others are inherited */
+    ck_assert_int_eq(sip_lists_find(pool, m, "a", "h")->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(sip_lists_find(pool, m, "a", "h"), 0, const char *),
+                     "sip:9@x.test");
+    ck_assert_ptr_nonnull(sip_lists_find(pool, m, "b", "h"));
+    ck_assert_ptr_nonnull(sip_lists_find(pool, m, "c", "h"));
+    /* the overridden list is not checked any more */
+    ck_assert_ptr_null(sip_lists_check(pool, m, 2));
+    ck_assert_ptr_eq(sip_lists_merge(pool, NULL, add), add);
+    ck_assert_ptr_eq(sip_lists_merge(pool, base, NULL), base);
+}
+END_TEST
+
+START_TEST(lists_disposition)
+{
+    ck_assert(sip_lists_disposition_all("all"));
+    ck_assert(sip_lists_disposition_all("ALL"));
+    ck_assert(sip_lists_disposition_all(" no-forward , All "));
+    ck_assert(sip_lists_disposition_all("all;x=1"));
+    ck_assert(sip_lists_disposition_all("queue,all"));
+    ck_assert(!sip_lists_disposition_all("allx"));
+    ck_assert(!sip_lists_disposition_all("small"));
+    ck_assert(!sip_lists_disposition_all("queue, no-forward"));
+    ck_assert(!sip_lists_disposition_all("x;all"));
+    ck_assert(!sip_lists_disposition_all(""));
+    ck_assert(!sip_lists_disposition_all(NULL));
+}
+END_TEST
+
+START_TEST(lists_load_file)
+{
+    char dir[] = "/tmp/lists_unit_XXXXXX", path[64];
+    sip_lists_t *l = NULL;
+    FILE *f;
+    const char *why;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/l.txt", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("# staff\nstaff sip:a@x.test\tsip:b@x.test\r\n", f);
+    fclose(f);
+    ck_assert_ptr_null(sip_lists_load(pool, &l, path));
+    ck_assert_int_eq(sip_lists_find(pool, l, "staff", "h")->nelts, 2);
+    unlink(path);
+    why = sip_lists_load(pool, &l, path);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, path));
+    rmdir(dir);
+}
+END_TEST
+
+static Suite *lists_suite(void)
+{
+    Suite *s = suite_create("lists");
+    TCase *tc = tcase_create("lists");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, lists_find_names);
+    tcase_add_test(tc, lists_config_errors);
+    tcase_add_test(tc, lists_members);
+    tcase_add_test(tc, lists_max_and_merge);
+    tcase_add_test(tc, lists_disposition);
+    tcase_add_test(tc, lists_load_file);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+START_TEST(forward_parse)
+{
+    const char *why = NULL;
+    sip_forward_t *fw;
+    const char *text = "# away\nJ.Public@new.example, sip:jp@ieee.example\n  bob  # local\n";
+
+    fw = sip_forward_parse(pool, text, strlen(text), &why);
+    ck_assert_ptr_nonnull(fw);
+    ck_assert_ptr_null(fw->argv);
+    ck_assert_int_eq(fw->addresses->nelts, 3);
+    ck_assert_str_eq(APR_ARRAY_IDX(fw->addresses, 0, const char *), "sip:J.Public@new.example");
+    ck_assert_str_eq(APR_ARRAY_IDX(fw->addresses, 1, const char *), "sip:jp@ieee.example");
+    ck_assert_str_eq(APR_ARRAY_IDX(fw->addresses, 2, const char *), "bob");
+    text = "# vacation\n  |/usr/local/sipd/vacation js  now\n";
+    fw = sip_forward_parse(pool, text, strlen(text), &why);
+    ck_assert_ptr_nonnull(fw);
+    ck_assert_str_eq(fw->argv[0], "/usr/local/sipd/vacation");
+    ck_assert_str_eq(fw->argv[1], "js");
+    ck_assert_str_eq(fw->argv[2], "now");
+    ck_assert_ptr_null(fw->argv[3]);
+    text = "|/bin/prog\nsip:a@x.test\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    ck_assert_str_eq(why, "a |program line must be the only entry");
+    text = "|/bin/a\n|/bin/b\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    text = "|prog\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    ck_assert_str_eq(why, "|program needs an absolute path");
+    text = "|\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    text = "# nothing\n\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    ck_assert_str_eq(why, "no address in it");
+    ck_assert_ptr_null(sip_forward_parse(pool, "sip:a@x.test\0x", 14, &why));
+    ck_assert_str_eq(why, "the file holds a NUL byte");
+    text = "mailto:a@x.test\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+}
+END_TEST
+
+START_TEST(forward_paths)
+{
+    const char *why = NULL, *path;
+    long uid;
+    int home;
+
+    path = sip_forward_path(pool, "/srv/fwd/%u.sip", "alice", &uid, &home, &why);
+    ck_assert_str_eq(path, "/srv/fwd/alice.sip");
+    ck_assert_int_eq(home, 0);
+    path = sip_forward_path(pool, "/srv/%u/%%u/%u", "b%6Fb", &uid, &home, &why);
+    ck_assert_str_eq(path, "/srv/bob/%u/bob");
+    /* names that are no safe file name (SIP-CGI's rules, and no "..") */
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "..", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", ".hidden", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "a..b", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "a%2Fb", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "a%00b", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", NULL, &uid, &home, &why));
+    ck_assert_str_eq(why, "the user name is not a safe file name");
+    /* ~/: the system user's home; the file must be that user's */
+    path = sip_forward_path(pool, "~/.sipforward", "root", &uid, &home, &why);
+    ck_assert_ptr_nonnull(path);
+    ck_assert_str_eq(path, apr_pstrcat(pool, getpwnam("root")->pw_dir, "/.sipforward", NULL));
+    ck_assert_int_eq(home, 1);
+    ck_assert_int_eq(uid, 0);
+    ck_assert_ptr_null(sip_forward_path(pool, "~/.sipforward", "no-such-user-xyz", &uid, &home,
+                                        &why));
+    ck_assert_str_eq(why, "no system user of that name");
+}
+END_TEST
+
+static char fwd_dir[] = "/tmp/fwd_unit_XXXXXX";
+
+static const char *fwd_put(const char *name, const char *text, size_t len, mode_t mode)
+{
+    const char *path = apr_pstrcat(pool, fwd_dir, "/", name, NULL);
+    FILE *f;
+
+    unlink(path);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fwrite(text, 1, len, f), len);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, mode), 0);
+    return path;
+}
+
+static int fwd_read(const char *path, long owner, const char **why)
+{
+    sip_forward_t *fw = NULL;
+    long owners[1] = {owner};
+
+    *why = NULL;
+    return sip_forward_read(pool, path, owners, 1, &fw, why);
+}
+
+START_TEST(forward_safety)
+{
+    const char *good = "sip:a@x.test\n", *why, *p;
+    long me = (long)geteuid();
+    sip_forward_t *fw = NULL;
+    long owners[2] = {-1, me};
+    char *big = apr_palloc(pool, 70000);
+
+    ck_assert_ptr_nonnull(mkdtemp(fwd_dir));
+    ck_assert_int_eq(chmod(fwd_dir, 0755), 0);
+    p = fwd_put("ok", good, strlen(good), 0644);
+    ck_assert_int_eq(sip_forward_read(pool, p, owners, 2, &fw, &why), 0);
+    ck_assert_int_eq(fw->addresses->nelts, 1);
+    ck_assert_int_eq((long)fw->owner, me);
+    ck_assert_int_eq(fwd_read(apr_pstrcat(pool, fwd_dir, "/absent", NULL), me, &why), -1);
+    /* someone else's */
+    ck_assert_int_eq(fwd_read(p, me + 1, &why), 1);
+    ck_assert_ptr_nonnull(strstr(why, "not by its user"));
+    /* writable by group, by others */
+    p = fwd_put("grp", good, strlen(good), 0664);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is writable by group or others");
+    p = fwd_put("oth", good, strlen(good), 0646);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is writable by group or others");
+    /* a symlink, even to a good file */
+    p = apr_pstrcat(pool, fwd_dir, "/link", NULL);
+    ck_assert_int_eq(symlink(apr_pstrcat(pool, fwd_dir, "/ok", NULL), p), 0);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is a symbolic link");
+    unlink(p);
+    /* too big; exactly 64 KiB is fine */
+    memset(big, '#', 70000);
+    p = fwd_put("big", big, 70000, 0644);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is larger than 64 KiB");
+    memcpy(big + SIP_FORWARD_MAX_SIZE - strlen(good) - 1, "\n", 1);
+    memcpy(big + SIP_FORWARD_MAX_SIZE - strlen(good), good, strlen(good));
+    p = fwd_put("big", big, SIP_FORWARD_MAX_SIZE, 0644);
+    ck_assert_int_eq(fwd_read(p, me, &why), 0);
+    unlink(p);
+    /* not a regular file */
+    p = apr_pstrcat(pool, fwd_dir, "/fifo", NULL);
+    ck_assert_int_eq(mkfifo(p, 0644), 0);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is not a regular file");
+    unlink(p);
+    /* a malformed file is refused with the reason */
+    p = fwd_put("bad", "|relative\n", 10, 0644);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "|program needs an absolute path");
+    unlink(p);
+    /* its directory writable by group */
+    ck_assert_int_eq(chmod(fwd_dir, 0775), 0);
+    p = apr_pstrcat(pool, fwd_dir, "/ok", NULL);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "its directory is writable by group or others");
+    ck_assert_int_eq(chmod(fwd_dir, 0755), 0);
+    unlink(p);
+    unlink(apr_pstrcat(pool, fwd_dir, "/grp", NULL));
+    unlink(apr_pstrcat(pool, fwd_dir, "/oth", NULL));
+    ck_assert_int_eq(rmdir(fwd_dir), 0);
+}
+END_TEST
+
+START_TEST(forward_program_owner)
+{
+    sip_forward_t fw;
+    const char *argv[] = {"/bin/sh", NULL};
+
+    memset(&fw, 0, sizeof(fw));
+    fw.argv = argv;
+    fw.owner = geteuid() + 1;
+    /* never as root; otherwise only from a file of httpd's own user */
+    if (geteuid() == 0)
+        ck_assert_str_eq(fwd_program_refused(pool, &fw), "|program would run as root");
+    else {
+        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "owned by httpd's user"));
+        fw.owner = geteuid();
+        ck_assert_ptr_null(fwd_program_refused(pool, &fw));
+        argv[0] = "/nonexistent/prog";
+        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "not an executable"));
+    }
+}
+END_TEST
+
+static Suite *forward_suite(void)
+{
+    Suite *s = suite_create("forward");
+    TCase *tc = tcase_create("forward");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, forward_parse);
+    tcase_add_test(tc, forward_paths);
+    tcase_add_test(tc, forward_safety);
+    tcase_add_test(tc, forward_program_owner);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -7689,6 +8055,8 @@ int main(void)
     srunner_add_suite(sr, plumb_suite());
     srunner_add_suite(sr, rules_suite());
     srunner_add_suite(sr, namemap_suite());
+    srunner_add_suite(sr, lists_suite());
+    srunner_add_suite(sr, forward_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
