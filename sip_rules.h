@@ -37,12 +37,21 @@
  *                         Request-URI's user at <host>.  Stops the rules.
  *
  * In a SipRuleFile the action may also be a bare status ("404", "301
- * sip:vp@example.com") or a script path ("/usr/local/bin/user_script");
- * Header is any SIP header (its address is matched), Method a method or
- * "*", glob matched case-insensitively from the end of the address
- * ("columbia.edu" matches erlang.cs.columbia.edu, "@columbia.edu" only
- * foo@columbia.edu).  A bad rule is a configuration error with its file
- * and line (apachectl -t). */
+ * sip:vp@example.com"; the seed's "sip://" is read as "sip:") or a script
+ * path ("/usr/local/bin/user_script", checked to exist and be executable;
+ * a SipRule's script is always a name in SipDirectory); Header is any SIP
+ * header (its address is matched) or "Request-URI", Method a method or
+ * "*" (left out: "*"; written after the glob, as the seed's "From *
+ * INVITE log": accepted), glob matched case-insensitively from the end of
+ * the address user@host, %-decoded, on a boundary (the start, or after a
+ * '.' or '@': "columbia.edu" matches erlang.cs.columbia.edu, not
+ * xcolumbia.edu; "@columbia.edu" only foo@columbia.edu); a glob without
+ * '@' is also tried on the user alone ("To *-voicemail record host").
+ * "log" takes no log file (that is CustomLog's job: a destination is a
+ * configuration error saying so).  A 3xx with no URI and no binding: 404
+ * when never registered, 480 when none now (as the registrar routes).  A
+ * bad rule is a configuration error with its file and line (apachectl
+ * -t). */
 #ifndef SIP_RULES_H
 #define SIP_RULES_H
 
