@@ -207,6 +207,35 @@ SKIP: {
     $t->stop;
 }
 
+# ---------------------------------------------------------------- dbd
+{
+    my $MODDIR = '/usr/lib/apache2/modules';
+    my $t = SipRegTest->new(
+        setup => sub {
+            my $s = shift;
+            my $db = $s->dir . '/names.db';
+            my $sql = "CREATE TABLE namemap (name TEXT, users TEXT);\n";
+            for my $n (@seed, 'john.public') {
+                next if lc $n eq 'john';
+                $sql .= "INSERT INTO namemap VALUES ('" . lc($n) . "', 'jqp');\n";
+            }
+            # several rows, or several users in one, are all candidates
+            $sql .= "INSERT INTO namemap VALUES ('john', 'jqp');\n"
+                  . "INSERT INTO namemap VALUES ('john', 'jdoe');\n";
+            open(my $fh, '|-', 'sqlite3', $db) or die "sqlite3: $!";
+            print $fh $sql;
+            close $fh or die "sqlite3 failed";
+            chmod 0644, $db;
+        },
+        server_conf => "LoadModule dbd_module $MODDIR/mod_dbd.so\nDBDriver sqlite3\n"
+                     . "DBDParams \@DIR\@/names.db\n"
+                     . "SipNameMap dbd \"SELECT users FROM namemap WHERE name = %s\"\n");
+    common_checks($t, 'dbd');
+    my ($rc, $out) = $t->_run_apache('-t');
+    is($rc, 0, 'dbd: the configuration is accepted');
+    $t->stop;
+}
+
 # ---------------------------------------------------------------- program
 my $MAPPER = <<'EOF';
 #!/usr/bin/perl
