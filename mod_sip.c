@@ -950,8 +950,8 @@ static const char *set_rule_file(cmd_parms *cmd, void *dv, const char *arg)
 static const char *set_namemap(cmd_parms *cmd, void *d, const char *a1, const char *a2)
 {
     (void)d;
-    return sip_namemap_directive(cmd->pool, sip_get_conf(cmd->server), cmd->cmd->name, a1, a2,
-                                 ap_server_root);
+    return sip_namemap_directive(cmd->pool, cmd->server, sip_get_conf(cmd->server),
+                                 cmd->cmd->name, a1, a2, ap_server_root);
 }
 
 static const char *set_namemap1(cmd_parms *cmd, void *d, const char *arg)
@@ -1279,8 +1279,8 @@ static const command_rec sip_cmds[] = {
                   "A table of rules, one 'Header Method glob action [args]' a line"),
     /* name mapping (issue 15 item 2; sip_namemap.h) */
     AP_INIT_TAKE2("SipNameMap", set_namemap, NULL, RSRC_CONF,
-                  "Map dialled names to users: file <path>, dbm [type:]<path> or "
-                  "program <command line>"),
+                  "Map dialled names to users: file <path>, dbm [type:]<path>, "
+                  "dbd <SQL with one %s> or program <command line>"),
     AP_INIT_TAKE1("SipNameMapMultiple", set_namemap1, NULL, RSRC_CONF,
                   "Several users answer to a dialled name: 300 (a Contact each; default) "
                   "or 404"),

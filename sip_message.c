@@ -1331,6 +1331,12 @@ int sip_msg_max_forwards(const sip_msg_t *m)
     return atoi(mf->hvalue);
 }
 
+static apr_status_t osip_uri_cleanup(void *data)
+{
+    osip_uri_free(data);
+    return APR_SUCCESS;
+}
+
 apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
 {
     osip_uri_t *u = NULL;
@@ -1341,8 +1347,11 @@ apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
         osip_uri_free(u);
         return APR_EINVAL;
     }
+    /* the old one lives as long as the message: callers may still hold
+     * its host (sip_msg_uri_host) from before a retarget */
     if (m->m->req_uri)
-        osip_uri_free(m->m->req_uri);
+        apr_pool_cleanup_register(m->pool, m->m->req_uri, osip_uri_cleanup,
+                                  apr_pool_cleanup_null);
     m->m->req_uri = u;
     osip_message_force_update(m->m);
     sync_start_line(m);

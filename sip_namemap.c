@@ -9,11 +9,13 @@
 #include "sip_spawn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "apr_dbd.h"
 #include "apr_dbm.h"
 #include "apr_file_info.h"
 #include "apr_file_io.h"
@@ -21,6 +23,10 @@
 #include "apr_portable.h"
 #include "apr_lib.h"
 #include "apr_strings.h"
+#include "apr_thread_cond.h"
+#include "apr_thread_mutex.h"
+#include "apr_thread_proc.h"
+#include "mod_dbd.h"
 
 extern char **environ;
 
@@ -34,7 +40,7 @@ extern char **environ;
 #define NM_CACHE_MAX        10000
 #define NM_LINE_MAX         4096
 
-typedef enum { NM_FILE, NM_DBM, NM_PROGRAM } nm_kind_t;
+typedef enum { NM_FILE, NM_DBM, NM_PROGRAM, NM_DBD } nm_kind_t;
 
 typedef struct nm_mapper nm_mapper_t;
 
@@ -44,6 +50,8 @@ struct sip_namemap {
     apr_hash_t *index;          /* file: form -> apr_array_header_t of const char * */
     const char *dbm_type, *path;
     char **argv;                /* program */
+    server_rec *server;         /* dbd: where the statement is prepared */
+    const char *label;          /* dbd: its mod_dbd label */
     nm_mapper_t *mapper;        /* program, in the engine */
 };
 
@@ -290,8 +298,8 @@ static const char *nm_root_path(apr_pool_t *p, const char *root, const char *pat
     return out;
 }
 
-static const char *nm_create(apr_pool_t *p, const char *kind, const char *arg, const char *root,
-                          sip_namemap_t **out)
+static const char *nm_create(apr_pool_t *p, server_rec *s, const char *kind, const char *arg,
+                             const char *root, sip_namemap_t **out)
 {
     sip_namemap_t *m;
     const char *why = NULL, *path, *colon;
@@ -342,16 +350,30 @@ static const char *nm_create(apr_pool_t *p, const char *kind, const char *arg, c
         m->argv[0] = (char *)path;
         m->what = apr_pstrcat(p, "mapper ", path, NULL);
     }
-    else if (!strcasecmp(kind, "dbd"))
-        return "SipNameMap dbd is not available in this version; use file, dbm or program";
+    else if (!strcasecmp(kind, "dbd")) {
+        APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *prepare = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
+        const char *ps = strstr(arg, "%s");
+
+        if (!prepare || !s)
+            return "SipNameMap dbd needs mod_dbd (LoadModule dbd_module before it)";
+        if (!ps || strstr(ps + 2, "%s"))
+            return "SipNameMap dbd needs an SQL query with one %s (the name)";
+        m->kind = NM_DBD;
+        m->server = s;
+        /* one label per directive: mod_dbd prepares it on every connection */
+        m->label = apr_psprintf(p, "sip_namemap_%pp", (void *)m);
+        prepare(s, arg, m->label);
+        m->what = apr_pstrcat(p, "dbd query \"", arg, "\"", NULL);
+    }
     else
-        return apr_pstrcat(p, "unknown source ", kind, " (file, dbm or program)", NULL);
+        return apr_pstrcat(p, "unknown source ", kind, " (file, dbm, dbd or program)", NULL);
     *out = m;
     return NULL;
 }
 
-const char *sip_namemap_directive(apr_pool_t *p, sip_server_conf *c, const char *directive,
-                                  const char *a1, const char *a2, const char *root)
+const char *sip_namemap_directive(apr_pool_t *p, server_rec *s, sip_server_conf *c,
+                                  const char *directive, const char *a1, const char *a2,
+                                  const char *root)
 {
     const char *why;
     char *end;
@@ -359,7 +381,7 @@ const char *sip_namemap_directive(apr_pool_t *p, sip_server_conf *c, const char 
 
     if (!strcasecmp(directive, "SipNameMap")) {
         sip_namemap_t *m = NULL;
-        if ((why = nm_create(p, a1, a2, root, &m)) != NULL)
+        if ((why = nm_create(p, s, a1, a2, root, &m)) != NULL)
             return apr_pstrcat(p, "SipNameMap: ", why, NULL);
         c->namemap = m;
         return NULL;
@@ -703,7 +725,7 @@ static void nm_in_event(void *baton, apr_int16_t ev)
         nm_mapper_flush(mp);
 }
 
-/* One line of answer: for the oldest question. */
+/* One line of answer (NULL: the lookup failed): for the oldest question. */
 static void nm_mapper_answer(nm_mapper_t *mp, const char *line)
 {
     nm_query_t *q = mp->head;
@@ -719,6 +741,12 @@ static void nm_mapper_answer(nm_mapper_t *mp, const char *line)
     if (!mp->head)
         mp->tail = NULL;
     mp->pending--;
+    if (!line) {
+        for (w = q->waiters; w; w = w->next)
+            nm_waiter_pass(w);
+        nm_query_free(q);
+        return;
+    }
     mp->backoff = 0;            /* it works: a later failure starts over */
     sip_namemap_cache_put(mp->cache, q->key, line, apr_time_now(), q->ttl);
     users = nm_split_users(q->pool, line, mp->map->what);
@@ -813,6 +841,169 @@ static void nm_mapper_start(nm_mapper_t *mp)
                  mp->map->what, (int)pid);
 }
 
+/* ---- SipNameMap dbd: one thread does the queries, in order ----
+ * ap_dbd_acquire needs a request_rec, which the engine has none of for
+ * this: the thread takes a connection with ap_dbd_open and gives it back
+ * with ap_dbd_close around each query, using the statement prepared at
+ * configuration (ap_dbd_prepare).  Answers come back in the order asked,
+ * like a mapper's lines, through a pipe the event loop polls. */
+
+typedef struct nm_job {
+    apr_pool_t *pool;           /* the job's own: the thread writes into it */
+    nm_mapper_t *mp;
+    const char *key;
+    const char *answer;         /* NULL: failed (error says why) */
+    const char *error;
+    struct nm_job *next;
+} nm_job_t;
+
+static apr_thread_mutex_t *nm_db_lock;
+static apr_thread_cond_t *nm_db_cond;
+static nm_job_t *nm_db_todo, *nm_db_todo_tail, *nm_db_done;
+static int nm_db_wake[2] = {-1, -1};
+static sip_io_t nm_db_wake_io;
+static int nm_db_stopping;
+
+static void nm_db_query(nm_job_t *j, apr_pool_t *tp)
+{
+    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    sip_namemap_t *m = j->mp->map;
+    ap_dbd_t *db = dbd_open ? dbd_open(tp, m->server) : NULL;
+    apr_dbd_prepared_t *stmt;
+    apr_dbd_results_t *res = NULL;
+    apr_dbd_row_t *row = NULL;
+    const char *answer = "";
+    int rc;
+
+    if (!db) {
+        j->error = "no database connection (is mod_dbd configured?)";
+        return;
+    }
+    stmt = apr_hash_get(db->prepared, m->label, APR_HASH_KEY_STRING);
+    if (!stmt)
+        j->error = "the query was not prepared";
+    else if ((rc = apr_dbd_pvselect(db->driver, tp, db->handle, &res, stmt, 0, j->key, NULL)))
+        j->error = apr_pstrdup(j->pool, apr_dbd_error(db->driver, db->handle, rc));
+    else {
+        /* every row read, to its end: drivers free the result then */
+        while (apr_dbd_get_row(db->driver, tp, res, &row, -1) == 0) {
+            const char *v = apr_dbd_get_entry(db->driver, row, 0);
+            if (v && *v)
+                answer = *answer ? apr_pstrcat(j->pool, answer, " ", v, NULL)
+                                 : apr_pstrdup(j->pool, v);
+        }
+        j->answer = answer;
+    }
+    if (dbd_close)
+        dbd_close(m->server, db);
+}
+
+static void *APR_THREAD_FUNC nm_db_main(apr_thread_t *thd, void *data)
+{
+    apr_pool_t *tp;
+
+    (void)data;
+    apr_pool_create(&tp, NULL);
+    for (;;) {
+        nm_job_t *j;
+        char one = 1;
+
+        apr_thread_mutex_lock(nm_db_lock);
+        while (!nm_db_todo && !nm_db_stopping)
+            apr_thread_cond_wait(nm_db_cond, nm_db_lock);
+        if (nm_db_stopping) {
+            apr_thread_mutex_unlock(nm_db_lock);
+            break;
+        }
+        j = nm_db_todo;
+        nm_db_todo = j->next;
+        if (!nm_db_todo)
+            nm_db_todo_tail = NULL;
+        apr_thread_mutex_unlock(nm_db_lock);
+        nm_db_query(j, tp);
+        apr_pool_clear(tp);
+        apr_thread_mutex_lock(nm_db_lock);
+        j->next = nm_db_done;
+        nm_db_done = j;
+        apr_thread_mutex_unlock(nm_db_lock);
+        if (write(nm_db_wake[1], &one, 1) < 0) {
+            /* the pipe is full: the loop is awake already */
+        }
+    }
+    apr_pool_destroy(tp);
+    apr_thread_exit(thd, APR_SUCCESS);
+    return NULL;
+}
+
+static void nm_db_completed(void *baton, apr_int16_t ev)
+{
+    char buf[64];
+    nm_job_t *list, *rev = NULL;
+
+    (void)baton;
+    (void)ev;
+    while (read(nm_db_wake[0], buf, sizeof(buf)) > 0)
+        ;
+    apr_thread_mutex_lock(nm_db_lock);
+    list = nm_db_done;
+    nm_db_done = NULL;
+    apr_thread_mutex_unlock(nm_db_lock);
+    while (list) {                  /* oldest first */
+        nm_job_t *n = list->next;
+        list->next = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        nm_job_t *j = rev;
+        rev = j->next;
+        if (!j->answer)
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, j->mp->s, "sip namemap: %s failed for "
+                         "\"%.64s\": %s; the name is left as dialled", j->mp->map->what, j->key,
+                         j->error ? j->error : "unknown error");
+        nm_mapper_answer(j->mp, j->answer);
+        apr_pool_destroy(j->pool);
+    }
+}
+
+static void nm_db_submit(nm_mapper_t *mp, const char *key)
+{
+    apr_pool_t *jp;
+    nm_job_t *j;
+
+    apr_pool_create(&jp, NULL);
+    j = apr_pcalloc(jp, sizeof(*j));
+    j->pool = jp;
+    j->mp = mp;
+    j->key = apr_pstrdup(jp, key);
+    apr_thread_mutex_lock(nm_db_lock);
+    if (nm_db_todo_tail)
+        nm_db_todo_tail->next = j;
+    else
+        nm_db_todo = j;
+    nm_db_todo_tail = j;
+    apr_thread_cond_signal(nm_db_cond);
+    apr_thread_mutex_unlock(nm_db_lock);
+}
+
+static apr_status_t nm_db_start(apr_pool_t *p)
+{
+    apr_thread_t *thd;
+    apr_file_t *rf = NULL;
+    apr_status_t rv;
+
+    if (pipe2(nm_db_wake, O_NONBLOCK | O_CLOEXEC) < 0)
+        return errno;
+    if ((rv = apr_thread_mutex_create(&nm_db_lock, APR_THREAD_MUTEX_DEFAULT, p))
+        || (rv = apr_thread_cond_create(&nm_db_cond, p)))
+        return rv;
+    apr_os_pipe_put(&rf, &nm_db_wake[0], p);
+    sip_io_init_file(&nm_db_wake_io, rf, nm_db_completed, NULL);
+    sip_io_watch(nm_loop, &nm_db_wake_io, APR_POLLIN);
+    return apr_thread_create(&thd, NULL, nm_db_main, NULL, p);
+}
+
 static void nm_query_timeout(void *baton)
 {
     nm_query_t *q = baton;
@@ -829,7 +1020,7 @@ static void nm_query_timeout(void *baton)
         nm_waiter_pass(w);
     /* the question stays in line: its answer, when it comes, is the next
      * line; a mapper silent for much longer is stuck, and replaced */
-    if (mp->head && apr_time_now() - mp->head->sent >= NM_HUNG)
+    if (mp->map->kind == NM_PROGRAM && mp->head && apr_time_now() - mp->head->sent >= NM_HUNG)
         nm_mapper_fail(mp, apr_psprintf(mp->pool, "has not answered for %d s",
                                      (int)apr_time_sec(NM_HUNG)));
 }
@@ -861,16 +1052,20 @@ static nm_waiter_t *nm_mapper_ask(nm_mapper_t *mp, const char *key, apr_interval
         mp->tail = q;
         mp->pending++;
         sip_timer_set(nm_loop, &q->timer, NM_TIMEOUT, nm_query_timeout, q);
-        if (mp->olen + need > mp->ocap) {
+        if (mp->map->kind == NM_DBD)
+            nm_db_submit(mp, key);
+        else if (mp->olen + need > mp->ocap) {
             apr_size_t cap = (mp->olen + need) * 2;
             char *b = apr_palloc(mp->run, cap);
             memcpy(b, mp->obuf, mp->olen);
             mp->obuf = b;
             mp->ocap = cap;
         }
-        memcpy(mp->obuf + mp->olen, key, need - 1);
-        mp->obuf[mp->olen + need - 1] = '\n';
-        mp->olen += need;
+        if (mp->map->kind != NM_DBD) {
+            memcpy(mp->obuf + mp->olen, key, need - 1);
+            mp->obuf[mp->olen + need - 1] = '\n';
+            mp->olen += need;
+        }
     }
     w = apr_pcalloc(q->pool, sizeof(*w));
     w->q = q;
@@ -892,11 +1087,12 @@ static sip_step_t nm_program_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *
         return SIP_STEP_NEXT;
     if (sip_namemap_cache_get(mp->cache, sip_txn_pool(txn), key, apr_time_now(), &users))
         return nm_act(txn, s, name, users);
-    if (!mp->pid || mp->pending >= NM_MAX_PENDING) {
+    if ((!mp->pid && m->kind == NM_PROGRAM) || mp->pending >= NM_MAX_PENDING) {
         if (!mp->down_logged)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "sip namemap: %s %s; names are left "
                          "as dialled until it answers again", m->what,
-                         mp->pid ? "has too many questions unanswered" : "is not running");
+                         mp->pid || m->kind != NM_PROGRAM ? "has too many questions unanswered"
+                                                          : "is not running");
         mp->down_logged = 1;
         return SIP_STEP_NEXT;
     }
@@ -925,8 +1121,14 @@ void sip_namemap_init(sip_loop_t *loop, apr_pool_t *p, server_rec *main_server)
         sip_namemap_t *m = sip_get_conf(s)->namemap;
         nm_mapper_t *mp;
 
-        if (sip_get_conf(s)->enabled != 1 || !m || m->kind != NM_PROGRAM || m->mapper)
+        if (sip_get_conf(s)->enabled != 1 || !m || m->mapper
+            || (m->kind != NM_PROGRAM && m->kind != NM_DBD))
             continue;
+        if (m->kind == NM_DBD && !nm_db_wake_io.added && nm_db_start(p) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip namemap: cannot start the database "
+                         "thread; %s leaves names as dialled", m->what);
+            continue;
+        }
         mp = apr_pcalloc(p, sizeof(*mp));
         apr_pool_create(&mp->pool, p);
         mp->map = m;
@@ -935,7 +1137,8 @@ void sip_namemap_init(sip_loop_t *loop, apr_pool_t *p, server_rec *main_server)
         mp->next = mappers;
         mappers = mp;
         m->mapper = mp;
-        nm_mapper_start(mp);
+        if (m->kind == NM_PROGRAM)
+            nm_mapper_start(mp);
     }
 }
 
@@ -944,6 +1147,13 @@ void sip_namemap_shutdown(void)
     nm_mapper_t *mp;
     int i;
 
+    if (nm_db_lock) {
+        /* a query still running ends with the process */
+        apr_thread_mutex_lock(nm_db_lock);
+        nm_db_stopping = 1;
+        apr_thread_cond_signal(nm_db_cond);
+        apr_thread_mutex_unlock(nm_db_lock);
+    }
     for (mp = mappers; mp; mp = mp->next)
         if (mp->pid > 0) {
             kill(-mp->pid, SIGKILL);
@@ -983,7 +1193,7 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
         if ((unsigned char)*c < ' ' || *c == 0x7f)
             return SIP_STEP_NEXT;
     key = sip_str_lower(p, name);
-    if (conf->namemap->kind == NM_PROGRAM)
+    if (conf->namemap->kind == NM_PROGRAM || conf->namemap->kind == NM_DBD)
         return nm_program_step(conf->namemap, txn, s, name, key, resume, baton);
     if (!(users = sip_namemap_lookup(conf->namemap, p, name, &why))) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip namemap: %s: %s; %.64s left as dialled",

@@ -6,8 +6,9 @@
  *   SipNameMap file <path>       lines "user First [Middle] Last" (the
  *                                 forms of §5.2 are derived from them)
  *   SipNameMap dbm <type>:<path>  key: a form in lower case, value: users
- *   SipNameMap dbd <SQL>          mod_dbd prepared query, one %s: the form
- *                                 (not built yet: refused at configuration)
+ *   SipNameMap dbd <SQL>          mod_dbd prepared query, one %s: the name
+ *                                 in lower case; each row's first column
+ *                                 holds users (worked by a thread; cached)
  *   SipNameMap program <cmd>      a resident mapper: one name per line
  *                                 in, candidate users per line out; started
  *                                 once, answers cached (SipNameMapCacheTTL)
@@ -43,12 +44,14 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
 typedef struct sip_namemap sip_namemap_t;
 
 /* One of the directives above ('directive' is its name, a1/a2 its
- * arguments, a2 NULL for the one-argument ones) into 'c'; relative paths
- * are taken from 'root' (ServerRoot).  NULL, or why it is refused: a
- * "file:line: reason" for a bad line of a SipNameMap file, so apachectl -t
- * names it; the file is read now, so a graceful restart reads it again. */
-const char *sip_namemap_directive(apr_pool_t *p, sip_server_conf *c, const char *directive,
-                                  const char *a1, const char *a2, const char *root);
+ * arguments, a2 NULL for the one-argument ones) of server 's' into 'c';
+ * relative paths are taken from 'root' (ServerRoot).  NULL, or why it is
+ * refused: a "file:line: reason" for a bad line of a SipNameMap file, so
+ * apachectl -t names it; the file is read now, so a graceful restart reads
+ * it again.  dbd prepares its query with mod_dbd's ap_dbd_prepare now. */
+const char *sip_namemap_directive(apr_pool_t *p, server_rec *s, sip_server_conf *c,
+                                  const char *directive, const char *a1, const char *a2,
+                                  const char *root);
 
 /* The same for the text of a SipNameMap file called 'name' (tests). */
 sip_namemap_t *sip_namemap_parse_file(apr_pool_t *p, const char *name, const char *text,
