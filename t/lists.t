@@ -75,7 +75,8 @@ print $lf "# lists kept in a file\n\nhelp " . $pa->uri('h1') . "  " . $pb->uri('
 close $lf;
 $t->{vhost_conf} = join("\n", "SipList team @team carol",
                         "SipList sales\@127.0.0.1 " . $pa->uri('s'),
-                        'SipListFile @DIR@/conf/lists.txt');
+                        'SipListFile @DIR@/conf/lists.txt',
+                        'SipList many ' . join(' ', map { sprintf('sip:member-%02d-abcdefghijkl@192.0.2.1', $_) } 1 .. 40));
 $t->start;
 
 my $uac = $t->peer(name => 'uac');
@@ -109,6 +110,20 @@ ok(!$pa->expect(method => 'INVITE', timeout => 0.5), '... and no member was call
     $req = $uac->request(method => 'BYE', uri => "sip:team\@$us");
     $r = $uac->expect(call_id => $uac->call_id($req), final => 1, timeout => 3);
     ok($r && $r->code != 300, 'BYE to the list is not redirected');
+}
+{
+    # 40 members of 40 bytes: over UDP the 300 is cut to 1300 bytes (RFC 3261
+    # §18.1.1) and says so; over TCP every member is listed
+    my $req = $uac->invite(uri => "sip:many\@$us");
+    my $r = $uac->final_for($req, 3);
+    my @c = contacts($r);
+    ok($r && $r->code == 300 && @c > 5 && @c < 40, 'a long list over UDP: 300 cut short') or diag(scalar @c);
+    like($r ? $r->header('warning') // '' : '', qr/^399 .*cut to fit a UDP datagram/, '... with a Warning');
+    ok($r && length($r->raw) <= 1300, '... within 1300 bytes');
+    $uac->ack($req, $r) if $r;
+    my @x = $t->transact('tcp', method => 'OPTIONS', uri => "sip:many\@$us");
+    @c = contacts($x[-1]);
+    is(scalar(@c), 40, '... over TCP every member is listed');
 }
 $t->stop;
 
