@@ -196,7 +196,38 @@ ok($pb->expect(method => 'ACK', call_id => $cid, timeout => 3), 'the 487 is ACKe
 ok(!$uac->expect(call_id => $cid, final => 1, timeout => 1), 'the caller gets no second final response');
 $p->stop;
 
-# ---- 3. configuration errors (apache2 -t)
+# ---- 3. SipListMaxMembers bounds the branches too (a member's contacts count)
+
+{
+    my $q = SipCgiTest->new(start => 0);
+    my $qus = '127.0.0.1:' . $q->sip_port;
+    my ($qa, $q1, $q2) = ($q->peer(name => 'qa'), $q->peer(name => 'q1'), $q->peer(name => 'q2'));
+    $q->{vhost_conf} = join("\n", 'SipListMode proxy', 'SipListMaxMembers 2', 'SipList duo ' . $qa->uri('a') . ' erin');
+    $q->start;
+    my @x = $q->transact('udp', method => 'REGISTER', uri => "sip:$qus", to => "<sip:erin\@$qus>",
+                         from => "<sip:erin\@$qus>;tag=q1", call_id => 'reg-erin@q', cseq => 1,
+                         headers => [ Contact => '<' . $q1->uri('erin') . '>', Contact => '<' . $q2->uri('erin') . '>' ]);
+    is(@x && $x[-1]->code, 200, 'erin registers two phones');
+    my $qc = $q->peer(name => 'caller');
+    my $qmark = $q->log_mark;
+    my $qi = $qc->invite(uri => "sip:duo\@$qus");
+    my $qcid = $qc->call_id($qi);
+    my @got;
+    for my $peer ($qa, $q1, $q2) {
+        my $m = $peer->expect(method => 'INVITE', call_id => $qcid, timeout => 1.5);
+        push @got, [ $peer, $m ] if $m;
+    }
+    is(scalar(@got), 2, 'SipListMaxMembers 2: a list whose member has two contacts forks to two branches');
+    ok(grep({ /list duo: 1 target\(s\) left out \(SipListMaxMembers 2\)/ } $q->log_since($qmark)),
+       '... the third is left out, logged');
+    $_->[0]->reply($_->[1], 486) for @got;
+    my $fin = $qc->final_for($qi, 3);
+    is($fin && $fin->code, 486, '... and the best answer comes back');
+    $qc->ack($qi, $fin) if $fin;
+    $q->stop;
+}
+
+# ---- 4. configuration errors (apache2 -t)
 
 {
     my $bad = SipCgiTest->new(start => 0, vhost_conf => join("\n", 'SipList big sip:a@x.test sip:b@x.test sip:c@x.test',
