@@ -144,4 +144,14 @@ for my $case (@bad_prog) {
     $uac->ack($inv, $fin) if $fin;
 }
 $t->stop;
+
+# ---- templates apache2 -t refuses
+for my $case ([ '/srv/fwd/all', qr/an absolute path needs %u/ ], [ 'fwd/%u', qr/needs ~\/name or an absolute path/ ],
+              [ '~/', qr/names a file in the user's home directory/ ]) {
+    my ($tmpl, $re) = @$case;
+    my $bad = SipCgiTest->new(start => 0, vhost_conf => "SipForwardFile $tmpl");
+    $bad->write_conf;
+    my ($rc, $out) = $bad->_run_apache('-t');
+    ok($rc != 0 && $out =~ $re, "SipForwardFile $tmpl is a configuration error") or diag($out);
+}
 done_testing;
