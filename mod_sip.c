@@ -1020,7 +1020,8 @@ static const char *set_forward_file(cmd_parms *cmd, void *d, const char *arg)
         return "SipForwardFile needs ~/name or an absolute path (with %u for the user)";
     if (arg[0] == '/' && !strstr(arg, "%u"))
         return "SipForwardFile: an absolute path needs %u (one file per user)";
-    if (!strncmp(arg, "~/", 2) && (strstr(arg, "/..") || strstr(arg, "%u")))
+    if (!strncmp(arg, "~/", 2)
+        && (!arg[2] || arg[strlen(arg) - 1] == '/' || strstr(arg, "/..") || strstr(arg, "%u")))
         return "SipForwardFile: ~/ names a file in the user's home directory";
     sip_get_conf(cmd->server)->forward_file = apr_pstrdup(cmd->pool, arg);
     return NULL;

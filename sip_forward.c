@@ -229,6 +229,7 @@ sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
     const char *method = sip_msg_method(req), *path, *why = NULL;
     long owners[3];
     int home = 0, r, n = 0, i;
+    int max = conf->list_max_members > 0 ? conf->list_max_members : SIP_DEFAULT_LIST_MAX_MEMBERS;
     sip_forward_t *fw = NULL;
 
     (void)resume;
@@ -250,6 +251,8 @@ sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
         return SIP_STEP_NEXT;
     if (r == 0 && fw->argv)
         why = fwd_program_refused(p, fw);
+    else if (r == 0 && fw->addresses->nelts > max)
+        why = apr_psprintf(p, "more than %d addresses (SipListMaxMembers)", max);
     if (r > 0 || why) {
         const char *ip = sip_sockaddr_ip(p, &sip_txn_source(txn)->peer);
         sip_log_limited(&refusals, ip, 0, APLOG_WARNING, s, "sip: forwarding file %s refused for "

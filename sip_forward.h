@@ -18,6 +18,7 @@
  *     than 64 KiB, writable by group or others, or owned by someone else
  *     than its rightful owner: for "~/" the user; for a %u template root,
  *     httpd's user, or the system user named like the Request-URI user;
+ *   - a file with more addresses than SipListMaxMembers is refused;
  *   - its directory is refused when writable by group or others, or owned
  *     by anyone but root or the file's owner;
  *   - "|program" runs only when the file is owned by httpd's own (non-root)

@@ -95,6 +95,8 @@ const char *sip_lists_member_uri(apr_pool_t *p, const char *member, const char *
         return member;
     if (!sip_uri_parts(p, request_uri, &parts) || !parts.host)
         return NULL;
+    if (strchr(parts.host, ':') && parts.host[0] != '[')     /* an IPv6 reference */
+        parts.host = apr_pstrcat(p, "[", parts.host, "]", NULL);
     return apr_pstrcat(p, parts.scheme, ":", member, "@", parts.host,
                        parts.port ? ":" : "", parts.port ? parts.port : "", NULL);
 }
@@ -277,6 +279,8 @@ typedef struct lists_fan {
     const char *what;
     apr_array_header_t *targets;        /* const char *, in order */
     apr_hash_t *seen;                   /* sip_uri_key -> "" */
+    int max;                            /* SipListMaxMembers: branches in all */
+    int dropped;                        /* targets left out for it */
     int pending;                        /* location lookups out, +1 while starting */
 } lists_fan_t;
 
@@ -299,6 +303,10 @@ static void lists_fan_target(lists_fan_t *f, const char *uri)
 
     if (!key || apr_hash_get(f->seen, key, APR_HASH_KEY_STRING))
         return;
+    if (f->targets->nelts >= f->max) {
+        f->dropped++;
+        return;
+    }
     apr_hash_set(f->seen, key, APR_HASH_KEY_STRING, "");
     *(const char **)apr_array_push(f->targets) = uri;
 }
@@ -312,6 +320,9 @@ static void lists_fan_go(lists_fan_t *f)
         return;
     sip_txn_detach_keep(f->txn);
     if (!sip_txn_final_sent(f->txn)) {     /* not cancelled meanwhile */
+        if (f->dropped)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, f->s, "sip: %s: %d target(s) left out "
+                         "(SipListMaxMembers %d)", f->what, f->dropped, f->max);
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, f->s, "sip: %s %s (%s) proxied to %d target(s)",
                      sip_msg_method(sip_txn_request(f->txn)),
                      sip_msg_request_uri(sip_txn_request(f->txn)), f->what, f->targets->nelts);
@@ -352,6 +363,8 @@ void sip_lists_fork(sip_txn_t *txn, server_rec *s, const apr_array_header_t *uri
     f->what = apr_pstrdup(p, what);
     f->targets = apr_array_make(p, uris->nelts, sizeof(const char *));
     f->seen = apr_hash_make(p);
+    f->max = sip_get_conf(s)->list_max_members > 0 ? sip_get_conf(s)->list_max_members
+                                                    : SIP_DEFAULT_LIST_MAX_MEMBERS;
     f->pending = 1;
     /* kept (and a CANCEL answered 487) while the store may answer later */
     sip_txn_attach(txn, &lists_held_ops, f);

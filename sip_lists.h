@@ -78,7 +78,9 @@ sip_step_t sip_lists_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn resu
  * location service first and its bindings (at most SipMaxBranches, best
  * first) are forked to instead: a request sent to ourselves would come
  * back with spent credentials and a second Record-Route.  Duplicates go
- * once; users with no binding are left out (logged); nothing left: 480.
+ * once; users with no binding are left out (logged); at most
+ * SipListMaxMembers branches in all (the rest left out, logged); nothing
+ * left: 480.
  * 'what' names the caller in log lines ("list sales"). */
 void sip_lists_fork(sip_txn_t *txn, server_rec *s, const apr_array_header_t *uris,
                     const char *what);

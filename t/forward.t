@@ -43,6 +43,7 @@ put('olga', $pa->uri('olga') . "\n", 0646);             # other-writable
 symlink("$dir/alice", "$dir/sam") or die "symlink: $!"; # a symlink to a good file
 put('big', ('#' x 70000) . "\n" . $pa->uri('big') . "\n");
 put('nora', $pa->uri('nora') . "\n", 0644, 65534) if $root;   # someone else's (nobody)
+put('many', join("\n", map { $pa->uri("m$_") } 1 .. 4) . "\n");  # over SipListMaxMembers 3
 
 # |program: a SIP-CGI script that answers 486 and shows its arguments
 my $prog = "$dir/vacation.sh";
@@ -53,7 +54,7 @@ put('gw.sh', "#!/bin/sh\nprintf 'SIP/2.0 486 Busy Here\\n\\n'\n", 0777);
 put('rel', "|vacation.sh\n", 0644, $engine_uid);         # not an absolute path
 put('root', "|$prog\n", 0644, 0) if $root;               # a root-owned file: not httpd's user
 
-$t->{vhost_conf} = "SipForwardFile \@DIR\@/fwd/%u";
+$t->{vhost_conf} = "SipForwardFile \@DIR\@/fwd/%u\nSipListMaxMembers 3";
 $t->start;
 
 sub register {
@@ -88,7 +89,8 @@ my $uac = $t->peer(name => 'uac');
 my @unsafe = ([ 'gus', qr/writable by group or others/, 'a group-writable file' ],
               [ 'olga', qr/writable by group or others/, 'an other-writable file' ],
               [ 'sam', qr/symbolic link/, 'a symlink' ],
-              [ 'big', qr/larger than 64 KiB/, 'a file over 64 KiB' ]);
+              [ 'big', qr/larger than 64 KiB/, 'a file over 64 KiB' ],
+              [ 'many', qr/more than 3 addresses \(SipListMaxMembers\)/, 'a file over SipListMaxMembers' ]);
 push @unsafe, [ 'nora', qr/owned by uid 65534, not by its user/, 'a file of someone else' ] if $root;
 for my $case (@unsafe) {
     my ($user, $why, $what) = @$case;
@@ -142,4 +144,14 @@ for my $case (@bad_prog) {
     $uac->ack($inv, $fin) if $fin;
 }
 $t->stop;
+
+# ---- templates apache2 -t refuses
+for my $case ([ '/srv/fwd/all', qr/an absolute path needs %u/ ], [ 'fwd/%u', qr/needs ~\/name or an absolute path/ ],
+              [ '~/', qr/names a file in the user's home directory/ ]) {
+    my ($tmpl, $re) = @$case;
+    my $bad = SipCgiTest->new(start => 0, vhost_conf => "SipForwardFile $tmpl");
+    $bad->write_conf;
+    my ($rc, $out) = $bad->_run_apache('-t');
+    ok($rc != 0 && $out =~ $re, "SipForwardFile $tmpl is a configuration error") or diag($out);
+}
 done_testing;

@@ -75,7 +75,8 @@ print $lf "# lists kept in a file\n\nhelp " . $pa->uri('h1') . "  " . $pb->uri('
 close $lf;
 $t->{vhost_conf} = join("\n", "SipList team @team carol",
                         "SipList sales\@127.0.0.1 " . $pa->uri('s'),
-                        'SipListFile @DIR@/conf/lists.txt');
+                        'SipListFile @DIR@/conf/lists.txt',
+                        'SipList many ' . join(' ', map { sprintf('sip:member-%02d-abcdefghijkl@192.0.2.1', $_) } 1 .. 40));
 $t->start;
 
 my $uac = $t->peer(name => 'uac');
@@ -109,6 +110,20 @@ ok(!$pa->expect(method => 'INVITE', timeout => 0.5), '... and no member was call
     $req = $uac->request(method => 'BYE', uri => "sip:team\@$us");
     $r = $uac->expect(call_id => $uac->call_id($req), final => 1, timeout => 3);
     ok($r && $r->code != 300, 'BYE to the list is not redirected');
+}
+{
+    # 40 members of 40 bytes: over UDP the 300 is cut to 1300 bytes (RFC 3261
+    # §18.1.1) and says so; over TCP every member is listed
+    my $req = $uac->invite(uri => "sip:many\@$us");
+    my $r = $uac->final_for($req, 3);
+    my @c = contacts($r);
+    ok($r && $r->code == 300 && @c > 5 && @c < 40, 'a long list over UDP: 300 cut short') or diag(scalar @c);
+    like($r ? $r->header('warning') // '' : '', qr/^399 .*cut to fit a UDP datagram/, '... with a Warning');
+    ok($r && length($r->raw) <= 1300, '... within 1300 bytes');
+    $uac->ack($req, $r) if $r;
+    my @x = $t->transact('tcp', method => 'OPTIONS', uri => "sip:many\@$us");
+    @c = contacts($x[-1]);
+    is(scalar(@c), 40, '... over TCP every member is listed');
 }
 $t->stop;
 
@@ -181,7 +196,38 @@ ok($pb->expect(method => 'ACK', call_id => $cid, timeout => 3), 'the 487 is ACKe
 ok(!$uac->expect(call_id => $cid, final => 1, timeout => 1), 'the caller gets no second final response');
 $p->stop;
 
-# ---- 3. configuration errors (apache2 -t)
+# ---- 3. SipListMaxMembers bounds the branches too (a member's contacts count)
+
+{
+    my $q = SipCgiTest->new(start => 0);
+    my $qus = '127.0.0.1:' . $q->sip_port;
+    my ($qa, $q1, $q2) = ($q->peer(name => 'qa'), $q->peer(name => 'q1'), $q->peer(name => 'q2'));
+    $q->{vhost_conf} = join("\n", 'SipListMode proxy', 'SipListMaxMembers 2', 'SipList duo ' . $qa->uri('a') . ' erin');
+    $q->start;
+    my @x = $q->transact('udp', method => 'REGISTER', uri => "sip:$qus", to => "<sip:erin\@$qus>",
+                         from => "<sip:erin\@$qus>;tag=q1", call_id => 'reg-erin@q', cseq => 1,
+                         headers => [ Contact => '<' . $q1->uri('erin') . '>', Contact => '<' . $q2->uri('erin') . '>' ]);
+    is(@x && $x[-1]->code, 200, 'erin registers two phones');
+    my $qc = $q->peer(name => 'caller');
+    my $qmark = $q->log_mark;
+    my $qi = $qc->invite(uri => "sip:duo\@$qus");
+    my $qcid = $qc->call_id($qi);
+    my @got;
+    for my $peer ($qa, $q1, $q2) {
+        my $m = $peer->expect(method => 'INVITE', call_id => $qcid, timeout => 1.5);
+        push @got, [ $peer, $m ] if $m;
+    }
+    is(scalar(@got), 2, 'SipListMaxMembers 2: a list whose member has two contacts forks to two branches');
+    ok(grep({ /list duo: 1 target\(s\) left out \(SipListMaxMembers 2\)/ } $q->log_since($qmark)),
+       '... the third is left out, logged');
+    $_->[0]->reply($_->[1], 486) for @got;
+    my $fin = $qc->final_for($qi, 3);
+    is($fin && $fin->code, 486, '... and the best answer comes back');
+    $qc->ack($qi, $fin) if $fin;
+    $q->stop;
+}
+
+# ---- 4. configuration errors (apache2 -t)
 
 {
     my $bad = SipCgiTest->new(start => 0, vhost_conf => join("\n", 'SipList big sip:a@x.test sip:b@x.test sip:c@x.test',

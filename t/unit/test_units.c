@@ -7740,6 +7740,8 @@ START_TEST(lists_members)
                      "sips:bob@example.com");
     ck_assert_str_eq(sip_lists_member_uri(pool, "sip:a@x.test", "sip:team@example.com"),
                      "sip:a@x.test");
+    ck_assert_str_eq(sip_lists_member_uri(pool, "bob", "sip:team@[2001:db8::1]:5070"),
+                     "sip:bob@[2001:db8::1]:5070");
     ck_assert_ptr_null(sip_lists_member_uri(pool, "bob", "garbage"));
 }
 END_TEST
