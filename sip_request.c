@@ -170,8 +170,12 @@ apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_ms
     r->useragent_addr = apr_addr_of(r->pool, peer);
     r->useragent_ip = (char *)sip_sockaddr_ip(r->pool, peer);
     r->hostname = sip_msg_uri_host(req) ? apr_pstrdup(r->pool, sip_msg_uri_host(req)) : NULL;
-    ap_location_walk(r);
-    ap_if_walk(r);
+    /* an <If> that cannot be evaluated (logged by httpd) could hide an
+     * "authenticate": no rules at all then, the step fails closed */
+    if (ap_location_walk(r) != OK || ap_if_walk(r) != OK) {
+        apr_pool_destroy(r->pool);
+        return NULL;
+    }
     d = ap_get_module_config(r->per_dir_config, &sip_module);
     /* the merged array lives in r->pool; the rules themselves in the config's */
     rules = d && d->rules ? apr_array_copy(p, d->rules)

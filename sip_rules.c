@@ -570,7 +570,12 @@ sip_step_t sip_rules_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn resu
     c.p = sip_txn_pool(txn);
     c.req = sip_txn_request(txn);
     rules = sip_request_rules(c.p, s, c.req, &sip_txn_source(txn)->peer);
-    for (i = 0; rules && i < rules->nelts; i++) {
+    if (!rules) {
+        /* which rules apply is unknown: one of them might have refused */
+        sip_txn_reply(txn, 500, "Server Internal Error", NULL);
+        return SIP_STEP_DONE;
+    }
+    for (i = 0; i < rules->nelts; i++) {
         const sip_rule_t *r = APR_ARRAY_IDX(rules, i, const sip_rule_t *);
         if (!sip_rule_matches(c.p, r, c.req))
             continue;

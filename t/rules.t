@@ -53,6 +53,9 @@ my @vhost = (
     (map { loc("logged-$_", 'SipRule log', 'SipRule respond 404') } qw(udp tcp)),
     (map { loc("unlogged-$_", 'SipRule respond 404') } qw(udp tcp)),
     loc('bob', 'SipRule respond 403'),
+    loc('else', '<If "%{HTTP:Subject} == \'a\'">', '    SipRule respond 486', '</If>',
+        '<ElseIf "%{HTTP:Subject} == \'b\'">', '    SipRule respond 480', '</ElseIf>',
+        '<Else>', '    SipRule respond 488', '</Else>'),
     loc('hostile', 'SipRuleFile @DIR@/hostile.rules'),
     loc('big', 'SipRuleFile @DIR@/big.rules'),
 );
@@ -279,6 +282,13 @@ for my $tr (qw(udp tcp)) {
     is($f && $f->code, 403, "bob's <Location> rule applies to bob");
     ($f) = ask('udp', user => 'carol');
     is($f && $f->code, 404, 'not to carol (never registered: the default 404)');
+}
+
+# ---- <If>, <ElseIf>, <Else> inside a <Location>
+for (['a', 486], ['b', 480], ['c', 488]) {
+    my ($subject, $code) = @$_;
+    my ($f) = ask('tcp', user => 'else', method => 'MESSAGE', headers => [ Subject => $subject ]);
+    is($f && $f->code, $code, "Subject $subject: the <If>/<ElseIf>/<Else> branch's rule");
 }
 
 # ---- <If> on SIP headers: From aol.com and INVITE
