@@ -629,6 +629,9 @@ static void nm_waiter_ended(void *tu)
 {
     nm_waiter_t *w = tu;
 
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, w->s, "sip namemap: the request for \"%.64s\" "
+                 "ended while %s was asked; its answer will be dropped", w->name,
+                 w->q->mp->map->what);
     w->gone = 1;
     sip_txn_detach(w->txn);
 }

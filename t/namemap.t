@@ -374,14 +374,21 @@ sub mapper_server {
     $cancel =~ s/^Contact:[^\r\n]*\r\n//mi;
     my $c0 = time;
     $t->send_raw($s, $cancel);
-    my %got;
+    my (%got, $r487);
     for (1 .. 2) {
         my $r = $t->read_response($s, 2) or last;
-        $got{ ($r->header('cseq') =~ /(\w+)$/)[0] } = $r->code;
+        my ($meth) = $r->header('cseq') =~ /(\w+)$/;
+        $got{$meth} = $r->code;
+        $r487 = $r if $meth eq 'INVITE';
     }
     is($got{CANCEL}, 200, 'sleeping mapper: the CANCEL is answered 200');
     is($got{INVITE}, 487, '... and the INVITE 487 Request Terminated');
     cmp_ok(time - $c0, '<', 1, '... without waiting for the mapper');
+    # the ACK ends the transaction at once over TCP (timer I is 0): the
+    # wait's interest is dropped before the mapper's timeout
+    $t->send_raw($s, $t->ack_for($inv, $r487)) if $r487;
+    ok(wait_until(2, sub { $t->error_log =~ /request for "JPublic" ended while mapper/ }, 0.1),
+       '... the ACK ends the transaction, which drops its interest in the answer');
     ok(wait_until(4, sub { $t->error_log =~ /no answer for "jpublic" within 2 s/ }, 0.2),
        '... whose wait then ends (logged)');
     sleep 0.5;
