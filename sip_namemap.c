@@ -342,7 +342,7 @@ static const char *nm_create(apr_pool_t *p, server_rec *s, const char *kind, con
     else if (!strcasecmp(kind, "program")) {
         m->kind = NM_PROGRAM;
         if (apr_tokenize_to_argv(arg, &m->argv, p) != APR_SUCCESS || !m->argv[0])
-            return "SipNameMap program needs a command";
+            return "program needs a command";
         if (!(path = nm_root_path(p, root, m->argv[0])))
             return apr_pstrcat(p, "invalid path ", m->argv[0], NULL);
         if (access(path, X_OK) != 0)
@@ -355,9 +355,9 @@ static const char *nm_create(apr_pool_t *p, server_rec *s, const char *kind, con
         const char *ps = strstr(arg, "%s");
 
         if (!prepare || !s)
-            return "SipNameMap dbd needs mod_dbd (LoadModule dbd_module before it)";
+            return "dbd needs mod_dbd (LoadModule dbd_module before it)";
         if (!ps || strstr(ps + 2, "%s"))
-            return "SipNameMap dbd needs an SQL query with one %s (the name)";
+            return "dbd needs an SQL query with one %s (the name)";
         m->kind = NM_DBD;
         m->server = s;
         /* one label per directive: mod_dbd prepares it on every connection */
@@ -629,6 +629,9 @@ static void nm_waiter_ended(void *tu)
 {
     nm_waiter_t *w = tu;
 
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, w->s, "sip namemap: the request for \"%.64s\" "
+                 "ended while %s was asked; its answer will be dropped", w->name,
+                 w->q->mp->map->what);
     w->gone = 1;
     sip_txn_detach(w->txn);
 }

@@ -18,6 +18,9 @@ my @seed = qw(jqp John Public J.Q.Public John.Q.Public John_Public JohnPublic JP
               JohnQPublic);
 my $NAMES = "# the subscribers (seed 002 §5.2)\njqp John Q. Public\njdoe John Doe\n";
 
+# jdoe has a script of his own: mapped requests run the canonical user's
+my %SCRIPTS = ('jdoe@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 200 OK\\r\\nX-Script: jdoe\\r\\n\\r\\n'\n");
+
 my $peer = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'udp')
     or die $!;
 my $pport = $peer->sockport;
@@ -129,6 +132,10 @@ sub common_checks {
     is_deeply(\@c, [ "sip:jdoe\@127.0.0.1:$port", "sip:jqp\@127.0.0.1:$port" ],
               "$label: ... with a Contact for each") or diag(explain(\@c));
     ok(!$got, "$label: ... and rings nobody");
+
+    ($f, $got) = call($t, name => 'John.Doe', method => 'MESSAGE', timeout => 4);
+    is($f && $f->header('x-script'), 'jdoe',
+       "$label: John.Doe runs the script of jdoe (SipDirectory's jdoe\@127.0.0.1)");
 }
 
 sub graceful {
@@ -144,6 +151,7 @@ sub graceful {
 # ---------------------------------------------------------------- file
 {
     my $t = SipRegTest->new(
+        scripts => \%SCRIPTS,
         setup => sub {
             my $s = shift;
             open(my $fh, '>', $s->dir . '/names') or die $!;
@@ -191,6 +199,7 @@ SKIP: {
     my $ok = eval { require SDBM_File; require Fcntl; 1 };
     skip 'no SDBM_File', 1 unless $ok;
     my $t = SipRegTest->new(
+        scripts => \%SCRIPTS,
         setup => sub {
             my $s = shift;
             my %h;
@@ -200,6 +209,7 @@ SKIP: {
                 $h{ lc $n } = 'jqp';
             }
             $h{john} = 'jqp jdoe';
+            $h{'john.doe'} = 'jdoe';
             untie %h;
         },
         vhost_conf => "SipNameMap dbm sdbm:names");
@@ -211,6 +221,7 @@ SKIP: {
 {
     my $MODDIR = '/usr/lib/apache2/modules';
     my $t = SipRegTest->new(
+        scripts => \%SCRIPTS,
         setup => sub {
             my $s = shift;
             my $db = $s->dir . '/names.db';
@@ -221,7 +232,8 @@ SKIP: {
             }
             # several rows, or several users in one, are all candidates
             $sql .= "INSERT INTO namemap VALUES ('john', 'jqp');\n"
-                  . "INSERT INTO namemap VALUES ('john', 'jdoe');\n";
+                  . "INSERT INTO namemap VALUES ('john', 'jdoe');\n"
+                  . "INSERT INTO namemap VALUES ('john.doe', 'jdoe');\n";
             open(my $fh, '|-', 'sqlite3', $db) or die "sqlite3: $!";
             print $fh $sql;
             close $fh or die "sqlite3 failed";
@@ -249,7 +261,7 @@ my %map = map { $_ => 'jqp' }
     qw(jqp public j.q.public john.q.public john_public johnpublic jpublic johnqpublic
        john.public j_public j.public jqpublic john_q_public j_q_public);
 $map{john} = 'jqp jdoe';
-$map{jdoe} = 'jdoe';
+$map{jdoe} = $map{'john.doe'} = 'jdoe';
 while (my $n = <STDIN>) {
     chomp $n;
     open(my $q, '>>', "$dir/asked") or die; print $q "$n\n"; close $q;
@@ -269,6 +281,7 @@ sub lines_of {
 sub mapper_server {
     my ($mode) = @_;
     return SipRegTest->new(
+        scripts => \%SCRIPTS,
         setup => sub {
             my $s = shift;
             open(my $fh, '>', $s->dir . '/mapper') or die $!;
@@ -345,6 +358,42 @@ sub mapper_server {
     like($t->error_log, qr/gave no answer for "john\.q\.public" within 2 s/,
          'sleeping mapper: the timeout is logged');
     is(scalar(lines_of("$var/starts")), 1, 'sleeping mapper: started once');
+
+    # a CANCEL while the name waits for the mapper: 487 at once, and the
+    # late end of the wait touches nothing (the transaction is gone)
+    my $engine = $t->engine_pid;
+    my $s = $t->tcp_connect;
+    my $inv = $t->sip_request(method => 'INVITE', transport => 'TCP', sock => $s,
+                              uri => 'sip:JPublic@127.0.0.1:' . $t->sip_port,
+                              headers => [ Contact => '<sip:caller@127.0.0.1;transport=tcp>' ]);
+    $t->send_raw($s, $inv);
+    my $m = $t->read_response($s, 1);
+    is(code_of($m), 100, 'sleeping mapper: INVITE to JPublic waits (100 Trying)');
+    (my $cancel = $inv) =~ s/^INVITE /CANCEL /;
+    $cancel =~ s/^(CSeq:\s*\d+) INVITE/$1 CANCEL/mi;
+    $cancel =~ s/^Contact:[^\r\n]*\r\n//mi;
+    my $c0 = time;
+    $t->send_raw($s, $cancel);
+    my (%got, $r487);
+    for (1 .. 2) {
+        my $r = $t->read_response($s, 2) or last;
+        my ($meth) = $r->header('cseq') =~ /(\w+)$/;
+        $got{$meth} = $r->code;
+        $r487 = $r if $meth eq 'INVITE';
+    }
+    is($got{CANCEL}, 200, 'sleeping mapper: the CANCEL is answered 200');
+    is($got{INVITE}, 487, '... and the INVITE 487 Request Terminated');
+    cmp_ok(time - $c0, '<', 1, '... without waiting for the mapper');
+    # the ACK ends the transaction at once over TCP (timer I is 0): the
+    # wait's interest is dropped before the mapper's timeout
+    $t->send_raw($s, $t->ack_for($inv, $r487)) if $r487;
+    ok(wait_until(2, sub { $t->error_log =~ /request for "JPublic" ended while mapper/ }, 0.1),
+       '... the ACK ends the transaction, which drops its interest in the answer');
+    ok(wait_until(4, sub { $t->error_log =~ /no answer for "jpublic" within 2 s/ }, 0.2),
+       '... whose wait then ends (logged)');
+    sleep 0.5;
+    is($t->engine_pid, $engine, '... the engine lives on after the wait ends');
+    ok($t->options_ok('udp', 'sip:127.0.0.1:' . $t->sip_port), '... and serves');
     $t->stop;
     ok(wait_until(5, sub { !grep { kill(0, $_) } lines_of("$var/starts") }, 0.2),
        'sleeping mapper: killed when httpd stops');

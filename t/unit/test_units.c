@@ -7579,6 +7579,13 @@ START_TEST(nm_cache_expiry)
 }
 END_TEST
 
+/* a directive of the main server (no mod_dbd here) */
+static const char *nm_dir(sip_server_conf *c, const char *d, const char *a1, const char *a2,
+                          const char *root)
+{
+    return sip_namemap_directive(pool, NULL, c, d, a1, a2, root);
+}
+
 START_TEST(nm_directives)
 {
     sip_server_conf c;
@@ -7589,22 +7596,26 @@ START_TEST(nm_directives)
     apr_datum_t k, v;
 
     memset(&c, 0, sizeof(c));
-    ck_assert_str_eq(sip_namemap_directive(pool, NULL, &c, "SipNameMapMultiple", "302", NULL, "/"),
+    ck_assert_str_eq(nm_dir(&c, "SipNameMapMultiple", "302", NULL, "/"),
                      "SipNameMapMultiple needs 300 (a Contact per candidate) or 404");
-    ck_assert_ptr_null(sip_namemap_directive(pool, NULL, &c, "SipNameMapMultiple", "404", NULL, "/"));
+    ck_assert_ptr_null(nm_dir(&c, "SipNameMapMultiple", "404", NULL, "/"));
     ck_assert_int_eq(c.namemap_multiple, 404);
-    ck_assert_ptr_nonnull(sip_namemap_directive(pool, NULL, &c, "SipNameMapCacheTTL", "5s", NULL, "/"));
-    ck_assert_ptr_null(sip_namemap_directive(pool, NULL, &c, "SipNameMapCacheTTL", "60", NULL, "/"));
+    ck_assert_ptr_nonnull(nm_dir(&c, "SipNameMapCacheTTL", "5s", NULL, "/"));
+    ck_assert_ptr_null(nm_dir(&c, "SipNameMapCacheTTL", "60", NULL, "/"));
     ck_assert_int_eq(c.namemap_ttl, apr_time_from_sec(60));
-    ck_assert_ptr_nonnull(sip_namemap_directive(pool, NULL, &c, "SipNameMap", "dbd", "SELECT", "/"));
-    ck_assert_ptr_nonnull(sip_namemap_directive(pool, NULL, &c, "SipNameMap", "ldap", "x", "/"));
-    why = sip_namemap_directive(pool, NULL, &c, "SipNameMap", "program", "nm-no-such-mapper", "/tmp");
+    ck_assert_str_eq(nm_dir(&c, "SipNameMap", "dbd", "SELECT u FROM m WHERE n = %s", "/"),
+                     "SipNameMap: dbd needs mod_dbd (LoadModule dbd_module before it)");
+    ck_assert_str_eq(nm_dir(&c, "SipNameMap", "ldap", "x", "/"),
+                     "SipNameMap: unknown source ldap (file, dbm, dbd or program)");
+    ck_assert_str_eq(nm_dir(&c, "SipNameMap", "program", "", "/"),
+                     "SipNameMap: program needs a command");
+    why = nm_dir(&c, "SipNameMap", "program", "nm-no-such-mapper", "/tmp");
     ck_assert_ptr_nonnull(strstr(why, "/tmp/nm-no-such-mapper"));
     /* a file, relative to the server root, with a bad line */
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, "jqp John Q Public\nx\n", 20), 20);
     close(fd);
-    why = sip_namemap_directive(pool, NULL, &c, "SipNameMap", "file", strrchr(path, '/') + 1, "/tmp");
+    why = nm_dir(&c, "SipNameMap", "file", strrchr(path, '/') + 1, "/tmp");
     ck_assert_str_eq(why, apr_pstrcat(pool, "SipNameMap: ", path,
                                       ":2: expected \"user First [Middle] Last\"", NULL));
     ck_assert_ptr_null(c.namemap);
@@ -7622,7 +7633,7 @@ START_TEST(nm_directives)
     v.dsize = 9;
     ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
     apr_dbm_close(db);
-    ck_assert_ptr_null(sip_namemap_directive(pool, NULL, &c, "SipNameMap", "dbm",
+    ck_assert_ptr_null(nm_dir(&c, "SipNameMap", "dbm",
                                              apr_pstrcat(pool, "sdbm:", path, NULL), "/"));
     ck_assert_ptr_nonnull(c.namemap);
     ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "John.Q.Public", &why)), "jqp");
@@ -7631,7 +7642,7 @@ START_TEST(nm_directives)
     unlink(path);
     unlink(apr_pstrcat(pool, path, ".pag", NULL));
     unlink(apr_pstrcat(pool, path, ".dir", NULL));
-    ck_assert_ptr_nonnull(sip_namemap_directive(pool, NULL, &c, "SipNameMap", "dbm",
+    ck_assert_ptr_nonnull(nm_dir(&c, "SipNameMap", "dbm",
                                                 apr_pstrcat(pool, "sdbm:", path, NULL), "/"));
 }
 END_TEST
