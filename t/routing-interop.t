@@ -6,6 +6,7 @@
 # <Location>/<If>, and as a line of a SipRuleFile.  The ACK and the BYE
 # are in-dialog requests: they follow the proxy's Record-Route, not the
 # rules (a rule refusing BYE for the same user does not touch them).
+# Over UDP, and over TCP end to end.
 use strict;
 use warnings;
 use Test::More;
@@ -14,9 +15,11 @@ use SipTest qw(free_port wait_until);
 
 SipTest::sipp_available() or do { done_testing; exit 1 };
 
-for my $form (qw(sections file)) {
+for my $run ([sections => 'u1'], [file => 'u1'], [sections => 't1']) {
+    my ($form, $tr) = @$run;
+    my $TR = $tr eq 't1' ? 'TCP' : 'UDP';
     my $uport = free_port();
-    my $desk = "sip:desk\@127.0.0.1:$uport";
+    my $desk = "sip:desk\@127.0.0.1:$uport" . ($tr eq 't1' ? ';transport=tcp' : '');
     my $rules = $form eq 'sections'
         ? join("\n",
             '<Location "/sales@127.0.0.1">',
@@ -45,9 +48,11 @@ for my $form (qw(sections file)) {
     $t->start;
     my $port = $t->sip_port;
 
-    my $uas = $t->sipp_start(name => "uas-$form", sf => 'reg-uas-call.xml', port => $uport, m => 2, d => 200);
-    my $uac = $t->sipp_start(name => "uac-$form", sf => 'reg-uac-call.xml', m => 2, r => 5,
+    my $uas = $t->sipp_start(name => "uas-$form-$tr", sf => 'reg-uas-call.xml', port => $uport, m => 2, d => 200,
+                             transport => $tr);
+    my $uac = $t->sipp_start(name => "uac-$form-$tr", sf => 'reg-uac-call.xml', m => 2, r => 5, transport => $tr,
                              service => 'sales', remote => "127.0.0.1:$port");
+    $form = "$form/$TR";
     $t->sipp_ok($uac, calls => 2, label => "$form: sipp UAC, 2 calls to sales");
     $t->sipp_ok($uas, calls => 2, label => "$form: sipp UAS (the desk)");
 
@@ -58,16 +63,16 @@ for my $form (qw(sections file)) {
     like($inv ? $inv->header('to') // '' : '', qr/^<sip:sales\@127\.0\.0\.1:$port>$/, "$form: To unchanged");
     is($inv && $inv->header('max-forwards'), '69', "$form: Max-Forwards decremented");
     my @via = $inv ? $inv->header_elems('via') : ();
-    ok(@via == 2 && $via[0] =~ m{^SIP/2\.0/UDP 127\.0\.0\.1:$port;branch=z9hG4bK}, "$form: our Via on top of the UAC's")
+    ok(@via == 2 && $via[0] =~ m{^SIP/2\.0/$TR 127\.0\.0\.1:$port;branch=z9hG4bK}, "$form: our Via on top of the UAC's")
         or diag(join "\n", @via);
-    like(join(',', $inv ? $inv->headers('record-route') : ()), qr/^<sip:127\.0\.0\.1:$port;lr[;>]/,
+    like(join(',', $inv ? $inv->headers('record-route') : ()), qr/^<sip:127\.0\.0\.1:$port(;transport=tcp)?;lr[;>]/,
          "$form: the proxy records the route");
     for my $m (qw(ACK BYE)) {
         my @r = SipTest::sipp_msgs($uas, dir => 'received', method => $m);
         is(scalar @r, 2, "$form: the desk got the ${m}s");
         ok(@r && ($r[0]->header_elems('via'))[0] =~ m{127\.0\.0\.1:$port;}, "$form: the $m came through the proxy")
             or diag(@r ? $r[0]->head : "no $m");
-        is($r[0] && $r[0]->uri, 'sip:callee@127.0.0.1:' . $uport . ';transport=UDP',
+        is($r[0] && $r[0]->uri, 'sip:callee@127.0.0.1:' . $uport . ";transport=$TR",
            "$form: the $m goes to the desk's Contact (the remote target), not through the rules");
     }
     my @codes = map { $_->code } SipTest::sipp_msgs($uac, dir => 'received', cseq_method => 'BYE');
