@@ -53,6 +53,7 @@ my @vhost = (
     (map { loc("logged-$_", 'SipRule log', 'SipRule respond 404') } qw(udp tcp)),
     (map { loc("unlogged-$_", 'SipRule respond 404') } qw(udp tcp)),
     loc('bob', 'SipRule respond 403'),
+    loc('fwd', 'SipRule proxy sip:dana@127.0.0.1:@SIPPORT@'),
     loc('else', '<If "%{HTTP:Subject} == \'a\'">', '    SipRule respond 486', '</If>',
         '<ElseIf "%{HTTP:Subject} == \'b\'">', '    SipRule respond 480', '</ElseIf>',
         '<Else>', '    SipRule respond 488', '</Else>'),
@@ -282,6 +283,22 @@ for my $tr (qw(udp tcp)) {
     is($f && $f->code, 403, "bob's <Location> rule applies to bob");
     ($f) = ask('udp', user => 'carol');
     is($f && $f->code, 404, 'not to carol (never registered: the default 404)');
+}
+
+# ---- proxy to a user of ours: her registered device
+{
+    my $u1 = $peer{u1};
+    $u1->forget;
+    my $f = register('udp', 'dana', "sip:dana-phone\@127.0.0.1:$P{u1}");
+    is($f && $f->code, 200, 'dana registers');
+    my $c = client('tcp');
+    my $raw = build($c, user => 'fwd');
+    csend($c, $raw);
+    my $i = $u1->expect(method => 'INVITE', call_id => cid($raw), timeout => 5);
+    is($i && $i->uri, "sip:dana-phone\@127.0.0.1:$P{u1}", "proxy to a user of ours reaches her device");
+    $u1->reply($i, 486) if $i;
+    $f = cfinal($c, $raw);
+    is($f && $f->code, 486, '... and her answer comes back');
 }
 
 # ---- <If>, <ElseIf>, <Else> inside a <Location>
