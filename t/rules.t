@@ -144,7 +144,8 @@ sub ask_auth {
     my ($tr, %o) = @_;
     my $b = sub {
         my (%x) = @_;
-        return build({ tr => lc $x{transport}, sock => $x{sock} }, %o, cseq => $x{cseq}, ($x{call_id} ? (call_id => $x{call_id}) : ()),
+        return build({ tr => lc $x{transport}, sock => $x{sock} }, %o, cseq => $x{cseq},
+                     ($x{call_id} ? (call_id => $x{call_id}) : ()),
                      ($x{from} ? (from => $x{from}) : ()),
                      headers => [ @{ $x{auth} || [] }, @{ $o{headers} || [] } ]);
     };
@@ -259,8 +260,10 @@ for my $tr (qw(udp tcp)) {
 
     # ---- log: only the requests a rule logged
     {
-        my @logged = map { (ask($tr, user => "logged-$tr", call_id => "logged-$tr-$_\@x"))[0] } 1 .. 2;
-        my @not = map { (ask($tr, user => "unlogged-$tr", call_id => "unlogged-$tr-$_\@x"))[0] } 1 .. 2;
+        my @logged = map { (ask($tr, user => "logged-$tr", call_id => "logged-$tr-$_\@x"))[0] }
+                     1 .. 2;
+        my @not = map { (ask($tr, user => "unlogged-$tr", call_id => "unlogged-$tr-$_\@x"))[0] }
+                  1 .. 2;
         is(scalar(grep { $_ && $_->code == 404 } @logged, @not), 4, "$tr: logged and unlogged answered");
     }
 }
@@ -339,9 +342,11 @@ for (['a', 486], ['b', 480], ['c', 488]) {
 {
     my ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '<sip:*@evil.net>;tag=h1');
     is($f && $f->code, 404, "From sip:*\@evil.net does not match aol.com");
-    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '<sip:x@aol.com.evil.net>;tag=h2');
+    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE',
+               from => '<sip:x@aol.com.evil.net>;tag=h2');
     is($f && $f->code, 404, 'aol.com.evil.net does not match aol.com');
-    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '"aol.com" <sip:x@evil.net;maddr=aol.com>;tag=h3');
+    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE',
+               from => '"aol.com" <sip:x@evil.net;maddr=aol.com>;tag=h3');
     is($f && $f->code, 404, 'aol.com in the display name or a parameter does not match');
     ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '<sip:x@Mail.AOL.com>;tag=h4');
     is($f && $f->code, 403, 'mail.aol.com matches, whatever the case');
