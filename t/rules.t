@@ -59,6 +59,7 @@ my @vhost = (
         '<Else>', '    SipRule respond 488', '</Else>'),
     loc('hostile', 'SipRuleFile @DIR@/hostile.rules'),
     loc('big', 'SipRuleFile @DIR@/big.rules'),
+    loc('abs', 'SipRuleFile @DIR@/abs.rules'),
 );
 
 my $t = SipExplodeTest->new(
@@ -74,6 +75,17 @@ my $t = SipExplodeTest->new(
     print $b "From INVITE nobody$_.example.net 404\n" for 1 .. 9999;
     print $b "To INVITE big\@127.0.0.1 486\n";
     close $b;
+    # the seed's "To INVITE cs.columbia.edu /usr/local/bin/user_script"
+    mkdir $t->dir . '/bin';
+    chmod 0755, $t->dir . '/bin';
+    open(my $s, '>', $t->dir . '/bin/user_script') or die $!;
+    print $s '#!/bin/sh' . "\n" . 'printf "SIP/2.0 482 Loop Detected\nX-Script: %s\n\n" "$REQUEST_URI"'
+             . "\n";
+    close $s;
+    chmod 0755, $t->dir . '/bin/user_script';
+    open(my $a, '>', $t->dir . '/abs.rules') or die $!;
+    print $a "To INVITE 127.0.0.1 " . $t->dir . "/bin/user_script\n";
+    close $a;
 }
 $t->start;
 my $port = $t->sip_port;
@@ -286,6 +298,13 @@ for my $tr (qw(udp tcp)) {
     is($f && $f->code, 403, "bob's <Location> rule applies to bob");
     ($f) = ask('udp', user => 'carol');
     is($f && $f->code, 404, 'not to carol (never registered: the default 404)');
+}
+
+# ---- a SipRuleFile's script path: the administrator's own program
+for my $tr (qw(udp tcp)) {
+    my ($f) = ask($tr, user => 'abs');
+    is($f && $f->code, 482, "$tr: the rule file's script path runs");
+    like($f ? ($f->header('x-script') // '') : '', qr/^sip:abs\@/, '... as a SIP-CGI script');
 }
 
 # ---- proxy to a user of ours: her registered device
