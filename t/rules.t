@@ -53,11 +53,13 @@ my @vhost = (
     (map { loc("logged-$_", 'SipRule log', 'SipRule respond 404') } qw(udp tcp)),
     (map { loc("unlogged-$_", 'SipRule respond 404') } qw(udp tcp)),
     loc('bob', 'SipRule respond 403'),
+    loc('fwd', 'SipRule proxy sip:dana@127.0.0.1:@SIPPORT@'),
     loc('else', '<If "%{HTTP:Subject} == \'a\'">', '    SipRule respond 486', '</If>',
         '<ElseIf "%{HTTP:Subject} == \'b\'">', '    SipRule respond 480', '</ElseIf>',
         '<Else>', '    SipRule respond 488', '</Else>'),
     loc('hostile', 'SipRuleFile @DIR@/hostile.rules'),
     loc('big', 'SipRuleFile @DIR@/big.rules'),
+    loc('abs', 'SipRuleFile @DIR@/abs.rules'),
 );
 
 my $t = SipExplodeTest->new(
@@ -73,6 +75,17 @@ my $t = SipExplodeTest->new(
     print $b "From INVITE nobody$_.example.net 404\n" for 1 .. 9999;
     print $b "To INVITE big\@127.0.0.1 486\n";
     close $b;
+    # the seed's "To INVITE cs.columbia.edu /usr/local/bin/user_script"
+    mkdir $t->dir . '/bin';
+    chmod 0755, $t->dir . '/bin';
+    open(my $s, '>', $t->dir . '/bin/user_script') or die $!;
+    print $s '#!/bin/sh' . "\n" . 'printf "SIP/2.0 482 Loop Detected\nX-Script: %s\n\n" "$REQUEST_URI"'
+             . "\n";
+    close $s;
+    chmod 0755, $t->dir . '/bin/user_script';
+    open(my $a, '>', $t->dir . '/abs.rules') or die $!;
+    print $a "To INVITE 127.0.0.1 " . $t->dir . "/bin/user_script\n";
+    close $a;
 }
 $t->start;
 my $port = $t->sip_port;
@@ -143,7 +156,8 @@ sub ask_auth {
     my ($tr, %o) = @_;
     my $b = sub {
         my (%x) = @_;
-        return build({ tr => lc $x{transport}, sock => $x{sock} }, %o, cseq => $x{cseq}, ($x{call_id} ? (call_id => $x{call_id}) : ()),
+        return build({ tr => lc $x{transport}, sock => $x{sock} }, %o, cseq => $x{cseq},
+                     ($x{call_id} ? (call_id => $x{call_id}) : ()),
                      ($x{from} ? (from => $x{from}) : ()),
                      headers => [ @{ $x{auth} || [] }, @{ $o{headers} || [] } ]);
     };
@@ -258,8 +272,10 @@ for my $tr (qw(udp tcp)) {
 
     # ---- log: only the requests a rule logged
     {
-        my @logged = map { (ask($tr, user => "logged-$tr", call_id => "logged-$tr-$_\@x"))[0] } 1 .. 2;
-        my @not = map { (ask($tr, user => "unlogged-$tr", call_id => "unlogged-$tr-$_\@x"))[0] } 1 .. 2;
+        my @logged = map { (ask($tr, user => "logged-$tr", call_id => "logged-$tr-$_\@x"))[0] }
+                     1 .. 2;
+        my @not = map { (ask($tr, user => "unlogged-$tr", call_id => "unlogged-$tr-$_\@x"))[0] }
+                  1 .. 2;
         is(scalar(grep { $_ && $_->code == 404 } @logged, @not), 4, "$tr: logged and unlogged answered");
     }
 }
@@ -282,6 +298,29 @@ for my $tr (qw(udp tcp)) {
     is($f && $f->code, 403, "bob's <Location> rule applies to bob");
     ($f) = ask('udp', user => 'carol');
     is($f && $f->code, 404, 'not to carol (never registered: the default 404)');
+}
+
+# ---- a SipRuleFile's script path: the administrator's own program
+for my $tr (qw(udp tcp)) {
+    my ($f) = ask($tr, user => 'abs');
+    is($f && $f->code, 482, "$tr: the rule file's script path runs");
+    like($f ? ($f->header('x-script') // '') : '', qr/^sip:abs\@/, '... as a SIP-CGI script');
+}
+
+# ---- proxy to a user of ours: her registered device
+{
+    my $u1 = $peer{u1};
+    $u1->forget;
+    my $f = register('udp', 'dana', "sip:dana-phone\@127.0.0.1:$P{u1}");
+    is($f && $f->code, 200, 'dana registers');
+    my $c = client('tcp');
+    my $raw = build($c, user => 'fwd');
+    csend($c, $raw);
+    my $i = $u1->expect(method => 'INVITE', call_id => cid($raw), timeout => 5);
+    is($i && $i->uri, "sip:dana-phone\@127.0.0.1:$P{u1}", "proxy to a user of ours reaches her device");
+    $u1->reply($i, 486) if $i;
+    $f = cfinal($c, $raw);
+    is($f && $f->code, 486, '... and her answer comes back');
 }
 
 # ---- <If>, <ElseIf>, <Else> inside a <Location>
@@ -322,9 +361,11 @@ for (['a', 486], ['b', 480], ['c', 488]) {
 {
     my ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '<sip:*@evil.net>;tag=h1');
     is($f && $f->code, 404, "From sip:*\@evil.net does not match aol.com");
-    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '<sip:x@aol.com.evil.net>;tag=h2');
+    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE',
+               from => '<sip:x@aol.com.evil.net>;tag=h2');
     is($f && $f->code, 404, 'aol.com.evil.net does not match aol.com');
-    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '"aol.com" <sip:x@evil.net;maddr=aol.com>;tag=h3');
+    ($f) = ask('udp', user => 'hostile', method => 'MESSAGE',
+               from => '"aol.com" <sip:x@evil.net;maddr=aol.com>;tag=h3');
     is($f && $f->code, 404, 'aol.com in the display name or a parameter does not match');
     ($f) = ask('udp', user => 'hostile', method => 'MESSAGE', from => '<sip:x@Mail.AOL.com>;tag=h4');
     is($f && $f->code, 403, 'mail.aol.com matches, whatever the case');
