@@ -7,6 +7,7 @@
 #include "http_connection.h"
 #include "http_core.h"
 #include "http_log.h"
+#include "http_main.h"
 #include "http_protocol.h"
 #include "http_ssl.h"
 #include "ap_mpm.h"
@@ -26,13 +27,16 @@
 
 #include "sip_conf.h"
 #include "sip_consent.h"
+#include "sip_namemap.h"
 #include "sip_engine.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
+#include "sip_lists.h"
 #include "sip_location.h"
 #include "sip_request.h"
 #include "sip_stats.h"
 #include "sip_route.h"
+#include "sip_rules.h"
 #include "sip_script_store.h"
 #include "sip_upload.h"
 #include "unixd.h"
@@ -87,6 +91,10 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->explode_rate = -1;
     c->explode_response = -1;
     c->explode_consent_local = -1;
+    c->namemap_multiple = -1;
+    c->namemap_ttl = -1;
+    c->list_mode = -1;
+    c->list_max_members = -1;
     return c;
 }
 
@@ -144,6 +152,15 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     }
     c->explode_consent_local = add->explode_consent_local >= 0 ? add->explode_consent_local
                                                                : base->explode_consent_local;
+    c->namemap = add->namemap ? add->namemap : base->namemap;
+    c->namemap_multiple = add->namemap_multiple >= 0 ? add->namemap_multiple
+                                                     : base->namemap_multiple;
+    c->namemap_ttl = add->namemap_ttl >= 0 ? add->namemap_ttl : base->namemap_ttl;
+    c->lists = sip_lists_merge(p, base->lists, add->lists);
+    c->list_mode = add->list_mode >= 0 ? add->list_mode : base->list_mode;
+    c->list_max_members = add->list_max_members >= 0 ? add->list_max_members
+                                                     : base->list_max_members;
+    c->forward_file = add->forward_file ? add->forward_file : base->forward_file;
     return c;
 }
 
@@ -166,6 +183,9 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     d->script_upload = add->script_upload >= 0 ? add->script_upload : base->script_upload;
     d->explode = add->explode >= 0 ? add->explode : base->explode;
     d->providers = add->providers ? add->providers : base->providers;
+    /* rules run in config order: the enclosing section's first */
+    d->rules = !add->rules ? base->rules : !base->rules ? add->rules
+             : apr_array_append(p, base->rules, add->rules);
     d->error_docs = !add->error_docs ? base->error_docs
                   : !base->error_docs ? add->error_docs
                   : apr_hash_overlay(p, add->error_docs, base->error_docs);
@@ -238,6 +258,10 @@ static void apply_defaults(sip_server_conf *c)
         c->explode_response = 200;
     if (c->explode_consent_local < 0)
         c->explode_consent_local = 0;
+    if (c->namemap_multiple < 0)
+        c->namemap_multiple = 300;
+    if (c->namemap_ttl < 0)
+        c->namemap_ttl = SIP_DEFAULT_NAMEMAP_TTL;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -878,6 +902,150 @@ static const char *set_explode_consent_file(cmd_parms *cmd, void *d, const char 
     return NULL;
 }
 
+/* ---- call handling rules (issue 15; sip_rules.h, docs/routing.md) ---- */
+
+static int rules_used;      /* some SipRule or SipRuleFile in this configuration */
+
+int sip_rules_used(void)
+{
+    return rules_used;
+}
+
+/* the section's own list, in the configuration pool, in the order written */
+static apr_array_header_t *dir_rules(cmd_parms *cmd, sip_dir_conf *d)
+{
+    if (!d->rules)
+        d->rules = apr_array_make(cmd->pool, 4, sizeof(const sip_rule_t *));
+    rules_used = 1;
+    return d->rules;
+}
+
+/* httpd adds the file and line of the directive (apachectl -t) */
+static const char *set_rule(cmd_parms *cmd, void *dv, const char *args)
+{
+    const char *err;
+    const sip_rule_t *r = sip_rule_parse(cmd->pool, args, &err);
+
+    if (!r)
+        return apr_pstrcat(cmd->pool, "SipRule: ", err, NULL);
+    *(const sip_rule_t **)apr_array_push(dir_rules(cmd, dv)) = r;
+    return NULL;
+}
+
+/* read now: a bad line is refused with its file and line, and a graceful
+ * restart reads the file again */
+static const char *set_rule_file(cmd_parms *cmd, void *dv, const char *arg)
+{
+    const char *path = ap_server_root_relative(cmd->pool, arg), *err;
+
+    if (!path)
+        return apr_pstrcat(cmd->pool, "SipRuleFile: invalid path ", arg, NULL);
+    if (sip_rule_file_read(cmd->pool, path, dir_rules(cmd, dv), &err))
+        return apr_pstrcat(cmd->pool, "SipRuleFile: ", err, NULL);
+    return NULL;
+}
+
+/* SipNameMap, SipNameMapMultiple, SipNameMapCacheTTL (sip_namemap.c reads
+ * them; a SipNameMap file is read now: apachectl -t names a bad line) */
+static const char *set_namemap(cmd_parms *cmd, void *d, const char *a1, const char *a2)
+{
+    (void)d;
+    return sip_namemap_directive(cmd->pool, cmd->server, sip_get_conf(cmd->server),
+                                 cmd->cmd->name, a1, a2, ap_server_root);
+}
+
+static const char *set_namemap1(cmd_parms *cmd, void *d, const char *arg)
+{
+    return set_namemap(cmd, d, arg, NULL);
+}
+
+/* ---- lists and forwarding files (sip_lists.h, sip_forward.h) ---- */
+
+static const char *conf_where(cmd_parms *cmd)
+{
+    return apr_psprintf(cmd->pool, "%s:%d", cmd->directive->filename, cmd->directive->line_num);
+}
+
+static const char *add_list(cmd_parms *cmd, void *d, int argc, char *const argv[])
+{
+    const char *why;
+
+    (void)d;
+    if (argc < 2)
+        return "SipList needs a name and at least one member";
+    why = sip_lists_add(cmd->pool, &sip_get_conf(cmd->server)->lists, argv[0], argc - 1,
+                        (const char *const *)argv + 1, conf_where(cmd));
+    return why ? apr_pstrcat(cmd->pool, "SipList: ", why, NULL) : NULL;
+}
+
+static const char *set_list_file(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *path = ap_server_root_relative(cmd->pool, arg), *why;
+
+    (void)d;
+    if (!path)
+        return apr_pstrcat(cmd->pool, "SipListFile: invalid path ", arg, NULL);
+    why = sip_lists_load(cmd->pool, &sip_get_conf(cmd->server)->lists, path);
+    return why ? apr_pstrcat(cmd->pool, "SipListFile: ", why, NULL) : NULL;
+}
+
+static const char *set_list_mode(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (!strcasecmp(arg, "redirect"))
+        sip_get_conf(cmd->server)->list_mode = SIP_LIST_MODE_REDIRECT;
+    else if (!strcasecmp(arg, "proxy"))
+        sip_get_conf(cmd->server)->list_mode = SIP_LIST_MODE_PROXY;
+    else
+        return "SipListMode must be redirect or proxy";
+    return NULL;
+}
+
+static const char *set_list_max_members(cmd_parms *cmd, void *d, const char *arg)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    (void)d;
+    if (!apr_isdigit(*arg) || *end || n < 1 || n > 100000)
+        return "SipListMaxMembers needs a number from 1 to 100000";
+    sip_get_conf(cmd->server)->list_max_members = (int)n;
+    return NULL;
+}
+
+static const char *set_forward_file(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    if (strncmp(arg, "~/", 2) && arg[0] != '/')
+        return "SipForwardFile needs ~/name or an absolute path (with %u for the user)";
+    if (arg[0] == '/' && !strstr(arg, "%u"))
+        return "SipForwardFile: an absolute path needs %u (one file per user)";
+    if (!strncmp(arg, "~/", 2)
+        && (!arg[2] || arg[strlen(arg) - 1] == '/' || strstr(arg, "/..") || strstr(arg, "%u")))
+        return "SipForwardFile: ~/ names a file in the user's home directory";
+    sip_get_conf(cmd->server)->forward_file = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+/* SipListMaxMembers may come after the lists it bounds: checked once the
+ * whole configuration is read and merged (apachectl -t runs this too). */
+static int check_lists(apr_pool_t *p, server_rec *main_s)
+{
+    server_rec *s;
+
+    for (s = main_s; s; s = s->next) {
+        const sip_server_conf *c = sip_get_conf(s);
+        const char *why = sip_lists_check(p, c->lists, c->list_max_members >= 0
+                                                       ? c->list_max_members
+                                                       : SIP_DEFAULT_LIST_MAX_MEMBERS);
+        if (why) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_sip: %s", why);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
 static int auth_used;    /* some SipAuth On in this configuration */
 static int dbd_provider_used;   /* some SipAuthProvider dbd */
 
@@ -1104,6 +1272,32 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE1("SipExplodeConsentFile", set_explode_consent_file, NULL, RSRC_CONF,
                   "File of consent rules: which targets accept fanned-out requests from "
                   "whom (RFC 5360; default: none, so nobody does)"),
+    /* call handling rules (issue 15, sip_rules.h) */
+    AP_INIT_RAW_ARGS("SipRule", set_rule, NULL, RSRC_CONF | ACCESS_CONF,
+                     "A call handling rule: log, respond, proxy, authenticate, script or record "
+                     "(in the vhost, <Location \"/user@host\">, <If>)"),
+    AP_INIT_TAKE1("SipRuleFile", set_rule_file, NULL, RSRC_CONF | ACCESS_CONF,
+                  "A table of rules, one 'Header Method glob action [args]' a line"),
+    /* name mapping (issue 15 item 2; sip_namemap.h) */
+    AP_INIT_TAKE2("SipNameMap", set_namemap, NULL, RSRC_CONF,
+                  "Map dialled names to users: file <path>, dbm [type:]<path>, "
+                  "dbd <SQL with one %s> or program <command line>"),
+    AP_INIT_TAKE1("SipNameMapMultiple", set_namemap1, NULL, RSRC_CONF,
+                  "Several users answer to a dialled name: 300 (a Contact each; default) "
+                  "or 404"),
+    AP_INIT_TAKE1("SipNameMapCacheTTL", set_namemap1, NULL, RSRC_CONF,
+                  "Seconds a SipNameMap program's answer is kept (default 300, 0: not kept)"),
+    /* lists and per-user forwarding files (issue 15 items 3, 4) */
+    AP_INIT_TAKE_ARGV("SipList", add_list, NULL, RSRC_CONF,
+                      "A list: its name (user or user@host) and its members (SIP URIs or users)"),
+    AP_INIT_TAKE1("SipListFile", set_list_file, NULL, RSRC_CONF,
+                  "File of lists, one \"name member ...\" per line"),
+    AP_INIT_TAKE1("SipListMode", set_list_mode, NULL, RSRC_CONF,
+                  "What a request to a list gets: redirect (300, default) or proxy (to all)"),
+    AP_INIT_TAKE1("SipListMaxMembers", set_list_max_members, NULL, RSRC_CONF,
+                  "Most members a list may have (default 100)"),
+    AP_INIT_TAKE1("SipForwardFile", set_forward_file, NULL, RSRC_CONF,
+                  "Per-user forwarding file: ~/.sipforward or a path with %u"),
     {NULL}
 };
 
@@ -1351,7 +1545,7 @@ static int sip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
                      "mod_sip: SipAuthProvider dbd needs an AuthDBDUserRealmQuery");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    return OK;
+    return check_lists(ptemp, s);
 }
 
 static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
@@ -1365,6 +1559,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     auth_used = 0;
     dbd_provider_used = 0;
     explode_used = 0;
+    rules_used = 0;
     stats_shown = 0;
     /* a method number for EXPLODE (draft-camarillo-sipping-exploders-solution
      * §3), so that <Limit EXPLODE>, <LimitExcept> and Require see it as

@@ -58,6 +58,7 @@ struct sip_cgi_ctx {
     server_rec *s;
     const char *path;
     const char *script;
+    const char *const *args;        /* arguments after argv[0] (NULL-ended), or NULL */
     /* an uploaded script (sip_upload.h): its text, owner and #! line;
      * upload_aor is NULL for a script of SipDirectory */
     const char *upload_aor, *upload_body, *interp, *interp_arg;
@@ -1159,6 +1160,7 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     posix_spawnattr_t attr;
     char *dir = apr_pstrdup(run->pool, path), *slash = strrchr(dir, '/');
     char *argv1[2], **argv = argv1;
+    int nargs = 0;
     pid_t pid;
     int rc;
     apr_status_t rv;
@@ -1191,8 +1193,14 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     else {
         if (slash)
             *slash = '\0';
+        while (ctx->args && ctx->args[nargs])
+            nargs++;
+        if (nargs)
+            argv = apr_pcalloc(run->pool, (nargs + 2) * sizeof(char *));
         argv[0] = slash ? slash + 1 : dir;
-        argv[1] = NULL;
+        for (int i = 0; i < nargs; i++)
+            argv[i + 1] = apr_pstrdup(run->pool, ctx->args[i]);
+        argv[nargs + 1] = NULL;
     }
 
     /* posix_spawn (vfork-like) is far cheaper than APR's fork() here. */
@@ -1470,6 +1478,24 @@ void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
     sip_cgi_ctx_t *ctx = ctx_new(txn, s);
     const char *slash = strrchr(path, '/');
 
+    ctx->path = apr_pstrdup(ctx->pool, path);
+    ctx->script = apr_pstrdup(ctx->pool, slash ? slash + 1 : path);
+    ctx_begin(ctx);
+}
+
+void sip_cgi_run_args(sip_txn_t *txn, const char *path, const char *const *args, server_rec *s)
+{
+    sip_cgi_ctx_t *ctx = ctx_new(txn, s);
+    const char *slash = strrchr(path, '/');
+    int n = 0;
+    const char **copy;
+
+    while (args && args[n])
+        n++;
+    copy = apr_pcalloc(ctx->pool, (n + 1) * sizeof(*copy));
+    for (int i = 0; i < n; i++)
+        copy[i] = apr_pstrdup(ctx->pool, args[i]);
+    ctx->args = copy;
     ctx->path = apr_pstrdup(ctx->pool, path);
     ctx->script = apr_pstrdup(ctx->pool, slash ? slash + 1 : path);
     ctx_begin(ctx);

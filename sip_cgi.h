@@ -35,6 +35,9 @@ int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
 /* Run the script for a new server transaction (answers 500 itself when
  * the script cannot be started). */
 void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s);
+/* The same with arguments after the script's name (NULL-ended): a
+ * forwarding file's "|program args" (sip_forward.h). */
+void sip_cgi_run_args(sip_txn_t *txn, const char *path, const char *const *args, server_rec *s);
 
 /* Run a user's uploaded sip-cgi script (sip_upload.h) for a new server
  * transaction, as SipUploadUser through sip-suexec (and bubblewrap), with

@@ -53,6 +53,8 @@
 /* URI-list services (EXPLODE, RFC 5365; docs/explode.md) */
 #define SIP_DEFAULT_EXPLODE_MAX_TARGETS 100     /* list entries; more: 403 */
 #define SIP_DEFAULT_EXPLODE_RATE        10      /* explosions per user per minute */
+/* Name mapping (sip_namemap.h) */
+#define SIP_DEFAULT_NAMEMAP_TTL         apr_time_from_sec(300)  /* SipNameMapCacheTTL */
 
 typedef struct sip_server_conf {
     int enabled;                        /* ProtocolSip; -1 = unset */
@@ -103,6 +105,16 @@ typedef struct sip_server_conf {
     const char *explode_consent_file;   /* SipExplodeConsentFile; NULL = none */
     struct sip_consent *explode_consent; /* ... as loaded (sip_consent.h); NULL = nobody */
     int explode_consent_local;          /* SipExplodeConsentLocal; -1 = unset (Off) */
+
+    /* Name mapping (issue 15 item 2; sip_namemap.h) */
+    struct sip_namemap *namemap;        /* SipNameMap as read; NULL = none */
+    int namemap_multiple;               /* SipNameMapMultiple 300 or 404; -1 = unset (300) */
+    apr_interval_time_t namemap_ttl;    /* SipNameMapCacheTTL; -1 = unset (300 s) */
+    /* Lists and forwarding files (issue 15 items 3, 4; sip_lists.h, sip_forward.h) */
+    struct sip_lists *lists;            /* SipList, SipListFile; NULL = none */
+    int list_mode;                      /* SipListMode: SIP_LIST_MODE_*; -1 = unset (redirect) */
+    int list_max_members;               /* SipListMaxMembers; -1 = unset (100) */
+    const char *forward_file;           /* SipForwardFile template; NULL = none */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

@@ -1,4 +1,8 @@
 #include "sip_dispatch.h"
+#include "sip_forward.h"
+#include "sip_lists.h"
+#include "sip_namemap.h"
+#include "sip_rules.h"
 #include "sip_auth.h"
 #include "sip_cgi.h"
 #include "sip_conf.h"
@@ -156,6 +160,69 @@ static void refuse_name(dispatch_t *d, const char *why)
     sip_txn_reply(d->txn, 403, "Forbidden", NULL);
 }
 
+/* 0a-0c and f2: steps of their own concern (sip_dispatch.h) */
+static step_result_t step_namemap(dispatch_t *d);
+
+static void concern_resume(void *baton)
+{
+    dispatch_t *d = baton;
+
+    sip_txn_detach_keep(d->txn);
+    if (!sip_txn_final_sent(d->txn)) {
+        if (d->steps[d->step] == step_namemap)     /* it may have retargeted */
+            d->user = sip_msg_uri_user(d->req);
+        d->step++;
+        run_steps(d);
+    }
+    sip_txn_release(d->txn);
+}
+
+static step_result_t concern(dispatch_t *d, sip_step_t r)
+{
+    return r == SIP_STEP_NEXT ? STEP_NEXT : r == SIP_STEP_DONE ? STEP_DONE : STEP_WAIT;
+}
+
+/* 0a-0c decide where a call goes: a request inside a dialog (To tag) has
+ * its target already (RFC 3261 §12.2.2: the remote target, not a name to
+ * map, a list or a rule's), and must not be refused or sent elsewhere. */
+static int in_dialog(const dispatch_t *d)
+{
+    return sip_msg_to_tag(d->req) != NULL;
+}
+
+static step_result_t step_lists(dispatch_t *d)
+{
+    if (in_dialog(d))
+        return STEP_NEXT;
+    return concern(d, sip_lists_step(d->txn, d->s, concern_resume, d));
+}
+
+/* the later steps find the canonical user's scripts */
+static step_result_t step_namemap(dispatch_t *d)
+{
+    step_result_t r;
+
+    if (in_dialog(d))
+        return STEP_NEXT;
+    r = concern(d, sip_namemap_step(d->txn, d->s, concern_resume, d));
+
+    if (r == STEP_NEXT)
+        d->user = sip_msg_uri_user(d->req);
+    return r;
+}
+
+static step_result_t step_rules(dispatch_t *d)
+{
+    if (in_dialog(d))
+        return STEP_NEXT;
+    return concern(d, sip_rules_step(d->txn, d->s, concern_resume, d));
+}
+
+static step_result_t step_forward(dispatch_t *d)
+{
+    return concern(d, sip_forward_step(d->txn, d->s, concern_resume, d));
+}
+
 /* a. the user's uploaded SIP-CGI script */
 static step_result_t step_uploaded_cgi(dispatch_t *d)
 {
@@ -264,8 +331,9 @@ static step_result_t step_default(dispatch_t *d)
 }
 
 static const step_fn incoming_steps[] = {
+    step_lists, step_namemap, step_rules,
     step_uploaded_cgi, step_uploaded_cpl, step_admin_cgi, step_admin_cpl, step_default_cgi,
-    step_default_cpl, step_default, NULL
+    step_default_cpl, step_forward, step_default, NULL
 };
 
 static void run_steps(dispatch_t *d)

@@ -9,6 +9,13 @@
  *   f. the default CPL script (SipCplDefaultScript)
  *   g. default handling (sip_relay_default_request: registrar, location
  *      service, OPTIONS, 404)
+ * Before a (issue 15, docs/routing.md "Routing without scripts"):
+ *   0a. list expansion (SipList: an address that names a list)
+ *   0b. name mapping (SipNameMap: a dialled name to a canonical user; the
+ *       Request-URI is rewritten, later steps see the canonical user)
+ *   0c. rules (SipRule in the vhost / <Location> / <If>, SipRuleFile)
+ * and between f and g:
+ *   f2. per-user forwarding (SipForwardFile, like sendmail's .forward)
  * Each step is one function that finishes the transaction, passes it to
  * the next step, or waits (a store that answers later) and resumes.  The
  * CPL steps apply to an INVITE outside a dialog only (RFC 3880 §2.3: a
@@ -23,6 +30,18 @@
 
 #include "httpd.h"
 #include "sip_transaction.h"
+
+/* What a step of its own concern (sip_lists, sip_namemap, sip_rules,
+ * sip_forward) answers: the transaction goes on to the next step, it is
+ * finished (answered, proxied, or handed to a script), or the step waits
+ * (a lookup that answers later).  A waiting step attaches itself to the
+ * transaction (sip_txn_attach: a CANCEL is answered 487 meanwhile, and its
+ * 'ended' drops the lookup's interest, so nothing runs on a freed
+ * transaction) and, when the lookup is over without having finished the
+ * transaction, calls 'resume' exactly once: that detaches it and runs the
+ * next step. */
+typedef enum { SIP_STEP_NEXT, SIP_STEP_DONE, SIP_STEP_WAIT } sip_step_t;
+typedef void (*sip_step_resume_fn)(void *baton);
 
 /* A new, authenticated request for one of our users: the steps above. */
 void sip_dispatch_request(sip_txn_t *txn, server_rec *s);

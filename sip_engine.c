@@ -7,6 +7,7 @@
 #include "sip_explode_run.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_namemap.h"
 #include "sip_options.h"
 #include "sip_proxy.h"
 #include "sip_relay.h"
@@ -424,6 +425,7 @@ static void engine_main(void)
     sip_script_store_open(sip_upload_conf()->store_ok ? sip_upload_conf()->store : NULL);
     sip_location_init(loop, engine_pool, journal_fd);
     sip_cpl_exec_init(loop, engine_pool, engine_main_server);
+    sip_namemap_init(loop, engine_pool, engine_main_server);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
         apr_status_t rv = sip_udp_serve(e->sock, e->vhost);
@@ -442,6 +444,7 @@ static void engine_main(void)
     sip_loop_run(loop, &engine_stop);
 
     sip_cgi_shutdown();
+    sip_namemap_shutdown();
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server, "sip engine %d exiting",
                  (int)getpid());
     _exit(0);

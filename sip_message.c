@@ -7,6 +7,7 @@
 #include <osipparser2/osip_port.h>
 
 #include "apr_strings.h"
+#include "apr_escape.h"
 #include "apr_lib.h"
 
 struct sip_msg {
@@ -729,6 +730,16 @@ const char *sip_msg_reason(const sip_msg_t *m)
     return m->m ? m->m->reason_phrase : NULL;
 }
 
+const char *sip_status_reason(int status)
+{
+    const char *r = osip_message_get_reason(status);
+
+    if (r && *r)
+        return r;
+    return status < 200 ? "Trying" : status < 300 ? "OK" : status < 400 ? "Redirect"
+         : status < 500 ? "Request Failed" : status < 600 ? "Server Error" : "Global Failure";
+}
+
 const char *sip_msg_branch(const sip_msg_t *m)
 {
     osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;
@@ -1320,6 +1331,12 @@ int sip_msg_max_forwards(const sip_msg_t *m)
     return atoi(mf->hvalue);
 }
 
+static apr_status_t osip_uri_cleanup(void *data)
+{
+    osip_uri_free(data);
+    return APR_SUCCESS;
+}
+
 apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
 {
     osip_uri_t *u = NULL;
@@ -1330,8 +1347,11 @@ apr_status_t sip_msg_set_request_uri(sip_msg_t *m, const char *uri)
         osip_uri_free(u);
         return APR_EINVAL;
     }
+    /* the old one lives as long as the message: callers may still hold
+     * its host (sip_msg_uri_host) from before a retarget */
     if (m->m->req_uri)
-        osip_uri_free(m->m->req_uri);
+        apr_pool_cleanup_register(m->pool, m->m->req_uri, osip_uri_cleanup,
+                                  apr_pool_cleanup_null);
     m->m->req_uri = u;
     osip_message_force_update(m->m);
     sync_start_line(m);
@@ -2233,4 +2253,36 @@ const char *sip_header_drop_param(apr_pool_t *p, const char *value, const char *
         }
     }
     return out;
+}
+
+/* ---- name mapping (sip_namemap) ---- */
+
+const char *sip_uri_user_decoded(apr_pool_t *p, const char *user)
+{
+    /* RFC 3261 §19.1.2: a user part may escape any character; a bad escape
+     * or %00 names nobody */
+    return user ? apr_punescape_url(p, user, NULL, NULL, 0) : NULL;
+}
+
+const char *sip_uri_with_user(apr_pool_t *p, const char *uri, const char *user, int bare)
+{
+    osip_uri_t *u = parse_sip_uri(p, uri);
+    const char *r;
+
+    if (!u || !user || !*user) {
+        if (u)
+            osip_uri_free(u);
+        return NULL;
+    }
+    osip_free(u->username);
+    u->username = osip_strdup(user);        /* escaped again by osip_uri_to_str */
+    osip_free(u->password);
+    u->password = NULL;
+    if (bare) {
+        clear_uri_list(&u->url_params);
+        clear_uri_list(&u->url_headers);
+    }
+    r = uri_text(p, u);
+    osip_uri_free(u);
+    return r;
 }

@@ -51,6 +51,9 @@ const char *sip_msg_uri_host(const sip_msg_t *m);
 const char *sip_msg_version(const sip_msg_t *m);
 int sip_msg_status(const sip_msg_t *m);
 const char *sip_msg_reason(const sip_msg_t *m);
+/* The usual reason phrase of a status code (RFC 3261 §21), or a generic
+ * one for its class. */
+const char *sip_status_reason(int status);
 const char *sip_msg_branch(const sip_msg_t *m);       /* top Via, or NULL */
 const char *sip_msg_via_sent_by(const sip_msg_t *m);  /* host:port of the top Via */
 const char *sip_msg_top_via(const sip_msg_t *m);      /* whole top Via as text */
@@ -286,5 +289,15 @@ const char *sip_credentials_realm(apr_pool_t *p, const char *value);
  * kept) without its header parameter 'name' (any case), the others kept;
  * NULL when a '<' is not closed. */
 const char *sip_header_drop_param(apr_pool_t *p, const char *value, const char *name);
+
+/* ---- name mapping (sip_namemap) ---- */
+
+/* A user part as written in a URI (sip_msg_uri_user) %-decoded; NULL on a
+ * bad escape or %00. */
+const char *sip_uri_user_decoded(apr_pool_t *p, const char *user);
+/* SIP or SIPS 'uri' with its user replaced by 'user' (escaped as RFC 3261
+ * §25.1 needs) and no password; 'bare' drops its parameters and headers
+ * too.  NULL when 'uri' is not a SIP URI. */
+const char *sip_uri_with_user(apr_pool_t *p, const char *uri, const char *user, int bare);
 
 #endif

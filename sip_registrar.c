@@ -488,6 +488,8 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
 typedef struct route_job {
     sip_txn_t *txn;
     server_rec *s;
+    int redirect;       /* 3xx: redirect with it; 0: proxy; -1: as SipMode says */
+    int sequential;     /* 0 parallel, 1 one by one; -1: by q */
 } route_job_t;
 
 static void route_done(void *baton, int status, apr_array_header_t *bs)
@@ -497,7 +499,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     server_rec *s = rj->s;
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
-    int i, max = sip_get_conf(s)->max_branches;
+    int i, max = sip_get_conf(s)->max_branches, redirect = rj->redirect;
 
     sip_txn_detach_keep(txn);
     if (sip_txn_final_sent(txn))
@@ -515,8 +517,11 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
         goto out;
     }
     /* SipMode of the vhost, or of a <Location "/user@domain"> */
-    if (sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req))) == SIP_MODE_REDIRECT) {
-        reply_contacts(txn, 302, "Moved Temporarily", bs, max, NULL, NULL, NULL, 0);
+    if (redirect < 0)
+        redirect = sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req)))
+                   == SIP_MODE_REDIRECT ? 302 : 0;
+    if (redirect) {
+        reply_contacts(txn, redirect, sip_status_reason(redirect), bs, max, NULL, NULL, NULL, 0);
         goto out;
     }
     {
@@ -535,7 +540,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
                 distinct = 1;
             sip_proxy_add_target(px, b->contact, b->q1000 / 1000.0);
         }
-        sip_proxy_set_sequential(px, distinct);
+        sip_proxy_set_sequential(px, rj->sequential >= 0 ? rj->sequential : distinct);
         sip_proxy_start(px);
     }
 out:
@@ -543,6 +548,11 @@ out:
 }
 
 int sip_registrar_route(sip_txn_t *txn, server_rec *s)
+{
+    return sip_registrar_route_as(txn, s, -1, -1);
+}
+
+int sip_registrar_route_as(sip_txn_t *txn, server_rec *s, int redirect, int sequential)
 {
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
@@ -554,6 +564,8 @@ int sip_registrar_route(sip_txn_t *txn, server_rec *s)
     rj = apr_pcalloc(p, sizeof(*rj));
     rj->txn = txn;
     rj->s = s;
+    rj->redirect = redirect;
+    rj->sequential = sequential;
     hold(txn);
     sip_location_fetch(p, aor, route_done, rj);
     return 1;

@@ -14,6 +14,11 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s);
  * never registered (OPTIONS: the server's own 200).  Returns 0 (and does
  * nothing) for a Request-URI without a user part. */
 int sip_registrar_route(sip_txn_t *txn, server_rec *s);
+/* The same with the caller's choice instead of SipMode (the rules'
+ * "respond 3xx" and "proxy" with no target): 'redirect' a 3xx to answer
+ * with the bindings as Contacts, 0 to proxy to them, -1 as SipMode says;
+ * 'sequential' 1 one by one, 0 all at once, -1 by q (§16.6). */
+int sip_registrar_route_as(sip_txn_t *txn, server_rec *s, int redirect, int sequential);
 
 /* A proxy owner (SIP-CGI, CPL) forks to a target that is one of our own
  * users: the location service is asked here instead, since a request sent

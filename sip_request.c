@@ -154,6 +154,36 @@ static void add_headers(apr_table_t *t, const apr_array_header_t *hdrs)
     }
 }
 
+apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
+                                      const sip_sockaddr_t *peer)
+{
+    request_rec *r;
+    sip_dir_conf *d;
+    apr_array_header_t *rules;
+
+    /* no rule anywhere: no request_rec, no walk */
+    if (!sip_rules_used())
+        return apr_array_make(p, 1, sizeof(const void *));
+    r = make_request(s, sip_msg_method(req), sip_msg_aor(p, req), 0);
+    /* what <If> looks at: %{HTTP:From}, %{REQUEST_METHOD}, %{REMOTE_ADDR} */
+    add_headers(r->headers_in, sip_msg_headers(req));
+    r->useragent_addr = apr_addr_of(r->pool, peer);
+    r->useragent_ip = (char *)sip_sockaddr_ip(r->pool, peer);
+    r->hostname = sip_msg_uri_host(req) ? apr_pstrdup(r->pool, sip_msg_uri_host(req)) : NULL;
+    /* an <If> that cannot be evaluated (logged by httpd) could hide an
+     * "authenticate": no rules at all then, the step fails closed */
+    if (ap_location_walk(r) != OK || ap_if_walk(r) != OK) {
+        apr_pool_destroy(r->pool);
+        return NULL;
+    }
+    d = ap_get_module_config(r->per_dir_config, &sip_module);
+    /* the merged array lives in r->pool; the rules themselves in the config's */
+    rules = d && d->rules ? apr_array_copy(p, d->rules)
+                          : apr_array_make(p, 1, sizeof(const void *));
+    apr_pool_destroy(r->pool);
+    return rules;
+}
+
 void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
 {
     const sip_msg_t *req = sip_txn_request(t);
@@ -200,6 +230,9 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     /* %{cpl-log}n and friends: what the transaction's handlers noted */
     if (sip_txn_notes(t))
         apr_table_overlap(r->notes, sip_txn_notes(t), APR_OVERLAP_TABLES_SET);
+    /* CustomLog ... env=sip-rule-log: what the rules' "log" action set */
+    if (sip_txn_env(t))
+        apr_table_overlap(r->subprocess_env, sip_txn_env(t), APR_OVERLAP_TABLES_SET);
     ap_run_log_transaction(r);
     r->connection->client_ip = "127.0.0.1";
     r->connection->client_addr = NULL;

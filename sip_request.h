@@ -7,6 +7,7 @@
 #include "httpd.h"
 #include "apr_hash.h"
 #include "sip_transport.h"
+#include "sip_message.h"
 
 /* Per-directory (<Location "/user@domain">) settings of mod_sip. */
 typedef struct sip_dir_conf {
@@ -16,6 +17,8 @@ typedef struct sip_dir_conf {
     apr_hash_t *error_docs;         /* SipErrorDocument: int status -> sip_error_doc */
     int script_upload;              /* SipScriptUpload; -1 = unset (Off) */
     int explode;                    /* SipExplode; -1 = unset (Off) */
+    apr_array_header_t *rules;      /* SipRule, SipRuleFile (const sip_rule_t *), in
+                                     * config order; merged base first, then add */
 } sip_dir_conf;
 
 struct sip_txn;
@@ -81,5 +84,16 @@ int sip_request_script_upload(apr_pool_t *p, server_rec *s, const char *aor);
 int sip_request_explode(apr_pool_t *p, server_rec *s, const char *aor);
 /* Is SipExplode On anywhere in the configuration? (saves per-request work) */
 int sip_explode_used(void);
+
+/* The rules (SipRule, SipRuleFile) that apply to 'req' from 'peer': its
+ * <Location "/user@host"> walked, then its <If> sections, evaluated on a
+ * request_rec whose headers_in are the SIP headers (so %{HTTP:From},
+ * %{REQUEST_METHOD}, %{REMOTE_ADDR} work in <If>).  An array of
+ * const sip_rule_t * in p (empty: none); NULL when the walk failed (an
+ * <If> expression that could not be evaluated, logged by httpd). */
+apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
+                                      const sip_sockaddr_t *peer);
+/* Is there a SipRule or SipRuleFile anywhere in the configuration? */
+int sip_rules_used(void);
 
 #endif

@@ -40,6 +40,7 @@ struct sip_txn {
     apr_time_t start;
     const char *user;
     apr_table_t *notes;         /* for the access log line (%{name}n) */
+    apr_table_t *env;           /* for the access log line (env=NAME) */
     int auth_int;               /* the digest covered the body (qop=auth-int) */
     int compact;        /* malloc'd remnant of a completed transaction */
 };
@@ -483,6 +484,11 @@ const sip_msg_t *sip_txn_request(sip_txn_t *t)
     return t->req;
 }
 
+apr_status_t sip_txn_retarget(sip_txn_t *t, const char *uri)
+{
+    return sip_msg_set_request_uri(t->req, uri);
+}
+
 const sip_source_t *sip_txn_source(sip_txn_t *t)
 {
     return &t->src;
@@ -859,6 +865,18 @@ void sip_txn_add_note(sip_txn_t *t, const char *name, const char *value)
 const apr_table_t *sip_txn_notes(sip_txn_t *t)
 {
     return t->notes;
+}
+
+void sip_txn_set_env(sip_txn_t *t, const char *name, const char *value)
+{
+    if (!t->env)
+        t->env = apr_table_make(t->pool, 2);
+    apr_table_set(t->env, name, value);
+}
+
+const apr_table_t *sip_txn_env(sip_txn_t *t)
+{
+    return t->env;
 }
 
 void sip_txn_set_auth_int(sip_txn_t *t, int on)

@@ -76,6 +76,11 @@ int sip_txn_cancel(sip_txn_t *t);
 
 apr_pool_t *sip_txn_pool(sip_txn_t *t);
 const sip_msg_t *sip_txn_request(sip_txn_t *t);
+/* Name mapping (sip_namemap) retargets a server transaction's request to
+ * the canonical user before it is routed: the Request-URI every later
+ * step and the proxy see.  Matching retransmissions is unaffected (RFC
+ * 3261 §17.2.3 matches on the branch, not the Request-URI). */
+apr_status_t sip_txn_retarget(sip_txn_t *t, const char *uri);
 const sip_source_t *sip_txn_source(sip_txn_t *t);
 const char *sip_txn_to_tag(sip_txn_t *t);
 int sip_txn_final_sent(sip_txn_t *t);
@@ -107,6 +112,10 @@ const char *sip_txn_user(sip_txn_t *t);
  * value for the same name is appended after "; ". */
 void sip_txn_add_note(sip_txn_t *t, const char *name, const char *value);
 const apr_table_t *sip_txn_notes(sip_txn_t *t);   /* NULL when none */
+/* Environment variables of the access log line (r->subprocess_env, for
+ * CustomLog ... env=NAME): the rules' "log" action sets sip-rule-log. */
+void sip_txn_set_env(sip_txn_t *t, const char *name, const char *value);
+const apr_table_t *sip_txn_env(sip_txn_t *t);     /* NULL when none */
 /* Whether those credentials protected the body too (qop=auth-int). */
 void sip_txn_set_auth_int(sip_txn_t *t, int on);
 int sip_txn_auth_int(sip_txn_t *t);

@@ -30,6 +30,10 @@
 #include "../sip_consent.c"
 #include "../sip_options.c"
 #include "../sip_explode_run.c"
+#include "../sip_rules.c"
+#include "../sip_namemap.c"
+#include "../sip_lists.c"
+#include "../sip_forward.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -247,6 +247,16 @@ int sip_explode_used(void)
     return stub_explode_aor != NULL;
 }
 
+/* Rules: the unit tests set the ones that apply to every request. */
+static apr_array_header_t *stub_rules;
+
+apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
+                                      const sip_sockaddr_t *peer)
+{
+    (void)s; (void)req; (void)peer;
+    return stub_rules ? stub_rules : apr_array_make(p, 1, sizeof(const void *));
+}
+
 /* Uploaded scripts: the unit tests set what they need. */
 static sip_upload_conf_t test_upload_conf = {NULL, NULL, NULL, NULL, 1, NULL, 0, 0, 0,
                                               SIP_DEFAULT_UPLOAD_TMP_SIZE};

@@ -35,6 +35,10 @@
 #include "../../sip_explode.c"
 #include "../../sip_consent.c"
 #include "../../sip_explode_run.c"
+#include "../../sip_rules.c"
+#include "../../sip_namemap.c"
+#include "../../sip_lists.c"
+#include "../../sip_forward.c"
 
 #include "httpd_stubs.h"
 
@@ -7063,6 +7067,978 @@ static Suite *plumb_suite(void)
     return s;
 }
 
+/* ---- call handling rules (sip_rules.c: SipRule, SipRuleFile) ---- */
+
+static const sip_rule_t *rl_parse(const char *args, const char **err)
+{
+    return sip_rule_parse(pool, args, err);
+}
+
+/* the rule parses, or the test fails with why */
+static const sip_rule_t *rl_ok(const char *args)
+{
+    const char *err = NULL;
+    const sip_rule_t *r = rl_parse(args, &err);
+
+    ck_assert_msg(r != NULL, "'%s' refused: %s", args, err ? err : "?");
+    return r;
+}
+
+/* refused, with 'why' in the message */
+static void rl_bad(const char *args, const char *why)
+{
+    const char *err = NULL;
+
+    ck_assert_msg(rl_parse(args, &err) == NULL, "'%s' accepted", args);
+    ck_assert_msg(err && strstr(err, why), "'%s': '%s' lacks '%s'", args, err ? err : "", why);
+}
+
+START_TEST(rules_parse_actions)
+{
+    const sip_rule_t *r;
+
+    rl_bad("", "needs an action");
+    rl_bad("frobnicate", "unknown action 'frobnicate'");
+    /* log */
+    r = rl_ok("log");
+    ck_assert_str_eq(r->action->name, "log");
+    ck_assert_int_eq(r->argc, 0);
+    ck_assert_ptr_null(r->header);
+    r = rl_ok("log aol-calls");
+    ck_assert_str_eq(r->argv[0], "aol-calls");
+    rl_bad("log |/usr/local/bin/logger", "CustomLog");
+    rl_bad("log /var/log/sip.log", "env=sip-rule-log");
+    rl_bad("log common calls.log", "CustomLog");
+    rl_bad("log bad$name", "not an environment variable");
+    /* respond */
+    r = rl_ok("respond 404");
+    ck_assert_str_eq(r->action->name, "respond");
+    ck_assert_int_eq(r->status, 404);
+    r = rl_ok("respond 302 sip:a@example.org sips:b@example.org:5061;transport=tcp");
+    ck_assert_int_eq(r->status, 302);
+    ck_assert_int_eq(r->argc, 3);
+    ck_assert_str_eq(r->argv[2], "sips:b@example.org:5061;transport=tcp");
+    r = rl_ok("RESPOND 200");
+    ck_assert_int_eq(r->status, 200);
+    r = rl_ok("486");                   /* a bare status is respond */
+    ck_assert_int_eq(r->status, 486);
+    rl_bad("respond", "status from 200 to 699");
+    rl_bad("respond 180", "status from 200 to 699");
+    rl_bad("respond 4040", "status from 200 to 699");
+    rl_bad("respond abc", "status from 200 to 699");
+    rl_bad("respond 404 sip:a@example.org", "only a 3xx");
+    rl_bad("respond 200 sip:a@example.org", "only a 3xx");
+    rl_bad("respond 302 <sip:a@example.org>", "not a URI");
+    rl_bad("respond 302 nowhere", "not a URI");
+    rl_bad("respond 302 \"sip:a@example.org,sip:b@example.org\"", "not a URI");
+    /* proxy */
+    r = rl_ok("proxy");
+    ck_assert_int_eq(r->sequential, -1);
+    ck_assert_int_eq(r->argc, 0);
+    r = rl_ok("proxy sequential sip:a@127.0.0.1:5070 sip:b@127.0.0.1:5071");
+    ck_assert_int_eq(r->sequential, 1);
+    ck_assert_int_eq(r->argc, 2);
+    ck_assert_str_eq(r->argv[0], "sip:a@127.0.0.1:5070");
+    r = rl_ok("proxy parallel example.com 127.0.0.1:5070 [::1]:5060");
+    ck_assert_int_eq(r->sequential, 0);
+    ck_assert_int_eq(r->argc, 3);
+    r = rl_ok("proxy sequential");
+    ck_assert_int_eq(r->sequential, 1);
+    rl_bad("proxy bad/host", "neither a SIP URI nor a domain");
+    rl_bad("proxy sip:", "neither a SIP URI nor a domain");
+    rl_bad("proxy example.com:port", "neither a SIP URI nor a domain");
+    rl_bad("proxy .example.com", "neither a SIP URI nor a domain");
+    /* authenticate */
+    ck_assert_int_eq(rl_ok("authenticate")->argc, 0);
+    rl_ok("authenticate digest");
+    rl_ok("authenticate Digest");
+    rl_bad("authenticate basic", "only digest");
+    rl_bad("authenticate pgp", "only digest");
+    rl_bad("authenticate digest digest", "only digest");
+    /* script */
+    ck_assert_int_eq(rl_ok("script")->argc, 0);
+    ck_assert_str_eq(rl_ok("script vacation")->argv[0], "vacation");
+    rl_bad("script ../etc/passwd", "not a script name");
+    rl_bad("script .hidden", "not a script name");
+    rl_bad("script a/b", "not a script name");
+    rl_bad("script /bin/sh", "a path only in a SipRuleFile");
+    rl_bad("script a b", "at most one");
+    /* record */
+    r = rl_ok("record voice-mail.example.org");
+    ck_assert_str_eq(r->action->name, "record");
+    rl_bad("record", "one host");
+    rl_bad("record a.example b.example", "one host");
+    rl_bad("record sip:vm@example.org", "one host");
+}
+END_TEST
+
+static const char *rl_file(const char *text)
+{
+    const char *path = apr_psprintf(pool, "/tmp/rules-unit-%ld.conf", (long)getpid());
+    FILE *f = fopen(path, "w");
+
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static const sip_rule_t *rl_at(apr_array_header_t *a, int i)
+{
+    return APR_ARRAY_IDX(a, i, const sip_rule_t *);
+}
+
+/* seed 002 §6's table, with its log line written for mod_sip and its
+ * script path one that exists here */
+START_TEST(rules_seed_table)
+{
+    static const char table[] =
+        "# We log all calls, but not registrations.\n"
+        "From * INVITE log\n"
+        "\n"
+        "# We allow registration only from local users\n"
+        "From REGISTER cs.columbia.edu 200\n"
+        "From REGISTER * 404\n"
+        "\n"
+        "# We forward calls to some alumni.\n"
+        "To INVITE graduated@cs.columbia.edu 301 sip://vp@example.com\n"
+        "\n"
+        "# Calls to *-voicemail get voicemail (probably by indirection).\n"
+        "To *-voicemail record voice-mail.cs.columbia.edu\n"
+        "\n"
+        "# All other calls are subject to callee-written (user-specific) scripts.\n"
+        "To INVITE cs.columbia.edu /bin/true\n"
+        "\n"
+        "# We are a redirect server; the server figures out the location.\n"
+        "To INVITE cs.columbia.edu 302\n"
+        "\n"
+        "# We require that AOL users are authenticated.\n"
+        "From INVITE aol.com authenticate\n"
+        "\n"
+        "# We don't handle any other domains.\n"
+        "To INVITE * 404\n";
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const sip_rule_t *));
+    const char *path = rl_file(table), *err = NULL;
+    const sip_rule_t *r;
+
+    ck_assert_msg(sip_rule_file_read(pool, path, a, &err) == 0, "%s", err ? err : "");
+    ck_assert_int_eq(a->nelts, 9);
+    r = rl_at(a, 0);    /* method and glob the other way round, as the seed writes it */
+    ck_assert_str_eq(r->header, "From");
+    ck_assert_str_eq(r->method, "INVITE");
+    ck_assert_str_eq(r->glob, "*");
+    ck_assert_str_eq(r->action->name, "log");
+    ck_assert_msg(strstr(r->where, ":2") != NULL, "%s", r->where);
+    r = rl_at(a, 1);
+    ck_assert_str_eq(r->method, "REGISTER");
+    ck_assert_str_eq(r->glob, "cs.columbia.edu");
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_eq(rl_at(a, 2)->status, 404);
+    r = rl_at(a, 3);
+    ck_assert_str_eq(r->header, "To");
+    ck_assert_int_eq(r->status, 301);
+    ck_assert_str_eq(r->argv[1], "sip:vp@example.com");     /* the seed's "sip://" */
+    r = rl_at(a, 4);    /* no method: any */
+    ck_assert_str_eq(r->method, "*");
+    ck_assert_str_eq(r->glob, "*-voicemail");
+    ck_assert_str_eq(r->action->name, "record");
+    ck_assert_str_eq(r->argv[0], "voice-mail.cs.columbia.edu");
+    r = rl_at(a, 5);    /* a path is a script */
+    ck_assert_str_eq(r->action->name, "script");
+    ck_assert_str_eq(r->argv[0], "/bin/true");
+    r = rl_at(a, 6);
+    ck_assert_int_eq(r->status, 302);
+    ck_assert_int_eq(r->argc, 1);
+    ck_assert_str_eq(rl_at(a, 7)->action->name, "authenticate");
+    ck_assert_str_eq(rl_at(a, 7)->glob, "aol.com");
+    ck_assert_str_eq(rl_at(a, 8)->method, "INVITE");
+    ck_assert_str_eq(rl_at(a, 8)->glob, "*");
+    unlink(path);
+}
+END_TEST
+
+/* a bad line: refused with the file and its line number */
+static void rl_file_bad(const char *text, int line, const char *why)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const sip_rule_t *));
+    const char *path = rl_file(text), *err = NULL;
+    const char *at = apr_psprintf(pool, "%s:%d: ", path, line);
+
+    ck_assert_msg(sip_rule_file_read(pool, path, a, &err) == -1, "accepted: %s", text);
+    ck_assert_msg(err && !strncmp(err, at, strlen(at)), "'%s' does not start with '%s'",
+                  err ? err : "", at);
+    ck_assert_msg(strstr(err, why), "'%s' lacks '%s'", err, why);
+    unlink(path);
+}
+
+START_TEST(rules_file_errors)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const sip_rule_t *));
+    const char *err = NULL;
+    char big[5000];
+
+    /* the seed's own log line: a log file is CustomLog's business */
+    rl_file_bad("# calls\nFrom * INVITE log |/usr/local/bin/logger\n", 2,
+                "CustomLog <file> <format> env=sip-rule-log");
+    rl_file_bad("\n\n   \nTo INVITE\n", 4, "expected: Header Method glob action");
+    rl_file_bad("To INVITE x.org respond 99\n", 1, "status from 200 to 699");
+    rl_file_bad("To INVITE x.org 302 not-a-uri\n", 1, "not a URI");
+    rl_file_bad("To INVITE x.org frobnicate\n", 1, "unknown action");
+    rl_file_bad("To INVITE x.org\n", 1, "no action");
+    rl_file_bad("To: INVITE x.org 404\n", 1, "not a header name");
+    rl_file_bad("To invite x.org 404\n", 1, "not a method");
+    rl_file_bad("To INVITE x.org /nonexistent/user_script\n", 1, "is not a file");
+    {
+        const char *plain = apr_psprintf(pool, "/tmp/rules-unit-plain-%ld", (long)getpid());
+        FILE *f = fopen(plain, "w");
+        ck_assert_ptr_nonnull(f);
+        fclose(f);
+        chmod(plain, 0644);
+        rl_file_bad(apr_psprintf(pool, "To INVITE x.org %s\n", plain), 1, "is not executable");
+        unlink(plain);
+    }
+    rl_file_bad("To INVITE x.org 404\nTo INVITE x.org 404 sip:a@b.org\n", 2, "only a 3xx");
+    memset(big, 'a', sizeof(big) - 2);
+    big[sizeof(big) - 2] = '\n';
+    big[sizeof(big) - 1] = 0;
+    rl_file_bad(big, 1, "line longer");
+    ck_assert_int_eq(sip_rule_file_read(pool, "/nonexistent/rules", a, &err), -1);
+    ck_assert_msg(err && strstr(err, "/nonexistent/rules: "), "%s", err ? err : "");
+    ck_assert_int_eq(a->nelts, 0);
+}
+END_TEST
+
+static const sip_msg_t *rl_req(const char *method, const char *from, const char *to)
+{
+    const char *text = apr_psprintf(pool, "%s sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/UDP "
+                                    "192.0.2.9;branch=z9hG4bKr1\r\nFrom: %s;tag=1\r\nTo: %s\r\n"
+                                    "Call-ID: r1\r\nCSeq: 1 %s\r\nMax-Forwards: 70\r\n"
+                                    "Content-Length: 0\r\n\r\n", method, from, to, method);
+    return parse_ok(text);
+}
+
+/* does the table line 'line' match a request From 'from' To 'to'? */
+static int rl_match(const char *line, const char *method, const char *from, const char *to)
+{
+    apr_array_header_t *a = apr_array_make(pool, 1, sizeof(const sip_rule_t *));
+    const char *path = rl_file(line), *err = NULL;
+    int m;
+
+    ck_assert_msg(sip_rule_file_read(pool, path, a, &err) == 0, "%s", err ? err : "");
+    ck_assert_int_eq(a->nelts, 1);
+    unlink(path);
+    m = sip_rule_matches(pool, rl_at(a, 0), rl_req(method, from, to));
+    return m;
+}
+
+#define TO_BOB "<sip:bob@example.org>"
+
+START_TEST(rules_globs)
+{
+    /* from the end, on a boundary (seed §6) */
+    ck_assert(rl_match("From * columbia.edu 404", "INVITE", "<sip:x@erlang.cs.columbia.edu>",
+                       TO_BOB));
+    ck_assert(rl_match("From * columbia.edu 404", "INVITE", "<sip:x@columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * columbia.edu 404", "INVITE", "<sip:x@xcolumbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * columbia.edu 404", "INVITE", "<sip:x@columbia.edu.evil.net>",
+                        TO_BOB));
+    ck_assert(rl_match("From * @columbia.edu 404", "INVITE", "<sip:foo@columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * @columbia.edu 404", "INVITE", "<sip:foo@cs.columbia.edu>",
+                        TO_BOB));
+    ck_assert(rl_match("From * .columbia.edu 404", "INVITE", "<sip:foo@cs.columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * .columbia.edu 404", "INVITE", "<sip:foo@columbia.edu>", TO_BOB));
+    /* case-insensitive; ports and parameters are not the address */
+    ck_assert(rl_match("From * COLUMBIA.edu 404", "INVITE", "\"X\" <sip:X@CS.Columbia.EDU:5070;"
+                       "transport=tcp>", TO_BOB));
+    ck_assert(rl_match("From * graduated@cs.columbia.edu 404", "INVITE",
+                       "<sip:Graduated@cs.columbia.edu>", TO_BOB));
+    ck_assert(!rl_match("From * graduated@cs.columbia.edu 404", "INVITE",
+                        "<sip:ungraduated@cs.columbia.edu>", TO_BOB));
+    /* wildcards: '*' and '?'; a glob without '@' may name the user */
+    ck_assert(rl_match("To *-voicemail record vm.example.org", "INVITE", "<sip:a@b.org>",
+                       "<sip:bob-voicemail@cs.columbia.edu>"));
+    ck_assert(!rl_match("To *-voicemail record vm.example.org", "INVITE", "<sip:a@b.org>",
+                        "<sip:bob@cs.columbia.edu>"));
+    ck_assert(rl_match("From * b?b@example.org 404", "INVITE", "<sip:bob@example.org>", TO_BOB));
+    ck_assert(!rl_match("From * b?b@example.org 404", "INVITE", "<sip:boob@example.org>",
+                        TO_BOB));
+    /* the method */
+    ck_assert(rl_match("From INVITE * 404", "INVITE", "<sip:a@b.org>", TO_BOB));
+    ck_assert(!rl_match("From INVITE * 404", "OPTIONS", "<sip:a@b.org>", TO_BOB));
+    ck_assert(rl_match("From * * 404", "OPTIONS", "<sip:a@b.org>", TO_BOB));
+    ck_assert(rl_match("To *.org 404", "MESSAGE", "<sip:a@b.org>", TO_BOB));
+    /* another header, and the Request-URI */
+    ck_assert(rl_match("Request-URI INVITE example.org 404", "INVITE", "<sip:a@b.net>", TO_BOB));
+    ck_assert(!rl_match("Request-URI INVITE b.net 404", "INVITE", "<sip:a@b.net>", TO_BOB));
+    ck_assert(!rl_match("Referred-By INVITE aol.com 404", "INVITE", "<sip:a@aol.com>", TO_BOB));
+    ck_assert(rl_match("Referred-By INVITE * 404", "INVITE", "<sip:a@aol.com>", TO_BOB));
+}
+END_TEST
+
+/* what a caller writes is text, never a pattern, and only the URI counts */
+START_TEST(rules_hostile)
+{
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE", "<sip:*@evil.net>",
+                        TO_BOB));
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE", "<sip:x@aol.com.evil.net>",
+                        TO_BOB));
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE",
+                        "\"x@aol.com\" <sip:x@evil.net>", TO_BOB));
+    ck_assert(!rl_match("From INVITE aol.com authenticate", "INVITE",
+                        "<sip:x@evil.net;maddr=aol.com>", TO_BOB));
+    ck_assert(!rl_match("From INVITE graduated@x.org 301 sip:a@b.org", "INVITE", TO_BOB,
+                        "<sip:*@x.org>"));
+    ck_assert(!rl_match("From INVITE graduated@x.org 301 sip:a@b.org", "INVITE", TO_BOB,
+                        "<sip:[a-z]*@x.org>"));
+    /* %-escapes are decoded before matching: no way around a rule */
+    ck_assert(rl_match("To INVITE graduated@x.org 404", "INVITE", "<sip:a@b.org>",
+                       "<sip:%67raduated@x.org>"));
+    /* a SipRule has no condition: its section decides */
+    ck_assert(sip_rule_matches(pool, rl_ok("respond 404"), rl_req("INVITE", "<sip:a@b>",
+                                                                  TO_BOB)));
+}
+END_TEST
+
+static Suite *rules_suite(void)
+{
+    Suite *s = suite_create("rules");
+    TCase *tc = tcase_create("rules");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, rules_parse_actions);
+    tcase_add_test(tc, rules_seed_table);
+    tcase_add_test(tc, rules_file_errors);
+    tcase_add_test(tc, rules_globs);
+    tcase_add_test(tc, rules_hostile);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* name mapping (sip_namemap.c; seed 002 §5.2)                         */
+
+/* the seed's table: every name in it answers for John Q. Public, "jqp" */
+static const char *const nm_seed_rows[] = {
+    "jqp", "John", "Public", "J.Q.Public", "John.Q.Public", "John_Public", "JohnPublic",
+    "JPublic", "JohnQPublic", NULL
+};
+
+static int nm_has(const apr_array_header_t *a, const char *s)
+{
+    int i;
+
+    for (i = 0; a && i < a->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(a, i, const char *), s))
+            return 1;
+    return 0;
+}
+
+/* the candidates as one string, "a b" */
+static const char *nm_users(apr_array_header_t *u)
+{
+    return u ? apr_array_pstrcat(pool, u, ' ') : "(error)";
+}
+
+START_TEST(nm_forms_seed_table)
+{
+    apr_array_header_t *f = sip_namemap_forms(pool, "jqp", "John", "Q.", "Public");
+    int i;
+    const char *c;
+
+    for (i = 0; nm_seed_rows[i]; i++)
+        ck_assert_msg(nm_has(f, sip_str_lower(pool, nm_seed_rows[i])), "%s missing",
+                      nm_seed_rows[i]);
+    /* the symmetric ones */
+    ck_assert(nm_has(f, "john.public"));
+    ck_assert(nm_has(f, "j.public"));
+    ck_assert(nm_has(f, "j_q_public"));
+    ck_assert(nm_has(f, "jqpublic"));
+    /* lower case, each once, nothing that is not a name of his */
+    for (i = 0; i < f->nelts; i++) {
+        const char *a = APR_ARRAY_IDX(f, i, const char *);
+        int j;
+        for (c = a; *c; c++)
+            ck_assert(!apr_isupper(*c));
+        for (j = i + 1; j < f->nelts; j++)
+            ck_assert_str_ne(a, APR_ARRAY_IDX(f, j, const char *));
+    }
+    ck_assert(!nm_has(f, "q"));
+    ck_assert(!nm_has(f, "q.public"));
+    /* no middle name: no middle forms, and a full middle name gives its own */
+    f = sip_namemap_forms(pool, "jd", "Jane", NULL, "Doe");
+    ck_assert(nm_has(f, "jane.doe") && nm_has(f, "jdoe") && nm_has(f, "jd"));
+    ck_assert_int_eq(f->nelts, 9);
+    f = sip_namemap_forms(pool, "jqp", "John", "Quincy", "Public");
+    ck_assert(nm_has(f, "john.quincy.public") && nm_has(f, "john.q.public"));
+}
+END_TEST
+
+START_TEST(nm_file_every_row)
+{
+    const char *why = NULL;
+    sip_namemap_t *m = sip_namemap_parse_file(pool, "names",
+                                              "# the subscribers\n\n"
+                                              "jqp   John Q. Public   # §5.2\n"
+                                              "  mm\tMary Major\n", &why);
+    int i;
+
+    ck_assert_msg(m != NULL, "%s", why);
+    for (i = 0; nm_seed_rows[i]; i++)
+        ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, nm_seed_rows[i], &why)), "jqp");
+    /* any case */
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "JOHN.q.PUBLIC", &why)), "jqp");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "mary.major", &why)), "mm");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "Major", &why)), "mm");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "nobody", &why)), "");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, "John.Major", &why)), "");
+}
+END_TEST
+
+START_TEST(nm_file_two_johns)
+{
+    const char *why = NULL;
+    sip_namemap_t *m = sip_namemap_parse_file(pool, "names", "jqp John Q Public\n"
+                                              "jdoe John Doe\njdoe John Doe\n", &why);
+    apr_array_header_t *u;
+
+    ck_assert_ptr_nonnull(m);
+    u = sip_namemap_lookup(m, pool, "John", &why);
+    ck_assert_int_eq(u->nelts, 2);      /* jdoe's second line adds nothing */
+    ck_assert(nm_has(u, "jqp") && nm_has(u, "jdoe"));
+    ck_assert_int_eq(nm_decide("John", u), NM_ACT_MULTIPLE);
+    u = sip_namemap_lookup(m, pool, "JDoe", &why);
+    ck_assert_int_eq(nm_decide("JDoe", u), NM_ACT_RETARGET);
+    u = sip_namemap_lookup(m, pool, "jdoe", &why);
+    ck_assert_int_eq(nm_decide("jdoe", u), NM_ACT_PASS);    /* already the user's id */
+    u = sip_namemap_lookup(m, pool, "bob", &why);
+    ck_assert_int_eq(nm_decide("bob", u), NM_ACT_PASS);
+}
+END_TEST
+
+START_TEST(nm_file_bad_lines)
+{
+    const char *why = NULL;
+
+    ck_assert_ptr_null(sip_namemap_parse_file(pool, "names", "jqp John Q Public\nmary\n", &why));
+    ck_assert_str_eq(why, "names:2: expected \"user First [Middle] Last\"");
+    why = NULL;
+    ck_assert_ptr_null(sip_namemap_parse_file(pool, "n", "# x\na b c d e\n", &why));
+    ck_assert_ptr_nonnull(strstr(why, "n:2:"));
+    why = NULL;
+    ck_assert_ptr_null(sip_namemap_parse_file(pool, "n", "j@p John Public\n", &why));
+    ck_assert_ptr_nonnull(strstr(why, "n:1: \"j@p\" is not a SIP user id"));
+    ck_assert_ptr_nonnull(sip_namemap_parse_file(pool, "n", "", &why));
+}
+END_TEST
+
+START_TEST(nm_decoding)
+{
+    const char *why = NULL;
+    sip_namemap_t *m = sip_namemap_parse_file(pool, "n", "jqp John Q Public\n", &why);
+    const char *d = sip_uri_user_decoded(pool, "John%2eQ%2EPublic");
+
+    ck_assert_str_eq(d, "John.Q.Public");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(m, pool, d, &why)), "jqp");
+    ck_assert_str_eq(sip_uri_user_decoded(pool, "%4a%4F%48%4e"), "JOHN");
+    ck_assert_ptr_null(sip_uri_user_decoded(pool, "jo%zzhn"));
+    ck_assert_ptr_null(sip_uri_user_decoded(pool, "jo%00hn"));
+    ck_assert_ptr_null(sip_uri_user_decoded(pool, NULL));
+}
+END_TEST
+
+START_TEST(nm_uri_with_user)
+{
+    const char *u = "sip:John.Q.Public@Example.org:5070;transport=tcp?Subject=hi";
+
+    ck_assert_str_eq(sip_uri_with_user(pool, u, "jqp", 0),
+                     "sip:jqp@Example.org:5070;transport=tcp?Subject=hi");
+    ck_assert_str_eq(sip_uri_with_user(pool, u, "jqp", 1), "sip:jqp@Example.org:5070");
+    ck_assert_str_eq(sip_uri_with_user(pool, "sips:a:pw@h", "b", 0), "sips:b@h");
+    ck_assert_str_eq(sip_uri_with_user(pool, "sip:a@h", "j p", 1), "sip:j%20p@h");
+    ck_assert_ptr_null(sip_uri_with_user(pool, "tel:+123", "b", 0));
+}
+END_TEST
+
+START_TEST(nm_cache_expiry)
+{
+    sip_namemap_cache_t *c = sip_namemap_cache_create(pool, 3);
+    apr_time_t t0 = apr_time_from_sec(1000000);
+    apr_interval_time_t ttl = apr_time_from_sec(300);
+    apr_array_header_t *u = NULL;
+
+    sip_namemap_cache_put(c, "john", "jqp jdoe", t0, ttl);
+    sip_namemap_cache_put(c, "nobody", "", t0, ttl);
+    ck_assert(sip_namemap_cache_get(c, pool, "john", t0 + ttl - 1, &u));
+    ck_assert_str_eq(nm_users(u), "jqp jdoe");
+    ck_assert(sip_namemap_cache_get(c, pool, "nobody", t0, &u));   /* "none" is kept too */
+    ck_assert_int_eq(u->nelts, 0);
+    ck_assert(!sip_namemap_cache_get(c, pool, "john", t0 + ttl, &u));
+    ck_assert(!sip_namemap_cache_get(c, pool, "mary", t0, &u));
+    sip_namemap_cache_put(c, "mary", "mm", t0, 0);                 /* TTL 0: not kept */
+    ck_assert(!sip_namemap_cache_get(c, pool, "mary", t0, &u));
+    /* bounded: the fourth answer stored clears the three before it */
+    sip_namemap_cache_put(c, "a", "x", t0, ttl);
+    sip_namemap_cache_put(c, "b", "y", t0, ttl);
+    ck_assert(sip_namemap_cache_get(c, pool, "b", t0, &u));
+    ck_assert(!sip_namemap_cache_get(c, pool, "john", t0, &u));
+    ck_assert(!sip_namemap_cache_get(c, pool, "a", t0, &u));
+}
+END_TEST
+
+/* a directive of the main server (no mod_dbd here) */
+static const char *nm_dir(sip_server_conf *c, const char *d, const char *a1, const char *a2,
+                          const char *root)
+{
+    return sip_namemap_directive(pool, NULL, c, d, a1, a2, root);
+}
+
+START_TEST(nm_directives)
+{
+    sip_server_conf c;
+    const char *why;
+    char path[] = "/tmp/nm-unit-XXXXXX";
+    int fd = mkstemp(path);
+    apr_dbm_t *db;
+    apr_datum_t k, v;
+
+    memset(&c, 0, sizeof(c));
+    ck_assert_str_eq(nm_dir(&c, "SipNameMapMultiple", "302", NULL, "/"),
+                     "SipNameMapMultiple needs 300 (a Contact per candidate) or 404");
+    ck_assert_ptr_null(nm_dir(&c, "SipNameMapMultiple", "404", NULL, "/"));
+    ck_assert_int_eq(c.namemap_multiple, 404);
+    ck_assert_ptr_nonnull(nm_dir(&c, "SipNameMapCacheTTL", "5s", NULL, "/"));
+    ck_assert_ptr_null(nm_dir(&c, "SipNameMapCacheTTL", "60", NULL, "/"));
+    ck_assert_int_eq(c.namemap_ttl, apr_time_from_sec(60));
+    ck_assert_str_eq(nm_dir(&c, "SipNameMap", "dbd", "SELECT u FROM m WHERE n = %s", "/"),
+                     "SipNameMap: dbd needs mod_dbd (LoadModule dbd_module before it)");
+    ck_assert_str_eq(nm_dir(&c, "SipNameMap", "ldap", "x", "/"),
+                     "SipNameMap: unknown source ldap (file, dbm, dbd or program)");
+    ck_assert_str_eq(nm_dir(&c, "SipNameMap", "program", "", "/"),
+                     "SipNameMap: program needs a command");
+    why = nm_dir(&c, "SipNameMap", "program", "nm-no-such-mapper", "/tmp");
+    ck_assert_ptr_nonnull(strstr(why, "/tmp/nm-no-such-mapper"));
+    /* a file, relative to the server root, with a bad line */
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "jqp John Q Public\nx\n", 20), 20);
+    close(fd);
+    why = nm_dir(&c, "SipNameMap", "file", strrchr(path, '/') + 1, "/tmp");
+    ck_assert_str_eq(why, apr_pstrcat(pool, "SipNameMap: ", path,
+                                      ":2: expected \"user First [Middle] Last\"", NULL));
+    ck_assert_ptr_null(c.namemap);
+    /* dbm: a form in lower case -> users */
+    ck_assert_int_eq(apr_dbm_open_ex(&db, "SDBM", path, APR_DBM_RWCREATE, APR_OS_DEFAULT, pool),
+                     APR_SUCCESS);
+    k.dptr = "john.q.public";
+    k.dsize = strlen(k.dptr);
+    v.dptr = "jqp";
+    v.dsize = 3;
+    ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
+    k.dptr = "john";
+    k.dsize = 4;
+    v.dptr = "jqp  jdoe";
+    v.dsize = 9;
+    ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
+    apr_dbm_close(db);
+    ck_assert_ptr_null(nm_dir(&c, "SipNameMap", "dbm",
+                                             apr_pstrcat(pool, "sdbm:", path, NULL), "/"));
+    ck_assert_ptr_nonnull(c.namemap);
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "John.Q.Public", &why)), "jqp");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "JOHN", &why)), "jqp jdoe");
+    ck_assert_str_eq(nm_users(sip_namemap_lookup(c.namemap, pool, "mary", &why)), "");
+    unlink(path);
+    unlink(apr_pstrcat(pool, path, ".pag", NULL));
+    unlink(apr_pstrcat(pool, path, ".dir", NULL));
+    ck_assert_ptr_nonnull(nm_dir(&c, "SipNameMap", "dbm",
+                                                apr_pstrcat(pool, "sdbm:", path, NULL), "/"));
+}
+END_TEST
+
+static Suite *namemap_suite(void)
+{
+    Suite *s = suite_create("namemap");
+    TCase *tc = tcase_create("namemap");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, nm_forms_seed_table);
+    tcase_add_test(tc, nm_file_every_row);
+    tcase_add_test(tc, nm_file_two_johns);
+    tcase_add_test(tc, nm_file_bad_lines);
+    tcase_add_test(tc, nm_decoding);
+    tcase_add_test(tc, nm_uri_with_user);
+    tcase_add_test(tc, nm_cache_expiry);
+    tcase_add_test(tc, nm_directives);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ================================================================== */
+/* lists (sip_lists.c) and forwarding files (sip_forward.c)            */
+
+static sip_lists_t *lists_of(const char *text)
+{
+    sip_lists_t *l = NULL;
+    const char *why = sip_lists_parse(pool, &l, "t.lists", text);
+
+    ck_assert_msg(why == NULL, "%s", why ? why : "");
+    return l;
+}
+
+START_TEST(lists_find_names)
+{
+    sip_lists_t *l = lists_of("team sip:a@x.test bob\nsales@Example.COM sip:s@x.test\n");
+    const apr_array_header_t *m;
+
+    m = sip_lists_find(pool, l, "team", "anything.test");
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(m->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(m, 0, const char *), "sip:a@x.test");
+    ck_assert_str_eq(APR_ARRAY_IDX(m, 1, const char *), "bob");
+    /* case-insensitive after %-decoding (seed 002 §5.2) */
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "Te%61M", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "te%00am", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "teams", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "", "h.test"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, NULL, "h.test"));
+    /* user@host only at that host, whatever its case */
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "sales", "example.com"));
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "SALES", "EXAMPLE.com"));
+    ck_assert_ptr_null(sip_lists_find(pool, l, "sales", "other.example.com"));
+    ck_assert_ptr_null(sip_lists_find(pool, NULL, "team", "h.test"));
+}
+END_TEST
+
+START_TEST(lists_config_errors)
+{
+    sip_lists_t *l = NULL;
+    const char *one[] = {"sip:a@x.test"};
+    const char *why;
+
+    ck_assert_ptr_null(sip_lists_add(pool, &l, "team", 1, one, "a.conf:1"));
+    why = sip_lists_add(pool, &l, "TEAM", 1, one, "a.conf:9");
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "defined twice (first at a.conf:1)"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "a b", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "@host", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "user@", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "u@h@h", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "x%2Fy", 1, one, "x"));
+    ck_assert_ptr_nonnull(sip_lists_add(pool, &l, "empty", 0, one, "x"));
+    why = sip_lists_parse(pool, &l, "f.txt", "# c\n\nok sip:o@x.test # trailing\nlonely\n");
+    ck_assert_ptr_nonnull(why);
+    ck_assert_str_eq(why, "f.txt:4: list lonely has no members");
+    why = sip_lists_parse(pool, &l, "g.txt", "x1 sip:a@x.test\nx2 tel:+1234\n");
+    ck_assert_str_eq(why, "g.txt:2: list x2: tel:+1234 is not a SIP URI");
+    why = sip_lists_parse(pool, &l, "h.txt", "x3 sip:a@x.test bad<name\n");
+    ck_assert_ptr_nonnull(strstr(why, "h.txt:1: list x3: bad<name is not a user name"));
+    /* what parsed before the error is there; the comment did not count */
+    ck_assert_ptr_nonnull(sip_lists_find(pool, l, "ok", "h"));
+    ck_assert_int_eq(sip_lists_find(pool, l, "ok", "h")->nelts, 1);
+}
+END_TEST
+
+START_TEST(lists_members)
+{
+    const char *why = NULL;
+
+    ck_assert_str_eq(sip_lists_member_parse(pool, "sip:a@x.test;transport=tcp", &why),
+                     "sip:a@x.test;transport=tcp");
+    ck_assert_str_eq(sip_lists_member_parse(pool, "SIPS:a@x.test", &why), "SIPS:a@x.test");
+    ck_assert_str_eq(sip_lists_member_parse(pool, "a@x.test", &why), "sip:a@x.test");
+    ck_assert_str_eq(sip_lists_member_parse(pool, "bob.smith", &why), "bob.smith");
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "tel:+1", &why));
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "sip:", &why));
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "sip:a@x.test>", &why));
+    ck_assert_ptr_null(sip_lists_member_parse(pool, "a b", &why));
+    ck_assert_ptr_nonnull(why);
+    /* a bare user is at the Request-URI's host and port, same scheme */
+    ck_assert_str_eq(sip_lists_member_uri(pool, "bob", "sip:team@example.com:5070"),
+                     "sip:bob@example.com:5070");
+    ck_assert_str_eq(sip_lists_member_uri(pool, "bob", "sips:team@example.com"),
+                     "sips:bob@example.com");
+    ck_assert_str_eq(sip_lists_member_uri(pool, "sip:a@x.test", "sip:team@example.com"),
+                     "sip:a@x.test");
+    ck_assert_str_eq(sip_lists_member_uri(pool, "bob", "sip:team@[2001:db8::1]:5070"),
+                     "sip:bob@[2001:db8::1]:5070");
+    ck_assert_ptr_null(sip_lists_member_uri(pool, "bob", "garbage"));
+}
+END_TEST
+
+START_TEST(lists_max_and_merge)
+{
+    sip_lists_t *base = lists_of("a sip:1@x.test sip:2@x.test sip:3@x.test\nb sip:b@x.test\n");
+    sip_lists_t *add = lists_of("a sip:9@x.test\nc sip:c@x.test\n"), *m;
+    const char *why = sip_lists_check(pool, base, 2);
+
+    ck_assert_ptr_nonnull(why);
+    ck_assert_str_eq(why, "t.lists:1: list a has 3 members, more than SipListMaxMembers 2");
+    ck_assert_ptr_null(sip_lists_check(pool, base, 3));
+    ck_assert_ptr_null(sip_lists_check(pool, NULL, 1));
+    m = sip_lists_merge(pool, base, add);
+    /* the vhost's own list wins on a name; the others are inherited */
+    ck_assert_int_eq(sip_lists_find(pool, m, "a", "h")->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(sip_lists_find(pool, m, "a", "h"), 0, const char *),
+                     "sip:9@x.test");
+    ck_assert_ptr_nonnull(sip_lists_find(pool, m, "b", "h"));
+    ck_assert_ptr_nonnull(sip_lists_find(pool, m, "c", "h"));
+    /* the overridden list is not checked any more */
+    ck_assert_ptr_null(sip_lists_check(pool, m, 2));
+    ck_assert_ptr_eq(sip_lists_merge(pool, NULL, add), add);
+    ck_assert_ptr_eq(sip_lists_merge(pool, base, NULL), base);
+}
+END_TEST
+
+START_TEST(lists_disposition)
+{
+    ck_assert(sip_lists_disposition_all("all"));
+    ck_assert(sip_lists_disposition_all("ALL"));
+    ck_assert(sip_lists_disposition_all(" no-forward , All "));
+    ck_assert(sip_lists_disposition_all("all;x=1"));
+    ck_assert(sip_lists_disposition_all("queue,all"));
+    ck_assert(!sip_lists_disposition_all("allx"));
+    ck_assert(!sip_lists_disposition_all("small"));
+    ck_assert(!sip_lists_disposition_all("queue, no-forward"));
+    ck_assert(!sip_lists_disposition_all("x;all"));
+    ck_assert(!sip_lists_disposition_all(""));
+    ck_assert(!sip_lists_disposition_all(NULL));
+}
+END_TEST
+
+START_TEST(lists_load_file)
+{
+    char dir[] = "/tmp/lists_unit_XXXXXX", path[64];
+    sip_lists_t *l = NULL;
+    FILE *f;
+    const char *why;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/l.txt", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("# staff\nstaff sip:a@x.test\tsip:b@x.test\r\n", f);
+    fclose(f);
+    ck_assert_ptr_null(sip_lists_load(pool, &l, path));
+    ck_assert_int_eq(sip_lists_find(pool, l, "staff", "h")->nelts, 2);
+    unlink(path);
+    why = sip_lists_load(pool, &l, path);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, path));
+    rmdir(dir);
+}
+END_TEST
+
+static Suite *lists_suite(void)
+{
+    Suite *s = suite_create("lists");
+    TCase *tc = tcase_create("lists");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, lists_find_names);
+    tcase_add_test(tc, lists_config_errors);
+    tcase_add_test(tc, lists_members);
+    tcase_add_test(tc, lists_max_and_merge);
+    tcase_add_test(tc, lists_disposition);
+    tcase_add_test(tc, lists_load_file);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+START_TEST(forward_parse)
+{
+    const char *why = NULL;
+    sip_forward_t *fw;
+    const char *text = "# away\nJ.Public@new.example, sip:jp@ieee.example\n  bob  # local\n";
+
+    fw = sip_forward_parse(pool, text, strlen(text), &why);
+    ck_assert_ptr_nonnull(fw);
+    ck_assert_ptr_null(fw->argv);
+    ck_assert_int_eq(fw->addresses->nelts, 3);
+    ck_assert_str_eq(APR_ARRAY_IDX(fw->addresses, 0, const char *), "sip:J.Public@new.example");
+    ck_assert_str_eq(APR_ARRAY_IDX(fw->addresses, 1, const char *), "sip:jp@ieee.example");
+    ck_assert_str_eq(APR_ARRAY_IDX(fw->addresses, 2, const char *), "bob");
+    text = "# vacation\n  |/usr/local/sipd/vacation js  now\n";
+    fw = sip_forward_parse(pool, text, strlen(text), &why);
+    ck_assert_ptr_nonnull(fw);
+    ck_assert_str_eq(fw->argv[0], "/usr/local/sipd/vacation");
+    ck_assert_str_eq(fw->argv[1], "js");
+    ck_assert_str_eq(fw->argv[2], "now");
+    ck_assert_ptr_null(fw->argv[3]);
+    text = "|/bin/prog\nsip:a@x.test\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    ck_assert_str_eq(why, "a |program line must be the only entry");
+    text = "|/bin/a\n|/bin/b\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    text = "|prog\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    ck_assert_str_eq(why, "|program needs an absolute path");
+    text = "|\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    text = "# nothing\n\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+    ck_assert_str_eq(why, "no address in it");
+    ck_assert_ptr_null(sip_forward_parse(pool, "sip:a@x.test\0x", 14, &why));
+    ck_assert_str_eq(why, "the file holds a NUL byte");
+    text = "mailto:a@x.test\n";
+    ck_assert_ptr_null(sip_forward_parse(pool, text, strlen(text), &why));
+}
+END_TEST
+
+START_TEST(forward_paths)
+{
+    const char *why = NULL, *path;
+    long uid;
+    int home;
+
+    path = sip_forward_path(pool, "/srv/fwd/%u.sip", "alice", &uid, &home, &why);
+    ck_assert_str_eq(path, "/srv/fwd/alice.sip");
+    ck_assert_int_eq(home, 0);
+    path = sip_forward_path(pool, "/srv/%u/%%u/%u", "b%6Fb", &uid, &home, &why);
+    ck_assert_str_eq(path, "/srv/bob/%u/bob");
+    /* names that are no safe file name (SIP-CGI's rules, and no "..") */
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "..", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", ".hidden", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "a..b", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "a%2Fb", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "a%00b", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", "", &uid, &home, &why));
+    ck_assert_ptr_null(sip_forward_path(pool, "/srv/%u", NULL, &uid, &home, &why));
+    ck_assert_str_eq(why, "the user name is not a safe file name");
+    /* ~/: the system user's home; the file must be that user's */
+    path = sip_forward_path(pool, "~/.sipforward", "root", &uid, &home, &why);
+    ck_assert_ptr_nonnull(path);
+    ck_assert_str_eq(path, apr_pstrcat(pool, getpwnam("root")->pw_dir, "/.sipforward", NULL));
+    ck_assert_int_eq(home, 1);
+    ck_assert_int_eq(uid, 0);
+    ck_assert_ptr_null(sip_forward_path(pool, "~/.sipforward", "no-such-user-xyz", &uid, &home,
+                                        &why));
+    ck_assert_str_eq(why, "no system user of that name");
+}
+END_TEST
+
+static char fwd_dir[] = "/tmp/fwd_unit_XXXXXX";
+
+static const char *fwd_put(const char *name, const char *text, size_t len, mode_t mode)
+{
+    const char *path = apr_pstrcat(pool, fwd_dir, "/", name, NULL);
+    FILE *f;
+
+    unlink(path);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fwrite(text, 1, len, f), len);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, mode), 0);
+    return path;
+}
+
+static int fwd_read(const char *path, long owner, const char **why)
+{
+    sip_forward_t *fw = NULL;
+    long owners[1] = {owner};
+
+    *why = NULL;
+    return sip_forward_read(pool, path, owners, 1, &fw, why);
+}
+
+START_TEST(forward_safety)
+{
+    const char *good = "sip:a@x.test\n", *why, *p;
+    long me = (long)geteuid();
+    sip_forward_t *fw = NULL;
+    long owners[2] = {-1, me};
+    char *big = apr_palloc(pool, 70000);
+
+    ck_assert_ptr_nonnull(mkdtemp(fwd_dir));
+    ck_assert_int_eq(chmod(fwd_dir, 0755), 0);
+    p = fwd_put("ok", good, strlen(good), 0644);
+    ck_assert_int_eq(sip_forward_read(pool, p, owners, 2, &fw, &why), 0);
+    ck_assert_int_eq(fw->addresses->nelts, 1);
+    ck_assert_int_eq((long)fw->owner, me);
+    ck_assert_int_eq(fwd_read(apr_pstrcat(pool, fwd_dir, "/absent", NULL), me, &why), -1);
+    /* someone else's */
+    ck_assert_int_eq(fwd_read(p, me + 1, &why), 1);
+    ck_assert_ptr_nonnull(strstr(why, "not by its user"));
+    /* writable by group, by others */
+    p = fwd_put("grp", good, strlen(good), 0664);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is writable by group or others");
+    p = fwd_put("oth", good, strlen(good), 0646);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is writable by group or others");
+    /* a symlink, even to a good file */
+    p = apr_pstrcat(pool, fwd_dir, "/link", NULL);
+    ck_assert_int_eq(symlink(apr_pstrcat(pool, fwd_dir, "/ok", NULL), p), 0);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is a symbolic link");
+    unlink(p);
+    /* too big; exactly 64 KiB is fine */
+    memset(big, '#', 70000);
+    p = fwd_put("big", big, 70000, 0644);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is larger than 64 KiB");
+    memcpy(big + SIP_FORWARD_MAX_SIZE - strlen(good) - 1, "\n", 1);
+    memcpy(big + SIP_FORWARD_MAX_SIZE - strlen(good), good, strlen(good));
+    p = fwd_put("big", big, SIP_FORWARD_MAX_SIZE, 0644);
+    ck_assert_int_eq(fwd_read(p, me, &why), 0);
+    unlink(p);
+    /* not a regular file */
+    p = apr_pstrcat(pool, fwd_dir, "/fifo", NULL);
+    ck_assert_int_eq(mkfifo(p, 0644), 0);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "it is not a regular file");
+    unlink(p);
+    /* a malformed file is refused with the reason */
+    p = fwd_put("bad", "|relative\n", 10, 0644);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "|program needs an absolute path");
+    unlink(p);
+    /* its directory writable by group */
+    ck_assert_int_eq(chmod(fwd_dir, 0775), 0);
+    p = apr_pstrcat(pool, fwd_dir, "/ok", NULL);
+    ck_assert_int_eq(fwd_read(p, me, &why), 1);
+    ck_assert_str_eq(why, "its directory is writable by group or others");
+    ck_assert_int_eq(chmod(fwd_dir, 0755), 0);
+    unlink(p);
+    unlink(apr_pstrcat(pool, fwd_dir, "/grp", NULL));
+    unlink(apr_pstrcat(pool, fwd_dir, "/oth", NULL));
+    ck_assert_int_eq(rmdir(fwd_dir), 0);
+}
+END_TEST
+
+START_TEST(forward_program_owner)
+{
+    sip_forward_t fw;
+    const char *argv[] = {"/bin/sh", NULL};
+
+    memset(&fw, 0, sizeof(fw));
+    fw.argv = argv;
+    fw.owner = geteuid() + 1;
+    /* never as root; otherwise only from a file of httpd's own user */
+    if (geteuid() == 0)
+        ck_assert_str_eq(fwd_program_refused(pool, &fw), "|program would run as root");
+    else {
+        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "owned by httpd's user"));
+        fw.owner = geteuid();
+        ck_assert_ptr_null(fwd_program_refused(pool, &fw));
+        argv[0] = "/nonexistent/prog";
+        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "not an executable"));
+    }
+}
+END_TEST
+
+static Suite *forward_suite(void)
+{
+    Suite *s = suite_create("forward");
+    TCase *tc = tcase_create("forward");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, forward_parse);
+    tcase_add_test(tc, forward_paths);
+    tcase_add_test(tc, forward_safety);
+    tcase_add_test(tc, forward_program_owner);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -7096,6 +8072,10 @@ int main(void)
     srunner_add_suite(sr, uri_list_suite());
     srunner_add_suite(sr, consent_suite());
     srunner_add_suite(sr, plumb_suite());
+    srunner_add_suite(sr, rules_suite());
+    srunner_add_suite(sr, namemap_suite());
+    srunner_add_suite(sr, lists_suite());
+    srunner_add_suite(sr, forward_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
