@@ -924,7 +924,10 @@ static apr_array_header_t *dir_rules(cmd_parms *cmd, sip_dir_conf *d)
 static const char *set_rule(cmd_parms *cmd, void *dv, const char *args)
 {
     const char *err;
-    const sip_rule_t *r = sip_rule_parse(cmd->pool, args, &err);
+    const sip_rule_t *r = sip_rule_parse_at(cmd->pool, args,
+                                            apr_psprintf(cmd->pool, "%s:%d",
+                                                         cmd->directive->filename,
+                                                         cmd->directive->line_num), &err);
 
     if (!r)
         return apr_pstrcat(cmd->pool, "SipRule: ", err, NULL);

@@ -170,8 +170,9 @@ apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_ms
     r->useragent_addr = apr_addr_of(r->pool, peer);
     r->useragent_ip = (char *)sip_sockaddr_ip(r->pool, peer);
     r->hostname = sip_msg_uri_host(req) ? apr_pstrdup(r->pool, sip_msg_uri_host(req)) : NULL;
-    /* an <If> that cannot be evaluated (logged by httpd) could hide an
-     * "authenticate": no rules at all then, the step fails closed */
+    /* a failed walk could hide an "authenticate": no rules at all then,
+     * the step fails closed.  (httpd 2.4 itself takes an <If> it cannot
+     * evaluate as false, logging AH00039, as it does for HTTP.) */
     if (ap_location_walk(r) != OK || ap_if_walk(r) != OK) {
         apr_pool_destroy(r->pool);
         return NULL;

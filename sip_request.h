@@ -89,8 +89,8 @@ int sip_explode_used(void);
  * <Location "/user@host"> walked, then its <If> sections, evaluated on a
  * request_rec whose headers_in are the SIP headers (so %{HTTP:From},
  * %{REQUEST_METHOD}, %{REMOTE_ADDR} work in <If>).  An array of
- * const sip_rule_t * in p (empty: none); NULL when the walk failed (an
- * <If> expression that could not be evaluated, logged by httpd). */
+ * const sip_rule_t * in p (empty: none); NULL when the walk failed.  An
+ * <If> httpd cannot evaluate is false (AH00039 in the error log). */
 apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
                                       const sip_sockaddr_t *peer);
 /* Is there a SipRule or SipRuleFile anywhere in the configuration? */

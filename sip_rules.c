@@ -379,6 +379,12 @@ static const char **rules_tokens(apr_pool_t *p, const char *line, int *n)
 
 const sip_rule_t *sip_rule_parse(apr_pool_t *p, const char *args, const char **err)
 {
+    return sip_rule_parse_at(p, args, "SipRule", err);
+}
+
+const sip_rule_t *sip_rule_parse_at(apr_pool_t *p, const char *args, const char *where,
+                                    const char **err)
+{
     sip_rule_t *r = apr_pcalloc(p, sizeof(*r));
     const char **argv;
     int n = 0;
@@ -391,7 +397,7 @@ const sip_rule_t *sip_rule_parse(apr_pool_t *p, const char *args, const char **e
     }
     r->method = "*";
     r->sequential = -1;
-    r->where = "SipRule";
+    r->where = where;
     if ((*err = rules_parse_action(p, r, n, argv, 0)) != NULL)
         return NULL;
     return r;

@@ -69,6 +69,10 @@ typedef struct sip_rule sip_rule_t;
 /* SipRule's arguments (the whole argument string): one rule with no
  * condition.  NULL and *err on a bad rule. */
 const sip_rule_t *sip_rule_parse(apr_pool_t *p, const char *args, const char **err);
+/* The same, naming where it was written ("file:line") in the error log
+ * lines the rule causes at run time. */
+const sip_rule_t *sip_rule_parse_at(apr_pool_t *p, const char *args, const char *where,
+                                    const char **err);
 
 /* SipRuleFile: every rule of the table at 'path' pushed (const sip_rule_t *)
  * onto 'rules'.  0, or -1 and *err ("path:line: why"). */

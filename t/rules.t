@@ -181,7 +181,7 @@ for my $tr (qw(udp tcp)) {
     my $mark = $t->log_mark;
     my ($f) = ask($tr, user => "r404-$tr");
     is($f && $f->code, 404, "$tr: respond 404");
-    ok($t->wait_log($mark, qr/404 Not Found for INVITE sip:r404-$tr\@.*: rule SipRule/),
+    ok($t->wait_log($mark, qr/404 Not Found for INVITE sip:r404-$tr\@.*: rule \S+httpd\.conf:\d+$/m),
        "$tr: ... answered by the rule (not the default 404)");
 
     ($f) = ask($tr, user => "r302-$tr");
@@ -353,7 +353,7 @@ for (['a', 486], ['b', 480], ['c', 488]) {
     my $mark = $t->log_mark;
     my ($f) = ask('udp', user => 'noscript');
     is($f && $f->code, 500, 'a rule naming a script that is not there: 500');
-    ok($t->wait_log($mark, qr/sip rules: .*SipRule "script".*not in SipDirectory/),
+    ok($t->wait_log($mark, qr/sip rules: .*rule \S+httpd\.conf:\d+ "script".*not in SipDirectory/),
        '... logged with the rule');
 }
 

@@ -7098,6 +7098,13 @@ START_TEST(rules_parse_actions)
     const sip_rule_t *r;
 
     rl_bad("", "needs an action");
+    {
+        const char *err = NULL;
+        r = sip_rule_parse_at(pool, "log", "sites/sip.conf:7", &err);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_str_eq(r->where, "sites/sip.conf:7");     /* named in run-time log lines */
+        ck_assert_str_eq(rl_ok("log")->where, "SipRule");
+    }
     rl_bad("frobnicate", "unknown action 'frobnicate'");
     /* log */
     r = rl_ok("log");
