@@ -77,6 +77,10 @@ struct sip_cgi_ctx {
     int fetching;                   /* REGISTRATIONS being looked up for a run */
     int locating;                   /* proxy targets of ours being looked up */
     int freed;
+    /* sip_cgi_run_then: what runs instead of the default handling when
+     * the script leaves the request to the server */
+    void (*then)(void *baton);
+    void *then_baton;
 };
 
 struct sip_cgi_run {
@@ -541,6 +545,18 @@ static void default_action(sip_cgi_ctx_t *ctx, trigger_t *t)
             sip_proxy_default_response(ctx->px, t->branch, t->msg, t->local);
         break;
     case TRIG_REQUEST:
+        if (ctx->then) {
+            /* the request is the caller's again: this context lets go of
+             * the transaction (freed when its run is over) before the
+             * caller answers, proxies or runs another script */
+            void (*then)(void *) = ctx->then;
+            ctx->then = NULL;
+            ctx->txn_over = 1;
+            sip_txn_detach(ctx->txn);
+            ctx->txn = NULL;
+            then(ctx->then_baton);
+            break;
+        }
         /* Scripts only see requests for our own domains (others are
          * relayed before any script runs): the registrar looks the user up. */
         sip_relay_default_request(ctx->txn, ctx->s);
@@ -1480,6 +1496,19 @@ void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s)
 
     ctx->path = apr_pstrdup(ctx->pool, path);
     ctx->script = apr_pstrdup(ctx->pool, slash ? slash + 1 : path);
+    ctx_begin(ctx);
+}
+
+void sip_cgi_run_then(sip_txn_t *txn, const char *path, server_rec *s, void (*then)(void *),
+                      void *baton)
+{
+    sip_cgi_ctx_t *ctx = ctx_new(txn, s);
+    const char *slash = strrchr(path, '/');
+
+    ctx->path = apr_pstrdup(ctx->pool, path);
+    ctx->script = apr_pstrdup(ctx->pool, slash ? slash + 1 : path);
+    ctx->then = then;
+    ctx->then_baton = baton;
     ctx_begin(ctx);
 }
 

@@ -35,6 +35,12 @@ int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
 /* Run the script for a new server transaction (answers 500 itself when
  * the script cannot be started). */
 void sip_cgi_run(sip_txn_t *txn, const char *path, server_rec *s);
+/* The same, but when the script leaves the request to the server (no
+ * final response, no proxying: RFC 3050 §5.6.1.6), 'then' runs instead of
+ * the default handling, once, with the transaction no longer the
+ * script's: a rule that runs a script goes on with the next rule. */
+void sip_cgi_run_then(sip_txn_t *txn, const char *path, server_rec *s, void (*then)(void *),
+                      void *baton);
 /* The same with arguments after the script's name (NULL-ended): a
  * forwarding file's "|program args" (sip_forward.h). */
 void sip_cgi_run_args(sip_txn_t *txn, const char *path, const char *const *args, server_rec *s);

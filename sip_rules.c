@@ -23,7 +23,9 @@
 typedef enum {
     RULE_GO_ON,     /* the next rule */
     RULE_STOP,      /* no more rules: the normal steps go on */
-    RULE_DONE       /* the transaction is answered, proxied or handed over */
+    RULE_DONE,      /* the transaction is answered, proxied or handed over */
+    RULE_WAIT       /* a script runs: the rules after it go on if it leaves
+                     * the request to the server */
 } rule_result_t;
 
 typedef struct rule_ctx {
@@ -31,7 +33,13 @@ typedef struct rule_ctx {
     server_rec *s;
     apr_pool_t *p;
     const sip_msg_t *req;
+    apr_array_header_t *rules;
+    int next;                   /* the rule after the running one */
+    sip_step_resume_fn resume;
+    void *baton;
 } rule_ctx_t;
+
+static sip_step_t rules_from(rule_ctx_t *c);
 
 typedef struct rule_action {
     const char *name;
@@ -291,6 +299,16 @@ static const char *rules_check_script(apr_pool_t *p, sip_rule_t *r, int in_file)
     return NULL;
 }
 
+/* Seed 002 §6: "if the script returns a final response, processing of
+ * the rule file is terminated" -- otherwise it goes on. */
+static void rules_after_script(void *baton)
+{
+    rule_ctx_t *c = baton;
+
+    if (rules_from(c) == SIP_STEP_NEXT)
+        c->resume(c->baton);
+}
+
 static rule_result_t rules_run_script(rule_ctx_t *c, const sip_rule_t *r)
 {
     const char *dir = sip_get_conf(c->s)->directory, *path = NULL, *why = NULL;
@@ -304,8 +322,8 @@ static rule_result_t rules_run_script(rule_ctx_t *c, const sip_rule_t *r)
         return rule_fail(c, r, "no SipDirectory to find the script in");
     else if ((st = sip_cgi_locate_file(c->p, dir, r->argv[0], 1, &path, &why)) != 0)
         return rule_fail(c, r, st == 404 ? "the script is not in SipDirectory" : why);
-    sip_cgi_run(c->txn, path, c->s);
-    return RULE_DONE;
+    sip_cgi_run_then(c->txn, path, c->s, rules_after_script, c);
+    return RULE_WAIT;
 }
 
 static rule_result_t rules_run_record(rule_ctx_t *c, const sip_rule_t *r)
@@ -564,35 +582,44 @@ int sip_rule_matches(apr_pool_t *p, const sip_rule_t *rule, const sip_msg_t *req
 
 /* ---- the step ---- */
 
-sip_step_t sip_rules_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn resume, void *baton)
+/* The rules from c->next on. */
+static sip_step_t rules_from(rule_ctx_t *c)
 {
-    rule_ctx_t c;
-    apr_array_header_t *rules;
-    int i;
-
-    (void)resume; (void)baton;  /* every action decides at once */
-    c.txn = txn;
-    c.s = s;
-    c.p = sip_txn_pool(txn);
-    c.req = sip_txn_request(txn);
-    rules = sip_request_rules(c.p, s, c.req, &sip_txn_source(txn)->peer);
-    if (!rules) {
-        /* which rules apply is unknown: one of them might have refused */
-        sip_txn_reply(txn, 500, "Server Internal Error", NULL);
-        return SIP_STEP_DONE;
-    }
-    for (i = 0; i < rules->nelts; i++) {
-        const sip_rule_t *r = APR_ARRAY_IDX(rules, i, const sip_rule_t *);
-        if (!sip_rule_matches(c.p, r, c.req))
+    while (c->next < c->rules->nelts) {
+        const sip_rule_t *r = APR_ARRAY_IDX(c->rules, c->next, const sip_rule_t *);
+        c->next++;
+        if (!sip_rule_matches(c->p, r, c->req))
             continue;
-        switch (r->action->run(&c, r)) {
+        switch (r->action->run(c, r)) {
         case RULE_GO_ON:
             break;
         case RULE_STOP:
             return SIP_STEP_NEXT;
         case RULE_DONE:
             return SIP_STEP_DONE;
+        case RULE_WAIT:
+            return SIP_STEP_WAIT;
         }
     }
     return SIP_STEP_NEXT;
+}
+
+sip_step_t sip_rules_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn resume, void *baton)
+{
+    apr_pool_t *p = sip_txn_pool(txn);
+    rule_ctx_t *c = apr_pcalloc(p, sizeof(*c));
+
+    c->txn = txn;
+    c->s = s;
+    c->p = p;
+    c->req = sip_txn_request(txn);
+    c->resume = resume;
+    c->baton = baton;
+    c->rules = sip_request_rules(p, s, c->req, &sip_txn_source(txn)->peer);
+    if (!c->rules) {
+        /* which rules apply is unknown: one of them might have refused */
+        sip_txn_reply(txn, 500, "Server Internal Error", NULL);
+        return SIP_STEP_DONE;
+    }
+    return rules_from(c);
 }

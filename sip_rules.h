@@ -29,10 +29,12 @@
  *   authenticate [digest] the caller must be digest-authenticated (the
  *                         SipAuth machinery: 401/407 challenge); once he
  *                         is, go on
- *   script [name]         run SipDirectory's SIP-CGI script 'name' (it
- *                         answers or proxies: stops the rules); without a
- *                         name, stop the rules and go on with the user's
- *                         own scripts (the normal steps)
+ *   script [name]         run SipDirectory's SIP-CGI script 'name'; when
+ *                         it answers or proxies, the rules stop; when it
+ *                         leaves the request to the server (no output,
+ *                         RFC 3050 §5.6.1.6), the next rule runs (seed
+ *                         §6); without a name, stop the rules and go on
+ *                         with the user's own scripts (the normal steps)
  *   record <host>         voice mail by indirection: proxy to the
  *                         Request-URI's user at <host>.  Stops the rules.
  *

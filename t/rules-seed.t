@@ -44,12 +44,11 @@ my $BOB_SCRIPT = "#!/bin/sh\nprintf 'SIP/2.0 486 Busy Here\\n\\n'\n";
 
 # The seed's table as a SipRuleFile, its lines as the seed writes them
 # (SipRuleFile reads "From * INVITE", "To *-voicemail record host" and
-# "sip://" too), with three changes (docs/routing.md): "log" takes no
+# "sip://" too), with two changes (docs/routing.md): "log" takes no
 # program (CustomLog env=sip-rule-log writes the lines); the AOL line comes
 # before the lines that answer (rules stop at the first answer: at the end
-# it would never be reached for a local callee); and the seed's "302" line
-# ("we are a redirect server") is SipMode redirect: a script that leaves
-# the call alone ends the rules with the server's default handling.
+# it would never be reached for a local callee).  The seed's "302" line
+# runs when the script leaves the call to the server (seed §6).
 sub rule_file {
     my ($t, $vp, $vm) = @_;
     my $script = $t->scripts_dir . '/user_script';
@@ -68,7 +67,8 @@ To INVITE graduated\@127.0.0.1 301 sip://vp\@127.0.0.1:$vp
 To *-voicemail record 127.0.0.1:$vm
 # All other calls are subject to callee-written (user-specific) scripts.
 To INVITE 127.0.0.1 $script
-# (We are a redirect server: SipMode redirect.)
+# We are a redirect server; the server figures out the location.
+To INVITE 127.0.0.1 302
 # We don't handle any other domains.
 To INVITE * 404
 RULES
@@ -110,9 +110,11 @@ sub rule_sections {
     </If>
 </Location>
 <Location "/">
-    # Callee-written scripts (then SipMode redirect: where the callee is).
+    # Callee-written scripts; when the script leaves the call alone, we
+    # are a redirect server: the server figures out the location.
     <If "%{REQUEST_METHOD} == 'INVITE' && %{HTTP:To} =~ /$here/">
         SipRule script user_script
+        SipRule respond 302
     </If>
     # We don't handle any other domains.
     <ElseIf "%{REQUEST_METHOD} == 'INVITE'">
@@ -137,8 +139,6 @@ sub server {
             '</Location>', ''),
         vhost_conf => join("\n",
             'ServerAlias other.test',
-            # the seed's server is a redirect server
-            'SipMode redirect',
             'LogFormat "%{Call-ID}i %>s \\"%r\\"" seedlog',
             'CustomLog @DIR@/logs/calls.log seedlog env=sip-rule-log',
             'CustomLog @DIR@/logs/all.log seedlog',

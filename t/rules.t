@@ -49,6 +49,7 @@ my @vhost = (
     (map { loc("rec-$_", "SipRule record 127.0.0.1:$P{u2}") } qw(udp tcp)),
     (map { loc("auth-$_", 'SipRule authenticate digest', 'SipRule respond 486') } qw(udp tcp)),
     (map { loc("scr-$_", 'SipRule script answer488', 'SipRule respond 404') } qw(udp tcp)),
+    (map { loc("quiet-$_", 'SipRule script quiet', 'SipRule respond 487') } qw(udp tcp)),
     loc('noscript', 'SipRule script not-there'),
     (map { loc("logged-$_", 'SipRule log', 'SipRule respond 404') } qw(udp tcp)),
     (map { loc("unlogged-$_", 'SipRule respond 404') } qw(udp tcp)),
@@ -67,6 +68,16 @@ my $t = SipExplodeTest->new(
     vhost => \@vhost,
     scripts => { answer488 => "#!/bin/sh\nprintf 'SIP/2.0 488 Not Acceptable Here\\n\\n'\n" },
     start => 0);
+{
+    # a script that says nothing (the server's default action, RFC 3050
+    # §5.6.1.6) but leaves a trace where the script user may write
+    mkdir $t->dir . '/out';
+    chmod 0777, $t->dir . '/out';
+    open(my $q, '>', $t->scripts_dir . '/quiet') or die $!;
+    print $q "#!/bin/sh\necho \"\$REQUEST_METHOD\" >> " . $t->dir . "/out/quiet.ran\nexit 0\n";
+    close $q;
+    chmod 0755, $t->scripts_dir . '/quiet';
+}
 {
     open(my $h, '>', $t->dir . '/hostile.rules') or die $!;
     print $h "# a caller's glob characters are text\nFrom MESSAGE aol.com 403\n";
@@ -269,6 +280,14 @@ for my $tr (qw(udp tcp)) {
     # ---- script
     ($f) = ask($tr, user => "scr-$tr");
     is($f && $f->code, 488, "$tr: the named script answers (the rule after it not run)");
+    # a script that leaves the request to the server: the next rule (seed §6)
+    {
+        my $ran = $t->dir . '/out/quiet.ran';
+        unlink $ran;
+        ($f) = ask($tr, user => "quiet-$tr");
+        is($f && $f->code, 487, "$tr: a script that says nothing: the next rule answers");
+        ok(-s $ran, "$tr: ... after the script ran");
+    }
 
     # ---- log: only the requests a rule logged
     {
