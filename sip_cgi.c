@@ -659,16 +659,6 @@ static void run_timeout(void *baton)
 
 /* ---- actions (RFC 3050 §5.6.1) ---- */
 
-static int is_token(const char *s)
-{
-    if (!*s)
-        return 0;
-    for (; *s; s++)
-        if (!apr_isalnum(*s) && !strchr("-.!%*_+`'~", *s))
-            return 0;
-    return 1;
-}
-
 /* Split "KEYWORD arg SIP/2.0" into its argument; NULL if malformed. */
 static const char *action_arg(apr_pool_t *p, const char *line, apr_size_t kwlen)
 {
@@ -796,7 +786,7 @@ static int handle_message(sip_cgi_run_t *run, const char *buf, apr_size_t len)
         return 0;
     }
     if (strncasecmp(line, "CGI-SET-COOKIE", 14) == 0) {
-        if (!(arg = action_arg(ctx->pool, line, 14)) || !is_token(arg))
+        if (!(arg = action_arg(ctx->pool, line, 14)) || !sip_is_token(arg))
             return -1;
         ctx->cookie = arg;
         return 0;

@@ -37,22 +37,6 @@ typedef struct {
     int dtd;                    /* a DOCTYPE was seen */
 } cpl_errs_t;
 
-/* *why is sent in a reason phrase or a text/plain body and logged: keep
- * it printable ASCII and short whatever names the uploader chose. */
-static const char *cpl_clean(apr_pool_t *p, const char *s)
-{
-    char *out = apr_pstrndup(p, s ? s : "", CPL_WHY_MAX), *c;
-    apr_size_t n;
-
-    for (c = out; *c; c++)
-        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
-            *c = (*c == '\n' || *c == '\r' || *c == '\t') ? ' ' : '?';
-    n = strlen(out);
-    while (n && out[n - 1] == ' ')
-        out[--n] = '\0';
-    return out;
-}
-
 static void cpl_err(void *ud, xmlErrorPtr e)
 {
     cpl_errs_t *errs = ud;
@@ -97,7 +81,7 @@ int sip_cpl_init(apr_pool_t *p, const char **why)
     xmlSchemaFreeParserCtxt(pctxt);
     if (!cpl_schema) {
         *why = apr_psprintf(p, "the built-in CPL schema does not compile: %s",
-                            cpl_clean(p, errs.first));
+                            sip_str_printable(p, errs.first, CPL_WHY_MAX));
         return 0;
     }
     return 1;
@@ -235,7 +219,7 @@ static int cpl_rules(apr_pool_t *p, xmlNodePtr root, const char **why)
             xmlFree(id);
             if (apr_hash_get(ids, key, APR_HASH_KEY_STRING)) {
                 *why = apr_psprintf(p, "subaction id \"%s\" defined twice (line %d)",
-                                    cpl_clean(p, key), n->line);
+                                    sip_str_printable(p, key, CPL_WHY_MAX), n->line);
                 return 0;
             }
             apr_hash_set(ids, key, APR_HASH_KEY_STRING, (void *)(apr_uintptr_t)(subs->nelts + 1));
@@ -271,7 +255,7 @@ static int cpl_rules(apr_pool_t *p, xmlNodePtr root, const char **why)
                                                  APR_HASH_KEY_STRING);
             if (!to) {
                 *why = apr_psprintf(p, "<sub ref=\"%s\"> names no subaction (line %d)",
-                                    cpl_clean(p, ref ? (const char *)ref : ""), m->line);
+                                    sip_str_printable(p, ref ? (const char *)ref : "", CPL_WHY_MAX), m->line);
                 xmlFree(ref);
                 return 0;
             }
@@ -310,7 +294,7 @@ static int cpl_rules(apr_pool_t *p, xmlNodePtr root, const char **why)
                                          (const xmlChar *)"id");
             *why = apr_psprintf(p, "subaction \"%s\" refers to itself through <sub> "
                                 "(recursion, RFC 3880 section 8)",
-                                cpl_clean(p, id ? (const char *)id : ""));
+                                sip_str_printable(p, id ? (const char *)id : "", CPL_WHY_MAX));
             xmlFree(id);
         }
         return 0;
@@ -364,7 +348,7 @@ static xmlDocPtr cpl_parse(apr_pool_t *p, const char *body, apr_size_t len, cons
     if (!doc || !ctxt->wellFormed) {
         xmlErrorPtr e = xmlCtxtGetLastError(ctxt);
         *why = apr_psprintf(p, "not well-formed XML (line %d): %s", e ? e->line : 0,
-                            cpl_clean(p, e && e->message ? e->message : "no document"));
+                            sip_str_printable(p, e && e->message ? e->message : "no document", CPL_WHY_MAX));
         goto out;
     }
     root = xmlDocGetRootElement(doc);
@@ -376,8 +360,8 @@ static xmlDocPtr cpl_parse(apr_pool_t *p, const char *body, apr_size_t len, cons
     if (strcmp((const char *)root->name, "cpl") || strcmp(ns, CPL_NS)) {
         *why = apr_psprintf(p, "the root element must be <cpl> in namespace " CPL_NS
                             " (found <%s> in \"%s\")",
-                            cpl_clean(p, apr_pstrndup(p, (const char *)root->name, 64)),
-                            cpl_clean(p, apr_pstrndup(p, ns, 128)));
+                            sip_str_printable(p, apr_pstrndup(p, (const char *)root->name, 64), CPL_WHY_MAX),
+                            sip_str_printable(p, apr_pstrndup(p, ns, 128), CPL_WHY_MAX));
         goto out;
     }
     if (!cpl_limits(p, root, why))
@@ -392,7 +376,7 @@ static xmlDocPtr cpl_parse(apr_pool_t *p, const char *body, apr_size_t len, cons
     xmlSchemaFreeValidCtxt(vctxt);
     if (rc != 0) {
         *why = rc > 0 ? apr_psprintf(p, "not a valid CPL script (line %d): %s", errs.line,
-                                     cpl_clean(p, errs.first))
+                                     sip_str_printable(p, errs.first, CPL_WHY_MAX))
                       : "CPL schema validation failed (internal error)";
         goto out;
     }
@@ -429,7 +413,7 @@ static int cc_fail(cpl_cc_t *cc, xmlNodePtr el, const char *fmt, ...)
     msg = apr_pvsprintf(cc->wp, fmt, ap);
     va_end(ap);
     cc->why = apr_psprintf(cc->wp, "<%s> %s (line %d)", (const char *)el->name,
-                           cpl_clean(cc->wp, msg), el->line);
+                           sip_str_printable(cc->wp, msg, CPL_WHY_MAX), el->line);
     return 0;
 }
 

@@ -60,17 +60,6 @@ static int name_in(const char *name, const char *const *list)
     return 0;
 }
 
-/* RFC 3261 §25.1 token (a header name) */
-static int explode_is_token(const char *s)
-{
-    if (!s || !*s)
-        return 0;
-    for (; *s; s++)
-        if (!apr_isalnum(*s) && !strchr("-.!%*_+`'~", *s))
-            return 0;
-    return 1;
-}
-
 /* A value that cannot end its line early: a %-decoded URI header or a
  * lone CR left in a received one would otherwise start a header of its
  * own in the requests we write. */
@@ -109,7 +98,7 @@ static const char *const entry_unverifiable[] = {"Date", "Timestamp", "body", NU
 
 static int header_passes(const sip_header_t *h, enum hdr_source src)
 {
-    if (!explode_is_token(h->name) || !value_ok(h->value) || name_in(h->name, never_passed))
+    if (!sip_is_token(h->name) || !value_ok(h->value) || name_in(h->name, never_passed))
         return 0;
     if (src != FROM_TEMPLATE && name_in(h->name, body_describing))
         return 0;

@@ -1793,6 +1793,30 @@ out:
     return eq;
 }
 
+int sip_is_token(const char *s)
+{
+    if (!s || !*s)
+        return 0;
+    for (; *s; s++)
+        if (!is_token_char((unsigned char)*s))
+            return 0;
+    return 1;
+}
+
+const char *sip_str_printable(apr_pool_t *p, const char *s, apr_size_t max)
+{
+    char *out = apr_pstrndup(p, s ? s : "", max), *c;
+    apr_size_t n;
+
+    for (c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = (*c == '\n' || *c == '\r' || *c == '\t') ? ' ' : '?';
+    n = strlen(out);
+    while (n && out[n - 1] == ' ')
+        out[--n] = '\0';
+    return out;
+}
+
 const char *sip_str_lower(apr_pool_t *p, const char *s)
 {
     char *c = apr_pstrdup(p, s), *d;

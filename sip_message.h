@@ -116,6 +116,12 @@ const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req);
 /* A lower-case copy of 's' (scheme, host and parameter names compare
  * case-insensitively). */
 const char *sip_str_lower(apr_pool_t *p, const char *s);
+/* RFC 3261 §25.1 token: a non-empty run of token characters. */
+int sip_is_token(const char *s);
+/* 's' (NULL: "") cut to 'max' bytes, control and non-ASCII bytes made
+ * '?' (line breaks and tabs ' '), trailing blanks dropped: safe in a
+ * reason phrase, a text/plain body and the log, whoever wrote it. */
+const char *sip_str_printable(apr_pool_t *p, const char *s, apr_size_t max);
 
 /* RFC 3261 §19.1.4 URI equality (scheme and host case-insensitive, user
  * case-sensitive, a default port is not the absence of one, transport,

@@ -10,17 +10,6 @@
 #include <osipparser2/osip_parser.h>
 #include <osipparser2/headers/osip_content_disposition.h>
 
-/* RFC 3261 §25.1 token */
-static int mime_is_token(const char *s)
-{
-    if (!s || !*s)
-        return 0;
-    for (; *s; s++)
-        if (!apr_isalnum(*s) && !strchr("-.!%*_+`'~", *s))
-            return 0;
-    return 1;
-}
-
 static void mime_lower_in_place(char *c)
 {
     for (; *c; c++)
@@ -83,14 +72,14 @@ int sip_mime_disposition_parse(apr_pool_t *p, const char *value, sip_disposition
     if (osip_content_disposition_parse(cd, value) != 0 || !cd->element)
         goto done;
     out->type = mime_lower(p, mime_trim(p, cd->element, strlen(cd->element)));
-    if (!mime_is_token(out->type))
+    if (!sip_is_token(out->type))
         goto done;
     while ((gp = osip_list_get(&cd->gen_params, pos++)) != NULL) {
         const char *name = gp->gname ? mime_lower(p, gp->gname) : NULL;
         const char *v = gp->gvalue ? mime_unquote(p, gp->gvalue) : "";
-        if (!mime_is_token(name) || !v || apr_table_get(out->params, name))
+        if (!sip_is_token(name) || !v || apr_table_get(out->params, name))
             goto done;
-        if (gp->gvalue && gp->gvalue[0] != '"' && !mime_is_token(v))
+        if (gp->gvalue && gp->gvalue[0] != '"' && !sip_is_token(v))
             goto done;
         apr_table_setn(out->params, name, apr_pstrdup(p, v));
     }
@@ -129,7 +118,7 @@ int sip_mime_content_type(apr_pool_t *p, const char *value, const char **type,
     {
         const char *t = mime_lower(p, mime_trim(p, ct->type, strlen(ct->type)));
         const char *st = mime_lower(p, mime_trim(p, ct->subtype, strlen(ct->subtype)));
-        if (!mime_is_token(t) || !mime_is_token(st))
+        if (!sip_is_token(t) || !sip_is_token(st))
             goto done;
         *type = apr_pstrcat(p, t, "/", st, NULL);
     }
@@ -245,13 +234,13 @@ int sip_mime_list_parse(apr_pool_t *p, const apr_array_header_t *hdrs, const cha
 
         if (media) {
             const char *slash = strchr(v, '/');
-            if (q < 0 || !slash || !mime_is_token(apr_pstrmemdup(p, v, (apr_size_t)(slash - v)))
-                || !mime_is_token(slash + 1) || (!strcmp(v, "*/*") ? 0 : v[0] == '*')) {
+            if (q < 0 || !slash || !sip_is_token(apr_pstrmemdup(p, v, (apr_size_t)(slash - v)))
+                || !sip_is_token(slash + 1) || (!strcmp(v, "*/*") ? 0 : v[0] == '*')) {
                 rc = -1;
                 continue;
             }
         }
-        else if (strcmp(v, "*") && !mime_is_token(v)) {
+        else if (strcmp(v, "*") && !sip_is_token(v)) {
             rc = -1;
             continue;
         }
@@ -433,7 +422,7 @@ static int mime_parse_part_headers(apr_pool_t *p, const char *s, const char *end
             if (!colon)
                 return -1;
             name = mime_trim(p, s, (apr_size_t)(colon - s));
-            if (!mime_is_token(name))
+            if (!sip_is_token(name))
                 return -1;
             longname = sip_header_long_name(name, strlen(name));
             cur = apr_array_push(part->headers);

@@ -28,21 +28,6 @@ typedef struct {
     int dtd;                    /* a DOCTYPE was seen */
 } ul_errs_t;
 
-/* *why ends up in a reason phrase and the log: printable ASCII, short. */
-static const char *ul_clean(apr_pool_t *p, const char *s)
-{
-    char *out = apr_pstrndup(p, s ? s : "", UL_WHY_MAX), *c;
-    apr_size_t n;
-
-    for (c = out; *c; c++)
-        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
-            *c = (*c == '\n' || *c == '\r' || *c == '\t') ? ' ' : '?';
-    n = strlen(out);
-    while (n && out[n - 1] == ' ')
-        out[--n] = '\0';
-    return out;
-}
-
 /* libxml2's default handlers write to stderr, which is the error log. */
 static void ul_quiet(void *ud, const char *msg, ...)
 {
@@ -234,7 +219,7 @@ int sip_uri_list_parse(apr_pool_t *p, const char *xml, apr_size_t len, int max,
     if (!doc || !ctxt->wellFormed) {
         xmlErrorPtr e = xmlCtxtGetLastError(ctxt);
         *why = apr_psprintf(p, "not well-formed XML (line %d): %s", e ? e->line : 0,
-                            ul_clean(p, e && e->message ? e->message : "no document"));
+                            sip_str_printable(p, e && e->message ? e->message : "no document", UL_WHY_MAX));
         goto out;
     }
     root = xmlDocGetRootElement(doc);
@@ -246,8 +231,8 @@ int sip_uri_list_parse(apr_pool_t *p, const char *xml, apr_size_t len, int max,
     if (strcmp((const char *)root->name, "resource-lists") || (ns && strcmp(ns, UL_NS))) {
         *why = apr_psprintf(p, "the root element must be <resource-lists> in namespace " UL_NS
                             " or none (found <%s> in \"%s\")",
-                            ul_clean(p, apr_pstrndup(p, (const char *)root->name, 64)),
-                            ul_clean(p, apr_pstrndup(p, ns ? ns : "", 128)));
+                            sip_str_printable(p, apr_pstrndup(p, (const char *)root->name, 64), UL_WHY_MAX),
+                            sip_str_printable(p, apr_pstrndup(p, ns ? ns : "", 128), UL_WHY_MAX));
         goto out;
     }
     w.p = p;
