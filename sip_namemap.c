@@ -1057,14 +1057,15 @@ static nm_waiter_t *nm_mapper_ask(nm_mapper_t *mp, const char *key, apr_interval
         sip_timer_set(nm_loop, &q->timer, NM_TIMEOUT, nm_query_timeout, q);
         if (mp->map->kind == NM_DBD)
             nm_db_submit(mp, key);
-        else if (mp->olen + need > mp->ocap) {
-            apr_size_t cap = (mp->olen + need) * 2;
-            char *b = apr_palloc(mp->run, cap);
-            memcpy(b, mp->obuf, mp->olen);
-            mp->obuf = b;
-            mp->ocap = cap;
-        }
-        if (mp->map->kind != NM_DBD) {
+        else {
+            if (mp->olen + need > mp->ocap) {
+                apr_size_t cap = (mp->olen + need) * 2;
+                char *b = apr_palloc(mp->run, cap);
+                if (mp->olen)
+                    memcpy(b, mp->obuf, mp->olen);
+                mp->obuf = b;
+                mp->ocap = cap;
+            }
             memcpy(mp->obuf + mp->olen, key, need - 1);
             mp->obuf[mp->olen + need - 1] = '\n';
             mp->olen += need;
