@@ -58,13 +58,14 @@ struct sip_namemap {
 /* ---- names ---- */
 
 /* A user id as RFC 3261 §25.1 allows it unescaped (unreserved and
- * user-unreserved characters): what a map may give as a candidate. */
+ * user-unreserved characters), but for ',' which separates candidates:
+ * what a map may give as a candidate. */
 static int nm_user_ok(const char *u)
 {
     if (!*u)
         return 0;
     for (; *u; u++)
-        if (!apr_isalnum(*u) && !strchr("-_.!~*'()&=+$,;?/", *u))
+        if (!apr_isalnum(*u) && !strchr("-_.!~*'()&=+$;?/", *u))
             return 0;
     return 1;
 }
@@ -132,15 +133,16 @@ apr_array_header_t *sip_namemap_forms(apr_pool_t *p, const char *user, const cha
     return forms;
 }
 
-/* Space-separated candidates (a dbm value, a mapper's answer), each once;
- * what is not a user id is left out (logged). */
+/* Candidates separated by spaces or commas (a dbm value: httxt2dbm keeps
+ * one word; a mapper's answer), each once; what is not a user id is left
+ * out (logged). */
 static apr_array_header_t *nm_split_users(apr_pool_t *p, const char *line, const char *what)
 {
     apr_array_header_t *users = apr_array_make(p, 2, sizeof(const char *));
     char *copy = apr_pstrdup(p, line), *last = NULL, *u;
     int i;
 
-    for (u = apr_strtok(copy, " \t\r\n", &last); u; u = apr_strtok(NULL, " \t\r\n", &last)) {
+    for (u = apr_strtok(copy, ", \t\r\n", &last); u; u = apr_strtok(NULL, ", \t\r\n", &last)) {
         if (!nm_user_ok(u)) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip namemap: %s gave \"%.64s\", not a user id; left out", what, u);

@@ -214,6 +214,19 @@ SKIP: {
         },
         vhost_conf => "SipNameMap dbm sdbm:names");
     common_checks($t, 'dbm');
+
+    # a map made by httxt2dbm (one word per name: several users with commas)
+    my $txt = $t->dir . '/names.txt';
+    open(my $fh, '>', $txt) or die $!;
+    print $fh "john.q.public jqp\njohn jqp,jdoe\n";
+    close $fh;
+    system('httxt2dbm', '-f', 'SDBM', '-i', $txt, '-o', $t->dir . '/names2') == 0
+        or die "httxt2dbm failed";
+    graceful($t, "SipNameMap dbm sdbm:names2");
+    my ($f, $got) = call($t, name => 'John.Q.Public', method => 'MESSAGE');
+    ok($got && code_of($f) == 200, 'dbm (httxt2dbm): John.Q.Public reaches jqp');
+    ($f) = call($t, name => 'John', timeout => 4);
+    is(scalar(SipRegTest::contacts_of($f)), 2, 'dbm (httxt2dbm): John -> 300 with two Contacts');
     $t->stop;
 }
 
