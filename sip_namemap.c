@@ -31,7 +31,6 @@
 extern char **environ;
 
 #define NM_MAX_FILE         (16 * 1024 * 1024)
-#define NM_DEFAULT_TTL      apr_time_from_sec(300)
 #define NM_TIMEOUT          apr_time_from_sec(2)        /* a step waits no longer */
 #define NM_HUNG             (10 * NM_TIMEOUT)           /* then the mapper is restarted */
 #define NM_MAX_PENDING      64                          /* questions out at once */
@@ -39,6 +38,11 @@ extern char **environ;
 #define NM_BACKOFF_MAX      apr_time_from_sec(60)
 #define NM_CACHE_MAX        10000
 #define NM_LINE_MAX         4096
+#define NM_NAME_MAX         256                         /* longer: nobody's name */
+
+/* Lines that requests can cause again and again: SipLogRateLimit, with
+ * one source for all (whoever dials, it is a map that fails). */
+static sip_log_rate_t nm_failures = SIP_LOG_RATE_INIT("name mapping failures");
 
 typedef enum { NM_FILE, NM_DBM, NM_PROGRAM, NM_DBD } nm_kind_t;
 
@@ -964,9 +968,10 @@ static void nm_db_completed(void *baton, apr_int16_t ev)
         nm_job_t *j = rev;
         rev = j->next;
         if (!j->answer)
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, j->mp->s, "sip namemap: %s failed for "
-                         "\"%.64s\": %s; the name is left as dialled", j->mp->map->what, j->key,
-                         j->error ? j->error : "unknown error");
+            sip_log_limited(&nm_failures, "namemap", 1, APLOG_ERR, j->mp->s,
+                            "sip namemap: %s failed for \"%.64s\": %s; the name is left as "
+                            "dialled", j->mp->map->what, j->key,
+                            j->error ? j->error : "unknown error");
         nm_mapper_answer(j->mp, j->answer);
         apr_pool_destroy(j->pool);
     }
@@ -1015,9 +1020,9 @@ static void nm_query_timeout(void *baton)
     nm_mapper_t *mp = q->mp;
     nm_waiter_t *w;
 
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, mp->s, "sip namemap: %s gave no answer for "
-                 "\"%.64s\" within %d s; the name is left as dialled", mp->map->what, q->key,
-                 (int)apr_time_sec(NM_TIMEOUT));
+    sip_log_limited(&nm_failures, "namemap", 2, APLOG_WARNING, mp->s, "sip namemap: %s "
+                    "gave no answer for \"%.64s\" within %d s; the name is left as dialled",
+                    mp->map->what, q->key, (int)apr_time_sec(NM_TIMEOUT));
     q->timed_out = 1;
     w = q->waiters;
     q->waiters = NULL;
@@ -1195,6 +1200,8 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
         || !(raw = sip_msg_uri_user(req)) || !(name = sip_uri_user_decoded(p, raw)))
         return SIP_STEP_NEXT;
     /* a line-based mapper must never see a line break or control in a name */
+    if (strlen(name) > NM_NAME_MAX)
+        return SIP_STEP_NEXT;
     for (c = name; *c; c++)
         if ((unsigned char)*c < ' ' || *c == 0x7f)
             return SIP_STEP_NEXT;
@@ -1202,8 +1209,9 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
     if (conf->namemap->kind == NM_PROGRAM || conf->namemap->kind == NM_DBD)
         return nm_program_step(conf->namemap, txn, s, name, key, resume, baton);
     if (!(users = sip_namemap_lookup(conf->namemap, p, name, &why))) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip namemap: %s: %s; %.64s left as dialled",
-                     conf->namemap->what, why, name);
+        sip_log_limited(&nm_failures, "namemap", 3, APLOG_ERR, s,
+                        "sip namemap: %s: %s; %.64s left as dialled", conf->namemap->what, why,
+                        name);
         return SIP_STEP_NEXT;
     }
     return nm_act(txn, s, name, users);
