@@ -62,14 +62,15 @@ struct sip_namemap {
 /* ---- names ---- */
 
 /* A user id as RFC 3261 §25.1 allows it unescaped (unreserved and
- * user-unreserved characters), but for ',' which separates candidates:
+ * user-unreserved characters), but for ',' which separates candidates and
+ * ';' and '?', which sip_uri_user_host takes for the end of a user part:
  * what a map may give as a candidate. */
 static int nm_user_ok(const char *u)
 {
     if (!*u)
         return 0;
     for (; *u; u++)
-        if (!apr_isalnum(*u) && !strchr("-_.!~*'()&=+$;?/", *u))
+        if (!apr_isalnum(*u) && !strchr("-_.!~*'()&=+$/", *u))
             return 0;
     return 1;
 }
