@@ -2,7 +2,9 @@
  * configuration time (every form of every person to that person's id), a
  * dbm map is read per lookup (a local file, as mod_rewrite's dbm maps), a
  * program runs as one resident process per SipNameMap whose pipes the
- * engine's event loop polls: nothing here blocks the engine on it. */
+ * engine's event loop polls, and dbd queries run in a thread of their own:
+ * neither blocks the engine, and both answer questions in the order they
+ * were asked, through the same queue, timeout and cache. */
 #include "sip_namemap.h"
 #include "sip_log.h"
 #include "sip_message.h"
@@ -526,7 +528,7 @@ static sip_step_t nm_act(sip_txn_t *txn, server_rec *s, const char *name,
     return SIP_STEP_DONE;
 }
 
-/* ---- the resident mapper (SipNameMap program) ---- */
+/* ---- asking a mapper (SipNameMap program) or the database (dbd) ---- */
 
 typedef struct nm_query nm_query_t;
 
@@ -1086,7 +1088,7 @@ static nm_waiter_t *nm_mapper_ask(nm_mapper_t *mp, const char *key, apr_interval
     return w;
 }
 
-static sip_step_t nm_program_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
+static sip_step_t nm_ask_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
                                const char *name, const char *key, sip_step_resume_fn resume,
                                void *baton)
 {
@@ -1208,7 +1210,7 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
             return SIP_STEP_NEXT;
     key = sip_str_lower(p, name);
     if (conf->namemap->kind == NM_PROGRAM || conf->namemap->kind == NM_DBD)
-        return nm_program_step(conf->namemap, txn, s, name, key, resume, baton);
+        return nm_ask_step(conf->namemap, txn, s, name, key, resume, baton);
     if (!(users = sip_namemap_lookup(conf->namemap, p, name, &why))) {
         sip_log_limited(&nm_failures, "namemap", 3, APLOG_ERR, s,
                         "sip namemap: %s: %s; %.64s left as dialled", conf->namemap->what, why,
