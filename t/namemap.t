@@ -328,6 +328,13 @@ sub mapper_server {
     # a mapper that exits: that call goes on unmapped, and it is started again
     ($f, $got) = call($t, name => 'exit.now', timeout => 4);
     like(code_of($f), qr/^(404|480)$/, 'program: a call whose mapper exits still gets an answer');
+    # during the back-off (1 s) names go on as dialled, at once
+    my $b0 = time;
+    ($f, $got) = call($t, name => 'j_public', method => 'MESSAGE', timeout => 3);
+    ok(!$got && code_of($f) =~ /^(404|480)$/ && time - $b0 < 0.9,
+       'program: while it is down, a name goes on as dialled without waiting (' . code_of($f) . ')');
+    like($t->error_log, qr/mapper \S+ is not running; names are left as dialled/,
+         '... which is logged');
     ok(wait_until(8, sub { lines_of("$var/starts") == 2 }, 0.2),
        'program: a mapper that exited is started again');
     ok(wait_until(5, sub {
