@@ -2,7 +2,9 @@
  * configuration time (every form of every person to that person's id), a
  * dbm map is read per lookup (a local file, as mod_rewrite's dbm maps), a
  * program runs as one resident process per SipNameMap whose pipes the
- * engine's event loop polls: nothing here blocks the engine on it. */
+ * engine's event loop polls, and dbd queries run in a thread of their own:
+ * neither blocks the engine, and both answer questions in the order they
+ * were asked, through the same queue, timeout and cache. */
 #include "sip_namemap.h"
 #include "sip_log.h"
 #include "sip_message.h"
@@ -31,7 +33,6 @@
 extern char **environ;
 
 #define NM_MAX_FILE         (16 * 1024 * 1024)
-#define NM_DEFAULT_TTL      apr_time_from_sec(300)
 #define NM_TIMEOUT          apr_time_from_sec(2)        /* a step waits no longer */
 #define NM_HUNG             (10 * NM_TIMEOUT)           /* then the mapper is restarted */
 #define NM_MAX_PENDING      64                          /* questions out at once */
@@ -39,6 +40,11 @@ extern char **environ;
 #define NM_BACKOFF_MAX      apr_time_from_sec(60)
 #define NM_CACHE_MAX        10000
 #define NM_LINE_MAX         4096
+#define NM_NAME_MAX         256                         /* longer: nobody's name */
+
+/* Lines that requests can cause again and again: SipLogRateLimit, with
+ * one source for all (whoever dials, it is a map that fails). */
+static sip_log_rate_t nm_failures = SIP_LOG_RATE_INIT("name mapping failures");
 
 typedef enum { NM_FILE, NM_DBM, NM_PROGRAM, NM_DBD } nm_kind_t;
 
@@ -58,13 +64,15 @@ struct sip_namemap {
 /* ---- names ---- */
 
 /* A user id as RFC 3261 §25.1 allows it unescaped (unreserved and
- * user-unreserved characters): what a map may give as a candidate. */
+ * user-unreserved characters), but for ',' which separates candidates and
+ * ';' and '?', which sip_uri_user_host takes for the end of a user part:
+ * what a map may give as a candidate. */
 static int nm_user_ok(const char *u)
 {
     if (!*u)
         return 0;
     for (; *u; u++)
-        if (!apr_isalnum(*u) && !strchr("-_.!~*'()&=+$,;?/", *u))
+        if (!apr_isalnum(*u) && !strchr("-_.!~*'()&=+$/", *u))
             return 0;
     return 1;
 }
@@ -132,15 +140,16 @@ apr_array_header_t *sip_namemap_forms(apr_pool_t *p, const char *user, const cha
     return forms;
 }
 
-/* Space-separated candidates (a dbm value, a mapper's answer), each once;
- * what is not a user id is left out (logged). */
+/* Candidates separated by spaces or commas (a dbm value: httxt2dbm keeps
+ * one word; a mapper's answer), each once; what is not a user id is left
+ * out (logged). */
 static apr_array_header_t *nm_split_users(apr_pool_t *p, const char *line, const char *what)
 {
     apr_array_header_t *users = apr_array_make(p, 2, sizeof(const char *));
     char *copy = apr_pstrdup(p, line), *last = NULL, *u;
     int i;
 
-    for (u = apr_strtok(copy, " \t\r\n", &last); u; u = apr_strtok(NULL, " \t\r\n", &last)) {
+    for (u = apr_strtok(copy, ", \t\r\n", &last); u; u = apr_strtok(NULL, ", \t\r\n", &last)) {
         if (!nm_user_ok(u)) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip namemap: %s gave \"%.64s\", not a user id; left out", what, u);
@@ -519,7 +528,7 @@ static sip_step_t nm_act(sip_txn_t *txn, server_rec *s, const char *name,
     return SIP_STEP_DONE;
 }
 
-/* ---- the resident mapper (SipNameMap program) ---- */
+/* ---- asking a mapper (SipNameMap program) or the database (dbd) ---- */
 
 typedef struct nm_query nm_query_t;
 
@@ -962,9 +971,10 @@ static void nm_db_completed(void *baton, apr_int16_t ev)
         nm_job_t *j = rev;
         rev = j->next;
         if (!j->answer)
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, j->mp->s, "sip namemap: %s failed for "
-                         "\"%.64s\": %s; the name is left as dialled", j->mp->map->what, j->key,
-                         j->error ? j->error : "unknown error");
+            sip_log_limited(&nm_failures, "namemap", 1, APLOG_ERR, j->mp->s,
+                            "sip namemap: %s failed for \"%.64s\": %s; the name is left as "
+                            "dialled", j->mp->map->what, j->key,
+                            j->error ? j->error : "unknown error");
         nm_mapper_answer(j->mp, j->answer);
         apr_pool_destroy(j->pool);
     }
@@ -1013,9 +1023,9 @@ static void nm_query_timeout(void *baton)
     nm_mapper_t *mp = q->mp;
     nm_waiter_t *w;
 
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, mp->s, "sip namemap: %s gave no answer for "
-                 "\"%.64s\" within %d s; the name is left as dialled", mp->map->what, q->key,
-                 (int)apr_time_sec(NM_TIMEOUT));
+    sip_log_limited(&nm_failures, "namemap", 2, APLOG_WARNING, mp->s, "sip namemap: %s "
+                    "gave no answer for \"%.64s\" within %d s; the name is left as dialled",
+                    mp->map->what, q->key, (int)apr_time_sec(NM_TIMEOUT));
     q->timed_out = 1;
     w = q->waiters;
     q->waiters = NULL;
@@ -1057,14 +1067,15 @@ static nm_waiter_t *nm_mapper_ask(nm_mapper_t *mp, const char *key, apr_interval
         sip_timer_set(nm_loop, &q->timer, NM_TIMEOUT, nm_query_timeout, q);
         if (mp->map->kind == NM_DBD)
             nm_db_submit(mp, key);
-        else if (mp->olen + need > mp->ocap) {
-            apr_size_t cap = (mp->olen + need) * 2;
-            char *b = apr_palloc(mp->run, cap);
-            memcpy(b, mp->obuf, mp->olen);
-            mp->obuf = b;
-            mp->ocap = cap;
-        }
-        if (mp->map->kind != NM_DBD) {
+        else {
+            if (mp->olen + need > mp->ocap) {
+                apr_size_t cap = (mp->olen + need) * 2;
+                char *b = apr_palloc(mp->run, cap);
+                if (mp->olen)
+                    memcpy(b, mp->obuf, mp->olen);
+                mp->obuf = b;
+                mp->ocap = cap;
+            }
             memcpy(mp->obuf + mp->olen, key, need - 1);
             mp->obuf[mp->olen + need - 1] = '\n';
             mp->olen += need;
@@ -1077,7 +1088,7 @@ static nm_waiter_t *nm_mapper_ask(nm_mapper_t *mp, const char *key, apr_interval
     return w;
 }
 
-static sip_step_t nm_program_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
+static sip_step_t nm_ask_step(sip_namemap_t *m, sip_txn_t *txn, server_rec *s,
                                const char *name, const char *key, sip_step_resume_fn resume,
                                void *baton)
 {
@@ -1192,15 +1203,18 @@ sip_step_t sip_namemap_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
         || !(raw = sip_msg_uri_user(req)) || !(name = sip_uri_user_decoded(p, raw)))
         return SIP_STEP_NEXT;
     /* a line-based mapper must never see a line break or control in a name */
+    if (strlen(name) > NM_NAME_MAX)
+        return SIP_STEP_NEXT;
     for (c = name; *c; c++)
         if ((unsigned char)*c < ' ' || *c == 0x7f)
             return SIP_STEP_NEXT;
     key = sip_str_lower(p, name);
     if (conf->namemap->kind == NM_PROGRAM || conf->namemap->kind == NM_DBD)
-        return nm_program_step(conf->namemap, txn, s, name, key, resume, baton);
+        return nm_ask_step(conf->namemap, txn, s, name, key, resume, baton);
     if (!(users = sip_namemap_lookup(conf->namemap, p, name, &why))) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip namemap: %s: %s; %.64s left as dialled",
-                     conf->namemap->what, why, name);
+        sip_log_limited(&nm_failures, "namemap", 3, APLOG_ERR, s,
+                        "sip namemap: %s: %s; %.64s left as dialled", conf->namemap->what, why,
+                        name);
         return SIP_STEP_NEXT;
     }
     return nm_act(txn, s, name, users);

@@ -195,9 +195,9 @@ sub graceful {
 }
 
 # ---------------------------------------------------------------- dbm
-SKIP: {
-    my $ok = eval { require SDBM_File; require Fcntl; 1 };
-    skip 'no SDBM_File', 1 unless $ok;
+{
+    require SDBM_File;      # part of Perl itself
+    require Fcntl;
     my $t = SipRegTest->new(
         scripts => \%SCRIPTS,
         setup => sub {
@@ -214,6 +214,19 @@ SKIP: {
         },
         vhost_conf => "SipNameMap dbm sdbm:names");
     common_checks($t, 'dbm');
+
+    # a map made by httxt2dbm (one word per name: several users with commas)
+    my $txt = $t->dir . '/names.txt';
+    open(my $fh, '>', $txt) or die $!;
+    print $fh "john.q.public jqp\njohn jqp,jdoe\n";
+    close $fh;
+    system('httxt2dbm', '-f', 'SDBM', '-i', $txt, '-o', $t->dir . '/names2') == 0
+        or die "httxt2dbm failed";
+    graceful($t, "SipNameMap dbm sdbm:names2");
+    my ($f, $got) = call($t, name => 'John.Q.Public', method => 'MESSAGE');
+    ok($got && code_of($f) == 200, 'dbm (httxt2dbm): John.Q.Public reaches jqp');
+    ($f) = call($t, name => 'John', timeout => 4);
+    is(scalar(SipRegTest::contacts_of($f)), 2, 'dbm (httxt2dbm): John -> 300 with two Contacts');
     $t->stop;
 }
 
@@ -315,6 +328,13 @@ sub mapper_server {
     # a mapper that exits: that call goes on unmapped, and it is started again
     ($f, $got) = call($t, name => 'exit.now', timeout => 4);
     like(code_of($f), qr/^(404|480)$/, 'program: a call whose mapper exits still gets an answer');
+    # during the back-off (1 s) names go on as dialled, at once
+    my $b0 = time;
+    ($f, $got) = call($t, name => 'j_public', method => 'MESSAGE', timeout => 3);
+    ok(!$got && code_of($f) =~ /^(404|480)$/ && time - $b0 < 0.9,
+       'program: while it is down, a name goes on as dialled without waiting (' . code_of($f) . ')');
+    like($t->error_log, qr/mapper \S+ is not running; names are left as dialled/,
+         '... which is logged');
     ok(wait_until(8, sub { lines_of("$var/starts") == 2 }, 0.2),
        'program: a mapper that exited is started again');
     ok(wait_until(5, sub {

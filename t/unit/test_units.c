@@ -7642,7 +7642,7 @@ START_TEST(nm_directives)
     ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
     k.dptr = "john";
     k.dsize = 4;
-    v.dptr = "jqp  jdoe";
+    v.dptr = "jqp, jdoe";      /* spaces or commas */
     v.dsize = 9;
     ck_assert_int_eq(apr_dbm_store(db, k, v), APR_SUCCESS);
     apr_dbm_close(db);
