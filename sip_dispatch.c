@@ -31,6 +31,7 @@ struct dispatch {
     apr_pool_t *p;
     const sip_msg_t *req;
     const char *user, *host;        /* names SipDirectory's scripts (REGISTER: To) */
+    const char *ruri_before;        /* the Request-URI before name mapping */
     const char *upload_aor;         /* uploaded scripts apply to it, or NULL */
     int cpl;                        /* the CPL steps apply (INVITE outside a dialog) */
     int fetched;                    /* uploaded scripts: 0 not asked, -1 awaited, 1 here */
@@ -163,14 +164,22 @@ static void refuse_name(dispatch_t *d, const char *why)
 /* 0a-0c and f2: steps of their own concern (sip_dispatch.h) */
 static step_result_t step_namemap(dispatch_t *d);
 
+/* A retargeted request names the canonical user: the later steps find
+ * that user's scripts.  Otherwise d->user stays (a REGISTER's is To's). */
+static void namemap_done(dispatch_t *d)
+{
+    if (strcmp(d->ruri_before, sip_msg_request_uri(d->req)) != 0)
+        d->user = sip_msg_uri_user(d->req);
+}
+
 static void concern_resume(void *baton)
 {
     dispatch_t *d = baton;
 
     sip_txn_detach_keep(d->txn);
     if (!sip_txn_final_sent(d->txn)) {
-        if (d->steps[d->step] == step_namemap)     /* it may have retargeted */
-            d->user = sip_msg_uri_user(d->req);
+        if (d->steps[d->step] == step_namemap)
+            namemap_done(d);
         d->step++;
         run_steps(d);
     }
@@ -204,10 +213,10 @@ static step_result_t step_namemap(dispatch_t *d)
 
     if (in_dialog(d))
         return STEP_NEXT;
+    d->ruri_before = apr_pstrdup(d->p, sip_msg_request_uri(d->req));
     r = concern(d, sip_namemap_step(d->txn, d->s, concern_resume, d));
-
     if (r == STEP_NEXT)
-        d->user = sip_msg_uri_user(d->req);
+        namemap_done(d);
     return r;
 }
 
