@@ -545,9 +545,7 @@ const char *sip_explode_request(apr_pool_t *p, const sip_explode_job_t *job,
 {
     apr_array_header_t *out = apr_array_make(p, 32, sizeof(const char *));
     apr_array_header_t *entry_hdrs = NULL, *own = apr_array_make(p, 4, sizeof(sip_header_t));
-    const char *to = sip_uri_request_form(p, target->uri), *head;
-    apr_size_t hl;
-    char *text;
+    const char *to = sip_uri_request_form(p, target->uri);
     int i;
 
     *len = 0;
@@ -590,13 +588,5 @@ const char *sip_explode_request(apr_pool_t *p, const sip_explode_job_t *job,
     EMIT("Content-Length: ", apr_psprintf(p, "%" APR_SIZE_T_FMT, job->body_len), "\r\n\r\n");
 #undef EMIT
 
-    head = apr_array_pstrcat(p, out, 0);
-    hl = strlen(head);
-    text = apr_palloc(p, hl + job->body_len + 1);
-    memcpy(text, head, hl);
-    if (job->body_len)
-        memcpy(text + hl, job->body, job->body_len);
-    text[hl + job->body_len] = '\0';
-    *len = hl + job->body_len;
-    return text;
+    return sip_text_with_body(p, apr_array_pstrcat(p, out, 0), job->body, job->body_len, len);
 }

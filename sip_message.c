@@ -1079,9 +1079,6 @@ const char *sip_msg_wire_text(apr_pool_t *p, const sip_msg_t *m, const sip_wire_
     int i, nroutes = 0, route_k = 0, first_via = -1, last_via = -1, last_route = -1;
     int rr_done = 0, via_done = 0, mf_done = 0, have_cl = 0, have_rr = 0;
     int drop_front, drop_back;
-    const char *head;
-    char *all;
-    apr_size_t hl;
 
     if (!m->orig)
         return NULL;
@@ -1216,15 +1213,7 @@ const char *sip_msg_wire_text(apr_pool_t *p, const sip_msg_t *m, const sip_wire_
     if (!have_cl)
         EMIT(apr_psprintf(p, "Content-Length: %" APR_SIZE_T_FMT "\r\n", m->body_len));
     EMIT("\r\n");
-    head = apr_array_pstrcat(p, out, 0);
-    hl = strlen(head);
-    all = apr_palloc(p, hl + m->body_len + 1);
-    memcpy(all, head, hl);
-    if (m->body_len)
-        memcpy(all + hl, m->body, m->body_len);
-    all[hl + m->body_len] = '\0';
-    *len = hl + m->body_len;
-    return all;
+    return sip_text_with_body(p, apr_array_pstrcat(p, out, 0), m->body, m->body_len, len);
 }
 #undef EMIT_RAW
 #undef EMIT
@@ -1791,6 +1780,20 @@ out:
     if (y)
         osip_uri_free(y);
     return eq;
+}
+
+char *sip_text_with_body(apr_pool_t *p, const char *head, const char *body,
+                         apr_size_t body_len, apr_size_t *len)
+{
+    apr_size_t hl = strlen(head);
+    char *all = apr_palloc(p, hl + body_len + 1);
+
+    memcpy(all, head, hl);
+    if (body_len)
+        memcpy(all + hl, body, body_len);
+    all[hl + body_len] = '\0';
+    *len = hl + body_len;
+    return all;
 }
 
 int sip_is_token(const char *s)

@@ -116,6 +116,10 @@ const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req);
 /* A lower-case copy of 's' (scheme, host and parameter names compare
  * case-insensitively). */
 const char *sip_str_lower(apr_pool_t *p, const char *s);
+/* 'head' (a start line and headers, up to the blank line) followed by
+ * 'body_len' bytes of 'body', NUL-ended; *len its length. */
+char *sip_text_with_body(apr_pool_t *p, const char *head, const char *body,
+                         apr_size_t body_len, apr_size_t *len);
 /* RFC 3261 §25.1 token: a non-empty run of token characters. */
 int sip_is_token(const char *s);
 /* 's' (NULL: "") cut to 'max' bytes, control and non-ASCII bytes made
