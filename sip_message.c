@@ -1619,16 +1619,7 @@ const char *sip_msg_merge_text(apr_pool_t *p, const char *text, apr_size_t len,
     EMIT(apr_psprintf(p, "Content-Length: %" APR_SIZE_T_FMT "\r\n\r\n", body_len));
 #undef EMIT
     text_out = apr_array_pstrcat(p, out, 0);
-    {
-        apr_size_t hl = strlen(text_out);
-        char *all = apr_palloc(p, hl + body_len + 1);
-        memcpy(all, text_out, hl);
-        if (body_len)
-            memcpy(all + hl, body, body_len);
-        all[hl + body_len] = '\0';
-        *out_len = hl + body_len;
-        return all;
-    }
+    return sip_text_with_body(p, text_out, body, body_len, out_len);
 }
 
 sip_msg_t *sip_msg_dup(apr_pool_t *p, sip_msg_t *m)
