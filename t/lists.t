@@ -14,7 +14,7 @@ use Test::More;
 use IO::Socket::INET;
 use IO::Select;
 use SipCgiTest qw(parse_msg rand_token);
-use SipTest qw(free_port);
+use SipTest qw(free_port accept_on);
 
 # ---- helpers
 
@@ -22,15 +22,6 @@ sub tcp_listener {
     my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => free_port(), Proto => 'tcp',
                                   Listen => 5, ReuseAddr => 1) or die "listen: $!";
     return $l;
-}
-
-sub accept_on {
-    my ($l, $timeout) = @_;
-    return undef unless IO::Select->new($l)->can_read($timeout // 3);
-    my $c = $l->accept or return undef;
-    $c->autoflush(1);
-    ${*$c}{siptest_buf} = '';
-    return $c;
 }
 
 # A response to $req (SipTest::Msg) written on TCP socket $s.

@@ -14,7 +14,7 @@ use Test::More;
 use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(time sleep);
-use SipTest qw(parse_msg free_port);
+use SipTest qw(parse_msg free_port accept_on);
 use SipRegTest;
 use Digest::SHA qw(hmac_sha1_hex);
 
@@ -50,15 +50,6 @@ sub tcp_msg {
     my ($s, $timeout) = @_;
     my $m = $t->read_response($s, $timeout // 3);
     return $m ? $m->raw : undef;
-}
-
-sub accept_on {
-    my ($l, $timeout) = @_;
-    return undef unless IO::Select->new($l)->can_read($timeout // 3);
-    my $c = $l->accept or return undef;
-    $c->autoflush(1);
-    ${*$c}{siptest_buf} = '';
-    return $c;
 }
 
 sub tcp_listener {

@@ -39,7 +39,7 @@ use Time::HiRes qw(time sleep);
 use Scalar::Util ();
 use Exporter 'import';
 
-our @EXPORT_OK = qw(parse_msg rand_token free_port procs wait_until);
+our @EXPORT_OK = qw(parse_msg rand_token free_port procs wait_until accept_on);
 
 my $REPO = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
 our $APACHE2 = $ENV{APACHE2} || '/usr/sbin/apache2';
@@ -782,6 +782,17 @@ sub tcp_connect {
     $s->autoflush(1);
     ${*$s}{siptest_buf} = '';
     return $s;
+}
+
+# A connection accepted on listening socket $l within $timeout s (default 3),
+# ready for read_msg like one of tcp_connect's; undef if none came.
+sub accept_on {
+    my ($l, $timeout) = @_;
+    return undef unless IO::Select->new($l)->can_read($timeout // 3);
+    my $c = $l->accept or return undef;
+    $c->autoflush(1);
+    ${*$c}{siptest_buf} = '';
+    return $c;
 }
 
 sub send_raw {
