@@ -1483,18 +1483,19 @@ static int sip_process_connection(conn_rec *c)
     apr_socket_t *csd;
     apr_os_sock_t fd;
     apr_status_t rv;
+    sip_handoff_t h;
 
     if (conf->enabled != 1)
         return DECLINED;
-    if (ap_ssl_conn_is_ssl(c)) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "mod_sip: SIP over TLS is not supported yet");
-        c->aborted = 1;
-        return OK;
-    }
     csd = ap_get_conn_socket(c);
     if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS)
         return DECLINED;
-    rv = sip_engine_handoff(fd, c->base_server);
+    memset(&h, 0, sizeof(h));
+    h.vhost = c->base_server;
+    /* TLS: mod_ssl has set up its filters but read nothing, so the
+     * engine does the handshake with the vhost's own context. */
+    h.kind = ap_ssl_conn_is_ssl(c) ? SIP_TP_TLS : SIP_TP_TCP;
+    rv = sip_engine_handoff(fd, &h);
     if (rv != APR_SUCCESS) {
         /* A connection flood can make this fail for every connection: one
          * line per 10 s and process, with the count (threads may race on

@@ -232,11 +232,11 @@ static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_ms
 
     if (err->status)
         text = sip_msg_raw_error_response(p, msg, err->status, err->reason, "e0",
-                                          src->kind != SIP_TP_UDP, &len);
+                                          sip_tp_reliable(src->kind), &len);
     if (!text) {
         sip_log_limited(&rl_bad_msgs, ip, 0, APLOG_INFO, src->vhost,
                         "sip: dropped unanswerable %s message from %s:%d: %s",
-                        src->kind == SIP_TP_UDP ? "UDP" : "TCP", ip,
+                        sip_tp_via_name(src->kind), ip,
                         sip_sockaddr_port(&src->peer), err->reason);
         return;
     }
@@ -530,9 +530,9 @@ apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server)
     return engine_fork();
 }
 
-apr_status_t sip_engine_handoff(int fd, server_rec *vhost)
+apr_status_t sip_engine_handoff(int fd, const sip_handoff_t *h)
 {
     if (handoff[1] < 0)
         return APR_ENOTSOCK;
-    return sip_fdpass_send(handoff[1], fd, vhost);
+    return sip_fdpass_send(handoff[1], fd, h);
 }

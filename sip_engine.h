@@ -7,6 +7,7 @@
 
 #include "httpd.h"
 #include "apr_network_io.h"
+#include "sip_transport.h"
 
 /* Parent, before starting the engine: the UDP sockets to serve. */
 void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost);
@@ -27,6 +28,6 @@ void sip_engine_set_journal(int fd);
 void sip_engine_set_dbd(server_rec *s);
 
 /* MPM child: hand a SIP TCP connection to the engine. */
-apr_status_t sip_engine_handoff(int fd, server_rec *vhost);
+apr_status_t sip_engine_handoff(int fd, const sip_handoff_t *h);
 
 #endif

@@ -252,13 +252,14 @@ static const char *const *record_route_values(apr_pool_t *p, const sip_msg_t *re
     const char **v = apr_pcalloc(p, 3 * sizeof(*v));
     const char *cid = sip_msg_call_id(req), *ftag = sip_msg_from_tag(req);
     const char *top = sip_msg_top_record_route(p, req);
-    const char *out_v = apr_pstrcat(p, "<", sip_route_uri(p, me, out == SIP_TP_TCP ? "tcp" : NULL,
-                                                           cid, ftag), ">", NULL);
+    const char *out_t = out != SIP_TP_UDP ? sip_tp_param(out) : NULL;
+    const char *out_v = apr_pstrcat(p, "<", sip_route_uri(p, me, out_t, cid, ftag), ">", NULL);
     const char *in_v = NULL;
     int n = 0;
 
     if (in_kind >= 0 && (sip_tp_kind_t)in_kind != out)
-        in_v = apr_pstrcat(p, "<", sip_route_uri(p, me, in_kind == SIP_TP_TCP ? "tcp" : NULL,
+        in_v = apr_pstrcat(p, "<", sip_route_uri(p, me, in_kind != SIP_TP_UDP
+                                                          ? sip_tp_param(in_kind) : NULL,
                                                  cid, ftag), ">", NULL);
     if (in_v && top && !strcmp(top, in_v))
         in_v = NULL;
@@ -311,7 +312,7 @@ static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const c
     if (sip_msg_header(orig, "Authorization") || sip_msg_header(orig, "Proxy-Authorization"))
         e.realm = sip_auth_realm(s, p, orig);
     /* step 8 */
-    e.via = apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport", *kind == SIP_TP_TCP ? "TCP" : "UDP",
+    e.via = apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport", sip_tp_via_name(*kind),
                          me, branch);
     return sip_msg_wire_text(p, orig, &e, len);
 }
@@ -935,7 +936,7 @@ static const char *with_via(apr_pool_t *p, const char *text, apr_size_t len, sip
     const char *nl = memchr(text, '\n', len);
     apr_size_t head = nl ? (apr_size_t)(nl - text) + 1 : len;
     const char *via = apr_psprintf(p, "%sVia: SIP/2.0/%s %s;branch=%s;rport\r\n",
-                                   nl ? "" : "\r\n", kind == SIP_TP_TCP ? "TCP" : "UDP", me,
+                                   nl ? "" : "\r\n", sip_tp_via_name(kind), me,
                                    branch);
     apr_size_t vlen = strlen(via);
     char *out = apr_palloc(p, len + vlen + 1);

@@ -64,8 +64,8 @@ typedef struct sip_stats {
     apr_uint64_t explode_refused;   /* refused by policy: limits, rate, methods, bad lists */
     apr_uint64_t explode_consent;   /* refused with 470: a target had not consented */
 
-    apr_uint64_t msgs_in[2];    /* by sip_tp_kind_t: UDP, TCP */
-    apr_uint64_t msgs_out[2];
+    apr_uint64_t msgs_in[5];    /* by sip_tp_kind_t: UDP, TCP, TLS, WS, WSS */
+    apr_uint64_t msgs_out[5];
     apr_uint64_t tcp_conns;     /* TCP connections accepted or opened */
     apr_uint64_t bad_msgs;      /* unparsable messages (answered 4xx or dropped) */
     apr_uint64_t send_errors;   /* messages the transport failed to send */

@@ -1,5 +1,6 @@
 #include "sip_transport.h"
 #include "sip_log.h"
+#include "sip_tls.h"
 #include "sip_stats.h"
 
 #include <arpa/inet.h>
@@ -8,6 +9,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -45,6 +47,11 @@ struct sip_tcp_conn {
     apr_pool_t *pool;
     apr_socket_t *sock;
     int fd;
+    sip_tp_kind_t kind;     /* TCP, TLS, WS or WSS */
+    sip_tls_conn_t *tls;    /* the TLS layer (TLS, and WSS terminated here), or NULL */
+    void *ws;               /* WebSocket framing state (sip_ws.c), NULL before/without it */
+    int relayed;            /* an MPM child relays it (WSS over mod_ssl): see sip_handoff_t */
+    const char *relay_subject;  /* that relay's client certificate subject, or NULL */
     sip_io_t io;
     sip_sockaddr_t peer, local;
     void *vhost;
@@ -116,6 +123,29 @@ void sip_transport_set_conn_limits(apr_size_t max_total, apr_size_t max_ip)
 {
     max_conns = max_total;
     max_per_ip = max_ip;
+}
+
+static const char *const tp_via_names[SIP_TP_COUNT] = {"UDP", "TCP", "TLS", "WS", "WSS"};
+static const char *const tp_params[SIP_TP_COUNT] = {"udp", "tcp", "tls", "ws", "wss"};
+
+const char *sip_tp_via_name(sip_tp_kind_t k)
+{
+    return (unsigned)k < SIP_TP_COUNT ? tp_via_names[k] : "UDP";
+}
+
+const char *sip_tp_param(sip_tp_kind_t k)
+{
+    return (unsigned)k < SIP_TP_COUNT ? tp_params[k] : "udp";
+}
+
+int sip_tp_from_name(const char *name)
+{
+    int k;
+
+    for (k = 0; name && k < SIP_TP_COUNT; k++)
+        if (!strcasecmp(name, tp_params[k]))
+            return k;
+    return -1;
 }
 
 apr_size_t sip_tcp_open_count(void)
@@ -497,7 +527,8 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     if (c->closed)
         return;
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
-                 "sip: closing TCP connection from %s (%s)", peer_text(c), why);
+                 "sip: closing %s connection from %s (%s)", sip_tp_via_name(c->kind),
+                 peer_text(c), why);
     c->closed = 1;
     tcp_open--;
     sip_stats->now.tcp = tcp_open;
@@ -510,6 +541,10 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     sip_io_watch(tp_loop, &c->io, 0);
     sip_timer_cancel(tp_loop, &c->idle);
     sip_timer_cancel(tp_loop, &c->msg);
+    if (c->tls) {
+        sip_tls_free(c->tls);   /* its close_notify goes out before the close */
+        c->tls = NULL;
+    }
     apr_socket_close(c->sock);
     c->fd = -1;
     tcp_destroy_if_unused(c);
@@ -564,6 +599,19 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     sip_io_watch(tp_loop, &c->io, ev);
 }
 
+/* The byte layer under a stream: the socket, or TLS on it.  Both return
+ * bytes moved, 0 at end of stream (read), or -1 with errno set (EAGAIN
+ * when the call must be retried after the next poll event). */
+static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
+{
+    return read(c->fd, buf, len);
+}
+
+static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+{
+    return write(c->fd, buf, len);
+}
+
 static void tcp_flush(sip_tcp_conn_t *c)
 {
     if (c->connecting) {
@@ -572,7 +620,7 @@ static void tcp_flush(sip_tcp_conn_t *c)
     }
     while (c->out_head) {
         sip_outbuf_t *o = c->out_head;
-        ssize_t n = write(c->fd, o->data + o->off, o->len - o->off);
+        ssize_t n = stream_write(c, o->data + o->off, o->len - o->off);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -684,7 +732,7 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     int delivered = 0;
 
     memset(&src, 0, sizeof(src));
-    src.kind = SIP_TP_TCP;
+    src.kind = c->kind;
     src.tcp = c;
     src.peer = c->peer;
     src.local = c->local;
@@ -751,11 +799,32 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     tcp_destroy_if_unused(c);
 }
 
+/* WebSocket connections: frames in c->in carry the SIP messages (RFC 7118
+ * §5: one message per frame, no stream framing). */
+static void ws_process_input(sip_tcp_conn_t *c)
+{
+    tcp_close(c, "WebSocket framing is not available");
+}
+
+static void stream_process_input(sip_tcp_conn_t *c)
+{
+    if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS)
+        ws_process_input(c);
+    else
+        tcp_process_input(c);
+}
+
+/* One whole SIP message out on a stream (WebSocket: in one frame). */
+static apr_status_t stream_send_msg(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+{
+    return tcp_write(c, buf, len);
+}
+
 /* Input after the answer that ends a stream: read and drop. */
 static void tcp_drain(sip_tcp_conn_t *c)
 {
     static char sink[65536];
-    ssize_t n = read(c->fd, sink, sizeof(sink));
+    ssize_t n = stream_read(c, sink, sizeof(sink));
 
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
         tcp_close(c, "lingering close done");
@@ -808,7 +877,7 @@ static void tcp_event(void *baton, apr_int16_t ev)
             c->in = bigger;
             c->in_cap = cap;
         }
-        n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        n = stream_read(c, c->in + c->in_len, c->in_cap - c->in_len);
         if (n == 0) {
             tcp_close(c, "closed by peer");
             return;
@@ -828,11 +897,11 @@ static void tcp_event(void *baton, apr_int16_t ev)
             memmove(c->in + c->in_len, nl, (apr_size_t)n);
         }
         c->in_len += (apr_size_t)n;
-        tcp_process_input(c);
+        stream_process_input(c);
     }
 }
 
-static sip_tcp_conn_t *tcp_new(int fd, void *vhost, const sip_tp_limits_t *lim)
+static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const sip_tp_limits_t *lim)
 {
     apr_pool_t *p;
     sip_tcp_conn_t *c;
@@ -841,6 +910,7 @@ static sip_tcp_conn_t *tcp_new(int fd, void *vhost, const sip_tp_limits_t *lim)
     c = apr_pcalloc(p, sizeof(*c));
     c->pool = p;
     c->fd = fd;
+    c->kind = kind;
     c->vhost = vhost;
     c->lim = *lim;
     apr_os_sock_put(&c->sock, &c->fd, p);
@@ -855,15 +925,27 @@ static sip_tcp_conn_t *tcp_new(int fd, void *vhost, const sip_tp_limits_t *lim)
     return c;
 }
 
+/* "KIND ip:port": a TCP and a TLS connection to one peer are not interchangeable. */
+static const char *conn_key(char *buf, apr_size_t size, sip_tp_kind_t kind, const sip_sockaddr_t *a)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    apr_snprintf(buf, size, "%s %s:%d", sip_tp_param(kind), format_ip(a, ip, sizeof(ip)),
+                 sip_sockaddr_port(a));
+    return buf;
+}
+
 static void tcp_register(sip_tcp_conn_t *c)
 {
-    c->key = apr_psprintf(c->pool, "%s:%d", sip_sockaddr_ip(c->pool, &c->peer),
-                          sip_sockaddr_port(&c->peer));
+    char key[INET6_ADDRSTRLEN + 16];
+
+    c->key = apr_pstrdup(c->pool, conn_key(key, sizeof(key), c->kind, &c->peer));
     apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, c);
 }
 
-static void tcp_adopt(int fd, void *vhost)
+static void tcp_adopt(int fd, const sip_handoff_t *h)
 {
+    void *vhost = h->vhost;
     sip_tcp_conn_t *c;
     sip_tp_limits_t lim;
     sip_sockaddr_t peer;
@@ -876,10 +958,14 @@ static void tcp_adopt(int fd, void *vhost)
         close(fd);
         return;
     }
-    peer.len = sizeof(peer.ss);
-    if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) < 0) {
-        close(fd);      /* already gone */
-        return;
+    if (h->relayed)
+        peer = h->peer;
+    else {
+        peer.len = sizeof(peer.ss);
+        if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) < 0) {
+            close(fd);      /* already gone */
+            return;
+        }
     }
     /* Limits before anything is allocated: a refused connection costs a
      * hash lookup and a close(). */
@@ -904,20 +990,50 @@ static void tcp_adopt(int fd, void *vhost)
         close(fd);
         return;
     }
-    c = tcp_new(fd, vhost, &lim);
+    c = tcp_new(fd, h->kind, vhost, &lim);
     c->peer = peer;
+    c->relayed = h->relayed;
+    if (h->relayed && h->tls_subject[0])
+        c->relay_subject = apr_pstrndup(c->pool, h->tls_subject, sizeof(h->tls_subject));
     c->ipc = ipc ? ipc : ip_count_get(&peer, 1);
     if (c->ipc)
         c->ipc->n++;
-    c->local.len = sizeof(c->local.ss);
-    getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
+    if (h->relayed)
+        c->local = h->local;
+    else {
+        c->local.len = sizeof(c->local.ss);
+        getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
+    }
     tcp_register(c);
+    if (h->kind == SIP_TP_TLS) {
+        c->tls = sip_tls_accept(fd, vhost);
+        if (!c->tls) {
+            tcp_close(c, "no TLS context for this virtual host");
+            return;
+        }
+    }
+    if (h->early_len) {
+        /* what httpd read past the upgrade request (the buffer starts empty) */
+        apr_size_t n = h->early_len < sizeof(h->early) ? h->early_len : sizeof(h->early);
+        c->in = malloc(8192 + 1);
+        if (!c->in) {
+            tcp_close(c, "out of memory");
+            return;
+        }
+        c->in_cap = 8192;
+        memcpy(c->in, h->early, n);
+        c->in_len = n;
+        stream_process_input(c);
+        if (c->closed)
+            return;
+    }
     if (sip_io_watch(tp_loop, &c->io, APR_POLLIN) != APR_SUCCESS)
         tcp_close(c, "cannot poll");
 }
 
 /* An outbound connection; writes queue until connect() completes. */
-static sip_tcp_conn_t *tcp_connect(void *vhost, const sip_sockaddr_t *dest)
+static sip_tcp_conn_t *tcp_connect(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                                    const char *tls_host)
 {
     sip_tp_limits_t lim;
     sip_tcp_conn_t *c;
@@ -932,8 +1048,15 @@ static sip_tcp_conn_t *tcp_connect(void *vhost, const sip_sockaddr_t *dest)
     fd = socket(dest->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return NULL;
-    c = tcp_new(fd, vhost, &lim);
+    c = tcp_new(fd, kind, vhost, &lim);
     c->peer = *dest;
+    if (kind == SIP_TP_TLS) {
+        c->tls = sip_tls_connect(fd, vhost, tls_host);
+        if (!c->tls) {
+            tcp_close(c, "no TLS client context");
+            return NULL;
+        }
+    }
     if (connect(fd, (const struct sockaddr *)&dest->ss, dest->len) < 0) {
         if (errno != EINPROGRESS) {
             tcp_close(c, "connect failed");
@@ -983,8 +1106,8 @@ apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *d
 
     if (!dest)
         dest = &src->peer;
-    if (src->kind == SIP_TP_TCP)
-        rv = !src->tcp || src->tcp->closed ? APR_ECONNABORTED : tcp_write(src->tcp, buf, len);
+    if (sip_tp_reliable(src->kind))
+        rv = !src->tcp || src->tcp->closed ? APR_ECONNABORTED : stream_send_msg(src->tcp, buf, len);
     else if (sendto(src->udp->fd, buf, len, 0, (const struct sockaddr *)&dest->ss, dest->len) < 0)
         rv = errno;
     if (rv == APR_SUCCESS)
@@ -1017,8 +1140,9 @@ void sip_udp_alias(void *vhost, void *same_as)
     a->u = udp_for(same_as);
 }
 
-apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
-                                   const char *buf, apr_size_t len, sip_source_t *used)
+static apr_status_t send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                           const char *tls_host, const char *buf, apr_size_t len,
+                           sip_source_t *used)
 {
     sip_source_t src;
 
@@ -1035,14 +1159,16 @@ apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_so
         src.local = src.udp->local;
     }
     else {
-        char ip[INET6_ADDRSTRLEN], key[INET6_ADDRSTRLEN + 8];
+        char key[INET6_ADDRSTRLEN + 16];
         sip_tcp_conn_t *c;
 
-        apr_snprintf(key, sizeof(key), "%s:%d", format_ip(dest, ip, sizeof(ip)),
-                     sip_sockaddr_port(dest));
-        c = apr_hash_get(tcp_by_peer, key, APR_HASH_KEY_STRING);
-        if (!c || c->closed || c->close_after_flush)
-            c = tcp_connect(vhost, dest);
+        c = apr_hash_get(tcp_by_peer, conn_key(key, sizeof(key), kind, dest), APR_HASH_KEY_STRING);
+        if (!c || c->closed || c->close_after_flush) {
+            /* RFC 7118 §5: the server cannot open WebSocket connections;
+             * only the browser's own one reaches it. */
+            c = kind == SIP_TP_TCP || kind == SIP_TP_TLS ? tcp_connect(kind, vhost, dest, tls_host)
+                                                         : NULL;
+        }
         if (!c) {
             sip_stats->send_errors++;
             return APR_ECONNREFUSED;
@@ -1055,6 +1181,29 @@ apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_so
         sip_source_hold(used);
     }
     return sip_transport_send(&src, dest, buf, len);
+}
+
+apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
+                                   const char *buf, apr_size_t len, sip_source_t *used)
+{
+    return send_to(kind, vhost, dest, NULL, buf, len, used);
+}
+
+apr_status_t sip_transport_send_tls(void *vhost, const sip_sockaddr_t *dest, const char *tls_host,
+                                    const char *buf, apr_size_t len, sip_source_t *used)
+{
+    return send_to(SIP_TP_TLS, vhost, dest, tls_host, buf, len, used);
+}
+
+const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c || !sip_tp_secure(src->kind))
+        return NULL;
+    if (c->relay_subject)
+        return apr_pstrdup(p, c->relay_subject);
+    return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
 }
 
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)
@@ -1099,7 +1248,7 @@ apr_status_t sip_fdpass_pair(int fds[2])
     return APR_SUCCESS;
 }
 
-apr_status_t sip_fdpass_send(int chan, int fd, void *vhost)
+apr_status_t sip_fdpass_send(int chan, int fd, const sip_handoff_t *h)
 {
     struct msghdr msg;
     struct iovec iov;
@@ -1111,8 +1260,8 @@ apr_status_t sip_fdpass_send(int chan, int fd, void *vhost)
 
     memset(&msg, 0, sizeof(msg));
     memset(&ctl, 0, sizeof(ctl));
-    iov.iov_base = &vhost;
-    iov.iov_len = sizeof(vhost);
+    iov.iov_base = (void *)h;
+    iov.iov_len = sizeof(*h);
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctl.buf;
@@ -1139,7 +1288,7 @@ static void fdpass_readable(void *baton, apr_int16_t ev)
     for (i = 0; i < 64; i++) {
         struct msghdr msg;
         struct iovec iov;
-        void *vhost = NULL;
+        sip_handoff_t h;
         union {
             struct cmsghdr h;
             char buf[CMSG_SPACE(sizeof(int) * 4)];
@@ -1148,8 +1297,9 @@ static void fdpass_readable(void *baton, apr_int16_t ev)
         ssize_t n;
 
         memset(&msg, 0, sizeof(msg));
-        iov.iov_base = &vhost;
-        iov.iov_len = sizeof(vhost);
+        memset(&h, 0, sizeof(h));
+        iov.iov_base = &h;
+        iov.iov_len = sizeof(h);
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
         msg.msg_control = ctl.buf;
@@ -1163,8 +1313,9 @@ static void fdpass_readable(void *baton, apr_int16_t ev)
                 for (k = 0; k < nfd; k++) {
                     int fd;
                     memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
-                    if (k == 0 && n == (ssize_t)sizeof(vhost))
-                        tcp_adopt(fd, vhost);
+                    if (k == 0 && n == (ssize_t)sizeof(h) && h.kind > SIP_TP_UDP
+                        && h.kind < SIP_TP_COUNT && h.early_len <= sizeof(h.early))
+                        tcp_adopt(fd, &h);
                     else
                         close(fd);
                 }

@@ -8,7 +8,21 @@
 #include "apr_network_io.h"
 #include "sip_event.h"
 
-typedef enum { SIP_TP_UDP, SIP_TP_TCP } sip_tp_kind_t;
+/* Transports (RFC 3261 §18, RFC 7118 for WebSocket).  TLS and WS(S) are
+ * streams like TCP: a sip_tcp_conn_t with a TLS layer (sip_tls.c) and/or
+ * WebSocket framing (sip_ws.c) on top. */
+typedef enum { SIP_TP_UDP, SIP_TP_TCP, SIP_TP_TLS, SIP_TP_WS, SIP_TP_WSS, SIP_TP_COUNT } sip_tp_kind_t;
+
+/* "UDP" "TCP" "TLS" "WS" "WSS": the Via transport token (§20.42, RFC 7118 §5). */
+const char *sip_tp_via_name(sip_tp_kind_t k);
+/* "udp" "tcp" "tls" "ws" "wss": the URI transport parameter (§19.1.1). */
+const char *sip_tp_param(sip_tp_kind_t k);
+/* Either spelling (case-insensitive) to a kind; -1 when unknown or NULL. */
+int sip_tp_from_name(const char *name);
+/* Everything but UDP is reliable (§17.1.1.2: no retransmission timers). */
+#define sip_tp_reliable(k) ((k) != SIP_TP_UDP)
+/* TLS and WSS are secure (sips:, RFC 3261 §26.2.2). */
+#define sip_tp_secure(k) ((k) == SIP_TP_TLS || (k) == SIP_TP_WSS)
 
 typedef struct sip_sockaddr {
     struct sockaddr_storage ss;
@@ -64,9 +78,24 @@ void sip_udp_alias(void *vhost, void *same_as);
 /* Open (in the parent) a UDP socket bound to 'sa'. */
 apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p);
 
-/* Descriptor passing between MPM children and the engine. */
+/* Descriptor passing between MPM children and the engine.  One datagram
+ * per connection: this header (plus the descriptor). */
+typedef struct sip_handoff {
+    void *vhost;                /* server_rec */
+    sip_tp_kind_t kind;         /* TCP or TLS: a ProtocolSip listener's connection, nothing
+                                 * read yet (TLS: no handshake yet, the engine does it).
+                                 * WS or WSS: httpd has answered the upgrade (101) already */
+    int relayed;                /* the descriptor is the engine's end of a socketpair an MPM
+                                 * child relays (WSS decrypted by mod_ssl): the addresses
+                                 * below are the client's, not the socketpair's */
+    sip_sockaddr_t peer, local; /* set when 'relayed' */
+    char tls_subject[512];      /* relayed WSS with a client certificate: SSL_CLIENT_S_DN */
+    apr_size_t early_len;       /* bytes httpd read past the upgrade request, to be */
+    char early[1024];           /* processed before anything read from the descriptor */
+} sip_handoff_t;
+
 apr_status_t sip_fdpass_pair(int fds[2]);
-apr_status_t sip_fdpass_send(int chan, int fd, void *vhost);
+apr_status_t sip_fdpass_send(int chan, int fd, const sip_handoff_t *h);
 /* Serve the receiving end: each received descriptor becomes a connection. */
 apr_status_t sip_fdpass_serve(int chan);
 
@@ -75,10 +104,18 @@ apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *d
                                 const char *buf, apr_size_t len);
 
 /* Send to 'dest' over 'kind' on behalf of 'vhost': UDP from the vhost's
- * socket, TCP on an existing connection to 'dest' or a new one.  'used'
+ * socket, TCP/TLS on an existing connection of that kind to 'dest' or a
+ * new one (TLS: 'tls_host', when not NULL, is the name the server's
+ * certificate must match), WS/WSS only on an existing connection.  'used'
  * (optional) receives the source to reuse for that peer; it is held. */
 apr_status_t sip_transport_send_to(sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
                                    const char *buf, apr_size_t len, sip_source_t *used);
+apr_status_t sip_transport_send_tls(void *vhost, const sip_sockaddr_t *dest, const char *tls_host,
+                                    const char *buf, apr_size_t len, sip_source_t *used);
+
+/* The TLS client certificate's subject (RFC 2253 form, as mod_ssl's
+ * SSL_CLIENT_S_DN) of the connection 'src' came on, or NULL. */
+const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src);
 
 /* The address this vhost is reached at (for Via and Record-Route). */
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out);

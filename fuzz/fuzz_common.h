@@ -34,6 +34,8 @@
 #include "../sip_namemap.c"
 #include "../sip_lists.c"
 #include "../sip_forward.c"
+#include "../sip_tls.c"
+#include "../sip_ws.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -39,6 +39,8 @@
 #include "../../sip_namemap.c"
 #include "../../sip_lists.c"
 #include "../../sip_forward.c"
+#include "../../sip_tls.c"
+#include "../../sip_ws.c"
 
 #include "httpd_stubs.h"
 
