@@ -33,12 +33,14 @@
 #define SIP_FORWARD_H
 
 #include "httpd.h"
+#include "sip_conf.h"
 #include "sip_dispatch.h"
 #include "sip_transaction.h"
+#include "sip_fwd_owner.h"
 
 #include <sys/types.h>
 
-#define SIP_FORWARD_MAX_SIZE 65536
+#define SIP_FORWARD_MAX_SIZE SIP_FWD_OWNER_MAX_SIZE
 
 /* A forwarding file as read. */
 typedef struct sip_forward {
@@ -64,6 +66,11 @@ int sip_forward_read(apr_pool_t *p, const char *path, const long *owners, int n,
 /* The contents of a forwarding file: NULL with *why when malformed. */
 sip_forward_t *sip_forward_parse(apr_pool_t *p, const char *text, apr_size_t len,
                                  const char **why);
+
+/* SipForwardMinUid: NULL with *out, or the configuration error. */
+const char *sip_forward_min_uid_parse(const char *arg, long *out);
+/* The lowest uid a "|program" runs as (SipForwardMinUid, 1000 unset). */
+long sip_forward_min_uid(const sip_server_conf *conf);
 
 /* The forwarding step (sip_dispatch.h), after the scripts and before the
  * registrar: an INVITE, MESSAGE or OPTIONS for a user with a usable file

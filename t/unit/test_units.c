@@ -8021,22 +8021,65 @@ END_TEST
 
 START_TEST(forward_program_owner)
 {
+    sip_server_conf conf;
     sip_forward_t fw;
     const char *argv[] = {"/bin/sh", NULL};
+    const char *why;
+    int as_owner = -1;
 
+    memset(&conf, 0, sizeof(conf));
+    conf.forward_file = "~/.sipforward";
+    conf.forward_min_uid = -1;
     memset(&fw, 0, sizeof(fw));
     fw.argv = argv;
-    fw.owner = geteuid() + 1;
-    /* never as root; otherwise only from a file of httpd's own user */
-    if (geteuid() == 0)
-        ck_assert_str_eq(fwd_program_refused(pool, &fw), "|program would run as root");
-    else {
-        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "owned by httpd's user"));
+    /* a file of root: never run, as root or as anyone */
+    fw.owner = 0;
+    why = fwd_program_refused(pool, &conf, "/root/.sipforward", &fw, &as_owner);
+    ck_assert_int_eq(as_owner, 1);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "it would run as root"));
+    /* uid 1 (daemon): a system account, below SipForwardMinUid's 1000 */
+    fw.owner = 1;
+    why = fwd_program_refused(pool, &conf, "/usr/sbin/.sipforward", &fw, &as_owner);
+    ck_assert_int_eq(as_owner, 1);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "below the minimum"));
+    /* ... unless the minimum is lowered to it: then the file must be where
+     * SipForwardFile puts that user's */
+    conf.forward_min_uid = 1;
+    why = fwd_program_refused(pool, &conf, "/elsewhere/.sipforward", &fw, &as_owner);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "is not its owner's"));
+    if (geteuid() != 0) {
+        /* httpd's own file: run as httpd, as before */
         fw.owner = geteuid();
-        ck_assert_ptr_null(fwd_program_refused(pool, &fw));
+        ck_assert_ptr_null(fwd_program_refused(pool, &conf, "/x", &fw, &as_owner));
+        ck_assert_int_eq(as_owner, 0);
         argv[0] = "/nonexistent/prog";
-        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "not an executable"));
+        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &conf, "/x", &fw, &as_owner),
+                                     "not an executable"));
     }
+}
+END_TEST
+
+START_TEST(forward_min_uid)
+{
+    sip_server_conf conf;
+    long n = -1;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.forward_min_uid = -1;
+    ck_assert_int_eq(sip_forward_min_uid(&conf), 1000);
+    ck_assert_ptr_null(sip_forward_min_uid_parse("500", &n));
+    ck_assert_int_eq(n, 500);
+    conf.forward_min_uid = n;
+    ck_assert_int_eq(sip_forward_min_uid(&conf), 500);
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("0", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("-5", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("10x", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("99999999999", &n));
+    ck_assert_int_eq(n, 500);
 }
 END_TEST
 
@@ -8050,6 +8093,7 @@ static Suite *forward_suite(void)
     tcase_add_test(tc, forward_paths);
     tcase_add_test(tc, forward_safety);
     tcase_add_test(tc, forward_program_owner);
+    tcase_add_test(tc, forward_min_uid);
     suite_add_tcase(s, tc);
     return s;
 }
