@@ -10,7 +10,8 @@
 # a program of another user, a file owned by another user, a file that is
 # a symlink to another user's file, a program that is a symlink, an owner
 # below SipForwardMinUid.  The engine's containment holds for the
-# program: SipScriptTimeout ends it and what it started, no zombies.
+# program: SipScriptTimeout ends it and what it started,
+# SipScriptMaxOutput one that writes without end, no zombies.
 # Then the helper on its own, as the engine runs it (as www-data): its
 # refusals cannot be reached through httpd, whose checks come first.
 use strict;
@@ -104,7 +105,7 @@ sub bob_forward {
     put($f, "# away this week\n$line\n", $o{mode} // 0644, $o{owner} // $bob);
 }
 
-$t->{vhost_conf} = "SipForwardFile ~/.sipforward\nSipScriptTimeout 2";
+$t->{vhost_conf} = "SipForwardFile ~/.sipforward\nSipScriptTimeout 2\nSipScriptMaxOutput 65536";
 $t->{server_conf} = "SipUploadSuexec $helper\nSipLogRateLimit 0";
 $t->start;
 my $us = '127.0.0.1:' . $t->sip_port;
@@ -217,6 +218,20 @@ for my $case (@refused) {
         or diag(join '', $t->log_since($log));
     ok(wait_until(3, sub { !user_procs($bob->{uid}) }, 0.1),
        '... and nothing of the owner\'s is left running (its background child included)')
+        or diag(join "\n", map { "$_->{pid} $_->{cmd}" } user_procs($bob->{uid}));
+}
+
+# ... and SipScriptMaxOutput a program that writes without end
+{
+    my $chatty = put("$bob->{home}/bin/chatty.sh", "#!/bin/sh\nexec yes 'X-Filler: 0123456789'\n",
+                     0755, $bob);
+    bob_forward("|$chatty");
+    my $log = $t->log_mark;
+    my $fin = call($bob->{name});
+    is($fin && $fin->code, 500, 'a program that writes without end: 500');
+    ok(grep({ /output exceeds SipScriptMaxOutput/ } $t->log_since($log)), '... at SipScriptMaxOutput')
+        or diag(join '', $t->log_since($log));
+    ok(wait_until(3, sub { !user_procs($bob->{uid}) }, 0.1), '... and it is gone')
         or diag(join "\n", map { "$_->{pid} $_->{cmd}" } user_procs($bob->{uid}));
 }
 
