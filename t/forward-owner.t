@@ -38,12 +38,12 @@ mkdir $home_root, 0755 or die "mkdir: $!";
 chmod 0755, $home_root;
 
 sub mkuser {
-    my ($tag) = @_;
+    my ($tag, @opt) = @_;
     my $name = "sfo$tag" . lc(rand_token(5));
     $name =~ s/[^a-z0-9]/x/g;
     my $home = "$home_root/$name";
     for my $try (1 .. 20) {             # /etc/passwd may be locked by someone else's useradd
-        last if system('useradd', '--home-dir', $home, '--create-home', '--shell', '/bin/sh',
+        last if system('useradd', @opt, '--home-dir', $home, '--create-home', '--shell', '/bin/sh',
                        '--groups', 'users', $name) == 0;
         sleep 0.25;
     }
@@ -57,6 +57,10 @@ sub mkuser {
 }
 my $bob = mkuser('b');
 my $carol = mkuser('c');
+# a system account (uid below 1000): SipForwardMinUid 100 lets the engine
+# start its program, and the helper, built with a floor of 1000, refuses
+my $sys = mkuser('s', '--system');
+ok($sys->{uid} < 1000 && $sys->{uid} >= 100, "a system account $sys->{name} ($sys->{uid})");
 ok($bob->{uid} >= 1000 && $carol->{uid} >= 1000, "test users $bob->{name} ($bob->{uid}) and "
    . "$carol->{name} ($carol->{uid}) are not system accounts");
 
@@ -86,7 +90,8 @@ my $prog_text = <<'EOS';
 #!/bin/sh
 mark="$1"
 id -u > "$mark.tmp"
-{ echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "groups=$(id -G)"; echo "cwd=$(pwd)"; env; } > "$mark.env"
+{ echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "groups=$(id -G)"; echo "cwd=$(pwd)"
+  env; } > "$mark.env"
 mv "$mark.tmp" "$mark"
 printf 'SIP/2.0 486 Busy Here\nX-Uid: %s\nX-Arg: %s\n\n' "$(id -u)" "$2"
 EOS
@@ -105,7 +110,8 @@ sub bob_forward {
     put($f, "# away this week\n$line\n", $o{mode} // 0644, $o{owner} // $bob);
 }
 
-$t->{vhost_conf} = "SipForwardFile ~/.sipforward\nSipScriptTimeout 2\nSipScriptMaxOutput 65536";
+$t->{vhost_conf} = "SipForwardFile ~/.sipforward\nSipScriptTimeout 2\nSipScriptMaxOutput 65536\n"
+    . "SipForwardMinUid 100";
 $t->{server_conf} = "SipUploadSuexec $helper\nSipLogRateLimit 0";
 $t->start;
 my $us = '127.0.0.1:' . $t->sip_port;
@@ -151,9 +157,13 @@ sub env_of {
     is($e->{USER}, $bob->{name}, '... USER');
     is($e->{REQUEST_METHOD}, 'INVITE', '... and the SIP-CGI variables');
     like($e->{SIP_CALL_ID} // '', qr/\S/, '... SIP_<header> among them');
-    my @other = grep { !/^(?:uid|gid|groups|cwd|PATH|HOME|USER|LOGNAME|PWD|SHLVL|_|OLDPWD|SIP_\w+|GATEWAY_INTERFACE|SERVER_\w+|REMOTE_\w+|REQUEST_\w+|RESPONSE_\w+|SCRIPT_COOKIE|AUTH_TYPE|REGISTRATIONS|CONTENT_\w+)$/ } keys %$e;
+    # (the shell adds PWD, SHLVL, _ and OLDPWD itself)
+    my $cgi = qr/SIP_\w+|GATEWAY_INTERFACE|SERVER_\w+|REMOTE_\w+|REQUEST_\w+|RESPONSE_\w+|
+                 SCRIPT_COOKIE|AUTH_TYPE|REGISTRATIONS|CONTENT_\w+/x;
+    my @other = grep { !/^(?:uid|gid|groups|cwd|PATH|HOME|USER|LOGNAME|PWD|SHLVL|_|OLDPWD|$cgi)$/ }
+                keys %$e;
     is("@other", '', '... nothing else of httpd\'s environment');
-    ok(grep({ /runs \Q$bob_prog\E as uid $bob->{uid} \(its owner\)/ } $t->log_since($log)),
+    ok($t->wait_log($log, qr/runs \Q$bob_prog\E as uid $bob->{uid} \(its owner\)/),
        '... and the run is logged');
     unlink $mark, "$mark.env";
 }
@@ -197,12 +207,29 @@ for my $case (@refused) {
     my $log = $t->log_mark;
     my $fin = call($bob->{name});
     is($fin && $fin->code, 404, "refused, $what: the normal handling answers (404)");
-    ok(grep({ m{forwarding file \Q$bob->{home}/.sipforward\E refused for INVITE .*$why} }
-            $t->log_since($log)), '... with the reason in the log')
+    ok($t->wait_log($log, qr{forwarding file \Q$bob->{home}/.sipforward\E refused for INVITE .*$why}),
+       '... with the reason in the log')
         or diag(join '', $t->log_since($log));
     sleep 0.2;
     ok(!-e $mark && !-e "$var/carol-ran", '... and no program ran');
     $undo->() if $undo;
+}
+
+# ---- the helper has the last word: its own floor (1000) is above
+# SipForwardMinUid 100, so the engine starts the program and the helper
+# refuses: the reason is logged and the call gets 500, as for a failing
+# script
+{
+    my $mark = "$var/sys-ran";
+    my $prog = put("$sys->{home}/bin/away.sh", $prog_text, 0755, $sys);
+    put("$sys->{home}/.sipforward", "|$prog $mark\n", 0644, $sys);
+    my $log = $t->log_mark;
+    my $fin = call($sys->{name});
+    is($fin && $fin->code, 500, 'an owner below the helper\'s floor: 500');
+    ok($t->wait_log($log, qr{sip-suexec: forwarding file \Q$sys->{home}/.sipforward\E refused: .*below the min}),
+       '... with the helper\'s reason in the log')
+        or diag(join '', $t->log_since($log));
+    ok(!-e $mark, '... and the program did not run');
 }
 
 # ---- containment: SipScriptTimeout ends the program and what it started
@@ -214,7 +241,7 @@ for my $case (@refused) {
     my $log = $t->log_mark;
     my $fin = call($bob->{name});
     is($fin && $fin->code, 500, 'a program that does not answer: 500 after SipScriptTimeout');
-    ok(grep({ /timed out/ } $t->log_since($log)), '... logged as timed out')
+    ok($t->wait_log($log, qr/timed out/), '... logged as timed out')
         or diag(join '', $t->log_since($log));
     ok(wait_until(3, sub { !user_procs($bob->{uid}) }, 0.1),
        '... and nothing of the owner\'s is left running (its background child included)')
@@ -229,7 +256,7 @@ for my $case (@refused) {
     my $log = $t->log_mark;
     my $fin = call($bob->{name});
     is($fin && $fin->code, 500, 'a program that writes without end: 500');
-    ok(grep({ /output exceeds SipScriptMaxOutput/ } $t->log_since($log)), '... at SipScriptMaxOutput')
+    ok($t->wait_log($log, qr/output exceeds SipScriptMaxOutput/), '... at SipScriptMaxOutput')
         or diag(join '', $t->log_since($log));
     ok(wait_until(3, sub { !user_procs($bob->{uid}) }, 0.1), '... and it is gone')
         or diag(join "\n", map { "$_->{pid} $_->{cmd}" } user_procs($bob->{uid}));
@@ -267,7 +294,8 @@ $t->stop;
     put("$fwd/$lo->{name}", "|$lo_prog $var2/lo-ran dir\n", 0644, $lo);
     # httpd's own file: its program runs as httpd, as before
     my $www_prog = put("$bin2/www.sh", $prog_text, 0755);
-    put("$fwd/wwwuser", "|$www_prog $var2/www-ran dir\n", 0644, { uid => $www_uid, gid => $www_gid });
+    put("$fwd/wwwuser", "|$www_prog $var2/www-ran dir\n", 0644,
+        { uid => $www_uid, gid => $www_gid });
     $t2->{vhost_conf} = "SipForwardFile \@DIR\@/fwd/%u\nSipForwardMinUid $hi->{uid}";
     $t2->{server_conf} = "SipUploadSuexec $helper2\nSipLogRateLimit 0";
     $t2->start;
@@ -288,11 +316,12 @@ $t->stop;
     $fin = $call2->($lo->{name});
     is($fin && $fin->code, 404, "an owner below SipForwardMinUid ($lo->{uid} < $hi->{uid}): the "
        . 'normal handling answers');
-    ok(grep({ m{forwarding file \Q$fwd/$lo->{name}\E refused .*below the minimum} }
-            $t2->log_since($log)), '... logged') or diag(join '', $t2->log_since($log));
+    ok($t2->wait_log($log, qr{forwarding file \Q$fwd/$lo->{name}\E refused .*below the minimum}),
+       '... logged') or diag(join '', $t2->log_since($log));
     ok(!-e "$var2/lo-ran", '... and the program did not run');
     $fin = $call2->('wwwuser');
-    is($fin && $fin->header('x-uid'), $www_uid, 'a file of httpd\'s own user: run as httpd, as before');
+    is($fin && $fin->header('x-uid'), $www_uid,
+       'a file of httpd\'s own user: run as httpd, as before');
     $t2->stop;
 }
 
@@ -330,7 +359,8 @@ sub helper {
     my $e = env_of($mark);
     ok(!exists $e->{FOO} && !exists $e->{IFS} && !exists $e->{PERL5LIB} && !exists $e->{BASH_ENV}
        && $e->{PATH} eq '/usr/local/bin:/usr/bin:/bin' && $e->{SIP_FROM} eq '<sip:a@b>'
-       && $e->{REQUEST_METHOD} eq 'INVITE', '... with only the SIP-CGI variables of its environment')
+       && $e->{REQUEST_METHOD} eq 'INVITE',
+       '... with only the SIP-CGI variables of its environment')
         or diag(explain $e);
     unlink $mark, "$mark.env";
 
@@ -338,7 +368,8 @@ sub helper {
         [ 'a minimum above the owner', [ $bob->{uid}, $bob->{uid} + 1, '~/.sipforward', $file ],
           qr/below the minimum/ ],
         [ 'root', [ 0, 1000, '~/.sipforward', '/root/.sipforward' ], qr/would run as root/ ],
-        [ 'a system account, even with MINUID 1', [ 1, 1, '~/.sipforward', '/usr/sbin/.sipforward' ],
+        [ 'a system account, even with MINUID 1',
+          [ 1, 1, '~/.sipforward', '/usr/sbin/.sipforward' ],
           qr/below the minimum/ ],
         [ 'a file not where the template puts the owner\'s',
           [ $bob->{uid}, 1000, '~/.sipforward', "$carol->{home}/.sipforward" ],
@@ -357,7 +388,8 @@ sub helper {
     }
     # file and program checks, with the file in place
     my @file_cases = (
-        [ 'a symlink to another user\'s file', sub { unlink $file; symlink("$carol->{home}/.sipforward", $file) },
+        [ 'a symlink to another user\'s file',
+          sub { unlink $file; symlink("$carol->{home}/.sipforward", $file) },
           qr/symbolic link/ ],
         [ 'a file of another user', sub { put($file, "|$bob_prog $mark\n", 0644, $carol) },
           qr/not the owner's/ ],
