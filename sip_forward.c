@@ -201,8 +201,6 @@ int sip_forward_read(apr_pool_t *p, const char *path, const long *owners, int n,
     return 0;
 }
 
-/* ---- the step ---- */
-
 /* ---- "|program" ---- */
 
 const char *sip_forward_min_uid_parse(const char *arg, long *out)
@@ -302,6 +300,8 @@ static const char *fwd_program_refused(apr_pool_t *p, const sip_server_conf *con
         return apr_psprintf(p, "|program %s is writable by group or others", fw->argv[0]);
     return NULL;
 }
+
+/* ---- the step ---- */
 
 sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn resume, void *baton)
 {
