@@ -252,6 +252,8 @@ static const char *fwd_owner_refused(apr_pool_t *p, const sip_server_conf *conf,
         return apr_psprintf(p, "|program from a file of uid %ld: %s (%ld)", (long)fw->owner,
                             why, min);
     /* the owner's own file, where SipForwardFile puts it, nowhere else */
+    if (!sip_fwd_owner_path_clean(path))
+        return "|program: the file's path has '.', '..' or '//' components";
     if (!sip_fwd_owner_expand(expect, sizeof(expect), conf->forward_file, pw->pw_name,
                               pw->pw_dir)
         || strcmp(expect, path))
