@@ -254,6 +254,8 @@ static const char *fwd_owner_refused(apr_pool_t *p, const sip_server_conf *conf,
     /* the owner's own file, where SipForwardFile puts it, nowhere else */
     if (!sip_fwd_owner_path_clean(path))
         return "|program: the file's path has '.', '..' or '//' components";
+    if (!pw->pw_dir || !sip_fwd_owner_path_clean(pw->pw_dir))
+        return "|program: the owner's home directory is not a plain absolute path";
     if (!sip_fwd_owner_expand(expect, sizeof(expect), conf->forward_file, pw->pw_name,
                               pw->pw_dir)
         || strcmp(expect, path))
