@@ -10,7 +10,7 @@
 # a program of another user, a file owned by another user, a file that is
 # a symlink to another user's file, a program that is a symlink, an owner
 # below SipForwardMinUid.  The engine's containment holds for the
-# program: SipScriptTimeout ends it and what it started,
+# program: SipScriptTimeout or a CANCEL ends it and what it started,
 # SipScriptMaxOutput one that writes without end, no zombies.
 # Then the helper on its own, as the engine runs it (as www-data): its
 # refusals cannot be reached through httpd, whose checks come first.
@@ -245,6 +245,24 @@ for my $case (@refused) {
         or diag(join '', $t->log_since($log));
     ok(wait_until(3, sub { !user_procs($bob->{uid}) }, 0.1),
        '... and nothing of the owner\'s is left running (its background child included)')
+        or diag(join "\n", map { "$_->{pid} $_->{cmd}" } user_procs($bob->{uid}));
+}
+
+# ... a CANCEL ends it too (487), with what it started
+{
+    my $pidfile = "$var/cancel.pid";
+    my $sleeper = put("$bob->{home}/bin/sleeper2.sh",
+                      "#!/bin/sh\nsleep 300 &\necho \$! > $pidfile\nsleep 300\n", 0755, $bob);
+    bob_forward("|$sleeper");
+    my $inv = $uac->invite(uri => "sip:$bob->{name}\@$us");
+    ok(wait_until(3, sub { -s $pidfile && user_procs($bob->{uid}) >= 2 }, 0.05),
+       'a program that does not answer is running, with a background child');
+    $uac->cancel($inv);
+    my $fin = $uac->final_for($inv, 3);
+    is($fin && $fin->code, 487, '... a CANCEL ends the call (487)');
+    $uac->ack($inv, $fin) if $fin;
+    ok(wait_until(3, sub { !user_procs($bob->{uid}) }, 0.1),
+       '... and the program and its background child are gone')
         or diag(join "\n", map { "$_->{pid} $_->{cmd}" } user_procs($bob->{uid}));
 }
 
