@@ -41,6 +41,14 @@ SUEXEC      = tools/sip-suexec
 # but the caller (docs/security.md); make -B tools/sip-suexec after a change.
 SIP_UPLOAD_USER ?= mod-sip-upload
 SUEXEC_DEFS = $(if $(SIP_UPLOAD_USER),-DSIP_SUEXEC_TARGET='"$(SIP_UPLOAD_USER)"')
+# Forwarding files' |program run as their owner (sip-suexec --owner): never
+# below this uid (SipForwardMinUid can only raise it), and, when
+# SIP_FORWARD_FILE is set (e.g. '~/.sipforward'), only for that
+# SipForwardFile template.
+SIP_FORWARD_MIN_UID ?= 1000
+SIP_FORWARD_FILE ?=
+SUEXEC_DEFS += -DSIP_SUEXEC_OWNER_UID_MIN=$(SIP_FORWARD_MIN_UID) \
+               $(if $(SIP_FORWARD_FILE),-DSIP_SUEXEC_FORWARD_FILE='"$(SIP_FORWARD_FILE)"')
 # the unprivileged user the tests run uploaded scripts as (t/upload-exec.t)
 TEST_UPLOAD_USER = mod-sip-upload
 
@@ -61,7 +69,7 @@ all: .libs/mod_sip.so $(SUEXEC)
 	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
 
 # Small and on its own: no APR, nothing but libc.
-$(SUEXEC): tools/sip-suexec.c Makefile
+$(SUEXEC): tools/sip-suexec.c sip_fwd_owner.h Makefile
 	$(CC) -O2 -g -Wall -Wextra -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -pie \
 	  $(SUEXEC_DEFS) -Wl,-z,relro,-z,now -o $@ $<
 

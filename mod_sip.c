@@ -29,6 +29,7 @@
 #include "sip_consent.h"
 #include "sip_namemap.h"
 #include "sip_engine.h"
+#include "sip_forward.h"
 #include "sip_transport.h"
 #include "sip_cgi.h"
 #include "sip_lists.h"
@@ -95,6 +96,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->namemap_ttl = -1;
     c->list_mode = -1;
     c->list_max_members = -1;
+    c->forward_min_uid = -1;
     return c;
 }
 
@@ -161,6 +163,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->list_max_members = add->list_max_members >= 0 ? add->list_max_members
                                                      : base->list_max_members;
     c->forward_file = add->forward_file ? add->forward_file : base->forward_file;
+    c->forward_min_uid = add->forward_min_uid > 0 ? add->forward_min_uid : base->forward_min_uid;
     return c;
 }
 
@@ -1030,6 +1033,13 @@ static const char *set_forward_file(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+/* SipForwardMinUid (sip_forward.c parses it) */
+static const char *set_forward_min_uid(cmd_parms *cmd, void *d, const char *arg)
+{
+    (void)d;
+    return sip_forward_min_uid_parse(arg, &sip_get_conf(cmd->server)->forward_min_uid);
+}
+
 /* SipListMaxMembers may come after the lists it bounds: checked once the
  * whole configuration is read and merged (apachectl -t runs this too). */
 static int check_lists(apr_pool_t *p, server_rec *main_s)
@@ -1301,6 +1311,9 @@ static const command_rec sip_cmds[] = {
                   "Most members a list may have (default 100)"),
     AP_INIT_TAKE1("SipForwardFile", set_forward_file, NULL, RSRC_CONF,
                   "Per-user forwarding file: ~/.sipforward or a path with %u"),
+    /* forwarding files' |program run as the file's owner (issue 15 item 4) */
+    AP_INIT_TAKE1("SipForwardMinUid", set_forward_min_uid, NULL, RSRC_CONF,
+                  "Lowest uid a forwarding file's |program runs as (default 1000; never 0)"),
     {NULL}
 };
 

@@ -63,6 +63,10 @@ struct sip_cgi_ctx {
      * upload_aor is NULL for a script of SipDirectory */
     const char *upload_aor, *upload_body, *interp, *interp_arg;
     apr_size_t upload_len;
+    /* a forwarding file's program run as the file's owner through
+     * sip-suexec --owner (sip_cgi_run_owner); owner_file NULL otherwise */
+    const char *owner_file, *owner_tmpl;
+    long owner_uid, owner_min_uid;
     const char *cookie;             /* CGI-SET-COOKIE */
     int again;                      /* CGI-AGAIN yes from the last run */
     trigger_t *qhead, *qtail;       /* triggers waiting for the running script */
@@ -107,7 +111,8 @@ struct sip_cgi_run {
     int exited;                 /* reaped, exit_status valid */
     int exit_status;
     sip_timer_t t_exit;         /* waiting for the exit after EOF */
-    int uploaded;               /* proc is sip-suexec's monitor, of another uid */
+    int uploaded;               /* proc is sip-suexec's monitor, of another uid (an uploaded
+                                   script or a program run as its owner) */
     int exit_polls;
     sip_cgi_run_t *prev, *next; /* list of running scripts */
 };
@@ -1196,6 +1201,22 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
             return rv;
         }
     }
+    else if (ctx->owner_file) {
+        /* the helper reads the program from the file itself and enters
+         * the owner's home */
+        const char *limits[3];
+        upload_limits(run->pool, run->s, limits);
+        argv = apr_pcalloc(run->pool, 10 * sizeof(char *));
+        argv[0] = (char *)sip_upload_conf()->suexec;
+        argv[1] = "--owner";
+        argv[2] = apr_ltoa(run->pool, ctx->owner_uid);
+        argv[3] = apr_ltoa(run->pool, ctx->owner_min_uid);
+        argv[4] = (char *)ctx->owner_tmpl;
+        argv[5] = (char *)ctx->owner_file;
+        for (int i = 0; i < 3; i++)
+            argv[6 + i] = (char *)(limits[i] ? limits[i] : "-");
+        path = argv[0];
+    }
     else {
         if (slash)
             *slash = '\0';
@@ -1219,6 +1240,8 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
         posix_spawn_file_actions_adddup2(&fa, script_fd, 3);
         posix_spawn_file_actions_addclosefrom_np(&fa, 4);
     }
+    else if (ctx->owner_file)
+        posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     else {
         posix_spawn_file_actions_addclosefrom_np(&fa, 3);
         posix_spawn_file_actions_addchdir_np(&fa, dir);     /* RFC 3050 §6.1 */
@@ -1235,7 +1258,7 @@ static apr_status_t spawn(sip_cgi_run_t *run, const char *path, char **envp)
     if (rc != 0)
         return rc;
     run->proc.pid = pid;
-    run->uploaded = script_fd >= 0;
+    run->uploaded = script_fd >= 0 || ctx->owner_file != NULL;
     /* a setuid process cannot be given limits from here: sip-suexec
      * applies them to the script */
     if (!run->uploaded)
@@ -1517,6 +1540,20 @@ void sip_cgi_run_args(sip_txn_t *txn, const char *path, const char *const *args,
     ctx->args = copy;
     ctx->path = apr_pstrdup(ctx->pool, path);
     ctx->script = apr_pstrdup(ctx->pool, slash ? slash + 1 : path);
+    ctx_begin(ctx);
+}
+
+void sip_cgi_run_owner(sip_txn_t *txn, server_rec *s, const char *file, const char *tmpl,
+                       long uid, long min_uid, const char *program)
+{
+    sip_cgi_ctx_t *ctx = ctx_new(txn, s);
+
+    ctx->owner_file = apr_pstrdup(ctx->pool, file);
+    ctx->owner_tmpl = apr_pstrdup(ctx->pool, tmpl);
+    ctx->owner_uid = uid;
+    ctx->owner_min_uid = min_uid;
+    ctx->path = sip_upload_conf()->suexec;
+    ctx->script = apr_psprintf(ctx->pool, "%s (uid %ld, from %s)", program, uid, file);
     ctx_begin(ctx);
 }
 

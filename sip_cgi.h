@@ -45,6 +45,14 @@ void sip_cgi_run_then(sip_txn_t *txn, const char *path, server_rec *s, void (*th
  * forwarding file's "|program args" (sip_forward.h). */
 void sip_cgi_run_args(sip_txn_t *txn, const char *path, const char *const *args, server_rec *s);
 
+/* The same for a forwarding file owned by another user than httpd's: the
+ * setuid helper (SipUploadSuexec) in --owner mode reads the "|program"
+ * line of 'file' (SipForwardFile 'tmpl') itself, checks it and runs it as
+ * 'uid' (at least 'min_uid'); 'program' only names it in log lines.  The
+ * helper's refusals reach the error log through the script's stderr. */
+void sip_cgi_run_owner(sip_txn_t *txn, server_rec *s, const char *file, const char *tmpl,
+                       long uid, long min_uid, const char *program);
+
 /* Run a user's uploaded sip-cgi script (sip_upload.h) for a new server
  * transaction, as SipUploadUser through sip-suexec (and bubblewrap), with
  * 'interp' (and 'arg') from its checked #! line.  Everything else is as

@@ -115,6 +115,8 @@ typedef struct sip_server_conf {
     int list_mode;                      /* SipListMode: SIP_LIST_MODE_*; -1 = unset (redirect) */
     int list_max_members;               /* SipListMaxMembers; -1 = unset (100) */
     const char *forward_file;           /* SipForwardFile template; NULL = none */
+    /* Forwarding files' |program as the owner (issue 15 item 4; sip_fwd_owner.h) */
+    long forward_min_uid;               /* SipForwardMinUid; -1 = unset (1000) */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

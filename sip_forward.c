@@ -6,9 +6,11 @@
 #include "sip_lists.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_upload.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -199,26 +201,111 @@ int sip_forward_read(apr_pool_t *p, const char *path, const long *owners, int n,
     return 0;
 }
 
-/* ---- the step ---- */
+/* ---- "|program" ---- */
 
-/* "|program" runs as httpd's own user (sip_forward.h): NULL when it may,
- * else why not. */
-static const char *fwd_program_refused(apr_pool_t *p, const sip_forward_t *fw)
+const char *sip_forward_min_uid_parse(const char *arg, long *out)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(arg, &end, 10);
+    if (!apr_isdigit(*arg) || *end || errno || n < 1 || n > 0x7fffffffL)
+        return "SipForwardMinUid needs a uid from 1 to 2147483647 (never 0: root)";
+    *out = n;
+    return NULL;
+}
+
+long sip_forward_min_uid(const sip_server_conf *conf)
+{
+    return conf->forward_min_uid > 0 ? conf->forward_min_uid : SIP_FWD_OWNER_MIN_UID;
+}
+
+/* The directory 'path' is in, stat()ed. */
+static int fwd_stat_dir_of(apr_pool_t *p, const char *path, struct stat *st)
+{
+    char *dir = apr_pstrdup(p, path), *slash = strrchr(dir, '/');
+
+    if (!slash)
+        return -1;
+    *(slash == dir ? slash + 1 : slash) = '\0';
+    return stat(dir, st);
+}
+
+/* A program run as the file's owner through sip-suexec --owner: the
+ * helper's own checks (sip_fwd_owner.h), made here first so that a
+ * refusal leaves the call to the next step rather than to a failed
+ * script.  NULL when it may run, else why not. */
+static const char *fwd_owner_refused(apr_pool_t *p, const sip_server_conf *conf, const char *path,
+                                     const sip_forward_t *fw)
+{
+    const char *helper = sip_upload_conf() ? sip_upload_conf()->suexec : NULL;
+    const char *prog = fw->argv[0], *why;
+    long min = sip_forward_min_uid(conf);
+    struct passwd *pw = getpwuid(fw->owner);
+    char expect[PATH_MAX], tdir[PATH_MAX];
+    struct stat st;
+
+    if (!pw)
+        return apr_psprintf(p, "its owner (uid %ld) is no user of this system", (long)fw->owner);
+    if ((why = sip_fwd_owner_uid_check(pw->pw_uid, pw->pw_gid, min)))
+        return apr_psprintf(p, "|program from a file of uid %ld: %s (%ld)", (long)fw->owner,
+                            why, min);
+    /* the owner's own file, where SipForwardFile puts it, nowhere else */
+    if (!sip_fwd_owner_path_clean(path))
+        return "|program: the file's path has '.', '..' or '//' components";
+    if (!pw->pw_dir || !sip_fwd_owner_path_clean(pw->pw_dir))
+        return "|program: the owner's home directory is not a plain absolute path";
+    if (!sip_fwd_owner_expand(expect, sizeof(expect), conf->forward_file, pw->pw_name,
+                              pw->pw_dir)
+        || strcmp(expect, path))
+        return apr_psprintf(p, "|program: the file is not its owner's (%s) forwarding file",
+                            pw->pw_name);
+    if (sip_fwd_owner_template_dir(tdir, sizeof(tdir), conf->forward_file)
+        && (stat(tdir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0
+            || (st.st_mode & (S_IWGRP | S_IWOTH))))
+        return apr_psprintf(p, "|program: SipForwardFile's directory %s is not root's alone",
+                            tdir);
+    if (!sip_fwd_owner_path_clean(prog))
+        return apr_psprintf(p, "|program %s has '.', '..' or '//' components", prog);
+    if (lstat(prog, &st) != 0)
+        return apr_psprintf(p, "|program %s cannot be examined (%s)", prog, strerror(errno));
+    if ((why = sip_fwd_owner_program_check(&st, fw->owner)))
+        return apr_psprintf(p, "|program %s: %s", prog, why);
+    if (fwd_stat_dir_of(p, prog, &st) != 0)
+        return apr_psprintf(p, "|program %s: its directory cannot be examined", prog);
+    if ((why = sip_fwd_owner_dir_check(&st, fw->owner)))
+        return apr_psprintf(p, "|program %s: %s", prog, why);
+    /* as sip_upload.c's start-up check, in short: a missing helper would
+     * only fail the call */
+    if (!helper || stat(helper, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0
+        || !(st.st_mode & S_ISUID))
+        return apr_psprintf(p, "|program runs as the file's owner through sip-suexec, and "
+                            "SipUploadSuexec %s is not installed setuid root",
+                            helper ? helper : "(none)");
+    return NULL;
+}
+
+/* How "|program" runs: a file of httpd's own (non-root) user runs it as
+ * httpd (*as_owner 0); any other file's as that file's owner through
+ * sip-suexec (*as_owner 1).  NULL when it may, else why not. */
+static const char *fwd_program_refused(apr_pool_t *p, const sip_server_conf *conf,
+                                       const char *path, const sip_forward_t *fw, int *as_owner)
 {
     struct stat st;
     uid_t me = geteuid();
 
-    if (me == 0)
-        return "|program would run as root";
-    if (fw->owner != me)
-        return "|program runs only from a file owned by httpd's user "
-               "(it cannot run as another user)";
+    *as_owner = fw->owner != me || me == 0;
+    if (*as_owner)
+        return fwd_owner_refused(p, conf, path, fw);
     if (stat(fw->argv[0], &st) < 0 || !S_ISREG(st.st_mode) || access(fw->argv[0], X_OK) < 0)
         return apr_psprintf(p, "|program %s is not an executable file", fw->argv[0]);
     if (st.st_mode & (S_IWGRP | S_IWOTH))
         return apr_psprintf(p, "|program %s is writable by group or others", fw->argv[0]);
     return NULL;
 }
+
+/* ---- the step ---- */
 
 sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn resume, void *baton)
 {
@@ -228,7 +315,7 @@ sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
     apr_pool_t *p = sip_txn_pool(txn);
     const char *method = sip_msg_method(req), *path, *why = NULL;
     long owners[3];
-    int home = 0, r, n = 0, i;
+    int home = 0, r, n = 0, i, as_owner = 0;
     int max = conf->list_max_members > 0 ? conf->list_max_members : SIP_DEFAULT_LIST_MAX_MEMBERS;
     sip_forward_t *fw = NULL;
 
@@ -250,7 +337,7 @@ sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
     if (r < 0)
         return SIP_STEP_NEXT;
     if (r == 0 && fw->argv)
-        why = fwd_program_refused(p, fw);
+        why = fwd_program_refused(p, conf, path, fw, &as_owner);
     else if (r == 0 && fw->addresses->nelts > max)
         why = apr_psprintf(p, "more than %d addresses (SipListMaxMembers)", max);
     if (r > 0 || why) {
@@ -258,6 +345,14 @@ sip_step_t sip_forward_step(sip_txn_t *txn, server_rec *s, sip_step_resume_fn re
         sip_log_limited(&refusals, ip, 0, APLOG_WARNING, s, "sip: forwarding file %s refused for "
                         "%s %s: %s", path, method, sip_msg_request_uri(req), why);
         return SIP_STEP_NEXT;
+    }
+    if (fw->argv && as_owner) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip: %s %s runs %s as uid %ld (its owner) "
+                     "from forwarding file %s", method, sip_msg_request_uri(req), fw->argv[0],
+                     (long)fw->owner, path);
+        sip_cgi_run_owner(txn, s, path, conf->forward_file, (long)fw->owner,
+                          sip_forward_min_uid(conf), fw->argv[0]);
+        return SIP_STEP_DONE;
     }
     if (fw->argv) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip: %s %s runs %s from forwarding file %s",

@@ -21,24 +21,29 @@
  *   - a file with more addresses than SipListMaxMembers is refused;
  *   - its directory is refused when writable by group or others, or owned
  *     by anyone but root or the file's owner;
- *   - "|program" runs only when the file is owned by httpd's own (non-root)
- *     user: the engine cannot start a program as another user (sip-suexec
- *     is built to run as SipUploadUser only), and running a user's program
- *     as httpd would let any user act as httpd.  The program must be an
- *     absolute path to an executable regular file not writable by group or
- *     others; its arguments are split at blanks (no shell).
+ *   - "|program" runs as the file's owner: as httpd for a file of httpd's
+ *     own (non-root) user; through sip-suexec --owner (sip_cgi_run_owner)
+ *     as the owner for a file of anyone else but root, once the checks of
+ *     sip_fwd_owner.h pass here (the helper makes them again, as root):
+ *     uid at least SipForwardMinUid, the file exactly where
+ *     SipForwardFile puts that user's, the program an absolute path to a
+ *     regular file of the owner or root, no symlink, not setuid, writable
+ *     by nobody else, in a directory nobody else may write; a file of
+ *     root's never runs one.  Arguments are split at blanks (no shell).
  * A refused file is logged (rate-limited) and the step goes on as if
  * there were none. */
 #ifndef SIP_FORWARD_H
 #define SIP_FORWARD_H
 
 #include "httpd.h"
+#include "sip_conf.h"
 #include "sip_dispatch.h"
 #include "sip_transaction.h"
+#include "sip_fwd_owner.h"
 
 #include <sys/types.h>
 
-#define SIP_FORWARD_MAX_SIZE 65536
+#define SIP_FORWARD_MAX_SIZE SIP_FWD_OWNER_MAX_SIZE
 
 /* A forwarding file as read. */
 typedef struct sip_forward {
@@ -64,6 +69,11 @@ int sip_forward_read(apr_pool_t *p, const char *path, const long *owners, int n,
 /* The contents of a forwarding file: NULL with *why when malformed. */
 sip_forward_t *sip_forward_parse(apr_pool_t *p, const char *text, apr_size_t len,
                                  const char **why);
+
+/* SipForwardMinUid: NULL with *out, or the configuration error. */
+const char *sip_forward_min_uid_parse(const char *arg, long *out);
+/* The lowest uid a "|program" runs as (SipForwardMinUid, 1000 unset). */
+long sip_forward_min_uid(const sip_server_conf *conf);
 
 /* The forwarding step (sip_dispatch.h), after the scripts and before the
  * registrar: an INVITE, MESSAGE or OPTIONS for a user with a usable file

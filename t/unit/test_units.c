@@ -8021,22 +8021,65 @@ END_TEST
 
 START_TEST(forward_program_owner)
 {
+    sip_server_conf conf;
     sip_forward_t fw;
     const char *argv[] = {"/bin/sh", NULL};
+    const char *why;
+    int as_owner = -1;
 
+    memset(&conf, 0, sizeof(conf));
+    conf.forward_file = "~/.sipforward";
+    conf.forward_min_uid = -1;
     memset(&fw, 0, sizeof(fw));
     fw.argv = argv;
-    fw.owner = geteuid() + 1;
-    /* never as root; otherwise only from a file of httpd's own user */
-    if (geteuid() == 0)
-        ck_assert_str_eq(fwd_program_refused(pool, &fw), "|program would run as root");
-    else {
-        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "owned by httpd's user"));
+    /* a file of root: never run, as root or as anyone */
+    fw.owner = 0;
+    why = fwd_program_refused(pool, &conf, "/root/.sipforward", &fw, &as_owner);
+    ck_assert_int_eq(as_owner, 1);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "it would run as root"));
+    /* uid 1 (daemon): a system account, below SipForwardMinUid's 1000 */
+    fw.owner = 1;
+    why = fwd_program_refused(pool, &conf, "/usr/sbin/.sipforward", &fw, &as_owner);
+    ck_assert_int_eq(as_owner, 1);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "below the minimum"));
+    /* ... unless the minimum is lowered to it: then the file must be where
+     * SipForwardFile puts that user's */
+    conf.forward_min_uid = 1;
+    why = fwd_program_refused(pool, &conf, "/elsewhere/.sipforward", &fw, &as_owner);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_ptr_nonnull(strstr(why, "is not its owner's"));
+    if (geteuid() != 0) {
+        /* httpd's own file: run as httpd, as before */
         fw.owner = geteuid();
-        ck_assert_ptr_null(fwd_program_refused(pool, &fw));
+        ck_assert_ptr_null(fwd_program_refused(pool, &conf, "/x", &fw, &as_owner));
+        ck_assert_int_eq(as_owner, 0);
         argv[0] = "/nonexistent/prog";
-        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &fw), "not an executable"));
+        ck_assert_ptr_nonnull(strstr(fwd_program_refused(pool, &conf, "/x", &fw, &as_owner),
+                                     "not an executable"));
     }
+}
+END_TEST
+
+START_TEST(forward_min_uid)
+{
+    sip_server_conf conf;
+    long n = -1;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.forward_min_uid = -1;
+    ck_assert_int_eq(sip_forward_min_uid(&conf), 1000);
+    ck_assert_ptr_null(sip_forward_min_uid_parse("500", &n));
+    ck_assert_int_eq(n, 500);
+    conf.forward_min_uid = n;
+    ck_assert_int_eq(sip_forward_min_uid(&conf), 500);
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("0", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("-5", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("10x", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("", &n));
+    ck_assert_ptr_nonnull(sip_forward_min_uid_parse("99999999999", &n));
+    ck_assert_int_eq(n, 500);
 }
 END_TEST
 
@@ -8050,6 +8093,214 @@ static Suite *forward_suite(void)
     tcase_add_test(tc, forward_paths);
     tcase_add_test(tc, forward_safety);
     tcase_add_test(tc, forward_program_owner);
+    tcase_add_test(tc, forward_min_uid);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* forwarding files' |program as the owner: the pure checks both the
+ * engine and sip-suexec --owner make (sip_fwd_owner.h)               */
+/* ------------------------------------------------------------------ */
+
+static struct stat fo_st(mode_t mode, uid_t uid)
+{
+    struct stat st;
+
+    memset(&st, 0, sizeof(st));
+    st.st_mode = mode;
+    st.st_uid = uid;
+    return st;
+}
+
+START_TEST(fwd_owner_uid)
+{
+    ck_assert_ptr_null(sip_fwd_owner_uid_check(1000, 1000, 1000));
+    ck_assert_ptr_null(sip_fwd_owner_uid_check(5000, 100, 1000));
+    ck_assert_str_eq(sip_fwd_owner_uid_check(0, 1000, 1000), "it would run as root");
+    ck_assert_str_eq(sip_fwd_owner_uid_check(1000, 0, 1000), "it would run as root");
+    /* even with a minimum of 0 or below */
+    ck_assert_str_eq(sip_fwd_owner_uid_check(0, 0, 0), "it would run as root");
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_uid_check(999, 999, 1000), "below the minimum"));
+    ck_assert_ptr_nonnull(sip_fwd_owner_uid_check(5, 5, 0));
+    ck_assert_ptr_null(sip_fwd_owner_uid_check(5, 5, 1));
+}
+END_TEST
+
+START_TEST(fwd_owner_paths)
+{
+    char buf[64];
+
+    ck_assert(sip_fwd_owner_path_clean("/home/bob/.sipforward"));
+    ck_assert(sip_fwd_owner_path_clean("/home/bob/bin/vac.sh"));
+    ck_assert(sip_fwd_owner_path_clean("/a/..b/c."));
+    ck_assert(!sip_fwd_owner_path_clean("home/bob"));
+    ck_assert(!sip_fwd_owner_path_clean("/"));
+    ck_assert(!sip_fwd_owner_path_clean("/home/bob/"));
+    ck_assert(!sip_fwd_owner_path_clean("/home//bob"));
+    ck_assert(!sip_fwd_owner_path_clean("/home/./bob"));
+    ck_assert(!sip_fwd_owner_path_clean("/home/bob/.."));
+    ck_assert(!sip_fwd_owner_path_clean("/home/../root/x"));
+    ck_assert(!sip_fwd_owner_path_clean("/home/bob/."));
+    ck_assert(!sip_fwd_owner_path_clean("/home/b\nob"));
+
+    ck_assert(sip_fwd_owner_expand(buf, sizeof(buf), "~/.sipforward", "bob", "/home/bob"));
+    ck_assert_str_eq(buf, "/home/bob/.sipforward");
+    ck_assert(sip_fwd_owner_expand(buf, sizeof(buf), "/etc/fwd/%u.%%", "bob", NULL));
+    ck_assert_str_eq(buf, "/etc/fwd/bob.%");
+    ck_assert(sip_fwd_owner_expand(buf, sizeof(buf), "/etc/%u/%u", "bob", "/home/bob"));
+    ck_assert_str_eq(buf, "/etc/bob/bob");
+    ck_assert(!sip_fwd_owner_expand(buf, sizeof(buf), "~/.sipforward", "bob", "relative"));
+    ck_assert(!sip_fwd_owner_expand(buf, sizeof(buf), "/etc/fwd/all", "bob", "/home/bob"));
+    ck_assert(!sip_fwd_owner_expand(buf, sizeof(buf), "fwd/%u", "bob", "/home/bob"));
+    ck_assert(!sip_fwd_owner_expand(buf, 12, "/etc/fwd/%u", "bobbybobby", NULL));
+    ck_assert(!sip_fwd_owner_expand(buf, 12, "~/.sipforward", "bob", "/home/bob"));
+
+    ck_assert(sip_fwd_owner_template_dir(buf, sizeof(buf), "/etc/mod_sip/forward/%u"));
+    ck_assert_str_eq(buf, "/etc/mod_sip/forward");
+    ck_assert(sip_fwd_owner_template_dir(buf, sizeof(buf), "/srv/fwd/%u/sip"));
+    ck_assert_str_eq(buf, "/srv/fwd");
+    ck_assert(sip_fwd_owner_template_dir(buf, sizeof(buf), "/srv/fwd/x-%u"));
+    ck_assert_str_eq(buf, "/srv/fwd");
+    ck_assert(sip_fwd_owner_template_dir(buf, sizeof(buf), "/%u"));
+    ck_assert_str_eq(buf, "/");
+    ck_assert(!sip_fwd_owner_template_dir(buf, sizeof(buf), "~/.sipforward"));
+    ck_assert(!sip_fwd_owner_template_dir(buf, 4, "/etc/mod_sip/%u"));
+}
+END_TEST
+
+START_TEST(fwd_owner_modes)
+{
+    struct stat st;
+
+    st = fo_st(S_IFREG | 0644, 1000);
+    ck_assert_ptr_null(sip_fwd_owner_file_check(&st, 1000));
+    st = fo_st(S_IFREG | 0600, 1000);
+    ck_assert_ptr_null(sip_fwd_owner_file_check(&st, 1000));
+    st = fo_st(S_IFLNK | 0777, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_file_check(&st, 1000), "symbolic link"));
+    st = fo_st(S_IFDIR | 0755, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_file_check(&st, 1000), "not a regular"));
+    st = fo_st(S_IFREG | 0644, 1001);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_file_check(&st, 1000), "not the owner's"));
+    /* a root-owned file is not the owner's either: root wrote the program */
+    st = fo_st(S_IFREG | 0644, 0);
+    ck_assert_ptr_nonnull(sip_fwd_owner_file_check(&st, 1000));
+    st = fo_st(S_IFREG | 0664, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_file_check(&st, 1000), "writable by group"));
+    st = fo_st(S_IFREG | 0646, 1000);
+    ck_assert_ptr_nonnull(sip_fwd_owner_file_check(&st, 1000));
+
+    st = fo_st(S_IFDIR | 0755, 1000);
+    ck_assert_ptr_null(sip_fwd_owner_dir_check(&st, 1000));
+    st = fo_st(S_IFDIR | 0755, 0);
+    ck_assert_ptr_null(sip_fwd_owner_dir_check(&st, 1000));
+    st = fo_st(S_IFDIR | 0755, 1001);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_dir_check(&st, 1000), "someone else"));
+    st = fo_st(S_IFDIR | 01777, 0);         /* /tmp */
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_dir_check(&st, 1000), "writable by group"));
+    st = fo_st(S_IFDIR | 0775, 1000);
+    ck_assert_ptr_nonnull(sip_fwd_owner_dir_check(&st, 1000));
+    st = fo_st(S_IFREG | 0755, 1000);
+    ck_assert_ptr_nonnull(sip_fwd_owner_dir_check(&st, 1000));
+
+    st = fo_st(S_IFREG | 0755, 1000);
+    ck_assert_ptr_null(sip_fwd_owner_program_check(&st, 1000));
+    st = fo_st(S_IFREG | 0755, 0);          /* /usr/bin's */
+    ck_assert_ptr_null(sip_fwd_owner_program_check(&st, 1000));
+    st = fo_st(S_IFREG | 0700, 1000);
+    ck_assert_ptr_null(sip_fwd_owner_program_check(&st, 1000));
+    st = fo_st(S_IFLNK | 0777, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "symbolic link"));
+    st = fo_st(S_IFREG | 0755, 1001);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "someone else"));
+    st = fo_st(S_IFREG | 0775, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "writable by group"));
+    st = fo_st(S_IFREG | 0757, 1000);
+    ck_assert_ptr_nonnull(sip_fwd_owner_program_check(&st, 1000));
+    st = fo_st(S_IFREG | 04755, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "setuid"));
+    st = fo_st(S_IFREG | 02755, 0);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "setgid"));
+    st = fo_st(S_IFREG | 0644, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "not executable"));
+    st = fo_st(S_IFDIR | 0755, 1000);
+    ck_assert_ptr_nonnull(strstr(sip_fwd_owner_program_check(&st, 1000), "not a regular"));
+}
+END_TEST
+
+/* The helper's reading of a file agrees with sip_forward_parse's. */
+static int fo_line(const char *text, char **argv, const char **why)
+{
+    return sip_fwd_owner_program_line(apr_pstrdup(pool, text), argv, why);
+}
+
+START_TEST(fwd_owner_program_line)
+{
+    static const char *const bad[] = {
+        "|relative arg\n", "|\n", "|  \n", "sip:a@b\n|/bin/prog\n", "|/bin/prog\nbob\n",
+        "|/bin/a\n|/bin/b\n", "# nothing\n", "", "a@b, c@d\n", NULL};
+    char *argv[SIP_FWD_OWNER_MAX_ARGS + 1];
+    const char *why = NULL;
+    char many[512] = "|/bin/prog";
+    int i;
+
+    ck_assert_int_eq(fo_line("# away\n  |/usr/local/bin/vac away  monday # comment\n, ,\n",
+                             argv, &why), 3);
+    ck_assert_str_eq(argv[0], "/usr/local/bin/vac");
+    ck_assert_str_eq(argv[1], "away");
+    ck_assert_str_eq(argv[2], "monday");
+    ck_assert_ptr_null(argv[3]);
+    ck_assert_int_eq(fo_line("|/bin/prog\r\n", argv, &why), 1);
+    ck_assert_str_eq(argv[0], "/bin/prog");
+    for (i = 0; bad[i]; i++) {
+        sip_forward_t *fw;
+        const char *why2 = NULL;
+        why = NULL;
+        ck_assert_msg(fo_line(bad[i], argv, &why) == 0, "accepted: %s", bad[i]);
+        ck_assert_ptr_nonnull(why);
+        /* the engine's parser does not run a program from it either */
+        fw = sip_forward_parse(pool, bad[i], strlen(bad[i]), &why2);
+        ck_assert_msg(!fw || !fw->argv, "engine runs: %s", bad[i]);
+    }
+    for (i = 0; i < SIP_FWD_OWNER_MAX_ARGS; i++)
+        strcat(many, " x");
+    ck_assert_int_eq(fo_line(many, argv, &why), 0);
+    ck_assert_str_eq(why, "too many words on the |program line");
+}
+END_TEST
+
+START_TEST(fwd_owner_env)
+{
+    static const char *const ok[] = {
+        "GATEWAY_INTERFACE=SIP-CGI/1.1", "REQUEST_METHOD=INVITE", "REQUEST_URI=sip:a@b",
+        "REMOTE_ADDR=127.0.0.1", "SIP_FROM=<sip:x@y>;tag=1", "SIP_CALL_ID=abc", "SERVER_PORT=5060",
+        "REGISTRATIONS=", "CONTENT_TYPE=application/sdp", "RESPONSE_TOKEN=t", NULL};
+    static const char *const no[] = {
+        "PATH=/tmp", "LD_PRELOAD=/tmp/x.so", "LD_LIBRARY_PATH=/tmp", "IFS= ", "HOME=/root",
+        "BASH_ENV=/tmp/x", "ENV=/tmp/x", "PERL5LIB=/tmp", "PYTHONPATH=/tmp", "SIP_=x",
+        "SIP", "=x", "sip_from=x", "REQUEST_METHODX=1", "REQUEST_METHO=1", "TZ=:/tmp/x",
+        "SHELLOPTS=xtrace", NULL};
+    int i;
+
+    for (i = 0; ok[i]; i++)
+        ck_assert_msg(sip_fwd_owner_env_ok(ok[i]), "dropped: %s", ok[i]);
+    for (i = 0; no[i]; i++)
+        ck_assert_msg(!sip_fwd_owner_env_ok(no[i]), "kept: %s", no[i]);
+}
+END_TEST
+
+static Suite *fwd_owner_suite(void)
+{
+    Suite *s = suite_create("fwd_owner");
+    TCase *tc = tcase_create("fwd_owner");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, fwd_owner_uid);
+    tcase_add_test(tc, fwd_owner_paths);
+    tcase_add_test(tc, fwd_owner_modes);
+    tcase_add_test(tc, fwd_owner_program_line);
+    tcase_add_test(tc, fwd_owner_env);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -8091,6 +8342,7 @@ int main(void)
     srunner_add_suite(sr, namemap_suite());
     srunner_add_suite(sr, lists_suite());
     srunner_add_suite(sr, forward_suite());
+    srunner_add_suite(sr, fwd_owner_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
