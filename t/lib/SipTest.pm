@@ -135,7 +135,7 @@ sub new {
         server_conf => $o{server_conf} // '',
         scripts     => $o{scripts}     // {},
         setup       => $o{setup},
-        start_timeout => $o{start_timeout} // 10,
+        start_timeout => $o{start_timeout} // 30,   # CI runs two suites side by side
         log_level   => 'info sip:debug',
     }, $class;
 
