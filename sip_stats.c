@@ -120,6 +120,8 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {NULL, "Registrar", 0},
         {"SipRegistrationsNow", "Registered contacts now (memory store)", st->now.bindings},
         {"SipRegistersAccepted", "REGISTER requests accepted (200)", st->registers_ok},
+        {"SipFlowsDead", "Requests for a user answered 480 at once: every device's "
+         "connection (flow) was closed", st->flows_dead},
         {NULL, "Transport", 0},
         {"SipUdpMessagesIn", "UDP messages received", st->msgs_in[0]},
         {"SipUdpMessagesOut", "UDP messages sent", st->msgs_out[0]},

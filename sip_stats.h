@@ -74,6 +74,9 @@ typedef struct sip_stats {
                                  * SipTcpMaxConnections with none idle to close */
     apr_uint64_t tcp_evicted;   /* idle TCP connections closed for SipTcpMaxConnections */
     apr_uint64_t tcp_msg_timeouts; /* closed: a message not whole within SipTcpMessageTimeout */
+
+    apr_uint64_t flows_dead;    /* requests for a user answered 480 at once: every binding's
+                                 * connection (flow) was closed (RFC 5626 §5.3) */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

@@ -73,6 +73,7 @@ struct sip_tcp_conn {
     int skip_line;          /* discarding the rest of an over-long header line */
     int trimmed;            /* a header line of this message was cut short */
     int lingering;          /* answered, shut down for writing, draining input */
+    apr_uint64_t flow_id;   /* its flow id once asked for (sip_source_flow_id), else 0 */
 };
 
 static sip_loop_t *tp_loop;
@@ -88,6 +89,8 @@ typedef struct {
 } udp_alias_t;
 static apr_array_header_t *udp_aliases; /* name-based vhosts sharing a socket */
 static sip_tp_closed_cb tp_closed;
+static void flow_forget(sip_tcp_conn_t *c);     /* flows: at the end of the file */
+static void flow_reset(void);
 
 /* Connection limits: LRU lists make "longest idle" O(1). */
 static tcp_list_t idle_conns, busy_conns;
@@ -117,6 +120,7 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
     idle_conns.head = idle_conns.tail = busy_conns.head = busy_conns.tail = NULL;
     udps = apr_array_make(p, 4, sizeof(sip_udp_t *));
     udp_aliases = NULL;
+    flow_reset();
 }
 
 void sip_transport_set_conn_limits(apr_size_t max_total, apr_size_t max_ip)
@@ -536,6 +540,7 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
         apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
+    flow_forget(c);
     if (tp_closed)
         tp_closed(c);
     sip_io_watch(tp_loop, &c->io, 0);
@@ -1334,4 +1339,64 @@ apr_status_t sip_fdpass_serve(int chan)
     apr_os_sock_put(&sock, &fdpass_chan, tp_pool);
     sip_io_init_socket(&io, sock, fdpass_readable, NULL);
     return sip_io_watch(tp_loop, &io, APR_POLLIN);
+}
+
+/* ---- flows (RFC 5626 §5.3, RFC 7118 §5): a connection named by an id ----
+ *
+ * The location store keeps a binding's connection as a number, not a
+ * pointer: a closed connection's memory goes away, and an id that names
+ * nothing any more just fails to resolve.  The high half is random per
+ * engine, so that an id written into a Record-Route before a restart
+ * cannot name another client's connection after it. */
+
+static apr_hash_t *flows;           /* apr_uint64_t id -> sip_tcp_conn_t */
+static apr_uint64_t flow_next;
+
+static void flow_reset(void)
+{
+    flows = NULL;   /* it lived in the previous tp_pool */
+}
+
+static void flow_forget(sip_tcp_conn_t *c)
+{
+    if (c->flow_id && flows)
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
+}
+
+apr_uint64_t sip_source_flow_id(const sip_source_t *src)
+{
+    sip_tcp_conn_t *c = src ? src->tcp : NULL;
+
+    if (!c || !sip_tp_reliable(src->kind) || c->closed)
+        return 0;
+    if (!c->flow_id) {
+        if (!flows) {
+            apr_uint32_t r = 0;
+            flows = apr_hash_make(tp_pool);
+            if (apr_generate_random_bytes((unsigned char *)&r, sizeof(r)) != APR_SUCCESS)
+                r = (apr_uint32_t)apr_time_now() ^ (apr_uint32_t)getpid();
+            flow_next = ((apr_uint64_t)r << 32) | 1;
+        }
+        c->flow_id = flow_next++;
+        if (!c->flow_id)
+            c->flow_id = flow_next++;
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), c);
+    }
+    return c->flow_id;
+}
+
+int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out)
+{
+    sip_tcp_conn_t *c = id && flows ? apr_hash_get(flows, &id, sizeof(id)) : NULL;
+
+    if (!c || c->closed || c->close_after_flush || c->lingering)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->kind = c->kind;
+    out->tcp = c;
+    out->peer = c->peer;
+    out->local = c->local;
+    out->vhost = c->vhost;
+    sip_source_hold(out);
+    return 1;
 }

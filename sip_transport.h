@@ -147,6 +147,13 @@ const char *sip_sockaddr_ip(apr_pool_t *p, const sip_sockaddr_t *a);
 int sip_sockaddr_port(const sip_sockaddr_t *a);
 apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port);
 
+/* Flows (RFC 5626 §5.3, RFC 7118 §5): the connection 'src' came on as an
+ * id that stays valid while it is open (0 for UDP or a closed one), and
+ * back: 1 and a held source ('out', sip_source_release it) when that
+ * connection is still open, 0 when it is gone. */
+apr_uint64_t sip_source_flow_id(const sip_source_t *src);
+int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out);
+
 /* Counters for logs and tests. */
 apr_size_t sip_tcp_open_count(void);
 
