@@ -117,5 +117,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tcp_destroy_if_unused(c);
     destroy_doomed(ws_loop);
     close(fds[1]);
+    {
+        /* APR's epoll pollset recycles removed entries only in a poll */
+        const apr_pollfd_t *res;
+        apr_int32_t n;
+        apr_pollset_poll(ws_loop->pollset, 0, &n, &res);
+    }
     return fuzz_done();
 }
