@@ -58,7 +58,7 @@ static apr_status_t tls_vhosts_reset(void *data)
     return APR_SUCCESS;
 }
 
-static tls_vhost_t *vhost_entry(server_rec *s, apr_pool_t *p)
+static tls_vhost_t *tls_vhost_entry(server_rec *s, apr_pool_t *p)
 {
     tls_vhost_t *v;
     int i;
@@ -83,7 +83,7 @@ static tls_vhost_t *vhost_entry(server_rec *s, apr_pool_t *p)
  * them. */
 static int tls_init_server(server_rec *s, apr_pool_t *p, int is_proxy, SSL_CTX *ctx)
 {
-    tls_vhost_t *v = vhost_entry(s, p);
+    tls_vhost_t *v = tls_vhost_entry(s, p);
 
     if (is_proxy)
         v->proxy_ctx = ctx;
@@ -100,7 +100,7 @@ void sip_tls_register_hooks(apr_pool_t *p)
 
 /* ---- engine: callbacks that need no conn_rec ---- */
 
-static const char *peer_text(apr_pool_t *p, int fd)
+static const char *tls_peer_text(apr_pool_t *p, int fd)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -132,7 +132,7 @@ static int tls_verify_cb(int ok, X509_STORE_CTX *store)
         sip_log_limited(&rl_handshake, "verify", 1, APLOG_INFO,
                         t && t->vhost ? t->vhost : ap_server_conf,
                         "sip: TLS %s certificate of %s refused at depth %d: %s (%s)",
-                        t && t->client ? "server" : "client", peer_text(p, t ? t->fd : -1),
+                        t && t->client ? "server" : "client", tls_peer_text(p, t ? t->fd : -1),
                         X509_STORE_CTX_get_error_depth(store),
                         X509_verify_cert_error_string(err), subject);
         apr_pool_destroy(p);
@@ -140,7 +140,7 @@ static int tls_verify_cb(int ok, X509_STORE_CTX *store)
     return ok;
 }
 
-static int names_match(server_rec *s, const char *name)
+static int tls_names_match(server_rec *s, const char *name)
 {
     int i;
 
@@ -155,7 +155,7 @@ static int names_match(server_rec *s, const char *name)
     return 0;
 }
 
-static int same_address(server_rec *a, server_rec *b)
+static int tls_same_address(server_rec *a, server_rec *b)
 {
     server_addr_rec *x, *y;
 
@@ -169,7 +169,7 @@ static int same_address(server_rec *a, server_rec *b)
     return 0;
 }
 
-static void use_ctx(SSL *ssl, SSL_CTX *ctx)
+static void tls_use_ctx(SSL *ssl, SSL_CTX *ctx)
 {
     SSL_set_SSL_CTX(ssl, ctx);
     /* SSL_set_SSL_CTX takes the certificate, not the verification settings */
@@ -187,13 +187,13 @@ static int tls_sni_cb(SSL *ssl, int *alert, void *arg)
 
     (void)alert;
     (void)arg;
-    if (!name || !t || !t->vhost || names_match(t->vhost, name))
+    if (!name || !t || !t->vhost || tls_names_match(t->vhost, name))
         return SSL_TLSEXT_ERR_OK;
     for (i = 0; tls_vhosts && i < tls_vhosts->nelts; i++) {
         tls_vhost_t *v = &APR_ARRAY_IDX(tls_vhosts, i, tls_vhost_t);
-        if (v->server_ctx && v->s != t->vhost && same_address(v->s, t->vhost)
-            && names_match(v->s, name)) {
-            use_ctx(ssl, v->server_ctx);
+        if (v->server_ctx && v->s != t->vhost && tls_same_address(v->s, t->vhost)
+            && tls_names_match(v->s, name)) {
+            tls_use_ctx(ssl, v->server_ctx);
             t->vhost = v->s;
             break;
         }
@@ -203,7 +203,7 @@ static int tls_sni_cb(SSL *ssl, int *alert, void *arg)
 
 /* Every mod_ssl callback on 'ctx' reads its conn_rec from the SSL's app
  * data, which only exists in an MPM child: replace or drop each one. */
-static void make_standalone(SSL_CTX *ctx, int server)
+static void tls_make_standalone(SSL_CTX *ctx, int server)
 {
     SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx), tls_verify_cb);
     SSL_CTX_set_info_callback(ctx, NULL);
@@ -240,11 +240,11 @@ apr_status_t sip_tls_engine_init(apr_pool_t *p, server_rec *main_server)
     for (i = 0; tls_vhosts && i < tls_vhosts->nelts; i++) {
         tls_vhost_t *v = &APR_ARRAY_IDX(tls_vhosts, i, tls_vhost_t);
         if (v->server_ctx) {
-            make_standalone(v->server_ctx, 1);
+            tls_make_standalone(v->server_ctx, 1);
             servers++;
         }
         if (v->proxy_ctx) {
-            make_standalone(v->proxy_ctx, 0);
+            tls_make_standalone(v->proxy_ctx, 0);
             if (!(SSL_CTX_get_verify_mode(v->proxy_ctx) & SSL_VERIFY_PEER))
                 ap_log_error(APLOG_MARK, APLOG_WARNING, 0, v->s,
                              "sip: outgoing TLS from %s:%u does not verify servers "
@@ -268,13 +268,13 @@ apr_status_t sip_tls_engine_init(apr_pool_t *p, server_rec *main_server)
 
 int sip_tls_vhost_enabled(void *vhost)
 {
-    tls_vhost_t *v = vhost_entry(vhost, NULL);
+    tls_vhost_t *v = tls_vhost_entry(vhost, NULL);
     return v && v->server_ctx;
 }
 
 /* ---- connections ---- */
 
-static sip_tls_conn_t *conn_new(SSL_CTX *ctx, int fd, server_rec *vhost, int client)
+static sip_tls_conn_t *tls_conn_new(SSL_CTX *ctx, int fd, server_rec *vhost, int client)
 {
     sip_tls_conn_t *t;
 
@@ -302,8 +302,8 @@ static sip_tls_conn_t *conn_new(SSL_CTX *ctx, int fd, server_rec *vhost, int cli
 
 sip_tls_conn_t *sip_tls_accept(int fd, void *vhost)
 {
-    tls_vhost_t *v = vhost_entry(vhost, NULL);
-    sip_tls_conn_t *t = conn_new(v ? v->server_ctx : NULL, fd, vhost, 0);
+    tls_vhost_t *v = tls_vhost_entry(vhost, NULL);
+    sip_tls_conn_t *t = tls_conn_new(v ? v->server_ctx : NULL, fd, vhost, 0);
 
     if (t)
         SSL_set_accept_state(t->ssl);
@@ -312,9 +312,9 @@ sip_tls_conn_t *sip_tls_accept(int fd, void *vhost)
 
 sip_tls_conn_t *sip_tls_connect(int fd, void *vhost, const char *host)
 {
-    tls_vhost_t *v = vhost_entry(vhost, NULL);
+    tls_vhost_t *v = tls_vhost_entry(vhost, NULL);
     SSL_CTX *ctx = v && v->proxy_ctx ? v->proxy_ctx : system_client_ctx;
-    sip_tls_conn_t *t = conn_new(ctx, fd, vhost, 1);
+    sip_tls_conn_t *t = tls_conn_new(ctx, fd, vhost, 1);
 
     if (!t)
         return NULL;
@@ -333,7 +333,7 @@ sip_tls_conn_t *sip_tls_connect(int fd, void *vhost, const char *host)
     return t;
 }
 
-static void log_failure(sip_tls_conn_t *t, const char *what)
+static void tls_log_failure(sip_tls_conn_t *t, const char *what)
 {
     unsigned long e = ERR_peek_last_error();
     char reason[256];
@@ -347,21 +347,21 @@ static void log_failure(sip_tls_conn_t *t, const char *what)
     if (!SSL_is_init_finished(t->ssl)) {
         sip_stats->tls_handshake_failures++;
         long vr = SSL_get_verify_result(t->ssl);
-        sip_log_limited(&rl_handshake, peer_text(p, t->fd), 0, APLOG_INFO,
+        sip_log_limited(&rl_handshake, tls_peer_text(p, t->fd), 0, APLOG_INFO,
                         t->vhost ? t->vhost : ap_server_conf,
                         "sip: TLS handshake %s %s failed: %s%s%s",
-                        t->client ? "with server" : "from client", peer_text(p, t->fd),
+                        t->client ? "with server" : "from client", tls_peer_text(p, t->fd),
                         e ? reason : what, vr != X509_V_OK ? "; certificate: " : "",
                         vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
     }
     else
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->vhost ? t->vhost : ap_server_conf,
-                     "sip: TLS %s with %s failed: %s", what, peer_text(p, t->fd),
+                     "sip: TLS %s with %s failed: %s", what, tls_peer_text(p, t->fd),
                      e ? reason : "connection error");
     apr_pool_destroy(p);
 }
 
-static ssize_t map_result(sip_tls_conn_t *t, int n, const char *what)
+static ssize_t tls_map_result(sip_tls_conn_t *t, int n, const char *what)
 {
     int err = SSL_get_error(t->ssl, n);
 
@@ -377,13 +377,13 @@ static ssize_t map_result(sip_tls_conn_t *t, int n, const char *what)
     case SSL_ERROR_SYSCALL:
         if (ERR_peek_error() == 0 && (n == 0 || errno == 0 || errno == ECONNRESET)) {
             if (!SSL_is_init_finished(t->ssl) && errno)
-                log_failure(t, "reset");
+                tls_log_failure(t, "reset");
             return SIP_TLS_CLOSED;
         }
-        log_failure(t, what);
+        tls_log_failure(t, what);
         return SIP_TLS_ERROR;
     default:
-        log_failure(t, what);
+        tls_log_failure(t, what);
         return SIP_TLS_ERROR;
     }
 }
@@ -401,7 +401,7 @@ ssize_t sip_tls_read(sip_tls_conn_t *t, char *buf, apr_size_t len)
         t->want_write = 0;
         return n;
     }
-    return map_result(t, n, "read");
+    return tls_map_result(t, n, "read");
 }
 
 ssize_t sip_tls_write(sip_tls_conn_t *t, const char *buf, apr_size_t len)
@@ -417,7 +417,7 @@ ssize_t sip_tls_write(sip_tls_conn_t *t, const char *buf, apr_size_t len)
         t->want_write = 0;
         return n;
     }
-    return map_result(t, n, "write");
+    return tls_map_result(t, n, "write");
 }
 
 int sip_tls_wants_write(const sip_tls_conn_t *t)
@@ -447,7 +447,7 @@ void sip_tls_free(sip_tls_conn_t *t)
 
 /* ---- what scripts see ---- */
 
-static const char *name_text(apr_pool_t *p, X509_NAME *name)
+static const char *tls_name_text(apr_pool_t *p, X509_NAME *name)
 {
     BIO *bio = BIO_new(BIO_s_mem());
     char *data;
@@ -472,12 +472,12 @@ const char *sip_tls_peer_subject(apr_pool_t *p, const sip_tls_conn_t *t)
 
     if (!t || !(cert = SSL_get1_peer_certificate(t->ssl)))
         return NULL;
-    s = name_text(p, X509_get_subject_name(cert));
+    s = tls_name_text(p, X509_get_subject_name(cert));
     X509_free(cert);
     return s;
 }
 
-static const char *time_text(apr_pool_t *p, const ASN1_TIME *tm)
+static const char *tls_time_text(apr_pool_t *p, const ASN1_TIME *tm)
 {
     BIO *bio = BIO_new(BIO_s_mem());
     char *data;
@@ -520,10 +520,10 @@ void sip_tls_env(apr_pool_t *p, const sip_tls_conn_t *t, apr_table_t *env)
     }
     {
         long vr = SSL_get_verify_result(t->ssl);
-        const char *s = name_text(p, X509_get_subject_name(cert));
-        const char *i = name_text(p, X509_get_issuer_name(cert));
-        const char *start = time_text(p, X509_get0_notBefore(cert));
-        const char *end = time_text(p, X509_get0_notAfter(cert));
+        const char *s = tls_name_text(p, X509_get_subject_name(cert));
+        const char *i = tls_name_text(p, X509_get_issuer_name(cert));
+        const char *start = tls_time_text(p, X509_get0_notBefore(cert));
+        const char *end = tls_time_text(p, X509_get0_notAfter(cert));
         BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
         char *hex = bn ? BN_bn2hex(bn) : NULL;
 
