@@ -1259,6 +1259,22 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
 }
 
+void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c || c->closed || !sip_tp_secure(src->kind))
+        return;
+    if (c->tls)
+        sip_tls_env(p, c->tls, env);
+    else if (c->relayed) {
+        /* mod_ssl in the relaying child holds the session: what it passed */
+        apr_table_setn(env, "HTTPS", "on");
+        if (c->relay_subject)
+            apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
+    }
+}
+
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)
 {
     sip_udp_t *u = udp_for(vhost);

@@ -13,6 +13,9 @@ use strict;
 use warnings;
 use Test::More;
 use IO::Socket::INET;
+use IO::Select;
+use POSIX ();
+use Time::HiRes qw(time sleep);
 use Exporter 'import';
 
 our @EXPORT_OK = qw(make_pki vhost_conf tls_connect have_tls_client);
@@ -104,6 +107,75 @@ sub tls_connect {
     $s->autoflush(1);
     ${*$s}{siptest_buf} = '';
     return $s;
+}
+
+# mod_status for the HTTP side of the test server (for server_conf).
+sub status_conf {
+    return "LoadModule status_module $MODDIR/mod_status.so\n"
+         . "<Location /server-status>\n    SetHandler server-status\n</Location>\n";
+}
+
+# /server-status?auto as a hash (undef when it cannot be fetched).
+sub status {
+    my ($t) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->http_port,
+                                  Proto => 'tcp', Timeout => 5) or return undef;
+    print $s "GET /server-status?auto HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    my $sel = IO::Select->new($s);
+    my $buf = '';
+    my $end = time + 5;
+    while ($sel->can_read($end - time > 0 ? $end - time : 0)) {
+        my $n = sysread($s, my $b, 65536) or last;
+        $buf .= $b;
+    }
+    return undef unless $buf =~ m{^HTTP/1\.\d 200};
+    my %h = $buf =~ /^(\w[\w ]*?): (\S+)\r?$/mg;
+    return \%h;
+}
+
+# A TLS UAS on 127.0.0.1:$port (a forked child) with certificate $cert of
+# the test PKI: it answers every request 200 and appends each one it
+# got, then "----\n", to $log.  Returns its pid; it exits after $secs s.
+sub tls_uas {
+    my ($port, $pki, $cert, $log, $secs) = @_;
+    require IO::Socket::SSL;
+    my $l = IO::Socket::SSL->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 16,
+                                 ReuseAddr => 1, SSL_server => 1,
+                                 SSL_cert_file => $pki->{$cert}, SSL_key_file => $pki->{"${cert}_key"})
+        or die "tls_uas: listen: " . IO::Socket::SSL::errstr();
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    return $pid if $pid;
+    my $end = time + ($secs // 20);
+    my $sel = IO::Select->new($l);
+    my %buf;
+    while (time < $end) {
+        for my $s ($sel->can_read(0.2)) {
+            if ($s == $l) {
+                my $c = $l->accept;     # the handshake; undef when the client gave up
+                $sel->add($c) if $c;
+                next;
+            }
+            my $n = sysread($s, my $b, 65536);
+            if (!$n) { $sel->remove($s); close $s; next }
+            $buf{$s} .= $b;
+            while ($buf{$s} =~ /\r\n\r\n/) {
+                my $hl = $+[0];
+                my ($cl) = substr($buf{$s}, 0, $hl) =~ /^Content-Length:\s*(\d+)/mi;
+                last if length($buf{$s}) < $hl + ($cl // 0);
+                my $req = substr($buf{$s}, 0, $hl + ($cl // 0), '');
+                if (open(my $fh, '>>', $log)) { print $fh $req, "----\n"; close $fh }
+                next if $req =~ /^ACK /;
+                my $resp = "SIP/2.0 200 OK\r\n";
+                for my $h (qw(Via From To Call-ID CSeq)) {
+                    $resp .= "$1\r\n" while $req =~ /^($h:.*?)\r$/mgi;
+                }
+                $resp =~ s/^(To:[^\r\n]*)/$1;tag=uas1/mi unless $req =~ /^To:.*;tag=/mi;
+                print $s $resp . "Content-Length: 0\r\n\r\n";
+            }
+        }
+    }
+    POSIX::_exit(0);
 }
 
 1;
