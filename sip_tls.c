@@ -293,7 +293,8 @@ static sip_tls_conn_t *tls_conn_new(SSL_CTX *ctx, int fd, server_rec *vhost, int
     SSL_set_ex_data(t->ssl, conn_idx, t);
     /* the write buffer is an output queue entry that is retried, not
      * copied; a peer's EOF without close_notify just ends the stream */
-    SSL_set_mode(t->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_mode(t->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+                             | SSL_MODE_RELEASE_BUFFERS);
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
     SSL_set_options(t->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 #endif

@@ -92,17 +92,24 @@ EOC
 # A TLS client connection to 127.0.0.1:$port checked against the test CA;
 # cert => 'client' (or 'rogue') presents that certificate.  undef (and $@
 # or $IO::Socket::SSL::SSL_ERROR set) when the handshake fails.
+my %CTX;   # one client context per PKI, certificate and name: no CA file read per connection
+
 sub tls_connect {
     my ($port, $pki, %o) = @_;
     require IO::Socket::SSL;
-    my $s = IO::Socket::SSL->new(
-        PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => $o{timeout} // 5,
+    my $key = join "\0", $pki->{ca}, $o{cert} // '', $o{name} // '';
+    $CTX{$key} //= IO::Socket::SSL::SSL_Context->new(
         SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(),
         SSL_ca_file => $pki->{ca},
         SSL_verifycn_name => $o{name} // '127.0.0.1',
         SSL_verifycn_scheme => 'http',
         ($o{cert} ? (SSL_cert_file => $pki->{ $o{cert} }, SSL_key_file => $pki->{"$o{cert}_key"})
                   : ()),
+    ) or return undef;
+    my $s = IO::Socket::SSL->new(
+        PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => $o{timeout} // 5,
+        SSL_reuse_ctx => $CTX{$key},
+        SSL_verifycn_name => $o{name} // '127.0.0.1', SSL_verifycn_scheme => 'http',
     ) or return undef;
     $s->autoflush(1);
     ${*$s}{siptest_buf} = '';
