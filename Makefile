@@ -49,7 +49,8 @@ TEST_UPLOAD_USER = mod-sip-upload
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
 BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
-             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
+             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
+             libio-socket-ssl-perl socat
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
