@@ -75,6 +75,8 @@ struct sip_tcp_conn {
     int trimmed;            /* a header line of this message was cut short */
     int lingering;          /* answered, shut down for writing, draining input */
     apr_uint64_t flow_id;   /* its flow id once asked for (sip_source_flow_id), else 0 */
+    apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
+    apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
 };
 
 static sip_loop_t *tp_loop;
@@ -550,6 +552,8 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     sip_stats->now.tcp = tcp_open;
     if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS)
         ws_count(-1);
+    if (c->kind == SIP_TP_TLS)
+        sip_stats->now.tls--;
     list_unlink(c);
     ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
@@ -613,8 +617,12 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     }
     if (!c->close_after_flush)
         ev |= APR_POLLIN;
+    /* TLS: a write may wait for input (a handshake, a key update) and a
+     * read for output room; poll for what the layer last asked. */
     if (c->out_head)
-        ev |= APR_POLLOUT;
+        ev |= c->tls ? c->tls_write_waits : APR_POLLOUT;
+    if (c->tls)
+        ev |= c->tls_read_waits;
     sip_io_watch(tp_loop, &c->io, ev);
 }
 
@@ -623,12 +631,42 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
  * when the call must be retried after the next poll event). */
 static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
 {
-    return read(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return read(c->fd, buf, len);
+    n = sip_tls_read(c->tls, buf, len);
+    c->tls_read_waits = n == SIP_TLS_WANT_WRITE ? APR_POLLOUT : 0;
+    if (n > 0 || n == SIP_TLS_CLOSED)
+        return n;
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        if (n == SIP_TLS_WANT_WRITE || (c->out_head && c->tls_write_waits == APR_POLLIN))
+            tcp_update_watch(c);
+        errno = EAGAIN;
+    }
+    else
+        errno = EPROTO;
+    return -1;
 }
 
 static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
-    return write(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return write(c->fd, buf, len);
+    n = sip_tls_write(c->tls, buf, len);
+    if (n > 0) {
+        c->tls_write_waits = APR_POLLOUT;
+        return n;
+    }
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        c->tls_write_waits = n == SIP_TLS_WANT_READ ? APR_POLLIN : APR_POLLOUT;
+        errno = EAGAIN;
+    }
+    else
+        errno = n == SIP_TLS_CLOSED ? EPIPE : EPROTO;
+    return -1;
 }
 
 static void tcp_flush(sip_tcp_conn_t *c)
@@ -1133,16 +1171,23 @@ static void tcp_event(void *baton, apr_int16_t ev)
         c->local.len = sizeof(c->local.ss);
         getsockname(c->fd, (struct sockaddr *)&c->local.ss, &c->local.len);
     }
+    if (c->tls) {
+        /* the TLS layer may have asked for the other direction */
+        if ((ev & APR_POLLIN) && c->out_head && c->tls_write_waits == APR_POLLIN)
+            ev |= APR_POLLOUT;
+        if ((ev & APR_POLLOUT) && c->tls_read_waits == APR_POLLOUT)
+            ev |= APR_POLLIN;
+    }
     if (ev & APR_POLLOUT) {
         tcp_flush(c);
         if (c->closed || c->lingering)
             return;
     }
-    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+    while (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
         apr_size_t room;
         ssize_t n;
 
-        if (c->close_after_flush)
+        if (c->closed || c->lingering || c->close_after_flush)
             return;
         /* a WebSocket frame has up to 14 header bytes besides its payload */
         room = c->lim.max_header + c->lim.max_body + 1
@@ -1170,11 +1215,14 @@ static void tcp_event(void *baton, apr_int16_t ev)
                 tcp_close(c, "read error");
             return;
         }
+        /* TLS decrypts a whole record: what did not fit waits in the
+         * layer, and the socket will not say so */
+        ev = c->tls && sip_tls_pending(c->tls) ? APR_POLLIN : 0;
         if (c->skip_line) {
             /* the rest of a line already cut short: drop up to its end */
             char *nl = memchr(c->in + c->in_len, '\n', (apr_size_t)n);
             if (!nl)
-                return;
+                continue;
             c->skip_line = 0;
             n -= nl - (c->in + c->in_len);
             memmove(c->in + c->in_len, nl, (apr_size_t)n);
@@ -1196,6 +1244,7 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
     c->kind = kind;
     c->vhost = vhost;
     c->lim = *lim;
+    c->tls_write_waits = APR_POLLOUT;
     apr_os_sock_put(&c->sock, &c->fd, p);
     apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -1204,6 +1253,10 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
     sip_stats->tcp_conns++;
     if (kind == SIP_TP_WS || kind == SIP_TP_WSS)
         ws_count(1);
+    if (kind == SIP_TP_TLS) {
+        sip_stats->now.tls++;
+        sip_stats->tls_conns++;
+    }
     list_append(&idle_conns, c);
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
@@ -1489,6 +1542,22 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     if (c->relay_subject)
         return apr_pstrdup(p, c->relay_subject);
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
+}
+
+void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c || c->closed || !sip_tp_secure(src->kind))
+        return;
+    if (c->tls)
+        sip_tls_env(p, c->tls, env);
+    else if (c->relayed) {
+        /* mod_ssl in the relaying child holds the session: what it passed */
+        apr_table_setn(env, "HTTPS", "on");
+        if (c->relay_subject)
+            apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
+    }
 }
 
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)

@@ -2031,7 +2031,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 44);     /* 35, five CPL and four URI-list counters */
+        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
