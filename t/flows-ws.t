@@ -10,6 +10,7 @@
 #   - browser to browser: two flows, two Record-Route entries, the BYE of
 #     the callee reaches the caller's connection;
 #   - the connection closes: 480 at once (timed), SipFlowsDead counts it;
+#     a request of a dialog routed to it gets 430 Flow Failed;
 #   - a Contact without ;transport=ws is accepted (logged at debug).
 use strict;
 use warnings;
@@ -243,6 +244,10 @@ is($bf && $bf->code, 200, "... and the browser's 200 reaches the caller");
     $t->udp_send($t->ack_for($raw, $f), sock => $u5) if $f;
     ok(wait_until(3, sub { flows_dead() == $before + 1 }), 'SipFlowsDead counted it');
     like($t->_log_tail, qr/bob.*not used: its WS connection is closed/, '... and the log says why');
+    # a request in a dialog whose route names that flow: 430 (RFC 5626 §5.3)
+    $t->udp_send(in_dialog(%dlg, method => 'BYE', cseq => 3), sock => $u);
+    my $f430 = udp_final($u, 'BYE');
+    is($f430 && $f430->code, 430, 'an in-dialog BYE routed to the closed flow: 430 Flow Failed');
 }
 
 $t->stop;
