@@ -11,13 +11,15 @@
 #     Contact (today's behaviour); a dead flow next to a live UDP binding:
 #     the call goes to the UDP one;
 #   - a re-REGISTER on a new connection replaces the flow;
-#   - after an engine restart a ;ob binding (its flow lost) is not used.
+#   - after an engine restart a ;ob binding (its flow lost) is not used;
+#   - the same with the mod_dbd store (SQLite).
 use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 use IO::Select;
+use File::Temp ();
 use SipTest qw(parse_msg rand_token free_port wait_until);
 use SipRegTest;
 
@@ -290,4 +292,40 @@ my $dead0 = flows_dead();
 }
 
 $t->stop;
+
+# ---- 7. the same with the mod_dbd store (SQLite): flows kept by the engine
+{
+    my $dbdir = File::Temp::tempdir('mod_sip_flows_XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    chmod 0777, $dbdir;
+    $t = SipRegTest->new(server_conf => "LoadModule dbd_module $SipTest::MODDIR/mod_dbd.so\n"
+                                        . "DBDriver sqlite3\nDBDParams \"$dbdir/location.db\"\nSipLocation dbd\n");
+    my $iris = "sip:iris\@127.0.0.1:$nobody;transport=tcp;ob";
+    my ($ic, $ri) = reg_tcp('iris', $iris);
+    is($ri && $ri->code, 200, 'dbd store: iris REGISTERs a ;ob contact over TCP');
+    my ($iu) = invite_from_udp('iris');
+    ok(tcp_request_of($ic, 'INVITE'), 'dbd store: she is called on her connection');
+    udp_final($iu, 0.2);
+    close $ic;
+    sleep 0.3;
+    my ($iu2, $iraw) = invite_from_udp('iris');
+    my $t0 = time;
+    my $f = udp_final($iu2, 5);
+    is($f && $f->code, 480, 'dbd store: her connection closed: 480');
+    cmp_ok(time - $t0, '<', 1, 'dbd store: ... at once');
+    ack_non2xx($iu2, $iraw, $f) if $f;
+    my ($ic2, $ri2) = reg_tcp('iris', $iris);
+    my ($iu3) = invite_from_udp('iris');
+    ok(tcp_request_of($ic2, 'INVITE'), 'dbd store: registered again on a new connection: called there');
+    udp_final($iu3, 0.2);
+    my $old = $t->engine_pid;
+    $t->apachectl('graceful');
+    ok(wait_until(10, sub { my $p = $t->engine_pid; $p && $p != $old && $t->options_ok('udp') }),
+       'dbd store: graceful restart');
+    my ($iu4, $iraw4) = invite_from_udp('iris');
+    my $f4 = udp_final($iu4, 5);
+    is($f4 && $f4->code, 480, 'dbd store: after the restart the binding (made over TCP, ;ob) is not used: 480');
+    ack_non2xx($iu4, $iraw4, $f4) if $f4;
+    close $ic2;
+    $t->stop;
+}
 done_testing;
