@@ -2031,12 +2031,23 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 44);     /* 35, five CPL and four URI-list counters */
+        ck_assert_int_eq(n, 51);     /* 35, five CPL, four URI-list and seven WebSocket */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
     txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
     ck_assert_ptr_nonnull(strstr(txt, "SipEngineUptime: 0\n"));
+    /* WebSocket: messages by kind (WS, WSS), connections, errors */
+    st.msgs_in[SIP_TP_WS] = 21;
+    st.msgs_out[SIP_TP_WSS] = 22;
+    st.now.ws = 3;
+    st.ws_conns = 23;
+    st.ws_errors = 24;
+    txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsMessagesIn: 21\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWssMessagesOut: 22\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsConnectionsNow: 3\nSipWsConnectionsTotal: 23\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsProtocolErrors: 24\n"));
 }
 END_TEST
 
