@@ -75,6 +75,7 @@ struct sip_tcp_conn {
     int lingering;          /* answered, shut down for writing, draining input */
     apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
     apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
+    int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
 };
 
 static sip_loop_t *tp_loop;
@@ -507,6 +508,15 @@ static void tcp_msg_expired(void *baton)
         tcp_close(c, "lingering close done");
         return;
     }
+    if (c->tls && !c->tls_up) {
+        sip_log_limited(&rl_timeout, sip_sockaddr_ip(c->pool, &c->peer), 1, APLOG_INFO,
+                        c->vhost ? c->vhost : ap_server_conf,
+                        "sip: TLS connection %s %s closed: handshake not done within %d s "
+                        "(SipTcpMessageTimeout)", c->ipc ? "from" : "to", peer_text(c),
+                        (int)apr_time_sec(c->lim.msg));
+        tcp_close(c, "TLS handshake timeout");
+        return;
+    }
     /* The "one byte every few seconds" client: a started message has to
      * end in time, whatever trickles in (cf. mod_reqtimeout). */
     sip_stats->tcp_msg_timeouts++;
@@ -607,6 +617,16 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     sip_io_watch(tp_loop, &c->io, ev);
 }
 
+/* A handshake has SipTcpMessageTimeout to finish, like a message begun
+ * (a client that stalls in it holds no more than a slow message would). */
+static void tls_check_up(sip_tcp_conn_t *c)
+{
+    if (!c->tls_up && sip_tls_established(c->tls)) {
+        c->tls_up = 1;
+        sip_timer_cancel(tp_loop, &c->msg);
+    }
+}
+
 /* The byte layer under a stream: the socket, or TLS on it.  Both return
  * bytes moved, 0 at end of stream (read), or -1 with errno set (EAGAIN
  * when the call must be retried after the next poll event). */
@@ -618,6 +638,7 @@ static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
         return read(c->fd, buf, len);
     n = sip_tls_read(c->tls, buf, len);
     c->tls_read_waits = n == SIP_TLS_WANT_WRITE ? APR_POLLOUT : 0;
+    tls_check_up(c);
     if (n > 0 || n == SIP_TLS_CLOSED)
         return n;
     if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
@@ -637,6 +658,7 @@ static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
     if (!c->tls)
         return write(c->fd, buf, len);
     n = sip_tls_write(c->tls, buf, len);
+    tls_check_up(c);
     if (n > 0) {
         c->tls_write_waits = APR_POLLOUT;
         return n;
@@ -1064,6 +1086,7 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
             tcp_close(c, "no TLS context for this virtual host");
             return;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (h->early_len) {
         /* what httpd read past the upgrade request (the buffer starts empty) */
@@ -1109,6 +1132,7 @@ static sip_tcp_conn_t *tcp_connect(sip_tp_kind_t kind, void *vhost, const sip_so
             tcp_close(c, "no TLS client context");
             return NULL;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (connect(fd, (const struct sockaddr *)&dest->ss, dest->len) < 0) {
         if (errno != EINPROGRESS) {

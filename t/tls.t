@@ -24,7 +24,7 @@ my $t = SipTest->new(
     vhost_conf => 'SipProxyOutside On',
     scripts => { 'whoami@127.0.0.1' => $whoami },
     setup => sub { $pki = SipTls::make_pki($_[0]->dir . '/pki') });
-my $proxy = "SipProxyOutside On\nSSLProxyEngine on\nSSLProxyCACertificateFile $pki->{ca}\n"
+my $proxy = "SipProxyOutside On\nSipTcpMessageTimeout 2\nSSLProxyEngine on\nSSLProxyCACertificateFile $pki->{ca}\n"
           . "SSLProxyVerify require\nSSLProxyCheckPeerName on";
 # the UDP/TCP vhost checks TLS servers against the test CA too
 $t->{vhost_conf} = $proxy;
@@ -157,6 +157,17 @@ sub tls_req {
     my @r = $s ? tls_req($s, $tport, method => 'OPTIONS', uri => "sip:nobody\@127.0.0.1:$tport") : ();
     is(@r && $r[-1]->code, 200, 'OPTIONS answered while another client stalls mid-handshake');
     is($t->engine_pid, $engine, 'the engine is the same process');
+    # the handshake runs under SipTcpMessageTimeout (2 s here)
+    my $eof = 0;
+    my $sel2 = IO::Select->new($h);
+    my $end2 = time + 6;
+    while ($h && time < $end2 && $sel2->can_read($end2 - time)) {
+        my $n = sysread($h, my $b, 4096);
+        if (!$n) { $eof = 1; last }
+    }
+    ok($eof, 'a stalled handshake is closed after SipTcpMessageTimeout');
+    ok($t->wait_log(0, qr/TLS connection from 127\.0\.0\.1:\d+ closed: handshake not done within 2 s/, 2),
+       '... with a log line');
     close $h if $h;
 }
 
