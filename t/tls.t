@@ -181,6 +181,9 @@ sub tls_req {
     ok($eof, 'a stalled handshake is closed after SipTcpMessageTimeout');
     ok($t->wait_log(0, qr/TLS connection from 127\.0\.0\.1:\d+ closed: handshake not done within 2 s/, 2),
        '... with a log line');
+    my $st = SipTls::status($t);
+    cmp_ok($st && $st->{SipTlsHandshakeFailures} // 0, '>=', 4,
+           'mod_status: SipTlsHandshakeFailures counts the refusals, the garbage and the mismatch');
     close $h if $h;
 }
 
