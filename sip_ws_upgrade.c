@@ -159,7 +159,7 @@ static int ws_handler(request_rec *r)
     sip_handoff_t h;
     apr_status_t rv;
 
-    if (!d || d->websocket != 1 || !apr_table_get(r->headers_in, "Upgrade"))
+    if (!d || d->websocket != 1 || r->main || !apr_table_get(r->headers_in, "Upgrade"))
         return DECLINED;
     why = sip_ws_handshake_check(r->pool, r->method, r->headers_in, &accept, &status);
     if (!why && (r->proto_num < HTTP_VERSION(1, 1) || c->master)) {
