@@ -688,7 +688,7 @@ static void tls_coalesce(sip_tcp_conn_t *c)
         return;
     for (m = o; m && total + m->len <= 16384; m = m->next)
         total += m->len;
-    if (m == o->next || !(next = malloc(sizeof(*next) + total)))
+    if (m == o || m == o->next || !(next = malloc(sizeof(*next) + total)))
         return;
     next->len = 0;
     next->off = 0;
