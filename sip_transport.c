@@ -1340,6 +1340,11 @@ void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env
     }
 }
 
+int sip_transport_tls_port(void *vhost)
+{
+    return sip_tls_port(vhost);
+}
+
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)
 {
     sip_udp_t *u = udp_for(vhost);
