@@ -10,7 +10,7 @@ SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
              sip_dispatch.c sip_cpl_exec.c sip_uri_list.c sip_consent.c sip_explode.c sip_explode_run.c sip_options.c \
              sip_rules.c sip_namemap.c sip_lists.c sip_forward.c \
-             sip_tls.c sip_ws.c
+             sip_tls.c sip_ws.c sip_ws_upgrade.c
 HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
 EXTRA_CFLAGS ?=
@@ -21,7 +21,9 @@ XML_LIBS   = $(shell pkg-config --libs libxml-2.0 2>/dev/null || echo -lxml2)
 # libical: recurrences of CPL time switches (sip_cpl_time.c, RFC 3880 §4.4)
 ICAL_CFLAGS = $(shell pkg-config --cflags libical 2>/dev/null)
 ICAL_LIBS   = $(shell pkg-config --libs libical 2>/dev/null || echo -lical)
-LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS)
+SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
+SSL_LIBS   = $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS)
 # conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
 GENERATED  = sip_cpl_xsd.h
 
@@ -53,9 +55,10 @@ SUEXEC_DEFS += -DSIP_SUEXEC_OWNER_UID_MIN=$(SIP_FORWARD_MIN_UID) \
 TEST_UPLOAD_USER = mod-sip-upload
 
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
-BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap
+BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
-             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
+             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
+             libio-socket-ssl-perl openssl socat
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
@@ -66,7 +69,7 @@ all: .libs/mod_sip.so $(SUEXEC)
 
 .libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
-	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(SSL_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
 
 # Small and on its own: no APR, nothing but libc.
 $(SUEXEC): tools/sip-suexec.c sip_fwd_owner.h Makefile
@@ -134,7 +137,7 @@ stop:
 
 # Unit tests (Check) for the pure parsers and helpers.
 UNIT_TESTS = t/unit/test_units
-$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c,$(SOURCES)) $(HEADERS) $(GENERATED)
+$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c sip_ws_upgrade.c,$(SOURCES)) $(HEADERS) $(GENERATED)
 	$(CC) -g -O1 -Wall -Wextra -Wno-unused-parameter $(EXTRA_CFLAGS) \
 	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) $(XML_CFLAGS) $(ICAL_CFLAGS) \
 	  -o $@ t/unit/test_units.c $$(pkg-config --libs apr-1 apr-util-1 check) $(LIBS) $(EXTRA_LDFLAGS)
@@ -156,7 +159,7 @@ ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file
 asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
 	mkdir -p asan && cp $(SOURCES) $(HEADERS) $(GENERATED) asan/
-	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(SSL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so
@@ -197,7 +200,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev
@@ -222,7 +225,8 @@ fuzz: fuzz-deps $(FUZZ_BINS)
 # make bench [BENCH_ARGS="--only options,register --step-seconds 3"]
 # make soak  [SOAK_RATE=2000] [SOAK_SECONDS=600]
 # Both append a dated section to bench/RESULTS.md; see bench/README.md.
-BENCH_PKGS   = $(BUILD_PKGS) perl sip-tester kamailio kamailio-cpl-modules libaprutil1-dbd-sqlite3 gcc libc6-dev
+BENCH_PKGS   = $(BUILD_PKGS) perl sip-tester kamailio kamailio-cpl-modules libaprutil1-dbd-sqlite3 gcc libc6-dev \
+               kamailio-tls-modules socat openssl
 SOAK_PKGS    = $(BUILD_PKGS) perl sip-tester
 BENCH_ARGS  ?=
 SOAK_RATE   ?= 2000

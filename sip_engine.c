@@ -16,9 +16,11 @@
 #include "sip_request.h"
 #include "sip_auth.h"
 #include "sip_stats.h"
+#include "sip_tls.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 #include "sip_upload.h"
+#include "sip_ws_upgrade.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -118,8 +120,11 @@ static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
     server_rec *s;
     sip_limits_t l;
 
+    /* Any vhost of this configuration: a WebSocket upgrade on an HTTP vhost
+     * makes it the SIP vhost of its messages, with its own LimitRequest*
+     * and the SIP settings it inherits from the main server. */
     for (s = engine_main_server; s; s = s->next) {
-        if ((void *)s == vhost && sip_get_conf(s)->enabled == 1) {
+        if ((void *)s == vhost) {
             sip_get_limits(s, &l);
             lim->max_header = (apr_size_t)l.line + 2
                               + (apr_size_t)l.fields * ((apr_size_t)l.fieldsize + 2) + 2;
@@ -128,6 +133,7 @@ static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
             lim->max_field = (apr_size_t)l.fieldsize;
             lim->idle = sip_get_conf(s)->tcp_idle;
             lim->msg = sip_get_conf(s)->tcp_msg_timeout;
+            lim->ws_upgrade = sip_ws_upgrade_vhost_on(s);
             return 1;
         }
     }
@@ -267,7 +273,10 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     sip_stats->msgs_in[src->kind]++;
     apr_pool_create(&p, engine_pool);
     sip_get_limits(s, &lim);
-    rv = sip_msg_parse(p, buf, len, &lim, src->kind == SIP_TP_UDP, &msg, &err);
+    /* RFC 7118 §5: a WebSocket message frames its SIP message, as a
+     * datagram does: no Content-Length is needed */
+    rv = sip_msg_parse(p, buf, len, &lim, src->kind == SIP_TP_UDP || src->kind == SIP_TP_WS
+                       || src->kind == SIP_TP_WSS, &msg, &err);
     if (rv == APR_SUCCESS && (flags & SIP_TP_FRAMING_LOST)) {
         err.status = 400;
         err.reason = "Bad Request";
@@ -413,6 +422,9 @@ static void engine_main(void)
     }
     sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
     setup_transport_limits(nofile);
+    if (sip_tls_engine_init(engine_pool, engine_main_server) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
+                     "sip engine: no TLS client context; outgoing TLS will fail");
     sip_txn_init(loop, engine_pool);
     sip_txn_on_final(sip_request_log);
     sip_txn_on_error_body(sip_request_error_body);

@@ -120,6 +120,8 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {NULL, "Registrar", 0},
         {"SipRegistrationsNow", "Registered contacts now (memory store)", st->now.bindings},
         {"SipRegistersAccepted", "REGISTER requests accepted (200)", st->registers_ok},
+        {"SipFlowsDead", "Requests for a user answered 480 at once: every device's "
+         "connection (flow) was closed", st->flows_dead},
         {NULL, "Transport", 0},
         {"SipUdpMessagesIn", "UDP messages received", st->msgs_in[0]},
         {"SipUdpMessagesOut", "UDP messages sent", st->msgs_out[0]},
@@ -133,6 +135,19 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
          st->tcp_evicted},
         {"SipTcpMessageTimeouts", "TCP connections closed by SipTcpMessageTimeout",
          st->tcp_msg_timeouts},
+        {"SipWsMessagesIn", "WebSocket (ws) messages received", st->msgs_in[3]},
+        {"SipWsMessagesOut", "WebSocket (ws) messages sent", st->msgs_out[3]},
+        {"SipWssMessagesIn", "Secure WebSocket (wss) messages received", st->msgs_in[4]},
+        {"SipWssMessagesOut", "Secure WebSocket (wss) messages sent", st->msgs_out[4]},
+        {"SipWsConnectionsNow", "WebSocket connections open now (ws and wss)", st->now.ws},
+        {"SipWsConnectionsTotal", "WebSocket connections total", st->ws_conns},
+        {"SipWsProtocolErrors", "WebSocket connections closed for a protocol error or a "
+         "size limit", st->ws_errors},
+        {"SipTlsMessagesIn", "TLS messages received", st->msgs_in[2]},
+        {"SipTlsMessagesOut", "TLS messages sent", st->msgs_out[2]},
+        {"SipTlsConnectionsNow", "TLS connections open now (counted in TCP too)", st->now.tls},
+        {"SipTlsConnectionsTotal", "TLS connections total", st->tls_conns},
+        {"SipTlsHandshakeFailures", "TLS handshakes that failed", st->tls_handshake_failures},
         {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
         {"SipSendErrors", "Messages that could not be sent", st->send_errors},
     };

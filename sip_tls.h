@@ -28,6 +28,10 @@ apr_status_t sip_tls_engine_init(apr_pool_t *p, server_rec *main_server);
 
 /* 1 when 'vhost' has a server context (SSLEngine on). */
 int sip_tls_vhost_enabled(void *vhost);
+/* The port SIP over TLS is served on for 'vhost': its own when it has a
+ * server context, else that of a TLS vhost, preferring the same ServerName
+ * and then one that does not require client certificates; 0 when none. */
+int sip_tls_port(void *vhost);
 
 /* Server side on an accepted descriptor / client side on a connecting one
  * ('host' for SNI and certificate name checks, may be NULL).  NULL when
@@ -41,6 +45,11 @@ ssize_t sip_tls_read(sip_tls_conn_t *t, char *buf, apr_size_t len);
 ssize_t sip_tls_write(sip_tls_conn_t *t, const char *buf, apr_size_t len);
 /* 1 while the last call wants the descriptor writable to progress. */
 int sip_tls_wants_write(const sip_tls_conn_t *t);
+/* 1 once the handshake is done. */
+int sip_tls_established(const sip_tls_conn_t *t);
+/* 1 when decrypted bytes wait in the TLS layer: read again without
+ * waiting for the descriptor (it may never become readable for them). */
+int sip_tls_pending(const sip_tls_conn_t *t);
 
 /* Best-effort close_notify, then free (the descriptor is not closed). */
 void sip_tls_free(sip_tls_conn_t *t);

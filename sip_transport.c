@@ -1,6 +1,7 @@
 #include "sip_transport.h"
 #include "sip_log.h"
 #include "sip_tls.h"
+#include "sip_ws.h"
 #include "sip_stats.h"
 
 #include <arpa/inet.h>
@@ -73,6 +74,14 @@ struct sip_tcp_conn {
     int skip_line;          /* discarding the rest of an over-long header line */
     int trimmed;            /* a header line of this message was cut short */
     int lingering;          /* answered, shut down for writing, draining input */
+    apr_uint64_t flow_id;   /* its flow id once asked for (sip_source_flow_id), else 0 */
+    apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
+    apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
+    int http_checked;       /* TCP/TLS: its first bytes are not an HTTP upgrade ("GET ") */
+    int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
+    int tls_retry;                  /* TLS: the head of the output waits to be written again */
+    int corked;                     /* TLS: answers queue while input is processed */
+    apr_size_t out_bytes;   /* queued in out_head.. and not yet written */
 };
 
 static sip_loop_t *tp_loop;
@@ -88,6 +97,8 @@ typedef struct {
 } udp_alias_t;
 static apr_array_header_t *udp_aliases; /* name-based vhosts sharing a socket */
 static sip_tp_closed_cb tp_closed;
+static void flow_forget(sip_tcp_conn_t *c);     /* flows: at the end of the file */
+static void flow_reset(void);
 
 /* Connection limits: LRU lists make "longest idle" O(1). */
 static tcp_list_t idle_conns, busy_conns;
@@ -117,6 +128,7 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
     idle_conns.head = idle_conns.tail = busy_conns.head = busy_conns.tail = NULL;
     udps = apr_array_make(p, 4, sizeof(sip_udp_t *));
     udp_aliases = NULL;
+    flow_reset();
 }
 
 void sip_transport_set_conn_limits(apr_size_t max_total, apr_size_t max_ip)
@@ -151,6 +163,17 @@ int sip_tp_from_name(const char *name)
 apr_size_t sip_tcp_open_count(void)
 {
     return tcp_open;
+}
+
+/* WebSocket connections (WS and WSS) open now and in all, for mod_status. */
+static apr_size_t ws_open;
+
+static void ws_count(int delta)
+{
+    if (delta > 0)
+        sip_stats->ws_conns++;
+    ws_open += delta;
+    sip_stats->now.ws = ws_open;
 }
 
 /* ---- addresses ---- */
@@ -505,6 +528,15 @@ static void tcp_msg_expired(void *baton)
         tcp_close(c, "lingering close done");
         return;
     }
+    if (c->tls && !c->tls_up) {
+        sip_log_limited(&rl_timeout, sip_sockaddr_ip(c->pool, &c->peer), 1, APLOG_INFO,
+                        c->vhost ? c->vhost : ap_server_conf,
+                        "sip: TLS connection %s %s closed: handshake not done within %d s "
+                        "(SipTcpMessageTimeout)", c->ipc ? "from" : "to", peer_text(c),
+                        (int)apr_time_sec(c->lim.msg));
+        tcp_close(c, "TLS handshake timeout");
+        return;
+    }
     /* The "one byte every few seconds" client: a started message has to
      * end in time, whatever trickles in (cf. mod_reqtimeout). */
     sip_stats->tcp_msg_timeouts++;
@@ -532,10 +564,15 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     c->closed = 1;
     tcp_open--;
     sip_stats->now.tcp = tcp_open;
+    if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS)
+        ws_count(-1);
+    if (c->kind == SIP_TP_TLS)
+        sip_stats->now.tls--;
     list_unlink(c);
     ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
         apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
+    flow_forget(c);
     if (tp_closed)
         tp_closed(c);
     sip_io_watch(tp_loop, &c->io, 0);
@@ -594,9 +631,23 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     }
     if (!c->close_after_flush)
         ev |= APR_POLLIN;
+    /* TLS: a write may wait for input (a handshake, a key update) and a
+     * read for output room; poll for what the layer last asked. */
     if (c->out_head)
-        ev |= APR_POLLOUT;
+        ev |= c->tls ? c->tls_write_waits : APR_POLLOUT;
+    if (c->tls)
+        ev |= c->tls_read_waits;
     sip_io_watch(tp_loop, &c->io, ev);
+}
+
+/* A handshake has SipTcpMessageTimeout to finish, like a message begun
+ * (a client that stalls in it holds no more than a slow message would). */
+static void tls_check_up(sip_tcp_conn_t *c)
+{
+    if (!c->tls_up && sip_tls_established(c->tls)) {
+        c->tls_up = 1;
+        sip_timer_cancel(tp_loop, &c->msg);
+    }
 }
 
 /* The byte layer under a stream: the socket, or TLS on it.  Both return
@@ -604,12 +655,75 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
  * when the call must be retried after the next poll event). */
 static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
 {
-    return read(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return read(c->fd, buf, len);
+    n = sip_tls_read(c->tls, buf, len);
+    c->tls_read_waits = n == SIP_TLS_WANT_WRITE ? APR_POLLOUT : 0;
+    tls_check_up(c);
+    if (n > 0 || n == SIP_TLS_CLOSED)
+        return n;
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        if (n == SIP_TLS_WANT_WRITE || (c->out_head && c->tls_write_waits == APR_POLLIN))
+            tcp_update_watch(c);
+        errno = EAGAIN;
+    }
+    else
+        errno = EPROTO;
+    return -1;
 }
 
 static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
-    return write(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return write(c->fd, buf, len);
+    n = sip_tls_write(c->tls, buf, len);
+    tls_check_up(c);
+    if (n > 0) {
+        c->tls_write_waits = APR_POLLOUT;
+        c->tls_retry = 0;
+        return n;
+    }
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        c->tls_write_waits = n == SIP_TLS_WANT_READ ? APR_POLLIN : APR_POLLOUT;
+        c->tls_retry = 1;     /* OpenSSL wants the same bytes again */
+        errno = EAGAIN;
+    }
+    else
+        errno = n == SIP_TLS_CLOSED ? EPIPE : EPROTO;
+    return -1;
+}
+
+/* TLS: queued messages into one buffer (up to a record's 16 kB), so that
+ * a burst of answers costs one record and one write, not one each; not
+ * while OpenSSL waits for the head to be written again. */
+static void tls_coalesce(sip_tcp_conn_t *c)
+{
+    sip_outbuf_t *o = c->out_head, *m, *next;
+    apr_size_t total = 0;
+
+    if (c->tls_retry || !o || !o->next || o->off)
+        return;
+    for (m = o; m && total + m->len <= 16384; m = m->next)
+        total += m->len;
+    if (m == o || m == o->next || !(next = malloc(sizeof(*next) + total)))
+        return;
+    next->len = 0;
+    next->off = 0;
+    while (c->out_head != m) {
+        sip_outbuf_t *cur = c->out_head;
+        memcpy(next->data + next->len, cur->data, cur->len);
+        next->len += cur->len;
+        c->out_head = cur->next;
+        free(cur);
+    }
+    next->next = m;
+    c->out_head = next;
+    if (!m)
+        c->out_tail = next;
 }
 
 static void tcp_flush(sip_tcp_conn_t *c)
@@ -618,6 +732,10 @@ static void tcp_flush(sip_tcp_conn_t *c)
         tcp_update_watch(c);
         return;
     }
+    if (c->corked)
+        return;
+    if (c->tls)
+        tls_coalesce(c);
     while (c->out_head) {
         sip_outbuf_t *o = c->out_head;
         ssize_t n = stream_write(c, o->data + o->off, o->len - o->off);
@@ -630,6 +748,7 @@ static void tcp_flush(sip_tcp_conn_t *c)
             return;
         }
         o->off += (apr_size_t)n;
+        c->out_bytes -= (apr_size_t)n;
         if (o->off < o->len)
             break;
         c->out_head = o->next;
@@ -644,26 +763,38 @@ static void tcp_flush(sip_tcp_conn_t *c)
     tcp_update_watch(c);
 }
 
-static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+/* Queue 'a' then 'b' as one buffer (a WebSocket frame header and its
+ * payload go out together). */
+static apr_status_t tcp_write2(sip_tcp_conn_t *c, const void *a, apr_size_t alen,
+                               const char *b, apr_size_t blen)
 {
     sip_outbuf_t *o;
 
     if (c->closed || c->lingering)
         return APR_ECONNABORTED;
-    o = malloc(sizeof(*o) + len);
+    o = malloc(sizeof(*o) + alen + blen);
     if (!o)
         return APR_ENOMEM;
     o->next = NULL;
-    o->len = len;
+    o->len = alen + blen;
     o->off = 0;
-    memcpy(o->data, buf, len);
+    if (alen)
+        memcpy(o->data, a, alen);
+    if (blen)
+        memcpy(o->data + alen, b, blen);
     if (c->out_tail)
         c->out_tail->next = o;
     else
         c->out_head = o;
     c->out_tail = o;
+    c->out_bytes += o->len;
     tcp_flush(c);
     return APR_SUCCESS;
+}
+
+static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+{
+    return tcp_write2(c, NULL, 0, buf, len);
 }
 
 void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
@@ -725,11 +856,26 @@ static int tcp_trim_long_lines(sip_tcp_conn_t *c)
     return cut;
 }
 
+static void ws_engine_upgrade(sip_tcp_conn_t *c);
+static void tcp_register(sip_tcp_conn_t *c);
+
 /* Hand every complete message in the input buffer to the receiver. */
 static void tcp_process_input(sip_tcp_conn_t *c)
 {
     sip_source_t src;
     int delivered = 0;
+
+    /* A browser's WebSocket upgrade straight to the SIP port (SipWebSocket
+     * On for the vhost): only as the very first bytes. */
+    if (!c->http_checked && c->in_len) {
+        apr_size_t n = c->in_len < 4 ? c->in_len : 4;
+        if (memcmp(c->in, "GET ", n) != 0)
+            c->http_checked = 1;
+        else if (n == 4) {
+            ws_engine_upgrade(c);
+            return;
+        }
+    }
 
     memset(&src, 0, sizeof(src));
     src.kind = c->kind;
@@ -739,6 +885,8 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     src.vhost = c->vhost;
 
     c->refs++;  /* the receiver may close the connection under us */
+    if (c->tls)
+        c->corked++;
     while (!c->closed && !c->close_after_flush && c->in_len) {
         apr_size_t mlen = 0;
         int r;
@@ -795,15 +943,340 @@ static void tcp_process_input(sip_tcp_conn_t *c)
         else
             sip_timer_cancel(tp_loop, &c->msg);
     }
+    if (c->corked && --c->corked == 0 && !c->closed && c->out_head)
+        tcp_flush(c);
     c->refs--;
     tcp_destroy_if_unused(c);
 }
 
-/* WebSocket connections: frames in c->in carry the SIP messages (RFC 7118
- * §5: one message per frame, no stream framing). */
+/* ---- WebSocket (RFC 7118 over RFC 6455) ---- */
+
+/* Per-connection framing state (c->ws). */
+typedef struct ws_state {
+    char *msg;              /* a fragmented message being joined (malloc'ed) */
+    apr_size_t msg_len, msg_cap;
+    int in_msg;             /* its first frame came, its last not yet */
+    int close_sent;         /* our close frame is queued: nothing more goes out */
+} ws_state_t;
+
+static sip_log_rate_t rl_ws = SIP_LOG_RATE_INIT("WebSocket protocol errors");
+
+#define WS_MAX_BACKLOG 65536    /* queued output above which pings go unanswered */
+
+static apr_status_t ws_state_cleanup(void *data)
+{
+    ws_state_t *ws = data;
+
+    free(ws->msg);
+    ws->msg = NULL;
+    return APR_SUCCESS;
+}
+
+static ws_state_t *ws_state(sip_tcp_conn_t *c)
+{
+    if (!c->ws) {
+        ws_state_t *ws = apr_pcalloc(c->pool, sizeof(*ws));
+        apr_pool_cleanup_register(c->pool, ws, ws_state_cleanup, apr_pool_cleanup_null);
+        c->ws = ws;
+    }
+    return c->ws;
+}
+
+/* Largest message (and so frame payload) a WebSocket connection takes. */
+static apr_uint64_t ws_max_payload(const sip_tcp_conn_t *c)
+{
+    return (apr_uint64_t)c->lim.max_header + c->lim.max_body;
+}
+
+/* One unmasked server frame (§5.1: servers never mask). */
+static apr_status_t ws_send_frame(sip_tcp_conn_t *c, int opcode, const char *buf, apr_size_t len)
+{
+    unsigned char hdr[10];
+    apr_size_t hl = sip_ws_frame_header(hdr, opcode, len);
+
+    return tcp_write2(c, hdr, hl, buf, len);
+}
+
+/* Send our close frame (§5.5.1) with 'code' and close once it is out. */
+static void ws_close(sip_tcp_conn_t *c, int code)
+{
+    ws_state_t *ws = ws_state(c);
+    char body[2];
+
+    if (!ws->close_sent && !c->closed && !c->lingering) {
+        body[0] = (char)(code >> 8);
+        body[1] = (char)code;
+        ws_send_frame(c, SIP_WS_CLOSE, body, code ? 2 : 0);
+        ws->close_sent = 1;
+    }
+    sip_tcp_close_after_flush(c);
+}
+
+/* §7.4.1: 1002 protocol error, 1009 message too big, 1007 bad data. */
+static void ws_fail(sip_tcp_conn_t *c, int code, const char *why)
+{
+    sip_stats->ws_errors++;
+    sip_log_limited(&rl_ws, sip_sockaddr_ip(c->pool, &c->peer), code, APLOG_INFO,
+                    c->vhost ? c->vhost : ap_server_conf,
+                    "sip: %s connection from %s closed (%d): %s", sip_tp_via_name(c->kind),
+                    peer_text(c), code, why);
+    ws_close(c, code);
+}
+
+/* RFC 3629 well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF):
+ * text frames must carry it (§5.6), so other messages go as binary. */
+static int ws_utf8_ok(const unsigned char *s, apr_size_t len)
+{
+    apr_size_t i = 0;
+
+    while (i < len) {
+        unsigned char b = s[i];
+        apr_size_t n, k;
+        apr_uint32_t cp;
+
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xC2 && b <= 0xDF)
+            n = 1, cp = b & 0x1F;
+        else if (b >= 0xE0 && b <= 0xEF)
+            n = 2, cp = b & 0x0F;
+        else if (b >= 0xF0 && b <= 0xF4)
+            n = 3, cp = b & 0x07;
+        else
+            return 0;
+        if (len - i <= n)
+            return 0;
+        for (k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
+            || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+/* One whole WebSocket message: a SIP message (RFC 7118 §5), or a CRLF
+ * keep-alive (RFC 5626 §4.4.1, sent that way by SIP.js). 'buf' has a
+ * spare byte after 'len' for the NUL the receiver expects. */
+static void ws_deliver(sip_tcp_conn_t *c, char *buf, apr_size_t len, const sip_source_t *src)
+{
+    char saved = buf[len];
+
+    buf[len] = '\0';
+    sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+    if (strspn(buf, "\r\n") == len) {
+        if (len >= 4 && memcmp(buf, "\r\n\r\n", 4) == 0)
+            ws_send_frame(c, SIP_WS_TEXT, "\r\n", 2);
+    }
+    else {
+        tcp_touch(c);
+        tp_deliver(buf, len, 0, src);
+    }
+    buf[len] = saved;
+}
+
+/* Frames in c->in: data frames carry the SIP messages, fragments are
+ * joined, control frames are answered. */
 static void ws_process_input(sip_tcp_conn_t *c)
 {
-    tcp_close(c, "WebSocket framing is not available");
+    ws_state_t *ws = ws_state(c);
+    apr_uint64_t max = ws_max_payload(c);
+    sip_source_t src;
+    int progressed = 0;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = c->kind;
+    src.tcp = c;
+    src.peer = c->peer;
+    src.local = c->local;
+    src.vhost = c->vhost;
+
+    c->refs++;  /* the receiver may close the connection under us */
+    while (!c->closed && !c->close_after_flush && c->in_len) {
+        sip_ws_frame_t f;
+        char *payload;
+        apr_size_t plen, flen;
+        int r = sip_ws_frame_parse(c->in, c->in_len, 1, max, &f);
+
+        if (r == 0)
+            break;
+        if (r < 0) {
+            ws_fail(c, -r, r == -1009 ? "frame above the message size limit"
+                                      : "protocol error (RSV bits, opcode, unmasked or bad "
+                                        "control frame)");
+            break;
+        }
+        plen = (apr_size_t)f.payload_len;
+        flen = f.header_len + plen;
+        payload = c->in + f.header_len;
+        sip_ws_unmask(payload, plen, (const unsigned char *)payload - 4);
+        progressed = 1;
+        switch (f.opcode) {
+        case SIP_WS_TEXT:
+        case SIP_WS_BINARY:
+            if (ws->in_msg) {
+                ws_fail(c, 1002, "new message inside a fragmented one");
+                break;
+            }
+            if (f.fin) {
+                /* the buffer always has a spare byte after its content */
+                ws_deliver(c, payload, plen, &src);
+                break;
+            }
+            ws->in_msg = 1;
+            ws->msg_len = 0;
+            /* fall through - the first fragment is joined like the others */
+        case SIP_WS_CONT:
+            if (!ws->in_msg) {
+                ws_fail(c, 1002, "continuation frame outside a fragmented message");
+                break;
+            }
+            if (plen > max - ws->msg_len) {
+                ws_fail(c, 1009, "fragmented message above the message size limit");
+                break;
+            }
+            if (ws->msg_len + plen + 1 > ws->msg_cap) {
+                /* doubling: many small fragments must not cost a copy each */
+                apr_size_t need = ws->msg_len + plen + 1, cap = ws->msg_cap ? ws->msg_cap : 4096;
+                char *bigger;
+                while (cap < need)
+                    cap *= 2;
+                if (cap > max + 1)
+                    cap = (apr_size_t)max + 1;
+                bigger = realloc(ws->msg, cap);
+                if (!bigger) {
+                    tcp_close(c, "out of memory");
+                    break;
+                }
+                ws->msg = bigger;
+                ws->msg_cap = cap;
+            }
+            memcpy(ws->msg + ws->msg_len, payload, plen);
+            ws->msg_len += plen;
+            if (f.fin) {
+                ws->in_msg = 0;
+                ws_deliver(c, ws->msg, ws->msg_len, &src);
+                if (ws->msg_cap > 65536) {
+                    /* a big message once is no reason to keep its buffer */
+                    free(ws->msg);
+                    ws->msg = NULL;
+                    ws->msg_cap = 0;
+                }
+            }
+            break;
+        case SIP_WS_PING:
+            /* §5.5.2: a pong with the same application data; not while
+             * earlier output is still unread (§5.5.3 allows answering
+             * only the latest ping), or a client that pings and never
+             * reads would grow our queue without end */
+            if (c->out_bytes < WS_MAX_BACKLOG)
+                ws_send_frame(c, SIP_WS_PONG, payload, plen);
+            sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+            break;
+        case SIP_WS_PONG:
+            break;
+        case SIP_WS_CLOSE:
+            /* §5.5.1: answer with a close echoing the status code, then
+             * close; a one-byte body is malformed */
+            if (plen == 1) {
+                ws_fail(c, 1002, "close frame with a one-byte body");
+                break;
+            }
+            ws_close(c, plen >= 2 ? ((unsigned char)payload[0] << 8) | (unsigned char)payload[1]
+                                  : 1000);
+            break;
+        }
+        if (!c->closed)
+            tcp_consume(c, flen);
+    }
+    /* SipTcpMessageTimeout: a frame begun, or a fragmented message, must
+     * end in time (the slow-loris client). */
+    if (!c->closed && !c->lingering && !c->close_after_flush) {
+        if (c->in_len || ws->in_msg) {
+            if (progressed && !ws->in_msg)
+                sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+            else if (!sip_timer_armed(&c->msg))
+                sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+        }
+        else
+            sip_timer_cancel(tp_loop, &c->msg);
+    }
+    c->refs--;
+    tcp_destroy_if_unused(c);
+}
+
+static sip_log_rate_t rl_upgrade = SIP_LOG_RATE_INIT("refused WebSocket upgrades");
+
+/* The engine's own opening handshake (RFC 6455 §4.2) on a TCP or TLS
+ * connection of a ProtocolSip vhost; the connection becomes WS or WSS. */
+static void ws_engine_upgrade(sip_tcp_conn_t *c)
+{
+    apr_pool_t *p;
+    const char *method = NULL, *path = NULL, *why = NULL, *accept = NULL, *reason, *text;
+    apr_table_t *headers = NULL;
+    apr_size_t used = 0;
+    int r, status = 400;
+
+    apr_pool_create(&p, c->pool);
+    r = sip_ws_http_request_parse(p, c->in, c->in_len, &method, &path, &headers, &used);
+    /* the input buffer is as big as the vhost's message limits, which may
+     * be below the 8 KB a head may have */
+    if (r == 0 && c->in_len >= c->lim.max_header + c->lim.max_body)
+        r = -1;
+    if (r == 0) {
+        /* the head must be whole within SipTcpMessageTimeout */
+        if (!sip_timer_armed(&c->msg))
+            sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+        apr_pool_destroy(p);
+        return;
+    }
+    if (r < 0)
+        why = "not an HTTP/1.1 request head of at most 8 KB";
+    else if (!c->lim.ws_upgrade) {
+        why = "SipWebSocket is not on for this virtual host";
+        status = 404;
+    }
+    else
+        why = sip_ws_handshake_check(p, method, headers, &accept, &status);
+    c->http_checked = 1;
+    sip_timer_cancel(tp_loop, &c->msg);
+    if (why) {
+        reason = status == 404 ? "Not Found" : status == 426 ? "Upgrade Required" : "Bad Request";
+        sip_log_limited(&rl_upgrade, sip_sockaddr_ip(p, &c->peer), status, APLOG_INFO,
+                        c->vhost ? c->vhost : ap_server_conf,
+                        "sip: WebSocket upgrade from %s refused (%d): %s", peer_text(c), status,
+                        why);
+        text = apr_psprintf(p, "HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\nConnection: close"
+                            "\r\n\r\n", status, reason,
+                            status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
+        c->in_len = 0;
+        tcp_write(c, text, strlen(text));
+        sip_tcp_close_after_flush(c);
+        apr_pool_destroy(p);
+        return;
+    }
+    text = apr_pstrcat(p, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: ", accept,
+                       "\r\nSec-WebSocket-Protocol: sip\r\n\r\n", NULL);
+    tcp_write(c, text, strlen(text));
+    apr_pool_destroy(p);
+    tcp_consume(c, used);
+    /* from now on a WS (WSS over TLS) connection, found under that kind */
+    if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
+        apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
+    c->kind = c->kind == SIP_TP_TLS ? SIP_TP_WSS : SIP_TP_WS;
+    tcp_register(c);
+    ws_count(1);
+    tcp_touch(c);
+    sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+    if (c->in_len && !c->closed)
+        ws_process_input(c);
 }
 
 static void stream_process_input(sip_tcp_conn_t *c)
@@ -814,9 +1287,17 @@ static void stream_process_input(sip_tcp_conn_t *c)
         tcp_process_input(c);
 }
 
-/* One whole SIP message out on a stream (WebSocket: in one frame). */
+/* One whole SIP message out on a stream (WebSocket: in one frame, text
+ * when it is valid UTF-8, RFC 7118 §5). */
 static apr_status_t stream_send_msg(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
+    if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS) {
+        if (ws_state(c)->close_sent)
+            return APR_ECONNABORTED;
+        return ws_send_frame(c, ws_utf8_ok((const unsigned char *)buf, len) ? SIP_WS_TEXT
+                                                                            : SIP_WS_BINARY,
+                             buf, len);
+    }
     return tcp_write(c, buf, len);
 }
 
@@ -852,18 +1333,27 @@ static void tcp_event(void *baton, apr_int16_t ev)
         c->local.len = sizeof(c->local.ss);
         getsockname(c->fd, (struct sockaddr *)&c->local.ss, &c->local.len);
     }
+    if (c->tls) {
+        /* the TLS layer may have asked for the other direction */
+        if ((ev & APR_POLLIN) && c->out_head && c->tls_write_waits == APR_POLLIN)
+            ev |= APR_POLLOUT;
+        if ((ev & APR_POLLOUT) && c->tls_read_waits == APR_POLLOUT)
+            ev |= APR_POLLIN;
+    }
     if (ev & APR_POLLOUT) {
         tcp_flush(c);
         if (c->closed || c->lingering)
             return;
     }
-    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+    while (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
         apr_size_t room;
         ssize_t n;
 
-        if (c->close_after_flush)
+        if (c->closed || c->lingering || c->close_after_flush)
             return;
-        room = c->lim.max_header + c->lim.max_body + 1;
+        /* a WebSocket frame has up to 14 header bytes besides its payload */
+        room = c->lim.max_header + c->lim.max_body + 1
+               + (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS ? 14 : 0);
         if (c->in_cap < room && c->in_cap - c->in_len < 4096) {
             apr_size_t cap = c->in_cap ? c->in_cap * 2 : 8192;
             char *bigger;
@@ -887,11 +1377,14 @@ static void tcp_event(void *baton, apr_int16_t ev)
                 tcp_close(c, "read error");
             return;
         }
+        /* TLS decrypts a whole record: what did not fit waits in the
+         * layer, and the socket will not say so */
+        ev = c->tls && sip_tls_pending(c->tls) ? APR_POLLIN : 0;
         if (c->skip_line) {
             /* the rest of a line already cut short: drop up to its end */
             char *nl = memchr(c->in + c->in_len, '\n', (apr_size_t)n);
             if (!nl)
-                return;
+                continue;
             c->skip_line = 0;
             n -= nl - (c->in + c->in_len);
             memmove(c->in + c->in_len, nl, (apr_size_t)n);
@@ -913,12 +1406,19 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
     c->kind = kind;
     c->vhost = vhost;
     c->lim = *lim;
+    c->tls_write_waits = APR_POLLOUT;
     apr_os_sock_put(&c->sock, &c->fd, p);
     apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tcp_open++;
     sip_stats->now.tcp = tcp_open;
     sip_stats->tcp_conns++;
+    if (kind == SIP_TP_WS || kind == SIP_TP_WSS)
+        ws_count(1);
+    if (kind == SIP_TP_TLS) {
+        sip_stats->now.tls++;
+        sip_stats->tls_conns++;
+    }
     list_append(&idle_conns, c);
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
@@ -1011,6 +1511,7 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
             tcp_close(c, "no TLS context for this virtual host");
             return;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (h->early_len) {
         /* what httpd read past the upgrade request (the buffer starts empty) */
@@ -1024,10 +1525,11 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
         memcpy(c->in, h->early, n);
         c->in_len = n;
         stream_process_input(c);
-        if (c->closed)
-            return;
+        if (c->closed || c->lingering)
+            return;     /* closed, or tcp_linger watches for the rest of the input */
     }
-    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN) != APR_SUCCESS)
+    /* answers to early bytes may be waiting for the socket to drain */
+    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN | (c->out_head ? APR_POLLOUT : 0)) != APR_SUCCESS)
         tcp_close(c, "cannot poll");
 }
 
@@ -1050,12 +1552,14 @@ static sip_tcp_conn_t *tcp_connect(sip_tp_kind_t kind, void *vhost, const sip_so
         return NULL;
     c = tcp_new(fd, kind, vhost, &lim);
     c->peer = *dest;
+    c->http_checked = 1;    /* our own connection: its peer answers, never upgrades */
     if (kind == SIP_TP_TLS) {
         c->tls = sip_tls_connect(fd, vhost, tls_host);
         if (!c->tls) {
             tcp_close(c, "no TLS client context");
             return NULL;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (connect(fd, (const struct sockaddr *)&dest->ss, dest->len) < 0) {
         if (errno != EINPROGRESS) {
@@ -1206,6 +1710,27 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
 }
 
+void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c || c->closed || !sip_tp_secure(src->kind))
+        return;
+    if (c->tls)
+        sip_tls_env(p, c->tls, env);
+    else if (c->relayed) {
+        /* mod_ssl in the relaying child holds the session: what it passed */
+        apr_table_setn(env, "HTTPS", "on");
+        if (c->relay_subject)
+            apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
+    }
+}
+
+int sip_transport_tls_port(void *vhost)
+{
+    return sip_tls_port(vhost);
+}
+
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)
 {
     sip_udp_t *u = udp_for(vhost);
@@ -1334,4 +1859,64 @@ apr_status_t sip_fdpass_serve(int chan)
     apr_os_sock_put(&sock, &fdpass_chan, tp_pool);
     sip_io_init_socket(&io, sock, fdpass_readable, NULL);
     return sip_io_watch(tp_loop, &io, APR_POLLIN);
+}
+
+/* ---- flows (RFC 5626 §5.3, RFC 7118 §5): a connection named by an id ----
+ *
+ * The location store keeps a binding's connection as a number, not a
+ * pointer: a closed connection's memory goes away, and an id that names
+ * nothing any more just fails to resolve.  The high half is random per
+ * engine, so that an id written into a Record-Route before a restart
+ * cannot name another client's connection after it. */
+
+static apr_hash_t *flows;           /* apr_uint64_t id -> sip_tcp_conn_t */
+static apr_uint64_t flow_next;
+
+static void flow_reset(void)
+{
+    flows = NULL;   /* it lived in the previous tp_pool */
+}
+
+static void flow_forget(sip_tcp_conn_t *c)
+{
+    if (c->flow_id && flows)
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
+}
+
+apr_uint64_t sip_source_flow_id(const sip_source_t *src)
+{
+    sip_tcp_conn_t *c = src ? src->tcp : NULL;
+
+    if (!c || !sip_tp_reliable(src->kind) || c->closed)
+        return 0;
+    if (!c->flow_id) {
+        if (!flows) {
+            apr_uint32_t r = 0;
+            flows = apr_hash_make(tp_pool);
+            if (apr_generate_random_bytes((unsigned char *)&r, sizeof(r)) != APR_SUCCESS)
+                r = (apr_uint32_t)apr_time_now() ^ (apr_uint32_t)getpid();
+            flow_next = ((apr_uint64_t)r << 32) | 1;
+        }
+        c->flow_id = flow_next++;
+        if (!c->flow_id)
+            c->flow_id = flow_next++;
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), c);
+    }
+    return c->flow_id;
+}
+
+int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out)
+{
+    sip_tcp_conn_t *c = id && flows ? apr_hash_get(flows, &id, sizeof(id)) : NULL;
+
+    if (!c || c->closed || c->close_after_flush || c->lingering)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->kind = c->kind;
+    out->tcp = c;
+    out->peer = c->peer;
+    out->local = c->local;
+    out->vhost = c->vhost;
+    sip_source_hold(out);
+    return 1;
 }

@@ -2031,12 +2031,23 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 44);     /* 35, five CPL and four URI-list counters */
+        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
     txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
     ck_assert_ptr_nonnull(strstr(txt, "SipEngineUptime: 0\n"));
+    /* WebSocket: messages by kind (WS, WSS), connections, errors */
+    st.msgs_in[SIP_TP_WS] = 21;
+    st.msgs_out[SIP_TP_WSS] = 22;
+    st.now.ws = 3;
+    st.ws_conns = 23;
+    st.ws_errors = 24;
+    txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsMessagesIn: 21\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWssMessagesOut: 22\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsConnectionsNow: 3\nSipWsConnectionsTotal: 23\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsProtocolErrors: 24\n"));
 }
 END_TEST
 
@@ -2797,14 +2808,14 @@ START_TEST(route_no_duplicate_rr)
         "CSeq: 1 INVITE\r\n\r\n", NULL);
     m = parse_ok(text);
     /* a spiral over UDP: our value is on top already */
-    ck_assert_ptr_null(record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_UDP));
+    ck_assert_ptr_null(record_route_values(pool, m, NULL, me, SIP_TP_UDP, 0, SIP_TP_UDP, 0));
     /* in over UDP (value there), out over TCP: only the TCP one added */
-    v = record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_TCP);
+    v = record_route_values(pool, m, NULL, me, SIP_TP_UDP, 0, SIP_TP_TCP, 0);
     ck_assert_ptr_nonnull(v);
     ck_assert_str_eq(v[0], ours_tcp);
     ck_assert_ptr_null(v[1]);
     /* in over TCP, out over UDP: both, the side facing the next hop on top */
-    v = record_route_values(pool, m, me, SIP_TP_TCP, SIP_TP_UDP);
+    v = record_route_values(pool, m, NULL, me, SIP_TP_TCP, 0, SIP_TP_UDP, 0);
     ck_assert_str_eq(v[0], ours_udp);
     ck_assert_str_eq(v[1], ours_tcp);
     ck_assert_ptr_null(v[2]);
@@ -8305,6 +8316,603 @@ static Suite *fwd_owner_suite(void)
     return s;
 }
 
+/* ---- flows (RFC 5626 §5.3, RFC 7118 §5): sip_binding_reach, flow tokens ---- */
+
+static sip_reach_t reach_of(const char *contact, int transport, int open)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = contact;
+    b.transport = transport;
+    b.flow = 42;
+    return sip_binding_reach(pool, &b, open);
+}
+
+START_TEST(flows_reach_policy)
+{
+    /* WebSocket: only over the flow (its Contact host is made up) */
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid;transport=ws", SIP_TP_WS, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid;transport=ws", SIP_TP_WS, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid", SIP_TP_WSS, 0), SIP_REACH_NONE);
+    /* lenient: a browser that left out ;transport=ws is still reached */
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid", SIP_TP_WSS, 1), SIP_REACH_FLOW);
+    /* TLS: the flow, nothing once it closed */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1:5061;transport=tls", SIP_TP_TLS, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1:5061;transport=tls", SIP_TP_TLS, 0), SIP_REACH_NONE);
+    /* TCP: the flow while open; then the Contact, unless ;ob */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=tcp", SIP_TP_TCP, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1", SIP_TP_TCP, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=tcp", SIP_TP_TCP, 0), SIP_REACH_CONTACT);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=TCP;ob", SIP_TP_TCP, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;ob", SIP_TP_TCP, 1), SIP_REACH_FLOW);
+    /* a Contact naming another transport is honoured */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=udp", SIP_TP_TCP, 1), SIP_REACH_CONTACT);
+    /* UDP: the Contact, except a WebSocket one (a binding without its flow) */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1", SIP_TP_UDP, 0), SIP_REACH_CONTACT);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;ob", SIP_TP_UDP, 0), SIP_REACH_CONTACT);
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid;transport=ws", SIP_TP_UDP, 0), SIP_REACH_NONE);
+}
+END_TEST
+
+START_TEST(flows_route_token)
+{
+    const char *v, *plain;
+    apr_uint64_t id = APR_UINT64_C(0xfedcba9876543210);
+
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    v = apr_pstrcat(pool, "<", sip_route_uri_flow(pool, "127.0.0.1:5060", "ws", "cid@x", "ft1", id),
+                    ">", NULL);
+    ck_assert_ptr_nonnull(strstr(v, ";transport=ws;flow=fedcba9876543210;lr;ftag=ft1;rs="));
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid@x", "ft1", NULL), 1);
+    /* the whole 64 bits come back (the top bit set: unsigned parse) */
+    ck_assert(sip_route_flow(pool, v) == id);
+    /* the flow is covered by rs: another connection's id does not verify */
+    {
+        char *forged = apr_pstrdup(pool, v);
+        char *f = strstr(forged, "flow=") + 5;
+        f[15] = f[15] == '0' ? '1' : '0';
+        ck_assert_int_eq(sip_route_verify(pool, forged, "cid@x", "ft1", NULL), 0);
+        /* dropping it does not verify either */
+        ck_assert_int_eq(sip_route_verify(pool, apr_pstrcat(pool, "<sip:127.0.0.1:5060;transport=ws;lr;ftag=ft1;rs=",
+                                                            strstr(v, "rs=") + 3, NULL),
+                                          "cid@x", "ft1", NULL), 0);
+    }
+    /* no flow: the value is the one sip_route_uri always made */
+    plain = sip_route_uri_flow(pool, "127.0.0.1:5060", "tcp", "cid@x", "ft1", 0);
+    ck_assert_str_eq(plain, sip_route_uri(pool, "127.0.0.1:5060", "tcp", "cid@x", "ft1"));
+    ck_assert(sip_route_flow(pool, plain) == 0);
+    ck_assert(sip_route_flow(pool, "<sip:h;flow=12;lr>") == 0);
+    ck_assert(sip_route_flow(pool, "<sip:h;flow=zz00000000000000;lr>") == 0);
+}
+END_TEST
+
+START_TEST(flows_record_route)
+{
+    const char *me = "127.0.0.1:5060", *const *v;
+    sip_msg_t *m;
+
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    m = parse_ok("INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+                 "Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK1\r\n"
+                 "Max-Forwards: 70\r\nFrom: <sip:alice@a.example>;tag=ft1\r\n"
+                 "To: <sip:bob@a.example>\r\nCall-ID: cid1\r\nCSeq: 1 INVITE\r\n\r\n");
+    /* RFC 7118 §5 with RFC 5658: from a browser (flow 1) to UDP, the
+     * browser's side names its transport and flow */
+    v = record_route_values(pool, m, NULL, me, SIP_TP_WS, 1, SIP_TP_UDP, 0);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_ptr_nonnull(strstr(v[0], "<sip:127.0.0.1:5060;lr;ftag=ft1;rs="));
+    ck_assert_ptr_nonnull(strstr(v[1], "<sip:127.0.0.1:5060;transport=ws;flow=0000000000000001;lr;"));
+    ck_assert_ptr_null(v[2]);
+    /* browser to browser: one transport, two flows, two entries */
+    v = record_route_values(pool, m, NULL, me, SIP_TP_WS, 1, SIP_TP_WS, 2);
+    ck_assert_ptr_nonnull(strstr(v[0], ";transport=ws;flow=0000000000000002;"));
+    ck_assert_ptr_nonnull(strstr(v[1], ";transport=ws;flow=0000000000000001;"));
+    ck_assert_ptr_null(v[2]);
+    /* to a TLS flow from UDP: the TLS side is the top one */
+    v = record_route_values(pool, m, NULL, me, SIP_TP_UDP, 0, SIP_TP_TLS, 3);
+    ck_assert_ptr_nonnull(strstr(v[0], ";transport=tls;flow=0000000000000003;"));
+    ck_assert_ptr_nonnull(strstr(v[1], "<sip:127.0.0.1:5060;lr;"));
+}
+END_TEST
+
+START_TEST(flows_journal_transport)
+{
+    apr_time_t now = apr_time_from_sec(1000000);
+    journal_rec_t r;
+
+    /* the eleventh field: the transport the binding was made over */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@x.invalid;transport=ws\t\tcid\t7\t1000000000000\t500\t\t\tws",
+                                2, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_WS);
+    ck_assert(r.b.flow == 0);   /* a flow never comes back from the journal */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t",
+                                2, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t\tbogus",
+                                2, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+}
+END_TEST
+
+START_TEST(flows_transport_ids)
+{
+    sip_source_t src, out;
+
+    /* UDP, and no connection: no flow; an unknown id resolves to nothing */
+    memset(&src, 0, sizeof(src));
+    ck_assert(sip_source_flow_id(&src) == 0);
+    src.kind = SIP_TP_WS;
+    ck_assert(sip_source_flow_id(&src) == 0);
+    ck_assert_int_eq(sip_transport_flow_source(0, &out), 0);
+    ck_assert_int_eq(sip_transport_flow_source(APR_UINT64_C(12345), &out), 0);
+}
+END_TEST
+
+static Suite *flows_suite(void)
+{
+    Suite *s = suite_create("flows");
+    TCase *tc = tcase_create("flows");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, flows_reach_policy);
+    tcase_add_test(tc, flows_route_token);
+    tcase_add_test(tc, flows_record_route);
+    tcase_add_test(tc, flows_journal_transport);
+    tcase_add_test(tc, flows_transport_ids);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ---- WebSocket framing and handshake (sip_ws.c, RFC 6455) ---- */
+
+/* A masked client frame: header, key, masked payload; returns its length. */
+static apr_size_t ws_client_frame(unsigned char *out, int b0, const char *payload, apr_size_t len)
+{
+    static const unsigned char key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    apr_size_t hl = 0, i;
+
+    out[hl++] = (unsigned char)b0;
+    if (len < 126)
+        out[hl++] = (unsigned char)(0x80 | len);
+    else {
+        out[hl++] = 0x80 | 126;
+        out[hl++] = (unsigned char)(len >> 8);
+        out[hl++] = (unsigned char)len;
+    }
+    memcpy(out + hl, key, 4);
+    hl += 4;
+    for (i = 0; i < len; i++)
+        out[hl + i] = (unsigned char)payload[i] ^ key[i & 3];
+    return hl + len;
+}
+
+START_TEST(ws_parse_frames)
+{
+    unsigned char b[400];
+    sip_ws_frame_t f;
+    apr_size_t n, i;
+    char big[300];
+
+    /* RFC 6455 §5.7: a masked "Hello" */
+    static const unsigned char hello[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f,
+                                          0x4d, 0x51, 0x58};
+    ck_assert_int_eq(sip_ws_frame_parse((const char *)hello, sizeof(hello), 1, 1000, &f), 1);
+    ck_assert_int_eq(f.fin, 1);
+    ck_assert_int_eq(f.opcode, SIP_WS_TEXT);
+    ck_assert_int_eq(f.masked, 1);
+    ck_assert_uint_eq(f.payload_len, 5);
+    ck_assert_uint_eq(f.header_len, 6);
+    memcpy(b, hello, sizeof(hello));
+    sip_ws_unmask((char *)b + 6, 5, b + 2);
+    ck_assert(memcmp(b + 6, "Hello", 5) == 0);
+    /* every prefix is "more bytes needed" */
+    for (i = 0; i < sizeof(hello); i++)
+        ck_assert_int_eq(sip_ws_frame_parse((const char *)hello, i, 1, 1000, &f), 0);
+    /* unmasked from a client: 1002 when masking is required, fine otherwise */
+    static const unsigned char plain[] = {0x81, 0x05, 'H', 'e', 'l', 'l', 'o'};
+    ck_assert_int_eq(sip_ws_frame_parse((const char *)plain, sizeof(plain), 1, 1000, &f), -1002);
+    ck_assert_int_eq(sip_ws_frame_parse((const char *)plain, sizeof(plain), 0, 1000, &f), 1);
+    /* RSV bits, reserved opcodes */
+    n = ws_client_frame(b, 0x81 | 0x40, "x", 1);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    for (i = 3; i < 16; i++) {
+        if (i == 8 || i == 9 || i == 10)
+            continue;
+        n = ws_client_frame(b, 0x80 | (int)i, "x", 1);
+        ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    }
+    /* control frames: whole, at most 125 bytes */
+    n = ws_client_frame(b, 0x09, "x", 1);     /* ping without FIN */
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    memset(big, 'a', sizeof(big));
+    n = ws_client_frame(b, 0x89, big, 125);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), 1);
+    n = ws_client_frame(b, 0x89, big, 126);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    /* 16-bit length */
+    n = ws_client_frame(b, 0x82, big, 300);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), 1);
+    ck_assert_uint_eq(f.payload_len, 300);
+    ck_assert_uint_eq(f.header_len, 8);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 299, &f), -1009);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n - 1, 1, 1000, &f), 0);
+    /* 64-bit length: too big is known from the header alone; MSB set is bad */
+    {
+        unsigned char h64[14] = {0x81, 0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4};
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 10, 1, 65536, &f), -1009);
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 9, 1, 65536, &f), 0);
+        h64[2] = 0x80;
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 14, 1, (apr_uint64_t)-1, &f), -1002);
+        memset(h64 + 2, 0, 8);
+        h64[9] = 5;
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 14, 1, 1000, &f), 0);
+        ck_assert_uint_eq(f.payload_len, 5);
+        ck_assert_uint_eq(f.header_len, 14);
+    }
+}
+END_TEST
+
+START_TEST(ws_server_header)
+{
+    unsigned char h[10];
+    sip_ws_frame_t f;
+    char buf[70000];
+
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_TEXT, 5), 2);
+    ck_assert_int_eq(h[0], 0x81);
+    ck_assert_int_eq(h[1], 5);
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_BINARY, 126), 4);
+    ck_assert_int_eq(h[0], 0x82);
+    ck_assert_int_eq(h[1], 126);
+    ck_assert_int_eq(h[2] << 8 | h[3], 126);
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_TEXT, 65535), 4);
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_TEXT, 65536), 10);
+    ck_assert_int_eq(h[1], 127);
+    ck_assert_int_eq(h[7], 1);
+    ck_assert_int_eq(h[9], 0);
+    /* what we write, we parse back (unmasked) */
+    memcpy(buf, h, 10);
+    ck_assert_int_eq(sip_ws_frame_parse(buf, 10 + 65536 - 1, 0, 1 << 20, &f), 0);
+    ck_assert_int_eq(sip_ws_frame_parse(buf, 10 + 65536, 0, 1 << 20, &f), 1);
+    ck_assert_uint_eq(f.payload_len, 65536);
+    ck_assert_int_eq(f.masked, 0);
+}
+END_TEST
+
+static apr_table_t *ws_headers(const char *version, const char *key, const char *proto)
+{
+    apr_table_t *t = apr_table_make(pool, 8);
+
+    apr_table_set(t, "Host", "example.com");
+    apr_table_set(t, "Upgrade", "websocket");
+    apr_table_set(t, "Connection", "keep-alive, Upgrade");
+    if (version)
+        apr_table_set(t, "Sec-WebSocket-Version", version);
+    if (key)
+        apr_table_set(t, "Sec-WebSocket-Key", key);
+    if (proto)
+        apr_table_set(t, "Sec-WebSocket-Protocol", proto);
+    return t;
+}
+
+START_TEST(ws_handshake)
+{
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==", *accept, *why;
+    apr_table_t *t;
+    int status;
+
+    /* §1.3's example */
+    ck_assert_str_eq(sip_ws_accept_key(pool, key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    t = ws_headers("13", key, "xmpp, sip");
+    why = sip_ws_handshake_check(pool, "GET", t, &accept, &status);
+    ck_assert_msg(why == NULL, "%s", why);
+    ck_assert_int_eq(status, 101);
+    ck_assert_str_eq(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    /* header names and tokens are case-insensitive; repeated headers count */
+    t = ws_headers("13", key, NULL);
+    apr_table_set(t, "upgrade", "WebSocket");
+    apr_table_set(t, "connection", "UPGRADE");
+    apr_table_add(t, "Sec-WebSocket-Protocol", "xmpp");
+    apr_table_add(t, "Sec-WebSocket-Protocol", "sip");
+    ck_assert(sip_ws_handshake_check(pool, "GET", t, &accept, &status) == NULL);
+    /* refusals */
+    ck_assert(sip_ws_handshake_check(pool, "POST", ws_headers("13", key, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    ck_assert(accept == NULL);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("8", key, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 426);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers(NULL, key, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 426);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", NULL, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    /* a key must be 16 bytes base64 */
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", "c2hvcnQ=", "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert(sip_ws_handshake_check(pool, "GET",
+                                     ws_headers("13", "dGhlIHNhbXBsZSBub25j!!==", "sip"),
+                                     &accept, &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    /* RFC 7118 §4.1: "sip" must be offered ("sips" is not "sip") */
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", key, "sips, chat"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", key, NULL), &accept,
+                                     &status) != NULL);
+    t = ws_headers("13", key, "sip");
+    apr_table_set(t, "Connection", "keep-alive");
+    ck_assert(sip_ws_handshake_check(pool, "GET", t, &accept, &status) != NULL);
+    t = ws_headers("13", key, "sip");
+    apr_table_unset(t, "Upgrade");
+    ck_assert(sip_ws_handshake_check(pool, "GET", t, &accept, &status) != NULL);
+    ck_assert_int_eq(status, 400);
+}
+END_TEST
+
+START_TEST(ws_http_head)
+{
+    static const char req[] = "GET /sip?x=1 HTTP/1.1\r\nHost: example.com\r\n"
+                              "Upgrade:  websocket \r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Protocol: sip\r\nSec-WebSocket-Protocol: xmpp\r\n\r\nFRAME";
+    const char *method, *path;
+    apr_table_t *h;
+    apr_size_t used = 0, i, n = sizeof(req) - 1 - 5;
+    char *big;
+
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, req, sizeof(req) - 1, &method, &path, &h,
+                                               &used), 1);
+    ck_assert_uint_eq(used, n);
+    ck_assert_str_eq(method, "GET");
+    ck_assert_str_eq(path, "/sip?x=1");
+    ck_assert_str_eq(apr_table_get(h, "upgrade"), "websocket");
+    ck_assert_int_eq(apr_table_elts(h)->nelts, 5);
+    /* every prefix of the head needs more bytes */
+    for (i = 0; i < n; i++)
+        ck_assert_int_eq(sip_ws_http_request_parse(pool, req, i, &method, &path, &h, &used), 0);
+    /* not HTTP/1.1 request heads */
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET /sip HTTP/1.0\r\n\r\n", 21, &method,
+                                               &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET sip HTTP/1.1\r\n\r\n", 20, &method,
+                                               &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET /a b HTTP/1.1\r\n\r\n", 21, &method,
+                                               &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\r\nNoColon\r\n\r\n", 27,
+                                               &method, &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\r\n folded\r\n\r\n", 27,
+                                               &method, &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\nA: b\r\n\r\n", 23,
+                                               &method, &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\r\nA\0: b\r\n\r\n", 25,
+                                               &method, &path, &h, &used), -1);
+    /* 8 KB without the blank line: refused, not buffered further */
+    big = apr_palloc(pool, SIP_WS_MAX_REQUEST + 10);
+    memset(big, 'a', SIP_WS_MAX_REQUEST + 10);
+    memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, big, SIP_WS_MAX_REQUEST - 1, &method, &path,
+                                               &h, &used), 0);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, big, SIP_WS_MAX_REQUEST, &method, &path,
+                                               &h, &used), -1);
+    memcpy(big + SIP_WS_MAX_REQUEST + 2, "\r\n\r\n", 4);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, big, SIP_WS_MAX_REQUEST + 6, &method, &path,
+                                               &h, &used), -1);
+}
+END_TEST
+
+static Suite *ws_suite(void)
+{
+    Suite *s = suite_create("ws");
+    TCase *tc = tcase_create("ws");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, ws_parse_frames);
+    tcase_add_test(tc, ws_server_header);
+    tcase_add_test(tc, ws_handshake);
+    tcase_add_test(tc, ws_http_head);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ---- TLS layer (sip_tls.c): non-blocking handshake and I/O over a
+ * socketpair, with a server context registered as mod_ssl's hook would,
+ * and the client's certificate name check (RFC 5922) ---- */
+
+/* A self-signed certificate for 'san' (e.g. "DNS:localhost") and its key. */
+static void tls_make_cert(const char *san, X509 **cert, EVP_PKEY **key)
+{
+    X509_NAME *name;
+    X509_EXTENSION *ext;
+    X509V3_CTX v3;
+
+    *key = EVP_RSA_gen(2048);
+    ck_assert_ptr_nonnull(*key);
+    *cert = X509_new();
+    X509_set_version(*cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(*cert), 7);
+    X509_gmtime_adj(X509_getm_notBefore(*cert), -60);
+    X509_gmtime_adj(X509_getm_notAfter(*cert), 3600);
+    X509_set_pubkey(*cert, *key);
+    name = X509_get_subject_name(*cert);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"unit", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+    X509_set_issuer_name(*cert, name);
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, *cert, *cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    ck_assert_ptr_nonnull(ext);
+    X509_add_ext(*cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    ck_assert(X509_sign(*cert, *key, EVP_sha256()) > 0);
+}
+
+/* Drive both ends until the client's message arrived at the server;
+ * returns the bytes read there. */
+static ssize_t tls_pump(sip_tls_conn_t *cli, sip_tls_conn_t *srv, const char *msg,
+                        char *buf, apr_size_t size, int *client_error)
+{
+    apr_size_t sent = 0;
+    int i;
+
+    *client_error = 0;
+    for (i = 0; i < 200; i++) {
+        ssize_t n;
+        if (sent < strlen(msg)) {
+            n = sip_tls_write(cli, msg + sent, strlen(msg) - sent);
+            if (n > 0)
+                sent += (apr_size_t)n;
+            else if (n == SIP_TLS_ERROR || n == SIP_TLS_CLOSED) {
+                *client_error = 1;
+                return -1;
+            }
+            else
+                ck_assert(n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE);
+        }
+        n = sip_tls_read(srv, buf, size);
+        if (n > 0)
+            return n;
+        if (n == SIP_TLS_ERROR || n == SIP_TLS_CLOSED)
+            return -1;
+    }
+    return -1;
+}
+
+START_TEST(tls_socketpair)
+{
+    server_rec vhost;
+    X509 *cert;
+    EVP_PKEY *key;
+    SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+    int sv[2];
+    sip_tls_conn_t *srv, *cli;
+    char buf[256];
+    int cerr;
+    ssize_t n;
+    apr_table_t *env = apr_table_make(pool, 8);
+
+    server_addr_rec addr;
+    server_rec plain;
+
+    memset(&vhost, 0, sizeof(vhost));
+    memset(&plain, 0, sizeof(plain));
+    memset(&addr, 0, sizeof(addr));
+    addr.host_port = 5061;
+    vhost.addrs = &addr;
+    tls_make_cert("DNS:localhost", &cert, &key);
+    ck_assert(SSL_CTX_use_certificate(sctx, cert) == 1);
+    ck_assert(SSL_CTX_use_PrivateKey(sctx, key) == 1);
+    /* what mod_ssl's init_server hook hands over, then the engine's set-up */
+    tls_init_server(&vhost, pool, 0, sctx);
+    ck_assert(sip_tls_engine_init(pool, &vhost) == APR_SUCCESS);
+    ck_assert(sip_tls_vhost_enabled(&vhost));
+    ck_assert(!sip_tls_vhost_enabled(pool));
+    ck_assert_ptr_null(sip_tls_accept(0, pool));       /* no context: refused */
+    /* Via and Record-Route on the TLS side: the TLS vhost's port */
+    ck_assert_int_eq(sip_tls_port(&plain), 5061);
+    ck_assert_str_eq(hostport_on(pool, &plain, "192.0.2.1:5060", SIP_TP_TLS), "192.0.2.1:5061");
+    ck_assert_str_eq(hostport_on(pool, &plain, "[2001:db8::1]:5060", SIP_TP_TLS), "[2001:db8::1]:5061");
+    ck_assert_str_eq(hostport_on(pool, &plain, "sip.example.org", SIP_TP_TLS), "sip.example.org:5061");
+    ck_assert_str_eq(hostport_on(pool, &plain, "192.0.2.1:5060", SIP_TP_UDP), "192.0.2.1:5060");
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(system_client_ctx), cert);
+
+    /* the right name: handshake, data, mod_ssl's variables */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    srv = sip_tls_accept(sv[0], &vhost);
+    cli = sip_tls_connect(sv[1], &vhost, "localhost");
+    ck_assert_ptr_nonnull(srv);
+    ck_assert_ptr_nonnull(cli);
+    ck_assert(!sip_tls_established(srv));
+    ck_assert_int_eq(sip_tls_read(srv, buf, sizeof(buf)), SIP_TLS_WANT_READ);   /* nothing yet */
+    n = tls_pump(cli, srv, "OPTIONS sip:x SIP/2.0\r\n\r\n", buf, 8, &cerr);
+    ck_assert_int_eq(n, 8);                  /* a short read leaves the rest in the layer */
+    ck_assert(sip_tls_established(srv));
+    ck_assert(sip_tls_pending(srv));
+    n = sip_tls_read(srv, buf + 8, sizeof(buf) - 8);
+    ck_assert_int_eq(n, 17);
+    ck_assert(!sip_tls_pending(srv));
+    ck_assert(memcmp(buf, "OPTIONS sip:x SIP/2.0\r\n\r\n", 25) == 0);
+    ck_assert_ptr_null(sip_tls_peer_subject(pool, srv));    /* no client certificate */
+    ck_assert_str_eq(sip_tls_peer_subject(pool, cli), "CN=localhost,O=unit");
+    sip_tls_env(pool, srv, env);
+    ck_assert_str_eq(apr_table_get(env, "HTTPS"), "on");
+    ck_assert_str_eq(apr_table_get(env, "SSL_CLIENT_VERIFY"), "NONE");
+    ck_assert(strncmp(apr_table_get(env, "SSL_PROTOCOL"), "TLSv1.", 6) == 0);
+    ck_assert_ptr_nonnull(apr_table_get(env, "SSL_CIPHER"));
+    /* the peer's close: close_notify reads as SIP_TLS_CLOSED */
+    sip_tls_free(cli);
+    ck_assert_int_eq(sip_tls_read(srv, buf, sizeof(buf)), SIP_TLS_CLOSED);
+    sip_tls_free(srv);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* another name (RFC 5922 §7.2): refused before any data goes out */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    srv = sip_tls_accept(sv[0], &vhost);
+    cli = sip_tls_connect(sv[1], &vhost, "sip.example.org");
+    n = tls_pump(cli, srv, "OPTIONS sip:x SIP/2.0\r\n\r\n", buf, sizeof(buf), &cerr);
+    ck_assert_int_lt(n, 0);
+    ck_assert(cerr);
+    ck_assert(!sip_tls_established(cli));
+    sip_tls_free(cli);
+    sip_tls_free(srv);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* garbage instead of a ClientHello: an error, not a hang */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    srv = sip_tls_accept(sv[0], &vhost);
+    ck_assert_int_eq(write(sv[1], "OPTIONS sip:x SIP/2.0\r\n\r\n", 25), 25);
+    ck_assert_int_eq(sip_tls_read(srv, buf, sizeof(buf)), SIP_TLS_ERROR);
+    sip_tls_free(srv);
+    close(sv[0]);
+    close(sv[1]);
+
+    SSL_CTX_free(system_client_ctx);
+    system_client_ctx = NULL;
+    tls_vhosts = NULL;
+    SSL_CTX_free(sctx);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+}
+END_TEST
+
+START_TEST(tls_uri_kind)
+{
+    sip_uri_info_t u;
+
+    /* no TLS vhost at all: our address stays as it is */
+    ck_assert_str_eq(hostport_on(pool, NULL, "192.0.2.1:5060", SIP_TP_TLS), "192.0.2.1:5060");
+
+    ck_assert(sip_uri_info(pool, "sips:bob@example.org", &u));
+    ck_assert(u.secure);
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_TLS);
+    ck_assert(sip_uri_info(pool, "sip:bob@example.org;transport=TLS", &u));
+    ck_assert(!u.secure);
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_TLS);
+    ck_assert(sip_uri_info(pool, "sips:bob@example.org;transport=tcp", &u));
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_TLS);       /* sips: is TLS on TCP */
+    ck_assert(sip_uri_info(pool, "sip:bob@example.org", &u));
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_UDP);
+    ck_assert_int_eq(hop_kind(&u, "tls"), SIP_TP_TLS);      /* from our recorded route */
+    ck_assert_int_eq(hop_kind(&u, "tcp"), SIP_TP_TCP);
+}
+END_TEST
+
+static Suite *tls_suite(void)
+{
+    Suite *s = suite_create("tls");
+    TCase *tc = tcase_create("tls");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, tls_socketpair);
+    tcase_add_test(tc, tls_uri_kind);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -8343,6 +8951,9 @@ int main(void)
     srunner_add_suite(sr, lists_suite());
     srunner_add_suite(sr, forward_suite());
     srunner_add_suite(sr, fwd_owner_suite());
+    srunner_add_suite(sr, flows_suite());
+    srunner_add_suite(sr, ws_suite());
+    srunner_add_suite(sr, tls_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
