@@ -100,6 +100,10 @@ async function readState(t) {
             const el = document.getElementById(id);
             o[id] = el ? el.textContent : null;
         }
+        for (const id of ['uri', 'ws-url', 'target']) {
+            const el = document.getElementById(id);
+            o[id] = el ? el.value : null;
+        }
         o.jssip = typeof JsSIP !== 'undefined' ? JsSIP.version : null;
         return o;
     });

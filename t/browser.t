@@ -1,0 +1,185 @@
+#!/usr/bin/perl
+# The browser phone of make run (www/phone/, JsSIP) in a real browser:
+# Debian's headless Chromium with fake media devices, driven through
+# t/browser/drive.js (playwright-core), against httpd + mod_sip configured
+# with the web part of conf/run.conf.in itself (the page, the jssip.min.js
+# alias, <Location "/sip"> SipWebSocket On on the HTTP port and on an HTTPS
+# port with a self-signed certificate made here), on ports of the test's.
+#
+# Over ws:// and then over wss:// (page loaded over https), each with its
+# own sipp UAS registered (UDP) as the callee:
+#   the page loads, JsSIP runs, its defaults are the page's own origin
+#   (WebSocket URL .../sip, target sip:env@127.0.0.1);
+#   Register: the page shows registered 200 and the registrar holds the
+#   browser's binding (;transport=ws);
+#   Call the sipp UAS through mod_sip: sipp answers with a canned WebRTC
+#   answer, the page shows the call confirmed; Hang up: the page shows it
+#   ended, sipp got INVITE, ACK and BYE through the proxy (its Via and
+#   Record-Route, the browser's WS(S) Via below), answered the BYE and
+#   exited with one successful call;
+#   the default target env@ answers 200 with its environment and no session
+#   description: the page ends the call and shows that answer (the request
+#   came over WS);
+#   Unregister: the binding is gone.
+# Any missing piece (chromium, node, npm packages, sipp) is a failure.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use File::Copy ();
+use File::Path ();
+use SipTest qw(free_port wait_until);
+use SipRegTest;
+use SipBrowser;
+
+my $avail = SipRegTest::sipp_present();
+$avail = SipBrowser::available() && $avail;
+$avail or do { done_testing; exit 1 };
+
+my $REPO = SipTest::repo();
+my $https_port = free_port();
+
+# The web part of conf/run.conf.in (from its mod_status section on), with
+# the test's ports and directories; SipTest listens on the HTTP port itself.
+sub web_conf {
+    open(my $fh, '<', "$REPO/conf/run.conf.in") or die "conf/run.conf.in: $!";
+    local $/;
+    my $c = <$fh>;
+    $c =~ s/\A.*?(?=^# Watching SIP)//ms or die "conf/run.conf.in: no '# Watching SIP' section\n";
+    $c =~ s/^Listen 127\.0\.0\.1:8060\n//m or die "conf/run.conf.in: no Listen 127.0.0.1:8060\n";
+    $c =~ s/127\.0\.0\.1:8060/127.0.0.1:\@HTTPPORT\@/g;
+    $c =~ s/127\.0\.0\.1:8443/127.0.0.1:$https_port/g;
+    $c =~ s/\@ROOT\@/\@DIR\@/g;
+    $c =~ s/\@WWW\@/\@DIR\@\/www/g;
+    $c =~ s/\@JSSIP\@/\@DIR\@\/jssip/g;
+    $c =~ s/\@MODDIR\@/$SipTest::MODDIR/g;
+    return $c;
+}
+
+# The page and JsSIP copied where www-data can read them, and a
+# certificate made the way make run makes it.
+sub setup {
+    my ($t) = @_;
+    my $d = $t->dir;
+    File::Path::make_path("$d/www/phone", "$d/jssip", "$d/tls", { mode => 0755 });
+    for my $f (glob "$REPO/www/phone/*") {
+        File::Copy::copy($f, "$d/www/phone/") or die "copy $f: $!";
+    }
+    File::Copy::copy(SipBrowser::jssip_js(), "$d/jssip/jssip.min.js") or die "copy jssip: $!";
+    chmod 0644, glob("$d/www/phone/* $d/jssip/*");
+    system('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+           '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+           '-keyout', "$d/tls/server.key", '-out', "$d/tls/server.crt") == 0
+        or die "openssl req failed\n";
+}
+
+open(my $fh, '<', "$REPO/sip-cgi-bin/env\@127.0.0.1") or die "env script: $!";
+my $env_script = do { local $/; <$fh> };
+close $fh;
+
+my $t = SipRegTest->new(server_conf => web_conf(), setup => \&setup,
+                        scripts => { 'env@127.0.0.1' => $env_script });
+my $http = $t->http_port;
+like($t->http_get('/phone/'), qr{^HTTP/1\.1 200 .*<script src="jssip\.min\.js">}s,
+     'httpd serves the page on the HTTP port');
+like($t->http_get('/phone/jssip.min.js'), qr{^HTTP/1\.1 200 .*JsSIP}s, 'and JsSIP through the alias');
+
+my $b = SipBrowser->new(dir => $t->dir);
+
+# One phone in tab $tab over $scheme: load, register as $user, call a sipp
+# UAS registered as $callee, hang up, call env@, unregister.
+sub phone_run {
+    my (%o) = @_;
+    my ($tab, $scheme, $user, $callee) = @o{qw(tab scheme user callee)};
+    my $port = $scheme eq 'wss' ? $https_port : $http;
+    my $origin = ($scheme eq 'wss' ? 'https' : 'http') . "://127.0.0.1:$port";
+    my $L = uc $scheme;
+
+    # the called phone, registered over UDP
+    my $uport = free_port();
+    my $uas = $t->rsipp_start(name => "uas-$tab", sf => 'browser-uas.xml', port => $uport,
+                              m => 1, timeout => '60s');
+    my $reg = $t->register(user => $callee, contacts => [ "<sip:$callee\@127.0.0.1:$uport>" ]);
+    is($reg && $reg->code, 200, "$L: sipp UAS registered as $callee");
+
+    my $r = $b->ok_cmd({ cmd => 'open', tab => $tab, url => "$origin/phone/" }, "$L: page loads in Chromium");
+    return unless $r->{ok};
+    like($r->{jssip} // '', qr/^\d+\.\d+/, "$L: JsSIP loaded (" . ($r->{jssip} // 'none') . ')');
+    $r = $b->cmd({ cmd => 'read', tab => $tab });
+    my $st = $r->{state} || {};
+    is($st->{'ws-url'}, "$scheme://127.0.0.1:$port/sip", "$L: WebSocket URL defaults to the page's origin + /sip");
+    is($st->{target}, 'sip:env@127.0.0.1', "$L: target defaults to sip:env\@<the page's host>");
+    is($st->{uri}, 'sip:alice@127.0.0.1', "$L: SIP URI defaults to sip:alice\@<the page's host>");
+
+    # register
+    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { uri => "sip:$user\@127.0.0.1" } }, "$L: fill in the SIP URI");
+    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'register' }, "$L: click Register");
+    $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^registered$', timeout => 15 },
+                    "$L: the page shows registered");
+    return unless $r->{ok};
+    $r = $b->cmd({ cmd => 'read', tab => $tab });
+    is($r->{state} && $r->{state}{'reg-code'}, '200', "$L: the REGISTER was answered 200");
+    my ($f, %binds) = $t->fetch($user);
+    my @ws = grep { /;transport=$scheme\b/i } keys %binds;
+    ok($f && $f->code == 200 && @ws == 1, "$L: the registrar holds the browser's binding (;transport=$scheme)")
+        or diag(SipRegTest::dump_contacts($f));
+
+    # call the sipp UAS and hang up
+    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { target => "sip:$callee\@127.0.0.1" } }, "$L: fill in the target");
+    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'call' }, "$L: click Call");
+    $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'call-state', match => '^confirmed$', timeout => 20 },
+                    "$L: the page shows the call confirmed");
+    return unless $r->{ok};
+    sleep 1;
+    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'hangup' }, "$L: click Hang up");
+    $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'call-state', match => '^ended$', timeout => 10 },
+               "$L: the page shows the call ended");
+    $t->rsipp_ok($uas, label => "$L: sipp UAS", timeout => 30);
+    my ($inv) = SipRegTest::rsipp_msgs($uas, dir => 'received', method => 'INVITE');
+    my @via = $inv ? $inv->header_elems('via') : ();
+    my $sp = $t->sip_port;
+    ok(@via == 2 && $via[0] =~ m{^SIP/2\.0/UDP 127\.0\.0\.1:$sp;} && $via[1] =~ m{^SIP/2\.0/$L }i,
+       "$L: the INVITE came through mod_sip (its UDP Via over the browser's $L Via)")
+        or diag(join("\n", @via) || 'no INVITE');
+    like($inv ? $inv->body : '', qr{^m=audio \d+ UDP/TLS/RTP/SAVPF}m, "$L: with the browser's WebRTC offer");
+    ok($inv && $inv->header('record-route'), "$L: and a Record-Route");
+    for my $m (qw(ACK BYE)) {
+        my ($got) = SipRegTest::rsipp_msgs($uas, dir => 'received', method => $m);
+        ok($got && ($got->header_elems('via'))[0] =~ m{^SIP/2\.0/UDP 127\.0\.0\.1:$sp;},
+           "$L: sipp got the browser's $m through mod_sip") or diag($got ? $got->head : "no $m");
+    }
+
+    # the default target: env@ answers 200 with its environment, no SDP
+    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { target => 'sip:env@127.0.0.1' } }, "$L: target env\@");
+    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'call' }, "$L: call env\@");
+    $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'call-state', match => '^failed: .* 200$', timeout => 20 },
+                    "$L: env\@ answers 200 without a session description: the page ends the call");
+    $r = $b->cmd({ cmd => 'read', tab => $tab });
+    my $resp = $r->{state} ? $r->{state}{'last-response'} // '' : '';
+    like($resp, qr/^REQUEST_METHOD=INVITE$/m, "$L: the page shows env\@'s answer");
+    like($resp, qr{^SIP_VIA=SIP/2\.0/$L }mi, "$L: which saw the INVITE's $L Via");
+
+    # unregister
+    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'unregister' }, "$L: click Unregister");
+    $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^unregistered$', timeout => 10 },
+               "$L: the page shows unregistered");
+    ($f, %binds) = $t->fetch($user);
+    ok($f && $f->code == 200 && !%binds, "$L: the binding is gone") or diag(SipRegTest::dump_contacts($f));
+    $b->cmd({ cmd => 'screenshot', tab => $tab, path => $t->dir . "/phone-$tab.png" });
+}
+
+# (a run cut short by a failure leaves its sipp: killed before the next)
+phone_run(tab => 'a', scheme => 'ws', user => 'alice', callee => 'uas1');
+$t->sipp_kill_all;
+phone_run(tab => 'b', scheme => 'wss', user => 'bob', callee => 'uas2');
+$t->sipp_kill_all;
+
+ok($b->quit, 'the driver closed Chromium and exited 0');
+my @left = $b->browser_pids;
+ok(!@left, 'no Chromium process of this test left') or diag("pids: @left");
+unless (Test::More->builder->is_passing) {
+    diag($t->_log_tail);
+    diag('screenshots kept in ' . $t->dir) if $ENV{SIPTEST_KEEP};
+}
+$t->stop;
+done_testing;
