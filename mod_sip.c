@@ -39,6 +39,7 @@
 #include "sip_rules.h"
 #include "sip_script_store.h"
 #include "sip_upload.h"
+#include "sip_ws_upgrade.h"
 #include "unixd.h"
 #include <unistd.h>
 
@@ -172,6 +173,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     d->auth = -1;
     d->script_upload = -1;
     d->explode = -1;
+    d->websocket = -1;
     return d;
 }
 
@@ -182,6 +184,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     d->auth = add->auth >= 0 ? add->auth : base->auth;
     d->script_upload = add->script_upload >= 0 ? add->script_upload : base->script_upload;
     d->explode = add->explode >= 0 ? add->explode : base->explode;
+    d->websocket = add->websocket >= 0 ? add->websocket : base->websocket;
     d->providers = add->providers ? add->providers : base->providers;
     /* rules run in config order: the enclosing section's first */
     d->rules = !add->rules ? base->rules : !base->rules ? add->rules
@@ -1143,6 +1146,13 @@ static const char *set_error_document(cmd_parms *cmd, void *dv, const char *code
     return NULL;
 }
 
+static const char *set_websocket(cmd_parms *cmd, void *dconf, int on)
+{
+    (void)cmd;
+    ((sip_dir_conf *)dconf)->websocket = on;
+    return NULL;
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -1301,6 +1311,9 @@ static const command_rec sip_cmds[] = {
                   "Most members a list may have (default 100)"),
     AP_INIT_TAKE1("SipForwardFile", set_forward_file, NULL, RSRC_CONF,
                   "Per-user forwarding file: ~/.sipforward or a path with %u"),
+    /* SIP over WebSocket (RFC 7118; sip_ws_upgrade.c, docs/websocket.md) */
+    AP_INIT_FLAG("SipWebSocket", set_websocket, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On: WebSocket upgrades with the \"sip\" subprotocol here carry SIP"),
     {NULL}
 };
 
@@ -1596,6 +1609,7 @@ static void sip_register_hooks(apr_pool_t *p)
     ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(sip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, sip_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    sip_ws_upgrade_register_hooks(p);
 }
 
 AP_DECLARE_MODULE(sip) = {

@@ -133,6 +133,14 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
          st->tcp_evicted},
         {"SipTcpMessageTimeouts", "TCP connections closed by SipTcpMessageTimeout",
          st->tcp_msg_timeouts},
+        {"SipWsMessagesIn", "WebSocket (ws) messages received", st->msgs_in[3]},
+        {"SipWsMessagesOut", "WebSocket (ws) messages sent", st->msgs_out[3]},
+        {"SipWssMessagesIn", "Secure WebSocket (wss) messages received", st->msgs_in[4]},
+        {"SipWssMessagesOut", "Secure WebSocket (wss) messages sent", st->msgs_out[4]},
+        {"SipWsConnectionsNow", "WebSocket connections open now (ws and wss)", st->now.ws},
+        {"SipWsConnectionsTotal", "WebSocket connections total", st->ws_conns},
+        {"SipWsProtocolErrors", "WebSocket connections closed for a protocol error or a "
+         "size limit", st->ws_errors},
         {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
         {"SipSendErrors", "Messages that could not be sent", st->send_errors},
     };

@@ -25,6 +25,7 @@ typedef struct sip_stats_gauges {
     apr_uint64_t scripts;       /* script processes running */
     apr_uint64_t bindings;      /* registrations in the memory location store */
     apr_uint64_t tcp;           /* open SIP TCP connections */
+    apr_uint64_t ws;            /* open WebSocket connections (WS and WSS; counted in tcp too) */
 } sip_stats_gauges_t;
 
 typedef struct sip_stats {
@@ -74,6 +75,10 @@ typedef struct sip_stats {
                                  * SipTcpMaxConnections with none idle to close */
     apr_uint64_t tcp_evicted;   /* idle TCP connections closed for SipTcpMaxConnections */
     apr_uint64_t tcp_msg_timeouts; /* closed: a message not whole within SipTcpMessageTimeout */
+
+    /* WebSocket (sip_transport.c, sip_ws_upgrade.c) */
+    apr_uint64_t ws_conns;      /* WebSocket connections served (WS and WSS) */
+    apr_uint64_t ws_errors;     /* closed for a protocol error or a size limit (1002, 1009) */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */
