@@ -69,6 +69,7 @@
             ua.stop();
             ua = null;
         }
+        $('unregister').disabled = true;
     }
 
     function register() {
@@ -87,7 +88,7 @@
             sockets: [socket],
             uri: uri,
             password: $('password').value || null,
-            register: false,
+            register: true,     /* on every (re)connection of the WebSocket */
             register_expires: 600,
             session_timers: false,
             user_agent: 'mod_sip browser phone (JsSIP ' + JsSIP.version + ')'
@@ -124,7 +125,6 @@
         setReg('registering');
         status('Registering ' + uri + ' over ' + wsUrl);
         ua.start();
-        ua.register();
     }
 
     function unregister() {
