@@ -48,7 +48,7 @@ TEST_UPLOAD_USER = mod-sip-upload
 BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
-             openssl chromium
+             libio-socket-ssl-perl openssl chromium
 # make run: the self-signed certificate of its wss:// port
 RUN_PKGS   = $(BUILD_PKGS) openssl
 
