@@ -143,6 +143,8 @@ sub phone_run {
        "$L: the INVITE came through mod_sip (its UDP Via over the browser's $L Via)")
         or diag(join("\n", @via) || 'no INVITE');
     like($inv ? $inv->body : '', qr{^m=audio \d+ UDP/TLS/RTP/SAVPF}m, "$L: with the browser's WebRTC offer");
+    unlike($inv ? $inv->body : 'a=candidate', qr{^a=candidate}m,
+           "$L: naming no ICE candidate (drive.js keeps WebRTC off the machine's addresses)");
     ok($inv && $inv->header('record-route'), "$L: and a Record-Route");
     for my $m (qw(ACK BYE)) {
         my ($got) = SipRegTest::rsipp_msgs($uas, dir => 'received', method => $m);

@@ -54,13 +54,31 @@ if (!profile) {
 }
 
 /* The flags this closed network needs (no background connections to
- * Google's hosts), and fake media devices that need no permission prompt. */
+ * Google's hosts) and fake media devices that need no permission prompt. */
 const ARGS = [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
     '--ignore-certificate-errors', '--autoplay-policy=no-user-gesture-required'
 ];
+
+/* Every RTCPeerConnection of the pages gathers relay candidates only, and
+ * with no TURN server that is none: WebRTC would otherwise offer and check
+ * the machine's non-loopback addresses, which this closed network must not
+ * see (Chromium's --force-webrtc-ip-handling-policy does not stop host
+ * candidates once the fake devices are granted).  The tests are about SIP
+ * signalling: ICE never completes, and calls are confirmed by 200/ACK all
+ * the same. */
+function noHostCandidates() {
+    const P = window.RTCPeerConnection;
+    if (!P) return;
+    const relay = (cfg) => Object.assign({}, cfg || {}, { iceTransportPolicy: 'relay' });
+    class RelayOnly extends P {
+        constructor(cfg, ...rest) { super(relay(cfg), ...rest); }
+        setConfiguration(cfg) { return super.setConfiguration(relay(cfg)); }
+    }
+    window.RTCPeerConnection = RelayOnly;
+}
 
 let context = null;
 const tabs = new Map();   // name -> { page, console: [lines] }
@@ -116,6 +134,7 @@ const commands = {
                 executablePath: executable, headless: true, args: ARGS,
                 ignoreHTTPSErrors: true, timeout: 30000
             });
+            await context.addInitScript(noHostCandidates);
         }
         const page = await context.newPage();
         const t = { page, console: [] };
