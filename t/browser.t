@@ -11,7 +11,10 @@
 #   the page loads, JsSIP runs, its defaults are the page's own origin
 #   (WebSocket URL .../sip, target sip:env@127.0.0.1);
 #   Register: the page shows registered 200 and the registrar holds the
-#   browser's binding (;transport=ws);
+#   browser's binding (;transport=ws); over wss:// the HTTPS vhost asks for
+#   digest authentication (SipAuth On in its <Location "/">), so a wrong
+#   password in the page first shows the registration refused (401/403)
+#   with nothing registered, then the right one registers and calls;
 #   Call the sipp UAS through mod_sip: sipp answers with a canned WebRTC
 #   answer, the page shows the call confirmed; Hang up: the page shows it
 #   ended, sipp got INVITE, ACK and BYE through the proxy (its Via and
@@ -31,6 +34,7 @@ use File::Path ();
 use SipTest qw(free_port wait_until);
 use SipRegTest;
 use SipBrowser;
+use SipDigest;
 
 my $avail = SipRegTest::sipp_present();
 $avail = SipBrowser::available() && $avail;
@@ -38,6 +42,8 @@ $avail or do { done_testing; exit 1 };
 
 my $REPO = SipTest::repo();
 my $https_port = free_port();
+my $REALM = 'browser.test';
+my %PASSWORD = (bob => 'bob-secret');
 
 # The web part of conf/run.conf.in (from its mod_status section on), with
 # the test's ports and directories; SipTest listens on the HTTP port itself.
@@ -53,7 +59,13 @@ sub web_conf {
     $c =~ s/\@WWW\@/\@DIR\@\/www/g;
     $c =~ s/\@JSSIP\@/\@DIR\@\/jssip/g;
     $c =~ s/\@MODDIR\@/$SipTest::MODDIR/g;
-    return $c;
+    # digest authentication for the HTTPS vhost's SIP (the page's password)
+    my $auth = join '', map { "    $_\n" } '<Location "/">', '    SipAuth On', "    AuthName \"$REALM\"",
+                                         '    AuthUserFile @DIR@/users.htdigest', '</Location>';
+    $c =~ s/^(    SSLEngine on\n)/$1$auth/m
+        or die "conf/run.conf.in: no SSLEngine on\n";
+    return "LoadModule authn_core_module $SipTest::MODDIR/mod_authn_core.so\n"
+         . "LoadModule authn_file_module $SipTest::MODDIR/mod_authn_file.so\n" . $c;
 }
 
 # The page and JsSIP copied where www-data can read them, and a
@@ -66,11 +78,14 @@ sub setup {
         File::Copy::copy($f, "$d/www/phone/") or die "copy $f: $!";
     }
     File::Copy::copy(SipBrowser::jssip_js(), "$d/jssip/jssip.min.js") or die "copy jssip: $!";
+    SipDigest::write_htdigest("$d/users.htdigest", $REALM, %PASSWORD);
     chmod 0644, glob("$d/www/phone/* $d/jssip/*");
-    system('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
-           '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-           '-keyout', "$d/tls/server.key", '-out', "$d/tls/server.crt") == 0
-        or die "openssl req failed\n";
+    my @req = ('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+               '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+               '-addext', 'basicConstraints=critical,CA:FALSE',
+               '-keyout', "$d/tls/server.key", '-out', "$d/tls/server.crt");
+    system(join(' ', map { "'$_'" } @req) . " 2>$d/openssl.out") == 0
+        or die "openssl req failed: " . `cat $d/openssl.out`;
 }
 
 open(my $fh, '<', "$REPO/sip-cgi-bin/env\@127.0.0.1") or die "env script: $!";
@@ -111,8 +126,22 @@ sub phone_run {
     is($st->{target}, 'sip:env@127.0.0.1', "$L: target defaults to sip:env\@<the page's host>");
     is($st->{uri}, 'sip:alice@127.0.0.1', "$L: SIP URI defaults to sip:alice\@<the page's host>");
 
-    # register
-    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { uri => "sip:$user\@127.0.0.1" } }, "$L: fill in the SIP URI");
+    # register (with digest: a wrong password first)
+    my $pw = $PASSWORD{$user};
+    if (defined $pw) {
+        $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { uri => "sip:$user\@127.0.0.1", password => 'wrong' } },
+                   "$L: fill in the SIP URI and a wrong password");
+        $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'register' }, "$L: click Register");
+        $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^failed$', timeout => 15 },
+                        "$L: with a wrong password the page shows the registration failed");
+        $r = $b->cmd({ cmd => 'read', tab => $tab });
+        like($r->{state} && $r->{state}{'reg-code'}, qr/^40[13]$/, "$L: refused 401 or 403")
+            or diag(SipBrowser::explain_failure($r));
+        my ($f0, %b0) = $t->fetch($user);
+        ok($f0 && $f0->code == 200 && !%b0, "$L: and nothing registered") or diag(SipRegTest::dump_contacts($f0));
+    }
+    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { uri => "sip:$user\@127.0.0.1", password => $pw // '' } },
+               "$L: fill in the SIP URI" . (defined $pw ? ' and the right password' : ''));
     $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'register' }, "$L: click Register");
     $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^registered$', timeout => 15 },
                     "$L: the page shows registered");
