@@ -55,7 +55,8 @@ RUN_PKGS   = $(BUILD_PKGS) openssl
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
 
-.PHONY: all deps test-deps install run stop test unit prove clean test-asan fuzz fuzz-deps node-deps node-apt run-deps
+.PHONY: all deps test-deps install run stop test unit prove clean test-asan ci fuzz fuzz-deps \
+        node-deps node-apt run-deps
 
 all: .libs/mod_sip.so $(SUEXEC)
 
@@ -169,10 +170,11 @@ unit: test-deps $(UNIT_TESTS)
 
 # prove exits 0 when it ran nothing: insist on its "Result: PASS" line.
 PROVE_ENV ?=
+PROVE_LOG ?= t/prove.log
 prove: test-deps all $(NODE_STAMP)
 	@ls t/*.t >/dev/null 2>&1 || { echo "no tests in t/"; exit 1; }
-	set -o pipefail; $(PROVE_ENV) prove -I t/lib t/ 2>&1 | tee t/prove.log
-	@grep -q '^Result: PASS' t/prove.log
+	set -o pipefail; $(PROVE_ENV) prove -I t/lib t/ 2>&1 | tee $(PROVE_LOG)
+	@grep -q '^Result: PASS' $(PROVE_LOG)
 
 # The same suite against a module built with ASan+UBSan, preloaded into the
 # (uninstrumented) Debian httpd; the harness fails on any sanitizer report.
@@ -184,7 +186,20 @@ asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so
-	$(MAKE) prove PROVE_ENV="MOD_SIP_SO=$(CURDIR)/asan/.libs/mod_sip.so MOD_SIP_PRELOAD='$(ASAN_LIBS)'"
+	$(MAKE) prove PROVE_LOG=t/prove-asan.log \
+	  PROVE_ENV="MOD_SIP_SO=$(CURDIR)/asan/.libs/mod_sip.so MOD_SIP_PRELOAD='$(ASAN_LIBS)'"
+
+# CI: both suites at once (they mostly wait on timers, so two cores run
+# them side by side in about the time of one), each with its own log;
+# node_modules first, as two npm ci at once would remove each other's files.
+ci: test-deps all asan/.libs/mod_sip.so $(NODE_STAMP) unit
+	@rc=0; \
+	$(MAKE) --no-print-directory prove > t/ci-plain.out 2>&1 & p1=$$!; \
+	$(MAKE) --no-print-directory test-asan > t/ci-asan.out 2>&1 & p2=$$!; \
+	wait $$p1 || rc=1; wait $$p2 || rc=1; \
+	tail -n 25 t/ci-plain.out; echo "== ASan+UBSan =="; tail -n 25 t/ci-asan.out; \
+	grep -E '^(t/.*\.t \.+ (Failed|Dubious)|Failed test|not ok)' t/ci-plain.out t/ci-asan.out | head -50; \
+	exit $$rc
 
 test: test-deps all $(NODE_STAMP) unit prove
 
@@ -205,7 +220,7 @@ test-valgrind: test-deps all
 	@echo "valgrind: $$(grep -l 'ERROR SUMMARY: 0 errors' t/valgrind.out/vg.* | wc -l) processes, no errors"
 
 clean:
-	rm -rf .libs *.la *.lo *.slo *.o asan $(SUEXEC) $(GENERATED) $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
+	rm -rf .libs *.la *.lo *.slo *.o asan $(SUEXEC) $(GENERATED) $(UNIT_TESTS) $(RUNDIR) t/prove.log t/prove-asan.log t/ci-plain.out t/ci-asan.out t/prove-valgrind.log t/valgrind.out $(FUZZ_BINS) fuzz/out
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
