@@ -4,7 +4,8 @@
 # t/browser/drive.js (playwright-core), against httpd + mod_sip configured
 # with the web part of conf/run.conf.in itself (the page, the jssip.min.js
 # alias, <Location "/sip"> SipWebSocket On on the HTTP port and on an HTTPS
-# port with a self-signed certificate made here), on ports of the test's.
+# port with a self-signed certificate made here) and make run's env@ and
+# default.cgi from sip-cgi-bin/, on ports of the test's.
 #
 # Over ws:// and then over wss:// (page loaded over https), each with its
 # own sipp UAS registered (UDP) as the callee:
@@ -88,12 +89,15 @@ sub setup {
         or die "openssl req failed: " . `cat $d/openssl.out`;
 }
 
-open(my $fh, '<', "$REPO/sip-cgi-bin/env\@127.0.0.1") or die "env script: $!";
-my $env_script = do { local $/; <$fh> };
-close $fh;
+# make run's scripts: env@ and default.cgi (which leaves REGISTERs and
+# calls for registered users to the server)
+my %scripts;
+for my $name ('env@127.0.0.1', 'default.cgi') {
+    open(my $fh, '<', "$REPO/sip-cgi-bin/$name") or die "sip-cgi-bin/$name: $!";
+    $scripts{$name} = do { local $/; <$fh> };
+}
 
-my $t = SipRegTest->new(server_conf => web_conf(), setup => \&setup,
-                        scripts => { 'env@127.0.0.1' => $env_script });
+my $t = SipRegTest->new(server_conf => web_conf(), setup => \&setup, scripts => \%scripts);
 my $http = $t->http_port;
 like($t->http_get('/phone/'), qr{^HTTP/1\.1 200 .*<script src="jssip\.min\.js">}s,
      'httpd serves the page on the HTTP port');
