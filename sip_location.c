@@ -3,6 +3,7 @@
 #include "sip_log.h"
 #include "sip_stats.h"
 #include "sip_message.h"
+#include "sip_transport.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -151,11 +152,15 @@ static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
  *
  * One line per change, fields separated by TAB:
  *   V 2                                      format version (first line)
- *   B aor contact params call-id cseq expires(us) q1000 path display
+ *   B aor contact params call-id cseq expires(us) q1000 path display [transport]
  *   D aor contact        A aor (all removed)        K aor (known, no binding)
  * From version 2 on, '\' TAB CR LF inside a field are written \\ \t \r \n,
  * so any value a REGISTER got a 2xx for is kept.  A journal without the V
- * line is version 1: S lines (no display), no escapes. */
+ * line is version 1: S lines (no display), no escapes.  The transport a
+ * binding was registered over ("ws", "tls"...; empty for UDP) came later,
+ * as an eleventh field older engines ignore: its connection (the flow) is
+ * not kept, so after a restart a binding made over WebSocket is known as
+ * one and not used until the phone registers again. */
 
 #define JOURNAL_VERSION 2
 
@@ -224,10 +229,12 @@ static void junesc(char *s)
 
 static void journal_set(apr_pool_t *p, const sip_binding_t *b)
 {
-    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s\n",
+    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s%s%s\n",
                                jesc(p, b->aor), jesc(p, b->contact), jesc(p, b->params),
                                jesc(p, b->call_id), b->cseq, b->expires, b->q1000,
-                               jesc(p, b->path), jesc(p, b->display)));
+                               jesc(p, b->path), jesc(p, b->display),
+                               b->transport != SIP_TP_UDP ? "\t" : "",
+                               b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : ""));
 }
 
 static void journal_del(apr_pool_t *p, const char *aor, const char *contact)
@@ -291,6 +298,10 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
         r->b.q1000 = ll < 0 ? 0 : ll > 1000 ? 1000 : (int)ll;
         r->b.path = *f[8] ? f[8] : NULL;
         r->b.display = f[0][0] == 'B' && *f[9] ? f[9] : NULL;
+        if (f[0][0] == 'B' && n >= 11) {
+            int k = sip_tp_from_name(f[10]);
+            r->b.transport = k > 0 ? k : SIP_TP_UDP;
+        }
         return r->type = 'B';
     }
     if (n >= 3 && strcmp(f[0], "D") == 0 && *f[1]) {
@@ -368,6 +379,8 @@ static void set_binding(const sip_binding_t *nb, int log)
     b->path = nb->path && *nb->path ? xstrdup(nb->path) : NULL;
     b->display = nb->display && *nb->display ? xstrdup(nb->display) : NULL;
     b->key = xstrdup(key);
+    b->transport = nb->transport;
+    b->flow = nb->flow;
     if (log)
         journal_set(scratch, b);
     apr_pool_clear(scratch);
@@ -433,6 +446,29 @@ apr_array_header_t *sip_location_lookup(apr_pool_t *p, const char *aor)
     }
     qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
     return out;
+}
+
+/* ---- flows ---- */
+
+sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open)
+{
+    const char *t = sip_uri_param(p, b->contact, "transport");
+    int ws = t && (!strcasecmp(t, "ws") || !strcasecmp(t, "wss"));
+
+    switch (b->transport) {
+    case SIP_TP_WS:
+    case SIP_TP_WSS:
+    case SIP_TP_TLS:
+        return flow_open ? SIP_REACH_FLOW : SIP_REACH_NONE;
+    case SIP_TP_TCP:
+        if (t && strcasecmp(t, "tcp"))
+            return ws ? (flow_open ? SIP_REACH_FLOW : SIP_REACH_NONE) : SIP_REACH_CONTACT;
+        if (flow_open)
+            return SIP_REACH_FLOW;
+        return sip_uri_param(p, b->contact, "ob") ? SIP_REACH_NONE : SIP_REACH_CONTACT;
+    default:
+        return ws ? SIP_REACH_NONE : SIP_REACH_CONTACT;
+    }
 }
 
 /* ---- expiry and compaction ---- */
@@ -759,8 +795,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
     apr_array_header_t *out = apr_array_make(p, 4, sizeof(sip_binding_t *));
     apr_time_t now = apr_time_now();
     int known = 0, rc;
-    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, display "
-                                  "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
+    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, "
+                                  "display, transport FROM sip_location WHERE aor = ",
+                                  esc(p, db, aor), NULL);
 
     *err = 0;
     rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
@@ -774,6 +811,7 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         const char *contact = apr_dbd_get_entry(db->driver, row, 0);
         const char *path = apr_dbd_get_entry(db->driver, row, 6);
         const char *display = apr_dbd_get_entry(db->driver, row, 7);
+        const char *transport = apr_dbd_get_entry(db->driver, row, 8);
         sip_binding_t *b;
         known = 1;
         if (!contact || !*contact)
@@ -788,6 +826,8 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         b->q1000 = atoi(apr_dbd_get_entry(db->driver, row, 5));
         b->path = path && *path ? apr_pstrdup(p, path) : NULL;
         b->display = display && *display ? apr_pstrdup(p, display) : NULL;
+        b->transport = transport && sip_tp_from_name(transport) > 0 ? sip_tp_from_name(transport)
+                                                                    : SIP_TP_UDP;
         if (b->expires > now)
             *(sip_binding_t **)apr_array_push(out) = b;
     }
@@ -871,16 +911,19 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
             continue;
         }
         db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                    "cseq, expires, q, path, display) VALUES (%s, %s, %s, %s, %u, %"
-                                    APR_TIME_T_FMT ", %d, %s, %s) ON CONFLICT (aor, contact) DO UPDATE "
+                                    "cseq, expires, q, path, display, transport) VALUES (%s, %s, "
+                                    "%s, %s, %u, %" APR_TIME_T_FMT ", %d, %s, %s, %s) ON CONFLICT "
+                                    "(aor, contact) DO UPDATE "
                                     "SET params = excluded.params, call_id = excluded.call_id, "
                                     "cseq = excluded.cseq, expires = excluded.expires, "
                                     "q = excluded.q, path = excluded.path, "
-                                    "display = excluded.display",
+                                    "display = excluded.display, transport = excluded.transport",
                                     esc(p, db, j->chg.aor), esc(p, db, key),
                                     esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
                                     b->expires, b->q1000, esc(p, db, b->path),
-                                    esc(p, db, b->display)));
+                                    esc(p, db, b->display),
+                                    esc(p, db, b->transport != SIP_TP_UDP
+                                               ? sip_tp_param(b->transport) : "")));
     }
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
@@ -938,6 +981,7 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
                                       "call_id VARCHAR(255) NOT NULL, cseq BIGINT NOT NULL, "
                                       "expires BIGINT NOT NULL, q INTEGER NOT NULL, "
                                       "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', "
+                                      "transport VARCHAR(8) NOT NULL DEFAULT '', "
                                       "PRIMARY KEY (aor, contact))") == 0;
                 db_exec(tp, db, "CREATE INDEX IF NOT EXISTS sip_location_expires "
                         "ON sip_location (expires)");
@@ -950,6 +994,11 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
                                       "SELECT display FROM sip_location WHERE 1 = 0") != 0)
                         db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
                                 "display VARCHAR(1024) NOT NULL DEFAULT ''");
+                    /* and the transport a binding was made over, later still */
+                    if (apr_dbd_query(db->driver, db->handle, &rows,
+                                      "SELECT transport FROM sip_location WHERE 1 = 0") != 0)
+                        db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
+                                "transport VARCHAR(8) NOT NULL DEFAULT ''");
                 }
             }
             if (j->aor && !j->fetch && j->chg.aor == NULL) {
@@ -977,6 +1026,106 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
     return NULL;
 }
 
+/* The flows of bindings kept in the database: a connection belongs to this
+ * engine alone, so it is kept here ("aor \2 uri key" -> flow_rec_t), set
+ * when a REGISTER made over one is stored, and added to what the database
+ * answers.  Another node sharing the database sees the binding without
+ * its flow (and does not use it when its transport needs one). */
+typedef struct flow_rec {
+    char *hkey;
+    apr_uint64_t flow;
+    apr_time_t expires;
+} flow_rec_t;
+
+static apr_hash_t *dbd_flows;
+
+static int flow_open(apr_uint64_t id)
+{
+    sip_source_t src;
+
+    if (!sip_transport_flow_source(id, &src))
+        return 0;
+    sip_source_release(&src);
+    return 1;
+}
+
+static void dbd_flow_del(const char *hkey)
+{
+    flow_rec_t *r = apr_hash_get(dbd_flows, hkey, APR_HASH_KEY_STRING);
+
+    if (r) {
+        apr_hash_set(dbd_flows, hkey, APR_HASH_KEY_STRING, NULL);
+        free(r->hkey);
+        free(r);
+    }
+}
+
+/* A stored change: its bindings' flows ("Contact: *" forgets the AoR's). */
+static void dbd_flows_apply(apr_pool_t *p, const sip_reg_change_t *chg)
+{
+    apr_hash_index_t *hi;
+    int i;
+
+    if (chg->star) {
+        const char *prefix = apr_pstrcat(p, chg->aor, "\2", NULL);
+        apr_array_header_t *gone = apr_array_make(p, 4, sizeof(const char *));
+        for (hi = apr_hash_first(p, dbd_flows); hi; hi = apr_hash_next(hi)) {
+            const char *k = apr_hash_this_key(hi);
+            if (!strncmp(k, prefix, strlen(prefix)))
+                *(const char **)apr_array_push(gone) = k;
+        }
+        for (i = 0; i < gone->nelts; i++)
+            dbd_flow_del(APR_ARRAY_IDX(gone, i, const char *));
+        return;
+    }
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *hkey = apr_pstrcat(p, chg->aor, "\2", binding_key(p, b), NULL);
+        flow_rec_t *r;
+        dbd_flow_del(hkey);
+        if (!b->flow || b->expires <= apr_time_now())
+            continue;
+        r = malloc(sizeof(*r));
+        if (!r || !(r->hkey = strdup(hkey))) {
+            free(r);
+            continue;
+        }
+        r->flow = b->flow;
+        r->expires = b->expires;
+        apr_hash_set(dbd_flows, r->hkey, APR_HASH_KEY_STRING, r);
+    }
+}
+
+/* The flows of bindings read from the database. */
+static void dbd_flows_add(apr_pool_t *p, apr_array_header_t *bs)
+{
+    int i;
+
+    for (i = 0; bs && i < bs->nelts; i++) {
+        sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
+        flow_rec_t *r = apr_hash_get(dbd_flows, apr_pstrcat(p, b->aor, "\2", binding_key(p, b),
+                                                            NULL), APR_HASH_KEY_STRING);
+        b->flow = r ? r->flow : 0;
+    }
+}
+
+/* Every minute: forget the flows of expired bindings and closed connections. */
+static void dbd_flows_sweep(apr_pool_t *p)
+{
+    apr_array_header_t *gone = apr_array_make(p, 4, sizeof(const char *));
+    apr_hash_index_t *hi;
+    apr_time_t now = apr_time_now();
+    int i;
+
+    for (hi = apr_hash_first(p, dbd_flows); hi; hi = apr_hash_next(hi)) {
+        flow_rec_t *r = apr_hash_this_val(hi);
+        if (r->expires <= now || !flow_open(r->flow))
+            *(const char **)apr_array_push(gone) = r->hkey;
+    }
+    for (i = 0; i < gone->nelts; i++)
+        dbd_flow_del(APR_ARRAY_IDX(gone, i, const char *));
+}
+
 static void dbd_completed(void *baton, apr_int16_t ev)
 {
     char buf[64];
@@ -999,14 +1148,23 @@ static void dbd_completed(void *baton, apr_int16_t ev)
     while (rev) {
         loc_job_t *j = rev;
         rev = j->next;
-        if (j->reg_cb)
-            j->reg_cb(j->baton, j->status, copy_bindings(j->caller_pool, j->result),
-                      copy_scripts(j->caller_pool, j->scripts));
+        if (j->reg_cb) {
+            apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
+            if (!j->status)
+                dbd_flows_apply(j->pool, &j->chg);
+            dbd_flows_add(j->pool, cur);
+            j->reg_cb(j->baton, j->status, cur, copy_scripts(j->caller_pool, j->scripts));
+        }
         else if (j->scripts_cb)
             j->scripts_cb(j->baton, j->status, j->status ? NULL
                           : copy_scripts(j->caller_pool, j->scripts));
-        else if (j->cb)
-            j->cb(j->baton, j->status, copy_bindings(j->caller_pool, j->result));
+        else if (j->cb) {
+            apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
+            dbd_flows_add(j->pool, cur);
+            j->cb(j->baton, j->status, cur);
+        }
+        else if (j->aor && !*j->aor)
+            dbd_flows_sweep(j->pool);   /* the cleanup job is back */
         apr_pool_destroy(j->pool);
     }
 }
@@ -1048,6 +1206,7 @@ static apr_status_t dbd_start(apr_pool_t *p)
     if ((rv = apr_thread_mutex_create(&dbd_lock, APR_THREAD_MUTEX_DEFAULT, p))
         || (rv = apr_thread_cond_create(&dbd_cond, p)))
         return rv;
+    dbd_flows = apr_hash_make(p);
     apr_os_pipe_put(&rf, &dbd_wake[0], p);
     sip_io_init_file(&dbd_wake_io, rf, dbd_completed, NULL);
     sip_io_watch(loc_loop, &dbd_wake_io, APR_POLLIN);

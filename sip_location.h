@@ -22,6 +22,9 @@ typedef struct sip_binding {
     const char *path;       /* RFC 3327 Path, or NULL */
     const char *display;    /* display-name of the Contact as written ("\"Bob\"", Bob), or NULL */
     const char *key;        /* sip_uri_key of 'contact', or NULL (the store works it out) */
+    int transport;          /* sip_tp_kind_t the REGISTER came over (kept across restarts) */
+    apr_uint64_t flow;      /* its connection (sip_transport_flow_source) while the engine
+                             * runs; 0 for UDP, and after a restart (a flow does not survive) */
 } sip_binding_t;
 
 /* Open the store; 'journal_fd' is a read/write descriptor opened by the
@@ -97,5 +100,19 @@ void sip_location_remove(const char *aor, const char *contact);
 void sip_location_remove_all(const char *aor);
 
 apr_size_t sip_location_count(void);
+
+/* ---- flows (RFC 5626 §5.3, RFC 7118 §5) ---- */
+
+/* How a binding is reached: over its connection, at its Contact, or not
+ * at all.  'flow_open' says whether b->flow names an open connection.
+ * WS/WSS: only over the flow (the Contact host is made up, RFC 7118 §5).
+ * TLS: over the flow, nothing once it closed (reconnecting to a Contact
+ * with a client certificate the phone never had would fail anyway).
+ * TCP: over the flow when the Contact says tcp or nothing, else at the
+ * Contact; once it closed, at the Contact unless it has ;ob (RFC 5626
+ * §5.4: the UA said it can only be reached over its flows).  UDP: at the
+ * Contact, unless that names a WebSocket transport. */
+typedef enum { SIP_REACH_CONTACT, SIP_REACH_FLOW, SIP_REACH_NONE } sip_reach_t;
+sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open);
 
 #endif

@@ -30,6 +30,7 @@ typedef struct branch {
     int held;                   /* its final response waits with the owner */
     sip_timer_t timer_c;
     sip_timer_t expires;
+    apr_uint64_t flow;          /* a registered flow to send on (RFC 5626 §5.3), or 0 */
 } branch_t;
 
 struct sip_proxy {
@@ -83,6 +84,37 @@ static int resolve(apr_pool_t *p, const char *host, int port, sip_sockaddr_t *ou
     memcpy(&out->ss, &sa->sa, sa->salen);
     out->len = sa->salen;
     return 1;
+}
+
+/* The transport toward a next hop: sips: and transport=tls mean TLS
+ * (RFC 3261 §26.2.2, §19.1.1), else the transport parameter, else the
+ * one our recorded route names ('hint'), else UDP. */
+static sip_tp_kind_t hop_kind(const sip_uri_info_t *hop, const char *hint)
+{
+    int k = sip_tp_from_name(hop->transport ? hop->transport : hint);
+
+    if (hop->secure)
+        return SIP_TP_TLS;
+    return k > SIP_TP_UDP ? (sip_tp_kind_t)k : SIP_TP_UDP;
+}
+
+/* Resolve a next hop for 'kind': TLS defaults to port 5061 (§19.1.2). */
+static int resolve_hop(apr_pool_t *p, const sip_uri_info_t *hop, sip_tp_kind_t kind,
+                       sip_sockaddr_t *dest)
+{
+    int port = hop->port ? hop->port : kind == SIP_TP_TLS ? 5061 : 0;
+    return resolve(p, hop->maddr ? hop->maddr : hop->host, port, dest);
+}
+
+/* Send outside a transaction; TLS checks the certificate against the
+ * hop's host (RFC 5922 §4). */
+static void send_hop(sip_tp_kind_t kind, server_rec *s, const sip_uri_info_t *hop,
+                     const sip_sockaddr_t *dest, const char *buf, apr_size_t len)
+{
+    if (kind == SIP_TP_TLS)
+        sip_transport_send_tls(s, dest, hop->host, buf, len, NULL);
+    else
+        sip_transport_send_to(kind, s, dest, buf, len, NULL);
 }
 
 /* Ours: one of our addresses, or ServerName/ServerAlias, on the port this
@@ -242,25 +274,47 @@ static const char *recorded_transport(apr_pool_t *p, const sip_msg_t *req)
     return sip_route_transport(p, last);
 }
 
+/* The flow our recorded Route entry facing the next hop names (RFC 5626
+ * §5.3), or 0; *needs_flow gets 1 when its transport can only be reached
+ * over that flow (WS/WSS, RFC 7118 §5; TLS: the far end's connection). */
+static apr_uint64_t recorded_flow(apr_pool_t *p, const sip_msg_t *req, int *needs_flow)
+{
+    int n = sip_msg_routes_removed(req);
+    const char *last = n > 0 ? sip_msg_removed_route(p, req, n - 1) : NULL;
+    const char *t;
+    apr_uint64_t f;
+
+    *needs_flow = 0;
+    if (!last || !(f = sip_route_flow(p, last)) || !route_recorded(p, req, last))
+        return 0;
+    t = sip_route_transport(p, last);
+    *needs_flow = t && sip_tp_from_name(t) > SIP_TP_TCP;
+    return f;
+}
+
 /* §16.6 step 4: our Record-Route value(s), top first, or NULL.  When the
  * two sides use different transports each side gets its own value
  * (RFC 5658); a value equal to the top one already there (a spiral) is
  * not added twice. */
 static const char *const *record_route_values(apr_pool_t *p, const sip_msg_t *req,
-                                              const char *me, int in_kind, sip_tp_kind_t out)
+                                              const char *me, int in_kind, apr_uint64_t in_flow,
+                                              sip_tp_kind_t out, apr_uint64_t out_flow)
 {
     const char **v = apr_pcalloc(p, 3 * sizeof(*v));
     const char *cid = sip_msg_call_id(req), *ftag = sip_msg_from_tag(req);
     const char *top = sip_msg_top_record_route(p, req);
     const char *out_t = out != SIP_TP_UDP ? sip_tp_param(out) : NULL;
-    const char *out_v = apr_pstrcat(p, "<", sip_route_uri(p, me, out_t, cid, ftag), ">", NULL);
+    const char *out_v = apr_pstrcat(p, "<", sip_route_uri_flow(p, me, out_t, cid, ftag, out_flow),
+                                    ">", NULL);
     const char *in_v = NULL;
     int n = 0;
 
-    if (in_kind >= 0 && (sip_tp_kind_t)in_kind != out)
-        in_v = apr_pstrcat(p, "<", sip_route_uri(p, me, in_kind != SIP_TP_UDP
-                                                          ? sip_tp_param(in_kind) : NULL,
-                                                 cid, ftag), ">", NULL);
+    /* two flows (browser to browser) need two entries too: each names the
+     * connection toward its side */
+    if (in_kind >= 0 && ((sip_tp_kind_t)in_kind != out || in_flow != out_flow))
+        in_v = apr_pstrcat(p, "<", sip_route_uri_flow(p, me, in_kind != SIP_TP_UDP
+                                                               ? sip_tp_param(in_kind) : NULL,
+                                                      cid, ftag, in_flow), ">", NULL);
     if (in_v && top && !strcmp(top, in_v))
         in_v = NULL;
     else if (in_v)
@@ -272,13 +326,39 @@ static const char *const *record_route_values(apr_pool_t *p, const sip_msg_t *re
     return n ? v : NULL;
 }
 
+/* Where a request goes over a flow (RFC 5626 §5.3, RFC 7118 §5): the
+ * target binding's own ('out_flow', when no Route is left to follow), or
+ * the one our recorded Route entry names (in a dialog).  1 and a held
+ * source in 'on'; 0 when there is no flow to use; -1 when there was one
+ * and it is gone while nothing else reaches that side. */
+static int flow_hop(apr_pool_t *p, const sip_msg_t *orig, apr_uint64_t out_flow, sip_source_t *on)
+{
+    int needs = 1;
+    apr_uint64_t f = sip_msg_route_count(orig) ? 0 : out_flow;
+
+    /* our entry facing the next hop names the connection to it, even
+     * when that hop (an edge proxy) left Route entries of its own */
+    if (!f)
+        f = recorded_flow(p, orig, &needs);
+    if (!f)
+        return 0;
+    if (sip_transport_flow_source(f, on))
+        return 1;
+    return needs ? -1 : 0;
+}
+
 /* The text of the request for 'target' (RFC 3261 §16.6) and where it
  * goes: the received text with only what §16.6 asks changed.  'in_kind'
- * is the transport it came on (-1: not known, no Record-Route then). */
+ * is the transport it came on (-1: not known, no Record-Route then), and
+ * 'in_flow' its connection when requests in the dialog must come back on
+ * it.  When it goes over a flow ('out_flow', or one recorded in the
+ * dialog) 'on' gets that connection, held; *gone is set when that flow
+ * is closed (NULL is returned then). */
 static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const char *target,
                                    server_rec *s, int record_route, int in_kind,
+                                   apr_uint64_t in_flow, apr_uint64_t out_flow,
                                    const char *branch, sip_tp_kind_t *kind, sip_sockaddr_t *dest,
-                                   apr_size_t *len)
+                                   apr_size_t *len, sip_source_t *on, int *gone)
 {
     sip_wire_edit_t e;
     sip_uri_info_t hop;
@@ -297,17 +377,34 @@ static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const c
     }
     else if (!next)
         next = ruri;
-    /* step 7: the next hop; its transport as the URI says, else as our
+    /* step 7: the next hop: a flow, else as the URI says, else as our
      * recorded route says, else UDP */
-    if (!sip_uri_info(p, next, &hop) || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
+    memset(on, 0, sizeof(*on));
+    *gone = 0;
+    switch (flow_hop(p, orig, e.route_drop ? 0 : out_flow, on)) {
+    case 1:
+        *kind = on->kind;
+        *dest = on->peer;
+        break;
+    case -1:
+        *gone = 1;
         return NULL;
-    hint = hop.transport ? NULL : recorded_transport(p, orig);
-    *kind = hop.tcp || (hint && !strcasecmp(hint, "tcp")) ? SIP_TP_TCP : SIP_TP_UDP;
+    default:
+        out_flow = 0;
+        if (!sip_uri_info(p, next, &hop))
+            return NULL;
+        hint = hop.transport ? NULL : recorded_transport(p, orig);
+        *kind = hop_kind(&hop, hint);
+        /* RFC 7118 §5: we never open a WebSocket connection; without a
+         * flow there is nothing to look up (the host is made up) */
+        if (*kind == SIP_TP_WS || *kind == SIP_TP_WSS || !resolve_hop(p, &hop, *kind, dest))
+            return NULL;
+    }
     /* step 4: for requests that may create a dialog; inside one the
      * route set is fixed already (§12.2.1.2) */
     if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0
         && !sip_msg_to_tag(orig))
-        e.record_route = record_route_values(p, orig, me, in_kind, *kind);
+        e.record_route = record_route_values(p, orig, me, in_kind, in_flow, *kind, out_flow);
     /* RFC 3261 §22.3: credentials for our own realm were for us */
     if (sip_msg_header(orig, "Authorization") || sip_msg_header(orig, "Proxy-Authorization"))
         e.realm = sip_auth_realm(s, p, orig);
@@ -336,22 +433,35 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 {
     sip_tp_kind_t kind;
     sip_sockaddr_t dest;
+    sip_uri_info_t hop;
     /* signed: only the responses to this request are forwarded back by
      * Via (sip_proxy_forward_response), to where its sender asked */
     const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), SL_MARK,
                                      sip_route_mac(p, next_via_key(p, req, 0)), NULL);
     const char *buf;
     apr_size_t len = 0;
+    sip_source_t on;
+    int gone = 0;
 
     if (sip_msg_max_forwards(req) == 0)
         return;
-    buf = prepare_request(p, req, NULL, s, 0, -1, branch, &kind, &dest, &len);
+    buf = prepare_request(p, req, NULL, s, 0, -1, 0, 0, branch, &kind, &dest, &len, &on, &gone);
     if (!buf) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s %s",
-                     sip_msg_method(req), sip_msg_request_uri(req));
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s %s%s",
+                     sip_msg_method(req), sip_msg_request_uri(req),
+                     gone ? ": the connection (flow) it must go on is closed" : "");
         return;
     }
-    sip_transport_send_to(kind, s, &dest, buf, len, NULL);
+    if (on.tcp) {
+        sip_transport_send(&on, NULL, buf, len);
+        sip_source_release(&on);
+        return;
+    }
+    memset(&hop, 0, sizeof(hop));
+    if (kind == SIP_TP_TLS)
+        sip_uri_info(p, sip_msg_route_count(req) ? sip_msg_route_uri(p, req, 0)
+                                                 : sip_msg_request_uri(req), &hop);
+    send_hop(kind, s, &hop, &dest, buf, len);
 }
 
 /* ---- responses ---- */
@@ -717,16 +827,33 @@ static int next_hop_of_text(apr_pool_t *p, const char *text, apr_size_t len, sip
     if (sip_msg_parse(p, text, len, NULL, 0, &m, &err) != APR_SUCCESS)
         return 0;
     next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-    if (!next || !sip_uri_info(p, next, &hop)
-        || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
+    if (!next || !sip_uri_info(p, next, &hop))
         return 0;
-    *kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
-    return 1;
+    *kind = hop_kind(&hop, NULL);
+    return resolve_hop(p, &hop, *kind, dest);
 }
 
 static int script_gives(const sip_msg_t *block, const char *name)
 {
     return block && sip_msg_has_header(block, name);
+}
+
+/* The connection requests in the dialog must come back on (RFC 5626
+ * §5.3, RFC 7118 §5): a WebSocket or TLS one always (nothing else reaches
+ * a browser; a TLS client's Contact is rarely reachable), a TCP one when
+ * the Contact asks for it with ;ob; 0 otherwise. */
+static apr_uint64_t incoming_flow(apr_pool_t *p, const sip_source_t *src, const sip_msg_t *req)
+{
+    const char *contact;
+
+    if (src->kind == SIP_TP_UDP)
+        return 0;
+    if (src->kind == SIP_TP_TCP) {
+        contact = sip_msg_header(req, "Contact");
+        if (!contact || !sip_uri_param(p, sip_header_uri(p, contact, NULL), "ob"))
+            return 0;
+    }
+    return sip_source_flow_id(src);
 }
 
 static void start_branch(sip_proxy_t *px, branch_t *b)
@@ -736,24 +863,46 @@ static void start_branch(sip_proxy_t *px, branch_t *b)
     const char *text;
     apr_size_t len = 0;
     const char *branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
+    const sip_msg_t *req = sip_txn_request(px->st);
+    sip_source_t on;
+    int gone = 0;
 
     b->started = 1;
     apr_pool_create(&p, px->pool);
-    text = prepare_request(p, sip_txn_request(px->st), b->uri, px->s,
+    text = prepare_request(p, req, b->uri, px->s,
                            px->conf->record_route && !script_gives(b->block, "Record-Route"),
-                           (int)sip_txn_source(px->st)->kind, branch, &kind, &b->dest, &len);
+                           (int)sip_txn_source(px->st)->kind,
+                           incoming_flow(p, sip_txn_source(px->st), req), b->flow, branch, &kind,
+                           &b->dest, &len, &on, &gone);
     if (text && b->block) {
         apr_size_t mlen = 0;
         const char *merged = sip_msg_merge_text(p, text, len, b->block, &mlen);
-        if (merged && sip_msg_has_header(b->block, "Route")
-            && !next_hop_of_text(p, merged, mlen, &kind, &b->dest))
-            merged = NULL;
+        if (merged && sip_msg_has_header(b->block, "Route")) {
+            /* the script's route wins over the flow */
+            sip_source_release(&on);
+            if (!next_hop_of_text(p, merged, mlen, &kind, &b->dest))
+                merged = NULL;
+        }
         text = merged;
         len = mlen;
     }
-    if (text)
+    if (text && on.tcp)
+        b->ctxn = sip_ctxn_send_text_on(text, len, &on, px->s, branch_response, b);
+    else if (text)
         b->ctxn = sip_ctxn_send_text(text, len, kind, px->s, &b->dest, branch_response, b);
+    sip_source_release(&on);
     apr_pool_destroy(p);
+    if (!b->ctxn && gone) {
+        /* RFC 5626 §5.3: 430 for a flow named in the dialog's route; a
+         * binding's flow closed since the lookup: as if it had none */
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: the connection (flow) to "
+                     "%s is closed", b->uri);
+        if (b->flow)
+            local_final(b, 480, "Temporarily Unavailable");
+        else
+            local_final(b, 430, "Flow Failed");
+        return;
+    }
     if (!b->ctxn) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->uri);
         local_final(b, 503, "Service Unavailable");
@@ -837,6 +986,11 @@ static branch_t *new_branch(sip_proxy_t *px, const char *uri, double q)
 
 void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q)
 {
+    sip_proxy_add_target_flow(px, uri, q, 0);
+}
+
+void sip_proxy_add_target_flow(sip_proxy_t *px, const char *uri, double q, apr_uint64_t flow)
+{
     branch_t *b = new_branch(px, uri, q);
     int i;
 
@@ -849,6 +1003,7 @@ void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q)
     memmove(&APR_ARRAY_IDX(px->branches, i + 1, branch_t *), &APR_ARRAY_IDX(px->branches, i, branch_t *),
             (size_t)(px->branches->nelts - 1 - i) * sizeof(branch_t *));
     APR_ARRAY_IDX(px->branches, i, branch_t *) = b;
+    b->flow = flow;
 }
 
 void sip_proxy_set_sequential(sip_proxy_t *px, int on)
@@ -902,6 +1057,12 @@ void sip_proxy_start(sip_proxy_t *px)
 
 sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_msg_t *block)
 {
+    return sip_proxy_fork_flow(px, uri, block, 0);
+}
+
+sip_proxy_branch_t *sip_proxy_fork_flow(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
+                                        apr_uint64_t flow)
+{
     branch_t *b;
 
     if (!px->counter && !px_checks(px))
@@ -911,6 +1072,7 @@ sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_m
     b = new_branch(px, uri, 1.0);
     b->block = block;
     b->token = block ? sip_msg_header(block, "CGI-Request-Token") : NULL;
+    b->flow = flow;
     *(branch_t **)apr_array_push(px->branches) = b;
     start_branch(px, b);
     return b;
@@ -972,17 +1134,16 @@ static sip_ctxn_t *send_own(apr_pool_t *p, server_rec *s, const char *text, apr_
         return NULL;
     }
     next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-    if (!next || !sip_uri_info(p, next, &hop)
-        || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest)) {
+    if (next && sip_uri_info(p, next, &hop))
+        kind = hop_kind(&hop, NULL);
+    if (!next || !hop.host || !resolve_hop(p, &hop, kind, dest)) {
         *why = apr_pstrcat(p, "cannot resolve the next hop ", next ? next : "(none)", NULL);
         return NULL;
     }
-    if (hop.tcp) {      /* the Via names the transport actually used */
-        kind = SIP_TP_TCP;
+    if (kind != SIP_TP_UDP)     /* the Via names the transport actually used */
         out = with_via(p, text, len, kind, me, branch, &olen);
-    }
     if (strcmp(sip_msg_method(m), "ACK") == 0) {
-        sip_transport_send_to(kind, s, dest, out, olen, NULL);
+        send_hop(kind, s, &hop, dest, out, olen);
         *ack = 1;
         return NULL;
     }

@@ -17,6 +17,10 @@ void sip_proxy_init(apr_pool_t *p);
 /* A proxy context for the server transaction 't' (it becomes its user). */
 sip_proxy_t *sip_proxy_new(sip_txn_t *t, server_rec *s);
 void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q);
+/* A target reached over the connection 'flow' (sip_transport_flow_source;
+ * RFC 5626 §5.3, RFC 7118 §5) rather than at its address; a local 480
+ * when that connection has closed by then.  0 is sip_proxy_add_target. */
+void sip_proxy_add_target_flow(sip_proxy_t *px, const char *uri, double q, apr_uint64_t flow);
 /* Fork in q order, one at a time (§16.6 sequential search). */
 void sip_proxy_set_sequential(sip_proxy_t *px, int on);
 /* §16.3 checks, then forward to every target; answers errors itself. */
@@ -60,6 +64,9 @@ sip_proxy_t *sip_proxy_new_owned(sip_txn_t *t, server_rec *s, const sip_proxy_ow
  * headers/body merged in (block may be NULL) and its CGI-Request-Token;
  * an Expires header in the block arms a local 408 (RFC 3050 §5.7). */
 sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_msg_t *block);
+/* The same over a registered flow (as sip_proxy_add_target_flow). */
+sip_proxy_branch_t *sip_proxy_fork_flow(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
+                                        apr_uint64_t flow);
 /* A branch to 'uri' that ends at once with a response made up here (a
  * user of ours with no device registered): the owner hears it like any
  * other branch's response. */

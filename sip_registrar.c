@@ -455,6 +455,16 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         b->cseq = cseq;
         b->expires = exp ? now + apr_time_from_sec(exp) : 0;
         b->path = sip_msg_header(req, "Path");
+        /* a binding made over a connection is a flow (RFC 5626 §5.3, RFC
+         * 7118 §5): requests for it go back on that connection */
+        b->transport = sip_txn_source(txn)->kind;
+        b->flow = sip_source_flow_id(sip_txn_source(txn));
+        if ((b->transport == SIP_TP_WS || b->transport == SIP_TP_WSS)
+            && (!ui.transport || (strcasecmp(ui.transport, "ws")
+                                  && strcasecmp(ui.transport, "wss"))))
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip registrar: Contact %s registered "
+                         "over %s without ;transport=ws; kept (reached over its connection)",
+                         b->contact, sip_tp_via_name(b->transport));
     }
     chg->max_contacts = conf->max_contacts;
     /* draft-lennox-sip-reg-payload: the scripts in the body, checked
@@ -485,6 +495,39 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     sip_location_register(p, chg, register_done, rj);
 }
 
+/* The bindings that can be reached now (RFC 5626 §5.3, RFC 7118 §5): a
+ * binding whose flow closed and that nothing else reaches is left out
+ * (logged); *flows gets the flow to use for each one kept (0: its Contact). */
+static apr_array_header_t *reachable(apr_pool_t *p, server_rec *s, const apr_array_header_t *bs,
+                                     apr_array_header_t **flows)
+{
+    apr_array_header_t *out = apr_array_make(p, bs->nelts ? bs->nelts : 1,
+                                             sizeof(sip_binding_t *));
+    int i;
+
+    *flows = apr_array_make(p, bs->nelts ? bs->nelts : 1, sizeof(apr_uint64_t));
+    for (i = 0; i < bs->nelts; i++) {
+        sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
+        sip_source_t src;
+        int open = b->flow && sip_transport_flow_source(b->flow, &src);
+        sip_reach_t r;
+
+        if (open)
+            sip_source_release(&src);
+        r = sip_binding_reach(p, b, open);
+        if (r == SIP_REACH_NONE) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: %s at %s not used: its "
+                         "%s connection is closed%s", b->aor, b->contact,
+                         sip_tp_via_name(b->transport),
+                         b->flow ? "" : " (registered before a restart)");
+            continue;
+        }
+        *(sip_binding_t **)apr_array_push(out) = b;
+        *(apr_uint64_t *)apr_array_push(*flows) = r == SIP_REACH_FLOW ? b->flow : 0;
+    }
+    return out;
+}
+
 typedef struct route_job {
     sip_txn_t *txn;
     server_rec *s;
@@ -501,9 +544,16 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     apr_pool_t *p = sip_txn_pool(txn);
     int i, max = sip_get_conf(s)->max_branches, redirect = rj->redirect;
 
+    apr_array_header_t *flows = NULL;
+    int all_dead = 0;
+
     sip_txn_detach_keep(txn);
     if (sip_txn_final_sent(txn))
         goto out;           /* cancelled meanwhile */
+    if (!status && bs && bs->nelts) {
+        bs = reachable(p, s, bs, &flows);
+        all_dead = !bs->nelts;
+    }
     if (status || !bs || !bs->nelts) {
         if (strcmp(sip_msg_method(req), "OPTIONS") == 0)    /* the server answers for itself */
             reply(txn, 200, "OK",
@@ -512,6 +562,13 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
             reply(txn, 500, "Server Internal Error", NULL);
         else if (!bs)
             reply(txn, 404, "Not Found", NULL);
+        else if (all_dead) {
+            /* every device's connection is gone: say so now, not after a
+             * timeout (issue 16) */
+            sip_stats->flows_dead++;
+            sip_txn_refuse(txn, 480, "Temporarily Unavailable", NULL,
+                           "registrar: every binding's connection (flow) is closed");
+        }
         else
             reply(txn, 480, "Temporarily Unavailable", NULL);
         goto out;
@@ -538,7 +595,8 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
             sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
             if (i && b->q1000 != APR_ARRAY_IDX(bs, 0, sip_binding_t *)->q1000)
                 distinct = 1;
-            sip_proxy_add_target(px, b->contact, b->q1000 / 1000.0);
+            sip_proxy_add_target_flow(px, b->contact, b->q1000 / 1000.0,
+                                      APR_ARRAY_IDX(flows, i, apr_uint64_t));
         }
         sip_proxy_set_sequential(px, rj->sequential >= 0 ? rj->sequential : distinct);
         sip_proxy_start(px);
@@ -585,17 +643,27 @@ static void user_fork_targets(void *baton, int status, apr_array_header_t *bindi
 {
     user_fork_t *uf = baton;
     sip_proxy_t *px = uf->ops->proxy(uf->baton);
-    int i;
+    apr_array_header_t *flows = NULL;
+    apr_pool_t *p = NULL;
+    int i, all_dead = 0;
 
+    if (px && !status && bindings && bindings->nelts) {
+        apr_pool_create(&p, NULL);
+        bindings = reachable(p, uf->s, bindings, &flows);
+        all_dead = !bindings->nelts;
+        if (all_dead)
+            sip_stats->flows_dead++;
+    }
     if (px) {
         /* best q first; SipMaxBranches bounds the fan-out as for any
          * request routed to a registered user */
         for (i = 0; !status && bindings && i < bindings->nelts
                     && i < sip_get_conf(uf->s)->max_branches; i++)
         {
-            sip_proxy_branch_t *b = sip_proxy_fork(px, APR_ARRAY_IDX(bindings, i,
-                                                                     sip_binding_t *)->contact,
-                                                   uf->block);
+            sip_proxy_branch_t *b = sip_proxy_fork_flow(px, APR_ARRAY_IDX(bindings, i,
+                                                                          sip_binding_t *)->contact,
+                                                        uf->block,
+                                                        APR_ARRAY_IDX(flows, i, apr_uint64_t));
             if (b && uf->ops->forked)
                 uf->ops->forked(uf->baton, b);
         }
@@ -606,6 +674,8 @@ static void user_fork_targets(void *baton, int status, apr_array_header_t *bindi
         else if (!bindings->nelts)
             sip_proxy_fork_unreachable(px, uf->uri, uf->block, 480, "Temporarily Unavailable");
     }
+    if (p)
+        apr_pool_destroy(p);
     uf->ops->done(uf->baton);
 }
 

@@ -1,6 +1,7 @@
 #include "sip_route.h"
 #include "sip_message.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "apr_strings.h"
@@ -109,17 +110,33 @@ static const char *transport_key(apr_pool_t *p, const char *t)
 const char *sip_route_uri(apr_pool_t *p, const char *hostport, const char *transport,
                           const char *call_id, const char *ftag)
 {
+    return sip_route_uri_flow(p, hostport, transport, call_id, ftag, 0);
+}
+
+/* The flow as written in the value and hashed: 16 hex digits. */
+static const char *flow_text(apr_pool_t *p, apr_uint64_t flow)
+{
+    return apr_psprintf(p, "%016" APR_UINT64_T_HEX_FMT, flow);
+}
+
+const char *sip_route_uri_flow(apr_pool_t *p, const char *hostport, const char *transport,
+                               const char *call_id, const char *ftag, apr_uint64_t flow)
+{
     const char *ft = escape_tag(p, ftag ? ftag : "");
+    const char *fl = flow ? flow_text(p, flow) : NULL;
+    const char *tk = transport_key(p, transport);
 
     /* a URI parameter value cannot be empty: no ftag for a tagless From */
     return apr_pstrcat(p, "sip:", hostport, transport ? ";transport=" : "",
-                       transport ? transport : "", ";lr", *ft ? ";ftag=" : "", ft, ";rs=",
-                       rs_hash(p, call_id, ft, hostport, transport_key(p, transport)), NULL);
+                       transport ? transport : "", fl ? ";flow=" : "", fl ? fl : "", ";lr",
+                       *ft ? ";ftag=" : "", ft, ";rs=",
+                       rs_hash(p, call_id, ft, hostport, fl ? apr_pstrcat(p, tk, "\n", fl, NULL)
+                                                            : tk), NULL);
 }
 
 /* The URI of a route value, its host:port and its parameters. */
 typedef struct route_parts {
-    const char *hostport, *transport, *ftag, *rs;
+    const char *hostport, *transport, *ftag, *rs, *flow;
 } route_parts_t;
 
 static int split_route(apr_pool_t *p, const char *value, route_parts_t *rp)
@@ -166,6 +183,8 @@ static int split_route(apr_pool_t *p, const char *value, route_parts_t *rp)
             rp->ftag = v;
         else if (!strcasecmp(tok, "rs"))
             rp->rs = v;
+        else if (!strcasecmp(tok, "flow"))
+            rp->flow = v;
     }
     return 1;
 }
@@ -185,7 +204,11 @@ int sip_route_verify(apr_pool_t *p, const char *value, const char *call_id,
         return 0;
     /* hex digits compare case-insensitively in a URI parameter */
     return sip_route_mac_ok(p, rs_data(p, call_id, rp.ftag, rp.hostport,
-                                       transport_key(p, rp.transport)), sip_str_lower(p, rp.rs));
+                                       rp.flow ? apr_pstrcat(p, transport_key(p, rp.transport),
+                                                             "\n", sip_str_lower(p, rp.flow),
+                                                             NULL)
+                                               : transport_key(p, rp.transport)),
+                            sip_str_lower(p, rp.rs));
 }
 
 const char *sip_route_transport(apr_pool_t *p, const char *value)
@@ -195,4 +218,18 @@ const char *sip_route_transport(apr_pool_t *p, const char *value)
     if (!value || !split_route(p, value, &rp))
         return NULL;
     return rp.transport;
+}
+
+apr_uint64_t sip_route_flow(apr_pool_t *p, const char *value)
+{
+    route_parts_t rp;
+    char *end;
+    apr_uint64_t f;
+
+    if (!value || !split_route(p, value, &rp) || !rp.flow || strlen(rp.flow) != 16)
+        return 0;
+    if (!apr_isxdigit(*rp.flow))
+        return 0;
+    f = (apr_uint64_t)strtoull(rp.flow, &end, 16);   /* the whole 64 bits: unsigned */
+    return *end ? 0 : f;
 }

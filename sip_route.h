@@ -18,6 +18,14 @@ void sip_route_set_secret(const void *key, apr_size_t len);
 const char *sip_route_uri(apr_pool_t *p, const char *hostport, const char *transport,
                           const char *call_id, const char *ftag);
 
+/* The same naming a flow of ours too (RFC 5626 §5.3: the connection a
+ * request coming back on this entry goes out on), as ";flow=" and 16 hex
+ * digits covered by rs; 'flow' 0 is sip_route_uri. */
+const char *sip_route_uri_flow(apr_pool_t *p, const char *hostport, const char *transport,
+                               const char *call_id, const char *ftag, apr_uint64_t flow);
+/* The flow of a route value, or 0; trust it only after sip_route_verify. */
+apr_uint64_t sip_route_flow(apr_pool_t *p, const char *value);
+
 /* 1 when 'value' (a Route or Record-Route value, "<uri>;params" or a bare
  * URI) carries a hash this server made for 'call_id' with an ftag equal
  * to 'from_tag' or 'to_tag' (in-dialog requests go both ways). */

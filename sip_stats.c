@@ -120,6 +120,8 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {NULL, "Registrar", 0},
         {"SipRegistrationsNow", "Registered contacts now (memory store)", st->now.bindings},
         {"SipRegistersAccepted", "REGISTER requests accepted (200)", st->registers_ok},
+        {"SipFlowsDead", "Requests for a user answered 480 at once: every device's "
+         "connection (flow) was closed", st->flows_dead},
         {NULL, "Transport", 0},
         {"SipUdpMessagesIn", "UDP messages received", st->msgs_in[0]},
         {"SipUdpMessagesOut", "UDP messages sent", st->msgs_out[0]},
@@ -141,6 +143,11 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {"SipWsConnectionsTotal", "WebSocket connections total", st->ws_conns},
         {"SipWsProtocolErrors", "WebSocket connections closed for a protocol error or a "
          "size limit", st->ws_errors},
+        {"SipTlsMessagesIn", "TLS messages received", st->msgs_in[2]},
+        {"SipTlsMessagesOut", "TLS messages sent", st->msgs_out[2]},
+        {"SipTlsConnectionsNow", "TLS connections open now (counted in TCP too)", st->now.tls},
+        {"SipTlsConnectionsTotal", "TLS connections total", st->tls_conns},
+        {"SipTlsHandshakeFailures", "TLS handshakes that failed", st->tls_handshake_failures},
         {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
         {"SipSendErrors", "Messages that could not be sent", st->send_errors},
     };

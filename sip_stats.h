@@ -26,6 +26,7 @@ typedef struct sip_stats_gauges {
     apr_uint64_t bindings;      /* registrations in the memory location store */
     apr_uint64_t tcp;           /* open SIP TCP connections */
     apr_uint64_t ws;            /* open WebSocket connections (WS and WSS; counted in tcp too) */
+    apr_uint64_t tls;           /* of those, TLS ones (sip_tls.c) */
 } sip_stats_gauges_t;
 
 typedef struct sip_stats {
@@ -76,9 +77,16 @@ typedef struct sip_stats {
     apr_uint64_t tcp_evicted;   /* idle TCP connections closed for SipTcpMaxConnections */
     apr_uint64_t tcp_msg_timeouts; /* closed: a message not whole within SipTcpMessageTimeout */
 
+    apr_uint64_t flows_dead;    /* requests for a user answered 480 at once: every binding's
+                                 * connection (flow) was closed (RFC 5626 §5.3) */
+
     /* WebSocket (sip_transport.c, sip_ws_upgrade.c) */
     apr_uint64_t ws_conns;      /* WebSocket connections served (WS and WSS) */
     apr_uint64_t ws_errors;     /* closed for a protocol error or a size limit (1002, 1009) */
+    /* TLS (sip_tls.c): connections accepted or opened, and those whose
+     * handshake failed */
+    apr_uint64_t tls_conns;
+    apr_uint64_t tls_handshake_failures;
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

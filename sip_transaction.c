@@ -528,6 +528,8 @@ struct sip_ctxn {
     apr_size_t ack_len;
     int cancel_pending;
     int cancelled;
+    int on_flow;                /* 'used' was given (sip_ctxn_send_text_on) */
+    const char *tls_host;       /* TLS: the name the server's certificate must match */
 };
 
 static apr_size_t nctxns;
@@ -605,6 +607,8 @@ static void ctxn_send(sip_ctxn_t *c)
 
     if (c->used.tcp || (c->used.udp && c->kind == SIP_TP_UDP))
         rv = sip_transport_send(&c->used, &c->dest, c->buf, c->len);
+    else if (c->kind == SIP_TP_TLS)
+        rv = sip_transport_send_tls(c->vhost, &c->dest, c->tls_host, c->buf, c->len, &c->used);
     else
         rv = sip_transport_send_to(c->kind, c->vhost, &c->dest, c->buf, c->len, &c->used);
     if (rv != APR_SUCCESS)
@@ -690,6 +694,14 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     c->len = len;
     c->kind = kind;
     c->vhost = vhost;
+    if (kind == SIP_TP_TLS) {
+        /* RFC 5922 §4: the host of the URI the request is routed by */
+        const char *next = sip_msg_route_count(c->req) ? sip_msg_route_uri(p, c->req, 0)
+                                                       : sip_msg_request_uri(c->req);
+        sip_uri_info_t u;
+        if (next && sip_uri_info(p, next, &u))
+            c->tls_host = u.host;
+    }
     c->dest = *dest;
     c->cb = cb;
     c->baton = baton;
@@ -714,6 +726,8 @@ void sip_ctxn_abandon(sip_ctxn_t *c)
     c->cb = NULL;
 }
 
+static void ctxn_cancel_on(sip_msg_t *cancel, sip_ctxn_t *inv);
+
 static void ctxn_send_cancel(sip_ctxn_t *c)
 {
     apr_pool_t *p;
@@ -724,7 +738,9 @@ static void ctxn_send_cancel(sip_ctxn_t *c)
     c->cancelled = 1;
     apr_pool_create(&p, c->pool);
     cancel = sip_msg_make_cancel(p, c->req);
-    if (cancel)
+    if (cancel && c->on_flow)     /* §9.1: where the INVITE went, its connection */
+        ctxn_cancel_on(cancel, c);
+    else if (cancel)
         sip_ctxn_send(cancel, c->kind, c->vhost, &c->dest, NULL, NULL);
     apr_pool_destroy(p);
 }
@@ -887,4 +903,55 @@ void sip_txn_set_auth_int(sip_txn_t *t, int on)
 int sip_txn_auth_int(sip_txn_t *t)
 {
     return t->auth_int;
+}
+
+/* ---- client transactions on a given connection (flows, RFC 5626 §5.3) ---- */
+
+static sip_ctxn_t *ctxn_start_on(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr_size_t len,
+                                 void *vhost, const sip_source_t *on, sip_ctxn_cb cb,
+                                 void *baton)
+{
+    c->used = *on;
+    sip_source_hold(&c->used);
+    c->on_flow = 1;
+    return ctxn_start(p, c, buf, len, on->kind, vhost, &on->peer, cb, baton);
+}
+
+sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_source_t *on,
+                                  void *vhost, sip_ctxn_cb cb, void *baton)
+{
+    apr_pool_t *p;
+    sip_ctxn_t *c;
+    sip_msg_error_t err;
+
+    apr_pool_create(&p, txn_root);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    if (sip_msg_parse(p, text, len, NULL, 0, &c->req, &err) != APR_SUCCESS
+        || !sip_msg_is_request(c->req) || !sip_msg_branch(c->req)) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
+                     "sip: refusing to send a malformed request (%s)", err.reason);
+        apr_pool_destroy(p);
+        return NULL;
+    }
+    return ctxn_start_on(p, c, apr_pstrmemdup(p, text, len), len, vhost, on, cb, baton);
+}
+
+static void ctxn_cancel_on(sip_msg_t *cancel, sip_ctxn_t *inv)
+{
+    apr_pool_t *p;
+    sip_ctxn_t *c;
+    const char *buf;
+    apr_size_t len = 0;
+
+    apr_pool_create(&p, txn_root);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->req = sip_msg_clone(p, cancel);
+    buf = c->req ? sip_msg_serialize(p, c->req, &len) : NULL;
+    if (!buf || !sip_msg_branch(c->req)) {
+        apr_pool_destroy(p);
+        return;
+    }
+    ctxn_start_on(p, c, buf, len, inv->vhost, &inv->used, NULL, NULL);
 }

@@ -140,6 +140,11 @@ sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
 sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t kind,
                                void *vhost, const sip_sockaddr_t *dest, sip_ctxn_cb cb,
                                void *baton);
+/* The same on the connection 'on' (a flow: RFC 5626 §5.3, RFC 7118 §5),
+ * whatever connection its address would pick; its CANCEL goes there too.
+ * 'on' is copied and held until the transaction ends. */
+sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_source_t *on,
+                                  void *vhost, sip_ctxn_cb cb, void *baton);
 /* Stop telling the owner (the transaction still absorbs retransmissions). */
 void sip_ctxn_abandon(sip_ctxn_t *c);
 /* §9.1: CANCEL an INVITE client transaction once it has a provisional. */

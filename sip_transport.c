@@ -74,6 +74,9 @@ struct sip_tcp_conn {
     int skip_line;          /* discarding the rest of an over-long header line */
     int trimmed;            /* a header line of this message was cut short */
     int lingering;          /* answered, shut down for writing, draining input */
+    apr_uint64_t flow_id;   /* its flow id once asked for (sip_source_flow_id), else 0 */
+    apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
+    apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
 };
 
 static sip_loop_t *tp_loop;
@@ -89,6 +92,8 @@ typedef struct {
 } udp_alias_t;
 static apr_array_header_t *udp_aliases; /* name-based vhosts sharing a socket */
 static sip_tp_closed_cb tp_closed;
+static void flow_forget(sip_tcp_conn_t *c);     /* flows: at the end of the file */
+static void flow_reset(void);
 
 /* Connection limits: LRU lists make "longest idle" O(1). */
 static tcp_list_t idle_conns, busy_conns;
@@ -118,6 +123,7 @@ void sip_transport_init(sip_loop_t *loop, apr_pool_t *p, sip_tp_deliver_cb deliv
     idle_conns.head = idle_conns.tail = busy_conns.head = busy_conns.tail = NULL;
     udps = apr_array_make(p, 4, sizeof(sip_udp_t *));
     udp_aliases = NULL;
+    flow_reset();
 }
 
 void sip_transport_set_conn_limits(apr_size_t max_total, apr_size_t max_ip)
@@ -546,10 +552,13 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     sip_stats->now.tcp = tcp_open;
     if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS)
         ws_count(-1);
+    if (c->kind == SIP_TP_TLS)
+        sip_stats->now.tls--;
     list_unlink(c);
     ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
         apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
+    flow_forget(c);
     if (tp_closed)
         tp_closed(c);
     sip_io_watch(tp_loop, &c->io, 0);
@@ -608,8 +617,12 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     }
     if (!c->close_after_flush)
         ev |= APR_POLLIN;
+    /* TLS: a write may wait for input (a handshake, a key update) and a
+     * read for output room; poll for what the layer last asked. */
     if (c->out_head)
-        ev |= APR_POLLOUT;
+        ev |= c->tls ? c->tls_write_waits : APR_POLLOUT;
+    if (c->tls)
+        ev |= c->tls_read_waits;
     sip_io_watch(tp_loop, &c->io, ev);
 }
 
@@ -618,12 +631,42 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
  * when the call must be retried after the next poll event). */
 static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
 {
-    return read(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return read(c->fd, buf, len);
+    n = sip_tls_read(c->tls, buf, len);
+    c->tls_read_waits = n == SIP_TLS_WANT_WRITE ? APR_POLLOUT : 0;
+    if (n > 0 || n == SIP_TLS_CLOSED)
+        return n;
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        if (n == SIP_TLS_WANT_WRITE || (c->out_head && c->tls_write_waits == APR_POLLIN))
+            tcp_update_watch(c);
+        errno = EAGAIN;
+    }
+    else
+        errno = EPROTO;
+    return -1;
 }
 
 static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
-    return write(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return write(c->fd, buf, len);
+    n = sip_tls_write(c->tls, buf, len);
+    if (n > 0) {
+        c->tls_write_waits = APR_POLLOUT;
+        return n;
+    }
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        c->tls_write_waits = n == SIP_TLS_WANT_READ ? APR_POLLIN : APR_POLLOUT;
+        errno = EAGAIN;
+    }
+    else
+        errno = n == SIP_TLS_CLOSED ? EPIPE : EPROTO;
+    return -1;
 }
 
 static void tcp_flush(sip_tcp_conn_t *c)
@@ -1128,16 +1171,23 @@ static void tcp_event(void *baton, apr_int16_t ev)
         c->local.len = sizeof(c->local.ss);
         getsockname(c->fd, (struct sockaddr *)&c->local.ss, &c->local.len);
     }
+    if (c->tls) {
+        /* the TLS layer may have asked for the other direction */
+        if ((ev & APR_POLLIN) && c->out_head && c->tls_write_waits == APR_POLLIN)
+            ev |= APR_POLLOUT;
+        if ((ev & APR_POLLOUT) && c->tls_read_waits == APR_POLLOUT)
+            ev |= APR_POLLIN;
+    }
     if (ev & APR_POLLOUT) {
         tcp_flush(c);
         if (c->closed || c->lingering)
             return;
     }
-    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+    while (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
         apr_size_t room;
         ssize_t n;
 
-        if (c->close_after_flush)
+        if (c->closed || c->lingering || c->close_after_flush)
             return;
         /* a WebSocket frame has up to 14 header bytes besides its payload */
         room = c->lim.max_header + c->lim.max_body + 1
@@ -1165,11 +1215,14 @@ static void tcp_event(void *baton, apr_int16_t ev)
                 tcp_close(c, "read error");
             return;
         }
+        /* TLS decrypts a whole record: what did not fit waits in the
+         * layer, and the socket will not say so */
+        ev = c->tls && sip_tls_pending(c->tls) ? APR_POLLIN : 0;
         if (c->skip_line) {
             /* the rest of a line already cut short: drop up to its end */
             char *nl = memchr(c->in + c->in_len, '\n', (apr_size_t)n);
             if (!nl)
-                return;
+                continue;
             c->skip_line = 0;
             n -= nl - (c->in + c->in_len);
             memmove(c->in + c->in_len, nl, (apr_size_t)n);
@@ -1191,6 +1244,7 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
     c->kind = kind;
     c->vhost = vhost;
     c->lim = *lim;
+    c->tls_write_waits = APR_POLLOUT;
     apr_os_sock_put(&c->sock, &c->fd, p);
     apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -1199,6 +1253,10 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
     sip_stats->tcp_conns++;
     if (kind == SIP_TP_WS || kind == SIP_TP_WSS)
         ws_count(1);
+    if (kind == SIP_TP_TLS) {
+        sip_stats->now.tls++;
+        sip_stats->tls_conns++;
+    }
     list_append(&idle_conns, c);
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
@@ -1486,6 +1544,22 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
 }
 
+void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c || c->closed || !sip_tp_secure(src->kind))
+        return;
+    if (c->tls)
+        sip_tls_env(p, c->tls, env);
+    else if (c->relayed) {
+        /* mod_ssl in the relaying child holds the session: what it passed */
+        apr_table_setn(env, "HTTPS", "on");
+        if (c->relay_subject)
+            apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
+    }
+}
+
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)
 {
     sip_udp_t *u = udp_for(vhost);
@@ -1614,4 +1688,64 @@ apr_status_t sip_fdpass_serve(int chan)
     apr_os_sock_put(&sock, &fdpass_chan, tp_pool);
     sip_io_init_socket(&io, sock, fdpass_readable, NULL);
     return sip_io_watch(tp_loop, &io, APR_POLLIN);
+}
+
+/* ---- flows (RFC 5626 §5.3, RFC 7118 §5): a connection named by an id ----
+ *
+ * The location store keeps a binding's connection as a number, not a
+ * pointer: a closed connection's memory goes away, and an id that names
+ * nothing any more just fails to resolve.  The high half is random per
+ * engine, so that an id written into a Record-Route before a restart
+ * cannot name another client's connection after it. */
+
+static apr_hash_t *flows;           /* apr_uint64_t id -> sip_tcp_conn_t */
+static apr_uint64_t flow_next;
+
+static void flow_reset(void)
+{
+    flows = NULL;   /* it lived in the previous tp_pool */
+}
+
+static void flow_forget(sip_tcp_conn_t *c)
+{
+    if (c->flow_id && flows)
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
+}
+
+apr_uint64_t sip_source_flow_id(const sip_source_t *src)
+{
+    sip_tcp_conn_t *c = src ? src->tcp : NULL;
+
+    if (!c || !sip_tp_reliable(src->kind) || c->closed)
+        return 0;
+    if (!c->flow_id) {
+        if (!flows) {
+            apr_uint32_t r = 0;
+            flows = apr_hash_make(tp_pool);
+            if (apr_generate_random_bytes((unsigned char *)&r, sizeof(r)) != APR_SUCCESS)
+                r = (apr_uint32_t)apr_time_now() ^ (apr_uint32_t)getpid();
+            flow_next = ((apr_uint64_t)r << 32) | 1;
+        }
+        c->flow_id = flow_next++;
+        if (!c->flow_id)
+            c->flow_id = flow_next++;
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), c);
+    }
+    return c->flow_id;
+}
+
+int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out)
+{
+    sip_tcp_conn_t *c = id && flows ? apr_hash_get(flows, &id, sizeof(id)) : NULL;
+
+    if (!c || c->closed || c->close_after_flush || c->lingering)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->kind = c->kind;
+    out->tcp = c;
+    out->peer = c->peer;
+    out->local = c->local;
+    out->vhost = c->vhost;
+    sip_source_hold(out);
+    return 1;
 }

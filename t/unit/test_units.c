@@ -2031,7 +2031,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 44);     /* 35, five CPL and four URI-list counters */
+        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2797,14 +2797,14 @@ START_TEST(route_no_duplicate_rr)
         "CSeq: 1 INVITE\r\n\r\n", NULL);
     m = parse_ok(text);
     /* a spiral over UDP: our value is on top already */
-    ck_assert_ptr_null(record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_UDP));
+    ck_assert_ptr_null(record_route_values(pool, m, me, SIP_TP_UDP, 0, SIP_TP_UDP, 0));
     /* in over UDP (value there), out over TCP: only the TCP one added */
-    v = record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_TCP);
+    v = record_route_values(pool, m, me, SIP_TP_UDP, 0, SIP_TP_TCP, 0);
     ck_assert_ptr_nonnull(v);
     ck_assert_str_eq(v[0], ours_tcp);
     ck_assert_ptr_null(v[1]);
     /* in over TCP, out over UDP: both, the side facing the next hop on top */
-    v = record_route_values(pool, m, me, SIP_TP_TCP, SIP_TP_UDP);
+    v = record_route_values(pool, m, me, SIP_TP_TCP, 0, SIP_TP_UDP, 0);
     ck_assert_str_eq(v[0], ours_udp);
     ck_assert_str_eq(v[1], ours_tcp);
     ck_assert_ptr_null(v[2]);
@@ -8054,6 +8054,154 @@ static Suite *forward_suite(void)
     return s;
 }
 
+/* ---- flows (RFC 5626 §5.3, RFC 7118 §5): sip_binding_reach, flow tokens ---- */
+
+static sip_reach_t reach_of(const char *contact, int transport, int open)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = contact;
+    b.transport = transport;
+    b.flow = 42;
+    return sip_binding_reach(pool, &b, open);
+}
+
+START_TEST(flows_reach_policy)
+{
+    /* WebSocket: only over the flow (its Contact host is made up) */
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid;transport=ws", SIP_TP_WS, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid;transport=ws", SIP_TP_WS, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid", SIP_TP_WSS, 0), SIP_REACH_NONE);
+    /* lenient: a browser that left out ;transport=ws is still reached */
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid", SIP_TP_WSS, 1), SIP_REACH_FLOW);
+    /* TLS: the flow, nothing once it closed */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1:5061;transport=tls", SIP_TP_TLS, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1:5061;transport=tls", SIP_TP_TLS, 0), SIP_REACH_NONE);
+    /* TCP: the flow while open; then the Contact, unless ;ob */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=tcp", SIP_TP_TCP, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1", SIP_TP_TCP, 1), SIP_REACH_FLOW);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=tcp", SIP_TP_TCP, 0), SIP_REACH_CONTACT);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=TCP;ob", SIP_TP_TCP, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;ob", SIP_TP_TCP, 1), SIP_REACH_FLOW);
+    /* a Contact naming another transport is honoured */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;transport=udp", SIP_TP_TCP, 1), SIP_REACH_CONTACT);
+    /* UDP: the Contact, except a WebSocket one (a binding without its flow) */
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1", SIP_TP_UDP, 0), SIP_REACH_CONTACT);
+    ck_assert_int_eq(reach_of("sip:x@10.0.0.1;ob", SIP_TP_UDP, 0), SIP_REACH_CONTACT);
+    ck_assert_int_eq(reach_of("sip:x@abc.invalid;transport=ws", SIP_TP_UDP, 0), SIP_REACH_NONE);
+}
+END_TEST
+
+START_TEST(flows_route_token)
+{
+    const char *v, *plain;
+    apr_uint64_t id = APR_UINT64_C(0xfedcba9876543210);
+
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    v = apr_pstrcat(pool, "<", sip_route_uri_flow(pool, "127.0.0.1:5060", "ws", "cid@x", "ft1", id),
+                    ">", NULL);
+    ck_assert_ptr_nonnull(strstr(v, ";transport=ws;flow=fedcba9876543210;lr;ftag=ft1;rs="));
+    ck_assert_int_eq(sip_route_verify(pool, v, "cid@x", "ft1", NULL), 1);
+    /* the whole 64 bits come back (the top bit set: unsigned parse) */
+    ck_assert(sip_route_flow(pool, v) == id);
+    /* the flow is covered by rs: another connection's id does not verify */
+    {
+        char *forged = apr_pstrdup(pool, v);
+        char *f = strstr(forged, "flow=") + 5;
+        f[15] = f[15] == '0' ? '1' : '0';
+        ck_assert_int_eq(sip_route_verify(pool, forged, "cid@x", "ft1", NULL), 0);
+        /* dropping it does not verify either */
+        ck_assert_int_eq(sip_route_verify(pool, apr_pstrcat(pool, "<sip:127.0.0.1:5060;transport=ws;lr;ftag=ft1;rs=",
+                                                            strstr(v, "rs=") + 3, NULL),
+                                          "cid@x", "ft1", NULL), 0);
+    }
+    /* no flow: the value is the one sip_route_uri always made */
+    plain = sip_route_uri_flow(pool, "127.0.0.1:5060", "tcp", "cid@x", "ft1", 0);
+    ck_assert_str_eq(plain, sip_route_uri(pool, "127.0.0.1:5060", "tcp", "cid@x", "ft1"));
+    ck_assert(sip_route_flow(pool, plain) == 0);
+    ck_assert(sip_route_flow(pool, "<sip:h;flow=12;lr>") == 0);
+    ck_assert(sip_route_flow(pool, "<sip:h;flow=zz00000000000000;lr>") == 0);
+}
+END_TEST
+
+START_TEST(flows_record_route)
+{
+    const char *me = "127.0.0.1:5060", *const *v;
+    sip_msg_t *m;
+
+    sip_route_set_secret(RS_SECRET, strlen(RS_SECRET));
+    m = parse_ok("INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+                 "Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK1\r\n"
+                 "Max-Forwards: 70\r\nFrom: <sip:alice@a.example>;tag=ft1\r\n"
+                 "To: <sip:bob@a.example>\r\nCall-ID: cid1\r\nCSeq: 1 INVITE\r\n\r\n");
+    /* RFC 7118 §5 with RFC 5658: from a browser (flow 1) to UDP, the
+     * browser's side names its transport and flow */
+    v = record_route_values(pool, m, me, SIP_TP_WS, 1, SIP_TP_UDP, 0);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_ptr_nonnull(strstr(v[0], "<sip:127.0.0.1:5060;lr;ftag=ft1;rs="));
+    ck_assert_ptr_nonnull(strstr(v[1], "<sip:127.0.0.1:5060;transport=ws;flow=0000000000000001;lr;"));
+    ck_assert_ptr_null(v[2]);
+    /* browser to browser: one transport, two flows, two entries */
+    v = record_route_values(pool, m, me, SIP_TP_WS, 1, SIP_TP_WS, 2);
+    ck_assert_ptr_nonnull(strstr(v[0], ";transport=ws;flow=0000000000000002;"));
+    ck_assert_ptr_nonnull(strstr(v[1], ";transport=ws;flow=0000000000000001;"));
+    ck_assert_ptr_null(v[2]);
+    /* to a TLS flow from UDP: the TLS side is the top one */
+    v = record_route_values(pool, m, me, SIP_TP_UDP, 0, SIP_TP_TLS, 3);
+    ck_assert_ptr_nonnull(strstr(v[0], ";transport=tls;flow=0000000000000003;"));
+    ck_assert_ptr_nonnull(strstr(v[1], "<sip:127.0.0.1:5060;lr;"));
+}
+END_TEST
+
+START_TEST(flows_journal_transport)
+{
+    apr_time_t now = apr_time_from_sec(1000000);
+    journal_rec_t r;
+
+    /* the eleventh field: the transport the binding was made over */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@x.invalid;transport=ws\t\tcid\t7\t1000000000000\t500\t\t\tws",
+                                2, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_WS);
+    ck_assert(r.b.flow == 0);   /* a flow never comes back from the journal */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t",
+                                2, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t\tbogus",
+                                2, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+}
+END_TEST
+
+START_TEST(flows_transport_ids)
+{
+    sip_source_t src, out;
+
+    /* UDP, and no connection: no flow; an unknown id resolves to nothing */
+    memset(&src, 0, sizeof(src));
+    ck_assert(sip_source_flow_id(&src) == 0);
+    src.kind = SIP_TP_WS;
+    ck_assert(sip_source_flow_id(&src) == 0);
+    ck_assert_int_eq(sip_transport_flow_source(0, &out), 0);
+    ck_assert_int_eq(sip_transport_flow_source(APR_UINT64_C(12345), &out), 0);
+}
+END_TEST
+
+static Suite *flows_suite(void)
+{
+    Suite *s = suite_create("flows");
+    TCase *tc = tcase_create("flows");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, flows_reach_policy);
+    tcase_add_test(tc, flows_route_token);
+    tcase_add_test(tc, flows_record_route);
+    tcase_add_test(tc, flows_journal_transport);
+    tcase_add_test(tc, flows_transport_ids);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 /* ---- WebSocket framing and handshake (sip_ws.c, RFC 6455) ---- */
 
 /* A masked client frame: header, key, masked payload; returns its length. */
@@ -8293,6 +8441,7 @@ int main(void)
     srunner_add_suite(sr, namemap_suite());
     srunner_add_suite(sr, lists_suite());
     srunner_add_suite(sr, forward_suite());
+    srunner_add_suite(sr, flows_suite());
     srunner_add_suite(sr, ws_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
