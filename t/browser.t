@@ -25,6 +25,11 @@
 #   description: the page ends the call and shows that answer (the request
 #   came over WS);
 #   Unregister: the binding is gone.
+# Then browser to browser (the flows of RFC 5626: a request for a user
+# registered over a WebSocket goes on that connection): carol's page over
+# ws:// calls dave's over wss://; dave answers by hand, carol hangs up; then
+# dave answers by himself (auto-answer) and hangs up; each side shows the
+# other's BYE.
 # Any missing piece (chromium, node, npm packages, sipp) is a failure.
 use strict;
 use warnings;
@@ -44,7 +49,7 @@ $avail or do { done_testing; exit 1 };
 my $REPO = SipTest::repo();
 my $https_port = free_port();
 my $REALM = 'browser.test';
-my %PASSWORD = (bob => 'bob-secret');
+my %PASSWORD = (bob => 'bob-secret', dave => 'dave-secret');
 
 # The web part of conf/run.conf.in (from its mod_status section on), with
 # the test's ports and directories; SipTest listens on the HTTP port itself.
@@ -204,11 +209,59 @@ sub phone_run {
     $b->cmd({ cmd => 'screenshot', tab => $tab, path => $t->dir . "/phone-$tab.png" });
 }
 
+# Browser to browser (a call TO a page reaches it on its WebSocket: the
+# binding is a flow): carol in tab c over ws:// calls dave in tab d over
+# wss:// (with his password), who answers with the Answer button; carol
+# hangs up.  Then dave,
+# answering at once (auto-answer), is called again and hangs up himself.
+sub two_tabs {
+    my %tab = (c => [ 'carol', "http://127.0.0.1:$http" ], d => [ 'dave', "https://127.0.0.1:$https_port" ]);
+    for my $k (sort keys %tab) {
+        my ($user, $origin) = @{ $tab{$k} };
+        my $r = $b->ok_cmd({ cmd => 'open', tab => $k, url => "$origin/phone/" }, "tabs: $user\'s page loads");
+        return unless $r->{ok};
+        $b->ok_cmd({ cmd => 'fill', tab => $k, fields => { uri => "sip:$user\@127.0.0.1", password => $PASSWORD{$user} // '' } },
+                   "tabs: $user\'s URI" . ($PASSWORD{$user} ? ' and password' : ''));
+        $b->ok_cmd({ cmd => 'click', tab => $k, id => 'register' }, "tabs: $user registers");
+        $r = $b->ok_cmd({ cmd => 'wait', tab => $k, id => 'reg-state', match => '^registered$', timeout => 15 },
+                        "tabs: $user registered");
+        return unless $r->{ok};
+    }
+    my $wait = sub {
+        my ($k, $id, $re, $name, $to) = @_;
+        return $b->ok_cmd({ cmd => 'wait', tab => $k, id => $id, match => $re, timeout => $to // 15 }, $name)->{ok};
+    };
+
+    # carol calls dave, who answers by hand; carol hangs up
+    $b->ok_cmd({ cmd => 'fill', tab => 'c', fields => { target => 'sip:dave@127.0.0.1' } }, 'tabs: carol dials dave');
+    $b->ok_cmd({ cmd => 'click', tab => 'c', id => 'call' }, 'tabs: carol clicks Call');
+    $wait->('d', 'call-state', '^incoming$', "tabs: dave's page rings (the INVITE reached it on its WebSocket)")
+        or return;
+    $wait->('d', 'call-peer', 'carol@127\.0\.0\.1', "tabs: dave's page shows carol calling");
+    $wait->('c', 'call-state', '^ringing$', "tabs: carol's page hears it ring (180)");
+    $b->ok_cmd({ cmd => 'click', tab => 'd', id => 'answer' }, 'tabs: dave clicks Answer');
+    $wait->('d', 'call-state', '^confirmed$', "tabs: dave's call confirmed") or return;
+    $wait->('c', 'call-state', '^confirmed$', "tabs: carol's call confirmed") or return;
+    $b->ok_cmd({ cmd => 'click', tab => 'c', id => 'hangup' }, 'tabs: carol hangs up');
+    $wait->('c', 'call-state', '^ended$', "tabs: carol's call ended");
+    $wait->('d', 'status', 'ended by remote', "tabs: dave's call ended by carol (the BYE reached him)");
+
+    # again, dave answering at once, and hanging up himself
+    $b->ok_cmd({ cmd => 'fill', tab => 'd', fields => {}, autoanswer => 1 }, 'tabs: dave ticks auto-answer');
+    $b->ok_cmd({ cmd => 'click', tab => 'c', id => 'call' }, 'tabs: carol calls dave again');
+    $wait->('d', 'call-state', '^confirmed$', "tabs: dave's page answered by itself") or return;
+    $wait->('c', 'call-state', '^confirmed$', "tabs: carol's call confirmed") or return;
+    $b->ok_cmd({ cmd => 'click', tab => 'd', id => 'hangup' }, 'tabs: dave hangs up');
+    $wait->('d', 'call-state', '^ended$', "tabs: dave's call ended");
+    $wait->('c', 'status', 'ended by remote', "tabs: carol's call ended by dave (the BYE reached her)");
+}
+
 # (a run cut short by a failure leaves its sipp: killed before the next)
 phone_run(tab => 'a', scheme => 'ws', user => 'alice', callee => 'uas1');
 $t->sipp_kill_all;
 phone_run(tab => 'b', scheme => 'wss', user => 'bob', callee => 'uas2');
 $t->sipp_kill_all;
+two_tabs();
 
 ok($b->quit, 'the driver closed Chromium and exited 0');
 my @left = $b->browser_pids;
