@@ -184,7 +184,7 @@ ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file
 asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
 	mkdir -p asan && cp $(SOURCES) $(HEADERS) $(GENERATED) asan/
-	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(SSL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so
@@ -251,7 +251,8 @@ fuzz: fuzz-deps $(FUZZ_BINS)
 # make bench [BENCH_ARGS="--only options,register --step-seconds 3"]
 # make soak  [SOAK_RATE=2000] [SOAK_SECONDS=600]
 # Both append a dated section to bench/RESULTS.md; see bench/README.md.
-BENCH_PKGS   = $(BUILD_PKGS) perl sip-tester kamailio kamailio-cpl-modules libaprutil1-dbd-sqlite3 gcc libc6-dev
+BENCH_PKGS   = $(BUILD_PKGS) perl sip-tester kamailio kamailio-cpl-modules libaprutil1-dbd-sqlite3 gcc libc6-dev \
+               kamailio-tls-modules socat openssl
 SOAK_PKGS    = $(BUILD_PKGS) perl sip-tester
 BENCH_ARGS  ?=
 SOAK_RATE   ?= 2000

@@ -839,16 +839,17 @@ static int script_gives(const sip_msg_t *block, const char *name)
 }
 
 /* The connection requests in the dialog must come back on (RFC 5626
- * §5.3, RFC 7118 §5): a WebSocket or TLS one always (nothing else reaches
- * a browser; a TLS client's Contact is rarely reachable), a TCP one when
- * the Contact asks for it with ;ob; 0 otherwise. */
+ * §5.3, RFC 7118 §5): a WebSocket one always (nothing else reaches a
+ * browser), a TCP or TLS one when the Contact asks for it with ;ob (RFC
+ * 5626 §5.4); 0 otherwise, and the dialog keeps the plain RFC 5658
+ * Record-Route it had before flows. */
 static apr_uint64_t incoming_flow(apr_pool_t *p, const sip_source_t *src, const sip_msg_t *req)
 {
     const char *contact;
 
     if (src->kind == SIP_TP_UDP)
         return 0;
-    if (src->kind == SIP_TP_TCP) {
+    if (src->kind == SIP_TP_TCP || src->kind == SIP_TP_TLS) {
         contact = sip_msg_header(req, "Contact");
         if (!contact || !sip_uri_param(p, sip_header_uri(p, contact, NULL), "ob"))
             return 0;

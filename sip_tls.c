@@ -426,6 +426,11 @@ int sip_tls_wants_write(const sip_tls_conn_t *t)
     return t && t->want_write;
 }
 
+int sip_tls_established(const sip_tls_conn_t *t)
+{
+    return t && SSL_is_init_finished(t->ssl);
+}
+
 int sip_tls_pending(const sip_tls_conn_t *t)
 {
     return t && SSL_pending(t->ssl) > 0;

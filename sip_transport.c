@@ -78,6 +78,9 @@ struct sip_tcp_conn {
     apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
     apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
     int http_checked;       /* TCP/TLS: its first bytes are not an HTTP upgrade ("GET ") */
+    int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
+    int tls_retry;                  /* TLS: the head of the output waits to be written again */
+    int corked;                     /* TLS: answers queue while input is processed */
 };
 
 static sip_loop_t *tp_loop;
@@ -524,6 +527,15 @@ static void tcp_msg_expired(void *baton)
         tcp_close(c, "lingering close done");
         return;
     }
+    if (c->tls && !c->tls_up) {
+        sip_log_limited(&rl_timeout, sip_sockaddr_ip(c->pool, &c->peer), 1, APLOG_INFO,
+                        c->vhost ? c->vhost : ap_server_conf,
+                        "sip: TLS connection %s %s closed: handshake not done within %d s "
+                        "(SipTcpMessageTimeout)", c->ipc ? "from" : "to", peer_text(c),
+                        (int)apr_time_sec(c->lim.msg));
+        tcp_close(c, "TLS handshake timeout");
+        return;
+    }
     /* The "one byte every few seconds" client: a started message has to
      * end in time, whatever trickles in (cf. mod_reqtimeout). */
     sip_stats->tcp_msg_timeouts++;
@@ -627,6 +639,16 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     sip_io_watch(tp_loop, &c->io, ev);
 }
 
+/* A handshake has SipTcpMessageTimeout to finish, like a message begun
+ * (a client that stalls in it holds no more than a slow message would). */
+static void tls_check_up(sip_tcp_conn_t *c)
+{
+    if (!c->tls_up && sip_tls_established(c->tls)) {
+        c->tls_up = 1;
+        sip_timer_cancel(tp_loop, &c->msg);
+    }
+}
+
 /* The byte layer under a stream: the socket, or TLS on it.  Both return
  * bytes moved, 0 at end of stream (read), or -1 with errno set (EAGAIN
  * when the call must be retried after the next poll event). */
@@ -638,6 +660,7 @@ static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
         return read(c->fd, buf, len);
     n = sip_tls_read(c->tls, buf, len);
     c->tls_read_waits = n == SIP_TLS_WANT_WRITE ? APR_POLLOUT : 0;
+    tls_check_up(c);
     if (n > 0 || n == SIP_TLS_CLOSED)
         return n;
     if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
@@ -657,17 +680,49 @@ static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
     if (!c->tls)
         return write(c->fd, buf, len);
     n = sip_tls_write(c->tls, buf, len);
+    tls_check_up(c);
     if (n > 0) {
         c->tls_write_waits = APR_POLLOUT;
+        c->tls_retry = 0;
         return n;
     }
     if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
         c->tls_write_waits = n == SIP_TLS_WANT_READ ? APR_POLLIN : APR_POLLOUT;
+        c->tls_retry = 1;     /* OpenSSL wants the same bytes again */
         errno = EAGAIN;
     }
     else
         errno = n == SIP_TLS_CLOSED ? EPIPE : EPROTO;
     return -1;
+}
+
+/* TLS: queued messages into one buffer (up to a record's 16 kB), so that
+ * a burst of answers costs one record and one write, not one each; not
+ * while OpenSSL waits for the head to be written again. */
+static void tls_coalesce(sip_tcp_conn_t *c)
+{
+    sip_outbuf_t *o = c->out_head, *m, *next;
+    apr_size_t total = 0;
+
+    if (c->tls_retry || !o || !o->next || o->off)
+        return;
+    for (m = o; m && total + m->len <= 16384; m = m->next)
+        total += m->len;
+    if (m == o->next || !(next = malloc(sizeof(*next) + total)))
+        return;
+    next->len = 0;
+    next->off = 0;
+    while (c->out_head != m) {
+        sip_outbuf_t *cur = c->out_head;
+        memcpy(next->data + next->len, cur->data, cur->len);
+        next->len += cur->len;
+        c->out_head = cur->next;
+        free(cur);
+    }
+    next->next = m;
+    c->out_head = next;
+    if (!m)
+        c->out_tail = next;
 }
 
 static void tcp_flush(sip_tcp_conn_t *c)
@@ -676,6 +731,10 @@ static void tcp_flush(sip_tcp_conn_t *c)
         tcp_update_watch(c);
         return;
     }
+    if (c->corked)
+        return;
+    if (c->tls)
+        tls_coalesce(c);
     while (c->out_head) {
         sip_outbuf_t *o = c->out_head;
         ssize_t n = stream_write(c, o->data + o->off, o->len - o->off);
@@ -823,6 +882,8 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     src.vhost = c->vhost;
 
     c->refs++;  /* the receiver may close the connection under us */
+    if (c->tls)
+        c->corked++;
     while (!c->closed && !c->close_after_flush && c->in_len) {
         apr_size_t mlen = 0;
         int r;
@@ -879,6 +940,8 @@ static void tcp_process_input(sip_tcp_conn_t *c)
         else
             sip_timer_cancel(tp_loop, &c->msg);
     }
+    if (c->corked && --c->corked == 0 && !c->closed && c->out_head)
+        tcp_flush(c);
     c->refs--;
     tcp_destroy_if_unused(c);
 }
@@ -1433,6 +1496,7 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
             tcp_close(c, "no TLS context for this virtual host");
             return;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (h->early_len) {
         /* what httpd read past the upgrade request (the buffer starts empty) */
@@ -1479,6 +1543,7 @@ static sip_tcp_conn_t *tcp_connect(sip_tp_kind_t kind, void *vhost, const sip_so
             tcp_close(c, "no TLS client context");
             return NULL;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (connect(fd, (const struct sockaddr *)&dest->ss, dest->len) < 0) {
         if (errno != EINPROGRESS) {

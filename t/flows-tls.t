@@ -2,7 +2,8 @@
 # Registrations over TLS are flows (RFC 5626 §5.3, issue 16 item 4): a
 # phone registered over a TLS connection is called on that connection
 # (its Contact names a port nobody listens on), the dialog's requests come
-# back on the caller's TLS connection too, and once the callee's connection
+# back on the caller's TLS connection too when its Contact has ;ob (RFC
+# 5626 §5.4; without, her side of the Record-Route names no flow), and once the callee's connection
 # closes a caller gets 480 at once (a TLS binding is not dialled back).
 use strict;
 use warnings;
@@ -63,7 +64,7 @@ my $r = next_final($ds, 'REGISTER');
 is($r && $r->code, 200, 'dave registers over TLS');
 
 my $cs = SipTls::tls_connect($tport, $pki) or BAIL_OUT('no TLS connection');
-my $caller = "sip:carl\@127.0.0.1:$nobody;transport=tls";
+my $caller = "sip:carl\@127.0.0.1:$nobody;transport=tls;ob";
 my $cid = rand_token(12) . '@flows-tls';
 send_req($cs, method => 'INVITE', uri => aor('dave'), call_id => $cid, from => '<' . aor('carl') . '>;tag=carl1',
          headers => [ Contact => "<$caller>" ]);
@@ -71,7 +72,7 @@ my $inv = next_request($ds, 'INVITE');
 ok($inv, "carl's INVITE (over another TLS connection) reaches dave on his registration connection");
 like($inv ? ($inv->header_elems('via'))[0] : '', qr{^SIP/2\.0/TLS 127\.0\.0\.1:}, '... our Via says TLS');
 my @rr = $inv ? $inv->header_elems('record-route') : ();
-is(scalar @rr, 2, '... two Record-Route entries, one per flow');
+is(scalar @rr, 2, '... two Record-Route entries, one per flow (carl\'s Contact has ;ob)');
 like($rr[0] // '', qr/;transport=tls;flow=[0-9a-f]{16};lr;/, '... the top one names dave\'s flow');
 like($rr[1] // '', qr/;transport=tls;flow=[0-9a-f]{16};lr;/, '... the other names carl\'s');
 $t->send_raw($ds, response_to($inv, 200, 'OK', tag => 'dave1', rr => 1, contact => $dave)) if $inv;
@@ -87,6 +88,22 @@ ok($bye, "dave's BYE reaches carl on his TLS connection (his Contact is not list
 $t->send_raw($cs, response_to($bye, 200, 'OK')) if $bye;
 my $bf = next_final($ds, 'BYE');
 is($bf && $bf->code, 200, '... and carl\'s 200 reaches dave');
+
+# a TLS caller without ;ob: no flow recorded for it, one Record-Route as before flows
+{
+    my $cs2 = SipTls::tls_connect($tport, $pki) or BAIL_OUT('no TLS connection');
+    send_req($cs2, method => 'INVITE', uri => aor('dave'), from => '<' . aor('cora') . '>;tag=cora1',
+             headers => [ Contact => "<sip:cora\@127.0.0.1:$nobody;transport=tls>" ]);
+    my $in2 = next_request($ds, 'INVITE');
+    my @rr2 = $in2 ? $in2->header_elems('record-route') : ();
+    is(scalar @rr2, 2, 'a TLS caller without ;ob: two Record-Routes (one flow, one side without) ...');
+    like($rr2[0] // '', qr/;transport=tls;flow=[0-9a-f]{16};lr;/, '... the top one naming dave\'s flow');
+    like($rr2[1] // '', qr/^<sip:127\.0\.0\.1:$tport;transport=tls;lr;/, '... the other none: her side is her Contact');
+    $t->send_raw($ds, response_to($in2, 486, 'Busy Here', tag => 'dave2')) if $in2;
+    my $f2 = next_final($cs2, 'INVITE');
+    is($f2 && $f2->code, 486, '... his 486 reaches her');
+    close $cs2;
+}
 
 close $ds;
 sleep 0.3;

@@ -24,7 +24,7 @@ my $t = SipTest->new(
     vhost_conf => 'SipProxyOutside On',
     scripts => { 'whoami@127.0.0.1' => $whoami },
     setup => sub { $pki = SipTls::make_pki($_[0]->dir . '/pki') });
-my $proxy = "SipProxyOutside On\nSSLProxyEngine on\nSSLProxyCACertificateFile $pki->{ca}\n"
+my $proxy = "SipProxyOutside On\nSipTcpMessageTimeout 2\nSSLProxyEngine on\nSSLProxyCACertificateFile $pki->{ca}\n"
           . "SSLProxyVerify require\nSSLProxyCheckPeerName on";
 # the UDP/TCP vhost checks TLS servers against the test CA too
 $t->{vhost_conf} = $proxy;
@@ -58,6 +58,19 @@ sub tls_req {
     cmp_ok($st && $st->{SipTlsMessagesIn} // 0, '>=', 2, 'mod_status: SipTlsMessagesIn');
     cmp_ok($st && $st->{SipTlsMessagesOut} // 0, '>=', 2, 'mod_status: SipTlsMessagesOut');
     close $s if $s;
+}
+
+# ---- pipelining: 20 requests in one write, 20 answers in order (they
+# leave in as few TLS records as fit)
+{
+    my $s = SipTls::tls_connect($tport, $pki);
+    my @req = map { $t->sip_request(method => 'OPTIONS', transport => 'TLS', sock => $s, cseq => $_,
+                                    uri => "sip:nobody\@127.0.0.1:$tport") } 1 .. 20;
+    $t->send_raw($s, join '', @req) if $s;
+    my @r = $s ? map { $t->read_response($s, 5) } 1 .. 20 : ();
+    is(scalar(grep { $_ && $_->code == 200 } @r), 20, 'pipelined over TLS: 20 answers 200');
+    is_deeply([ map { $_ ? $_->header('cseq') : '' } @r ], [ map { "$_ OPTIONS" } 1 .. 20 ],
+              'pipelined over TLS: in request order');
 }
 
 # ---- scripts see mod_ssl's variables
@@ -157,6 +170,20 @@ sub tls_req {
     my @r = $s ? tls_req($s, $tport, method => 'OPTIONS', uri => "sip:nobody\@127.0.0.1:$tport") : ();
     is(@r && $r[-1]->code, 200, 'OPTIONS answered while another client stalls mid-handshake');
     is($t->engine_pid, $engine, 'the engine is the same process');
+    # the handshake runs under SipTcpMessageTimeout (2 s here)
+    my $eof = 0;
+    my $sel2 = IO::Select->new($h);
+    my $end2 = time + 6;
+    while ($h && time < $end2 && $sel2->can_read($end2 - time)) {
+        my $n = sysread($h, my $b, 4096);
+        if (!$n) { $eof = 1; last }
+    }
+    ok($eof, 'a stalled handshake is closed after SipTcpMessageTimeout');
+    ok($t->wait_log(0, qr/TLS connection from 127\.0\.0\.1:\d+ closed: handshake not done within 2 s/, 2),
+       '... with a log line');
+    my $st = SipTls::status($t);
+    cmp_ok($st && $st->{SipTlsHandshakeFailures} // 0, '>=', 4,
+           'mod_status: SipTlsHandshakeFailures counts the refusals, the garbage and the mismatch');
     close $h if $h;
 }
 
