@@ -29,7 +29,8 @@
     function setReg(state, code) {
         $('reg-state').textContent = state;
         $('reg-code').textContent = code ? String(code) : '';
-        $('register').disabled = state === 'registering' || state === 'registered';
+        $('register').disabled = state === 'registering' || state === 'registered' ||
+                                 state === 'unregistering';
         $('unregister').disabled = !ua;
     }
 
@@ -93,45 +94,54 @@
             session_timers: false,
             user_agent: 'mod_sip browser phone (JsSIP ' + JsSIP.version + ')'
         };
+        var me;
         try {
-            ua = new JsSIP.UA(config);
+            me = new JsSIP.UA(config);
         } catch (e) {
             setReg('failed');
             status('Bad account: ' + e.message);
             return;
         }
-        ua.on('connecting', function () { log('WebSocket connecting to ' + wsUrl); });
-        ua.on('connected', function () { log('WebSocket connected'); });
-        ua.on('disconnected', function (e) {
+        ua = me;
+        /* Events of a UA this page has since replaced are ignored. */
+        var on = function (ev, f) {
+            me.on(ev, function (e) { if (ua === me) f(e); });
+        };
+        on('connecting', function () { log('WebSocket connecting to ' + wsUrl); });
+        on('connected', function () { log('WebSocket connected'); });
+        on('disconnected', function (e) {
             log('WebSocket disconnected' + (e && e.error ? ' (error)' : ''));
         });
-        ua.on('registered', function (e) {
+        on('registered', function (e) {
             setReg('registered', e.response.status_code);
             showResponse(e.response);
             status('Registered ' + uri + ' (' + e.response.status_code + ' ' +
                    e.response.reason_phrase + ')');
         });
-        ua.on('unregistered', function (e) {
+        on('unregistered', function (e) {
             setReg('unregistered', e && e.response ? e.response.status_code : '');
             status('Unregistered');
+            stopUA();
         });
-        ua.on('registrationFailed', function (e) {
+        on('registrationFailed', function (e) {
             var code = e.response ? e.response.status_code : '';
             setReg('failed', code);
             showResponse(e.response);
             status('Registration failed: ' + e.cause + (code ? ' (' + code + ')' : ''));
         });
-        ua.on('newRTCSession', onSession);
+        on('newRTCSession', onSession);
         setReg('registering');
         status('Registering ' + uri + ' over ' + wsUrl);
-        ua.start();
+        me.start();
     }
 
+    /* Unregister, then close the WebSocket (at the latest after 5 s). */
     function unregister() {
-        if (ua) {
-            ua.unregister();
-            setTimeout(stopUA, 1000);
-        }
+        var me = ua;
+        if (!me) return;
+        setReg('unregistering');
+        me.unregister();
+        setTimeout(function () { if (ua === me) stopUA(); }, 5000);
     }
 
     function mediaOptions() {
