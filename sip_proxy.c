@@ -443,6 +443,7 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
     sip_source_t on;
     int gone = 0;
 
+    memset(&on, 0, sizeof(on));     /* released on every path */
     if (sip_msg_max_forwards(req) == 0)
         return;
     buf = prepare_request(p, req, NULL, s, 0, -1, 0, 0, branch, &kind, &dest, &len, &on, &gone);
@@ -450,6 +451,7 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s %s%s",
                      sip_msg_method(req), sip_msg_request_uri(req),
                      gone ? ": the connection (flow) it must go on is closed" : "");
+        sip_source_release(&on);
         return;
     }
     if (on.tcp) {
@@ -868,6 +870,7 @@ static void start_branch(sip_proxy_t *px, branch_t *b)
     sip_source_t on;
     int gone = 0;
 
+    memset(&on, 0, sizeof(on));     /* released on every path */
     b->started = 1;
     apr_pool_create(&p, px->pool);
     text = prepare_request(p, req, b->uri, px->s,

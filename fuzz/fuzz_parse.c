@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     sip_msg_remove_route(m, 0);
                     sip_route_verify(p, sip_msg_removed_route(p, m, 0), sip_msg_call_id(m),
                                      sip_msg_from_tag(m), sip_msg_to_tag(m));
+                    sip_route_flow(p, sip_msg_removed_route(p, m, 0));  /* flows */
                     e.route_drop = sip_msg_route_count(m) > 0;
                     e.route_append = "<sip:x@127.0.0.1>";
                 }

@@ -11,6 +11,7 @@
 #     Contact (today's behaviour); a dead flow next to a live UDP binding:
 #     the call goes to the UDP one;
 #   - a re-REGISTER on a new connection replaces the flow;
+#   - a SIP-CGI script forwarding to a registered user uses the flow too;
 #   - after an engine restart a ;ob binding (its flow lost) is not used;
 #   - the same with the mod_dbd store (SQLite).
 use strict;
@@ -30,7 +31,9 @@ LoadModule status_module $SipTest::MODDIR/mod_status.so
 </Location>
 EOC
 
-my $t = SipRegTest->new(server_conf => $STATUS_CONF);
+my $t = SipRegTest->new(server_conf => $STATUS_CONF,
+                        scripts => { 'fwd@127.0.0.1' => "#!/bin/sh\n"
+                                     . "printf 'CGI-PROXY-REQUEST sip:kim\@127.0.0.1:\@SIPPORT\@ SIP/2.0\\n\\n'\n" });
 my $port = $t->sip_port;
 
 sub flows_dead {
@@ -272,6 +275,27 @@ my $dead0 = flows_dead();
     is($f && $f->code, 480, 'the second closed: 480, though the first is still open');
     ack_non2xx($gu2, $graw, $f) if $f;
     close $g1;
+}
+
+# ---- 5b. a SIP-CGI script forwarding to a user of ours uses her flow too
+{
+    my ($kc, $rk) = reg_tcp('kim', "sip:kim\@127.0.0.1:$nobody;transport=tcp;ob");
+    is($rk && $rk->code, 200, 'kim REGISTERs a ;ob contact over TCP');
+    my ($ku, $kraw) = invite_from_udp('fwd');
+    my $in = tcp_request_of($kc, 'INVITE', 5);
+    ok($in, "a script's CGI-PROXY-REQUEST to kim reaches her connection");
+    $t->send_raw($kc, response_to($in, 486, 'Busy Here', tag => 'kim1')) if $in;
+    my $f = udp_final($ku, 5);
+    is($f && $f->code, 486, '... her answer reaches the caller');
+    ack_non2xx($ku, $kraw, $f) if $f;
+    close $kc;
+    sleep 0.3;
+    my $before = flows_dead();
+    my ($ku2, $kraw2) = invite_from_udp('fwd');
+    my $f2 = udp_final($ku2, 5);
+    is($f2 && $f2->code, 480, 'her connection closed: the script\'s forward ends in 480');
+    ack_non2xx($ku2, $kraw2, $f2) if $f2;
+    is(flows_dead(), $before + 1, '... counted in SipFlowsDead');
 }
 
 # ---- 6. a flow does not survive an engine restart
