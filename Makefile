@@ -141,7 +141,8 @@ $(RUNDIR)/httpd.conf: conf/run.conf.in Makefile
 $(RUNDIR)/tls/server.crt:
 	mkdir -p $(RUNDIR)/tls
 	openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj /CN=127.0.0.1 \
-	  -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' -addext 'basicConstraints=critical,CA:FALSE' \
+	  -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' \
+	  -addext 'basicConstraints=critical,CA:FALSE' \
 	  -keyout $(RUNDIR)/tls/server.key -out $@.tmp 2>/dev/null
 	chmod 600 $(RUNDIR)/tls/server.key
 	mv $@.tmp $@

@@ -169,7 +169,8 @@
         s.on('progress', function (ev) {
             if (s.direction === 'outgoing') {
                 setCall('ringing');
-                status('Ringing ' + peer + (ev.response ? ' (' + ev.response.status_code + ')' : ''));
+                status('Ringing ' + peer +
+                       (ev.response ? ' (' + ev.response.status_code + ')' : ''));
             }
         });
         s.on('accepted', function (ev) {
