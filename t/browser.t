@@ -110,6 +110,21 @@ like($t->http_get('/phone/jssip.min.js'), qr{^HTTP/1\.1 200 .*JsSIP}s, 'and JsSI
 
 my $b = SipBrowser->new(dir => $t->dir);
 
+# The page's controls, each step one test; the driver's answer.
+sub page_open  { my ($tab, $url, $name) = @_; $b->ok_cmd({ cmd => 'open', tab => $tab, url => $url }, $name) }
+sub page_click { my ($tab, $id, $name) = @_; $b->ok_cmd({ cmd => 'click', tab => $tab, id => $id }, $name) }
+sub page_fill {
+    my ($tab, $fields, $name, %o) = @_;
+    return $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => $fields, %o }, $name);
+}
+# Until element $id's text matches $re (within $to s, default 15); true then.
+sub page_wait {
+    my ($tab, $id, $re, $name, $to) = @_;
+    return $b->ok_cmd({ cmd => 'wait', tab => $tab, id => $id, match => $re, timeout => $to // 15 },
+                      $name)->{ok};
+}
+sub page_state { my ($tab) = @_; my $r = $b->cmd({ cmd => 'read', tab => $tab }); return $r->{state} || {} }
+
 # One phone in tab $tab over $scheme: load, register as $user, call a sipp
 # UAS registered as $callee, hang up, call env@, unregister.
 sub phone_run {
@@ -118,6 +133,7 @@ sub phone_run {
     my $port = $scheme eq 'wss' ? $https_port : $http;
     my $origin = ($scheme eq 'wss' ? 'https' : 'http') . "://127.0.0.1:$port";
     my $L = uc $scheme;
+    my $sp = $t->sip_port;
 
     # the called phone, registered over UDP
     my $uport = free_port();
@@ -126,37 +142,33 @@ sub phone_run {
     my $reg = $t->register(user => $callee, contacts => [ "<sip:$callee\@127.0.0.1:$uport>" ]);
     is($reg && $reg->code, 200, "$L: sipp UAS registered as $callee");
 
-    my $r = $b->ok_cmd({ cmd => 'open', tab => $tab, url => "$origin/phone/" }, "$L: page loads in Chromium");
+    my $r = page_open($tab, "$origin/phone/", "$L: page loads in Chromium");
     return unless $r->{ok};
     like($r->{jssip} // '', qr/^\d+\.\d+/, "$L: JsSIP loaded (" . ($r->{jssip} // 'none') . ')');
-    $r = $b->cmd({ cmd => 'read', tab => $tab });
-    my $st = $r->{state} || {};
-    is($st->{'ws-url'}, "$scheme://127.0.0.1:$port/sip", "$L: WebSocket URL defaults to the page's origin + /sip");
+    my $st = page_state($tab);
+    is($st->{'ws-url'}, "$scheme://127.0.0.1:$port/sip",
+       "$L: WebSocket URL defaults to the page's origin + /sip");
     is($st->{target}, 'sip:env@127.0.0.1', "$L: target defaults to sip:env\@<the page's host>");
     is($st->{uri}, 'sip:alice@127.0.0.1', "$L: SIP URI defaults to sip:alice\@<the page's host>");
 
     # register (with digest: a wrong password first)
+    my $aor = "sip:$user\@127.0.0.1";
     my $pw = $PASSWORD{$user};
     if (defined $pw) {
-        $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { uri => "sip:$user\@127.0.0.1", password => 'wrong' } },
-                   "$L: fill in the SIP URI and a wrong password");
-        $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'register' }, "$L: click Register");
-        $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^failed$', timeout => 15 },
-                        "$L: with a wrong password the page shows the registration failed");
-        $r = $b->cmd({ cmd => 'read', tab => $tab });
-        like($r->{state} && $r->{state}{'reg-code'}, qr/^40[13]$/, "$L: refused 401 or 403")
-            or diag(SipBrowser::explain_failure($r));
+        page_fill($tab, { uri => $aor, password => 'wrong' }, "$L: fill in the SIP URI and a wrong password");
+        page_click($tab, 'register', "$L: click Register");
+        page_wait($tab, 'reg-state', '^failed$',
+                  "$L: with a wrong password the page shows the registration failed");
+        like(page_state($tab)->{'reg-code'}, qr/^40[13]$/, "$L: refused 401 or 403");
         my ($f0, %b0) = $t->fetch($user);
-        ok($f0 && $f0->code == 200 && !%b0, "$L: and nothing registered") or diag(SipRegTest::dump_contacts($f0));
+        ok($f0 && $f0->code == 200 && !%b0, "$L: and nothing registered")
+            or diag(SipRegTest::dump_contacts($f0));
     }
-    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { uri => "sip:$user\@127.0.0.1", password => $pw // '' } },
-               "$L: fill in the SIP URI" . (defined $pw ? ' and the right password' : ''));
-    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'register' }, "$L: click Register");
-    $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^registered$', timeout => 15 },
-                    "$L: the page shows registered");
-    return unless $r->{ok};
-    $r = $b->cmd({ cmd => 'read', tab => $tab });
-    is($r->{state} && $r->{state}{'reg-code'}, '200', "$L: the REGISTER was answered 200");
+    page_fill($tab, { uri => $aor, password => $pw // '' },
+              "$L: fill in the SIP URI" . (defined $pw ? ' and the right password' : ''));
+    page_click($tab, 'register', "$L: click Register");
+    page_wait($tab, 'reg-state', '^registered$', "$L: the page shows registered") or return;
+    is(page_state($tab)->{'reg-code'}, '200', "$L: the REGISTER was answered 200");
     my ($f, %binds) = $t->fetch($user);
     # (JsSIP's Contact says transport=ws over wss too; its Via says WSS)
     my @ws = grep { /\.invalid;transport=ws$/i } keys %binds;
@@ -164,25 +176,22 @@ sub phone_run {
         or diag(SipRegTest::dump_contacts($f));
 
     # call the sipp UAS and hang up
-    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { target => "sip:$callee\@127.0.0.1" } }, "$L: fill in the target");
-    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'call' }, "$L: click Call");
-    $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'call-state', match => '^confirmed$', timeout => 20 },
-                    "$L: the page shows the call confirmed");
-    return unless $r->{ok};
+    page_fill($tab, { target => "sip:$callee\@127.0.0.1" }, "$L: fill in the target");
+    page_click($tab, 'call', "$L: click Call");
+    page_wait($tab, 'call-state', '^confirmed$', "$L: the page shows the call confirmed", 20) or return;
     sleep 1;
-    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'hangup' }, "$L: click Hang up");
-    $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'call-state', match => '^ended$', timeout => 10 },
-               "$L: the page shows the call ended");
+    page_click($tab, 'hangup', "$L: click Hang up");
+    page_wait($tab, 'call-state', '^ended$', "$L: the page shows the call ended", 10);
     $t->rsipp_ok($uas, label => "$L: sipp UAS", timeout => 30);
     my ($inv) = SipRegTest::rsipp_msgs($uas, dir => 'received', method => 'INVITE');
     my @via = $inv ? $inv->header_elems('via') : ();
-    my $sp = $t->sip_port;
     ok(@via == 2 && $via[0] =~ m{^SIP/2\.0/UDP 127\.0\.0\.1:$sp;} && $via[1] =~ m{^SIP/2\.0/$L }i,
        "$L: the INVITE came through mod_sip (its UDP Via over the browser's $L Via)")
         or diag(join("\n", @via) || 'no INVITE');
-    like($inv ? $inv->body : '', qr{^m=audio \d+ UDP/TLS/RTP/SAVPF}m, "$L: with the browser's WebRTC offer");
-    unlike($inv ? $inv->body : 'a=candidate', qr{^a=candidate}m,
-           "$L: naming no ICE candidate (drive.js keeps WebRTC off the machine's addresses)");
+    my $sdp = $inv ? $inv->body : '';
+    like($sdp, qr{^m=audio \d+ UDP/TLS/RTP/SAVPF}m, "$L: with the browser's WebRTC offer");
+    ok($inv && $sdp !~ /^a=candidate/m,
+       "$L: naming no ICE candidate (drive.js keeps WebRTC off the machine's addresses)");
     ok($inv && $inv->header('record-route'), "$L: and a Record-Route");
     for my $m (qw(ACK BYE)) {
         my ($got) = SipRegTest::rsipp_msgs($uas, dir => 'received', method => $m);
@@ -191,19 +200,17 @@ sub phone_run {
     }
 
     # the default target: env@ answers 200 with its environment, no SDP
-    $b->ok_cmd({ cmd => 'fill', tab => $tab, fields => { target => 'sip:env@127.0.0.1' } }, "$L: target env\@");
-    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'call' }, "$L: call env\@");
-    $r = $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'call-state', match => '^failed: .* 200$', timeout => 20 },
-                    "$L: env\@ answers 200 without a session description: the page ends the call");
-    $r = $b->cmd({ cmd => 'read', tab => $tab });
-    my $resp = $r->{state} ? $r->{state}{'last-response'} // '' : '';
+    page_fill($tab, { target => 'sip:env@127.0.0.1' }, "$L: target env\@");
+    page_click($tab, 'call', "$L: call env\@");
+    page_wait($tab, 'call-state', '^failed: .* 200$',
+              "$L: env\@ answers 200 without a session description: the page ends the call", 20);
+    my $resp = page_state($tab)->{'last-response'} // '';
     like($resp, qr/^REQUEST_METHOD=INVITE$/m, "$L: the page shows env\@'s answer");
     like($resp, qr{^SIP_VIA=SIP/2\.0/$L }mi, "$L: which saw the INVITE's $L Via");
 
     # unregister
-    $b->ok_cmd({ cmd => 'click', tab => $tab, id => 'unregister' }, "$L: click Unregister");
-    $b->ok_cmd({ cmd => 'wait', tab => $tab, id => 'reg-state', match => '^unregistered$', timeout => 10 },
-               "$L: the page shows unregistered");
+    page_click($tab, 'unregister', "$L: click Unregister");
+    page_wait($tab, 'reg-state', '^unregistered$', "$L: the page shows unregistered", 10);
     ($f, %binds) = $t->fetch($user);
     ok($f && $f->code == 200 && !%binds, "$L: the binding is gone") or diag(SipRegTest::dump_contacts($f));
     $b->cmd({ cmd => 'screenshot', tab => $tab, path => $t->dir . "/phone-$tab.png" });
@@ -215,45 +222,39 @@ sub phone_run {
 # hangs up.  Then dave,
 # answering at once (auto-answer), is called again and hangs up himself.
 sub two_tabs {
-    my %tab = (c => [ 'carol', "http://127.0.0.1:$http" ], d => [ 'dave', "https://127.0.0.1:$https_port" ]);
+    my %tab = (c => [ 'carol', "http://127.0.0.1:$http" ],
+               d => [ 'dave', "https://127.0.0.1:$https_port" ]);
     for my $k (sort keys %tab) {
         my ($user, $origin) = @{ $tab{$k} };
-        my $r = $b->ok_cmd({ cmd => 'open', tab => $k, url => "$origin/phone/" }, "tabs: $user\'s page loads");
-        return unless $r->{ok};
-        $b->ok_cmd({ cmd => 'fill', tab => $k, fields => { uri => "sip:$user\@127.0.0.1", password => $PASSWORD{$user} // '' } },
-                   "tabs: $user\'s URI" . ($PASSWORD{$user} ? ' and password' : ''));
-        $b->ok_cmd({ cmd => 'click', tab => $k, id => 'register' }, "tabs: $user registers");
-        $r = $b->ok_cmd({ cmd => 'wait', tab => $k, id => 'reg-state', match => '^registered$', timeout => 15 },
-                        "tabs: $user registered");
-        return unless $r->{ok};
+        page_open($k, "$origin/phone/", "tabs: $user\'s page loads")->{ok} or return;
+        page_fill($k, { uri => "sip:$user\@127.0.0.1", password => $PASSWORD{$user} // '' },
+                  "tabs: $user\'s URI" . ($PASSWORD{$user} ? ' and password' : ''));
+        page_click($k, 'register', "tabs: $user registers");
+        page_wait($k, 'reg-state', '^registered$', "tabs: $user registered") or return;
     }
-    my $wait = sub {
-        my ($k, $id, $re, $name, $to) = @_;
-        return $b->ok_cmd({ cmd => 'wait', tab => $k, id => $id, match => $re, timeout => $to // 15 }, $name)->{ok};
-    };
 
     # carol calls dave, who answers by hand; carol hangs up
-    $b->ok_cmd({ cmd => 'fill', tab => 'c', fields => { target => 'sip:dave@127.0.0.1' } }, 'tabs: carol dials dave');
-    $b->ok_cmd({ cmd => 'click', tab => 'c', id => 'call' }, 'tabs: carol clicks Call');
-    $wait->('d', 'call-state', '^incoming$', "tabs: dave's page rings (the INVITE reached it on its WebSocket)")
+    page_fill('c', { target => 'sip:dave@127.0.0.1' }, 'tabs: carol dials dave');
+    page_click('c', 'call', 'tabs: carol clicks Call');
+    page_wait('d', 'call-state', '^incoming$', "tabs: dave's page rings (the INVITE reached it on its WebSocket)")
         or return;
-    $wait->('d', 'call-peer', 'carol@127\.0\.0\.1', "tabs: dave's page shows carol calling");
-    $wait->('c', 'call-state', '^ringing$', "tabs: carol's page hears it ring (180)");
-    $b->ok_cmd({ cmd => 'click', tab => 'd', id => 'answer' }, 'tabs: dave clicks Answer');
-    $wait->('d', 'call-state', '^confirmed$', "tabs: dave's call confirmed") or return;
-    $wait->('c', 'call-state', '^confirmed$', "tabs: carol's call confirmed") or return;
-    $b->ok_cmd({ cmd => 'click', tab => 'c', id => 'hangup' }, 'tabs: carol hangs up');
-    $wait->('c', 'call-state', '^ended$', "tabs: carol's call ended");
-    $wait->('d', 'status', 'ended by remote', "tabs: dave's call ended by carol (the BYE reached him)");
+    page_wait('d', 'call-peer', 'carol@127\.0\.0\.1', "tabs: dave's page shows carol calling");
+    page_wait('c', 'call-state', '^ringing$', "tabs: carol's page hears it ring (180)");
+    page_click('d', 'answer', 'tabs: dave clicks Answer');
+    page_wait('d', 'call-state', '^confirmed$', "tabs: dave's call confirmed") or return;
+    page_wait('c', 'call-state', '^confirmed$', "tabs: carol's call confirmed") or return;
+    page_click('c', 'hangup', 'tabs: carol hangs up');
+    page_wait('c', 'call-state', '^ended$', "tabs: carol's call ended");
+    page_wait('d', 'status', 'ended by remote', "tabs: dave's call ended by carol (the BYE reached him)");
 
     # again, dave answering at once, and hanging up himself
-    $b->ok_cmd({ cmd => 'fill', tab => 'd', fields => {}, autoanswer => 1 }, 'tabs: dave ticks auto-answer');
-    $b->ok_cmd({ cmd => 'click', tab => 'c', id => 'call' }, 'tabs: carol calls dave again');
-    $wait->('d', 'call-state', '^confirmed$', "tabs: dave's page answered by itself") or return;
-    $wait->('c', 'call-state', '^confirmed$', "tabs: carol's call confirmed") or return;
-    $b->ok_cmd({ cmd => 'click', tab => 'd', id => 'hangup' }, 'tabs: dave hangs up');
-    $wait->('d', 'call-state', '^ended$', "tabs: dave's call ended");
-    $wait->('c', 'status', 'ended by remote', "tabs: carol's call ended by dave (the BYE reached her)");
+    page_fill('d', {}, 'tabs: dave ticks auto-answer', autoanswer => 1);
+    page_click('c', 'call', 'tabs: carol calls dave again');
+    page_wait('d', 'call-state', '^confirmed$', "tabs: dave's page answered by itself") or return;
+    page_wait('c', 'call-state', '^confirmed$', "tabs: carol's call confirmed") or return;
+    page_click('d', 'hangup', 'tabs: dave hangs up');
+    page_wait('d', 'call-state', '^ended$', "tabs: dave's call ended");
+    page_wait('c', 'status', 'ended by remote', "tabs: carol's call ended by dave (the BYE reached her)");
 }
 
 # (a run cut short by a failure leaves its sipp: killed before the next)

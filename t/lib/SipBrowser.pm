@@ -46,11 +46,13 @@ sub jssip_js { "$REPO/node_modules/jssip/dist/jssip.min.js" }
 # what installs it (make test does): never a skip.
 sub available {
     my $ok = 1;
-    $ok = ok(-x $CHROMIUM, "chromium at $CHROMIUM (Debian package chromium; make test installs it)") && $ok;
+    $ok = ok(-x $CHROMIUM, "chromium at $CHROMIUM (Debian package chromium; make test installs it)")
+        && $ok;
     $ok = ok(node_bin(), 'node in PATH (make test installs nodejs when missing)') && $ok;
     $ok = ok(-d "$REPO/node_modules/playwright-core",
              'node_modules/playwright-core present (make test runs npm ci)') && $ok;
-    $ok = ok(-f jssip_js(), 'node_modules/jssip/dist/jssip.min.js present (make test runs npm ci)') && $ok;
+    $ok = ok(-f jssip_js(), 'node_modules/jssip/dist/jssip.min.js present (make test runs npm ci)')
+        && $ok;
     return $ok;
 }
 
