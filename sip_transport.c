@@ -81,6 +81,7 @@ struct sip_tcp_conn {
     int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
     int tls_retry;                  /* TLS: the head of the output waits to be written again */
     int corked;                     /* TLS: answers queue while input is processed */
+    apr_size_t out_bytes;   /* queued in out_head.. and not yet written */
 };
 
 static sip_loop_t *tp_loop;
@@ -708,7 +709,7 @@ static void tls_coalesce(sip_tcp_conn_t *c)
         return;
     for (m = o; m && total + m->len <= 16384; m = m->next)
         total += m->len;
-    if (m == o->next || !(next = malloc(sizeof(*next) + total)))
+    if (m == o || m == o->next || !(next = malloc(sizeof(*next) + total)))
         return;
     next->len = 0;
     next->off = 0;
@@ -747,6 +748,7 @@ static void tcp_flush(sip_tcp_conn_t *c)
             return;
         }
         o->off += (apr_size_t)n;
+        c->out_bytes -= (apr_size_t)n;
         if (o->off < o->len)
             break;
         c->out_head = o->next;
@@ -785,6 +787,7 @@ static apr_status_t tcp_write2(sip_tcp_conn_t *c, const void *a, apr_size_t alen
     else
         c->out_head = o;
     c->out_tail = o;
+    c->out_bytes += o->len;
     tcp_flush(c);
     return APR_SUCCESS;
 }
@@ -957,6 +960,8 @@ typedef struct ws_state {
 } ws_state_t;
 
 static sip_log_rate_t rl_ws = SIP_LOG_RATE_INIT("WebSocket protocol errors");
+
+#define WS_MAX_BACKLOG 65536    /* queued output above which pings go unanswered */
 
 static apr_status_t ws_state_cleanup(void *data)
 {
@@ -1137,14 +1142,20 @@ static void ws_process_input(sip_tcp_conn_t *c)
                 break;
             }
             if (ws->msg_len + plen + 1 > ws->msg_cap) {
-                apr_size_t cap = ws->msg_len + plen + 1;
-                char *bigger = realloc(ws->msg, cap < 4096 ? 4096 : cap);
+                /* doubling: many small fragments must not cost a copy each */
+                apr_size_t need = ws->msg_len + plen + 1, cap = ws->msg_cap ? ws->msg_cap : 4096;
+                char *bigger;
+                while (cap < need)
+                    cap *= 2;
+                if (cap > max + 1)
+                    cap = (apr_size_t)max + 1;
+                bigger = realloc(ws->msg, cap);
                 if (!bigger) {
                     tcp_close(c, "out of memory");
                     break;
                 }
                 ws->msg = bigger;
-                ws->msg_cap = cap < 4096 ? 4096 : cap;
+                ws->msg_cap = cap;
             }
             memcpy(ws->msg + ws->msg_len, payload, plen);
             ws->msg_len += plen;
@@ -1160,8 +1171,12 @@ static void ws_process_input(sip_tcp_conn_t *c)
             }
             break;
         case SIP_WS_PING:
-            /* §5.5.2: a pong with the same application data */
-            ws_send_frame(c, SIP_WS_PONG, payload, plen);
+            /* §5.5.2: a pong with the same application data; not while
+             * earlier output is still unread (§5.5.3 allows answering
+             * only the latest ping), or a client that pings and never
+             * reads would grow our queue without end */
+            if (c->out_bytes < WS_MAX_BACKLOG)
+                ws_send_frame(c, SIP_WS_PONG, payload, plen);
             sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
             break;
         case SIP_WS_PONG:
@@ -1510,10 +1525,11 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
         memcpy(c->in, h->early, n);
         c->in_len = n;
         stream_process_input(c);
-        if (c->closed)
-            return;
+        if (c->closed || c->lingering)
+            return;     /* closed, or tcp_linger watches for the rest of the input */
     }
-    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN) != APR_SUCCESS)
+    /* answers to early bytes may be waiting for the socket to drain */
+    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN | (c->out_head ? APR_POLLOUT : 0)) != APR_SUCCESS)
         tcp_close(c, "cannot poll");
 }
 
@@ -1708,6 +1724,11 @@ void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env
         if (c->relay_subject)
             apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
     }
+}
+
+int sip_transport_tls_port(void *vhost)
+{
+    return sip_tls_port(vhost);
 }
 
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)

@@ -21,6 +21,10 @@ SipTcpMessageTimeout 2
 <Location /sip>
     SipWebSocket On
 </Location>
+<Location /sip-mine>
+    SipWebSocket On
+    Require expr "%{HTTP:Origin} == 'https://example.com'"
+</Location>
 EOC
 );
 my $hp = $t->http_port;
@@ -84,6 +88,11 @@ for my $name (sort keys %bad) {
         is($ws->header('sec-websocket-version'), '13', '426 names the version we speak');
     }
 }
+# httpd's access control applies to the upgrade (docs/websocket.md: Origin)
+is(SipWs->connect(port => $hp, path => '/sip-mine', headers => [Origin => 'https://example.com'])
+       ->status, 101, 'Require expr on Origin: our page upgraded');
+is(SipWs->connect(port => $hp, path => '/sip-mine', headers => [Origin => 'https://evil.example'])
+       ->status, 403, 'Require expr on Origin: another page refused 403');
 still_alive('after bad handshakes');
 
 # -- frame errors: 1002
@@ -170,6 +179,34 @@ still_alive('after size limits');
     ok($ws->wait_eof(6), 'a fragmented message never finished: closed');
 }
 still_alive('after slow clients');
+
+# -- a ping flood from a client that never reads: pongs stop being queued
+#    once the unread output is large (the engine's memory stays bounded)
+{
+    my $rss = sub {
+        open(my $fh, '<', "/proc/$engine/status") or return 0;
+        local $/;
+        my ($kb) = (<$fh> // '') =~ /^VmRSS:\s+(\d+)/m;
+        return $kb // 0;
+    };
+    my $before = $rss->();
+    my $ws = SipWs->connect(port => $hp, path => '/sip');
+    my $ping = SipWs->frame_bytes(SipWs::PING, 'p' x 125);
+    my $sent = 0;
+    $ws->socket->blocking(0);
+    for (1 .. 300000) {
+        my $n = syswrite($ws->socket, $ping);
+        last unless defined $n && $n == length $ping;
+        $sent++;
+    }
+    $ws->socket->blocking(1);
+    sleep 1;
+    my $grown = $rss->() - $before;
+    cmp_ok($sent, '>', 20000, "many pings sent without reading ($sent)");
+    cmp_ok($grown, '<', 8 * 1024, "engine memory grew by less than 8 MB ($grown KB)");
+    close $ws->socket;
+}
+still_alive('after a ping flood');
 
 # -- garbage after the upgrade
 for my $n (1 .. 3) {
