@@ -58,12 +58,15 @@ TEST_UPLOAD_USER = mod-sip-upload
 BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
-             libio-socket-ssl-perl openssl socat
+             libio-socket-ssl-perl openssl socat chromium
+# make run: the self-signed certificate of its wss:// port
+RUN_PKGS   = $(BUILD_PKGS) openssl
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
 
-.PHONY: all deps test-deps install run stop test unit prove clean test-asan ci fuzz fuzz-deps
+.PHONY: all deps test-deps install run stop test unit prove clean test-asan ci fuzz fuzz-deps \
+        node-deps node-apt run-deps
 
 all: .libs/mod_sip.so $(SUEXEC)
 
@@ -99,6 +102,22 @@ endef
 deps:
 	$(call apt_install,$(BUILD_PKGS))
 
+# Node.js and npm bring the browser phone's JsSIP (www/phone/) and the browser
+# test's driver (t/browser/drive.js), pinned in package-lock.json: the
+# machine's own Node.js when it has one, else Debian's.
+node-deps:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory node-apt; fi
+
+node-apt:
+	$(call apt_install,nodejs npm)
+
+JSSIP_DIST = $(CURDIR)/node_modules/jssip/dist
+NODE_STAMP = node_modules/.package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	$(MAKE) --no-print-directory node-deps
+	npm ci --no-audit --no-fund
+
 test-deps:
 	$(call apt_install,$(TEST_PKGS))
 	@id -u $(TEST_UPLOAD_USER) >/dev/null 2>&1 || { \
@@ -123,13 +142,28 @@ $(RUNDIR)/httpd.conf: conf/run.conf.in Makefile
 	if [ "$$(id -u)" = 0 ]; then ug='User www-data\nGroup www-data'; chown -R www-data: $(RUNDIR)/logs; else ug=''; fi; \
 	sed -e 's|@ROOT@|$(RUNDIR)|g' -e 's|@MODULE@|$(CURDIR)/.libs/mod_sip.so|g' \
 	    -e 's|@SCRIPTS@|$(CURDIR)/sip-cgi-bin|g' -e 's|@MODDIR@|$(MODDIR)|g' \
+	    -e 's|@WWW@|$(CURDIR)/www|g' -e 's|@JSSIP@|$(JSSIP_DIST)|g' \
 	    -e "s|@USERGROUP@|$$ug|" conf/run.conf.in > $@
 
-run: deps all $(RUNDIR)/httpd.conf
+# A self-signed certificate for the wss:// port of make run, made once.
+$(RUNDIR)/tls/server.crt:
+	mkdir -p $(RUNDIR)/tls
+	openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj /CN=127.0.0.1 \
+	  -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' \
+	  -addext 'basicConstraints=critical,CA:FALSE' \
+	  -keyout $(RUNDIR)/tls/server.key -out $@.tmp 2>/dev/null
+	chmod 600 $(RUNDIR)/tls/server.key
+	mv $@.tmp $@
+
+run-deps:
+	$(call apt_install,$(RUN_PKGS))
+
+run: run-deps all $(NODE_STAMP) $(RUNDIR)/httpd.conf $(RUNDIR)/tls/server.crt
 	-@[ -f $(RUNDIR)/run/httpd.pid ] && $(HTTPD) -f $(RUNDIR)/httpd.conf -k stop && sleep 1 || true
 	$(HTTPD) -f $(RUNDIR)/httpd.conf -t
 	$(HTTPD) -f $(RUNDIR)/httpd.conf -k start
 	@echo "mod_sip is serving $(CURDIR)/sip-cgi-bin on 127.0.0.1:5060 (UDP and TCP)."
+	@echo "Browser phone: http://127.0.0.1:8060/phone/ (ws://) and https://127.0.0.1:8443/phone/ (wss://)"
 	@echo "Logs: $(RUNDIR)/logs/error.log   Status: http://127.0.0.1:8060/server-status   Stop: make stop"
 
 stop:
@@ -148,7 +182,7 @@ unit: test-deps $(UNIT_TESTS)
 # prove exits 0 when it ran nothing: insist on its "Result: PASS" line.
 PROVE_ENV ?=
 PROVE_LOG ?= t/prove.log
-prove: test-deps all
+prove: test-deps all $(NODE_STAMP)
 	@ls t/*.t >/dev/null 2>&1 || { echo "no tests in t/"; exit 1; }
 	set -o pipefail; $(PROVE_ENV) prove -I t/lib t/ 2>&1 | tee $(PROVE_LOG)
 	@grep -q '^Result: PASS' $(PROVE_LOG)
@@ -167,8 +201,9 @@ test-asan: test-deps asan/.libs/mod_sip.so
 	  PROVE_ENV="MOD_SIP_SO=$(CURDIR)/asan/.libs/mod_sip.so MOD_SIP_PRELOAD='$(ASAN_LIBS)'"
 
 # CI: both suites at once (they mostly wait on timers, so two cores run
-# them side by side in about the time of one), each with its own log.
-ci: test-deps all asan/.libs/mod_sip.so unit
+# them side by side in about the time of one), each with its own log;
+# node_modules first, as two npm ci at once would remove each other's files.
+ci: test-deps all asan/.libs/mod_sip.so $(NODE_STAMP) unit
 	@rc=0; \
 	$(MAKE) --no-print-directory prove > t/ci-plain.out 2>&1 & p1=$$!; \
 	$(MAKE) --no-print-directory test-asan > t/ci-asan.out 2>&1 & p2=$$!; \
@@ -177,7 +212,7 @@ ci: test-deps all asan/.libs/mod_sip.so unit
 	grep -E '^(t/.*\.t \.+ (Failed|Dubious)|Failed test|not ok)' t/ci-plain.out t/ci-asan.out | head -50; \
 	exit $$rc
 
-test: test-deps all unit prove
+test: test-deps all $(NODE_STAMP) unit prove
 
 # A part of the suite with httpd (and so the SIP engine, forked from it)
 # under valgrind: no memory error and no definite leak in any process.

@@ -7,7 +7,11 @@
 #
 #   OPTIONS        -> 200 OK with an Allow header (keep-alive / capability
 #                     probes keep working for unknown users)
-#   anything else  -> 480 Temporarily Unavailable
+#   anything else  -> no output: the server's default action.  A REGISTER
+#                     is stored by the registrar; a request for a user who
+#                     registered (a browser phone of www/phone/, a SIP
+#                     phone) is proxied to the registered contacts; a user
+#                     with no binding gets 480, one never registered 404.
 #   ACK            -> mod_sip never runs a script for ACK
 #
 # This is a placeholder.  Administrators are expected to replace it with
@@ -20,14 +24,13 @@
 #   5.5.1.11   REQUEST_METHOD names the method of the triggering request
 #   5.6.1.1    a status line makes the server send that response; Via, From,
 #              To, Call-ID and CSeq are copied from the request by the server
+#   5.6.1.6    no output: the server's default action (proxy to the
+#              registered contacts); 5.9: a REGISTER's binding is stored
 
 case "$REQUEST_METHOD" in
 OPTIONS)
     printf 'SIP/2.0 200 OK\n'
     printf 'Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\n'
     printf '\n'
-    ;;
-*)
-    printf 'SIP/2.0 480 Temporarily Unavailable\n\n'
     ;;
 esac
