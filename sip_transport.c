@@ -866,13 +866,21 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     int delivered = 0;
 
     /* A browser's WebSocket upgrade straight to the SIP port (SipWebSocket
-     * On for the vhost): only as the very first bytes. */
+     * On for the vhost): only as the very first bytes, and only in HTTP's
+     * origin form ("GET /"): "GET sip:..." is a SIP request with an
+     * unknown method, answered 501 like any other. */
     if (!c->http_checked && c->in_len) {
-        apr_size_t n = c->in_len < 4 ? c->in_len : 4;
-        if (memcmp(c->in, "GET ", n) != 0)
+        apr_size_t n = c->in_len < 5 ? c->in_len : 5;
+        if (memcmp(c->in, "GET /", n) != 0)
             c->http_checked = 1;
-        else if (n == 4) {
+        else if (n == 5) {
             ws_engine_upgrade(c);
+            return;
+        }
+        else {
+            /* wait for the fifth byte, within SipTcpMessageTimeout */
+            if (!sip_timer_armed(&c->msg))
+                sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
             return;
         }
     }
