@@ -203,7 +203,10 @@ still_alive('after slow clients');
     sleep 1;
     my $grown = $rss->() - $before;
     cmp_ok($sent, '>', 20000, "many pings sent without reading ($sent)");
-    cmp_ok($grown, '<', 8 * 1024, "engine memory grew by less than 8 MB ($grown KB)");
+    # Under ASan freed memory stays resident in its quarantine: the 8 MB
+    # bound is the plain suite's; the sanitizer run only catches a blow-up.
+    my $limit_mb = ($ENV{MOD_SIP_PRELOAD} // '') =~ /asan/ ? 48 : 8;
+    cmp_ok($grown, '<', $limit_mb * 1024, "engine memory grew by less than $limit_mb MB ($grown KB)");
     close $ws->socket;
 }
 still_alive('after a ping flood');
