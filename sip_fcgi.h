@@ -9,6 +9,7 @@
 #include "apr_pools.h"
 #include "apr_tables.h"
 #include "httpd.h"
+#include "http_config.h"
 #include "util_fcgi.h"      /* record types and flags only: its helpers live in httpd */
 
 /* ---- record layer (sip_fcgi.c) ---- */
