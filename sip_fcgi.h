@@ -10,6 +10,7 @@
 #include "apr_tables.h"
 #include "httpd.h"
 #include "http_config.h"
+#include "sip_event.h"
 #include "util_fcgi.h"      /* record types and flags only: its helpers live in httpd */
 
 /* ---- record layer (sip_fcgi.c) ---- */
@@ -72,7 +73,6 @@ int sip_fcgi_parse(sip_fcgi_parser_t *ps, const char *buf, apr_size_t len, apr_s
 struct sip_fcgi_target;
 typedef struct sip_fcgi_target sip_fcgi_target_t;
 typedef struct sip_fcgi_req sip_fcgi_req_t;
-struct sip_loop;
 
 /* What a request reports back to its SIP-CGI run. */
 typedef struct sip_fcgi_sink {
@@ -100,7 +100,7 @@ sip_fcgi_req_t *sip_fcgi_submit(sip_fcgi_target_t *t, server_rec *s, const char 
 void sip_fcgi_cancel(sip_fcgi_req_t *r);
 
 /* Engine start and stop: starts SipFastCGI pools, stops their workers. */
-void sip_fcgi_init(struct sip_loop *loop, apr_pool_t *p, server_rec *main_server);
+void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p);
 void sip_fcgi_shutdown(void);
 
 /* Directives (mod_sip.c's thin handlers) */

@@ -37,6 +37,7 @@
 #include "../sip_tls.c"
 #include "../sip_ws.c"
 #include "../sip_fcgi.c"
+#include "../sip_fcgi_pool.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -42,6 +42,7 @@
 #include "../../sip_tls.c"
 #include "../../sip_ws.c"
 #include "../../sip_fcgi.c"
+#include "../../sip_fcgi_pool.c"
 
 #include "httpd_stubs.h"
 
@@ -8332,7 +8333,7 @@ static void fcgi_cap_err(void *b, const char *buf, apr_size_t len)
 }
 
 /* One record: type, id, content, padding. */
-static apr_size_t fcgi_rec(unsigned char *o, int type, int id, const char *c, apr_size_t clen,
+static apr_size_t fcgi_t_rec(unsigned char *o, int type, int id, const char *c, apr_size_t clen,
                            int pad)
 {
     o[0] = 1;
@@ -8348,11 +8349,11 @@ static apr_size_t fcgi_rec(unsigned char *o, int type, int id, const char *c, ap
     return 8 + clen + (apr_size_t)pad;
 }
 
-static apr_size_t fcgi_end(unsigned char *o, int id, apr_uint32_t app, int proto)
+static apr_size_t fcgi_t_end(unsigned char *o, int id, apr_uint32_t app, int proto)
 {
     char b[8] = {(char)(app >> 24), (char)(app >> 16), (char)(app >> 8), (char)app,
                  (char)proto, 0, 0, 0};
-    return fcgi_rec(o, AP_FCGI_END_REQUEST, id, b, 8, 0);
+    return fcgi_t_rec(o, AP_FCGI_END_REQUEST, id, b, 8, 0);
 }
 
 /* Walks an encoded request the way a worker reads it. */
@@ -8448,12 +8449,12 @@ START_TEST(fcgi_parse_answer)
     const char *why = NULL;
     int r = 0;
 
-    n += fcgi_rec(a + n, AP_FCGI_STDERR, 3, "warn\n", 5, 3);
-    n += fcgi_rec(a + n, AP_FCGI_STDOUT, 3, "SIP/2.0 302 Moved\r\n", 19, 5);
-    n += fcgi_rec(a + n, AP_FCGI_STDOUT, 3, "Contact: <sip:x@y>\r\n\r\n", 22, 2);
-    n += fcgi_rec(a + n, AP_FCGI_STDOUT, 3, "", 0, 0);
-    n += fcgi_rec(a + n, AP_FCGI_STDERR, 3, "", 0, 0);
-    n += fcgi_end(a + n, 3, 4, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 3, "warn\n", 5, 3);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "SIP/2.0 302 Moved\r\n", 19, 5);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "Contact: <sip:x@y>\r\n\r\n", 22, 2);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "", 0, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 3, "", 0, 0);
+    n += fcgi_t_end(a + n, 3, 4, 0);
     a[n++] = 1;   /* the next answer's first byte: not this request's */
 
     sip_fcgi_parser_init(&ps, 3, 100, fcgi_cap_out, fcgi_cap_err, c);
@@ -8502,7 +8503,7 @@ START_TEST(fcgi_parse_malformed)
 
     memset(a, 0, sizeof(a));
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        n = fcgi_rec(a, cases[i].type, cases[i].id, (const char *)a + 300,
+        n = fcgi_t_rec(a, cases[i].type, cases[i].id, (const char *)a + 300,
                      (apr_size_t)cases[i].clen, 0);
         a[0] = (unsigned char)cases[i].version;
         why = NULL;
@@ -8512,18 +8513,18 @@ START_TEST(fcgi_parse_malformed)
         ck_assert_msg(strstr(why, cases[i].why), "case %u: %s", i, why);
     }
     /* STDOUT after its empty record */
-    n = fcgi_rec(a, AP_FCGI_STDOUT, 3, "", 0, 0);
-    n += fcgi_rec(a + n, AP_FCGI_STDOUT, 3, "x", 1, 7);
+    n = fcgi_t_rec(a, AP_FCGI_STDOUT, 3, "", 0, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "x", 1, 7);
     sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
     ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), -1);
     ck_assert_str_eq(why, "STDOUT after its end");
     /* stderr over the limit across records */
-    n = fcgi_rec(a, AP_FCGI_STDERR, 3, (const char *)a + 300, 60, 4);
-    n += fcgi_rec(a + n, AP_FCGI_STDERR, 3, (const char *)a + 300, 60, 4);
+    n = fcgi_t_rec(a, AP_FCGI_STDERR, 3, (const char *)a + 300, 60, 4);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 3, (const char *)a + 300, 60, 4);
     sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
     ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), -1);
     /* OVERLOADED is reported, not refused */
-    n = fcgi_end(a, 3, 0, 2);
+    n = fcgi_t_end(a, 3, 0, 2);
     sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
     ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), 1);
     ck_assert_int_eq(ps.protocol_status, 2);
