@@ -99,7 +99,6 @@ struct sip_fcgi_target {
     int max_requests;           /* SipFastCGIMaxRequests; 0 = no limit */
     apr_interval_time_t idle;   /* SipFastCGIIdleTimeout */
     worker_t *workers;          /* max slots */
-    unsigned seq;
     int queue_max;              /* SipFastCGIQueue */
     /* state */
     fconn_t *conns;
@@ -129,6 +128,7 @@ static sip_loop_t *fcgi_loop;
 static apr_pool_t *fcgi_pool;
 static const char *sock_dir;
 static sip_timer_t supervise_timer;
+static unsigned worker_seq;
 
 static void conn_event(void *baton, apr_int16_t ev);
 static void conn_drop(fconn_t *c, int kill_worker);
@@ -383,9 +383,9 @@ static int worker_start(sip_fcgi_target_t *t, worker_t *w)
 
     if (!sock_dir)
         return -1;
+    /* one name per worker slot of the engine (pools share the directory) */
     if (!w->sock_path)
-        w->sock_path = apr_psprintf(fcgi_pool, "%s/%u.%ld", sock_dir, ++t->seq,
-                                    (long)(w - t->workers));
+        w->sock_path = apr_psprintf(fcgi_pool, "%s/w%u", sock_dir, ++worker_seq);
     fd = listen_socket(w->sock_path);
     if (fd < 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, errno, t->s, "sip-fcgi: cannot listen on %s",

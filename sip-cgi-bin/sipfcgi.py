@@ -1,0 +1,230 @@
+"""sipfcgi -- run a SIP-CGI service as a resident FastCGI worker (Python stdlib only).
+
+A service is a function handle(env, body) -> output: 'env' is the SIP-CGI
+environment (a dict: REQUEST_METHOD, SIP_FROM, SCRIPT_COOKIE, ...), 'body'
+the request's body (bytes), and the output is what a SIP-CGI script would
+print (RFC 3050 section 5.6: "SIP/2.0 302 ..." or CGI-PROXY-REQUEST ...,
+str or bytes).  Anything the handler writes with log() goes to httpd's
+error log.  serve(handle) then works three ways, with the same file:
+
+  * spawned as a plain SIP-CGI script (descriptor 0 is not a socket):
+    one run, environment from os.environ, body from stdin;
+  * started by mod_sip's SipFastCGI (descriptor 0 is a listening socket,
+    FCGI_LISTENSOCK_FILENO): a resident worker, one connection at a time;
+  * as an application server: serve(handle, address="/run/app.sock") or
+    ("127.0.0.1", 9000), for SipFastCGIConnect; one thread per connection.
+
+Only the FastCGI responder role is implemented (FastCGI 1.0 spec, sections
+3-6): no multiplexing (FCGI_MPXS_CONNS 0), as libfcgi.  Debian has no
+python3-flup; this is the small part of it a SIP-CGI worker needs.
+"""
+
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+
+__all__ = ["serve", "log"]
+
+VERSION = 1
+BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR = 1, 2, 3, 4, 5, 6, 7
+GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = 9, 10, 11
+RESPONDER = 1
+KEEP_CONN = 1
+REQUEST_COMPLETE, CANT_MPX_CONN, UNKNOWN_ROLE = 0, 1, 3
+
+_local = threading.local()
+
+
+def log(msg):
+    """A line for httpd's error log (FCGI_STDERR, or stderr when spawned)."""
+    line = msg.rstrip("\n") + "\n"
+    sink = getattr(_local, "stderr", None)
+    if sink is None:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    else:
+        # sent at once: a worker that dies next still has its say
+        sock, rid = sink
+        sock.sendall(_record(STDERR, rid, line.encode("utf-8", "replace")))
+
+
+def _record(rtype, rid, content=b""):
+    out = []
+    for i in range(0, max(len(content), 1), 65535):
+        chunk = content[i:i + 65535]
+        pad = -len(chunk) % 8
+        out.append(struct.pack(">BBHHBx", VERSION, rtype, rid, len(chunk), pad) + chunk + b"\0" * pad)
+    return b"".join(out)
+
+
+def _stream(rtype, rid, data):
+    """Records of 'data' then the empty record that ends the stream."""
+    return (_record(rtype, rid, data) if data else b"") + _record(rtype, rid, b"")
+
+
+def _pairs(data):
+    env, i = {}, 0
+    while i < len(data):
+        lens = []
+        for _ in range(2):
+            if data[i] < 128:
+                lens.append(data[i])
+                i += 1
+            else:
+                lens.append(struct.unpack(">I", data[i:i + 4])[0] & 0x7FFFFFFF)
+                i += 4
+        n, v = lens
+        env[data[i:i + n].decode("latin-1")] = data[i + n:i + n + v].decode("latin-1")
+        i += n + v
+    return env
+
+
+def _encode_pair(name, value):
+    out = b""
+    for n in (len(name), len(value)):
+        out += bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
+    return out + name + value
+
+
+class _Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def read_record(self):
+        while len(self.buf) < 8:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        version, rtype, rid, clen, pad = struct.unpack(">BBHHBx", self.buf[:8])
+        while len(self.buf) < 8 + clen + pad:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        content = self.buf[8:8 + clen]
+        self.buf = self.buf[8 + clen + pad:]
+        return rtype, rid, content
+
+
+def _run(handle, env, body):
+    """The handler's output and status: a failure is status 1, as a script
+    that dies; its traceback goes to the log."""
+    try:
+        out = handle(env, body)
+        status = 0
+    except Exception as e:  # the worker lives on; this request failed
+        import traceback
+        for line in traceback.format_exception(type(e), e, e.__traceback__):
+            for part in line.rstrip("\n").split("\n"):
+                log(part)
+        out, status = b"", 1
+    if out is None:
+        out = b""
+    if isinstance(out, str):
+        out = out.encode("utf-8")
+    return out, status
+
+
+def _serve_conn(handle, sock):
+    conn = _Conn(sock)
+    try:
+        while True:
+            rid, keep, params, stdin = None, False, b"", b""
+            params_done = stdin_done = False
+            while not stdin_done:
+                rec = conn.read_record()
+                if rec is None:
+                    return
+                rtype, r, content = rec
+                if r == 0:
+                    if rtype == GET_VALUES:
+                        names = _pairs(content)
+                        vals = {"FCGI_MAX_CONNS": "1", "FCGI_MAX_REQS": "1", "FCGI_MPXS_CONNS": "0"}
+                        res = b"".join(_encode_pair(k.encode(), vals[k].encode())
+                                       for k in names if k in vals)
+                        sock.sendall(_record(GET_VALUES_RESULT, 0, res))
+                    else:
+                        sock.sendall(_record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7))
+                    continue
+                if rtype == BEGIN_REQUEST:
+                    role, flags = struct.unpack(">HB5x", content)
+                    if rid is not None:
+                        sock.sendall(_record(END_REQUEST, r, struct.pack(">IB3x", 0, CANT_MPX_CONN)))
+                        continue
+                    if role != RESPONDER:
+                        sock.sendall(_record(END_REQUEST, r, struct.pack(">IB3x", 0, UNKNOWN_ROLE)))
+                        continue
+                    rid, keep = r, bool(flags & KEEP_CONN)
+                elif r != rid:
+                    continue
+                elif rtype == ABORT_REQUEST:
+                    sock.sendall(_record(END_REQUEST, rid, struct.pack(">IB3x", 0, REQUEST_COMPLETE)))
+                    rid = None
+                    params, stdin, params_done = b"", b"", False
+                elif rtype == PARAMS:
+                    if content:
+                        params += content
+                    else:
+                        params_done = True
+                elif rtype == STDIN:
+                    if content:
+                        stdin += content
+                    else:
+                        stdin_done = params_done
+            _local.stderr = (sock, rid)
+            try:
+                out, status = _run(handle, _pairs(params), stdin)
+            finally:
+                _local.stderr = None
+            sock.sendall(_stream(STDOUT, rid, out)
+                         + _record(END_REQUEST, rid, struct.pack(">IB3x", status, REQUEST_COMPLETE)))
+            if not keep:
+                return
+    except (BrokenPipeError, ConnectionResetError):
+        return
+    finally:
+        sock.close()
+
+
+def _is_listening_socket(fd):
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+        s = socket.socket(fileno=os.dup(fd))
+        ok = s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 0
+        s.close()
+        return ok
+    except OSError:
+        return False
+
+
+def serve(handle, address=None):
+    """Run 'handle' as described in the module's docstring; never returns
+    in the resident modes (SIGTERM ends the worker)."""
+    if address is None and not _is_listening_socket(0):
+        out, status = _run(handle, dict(os.environ), sys.stdin.buffer.read())
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+        sys.exit(status)
+    if address is None:
+        listener = socket.socket(fileno=0)
+        while True:
+            sock, _ = listener.accept()
+            _serve_conn(handle, sock)
+    if isinstance(address, str):
+        if os.path.exists(address):
+            os.unlink(address)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(address)
+    listener.listen(64)
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=_serve_conn, args=(handle, sock), daemon=True).start()
