@@ -1375,9 +1375,21 @@ static apr_status_t run_transport_start(sip_cgi_run_t *run, char **envp, int *bu
 {
     sip_fcgi_target_t *t = run_target(run->ctx);
 
+    apr_size_t n = 0;
+    char **params;
+
     *busy = 0;
     if (!t)
         return spawn(run, run->ctx->path, envp);
+    /* the SIP-CGI environment, and which script was selected, which a
+     * server for many scripts needs (as php-fpm): SCRIPT_FILENAME */
+    while (envp[n])
+        n++;
+    params = apr_palloc(run->pool, (n + 2) * sizeof(*params));
+    memcpy(params, envp, n * sizeof(*params));
+    params[n] = apr_pstrcat(run->pool, "SCRIPT_FILENAME=", run->ctx->path, NULL);
+    params[n + 1] = NULL;
+    envp = params;
     run->remote = 1;
     run->fcgi = sip_fcgi_submit(t, run->s, run->script, (const char *const *)envp, run->body,
                                 run->body_len, &fcgi_sink, run, busy);
@@ -1431,8 +1443,8 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
         run_failed_to_start(ctx, trig);
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ctx->s, "sip-cgi: started %s (pid %d) for %s",
-                 run->script, (int)run->proc.pid,
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ctx->s, "sip-cgi: started %s (%s) for %s",
+                 run->script, run->remote ? "FastCGI" : apr_psprintf(p, "pid %d", (int)run->proc.pid),
                  trig->kind == TRIG_RESPONSE ? apr_psprintf(p, "response %d", sip_msg_status(trig->msg))
                  : apr_pstrcat(p, sip_msg_method(trig->msg), " ", sip_msg_request_uri(trig->msg), NULL));
     run->next = running;

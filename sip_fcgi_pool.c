@@ -200,9 +200,25 @@ const char *sip_fcgi_cmd_connect(cmd_parms *cmd, int argc, char *const argv[])
 
     if (argc < 1 || argc > 3)
         return "SipFastCGIConnect [script-name-pattern] unix:/path|tcp:host:port [connections]";
-    if (argc == 2 && (!strncmp(argv[1], "unix:", 5) || !strncmp(argv[1], "tcp:", 4)) == 0) {
-        /* the one-argument address form with a connection count */
-        return "SipFastCGIConnect: the address must start with unix: or tcp:";
+    if (!strncmp(addr, "pool:", 5)) {
+        /* scripts matching 'pattern' go to a SipFastCGI pool named before
+         * (a worker serving many scripts: it gets SCRIPT_FILENAME) */
+        char real[PATH_MAX];
+        const char *prog = realpath(addr + 5, real) ? real : addr + 5;
+        int i;
+        if (argc == 3)
+            return "SipFastCGIConnect: pool: takes no connection count (SipFastCGI's max)";
+        for (i = 0; i < fc->pools->nelts; i++) {
+            t = APR_ARRAY_IDX(fc->pools, i, sip_fcgi_target_t *);
+            if (strcmp(t->program, prog) == 0) {
+                m = apr_array_push(fc->maps);
+                m->pattern = apr_pstrdup(cmd->pool, pattern);
+                m->t = t;
+                return NULL;
+            }
+        }
+        return apr_psprintf(cmd->pool, "SipFastCGIConnect: no SipFastCGI %s before in this "
+                            "virtual host", prog);
     }
     t = target_new(cmd, addr);
     t->max_conns = FCGI_DEFAULT_CONNS;
@@ -430,7 +446,7 @@ static int worker_start(sip_fcgi_target_t *t, worker_t *w)
 static void worker_stop(sip_fcgi_target_t *t, worker_t *w, int sig)
 {
     if (w->pid && !w->stopping) {
-        kill(w->pid, sig);
+        kill(-w->pid, sig);     /* its process group: what it started goes too */
         w->stopping = 1;
     }
     if (w->conn)
@@ -469,6 +485,7 @@ static void supervise(void *baton)
                              WIFSIGNALED(status) ? "killed by signal" : "exited with status",
                              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
             }
+            kill(-w->pid, SIGKILL);     /* what it left running in its group */
             w->pid = 0;
             if (w->conn)
                 conn_drop(w->conn, 0);
@@ -632,7 +649,7 @@ static void conn_drop(fconn_t *c, int kill_worker)
         if (kill_worker && c->w->pid && !c->w->stopping) {
             /* busy with a request we gave up on: it cannot be trusted to
              * come back soon, and a new one takes its place */
-            kill(c->w->pid, SIGKILL);
+            kill(-c->w->pid, SIGKILL);
             c->w->stopping = 1;
         }
     }
@@ -990,7 +1007,7 @@ void sip_fcgi_shutdown(void)
         }
         for (j = 0; t->managed && j < t->max; j++)
             if (t->workers[j].pid)
-                kill(t->workers[j].pid, SIGTERM);
+                kill(-t->workers[j].pid, SIGTERM);
         /* a second for them to go, then no mercy; none is left unreaped */
         for (k = 0; t->managed && k < 100 && live_workers(t); k++) {
             for (j = 0; j < t->max; j++) {
@@ -1005,7 +1022,7 @@ void sip_fcgi_shutdown(void)
         }
         for (j = 0; t->managed && j < t->max; j++)
             if (t->workers[j].pid) {
-                kill(t->workers[j].pid, SIGKILL);
+                kill(-t->workers[j].pid, SIGKILL);
                 waitpid(t->workers[j].pid, NULL, 0);
                 unlink(t->workers[j].sock_path);
                 t->workers[j].pid = 0;

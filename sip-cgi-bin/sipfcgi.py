@@ -26,7 +26,7 @@ import struct
 import sys
 import threading
 
-__all__ = ["serve", "log"]
+__all__ = ["serve", "log", "Result"]
 
 VERSION = 1
 BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR = 1, 2, 3, 4, 5, 6, 7
@@ -49,6 +49,15 @@ def log(msg):
         # sent at once: a worker that dies next still has its say
         sock, rid = sink
         sock.sendall(_record(STDERR, rid, line.encode("utf-8", "replace")))
+
+
+class Result:
+    """What a handler returns to give an exit status too: Result(output, 3)
+    is a script that printed 'output' and exited with 3 (an error when it
+    did nothing else: RFC 3050's server answers 500)."""
+
+    def __init__(self, output, status=0):
+        self.output, self.status = output, status
 
 
 def _record(rtype, rid, content=b""):
@@ -117,6 +126,8 @@ def _run(handle, env, body):
     try:
         out = handle(env, body)
         status = 0
+        if isinstance(out, Result):
+            out, status = out.output, out.status
     except Exception as e:  # the worker lives on; this request failed
         import traceback
         for line in traceback.format_exception(type(e), e, e.__traceback__):
