@@ -1444,7 +1444,8 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
         return;
     }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ctx->s, "sip-cgi: started %s (%s) for %s",
-                 run->script, run->remote ? "FastCGI" : apr_psprintf(p, "pid %d", (int)run->proc.pid),
+                 run->script,
+                 run->remote ? "FastCGI" : apr_psprintf(p, "pid %d", (int)run->proc.pid),
                  trig->kind == TRIG_RESPONSE ? apr_psprintf(p, "response %d", sip_msg_status(trig->msg))
                  : apr_pstrcat(p, sip_msg_method(trig->msg), " ", sip_msg_request_uri(trig->msg), NULL));
     run->next = running;

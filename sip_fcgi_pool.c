@@ -791,7 +791,8 @@ static void conn_read(fconn_t *c)
             else if (sink)
                 sink->end(r->baton, NULL, c->ps.app_status);
             conn_release(c);
-            if (!keep || (c->w && t->max_requests > 0 && c->w->served >= (unsigned)t->max_requests)) {
+            if (!keep
+                || (c->w && t->max_requests > 0 && c->w->served >= (unsigned)t->max_requests)) {
                 worker_t *w = c->w;
                 conn_drop(c, 0);
                 if (w && keep)

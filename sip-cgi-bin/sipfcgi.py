@@ -69,11 +69,6 @@ def _record(rtype, rid, content=b""):
     return b"".join(out)
 
 
-def _stream(rtype, rid, data):
-    """Records of 'data' then the empty record that ends the stream."""
-    return (_record(rtype, rid, data) if data else b"") + _record(rtype, rid, b"")
-
-
 def _pairs(data):
     env, i = {}, 0
     while i < len(data):
@@ -120,25 +115,37 @@ class _Conn:
         return rtype, rid, content
 
 
-def _run(handle, env, body):
-    """The handler's output and status: a failure is status 1, as a script
-    that dies; its traceback goes to the log."""
+def _bytes(out):
+    if out is None:
+        return b""
+    return out.encode("utf-8") if isinstance(out, str) else bytes(out)
+
+
+def _run(handle, env, body, write):
+    """Runs the handler; returns its status and its output, or what is
+    left of it when it streamed (write() sent the pieces).
+    A handler may also be a generator: each piece it yields is sent at
+    once (a 180 before the final answer), and what it returns is the
+    status.  A failure is status 1, as a script that dies; its traceback
+    goes to the log."""
     try:
         out = handle(env, body)
         status = 0
         if isinstance(out, Result):
             out, status = out.output, out.status
+        if hasattr(out, "__next__"):
+            while True:
+                try:
+                    write(_bytes(next(out)))
+                except StopIteration as stop:
+                    return stop.value or 0, b""
+        return status, _bytes(out)
     except Exception as e:  # the worker lives on; this request failed
         import traceback
         for line in traceback.format_exception(type(e), e, e.__traceback__):
             for part in line.rstrip("\n").split("\n"):
                 log(part)
-        out, status = b"", 1
-    if out is None:
-        out = b""
-    if isinstance(out, str):
-        out = out.encode("utf-8")
-    return out, status
+        return 1, b""
 
 
 def _serve_conn(handle, sock):
@@ -188,11 +195,17 @@ def _serve_conn(handle, sock):
                     else:
                         stdin_done = params_done
             _local.stderr = (sock, rid)
+
+            def write(data, rid=rid):
+                if data:
+                    sock.sendall(_record(STDOUT, rid, data))
             try:
-                out, status = _run(handle, _pairs(params), stdin)
+                status, out = _run(handle, _pairs(params), stdin, write)
             finally:
                 _local.stderr = None
-            sock.sendall(_stream(STDOUT, rid, out)
+            # the answer and its end in one write: the worker is free when
+            # the engine sees the answer
+            sock.sendall((_record(STDOUT, rid, out) if out else b"") + _record(STDOUT, rid, b"")
                          + _record(END_REQUEST, rid, struct.pack(">IB3x", status, REQUEST_COMPLETE)))
             if not keep:
                 return
@@ -218,9 +231,11 @@ def serve(handle, address=None):
     """Run 'handle' as described in the module's docstring; never returns
     in the resident modes (SIGTERM ends the worker)."""
     if address is None and not _is_listening_socket(0):
-        out, status = _run(handle, dict(os.environ), sys.stdin.buffer.read())
-        sys.stdout.buffer.write(out)
-        sys.stdout.flush()
+        def write(data):
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        status, out = _run(handle, dict(os.environ), sys.stdin.buffer.read(), write)
+        write(out)
         sys.exit(status)
     if address is None:
         listener = socket.socket(fileno=0)
