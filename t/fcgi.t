@@ -15,6 +15,8 @@ use SipTest qw(parse_msg wait_until);
 my $repo = SipTest->repo;
 my $t = SipTest->new(
     start => 0,
+    server_conf => "LoadModule status_module $SipTest::MODDIR/mod_status.so\n"
+                 . "<Location /server-status>\n    SetHandler server-status\n</Location>\n",
     vhost_conf => <<'EOC',
 SipScriptTimeout 10
 SipFastCGI @SCRIPTS@/redirect.py 1 2
@@ -123,6 +125,13 @@ if ($> == 0) {
     my $req = $t->sip_request(method => 'MESSAGE', sock => $s1, uri => "sip:slow\@127.0.0.1:$port");
     $t->udp_send($req, sock => $s1);
     sleep 0.3;
+    my $st = $t->http_get('/server-status?auto');
+    my ($line) = $st =~ /^(SipFastCGIPool: \S*behave\.py .*)$/m;
+    like($line // $st, qr/ workers=1 busy=1 queued=0 restarts=1 requests=\d+/,
+         'mod_status: the pool\'s worker busy, the earlier crash counted as a restart');
+    like($st, qr/^SipFastCGIPool: \S*redirect\.py workers=1 busy=0 /m, 'mod_status: the other pool idle');
+    like($st, qr/^SipFastCGIPool: unix:\S*ext\.sock workers=1 busy=0 queued=0 restarts=0 requests=3$/m,
+         'mod_status: the external server: one kept connection for its 3 requests');
     my ($r, $el) = call('fine', method => 'MESSAGE');
     is($r && $r->code, 503, 'pool exhausted: 503');
     ok($r && defined $r->header('retry-after'), '... with Retry-After');
