@@ -22,6 +22,9 @@ SipScriptTimeout 10
 SipFastCGI @SCRIPTS@/redirect.py 1 2
 SipFastCGI @SCRIPTS@/behave.py 1 1
 SipFastCGIQueue 0
+SipFastCGI @SCRIPTS@/recycle.py 0 1
+SipFastCGIMaxRequests 2
+SipFastCGIIdleTimeout 1
 SipFastCGIConnect ext* unix:@VAR@/ext.sock
 SipFastCGIConnect http* unix:@VAR@/bad-http.sock
 SipFastCGIConnect otherid* unix:@VAR@/bad-otherid.sock
@@ -30,8 +33,9 @@ EOC
 );
 my $sd = $t->scripts_dir;
 File::Copy::copy("$repo/sip-cgi-bin/$_", "$sd/$_") or die "$_: $!" for qw(sipfcgi.py redirect.py forward.txt);
-File::Copy::copy("$repo/t/fcgi/behave.py", "$sd/behave.py") or die "behave.py: $!";
-chmod 0755, "$sd/redirect.py", "$sd/behave.py";
+File::Copy::copy("$repo/t/fcgi/behave.py", "$sd/$_") or die "$_: $!" for qw(behave.py recycle.py);
+chmod 0755, "$sd/redirect.py", "$sd/behave.py", "$sd/recycle.py";
+symlink('recycle.py', "$sd/recycle\@127.0.0.1") or die;
 chmod 0644, "$sd/sipfcgi.py", "$sd/forward.txt";
 # spawned: a copy of the same program under a user@host name (not a pool's path)
 File::Copy::copy("$sd/redirect.py", "$sd/spawned\@127.0.0.1") and chmod 0755, "$sd/spawned\@127.0.0.1";
@@ -149,6 +153,18 @@ if ($> == 0) {
         last if $m->is_final;
     }
     is(@slow && $slow[-1]->code, 200, 'the slow call itself completes (200)');
+}
+
+# ---- SipFastCGIMaxRequests 2: a new worker every 2 requests; min 0 and
+# SipFastCGIIdleTimeout 1: none left a moment after the last call
+{
+    my @rp = map { my $r = call('recycle', method => 'MESSAGE'); $r ? $r->header('x-worker-pid') // 0 : 0 } 1 .. 4;
+    ok($rp[0] && $rp[0] == $rp[1] && $rp[2] && $rp[2] == $rp[3] && $rp[1] != $rp[2],
+       "SipFastCGIMaxRequests 2: workers @rp");
+    ok(wait_until(4, sub { $t->http_get('/server-status?auto') =~ /^SipFastCGIPool: \S*recycle\.py workers=0 /m }, 0.2),
+       'SipFastCGIIdleTimeout: the idle worker above min 0 is stopped');
+    ok(!kill(0, $rp[3]), '... and reaped (no such process)');
+    is(call('recycle', method => 'MESSAGE')->code, 200, 'the pool grows again on the next call');
 }
 
 # ---- malformed records: refused, logged, engine alive
