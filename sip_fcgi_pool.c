@@ -538,6 +538,11 @@ static fconn_t *conn_open(sip_fcgi_target_t *t, worker_t *w)
     do
         r = connect(fd, (struct sockaddr *)&ss, sl);
     while (r < 0 && errno == EINTR);
+    if (r < 0 && errno == EAGAIN) {
+        /* a UNIX socket's backlog is full: the request waits its turn */
+        close(fd);
+        return NULL;
+    }
     if (r < 0 && errno != EINPROGRESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, errno, t->s, "sip-fcgi: cannot connect to %s",
                      w ? w->sock_path : t->name);
@@ -667,7 +672,10 @@ static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
     sip_fcgi_parser_init(&c->ps, 1, FCGI_MAX_STDERR, on_stdout, on_stderr, r);
     if (c->w)
         c->w->served++;
-    conn_event(c, APR_POLLOUT);
+    if (c->connecting)
+        sip_io_watch(fcgi_loop, &c->io, APR_POLLOUT);
+    else
+        conn_event(c, APR_POLLOUT);
 }
 
 static void conn_write(fconn_t *c)
@@ -756,7 +764,6 @@ static void conn_read(fconn_t *c)
         c->got += (apr_size_t)n;
         pr = sip_fcgi_parse(&c->ps, buf, (apr_size_t)n, &used, &why);
         if (pr < 0) {
-            sip_stats->script_bad_output++;
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s,
                          "sip-fcgi: %s: malformed FastCGI record from %s: %s; connection closed",
                          r->script, c->t->name, why);
@@ -894,6 +901,8 @@ sip_fcgi_req_t *sip_fcgi_submit(sip_fcgi_target_t *t, server_rec *s, const char 
 
     *busy = 0;
     c = t->qhead ? NULL : free_conn(t);
+    if (!c && !t->managed && !t->nconns)
+        return NULL;    /* the server cannot be reached (logged): 500 */
     if (!c && t->queued >= qmax) {
         *busy = 1;
         return NULL;

@@ -29,6 +29,7 @@ SipFastCGIConnect ext* unix:@VAR@/ext.sock
 SipFastCGIConnect http* unix:@VAR@/bad-http.sock
 SipFastCGIConnect otherid* unix:@VAR@/bad-otherid.sock
 SipFastCGIConnect stderr* unix:@VAR@/bad-stderr.sock
+SipFastCGIConnect down* unix:@VAR@/nobody-listens.sock
 EOC
 );
 my $sd = $t->scripts_dir;
@@ -45,7 +46,7 @@ symlink('behave.py', "$sd/$_\@127.0.0.1") or die for qw(crash slow fine env);
 # external: a copy of the program outside the pool, listening itself
 # SipFastCGIConnect maps by the selected script's name: the file marks the
 # service (never spawned)
-$t->write_script("$_\@127.0.0.1", text => "#!/bin/sh\nexit 1\n") for qw(ext http otherid stderr);
+$t->write_script("$_\@127.0.0.1", text => "#!/bin/sh\nexit 1\n") for qw(ext http otherid stderr down);
 my @servers;
 sub bg { my $pid = fork // die; if (!$pid) { exec @_ or exit 127 } push @servers, $pid; return $pid }
 my $ext_sock = $t->var . '/ext.sock';
@@ -176,6 +177,13 @@ for my $case ([http => qr/not a FastCGI version 1 record/], [otherid => qr/recor
     is($r && $r->code, 500, "$name: malformed answer -> 500");
     ok($t->wait_log($mark, qr/malformed FastCGI record.*$why/, 3), "$name: refused and logged")
         or diag($t->log_since($mark));
+}
+{
+    my $mark = $t->log_mark;
+    my ($r, $el) = call('down', method => 'MESSAGE');
+    is($r && $r->code, 500, 'a FastCGI server that is not there: 500');
+    cmp_ok($el, '<', 1, '... at once');
+    ok($t->wait_log($mark, qr/sip-fcgi: cannot connect to unix:\S*nobody-listens\.sock/, 3), '... logged');
 }
 is($t->engine_pid, $engine, 'the engine never restarted');
 ok($t->options_ok, 'engine still answers');
