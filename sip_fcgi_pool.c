@@ -80,6 +80,7 @@ struct worker {
     fconn_t *conn;
     unsigned served;
     apr_time_t idle_since;
+    apr_time_t started;
     int stopping;
 };
 
@@ -107,6 +108,7 @@ struct sip_fcgi_target {
     int queued;
     int busy;
     apr_uint64_t restarts;
+    apr_time_t backoff_until;   /* a worker died young: no new one before */
     sip_stats_fcgi_t *st;
 };
 
@@ -397,7 +399,7 @@ static int worker_start(sip_fcgi_target_t *t, worker_t *w)
     int fd, rc;
     pid_t pid;
 
-    if (!sock_dir)
+    if (!sock_dir || apr_time_now() < t->backoff_until)
         return -1;
     /* one name per worker slot of the engine (pools share the directory) */
     if (!w->sock_path)
@@ -437,7 +439,7 @@ static int worker_start(sip_fcgi_target_t *t, worker_t *w)
     w->served = 0;
     w->stopping = 0;
     w->conn = NULL;
-    w->idle_since = apr_time_now();
+    w->idle_since = w->started = apr_time_now();
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "sip-fcgi: started %s (pid %d) on %s",
                  t->program, (int)pid, w->sock_path);
     return 0;
@@ -480,6 +482,9 @@ static void supervise(void *baton)
                 continue;
             if (!w->stopping) {
                 t->restarts++;
+                /* a program that cannot start is not restarted in a loop */
+                if (now - w->started < apr_time_from_sec(1))
+                    t->backoff_until = now + apr_time_from_sec(1);
                 ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
                              "sip-fcgi: worker %s (pid %d) %s %d", t->program, (int)w->pid,
                              WIFSIGNALED(status) ? "killed by signal" : "exited with status",
