@@ -683,6 +683,26 @@ static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
         conn_event(c, APR_POLLOUT);
 }
 
+/* A kept connection was found closed before any answer: the request goes
+ * back to the head of the queue, once, for another connection. */
+static void retry_elsewhere(fconn_t *c)
+{
+    sip_fcgi_target_t *t = c->t;
+    sip_fcgi_req_t *r = c->req;
+
+    r->retried = 1;
+    c->req = NULL;
+    r->conn = NULL;
+    t->busy--;
+    conn_drop(c, 0);
+    r->next = t->qhead;
+    t->qhead = r;
+    if (!t->qtail)
+        t->qtail = r;
+    t->queued++;
+    target_dispatch(t);
+}
+
 static void conn_write(fconn_t *c)
 {
     sip_fcgi_req_t *r = c->req;
@@ -698,17 +718,7 @@ static void conn_write(fconn_t *c)
         if (n < 0) {
             /* a kept connection the worker had closed: once more on a new one */
             if (c->served && !r->retried) {
-                r->retried = 1;
-                c->req = NULL;
-                r->conn = NULL;
-                c->t->busy--;
-                conn_drop(c, 0);
-                r->next = c->t->qhead;
-                c->t->qhead = r;
-                if (!c->t->qtail)
-                    c->t->qtail = r;
-                c->t->queued++;
-                target_dispatch(c->t);
+                retry_elsewhere(c);
                 return;
             }
             ap_log_error(APLOG_MARK, APLOG_ERR, errno, c->t->s, "sip-fcgi: %s: cannot send to %s",
@@ -739,17 +749,7 @@ static void conn_read(fconn_t *c)
         if (n <= 0) {
             if (r && !c->got && c->served && !r->retried && c->woff == r->wlen) {
                 /* closed while kept: the worker went away between requests */
-                r->retried = 1;
-                c->req = NULL;
-                r->conn = NULL;
-                c->t->busy--;
-                conn_drop(c, 0);
-                r->next = c->t->qhead;
-                c->t->qhead = r;
-                if (!c->t->qtail)
-                    c->t->qtail = r;
-                c->t->queued++;
-                target_dispatch(c->t);
+                retry_elsewhere(c);
                 return;
             }
             if (r)
