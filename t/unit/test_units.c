@@ -8531,6 +8531,70 @@ START_TEST(fcgi_parse_malformed)
 }
 END_TEST
 
+/* The directives and which selected script goes to which target. */
+START_TEST(fcgi_directives_and_lookup)
+{
+    apr_pool_t *p;
+    server_rec srv;
+    cmd_parms cmd;
+    char prog[PATH_MAX], *a[4];
+    sip_fcgi_target_t *pool_t, *ext_t;
+
+    apr_pool_create(&p, NULL);
+    memset(&srv, 0, sizeof(srv));
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.pool = p;
+    cmd.server = &srv;
+    stub_conf.fcgi = NULL;
+    ck_assert_ptr_nonnull(realpath("/bin/sh", prog));
+
+#define ARGS1(x) (a[0] = (char *)(x), a)
+#define ARGS2(x, y) (a[0] = (char *)(x), a[1] = (char *)(y), a)
+#define ARGS3(x, y, z) (a[0] = (char *)(x), a[1] = (char *)(y), a[2] = (char *)(z), a)
+    /* settings before any target have nothing to apply to */
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_max_requests(&cmd, "10"));
+    ck_assert_ptr_null(sip_fcgi_cmd_pool(&cmd, 3, ARGS3("/bin/sh", "1", "3")));
+    ck_assert_ptr_null(sip_fcgi_cmd_max_requests(&cmd, "10"));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_max_requests(&cmd, "-1"));
+    ck_assert_ptr_null(sip_fcgi_cmd_idle(&cmd, "30"));
+    ck_assert_ptr_null(sip_fcgi_cmd_queue(&cmd, "0"));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_pool(&cmd, 1, ARGS1("relative")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_pool(&cmd, 3, ARGS3("/bin/sh", "4", "2")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_pool(&cmd, 3, ARGS3("/bin/sh", "1", "x")));
+    ck_assert_ptr_null(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("ext*", "unix:/run/x.sock")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_max_requests(&cmd, "5"));   /* not a SipFastCGI */
+    ck_assert_ptr_null(sip_fcgi_cmd_queue(&cmd, "7"));
+    ck_assert_ptr_null(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("shared@*", "pool:/bin/sh")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("x", "pool:/bin/nothing-here")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("x", "udp:1.2.3.4:5")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 1, ARGS1("unix:relative.sock")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 1, ARGS1("tcp:nohost")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 3, ARGS3("*", "tcp:127.0.0.1:9000", "0")));
+    ck_assert_ptr_null(sip_fcgi_cmd_connect(&cmd, 3, ARGS3("t*", "tcp:127.0.0.1:9000", "8")));
+
+    /* a pool by its program's path; then the patterns in order; else none */
+    pool_t = sip_fcgi_lookup(&srv, prog, "anything");
+    ck_assert_ptr_nonnull(pool_t);
+    ck_assert(pool_t->managed && pool_t->min == 1 && pool_t->max == 3);
+    ck_assert_int_eq(pool_t->max_requests, 10);
+    ck_assert(pool_t->idle == apr_time_from_sec(30) && pool_t->queue_max == 0);
+    ext_t = sip_fcgi_lookup(&srv, "/srv/x/ext@example.com", "ext@example.com");
+    ck_assert(ext_t && !ext_t->managed && ext_t->family == AF_UNIX);
+    ck_assert_str_eq(ext_t->path, "/run/x.sock");
+    ck_assert_int_eq(ext_t->queue_max, 7);
+    ck_assert_ptr_eq(sip_fcgi_lookup(&srv, "/srv/x/shared@a", "shared@a"), pool_t);
+    ck_assert_int_eq(sip_fcgi_lookup(&srv, "/srv/x/tod@a", "tod@a")->max_conns, 8);
+    ck_assert_ptr_null(sip_fcgi_lookup(&srv, "/srv/x/bob@a", "bob@a"));
+    ck_assert_ptr_null(sip_fcgi_lookup(&srv, "/srv/x/.ext", ".ext"));
+#undef ARGS1
+#undef ARGS2
+#undef ARGS3
+    stub_conf.fcgi = NULL;
+    apr_pool_destroy(p);    /* its cleanup forgets the targets */
+    ck_assert_ptr_null(all_targets);
+}
+END_TEST
+
 static Suite *fcgi_suite(void)
 {
     Suite *s = suite_create("fcgi");
@@ -8539,6 +8603,7 @@ static Suite *fcgi_suite(void)
     tcase_add_test(tc, fcgi_encode_request_roundtrip);
     tcase_add_test(tc, fcgi_parse_answer);
     tcase_add_test(tc, fcgi_parse_malformed);
+    tcase_add_test(tc, fcgi_directives_and_lookup);
     suite_add_tcase(s, tc);
     return s;
 }
