@@ -8432,6 +8432,12 @@ START_TEST(fcgi_encode_request_roundtrip)
         ck_assert_uint_eq(len, 16 + 8 + 8);
         ck_assert_int_eq(b[10], 0);
     }
+    {
+        unsigned char ab[8];
+        static const unsigned char want[8] = {1, AP_FCGI_ABORT_REQUEST, 0x01, 0x02, 0, 0, 0, 0};
+        sip_fcgi_encode_abort(ab, 0x0102);
+        ck_assert_int_eq(memcmp(ab, want, 8), 0);
+    }
     ck_assert_int_eq(sip_fcgi_decode_params(p, (const unsigned char *)"\x05\x01" "ab", 4, t,
                                             &why), -1);
     ck_assert_int_eq(sip_fcgi_decode_params(p, (const unsigned char *)"\x80\x00", 2, t, &why), -1);
