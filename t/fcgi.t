@@ -189,6 +189,20 @@ is($t->engine_pid, $engine, 'the engine never restarted');
 ok($t->options_ok, 'engine still answers');
 
 # ---- mod_status shows the pools (checked in the counters segment through the engine's log-free path)
+# ---- graceful restart: the old engine's workers go, the new engine starts its own
+{
+    my $old = call('fine', method => 'MESSAGE');
+    my $old_pid = $old ? $old->header('x-worker-pid') : 0;
+    ok($t->apachectl('graceful'), 'apache2 -k graceful');
+    my $new_engine = wait_until(10, sub { my $p = $t->engine_pid; $p && $p != $engine ? $p : 0 }, 0.1);
+    ok($new_engine, 'a new engine after graceful');
+    ok(wait_until(5, sub { !kill(0, $old_pid) }, 0.1), "the old engine's worker ($old_pid) is gone");
+    my $r;
+    wait_until(5, sub { $r = call('fine', method => 'MESSAGE'); $r && $r->code == 200 }, 0.2);
+    ok($r && $r->code == 200 && $r->header('x-worker-pid') != $old_pid, 'the new engine\'s pool answers');
+    is(call('pooled')->code, 302, 'the resident redirect too');
+}
+
 # ---- stop: no worker left behind, no zombie
 my @workers = $t->procs_matching("$sd/behave.py");
 ok(@workers, 'pool workers exist while running');
