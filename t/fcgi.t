@@ -18,7 +18,8 @@ my $t = SipTest->new(
     server_conf => "LoadModule status_module $SipTest::MODDIR/mod_status.so\n"
                  . "<Location /server-status>\n    SetHandler server-status\n</Location>\n",
     vhost_conf => <<'EOC',
-SipScriptTimeout 10
+SipScriptTimeout 2
+SipScriptMaxOutput 100000
 SipFastCGI @SCRIPTS@/redirect.py 1 2
 SipFastCGI @SCRIPTS@/behave.py 1 1
 SipFastCGIQueue 0
@@ -42,7 +43,7 @@ chmod 0644, "$sd/sipfcgi.py", "$sd/forward.txt";
 File::Copy::copy("$sd/redirect.py", "$sd/spawned\@127.0.0.1") and chmod 0755, "$sd/spawned\@127.0.0.1";
 # resident: names that resolve to the pools' programs
 symlink('redirect.py', "$sd/pooled\@127.0.0.1") or die;
-symlink('behave.py', "$sd/$_\@127.0.0.1") or die for qw(crash slow fine env);
+symlink('behave.py', "$sd/$_\@127.0.0.1") or die for qw(crash slow fine env hang huge);
 # external: a copy of the program outside the pool, listening itself
 # SipFastCGIConnect maps by the selected script's name: the file marks the
 # service (never spawned)
@@ -146,7 +147,7 @@ if ($> == 0) {
     my ($p, $pel) = call('pooled');
     is($p && $p->code, 302, 'another pool serves meanwhile');
     my @slow;
-    my $end = time + 6;
+    my $end = time + 4;
     while (time < $end) {
         my $d = $t->udp_recv($s1, $end - time) // last;
         my $m = parse_msg($d);
@@ -154,6 +155,25 @@ if ($> == 0) {
         last if $m->is_final;
     }
     is(@slow && $slow[-1]->code, 200, 'the slow call itself completes (200)');
+}
+
+# ---- SipScriptTimeout and SipScriptMaxOutput apply to a FastCGI request
+{
+    my $before = call('fine', method => 'MESSAGE');
+    my $wpid = $before ? $before->header('x-worker-pid') : 0;
+    my $mark = $t->log_mark;
+    my ($r, $el) = call('hang', method => 'MESSAGE');
+    is($r && $r->code, 500, 'a worker past SipScriptTimeout: 500');
+    ok($el > 1.5 && $el < 4, sprintf('... after the timeout (%.1f s)', $el));
+    ok($t->wait_log($mark, qr/behave\.py: script timed out/, 3), '... logged');
+    ok(wait_until(3, sub { !kill(0, $wpid) }, 0.1), "... and the stuck worker ($wpid) killed");
+    my $ok;
+    wait_until(4, sub { $ok = call('fine', method => 'MESSAGE'); $ok && $ok->code == 200 }, 0.2);
+    is($ok && $ok->code, 200, '... and replaced');
+    $mark = $t->log_mark;
+    ($r) = call('huge', method => 'MESSAGE');
+    is($r && $r->code, 500, 'output past SipScriptMaxOutput: 500');
+    ok($t->wait_log($mark, qr/behave\.py: output exceeds SipScriptMaxOutput/, 3), '... logged');
 }
 
 # ---- SipFastCGIMaxRequests 2: a new worker every 2 requests; min 0 and
