@@ -43,6 +43,7 @@
 #include "sip_upload.h"
 #include "sip_ws_upgrade.h"
 #include "unixd.h"
+#include "sip_fcgi.h"
 #include <unistd.h>
 
 module AP_MODULE_DECLARE_DATA sip_module;
@@ -166,6 +167,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
                                                      : base->list_max_members;
     c->forward_file = add->forward_file ? add->forward_file : base->forward_file;
     c->forward_min_uid = add->forward_min_uid > 0 ? add->forward_min_uid : base->forward_min_uid;
+    c->fcgi = add->fcgi ? add->fcgi : base->fcgi;
     return c;
 }
 
@@ -1038,6 +1040,32 @@ static const char *set_forward_file(cmd_parms *cmd, void *d, const char *arg)
 }
 
 /* SipForwardMinUid (sip_forward.c parses it) */
+/* FastCGI workers (issue 18): parsing in sip_fcgi_pool.c */
+static const char *set_fcgi_connect(cmd_parms *cmd, void *d, int argc, char *const argv[])
+{
+    return sip_fcgi_cmd_connect(cmd, argc, argv);
+}
+
+static const char *set_fcgi_pool(cmd_parms *cmd, void *d, int argc, char *const argv[])
+{
+    return sip_fcgi_cmd_pool(cmd, argc, argv);
+}
+
+static const char *set_fcgi_max_requests(cmd_parms *cmd, void *d, const char *arg)
+{
+    return sip_fcgi_cmd_max_requests(cmd, arg);
+}
+
+static const char *set_fcgi_idle(cmd_parms *cmd, void *d, const char *arg)
+{
+    return sip_fcgi_cmd_idle(cmd, arg);
+}
+
+static const char *set_fcgi_queue(cmd_parms *cmd, void *d, const char *arg)
+{
+    return sip_fcgi_cmd_queue(cmd, arg);
+}
+
 static const char *set_forward_min_uid(cmd_parms *cmd, void *d, const char *arg)
 {
     (void)d;
@@ -1328,6 +1356,19 @@ static const command_rec sip_cmds[] = {
     /* SIP over WebSocket (RFC 7118; sip_ws_upgrade.c, docs/websocket.md) */
     AP_INIT_FLAG("SipWebSocket", set_websocket, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: WebSocket upgrades with the \"sip\" subprotocol here carry SIP"),
+    /* FastCGI workers for SIP-CGI scripts (issue 18; sip_fcgi.h) */
+    AP_INIT_TAKE_ARGV("SipFastCGIConnect", set_fcgi_connect, NULL, RSRC_CONF,
+                      "[script-name-pattern] unix:/path|tcp:host:port [connections]: run the "
+                      "matching SIP-CGI scripts on this FastCGI server"),
+    AP_INIT_TAKE_ARGV("SipFastCGI", set_fcgi_pool, NULL, RSRC_CONF,
+                      "/path/to/script [min [max]]: run this SIP-CGI script as resident "
+                      "FastCGI workers the engine starts"),
+    AP_INIT_TAKE1("SipFastCGIMaxRequests", set_fcgi_max_requests, NULL, RSRC_CONF,
+                  "Requests a SipFastCGI worker serves before it is replaced (0: no limit)"),
+    AP_INIT_TAKE1("SipFastCGIIdleTimeout", set_fcgi_idle, NULL, RSRC_CONF,
+                  "Seconds an idle SipFastCGI worker above min lives (0: forever)"),
+    AP_INIT_TAKE1("SipFastCGIQueue", set_fcgi_queue, NULL, RSRC_CONF,
+                  "Requests that may wait for a busy pool before 503 (default 32)"),
     {NULL}
 };
 

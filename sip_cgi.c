@@ -1,4 +1,5 @@
 #include "sip_cgi.h"
+#include "sip_fcgi.h"
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_proxy.h"
@@ -114,6 +115,11 @@ struct sip_cgi_run {
     int uploaded;               /* proc is sip-suexec's monitor, of another uid (an uploaded
                                    script or a program run as its owner) */
     int exit_polls;
+    /* a run carried to a FastCGI worker pool (sip_fcgi.h) instead of a
+     * spawned process: no pipes, no pid; exited/exit_status come from
+     * END_REQUEST's application status */
+    int remote;
+    sip_fcgi_req_t *fcgi;       /* the request while it is open */
     sip_cgi_run_t *prev, *next; /* list of running scripts */
 };
 
@@ -121,6 +127,7 @@ static sip_loop_t *cgi_loop;
 static apr_pool_t *cgi_pool;
 static sip_cgi_run_t *running;
 static apr_size_t nrunning;
+static apr_size_t nremote;      /* of which FastCGI requests (not under SipMaxScripts) */
 
 /* Processes killed or exited but not yet reaped. */
 static apr_array_header_t *reap_pids;
@@ -136,6 +143,7 @@ void sip_cgi_init(sip_loop_t *loop, apr_pool_t *p)
     cgi_loop = loop;
     cgi_pool = p;
     reap_pids = apr_array_make(p, 16, sizeof(pid_t));
+    sip_fcgi_init(loop, p);
 }
 
 apr_size_t sip_cgi_running(void)
@@ -584,6 +592,18 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
         return;
     run->finished = 1;
     sip_timer_cancel(cgi_loop, &run->t_timeout);
+    if (run->remote) {
+        /* the worker's answer ended (exited), or the run gives up on it */
+        if (run->fcgi)
+            sip_fcgi_cancel(run->fcgi);
+        run->fcgi = NULL;
+        nremote--;
+        if (run->exited) {
+            log_exit(run, run->exit_status);
+            abnormal = WEXITSTATUS(run->exit_status) != 0;
+        }
+        goto unlink;
+    }
     /* What the script wrote to stderr before it ended still goes to the log. */
     while (run->err && run->err_open)
         stderr_event(run, APR_POLLIN);
@@ -616,6 +636,7 @@ static void run_finish(sip_cgi_run_t *run, const char *failure)
     if (r != run->proc.pid)
         reap_later(run->proc.pid);
 
+unlink:
     if (run->prev)
         run->prev->next = run->next;
     else
@@ -1274,6 +1295,112 @@ static void run_failed_to_start(sip_cgi_ctx_t *ctx, trigger_t *trig)
         answer_500(ctx);
 }
 
+/* Overload: new requests are told to come back (RFC 3261 §21.5.4);
+ * other triggers get the server's default handling. */
+static void refuse_busy(sip_cgi_ctx_t *ctx, trigger_t *trig)
+{
+    sip_stats->scripts_refused++;
+    if (trig->kind == TRIG_REQUEST && txn_live(ctx) && !sip_txn_final_sent(ctx->txn)) {
+        static const char *const hdrs[] = {"Retry-After", "5", NULL};
+        sip_txn_reply(ctx->txn, 503, "Service Unavailable", hdrs);
+    }
+    else if (trig->kind == TRIG_RESPONSE)
+        default_action(ctx, trig);
+}
+
+/* ---- FastCGI: the run's output comes from a worker (sip_fcgi.h) ---- */
+
+static void append_output(sip_cgi_run_t *run, const char *buf, apr_size_t len)
+{
+    if (run->ocap - run->olen < len) {
+        apr_size_t cap = run->ocap * 2;
+        char *bigger;
+        while (cap - run->olen < len)
+            cap *= 2;
+        bigger = apr_palloc(run->pool, cap);
+        memcpy(bigger, run->obuf, run->olen);
+        run->obuf = bigger;
+        run->ocap = cap;
+    }
+    memcpy(run->obuf + run->olen, buf, len);
+    run->olen += len;
+}
+
+static int fcgi_out(void *baton, const char *buf, apr_size_t len)
+{
+    sip_cgi_run_t *run = baton;
+
+    run->ototal += len;
+    if ((apr_off_t)run->ototal > run->max_output) {
+        sip_stats->script_bad_output++;
+        run_finish(run, "output exceeds SipScriptMaxOutput");
+        return 1;
+    }
+    append_output(run, buf, len);
+    parse_output(run, 0);
+    return run->finished;
+}
+
+static void fcgi_end(void *baton, const char *failure, apr_uint32_t app_status)
+{
+    sip_cgi_run_t *run = baton;
+
+    run->fcgi = NULL;
+    if (failure) {
+        sip_stats->script_crashes++;
+        run_finish(run, failure);
+        return;
+    }
+    parse_output(run, 1);
+    if (run->finished)
+        return;
+    run->exited = 1;
+    run->exit_status = (int)((app_status & 0xff) << 8);    /* as a wait status */
+    run_finish(run, NULL);
+}
+
+static const sip_fcgi_sink_t fcgi_sink = {fcgi_out, fcgi_end};
+
+/* The worker pool the context's script maps to; scripts of other users
+ * (uploaded, forwarding files' programs) always run as processes. */
+static sip_fcgi_target_t *run_target(sip_cgi_ctx_t *ctx)
+{
+    if (ctx->upload_aor || ctx->owner_file || ctx->args)
+        return NULL;
+    return sip_fcgi_lookup(ctx->s, ctx->path, ctx->script);
+}
+
+/* The run's transport, chosen here only: a FastCGI request when the
+ * script maps to a pool, else a spawned process and its pipes.  *busy:
+ * the pool can take no more (503). */
+static apr_status_t run_transport_start(sip_cgi_run_t *run, char **envp, int *busy)
+{
+    sip_fcgi_target_t *t = run_target(run->ctx);
+
+    apr_size_t n = 0;
+    char **params;
+
+    *busy = 0;
+    if (!t)
+        return spawn(run, run->ctx->path, envp);
+    /* the SIP-CGI environment, and which script was selected, which a
+     * server for many scripts needs (as php-fpm): SCRIPT_FILENAME */
+    while (envp[n])
+        n++;
+    params = apr_palloc(run->pool, (n + 2) * sizeof(*params));
+    memcpy(params, envp, n * sizeof(*params));
+    params[n] = apr_pstrcat(run->pool, "SCRIPT_FILENAME=", run->ctx->path, NULL);
+    params[n + 1] = NULL;
+    envp = params;
+    run->remote = 1;
+    run->fcgi = sip_fcgi_submit(t, run->s, run->script, (const char *const *)envp, run->body,
+                                run->body_len, &fcgi_sink, run, busy);
+    if (!run->fcgi)
+        return *busy ? APR_EAGAIN : APR_EGENERAL;
+    nremote++;
+    return APR_SUCCESS;
+}
+
 static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
 {
     sip_server_conf *conf = sip_get_conf(ctx->s);
@@ -1281,19 +1408,13 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
     sip_cgi_run_t *run;
     apr_status_t rv;
 
-    if (nrunning >= (apr_size_t)conf->max_scripts) {
-        /* Overload: new requests are told to come back (RFC 3261 §21.5.4);
-         * other triggers get the server's default handling. */
+    int busy = 0;
+
+    if (nrunning - nremote >= (apr_size_t)conf->max_scripts && !run_target(ctx)) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ctx->s,
                      "sip-cgi: SipMaxScripts (%d) reached; not running %s", conf->max_scripts,
                      ctx->script);
-        sip_stats->scripts_refused++;
-        if (trig->kind == TRIG_REQUEST && txn_live(ctx) && !sip_txn_final_sent(ctx->txn)) {
-            static const char *const hdrs[] = {"Retry-After", "5", NULL};
-            sip_txn_reply(ctx->txn, 503, "Service Unavailable", hdrs);
-        }
-        else if (trig->kind == TRIG_RESPONSE)
-            default_action(ctx, trig);
+        refuse_busy(ctx, trig);
         return;
     }
     apr_pool_create(&p, cgi_pool);
@@ -1308,7 +1429,15 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
     run->obuf = apr_palloc(p, run->ocap);
     run->body = sip_msg_body(trig->msg, &run->body_len);
 
-    rv = spawn(run, ctx->path, build_env(p, ctx, trig));
+    rv = run_transport_start(run, build_env(p, ctx, trig), &busy);
+    if (busy) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ctx->s,
+                     "sip-cgi: every FastCGI worker for %s is busy and the queue is full",
+                     ctx->script);
+        apr_pool_destroy(p);
+        refuse_busy(ctx, trig);
+        return;
+    }
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, ctx->s, "sip-cgi: cannot run %s", ctx->path);
         sip_stats->script_start_failures++;
@@ -1316,8 +1445,9 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
         run_failed_to_start(ctx, trig);
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ctx->s, "sip-cgi: started %s (pid %d) for %s",
-                 run->script, (int)run->proc.pid,
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ctx->s, "sip-cgi: started %s (%s) for %s",
+                 run->script,
+                 run->remote ? "FastCGI" : apr_psprintf(p, "pid %d", (int)run->proc.pid),
                  trig->kind == TRIG_RESPONSE ? apr_psprintf(p, "response %d", sip_msg_status(trig->msg))
                  : apr_pstrcat(p, sip_msg_method(trig->msg), " ", sip_msg_request_uri(trig->msg), NULL));
     run->next = running;
@@ -1330,15 +1460,16 @@ static void run_spawn(sip_cgi_ctx_t *ctx, trigger_t *trig)
     ctx->runs++;
     if (trig->kind != TRIG_ACK)
         ctx->run = run;
-
-    sip_io_init_file(&run->io_in, run->in, stdin_event, run);
-    sip_io_init_file(&run->io_out, run->out, stdout_event, run);
-    sip_io_init_file(&run->io_err, run->err, stderr_event, run);
-    run->out_open = run->err_open = 1;
-    sip_io_watch(cgi_loop, &run->io_out, APR_POLLIN);
-    sip_io_watch(cgi_loop, &run->io_err, APR_POLLIN);
     sip_timer_set(cgi_loop, &run->t_timeout, conf->script_timeout, run_timeout, run);
-    stdin_event(run, 0);
+    if (!run->remote) {
+        sip_io_init_file(&run->io_in, run->in, stdin_event, run);
+        sip_io_init_file(&run->io_out, run->out, stdout_event, run);
+        sip_io_init_file(&run->io_err, run->err, stderr_event, run);
+        run->out_open = run->err_open = 1;
+        sip_io_watch(cgi_loop, &run->io_out, APR_POLLIN);
+        sip_io_watch(cgi_loop, &run->io_err, APR_POLLIN);
+        stdin_event(run, 0);
+    }
 }
 
 typedef struct regs_fetch {
@@ -1578,6 +1709,7 @@ void sip_cgi_shutdown(void)
 {
     while (running)
         run_finish(running, "server shutting down");
+    sip_fcgi_shutdown();
     /* SIGKILL was sent; allow a second for the kernel to finish them. */
     for (int i = 0; reap_pids->nelts && i < 100; i++) {
         reap_tick(NULL);

@@ -117,6 +117,8 @@ typedef struct sip_server_conf {
     const char *forward_file;           /* SipForwardFile template; NULL = none */
     /* Forwarding files' |program as the owner (issue 15 item 4; sip_fwd_owner.h) */
     long forward_min_uid;               /* SipForwardMinUid; -1 = unset (1000) */
+    /* FastCGI workers (issue 18; sip_fcgi.h) */
+    struct sip_fcgi_conf *fcgi;         /* SipFastCGIConnect, SipFastCGI; NULL = none */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "apr_shm.h"
+#include "apr_escape.h"
 #include "apr_strings.h"
 #include "apr_tables.h"
 
@@ -56,6 +57,46 @@ void sip_stats_engine_died(void)
     memset(&sip_stats->now, 0, sizeof(sip_stats->now));
     sip_stats->engine_pid = 0;
     sip_stats->engine_deaths++;
+}
+
+void sip_stats_fcgi_reset(void)
+{
+    memset(sip_stats->fcgi, 0, sizeof(sip_stats->fcgi));
+}
+
+sip_stats_fcgi_t *sip_stats_fcgi_slot(const char *name)
+{
+    int i;
+
+    for (i = 0; i < SIP_STATS_FCGI; i++) {
+        sip_stats_fcgi_t *f = &sip_stats->fcgi[i];
+        if (!f->name[0]) {
+            apr_cpystrn(f->name, name, sizeof(f->name));
+            return f;
+        }
+        if (strcmp(f->name, name) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* FastCGI pools: one line (auto) or row each. */
+static void format_fcgi(apr_pool_t *p, const sip_stats_t *st, int html,
+                        apr_array_header_t *out)
+{
+    int i;
+
+    for (i = 0; i < SIP_STATS_FCGI && st->fcgi[i].name[0]; i++) {
+        const sip_stats_fcgi_t *f = &st->fcgi[i];
+        const char *n = html ? apr_pescape_entity(p, f->name, 0) : f->name;
+        *(const char **)apr_array_push(out) = html
+            ? apr_psprintf(p, "<p>FastCGI %s: %u workers, %u busy, %u queued, %"
+                           APR_UINT64_T_FMT " restarts, %" APR_UINT64_T_FMT " requests</p>\n",
+                           n, f->workers, f->busy, f->queued, f->restarts, f->requests)
+            : apr_psprintf(p, "SipFastCGIPool: %s workers=%u busy=%u queued=%u restarts=%"
+                           APR_UINT64_T_FMT " requests=%" APR_UINT64_T_FMT "\n",
+                           n, f->workers, f->busy, f->queued, f->restarts, f->requests);
+    }
 }
 
 /* ---- rendering ---- */
@@ -190,6 +231,7 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
     }
     if (html)
         EMIT(table ? "</table>\n" : "</dl>\n");
+    format_fcgi(p, st, html, out);
 #undef EMIT
     return apr_array_pstrcat(p, out, '\0');
 }

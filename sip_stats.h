@@ -17,6 +17,19 @@
 #include "apr_pools.h"
 #include "apr_time.h"
 
+/* One FastCGI pool (sip_fcgi_pool.c): its address or program, and what
+ * it is doing. */
+#define SIP_STATS_FCGI 8
+typedef struct sip_stats_fcgi {
+    char name[112];             /* "" = slot unused */
+    apr_uint32_t workers;       /* processes (SipFastCGI) or open connections (Connect) */
+    apr_uint32_t busy;          /* requests being answered */
+    apr_uint32_t queued;        /* requests waiting for a worker */
+    apr_uint32_t pad;
+    apr_uint64_t restarts;      /* workers that died unasked and were replaced */
+    apr_uint64_t requests;      /* requests accepted */
+} sip_stats_fcgi_t;
+
 /* "Now" values: the engine keeps them equal to its own counts, and they
  * start again from zero with each engine. */
 typedef struct sip_stats_gauges {
@@ -87,6 +100,8 @@ typedef struct sip_stats {
      * handshake failed */
     apr_uint64_t tls_conns;
     apr_uint64_t tls_handshake_failures;
+    /* FastCGI pools (issue 18): the first SIP_STATS_FCGI of the configuration */
+    sip_stats_fcgi_t fcgi[SIP_STATS_FCGI];
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */
@@ -108,6 +123,11 @@ void sip_stats_engine_died(void);
  * SIP_STATS_NOTABLE. */
 #define SIP_STATS_AUTO    1
 #define SIP_STATS_NOTABLE 2
+/* Engine: FastCGI pools start again with each engine; a pool's slot by
+ * its name (NULL when the table is full). */
+void sip_stats_fcgi_reset(void);
+sip_stats_fcgi_t *sip_stats_fcgi_slot(const char *name);
+
 const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t now, int flags);
 
 #endif

@@ -36,6 +36,8 @@
 #include "../sip_forward.c"
 #include "../sip_tls.c"
 #include "../sip_ws.c"
+#include "../sip_fcgi.c"
+#include "../sip_fcgi_pool.c"
 
 static apr_pool_t *fuzz_pool;
 

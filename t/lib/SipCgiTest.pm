@@ -55,8 +55,19 @@ sub sh_quote {
     return "'$s'";
 }
 
+# SIP_CGI_FCGI=1: every script runs through a resident FastCGI worker pool
+# instead of being spawned by the engine (issue 18): t/fcgi/bridge.py runs
+# the selected script for each request, so the same files test every
+# trigger carried over FastCGI (t/cgi-*-fcgi.t set it and `do` the file).
+sub fcgi_mode { return $ENV{SIP_CGI_FCGI} ? 1 : 0 }
+
 sub new {
     my ($class, %o) = @_;
+    if (fcgi_mode()) {
+        my $bridge = SipTest->repo . '/t/fcgi/bridge.py';
+        $o{vhost_conf} = "SipFastCGI $bridge 2 16\nSipFastCGIQueue 64\n"
+                       . "SipFastCGIConnect * pool:$bridge\n" . ($o{vhost_conf} // '');
+    }
     my $self = SipTest::new($class, %o);
     $self->{peers} = [];
     return $self;

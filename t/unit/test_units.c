@@ -41,6 +41,8 @@
 #include "../../sip_forward.c"
 #include "../../sip_tls.c"
 #include "../../sip_ws.c"
+#include "../../sip_fcgi.c"
+#include "../../sip_fcgi_pool.c"
 
 #include "httpd_stubs.h"
 
@@ -8913,6 +8915,313 @@ static Suite *tls_suite(void)
     return s;
 }
 
+/* ---- FastCGI records (sip_fcgi.c) ---- */
+
+typedef struct fcgi_capture {
+    char out[200000];
+    apr_size_t olen;
+    char err[256];
+    apr_size_t elen;
+} fcgi_capture_t;
+
+static void fcgi_cap_out(void *b, const char *buf, apr_size_t len)
+{
+    fcgi_capture_t *c = b;
+    ck_assert_uint_le(c->olen + len, sizeof(c->out));
+    memcpy(c->out + c->olen, buf, len);
+    c->olen += len;
+}
+
+static void fcgi_cap_err(void *b, const char *buf, apr_size_t len)
+{
+    fcgi_capture_t *c = b;
+    ck_assert_uint_le(c->elen + len, sizeof(c->err));
+    memcpy(c->err + c->elen, buf, len);
+    c->elen += len;
+}
+
+/* One record: type, id, content, padding. */
+static apr_size_t fcgi_t_rec(unsigned char *o, int type, int id, const char *c, apr_size_t clen,
+                           int pad)
+{
+    o[0] = 1;
+    o[1] = (unsigned char)type;
+    o[2] = (unsigned char)(id >> 8);
+    o[3] = (unsigned char)id;
+    o[4] = (unsigned char)(clen >> 8);
+    o[5] = (unsigned char)clen;
+    o[6] = (unsigned char)pad;
+    o[7] = 0;
+    memcpy(o + 8, c, clen);
+    memset(o + 8 + clen, 0xEE, (apr_size_t)pad);
+    return 8 + clen + (apr_size_t)pad;
+}
+
+static apr_size_t fcgi_t_end(unsigned char *o, int id, apr_uint32_t app, int proto)
+{
+    char b[8] = {(char)(app >> 24), (char)(app >> 16), (char)(app >> 8), (char)app,
+                 (char)proto, 0, 0, 0};
+    return fcgi_t_rec(o, AP_FCGI_END_REQUEST, id, b, 8, 0);
+}
+
+/* Walks an encoded request the way a worker reads it. */
+START_TEST(fcgi_encode_request_roundtrip)
+{
+    apr_pool_t *p;
+    char big[70000];
+    const char *env[] = {"GATEWAY_INTERFACE=SIP-CGI/1.1", "REQUEST_METHOD=INVITE",
+                         "EMPTY=", "SIP_VIA=a=b=c", NULL, NULL};
+    apr_size_t len = 0, pos = 0, plen = 0, slen = 0;
+    unsigned char *params = NULL;
+    char *stdin_buf;
+    const unsigned char *b;
+    int saw_begin = 0, params_end = 0, stdin_end = 0;
+    apr_table_t *t;
+    const char *why = NULL;
+
+    apr_pool_create(&p, NULL);
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    env[4] = apr_pstrcat(p, "SIP_LONG=", big, NULL);   /* a pair over one record */
+    b = (const unsigned char *)sip_fcgi_encode_request(p, 7, 1, env, big, 70000 - 1, &len);
+    ck_assert_ptr_nonnull(b);
+    params = apr_palloc(p, len);
+    stdin_buf = apr_palloc(p, len);
+    while (pos < len) {
+        apr_size_t clen, pad;
+        ck_assert_uint_ge(len - pos, 8);
+        ck_assert_int_eq(b[0 + pos], 1);
+        ck_assert_int_eq((b[pos + 2] << 8) | b[pos + 3], 7);
+        clen = ((apr_size_t)b[pos + 4] << 8) | b[pos + 5];
+        pad = b[pos + 6];
+        ck_assert_int_eq((clen + pad) % 8, 0);
+        ck_assert_uint_le(pos + 8 + clen + pad, len);
+        switch (b[pos + 1]) {
+        case AP_FCGI_BEGIN_REQUEST:
+            ck_assert_uint_eq(clen, 8);
+            ck_assert_int_eq(b[pos + 9], AP_FCGI_RESPONDER);
+            ck_assert_int_eq(b[pos + 10], AP_FCGI_KEEP_CONN);
+            saw_begin = 1;
+            break;
+        case AP_FCGI_PARAMS:
+            ck_assert(saw_begin && !params_end);
+            if (!clen)
+                params_end = 1;
+            memcpy(params + plen, b + pos + 8, clen);
+            plen += clen;
+            break;
+        case AP_FCGI_STDIN:
+            ck_assert(params_end && !stdin_end);
+            if (!clen)
+                stdin_end = 1;
+            memcpy(stdin_buf + slen, b + pos + 8, clen);
+            slen += clen;
+            break;
+        default:
+            ck_abort_msg("unexpected record type %d", b[pos + 1]);
+        }
+        pos += 8 + clen + pad;
+    }
+    ck_assert(stdin_end);
+    ck_assert_uint_eq(slen, 70000 - 1);
+    ck_assert_int_eq(memcmp(stdin_buf, big, slen), 0);
+    t = apr_table_make(p, 8);
+    ck_assert_int_eq(sip_fcgi_decode_params(p, params, plen, t, &why), 0);
+    ck_assert_int_eq(apr_table_elts(t)->nelts, 5);
+    ck_assert_str_eq(apr_table_get(t, "REQUEST_METHOD"), "INVITE");
+    ck_assert_str_eq(apr_table_get(t, "EMPTY"), "");
+    ck_assert_str_eq(apr_table_get(t, "SIP_VIA"), "a=b=c");
+    ck_assert_str_eq(apr_table_get(t, "SIP_LONG"), big);
+    /* no '=': refused; no body: the empty STDIN alone */
+    {
+        const char *bad[] = {"NOEQUALS", NULL};
+        ck_assert_ptr_null(sip_fcgi_encode_request(p, 1, 0, bad, NULL, 0, &len));
+        b = (const unsigned char *)sip_fcgi_encode_request(p, 1, 0, NULL, NULL, 0, &len);
+        ck_assert_uint_eq(len, 16 + 8 + 8);
+        ck_assert_int_eq(b[10], 0);
+    }
+    {
+        unsigned char ab[8];
+        static const unsigned char want[8] = {1, AP_FCGI_ABORT_REQUEST, 0x01, 0x02, 0, 0, 0, 0};
+        sip_fcgi_encode_abort(ab, 0x0102);
+        ck_assert_int_eq(memcmp(ab, want, 8), 0);
+    }
+    ck_assert_int_eq(sip_fcgi_decode_params(p, (const unsigned char *)"\x05\x01" "ab", 4, t,
+                                            &why), -1);
+    ck_assert_int_eq(sip_fcgi_decode_params(p, (const unsigned char *)"\x80\x00", 2, t, &why), -1);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+/* A well-formed answer, fed whole and then one byte at a time. */
+START_TEST(fcgi_parse_answer)
+{
+    unsigned char a[512];
+    apr_size_t n = 0, used = 0, i;
+    fcgi_capture_t *c = calloc(1, sizeof(*c));
+    sip_fcgi_parser_t ps;
+    const char *why = NULL;
+    int r = 0;
+
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 3, "warn\n", 5, 3);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "SIP/2.0 302 Moved\r\n", 19, 5);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "Contact: <sip:x@y>\r\n\r\n", 22, 2);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "", 0, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 3, "", 0, 0);
+    n += fcgi_t_end(a + n, 3, 4, 0);
+    a[n++] = 1;   /* the next answer's first byte: not this request's */
+
+    sip_fcgi_parser_init(&ps, 3, 100, fcgi_cap_out, fcgi_cap_err, c);
+    ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), 1);
+    ck_assert_uint_eq(used, n - 1);
+    ck_assert_uint_eq(c->olen, 41);
+    ck_assert_int_eq(memcmp(c->out, "SIP/2.0 302 Moved\r\nContact: <sip:x@y>\r\n\r\n", 41), 0);
+    ck_assert_uint_eq(c->elen, 5);
+    ck_assert_uint_eq(ps.app_status, 4);
+    ck_assert_int_eq(ps.protocol_status, 0);
+    ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, 1, &used, &why), -1);
+
+    memset(c, 0, sizeof(*c));
+    sip_fcgi_parser_init(&ps, 3, 100, fcgi_cap_out, fcgi_cap_err, c);
+    for (i = 0; i < n - 1; i++) {
+        r = sip_fcgi_parse(&ps, (char *)a + i, 1, &used, &why);
+        ck_assert_int_eq(r, i == n - 2 ? 1 : 0);
+        ck_assert_uint_eq(used, 1);
+    }
+    ck_assert_uint_eq(c->olen, 41);
+    ck_assert_uint_eq(c->elen, 5);
+    free(c);
+}
+END_TEST
+
+/* Malformed answers are refused, each with its reason. */
+START_TEST(fcgi_parse_malformed)
+{
+    static const struct {
+        int version, type, id, clen;
+        const char *why;
+    } cases[] = {
+        {2, AP_FCGI_STDOUT, 3, 0, "version"},
+        {1, AP_FCGI_STDOUT, 4, 0, "another request"},
+        {1, AP_FCGI_GET_VALUES_RESULT, 0, 0, "management"},
+        {1, AP_FCGI_PARAMS, 3, 0, "type"},
+        {1, 200, 3, 0, "type"},
+        {1, AP_FCGI_END_REQUEST, 3, 4, "8 bytes"},
+        {1, AP_FCGI_STDERR, 3, 101, "STDERR"},
+    };
+    unsigned char a[600];
+    apr_size_t used, n;
+    sip_fcgi_parser_t ps;
+    const char *why;
+    unsigned i;
+
+    memset(a, 0, sizeof(a));
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        n = fcgi_t_rec(a, cases[i].type, cases[i].id, (const char *)a + 300,
+                     (apr_size_t)cases[i].clen, 0);
+        a[0] = (unsigned char)cases[i].version;
+        why = NULL;
+        sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
+        ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), -1);
+        ck_assert_ptr_nonnull(why);
+        ck_assert_msg(strstr(why, cases[i].why), "case %u: %s", i, why);
+    }
+    /* STDOUT after its empty record */
+    n = fcgi_t_rec(a, AP_FCGI_STDOUT, 3, "", 0, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 3, "x", 1, 7);
+    sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
+    ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), -1);
+    ck_assert_str_eq(why, "STDOUT after its end");
+    /* stderr over the limit across records */
+    n = fcgi_t_rec(a, AP_FCGI_STDERR, 3, (const char *)a + 300, 60, 4);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 3, (const char *)a + 300, 60, 4);
+    sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
+    ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), -1);
+    /* OVERLOADED is reported, not refused */
+    n = fcgi_t_end(a, 3, 0, 2);
+    sip_fcgi_parser_init(&ps, 3, 100, NULL, NULL, NULL);
+    ck_assert_int_eq(sip_fcgi_parse(&ps, (char *)a, n, &used, &why), 1);
+    ck_assert_int_eq(ps.protocol_status, 2);
+}
+END_TEST
+
+/* The directives and which selected script goes to which target. */
+START_TEST(fcgi_directives_and_lookup)
+{
+    apr_pool_t *p;
+    server_rec srv;
+    cmd_parms cmd;
+    char prog[PATH_MAX], *a[4];
+    sip_fcgi_target_t *pool_t, *ext_t;
+
+    apr_pool_create(&p, NULL);
+    memset(&srv, 0, sizeof(srv));
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.pool = p;
+    cmd.server = &srv;
+    stub_conf.fcgi = NULL;
+    ck_assert_ptr_nonnull(realpath("/bin/sh", prog));
+
+#define ARGS1(x) (a[0] = (char *)(x), a)
+#define ARGS2(x, y) (a[0] = (char *)(x), a[1] = (char *)(y), a)
+#define ARGS3(x, y, z) (a[0] = (char *)(x), a[1] = (char *)(y), a[2] = (char *)(z), a)
+    /* settings before any target have nothing to apply to */
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_max_requests(&cmd, "10"));
+    ck_assert_ptr_null(sip_fcgi_cmd_pool(&cmd, 3, ARGS3("/bin/sh", "1", "3")));
+    ck_assert_ptr_null(sip_fcgi_cmd_max_requests(&cmd, "10"));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_max_requests(&cmd, "-1"));
+    ck_assert_ptr_null(sip_fcgi_cmd_idle(&cmd, "30"));
+    ck_assert_ptr_null(sip_fcgi_cmd_queue(&cmd, "0"));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_pool(&cmd, 1, ARGS1("relative")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_pool(&cmd, 3, ARGS3("/bin/sh", "4", "2")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_pool(&cmd, 3, ARGS3("/bin/sh", "1", "x")));
+    ck_assert_ptr_null(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("ext*", "unix:/run/x.sock")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_max_requests(&cmd, "5"));   /* not a SipFastCGI */
+    ck_assert_ptr_null(sip_fcgi_cmd_queue(&cmd, "7"));
+    ck_assert_ptr_null(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("shared@*", "pool:/bin/sh")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("x", "pool:/bin/nothing-here")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 2, ARGS2("x", "udp:1.2.3.4:5")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 1, ARGS1("unix:relative.sock")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 1, ARGS1("tcp:nohost")));
+    ck_assert_ptr_nonnull(sip_fcgi_cmd_connect(&cmd, 3, ARGS3("*", "tcp:127.0.0.1:9000", "0")));
+    ck_assert_ptr_null(sip_fcgi_cmd_connect(&cmd, 3, ARGS3("t*", "tcp:127.0.0.1:9000", "8")));
+
+    /* a pool by its program's path; then the patterns in order; else none */
+    pool_t = sip_fcgi_lookup(&srv, prog, "anything");
+    ck_assert_ptr_nonnull(pool_t);
+    ck_assert(pool_t->managed && pool_t->min == 1 && pool_t->max == 3);
+    ck_assert_int_eq(pool_t->max_requests, 10);
+    ck_assert(pool_t->idle == apr_time_from_sec(30) && pool_t->queue_max == 0);
+    ext_t = sip_fcgi_lookup(&srv, "/srv/x/ext@example.com", "ext@example.com");
+    ck_assert(ext_t && !ext_t->managed && ext_t->family == AF_UNIX);
+    ck_assert_str_eq(ext_t->path, "/run/x.sock");
+    ck_assert_int_eq(ext_t->queue_max, 7);
+    ck_assert_ptr_eq(sip_fcgi_lookup(&srv, "/srv/x/shared@a", "shared@a"), pool_t);
+    ck_assert_int_eq(sip_fcgi_lookup(&srv, "/srv/x/tod@a", "tod@a")->max_conns, 8);
+    ck_assert_ptr_null(sip_fcgi_lookup(&srv, "/srv/x/bob@a", "bob@a"));
+    ck_assert_ptr_null(sip_fcgi_lookup(&srv, "/srv/x/.ext", ".ext"));
+#undef ARGS1
+#undef ARGS2
+#undef ARGS3
+    stub_conf.fcgi = NULL;
+    apr_pool_destroy(p);    /* its cleanup forgets the targets */
+    ck_assert_ptr_null(all_targets);
+}
+END_TEST
+
+static Suite *fcgi_suite(void)
+{
+    Suite *s = suite_create("fcgi");
+    TCase *tc = tcase_create("records");
+
+    tcase_add_test(tc, fcgi_encode_request_roundtrip);
+    tcase_add_test(tc, fcgi_parse_answer);
+    tcase_add_test(tc, fcgi_parse_malformed);
+    tcase_add_test(tc, fcgi_directives_and_lookup);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -8954,6 +9263,7 @@ int main(void)
     srunner_add_suite(sr, flows_suite());
     srunner_add_suite(sr, ws_suite());
     srunner_add_suite(sr, tls_suite());
+    srunner_add_suite(sr, fcgi_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);

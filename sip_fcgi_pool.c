@@ -1,0 +1,1050 @@
+/* The engine's FastCGI client: SIP-CGI runs carried to resident workers
+ * (docs/fastcgi.md).  A target is either an external application server
+ * (SipFastCGIConnect: any number of connections to one address, the
+ * mod_proxy_fcgi / php-fpm model) or a pool the engine starts itself
+ * (SipFastCGI: one UNIX socket per worker, given to it as descriptor 0,
+ * FCGI_LISTENSOCK_FILENO, and one connection per worker: the mod_fcgid
+ * model).  One request per connection at a time (no multiplexing, which
+ * few libraries support); connections are kept (FCGI_KEEP_CONN).
+ * Everything runs in the engine's event loop: non-blocking sockets only. */
+#include "sip_fcgi.h"
+#include "sip_conf.h"
+#include "sip_event.h"
+#include "sip_spawn.h"
+#include "sip_stats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <netdb.h>
+#include <unistd.h>
+
+#include "apr_strings.h"
+#include "apr_fnmatch.h"
+#include "apr_portable.h"
+#include "apr_file_info.h"
+#include "http_log.h"
+
+#define FCGI_MAX_STDERR     (64 * 1024)     /* per request; more is a broken worker */
+#define FCGI_DEFAULT_QUEUE  32
+#define FCGI_DEFAULT_CONNS  16
+#define FCGI_SUPERVISE      apr_time_from_msec(100)
+
+typedef struct fconn fconn_t;
+typedef struct worker worker_t;
+
+struct sip_fcgi_req {
+    apr_pool_t *pool;
+    sip_fcgi_target_t *t;
+    server_rec *s;
+    const char *script;
+    char *wbuf;                 /* the encoded request */
+    apr_size_t wlen;
+    const sip_fcgi_sink_t *sink;
+    void *baton;
+    fconn_t *conn;
+    int retried;                /* sent again once after a kept connection was found closed */
+    sip_fcgi_req_t *next;       /* queue */
+    /* STDOUT gathered during one parse call, handed over after it */
+    char *out;
+    apr_size_t olen, ocap;
+    char eline[1024];           /* partial STDERR line */
+    apr_size_t elen;
+};
+
+struct fconn {
+    apr_pool_t *pool;
+    sip_fcgi_target_t *t;
+    worker_t *w;                /* managed pools: the worker it talks to */
+    int fd;
+    apr_socket_t *sock;
+    sip_io_t io;
+    int connecting;
+    sip_fcgi_req_t *req;        /* NULL: idle */
+    apr_size_t woff;
+    apr_size_t got;             /* bytes read for the current request */
+    unsigned served;
+    sip_fcgi_parser_t ps;
+    fconn_t *next;
+};
+
+struct worker {
+    pid_t pid;                  /* 0: slot free */
+    const char *sock_path;
+    fconn_t *conn;
+    unsigned served;
+    apr_time_t idle_since;
+    apr_time_t started;
+    int stopping;
+};
+
+struct sip_fcgi_target {
+    const char *name;           /* the address or the program, for logs and mod_status */
+    server_rec *s;
+    int managed;
+    /* external */
+    int family;
+    const char *path;           /* unix: */
+    const char *host;           /* tcp: */
+    apr_port_t port;
+    int max_conns;
+    /* managed (SipFastCGI) */
+    const char *program;
+    int min, max;
+    int max_requests;           /* SipFastCGIMaxRequests; 0 = no limit */
+    apr_interval_time_t idle;   /* SipFastCGIIdleTimeout */
+    worker_t *workers;          /* max slots */
+    int queue_max;              /* SipFastCGIQueue */
+    /* state */
+    fconn_t *conns;
+    int nconns;
+    sip_fcgi_req_t *qhead, *qtail;
+    int queued;
+    int busy;
+    apr_uint64_t restarts;
+    apr_time_t backoff_until;   /* a worker died young: no new one before */
+    sip_stats_fcgi_t *st;
+};
+
+typedef struct fcgi_map {
+    const char *pattern;        /* fnmatch on the script's file name */
+    sip_fcgi_target_t *t;
+} fcgi_map_t;
+
+/* Per virtual host: the mappings and pools its directives named. */
+typedef struct sip_fcgi_conf {
+    apr_array_header_t *maps;   /* fcgi_map_t, SipFastCGIConnect in order */
+    apr_array_header_t *pools;  /* sip_fcgi_target_t *, SipFastCGI */
+} sip_fcgi_conf_t;
+
+/* Every target of the configuration, for start-up and mod_status; reset
+ * when the configuration pool is cleared (graceful restart). */
+static apr_array_header_t *all_targets;
+static sip_loop_t *fcgi_loop;
+static apr_pool_t *fcgi_pool;
+static const char *sock_dir;
+static sip_timer_t supervise_timer;
+static unsigned worker_seq;
+
+static void conn_event(void *baton, apr_int16_t ev);
+static void conn_drop(fconn_t *c, int kill_worker);
+static void target_dispatch(sip_fcgi_target_t *t);
+
+static void update_stats(sip_fcgi_target_t *t)
+{
+    int n = 0, i;
+
+    if (!t->st)
+        return;
+    if (t->managed) {
+        for (i = 0; i < t->max; i++)
+            n += t->workers[i].pid != 0;
+    }
+    else
+        n = t->nconns;
+    t->st->workers = (apr_uint32_t)n;
+    t->st->busy = (apr_uint32_t)t->busy;
+    t->st->queued = (apr_uint32_t)t->queued;
+    t->st->restarts = t->restarts;
+}
+
+/* ---- configuration ---- */
+
+static apr_status_t forget_targets(void *data)
+{
+    (void)data;
+    all_targets = NULL;
+    return APR_SUCCESS;
+}
+
+static sip_fcgi_conf_t *fcgi_conf(cmd_parms *cmd)
+{
+    sip_server_conf *sc = sip_get_conf(cmd->server);
+
+    if (!sc->fcgi) {
+        sip_fcgi_conf_t *fc = apr_pcalloc(cmd->pool, sizeof(*fc));
+        fc->maps = apr_array_make(cmd->pool, 2, sizeof(fcgi_map_t));
+        fc->pools = apr_array_make(cmd->pool, 2, sizeof(sip_fcgi_target_t *));
+        sc->fcgi = fc;
+    }
+    if (!all_targets) {
+        all_targets = apr_array_make(cmd->pool, 4, sizeof(sip_fcgi_target_t *));
+        apr_pool_cleanup_register(cmd->pool, NULL, forget_targets, apr_pool_cleanup_null);
+    }
+    return sc->fcgi;
+}
+
+static sip_fcgi_target_t *target_new(cmd_parms *cmd, const char *name)
+{
+    sip_fcgi_target_t *t = apr_pcalloc(cmd->pool, sizeof(*t));
+
+    t->name = apr_pstrdup(cmd->pool, name);
+    t->s = cmd->server;
+    t->queue_max = -1;
+    t->max_requests = -1;
+    t->idle = -1;
+    *(sip_fcgi_target_t **)apr_array_push(all_targets) = t;
+    return t;
+}
+
+const char *sip_fcgi_cmd_connect(cmd_parms *cmd, int argc, char *const argv[])
+{
+    sip_fcgi_conf_t *fc = fcgi_conf(cmd);
+    const char *pattern = argc >= 2 ? argv[0] : "*", *addr = argv[argc >= 2 ? 1 : 0];
+    sip_fcgi_target_t *t;
+    fcgi_map_t *m;
+
+    if (argc < 1 || argc > 3)
+        return "SipFastCGIConnect [script-name-pattern] unix:/path|tcp:host:port [connections]";
+    if (!strncmp(addr, "pool:", 5)) {
+        /* scripts matching 'pattern' go to a SipFastCGI pool named before
+         * (a worker serving many scripts: it gets SCRIPT_FILENAME) */
+        char real[PATH_MAX];
+        const char *prog = realpath(addr + 5, real) ? real : addr + 5;
+        int i;
+        if (argc == 3)
+            return "SipFastCGIConnect: pool: takes no connection count (SipFastCGI's max)";
+        for (i = 0; i < fc->pools->nelts; i++) {
+            t = APR_ARRAY_IDX(fc->pools, i, sip_fcgi_target_t *);
+            if (strcmp(t->program, prog) == 0) {
+                m = apr_array_push(fc->maps);
+                m->pattern = apr_pstrdup(cmd->pool, pattern);
+                m->t = t;
+                return NULL;
+            }
+        }
+        return apr_psprintf(cmd->pool, "SipFastCGIConnect: no SipFastCGI %s before in this "
+                            "virtual host", prog);
+    }
+    t = target_new(cmd, addr);
+    t->max_conns = FCGI_DEFAULT_CONNS;
+    if (argc == 3) {
+        char *end;
+        long n = strtol(argv[2], &end, 10);
+        if (*end || n < 1 || n > 1024)
+            return "SipFastCGIConnect: connections must be 1 to 1024";
+        t->max_conns = (int)n;
+    }
+    if (!strncmp(addr, "unix:", 5)) {
+        t->family = AF_UNIX;
+        t->path = addr + 5;
+        if (*t->path != '/' || strlen(t->path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+            return "SipFastCGIConnect: unix: needs an absolute socket path (under 108 bytes)";
+    }
+    else if (!strncmp(addr, "tcp:", 4)) {
+        char *scope = NULL, *host = NULL;
+        apr_port_t port = 0;
+        if (apr_parse_addr_port(&host, &scope, &port, addr + 4, cmd->pool) != APR_SUCCESS
+            || !host || !port)
+            return "SipFastCGIConnect: tcp: needs host:port";
+        t->family = AF_INET;
+        t->host = host;
+        t->port = port;
+    }
+    else
+        return "SipFastCGIConnect: the address must start with unix: or tcp:";
+    m = apr_array_push(fc->maps);
+    m->pattern = apr_pstrdup(cmd->pool, pattern);
+    m->t = t;
+    return NULL;
+}
+
+const char *sip_fcgi_cmd_pool(cmd_parms *cmd, int argc, char *const argv[])
+{
+    sip_fcgi_conf_t *fc = fcgi_conf(cmd);
+    sip_fcgi_target_t *t;
+    char real[PATH_MAX];
+    long lo = 1, hi = 4;
+    char *end;
+
+    if (argc < 1 || argc > 3)
+        return "SipFastCGI /path/to/program [min [max]]";
+    if (argv[0][0] != '/')
+        return "SipFastCGI: the program must be an absolute path";
+    if (argc >= 2 && ((lo = strtol(argv[1], &end, 10)) < 0 || *end || lo > 256))
+        return "SipFastCGI: min must be 0 to 256";
+    if (argc >= 3 && ((hi = strtol(argv[2], &end, 10)) < 1 || *end || hi > 256))
+        return "SipFastCGI: max must be 1 to 256";
+    if (argc == 2 && hi < lo)
+        hi = lo;
+    if (hi < lo)
+        return "SipFastCGI: max is below min";
+    /* scripts are located through realpath (sip_cgi_locate): compare alike */
+    t = target_new(cmd, realpath(argv[0], real) ? real : argv[0]);
+    t->managed = 1;
+    t->program = t->name;
+    t->min = (int)lo;
+    t->max = (int)hi;
+    t->workers = apr_pcalloc(cmd->pool, sizeof(worker_t) * (apr_size_t)hi);
+    *(sip_fcgi_target_t **)apr_array_push(fc->pools) = t;
+    return NULL;
+}
+
+/* The settings below apply to the targets named before them in the same
+ * virtual host (the last SipFastCGI / SipFastCGIConnect), or, given before
+ * any, are the defaults of the virtual host's later ones. */
+static sip_fcgi_target_t *last_target(cmd_parms *cmd)
+{
+    sip_fcgi_conf_t *fc = fcgi_conf(cmd);
+
+    (void)fc;
+    return all_targets->nelts ? APR_ARRAY_IDX(all_targets, all_targets->nelts - 1,
+                                              sip_fcgi_target_t *) : NULL;
+}
+
+static const char *number(const char *arg, long lo, long hi, long *out)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (*end || end == arg || n < lo || n > hi)
+        return "number out of range";
+    *out = n;
+    return NULL;
+}
+
+const char *sip_fcgi_cmd_max_requests(cmd_parms *cmd, const char *arg)
+{
+    sip_fcgi_target_t *t = last_target(cmd);
+    long n;
+
+    if (!t || !t->managed || t->s != cmd->server)
+        return "SipFastCGIMaxRequests follows the SipFastCGI it applies to";
+    if (number(arg, 0, 100000000, &n))
+        return "SipFastCGIMaxRequests: 0 (no limit) or a number of requests";
+    t->max_requests = (int)n;
+    return NULL;
+}
+
+const char *sip_fcgi_cmd_idle(cmd_parms *cmd, const char *arg)
+{
+    sip_fcgi_target_t *t = last_target(cmd);
+    long n;
+
+    if (!t || !t->managed || t->s != cmd->server)
+        return "SipFastCGIIdleTimeout follows the SipFastCGI it applies to";
+    if (number(arg, 0, 86400, &n))
+        return "SipFastCGIIdleTimeout: seconds, 0 to 86400";
+    t->idle = apr_time_from_sec(n);
+    return NULL;
+}
+
+const char *sip_fcgi_cmd_queue(cmd_parms *cmd, const char *arg)
+{
+    sip_fcgi_target_t *t = last_target(cmd);
+    long n;
+
+    if (!t || t->s != cmd->server)
+        return "SipFastCGIQueue follows the SipFastCGI or SipFastCGIConnect it applies to";
+    if (number(arg, 0, 100000, &n))
+        return "SipFastCGIQueue: 0 to 100000 waiting requests";
+    t->queue_max = (int)n;
+    return NULL;
+}
+
+sip_fcgi_target_t *sip_fcgi_lookup(server_rec *s, const char *path, const char *name)
+{
+    sip_fcgi_conf_t *fc = sip_get_conf(s)->fcgi;
+    int i;
+
+    if (!fc)
+        return NULL;
+    for (i = 0; path && i < fc->pools->nelts; i++) {
+        sip_fcgi_target_t *t = APR_ARRAY_IDX(fc->pools, i, sip_fcgi_target_t *);
+        if (strcmp(t->program, path) == 0)
+            return t;
+    }
+    for (i = 0; name && i < fc->maps->nelts; i++) {
+        const fcgi_map_t *m = &APR_ARRAY_IDX(fc->maps, i, fcgi_map_t);
+        if (apr_fnmatch(m->pattern, name, APR_FNM_PERIOD) == APR_SUCCESS)
+            return m->t;
+    }
+    return NULL;
+}
+
+/* ---- managed workers ---- */
+
+static int listen_socket(const char *path)
+{
+    struct sockaddr_un sa;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    apr_cpystrn(sa.sun_path, path, sizeof(sa.sun_path));
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int worker_start(sip_fcgi_target_t *t, worker_t *w)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    char dir[PATH_MAX], *slash, pathenv[PATH_MAX + 8];
+    char *argv[2];
+    char *envp[3];
+    const char *path = getenv("PATH");
+    int fd, rc;
+    pid_t pid;
+
+    if (!sock_dir || apr_time_now() < t->backoff_until)
+        return -1;
+    /* one name per worker slot of the engine (pools share the directory) */
+    if (!w->sock_path)
+        w->sock_path = apr_psprintf(fcgi_pool, "%s/w%u", sock_dir, ++worker_seq);
+    fd = listen_socket(w->sock_path);
+    if (fd < 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, t->s, "sip-fcgi: cannot listen on %s",
+                     w->sock_path);
+        return -1;
+    }
+    apr_cpystrn(dir, t->program, sizeof(dir));
+    slash = strrchr(dir, '/');
+    *slash = '\0';
+    argv[0] = slash + 1;
+    argv[1] = NULL;
+    apr_snprintf(pathenv, sizeof(pathenv), "PATH=%s", path ? path : "/usr/bin:/bin");
+    envp[0] = pathenv;
+    envp[1] = "SIP_FCGI_WORKER=1";
+    envp[2] = NULL;
+    /* descriptor 0: the listening socket (FCGI_LISTENSOCK_FILENO); 1 is
+     * /dev/null; 2 stays the engine's, the error log */
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    posix_spawn_file_actions_addchdir_np(&fa, dir);
+    sip_spawn_attr_init(&attr);
+    rc = posix_spawn(&pid, t->program, &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close(fd);
+    if (rc) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rc, t->s, "sip-fcgi: cannot start %s", t->program);
+        return -1;
+    }
+    w->pid = pid;
+    w->served = 0;
+    w->stopping = 0;
+    w->conn = NULL;
+    w->idle_since = w->started = apr_time_now();
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "sip-fcgi: started %s (pid %d) on %s",
+                 t->program, (int)pid, w->sock_path);
+    return 0;
+}
+
+static void worker_stop(sip_fcgi_target_t *t, worker_t *w, int sig)
+{
+    if (w->pid && !w->stopping) {
+        kill(-w->pid, sig);     /* its process group: what it started goes too */
+        w->stopping = 1;
+    }
+    if (w->conn)
+        conn_drop(w->conn, 0);
+}
+
+static int live_workers(const sip_fcgi_target_t *t)
+{
+    int i, n = 0;
+
+    for (i = 0; i < t->max; i++)
+        n += t->workers[i].pid != 0;
+    return n;
+}
+
+/* Reaps exited workers, keeps 'min' running, retires idle ones beyond it. */
+static void supervise(void *baton)
+{
+    apr_time_t now = apr_time_now();
+    int i, j;
+
+    (void)baton;
+    for (i = 0; all_targets && i < all_targets->nelts; i++) {
+        sip_fcgi_target_t *t = APR_ARRAY_IDX(all_targets, i, sip_fcgi_target_t *);
+        if (!t->managed)
+            continue;
+        for (j = 0; j < t->max; j++) {
+            worker_t *w = &t->workers[j];
+            int status;
+            if (!w->pid || waitpid(w->pid, &status, WNOHANG) != w->pid)
+                continue;
+            if (!w->stopping) {
+                t->restarts++;
+                /* a program that cannot start is not restarted in a loop */
+                if (now - w->started < apr_time_from_sec(1))
+                    t->backoff_until = now + apr_time_from_sec(1);
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
+                             "sip-fcgi: worker %s (pid %d) %s %d", t->program, (int)w->pid,
+                             WIFSIGNALED(status) ? "killed by signal" : "exited with status",
+                             WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+            }
+            kill(-w->pid, SIGKILL);     /* what it left running in its group */
+            w->pid = 0;
+            if (w->conn)
+                conn_drop(w->conn, 0);
+            unlink(w->sock_path);
+        }
+        for (j = 0; j < t->max; j++) {
+            worker_t *w = &t->workers[j];
+            if (w->pid && !w->stopping && !w->conn && t->idle > 0
+                && live_workers(t) > t->min && now - w->idle_since > t->idle)
+                worker_stop(t, w, SIGTERM);
+        }
+        for (j = 0; j < t->max && live_workers(t) < t->min; j++)
+            if (!t->workers[j].pid)
+                worker_start(t, &t->workers[j]);
+        target_dispatch(t);
+        update_stats(t);
+    }
+    sip_timer_set(fcgi_loop, &supervise_timer, FCGI_SUPERVISE, supervise, NULL);
+}
+
+/* ---- connections ---- */
+
+static fconn_t *conn_open(sip_fcgi_target_t *t, worker_t *w)
+{
+    apr_pool_t *p;
+    fconn_t *c;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd, r;
+
+    memset(&ss, 0, sizeof(ss));
+    if (w || t->family == AF_UNIX) {
+        struct sockaddr_un *su = (struct sockaddr_un *)&ss;
+        su->sun_family = AF_UNIX;
+        apr_cpystrn(su->sun_path, w ? w->sock_path : t->path, sizeof(su->sun_path));
+        sl = sizeof(*su);
+    }
+    else {
+        /* the address is resolved at each new connection: literal
+         * addresses need no lookup (the common case for a local pool) */
+        apr_sockaddr_t *sa;
+        if (apr_sockaddr_info_get(&sa, t->host, APR_UNSPEC, t->port, 0, fcgi_pool) != APR_SUCCESS)
+            return NULL;
+        memcpy(&ss, &sa->sa, (apr_size_t)sa->salen);
+        sl = (socklen_t)sa->salen;
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    do
+        r = connect(fd, (struct sockaddr *)&ss, sl);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno == EAGAIN) {
+        /* a UNIX socket's backlog is full: the request waits its turn */
+        close(fd);
+        return NULL;
+    }
+    if (r < 0 && errno != EINPROGRESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, t->s, "sip-fcgi: cannot connect to %s",
+                     w ? w->sock_path : t->name);
+        close(fd);
+        return NULL;
+    }
+    apr_pool_create(&p, fcgi_pool);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->t = t;
+    c->w = w;
+    c->fd = fd;
+    c->connecting = r < 0;
+    apr_os_sock_put(&c->sock, &c->fd, p);
+    sip_io_init_socket(&c->io, c->sock, conn_event, c);
+    c->next = t->conns;
+    t->conns = c;
+    t->nconns++;
+    if (w)
+        w->conn = c;
+    return c;
+}
+
+static void req_fail(sip_fcgi_req_t *r, const char *why)
+{
+    const sip_fcgi_sink_t *sink = r->sink;
+
+    r->sink = NULL;
+    if (sink)
+        sink->end(r->baton, why, 0);
+}
+
+static void stderr_line(sip_fcgi_req_t *r)
+{
+    if (r->elen)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s, "sip-cgi: stderr from %s: %.*s", r->script,
+                     (int)r->elen, r->eline);
+    r->elen = 0;
+}
+
+static void on_stderr(void *baton, const char *buf, apr_size_t len)
+{
+    sip_fcgi_req_t *r = baton;
+    apr_size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (buf[i] == '\n') {
+            stderr_line(r);
+            continue;
+        }
+        if (r->elen == sizeof(r->eline))
+            stderr_line(r);
+        r->eline[r->elen++] = buf[i];
+    }
+}
+
+static void on_stdout(void *baton, const char *buf, apr_size_t len)
+{
+    sip_fcgi_req_t *r = baton;
+
+    if (r->ocap - r->olen < len) {
+        apr_size_t cap = (r->ocap ? r->ocap : 4096) * 2;
+        char *bigger;
+        while (cap - r->olen < len)
+            cap *= 2;
+        bigger = apr_palloc(r->pool, cap);
+        if (r->olen)
+            memcpy(bigger, r->out, r->olen);
+        r->out = bigger;
+        r->ocap = cap;
+    }
+    memcpy(r->out + r->olen, buf, len);
+    r->olen += len;
+}
+
+/* The connection's request is over (answered, failed or abandoned). */
+static void conn_release(fconn_t *c)
+{
+    sip_fcgi_target_t *t = c->t;
+
+    if (c->req) {
+        stderr_line(c->req);
+        c->req->conn = NULL;
+        apr_pool_destroy(c->req->pool);
+        c->req = NULL;
+        t->busy--;
+    }
+}
+
+static void conn_drop(fconn_t *c, int kill_worker)
+{
+    sip_fcgi_target_t *t = c->t;
+    fconn_t **pp;
+
+    if (c->req) {
+        req_fail(c->req, "the FastCGI connection was lost");
+        conn_release(c);
+    }
+    sip_io_watch(fcgi_loop, &c->io, 0);
+    close(c->fd);
+    for (pp = &t->conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    t->nconns--;
+    if (c->w) {
+        c->w->conn = NULL;
+        if (kill_worker && c->w->pid && !c->w->stopping) {
+            /* busy with a request we gave up on: it cannot be trusted to
+             * come back soon, and a new one takes its place */
+            kill(-c->w->pid, SIGKILL);
+            c->w->stopping = 1;
+        }
+    }
+    sip_loop_defer_destroy(fcgi_loop, c->pool);
+    update_stats(t);
+}
+
+static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
+{
+    c->req = r;
+    r->conn = c;
+    c->woff = 0;
+    c->got = 0;
+    c->t->busy++;
+    sip_fcgi_parser_init(&c->ps, 1, FCGI_MAX_STDERR, on_stdout, on_stderr, r);
+    if (c->w)
+        c->w->served++;
+    if (c->connecting)
+        sip_io_watch(fcgi_loop, &c->io, APR_POLLOUT);
+    else
+        conn_event(c, APR_POLLOUT);
+}
+
+/* A kept connection was found closed before any answer: the request goes
+ * back to the head of the queue, once, for another connection. */
+static void retry_elsewhere(fconn_t *c)
+{
+    sip_fcgi_target_t *t = c->t;
+    sip_fcgi_req_t *r = c->req;
+
+    r->retried = 1;
+    c->req = NULL;
+    r->conn = NULL;
+    t->busy--;
+    conn_drop(c, 0);
+    r->next = t->qhead;
+    t->qhead = r;
+    if (!t->qtail)
+        t->qtail = r;
+    t->queued++;
+    target_dispatch(t);
+}
+
+static void conn_write(fconn_t *c)
+{
+    sip_fcgi_req_t *r = c->req;
+
+    while (c->woff < r->wlen) {
+        ssize_t n = send(c->fd, r->wbuf + c->woff, r->wlen - c->woff, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            sip_io_watch(fcgi_loop, &c->io, APR_POLLIN | APR_POLLOUT);
+            return;
+        }
+        if (n < 0) {
+            /* a kept connection the worker had closed: once more on a new one */
+            if (c->served && !r->retried) {
+                retry_elsewhere(c);
+                return;
+            }
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, c->t->s, "sip-fcgi: %s: cannot send to %s",
+                         r->script, c->t->name);
+            conn_drop(c, 0);
+            return;
+        }
+        c->woff += (apr_size_t)n;
+    }
+    sip_io_watch(fcgi_loop, &c->io, APR_POLLIN);
+}
+
+static void conn_read(fconn_t *c)
+{
+    char buf[16384];
+
+    for (;;) {
+        sip_fcgi_req_t *r = c->req;
+        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+        apr_size_t used = 0;
+        const char *why = NULL;
+        int pr;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            if (r && !c->got && c->served && !r->retried && c->woff == r->wlen) {
+                /* closed while kept: the worker went away between requests */
+                retry_elsewhere(c);
+                return;
+            }
+            if (r)
+                ap_log_error(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, c->t->s,
+                             "sip-fcgi: %s: %s closed the connection before END_REQUEST",
+                             r->script, c->t->name);
+            conn_drop(c, 0);
+            return;
+        }
+        if (!r) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s,
+                         "sip-fcgi: %s sent data while no request was open; connection closed",
+                         c->t->name);
+            conn_drop(c, 1);
+            return;
+        }
+        c->got += (apr_size_t)n;
+        pr = sip_fcgi_parse(&c->ps, buf, (apr_size_t)n, &used, &why);
+        if (pr < 0) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s,
+                         "sip-fcgi: %s: malformed FastCGI record from %s: %s; connection closed",
+                         r->script, c->t->name, why);
+            req_fail(r, apr_psprintf(r->pool, "malformed FastCGI record: %s", why));
+            conn_drop(c, 1);
+            return;
+        }
+        if (r->olen) {
+            apr_size_t olen = r->olen;
+            r->olen = 0;
+            if (r->sink && r->sink->out(r->baton, r->out, olen)) {
+                /* the run is over (it called sip_fcgi_cancel) */
+                return;
+            }
+        }
+        if (pr == 1) {
+            const sip_fcgi_sink_t *sink = r->sink;
+            sip_fcgi_target_t *t = c->t;
+            int keep = used == (apr_size_t)n && c->ps.protocol_status == 0;
+
+            if (used != (apr_size_t)n)
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
+                             "sip-fcgi: %s: data after END_REQUEST from %s; connection closed",
+                             r->script, t->name);
+            r->sink = NULL;
+            c->served++;
+            if (c->ps.protocol_status != 0) {
+                if (sink)
+                    sink->end(r->baton, c->ps.protocol_status == 2 ? "the FastCGI server is "
+                              "overloaded" : "the FastCGI server refused the request", 0);
+            }
+            else if (sink)
+                sink->end(r->baton, NULL, c->ps.app_status);
+            conn_release(c);
+            if (!keep
+                || (c->w && t->max_requests > 0 && c->w->served >= (unsigned)t->max_requests)) {
+                worker_t *w = c->w;
+                conn_drop(c, 0);
+                if (w && keep)
+                    worker_stop(t, w, SIGTERM);     /* recycled: SipFastCGIMaxRequests */
+            }
+            else if (c->w)
+                c->w->idle_since = apr_time_now();
+            target_dispatch(t);
+            update_stats(t);
+            return;
+        }
+    }
+}
+
+static void conn_event(void *baton, apr_int16_t ev)
+{
+    fconn_t *c = baton;
+
+    if (c->connecting) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        if (!(ev & (APR_POLLOUT | APR_POLLERR | APR_POLLHUP))) {
+            sip_io_watch(fcgi_loop, &c->io, APR_POLLOUT);
+            return;
+        }
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, err, c->t->s, "sip-fcgi: cannot connect to %s",
+                         c->t->name);
+            conn_drop(c, 0);
+            return;
+        }
+        c->connecting = 0;
+    }
+    if (c->req && c->woff < c->req->wlen) {
+        conn_write(c);
+        if (ev == APR_POLLOUT)
+            return;
+    }
+    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR))
+        conn_read(c);
+    else if (!c->req)
+        sip_io_watch(fcgi_loop, &c->io, APR_POLLIN);
+}
+
+/* ---- requests ---- */
+
+/* A connection that can take a request now, opening one if allowed. */
+static fconn_t *free_conn(sip_fcgi_target_t *t)
+{
+    fconn_t *c;
+    int i;
+
+    for (c = t->conns; c; c = c->next)
+        if (!c->req && (!c->w || !c->w->stopping))
+            return c;
+    if (!t->managed)
+        return t->nconns < t->max_conns ? conn_open(t, NULL) : NULL;
+    for (i = 0; i < t->max; i++) {
+        worker_t *w = &t->workers[i];
+        if (w->pid && !w->stopping && !w->conn)
+            return conn_open(t, w);
+    }
+    /* grow the pool under load */
+    for (i = 0; i < t->max; i++)
+        if (!t->workers[i].pid) {
+            if (worker_start(t, &t->workers[i]) < 0)
+                return NULL;
+            return conn_open(t, &t->workers[i]);
+        }
+    return NULL;
+}
+
+static void target_dispatch(sip_fcgi_target_t *t)
+{
+    while (t->qhead) {
+        fconn_t *c = free_conn(t);
+        sip_fcgi_req_t *r = t->qhead;
+        if (!c)
+            break;
+        t->qhead = r->next;
+        if (!t->qhead)
+            t->qtail = NULL;
+        r->next = NULL;
+        t->queued--;
+        conn_assign(c, r);
+    }
+    update_stats(t);
+}
+
+sip_fcgi_req_t *sip_fcgi_submit(sip_fcgi_target_t *t, server_rec *s, const char *script,
+                                const char *const *envp, const char *body, apr_size_t blen,
+                                const sip_fcgi_sink_t *sink, void *baton, int *busy)
+{
+    apr_pool_t *p;
+    sip_fcgi_req_t *r;
+    fconn_t *c;
+    int qmax = t->queue_max >= 0 ? t->queue_max : FCGI_DEFAULT_QUEUE;
+
+    *busy = 0;
+    c = t->qhead ? NULL : free_conn(t);
+    if (!c && !t->managed && !t->nconns)
+        return NULL;    /* the server cannot be reached (logged): 500 */
+    if (!c && t->queued >= qmax) {
+        *busy = 1;
+        return NULL;
+    }
+    apr_pool_create(&p, fcgi_pool);
+    r = apr_pcalloc(p, sizeof(*r));
+    r->pool = p;
+    r->t = t;
+    r->s = s;
+    r->script = apr_pstrdup(p, script);
+    r->sink = sink;
+    r->baton = baton;
+    r->wbuf = sip_fcgi_encode_request(p, 1, 1, envp, body, blen, &r->wlen);
+    if (!r->wbuf) {
+        apr_pool_destroy(p);
+        return NULL;
+    }
+    if (c)
+        conn_assign(c, r);
+    else {
+        if (t->qtail)
+            t->qtail->next = r;
+        else
+            t->qhead = r;
+        t->qtail = r;
+        t->queued++;
+        update_stats(t);
+    }
+    if (t->st)
+        t->st->requests++;
+    return r;
+}
+
+void sip_fcgi_cancel(sip_fcgi_req_t *r)
+{
+    sip_fcgi_target_t *t = r->t;
+
+    r->sink = NULL;
+    if (r->conn) {
+        /* no ABORT_REQUEST: few libraries act on it before they finish,
+         * so the connection (and a managed worker) is given up */
+        conn_drop(r->conn, 1);
+        target_dispatch(t);
+        return;
+    }
+    {
+        sip_fcgi_req_t **pp;
+        for (pp = &t->qhead; *pp; pp = &(*pp)->next)
+            if (*pp == r) {
+                *pp = r->next;
+                if (t->qtail == r) {
+                    sip_fcgi_req_t *q;
+                    t->qtail = NULL;
+                    for (q = t->qhead; q; q = q->next)
+                        t->qtail = q;
+                }
+                t->queued--;
+                break;
+            }
+    }
+    apr_pool_destroy(r->pool);
+    update_stats(t);
+}
+
+/* ---- engine start and stop ---- */
+
+void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p)
+{
+    int i, managed = 0;
+    const char *tmp = NULL;
+
+    fcgi_loop = loop;
+    fcgi_pool = p;
+    sip_stats_fcgi_reset();
+    for (i = 0; all_targets && i < all_targets->nelts; i++) {
+        sip_fcgi_target_t *t = APR_ARRAY_IDX(all_targets, i, sip_fcgi_target_t *);
+        t->st = sip_stats_fcgi_slot(t->name);
+        managed |= t->managed;
+    }
+    if (!managed)
+        return;
+    /* the workers' sockets: a private directory of the engine's user */
+    if (apr_temp_dir_get(&tmp, p) != APR_SUCCESS)
+        tmp = "/tmp";
+    {
+        char *d = apr_pstrcat(p, tmp, "/mod_sip-fcgi.XXXXXX", NULL);
+        sock_dir = mkdtemp(d);
+        if (!sock_dir)
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, NULL,
+                         "sip-fcgi: cannot make a directory for worker sockets in %s", tmp);
+    }
+    supervise(NULL);
+}
+
+void sip_fcgi_shutdown(void)
+{
+    int i, j, k;
+
+    for (i = 0; all_targets && i < all_targets->nelts; i++) {
+        sip_fcgi_target_t *t = APR_ARRAY_IDX(all_targets, i, sip_fcgi_target_t *);
+        while (t->qhead) {
+            sip_fcgi_req_t *r = t->qhead;
+            t->qhead = r->next;
+            apr_pool_destroy(r->pool);
+        }
+        t->qtail = NULL;
+        t->queued = 0;
+        while (t->conns) {
+            if (t->conns->req)
+                t->conns->req->sink = NULL;
+            conn_drop(t->conns, 0);
+        }
+        for (j = 0; t->managed && j < t->max; j++)
+            if (t->workers[j].pid)
+                kill(-t->workers[j].pid, SIGTERM);
+        /* a second for them to go, then no mercy; none is left unreaped */
+        for (k = 0; t->managed && k < 100 && live_workers(t); k++) {
+            for (j = 0; j < t->max; j++) {
+                worker_t *w = &t->workers[j];
+                if (w->pid && waitpid(w->pid, NULL, WNOHANG) == w->pid) {
+                    w->pid = 0;
+                    unlink(w->sock_path);
+                }
+            }
+            if (live_workers(t))
+                apr_sleep(apr_time_from_msec(10));
+        }
+        for (j = 0; t->managed && j < t->max; j++)
+            if (t->workers[j].pid) {
+                kill(-t->workers[j].pid, SIGKILL);
+                waitpid(t->workers[j].pid, NULL, 0);
+                unlink(t->workers[j].sock_path);
+                t->workers[j].pid = 0;
+            }
+    }
+    if (sock_dir)
+        rmdir(sock_dir);
+    if (fcgi_loop)
+        sip_timer_cancel(fcgi_loop, &supervise_timer);
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/python3
+# t/fcgi.t: a "FastCGI server" that answers every request with records that
+# are not FastCGI (or not this request's), per the first argument.
+import os
+import socket
+import struct
+import sys
+
+mode, path = sys.argv[1], sys.argv[2]
+if os.path.exists(path):
+    os.unlink(path)
+ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ls.bind(path)
+os.chmod(path, 0o777)
+ls.listen(8)
+while True:
+    c, _ = ls.accept()
+    try:
+        c.recv(65536)
+        if mode == "http":
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        elif mode == "otherid":
+            c.sendall(struct.pack(">BBHHBx", 1, 6, 9, 5, 3) + b"hello\0\0\0")
+        else:  # oversized stderr
+            c.sendall(b"".join(struct.pack(">BBHHBx", 1, 7, 1, 60000, 0) + b"e" * 60000
+                               for _ in range(3)))
+        c.recv(65536)
+    except OSError:
+        pass
+    c.close()

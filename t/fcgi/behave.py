@@ -1,0 +1,35 @@
+#!/usr/bin/python3
+# t/fcgi.t's worker: what it does depends on the Request-URI's user.
+#   crash@   the worker process dies in the middle of the request
+#   slow@    answers 200 after 1.5 s
+#   hang@    answers after 30 s (past SipScriptTimeout)
+#   huge@    200 with a 200 000-byte body (past SipScriptMaxOutput)
+#   env@     200 with the environment it got as the body (sorted NAME=value lines)
+#   other    200 with X-Worker-Pid: its pid (the same process serves many calls)
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import sipfcgi  # noqa: E402
+
+
+def handle(env, body):
+    user = env.get("REQUEST_URI", "").split(":", 1)[-1].split("@", 1)[0]
+    if user == "crash":
+        sipfcgi.log("behave: crashing on purpose")
+        os._exit(3)
+    if user == "slow":
+        time.sleep(1.5)
+    if user == "hang":
+        time.sleep(30)
+    if user == "huge":
+        return "SIP/2.0 200 OK\nContent-Type: text/plain\nContent-Length: 200000\n\n" + "x" * 200000
+    if user == "env":
+        text = "".join("%s=%s\n" % kv for kv in sorted(env.items()))
+        return ("SIP/2.0 200 OK\nContent-Type: text/plain\nContent-Length: %d\n\n%s"
+                % (len(text.encode()), text))
+    return "SIP/2.0 200 OK\nX-Worker-Pid: %d\n\n" % os.getpid()
+
+
+sipfcgi.serve(handle)
