@@ -21,7 +21,9 @@ XML_LIBS   = $(shell pkg-config --libs libxml-2.0 2>/dev/null || echo -lxml2)
 # libical: recurrences of CPL time switches (sip_cpl_time.c, RFC 3880 §4.4)
 ICAL_CFLAGS = $(shell pkg-config --cflags libical 2>/dev/null)
 ICAL_LIBS   = $(shell pkg-config --libs libical 2>/dev/null || echo -lical)
-LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS)
+SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
+SSL_LIBS   = $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS)
 # conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
 GENERATED  = sip_cpl_xsd.h
 
@@ -53,9 +55,10 @@ SUEXEC_DEFS += -DSIP_SUEXEC_OWNER_UID_MIN=$(SIP_FORWARD_MIN_UID) \
 TEST_UPLOAD_USER = mod-sip-upload
 
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
-BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap
+BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
-             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3
+             libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
+             libio-socket-ssl-perl socat
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
@@ -66,7 +69,7 @@ all: .libs/mod_sip.so $(SUEXEC)
 
 .libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
-	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
+	$(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(SSL_CFLAGS) $(EXTRA_CFLAGS) $(EXTRA_LDFLAGS) -o mod_sip.la $(SOURCES) $(LIBS)
 
 # Small and on its own: no APR, nothing but libc.
 $(SUEXEC): tools/sip-suexec.c sip_fwd_owner.h Makefile
@@ -156,7 +159,7 @@ ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file
 asan/.libs/mod_sip.so: $(SOURCES) $(HEADERS) $(GENERATED) Makefile
 	@test -x "$(APXS)" || $(MAKE) deps
 	mkdir -p asan && cp $(SOURCES) $(HEADERS) $(GENERATED) asan/
-	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
+	cd asan && $(APXS) -c $(CWARN) $(PATH_DEFS) $(XML_CFLAGS) $(ICAL_CFLAGS) $(SSL_CFLAGS) -Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer \
 	  -Wl,-fsanitize=address,undefined -o mod_sip.la $(SOURCES) $(LIBS)
 
 test-asan: test-deps asan/.libs/mod_sip.so

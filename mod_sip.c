@@ -37,6 +37,7 @@
 #include "sip_request.h"
 #include "sip_stats.h"
 #include "sip_route.h"
+#include "sip_tls.h"
 #include "sip_rules.h"
 #include "sip_script_store.h"
 #include "sip_upload.h"
@@ -1599,13 +1600,17 @@ static int sip_status_hook(request_rec *r, int flags)
 
 static void sip_register_hooks(apr_pool_t *p)
 {
-    static const char *const after[] = {"mod_ssl.c", "mod_reqtimeout.c", NULL};
+    static const char *const after[] = {"mod_reqtimeout.c", NULL};
+    /* Before mod_ssl's process_connection, which runs the handshake in
+     * the child (blocking): the engine does it with the same context. */
+    static const char *const before[] = {"mod_ssl.c", NULL};
 
-    (void)p;
     /* Last, because the engine runs every module's child_init, and some
-     * (mod_watchdog) only become ready in their own post_config. */
+     * (mod_watchdog) only become ready in their own post_config; and
+     * after mod_ssl's, which offers its contexts to sip_tls.c. */
     ap_hook_post_config(sip_post_config, NULL, NULL, APR_HOOK_REALLY_LAST);
-    ap_hook_process_connection(sip_process_connection, after, NULL, APR_HOOK_MIDDLE);
+    ap_hook_process_connection(sip_process_connection, after, before, APR_HOOK_MIDDLE);
+    sip_tls_register_hooks(p);
     ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(sip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, sip_status_hook, NULL, NULL, APR_HOOK_MIDDLE);

@@ -1051,6 +1051,8 @@ static char **build_env(apr_pool_t *p, sip_cgi_ctx_t *ctx, trigger_t *t)
         apr_table_setn(env, "REMOTE_ADDR", t->remote ? t->remote : sip_sockaddr_ip(p, &src->peer));
         apr_table_setn(env, "REQUEST_METHOD", sip_msg_method(msg));
         apr_table_setn(env, "REQUEST_URI", sip_msg_request_uri(msg));
+        /* over TLS: mod_ssl's names, as a CGI script behind mod_ssl sees */
+        sip_source_tls_env(p, src, env);
     }
     if (ctx->cookie)
         apr_table_setn(env, "SCRIPT_COOKIE", ctx->cookie);

@@ -16,6 +16,7 @@
 #include "sip_request.h"
 #include "sip_auth.h"
 #include "sip_stats.h"
+#include "sip_tls.h"
 #include "sip_transaction.h"
 #include "sip_transport.h"
 #include "sip_upload.h"
@@ -413,6 +414,9 @@ static void engine_main(void)
     }
     sip_transport_init(loop, engine_pool, engine_deliver, vhost_limits);
     setup_transport_limits(nofile);
+    if (sip_tls_engine_init(engine_pool, engine_main_server) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
+                     "sip engine: no TLS client context; outgoing TLS will fail");
     sip_txn_init(loop, engine_pool);
     sip_txn_on_final(sip_request_log);
     sip_txn_on_error_body(sip_request_error_body);

@@ -1287,6 +1287,7 @@ int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out)
         && (!strcasecmp(u->scheme, "sip") || !strcasecmp(u->scheme, "sips"))) {
         out->host = apr_pstrdup(p, u->host);
         out->port = u->port ? atoi(u->port) : 0;
+        out->secure = !strcasecmp(u->scheme, "sips");
         if (osip_uri_uparam_get_byname(u, "transport", &prm) == 0 && prm && prm->gvalue) {
             out->tcp = strcasecmp(prm->gvalue, "tcp") == 0;
             out->transport = apr_pstrdup(p, prm->gvalue);

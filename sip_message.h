@@ -101,6 +101,7 @@ typedef struct sip_uri_info {
     const char *transport;  /* the transport parameter, or NULL */
     int lr;                 /* loose-route parameter */
     const char *maddr;
+    int secure;             /* sips: (RFC 3261 §26.2.2: TLS on every hop) */
 } sip_uri_info_t;
 
 int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);

@@ -85,6 +85,37 @@ static int resolve(apr_pool_t *p, const char *host, int port, sip_sockaddr_t *ou
     return 1;
 }
 
+/* The transport toward a next hop: sips: and transport=tls mean TLS
+ * (RFC 3261 §26.2.2, §19.1.1), else the transport parameter, else the
+ * one our recorded route names ('hint'), else UDP. */
+static sip_tp_kind_t hop_kind(const sip_uri_info_t *hop, const char *hint)
+{
+    int k = sip_tp_from_name(hop->transport ? hop->transport : hint);
+
+    if (hop->secure)
+        return SIP_TP_TLS;
+    return k > SIP_TP_UDP ? (sip_tp_kind_t)k : SIP_TP_UDP;
+}
+
+/* Resolve a next hop for 'kind': TLS defaults to port 5061 (§19.1.2). */
+static int resolve_hop(apr_pool_t *p, const sip_uri_info_t *hop, sip_tp_kind_t kind,
+                       sip_sockaddr_t *dest)
+{
+    int port = hop->port ? hop->port : kind == SIP_TP_TLS ? 5061 : 0;
+    return resolve(p, hop->maddr ? hop->maddr : hop->host, port, dest);
+}
+
+/* Send outside a transaction; TLS checks the certificate against the
+ * hop's host (RFC 5922 §4). */
+static void send_hop(sip_tp_kind_t kind, server_rec *s, const sip_uri_info_t *hop,
+                     const sip_sockaddr_t *dest, const char *buf, apr_size_t len)
+{
+    if (kind == SIP_TP_TLS)
+        sip_transport_send_tls(s, dest, hop->host, buf, len, NULL);
+    else
+        sip_transport_send_to(kind, s, dest, buf, len, NULL);
+}
+
 /* Ours: one of our addresses, or ServerName/ServerAlias, on the port this
  * vhost listens on.  A URI without a port means the vhost's port. */
 int sip_proxy_vhost_has_name(server_rec *s, const char *host)
@@ -299,10 +330,12 @@ static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const c
         next = ruri;
     /* step 7: the next hop; its transport as the URI says, else as our
      * recorded route says, else UDP */
-    if (!sip_uri_info(p, next, &hop) || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
+    if (!sip_uri_info(p, next, &hop))
         return NULL;
     hint = hop.transport ? NULL : recorded_transport(p, orig);
-    *kind = hop.tcp || (hint && !strcasecmp(hint, "tcp")) ? SIP_TP_TCP : SIP_TP_UDP;
+    *kind = hop_kind(&hop, hint);
+    if (!resolve_hop(p, &hop, *kind, dest))
+        return NULL;
     /* step 4: for requests that may create a dialog; inside one the
      * route set is fixed already (§12.2.1.2) */
     if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0
@@ -336,6 +369,7 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 {
     sip_tp_kind_t kind;
     sip_sockaddr_t dest;
+    sip_uri_info_t hop;
     /* signed: only the responses to this request are forwarded back by
      * Via (sip_proxy_forward_response), to where its sender asked */
     const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), SL_MARK,
@@ -351,7 +385,11 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
                      sip_msg_method(req), sip_msg_request_uri(req));
         return;
     }
-    sip_transport_send_to(kind, s, &dest, buf, len, NULL);
+    memset(&hop, 0, sizeof(hop));
+    if (kind == SIP_TP_TLS)
+        sip_uri_info(p, sip_msg_route_count(req) ? sip_msg_route_uri(p, req, 0)
+                                                 : sip_msg_request_uri(req), &hop);
+    send_hop(kind, s, &hop, &dest, buf, len);
 }
 
 /* ---- responses ---- */
@@ -717,11 +755,10 @@ static int next_hop_of_text(apr_pool_t *p, const char *text, apr_size_t len, sip
     if (sip_msg_parse(p, text, len, NULL, 0, &m, &err) != APR_SUCCESS)
         return 0;
     next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-    if (!next || !sip_uri_info(p, next, &hop)
-        || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest))
+    if (!next || !sip_uri_info(p, next, &hop))
         return 0;
-    *kind = hop.tcp ? SIP_TP_TCP : SIP_TP_UDP;
-    return 1;
+    *kind = hop_kind(&hop, NULL);
+    return resolve_hop(p, &hop, *kind, dest);
 }
 
 static int script_gives(const sip_msg_t *block, const char *name)
@@ -972,17 +1009,16 @@ static sip_ctxn_t *send_own(apr_pool_t *p, server_rec *s, const char *text, apr_
         return NULL;
     }
     next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-    if (!next || !sip_uri_info(p, next, &hop)
-        || !resolve(p, hop.maddr ? hop.maddr : hop.host, hop.port, dest)) {
+    if (next && sip_uri_info(p, next, &hop))
+        kind = hop_kind(&hop, NULL);
+    if (!next || !hop.host || !resolve_hop(p, &hop, kind, dest)) {
         *why = apr_pstrcat(p, "cannot resolve the next hop ", next ? next : "(none)", NULL);
         return NULL;
     }
-    if (hop.tcp) {      /* the Via names the transport actually used */
-        kind = SIP_TP_TCP;
+    if (kind != SIP_TP_UDP)     /* the Via names the transport actually used */
         out = with_via(p, text, len, kind, me, branch, &olen);
-    }
     if (strcmp(sip_msg_method(m), "ACK") == 0) {
-        sip_transport_send_to(kind, s, dest, out, olen, NULL);
+        send_hop(kind, s, &hop, dest, out, olen);
         *ack = 1;
         return NULL;
     }

@@ -228,6 +228,7 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     r->connection->client_addr = r->useragent_addr;
     r->useragent_ip = ip;
     apr_table_setn(r->subprocess_env, "SIP_TRANSPORT", sip_tp_via_name(src->kind));
+    sip_source_tls_env(r->pool, src, r->subprocess_env);    /* %{SSL_PROTOCOL}e and friends */
     /* %{cpl-log}n and friends: what the transaction's handlers noted */
     if (sip_txn_notes(t))
         apr_table_overlap(r->notes, sip_txn_notes(t), APR_OVERLAP_TABLES_SET);

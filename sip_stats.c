@@ -133,6 +133,11 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
          st->tcp_evicted},
         {"SipTcpMessageTimeouts", "TCP connections closed by SipTcpMessageTimeout",
          st->tcp_msg_timeouts},
+        {"SipTlsMessagesIn", "TLS messages received", st->msgs_in[2]},
+        {"SipTlsMessagesOut", "TLS messages sent", st->msgs_out[2]},
+        {"SipTlsConnectionsNow", "TLS connections open now (counted in TCP too)", st->now.tls},
+        {"SipTlsConnectionsTotal", "TLS connections total", st->tls_conns},
+        {"SipTlsHandshakeFailures", "TLS handshakes that failed", st->tls_handshake_failures},
         {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
         {"SipSendErrors", "Messages that could not be sent", st->send_errors},
     };

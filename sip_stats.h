@@ -25,6 +25,7 @@ typedef struct sip_stats_gauges {
     apr_uint64_t scripts;       /* script processes running */
     apr_uint64_t bindings;      /* registrations in the memory location store */
     apr_uint64_t tcp;           /* open SIP TCP connections */
+    apr_uint64_t tls;           /* of those, TLS ones (sip_tls.c) */
 } sip_stats_gauges_t;
 
 typedef struct sip_stats {
@@ -74,6 +75,11 @@ typedef struct sip_stats {
                                  * SipTcpMaxConnections with none idle to close */
     apr_uint64_t tcp_evicted;   /* idle TCP connections closed for SipTcpMaxConnections */
     apr_uint64_t tcp_msg_timeouts; /* closed: a message not whole within SipTcpMessageTimeout */
+
+    /* TLS (sip_tls.c): connections accepted or opened, and those whose
+     * handshake failed */
+    apr_uint64_t tls_conns;
+    apr_uint64_t tls_handshake_failures;
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

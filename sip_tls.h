@@ -41,6 +41,11 @@ ssize_t sip_tls_read(sip_tls_conn_t *t, char *buf, apr_size_t len);
 ssize_t sip_tls_write(sip_tls_conn_t *t, const char *buf, apr_size_t len);
 /* 1 while the last call wants the descriptor writable to progress. */
 int sip_tls_wants_write(const sip_tls_conn_t *t);
+/* 1 once the handshake is done. */
+int sip_tls_established(const sip_tls_conn_t *t);
+/* 1 when decrypted bytes wait in the TLS layer: read again without
+ * waiting for the descriptor (it may never become readable for them). */
+int sip_tls_pending(const sip_tls_conn_t *t);
 
 /* Best-effort close_notify, then free (the descriptor is not closed). */
 void sip_tls_free(sip_tls_conn_t *t);

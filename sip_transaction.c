@@ -528,6 +528,7 @@ struct sip_ctxn {
     apr_size_t ack_len;
     int cancel_pending;
     int cancelled;
+    const char *tls_host;       /* TLS: the name the server's certificate must match */
 };
 
 static apr_size_t nctxns;
@@ -605,6 +606,8 @@ static void ctxn_send(sip_ctxn_t *c)
 
     if (c->used.tcp || (c->used.udp && c->kind == SIP_TP_UDP))
         rv = sip_transport_send(&c->used, &c->dest, c->buf, c->len);
+    else if (c->kind == SIP_TP_TLS)
+        rv = sip_transport_send_tls(c->vhost, &c->dest, c->tls_host, c->buf, c->len, &c->used);
     else
         rv = sip_transport_send_to(c->kind, c->vhost, &c->dest, c->buf, c->len, &c->used);
     if (rv != APR_SUCCESS)
@@ -690,6 +693,14 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     c->len = len;
     c->kind = kind;
     c->vhost = vhost;
+    if (kind == SIP_TP_TLS) {
+        /* RFC 5922 §4: the host of the URI the request is routed by */
+        const char *next = sip_msg_route_count(c->req) ? sip_msg_route_uri(p, c->req, 0)
+                                                       : sip_msg_request_uri(c->req);
+        sip_uri_info_t u;
+        if (next && sip_uri_info(p, next, &u))
+            c->tls_host = u.host;
+    }
     c->dest = *dest;
     c->cb = cb;
     c->baton = baton;

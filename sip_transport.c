@@ -73,6 +73,9 @@ struct sip_tcp_conn {
     int skip_line;          /* discarding the rest of an over-long header line */
     int trimmed;            /* a header line of this message was cut short */
     int lingering;          /* answered, shut down for writing, draining input */
+    apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
+    apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
+    int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
 };
 
 static sip_loop_t *tp_loop;
@@ -505,6 +508,15 @@ static void tcp_msg_expired(void *baton)
         tcp_close(c, "lingering close done");
         return;
     }
+    if (c->tls && !c->tls_up) {
+        sip_log_limited(&rl_timeout, sip_sockaddr_ip(c->pool, &c->peer), 1, APLOG_INFO,
+                        c->vhost ? c->vhost : ap_server_conf,
+                        "sip: TLS connection %s %s closed: handshake not done within %d s "
+                        "(SipTcpMessageTimeout)", c->ipc ? "from" : "to", peer_text(c),
+                        (int)apr_time_sec(c->lim.msg));
+        tcp_close(c, "TLS handshake timeout");
+        return;
+    }
     /* The "one byte every few seconds" client: a started message has to
      * end in time, whatever trickles in (cf. mod_reqtimeout). */
     sip_stats->tcp_msg_timeouts++;
@@ -532,6 +544,8 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     c->closed = 1;
     tcp_open--;
     sip_stats->now.tcp = tcp_open;
+    if (c->kind == SIP_TP_TLS)
+        sip_stats->now.tls--;
     list_unlink(c);
     ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
@@ -594,9 +608,23 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
     }
     if (!c->close_after_flush)
         ev |= APR_POLLIN;
+    /* TLS: a write may wait for input (a handshake, a key update) and a
+     * read for output room; poll for what the layer last asked. */
     if (c->out_head)
-        ev |= APR_POLLOUT;
+        ev |= c->tls ? c->tls_write_waits : APR_POLLOUT;
+    if (c->tls)
+        ev |= c->tls_read_waits;
     sip_io_watch(tp_loop, &c->io, ev);
+}
+
+/* A handshake has SipTcpMessageTimeout to finish, like a message begun
+ * (a client that stalls in it holds no more than a slow message would). */
+static void tls_check_up(sip_tcp_conn_t *c)
+{
+    if (!c->tls_up && sip_tls_established(c->tls)) {
+        c->tls_up = 1;
+        sip_timer_cancel(tp_loop, &c->msg);
+    }
 }
 
 /* The byte layer under a stream: the socket, or TLS on it.  Both return
@@ -604,12 +632,44 @@ static void tcp_update_watch(sip_tcp_conn_t *c)
  * when the call must be retried after the next poll event). */
 static ssize_t stream_read(sip_tcp_conn_t *c, char *buf, apr_size_t len)
 {
-    return read(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return read(c->fd, buf, len);
+    n = sip_tls_read(c->tls, buf, len);
+    c->tls_read_waits = n == SIP_TLS_WANT_WRITE ? APR_POLLOUT : 0;
+    tls_check_up(c);
+    if (n > 0 || n == SIP_TLS_CLOSED)
+        return n;
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        if (n == SIP_TLS_WANT_WRITE || (c->out_head && c->tls_write_waits == APR_POLLIN))
+            tcp_update_watch(c);
+        errno = EAGAIN;
+    }
+    else
+        errno = EPROTO;
+    return -1;
 }
 
 static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
-    return write(c->fd, buf, len);
+    ssize_t n;
+
+    if (!c->tls)
+        return write(c->fd, buf, len);
+    n = sip_tls_write(c->tls, buf, len);
+    tls_check_up(c);
+    if (n > 0) {
+        c->tls_write_waits = APR_POLLOUT;
+        return n;
+    }
+    if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
+        c->tls_write_waits = n == SIP_TLS_WANT_READ ? APR_POLLIN : APR_POLLOUT;
+        errno = EAGAIN;
+    }
+    else
+        errno = n == SIP_TLS_CLOSED ? EPIPE : EPROTO;
+    return -1;
 }
 
 static void tcp_flush(sip_tcp_conn_t *c)
@@ -852,16 +912,23 @@ static void tcp_event(void *baton, apr_int16_t ev)
         c->local.len = sizeof(c->local.ss);
         getsockname(c->fd, (struct sockaddr *)&c->local.ss, &c->local.len);
     }
+    if (c->tls) {
+        /* the TLS layer may have asked for the other direction */
+        if ((ev & APR_POLLIN) && c->out_head && c->tls_write_waits == APR_POLLIN)
+            ev |= APR_POLLOUT;
+        if ((ev & APR_POLLOUT) && c->tls_read_waits == APR_POLLOUT)
+            ev |= APR_POLLIN;
+    }
     if (ev & APR_POLLOUT) {
         tcp_flush(c);
         if (c->closed || c->lingering)
             return;
     }
-    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+    while (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
         apr_size_t room;
         ssize_t n;
 
-        if (c->close_after_flush)
+        if (c->closed || c->lingering || c->close_after_flush)
             return;
         room = c->lim.max_header + c->lim.max_body + 1;
         if (c->in_cap < room && c->in_cap - c->in_len < 4096) {
@@ -887,11 +954,14 @@ static void tcp_event(void *baton, apr_int16_t ev)
                 tcp_close(c, "read error");
             return;
         }
+        /* TLS decrypts a whole record: what did not fit waits in the
+         * layer, and the socket will not say so */
+        ev = c->tls && sip_tls_pending(c->tls) ? APR_POLLIN : 0;
         if (c->skip_line) {
             /* the rest of a line already cut short: drop up to its end */
             char *nl = memchr(c->in + c->in_len, '\n', (apr_size_t)n);
             if (!nl)
-                return;
+                continue;
             c->skip_line = 0;
             n -= nl - (c->in + c->in_len);
             memmove(c->in + c->in_len, nl, (apr_size_t)n);
@@ -913,12 +983,17 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
     c->kind = kind;
     c->vhost = vhost;
     c->lim = *lim;
+    c->tls_write_waits = APR_POLLOUT;
     apr_os_sock_put(&c->sock, &c->fd, p);
     apr_pool_cleanup_register(p, c, tcp_conn_cleanup, apr_pool_cleanup_null);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tcp_open++;
     sip_stats->now.tcp = tcp_open;
     sip_stats->tcp_conns++;
+    if (kind == SIP_TP_TLS) {
+        sip_stats->now.tls++;
+        sip_stats->tls_conns++;
+    }
     list_append(&idle_conns, c);
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);
@@ -1011,6 +1086,7 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
             tcp_close(c, "no TLS context for this virtual host");
             return;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (h->early_len) {
         /* what httpd read past the upgrade request (the buffer starts empty) */
@@ -1056,6 +1132,7 @@ static sip_tcp_conn_t *tcp_connect(sip_tp_kind_t kind, void *vhost, const sip_so
             tcp_close(c, "no TLS client context");
             return NULL;
         }
+        sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
     }
     if (connect(fd, (const struct sockaddr *)&dest->ss, dest->len) < 0) {
         if (errno != EINPROGRESS) {
@@ -1204,6 +1281,22 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     if (c->relay_subject)
         return apr_pstrdup(p, c->relay_subject);
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
+}
+
+void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (!c || c->closed || !sip_tp_secure(src->kind))
+        return;
+    if (c->tls)
+        sip_tls_env(p, c->tls, env);
+    else if (c->relayed) {
+        /* mod_ssl in the relaying child holds the session: what it passed */
+        apr_table_setn(env, "HTTPS", "on");
+        if (c->relay_subject)
+            apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
+    }
 }
 
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)

@@ -6,6 +6,7 @@
 
 #include <sys/socket.h>
 #include "apr_network_io.h"
+#include "apr_tables.h"
 #include "sip_event.h"
 
 /* Transports (RFC 3261 §18, RFC 7118 for WebSocket).  TLS and WS(S) are
@@ -116,6 +117,10 @@ apr_status_t sip_transport_send_tls(void *vhost, const sip_sockaddr_t *dest, con
 /* The TLS client certificate's subject (RFC 2253 form, as mod_ssl's
  * SSL_CLIENT_S_DN) of the connection 'src' came on, or NULL. */
 const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src);
+/* mod_ssl's variables (HTTPS, SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_S_DN,
+ * SSL_CLIENT_VERIFY...) for a message that came over TLS or WSS, into
+ * 'env'; nothing for other transports or a connection already closed. */
+void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env);
 
 /* The address this vhost is reached at (for Via and Record-Route). */
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out);

@@ -812,7 +812,9 @@ sub send_raw {
 sub _tcp_fill {
     my ($s, $timeout) = @_;
     my $sel = IO::Select->new($s);
-    return 0 unless $sel->can_read($timeout < 0 ? 0 : $timeout);
+    # a TLS socket (IO::Socket::SSL) may hold decrypted bytes select() cannot see
+    return 0 unless ($s->can('pending') && $s->pending)
+        || $sel->can_read($timeout < 0 ? 0 : $timeout);
     my $n = sysread($s, my $buf, 65536);
     if (!$n) { ${*$s}{siptest_eof} = 1; return -1 }
     ${*$s}{siptest_buf} .= $buf;

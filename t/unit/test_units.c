@@ -2031,7 +2031,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 44);     /* 35, five CPL and four URI-list counters */
+        ck_assert_int_eq(n, 49);     /* 35, five CPL, four URI-list and five TLS counters */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -8305,6 +8305,187 @@ static Suite *fwd_owner_suite(void)
     return s;
 }
 
+/* ---- TLS layer (sip_tls.c): non-blocking handshake and I/O over a
+ * socketpair, with a server context registered as mod_ssl's hook would,
+ * and the client's certificate name check (RFC 5922) ---- */
+
+/* A self-signed certificate for 'san' (e.g. "DNS:localhost") and its key. */
+static void tls_make_cert(const char *san, X509 **cert, EVP_PKEY **key)
+{
+    X509_NAME *name;
+    X509_EXTENSION *ext;
+    X509V3_CTX v3;
+
+    *key = EVP_RSA_gen(2048);
+    ck_assert_ptr_nonnull(*key);
+    *cert = X509_new();
+    X509_set_version(*cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(*cert), 7);
+    X509_gmtime_adj(X509_getm_notBefore(*cert), -60);
+    X509_gmtime_adj(X509_getm_notAfter(*cert), 3600);
+    X509_set_pubkey(*cert, *key);
+    name = X509_get_subject_name(*cert);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"unit", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+    X509_set_issuer_name(*cert, name);
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, *cert, *cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    ck_assert_ptr_nonnull(ext);
+    X509_add_ext(*cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    ck_assert(X509_sign(*cert, *key, EVP_sha256()) > 0);
+}
+
+/* Drive both ends until the client's message arrived at the server;
+ * returns the bytes read there. */
+static ssize_t tls_pump(sip_tls_conn_t *cli, sip_tls_conn_t *srv, const char *msg,
+                        char *buf, apr_size_t size, int *client_error)
+{
+    apr_size_t sent = 0;
+    int i;
+
+    *client_error = 0;
+    for (i = 0; i < 200; i++) {
+        ssize_t n;
+        if (sent < strlen(msg)) {
+            n = sip_tls_write(cli, msg + sent, strlen(msg) - sent);
+            if (n > 0)
+                sent += (apr_size_t)n;
+            else if (n == SIP_TLS_ERROR || n == SIP_TLS_CLOSED) {
+                *client_error = 1;
+                return -1;
+            }
+            else
+                ck_assert(n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE);
+        }
+        n = sip_tls_read(srv, buf, size);
+        if (n > 0)
+            return n;
+        if (n == SIP_TLS_ERROR || n == SIP_TLS_CLOSED)
+            return -1;
+    }
+    return -1;
+}
+
+START_TEST(tls_socketpair)
+{
+    server_rec vhost;
+    X509 *cert;
+    EVP_PKEY *key;
+    SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+    int sv[2];
+    sip_tls_conn_t *srv, *cli;
+    char buf[256];
+    int cerr;
+    ssize_t n;
+    apr_table_t *env = apr_table_make(pool, 8);
+
+    memset(&vhost, 0, sizeof(vhost));
+    tls_make_cert("DNS:localhost", &cert, &key);
+    ck_assert(SSL_CTX_use_certificate(sctx, cert) == 1);
+    ck_assert(SSL_CTX_use_PrivateKey(sctx, key) == 1);
+    /* what mod_ssl's init_server hook hands over, then the engine's set-up */
+    tls_init_server(&vhost, pool, 0, sctx);
+    ck_assert(sip_tls_engine_init(pool, &vhost) == APR_SUCCESS);
+    ck_assert(sip_tls_vhost_enabled(&vhost));
+    ck_assert(!sip_tls_vhost_enabled(pool));
+    ck_assert_ptr_null(sip_tls_accept(0, pool));       /* no context: refused */
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(system_client_ctx), cert);
+
+    /* the right name: handshake, data, mod_ssl's variables */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    srv = sip_tls_accept(sv[0], &vhost);
+    cli = sip_tls_connect(sv[1], &vhost, "localhost");
+    ck_assert_ptr_nonnull(srv);
+    ck_assert_ptr_nonnull(cli);
+    ck_assert(!sip_tls_established(srv));
+    ck_assert_int_eq(sip_tls_read(srv, buf, sizeof(buf)), SIP_TLS_WANT_READ);   /* nothing yet */
+    n = tls_pump(cli, srv, "OPTIONS sip:x SIP/2.0\r\n\r\n", buf, 8, &cerr);
+    ck_assert_int_eq(n, 8);                  /* a short read leaves the rest in the layer */
+    ck_assert(sip_tls_established(srv));
+    ck_assert(sip_tls_pending(srv));
+    n = sip_tls_read(srv, buf + 8, sizeof(buf) - 8);
+    ck_assert_int_eq(n, 17);
+    ck_assert(!sip_tls_pending(srv));
+    ck_assert(memcmp(buf, "OPTIONS sip:x SIP/2.0\r\n\r\n", 25) == 0);
+    ck_assert_ptr_null(sip_tls_peer_subject(pool, srv));    /* no client certificate */
+    ck_assert_str_eq(sip_tls_peer_subject(pool, cli), "CN=localhost,O=unit");
+    sip_tls_env(pool, srv, env);
+    ck_assert_str_eq(apr_table_get(env, "HTTPS"), "on");
+    ck_assert_str_eq(apr_table_get(env, "SSL_CLIENT_VERIFY"), "NONE");
+    ck_assert(strncmp(apr_table_get(env, "SSL_PROTOCOL"), "TLSv1.", 6) == 0);
+    ck_assert_ptr_nonnull(apr_table_get(env, "SSL_CIPHER"));
+    /* the peer's close: close_notify reads as SIP_TLS_CLOSED */
+    sip_tls_free(cli);
+    ck_assert_int_eq(sip_tls_read(srv, buf, sizeof(buf)), SIP_TLS_CLOSED);
+    sip_tls_free(srv);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* another name (RFC 5922 §7.2): refused before any data goes out */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    srv = sip_tls_accept(sv[0], &vhost);
+    cli = sip_tls_connect(sv[1], &vhost, "sip.example.org");
+    n = tls_pump(cli, srv, "OPTIONS sip:x SIP/2.0\r\n\r\n", buf, sizeof(buf), &cerr);
+    ck_assert_int_lt(n, 0);
+    ck_assert(cerr);
+    ck_assert(!sip_tls_established(cli));
+    sip_tls_free(cli);
+    sip_tls_free(srv);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* garbage instead of a ClientHello: an error, not a hang */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    srv = sip_tls_accept(sv[0], &vhost);
+    ck_assert_int_eq(write(sv[1], "OPTIONS sip:x SIP/2.0\r\n\r\n", 25), 25);
+    ck_assert_int_eq(sip_tls_read(srv, buf, sizeof(buf)), SIP_TLS_ERROR);
+    sip_tls_free(srv);
+    close(sv[0]);
+    close(sv[1]);
+
+    SSL_CTX_free(system_client_ctx);
+    system_client_ctx = NULL;
+    tls_vhosts = NULL;
+    SSL_CTX_free(sctx);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+}
+END_TEST
+
+START_TEST(tls_uri_kind)
+{
+    sip_uri_info_t u;
+
+    ck_assert(sip_uri_info(pool, "sips:bob@example.org", &u));
+    ck_assert(u.secure);
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_TLS);
+    ck_assert(sip_uri_info(pool, "sip:bob@example.org;transport=TLS", &u));
+    ck_assert(!u.secure);
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_TLS);
+    ck_assert(sip_uri_info(pool, "sips:bob@example.org;transport=tcp", &u));
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_TLS);       /* sips: is TLS on TCP */
+    ck_assert(sip_uri_info(pool, "sip:bob@example.org", &u));
+    ck_assert_int_eq(hop_kind(&u, NULL), SIP_TP_UDP);
+    ck_assert_int_eq(hop_kind(&u, "tls"), SIP_TP_TLS);      /* from our recorded route */
+    ck_assert_int_eq(hop_kind(&u, "tcp"), SIP_TP_TCP);
+}
+END_TEST
+
+static Suite *tls_suite(void)
+{
+    Suite *s = suite_create("tls");
+    TCase *tc = tcase_create("tls");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, tls_socketpair);
+    tcase_add_test(tc, tls_uri_kind);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -8343,6 +8524,7 @@ int main(void)
     srunner_add_suite(sr, lists_suite());
     srunner_add_suite(sr, forward_suite());
     srunner_add_suite(sr, fwd_owner_suite());
+    srunner_add_suite(sr, tls_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
