@@ -10,7 +10,7 @@ SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
              sip_dispatch.c sip_cpl_exec.c sip_uri_list.c sip_consent.c sip_explode.c sip_explode_run.c sip_options.c \
              sip_rules.c sip_namemap.c sip_lists.c sip_forward.c \
-             sip_tls.c sip_ws.c
+             sip_tls.c sip_ws.c sip_ws_upgrade.c
 HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
 EXTRA_CFLAGS ?=
@@ -58,7 +58,7 @@ TEST_UPLOAD_USER = mod-sip-upload
 BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
-             libio-socket-ssl-perl socat
+             libio-socket-ssl-perl openssl socat
 
 RUNDIR     = $(CURDIR)/run
 SHELL      = /bin/bash
@@ -137,7 +137,7 @@ stop:
 
 # Unit tests (Check) for the pure parsers and helpers.
 UNIT_TESTS = t/unit/test_units
-$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c,$(SOURCES)) $(HEADERS) $(GENERATED)
+$(UNIT_TESTS): t/unit/test_units.c t/unit/httpd_stubs.h $(filter-out mod_sip.c sip_engine.c sip_request.c sip_ws_upgrade.c,$(SOURCES)) $(HEADERS) $(GENERATED)
 	$(CC) -g -O1 -Wall -Wextra -Wno-unused-parameter $(EXTRA_CFLAGS) \
 	  -I. -I$$($(APXS) -q INCLUDEDIR) $$(pkg-config --cflags apr-1 apr-util-1 check) $(XML_CFLAGS) $(ICAL_CFLAGS) \
 	  -o $@ t/unit/test_units.c $$(pkg-config --libs apr-1 apr-util-1 check) $(LIBS) $(EXTRA_LDFLAGS)
@@ -200,7 +200,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

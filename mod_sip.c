@@ -41,6 +41,7 @@
 #include "sip_rules.h"
 #include "sip_script_store.h"
 #include "sip_upload.h"
+#include "sip_ws_upgrade.h"
 #include "unixd.h"
 #include <unistd.h>
 
@@ -176,6 +177,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     d->auth = -1;
     d->script_upload = -1;
     d->explode = -1;
+    d->websocket = -1;
     return d;
 }
 
@@ -186,6 +188,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     d->auth = add->auth >= 0 ? add->auth : base->auth;
     d->script_upload = add->script_upload >= 0 ? add->script_upload : base->script_upload;
     d->explode = add->explode >= 0 ? add->explode : base->explode;
+    d->websocket = add->websocket >= 0 ? add->websocket : base->websocket;
     d->providers = add->providers ? add->providers : base->providers;
     /* rules run in config order: the enclosing section's first */
     d->rules = !add->rules ? base->rules : !base->rules ? add->rules
@@ -1154,6 +1157,13 @@ static const char *set_error_document(cmd_parms *cmd, void *dv, const char *code
     return NULL;
 }
 
+static const char *set_websocket(cmd_parms *cmd, void *dconf, int on)
+{
+    (void)cmd;
+    ((sip_dir_conf *)dconf)->websocket = on;
+    return NULL;
+}
+
 static const command_rec sip_cmds[] = {
     AP_INIT_FLAG("ProtocolSip", set_protocol, NULL, RSRC_CONF,
                  "Whether this virtual host speaks SIP (UDP and TCP)"),
@@ -1315,6 +1325,9 @@ static const command_rec sip_cmds[] = {
     /* forwarding files' |program run as the file's owner (issue 15 item 4) */
     AP_INIT_TAKE1("SipForwardMinUid", set_forward_min_uid, NULL, RSRC_CONF,
                   "Lowest uid a forwarding file's |program runs as (default 1000; never 0)"),
+    /* SIP over WebSocket (RFC 7118; sip_ws_upgrade.c, docs/websocket.md) */
+    AP_INIT_FLAG("SipWebSocket", set_websocket, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On: WebSocket upgrades with the \"sip\" subprotocol here carry SIP"),
     {NULL}
 };
 
@@ -1614,6 +1627,7 @@ static void sip_register_hooks(apr_pool_t *p)
     ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(sip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, sip_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    sip_ws_upgrade_register_hooks(p);
 }
 
 AP_DECLARE_MODULE(sip) = {

@@ -119,8 +119,11 @@ static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
     server_rec *s;
     sip_limits_t l;
 
+    /* Any vhost of this configuration: a WebSocket upgrade on an HTTP vhost
+     * makes it the SIP vhost of its messages, with its own LimitRequest*
+     * and the SIP settings it inherits from the main server. */
     for (s = engine_main_server; s; s = s->next) {
-        if ((void *)s == vhost && sip_get_conf(s)->enabled == 1) {
+        if ((void *)s == vhost) {
             sip_get_limits(s, &l);
             lim->max_header = (apr_size_t)l.line + 2
                               + (apr_size_t)l.fields * ((apr_size_t)l.fieldsize + 2) + 2;
@@ -268,7 +271,10 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     sip_stats->msgs_in[src->kind]++;
     apr_pool_create(&p, engine_pool);
     sip_get_limits(s, &lim);
-    rv = sip_msg_parse(p, buf, len, &lim, src->kind == SIP_TP_UDP, &msg, &err);
+    /* RFC 7118 §5: a WebSocket message frames its SIP message, as a
+     * datagram does: no Content-Length is needed */
+    rv = sip_msg_parse(p, buf, len, &lim, src->kind == SIP_TP_UDP || src->kind == SIP_TP_WS
+                       || src->kind == SIP_TP_WSS, &msg, &err);
     if (rv == APR_SUCCESS && (flags & SIP_TP_FRAMING_LOST)) {
         err.status = 400;
         err.reason = "Bad Request";

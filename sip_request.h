@@ -19,6 +19,7 @@ typedef struct sip_dir_conf {
     int explode;                    /* SipExplode; -1 = unset (Off) */
     apr_array_header_t *rules;      /* SipRule, SipRuleFile (const sip_rule_t *), in
                                      * config order; merged base first, then add */
+    int websocket;                  /* SipWebSocket; -1 = unset (Off) */
 } sip_dir_conf;
 
 struct sip_txn;

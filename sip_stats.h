@@ -26,6 +26,7 @@ typedef struct sip_stats_gauges {
     apr_uint64_t bindings;      /* registrations in the memory location store */
     apr_uint64_t tcp;           /* open SIP TCP connections */
     apr_uint64_t tls;           /* of those, TLS ones (sip_tls.c) */
+    apr_uint64_t ws;            /* open WebSocket connections (WS and WSS; counted in tcp too) */
 } sip_stats_gauges_t;
 
 typedef struct sip_stats {
@@ -80,6 +81,9 @@ typedef struct sip_stats {
      * handshake failed */
     apr_uint64_t tls_conns;
     apr_uint64_t tls_handshake_failures;
+    /* WebSocket (sip_transport.c, sip_ws_upgrade.c) */
+    apr_uint64_t ws_conns;      /* WebSocket connections served (WS and WSS) */
+    apr_uint64_t ws_errors;     /* closed for a protocol error or a size limit (1002, 1009) */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

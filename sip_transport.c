@@ -1,6 +1,7 @@
 #include "sip_transport.h"
 #include "sip_log.h"
 #include "sip_tls.h"
+#include "sip_ws.h"
 #include "sip_stats.h"
 
 #include <arpa/inet.h>
@@ -154,6 +155,17 @@ int sip_tp_from_name(const char *name)
 apr_size_t sip_tcp_open_count(void)
 {
     return tcp_open;
+}
+
+/* WebSocket connections (WS and WSS) open now and in all, for mod_status. */
+static apr_size_t ws_open;
+
+static void ws_count(int delta)
+{
+    if (delta > 0)
+        sip_stats->ws_conns++;
+    ws_open += delta;
+    sip_stats->now.ws = ws_open;
 }
 
 /* ---- addresses ---- */
@@ -546,6 +558,8 @@ static void tcp_close(sip_tcp_conn_t *c, const char *why)
     sip_stats->now.tcp = tcp_open;
     if (c->kind == SIP_TP_TLS)
         sip_stats->now.tls--;
+    if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS)
+        ws_count(-1);
     list_unlink(c);
     ip_count_drop(c);
     if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
@@ -704,19 +718,25 @@ static void tcp_flush(sip_tcp_conn_t *c)
     tcp_update_watch(c);
 }
 
-static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+/* Queue 'a' then 'b' as one buffer (a WebSocket frame header and its
+ * payload go out together). */
+static apr_status_t tcp_write2(sip_tcp_conn_t *c, const void *a, apr_size_t alen,
+                               const char *b, apr_size_t blen)
 {
     sip_outbuf_t *o;
 
     if (c->closed || c->lingering)
         return APR_ECONNABORTED;
-    o = malloc(sizeof(*o) + len);
+    o = malloc(sizeof(*o) + alen + blen);
     if (!o)
         return APR_ENOMEM;
     o->next = NULL;
-    o->len = len;
+    o->len = alen + blen;
     o->off = 0;
-    memcpy(o->data, buf, len);
+    if (alen)
+        memcpy(o->data, a, alen);
+    if (blen)
+        memcpy(o->data + alen, b, blen);
     if (c->out_tail)
         c->out_tail->next = o;
     else
@@ -724,6 +744,11 @@ static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len
     c->out_tail = o;
     tcp_flush(c);
     return APR_SUCCESS;
+}
+
+static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+{
+    return tcp_write2(c, NULL, 0, buf, len);
 }
 
 void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
@@ -859,11 +884,254 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     tcp_destroy_if_unused(c);
 }
 
-/* WebSocket connections: frames in c->in carry the SIP messages (RFC 7118
- * §5: one message per frame, no stream framing). */
+/* ---- WebSocket (RFC 7118 over RFC 6455) ---- */
+
+/* Per-connection framing state (c->ws). */
+typedef struct ws_state {
+    char *msg;              /* a fragmented message being joined (malloc'ed) */
+    apr_size_t msg_len, msg_cap;
+    int in_msg;             /* its first frame came, its last not yet */
+    int close_sent;         /* our close frame is queued: nothing more goes out */
+} ws_state_t;
+
+static sip_log_rate_t rl_ws = SIP_LOG_RATE_INIT("WebSocket protocol errors");
+
+static apr_status_t ws_state_cleanup(void *data)
+{
+    ws_state_t *ws = data;
+
+    free(ws->msg);
+    ws->msg = NULL;
+    return APR_SUCCESS;
+}
+
+static ws_state_t *ws_state(sip_tcp_conn_t *c)
+{
+    if (!c->ws) {
+        ws_state_t *ws = apr_pcalloc(c->pool, sizeof(*ws));
+        apr_pool_cleanup_register(c->pool, ws, ws_state_cleanup, apr_pool_cleanup_null);
+        c->ws = ws;
+    }
+    return c->ws;
+}
+
+/* Largest message (and so frame payload) a WebSocket connection takes. */
+static apr_uint64_t ws_max_payload(const sip_tcp_conn_t *c)
+{
+    return (apr_uint64_t)c->lim.max_header + c->lim.max_body;
+}
+
+/* One unmasked server frame (§5.1: servers never mask). */
+static apr_status_t ws_send_frame(sip_tcp_conn_t *c, int opcode, const char *buf, apr_size_t len)
+{
+    unsigned char hdr[10];
+    apr_size_t hl = sip_ws_frame_header(hdr, opcode, len);
+
+    return tcp_write2(c, hdr, hl, buf, len);
+}
+
+/* Send our close frame (§5.5.1) with 'code' and close once it is out. */
+static void ws_close(sip_tcp_conn_t *c, int code)
+{
+    ws_state_t *ws = ws_state(c);
+    char body[2];
+
+    if (!ws->close_sent && !c->closed && !c->lingering) {
+        body[0] = (char)(code >> 8);
+        body[1] = (char)code;
+        ws_send_frame(c, SIP_WS_CLOSE, body, code ? 2 : 0);
+        ws->close_sent = 1;
+    }
+    sip_tcp_close_after_flush(c);
+}
+
+/* §7.4.1: 1002 protocol error, 1009 message too big, 1007 bad data. */
+static void ws_fail(sip_tcp_conn_t *c, int code, const char *why)
+{
+    sip_stats->ws_errors++;
+    sip_log_limited(&rl_ws, sip_sockaddr_ip(c->pool, &c->peer), code, APLOG_INFO,
+                    c->vhost ? c->vhost : ap_server_conf,
+                    "sip: %s connection from %s closed (%d): %s", sip_tp_via_name(c->kind),
+                    peer_text(c), code, why);
+    ws_close(c, code);
+}
+
+/* RFC 3629 well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF):
+ * text frames must carry it (§5.6), so other messages go as binary. */
+static int ws_utf8_ok(const unsigned char *s, apr_size_t len)
+{
+    apr_size_t i = 0;
+
+    while (i < len) {
+        unsigned char b = s[i];
+        apr_size_t n, k;
+        apr_uint32_t cp;
+
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xC2 && b <= 0xDF)
+            n = 1, cp = b & 0x1F;
+        else if (b >= 0xE0 && b <= 0xEF)
+            n = 2, cp = b & 0x0F;
+        else if (b >= 0xF0 && b <= 0xF4)
+            n = 3, cp = b & 0x07;
+        else
+            return 0;
+        if (len - i <= n)
+            return 0;
+        for (k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
+            || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+/* One whole WebSocket message: a SIP message (RFC 7118 §5), or a CRLF
+ * keep-alive (RFC 5626 §4.4.1, sent that way by SIP.js). 'buf' has a
+ * spare byte after 'len' for the NUL the receiver expects. */
+static void ws_deliver(sip_tcp_conn_t *c, char *buf, apr_size_t len, const sip_source_t *src)
+{
+    char saved = buf[len];
+
+    buf[len] = '\0';
+    sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+    if (strspn(buf, "\r\n") == len) {
+        if (len >= 4 && memcmp(buf, "\r\n\r\n", 4) == 0)
+            ws_send_frame(c, SIP_WS_TEXT, "\r\n", 2);
+    }
+    else {
+        tcp_touch(c);
+        tp_deliver(buf, len, 0, src);
+    }
+    buf[len] = saved;
+}
+
+/* Frames in c->in: data frames carry the SIP messages, fragments are
+ * joined, control frames are answered. */
 static void ws_process_input(sip_tcp_conn_t *c)
 {
-    tcp_close(c, "WebSocket framing is not available");
+    ws_state_t *ws = ws_state(c);
+    apr_uint64_t max = ws_max_payload(c);
+    sip_source_t src;
+    int progressed = 0;
+
+    memset(&src, 0, sizeof(src));
+    src.kind = c->kind;
+    src.tcp = c;
+    src.peer = c->peer;
+    src.local = c->local;
+    src.vhost = c->vhost;
+
+    c->refs++;  /* the receiver may close the connection under us */
+    while (!c->closed && !c->close_after_flush && c->in_len) {
+        sip_ws_frame_t f;
+        char *payload;
+        apr_size_t plen, flen;
+        int r = sip_ws_frame_parse(c->in, c->in_len, 1, max, &f);
+
+        if (r == 0)
+            break;
+        if (r < 0) {
+            ws_fail(c, -r, r == -1009 ? "frame above the message size limit"
+                                      : "protocol error (RSV bits, opcode, unmasked or bad "
+                                        "control frame)");
+            break;
+        }
+        plen = (apr_size_t)f.payload_len;
+        flen = f.header_len + plen;
+        payload = c->in + f.header_len;
+        sip_ws_unmask(payload, plen, (const unsigned char *)payload - 4);
+        progressed = 1;
+        switch (f.opcode) {
+        case SIP_WS_TEXT:
+        case SIP_WS_BINARY:
+            if (ws->in_msg) {
+                ws_fail(c, 1002, "new message inside a fragmented one");
+                break;
+            }
+            if (f.fin) {
+                /* the buffer always has a spare byte after its content */
+                ws_deliver(c, payload, plen, &src);
+                break;
+            }
+            ws->in_msg = 1;
+            ws->msg_len = 0;
+            /* fall through - the first fragment is joined like the others */
+        case SIP_WS_CONT:
+            if (!ws->in_msg) {
+                ws_fail(c, 1002, "continuation frame outside a fragmented message");
+                break;
+            }
+            if (plen > max - ws->msg_len) {
+                ws_fail(c, 1009, "fragmented message above the message size limit");
+                break;
+            }
+            if (ws->msg_len + plen + 1 > ws->msg_cap) {
+                apr_size_t cap = ws->msg_len + plen + 1;
+                char *bigger = realloc(ws->msg, cap < 4096 ? 4096 : cap);
+                if (!bigger) {
+                    tcp_close(c, "out of memory");
+                    break;
+                }
+                ws->msg = bigger;
+                ws->msg_cap = cap < 4096 ? 4096 : cap;
+            }
+            memcpy(ws->msg + ws->msg_len, payload, plen);
+            ws->msg_len += plen;
+            if (f.fin) {
+                ws->in_msg = 0;
+                ws_deliver(c, ws->msg, ws->msg_len, &src);
+                if (ws->msg_cap > 65536) {
+                    /* a big message once is no reason to keep its buffer */
+                    free(ws->msg);
+                    ws->msg = NULL;
+                    ws->msg_cap = 0;
+                }
+            }
+            break;
+        case SIP_WS_PING:
+            /* §5.5.2: a pong with the same application data */
+            ws_send_frame(c, SIP_WS_PONG, payload, plen);
+            sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+            break;
+        case SIP_WS_PONG:
+            break;
+        case SIP_WS_CLOSE:
+            /* §5.5.1: answer with a close echoing the status code, then
+             * close; a one-byte body is malformed */
+            if (plen == 1) {
+                ws_fail(c, 1002, "close frame with a one-byte body");
+                break;
+            }
+            ws_close(c, plen >= 2 ? ((unsigned char)payload[0] << 8) | (unsigned char)payload[1]
+                                  : 1000);
+            break;
+        }
+        if (!c->closed)
+            tcp_consume(c, flen);
+    }
+    /* SipTcpMessageTimeout: a frame begun, or a fragmented message, must
+     * end in time (the slow-loris client). */
+    if (!c->closed && !c->lingering && !c->close_after_flush) {
+        if (c->in_len || ws->in_msg) {
+            if (progressed && !ws->in_msg)
+                sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+            else if (!sip_timer_armed(&c->msg))
+                sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+        }
+        else
+            sip_timer_cancel(tp_loop, &c->msg);
+    }
+    c->refs--;
+    tcp_destroy_if_unused(c);
 }
 
 static void stream_process_input(sip_tcp_conn_t *c)
@@ -874,9 +1142,17 @@ static void stream_process_input(sip_tcp_conn_t *c)
         tcp_process_input(c);
 }
 
-/* One whole SIP message out on a stream (WebSocket: in one frame). */
+/* One whole SIP message out on a stream (WebSocket: in one frame, text
+ * when it is valid UTF-8, RFC 7118 §5). */
 static apr_status_t stream_send_msg(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
+    if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS) {
+        if (ws_state(c)->close_sent)
+            return APR_ECONNABORTED;
+        return ws_send_frame(c, ws_utf8_ok((const unsigned char *)buf, len) ? SIP_WS_TEXT
+                                                                            : SIP_WS_BINARY,
+                             buf, len);
+    }
     return tcp_write(c, buf, len);
 }
 
@@ -930,7 +1206,9 @@ static void tcp_event(void *baton, apr_int16_t ev)
 
         if (c->closed || c->lingering || c->close_after_flush)
             return;
-        room = c->lim.max_header + c->lim.max_body + 1;
+        /* a WebSocket frame has up to 14 header bytes besides its payload */
+        room = c->lim.max_header + c->lim.max_body + 1
+               + (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS ? 14 : 0);
         if (c->in_cap < room && c->in_cap - c->in_len < 4096) {
             apr_size_t cap = c->in_cap ? c->in_cap * 2 : 8192;
             char *bigger;
@@ -994,6 +1272,8 @@ static sip_tcp_conn_t *tcp_new(int fd, sip_tp_kind_t kind, void *vhost, const si
         sip_stats->now.tls++;
         sip_stats->tls_conns++;
     }
+    if (kind == SIP_TP_WS || kind == SIP_TP_WSS)
+        ws_count(1);
     list_append(&idle_conns, c);
     sip_io_init_socket(&c->io, c->sock, tcp_event, c);
     sip_timer_set(tp_loop, &c->idle, lim->idle, tcp_idle_expired, c);

@@ -8486,6 +8486,208 @@ static Suite *tls_suite(void)
     return s;
 }
 
+/* ---- WebSocket framing and handshake (sip_ws.c, RFC 6455) ---- */
+
+/* A masked client frame: header, key, masked payload; returns its length. */
+static apr_size_t ws_client_frame(unsigned char *out, int b0, const char *payload, apr_size_t len)
+{
+    static const unsigned char key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    apr_size_t hl = 0, i;
+
+    out[hl++] = (unsigned char)b0;
+    if (len < 126)
+        out[hl++] = (unsigned char)(0x80 | len);
+    else {
+        out[hl++] = 0x80 | 126;
+        out[hl++] = (unsigned char)(len >> 8);
+        out[hl++] = (unsigned char)len;
+    }
+    memcpy(out + hl, key, 4);
+    hl += 4;
+    for (i = 0; i < len; i++)
+        out[hl + i] = (unsigned char)payload[i] ^ key[i & 3];
+    return hl + len;
+}
+
+START_TEST(ws_parse_frames)
+{
+    unsigned char b[400];
+    sip_ws_frame_t f;
+    apr_size_t n, i;
+    char big[300];
+
+    /* RFC 6455 §5.7: a masked "Hello" */
+    static const unsigned char hello[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f,
+                                          0x4d, 0x51, 0x58};
+    ck_assert_int_eq(sip_ws_frame_parse((const char *)hello, sizeof(hello), 1, 1000, &f), 1);
+    ck_assert_int_eq(f.fin, 1);
+    ck_assert_int_eq(f.opcode, SIP_WS_TEXT);
+    ck_assert_int_eq(f.masked, 1);
+    ck_assert_uint_eq(f.payload_len, 5);
+    ck_assert_uint_eq(f.header_len, 6);
+    memcpy(b, hello, sizeof(hello));
+    sip_ws_unmask((char *)b + 6, 5, b + 2);
+    ck_assert(memcmp(b + 6, "Hello", 5) == 0);
+    /* every prefix is "more bytes needed" */
+    for (i = 0; i < sizeof(hello); i++)
+        ck_assert_int_eq(sip_ws_frame_parse((const char *)hello, i, 1, 1000, &f), 0);
+    /* unmasked from a client: 1002 when masking is required, fine otherwise */
+    static const unsigned char plain[] = {0x81, 0x05, 'H', 'e', 'l', 'l', 'o'};
+    ck_assert_int_eq(sip_ws_frame_parse((const char *)plain, sizeof(plain), 1, 1000, &f), -1002);
+    ck_assert_int_eq(sip_ws_frame_parse((const char *)plain, sizeof(plain), 0, 1000, &f), 1);
+    /* RSV bits, reserved opcodes */
+    n = ws_client_frame(b, 0x81 | 0x40, "x", 1);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    for (i = 3; i < 16; i++) {
+        if (i == 8 || i == 9 || i == 10)
+            continue;
+        n = ws_client_frame(b, 0x80 | (int)i, "x", 1);
+        ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    }
+    /* control frames: whole, at most 125 bytes */
+    n = ws_client_frame(b, 0x09, "x", 1);     /* ping without FIN */
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    memset(big, 'a', sizeof(big));
+    n = ws_client_frame(b, 0x89, big, 125);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), 1);
+    n = ws_client_frame(b, 0x89, big, 126);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), -1002);
+    /* 16-bit length */
+    n = ws_client_frame(b, 0x82, big, 300);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 1000, &f), 1);
+    ck_assert_uint_eq(f.payload_len, 300);
+    ck_assert_uint_eq(f.header_len, 8);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n, 1, 299, &f), -1009);
+    ck_assert_int_eq(sip_ws_frame_parse((char *)b, n - 1, 1, 1000, &f), 0);
+    /* 64-bit length: too big is known from the header alone; MSB set is bad */
+    {
+        unsigned char h64[14] = {0x81, 0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4};
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 10, 1, 65536, &f), -1009);
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 9, 1, 65536, &f), 0);
+        h64[2] = 0x80;
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 14, 1, (apr_uint64_t)-1, &f), -1002);
+        memset(h64 + 2, 0, 8);
+        h64[9] = 5;
+        ck_assert_int_eq(sip_ws_frame_parse((char *)h64, 14, 1, 1000, &f), 0);
+        ck_assert_uint_eq(f.payload_len, 5);
+        ck_assert_uint_eq(f.header_len, 14);
+    }
+}
+END_TEST
+
+START_TEST(ws_server_header)
+{
+    unsigned char h[10];
+    sip_ws_frame_t f;
+    char buf[70000];
+
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_TEXT, 5), 2);
+    ck_assert_int_eq(h[0], 0x81);
+    ck_assert_int_eq(h[1], 5);
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_BINARY, 126), 4);
+    ck_assert_int_eq(h[0], 0x82);
+    ck_assert_int_eq(h[1], 126);
+    ck_assert_int_eq(h[2] << 8 | h[3], 126);
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_TEXT, 65535), 4);
+    ck_assert_uint_eq(sip_ws_frame_header(h, SIP_WS_TEXT, 65536), 10);
+    ck_assert_int_eq(h[1], 127);
+    ck_assert_int_eq(h[7], 1);
+    ck_assert_int_eq(h[9], 0);
+    /* what we write, we parse back (unmasked) */
+    memcpy(buf, h, 10);
+    ck_assert_int_eq(sip_ws_frame_parse(buf, 10 + 65536 - 1, 0, 1 << 20, &f), 0);
+    ck_assert_int_eq(sip_ws_frame_parse(buf, 10 + 65536, 0, 1 << 20, &f), 1);
+    ck_assert_uint_eq(f.payload_len, 65536);
+    ck_assert_int_eq(f.masked, 0);
+}
+END_TEST
+
+static apr_table_t *ws_headers(const char *version, const char *key, const char *proto)
+{
+    apr_table_t *t = apr_table_make(pool, 8);
+
+    apr_table_set(t, "Host", "example.com");
+    apr_table_set(t, "Upgrade", "websocket");
+    apr_table_set(t, "Connection", "keep-alive, Upgrade");
+    if (version)
+        apr_table_set(t, "Sec-WebSocket-Version", version);
+    if (key)
+        apr_table_set(t, "Sec-WebSocket-Key", key);
+    if (proto)
+        apr_table_set(t, "Sec-WebSocket-Protocol", proto);
+    return t;
+}
+
+START_TEST(ws_handshake)
+{
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==", *accept, *why;
+    apr_table_t *t;
+    int status;
+
+    /* §1.3's example */
+    ck_assert_str_eq(sip_ws_accept_key(pool, key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    t = ws_headers("13", key, "xmpp, sip");
+    why = sip_ws_handshake_check(pool, "GET", t, &accept, &status);
+    ck_assert_msg(why == NULL, "%s", why);
+    ck_assert_int_eq(status, 101);
+    ck_assert_str_eq(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    /* header names and tokens are case-insensitive; repeated headers count */
+    t = ws_headers("13", key, NULL);
+    apr_table_set(t, "upgrade", "WebSocket");
+    apr_table_set(t, "connection", "UPGRADE");
+    apr_table_add(t, "Sec-WebSocket-Protocol", "xmpp");
+    apr_table_add(t, "Sec-WebSocket-Protocol", "sip");
+    ck_assert(sip_ws_handshake_check(pool, "GET", t, &accept, &status) == NULL);
+    /* refusals */
+    ck_assert(sip_ws_handshake_check(pool, "POST", ws_headers("13", key, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    ck_assert(accept == NULL);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("8", key, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 426);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers(NULL, key, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 426);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", NULL, "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    /* a key must be 16 bytes base64 */
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", "c2hvcnQ=", "sip"), &accept,
+                                     &status) != NULL);
+    ck_assert(sip_ws_handshake_check(pool, "GET",
+                                     ws_headers("13", "dGhlIHNhbXBsZSBub25j!!==", "sip"),
+                                     &accept, &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    /* RFC 7118 §4.1: "sip" must be offered ("sips" is not "sip") */
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", key, "sips, chat"), &accept,
+                                     &status) != NULL);
+    ck_assert_int_eq(status, 400);
+    ck_assert(sip_ws_handshake_check(pool, "GET", ws_headers("13", key, NULL), &accept,
+                                     &status) != NULL);
+    t = ws_headers("13", key, "sip");
+    apr_table_set(t, "Connection", "keep-alive");
+    ck_assert(sip_ws_handshake_check(pool, "GET", t, &accept, &status) != NULL);
+    t = ws_headers("13", key, "sip");
+    apr_table_unset(t, "Upgrade");
+    ck_assert(sip_ws_handshake_check(pool, "GET", t, &accept, &status) != NULL);
+    ck_assert_int_eq(status, 400);
+}
+END_TEST
+
+static Suite *ws_suite(void)
+{
+    Suite *s = suite_create("ws");
+    TCase *tc = tcase_create("ws");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, ws_parse_frames);
+    tcase_add_test(tc, ws_server_header);
+    tcase_add_test(tc, ws_handshake);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -8525,6 +8727,7 @@ int main(void)
     srunner_add_suite(sr, forward_suite());
     srunner_add_suite(sr, fwd_owner_suite());
     srunner_add_suite(sr, tls_suite());
+    srunner_add_suite(sr, ws_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
