@@ -77,6 +77,8 @@ struct sip_tcp_conn {
     apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
     apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
     int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
+    int tls_retry;                  /* TLS: the head of the output waits to be written again */
+    int corked;                     /* TLS: answers queue while input is processed */
 };
 
 static sip_loop_t *tp_loop;
@@ -675,15 +677,46 @@ static ssize_t stream_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
     tls_check_up(c);
     if (n > 0) {
         c->tls_write_waits = APR_POLLOUT;
+        c->tls_retry = 0;
         return n;
     }
     if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE) {
         c->tls_write_waits = n == SIP_TLS_WANT_READ ? APR_POLLIN : APR_POLLOUT;
+        c->tls_retry = 1;     /* OpenSSL wants the same bytes again */
         errno = EAGAIN;
     }
     else
         errno = n == SIP_TLS_CLOSED ? EPIPE : EPROTO;
     return -1;
+}
+
+/* TLS: queued messages into one buffer (up to a record's 16 kB), so that
+ * a burst of answers costs one record and one write, not one each; not
+ * while OpenSSL waits for the head to be written again. */
+static void tls_coalesce(sip_tcp_conn_t *c)
+{
+    sip_outbuf_t *o = c->out_head, *m, *next;
+    apr_size_t total = 0;
+
+    if (c->tls_retry || !o || !o->next || o->off)
+        return;
+    for (m = o; m && total + m->len <= 16384; m = m->next)
+        total += m->len;
+    if (m == o->next || !(next = malloc(sizeof(*next) + total)))
+        return;
+    next->len = 0;
+    next->off = 0;
+    while (c->out_head != m) {
+        sip_outbuf_t *cur = c->out_head;
+        memcpy(next->data + next->len, cur->data, cur->len);
+        next->len += cur->len;
+        c->out_head = cur->next;
+        free(cur);
+    }
+    next->next = m;
+    c->out_head = next;
+    if (!m)
+        c->out_tail = next;
 }
 
 static void tcp_flush(sip_tcp_conn_t *c)
@@ -692,6 +725,10 @@ static void tcp_flush(sip_tcp_conn_t *c)
         tcp_update_watch(c);
         return;
     }
+    if (c->corked)
+        return;
+    if (c->tls)
+        tls_coalesce(c);
     while (c->out_head) {
         sip_outbuf_t *o = c->out_head;
         ssize_t n = stream_write(c, o->data + o->off, o->len - o->off);
@@ -824,6 +861,8 @@ static void tcp_process_input(sip_tcp_conn_t *c)
     src.vhost = c->vhost;
 
     c->refs++;  /* the receiver may close the connection under us */
+    if (c->tls)
+        c->corked++;
     while (!c->closed && !c->close_after_flush && c->in_len) {
         apr_size_t mlen = 0;
         int r;
@@ -880,6 +919,8 @@ static void tcp_process_input(sip_tcp_conn_t *c)
         else
             sip_timer_cancel(tp_loop, &c->msg);
     }
+    if (c->corked && --c->corked == 0 && !c->closed && c->out_head)
+        tcp_flush(c);
     c->refs--;
     tcp_destroy_if_unused(c);
 }

@@ -60,6 +60,19 @@ sub tls_req {
     close $s if $s;
 }
 
+# ---- pipelining: 20 requests in one write, 20 answers in order (they
+# leave in as few TLS records as fit)
+{
+    my $s = SipTls::tls_connect($tport, $pki);
+    my @req = map { $t->sip_request(method => 'OPTIONS', transport => 'TLS', sock => $s, cseq => $_,
+                                    uri => "sip:nobody\@127.0.0.1:$tport") } 1 .. 20;
+    $t->send_raw($s, join '', @req) if $s;
+    my @r = $s ? map { $t->read_response($s, 5) } 1 .. 20 : ();
+    is(scalar(grep { $_ && $_->code == 200 } @r), 20, 'pipelined over TLS: 20 answers 200');
+    is_deeply([ map { $_ ? $_->header('cseq') : '' } @r ], [ map { "$_ OPTIONS" } 1 .. 20 ],
+              'pipelined over TLS: in request order');
+}
+
 # ---- scripts see mod_ssl's variables
 {
     my $s = SipTls::tls_connect($tport, $pki);
@@ -168,6 +181,9 @@ sub tls_req {
     ok($eof, 'a stalled handshake is closed after SipTcpMessageTimeout');
     ok($t->wait_log(0, qr/TLS connection from 127\.0\.0\.1:\d+ closed: handshake not done within 2 s/, 2),
        '... with a log line');
+    my $st = SipTls::status($t);
+    cmp_ok($st && $st->{SipTlsHandshakeFailures} // 0, '>=', 4,
+           'mod_status: SipTlsHandshakeFailures counts the refusals, the garbage and the mismatch');
     close $h if $h;
 }
 
