@@ -20,6 +20,7 @@
 #include "sip_transaction.h"
 #include "sip_transport.h"
 #include "sip_upload.h"
+#include "sip_ws_upgrade.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -132,6 +133,7 @@ static int vhost_limits(void *vhost, sip_tp_limits_t *lim)
             lim->max_field = (apr_size_t)l.fieldsize;
             lim->idle = sip_get_conf(s)->tcp_idle;
             lim->msg = sip_get_conf(s)->tcp_msg_timeout;
+            lim->ws_upgrade = sip_ws_upgrade_vhost_on(s);
             return 1;
         }
     }

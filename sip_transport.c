@@ -79,6 +79,7 @@ struct sip_tcp_conn {
     int tls_up;                     /* TLS: handshake done (it runs under SipTcpMessageTimeout) */
     int tls_retry;                  /* TLS: the head of the output waits to be written again */
     int corked;                     /* TLS: answers queue while input is processed */
+    int http_checked;       /* TCP/TLS: its first bytes are not an HTTP upgrade ("GET ") */
 };
 
 static sip_loop_t *tp_loop;
@@ -847,11 +848,26 @@ static int tcp_trim_long_lines(sip_tcp_conn_t *c)
     return cut;
 }
 
+static void ws_engine_upgrade(sip_tcp_conn_t *c);
+static void tcp_register(sip_tcp_conn_t *c);
+
 /* Hand every complete message in the input buffer to the receiver. */
 static void tcp_process_input(sip_tcp_conn_t *c)
 {
     sip_source_t src;
     int delivered = 0;
+
+    /* A browser's WebSocket upgrade straight to the SIP port (SipWebSocket
+     * On for the vhost): only as the very first bytes. */
+    if (!c->http_checked && c->in_len) {
+        apr_size_t n = c->in_len < 4 ? c->in_len : 4;
+        if (memcmp(c->in, "GET ", n) != 0)
+            c->http_checked = 1;
+        else if (n == 4) {
+            ws_engine_upgrade(c);
+            return;
+        }
+    }
 
     memset(&src, 0, sizeof(src));
     src.kind = c->kind;
@@ -1175,6 +1191,74 @@ static void ws_process_input(sip_tcp_conn_t *c)
     tcp_destroy_if_unused(c);
 }
 
+static sip_log_rate_t rl_upgrade = SIP_LOG_RATE_INIT("refused WebSocket upgrades");
+
+/* The engine's own opening handshake (RFC 6455 §4.2) on a TCP or TLS
+ * connection of a ProtocolSip vhost; the connection becomes WS or WSS. */
+static void ws_engine_upgrade(sip_tcp_conn_t *c)
+{
+    apr_pool_t *p;
+    const char *method = NULL, *path = NULL, *why = NULL, *accept = NULL, *reason, *text;
+    apr_table_t *headers = NULL;
+    apr_size_t used = 0;
+    int r, status = 400;
+
+    apr_pool_create(&p, c->pool);
+    r = sip_ws_http_request_parse(p, c->in, c->in_len, &method, &path, &headers, &used);
+    /* the input buffer is as big as the vhost's message limits, which may
+     * be below the 8 KB a head may have */
+    if (r == 0 && c->in_len >= c->lim.max_header + c->lim.max_body)
+        r = -1;
+    if (r == 0) {
+        /* the head must be whole within SipTcpMessageTimeout */
+        if (!sip_timer_armed(&c->msg))
+            sip_timer_set(tp_loop, &c->msg, c->lim.msg, tcp_msg_expired, c);
+        apr_pool_destroy(p);
+        return;
+    }
+    if (r < 0)
+        why = "not an HTTP/1.1 request head of at most 8 KB";
+    else if (!c->lim.ws_upgrade) {
+        why = "SipWebSocket is not on for this virtual host";
+        status = 404;
+    }
+    else
+        why = sip_ws_handshake_check(p, method, headers, &accept, &status);
+    c->http_checked = 1;
+    sip_timer_cancel(tp_loop, &c->msg);
+    if (why) {
+        reason = status == 404 ? "Not Found" : status == 426 ? "Upgrade Required" : "Bad Request";
+        sip_log_limited(&rl_upgrade, sip_sockaddr_ip(p, &c->peer), status, APLOG_INFO,
+                        c->vhost ? c->vhost : ap_server_conf,
+                        "sip: WebSocket upgrade from %s refused (%d): %s", peer_text(c), status,
+                        why);
+        text = apr_psprintf(p, "HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\nConnection: close"
+                            "\r\n\r\n", status, reason,
+                            status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
+        c->in_len = 0;
+        tcp_write(c, text, strlen(text));
+        sip_tcp_close_after_flush(c);
+        apr_pool_destroy(p);
+        return;
+    }
+    text = apr_pstrcat(p, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: ", accept,
+                       "\r\nSec-WebSocket-Protocol: sip\r\n\r\n", NULL);
+    tcp_write(c, text, strlen(text));
+    apr_pool_destroy(p);
+    tcp_consume(c, used);
+    /* from now on a WS (WSS over TLS) connection, found under that kind */
+    if (c->key && apr_hash_get(tcp_by_peer, c->key, APR_HASH_KEY_STRING) == c)
+        apr_hash_set(tcp_by_peer, c->key, APR_HASH_KEY_STRING, NULL);
+    c->kind = c->kind == SIP_TP_TLS ? SIP_TP_WSS : SIP_TP_WS;
+    tcp_register(c);
+    ws_count(1);
+    tcp_touch(c);
+    sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
+    if (c->in_len && !c->closed)
+        ws_process_input(c);
+}
+
 static void stream_process_input(sip_tcp_conn_t *c)
 {
     if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS)
@@ -1447,6 +1531,7 @@ static sip_tcp_conn_t *tcp_connect(sip_tp_kind_t kind, void *vhost, const sip_so
         return NULL;
     c = tcp_new(fd, kind, vhost, &lim);
     c->peer = *dest;
+    c->http_checked = 1;    /* our own connection: its peer answers, never upgrades */
     if (kind == SIP_TP_TLS) {
         c->tls = sip_tls_connect(fd, vhost, tls_host);
         if (!c->tls) {

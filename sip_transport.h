@@ -57,6 +57,8 @@ typedef struct sip_tp_limits {
     apr_size_t max_field;           /* one header line (LimitRequestFieldSize) */
     apr_interval_time_t idle;       /* SipTcpIdleTimeout */
     apr_interval_time_t msg;        /* SipTcpMessageTimeout: a message begun must end */
+    int ws_upgrade;                 /* SipWebSocket On for the vhost itself: a TCP/TLS
+                                     * connection may start with a WebSocket upgrade */
 } sip_tp_limits_t;
 
 /* Fills the limits for a vhost; returns 0 when the vhost is not a SIP one. */

@@ -214,3 +214,69 @@ const char *sip_ws_handshake_check(apr_pool_t *p, const char *method, apr_table_
     *accept = sip_ws_accept_key(p, key);
     return NULL;
 }
+
+/* ---- an HTTP/1.1 request head, for the engine's own upgrades ---- */
+
+static int is_tchar(char ch)
+{
+    /* RFC 9110 §5.6.2 token characters */
+    return apr_isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+int sip_ws_http_request_parse(apr_pool_t *p, const char *buf, apr_size_t len, const char **method,
+                              const char **path, apr_table_t **headers, apr_size_t *consumed)
+{
+    const char *end = NULL, *line, *eol, *sp1, *sp2;
+    apr_size_t i, scan = len < SIP_WS_MAX_REQUEST ? len : SIP_WS_MAX_REQUEST;
+    apr_table_t *t;
+
+    for (i = 0; i + 3 < scan && !end; i++)
+        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n')
+            end = buf + i + 2;  /* the blank line's CRLF starts here */
+    if (!end)
+        return len >= SIP_WS_MAX_REQUEST ? -1 : 0;
+    /* no NUL, and no bare LF (a line ends with CRLF only) */
+    for (line = buf; line < end; line++)
+        if (*line == '\0' || (*line == '\n' && (line == buf || line[-1] != '\r')))
+            return -1;
+    /* request line: METHOD SP request-target SP HTTP/1.1 */
+    eol = memchr(buf, '\r', (apr_size_t)(end - buf));
+    sp1 = memchr(buf, ' ', (apr_size_t)(eol - buf));
+    if (!sp1 || sp1 == buf)
+        return -1;
+    for (line = buf; line < sp1; line++)
+        if (!is_tchar(*line))
+            return -1;
+    sp2 = memchr(sp1 + 1, ' ', (apr_size_t)(eol - sp1 - 1));
+    if (!sp2 || sp2 == sp1 + 1 || sp1[1] != '/' || (apr_size_t)(eol - sp2 - 1) != 8
+        || memcmp(sp2 + 1, "HTTP/1.1", 8) != 0)
+        return -1;
+    for (line = sp1 + 1; line < sp2; line++)
+        if ((unsigned char)*line <= ' ' || *line == 0x7f)
+            return -1;
+    *method = apr_pstrmemdup(p, buf, (apr_size_t)(sp1 - buf));
+    *path = apr_pstrmemdup(p, sp1 + 1, (apr_size_t)(sp2 - sp1 - 1));
+    t = apr_table_make(p, 12);
+    for (line = eol + 2; line < end; line = eol + 2) {
+        const char *colon, *v, *ve;
+
+        eol = memchr(line, '\r', (apr_size_t)(end - line));
+        if (!eol || eol[1] != '\n')
+            return -1;
+        colon = memchr(line, ':', (apr_size_t)(eol - line));
+        if (!colon || colon == line)
+            return -1;      /* also refuses obsolete line folding */
+        for (v = line; v < colon; v++)
+            if (!is_tchar(*v))
+                return -1;
+        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+            ;
+        for (ve = eol; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+            ;
+        apr_table_addn(t, apr_pstrmemdup(p, line, (apr_size_t)(colon - line)),
+                       apr_pstrmemdup(p, v, (apr_size_t)(ve - v)));
+    }
+    *headers = t;
+    *consumed = (apr_size_t)(end - buf) + 2;
+    return 1;
+}

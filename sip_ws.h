@@ -50,4 +50,14 @@ const char *sip_ws_handshake_check(apr_pool_t *p, const char *method, apr_table_
 /* The Sec-WebSocket-Accept value for a key (§4.2.2 step 5.4). */
 const char *sip_ws_accept_key(apr_pool_t *p, const char *key);
 
+/* The engine's own upgrade on a SIP port: an HTTP/1.1 request head at
+ * 'buf' (at most SIP_WS_MAX_REQUEST bytes).  Returns 1 and fills the
+ * method, the path, the headers and *consumed (the head's length, blank
+ * line included) when it is whole; 0 when more bytes are needed; -1 when
+ * it is not an HTTP/1.1 request head or is longer than the limit (answer
+ * 400 and close). */
+#define SIP_WS_MAX_REQUEST 8192
+int sip_ws_http_request_parse(apr_pool_t *p, const char *buf, apr_size_t len, const char **method,
+                              const char **path, apr_table_t **headers, apr_size_t *consumed);
+
 #endif

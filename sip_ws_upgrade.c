@@ -186,9 +186,10 @@ static int ws_handler(request_rec *r)
                           (int)sizeof(h.early));
             return HTTP_BAD_REQUEST;
         }
-        rv = sip_engine_handoff(fd, &h);
     }
     else {
+        /* the engine gets its end before the 101: a failure can still be
+         * answered 503 */
         h.kind = SIP_TP_WSS;
         h.relayed = 1;
         addr_copy(&h.peer, c->client_addr);
@@ -202,16 +203,14 @@ static int ws_handler(request_rec *r)
             rv = sip_engine_handoff(fds[0], &h);
             close(fds[0]);
         }
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                          "mod_sip: cannot hand the WebSocket connection to the SIP engine");
+            if (fds[1] >= 0)
+                close(fds[1]);
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
     }
-    if (rv != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                      "mod_sip: cannot hand the WebSocket connection to the SIP engine");
-        if (fds[1] >= 0)
-            close(fds[1]);
-        return HTTP_SERVICE_UNAVAILABLE;
-    }
-    /* The engine writes only after the client's first frame, which comes
-     * after this answer: the 101 always goes out first. */
     r->status = HTTP_SWITCHING_PROTOCOLS;
     apr_table_setn(r->headers_out, "Upgrade", "websocket");
     apr_table_setn(r->headers_out, "Connection", "Upgrade");
@@ -223,10 +222,27 @@ static int ws_handler(request_rec *r)
         relay(r, fds[1]);
         close(fds[1]);
     }
+    else {
+        /* Plain: the descriptor goes to the engine only now, after the
+         * 101 is out, since frames the client sent early are answered at
+         * once.  A failure now can only close the connection. */
+        rv = sip_engine_handoff(fd, &h);
+        if (rv != APR_SUCCESS)
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                          "mod_sip: cannot hand the WebSocket connection to the SIP engine");
+    }
     /* httpd neither reads nor writes this connection any more (plain: the
      * engine has its own descriptor; closing ours does not shut it down) */
     c->aborted = 1;
     return OK;
+}
+
+int sip_ws_upgrade_vhost_on(server_rec *s)
+{
+    sip_dir_conf *d = s->lookup_defaults ? ap_get_module_config(s->lookup_defaults, &sip_module)
+                                         : NULL;
+
+    return d && d->websocket == 1;
 }
 
 void sip_ws_upgrade_register_hooks(apr_pool_t *p)

@@ -1,6 +1,8 @@
 /* WebSocket framing in the engine (sip_transport.c over sip_ws.c): the
- * input, cut into reads of varying sizes (its first byte), goes through a
- * WS connection on a socketpair as if read from a browser.  Checks: every
+ * input, cut into reads of varying sizes (its first byte, whose top bit
+ * says: start as a TCP connection of a vhost with SipWebSocket On, so
+ * that the engine's own HTTP upgrade runs first), goes through a WS
+ * connection on a socketpair as if read from a browser.  Checks: every
  * message delivered is NUL-terminated and within the size limit, and what
  * the engine writes back is a sequence of well-formed unmasked server
  * frames. */
@@ -20,8 +22,9 @@ static void *ws_loop_heap;
 
 static void ws_deliver_cb(const char *buf, apr_size_t len, int flags, const sip_source_t *src)
 {
-    (void)flags;
-    if (buf[len] != '\0' || len > FUZZ_MAX_HEADER + FUZZ_MAX_BODY || src->kind != SIP_TP_WS)
+    /* NUL-terminated, except what comes with a lost framing (TCP) */
+    if ((!flags && buf[len] != '\0') || len > FUZZ_MAX_HEADER + FUZZ_MAX_BODY
+        || (src->kind != SIP_TP_WS && src->kind != SIP_TP_TCP))
         abort();
     delivered++;
     /* the receiver may answer on the connection, as the engine does */
@@ -38,12 +41,14 @@ static int ws_limits_cb(void *vhost, sip_tp_limits_t *lim)
     lim->max_field = 100;
     lim->idle = apr_time_from_sec(60);
     lim->msg = apr_time_from_sec(10);
+    lim->ws_upgrade = 1;
     return 1;
 }
 
 /* What the engine wrote: whole server frames (an unfinished last one is
- * fine: the socket buffer may have cut it). */
-static void check_output(int fd)
+ * fine: the socket buffer may have cut it), after the 101 answer when
+ * 'http' (any other answer ends the output). */
+static void check_output(int fd, int http)
 {
     static char out[1 << 18];
     apr_size_t len = 0, off = 0;
@@ -51,6 +56,17 @@ static void check_output(int fd)
 
     while (len < sizeof(out) && (n = recv(fd, out + len, sizeof(out) - len, MSG_DONTWAIT)) > 0)
         len += (apr_size_t)n;
+    if (http) {
+        const char *end = memmem(out, len, "\r\n\r\n", 4);
+        if (len < 13 || memcmp(out, "HTTP/1.1 ", 9) != 0 || !end)
+            abort();
+        off = (apr_size_t)(end - out) + 4;
+        if (memcmp(out + 9, "101 ", 4) != 0) {
+            if (off != len)
+                abort();    /* nothing after a refusal */
+            return;
+        }
+    }
     while (off < len) {
         sip_ws_frame_t f;
         int r = sip_ws_frame_parse(out + off, len - off, 0, (apr_uint64_t)-1, &f);
@@ -69,6 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sip_tp_limits_t lim;
     int fds[2];
     apr_size_t off = 1, step;
+    int mode;       /* 0: WS frames out; 1: an HTTP answer first; 2: SIP over TCP */
 
     fuzz_init();
     if (!ws_loop) {
@@ -80,19 +97,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size < 1 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
         return fuzz_done();
-    step = (apr_size_t)(data[0] % 64) + 1;
+    step = (apr_size_t)(data[0] & 0x3F) + 1;
     memset(&h, 0, sizeof(h));
     h.kind = SIP_TP_WS;
     sip_sockaddr_set(&h.peer, "127.0.0.1", 5060);
     sip_sockaddr_set(&h.local, "127.0.0.1", 80);
     ws_limits_cb(NULL, &lim);
-    c = tcp_new(fds[0], SIP_TP_WS, NULL, &lim);
+    /* a TCP stream that does not start with "GET " stays SIP over TCP */
+    mode = !(data[0] & 0x80) ? 0 : size >= 5 && memcmp(data + 1, "GET ", 4) == 0 ? 1 : 2;
+    c = tcp_new(fds[0], data[0] & 0x80 ? SIP_TP_TCP : SIP_TP_WS, NULL, &lim);
     c->peer = h.peer;
     c->local = h.local;
     c->refs++;      /* ours, so that c outlives its close for the loop below */
     while (off < size && !c->closed && !c->close_after_flush) {
         /* the read path of tcp_event, with reads of 'step' bytes */
         apr_size_t room = lim.max_header + lim.max_body + 1 + 14, n = size - off;
+
         if (n > step)
             n = step;
         if (c->in_cap < room && c->in_cap - c->in_len < n) {
@@ -110,8 +130,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c->in_len += n;
         off += n;
         stream_process_input(c);
+        if (mode == 1 && c->http_checked) {
+            /* the answer to the upgrade, then frames */
+            check_output(fds[1], 1);
+            mode = c->kind == SIP_TP_WS ? 0 : 2;
+        }
     }
-    check_output(fds[1]);
+    if (mode == 0)
+        check_output(fds[1], 0);
     tcp_close(c, "fuzz input done");
     c->refs--;
     tcp_destroy_if_unused(c);

@@ -149,7 +149,11 @@ is(scalar @vias, 2, 'two Vias: the proxy and the WS client');
 like($vias[0] // '', qr{^SIP/2\.0/UDP 127\.0\.0\.1:}, 'top Via is the proxy on UDP');
 like($vias[1] // '', qr{^SIP/2\.0/WS \Q$host\E;.*received=127\.0\.0\.1}, 'the WS Via below, stamped');
 my @rr = $got ? $got->headers('record-route') : ();
-ok(@rr, 'the proxy record-routes') or diag($got ? $got->as_string : 'no INVITE');
+my @rrv = map { split /\s*,\s*/ } @rr;
+is(scalar @rrv, 2, 'the proxy record-routes once per side (RFC 5658: WS in, UDP out)')
+    or diag($got ? $got->as_string : 'no INVITE');
+like($rrv[1] // '', qr/;transport=ws[;>]/i, 'the WebSocket side has transport=ws');
+unlike($rrv[0] // '', qr/transport=/i, 'the UDP side has no transport parameter');
 if ($got) {
     $uas->send(reply_to($got, 180, 'Ringing', 'u1'), 0, $peer);
     $uas->send(reply_to($got, 200, 'OK', 'u1', "Contact: <sip:bob\@127.0.0.1:$uport>\r\n"), 0, $peer);

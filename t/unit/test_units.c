@@ -2031,12 +2031,23 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 49);     /* 35, five CPL, four URI-list and five TLS counters */
+        ck_assert_int_eq(n, 56);     /* 35, five CPL, four URI-list, five TLS and seven WebSocket */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
     txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
     ck_assert_ptr_nonnull(strstr(txt, "SipEngineUptime: 0\n"));
+    /* WebSocket: messages by kind (WS, WSS), connections, errors */
+    st.msgs_in[SIP_TP_WS] = 21;
+    st.msgs_out[SIP_TP_WSS] = 22;
+    st.now.ws = 3;
+    st.ws_conns = 23;
+    st.ws_errors = 24;
+    txt = sip_stats_format(pool, &st, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsMessagesIn: 21\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWssMessagesOut: 22\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsConnectionsNow: 3\nSipWsConnectionsTotal: 23\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipWsProtocolErrors: 24\n"));
 }
 END_TEST
 
@@ -8675,6 +8686,55 @@ START_TEST(ws_handshake)
 }
 END_TEST
 
+START_TEST(ws_http_head)
+{
+    static const char req[] = "GET /sip?x=1 HTTP/1.1\r\nHost: example.com\r\n"
+                              "Upgrade:  websocket \r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Protocol: sip\r\nSec-WebSocket-Protocol: xmpp\r\n\r\nFRAME";
+    const char *method, *path;
+    apr_table_t *h;
+    apr_size_t used = 0, i, n = sizeof(req) - 1 - 5;
+    char *big;
+
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, req, sizeof(req) - 1, &method, &path, &h,
+                                               &used), 1);
+    ck_assert_uint_eq(used, n);
+    ck_assert_str_eq(method, "GET");
+    ck_assert_str_eq(path, "/sip?x=1");
+    ck_assert_str_eq(apr_table_get(h, "upgrade"), "websocket");
+    ck_assert_int_eq(apr_table_elts(h)->nelts, 5);
+    /* every prefix of the head needs more bytes */
+    for (i = 0; i < n; i++)
+        ck_assert_int_eq(sip_ws_http_request_parse(pool, req, i, &method, &path, &h, &used), 0);
+    /* not HTTP/1.1 request heads */
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET /sip HTTP/1.0\r\n\r\n", 21, &method,
+                                               &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET sip HTTP/1.1\r\n\r\n", 20, &method,
+                                               &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET /a b HTTP/1.1\r\n\r\n", 21, &method,
+                                               &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\r\nNoColon\r\n\r\n", 27,
+                                               &method, &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\r\n folded\r\n\r\n", 27,
+                                               &method, &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\nA: b\r\n\r\n", 23,
+                                               &method, &path, &h, &used), -1);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, "GET / HTTP/1.1\r\nA\0: b\r\n\r\n", 25,
+                                               &method, &path, &h, &used), -1);
+    /* 8 KB without the blank line: refused, not buffered further */
+    big = apr_palloc(pool, SIP_WS_MAX_REQUEST + 10);
+    memset(big, 'a', SIP_WS_MAX_REQUEST + 10);
+    memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, big, SIP_WS_MAX_REQUEST - 1, &method, &path,
+                                               &h, &used), 0);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, big, SIP_WS_MAX_REQUEST, &method, &path,
+                                               &h, &used), -1);
+    memcpy(big + SIP_WS_MAX_REQUEST + 2, "\r\n\r\n", 4);
+    ck_assert_int_eq(sip_ws_http_request_parse(pool, big, SIP_WS_MAX_REQUEST + 6, &method, &path,
+                                               &h, &used), -1);
+}
+END_TEST
+
 static Suite *ws_suite(void)
 {
     Suite *s = suite_create("ws");
@@ -8684,6 +8744,7 @@ static Suite *ws_suite(void)
     tcase_add_test(tc, ws_parse_frames);
     tcase_add_test(tc, ws_server_header);
     tcase_add_test(tc, ws_handshake);
+    tcase_add_test(tc, ws_http_head);
     suite_add_tcase(s, tc);
     return s;
 }
