@@ -49,6 +49,7 @@ typedef struct conn {
     int fd;
     SSL *ssl;
     int idx;
+    int lport;                  /* local port, for the Via of tls/tcp */
     int inflight;
     unsigned long seq;
     char *in;
@@ -65,7 +66,6 @@ static int port;
 static const char *path = "/sip";
 static const char *user = "bench";
 static char domain[256];
-static int local_port_of(int fd);
 
 static double now(void)
 {
@@ -141,6 +141,15 @@ static void ws_upgrade(conn_t *c)
     }
 }
 
+static int local_port_of(int fd)
+{
+    struct sockaddr_in sa;
+    socklen_t l = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &l) < 0)
+        return 0;
+    return ntohs(sa.sin_port);
+}
+
 static void conn_open(conn_t *c, SSL_CTX *ctx)
 {
     struct sockaddr_in sa;
@@ -159,6 +168,7 @@ static void conn_open(conn_t *c, SSL_CTX *ctx)
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         die("connect");
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->lport = local_port_of(c->fd);
     if (is_tls()) {
         c->ssl = SSL_new(ctx);
         SSL_set_fd(c->ssl, c->fd);
@@ -184,7 +194,7 @@ static void queue_request(conn_t *c, int pid)
                  pid, c->idx);
     else
         snprintf(via, sizeof via, "SIP/2.0/%s 127.0.0.1:%d", mode == M_TLS ? "TLS" : "TCP",
-                 local_port_of(c->fd));
+                 c->lport);
     n = snprintf(msg, sizeof msg,
                  "OPTIONS sip:%s@%s SIP/2.0\r\n"
                  "Via: %s;branch=z9hG4bK-%d-%d-%lu;rport\r\n"
@@ -223,14 +233,6 @@ static void queue_request(conn_t *c, int pid)
     c->inflight++;
 }
 
-static int local_port_of(int fd)
-{
-    struct sockaddr_in sa;
-    socklen_t l = sizeof sa;
-    if (getsockname(fd, (struct sockaddr *)&sa, &l) < 0)
-        return 0;
-    return ntohs(sa.sin_port);
-}
 
 /* Write what is queued; returns -1 when the connection is gone. */
 static int flush_out(conn_t *c)
