@@ -29,6 +29,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -432,6 +433,8 @@ int main(int argc, char **argv)
                         "[-d seconds] [-p path] [-u user] [-r domain] host port\n");
         return 2;
     }
+    /* a connection the server closed must count as closed, not kill us */
+    signal(SIGPIPE, SIG_IGN);
     host = argv[optind];
     port = atoi(argv[optind + 1]);
     if (!domain[0])
