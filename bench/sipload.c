@@ -75,9 +75,15 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int setup_idx = -1;     /* the connection being opened, for messages */
+
 static void die(const char *what)
 {
-    fprintf(stderr, "sipload: %s: %s\n", what, strerror(errno));
+    if (setup_idx >= 0)
+        fprintf(stderr, "sipload: connection %d: %s: %s\n", setup_idx + 1, what,
+                errno == EAGAIN ? "no answer within 10 s" : strerror(errno));
+    else
+        fprintf(stderr, "sipload: %s: %s\n", what, strerror(errno));
     ERR_print_errors_fp(stderr);
     exit(2);
 }
@@ -166,6 +172,11 @@ static void conn_open(conn_t *c, SSL_CTX *ctx)
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0)
         die("socket");
+    /* a server that never answers the handshake (a full backlog) fails
+     * the run with a message instead of hanging it */
+    struct timeval tv = { .tv_sec = 10 };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         die("connect");
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -454,11 +465,12 @@ int main(int argc, char **argv)
         die("setup");
     for (int i = 0; i < nconn; i++) {
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &cs[i] };
-        cs[i].idx = i;
+        cs[i].idx = setup_idx = i;
         conn_open(&cs[i], ctx);
         if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0)
             die("epoll_ctl");
     }
+    setup_idx = -1;
     memset(&ct, 0, sizeof ct);
     ct.nsec = (int)secs + 5;
     ct.per_sec = calloc((size_t)ct.nsec, sizeof *ct.per_sec);
