@@ -273,23 +273,40 @@ static const char *recorded_transport(apr_pool_t *p, const sip_msg_t *req)
     return sip_route_transport(p, last);
 }
 
+/* Our host:port on transport 'kind' ('me' is this vhost's): TLS is
+ * served on a TLS virtual host's port, which may not be this one's. */
+static const char *hostport_on(apr_pool_t *p, server_rec *s, const char *me, int kind)
+{
+    int port = kind == SIP_TP_TLS ? sip_transport_tls_port(s) : 0;
+    const char *colon = strrchr(me, ':'), *bracket = strchr(me, ']');
+
+    if (!port)
+        return me;
+    if (!colon || (me[0] == '[' && (!bracket || colon < bracket)))
+        return apr_psprintf(p, "%s:%d", me, port);
+    return apr_psprintf(p, "%.*s:%d", (int)(colon - me), me, port);
+}
+
 /* §16.6 step 4: our Record-Route value(s), top first, or NULL.  When the
  * two sides use different transports each side gets its own value
  * (RFC 5658); a value equal to the top one already there (a spiral) is
  * not added twice. */
 static const char *const *record_route_values(apr_pool_t *p, const sip_msg_t *req,
-                                              const char *me, int in_kind, sip_tp_kind_t out)
+                                              server_rec *s, const char *me, int in_kind,
+                                              sip_tp_kind_t out)
 {
     const char **v = apr_pcalloc(p, 3 * sizeof(*v));
     const char *cid = sip_msg_call_id(req), *ftag = sip_msg_from_tag(req);
     const char *top = sip_msg_top_record_route(p, req);
     const char *out_t = out != SIP_TP_UDP ? sip_tp_param(out) : NULL;
-    const char *out_v = apr_pstrcat(p, "<", sip_route_uri(p, me, out_t, cid, ftag), ">", NULL);
+    const char *out_v = apr_pstrcat(p, "<", sip_route_uri(p, hostport_on(p, s, me, out), out_t,
+                                                           cid, ftag), ">", NULL);
     const char *in_v = NULL;
     int n = 0;
 
     if (in_kind >= 0 && (sip_tp_kind_t)in_kind != out)
-        in_v = apr_pstrcat(p, "<", sip_route_uri(p, me, in_kind != SIP_TP_UDP
+        in_v = apr_pstrcat(p, "<", sip_route_uri(p, hostport_on(p, s, me, in_kind),
+                                                 in_kind != SIP_TP_UDP
                                                           ? sip_tp_param(in_kind) : NULL,
                                                  cid, ftag), ">", NULL);
     if (in_v && top && !strcmp(top, in_v))
@@ -340,13 +357,13 @@ static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const c
      * route set is fixed already (§12.2.1.2) */
     if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0
         && !sip_msg_to_tag(orig))
-        e.record_route = record_route_values(p, orig, me, in_kind, *kind);
+        e.record_route = record_route_values(p, orig, s, me, in_kind, *kind);
     /* RFC 3261 §22.3: credentials for our own realm were for us */
     if (sip_msg_header(orig, "Authorization") || sip_msg_header(orig, "Proxy-Authorization"))
         e.realm = sip_auth_realm(s, p, orig);
     /* step 8 */
     e.via = apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport", sip_tp_via_name(*kind),
-                         me, branch);
+                         hostport_on(p, s, me, *kind), branch);
     return sip_msg_wire_text(p, orig, &e, len);
 }
 
@@ -1016,7 +1033,7 @@ static sip_ctxn_t *send_own(apr_pool_t *p, server_rec *s, const char *text, apr_
         return NULL;
     }
     if (kind != SIP_TP_UDP)     /* the Via names the transport actually used */
-        out = with_via(p, text, len, kind, me, branch, &olen);
+        out = with_via(p, text, len, kind, hostport_on(p, s, me, kind), branch, &olen);
     if (strcmp(sip_msg_method(m), "ACK") == 0) {
         send_hop(kind, s, &hop, dest, out, olen);
         *ack = 1;

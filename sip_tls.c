@@ -272,6 +272,31 @@ int sip_tls_vhost_enabled(void *vhost)
     return v && v->server_ctx;
 }
 
+int sip_tls_port(void *vhost)
+{
+    server_rec *s = vhost, *best = NULL;
+    int i, best_score = -1;
+
+    for (i = 0; tls_vhosts && i < tls_vhosts->nelts; i++) {
+        tls_vhost_t *v = &APR_ARRAY_IDX(tls_vhosts, i, tls_vhost_t);
+        int score;
+        if (!v->server_ctx || !v->s->addrs)
+            continue;
+        if (v->s == s)
+            return v->s->addrs->host_port;
+        /* the same name first, then one a peer without a client
+         * certificate can reach (Record-Route is for every peer) */
+        score = (s && s->server_hostname && v->s->server_hostname
+                 && !strcasecmp(s->server_hostname, v->s->server_hostname)) * 2
+                + !(SSL_CTX_get_verify_mode(v->server_ctx) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+        if (score > best_score) {
+            best = v->s;
+            best_score = score;
+        }
+    }
+    return best ? best->addrs->host_port : 0;
+}
+
 /* ---- connections ---- */
 
 static sip_tls_conn_t *tls_conn_new(SSL_CTX *ctx, int fd, server_rec *vhost, int client)

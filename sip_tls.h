@@ -28,6 +28,10 @@ apr_status_t sip_tls_engine_init(apr_pool_t *p, server_rec *main_server);
 
 /* 1 when 'vhost' has a server context (SSLEngine on). */
 int sip_tls_vhost_enabled(void *vhost);
+/* The port SIP over TLS is served on for 'vhost': its own when it has a
+ * server context, else that of a TLS vhost, preferring the same ServerName
+ * and then one that does not require client certificates; 0 when none. */
+int sip_tls_port(void *vhost);
 
 /* Server side on an accepted descriptor / client side on a connecting one
  * ('host' for SNI and certificate name checks, may be NULL).  NULL when

@@ -703,7 +703,7 @@ static void tls_coalesce(sip_tcp_conn_t *c)
         return;
     for (m = o; m && total + m->len <= 16384; m = m->next)
         total += m->len;
-    if (m == o->next || !(next = malloc(sizeof(*next) + total)))
+    if (m == o || m == o->next || !(next = malloc(sizeof(*next) + total)))
         return;
     next->len = 0;
     next->off = 0;
@@ -1703,6 +1703,11 @@ void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env
         if (c->relay_subject)
             apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
     }
+}
+
+int sip_transport_tls_port(void *vhost)
+{
+    return sip_tls_port(vhost);
 }
 
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out)

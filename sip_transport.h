@@ -124,6 +124,10 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src);
  * 'env'; nothing for other transports or a connection already closed. */
 void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env);
 
+/* The port this vhost's SIP over TLS is reached at (sip_tls_port), 0
+ * when no virtual host serves TLS: for Via and Record-Route on TLS. */
+int sip_transport_tls_port(void *vhost);
+
 /* The address this vhost is reached at (for Via and Record-Route). */
 int sip_transport_local_addr(void *vhost, sip_sockaddr_t *out);
 /* Is ip:port one of our own SIP addresses? */

@@ -145,7 +145,11 @@ sub tls_req {
     my @u = $t->udp_req($t->sip_request(method => 'MESSAGE', uri => "sip:bob\@127.0.0.1:$uport;transport=tls"), 8);
     is(@u && $u[-1]->code, 200, 'sip:...;transport=tls from a UDP client goes out over TLS');
     $got = slurp($log);
-    like($got, qr{^Via: SIP/2\.0/TLS }mi, '... with Via SIP/2.0/TLS');
+    like($got, qr{^Via: SIP/2\.0/TLS 127\.0\.0\.1:$tport;}mi, '... with Via SIP/2.0/TLS and the TLS port');
+    my $sp = $t->sip_port;
+    like($got, qr{^Record-Route: <sip:127\.0\.0\.1:$tport;transport=tls;lr;[^>]*>(?:, *|\r?\nRecord-Route: *)<sip:127\.0\.0\.1:$sp;lr;}mi,
+         '... Record-Route: the TLS side on the TLS port, then the UDP side (RFC 5658)')
+        or diag($got);
     kill 'TERM', $uas;
     waitpid($uas, 0);
 }
