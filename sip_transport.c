@@ -80,6 +80,7 @@ struct sip_tcp_conn {
     int tls_retry;                  /* TLS: the head of the output waits to be written again */
     int corked;                     /* TLS: answers queue while input is processed */
     int http_checked;       /* TCP/TLS: its first bytes are not an HTTP upgrade ("GET ") */
+    apr_size_t out_bytes;   /* queued in out_head.. and not yet written */
 };
 
 static sip_loop_t *tp_loop;
@@ -742,6 +743,7 @@ static void tcp_flush(sip_tcp_conn_t *c)
             return;
         }
         o->off += (apr_size_t)n;
+        c->out_bytes -= (apr_size_t)n;
         if (o->off < o->len)
             break;
         c->out_head = o->next;
@@ -780,6 +782,7 @@ static apr_status_t tcp_write2(sip_tcp_conn_t *c, const void *a, apr_size_t alen
     else
         c->out_head = o;
     c->out_tail = o;
+    c->out_bytes += o->len;
     tcp_flush(c);
     return APR_SUCCESS;
 }
@@ -952,6 +955,8 @@ typedef struct ws_state {
 } ws_state_t;
 
 static sip_log_rate_t rl_ws = SIP_LOG_RATE_INIT("WebSocket protocol errors");
+
+#define WS_MAX_BACKLOG 65536    /* queued output above which pings go unanswered */
 
 static apr_status_t ws_state_cleanup(void *data)
 {
@@ -1132,14 +1137,20 @@ static void ws_process_input(sip_tcp_conn_t *c)
                 break;
             }
             if (ws->msg_len + plen + 1 > ws->msg_cap) {
-                apr_size_t cap = ws->msg_len + plen + 1;
-                char *bigger = realloc(ws->msg, cap < 4096 ? 4096 : cap);
+                /* doubling: many small fragments must not cost a copy each */
+                apr_size_t need = ws->msg_len + plen + 1, cap = ws->msg_cap ? ws->msg_cap : 4096;
+                char *bigger;
+                while (cap < need)
+                    cap *= 2;
+                if (cap > max + 1)
+                    cap = (apr_size_t)max + 1;
+                bigger = realloc(ws->msg, cap);
                 if (!bigger) {
                     tcp_close(c, "out of memory");
                     break;
                 }
                 ws->msg = bigger;
-                ws->msg_cap = cap < 4096 ? 4096 : cap;
+                ws->msg_cap = cap;
             }
             memcpy(ws->msg + ws->msg_len, payload, plen);
             ws->msg_len += plen;
@@ -1155,8 +1166,12 @@ static void ws_process_input(sip_tcp_conn_t *c)
             }
             break;
         case SIP_WS_PING:
-            /* §5.5.2: a pong with the same application data */
-            ws_send_frame(c, SIP_WS_PONG, payload, plen);
+            /* §5.5.2: a pong with the same application data; not while
+             * earlier output is still unread (§5.5.3 allows answering
+             * only the latest ping), or a client that pings and never
+             * reads would grow our queue without end */
+            if (c->out_bytes < WS_MAX_BACKLOG)
+                ws_send_frame(c, SIP_WS_PONG, payload, plen);
             sip_timer_set(tp_loop, &c->idle, c->lim.idle, tcp_idle_expired, c);
             break;
         case SIP_WS_PONG:

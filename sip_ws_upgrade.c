@@ -95,6 +95,11 @@ static void relay(request_rec *r, int fd)
 
     apr_os_sock_get(&cfd, ap_get_conn_socket(c));
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    /* As mod_proxy's tunnels do: RequestReadTimeout's body limit would
+     * cut an idle WebSocket, and the coalescing filter would hold back
+     * small frames. */
+    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+    ap_remove_output_filter_byhandle(c->output_filters, "SSL/TLS Coalescing Filter");
     for (;;) {
         int moved = 0;
         apr_size_t len = sizeof(buf);
@@ -154,7 +159,7 @@ static int ws_handler(request_rec *r)
     sip_handoff_t h;
     apr_status_t rv;
 
-    if (!d || d->websocket != 1 || !apr_table_get(r->headers_in, "Upgrade"))
+    if (!d || d->websocket != 1 || r->main || !apr_table_get(r->headers_in, "Upgrade"))
         return DECLINED;
     why = sip_ws_handshake_check(r->pool, r->method, r->headers_in, &accept, &status);
     if (!why && (r->proto_num < HTTP_VERSION(1, 1) || c->master)) {

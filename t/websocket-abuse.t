@@ -171,6 +171,34 @@ still_alive('after size limits');
 }
 still_alive('after slow clients');
 
+# -- a ping flood from a client that never reads: pongs stop being queued
+#    once the unread output is large (the engine's memory stays bounded)
+{
+    my $rss = sub {
+        open(my $fh, '<', "/proc/$engine/status") or return 0;
+        local $/;
+        my ($kb) = (<$fh> // '') =~ /^VmRSS:\s+(\d+)/m;
+        return $kb // 0;
+    };
+    my $before = $rss->();
+    my $ws = SipWs->connect(port => $hp, path => '/sip');
+    my $ping = SipWs->frame_bytes(SipWs::PING, 'p' x 125);
+    my $sent = 0;
+    $ws->socket->blocking(0);
+    for (1 .. 300000) {
+        my $n = syswrite($ws->socket, $ping);
+        last unless defined $n && $n == length $ping;
+        $sent++;
+    }
+    $ws->socket->blocking(1);
+    sleep 1;
+    my $grown = $rss->() - $before;
+    cmp_ok($sent, '>', 20000, "many pings sent without reading ($sent)");
+    cmp_ok($grown, '<', 8 * 1024, "engine memory grew by less than 8 MB ($grown KB)");
+    close $ws->socket;
+}
+still_alive('after a ping flood');
+
 # -- garbage after the upgrade
 for my $n (1 .. 3) {
     my $ws = SipWs->connect(port => $hp, path => '/sip');

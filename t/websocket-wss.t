@@ -12,6 +12,7 @@ use IO::Socket::INET;
 use IO::Select;
 use SipTest qw(parse_msg rand_token free_port);
 use SipWs;
+use Time::HiRes qw(sleep);
 
 eval { require IO::Socket::SSL; 1 } or do {
     fail('IO::Socket::SSL (Debian libio-socket-ssl-perl) is installed');
@@ -31,6 +32,8 @@ my $t = SipTest->new(
     server_conf => <<"EOC",
 LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so
 LoadModule status_module /usr/lib/apache2/modules/mod_status.so
+LoadModule reqtimeout_module /usr/lib/apache2/modules/mod_reqtimeout.so
+RequestReadTimeout header=20 body=2
 SipProxyOutside On
 Listen 127.0.0.1:$wss_port
 <VirtualHost 127.0.0.1:$wss_port>
@@ -97,6 +100,12 @@ while (my $p = $ws->recv_msg(5)) {
     last if $final->code >= 200;
 }
 is($final ? $final->code : 0, 486, 'the 486 came back over wss');
+
+# idle longer than RequestReadTimeout's body limit: the relay is no HTTP body
+sleep 3;
+$ws->send_text(ws_request(method => 'OPTIONS', uri => "sip:127.0.0.1:$sp", host => $host));
+is(parse_msg($ws->recv_msg(5) // '')->code, 200,
+   'still answered after 3 s idle (RequestReadTimeout body=2 does not apply)');
 
 # ping through the relay
 $ws->ping('tls');
