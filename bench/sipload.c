@@ -4,13 +4,16 @@
  * WebSocket transport, and Debian's sipp is built without TLS.
  *
  *   sipload -m tls|ws|wss|tcp [-c CONNS] [-n INFLIGHT] [-d SECONDS]
- *           [-p PATH] [-u USER] [-r DOMAIN] HOST PORT
+ *           [-p PATH] [-u USER] [-r DOMAIN] [-S] HOST PORT
  *
  * Opens CONNS connections (TLS handshake, then for ws/wss the RFC 6455
  * upgrade with "Sec-WebSocket-Protocol: sip"), all before the clock starts.
  * Then each connection keeps INFLIGHT OPTIONS outstanding: every answer
  * sends the next request.  After SECONDS it stops sending and waits up to
- * 3 s for what is still outstanding.  The Request-URI is sip:USER@DOMAIN
+ * 3 s for what is still outstanding.  With -S it prints "ready" once its
+ * connections are open and waits for SIGUSR1 before it starts, so that
+ * bench/run can start several processes at once and measure the servers'
+ * CPU over the traffic alone, without the handshakes.  The Request-URI is sip:USER@DOMAIN
  * (default HOST:PORT; a WebSocket served on an HTTP port names the SIP
  * domain instead, as a browser phone does).  Prints one line of key=value pairs:
  *
@@ -408,6 +411,14 @@ static int read_in(conn_t *c, counts_t *ct, double t0)
     return parse_in(c, ct, t0);
 }
 
+static volatile sig_atomic_t go;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    go = 1;
+}
+
 int main(int argc, char **argv)
 {
     int nconn = 4, inflight = 4, opt, ep, pid = getpid();
@@ -417,7 +428,8 @@ int main(int argc, char **argv)
     counts_t ct;
     struct epoll_event *evs;
 
-    while ((opt = getopt(argc, argv, "m:c:n:d:p:u:r:")) != -1) {
+    int sync = 0;
+    while ((opt = getopt(argc, argv, "m:c:n:d:p:u:r:S")) != -1) {
         switch (opt) {
         case 'm':
             mode = !strcmp(optarg, "tls") ? M_TLS : !strcmp(optarg, "ws") ? M_WS
@@ -433,19 +445,28 @@ int main(int argc, char **argv)
         case 'p': path = optarg; break;
         case 'u': user = optarg; break;
         case 'r': snprintf(domain, sizeof domain, "%s", optarg); break;
+        case 'S': sync = 1; break;
         default:
             fprintf(stderr, "usage: sipload -m tls|ws|wss|tcp [-c conns] [-n inflight] "
-                            "[-d seconds] [-p path] [-u user] [-r domain] host port\n");
+                            "[-d seconds] [-p path] [-u user] [-r domain] [-S] host port\n");
             return 2;
         }
     }
     if (argc - optind != 2 || nconn < 1 || inflight < 1 || secs <= 0) {
         fprintf(stderr, "usage: sipload -m tls|ws|wss|tcp [-c conns] [-n inflight] "
-                        "[-d seconds] [-p path] [-u user] [-r domain] host port\n");
+                        "[-d seconds] [-p path] [-u user] [-r domain] [-S] host port\n");
         return 2;
     }
     /* a connection the server closed must count as closed, not kill us */
     signal(SIGPIPE, SIG_IGN);
+    /* -S: SIGUSR1 stays blocked until sigsuspend, so it cannot be lost */
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sync) {
+        signal(SIGUSR1, on_usr1);
+        sigprocmask(SIG_BLOCK, &usr1, &old);
+    }
     host = argv[optind];
     port = atoi(argv[optind + 1]);
     if (!domain[0])
@@ -471,6 +492,13 @@ int main(int argc, char **argv)
             die("epoll_ctl");
     }
     setup_idx = -1;
+    if (sync) {
+        printf("ready\n");
+        fflush(stdout);
+        while (!go)
+            sigsuspend(&old);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    }
     memset(&ct, 0, sizeof ct);
     ct.nsec = (int)secs + 5;
     ct.per_sec = calloc((size_t)ct.nsec, sizeof *ct.per_sec);
