@@ -2808,14 +2808,14 @@ START_TEST(route_no_duplicate_rr)
         "CSeq: 1 INVITE\r\n\r\n", NULL);
     m = parse_ok(text);
     /* a spiral over UDP: our value is on top already */
-    ck_assert_ptr_null(record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_UDP));
+    ck_assert_ptr_null(record_route_values(pool, m, NULL, me, SIP_TP_UDP, SIP_TP_UDP));
     /* in over UDP (value there), out over TCP: only the TCP one added */
-    v = record_route_values(pool, m, me, SIP_TP_UDP, SIP_TP_TCP);
+    v = record_route_values(pool, m, NULL, me, SIP_TP_UDP, SIP_TP_TCP);
     ck_assert_ptr_nonnull(v);
     ck_assert_str_eq(v[0], ours_tcp);
     ck_assert_ptr_null(v[1]);
     /* in over TCP, out over UDP: both, the side facing the next hop on top */
-    v = record_route_values(pool, m, me, SIP_TP_TCP, SIP_TP_UDP);
+    v = record_route_values(pool, m, NULL, me, SIP_TP_TCP, SIP_TP_UDP);
     ck_assert_str_eq(v[0], ours_udp);
     ck_assert_str_eq(v[1], ours_tcp);
     ck_assert_ptr_null(v[2]);
@@ -8392,7 +8392,14 @@ START_TEST(tls_socketpair)
     ssize_t n;
     apr_table_t *env = apr_table_make(pool, 8);
 
+    server_addr_rec addr;
+    server_rec plain;
+
     memset(&vhost, 0, sizeof(vhost));
+    memset(&plain, 0, sizeof(plain));
+    memset(&addr, 0, sizeof(addr));
+    addr.host_port = 5061;
+    vhost.addrs = &addr;
     tls_make_cert("DNS:localhost", &cert, &key);
     ck_assert(SSL_CTX_use_certificate(sctx, cert) == 1);
     ck_assert(SSL_CTX_use_PrivateKey(sctx, key) == 1);
@@ -8402,6 +8409,12 @@ START_TEST(tls_socketpair)
     ck_assert(sip_tls_vhost_enabled(&vhost));
     ck_assert(!sip_tls_vhost_enabled(pool));
     ck_assert_ptr_null(sip_tls_accept(0, pool));       /* no context: refused */
+    /* Via and Record-Route on the TLS side: the TLS vhost's port */
+    ck_assert_int_eq(sip_tls_port(&plain), 5061);
+    ck_assert_str_eq(hostport_on(pool, &plain, "192.0.2.1:5060", SIP_TP_TLS), "192.0.2.1:5061");
+    ck_assert_str_eq(hostport_on(pool, &plain, "[2001:db8::1]:5060", SIP_TP_TLS), "[2001:db8::1]:5061");
+    ck_assert_str_eq(hostport_on(pool, &plain, "sip.example.org", SIP_TP_TLS), "sip.example.org:5061");
+    ck_assert_str_eq(hostport_on(pool, &plain, "192.0.2.1:5060", SIP_TP_UDP), "192.0.2.1:5060");
     X509_STORE_add_cert(SSL_CTX_get_cert_store(system_client_ctx), cert);
 
     /* the right name: handshake, data, mod_ssl's variables */
@@ -8468,6 +8481,9 @@ END_TEST
 START_TEST(tls_uri_kind)
 {
     sip_uri_info_t u;
+
+    /* no TLS vhost at all: our address stays as it is */
+    ck_assert_str_eq(hostport_on(pool, NULL, "192.0.2.1:5060", SIP_TP_TLS), "192.0.2.1:5060");
 
     ck_assert(sip_uri_info(pool, "sips:bob@example.org", &u));
     ck_assert(u.secure);
