@@ -1520,10 +1520,11 @@ static void tcp_adopt(int fd, const sip_handoff_t *h)
         memcpy(c->in, h->early, n);
         c->in_len = n;
         stream_process_input(c);
-        if (c->closed)
-            return;
+        if (c->closed || c->lingering)
+            return;     /* closed, or tcp_linger watches for the rest of the input */
     }
-    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN) != APR_SUCCESS)
+    /* answers to early bytes may be waiting for the socket to drain */
+    if (sip_io_watch(tp_loop, &c->io, APR_POLLIN | (c->out_head ? APR_POLLOUT : 0)) != APR_SUCCESS)
         tcp_close(c, "cannot poll");
 }
 

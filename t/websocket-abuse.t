@@ -21,6 +21,10 @@ SipTcpMessageTimeout 2
 <Location /sip>
     SipWebSocket On
 </Location>
+<Location /sip-mine>
+    SipWebSocket On
+    Require expr "%{HTTP:Origin} == 'https://example.com'"
+</Location>
 EOC
 );
 my $hp = $t->http_port;
@@ -84,6 +88,11 @@ for my $name (sort keys %bad) {
         is($ws->header('sec-websocket-version'), '13', '426 names the version we speak');
     }
 }
+# httpd's access control applies to the upgrade (docs/websocket.md: Origin)
+is(SipWs->connect(port => $hp, path => '/sip-mine', headers => [Origin => 'https://example.com'])
+       ->status, 101, 'Require expr on Origin: our page upgraded');
+is(SipWs->connect(port => $hp, path => '/sip-mine', headers => [Origin => 'https://evil.example'])
+       ->status, 403, 'Require expr on Origin: another page refused 403');
 still_alive('after bad handshakes');
 
 # -- frame errors: 1002

@@ -231,5 +231,20 @@ my $other = SipWs->connect(port => $hp, path => '/elsewhere');
 isnt($other->status, 101, 'no upgrade where SipWebSocket is not on');
 
 ok($t->options_ok('udp'), 'UDP still answered');
+
+# a graceful restart starts a new engine: the WebSocket connections it held
+# close, and browsers reconnect
+my $ws3 = connect_ok();
+ok($ws3, 'a connection before the graceful restart');
+my $old_engine = $t->engine_pid;
+ok($t->apachectl('graceful'), 'graceful restart');
+ok($ws3 && $ws3->wait_eof(10), 'the WebSocket connection is closed by it');
+SipTest::wait_until(10, sub { ($t->engine_pid // 0) != $old_engine && $t->options_ok('udp') });
+my $ws4 = connect_ok();
+ok($ws4, 'a new connection after it');
+if ($ws4) {
+    $ws4->send_text(ws_request(method => 'OPTIONS', uri => "sip:127.0.0.1:$sp"));
+    is(parse_msg($ws4->recv_msg(3) // '')->code, 200, 'answered by the new engine');
+}
 $t->stop;
 done_testing;
