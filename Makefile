@@ -212,7 +212,12 @@ ci: test-deps all asan/.libs/mod_sip.so $(NODE_STAMP) unit
 	grep -E '^(t/.*\.t \.+ (Failed|Dubious)|Failed test|not ok)' t/ci-plain.out t/ci-asan.out | head -50; \
 	exit $$rc
 
+# `make test WITH_ASAN=1` (CI) is `make ci`: the ASan suite beside the plain one.
+ifeq ($(WITH_ASAN),1)
+test: ci
+else
 test: test-deps all $(NODE_STAMP) unit prove
+endif
 
 # A part of the suite with httpd (and so the SIP engine, forked from it)
 # under valgrind: no memory error and no definite leak in any process.
