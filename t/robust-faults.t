@@ -68,6 +68,10 @@ for my $tr (qw(udp tcp)) {
         my ($el, @r) = call($tr, 'forker');
         ok(@r && $r[-1]->is_final, "$tr: script forking a TERM-ignoring child is answered ("
            . (@r ? $r[-1]->code : 'none') . sprintf(', %.2fs)', $el));
+        # The answer comes before the background child has exec'd sleep on
+        # a loaded machine: wait to see it, or "gone" would pass before the
+        # run ended (the script is reaped when its run ends, at the timeout).
+        wait_until(2, sub { $t->procs_matching("sleep $S1") }, 0.05);
         no_procs("sleep $S1", "$tr: TERM-ignoring child of the script is gone", 5);
         $t->assert_no_zombies("$tr: no zombie after forker");
     }
