@@ -645,9 +645,9 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
                               sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
                               sip_ctxn_cb cb, void *baton);
 
-sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t kind,
-                               void *vhost, const sip_sockaddr_t *dest, sip_ctxn_cb cb,
-                               void *baton)
+/* A client transaction for a request given as text: parsed (it must be a
+ * request with a branch) into the transaction's own pool; NULL if not. */
+static sip_ctxn_t *ctxn_new_from_text(const char *text, apr_size_t len)
 {
     apr_pool_t *p;
     sip_ctxn_t *c;
@@ -663,7 +663,19 @@ sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t k
         apr_pool_destroy(p);
         return NULL;
     }
-    return ctxn_start(p, c, apr_pstrmemdup(p, text, len), len, kind, vhost, dest, cb, baton);
+    return c;
+}
+
+sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t kind,
+                               void *vhost, const sip_sockaddr_t *dest, sip_ctxn_cb cb,
+                               void *baton)
+{
+    sip_ctxn_t *c = ctxn_new_from_text(text, len);
+
+    if (!c)
+        return NULL;
+    return ctxn_start(c->pool, c, apr_pstrmemdup(c->pool, text, len), len, kind, vhost, dest,
+                      cb, baton);
 }
 
 sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
@@ -920,21 +932,12 @@ static sip_ctxn_t *ctxn_start_on(apr_pool_t *p, sip_ctxn_t *c, const char *buf, 
 sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_source_t *on,
                                   void *vhost, sip_ctxn_cb cb, void *baton)
 {
-    apr_pool_t *p;
-    sip_ctxn_t *c;
-    sip_msg_error_t err;
+    sip_ctxn_t *c = ctxn_new_from_text(text, len);
 
-    apr_pool_create(&p, txn_root);
-    c = apr_pcalloc(p, sizeof(*c));
-    c->pool = p;
-    if (sip_msg_parse(p, text, len, NULL, 0, &c->req, &err) != APR_SUCCESS
-        || !sip_msg_is_request(c->req) || !sip_msg_branch(c->req)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
-                     "sip: refusing to send a malformed request (%s)", err.reason);
-        apr_pool_destroy(p);
+    if (!c)
         return NULL;
-    }
-    return ctxn_start_on(p, c, apr_pstrmemdup(p, text, len), len, vhost, on, cb, baton);
+    return ctxn_start_on(c->pool, c, apr_pstrmemdup(c->pool, text, len), len, vhost, on, cb,
+                         baton);
 }
 
 static void ctxn_cancel_on(sip_msg_t *cancel, sip_ctxn_t *inv)
