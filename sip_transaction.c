@@ -678,24 +678,36 @@ sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t k
                       cb, baton);
 }
 
-sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
-                          const sip_sockaddr_t *dest, sip_ctxn_cb cb, void *baton)
+/* A client transaction for a copy of 'req' (it must have a branch), its
+ * text in *buf; NULL if the copy or its text cannot be made. */
+static sip_ctxn_t *ctxn_new_from_msg(sip_msg_t *req, const char **buf, apr_size_t *len)
 {
     apr_pool_t *p;
     sip_ctxn_t *c;
-    const char *buf;
-    apr_size_t len = 0;
 
     apr_pool_create(&p, txn_root);
     c = apr_pcalloc(p, sizeof(*c));
     c->pool = p;
+    *len = 0;
     c->req = sip_msg_clone(p, req);
-    buf = c->req ? sip_msg_serialize(p, c->req, &len) : NULL;
-    if (!buf || !sip_msg_branch(c->req)) {
+    *buf = c->req ? sip_msg_serialize(p, c->req, len) : NULL;
+    if (!*buf || !sip_msg_branch(c->req)) {
         apr_pool_destroy(p);
         return NULL;
     }
-    return ctxn_start(p, c, buf, len, kind, vhost, dest, cb, baton);
+    return c;
+}
+
+sip_ctxn_t *sip_ctxn_send(sip_msg_t *req, sip_tp_kind_t kind, void *vhost,
+                          const sip_sockaddr_t *dest, sip_ctxn_cb cb, void *baton)
+{
+    const char *buf;
+    apr_size_t len;
+    sip_ctxn_t *c = ctxn_new_from_msg(req, &buf, &len);
+
+    if (!c)
+        return NULL;
+    return ctxn_start(c->pool, c, buf, len, kind, vhost, dest, cb, baton);
 }
 
 static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr_size_t len,
@@ -942,19 +954,10 @@ sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_so
 
 static void ctxn_cancel_on(sip_msg_t *cancel, sip_ctxn_t *inv)
 {
-    apr_pool_t *p;
-    sip_ctxn_t *c;
     const char *buf;
-    apr_size_t len = 0;
+    apr_size_t len;
+    sip_ctxn_t *c = ctxn_new_from_msg(cancel, &buf, &len);
 
-    apr_pool_create(&p, txn_root);
-    c = apr_pcalloc(p, sizeof(*c));
-    c->pool = p;
-    c->req = sip_msg_clone(p, cancel);
-    buf = c->req ? sip_msg_serialize(p, c->req, &len) : NULL;
-    if (!buf || !sip_msg_branch(c->req)) {
-        apr_pool_destroy(p);
-        return;
-    }
-    ctxn_start_on(p, c, buf, len, inv->vhost, &inv->used, NULL, NULL);
+    if (c)
+        ctxn_start_on(c->pool, c, buf, len, inv->vhost, &inv->used, NULL, NULL);
 }
