@@ -9,7 +9,7 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
-use SipTest qw(free_port rand_token wait_until);
+use SipTest qw(free_port rand_token wait_until response_to);
 use SipTls;
 
 SipTls::have_tls_client() or do { fail('IO::Socket::SSL (libio-socket-ssl-perl) installed'); done_testing; exit 1 };
@@ -42,19 +42,6 @@ sub next_of {
 sub next_request { my ($s, $meth) = @_; next_of($s, sub { !$_[0]->is_response && $_[0]->method eq $meth }) }
 sub next_final { my ($s, $meth) = @_;
                  next_of($s, sub { $_[0]->is_response && $_[0]->code >= 200 && $_[0]->header('cseq') =~ /$meth/ }) }
-
-sub response_to {
-    my ($m, $code, $reason, %o) = @_;
-    my $to = $m->header('to');
-    $to .= ";tag=$o{tag}" if $o{tag} && $to !~ /;tag=/;
-    my $s = "SIP/2.0 $code $reason\r\n";
-    $s .= "Via: $_\r\n" for $m->headers('via');
-    $s .= "Record-Route: $_\r\n" for ($o{rr} ? $m->headers('record-route') : ());
-    $s .= "From: " . $m->header('from') . "\r\nTo: $to\r\nCall-ID: " . $m->header('call-id')
-        . "\r\nCSeq: " . $m->header('cseq') . "\r\n";
-    $s .= "Contact: <$o{contact}>\r\n" if $o{contact};
-    return $s . "Content-Length: 0\r\n\r\n";
-}
 
 my $dave = "sip:dave\@127.0.0.1:$nobody;transport=tls";
 my $ds = SipTls::tls_connect($tport, $pki) or BAIL_OUT('no TLS connection');

@@ -18,7 +18,7 @@ use Test::More;
 use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(time sleep);
-use SipTest qw(parse_msg rand_token wait_until);
+use SipTest qw(parse_msg rand_token wait_until response_to);
 use SipRegTest;
 use SipWs;
 
@@ -83,19 +83,6 @@ sub next_msg {
 sub next_request { my ($b, $method) = @_; return next_msg($b, sub { !$_[0]->is_response && $_[0]->method eq $method }) }
 sub next_final { my ($b, $method) = @_;
                  return next_msg($b, sub { $_[0]->is_response && $_[0]->code >= 200 && $_[0]->header('cseq') =~ /$method/ }) }
-
-sub response_to {
-    my ($m, $code, $reason, %o) = @_;
-    my $to = $m->header('to');
-    $to .= ";tag=$o{tag}" if $o{tag} && $to !~ /;tag=/;
-    my $s = "SIP/2.0 $code $reason\r\n";
-    $s .= "Via: $_\r\n" for $m->headers('via');
-    $s .= "Record-Route: $_\r\n" for ($o{rr} ? $m->headers('record-route') : ());
-    $s .= "From: " . $m->header('from') . "\r\nTo: $to\r\nCall-ID: " . $m->header('call-id')
-        . "\r\nCSeq: " . $m->header('cseq') . "\r\n";
-    $s .= "Contact: <$o{contact}>\r\n" if $o{contact};
-    return $s . "Content-Length: 0\r\n\r\n";
-}
 
 sub udp_final {
     my ($u, $method, $timeout) = @_;

@@ -21,7 +21,7 @@ use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 use IO::Select;
 use File::Temp ();
-use SipTest qw(parse_msg rand_token free_port wait_until);
+use SipTest qw(parse_msg rand_token free_port wait_until response_to);
 use SipRegTest;
 
 my $STATUS_CONF = <<"EOC";
@@ -54,20 +54,6 @@ sub reg_tcp {
     my $r = $t->register(user => $user, transport => 'tcp', sock => $c, contacts => [ "<$contact>" ],
                          expires => 600, call_id => $o{call_id}, cseq => $o{cseq});
     return ($c, $r);
-}
-
-# A response to request $m (SipTest::Msg), as a UA would write it.
-sub response_to {
-    my ($m, $code, $reason, %o) = @_;
-    my $to = $m->header('to');
-    $to .= ";tag=$o{tag}" if $o{tag} && $to !~ /;tag=/;
-    my $s = "SIP/2.0 $code $reason\r\n";
-    $s .= "Via: $_\r\n" for $m->headers('via');
-    $s .= "Record-Route: $_\r\n" for ($o{rr} ? $m->headers('record-route') : ());
-    $s .= "From: " . $m->header('from') . "\r\nTo: $to\r\nCall-ID: " . $m->header('call-id')
-        . "\r\nCSeq: " . $m->header('cseq') . "\r\n";
-    $s .= "Contact: <$o{contact}>\r\n" if $o{contact};
-    return $s . "Content-Length: 0\r\n\r\n";
 }
 
 # The next request of $method on TCP connection $c (undef after $timeout).

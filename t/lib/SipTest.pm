@@ -39,7 +39,7 @@ use Time::HiRes qw(time sleep);
 use Scalar::Util ();
 use Exporter 'import';
 
-our @EXPORT_OK = qw(parse_msg rand_token free_port procs wait_until accept_on);
+our @EXPORT_OK = qw(parse_msg rand_token free_port procs wait_until accept_on response_to);
 
 my $REPO = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
 our $APACHE2 = $ENV{APACHE2} || '/usr/sbin/apache2';
@@ -65,6 +65,21 @@ sub rand_token {
 }
 
 # Wait until $cb returns true or $timeout seconds pass; returns the last value.
+# A response to request $m (SipTest::Msg), as a UA would write it: its Vias
+# (and Record-Routes with rr => 1), a To tag (tag =>), a Contact (contact =>).
+sub response_to {
+    my ($m, $code, $reason, %o) = @_;
+    my $to = $m->header('to');
+    $to .= ";tag=$o{tag}" if $o{tag} && $to !~ /;tag=/;
+    my $s = "SIP/2.0 $code $reason\r\n";
+    $s .= "Via: $_\r\n" for $m->headers('via');
+    $s .= "Record-Route: $_\r\n" for ($o{rr} ? $m->headers('record-route') : ());
+    $s .= "From: " . $m->header('from') . "\r\nTo: $to\r\nCall-ID: " . $m->header('call-id')
+        . "\r\nCSeq: " . $m->header('cseq') . "\r\n";
+    $s .= "Contact: <$o{contact}>\r\n" if $o{contact};
+    return $s . "Content-Length: 0\r\n\r\n";
+}
+
 sub wait_until {
     my ($timeout, $cb, $step) = @_;
     $step ||= 0.05;
