@@ -25,6 +25,12 @@ typedef struct sip_binding {
     int transport;          /* sip_tp_kind_t the REGISTER came over (kept across restarts) */
     apr_uint64_t flow;      /* its connection (sip_transport_flow_source) while the engine
                              * runs; 0 for UDP, and after a restart (a flow does not survive) */
+    const char *received;   /* "ip:port" the REGISTER came from (its source address; RFC
+                             * 3581), kept across restarts; NULL when unknown */
+    const char *instance;   /* RFC 5626 +sip.instance value as written (with <> and
+                             * quotes removed), or NULL */
+    int reg_id;             /* RFC 5626 reg-id, 0 when none (or no instance: §6 says
+                             * ignore it) */
 } sip_binding_t;
 
 /* Open the store; 'journal_fd' is a read/write descriptor opened by the
@@ -112,7 +118,9 @@ apr_size_t sip_location_count(void);
  * Contact; once it closed, at the Contact unless it has ;ob (RFC 5626
  * §5.4: the UA said it can only be reached over its flows).  UDP: at the
  * Contact, unless that names a WebSocket transport. */
-typedef enum { SIP_REACH_CONTACT, SIP_REACH_FLOW, SIP_REACH_NONE } sip_reach_t;
+/* SIP_REACH_SOURCE: at b->received, the address the REGISTER came from
+ * (a Contact behind NAT that names an address we cannot reach). */
+typedef enum { SIP_REACH_CONTACT, SIP_REACH_FLOW, SIP_REACH_NONE, SIP_REACH_SOURCE } sip_reach_t;
 sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open);
 
 #endif

@@ -1028,6 +1028,13 @@ void sip_proxy_add_target_flow(sip_proxy_t *px, const char *uri, double q, apr_u
     b->flow = flow;
 }
 
+/* Only the flow is used until the proxy learns the rest (issue 17). */
+void sip_proxy_add_target_reach(sip_proxy_t *px, const char *uri, double q,
+                                const sip_proxy_reach_t *r)
+{
+    sip_proxy_add_target_flow(px, uri, q, r ? r->flow : 0);
+}
+
 void sip_proxy_set_sequential(sip_proxy_t *px, int on)
 {
     px->sequential = on;
@@ -1098,6 +1105,12 @@ sip_proxy_branch_t *sip_proxy_fork_flow(sip_proxy_t *px, const char *uri, const 
     *(branch_t **)apr_array_push(px->branches) = b;
     start_branch(px, b);
     return b;
+}
+
+sip_proxy_branch_t *sip_proxy_fork_reach(sip_proxy_t *px, const char *uri,
+                                         const sip_msg_t *block, const sip_proxy_reach_t *r)
+{
+    return sip_proxy_fork_flow(px, uri, block, r ? r->flow : 0);
 }
 
 void sip_proxy_fork_unreachable(sip_proxy_t *px, const char *uri, const sip_msg_t *block,

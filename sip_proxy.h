@@ -21,6 +21,26 @@ void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q);
  * RFC 5626 §5.3, RFC 7118 §5) rather than at its address; a local 480
  * when that connection has closed by then.  0 is sip_proxy_add_target. */
 void sip_proxy_add_target_flow(sip_proxy_t *px, const char *uri, double q, apr_uint64_t flow);
+/* How a registered binding is reached beyond its Contact URI (issue 17):
+ * the registrar fills it, the proxy obeys it. */
+typedef struct sip_proxy_reach {
+    apr_uint64_t flow;          /* its connection (as sip_proxy_add_target_flow), 0 none */
+    const char *received;       /* "ip:port" the REGISTER came from: send there over
+                                 * 'kind' instead of resolving the URI (a Contact behind
+                                 * NAT, RFC 3581 / RFC 5626 §5.3); NULL: resolve the URI */
+    int kind;                   /* sip_tp_kind_t for 'received' */
+    const char *path;           /* RFC 3327 §5.4: the stored Path value(s), comma
+                                 * separated: the request's Route set; NULL none */
+    const apr_array_header_t *alt_flows;
+                                /* RFC 5626 §5.3: other flows (apr_uint64_t) of the same
+                                 * instance, in order, to try when 'flow' fails (closed or a
+                                 * transport error) before answering 430/480; NULL none */
+} sip_proxy_reach_t;
+
+/* A target with everything the registrar knows about reaching it;
+ * NULL 'r' is sip_proxy_add_target. */
+void sip_proxy_add_target_reach(sip_proxy_t *px, const char *uri, double q,
+                                const sip_proxy_reach_t *r);
 /* Fork in q order, one at a time (§16.6 sequential search). */
 void sip_proxy_set_sequential(sip_proxy_t *px, int on);
 /* §16.3 checks, then forward to every target; answers errors itself. */
@@ -67,6 +87,9 @@ sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_m
 /* The same over a registered flow (as sip_proxy_add_target_flow). */
 sip_proxy_branch_t *sip_proxy_fork_flow(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
                                         apr_uint64_t flow);
+/* The same with everything the registrar knows (sip_proxy_reach_t). */
+sip_proxy_branch_t *sip_proxy_fork_reach(sip_proxy_t *px, const char *uri,
+                                         const sip_msg_t *block, const sip_proxy_reach_t *r);
 /* A branch to 'uri' that ends at once with a response made up here (a
  * user of ours with no device registered): the owner hears it like any
  * other branch's response. */

@@ -38,6 +38,7 @@
 #include "../sip_ws.c"
 #include "../sip_fcgi.c"
 #include "../sip_fcgi_pool.c"
+#include "../sip_dns.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -43,6 +43,7 @@
 #include "../../sip_ws.c"
 #include "../../sip_fcgi.c"
 #include "../../sip_fcgi_pool.c"
+#include "../../sip_dns.c"
 
 #include "httpd_stubs.h"
 
