@@ -150,16 +150,18 @@ static const char *new_tag(apr_pool_t *p)
 }
 
 /* The key of the deterministic To tags: the route secret (mod_sip.c), so
- * that every engine forked by the parent derives the same tag. */
-static unsigned char tag_key[64];
-static apr_size_t tag_key_len;
+ * that every engine forked by the parent derives the same tag.  Padded to
+ * one SHA-1 block and hashed once: each tag then starts from this state. */
+static apr_sha1_ctx_t tag_key_ctx;
 
 void sip_txn_set_tag_secret(const void *key, apr_size_t len)
 {
-    if (len > sizeof(tag_key))
-        len = sizeof(tag_key);
-    memcpy(tag_key, key, len);
-    tag_key_len = len;
+    unsigned char block[64];
+
+    memset(block, 0, sizeof(block));
+    memcpy(block, key, len < sizeof(block) ? len : sizeof(block));
+    apr_sha1_init(&tag_key_ctx);
+    apr_sha1_update_binary(&tag_key_ctx, block, sizeof(block));
 }
 
 /* RFC 3261 §8.2.7: a stateless UAS derives its To tag from the request, so
@@ -180,8 +182,9 @@ static const char *derived_tag(apr_pool_t *p, const sip_msg_t *m, const char *ke
     apr_sha1_ctx_t c;
     apr_size_t i;
 
-    apr_sha1_init(&c);
-    apr_sha1_update_binary(&c, tag_key, (unsigned int)tag_key_len);
+    if (!tag_key_ctx.count_lo && !tag_key_ctx.count_hi)
+        sip_txn_set_tag_secret("", 0);  /* no secret set: still a valid state */
+    c = tag_key_ctx;
     for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
         apr_sha1_update_binary(&c, (const unsigned char *)parts[i], (unsigned int)strlen(parts[i]));
     apr_sha1_final(d, &c);
