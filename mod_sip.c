@@ -423,6 +423,7 @@ static apr_status_t init_route_secret(server_rec *s)
 
     if (route_secret) {
         sip_route_set_secret(route_secret, strlen(route_secret));
+        sip_txn_set_tag_secret(route_secret, strlen(route_secret));
         return APR_SUCCESS;
     }
     apr_pool_userdata_get((void **)&secret, key, pp);
@@ -433,6 +434,7 @@ static apr_status_t init_route_secret(server_rec *s)
         apr_pool_userdata_set(secret, key, apr_pool_cleanup_null, pp);
     }
     sip_route_set_secret(secret, 32);
+    sip_txn_set_tag_secret(secret, 32);
     return APR_SUCCESS;
 }
 

@@ -1625,6 +1625,7 @@ static void ctx_begin(sip_cgi_ctx_t *ctx)
 {
     trigger_t *t;
 
+    sip_txn_keep_state(ctx->txn);
     sip_txn_attach(ctx->txn, &ctx_ops, ctx);
 
     t = apr_pcalloc(ctx->pool, sizeof(*t));

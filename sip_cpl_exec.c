@@ -1203,6 +1203,7 @@ void sip_cpl_exec_run(sip_txn_t *txn, server_rec *s, sip_cpl_entry_t *e, sip_cpl
     ctx->running = 1;
     e->refs++;
     sip_stats->cpl_runs++;
+    sip_txn_keep_state(txn);
     sip_txn_attach(txn, &ctx_ops, ctx);
     run = sip_cpl_run_start(p, e->sc, dir, sip_txn_request(txn), ctx->owner, apr_time_now(),
                             &host, ctx);

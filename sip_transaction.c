@@ -7,6 +7,7 @@
 #include "apr_hash.h"
 #include "apr_strings.h"
 #include "apr_random.h"
+#include "apr_sha1.h"
 
 typedef enum {
     ST_TRYING,      /* non-INVITE, nothing sent */
@@ -43,6 +44,8 @@ struct sip_txn {
     apr_table_t *env;           /* for the access log line (env=NAME) */
     int auth_int;               /* the digest covered the body (qop=auth-int) */
     int compact;        /* malloc'd remnant of a completed transaction */
+    int stateless;      /* may end with its final answer (sip_txn_receive) */
+    int keep_state;     /* answered by a script or proxy: sip_txn_keep_state */
 };
 
 static sip_loop_t *txn_loop;
@@ -81,8 +84,14 @@ void sip_txn_init(sip_loop_t *loop, apr_pool_t *p)
     sip_transport_on_close(ctxn_transport_closed);
 }
 
+void sip_txn_keep_state(sip_txn_t *t)
+{
+    t->keep_state = 1;
+}
+
 void sip_txn_set_proxied(sip_txn_t *t)
 {
+    t->keep_state = 1;
     t->proxied = 1;
     sip_timer_cancel(txn_loop, &t->t_trying);   /* the proxy sends its own 100 */
 }
@@ -140,6 +149,59 @@ static const char *new_tag(apr_pool_t *p)
     return hex;
 }
 
+/* The key of the deterministic To tags: the route secret (mod_sip.c), so
+ * that every engine forked by the parent derives the same tag. */
+static unsigned char tag_key[64];
+static apr_size_t tag_key_len;
+
+void sip_txn_set_tag_secret(const void *key, apr_size_t len)
+{
+    if (len > sizeof(tag_key))
+        len = sizeof(tag_key);
+    memcpy(tag_key, key, len);
+    tag_key_len = len;
+}
+
+/* RFC 3261 §8.2.7: a stateless UAS derives its To tag from the request, so
+ * that a retransmission, handled as new, gets the same answer.  64 bits of
+ * SHA-1 over a secret and the transaction's identity (the §17.2.3 key:
+ * branch, sent-by, method; or the RFC 2543 fields), Call-ID, From tag and
+ * CSeq: different requests get different tags, and without the secret
+ * nobody can predict one.  Only 8 of the 20 octets leave, so the secret
+ * prefix is not open to length extension. */
+static const char *derived_tag(apr_pool_t *p, const sip_msg_t *m, const char *key)
+{
+    static const char hexdigits[] = "0123456789abcdef";
+    const char *ft = sip_msg_from_tag(m);
+    const char *parts[] = {"to-tag|", key, "|", sip_msg_call_id(m), "|", ft ? ft : "", "|",
+                           sip_msg_cseq_number(m)};
+    unsigned char d[APR_SHA1_DIGESTSIZE];
+    char *hex = apr_palloc(p, 17);
+    apr_sha1_ctx_t c;
+    apr_size_t i;
+
+    apr_sha1_init(&c);
+    apr_sha1_update_binary(&c, tag_key, (unsigned int)tag_key_len);
+    for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        apr_sha1_update_binary(&c, (const unsigned char *)parts[i], (unsigned int)strlen(parts[i]));
+    apr_sha1_final(d, &c);
+    for (i = 0; i < 8; i++) {
+        hex[2 * i] = hexdigits[d[i] >> 4];
+        hex[2 * i + 1] = hexdigits[d[i] & 15];
+    }
+    hex[16] = '\0';
+    return hex;
+}
+
+/* Requests the server may answer without keeping the transaction: OPTIONS
+ * changes nothing (RFC 3261 §11), so handling a retransmission as a new
+ * request gives the same answer (§8.2.7, the stateless UAS; what Kamailio's
+ * sl module does).  Which answers qualify is decided in sip_txn_respond. */
+static int stateless_method(const char *method)
+{
+    return strcmp(method, "OPTIONS") == 0;
+}
+
 static void txn_destroy_if_done(sip_txn_t *t)
 {
     if (t->state == ST_TERMINATED && !t->tu && !t->kept && !t->destroyed) {
@@ -161,11 +223,23 @@ static void timer_end(void *baton);
  * J (32 s) to re-send its answer to retransmissions: keep just that (key,
  * answer, addresses) and give its pool back, so that thousands of them per
  * second do not hold megabytes. */
+static void txn_terminate(sip_txn_t *t);
+
 static void txn_maybe_compact(sip_txn_t *t)
 {
     sip_txn_t *z;
     apr_time_t left;
 
+    /* The stateless UAS (§8.2.7): the server's own answer (no script or
+     * proxy took the request) to a request that changes nothing keeps no
+     * state once nobody holds the transaction: a retransmission is handled
+     * as new and, with the derived To tag, answered alike.  A challenge
+     * carries a fresh nonce each time: it stays stateful. */
+    if (t->stateless && t->state == ST_COMPLETED && !t->keep_state && !t->tu
+        && !t->kept && !t->destroyed && t->last_status != 401 && t->last_status != 407) {
+        txn_terminate(t);
+        return;
+    }
     if (t->invite || t->state != ST_COMPLETED || t->src.kind != SIP_TP_UDP || t->tu || t->kept
         || t->compact || t->destroyed || !t->last)
         return;
@@ -319,7 +393,9 @@ sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
     t->key = key;
     t->invite = strcmp(method, "INVITE") == 0;
     t->state = t->invite ? ST_PROCEEDING : ST_TRYING;
-    t->to_tag = sip_msg_to_tag(req) ? sip_msg_to_tag(req) : new_tag(msg_pool);
+    t->stateless = stateless_method(method);
+    t->to_tag = sip_msg_to_tag(req) ? sip_msg_to_tag(req)
+                : t->stateless ? derived_tag(msg_pool, req, key) : new_tag(msg_pool);
     t->start = apr_time_now();
     apr_hash_set(txns, t->key, APR_HASH_KEY_STRING, t);
     ntxns++;

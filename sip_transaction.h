@@ -23,6 +23,10 @@ typedef enum {
 #define SIP_T4 apr_time_from_sec(5)
 
 void sip_txn_init(sip_loop_t *loop, apr_pool_t *p);
+/* The secret the To tags of answers without transaction state derive from
+ * (RFC 3261 §8.2.7: OPTIONS the server answers itself); set by the parent
+ * before it forks the engine. */
+void sip_txn_set_tag_secret(const void *key, apr_size_t len);
 
 /* Match a received request.  With SIP_TXN_NEW the transaction takes over
  * 'msg_pool' (which holds 'req'); otherwise the caller still owns it. */
@@ -67,6 +71,10 @@ typedef struct sip_txn_tu_ops {
 } sip_txn_tu_ops_t;
 
 void sip_txn_attach(sip_txn_t *t, const sip_txn_tu_ops_t *ops, void *tu);
+/* The answer comes from logic that need not answer a retransmission alike
+ * (a script, CPL, the proxy): keep the transaction to re-send it, even for
+ * a request the server would otherwise answer without state (OPTIONS). */
+void sip_txn_keep_state(sip_txn_t *t);
 void sip_txn_detach(sip_txn_t *t);
 /* Detach the user but keep the transaction until sip_txn_release, for a
  * caller that still answers it after detaching. */
