@@ -143,8 +143,8 @@ moved('HTTP requests only', $s);
     is(@r && $r[-1]->code, 200, 'UDP OPTIONS answered 200');
     $s = moved('UDP OPTIONS', $s, SipUdpMessagesIn => 1, SipUdpMessagesOut => 1,
                SipTransactionsTotal => 1, SipResponses2xx => 1);
-    cmp_ok($s->{SipTransactionsNow}, '>=', 1,
-           'SipTransactionsNow counts the completed UDP transaction (timer J)');
+    # RFC 3261 §8.2.7: the server's own answer to OPTIONS keeps no state
+    is($s->{SipTransactionsNow}, 0, 'SipTransactionsNow 0: the answered OPTIONS kept no transaction');
 }
 
 # ---------------------------------------------------------------- OPTIONS over TCP
@@ -170,6 +170,8 @@ my $phone = $t->udp_socket;
     $s = moved('REGISTER', $s, SipUdpMessagesIn => 1, SipUdpMessagesOut => 1,
                SipTransactionsTotal => 1, SipResponses2xx => 1, SipRegistersAccepted => 1);
     is($s->{SipRegistrationsNow}, 1, 'SipRegistrationsNow 1');
+    cmp_ok($s->{SipTransactionsNow}, '>=', 1,
+           'SipTransactionsNow counts the completed UDP REGISTER transaction (timer J)');
 }
 
 # ---------------------------------------------------------------- a proxied request

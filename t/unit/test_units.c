@@ -9223,6 +9223,62 @@ static Suite *fcgi_suite(void)
     return s;
 }
 
+/* ---- issue 19: the derived To tag of an OPTIONS answered without state ---- */
+
+static const char *stateless_tag_of(const char *branch, const char *callid, const char *ftag,
+                                    int cseq)
+{
+    const char *text = apr_psprintf(pool,
+        "OPTIONS sip:nobody@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=%s\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=%s\r\nTo: <sip:nobody@127.0.0.1>\r\n"
+        "Call-ID: %s\r\nCSeq: %d OPTIONS\r\nContent-Length: 0\r\n\r\n", branch, ftag, callid, cseq);
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+
+    ck_assert_int_eq(sip_msg_parse(pool, text, strlen(text), NULL, 1, &m, &err), APR_SUCCESS);
+    return derived_tag(pool, m, txn_key(pool, m, "OPTIONS"));
+}
+
+START_TEST(stateless_tag_derivation)
+{
+    const char *t1, *t2;
+
+    sip_txn_set_tag_secret("secret one", 10);
+    t1 = stateless_tag_of("z9hG4bKa1", "c1@h", "f1", 1);
+    ck_assert_int_eq(strlen(t1), 16);
+    ck_assert_int_eq(strspn(t1, "0123456789abcdef"), 16);
+    /* a retransmission: the same tag */
+    ck_assert_str_eq(stateless_tag_of("z9hG4bKa1", "c1@h", "f1", 1), t1);
+    /* every other request: another one */
+    ck_assert_str_ne(stateless_tag_of("z9hG4bKa2", "c1@h", "f1", 1), t1);
+    ck_assert_str_ne(stateless_tag_of("z9hG4bKa1", "c2@h", "f1", 1), t1);
+    ck_assert_str_ne(stateless_tag_of("z9hG4bKa1", "c1@h", "f2", 1), t1);
+    ck_assert_str_ne(stateless_tag_of("z9hG4bKa1", "c1@h", "f1", 2), t1);
+    /* an RFC 2543 client (no magic cookie) is told apart by its fields */
+    t2 = stateless_tag_of("old1", "c1@h", "f1", 1);
+    ck_assert_str_eq(stateless_tag_of("old1", "c1@h", "f1", 1), t2);
+    ck_assert_str_ne(stateless_tag_of("old1", "c1@h", "f1", 2), t2);
+    /* nobody without the secret can compute it */
+    sip_txn_set_tag_secret("secret two", 10);
+    ck_assert_str_ne(stateless_tag_of("z9hG4bKa1", "c1@h", "f1", 1), t1);
+    ck_assert(stateless_method("OPTIONS"));
+    ck_assert(!stateless_method("REGISTER") && !stateless_method("INVITE")
+              && !stateless_method("MESSAGE"));
+}
+END_TEST
+
+static Suite *stateless_suite(void)
+{
+    Suite *s = suite_create("stateless");
+    TCase *tc = tcase_create("to-tag");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, stateless_tag_derivation);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -9265,6 +9321,7 @@ int main(void)
     srunner_add_suite(sr, ws_suite());
     srunner_add_suite(sr, tls_suite());
     srunner_add_suite(sr, fcgi_suite());
+    srunner_add_suite(sr, stateless_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
