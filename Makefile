@@ -266,7 +266,8 @@ fuzz: fuzz-deps $(FUZZ_BINS)
 # make soak  [SOAK_RATE=2000] [SOAK_SECONDS=600]
 # Both append a dated section to bench/RESULTS.md; see bench/README.md.
 BENCH_PKGS   = $(BUILD_PKGS) perl sip-tester kamailio kamailio-cpl-modules libaprutil1-dbd-sqlite3 gcc libc6-dev \
-               kamailio-tls-modules kamailio-websocket-modules libssl-dev openssl socat linux-perf
+               kamailio-tls-modules kamailio-websocket-modules libssl-dev openssl socat linux-perf \
+               python3 kamailio-python3-modules kamailio-lua-modules libfcgi-dev
 SOAK_PKGS    = $(BUILD_PKGS) perl sip-tester
 BENCH_ARGS  ?=
 SOAK_RATE   ?= 2000

@@ -1,9 +1,12 @@
 /*
  * bench/sipload.c: a closed-loop OPTIONS load generator for SIP over TLS,
  * WebSocket (ws) and secure WebSocket (wss), for bench/run.  sipp has no
- * WebSocket transport, and Debian's sipp is built without TLS.
+ * WebSocket transport, and Debian's sipp is built without TLS.  With -m udp
+ * it sends INVITEs over UDP instead and expects a 3xx with a Contact, which
+ * it ACKs (RFC 3261 §17.1.1.3) before the next INVITE: the script rows'
+ * INVITE -> 302 without sipp's open-loop pacing (bench/README.md says why).
  *
- *   sipload -m tls|ws|wss|tcp [-c CONNS] [-n INFLIGHT] [-d SECONDS]
+ *   sipload -m tls|ws|wss|tcp|udp [-c CONNS] [-n INFLIGHT] [-d SECONDS]
  *           [-p PATH] [-u USER] [-r DOMAIN] [-S] HOST PORT
  *
  * Opens CONNS connections (TLS handshake, then for ws/wss the RFC 6455
@@ -17,9 +20,15 @@
  * (default HOST:PORT; a WebSocket served on an HTTP port names the SIP
  * domain instead, as a browser phone does).  Prints one line of key=value pairs:
  *
- *   sent ok bad lost closed elapsed rate cpu_user cpu_sys per_second=a,b,...
+ *   sent ok bad lost closed dup elapsed rate cpu_user cpu_sys per_second=a,b,...
  *
- * ok counts 200 answers, bad any other final answer (1xx are ignored), lost
+ * For udp a "connection" is a UDP socket of its own (its own port), connected
+ * to the server; nothing is retransmitted, so a lost datagram shows as an
+ * unanswered request.
+ *
+ * ok counts 200 answers (udp: 3xx with a Contact), dup (udp) final answers
+ * seen again (retransmitted: the ACK did not reach the transaction), bad
+ * any other final answer (1xx are ignored), lost
  * requests never answered, closed connections the server closed.  The exit
  * code is 0 only when every request was answered 200.  Several processes
  * are run side by side by bench/run so that the generator is not the
@@ -47,7 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_TCP, M_TLS, M_WS, M_WSS };
+enum mode { M_TCP, M_TLS, M_WS, M_WSS, M_UDP };
 
 typedef struct conn {
     int fd;
@@ -62,7 +71,10 @@ typedef struct conn {
     size_t out_len, out_cap;
     int want_out;
     int dead;
+    unsigned long *answered;    /* udp: the seq answered, by seq % ANSWERED */
 } conn_t;
+
+#define ANSWERED 65536
 
 static enum mode mode = M_TLS;
 static const char *host = "127.0.0.1";
@@ -172,6 +184,23 @@ static void conn_open(conn_t *c, SSL_CTX *ctx)
         fprintf(stderr, "sipload: %s is not an IPv4 address\n", host);
         exit(2);
     }
+    if (mode == M_UDP) {
+        /* a socket per "connection", connected: recv() sees only the
+         * server; 4 MB of receive buffer as sipp's -buff_size */
+        int sz = 4 << 20;
+        c->fd = socket(AF_INET, SOCK_DGRAM, 0);
+        if (c->fd < 0)
+            die("socket");
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+        if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+            die("connect");
+        c->lport = local_port_of(c->fd);
+        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+        c->answered = calloc(ANSWERED, sizeof *c->answered);
+        if (!c->answered)
+            die("calloc");
+        return;
+    }
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0)
         die("socket");
@@ -193,6 +222,95 @@ static void conn_open(conn_t *c, SSL_CTX *ctx)
     if (is_ws())
         ws_upgrade(c);
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* udp: one INVITE (with the SDP offer of bench/invite302.xml), sent at once. */
+static const char sdp[] =
+    "v=0\r\no=load 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+static int send_invite(conn_t *c, int pid)
+{
+    char msg[1536];
+    int n;
+
+    c->seq++;
+    n = snprintf(msg, sizeof msg,
+                 "INVITE sip:%s@%s SIP/2.0\r\n"
+                 "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-%d-%d-%lu;rport\r\n"
+                 "Max-Forwards: 70\r\n"
+                 "From: <sip:load@%s>;tag=%d-%d\r\n"
+                 "To: <sip:%s@%s>\r\n"
+                 "Call-ID: %d-%d-%lu@sipload\r\n"
+                 "CSeq: 1 INVITE\r\n"
+                 "Contact: <sip:load@127.0.0.1:%d>\r\n"
+                 "Content-Type: application/sdp\r\n"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 user, domain, c->lport, pid, c->idx, c->seq, host, pid, c->idx,
+                 user, domain, pid, c->idx, c->seq, c->lport, sizeof sdp - 1, sdp);
+    if (send(c->fd, msg, (size_t)n, 0) != n)
+        return -1;
+    c->inflight++;
+    return 0;
+}
+
+/* The value of header name (or its compact form) in a message's head. */
+static const char *header(const char *p, size_t n, const char *name, const char *compact,
+                          size_t *len)
+{
+    const char *end = memmem(p, n, "\r\n\r\n", 4);
+    size_t nl = strlen(name), cl = strlen(compact);
+
+    if (!end)
+        end = p + n;
+    for (const char *l = memmem(p, (size_t)(end - p), "\r\n", 2); l && l < end; ) {
+        const char *v = NULL, *e;
+        l += 2;
+        if ((size_t)(end - l) > nl && !strncasecmp(l, name, nl) && (l[nl] == ':' || l[nl] == ' '))
+            v = l + nl;
+        else if ((size_t)(end - l) > cl && !strncasecmp(l, compact, cl)
+                 && (l[cl] == ':' || l[cl] == ' '))
+            v = l + cl;
+        e = memmem(l, (size_t)(end - l), "\r\n", 2);
+        if (!e)
+            e = end;
+        if (v) {
+            while (v < e && (*v == ' ' || *v == ':'))
+                v++;
+            *len = (size_t)(e - v);
+            return v;
+        }
+        l = e;
+    }
+    return NULL;
+}
+
+/* udp: the ACK of a non-2xx final answer: the INVITE's Via (same branch),
+ * Request-URI, From, Call-ID and CSeq number, the answer's To (its tag). */
+static void send_ack(conn_t *c, int pid, const char *p, size_t n)
+{
+    char msg[1024];
+    size_t tl, il;
+    const char *to = header(p, n, "To", "t", &tl);
+    const char *id = header(p, n, "Call-ID", "i", &il);
+    unsigned long seq;
+    int m;
+
+    if (!to || !id || sscanf(id, "%*d-%*d-%lu@", &seq) != 1)
+        return;
+    m = snprintf(msg, sizeof msg,
+                 "ACK sip:%s@%s SIP/2.0\r\n"
+                 "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-%d-%d-%lu;rport\r\n"
+                 "Max-Forwards: 70\r\n"
+                 "From: <sip:load@%s>;tag=%d-%d\r\n"
+                 "To: %.*s\r\n"
+                 "Call-ID: %.*s\r\n"
+                 "CSeq: 1 ACK\r\n"
+                 "Content-Length: 0\r\n\r\n",
+                 user, domain, c->lport, pid, c->idx, seq, host, pid, c->idx,
+                 (int)tl, to, (int)il, id);
+    if (m > 0 && m < (int)sizeof msg)
+        (void)send(c->fd, msg, (size_t)m, 0);
 }
 
 /* Queue one OPTIONS on c (a masked text frame for ws/wss: RFC 6455 §5.3,
@@ -305,21 +423,44 @@ static size_t sip_msg_len(const char *p, size_t n, size_t *body_at)
 }
 
 typedef struct counts {
-    unsigned long sent, ok, bad, closed;
+    unsigned long sent, ok, bad, closed, dup;
     unsigned long *per_sec;
     int nsec;
 } counts_t;
 
 static void got_response(const char *p, size_t n, counts_t *ct, double t0, conn_t *c)
 {
-    int code;
+    int code, good;
+    size_t cl;
     if (n < 12 || strncmp(p, "SIP/2.0 ", 8))
         return;                                 /* a request or garbage: not ours */
     code = atoi(p + 8);
     if (code < 200)
         return;
+    if (mode == M_UDP) {
+        /* a final answer seen twice (its ACK went unmatched or was lost):
+         * ACK it again, count it once */
+        size_t il;
+        const char *id = header(p, n, "Call-ID", "i", &il);
+        unsigned long seq;
+        if (!id || sscanf(id, "%*d-%*d-%lu@", &seq) != 1)
+            return;
+        if (c->answered[seq % ANSWERED] == seq) {
+            ct->dup++;
+            if (code >= 300)
+                send_ack(c, (int)getpid(), p, n);
+            return;
+        }
+        c->answered[seq % ANSWERED] = seq;
+    }
     c->inflight--;
-    if (code == 200) {
+    if (mode == M_UDP) {
+        if (code >= 300)
+            send_ack(c, (int)getpid(), p, n);
+        good = code >= 300 && code < 400 && header(p, n, "Contact", "m", &cl) && cl > 0;
+    } else
+        good = code == 200;
+    if (good) {
         int s = (int)(now() - t0);
         ct->ok++;
         if (s >= 0 && s < ct->nsec)
@@ -385,6 +526,19 @@ static int parse_in(conn_t *c, counts_t *ct, double t0)
 
 static int read_in(conn_t *c, counts_t *ct, double t0)
 {
+    if (mode == M_UDP) {
+        /* one datagram, one message */
+        char buf[65536];
+        for (;;) {
+            ssize_t r = recv(c->fd, buf, sizeof buf - 1, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0)
+                return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+            buf[r] = '\0';
+            got_response(buf, (size_t)r, ct, t0, c);
+        }
+    }
     for (;;) {
         int r;
         grow(&c->in, &c->in_cap, c->in_len + 16384);
@@ -433,9 +587,10 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'm':
             mode = !strcmp(optarg, "tls") ? M_TLS : !strcmp(optarg, "ws") ? M_WS
-                 : !strcmp(optarg, "wss") ? M_WSS : !strcmp(optarg, "tcp") ? M_TCP : -1;
+                 : !strcmp(optarg, "wss") ? M_WSS : !strcmp(optarg, "tcp") ? M_TCP
+                 : !strcmp(optarg, "udp") ? M_UDP : -1;
             if ((int)mode < 0) {
-                fprintf(stderr, "sipload: -m tls|ws|wss|tcp\n");
+                fprintf(stderr, "sipload: -m tls|ws|wss|tcp|udp\n");
                 return 2;
             }
             break;
@@ -447,13 +602,13 @@ int main(int argc, char **argv)
         case 'r': snprintf(domain, sizeof domain, "%s", optarg); break;
         case 'S': sync = 1; break;
         default:
-            fprintf(stderr, "usage: sipload -m tls|ws|wss|tcp [-c conns] [-n inflight] "
+            fprintf(stderr, "usage: sipload -m tls|ws|wss|tcp|udp [-c conns] [-n inflight] "
                             "[-d seconds] [-p path] [-u user] [-r domain] [-S] host port\n");
             return 2;
         }
     }
     if (argc - optind != 2 || nconn < 1 || inflight < 1 || secs <= 0) {
-        fprintf(stderr, "usage: sipload -m tls|ws|wss|tcp [-c conns] [-n inflight] "
+        fprintf(stderr, "usage: sipload -m tls|ws|wss|tcp|udp [-c conns] [-n inflight] "
                         "[-d seconds] [-p path] [-u user] [-r domain] [-S] host port\n");
         return 2;
     }
@@ -519,9 +674,21 @@ int main(int argc, char **argv)
             outstanding += c->inflight;
             if (sending) {
                 while (c->inflight < inflight) {
-                    queue_request(c, pid);
+                    if (mode == M_UDP) {
+                        if (send_invite(c, pid) < 0) {
+                            /* a full socket buffer: try again on the next turn */
+                            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+                                break;
+                            c->dead = 1;
+                            ct.closed++;
+                            break;
+                        }
+                    } else
+                        queue_request(c, pid);
                     ct.sent++;
                 }
+                if (c->dead)
+                    continue;
             }
             if (c->out_len && flush_out(c) < 0) {
                 c->dead = 1;
@@ -556,14 +723,14 @@ int main(int argc, char **argv)
     unsigned long in_window = 0;
     for (int s = 0; s < (int)secs && s < ct.nsec; s++)
         in_window += ct.per_sec[s];
-    printf("sent=%lu ok=%lu bad=%lu lost=%lu closed=%lu elapsed=%.3f rate=%.1f "
+    printf("sent=%lu ok=%lu bad=%lu lost=%lu closed=%lu dup=%lu elapsed=%.3f rate=%.1f "
            "cpu_user=%.3f cpu_sys=%.3f per_second=",
-           ct.sent, ct.ok, ct.bad, lost, ct.closed, elapsed,
+           ct.sent, ct.ok, ct.bad, lost, ct.closed, ct.dup, elapsed,
            (int)secs > 0 ? in_window / (double)(int)secs : ct.ok / window,
            (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6,
            (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6);
     for (int s = 0; s < (int)secs && s < ct.nsec; s++)
         printf("%s%lu", s ? "," : "", ct.per_sec[s]);
     printf("\n");
-    return ct.bad || lost || ct.closed ? 1 : 0;
+    return ct.bad || lost || ct.closed || ct.dup ? 1 : 0;
 }
