@@ -1647,6 +1647,13 @@ void sip_source_release(sip_source_t *src)
     tcp_destroy_if_unused(c);
 }
 
+int sip_source_is_open(const sip_source_t *src)
+{
+    if (!sip_tp_reliable(src->kind))
+        return 1;
+    return src->tcp && !src->tcp->closed && !src->tcp->close_after_flush;
+}
+
 apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,
                                 const char *buf, apr_size_t len)
 {

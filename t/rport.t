@@ -1,0 +1,162 @@
+#!/usr/bin/perl
+# RFC 3581 (received, rport) and RFC 3261 §18.2.2 on every transport, with
+# a UA behind a pretend NAT: its Via sent-by is a made-up private address
+# (10.0.0.1:5060;rport) while it sends from its real loopback port.
+#   - UDP, TCP, TLS, WS: the answer reaches the UA (over UDP at its source
+#     port, not 10.0.0.1:5060; on streams on its connection) and its Via
+#     shows received=127.0.0.1 and rport=<its source port>;
+#   - UDP without rport: received is added and the answer goes to
+#     received at the sent-by port; a sent-by equal to the source gets no
+#     received;
+#   - a request the proxy relays to a registered user: the callee sees the
+#     UA's Via with received/rport, and its answer reaches the UA's source
+#     port;
+#   - the same over TCP when the UA's connection has closed before the
+#     answer: a new connection to received and the sent-by port (§18.2.2);
+#   - a request naming a received of its own has it replaced with the
+#     source address.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
+use SipTest qw(parse_msg rand_token free_port wait_until response_to accept_on);
+use SipRegTest;
+use SipTls;
+use SipWs;
+
+SipTls::have_tls_client() or do { fail('IO::Socket::SSL (libio-socket-ssl-perl) installed'); done_testing; exit 1 };
+
+my $tport = free_port();
+my $pki;
+my $t = SipRegTest->new(
+    start => 0,
+    setup => sub { $pki = SipTls::make_pki($_[0]->dir . '/pki') });
+$t->{server_conf} = SipTls::modules_conf() . SipTls::vhost_conf($pki, $tport, '')
+    . "<Location /sip>\n    SipWebSocket On\n</Location>\n";
+$t->start;
+my $port = $t->sip_port;
+
+sub nat_via {
+    my ($tr, %o) = @_;
+    return "SIP/2.0/$tr " . ($o{sent_by} // '10.0.0.1:5060') . ';branch=z9hG4bK' . rand_token(12)
+        . ($o{rport} // 1 ? ';rport' : '') . ($o{extra} // '');
+}
+sub top_via { my $m = shift; return $m ? ($m->header_elems('via'))[0] // '' : '' }
+sub options { $t->sip_request(method => 'OPTIONS', uri => "sip:nobody\@127.0.0.1:$_[0]", @_[1 .. $#_]) }
+
+# ---- UDP
+{
+    my $u = $t->udp_socket;
+    my $up = $u->sockport;
+    my @r = $t->udp_req(options($port, via => nat_via('UDP')), 3, sock => $u);
+    my $r = $r[-1];
+    is($r && $r->code, 200, 'UDP: the answer reaches the source port, not the sent-by');
+    like(top_via($r), qr/^SIP\/2\.0\/UDP 10\.0\.0\.1:5060;/, 'UDP: the sent-by is kept');
+    like(top_via($r), qr/;received=127\.0\.0\.1(?:;|$)/, 'UDP: received=127.0.0.1');
+    like(top_via($r), qr/;rport=$up(?:;|$)/, "UDP: rport=$up (the source port)");
+
+    # no rport: received at the sent-by port (§18.2.2)
+    my $u2 = $t->udp_socket;
+    my $p2 = $u2->sockport;
+    $t->udp_send(options($port, via => nat_via('UDP', sent_by => "10.0.0.1:$p2", rport => 0)), sock => $u);
+    my $d = $t->udp_recv($u2, 3);
+    my $m = $d && parse_msg($d);
+    is($m && $m->code, 200, 'UDP without rport: the answer goes to received at the sent-by port');
+    like(top_via($m), qr/;received=127\.0\.0\.1(?:;|$)/, 'UDP without rport: received added');
+    unlike(top_via($m), qr/rport/, 'UDP without rport: no rport added');
+    ok(!defined $t->udp_recv($u, 0.3), 'UDP without rport: nothing to the source port');
+
+    # sent-by = the source, no rport: nothing to add (RFC 3261 §18.2.1)
+    @r = $t->udp_req(options($port, via => nat_via('UDP', sent_by => "127.0.0.1:$up", rport => 0)), 3, sock => $u);
+    unlike(top_via($r[-1]), qr/received|rport/, 'UDP: a sent-by equal to the source gets neither');
+
+    # a received of the client's own is replaced
+    @r = $t->udp_req(options($port, via => nat_via('UDP', extra => ';received=192.0.2.9')), 3, sock => $u);
+    like(top_via($r[-1]), qr/;received=127\.0\.0\.1(?:;|$)/, 'UDP: a received sent by the client is replaced');
+    unlike(top_via($r[-1]), qr/192\.0\.2\.9/, 'UDP: ... and not kept');
+}
+
+# ---- TCP and TLS
+for my $tr (qw(TCP TLS)) {
+    my $dport = $tr eq 'TLS' ? $tport : $port;
+    my $c = $tr eq 'TLS' ? SipTls::tls_connect($tport, $pki) : $t->tcp_connect;
+    ok($c, "$tr: connected") or next;
+    my $cp = $c->sockport;
+    $t->send_raw($c, options($dport, transport => $tr, via => nat_via($tr)));
+    my $r = $t->read_response($c, 3);
+    is($r && $r->code, 200, "$tr: the answer comes back on the connection");
+    like(top_via($r), qr/^SIP\/2\.0\/$tr 10\.0\.0\.1:5060;/, "$tr: the sent-by is kept");
+    like(top_via($r), qr/;received=127\.0\.0\.1(?:;|$)/, "$tr: received=127.0.0.1");
+    like(top_via($r), qr/;rport=$cp(?:;|$)/, "$tr: rport=$cp (the connection's source port)");
+    close $c;
+}
+
+# ---- WebSocket
+{
+    my $ws = SipWs->connect(port => $t->http_port, path => '/sip');
+    ok($ws && $ws->status == 101, 'WS: connected');
+    my $cp = $ws->socket->sockport;
+    $ws->send_text(options($port, transport => 'WS', via => nat_via('WS')));
+    my $d = $ws->recv_msg(3);
+    my $r = $d && parse_msg($d);
+    is($r && $r->code, 200, 'WS: the answer comes back on the WebSocket');
+    like(top_via($r), qr/;received=127\.0\.0\.1(?:;|$)/, 'WS: received=127.0.0.1');
+    like(top_via($r), qr/;rport=$cp(?:;|$)/, "WS: rport=$cp (the connection's source port)");
+    $ws->close(1000);
+}
+
+# ---- relayed by the proxy to a registered user
+my $b = $t->udp_socket;
+my $bp = $b->sockport;
+my $reg = $t->register(user => 'bob', contacts => ["<sip:bob\@127.0.0.1:$bp>"], expires => 600);
+is($reg && $reg->code, 200, 'bob registers over UDP');
+
+{
+    my $u = $t->udp_socket;
+    my $up = $u->sockport;
+    $t->udp_send($t->sip_request(method => 'MESSAGE', uri => $t->aor('bob'), via => nat_via('UDP'),
+                                 body => 'hi', content_type => 'text/plain'), sock => $u);
+    my $d = $t->udp_new_request($b, 3, 'MESSAGE');
+    my $m = $d && parse_msg($d);
+    ok($m, 'proxied (UDP): bob gets the MESSAGE');
+    my @v = $m ? $m->header_elems('via') : ();
+    is(scalar @v, 2, 'proxied (UDP): two Vias (ours, the UA\'s)');
+    like($v[1] // '', qr/^SIP\/2\.0\/UDP 10\.0\.0\.1:5060;.*received=127\.0\.0\.1/,
+         'proxied (UDP): the UA\'s Via carries received');
+    like($v[1] // '', qr/;rport=$up(?:;|$)/, 'proxied (UDP): ... and rport');
+    $t->udp_send(response_to($m, 200, 'OK', tag => 'b1'), sock => $b, port => $port) if $m;
+    my $rd = $t->udp_recv($u, 3);
+    my $r = $rd && parse_msg($rd);
+    is($r && $r->code, 200, 'proxied (UDP): bob\'s 200 reaches the UA at received:rport');
+    is($r && scalar($r->header_elems('via')), 1, 'proxied (UDP): with our Via removed');
+}
+
+# ---- over TCP, the UA's connection closed before the answer: §18.2.2
+{
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5,
+                                  Proto => 'tcp', ReuseAddr => 1) or die "listen: $!";
+    my $lp = $l->sockport;
+    my $c = $t->tcp_connect;
+    my $cid = rand_token(12) . '@rport';
+    $t->send_raw($c, $t->sip_request(method => 'MESSAGE', transport => 'TCP', uri => $t->aor('bob'),
+                                     call_id => $cid, via => nat_via('TCP', sent_by => "10.0.0.1:$lp"),
+                                     body => 'hi', content_type => 'text/plain'));
+    my $d = $t->udp_new_request($b, 3, 'MESSAGE');
+    my $m = $d && parse_msg($d);
+    ok($m, 'proxied (TCP): bob gets the MESSAGE');
+    like(($m ? ($m->header_elems('via'))[1] : '') // '', qr/^SIP\/2\.0\/TCP 10\.0\.0\.1:$lp;.*received=127\.0\.0\.1/,
+         'proxied (TCP): the UA\'s Via carries received');
+    close $c;
+    sleep 0.3;      # the server sees the connection go
+    $t->udp_send(response_to($m, 200, 'OK', tag => 'b2'), sock => $b, port => $port) if $m;
+    my $n = accept_on($l, 3);
+    ok($n, "proxied (TCP): a new connection comes to received at the sent-by port ($lp)");
+    my $r = $n && $t->read_response($n, 3);
+    is($r && $r->code, 200, 'proxied (TCP): bob\'s 200 comes on it');
+    is($r && $r->header('call-id'), $cid, 'proxied (TCP): ... for that MESSAGE');
+}
+
+$t->dump_log_on_failure;
+$t->stop;
+done_testing();
