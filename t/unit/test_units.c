@@ -2035,7 +2035,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
+        ck_assert_int_eq(n, 59);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead, 2 STUN */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
