@@ -11,8 +11,9 @@
 #   - a request the proxy relays to a registered user: the callee sees the
 #     UA's Via with received/rport, and its answer reaches the UA's source
 #     port;
-#   - the same over TCP when the UA's connection has closed before the
-#     answer: a new connection to received and the sent-by port (§18.2.2);
+#   - the same over TCP and TLS when the UA's connection has closed before
+#     the answer: a new connection to received and the sent-by port
+#     (§18.2.2; TLS: the server's certificate chain is checked);
 #   - a request naming a received of its own has it replaced with the
 #     source address.
 use strict;
@@ -32,7 +33,10 @@ my $pki;
 my $t = SipRegTest->new(
     start => 0,
     setup => sub { $pki = SipTls::make_pki($_[0]->dir . '/pki') });
-$t->{server_conf} = SipTls::modules_conf() . SipTls::vhost_conf($pki, $tport, '')
+# the server's own TLS connections (§18.2.2 below) trust the test CA
+$t->{server_conf} = SipTls::modules_conf()
+    . SipTls::vhost_conf($pki, $tport, "SSLProxyEngine on\nSSLProxyCACertificateFile $pki->{ca}\n"
+                         . "SSLProxyVerify require")
     . "<Location /sip>\n    SipWebSocket On\n</Location>\n";
 $t->start;
 my $port = $t->sip_port;
@@ -132,29 +136,37 @@ is($reg && $reg->code, 200, 'bob registers over UDP');
     is($r && scalar($r->header_elems('via')), 1, 'proxied (UDP): with our Via removed');
 }
 
-# ---- over TCP, the UA's connection closed before the answer: §18.2.2
-{
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5,
-                                  Proto => 'tcp', ReuseAddr => 1) or die "listen: $!";
+# ---- over TCP and TLS, the UA's connection closed before the answer:
+# §18.2.2, a new connection to received at the sent-by port
+for my $tr (qw(TCP TLS)) {
+    my $l = $tr eq 'TLS'
+        ? IO::Socket::SSL->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1,
+                               SSL_server => 1, SSL_cert_file => $pki->{server},
+                               SSL_key_file => $pki->{server_key})
+        : IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5,
+                                Proto => 'tcp', ReuseAddr => 1);
+    $l or die "listen: $!";
     my $lp = $l->sockport;
-    my $c = $t->tcp_connect;
+    my $c = $tr eq 'TLS' ? SipTls::tls_connect($tport, $pki) : $t->tcp_connect;
     my $cid = rand_token(12) . '@rport';
-    $t->send_raw($c, $t->sip_request(method => 'MESSAGE', transport => 'TCP', uri => $t->aor('bob'),
-                                     call_id => $cid, via => nat_via('TCP', sent_by => "10.0.0.1:$lp"),
+    $t->send_raw($c, $t->sip_request(method => 'MESSAGE', transport => $tr,
+                                     uri => $t->aor('bob'),
+                                     call_id => $cid, via => nat_via($tr, sent_by => "10.0.0.1:$lp"),
                                      body => 'hi', content_type => 'text/plain'));
     my $d = $t->udp_new_request($b, 3, 'MESSAGE');
     my $m = $d && parse_msg($d);
-    ok($m, 'proxied (TCP): bob gets the MESSAGE');
-    like(($m ? ($m->header_elems('via'))[1] : '') // '', qr/^SIP\/2\.0\/TCP 10\.0\.0\.1:$lp;.*received=127\.0\.0\.1/,
-         'proxied (TCP): the UA\'s Via carries received');
+    ok($m, "proxied ($tr): bob gets the MESSAGE");
+    like(($m ? ($m->header_elems('via'))[1] : '') // '',
+         qr/^SIP\/2\.0\/$tr 10\.0\.0\.1:$lp;.*received=127\.0\.0\.1/,
+         "proxied ($tr): the UA's Via carries received");
     close $c;
     sleep 0.3;      # the server sees the connection go
-    $t->udp_send(response_to($m, 200, 'OK', tag => 'b2'), sock => $b, port => $port) if $m;
-    my $n = accept_on($l, 3);
-    ok($n, "proxied (TCP): a new connection comes to received at the sent-by port ($lp)");
+    $t->udp_send(response_to($m, 200, 'OK', tag => "b$tr"), sock => $b, port => $port) if $m;
+    my $n = accept_on($l, 5);
+    ok($n, "proxied ($tr): a new connection comes to received at the sent-by port ($lp)");
     my $r = $n && $t->read_response($n, 3);
-    is($r && $r->code, 200, 'proxied (TCP): bob\'s 200 comes on it');
-    is($r && $r->header('call-id'), $cid, 'proxied (TCP): ... for that MESSAGE');
+    is($r && $r->code, 200, "proxied ($tr): bob's 200 comes on it");
+    is($r && $r->header('call-id'), $cid, "proxied ($tr): ... for that MESSAGE");
 }
 
 $t->dump_log_on_failure;
