@@ -21,6 +21,9 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
+use IO::Socket::IP;
+use IO::Select;
+use Socket qw(AF_INET6);
 use SipTest qw(parse_msg rand_token free_port wait_until response_to accept_on);
 use SipRegTest;
 use SipTls;
@@ -29,6 +32,7 @@ use SipWs;
 SipTls::have_tls_client() or do { fail('IO::Socket::SSL (libio-socket-ssl-perl) installed'); done_testing; exit 1 };
 
 my $tport = free_port();
+my $port6 = free_port();
 my $pki;
 my $t = SipRegTest->new(
     start => 0,
@@ -37,6 +41,8 @@ my $t = SipRegTest->new(
 $t->{server_conf} = SipTls::modules_conf()
     . SipTls::vhost_conf($pki, $tport, "SSLProxyEngine on\nSSLProxyCACertificateFile $pki->{ca}\n"
                          . "SSLProxyVerify require")
+    . "Listen [::1]:$port6\n<VirtualHost [::1]:$port6>\n    ServerName localhost6\n    ProtocolSip On\n"
+    . "</VirtualHost>\n"
     . "<Location /sip>\n    SipWebSocket On\n</Location>\n";
 $t->start;
 my $port = $t->sip_port;
@@ -79,6 +85,20 @@ sub options { $t->sip_request(method => 'OPTIONS', uri => "sip:nobody\@127.0.0.1
     @r = $t->udp_req(options($port, via => nat_via('UDP', extra => ';received=192.0.2.9')), 3, sock => $u);
     like(top_via($r[-1]), qr/;received=127\.0\.0\.1(?:;|$)/, 'UDP: a received sent by the client is replaced');
     unlike(top_via($r[-1]), qr/192\.0\.2\.9/, 'UDP: ... and not kept');
+}
+
+# ---- UDP over IPv6: received is the bare address (RFC 3261 §20.42)
+SKIP: {
+    my $u6 = IO::Socket::IP->new(LocalHost => '::1', Proto => 'udp', Family => AF_INET6);
+    skip 'no IPv6 loopback', 3 unless $u6;
+    my $dst = IO::Socket::IP->new(PeerHost => '::1', PeerPort => $port6, Proto => 'udp')->peername;
+    send($u6, options($port6, via => nat_via('UDP')) =~ s/127\.0\.0\.1:$port6/[::1]:$port6/r, 0, $dst);
+    my $d;
+    recv($u6, $d, 65536, 0) if IO::Select->new($u6)->can_read(3);
+    my $r = $d && parse_msg($d);
+    is($r && $r->code, 200, 'UDP over IPv6: the answer reaches the source port');
+    like(top_via($r), qr/;received=::1(?:;|$)/, 'UDP over IPv6: received=::1');
+    like(top_via($r), qr/;rport=${\ $u6->sockport}(?:;|$)/, 'UDP over IPv6: rport is the source port');
 }
 
 # ---- TCP and TLS
