@@ -8,7 +8,8 @@
 #   - WebSocket (RFC 7118 defines none of its own; SIP.js sends the CRLF ping
 #     as a text message): a "\r\n\r\n" message gets a "\r\n" message, a
 #     WebSocket ping a pong with its data (RFC 6455 §5.5.2), and both keep
-#     the connection past the idle timeout;
+#     the connection past the idle timeout; the same answers on wss://
+#     relayed by mod_ssl (the engine's WSS);
 #   - UDP: a stray CRLF or double CRLF gets no answer and is no bad message.
 use strict;
 use warnings;
@@ -24,6 +25,7 @@ SipTls::have_tls_client() or do { fail('IO::Socket::SSL (libio-socket-ssl-perl) 
 
 my $IDLE = 2;
 my $tport = free_port();
+my $wport = free_port();     # HTTPS, wss:// relayed by mod_ssl
 my $pki;
 my $t = SipTest->new(
     start => 0,
@@ -31,7 +33,10 @@ my $t = SipTest->new(
     setup => sub { $pki = SipTls::make_pki($_[0]->dir . '/pki') });
 $t->{server_conf} = SipTls::modules_conf() . SipTls::status_conf()
     . SipTls::vhost_conf($pki, $tport, "    SipTcpIdleTimeout $IDLE")
-    . "SipTcpIdleTimeout $IDLE\n<Location /sip>\n    SipWebSocket On\n</Location>\n";
+    . "SipTcpIdleTimeout $IDLE\n<Location /sip>\n    SipWebSocket On\n</Location>\n"
+    . "Listen 127.0.0.1:$wport\n<VirtualHost 127.0.0.1:$wport>\n    ServerName 127.0.0.1\n"
+    . "    SSLEngine on\n    SSLCertificateFile $pki->{server}\n"
+    . "    SSLCertificateKeyFile $pki->{server_key}\n</VirtualHost>\n";
 $t->start;
 my $port = $t->sip_port;
 
@@ -93,6 +98,23 @@ for my $tr (qw(TCP TLS)) {
     $m = $t->read_response($c, 3);
     is($m && $m->code, 200, "$tr: the pinging connection is still open and served");
     close $c;
+}
+
+# ---- secure WebSocket relayed by mod_ssl (the engine sees kind WSS)
+{
+    my $ws = SipWs->connect(port => $wport, path => '/sip', tls => 1);
+    ok($ws && $ws->status == 101, 'WSS: connected') or BAIL_OUT('no secure WebSocket');
+    $ws->send_text("\r\n\r\n");
+    my ($op, $p) = $ws->recv_frame(2);
+    is($op, SipWs::TEXT, 'WSS: a "\r\n\r\n" text message is answered with a text message');
+    is($p, "\r\n", 'WSS: ... "\r\n"');
+    $ws->ping('ka');
+    ($op, $p) = $ws->recv_frame(2);
+    is($op, SipWs::PONG, 'WSS: a WebSocket ping gets a pong');
+    is($p, 'ka', 'WSS: ... with its data');
+    $ws->send_text($t->sip_request(method => 'OPTIONS', transport => 'WSS', via_port => 0,
+                                   uri => "sip:nobody\@127.0.0.1:$port"));
+    like($ws->recv_msg(3) // '', qr{^SIP/2\.0 200 }, 'WSS: and a request after them is answered');
 }
 
 # ---- WebSocket
