@@ -2035,7 +2035,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 59);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead, 2 STUN */
+        ck_assert_int_eq(n, 59);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -9409,6 +9409,50 @@ START_TEST(stun_demultiplex_and_drop)
 }
 END_TEST
 
+/* Where the answers to a request go (RFC 3261 §18.2.2, RFC 3581 §4):
+ * UDP at received:rport; TCP and TLS, should the connection close, at
+ * received and the sent-by port (or 5060/5061), never rport; WebSocket at
+ * the peer only. */
+START_TEST(rport_response_dest)
+{
+    static const struct {
+        sip_tp_kind_t kind;
+        const char *via;
+        const char *ip;
+        int port;
+    } cases[] = {
+        {SIP_TP_UDP, "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKa", "127.0.0.1", 40000},
+        {SIP_TP_UDP, "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa", "127.0.0.1", 5070},
+        {SIP_TP_UDP, "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa", "127.0.0.1", 5060},
+        {SIP_TP_TCP, "SIP/2.0/TCP 10.0.0.1:5070;rport;branch=z9hG4bKa", "127.0.0.1", 5070},
+        {SIP_TP_TCP, "SIP/2.0/TCP 10.0.0.1;rport;branch=z9hG4bKa", "127.0.0.1", 5060},
+        {SIP_TP_TLS, "SIP/2.0/TLS 10.0.0.1;rport;branch=z9hG4bKa", "127.0.0.1", 5061},
+        {SIP_TP_TLS, "SIP/2.0/TLS 10.0.0.1:5071;branch=z9hG4bKa", "127.0.0.1", 5071},
+        {SIP_TP_WS, "SIP/2.0/WS x.invalid;rport;branch=z9hG4bKa", "127.0.0.1", 40000},
+        {SIP_TP_WSS, "SIP/2.0/WSS x.invalid:5080;branch=z9hG4bKa", "127.0.0.1", 40000},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in = apr_psprintf(pool, "OPTIONS sip:bob@a.example SIP/2.0\r\nVia: %s\r\n"
+                                      "Max-Forwards: 10\r\nFrom: <sip:a@x>;tag=1\r\n"
+                                      "To: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+                                      "Content-Length: 0\r\n\r\n", cases[i].via);
+        sip_msg_t *m = parse_ok(in);
+        sip_source_t src;
+        sip_sockaddr_t dest;
+
+        memset(&src, 0, sizeof(src));
+        src.kind = cases[i].kind;
+        ck_assert_int_eq(sip_sockaddr_set(&src.peer, "127.0.0.1", 40000), APR_SUCCESS);
+        sip_msg_stamp_via(m, &src, &dest);
+        ck_assert_msg(strcmp(sip_sockaddr_ip(pool, &dest), cases[i].ip) == 0
+                      && sip_sockaddr_port(&dest) == cases[i].port, "%s: %s:%d", cases[i].via,
+                      sip_sockaddr_ip(pool, &dest), sip_sockaddr_port(&dest));
+    }
+}
+END_TEST
+
 static Suite *stun_suite(void)
 {
     Suite *s = suite_create("stun");
@@ -9417,6 +9461,10 @@ static Suite *stun_suite(void)
     tcase_add_test(tc, stun_rfc5769_vectors);
     tcase_add_test(tc, stun_answer_xor_mapped);
     tcase_add_test(tc, stun_demultiplex_and_drop);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("rport");
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, rport_response_dest);
     suite_add_tcase(s, tc);
     return s;
 }
