@@ -179,8 +179,11 @@ for my $tr (qw(TCP TLS)) {
     like(($m ? ($m->header_elems('via'))[1] : '') // '',
          qr/^SIP\/2\.0\/$tr 10\.0\.0\.1:$lp;.*received=127\.0\.0\.1/,
          "proxied ($tr): the UA's Via carries received");
+    my $cp = $c->sockport;
+    my $mark = $t->log_mark;
     close $c;
-    sleep 0.3;      # the server sees the connection go
+    ok($t->wait_log($mark, qr/closing $tr connection from 127\.0\.0\.1:$cp /, 5),
+       "proxied ($tr): the server saw the UA's connection close");
     $t->udp_send(response_to($m, 200, 'OK', tag => "b$tr"), sock => $b, port => $port) if $m;
     my $n = accept_on($l, 5);
     ok($n, "proxied ($tr): a new connection comes to received at the sent-by port ($lp)");
