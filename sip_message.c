@@ -656,11 +656,16 @@ void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *
     req->via0 = stamp_via_text(req, rport ? sip_sockaddr_port(&src->peer) : 0,
                                received || rport || !via->host || strcmp(via->host, ip) != 0
                                ? ip : NULL);
-    if (src->kind != SIP_TP_UDP)
-        return;
-    /* §18.2.2: to received (or sent-by), at rport or the sent-by port. */
-    if (rport)
+    if (src->kind == SIP_TP_WS || src->kind == SIP_TP_WSS)
+        return;     /* RFC 7118 §5: only ever on the browser's own connection */
+    /* §18.2.2: to received (or sent-by), at rport or the sent-by port.  On
+     * TCP and TLS this is where a new connection goes when the request's
+     * has closed: the sent-by port, or the transport's default; rport is
+     * for unreliable transports only (RFC 3581 §4). */
+    if (src->kind == SIP_TP_UDP && rport)
         return;     /* the source address and port, exactly */
+    if (src->kind == SIP_TP_TLS)
+        port = 5061;
     if (via->port)
         port = atoi(via->port);
     if (port <= 0 || port > 65535)

@@ -39,7 +39,10 @@ const char *sip_msg_raw_error_response(apr_pool_t *p, const sip_msg_t *req, int 
                                        apr_size_t *len);
 
 /* RFC 3261 §18.2.1 / RFC 3581: note received/rport in the top Via and work
- * out where UDP responses go (§18.2.2). */
+ * out where responses go (§18.2.2): over UDP, received and rport (or the
+ * sent-by port); over TCP or TLS, where a new connection goes should the
+ * request's have closed (received and the sent-by port, or 5060/5061);
+ * over WebSocket, the peer (no other connection can be opened). */
 void sip_msg_stamp_via(sip_msg_t *req, const sip_source_t *src, sip_sockaddr_t *resp_dest);
 
 /* Accessors (strings live in the message's pool). */

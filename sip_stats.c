@@ -191,6 +191,10 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {"SipTlsHandshakeFailures", "TLS handshakes that failed", st->tls_handshake_failures},
         {"SipBadMessages", "Unparsable messages (answered 4xx or dropped)", st->bad_msgs},
         {"SipSendErrors", "Messages that could not be sent", st->send_errors},
+        {"SipStunBindings", "STUN Binding requests answered on the UDP ports (RFC 5626 "
+         "keep-alives)", st->stun_bindings},
+        {"SipStunDropped", "Other STUN-looking datagrams on the UDP ports, dropped",
+         st->stun_dropped},
     };
     apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
     int html = !(flags & SIP_STATS_AUTO), table = !(flags & SIP_STATS_NOTABLE);

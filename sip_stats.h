@@ -102,6 +102,9 @@ typedef struct sip_stats {
     apr_uint64_t tls_handshake_failures;
     /* FastCGI pools (issue 18): the first SIP_STATS_FCGI of the configuration */
     sip_stats_fcgi_t fcgi[SIP_STATS_FCGI];
+    /* STUN on the UDP SIP ports (RFC 5626 §8, sip_stun.c) */
+    apr_uint64_t stun_bindings; /* Binding requests answered */
+    apr_uint64_t stun_dropped;  /* other STUN-looking datagrams, dropped */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

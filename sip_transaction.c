@@ -295,13 +295,39 @@ static void txn_terminate(sip_txn_t *t)
     txn_destroy_if_done(t);
 }
 
+/* A response of server transaction 't'.  RFC 3261 §18.2.2: over a stream,
+ * on the request's connection; when that has closed, over TCP or TLS on a
+ * connection to the received address and the sent-by port (t->dest, from
+ * sip_msg_stamp_via), which then carries the transaction's later ones. */
+static apr_status_t txn_send(sip_txn_t *t, const char *buf, apr_size_t len)
+{
+    sip_source_t used;
+    apr_status_t rv;
+
+    if (sip_source_is_open(&t->src) || (t->src.kind != SIP_TP_TCP && t->src.kind != SIP_TP_TLS))
+        return sip_transport_send(&t->src, &t->dest, buf, len);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->src.vhost ? t->src.vhost : ap_server_conf,
+                 "sip: %s connection of the request closed: response to %s:%d on a new one",
+                 sip_tp_via_name(t->src.kind), sip_sockaddr_ip(t->pool, &t->dest),
+                 sip_sockaddr_port(&t->dest));
+    memset(&used, 0, sizeof(used));
+    rv = sip_transport_send_to(t->src.kind, t->src.vhost, &t->dest, buf, len, &used);
+    if (rv == APR_SUCCESS) {
+        sip_source_release(&t->src);
+        t->src = used;
+    }
+    else
+        sip_source_release(&used);
+    return rv;
+}
+
 static void send_last(sip_txn_t *t)
 {
     apr_status_t rv;
 
     if (!t->last)
         return;
-    rv = sip_transport_send(&t->src, &t->dest, t->last, t->last_len);
+    rv = txn_send(t, t->last, t->last_len);
     if (rv != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, ap_server_conf,
                      "sip: cannot send %d response for %s %s", t->last_status,
@@ -421,7 +447,7 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
 
     if (t->proxied && t->state == ST_ACCEPTED && status >= 200 && status < 300) {
         /* RFC 6026 §7.1: every 2xx of a forked INVITE goes upstream */
-        sip_transport_send(&t->src, &t->dest, buf, len);
+        txn_send(t, buf, len);
         return APR_SUCCESS;
     }
     if (t->state != ST_TRYING && t->state != ST_PROCEEDING)

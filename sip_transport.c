@@ -3,6 +3,7 @@
 #include "sip_tls.h"
 #include "sip_ws.h"
 #include "sip_stats.h"
+#include "sip_stun.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -108,6 +109,7 @@ static apr_size_t max_conns, max_per_ip;
 static sip_log_rate_t rl_refused = SIP_LOG_RATE_INIT("refused TCP connections");
 static sip_log_rate_t rl_evicted = SIP_LOG_RATE_INIT("idle TCP connections closed for room");
 static sip_log_rate_t rl_timeout = SIP_LOG_RATE_INIT("TCP message timeouts");
+static sip_log_rate_t rl_stun = SIP_LOG_RATE_INIT("dropped STUN messages");
 
 #define TCP_LINGER apr_time_from_sec(2)     /* to drain input after an error answer */
 
@@ -247,6 +249,35 @@ apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p
     return rv;
 }
 
+/* RFC 5626 §8: a limited STUN server on every UDP port SIP is served on,
+ * for the Binding requests clients send as keep-alives (§4.4.2). */
+static void udp_stun(sip_udp_t *u, const unsigned char *buf, apr_size_t len,
+                     const sip_source_t *src)
+{
+    unsigned char out[SIP_STUN_MAX_ANSWER];
+    sip_stun_req_t req;
+    apr_size_t n = 0;
+
+    if (sip_stun_parse(buf, len, &req) == SIP_STUN_ANSWER
+        && (n = sip_stun_answer(&req, (const struct sockaddr *)&src->peer.ss, out, sizeof(out)))) {
+        if (sendto(u->fd, out, n, 0, (const struct sockaddr *)&src->peer.ss, src->peer.len) < 0)
+            sip_stats->send_errors++;
+        else
+            sip_stats->stun_bindings++;
+        return;
+    }
+    sip_stats->stun_dropped++;
+    {
+        char ip[INET6_ADDRSTRLEN];
+
+        format_ip(&src->peer, ip, sizeof(ip));
+        sip_log_limited(&rl_stun, ip, 0, APLOG_DEBUG, u->vhost,
+                        "sip: dropped %s from %s:%d (%" APR_SIZE_T_FMT " bytes)",
+                        req.why ? req.why : "STUN request with no usable address", ip,
+                        sip_sockaddr_port(&src->peer), len);
+    }
+}
+
 static void udp_readable(void *baton, apr_int16_t ev)
 {
     static char buf[65536];
@@ -275,6 +306,11 @@ static void udp_readable(void *baton, apr_int16_t ev)
         src.udp = u;
         src.local = u->local;
         src.vhost = u->vhost;
+        if ((unsigned char)buf[0] <= 0x01) {
+            /* RFC 5626 §4.4.2: STUN (its first octet is 0 or 1), never SIP */
+            udp_stun(u, (const unsigned char *)buf, (apr_size_t)n, &src);
+            continue;
+        }
         buf[n] = '\0';
         tp_deliver(buf, (apr_size_t)n, 0, &src);
     }
@@ -1609,6 +1645,13 @@ void sip_source_release(sip_source_t *src)
         list_append(&idle_conns, c);    /* idle from now on */
     c->refs--;
     tcp_destroy_if_unused(c);
+}
+
+int sip_source_is_open(const sip_source_t *src)
+{
+    if (!sip_tp_reliable(src->kind))
+        return 1;
+    return src->tcp && !src->tcp->closed && !src->tcp->close_after_flush;
 }
 
 apr_status_t sip_transport_send(const sip_source_t *src, const sip_sockaddr_t *dest,

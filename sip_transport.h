@@ -137,6 +137,10 @@ int sip_transport_is_local(const char *ip, int port);
 typedef void (*sip_tp_closed_cb)(sip_tcp_conn_t *c);
 void sip_transport_on_close(sip_tp_closed_cb cb);
 
+/* Can 'src' still be answered on: UDP always, a stream while its
+ * connection is open and not closing. */
+int sip_source_is_open(const sip_source_t *src);
+
 /* Keep/let go of the connection in a copied source. */
 void sip_source_hold(sip_source_t *src);
 void sip_source_release(sip_source_t *src);

@@ -39,6 +39,7 @@
 #include "../sip_fcgi.c"
 #include "../sip_fcgi_pool.c"
 #include "../sip_dns.c"
+#include "../sip_stun.c"
 
 static apr_pool_t *fuzz_pool;
 

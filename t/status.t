@@ -29,7 +29,7 @@ my @TOTALS = qw(
     SipScriptsTotal SipScriptsFailed SipScriptTimeouts SipScriptCrashes SipScriptBadOutput
     SipScriptStartFailures SipScriptsRefused SipRegistersAccepted
     SipUdpMessagesIn SipUdpMessagesOut SipTcpMessagesIn SipTcpMessagesOut
-    SipTcpConnectionsTotal SipBadMessages SipSendErrors
+    SipTcpConnectionsTotal SipBadMessages SipSendErrors SipStunBindings SipStunDropped
 );
 my @GAUGES = qw(SipEnginePid SipEngineUptime SipTransactionsNow SipClientTransactionsNow
                 SipScriptsRunning SipRegistrationsNow SipTcpConnectionsNow);

@@ -44,6 +44,7 @@
 #include "../../sip_fcgi.c"
 #include "../../sip_fcgi_pool.c"
 #include "../../sip_dns.c"
+#include "../../sip_stun.c"
 
 #include "httpd_stubs.h"
 
@@ -2034,7 +2035,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
+        ck_assert_int_eq(n, 59);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -9279,6 +9280,251 @@ static Suite *stateless_suite(void)
     return s;
 }
 
+/* ---- STUN (sip_stun.c): RFC 5769 test vectors, RFC 5389 rules ---- */
+
+/* RFC 5769 §2.1: sample request (SOFTWARE, PRIORITY, ICE-CONTROLLED,
+ * USERNAME, MESSAGE-INTEGRITY, FINGERPRINT) */
+static const unsigned char stun_rfc5769_req[] = {
+    0x00, 0x01, 0x00, 0x58, 0x21, 0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01,
+    0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae, 0x80, 0x22, 0x00, 0x10,
+    0x53, 0x54, 0x55, 0x4e, 0x20, 0x74, 0x65, 0x73, 0x74, 0x20, 0x63, 0x6c,
+    0x69, 0x65, 0x6e, 0x74, 0x00, 0x24, 0x00, 0x04, 0x6e, 0x00, 0x01, 0xff,
+    0x80, 0x29, 0x00, 0x08, 0x93, 0x2f, 0xf9, 0xb1, 0x51, 0x26, 0x3b, 0x36,
+    0x00, 0x06, 0x00, 0x09, 0x65, 0x76, 0x74, 0x6a, 0x3a, 0x68, 0x36, 0x76,
+    0x59, 0x20, 0x20, 0x20, 0x00, 0x08, 0x00, 0x14, 0x9a, 0xea, 0xa7, 0x0c,
+    0xbf, 0xd8, 0xcb, 0x56, 0x78, 0x1e, 0xf2, 0xb5, 0xb2, 0xd3, 0xf2, 0x49,
+    0xc1, 0xb5, 0x71, 0xa2, 0x80, 0x28, 0x00, 0x04, 0xe5, 0x7a, 0x3b, 0xcf,
+};
+/* RFC 5769 §2.2 and §2.3: the XOR-MAPPED-ADDRESS attributes of the sample
+ * responses (192.0.2.1:32853 and 2001:db8:1234:5678:11:2233:4455:6677 port
+ * 32853), and the FINGERPRINTs of the whole responses */
+static const unsigned char stun_xma4[] = {
+    0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43,
+};
+static const unsigned char stun_xma6[] = {
+    0x00, 0x20, 0x00, 0x14, 0x00, 0x02, 0xa1, 0x47, 0x01, 0x13, 0xa9, 0xfa,
+    0xa5, 0xd3, 0xf1, 0x79, 0xbc, 0x25, 0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9,
+};
+static const unsigned char stun_rfc5769_resp4[] = {
+    0x01, 0x01, 0x00, 0x3c, 0x21, 0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01,
+    0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae, 0x80, 0x22, 0x00, 0x0b,
+    0x74, 0x65, 0x73, 0x74, 0x20, 0x76, 0x65, 0x63, 0x74, 0x6f, 0x72, 0x20,
+    0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43,
+    0x00, 0x08, 0x00, 0x14, 0x2b, 0x91, 0xf5, 0x99, 0xfd, 0x9e, 0x90, 0xc3,
+    0x8c, 0x74, 0x89, 0xf9, 0x2a, 0xf9, 0xba, 0x53, 0xf0, 0x6b, 0xe7, 0xd7,
+    0x80, 0x28, 0x00, 0x04, 0xc0, 0x7d, 0x4c, 0x96,
+};
+
+static apr_uint32_t stun_be32(const unsigned char *p)
+{
+    return (apr_uint32_t)p[0] << 24 | (apr_uint32_t)p[1] << 16 | (apr_uint32_t)p[2] << 8 | p[3];
+}
+
+START_TEST(stun_rfc5769_vectors)
+{
+    sip_stun_req_t req;
+    unsigned char buf[sizeof(stun_rfc5769_req)];
+
+    /* the FINGERPRINT of each vector, over the bytes before it */
+    ck_assert_uint_eq(sip_stun_fingerprint(stun_rfc5769_req, sizeof(stun_rfc5769_req) - 8),
+                      0xe57a3bcfu);
+    ck_assert_uint_eq(sip_stun_fingerprint(stun_rfc5769_resp4, sizeof(stun_rfc5769_resp4) - 8),
+                      0xc07d4c96u);
+    /* an ICE connectivity check is a Binding request: answered, its known
+     * comprehension-required attributes (PRIORITY, USERNAME, MESSAGE-
+     * INTEGRITY) ignored, no credentials checked (RFC 5626 §8) */
+    ck_assert_int_eq(sip_stun_parse(stun_rfc5769_req, sizeof(stun_rfc5769_req), &req),
+                     SIP_STUN_ANSWER);
+    ck_assert_int_eq(req.fingerprint, 1);
+    ck_assert_int_eq(req.n_unknown, 0);
+    ck_assert(memcmp(req.txid, stun_rfc5769_req + 8, 12) == 0);
+    /* one bit changed anywhere: the FINGERPRINT no longer matches */
+    memcpy(buf, stun_rfc5769_req, sizeof(buf));
+    buf[30] ^= 0x01;
+    ck_assert_int_eq(sip_stun_parse(buf, sizeof(buf), &req), SIP_STUN_DROP);
+    ck_assert_str_eq(req.why, "bad STUN FINGERPRINT");
+    /* a response is never answered */
+    ck_assert_int_eq(sip_stun_parse(stun_rfc5769_resp4, sizeof(stun_rfc5769_resp4), &req),
+                     SIP_STUN_DROP);
+    ck_assert_str_eq(req.why, "STUN response");
+}
+END_TEST
+
+START_TEST(stun_answer_xor_mapped)
+{
+    sip_stun_req_t req;
+    sip_sockaddr_t a;
+    unsigned char out[SIP_STUN_MAX_ANSWER], small[8];
+    apr_size_t n;
+
+    memset(&req, 0, sizeof(req));
+    memcpy(req.txid, stun_rfc5769_req + 8, 12);
+    /* IPv4, no FINGERPRINT asked: header + XOR-MAPPED-ADDRESS only */
+    ck_assert_int_eq(sip_sockaddr_set(&a, "192.0.2.1", 32853), APR_SUCCESS);
+    n = sip_stun_answer(&req, (struct sockaddr *)&a.ss, out, sizeof(out));
+    ck_assert_uint_eq(n, 20 + sizeof(stun_xma4));
+    ck_assert(out[0] == 0x01 && out[1] == 0x01 && out[2] == 0 && out[3] == 12);
+    ck_assert_uint_eq(stun_be32(out + 4), SIP_STUN_MAGIC);
+    ck_assert(memcmp(out + 8, req.txid, 12) == 0);
+    ck_assert(memcmp(out + 20, stun_xma4, sizeof(stun_xma4)) == 0);
+    /* what the server answers parses back as a (dropped) response */
+    ck_assert_int_eq(sip_stun_parse(out, n, &req), SIP_STUN_DROP);
+    /* IPv6, with FINGERPRINT: it is last, and right */
+    memset(&req, 0, sizeof(req));
+    memcpy(req.txid, stun_rfc5769_req + 8, 12);
+    req.fingerprint = 1;
+    ck_assert_int_eq(sip_sockaddr_set(&a, "2001:db8:1234:5678:11:2233:4455:6677", 32853),
+                     APR_SUCCESS);
+    n = sip_stun_answer(&req, (struct sockaddr *)&a.ss, out, sizeof(out));
+    ck_assert_uint_eq(n, 20 + sizeof(stun_xma6) + 8);
+    ck_assert_uint_eq(out[3], sizeof(stun_xma6) + 8);
+    ck_assert(memcmp(out + 20, stun_xma6, sizeof(stun_xma6)) == 0);
+    ck_assert(out[n - 8] == 0x80 && out[n - 7] == 0x28 && out[n - 5] == 4);
+    ck_assert_uint_eq(stun_be32(out + n - 4), sip_stun_fingerprint(out, n - 8));
+    ck_assert_int_eq(sip_stun_parse(out, n, &req), SIP_STUN_DROP);
+    ck_assert_str_eq(req.why, "STUN response");     /* so the FINGERPRINT was accepted */
+    /* an IPv4 client of a dual-stack socket is mapped as IPv4 */
+    memset(&req, 0, sizeof(req));
+    memcpy(req.txid, stun_rfc5769_req + 8, 12);
+    ck_assert_int_eq(sip_sockaddr_set(&a, "::ffff:192.0.2.1", 32853), APR_SUCCESS);
+    n = sip_stun_answer(&req, (struct sockaddr *)&a.ss, out, sizeof(out));
+    ck_assert_uint_eq(n, 20 + sizeof(stun_xma4));
+    ck_assert(memcmp(out + 20, stun_xma4, sizeof(stun_xma4)) == 0);
+    /* no room: nothing */
+    ck_assert_uint_eq(sip_stun_answer(&req, (struct sockaddr *)&a.ss, small, sizeof(small)), 0);
+}
+END_TEST
+
+START_TEST(stun_demultiplex_and_drop)
+{
+    static const char sip[] = "OPTIONS sip:x SIP/2.0\r\n";
+    unsigned char m[40], out[SIP_STUN_MAX_ANSWER];
+    sip_stun_req_t req;
+    sip_sockaddr_t a;
+    apr_size_t n;
+
+    /* SIP text, and CRLF keep-alives, are not STUN */
+    ck_assert_int_eq(sip_stun_parse((const unsigned char *)sip, strlen(sip), &req),
+                     SIP_STUN_NONE);
+    ck_assert_int_eq(sip_stun_parse((const unsigned char *)"\r\n\r\n", 4, &req), SIP_STUN_NONE);
+    ck_assert_int_eq(sip_stun_parse(m, 0, &req), SIP_STUN_NONE);
+    /* a bare Binding request (RFC 5626 §8 needs no attribute) */
+    memset(m, 0, sizeof(m));
+    m[1] = 0x01;
+    m[4] = 0x21; m[5] = 0x12; m[6] = 0xa4; m[7] = 0x42;
+    memset(m + 8, 0x5a, 12);
+    ck_assert_int_eq(sip_stun_parse(m, 20, &req), SIP_STUN_ANSWER);
+    ck_assert_int_eq(req.fingerprint, 0);
+    /* too short, a wrong cookie (RFC 3489), a length that is not the
+     * datagram's or not a multiple of 4 */
+    ck_assert_int_eq(sip_stun_parse(m, 19, &req), SIP_STUN_DROP);
+    m[7] = 0x43;
+    ck_assert_int_eq(sip_stun_parse(m, 20, &req), SIP_STUN_DROP);
+    m[7] = 0x42;
+    m[3] = 4;
+    ck_assert_int_eq(sip_stun_parse(m, 20, &req), SIP_STUN_DROP);
+    m[3] = 2;
+    ck_assert_int_eq(sip_stun_parse(m, 22, &req), SIP_STUN_DROP);
+    /* an attribute running past the end */
+    m[3] = 4;
+    m[20] = 0x80; m[21] = 0x22; m[22] = 0; m[23] = 8;
+    ck_assert_int_eq(sip_stun_parse(m, 24, &req), SIP_STUN_DROP);
+    ck_assert_str_eq(req.why, "malformed STUN attribute");
+    /* a Binding indication (a keep-alive that wants no answer), another
+     * method */
+    m[3] = 0;
+    m[1] = 0x11;
+    ck_assert_int_eq(sip_stun_parse(m, 20, &req), SIP_STUN_DROP);
+    ck_assert_str_eq(req.why, "STUN indication");
+    m[1] = 0x03;    /* Allocate (TURN) */
+    ck_assert_int_eq(sip_stun_parse(m, 20, &req), SIP_STUN_DROP);
+    ck_assert_str_eq(req.why, "STUN request of another method");
+    /* FINGERPRINT not last */
+    m[1] = 0x01;
+    m[3] = 16;
+    m[20] = 0x80; m[21] = 0x28; m[22] = 0; m[23] = 4;
+    m[28] = 0x80; m[29] = 0x22; m[30] = 0; m[31] = 4;
+    ck_assert_int_eq(sip_stun_parse(m, 36, &req), SIP_STUN_DROP);
+    /* CHANGE-REQUEST (RFC 3489, comprehension-required, unknown here):
+     * 420 naming it (RFC 5389 §7.3.1) */
+    m[3] = 8;
+    m[20] = 0x00; m[21] = 0x03; m[22] = 0; m[23] = 4;
+    memset(m + 24, 0, 4);
+    ck_assert_int_eq(sip_stun_parse(m, 28, &req), SIP_STUN_ANSWER);
+    ck_assert_int_eq(req.n_unknown, 1);
+    ck_assert_int_eq(req.unknown[0], 0x0003);
+    sip_sockaddr_set(&a, "127.0.0.1", 5060);
+    n = sip_stun_answer(&req, (struct sockaddr *)&a.ss, out, sizeof(out));
+    ck_assert(out[0] == 0x01 && out[1] == 0x11);
+    ck_assert_uint_eq(n, 20 + 4 + 24 + 4 + 4);     /* the 17-byte reason padded to 20 */
+    ck_assert(out[20] == 0x00 && out[21] == 0x09 && out[26] == 4 && out[27] == 20);
+    ck_assert(memcmp(out + 28, "Unknown Attribute", 17) == 0);
+    ck_assert(out[45] == 0);        /* padding */
+    ck_assert(out[48] == 0x00 && out[49] == 0x0a && out[51] == 2 && out[52] == 0 && out[53] == 3);
+    ck_assert_uint_eq(out[3], n - 20);
+}
+END_TEST
+
+/* Where the answers to a request go (RFC 3261 §18.2.2, RFC 3581 §4):
+ * UDP at received:rport; TCP and TLS, should the connection close, at
+ * received and the sent-by port (or 5060/5061), never rport; WebSocket at
+ * the peer only. */
+START_TEST(rport_response_dest)
+{
+    static const struct {
+        sip_tp_kind_t kind;
+        const char *via;
+        const char *ip;
+        int port;
+    } cases[] = {
+        {SIP_TP_UDP, "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKa", "127.0.0.1", 40000},
+        {SIP_TP_UDP, "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa", "127.0.0.1", 5070},
+        {SIP_TP_UDP, "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa", "127.0.0.1", 5060},
+        {SIP_TP_TCP, "SIP/2.0/TCP 10.0.0.1:5070;rport;branch=z9hG4bKa", "127.0.0.1", 5070},
+        {SIP_TP_TCP, "SIP/2.0/TCP 10.0.0.1;rport;branch=z9hG4bKa", "127.0.0.1", 5060},
+        {SIP_TP_TLS, "SIP/2.0/TLS 10.0.0.1;rport;branch=z9hG4bKa", "127.0.0.1", 5061},
+        {SIP_TP_TLS, "SIP/2.0/TLS 10.0.0.1:5071;branch=z9hG4bKa", "127.0.0.1", 5071},
+        {SIP_TP_WS, "SIP/2.0/WS x.invalid;rport;branch=z9hG4bKa", "127.0.0.1", 40000},
+        {SIP_TP_WSS, "SIP/2.0/WSS x.invalid:5080;branch=z9hG4bKa", "127.0.0.1", 40000},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in = apr_psprintf(pool, "OPTIONS sip:bob@a.example SIP/2.0\r\nVia: %s\r\n"
+                                      "Max-Forwards: 10\r\nFrom: <sip:a@x>;tag=1\r\n"
+                                      "To: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+                                      "Content-Length: 0\r\n\r\n", cases[i].via);
+        sip_msg_t *m = parse_ok(in);
+        sip_source_t src;
+        sip_sockaddr_t dest;
+
+        memset(&src, 0, sizeof(src));
+        src.kind = cases[i].kind;
+        ck_assert_int_eq(sip_sockaddr_set(&src.peer, "127.0.0.1", 40000), APR_SUCCESS);
+        sip_msg_stamp_via(m, &src, &dest);
+        ck_assert_msg(strcmp(sip_sockaddr_ip(pool, &dest), cases[i].ip) == 0
+                      && sip_sockaddr_port(&dest) == cases[i].port, "%s: %s:%d", cases[i].via,
+                      sip_sockaddr_ip(pool, &dest), sip_sockaddr_port(&dest));
+    }
+}
+END_TEST
+
+static Suite *stun_suite(void)
+{
+    Suite *s = suite_create("stun");
+    TCase *tc = tcase_create("binding");
+
+    tcase_add_test(tc, stun_rfc5769_vectors);
+    tcase_add_test(tc, stun_answer_xor_mapped);
+    tcase_add_test(tc, stun_demultiplex_and_drop);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("rport");
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, rport_response_dest);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -9322,6 +9568,7 @@ int main(void)
     srunner_add_suite(sr, tls_suite());
     srunner_add_suite(sr, fcgi_suite());
     srunner_add_suite(sr, stateless_suite());
+    srunner_add_suite(sr, stun_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
