@@ -119,6 +119,10 @@ typedef struct sip_server_conf {
     long forward_min_uid;               /* SipForwardMinUid; -1 = unset (1000) */
     /* FastCGI workers (issue 18; sip_fcgi.h) */
     struct sip_fcgi_conf *fcgi;         /* SipFastCGIConnect, SipFastCGI; NULL = none */
+    /* NAT, RFC 5626 outbound, Path (issue 17; docs/nat.md) */
+    int nat_routing;                    /* SipNatRouting: SIP_NAT_*; -1 = unset (auto) */
+    long flow_timer;                    /* SipFlowTimer seconds; 0 = Off; -1 = unset (auto) */
+    int path_unsupported;               /* SipPathUnsupported: 1 accept, 0 refuse; -1 = unset */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "apr_hash.h"
 #include "apr_strings.h"
@@ -69,6 +70,8 @@ static void binding_strings_free(sip_binding_t *b)
     free((char *)b->path);
     free((char *)b->display);
     free((char *)b->key);
+    free((char *)b->received);
+    free((char *)b->instance);
 }
 
 /* AoRs without a binding are kept, so that they get 480 rather than 404;
@@ -143,6 +146,14 @@ static const char *contact_key(apr_pool_t *p, const char *contact)
     return k ? k : apr_pstrcat(p, "!", contact, NULL);
 }
 
+const char *sip_binding_identity(apr_pool_t *p, const sip_binding_t *b)
+{
+    /* \1 cannot start a URI key: the two kinds never meet */
+    if (b->instance && *b->instance)
+        return apr_psprintf(p, "\1%s\1%d", b->instance, b->reg_id);
+    return b->key ? b->key : contact_key(p, b->contact);
+}
+
 static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
 {
     return apr_hash_get(index_, apr_pstrcat(p, aor, "\2", key, NULL), APR_HASH_KEY_STRING);
@@ -160,9 +171,15 @@ static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
  * binding was registered over ("ws", "tls"...; empty for UDP) came later,
  * as an eleventh field older engines ignore: its connection (the flow) is
  * not kept, so after a restart a binding made over WebSocket is known as
- * one and not used until the phone registers again. */
+ * one and not used until the phone registers again.
+ * Version 3 (issue 17) writes every B line with fourteen fields: the
+ * transport (empty for UDP), then the address the REGISTER came from
+ * ("ip:port"), the +sip.instance and the reg-id (RFC 5626 §6; empty and 0
+ * when none); D lines of a binding with an instance add the instance and
+ * reg-id, which name it (sip_binding_identity).  Shorter lines of older
+ * versions still replay (those fields unknown). */
 
-#define JOURNAL_VERSION 2
+#define JOURNAL_VERSION 3
 
 static void journal_write(const char *line)
 {
@@ -229,17 +246,23 @@ static void junesc(char *s)
 
 static void journal_set(apr_pool_t *p, const sip_binding_t *b)
 {
-    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s%s%s\n",
+    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s\t%s"
+                               "\t%s\t%s\t%d\n",
                                jesc(p, b->aor), jesc(p, b->contact), jesc(p, b->params),
                                jesc(p, b->call_id), b->cseq, b->expires, b->q1000,
                                jesc(p, b->path), jesc(p, b->display),
-                               b->transport != SIP_TP_UDP ? "\t" : "",
-                               b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : ""));
+                               b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : "",
+                               jesc(p, b->received), jesc(p, b->instance),
+                               b->instance ? b->reg_id : 0));
 }
 
-static void journal_del(apr_pool_t *p, const char *aor, const char *contact)
+static void journal_del(apr_pool_t *p, const sip_binding_t *b)
 {
-    journal_write(apr_psprintf(p, "D\t%s\t%s\n", jesc(p, aor), jesc(p, contact)));
+    if (b->instance && *b->instance)
+        journal_write(apr_psprintf(p, "D\t%s\t%s\t%s\t%d\n", jesc(p, b->aor),
+                                   jesc(p, b->contact), jesc(p, b->instance), b->reg_id));
+    else
+        journal_write(apr_psprintf(p, "D\t%s\t%s\n", jesc(p, b->aor), jesc(p, b->contact)));
 }
 
 /* A journal line split and checked.  Returns its type ('B' for S and B
@@ -255,14 +278,14 @@ typedef struct journal_rec {
 static int journal_parse(char *line, int version, apr_time_t now, apr_interval_time_t max_life,
                          journal_rec_t *r)
 {
-    char *f[11], *end;
+    char *f[14], *end;
     int n = 0, i;
     long long ll;
 
     memset(r, 0, sizeof(*r));
     /* fields may be empty, so split on every tab */
     f[n++] = line;
-    for (char *s = line; *s && n < 11; s++)
+    for (char *s = line; *s && n < 14; s++)
         if (*s == '\t') {
             *s = '\0';
             f[n++] = s + 1;
@@ -302,11 +325,23 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
             int k = sip_tp_from_name(f[10]);
             r->b.transport = k > 0 ? k : SIP_TP_UDP;
         }
+        if (f[0][0] == 'B' && n >= 14) {
+            r->b.received = *f[11] ? f[11] : NULL;
+            r->b.instance = *f[12] ? f[12] : NULL;
+            ll = strtoll(f[13], &end, 10);
+            /* RFC 5626 §6: a reg-id only with an instance */
+            r->b.reg_id = r->b.instance && !*end && ll > 0 && ll <= 0x7fffffffLL ? (int)ll : 0;
+        }
         return r->type = 'B';
     }
     if (n >= 3 && strcmp(f[0], "D") == 0 && *f[1]) {
         r->b.aor = f[1];
         r->b.contact = f[2];
+        if (n >= 5 && *f[3]) {
+            r->b.instance = f[3];
+            ll = strtoll(f[4], &end, 10);
+            r->b.reg_id = !*end && ll > 0 && ll <= 0x7fffffffLL ? (int)ll : 0;
+        }
         return r->type = 'D';
     }
     if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0) && *f[1]) {
@@ -340,14 +375,14 @@ static void set_binding(const sip_binding_t *nb, int log)
     aor_entry_t *e;
     stored_t *st;
     sip_binding_t *b;
-    const char *key = nb->key ? nb->key : contact_key(scratch, nb->contact);
+    const char *key = sip_binding_identity(scratch, nb);
 
     st = find(nb->aor, key, scratch);
     if (nb->expires <= apr_time_now()) {
         if (st)
             entry_remove_at(entry_for(nb->aor, 0), st->idx);
         if (log)
-            journal_del(scratch, nb->aor, nb->contact);
+            journal_del(scratch, nb);
         apr_pool_clear(scratch);
         return;
     }
@@ -381,6 +416,9 @@ static void set_binding(const sip_binding_t *nb, int log)
     b->key = xstrdup(key);
     b->transport = nb->transport;
     b->flow = nb->flow;
+    b->received = nb->received && *nb->received ? xstrdup(nb->received) : NULL;
+    b->instance = nb->instance && *nb->instance ? xstrdup(nb->instance) : NULL;
+    b->reg_id = b->instance ? nb->reg_id : 0;
     if (log)
         journal_set(scratch, b);
     apr_pool_clear(scratch);
@@ -396,8 +434,11 @@ void sip_location_remove(const char *aor, const char *contact)
     stored_t *st = find(aor, contact_key(scratch, contact), scratch);
 
     if (st) {
+        sip_binding_t b = {0};
+        b.aor = aor;
+        b.contact = contact;
         entry_remove_at(entry_for(aor, 0), st->idx);
-        journal_del(scratch, aor, contact);
+        journal_del(scratch, &b);
     }
     apr_pool_clear(scratch);
 }
@@ -450,11 +491,103 @@ apr_array_header_t *sip_location_lookup(apr_pool_t *p, const char *aor)
 
 /* ---- flows ---- */
 
-sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open)
+static int v4_private(const unsigned char *a)
+{
+    return a[0] == 10 || a[0] == 127 || a[0] == 0                     /* RFC 1918, loopback */
+           || (a[0] == 172 && (a[1] & 0xf0) == 16)
+           || (a[0] == 192 && a[1] == 168)
+           || (a[0] == 169 && a[1] == 254)                             /* link-local */
+           || (a[0] == 100 && (a[1] & 0xc0) == 64);                    /* CGNAT, RFC 6598 */
+}
+
+int sip_addr_is_private(const char *host)
+{
+    unsigned char a[16];
+    char buf[64];
+    apr_size_t n;
+
+    if (!host)
+        return 0;
+    n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        if (n - 2 >= sizeof(buf))
+            return 0;
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    if (inet_pton(AF_INET, host, a) == 1)
+        return v4_private(a);
+    if (inet_pton(AF_INET6, host, a) == 1) {
+        static const unsigned char zero[15] = {0};
+        if (!memcmp(a, zero, 15) && a[15] <= 1)                        /* ::, ::1 */
+            return 1;
+        if (!memcmp(a, zero, 10) && a[10] == 0xff && a[11] == 0xff)   /* v4-mapped */
+            return v4_private(a + 12);
+        return (a[0] & 0xfe) == 0xfc                                   /* ULA, RFC 4193 */
+               || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80);             /* link-local */
+    }
+    return 0;
+}
+
+/* The address part of "ip:port" / "[ip]:port", without brackets. */
+static const char *received_ip(apr_pool_t *p, const char *received)
+{
+    const char *c;
+
+    if (!received)
+        return NULL;
+    if (*received == '[')
+        return (c = strchr(received, ']')) ? apr_pstrmemdup(p, received + 1,
+                                                            (apr_size_t)(c - received - 1)) : NULL;
+    c = strrchr(received, ':');
+    return c ? apr_pstrmemdup(p, received, (apr_size_t)(c - received)) : received;
+}
+
+/* Does the Contact say the UA cannot be reached at it (behind NAT)?  An
+ * address literal of a private kind that is not where the REGISTER came
+ * from, ;ob, or an outbound flow (RFC 5626 §5.3, §6: reached over its
+ * flow, never at its Contact). */
+static int contact_unreachable(apr_pool_t *p, const sip_binding_t *b)
+{
+    sip_uri_info_t ui;
+    const char *src;
+    char h[64];
+
+    if (sip_uri_param(p, b->contact, "ob") || (b->instance && b->reg_id))
+        return 1;
+    if (!sip_uri_info(p, b->contact, &ui) || !sip_addr_is_private(ui.host))
+        return 0;
+    src = received_ip(p, b->received);
+    if (!src)
+        return 1;
+    /* the same address, spelt alike (IPv6 compared in canonical form) */
+    if (!strcasecmp(src, ui.host))
+        return 0;
+    apr_cpystrn(h, ui.host[0] == '[' ? ui.host + 1 : ui.host, sizeof(h));
+    h[strcspn(h, "]")] = '\0';
+    {
+        unsigned char x[16], y[16];
+        int fam = strchr(h, ':') ? AF_INET6 : AF_INET;
+        if (inet_pton(fam, h, x) == 1 && inet_pton(fam, src, y) == 1
+            && !memcmp(x, y, fam == AF_INET ? 4 : 16))
+            return 0;
+    }
+    return 1;
+}
+
+sip_reach_t sip_binding_reach_mode(apr_pool_t *p, const sip_binding_t *b, int flow_open,
+                                   int nat_mode)
 {
     const char *t = sip_uri_param(p, b->contact, "transport");
     int ws = t && (!strcasecmp(t, "ws") || !strcasecmp(t, "wss"));
+    int behind = nat_mode == SIP_NAT_ALWAYS
+                 || (nat_mode == SIP_NAT_AUTO && contact_unreachable(p, b));
 
+    /* RFC 3327 §5.4, RFC 5626 §5.3: through the registered proxies, which
+     * reach the UA over their own flow */
+    if (b->path && *b->path && !ws)
+        return SIP_REACH_CONTACT;
     switch (b->transport) {
     case SIP_TP_WS:
     case SIP_TP_WSS:
@@ -465,10 +598,22 @@ sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_op
             return ws ? (flow_open ? SIP_REACH_FLOW : SIP_REACH_NONE) : SIP_REACH_CONTACT;
         if (flow_open)
             return SIP_REACH_FLOW;
-        return sip_uri_param(p, b->contact, "ob") ? SIP_REACH_NONE : SIP_REACH_CONTACT;
+        /* §5.4: ;ob says "only over my flows"; a NATed source port is no
+         * server: nothing to dial */
+        if (sip_uri_param(p, b->contact, "ob") || behind)
+            return SIP_REACH_NONE;
+        return SIP_REACH_CONTACT;
     default:
-        return ws ? SIP_REACH_NONE : SIP_REACH_CONTACT;
+        if (ws)
+            return SIP_REACH_NONE;
+        /* RFC 3581 §4 / RFC 5626 §5.3: back to where the REGISTER came from */
+        return behind && b->received ? SIP_REACH_SOURCE : SIP_REACH_CONTACT;
     }
+}
+
+sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open)
+{
+    return sip_binding_reach_mode(p, b, flow_open, SIP_NAT_AUTO);
 }
 
 /* ---- expiry and compaction ---- */
@@ -542,7 +687,7 @@ static void replay_line(char *line, int *version)
         set_binding(&r.b, 0);
         break;
     case 'D':
-        st = find(r.b.aor, contact_key(scratch, r.b.contact), scratch);
+        st = find(r.b.aor, sip_binding_identity(scratch, &r.b), scratch);
         if (st)
             entry_remove_at(entry_for(r.b.aor, 0), st->idx);
         apr_pool_clear(scratch);
@@ -613,7 +758,7 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
 
 static const char *binding_key(apr_pool_t *p, const sip_binding_t *b)
 {
-    return b->key ? b->key : contact_key(p, b->contact);
+    return sip_binding_identity(p, b);
 }
 
 /* Check one REGISTER against the bindings its AoR has now ('existing', as
@@ -688,6 +833,8 @@ static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t
         c->path = b->path ? apr_pstrdup(p, b->path) : NULL;
         c->display = b->display ? apr_pstrdup(p, b->display) : NULL;
         c->key = b->key ? apr_pstrdup(p, b->key) : NULL;
+        c->received = b->received ? apr_pstrdup(p, b->received) : NULL;
+        c->instance = b->instance ? apr_pstrdup(p, b->instance) : NULL;
         *(sip_binding_t **)apr_array_push(out) = c;
     }
     return out;
@@ -1259,6 +1406,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
             b->path = b->path ? apr_pstrdup(jp, b->path) : NULL;
             b->display = b->display ? apr_pstrdup(jp, b->display) : NULL;
             b->key = b->key ? apr_pstrdup(jp, b->key) : NULL;
+            b->received = b->received ? apr_pstrdup(jp, b->received) : NULL;
+            b->instance = b->instance ? apr_pstrdup(jp, b->instance) : NULL;
         }
         dbd_submit(j);
         return;
