@@ -923,6 +923,9 @@ static const char *esc(apr_pool_t *p, ap_dbd_t *db, const char *s)
     return apr_pstrcat(p, "'", apr_dbd_escape(db->driver, p, s ? s : "", db->handle), "'", NULL);
 }
 
+/* What names a row (ON CONFLICT, PRIMARY KEY). */
+#define DB_KEY "(aor, contact, instance, reg_id)"
+
 static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
 {
     int rows = 0, rc = apr_dbd_query(db->driver, db->handle, &rows, sql);
@@ -943,8 +946,8 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
     apr_time_t now = apr_time_now();
     int known = 0, rc;
     const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, "
-                                  "display, transport FROM sip_location WHERE aor = ",
-                                  esc(p, db, aor), NULL);
+                                  "display, transport, received, instance, reg_id "
+                                  "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
 
     *err = 0;
     rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
@@ -959,6 +962,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         const char *path = apr_dbd_get_entry(db->driver, row, 6);
         const char *display = apr_dbd_get_entry(db->driver, row, 7);
         const char *transport = apr_dbd_get_entry(db->driver, row, 8);
+        const char *received = apr_dbd_get_entry(db->driver, row, 9);
+        const char *instance = apr_dbd_get_entry(db->driver, row, 10);
+        const char *reg_id = apr_dbd_get_entry(db->driver, row, 11);
         sip_binding_t *b;
         known = 1;
         if (!contact || !*contact)
@@ -975,6 +981,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         b->display = display && *display ? apr_pstrdup(p, display) : NULL;
         b->transport = transport && sip_tp_from_name(transport) > 0 ? sip_tp_from_name(transport)
                                                                     : SIP_TP_UDP;
+        b->received = received && *received ? apr_pstrdup(p, received) : NULL;
+        b->instance = instance && *instance ? apr_pstrdup(p, instance) : NULL;
+        b->reg_id = b->instance && reg_id ? atoi(reg_id) : 0;
         if (b->expires > now)
             *(sip_binding_t **)apr_array_push(out) = b;
     }
@@ -982,6 +991,67 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         return NULL;
     qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
     return out;
+}
+
+/* The columns of sip_location, each with its type, as created today. */
+#define DB_COLUMNS "aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, " \
+    "params VARCHAR(1024) NOT NULL DEFAULT '', call_id VARCHAR(255) NOT NULL, " \
+    "cseq BIGINT NOT NULL, expires BIGINT NOT NULL, q INTEGER NOT NULL, " \
+    "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', " \
+    "transport VARCHAR(8) NOT NULL DEFAULT '', received VARCHAR(64) NOT NULL DEFAULT '', " \
+    "instance VARCHAR(255) NOT NULL DEFAULT '', reg_id INTEGER NOT NULL DEFAULT 0"
+
+static int db_has_column(apr_pool_t *p, ap_dbd_t *db, const char *col)
+{
+    int rows = 0;
+
+    return apr_dbd_query(db->driver, db->handle, &rows,
+                         apr_pstrcat(p, "SELECT ", col, " FROM sip_location WHERE 1 = 0",
+                                     NULL)) == 0;
+}
+
+/* Create the table, or bring an older one up to date; 1 when done.
+ * RFC-neutral schema: one row per binding, plus a marker row (empty
+ * contact) per known AoR; works on SQLite and PostgreSQL.  A binding is
+ * named by (aor, contact, instance, reg_id): two flows of one instance
+ * (RFC 5626 §6) may register the same Contact URI. */
+static int db_schema(apr_pool_t *p, ap_dbd_t *db)
+{
+    int ok = db_exec(p, db, "CREATE TABLE IF NOT EXISTS sip_location (" DB_COLUMNS ", "
+                     "PRIMARY KEY " DB_KEY ")") == 0;
+
+    /* columns added over time (each check fails harmlessly; not logged) */
+    if (!db_has_column(p, db, "display"))
+        db_exec(p, db, "ALTER TABLE sip_location ADD COLUMN "
+                "display VARCHAR(1024) NOT NULL DEFAULT ''");
+    if (!db_has_column(p, db, "transport"))
+        db_exec(p, db, "ALTER TABLE sip_location ADD COLUMN "
+                "transport VARCHAR(8) NOT NULL DEFAULT ''");
+    if (!db_has_column(p, db, "instance")) {
+        /* issue 17: the primary key changes, which neither SQLite nor
+         * every PostgreSQL allows in place: copy into a new table */
+        apr_dbd_transaction_t *tx = NULL;
+        apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
+        if (db_exec(p, db, "ALTER TABLE sip_location RENAME TO sip_location_v2") == 0
+            && db_exec(p, db, "CREATE TABLE sip_location (" DB_COLUMNS ", "
+                       "PRIMARY KEY " DB_KEY ")") == 0
+            && db_exec(p, db, "INSERT INTO sip_location (aor, contact, params, call_id, cseq, "
+                       "expires, q, path, display, transport) SELECT aor, contact, params, "
+                       "call_id, cseq, expires, q, path, display, transport "
+                       "FROM sip_location_v2") == 0
+            && db_exec(p, db, "DROP TABLE sip_location_v2") == 0)
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, dbd_server, "sip location: table "
+                         "sip_location brought to the issue 17 schema (received, instance, "
+                         "reg_id)");
+        else {
+            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
+            ok = 0;
+        }
+        apr_dbd_transaction_end(db->driver, p, tx);
+    }
+    db_exec(p, db, "CREATE INDEX IF NOT EXISTS sip_location_expires ON sip_location (expires)");
+    sip_script_db_schema(p, db->driver, db->handle);
+    return ok;
 }
 
 static void db_run_job(ap_dbd_t *db, loc_job_t *j)
@@ -1035,7 +1105,7 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     if (!j->chg.star && j->chg.bindings->nelts)     /* known from now on: 480, not 404 */
         db_exec(p, db, apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
                                    "cseq, expires, q, path) VALUES (", esc(p, db, j->chg.aor),
-                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT (aor, contact) DO NOTHING",
+                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT " DB_KEY " DO NOTHING",
                                    NULL));
     if (j->chg.star)
         db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
@@ -1049,28 +1119,41 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     for (i = 0; !j->chg.star && i < j->chg.bindings->nelts; i++) {
         sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
         const char *key = apr_hash_get(spelling, binding_key(p, b), APR_HASH_KEY_STRING);
-        if (!key)
+        const char *inst = b->instance ? b->instance : "";
+        int rid = b->instance ? b->reg_id : 0;
+        /* RFC 5626 §6: an instance's binding keeps its name when its
+         * Contact changes: the row of the old Contact goes */
+        if (!key || (b->instance && !sip_uri_equal(key, b->contact)))
             key = b->contact;
+        if (b->instance)
+            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND instance "
+                                        "= %s AND reg_id = %d AND contact <> %s",
+                                        esc(p, db, j->chg.aor), esc(p, db, inst), rid,
+                                        esc(p, db, key)));
         if (b->expires <= apr_time_now()) {
-            db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
-                                       esc(p, db, j->chg.aor), " AND contact = ", esc(p, db, key),
-                                       NULL));
+            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND contact "
+                                        "= %s AND instance = %s AND reg_id = %d",
+                                        esc(p, db, j->chg.aor), esc(p, db, key),
+                                        esc(p, db, inst), rid));
             continue;
         }
         db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                    "cseq, expires, q, path, display, transport) VALUES (%s, %s, "
-                                    "%s, %s, %u, %" APR_TIME_T_FMT ", %d, %s, %s, %s) ON CONFLICT "
-                                    "(aor, contact) DO UPDATE "
+                                    "cseq, expires, q, path, display, transport, received, "
+                                    "instance, reg_id) VALUES (%s, %s, %s, %s, %u, "
+                                    "%" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, %s, %d) ON CONFLICT "
+                                    DB_KEY " DO UPDATE "
                                     "SET params = excluded.params, call_id = excluded.call_id, "
                                     "cseq = excluded.cseq, expires = excluded.expires, "
                                     "q = excluded.q, path = excluded.path, "
-                                    "display = excluded.display, transport = excluded.transport",
+                                    "display = excluded.display, transport = excluded.transport, "
+                                    "received = excluded.received",
                                     esc(p, db, j->chg.aor), esc(p, db, key),
                                     esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
                                     b->expires, b->q1000, esc(p, db, b->path),
                                     esc(p, db, b->display),
                                     esc(p, db, b->transport != SIP_TP_UDP
-                                               ? sip_tp_param(b->transport) : "")));
+                                               ? sip_tp_param(b->transport) : ""),
+                                    esc(p, db, b->received), esc(p, db, inst), rid));
     }
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
@@ -1119,35 +1202,8 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
             j->status = 500;
         }
         else {
-            if (!schema_done) {
-                /* RFC-neutral schema: one row per binding, plus a marker row
-                 * (empty contact) per known AoR; works on SQLite and PostgreSQL */
-                schema_done = db_exec(tp, db, "CREATE TABLE IF NOT EXISTS sip_location ("
-                                      "aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, "
-                                      "params VARCHAR(1024) NOT NULL DEFAULT '', "
-                                      "call_id VARCHAR(255) NOT NULL, cseq BIGINT NOT NULL, "
-                                      "expires BIGINT NOT NULL, q INTEGER NOT NULL, "
-                                      "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', "
-                                      "transport VARCHAR(8) NOT NULL DEFAULT '', "
-                                      "PRIMARY KEY (aor, contact))") == 0;
-                db_exec(tp, db, "CREATE INDEX IF NOT EXISTS sip_location_expires "
-                        "ON sip_location (expires)");
-                sip_script_db_schema(tp, db->driver, db->handle);
-                {
-                    /* the display name came later: add it to older tables
-                     * (fails harmlessly where it exists; not logged) */
-                    int rows = 0;
-                    if (apr_dbd_query(db->driver, db->handle, &rows,
-                                      "SELECT display FROM sip_location WHERE 1 = 0") != 0)
-                        db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
-                                "display VARCHAR(1024) NOT NULL DEFAULT ''");
-                    /* and the transport a binding was made over, later still */
-                    if (apr_dbd_query(db->driver, db->handle, &rows,
-                                      "SELECT transport FROM sip_location WHERE 1 = 0") != 0)
-                        db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
-                                "transport VARCHAR(8) NOT NULL DEFAULT ''");
-                }
-            }
+            if (!schema_done)
+                schema_done = db_schema(tp, db);
             if (j->aor && !j->fetch && j->chg.aor == NULL) {
                 /* the periodic cleanup job: safe with several nodes */
                 db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
