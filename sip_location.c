@@ -560,7 +560,7 @@ static int contact_unreachable(apr_pool_t *p, const sip_binding_t *b)
         return 0;
     src = received_ip(p, b->received);
     if (!src)
-        return 1;
+        return 0;       /* from before issue 17: as it was then */
     /* the same address, spelt alike (IPv6 compared in canonical form) */
     if (!strcasecmp(src, ui.host))
         return 0;
