@@ -23,7 +23,7 @@ ICAL_CFLAGS = $(shell pkg-config --cflags libical 2>/dev/null)
 ICAL_LIBS   = $(shell pkg-config --libs libical 2>/dev/null || echo -lical)
 SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
 SSL_LIBS   = $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
-LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS)
+LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS) -lcares -lresolv
 # conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
 GENERATED  = sip_cpl_xsd.h
 
