@@ -119,6 +119,11 @@ typedef struct sip_server_conf {
     long forward_min_uid;               /* SipForwardMinUid; -1 = unset (1000) */
     /* FastCGI workers (issue 18; sip_fcgi.h) */
     struct sip_fcgi_conf *fcgi;         /* SipFastCGIConnect, SipFastCGI; NULL = none */
+    /* DNS (issue 17; sip_dns.h): read from the main server only */
+    const char *dns_servers;            /* SipDNSServer as c-ares's list; NULL = resolv.conf */
+    apr_interval_time_t dns_timeout;    /* SipDNSTimeout per try; -1 = unset */
+    int dns_tries;                      /* SipDNSTries; -1 = unset */
+    long dns_cache_size;                /* SipDNSCacheSize entries; -1 = unset */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */
