@@ -45,6 +45,7 @@
 #include "sip_ws_upgrade.h"
 #include "unixd.h"
 #include "sip_fcgi.h"
+#include "sip_dns.h"
 #include <unistd.h>
 
 module AP_MODULE_DECLARE_DATA sip_module;
@@ -104,6 +105,9 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->nat_routing = -1;
     c->flow_timer = -1;
     c->path_unsupported = -1;
+    c->dns_timeout = -1;
+    c->dns_tries = -1;
+    c->dns_cache_size = -1;
     return c;
 }
 
@@ -176,6 +180,10 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->flow_timer = add->flow_timer >= 0 ? add->flow_timer : base->flow_timer;
     c->path_unsupported = add->path_unsupported >= 0 ? add->path_unsupported
                                                      : base->path_unsupported;
+    c->dns_servers = add->dns_servers ? add->dns_servers : base->dns_servers;
+    c->dns_timeout = add->dns_timeout >= 0 ? add->dns_timeout : base->dns_timeout;
+    c->dns_tries = add->dns_tries >= 0 ? add->dns_tries : base->dns_tries;
+    c->dns_cache_size = add->dns_cache_size >= 0 ? add->dns_cache_size : base->dns_cache_size;
     return c;
 }
 
@@ -279,6 +287,12 @@ static void apply_defaults(sip_server_conf *c)
         c->namemap_multiple = 300;
     if (c->namemap_ttl < 0)
         c->namemap_ttl = SIP_DEFAULT_NAMEMAP_TTL;
+    if (c->dns_timeout < 0)
+        c->dns_timeout = SIP_DNS_DEFAULT_TIMEOUT;
+    if (c->dns_tries < 0)
+        c->dns_tries = SIP_DNS_DEFAULT_TRIES;
+    if (c->dns_cache_size < 0)
+        c->dns_cache_size = SIP_DNS_DEFAULT_CACHE;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -1089,6 +1103,19 @@ static const char *set_path_unsupported(cmd_parms *cmd, void *d, const char *arg
     return sip_registrar_cmd_path(cmd, arg);
 }
 
+/* SipDNSServer, SipDNSTimeout, SipDNSTries, SipDNSCacheSize (sip_dns.c) */
+static const char *set_dns(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    (void)d;
+    if (err)
+        return err;
+    return sip_dns_directive(cmd->pool, cmd->cmd->name, arg, &c->dns_servers, &c->dns_timeout,
+                             &c->dns_tries, &c->dns_cache_size);
+}
+
 static const char *set_forward_min_uid(cmd_parms *cmd, void *d, const char *arg)
 {
     (void)d;
@@ -1400,6 +1427,16 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE1("SipPathUnsupported", set_path_unsupported, NULL, RSRC_CONF,
                   "A REGISTER with Path from a UA without Supported: path: refuse (default) "
                   "or accept"),
+    /* DNS: the engine's asynchronous resolver (issue 17; sip_dns.c, docs/dns.md) */
+    AP_INIT_TAKE1("SipDNSServer", set_dns, NULL, RSRC_CONF,
+                  "DNS servers the engine asks: ip[:port][,ip[:port]...] (default: "
+                  "/etc/resolv.conf)"),
+    AP_INIT_TAKE1("SipDNSTimeout", set_dns, NULL, RSRC_CONF,
+                  "Seconds (or NNNms) to wait for a DNS server on each try (default 2)"),
+    AP_INIT_TAKE1("SipDNSTries", set_dns, NULL, RSRC_CONF,
+                  "Times each DNS server is tried for one query (default 2)"),
+    AP_INIT_TAKE1("SipDNSCacheSize", set_dns, NULL, RSRC_CONF,
+                  "Most DNS answers kept (by TTL) in the engine's cache (default 4096, 0: none)"),
     {NULL}
 };
 

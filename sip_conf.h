@@ -123,6 +123,11 @@ typedef struct sip_server_conf {
     int nat_routing;                    /* SipNatRouting: SIP_NAT_*; -1 = unset (auto) */
     long flow_timer;                    /* SipFlowTimer seconds; 0 = Off; -1 = unset (auto) */
     int path_unsupported;               /* SipPathUnsupported: 1 accept, 0 refuse; -1 = unset */
+    /* DNS (issue 17; sip_dns.h): read from the main server only */
+    const char *dns_servers;            /* SipDNSServer as c-ares's list; NULL = resolv.conf */
+    apr_interval_time_t dns_timeout;    /* SipDNSTimeout per try; -1 = unset */
+    int dns_tries;                      /* SipDNSTries; -1 = unset */
+    long dns_cache_size;                /* SipDNSCacheSize entries; -1 = unset */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

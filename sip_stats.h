@@ -102,6 +102,11 @@ typedef struct sip_stats {
     apr_uint64_t tls_handshake_failures;
     /* FastCGI pools (issue 18): the first SIP_STATS_FCGI of the configuration */
     sip_stats_fcgi_t fcgi[SIP_STATS_FCGI];
+    /* DNS (sip_dns.c, issue 17) */
+    apr_uint64_t dns_queries;       /* queries sent to a DNS server */
+    apr_uint64_t dns_cache_hits;    /* lookups answered from the cache (or joined to one in flight) */
+    apr_uint64_t dns_timeouts;      /* queries no server answered in time */
+    apr_uint64_t dns_failures;      /* queries refused, SERVFAIL, malformed */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

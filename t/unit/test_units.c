@@ -6959,26 +6959,68 @@ END_TEST
 START_TEST(plumb_send_own_refuses)
 {
     static const char bad[] = "this is not SIP\r\n\r\n";
-    static const char nohop[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
-                                "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
-                                "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
-                                "Content-Length: 0\r\n\r\n";
+    static const char good[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
+                               "Route: <sip:edge.example.net;lr>\r\n"
+                               "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                               "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+                               "Content-Length: 0\r\n\r\n";
     server_rec srv;
-    sip_sockaddr_t dest;
-    const char *why = NULL;
-    int ack = 1;
+    const char *why = NULL, *next = NULL;
 
     memset(&srv, 0, sizeof(srv));
     srv.server_hostname = "example.org";
     sip_transport_init(NULL, pool, NULL, NULL);     /* no socket: our Via names the host */
-    ck_assert_ptr_null(send_own(pool, &srv, bad, sizeof(bad) - 1, "z9hG4bKa", NULL, NULL, &dest,
-                                &ack, &why));
-    ck_assert_int_eq(ack, 0);
+    sip_proxy_init(pool);
+    ck_assert_int_eq(sip_proxy_send_new(&srv, bad, sizeof(bad) - 1, NULL, NULL), 0);
+    ck_assert_ptr_null(own_parse(pool, &srv, bad, sizeof(bad) - 1, &next, &why));
     ck_assert_msg(why && strncmp(why, "not valid SIP", 13) == 0, "why: %s", why ? why : "");
-    why = NULL;
-    ck_assert_ptr_null(send_own(pool, &srv, nohop, sizeof(nohop) - 1, "z9hG4bKb", NULL, NULL,
-                                &dest, &ack, &why));
-    ck_assert_msg(why && strstr(why, "nonexistent.invalid"), "why: %s", why ? why : "");
+    /* RFC 3261 §8.1.2: the first Route is the next hop */
+    ck_assert_ptr_nonnull(own_parse(pool, &srv, good, sizeof(good) - 1, &next, &why));
+    ck_assert_str_eq(next, "sip:edge.example.net;lr");
+}
+END_TEST
+
+/* RFC 3327 §5.4: Path values as the Route set, a strict first hop takes
+ * the Request-URI (RFC 3261 §16.6 step 6); a binding's received address */
+START_TEST(plumb_path_route_set)
+{
+    static const char inv[] = "INVITE sip:bob@example.org SIP/2.0\r\n"
+                              "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKp1\r\n"
+                              "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                              "Call-ID: p1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    sip_wire_edit_t e;
+    sip_sockaddr_t a;
+    const char *next, *reason, *what;
+
+    ck_assert_int_eq(sip_msg_parse(pool, inv, sizeof(inv) - 1, NULL, 0, &m, &err), APR_SUCCESS);
+    next = route_edits(pool, m, "sip:bob@10.0.0.5:5062", "<sip:e1.example.net;lr>, "
+                       "<sip:e2.example.net;lr>", &e);
+    ck_assert_str_eq(next, "sip:e1.example.net;lr");
+    ck_assert_str_eq(e.request_uri, "sip:bob@10.0.0.5:5062");
+    ck_assert_str_eq(e.extra, "Route: <sip:e1.example.net;lr>,<sip:e2.example.net;lr>\r\n");
+    next = route_edits(pool, m, "sip:bob@10.0.0.5", "<sip:strict.example.net>, "
+                       "<sip:e2.example.net;lr>", &e);
+    ck_assert_str_eq(next, "sip:strict.example.net");
+    ck_assert_str_eq(e.request_uri, "sip:strict.example.net");
+    ck_assert_str_eq(e.extra, "Route: <sip:e2.example.net;lr>,<sip:bob@10.0.0.5>\r\n");
+    next = route_edits(pool, m, "sip:bob@10.0.0.5", NULL, &e);
+    ck_assert_str_eq(next, "sip:bob@10.0.0.5");
+    ck_assert_ptr_null(e.extra);
+    ck_assert_int_eq(parse_hostport(pool, "127.0.0.1:5099", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5099);
+    ck_assert_int_eq(parse_hostport(pool, "[::1]:5098", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5098);
+    ck_assert_int_eq(parse_hostport(pool, "192.0.2.1", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5060);
+    ck_assert_int_eq(parse_hostport(pool, "nohost:x", &a), 0);
+    /* issue 17 point 5 */
+    ck_assert_int_eq(unresolved_status(SIP_DNS_NOTFOUND, 0, &reason, &what), 404);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_NOTFOUND, 1, &reason, &what), 480);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_TIMEOUT, 0, &reason, &what), 408);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_FAILED, 0, &reason, &what), 503);
 }
 END_TEST
 
@@ -7079,6 +7121,7 @@ static Suite *plumb_suite(void)
     tcase_add_test(tc, plumb_with_via);
     tcase_add_test(tc, plumb_branch_unique);
     tcase_add_test(tc, plumb_send_own_refuses);
+    tcase_add_test(tc, plumb_path_route_set);
     suite_add_tcase(s, tc);
     tc = tcase_create("options");
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
