@@ -35,7 +35,8 @@ sub reg_via_edge {
                                headers => [ Via => 'SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK' . rand_token(10),
                                             (map { (Path => $_) } @{ $o{path} // [ $EDGE ] }),
                                             Contact => "<$contact>", Expires => 600,
-                                            ($o{supported} ? (Supported => $o{supported}) : ()) ]);
+                                            ($o{supported} ? (Supported => $o{supported}) : ()),
+                                            ($o{require} ? (Require => $o{require}) : ()) ]);
     my ($fin) = grep { $_->code >= 200 } $tt->udp_req($raw, 3, sock => $edge);
     return $fin;
 }
@@ -67,6 +68,10 @@ is($r && $r->code, 200, 'two Path headers: 200');
 is(join(', ', $r ? $r->header_elems('path') : ()), "$EDGE, $P2", '... both echoed in order');
 $inv = call_at_edge($t, $n, 'pth2', 'pth2');
 is(join(', ', $inv ? $inv->header_elems('route') : ()), "$EDGE, $P2", '... Route: both, in order');
+
+# an edge proxy that requires Path of the registrar (RFC 3327 §5.2)
+$r = reg_via_edge($t, 'req', 'sip:req@10.1.1.5:5060', supported => 'path', require => 'path');
+is($r && $r->code, 200, 'Require: path from the edge proxy: 200 (the registrar supports it)');
 
 # ---- 3. no Supported: path: 420
 $r = reg_via_edge($t, 'nopath', 'sip:nopath@10.1.1.3:5060');
