@@ -12,13 +12,15 @@
 #   - two instances: one INVITE each;
 #   - a re-REGISTER with the same instance and reg-id and a new Contact
 #     replaces the binding (§6), another reg-id adds one;
-#   - an engine restart keeps instance and reg-id (journal): the flows are
-#     gone, so the binding is known but not dialled (480 at once);
+#   - an engine restart keeps instance and reg-id (journal, and the mod_dbd
+#     store, where two flows share one Contact URI): the flows are gone, so
+#     the bindings are known but not dialled (480 at once);
 #   - SipFlowTimer sets Flow-Timer; the default over UDP.
 use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use File::Temp ();
 use SipTest qw(parse_msg rand_token);
 use SipRegTest;
 use SipNatTest;
@@ -197,6 +199,43 @@ sleep 0.3;
     cmp_ok($call->{secs} // 99, '<', 2, 'keep: at once');
 }
 $t->stop;
+
+# ---- 6b. the same with the mod_dbd store (SQLite)
+{
+    my $MODDIR = '/usr/lib/apache2/modules';
+    ok(-e "$MODDIR/mod_dbd.so", 'mod_dbd is installed') or BAIL_OUT('mod_dbd missing');
+    my $dbdir = File::Temp::tempdir('mod_sip_ob_XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    chmod 0777, $dbdir;
+    my $d = SipRegTest->new(server_conf => "LoadModule dbd_module $MODDIR/mod_dbd.so\n"
+                            . "DBDriver sqlite3\nDBDParams \"$dbdir/location.db\"\nSipLocation dbd\n");
+    my $nd = SipNatTest->new($d);
+    my @c;
+    for my $rid (1, 2) {
+        my $c = $d->tcp_connect or die;
+        my $rr = $d->register(user => 'dbk', transport => 'tcp', sock => $c, expires => 600, headers => $SUP,
+                              contacts => [ ob_contact('dbk', 'd-1', $rid, '192.0.2.45:5060') ]);
+        is($rr && $rr->code, 200, "dbd: flow $rid of one instance (the same Contact URI)");
+        push @c, $c;
+    }
+    my $rr = $d->register(user => 'dbk');
+    is(scalar($rr ? $rr->header_elems('contact') : ()), 2, 'dbd: two bindings, one per reg-id');
+    my $call = $nd->invite('dbk');
+    ok($nd->tcp_invite($c[1], 3), 'dbd: the call goes to the latest flow');
+    ok(!$nd->tcp_invite($c[0], 0.5), 'dbd: and not to the other');
+    $nd->final($call, 0.1);
+    $d->stop;
+    close $_ for @c;
+    $d->start;
+    $rr = $d->register(user => 'dbk');
+    my @now = $rr ? $rr->header_elems('contact') : ();
+    is(scalar @now, 2, 'dbd: after a restart both bindings are there');
+    like(join(',', @now), qr/reg-id=1.*reg-id=2|reg-id=2.*reg-id=1/, 'dbd: with their reg-ids');
+    $call = $nd->invite('dbk');
+    my $fin = $nd->final($call, 10);
+    is($fin && $fin->code, 480, 'dbd: flows gone, outbound Contacts never dialled: 480');
+    cmp_ok($call->{secs} // 99, '<', 2, 'dbd: at once');
+    $d->stop;
+}
 
 # ---- 7. SipFlowTimer
 {
