@@ -108,6 +108,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->dns_timeout = -1;
     c->dns_tries = -1;
     c->dns_cache_size = -1;
+    c->timer_t1 = -1;
     return c;
 }
 
@@ -184,6 +185,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->dns_timeout = add->dns_timeout >= 0 ? add->dns_timeout : base->dns_timeout;
     c->dns_tries = add->dns_tries >= 0 ? add->dns_tries : base->dns_tries;
     c->dns_cache_size = add->dns_cache_size >= 0 ? add->dns_cache_size : base->dns_cache_size;
+    c->timer_t1 = add->timer_t1 >= 0 ? add->timer_t1 : base->timer_t1;
     return c;
 }
 
@@ -293,6 +295,8 @@ static void apply_defaults(sip_server_conf *c)
         c->dns_tries = SIP_DNS_DEFAULT_TRIES;
     if (c->dns_cache_size < 0)
         c->dns_cache_size = SIP_DNS_DEFAULT_CACHE;
+    if (c->timer_t1 < 0)
+        c->timer_t1 = SIP_T1;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -1116,6 +1120,15 @@ static const char *set_dns(cmd_parms *cmd, void *d, const char *arg)
                              &c->dns_tries, &c->dns_cache_size);
 }
 
+/* SipTimerT1 (sip_transaction.c) */
+static const char *set_timer_t1(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    return err ? err : sip_txn_parse_t1(arg, &sip_get_conf(cmd->server)->timer_t1);
+}
+
 static const char *set_forward_min_uid(cmd_parms *cmd, void *d, const char *arg)
 {
     (void)d;
@@ -1437,6 +1450,9 @@ static const command_rec sip_cmds[] = {
                   "Times each DNS server is tried for one query (default 2)"),
     AP_INIT_TAKE1("SipDNSCacheSize", set_dns, NULL, RSRC_CONF,
                   "Most DNS answers kept (by TTL) in the engine's cache (default 4096, 0: none)"),
+    /* proxy DNS failover (issue 17; sip_proxy.c, sip_transaction.c) */
+    AP_INIT_TAKE1("SipTimerT1", set_timer_t1, NULL, RSRC_CONF,
+                  "RFC 3261 T1 in milliseconds (default 500); timers B and F are 64*T1"),
     {NULL}
 };
 

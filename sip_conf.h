@@ -128,6 +128,8 @@ typedef struct sip_server_conf {
     apr_interval_time_t dns_timeout;    /* SipDNSTimeout per try; -1 = unset */
     int dns_tries;                      /* SipDNSTries; -1 = unset */
     long dns_cache_size;                /* SipDNSCacheSize entries; -1 = unset */
+    /* proxy DNS failover (issue 17; sip_proxy.c): read from the main server only */
+    apr_interval_time_t timer_t1;       /* SipTimerT1; -1 = unset (SIP_T1, 500 ms) */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

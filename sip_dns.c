@@ -58,7 +58,7 @@ typedef struct dns_answer {
 } dns_answer_t;
 
 /* A character-string of NAPTR rdata at *pp (RFC 1035 §3.3). */
-static const char *rd_cstr(apr_pool_t *p, const unsigned char **pp, const unsigned char *end)
+static const char *dns_rd_cstr(apr_pool_t *p, const unsigned char **pp, const unsigned char *end)
 {
     const unsigned char *s = *pp;
     unsigned n;
@@ -72,7 +72,7 @@ static const char *rd_cstr(apr_pool_t *p, const unsigned char **pp, const unsign
     return apr_pstrmemdup(p, (const char *)s, n);
 }
 
-static const char *rd_name(apr_pool_t *p, ns_msg *msg, const unsigned char *at)
+static const char *dns_rd_name(apr_pool_t *p, ns_msg *msg, const unsigned char *at)
 {
     char buf[NS_MAXDNAME];
 
@@ -127,7 +127,7 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
         }
         else if (type == ns_t_srv) {
             dns_srv_t s;
-            if (ns_rr_rdlen(rr) < 7 || !(s.target = rd_name(p, &msg, rd + 6)))
+            if (ns_rr_rdlen(rr) < 7 || !(s.target = dns_rd_name(p, &msg, rd + 6)))
                 ok = 0;
             else {
                 s.prio = ns_get16(rd);
@@ -139,9 +139,9 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
         else if (type == ns_t_naptr) {
             dns_naptr_t r;
             const unsigned char *q = rd + 4;
-            if (ns_rr_rdlen(rr) < 8 || !(r.flags = rd_cstr(p, &q, end))
-                || !(r.service = rd_cstr(p, &q, end)) || !(r.regexp = rd_cstr(p, &q, end))
-                || q >= end || !(r.replacement = rd_name(p, &msg, q)))
+            if (ns_rr_rdlen(rr) < 8 || !(r.flags = dns_rd_cstr(p, &q, end))
+                || !(r.service = dns_rd_cstr(p, &q, end)) || !(r.regexp = dns_rd_cstr(p, &q, end))
+                || q >= end || !(r.replacement = dns_rd_name(p, &msg, q)))
                 ok = 0;
             else {
                 r.order = ns_get16(rd);
@@ -150,7 +150,7 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
             }
         }
         else if (type == ns_t_ptr) {
-            const char *name = rd_name(p, &msg, rd);
+            const char *name = dns_rd_name(p, &msg, rd);
             if (!name)
                 ok = 0;
             else
@@ -183,7 +183,7 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
 }
 
 /* The SRV query a transport means (RFC 3263 §4.1), or NULL. */
-static const char *srv_prefix(sip_tp_kind_t k)
+static const char *dns_srv_prefix(sip_tp_kind_t k)
 {
     switch (k) {
     case SIP_TP_UDP: return "_sip._udp.";
@@ -195,7 +195,7 @@ static const char *srv_prefix(sip_tp_kind_t k)
 
 /* A NAPTR service field as a transport (RFC 3263 §4.1), or -1.  WS
  * services (RFC 7118) are not ours to resolve. */
-static int naptr_kind(const char *service)
+static int dns_naptr_kind(const char *service)
 {
     if (!strcasecmp(service, "SIP+D2U"))
         return SIP_TP_UDP;
@@ -211,7 +211,7 @@ typedef struct dns_srvq {
     sip_tp_kind_t kind;
 } dns_srvq_t;
 
-static int naptr_cmp(const void *a, const void *b)
+static int dns_naptr_cmp(const void *a, const void *b)
 {
     const dns_naptr_t *x = a, *y = b;
     if (x->order != y->order)
@@ -225,7 +225,7 @@ static int naptr_cmp(const void *a, const void *b)
  * are kept.  *sip_seen says whether any record was a SIP service at all
  * (a domain that publishes SIP NAPTRs but none we may use is not
  * resolved another way). */
-static apr_array_header_t *naptr_select(apr_pool_t *p, const apr_array_header_t *recs,
+static apr_array_header_t *dns_naptr_select(apr_pool_t *p, const apr_array_header_t *recs,
                                         unsigned allowed, int *sip_seen)
 {
     apr_array_header_t *sorted = apr_array_copy(p, recs);
@@ -234,10 +234,10 @@ static apr_array_header_t *naptr_select(apr_pool_t *p, const apr_array_header_t 
 
     *sip_seen = 0;
     if (sorted->nelts > 1)
-        qsort(sorted->elts, (size_t)sorted->nelts, sizeof(dns_naptr_t), naptr_cmp);
+        qsort(sorted->elts, (size_t)sorted->nelts, sizeof(dns_naptr_t), dns_naptr_cmp);
     for (i = 0; i < sorted->nelts; i++) {
         const dns_naptr_t *r = &APR_ARRAY_IDX(sorted, i, dns_naptr_t);
-        int k = naptr_kind(r->service);
+        int k = dns_naptr_kind(r->service);
         dns_srvq_t *q;
         int dup = 0;
 
@@ -261,7 +261,7 @@ static apr_array_header_t *naptr_select(apr_pool_t *p, const apr_array_header_t 
     return out;
 }
 
-static int srv_prio_cmp(const void *a, const void *b)
+static int dns_srv_prio_cmp(const void *a, const void *b)
 {
     const dns_srv_t *x = a, *y = b;
     return x->prio < y->prio ? -1 : x->prio > y->prio;
@@ -272,7 +272,7 @@ static int srv_prio_cmp(const void *a, const void *b)
  * (zero-weight records first in the running sum, so they are picked rarely
  * but can be).  'rnd' returns a uniform value in [0, bound]. A lone "."
  * target means the service is not offered: no records. */
-static apr_array_header_t *srv_order(apr_pool_t *p, const apr_array_header_t *recs,
+static apr_array_header_t *dns_srv_order(apr_pool_t *p, const apr_array_header_t *recs,
                                      unsigned long (*rnd)(unsigned long bound))
 {
     apr_array_header_t *in = apr_array_copy(p, recs);
@@ -283,7 +283,7 @@ static apr_array_header_t *srv_order(apr_pool_t *p, const apr_array_header_t *re
     if (n == 1 && !strcmp(r[0].target, "."))
         return out;
     if (n > 1)
-        qsort(r, (size_t)n, sizeof(*r), srv_prio_cmp);
+        qsort(r, (size_t)n, sizeof(*r), dns_srv_prio_cmp);
     while (i < n) {
         int j, end = i;
         while (end < n && r[end].prio == r[i].prio)
@@ -303,11 +303,15 @@ static apr_array_header_t *srv_order(apr_pool_t *p, const apr_array_header_t *re
             unsigned long sum = 0, pick, run = 0;
             for (j = i; j < end; j++)
                 sum += (unsigned long)r[j].weight;
-            pick = rnd(sum);
-            for (j = i; j < end; j++) {
-                run += (unsigned long)r[j].weight;
-                if (run >= pick)
-                    break;
+            if (sum == 0)       /* only weight 0 left: any of them, uniformly */
+                j = i + (int)(rnd((unsigned long)(end - i) - 1));
+            else {
+                pick = rnd(sum);
+                for (j = i; j < end; j++) {
+                    run += (unsigned long)r[j].weight;
+                    if (run >= pick)
+                        break;
+                }
             }
             if (j == end)
                 j = end - 1;
@@ -324,7 +328,7 @@ static apr_array_header_t *srv_order(apr_pool_t *p, const apr_array_header_t *re
     return out;
 }
 
-static unsigned long srv_random(unsigned long bound)
+static unsigned long dns_srv_random(unsigned long bound)
 {
     unsigned long v;
 
@@ -335,8 +339,8 @@ static unsigned long srv_random(unsigned long bound)
     return v % (bound + 1);
 }
 
-/* Is 'host' (maybe "[v6]") a literal address?  Its bare text in *bare. */
-static int host_literal(apr_pool_t *p, const char *host, const char **bare)
+/* Is 'host' (maybe "[v6]") a dns_literal address?  Its bare text in *bare. */
+static int dns_host_literal(apr_pool_t *p, const char *host, const char **bare)
 {
     unsigned char buf[16];
     char *h = apr_pstrdup(p, host);
@@ -352,7 +356,7 @@ static int host_literal(apr_pool_t *p, const char *host, const char **bare)
 /* Which transports a URI allows, as a bit mask of sip_tp_kind_t, and which
  * one to use without NAPTR/SRV (RFC 3263 §4.1: the transport parameter;
  * sips: TLS; else UDP, or the caller's hint).  0 = none usable. */
-static unsigned uri_transports(const sip_uri_info_t *uri, int hint, int *deflt)
+static unsigned dns_uri_transports(const sip_uri_info_t *uri, int hint, int *deflt)
 {
     int k = uri->transport ? sip_tp_from_name(uri->transport) : -1;
 
@@ -380,17 +384,17 @@ static unsigned uri_transports(const sip_uri_info_t *uri, int hint, int *deflt)
 
 /* The SRV queries without NAPTR (RFC 3263 §4.1: "SRV queries for those
  * transport protocols it supports"): the preferred transport first. */
-static apr_array_header_t *srv_fallback(apr_pool_t *p, const char *domain, unsigned allowed,
+static apr_array_header_t *dns_srv_fallback(apr_pool_t *p, const char *domain, unsigned allowed,
                                         int prefer)
 {
     static const sip_tp_kind_t order[] = { SIP_TP_UDP, SIP_TP_TCP, SIP_TP_TLS };
     apr_array_header_t *out = apr_array_make(p, 3, sizeof(dns_srvq_t));
     int i;
 
-    if (prefer >= 0 && srv_prefix((sip_tp_kind_t)prefer) && (allowed & (1u << prefer))) {
+    if (prefer >= 0 && dns_srv_prefix((sip_tp_kind_t)prefer) && (allowed & (1u << prefer))) {
         dns_srvq_t *q = apr_array_push(out);
         q->kind = (sip_tp_kind_t)prefer;
-        q->name = apr_pstrcat(p, srv_prefix(q->kind), domain, NULL);
+        q->name = apr_pstrcat(p, dns_srv_prefix(q->kind), domain, NULL);
     }
     for (i = 0; i < 3; i++) {
         dns_srvq_t *q;
@@ -398,19 +402,19 @@ static apr_array_header_t *srv_fallback(apr_pool_t *p, const char *domain, unsig
             continue;
         q = apr_array_push(out);
         q->kind = order[i];
-        q->name = apr_pstrcat(p, srv_prefix(q->kind), domain, NULL);
+        q->name = apr_pstrcat(p, dns_srv_prefix(q->kind), domain, NULL);
     }
     return out;
 }
 
-static int default_port(sip_tp_kind_t k)
+static int dns_default_port(sip_tp_kind_t k)
 {
     return sip_tp_secure(k) ? 5061 : 5060;
 }
 
 /* The reverse-lookup name of an address (RFC 1035 §3.5, RFC 3596 §2.5);
  * a v4-mapped IPv6 address is looked up as IPv4. */
-static const char *ptr_name(apr_pool_t *p, const sip_sockaddr_t *a, const char **ip)
+static const char *dns_ptr_name(apr_pool_t *p, const sip_sockaddr_t *a, const char **ip)
 {
     const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
     char txt[INET6_ADDRSTRLEN];
@@ -447,7 +451,7 @@ static const char *ptr_name(apr_pool_t *p, const sip_sockaddr_t *a, const char *
 }
 
 /* Two address texts name the same address. */
-static int same_ip(const char *a, const char *b)
+static int dns_same_ip(const char *a, const char *b)
 {
     unsigned char x[16], y[16];
 
@@ -458,7 +462,7 @@ static int same_ip(const char *a, const char *b)
     return 0;
 }
 
-static const char *type_name(int type)
+static const char *dns_type_name(int type)
 {
     switch (type) {
     case ns_t_naptr: return "NAPTR";
@@ -470,7 +474,7 @@ static const char *type_name(int type)
     }
 }
 
-static const char *status_text(int st)
+static const char *dns_status_text(int st)
 {
     switch (st) {
     case SIP_DNS_DONE: return "ok";
@@ -576,12 +580,12 @@ typedef struct dns_resolver {
     dns_waiter_t *free_waiters;
 } dns_resolver_t;
 
-static dns_resolver_t *R;
+static dns_resolver_t *dns_res;
 
 static sip_log_rate_t dns_log_rate = SIP_LOG_RATE_INIT("DNS failures");
 
-enum { JOB_URI, JOB_REVERSE };
-enum { PH_NAPTR, PH_SRV, PH_ADDR, PH_PTR, PH_FWD };
+enum { DNS_JOB_URI, DNS_JOB_REVERSE };
+enum { DNS_PH_NAPTR, DNS_PH_SRV, DNS_PH_ADDR, DNS_PH_PTR, DNS_PH_FWD };
 
 typedef struct dns_host {
     const char *name;
@@ -627,37 +631,37 @@ struct dns_waiter {
     int tag;
 };
 
-static void job_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e);
+static void djob_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e);
 
 /* ---- c-ares on the loop ---- */
 
-static void arm_timer(void);
+static void dns_arm_timer(void);
 
-static void watch_event(void *baton, apr_int16_t ev)
+static void dns_watch_event(void *baton, apr_int16_t ev)
 {
     dns_watch_t *w = baton;
     ares_socket_t fd = w->fd;
 
-    if (!R || R->down || fd == ARES_SOCKET_BAD)
+    if (!dns_res || dns_res->down || fd == ARES_SOCKET_BAD)
         return;
-    ares_process_fd(R->channel,
+    ares_process_fd(dns_res->channel,
                     (ev & (APR_POLLIN | APR_POLLERR | APR_POLLHUP)) ? fd : ARES_SOCKET_BAD,
                     (ev & APR_POLLOUT) ? fd : ARES_SOCKET_BAD);
-    arm_timer();
+    dns_arm_timer();
 }
 
 /* c-ares opens, changes and closes its sockets: watch them on the loop.
  * A slot is never freed, only reused, so an event already returned for a
  * closed socket finds a valid (idle) slot. */
-static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
+static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
 {
     dns_watch_t *w, *free_slot = NULL;
     apr_os_sock_t os = fd;
 
     (void)data;
-    if (!R)
+    if (!dns_res)
         return;
-    for (w = R->watches; w; w = w->next) {
+    for (w = dns_res->watches; w; w = w->next) {
         if (w->fd == fd)
             break;
         if (w->fd == ARES_SOCKET_BAD && !free_slot)
@@ -668,113 +672,113 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
     if (!w) {
         w = free_slot;
         if (!w) {
-            w = apr_pcalloc(R->pool, sizeof(*w));
-            w->next = R->watches;
-            R->watches = w;
+            w = apr_pcalloc(dns_res->pool, sizeof(*w));
+            w->next = dns_res->watches;
+            dns_res->watches = w;
         }
         w->fd = fd;
-        apr_os_sock_put(&w->sock, &os, R->pool);
-        sip_io_init_socket(&w->io, w->sock, watch_event, w);
+        apr_os_sock_put(&w->sock, &os, dns_res->pool);
+        sip_io_init_socket(&w->io, w->sock, dns_watch_event, w);
     }
-    sip_io_watch(R->loop, &w->io, (apr_int16_t)((readable ? APR_POLLIN : 0)
+    sip_io_watch(dns_res->loop, &w->io, (apr_int16_t)((readable ? APR_POLLIN : 0)
                                                 | (writable ? APR_POLLOUT : 0)));
     if (!readable && !writable)
         w->fd = ARES_SOCKET_BAD;
 }
 
-static void on_timer(void *baton)
+static void dns_on_timer(void *baton)
 {
     (void)baton;
-    if (!R || R->down)
+    if (!dns_res || dns_res->down)
         return;
-    ares_process_fd(R->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-    arm_timer();
+    ares_process_fd(dns_res->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    dns_arm_timer();
 }
 
-static void arm_timer(void)
+static void dns_arm_timer(void)
 {
     struct timeval tv, *t;
 
-    if (!R || R->down)
+    if (!dns_res || dns_res->down)
         return;
-    t = ares_timeout(R->channel, NULL, &tv);
+    t = ares_timeout(dns_res->channel, NULL, &tv);
     if (t)
-        sip_timer_set(R->loop, &R->timer, apr_time_make(t->tv_sec, t->tv_usec), on_timer, NULL);
+        sip_timer_set(dns_res->loop, &dns_res->timer, apr_time_make(t->tv_sec, t->tv_usec), dns_on_timer, NULL);
     else
-        sip_timer_cancel(R->loop, &R->timer);
+        sip_timer_cancel(dns_res->loop, &dns_res->timer);
 }
 
 /* ---- the cache ---- */
 
-static void lru_unlink(dns_entry_t *e)
+static void dns_lru_unlink(dns_entry_t *e)
 {
     if (e->prev)
         e->prev->next = e->next;
     else
-        R->lru_head = e->next;
+        dns_res->lru_head = e->next;
     if (e->next)
         e->next->prev = e->prev;
     else
-        R->lru_tail = e->prev;
+        dns_res->lru_tail = e->prev;
     e->prev = e->next = NULL;
 }
 
-static void lru_front(dns_entry_t *e)
+static void dns_lru_front(dns_entry_t *e)
 {
-    lru_unlink(e);
-    e->next = R->lru_head;
-    if (R->lru_head)
-        R->lru_head->prev = e;
-    R->lru_head = e;
-    if (!R->lru_tail)
-        R->lru_tail = e;
+    dns_lru_unlink(e);
+    e->next = dns_res->lru_head;
+    if (dns_res->lru_head)
+        dns_res->lru_head->prev = e;
+    dns_res->lru_head = e;
+    if (!dns_res->lru_tail)
+        dns_res->lru_tail = e;
 }
 
-/* Keep at most R->max entries (SipDNSCacheSize), oldest used first out;
+/* Keep at most dns_res->max entries (SipDNSCacheSize), oldest used first out;
  * entries with a query in flight stay. */
-static void cache_trim(void)
+static void dns_cache_trim(void)
 {
-    dns_entry_t *e = R->lru_tail;
+    dns_entry_t *e = dns_res->lru_tail;
 
-    while (R->count > R->max && e) {
+    while (dns_res->count > dns_res->max && e) {
         dns_entry_t *prev = e->prev;
         if (!e->inflight) {
-            lru_unlink(e);
-            apr_hash_set(R->cache, e->key, APR_HASH_KEY_STRING, NULL);
-            R->count--;
+            dns_lru_unlink(e);
+            apr_hash_set(dns_res->cache, e->key, APR_HASH_KEY_STRING, NULL);
+            dns_res->count--;
             apr_pool_destroy(e->pool);
         }
         e = prev;
     }
 }
 
-static void log_failure(const dns_entry_t *e, const char *reason)
+static void dns_log_failure(const dns_entry_t *e, const char *reason)
 {
     sip_log_limited(&dns_log_rate, e->name, e->type, APLOG_WARNING, ap_server_conf,
-                    "sip dns: %s %s: %s", type_name(e->type), e->name, reason);
+                    "sip dns: %s %s: %s", dns_type_name(e->type), e->name, reason);
 }
 
-static void entry_done(dns_entry_t *e)
+static void dns_entry_done(dns_entry_t *e)
 {
     dns_waiter_t *w = e->waiters, *next;
 
     e->waiters = NULL;
     for (; w; w = next) {
         next = w->next;
-        job_answer(w->job, w->tag, e);
-        w->next = R->free_waiters;
-        R->free_waiters = w;
+        djob_answer(w->job, w->tag, e);
+        w->next = dns_res->free_waiters;
+        dns_res->free_waiters = w;
     }
 }
 
-static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+static void dns_on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     dns_entry_t *e = arg;
     apr_pool_t *np;
     dns_answer_t ans;
 
     (void)timeouts;
-    if (!R || R->down || status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
+    if (!dns_res || dns_res->down || status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
         return;
     e->inflight = 0;
     /* the new answer replaces the old records: a fresh pool for them */
@@ -786,12 +790,12 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
         dns_parse(np, e->type, abuf, alen, &ans);
         if (ans.status == SIP_DNS_FAILED) {
             sip_stats->dns_failures++;
-            log_failure(e, "malformed answer");
+            dns_log_failure(e, "malformed answer");
             ans.ttl = DNS_FAIL_TTL;
         }
         else if (ans.status == SIP_DNS_NOTFOUND && e->type != ns_t_ptr)
             ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf, "sip dns: %s %s: %s",
-                         type_name(e->type), e->name,
+                         dns_type_name(e->type), e->name,
                          status == ARES_ENOTFOUND ? "no such name" : "no record");
         break;
     case ARES_ETIMEOUT:
@@ -799,14 +803,14 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
         ans.status = SIP_DNS_TIMEOUT;
         ans.ttl = DNS_FAIL_TTL;
         ans.recs = apr_array_make(np, 1, sizeof(char *));
-        log_failure(e, "timeout (no DNS server answered)");
+        dns_log_failure(e, "timeout (no DNS server answered)");
         break;
     default:
         sip_stats->dns_failures++;
         ans.status = SIP_DNS_FAILED;
         ans.ttl = DNS_FAIL_TTL;
         ans.recs = apr_array_make(np, 1, sizeof(char *));
-        log_failure(e, ares_strerror(status));
+        dns_log_failure(e, ares_strerror(status));
         break;
     }
     if (e->recpool)
@@ -815,20 +819,20 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
     e->ans = ans;
     e->filled = 1;
     e->expires = apr_time_now() + apr_time_from_sec(ans.ttl);
-    entry_done(e);
-    cache_trim();
+    dns_entry_done(e);
+    dns_cache_trim();
 }
 
 /* An /etc/hosts answer for A/AAAA (a local file, read without waiting on
  * the network), as the system resolver would give it. */
-static int hosts_answer(dns_entry_t *e)
+static int dns_hosts_answer(dns_entry_t *e)
 {
     struct hostent *he = NULL;
     apr_pool_t *np;
     char **a;
 
     if ((e->type != ns_t_a && e->type != ns_t_aaaa)
-        || ares_gethostbyname_file(R->channel, e->name, e->type == ns_t_a ? AF_INET : AF_INET6,
+        || ares_gethostbyname_file(dns_res->channel, e->name, e->type == ns_t_a ? AF_INET : AF_INET6,
                                    &he) != ARES_SUCCESS || !he)
         return 0;
     apr_pool_create(&np, e->pool);
@@ -852,7 +856,7 @@ static int hosts_answer(dns_entry_t *e)
 /* Ask for (name, type) on behalf of 'job': from the cache when fresh (the
  * job is answered before this returns), else joined to the query under way
  * or a new one. */
-static void lookup(sip_dns_query_t *job, const char *name, int type, int tag)
+static void dns_lookup(sip_dns_query_t *job, const char *name, int type, int tag)
 {
     char *key = apr_psprintf(job->pool, "%d/%s", type, name);
     dns_entry_t *e;
@@ -863,30 +867,31 @@ static void lookup(sip_dns_query_t *job, const char *name, int type, int tag)
         *c = (char)apr_tolower(*c);
     if (c > key && c[-1] == '.' && c - 1 > strchr(key, '/') + 1)
         c[-1] = '\0';
-    e = apr_hash_get(R->cache, key, APR_HASH_KEY_STRING);
+    e = apr_hash_get(dns_res->cache, key, APR_HASH_KEY_STRING);
     if (e && e->filled && !e->inflight && e->expires > apr_time_now()) {
         sip_stats->dns_cache_hits++;
-        lru_front(e);
-        job_answer(job, tag, e);
+        dns_lru_front(e);
+        job->outstanding++;     /* djob_answer releases it */
+        djob_answer(job, tag, e);
         return;
     }
     if (!e) {
         apr_pool_t *ep;
-        apr_pool_create(&ep, R->pool);
+        apr_pool_create(&ep, dns_res->pool);
         e = apr_pcalloc(ep, sizeof(*e));
         e->pool = ep;
         e->key = apr_pstrdup(ep, key);
         e->name = strchr(e->key, '/') + 1;
         e->type = type;
-        apr_hash_set(R->cache, e->key, APR_HASH_KEY_STRING, e);
-        R->count++;
+        apr_hash_set(dns_res->cache, e->key, APR_HASH_KEY_STRING, e);
+        dns_res->count++;
     }
-    lru_front(e);
-    w = R->free_waiters;
+    dns_lru_front(e);
+    w = dns_res->free_waiters;
     if (w)
-        R->free_waiters = w->next;
+        dns_res->free_waiters = w->next;
     else
-        w = apr_palloc(R->pool, sizeof(*w));
+        w = apr_palloc(dns_res->pool, sizeof(*w));
     w->job = job;
     w->tag = tag;
     w->next = e->waiters;
@@ -896,60 +901,60 @@ static void lookup(sip_dns_query_t *job, const char *name, int type, int tag)
         sip_stats->dns_cache_hits++;
         return;
     }
-    if (hosts_answer(e)) {
-        entry_done(e);
-        cache_trim();
+    if (dns_hosts_answer(e)) {
+        dns_entry_done(e);
+        dns_cache_trim();
         return;
     }
     e->inflight = 1;
     sip_stats->dns_queries++;
-    ares_query(R->channel, e->name, ns_c_in, type, on_answer, e);
-    arm_timer();
+    ares_query(dns_res->channel, e->name, ns_c_in, type, dns_on_answer, e);
+    dns_arm_timer();
 }
 
-static void job_step(sip_dns_query_t *job);
+static void djob_step(sip_dns_query_t *job);
 
 /* The job's lookups of one phase are made between hold and release, so an
  * answer from the cache cannot end the phase before they are all asked. */
-static void job_hold(sip_dns_query_t *job)
+static void djob_hold(sip_dns_query_t *job)
 {
     job->outstanding++;
 }
 
-static void job_release(sip_dns_query_t *job)
+static void djob_release(sip_dns_query_t *job)
 {
     if (--job->outstanding == 0)
-        job_step(job);
+        djob_step(job);
 }
 
-static void job_worst(sip_dns_query_t *job, int st)
+static void djob_worst(sip_dns_query_t *job, int st)
 {
     /* a timeout or failure explains an empty result better than NOTFOUND */
     if (st == SIP_DNS_TIMEOUT || (st == SIP_DNS_FAILED && job->worst != SIP_DNS_TIMEOUT))
         job->worst = st;
 }
 
-static void job_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
+static void djob_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
 {
     const dns_answer_t *a = &e->ans;
     int i;
 
     if (!job->cancelled) {
         if (a->status != SIP_DNS_DONE)
-            job_worst(job, a->status);
+            djob_worst(job, a->status);
         switch (job->phase) {
-        case PH_NAPTR:
+        case DNS_PH_NAPTR:
             if (a->status == SIP_DNS_DONE) {
                 int sip_seen;
-                job->srvq = naptr_select(job->pool, a->recs, job->allowed, &sip_seen);
+                job->srvq = dns_naptr_select(job->pool, a->recs, job->allowed, &sip_seen);
                 if (!job->srvq->nelts && sip_seen)
                     job->worst = SIP_DNS_NOTRANSPORT;
             }
             else if (a->status == SIP_DNS_TIMEOUT || a->status == SIP_DNS_FAILED)
                 job->worst = a->status;
             break;
-        case PH_SRV: {
-            apr_array_header_t *o = srv_order(job->pool, a->recs, srv_random);
+        case DNS_PH_SRV: {
+            apr_array_header_t *o = dns_srv_order(job->pool, a->recs, dns_srv_random);
             for (i = 0; i < o->nelts; i++) {
                 dns_srv_t *s = &APR_ARRAY_IDX(o, i, dns_srv_t);
                 s->target = apr_pstrdup(job->pool, s->target);
@@ -957,8 +962,8 @@ static void job_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
             APR_ARRAY_IDX(job->srvres, tag, apr_array_header_t *) = o;
             break;
         }
-        case PH_ADDR:
-        case PH_FWD: {
+        case DNS_PH_ADDR:
+        case DNS_PH_FWD: {
             dns_host_t *h = &APR_ARRAY_IDX(job->hosts, tag / 2, dns_host_t);
             apr_array_header_t *to = (tag & 1) ? h->v6 : h->v4;
             for (i = 0; a->status == SIP_DNS_DONE && i < a->recs->nelts; i++)
@@ -966,7 +971,7 @@ static void job_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
                     apr_pstrdup(job->pool, APR_ARRAY_IDX(a->recs, i, const char *));
             break;
         }
-        case PH_PTR:
+        case DNS_PH_PTR:
             if (a->status == SIP_DNS_DONE && a->recs->nelts) {
                 job->name = apr_pstrdup(job->pool, APR_ARRAY_IDX(a->recs, 0, const char *));
                 i = (int)strlen(job->name);
@@ -976,27 +981,27 @@ static void job_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
             break;
         }
     }
-    job_release(job);
+    djob_release(job);
 }
 
-static void job_free(sip_dns_query_t *job)
+static void djob_free(sip_dns_query_t *job)
 {
     apr_pool_destroy(job->pool);
 }
 
 /* The job's result: to the caller now (still inside the starting call) or
  * through its callback. */
-static void job_finish(sip_dns_query_t *job, int status, const char *why)
+static void djob_finish(sip_dns_query_t *job, int status, const char *why)
 {
     apr_array_header_t *targets = NULL;
     int i, j;
 
     job->phase = -1;
     if (job->cancelled) {
-        job_free(job);
+        djob_free(job);
         return;
     }
-    if (job->kind == JOB_REVERSE) {
+    if (job->kind == DNS_JOB_REVERSE) {
         const char *name = job->name ? apr_pstrdup(job->up, job->name) : NULL;
         if (job->starting) {
             job->result = name ? SIP_DNS_DONE : SIP_DNS_NOTFOUND;
@@ -1004,7 +1009,7 @@ static void job_finish(sip_dns_query_t *job, int status, const char *why)
             return;
         }
         job->ncb(job->baton, name, job->verified);
-        job_free(job);
+        djob_free(job);
         return;
     }
     if (status == SIP_DNS_DONE) {
@@ -1028,7 +1033,7 @@ static void job_finish(sip_dns_query_t *job, int status, const char *why)
         }
     }
     if (status != SIP_DNS_DONE && !why)
-        why = apr_psprintf(job->up, "%s: %s", job->domain, status_text(status));
+        why = apr_psprintf(job->up, "%s: %s", job->domain, dns_status_text(status));
     if (job->starting) {
         job->result = status;
         job->targets = targets;
@@ -1036,24 +1041,24 @@ static void job_finish(sip_dns_query_t *job, int status, const char *why)
         return;
     }
     job->cb(job->baton, status, status == SIP_DNS_DONE ? targets : NULL, why);
-    job_free(job);
+    djob_free(job);
 }
 
-static void job_addr_phase(sip_dns_query_t *job)
+static void djob_addr_phase(sip_dns_query_t *job)
 {
     int i;
 
-    job->phase = job->kind == JOB_REVERSE ? PH_FWD : PH_ADDR;
-    job_hold(job);
+    job->phase = job->kind == DNS_JOB_REVERSE ? DNS_PH_FWD : DNS_PH_ADDR;
+    djob_hold(job);
     for (i = 0; i < job->hosts->nelts; i++) {
         const dns_host_t *h = &APR_ARRAY_IDX(job->hosts, i, dns_host_t);
-        lookup(job, h->name, ns_t_a, 2 * i);
-        lookup(job, h->name, ns_t_aaaa, 2 * i + 1);
+        dns_lookup(job, h->name, ns_t_a, 2 * i);
+        dns_lookup(job, h->name, ns_t_aaaa, 2 * i + 1);
     }
-    job_release(job);
+    djob_release(job);
 }
 
-static dns_host_t *job_add_host(sip_dns_query_t *job, const char *name, int port,
+static dns_host_t *djob_add_host(sip_dns_query_t *job, const char *name, int port,
                                 sip_tp_kind_t kind)
 {
     dns_host_t *h;
@@ -1069,46 +1074,46 @@ static dns_host_t *job_add_host(sip_dns_query_t *job, const char *name, int port
     return h;
 }
 
-static void job_srv_phase(sip_dns_query_t *job)
+static void djob_srv_phase(sip_dns_query_t *job)
 {
     int i;
 
-    job->phase = PH_SRV;
+    job->phase = DNS_PH_SRV;
     job->srvres = apr_array_make(job->pool, job->srvq->nelts, sizeof(apr_array_header_t *));
     job->srvres->nelts = job->srvq->nelts;
     memset(job->srvres->elts, 0, (size_t)job->srvq->nelts * sizeof(apr_array_header_t *));
-    job_hold(job);
+    djob_hold(job);
     for (i = 0; i < job->srvq->nelts; i++)
-        lookup(job, APR_ARRAY_IDX(job->srvq, i, dns_srvq_t).name, ns_t_srv, i);
-    job_release(job);
+        dns_lookup(job, APR_ARRAY_IDX(job->srvq, i, dns_srvq_t).name, ns_t_srv, i);
+    djob_release(job);
 }
 
 /* Every lookup of the current phase is answered: on to the next. */
-static void job_step(sip_dns_query_t *job)
+static void djob_step(sip_dns_query_t *job)
 {
     int i, j;
 
     if (job->cancelled) {
-        job_free(job);
+        djob_free(job);
         return;
     }
     switch (job->phase) {
-    case PH_NAPTR:
+    case DNS_PH_NAPTR:
         if (job->worst == SIP_DNS_TIMEOUT || job->worst == SIP_DNS_FAILED
             || job->worst == SIP_DNS_NOTRANSPORT) {
-            job_finish(job, job->worst, NULL);
+            djob_finish(job, job->worst, NULL);
             return;
         }
         if (!job->srvq || !job->srvq->nelts)      /* no NAPTR: SRV per transport */
-            job->srvq = srv_fallback(job->pool, job->domain, job->allowed, job->prefer);
-        job_srv_phase(job);
+            job->srvq = dns_srv_fallback(job->pool, job->domain, job->allowed, job->prefer);
+        djob_srv_phase(job);
         return;
-    case PH_SRV:
+    case DNS_PH_SRV:
         for (i = 0; i < job->srvq->nelts; i++) {
             const apr_array_header_t *o = APR_ARRAY_IDX(job->srvres, i, apr_array_header_t *);
             for (j = 0; o && j < o->nelts; j++) {
                 const dns_srv_t *s = &APR_ARRAY_IDX(o, j, dns_srv_t);
-                job_add_host(job, s->target, s->port, APR_ARRAY_IDX(job->srvq, i, dns_srvq_t).kind);
+                djob_add_host(job, s->target, s->port, APR_ARRAY_IDX(job->srvq, i, dns_srvq_t).kind);
             }
         }
         if (!job->hosts->nelts) {
@@ -1116,40 +1121,40 @@ static void job_step(sip_dns_query_t *job)
              * port of the default transport; not when the SRV queries could
              * not be made (timeout: the answer is unknown, not "none") */
             if (job->worst == SIP_DNS_TIMEOUT || job->worst == SIP_DNS_FAILED) {
-                job_finish(job, job->worst, NULL);
+                djob_finish(job, job->worst, NULL);
                 return;
             }
-            if (!srv_prefix((sip_tp_kind_t)job->deflt)) {
-                job_finish(job, SIP_DNS_NOTRANSPORT, NULL);
+            if (!dns_srv_prefix((sip_tp_kind_t)job->deflt)) {
+                djob_finish(job, SIP_DNS_NOTRANSPORT, NULL);
                 return;
             }
-            job_add_host(job, job->domain, default_port((sip_tp_kind_t)job->deflt),
+            djob_add_host(job, job->domain, dns_default_port((sip_tp_kind_t)job->deflt),
                          (sip_tp_kind_t)job->deflt);
         }
         job->worst = 0;
-        job_addr_phase(job);
+        djob_addr_phase(job);
         return;
-    case PH_ADDR:
-        job_finish(job, SIP_DNS_DONE, NULL);
+    case DNS_PH_ADDR:
+        djob_finish(job, SIP_DNS_DONE, NULL);
         return;
-    case PH_PTR:
+    case DNS_PH_PTR:
         if (!job->name || !job->dbl) {
-            job_finish(job, SIP_DNS_DONE, NULL);
+            djob_finish(job, SIP_DNS_DONE, NULL);
             return;
         }
-        job_add_host(job, job->name, 0, SIP_TP_UDP);
-        job_addr_phase(job);
+        djob_add_host(job, job->name, 0, SIP_TP_UDP);
+        djob_addr_phase(job);
         return;
-    case PH_FWD: {
+    case DNS_PH_FWD: {
         /* httpd's double-reverse rule: the name's addresses include the peer */
         const dns_host_t *h = &APR_ARRAY_IDX(job->hosts, 0, dns_host_t);
         for (j = 0; j < h->v4->nelts + h->v6->nelts && !job->verified; j++)
-            job->verified = same_ip(job->ip, j < h->v4->nelts
+            job->verified = dns_same_ip(job->ip, j < h->v4->nelts
                                     ? APR_ARRAY_IDX(h->v4, j, const char *)
                                     : APR_ARRAY_IDX(h->v6, j - h->v4->nelts, const char *));
         if (!job->verified)
             job->name = NULL;
-        job_finish(job, SIP_DNS_DONE, NULL);
+        djob_finish(job, SIP_DNS_DONE, NULL);
         return;
     }
     default:
@@ -1157,12 +1162,12 @@ static void job_step(sip_dns_query_t *job)
     }
 }
 
-static sip_dns_query_t *job_new(int kind, apr_pool_t *up)
+static sip_dns_query_t *djob_new(int kind, apr_pool_t *up)
 {
     apr_pool_t *jp;
     sip_dns_query_t *job;
 
-    apr_pool_create(&jp, R->pool);
+    apr_pool_create(&jp, dns_res->pool);
     job = apr_pcalloc(jp, sizeof(*job));
     job->pool = jp;
     job->kind = kind;
@@ -1175,7 +1180,7 @@ static sip_dns_query_t *job_new(int kind, apr_pool_t *up)
 
 /* The job was started (its first lookups asked): DONE or a failure when it
  * already ended, else PENDING with the callback to come. */
-static int job_started(sip_dns_query_t *job, apr_array_header_t **out, sip_dns_query_t **q)
+static int djob_started(sip_dns_query_t *job, apr_array_header_t **out, sip_dns_query_t **q)
 {
     int st;
 
@@ -1187,7 +1192,7 @@ static int job_started(sip_dns_query_t *job, apr_array_header_t **out, sip_dns_q
     st = job->result;
     if (out)
         *out = job->targets;
-    job_free(job);
+    djob_free(job);
     return st;
 }
 
@@ -1202,7 +1207,7 @@ apr_status_t sip_dns_init(sip_loop_t *loop, apr_pool_t *p, const char *servers,
     int rc, mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
     apr_pool_t *rp;
 
-    if (R)
+    if (dns_res)
         sip_dns_shutdown();
     rc = ares_library_init(ARES_LIB_INIT_ALL);
     if (rc != ARES_SUCCESS) {
@@ -1212,29 +1217,29 @@ apr_status_t sip_dns_init(sip_loop_t *loop, apr_pool_t *p, const char *servers,
     }
     apr_pool_create(&rp, p);
     apr_pool_tag(rp, "sip_dns");
-    R = apr_pcalloc(rp, sizeof(*R));
-    R->pool = rp;
-    R->loop = loop;
-    R->cache = apr_hash_make(rp);
-    R->max = cache_max;
+    dns_res = apr_pcalloc(rp, sizeof(*dns_res));
+    dns_res->pool = rp;
+    dns_res->loop = loop;
+    dns_res->cache = apr_hash_make(rp);
+    dns_res->max = cache_max;
     memset(&o, 0, sizeof(o));
-    o.sock_state_cb = sock_state;
+    o.sock_state_cb = dns_sock_state;
     o.timeout = (int)apr_time_as_msec(timeout > 0 ? timeout : SIP_DNS_DEFAULT_TIMEOUT);
     if (o.timeout <= 0)
         o.timeout = 1;
     o.tries = tries > 0 ? tries : SIP_DNS_DEFAULT_TRIES;
-    rc = ares_init_options(&R->channel, &o, mask);
+    rc = ares_init_options(&dns_res->channel, &o, mask);
     if (rc == ARES_SUCCESS && servers)
-        rc = ares_set_servers_ports_csv(R->channel, servers);
+        rc = ares_set_servers_ports_csv(dns_res->channel, servers);
     if (rc != ARES_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
-                     "sip dns: cannot start the resolver (%s%s): %s; only literal addresses "
+                     "sip dns: cannot start the resolver (%s%s): %s; only dns_literal addresses "
                      "will be used", servers ? "SipDNSServer " : "/etc/resolv.conf",
                      servers ? servers : "", ares_strerror(rc));
         if (rc != ARES_SUCCESS && servers)
-            ares_destroy(R->channel);
+            ares_destroy(dns_res->channel);
         apr_pool_destroy(rp);
-        R = NULL;
+        dns_res = NULL;
         ares_library_cleanup();
         return APR_EGENERAL;
     }
@@ -1250,19 +1255,19 @@ void sip_dns_shutdown(void)
 {
     dns_watch_t *w;
 
-    if (!R)
+    if (!dns_res)
         return;
-    R->down = 1;
-    sip_timer_cancel(R->loop, &R->timer);
-    ares_destroy(R->channel);       /* its callbacks see 'down' and do nothing */
-    for (w = R->watches; w; w = w->next)
-        sip_io_watch(R->loop, &w->io, 0);
-    apr_pool_destroy(R->pool);      /* every entry and every job */
-    R = NULL;
+    dns_res->down = 1;
+    sip_timer_cancel(dns_res->loop, &dns_res->timer);
+    ares_destroy(dns_res->channel);       /* its callbacks see 'down' and do nothing */
+    for (w = dns_res->watches; w; w = w->next)
+        sip_io_watch(dns_res->loop, &w->io, 0);
+    apr_pool_destroy(dns_res->pool);      /* every entry and every job */
+    dns_res = NULL;
     ares_library_cleanup();
 }
 
-static int literal(apr_pool_t *p, const char *ip, const char *host, int port,
+static int dns_literal(apr_pool_t *p, const char *ip, const char *host, int port,
                    sip_tp_kind_t kind, apr_array_header_t **out)
 {
     sip_dns_target_t *t;
@@ -1272,7 +1277,7 @@ static int literal(apr_pool_t *p, const char *ip, const char *host, int port,
     memset(t, 0, sizeof(*t));
     t->kind = kind;
     t->host = host;
-    if (sip_sockaddr_set(&t->addr, ip, port ? port : default_port(kind)) != APR_SUCCESS)
+    if (sip_sockaddr_set(&t->addr, ip, port ? port : dns_default_port(kind)) != APR_SUCCESS)
         return SIP_DNS_FAILED;
     return SIP_DNS_DONE;
 }
@@ -1290,16 +1295,16 @@ int sip_dns_resolve_uri(apr_pool_t *p, const sip_uri_info_t *uri, int hint,
     *out = NULL;
     if (!domain || !*domain)
         return SIP_DNS_FAILED;
-    allowed = uri_transports(uri, hint, &deflt);
+    allowed = dns_uri_transports(uri, hint, &deflt);
     if (!allowed)
         return SIP_DNS_NOTRANSPORT;
-    if (host_literal(p, domain, &bare))     /* RFC 3263 §4.2 */
-        return literal(p, bare, uri->host, uri->port, (sip_tp_kind_t)deflt, out);
-    if (!srv_prefix((sip_tp_kind_t)deflt) && !(allowed & ~(1u << deflt)))
+    if (dns_host_literal(p, domain, &bare))     /* RFC 3263 §4.2 */
+        return dns_literal(p, bare, uri->host, uri->port, (sip_tp_kind_t)deflt, out);
+    if (!dns_srv_prefix((sip_tp_kind_t)deflt) && !(allowed & ~(1u << deflt)))
         return SIP_DNS_NOTRANSPORT;         /* ws/wss by name: RFC 7118 §5 */
-    if (!R)
+    if (!dns_res)
         return SIP_DNS_FAILED;
-    job = job_new(JOB_URI, p);
+    job = djob_new(DNS_JOB_URI, p);
     job->domain = apr_pstrdup(job->pool, domain);
     job->tls_host = apr_pstrdup(job->pool, uri->host);
     job->allowed = allowed;
@@ -1308,20 +1313,20 @@ int sip_dns_resolve_uri(apr_pool_t *p, const sip_uri_info_t *uri, int hint,
     job->cb = cb;
     job->baton = baton;
     if (uri->port) {                        /* §4.2: a port means A/AAAA only */
-        job_add_host(job, job->domain, uri->port, (sip_tp_kind_t)deflt);
-        job_addr_phase(job);
+        djob_add_host(job, job->domain, uri->port, (sip_tp_kind_t)deflt);
+        djob_addr_phase(job);
     }
     else if (uri->transport) {              /* §4.1: the transport is known: its SRV */
-        job->srvq = srv_fallback(job->pool, job->domain, 1u << deflt, deflt);
-        job_srv_phase(job);
+        job->srvq = dns_srv_fallback(job->pool, job->domain, 1u << deflt, deflt);
+        djob_srv_phase(job);
     }
     else {
-        job->phase = PH_NAPTR;
-        job_hold(job);
-        lookup(job, job->domain, ns_t_naptr, 0);
-        job_release(job);
+        job->phase = DNS_PH_NAPTR;
+        djob_hold(job);
+        dns_lookup(job, job->domain, ns_t_naptr, 0);
+        djob_release(job);
     }
-    return job_started(job, out, q);
+    return djob_started(job, out, q);
 }
 
 int sip_dns_resolve_via(apr_pool_t *p, const char *host, int port, sip_tp_kind_t kind,
@@ -1335,13 +1340,13 @@ int sip_dns_resolve_via(apr_pool_t *p, const char *host, int port, sip_tp_kind_t
     *out = NULL;
     if (!host || !*host)
         return SIP_DNS_FAILED;
-    if (host_literal(p, host, &bare))
-        return literal(p, bare, host, port, kind, out);
-    if (!srv_prefix(kind))
+    if (dns_host_literal(p, host, &bare))
+        return dns_literal(p, bare, host, port, kind, out);
+    if (!dns_srv_prefix(kind))
         return SIP_DNS_NOTRANSPORT;
-    if (!R)
+    if (!dns_res)
         return SIP_DNS_FAILED;
-    job = job_new(JOB_URI, p);
+    job = djob_new(DNS_JOB_URI, p);
     job->domain = apr_pstrdup(job->pool, host);
     job->tls_host = job->domain;
     job->allowed = 1u << kind;
@@ -1349,19 +1354,19 @@ int sip_dns_resolve_via(apr_pool_t *p, const char *host, int port, sip_tp_kind_t
     job->cb = cb;
     job->baton = baton;
     if (port) {
-        job_add_host(job, job->domain, port, kind);
-        job_addr_phase(job);
+        djob_add_host(job, job->domain, port, kind);
+        djob_addr_phase(job);
     }
     else {                                  /* RFC 3263 §5: SRV of the transport */
-        job->srvq = srv_fallback(job->pool, job->domain, 1u << kind, kind);
-        job_srv_phase(job);
+        job->srvq = dns_srv_fallback(job->pool, job->domain, 1u << kind, kind);
+        djob_srv_phase(job);
     }
-    return job_started(job, out, q);
+    return djob_started(job, out, q);
 }
 
 void sip_dns_cancel(sip_dns_query_t *q)
 {
-    if (q && R)
+    if (q && dns_res)
         q->cancelled = 1;   /* freed when its last lookup is answered */
 }
 
@@ -1375,12 +1380,12 @@ int sip_dns_reverse(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl, const ch
     *q = NULL;
     *host = NULL;
     *verified = 0;
-    if (!R)
+    if (!dns_res)
         return SIP_DNS_FAILED;
-    job = job_new(JOB_REVERSE, p);
-    name = ptr_name(job->pool, peer, &ip);
+    job = djob_new(DNS_JOB_REVERSE, p);
+    name = dns_ptr_name(job->pool, peer, &ip);
     if (!name) {
-        job_free(job);
+        djob_free(job);
         return SIP_DNS_FAILED;
     }
     job->ip = ip;
@@ -1388,10 +1393,10 @@ int sip_dns_reverse(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl, const ch
     job->dbl = dbl;
     job->ncb = cb;
     job->baton = baton;
-    job->phase = PH_PTR;
-    job_hold(job);
-    lookup(job, name, ns_t_ptr, 0);
-    job_release(job);
+    job->phase = DNS_PH_PTR;
+    djob_hold(job);
+    dns_lookup(job, name, ns_t_ptr, 0);
+    djob_release(job);
     job->starting = 0;
     if (job->phase >= 0) {
         *q = job;
@@ -1400,6 +1405,6 @@ int sip_dns_reverse(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl, const ch
     st = job->result;
     *host = job->name;
     *verified = job->verified;
-    job_free(job);
+    djob_free(job);
     return st;
 }

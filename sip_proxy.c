@@ -1832,11 +1832,11 @@ sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
     if (rc == SIP_DNS_DONE || rc == SIP_DNS_PENDING)
         return b;
     if (rc != NO_LOOKUP) {
-        const char *reason, *what;
-        unresolved_status(rc, 0, &reason, &what);
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, px->s, "sip-cgi: new request from script "
-                     "not sent: cannot resolve %s (%s)", b->own_next, what);
+        /* known at once (the cache): the script hears it as it would later */
+        branch_unresolved(b, rc, NULL);
+        return b;
     }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->own_next);
     b->done = 1;
     return NULL;
 }

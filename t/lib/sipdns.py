@@ -76,8 +76,10 @@ def qualify_srv(text):
         if words and words[0].upper() == "$ORIGIN" and len(words) > 1:
             origin = words[1] if words[1].endswith(".") else words[1] + "."
         elif ("SRV" in [w.upper() for w in words] and origin and words
-              and not words[-1].endswith(".") and words[-1] != "@"):
-            line = line.split(";")[0].rstrip() + "." + origin
+              and not words[-1].endswith(".")):
+            head = line.split(";")[0].rstrip()
+            head = head[:len(head) - len(words[-1])]
+            line = head + (origin if words[-1] == "@" else words[-1] + "." + origin)
         out.append(line)
     return "\n".join(out) + "\n"
 
