@@ -731,6 +731,9 @@ static apr_array_header_t *reachable(apr_pool_t *p, server_rec *s, const apr_arr
                          b->flow ? "" : " (registered before a restart)");
             continue;
         }
+        if (r == SIP_REACH_SOURCE)
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip registrar: %s at %s reached at its "
+                         "source %s (behind NAT)", b->aor, b->contact, b->received);
         memset(&t, 0, sizeof(t));
         t.b = b;
         t.r.flow = r == SIP_REACH_FLOW ? b->flow : 0;

@@ -63,6 +63,8 @@ is($r && $r->code, 200, 'natu REGISTERs a 10.0.0.5 Contact from a loopback port:
 like(join(',', $r ? $r->headers('contact') : ()), qr/<sip:natu\@10\.0\.0\.5:5060>;expires=/,
      '... the 200 lists the Contact as registered');
 call_reaches_udp($t, $n, 'natu', $ph, 'NATed UDP phone', uri => 'sip:natu@10.0.0.5:5060');
+like($t->error_log, qr/sip:natu\@127\.0\.0\.1 at sip:natu\@10\.0\.0\.5:5060 reached at its source 127\.0\.0\.1:(\d+)/,
+     '... logged (debug) with the source address');
 
 # a Contact naming the source address itself (another port: a phone that
 # listens elsewhere than it sends from) is used as it is
