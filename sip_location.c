@@ -244,16 +244,21 @@ static void junesc(char *s)
     *o = '\0';
 }
 
+/* The B line of 'b' (version 3). */
+static const char *journal_line(apr_pool_t *p, const sip_binding_t *b)
+{
+    return apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n",
+                        jesc(p, b->aor), jesc(p, b->contact), jesc(p, b->params),
+                        jesc(p, b->call_id), b->cseq, b->expires, b->q1000, jesc(p, b->path),
+                        jesc(p, b->display),
+                        b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : "",
+                        jesc(p, b->received), jesc(p, b->instance),
+                        b->instance ? b->reg_id : 0);
+}
+
 static void journal_set(apr_pool_t *p, const sip_binding_t *b)
 {
-    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s\t%s"
-                               "\t%s\t%s\t%d\n",
-                               jesc(p, b->aor), jesc(p, b->contact), jesc(p, b->params),
-                               jesc(p, b->call_id), b->cseq, b->expires, b->q1000,
-                               jesc(p, b->path), jesc(p, b->display),
-                               b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : "",
-                               jesc(p, b->received), jesc(p, b->instance),
-                               b->instance ? b->reg_id : 0));
+    journal_write(journal_line(p, b));
 }
 
 static void journal_del(apr_pool_t *p, const sip_binding_t *b)
