@@ -166,6 +166,14 @@ sleep 0.3;
     like($fin ? $fin->reason : '', qr/First Hop Lacks Outbound Support/, '... First Hop Lacks Outbound Support');
 
     $raw = $t->sip_request(method => 'REGISTER', uri => "sip:127.0.0.1:$port", sock => $u,
+                           to => '<' . $t->aor('prox') . '>', from => '<' . $t->aor('prox') . '>;tag=p1b',
+                           headers => [ @$via2, Path => '<sip:192.0.2.50:5060;lr>',
+                                        Contact => ob_contact('prox', 'p-1', 1),
+                                        Expires => 600, Supported => 'path, outbound' ]);
+    ($fin) = grep { $_->code >= 200 } $t->udp_req($raw, 3, sock => $u);
+    is($fin && $fin->code, 439, '... also when its Path has no ;ob');
+
+    $raw = $t->sip_request(method => 'REGISTER', uri => "sip:127.0.0.1:$port", sock => $u,
                            to => '<' . $t->aor('prox') . '>', from => '<' . $t->aor('prox') . '>;tag=p2',
                            headers => [ @$via2, Contact => ob_contact('prox', 'p-1', 1),
                                         Expires => 600, Supported => 'path' ]);
