@@ -179,6 +179,7 @@ sleep 0.3;
                                         Expires => 600, Supported => 'path' ]);
     ($fin) = grep { $_->code >= 200 } $t->udp_req($raw, 3, sock => $u);
     is($fin && $fin->code, 200, 'the same without Supported: outbound: 200, reg-id ignored');
+    ok($fin && !$fin->header('require') && !$fin->header('flow-timer'), '... no Require: outbound, no Flow-Timer');
 
     $raw = $t->sip_request(method => 'REGISTER', uri => "sip:127.0.0.1:$port", sock => $u,
                            to => '<' . $t->aor('edge') . '>', from => '<' . $t->aor('edge') . '>;tag=p3',
