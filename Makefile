@@ -23,7 +23,7 @@ ICAL_CFLAGS = $(shell pkg-config --cflags libical 2>/dev/null)
 ICAL_LIBS   = $(shell pkg-config --libs libical 2>/dev/null || echo -lical)
 SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
 SSL_LIBS   = $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
-LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS)
+LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS) -lcares -lresolv
 # conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
 GENERATED  = sip_cpl_xsd.h
 
@@ -55,10 +55,10 @@ SUEXEC_DEFS += -DSIP_SUEXEC_OWNER_UID_MIN=$(SIP_FORWARD_MIN_UID) \
 TEST_UPLOAD_USER = mod-sip-upload
 
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
-BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev
+BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev libc-ares-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
-             libio-socket-ssl-perl openssl socat chromium
+             libio-socket-ssl-perl openssl socat chromium python3-dnslib
 # make run: the self-signed certificate of its wss:// port
 RUN_PKGS   = $(BUILD_PKGS) openssl
 
@@ -240,7 +240,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi stun
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi stun journal
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

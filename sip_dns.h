@@ -43,6 +43,21 @@ typedef struct sip_dns_query sip_dns_query_t;
 typedef void (*sip_dns_cb)(void *baton, int status, apr_array_header_t *targets,
                            const char *why);
 
+/* SipDNSTimeout, SipDNSTries, SipDNSCacheSize defaults */
+#define SIP_DNS_DEFAULT_TIMEOUT apr_time_from_sec(2)
+#define SIP_DNS_DEFAULT_TRIES   2
+#define SIP_DNS_DEFAULT_CACHE   4096
+
+/* SipDNSServer's argument "ip[:port][,ip[:port]...]" (IPv6 as [ip]:port)
+ * checked and made into c-ares's list in '*csv'; an error text, or NULL. */
+const char *sip_dns_parse_servers(apr_pool_t *p, const char *arg, const char **csv);
+
+/* The directives (mod_sip.c's handler passes its name): an error text, or
+ * NULL with the value stored. */
+const char *sip_dns_directive(apr_pool_t *p, const char *name, const char *arg,
+                              const char **servers, apr_interval_time_t *timeout, int *tries,
+                              long *cache_size);
+
 /* Engine start: c-ares channel on 'loop'.  Servers from SipDNSServer (a
  * list "ip[:port],..."; NULL = /etc/resolv.conf), timeout per try,
  * attempts, and the cache's size bound. */
@@ -69,7 +84,9 @@ int sip_dns_resolve_via(apr_pool_t *p, const char *host, int port, sip_tp_kind_t
                         apr_array_header_t **out, sip_dns_query_t **q, sip_dns_cb cb,
                         void *baton);
 
-/* Stop a pending query: its callback will never be called. */
+/* Stop a pending query: its callback will never be called.  A query
+ * handle is void once its callback has been called (do not cancel it
+ * then). */
 void sip_dns_cancel(sip_dns_query_t *q);
 
 /* ---- reverse lookups (HostnameLookups On|Double, Require host) ---- */

@@ -21,6 +21,7 @@
 #include "sip_transport.h"
 #include "sip_upload.h"
 #include "sip_ws_upgrade.h"
+#include "sip_dns.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -426,6 +427,7 @@ static void engine_main(void)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
                      "sip engine: no TLS client context; outgoing TLS will fail");
     sip_txn_init(loop, engine_pool);
+    sip_txn_set_t1(sip_get_conf(engine_main_server)->timer_t1);
     sip_txn_on_final(sip_request_log);
     sip_txn_on_error_body(sip_request_error_body);
     sip_cgi_init(loop, engine_pool);
@@ -436,6 +438,11 @@ static void engine_main(void)
         sip_location_use_dbd(dbd_server);
     sip_script_store_open(sip_upload_conf()->store_ok ? sip_upload_conf()->store : NULL);
     sip_location_init(loop, engine_pool, journal_fd);
+    {
+        const sip_server_conf *mc = sip_get_conf(engine_main_server);
+        sip_dns_init(loop, engine_pool, mc->dns_servers, mc->dns_timeout, mc->dns_tries,
+                     (apr_size_t)mc->dns_cache_size);
+    }
     sip_cpl_exec_init(loop, engine_pool, engine_main_server);
     sip_namemap_init(loop, engine_pool, engine_main_server);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
@@ -457,6 +464,7 @@ static void engine_main(void)
 
     sip_cgi_shutdown();
     sip_namemap_shutdown();
+    sip_dns_shutdown();
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server, "sip engine %d exiting",
                  (int)getpid());
     _exit(0);

@@ -195,6 +195,14 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
          "keep-alives)", st->stun_bindings},
         {"SipStunDropped", "Other STUN-looking datagrams on the UDP ports, dropped",
          st->stun_dropped},
+        {NULL, "DNS", 0},
+        {"SipDnsQueries", "DNS queries sent", st->dns_queries},
+        {"SipDnsCacheHits", "DNS lookups answered from the cache or joined to one under way",
+         st->dns_cache_hits},
+        {"SipDnsTimeouts", "DNS queries no server answered (SipDNSTimeout, SipDNSTries)",
+         st->dns_timeouts},
+        {"SipDnsFailures", "DNS queries that failed (SERVFAIL, refused, malformed)",
+         st->dns_failures},
     };
     apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
     int html = !(flags & SIP_STATS_AUTO), table = !(flags & SIP_STATS_NOTABLE);

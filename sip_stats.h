@@ -105,6 +105,11 @@ typedef struct sip_stats {
     /* STUN on the UDP SIP ports (RFC 5626 §8, sip_stun.c) */
     apr_uint64_t stun_bindings; /* Binding requests answered */
     apr_uint64_t stun_dropped;  /* other STUN-looking datagrams, dropped */
+    /* DNS (sip_dns.c, issue 17) */
+    apr_uint64_t dns_queries;       /* queries sent to a DNS server */
+    apr_uint64_t dns_cache_hits;    /* lookups answered from the cache (or joined to one in flight) */
+    apr_uint64_t dns_timeouts;      /* queries no server answered in time */
+    apr_uint64_t dns_failures;      /* queries refused, SERVFAIL, malformed */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

@@ -6960,26 +6960,68 @@ END_TEST
 START_TEST(plumb_send_own_refuses)
 {
     static const char bad[] = "this is not SIP\r\n\r\n";
-    static const char nohop[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
-                                "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
-                                "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
-                                "Content-Length: 0\r\n\r\n";
+    static const char good[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
+                               "Route: <sip:edge.example.net;lr>\r\n"
+                               "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                               "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+                               "Content-Length: 0\r\n\r\n";
     server_rec srv;
-    sip_sockaddr_t dest;
-    const char *why = NULL;
-    int ack = 1;
+    const char *why = NULL, *next = NULL;
 
     memset(&srv, 0, sizeof(srv));
     srv.server_hostname = "example.org";
     sip_transport_init(NULL, pool, NULL, NULL);     /* no socket: our Via names the host */
-    ck_assert_ptr_null(send_own(pool, &srv, bad, sizeof(bad) - 1, "z9hG4bKa", NULL, NULL, &dest,
-                                &ack, &why));
-    ck_assert_int_eq(ack, 0);
+    sip_proxy_init(pool);
+    ck_assert_int_eq(sip_proxy_send_new(&srv, bad, sizeof(bad) - 1, NULL, NULL), 0);
+    ck_assert_ptr_null(own_parse(pool, &srv, bad, sizeof(bad) - 1, &next, &why));
     ck_assert_msg(why && strncmp(why, "not valid SIP", 13) == 0, "why: %s", why ? why : "");
-    why = NULL;
-    ck_assert_ptr_null(send_own(pool, &srv, nohop, sizeof(nohop) - 1, "z9hG4bKb", NULL, NULL,
-                                &dest, &ack, &why));
-    ck_assert_msg(why && strstr(why, "nonexistent.invalid"), "why: %s", why ? why : "");
+    /* RFC 3261 §8.1.2: the first Route is the next hop */
+    ck_assert_ptr_nonnull(own_parse(pool, &srv, good, sizeof(good) - 1, &next, &why));
+    ck_assert_str_eq(next, "sip:edge.example.net;lr");
+}
+END_TEST
+
+/* RFC 3327 §5.4: Path values as the Route set, a strict first hop takes
+ * the Request-URI (RFC 3261 §16.6 step 6); a binding's received address */
+START_TEST(plumb_path_route_set)
+{
+    static const char inv[] = "INVITE sip:bob@example.org SIP/2.0\r\n"
+                              "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKp1\r\n"
+                              "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                              "Call-ID: p1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    sip_wire_edit_t e;
+    sip_sockaddr_t a;
+    const char *next, *reason, *what;
+
+    ck_assert_int_eq(sip_msg_parse(pool, inv, sizeof(inv) - 1, NULL, 0, &m, &err), APR_SUCCESS);
+    next = route_edits(pool, m, "sip:bob@10.0.0.5:5062", "<sip:e1.example.net;lr>, "
+                       "<sip:e2.example.net;lr>", &e);
+    ck_assert_str_eq(next, "sip:e1.example.net;lr");
+    ck_assert_str_eq(e.request_uri, "sip:bob@10.0.0.5:5062");
+    ck_assert_str_eq(e.extra, "Route: <sip:e1.example.net;lr>,<sip:e2.example.net;lr>\r\n");
+    next = route_edits(pool, m, "sip:bob@10.0.0.5", "<sip:strict.example.net>, "
+                       "<sip:e2.example.net;lr>", &e);
+    ck_assert_str_eq(next, "sip:strict.example.net");
+    ck_assert_str_eq(e.request_uri, "sip:strict.example.net");
+    ck_assert_str_eq(e.extra, "Route: <sip:e2.example.net;lr>,<sip:bob@10.0.0.5>\r\n");
+    next = route_edits(pool, m, "sip:bob@10.0.0.5", NULL, &e);
+    ck_assert_str_eq(next, "sip:bob@10.0.0.5");
+    ck_assert_ptr_null(e.extra);
+    ck_assert_int_eq(parse_hostport(pool, "127.0.0.1:5099", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5099);
+    ck_assert_int_eq(parse_hostport(pool, "[::1]:5098", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5098);
+    ck_assert_int_eq(parse_hostport(pool, "192.0.2.1", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5060);
+    ck_assert_int_eq(parse_hostport(pool, "nohost:x", &a), 0);
+    /* issue 17 point 5 */
+    ck_assert_int_eq(unresolved_status(SIP_DNS_NOTFOUND, 0, &reason, &what), 404);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_NOTFOUND, 1, &reason, &what), 480);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_TIMEOUT, 0, &reason, &what), 408);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_FAILED, 0, &reason, &what), 503);
 }
 END_TEST
 
@@ -7080,6 +7122,7 @@ static Suite *plumb_suite(void)
     tcase_add_test(tc, plumb_with_via);
     tcase_add_test(tc, plumb_branch_unique);
     tcase_add_test(tc, plumb_send_own_refuses);
+    tcase_add_test(tc, plumb_path_route_set);
     suite_add_tcase(s, tc);
     tc = tcase_create("options");
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
@@ -9280,6 +9323,188 @@ static Suite *stateless_suite(void)
     return s;
 }
 
+/* ---- natob (issue 17): NAT reach, RFC 5626 §6 identity, journal v3 ---- */
+
+static sip_reach_t nat_reach(const char *contact, int transport, const char *received, int open,
+                             int mode)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = contact;
+    b.transport = transport;
+    b.received = received;
+    b.flow = 42;
+    return sip_binding_reach_mode(pool, &b, open, mode);
+}
+
+START_TEST(natob_private_addresses)
+{
+    const char *yes[] = {"10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "127.0.0.1",
+                         "169.254.3.4", "100.64.0.1", "100.127.255.254", "0.0.0.0", "::1",
+                         "[::1]", "fe80::1", "fd00::5", "::ffff:192.168.0.1", NULL};
+    const char *no[] = {"172.32.0.1", "192.0.2.1", "100.128.0.1", "8.8.8.8", "2001:db8::1",
+                        "example.com", "[fe80::1", "", NULL};
+    int i;
+
+    for (i = 0; yes[i]; i++)
+        ck_assert_msg(sip_addr_is_private(yes[i]), "%s is private", yes[i]);
+    for (i = 0; no[i]; i++)
+        ck_assert_msg(!sip_addr_is_private(no[i]), "%s is not private", no[i]);
+}
+END_TEST
+
+START_TEST(natob_reach_modes)
+{
+    /* UDP, auto: a private Contact other than the source -> the source */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5:5060", SIP_TP_UDP, "127.0.0.1:40000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_SOURCE);
+    /* ... the same address (a LAN), a public one, a name: the Contact */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5:5060", SIP_TP_UDP, "10.0.0.5:40000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@[::1]:5060", SIP_TP_UDP, "[0:0::1]:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@phone.example.com", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    /* ;ob: the source; no source known (an old journal): the Contact */
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7;ob", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_SOURCE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5", SIP_TP_UDP, NULL, 0, SIP_NAT_AUTO),
+                     SIP_REACH_CONTACT);
+    /* always / off */
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_SOURCE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_OFF), SIP_REACH_CONTACT);
+    /* TCP: the flow while open; closed with a NATed Contact: nothing */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 1,
+                               SIP_NAT_AUTO), SIP_REACH_FLOW);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_NONE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_OFF), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_NONE);
+    /* WebSocket is never redialled, whatever the mode */
+    ck_assert_int_eq(nat_reach("sip:p@x.invalid;transport=ws", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_NONE);
+}
+END_TEST
+
+START_TEST(natob_outbound_and_path)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = "sip:p@192.0.2.7;transport=tcp";
+    b.transport = SIP_TP_TCP;
+    b.received = "192.0.2.7:3333";
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    b.flow = 9;
+    /* RFC 5626 §5.3: an outbound flow that closed is not redialled */
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 1), SIP_REACH_FLOW);
+    b.transport = SIP_TP_UDP;
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_SOURCE);
+    /* RFC 3327: through the Path, whatever the Contact */
+    b.path = "<sip:edge.example.com;lr;ob>";
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_CONTACT);
+    b.transport = SIP_TP_TCP;
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_CONTACT);
+}
+END_TEST
+
+START_TEST(natob_identity)
+{
+    sip_binding_t b = mkb("sip:a@h", "sip:a@10.0.0.1:5060;transport=tcp", "c1", 1, 600, 1000);
+    apr_array_header_t *cur;
+
+    /* without an instance: the URI; with one: (instance, reg-id) */
+    ck_assert_str_eq(sip_binding_identity(pool, &b), sip_uri_key(pool, b.contact));
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    ck_assert_str_eq(sip_binding_identity(pool, &b), "\1urn:uuid:1\0011");
+    set_binding(&b, 0);
+    /* the same instance and reg-id with another Contact replaces it */
+    b = mkb("sip:a@h", "sip:a@10.0.0.9:7000;transport=tcp", "c2", 1, 600, 1000);
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    b.received = "127.0.0.1:4444";
+    set_binding(&b, 0);
+    ck_assert_uint_eq(sip_location_count(), 1);
+    /* another reg-id: a second flow of the instance, same Contact */
+    b.reg_id = 2;
+    set_binding(&b, 0);
+    ck_assert_uint_eq(sip_location_count(), 2);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->contact,
+                     "sip:a@10.0.0.9:7000;transport=tcp");
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->received, "127.0.0.1:4444");
+    /* removing flow 1 by its name leaves flow 2 */
+    b.reg_id = 1;
+    b.expires = 0;
+    set_binding(&b, 0);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 1);
+    ck_assert_int_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->reg_id, 2);
+}
+END_TEST
+
+START_TEST(natob_journal_v3)
+{
+    apr_time_t now = apr_time_from_sec(1000000);
+    journal_rec_t r;
+
+    ck_assert_int_eq(parse_line("V\t3", 1, now, &r), 'V');
+    ck_assert_int_eq(r.version, 3);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t;+sip.instance=\"<urn:u:1>\";reg-id=2"
+                                "\tcid\t7\t1000000000000\t500\t\t\ttcp\t127.0.0.1:4000\turn:u:1\t2",
+                                3, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_TCP);
+    ck_assert_str_eq(r.b.received, "127.0.0.1:4000");
+    ck_assert_str_eq(r.b.instance, "urn:u:1");
+    ck_assert_int_eq(r.b.reg_id, 2);
+    /* UDP: an empty transport field */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t\tcid\t7\t1000000000000\t500\t\t"
+                                "\t\t[::1]:5\t\t0", 3, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+    ck_assert_str_eq(r.b.received, "[::1]:5");
+    ck_assert_ptr_null(r.b.instance);
+    /* a reg-id without an instance is none (RFC 5626 §6) */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t\tcid\t7\t1000000000000\t500\t\t"
+                                "\t\t1.2.3.4:5\t\t7", 3, now, &r), 'B');
+    ck_assert_int_eq(r.b.reg_id, 0);
+    /* a version 2 line: nothing of it */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t\ttcp",
+                                2, now, &r), 'B');
+    ck_assert_ptr_null(r.b.received);
+    ck_assert_ptr_null(r.b.instance);
+    /* D lines name an instance's binding */
+    ck_assert_int_eq(parse_line("D\tsip:a@h\tsip:a@10.0.0.5\turn:u:1\t2", 3, now, &r), 'D');
+    ck_assert_str_eq(r.b.instance, "urn:u:1");
+    ck_assert_int_eq(r.b.reg_id, 2);
+}
+END_TEST
+
+static Suite *natob_suite(void)
+{
+    Suite *s = suite_create("natob");
+    TCase *tc = tcase_create("natob");
+
+    tcase_add_checked_fixture(tc, store_setup, pool_teardown);
+    tcase_add_test(tc, natob_private_addresses);
+    tcase_add_test(tc, natob_reach_modes);
+    tcase_add_test(tc, natob_outbound_and_path);
+    tcase_add_test(tc, natob_identity);
+    tcase_add_test(tc, natob_journal_v3);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 /* ---- STUN (sip_stun.c): RFC 5769 test vectors, RFC 5389 rules ---- */
 
 /* RFC 5769 §2.1: sample request (SOFTWARE, PRIORITY, ICE-CONTROLLED,
@@ -9525,6 +9750,651 @@ static Suite *stun_suite(void)
     return s;
 }
 
+/* ---- DNS (sip_dns.c): answer parsing, RFC 3263 / RFC 2782 ordering, and
+ * the resolver itself against t/lib/sipdns.py on a real event loop ---- */
+
+typedef struct dnsb {
+    unsigned char b[4096];
+    int n, counts[3], rdlen_at;
+} dnsb_t;
+
+static void dnsb_16(dnsb_t *m, unsigned v) { m->b[m->n++] = (unsigned char)(v >> 8); m->b[m->n++] = (unsigned char)v; }
+static void dnsb_32(dnsb_t *m, unsigned v) { dnsb_16(m, v >> 16); dnsb_16(m, v & 0xffff); }
+static void dnsb_name(dnsb_t *m, const char *name)
+{
+    while (*name) {
+        size_t l = strcspn(name, ".");
+        m->b[m->n++] = (unsigned char)l;
+        memcpy(m->b + m->n, name, l);
+        m->n += (int)l;
+        name += l;
+        if (*name == '.')
+            name++;
+    }
+    m->b[m->n++] = 0;
+}
+static void dnsb_str(dnsb_t *m, const char *s)
+{
+    m->b[m->n++] = (unsigned char)strlen(s);
+    memcpy(m->b + m->n, s, strlen(s));
+    m->n += (int)strlen(s);
+}
+static void dnsb_start(dnsb_t *m, int rcode, const char *qname, int qtype)
+{
+    memset(m, 0, sizeof(*m));
+    dnsb_16(m, 0x1234);
+    dnsb_16(m, 0x8400 | (unsigned)rcode);
+    dnsb_16(m, 1);
+    m->n = 12;
+    dnsb_name(m, qname);
+    dnsb_16(m, (unsigned)qtype);
+    dnsb_16(m, ns_c_in);
+}
+/* section 0 = answer, 1 = authority */
+static void dnsb_rr(dnsb_t *m, int sect, const char *name, int type, unsigned ttl)
+{
+    dnsb_name(m, name);
+    dnsb_16(m, (unsigned)type);
+    dnsb_16(m, ns_c_in);
+    dnsb_32(m, ttl);
+    m->rdlen_at = m->n;
+    dnsb_16(m, 0);
+    m->counts[sect]++;
+}
+static int dnsb_end_rr(dnsb_t *m)
+{
+    int l = m->n - m->rdlen_at - 2;
+    m->b[m->rdlen_at] = (unsigned char)(l >> 8);
+    m->b[m->rdlen_at + 1] = (unsigned char)l;
+    m->b[6] = 0; m->b[7] = (unsigned char)m->counts[0];
+    m->b[8] = 0; m->b[9] = (unsigned char)m->counts[1];
+    return m->n;
+}
+
+START_TEST(dns_parse_answers)
+{
+    apr_pool_t *p;
+    dnsb_t m;
+    dns_answer_t a;
+    const dns_naptr_t *nr;
+    const dns_srv_t *sr;
+
+    apr_pool_create(&p, NULL);
+    dnsb_start(&m, 0, "example.test", ns_t_naptr);
+    dnsb_rr(&m, 0, "example.test", ns_t_naptr, 300);
+    dnsb_16(&m, 20); dnsb_16(&m, 5); dnsb_str(&m, "s"); dnsb_str(&m, "SIP+D2T"); dnsb_str(&m, "");
+    dnsb_name(&m, "_sip._tcp.example.test");
+    dnsb_end_rr(&m);
+    dnsb_rr(&m, 0, "example.test", ns_t_naptr, 120);
+    dnsb_16(&m, 10); dnsb_16(&m, 50); dnsb_str(&m, "S"); dnsb_str(&m, "SIPS+D2T"); dnsb_str(&m, "");
+    dnsb_name(&m, "_sips._tcp.example.test");
+    dnsb_end_rr(&m);
+    ck_assert_int_eq(dns_parse(p, ns_t_naptr, m.b, m.n, &a), SIP_DNS_DONE);
+    ck_assert_int_eq(a.recs->nelts, 2);
+    ck_assert_int_eq(a.ttl, 120);       /* the smallest TTL */
+    nr = &APR_ARRAY_IDX(a.recs, 0, dns_naptr_t);
+    ck_assert_int_eq(nr->order, 20);
+    ck_assert_int_eq(nr->pref, 5);
+    ck_assert_str_eq(nr->service, "SIP+D2T");
+    ck_assert_str_eq(nr->replacement, "_sip._tcp.example.test");
+
+    dnsb_start(&m, 0, "_sip._udp.example.test", ns_t_srv);
+    dnsb_rr(&m, 0, "_sip._udp.example.test", ns_t_srv, 200000);
+    dnsb_16(&m, 1); dnsb_16(&m, 7); dnsb_16(&m, 5070); dnsb_name(&m, "a.example.test");
+    dnsb_end_rr(&m);
+    ck_assert_int_eq(dns_parse(p, ns_t_srv, m.b, m.n, &a), SIP_DNS_DONE);
+    ck_assert_int_eq(a.ttl, DNS_MAX_TTL);   /* capped */
+    sr = &APR_ARRAY_IDX(a.recs, 0, dns_srv_t);
+    ck_assert_int_eq(sr->prio, 1);
+    ck_assert_int_eq(sr->weight, 7);
+    ck_assert_int_eq(sr->port, 5070);
+    ck_assert_str_eq(sr->target, "a.example.test");
+
+    dnsb_start(&m, 0, "a.example.test", ns_t_a);
+    dnsb_rr(&m, 0, "a.example.test", ns_t_a, 60);
+    dnsb_32(&m, 0x7f000002);
+    dnsb_end_rr(&m);
+    dnsb_rr(&m, 0, "a.example.test", ns_t_aaaa, 60);        /* another type: ignored */
+    { int i; for (i = 0; i < 4; i++) dnsb_32(&m, i == 3 ? 1 : 0); }
+    dnsb_end_rr(&m);
+    ck_assert_int_eq(dns_parse(p, ns_t_a, m.b, m.n, &a), SIP_DNS_DONE);
+    ck_assert_int_eq(a.recs->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(a.recs, 0, const char *), "127.0.0.2");
+    ck_assert_int_eq(dns_parse(p, ns_t_aaaa, m.b, m.n, &a), SIP_DNS_DONE);
+    ck_assert_str_eq(APR_ARRAY_IDX(a.recs, 0, const char *), "::1");
+
+    /* NODATA with a SOA: negative TTL = min(SOA TTL, MINIMUM) (RFC 2308 §5) */
+    dnsb_start(&m, 3, "nope.example.test", ns_t_a);
+    dnsb_rr(&m, 1, "example.test", ns_t_soa, 900);
+    dnsb_name(&m, "ns.example.test"); dnsb_name(&m, "hostmaster.example.test");
+    dnsb_32(&m, 1); dnsb_32(&m, 3600); dnsb_32(&m, 600); dnsb_32(&m, 86400); dnsb_32(&m, 30);
+    dnsb_end_rr(&m);
+    ck_assert_int_eq(dns_parse(p, ns_t_a, m.b, m.n, &a), SIP_DNS_NOTFOUND);
+    ck_assert_int_eq(a.ttl, 30);
+
+    /* malformed: an A record of 3 bytes, a truncated message */
+    dnsb_start(&m, 0, "a.example.test", ns_t_a);
+    dnsb_rr(&m, 0, "a.example.test", ns_t_a, 60);
+    m.b[m.n++] = 1; m.b[m.n++] = 2; m.b[m.n++] = 3;
+    dnsb_end_rr(&m);
+    ck_assert_int_eq(dns_parse(p, ns_t_a, m.b, m.n, &a), SIP_DNS_FAILED);
+    ck_assert_int_eq(dns_parse(p, ns_t_a, m.b, 20, &a), SIP_DNS_FAILED);
+    ck_assert_int_eq(dns_parse(p, ns_t_a, NULL, 0, &a), SIP_DNS_FAILED);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+static dns_naptr_t naptr_rec(int order, int pref, const char *flags, const char *svc,
+                             const char *repl)
+{
+    dns_naptr_t r = { order, pref, flags, svc, "", repl };
+    return r;
+}
+
+START_TEST(dns_naptr_filter_order)
+{
+    apr_pool_t *p;
+    apr_array_header_t *in, *out;
+    unsigned all = (1u << SIP_TP_UDP) | (1u << SIP_TP_TCP) | (1u << SIP_TP_TLS);
+    int seen;
+
+    apr_pool_create(&p, NULL);
+    in = apr_array_make(p, 8, sizeof(dns_naptr_t));
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(30, 10, "s", "SIP+D2U", "_sip._udp.x.test");
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(10, 90, "s", "SIP+D2T", "_sip._tcp.x.test");
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(10, 50, "s", "SIPS+D2T", "_sips._tcp.x.test");
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(5, 10, "s", "SIP+D2W", "_sip._ws.x.test");
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(5, 10, "s", "SIPS+D2W", "_sips._ws.x.test");
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(1, 1, "u", "E2U+sip", "x.test");
+    APR_ARRAY_PUSH(in, dns_naptr_t) = naptr_rec(2, 1, "a", "SIP+D2U", "host.x.test");
+    out = dns_naptr_select(p, in, all, &seen);
+    ck_assert_int_eq(seen, 1);
+    ck_assert_int_eq(out->nelts, 3);        /* never WS, never a non-"s" record */
+    ck_assert_str_eq(APR_ARRAY_IDX(out, 0, dns_srvq_t).name, "_sips._tcp.x.test");
+    ck_assert_int_eq(APR_ARRAY_IDX(out, 0, dns_srvq_t).kind, SIP_TP_TLS);
+    ck_assert_str_eq(APR_ARRAY_IDX(out, 1, dns_srvq_t).name, "_sip._tcp.x.test");
+    ck_assert_int_eq(APR_ARRAY_IDX(out, 2, dns_srvq_t).kind, SIP_TP_UDP);
+    /* sips: only SIPS+D2T */
+    out = dns_naptr_select(p, in, 1u << SIP_TP_TLS, &seen);
+    ck_assert_int_eq(out->nelts, 1);
+    ck_assert_int_eq(APR_ARRAY_IDX(out, 0, dns_srvq_t).kind, SIP_TP_TLS);
+    /* transport=udp with only TCP services: SIP records seen, none usable */
+    in->nelts = 2;
+    APR_ARRAY_IDX(in, 0, dns_naptr_t) = naptr_rec(10, 10, "s", "SIP+D2T", "_sip._tcp.x.test");
+    out = dns_naptr_select(p, in, 1u << SIP_TP_UDP, &seen);
+    ck_assert_int_eq(out->nelts, 0);
+    ck_assert_int_eq(seen, 1);
+    /* no SIP service at all: not "seen" (the caller falls back to SRV) */
+    in->nelts = 1;
+    APR_ARRAY_IDX(in, 0, dns_naptr_t) = naptr_rec(10, 10, "u", "E2U+sip", "!^.*$!sip:a@b!");
+    out = dns_naptr_select(p, in, all, &seen);
+    ck_assert_int_eq(out->nelts, 0);
+    ck_assert_int_eq(seen, 0);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+static dns_srv_t srv_rec(int prio, int weight, int port, const char *target)
+{
+    dns_srv_t r = { prio, weight, port, target };
+    return r;
+}
+
+START_TEST(dns_srv_weights)
+{
+    apr_pool_t *p;
+    apr_array_header_t *in, *out;
+    int first[3] = { 0, 0, 0 }, zero_first = 0, i, runs = 20000;
+
+    apr_pool_create(&p, NULL);
+    srandom(12345);
+    in = apr_array_make(p, 8, sizeof(dns_srv_t));
+    APR_ARRAY_PUSH(in, dns_srv_t) = srv_rec(20, 0, 1, "backup.test");
+    APR_ARRAY_PUSH(in, dns_srv_t) = srv_rec(10, 10, 2, "a.test");
+    APR_ARRAY_PUSH(in, dns_srv_t) = srv_rec(10, 30, 3, "b.test");
+    APR_ARRAY_PUSH(in, dns_srv_t) = srv_rec(10, 60, 4, "c.test");
+    APR_ARRAY_PUSH(in, dns_srv_t) = srv_rec(20, 0, 5, "backup2.test");
+    for (i = 0; i < runs; i++) {
+        apr_pool_t *q;
+        apr_pool_create(&q, p);
+        out = dns_srv_order(q, in, dns_srv_random);
+        ck_assert_int_eq(out->nelts, 5);
+        /* priority 10 before priority 20, each record once */
+        ck_assert_int_eq(APR_ARRAY_IDX(out, 3, dns_srv_t).prio, 20);
+        ck_assert_int_eq(APR_ARRAY_IDX(out, 4, dns_srv_t).prio, 20);
+        ck_assert_int_eq(APR_ARRAY_IDX(out, 0, dns_srv_t).port
+                         + APR_ARRAY_IDX(out, 1, dns_srv_t).port
+                         + APR_ARRAY_IDX(out, 2, dns_srv_t).port, 9);
+        first[APR_ARRAY_IDX(out, 0, dns_srv_t).port - 2]++;
+        zero_first += APR_ARRAY_IDX(out, 3, dns_srv_t).port == 1;
+        apr_pool_destroy(q);
+    }
+    /* RFC 2782: the first pick in proportion to weight (10/30/60 %) */
+    ck_assert_msg(abs(first[0] - runs / 10) < runs / 50, "weight 10 first %d", first[0]);
+    ck_assert_msg(abs(first[1] - 3 * runs / 10) < runs / 50, "weight 30 first %d", first[1]);
+    ck_assert_msg(abs(first[2] - 6 * runs / 10) < runs / 50, "weight 60 first %d", first[2]);
+    /* two weight-0 records: each comes first sometimes */
+    ck_assert_msg(zero_first > runs / 20 && zero_first < runs - runs / 20, "zero %d", zero_first);
+
+    /* "." alone: the service is not offered */
+    in->nelts = 0;
+    APR_ARRAY_PUSH(in, dns_srv_t) = srv_rec(0, 0, 0, ".");
+    ck_assert_int_eq(dns_srv_order(p, in, dns_srv_random)->nelts, 0);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(dns_defaults_and_names)
+{
+    apr_pool_t *p;
+    sip_uri_info_t u;
+    apr_array_header_t *q, *out;
+    sip_dns_query_t *h;
+    sip_sockaddr_t a;
+    const char *ip, *v;
+    long cache;
+    int d, tries;
+    apr_interval_time_t to;
+
+    apr_pool_create(&p, NULL);
+    memset(&u, 0, sizeof(u));
+    u.host = "example.test";
+    ck_assert_uint_eq(dns_uri_transports(&u, -1, &d), 7u);
+    ck_assert_int_eq(d, SIP_TP_UDP);            /* §4.1: UDP for sip: */
+    u.secure = 1;
+    ck_assert_uint_eq(dns_uri_transports(&u, -1, &d), 1u << SIP_TP_TLS);
+    ck_assert_int_eq(d, SIP_TP_TLS);            /* TLS for sips: */
+    u.transport = "udp";
+    ck_assert_uint_eq(dns_uri_transports(&u, -1, &d), 0u);  /* sips over UDP: nothing */
+    u.secure = 0;
+    u.transport = "tcp";
+    ck_assert_uint_eq(dns_uri_transports(&u, SIP_TP_UDP, &d), 1u << SIP_TP_TCP);
+    u.transport = "sctp";
+    ck_assert_uint_eq(dns_uri_transports(&u, -1, &d), 0u);
+    u.transport = NULL;
+    dns_uri_transports(&u, SIP_TP_TCP, &d);
+    ck_assert_int_eq(d, SIP_TP_TCP);            /* the hint without a parameter */
+
+    q = dns_srv_fallback(p, "x.test", 7u, SIP_TP_TCP);
+    ck_assert_int_eq(q->nelts, 3);
+    ck_assert_str_eq(APR_ARRAY_IDX(q, 0, dns_srvq_t).name, "_sip._tcp.x.test");
+    ck_assert_str_eq(APR_ARRAY_IDX(q, 1, dns_srvq_t).name, "_sip._udp.x.test");
+    ck_assert_str_eq(APR_ARRAY_IDX(q, 2, dns_srvq_t).name, "_sips._tcp.x.test");
+
+    /* literal addresses and explicit ports need no DNS (no resolver here) */
+    u.host = "[::1]";
+    u.port = 0;
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &h, NULL, NULL), SIP_DNS_DONE);
+    ck_assert_int_eq(sip_sockaddr_port(&APR_ARRAY_IDX(out, 0, sip_dns_target_t).addr), 5060);
+    u.host = "example.test";
+    u.maddr = "127.0.0.9";
+    u.secure = 1;
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &h, NULL, NULL), SIP_DNS_DONE);
+    ck_assert_int_eq(APR_ARRAY_IDX(out, 0, sip_dns_target_t).kind, SIP_TP_TLS);
+    ck_assert_int_eq(sip_sockaddr_port(&APR_ARRAY_IDX(out, 0, sip_dns_target_t).addr), 5061);
+    ck_assert_str_eq(APR_ARRAY_IDX(out, 0, sip_dns_target_t).host, "example.test");
+    u.maddr = NULL;
+    u.secure = 0;
+    u.transport = "ws";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &h, NULL, NULL), SIP_DNS_NOTRANSPORT);
+
+    sip_sockaddr_set(&a, "192.0.2.10", 5060);
+    ck_assert_str_eq(dns_ptr_name(p, &a, &ip), "10.2.0.192.in-addr.arpa");
+    ck_assert_str_eq(ip, "192.0.2.10");
+    sip_sockaddr_set(&a, "::ffff:192.0.2.10", 5060);
+    ck_assert_str_eq(dns_ptr_name(p, &a, &ip), "10.2.0.192.in-addr.arpa");
+    sip_sockaddr_set(&a, "2001:db8::567:89ab", 5060);
+    ck_assert_str_eq(dns_ptr_name(p, &a, &ip),
+                     "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
+    ck_assert(dns_same_ip("::1", "0:0::1"));
+    ck_assert(!dns_same_ip("127.0.0.1", "127.0.0.2"));
+
+    /* directives */
+    ck_assert_ptr_null(sip_dns_directive(p, "SipDNSServer", "127.0.0.1:5353, [::1]", &v, &to,
+                                         &tries, &cache));
+    ck_assert_str_eq(v, "127.0.0.1:5353,[::1]:53");
+    ck_assert_ptr_nonnull(sip_dns_directive(p, "SipDNSServer", "dns.example.com", &v, &to,
+                                            &tries, &cache));
+    ck_assert_ptr_nonnull(sip_dns_directive(p, "SipDNSServer", "127.0.0.1:99999", &v, &to,
+                                            &tries, &cache));
+    ck_assert_ptr_null(sip_dns_directive(p, "SipDNSTimeout", "500ms", &v, &to, &tries, &cache));
+    ck_assert_int_eq(to, apr_time_from_msec(500));
+    ck_assert_ptr_nonnull(sip_dns_directive(p, "SipDNSTimeout", "0", &v, &to, &tries, &cache));
+    ck_assert_ptr_nonnull(sip_dns_directive(p, "SipDNSTimeout", "2s", &v, &to, &tries, &cache));
+    ck_assert_ptr_nonnull(sip_dns_directive(p, "SipDNSTries", "0", &v, &to, &tries, &cache));
+    ck_assert_ptr_null(sip_dns_directive(p, "SipDNSCacheSize", "0", &v, &to, &tries, &cache));
+    ck_assert_int_eq(cache, 0);
+    ck_assert_ptr_nonnull(sip_dns_directive(p, "SipDNSCacheSize", "-1", &v, &to, &tries, &cache));
+    apr_pool_destroy(p);
+}
+END_TEST
+
+/* ---- the resolver on a loop, against t/lib/sipdns.py ---- */
+
+typedef struct dnslive {
+    pid_t pid;
+    char dir[64];
+    int port;
+} dnslive_t;
+
+static void dnslive_file(const dnslive_t *d, const char *name, const char *text)
+{
+    char path[128], tmp[140];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", d->dir, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static int dnslive_count(const dnslive_t *d, const char *name, const char *type)
+{
+    char path[128], line[512];
+    FILE *f;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "%s/log", d->dir);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+        if (t2 && !strncmp(t1 + 1, name, strlen(name)) && t1 + 1 + strlen(name) == t2
+            && !strncmp(t2 + 1, type, strlen(type)) && t2[1 + strlen(type)] == '\t')
+            n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static void dnslive_start(dnslive_t *d, const char *zone)
+{
+    char a[4][140];
+    int i;
+
+    strcpy(d->dir, "/tmp/sipdns-unit-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(d->dir));
+    dnslive_file(d, "zone", zone);
+    dnslive_file(d, "control", "normal\n");
+    dnslive_file(d, "log", "");
+    snprintf(a[0], sizeof(a[0]), "%s/zone", d->dir);
+    snprintf(a[1], sizeof(a[1]), "%s/control", d->dir);
+    snprintf(a[2], sizeof(a[2]), "%s/log", d->dir);
+    snprintf(a[3], sizeof(a[3]), "%s/port", d->dir);
+    ck_assert_msg(access("t/lib/sipdns.py", R_OK) == 0, "run from the repository root");
+    d->pid = fork();
+    if (d->pid == 0) {
+        execl("/usr/bin/python3", "python3", "t/lib/sipdns.py", "--zone", a[0], "--control",
+              a[1], "--log", a[2], "--portfile", a[3], (char *)NULL);
+        _exit(127);
+    }
+    for (i = 0; i < 200; i++) {
+        FILE *f = fopen(a[3], "r");
+        if (f) {
+            int ok = fscanf(f, "%d", &d->port) == 1;
+            fclose(f);
+            if (ok)
+                return;
+        }
+        usleep(50000);
+    }
+    ck_abort_msg("sipdns.py did not start");
+}
+
+static void dnslive_stop(dnslive_t *d)
+{
+    char cmd[128];
+    kill(d->pid, SIGTERM);
+    waitpid(d->pid, NULL, 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+typedef struct dnswait {
+    volatile sig_atomic_t stop;
+    int calls, status;
+    apr_array_header_t *targets;
+    const char *name;
+    int verified;
+    sip_timer_t guard;
+} dnswait_t;
+
+static void dnswait_cb(void *baton, int status, apr_array_header_t *targets, const char *why)
+{
+    dnswait_t *w = baton;
+    w->calls++;
+    w->status = status;
+    w->targets = targets;
+    w->stop = 1;
+}
+
+static void dnswait_name_cb(void *baton, const char *host, int verified)
+{
+    dnswait_t *w = baton;
+    w->calls++;
+    w->name = host;
+    w->verified = verified;
+    w->stop = 1;
+}
+
+static void dnswait_guard(void *baton)
+{
+    ((dnswait_t *)baton)->stop = 1;
+}
+
+static void dnswait_run(sip_loop_t *loop, dnswait_t *w, int secs)
+{
+    sip_timer_set(loop, &w->guard, apr_time_from_sec(secs), dnswait_guard, w);
+    sip_loop_run(loop, &w->stop);
+    sip_timer_cancel(loop, &w->guard);
+    w->stop = 0;
+}
+
+static const char *target_text(apr_pool_t *p, const sip_dns_target_t *t)
+{
+    return apr_psprintf(p, "%s:%s:%d", sip_tp_via_name(t->kind), sip_sockaddr_ip(p, &t->addr),
+                        sip_sockaddr_port(&t->addr));
+}
+
+static const char dns_zone[] =
+    "$ORIGIN example.test.\n"
+    "@ 60 IN SOA ns hostmaster 1 3600 600 86400 2\n"
+    "@ 60 IN NAPTR 20 10 \"s\" \"SIP+D2U\" \"\" _sip._udp.example.test.\n"
+    "@ 60 IN NAPTR 10 10 \"s\" \"SIP+D2T\" \"\" _sip._tcp.example.test.\n"
+    "@ 60 IN NAPTR 5 10 \"s\" \"SIP+D2W\" \"\" _sip._ws.example.test.\n"
+    "_sip._tcp 60 IN SRV 10 0 5070 b\n"
+    "_sip._tcp 60 IN SRV 20 0 5071 a\n"
+    "_sip._udp 60 IN SRV 10 0 5072 a\n"
+    "a 60 IN A 127.0.0.1\n"
+    "a 60 IN A 127.0.0.3\n"
+    "b 60 IN A 127.0.0.2\n"
+    "b 60 IN AAAA ::1\n"
+    "$ORIGIN nonaptr.test.\n"
+    "@ 60 IN SOA ns hostmaster 1 3600 600 86400 2\n"
+    "_sip._tcp 60 IN SRV 10 0 5080 @\n"
+    "@ 60 IN A 127.0.0.5\n"
+    "$ORIGIN plain.test.\n"
+    "@ 60 IN SOA ns hostmaster 1 3600 600 86400 2\n"
+    "@ 1 IN A 127.0.0.6\n"
+    "$ORIGIN 0.0.127.in-addr.arpa.\n"
+    "7 60 IN PTR good.example.test.\n"
+    "8 60 IN PTR liar.example.test.\n"
+    "$ORIGIN example.test.\n"
+    "good 60 IN A 127.0.0.7\n"
+    "liar 60 IN A 127.0.0.99\n";
+
+START_TEST(dns_resolver_live)
+{
+    apr_pool_t *p;
+    sip_loop_t *loop;
+    dnslive_t d;
+    dnswait_t w, w2;
+    sip_uri_info_t u;
+    apr_array_header_t *out;
+    sip_dns_query_t *q, *q2;
+    sip_sockaddr_t peer;
+    const char *host;
+    int verified, i;
+    char servers[64];
+    static const char *expect[] = { "TCP:127.0.0.2:5070", "TCP:::1:5070", "TCP:127.0.0.1:5071",
+                                    "TCP:127.0.0.3:5071", "UDP:127.0.0.1:5072",
+                                    "UDP:127.0.0.3:5072" };
+
+    apr_pool_create(&p, NULL);
+    memset(&w, 0, sizeof(w));
+    memset(&w2, 0, sizeof(w2));
+    dnslive_start(&d, dns_zone);
+    ck_assert_int_eq(sip_loop_create(&loop, p), APR_SUCCESS);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", d.port);
+    ck_assert_int_eq(sip_dns_init(loop, p, servers, apr_time_from_msec(500), 1, 100),
+                     APR_SUCCESS);
+
+    /* NAPTR (order 10 TCP, 20 UDP; WS ignored) -> SRV (priority) -> A/AAAA */
+    memset(&u, 0, sizeof(u));
+    u.host = "example.test";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    ck_assert_ptr_nonnull(q);
+    /* the same name at once: joined to the query under way */
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q2, dnswait_cb, &w2),
+                     SIP_DNS_PENDING);
+    ck_assert_int_eq(w.calls, 0);       /* never from inside the call */
+    dnswait_run(loop, &w, 5);
+    if (!w2.calls)
+        dnswait_run(loop, &w2, 5);
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_int_eq(w2.calls, 1);
+    ck_assert_int_eq(w.status, SIP_DNS_DONE);
+    ck_assert_int_eq(w.targets->nelts, 6);
+    for (i = 0; i < 6; i++) {
+        const sip_dns_target_t *t = &APR_ARRAY_IDX(w.targets, i, sip_dns_target_t);
+        ck_assert_str_eq(target_text(p, t), expect[i]);
+        ck_assert_str_eq(t->host, "example.test");
+    }
+    ck_assert_int_eq(w2.targets->nelts, 6);
+    ck_assert_int_eq(dnslive_count(&d, "example.test", "NAPTR"), 1);
+    ck_assert_int_eq(dnslive_count(&d, "_sip._tcp.example.test", "SRV"), 1);
+    ck_assert_int_eq(dnslive_count(&d, "b.example.test", "A"), 1);
+    ck_assert_int_eq(dnslive_count(&d, "_sip._ws.example.test", "SRV"), 0);
+
+    /* from the cache: DONE at once, no new query */
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_DONE);
+    ck_assert_int_eq(out->nelts, 6);
+    ck_assert_int_eq(dnslive_count(&d, "example.test", "NAPTR"), 1);
+
+    /* no NAPTR: SRV per transport (TCP found), target "@" = the domain */
+    u.host = "nonaptr.test";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_int_eq(w.status, SIP_DNS_DONE);
+    ck_assert_int_eq(w.targets->nelts, 1);
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(w.targets, 0, sip_dns_target_t)),
+                     "TCP:127.0.0.5:5080");
+
+    /* neither NAPTR nor SRV: A on 5060 UDP; sips: 5061 TLS; TTL 1 s expires */
+    u.host = "plain.test";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(w.targets, 0, sip_dns_target_t)),
+                     "UDP:127.0.0.6:5060");
+    ck_assert_int_eq(dnslive_count(&d, "plain.test", "A"), 1);
+    u.secure = 1;               /* every record it needs is cached by now */
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_DONE);
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(out, 0, sip_dns_target_t)),
+                     "TLS:127.0.0.6:5061");
+    u.secure = 0;
+    u.port = 5099;              /* explicit port: A/AAAA only (§4.2) */
+    apr_sleep(apr_time_from_msec(1100));
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(w.targets, 0, sip_dns_target_t)),
+                     "UDP:127.0.0.6:5099");
+    ck_assert_int_eq(dnslive_count(&d, "plain.test", "A"), 2);   /* TTL expired: asked again */
+    u.port = 0;
+
+    /* unknown name: NOTFOUND through the callback; then negatively cached */
+    u.host = "nope.example.test";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_int_eq(w.status, SIP_DNS_NOTFOUND);
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_NOTFOUND);
+
+    /* reverse: single, double that verifies, double that does not */
+    sip_sockaddr_set(&peer, "127.0.0.7", 1);
+    ck_assert_int_eq(sip_dns_reverse(p, &peer, 1, &host, &verified, &q, dnswait_name_cb, &w),
+                     SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_str_eq(w.name, "good.example.test");
+    ck_assert_int_eq(w.verified, 1);
+    ck_assert_int_eq(sip_dns_reverse(p, &peer, 1, &host, &verified, &q, dnswait_name_cb, &w),
+                     SIP_DNS_DONE);
+    ck_assert_str_eq(host, "good.example.test");
+    sip_sockaddr_set(&peer, "127.0.0.8", 1);
+    ck_assert_int_eq(sip_dns_reverse(p, &peer, 0, &host, &verified, &q, dnswait_name_cb, &w),
+                     SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_str_eq(w.name, "liar.example.test");
+    ck_assert_int_eq(w.verified, 0);
+    w.calls = 0;
+    ck_assert_int_eq(sip_dns_reverse(p, &peer, 1, &host, &verified, &q, dnswait_name_cb, &w),
+                     SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_ptr_null(w.name);
+
+    /* a silent server: TIMEOUT after SipDNSTimeout, the loop not blocked;
+     * a cancelled query never calls back */
+    dnslive_file(&d, "control", "silent\n");
+    u.host = "silent.test";
+    w.calls = 0;
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    u.host = "silent2.test";
+    w2.calls = 0;
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q2, dnswait_cb, &w2),
+                     SIP_DNS_PENDING);
+    sip_dns_cancel(q2);
+    {
+        apr_time_t t0 = apr_time_now();
+        dnswait_run(loop, &w, 5);
+        ck_assert_int_eq(w.status, SIP_DNS_TIMEOUT);
+        ck_assert_msg(apr_time_now() - t0 < apr_time_from_msec(1500), "timeout took too long");
+    }
+    dnswait_run(loop, &w2, 1);
+    ck_assert_int_eq(w2.calls, 0);
+    ck_assert_uint_gt(sip_stats->dns_timeouts, 0);
+    ck_assert_uint_gt(sip_stats->dns_cache_hits, 0);
+
+    /* shutdown with a query under way: no callback, nothing left */
+    u.host = "silent3.test";
+    w.calls = 0;
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    sip_dns_shutdown();
+    ck_assert_int_eq(w.calls, 0);
+    dnslive_stop(&d);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+static Suite *dns_suite(void)
+{
+    Suite *s = suite_create("dns");
+    TCase *tc = tcase_create("pure");
+    TCase *live = tcase_create("live");
+
+    tcase_add_test(tc, dns_parse_answers);
+    tcase_add_test(tc, dns_naptr_filter_order);
+    tcase_add_test(tc, dns_srv_weights);
+    tcase_add_test(tc, dns_defaults_and_names);
+    suite_add_tcase(s, tc);
+    tcase_set_timeout(live, 30);
+    tcase_add_test(live, dns_resolver_live);
+    suite_add_tcase(s, live);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -9569,6 +10439,8 @@ int main(void)
     srunner_add_suite(sr, fcgi_suite());
     srunner_add_suite(sr, stateless_suite());
     srunner_add_suite(sr, stun_suite());
+    srunner_add_suite(sr, natob_suite());
+    srunner_add_suite(sr, dns_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
