@@ -84,7 +84,7 @@ static const char *dns_rd_name(apr_pool_t *p, ns_msg *msg, const unsigned char *
 /* The records of 'type' in a DNS answer (abuf, as c-ares hands it over),
  * with the TTL to cache them for: the smallest TTL of the answer section
  * (CNAMEs included), or for an empty answer the SOA's negative TTL (RFC
- * 2308 §5: min of the SOA's TTL and its MINIMUM; no SOA: not cached).
+ * 2308 §5: min of the SOA's TTL and its MINIMUM; no SOA: a second).
  * Returns the answer's status; malformed data is SIP_DNS_FAILED. */
 static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int alen,
                      dns_answer_t *out)
@@ -167,8 +167,11 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
         out->ttl = minttl < 1 ? 1 : minttl > DNS_MAX_TTL ? DNS_MAX_TTL : minttl;
         return out->status;
     }
-    /* no data: the negative TTL from the authority section's SOA */
+    /* no data: the negative TTL from the authority section's SOA; without
+     * one (RFC 2308 §5: not to be cached) still a second, for the request
+     * that asked (see above) */
     out->status = SIP_DNS_NOTFOUND;
+    out->ttl = 1;
     n = ns_msg_count(msg, ns_s_ns);
     for (i = 0; i < n; i++) {
         if (ns_parserr(&msg, ns_s_ns, i, &rr) < 0)
@@ -177,7 +180,7 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
             int neg = (int)ns_get32(ns_rr_rdata(rr) + ns_rr_rdlen(rr) - 4);
             if ((int)ns_rr_ttl(rr) < neg)
                 neg = (int)ns_rr_ttl(rr);
-            out->ttl = neg < 0 ? 0 : neg > DNS_MAX_NEG_TTL ? DNS_MAX_NEG_TTL : neg;
+            out->ttl = neg < 1 ? 1 : neg > DNS_MAX_NEG_TTL ? DNS_MAX_NEG_TTL : neg;
             break;
         }
     }
