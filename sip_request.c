@@ -312,7 +312,7 @@ sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *ao
         int dbl;
         if (sip_request_wants_name(s, &dbl)) {
             const char *name = sip_dns_cached_name(r->pool, peer, 0);
-            const char *checked = sip_dns_cached_name(r->pool, peer, 1);
+            const char *checked = dbl ? sip_dns_cached_name(r->pool, peer, 1) : NULL;
             r->useragent_host = (char *)(dbl ? (checked ? checked : "") : name ? name : "");
             r->double_reverse = checked ? 1 : -1;
         }
