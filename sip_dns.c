@@ -1006,6 +1006,7 @@ static void djob_worst(sip_dns_query_t *job, int st)
 static void djob_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
 {
     const dns_answer_t *a = &e->ans;
+    char *c;
     int i;
 
     if (!job->cancelled) {
@@ -1046,6 +1047,8 @@ static void djob_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
                 i = (int)strlen(job->name);
                 if (i > 1 && job->name[i - 1] == '.')
                     ((char *)job->name)[i - 1] = '\0';
+                for (c = (char *)job->name; *c; c++)    /* as httpd keeps names */
+                    *c = (char)apr_tolower(*c);
             }
             break;
         }
