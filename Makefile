@@ -224,7 +224,7 @@ endif
 VALGRIND_TESTS ?= t/10-options.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
                   t/reg-raw.t t/auth-require.t t/cgi-proxy.t t/robust-torture.t \
                   t/error-docs.t t/status.t t/relay.t t/proxy-wire.t t/cgi-local-target.t \
-                  t/auth-strict.t t/upload-exec.t t/reg-payload.t
+                  t/auth-strict.t t/upload-exec.t t/reg-payload.t t/dns.t
 test-valgrind: test-deps all
 	$(call apt_install,valgrind)
 	rm -rf t/valgrind.out && mkdir -p t/valgrind.out && chmod 1777 t/valgrind.out
