@@ -9911,6 +9911,188 @@ static Suite *dns_suite(void)
     return s;
 }
 
+/* ---- natob (issue 17): NAT reach, RFC 5626 §6 identity, journal v3 ---- */
+
+static sip_reach_t nat_reach(const char *contact, int transport, const char *received, int open,
+                             int mode)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = contact;
+    b.transport = transport;
+    b.received = received;
+    b.flow = 42;
+    return sip_binding_reach_mode(pool, &b, open, mode);
+}
+
+START_TEST(natob_private_addresses)
+{
+    const char *yes[] = {"10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "127.0.0.1",
+                         "169.254.3.4", "100.64.0.1", "100.127.255.254", "0.0.0.0", "::1",
+                         "[::1]", "fe80::1", "fd00::5", "::ffff:192.168.0.1", NULL};
+    const char *no[] = {"172.32.0.1", "192.0.2.1", "100.128.0.1", "8.8.8.8", "2001:db8::1",
+                        "example.com", "[fe80::1", "", NULL};
+    int i;
+
+    for (i = 0; yes[i]; i++)
+        ck_assert_msg(sip_addr_is_private(yes[i]), "%s is private", yes[i]);
+    for (i = 0; no[i]; i++)
+        ck_assert_msg(!sip_addr_is_private(no[i]), "%s is not private", no[i]);
+}
+END_TEST
+
+START_TEST(natob_reach_modes)
+{
+    /* UDP, auto: a private Contact other than the source -> the source */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5:5060", SIP_TP_UDP, "127.0.0.1:40000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_SOURCE);
+    /* ... the same address (a LAN), a public one, a name: the Contact */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5:5060", SIP_TP_UDP, "10.0.0.5:40000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@[::1]:5060", SIP_TP_UDP, "[0:0::1]:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@phone.example.com", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    /* ;ob: the source; no source known (an old journal): the Contact */
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7;ob", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_SOURCE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5", SIP_TP_UDP, NULL, 0, SIP_NAT_AUTO),
+                     SIP_REACH_CONTACT);
+    /* always / off */
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_SOURCE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_OFF), SIP_REACH_CONTACT);
+    /* TCP: the flow while open; closed with a NATed Contact: nothing */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 1,
+                               SIP_NAT_AUTO), SIP_REACH_FLOW);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_NONE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_OFF), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_NONE);
+    /* WebSocket is never redialled, whatever the mode */
+    ck_assert_int_eq(nat_reach("sip:p@x.invalid;transport=ws", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_NONE);
+}
+END_TEST
+
+START_TEST(natob_outbound_and_path)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = "sip:p@192.0.2.7;transport=tcp";
+    b.transport = SIP_TP_TCP;
+    b.received = "192.0.2.7:3333";
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    b.flow = 9;
+    /* RFC 5626 §5.3: an outbound flow that closed is not redialled */
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 1), SIP_REACH_FLOW);
+    b.transport = SIP_TP_UDP;
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_SOURCE);
+    /* RFC 3327: through the Path, whatever the Contact */
+    b.path = "<sip:edge.example.com;lr;ob>";
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_CONTACT);
+    b.transport = SIP_TP_TCP;
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_CONTACT);
+}
+END_TEST
+
+START_TEST(natob_identity)
+{
+    sip_binding_t b = mkb("sip:a@h", "sip:a@10.0.0.1:5060;transport=tcp", "c1", 1, 600, 1000);
+    apr_array_header_t *cur;
+
+    /* without an instance: the URI; with one: (instance, reg-id) */
+    ck_assert_str_eq(sip_binding_identity(pool, &b), sip_uri_key(pool, b.contact));
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    ck_assert_str_eq(sip_binding_identity(pool, &b), "\1urn:uuid:1\0011");
+    set_binding(&b, 0);
+    /* the same instance and reg-id with another Contact replaces it */
+    b = mkb("sip:a@h", "sip:a@10.0.0.9:7000;transport=tcp", "c2", 1, 600, 1000);
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    b.received = "127.0.0.1:4444";
+    set_binding(&b, 0);
+    ck_assert_uint_eq(sip_location_count(), 1);
+    /* another reg-id: a second flow of the instance, same Contact */
+    b.reg_id = 2;
+    set_binding(&b, 0);
+    ck_assert_uint_eq(sip_location_count(), 2);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->contact,
+                     "sip:a@10.0.0.9:7000;transport=tcp");
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->received, "127.0.0.1:4444");
+    /* removing flow 1 by its name leaves flow 2 */
+    b.reg_id = 1;
+    b.expires = 0;
+    set_binding(&b, 0);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 1);
+    ck_assert_int_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->reg_id, 2);
+}
+END_TEST
+
+START_TEST(natob_journal_v3)
+{
+    apr_time_t now = apr_time_from_sec(1000000);
+    journal_rec_t r;
+
+    ck_assert_int_eq(parse_line("V\t3", 1, now, &r), 'V');
+    ck_assert_int_eq(r.version, 3);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t;+sip.instance=\"<urn:u:1>\";reg-id=2"
+                                "\tcid\t7\t1000000000000\t500\t\t\ttcp\t127.0.0.1:4000\turn:u:1\t2",
+                                3, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_TCP);
+    ck_assert_str_eq(r.b.received, "127.0.0.1:4000");
+    ck_assert_str_eq(r.b.instance, "urn:u:1");
+    ck_assert_int_eq(r.b.reg_id, 2);
+    /* UDP: an empty transport field */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t\tcid\t7\t1000000000000\t500\t\t"
+                                "\t\t[::1]:5\t\t0", 3, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+    ck_assert_str_eq(r.b.received, "[::1]:5");
+    ck_assert_ptr_null(r.b.instance);
+    /* a reg-id without an instance is none (RFC 5626 §6) */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t\tcid\t7\t1000000000000\t500\t\t"
+                                "\t\t1.2.3.4:5\t\t7", 3, now, &r), 'B');
+    ck_assert_int_eq(r.b.reg_id, 0);
+    /* a version 2 line: nothing of it */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t\ttcp",
+                                2, now, &r), 'B');
+    ck_assert_ptr_null(r.b.received);
+    ck_assert_ptr_null(r.b.instance);
+    /* D lines name an instance's binding */
+    ck_assert_int_eq(parse_line("D\tsip:a@h\tsip:a@10.0.0.5\turn:u:1\t2", 3, now, &r), 'D');
+    ck_assert_str_eq(r.b.instance, "urn:u:1");
+    ck_assert_int_eq(r.b.reg_id, 2);
+}
+END_TEST
+
+static Suite *natob_suite(void)
+{
+    Suite *s = suite_create("natob");
+    TCase *tc = tcase_create("natob");
+
+    tcase_add_checked_fixture(tc, store_setup, pool_teardown);
+    tcase_add_test(tc, natob_private_addresses);
+    tcase_add_test(tc, natob_reach_modes);
+    tcase_add_test(tc, natob_outbound_and_path);
+    tcase_add_test(tc, natob_identity);
+    tcase_add_test(tc, natob_journal_v3);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -9954,6 +10136,7 @@ int main(void)
     srunner_add_suite(sr, tls_suite());
     srunner_add_suite(sr, fcgi_suite());
     srunner_add_suite(sr, dns_suite());
+    srunner_add_suite(sr, natob_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
