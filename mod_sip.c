@@ -34,6 +34,7 @@
 #include "sip_cgi.h"
 #include "sip_lists.h"
 #include "sip_location.h"
+#include "sip_registrar.h"
 #include "sip_request.h"
 #include "sip_stats.h"
 #include "sip_route.h"
@@ -101,9 +102,13 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->list_mode = -1;
     c->list_max_members = -1;
     c->forward_min_uid = -1;
+    c->nat_routing = -1;
+    c->flow_timer = -1;
+    c->path_unsupported = -1;
     c->dns_timeout = -1;
     c->dns_tries = -1;
     c->dns_cache_size = -1;
+    c->timer_t1 = -1;
     return c;
 }
 
@@ -172,10 +177,15 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->forward_file = add->forward_file ? add->forward_file : base->forward_file;
     c->forward_min_uid = add->forward_min_uid > 0 ? add->forward_min_uid : base->forward_min_uid;
     c->fcgi = add->fcgi ? add->fcgi : base->fcgi;
+    c->nat_routing = add->nat_routing >= 0 ? add->nat_routing : base->nat_routing;
+    c->flow_timer = add->flow_timer >= 0 ? add->flow_timer : base->flow_timer;
+    c->path_unsupported = add->path_unsupported >= 0 ? add->path_unsupported
+                                                     : base->path_unsupported;
     c->dns_servers = add->dns_servers ? add->dns_servers : base->dns_servers;
     c->dns_timeout = add->dns_timeout >= 0 ? add->dns_timeout : base->dns_timeout;
     c->dns_tries = add->dns_tries >= 0 ? add->dns_tries : base->dns_tries;
     c->dns_cache_size = add->dns_cache_size >= 0 ? add->dns_cache_size : base->dns_cache_size;
+    c->timer_t1 = add->timer_t1 >= 0 ? add->timer_t1 : base->timer_t1;
     return c;
 }
 
@@ -285,6 +295,8 @@ static void apply_defaults(sip_server_conf *c)
         c->dns_tries = SIP_DNS_DEFAULT_TRIES;
     if (c->dns_cache_size < 0)
         c->dns_cache_size = SIP_DNS_DEFAULT_CACHE;
+    if (c->timer_t1 < 0)
+        c->timer_t1 = SIP_T1;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -1080,6 +1092,21 @@ static const char *set_fcgi_queue(cmd_parms *cmd, void *d, const char *arg)
     return sip_fcgi_cmd_queue(cmd, arg);
 }
 
+static const char *set_nat_routing(cmd_parms *cmd, void *d, const char *arg)
+{
+    return sip_registrar_cmd_nat(cmd, arg);
+}
+
+static const char *set_flow_timer(cmd_parms *cmd, void *d, const char *arg)
+{
+    return sip_registrar_cmd_flow_timer(cmd, arg);
+}
+
+static const char *set_path_unsupported(cmd_parms *cmd, void *d, const char *arg)
+{
+    return sip_registrar_cmd_path(cmd, arg);
+}
+
 /* SipDNSServer, SipDNSTimeout, SipDNSTries, SipDNSCacheSize (sip_dns.c) */
 static const char *set_dns(cmd_parms *cmd, void *d, const char *arg)
 {
@@ -1091,6 +1118,15 @@ static const char *set_dns(cmd_parms *cmd, void *d, const char *arg)
         return err;
     return sip_dns_directive(cmd->pool, cmd->cmd->name, arg, &c->dns_servers, &c->dns_timeout,
                              &c->dns_tries, &c->dns_cache_size);
+}
+
+/* SipTimerT1 (sip_transaction.c) */
+static const char *set_timer_t1(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    return err ? err : sip_txn_parse_t1(arg, &sip_get_conf(cmd->server)->timer_t1);
 }
 
 static const char *set_forward_min_uid(cmd_parms *cmd, void *d, const char *arg)
@@ -1396,6 +1432,14 @@ static const command_rec sip_cmds[] = {
                   "Seconds an idle SipFastCGI worker above min lives (0: forever)"),
     AP_INIT_TAKE1("SipFastCGIQueue", set_fcgi_queue, NULL, RSRC_CONF,
                   "Requests that may wait for a busy pool before 503 (default 32)"),
+    /* NAT, RFC 5626 outbound, Path (issue 17; sip_registrar.c) */
+    AP_INIT_TAKE1("SipNatRouting", set_nat_routing, NULL, RSRC_CONF,
+                  "Registrations behind NAT reached at their source: auto (default), always, off"),
+    AP_INIT_TAKE1("SipFlowTimer", set_flow_timer, NULL, RSRC_CONF,
+                  "Flow-Timer seconds in a 2xx to an outbound REGISTER, or Off (default auto)"),
+    AP_INIT_TAKE1("SipPathUnsupported", set_path_unsupported, NULL, RSRC_CONF,
+                  "A REGISTER with Path from a UA without Supported: path: refuse (default) "
+                  "or accept"),
     /* DNS: the engine's asynchronous resolver (issue 17; sip_dns.c, docs/dns.md) */
     AP_INIT_TAKE1("SipDNSServer", set_dns, NULL, RSRC_CONF,
                   "DNS servers the engine asks: ip[:port][,ip[:port]...] (default: "
@@ -1406,6 +1450,9 @@ static const command_rec sip_cmds[] = {
                   "Times each DNS server is tried for one query (default 2)"),
     AP_INIT_TAKE1("SipDNSCacheSize", set_dns, NULL, RSRC_CONF,
                   "Most DNS answers kept (by TTL) in the engine's cache (default 4096, 0: none)"),
+    /* proxy DNS failover (issue 17; sip_proxy.c, sip_transaction.c) */
+    AP_INIT_TAKE1("SipTimerT1", set_timer_t1, NULL, RSRC_CONF,
+                  "RFC 3261 T1 in milliseconds (default 500); timers B and F are 64*T1"),
     {NULL}
 };
 

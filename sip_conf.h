@@ -119,11 +119,17 @@ typedef struct sip_server_conf {
     long forward_min_uid;               /* SipForwardMinUid; -1 = unset (1000) */
     /* FastCGI workers (issue 18; sip_fcgi.h) */
     struct sip_fcgi_conf *fcgi;         /* SipFastCGIConnect, SipFastCGI; NULL = none */
+    /* NAT, RFC 5626 outbound, Path (issue 17; docs/nat.md) */
+    int nat_routing;                    /* SipNatRouting: SIP_NAT_*; -1 = unset (auto) */
+    long flow_timer;                    /* SipFlowTimer seconds; 0 = Off; -1 = unset (auto) */
+    int path_unsupported;               /* SipPathUnsupported: 1 accept, 0 refuse; -1 = unset */
     /* DNS (issue 17; sip_dns.h): read from the main server only */
     const char *dns_servers;            /* SipDNSServer as c-ares's list; NULL = resolv.conf */
     apr_interval_time_t dns_timeout;    /* SipDNSTimeout per try; -1 = unset */
     int dns_tries;                      /* SipDNSTries; -1 = unset */
     long dns_cache_size;                /* SipDNSCacheSize entries; -1 = unset */
+    /* proxy DNS failover (issue 17; sip_proxy.c): read from the main server only */
+    apr_interval_time_t timer_t1;       /* SipTimerT1; -1 = unset (SIP_T1, 500 ms) */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

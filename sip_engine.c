@@ -477,6 +477,7 @@ static void engine_main(void)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
                      "sip engine: no TLS client context; outgoing TLS will fail");
     sip_txn_init(loop, engine_pool);
+    sip_txn_set_t1(sip_get_conf(engine_main_server)->timer_t1);
     sip_txn_on_final(sip_request_log);
     sip_txn_on_error_body(sip_request_error_body);
     sip_cgi_init(loop, engine_pool);

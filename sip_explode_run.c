@@ -274,7 +274,7 @@ static void req_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_n
         return;
     /* the first final is the outcome: hear nothing more (a retransmitted
      * final, the transaction's end) once the job may be gone */
-    if (resp)
+    if (resp && c)
         sip_ctxn_abandon(c);
     req_final(r, resp ? sip_msg_status(resp) : 500);
 }
@@ -287,7 +287,7 @@ static void send_one(xp_job_t *job, xp_target_t *t, const char *request_uri)
     xp_req_t *r = apr_pcalloc(job->pool, sizeof(*r));
     const char *text, *call_id;
     apr_size_t len = 0;
-    sip_ctxn_t *c = NULL;
+    int sent = 0;
 
     r->job = job;
     r->t = t;
@@ -298,9 +298,9 @@ static void send_one(xp_job_t *job, xp_target_t *t, const char *request_uri)
     text = sip_explode_request(tp, job->ex, t->entry, request_uri, call_id, random_hex(tp, 8),
                                &len);
     if (text)
-        c = sip_proxy_send_new(job->s, text, len, req_response, r);
+        sent = sip_proxy_send_new(job->s, text, len, req_response, r);
     apr_pool_destroy(tp);
-    if (c) {
+    if (sent) {
         job->requests++;
         sip_stats->explode_requests++;
     }

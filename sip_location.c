@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "apr_hash.h"
 #include "apr_strings.h"
@@ -69,6 +70,8 @@ static void binding_strings_free(sip_binding_t *b)
     free((char *)b->path);
     free((char *)b->display);
     free((char *)b->key);
+    free((char *)b->received);
+    free((char *)b->instance);
 }
 
 /* AoRs without a binding are kept, so that they get 480 rather than 404;
@@ -143,6 +146,14 @@ static const char *contact_key(apr_pool_t *p, const char *contact)
     return k ? k : apr_pstrcat(p, "!", contact, NULL);
 }
 
+const char *sip_binding_identity(apr_pool_t *p, const sip_binding_t *b)
+{
+    /* \1 cannot start a URI key: the two kinds never meet */
+    if (b->instance && *b->instance)
+        return apr_psprintf(p, "\1%s\1%d", b->instance, b->reg_id);
+    return b->key ? b->key : contact_key(p, b->contact);
+}
+
 static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
 {
     return apr_hash_get(index_, apr_pstrcat(p, aor, "\2", key, NULL), APR_HASH_KEY_STRING);
@@ -160,9 +171,15 @@ static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
  * binding was registered over ("ws", "tls"...; empty for UDP) came later,
  * as an eleventh field older engines ignore: its connection (the flow) is
  * not kept, so after a restart a binding made over WebSocket is known as
- * one and not used until the phone registers again. */
+ * one and not used until the phone registers again.
+ * Version 3 (issue 17) writes every B line with fourteen fields: the
+ * transport (empty for UDP), then the address the REGISTER came from
+ * ("ip:port"), the +sip.instance and the reg-id (RFC 5626 §6; empty and 0
+ * when none); D lines of a binding with an instance add the instance and
+ * reg-id, which name it (sip_binding_identity).  Shorter lines of older
+ * versions still replay (those fields unknown). */
 
-#define JOURNAL_VERSION 2
+#define JOURNAL_VERSION 3
 
 static void journal_write(const char *line)
 {
@@ -229,17 +246,23 @@ static void junesc(char *s)
 
 static void journal_set(apr_pool_t *p, const sip_binding_t *b)
 {
-    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s%s%s\n",
+    journal_write(apr_psprintf(p, "B\t%s\t%s\t%s\t%s\t%u\t%" APR_TIME_T_FMT "\t%d\t%s\t%s\t%s"
+                               "\t%s\t%s\t%d\n",
                                jesc(p, b->aor), jesc(p, b->contact), jesc(p, b->params),
                                jesc(p, b->call_id), b->cseq, b->expires, b->q1000,
                                jesc(p, b->path), jesc(p, b->display),
-                               b->transport != SIP_TP_UDP ? "\t" : "",
-                               b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : ""));
+                               b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : "",
+                               jesc(p, b->received), jesc(p, b->instance),
+                               b->instance ? b->reg_id : 0));
 }
 
-static void journal_del(apr_pool_t *p, const char *aor, const char *contact)
+static void journal_del(apr_pool_t *p, const sip_binding_t *b)
 {
-    journal_write(apr_psprintf(p, "D\t%s\t%s\n", jesc(p, aor), jesc(p, contact)));
+    if (b->instance && *b->instance)
+        journal_write(apr_psprintf(p, "D\t%s\t%s\t%s\t%d\n", jesc(p, b->aor),
+                                   jesc(p, b->contact), jesc(p, b->instance), b->reg_id));
+    else
+        journal_write(apr_psprintf(p, "D\t%s\t%s\n", jesc(p, b->aor), jesc(p, b->contact)));
 }
 
 /* A journal line split and checked.  Returns its type ('B' for S and B
@@ -255,14 +278,14 @@ typedef struct journal_rec {
 static int journal_parse(char *line, int version, apr_time_t now, apr_interval_time_t max_life,
                          journal_rec_t *r)
 {
-    char *f[11], *end;
+    char *f[14], *end;
     int n = 0, i;
     long long ll;
 
     memset(r, 0, sizeof(*r));
     /* fields may be empty, so split on every tab */
     f[n++] = line;
-    for (char *s = line; *s && n < 11; s++)
+    for (char *s = line; *s && n < 14; s++)
         if (*s == '\t') {
             *s = '\0';
             f[n++] = s + 1;
@@ -302,11 +325,23 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
             int k = sip_tp_from_name(f[10]);
             r->b.transport = k > 0 ? k : SIP_TP_UDP;
         }
+        if (f[0][0] == 'B' && n >= 14) {
+            r->b.received = *f[11] ? f[11] : NULL;
+            r->b.instance = *f[12] ? f[12] : NULL;
+            ll = strtoll(f[13], &end, 10);
+            /* RFC 5626 §6: a reg-id only with an instance */
+            r->b.reg_id = r->b.instance && !*end && ll > 0 && ll <= 0x7fffffffLL ? (int)ll : 0;
+        }
         return r->type = 'B';
     }
     if (n >= 3 && strcmp(f[0], "D") == 0 && *f[1]) {
         r->b.aor = f[1];
         r->b.contact = f[2];
+        if (n >= 5 && *f[3]) {
+            r->b.instance = f[3];
+            ll = strtoll(f[4], &end, 10);
+            r->b.reg_id = !*end && ll > 0 && ll <= 0x7fffffffLL ? (int)ll : 0;
+        }
         return r->type = 'D';
     }
     if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0) && *f[1]) {
@@ -340,14 +375,14 @@ static void set_binding(const sip_binding_t *nb, int log)
     aor_entry_t *e;
     stored_t *st;
     sip_binding_t *b;
-    const char *key = nb->key ? nb->key : contact_key(scratch, nb->contact);
+    const char *key = sip_binding_identity(scratch, nb);
 
     st = find(nb->aor, key, scratch);
     if (nb->expires <= apr_time_now()) {
         if (st)
             entry_remove_at(entry_for(nb->aor, 0), st->idx);
         if (log)
-            journal_del(scratch, nb->aor, nb->contact);
+            journal_del(scratch, nb);
         apr_pool_clear(scratch);
         return;
     }
@@ -381,6 +416,9 @@ static void set_binding(const sip_binding_t *nb, int log)
     b->key = xstrdup(key);
     b->transport = nb->transport;
     b->flow = nb->flow;
+    b->received = nb->received && *nb->received ? xstrdup(nb->received) : NULL;
+    b->instance = nb->instance && *nb->instance ? xstrdup(nb->instance) : NULL;
+    b->reg_id = b->instance ? nb->reg_id : 0;
     if (log)
         journal_set(scratch, b);
     apr_pool_clear(scratch);
@@ -396,8 +434,11 @@ void sip_location_remove(const char *aor, const char *contact)
     stored_t *st = find(aor, contact_key(scratch, contact), scratch);
 
     if (st) {
+        sip_binding_t b = {0};
+        b.aor = aor;
+        b.contact = contact;
         entry_remove_at(entry_for(aor, 0), st->idx);
-        journal_del(scratch, aor, contact);
+        journal_del(scratch, &b);
     }
     apr_pool_clear(scratch);
 }
@@ -450,11 +491,103 @@ apr_array_header_t *sip_location_lookup(apr_pool_t *p, const char *aor)
 
 /* ---- flows ---- */
 
-sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open)
+static int v4_private(const unsigned char *a)
+{
+    return a[0] == 10 || a[0] == 127 || a[0] == 0                     /* RFC 1918, loopback */
+           || (a[0] == 172 && (a[1] & 0xf0) == 16)
+           || (a[0] == 192 && a[1] == 168)
+           || (a[0] == 169 && a[1] == 254)                             /* link-local */
+           || (a[0] == 100 && (a[1] & 0xc0) == 64);                    /* CGNAT, RFC 6598 */
+}
+
+int sip_addr_is_private(const char *host)
+{
+    unsigned char a[16];
+    char buf[64];
+    apr_size_t n;
+
+    if (!host)
+        return 0;
+    n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        if (n - 2 >= sizeof(buf))
+            return 0;
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    if (inet_pton(AF_INET, host, a) == 1)
+        return v4_private(a);
+    if (inet_pton(AF_INET6, host, a) == 1) {
+        static const unsigned char zero[15] = {0};
+        if (!memcmp(a, zero, 15) && a[15] <= 1)                        /* ::, ::1 */
+            return 1;
+        if (!memcmp(a, zero, 10) && a[10] == 0xff && a[11] == 0xff)   /* v4-mapped */
+            return v4_private(a + 12);
+        return (a[0] & 0xfe) == 0xfc                                   /* ULA, RFC 4193 */
+               || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80);             /* link-local */
+    }
+    return 0;
+}
+
+/* The address part of "ip:port" / "[ip]:port", without brackets. */
+static const char *received_ip(apr_pool_t *p, const char *received)
+{
+    const char *c;
+
+    if (!received)
+        return NULL;
+    if (*received == '[')
+        return (c = strchr(received, ']')) ? apr_pstrmemdup(p, received + 1,
+                                                            (apr_size_t)(c - received - 1)) : NULL;
+    c = strrchr(received, ':');
+    return c ? apr_pstrmemdup(p, received, (apr_size_t)(c - received)) : received;
+}
+
+/* Does the Contact say the UA cannot be reached at it (behind NAT)?  An
+ * address literal of a private kind that is not where the REGISTER came
+ * from, ;ob, or an outbound flow (RFC 5626 §5.3, §6: reached over its
+ * flow, never at its Contact). */
+static int contact_unreachable(apr_pool_t *p, const sip_binding_t *b)
+{
+    sip_uri_info_t ui;
+    const char *src;
+    char h[64];
+
+    if (sip_uri_param(p, b->contact, "ob") || (b->instance && b->reg_id))
+        return 1;
+    if (!sip_uri_info(p, b->contact, &ui) || !sip_addr_is_private(ui.host))
+        return 0;
+    src = received_ip(p, b->received);
+    if (!src)
+        return 0;       /* from before issue 17: as it was then */
+    /* the same address, spelt alike (IPv6 compared in canonical form) */
+    if (!strcasecmp(src, ui.host))
+        return 0;
+    apr_cpystrn(h, ui.host[0] == '[' ? ui.host + 1 : ui.host, sizeof(h));
+    h[strcspn(h, "]")] = '\0';
+    {
+        unsigned char x[16], y[16];
+        int fam = strchr(h, ':') ? AF_INET6 : AF_INET;
+        if (inet_pton(fam, h, x) == 1 && inet_pton(fam, src, y) == 1
+            && !memcmp(x, y, fam == AF_INET ? 4 : 16))
+            return 0;
+    }
+    return 1;
+}
+
+sip_reach_t sip_binding_reach_mode(apr_pool_t *p, const sip_binding_t *b, int flow_open,
+                                   int nat_mode)
 {
     const char *t = sip_uri_param(p, b->contact, "transport");
     int ws = t && (!strcasecmp(t, "ws") || !strcasecmp(t, "wss"));
+    int behind = nat_mode == SIP_NAT_ALWAYS
+                 || (nat_mode == SIP_NAT_AUTO && contact_unreachable(p, b));
 
+    /* RFC 3327 §5.4, RFC 5626 §5.3: through the registered proxies, which
+     * reach the UA over their own flow */
+    if (b->path && *b->path && !ws)
+        return SIP_REACH_CONTACT;
     switch (b->transport) {
     case SIP_TP_WS:
     case SIP_TP_WSS:
@@ -465,10 +598,22 @@ sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_op
             return ws ? (flow_open ? SIP_REACH_FLOW : SIP_REACH_NONE) : SIP_REACH_CONTACT;
         if (flow_open)
             return SIP_REACH_FLOW;
-        return sip_uri_param(p, b->contact, "ob") ? SIP_REACH_NONE : SIP_REACH_CONTACT;
+        /* §5.4: ;ob says "only over my flows"; a NATed source port is no
+         * server: nothing to dial */
+        if (sip_uri_param(p, b->contact, "ob") || behind)
+            return SIP_REACH_NONE;
+        return SIP_REACH_CONTACT;
     default:
-        return ws ? SIP_REACH_NONE : SIP_REACH_CONTACT;
+        if (ws)
+            return SIP_REACH_NONE;
+        /* RFC 3581 §4 / RFC 5626 §5.3: back to where the REGISTER came from */
+        return behind && b->received ? SIP_REACH_SOURCE : SIP_REACH_CONTACT;
     }
+}
+
+sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open)
+{
+    return sip_binding_reach_mode(p, b, flow_open, SIP_NAT_AUTO);
 }
 
 /* ---- expiry and compaction ---- */
@@ -542,7 +687,7 @@ static void replay_line(char *line, int *version)
         set_binding(&r.b, 0);
         break;
     case 'D':
-        st = find(r.b.aor, contact_key(scratch, r.b.contact), scratch);
+        st = find(r.b.aor, sip_binding_identity(scratch, &r.b), scratch);
         if (st)
             entry_remove_at(entry_for(r.b.aor, 0), st->idx);
         apr_pool_clear(scratch);
@@ -613,7 +758,7 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
 
 static const char *binding_key(apr_pool_t *p, const sip_binding_t *b)
 {
-    return b->key ? b->key : contact_key(p, b->contact);
+    return sip_binding_identity(p, b);
 }
 
 /* Check one REGISTER against the bindings its AoR has now ('existing', as
@@ -688,6 +833,8 @@ static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t
         c->path = b->path ? apr_pstrdup(p, b->path) : NULL;
         c->display = b->display ? apr_pstrdup(p, b->display) : NULL;
         c->key = b->key ? apr_pstrdup(p, b->key) : NULL;
+        c->received = b->received ? apr_pstrdup(p, b->received) : NULL;
+        c->instance = b->instance ? apr_pstrdup(p, b->instance) : NULL;
         *(sip_binding_t **)apr_array_push(out) = c;
     }
     return out;
@@ -776,6 +923,9 @@ static const char *esc(apr_pool_t *p, ap_dbd_t *db, const char *s)
     return apr_pstrcat(p, "'", apr_dbd_escape(db->driver, p, s ? s : "", db->handle), "'", NULL);
 }
 
+/* What names a row (ON CONFLICT, PRIMARY KEY). */
+#define DB_KEY "(aor, contact, instance, reg_id)"
+
 static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
 {
     int rows = 0, rc = apr_dbd_query(db->driver, db->handle, &rows, sql);
@@ -796,8 +946,8 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
     apr_time_t now = apr_time_now();
     int known = 0, rc;
     const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, "
-                                  "display, transport FROM sip_location WHERE aor = ",
-                                  esc(p, db, aor), NULL);
+                                  "display, transport, received, instance, reg_id "
+                                  "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
 
     *err = 0;
     rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
@@ -812,6 +962,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         const char *path = apr_dbd_get_entry(db->driver, row, 6);
         const char *display = apr_dbd_get_entry(db->driver, row, 7);
         const char *transport = apr_dbd_get_entry(db->driver, row, 8);
+        const char *received = apr_dbd_get_entry(db->driver, row, 9);
+        const char *instance = apr_dbd_get_entry(db->driver, row, 10);
+        const char *reg_id = apr_dbd_get_entry(db->driver, row, 11);
         sip_binding_t *b;
         known = 1;
         if (!contact || !*contact)
@@ -828,6 +981,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         b->display = display && *display ? apr_pstrdup(p, display) : NULL;
         b->transport = transport && sip_tp_from_name(transport) > 0 ? sip_tp_from_name(transport)
                                                                     : SIP_TP_UDP;
+        b->received = received && *received ? apr_pstrdup(p, received) : NULL;
+        b->instance = instance && *instance ? apr_pstrdup(p, instance) : NULL;
+        b->reg_id = b->instance && reg_id ? atoi(reg_id) : 0;
         if (b->expires > now)
             *(sip_binding_t **)apr_array_push(out) = b;
     }
@@ -835,6 +991,67 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         return NULL;
     qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
     return out;
+}
+
+/* The columns of sip_location, each with its type, as created today. */
+#define DB_COLUMNS "aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, " \
+    "params VARCHAR(1024) NOT NULL DEFAULT '', call_id VARCHAR(255) NOT NULL, " \
+    "cseq BIGINT NOT NULL, expires BIGINT NOT NULL, q INTEGER NOT NULL, " \
+    "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', " \
+    "transport VARCHAR(8) NOT NULL DEFAULT '', received VARCHAR(64) NOT NULL DEFAULT '', " \
+    "instance VARCHAR(255) NOT NULL DEFAULT '', reg_id INTEGER NOT NULL DEFAULT 0"
+
+static int db_has_column(apr_pool_t *p, ap_dbd_t *db, const char *col)
+{
+    int rows = 0;
+
+    return apr_dbd_query(db->driver, db->handle, &rows,
+                         apr_pstrcat(p, "SELECT ", col, " FROM sip_location WHERE 1 = 0",
+                                     NULL)) == 0;
+}
+
+/* Create the table, or bring an older one up to date; 1 when done.
+ * RFC-neutral schema: one row per binding, plus a marker row (empty
+ * contact) per known AoR; works on SQLite and PostgreSQL.  A binding is
+ * named by (aor, contact, instance, reg_id): two flows of one instance
+ * (RFC 5626 §6) may register the same Contact URI. */
+static int db_schema(apr_pool_t *p, ap_dbd_t *db)
+{
+    int ok = db_exec(p, db, "CREATE TABLE IF NOT EXISTS sip_location (" DB_COLUMNS ", "
+                     "PRIMARY KEY " DB_KEY ")") == 0;
+
+    /* columns added over time (each check fails harmlessly; not logged) */
+    if (!db_has_column(p, db, "display"))
+        db_exec(p, db, "ALTER TABLE sip_location ADD COLUMN "
+                "display VARCHAR(1024) NOT NULL DEFAULT ''");
+    if (!db_has_column(p, db, "transport"))
+        db_exec(p, db, "ALTER TABLE sip_location ADD COLUMN "
+                "transport VARCHAR(8) NOT NULL DEFAULT ''");
+    if (!db_has_column(p, db, "instance")) {
+        /* issue 17: the primary key changes, which neither SQLite nor
+         * every PostgreSQL allows in place: copy into a new table */
+        apr_dbd_transaction_t *tx = NULL;
+        apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
+        if (db_exec(p, db, "ALTER TABLE sip_location RENAME TO sip_location_v2") == 0
+            && db_exec(p, db, "CREATE TABLE sip_location (" DB_COLUMNS ", "
+                       "PRIMARY KEY " DB_KEY ")") == 0
+            && db_exec(p, db, "INSERT INTO sip_location (aor, contact, params, call_id, cseq, "
+                       "expires, q, path, display, transport) SELECT aor, contact, params, "
+                       "call_id, cseq, expires, q, path, display, transport "
+                       "FROM sip_location_v2") == 0
+            && db_exec(p, db, "DROP TABLE sip_location_v2") == 0)
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, dbd_server, "sip location: table "
+                         "sip_location brought to the issue 17 schema (received, instance, "
+                         "reg_id)");
+        else {
+            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
+            ok = 0;
+        }
+        apr_dbd_transaction_end(db->driver, p, tx);
+    }
+    db_exec(p, db, "CREATE INDEX IF NOT EXISTS sip_location_expires ON sip_location (expires)");
+    sip_script_db_schema(p, db->driver, db->handle);
+    return ok;
 }
 
 static void db_run_job(ap_dbd_t *db, loc_job_t *j)
@@ -888,7 +1105,7 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     if (!j->chg.star && j->chg.bindings->nelts)     /* known from now on: 480, not 404 */
         db_exec(p, db, apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
                                    "cseq, expires, q, path) VALUES (", esc(p, db, j->chg.aor),
-                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT (aor, contact) DO NOTHING",
+                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT " DB_KEY " DO NOTHING",
                                    NULL));
     if (j->chg.star)
         db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
@@ -902,28 +1119,41 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     for (i = 0; !j->chg.star && i < j->chg.bindings->nelts; i++) {
         sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
         const char *key = apr_hash_get(spelling, binding_key(p, b), APR_HASH_KEY_STRING);
-        if (!key)
+        const char *inst = b->instance ? b->instance : "";
+        int rid = b->instance ? b->reg_id : 0;
+        /* RFC 5626 §6: an instance's binding keeps its name when its
+         * Contact changes: the row of the old Contact goes */
+        if (!key || (b->instance && !sip_uri_equal(key, b->contact)))
             key = b->contact;
+        if (b->instance)
+            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND instance "
+                                        "= %s AND reg_id = %d AND contact <> %s",
+                                        esc(p, db, j->chg.aor), esc(p, db, inst), rid,
+                                        esc(p, db, key)));
         if (b->expires <= apr_time_now()) {
-            db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
-                                       esc(p, db, j->chg.aor), " AND contact = ", esc(p, db, key),
-                                       NULL));
+            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND contact "
+                                        "= %s AND instance = %s AND reg_id = %d",
+                                        esc(p, db, j->chg.aor), esc(p, db, key),
+                                        esc(p, db, inst), rid));
             continue;
         }
         db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                    "cseq, expires, q, path, display, transport) VALUES (%s, %s, "
-                                    "%s, %s, %u, %" APR_TIME_T_FMT ", %d, %s, %s, %s) ON CONFLICT "
-                                    "(aor, contact) DO UPDATE "
+                                    "cseq, expires, q, path, display, transport, received, "
+                                    "instance, reg_id) VALUES (%s, %s, %s, %s, %u, "
+                                    "%" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, %s, %d) ON CONFLICT "
+                                    DB_KEY " DO UPDATE "
                                     "SET params = excluded.params, call_id = excluded.call_id, "
                                     "cseq = excluded.cseq, expires = excluded.expires, "
                                     "q = excluded.q, path = excluded.path, "
-                                    "display = excluded.display, transport = excluded.transport",
+                                    "display = excluded.display, transport = excluded.transport, "
+                                    "received = excluded.received",
                                     esc(p, db, j->chg.aor), esc(p, db, key),
                                     esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
                                     b->expires, b->q1000, esc(p, db, b->path),
                                     esc(p, db, b->display),
                                     esc(p, db, b->transport != SIP_TP_UDP
-                                               ? sip_tp_param(b->transport) : "")));
+                                               ? sip_tp_param(b->transport) : ""),
+                                    esc(p, db, b->received), esc(p, db, inst), rid));
     }
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
@@ -972,35 +1202,8 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
             j->status = 500;
         }
         else {
-            if (!schema_done) {
-                /* RFC-neutral schema: one row per binding, plus a marker row
-                 * (empty contact) per known AoR; works on SQLite and PostgreSQL */
-                schema_done = db_exec(tp, db, "CREATE TABLE IF NOT EXISTS sip_location ("
-                                      "aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, "
-                                      "params VARCHAR(1024) NOT NULL DEFAULT '', "
-                                      "call_id VARCHAR(255) NOT NULL, cseq BIGINT NOT NULL, "
-                                      "expires BIGINT NOT NULL, q INTEGER NOT NULL, "
-                                      "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', "
-                                      "transport VARCHAR(8) NOT NULL DEFAULT '', "
-                                      "PRIMARY KEY (aor, contact))") == 0;
-                db_exec(tp, db, "CREATE INDEX IF NOT EXISTS sip_location_expires "
-                        "ON sip_location (expires)");
-                sip_script_db_schema(tp, db->driver, db->handle);
-                {
-                    /* the display name came later: add it to older tables
-                     * (fails harmlessly where it exists; not logged) */
-                    int rows = 0;
-                    if (apr_dbd_query(db->driver, db->handle, &rows,
-                                      "SELECT display FROM sip_location WHERE 1 = 0") != 0)
-                        db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
-                                "display VARCHAR(1024) NOT NULL DEFAULT ''");
-                    /* and the transport a binding was made over, later still */
-                    if (apr_dbd_query(db->driver, db->handle, &rows,
-                                      "SELECT transport FROM sip_location WHERE 1 = 0") != 0)
-                        db_exec(tp, db, "ALTER TABLE sip_location ADD COLUMN "
-                                "transport VARCHAR(8) NOT NULL DEFAULT ''");
-                }
-            }
+            if (!schema_done)
+                schema_done = db_schema(tp, db);
             if (j->aor && !j->fetch && j->chg.aor == NULL) {
                 /* the periodic cleanup job: safe with several nodes */
                 db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
@@ -1259,6 +1462,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
             b->path = b->path ? apr_pstrdup(jp, b->path) : NULL;
             b->display = b->display ? apr_pstrdup(jp, b->display) : NULL;
             b->key = b->key ? apr_pstrdup(jp, b->key) : NULL;
+            b->received = b->received ? apr_pstrdup(jp, b->received) : NULL;
+            b->instance = b->instance ? apr_pstrdup(jp, b->instance) : NULL;
         }
         dbd_submit(j);
         return;

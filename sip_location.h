@@ -26,7 +26,8 @@ typedef struct sip_binding {
     apr_uint64_t flow;      /* its connection (sip_transport_flow_source) while the engine
                              * runs; 0 for UDP, and after a restart (a flow does not survive) */
     const char *received;   /* "ip:port" the REGISTER came from (its source address; RFC
-                             * 3581), kept across restarts; NULL when unknown */
+                             * 3581; IPv6 as "[addr]:port"), kept across restarts; NULL
+                             * when unknown */
     const char *instance;   /* RFC 5626 +sip.instance value as written (with <> and
                              * quotes removed), or NULL */
     int reg_id;             /* RFC 5626 reg-id, 0 when none (or no instance: §6 says
@@ -122,5 +123,26 @@ apr_size_t sip_location_count(void);
  * (a Contact behind NAT that names an address we cannot reach). */
 typedef enum { SIP_REACH_CONTACT, SIP_REACH_FLOW, SIP_REACH_NONE, SIP_REACH_SOURCE } sip_reach_t;
 sip_reach_t sip_binding_reach(apr_pool_t *p, const sip_binding_t *b, int flow_open);
+
+/* NAT handling (SipNatRouting, docs/nat.md).  AUTO is sip_binding_reach:
+ * a UDP binding goes to its source when its Contact is a private,
+ * loopback, link-local or CGNAT address literal other than the source, or
+ * has ;ob, or is an outbound flow (+sip.instance and reg-id); a connection
+ * whose flow closed is not used when its Contact is such an address.
+ * ALWAYS: every UDP binding at its source, no connection redialled.  OFF:
+ * as before NAT handling (the Contact, ;ob on TCP excepted).  A binding
+ * registered through proxies (Path, RFC 3327) is reached through them:
+ * CONTACT, whatever the mode. */
+enum { SIP_NAT_AUTO, SIP_NAT_ALWAYS, SIP_NAT_OFF };
+sip_reach_t sip_binding_reach_mode(apr_pool_t *p, const sip_binding_t *b, int flow_open,
+                                   int nat_mode);
+/* Is 'host' (an address literal, IPv6 with or without brackets) private
+ * (RFC 1918, RFC 4193), loopback, link-local, CGNAT (RFC 6598) or
+ * unspecified: an address a Contact behind NAT names?  0 for names. */
+int sip_addr_is_private(const char *host);
+
+/* What names a binding (RFC 5626 §6): (AoR, +sip.instance, reg-id) when
+ * it has an instance, else its Contact URI as §19.1.4 compares it. */
+const char *sip_binding_identity(apr_pool_t *p, const sip_binding_t *b);
 
 #endif

@@ -99,6 +99,10 @@ const char *sip_options_unsupported(apr_pool_t *p, server_rec *s, const sip_msg_
         const char *tag = APR_ARRAY_IDX(tags, i, const char *);
         if (!*tag)
             continue;
+        /* RFC 3327 §5.2: an edge proxy may require Path of the registrar */
+        if (!strcasecmp(tag, "path") && req && sip_msg_method(req)
+            && !strcmp(sip_msg_method(req), "REGISTER"))
+            continue;
         /* RFC 5365 §5-6: only a MESSAGE to an address with the service */
         if (!strcasecmp(tag, TAG_LIST_MESSAGE)) {
             if (list_ok < 0)

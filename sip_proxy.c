@@ -3,6 +3,7 @@
 #include "sip_log.h"
 #include "sip_route.h"
 #include "sip_auth.h"
+#include "sip_dns.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,27 @@ typedef struct branch {
     sip_timer_t timer_c;
     sip_timer_t expires;
     apr_uint64_t flow;          /* a registered flow to send on (RFC 5626 §5.3), or 0 */
+    /* how a registered binding is reached (sip_proxy_reach_t) */
+    int binding;                /* the target is a registered binding */
+    const char *received;       /* "ip:port" to send to instead of resolving, or NULL */
+    int received_kind;
+    const char *path;           /* RFC 3327 Path values: the Route set, or NULL */
+    apr_array_header_t *flows;  /* apr_uint64_t: 'flow' and the instance's other flows */
+    int fi;                     /* the flow in use (index in 'flows') */
+    int on_flow;                /* the request in flight went over a flow */
+    /* RFC 3263 §4.3: the targets of the next hop, tried in order */
+    sip_dns_query_t *dq;        /* resolving: the pending query, else NULL */
+    apr_pool_t *qpool;          /* the query's and the targets' pool */
+    apr_array_header_t *targets;    /* sip_dns_target_t, NULL before resolution */
+    int ti;                     /* the target in use */
+    int fail_status;            /* the best failure of a target so far, 0 none */
+    const char *fail_reason;
+    sip_msg_t *fail_msg;        /* its copy when it came from the network */
+    const char *own_text;       /* originated: the script's request without Via */
+    apr_size_t own_len;
+    const char *own_next;       /* originated: its next hop */
+    const char *next;           /* the next hop looked up, for the log */
+    int own_ack;
 } branch_t;
 
 struct sip_proxy {
@@ -49,6 +71,7 @@ struct sip_proxy {
     apr_array_header_t *challenges; /* stored 401/407s */
     const char *loop_hash;
     unsigned counter;
+    int forked;                     /* sip_proxy_fork* was called */
     const sip_proxy_owner_t *owner;
     void *owner_baton;
     int released;
@@ -64,26 +87,25 @@ void sip_proxy_init(apr_pool_t *p)
 
 /* ---- addresses ---- */
 
-/* Resolve a next hop.  Literal addresses need no lookup; names go to the
- * resolver (a blocking call: DNS is on the list for an asynchronous rework). */
-static int resolve(apr_pool_t *p, const char *host, int port, sip_sockaddr_t *out)
+/* "ip:port" or "[ip6]:port" (a binding's received address) into 'out'. */
+static int parse_hostport(apr_pool_t *p, const char *hp, sip_sockaddr_t *out)
 {
-    apr_sockaddr_t *sa = NULL;
-    char *h = apr_pstrdup(p, host);
+    char *h = apr_pstrdup(p, hp), *colon;
+    int port = 5060;
 
-    if (port <= 0)
-        port = 5060;
     if (h[0] == '[') {
-        h++;
-        h[strcspn(h, "]")] = '\0';
+        char *end = strchr(++h, ']');
+        if (!end)
+            return 0;
+        *end = '\0';
+        if (end[1] == ':')
+            port = atoi(end + 2);
     }
-    if (sip_sockaddr_set(out, h, port) == APR_SUCCESS)
-        return 1;
-    if (apr_sockaddr_info_get(&sa, h, APR_UNSPEC, (apr_port_t)port, 0, p) != APR_SUCCESS || !sa)
-        return 0;
-    memcpy(&out->ss, &sa->sa, sa->salen);
-    out->len = sa->salen;
-    return 1;
+    else if ((colon = strchr(h, ':')) && colon == strrchr(h, ':')) {   /* not a bare IPv6 */
+        *colon = '\0';
+        port = atoi(colon + 1);
+    }
+    return port > 0 && port < 65536 && sip_sockaddr_set(out, h, port) == APR_SUCCESS;
 }
 
 /* The transport toward a next hop: sips: and transport=tls mean TLS
@@ -96,14 +118,6 @@ static sip_tp_kind_t hop_kind(const sip_uri_info_t *hop, const char *hint)
     if (hop->secure)
         return SIP_TP_TLS;
     return k > SIP_TP_UDP ? (sip_tp_kind_t)k : SIP_TP_UDP;
-}
-
-/* Resolve a next hop for 'kind': TLS defaults to port 5061 (§19.1.2). */
-static int resolve_hop(apr_pool_t *p, const sip_uri_info_t *hop, sip_tp_kind_t kind,
-                       sip_sockaddr_t *dest)
-{
-    int port = hop->port ? hop->port : kind == SIP_TP_TLS ? 5061 : 0;
-    return resolve(p, hop->maddr ? hop->maddr : hop->host, port, dest);
 }
 
 /* Send outside a transaction; TLS checks the certificate against the
@@ -364,72 +378,121 @@ static int flow_hop(apr_pool_t *p, const sip_msg_t *orig, apr_uint64_t out_flow,
     return needs ? -1 : 0;
 }
 
-/* The text of the request for 'target' (RFC 3261 §16.6) and where it
- * goes: the received text with only what §16.6 asks changed.  'in_kind'
- * is the transport it came on (-1: not known, no Record-Route then), and
- * 'in_flow' its connection when requests in the dialog must come back on
- * it.  When it goes over a flow ('out_flow', or one recorded in the
- * dialog) 'on' gets that connection, held; *gone is set when that flow
- * is closed (NULL is returned then). */
-static const char *prepare_request(apr_pool_t *p, const sip_msg_t *orig, const char *target,
-                                   server_rec *s, int record_route, int in_kind,
-                                   apr_uint64_t in_flow, apr_uint64_t out_flow,
-                                   const char *branch, sip_tp_kind_t *kind, sip_sockaddr_t *dest,
-                                   apr_size_t *len, sip_source_t *on, int *gone)
+/* §16.6 steps 2, 3 and 6 for 'orig' sent to 'ruri': the edits in 'e',
+ * and the URI of the next hop (the first Route, else the Request-URI).
+ * A binding's Path values (RFC 3327 §5.4) become the Route set, the
+ * first one routed loosely or strictly as steps 6 and 7 say. */
+static const char *route_edits(apr_pool_t *p, const sip_msg_t *orig, const char *ruri,
+                               const char *path, sip_wire_edit_t *e)
 {
-    sip_wire_edit_t e;
     sip_uri_info_t hop;
-    const char *next, *hint, *me = local_hostport(p, s);
-    const char *ruri = target ? target : sip_msg_request_uri(orig);
+    const char *next;
 
-    memset(&e, 0, sizeof(e));
-    e.request_uri = ruri;       /* step 2 */
-    e.max_forwards = 1;         /* step 3 */
+    memset(e, 0, sizeof(*e));
+    e->request_uri = ruri;      /* step 2 */
+    e->max_forwards = 1;        /* step 3 */
+    if (path && !sip_msg_route_count(orig)) {
+        apr_array_header_t *v = apr_array_make(p, 4, sizeof(const char *));
+        const char *first;
+        sip_header_split_list(p, path, v);
+        first = v->nelts ? sip_header_uri(p, APR_ARRAY_IDX(v, 0, const char *), NULL) : NULL;
+        if (first && sip_uri_info(p, first, &hop)) {
+            const char *set = apr_array_pstrcat(p, v, ',');
+            if (!hop.lr) {      /* step 6: a strict first hop takes the Request-URI */
+                e->request_uri = first;
+                v->nelts--;
+                memmove(v->elts, v->elts + sizeof(const char *),
+                        (size_t)v->nelts * sizeof(const char *));
+                *(const char **)apr_array_push(v) = apr_pstrcat(p, "<", ruri, ">", NULL);
+                set = apr_array_pstrcat(p, v, ',');
+            }
+            e->extra = apr_pstrcat(p, "Route: ", set, "\r\n", NULL);
+            return first;
+        }
+    }
     /* step 6: a strict next hop gets the Request-URI appended */
     next = sip_msg_route_count(orig) ? sip_msg_route_uri(p, orig, 0) : NULL;
     if (next && sip_uri_info(p, next, &hop) && !hop.lr) {
-        e.route_append = apr_pstrcat(p, "<", ruri, ">", NULL);
-        e.request_uri = next;
-        e.route_drop = 1;
+        e->route_append = apr_pstrcat(p, "<", ruri, ">", NULL);
+        e->request_uri = next;
+        e->route_drop = 1;
     }
     else if (!next)
         next = ruri;
-    /* step 7: the next hop: a flow, else as the URI says, else as our
-     * recorded route says, else UDP */
-    memset(on, 0, sizeof(*on));
-    *gone = 0;
-    switch (flow_hop(p, orig, e.route_drop ? 0 : out_flow, on)) {
-    case 1:
-        *kind = on->kind;
-        *dest = on->peer;
-        break;
-    case -1:
-        *gone = 1;
-        return NULL;
-    default:
-        out_flow = 0;
-        if (!sip_uri_info(p, next, &hop))
-            return NULL;
-        hint = hop.transport ? NULL : recorded_transport(p, orig);
-        *kind = hop_kind(&hop, hint);
-        /* RFC 7118 §5: we never open a WebSocket connection; without a
-         * flow there is nothing to look up (the host is made up) */
-        if (*kind == SIP_TP_WS || *kind == SIP_TP_WSS || !resolve_hop(p, &hop, *kind, dest))
-            return NULL;
-    }
+    return next;
+}
+
+/* §16.6 steps 4 and 8 (and §22.3) on top of route_edits: the text of the
+ * request as it goes over 'kind' ('out_flow': the connection it goes
+ * on, 0 none).  'in_kind' is the transport it came on (-1: not known, no
+ * Record-Route then), 'in_flow' its connection when requests in the
+ * dialog must come back on it. */
+static const char *finish_request(apr_pool_t *p, const sip_msg_t *orig, sip_wire_edit_t *e,
+                                  server_rec *s, int record_route, int in_kind,
+                                  apr_uint64_t in_flow, sip_tp_kind_t kind, apr_uint64_t out_flow,
+                                  const char *branch, apr_size_t *len)
+{
+    const char *me = local_hostport(p, s);
+
     /* step 4: for requests that may create a dialog; inside one the
      * route set is fixed already (§12.2.1.2) */
+    e->record_route = NULL;
     if (record_route && in_kind >= 0 && strcmp(sip_msg_method(orig), "REGISTER") != 0
         && !sip_msg_to_tag(orig))
-        e.record_route = record_route_values(p, orig, s, me, in_kind, in_flow, *kind,
-                                             out_flow);
+        e->record_route = record_route_values(p, orig, s, me, in_kind, in_flow, kind, out_flow);
     /* RFC 3261 §22.3: credentials for our own realm were for us */
     if (sip_msg_header(orig, "Authorization") || sip_msg_header(orig, "Proxy-Authorization"))
-        e.realm = sip_auth_realm(s, p, orig);
+        e->realm = sip_auth_realm(s, p, orig);
     /* step 8 */
-    e.via = apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport", sip_tp_via_name(*kind),
-                         hostport_on(p, s, me, *kind), branch);
-    return sip_msg_wire_text(p, orig, &e, len);
+    e->via = apr_psprintf(p, "SIP/2.0/%s %s;branch=%s;rport", sip_tp_via_name(kind),
+                          hostport_on(p, s, me, kind), branch);
+    return sip_msg_wire_text(p, orig, e, len);
+}
+
+/* What RFC 3263 §4 gets for a next hop 'next' (parsed into 'hop'): the
+ * transport our recorded route names when the URI names none, -1 when
+ * there is nothing to look up (RFC 7118 §5: a WebSocket peer is reached
+ * over its flow only, its host is made up) or 'next' is not a URI. */
+static int lookup_hint(apr_pool_t *p, const sip_msg_t *orig, const char *next,
+                       sip_uri_info_t *hop, int *hint)
+{
+    const char *rt = orig ? recorded_transport(p, orig) : NULL;
+    sip_tp_kind_t kind;
+
+    if (!next || !sip_uri_info(p, next, hop) || !hop->host)
+        return 0;
+    kind = hop_kind(hop, hop->transport ? NULL : rt);
+    if (kind == SIP_TP_WS || kind == SIP_TP_WSS)
+        return 0;
+    *hint = hop->transport || !rt ? -1 : sip_tp_from_name(rt);
+    return 1;
+}
+
+/* The SIP answer and log words for a next hop that did not resolve
+ * (issue 17 point 5).  No record at all: RFC 3263 §4 leaves nothing to
+ * try; for a foreign domain that is a definitive 404 (RFC 3261
+ * §21.4.5), for a registered binding the user exists but cannot be
+ * reached now, 480 (§21.4.18).  No DNS answer in time: §16.7 step 6
+ * treats a hop that never answered as 408.  Any other DNS failure is a
+ * failure to reach the hop: §16.9 says to behave as on a 503. */
+static int unresolved_status(int status, int binding, const char **reason, const char **what)
+{
+    switch (status) {
+    case SIP_DNS_NOTFOUND:
+    case SIP_DNS_NOTRANSPORT:
+        *what = status == SIP_DNS_NOTFOUND ? "no such name or no usable record"
+                                           : "no record for a transport we can use";
+        *reason = binding ? "Temporarily Unavailable" : "Not Found";
+        return binding ? 480 : 404;
+    case SIP_DNS_TIMEOUT:
+        *what = "no DNS answer";
+        *reason = "Request Timeout";
+        return 408;
+    default:
+        *what = "DNS failure";
+        *reason = "Service Unavailable";
+        return 503;
+    }
 }
 
 /* What decides where a response to our Via goes: the Via below it
@@ -447,41 +510,102 @@ static const char *next_via_key(apr_pool_t *p, const sip_msg_t *m, int idx)
 
 #define SL_MARK ".sl"
 
+/* A request forwarded statelessly while its next hop resolves: its text
+ * for each transport the answer may name (the request itself is gone
+ * by then). */
+typedef struct {
+    apr_pool_t *pool;
+    server_rec *s;
+    sip_uri_info_t hop;
+    const char *what;                   /* "METHOD uri", for the log */
+    const char *text[SIP_TP_TLS + 1];
+    apr_size_t len[SIP_TP_TLS + 1];
+} sl_fwd_t;
+
+static void sl_resolved(void *baton, int status, apr_array_header_t *targets, const char *why)
+{
+    sl_fwd_t *f = baton;
+    const sip_dns_target_t *t;
+
+    /* no transaction, nothing to fail over with: the first target */
+    if (status == SIP_DNS_DONE && targets && targets->nelts
+        && (t = &APR_ARRAY_IDX(targets, 0, sip_dns_target_t))->kind <= SIP_TP_TLS
+        && f->text[t->kind])
+        send_hop(t->kind, f->s, &f->hop, &t->addr, f->text[t->kind], f->len[t->kind]);
+    else
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, f->s, "sip proxy: cannot forward %s: "
+                     "cannot resolve the next hop %s (%s)", f->what, f->hop.host,
+                     why ? why : "no target");
+    apr_pool_destroy(f->pool);
+}
+
 void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 {
-    sip_tp_kind_t kind;
-    sip_sockaddr_t dest;
-    sip_uri_info_t hop;
     /* signed: only the responses to this request are forwarded back by
      * Via (sip_proxy_forward_response), to where its sender asked */
     const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), SL_MARK,
                                      sip_route_mac(p, next_via_key(p, req, 0)), NULL);
-    const char *buf;
+    const char *buf, *next, *what;
     apr_size_t len = 0;
     sip_source_t on;
-    int gone = 0;
+    sip_wire_edit_t e;
+    sip_uri_info_t hop;
+    apr_array_header_t *targets = NULL;
+    sip_dns_query_t *q = NULL;
+    sl_fwd_t *f;
+    apr_pool_t *fp;
+    int hint = -1, rc, k;
 
-    memset(&on, 0, sizeof(on));     /* released on every path */
     if (sip_msg_max_forwards(req) == 0)
         return;
-    buf = prepare_request(p, req, NULL, s, 0, -1, 0, 0, branch, &kind, &dest, &len, &on, &gone);
-    if (!buf) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s %s%s",
-                     sip_msg_method(req), sip_msg_request_uri(req),
-                     gone ? ": the connection (flow) it must go on is closed" : "");
+    what = apr_pstrcat(p, sip_msg_method(req), " ", sip_msg_request_uri(req), NULL);
+    next = route_edits(p, req, sip_msg_request_uri(req), NULL, &e);
+    memset(&on, 0, sizeof(on));
+    switch (flow_hop(p, req, 0, &on)) {
+    case 1:
+        buf = finish_request(p, req, &e, s, 0, -1, 0, on.kind, 0, branch, &len);
+        if (buf && on.tcp)
+            sip_transport_send(&on, NULL, buf, len);
+        else if (buf)
+            sip_transport_send_to(on.kind, s, &on.peer, buf, len, NULL);
         sip_source_release(&on);
         return;
-    }
-    if (on.tcp) {
-        sip_transport_send(&on, NULL, buf, len);
-        sip_source_release(&on);
+    case -1:
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s: the "
+                     "connection (flow) it must go on is closed", what);
         return;
     }
-    memset(&hop, 0, sizeof(hop));
-    if (kind == SIP_TP_TLS)
-        sip_uri_info(p, sip_msg_route_count(req) ? sip_msg_route_uri(p, req, 0)
-                                                 : sip_msg_request_uri(req), &hop);
-    send_hop(kind, s, &hop, &dest, buf, len);
+    if (!lookup_hint(p, req, next, &hop, &hint)) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s: no next hop "
+                     "to look up", what);
+        return;
+    }
+    apr_pool_create(&fp, px_root);
+    f = apr_pcalloc(fp, sizeof(*f));
+    f->pool = fp;
+    f->s = s;
+    f->what = apr_pstrdup(fp, what);
+    sip_uri_info(fp, next, &f->hop);
+    rc = sip_dns_resolve_uri(fp, &f->hop, hint, &targets, &q, sl_resolved, f);
+    if (rc == SIP_DNS_PENDING) {
+        for (k = SIP_TP_UDP; k <= SIP_TP_TLS; k++)
+            if ((buf = finish_request(p, req, &e, s, 0, -1, 0, (sip_tp_kind_t)k, 0, branch,
+                                      &len))) {
+                f->text[k] = apr_pstrmemdup(fp, buf, len);
+                f->len[k] = len;
+            }
+        return;
+    }
+    if (rc == SIP_DNS_DONE && targets->nelts) {
+        const sip_dns_target_t *t = &APR_ARRAY_IDX(targets, 0, sip_dns_target_t);
+        if (t->kind <= SIP_TP_TLS
+            && (buf = finish_request(p, req, &e, s, 0, -1, 0, t->kind, 0, branch, &len)))
+            send_hop(t->kind, s, &f->hop, &t->addr, buf, len);
+    }
+    else
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: cannot forward %s: cannot "
+                     "resolve the next hop %s", what, f->hop.host);
+    apr_pool_destroy(fp);
 }
 
 /* ---- responses ---- */
@@ -532,12 +656,21 @@ static void send_upstream(sip_proxy_t *px, sip_msg_t *resp, const sip_wire_edit_
         sip_txn_respond(px->st, e && e->status ? e->status : sip_msg_status(resp), buf, len);
 }
 
+static void local_final(branch_t *b, int status, const char *reason);
+
 static void cancel_pending(sip_proxy_t *px)
 {
     int i;
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->started && !b->done && b->ctxn && !b->originated)
+        if (b->started && !b->done && b->dq) {
+            /* §9.1: nothing went out yet, so nothing is sent; the branch
+             * ends as if its 487 had come */
+            sip_dns_cancel(b->dq);
+            b->dq = NULL;
+            local_final(b, 487, "Request Terminated");
+        }
+        else if (b->started && !b->done && b->ctxn && !b->originated)
             sip_ctxn_cancel(b->ctxn);
     }
 }
@@ -671,6 +804,10 @@ apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
 static void branch_end(branch_t *b)
 {
     b->done = 1;
+    if (b->dq) {
+        sip_dns_cancel(b->dq);
+        b->dq = NULL;
+    }
     sip_timer_cancel(sip_txn_loop(), &b->timer_c);
     sip_timer_cancel(sip_txn_loop(), &b->expires);
 }
@@ -721,14 +858,50 @@ static void expires_fired(void *baton)
     local_final(b, 408, "Request Timeout");
 }
 
+static void branch_try_target(branch_t *b);
+static int branch_try_flows(branch_t *b);
+
+/* A failure worth trying the next target for: RFC 3263 §4.3 (a
+ * transport error, a timeout, a 503), or RFC 5626 §5.3 (a flow that
+ * failed: a transport error), while another target or flow is left and
+ * nobody has given up on the branch. */
+static int may_fail_over(const branch_t *b, int status, int from_network)
+{
+    const sip_proxy_t *px = b->px;
+
+    if (b->done || b->expired || px->cancelled || px->six_xx
+        || (!b->originated && final_sent(px)))
+        return 0;
+    if (b->on_flow)
+        return !from_network && status == 503 && b->flows && b->fi + 1 < b->flows->nelts;
+    if (status != 503 && !(status == 408 && !from_network))
+        return 0;
+    return b->targets && b->ti + 1 < b->targets->nelts;
+}
+
+/* Keep the best failure among a branch's targets (§16.7 step 6 order;
+ * the first one on a tie).  1 when 'resp' is it now. */
+static int note_failure(branch_t *b, sip_msg_t *resp, int from_network)
+{
+    int status = sip_msg_status(resp);
+
+    if (b->fail_status && rank(status) >= rank(b->fail_status))
+        return 0;
+    b->fail_status = status;
+    b->fail_reason = apr_pstrdup(b->px->pool, sip_msg_reason(resp));
+    b->fail_msg = from_network ? sip_msg_dup(b->px->pool, resp) : NULL;
+    return 1;
+}
+
 static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_network)
 {
     branch_t *b = baton;
     sip_proxy_t *px = b->px;
     int status;
 
-    (void)c;
     if (from_network < 0) {         /* the client transaction is gone */
+        if (c != b->ctxn)
+            return;                 /* one we failed over from */
         b->ctxn = NULL;
         if (!b->done)
             branch_end(b);
@@ -740,6 +913,54 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
         return;
     if ((b->expired || b->done) && status >= 300)
         return;                     /* the branch already has its final answer */
+    if (status >= 300 && may_fail_over(b, status, from_network)) {
+        const sip_dns_target_t *t = b->on_flow ? NULL
+                                    : &APR_ARRAY_IDX(b->targets, b->ti + 1, sip_dns_target_t);
+        note_failure(b, resp, from_network);
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: %s at %s: %d%s; trying %s",
+                     b->uri ? b->uri : "request of the script", sip_sockaddr_ip(px->pool, &b->dest),
+                     status, from_network ? "" : " (local)",
+                     t ? apr_psprintf(px->pool, "%s:%d", sip_sockaddr_ip(px->pool, &t->addr),
+                                      sip_sockaddr_port(&t->addr))
+                       : "the next flow");
+        /* the old transaction still ACKs a non-2xx where it went (§17.1.1.3) */
+        sip_ctxn_abandon(c);
+        b->ctxn = NULL;
+        if (b->on_flow) {
+            b->fi++;
+            branch_try_flows(b);
+        }
+        else {
+            b->ti++;
+            branch_try_target(b);
+        }
+        return;
+    }
+    if (status >= 300 && b->on_flow && !from_network && status == 503 && !b->done
+        && !px->cancelled) {
+        /* RFC 5626 §5.3: no flow left: 480 for a binding, 430 for a dialog */
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: the connection (flow) to "
+                     "%s failed", b->uri);
+        sip_ctxn_abandon(c);
+        b->ctxn = NULL;
+        if (b->flows && b->flows->nelts)
+            local_final(b, 480, "Temporarily Unavailable");
+        else
+            local_final(b, 430, "Flow Failed");
+        return;
+    }
+    if (b->fail_status && (status == 503 || (status == 408 && !from_network))
+        && !note_failure(b, resp, from_network)) {
+        /* every target failed: the best failure seen is the branch's */
+        if (!b->fail_msg) {
+            sip_ctxn_abandon(c);
+            b->ctxn = NULL;
+            local_final(b, b->fail_status, b->fail_reason);
+            return;
+        }
+        resp = b->fail_msg;
+        from_network = 1;
+    }
     if (status < 200) {
         b->provisional = 1;
         if (px->invite && !b->originated)   /* §16.7 step 2: restart timer C */
@@ -760,7 +981,7 @@ static void px_destroy_if_idle(sip_proxy_t *px)
 
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->ctxn || sip_timer_armed(&b->timer_c) || sip_timer_armed(&b->expires))
+        if (b->ctxn || b->dq || sip_timer_armed(&b->timer_c) || sip_timer_armed(&b->expires))
             return;
     }
     if (px->owner) {
@@ -835,24 +1056,6 @@ out:
     px_destroy_if_idle(px);
 }
 
-/* Where a finished request goes: its first Route, else its Request-URI. */
-static int next_hop_of_text(apr_pool_t *p, const char *text, apr_size_t len, sip_tp_kind_t *kind,
-                            sip_sockaddr_t *dest)
-{
-    sip_msg_t *m = NULL;
-    sip_msg_error_t err;
-    sip_uri_info_t hop;
-    const char *next;
-
-    if (sip_msg_parse(p, text, len, NULL, 0, &m, &err) != APR_SUCCESS)
-        return 0;
-    next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-    if (!next || !sip_uri_info(p, next, &hop))
-        return 0;
-    *kind = hop_kind(&hop, NULL);
-    return resolve_hop(p, &hop, *kind, dest);
-}
-
 static int script_gives(const sip_msg_t *block, const char *name)
 {
     return block && sip_msg_has_header(block, name);
@@ -877,62 +1080,250 @@ static apr_uint64_t incoming_flow(apr_pool_t *p, const sip_source_t *src, const 
     return sip_source_flow_id(src);
 }
 
-static void start_branch(sip_proxy_t *px, branch_t *b)
+static const char *with_via(apr_pool_t *p, const char *text, apr_size_t len, sip_tp_kind_t kind,
+                            const char *me, const char *branch, apr_size_t *out_len);
+
+/* The request of branch 'b' as it goes over 'kind' with branch id 'id'
+ * ('out_flow': the connection it goes on, 0 none): the received request
+ * with §16.6's edits and the script's block merged in, or the script's
+ * own request with our Via on top. */
+static const char *branch_text(apr_pool_t *p, branch_t *b, sip_tp_kind_t kind,
+                               apr_uint64_t out_flow, const char *id, apr_size_t *len)
 {
-    apr_pool_t *p;
-    sip_tp_kind_t kind;
+    sip_proxy_t *px = b->px;
+    const sip_msg_t *req = sip_txn_request(px->st);
+    const sip_source_t *src = sip_txn_source(px->st);
+    sip_wire_edit_t e;
+    const char *text, *merged;
+    apr_size_t mlen = 0;
+
+    if (b->originated)
+        return with_via(p, b->own_text, b->own_len, kind,
+                        hostport_on(p, px->s, local_hostport(p, px->s), kind), id, len);
+    route_edits(p, req, b->uri ? b->uri : sip_msg_request_uri(req), b->path, &e);
+    text = finish_request(p, req, &e, px->s,
+                          px->conf->record_route && !script_gives(b->block, "Record-Route"),
+                          (int)src->kind, incoming_flow(p, src, req), kind, out_flow, id, len);
+    if (!text || !b->block)
+        return text;
+    merged = sip_msg_merge_text(p, text, *len, b->block, &mlen);
+    *len = mlen;
+    return merged;
+}
+
+/* The URI the request of 'b' is routed by (RFC 3261 §16.6 step 7):
+ * the script's first Route when it gave one (*script_route set: it
+ * wins over any flow), else the first Route after §16.6, else the
+ * target. */
+static const char *branch_next_hop(apr_pool_t *p, branch_t *b, int *script_route)
+{
+    const sip_msg_t *req = sip_txn_request(b->px->st);
+    sip_wire_edit_t e;
+    const char *next, *text;
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    apr_size_t len = 0;
+
+    *script_route = 0;
+    if (b->originated)
+        return b->own_next;
+    next = route_edits(p, req, b->uri ? b->uri : sip_msg_request_uri(req), b->path, &e);
+    if (!script_gives(b->block, "Route"))
+        return next;
+    *script_route = 1;
+    text = branch_text(p, b, SIP_TP_UDP, 0, "z9hG4bKmSnexthop", &len);
+    if (!text || sip_msg_parse(p, text, len, NULL, 0, &m, &err) != APR_SUCCESS)
+        return NULL;
+    return sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
+}
+
+/* Send the request of 'b' now, as a new client transaction (a new
+ * branch id for every target, RFC 3263 §4.3), over the connection 'on'
+ * when given, else to 'dest'. */
+static void branch_transmit(branch_t *b, sip_tp_kind_t kind, const sip_sockaddr_t *dest,
+                            const sip_source_t *on, apr_uint64_t out_flow)
+{
+    sip_proxy_t *px = b->px;
+    const char *id = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
     const char *text;
     apr_size_t len = 0;
-    const char *branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
-    const sip_msg_t *req = sip_txn_request(px->st);
-    sip_source_t on;
-    int gone = 0;
+    apr_pool_t *p;
 
-    memset(&on, 0, sizeof(on));     /* released on every path */
-    b->started = 1;
     apr_pool_create(&p, px->pool);
-    text = prepare_request(p, req, b->uri, px->s,
-                           px->conf->record_route && !script_gives(b->block, "Record-Route"),
-                           (int)sip_txn_source(px->st)->kind,
-                           incoming_flow(p, sip_txn_source(px->st), req), b->flow, branch, &kind,
-                           &b->dest, &len, &on, &gone);
-    if (text && b->block) {
-        apr_size_t mlen = 0;
-        const char *merged = sip_msg_merge_text(p, text, len, b->block, &mlen);
-        if (merged && sip_msg_has_header(b->block, "Route")) {
-            /* the script's route wins over the flow */
-            sip_source_release(&on);
-            if (!next_hop_of_text(p, merged, mlen, &kind, &b->dest))
-                merged = NULL;
-        }
-        text = merged;
-        len = mlen;
-    }
-    if (text && on.tcp)
-        b->ctxn = sip_ctxn_send_text_on(text, len, &on, px->s, branch_response, b);
-    else if (text)
-        b->ctxn = sip_ctxn_send_text(text, len, kind, px->s, &b->dest, branch_response, b);
-    sip_source_release(&on);
-    apr_pool_destroy(p);
-    if (!b->ctxn && gone) {
-        /* RFC 5626 §5.3: 430 for a flow named in the dialog's route; a
-         * binding's flow closed since the lookup: as if it had none */
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: the connection (flow) to "
-                     "%s is closed", b->uri);
-        if (b->flow)
-            local_final(b, 480, "Temporarily Unavailable");
-        else
-            local_final(b, 430, "Flow Failed");
+    b->dest = *dest;
+    text = branch_text(p, b, kind, out_flow, id, &len);
+    if (text && b->originated && b->own_ack) {
+        /* §17.1.1.3: an ACK has no transaction; it is sent once */
+        sip_uri_info_t hop;
+        memset(&hop, 0, sizeof(hop));
+        sip_uri_info(p, b->own_next, &hop);
+        send_hop(kind, px->s, &hop, dest, text, len);
+        apr_pool_destroy(p);
+        branch_end(b);
         return;
     }
+    if (text && on)
+        b->ctxn = sip_ctxn_send_text_on(text, len, on, px->s, branch_response, b);
+    else if (text)
+        b->ctxn = sip_ctxn_send_text(text, len, kind, px->s, dest, branch_response, b);
+    apr_pool_destroy(p);
     if (!b->ctxn) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->uri);
         local_final(b, 503, "Service Unavailable");
-        return;
     }
+}
+
+/* RFC 5626 §5.3: send over the first usable flow from b->fi on (the
+ * binding's, then the other flows of its instance; or the one our
+ * recorded route names).  1 when sent or answered (480 for a binding
+ * whose flows are all gone, 430 for a dialog's flow), 0 when no flow
+ * applies. */
+static int branch_try_flows(branch_t *b)
+{
+    sip_proxy_t *px = b->px;
+    apr_pool_t *p;
+    sip_source_t on;
+    int n = b->flows ? b->flows->nelts : 0;
+
+    apr_pool_create(&p, px->pool);
+    for (;;) {
+        apr_uint64_t f = b->fi < n ? APR_ARRAY_IDX(b->flows, b->fi, apr_uint64_t) : 0;
+        int r;
+        memset(&on, 0, sizeof(on));
+        r = flow_hop(p, sip_txn_request(px->st), f, &on);
+        if (r == 1) {
+            b->on_flow = 1;
+            branch_transmit(b, on.kind, &on.peer, on.tcp ? &on : NULL, f);
+            sip_source_release(&on);
+            apr_pool_destroy(p);
+            return 1;
+        }
+        if (r == 0 && !b->on_flow && !n) {
+            apr_pool_destroy(p);
+            return 0;
+        }
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: the connection (flow) to "
+                     "%s is closed%s", b->uri, b->fi + 1 < n ? "; trying the next flow" : "");
+        if (b->fi + 1 < n) {
+            b->fi++;
+            continue;
+        }
+        apr_pool_destroy(p);
+        /* a binding's flows gone since the lookup: as if it had none */
+        if (n)
+            local_final(b, 480, "Temporarily Unavailable");
+        else
+            local_final(b, 430, "Flow Failed");
+        return 1;
+    }
+}
+
+/* Send to the target in use, skipping any we cannot open ourselves. */
+static void branch_try_target(branch_t *b)
+{
+    for (; b->ti < b->targets->nelts; b->ti++) {
+        const sip_dns_target_t *t = &APR_ARRAY_IDX(b->targets, b->ti, sip_dns_target_t);
+        if (t->kind <= SIP_TP_TLS) {
+            branch_transmit(b, t->kind, &t->addr, NULL, 0);
+            return;
+        }
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, b->px->s, "sip proxy: cannot reach %s", b->uri);
+    local_final(b, 503, "Service Unavailable");
+}
+
+/* One log line and the answer for a next hop that did not resolve. */
+static void branch_unresolved(branch_t *b, int status, const char *why)
+{
+    const char *reason, *what;
+    int code = unresolved_status(status, b->binding, &reason, &what);
+
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, b->px->s, "sip proxy: cannot resolve %s for %s "
+                 "(%s%s%s): %d %s", b->next ? b->next : "(none)",
+                 b->uri ? b->uri : "a request of the script", what, why ? ": " : "",
+                 why ? why : "", code, reason);
+    if (b->originated && b->own_ack)
+        branch_end(b);
+    else
+        local_final(b, code, reason);
+}
+
+static void branch_resolved(void *baton, int status, apr_array_header_t *targets,
+                            const char *why)
+{
+    branch_t *b = baton;
+
+    b->dq = NULL;
+    if (b->done)
+        return;
+    if (status == SIP_DNS_DONE && targets && targets->nelts) {
+        b->targets = targets;
+        b->ti = 0;
+        branch_try_target(b);
+    }
+    else
+        branch_unresolved(b, status, why);
+    if (b->done && b->originated && b->own_ack)
+        px_maybe_finish(b->px, 0);
+}
+
+/* RFC 3263 §4 for the next hop of 'b' (or its binding's received
+ * address): SIP_DNS_DONE (sent), SIP_DNS_PENDING (resolving: the
+ * branch waits, timer C running), the failure (nothing sent), or
+ * NO_LOOKUP when there is nothing to look up. */
+#define NO_LOOKUP (-100)
+static int branch_lookup(branch_t *b, const char *next, int script_route)
+{
+    sip_proxy_t *px = b->px;
+    sip_uri_info_t *hop;
+    apr_array_header_t *targets = NULL;
+    int hint = -1, rc;
+
+    b->next = next ? apr_pstrdup(px->pool, next) : NULL;
+    if (!b->qpool)
+        apr_pool_create(&b->qpool, px->pool);
+    hop = apr_pcalloc(b->qpool, sizeof(*hop));
+    if (b->received && !b->path && !script_route) {
+        /* RFC 3581 / RFC 5626 §5.3: where the REGISTER came from; the
+         * Request-URI stays the Contact */
+        sip_dns_target_t *t;
+        targets = apr_array_make(b->qpool, 1, sizeof(sip_dns_target_t));
+        t = apr_array_push(targets);
+        memset(t, 0, sizeof(*t));
+        t->kind = (sip_tp_kind_t)b->received_kind;
+        if (sip_uri_info(b->qpool, b->uri, hop))
+            t->host = hop->host;
+        if (!parse_hostport(b->qpool, b->received, &t->addr))
+            return NO_LOOKUP;
+        b->targets = targets;
+        branch_try_target(b);
+        return SIP_DNS_DONE;
+    }
+    if (!lookup_hint(b->qpool, b->originated ? NULL : sip_txn_request(px->st), next, hop, &hint))
+        return NO_LOOKUP;
+    rc = sip_dns_resolve_uri(b->qpool, hop, hint, &targets, &b->dq, branch_resolved, b);
+    if (rc == SIP_DNS_DONE) {
+        b->dq = NULL;
+        b->targets = targets;
+        b->ti = 0;
+        branch_try_target(b);
+    }
+    else if (rc != SIP_DNS_PENDING)
+        b->dq = NULL;
+    return rc;
+}
+
+static void start_branch(sip_proxy_t *px, branch_t *b)
+{
+    apr_pool_t *p;
+    const char *next;
+    int script_route = 0, rc;
+
+    b->started = 1;
+    /* timer C runs while the next hop resolves too (§16.6 step 11) */
     if (px->invite && !b->originated)
         sip_timer_set(sip_txn_loop(), &b->timer_c, px->conf->timer_c, timer_c_fired, b);
-    if (b->block && sip_msg_header(b->block, "Expires")) {
+    if (b->block && !b->originated && sip_msg_header(b->block, "Expires")) {
         /* delta-seconds only; anything else arms no timer */
         const char *v = sip_msg_header(b->block, "Expires");
         char *end;
@@ -943,6 +1334,21 @@ static void start_branch(sip_proxy_t *px, branch_t *b)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, px->s,
                          "sip-cgi: Expires \"%s\" is not delta-seconds; no local timer", v);
     }
+    apr_pool_create(&p, px->pool);
+    next = branch_next_hop(p, b, &script_route);
+    if (!b->originated && !script_route && branch_try_flows(b)) {
+        apr_pool_destroy(p);
+        return;
+    }
+    rc = branch_lookup(b, next, script_route);
+    apr_pool_destroy(p);
+    if (rc == NO_LOOKUP) {
+        /* nothing to look up: a WebSocket peer without its flow, or no URI */
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->uri);
+        local_final(b, 503, "Service Unavailable");
+    }
+    else if (rc != SIP_DNS_DONE && rc != SIP_DNS_PENDING)
+        branch_unresolved(b, rc, NULL);
 }
 
 static int px_cancelled(void *tu)
@@ -1006,12 +1412,53 @@ static branch_t *new_branch(sip_proxy_t *px, const char *uri, double q)
     return b;
 }
 
+/* What the registrar knows about reaching a binding, kept in the
+ * proxy's pool: its flows in the order to try them, its received
+ * address and Path. */
+static void set_reach(branch_t *b, apr_uint64_t flow, const sip_proxy_reach_t *r)
+{
+    apr_pool_t *p = b->px->pool;
+    int i;
+
+    if (r) {
+        b->binding = 1;
+        flow = r->flow;
+        b->received = r->received ? apr_pstrdup(p, r->received) : NULL;
+        b->received_kind = r->kind;
+        b->path = r->path ? apr_pstrdup(p, r->path) : NULL;
+    }
+    b->flow = flow;
+    if (flow || (r && r->alt_flows && r->alt_flows->nelts)) {
+        b->flows = apr_array_make(p, 2, sizeof(apr_uint64_t));
+        if (flow)
+            *(apr_uint64_t *)apr_array_push(b->flows) = flow;
+        for (i = 0; r && r->alt_flows && i < r->alt_flows->nelts; i++)
+            if (APR_ARRAY_IDX(r->alt_flows, i, apr_uint64_t))
+                *(apr_uint64_t *)apr_array_push(b->flows) =
+                    APR_ARRAY_IDX(r->alt_flows, i, apr_uint64_t);
+    }
+}
+
 void sip_proxy_add_target(sip_proxy_t *px, const char *uri, double q)
 {
-    sip_proxy_add_target_flow(px, uri, q, 0);
+    sip_proxy_add_target_reach(px, uri, q, NULL);
 }
 
 void sip_proxy_add_target_flow(sip_proxy_t *px, const char *uri, double q, apr_uint64_t flow)
+{
+    sip_proxy_reach_t r;
+
+    if (!flow) {
+        sip_proxy_add_target_reach(px, uri, q, NULL);
+        return;
+    }
+    memset(&r, 0, sizeof(r));
+    r.flow = flow;
+    sip_proxy_add_target_reach(px, uri, q, &r);
+}
+
+void sip_proxy_add_target_reach(sip_proxy_t *px, const char *uri, double q,
+                                const sip_proxy_reach_t *r)
 {
     branch_t *b = new_branch(px, uri, q);
     int i;
@@ -1025,14 +1472,7 @@ void sip_proxy_add_target_flow(sip_proxy_t *px, const char *uri, double q, apr_u
     memmove(&APR_ARRAY_IDX(px->branches, i + 1, branch_t *), &APR_ARRAY_IDX(px->branches, i, branch_t *),
             (size_t)(px->branches->nelts - 1 - i) * sizeof(branch_t *));
     APR_ARRAY_IDX(px->branches, i, branch_t *) = b;
-    b->flow = flow;
-}
-
-/* Only the flow is used until the proxy learns the rest (issue 17). */
-void sip_proxy_add_target_reach(sip_proxy_t *px, const char *uri, double q,
-                                const sip_proxy_reach_t *r)
-{
-    sip_proxy_add_target_flow(px, uri, q, r ? r->flow : 0);
+    set_reach(b, 0, r);
 }
 
 void sip_proxy_set_sequential(sip_proxy_t *px, int on)
@@ -1086,31 +1526,38 @@ void sip_proxy_start(sip_proxy_t *px)
 
 sip_proxy_branch_t *sip_proxy_fork(sip_proxy_t *px, const char *uri, const sip_msg_t *block)
 {
-    return sip_proxy_fork_flow(px, uri, block, 0);
+    return sip_proxy_fork_reach(px, uri, block, NULL);
 }
 
 sip_proxy_branch_t *sip_proxy_fork_flow(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
                                         apr_uint64_t flow)
 {
-    branch_t *b;
+    sip_proxy_reach_t r;
 
-    if (!px->counter && !px_checks(px))
-        return NULL;
-    if (px->invite && !px->counter && !sip_txn_final_sent(px->st))
-        sip_txn_reply(px->st, 100, "Trying", NULL);
-    b = new_branch(px, uri, 1.0);
-    b->block = block;
-    b->token = block ? sip_msg_header(block, "CGI-Request-Token") : NULL;
-    b->flow = flow;
-    *(branch_t **)apr_array_push(px->branches) = b;
-    start_branch(px, b);
-    return b;
+    if (!flow)
+        return sip_proxy_fork_reach(px, uri, block, NULL);
+    memset(&r, 0, sizeof(r));
+    r.flow = flow;
+    return sip_proxy_fork_reach(px, uri, block, &r);
 }
 
 sip_proxy_branch_t *sip_proxy_fork_reach(sip_proxy_t *px, const char *uri,
                                          const sip_msg_t *block, const sip_proxy_reach_t *r)
 {
-    return sip_proxy_fork_flow(px, uri, block, r ? r->flow : 0);
+    branch_t *b;
+
+    if (!px->forked && !px_checks(px))
+        return NULL;
+    if (px->invite && !px->forked && !sip_txn_final_sent(px->st))
+        sip_txn_reply(px->st, 100, "Trying", NULL);
+    px->forked = 1;
+    b = new_branch(px, uri, 1.0);
+    b->block = block;
+    b->token = block ? sip_msg_header(block, "CGI-Request-Token") : NULL;
+    set_reach(b, 0, r);
+    *(branch_t **)apr_array_push(px->branches) = b;
+    start_branch(px, b);
+    return b;
 }
 
 void sip_proxy_fork_unreachable(sip_proxy_t *px, const char *uri, const sip_msg_t *block,
@@ -1146,47 +1593,147 @@ static const char *with_via(apr_pool_t *p, const char *text, apr_size_t len, sip
     return out;
 }
 
-/* Send a request of the server's own (RFC 3261 §8.1.2): 'text' (no Via)
- * goes to its first Route, else its Request-URI, with our Via and
- * 'branch' on top naming the transport used.  An ACK has no transaction
- * (§17.1.1.3): it is sent once and *ack set.  NULL with *why when it
- * cannot be sent. */
-static sip_ctxn_t *send_own(apr_pool_t *p, server_rec *s, const char *text, apr_size_t len,
-                            const char *branch, sip_ctxn_cb cb, void *baton,
-                            sip_sockaddr_t *dest, int *ack, const char **why)
+/* 'text' (a request without Via) checked: it parses as a request once
+ * our Via is on top.  Its method and next hop (its first Route, else
+ * its Request-URI: RFC 3261 §8.1.2) in *method and *next; NULL with
+ * *why when it is not valid SIP. */
+static sip_msg_t *own_parse(apr_pool_t *p, server_rec *s, const char *text, apr_size_t len,
+                            const char **next, const char **why)
 {
-    const char *me = local_hostport(p, s), *next, *out;
     apr_size_t olen = 0;
+    const char *out = with_via(p, text, len, SIP_TP_UDP, local_hostport(p, s), "z9hG4bKmN",
+                               &olen);
     sip_msg_t *m = NULL;
     sip_msg_error_t err = {0, "unparsable"};
-    sip_uri_info_t hop;
-    sip_tp_kind_t kind = SIP_TP_UDP;
 
-    *ack = 0;
-    out = with_via(p, text, len, kind, me, branch, &olen);
     if (sip_msg_parse(p, out, olen, NULL, 0, &m, &err) != APR_SUCCESS || !sip_msg_method(m)) {
         *why = apr_pstrcat(p, "not valid SIP: ", err.reason, NULL);
         return NULL;
     }
-    next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
-    if (next && sip_uri_info(p, next, &hop))
-        kind = hop_kind(&hop, NULL);
-    if (!next || !hop.host || !resolve_hop(p, &hop, kind, dest)) {
-        *why = apr_pstrcat(p, "cannot resolve the next hop ", next ? next : "(none)", NULL);
-        return NULL;
-    }
-    if (kind != SIP_TP_UDP)     /* the Via names the transport actually used */
-        out = with_via(p, text, len, kind, hostport_on(p, s, me, kind), branch, &olen);
-    if (strcmp(sip_msg_method(m), "ACK") == 0) {
-        send_hop(kind, s, &hop, dest, out, olen);
-        *ack = 1;
-        return NULL;
-    }
-    *why = "transport refused it";
-    return sip_ctxn_send_text(out, olen, kind, s, dest, cb, baton);
+    *next = sip_msg_route_count(m) ? sip_msg_route_uri(p, m, 0) : sip_msg_request_uri(m);
+    return m;
 }
 
-/* A branch parameter no other request of ours shares: the magic cookie,
+/* A request of the server's own (sip_proxy_send_new) on its way: its
+ * text without Via, the targets of its next hop, the transaction in
+ * flight.  Freed once its caller heard the outcome. */
+typedef struct own_req {
+    apr_pool_t *pool;
+    server_rec *s;
+    const char *text;
+    apr_size_t len;
+    sip_msg_t *req;             /* parsed, for a response made up here */
+    sip_uri_info_t hop;
+    int ack;
+    sip_dns_query_t *q;
+    apr_array_header_t *targets;
+    int ti;
+    sip_ctxn_cb cb;
+    void *baton;
+} own_req_t;
+
+static void own_try(own_req_t *o);
+static const char *new_branch_id(apr_pool_t *p);
+
+/* Tell the caller and forget the request. */
+static void own_done(own_req_t *o, sip_ctxn_t *c, sip_msg_t *resp, int from_network)
+{
+    sip_ctxn_cb cb = o->cb;
+    void *baton = o->baton;
+
+    if (c)
+        sip_ctxn_abandon(c);
+    if (cb && !o->ack)
+        cb(baton, c, resp, from_network);
+    apr_pool_destroy(o->pool);
+}
+
+static void own_local(own_req_t *o, int status, const char *reason)
+{
+    sip_msg_t *resp = sip_msg_make_response(o->pool, o->req, status, reason, NULL);
+
+    own_done(o, NULL, resp, 0);
+}
+
+static void own_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_network)
+{
+    own_req_t *o = baton;
+    int status = resp ? sip_msg_status(resp) : 0;
+
+    if (from_network < 0) {
+        own_done(o, NULL, NULL, -1);
+        return;
+    }
+    if (status < 200) {
+        if (o->cb)
+            o->cb(o->baton, c, resp, from_network);
+        return;
+    }
+    /* RFC 3263 §4.3: a transport error, a timeout or a 503: the next target */
+    if ((status == 503 || (status == 408 && !from_network)) && o->ti + 1 < o->targets->nelts) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, o->s, "sip: request of ours to %s: %d; trying "
+                     "the next target", o->hop.host, status);
+        sip_ctxn_abandon(c);
+        o->ti++;
+        own_try(o);
+        return;
+    }
+    own_done(o, c, resp, from_network);
+}
+
+/* Send to the target in use (a new branch id each time), skipping the
+ * ones we cannot open. */
+static void own_try(own_req_t *o)
+{
+    for (; o->ti < o->targets->nelts; o->ti++) {
+        const sip_dns_target_t *t = &APR_ARRAY_IDX(o->targets, o->ti, sip_dns_target_t);
+        apr_pool_t *p;
+        const char *out;
+        apr_size_t olen = 0;
+        sip_ctxn_t *c;
+
+        if (t->kind > SIP_TP_TLS)
+            continue;
+        apr_pool_create(&p, o->pool);
+        out = with_via(p, o->text, o->len, t->kind,
+                       hostport_on(p, o->s, local_hostport(p, o->s), t->kind),
+                       new_branch_id(p), &olen);
+        if (o->ack) {       /* §17.1.1.3: no transaction, sent once */
+            send_hop(t->kind, o->s, &o->hop, &t->addr, out, olen);
+            apr_pool_destroy(p);
+            own_done(o, NULL, NULL, 0);
+            return;
+        }
+        c = sip_ctxn_send_text(out, olen, t->kind, o->s, &t->addr, own_response, o);
+        apr_pool_destroy(p);
+        if (c)
+            return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, o->s, "sip: request of ours to %s not sent: "
+                 "transport refused it", o->hop.host);
+    own_local(o, 503, "Service Unavailable");
+}
+
+static void own_resolved(void *baton, int status, apr_array_header_t *targets, const char *why)
+{
+    own_req_t *o = baton;
+    const char *reason, *what;
+    int code;
+
+    o->q = NULL;
+    if (status == SIP_DNS_DONE && targets && targets->nelts) {
+        o->targets = targets;
+        own_try(o);
+        return;
+    }
+    code = unresolved_status(status, 0, &reason, &what);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, o->s, "sip: request of ours not sent: cannot "
+                 "resolve %s (%s%s%s): %d %s", o->hop.host, what, why ? ": " : "",
+                 why ? why : "", code, reason);
+    own_local(o, code, reason);
+}
+
+/* A branch id no other request of ours shares: the magic cookie,
  * random bits for across processes and restarts, a counter within. */
 static const char *new_branch_id(apr_pool_t *p)
 {
@@ -1199,21 +1746,43 @@ static const char *new_branch_id(apr_pool_t *p)
                         apr_atomic_inc32(&counter));
 }
 
-sip_ctxn_t *sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
-                               void *baton)
+int sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
+                       void *baton)
 {
     apr_pool_t *p;
-    sip_sockaddr_t dest;
-    sip_ctxn_t *c;
-    const char *why = NULL;
-    int ack = 0;
+    own_req_t *o;
+    const char *next = NULL, *why = NULL, *reason, *what;
+    int rc;
 
     apr_pool_create(&p, px_root);
-    c = send_own(p, s, text, len, new_branch_id(p), cb, baton, &dest, &ack, &why);
-    if (!c && !ack)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip: request of ours not sent: %s", why);
+    o = apr_pcalloc(p, sizeof(*o));
+    o->pool = p;
+    o->s = s;
+    o->cb = cb;
+    o->baton = baton;
+    o->text = apr_pstrmemdup(p, text, len);
+    o->len = len;
+    if (!(o->req = own_parse(p, s, text, len, &next, &why))
+        || !next || !sip_uri_info(p, next, &o->hop) || !o->hop.host) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "sip: request of ours not sent: %s",
+                     why ? why : apr_pstrcat(p, "no next hop in ", next ? next : "(none)",
+                                             NULL));
+        apr_pool_destroy(p);
+        return 0;
+    }
+    o->ack = strcmp(sip_msg_method(o->req), "ACK") == 0;
+    rc = sip_dns_resolve_uri(p, &o->hop, -1, &o->targets, &o->q, own_resolved, o);
+    if (rc == SIP_DNS_PENDING)
+        return 1;
+    if (rc == SIP_DNS_DONE && o->targets->nelts) {
+        own_try(o);
+        return 1;
+    }
+    unresolved_status(rc, 0, &reason, &what);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip: request of ours not sent: cannot "
+                 "resolve the next hop %s (%s)", next, what);
     apr_pool_destroy(p);
-    return c;
+    return 0;
 }
 
 #define MF_BLOCK "X\r\nMax-Forwards: 70\r\n\r\n"
@@ -1222,17 +1791,16 @@ sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
 {
     apr_pool_t *p;
     branch_t *b = new_branch(px, NULL, 1.0);
-    const char *line = sip_msg_start_line(block), *sp1, *text, *merged, *why = NULL;
+    const char *line = sip_msg_start_line(block), *sp1, *text, *merged, *why = NULL, *next = NULL;
+    sip_msg_t *m = NULL;
     apr_size_t mlen = 0;
-    const char *branch;
-    int ack = 0;
+    int rc;
 
     b->block = block;
     b->originated = 1;
     b->started = 1;
     b->token = sip_msg_header(block, "CGI-Request-Token");
     *(branch_t **)apr_array_push(px->branches) = b;
-    branch = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
     apr_pool_create(&p, px->pool);
     /* The script writes the request; the server adds Via, Max-Forwards
      * and Content-Length, and strips CGI headers. */
@@ -1244,20 +1812,33 @@ sip_proxy_branch_t *sip_proxy_originate(sip_proxy_t *px, const sip_msg_t *block)
         merged = sip_msg_merge_text(p, merged, mlen,
                                     sip_msg_parse_block(p, MF_BLOCK, sizeof(MF_BLOCK) - 1),
                                     &mlen);
-    if (merged)
-        b->ctxn = send_own(p, px->s, merged, mlen, branch, branch_response, b, &b->dest, &ack,
-                           &why);
-    else
+    if (!merged)
         why = "not valid SIP: unparsable";
-    if (!b->ctxn && !ack && !strncmp(why, "not valid SIP: ", 15))
+    else
+        m = own_parse(p, px->s, merged, mlen, &next, &why);
+    if (!m) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, px->s,
                      "sip-cgi: new request from script is not valid SIP: %s", why + 15);
-    apr_pool_destroy(p);
-    if (!b->ctxn) {
+        apr_pool_destroy(p);
         b->done = 1;
-        return ack ? b : NULL;
+        return NULL;
     }
-    return b;
+    b->own_text = apr_pstrmemdup(px->pool, merged, mlen);
+    b->own_len = mlen;
+    b->own_next = next ? apr_pstrdup(px->pool, next) : NULL;
+    b->own_ack = strcmp(sip_msg_method(m), "ACK") == 0;
+    apr_pool_destroy(p);
+    rc = branch_lookup(b, b->own_next, 0);
+    if (rc == SIP_DNS_DONE || rc == SIP_DNS_PENDING)
+        return b;
+    if (rc != NO_LOOKUP) {
+        /* known at once (the cache): the script hears it as it would later */
+        branch_unresolved(b, rc, NULL);
+        return b;
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, px->s, "sip proxy: cannot reach %s", b->own_next);
+    b->done = 1;
+    return NULL;
 }
 
 const char *sip_proxy_branch_token(const sip_proxy_branch_t *b)
@@ -1297,20 +1878,76 @@ static int stateless_branch_ours(apr_pool_t *p, const sip_msg_t *resp, const cha
     return sip_route_mac_ok(p, next_via_key(p, resp, 1), mark + strlen(SL_MARK));
 }
 
+/* A response on its way by Via while the sent-by resolves (the
+ * response itself is gone by then). */
+typedef struct {
+    apr_pool_t *pool;
+    server_rec *s;
+    const char *text;
+    apr_size_t len;
+    const char *host;
+} via_fwd_t;
+
+static void via_send(via_fwd_t *f, apr_array_header_t *targets)
+{
+    const sip_dns_target_t *t = &APR_ARRAY_IDX(targets, 0, sip_dns_target_t);
+
+    /* §18.2.2: a reliable transport opens a connection when the one the
+     * request came on is gone; the TLS certificate names the sent-by */
+    if (t->kind == SIP_TP_TLS)
+        sip_transport_send_tls(f->s, &t->addr, f->host, f->text, f->len, NULL);
+    else if (t->kind <= SIP_TP_TLS)
+        sip_transport_send_to(t->kind, f->s, &t->addr, f->text, f->len, NULL);
+}
+
+static void via_resolved(void *baton, int status, apr_array_header_t *targets, const char *why)
+{
+    via_fwd_t *f = baton;
+
+    if (status == SIP_DNS_DONE && targets && targets->nelts)
+        via_send(f, targets);
+    else
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, f->s, "sip proxy: response not forwarded: "
+                     "cannot resolve the Via sent-by %s (%s)", f->host, why ? why : "no target");
+    apr_pool_destroy(f->pool);
+}
+
 static void forward_by_via(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
 {
     const char *host, *received, *branch, *buf;
-    int port, rport, tcp;
-    sip_sockaddr_t dest;
+    int port, rport, tcp, rc;
     apr_size_t len = 0;
+    apr_pool_t *fp;
+    via_fwd_t *f;
+    apr_array_header_t *targets = NULL;
+    sip_dns_query_t *q = NULL;
+    sip_tp_kind_t kind;
 
-    /* §18.2.2: to the next Via's received/rport, else its sent-by */
+    /* §18.2.2, RFC 3581 §4: to the next Via's received and rport, else
+     * its sent-by resolved by RFC 3263 §5 (SRV for its transport when it
+     * has no port) */
     if (!sip_msg_via_info(p, resp, 1, &host, &port, &received, &rport, &tcp, &branch))
         return;     /* it was for us alone */
-    if (!resolve(p, received ? received : host, rport ? rport : port, &dest))
+    if (!(buf = relay_text(p, resp, &len)))
         return;
-    if ((buf = relay_text(p, resp, &len)))
-        sip_transport_send_to(tcp ? SIP_TP_TCP : SIP_TP_UDP, s, &dest, buf, len, NULL);
+    kind = tcp ? SIP_TP_TCP : SIP_TP_UDP;
+    apr_pool_create(&fp, px_root);
+    f = apr_pcalloc(fp, sizeof(*f));
+    f->pool = fp;
+    f->s = s;
+    f->text = apr_pstrmemdup(fp, buf, len);
+    f->len = len;
+    f->host = apr_pstrdup(fp, received ? received : host);
+    rc = sip_dns_resolve_via(fp, f->host, rport ? rport : port, kind, &targets, &q, via_resolved,
+                             f);
+    if (rc == SIP_DNS_PENDING)
+        return;
+    if (rc == SIP_DNS_DONE && targets->nelts)
+        via_send(f, targets);
+    else
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip proxy: response not forwarded: cannot "
+                     "resolve the Via sent-by %s", f->host);
+    apr_pool_destroy(fp);
 }
 
 void sip_proxy_forward_response(sip_msg_t *resp, server_rec *s, apr_pool_t *p)

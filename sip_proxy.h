@@ -122,12 +122,17 @@ void sip_proxy_release(sip_proxy_t *px);
 /* ---- requests of the server's own (a URI-list service as UAC, RFC 5365 §7.2) ---- */
 
 /* Send 'text' (a whole request without Via, Content-Length right) to its
- * first Route, else its Request-URI (RFC 3261 §8.1.2): a Via of ours with
- * a new branch and the transport of that hop goes on top; 'cb' hears its
- * responses, or the local 408/503.  NULL (logged) when the hop cannot be
- * resolved or the text does not parse as a request. */
-sip_ctxn_t *sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
-                               void *baton);
+ * first Route, else its Request-URI (RFC 3261 §8.1.2), resolved by RFC
+ * 3263 without blocking: a Via of ours with a new branch and the
+ * transport of that hop goes on top, and on a transport error, a
+ * timeout or a 503 the next target gets it (§4.3).  'cb' hears the
+ * provisional responses and then one final one (a response, the local
+ * 408/503, or a 404/408/503 made up when the hop does not resolve, with
+ * c NULL), and nothing after it; never from inside this call.  0 (logged)
+ * when the text does not parse as a request or its hop cannot be
+ * resolved at once: 'cb' is never called then. */
+int sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
+                       void *baton);
 
 /* Proxy the request of 'txn' statefully to its Request-URI (§16.5); the
  * caller has decided that it may leave (sip_relay_permit). */

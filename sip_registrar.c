@@ -69,6 +69,53 @@ static const char *display_name(apr_pool_t *p, const char *v)
     return n ? apr_pstrmemdup(p, v, n) : NULL;
 }
 
+/* Does a header 'name' (Supported, Require) of 'req' list option tag 'tag'? */
+static int lists_tag(apr_pool_t *p, const sip_msg_t *req, const char *name, const char *tag)
+{
+    const apr_array_header_t *hdrs = sip_msg_headers(req);
+    int i, j;
+
+    for (i = 0; i < hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
+        apr_array_header_t *tags;
+        if (strcasecmp(h->name, name))
+            continue;
+        tags = apr_array_make(p, 4, sizeof(const char *));
+        sip_header_split_list(p, h->value, tags);
+        for (j = 0; j < tags->nelts; j++)
+            if (!strcasecmp(APR_ARRAY_IDX(tags, j, const char *), tag))
+                return 1;
+    }
+    return 0;
+}
+
+/* Every Path value of 'req' in order, comma separated (RFC 3327 §4: one
+ * header per proxy or a list), or NULL. */
+static const char *path_values(apr_pool_t *p, const sip_msg_t *req)
+{
+    const apr_array_header_t *hdrs = sip_msg_headers(req);
+    const char *out = NULL;
+    int i;
+
+    for (i = 0; i < hdrs->nelts; i++) {
+        const sip_header_t *h = &APR_ARRAY_IDX(hdrs, i, sip_header_t);
+        if (!strcasecmp(h->name, "Path") && h->value && *h->value)
+            out = out ? apr_pstrcat(p, out, ", ", h->value, NULL) : apr_pstrdup(p, h->value);
+    }
+    return out;
+}
+
+/* "ip:port" ("[ip]:port" for IPv6) of where 'src' came from. */
+static const char *source_text(apr_pool_t *p, const sip_source_t *src)
+{
+    const char *ip = sip_sockaddr_ip(p, &src->peer);
+
+    if (!ip)
+        return NULL;
+    return apr_psprintf(p, strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip,
+                        sip_sockaddr_port(&src->peer));
+}
+
 static const char *format_binding(apr_pool_t *p, const sip_binding_t *b, apr_time_t now)
 {
     apr_time_t left = (b->expires - now) / APR_USEC_PER_SEC;
@@ -216,6 +263,9 @@ typedef struct reg_job {
     const sip_reg_change_t *chg;
     int max_contacts;
     sip_regpl_t *pl;            /* the REGISTER's scripts (sip_register_payload.h) */
+    const char *require;        /* "outbound" for the 2xx (RFC 5626 §6), or NULL */
+    long flow_timer;            /* Flow-Timer with it (§4.4.1), 0 none */
+    const char *path;           /* Path echoed in the 2xx (RFC 3327 §5.3), or NULL */
 } reg_job_t;
 
 /* The scripts for the 200 (§4.2), unless over UDP they would not fit in
@@ -333,7 +383,7 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
     named = apr_hash_make(p);
     for (i = 0; !rj->chg->star && i < rj->chg->bindings->nelts; i++) {
         const sip_binding_t *b = &APR_ARRAY_IDX(rj->chg->bindings, i, sip_binding_t);
-        const char *k = sip_uri_key(p, b->contact);
+        const char *k = sip_binding_identity(p, b);
         if (k)
             apr_hash_set(named, k, APR_HASH_KEY_STRING, b);
     }
@@ -342,7 +392,7 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
     for (int pass = 0; pass < 2; pass++)
         for (i = 0; current && i < current->nelts; i++) {
             sip_binding_t *b = APR_ARRAY_IDX(current, i, sip_binding_t *);
-            const char *k = b->key ? b->key : sip_uri_key(p, b->contact);
+            const char *k = sip_binding_identity(p, b);
             int is_named = k && apr_hash_get(named, k, APR_HASH_KEY_STRING);
             if (is_named == (pass == 0))
                 *(sip_binding_t **)apr_array_push(ordered) = b;
@@ -355,6 +405,18 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
         *(const char **)apr_array_push(extra) = a[0];
         *(const char **)apr_array_push(extra) = a[1];
     }
+    if (rj->require) {
+        *(const char **)apr_array_push(extra) = "Require";
+        *(const char **)apr_array_push(extra) = rj->require;
+        if (rj->flow_timer > 0) {
+            *(const char **)apr_array_push(extra) = "Flow-Timer";
+            *(const char **)apr_array_push(extra) = apr_ltoa(p, rj->flow_timer);
+        }
+    }
+    if (rj->path) {
+        *(const char **)apr_array_push(extra) = "Path";
+        *(const char **)apr_array_push(extra) = rj->path;
+    }
     /* §4.2: the stored scripts the request allows */
     scripts_body(rj, scripts, ordered, extra, &ctype, &body, &blen);
     *(const char **)apr_array_push(extra) = NULL;
@@ -362,6 +424,70 @@ static void register_done(void *baton, int status, apr_array_header_t *current,
     reply_contacts(txn, 200, "OK", ordered, ordered->nelts, (const char *const *)extra->elts,
                    ctype, body, blen);
     sip_txn_release(txn);
+}
+
+/* RFC 5626 §4.4.1: a UA keeps its flow alive every 80-100 % of
+ * Flow-Timer.  Unset: 120 s over a connection (the RFC's own interval for
+ * connection-oriented flows), less when SipTcpIdleTimeout would close an
+ * idle connection sooner; 25 s over UDP, under the 30 s many NATs keep an
+ * idle UDP mapping. */
+static long flow_timer(const sip_server_conf *conf, int kind)
+{
+    long idle = conf->tcp_idle > 0 ? (long)apr_time_sec(conf->tcp_idle) : 0, n;
+
+    if (conf->flow_timer >= 0)
+        return conf->flow_timer;
+    if (kind == SIP_TP_UDP)
+        return 25;
+    n = 120;
+    if (idle && idle <= n + 10)
+        n = idle > 20 ? idle - 10 : (idle + 1) / 2;
+    return n;
+}
+
+const char *sip_registrar_cmd_nat(cmd_parms *cmd, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    if (!strcasecmp(arg, "auto"))
+        c->nat_routing = SIP_NAT_AUTO;
+    else if (!strcasecmp(arg, "always"))
+        c->nat_routing = SIP_NAT_ALWAYS;
+    else if (!strcasecmp(arg, "off"))
+        c->nat_routing = SIP_NAT_OFF;
+    else
+        return "SipNatRouting takes auto, always or off";
+    return NULL;
+}
+
+const char *sip_registrar_cmd_flow_timer(cmd_parms *cmd, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+    char *end;
+    long v;
+
+    if (!strcasecmp(arg, "off")) {
+        c->flow_timer = 0;
+        return NULL;
+    }
+    v = strtol(arg, &end, 10);
+    if (!apr_isdigit(*arg) || *end || v < 1 || v > 86400)
+        return "SipFlowTimer takes seconds (1-86400) or Off";
+    c->flow_timer = v;
+    return NULL;
+}
+
+const char *sip_registrar_cmd_path(cmd_parms *cmd, const char *arg)
+{
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    if (!strcasecmp(arg, "refuse"))
+        c->path_unsupported = 0;
+    else if (!strcasecmp(arg, "accept"))
+        c->path_unsupported = 1;
+    else
+        return "SipPathUnsupported takes refuse or accept";
+    return NULL;
 }
 
 void sip_registrar_register(sip_txn_t *txn, server_rec *s)
@@ -377,8 +503,10 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     sip_regpl_t *pl = apr_pcalloc(p, sizeof(*pl));
     apr_uint32_t cseq = (apr_uint32_t)strtoul(sip_msg_cseq_number(req), NULL, 10);
     apr_time_t now = apr_time_now();
-    int i, star = 0;
+    int i, star = 0, outbound_ok, sup_outbound, outbound_used = 0;
     long default_expires;
+    const char *path = path_values(p, req);
+    const char *received = source_text(p, sip_txn_source(txn));
 
     /* §10.3 step 5: the address-of-record, which must be ours */
     aor = sip_uri_aor(p, to);
@@ -410,6 +538,27 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         reply(txn, 400, "Invalid Wildcard Contact", sip_regpl_headers(p, pl, 400, NULL));
         return;
     }
+    /* RFC 3327 §5.3: a Path from a UA that did not say it supports the
+     * extension is refused (420), unless SipPathUnsupported accept */
+    if (path && !lists_tag(p, req, "Supported", "path") && conf->path_unsupported != 1) {
+        const char *h[] = {"Unsupported", "path", "Warning", "399 mod_sip \"Path without "
+                           "Supported: path (RFC 3327 section 5.3)\"", NULL};
+        reg_refuse(txn, pl, 420, "Bad Extension", h, apr_pstrcat(p, "registrar: Path for ", aor,
+                                                                 " from a UA without Supported: "
+                                                                 "path", NULL));
+        return;
+    }
+    /* RFC 5626 §6: outbound applies at the first hop (one Via), or behind
+     * an edge proxy whose Path value (the first) has ;ob */
+    sup_outbound = lists_tag(p, req, "Supported", "outbound");
+    outbound_ok = sip_msg_via_count(req) <= 1;
+    if (!outbound_ok && path) {
+        apr_array_header_t *pv = apr_array_make(p, 2, sizeof(const char *));
+        sip_header_split_list(p, path, pv);
+        outbound_ok = pv->nelts
+                      && sip_uri_param(p, sip_header_uri(p, APR_ARRAY_IDX(pv, 0, const char *),
+                                                         NULL), "ob") != NULL;
+    }
     chg = apr_pcalloc(p, sizeof(*chg));
     chg->aor = aor;
     chg->call_id = call_id;
@@ -418,6 +567,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     chg->bindings = apr_array_make(p, contacts->nelts ? contacts->nelts : 1, sizeof(sip_binding_t));
     for (i = 0; !star && i < contacts->nelts; i++) {
         const char *v = APR_ARRAY_IDX(contacts, i, const char *), *params, *rest, *e, *q;
+        const char *inst, *rid;
         sip_binding_t *b = apr_array_push(chg->bindings);
         sip_uri_info_t ui;
         long exp;
@@ -437,6 +587,36 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         }
         b->params = rest;
         b->display = display_name(p, v);
+        /* RFC 5626 §6: +sip.instance (kept in params too, for the 2xx) and
+         * reg-id; a reg-id without an instance, or where outbound does not
+         * apply, is ignored, or 439 when the UA asked for outbound */
+        inst = param(p, rest, "+sip.instance", NULL);
+        if (inst && *inst == '<' && inst[strlen(inst) - 1] == '>')
+            inst = apr_pstrmemdup(p, inst + 1, strlen(inst) - 2);
+        b->instance = inst && *inst ? inst : NULL;
+        rid = param(p, rest, "reg-id", NULL);
+        if (rid) {
+            long r = apr_isdigit(*rid) && !rid[strspn(rid, "0123456789")]
+                     && strlen(rid) <= 10 ? atol(rid) : 0;
+            if (r < 1 || r > 0x7fffffffL) {
+                reply(txn, 400, "Bad reg-id", sip_regpl_headers(p, pl, 400, NULL));
+                return;
+            }
+            if (!b->instance)
+                ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip registrar: reg-id of %s "
+                             "ignored: no +sip.instance (RFC 5626 section 6)", b->contact);
+            else if (!outbound_ok && sup_outbound) {
+                reg_refuse(txn, pl, 439, "First Hop Lacks Outbound Support", NULL,
+                           apr_pstrcat(p, "registrar: outbound REGISTER for ", aor, " through "
+                                       "a proxy without Path ;ob", NULL));
+                return;
+            }
+            else if (outbound_ok) {
+                b->reg_id = (int)r;
+                outbound_used = 1;
+            }
+        }
+        b->received = received;
         if (e && (!apr_isdigit(*e) || e[strspn(e, "0123456789")])) {
             reply(txn, 400, "Bad Contact Expires", sip_regpl_headers(p, pl, 400, NULL));
             return;
@@ -454,7 +634,7 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
         b->call_id = call_id;
         b->cseq = cseq;
         b->expires = exp ? now + apr_time_from_sec(exp) : 0;
-        b->path = sip_msg_header(req, "Path");
+        b->path = path;
         /* a binding made over a connection is a flow (RFC 5626 §5.3, RFC
          * 7118 §5): requests for it go back on that connection */
         b->transport = sip_txn_source(txn)->kind;
@@ -491,30 +671,59 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
     rj->txn = txn;
     rj->chg = chg;
     rj->max_contacts = conf->max_contacts;
+    /* RFC 5626 §6: Require: outbound (and Flow-Timer, §4.4.1) only when
+     * outbound was applied and the UA said it supports it */
+    if (outbound_used && sup_outbound) {
+        rj->require = "outbound";
+        rj->flow_timer = flow_timer(conf, sip_txn_source(txn)->kind);
+    }
+    /* RFC 3327 §5.3: the Path values back to a UA that supports them */
+    if (path && lists_tag(p, req, "Supported", "path"))
+        rj->path = path;
     hold(txn);
     sip_location_register(p, chg, register_done, rj);
 }
 
-/* The bindings that can be reached now (RFC 5626 §5.3, RFC 7118 §5): a
- * binding whose flow closed and that nothing else reaches is left out
- * (logged); *flows gets the flow to use for each one kept (0: its Contact). */
-static apr_array_header_t *reachable(apr_pool_t *p, server_rec *s, const apr_array_header_t *bs,
-                                     apr_array_header_t **flows)
-{
-    apr_array_header_t *out = apr_array_make(p, bs->nelts ? bs->nelts : 1,
-                                             sizeof(sip_binding_t *));
-    int i;
+/* A binding to send to and how (sip_proxy_reach_t). */
+typedef struct target {
+    const sip_binding_t *b;
+    sip_proxy_reach_t r;
+} target_t;
 
-    *flows = apr_array_make(p, bs->nelts ? bs->nelts : 1, sizeof(apr_uint64_t));
+/* Later-refreshed first: a REGISTER sets expires to now + its interval, so
+ * with the intervals a UA uses for all its flows the latest expiry is the
+ * latest refresh (RFC 5626 §5.3). */
+static int by_refresh(const void *x, const void *y)
+{
+    const target_t *a = x, *b = y;
+    return a->b->expires < b->b->expires ? 1 : a->b->expires > b->b->expires ? -1 : 0;
+}
+
+/* The targets for the bindings 'bs' (best q first), in that order (RFC
+ * 5626 §5.3, RFC 7118 §5, RFC 3581, RFC 3327): a binding that nothing
+ * reaches now (its flow closed, SipNatRouting) is left out and logged;
+ * the flows of one outbound instance (+sip.instance with reg-ids) make ONE
+ * target, at the place of its best binding: the most recently refreshed
+ * flow, with the instance's other open flows as alternatives (§7: never
+ * several flows of one instance at once). */
+static apr_array_header_t *reachable(apr_pool_t *p, server_rec *s, const apr_array_header_t *bs)
+{
+    sip_server_conf *conf = sip_get_conf(s);
+    int nat = conf->nat_routing < 0 ? SIP_NAT_AUTO : conf->nat_routing;
+    apr_array_header_t *out = apr_array_make(p, bs->nelts ? bs->nelts : 1, sizeof(target_t));
+    apr_hash_t *groups = apr_hash_make(p);     /* instance -> apr_array_header_t of target_t */
+    int i, j;
+
     for (i = 0; i < bs->nelts; i++) {
         sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
         sip_source_t src;
         int open = b->flow && sip_transport_flow_source(b->flow, &src);
         sip_reach_t r;
+        target_t t;
 
         if (open)
             sip_source_release(&src);
-        r = sip_binding_reach(p, b, open);
+        r = sip_binding_reach_mode(p, b, open, nat);
         if (r == SIP_REACH_NONE) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: %s at %s not used: its "
                          "%s connection is closed%s", b->aor, b->contact,
@@ -522,8 +731,41 @@ static apr_array_header_t *reachable(apr_pool_t *p, server_rec *s, const apr_arr
                          b->flow ? "" : " (registered before a restart)");
             continue;
         }
-        *(sip_binding_t **)apr_array_push(out) = b;
-        *(apr_uint64_t *)apr_array_push(*flows) = r == SIP_REACH_FLOW ? b->flow : 0;
+        memset(&t, 0, sizeof(t));
+        t.b = b;
+        t.r.flow = r == SIP_REACH_FLOW ? b->flow : 0;
+        t.r.received = r == SIP_REACH_SOURCE ? b->received : NULL;
+        t.r.kind = b->transport;
+        t.r.path = b->path;
+        if (b->instance && b->reg_id) {
+            apr_array_header_t *g = apr_hash_get(groups, b->instance, APR_HASH_KEY_STRING);
+            if (!g) {
+                g = apr_array_make(p, 2, sizeof(target_t));
+                apr_hash_set(groups, b->instance, APR_HASH_KEY_STRING, g);
+                *(target_t *)apr_array_push(out) = t;   /* its place; filled below */
+            }
+            *(target_t *)apr_array_push(g) = t;
+            continue;
+        }
+        *(target_t *)apr_array_push(out) = t;
+    }
+    for (i = 0; i < out->nelts; i++) {
+        target_t *t = &APR_ARRAY_IDX(out, i, target_t);
+        apr_array_header_t *g, *alt;
+        if (!t->b->instance || !t->b->reg_id)
+            continue;
+        g = apr_hash_get(groups, t->b->instance, APR_HASH_KEY_STRING);
+        qsort(g->elts, (size_t)g->nelts, sizeof(target_t), by_refresh);
+        *t = APR_ARRAY_IDX(g, 0, target_t);
+        alt = apr_array_make(p, g->nelts, sizeof(apr_uint64_t));
+        for (j = 1; j < g->nelts; j++)
+            if (APR_ARRAY_IDX(g, j, target_t).r.flow)
+                *(apr_uint64_t *)apr_array_push(alt) = APR_ARRAY_IDX(g, j, target_t).r.flow;
+        t->r.alt_flows = alt->nelts ? alt : NULL;
+        if (g->nelts > 1)
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "sip registrar: %s instance %s: %d "
+                         "flows, the latest (reg-id %d) first", t->b->aor, t->b->instance,
+                         g->nelts, t->b->reg_id);
     }
     return out;
 }
@@ -544,17 +786,17 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     apr_pool_t *p = sip_txn_pool(txn);
     int i, max = sip_get_conf(s)->max_branches, redirect = rj->redirect;
 
-    apr_array_header_t *flows = NULL;
+    apr_array_header_t *ts = NULL;
     int all_dead = 0;
 
     sip_txn_detach_keep(txn);
     if (sip_txn_final_sent(txn))
         goto out;           /* cancelled meanwhile */
     if (!status && bs && bs->nelts) {
-        bs = reachable(p, s, bs, &flows);
-        all_dead = !bs->nelts;
+        ts = reachable(p, s, bs);
+        all_dead = !ts->nelts;
     }
-    if (status || !bs || !bs->nelts) {
+    if (status || !bs || !bs->nelts || all_dead) {
         if (strcmp(sip_msg_method(req), "OPTIONS") == 0)    /* the server answers for itself */
             reply(txn, 200, "OK",
                   sip_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
@@ -578,7 +820,11 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
         redirect = sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req)))
                    == SIP_MODE_REDIRECT ? 302 : 0;
     if (redirect) {
-        reply_contacts(txn, redirect, sip_status_reason(redirect), bs, max, NULL, NULL, NULL, 0);
+        /* the bindings themselves: a redirect names Contacts, not flows */
+        apr_array_header_t *rb = apr_array_make(p, ts->nelts, sizeof(sip_binding_t *));
+        for (i = 0; i < ts->nelts; i++)
+            *(const sip_binding_t **)apr_array_push(rb) = APR_ARRAY_IDX(ts, i, target_t).b;
+        reply_contacts(txn, redirect, sip_status_reason(redirect), rb, max, NULL, NULL, NULL, 0);
         goto out;
     }
     {
@@ -587,16 +833,15 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
          * turn into as many as an AoR has bindings. */
         sip_proxy_t *px = sip_proxy_new(txn, s);
         int distinct = 0;
-        if (bs->nelts > max)
+        if (ts->nelts > max)
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "sip registrar: %s %s forked to the best "
                          "%d of %d contacts (SipMaxBranches)", sip_msg_method(req),
-                         sip_msg_request_uri(req), max, bs->nelts);
-        for (i = 0; i < bs->nelts && i < max; i++) {
-            sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
-            if (i && b->q1000 != APR_ARRAY_IDX(bs, 0, sip_binding_t *)->q1000)
+                         sip_msg_request_uri(req), max, ts->nelts);
+        for (i = 0; i < ts->nelts && i < max; i++) {
+            target_t *t = &APR_ARRAY_IDX(ts, i, target_t);
+            if (i && t->b->q1000 != APR_ARRAY_IDX(ts, 0, target_t).b->q1000)
                 distinct = 1;
-            sip_proxy_add_target_flow(px, b->contact, b->q1000 / 1000.0,
-                                      APR_ARRAY_IDX(flows, i, apr_uint64_t));
+            sip_proxy_add_target_reach(px, t->b->contact, t->b->q1000 / 1000.0, &t->r);
         }
         sip_proxy_set_sequential(px, rj->sequential >= 0 ? rj->sequential : distinct);
         sip_proxy_start(px);
@@ -643,27 +888,23 @@ static void user_fork_targets(void *baton, int status, apr_array_header_t *bindi
 {
     user_fork_t *uf = baton;
     sip_proxy_t *px = uf->ops->proxy(uf->baton);
-    apr_array_header_t *flows = NULL;
+    apr_array_header_t *ts = NULL;
     apr_pool_t *p = NULL;
     int i, all_dead = 0;
 
     if (px && !status && bindings && bindings->nelts) {
         apr_pool_create(&p, NULL);
-        bindings = reachable(p, uf->s, bindings, &flows);
-        all_dead = !bindings->nelts;
+        ts = reachable(p, uf->s, bindings);
+        all_dead = !ts->nelts;
         if (all_dead)
             sip_stats->flows_dead++;
     }
     if (px) {
         /* best q first; SipMaxBranches bounds the fan-out as for any
          * request routed to a registered user */
-        for (i = 0; !status && bindings && i < bindings->nelts
-                    && i < sip_get_conf(uf->s)->max_branches; i++)
-        {
-            sip_proxy_branch_t *b = sip_proxy_fork_flow(px, APR_ARRAY_IDX(bindings, i,
-                                                                          sip_binding_t *)->contact,
-                                                        uf->block,
-                                                        APR_ARRAY_IDX(flows, i, apr_uint64_t));
+        for (i = 0; ts && i < ts->nelts && i < sip_get_conf(uf->s)->max_branches; i++) {
+            target_t *t = &APR_ARRAY_IDX(ts, i, target_t);
+            sip_proxy_branch_t *b = sip_proxy_fork_reach(px, t->b->contact, uf->block, &t->r);
             if (b && uf->ops->forked)
                 uf->ops->forked(uf->baton, b);
         }
@@ -671,7 +912,7 @@ static void user_fork_targets(void *baton, int status, apr_array_header_t *bindi
             sip_proxy_fork_unreachable(px, uf->uri, uf->block, 500, "Server Internal Error");
         else if (!bindings)
             sip_proxy_fork_unreachable(px, uf->uri, uf->block, 404, "Not Found");
-        else if (!bindings->nelts)
+        else if (!bindings->nelts || all_dead)
             sip_proxy_fork_unreachable(px, uf->uri, uf->block, 480, "Temporarily Unavailable");
     }
     if (p)

@@ -4,6 +4,7 @@
 #define SIP_REGISTRAR_H
 
 #include "httpd.h"
+#include "http_config.h"
 #include "sip_transaction.h"
 
 /* A REGISTER for one of this vhost's domains. */
@@ -46,5 +47,11 @@ void sip_registrar_fork_user(apr_pool_t *p, server_rec *s, const char *uri,
 /* REGISTRATIONS for a script (RFC 3050 §5.5.1.6): bindings in Contact
  * syntax, best first, at most 64 KB of them; NULL when there are none. */
 const char *sip_registrar_format(apr_pool_t *p, const apr_array_header_t *bindings);
+
+/* Directives (docs/nat.md): SipNatRouting auto|always|off, SipFlowTimer
+ * seconds|Off, SipPathUnsupported refuse|accept. */
+const char *sip_registrar_cmd_nat(cmd_parms *cmd, const char *arg);
+const char *sip_registrar_cmd_flow_timer(cmd_parms *cmd, const char *arg);
+const char *sip_registrar_cmd_path(cmd_parms *cmd, const char *arg);
 
 #endif

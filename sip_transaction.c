@@ -2,6 +2,7 @@
 #include "sip_log.h"
 #include "sip_stats.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "apr_hash.h"
@@ -70,6 +71,23 @@ static apr_size_t ntxns;
 static void ctxn_transport_closed(sip_tcp_conn_t *c);
 static apr_hash_t *ctxns;       /* branch|method -> sip_ctxn_t */
 static apr_pool_t *txn_root;
+static apr_interval_time_t txn_t1 = SIP_T1;
+
+const char *sip_txn_parse_t1(const char *arg, apr_interval_time_t *t1)
+{
+    char *end;
+    long ms = strtol(arg, &end, 10);
+
+    if (end == arg || (*end && strcmp(end, "ms") != 0) || ms < 10 || ms > 4000)
+        return "SipTimerT1 needs milliseconds from 10 to 4000 (T2 is 4 s), e.g. 500 or 500ms";
+    *t1 = apr_time_from_msec(ms);
+    return NULL;
+}
+
+void sip_txn_set_t1(apr_interval_time_t t1)
+{
+    txn_t1 = t1 > 0 ? t1 : SIP_T1;
+}
 
 void sip_txn_init(sip_loop_t *loop, apr_pool_t *p)
 {
@@ -367,28 +385,28 @@ apr_status_t sip_txn_respond(sip_txn_t *t, int status, const char *buf, apr_size
         t->state = ST_ACCEPTED;
         if (t->proxied) {
             /* The UAS retransmits its 2xx and the ACK goes end to end. */
-            sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);    /* L */
+            sip_timer_set(txn_loop, &t->t_end, 64 * txn_t1, timer_end, t);    /* L */
             return APR_SUCCESS;
         }
         t->ack_key = ack_key(t->pool, t->req);
         apr_hash_set(acks, t->ack_key, APR_HASH_KEY_STRING, t);
         if (!reliable) {
-            t->retx = SIP_T1;
+            t->retx = txn_t1;
             sip_timer_set(txn_loop, &t->t_retx, t->retx, timer_retx, t);
         }
-        sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);
+        sip_timer_set(txn_loop, &t->t_end, 64 * txn_t1, timer_end, t);
         return APR_SUCCESS;
     }
     t->state = ST_COMPLETED;
     if (t->invite) {
         if (!reliable) {
-            t->retx = SIP_T1;
+            t->retx = txn_t1;
             sip_timer_set(txn_loop, &t->t_retx, t->retx, timer_retx, t);
         }
-        sip_timer_set(txn_loop, &t->t_end, 64 * SIP_T1, timer_end, t);   /* H */
+        sip_timer_set(txn_loop, &t->t_end, 64 * txn_t1, timer_end, t);   /* H */
     }
     else {
-        sip_timer_set(txn_loop, &t->t_end, reliable ? 0 : 64 * SIP_T1, timer_end, t); /* J */
+        sip_timer_set(txn_loop, &t->t_end, reliable ? 0 : 64 * txn_t1, timer_end, t); /* J */
         txn_maybe_compact(t);
     }
     return APR_SUCCESS;
@@ -738,10 +756,10 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     sip_stats->ctxns++;
     ctxn_send(c);
     if (kind == SIP_TP_UDP) {
-        c->retx = SIP_T1;
+        c->retx = txn_t1;
         sip_timer_set(txn_loop, &c->t_retx, c->retx, ctxn_retransmit, c);   /* A or E */
     }
-    sip_timer_set(txn_loop, &c->t_timeout, 64 * SIP_T1, ctxn_timeout, c);  /* B or F */
+    sip_timer_set(txn_loop, &c->t_timeout, 64 * txn_t1, ctxn_timeout, c);  /* B or F */
     return c;
 }
 
@@ -818,7 +836,7 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
             c->state = CT_ACCEPTED;
             sip_timer_cancel(txn_loop, &c->t_retx);
             sip_timer_cancel(txn_loop, &c->t_timeout);
-            sip_timer_set(txn_loop, &c->t_end, 64 * SIP_T1, ctxn_end, c);  /* M */
+            sip_timer_set(txn_loop, &c->t_end, 64 * txn_t1, ctxn_end, c);  /* M */
         }
         if (c->state == CT_ACCEPTED)
             ctxn_deliver(c, resp, 1);

@@ -18,11 +18,16 @@ typedef enum {
 } sip_txn_result_t;
 
 /* RFC 3261 timer values (§17.1.1.1, Table 4). */
-#define SIP_T1 apr_time_from_msec(500)
+#define SIP_T1 apr_time_from_msec(500)     /* the default; SipTimerT1 may change it */
 #define SIP_T2 apr_time_from_sec(4)
 #define SIP_T4 apr_time_from_sec(5)
 
 void sip_txn_init(sip_loop_t *loop, apr_pool_t *p);
+/* SipTimerT1 (RFC 3261 §17.1.1.1: T1 may be configured; timers A, B, E,
+ * F, G, H, J, M follow it).  'arg' is milliseconds ("NNN" or "NNNms");
+ * NULL or an error text. */
+const char *sip_txn_parse_t1(const char *arg, apr_interval_time_t *t1);
+void sip_txn_set_t1(apr_interval_time_t t1);
 
 /* Match a received request.  With SIP_TXN_NEW the transaction takes over
  * 'msg_pool' (which holds 'req'); otherwise the caller still owns it. */

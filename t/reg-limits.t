@@ -16,7 +16,7 @@
 #   * journal replay: 100 000 bindings (one AoR with 12 000, from before
 #     the limit) replay fast; an expiry beyond SipMaxExpires is cut; an
 #     unreadable line is skipped and logged; a version 1 journal is read
-#     and rewritten as version 2.
+#     and rewritten as the current version (3).
 use strict;
 use warnings;
 use Test::More;
@@ -380,7 +380,7 @@ my $td = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/old.journal', set
     chmod 0666, $file;
 });
 {
-    for my $round ('replayed from version 1', 'after a restart (rewritten as version 2)') {
+    for my $round ('replayed from version 1', 'after a restart (rewritten as version 3)') {
         my ($f, %b) = $td->fetch('v1');
         my $c = $b{'sip:v1@127.0.0.1:7950'};
         ok($c && $c->{params} eq ';x="a\\tb"' && $c->{q} eq '0.5' && $c->{expires} > 800 && keys %b == 1,
@@ -393,7 +393,7 @@ my $td = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/old.journal', set
            && wait_until(5, sub { $td->options_ok('udp') }, 0.1), 'engine restarted');
         open(my $fh, '<', $td->var . '/old.journal');
         my $first = <$fh> // '';
-        is($first, "V\t2\n", 'the journal was rewritten in version 2');
+        is($first, "V\t3\n", 'the journal was rewritten in the current version (3, issue 17)');
     }
 }
 $td->dump_log_on_failure;

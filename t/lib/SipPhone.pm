@@ -89,6 +89,7 @@ sub _sip_port_pair {
 #   regint     registration interval (default 600)
 #   answermode 'auto' (default) | 'manual'
 #   contacts   [ 'sip:...' ] for the contacts file (the first is "current")
+#   account    more account parameters (";sipnat=outbound"), or none
 #   timeout    seconds to wait for start/registration (default 10)
 sub new {
     my ($class, %o) = @_;
@@ -99,6 +100,7 @@ sub new {
         transport => lc($o{transport} // 'udp'), server_port => $o{server_port} // $t->sip_port,
         outbound => $o{outbound} // 1, register => $o{register} // 1, regint => $o{regint} // 600,
         answermode => $o{answermode} // 'auto', contacts => $o{contacts} || [],
+        account => $o{account} // '',
         events => [], responses => [], buf => '', token => 0, owner => $$,
     }, $class;
     $self->{dir} = $t->dir . "/phone-$self->{name}";
@@ -151,7 +153,7 @@ module             aubridge.so
 audio_player       aubridge,$n-play
 audio_source       aubridge,$n-src
 audio_alert        aubridge,$n-alert
-module_tmp         account.so
+${\ ($self->{account} =~ /sipnat=outbound/ ? "module_tmp         uuid.so\n" : '')}module_tmp         account.so
 module_app         menu.so
 module_app         contact.so
 module_app         ctrl_tcp.so
@@ -163,6 +165,7 @@ EOC
             . ";answermode=$self->{answermode}";
     $acc .= ";outbound=\"sip:127.0.0.1:$self->{server_port}$tp\"" if $self->{outbound};
     $acc .= $self->{register} ? ";regint=$self->{regint}" : ';regint=0';
+    $acc .= $self->{account};
     open($fh, '>', "$d/accounts") or die "$d/accounts: $!";
     print $fh "$acc\n";
     close $fh;

@@ -6959,26 +6959,68 @@ END_TEST
 START_TEST(plumb_send_own_refuses)
 {
     static const char bad[] = "this is not SIP\r\n\r\n";
-    static const char nohop[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
-                                "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
-                                "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
-                                "Content-Length: 0\r\n\r\n";
+    static const char good[] = "MESSAGE sip:bob@nonexistent.invalid SIP/2.0\r\n"
+                               "Route: <sip:edge.example.net;lr>\r\n"
+                               "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                               "Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+                               "Content-Length: 0\r\n\r\n";
     server_rec srv;
-    sip_sockaddr_t dest;
-    const char *why = NULL;
-    int ack = 1;
+    const char *why = NULL, *next = NULL;
 
     memset(&srv, 0, sizeof(srv));
     srv.server_hostname = "example.org";
     sip_transport_init(NULL, pool, NULL, NULL);     /* no socket: our Via names the host */
-    ck_assert_ptr_null(send_own(pool, &srv, bad, sizeof(bad) - 1, "z9hG4bKa", NULL, NULL, &dest,
-                                &ack, &why));
-    ck_assert_int_eq(ack, 0);
+    sip_proxy_init(pool);
+    ck_assert_int_eq(sip_proxy_send_new(&srv, bad, sizeof(bad) - 1, NULL, NULL), 0);
+    ck_assert_ptr_null(own_parse(pool, &srv, bad, sizeof(bad) - 1, &next, &why));
     ck_assert_msg(why && strncmp(why, "not valid SIP", 13) == 0, "why: %s", why ? why : "");
-    why = NULL;
-    ck_assert_ptr_null(send_own(pool, &srv, nohop, sizeof(nohop) - 1, "z9hG4bKb", NULL, NULL,
-                                &dest, &ack, &why));
-    ck_assert_msg(why && strstr(why, "nonexistent.invalid"), "why: %s", why ? why : "");
+    /* RFC 3261 §8.1.2: the first Route is the next hop */
+    ck_assert_ptr_nonnull(own_parse(pool, &srv, good, sizeof(good) - 1, &next, &why));
+    ck_assert_str_eq(next, "sip:edge.example.net;lr");
+}
+END_TEST
+
+/* RFC 3327 §5.4: Path values as the Route set, a strict first hop takes
+ * the Request-URI (RFC 3261 §16.6 step 6); a binding's received address */
+START_TEST(plumb_path_route_set)
+{
+    static const char inv[] = "INVITE sip:bob@example.org SIP/2.0\r\n"
+                              "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKp1\r\n"
+                              "From: <sip:a@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\n"
+                              "Call-ID: p1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    sip_msg_t *m = NULL;
+    sip_msg_error_t err;
+    sip_wire_edit_t e;
+    sip_sockaddr_t a;
+    const char *next, *reason, *what;
+
+    ck_assert_int_eq(sip_msg_parse(pool, inv, sizeof(inv) - 1, NULL, 0, &m, &err), APR_SUCCESS);
+    next = route_edits(pool, m, "sip:bob@10.0.0.5:5062", "<sip:e1.example.net;lr>, "
+                       "<sip:e2.example.net;lr>", &e);
+    ck_assert_str_eq(next, "sip:e1.example.net;lr");
+    ck_assert_str_eq(e.request_uri, "sip:bob@10.0.0.5:5062");
+    ck_assert_str_eq(e.extra, "Route: <sip:e1.example.net;lr>,<sip:e2.example.net;lr>\r\n");
+    next = route_edits(pool, m, "sip:bob@10.0.0.5", "<sip:strict.example.net>, "
+                       "<sip:e2.example.net;lr>", &e);
+    ck_assert_str_eq(next, "sip:strict.example.net");
+    ck_assert_str_eq(e.request_uri, "sip:strict.example.net");
+    ck_assert_str_eq(e.extra, "Route: <sip:e2.example.net;lr>,<sip:bob@10.0.0.5>\r\n");
+    next = route_edits(pool, m, "sip:bob@10.0.0.5", NULL, &e);
+    ck_assert_str_eq(next, "sip:bob@10.0.0.5");
+    ck_assert_ptr_null(e.extra);
+    ck_assert_int_eq(parse_hostport(pool, "127.0.0.1:5099", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5099);
+    ck_assert_int_eq(parse_hostport(pool, "[::1]:5098", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5098);
+    ck_assert_int_eq(parse_hostport(pool, "192.0.2.1", &a), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&a), 5060);
+    ck_assert_int_eq(parse_hostport(pool, "nohost:x", &a), 0);
+    /* issue 17 point 5 */
+    ck_assert_int_eq(unresolved_status(SIP_DNS_NOTFOUND, 0, &reason, &what), 404);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_NOTFOUND, 1, &reason, &what), 480);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_TIMEOUT, 0, &reason, &what), 408);
+    ck_assert_int_eq(unresolved_status(SIP_DNS_FAILED, 0, &reason, &what), 503);
 }
 END_TEST
 
@@ -7079,6 +7121,7 @@ static Suite *plumb_suite(void)
     tcase_add_test(tc, plumb_with_via);
     tcase_add_test(tc, plumb_branch_unique);
     tcase_add_test(tc, plumb_send_own_refuses);
+    tcase_add_test(tc, plumb_path_route_set);
     suite_add_tcase(s, tc);
     tc = tcase_create("options");
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
@@ -9868,6 +9911,188 @@ static Suite *dns_suite(void)
     return s;
 }
 
+/* ---- natob (issue 17): NAT reach, RFC 5626 §6 identity, journal v3 ---- */
+
+static sip_reach_t nat_reach(const char *contact, int transport, const char *received, int open,
+                             int mode)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = contact;
+    b.transport = transport;
+    b.received = received;
+    b.flow = 42;
+    return sip_binding_reach_mode(pool, &b, open, mode);
+}
+
+START_TEST(natob_private_addresses)
+{
+    const char *yes[] = {"10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "127.0.0.1",
+                         "169.254.3.4", "100.64.0.1", "100.127.255.254", "0.0.0.0", "::1",
+                         "[::1]", "fe80::1", "fd00::5", "::ffff:192.168.0.1", NULL};
+    const char *no[] = {"172.32.0.1", "192.0.2.1", "100.128.0.1", "8.8.8.8", "2001:db8::1",
+                        "example.com", "[fe80::1", "", NULL};
+    int i;
+
+    for (i = 0; yes[i]; i++)
+        ck_assert_msg(sip_addr_is_private(yes[i]), "%s is private", yes[i]);
+    for (i = 0; no[i]; i++)
+        ck_assert_msg(!sip_addr_is_private(no[i]), "%s is not private", no[i]);
+}
+END_TEST
+
+START_TEST(natob_reach_modes)
+{
+    /* UDP, auto: a private Contact other than the source -> the source */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5:5060", SIP_TP_UDP, "127.0.0.1:40000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_SOURCE);
+    /* ... the same address (a LAN), a public one, a name: the Contact */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5:5060", SIP_TP_UDP, "10.0.0.5:40000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@[::1]:5060", SIP_TP_UDP, "[0:0::1]:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@phone.example.com", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_CONTACT);
+    /* ;ob: the source; no source known (an old journal): the Contact */
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7;ob", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_SOURCE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5", SIP_TP_UDP, NULL, 0, SIP_NAT_AUTO),
+                     SIP_REACH_CONTACT);
+    /* always / off */
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_SOURCE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_OFF), SIP_REACH_CONTACT);
+    /* TCP: the flow while open; closed with a NATed Contact: nothing */
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 1,
+                               SIP_NAT_AUTO), SIP_REACH_FLOW);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_AUTO), SIP_REACH_NONE);
+    ck_assert_int_eq(nat_reach("sip:p@10.0.0.5;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_OFF), SIP_REACH_CONTACT);
+    ck_assert_int_eq(nat_reach("sip:p@192.0.2.7;transport=tcp", SIP_TP_TCP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_NONE);
+    /* WebSocket is never redialled, whatever the mode */
+    ck_assert_int_eq(nat_reach("sip:p@x.invalid;transport=ws", SIP_TP_UDP, "127.0.0.1:4000", 0,
+                               SIP_NAT_ALWAYS), SIP_REACH_NONE);
+}
+END_TEST
+
+START_TEST(natob_outbound_and_path)
+{
+    sip_binding_t b;
+
+    memset(&b, 0, sizeof(b));
+    b.contact = "sip:p@192.0.2.7;transport=tcp";
+    b.transport = SIP_TP_TCP;
+    b.received = "192.0.2.7:3333";
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    b.flow = 9;
+    /* RFC 5626 §5.3: an outbound flow that closed is not redialled */
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_NONE);
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 1), SIP_REACH_FLOW);
+    b.transport = SIP_TP_UDP;
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_SOURCE);
+    /* RFC 3327: through the Path, whatever the Contact */
+    b.path = "<sip:edge.example.com;lr;ob>";
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_CONTACT);
+    b.transport = SIP_TP_TCP;
+    ck_assert_int_eq(sip_binding_reach(pool, &b, 0), SIP_REACH_CONTACT);
+}
+END_TEST
+
+START_TEST(natob_identity)
+{
+    sip_binding_t b = mkb("sip:a@h", "sip:a@10.0.0.1:5060;transport=tcp", "c1", 1, 600, 1000);
+    apr_array_header_t *cur;
+
+    /* without an instance: the URI; with one: (instance, reg-id) */
+    ck_assert_str_eq(sip_binding_identity(pool, &b), sip_uri_key(pool, b.contact));
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    ck_assert_str_eq(sip_binding_identity(pool, &b), "\1urn:uuid:1\0011");
+    set_binding(&b, 0);
+    /* the same instance and reg-id with another Contact replaces it */
+    b = mkb("sip:a@h", "sip:a@10.0.0.9:7000;transport=tcp", "c2", 1, 600, 1000);
+    b.instance = "urn:uuid:1";
+    b.reg_id = 1;
+    b.received = "127.0.0.1:4444";
+    set_binding(&b, 0);
+    ck_assert_uint_eq(sip_location_count(), 1);
+    /* another reg-id: a second flow of the instance, same Contact */
+    b.reg_id = 2;
+    set_binding(&b, 0);
+    ck_assert_uint_eq(sip_location_count(), 2);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->contact,
+                     "sip:a@10.0.0.9:7000;transport=tcp");
+    ck_assert_str_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->received, "127.0.0.1:4444");
+    /* removing flow 1 by its name leaves flow 2 */
+    b.reg_id = 1;
+    b.expires = 0;
+    set_binding(&b, 0);
+    cur = sip_location_lookup(pool, "sip:a@h");
+    ck_assert_int_eq(cur->nelts, 1);
+    ck_assert_int_eq(APR_ARRAY_IDX(cur, 0, sip_binding_t *)->reg_id, 2);
+}
+END_TEST
+
+START_TEST(natob_journal_v3)
+{
+    apr_time_t now = apr_time_from_sec(1000000);
+    journal_rec_t r;
+
+    ck_assert_int_eq(parse_line("V\t3", 1, now, &r), 'V');
+    ck_assert_int_eq(r.version, 3);
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t;+sip.instance=\"<urn:u:1>\";reg-id=2"
+                                "\tcid\t7\t1000000000000\t500\t\t\ttcp\t127.0.0.1:4000\turn:u:1\t2",
+                                3, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_TCP);
+    ck_assert_str_eq(r.b.received, "127.0.0.1:4000");
+    ck_assert_str_eq(r.b.instance, "urn:u:1");
+    ck_assert_int_eq(r.b.reg_id, 2);
+    /* UDP: an empty transport field */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t\tcid\t7\t1000000000000\t500\t\t"
+                                "\t\t[::1]:5\t\t0", 3, now, &r), 'B');
+    ck_assert_int_eq(r.b.transport, SIP_TP_UDP);
+    ck_assert_str_eq(r.b.received, "[::1]:5");
+    ck_assert_ptr_null(r.b.instance);
+    /* a reg-id without an instance is none (RFC 5626 §6) */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@10.0.0.5\t\tcid\t7\t1000000000000\t500\t\t"
+                                "\t\t1.2.3.4:5\t\t7", 3, now, &r), 'B');
+    ck_assert_int_eq(r.b.reg_id, 0);
+    /* a version 2 line: nothing of it */
+    ck_assert_int_eq(parse_line("B\tsip:a@h\tsip:a@1.2.3.4\t\tcid\t7\t1000000000000\t500\t\t\ttcp",
+                                2, now, &r), 'B');
+    ck_assert_ptr_null(r.b.received);
+    ck_assert_ptr_null(r.b.instance);
+    /* D lines name an instance's binding */
+    ck_assert_int_eq(parse_line("D\tsip:a@h\tsip:a@10.0.0.5\turn:u:1\t2", 3, now, &r), 'D');
+    ck_assert_str_eq(r.b.instance, "urn:u:1");
+    ck_assert_int_eq(r.b.reg_id, 2);
+}
+END_TEST
+
+static Suite *natob_suite(void)
+{
+    Suite *s = suite_create("natob");
+    TCase *tc = tcase_create("natob");
+
+    tcase_add_checked_fixture(tc, store_setup, pool_teardown);
+    tcase_add_test(tc, natob_private_addresses);
+    tcase_add_test(tc, natob_reach_modes);
+    tcase_add_test(tc, natob_outbound_and_path);
+    tcase_add_test(tc, natob_identity);
+    tcase_add_test(tc, natob_journal_v3);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -9911,6 +10136,7 @@ int main(void)
     srunner_add_suite(sr, tls_suite());
     srunner_add_suite(sr, fcgi_suite());
     srunner_add_suite(sr, dns_suite());
+    srunner_add_suite(sr, natob_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
