@@ -2034,7 +2034,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
+        ck_assert_int_eq(n, 61);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead, 4 DNS */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2079,8 +2079,8 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 8);
-        ck_assert_int_eq(close, 8);
+        ck_assert_int_eq(open, 9);
+        ck_assert_int_eq(close, 9);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
