@@ -731,7 +731,8 @@ static void dns_lru_unlink(dns_entry_t *e)
 
 static void dns_lru_front(dns_entry_t *e)
 {
-    dns_lru_unlink(e);
+    if (e->prev || e->next || dns_res->lru_head == e)     /* a new entry is in no list */
+        dns_lru_unlink(e);
     e->next = dns_res->lru_head;
     if (dns_res->lru_head)
         dns_res->lru_head->prev = e;

@@ -119,6 +119,32 @@ sub stats {
        'silent DNS: one log line names the query, its type and the reason');
     $s = stats($t);
     cmp_ok($s->{SipDnsTimeouts} // 0, '>=', 1, 'mod_status: SipDnsTimeouts counts it');
+
+    # a slow DNS server (0.5 s per answer) under load: 20 senders whose
+    # names are not cached wait in parallel, not one after the other
+    $dns->set_mode('slow', 0.5);
+    my @socks = map { sock_from("127.0.0.$_") } 10 .. 29;
+    $t0 = time;
+    for my $s (@socks) {
+        $t->udp_send($t->sip_request(method => 'MESSAGE', transport => 'UDP', sock => $s,
+                                     uri => "sip:anyone\@127.0.0.1:" . $t->sip_port), sock => $s);
+    }
+    my $o0 = time;
+    my @o = $t->transact('udp', method => 'OPTIONS', sock => $t->udp_socket,
+                         uri => "sip:nobody\@127.0.0.1:" . $t->sip_port, timeout => 2);
+    my $odt = time - $o0;
+    my $answered = 0;
+    for my $s (@socks) {
+        while (defined(my $d = $t->udp_recv($s, 5 - (time - $t0)))) {
+            my $m = parse_msg($d);
+            if ($m->is_response && $m->code >= 200) { $answered++; last }
+        }
+    }
+    my $all = time - $t0;
+    is($answered, 20, 'slow DNS: 20 senders with uncached names all answered');
+    cmp_ok($all, '<', 3, sprintf('... in %.2f s (one after the other would take 10 s)', $all));
+    cmp_ok($odt, '<', 0.3, sprintf('... while an OPTIONS from a named peer took %.3f s', $odt));
+    cmp_ok($dns->queries(undef, 'PTR'), '>=', 20, '... each name asked of the DNS server');
     $dns->set_mode('normal');
     $t->stop;
 }
