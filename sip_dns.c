@@ -561,6 +561,7 @@ typedef struct dns_entry {
     int filled;
     apr_time_t expires;
     int inflight;               /* a c-ares query is under way */
+    int busy;                   /* its waiters are being answered: not to be evicted */
     dns_waiter_t *waiters;
     struct dns_entry *prev, *next;      /* LRU list, most recent first */
 } dns_entry_t;
@@ -749,7 +750,7 @@ static void dns_cache_trim(void)
 
     while (dns_res->count > dns_res->max && e) {
         dns_entry_t *prev = e->prev;
-        if (!e->inflight) {
+        if (!e->inflight && !e->busy) {
             dns_lru_unlink(e);
             apr_hash_set(dns_res->cache, e->key, APR_HASH_KEY_STRING, NULL);
             dns_res->count--;
@@ -770,12 +771,14 @@ static void dns_entry_done(dns_entry_t *e)
     dns_waiter_t *w = e->waiters, *next;
 
     e->waiters = NULL;
+    e->busy = 1;        /* a job going on may trim the cache meanwhile */
     for (; w; w = next) {
         next = w->next;
         djob_answer(w->job, w->tag, e);
         w->next = dns_res->free_waiters;
         dns_res->free_waiters = w;
     }
+    e->busy = 0;
 }
 
 static void dns_on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
