@@ -9831,6 +9831,22 @@ START_TEST(dns_resolver_live)
     ck_assert_int_eq(dnslive_count(&d, "plain.test", "A"), 2);   /* TTL expired: asked again */
     u.port = 0;
 
+    /* RFC 3263 §5: a Via's sent-by: SRV of its transport, then A/AAAA */
+    ck_assert_int_eq(sip_dns_resolve_via(p, "nonaptr.test", 0, SIP_TP_TCP, &out, &q, dnswait_cb,
+                                         &w), SIP_DNS_DONE);       /* all cached */
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(out, 0, sip_dns_target_t)),
+                     "TCP:127.0.0.5:5080");
+    ck_assert_int_eq(sip_dns_resolve_via(p, "nonaptr.test", 5090, SIP_TP_UDP, &out, &q,
+                                         dnswait_cb, &w), SIP_DNS_DONE);
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(out, 0, sip_dns_target_t)),
+                     "UDP:127.0.0.5:5090");
+    ck_assert_int_eq(sip_dns_resolve_via(p, "127.0.0.9", 0, SIP_TP_TLS, &out, &q, dnswait_cb,
+                                         &w), SIP_DNS_DONE);
+    ck_assert_str_eq(target_text(p, &APR_ARRAY_IDX(out, 0, sip_dns_target_t)),
+                     "TLS:127.0.0.9:5061");
+    ck_assert_int_eq(sip_dns_resolve_via(p, "nonaptr.test", 0, SIP_TP_WS, &out, &q, dnswait_cb,
+                                         &w), SIP_DNS_NOTRANSPORT);
+
     /* SipDNSCacheSize bounds the cache (here 100 entries) */
     ck_assert_uint_le(dns_res->count, 100);
 
