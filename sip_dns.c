@@ -1280,7 +1280,7 @@ apr_status_t sip_dns_init(sip_loop_t *loop, apr_pool_t *p, const char *servers,
                           apr_interval_time_t timeout, int tries, apr_size_t cache_max)
 {
     struct ares_options o;
-    int rc, mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    int rc, inited, mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
     apr_pool_t *rp;
 
     if (dns_res)
@@ -1305,14 +1305,15 @@ apr_status_t sip_dns_init(sip_loop_t *loop, apr_pool_t *p, const char *servers,
         o.timeout = 1;
     o.tries = tries > 0 ? tries : SIP_DNS_DEFAULT_TRIES;
     rc = ares_init_options(&dns_res->channel, &o, mask);
-    if (rc == ARES_SUCCESS && servers)
+    inited = rc == ARES_SUCCESS;
+    if (inited && servers)
         rc = ares_set_servers_ports_csv(dns_res->channel, servers);
     if (rc != ARES_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
                      "sip dns: cannot start the resolver (%s%s): %s; only dns_literal addresses "
                      "will be used", servers ? "SipDNSServer " : "/etc/resolv.conf",
                      servers ? servers : "", ares_strerror(rc));
-        if (rc != ARES_SUCCESS && servers)
+        if (inited)
             ares_destroy(dns_res->channel);
         apr_pool_destroy(rp);
         dns_res = NULL;
