@@ -4,8 +4,9 @@
 # PTR records with HostnameLookups On and Double (double-reverse), Require
 # host allowing and denying, the cache (a second request asks nothing), a
 # DNS server that never answers while OPTIONS from elsewhere keep being
-# answered at once, the log line of a timeout, the mod_status counters, and
-# bad directive values refused by apache2 -t.  Peers are 127.0.0.2-6 (not
+# answered at once, a slow one under load (20 senders answered together),
+# the log line of a timeout, the mod_status counters, and
+# bad directive values refused by apache2 -t.  Peers are 127.0.0.2-29 (not
 # in /etc/hosts, so their names come from DNS).
 use strict;
 use warnings;
