@@ -43,9 +43,10 @@ my $sport = $t->sip_port;
 sub cid { return $_[0] . '-' . rand_token(10) . '@127.0.0.1' }
 sub udp_hop { return $t->udp_socket(port => $port{ $_[0] }) }
 sub tcp_hop {
-    return IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port{ $_[0] },
-                                 Proto => 'tcp', Listen => 5, ReuseAddr => 1)
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port{ $_[0] },
+                                  Proto => 'tcp', Listen => 5, ReuseAddr => 1)
         or die "listen $_[0]: $!";
+    return $l;
 }
 sub answer_udp {
     my ($hop, $raw, $code, $reason) = @_;
