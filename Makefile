@@ -224,7 +224,7 @@ endif
 VALGRIND_TESTS ?= t/10-options.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
                   t/reg-raw.t t/auth-require.t t/cgi-proxy.t t/robust-torture.t \
                   t/error-docs.t t/status.t t/relay.t t/proxy-wire.t t/cgi-local-target.t \
-                  t/auth-strict.t t/upload-exec.t t/reg-payload.t
+                  t/auth-strict.t t/upload-exec.t t/reg-payload.t t/dns.t
 test-valgrind: test-deps all
 	$(call apt_install,valgrind)
 	rm -rf t/valgrind.out && mkdir -p t/valgrind.out && chmod 1777 t/valgrind.out
@@ -240,7 +240,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi dns
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

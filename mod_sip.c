@@ -1696,6 +1696,7 @@ static int sip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     (void)ptemp;
     error_docs_used = conftree_has(ap_conftree, "SipErrorDocument")
                       || conftree_has(ap_conftree, "ErrorDocument");
+    sip_request_scan_names(ap_conftree);
     if (dbd_provider_used && !conftree_has(ap_conftree, "AuthDBDUserRealmQuery")) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "mod_sip: SipAuthProvider dbd needs an AuthDBDUserRealmQuery");

@@ -1,4 +1,5 @@
 #include "sip_cgi.h"
+#include "sip_dns.h"
 #include "sip_fcgi.h"
 #include "sip_log.h"
 #include "sip_message.h"
@@ -1124,20 +1125,18 @@ static void apply_rlimits(sip_cgi_run_t *run, pid_t pid)
 #endif
 }
 
-/* REMOTE_HOST (RFC 3050 §5.5.1.8) when HostnameLookups is on.  The lookup
- * blocks the engine; it is off by default, as in httpd. */
+/* REMOTE_HOST (RFC 3050 §5.5.1.8) when HostnameLookups is On or Double
+ * (verified then): the engine resolved a request's sender before it got
+ * here (sip_request_wants_name), so this only reads the DNS cache and
+ * never waits; a response's sender is named when the cache knows it. */
 static const char *remote_host(apr_pool_t *p, server_rec *s, const sip_sockaddr_t *peer)
 {
     core_dir_config *d = ap_get_core_module_config(s->lookup_defaults);
-    char host[NI_MAXHOST];
 
     if (!d || (d->hostname_lookups != HOSTNAME_LOOKUP_ON
                && d->hostname_lookups != HOSTNAME_LOOKUP_DOUBLE))
         return NULL;
-    if (getnameinfo((const struct sockaddr *)&peer->ss, peer->len, host, sizeof(host), NULL, 0,
-                    NI_NAMEREQD) != 0)
-        return NULL;
-    return apr_pstrdup(p, host);
+    return sip_dns_cached_name(p, peer, d->hostname_lookups == HOSTNAME_LOOKUP_DOUBLE);
 }
 
 /* RLimitCPU, RLimitMEM, RLimitNPROC as sip-suexec takes them: it sets

@@ -84,7 +84,7 @@ static const char *dns_rd_name(apr_pool_t *p, ns_msg *msg, const unsigned char *
 /* The records of 'type' in a DNS answer (abuf, as c-ares hands it over),
  * with the TTL to cache them for: the smallest TTL of the answer section
  * (CNAMEs included), or for an empty answer the SOA's negative TTL (RFC
- * 2308 §5: min of the SOA's TTL and its MINIMUM; no SOA: not cached).
+ * 2308 §5: min of the SOA's TTL and its MINIMUM; no SOA: a second).
  * Returns the answer's status; malformed data is SIP_DNS_FAILED. */
 static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int alen,
                      dns_answer_t *out)
@@ -162,11 +162,16 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
     }
     if (out->recs->nelts) {
         out->status = SIP_DNS_DONE;
-        out->ttl = minttl < 0 ? 0 : minttl > DNS_MAX_TTL ? DNS_MAX_TTL : minttl;
+        /* at least a second: TTL 0 is for "the transaction in progress"
+         * (RFC 1035 §3.2.1), which the request that asked still is */
+        out->ttl = minttl < 1 ? 1 : minttl > DNS_MAX_TTL ? DNS_MAX_TTL : minttl;
         return out->status;
     }
-    /* no data: the negative TTL from the authority section's SOA */
+    /* no data: the negative TTL from the authority section's SOA; without
+     * one (RFC 2308 §5: not to be cached) still a second, for the request
+     * that asked (see above) */
     out->status = SIP_DNS_NOTFOUND;
+    out->ttl = 1;
     n = ns_msg_count(msg, ns_s_ns);
     for (i = 0; i < n; i++) {
         if (ns_parserr(&msg, ns_s_ns, i, &rr) < 0)
@@ -175,7 +180,7 @@ static int dns_parse(apr_pool_t *p, int type, const unsigned char *abuf, int ale
             int neg = (int)ns_get32(ns_rr_rdata(rr) + ns_rr_rdlen(rr) - 4);
             if ((int)ns_rr_ttl(rr) < neg)
                 neg = (int)ns_rr_ttl(rr);
-            out->ttl = neg < 0 ? 0 : neg > DNS_MAX_NEG_TTL ? DNS_MAX_NEG_TTL : neg;
+            out->ttl = neg < 1 ? 1 : neg > DNS_MAX_NEG_TTL ? DNS_MAX_NEG_TTL : neg;
             break;
         }
     }
@@ -556,6 +561,7 @@ typedef struct dns_entry {
     int filled;
     apr_time_t expires;
     int inflight;               /* a c-ares query is under way */
+    int busy;                   /* its waiters are being answered: not to be evicted */
     dns_waiter_t *waiters;
     struct dns_entry *prev, *next;      /* LRU list, most recent first */
 } dns_entry_t;
@@ -571,6 +577,7 @@ typedef struct dns_resolver {
     apr_pool_t *pool;
     sip_loop_t *loop;
     ares_channel channel;
+    ares_channel files;         /* lookups "f": /etc/hosts only, never a socket */
     int down;
     sip_timer_t timer;
     apr_hash_t *cache;
@@ -725,7 +732,8 @@ static void dns_lru_unlink(dns_entry_t *e)
 
 static void dns_lru_front(dns_entry_t *e)
 {
-    dns_lru_unlink(e);
+    if (e->prev || e->next || dns_res->lru_head == e)     /* a new entry is in no list */
+        dns_lru_unlink(e);
     e->next = dns_res->lru_head;
     if (dns_res->lru_head)
         dns_res->lru_head->prev = e;
@@ -742,7 +750,7 @@ static void dns_cache_trim(void)
 
     while (dns_res->count > dns_res->max && e) {
         dns_entry_t *prev = e->prev;
-        if (!e->inflight) {
+        if (!e->inflight && !e->busy) {
             dns_lru_unlink(e);
             apr_hash_set(dns_res->cache, e->key, APR_HASH_KEY_STRING, NULL);
             dns_res->count--;
@@ -763,12 +771,14 @@ static void dns_entry_done(dns_entry_t *e)
     dns_waiter_t *w = e->waiters, *next;
 
     e->waiters = NULL;
+    e->busy = 1;        /* a job going on may trim the cache meanwhile */
     for (; w; w = next) {
         next = w->next;
         djob_answer(w->job, w->tag, e);
         w->next = dns_res->free_waiters;
         dns_res->free_waiters = w;
     }
+    e->busy = 0;
 }
 
 static void dns_on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -823,26 +833,89 @@ static void dns_on_answer(void *arg, int status, int timeouts, unsigned char *ab
     dns_cache_trim();
 }
 
-/* An /etc/hosts answer for A/AAAA (a local file, read without waiting on
- * the network), as the system resolver would give it. */
+/* The address a reverse-lookup name stands for (dns_ptr_name's inverse). */
+static int dns_ptr_addr(const char *name, unsigned char *b, int *family)
+{
+    unsigned v[4];
+    int i, n = 0;
+
+    if (sscanf(name, "%u.%u.%u.%u.in-addr.arpa%n", &v[0], &v[1], &v[2], &v[3], &n) == 4
+        && !name[n]) {
+        for (i = 0; i < 4; i++) {
+            if (v[i] > 255)
+                return 0;
+            b[3 - i] = (unsigned char)v[i];
+        }
+        *family = AF_INET;
+        return 1;
+    }
+    if (strlen(name) != 64 + 8 || strcmp(name + 64, "ip6.arpa"))
+        return 0;
+    memset(b, 0, 16);
+    for (i = 0; i < 32; i++) {
+        const char *h = strchr("0123456789abcdef", name[2 * i]);
+        if (!h || !*h || name[2 * i + 1] != '.')
+            return 0;
+        b[15 - i / 2] |= (unsigned char)((h - "0123456789abcdef") << ((i & 1) ? 4 : 0));
+    }
+    *family = AF_INET6;
+    return 1;
+}
+
+static void dns_files_ptr(void *arg, int status, int timeouts, struct hostent *he)
+{
+    const char **out = ((void **)arg)[0];
+    apr_pool_t *p = ((void **)arg)[1];
+
+    (void)timeouts;
+    if (status == ARES_SUCCESS && he && he->h_name)
+        *out = apr_pstrdup(p, he->h_name);
+}
+
+/* An /etc/hosts answer (a local file, read without waiting on the
+ * network), as the system resolver would give it before asking DNS. */
 static int dns_hosts_answer(dns_entry_t *e)
 {
     struct hostent *he = NULL;
     apr_pool_t *np;
     char **a;
 
-    if ((e->type != ns_t_a && e->type != ns_t_aaaa)
-        || ares_gethostbyname_file(dns_res->channel, e->name, e->type == ns_t_a ? AF_INET : AF_INET6,
-                                   &he) != ARES_SUCCESS || !he)
-        return 0;
-    apr_pool_create(&np, e->pool);
-    e->ans.recs = apr_array_make(np, 2, sizeof(char *));
-    for (a = he->h_addr_list; a && *a; a++) {
-        char txt[INET6_ADDRSTRLEN];
-        if (inet_ntop(he->h_addrtype, *a, txt, sizeof(txt)))
-            APR_ARRAY_PUSH(e->ans.recs, const char *) = apr_pstrdup(np, txt);
+    if (e->type == ns_t_ptr) {
+        unsigned char b[16];
+        const char *name = NULL;
+        void *arg[2];
+        int family;
+
+        if (!dns_res->files || !dns_ptr_addr(e->name, b, &family))
+            return 0;
+        apr_pool_create(&np, e->pool);
+        arg[0] = (void *)&name;
+        arg[1] = np;
+        /* lookups "f": answered before this returns */
+        ares_gethostbyaddr(dns_res->files, b, family == AF_INET ? 4 : 16, family,
+                           dns_files_ptr, arg);
+        if (!name) {
+            apr_pool_destroy(np);
+            return 0;
+        }
+        e->ans.recs = apr_array_make(np, 1, sizeof(char *));
+        APR_ARRAY_PUSH(e->ans.recs, const char *) = name;
     }
-    ares_free_hostent(he);
+    else {
+        if ((e->type != ns_t_a && e->type != ns_t_aaaa)
+            || ares_gethostbyname_file(dns_res->channel, e->name,
+                                       e->type == ns_t_a ? AF_INET : AF_INET6, &he) != ARES_SUCCESS
+            || !he)
+            return 0;
+        apr_pool_create(&np, e->pool);
+        e->ans.recs = apr_array_make(np, 2, sizeof(char *));
+        for (a = he->h_addr_list; a && *a; a++) {
+            char txt[INET6_ADDRSTRLEN];
+            if (inet_ntop(he->h_addrtype, *a, txt, sizeof(txt)))
+                APR_ARRAY_PUSH(e->ans.recs, const char *) = apr_pstrdup(np, txt);
+        }
+        ares_free_hostent(he);
+    }
     if (e->recpool)
         apr_pool_destroy(e->recpool);
     e->recpool = np;
@@ -937,6 +1010,7 @@ static void djob_worst(sip_dns_query_t *job, int st)
 static void djob_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
 {
     const dns_answer_t *a = &e->ans;
+    char *c;
     int i;
 
     if (!job->cancelled) {
@@ -977,6 +1051,8 @@ static void djob_answer(sip_dns_query_t *job, int tag, const dns_entry_t *e)
                 i = (int)strlen(job->name);
                 if (i > 1 && job->name[i - 1] == '.')
                     ((char *)job->name)[i - 1] = '\0';
+                for (c = (char *)job->name; *c; c++)    /* as httpd keeps names */
+                    *c = (char)apr_tolower(*c);
             }
             break;
         }
@@ -1243,6 +1319,13 @@ apr_status_t sip_dns_init(sip_loop_t *loop, apr_pool_t *p, const char *servers,
         ares_library_cleanup();
         return APR_EGENERAL;
     }
+    {
+        struct ares_options fo;
+        memset(&fo, 0, sizeof(fo));
+        fo.lookups = (char *)"f";
+        if (ares_init_options(&dns_res->files, &fo, ARES_OPT_LOOKUPS) != ARES_SUCCESS)
+            dns_res->files = NULL;
+    }
     srandom((unsigned)(apr_time_now() ^ getpid()));
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
                  "sip dns: resolver on %s, %d ms per try, %d tries, cache of %" APR_SIZE_T_FMT
@@ -1260,6 +1343,8 @@ void sip_dns_shutdown(void)
     dns_res->down = 1;
     sip_timer_cancel(dns_res->loop, &dns_res->timer);
     ares_destroy(dns_res->channel);       /* its callbacks see 'down' and do nothing */
+    if (dns_res->files)
+        ares_destroy(dns_res->files);
     for (w = dns_res->watches; w; w = w->next)
         sip_io_watch(dns_res->loop, &w->io, 0);
     apr_pool_destroy(dns_res->pool);      /* every entry and every job */
@@ -1407,4 +1492,18 @@ int sip_dns_reverse(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl, const ch
     *verified = job->verified;
     djob_free(job);
     return st;
+}
+
+const char *sip_dns_cached_name(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl)
+{
+    sip_dns_query_t *q = NULL;
+    const char *host = NULL;
+    int verified = 0;
+
+    if (sip_dns_reverse(p, peer, dbl, &host, &verified, &q, NULL, NULL) == SIP_DNS_PENDING) {
+        /* the lookup goes on and fills the cache; nothing waits for it */
+        sip_dns_cancel(q);
+        return NULL;
+    }
+    return host;
 }

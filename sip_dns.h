@@ -99,4 +99,9 @@ typedef void (*sip_dns_name_cb)(void *baton, const char *host, int verified);
 int sip_dns_reverse(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl, const char **host,
                     int *verified, sip_dns_query_t **q, sip_dns_name_cb cb, void *baton);
 
+/* The name of 'peer' as far as the cache knows it now (never waits; a
+ * lookup not cached yet is started, for next time): NULL when unknown,
+ * or (dbl) not verified. */
+const char *sip_dns_cached_name(apr_pool_t *p, const sip_sockaddr_t *peer, int dbl);
+
 #endif

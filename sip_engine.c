@@ -181,16 +181,66 @@ static const char *require_values(apr_pool_t *p, const sip_msg_t *req)
     return all;
 }
 
+static void handle_request_named(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed);
+
+/* The peer's name is being looked up (HostnameLookups, Require host):
+ * the request waits for it, the engine does not. */
+typedef struct name_wait {
+    sip_txn_t *txn;
+    server_rec *s;
+    sip_route_kind_t routed;
+    sip_dns_query_t *q;
+} name_wait_t;
+
+static apr_status_t name_wait_gone(void *data)
+{
+    sip_dns_cancel(((name_wait_t *)data)->q);
+    return APR_SUCCESS;
+}
+
+static void name_ready(void *baton, const char *host, int verified)
+{
+    name_wait_t *w = baton;
+
+    (void)host;
+    (void)verified;
+    apr_pool_cleanup_kill(sip_txn_pool(w->txn), w, name_wait_gone);
+    if (!sip_txn_final_sent(w->txn))    /* not CANCELled meanwhile */
+        handle_request_named(w->txn, w->s, w->routed);
+}
+
 static void handle_request(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
 {
     const sip_msg_t *req = sip_txn_request(txn);
-    const char *need;
-    int onward;
+    const char *host;
+    name_wait_t *w;
+    int dbl, verified;
 
     if (strcmp(sip_msg_method(req), "CANCEL") == 0) {
         handle_cancel(txn);
         return;
     }
+    if (sip_request_wants_name(s, &dbl)) {
+        w = apr_pcalloc(sip_txn_pool(txn), sizeof(*w));
+        w->txn = txn;
+        w->s = s;
+        w->routed = routed;
+        if (sip_dns_reverse(sip_txn_pool(txn), &sip_txn_source(txn)->peer, dbl, &host,
+                            &verified, &w->q, name_ready, w) == SIP_DNS_PENDING) {
+            apr_pool_cleanup_register(sip_txn_pool(txn), w, name_wait_gone,
+                                      apr_pool_cleanup_null);
+            return;
+        }
+    }
+    handle_request_named(txn, s, routed);
+}
+
+static void handle_request_named(sip_txn_t *txn, server_rec *s, sip_route_kind_t routed)
+{
+    const sip_msg_t *req = sip_txn_request(txn);
+    const char *need;
+    int onward;
+
     /* the request goes on (a Route, or a domain not ours) or is for us */
     onward = sip_relay_leaves(req, s, sip_txn_pool(txn));
     /* RFC 3261 §16.3 step 5: as a proxy we support no extension a client

@@ -93,6 +93,8 @@ struct sip_fcgi_target {
     const char *path;           /* unix: */
     const char *host;           /* tcp: */
     apr_port_t port;
+    struct sockaddr_storage tcp_addr;   /* tcp: resolved once at engine start */
+    socklen_t tcp_len;          /* 0: could not be resolved */
     int max_conns;
     /* managed (SipFastCGI) */
     const char *program;
@@ -529,13 +531,12 @@ static fconn_t *conn_open(sip_fcgi_target_t *t, worker_t *w)
         sl = sizeof(*su);
     }
     else {
-        /* the address is resolved at each new connection: literal
-         * addresses need no lookup (the common case for a local pool) */
-        apr_sockaddr_t *sa;
-        if (apr_sockaddr_info_get(&sa, t->host, APR_UNSPEC, t->port, 0, fcgi_pool) != APR_SUCCESS)
+        /* resolved once at engine start (sip_fcgi_init): a lookup here
+         * would block the engine at every new connection */
+        if (!t->tcp_len)
             return NULL;
-        memcpy(&ss, &sa->sa, (apr_size_t)sa->salen);
-        sl = (socklen_t)sa->salen;
+        memcpy(&ss, &t->tcp_addr, t->tcp_len);
+        sl = t->tcp_len;
     }
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -986,6 +987,26 @@ void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p)
         sip_fcgi_target_t *t = APR_ARRAY_IDX(all_targets, i, sip_fcgi_target_t *);
         t->st = sip_stats_fcgi_slot(t->name);
         managed |= t->managed;
+        if (!t->managed && t->family != AF_UNIX && t->host) {
+            /* once, before the engine serves anything (a name here is the
+             * administrator's, resolved as httpd resolves Listen); a literal
+             * address needs no lookup */
+            apr_sockaddr_t *sa;
+            if (apr_sockaddr_info_get(&sa, t->host, APR_UNSPEC, t->port, 0, p) == APR_SUCCESS
+                && (apr_size_t)sa->salen <= sizeof(t->tcp_addr)) {
+                char *ip = NULL;
+                memcpy(&t->tcp_addr, &sa->sa, (apr_size_t)sa->salen);
+                t->tcp_len = (socklen_t)sa->salen;
+                apr_sockaddr_ip_get(&ip, sa);
+                ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s,
+                             "sip-fcgi: %s is %s:%u (resolved once at engine start)", t->name,
+                             ip ? ip : "?", (unsigned)t->port);
+            }
+            else
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
+                             "sip-fcgi: cannot resolve %s at engine start; its scripts will "
+                             "fail until httpd restarts", t->name);
+        }
     }
     if (!managed)
         return;

@@ -5,6 +5,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_transaction.h"
+#include "sip_dns.h"
 
 #include "http_config.h"
 #include "http_connection.h"
@@ -246,6 +247,44 @@ struct sip_access {
     sip_dir_conf *d;
 };
 
+/* ---- names of peers (HostnameLookups, Require host) ---- */
+
+static int require_host_used;
+
+static void scan_names(const ap_directive_t *d)
+{
+    for (; d; d = d->next) {
+        if (!strcasecmp(d->directive, "Require") && d->args) {
+            const char *a = d->args;
+            char *w = ap_getword_white_nc(ap_pglobal, (char **)&a);
+            if (!strcasecmp(w, "not"))
+                w = ap_getword_white_nc(ap_pglobal, (char **)&a);
+            if (!strcasecmp(w, "host") || !strcasecmp(w, "forward-dns"))
+                require_host_used = 1;
+        }
+        scan_names(d->first_child);
+    }
+}
+
+void sip_request_scan_names(const ap_directive_t *tree)
+{
+    require_host_used = 0;
+    scan_names(tree);
+}
+
+int sip_request_wants_name(server_rec *s, int *dbl)
+{
+    core_dir_config *d = ap_get_core_module_config(s->lookup_defaults);
+    int hl = d ? d->hostname_lookups : HOSTNAME_LOOKUP_OFF;
+
+    *dbl = hl == HOSTNAME_LOOKUP_DOUBLE;
+    if (require_host_used && sip_access_configured(s)) {
+        *dbl = 1;       /* mod_authz_host's host check is double-reverse */
+        return 1;
+    }
+    return hl == HOSTNAME_LOOKUP_ON || hl == HOSTNAME_LOOKUP_DOUBLE;
+}
+
 int sip_access_configured(server_rec *s)
 {
     core_server_config *core = ap_get_core_module_config(s->module_config);
@@ -266,6 +305,22 @@ sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *ao
      * (not the shared connection's) keeps ap_get_useragent_host per request */
     r->useragent_addr = apr_addr_of(r->pool, peer);
     r->useragent_ip = ip;
+    /* the name the engine resolved before this check (sip_request_wants_name):
+     * set here, so that httpd (ap_get_useragent_host) never resolves it
+     * itself, blocking the engine; "" and -1 when it is unknown */
+    {
+        int dbl;
+        if (sip_request_wants_name(s, &dbl)) {
+            const char *name = sip_dns_cached_name(r->pool, peer, 0);
+            const char *checked = dbl ? sip_dns_cached_name(r->pool, peer, 1) : NULL;
+            r->useragent_host = (char *)(dbl ? (checked ? checked : "") : name ? name : "");
+            r->double_reverse = checked ? 1 : -1;
+        }
+        else {
+            r->useragent_host = "";     /* HostnameLookups Off: no name, never a lookup */
+            r->double_reverse = -1;
+        }
+    }
     a->r = r;
     a->d = ap_get_module_config(r->per_dir_config, &sip_module);
     return a;

@@ -5,6 +5,7 @@
 #define SIP_REQUEST_H
 
 #include "httpd.h"
+#include "util_cfgtree.h"
 #include "apr_hash.h"
 #include "sip_transport.h"
 #include "sip_message.h"
@@ -61,6 +62,16 @@ int sip_access_configured(server_rec *s);
 
 sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *aor,
                                const sip_sockaddr_t *peer);
+
+/* Reverse lookups without blocking (sip_dns.h).  At config time: is any
+ * Require host / forward-dns in the configuration ('tree' = ap_conftree)?
+ * Per request: does 's' need the peer's name (HostnameLookups On/Double,
+ * or such a Require where access is checked)?  '*dbl' when it must be
+ * double-reverse verified.  The engine resolves the peer before the
+ * access check, so httpd finds r->useragent_host set and never calls
+ * the blocking resolver itself. */
+void sip_request_scan_names(const ap_directive_t *tree);
+int sip_request_wants_name(server_rec *s, int *dbl);
 /* The realm alone (AuthName, else ServerName), with no access check. */
 void sip_access_realm(sip_access_t *a, const char **realm);
 /* Before authentication; *realm is the AuthName that applies. */

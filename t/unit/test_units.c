@@ -2034,7 +2034,7 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 57);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead */
+        ck_assert_int_eq(n, 61);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WebSocket, SipFlowsDead, 4 DNS */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2079,8 +2079,8 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 8);
-        ck_assert_int_eq(close, 8);
+        ck_assert_int_eq(open, 9);
+        ck_assert_int_eq(close, 9);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
@@ -9831,6 +9831,9 @@ START_TEST(dns_resolver_live)
     ck_assert_int_eq(dnslive_count(&d, "plain.test", "A"), 2);   /* TTL expired: asked again */
     u.port = 0;
 
+    /* SipDNSCacheSize bounds the cache (here 100 entries) */
+    ck_assert_uint_le(dns_res->count, 100);
+
     /* unknown name: NOTFOUND through the callback; then negatively cached */
     u.host = "nope.example.test";
     ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
@@ -9894,6 +9897,47 @@ START_TEST(dns_resolver_live)
 }
 END_TEST
 
+/* SipDNSCacheSize 2: the least recently used answers go first */
+START_TEST(dns_cache_bound)
+{
+    apr_pool_t *p;
+    sip_loop_t *loop;
+    dnslive_t d;
+    dnswait_t w;
+    sip_uri_info_t u;
+    apr_array_header_t *out;
+    sip_dns_query_t *q;
+    char servers[64];
+
+    apr_pool_create(&p, NULL);
+    memset(&w, 0, sizeof(w));
+    dnslive_start(&d, dns_zone);
+    ck_assert_int_eq(sip_loop_create(&loop, p), APR_SUCCESS);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", d.port);
+    ck_assert_int_eq(sip_dns_init(loop, p, servers, apr_time_from_msec(500), 1, 2), APR_SUCCESS);
+    memset(&u, 0, sizeof(u));
+    u.port = 5060;              /* A and AAAA only: two entries per name */
+    u.host = "a.example.test";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_int_eq(w.status, SIP_DNS_DONE);
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_DONE);
+    u.host = "b.example.test";
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_int_eq(w.targets->nelts, 2);
+    ck_assert_uint_le(dns_res->count, 2);
+    u.host = "a.example.test";  /* evicted: asked again */
+    ck_assert_int_eq(sip_dns_resolve_uri(p, &u, -1, &out, &q, dnswait_cb, &w), SIP_DNS_PENDING);
+    dnswait_run(loop, &w, 5);
+    ck_assert_int_eq(dnslive_count(&d, "a.example.test", "A"), 2);
+    ck_assert_int_eq(dnslive_count(&d, "b.example.test", "A"), 1);
+    sip_dns_shutdown();
+    dnslive_stop(&d);
+    apr_pool_destroy(p);
+}
+END_TEST
+
 static Suite *dns_suite(void)
 {
     Suite *s = suite_create("dns");
@@ -9907,6 +9951,7 @@ static Suite *dns_suite(void)
     suite_add_tcase(s, tc);
     tcase_set_timeout(live, 30);
     tcase_add_test(live, dns_resolver_live);
+    tcase_add_test(live, dns_cache_bound);
     suite_add_tcase(s, live);
     return s;
 }
