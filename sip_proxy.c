@@ -1628,11 +1628,13 @@ typedef struct own_req {
     sip_dns_query_t *q;
     apr_array_header_t *targets;
     int ti;
+    int status;                 /* a lookup that failed at once, told from 'later' */
+    sip_timer_t later;
     sip_ctxn_cb cb;
     void *baton;
 } own_req_t;
 
-static void own_try(own_req_t *o);
+static int own_try(own_req_t *o);
 static const char *new_branch_id(apr_pool_t *p);
 
 /* Tell the caller and forget the request. */
@@ -1675,15 +1677,17 @@ static void own_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int from_n
                      "the next target", o->hop.host, status);
         sip_ctxn_abandon(c);
         o->ti++;
-        own_try(o);
+        if (!own_try(o))
+            own_local(o, 503, "Service Unavailable");
         return;
     }
     own_done(o, c, resp, from_network);
 }
 
 /* Send to the target in use (a new branch id each time), skipping the
- * ones we cannot open. */
-static void own_try(own_req_t *o)
+ * ones we cannot open: 1 when sent (an ACK: sent and forgotten), 0 (logged)
+ * when no target took it. */
+static int own_try(own_req_t *o)
 {
     for (; o->ti < o->targets->nelts; o->ti++) {
         const sip_dns_target_t *t = &APR_ARRAY_IDX(o->targets, o->ti, sip_dns_target_t);
@@ -1702,16 +1706,16 @@ static void own_try(own_req_t *o)
             send_hop(t->kind, o->s, &o->hop, &t->addr, out, olen);
             apr_pool_destroy(p);
             own_done(o, NULL, NULL, 0);
-            return;
+            return 1;
         }
         c = sip_ctxn_send_text(out, olen, t->kind, o->s, &t->addr, own_response, o);
         apr_pool_destroy(p);
         if (c)
-            return;
+            return 1;
     }
     ap_log_error(APLOG_MARK, APLOG_ERR, 0, o->s, "sip: request of ours to %s not sent: "
                  "transport refused it", o->hop.host);
-    own_local(o, 503, "Service Unavailable");
+    return 0;
 }
 
 static void own_resolved(void *baton, int status, apr_array_header_t *targets, const char *why)
@@ -1723,7 +1727,8 @@ static void own_resolved(void *baton, int status, apr_array_header_t *targets, c
     o->q = NULL;
     if (status == SIP_DNS_DONE && targets && targets->nelts) {
         o->targets = targets;
-        own_try(o);
+        if (!own_try(o))
+            own_local(o, 503, "Service Unavailable");
         return;
     }
     code = unresolved_status(status, 0, &reason, &what);
@@ -1746,12 +1751,20 @@ static const char *new_branch_id(apr_pool_t *p)
                         apr_atomic_inc32(&counter));
 }
 
+/* A lookup that failed at once (the cache) is told like a later one. */
+static void own_failed_later(void *baton)
+{
+    own_req_t *o = baton;
+
+    own_resolved(o, o->status, NULL, NULL);
+}
+
 int sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
                        void *baton)
 {
     apr_pool_t *p;
     own_req_t *o;
-    const char *next = NULL, *why = NULL, *reason, *what;
+    const char *next = NULL, *why = NULL;
     int rc;
 
     apr_pool_create(&p, px_root);
@@ -1775,14 +1788,14 @@ int sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn
     if (rc == SIP_DNS_PENDING)
         return 1;
     if (rc == SIP_DNS_DONE && o->targets->nelts) {
-        own_try(o);
-        return 1;
+        if (own_try(o))
+            return 1;
+        apr_pool_destroy(p);
+        return 0;
     }
-    unresolved_status(rc, 0, &reason, &what);
-    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "sip: request of ours not sent: cannot "
-                 "resolve the next hop %s (%s)", next, what);
-    apr_pool_destroy(p);
-    return 0;
+    o->status = rc == SIP_DNS_DONE ? SIP_DNS_NOTFOUND : rc;
+    sip_timer_set(sip_txn_loop(), &o->later, 0, own_failed_later, o);
+    return 1;
 }
 
 #define MF_BLOCK "X\r\nMax-Forwards: 70\r\n\r\n"

@@ -129,8 +129,8 @@ void sip_proxy_release(sip_proxy_t *px);
  * provisional responses and then one final one (a response, the local
  * 408/503, or a 404/408/503 made up when the hop does not resolve, with
  * c NULL), and nothing after it; never from inside this call.  0 (logged)
- * when the text does not parse as a request or its hop cannot be
- * resolved at once: 'cb' is never called then. */
+ * when the text does not parse as a request, names no next hop, or no
+ * transport takes it at once: 'cb' is never called then. */
 int sip_proxy_send_new(server_rec *s, const char *text, apr_size_t len, sip_ctxn_cb cb,
                        void *baton);
 

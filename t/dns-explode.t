@@ -44,5 +44,11 @@ ok($t->wait_log($mark, qr/sip explode: .*sip:bill\@ex\.test=200, sip:x\@none\.te
     or diag($t->log_since($mark));
 like($t->log_since($mark), qr/request of ours not sent: cannot resolve none\.test .*404/,
      'the unresolved target is logged');
+# the negative answer is cached now: known at once, told the same way
+$mark = $t->log_mark;
+$res = $t->explode(build => { list => resource_lists(entries => ['sip:x@none.test']) });
+is($res->{final} && $res->{final}->code, 200, 'EXPLODE to the same name again: 200');
+ok($t->wait_log($mark, qr/sip explode: .*sip:x\@none\.test=404/, 5),
+   'from the cache: 404 in the log line too') or diag($t->log_since($mark));
 $dns->stop;
 done_testing;

@@ -14,7 +14,7 @@ use Time::HiRes qw(time sleep);
 use SipTest qw(free_port parse_msg rand_token);
 use SipDNS;
 
-my %port = map { $_ => free_port() } qw(tcp1 tcp2 closed uA uB silent live wA wB ttl cancel load);
+my %port = map { $_ => free_port() } qw(tcp1 tcp2 closed uA uB cA cB silent live wA wB ttl cancel load);
 my $ZONE = <<"Z";
 \$ORIGIN test.
 test.                  60 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 30
@@ -22,6 +22,8 @@ tcponly.test.          60 IN NAPTR 10 50 "s" "SIP+D2T" "" _sip._tcp.tcponly.test
 _sip._tcp.tcponly.test. 60 IN SRV 10 10 $port{tcp1} tcp1.h.test.
 _sip._udp.prio.test.   60 IN SRV 20 10 $port{uB} uB.h.test.
 _sip._udp.prio.test.   60 IN SRV 10 10 $port{uA} uA.h.test.
+_sip._udp.cfo.test.    60 IN SRV 10 10 $port{cA} cA.h.test.
+_sip._udp.cfo.test.    60 IN SRV 20 10 $port{cB} cB.h.test.
 _sip._tcp.fail.test.   60 IN SRV 10 10 $port{closed} closed.h.test.
 _sip._tcp.fail.test.   60 IN SRV 20 10 $port{tcp2} tcp2.h.test.
 _sip._udp.quiet.test.  60 IN SRV 10 10 $port{silent} silent.h.test.
@@ -43,9 +45,10 @@ my $sport = $t->sip_port;
 sub cid { return $_[0] . '-' . rand_token(10) . '@127.0.0.1' }
 sub udp_hop { return $t->udp_socket(port => $port{ $_[0] }) }
 sub tcp_hop {
-    return IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port{ $_[0] },
-                                 Proto => 'tcp', Listen => 5, ReuseAddr => 1)
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port{ $_[0] },
+                                  Proto => 'tcp', Listen => 5, ReuseAddr => 1)
         or die "listen $_[0]: $!";
+    return $l;
 }
 sub answer_udp {
     my ($hop, $raw, $code, $reason) = @_;
@@ -106,6 +109,47 @@ sub branch_of { my ($m) = @_; my ($v) = $m->headers('via'); return $v =~ /branch
     }
     is(final_of(@r), 486, 'the caller gets the last target\'s 486');
     $t->udp_send($t->ack_for($raw, $r[-1]), sock => $c) if @r;
+}
+
+# ---- a CANCEL after failover goes to the target the INVITE went to last
+{
+    my ($ha, $hb) = (udp_hop('cA'), udp_hop('cB'));
+    my $c = $t->udp_socket;
+    my $raw = $t->sip_request(method => 'INVITE', sock => $c, uri => 'sip:bob@cfo.test',
+                              call_id => cid('cfo'));
+    $t->udp_send($raw, sock => $c);
+    my $a = $t->udp_new_request($ha, 5, 'INVITE');
+    answer_udp($ha, $a, 503, 'Service Unavailable') if $a;
+    my $b = $t->udp_new_request($hb, 5, 'INVITE');
+    ok($b, 'CANCEL case: the INVITE failed over to the second target');
+    answer_udp($hb, $b, 180, 'Ringing') if $b;
+    my $ring;
+    my $end = time + 3;
+    while (!$ring && time < $end) {
+        my $m = parse_msg($t->udp_recv($c, $end - time) // last);
+        $ring = $m if $m->code == 180;
+    }
+    ok($ring, '... its 180 reached the caller');
+    (my $cancel = $raw) =~ s/^INVITE /CANCEL /;
+    $cancel =~ s/^CSeq: (\d+) INVITE/CSeq: $1 CANCEL/m;
+    $t->udp_send($cancel, sock => $c);
+    my $cb = $t->udp_new_request($hb, 3, 'CANCEL');
+    ok($cb, 'the CANCEL went to the second target');
+    is($cb && branch_of(parse_msg($cb)), $b && branch_of(parse_msg($b)),
+       '... in the INVITE\'s transaction there (same branch)');
+    ok(!defined $t->udp_new_request($ha, 0.5, 'CANCEL'), '... and not to the first one');
+    if ($cb) {
+        answer_udp($hb, $cb, 200, 'OK');
+        answer_udp($hb, $b, 487, 'Request Terminated');
+    }
+    my $fin;
+    $end = time + 3;
+    while (!$fin && time < $end) {
+        my $m = parse_msg($t->udp_recv($c, $end - time) // last);
+        $fin = $m if $m->code >= 200 && ($m->header('cseq') // '') =~ /INVITE/;
+    }
+    is($fin && $fin->code, 487, 'the caller gets the 487');
+    $t->udp_send($t->ack_for($raw, $fin), sock => $c) if $fin;
 }
 
 # ---- failover when the first target refuses the TCP connection
