@@ -55,10 +55,7 @@ sub host_of { my ($f) = @_; return $f ? ($f->header('x-host') // 'no header') : 
 
 sub stats {
     my ($t) = @_;
-    my $raw = $t->http_get('/server-status?auto');
-    my %s;
-    $s{$1} = $2 while $raw =~ /^(Sip\w+): (\d+)\r?$/mg;
-    return \%s;
+    return $t->sip_counters;
 }
 
 # ---- HostnameLookups On: the PTR name, not verified

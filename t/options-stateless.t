@@ -46,21 +46,7 @@ my $t = SipTest->new(
 my $port = $t->sip_port;
 my $log = $t->dir . '/logs/options.log';
 
-sub http_status {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->http_port,
-                                  Proto => 'tcp', Timeout => 5) or return undef;
-    print $s "GET /server-status?auto HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    my $sel = IO::Select->new($s);
-    my $buf = '';
-    my $end = time + 5;
-    while ($sel->can_read($end - time > 0 ? $end - time : 0)) {
-        sysread($s, my $b, 65536) or last;
-        $buf .= $b;
-    }
-    my %st;
-    $st{$1} = $2 while $buf =~ /^(Sip\w+): (\d+)$/mg;
-    return \%st;
-}
+sub http_status { return $t->sip_counters }
 
 sub log_lines {
     open(my $fh, '<', $log) or return ();

@@ -411,10 +411,7 @@ sub serve {
 # The mod_sip counters of /server-status?auto: { SipExplosions => n, ... }
 sub counters {
     my ($self) = @_;
-    my $r = $self->http_get('/server-status?auto');
-    my %c;
-    $c{$1} = $2 while $r =~ /^(Sip\w+):\s*(\d+)\s*$/mg;
-    return \%c;
+    return $self->sip_counters;
 }
 
 # ---------------------------------------------------------------------------

@@ -404,10 +404,7 @@ sub interop_server {
 # cannot be fetched), read the way t/status.t reads them.
 sub server_status {
     my ($t) = @_;
-    my $buf = $t->http_get('/server-status?auto');
-    my %c;
-    $c{$1} = $2 while $buf =~ /^(Sip\w+): (\d+)\r?$/mg;
-    return \%c;
+    return $t->sip_counters;
 }
 
 # ------------------------------------------------------------- stopping

@@ -990,6 +990,17 @@ sub check_mirrored {
 }
 
 # Simple HTTP GET, returns the raw response (or '').
+# The mod_sip counters of /server-status?auto ({ SipRequests => n, ... }; {}
+# when the page cannot be fetched): the vhost needs mod_status and a
+# <Location /server-status> with SetHandler server-status.
+sub sip_counters {
+    my ($self) = @_;
+    my $buf = $self->http_get('/server-status?auto');
+    my %c;
+    $c{$1} = $2 while $buf =~ /^(Sip\w+):\s*(\d+)\s*$/mg;
+    return \%c;
+}
+
 sub http_get {
     my ($self, $path) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{http_port},

@@ -125,16 +125,7 @@ sub status_conf {
 # /server-status?auto as a hash (undef when it cannot be fetched).
 sub status {
     my ($t) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->http_port,
-                                  Proto => 'tcp', Timeout => 5) or return undef;
-    print $s "GET /server-status?auto HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    my $sel = IO::Select->new($s);
-    my $buf = '';
-    my $end = time + 5;
-    while ($sel->can_read($end - time > 0 ? $end - time : 0)) {
-        my $n = sysread($s, my $b, 65536) or last;
-        $buf .= $b;
-    }
+    my $buf = $t->http_get('/server-status?auto');
     return undef unless $buf =~ m{^HTTP/1\.\d 200};
     my %h = $buf =~ /^(\w[\w ]*?): (\S+)\r?$/mg;
     return \%h;
