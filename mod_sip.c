@@ -1753,6 +1753,7 @@ static void sip_register_hooks(apr_pool_t *p)
     ap_hook_process_connection(sip_process_connection, after, before, APR_HOOK_MIDDLE);
     sip_tls_register_hooks(p);
     ap_hook_pre_config(sip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_default_port(sip_request_default_port, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_check_config(sip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, sip_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     sip_ws_upgrade_register_hooks(p);

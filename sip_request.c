@@ -49,6 +49,7 @@ static conn_rec *engine_conn(server_rec *s)
     c->local_ip = "127.0.0.1";
     c->client_ip = "127.0.0.1";
     c->local_host = s->server_hostname;
+    apr_table_setn(c->notes, "sip-engine", "1");   /* sip_request_default_port */
     {
         /* mod_logio keeps byte counters per connection, set up in its
          * pre_connection hook, which never runs for these connections;
@@ -188,6 +189,7 @@ apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_ms
 
 void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
 {
+    apr_sockaddr_t *engine_local;
     const sip_msg_t *req = sip_txn_request(t);
     const sip_source_t *src = sip_txn_source(t);
     server_rec *s = src->vhost;
@@ -204,6 +206,7 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
      * for every transaction */
     r = make_request(s, sip_msg_method(req), sip_msg_request_uri(req), 0);
     p = r->pool;
+    engine_local = r->connection->local_addr;
     r->the_request = apr_pstrcat(r->pool, sip_msg_method(req), " ", sip_msg_request_uri(req), " ",
                                  sip_msg_version(req), NULL);
     r->unparsed_uri = apr_pstrdup(r->pool, sip_msg_request_uri(req));
@@ -228,6 +231,11 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     r->connection->client_ip = ip;      /* %h; reset by the next request */
     r->connection->client_addr = r->useragent_addr;
     r->useragent_ip = ip;
+    /* %A and %{local}p: the address the message came in on */
+    if (src->local.len) {
+        r->connection->local_addr = apr_addr_of(r->pool, &src->local);
+        r->connection->local_ip = (char *)sip_sockaddr_ip(r->pool, &src->local);
+    }
     apr_table_setn(r->subprocess_env, "SIP_TRANSPORT", sip_tp_via_name(src->kind));
     sip_source_tls_env(r->pool, src, r->subprocess_env);    /* %{SSL_PROTOCOL}e and friends */
     /* %{cpl-log}n and friends: what the transaction's handlers noted */
@@ -239,7 +247,19 @@ void sip_request_log(sip_txn_t *t, int status, apr_size_t bytes)
     ap_run_log_transaction(r);
     r->connection->client_ip = "127.0.0.1";
     r->connection->client_addr = NULL;
+    r->connection->local_ip = "127.0.0.1";
+    r->connection->local_addr = engine_local;
     apr_pool_destroy(p);
+}
+
+apr_port_t sip_request_default_port(const request_rec *r)
+{
+    /* %p of a SIP vhost without a port in ServerName: the port the
+     * message came in on, not http's 80 */
+    if (r->connection && apr_table_get(r->connection->notes, "sip-engine")
+        && r->connection->local_addr)
+        return r->connection->local_addr->port;
+    return 0;
 }
 
 struct sip_access {

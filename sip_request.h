@@ -42,6 +42,9 @@ int sip_request_error_body(struct sip_txn *t, int status, apr_pool_t *p, const c
  * (ap_run_log_transaction), written when its final response is sent. */
 struct sip_txn;
 void sip_request_log(struct sip_txn *t, int status, apr_size_t bytes);
+/* httpd's default_port hook: the port of the SIP message being logged
+ * (0 = not ours: decline). */
+apr_port_t sip_request_default_port(const request_rec *r);
 
 /* Access control of one SIP request with Apache's own configuration: the
  * <Location> its synthetic path lands in, SipAuth, and mod_authz_core's

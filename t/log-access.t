@@ -15,7 +15,8 @@ my $t = SipTest->new(
         'CustomLog @DIR@/logs/sip_out.log "%{Call-ID}i %>s to=%{To}o allow=%{Allow}o server=%{Server}o"',
         # the issue's format, and the sip_common nickname of conf/sip.conf
         'CustomLog @DIR@/logs/sip_full.log "%h %{From}i %{To}i %t \\"%r\\" %>s %T %u"',
-        'CustomLog @DIR@/logs/sip_common.log sip_common'),
+        'CustomLog @DIR@/logs/sip_common.log sip_common',
+        'CustomLog @DIR@/logs/sip_addr.log "%{Call-ID}i %A %{local}p %p %{remote}p"'),
     server_conf => 'Include ' . SipTest::repo() . '/conf/sip.conf',
     scripts => {
         'ring@127.0.0.1' => "#!/bin/sh\nprintf 'SIP/2.0 180 Ringing\\n\\nSIP/2.0 486 Busy Here\\n\\n'\n",
@@ -52,6 +53,19 @@ like($opt // '', qr{^127\.0\.0\.1 <sip:[^>]+>;tag=\w+ <sip:nobody\@127\.0\.0\.1:
 like($inv // '', qr{"INVITE sip:ring\@127\.0\.0\.1:$port SIP/2\.0" 486 TCP log-inv\@test$}, 'INVITE line: final status 486 over TCP');
 is(scalar(grep { /log-inv\@test/ } lines($log)), 1, 'one line per transaction (the 180 is not logged)');
 ok(!(grep { / 180 / } lines($log)), 'no line for a provisional response');
+
+# %A, %{local}p, %p: where the message came in (not the placeholder
+# connection's 127.0.0.1:0, nor http's 80); %{remote}p the sender's port
+{
+    my $addr = $t->dir . '/logs/sip_addr.log';
+    ok(wait_until(3, sub { grep { /^log-inv\@test / } lines($addr) }), 'address log written');
+    my ($o) = grep { /^log-opt\@test / } lines($addr);
+    my ($i) = grep { /^log-inv\@test / } lines($addr);
+    like($o // '', qr{^log-opt\@test 127\.0\.0\.1 $port $port \d+$}, '%A %{local}p %p over UDP');
+    like($i // '', qr{^log-inv\@test 127\.0\.0\.1 $port $port \d+$}, '%A %{local}p %p over TCP');
+    my ($rp) = ($o // '') =~ / (\d+)$/;
+    ok($rp && $rp != $port, '%{remote}p is the sender\'s port') or diag($o);
+}
 
 ok(wait_until(3, sub { grep { /log-inv\@test 486/ } lines($not200) }), 'conditional format %!200{Call-ID}i: the 486 has its Call-ID');
 ok((grep { /^- 200$/ } lines($not200)), 'conditional format: the 200 shows "-" instead');
