@@ -93,10 +93,19 @@ sub wait_until {
 }
 
 my %USED_PORTS;
+# Ports are taken below the kernel's ephemeral range: a port chosen here is
+# free when checked but only bound later by httpd or a peer, and meanwhile
+# any outgoing connection or unbound UDP socket of a test running in
+# parallel (tls-idle.t opens thousands) could be given it.
+my ($PORT_LO, $PORT_HI) = (20000, 59999);
+if (open(my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range')) {
+    my ($lo) = split ' ', (<$fh> // '');
+    ($PORT_LO, $PORT_HI) = (10000, $lo - 1) if $lo && $lo > 15000;
+}
 # A port that is free on 127.0.0.1 for both TCP and UDP.
 sub free_port {
     for (1 .. 500) {
-        my $p = 20000 + int(rand(40000));
+        my $p = $PORT_LO + int(rand($PORT_HI - $PORT_LO + 1));
         next if $USED_PORTS{$p};
         my $tcp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
                                         Proto => 'tcp', Listen => 1) or next;
