@@ -896,6 +896,17 @@ static void ws_engine_upgrade(sip_tcp_conn_t *c);
 static void tcp_register(sip_tcp_conn_t *c);
 
 /* Hand every complete message in the input buffer to the receiver. */
+/* Where a message on stream 'c' came from (no reference taken). */
+static void conn_source(const sip_tcp_conn_t *c, sip_source_t *src)
+{
+    memset(src, 0, sizeof(*src));
+    src->kind = c->kind;
+    src->tcp = (sip_tcp_conn_t *)c;
+    src->peer = c->peer;
+    src->local = c->local;
+    src->vhost = c->vhost;
+}
+
 static void tcp_process_input(sip_tcp_conn_t *c)
 {
     sip_source_t src;
@@ -921,12 +932,7 @@ static void tcp_process_input(sip_tcp_conn_t *c)
         }
     }
 
-    memset(&src, 0, sizeof(src));
-    src.kind = c->kind;
-    src.tcp = c;
-    src.peer = c->peer;
-    src.local = c->local;
-    src.vhost = c->vhost;
+    conn_source(c, &src);
 
     c->refs++;  /* the receiver may close the connection under us */
     if (c->tls)
@@ -1134,12 +1140,7 @@ static void ws_process_input(sip_tcp_conn_t *c)
     sip_source_t src;
     int progressed = 0;
 
-    memset(&src, 0, sizeof(src));
-    src.kind = c->kind;
-    src.tcp = c;
-    src.peer = c->peer;
-    src.local = c->local;
-    src.vhost = c->vhost;
+    conn_source(c, &src);
 
     c->refs++;  /* the receiver may close the connection under us */
     while (!c->closed && !c->close_after_flush && c->in_len) {
@@ -1962,12 +1963,7 @@ int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out)
 
     if (!c || c->closed || c->close_after_flush || c->lingering)
         return 0;
-    memset(out, 0, sizeof(*out));
-    out->kind = c->kind;
-    out->tcp = c;
-    out->peer = c->peer;
-    out->local = c->local;
-    out->vhost = c->vhost;
+    conn_source(c, out);
     sip_source_hold(out);
     return 1;
 }
