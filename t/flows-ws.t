@@ -36,10 +36,7 @@ EOC
 my $hp = $t->http_port;
 my $sp = $t->sip_port;
 
-sub flows_dead {
-    my $st = $t->http_get('/server-status?auto') // '';
-    return $st =~ /^SipFlowsDead: (\d+)$/m ? $1 : -1;
-}
+sub flows_dead { return $t->sip_counters->{SipFlowsDead} // -1 }
 
 # A browser: its WebSocket, its .invalid host, its user.
 sub browser {

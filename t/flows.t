@@ -36,15 +36,7 @@ my $t = SipRegTest->new(server_conf => $STATUS_CONF,
                                      . "printf 'CGI-PROXY-REQUEST sip:kim\@127.0.0.1:\@SIPPORT\@ SIP/2.0\\n\\n'\n" });
 my $port = $t->sip_port;
 
-sub flows_dead {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->http_port,
-                                  Proto => 'tcp', Timeout => 5) or return -1;
-    print $s "GET /server-status?auto HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    my $buf = '';
-    my $sel = IO::Select->new($s);
-    while ($sel->can_read(3)) { sysread($s, my $b, 65536) or last; $buf .= $b }
-    return $buf =~ /^SipFlowsDead: (\d+)$/m ? $1 : -1;
-}
+sub flows_dead { return $t->sip_counters->{SipFlowsDead} // -1 }
 
 # REGISTER $user with $contact over TCP connection $c (opened when undef);
 # returns ($c, final response).
