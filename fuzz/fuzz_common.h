@@ -40,6 +40,7 @@
 #include "../sip_fcgi_pool.c"
 #include "../sip_dns.c"
 #include "../sip_stun.c"
+#include "../sip_handover.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -45,6 +45,7 @@
 #include "../../sip_fcgi_pool.c"
 #include "../../sip_dns.c"
 #include "../../sip_stun.c"
+#include "../../sip_handover.c"
 
 #include "httpd_stubs.h"
 
