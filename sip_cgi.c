@@ -249,6 +249,120 @@ int sip_cgi_user_file(apr_pool_t *p, const char *user, const char *host, const c
     return 0;
 }
 
+/* ---- the lookup cache ----
+ * check_script costs lstat, realpath's readlink per path component, stat
+ * and access: most of the syscalls of an OPTIONS or a rule 302, for a
+ * lookup whose answer is nearly always the same.  An answer (a script,
+ * none, or a refusal) is kept while SipDirectory is the same directory
+ * with the same mtime and ctime (adding, removing or renaming an entry,
+ * a symlink swapped, changes them) and for at most SIP_CGI_LOOKUP_TTL
+ * (what the directory cannot tell: a mode changed, a subdirectory's
+ * entries).  At most one stat of the directory per lookup (one per
+ * SIP_CGI_DIRSTAT_REUSE µs) instead of six or more calls. */
+
+void sip_cgi_dirstamp(const struct stat *st, sip_cgi_dirstamp_t *out)
+{
+    out->dev = (apr_uint64_t)st->st_dev;
+    out->ino = (apr_uint64_t)st->st_ino;
+    out->mtime_ns = (apr_int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    out->ctime_ns = (apr_int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+int sip_cgi_lookup_fresh(const sip_cgi_dirstamp_t *then, apr_time_t checked,
+                         const sip_cgi_dirstamp_t *dir, apr_time_t now)
+{
+    /* file times come from a coarse clock: a change made just after the
+     * check, within the same tick, could leave mtime as it was.  An
+     * answer taken while the directory was that recent is not kept
+     * ("racily clean", as git says of its index). */
+    apr_int64_t racy = ((apr_int64_t)checked - SIP_CGI_LOOKUP_RACY) * 1000;
+
+    if (now < checked || now - checked >= SIP_CGI_LOOKUP_TTL)
+        return 0;
+    if (then->dev != dir->dev || then->ino != dir->ino || then->mtime_ns != dir->mtime_ns
+        || then->ctime_ns != dir->ctime_ns)
+        return 0;
+    return then->mtime_ns < racy && then->ctime_ns < racy;
+}
+
+typedef struct {
+    sip_cgi_dirstamp_t dir;
+    apr_time_t checked;
+    int r;                      /* check_script's answer: 0, -1 or 403 */
+    const char *path, *why;
+} lookup_t;
+
+#define LOOKUP_CACHE_MAX 1024   /* entries written before the cache starts over */
+
+/* how long one stat of the directory answers for it */
+#define SIP_CGI_DIRSTAT_REUSE 200    /* µs */
+
+static apr_pool_t *lookup_pool;
+static sip_cgi_dirstamp_t stamp;
+static apr_time_t stamp_at;
+static char stamp_dir[PATH_MAX];  /* "": none yet */
+static apr_hash_t *lookups;
+static unsigned lookup_writes;
+
+static int check_script_cached(apr_pool_t *p, const char *dir, const char *realdir,
+                               const char *name, int exec, const char **path, const char **why)
+{
+    struct stat st;
+    sip_cgi_dirstamp_t now_dir;
+    apr_time_t now;
+    const char *key;
+    lookup_t *e;
+    int r;
+
+    now = apr_time_now();
+    /* the lookups of one message (user@host, then the default script) and
+     * of messages read in one burst share one stat of the directory */
+    if (!strcmp(stamp_dir, dir) && now >= stamp_at
+        && now - stamp_at < SIP_CGI_DIRSTAT_REUSE) {
+        now_dir = stamp;
+        now = stamp_at;
+    }
+    else {
+        if (stat(dir, &st) < 0)
+            return check_script(p, dir, realdir, name, exec, path, why);
+        sip_cgi_dirstamp(&st, &now_dir);
+        stamp = now_dir;
+        stamp_at = now;
+        apr_cpystrn(stamp_dir, dir, sizeof(stamp_dir));
+    }
+    if (!lookup_pool) {
+        apr_pool_create(&lookup_pool, NULL);
+        lookups = apr_hash_make(lookup_pool);
+    }
+    key = apr_pstrcat(p, exec ? "x" : "r", dir, "/", name, NULL);
+    e = apr_hash_get(lookups, key, APR_HASH_KEY_STRING);
+    if (e && sip_cgi_lookup_fresh(&e->dir, e->checked, &now_dir, now)) {
+        /* copies: the cache may start over while the caller holds them */
+        if (e->path)
+            *path = apr_pstrdup(p, e->path);
+        if (e->why)
+            *why = apr_pstrdup(p, e->why);
+        return e->r;
+    }
+    r = check_script(p, dir, realdir, name, exec, path, why);
+    if (++lookup_writes > LOOKUP_CACHE_MAX) {
+        apr_pool_clear(lookup_pool);
+        lookups = apr_hash_make(lookup_pool);
+        lookup_writes = 1;
+        e = NULL;
+    }
+    if (!e) {
+        e = apr_palloc(lookup_pool, sizeof(*e));
+        apr_hash_set(lookups, apr_pstrdup(lookup_pool, key), APR_HASH_KEY_STRING, e);
+    }
+    e->dir = now_dir;
+    e->checked = now;
+    e->r = r;
+    e->path = r == 0 ? apr_pstrdup(lookup_pool, *path) : NULL;
+    e->why = r > 0 && *why ? apr_pstrdup(lookup_pool, *why) : NULL;
+    return r;
+}
+
 int sip_cgi_locate_file(apr_pool_t *p, const char *dir, const char *name, int exec,
                         const char **path, const char **why)
 {
@@ -263,7 +377,7 @@ int sip_cgi_locate_file(apr_pool_t *p, const char *dir, const char *name, int ex
         *why = "no such script";
         return 404;
     }
-    r = check_script(p, dir, realdir, name, exec, path, why);
+    r = check_script_cached(p, dir, realdir, name, exec, path, why);
     if (r >= 0)
         return r;
     *why = "no script";

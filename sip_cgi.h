@@ -27,6 +27,24 @@ int sip_cgi_user_file(apr_pool_t *p, const char *user, const char *host, const c
 int sip_cgi_locate_file(apr_pool_t *p, const char *dir, const char *name, int exec,
                         const char **path, const char **why);
 
+/* What SipDirectory looked like when a lookup in it was answered: the
+ * lookup cache of sip_cgi_locate_file keeps an answer while the directory
+ * is the same one with the same mtime and ctime, for at most
+ * SIP_CGI_LOOKUP_TTL, and never when the directory had changed within
+ * SIP_CGI_LOOKUP_RACY of the check (file times come from a coarse clock). */
+typedef struct {
+    apr_uint64_t dev, ino;
+    apr_int64_t mtime_ns, ctime_ns;
+} sip_cgi_dirstamp_t;
+#define SIP_CGI_LOOKUP_TTL apr_time_from_sec(1)
+#define SIP_CGI_LOOKUP_RACY apr_time_from_msec(20)
+struct stat;
+void sip_cgi_dirstamp(const struct stat *st, sip_cgi_dirstamp_t *out);
+/* May an answer taken at 'checked' with the directory as 'then' be given
+ * again at 'now', the directory being 'dir'? */
+int sip_cgi_lookup_fresh(const sip_cgi_dirstamp_t *then, apr_time_t checked,
+                         const sip_cgi_dirstamp_t *dir, apr_time_t now);
+
 /* Find the SIP-CGI script for a request (user@host, else the default):
  * 0 with *path set, or 403/404 with *why. */
 int sip_cgi_locate(apr_pool_t *p, const char *dir, const char *default_script,
