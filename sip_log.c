@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "apr_strings.h"
+#include "http_protocol.h"
 #include <osipparser2/osip_port.h>
 
 static server_rec *trace_server;
@@ -114,4 +115,42 @@ int sip_log_limited_(const char *file, int line, int module_index, sip_log_rate_
     va_end(ap);
     ap_log_error_(file, line, module_index, level, 0, s, "%s%s", msg, note);
     return 1;
+}
+
+/* ---- the access log ---- */
+
+/* Whether a log_transaction hook can use what sip_request_log builds.  A
+ * hook of a module we don't know always can.  mod_logio's only resets its
+ * per-connection counters, and mod_log_config's writes only where a
+ * CustomLog, TransferLog or CookieLog directive stands somewhere in the
+ * configuration (a vhost without one inherits the main server's, so any
+ * one counts).  Settled once: hooks and configuration don't change in
+ * the engine, which a restart re-forks. */
+static int log_dir_in(const ap_directive_t *d)
+{
+    for (; d; d = d->next) {
+        if (!strcasecmp(d->directive, "CustomLog") || !strcasecmp(d->directive, "TransferLog")
+            || !strcasecmp(d->directive, "CookieLog"))
+            return 1;
+        if (d->first_child && log_dir_in(d->first_child))
+            return 1;
+    }
+    return 0;
+}
+
+int sip_log_access_wanted(const apr_array_header_t *hooks, const ap_directive_t *conftree)
+{
+    const ap_LINK_log_transaction_t *h;
+    int i, log_config = 0;
+
+    for (i = 0; hooks && i < hooks->nelts; i++) {
+        h = &APR_ARRAY_IDX(hooks, i, ap_LINK_log_transaction_t);
+        if (h->szName && !strcmp(h->szName, "mod_logio.c"))
+            continue;
+        if (h->szName && !strcmp(h->szName, "mod_log_config.c"))
+            log_config = 1;
+        else
+            return 1;
+    }
+    return log_config && log_dir_in(conftree);
 }

@@ -6,9 +6,16 @@
 #include "httpd.h"
 #include "http_log.h"
 #include "http_main.h"    /* ap_server_conf */
+#include "util_cfgtree.h"
 
 #ifdef APLOG_USE_MODULE
 APLOG_USE_MODULE(sip);
+/* Whether any access log can be written (sip_request_log builds nothing
+ * otherwise): 0 when the log_transaction hooks in 'hooks' (an array of
+ * ap_LINK_log_transaction_t) are only mod_logio's and mod_log_config's and
+ * no CustomLog, TransferLog or CookieLog stands in 'conftree'. */
+int sip_log_access_wanted(const apr_array_header_t *hooks, const ap_directive_t *conftree);
+
 #endif
 
 /* Route libosip2's traces (which default to stdout) into the error log. */
@@ -60,5 +67,11 @@ void sip_log_rate_setup(int burst, apr_interval_time_t interval);
 int sip_log_limited_(const char *file, int line, int module_index, sip_log_rate_t *rate,
                      const char *source, int kind, int level, const server_rec *s,
                      const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+
+/* Whether any access log can be written (sip_request_log builds nothing
+ * otherwise): 0 when the log_transaction hooks in 'hooks' (an array of
+ * ap_LINK_log_transaction_t) are only mod_logio's and mod_log_config's and
+ * no CustomLog, TransferLog or CookieLog stands in 'conftree'. */
+int sip_log_access_wanted(const apr_array_header_t *hooks, const ap_directive_t *conftree);
 
 #endif

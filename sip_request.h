@@ -42,10 +42,6 @@ int sip_request_error_body(struct sip_txn *t, int status, apr_pool_t *p, const c
  * (ap_run_log_transaction), written when its final response is sent. */
 struct sip_txn;
 void sip_request_log(struct sip_txn *t, int status, apr_size_t bytes);
-/* Whether any access log can be written: 0 when the log_transaction hooks
- * are only mod_logio's and mod_log_config's and no CustomLog, TransferLog
- * or CookieLog stands in 'conftree' (sip_request_log then builds nothing). */
-int sip_request_log_wanted(const apr_array_header_t *hooks, const ap_directive_t *conftree);
 /* httpd's default_port hook: the port of the SIP message being logged
  * (0 = not ours: decline). */
 apr_port_t sip_request_default_port(const request_rec *r);

@@ -10457,6 +10457,193 @@ static Suite *dns_suite(void)
     return s;
 }
 
+/* ================================================================== */
+/* lean: the SipDirectory lookup cache and the access log's need       */
+
+START_TEST(lookup_fresh_rules)
+{
+    sip_cgi_dirstamp_t then = { 1, 2, 0, 0 }, dir;
+    apr_time_t checked = apr_time_from_sec(1000);
+    apr_int64_t old_ns = (apr_int64_t)(checked - apr_time_from_sec(5)) * 1000;
+
+    then.mtime_ns = then.ctime_ns = old_ns;
+    dir = then;
+    ck_assert(sip_cgi_lookup_fresh(&then, checked, &dir, checked));
+    ck_assert(sip_cgi_lookup_fresh(&then, checked, &dir, checked + SIP_CGI_LOOKUP_TTL - 1));
+    /* at most the TTL, and never from the future (a clock set back) */
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked + SIP_CGI_LOOKUP_TTL));
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked - 1));
+    /* an entry added, removed or renamed: mtime; a chmod of the directory: ctime */
+    dir.mtime_ns++;
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked));
+    dir = then;
+    dir.ctime_ns++;
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked));
+    /* another directory mounted or moved in its place */
+    dir = then;
+    dir.ino = 3;
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked));
+    dir = then;
+    dir.dev = 9;
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked));
+    /* a directory changed within the racy window of the check: its next
+     * change could carry the same coarse time, so nothing is kept */
+    then.mtime_ns = (apr_int64_t)(checked - SIP_CGI_LOOKUP_RACY / 2) * 1000;
+    dir = then;
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked + 1));
+    then.mtime_ns = old_ns;
+    then.ctime_ns = (apr_int64_t)(checked - SIP_CGI_LOOKUP_RACY / 2) * 1000;
+    dir = then;
+    ck_assert(!sip_cgi_lookup_fresh(&then, checked, &dir, checked + 1));
+}
+END_TEST
+
+static char cache_dir[PATH_MAX], cache_out[PATH_MAX + 8];
+
+static void cache_setup(void)
+{
+    const char *base = getenv("TMPDIR");
+
+    snprintf(cache_dir, sizeof(cache_dir), "%s/sip_cache_XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(cache_dir));
+    snprintf(cache_out, sizeof(cache_out), "%s-out", cache_dir);
+    ck_assert_int_eq(mkdir(cache_out, 0755), 0);
+    write_file(cache_out, "evil", 0755);
+    write_file(cache_dir, "a@h", 0755);
+    write_file(cache_dir, "target", 0755);
+    symlink_in(cache_dir, "link@h", "target");
+}
+
+static void cache_teardown(void)
+{
+    char cmd[PATH_MAX * 3];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", cache_dir, cache_out);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", cache_dir);
+}
+
+/* past the racy window of the last change, and the shared directory stat */
+static void settle(void)
+{
+    usleep((useconds_t)(SIP_CGI_LOOKUP_RACY + 10000));
+}
+
+static int cached_locate(const char *name, const char **path, const char **why)
+{
+    *path = NULL;
+    *why = NULL;
+    usleep(1000);      /* a later burst: the directory is looked at again */
+    return sip_cgi_locate_file(pool, cache_dir, name, 1, path, why);
+}
+
+START_TEST(lookup_cache_dir_changes)
+{
+    char p1[PATH_MAX * 2], p2[PATH_MAX * 2];
+    const char *path, *why;
+
+    settle();
+    ck_assert_int_eq(cached_locate("a@h", &path, &why), 0);
+    ck_assert_int_eq(cached_locate("new@h", &path, &why), 404);
+    /* what the directory cannot tell is kept: a mode changed in place */
+    snprintf(p1, sizeof(p1), "%s/a@h", cache_dir);
+    ck_assert_int_eq(chmod(p1, 0644), 0);
+    ck_assert_int_eq(cached_locate("a@h", &path, &why), 0);
+    /* ... for at most the TTL */
+    usleep((useconds_t)SIP_CGI_LOOKUP_TTL);
+    ck_assert_int_eq(cached_locate("a@h", &path, &why), 403);
+    ck_assert_str_eq(why, "a@h is not executable");
+    /* the negative answer goes as soon as the script is added */
+    write_file(cache_dir, "new@h", 0755);
+    ck_assert_int_eq(cached_locate("new@h", &path, &why), 0);
+    settle();
+    ck_assert_int_eq(cached_locate("new@h", &path, &why), 0);
+    /* removed */
+    snprintf(p1, sizeof(p1), "%s/new@h", cache_dir);
+    ck_assert_int_eq(unlink(p1), 0);
+    ck_assert_int_eq(cached_locate("new@h", &path, &why), 404);
+    /* a symlink swapped (renamed over) to lead outside, once cached */
+    settle();
+    ck_assert_int_eq(cached_locate("link@h", &path, &why), 0);
+    ck_assert_int_eq(cached_locate("link@h", &path, &why), 0);
+    snprintf(p1, sizeof(p1), "%s/evil", cache_out);
+    symlink_in(cache_dir, "tmp-link", p1);
+    snprintf(p1, sizeof(p1), "%s/tmp-link", cache_dir);
+    snprintf(p2, sizeof(p2), "%s/link@h", cache_dir);
+    ck_assert_int_eq(rename(p1, p2), 0);
+    ck_assert_int_eq(cached_locate("link@h", &path, &why), 403);
+    ck_assert_ptr_nonnull(strstr(why, "outside SipDirectory"));
+    settle();
+    ck_assert_int_eq(cached_locate("link@h", &path, &why), 403);
+}
+END_TEST
+
+static apr_array_header_t *log_hooks(const char *const *names)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(ap_LINK_log_transaction_t));
+
+    for (; *names; names++) {
+        ap_LINK_log_transaction_t *h = apr_array_push(a);
+        memset(h, 0, sizeof(*h));
+        h->szName = *names;
+    }
+    return a;
+}
+
+static ap_directive_t *directive(const char *name, ap_directive_t *child, ap_directive_t *next)
+{
+    ap_directive_t *d = apr_pcalloc(pool, sizeof(*d));
+
+    d->directive = name;
+    d->first_child = child;
+    d->next = next;
+    return d;
+}
+
+START_TEST(log_wanted_rules)
+{
+    static const char *const none[] = { NULL };
+    static const char *const std[] = { "mod_logio.c", "mod_log_config.c", NULL };
+    static const char *const logio[] = { "mod_logio.c", NULL };
+    static const char *const other[] = { "mod_log_config.c", "mod_security2.c", NULL };
+    ap_directive_t *bare = directive("ServerName", NULL, directive("Listen", NULL, NULL));
+    ap_directive_t *in_vhost = directive("Listen", NULL,
+                                         directive("<VirtualHost", directive("ProtocolSip", NULL,
+                                                   directive("customlog", NULL, NULL)), NULL));
+    ap_directive_t *transfer = directive("TransferLog", NULL, NULL);
+
+    ck_assert_int_eq(sip_log_access_wanted(NULL, bare), 0);
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(none), in_vhost), 0);
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(logio), in_vhost), 0);
+    /* mod_log_config with nothing to write */
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(std), bare), 0);
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(std), NULL), 0);
+    /* a log anywhere, in a section too, any case */
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(std), in_vhost), 1);
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(std), transfer), 1);
+    /* a module we don't know may use anything */
+    ck_assert_int_eq(sip_log_access_wanted(log_hooks(other), bare), 1);
+}
+END_TEST
+
+static Suite *lean_suite(void)
+{
+    Suite *s = suite_create("lean");
+    TCase *tc = tcase_create("pure");
+    TCase *fs = tcase_create("fs");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, lookup_fresh_rules);
+    tcase_add_test(tc, log_wanted_rules);
+    suite_add_tcase(s, tc);
+    tcase_add_unchecked_fixture(fs, cache_setup, cache_teardown);
+    tcase_add_checked_fixture(fs, pool_setup, pool_teardown);
+    tcase_set_timeout(fs, 20);
+    tcase_add_test(fs, lookup_cache_dir_changes);
+    suite_add_tcase(s, fs);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -10503,6 +10690,7 @@ int main(void)
     srunner_add_suite(sr, stun_suite());
     srunner_add_suite(sr, natob_suite());
     srunner_add_suite(sr, dns_suite());
+    srunner_add_suite(sr, lean_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
