@@ -74,6 +74,8 @@ sip_access_t *sip_access_begin(server_rec *s, const char *method, const char *ao
  * access check, so httpd finds r->useragent_host set and never calls
  * the blocking resolver itself. */
 void sip_request_scan_names(const ap_directive_t *tree);
+/* (The same scan notes whether any <Location> holds more than routing:
+ * when none does, sip_access_configured is only a vhost-wide SipAuth.) */
 int sip_request_wants_name(server_rec *s, int *dbl);
 /* The realm alone (AuthName, else ServerName), with no access check. */
 void sip_access_realm(sip_access_t *a, const char **realm);
