@@ -165,17 +165,47 @@ static void add_headers(apr_table_t *t, const apr_array_header_t *hdrs)
     }
 }
 
+/* The rules of a path whose <Location>s hold no <If> depend on the vhost
+ * and the path alone: they are kept, and such a request builds no
+ * request_rec (it was a third of a rule 302's cost).  The engine's
+ * configuration never changes (a restart re-forks it). */
+#define RULES_CACHE_MAX 1024
+
+static apr_pool_t *rules_pool;
+static apr_hash_t *rules_cache;
+
+static void rules_keep(const char *key, const apr_array_header_t *rules)
+{
+    if (!rules_pool) {
+        apr_pool_create(&rules_pool, NULL);
+        rules_cache = apr_hash_make(rules_pool);
+    }
+    else if (apr_hash_count(rules_cache) >= RULES_CACHE_MAX) {
+        apr_pool_clear(rules_pool);
+        rules_cache = apr_hash_make(rules_pool);
+    }
+    apr_hash_set(rules_cache, apr_pstrdup(rules_pool, key), APR_HASH_KEY_STRING,
+                 apr_array_copy(rules_pool, rules));
+}
+
 apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_msg_t *req,
                                       const sip_sockaddr_t *peer)
 {
     request_rec *r;
     sip_dir_conf *d;
-    apr_array_header_t *rules;
+    core_dir_config *cd;
+    apr_array_header_t *rules, *kept;
+    const char *aor, *key;
+    int no_if;
 
     /* no rule anywhere: no request_rec, no walk */
     if (!sip_rules_used())
         return apr_array_make(p, 1, sizeof(const void *));
-    r = make_request(s, sip_msg_method(req), sip_msg_aor(p, req), 0);
+    aor = sip_msg_aor(p, req);
+    key = apr_psprintf(p, "%pp %s", (void *)s, aor ? aor : "");
+    if (rules_cache && (kept = apr_hash_get(rules_cache, key, APR_HASH_KEY_STRING)))
+        return apr_array_copy(p, kept);
+    r = make_request(s, sip_msg_method(req), aor, 0);
     /* what <If> looks at: %{HTTP:From}, %{REQUEST_METHOD}, %{REMOTE_ADDR} */
     add_headers(r->headers_in, sip_msg_headers(req));
     r->useragent_addr = apr_addr_of(r->pool, peer);
@@ -184,7 +214,13 @@ apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_ms
     /* a failed walk could hide an "authenticate": no rules at all then,
      * the step fails closed.  (httpd 2.4 itself takes an <If> it cannot
      * evaluate as false, logging AH00039, as it does for HTTP.) */
-    if (ap_location_walk(r) != OK || ap_if_walk(r) != OK) {
+    if (ap_location_walk(r) != OK) {
+        apr_pool_destroy(r->pool);
+        return NULL;
+    }
+    cd = ap_get_core_module_config(r->per_dir_config);
+    no_if = !cd || !cd->sec_if || cd->sec_if->nelts == 0;
+    if (ap_if_walk(r) != OK) {
         apr_pool_destroy(r->pool);
         return NULL;
     }
@@ -193,6 +229,8 @@ apr_array_header_t *sip_request_rules(apr_pool_t *p, server_rec *s, const sip_ms
     rules = d && d->rules ? apr_array_copy(p, d->rules)
                           : apr_array_make(p, 1, sizeof(const void *));
     apr_pool_destroy(r->pool);
+    if (no_if)
+        rules_keep(key, rules);
     return rules;
 }
 
