@@ -1131,10 +1131,10 @@ void sip_fcgi_cancel(sip_fcgi_req_t *r)
     fconn_t *c = r->conn;
 
     r->sink = NULL;
-    if (c && c->depth > 1) {
-        /* the others on the connection go on: the worker is told, and the
-         * request keeps its id until the worker ends it (SipScriptTimeout
-         * at most, or the connection goes) */
+    if (c && c->inflight > 1) {
+        /* (several in flight only on a multiplexed connection) the others
+         * go on: the worker is told, and the request keeps its id until the
+         * worker ends it (SipScriptTimeout at most, or the connection goes) */
         sip_server_conf *conf = sip_get_conf(r->s);
         apr_interval_time_t grace = conf->script_timeout > 0 ? conf->script_timeout
                                                              : apr_time_from_sec(10);
@@ -1148,8 +1148,9 @@ void sip_fcgi_cancel(sip_fcgi_req_t *r)
         return;
     }
     if (c) {
-        /* no ABORT_REQUEST: few libraries act on it before they finish,
-         * so the connection (and a managed worker) is given up */
+        /* alone on its connection: no ABORT_REQUEST, which few libraries
+         * act on before they finish, so the connection (and a managed
+         * worker, with what it started) is given up */
         conn_drop(c, 1);
         target_dispatch(t);
         return;
