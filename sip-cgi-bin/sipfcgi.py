@@ -221,6 +221,8 @@ def _serve_conn(handle, sock, max_reqs, max_conns="1"):
                     elif req[3]:
                         ready.append(rid)
             buf = buf[i:]
+            if ready:
+                out.flush()     # management answers before the handlers run
             keep = True
             for rid in ready:
                 req = reqs.pop(rid, None)

@@ -2,6 +2,7 @@
 # t/fcgi.t's worker: what it does depends on the Request-URI's user.
 #   crash@   the worker process dies in the middle of the request
 #   slow@    answers 200 after 1.5 s
+#   nap@     answers 200 after 0.5 s
 #   hang@    answers after 30 s (past SipScriptTimeout)
 #   huge@    200 with a 200 000-byte body (past SipScriptMaxOutput)
 #   env@     200 with the environment it got as the body (sorted NAME=value lines)
@@ -24,6 +25,8 @@ def handle(env, body):
         os._exit(3)
     if user == "slow":
         time.sleep(1.5)
+    if user == "nap":
+        time.sleep(0.5)
     if user == "hang":
         time.sleep(30)
     if user == "huge":
