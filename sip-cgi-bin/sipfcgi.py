@@ -172,7 +172,7 @@ def _serve_conn(handle, sock, max_reqs, max_conns="1"):
     reqs = {}       # id -> [keep, params parts, stdin parts, params done]
     try:
         while True:
-            chunk = sock.recv(262144)
+            chunk = sock.recv(65536)
             if not chunk:
                 return
             buf += chunk
