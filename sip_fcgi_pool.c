@@ -975,6 +975,10 @@ static void conn_read(fconn_t *c)
             conn_drop_why(c, 1, apr_psprintf(c->pool, "malformed FastCGI record: %s", why));
             break;
         }
+        /* a short read took all there was: the poll (level-triggered)
+         * says when more comes, without a recv that finds nothing */
+        if ((apr_size_t)n < sizeof(buf))
+            break;
     }
     if (!c->dead && !c->inflight && c->w && t->max_requests > 0
         && c->w->served >= (unsigned)t->max_requests) {
