@@ -244,6 +244,8 @@ int sip_fcgi_parse(sip_fcgi_parser_t *ps, const char *buf, apr_size_t len, apr_s
         }
         if (ps->content_left) {
             apr_size_t n = ps->content_left < len - pos ? ps->content_left : len - pos;
+            if (!n)
+                break;      /* the header ended the piece */
             if (ps->type == AP_FCGI_STDOUT && ps->on_stdout)
                 ps->on_stdout(ps->baton, buf + pos, n);
             else if (ps->type == AP_FCGI_STDERR && ps->on_stderr)
