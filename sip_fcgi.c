@@ -244,6 +244,8 @@ int sip_fcgi_parse(sip_fcgi_parser_t *ps, const char *buf, apr_size_t len, apr_s
         }
         if (ps->content_left) {
             apr_size_t n = ps->content_left < len - pos ? ps->content_left : len - pos;
+            if (!n)
+                break;      /* the header ended the piece */
             if (ps->type == AP_FCGI_STDOUT && ps->on_stdout)
                 ps->on_stdout(ps->baton, buf + pos, n);
             else if (ps->type == AP_FCGI_STDERR && ps->on_stderr)
@@ -277,4 +279,167 @@ int sip_fcgi_parse(sip_fcgi_parser_t *ps, const char *buf, apr_size_t len, apr_s
     }
     *used = pos;
     return 0;
+}
+
+/* ---- several requests on one connection (FCGI_MPXS_CONNS) ---- */
+
+void sip_fcgi_demux_init(sip_fcgi_demux_t *d, sip_fcgi_parser_t *(*lookup)(void *, apr_uint16_t),
+                         int (*on_mgmt)(void *, int, const unsigned char *, apr_size_t),
+                         int (*after)(void *, sip_fcgi_parser_t *, int), void *baton)
+{
+    memset(d, 0, sizeof(*d));
+    d->lookup = lookup;
+    d->on_mgmt = on_mgmt;
+    d->after = after;
+    d->baton = baton;
+}
+
+/* The header in d->hdr is complete: find whose record it is. */
+static int demux_header(sip_fcgi_demux_t *d, const char **why)
+{
+    const unsigned char *h = d->hdr;
+    apr_uint16_t id = (apr_uint16_t)((h[AP_FCGI_HDR_REQUEST_ID_B1_OFFSET] << 8)
+                                     | h[AP_FCGI_HDR_REQUEST_ID_B0_OFFSET]);
+    apr_size_t clen = ((apr_size_t)h[AP_FCGI_HDR_CONTENT_LEN_B1_OFFSET] << 8)
+                      | h[AP_FCGI_HDR_CONTENT_LEN_B0_OFFSET];
+    apr_size_t used;
+
+    d->hlen = 0;
+    if (h[AP_FCGI_HDR_VERSION_OFFSET] != AP_FCGI_VERSION_1) {
+        *why = "not a FastCGI version 1 record";
+        return -1;
+    }
+    d->rec_left = clen + h[AP_FCGI_HDR_PADDING_LEN_OFFSET];
+    if (id == 0) {
+        if (clen > SIP_FCGI_MGMT_MAX) {
+            *why = "management record too long";
+            return -1;
+        }
+        d->cur = NULL;
+        d->mtype = h[AP_FCGI_HDR_TYPE_OFFSET];
+        d->mclen = clen;
+        d->mlen = 0;
+        return 0;
+    }
+    d->cur = d->lookup(d->baton, id);
+    if (!d->cur) {
+        *why = "record for another request";
+        return -1;
+    }
+    /* the request's own parser checks the rest (type, STDERR limit, END) */
+    return sip_fcgi_parse(d->cur, (const char *)h, AP_FCGI_HEADER_LEN, &used, why) < 0 ? -1 : 0;
+}
+
+int sip_fcgi_demux(sip_fcgi_demux_t *d, const char *buf, apr_size_t len, const char **why)
+{
+    apr_size_t pos = 0;
+
+    while (pos < len) {
+        int header_only = 0;
+        if (!d->rec_left) {
+            apr_size_t n = AP_FCGI_HEADER_LEN - d->hlen;
+            if (n > len - pos)
+                n = len - pos;
+            memcpy(d->hdr + d->hlen, buf + pos, n);
+            d->hlen += n;
+            pos += n;
+            if (d->hlen < AP_FCGI_HEADER_LEN)
+                break;
+            if (demux_header(d, why) < 0)
+                return -1;
+            header_only = !d->rec_left;
+        }
+        if (!d->cur) {
+            /* a management record: gathered whole, then handed over */
+            apr_size_t n = d->rec_left < len - pos ? d->rec_left : len - pos;
+            apr_size_t c = d->mclen - d->mlen < n ? d->mclen - d->mlen : n;
+            memcpy(d->mgmt + d->mlen, buf + pos, c);
+            d->mlen += c;
+            d->rec_left -= n;
+            pos += n;
+            if (!d->rec_left && d->on_mgmt(d->baton, d->mtype, d->mgmt, d->mlen)) {
+                *why = "unexpected management record";
+                return -1;
+            }
+            continue;
+        }
+        {
+            apr_size_t n = d->rec_left < len - pos ? d->rec_left : len - pos, used = 0;
+            int r = 0;
+            if (n) {
+                r = sip_fcgi_parse(d->cur, buf + pos, n, &used, why);
+                if (r < 0)
+                    return -1;
+                d->rec_left -= n;
+                pos += n;
+            }
+            if ((n || header_only) && d->after(d->baton, d->cur, r == 1))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+apr_size_t sip_fcgi_encode_get_values(unsigned char *out)
+{
+    static const char *const names[] = {"FCGI_MPXS_CONNS", "FCGI_MAX_REQS"};
+    apr_size_t n = 0, pad;
+    int i;
+
+    for (i = 0; i < 2; i++)
+        n += sip_fcgi_encode_pair(out + AP_FCGI_HEADER_LEN + n, names[i], strlen(names[i]), "",
+                                  0);
+    pad = FCGI_PAD(n);
+    put_header(out, AP_FCGI_GET_VALUES, 0, n, pad);
+    memset(out + AP_FCGI_HEADER_LEN + n, 0, pad);
+    return AP_FCGI_HEADER_LEN + n + pad;
+}
+
+int sip_fcgi_parse_values(const unsigned char *buf, apr_size_t len, int *mpxs, int *max_reqs,
+                          const char **why)
+{
+    apr_size_t pos = 0;
+
+    *mpxs = 0;
+    *max_reqs = 0;
+    while (pos < len) {
+        apr_size_t nl, vl;
+        const char *name, *val;
+        if (get_len(buf, len, &pos, &nl) || get_len(buf, len, &pos, &vl)) {
+            *why = "truncated length";
+            return -1;
+        }
+        if (nl > len - pos || vl > len - pos - nl) {
+            *why = "pair longer than the record";
+            return -1;
+        }
+        name = (const char *)buf + pos;
+        val = name + nl;
+        if (nl == 15 && !memcmp(name, "FCGI_MPXS_CONNS", 15))
+            *mpxs = vl == 1 && val[0] == '1';
+        else if (nl == 13 && !memcmp(name, "FCGI_MAX_REQS", 13)) {
+            apr_size_t i;
+            int v = 0;
+            for (i = 0; i < vl && i < 6 && val[i] >= '0' && val[i] <= '9'; i++)
+                v = v * 10 + (val[i] - '0');
+            *max_reqs = i == vl ? v : 0;
+        }
+        pos += nl + vl;
+    }
+    return 0;
+}
+
+void sip_fcgi_set_id(char *buf, apr_size_t len, apr_uint16_t id)
+{
+    unsigned char *b = (unsigned char *)buf;
+    apr_size_t pos = 0;
+
+    while (len - pos >= AP_FCGI_HEADER_LEN) {
+        unsigned char *h = b + pos;
+        h[AP_FCGI_HDR_REQUEST_ID_B1_OFFSET] = (unsigned char)(id >> 8);
+        h[AP_FCGI_HDR_REQUEST_ID_B0_OFFSET] = (unsigned char)id;
+        pos += AP_FCGI_HEADER_LEN + (((apr_size_t)h[AP_FCGI_HDR_CONTENT_LEN_B1_OFFSET] << 8)
+                                     | h[AP_FCGI_HDR_CONTENT_LEN_B0_OFFSET])
+               + h[AP_FCGI_HDR_PADDING_LEN_OFFSET];
+    }
 }

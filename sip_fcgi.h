@@ -22,6 +22,10 @@
 char *sip_fcgi_encode_request(apr_pool_t *p, apr_uint16_t id, int keep, const char *const *envp,
                               const char *body, apr_size_t blen, apr_size_t *len);
 
+/* Gives every record of an encoded request (sip_fcgi_encode_request)
+ * the request id 'id': a request gets its id when a connection takes it. */
+void sip_fcgi_set_id(char *buf, apr_size_t len, apr_uint16_t id);
+
 /* FCGI_ABORT_REQUEST for request 'id' (8 bytes). */
 void sip_fcgi_encode_abort(unsigned char out[AP_FCGI_HEADER_LEN], apr_uint16_t id);
 
@@ -67,6 +71,50 @@ void sip_fcgi_parser_init(sip_fcgi_parser_t *ps, apr_uint16_t id, apr_size_t max
  * connection cannot be trusted any more). */
 int sip_fcgi_parse(sip_fcgi_parser_t *ps, const char *buf, apr_size_t len, apr_size_t *used,
                    const char **why);
+
+/* A connection's byte stream when several requests share it
+ * (FCGI_MPXS_CONNS, §3.3: records of different requests interleave): the
+ * stream is cut into records, each handed whole, in order, to the parser
+ * of its request ('lookup' by id; NULL: no such request in flight, an
+ * error).  Management records (id 0) go to 'on_mgmt' (content at most
+ * SIP_FCGI_MGMT_MAX bytes; non-zero return: not expected, an error).
+ * 'after' runs after each piece given to a request's parser ('ended': its
+ * END_REQUEST is complete); a non-zero return stops the demultiplexing
+ * (the connection went away). */
+#define SIP_FCGI_MGMT_MAX 1024
+
+typedef struct sip_fcgi_demux {
+    sip_fcgi_parser_t *(*lookup)(void *baton, apr_uint16_t id);
+    int (*on_mgmt)(void *baton, int type, const unsigned char *content, apr_size_t len);
+    int (*after)(void *baton, sip_fcgi_parser_t *ps, int ended);
+    void *baton;
+    /* state */
+    unsigned char hdr[AP_FCGI_HEADER_LEN];
+    apr_size_t hlen;
+    apr_size_t rec_left;        /* bytes of the current record still to come (content, padding) */
+    sip_fcgi_parser_t *cur;     /* its request's parser; NULL with rec_left: a management record */
+    int mtype;
+    apr_size_t mclen;           /* the management record's content length */
+    apr_size_t mlen;            /* bytes of it gathered */
+    unsigned char mgmt[SIP_FCGI_MGMT_MAX];
+} sip_fcgi_demux_t;
+
+void sip_fcgi_demux_init(sip_fcgi_demux_t *d, sip_fcgi_parser_t *(*lookup)(void *, apr_uint16_t),
+                         int (*on_mgmt)(void *, int, const unsigned char *, apr_size_t),
+                         int (*after)(void *, sip_fcgi_parser_t *, int), void *baton);
+
+/* Feed 'len' bytes: 0 when all was consumed, 1 when 'after' stopped it,
+ * -1 with *why on a malformed record (the connection cannot be trusted). */
+int sip_fcgi_demux(sip_fcgi_demux_t *d, const char *buf, apr_size_t len, const char **why);
+
+/* FCGI_GET_VALUES asking for FCGI_MPXS_CONNS and FCGI_MAX_REQS (§4.1);
+ * returns its length (at most 64 bytes at 'out'). */
+apr_size_t sip_fcgi_encode_get_values(unsigned char *out);
+
+/* Reads a GET_VALUES_RESULT's content: *mpxs (0 or 1) and *max_reqs (0:
+ * not given).  0, or -1 with *why when malformed. */
+int sip_fcgi_parse_values(const unsigned char *buf, apr_size_t len, int *mpxs, int *max_reqs,
+                          const char **why);
 
 /* ---- the engine's client (sip_fcgi_pool.c) ---- */
 

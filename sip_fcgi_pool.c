@@ -4,8 +4,10 @@
  * mod_proxy_fcgi / php-fpm model) or a pool the engine starts itself
  * (SipFastCGI: one UNIX socket per worker, given to it as descriptor 0,
  * FCGI_LISTENSOCK_FILENO, and one connection per worker: the mod_fcgid
- * model).  One request per connection at a time (no multiplexing, which
- * few libraries support); connections are kept (FCGI_KEEP_CONN).
+ * model).  One request per connection at a time, unless the application
+ * answers FCGI_GET_VALUES with FCGI_MPXS_CONNS 1: then several, their
+ * records interleaved (libfcgi does not; sip-cgi-bin/sipfcgi.py does).
+ * Connections are kept (FCGI_KEEP_CONN).
  * Everything runs in the engine's event loop: non-blocking sockets only. */
 #include "sip_fcgi.h"
 #include "sip_conf.h"
@@ -39,6 +41,12 @@
 typedef struct fconn fconn_t;
 typedef struct worker worker_t;
 
+/* Requests in flight on one connection at most (a multiplexing
+ * application's FCGI_MAX_REQS above it is capped): enough to batch a
+ * worker's reads and writes, few enough that a slow request holds back
+ * little behind it. */
+#define FCGI_MAX_DEPTH      32
+
 struct sip_fcgi_req {
     apr_pool_t *pool;
     sip_fcgi_target_t *t;
@@ -49,8 +57,12 @@ struct sip_fcgi_req {
     const sip_fcgi_sink_t *sink;
     void *baton;
     fconn_t *conn;
+    apr_uint16_t id;            /* on its connection */
+    int aborted;                /* abandoned in flight: ABORT_REQUEST sent, its answer dropped */
+    sip_timer_t abort_timer;    /* the worker must end it by then */
     int retried;                /* sent again once after a kept connection was found closed */
     sip_fcgi_req_t *next;       /* queue */
+    sip_fcgi_parser_t ps;       /* its answer */
     /* STDOUT gathered during one parse call, handed over after it */
     char *out;
     apr_size_t olen, ocap;
@@ -66,11 +78,21 @@ struct fconn {
     apr_socket_t *sock;
     sip_io_t io;
     int connecting;
-    sip_fcgi_req_t *req;        /* NULL: idle */
-    apr_size_t woff;
-    apr_size_t got;             /* bytes read for the current request */
+    int dead;                   /* dropped; its memory lives until the loop's turn ends */
+    sip_fcgi_req_t *slots[FCGI_MAX_DEPTH];  /* in flight, by request id - 1 */
+    int inflight;
+    int depth;                  /* requests it may carry at once: 1 unless the application
+                                   said FCGI_MPXS_CONNS 1 */
+    int probing;                /* FCGI_GET_VALUES sent, not answered yet */
+    /* bytes to send, written once per turn of the loop (every request and
+     * abort of the turn in one send) */
+    char *wbuf;
+    apr_size_t wlen, woff, wcap;
+    sip_timer_t flush_timer;
+    int want_out;               /* the socket was full: waiting for POLLOUT */
+    apr_size_t got;             /* bytes read since it last had nothing in flight */
     unsigned served;
-    sip_fcgi_parser_t ps;
+    sip_fcgi_demux_t dm;
     fconn_t *next;
 };
 
@@ -111,6 +133,7 @@ struct sip_fcgi_target {
     int busy;
     apr_uint64_t restarts;
     apr_time_t backoff_until;   /* a worker died young: no new one before */
+    int no_probe;               /* closed a connection on FCGI_GET_VALUES: never ask again */
     sip_stats_fcgi_t *st;
 };
 
@@ -515,6 +538,19 @@ static void supervise(void *baton)
 
 /* ---- connections ---- */
 
+static sip_fcgi_parser_t *demux_lookup(void *baton, apr_uint16_t id);
+static int demux_mgmt(void *baton, int type, const unsigned char *content, apr_size_t len);
+static int demux_after(void *baton, sip_fcgi_parser_t *ps, int ended);
+
+static apr_status_t free_wbuf(void *data)
+{
+    fconn_t *c = data;
+
+    free(c->wbuf);
+    c->wbuf = NULL;
+    return APR_SUCCESS;
+}
+
 static fconn_t *conn_open(sip_fcgi_target_t *t, worker_t *w)
 {
     apr_pool_t *p;
@@ -562,6 +598,9 @@ static fconn_t *conn_open(sip_fcgi_target_t *t, worker_t *w)
     c->w = w;
     c->fd = fd;
     c->connecting = r < 0;
+    c->depth = 1;
+    apr_pool_cleanup_register(p, c, free_wbuf, apr_pool_cleanup_null);
+    sip_fcgi_demux_init(&c->dm, demux_lookup, demux_mgmt, demux_after, c);
     apr_os_sock_put(&c->sock, &c->fd, p);
     sip_io_init_socket(&c->io, c->sock, conn_event, c);
     c->next = t->conns;
@@ -569,6 +608,7 @@ static fconn_t *conn_open(sip_fcgi_target_t *t, worker_t *w)
     t->nconns++;
     if (w)
         w->conn = c;
+    sip_io_watch(fcgi_loop, &c->io, c->connecting ? APR_POLLOUT : APR_POLLIN);
     return c;
 }
 
@@ -609,6 +649,8 @@ static void on_stdout(void *baton, const char *buf, apr_size_t len)
 {
     sip_fcgi_req_t *r = baton;
 
+    if (!r->sink)
+        return;     /* abandoned: its answer goes nowhere */
     if (r->ocap - r->olen < len) {
         apr_size_t cap = (r->ocap ? r->ocap : 4096) * 2;
         char *bigger;
@@ -624,31 +666,38 @@ static void on_stdout(void *baton, const char *buf, apr_size_t len)
     r->olen += len;
 }
 
-/* The connection's request is over (answered, failed or abandoned). */
-static void conn_release(fconn_t *c)
+/* The request leaves its connection (answered, failed or retried). */
+static void req_detach(sip_fcgi_req_t *r)
 {
-    sip_fcgi_target_t *t = c->t;
+    fconn_t *c = r->conn;
 
-    if (c->req) {
-        stderr_line(c->req);
-        c->req->conn = NULL;
-        apr_pool_destroy(c->req->pool);
-        c->req = NULL;
-        t->busy--;
-    }
+    if (!c)
+        return;
+    c->slots[r->id - 1] = NULL;
+    c->inflight--;
+    c->t->busy--;
+    r->conn = NULL;
+    sip_timer_cancel(fcgi_loop, &r->abort_timer);
 }
 
-static void conn_drop(fconn_t *c, int kill_worker)
+static void req_destroy(sip_fcgi_req_t *r)
+{
+    req_detach(r);
+    stderr_line(r);
+    apr_pool_destroy(r->pool);
+}
+
+static void conn_drop_why(fconn_t *c, int kill_worker, const char *failure)
 {
     sip_fcgi_target_t *t = c->t;
     fconn_t **pp;
+    int i;
 
-    if (c->req) {
-        req_fail(c->req, "the FastCGI connection was lost");
-        conn_release(c);
-    }
-    sip_io_watch(fcgi_loop, &c->io, 0);
-    close(c->fd);
+    if (c->dead)
+        return;
+    /* out of every list first: what the failed runs start next must not
+     * come here */
+    c->dead = 1;
     for (pp = &t->conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -664,219 +713,357 @@ static void conn_drop(fconn_t *c, int kill_worker)
             c->w->stopping = 1;
         }
     }
+    sip_timer_cancel(fcgi_loop, &c->flush_timer);
+    sip_io_watch(fcgi_loop, &c->io, 0);
+    close(c->fd);
+    for (i = 0; i < FCGI_MAX_DEPTH; i++) {
+        sip_fcgi_req_t *r = c->slots[i];
+        if (!r)
+            continue;
+        req_detach(r);
+        req_fail(r, failure);
+        req_destroy(r);
+    }
     sip_loop_defer_destroy(fcgi_loop, c->pool);
     update_stats(t);
 }
 
-static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
+static void conn_drop(fconn_t *c, int kill_worker)
 {
-    c->req = r;
-    r->conn = c;
-    c->woff = 0;
-    c->got = 0;
-    c->t->busy++;
-    sip_fcgi_parser_init(&c->ps, 1, FCGI_MAX_STDERR, on_stdout, on_stderr, r);
-    if (c->w)
-        c->w->served++;
-    if (c->connecting)
-        sip_io_watch(fcgi_loop, &c->io, APR_POLLOUT);
-    else
-        conn_event(c, APR_POLLOUT);
+    conn_drop_why(c, kill_worker, "the FastCGI connection was lost");
 }
 
-/* A kept connection was found closed before any answer: the request goes
- * back to the head of the queue, once, for another connection. */
+/* A kept connection was found closed before any answer: its requests go
+ * back to the head of the queue, once each, for another connection. */
 static void retry_elsewhere(fconn_t *c)
 {
     sip_fcgi_target_t *t = c->t;
-    sip_fcgi_req_t *r = c->req;
+    int i;
 
-    r->retried = 1;
-    c->req = NULL;
-    r->conn = NULL;
-    t->busy--;
+    for (i = FCGI_MAX_DEPTH - 1; i >= 0; i--) {
+        sip_fcgi_req_t *r = c->slots[i];
+        if (!r || r->retried || r->aborted)
+            continue;
+        req_detach(r);
+        r->retried = 1;
+        r->next = t->qhead;
+        t->qhead = r;
+        if (!t->qtail)
+            t->qtail = r;
+        t->queued++;
+    }
     conn_drop(c, 0);
-    r->next = t->qhead;
-    t->qhead = r;
-    if (!t->qtail)
-        t->qtail = r;
-    t->queued++;
     target_dispatch(t);
 }
 
-static void conn_write(fconn_t *c)
-{
-    sip_fcgi_req_t *r = c->req;
+static void conn_flush(fconn_t *c);
 
-    while (c->woff < r->wlen) {
-        ssize_t n = send(c->fd, r->wbuf + c->woff, r->wlen - c->woff, MSG_NOSIGNAL);
+static void flush_due(void *baton)
+{
+    conn_flush(baton);
+}
+
+/* Bytes for the worker: sent at the end of this turn of the loop, with
+ * whatever else this turn has for the same connection. */
+static void conn_queue(fconn_t *c, const char *buf, apr_size_t len)
+{
+    if (c->wcap - c->wlen < len) {
+        apr_size_t cap = c->wcap ? c->wcap : 4096;
+        char *bigger;
+        if (c->woff) {
+            memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+            c->wlen -= c->woff;
+            c->woff = 0;
+        }
+        while (cap - c->wlen < len)
+            cap *= 2;
+        if (cap != c->wcap) {
+            bigger = realloc(c->wbuf, cap);
+            if (!bigger)
+                abort();    /* out of memory in the engine: the parent restarts it */
+            c->wbuf = bigger;
+            c->wcap = cap;
+        }
+    }
+    memcpy(c->wbuf + c->wlen, buf, len);
+    c->wlen += len;
+    if (!c->connecting && !c->want_out && !c->flush_timer.slot)
+        sip_timer_set(fcgi_loop, &c->flush_timer, 0, flush_due, c);
+}
+
+static void conn_flush(fconn_t *c)
+{
+    sip_timer_cancel(fcgi_loop, &c->flush_timer);
+    while (c->woff < c->wlen) {
+        ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->want_out = 1;
             sip_io_watch(fcgi_loop, &c->io, APR_POLLIN | APR_POLLOUT);
             return;
         }
         if (n < 0) {
             /* a kept connection the worker had closed: once more on a new one */
-            if (c->served && !r->retried) {
+            if (!c->got && (c->served || c->probing)) {
+                if (!c->served)
+                    c->t->no_probe = 1;
                 retry_elsewhere(c);
                 return;
             }
-            ap_log_error(APLOG_MARK, APLOG_ERR, errno, c->t->s, "sip-fcgi: %s: cannot send to %s",
-                         r->script, c->t->name);
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, c->t->s, "sip-fcgi: cannot send to %s",
+                         c->t->name);
             conn_drop(c, 0);
             return;
         }
         c->woff += (apr_size_t)n;
     }
+    c->woff = c->wlen = 0;
+    c->want_out = 0;
     sip_io_watch(fcgi_loop, &c->io, APR_POLLIN);
+}
+
+static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
+{
+    int i;
+
+    for (i = 0; c->slots[i]; i++)
+        ;
+    c->slots[i] = r;
+    if (!c->inflight)
+        c->got = 0;
+    c->inflight++;
+    r->conn = c;
+    r->id = (apr_uint16_t)(i + 1);
+    r->olen = 0;
+    c->t->busy++;
+    sip_fcgi_parser_init(&r->ps, r->id, FCGI_MAX_STDERR, on_stdout, on_stderr, r);
+    if (c->w)
+        c->w->served++;
+    if (!c->served && !c->probing && c->wlen == 0 && !c->t->no_probe) {
+        /* the first request asks, in the same send, whether the application
+         * takes several requests per connection (§4.1) */
+        unsigned char gv[64];
+        conn_queue(c, (const char *)gv, sip_fcgi_encode_get_values(gv));
+        c->probing = 1;
+    }
+    sip_fcgi_set_id(r->wbuf, r->wlen, r->id);
+    conn_queue(c, r->wbuf, r->wlen);
+}
+
+/* The worker's answers: every record of every request in flight. */
+static sip_fcgi_parser_t *demux_lookup(void *baton, apr_uint16_t id)
+{
+    fconn_t *c = baton;
+
+    return id >= 1 && id <= FCGI_MAX_DEPTH && c->slots[id - 1] ? &c->slots[id - 1]->ps : NULL;
+}
+
+static int demux_mgmt(void *baton, int type, const unsigned char *content, apr_size_t len)
+{
+    fconn_t *c = baton;
+    int mpxs = 0, max_reqs = 0;
+    const char *why;
+
+    if (!c->probing)
+        return -1;
+    c->probing = 0;
+    if (type == AP_FCGI_UNKNOWN_TYPE)
+        return 0;       /* it does not know GET_VALUES: one request at a time */
+    if (type != AP_FCGI_GET_VALUES_RESULT
+        || sip_fcgi_parse_values(content, len, &mpxs, &max_reqs, &why) < 0)
+        return -1;
+    if (mpxs && max_reqs != 1)
+        c->depth = max_reqs > 0 && max_reqs < FCGI_MAX_DEPTH ? max_reqs : FCGI_MAX_DEPTH;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, c->t->s, "sip-fcgi: %s takes %d request%s per "
+                 "connection", c->t->name, c->depth, c->depth > 1 ? "s" : "");
+    return 0;
+}
+
+static void abort_overdue(void *baton)
+{
+    sip_fcgi_req_t *r = baton;
+    fconn_t *c = r->conn;
+
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s, "sip-fcgi: %s: %s did not end an aborted "
+                 "request in time; connection closed", r->script, c->t->name);
+    conn_drop(c, 1);
+    target_dispatch(c->t);
+}
+
+static int demux_after(void *baton, sip_fcgi_parser_t *ps, int ended)
+{
+    fconn_t *c = baton;
+    sip_fcgi_req_t *r = ps->baton;
+    const sip_fcgi_sink_t *sink;
+
+    if (r->olen) {
+        apr_size_t olen = r->olen;
+        r->olen = 0;
+        if (r->sink && r->sink->out(r->baton, r->out, olen)) {
+            /* the run is over (it called sip_fcgi_cancel) */
+            if (c->dead || !ended)
+                return c->dead;
+        }
+    }
+    if (!ended)
+        return 0;
+    sink = r->sink;
+    r->sink = NULL;
+    c->served++;
+    req_detach(r);
+    if (sink) {
+        if (ps->protocol_status != 0)
+            sink->end(r->baton, ps->protocol_status == 2 ? "the FastCGI server is overloaded"
+                      : "the FastCGI server refused the request", 0);
+        else
+            sink->end(r->baton, NULL, ps->app_status);
+    }
+    req_destroy(r);
+    if (!c->dead && ps->protocol_status != 0 && c->depth == 1)
+        conn_drop(c, 0);    /* refused outright: not to be trusted with the next */
+    return c->dead;
 }
 
 static void conn_read(fconn_t *c)
 {
+    sip_fcgi_target_t *t = c->t;
     char buf[16384];
 
     for (;;) {
-        sip_fcgi_req_t *r = c->req;
         ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-        apr_size_t used = 0;
         const char *why = NULL;
         int pr;
 
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
+            break;
         if (n <= 0) {
-            if (r && !c->got && c->served && !r->retried && c->woff == r->wlen) {
-                /* closed while kept: the worker went away between requests */
+            if (c->inflight && !c->got && (c->served || c->probing) && c->woff == c->wlen) {
+                /* closed while kept: the worker went away between requests
+                 * (or would not hear FCGI_GET_VALUES: not asked again) */
+                if (!c->served)
+                    t->no_probe = 1;
                 retry_elsewhere(c);
                 return;
             }
-            if (r)
-                ap_log_error(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, c->t->s,
-                             "sip-fcgi: %s: %s closed the connection before END_REQUEST",
-                             r->script, c->t->name);
+            if (c->inflight)
+                ap_log_error(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, t->s,
+                             "sip-fcgi: %s closed the connection with %d request%s before "
+                             "END_REQUEST", t->name, c->inflight, c->inflight > 1 ? "s" : "");
             conn_drop(c, 0);
+            target_dispatch(t);
             return;
         }
-        if (!r) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s,
+        if (!c->inflight && !c->probing) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
                          "sip-fcgi: %s sent data while no request was open; connection closed",
-                         c->t->name);
+                         t->name);
             conn_drop(c, 1);
+            target_dispatch(t);
             return;
         }
         c->got += (apr_size_t)n;
-        pr = sip_fcgi_parse(&c->ps, buf, (apr_size_t)n, &used, &why);
+        pr = sip_fcgi_demux(&c->dm, buf, (apr_size_t)n, &why);
+        if (c->dead)
+            break;
         if (pr < 0) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s,
-                         "sip-fcgi: %s: malformed FastCGI record from %s: %s; connection closed",
-                         r->script, c->t->name, why);
-            req_fail(r, apr_psprintf(r->pool, "malformed FastCGI record: %s", why));
-            conn_drop(c, 1);
-            return;
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
+                         "sip-fcgi: malformed FastCGI record from %s: %s; connection closed",
+                         t->name, why);
+            conn_drop_why(c, 1, apr_psprintf(c->pool, "malformed FastCGI record: %s", why));
+            break;
         }
-        if (r->olen) {
-            apr_size_t olen = r->olen;
-            r->olen = 0;
-            if (r->sink && r->sink->out(r->baton, r->out, olen)) {
-                /* the run is over (it called sip_fcgi_cancel) */
-                return;
-            }
-        }
-        if (pr == 1) {
-            const sip_fcgi_sink_t *sink = r->sink;
-            sip_fcgi_target_t *t = c->t;
-            int keep = used == (apr_size_t)n && c->ps.protocol_status == 0;
-
-            if (used != (apr_size_t)n)
-                ap_log_error(APLOG_MARK, APLOG_ERR, 0, t->s,
-                             "sip-fcgi: %s: data after END_REQUEST from %s; connection closed",
-                             r->script, t->name);
-            r->sink = NULL;
-            c->served++;
-            if (c->ps.protocol_status != 0) {
-                if (sink)
-                    sink->end(r->baton, c->ps.protocol_status == 2 ? "the FastCGI server is "
-                              "overloaded" : "the FastCGI server refused the request", 0);
-            }
-            else if (sink)
-                sink->end(r->baton, NULL, c->ps.app_status);
-            conn_release(c);
-            if (!keep
-                || (c->w && t->max_requests > 0 && c->w->served >= (unsigned)t->max_requests)) {
-                worker_t *w = c->w;
-                conn_drop(c, 0);
-                if (w && keep)
-                    worker_stop(t, w, SIGTERM);     /* recycled: SipFastCGIMaxRequests */
-            }
-            else if (c->w)
-                c->w->idle_since = apr_time_now();
-            target_dispatch(t);
-            update_stats(t);
-            return;
-        }
+        /* a short read took all there was: the poll (level-triggered)
+         * says when more comes, without a recv that finds nothing */
+        if ((apr_size_t)n < sizeof(buf))
+            break;
     }
+    if (!c->dead && !c->inflight && c->w && t->max_requests > 0
+        && c->w->served >= (unsigned)t->max_requests) {
+        worker_t *w = c->w;
+        conn_drop(c, 0);
+        worker_stop(t, w, SIGTERM);     /* recycled: SipFastCGIMaxRequests */
+    }
+    else if (!c->dead && !c->inflight && c->w)
+        c->w->idle_since = apr_time_now();
+    target_dispatch(t);
 }
 
 static void conn_event(void *baton, apr_int16_t ev)
 {
     fconn_t *c = baton;
 
+    if (c->dead)
+        return;
     if (c->connecting) {
         int err = 0;
         socklen_t l = sizeof(err);
-        if (!(ev & (APR_POLLOUT | APR_POLLERR | APR_POLLHUP))) {
-            sip_io_watch(fcgi_loop, &c->io, APR_POLLOUT);
+        if (!(ev & (APR_POLLOUT | APR_POLLERR | APR_POLLHUP)))
             return;
-        }
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, err, c->t->s, "sip-fcgi: cannot connect to %s",
-                         c->t->name);
+            sip_fcgi_target_t *t = c->t;
+            ap_log_error(APLOG_MARK, APLOG_ERR, err, t->s, "sip-fcgi: cannot connect to %s",
+                         t->name);
             conn_drop(c, 0);
+            target_dispatch(t);
             return;
         }
         c->connecting = 0;
+        conn_flush(c);
+        return;
     }
-    if (c->req && c->woff < c->req->wlen) {
-        conn_write(c);
-        if (ev == APR_POLLOUT)
+    if (ev & APR_POLLOUT) {
+        conn_flush(c);
+        if (c->dead)
             return;
     }
     if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR))
         conn_read(c);
-    else if (!c->req)
-        sip_io_watch(fcgi_loop, &c->io, APR_POLLIN);
 }
 
 /* ---- requests ---- */
 
-/* A connection that can take a request now, opening one if allowed. */
+static int conn_usable(const sip_fcgi_target_t *t, const fconn_t *c)
+{
+    return !c->dead && (!c->w || (!c->w->stopping && (t->max_requests <= 0
+                                                      || c->w->served < (unsigned)t->max_requests)));
+}
+
+/* A connection that can take a request now: an idle one, else a new one
+ * if allowed (the pool grows under load), else the multiplexed one with
+ * the fewest in flight. */
 static fconn_t *free_conn(sip_fcgi_target_t *t)
 {
-    fconn_t *c;
+    fconn_t *c, *best = NULL;
     int i;
 
     for (c = t->conns; c; c = c->next)
-        if (!c->req && (!c->w || !c->w->stopping))
+        if (!c->inflight && conn_usable(t, c))
             return c;
-    if (!t->managed)
-        return t->nconns < t->max_conns ? conn_open(t, NULL) : NULL;
-    for (i = 0; i < t->max; i++) {
-        worker_t *w = &t->workers[i];
-        if (w->pid && !w->stopping && !w->conn)
-            return conn_open(t, w);
+    if (!t->managed) {
+        if (t->nconns < t->max_conns && (c = conn_open(t, NULL)))
+            return c;
     }
-    /* grow the pool under load */
-    for (i = 0; i < t->max; i++)
-        if (!t->workers[i].pid) {
-            if (worker_start(t, &t->workers[i]) < 0)
-                return NULL;
-            return conn_open(t, &t->workers[i]);
+    else {
+        for (i = 0; i < t->max; i++) {
+            worker_t *w = &t->workers[i];
+            if (w->pid && !w->stopping && !w->conn && (c = conn_open(t, w)))
+                return c;
         }
-    return NULL;
+        for (i = 0; i < t->max; i++)
+            if (!t->workers[i].pid) {
+                if (worker_start(t, &t->workers[i]) == 0 && (c = conn_open(t, &t->workers[i])))
+                    return c;
+                break;
+            }
+    }
+    for (c = t->conns; c; c = c->next)
+        if (c->inflight < c->depth && conn_usable(t, c) && (!best || c->inflight < best->inflight))
+            best = c;
+    return best;
 }
 
 static void target_dispatch(sip_fcgi_target_t *t)
@@ -935,8 +1122,8 @@ sip_fcgi_req_t *sip_fcgi_submit(sip_fcgi_target_t *t, server_rec *s, const char 
             t->qhead = r;
         t->qtail = r;
         t->queued++;
-        update_stats(t);
     }
+    update_stats(t);
     if (t->st)
         t->st->requests++;
     return r;
@@ -945,12 +1132,30 @@ sip_fcgi_req_t *sip_fcgi_submit(sip_fcgi_target_t *t, server_rec *s, const char 
 void sip_fcgi_cancel(sip_fcgi_req_t *r)
 {
     sip_fcgi_target_t *t = r->t;
+    fconn_t *c = r->conn;
 
     r->sink = NULL;
-    if (r->conn) {
-        /* no ABORT_REQUEST: few libraries act on it before they finish,
-         * so the connection (and a managed worker) is given up */
-        conn_drop(r->conn, 1);
+    if (c && c->inflight > 1) {
+        /* (several in flight only on a multiplexed connection) the others
+         * go on: the worker is told, and the request keeps its id until the
+         * worker ends it (SipScriptTimeout at most, or the connection goes) */
+        sip_server_conf *conf = sip_get_conf(r->s);
+        apr_interval_time_t grace = conf->script_timeout > 0 ? conf->script_timeout
+                                                             : apr_time_from_sec(10);
+        unsigned char ab[AP_FCGI_HEADER_LEN];
+        if (r->aborted)
+            return;
+        r->aborted = 1;
+        sip_fcgi_encode_abort(ab, r->id);
+        conn_queue(c, (const char *)ab, sizeof(ab));
+        sip_timer_set(fcgi_loop, &r->abort_timer, grace, abort_overdue, r);
+        return;
+    }
+    if (c) {
+        /* alone on its connection: no ABORT_REQUEST, which few libraries
+         * act on before they finish, so the connection (and a managed
+         * worker, with what it started) is given up */
+        conn_drop(c, 1);
         target_dispatch(t);
         return;
     }
@@ -1037,8 +1242,9 @@ void sip_fcgi_shutdown(void)
         t->qtail = NULL;
         t->queued = 0;
         while (t->conns) {
-            if (t->conns->req)
-                t->conns->req->sink = NULL;
+            for (j = 0; j < FCGI_MAX_DEPTH; j++)
+                if (t->conns->slots[j])
+                    t->conns->slots[j]->sink = NULL;
             conn_drop(t->conns, 0);
         }
         for (j = 0; t->managed && j < t->max; j++)

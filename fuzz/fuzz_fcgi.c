@@ -1,8 +1,11 @@
 /* FastCGI answers from a worker (sip_fcgi_parse): the input is the byte
  * stream of a connection, fed in pieces whose sizes come from the first
  * byte; the same stream fed whole must give the same result, stdout and
- * stderr.  The rest is read as PARAMS content (sip_fcgi_decode_params),
- * and pairs encoded back must decode to the same table. */
+ * stderr.  The same stream goes through the connection-level
+ * demultiplexer (sip_fcgi_demux) with requests 1 and 2 in flight, whole and
+ * in pieces, with the same outcome.  The rest is read as PARAMS content
+ * (sip_fcgi_decode_params) and GET_VALUES_RESULT content, and pairs encoded
+ * back must decode to the same table. */
 #include "fuzz_common.h"
 
 typedef struct {
@@ -52,6 +55,69 @@ static int fz_feed(const uint8_t *data, size_t size, size_t step, fz_acc_t *acc,
     return r;
 }
 
+typedef struct {
+    sip_fcgi_parser_t ps[2];
+    fz_acc_t acc[2];
+    int live[2], ended[2], mgmt;
+} fz_mux_t;
+
+static sip_fcgi_parser_t *fz_lookup(void *b, apr_uint16_t id)
+{
+    fz_mux_t *m = b;
+    return id >= 1 && id <= 2 && m->live[id - 1] ? &m->ps[id - 1] : NULL;
+}
+
+static int fz_mgmt(void *b, int type, const unsigned char *c, apr_size_t len)
+{
+    fz_mux_t *m = b;
+    int mpxs, maxr;
+    const char *why;
+    if (len > SIP_FCGI_MGMT_MAX)
+        abort();
+    m->mgmt++;
+    if (type == AP_FCGI_GET_VALUES_RESULT && sip_fcgi_parse_values(c, len, &mpxs, &maxr, &why) < 0)
+        return -1;
+    return 0;
+}
+
+static int fz_after(void *b, sip_fcgi_parser_t *ps, int ended)
+{
+    fz_mux_t *m = b;
+    int i = ps == &m->ps[0] ? 0 : 1;
+    if (!m->live[i])
+        abort();    /* a parser no longer in flight was fed */
+    if (ended) {
+        m->ended[i]++;
+        m->live[i] = 0;
+    }
+    return 0;
+}
+
+static int fz_demux(const uint8_t *data, size_t size, size_t step, fz_mux_t *m)
+{
+    sip_fcgi_demux_t d;
+    size_t pos = 0;
+    int i;
+
+    memset(m, 0, sizeof(*m));
+    for (i = 0; i < 2; i++) {
+        sip_fcgi_parser_init(&m->ps[i], (apr_uint16_t)(i + 1), 1000, fz_out, fz_err, &m->acc[i]);
+        m->live[i] = 1;
+    }
+    sip_fcgi_demux_init(&d, fz_lookup, fz_mgmt, fz_after, m);
+    while (pos < size) {
+        size_t n = size - pos < step ? size - pos : step;
+        const char *why = NULL;
+        int r = sip_fcgi_demux(&d, (const char *)data + pos, n, &why);
+        if (r < 0 && !why)
+            abort();
+        if (r != 0)
+            return r;
+        pos += n;
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_init();
@@ -74,6 +140,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (a.err > 1000)
         abort();
+    {
+        static fz_mux_t ma, mb;
+        int da = fz_demux(data + 1, size - 1, size, &ma);
+        int db = fz_demux(data + 1, size - 1, step, &mb);
+        int i;
+        if (da != db || ma.mgmt != mb.mgmt)
+            abort();
+        for (i = 0; i < 2; i++)
+            if (ma.ended[i] != mb.ended[i] || ma.acc[i].out != mb.acc[i].out
+                || ma.acc[i].hash != mb.acc[i].hash || ma.acc[i].err > 1000)
+                abort();
+    }
 
     if (sip_fcgi_decode_params(p, data + 1, size - 1, t, &why) == 0) {
         const apr_array_header_t *e = apr_table_elts(t);

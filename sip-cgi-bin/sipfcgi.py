@@ -15,7 +15,9 @@ error log.  serve(handle) then works three ways, with the same file:
     ("127.0.0.1", 9000), for SipFastCGIConnect; one thread per connection.
 
 Only the FastCGI responder role is implemented (FastCGI 1.0 spec, sections
-3-6): no multiplexing (FCGI_MPXS_CONNS 0), as libfcgi.  Debian has no
+3-6).  A connection takes up to MAX_REQS requests at once (FCGI_MPXS_CONNS
+1): they are read together, run one after the other, and their answers
+written together, so a loaded worker pays its system calls per batch.  Debian has no
 python3-flup; this is the small part of it a SIP-CGI worker needs.
 """
 
@@ -34,6 +36,7 @@ GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = 9, 10, 11
 RESPONDER = 1
 KEEP_CONN = 1
 REQUEST_COMPLETE, CANT_MPX_CONN, UNKNOWN_ROLE = 0, 1, 3
+MAX_REQS = 16       # requests in flight per connection (FCGI_MAX_REQS)
 
 _local = threading.local()
 
@@ -47,8 +50,8 @@ def log(msg):
         sys.stderr.flush()
     else:
         # sent at once: a worker that dies next still has its say
-        sock, rid = sink
-        sock.sendall(_record(STDERR, rid, line.encode("utf-8", "replace")))
+        out, rid = sink
+        out.now(_record(STDERR, rid, line.encode("utf-8", "replace")))
 
 
 class Result:
@@ -99,28 +102,6 @@ def _encode_pair(name, value):
     return out + name + value
 
 
-class _Conn:
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-
-    def read_record(self):
-        while len(self.buf) < 8:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        version, rtype, rid, clen, pad = struct.unpack(">BBHHBx", self.buf[:8])
-        while len(self.buf) < 8 + clen + pad:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        content = self.buf[8:8 + clen]
-        self.buf = self.buf[8 + clen + pad:]
-        return rtype, rid, content
-
-
 def _bytes(out):
     if out is None:
         return b""
@@ -154,65 +135,114 @@ def _run(handle, env, body, write):
         return 1, b""
 
 
-def _serve_conn(handle, sock):
-    conn = _Conn(sock)
+class _Out:
+    """What a connection sends: gathered and written in one send per batch
+    of requests read, unless something must go at once (a streamed piece,
+    a log line), which takes what was gathered with it."""
+
+    def __init__(self, sock):
+        self.sock, self.parts = sock, []
+
+    def add(self, data):
+        self.parts.append(data)
+
+    def now(self, data):
+        self.parts.append(data)
+        self.flush()
+
+    def flush(self):
+        if self.parts:
+            data = b"".join(self.parts)
+            self.parts = []
+            self.sock.sendall(data)
+
+
+def _end(rid, status, proto=REQUEST_COMPLETE):
+    return _record(END_REQUEST, rid, struct.pack(">IB3x", status, proto))
+
+
+def _serve_conn(handle, sock, max_reqs, max_conns="1"):
+    """One connection: every record that has arrived is read, each request
+    it completes is answered in turn, and the answers leave in one send.
+    With max_reqs > 1 the engine may send several requests at once
+    (FCGI_MPXS_CONNS 1, learnt from FCGI_GET_VALUES); they are still run
+    one after the other."""
+    out = _Out(sock)
+    buf = b""
+    reqs = {}       # id -> [keep, params parts, stdin parts, params done]
     try:
         while True:
-            rid, keep, params, stdin = None, False, b"", b""
-            params_done = stdin_done = False
-            while not stdin_done:
-                rec = conn.read_record()
-                if rec is None:
-                    return
-                rtype, r, content = rec
-                if r == 0:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+            ready, i, n = [], 0, len(buf)
+            while n - i >= 8:
+                _, rtype, rid, clen, pad = struct.unpack_from(">BBHHBx", buf, i)
+                if n - i < 8 + clen + pad:
+                    break
+                content = buf[i + 8:i + 8 + clen]
+                i += 8 + clen + pad
+                if rid == 0:
                     if rtype == GET_VALUES:
-                        names = _pairs(content)
-                        vals = {"FCGI_MAX_CONNS": "1", "FCGI_MAX_REQS": "1", "FCGI_MPXS_CONNS": "0"}
+                        vals = {"FCGI_MAX_CONNS": max_conns, "FCGI_MAX_REQS": str(max_reqs),
+                                "FCGI_MPXS_CONNS": "1" if max_reqs > 1 else "0"}
                         res = b"".join(_encode_pair(k.encode(), vals[k].encode())
-                                       for k in names if k in vals)
-                        sock.sendall(_record(GET_VALUES_RESULT, 0, res))
+                                       for k in _pairs(content) if k in vals)
+                        out.add(_record(GET_VALUES_RESULT, 0, res))
                     else:
-                        sock.sendall(_record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7))
+                        out.add(_record(UNKNOWN_TYPE, 0, bytes([rtype]) + b"\0" * 7))
                     continue
                 if rtype == BEGIN_REQUEST:
                     role, flags = struct.unpack(">HB5x", content)
-                    if rid is not None:
-                        sock.sendall(_record(END_REQUEST, r, struct.pack(">IB3x", 0, CANT_MPX_CONN)))
+                    if rid in reqs:
                         continue
-                    if role != RESPONDER:
-                        sock.sendall(_record(END_REQUEST, r, struct.pack(">IB3x", 0, UNKNOWN_ROLE)))
-                        continue
-                    rid, keep = r, bool(flags & KEEP_CONN)
-                elif r != rid:
+                    if len(reqs) >= max_reqs:
+                        out.add(_end(rid, 0, CANT_MPX_CONN))
+                    elif role != RESPONDER:
+                        out.add(_end(rid, 0, UNKNOWN_ROLE))
+                    else:
+                        reqs[rid] = [bool(flags & KEEP_CONN), [], [], False]
                     continue
-                elif rtype == ABORT_REQUEST:
-                    sock.sendall(_record(END_REQUEST, rid, struct.pack(">IB3x", 0, REQUEST_COMPLETE)))
-                    rid = None
-                    params, stdin, params_done = b"", b"", False
+                req = reqs.get(rid)
+                if req is None:
+                    continue        # ended, aborted or never begun: ignored
+                if rtype == ABORT_REQUEST:
+                    del reqs[rid]
+                    out.add(_end(rid, 0))
                 elif rtype == PARAMS:
                     if content:
-                        params += content
+                        req[1].append(content)
                     else:
-                        params_done = True
+                        req[3] = True
                 elif rtype == STDIN:
                     if content:
-                        stdin += content
-                    else:
-                        stdin_done = params_done
-            _local.stderr = (sock, rid)
+                        req[2].append(content)
+                    elif req[3]:
+                        ready.append(rid)
+            buf = buf[i:]
+            if ready:
+                out.flush()     # management answers before the handlers run
+            keep = True
+            for rid in ready:
+                req = reqs.pop(rid, None)
+                if req is None:
+                    continue        # aborted in the same batch
+                keep = keep and req[0]
+                _local.stderr = (out, rid)
 
-            def write(data, rid=rid):
-                if data:
-                    sock.sendall(_record(STDOUT, rid, data))
-            try:
-                status, out = _run(handle, _pairs(params), stdin, write)
-            finally:
-                _local.stderr = None
-            # the answer and its end in one write: the worker is free when
-            # the engine sees the answer
-            sock.sendall((_record(STDOUT, rid, out) if out else b"") + _record(STDOUT, rid, b"")
-                         + _record(END_REQUEST, rid, struct.pack(">IB3x", status, REQUEST_COMPLETE)))
+                def write(data, rid=rid):
+                    if data:
+                        out.now(_record(STDOUT, rid, data))
+                try:
+                    status, res = _run(handle, _pairs(b"".join(req[1])), b"".join(req[2]), write)
+                finally:
+                    _local.stderr = None
+                out.add((_record(STDOUT, rid, res) if res else b"") + _record(STDOUT, rid, b"")
+                        + _end(rid, status))
+            # the answers of the batch in one write: the worker is free when
+            # the engine sees them
+            out.flush()
             if not keep:
                 return
     except (BrokenPipeError, ConnectionResetError):
@@ -233,9 +263,12 @@ def _is_listening_socket(fd):
         return False
 
 
-def serve(handle, address=None):
+def serve(handle, address=None, max_reqs=MAX_REQS):
     """Run 'handle' as described in the module's docstring; never returns
-    in the resident modes (SIGTERM ends the worker)."""
+    in the resident modes (SIGTERM ends the worker).  'max_reqs': requests
+    the engine may send on one connection before the first is answered
+    (1: one at a time, as libfcgi); more lets a busy worker read and answer
+    them in batches, fewer system calls per request on both sides."""
     if address is None and not _is_listening_socket(0):
         def write(data):
             sys.stdout.buffer.write(data)
@@ -247,7 +280,7 @@ def serve(handle, address=None):
         listener = socket.socket(fileno=0)
         while True:
             sock, _ = listener.accept()
-            _serve_conn(handle, sock)
+            _serve_conn(handle, sock, max_reqs)
     if isinstance(address, str):
         if os.path.exists(address):
             os.unlink(address)
@@ -259,4 +292,5 @@ def serve(handle, address=None):
     listener.listen(64)
     while True:
         sock, _ = listener.accept()
-        threading.Thread(target=_serve_conn, args=(handle, sock), daemon=True).start()
+        threading.Thread(target=_serve_conn, args=(handle, sock, max_reqs, "100"),
+                         daemon=True).start()

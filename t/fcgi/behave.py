@@ -2,10 +2,14 @@
 # t/fcgi.t's worker: what it does depends on the Request-URI's user.
 #   crash@   the worker process dies in the middle of the request
 #   slow@    answers 200 after 1.5 s
+#   nap@     answers 200 after 0.5 s
 #   hang@    answers after 30 s (past SipScriptTimeout)
 #   huge@    200 with a 200 000-byte body (past SipScriptMaxOutput)
 #   env@     200 with the environment it got as the body (sorted NAME=value lines)
 #   other    200 with X-Worker-Pid: its pid (the same process serves many calls)
+# Installed as mpx*.py it takes 8 requests per connection (FCGI_MPXS_CONNS
+# 1); under other names one at a time, so that a slow request holds its
+# worker and the pool's limits show.
 import os
 import sys
 import time
@@ -21,6 +25,8 @@ def handle(env, body):
         os._exit(3)
     if user == "slow":
         time.sleep(1.5)
+    if user == "nap":
+        time.sleep(0.5)
     if user == "hang":
         time.sleep(30)
     if user == "huge":
@@ -32,4 +38,4 @@ def handle(env, body):
     return "SIP/2.0 200 OK\nX-Worker-Pid: %d\n\n" % os.getpid()
 
 
-sipfcgi.serve(handle)
+sipfcgi.serve(handle, max_reqs=8 if os.path.basename(__file__).startswith("mpx") else 1)

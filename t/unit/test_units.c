@@ -9255,6 +9255,182 @@ START_TEST(fcgi_directives_and_lookup)
 }
 END_TEST
 
+/* The connection-level demultiplexer: two requests' records interleaved,
+ * a management record between them, cut at every byte. */
+typedef struct fcgi_mux_t {
+    sip_fcgi_parser_t ps[2];
+    fcgi_capture_t *cap[2];
+    int live[2];
+    int ended[2];
+    int mgmt_type, mgmt_calls, refuse_mgmt;
+    apr_size_t mgmt_len;
+} fcgi_mux_t;
+
+static sip_fcgi_parser_t *fcgi_mux_lookup(void *b, apr_uint16_t id)
+{
+    fcgi_mux_t *m = b;
+    return id >= 1 && id <= 2 && m->live[id - 1] ? &m->ps[id - 1] : NULL;
+}
+
+static int fcgi_mux_mgmt(void *b, int type, const unsigned char *content, apr_size_t len)
+{
+    fcgi_mux_t *m = b;
+    (void)content;
+    m->mgmt_type = type;
+    m->mgmt_len = len;
+    m->mgmt_calls++;
+    return m->refuse_mgmt;
+}
+
+static int fcgi_mux_after(void *b, sip_fcgi_parser_t *ps, int ended)
+{
+    fcgi_mux_t *m = b;
+    int i = ps == &m->ps[0] ? 0 : 1;
+    if (ended) {
+        m->ended[i]++;
+        m->live[i] = 0;     /* as the engine frees the id */
+    }
+    return 0;
+}
+
+static void fcgi_mux_init(fcgi_mux_t *m, sip_fcgi_demux_t *d)
+{
+    int i;
+    for (i = 0; i < 2; i++) {
+        memset(m->cap[i], 0, sizeof(*m->cap[i]));
+        sip_fcgi_parser_init(&m->ps[i], (apr_uint16_t)(i + 1), 100, fcgi_cap_out, fcgi_cap_err,
+                             m->cap[i]);
+        m->live[i] = 1;
+        m->ended[i] = 0;
+    }
+    m->mgmt_calls = 0;
+    sip_fcgi_demux_init(d, fcgi_mux_lookup, fcgi_mux_mgmt, fcgi_mux_after, m);
+}
+
+START_TEST(fcgi_demux_interleaved)
+{
+    fcgi_mux_t *m = calloc(1, sizeof(*m));
+    sip_fcgi_demux_t *d = calloc(1, sizeof(*d));
+    unsigned char a[512], vals[64];
+    apr_size_t n = 0, step, i;
+    const char *why = NULL;
+    int mpxs, maxr;
+
+    m->cap[0] = calloc(1, sizeof(fcgi_capture_t));
+    m->cap[1] = calloc(1, sizeof(fcgi_capture_t));
+    vals[0] = 15;
+    vals[1] = 1;
+    memcpy(vals + 2, "FCGI_MPXS_CONNS1", 16);
+    vals[18] = 13;
+    vals[19] = 2;
+    memcpy(vals + 20, "FCGI_MAX_REQS12", 15);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 2, "two-a ", 6, 2);
+    n += fcgi_t_rec(a + n, AP_FCGI_GET_VALUES_RESULT, 0, (const char *)vals, 35, 5);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 1, "one-a ", 6, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDERR, 2, "w\n", 2, 6);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 2, "two-b", 5, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 2, "", 0, 0);
+    n += fcgi_t_end(a + n, 2, 7, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 1, "one-b", 5, 3);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 1, "", 0, 0);
+    n += fcgi_t_end(a + n, 1, 0, 0);
+    for (step = 1; step <= n; step++) {
+        fcgi_mux_init(m, d);
+        for (i = 0; i < n; i += step) {
+            apr_size_t k = n - i < step ? n - i : step;
+            ck_assert_int_eq(sip_fcgi_demux(d, (const char *)a + i, k, &why), 0);
+        }
+        ck_assert_int_eq(m->ended[0], 1);
+        ck_assert_int_eq(m->ended[1], 1);
+        ck_assert_uint_eq(m->cap[0]->olen, 11);
+        ck_assert(memcmp(m->cap[0]->out, "one-a one-b", 11) == 0);
+        ck_assert_uint_eq(m->cap[1]->olen, 11);
+        ck_assert(memcmp(m->cap[1]->out, "two-a two-b", 11) == 0);
+        ck_assert_uint_eq(m->cap[1]->elen, 2);
+        ck_assert_uint_eq(m->ps[1].app_status, 7);
+        ck_assert_int_eq(m->mgmt_calls, 1);
+        ck_assert_int_eq(m->mgmt_type, AP_FCGI_GET_VALUES_RESULT);
+        ck_assert_uint_eq(m->mgmt_len, 35);
+    }
+    ck_assert_int_eq(sip_fcgi_parse_values(vals, 35, &mpxs, &maxr, &why), 0);
+    ck_assert_int_eq(mpxs, 1);
+    ck_assert_int_eq(maxr, 12);
+    ck_assert_int_eq(sip_fcgi_parse_values(vals, 34, &mpxs, &maxr, &why), -1);
+    /* a record for an id that is not in flight (here: after its END) */
+    fcgi_mux_init(m, d);
+    n = fcgi_t_end(a, 1, 0, 0);
+    n += fcgi_t_rec(a + n, AP_FCGI_STDOUT, 1, "late", 4, 4);
+    ck_assert_int_eq(sip_fcgi_demux(d, (const char *)a, n, &why), -1);
+    ck_assert_str_eq(why, "record for another request");
+    /* an unexpected management record, one too long, another version */
+    fcgi_mux_init(m, d);
+    m->refuse_mgmt = 1;
+    n = fcgi_t_rec(a, AP_FCGI_GET_VALUES_RESULT, 0, "", 0, 0);
+    ck_assert_int_eq(sip_fcgi_demux(d, (const char *)a, n, &why), -1);
+    ck_assert_str_eq(why, "unexpected management record");
+    fcgi_mux_init(m, d);
+    a[0] = 1;
+    a[1] = AP_FCGI_GET_VALUES_RESULT;
+    a[2] = a[3] = 0;
+    a[4] = 0x10;        /* 4096 bytes */
+    a[5] = a[6] = a[7] = 0;
+    ck_assert_int_eq(sip_fcgi_demux(d, (const char *)a, 8, &why), -1);
+    ck_assert_str_eq(why, "management record too long");
+    fcgi_mux_init(m, d);
+    n = fcgi_t_rec(a, AP_FCGI_STDOUT, 2, "x", 1, 7);
+    a[0] = 2;
+    ck_assert_int_eq(sip_fcgi_demux(d, (const char *)a, n, &why), -1);
+    ck_assert_str_eq(why, "not a FastCGI version 1 record");
+    /* the request's own checks still apply inside the demultiplexer */
+    fcgi_mux_init(m, d);
+    n = fcgi_t_rec(a, AP_FCGI_BEGIN_REQUEST, 2, "12345678", 8, 0);
+    ck_assert_int_eq(sip_fcgi_demux(d, (const char *)a, n, &why), -1);
+    ck_assert_str_eq(why, "unexpected record type");
+    free(m->cap[0]);
+    free(m->cap[1]);
+    free(m);
+    free(d);
+}
+END_TEST
+
+/* A request is encoded once and takes its connection's id later; the
+ * probe asks for the two values the engine reads. */
+START_TEST(fcgi_set_id_and_get_values)
+{
+    apr_pool_t *p;
+    const char *env[] = {"A=1", "REQUEST_METHOD=INVITE", NULL};
+    char *b;
+    apr_size_t len, pos = 0, records = 0;
+    unsigned char gv[64];
+    apr_table_t *t;
+    const char *why;
+
+    apr_pool_create(&p, NULL);
+    b = sip_fcgi_encode_request(p, 1, 1, env, "body", 4, &len);
+    sip_fcgi_set_id(b, len, 0x1234);
+    while (pos < len) {
+        const unsigned char *h = (const unsigned char *)b + pos;
+        ck_assert_int_eq(h[2], 0x12);
+        ck_assert_int_eq(h[3], 0x34);
+        pos += 8 + ((apr_size_t)h[4] << 8 | h[5]) + h[6];
+        records++;
+    }
+    ck_assert_uint_eq(pos, len);
+    ck_assert_uint_eq(records, 5);     /* BEGIN, PARAMS, PARAMS end, STDIN, STDIN end */
+    len = sip_fcgi_encode_get_values(gv);
+    ck_assert_uint_le(len, sizeof(gv));
+    ck_assert_uint_eq(len % 8, 0);
+    ck_assert_int_eq(gv[1], AP_FCGI_GET_VALUES);
+    ck_assert_int_eq(gv[2] | gv[3], 0);
+    t = apr_table_make(p, 2);
+    ck_assert_int_eq(sip_fcgi_decode_params(p, gv + 8, (apr_size_t)(gv[4] << 8 | gv[5]), t, &why),
+                     0);
+    ck_assert_str_eq(apr_table_get(t, "FCGI_MPXS_CONNS"), "");
+    ck_assert_str_eq(apr_table_get(t, "FCGI_MAX_REQS"), "");
+    apr_pool_destroy(p);
+}
+END_TEST
+
 static Suite *fcgi_suite(void)
 {
     Suite *s = suite_create("fcgi");
@@ -9264,6 +9440,8 @@ static Suite *fcgi_suite(void)
     tcase_add_test(tc, fcgi_parse_answer);
     tcase_add_test(tc, fcgi_parse_malformed);
     tcase_add_test(tc, fcgi_directives_and_lookup);
+    tcase_add_test(tc, fcgi_demux_interleaved);
+    tcase_add_test(tc, fcgi_set_id_and_get_values);
     suite_add_tcase(s, tc);
     return s;
 }
