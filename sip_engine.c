@@ -22,6 +22,7 @@
 #include "sip_upload.h"
 #include "sip_ws_upgrade.h"
 #include "sip_dns.h"
+#include "sip_replica.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -346,6 +347,11 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         apr_pool_destroy(p);
         return;
     }
+    /* several engines: a REGISTER goes to its AoR's home (sip_replica.h) */
+    if (sip_registrar_handover(p, msg, buf, len, src)) {
+        apr_pool_destroy(p);
+        return;
+    }
     if (named_vhosts) {
         server_rec *named = vhost_by_name(s, sip_msg_uri_host(msg));
         if (named != s) {
@@ -488,6 +494,7 @@ static void engine_main(void)
         sip_location_use_dbd(dbd_server);
     sip_script_store_open(sip_upload_conf()->store_ok ? sip_upload_conf()->store : NULL);
     sip_location_init(loop, engine_pool, journal_fd);
+    sip_replica_start(loop, engine_pool);
     {
         const sip_server_conf *mc = sip_get_conf(engine_main_server);
         sip_dns_init(loop, engine_pool, mc->dns_servers, mc->dns_timeout, mc->dns_tries,

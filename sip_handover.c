@@ -97,7 +97,7 @@ int sip_handover_source(const sip_ho_origin_t *o, sip_source_t *out)
     /* One engine: every origin is ours; a UDP one would need our socket
      * for its local address, which only the channel's sender needs. */
     memset(out, 0, sizeof(*out));
-    if (o->kind != SIP_TP_UDP)
-        return o->flow && sip_transport_flow_source(o->flow, out);
+    if (o->kind != SIP_TP_UDP)      /* a stand-in whose sends go to the owner (SEND_FLOW) */
+        return sip_transport_remote_source(o->flow, o->kind, &o->peer, &o->local, o->vhost, out);
     return 0;
 }

@@ -4,6 +4,7 @@
 #include "sip_stats.h"
 #include "sip_message.h"
 #include "sip_transport.h"
+#include "sip_handover.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -283,14 +284,14 @@ typedef struct journal_rec {
 static int journal_parse(char *line, int version, apr_time_t now, apr_interval_time_t max_life,
                          journal_rec_t *r)
 {
-    char *f[14], *end;
+    char *f[15], *end;
     int n = 0, i;
     long long ll;
 
     memset(r, 0, sizeof(*r));
     /* fields may be empty, so split on every tab */
     f[n++] = line;
-    for (char *s = line; *s && n < 14; s++)
+    for (char *s = line; *s && n < 15; s++)
         if (*s == '\t') {
             *s = '\0';
             f[n++] = s + 1;
@@ -336,6 +337,11 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
             ll = strtoll(f[13], &end, 10);
             /* RFC 5626 §6: a reg-id only with an instance */
             r->b.reg_id = r->b.instance && !*end && ll > 0 && ll <= 0x7fffffffLL ? (int)ll : 0;
+        }
+        /* a replica's fifteenth field (never in the journal): the flow */
+        if (f[0][0] == 'B' && n >= 15 && apr_isxdigit(*f[14])) {
+            apr_uint64_t fl = (apr_uint64_t)strtoull(f[14], &end, 16);
+            r->b.flow = *end ? 0 : fl;
         }
         return r->type = 'B';
     }
@@ -669,8 +675,11 @@ static void sweep(void *baton)
         }
     }
     forget_excess_empty();
-    /* The journal only grows between compactions; keep it near the table. */
-    if (journal_lines > 10000 && journal_lines > 4 * live)
+    /* The journal only grows between compactions; keep it near the table.
+     * Several engines append to it, each for the AoRs homed there: a
+     * rewrite by one would lose lines another wrote meanwhile, so it is
+     * compacted only with one engine (docs/architecture.md). */
+    if (journal_lines > 10000 && journal_lines > 4 * live && sip_engine_count() == 1)
         compact();
     else
         apr_pool_clear(loc_pool);
@@ -679,7 +688,9 @@ static void sweep(void *baton)
 
 static apr_size_t bad_lines;
 
-static void replay_line(char *line, int *version)
+/* One journal or replica line into the table, never journaled again; a
+ * flow only from a replica (a journal's flows died with its engine). */
+static void replay_line(char *line, int *version, int replica)
 {
     journal_rec_t r;
     stored_t *st;
@@ -689,6 +700,8 @@ static void replay_line(char *line, int *version)
         *version = r.version;
         break;
     case 'B':
+        if (!replica)
+            r.b.flow = 0;
         set_binding(&r.b, 0);
         break;
     case 'D':
@@ -707,6 +720,84 @@ static void replay_line(char *line, int *version)
         if (*line)
             bad_lines++;
     }
+}
+
+/* ---- replicas (several engines, docs/architecture.md) ----
+ *
+ * The home engine of an AoR (sip_engine_home) alone changes it; after
+ * each change it sends the AoR's whole state to every other engine as
+ * journal lines: "A aor" (forget its bindings, keep it known), then a B
+ * line per binding with a fifteenth field, its flow in hex.  A whole
+ * state rather than the change: a lost or reordered datagram is repaired
+ * by the next one, and applying it twice changes nothing. */
+
+static const char *replica_line(apr_pool_t *p, const sip_binding_t *b)
+{
+    const char *l = journal_line(p, b);
+
+    return apr_psprintf(p, "%.*s\t%016" APR_UINT64_T_HEX_FMT "\n", (int)strlen(l) - 1, l,
+                        b->flow);
+}
+
+const char *sip_location_replica_text(apr_pool_t *p, const char *aor)
+{
+    aor_entry_t *e = entry_for(aor, 0);
+    apr_time_t now = apr_time_now();
+    const char *out = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    int i;
+
+    for (i = 0; e && i < e->n; i++)
+        if (e->b[i]->b.expires > now)
+            out = apr_pstrcat(p, out, replica_line(p, &e->b[i]->b), NULL);
+    return out;
+}
+
+void sip_location_replica_apply(const char *text, apr_size_t len)
+{
+    char *copy = malloc(len + 1), *line, *nl;
+    int version = JOURNAL_VERSION;
+
+    if (!copy)
+        return;
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    for (line = copy; *line; line = nl) {
+        nl = line + strcspn(line, "\n");
+        if (*nl)
+            *nl++ = '\0';
+        replay_line(line, &version, 1);
+    }
+    free(copy);
+    forget_excess_empty();
+}
+
+apr_array_header_t *sip_location_homed_aors(apr_pool_t *p)
+{
+    apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
+    apr_hash_index_t *hi;
+    int self = sip_engine_self();
+
+    for (hi = apr_hash_first(p, aors); hi; hi = apr_hash_next(hi)) {
+        aor_entry_t *e = apr_hash_this_val(hi);
+        if (sip_engine_home(e->aor) == self)
+            *(const char **)apr_array_push(out) = apr_pstrdup(p, e->aor);
+    }
+    return out;
+}
+
+/* After a change by the home engine: the AoR's state to the others. */
+static void replica_broadcast(apr_pool_t *p, const char *aor)
+{
+    sip_ho_origin_t o;
+    const char *text;
+
+    if (sip_engine_count() < 2)
+        return;
+    text = sip_location_replica_text(p, aor);
+    memset(&o, 0, sizeof(o));
+    o.engine = sip_engine_self();
+    o.flow = sip_transport_flow_generation();
+    sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
 }
 
 static apr_status_t dbd_start(apr_pool_t *p);
@@ -737,7 +828,7 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
         if (fd2 >= 0 && lseek(journal, 0, SEEK_SET) >= 0 && (f = fdopen(fd2, "r"))) {
             while (getline(&line, &cap, f) > 0) {
                 line[strcspn(line, "\n")] = '\0';
-                replay_line(line, &version);
+                replay_line(line, &version, 0);
                 lines++;
             }
             free(line);
@@ -752,7 +843,8 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
                      " journal lines in %" APR_TIME_T_FMT " ms", live, lines,
                      apr_time_as_msec(apr_time_now() - t0));
         sweep(NULL);
-        compact();
+        if (sip_engine_count() == 1)
+            compact();
     }
     sip_timer_set(loop, &sweep_timer, apr_time_from_sec(1), sweep, NULL);
     return APR_SUCCESS;
@@ -921,6 +1013,11 @@ static sip_timer_t dbd_cleanup_timer;
 void sip_location_use_dbd(server_rec *s)
 {
     dbd_server = s;
+}
+
+int sip_location_is_dbd(void)
+{
+    return dbd_server != NULL;
 }
 
 static const char *esc(apr_pool_t *p, ap_dbd_t *db, const char *s)
@@ -1500,6 +1597,7 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     else
         for (i = 0; i < chg->bindings->nelts; i++)
             sip_location_set(&APR_ARRAY_IDX(chg->bindings, i, sip_binding_t));
+    replica_broadcast(p, chg->aor);
     if (chg->want_scripts && sip_script_store_list(p, chg->aor, &scripts) != APR_SUCCESS)
         scripts = NULL;
     cb(baton, 0, sip_location_lookup(p, chg->aor), scripts);

@@ -41,6 +41,7 @@
 #include "../sip_dns.c"
 #include "../sip_stun.c"
 #include "../sip_handover.c"
+#include "../sip_replica.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -46,6 +46,7 @@
 #include "../../sip_dns.c"
 #include "../../sip_stun.c"
 #include "../../sip_handover.c"
+#include "../../sip_replica.c"
 
 #include "httpd_stubs.h"
 
