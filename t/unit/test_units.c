@@ -44,6 +44,7 @@
 #include "../../sip_fcgi.c"
 #include "../../sip_fcgi_pool.c"
 #include "../../sip_dns.c"
+#include "../../sip_location_dbd.c"
 #include "../../sip_stun.c"
 #include "../../sip_handover.c"
 #include "../../sip_replica.c"
@@ -2336,14 +2337,14 @@ START_TEST(reg_check_limits)
     int i;
 
     c = mkchg("c1", 1, 3, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 0);
     ck_assert_int_eq(added, 3);
     c = mkchg("c1", 1, 2, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 403);   /* three > SipMaxContacts 2 */
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 403);   /* three > SipMaxContacts 2 */
     c = mkchg("c1", 1, 0, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);     /* 0: no limit */
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 0);     /* 0: no limit */
     c = mkchg("c1", 1, 1, 3, dup, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);     /* one URI three times */
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 0);     /* one URI three times */
     ck_assert_int_eq(added, 1);
 
     c = mkchg("c1", 1, 3, 3, three, live3);
@@ -2351,21 +2352,21 @@ START_TEST(reg_check_limits)
         set_binding(&APR_ARRAY_IDX(c->bindings, i, sip_binding_t), 0);
     cur = sip_location_lookup(pool, "sip:a@h");
     c = mkchg("c1", 2, 3, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);      /* refresh at the limit */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 0);      /* refresh at the limit */
     ck_assert_int_eq(added, 0);
     c = mkchg("c2", 1, 3, 2, swap, del_add);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);      /* remove one, add one */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 0);      /* remove one, add one */
     ck_assert_int_eq(added, 0);
     c = mkchg("c2", 1, 3, 1, swap + 1, live3);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 403);    /* a fourth */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 403);    /* a fourth */
     c = mkchg("c1", 1, 3, 1, three, live3);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 500);    /* same Call-ID, old CSeq */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 500);    /* same Call-ID, old CSeq */
     c = mkchg("c1", 5, 3, 0, NULL, NULL);
     c->star = 1;
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 0);
     ck_assert_int_eq(added, -3);
     c->cseq = 1;
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 500);
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 500);
     sip_location_remove_all("sip:a@h");
 }
 END_TEST
