@@ -10459,6 +10459,214 @@ static Suite *dns_suite(void)
     return s;
 }
 
+/* ---- replica (issue 19): location replicas across engines, flows of
+ * other engines ---- */
+
+static int journal_size(int fd)
+{
+    return (int)lseek(fd, 0, SEEK_END);
+}
+
+START_TEST(replica_text_roundtrip)
+{
+    sip_binding_t b = mkb("sip:r@h", "sip:r@10.0.0.9:5070;transport=tcp", "cid", 4, 600, 700);
+    apr_array_header_t *cur;
+    const sip_binding_t *got;
+    const char *text;
+    char tmpl[] = "/tmp/replica-journal-XXXXXX";
+    int fd = mkstemp(tmpl);
+
+    ck_assert_int_ge(fd, 0);
+    unlink(tmpl);
+    sip_engine_identity_set(0, 2);
+    b.transport = SIP_TP_TCP;
+    b.flow = ((apr_uint64_t)1 << SIP_FLOW_ENGINE_SHIFT) | ((apr_uint64_t)SIP_TP_TCP << 52) | 0x12345;
+    b.received = "192.0.2.7:40000";
+    b.instance = "urn:uuid:1";
+    b.reg_id = 2;
+    b.path = "<sip:edge;lr>";
+    set_binding(&b, 0);
+    text = sip_location_replica_text(pool, "sip:r@h");
+    ck_assert_ptr_nonnull(strstr(text, "A\tsip:r@h\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\t0110000000012345\n"));
+    /* another engine's table: empty, then the record applied */
+    remove_all("sip:r@h", 0);
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:r@h")->nelts, 0);
+    journal = fd;
+    sip_location_replica_apply(text, strlen(text));
+    ck_assert_int_eq(journal_size(fd), 0);     /* replicas are never journaled */
+    cur = sip_location_lookup(pool, "sip:r@h");
+    ck_assert_int_eq(cur->nelts, 1);
+    got = APR_ARRAY_IDX(cur, 0, sip_binding_t *);
+    ck_assert(got->flow == b.flow);
+    ck_assert_int_eq(got->transport, SIP_TP_TCP);
+    ck_assert_str_eq(got->received, "192.0.2.7:40000");
+    ck_assert_str_eq(got->instance, "urn:uuid:1");
+    ck_assert_int_eq(got->reg_id, 2);
+    ck_assert_str_eq(got->path, "<sip:edge;lr>");
+    ck_assert_int_eq(got->q1000, 700);
+    ck_assert_uint_eq(got->cseq, 4);
+    /* the home's own change is journaled, without the flow */
+    b.cseq = 5;
+    sip_location_set(&b);
+    ck_assert_int_gt(journal_size(fd), 0);
+    {
+        char buf[1024];
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        ck_assert_int_gt(n, 0);
+        buf[n] = '\0';
+        ck_assert_ptr_null(strstr(buf, "0110000000012345"));
+    }
+    journal = -1;
+    close(fd);
+}
+END_TEST
+
+START_TEST(replica_state_replaces)
+{
+    sip_binding_t a = mkb("sip:s@h", "sip:s@10.0.0.1", "c", 1, 600, 1000);
+    sip_binding_t b = mkb("sip:s@h", "sip:s@10.0.0.2", "c", 1, 600, 500);
+    const char *both, *one, *none;
+
+    set_binding(&a, 0);
+    set_binding(&b, 0);
+    both = sip_location_replica_text(pool, "sip:s@h");
+    sip_location_remove("sip:s@h", "sip:s@10.0.0.2");
+    one = sip_location_replica_text(pool, "sip:s@h");
+    remove_all("sip:s@h", 0);
+    none = sip_location_replica_text(pool, "sip:s@h");
+    /* each record is a whole state: the last one applied wins, twice is once */
+    sip_location_replica_apply(both, strlen(both));
+    sip_location_replica_apply(both, strlen(both));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 2);
+    ck_assert_uint_eq(sip_location_count(), 2);
+    sip_location_replica_apply(one, strlen(one));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(sip_location_lookup(pool, "sip:s@h"), 0, sip_binding_t *)->contact,
+                     "sip:s@10.0.0.1");
+    /* no binding left: still known (480, not 404) */
+    sip_location_replica_apply(none, strlen(none));
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:s@h"));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 0);
+    ck_assert_ptr_null(sip_location_lookup(pool, "sip:never@h"));
+    /* an expired binding in a record removes it; garbage lines are skipped */
+    sip_location_replica_apply(both, strlen(both));
+    {
+        const char *bad = "B\tsip:s@h\tsip:s@10.0.0.1\t\tc\t2\t1\t1000\t\t\t\t\t\t0\t0\nZ junk\n";
+        sip_location_replica_apply(bad, strlen(bad));
+    }
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 1);
+}
+END_TEST
+
+START_TEST(replica_journal_never_restores_flow)
+{
+    char line[] = "B\tsip:j@h\tsip:j@10.0.0.1;transport=tcp\t\tc\t1\t99999999999999999\t1000\t\t\ttcp"
+                  "\t10.0.0.1:5\t\t0\t0110000000000001";
+    int version = JOURNAL_VERSION;
+
+    replay_line(line, &version, 0);
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:j@h")->nelts, 1);
+    ck_assert(APR_ARRAY_IDX(sip_location_lookup(pool, "sip:j@h"), 0, sip_binding_t *)->flow == 0);
+}
+END_TEST
+
+START_TEST(replica_homed_aors)
+{
+    apr_array_header_t *mine;
+    char aor[32];
+    int i, n0 = 0, n1 = 0;
+
+    sip_engine_identity_set(1, 2);
+    for (i = 0; i < 40; i++) {
+        sip_binding_t b;
+        apr_snprintf(aor, sizeof(aor), "sip:u%d@h", i);
+        b = mkb(apr_pstrdup(pool, aor), "sip:x@10.0.0.1", "c", 1, 600, 1000);
+        set_binding(&b, 0);
+        if (sip_engine_home(aor) == 1)
+            n1++;
+        else
+            n0++;
+    }
+    ck_assert_int_gt(n0, 0);        /* the hash spreads AoRs over both */
+    ck_assert_int_gt(n1, 0);
+    mine = sip_location_homed_aors(pool);
+    ck_assert_int_eq(mine->nelts, n1);
+    for (i = 0; i < mine->nelts; i++)
+        ck_assert_int_eq(sip_engine_home(APR_ARRAY_IDX(mine, i, const char *)), 1);
+}
+END_TEST
+
+static apr_uint64_t remote_id(int engine, int kind, apr_uint32_t gen, apr_uint32_t n)
+{
+    return ((apr_uint64_t)engine << SIP_FLOW_ENGINE_SHIFT) | ((apr_uint64_t)kind << FLOW_KIND_SHIFT)
+           | ((apr_uint64_t)gen << FLOW_GEN_SHIFT) | n;
+}
+
+START_TEST(replica_remote_flows)
+{
+    sip_source_t src;
+    sip_sockaddr_t peer, local;
+    apr_uint64_t ws = remote_id(1, SIP_TP_WS, 7, 1), tcp = remote_id(1, SIP_TP_TCP, 7, 2);
+
+    sip_transport_init(NULL, pool, NULL, NULL);
+    sip_engine_identity_set(0, 2);
+    /* another engine's flow: a stand-in of the id's transport */
+    ck_assert_int_eq(sip_transport_flow_source(ws, &src), 1);
+    ck_assert_int_eq(src.kind, SIP_TP_WS);
+    ck_assert(sip_source_flow_id(&src) == ws);
+    ck_assert_int_eq(sip_source_is_open(&src), 1);
+    /* closed by its owner: every holder sees it at once */
+    sip_transport_remote_closed(ws);
+    ck_assert_int_eq(sip_source_is_open(&src), 0);
+    ck_assert_int_eq(sip_transport_send(&src, NULL, "x", 1), APR_ECONNABORTED);
+    sip_source_release(&src);
+    ck_assert_int_eq(sip_transport_flow_source(ws, &src), 0);
+    /* a flow closed before anyone here asked for it */
+    sip_transport_remote_closed(remote_id(1, SIP_TP_TCP, 7, 3));
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_TCP, 7, 3), &src), 0);
+    /* a handed-over message's source keeps what the owner saw */
+    sip_sockaddr_set(&peer, "192.0.2.1", 4000);
+    sip_sockaddr_set(&local, "127.0.0.1", 5060);
+    ck_assert_int_eq(sip_transport_remote_source(tcp, SIP_TP_TCP, &peer, &local, pool, &src), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&src.peer), 4000);
+    ck_assert_ptr_eq(src.vhost, pool);
+    sip_source_release(&src);
+    ck_assert_int_eq(sip_transport_remote_source(tcp, SIP_TP_TLS, &peer, &local, pool, &src), 0);
+    /* the owner restarted (a new generation): its old flows are gone */
+    ck_assert_int_eq(sip_transport_flow_source(tcp, &src), 1);
+    sip_transport_peer_generation(1, remote_id(1, 0, 8, 0));
+    ck_assert_int_eq(sip_source_is_open(&src), 0);
+    sip_source_release(&src);
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_TCP, 7, 9), &src), 0);
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_TCP, 8, 9), &src), 1);
+    sip_source_release(&src);
+    /* not an engine that runs, not a stream: nothing */
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(5, SIP_TP_TCP, 7, 1), &src), 0);
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_UDP, 7, 1), &src), 0);
+    /* our own engine's ids are looked up locally only */
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(0, SIP_TP_TCP, 7, 1), &src), 0);
+    ck_assert_int_eq(sip_transport_flow_send(remote_id(0, SIP_TP_TCP, 7, 1), "x", 1),
+                     APR_ECONNABORTED);
+    ck_assert_int_eq(sip_flow_engine(sip_transport_flow_generation()), 0);
+}
+END_TEST
+
+static Suite *replica_suite(void)
+{
+    Suite *su = suite_create("replica");
+    TCase *tc = tcase_create("replica");
+
+    tcase_add_checked_fixture(tc, store_setup, pool_teardown);
+    tcase_add_test(tc, replica_text_roundtrip);
+    tcase_add_test(tc, replica_state_replaces);
+    tcase_add_test(tc, replica_journal_never_restores_flow);
+    tcase_add_test(tc, replica_homed_aors);
+    tcase_add_test(tc, replica_remote_flows);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -10505,6 +10713,7 @@ int main(void)
     srunner_add_suite(sr, stun_suite());
     srunner_add_suite(sr, natob_suite());
     srunner_add_suite(sr, dns_suite());
+    srunner_add_suite(sr, replica_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
