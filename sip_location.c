@@ -797,7 +797,7 @@ static void replica_broadcast(apr_pool_t *p, const char *aor)
     text = sip_location_replica_text(p, aor);
     memset(&o, 0, sizeof(o));
     o.engine = sip_engine_self();
-    o.flow = sip_transport_flow_generation();
+    o.cookie = sip_transport_flow_generation();
     sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
 }
 

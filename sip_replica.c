@@ -33,7 +33,7 @@ static void origin_self(sip_ho_origin_t *o)
 {
     memset(o, 0, sizeof(*o));
     o->engine = sip_engine_self();
-    o->flow = sip_transport_flow_generation();
+    o->cookie = sip_transport_flow_generation();
 }
 
 static void sync_job_end(sync_job_t *j)
@@ -95,7 +95,7 @@ static void on_sync(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char 
     if (from->engine < 0 || from->engine >= sip_engine_count() || from->engine == sip_engine_self())
         return;
     /* a restarted engine: the connections its predecessor held are gone */
-    sip_transport_peer_generation(from->engine, from->flow);
+    sip_transport_peer_generation(from->engine, from->cookie);
     for (old = jobs; old; old = old->next)
         if (old->to == from->engine) {
             sync_job_end(old);      /* it restarted again: start over */
@@ -116,7 +116,7 @@ static void on_replica(sip_ho_kind_t kind, const sip_ho_origin_t *from, const ch
                        apr_size_t len)
 {
     (void)kind;
-    sip_transport_peer_generation(from->engine, from->flow);
+    sip_transport_peer_generation(from->engine, from->cookie);
     if (use_replicas && len)
         sip_location_replica_apply(text, len);
 }
