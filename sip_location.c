@@ -744,10 +744,13 @@ const char *sip_location_replica_text(apr_pool_t *p, const char *aor)
 {
     aor_entry_t *e = entry_for(aor, 0);
     apr_time_t now = apr_time_now();
-    const char *out = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    const char *out;
     int i;
 
-    for (i = 0; e && i < e->n; i++)
+    if (!e)
+        return "";     /* never registered: nothing to tell (404, not 480) */
+    out = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    for (i = 0; i < e->n; i++)
         if (e->b[i]->b.expires > now)
             out = apr_pstrcat(p, out, replica_line(p, &e->b[i]->b), NULL);
     return out;
@@ -795,6 +798,8 @@ static void replica_broadcast(apr_pool_t *p, const char *aor)
     if (sip_engine_count() < 2)
         return;
     text = sip_location_replica_text(p, aor);
+    if (!*text)
+        return;
     memset(&o, 0, sizeof(o));
     o.engine = sip_engine_self();
     o.cookie = sip_transport_flow_generation();
@@ -952,7 +957,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     else
         for (i = 0; i < chg->bindings->nelts; i++)
             sip_location_set(&APR_ARRAY_IDX(chg->bindings, i, sip_binding_t));
-    replica_broadcast(p, chg->aor);
+    if (chg->star || chg->bindings->nelts)     /* a fetch changes nothing */
+        replica_broadcast(p, chg->aor);
     if (chg->want_scripts && sip_script_store_list(p, chg->aor, &scripts) != APR_SUCCESS)
         scripts = NULL;
     cb(baton, 0, sip_location_lookup(p, chg->aor), scripts);

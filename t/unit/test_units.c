@@ -2360,6 +2360,7 @@ START_TEST(store_one_binding_per_equal_uri)
     ck_assert_ptr_nonnull(cur);     /* still known: 480, not 404 */
     ck_assert_int_eq(cur->nelts, 0);
     ck_assert_ptr_null(sip_location_lookup(pool, "sip:never@h"));
+    ck_assert_str_eq(sip_location_replica_text(pool, "sip:never@h"), "");   /* stays 404 */
 }
 END_TEST
 
