@@ -119,6 +119,12 @@ const char *sip_location_replica_text(apr_pool_t *p, const char *aor);
 void sip_location_replica_apply(const char *text, apr_size_t len);
 /* Every AoR this engine is home of (const char *), for a SIP_HO_SYNC. */
 apr_array_header_t *sip_location_homed_aors(apr_pool_t *p);
+/* A restarted home engine got its bindings back from the journal, which
+ * keeps no flow: the AoRs homed at 'home' with a binding on one of our
+ * flows (const char *), and, at the home, those flows put back into the
+ * same registrations (records as above). */
+apr_array_header_t *sip_location_flow_aors(apr_pool_t *p, int home);
+void sip_location_replica_flows(const char *text, apr_size_t len);
 
 /* ---- flows (RFC 5626 §5.3, RFC 7118 §5) ---- */
 

@@ -18,11 +18,14 @@ typedef struct sync_job {
     int to;
     apr_array_header_t *aors;
     int at;
+    int flows;              /* from 'flows' on: AoRs homed at 'to', for their flows */
     sip_timer_t timer;
 } sync_job_t;
 
 #define SYNC_BATCH 16000            /* bytes of records per datagram */
 #define SYNC_RETRY apr_time_from_msec(20)
+/* First line of a batch of AoRs homed at the receiver: take only flows */
+#define FLOWS_MARK "F\tflows\n"
 
 static sip_loop_t *rep_loop;
 static apr_pool_t *rep_pool;
@@ -59,7 +62,11 @@ static void sync_send_batch(void *baton)
     apr_size_t len = 0;
 
     apr_pool_create(&p, j->pool);
-    while (end < j->aors->nelts && len < SYNC_BATCH) {
+    if (end >= j->flows && end < j->aors->nelts) {
+        text = FLOWS_MARK;
+        len = strlen(text);
+    }
+    while (end < j->aors->nelts && len < SYNC_BATCH && (end >= j->flows) == (j->at >= j->flows)) {
         const char *t = sip_location_replica_text(p, APR_ARRAY_IDX(j->aors, end, const char *));
         text = apr_pstrcat(p, text, t, NULL);
         len += strlen(t);
@@ -107,6 +114,9 @@ static void on_sync(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char 
     j->to = from->engine;
     j->aors = use_replicas ? sip_location_homed_aors(jp)
                            : apr_array_make(jp, 1, sizeof(const char *));
+    j->flows = j->aors->nelts;
+    if (use_replicas)
+        apr_array_cat(j->aors, sip_location_flow_aors(jp, from->engine));
     j->next = jobs;
     jobs = j;
     sync_send_batch(j);
@@ -117,7 +127,11 @@ static void on_replica(sip_ho_kind_t kind, const sip_ho_origin_t *from, const ch
 {
     (void)kind;
     sip_transport_peer_generation(from->engine, from->cookie);
-    if (use_replicas && len)
+    if (!use_replicas || !len)
+        return;
+    if (len >= sizeof(FLOWS_MARK) - 1 && !memcmp(text, FLOWS_MARK, sizeof(FLOWS_MARK) - 1))
+        sip_location_replica_flows(text, len);
+    else
         sip_location_replica_apply(text, len);
 }
 
