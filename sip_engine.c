@@ -596,7 +596,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;
     }
     /* several engines: a REGISTER goes to its AoR's home (sip_replica.h) */
-    if (sip_registrar_handover(p, msg, buf, len, src)) {
+    if (!(flags & DELIVER_LOCAL) && sip_registrar_handover(p, msg, buf, len, src)) {
         apr_pool_destroy(p);
         return;
     }
@@ -627,21 +627,6 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         break;
     }
     apr_pool_destroy(p);
-}
-
-/* SIP_HO_DELIVER: a message another engine handed here (a REGISTER for
- * an AoR homed here, sip_replica.h), processed as if it had arrived here
- * from where it came from. */
-static void engine_handed_over(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
-                               apr_size_t len)
-{
-    sip_source_t src;
-
-    (void)kind;
-    if (!sip_handover_source(from, &src))
-        return;     /* its flow closed meanwhile */
-    engine_deliver(text, len, 0, &src);
-    sip_source_release(&src);
 }
 
 /* ---- engine process ---- */
@@ -792,7 +777,6 @@ static void engine_main(engine_slot_t *self)
     if (sip_handover_start(loop, engine_pool) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
                      "sip engine: cannot poll the hand-over channel");
-    sip_handover_on(SIP_HO_DELIVER, engine_handed_over);
     sip_replica_start(loop, engine_pool);   /* registrations and flows across engines */
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server,
                  "sip engine %d started (engine %d of %d, %d UDP sockets)", (int)getpid(),
