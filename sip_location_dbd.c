@@ -223,7 +223,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
                                   "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
 
     *err = 0;
-    rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
+    /* random access (1): the whole answer at once; apr_dbd_pgsql's
+     * sequential reading sleeps 100 ms on an empty result (a new AoR) */
+    rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 1);
     if (rc != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s",
                      apr_dbd_error(db->driver, db->handle, rc));
@@ -360,13 +362,41 @@ static const char *note_foreign_aor(const char *payload, const char *self)
     return sp + 1;
 }
 
+/* A transaction.  On PostgreSQL BEGIN, COMMIT and ROLLBACK are sent as
+ * plain statements: apr_dbd_pgsql's transaction_start dereferences NULL
+ * when BEGIN fails (a connection the server has closed), and failures are
+ * counted here anyway (db_failures, dberr).  SQLite keeps apr_dbd's. */
+typedef struct db_tx {
+    apr_dbd_transaction_t *tx;
+    int plain;
+} db_tx_t;
+
+static int db_tx_start(apr_pool_t *p, ap_dbd_t *db, db_tx_t *t)
+{
+    t->tx = NULL;
+    t->plain = is_pgsql(db);
+    if (t->plain)
+        return db_exec(p, db, "BEGIN");
+    return apr_dbd_transaction_start(db->driver, p, db->handle, &t->tx) || !t->tx;
+}
+
+static int db_tx_end(apr_pool_t *p, ap_dbd_t *db, db_tx_t *t, int rollback)
+{
+    if (t->plain)
+        return db_exec(p, db, rollback ? "ROLLBACK" : "COMMIT");
+    if (rollback)
+        apr_dbd_transaction_mode_set(db->driver, t->tx, APR_DBD_TRANSACTION_ROLLBACK);
+    return apr_dbd_transaction_end(db->driver, p, t->tx);
+}
+
 /* One job.  A register runs in a transaction of its own, or, 'in_batch',
  * in the batch's (db_run_batch), where nothing of a refused REGISTER is
  * written either: every refusal comes before the first write. */
 static void db_run_job(ap_dbd_t *db, loc_job_t *j, int in_batch)
 {
     apr_pool_t *p = j->pool;
-    apr_dbd_transaction_t *tx = NULL;
+    db_tx_t tx;
+    int in_tx = 0;
     apr_array_header_t *cur;
     apr_hash_t *spelling;
     long added;
@@ -384,8 +414,13 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j, int in_batch)
     }
     /* read, check, write and read again in one transaction, so that two
      * nodes registering the same AoR at once do not mix their changes */
-    if (!in_batch)
-        apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
+    if (!in_batch) {
+        if (db_tx_start(p, db, &tx) != 0) {
+            j->status = j->dberr = 500;
+            return;
+        }
+        in_tx = 1;
+    }
     cur = db_select(p, db, j->chg.aor, &err);
     if (err) {
         j->status = j->dberr = 500;
@@ -478,12 +513,9 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j, int in_batch)
     if (!j->status && notify_on(db))
         db_notify(p, db, j->chg.aor);
 done:
-    if (tx) {
-        if (j->status)      /* nothing of a refused REGISTER may stay */
-            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
-        if (apr_dbd_transaction_end(db->driver, p, tx) != 0 && !j->status)
-            j->status = j->dberr = 500;
-    }
+    /* nothing of a refused REGISTER may stay */
+    if (in_tx && db_tx_end(p, db, &tx, j->status != 0) != 0 && !j->status)
+        j->status = j->dberr = 500;
 }
 
 /* Group commit: the registers of a batch in one transaction, each answered
@@ -494,27 +526,26 @@ static void db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
 {
     APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
     APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
-    apr_dbd_transaction_t *tx = NULL;
-    int i, failed = 0, before = db_failures;
+    db_tx_t tx;
+    int i, failed = 0, started, before = db_failures;
 
     if (n == 1) {
         db_run_job(db, jobs[0], 0);
         return;
     }
-    if (apr_dbd_transaction_start(db->driver, tp, db->handle, &tx) != 0)
-        failed = 1;
+    started = db_tx_start(tp, db, &tx) == 0;
+    failed = !started;
     for (i = 0; i < n && !failed; i++) {
         db_run_job(db, jobs[i], 1);
         failed = jobs[i]->dberr || db_failures != before;
     }
-    if (tx) {
-        if (failed)
-            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
-        if (apr_dbd_transaction_end(db->driver, tp, tx) != 0)
-            failed = 1;
-    }
-    if (!failed)
+    if (started && db_tx_end(tp, db, &tx, failed) != 0)
+        failed = 1;
+    if (!failed) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, dbd_server,
+                     "sip location: %d changes committed in one transaction", n);
         return;
+    }
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, dbd_server, "sip location: a transaction of %d "
                  "changes failed; applying them one by one", n);
     /* a connection that died is not worth the retries: a fresh one */
