@@ -23,7 +23,7 @@ ICAL_CFLAGS = $(shell pkg-config --cflags libical 2>/dev/null)
 ICAL_LIBS   = $(shell pkg-config --libs libical 2>/dev/null || echo -lical)
 SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
 SSL_LIBS   = $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
-LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS) -lcares -lresolv
+LIBS       = -losip2 -losipparser2 $(XML_LIBS) $(ICAL_LIBS) $(SSL_LIBS) -lcares -lresolv -lpq
 # conf/cpl.xsd (RFC 3880's schema) compiled in as a string: no run-time path
 GENERATED  = sip_cpl_xsd.h
 
@@ -55,7 +55,7 @@ SUEXEC_DEFS += -DSIP_SUEXEC_OWNER_UID_MIN=$(SIP_FORWARD_MIN_UID) \
 TEST_UPLOAD_USER = mod-sip-upload
 
 # bubblewrap: the sandbox uploaded scripts run in (SipUploadSandbox On)
-BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev libc-ares-dev
+BUILD_PKGS = apache2 apache2-dev libosip2-dev libxml2-dev libical-dev tzdata pkg-config bubblewrap libssl-dev libc-ares-dev libpq-dev
 TEST_PKGS  = $(BUILD_PKGS) sip-tester libnet-sip-perl check procps baresip-core linphone-cli \
              libaprutil1-dbd-sqlite3 libaprutil1-dbd-pgsql postgresql apache2-utils sqlite3 \
              libio-socket-ssl-perl openssl socat chromium python3-dnslib

@@ -34,6 +34,7 @@
 #include "sip_cgi.h"
 #include "sip_lists.h"
 #include "sip_location.h"
+#include "sip_location_dbd.h"
 #include "sip_registrar.h"
 #include "sip_request.h"
 #include "sip_stats.h"
@@ -110,6 +111,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->dns_cache_size = -1;
     c->timer_t1 = -1;
     c->engines = -1;
+    c->loc_cache_ttl_ms = -1;
     return c;
 }
 
@@ -188,6 +190,10 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->dns_cache_size = add->dns_cache_size >= 0 ? add->dns_cache_size : base->dns_cache_size;
     c->timer_t1 = add->timer_t1 >= 0 ? add->timer_t1 : base->timer_t1;
     c->engines = add->engines >= 0 ? add->engines : base->engines;
+    c->loc_batch = add->loc_batch > 0 ? add->loc_batch : base->loc_batch;
+    c->loc_notify = add->loc_notify ? add->loc_notify : base->loc_notify;
+    c->loc_cache_ttl_ms = add->loc_cache_ttl_ms >= 0 ? add->loc_cache_ttl_ms
+                                                     : base->loc_cache_ttl_ms;
     return c;
 }
 
@@ -1126,6 +1132,17 @@ static const char *set_dns(cmd_parms *cmd, void *d, const char *arg)
                              &c->dns_tries, &c->dns_cache_size);
 }
 
+/* SipLocationBatch, SipLocationNotify, SipLocationCacheTTL (sip_location_dbd.c) */
+static const char *set_location_dbd(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    sip_server_conf *c = sip_get_conf(cmd->server);
+
+    (void)d;
+    return err ? err : sip_location_dbd_directive(cmd->cmd->name, arg, &c->loc_batch,
+                                                  &c->loc_notify, &c->loc_cache_ttl_ms);
+}
+
 /* SipTimerT1 (sip_transaction.c) */
 static const char *set_timer_t1(cmd_parms *cmd, void *d, const char *arg)
 {
@@ -1471,6 +1488,15 @@ static const command_rec sip_cmds[] = {
     /* several engines (issue 19; sip_engine.c, docs/architecture.md) */
     AP_INIT_TAKE1("SipEngines", set_engines, NULL, RSRC_CONF,
                   "SIP engine processes (default: the number of online cores; 1 to 32)"),
+    /* the mod_dbd location store (issue 19; sip_location_dbd.c, docs/directives.md) */
+    AP_INIT_TAKE1("SipLocationBatch", set_location_dbd, NULL, RSRC_CONF,
+                  "SipLocation dbd: most changes committed in one transaction (default 256)"),
+    AP_INIT_TAKE1("SipLocationNotify", set_location_dbd, NULL, RSRC_CONF,
+                  "SipLocation dbd on PostgreSQL: the LISTEN/NOTIFY channel of the site's "
+                  "changes (default sip_location), or off"),
+    AP_INIT_TAKE1("SipLocationCacheTTL", set_location_dbd, NULL, RSRC_CONF,
+                  "SipLocation dbd without notes (SQLite, SipLocationNotify off): seconds (or "
+                  "NNNms) a cached AoR is trusted (default 0: no cache)"),
     {NULL}
 };
 

@@ -13,9 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
+#include <postgresql/libpq-fe.h>
 
 #include "apr_hash.h"
 #include "apr_strings.h"
+#include "apr_lib.h"
 #include "apr_dbd.h"
 #include "apr_thread_proc.h"
 #include "apr_thread_mutex.h"
@@ -96,6 +99,8 @@ typedef struct loc_job {
     int status;
     apr_array_header_t *result;
     apr_array_header_t *scripts;
+    int dberr;                  /* the database failed (not a refusal): status 500 */
+    apr_uint64_t stamp;         /* changes noted before the job's read (cache_may_fill) */
     apr_pool_t *caller_pool;
     sip_location_cb cb;
     sip_location_reg_cb reg_cb;
@@ -112,10 +117,71 @@ static int dbd_stopping;
 static sip_timer_t dbd_cleanup_timer;
 static server_rec *dbd_server;
 static sip_loop_t *dbd_loop;
+static int db_failures;         /* SQL statements that failed (the DB thread's) */
+static ap_dbd_t *db_close_later; /* the DB thread's connection of the batch */
+
+/* Tuning (SipLocationBatch, SipLocationNotify, SipLocationCacheTTL) */
+static int dbd_batch_max = SIP_LOC_DEFAULT_BATCH;
+static const char *dbd_channel = SIP_LOC_DEFAULT_CHANNEL;  /* NULL: no notes */
+static apr_interval_time_t dbd_ttl;
+
+/* Notes of changes made elsewhere (other nodes, other engines), shared by
+ * the listening thread, the DB thread and the loop under dbd_lock. */
+typedef struct note {
+    struct note *next;
+    char aor[1];
+} note_t;
+static note_t *dbd_notes;           /* AoRs changed elsewhere, not yet dropped from the cache */
+static apr_uint64_t dbd_changes;    /* notes (and resyncs) so far: a job's read older than the
+                                       last one may not fill the cache */
+static int dbd_listening;           /* notes arrive: the cache needs no TTL */
+static int dbd_flush;               /* notes may have been lost: empty the whole cache */
+static char dbd_node[24];           /* this engine's name in its notes (its own are no news) */
 
 void sip_location_use_dbd(server_rec *s)
 {
+    const sip_server_conf *c = sip_get_conf(s);
+
     dbd_server = s;
+    dbd_batch_max = c->loc_batch > 0 ? c->loc_batch : SIP_LOC_DEFAULT_BATCH;
+    dbd_channel = !c->loc_notify ? SIP_LOC_DEFAULT_CHANNEL : *c->loc_notify ? c->loc_notify : NULL;
+    dbd_ttl = c->loc_cache_ttl_ms > 0 ? apr_time_from_msec(c->loc_cache_ttl_ms) : 0;
+}
+
+const char *sip_location_dbd_directive(const char *name, const char *arg, int *batch,
+                                       const char **notify, int *ttl_ms)
+{
+    char *end;
+    long v;
+    const char *c;
+
+    if (!strcasecmp(name, "SipLocationNotify")) {
+        if (!strcasecmp(arg, "off")) {
+            *notify = "";
+            return NULL;
+        }
+        /* a plain identifier: it goes into NOTIFY/LISTEN unquoted */
+        for (c = arg; *c; c++)
+            if (!(apr_islower(*c) || apr_isdigit(*c) || *c == '_') || (c == arg && apr_isdigit(*c)))
+                return "SipLocationNotify: a channel name of a-z, 0-9 and _, or off";
+        if (c == arg || c - arg > 63)
+            return "SipLocationNotify: a channel name of 1 to 63 characters, or off";
+        *notify = arg;
+        return NULL;
+    }
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (!strcasecmp(name, "SipLocationBatch")) {
+        if (errno || *end || v < 1 || v > 4096)
+            return "SipLocationBatch: changes per transaction, 1 to 4096";
+        *batch = (int)v;
+        return NULL;
+    }
+    /* SipLocationCacheTTL: seconds, or NNNms */
+    if (errno || v < 0 || v > 86400000 || (*end && strcmp(end, "ms")))
+        return "SipLocationCacheTTL: seconds (or NNNms), 0 for none";
+    *ttl_ms = (int)(*end ? v : v * 1000);
+    return NULL;
 }
 
 int sip_location_dbd_on(void)
@@ -135,9 +201,11 @@ static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
 {
     int rows = 0, rc = apr_dbd_query(db->driver, db->handle, &rows, sql);
 
-    if (rc != 0)
+    if (rc != 0) {
+        db_failures++;
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s (%s)",
                      apr_dbd_error(db->driver, db->handle, rc), sql);
+    }
     (void)p;
     return rc;
 }
@@ -155,7 +223,9 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
                                   "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
 
     *err = 0;
-    rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
+    /* random access (1): the whole answer at once; apr_dbd_pgsql's
+     * sequential reading sleeps 100 ms on an empty result (a new AoR) */
+    rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 1);
     if (rc != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s",
                      apr_dbd_error(db->driver, db->handle, rc));
@@ -259,10 +329,74 @@ static int db_schema(apr_pool_t *p, ap_dbd_t *db)
     return ok;
 }
 
-static void db_run_job(ap_dbd_t *db, loc_job_t *j)
+/* ---- notes of changes (PostgreSQL LISTEN/NOTIFY) ---- */
+
+static int is_pgsql(ap_dbd_t *db)
+{
+    return strcmp(apr_dbd_name(db->driver), "pgsql") == 0;
+}
+
+static int notify_on(ap_dbd_t *db)
+{
+    return dbd_channel && is_pgsql(db);
+}
+
+/* In the writing transaction: PostgreSQL sends it at the commit, and never
+ * for a change rolled back; equal notes of one transaction go once. */
+static void db_notify(apr_pool_t *p, ap_dbd_t *db, const char *aor)
+{
+    db_exec(p, db, apr_pstrcat(p, "NOTIFY ", dbd_channel, ", ",
+                               esc(p, db, apr_pstrcat(p, dbd_node, " ", aor, NULL)), NULL));
+}
+
+/* A note's payload, "node aor": the AoR when another engine wrote it,
+ * NULL for our own (the cache already holds what we wrote) or garbage. */
+static const char *note_foreign_aor(const char *payload, const char *self)
+{
+    const char *sp = payload ? strchr(payload, ' ') : NULL;
+
+    if (!sp || !sp[1])
+        return NULL;
+    if ((size_t)(sp - payload) == strlen(self) && !strncmp(payload, self, strlen(self)))
+        return NULL;
+    return sp + 1;
+}
+
+/* A transaction.  On PostgreSQL BEGIN, COMMIT and ROLLBACK are sent as
+ * plain statements: apr_dbd_pgsql's transaction_start dereferences NULL
+ * when BEGIN fails (a connection the server has closed), and failures are
+ * counted here anyway (db_failures, dberr).  SQLite keeps apr_dbd's. */
+typedef struct db_tx {
+    apr_dbd_transaction_t *tx;
+    int plain;
+} db_tx_t;
+
+static int db_tx_start(apr_pool_t *p, ap_dbd_t *db, db_tx_t *t)
+{
+    t->tx = NULL;
+    t->plain = is_pgsql(db);
+    if (t->plain)
+        return db_exec(p, db, "BEGIN");
+    return apr_dbd_transaction_start(db->driver, p, db->handle, &t->tx) || !t->tx;
+}
+
+static int db_tx_end(apr_pool_t *p, ap_dbd_t *db, db_tx_t *t, int rollback)
+{
+    if (t->plain)
+        return db_exec(p, db, rollback ? "ROLLBACK" : "COMMIT");
+    if (rollback)
+        apr_dbd_transaction_mode_set(db->driver, t->tx, APR_DBD_TRANSACTION_ROLLBACK);
+    return apr_dbd_transaction_end(db->driver, p, t->tx);
+}
+
+/* One job.  A register runs in a transaction of its own, or, 'in_batch',
+ * in the batch's (db_run_batch), where nothing of a refused REGISTER is
+ * written either: every refusal comes before the first write. */
+static void db_run_job(ap_dbd_t *db, loc_job_t *j, int in_batch)
 {
     apr_pool_t *p = j->pool;
-    apr_dbd_transaction_t *tx = NULL;
+    db_tx_t tx;
+    int in_tx = 0;
     apr_array_header_t *cur;
     apr_hash_t *spelling;
     long added;
@@ -270,18 +404,26 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
 
     if (j->fetch == 2) {
         j->status = sip_script_db_list(p, db->driver, db->handle, j->aor, &j->scripts);
+        j->dberr = j->status != 0;
         return;
     }
     if (j->fetch) {
         j->result = db_select(p, db, j->aor, &err);
+        j->status = j->dberr = err ? 500 : 0;  /* not "never registered" (404) */
         return;
     }
     /* read, check, write and read again in one transaction, so that two
      * nodes registering the same AoR at once do not mix their changes */
-    apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
+    if (!in_batch) {
+        if (db_tx_start(p, db, &tx) != 0) {
+            j->status = j->dberr = 500;
+            return;
+        }
+        in_tx = 1;
+    }
     cur = db_select(p, db, j->chg.aor, &err);
     if (err) {
-        j->status = 500;
+        j->status = j->dberr = 500;
         goto done;
     }
     j->status = sip_location_reg_check(p, cur, &j->chg, &added);
@@ -293,15 +435,17 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
         /* draft-lennox-sip-reg-payload §4.1: the scripts first; if they
          * fail, the bindings are not touched either */
         apr_array_header_t *stored;
-        j->status = sip_script_db_list(p, db->driver, db->handle, j->chg.aor, &stored);
+        j->status = j->dberr = sip_script_db_list(p, db->driver, db->handle, j->chg.aor,
+                                                  &stored);
         if (!j->status)
             j->status = sip_script_check(stored, j->chg.script_ops, j->chg.if_unmodified_since,
                                          j->chg.max_script_total);
         if (!j->status)
-            j->status = sip_script_db_apply(p, db->driver, db->handle, j->chg.aor,
-                                            j->chg.script_ops,
-                                            sip_script_next_mtime(stored, j->chg.script_ops,
-                                                                  apr_time_now()));
+            j->status = j->dberr = sip_script_db_apply(p, db->driver, db->handle, j->chg.aor,
+                                                       j->chg.script_ops,
+                                                       sip_script_next_mtime(stored,
+                                                                             j->chg.script_ops,
+                                                                             apr_time_now()));
         if (j->status) {
             j->result = cur;
             goto done;
@@ -362,14 +506,88 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j)
     }
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
-        j->status = 500;
+        j->status = j->dberr = 500;
     if (!j->status && j->chg.want_scripts)
-        j->status = sip_script_db_list(p, db->driver, db->handle, j->chg.aor, &j->scripts);
+        j->status = j->dberr = sip_script_db_list(p, db->driver, db->handle, j->chg.aor,
+                                                  &j->scripts);
+    if (!j->status && notify_on(db))
+        db_notify(p, db, j->chg.aor);
 done:
-    if (tx) {
-        if (j->status)      /* nothing of a refused REGISTER may stay */
-            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
-        apr_dbd_transaction_end(db->driver, p, tx);
+    /* nothing of a refused REGISTER may stay */
+    if (in_tx && db_tx_end(p, db, &tx, j->status != 0) != 0 && !j->status)
+        j->status = j->dberr = 500;
+}
+
+/* Group commit: the registers of a batch in one transaction, each answered
+ * only once it is committed.  When anything in it fails (a statement, the
+ * commit), it is rolled back and every change is applied again in a
+ * transaction of its own, so that one bad change fails alone. */
+static void db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
+{
+    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    db_tx_t tx;
+    int i, failed = 0, started, before = db_failures;
+
+    if (n == 1) {
+        db_run_job(db, jobs[0], 0);
+        return;
+    }
+    started = db_tx_start(tp, db, &tx) == 0;
+    failed = !started;
+    for (i = 0; i < n && !failed; i++) {
+        db_run_job(db, jobs[i], 1);
+        failed = jobs[i]->dberr || db_failures != before;
+    }
+    if (started && db_tx_end(tp, db, &tx, failed) != 0)
+        failed = 1;
+    if (!failed) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, dbd_server,
+                     "sip location: %d changes committed in one transaction", n);
+        return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, dbd_server, "sip location: a transaction of %d "
+                 "changes failed; applying them one by one", n);
+    /* a connection that died is not worth the retries: a fresh one */
+    if (apr_dbd_check_conn(db->driver, tp, db->handle) != APR_SUCCESS && dbd_open && dbd_close) {
+        ap_dbd_t *fresh;
+        dbd_close(dbd_server, db);
+        fresh = dbd_open(tp, dbd_server);
+        if (!fresh) {
+            for (i = 0; i < n; i++)
+                jobs[i]->status = jobs[i]->dberr = 500;
+            db_close_later = NULL;
+            return;
+        }
+        db = db_close_later = fresh;
+    }
+    for (i = 0; i < n; i++) {
+        loc_job_t *j = jobs[i];
+        j->status = j->dberr = 0;
+        j->result = j->scripts = NULL;
+        db_run_job(db, j, 0);
+    }
+}
+
+static void db_cleanup_job(ap_dbd_t *db, loc_job_t *j)
+{
+    /* safe with several nodes: only rows whose time is past */
+    db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
+                                      "contact <> '' AND expires < %" APR_TIME_T_FMT,
+                                      apr_time_now()));
+}
+
+static int is_cleanup(const loc_job_t *j)
+{
+    return j->aor && !j->fetch && j->chg.aor == NULL;
+}
+
+static void wake_loop(void)
+{
+    char one = 1;
+
+    if (write(dbd_wake[1], &one, 1) < 0) {
+        /* the pipe is full: the loop is already awake */
     }
 }
 
@@ -379,14 +597,17 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
     APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     apr_pool_t *tp;
     int schema_done = 0;
+    loc_job_t **batch = malloc(sizeof(*batch) * (size_t)dbd_batch_max);
 
     (void)data;
     apr_pool_create(&tp, NULL);
-    for (;;) {
-        loc_job_t *j;
+    while (batch) {
+        loc_job_t *taken, *j, *last = NULL;
         ap_dbd_t *db;
-        char one = 1;
+        apr_uint64_t stamp;
+        int n = 0, k;
 
+        /* everything queued, up to the bound: one transaction for all */
         apr_thread_mutex_lock(dbd_lock);
         while (!dbd_todo && !dbd_stopping)
             apr_thread_cond_wait(dbd_cond, dbd_lock);
@@ -394,40 +615,139 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
             apr_thread_mutex_unlock(dbd_lock);
             break;
         }
-        j = dbd_todo;
-        dbd_todo = j->next;
+        taken = dbd_todo;
+        for (j = taken, k = 0; j && k < dbd_batch_max; j = j->next, k++)
+            last = j;
+        dbd_todo = last->next;
+        last->next = NULL;
         if (!dbd_todo)
             dbd_todo_tail = NULL;
+        stamp = dbd_changes;
         apr_thread_mutex_unlock(dbd_lock);
 
         db = dbd_open ? dbd_open(tp, dbd_server) : NULL;
-        if (!db) {
+        db_close_later = db;
+        if (!db)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server,
                          "sip location: no database connection (is mod_dbd configured?)");
-            j->status = 500;
-        }
-        else {
-            if (!schema_done)
-                schema_done = db_schema(tp, db);
-            if (j->aor && !j->fetch && j->chg.aor == NULL) {
-                /* the periodic cleanup job: safe with several nodes */
-                db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
-                                                  "contact <> '' AND expires < %" APR_TIME_T_FMT,
-                                                  apr_time_now()));
-            }
+        else if (!schema_done)
+            schema_done = db_schema(tp, db);
+        for (j = taken; j; j = j->next) {
+            j->stamp = stamp;
+            if (!db)
+                j->status = j->dberr = 500;
+            else if (is_cleanup(j))
+                db_cleanup_job(db, j);
+            else if (j->fetch)
+                db_run_job(db, j, 0);
             else
-                db_run_job(db, j);
-            if (dbd_close)
-                dbd_close(dbd_server, db);
+                batch[n++] = j;
         }
+        if (db && n)
+            db_run_batch(db, tp, batch, n);
+        if (db_close_later && dbd_close)
+            dbd_close(dbd_server, db_close_later);
         apr_pool_clear(tp);
         apr_thread_mutex_lock(dbd_lock);
-        j->next = dbd_done;
-        dbd_done = j;
-        apr_thread_mutex_unlock(dbd_lock);
-        if (write(dbd_wake[1], &one, 1) < 0) {
-            /* the pipe is full: the loop is already awake */
+        while (taken) {             /* dbd_done is newest first */
+            j = taken;
+            taken = j->next;
+            j->next = dbd_done;
+            dbd_done = j;
         }
+        apr_thread_mutex_unlock(dbd_lock);
+        wake_loop();
+    }
+    free(batch);
+    apr_pool_destroy(tp);
+    apr_thread_exit(thd, APR_SUCCESS);
+    return NULL;
+}
+
+/* Bring a note to the loop (under dbd_lock). */
+static void note_add(const char *aor)
+{
+    size_t len = strlen(aor);
+    note_t *n = malloc(sizeof(*n) + len);
+
+    if (n) {
+        memcpy(n->aor, aor, len + 1);
+        n->next = dbd_notes;
+        dbd_notes = n;
+    }
+    else
+        dbd_flush = 1;
+    dbd_changes++;
+}
+
+static void listening_set(int on)
+{
+    apr_thread_mutex_lock(dbd_lock);
+    dbd_listening = on;
+    dbd_flush = 1;          /* what came while nobody listened is unknown */
+    dbd_changes++;
+    apr_thread_mutex_unlock(dbd_lock);
+    wake_loop();
+}
+
+/* PostgreSQL: a connection of its own LISTENs on the channel; its socket
+ * is polled here, off the engine's loop, and each note another engine
+ * sent becomes "drop this AoR from the cache".  Lost, it is opened again,
+ * and meanwhile the cache is not trusted. */
+static void *APR_THREAD_FUNC listen_thread(apr_thread_t *thd, void *data)
+{
+    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    apr_pool_t *tp;
+
+    (void)data;
+    apr_pool_create(&tp, NULL);
+    while (dbd_open && dbd_close && !dbd_stopping) {
+        ap_dbd_t *db = dbd_open(tp, dbd_server);
+        PGconn *pc;
+
+        if (!db) {
+            apr_sleep(apr_time_from_msec(500));
+            continue;
+        }
+        if (!is_pgsql(db)) {        /* SQLite: no notes; SipLocationCacheTTL rules */
+            dbd_close(dbd_server, db);
+            break;
+        }
+        pc = apr_dbd_native_handle(db->driver, db->handle);
+        if (pc && db_exec(tp, db, apr_pstrcat(tp, "LISTEN ", dbd_channel, NULL)) == 0) {
+            listening_set(1);
+            for (;;) {
+                struct pollfd pfd = { PQsocket(pc), POLLIN, 0 };
+                PGnotify *nt;
+                int r = poll(&pfd, 1, 1000), got = 0;
+                if (r < 0 && errno != EINTR)
+                    break;
+                if (!PQconsumeInput(pc) || PQstatus(pc) != CONNECTION_OK)
+                    break;
+                apr_thread_mutex_lock(dbd_lock);
+                while ((nt = PQnotifies(pc))) {
+                    const char *aor = note_foreign_aor(nt->extra, dbd_node);
+                    if (aor) {
+                        note_add(aor);
+                        got = 1;
+                    }
+                    PQfreemem(nt);
+                }
+                apr_thread_mutex_unlock(dbd_lock);
+                if (got)
+                    wake_loop();
+            }
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: the connection "
+                         "listening for changes was lost (%s); opening another",
+                         PQerrorMessage(pc));
+            listening_set(0);
+            if (PQstatus(pc) == CONNECTION_OK)
+                db_exec(tp, db, "UNLISTEN *");
+        }
+        dbd_close(dbd_server, db);
+        apr_pool_clear(tp);
+        apr_sleep(apr_time_from_msec(200));
     }
     apr_pool_destroy(tp);
     apr_thread_exit(thd, APR_SUCCESS);
@@ -534,10 +854,130 @@ static void dbd_flows_sweep(apr_pool_t *p)
         dbd_flow_del(APR_ARRAY_IDX(gone, i, const char *));
 }
 
+/* ---- the cache (the loop's alone) ----
+ * What the database said of an AoR, kept right by this engine's own
+ * writes (a REGISTER's answer is the AoR after its commit) and dropped
+ * when a note says another engine changed it.  Trusted while notes
+ * arrive; without them (SQLite, SipLocationNotify off, the listening
+ * connection lost), only for SipLocationCacheTTL.  Bindings are handed
+ * out without those expired since. */
+typedef struct cache_ent {
+    apr_pool_t *pool;
+    const char *aor;
+    int have_bindings;
+    apr_array_header_t *bindings;   /* sip_binding_t *; NULL: never registered */
+    apr_array_header_t *scripts;    /* sip_script_t *; NULL: not known here */
+    apr_time_t filled;
+} cache_ent_t;
+
+static apr_hash_t *dbd_cache;
+static apr_size_t dbd_cache_max = SIP_LOC_CACHE_MAX;
+static int cache_listening;         /* the loop's copy of dbd_listening */
+
+static void cache_drop(const char *aor)
+{
+    cache_ent_t *e = apr_hash_get(dbd_cache, aor, APR_HASH_KEY_STRING);
+
+    if (e) {
+        apr_hash_set(dbd_cache, aor, APR_HASH_KEY_STRING, NULL);
+        apr_pool_destroy(e->pool);
+    }
+}
+
+static void cache_clear(void)
+{
+    apr_hash_index_t *hi;
+
+    while ((hi = apr_hash_first(NULL, dbd_cache)))
+        cache_drop(apr_hash_this_key(hi));
+}
+
+static int cache_on(void)
+{
+    return cache_listening || dbd_ttl > 0;
+}
+
+static cache_ent_t *cache_get(const char *aor, apr_time_t now)
+{
+    cache_ent_t *e = dbd_cache ? apr_hash_get(dbd_cache, aor, APR_HASH_KEY_STRING) : NULL;
+
+    if (e && !cache_listening && (dbd_ttl <= 0 || now - e->filled >= dbd_ttl)) {
+        cache_drop(aor);
+        return NULL;
+    }
+    return e;
+}
+
+/* Store what the database said: bindings when 'set_bindings', scripts
+ * when 'set_scripts' (NULL: forget them), the rest kept. */
+static void cache_put(const char *aor, int set_bindings, const apr_array_header_t *bindings,
+                      int set_scripts, const apr_array_header_t *scripts)
+{
+    cache_ent_t *old = apr_hash_get(dbd_cache, aor, APR_HASH_KEY_STRING), *e;
+    apr_pool_t *ep;
+
+    if (!old && apr_hash_count(dbd_cache) >= dbd_cache_max)
+        cache_clear();      /* crude, but bounded and rare */
+    apr_pool_create(&ep, NULL);
+    e = apr_pcalloc(ep, sizeof(*e));
+    e->pool = ep;
+    e->aor = apr_pstrdup(ep, aor);
+    e->filled = apr_time_now();
+    if (set_bindings) {
+        e->have_bindings = 1;
+        e->bindings = copy_bindings(ep, bindings);
+    }
+    else if (old && old->have_bindings) {
+        e->have_bindings = 1;
+        e->bindings = copy_bindings(ep, old->bindings);
+        e->filled = old->filled;
+    }
+    e->scripts = copy_scripts(ep, set_scripts ? scripts : old ? old->scripts : NULL);
+    if (old)
+        cache_drop(aor);
+    apr_hash_set(dbd_cache, e->aor, APR_HASH_KEY_STRING, e);
+}
+
+/* The cached bindings still alive, copied into 'p' (NULL: never registered). */
+static apr_array_header_t *cache_bindings(apr_pool_t *p, const cache_ent_t *e, apr_time_t now)
+{
+    apr_array_header_t *out = copy_bindings(p, e->bindings);
+    int i, k = 0;
+
+    for (i = 0; out && i < out->nelts; i++) {
+        sip_binding_t *b = APR_ARRAY_IDX(out, i, sip_binding_t *);
+        if (b->expires > now)
+            APR_ARRAY_IDX(out, k++, sip_binding_t *) = b;
+    }
+    if (out)
+        out->nelts = k;
+    return out;
+}
+
+/* A job's answer may fill the cache when no note came since its read. */
+static int cache_may_fill(const loc_job_t *j, apr_uint64_t changes)
+{
+    return cache_on() && !j->dberr && j->stamp == changes;
+}
+
+void sip_location_dbd_invalidate(const char *aor)
+{
+    if (!dbd_lock)
+        return;
+    if (dbd_cache)
+        cache_drop(aor);
+    apr_thread_mutex_lock(dbd_lock);
+    dbd_changes++;          /* a read already under way is as stale */
+    apr_thread_mutex_unlock(dbd_lock);
+}
+
 static void dbd_completed(void *baton, apr_int16_t ev)
 {
     char buf[64];
     loc_job_t *list, *rev = NULL;
+    note_t *notes;
+    apr_uint64_t changes;
+    int flush;
 
     (void)baton;
     (void)ev;
@@ -546,7 +986,21 @@ static void dbd_completed(void *baton, apr_int16_t ev)
     apr_thread_mutex_lock(dbd_lock);
     list = dbd_done;
     dbd_done = NULL;
+    notes = dbd_notes;
+    dbd_notes = NULL;
+    flush = dbd_flush;
+    dbd_flush = 0;
+    changes = dbd_changes;
+    cache_listening = dbd_listening;
     apr_thread_mutex_unlock(dbd_lock);
+    if (flush)
+        cache_clear();
+    while (notes) {
+        note_t *n = notes;
+        notes = n->next;
+        cache_drop(n->aor);
+        free(n);
+    }
     while (list) {                  /* oldest first */
         loc_job_t *n = list->next;
         list->next = rev;
@@ -558,16 +1012,30 @@ static void dbd_completed(void *baton, apr_int16_t ev)
         rev = j->next;
         if (j->reg_cb) {
             apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
-            if (!j->status)
+            if (!j->status) {
                 dbd_flows_apply(j->pool, &j->chg);
+                /* scripts the change touched are forgotten unless reported */
+                if (cache_may_fill(j, changes))
+                    cache_put(j->chg.aor, 1, j->result,
+                              j->chg.want_scripts || (j->chg.script_ops
+                                                      && j->chg.script_ops->nelts),
+                              j->chg.want_scripts ? j->scripts : NULL);
+                else
+                    cache_drop(j->chg.aor);
+            }
             dbd_flows_add(j->pool, cur);
             j->reg_cb(j->baton, j->status, cur, copy_scripts(j->caller_pool, j->scripts));
         }
-        else if (j->scripts_cb)
+        else if (j->scripts_cb) {
+            if (!j->status && cache_may_fill(j, changes))
+                cache_put(j->aor, 0, NULL, 1, j->scripts);
             j->scripts_cb(j->baton, j->status, j->status ? NULL
                           : copy_scripts(j->caller_pool, j->scripts));
+        }
         else if (j->cb) {
             apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
+            if (!j->status && cache_may_fill(j, changes))
+                cache_put(j->aor, 1, j->result, 0, NULL);
             dbd_flows_add(j->pool, cur);
             j->cb(j->baton, j->status, cur);
         }
@@ -618,10 +1086,20 @@ apr_status_t sip_location_dbd_start(sip_loop_t *loop, apr_pool_t *p)
         || (rv = apr_thread_cond_create(&dbd_cond, p)))
         return rv;
     dbd_flows = apr_hash_make(p);
+    dbd_cache = apr_hash_make(p);
+    {
+        unsigned char rnd[8];
+        if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS)
+            memcpy(rnd, &p, sizeof(rnd) < sizeof(p) ? sizeof(rnd) : sizeof(p));
+        apr_snprintf(dbd_node, sizeof(dbd_node), "%" APR_PID_T_FMT "-%02x%02x%02x%02x%02x%02x",
+                     getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+    }
     apr_os_pipe_put(&rf, &dbd_wake[0], p);
     sip_io_init_file(&dbd_wake_io, rf, dbd_completed, NULL);
     sip_io_watch(dbd_loop, &dbd_wake_io, APR_POLLIN);
     rv = apr_thread_create(&thd, NULL, db_thread, NULL, p);
+    if (rv == APR_SUCCESS && dbd_channel)
+        rv = apr_thread_create(&thd, NULL, listen_thread, NULL, p);
     if (rv == APR_SUCCESS)
         sip_timer_set(dbd_loop, &dbd_cleanup_timer, apr_time_from_sec(5), dbd_cleanup, NULL);
     return rv;
@@ -676,7 +1154,14 @@ void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg,
 void sip_location_dbd_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scripts_cb cb,
                                     void *baton)
 {
-    loc_job_t *j = new_job(p, NULL, baton);
+    cache_ent_t *e = cache_get(aor, apr_time_now());
+    loc_job_t *j;
+
+    if (e && e->scripts) {
+        cb(baton, 0, copy_scripts(p, e->scripts));
+        return;
+    }
+    j = new_job(p, NULL, baton);
     j->scripts_cb = cb;
     j->fetch = 2;
     j->aor = apr_pstrdup(j->pool, aor);
@@ -685,7 +1170,17 @@ void sip_location_dbd_fetch_scripts(apr_pool_t *p, const char *aor, sip_location
 
 void sip_location_dbd_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton)
 {
-    loc_job_t *j = new_job(p, cb, baton);
+    apr_time_t now = apr_time_now();
+    cache_ent_t *e = cache_get(aor, now);
+    loc_job_t *j;
+
+    if (e && e->have_bindings) {
+        apr_array_header_t *cur = cache_bindings(p, e, now);
+        dbd_flows_add(p, cur);
+        cb(baton, 0, cur);
+        return;
+    }
+    j = new_job(p, cb, baton);
     j->fetch = 1;
     j->aor = apr_pstrdup(j->pool, aor);
     dbd_submit(j);

@@ -1,6 +1,6 @@
-/* Internal: the mod_dbd location store (sip_location_dbd.c) and what it
- * shares with the memory store in sip_location.c.  Only these two files
- * include it; everyone else uses sip_location.h. */
+/* The mod_dbd location store (sip_location_dbd.c): what it shares with the
+ * memory store in sip_location.c, its directives (mod_sip.c) and the drop
+ * of a cached AoR (the replica code).  Everyone else uses sip_location.h. */
 #ifndef SIP_LOCATION_DBD_H
 #define SIP_LOCATION_DBD_H
 
@@ -23,5 +23,20 @@ void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg,
 void sip_location_dbd_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scripts_cb cb,
                                     void *baton);
 void sip_location_dbd_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton);
+
+/* Another engine changed 'aor': forget what the cache holds of it (and let
+ * no read already under way put it back).  The engine's loop only; a no-op
+ * when SipLocation dbd is not in use. */
+void sip_location_dbd_invalidate(const char *aor);
+
+/* SipLocationBatch (changes per transaction), SipLocationNotify (the
+ * PostgreSQL channel, or "off" -> ""), SipLocationCacheTTL (seconds or
+ * NNNms -> ms): parse 'arg' of directive 'name' into its field; NULL or
+ * the error. */
+#define SIP_LOC_DEFAULT_BATCH 256
+#define SIP_LOC_DEFAULT_CHANNEL "sip_location"
+#define SIP_LOC_CACHE_MAX 100000    /* AoRs in the cache; beyond, it starts afresh */
+const char *sip_location_dbd_directive(const char *name, const char *arg, int *batch,
+                                       const char **notify, int *ttl_ms);
 
 #endif

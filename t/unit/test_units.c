@@ -10752,6 +10752,172 @@ static Suite *replica_suite(void)
     return su;
 }
 
+/* ---- the mod_dbd location store (sip_location_dbd.c): notes, directives,
+ * the cache ---- */
+
+START_TEST(dbd_note_payloads)
+{
+    ck_assert_ptr_null(note_foreign_aor("123-ab sip:a@h", "123-ab"));     /* our own */
+    ck_assert_str_eq(note_foreign_aor("9-ff sip:a@h", "123-ab"), "sip:a@h");
+    ck_assert_str_eq(note_foreign_aor("123-abc sip:a@h", "123-ab"), "sip:a@h");  /* a prefix */
+    ck_assert_str_eq(note_foreign_aor("123-a sip:a@h", "123-ab"), "sip:a@h");
+    ck_assert_ptr_null(note_foreign_aor("nospace", "123-ab"));
+    ck_assert_ptr_null(note_foreign_aor("x ", "123-ab"));
+    ck_assert_ptr_null(note_foreign_aor(NULL, "123-ab"));
+}
+END_TEST
+
+START_TEST(dbd_directives)
+{
+    int batch = 0, ttl = -1;
+    const char *notify = NULL;
+
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationBatch", "64", &batch, &notify, &ttl));
+    ck_assert_int_eq(batch, 64);
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationBatch", "0", &batch, &notify, &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationBatch", "4097", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationBatch", "8x", &batch, &notify, &ttl));
+    ck_assert_int_eq(batch, 64);
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationNotify", "site_2", &batch, &notify,
+                                                  &ttl));
+    ck_assert_str_eq(notify, "site_2");
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationNotify", "Off", &batch, &notify, &ttl));
+    ck_assert_str_eq(notify, "");
+    /* it goes into NOTIFY unquoted: nothing but a plain identifier */
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify", "a;DROP", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify", "Site", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify", "1site", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify",
+                                                     "a123456789012345678901234567890123456789"
+                                                     "012345678901234567890123", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationCacheTTL", "2", &batch, &notify, &ttl));
+    ck_assert_int_eq(ttl, 2000);
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationCacheTTL", "250ms", &batch, &notify,
+                                                  &ttl));
+    ck_assert_int_eq(ttl, 250);
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationCacheTTL", "-1", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationCacheTTL", "5s", &batch, &notify,
+                                                     &ttl));
+    ck_assert_int_eq(ttl, 250);
+}
+END_TEST
+
+static apr_array_header_t *dbd_two_bindings(apr_time_t now)
+{
+    apr_array_header_t *a = apr_array_make(pool, 2, sizeof(sip_binding_t *));
+    sip_binding_t *live = apr_pcalloc(pool, sizeof(*live)), *dead = apr_pcalloc(pool, sizeof(*dead));
+
+    live->aor = dead->aor = "sip:c@h";
+    live->call_id = dead->call_id = "cid";
+    live->contact = "sip:c@10.0.0.1";
+    live->expires = now + apr_time_from_sec(60);
+    dead->contact = "sip:c@10.0.0.2";
+    dead->expires = now + apr_time_from_msec(100);
+    *(sip_binding_t **)apr_array_push(a) = live;
+    *(sip_binding_t **)apr_array_push(a) = dead;
+    return a;
+}
+
+START_TEST(dbd_cache_rules)
+{
+    apr_time_t now = apr_time_now();
+    apr_array_header_t *scripts = apr_array_make(pool, 1, sizeof(sip_script_t *)), *got;
+    sip_script_t *sc = apr_pcalloc(pool, sizeof(*sc));
+    cache_ent_t *e;
+    loc_job_t j;
+
+    dbd_cache = apr_hash_make(pool);
+    ck_assert_int_eq(apr_thread_mutex_create(&dbd_lock, APR_THREAD_MUTEX_DEFAULT, pool), APR_SUCCESS);
+    cache_listening = 1;
+    dbd_ttl = 0;
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 0, NULL);
+    e = cache_get("sip:c@h", now);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(cache_bindings(pool, e, now)->nelts, 2);
+    /* a binding expired since it was cached is not handed out */
+    got = cache_bindings(pool, e, now + apr_time_from_sec(1));
+    ck_assert_int_eq(got->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(got, 0, sip_binding_t *)->contact, "sip:c@10.0.0.1");
+    /* scripts join the bindings; a later binding change keeps them, a
+     * change of the scripts without their list forgets them */
+    sc->aor = "sip:c@h";
+    sc->type = "cpl";
+    sc->content_type = "application/cpl+xml";
+    sc->body = "<cpl/>";
+    sc->len = 6;
+    *(sip_script_t **)apr_array_push(scripts) = sc;
+    cache_put("sip:c@h", 0, NULL, 1, scripts);
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 0, NULL);
+    e = cache_get("sip:c@h", now);
+    ck_assert_ptr_nonnull(e->scripts);
+    ck_assert_int_eq(e->scripts->nelts, 1);
+    ck_assert_int_eq(e->have_bindings, 1);
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 1, NULL);
+    ck_assert_ptr_null(cache_get("sip:c@h", now)->scripts);
+    /* an AoR never registered is cached as such */
+    cache_put("sip:never@h", 1, NULL, 0, NULL);
+    e = cache_get("sip:never@h", now);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->have_bindings, 1);
+    ck_assert_ptr_null(cache_bindings(pool, e, now));
+    /* a read older than the last note may not fill it */
+    memset(&j, 0, sizeof(j));
+    j.stamp = dbd_changes;
+    ck_assert(cache_may_fill(&j, dbd_changes));
+    ck_assert(!cache_may_fill(&j, dbd_changes + 1));
+    j.dberr = 500;
+    ck_assert(!cache_may_fill(&j, dbd_changes));
+    /* a drop: gone, and reads under way are as stale */
+    j.dberr = 0;
+    sip_location_dbd_invalidate("sip:c@h");
+    ck_assert_ptr_null(cache_get("sip:c@h", now));
+    ck_assert(!cache_may_fill(&j, dbd_changes));
+    /* without notes: nothing without a TTL, then only for the TTL */
+    cache_listening = 0;
+    ck_assert(!cache_on());
+    ck_assert_ptr_null(cache_get("sip:never@h", now));
+    dbd_ttl = apr_time_from_sec(1);
+    ck_assert(cache_on());
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 0, NULL);
+    ck_assert_ptr_nonnull(cache_get("sip:c@h", apr_time_now()));
+    ck_assert_ptr_null(cache_get("sip:c@h", apr_time_now() + apr_time_from_sec(2)));
+    /* bounded: beyond the most AoRs it starts afresh */
+    dbd_cache_max = 3;
+    cache_put("sip:1@h", 1, NULL, 0, NULL);
+    cache_put("sip:2@h", 1, NULL, 0, NULL);
+    cache_put("sip:3@h", 1, NULL, 0, NULL);
+    ck_assert_uint_eq(apr_hash_count(dbd_cache), 3);
+    cache_put("sip:4@h", 1, NULL, 0, NULL);
+    ck_assert_uint_eq(apr_hash_count(dbd_cache), 1);
+    cache_clear();
+    ck_assert_uint_eq(apr_hash_count(dbd_cache), 0);
+    dbd_cache_max = SIP_LOC_CACHE_MAX;
+    dbd_ttl = 0;
+    dbd_cache = NULL;
+    apr_thread_mutex_destroy(dbd_lock);
+    dbd_lock = NULL;
+}
+END_TEST
+
+static Suite *location_dbd_suite(void)
+{
+    Suite *s = suite_create("location_dbd");
+    TCase *tc = tcase_create("pure");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, dbd_note_payloads);
+    tcase_add_test(tc, dbd_directives);
+    tcase_add_test(tc, dbd_cache_rules);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -10799,6 +10965,7 @@ int main(void)
     srunner_add_suite(sr, natob_suite());
     srunner_add_suite(sr, dns_suite());
     srunner_add_suite(sr, replica_suite());
+    srunner_add_suite(sr, location_dbd_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
