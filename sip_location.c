@@ -756,6 +756,51 @@ const char *sip_location_replica_text(apr_pool_t *p, const char *aor)
     return out;
 }
 
+/* The mod_dbd store: the database has the bindings already; the cache
+ * forgets the AoR, and the flows (in memory only) are taken. */
+static void replica_apply_dbd(char *text)
+{
+    apr_pool_t *p;
+    sip_reg_change_t chg;
+    journal_rec_t r;
+    char *line, *nl;
+
+    apr_pool_create(&p, loc_pool);
+    memset(&chg, 0, sizeof(chg));
+    chg.bindings = apr_array_make(p, 4, sizeof(sip_binding_t));
+    for (line = text; *line; line = nl) {
+        nl = line + strcspn(line, "\n");
+        if (*nl)
+            *nl++ = '\0';
+        switch (journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r)) {
+        case 'A':
+            if (chg.aor)
+                sip_location_dbd_flows(p, &chg);
+            sip_location_dbd_invalidate(r.b.aor);
+            chg.aor = apr_pstrdup(p, r.b.aor);
+            chg.star = 1;       /* the AoR's flows as they are now: */
+            sip_location_dbd_flows(p, &chg);
+            chg.star = 0;
+            chg.bindings->nelts = 0;
+            break;
+        case 'B':
+            if (chg.aor && !strcmp(chg.aor, r.b.aor) && r.b.flow) {
+                sip_binding_t *b = apr_array_push(chg.bindings);
+                *b = r.b;
+                b->aor = chg.aor;
+                b->contact = apr_pstrdup(p, r.b.contact);
+                b->instance = r.b.instance ? apr_pstrdup(p, r.b.instance) : NULL;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    if (chg.aor && chg.bindings->nelts)
+        sip_location_dbd_flows(p, &chg);
+    apr_pool_destroy(p);
+}
+
 void sip_location_replica_apply(const char *text, apr_size_t len)
 {
     char *copy = malloc(len + 1), *line, *nl;
@@ -763,6 +808,13 @@ void sip_location_replica_apply(const char *text, apr_size_t len)
 
     if (!copy)
         return;
+    if (sip_location_dbd_on()) {
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+        replica_apply_dbd(copy);
+        free(copy);
+        return;
+    }
     memcpy(copy, text, len);
     copy[len] = '\0';
     for (line = copy; *line; line = nl) {
@@ -851,6 +903,36 @@ static void replica_broadcast(apr_pool_t *p, const char *aor)
     sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
 }
 
+/* The mod_dbd store with several engines: after the home stored a
+ * change, the others drop the AoR from their cache and learn its flows. */
+typedef struct dbd_reg {
+    sip_location_reg_cb cb;
+    void *baton;
+    const char *aor;
+    apr_pool_t *p;
+} dbd_reg_t;
+
+static void dbd_registered(void *baton, int status, apr_array_header_t *current,
+                           apr_array_header_t *scripts)
+{
+    dbd_reg_t *w = baton;
+
+    if (!status) {
+        sip_ho_origin_t o;
+        const char *text = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
+        int i;
+        for (i = 0; current && i < current->nelts; i++)
+            text = apr_pstrcat(w->p, text,
+                               replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *)),
+                               NULL);
+        memset(&o, 0, sizeof(o));
+        o.engine = sip_engine_self();
+        o.cookie = sip_transport_flow_generation();
+        sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+    }
+    w->cb(w->baton, status, current, scripts);
+}
+
 int sip_location_is_dbd(void)
 {
     return sip_location_dbd_on();
@@ -867,23 +949,49 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
         return sip_location_dbd_start(loop, p);
     journal = journal_fd;
     if (journal >= 0) {
-        FILE *f;
-        char *line = NULL;
-        size_t cap = 0;
-        int fd2 = dup(journal), version = 1;
-        apr_size_t lines = 0;
+        /* pread, not read: with several engines the descriptor (and so
+         * its offset) is shared by all of them, reading at once */
+        apr_size_t cap = 65536, have = 0, lines = 0;
+        char *buf = malloc(cap + 1);
+        off_t at = 0;
+        int version = 1, eof = 0;
         apr_time_t t0 = apr_time_now();
 
         bad_lines = 0;
-        if (fd2 >= 0 && lseek(journal, 0, SEEK_SET) >= 0 && (f = fdopen(fd2, "r"))) {
-            while (getline(&line, &cap, f) > 0) {
-                line[strcspn(line, "\n")] = '\0';
+        while (buf && !eof) {
+            ssize_t n;
+            char *line, *nl;
+            if (have == cap) {          /* a line longer than the buffer */
+                char *bigger = realloc(buf, 2 * cap + 1);
+                if (!bigger)
+                    break;
+                buf = bigger;
+                cap *= 2;
+            }
+            n = pread(journal, buf + have, cap - have, at);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                eof = 1;
+                if (!have)
+                    break;
+                buf[have++] = '\n';     /* the last line, unterminated */
+            }
+            else {
+                at += n;
+                have += (apr_size_t)n;
+            }
+            buf[have] = '\0';
+            for (line = buf; (nl = memchr(line, '\n', have - (apr_size_t)(line - buf)));
+                 line = nl + 1) {
+                *nl = '\0';
                 replay_line(line, &version, 0);
                 lines++;
             }
-            free(line);
-            fclose(f);
+            have -= (apr_size_t)(line - buf);
+            memmove(buf, line, have);
         }
+        free(buf);
         if (bad_lines)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip location: %" APR_SIZE_T_FMT " unreadable journal lines skipped",
@@ -972,6 +1080,15 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     int i, status;
 
     if (sip_location_dbd_on()) {
+        if (sip_engine_count() > 1 && (chg->star || chg->bindings->nelts)) {
+            dbd_reg_t *w = apr_palloc(p, sizeof(*w));
+            w->cb = cb;
+            w->baton = baton;
+            w->aor = chg->aor;
+            w->p = p;
+            sip_location_dbd_register(p, chg, dbd_registered, w);
+            return;
+        }
         sip_location_dbd_register(p, chg, cb, baton);
         return;
     }

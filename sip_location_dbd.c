@@ -960,6 +960,12 @@ static int cache_may_fill(const loc_job_t *j, apr_uint64_t changes)
     return cache_on() && !j->dberr && j->stamp == changes;
 }
 
+void sip_location_dbd_flows(apr_pool_t *p, const sip_reg_change_t *chg)
+{
+    if (dbd_flows)
+        dbd_flows_apply(p, chg);
+}
+
 void sip_location_dbd_invalidate(const char *aor)
 {
     if (!dbd_lock)

@@ -28,6 +28,10 @@ void sip_location_dbd_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, 
  * no read already under way put it back).  The engine's loop only; a no-op
  * when SipLocation dbd is not in use. */
 void sip_location_dbd_invalidate(const char *aor);
+/* Several engines (the replica code): the flows of 'chg', stored by the
+ * AoR's home engine, kept here too (flows live in memory, not in the
+ * database); "star" forgets the AoR's. */
+void sip_location_dbd_flows(apr_pool_t *p, const sip_reg_change_t *chg);
 
 /* SipLocationBatch (changes per transaction), SipLocationNotify (the
  * PostgreSQL channel, or "off" -> ""), SipLocationCacheTTL (seconds or

@@ -127,10 +127,12 @@ static void on_replica(sip_ho_kind_t kind, const sip_ho_origin_t *from, const ch
 {
     (void)kind;
     sip_transport_peer_generation(from->engine, from->cookie);
-    if (!use_replicas || !len)
+    if (!len)
         return;
-    if (len >= sizeof(FLOWS_MARK) - 1 && !memcmp(text, FLOWS_MARK, sizeof(FLOWS_MARK) - 1))
-        sip_location_replica_flows(text, len);
+    if (len >= sizeof(FLOWS_MARK) - 1 && !memcmp(text, FLOWS_MARK, sizeof(FLOWS_MARK) - 1)) {
+        if (use_replicas)
+            sip_location_replica_flows(text, len);
+    }
     else
         sip_location_replica_apply(text, len);
 }
@@ -169,7 +171,8 @@ void sip_replica_start(sip_loop_t *loop, apr_pool_t *p)
     jobs = NULL;
     if (sip_engine_count() < 2)
         return;
-    /* the mod_dbd store: the database is shared, no replica to keep */
+    /* the mod_dbd store: the database is shared, no replica to keep (a
+     * REPLICA then only drops the AoR from the cache and brings flows) */
     use_replicas = !sip_location_is_dbd();
     sip_handover_on(SIP_HO_SYNC, on_sync);
     sip_handover_on(SIP_HO_REPLICA, on_replica);
