@@ -193,7 +193,7 @@ prove: test-deps all $(NODE_STAMP)
 # files that call registered users (ENGINES2_NEED_LOCATIONS: a REGISTER and
 # the call to its user may land on different engines until the location
 # replicas are built).
-ENGINES2_NEED_LOCATIONS ?= t/proxy-wire.t t/cgi-local-target.t
+ENGINES2_NEED_LOCATIONS ?= t/proxy-wire.t t/cgi-local-target.t t/cgi-local-target-fcgi.t
 ENGINES2_TESTS ?= $(filter-out $(ENGINES2_NEED_LOCATIONS), t/50-transactions.t \
                   $(wildcard t/9[0-5]-proxy-*.t) t/proxy-wire.t $(wildcard t/cgi-*.t)) t/engines.t
 test-engines2: test-deps all
