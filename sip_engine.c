@@ -470,8 +470,13 @@ static void on_query(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char
         return;
     apr_pool_create(&p, engine_pool);
     sip_get_limits(src.vhost, &lim);
+    /* Its INVITE is here; or it is an ACK for a 2xx we answered (our To
+     * tag), which ends that answer's retransmissions here. */
     if (sip_msg_parse(p, text, len, &lim, 1, &msg, &err) == APR_SUCCESS
-        && sip_msg_is_request(msg) && sip_txn_find_invite(p, msg))
+        && sip_msg_is_request(msg)
+        && (sip_txn_find_invite(p, msg)
+            || (!strcmp(sip_msg_method(msg), "ACK")
+                && sip_engine_of_tag(sip_msg_to_tag(msg)) == sip_engine_self())))
         hit = 1;
     apr_pool_destroy(p);
     memset(&me, 0, sizeof(me));
