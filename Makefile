@@ -189,10 +189,9 @@ prove: test-deps all $(NODE_STAMP)
 
 # The transaction, proxy and SIP-CGI files with two engines (SipEngines 2,
 # issue 19): a request, its CANCEL and ACK and its responses may land on
-# different engines.  Not yet in it: the registrar and flow files, and the
-# files that call registered users (ENGINES2_NEED_LOCATIONS: a REGISTER and
-# the call to its user may land on different engines until the location
-# replicas are built).
+# different engines; and the registrar, flow, outbound, NAT and Path files
+# with t/engines-location.t (locations and flows across engines).
+# ENGINES2_NEED_LOCATIONS: files to leave out (none since the replicas).
 ENGINES2_NEED_LOCATIONS ?=
 ENGINES2_TESTS ?= $(filter-out $(ENGINES2_NEED_LOCATIONS), t/50-transactions.t \
                   $(wildcard t/9[0-5]-proxy-*.t) t/proxy-wire.t $(wildcard t/cgi-*.t)) t/engines.t \

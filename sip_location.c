@@ -832,18 +832,34 @@ void sip_location_replica_flows(const char *text, apr_size_t len)
     char *copy = malloc(len + 1), *line, *nl;
     journal_rec_t r;
     stored_t *st;
+    int taking = 0;
 
     if (!copy)
         return;
     memcpy(copy, text, len);
     copy[len] = '\0';
     for (line = copy; *line; line = nl) {
+        char *again;
+        int type;
         nl = line + strcspn(line, "\n");
         if (*nl)
             *nl++ = '\0';
-        if (journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r) != 'B'
-            || !r.b.flow)
+        again = apr_pstrdup(scratch, line);
+        type = journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r);
+        if (type == 'A')
+            taking = !entry_for(r.b.aor, 0);
+        /* an AoR the journal did not give back (SipLocationFile none, or a
+         * line lost): the peer's copy is all there is */
+        if (taking && (type == 'A' || type == 'B')) {
+            int version = JOURNAL_VERSION;
+            replay_line(again, &version, 1);
+            apr_pool_clear(scratch);
             continue;
+        }
+        if (type != 'B' || !r.b.flow) {
+            apr_pool_clear(scratch);
+            continue;
+        }
         /* the same registration (Call-ID and CSeq) that lost its flow */
         st = find(r.b.aor, sip_binding_identity(scratch, &r.b), scratch);
         if (st && !st->b.flow && st->b.cseq == r.b.cseq && !strcmp(st->b.call_id, r.b.call_id))
@@ -851,23 +867,18 @@ void sip_location_replica_flows(const char *text, apr_size_t len)
         apr_pool_clear(scratch);
     }
     free(copy);
+    forget_excess_empty();
 }
 
 apr_array_header_t *sip_location_flow_aors(apr_pool_t *p, int home)
 {
     apr_array_header_t *out = apr_array_make(p, 16, sizeof(const char *));
     apr_hash_index_t *hi;
-    int self = sip_engine_self(), i;
 
     for (hi = apr_hash_first(p, aors); hi; hi = apr_hash_next(hi)) {
         aor_entry_t *e = apr_hash_this_val(hi);
-        if (sip_engine_home(e->aor) != home)
-            continue;
-        for (i = 0; i < e->n; i++)
-            if (e->b[i]->b.flow && sip_flow_engine(e->b[i]->b.flow) == self) {
-                *(const char **)apr_array_push(out) = apr_pstrdup(p, e->aor);
-                break;
-            }
+        if (sip_engine_home(e->aor) == home)
+            *(const char **)apr_array_push(out) = apr_pstrdup(p, e->aor);
     }
     return out;
 }

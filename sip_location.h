@@ -120,9 +120,10 @@ void sip_location_replica_apply(const char *text, apr_size_t len);
 /* Every AoR this engine is home of (const char *), for a SIP_HO_SYNC. */
 apr_array_header_t *sip_location_homed_aors(apr_pool_t *p);
 /* A restarted home engine got its bindings back from the journal, which
- * keeps no flow: the AoRs homed at 'home' with a binding on one of our
- * flows (const char *), and, at the home, those flows put back into the
- * same registrations (records as above). */
+ * keeps no flow: the AoRs homed at 'home' (const char *), sent to it by
+ * a peer; at the home, an AoR it knows takes only the flows, into the
+ * same registrations (Call-ID and CSeq); one it does not know (no journal,
+ * SipLocationFile none) takes the peer's whole copy. */
 apr_array_header_t *sip_location_flow_aors(apr_pool_t *p, int home);
 void sip_location_replica_flows(const char *text, apr_size_t len);
 
