@@ -18,13 +18,14 @@ typedef struct sync_job {
     int to;
     apr_array_header_t *aors;
     int at;
-    int flows;              /* from 'flows' on: AoRs homed at 'to', for their flows */
+    int flows;              /* from here on: AoRs homed at 'to' (FLOWS_MARK batches) */
     sip_timer_t timer;
 } sync_job_t;
 
 #define SYNC_BATCH 16000            /* bytes of records per datagram */
 #define SYNC_RETRY apr_time_from_msec(20)
-/* First line of a batch of AoRs homed at the receiver: take only flows */
+/* First line of a batch of AoRs homed at the receiver: it takes their
+ * flows, or a whole AoR its journal did not give back */
 #define FLOWS_MARK "F\tflows\n"
 
 static sip_loop_t *rep_loop;
