@@ -130,6 +130,12 @@ typedef struct sip_server_conf {
     long dns_cache_size;                /* SipDNSCacheSize entries; -1 = unset */
     /* proxy DNS failover (issue 17; sip_proxy.c): read from the main server only */
     apr_interval_time_t timer_t1;       /* SipTimerT1; -1 = unset (SIP_T1, 500 ms) */
+    /* several engines (issue 19; sip_engine.c): read from the main server only */
+    int engines;                        /* SipEngines; -1 = unset (online cores) */
+    /* the mod_dbd location store (issue 19; sip_location_dbd.c): main server only */
+    int loc_batch;                      /* SipLocationBatch; 0 = unset (256) */
+    const char *loc_notify;             /* SipLocationNotify channel, "" = off; NULL = unset */
+    int loc_cache_ttl_ms;               /* SipLocationCacheTTL; -1 = unset (0: none) */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

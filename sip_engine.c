@@ -22,6 +22,8 @@
 #include "sip_upload.h"
 #include "sip_ws_upgrade.h"
 #include "sip_dns.h"
+#include "sip_handover.h"
+#include "sip_replica.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -30,6 +32,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "apr_strings.h"
 #include "apr_signal.h"
@@ -39,7 +43,7 @@
 #include "mpm_common.h"
 
 typedef struct {
-    apr_socket_t *sock;
+    apr_socket_t *socks[SIP_ENGINES_MAX];  /* one per engine, a SO_REUSEPORT group */
     server_rec *vhost;
 } udp_entry_t;
 
@@ -48,13 +52,20 @@ typedef struct {
     server_rec *named;
 } named_vhost_t;
 
-/* Per generation (pconf) state of the parent, inherited by the engine. */
+/* One engine process, as the parent supervises it. */
+typedef struct engine_slot {
+    int index;
+    int handoff[2];         /* [0] engine end, [1] children's end */
+    apr_proc_t *proc;       /* NULL until forked */
+} engine_slot_t;
+
+/* Per generation (pconf) state of the parent, inherited by the engines. */
 static apr_array_header_t *udp_socks;
 static apr_array_header_t *named_vhosts;    /* named_vhost_t */
-static int handoff[2] = {-1, -1};   /* [0] engine end, [1] children's end */
+static engine_slot_t slots[SIP_ENGINES_MAX];
+static int slot_count;
 static apr_pool_t *engine_pconf;
 static server_rec *engine_main_server;
-static apr_proc_t *engine_proc;
 static pid_t parent_pid;
 static int journal_fd = -1;
 
@@ -75,15 +86,35 @@ void sip_engine_set_dbd(server_rec *s)
 static apr_pool_t *engine_pool;
 static volatile sig_atomic_t engine_stop;
 
-void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost)
+void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *const *socks, server_rec *vhost)
 {
     udp_entry_t *e;
 
     if (!udp_socks)
         udp_socks = apr_array_make(pconf, 4, sizeof(udp_entry_t));
     e = apr_array_push(udp_socks);
-    e->sock = sock;
+    memset(e, 0, sizeof(*e));
+    memcpy(e->socks, socks, sizeof(e->socks));
     e->vhost = vhost;
+}
+
+int sip_engine_default_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : n > SIP_ENGINES_MAX ? SIP_ENGINES_MAX : (int)n;
+}
+
+const char *sip_engine_parse_count(const char *arg, int *out)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (end == arg || *end || n < 1 || n > SIP_ENGINES_MAX)
+        return "SipEngines takes a number of engine processes from 1 to "
+               APR_STRINGIFY(SIP_ENGINES_MAX);
+    *out = (int)n;
+    return NULL;
 }
 
 void sip_engine_add_named(apr_pool_t *pconf, server_rec *primary, server_rec *named)
@@ -304,6 +335,223 @@ static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_ms
     sip_transport_send(src, NULL, text, len);
 }
 
+/* ---- several engines: messages that landed on the wrong engine ---- */
+
+/* engine_deliver's own flag: handed over by another engine (or let go by
+ * every other one), so processed here whatever its branch or match, and
+ * counted already where it arrived. */
+#define DELIVER_LOCAL 0x100
+/* How long a CANCEL or ACK that matches nothing here waits for the other
+ * engines' answers before it is treated as matching nothing anywhere. */
+#define QUERY_TIMEOUT apr_time_from_msec(200)
+
+static void engine_deliver(const char *buf, apr_size_t len, int flags,
+                           const sip_source_t *src);
+
+typedef struct ho_query {
+    apr_pool_t *pool;
+    apr_uint32_t cookie;
+    int waiting;            /* engines yet to answer MISS */
+    sip_timer_t timer;
+    char *buf;
+    apr_size_t len;
+    sip_source_t src;       /* UDP only: nothing held */
+} ho_query_t;
+
+static sip_loop_t *engine_loop;
+static apr_hash_t *queries;         /* cookie -> ho_query_t */
+static apr_uint32_t query_next;
+
+/* A vhost named by another engine is a pointer into the configuration we
+ * share; take it only when it is one of ours. */
+static int our_vhost(const void *v)
+{
+    server_rec *s;
+
+    for (s = engine_main_server; s; s = s->next)
+        if ((const void *)s == v)
+            return 1;
+    return 0;
+}
+
+static void query_end(ho_query_t *q, int hit)
+{
+    apr_hash_set(queries, &q->cookie, sizeof(q->cookie), NULL);
+    sip_timer_cancel(engine_loop, &q->timer);
+    /* No other engine has its transaction: process it as the only one. */
+    if (!hit)
+        engine_deliver(q->buf, q->len, DELIVER_LOCAL, &q->src);
+    apr_pool_destroy(q->pool);
+}
+
+static void query_timeout(void *baton)
+{
+    query_end(baton, 0);
+}
+
+/* A CANCEL or non-2xx ACK that matches no INVITE here: ask the engine its
+ * To tag names, or every other one.  1 when asked (it is answered later),
+ * 0 when there is no one to ask. */
+static int query_others(const char *buf, apr_size_t len, const sip_source_t *src, int only)
+{
+    apr_pool_t *qp;
+    ho_query_t *q;
+    sip_ho_origin_t o;
+    int i;
+
+    apr_pool_create(&qp, engine_pool);
+    q = apr_pcalloc(qp, sizeof(*q));
+    q->pool = qp;
+    q->cookie = ++query_next;
+    q->buf = apr_pstrmemdup(qp, buf, len);
+    q->len = len;
+    q->src = *src;
+    sip_handover_origin(src, &o);
+    o.cookie = q->cookie;
+    for (i = 0; i < sip_engine_count(); i++)
+        if (i != sip_engine_self() && (only < 0 || i == only)
+            && sip_handover_send(i, SIP_HO_QUERY, &o, buf, len) == APR_SUCCESS)
+            q->waiting++;
+    if (!q->waiting) {
+        apr_pool_destroy(qp);
+        return 0;
+    }
+    apr_hash_set(queries, &q->cookie, sizeof(q->cookie), q);
+    sip_timer_set(engine_loop, &q->timer, QUERY_TIMEOUT, query_timeout, q);
+    return 1;
+}
+
+/* The source a handed-over message is answered by: UDP by our socket of
+ * the same address; a stream held by its engine cannot be answered here,
+ * which only a response (never answered) may need. */
+static int ho_source(const sip_ho_origin_t *from, sip_source_t *src)
+{
+    if (!our_vhost(from->vhost))
+        return 0;
+    if (sip_handover_source(from, src))
+        return 1;
+    if (from->kind == SIP_TP_UDP)
+        return 0;
+    memset(src, 0, sizeof(*src));
+    src->kind = from->kind;
+    src->peer = from->peer;
+    src->local = from->local;
+    src->vhost = from->vhost;
+    return 2;
+}
+
+static void on_deliver(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                       apr_size_t len)
+{
+    sip_source_t src;
+    int how = ho_source(from, &src);
+
+    (void)kind;
+    if (!how)
+        return;
+    engine_deliver(text, len, DELIVER_LOCAL, &src);
+    if (how == 1)
+        sip_source_release(&src);
+}
+
+static void on_query(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                     apr_size_t len)
+{
+    sip_ho_origin_t me;
+    sip_source_t src;
+    sip_limits_t lim;
+    sip_msg_t *msg = NULL;
+    sip_msg_error_t err;
+    apr_pool_t *p;
+    int hit = 0, how;
+
+    (void)kind;
+    if (!(how = ho_source(from, &src)))
+        return;
+    apr_pool_create(&p, engine_pool);
+    sip_get_limits(src.vhost, &lim);
+    /* Its INVITE is here; or it is an ACK for a 2xx we answered (our To
+     * tag), which ends that answer's retransmissions here. */
+    if (sip_msg_parse(p, text, len, &lim, 1, &msg, &err) == APR_SUCCESS
+        && sip_msg_is_request(msg)
+        && (sip_txn_find_invite(p, msg)
+            || (!strcmp(sip_msg_method(msg), "ACK")
+                && sip_engine_of_tag(sip_msg_to_tag(msg)) == sip_engine_self())))
+        hit = 1;
+    apr_pool_destroy(p);
+    memset(&me, 0, sizeof(me));
+    me.kind = SIP_TP_UDP;
+    me.vhost = from->vhost;
+    me.cookie = from->cookie;
+    sip_handover_send(from->engine, hit ? SIP_HO_HIT : SIP_HO_MISS, &me, NULL, 0);
+    if (hit)
+        engine_deliver(text, len, DELIVER_LOCAL, &src);
+    if (how == 1)
+        sip_source_release(&src);
+}
+
+static void on_answer(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                      apr_size_t len)
+{
+    ho_query_t *q = apr_hash_get(queries, &from->cookie, sizeof(from->cookie));
+
+    (void)text;
+    (void)len;
+    if (!q)
+        return;     /* answered after the timeout */
+    if (kind == SIP_HO_HIT)
+        query_end(q, 1);
+    else if (--q->waiting <= 0)
+        query_end(q, 0);
+}
+
+static void handover_init(sip_loop_t *loop, apr_pool_t *p)
+{
+    sip_limits_t l;
+
+    engine_loop = loop;
+    queries = apr_hash_make(p);
+    sip_get_limits(engine_main_server, &l);
+    /* The largest message our limits let in, as vhost_limits frames it. */
+    sip_handover_set_max((apr_size_t)l.line + 2 + (apr_size_t)l.fields * ((apr_size_t)l.fieldsize
+                         + 2) + 2 + (l.body > 0 ? (apr_size_t)l.body : 0));
+    sip_handover_on(SIP_HO_DELIVER, on_deliver);
+    sip_handover_on(SIP_HO_QUERY, on_query);
+    sip_handover_on(SIP_HO_MISS, on_answer);
+    sip_handover_on(SIP_HO_HIT, on_answer);
+}
+
+/* Several engines: is this message another engine's to process?  A
+ * response goes to the engine its branch names; a CANCEL or ACK (UDP:
+ * a client that changed port) matching no INVITE here is offered to the
+ * others first.  1 when it was handed on (the caller is done with it). */
+static int hand_on(const char *buf, apr_size_t len, const sip_msg_t *msg,
+                   const sip_source_t *src, apr_pool_t *p)
+{
+    const char *method;
+    int owner;
+
+    if (!sip_msg_is_request(msg)) {
+        sip_ho_origin_t o;
+
+        owner = sip_engine_of_branch(sip_msg_branch(msg));
+        if (owner < 0 || owner == sip_engine_self())
+            return 0;
+        sip_handover_origin(src, &o);
+        /* dropped when the channel is full: like a lost datagram */
+        sip_handover_send(owner, SIP_HO_DELIVER, &o, buf, len);
+        return 1;
+    }
+    method = sip_msg_method(msg);
+    if (src->kind != SIP_TP_UDP || (strcmp(method, "CANCEL") && strcmp(method, "ACK"))
+        || sip_txn_find_invite(p, msg))
+        return 0;
+    owner = sip_engine_of_tag(sip_msg_to_tag(msg));
+    if (owner == sip_engine_self())
+        return 0;
+    return query_others(buf, len, src, owner);
+}
+
 static void engine_deliver(const char *buf, apr_size_t len, int flags,
                            const sip_source_t *src)
 {
@@ -321,7 +569,8 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     /* RFC 5626 keep-alives and stray CRLFs over UDP carry no message. */
     if (src->kind == SIP_TP_UDP && strspn(buf, "\r\n") == len)
         return;
-    sip_stats->msgs_in[src->kind]++;
+    if (!(flags & DELIVER_LOCAL))
+        sip_stats->msgs_in[src->kind]++;
     apr_pool_create(&p, engine_pool);
     sip_get_limits(s, &lim);
     /* RFC 7118 §5: a WebSocket message frames its SIP message, as a
@@ -335,7 +584,12 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     }
     if (rv != APR_SUCCESS) {
         sip_stats->bad_msgs++;
-        answer_bad_message(p, msg, &err, src);
+        if (!(flags & DELIVER_LOCAL))
+            answer_bad_message(p, msg, &err, src);
+        apr_pool_destroy(p);
+        return;
+    }
+    if (sip_engine_count() > 1 && !(flags & DELIVER_LOCAL) && hand_on(buf, len, msg, src, p)) {
         apr_pool_destroy(p);
         return;
     }
@@ -343,6 +597,11 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         sip_msg_set_peer(msg, sip_sockaddr_ip(p, &src->peer));    /* REMOTE_ADDR of its run */
         if (!sip_ctxn_receive(msg, p))
             sip_proxy_forward_response(msg, s, p);
+        apr_pool_destroy(p);
+        return;
+    }
+    /* several engines: a REGISTER goes to its AoR's home (sip_replica.h) */
+    if (!(flags & DELIVER_LOCAL) && sip_registrar_handover(p, msg, buf, len, src)) {
         apr_pool_destroy(p);
         return;
     }
@@ -414,7 +673,12 @@ static void setup_transport_limits(rlim_t nofile)
             reserve += 4 * (apr_size_t)sip_get_conf(s)->max_scripts;
     fit = nofile > (rlim_t)reserve + 16 ? (apr_size_t)(nofile - reserve) : 16;
     max = main_conf->tcp_max_conns > 0 ? (apr_size_t)main_conf->tcp_max_conns
-          : fit < SIP_DEFAULT_TCP_MAX_CAP ? fit : SIP_DEFAULT_TCP_MAX_CAP;
+          : SIP_DEFAULT_TCP_MAX_CAP;
+    /* The server-wide limit is shared by the engines (each peer's
+     * connections all go to one engine, so the per-address limit is not). */
+    max = (max + (apr_size_t)sip_engine_count() - 1) / (apr_size_t)sip_engine_count();
+    if (main_conf->tcp_max_conns <= 0 && max > fit)
+        max = fit;
     if (max > fit) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, engine_main_server,
                      "sip engine: SipTcpMaxConnections %" APR_SIZE_T_FMT " does not fit the "
@@ -429,7 +693,7 @@ static void setup_transport_limits(rlim_t nofile)
                  "%lu), %d per address", max, (unsigned long)nofile, main_conf->tcp_max_per_ip);
 }
 
-static void engine_main(void)
+static void engine_main(engine_slot_t *self)
 {
     sigset_t none;
     sip_loop_t *loop;
@@ -452,7 +716,14 @@ static void engine_main(void)
     apr_pool_create(&engine_pool, engine_pconf);
     apr_pool_tag(engine_pool, "sip_engine");
     ap_close_listeners();
-    close(handoff[1]);
+    sip_engine_identity_set(self->index, slot_count);
+    /* Only our own hand-off channel: the others' are their engines'. */
+    for (i = 0; i < slot_count; i++) {
+        if (slots[i].handoff[1] >= 0)
+            close(slots[i].handoff[1]);
+        if (i != self->index && slots[i].handoff[0] >= 0)
+            close(slots[i].handoff[0]);
+    }
     nofile = raise_fd_limit();
     if (ap_run_drop_privileges(engine_pool, engine_main_server) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server,
@@ -464,6 +735,7 @@ static void engine_main(void)
 
     /* Before the layers start counting (the location store replays its
      * journal): the previous engine's "now" values are void. */
+    sip_stats_use_slot(self->index);
     sip_stats_engine_started((apr_uint64_t)getpid(), apr_time_now());
     sip_message_init();
     sip_log_init_osip(engine_main_server);
@@ -497,7 +769,7 @@ static void engine_main(void)
     sip_namemap_init(loop, engine_pool, engine_main_server);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
-        apr_status_t rv = sip_udp_serve(e->sock, e->vhost);
+        apr_status_t rv = sip_udp_serve(e->socks[self->index], e->vhost);
         if (rv != APR_SUCCESS)
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, e->vhost, "sip engine: cannot poll UDP socket");
     }
@@ -505,10 +777,15 @@ static void engine_main(void)
         named_vhost_t *n = &APR_ARRAY_IDX(named_vhosts, i, named_vhost_t);
         sip_udp_alias(n->named, n->primary);
     }
-    sip_fdpass_serve(handoff[0]);
+    sip_fdpass_serve(self->handoff[0]);
+    handover_init(loop, engine_pool);
+    if (sip_handover_start(loop, engine_pool) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
+                     "sip engine: cannot poll the hand-over channel");
+    sip_replica_start(loop, engine_pool);   /* registrations and flows across engines */
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server,
-                 "sip engine %d started (%d UDP sockets)", (int)getpid(),
-                 udp_socks ? udp_socks->nelts : 0);
+                 "sip engine %d started (engine %d of %d, %d UDP sockets)", (int)getpid(),
+                 self->index, slot_count, udp_socks ? udp_socks->nelts : 0);
 
     sip_loop_run(loop, &engine_stop);
 
@@ -520,11 +797,34 @@ static void engine_main(void)
     _exit(0);
 }
 
-static apr_status_t engine_fork(void);
+static apr_status_t engine_fork(engine_slot_t *slot);
+
+/* sip-engine.pid: engine 0 (as with one engine); sip-engines.pid: every
+ * engine's pid, one a line, in engine order. */
+static void write_pidfiles(void)
+{
+    const char *one = ap_runtime_dir_relative(engine_pconf, "sip-engine.pid");
+    const char *all = ap_runtime_dir_relative(engine_pconf, "sip-engines.pid");
+    apr_file_t *f;
+    int i;
+
+    if (one && slots[0].proc
+        && apr_file_open(&f, one, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE,
+                         APR_FPROT_OS_DEFAULT, engine_pconf) == APR_SUCCESS) {
+        apr_file_printf(f, "%d\n", (int)slots[0].proc->pid);
+        apr_file_close(f);
+    }
+    if (all && apr_file_open(&f, all, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE,
+                             APR_FPROT_OS_DEFAULT, engine_pconf) == APR_SUCCESS) {
+        for (i = 0; i < slot_count; i++)
+            apr_file_printf(f, "%d\n", slots[i].proc ? (int)slots[i].proc->pid : 0);
+        apr_file_close(f);
+    }
+}
 
 static void engine_maint(int reason, void *data, apr_wait_t status)
 {
-    apr_proc_t *proc = data;
+    engine_slot_t *slot = data;
     int mpm_state;
 
     (void)status;
@@ -534,54 +834,56 @@ static void engine_maint(int reason, void *data, apr_wait_t status)
         apr_proc_other_child_unregister(data);
         if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS
             && mpm_state != AP_MPMQ_STOPPING) {
+            /* Only this engine: the others keep their calls. */
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
-                         "sip engine %d died; restarting it", (int)proc->pid);
-            sip_stats_engine_died();
-            engine_fork();
+                         "sip engine %d (engine %d) died; restarting it",
+                         (int)slot->proc->pid, slot->index);
+            sip_stats_engine_died(sip_stats_slot(slot->index));
+            if (engine_fork(slot) == APR_SUCCESS)
+                write_pidfiles();
         }
         break;
     case APR_OC_REASON_UNREGISTER:
         /* pconf is going away (restart or stop): the engine goes with it. */
-        kill(proc->pid, SIGTERM);
+        kill(slot->proc->pid, SIGTERM);
         break;
     default:
         break;
     }
 }
 
-static apr_status_t engine_fork(void)
+static apr_status_t engine_fork(engine_slot_t *slot)
 {
-    const char *pidfile = ap_runtime_dir_relative(engine_pconf, "sip-engine.pid");
-    apr_file_t *f;
+    apr_proc_t *proc = apr_pcalloc(engine_pconf, sizeof(*proc));
     pid_t pid;
 
-    engine_proc = apr_pcalloc(engine_pconf, sizeof(*engine_proc));
     parent_pid = getpid();
     pid = fork();
     if (pid < 0)
         return errno;
     if (pid == 0)
-        engine_main();      /* never returns */
-    engine_proc->pid = pid;
-    apr_pool_note_subprocess(engine_pconf, engine_proc, APR_KILL_AFTER_TIMEOUT);
-    apr_proc_other_child_register(engine_proc, engine_maint, engine_proc, NULL, engine_pconf);
-    if (pidfile && apr_file_open(&f, pidfile, APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                                 | APR_FOPEN_TRUNCATE, APR_FPROT_OS_DEFAULT,
-                                 engine_pconf) == APR_SUCCESS) {
-        apr_file_printf(f, "%d\n", (int)pid);
-        apr_file_close(f);
-    }
+        engine_main(slot);      /* never returns */
+    proc->pid = pid;
+    slot->proc = proc;
+    apr_pool_note_subprocess(engine_pconf, proc, APR_KILL_AFTER_TIMEOUT);
+    apr_proc_other_child_register(proc, engine_maint, slot, NULL, engine_pconf);
     return APR_SUCCESS;
 }
 
 static apr_status_t close_handoff(void *data)
 {
+    int i;
+
     (void)data;
-    if (handoff[0] >= 0)
-        close(handoff[0]);
-    if (handoff[1] >= 0)
-        close(handoff[1]);
-    handoff[0] = handoff[1] = -1;
+    for (i = 0; i < slot_count; i++) {
+        if (slots[i].handoff[0] >= 0)
+            close(slots[i].handoff[0]);
+        if (slots[i].handoff[1] >= 0)
+            close(slots[i].handoff[1]);
+        slots[i].handoff[0] = slots[i].handoff[1] = -1;
+        slots[i].proc = NULL;
+    }
+    slot_count = 0;
     udp_socks = NULL;
     named_vhosts = NULL;
     return APR_SUCCESS;
@@ -589,20 +891,81 @@ static apr_status_t close_handoff(void *data)
 
 apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server)
 {
+    int n = sip_get_conf(main_server)->engines, i;
     apr_status_t rv;
 
     engine_pconf = pconf;
     engine_main_server = main_server;
-    rv = sip_fdpass_pair(handoff);
+    slot_count = n < 1 ? 1 : n > SIP_ENGINES_MAX ? SIP_ENGINES_MAX : n;
+    for (i = 0; i < slot_count; i++) {
+        slots[i].index = i;
+        slots[i].proc = NULL;
+        slots[i].handoff[0] = slots[i].handoff[1] = -1;
+    }
+    apr_pool_cleanup_register(pconf, NULL, close_handoff, apr_pool_cleanup_null);
+    for (i = 0; i < slot_count; i++) {
+        rv = sip_fdpass_pair(slots[i].handoff);
+        if (rv != APR_SUCCESS)
+            return rv;
+    }
+    rv = sip_handover_prepare(pconf, slot_count);
     if (rv != APR_SUCCESS)
         return rv;
-    apr_pool_cleanup_register(pconf, NULL, close_handoff, apr_pool_cleanup_null);
-    return engine_fork();
+    /* The parent (and the MPM children it forks) know the count too: the
+     * hand-off hash and mod_status need it. */
+    sip_engine_identity_set(0, slot_count);
+    for (i = 0; i < slot_count; i++) {
+        rv = engine_fork(&slots[i]);
+        if (rv != APR_SUCCESS)
+            return rv;
+    }
+    write_pidfiles();
+    return APR_SUCCESS;
+}
+
+/* Every connection of a peer goes to one engine: a hash of its address
+ * (not its port), so its flows and registrations meet in one process. */
+static int engine_for_peer(const sip_sockaddr_t *peer)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&peer->ss;
+    const unsigned char *a;
+    apr_size_t n, i;
+    apr_uint32_t h = 2166136261u;
+
+    if (slot_count <= 1)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        n = 4;
+    }
+    else if (sa->sa_family == AF_INET6) {
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        n = 16;
+    }
+    else
+        return 0;
+    for (i = 0; i < n; i++)
+        h = (h ^ a[i]) * 16777619u;
+    return (int)(h % (apr_uint32_t)slot_count);
 }
 
 apr_status_t sip_engine_handoff(int fd, const sip_handoff_t *h)
 {
-    if (handoff[1] < 0)
+    sip_sockaddr_t peer;
+    int e = 0;
+
+    if (slot_count > 1) {
+        if (h->relayed)
+            peer = h->peer;
+        else {
+            memset(&peer, 0, sizeof(peer));
+            peer.len = sizeof(peer.ss);
+            if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) != 0)
+                peer.ss.ss_family = AF_UNSPEC;
+        }
+        e = engine_for_peer(&peer);
+    }
+    if (slot_count < 1 || slots[e].handoff[1] < 0)
         return APR_ENOTSOCK;
-    return sip_fdpass_send(handoff[1], fd, h);
+    return sip_fdpass_send(slots[e].handoff[1], fd, h);
 }

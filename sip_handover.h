@@ -37,6 +37,10 @@ int sip_engine_from_mark(char c);
  * the branch is not one of ours. */
 int sip_engine_of_branch(const char *branch);
 
+/* The engine that generated a To tag ("mS<mark>..." , sip_transaction.c's
+ * stateful tags); -1 when the tag is not one of ours. */
+int sip_engine_of_tag(const char *tag);
+
 /* Flow ids (sip_source_flow_id) carry their engine in the top 8 bits, so a
  * binding's flow names the engine holding the connection. */
 #define SIP_FLOW_ENGINE_SHIFT 56
@@ -62,6 +66,8 @@ typedef enum {
                          * location store's own record format) */
     SIP_HO_SYNC,        /* a (re)started engine asks for every binding
                          * homed at the receiver, sent back as REPLICA */
+    SIP_HO_HIT,         /* answer to a QUERY: matched here and processed
+                         * here (the sender forgets its copy) */
     SIP_HO_KIND_COUNT
 } sip_ho_kind_t;
 
@@ -99,6 +105,23 @@ apr_status_t sip_handover_send(int to, sip_ho_kind_t kind, const sip_ho_origin_t
 /* The same to every other engine. */
 void sip_handover_broadcast(sip_ho_kind_t kind, const sip_ho_origin_t *from,
                             const char *text, apr_size_t len);
+
+/* The channel's largest SIP text (the engine sets the largest message
+ * its limits allow; at least 64 KiB).  Longer texts are dropped. */
+void sip_handover_set_max(apr_size_t max);
+
+/* The datagram format, exposed for the fuzzer and unit tests: a fixed
+ * header of sip_handover_header_size() bytes and the text.  encode
+ * returns the datagram's length (0: 'size' too small); decode returns 1
+ * and points 'text' into 'buf' when the header is well formed (known
+ * kind and transport, addresses whose length fits their family), else 0.
+ * The vhost it returns is unchecked: the receiver must find it among its
+ * own server_recs before using it. */
+apr_size_t sip_handover_header_size(void);
+apr_size_t sip_handover_encode(char *buf, apr_size_t size, sip_ho_kind_t kind,
+                               const sip_ho_origin_t *from, const char *text, apr_size_t len);
+int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
+                        sip_ho_origin_t *out, const char **text, apr_size_t *text_len);
 
 /* A source as an origin (engine = self, flow = its flow id), and an
  * origin as a source the receiving engine can answer: UDP answers leave by

@@ -1,9 +1,11 @@
 #include "sip_location.h"
+#include "sip_location_dbd.h"
 #include "sip_script_store.h"
 #include "sip_log.h"
 #include "sip_stats.h"
 #include "sip_message.h"
 #include "sip_transport.h"
+#include "sip_handover.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -283,14 +285,14 @@ typedef struct journal_rec {
 static int journal_parse(char *line, int version, apr_time_t now, apr_interval_time_t max_life,
                          journal_rec_t *r)
 {
-    char *f[14], *end;
+    char *f[15], *end;
     int n = 0, i;
     long long ll;
 
     memset(r, 0, sizeof(*r));
     /* fields may be empty, so split on every tab */
     f[n++] = line;
-    for (char *s = line; *s && n < 14; s++)
+    for (char *s = line; *s && n < 15; s++)
         if (*s == '\t') {
             *s = '\0';
             f[n++] = s + 1;
@@ -336,6 +338,11 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
             ll = strtoll(f[13], &end, 10);
             /* RFC 5626 §6: a reg-id only with an instance */
             r->b.reg_id = r->b.instance && !*end && ll > 0 && ll <= 0x7fffffffLL ? (int)ll : 0;
+        }
+        /* a replica's fifteenth field (never in the journal): the flow */
+        if (f[0][0] == 'B' && n >= 15 && apr_isxdigit(*f[14])) {
+            apr_uint64_t fl = (apr_uint64_t)strtoull(f[14], &end, 16);
+            r->b.flow = *end ? 0 : fl;
         }
         return r->type = 'B';
     }
@@ -465,7 +472,7 @@ void sip_location_remove_all(const char *aor)
         remove_all(aor, 1);
 }
 
-static int by_q(const void *a, const void *b)
+int sip_location_by_q(const void *a, const void *b)
 {
     const sip_binding_t *x = *(sip_binding_t *const *)a, *y = *(sip_binding_t *const *)b;
     if (x->q1000 != y->q1000)
@@ -490,7 +497,7 @@ apr_array_header_t *sip_location_lookup(apr_pool_t *p, const char *aor)
         c = apr_pmemdup(p, &e->b[i]->b, sizeof(*c));
         *(sip_binding_t **)apr_array_push(out) = c;
     }
-    qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
+    qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), sip_location_by_q);
     return out;
 }
 
@@ -669,8 +676,11 @@ static void sweep(void *baton)
         }
     }
     forget_excess_empty();
-    /* The journal only grows between compactions; keep it near the table. */
-    if (journal_lines > 10000 && journal_lines > 4 * live)
+    /* The journal only grows between compactions; keep it near the table.
+     * Several engines append to it, each for the AoRs homed there: a
+     * rewrite by one would lose lines another wrote meanwhile, so it is
+     * compacted only with one engine (docs/architecture.md). */
+    if (journal_lines > 10000 && journal_lines > 4 * live && sip_engine_count() == 1)
         compact();
     else
         apr_pool_clear(loc_pool);
@@ -679,7 +689,9 @@ static void sweep(void *baton)
 
 static apr_size_t bad_lines;
 
-static void replay_line(char *line, int *version)
+/* One journal or replica line into the table, never journaled again; a
+ * flow only from a replica (a journal's flows died with its engine). */
+static void replay_line(char *line, int *version, int replica)
 {
     journal_rec_t r;
     stored_t *st;
@@ -689,6 +701,8 @@ static void replay_line(char *line, int *version)
         *version = r.version;
         break;
     case 'B':
+        if (!replica)
+            r.b.flow = 0;
         set_binding(&r.b, 0);
         break;
     case 'D':
@@ -709,8 +723,231 @@ static void replay_line(char *line, int *version)
     }
 }
 
-static apr_status_t dbd_start(apr_pool_t *p);
-static server_rec *dbd_server;
+/* ---- replicas (several engines, docs/architecture.md) ----
+ *
+ * The home engine of an AoR (sip_engine_home) alone changes it; after
+ * each change it sends the AoR's whole state to every other engine as
+ * journal lines: "A aor" (forget its bindings, keep it known), then a B
+ * line per binding with a fifteenth field, its flow in hex.  A whole
+ * state rather than the change: a lost or reordered datagram is repaired
+ * by the next one, and applying it twice changes nothing. */
+
+static const char *replica_line(apr_pool_t *p, const sip_binding_t *b)
+{
+    const char *l = journal_line(p, b);
+
+    return apr_psprintf(p, "%.*s\t%016" APR_UINT64_T_HEX_FMT "\n", (int)strlen(l) - 1, l,
+                        b->flow);
+}
+
+const char *sip_location_replica_text(apr_pool_t *p, const char *aor)
+{
+    aor_entry_t *e = entry_for(aor, 0);
+    apr_time_t now = apr_time_now();
+    const char *out;
+    int i;
+
+    if (!e)
+        return "";     /* never registered: nothing to tell (404, not 480) */
+    out = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    for (i = 0; i < e->n; i++)
+        if (e->b[i]->b.expires > now)
+            out = apr_pstrcat(p, out, replica_line(p, &e->b[i]->b), NULL);
+    return out;
+}
+
+/* The mod_dbd store: the database has the bindings already; the cache
+ * forgets the AoR, and the flows (in memory only) are taken. */
+static void replica_apply_dbd(char *text)
+{
+    apr_pool_t *p;
+    sip_reg_change_t chg;
+    journal_rec_t r;
+    char *line, *nl;
+
+    apr_pool_create(&p, loc_pool);
+    memset(&chg, 0, sizeof(chg));
+    chg.bindings = apr_array_make(p, 4, sizeof(sip_binding_t));
+    for (line = text; *line; line = nl) {
+        nl = line + strcspn(line, "\n");
+        if (*nl)
+            *nl++ = '\0';
+        switch (journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r)) {
+        case 'A':
+            if (chg.aor)
+                sip_location_dbd_flows(p, &chg);
+            sip_location_dbd_invalidate(r.b.aor);
+            chg.aor = apr_pstrdup(p, r.b.aor);
+            chg.star = 1;       /* the AoR's flows as they are now: */
+            sip_location_dbd_flows(p, &chg);
+            chg.star = 0;
+            chg.bindings->nelts = 0;
+            break;
+        case 'B':
+            if (chg.aor && !strcmp(chg.aor, r.b.aor) && r.b.flow) {
+                sip_binding_t *b = apr_array_push(chg.bindings);
+                *b = r.b;
+                b->aor = chg.aor;
+                b->contact = apr_pstrdup(p, r.b.contact);
+                b->instance = r.b.instance ? apr_pstrdup(p, r.b.instance) : NULL;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    if (chg.aor && chg.bindings->nelts)
+        sip_location_dbd_flows(p, &chg);
+    apr_pool_destroy(p);
+}
+
+void sip_location_replica_apply(const char *text, apr_size_t len)
+{
+    char *copy = malloc(len + 1), *line, *nl;
+    int version = JOURNAL_VERSION;
+
+    if (!copy)
+        return;
+    if (sip_location_dbd_on()) {
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+        replica_apply_dbd(copy);
+        free(copy);
+        return;
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    for (line = copy; *line; line = nl) {
+        nl = line + strcspn(line, "\n");
+        if (*nl)
+            *nl++ = '\0';
+        replay_line(line, &version, 1);
+    }
+    free(copy);
+    forget_excess_empty();
+}
+
+void sip_location_replica_flows(const char *text, apr_size_t len)
+{
+    char *copy = malloc(len + 1), *line, *nl;
+    journal_rec_t r;
+    stored_t *st;
+    int taking = 0;
+
+    if (!copy)
+        return;
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    for (line = copy; *line; line = nl) {
+        char *again;
+        int type;
+        nl = line + strcspn(line, "\n");
+        if (*nl)
+            *nl++ = '\0';
+        again = apr_pstrdup(scratch, line);
+        type = journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r);
+        if (type == 'A')
+            taking = !entry_for(r.b.aor, 0);
+        /* an AoR the journal did not give back (SipLocationFile none, or a
+         * line lost): the peer's copy is all there is */
+        if (taking && (type == 'A' || type == 'B')) {
+            int version = JOURNAL_VERSION;
+            replay_line(again, &version, 1);
+            apr_pool_clear(scratch);
+            continue;
+        }
+        if (type != 'B' || !r.b.flow) {
+            apr_pool_clear(scratch);
+            continue;
+        }
+        /* the same registration (Call-ID and CSeq) that lost its flow */
+        st = find(r.b.aor, sip_binding_identity(scratch, &r.b), scratch);
+        if (st && !st->b.flow && st->b.cseq == r.b.cseq && !strcmp(st->b.call_id, r.b.call_id))
+            st->b.flow = r.b.flow;
+        apr_pool_clear(scratch);
+    }
+    free(copy);
+    forget_excess_empty();
+}
+
+apr_array_header_t *sip_location_flow_aors(apr_pool_t *p, int home)
+{
+    apr_array_header_t *out = apr_array_make(p, 16, sizeof(const char *));
+    apr_hash_index_t *hi;
+
+    for (hi = apr_hash_first(p, aors); hi; hi = apr_hash_next(hi)) {
+        aor_entry_t *e = apr_hash_this_val(hi);
+        if (sip_engine_home(e->aor) == home)
+            *(const char **)apr_array_push(out) = apr_pstrdup(p, e->aor);
+    }
+    return out;
+}
+
+apr_array_header_t *sip_location_homed_aors(apr_pool_t *p)
+{
+    apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
+    apr_hash_index_t *hi;
+    int self = sip_engine_self();
+
+    for (hi = apr_hash_first(p, aors); hi; hi = apr_hash_next(hi)) {
+        aor_entry_t *e = apr_hash_this_val(hi);
+        if (sip_engine_home(e->aor) == self)
+            *(const char **)apr_array_push(out) = apr_pstrdup(p, e->aor);
+    }
+    return out;
+}
+
+/* After a change by the home engine: the AoR's state to the others. */
+static void replica_broadcast(apr_pool_t *p, const char *aor)
+{
+    sip_ho_origin_t o;
+    const char *text;
+
+    if (sip_engine_count() < 2)
+        return;
+    text = sip_location_replica_text(p, aor);
+    if (!*text)
+        return;
+    memset(&o, 0, sizeof(o));
+    o.engine = sip_engine_self();
+    o.cookie = sip_transport_flow_generation();
+    sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+}
+
+/* The mod_dbd store with several engines: after the home stored a
+ * change, the others drop the AoR from their cache and learn its flows. */
+typedef struct dbd_reg {
+    sip_location_reg_cb cb;
+    void *baton;
+    const char *aor;
+    apr_pool_t *p;
+} dbd_reg_t;
+
+static void dbd_registered(void *baton, int status, apr_array_header_t *current,
+                           apr_array_header_t *scripts)
+{
+    dbd_reg_t *w = baton;
+
+    if (!status) {
+        sip_ho_origin_t o;
+        const char *text = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
+        int i;
+        for (i = 0; current && i < current->nelts; i++)
+            text = apr_pstrcat(w->p, text,
+                               replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *)),
+                               NULL);
+        memset(&o, 0, sizeof(o));
+        o.engine = sip_engine_self();
+        o.cookie = sip_transport_flow_generation();
+        sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+    }
+    w->cb(w->baton, status, current, scripts);
+}
+
+int sip_location_is_dbd(void)
+{
+    return sip_location_dbd_on();
+}
 
 apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
 {
@@ -719,30 +956,53 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
     apr_pool_create(&scratch, p);
     aors = apr_hash_make(p);
     index_ = apr_hash_make(p);
-    if (dbd_server) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, dbd_server,
-                     "sip location: bindings are kept in the mod_dbd database");
-        return dbd_start(p);
-    }
+    if (sip_location_dbd_on())
+        return sip_location_dbd_start(loop, p);
     journal = journal_fd;
     if (journal >= 0) {
-        FILE *f;
-        char *line = NULL;
-        size_t cap = 0;
-        int fd2 = dup(journal), version = 1;
-        apr_size_t lines = 0;
+        /* pread, not read: with several engines the descriptor (and so
+         * its offset) is shared by all of them, reading at once */
+        apr_size_t cap = 65536, have = 0, lines = 0;
+        char *buf = malloc(cap + 1);
+        off_t at = 0;
+        int version = 1, eof = 0;
         apr_time_t t0 = apr_time_now();
 
         bad_lines = 0;
-        if (fd2 >= 0 && lseek(journal, 0, SEEK_SET) >= 0 && (f = fdopen(fd2, "r"))) {
-            while (getline(&line, &cap, f) > 0) {
-                line[strcspn(line, "\n")] = '\0';
-                replay_line(line, &version);
+        while (buf && !eof) {
+            ssize_t n;
+            char *line, *nl;
+            if (have == cap) {          /* a line longer than the buffer */
+                char *bigger = realloc(buf, 2 * cap + 1);
+                if (!bigger)
+                    break;
+                buf = bigger;
+                cap *= 2;
+            }
+            n = pread(journal, buf + have, cap - have, at);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                eof = 1;
+                if (!have)
+                    break;
+                buf[have++] = '\n';     /* the last line, unterminated */
+            }
+            else {
+                at += n;
+                have += (apr_size_t)n;
+            }
+            buf[have] = '\0';
+            for (line = buf; (nl = memchr(line, '\n', have - (apr_size_t)(line - buf)));
+                 line = nl + 1) {
+                *nl = '\0';
+                replay_line(line, &version, 0);
                 lines++;
             }
-            free(line);
-            fclose(f);
+            have -= (apr_size_t)(line - buf);
+            memmove(buf, line, have);
         }
+        free(buf);
         if (bad_lines)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip location: %" APR_SIZE_T_FMT " unreadable journal lines skipped",
@@ -752,7 +1012,8 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
                      " journal lines in %" APR_TIME_T_FMT " ms", live, lines,
                      apr_time_as_msec(apr_time_now() - t0));
         sweep(NULL);
-        compact();
+        if (sip_engine_count() == 1)
+            compact();
     }
     sip_timer_set(loop, &sweep_timer, apr_time_from_sec(1), sweep, NULL);
     return APR_SUCCESS;
@@ -772,8 +1033,8 @@ static const char *binding_key(apr_pool_t *p, const sip_binding_t *b)
  * when it would leave more than chg->max_contacts bindings, 0 when it may
  * be applied.  *added gets the number of bindings it creates less those it
  * removes.  One hash of the existing bindings: O(existing + new). */
-static int reg_check(apr_pool_t *p, const apr_array_header_t *existing,
-                     const sip_reg_change_t *chg, long *added)
+int sip_location_reg_check(apr_pool_t *p, const apr_array_header_t *existing,
+                           const sip_reg_change_t *chg, long *added)
 {
     apr_hash_t *have = apr_hash_make(p), *seen = apr_hash_make(p);
     apr_time_t now = apr_time_now();
@@ -820,627 +1081,7 @@ static int reg_check(apr_pool_t *p, const apr_array_header_t *existing,
     return 0;
 }
 
-static apr_array_header_t *copy_bindings(apr_pool_t *p, const apr_array_header_t *in)
-{
-    apr_array_header_t *out;
-    int i;
-
-    if (!in)
-        return NULL;
-    out = apr_array_make(p, in->nelts ? in->nelts : 1, sizeof(sip_binding_t *));
-    for (i = 0; i < in->nelts; i++) {
-        const sip_binding_t *b = APR_ARRAY_IDX(in, i, sip_binding_t *);
-        sip_binding_t *c = apr_pmemdup(p, b, sizeof(*c));
-        c->aor = apr_pstrdup(p, b->aor);
-        c->contact = apr_pstrdup(p, b->contact);
-        c->params = apr_pstrdup(p, b->params ? b->params : "");
-        c->call_id = apr_pstrdup(p, b->call_id);
-        c->path = b->path ? apr_pstrdup(p, b->path) : NULL;
-        c->display = b->display ? apr_pstrdup(p, b->display) : NULL;
-        c->key = b->key ? apr_pstrdup(p, b->key) : NULL;
-        c->received = b->received ? apr_pstrdup(p, b->received) : NULL;
-        c->instance = b->instance ? apr_pstrdup(p, b->instance) : NULL;
-        *(sip_binding_t **)apr_array_push(out) = c;
-    }
-    return out;
-}
-
-/* Scripts made in one pool, copied to another (NULL stays NULL). */
-static apr_array_header_t *copy_scripts(apr_pool_t *p, const apr_array_header_t *in)
-{
-    apr_array_header_t *out;
-    int i;
-
-    if (!in || !p)
-        return NULL;
-    out = apr_array_make(p, in->nelts ? in->nelts : 1, sizeof(sip_script_t *));
-    for (i = 0; i < in->nelts; i++) {
-        const sip_script_t *s = APR_ARRAY_IDX(in, i, sip_script_t *);
-        sip_script_t *c = apr_pmemdup(p, s, sizeof(*s));
-        c->aor = apr_pstrdup(p, s->aor);
-        c->type = apr_pstrdup(p, s->type);
-        c->content_type = apr_pstrdup(p, s->content_type);
-        c->body = apr_pstrmemdup(p, s->body, s->len);
-        *(sip_script_t **)apr_array_push(out) = c;
-    }
-    return out;
-}
-
-static const apr_array_header_t *copy_ops(apr_pool_t *p, const apr_array_header_t *in)
-{
-    apr_array_header_t *out;
-    int i;
-
-    if (!in)
-        return NULL;
-    out = apr_array_copy(p, in);
-    for (i = 0; i < out->nelts; i++) {
-        sip_script_op_t *op = &APR_ARRAY_IDX(out, i, sip_script_op_t);
-        op->type = apr_pstrdup(p, op->type);
-        op->content_type = op->content_type ? apr_pstrdup(p, op->content_type) : NULL;
-        op->body = apr_pstrmemdup(p, op->body ? op->body : "", op->len);
-    }
-    return out;
-}
-
-/* ---- the database store (mod_dbd), worked by its own thread ---- */
-
-#include "apr_dbd.h"
-#include "apr_thread_proc.h"
-#include "apr_thread_mutex.h"
-#include "apr_thread_cond.h"
-#include "apr_optional.h"
-#include "apr_portable.h"
-#include "mod_dbd.h"
-#include <fcntl.h>
-
-typedef struct loc_job {
-    struct loc_job *next;
-    apr_pool_t *pool;           /* the job's own; the DB thread works in it */
-    int fetch;                  /* 1: bindings, 2: scripts */
-    const char *aor;
-    sip_reg_change_t chg;
-    int status;
-    apr_array_header_t *result;
-    apr_array_header_t *scripts;
-    apr_pool_t *caller_pool;
-    sip_location_cb cb;
-    sip_location_reg_cb reg_cb;
-    sip_location_scripts_cb scripts_cb;
-    void *baton;
-} loc_job_t;
-
-static apr_thread_mutex_t *dbd_lock;
-static apr_thread_cond_t *dbd_cond;
-static loc_job_t *dbd_todo, *dbd_todo_tail, *dbd_done;
-static int dbd_wake[2] = {-1, -1};
-static sip_io_t dbd_wake_io;
-static int dbd_stopping;
-static sip_timer_t dbd_cleanup_timer;
-
-void sip_location_use_dbd(server_rec *s)
-{
-    dbd_server = s;
-}
-
-static const char *esc(apr_pool_t *p, ap_dbd_t *db, const char *s)
-{
-    return apr_pstrcat(p, "'", apr_dbd_escape(db->driver, p, s ? s : "", db->handle), "'", NULL);
-}
-
-/* What names a row (ON CONFLICT, PRIMARY KEY). */
-#define DB_KEY "(aor, contact, instance, reg_id)"
-
-static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
-{
-    int rows = 0, rc = apr_dbd_query(db->driver, db->handle, &rows, sql);
-
-    if (rc != 0)
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s (%s)",
-                     apr_dbd_error(db->driver, db->handle, rc), sql);
-    (void)p;
-    return rc;
-}
-
-/* Bindings of an AoR as stored; NULL when it was never registered. */
-static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *aor, int *err)
-{
-    apr_dbd_results_t *res = NULL;
-    apr_dbd_row_t *row = NULL;
-    apr_array_header_t *out = apr_array_make(p, 4, sizeof(sip_binding_t *));
-    apr_time_t now = apr_time_now();
-    int known = 0, rc;
-    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, "
-                                  "display, transport, received, instance, reg_id "
-                                  "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
-
-    *err = 0;
-    rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 0);
-    if (rc != 0) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s",
-                     apr_dbd_error(db->driver, db->handle, rc));
-        *err = 1;
-        return NULL;
-    }
-    while (apr_dbd_get_row(db->driver, p, res, &row, -1) == 0) {
-        const char *contact = apr_dbd_get_entry(db->driver, row, 0);
-        const char *path = apr_dbd_get_entry(db->driver, row, 6);
-        const char *display = apr_dbd_get_entry(db->driver, row, 7);
-        const char *transport = apr_dbd_get_entry(db->driver, row, 8);
-        const char *received = apr_dbd_get_entry(db->driver, row, 9);
-        const char *instance = apr_dbd_get_entry(db->driver, row, 10);
-        const char *reg_id = apr_dbd_get_entry(db->driver, row, 11);
-        sip_binding_t *b;
-        known = 1;
-        if (!contact || !*contact)
-            continue;   /* the marker row that makes the AoR "known" */
-        b = apr_pcalloc(p, sizeof(*b));
-        b->aor = aor;
-        b->contact = apr_pstrdup(p, contact);
-        b->params = apr_pstrdup(p, apr_dbd_get_entry(db->driver, row, 1));
-        b->call_id = apr_pstrdup(p, apr_dbd_get_entry(db->driver, row, 2));
-        b->cseq = (apr_uint32_t)apr_atoi64(apr_dbd_get_entry(db->driver, row, 3));
-        b->expires = (apr_time_t)apr_atoi64(apr_dbd_get_entry(db->driver, row, 4));
-        b->q1000 = atoi(apr_dbd_get_entry(db->driver, row, 5));
-        b->path = path && *path ? apr_pstrdup(p, path) : NULL;
-        b->display = display && *display ? apr_pstrdup(p, display) : NULL;
-        b->transport = transport && sip_tp_from_name(transport) > 0 ? sip_tp_from_name(transport)
-                                                                    : SIP_TP_UDP;
-        b->received = received && *received ? apr_pstrdup(p, received) : NULL;
-        b->instance = instance && *instance ? apr_pstrdup(p, instance) : NULL;
-        b->reg_id = b->instance && reg_id ? atoi(reg_id) : 0;
-        if (b->expires > now)
-            *(sip_binding_t **)apr_array_push(out) = b;
-    }
-    if (!known)
-        return NULL;
-    qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), by_q);
-    return out;
-}
-
-/* The columns of sip_location, each with its type, as created today. */
-#define DB_COLUMNS "aor VARCHAR(255) NOT NULL, contact VARCHAR(1024) NOT NULL, " \
-    "params VARCHAR(1024) NOT NULL DEFAULT '', call_id VARCHAR(255) NOT NULL, " \
-    "cseq BIGINT NOT NULL, expires BIGINT NOT NULL, q INTEGER NOT NULL, " \
-    "path VARCHAR(2048), display VARCHAR(1024) NOT NULL DEFAULT '', " \
-    "transport VARCHAR(8) NOT NULL DEFAULT '', received VARCHAR(64) NOT NULL DEFAULT '', " \
-    "instance VARCHAR(255) NOT NULL DEFAULT '', reg_id INTEGER NOT NULL DEFAULT 0"
-
-static int db_has_column(apr_pool_t *p, ap_dbd_t *db, const char *col)
-{
-    int rows = 0;
-
-    return apr_dbd_query(db->driver, db->handle, &rows,
-                         apr_pstrcat(p, "SELECT ", col, " FROM sip_location WHERE 1 = 0",
-                                     NULL)) == 0;
-}
-
-/* Create the table, or bring an older one up to date; 1 when done.
- * RFC-neutral schema: one row per binding, plus a marker row (empty
- * contact) per known AoR; works on SQLite and PostgreSQL.  A binding is
- * named by (aor, contact, instance, reg_id): two flows of one instance
- * (RFC 5626 §6) may register the same Contact URI. */
-static int db_schema(apr_pool_t *p, ap_dbd_t *db)
-{
-    int ok = db_exec(p, db, "CREATE TABLE IF NOT EXISTS sip_location (" DB_COLUMNS ", "
-                     "PRIMARY KEY " DB_KEY ")") == 0;
-
-    /* columns added over time (each check fails harmlessly; not logged) */
-    if (!db_has_column(p, db, "display"))
-        db_exec(p, db, "ALTER TABLE sip_location ADD COLUMN "
-                "display VARCHAR(1024) NOT NULL DEFAULT ''");
-    if (!db_has_column(p, db, "transport"))
-        db_exec(p, db, "ALTER TABLE sip_location ADD COLUMN "
-                "transport VARCHAR(8) NOT NULL DEFAULT ''");
-    if (!db_has_column(p, db, "instance")) {
-        /* issue 17: the primary key changes, which neither SQLite nor
-         * every PostgreSQL allows in place: copy into a new table */
-        apr_dbd_transaction_t *tx = NULL;
-        apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
-        if (db_exec(p, db, "ALTER TABLE sip_location RENAME TO sip_location_v2") == 0
-            && db_exec(p, db, "CREATE TABLE sip_location (" DB_COLUMNS ", "
-                       "PRIMARY KEY " DB_KEY ")") == 0
-            && db_exec(p, db, "INSERT INTO sip_location (aor, contact, params, call_id, cseq, "
-                       "expires, q, path, display, transport) SELECT aor, contact, params, "
-                       "call_id, cseq, expires, q, path, display, transport "
-                       "FROM sip_location_v2") == 0
-            && db_exec(p, db, "DROP TABLE sip_location_v2") == 0)
-            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, dbd_server, "sip location: table "
-                         "sip_location brought to the issue 17 schema (received, instance, "
-                         "reg_id)");
-        else {
-            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
-            ok = 0;
-        }
-        apr_dbd_transaction_end(db->driver, p, tx);
-    }
-    db_exec(p, db, "CREATE INDEX IF NOT EXISTS sip_location_expires ON sip_location (expires)");
-    sip_script_db_schema(p, db->driver, db->handle);
-    return ok;
-}
-
-static void db_run_job(ap_dbd_t *db, loc_job_t *j)
-{
-    apr_pool_t *p = j->pool;
-    apr_dbd_transaction_t *tx = NULL;
-    apr_array_header_t *cur;
-    apr_hash_t *spelling;
-    long added;
-    int err, i;
-
-    if (j->fetch == 2) {
-        j->status = sip_script_db_list(p, db->driver, db->handle, j->aor, &j->scripts);
-        return;
-    }
-    if (j->fetch) {
-        j->result = db_select(p, db, j->aor, &err);
-        return;
-    }
-    /* read, check, write and read again in one transaction, so that two
-     * nodes registering the same AoR at once do not mix their changes */
-    apr_dbd_transaction_start(db->driver, p, db->handle, &tx);
-    cur = db_select(p, db, j->chg.aor, &err);
-    if (err) {
-        j->status = 500;
-        goto done;
-    }
-    j->status = reg_check(p, cur, &j->chg, &added);
-    if (j->status) {
-        j->result = cur;
-        goto done;
-    }
-    if (j->chg.script_ops && j->chg.script_ops->nelts) {
-        /* draft-lennox-sip-reg-payload §4.1: the scripts first; if they
-         * fail, the bindings are not touched either */
-        apr_array_header_t *stored;
-        j->status = sip_script_db_list(p, db->driver, db->handle, j->chg.aor, &stored);
-        if (!j->status)
-            j->status = sip_script_check(stored, j->chg.script_ops, j->chg.if_unmodified_since,
-                                         j->chg.max_script_total);
-        if (!j->status)
-            j->status = sip_script_db_apply(p, db->driver, db->handle, j->chg.aor,
-                                            j->chg.script_ops,
-                                            sip_script_next_mtime(stored, j->chg.script_ops,
-                                                                  apr_time_now()));
-        if (j->status) {
-            j->result = cur;
-            goto done;
-        }
-    }
-    if (!j->chg.star && j->chg.bindings->nelts)     /* known from now on: 480, not 404 */
-        db_exec(p, db, apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                   "cseq, expires, q, path) VALUES (", esc(p, db, j->chg.aor),
-                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT " DB_KEY " DO NOTHING",
-                                   NULL));
-    if (j->chg.star)
-        db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
-                                   esc(p, db, j->chg.aor), " AND contact <> ''", NULL));
-    /* the row of an equal URI keeps its spelling as the key */
-    spelling = apr_hash_make(p);
-    for (i = 0; cur && i < cur->nelts; i++) {
-        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
-        apr_hash_set(spelling, binding_key(p, old), APR_HASH_KEY_STRING, old->contact);
-    }
-    for (i = 0; !j->chg.star && i < j->chg.bindings->nelts; i++) {
-        sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
-        const char *key = apr_hash_get(spelling, binding_key(p, b), APR_HASH_KEY_STRING);
-        const char *inst = b->instance ? b->instance : "";
-        int rid = b->instance ? b->reg_id : 0;
-        /* RFC 5626 §6: an instance's binding keeps its name when its
-         * Contact changes: the row of the old Contact goes */
-        if (!key || (b->instance && !sip_uri_equal(key, b->contact)))
-            key = b->contact;
-        if (b->instance)
-            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND instance "
-                                        "= %s AND reg_id = %d AND contact <> %s",
-                                        esc(p, db, j->chg.aor), esc(p, db, inst), rid,
-                                        esc(p, db, key)));
-        if (b->expires <= apr_time_now()) {
-            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND contact "
-                                        "= %s AND instance = %s AND reg_id = %d",
-                                        esc(p, db, j->chg.aor), esc(p, db, key),
-                                        esc(p, db, inst), rid));
-            continue;
-        }
-        db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                    "cseq, expires, q, path, display, transport, received, "
-                                    "instance, reg_id) VALUES (%s, %s, %s, %s, %u, "
-                                    "%" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, %s, %d) ON CONFLICT "
-                                    DB_KEY " DO UPDATE "
-                                    "SET params = excluded.params, call_id = excluded.call_id, "
-                                    "cseq = excluded.cseq, expires = excluded.expires, "
-                                    "q = excluded.q, path = excluded.path, "
-                                    "display = excluded.display, transport = excluded.transport, "
-                                    "received = excluded.received",
-                                    esc(p, db, j->chg.aor), esc(p, db, key),
-                                    esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
-                                    b->expires, b->q1000, esc(p, db, b->path),
-                                    esc(p, db, b->display),
-                                    esc(p, db, b->transport != SIP_TP_UDP
-                                               ? sip_tp_param(b->transport) : ""),
-                                    esc(p, db, b->received), esc(p, db, inst), rid));
-    }
-    j->result = db_select(p, db, j->chg.aor, &err);
-    if (err)
-        j->status = 500;
-    if (!j->status && j->chg.want_scripts)
-        j->status = sip_script_db_list(p, db->driver, db->handle, j->chg.aor, &j->scripts);
-done:
-    if (tx) {
-        if (j->status)      /* nothing of a refused REGISTER may stay */
-            apr_dbd_transaction_mode_set(db->driver, tx, APR_DBD_TRANSACTION_ROLLBACK);
-        apr_dbd_transaction_end(db->driver, p, tx);
-    }
-}
-
-static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
-{
-    APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-    APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
-    apr_pool_t *tp;
-    int schema_done = 0;
-
-    (void)data;
-    apr_pool_create(&tp, NULL);
-    for (;;) {
-        loc_job_t *j;
-        ap_dbd_t *db;
-        char one = 1;
-
-        apr_thread_mutex_lock(dbd_lock);
-        while (!dbd_todo && !dbd_stopping)
-            apr_thread_cond_wait(dbd_cond, dbd_lock);
-        if (dbd_stopping) {
-            apr_thread_mutex_unlock(dbd_lock);
-            break;
-        }
-        j = dbd_todo;
-        dbd_todo = j->next;
-        if (!dbd_todo)
-            dbd_todo_tail = NULL;
-        apr_thread_mutex_unlock(dbd_lock);
-
-        db = dbd_open ? dbd_open(tp, dbd_server) : NULL;
-        if (!db) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server,
-                         "sip location: no database connection (is mod_dbd configured?)");
-            j->status = 500;
-        }
-        else {
-            if (!schema_done)
-                schema_done = db_schema(tp, db);
-            if (j->aor && !j->fetch && j->chg.aor == NULL) {
-                /* the periodic cleanup job: safe with several nodes */
-                db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
-                                                  "contact <> '' AND expires < %" APR_TIME_T_FMT,
-                                                  apr_time_now()));
-            }
-            else
-                db_run_job(db, j);
-            if (dbd_close)
-                dbd_close(dbd_server, db);
-        }
-        apr_pool_clear(tp);
-        apr_thread_mutex_lock(dbd_lock);
-        j->next = dbd_done;
-        dbd_done = j;
-        apr_thread_mutex_unlock(dbd_lock);
-        if (write(dbd_wake[1], &one, 1) < 0) {
-            /* the pipe is full: the loop is already awake */
-        }
-    }
-    apr_pool_destroy(tp);
-    apr_thread_exit(thd, APR_SUCCESS);
-    return NULL;
-}
-
-/* The flows of bindings kept in the database: a connection belongs to this
- * engine alone, so it is kept here ("aor \2 uri key" -> flow_rec_t), set
- * when a REGISTER made over one is stored, and added to what the database
- * answers.  Another node sharing the database sees the binding without
- * its flow (and does not use it when its transport needs one). */
-typedef struct flow_rec {
-    char *hkey;
-    apr_uint64_t flow;
-    apr_time_t expires;
-} flow_rec_t;
-
-static apr_hash_t *dbd_flows;
-
-static int flow_open(apr_uint64_t id)
-{
-    sip_source_t src;
-
-    if (!sip_transport_flow_source(id, &src))
-        return 0;
-    sip_source_release(&src);
-    return 1;
-}
-
-static void dbd_flow_del(const char *hkey)
-{
-    flow_rec_t *r = apr_hash_get(dbd_flows, hkey, APR_HASH_KEY_STRING);
-
-    if (r) {
-        apr_hash_set(dbd_flows, hkey, APR_HASH_KEY_STRING, NULL);
-        free(r->hkey);
-        free(r);
-    }
-}
-
-/* A stored change: its bindings' flows ("Contact: *" forgets the AoR's). */
-static void dbd_flows_apply(apr_pool_t *p, const sip_reg_change_t *chg)
-{
-    apr_hash_index_t *hi;
-    int i;
-
-    if (chg->star) {
-        const char *prefix = apr_pstrcat(p, chg->aor, "\2", NULL);
-        apr_array_header_t *gone = apr_array_make(p, 4, sizeof(const char *));
-        for (hi = apr_hash_first(p, dbd_flows); hi; hi = apr_hash_next(hi)) {
-            const char *k = apr_hash_this_key(hi);
-            if (!strncmp(k, prefix, strlen(prefix)))
-                *(const char **)apr_array_push(gone) = k;
-        }
-        for (i = 0; i < gone->nelts; i++)
-            dbd_flow_del(APR_ARRAY_IDX(gone, i, const char *));
-        return;
-    }
-    for (i = 0; i < chg->bindings->nelts; i++) {
-        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
-        const char *hkey = apr_pstrcat(p, chg->aor, "\2", binding_key(p, b), NULL);
-        flow_rec_t *r;
-        dbd_flow_del(hkey);
-        if (!b->flow || b->expires <= apr_time_now())
-            continue;
-        r = malloc(sizeof(*r));
-        if (!r || !(r->hkey = strdup(hkey))) {
-            free(r);
-            continue;
-        }
-        r->flow = b->flow;
-        r->expires = b->expires;
-        apr_hash_set(dbd_flows, r->hkey, APR_HASH_KEY_STRING, r);
-    }
-}
-
-/* The flows of bindings read from the database. */
-static void dbd_flows_add(apr_pool_t *p, apr_array_header_t *bs)
-{
-    int i;
-
-    for (i = 0; bs && i < bs->nelts; i++) {
-        sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
-        flow_rec_t *r = apr_hash_get(dbd_flows, apr_pstrcat(p, b->aor, "\2", binding_key(p, b),
-                                                            NULL), APR_HASH_KEY_STRING);
-        b->flow = r ? r->flow : 0;
-    }
-}
-
-/* Every minute: forget the flows of expired bindings and closed connections. */
-static void dbd_flows_sweep(apr_pool_t *p)
-{
-    apr_array_header_t *gone = apr_array_make(p, 4, sizeof(const char *));
-    apr_hash_index_t *hi;
-    apr_time_t now = apr_time_now();
-    int i;
-
-    for (hi = apr_hash_first(p, dbd_flows); hi; hi = apr_hash_next(hi)) {
-        flow_rec_t *r = apr_hash_this_val(hi);
-        if (r->expires <= now || !flow_open(r->flow))
-            *(const char **)apr_array_push(gone) = r->hkey;
-    }
-    for (i = 0; i < gone->nelts; i++)
-        dbd_flow_del(APR_ARRAY_IDX(gone, i, const char *));
-}
-
-static void dbd_completed(void *baton, apr_int16_t ev)
-{
-    char buf[64];
-    loc_job_t *list, *rev = NULL;
-
-    (void)baton;
-    (void)ev;
-    while (read(dbd_wake[0], buf, sizeof(buf)) > 0)
-        ;
-    apr_thread_mutex_lock(dbd_lock);
-    list = dbd_done;
-    dbd_done = NULL;
-    apr_thread_mutex_unlock(dbd_lock);
-    while (list) {                  /* oldest first */
-        loc_job_t *n = list->next;
-        list->next = rev;
-        rev = list;
-        list = n;
-    }
-    while (rev) {
-        loc_job_t *j = rev;
-        rev = j->next;
-        if (j->reg_cb) {
-            apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
-            if (!j->status)
-                dbd_flows_apply(j->pool, &j->chg);
-            dbd_flows_add(j->pool, cur);
-            j->reg_cb(j->baton, j->status, cur, copy_scripts(j->caller_pool, j->scripts));
-        }
-        else if (j->scripts_cb)
-            j->scripts_cb(j->baton, j->status, j->status ? NULL
-                          : copy_scripts(j->caller_pool, j->scripts));
-        else if (j->cb) {
-            apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
-            dbd_flows_add(j->pool, cur);
-            j->cb(j->baton, j->status, cur);
-        }
-        else if (j->aor && !*j->aor)
-            dbd_flows_sweep(j->pool);   /* the cleanup job is back */
-        apr_pool_destroy(j->pool);
-    }
-}
-
-static void dbd_submit(loc_job_t *j)
-{
-    apr_thread_mutex_lock(dbd_lock);
-    if (dbd_todo_tail)
-        dbd_todo_tail->next = j;
-    else
-        dbd_todo = j;
-    dbd_todo_tail = j;
-    apr_thread_cond_signal(dbd_cond);
-    apr_thread_mutex_unlock(dbd_lock);
-}
-
-static loc_job_t *new_job(apr_pool_t *caller, sip_location_cb cb, void *baton);
-
-static void dbd_cleanup(void *baton)
-{
-    loc_job_t *j = new_job(NULL, NULL, NULL);
-
-    (void)baton;
-    j->aor = "";    /* neither fetch nor register: the cleanup */
-    dbd_submit(j);
-    sip_timer_set(loc_loop, &dbd_cleanup_timer, apr_time_from_sec(60), dbd_cleanup, NULL);
-}
-
-static apr_status_t dbd_start(apr_pool_t *p)
-{
-    apr_thread_t *thd;
-    apr_status_t rv;
-    apr_socket_t *sock = NULL;
-    apr_file_t *rf = NULL;
-
-    (void)sock;
-    if (pipe2(dbd_wake, O_NONBLOCK | O_CLOEXEC) < 0)
-        return errno;
-    if ((rv = apr_thread_mutex_create(&dbd_lock, APR_THREAD_MUTEX_DEFAULT, p))
-        || (rv = apr_thread_cond_create(&dbd_cond, p)))
-        return rv;
-    dbd_flows = apr_hash_make(p);
-    apr_os_pipe_put(&rf, &dbd_wake[0], p);
-    sip_io_init_file(&dbd_wake_io, rf, dbd_completed, NULL);
-    sip_io_watch(loc_loop, &dbd_wake_io, APR_POLLIN);
-    rv = apr_thread_create(&thd, NULL, db_thread, NULL, p);
-    if (rv == APR_SUCCESS)
-        sip_timer_set(loc_loop, &dbd_cleanup_timer, apr_time_from_sec(5), dbd_cleanup, NULL);
-    return rv;
-}
-
 /* ---- the interface ---- */
-
-/* A job for the database thread, in a pool of its own (the thread must not
- * touch the caller's). */
-static loc_job_t *new_job(apr_pool_t *caller, sip_location_cb cb, void *baton)
-{
-    apr_pool_t *jp;
-    loc_job_t *j;
-
-    apr_pool_create(&jp, NULL);
-    j = apr_pcalloc(jp, sizeof(*j));
-    j->pool = jp;
-    j->caller_pool = caller;
-    j->cb = cb;
-    j->baton = baton;
-    return j;
-}
 
 void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_reg_cb cb,
                            void *baton)
@@ -1449,32 +1090,21 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     long added;
     int i, status;
 
-    if (dbd_server) {
-        loc_job_t *j = new_job(p, NULL, baton);
-        apr_pool_t *jp = j->pool;
-        j->reg_cb = cb;
-        j->chg = *chg;
-        j->chg.script_ops = copy_ops(jp, chg->script_ops);
-        j->chg.aor = apr_pstrdup(jp, chg->aor);
-        j->chg.call_id = apr_pstrdup(jp, chg->call_id);
-        j->chg.bindings = apr_array_copy(jp, chg->bindings);
-        for (i = 0; i < j->chg.bindings->nelts; i++) {
-            sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
-            b->aor = j->chg.aor;
-            b->contact = apr_pstrdup(jp, b->contact);
-            b->params = apr_pstrdup(jp, b->params ? b->params : "");
-            b->call_id = j->chg.call_id;
-            b->path = b->path ? apr_pstrdup(jp, b->path) : NULL;
-            b->display = b->display ? apr_pstrdup(jp, b->display) : NULL;
-            b->key = b->key ? apr_pstrdup(jp, b->key) : NULL;
-            b->received = b->received ? apr_pstrdup(jp, b->received) : NULL;
-            b->instance = b->instance ? apr_pstrdup(jp, b->instance) : NULL;
+    if (sip_location_dbd_on()) {
+        if (sip_engine_count() > 1 && (chg->star || chg->bindings->nelts)) {
+            dbd_reg_t *w = apr_palloc(p, sizeof(*w));
+            w->cb = cb;
+            w->baton = baton;
+            w->aor = chg->aor;
+            w->p = p;
+            sip_location_dbd_register(p, chg, dbd_registered, w);
+            return;
         }
-        dbd_submit(j);
+        sip_location_dbd_register(p, chg, cb, baton);
         return;
     }
     cur = sip_location_lookup(p, chg->aor);
-    status = reg_check(p, cur, chg, &added);
+    status = sip_location_reg_check(p, cur, chg, &added);
     /* the memory store holds every binding in the engine: a total cap */
     if (!status && added > 0 && max_bindings && live + (apr_size_t)added > max_bindings)
         status = 503;
@@ -1500,6 +1130,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     else
         for (i = 0; i < chg->bindings->nelts; i++)
             sip_location_set(&APR_ARRAY_IDX(chg->bindings, i, sip_binding_t));
+    if (chg->star || chg->bindings->nelts)     /* a fetch changes nothing */
+        replica_broadcast(p, chg->aor);
     if (chg->want_scripts && sip_script_store_list(p, chg->aor, &scripts) != APR_SUCCESS)
         scripts = NULL;
     cb(baton, 0, sip_location_lookup(p, chg->aor), scripts);
@@ -1510,12 +1142,8 @@ void sip_location_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scr
 {
     apr_array_header_t *scripts;
 
-    if (dbd_server) {
-        loc_job_t *j = new_job(p, NULL, baton);
-        j->scripts_cb = cb;
-        j->fetch = 2;
-        j->aor = apr_pstrdup(j->pool, aor);
-        dbd_submit(j);
+    if (sip_location_dbd_on()) {
+        sip_location_dbd_fetch_scripts(p, aor, cb, baton);
         return;
     }
     if (sip_script_store_list(p, aor, &scripts) != APR_SUCCESS)
@@ -1526,11 +1154,8 @@ void sip_location_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scr
 
 void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void *baton)
 {
-    if (dbd_server) {
-        loc_job_t *j = new_job(p, cb, baton);
-        j->fetch = 1;
-        j->aor = apr_pstrdup(j->pool, aor);
-        dbd_submit(j);
+    if (sip_location_dbd_on()) {
+        sip_location_dbd_fetch(p, aor, cb, baton);
         return;
     }
     cb(baton, 0, sip_location_lookup(p, aor));

@@ -94,6 +94,8 @@ void sip_location_fetch(apr_pool_t *p, const char *aor, sip_location_cb cb, void
  * 's'), shared by every server using it, instead of memory + journal.
  * Called in the engine before sip_location_init. */
 void sip_location_use_dbd(server_rec *s);
+/* Is the mod_dbd store in use? */
+int sip_location_is_dbd(void);
 
 /* ---- the memory store ---- */
 
@@ -107,6 +109,23 @@ void sip_location_remove(const char *aor, const char *contact);
 void sip_location_remove_all(const char *aor);
 
 apr_size_t sip_location_count(void);
+
+/* ---- replicas (several engines; memory store only) ----
+ * The home engine of an AoR sends its state after each change
+ * (SIP_HO_REPLICA): "A aor" and a B line per binding, the journal's
+ * format with the flow as a fifteenth field.  The others apply it
+ * without journaling. */
+const char *sip_location_replica_text(apr_pool_t *p, const char *aor);
+void sip_location_replica_apply(const char *text, apr_size_t len);
+/* Every AoR this engine is home of (const char *), for a SIP_HO_SYNC. */
+apr_array_header_t *sip_location_homed_aors(apr_pool_t *p);
+/* A restarted home engine got its bindings back from the journal, which
+ * keeps no flow: the AoRs homed at 'home' (const char *), sent to it by
+ * a peer; at the home, an AoR it knows takes only the flows, into the
+ * same registrations (Call-ID and CSeq); one it does not know (no journal,
+ * SipLocationFile none) takes the peer's whole copy. */
+apr_array_header_t *sip_location_flow_aors(apr_pool_t *p, int home);
+void sip_location_replica_flows(const char *text, apr_size_t len);
 
 /* ---- flows (RFC 5626 §5.3, RFC 7118 §5) ---- */
 

@@ -336,7 +336,8 @@ int sip_script_db_list(apr_pool_t *p, const apr_dbd_driver_t *d, apr_dbd_t *h, c
     *out = apr_array_make(p, 2, sizeof(sip_script_t *));
     rc = apr_dbd_select(d, p, h, &res, apr_pstrcat(p, "SELECT type, content_type, mtime, "
                         "body_hex FROM sip_scripts WHERE aor = ", q(p, d, h, aor),
-                        " ORDER BY type DESC", NULL), 0);
+                        " ORDER BY type DESC", NULL), 1);   /* 0 sleeps 100 ms on pgsql
+                                                                 when there is no row */
     if (rc != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, NULL, "sip script store: SQL failed: %s",
                      apr_dbd_error(d, h, rc));

@@ -4,6 +4,7 @@
 #include "sip_ws.h"
 #include "sip_stats.h"
 #include "sip_stun.h"
+#include "sip_handover.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,6 +77,9 @@ struct sip_tcp_conn {
     int trimmed;            /* a header line of this message was cut short */
     int lingering;          /* answered, shut down for writing, draining input */
     apr_uint64_t flow_id;   /* its flow id once asked for (sip_source_flow_id), else 0 */
+    int remote;             /* a stand-in for another engine's flow 'flow_id': sends go
+                             * there over the hand-over channel (flows, end of file) */
+    apr_time_t closed_at;   /* remote: when it was learnt closed */
     apr_int16_t tls_read_waits;     /* TLS: what the last read waits for (POLLOUT or 0) */
     apr_int16_t tls_write_waits;    /* TLS: what queued output waits for (POLLIN/POLLOUT) */
     int http_checked;       /* TCP/TLS: its first bytes are not an HTTP upgrade ("GET ") */
@@ -100,6 +104,7 @@ static apr_array_header_t *udp_aliases; /* name-based vhosts sharing a socket */
 static sip_tp_closed_cb tp_closed;
 static void flow_forget(sip_tcp_conn_t *c);     /* flows: at the end of the file */
 static void flow_reset(void);
+static void remote_unused(sip_tcp_conn_t *c);
 
 /* Connection limits: LRU lists make "longest idle" O(1). */
 static tcp_list_t idle_conns, busy_conns;
@@ -231,8 +236,14 @@ apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port)
 
 apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p)
 {
+    return sip_udp_open_shared(sock, sa, p, 0);
+}
+
+apr_status_t sip_udp_open_shared(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p,
+                                 int reuseport)
+{
     apr_status_t rv;
-    int fd, size = 4 * 1024 * 1024;
+    int fd, size = 4 * 1024 * 1024, on = 1;
 
     rv = apr_socket_create(sock, sa->family, SOCK_DGRAM, APR_PROTO_UDP, p);
     if (rv != APR_SUCCESS)
@@ -242,6 +253,13 @@ apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p
     if (apr_os_sock_get(&fd, *sock) == APR_SUCCESS) {
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        /* Several engines: one socket each in a group the kernel spreads
+         * datagrams over by source address and port. */
+        if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0) {
+            rv = errno;
+            apr_socket_close(*sock);
+            return rv;
+        }
     }
     rv = apr_socket_bind(*sock, sa);
     if (rv != APR_SUCCESS)
@@ -314,6 +332,43 @@ static void udp_readable(void *baton, apr_int16_t ev)
         buf[n] = '\0';
         tp_deliver(buf, (apr_size_t)n, 0, &src);
     }
+}
+
+static int same_addr(const sip_sockaddr_t *a, const sip_sockaddr_t *b)
+{
+    const struct sockaddr *x = (const struct sockaddr *)&a->ss;
+    const struct sockaddr *y = (const struct sockaddr *)&b->ss;
+
+    if (x->sa_family != y->sa_family)
+        return 0;
+    if (x->sa_family == AF_INET) {
+        const struct sockaddr_in *p = (const void *)x, *q = (const void *)y;
+        return p->sin_port == q->sin_port && p->sin_addr.s_addr == q->sin_addr.s_addr;
+    }
+    if (x->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *p = (const void *)x, *q = (const void *)y;
+        return p->sin6_port == q->sin6_port
+               && memcmp(&p->sin6_addr, &q->sin6_addr, sizeof(p->sin6_addr)) == 0;
+    }
+    return 0;
+}
+
+int sip_transport_udp_source(const sip_sockaddr_t *local, void *vhost, sip_source_t *out)
+{
+    int i;
+
+    for (i = 0; udps && i < udps->nelts; i++) {
+        sip_udp_t *u = APR_ARRAY_IDX(udps, i, sip_udp_t *);
+        if (same_addr(&u->local, local)) {
+            memset(out, 0, sizeof(*out));
+            out->kind = SIP_TP_UDP;
+            out->udp = u;
+            out->local = u->local;
+            out->vhost = vhost;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost)
@@ -835,7 +890,7 @@ static apr_status_t tcp_write(sip_tcp_conn_t *c, const char *buf, apr_size_t len
 
 void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
 {
-    if (c->closed || c->lingering)
+    if (c->closed || c->lingering || c->remote)
         return;
     c->close_after_flush = 1;
     if (!c->out_head)
@@ -1334,8 +1389,12 @@ static void stream_process_input(sip_tcp_conn_t *c)
 
 /* One whole SIP message out on a stream (WebSocket: in one frame, text
  * when it is valid UTF-8, RFC 7118 §5). */
+static apr_status_t remote_send(sip_tcp_conn_t *c, const char *buf, apr_size_t len);
+
 static apr_status_t stream_send_msg(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
 {
+    if (c->remote)
+        return remote_send(c, buf, len);
     if (c->kind == SIP_TP_WS || c->kind == SIP_TP_WSS) {
         if (ws_state(c)->close_sent)
             return APR_ECONNABORTED;
@@ -1631,7 +1690,7 @@ void sip_source_hold(sip_source_t *src)
     if (!c)
         return;
     c->refs++;
-    if (c->holds++ == 0 && !c->closed && !c->lingering)
+    if (c->holds++ == 0 && !c->closed && !c->lingering && !c->remote)
         list_append(&busy_conns, c);
 }
 
@@ -1642,10 +1701,13 @@ void sip_source_release(sip_source_t *src)
     if (!c)
         return;
     src->tcp = NULL;
-    if (--c->holds == 0 && !c->closed && !c->lingering)
+    if (--c->holds == 0 && !c->closed && !c->lingering && !c->remote)
         list_append(&idle_conns, c);    /* idle from now on */
     c->refs--;
-    tcp_destroy_if_unused(c);
+    if (c->remote)
+        remote_unused(c);
+    else
+        tcp_destroy_if_unused(c);
 }
 
 int sip_source_is_open(const sip_source_t *src)
@@ -1917,22 +1979,82 @@ apr_status_t sip_fdpass_serve(int chan)
  *
  * The location store keeps a binding's connection as a number, not a
  * pointer: a closed connection's memory goes away, and an id that names
- * nothing any more just fails to resolve.  The high half is random per
- * engine, so that an id written into a Record-Route before a restart
- * cannot name another client's connection after it. */
+ * nothing any more just fails to resolve.  An id is
+ *   engine (8 bits, SIP_FLOW_ENGINE_SHIFT) | transport (4) | generation (20) | counter (32)
+ * The engine holding the connection is in the top bits (sip_handover.h),
+ * its transport next, so that another engine can make a stand-in for it
+ * from the id alone; the generation is random per engine start, so that an
+ * id written into a Record-Route or a replica before a restart cannot name
+ * another client's connection after it.
+ *
+ * Several engines (docs/architecture.md, "Several engines"): a flow of
+ * another engine is a stand-in connection ('remote'), found in the same
+ * table; sending on it hands the text to the owner (SIP_HO_SEND_FLOW),
+ * which writes it on its connection.  The owner tells every engine when
+ * a flow closes (SIP_HO_FLOW_CLOSED), and answers a send on a flow it
+ * no longer has the same way, so a stand-in learns it is closed at once
+ * or at its first use.  Closed stand-ins are remembered for a while
+ * (REMOTE_CLOSED_KEEP) so that lookups in that time see them closed
+ * without asking the owner. */
 
-static apr_hash_t *flows;           /* apr_uint64_t id -> sip_tcp_conn_t */
+#define FLOW_KIND_SHIFT 52
+#define FLOW_GEN_SHIFT 32
+#define FLOW_GEN_MASK 0xfffffu
+#define REMOTE_CLOSED_KEEP apr_time_from_sec(600)
+
+static apr_hash_t *flows;           /* apr_uint64_t id -> sip_tcp_conn_t (ours and stand-ins) */
 static apr_uint64_t flow_next;
+static apr_uint32_t flow_gen;       /* this engine's generation */
+static apr_uint32_t peer_gen[SIP_ENGINES_MAX];  /* a peer's, once known (0: not known) */
+static sip_tcp_conn_t *closed_oldest, *closed_newest;   /* closed stand-ins, oldest first */
 
 static void flow_reset(void)
 {
     flows = NULL;   /* it lived in the previous tp_pool */
+    closed_oldest = closed_newest = NULL;
+    memset(peer_gen, 0, sizeof(peer_gen));
+    flow_gen = 0;
+}
+
+static apr_uint32_t flow_id_gen(apr_uint64_t id)
+{
+    return (apr_uint32_t)(id >> FLOW_GEN_SHIFT) & FLOW_GEN_MASK;
+}
+
+static void flows_make(void)
+{
+    apr_uint32_t r = 0;
+
+    if (flows)
+        return;
+    flows = apr_hash_make(tp_pool);
+    if (apr_generate_random_bytes((unsigned char *)&r, sizeof(r)) != APR_SUCCESS)
+        r = (apr_uint32_t)apr_time_now() ^ (apr_uint32_t)getpid();
+    flow_gen = (r & FLOW_GEN_MASK) ? (r & FLOW_GEN_MASK) : 1;
+    flow_next = 1;
+}
+
+apr_uint32_t sip_transport_flow_generation(void)
+{
+    flows_make();
+    return flow_gen;
 }
 
 static void flow_forget(sip_tcp_conn_t *c)
 {
-    if (c->flow_id && flows)
-        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
+    sip_ho_origin_t o;
+
+    if (!c->flow_id || !flows || c->remote)
+        return;
+    apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
+    if (sip_engine_count() > 1) {
+        /* every engine sees it closed at once (480/430, docs/flows.md) */
+        memset(&o, 0, sizeof(o));
+        o.kind = c->kind;
+        o.engine = sip_engine_self();
+        o.flow = c->flow_id;
+        sip_handover_broadcast(SIP_HO_FLOW_CLOSED, &o, "", 0);
+    }
 }
 
 apr_uint64_t sip_source_flow_id(const sip_source_t *src)
@@ -1942,28 +2064,202 @@ apr_uint64_t sip_source_flow_id(const sip_source_t *src)
     if (!c || !sip_tp_reliable(src->kind) || c->closed)
         return 0;
     if (!c->flow_id) {
-        if (!flows) {
-            apr_uint32_t r = 0;
-            flows = apr_hash_make(tp_pool);
-            if (apr_generate_random_bytes((unsigned char *)&r, sizeof(r)) != APR_SUCCESS)
-                r = (apr_uint32_t)apr_time_now() ^ (apr_uint32_t)getpid();
-            flow_next = ((apr_uint64_t)r << 32) | 1;
-        }
-        c->flow_id = flow_next++;
-        if (!c->flow_id)
-            c->flow_id = flow_next++;
+        flows_make();
+        c->flow_id = ((apr_uint64_t)sip_engine_self() << SIP_FLOW_ENGINE_SHIFT)
+                     | ((apr_uint64_t)(c->kind & 0xf) << FLOW_KIND_SHIFT)
+                     | ((apr_uint64_t)flow_gen << FLOW_GEN_SHIFT) | flow_next++;
+        flow_next &= 0xffffffffu;
+        if (!flow_next)
+            flow_next = 1;
         apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), c);
     }
     return c->flow_id;
 }
 
+/* -- stand-ins for other engines' flows -- */
+
+static void closed_unlink(sip_tcp_conn_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (closed_oldest == c)
+        closed_oldest = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else if (closed_newest == c)
+        closed_newest = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void remote_destroy(sip_tcp_conn_t *c)
+{
+    closed_unlink(c);
+    if (flows && apr_hash_get(flows, &c->flow_id, sizeof(c->flow_id)) == c)
+        apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
+    apr_pool_destroy(c->pool);
+}
+
+/* Forget closed stand-ins kept longer than REMOTE_CLOSED_KEEP that no
+ * source holds; a lookup after that asks the owner again. */
+static void remote_prune(apr_time_t now)
+{
+    while (closed_oldest && closed_oldest->closed_at + REMOTE_CLOSED_KEEP < now) {
+        sip_tcp_conn_t *c = closed_oldest;
+        closed_unlink(c);
+        c->closed_at = 0;       /* out of the list: destroyed when let go */
+        if (!c->refs)
+            remote_destroy(c);
+    }
+}
+
+static void remote_unused(sip_tcp_conn_t *c)
+{
+    if (c->refs == 0 && c->closed && !c->closed_at)
+        remote_destroy(c);
+}
+
+static void remote_mark_closed(sip_tcp_conn_t *c, apr_time_t now)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    c->closed_at = now;
+    c->prev = closed_newest;
+    c->next = NULL;
+    if (closed_newest)
+        closed_newest->next = c;
+    else
+        closed_oldest = c;
+    closed_newest = c;
+    if (tp_closed)
+        tp_closed(c);   /* client transactions on it fail over (503) */
+}
+
+static sip_tcp_conn_t *remote_get(apr_uint64_t id, int create)
+{
+    sip_tcp_conn_t *c;
+    apr_pool_t *cp;
+    int engine = sip_flow_engine(id);
+    unsigned kind = (unsigned)(id >> FLOW_KIND_SHIFT) & 0xf;
+
+    flows_make();
+    c = apr_hash_get(flows, &id, sizeof(id));
+    if (c || !create)
+        return c;
+    if (kind < SIP_TP_TCP || kind >= SIP_TP_COUNT || engine >= sip_engine_count())
+        return NULL;
+    apr_pool_create(&cp, tp_pool);
+    c = apr_pcalloc(cp, sizeof(*c));
+    c->pool = cp;
+    c->fd = -1;
+    c->remote = 1;
+    c->kind = (sip_tp_kind_t)kind;
+    c->flow_id = id;
+    apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), c);
+    /* a flow of a generation that engine no longer runs is gone */
+    if (peer_gen[engine] && peer_gen[engine] != flow_id_gen(id))
+        remote_mark_closed(c, apr_time_now());
+    return c;
+}
+
+static apr_status_t remote_send(sip_tcp_conn_t *c, const char *buf, apr_size_t len)
+{
+    sip_ho_origin_t o;
+
+    if (c->closed)
+        return APR_ECONNABORTED;
+    memset(&o, 0, sizeof(o));
+    o.kind = c->kind;
+    o.peer = c->peer;
+    o.local = c->local;
+    o.vhost = c->vhost;
+    o.engine = sip_engine_self();
+    o.flow = c->flow_id;
+    return sip_handover_send(sip_flow_engine(c->flow_id), SIP_HO_SEND_FLOW, &o, buf, len);
+}
+
 int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out)
 {
-    sip_tcp_conn_t *c = id && flows ? apr_hash_get(flows, &id, sizeof(id)) : NULL;
+    sip_tcp_conn_t *c;
 
+    if (!id)
+        return 0;
+    if (sip_engine_count() > 1 && sip_flow_engine(id) != sip_engine_self()) {
+        remote_prune(apr_time_now());
+        c = remote_get(id, 1);
+    }
+    else
+        c = flows ? apr_hash_get(flows, &id, sizeof(id)) : NULL;
     if (!c || c->closed || c->close_after_flush || c->lingering)
         return 0;
     conn_source(c, out);
     sip_source_hold(out);
     return 1;
+}
+
+int sip_transport_remote_source(apr_uint64_t id, sip_tp_kind_t kind, const sip_sockaddr_t *peer,
+                                const sip_sockaddr_t *local, void *vhost, sip_source_t *out)
+{
+    sip_tcp_conn_t *c;
+
+    memset(out, 0, sizeof(*out));
+    if (!id || sip_flow_engine(id) == sip_engine_self())
+        return sip_transport_flow_source(id, out);
+    if (!(c = remote_get(id, 1)) || c->closed || c->kind != kind)
+        return 0;
+    /* what the owner saw: for Via received, logs and the binding's source */
+    if (!c->vhost) {
+        c->peer = *peer;
+        c->local = *local;
+        c->vhost = vhost;
+    }
+    conn_source(c, out);
+    sip_source_hold(out);
+    return 1;
+}
+
+apr_status_t sip_transport_flow_send(apr_uint64_t id, const char *buf, apr_size_t len)
+{
+    sip_tcp_conn_t *c = id && flows ? apr_hash_get(flows, &id, sizeof(id)) : NULL;
+    apr_status_t rv;
+
+    if (!c || c->remote || c->closed || c->close_after_flush || c->lingering)
+        return APR_ECONNABORTED;
+    rv = stream_send_msg(c, buf, len);
+    if (rv == APR_SUCCESS)
+        sip_stats->msgs_out[c->kind]++;
+    else
+        sip_stats->send_errors++;
+    return rv;
+}
+
+void sip_transport_remote_closed(apr_uint64_t id)
+{
+    apr_time_t now = apr_time_now();
+    sip_tcp_conn_t *c;
+
+    if (!id || sip_flow_engine(id) == sip_engine_self())
+        return;
+    remote_prune(now);
+    if ((c = remote_get(id, 1)))
+        remote_mark_closed(c, now);
+}
+
+void sip_transport_peer_generation(int engine, apr_uint32_t g)
+{
+    apr_hash_index_t *hi;
+    apr_time_t now = apr_time_now();
+
+    g &= FLOW_GEN_MASK;
+    if (engine < 0 || engine >= SIP_ENGINES_MAX || engine == sip_engine_self() || !g
+        || peer_gen[engine] == g)
+        return;
+    flows_make();
+    peer_gen[engine] = g;
+    /* a restarted engine: every connection its predecessor held is gone */
+    for (hi = apr_hash_first(NULL, flows); hi; hi = apr_hash_next(hi)) {
+        sip_tcp_conn_t *c = apr_hash_this_val(hi);
+        if (c->remote && sip_flow_engine(c->flow_id) == engine && flow_id_gen(c->flow_id) != g)
+            remote_mark_closed(c, now);
+    }
 }

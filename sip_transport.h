@@ -80,6 +80,9 @@ apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost);
 void sip_udp_alias(void *vhost, void *same_as);
 /* Open (in the parent) a UDP socket bound to 'sa'. */
 apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p);
+/* The same, joining a SO_REUSEPORT group when 'reuseport' (SipEngines). */
+apr_status_t sip_udp_open_shared(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p,
+                                 int reuseport);
 
 /* Descriptor passing between MPM children and the engine.  One datagram
  * per connection: this header (plus the descriptor). */
@@ -168,6 +171,30 @@ apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port);
  * connection is still open, 0 when it is gone. */
 apr_uint64_t sip_source_flow_id(const sip_source_t *src);
 int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out);
+
+/* Several engines (sip_handover.h): a flow id names its engine.  Another
+ * engine's flow is a stand-in whose sends go to the owner
+ * (SIP_HO_SEND_FLOW); sip_transport_flow_source returns it while it is
+ * not known closed.  sip_transport_remote_source: the same for a message
+ * handed over from that flow, with the addresses the owner saw (0 when
+ * closed, or 'kind' is not the flow's). */
+int sip_transport_remote_source(apr_uint64_t id, sip_tp_kind_t kind, const sip_sockaddr_t *peer,
+                                const sip_sockaddr_t *local, void *vhost, sip_source_t *out);
+/* The owner: send on our flow 'id' for another engine (APR_ECONNABORTED
+ * when it is closed or not ours). */
+apr_status_t sip_transport_flow_send(apr_uint64_t id, const char *buf, apr_size_t len);
+/* Another engine's flow 'id' closed (SIP_HO_FLOW_CLOSED): its stand-in
+ * is closed, and client transactions on it fail over. */
+void sip_transport_remote_closed(apr_uint64_t id);
+/* This engine's flow generation (random per start, never 0), and a
+ * peer's as it announces it (SYNC, REPLICA: the origin's cookie): a new
+ * one means the peer restarted, and its old generation's flows are gone. */
+apr_uint32_t sip_transport_flow_generation(void);
+void sip_transport_peer_generation(int engine, apr_uint32_t gen);
+/* Our UDP socket bound to 'local' (several engines each hold one of the
+ * same SO_REUSEPORT group) as a source for 'vhost' (peer left unset):
+ * 1, or 0 when we serve no such address. */
+int sip_transport_udp_source(const sip_sockaddr_t *local, void *vhost, sip_source_t *out);
 
 /* Counters for logs and tests. */
 apr_size_t sip_tcp_open_count(void);

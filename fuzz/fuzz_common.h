@@ -39,8 +39,10 @@
 #include "../sip_fcgi.c"
 #include "../sip_fcgi_pool.c"
 #include "../sip_dns.c"
+#include "../sip_location_dbd.c"
 #include "../sip_stun.c"
 #include "../sip_handover.c"
+#include "../sip_replica.c"
 
 static apr_pool_t *fuzz_pool;
 

@@ -145,8 +145,9 @@ $t->assert_no_zombies;
 $t->dump_log_on_failure;
 $t->stop;
 
-# ---- SipMaxScripts
-my $t2 = SipCgiTest->new(vhost_conf => 'SipMaxScripts 2');
+# ---- SipMaxScripts (a limit per engine: one engine here, so that the three
+# callers' requests meet in it whatever their source ports)
+my $t2 = SipCgiTest->new(vhost_conf => 'SipMaxScripts 2', server_conf => 'SipEngines 1');
 {
     $t2->cgi_script('slow@127.0.0.1', "sleep 1.5\nprintf 'SIP/2.0 486 Busy Here\\n\\n'");
     my @uac = map { $t2->peer(name => "uac-max$_") } 1 .. 3;

@@ -393,7 +393,14 @@ my $td = SipRegTest->new(server_conf => 'SipLocationFile @VAR@/old.journal', set
            && wait_until(5, sub { $td->options_ok('udp') }, 0.1), 'engine restarted');
         open(my $fh, '<', $td->var . '/old.journal');
         my $first = <$fh> // '';
-        is($first, "V\t3\n", 'the journal was rewritten in the current version (3, issue 17)');
+        if (($ENV{SIP_TEST_ENGINES} || 1) > 1) {
+            # several engines append to one journal: it is compacted only
+            # with one engine (docs/architecture.md), so it stays as written
+            isnt($first, "V\t3\n", 'two engines: the journal is not rewritten (compacted only with one engine)');
+        }
+        else {
+            is($first, "V\t3\n", 'the journal was rewritten in the current version (3, issue 17)');
+        }
     }
 }
 $td->dump_log_on_failure;

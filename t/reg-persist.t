@@ -204,9 +204,17 @@ my $t2 = SipRegTest->new(server_conf => 'SipLocationFile none');
     restart_engine_by_kill($t2, 'SipLocationFile none, kill -9');
     ($f, %b) = $t2->fetch('alice');
     is($f && $f->code, 200, 'SipLocationFile none: REGISTER without Contact after the engine restart -> 200');
-    is(scalar(keys %b), 0, 'SipLocationFile none: the engine restart lost the binding') or diag(SipRegTest::dump_contacts($f));
-    $r = $t2->request_to('alice');
-    is($r && $r->code, 404, 'SipLocationFile none: alice unknown again -> 404');
+    if (($ENV{SIP_TEST_ENGINES} || 1) > 1) {
+        # several engines: the others keep a replica, which the restarted
+        # engine takes back at start (SYNC, docs/architecture.md)
+        is(scalar(keys %b), 1, 'SipLocationFile none, two engines: the other engine gave the binding back')
+            or diag(SipRegTest::dump_contacts($f));
+    }
+    else {
+        is(scalar(keys %b), 0, 'SipLocationFile none: the engine restart lost the binding') or diag(SipRegTest::dump_contacts($f));
+        $r = $t2->request_to('alice');
+        is($r && $r->code, 404, 'SipLocationFile none: alice unknown again -> 404');
+    }
 
     $r = $t2->register(user => 'bob', contacts => [ '<sip:bob@127.0.0.1:5082>' ], expires => 600);
     is($r && $r->code, 200, 'SipLocationFile none: bob registered');

@@ -226,7 +226,20 @@ sub postgres_start {
     ok($run->("$bindir/pg_ctl", '-D', "$pg/data", '-l', "$pg/log", '-w', '-t', '30',
               '-o', "-p $port -k $pg -h 127.0.0.1 -c fsync=off", 'start'), "PostgreSQL started on 127.0.0.1:$port");
     ok($run->("$bindir/createdb", '-h', '127.0.0.1', '-p', $port, '-U', 'sip', 'sip'), 'createdb sip');
-    return { params => "host=127.0.0.1 port=$port dbname=sip user=sip", stop => $stop };
+    return { params => "host=127.0.0.1 port=$port dbname=sip user=sip", stop => $stop,
+             bindir => $bindir, port => $port };
+}
+
+# One SQL statement on a server of postgres_start, through psql: its rows
+# ("a|b" lines, chomped), or undef when psql failed.
+sub postgres_sql {
+    my ($pg, $sql) = @_;
+    open(my $fh, '-|', "$pg->{bindir}/psql", '-X', '-q', '-A', '-t', '-h', '127.0.0.1', '-p', $pg->{port},
+         '-U', 'sip', '-d', 'sip', '-c', $sql) or return undef;
+    my @rows = <$fh>;
+    close($fh) or return undef;
+    chomp @rows;
+    return wantarray ? @rows : $rows[0];
 }
 
 1;

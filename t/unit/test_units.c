@@ -44,8 +44,10 @@
 #include "../../sip_fcgi.c"
 #include "../../sip_fcgi_pool.c"
 #include "../../sip_dns.c"
+#include "../../sip_location_dbd.c"
 #include "../../sip_stun.c"
 #include "../../sip_handover.c"
+#include "../../sip_replica.c"
 
 #include "httpd_stubs.h"
 
@@ -1959,7 +1961,7 @@ START_TEST(stats_engine_lifecycle)
     ck_assert_uint_eq(st.engine_pid, 1234);
     ck_assert_uint_eq(st.engine_starts, 1);
     st.now.bindings = 3;
-    sip_stats_engine_died();
+    sip_stats_engine_died(sip_stats);
     ck_assert_uint_eq(st.now.bindings, 0);
     ck_assert_uint_eq(st.engine_pid, 0);
     ck_assert_uint_eq(st.engine_deaths, 1);
@@ -2036,7 +2038,8 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 63);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS */
+        ck_assert_int_eq(n, 66);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS,
+                                      * 3 hand-over */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2081,13 +2084,95 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 9);
-        ck_assert_int_eq(close, 9);
+        ck_assert_int_eq(open, 10);
+        ck_assert_int_eq(close, 10);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
     html = sip_stats_format(pool, &st, apr_time_from_sec(1090), 0);
     ck_assert_ptr_nonnull(strstr(html, "No SIP engine is running."));
+}
+END_TEST
+
+/* Several engines: one slot each, summed for mod_status under the names
+ * of one engine; each engine's own lines beside. */
+START_TEST(stats_engine_slots_summed)
+{
+    sip_stats_t sum, *a, *b;
+    const char *txt;
+
+    ck_assert_int_eq(sip_stats_attach(pool), APR_SUCCESS);
+    a = sip_stats_slot(0);
+    b = sip_stats_slot(1);
+    ck_assert_ptr_eq(a, sip_stats);
+    ck_assert_ptr_ne(a, b);
+    memset(&a->now, 0, sizeof(*a) - offsetof(sip_stats_t, now));
+    memset(&b->now, 0, sizeof(*b) - offsetof(sip_stats_t, now));
+    a->engine_pid = 100;
+    a->engine_start = apr_time_from_sec(1000);
+    a->engine_starts = 1;
+    b->engine_pid = 200;
+    b->engine_start = apr_time_from_sec(1050);
+    b->engine_starts = 3;           /* restarted twice */
+    b->engine_deaths = 1;
+    a->txns = 7;
+    b->txns = 5;
+    a->now.txns = 2;
+    b->now.txns = 1;
+    a->msgs_in[SIP_TP_UDP] = 10;
+    b->msgs_in[SIP_TP_TCP] = 4;
+    b->dns_failures = 9;
+    b->ho_dropped = 3;
+    apr_cpystrn(a->fcgi[0].name, "/x.py", sizeof(a->fcgi[0].name));
+    a->fcgi[0].workers = 2;
+    apr_cpystrn(b->fcgi[0].name, "/y.py", sizeof(b->fcgi[0].name));
+    b->fcgi[0].workers = 1;
+    apr_cpystrn(b->fcgi[1].name, "/x.py", sizeof(b->fcgi[1].name));
+    b->fcgi[1].workers = 3;
+
+    /* engine 1 writes through sip_stats into its own slot only */
+    sip_stats_use_slot(1);
+    sip_stats->bad_msgs++;
+    ck_assert_uint_eq(b->bad_msgs, 1);
+    ck_assert_uint_eq(a->bad_msgs, 0);
+    sip_stats_use_slot(0);
+
+    sip_stats_sum(&sum, 2);
+    ck_assert_uint_eq(sum.txns, 12);
+    ck_assert_uint_eq(sum.now.txns, 3);
+    ck_assert_uint_eq(sum.msgs_in[SIP_TP_UDP], 10);
+    ck_assert_uint_eq(sum.msgs_in[SIP_TP_TCP], 4);
+    ck_assert_uint_eq(sum.dns_failures, 9);
+    ck_assert_uint_eq(sum.ho_dropped, 3);
+    ck_assert_uint_eq(sum.bad_msgs, 1);
+    ck_assert_uint_eq(sum.engine_pid, 100);
+    ck_assert_uint_eq(sum.engine_starts, 3);   /* two restarts, plus one */
+    ck_assert_uint_eq(sum.engine_deaths, 1);
+    ck_assert_str_eq(sum.fcgi[0].name, "/x.py");
+    ck_assert_uint_eq(sum.fcgi[0].workers, 5);
+    ck_assert_str_eq(sum.fcgi[1].name, "/y.py");
+    ck_assert_uint_eq(sum.fcgi[1].workers, 1);
+    ck_assert_str_eq(sum.fcgi[2].name, "");
+    txt = sip_stats_format(pool, &sum, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_nonnull(strstr(txt, "SipEngineRestarts: 2\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipTransactionsTotal: 12\n"));
+    /* one engine: only its own slot */
+    sip_stats_sum(&sum, 1);
+    ck_assert_uint_eq(sum.txns, 7);
+
+    txt = sip_stats_format_engines(pool, 2, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_str_eq(txt, "SipEngine0Pid: 100\nSipEngine0Uptime: 90\nSipEngine0MessagesIn: 10\n"
+                          "SipEngine0TransactionsTotal: 7\nSipEngine1Pid: 200\n"
+                          "SipEngine1Uptime: 40\nSipEngine1MessagesIn: 4\n"
+                          "SipEngine1TransactionsTotal: 5\n");
+    txt = sip_stats_format_engines(pool, 2, apr_time_from_sec(1090), 0);
+    ck_assert_ptr_nonnull(strstr(txt, "<p>SIP engine 1: process 200, up 40 s"));
+
+    sip_stats_engine_died(b);
+    ck_assert_uint_eq(b->engine_pid, 0);
+    ck_assert_uint_eq(b->engine_deaths, 2);
+    ck_assert_uint_eq(a->engine_pid, 100);
+    sip_stats = &unattached;
 }
 END_TEST
 
@@ -2097,6 +2182,7 @@ static Suite *stats_suite(void)
     TCase *tc = tcase_create("stats");
 
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, stats_engine_slots_summed);
     tcase_add_test(tc, stats_unattached);
     tcase_add_test(tc, stats_attach_shared_and_kept);
     tcase_add_test(tc, stats_engine_lifecycle);
@@ -2274,6 +2360,7 @@ START_TEST(store_one_binding_per_equal_uri)
     ck_assert_ptr_nonnull(cur);     /* still known: 480, not 404 */
     ck_assert_int_eq(cur->nelts, 0);
     ck_assert_ptr_null(sip_location_lookup(pool, "sip:never@h"));
+    ck_assert_str_eq(sip_location_replica_text(pool, "sip:never@h"), "");   /* stays 404 */
 }
 END_TEST
 
@@ -2335,14 +2422,14 @@ START_TEST(reg_check_limits)
     int i;
 
     c = mkchg("c1", 1, 3, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 0);
     ck_assert_int_eq(added, 3);
     c = mkchg("c1", 1, 2, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 403);   /* three > SipMaxContacts 2 */
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 403);   /* three > SipMaxContacts 2 */
     c = mkchg("c1", 1, 0, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);     /* 0: no limit */
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 0);     /* 0: no limit */
     c = mkchg("c1", 1, 1, 3, dup, live3);
-    ck_assert_int_eq(reg_check(pool, NULL, c, &added), 0);     /* one URI three times */
+    ck_assert_int_eq(sip_location_reg_check(pool, NULL, c, &added), 0);     /* one URI three times */
     ck_assert_int_eq(added, 1);
 
     c = mkchg("c1", 1, 3, 3, three, live3);
@@ -2350,21 +2437,21 @@ START_TEST(reg_check_limits)
         set_binding(&APR_ARRAY_IDX(c->bindings, i, sip_binding_t), 0);
     cur = sip_location_lookup(pool, "sip:a@h");
     c = mkchg("c1", 2, 3, 3, three, live3);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);      /* refresh at the limit */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 0);      /* refresh at the limit */
     ck_assert_int_eq(added, 0);
     c = mkchg("c2", 1, 3, 2, swap, del_add);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);      /* remove one, add one */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 0);      /* remove one, add one */
     ck_assert_int_eq(added, 0);
     c = mkchg("c2", 1, 3, 1, swap + 1, live3);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 403);    /* a fourth */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 403);    /* a fourth */
     c = mkchg("c1", 1, 3, 1, three, live3);
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 500);    /* same Call-ID, old CSeq */
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 500);    /* same Call-ID, old CSeq */
     c = mkchg("c1", 5, 3, 0, NULL, NULL);
     c->star = 1;
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 0);
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 0);
     ck_assert_int_eq(added, -3);
     c->cseq = 1;
-    ck_assert_int_eq(reg_check(pool, cur, c, &added), 500);
+    ck_assert_int_eq(sip_location_reg_check(pool, cur, c, &added), 500);
     sip_location_remove_all("sip:a@h");
 }
 END_TEST
@@ -10822,6 +10909,527 @@ static Suite *lean_suite(void)
     return s;
 }
 
+/* ---- replica (issue 19): location replicas across engines, flows of
+ * other engines ---- */
+
+static int journal_size(int fd)
+{
+    return (int)lseek(fd, 0, SEEK_END);
+}
+
+START_TEST(replica_text_roundtrip)
+{
+    sip_binding_t b = mkb("sip:r@h", "sip:r@10.0.0.9:5070;transport=tcp", "cid", 4, 600, 700);
+    apr_array_header_t *cur;
+    const sip_binding_t *got;
+    const char *text;
+    char tmpl[] = "/tmp/replica-journal-XXXXXX";
+    int fd = mkstemp(tmpl);
+
+    ck_assert_int_ge(fd, 0);
+    unlink(tmpl);
+    sip_engine_identity_set(0, 2);
+    b.transport = SIP_TP_TCP;
+    b.flow = ((apr_uint64_t)1 << SIP_FLOW_ENGINE_SHIFT) | ((apr_uint64_t)SIP_TP_TCP << 52) | 0x12345;
+    b.received = "192.0.2.7:40000";
+    b.instance = "urn:uuid:1";
+    b.reg_id = 2;
+    b.path = "<sip:edge;lr>";
+    set_binding(&b, 0);
+    text = sip_location_replica_text(pool, "sip:r@h");
+    ck_assert_ptr_nonnull(strstr(text, "A\tsip:r@h\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\t0110000000012345\n"));
+    /* another engine's table: empty, then the record applied */
+    remove_all("sip:r@h", 0);
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:r@h")->nelts, 0);
+    journal = fd;
+    sip_location_replica_apply(text, strlen(text));
+    ck_assert_int_eq(journal_size(fd), 0);     /* replicas are never journaled */
+    cur = sip_location_lookup(pool, "sip:r@h");
+    ck_assert_int_eq(cur->nelts, 1);
+    got = APR_ARRAY_IDX(cur, 0, sip_binding_t *);
+    ck_assert(got->flow == b.flow);
+    ck_assert_int_eq(got->transport, SIP_TP_TCP);
+    ck_assert_str_eq(got->received, "192.0.2.7:40000");
+    ck_assert_str_eq(got->instance, "urn:uuid:1");
+    ck_assert_int_eq(got->reg_id, 2);
+    ck_assert_str_eq(got->path, "<sip:edge;lr>");
+    ck_assert_int_eq(got->q1000, 700);
+    ck_assert_uint_eq(got->cseq, 4);
+    /* the home's own change is journaled, without the flow */
+    b.cseq = 5;
+    sip_location_set(&b);
+    ck_assert_int_gt(journal_size(fd), 0);
+    {
+        char buf[1024];
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        ck_assert_int_gt(n, 0);
+        buf[n] = '\0';
+        ck_assert_ptr_null(strstr(buf, "0110000000012345"));
+    }
+    journal = -1;
+    close(fd);
+}
+END_TEST
+
+START_TEST(replica_state_replaces)
+{
+    sip_binding_t a = mkb("sip:s@h", "sip:s@10.0.0.1", "c", 1, 600, 1000);
+    sip_binding_t b = mkb("sip:s@h", "sip:s@10.0.0.2", "c", 1, 600, 500);
+    const char *both, *one, *none;
+
+    set_binding(&a, 0);
+    set_binding(&b, 0);
+    both = sip_location_replica_text(pool, "sip:s@h");
+    sip_location_remove("sip:s@h", "sip:s@10.0.0.2");
+    one = sip_location_replica_text(pool, "sip:s@h");
+    remove_all("sip:s@h", 0);
+    none = sip_location_replica_text(pool, "sip:s@h");
+    /* each record is a whole state: the last one applied wins, twice is once */
+    sip_location_replica_apply(both, strlen(both));
+    sip_location_replica_apply(both, strlen(both));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 2);
+    ck_assert_uint_eq(sip_location_count(), 2);
+    sip_location_replica_apply(one, strlen(one));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(sip_location_lookup(pool, "sip:s@h"), 0, sip_binding_t *)->contact,
+                     "sip:s@10.0.0.1");
+    /* no binding left: still known (480, not 404) */
+    sip_location_replica_apply(none, strlen(none));
+    ck_assert_ptr_nonnull(sip_location_lookup(pool, "sip:s@h"));
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 0);
+    ck_assert_ptr_null(sip_location_lookup(pool, "sip:never@h"));
+    /* an expired binding in a record removes it; garbage lines are skipped */
+    sip_location_replica_apply(both, strlen(both));
+    {
+        const char *bad = "B\tsip:s@h\tsip:s@10.0.0.1\t\tc\t2\t1\t1000\t\t\t\t\t\t0\t0\nZ junk\n";
+        sip_location_replica_apply(bad, strlen(bad));
+    }
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:s@h")->nelts, 1);
+}
+END_TEST
+
+START_TEST(replica_journal_never_restores_flow)
+{
+    char line[] = "B\tsip:j@h\tsip:j@10.0.0.1;transport=tcp\t\tc\t1\t99999999999999999\t1000\t\t\ttcp"
+                  "\t10.0.0.1:5\t\t0\t0110000000000001";
+    int version = JOURNAL_VERSION;
+
+    replay_line(line, &version, 0);
+    ck_assert_int_eq(sip_location_lookup(pool, "sip:j@h")->nelts, 1);
+    ck_assert(APR_ARRAY_IDX(sip_location_lookup(pool, "sip:j@h"), 0, sip_binding_t *)->flow == 0);
+}
+END_TEST
+
+START_TEST(replica_homed_aors)
+{
+    apr_array_header_t *mine;
+    char aor[32];
+    int i, n0 = 0, n1 = 0;
+
+    sip_engine_identity_set(1, 2);
+    for (i = 0; i < 40; i++) {
+        sip_binding_t b;
+        apr_snprintf(aor, sizeof(aor), "sip:u%d@h", i);
+        b = mkb(apr_pstrdup(pool, aor), "sip:x@10.0.0.1", "c", 1, 600, 1000);
+        set_binding(&b, 0);
+        if (sip_engine_home(aor) == 1)
+            n1++;
+        else
+            n0++;
+    }
+    ck_assert_int_gt(n0, 0);        /* the hash spreads AoRs over both */
+    ck_assert_int_gt(n1, 0);
+    mine = sip_location_homed_aors(pool);
+    ck_assert_int_eq(mine->nelts, n1);
+    for (i = 0; i < mine->nelts; i++)
+        ck_assert_int_eq(sip_engine_home(APR_ARRAY_IDX(mine, i, const char *)), 1);
+}
+END_TEST
+
+static apr_uint64_t remote_id(int engine, int kind, apr_uint32_t gen, apr_uint32_t n)
+{
+    return ((apr_uint64_t)engine << SIP_FLOW_ENGINE_SHIFT) | ((apr_uint64_t)kind << FLOW_KIND_SHIFT)
+           | ((apr_uint64_t)gen << FLOW_GEN_SHIFT) | n;
+}
+
+START_TEST(replica_remote_flows)
+{
+    sip_source_t src;
+    sip_sockaddr_t peer, local;
+    apr_uint64_t ws = remote_id(1, SIP_TP_WS, 7, 1), tcp = remote_id(1, SIP_TP_TCP, 7, 2);
+
+    sip_transport_init(NULL, pool, NULL, NULL);
+    sip_engine_identity_set(0, 2);
+    /* another engine's flow: a stand-in of the id's transport */
+    ck_assert_int_eq(sip_transport_flow_source(ws, &src), 1);
+    ck_assert_int_eq(src.kind, SIP_TP_WS);
+    ck_assert(sip_source_flow_id(&src) == ws);
+    ck_assert_int_eq(sip_source_is_open(&src), 1);
+    /* closed by its owner: every holder sees it at once */
+    sip_transport_remote_closed(ws);
+    ck_assert_int_eq(sip_source_is_open(&src), 0);
+    ck_assert_int_eq(sip_transport_send(&src, NULL, "x", 1), APR_ECONNABORTED);
+    sip_source_release(&src);
+    ck_assert_int_eq(sip_transport_flow_source(ws, &src), 0);
+    /* a flow closed before anyone here asked for it */
+    sip_transport_remote_closed(remote_id(1, SIP_TP_TCP, 7, 3));
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_TCP, 7, 3), &src), 0);
+    /* a handed-over message's source keeps what the owner saw */
+    sip_sockaddr_set(&peer, "192.0.2.1", 4000);
+    sip_sockaddr_set(&local, "127.0.0.1", 5060);
+    ck_assert_int_eq(sip_transport_remote_source(tcp, SIP_TP_TCP, &peer, &local, pool, &src), 1);
+    ck_assert_int_eq(sip_sockaddr_port(&src.peer), 4000);
+    ck_assert_ptr_eq(src.vhost, pool);
+    sip_source_release(&src);
+    ck_assert_int_eq(sip_transport_remote_source(tcp, SIP_TP_TLS, &peer, &local, pool, &src), 0);
+    /* the owner restarted (a new generation): its old flows are gone */
+    ck_assert_int_eq(sip_transport_flow_source(tcp, &src), 1);
+    sip_transport_peer_generation(1, 8);
+    ck_assert_int_eq(sip_source_is_open(&src), 0);
+    sip_source_release(&src);
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_TCP, 7, 9), &src), 0);
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_TCP, 8, 9), &src), 1);
+    sip_source_release(&src);
+    /* not an engine that runs, not a stream: nothing */
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(5, SIP_TP_TCP, 7, 1), &src), 0);
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(1, SIP_TP_UDP, 7, 1), &src), 0);
+    /* our own engine's ids are looked up locally only */
+    ck_assert_int_eq(sip_transport_flow_source(remote_id(0, SIP_TP_TCP, 7, 1), &src), 0);
+    ck_assert_int_eq(sip_transport_flow_send(remote_id(0, SIP_TP_TCP, 7, 1), "x", 1),
+                     APR_ECONNABORTED);
+    ck_assert_uint_ne(sip_transport_flow_generation(), 0);
+}
+END_TEST
+
+static Suite *replica_suite(void)
+{
+    Suite *su = suite_create("replica");
+    TCase *tc = tcase_create("replica");
+
+    tcase_add_checked_fixture(tc, store_setup, pool_teardown);
+    tcase_add_test(tc, replica_text_roundtrip);
+    tcase_add_test(tc, replica_state_replaces);
+    tcase_add_test(tc, replica_journal_never_restores_flow);
+    tcase_add_test(tc, replica_homed_aors);
+    tcase_add_test(tc, replica_remote_flows);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
+/* ---- the mod_dbd location store (sip_location_dbd.c): notes, directives,
+ * the cache ---- */
+
+START_TEST(dbd_note_payloads)
+{
+    ck_assert_ptr_null(note_foreign_aor("123-ab sip:a@h", "123-ab"));     /* our own */
+    ck_assert_str_eq(note_foreign_aor("9-ff sip:a@h", "123-ab"), "sip:a@h");
+    ck_assert_str_eq(note_foreign_aor("123-abc sip:a@h", "123-ab"), "sip:a@h");  /* a prefix */
+    ck_assert_str_eq(note_foreign_aor("123-a sip:a@h", "123-ab"), "sip:a@h");
+    ck_assert_ptr_null(note_foreign_aor("nospace", "123-ab"));
+    ck_assert_ptr_null(note_foreign_aor("x ", "123-ab"));
+    ck_assert_ptr_null(note_foreign_aor(NULL, "123-ab"));
+}
+END_TEST
+
+START_TEST(dbd_directives)
+{
+    int batch = 0, ttl = -1;
+    const char *notify = NULL;
+
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationBatch", "64", &batch, &notify, &ttl));
+    ck_assert_int_eq(batch, 64);
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationBatch", "0", &batch, &notify, &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationBatch", "4097", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationBatch", "8x", &batch, &notify, &ttl));
+    ck_assert_int_eq(batch, 64);
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationNotify", "site_2", &batch, &notify,
+                                                  &ttl));
+    ck_assert_str_eq(notify, "site_2");
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationNotify", "Off", &batch, &notify, &ttl));
+    ck_assert_str_eq(notify, "");
+    /* it goes into NOTIFY unquoted: nothing but a plain identifier */
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify", "a;DROP", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify", "Site", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify", "1site", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationNotify",
+                                                     "a123456789012345678901234567890123456789"
+                                                     "012345678901234567890123", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationCacheTTL", "2", &batch, &notify, &ttl));
+    ck_assert_int_eq(ttl, 2000);
+    ck_assert_ptr_null(sip_location_dbd_directive("SipLocationCacheTTL", "250ms", &batch, &notify,
+                                                  &ttl));
+    ck_assert_int_eq(ttl, 250);
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationCacheTTL", "-1", &batch, &notify,
+                                                     &ttl));
+    ck_assert_ptr_nonnull(sip_location_dbd_directive("SipLocationCacheTTL", "5s", &batch, &notify,
+                                                     &ttl));
+    ck_assert_int_eq(ttl, 250);
+}
+END_TEST
+
+static apr_array_header_t *dbd_two_bindings(apr_time_t now)
+{
+    apr_array_header_t *a = apr_array_make(pool, 2, sizeof(sip_binding_t *));
+    sip_binding_t *live = apr_pcalloc(pool, sizeof(*live)), *dead = apr_pcalloc(pool, sizeof(*dead));
+
+    live->aor = dead->aor = "sip:c@h";
+    live->call_id = dead->call_id = "cid";
+    live->contact = "sip:c@10.0.0.1";
+    live->expires = now + apr_time_from_sec(60);
+    dead->contact = "sip:c@10.0.0.2";
+    dead->expires = now + apr_time_from_msec(100);
+    *(sip_binding_t **)apr_array_push(a) = live;
+    *(sip_binding_t **)apr_array_push(a) = dead;
+    return a;
+}
+
+START_TEST(dbd_cache_rules)
+{
+    apr_time_t now = apr_time_now();
+    apr_array_header_t *scripts = apr_array_make(pool, 1, sizeof(sip_script_t *)), *got;
+    sip_script_t *sc = apr_pcalloc(pool, sizeof(*sc));
+    cache_ent_t *e;
+    loc_job_t j;
+
+    dbd_cache = apr_hash_make(pool);
+    ck_assert_int_eq(apr_thread_mutex_create(&dbd_lock, APR_THREAD_MUTEX_DEFAULT, pool), APR_SUCCESS);
+    cache_listening = 1;
+    dbd_ttl = 0;
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 0, NULL);
+    e = cache_get("sip:c@h", now);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(cache_bindings(pool, e, now)->nelts, 2);
+    /* a binding expired since it was cached is not handed out */
+    got = cache_bindings(pool, e, now + apr_time_from_sec(1));
+    ck_assert_int_eq(got->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(got, 0, sip_binding_t *)->contact, "sip:c@10.0.0.1");
+    /* scripts join the bindings; a later binding change keeps them, a
+     * change of the scripts without their list forgets them */
+    sc->aor = "sip:c@h";
+    sc->type = "cpl";
+    sc->content_type = "application/cpl+xml";
+    sc->body = "<cpl/>";
+    sc->len = 6;
+    *(sip_script_t **)apr_array_push(scripts) = sc;
+    cache_put("sip:c@h", 0, NULL, 1, scripts);
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 0, NULL);
+    e = cache_get("sip:c@h", now);
+    ck_assert_ptr_nonnull(e->scripts);
+    ck_assert_int_eq(e->scripts->nelts, 1);
+    ck_assert_int_eq(e->have_bindings, 1);
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 1, NULL);
+    ck_assert_ptr_null(cache_get("sip:c@h", now)->scripts);
+    /* an AoR never registered is cached as such */
+    cache_put("sip:never@h", 1, NULL, 0, NULL);
+    e = cache_get("sip:never@h", now);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->have_bindings, 1);
+    ck_assert_ptr_null(cache_bindings(pool, e, now));
+    /* a read older than the last note may not fill it */
+    memset(&j, 0, sizeof(j));
+    j.stamp = dbd_changes;
+    ck_assert(cache_may_fill(&j, dbd_changes));
+    ck_assert(!cache_may_fill(&j, dbd_changes + 1));
+    j.dberr = 500;
+    ck_assert(!cache_may_fill(&j, dbd_changes));
+    /* a drop: gone, and reads under way are as stale */
+    j.dberr = 0;
+    sip_location_dbd_invalidate("sip:c@h");
+    ck_assert_ptr_null(cache_get("sip:c@h", now));
+    ck_assert(!cache_may_fill(&j, dbd_changes));
+    /* without notes: nothing without a TTL, then only for the TTL */
+    cache_listening = 0;
+    ck_assert(!cache_on());
+    ck_assert_ptr_null(cache_get("sip:never@h", now));
+    dbd_ttl = apr_time_from_sec(1);
+    ck_assert(cache_on());
+    cache_put("sip:c@h", 1, dbd_two_bindings(now), 0, NULL);
+    ck_assert_ptr_nonnull(cache_get("sip:c@h", apr_time_now()));
+    ck_assert_ptr_null(cache_get("sip:c@h", apr_time_now() + apr_time_from_sec(2)));
+    /* bounded: beyond the most AoRs it starts afresh */
+    dbd_cache_max = 3;
+    cache_put("sip:1@h", 1, NULL, 0, NULL);
+    cache_put("sip:2@h", 1, NULL, 0, NULL);
+    cache_put("sip:3@h", 1, NULL, 0, NULL);
+    ck_assert_uint_eq(apr_hash_count(dbd_cache), 3);
+    cache_put("sip:4@h", 1, NULL, 0, NULL);
+    ck_assert_uint_eq(apr_hash_count(dbd_cache), 1);
+    cache_clear();
+    ck_assert_uint_eq(apr_hash_count(dbd_cache), 0);
+    dbd_cache_max = SIP_LOC_CACHE_MAX;
+    dbd_ttl = 0;
+    dbd_cache = NULL;
+    apr_thread_mutex_destroy(dbd_lock);
+    dbd_lock = NULL;
+}
+END_TEST
+
+static Suite *location_dbd_suite(void)
+{
+    Suite *s = suite_create("location_dbd");
+    TCase *tc = tcase_create("pure");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, dbd_note_payloads);
+    tcase_add_test(tc, dbd_directives);
+    tcase_add_test(tc, dbd_cache_rules);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* ---- several engines (sip_handover.c, issue 19) ---- */
+
+START_TEST(handover_marks)
+{
+    sip_engine_identity_set(0, 1);
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmS0abc.1"), 0);
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmSxabc.1"), 0);     /* one engine: all ours */
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKother"), -1);
+    ck_assert_int_eq(sip_engine_of_tag("mS0123"), 0);
+    ck_assert_int_eq(sip_engine_of_tag("abc"), -1);
+    sip_engine_identity_set(1, 3);
+    ck_assert_int_eq(sip_engine_self(), 1);
+    ck_assert_int_eq(sip_engine_count(), 3);
+    ck_assert_int_eq(sip_engine_mark(2), '2');
+    ck_assert_int_eq(sip_engine_mark(31), 'v');
+    ck_assert_int_eq(sip_engine_from_mark('2'), 2);
+    ck_assert_int_eq(sip_engine_from_mark('3'), -1);     /* no such engine runs */
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmS2abc.1"), 2);
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmS9abc.1"), -1);
+    ck_assert_int_eq(sip_engine_of_tag("mS1deadbeef"), 1);
+    ck_assert_int_eq(sip_engine_of_tag("mSz"), -1);
+    ck_assert_int_eq(sip_engine_of_tag(NULL), -1);
+    ck_assert_int_lt(sip_engine_home("sip:alice@example.com"), 3);
+    sip_engine_identity_set(0, 1);
+}
+END_TEST
+
+START_TEST(handover_codec)
+{
+    sip_ho_origin_t o, d;
+    sip_ho_kind_t kind;
+    const char *text;
+    apr_size_t tlen, n, hs = sip_handover_header_size();
+    char *buf = apr_palloc(pool, hs + 64);
+
+    memset(&o, 0, sizeof(o));
+    o.kind = SIP_TP_UDP;
+    sip_sockaddr_set(&o.peer, "192.0.2.7", 4711);
+    sip_sockaddr_set(&o.local, "127.0.0.1", 5060);
+    o.vhost = &o;
+    o.engine = 1;
+    o.cookie = 42;
+    n = sip_handover_encode(buf, hs + 64, SIP_HO_QUERY, &o, "CANCEL x", 8);
+    ck_assert_uint_eq(n, hs + 8);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_int_eq(kind, SIP_HO_QUERY);
+    ck_assert_int_eq(d.engine, 1);
+    ck_assert_uint_eq(d.cookie, 42);
+    ck_assert_ptr_eq(d.vhost, &o);
+    ck_assert_str_eq(sip_sockaddr_ip(pool, &d.peer), "192.0.2.7");
+    ck_assert_int_eq(sip_sockaddr_port(&d.peer), 4711);
+    ck_assert_int_eq(sip_sockaddr_port(&d.local), 5060);
+    ck_assert_uint_eq(tlen, 8);
+    ck_assert(memcmp(text, "CANCEL x", 8) == 0);
+    /* too small a buffer; a short datagram; unknown kind; UDP with a flow */
+    ck_assert_uint_eq(sip_handover_encode(buf, hs + 7, SIP_HO_QUERY, &o, "CANCEL x", 8), 0);
+    ck_assert_int_eq(sip_handover_decode(buf, hs - 1, &kind, &d, &text, &tlen), 0);
+    buf[1] = 0;
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    buf[1] = SIP_HO_KIND_COUNT;
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    o.flow = 5;
+    n = sip_handover_encode(buf, hs + 64, SIP_HO_DELIVER, &o, "", 0);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    o.kind = SIP_TP_TCP;
+    n = sip_handover_encode(buf, hs + 64, SIP_HO_DELIVER, &o, "", 0);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_uint_eq(d.flow, 5);
+    ck_assert_uint_eq(tlen, 0);
+}
+END_TEST
+
+static volatile sig_atomic_t ho_stop;
+static char ho_got[64];
+
+static void ho_on_deliver(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                          apr_size_t len)
+{
+    apr_snprintf(ho_got, sizeof(ho_got), "%d %d %.*s", (int)kind, from->engine, (int)len, text);
+    ho_stop = 1;
+}
+
+/* Two engines over a real channel: engine 0 hands a datagram to engine 1
+ * (a forked process); with engine 1 not reading, the channel fills and
+ * sends are dropped and counted, never blocking. */
+START_TEST(handover_channel)
+{
+    sip_stats_t st;
+    sip_loop_t *loop;
+    sip_ho_origin_t o;
+    pid_t pid;
+    int status, i, dropped = 0;
+    char *big = apr_palloc(pool, 65537);
+
+    memset(&st, 0, sizeof(st));
+    sip_stats = &st;
+    ck_assert_int_eq(sip_handover_prepare(pool, 2), APR_SUCCESS);
+    memset(&o, 0, sizeof(o));
+    o.kind = SIP_TP_UDP;
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        sip_engine_identity_set(1, 2);
+        if (sip_loop_create(&loop, pool) != APR_SUCCESS
+            || sip_handover_start(loop, pool) != APR_SUCCESS)
+            _exit(2);
+        sip_handover_on(SIP_HO_DELIVER, ho_on_deliver);
+        sip_loop_run(loop, &ho_stop);
+        _exit(strcmp(ho_got, "1 0 SIP/2.0 200 OK") == 0 && st.ho_received == 1 ? 0 : 1);
+    }
+    sip_engine_identity_set(0, 2);
+    ck_assert_int_eq(sip_loop_create(&loop, pool), APR_SUCCESS);
+    ck_assert_int_eq(sip_handover_start(loop, pool), APR_SUCCESS);
+    ck_assert_int_eq(sip_handover_send(0, SIP_HO_DELIVER, &o, "x", 1), APR_EINVAL);  /* self */
+    ck_assert_int_eq(sip_handover_send(1, SIP_HO_DELIVER, &o, "SIP/2.0 200 OK", 14),
+                     APR_SUCCESS);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+    ck_assert_uint_eq(st.ho_sent, 1);
+    /* nobody reads engine 1's channel now */
+    memset(big, 'a', 65537);
+    for (i = 0; i < 10000 && !dropped; i++)
+        dropped = sip_handover_send(1, SIP_HO_DELIVER, &o, big, 60000) == APR_EAGAIN;
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_uint_eq(st.ho_dropped, 1);
+    /* larger than any SIP message we take: dropped, counted */
+    ck_assert_int_eq(sip_handover_send(1, SIP_HO_DELIVER, &o, big, 65537), APR_EAGAIN);
+    ck_assert_uint_eq(st.ho_dropped, 2);
+    sip_engine_identity_set(0, 1);
+    sip_stats = &unattached;
+}
+END_TEST
+
+static Suite *handover_suite(void)
+{
+    Suite *s = suite_create("handover");
+    TCase *tc = tcase_create("handover");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, handover_marks);
+    tcase_add_test(tc, handover_codec);
+    tcase_add_test(tc, handover_channel);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -10869,6 +11477,9 @@ int main(void)
     srunner_add_suite(sr, natob_suite());
     srunner_add_suite(sr, dns_suite());
     srunner_add_suite(sr, lean_suite());
+    srunner_add_suite(sr, replica_suite());
+    srunner_add_suite(sr, location_dbd_suite());
+    srunner_add_suite(sr, handover_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);

@@ -1,0 +1,210 @@
+#!/usr/bin/perl
+# SipLocation dbd on PostgreSQL, two nodes (issue 19 point 2): group
+# commit, the cache in front of the database and LISTEN/NOTIFY between the
+# nodes.
+#   * a REGISTER acknowledged on A is routable on B within $BOUND seconds,
+#     though B had the AoR cached as unknown; an unregister likewise;
+#   * B answers from its cache (a row changed behind its back is not seen)
+#     until a note for the AoR arrives;
+#   * 200 REGISTERs sent at once are all answered 200 and all stored, in
+#     fewer transactions than REGISTERs;
+#   * the database connections killed mid-run: every REGISTER is answered
+#     (200, or 500 while the connection is gone), then all is well again,
+#     the listening connection too.
+# The SQLite store is covered by t/reg-dbd.t (no notes there).
+use strict;
+use warnings;
+use Test::More;
+use IO::Select;
+use Time::HiRes qw(sleep time);
+use SipTest qw(wait_until rand_token);
+use SipRegTest;
+
+my $MODDIR = '/usr/lib/apache2/modules';
+ok(-e "$MODDIR/mod_dbd.so", 'mod_dbd is installed') or BAIL_OUT('mod_dbd missing');
+my $BOUND = 0.2;    # seconds from A's 200 to B routing by it
+
+my $pg = SipRegTest::postgres_start();
+sub conf {
+    return "LoadModule dbd_module $MODDIR/mod_dbd.so\nDBDriver pgsql\nDBDParams \"$pg->{params}\"\n"
+         . "SipLocation dbd\n" . join('', map { "$_\n" } @_);
+}
+my $na = SipRegTest->new(server_conf => conf());
+my $nb = SipRegTest->new(server_conf => conf(), vhost_conf => 'SipMode redirect');
+ok($nb->wait_log(0, qr/kept in the mod_dbd database/, 10), 'node B uses the database store');
+
+# B routes $user to $contact (302 naming it), or answers $code
+sub b_answer {
+    my ($user) = @_;
+    my $m = $nb->request_to($user, method => 'INVITE', timeout => 2);
+    return 'none' unless $m;
+    return $m->code . ' ' . ($m->header('contact') // '');
+}
+
+# Seconds until B's answer for $user matches $re (polling), or undef after 3 s
+sub time_until_b {
+    my ($user, $re, $t0) = @_;
+    while (time - $t0 < 3) {
+        return time - $t0 if b_answer($user) =~ $re;
+        sleep 0.005;
+    }
+    return undef;
+}
+
+# ------------------------------------------------------------ A -> B
+my (@seen, @gone);
+for my $i (1 .. 10) {
+    my $u = "vis$i";
+    like(b_answer($u), qr/^404/, "$u: B does not know it yet (and caches that)") if $i <= 2;
+    b_answer($u);
+    my $r = $na->register(user => $u, contacts => [ "<sip:$u\@127.0.0.1:5071>" ], expires => 600);
+    my $t0 = time;
+    is($r && $r->code, 200, "$u: REGISTER on A -> 200") or next;
+    push @seen, time_until_b($u, qr{^302 <sip:\Q$u\E\@127\.0\.0\.1:5071>}, $t0) // 99;
+    $r = $na->register(user => $u, contacts => [ "<sip:$u\@127.0.0.1:5071>" ], expires => 0);
+    $t0 = time;
+    is($r && $r->code, 200, "$u: unregister on A -> 200") or next;
+    push @gone, time_until_b($u, qr/^480/, $t0) // 99;
+}
+my ($max_seen) = sort { $b <=> $a } @seen;
+my ($max_gone) = sort { $b <=> $a } @gone;
+cmp_ok($max_seen, '<=', $BOUND, sprintf('a REGISTER on A is routable on B within %.0f ms (worst of %d: %.1f ms)',
+                                        $BOUND * 1000, scalar @seen, $max_seen * 1000));
+cmp_ok($max_gone, '<=', $BOUND, sprintf('an unregister on A is seen on B within %.0f ms (worst of %d: %.1f ms)',
+                                        $BOUND * 1000, scalar @gone, $max_gone * 1000));
+
+# ------------------------------------------------------------ B's cache
+{
+    my $r = $na->register(user => 'cached', contacts => [ '<sip:cached@127.0.0.1:5072>' ], expires => 600);
+    is($r && $r->code, 200, 'cached: REGISTER on A');
+    ok(defined time_until_b('cached', qr/^302 <sip:cached\@127\.0\.0\.1:5072>/, time), 'cached: B routes it');
+    my ($aor) = SipRegTest::postgres_sql($pg, "SELECT aor FROM sip_location WHERE contact = 'sip:cached\@127.0.0.1:5072'");
+    ok($aor, "cached: the row is in the table (AoR $aor)");
+    # behind the nodes' backs: no note
+    SipRegTest::postgres_sql($pg, "UPDATE sip_location SET contact = 'sip:cached\@127.0.0.1:5073' "
+                                . "WHERE contact = 'sip:cached\@127.0.0.1:5072'");
+    sleep 0.3;
+    like(b_answer('cached'), qr/^302 <sip:cached\@127\.0\.0\.1:5072>/,
+         'cached: B answers from its cache (the row changed without a note is not read)');
+    SipRegTest::postgres_sql($pg, "NOTIFY sip_location, 'elsewhere $aor'");
+    my $t = time_until_b('cached', qr/^302 <sip:cached\@127\.0\.0\.1:5073>/, time);
+    ok(defined $t && $t <= $BOUND, sprintf('cached: a note for the AoR makes B read it again (%.1f ms)',
+                                           1000 * ($t // 99)));
+    SipRegTest::postgres_sql($pg, "NOTIFY sip_location, 'elsewhere sip:other\@example.org'");
+    ok(defined time_until_b('cached', qr/^302 <sip:cached\@127\.0\.0\.1:5073>/, time), 'cached: notes for other AoRs are harmless');
+}
+
+# ------------------------------------------------------------ 200 at once
+# REGISTERs for user$tag$i, all sent before any answer is read, and sent
+# again after 0.5 s while unanswered, as a UDP client does (RFC 3261
+# §17.1.2.2: the loopback drops what overflows the socket's buffer); the
+# final answer of each (by Call-ID) within $wait seconds.  $during->($i)
+# runs after the $i-th first send.
+sub burst {
+    my ($node, $tag, $n, $wait, $during, $gap) = @_;
+    my $s = $node->udp_socket;
+    my (%want, %msg);
+    for my $i (1 .. $n) {
+        my $u = "$tag$i";
+        my $to = '<' . $node->aor($u) . '>';
+        my $cid = rand_token(12) . "\@$tag";
+        $want{$cid} = 'none';
+        $msg{$cid} = $node->sip_request(method => 'REGISTER', uri => 'sip:127.0.0.1:' . $node->sip_port,
+                                        to => $to, from => "$to;tag=" . rand_token(6), call_id => $cid,
+                                        sock => $s,
+                                        headers => [ Contact => "<sip:$u\@127.0.0.1:5074>", Expires => 600 ]);
+        $node->udp_send($msg{$cid}, sock => $s);
+        $during->($i) if $during;
+        sleep $gap if $gap;
+    }
+    my $end = time + $wait;
+    my $resend = time + 0.5;
+    while ((grep { $_ eq 'none' } values %want) && time < $end) {
+        if (time >= $resend) {
+            $node->udp_send($msg{$_}, sock => $s) for grep { $want{$_} eq 'none' } keys %want;
+            $resend = time + 0.5;
+        }
+        my $d = $node->udp_recv($s, 0.1) // next;
+        my $m = SipTest::parse_msg($d);
+        next unless $m->is_response && $m->code >= 200;
+        my $cid = $m->header('call-id') // '';
+        $want{$cid} = $m->code if exists $want{$cid};
+    }
+    my %by;
+    $by{$_}++ for values %want;
+    return \%by;
+}
+{
+    my $mark = $na->log_mark;
+    my $by = burst($na, 'burst', 200, 20);
+    is($by->{200} // 0, 200, '200 REGISTERs sent at once: all answered 200')
+        or diag(join(', ', map { "$_: $by->{$_}" } sort keys %$by), "\n", $na->log_since($mark), "\n",
+                join("\n", SipRegTest::postgres_sql($pg, "SELECT pid, state, wait_event_type, wait_event, left(query, 150) FROM pg_stat_activity WHERE datname = 'sip'")));
+    is(SipRegTest::postgres_sql($pg, "SELECT count(*) FROM sip_location WHERE aor LIKE 'sip:burst%' AND contact <> ''"),
+       200, '... and all 200 bindings are in the table');
+    my @tx = $na->log_since($mark) =~ /(\d+) changes committed in one transaction/g;
+    my $sum = 0;
+    $sum += $_ for @tx;
+    ok(@tx && $sum > @tx, sprintf('... group commit: %d of them in %d shared transactions', $sum, scalar @tx));
+    like(b_answer('burst77'), qr/^302 <sip:burst77\@127\.0\.0\.1:5074>/, '... and node B routes them');
+}
+
+# ------------------------------------------------------------ connections killed
+# Local ports of the TCP connections the nodes' engines hold to PostgreSQL.
+sub engine_db_ports {
+    my @pids = map { $_->engine_pid } @_;
+    my @ports;
+    for my $line (`ss -tnpH state established 2>/dev/null`) {
+        next unless $line =~ /127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:$pg->{port}\b.*pid=(\d+)/;
+        my ($port, $pid) = ($1, $2);
+        push @ports, $port if grep { $_ == $pid } @pids;
+    }
+    return @ports;
+}
+{
+    my $mark_a = $na->log_mark;
+    my $mark_b = $nb->log_mark;
+    my $killed;
+    # REGISTERs in flight while every mod_sip connection is killed
+    # the engines' connections only (found by their client ports): httpd's
+    # own children hold mod_dbd connections too, which are not ours to test
+    my @ports = engine_db_ports($na, $nb);
+    my $by = burst($na, 'kill', 60, 20, sub {
+        $killed = SipRegTest::postgres_sql($pg, 'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+                                              . "WHERE datname = 'sip' AND client_port IN (" . join(',', @ports) . ')')
+            if $_[0] == 20;
+    }, 0.01);
+    ok($killed && $killed >= 3, "the engines' database connections killed mid-run ($killed of "
+                                . scalar(@ports) . ')');
+    my %by = %$by;
+    is(($by{200} // 0) + ($by{500} // 0) + ($by{503} // 0), 60, 'every REGISTER in flight is answered, 200 or 500/503')
+        or diag(join ', ', map { "$_: $by{$_}" } sort keys %by);
+    diag(join ', ', map { "$_: $by{$_}" } sort keys %by);
+    ok(wait_until(5, sub { $nb->log_since($mark_b) =~ /listening for changes was lost/ }),
+       "node B noticed that its listening connection was lost");
+    # recovered: new REGISTERs are stored and seen on B within the bound again
+    my $ok = 0;
+    for my $try (1 .. 20) {
+        my $r = $na->register(user => 'after', contacts => [ "<sip:after\@127.0.0.1:5076>" ], expires => 600);
+        if ($r && $r->code == 200) { $ok = 1; last }
+        sleep 0.25;
+    }
+    ok($ok, 'after the kill: a REGISTER on A -> 200 again');
+    my $by2 = burst($na, 'again', 50, 10);
+    is($by2->{200} // 0, 50, 'after the kill: 50 REGISTERs at once all -> 200');
+    ok(wait_until(5, sub { b_answer('again7') =~ /^302/ }), 'after the kill: B routes them')
+        or diag(b_answer('again7'), $nb->log_since($mark_b));
+    b_answer('late');
+    my $r = $na->register(user => 'late', contacts => [ '<sip:late@127.0.0.1:5077>' ], expires => 600);
+    my $t = time_until_b('late', qr/^302 <sip:late\@127\.0\.0\.1:5077>/, time);
+    ok(defined $t && $t <= $BOUND, sprintf('after the kill: B caches and hears notes again (%.1f ms)', 1000 * ($t // 99)));
+    # the cache is in use again on B: a change behind its back is not seen
+    SipRegTest::postgres_sql($pg, "UPDATE sip_location SET contact = 'sip:late\@127.0.0.1:5078' "
+                                . "WHERE contact = 'sip:late\@127.0.0.1:5077'");
+    like(b_answer('late'), qr/^302 <sip:late\@127\.0\.0\.1:5077>/, 'after the kill: B answers from its cache again');
+}
+
+$na->stop;
+$nb->stop;
+ok($pg->{stop}->('fast'), 'PostgreSQL stopped');
+done_testing;
