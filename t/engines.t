@@ -131,6 +131,9 @@ is(run_calls(40, 10), 40, '40 proxied calls from 40 source ports all completed (
 $c = $t->sip_counters;
 ok(($c->{SipHandoverSent} // 0) > $ho0, 'some responses landed on the other engine and were handed over')
     or diag("SipHandoverSent $ho0 -> " . ($c->{SipHandoverSent} // 'none'));
+note(sprintf('40 calls: %d hand-overs; engine 0 %d, engine 1 %d messages in',
+             ($c->{SipHandoverSent} // 0) - $ho0, $c->{SipEngine0MessagesIn} // 0,
+             $c->{SipEngine1MessagesIn} // 0));
 is($c->{SipHandoverDropped} // -1, 0, 'no hand-over dropped');
 is($c->{SipHandoverReceived}, $c->{SipHandoverSent}, 'every hand-over was received');
 
