@@ -368,8 +368,9 @@ static void db_notify(apr_pool_t *p, ap_dbd_t *db, const char *aor)
                                esc(p, db, apr_pstrcat(p, dbd_node, " ", aor, NULL)), NULL));
 }
 
-/* A note's payload, "node aor": the AoR when another engine wrote it,
- * NULL for our own (the cache already holds what we wrote) or garbage. */
+/* A note's payload, "node aor[\naor...]": the AoRs when another engine
+ * wrote it, NULL for our own (the cache already holds what we wrote) or
+ * garbage. */
 static const char *note_foreign_aor(const char *payload, const char *self)
 {
     const char *sp = payload ? strchr(payload, ' ') : NULL;
@@ -552,6 +553,76 @@ done:
         j->status = j->dberr = 500;
 }
 
+/* Can a checked change be written as rows of the batch's one INSERT?  Only
+ * when it is nothing but upserts of distinct contacts without an instance:
+ * a removal, "Contact: *" or an instance's renaming must come in order. */
+static int rows_only(apr_pool_t *p, const sip_reg_change_t *chg)
+{
+    apr_hash_t *seen = apr_hash_make(p);
+    apr_time_t now = apr_time_now();
+    int i;
+
+    if (chg->star || !chg->bindings->nelts)
+        return 0;
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *k = sip_binding_identity(p, b);
+        if (b->instance || b->expires <= now || apr_hash_get(seen, k, APR_HASH_KEY_STRING))
+            return 0;
+        apr_hash_set(seen, k, APR_HASH_KEY_STRING, "");
+    }
+    return 1;
+}
+
+/* The VALUES of a change that rows_only() allows: the AoR's marker row and
+ * one row per binding (the spelling of an equal URI already stored kept). */
+static void change_rows(apr_pool_t *p, ap_dbd_t *db, const sip_reg_change_t *chg,
+                        const apr_array_header_t *cur, apr_array_header_t *rows)
+{
+    apr_hash_t *spelling = apr_hash_make(p);
+    const char *aor = esc(p, db, chg->aor);
+    int i;
+
+    *(const char **)apr_array_push(rows) =
+        apr_pstrcat(p, "(", aor, ", '', '', '', 0, 0, 0, '', '', '', '', '', 0)", NULL);
+    for (i = 0; cur && i < cur->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
+        apr_hash_set(spelling, sip_binding_identity(p, old), APR_HASH_KEY_STRING, old->contact);
+    }
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *key = apr_hash_get(spelling, sip_binding_identity(p, b), APR_HASH_KEY_STRING);
+        *(const char **)apr_array_push(rows) =
+            apr_psprintf(p, "(%s, %s, %s, %s, %u, %" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, '', 0)",
+                         aor, esc(p, db, key ? key : b->contact), esc(p, db, b->params),
+                         esc(p, db, b->call_id), b->cseq, b->expires, b->q1000,
+                         esc(p, db, b->path), esc(p, db, b->display),
+                         esc(p, db, b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : ""),
+                         esc(p, db, b->received));
+    }
+}
+
+/* Notes of a batch: "node aor\naor..." payloads under PostgreSQL's 8000 bytes. */
+static void batch_notes(apr_pool_t *p, ap_dbd_t *db, const apr_array_header_t *aors,
+                        apr_array_header_t *writes)
+{
+    int i = 0;
+
+    while (i < aors->nelts) {
+        apr_size_t len = strlen(dbd_node);
+        apr_array_header_t *part = apr_array_make(p, 16, sizeof(const char *));
+        while (i < aors->nelts && (len + strlen(APR_ARRAY_IDX(aors, i, const char *)) + 1 < 7000
+                                   || !part->nelts)) {
+            len += strlen(APR_ARRAY_IDX(aors, i, const char *)) + 1;
+            *(const char **)apr_array_push(part) = APR_ARRAY_IDX(aors, i++, const char *);
+        }
+        *(const char **)apr_array_push(writes) =
+            apr_pstrcat(p, "NOTIFY ", dbd_channel, ", ",
+                        esc(p, db, apr_pstrcat(p, dbd_node, " ", apr_array_pstrcat(p, part, '\n'),
+                                               NULL)), NULL);
+    }
+}
+
 /* PostgreSQL: the changes of a batch that need nothing but bindings, each
  * for an AoR no earlier change of the batch touches, in three round trips
  * (inside the batch's transaction): one SELECT for all their AoRs, all
@@ -563,6 +634,8 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
     apr_array_header_t *in = apr_array_make(p, n, sizeof(const char *));
     apr_array_header_t *written = apr_array_make(p, n, sizeof(const char *));
     apr_array_header_t *writes = apr_array_make(p, n * 4, sizeof(const char *));
+    apr_array_header_t *rows = apr_array_make(p, n * 2, sizeof(const char *));
+    apr_array_header_t *noted = apr_array_make(p, n, sizeof(const char *));
     int i;
 
     for (i = 0; i < n; i++) {
@@ -594,15 +667,27 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
             j->result = copy_bindings(j->pool, cur);
             continue;
         }
-        db_change_sql(p, db, &j->chg, cur, writes);
-        if (notify_on(db))
-            *(const char **)apr_array_push(writes) =
-                apr_pstrcat(p, "NOTIFY ", dbd_channel, ", ",
-                            esc(p, db, apr_pstrcat(p, dbd_node, " ", j->chg.aor, NULL)), NULL);
+        if (rows_only(p, &j->chg))
+            change_rows(p, db, &j->chg, cur, rows);
+        else
+            db_change_sql(p, db, &j->chg, cur, writes);
+        *(const char **)apr_array_push(noted) = j->chg.aor;
         *(const char **)apr_array_push(written) = esc(p, db, j->chg.aor);
     }
     if (!before || !written->nelts)
         return;
+    /* one statement for all the rows: PostgreSQL parses and plans it once */
+    if (rows->nelts)
+        *(const char **)apr_array_push(writes) =
+            apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, cseq, "
+                        "expires, q, path, display, transport, received, instance, reg_id) VALUES ",
+                        apr_array_pstrcat(p, rows, ','), " ON CONFLICT " DB_KEY " DO UPDATE "
+                        "SET params = excluded.params, call_id = excluded.call_id, "
+                        "cseq = excluded.cseq, expires = excluded.expires, q = excluded.q, "
+                        "path = excluded.path, display = excluded.display, "
+                        "transport = excluded.transport, received = excluded.received", NULL);
+    if (notify_on(db))
+        batch_notes(p, db, noted, writes);
     after = NULL;
     if (!writes->nelts || db_exec(p, db, apr_array_pstrcat(p, writes, ';')) == 0)
         after = db_select_where(p, db, apr_pstrcat(p, "aor IN (",
@@ -782,13 +867,13 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
 }
 
 /* Bring a note to the loop (under dbd_lock). */
-static void note_add(const char *aor)
+static void note_add(const char *aor, size_t len)
 {
-    size_t len = strlen(aor);
     note_t *n = malloc(sizeof(*n) + len);
 
     if (n) {
-        memcpy(n->aor, aor, len + 1);
+        memcpy(n->aor, aor, len);
+        n->aor[len] = '\0';
         n->next = dbd_notes;
         dbd_notes = n;
     }
@@ -844,10 +929,12 @@ static void *APR_THREAD_FUNC listen_thread(apr_thread_t *thd, void *data)
                     break;
                 apr_thread_mutex_lock(dbd_lock);
                 while ((nt = PQnotifies(pc))) {
-                    const char *aor = note_foreign_aor(nt->extra, dbd_node);
-                    if (aor) {
-                        note_add(aor);
+                    const char *aors = note_foreign_aor(nt->extra, dbd_node), *nl;
+                    while (aors && *aors) {     /* one AoR a line */
+                        nl = strchr(aors, '\n');
+                        note_add(aors, nl ? (size_t)(nl - aors) : strlen(aors));
                         got = 1;
+                        aors = nl ? nl + 1 : NULL;
                     }
                     PQfreemem(nt);
                 }
