@@ -118,7 +118,6 @@ static sip_timer_t dbd_cleanup_timer;
 static server_rec *dbd_server;
 static sip_loop_t *dbd_loop;
 static int db_failures;         /* SQL statements that failed (the DB thread's) */
-static ap_dbd_t *db_close_later; /* the DB thread's connection of the batch */
 
 /* Tuning (SipLocationBatch, SipLocationNotify, SipLocationCacheTTL) */
 static int dbd_batch_max = SIP_LOC_DEFAULT_BATCH;
@@ -210,26 +209,28 @@ static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
     return rc;
 }
 
-/* Bindings of an AoR as stored; NULL when it was never registered. */
-static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *aor, int *err)
+/* Bindings of the AoRs 'where' names ("aor = 'x'", "aor IN (...)") as
+ * stored: aor -> sip_binding_t * array, best q first, for each AoR known
+ * (registered once: it has its marker row); NULL on an SQL error. */
+static apr_hash_t *db_select_where(apr_pool_t *p, ap_dbd_t *db, const char *where)
 {
     apr_dbd_results_t *res = NULL;
     apr_dbd_row_t *row = NULL;
-    apr_array_header_t *out = apr_array_make(p, 4, sizeof(sip_binding_t *));
+    apr_hash_t *out = apr_hash_make(p);
+    apr_hash_index_t *hi;
     apr_time_t now = apr_time_now();
-    int known = 0, rc;
+    int rc;
     const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, "
-                                  "display, transport, received, instance, reg_id "
-                                  "FROM sip_location WHERE aor = ", esc(p, db, aor), NULL);
+                                  "display, transport, received, instance, reg_id, aor "
+                                  "FROM sip_location WHERE ", where, NULL);
 
-    *err = 0;
     /* random access (1): the whole answer at once; apr_dbd_pgsql's
      * sequential reading sleeps 100 ms on an empty result (a new AoR) */
     rc = apr_dbd_select(db->driver, p, db->handle, &res, sql, 1);
     if (rc != 0) {
+        db_failures++;
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server, "sip location: SQL failed: %s",
                      apr_dbd_error(db->driver, db->handle, rc));
-        *err = 1;
         return NULL;
     }
     while (apr_dbd_get_row(db->driver, p, res, &row, -1) == 0) {
@@ -240,12 +241,20 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         const char *received = apr_dbd_get_entry(db->driver, row, 9);
         const char *instance = apr_dbd_get_entry(db->driver, row, 10);
         const char *reg_id = apr_dbd_get_entry(db->driver, row, 11);
+        const char *aor = apr_dbd_get_entry(db->driver, row, 12);
+        apr_array_header_t *bs;
         sip_binding_t *b;
-        known = 1;
+        if (!aor)
+            continue;
+        if (!(bs = apr_hash_get(out, aor, APR_HASH_KEY_STRING))) {
+            aor = apr_pstrdup(p, aor);
+            bs = apr_array_make(p, 4, sizeof(sip_binding_t *));
+            apr_hash_set(out, aor, APR_HASH_KEY_STRING, bs);
+        }
         if (!contact || !*contact)
             continue;   /* the marker row that makes the AoR "known" */
         b = apr_pcalloc(p, sizeof(*b));
-        b->aor = aor;
+        b->aor = apr_pstrdup(p, aor);
         b->contact = apr_pstrdup(p, contact);
         b->params = apr_pstrdup(p, apr_dbd_get_entry(db->driver, row, 1));
         b->call_id = apr_pstrdup(p, apr_dbd_get_entry(db->driver, row, 2));
@@ -260,12 +269,22 @@ static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *ao
         b->instance = instance && *instance ? apr_pstrdup(p, instance) : NULL;
         b->reg_id = b->instance && reg_id ? atoi(reg_id) : 0;
         if (b->expires > now)
-            *(sip_binding_t **)apr_array_push(out) = b;
+            *(sip_binding_t **)apr_array_push(bs) = b;
     }
-    if (!known)
-        return NULL;
-    qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), sip_location_by_q);
+    for (hi = apr_hash_first(p, out); hi; hi = apr_hash_next(hi)) {
+        apr_array_header_t *bs = apr_hash_this_val(hi);
+        qsort(bs->elts, (size_t)bs->nelts, sizeof(sip_binding_t *), sip_location_by_q);
+    }
     return out;
+}
+
+/* Bindings of an AoR as stored; NULL when it was never registered. */
+static apr_array_header_t *db_select(apr_pool_t *p, ap_dbd_t *db, const char *aor, int *err)
+{
+    apr_hash_t *h = db_select_where(p, db, apr_pstrcat(p, "aor = ", esc(p, db, aor), NULL));
+
+    *err = h == NULL;
+    return h ? apr_hash_get(h, aor, APR_HASH_KEY_STRING) : NULL;
 }
 
 /* The columns of sip_location, each with its type, as created today. */
@@ -349,8 +368,9 @@ static void db_notify(apr_pool_t *p, ap_dbd_t *db, const char *aor)
                                esc(p, db, apr_pstrcat(p, dbd_node, " ", aor, NULL)), NULL));
 }
 
-/* A note's payload, "node aor": the AoR when another engine wrote it,
- * NULL for our own (the cache already holds what we wrote) or garbage. */
+/* A note's payload, "node aor[\naor...]": the AoRs when another engine
+ * wrote it, NULL for our own (the cache already holds what we wrote) or
+ * garbage. */
 static const char *note_foreign_aor(const char *payload, const char *self)
 {
     const char *sp = payload ? strchr(payload, ' ') : NULL;
@@ -360,6 +380,70 @@ static const char *note_foreign_aor(const char *payload, const char *self)
     if ((size_t)(sp - payload) == strlen(self) && !strncmp(payload, self, strlen(self)))
         return NULL;
     return sp + 1;
+}
+
+/* The statements that write one checked change ('cur': its AoR before). */
+static void db_change_sql(apr_pool_t *p, ap_dbd_t *db, const sip_reg_change_t *chg,
+                          const apr_array_header_t *cur, apr_array_header_t *out)
+{
+    apr_hash_t *spelling;
+    int i;
+
+#define STMT(s) (*(const char **)apr_array_push(out) = (s))
+    if (!chg->star && chg->bindings->nelts)     /* known from now on: 480, not 404 */
+        STMT(apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
+                         "cseq, expires, q, path) VALUES (", esc(p, db, chg->aor),
+                         ", '', '', '', 0, 0, 0, '') ON CONFLICT " DB_KEY " DO NOTHING",
+                         NULL));
+    if (chg->star)
+        STMT(apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
+                         esc(p, db, chg->aor), " AND contact <> ''", NULL));
+    /* the row of an equal URI keeps its spelling as the key */
+    spelling = apr_hash_make(p);
+    for (i = 0; cur && i < cur->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
+        apr_hash_set(spelling, sip_binding_identity(p, old), APR_HASH_KEY_STRING, old->contact);
+    }
+    for (i = 0; !chg->star && i < chg->bindings->nelts; i++) {
+        sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *key = apr_hash_get(spelling, sip_binding_identity(p, b), APR_HASH_KEY_STRING);
+        const char *inst = b->instance ? b->instance : "";
+        int rid = b->instance ? b->reg_id : 0;
+        /* RFC 5626 §6: an instance's binding keeps its name when its
+         * Contact changes: the row of the old Contact goes */
+        if (!key || (b->instance && !sip_uri_equal(key, b->contact)))
+            key = b->contact;
+        if (b->instance)
+            STMT(apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND instance "
+                              "= %s AND reg_id = %d AND contact <> %s",
+                              esc(p, db, chg->aor), esc(p, db, inst), rid,
+                              esc(p, db, key)));
+        if (b->expires <= apr_time_now()) {
+            STMT(apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND contact "
+                              "= %s AND instance = %s AND reg_id = %d",
+                              esc(p, db, chg->aor), esc(p, db, key),
+                              esc(p, db, inst), rid));
+            continue;
+        }
+        STMT(apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
+                          "cseq, expires, q, path, display, transport, received, "
+                          "instance, reg_id) VALUES (%s, %s, %s, %s, %u, "
+                          "%" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, %s, %d) ON CONFLICT "
+                          DB_KEY " DO UPDATE "
+                          "SET params = excluded.params, call_id = excluded.call_id, "
+                          "cseq = excluded.cseq, expires = excluded.expires, "
+                          "q = excluded.q, path = excluded.path, "
+                          "display = excluded.display, transport = excluded.transport, "
+                          "received = excluded.received",
+                          esc(p, db, chg->aor), esc(p, db, key),
+                          esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
+                          b->expires, b->q1000, esc(p, db, b->path),
+                          esc(p, db, b->display),
+                          esc(p, db, b->transport != SIP_TP_UDP
+                                     ? sip_tp_param(b->transport) : ""),
+                          esc(p, db, b->received), esc(p, db, inst), rid));
+    }
+#undef STMT
 }
 
 /* A transaction.  On PostgreSQL BEGIN, COMMIT and ROLLBACK are sent as
@@ -398,7 +482,7 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j, int in_batch)
     db_tx_t tx;
     int in_tx = 0;
     apr_array_header_t *cur;
-    apr_hash_t *spelling;
+    apr_array_header_t *writes;
     long added;
     int err, i;
 
@@ -451,59 +535,10 @@ static void db_run_job(ap_dbd_t *db, loc_job_t *j, int in_batch)
             goto done;
         }
     }
-    if (!j->chg.star && j->chg.bindings->nelts)     /* known from now on: 480, not 404 */
-        db_exec(p, db, apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                   "cseq, expires, q, path) VALUES (", esc(p, db, j->chg.aor),
-                                   ", '', '', '', 0, 0, 0, '') ON CONFLICT " DB_KEY " DO NOTHING",
-                                   NULL));
-    if (j->chg.star)
-        db_exec(p, db, apr_pstrcat(p, "DELETE FROM sip_location WHERE aor = ",
-                                   esc(p, db, j->chg.aor), " AND contact <> ''", NULL));
-    /* the row of an equal URI keeps its spelling as the key */
-    spelling = apr_hash_make(p);
-    for (i = 0; cur && i < cur->nelts; i++) {
-        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
-        apr_hash_set(spelling, sip_binding_identity(p, old), APR_HASH_KEY_STRING, old->contact);
-    }
-    for (i = 0; !j->chg.star && i < j->chg.bindings->nelts; i++) {
-        sip_binding_t *b = &APR_ARRAY_IDX(j->chg.bindings, i, sip_binding_t);
-        const char *key = apr_hash_get(spelling, sip_binding_identity(p, b), APR_HASH_KEY_STRING);
-        const char *inst = b->instance ? b->instance : "";
-        int rid = b->instance ? b->reg_id : 0;
-        /* RFC 5626 §6: an instance's binding keeps its name when its
-         * Contact changes: the row of the old Contact goes */
-        if (!key || (b->instance && !sip_uri_equal(key, b->contact)))
-            key = b->contact;
-        if (b->instance)
-            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND instance "
-                                        "= %s AND reg_id = %d AND contact <> %s",
-                                        esc(p, db, j->chg.aor), esc(p, db, inst), rid,
-                                        esc(p, db, key)));
-        if (b->expires <= apr_time_now()) {
-            db_exec(p, db, apr_psprintf(p, "DELETE FROM sip_location WHERE aor = %s AND contact "
-                                        "= %s AND instance = %s AND reg_id = %d",
-                                        esc(p, db, j->chg.aor), esc(p, db, key),
-                                        esc(p, db, inst), rid));
-            continue;
-        }
-        db_exec(p, db, apr_psprintf(p, "INSERT INTO sip_location (aor, contact, params, call_id, "
-                                    "cseq, expires, q, path, display, transport, received, "
-                                    "instance, reg_id) VALUES (%s, %s, %s, %s, %u, "
-                                    "%" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, %s, %d) ON CONFLICT "
-                                    DB_KEY " DO UPDATE "
-                                    "SET params = excluded.params, call_id = excluded.call_id, "
-                                    "cseq = excluded.cseq, expires = excluded.expires, "
-                                    "q = excluded.q, path = excluded.path, "
-                                    "display = excluded.display, transport = excluded.transport, "
-                                    "received = excluded.received",
-                                    esc(p, db, j->chg.aor), esc(p, db, key),
-                                    esc(p, db, b->params), esc(p, db, b->call_id), b->cseq,
-                                    b->expires, b->q1000, esc(p, db, b->path),
-                                    esc(p, db, b->display),
-                                    esc(p, db, b->transport != SIP_TP_UDP
-                                               ? sip_tp_param(b->transport) : ""),
-                                    esc(p, db, b->received), esc(p, db, inst), rid));
-    }
+    writes = apr_array_make(p, 8, sizeof(const char *));
+    db_change_sql(p, db, &j->chg, cur, writes);
+    for (i = 0; i < writes->nelts; i++)
+        db_exec(p, db, APR_ARRAY_IDX(writes, i, const char *));
     j->result = db_select(p, db, j->chg.aor, &err);
     if (err)
         j->status = j->dberr = 500;
@@ -518,24 +553,185 @@ done:
         j->status = j->dberr = 500;
 }
 
+/* Can a checked change be written as rows of the batch's one INSERT?  Only
+ * when it is nothing but upserts of distinct contacts without an instance:
+ * a removal, "Contact: *" or an instance's renaming must come in order. */
+static int rows_only(apr_pool_t *p, const sip_reg_change_t *chg)
+{
+    apr_hash_t *seen = apr_hash_make(p);
+    apr_time_t now = apr_time_now();
+    int i;
+
+    if (chg->star || !chg->bindings->nelts)
+        return 0;
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *k = sip_binding_identity(p, b);
+        if (b->instance || b->expires <= now || apr_hash_get(seen, k, APR_HASH_KEY_STRING))
+            return 0;
+        apr_hash_set(seen, k, APR_HASH_KEY_STRING, "");
+    }
+    return 1;
+}
+
+/* The VALUES of a change that rows_only() allows: the AoR's marker row and
+ * one row per binding (the spelling of an equal URI already stored kept). */
+static void change_rows(apr_pool_t *p, ap_dbd_t *db, const sip_reg_change_t *chg,
+                        const apr_array_header_t *cur, apr_array_header_t *rows)
+{
+    apr_hash_t *spelling = apr_hash_make(p);
+    const char *aor = esc(p, db, chg->aor);
+    int i;
+
+    *(const char **)apr_array_push(rows) =
+        apr_pstrcat(p, "(", aor, ", '', '', '', 0, 0, 0, '', '', '', '', '', 0)", NULL);
+    for (i = 0; cur && i < cur->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
+        apr_hash_set(spelling, sip_binding_identity(p, old), APR_HASH_KEY_STRING, old->contact);
+    }
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *key = apr_hash_get(spelling, sip_binding_identity(p, b), APR_HASH_KEY_STRING);
+        *(const char **)apr_array_push(rows) =
+            apr_psprintf(p, "(%s, %s, %s, %s, %u, %" APR_TIME_T_FMT ", %d, %s, %s, %s, %s, '', 0)",
+                         aor, esc(p, db, key ? key : b->contact), esc(p, db, b->params),
+                         esc(p, db, b->call_id), b->cseq, b->expires, b->q1000,
+                         esc(p, db, b->path), esc(p, db, b->display),
+                         esc(p, db, b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : ""),
+                         esc(p, db, b->received));
+    }
+}
+
+/* Notes of a batch: "node aor\naor..." payloads under PostgreSQL's 8000 bytes. */
+static void batch_notes(apr_pool_t *p, ap_dbd_t *db, const apr_array_header_t *aors,
+                        apr_array_header_t *writes)
+{
+    int i = 0;
+
+    while (i < aors->nelts) {
+        apr_size_t len = strlen(dbd_node);
+        apr_array_header_t *part = apr_array_make(p, 16, sizeof(const char *));
+        while (i < aors->nelts && (len + strlen(APR_ARRAY_IDX(aors, i, const char *)) + 1 < 7000
+                                   || !part->nelts)) {
+            len += strlen(APR_ARRAY_IDX(aors, i, const char *)) + 1;
+            *(const char **)apr_array_push(part) = APR_ARRAY_IDX(aors, i++, const char *);
+        }
+        *(const char **)apr_array_push(writes) =
+            apr_pstrcat(p, "NOTIFY ", dbd_channel, ", ",
+                        esc(p, db, apr_pstrcat(p, dbd_node, " ", apr_array_pstrcat(p, part, '\n'),
+                                               NULL)), NULL);
+    }
+}
+
+/* PostgreSQL: the changes of a batch that need nothing but bindings, each
+ * for an AoR no earlier change of the batch touches, in three round trips
+ * (inside the batch's transaction): one SELECT for all their AoRs, all
+ * their writes and notes as one multi-statement query, one SELECT for
+ * what they left.  handled[i] is set for each job it took. */
+static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, char *handled)
+{
+    apr_hash_t *seen = apr_hash_make(p), *before, *after;
+    apr_array_header_t *in = apr_array_make(p, n, sizeof(const char *));
+    apr_array_header_t *written = apr_array_make(p, n, sizeof(const char *));
+    apr_array_header_t *writes = apr_array_make(p, n * 4, sizeof(const char *));
+    apr_array_header_t *rows = apr_array_make(p, n * 2, sizeof(const char *));
+    apr_array_header_t *noted = apr_array_make(p, n, sizeof(const char *));
+    int i;
+
+    for (i = 0; i < n; i++) {
+        loc_job_t *j = jobs[i];
+        int again = apr_hash_get(seen, j->chg.aor, APR_HASH_KEY_STRING) != NULL;
+        apr_hash_set(seen, j->chg.aor, APR_HASH_KEY_STRING, "");
+        handled[i] = !again && !j->chg.want_scripts
+                     && !(j->chg.script_ops && j->chg.script_ops->nelts);
+        if (handled[i])
+            *(const char **)apr_array_push(in) = esc(p, db, j->chg.aor);
+    }
+    if (!in->nelts)
+        return;
+    before = db_select_where(p, db, apr_pstrcat(p, "aor IN (", apr_array_pstrcat(p, in, ','), ")",
+                                                NULL));
+    for (i = 0; i < n; i++) {
+        loc_job_t *j = jobs[i];
+        apr_array_header_t *cur;
+        long added;
+        if (!handled[i])
+            continue;
+        if (!before) {
+            j->status = j->dberr = 500;
+            continue;
+        }
+        cur = apr_hash_get(before, j->chg.aor, APR_HASH_KEY_STRING);
+        j->status = sip_location_reg_check(j->pool, cur, &j->chg, &added);
+        if (j->status) {
+            j->result = copy_bindings(j->pool, cur);
+            continue;
+        }
+        if (rows_only(p, &j->chg))
+            change_rows(p, db, &j->chg, cur, rows);
+        else
+            db_change_sql(p, db, &j->chg, cur, writes);
+        *(const char **)apr_array_push(noted) = j->chg.aor;
+        *(const char **)apr_array_push(written) = esc(p, db, j->chg.aor);
+    }
+    if (!before || !written->nelts)
+        return;
+    /* one statement for all the rows: PostgreSQL parses and plans it once */
+    if (rows->nelts)
+        *(const char **)apr_array_push(writes) =
+            apr_pstrcat(p, "INSERT INTO sip_location (aor, contact, params, call_id, cseq, "
+                        "expires, q, path, display, transport, received, instance, reg_id) VALUES ",
+                        apr_array_pstrcat(p, rows, ','), " ON CONFLICT " DB_KEY " DO UPDATE "
+                        "SET params = excluded.params, call_id = excluded.call_id, "
+                        "cseq = excluded.cseq, expires = excluded.expires, q = excluded.q, "
+                        "path = excluded.path, display = excluded.display, "
+                        "transport = excluded.transport, received = excluded.received", NULL);
+    if (notify_on(db))
+        batch_notes(p, db, noted, writes);
+    after = NULL;
+    if (!writes->nelts || db_exec(p, db, apr_array_pstrcat(p, writes, ';')) == 0)
+        after = db_select_where(p, db, apr_pstrcat(p, "aor IN (",
+                                                   apr_array_pstrcat(p, written, ','), ")", NULL));
+    for (i = 0; i < n; i++) {
+        loc_job_t *j = jobs[i];
+        if (!handled[i] || j->status)
+            continue;
+        if (!after)
+            j->status = j->dberr = 500;
+        else
+            j->result = copy_bindings(j->pool, apr_hash_get(after, j->chg.aor,
+                                                            APR_HASH_KEY_STRING));
+    }
+}
+
 /* Group commit: the registers of a batch in one transaction, each answered
  * only once it is committed.  When anything in it fails (a statement, the
  * commit), it is rolled back and every change is applied again in a
- * transaction of its own, so that one bad change fails alone. */
-static void db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
+ * transaction of its own, so that one bad change fails alone.  Returns the
+ * connection now in use (another when it had died), or NULL. */
+static ap_dbd_t *db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
 {
     APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
     APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     db_tx_t tx;
+    char *handled = apr_pcalloc(tp, (apr_size_t)n);
     int i, failed = 0, started, before = db_failures;
 
     if (n == 1) {
         db_run_job(db, jobs[0], 0);
-        return;
+        return db;
     }
     started = db_tx_start(tp, db, &tx) == 0;
     failed = !started;
+    if (!failed && tx.plain) {
+        db_run_fast(db, tp, jobs, n, handled);
+        failed = db_failures != before;
+    }
     for (i = 0; i < n && !failed; i++) {
+        if (handled[i]) {
+            failed = jobs[i]->dberr;
+            continue;
+        }
         db_run_job(db, jobs[i], 1);
         failed = jobs[i]->dberr || db_failures != before;
     }
@@ -544,7 +740,7 @@ static void db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
     if (!failed) {
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, dbd_server,
                      "sip location: %d changes committed in one transaction", n);
-        return;
+        return db;
     }
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, dbd_server, "sip location: a transaction of %d "
                  "changes failed; applying them one by one", n);
@@ -556,10 +752,9 @@ static void db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
         if (!fresh) {
             for (i = 0; i < n; i++)
                 jobs[i]->status = jobs[i]->dberr = 500;
-            db_close_later = NULL;
-            return;
+            return NULL;
         }
-        db = db_close_later = fresh;
+        db = fresh;
     }
     for (i = 0; i < n; i++) {
         loc_job_t *j = jobs[i];
@@ -567,6 +762,7 @@ static void db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, int n)
         j->result = j->scripts = NULL;
         db_run_job(db, j, 0);
     }
+    return db;
 }
 
 static void db_cleanup_job(ap_dbd_t *db, loc_job_t *j)
@@ -626,7 +822,6 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
         apr_thread_mutex_unlock(dbd_lock);
 
         db = dbd_open ? dbd_open(tp, dbd_server) : NULL;
-        db_close_later = db;
         if (!db)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, dbd_server,
                          "sip location: no database connection (is mod_dbd configured?)");
@@ -636,17 +831,24 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
             j->stamp = stamp;
             if (!db)
                 j->status = j->dberr = 500;
+            else if (!j->fetch && !is_cleanup(j))
+                batch[n++] = j;
+        }
+        if (db && n)
+            db = db_run_batch(db, tp, batch, n);
+        /* reads after the commit: a lookup queued behind a REGISTER sees it
+         * (and does not put an older answer in the cache after the
+         * REGISTER's) */
+        for (j = taken; j; j = j->next) {
+            if (!db && (j->fetch || is_cleanup(j)))
+                j->status = j->dberr = 500;
             else if (is_cleanup(j))
                 db_cleanup_job(db, j);
             else if (j->fetch)
                 db_run_job(db, j, 0);
-            else
-                batch[n++] = j;
         }
-        if (db && n)
-            db_run_batch(db, tp, batch, n);
-        if (db_close_later && dbd_close)
-            dbd_close(dbd_server, db_close_later);
+        if (db && dbd_close)
+            dbd_close(dbd_server, db);
         apr_pool_clear(tp);
         apr_thread_mutex_lock(dbd_lock);
         while (taken) {             /* dbd_done is newest first */
@@ -665,13 +867,13 @@ static void *APR_THREAD_FUNC db_thread(apr_thread_t *thd, void *data)
 }
 
 /* Bring a note to the loop (under dbd_lock). */
-static void note_add(const char *aor)
+static void note_add(const char *aor, size_t len)
 {
-    size_t len = strlen(aor);
     note_t *n = malloc(sizeof(*n) + len);
 
     if (n) {
-        memcpy(n->aor, aor, len + 1);
+        memcpy(n->aor, aor, len);
+        n->aor[len] = '\0';
         n->next = dbd_notes;
         dbd_notes = n;
     }
@@ -727,10 +929,12 @@ static void *APR_THREAD_FUNC listen_thread(apr_thread_t *thd, void *data)
                     break;
                 apr_thread_mutex_lock(dbd_lock);
                 while ((nt = PQnotifies(pc))) {
-                    const char *aor = note_foreign_aor(nt->extra, dbd_node);
-                    if (aor) {
-                        note_add(aor);
+                    const char *aors = note_foreign_aor(nt->extra, dbd_node), *nl;
+                    while (aors && *aors) {     /* one AoR a line */
+                        nl = strchr(aors, '\n');
+                        note_add(aors, nl ? (size_t)(nl - aors) : strlen(aors));
                         got = 1;
+                        aors = nl ? nl + 1 : NULL;
                     }
                     PQfreemem(nt);
                 }
@@ -831,8 +1035,8 @@ static void dbd_flows_add(apr_pool_t *p, apr_array_header_t *bs)
 
     for (i = 0; bs && i < bs->nelts; i++) {
         sip_binding_t *b = APR_ARRAY_IDX(bs, i, sip_binding_t *);
-        flow_rec_t *r = apr_hash_get(dbd_flows, apr_pstrcat(p, b->aor, "\2", sip_binding_identity(p, b),
-                                                            NULL), APR_HASH_KEY_STRING);
+        const char *hkey = apr_pstrcat(p, b->aor, "\2", sip_binding_identity(p, b), NULL);
+        flow_rec_t *r = apr_hash_get(dbd_flows, hkey, APR_HASH_KEY_STRING);
         b->flow = r ? r->flow : 0;
     }
 }

@@ -11129,6 +11129,8 @@ START_TEST(dbd_note_payloads)
     ck_assert_ptr_null(note_foreign_aor("nospace", "123-ab"));
     ck_assert_ptr_null(note_foreign_aor("x ", "123-ab"));
     ck_assert_ptr_null(note_foreign_aor(NULL, "123-ab"));
+    /* a batch's note: one AoR a line */
+    ck_assert_str_eq(note_foreign_aor("9-ff sip:a@h\nsip:b@h", "123-ab"), "sip:a@h\nsip:b@h");
 }
 END_TEST
 
@@ -11270,6 +11272,42 @@ START_TEST(dbd_cache_rules)
 }
 END_TEST
 
+/* Which changes may go into the batch's one multi-row INSERT: plain
+ * upserts of distinct contacts only (order matters for the rest). */
+START_TEST(dbd_rows_only)
+{
+    sip_reg_change_t c;
+    sip_binding_t b;
+    apr_time_t now = apr_time_now();
+
+    memset(&c, 0, sizeof(c));
+    memset(&b, 0, sizeof(b));
+    c.aor = b.aor = "sip:r@h";
+    c.call_id = b.call_id = "cid";
+    c.bindings = apr_array_make(pool, 2, sizeof(sip_binding_t));
+    ck_assert(!rows_only(pool, &c));                        /* a fetch writes nothing */
+    b.contact = "sip:r@10.0.0.1";
+    b.expires = now + apr_time_from_sec(60);
+    APR_ARRAY_PUSH(c.bindings, sip_binding_t) = b;
+    ck_assert(rows_only(pool, &c));
+    b.contact = "sip:r@10.0.0.2";
+    APR_ARRAY_PUSH(c.bindings, sip_binding_t) = b;
+    ck_assert(rows_only(pool, &c));
+    b.contact = "SIP:r@10.0.0.1";                          /* the first one again */
+    APR_ARRAY_PUSH(c.bindings, sip_binding_t) = b;
+    ck_assert(!rows_only(pool, &c));
+    c.bindings->nelts = 2;
+    APR_ARRAY_IDX(c.bindings, 1, sip_binding_t).expires = 0;    /* a removal */
+    ck_assert(!rows_only(pool, &c));
+    APR_ARRAY_IDX(c.bindings, 1, sip_binding_t).expires = b.expires;
+    APR_ARRAY_IDX(c.bindings, 1, sip_binding_t).instance = "urn:uuid:1";
+    ck_assert(!rows_only(pool, &c));
+    APR_ARRAY_IDX(c.bindings, 1, sip_binding_t).instance = NULL;
+    c.star = 1;
+    ck_assert(!rows_only(pool, &c));
+}
+END_TEST
+
 static Suite *location_dbd_suite(void)
 {
     Suite *s = suite_create("location_dbd");
@@ -11279,6 +11317,7 @@ static Suite *location_dbd_suite(void)
     tcase_add_test(tc, dbd_note_payloads);
     tcase_add_test(tc, dbd_directives);
     tcase_add_test(tc, dbd_cache_rules);
+    tcase_add_test(tc, dbd_rows_only);
     suite_add_tcase(s, tc);
     return s;
 }
