@@ -75,6 +75,23 @@ void sip_engine_set_dbd(server_rec *s)
 static apr_pool_t *engine_pool;
 static volatile sig_atomic_t engine_stop;
 
+/* Free pool memory the engine keeps for reuse, at most (bytes).  Every
+ * transaction, request and message has a pool of its own; the process's
+ * allocator (inherited from httpd's parent, unbounded) kept every node ever
+ * freed, so the RSS followed the highest load seen, never the current one,
+ * and climbed with each burst (issue 19: RSS flat under steady load).
+ * 8 MB absorbs the churn of thousands of transactions a second; beyond it
+ * nodes go back to the system (Debian's APR maps them with mmap). */
+#define SIP_ENGINE_MAX_FREE (8 * 1024 * 1024)
+
+static void engine_bound_free_memory(void)
+{
+    apr_allocator_t *a = apr_pool_allocator_get(engine_pconf);
+
+    if (a)
+        apr_allocator_max_free_set(a, SIP_ENGINE_MAX_FREE);
+}
+
 void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost)
 {
     udp_entry_t *e;
@@ -449,6 +466,7 @@ static void engine_main(void)
     apr_signal(SIGPIPE, SIG_IGN);
     apr_signal(SIGCHLD, SIG_DFL);
 
+    engine_bound_free_memory();
     apr_pool_create(&engine_pool, engine_pconf);
     apr_pool_tag(engine_pool, "sip_engine");
     ap_close_listeners();
