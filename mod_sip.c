@@ -109,6 +109,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->dns_tries = -1;
     c->dns_cache_size = -1;
     c->timer_t1 = -1;
+    c->engines = -1;
     return c;
 }
 
@@ -186,6 +187,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->dns_tries = add->dns_tries >= 0 ? add->dns_tries : base->dns_tries;
     c->dns_cache_size = add->dns_cache_size >= 0 ? add->dns_cache_size : base->dns_cache_size;
     c->timer_t1 = add->timer_t1 >= 0 ? add->timer_t1 : base->timer_t1;
+    c->engines = add->engines >= 0 ? add->engines : base->engines;
     return c;
 }
 
@@ -297,6 +299,8 @@ static void apply_defaults(sip_server_conf *c)
         c->dns_cache_size = SIP_DNS_DEFAULT_CACHE;
     if (c->timer_t1 < 0)
         c->timer_t1 = SIP_T1;
+    if (c->engines < 0)
+        c->engines = sip_engine_default_count();
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -1131,6 +1135,15 @@ static const char *set_timer_t1(cmd_parms *cmd, void *d, const char *arg)
     return err ? err : sip_txn_parse_t1(arg, &sip_get_conf(cmd->server)->timer_t1);
 }
 
+/* SipEngines (sip_engine.c) */
+static const char *set_engines(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    return err ? err : sip_engine_parse_count(arg, &sip_get_conf(cmd->server)->engines);
+}
+
 static const char *set_forward_min_uid(cmd_parms *cmd, void *d, const char *arg)
 {
     (void)d;
@@ -1455,34 +1468,58 @@ static const command_rec sip_cmds[] = {
     /* proxy DNS failover (issue 17; sip_proxy.c, sip_transaction.c) */
     AP_INIT_TAKE1("SipTimerT1", set_timer_t1, NULL, RSRC_CONF,
                   "RFC 3261 T1 in milliseconds (default 500); timers B and F are 64*T1"),
+    /* several engines (issue 19; sip_engine.c, docs/architecture.md) */
+    AP_INIT_TAKE1("SipEngines", set_engines, NULL, RSRC_CONF,
+                  "SIP engine processes (default: the number of online cores; 1 to 32)"),
     {NULL}
 };
 
 /* ---- hooks ---- */
 
 /* UDP sockets live in the process pool: opened once, as root, and kept
- * across graceful restarts so that no datagram is refused meanwhile. */
-static apr_socket_t *udp_socket_for(server_rec *s, apr_sockaddr_t *sa, apr_pool_t *ptemp)
+ * across graceful restarts so that no datagram is refused meanwhile.  One
+ * per engine (SipEngines), in a SO_REUSEPORT group when several; a
+ * changed SipEngines opens a new group (a socket no engine reads would
+ * keep its share of the datagrams). */
+typedef struct udp_group {
+    int n;
+    apr_socket_t *socks[SIP_ENGINES_MAX];
+} udp_group_t;
+
+static apr_socket_t *const *udp_sockets_for(server_rec *s, apr_sockaddr_t *sa, int n,
+                                            apr_pool_t *ptemp)
 {
     apr_pool_t *pp = s->process->pool;
     char *ip = NULL;
     const char *key;
-    apr_socket_t *sock = NULL;
+    udp_group_t *g = NULL;
     apr_status_t rv;
+    int i;
 
     apr_sockaddr_ip_get(&ip, sa);
     key = apr_psprintf(ptemp, "mod_sip_udp:%s:%d", ip, sa->port);
-    apr_pool_userdata_get((void **)&sock, key, pp);
-    if (sock)
-        return sock;
-    rv = sip_udp_open(&sock, sa, pp);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "mod_sip: cannot bind UDP %s:%d", ip,
-                     sa->port);
-        return NULL;
+    apr_pool_userdata_get((void **)&g, key, pp);
+    if (g && g->n == n)
+        return g->socks;
+    if (g) {
+        for (i = 0; i < g->n; i++)
+            apr_socket_close(g->socks[i]);
     }
-    apr_pool_userdata_set(sock, apr_pstrdup(pp, key), apr_pool_cleanup_null, pp);
-    return sock;
+    else {
+        g = apr_pcalloc(pp, sizeof(*g));
+        apr_pool_userdata_set(g, apr_pstrdup(pp, key), apr_pool_cleanup_null, pp);
+    }
+    g->n = 0;
+    for (i = 0; i < n; i++) {
+        rv = sip_udp_open_shared(&g->socks[i], sa, pp, n > 1);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "mod_sip: cannot bind UDP %s:%d", ip,
+                         sa->port);
+            return NULL;
+        }
+        g->n = i + 1;
+    }
+    return g->socks;
 }
 
 /* httpd's default AcceptFilter (TCP_DEFER_ACCEPT) keeps a SIP connection
@@ -1570,7 +1607,7 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                 char *ip = NULL;
                 const char *key;
                 apr_sockaddr_t *bind_sa;
-                apr_socket_t *sock;
+                apr_socket_t *const *socks;
                 apr_port_t port = a->host_port ? a->host_port : sa->port;
 
                 if (!port) {
@@ -1589,10 +1626,11 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                 apr_hash_set(seen, key, APR_HASH_KEY_STRING, s);
                 if (apr_sockaddr_info_get(&bind_sa, ip, sa->family, port, 0, ptemp) != APR_SUCCESS)
                     continue;
-                sock = udp_socket_for(s, bind_sa, ptemp);
-                if (!sock)
+                socks = udp_sockets_for(s, bind_sa, sip_get_conf(main_server)->engines,
+                                        ptemp);
+                if (!socks)
                     return HTTP_INTERNAL_SERVER_ERROR;
-                sip_engine_add_udp(pconf, sock, s);
+                sip_engine_add_udp(pconf, socks, s);
             }
         }
     }
@@ -1731,11 +1769,17 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
  * on /server-status?auto.  Read in the MPM child from the shared counters. */
 static int sip_status_hook(request_rec *r, int flags)
 {
+    sip_stats_t *sum;
+    int f = ((flags & AP_STATUS_SHORT) ? SIP_STATS_AUTO : 0)
+            | ((flags & AP_STATUS_NOTABLE) ? SIP_STATS_NOTABLE : 0);
+
     if (!stats_shown)
         return OK;
-    ap_rputs(sip_stats_format(r->pool, sip_stats, apr_time_now(),
-                              ((flags & AP_STATUS_SHORT) ? SIP_STATS_AUTO : 0)
-                              | ((flags & AP_STATUS_NOTABLE) ? SIP_STATS_NOTABLE : 0)), r);
+    /* Every engine's slot added up, under the names of one engine. */
+    sum = apr_palloc(r->pool, sizeof(*sum));
+    sip_stats_sum(sum, sip_engine_count());
+    ap_rputs(sip_stats_format(r->pool, sum, apr_time_now(), f), r);
+    ap_rputs(sip_stats_format_engines(r->pool, sip_engine_count(), apr_time_now(), f), r);
     return OK;
 }
 

@@ -130,6 +130,8 @@ typedef struct sip_server_conf {
     long dns_cache_size;                /* SipDNSCacheSize entries; -1 = unset */
     /* proxy DNS failover (issue 17; sip_proxy.c): read from the main server only */
     apr_interval_time_t timer_t1;       /* SipTimerT1; -1 = unset (SIP_T1, 500 ms) */
+    /* several engines (issue 19; sip_engine.c): read from the main server only */
+    int engines;                        /* SipEngines; -1 = unset (online cores) */
 } sip_server_conf;
 
 /* Server-wide settings of uploaded scripts (main server only). */

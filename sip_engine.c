@@ -22,6 +22,7 @@
 #include "sip_upload.h"
 #include "sip_ws_upgrade.h"
 #include "sip_dns.h"
+#include "sip_handover.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -30,6 +31,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "apr_strings.h"
 #include "apr_signal.h"
@@ -39,7 +42,7 @@
 #include "mpm_common.h"
 
 typedef struct {
-    apr_socket_t *sock;
+    apr_socket_t *socks[SIP_ENGINES_MAX];  /* one per engine, a SO_REUSEPORT group */
     server_rec *vhost;
 } udp_entry_t;
 
@@ -48,13 +51,20 @@ typedef struct {
     server_rec *named;
 } named_vhost_t;
 
-/* Per generation (pconf) state of the parent, inherited by the engine. */
+/* One engine process, as the parent supervises it. */
+typedef struct engine_slot {
+    int index;
+    int handoff[2];         /* [0] engine end, [1] children's end */
+    apr_proc_t *proc;       /* NULL until forked */
+} engine_slot_t;
+
+/* Per generation (pconf) state of the parent, inherited by the engines. */
 static apr_array_header_t *udp_socks;
 static apr_array_header_t *named_vhosts;    /* named_vhost_t */
-static int handoff[2] = {-1, -1};   /* [0] engine end, [1] children's end */
+static engine_slot_t slots[SIP_ENGINES_MAX];
+static int slot_count;
 static apr_pool_t *engine_pconf;
 static server_rec *engine_main_server;
-static apr_proc_t *engine_proc;
 static pid_t parent_pid;
 static int journal_fd = -1;
 
@@ -92,15 +102,35 @@ static void engine_bound_free_memory(void)
         apr_allocator_max_free_set(a, SIP_ENGINE_MAX_FREE);
 }
 
-void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *sock, server_rec *vhost)
+void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *const *socks, server_rec *vhost)
 {
     udp_entry_t *e;
 
     if (!udp_socks)
         udp_socks = apr_array_make(pconf, 4, sizeof(udp_entry_t));
     e = apr_array_push(udp_socks);
-    e->sock = sock;
+    memset(e, 0, sizeof(*e));
+    memcpy(e->socks, socks, sizeof(e->socks));
     e->vhost = vhost;
+}
+
+int sip_engine_default_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : n > SIP_ENGINES_MAX ? SIP_ENGINES_MAX : (int)n;
+}
+
+const char *sip_engine_parse_count(const char *arg, int *out)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (end == arg || *end || n < 1 || n > SIP_ENGINES_MAX)
+        return "SipEngines takes a number of engine processes from 1 to "
+               APR_STRINGIFY(SIP_ENGINES_MAX);
+    *out = (int)n;
+    return NULL;
 }
 
 void sip_engine_add_named(apr_pool_t *pconf, server_rec *primary, server_rec *named)
@@ -431,7 +461,12 @@ static void setup_transport_limits(rlim_t nofile)
             reserve += 4 * (apr_size_t)sip_get_conf(s)->max_scripts;
     fit = nofile > (rlim_t)reserve + 16 ? (apr_size_t)(nofile - reserve) : 16;
     max = main_conf->tcp_max_conns > 0 ? (apr_size_t)main_conf->tcp_max_conns
-          : fit < SIP_DEFAULT_TCP_MAX_CAP ? fit : SIP_DEFAULT_TCP_MAX_CAP;
+          : SIP_DEFAULT_TCP_MAX_CAP;
+    /* The server-wide limit is shared by the engines (each peer's
+     * connections all go to one engine, so the per-address limit is not). */
+    max = (max + (apr_size_t)sip_engine_count() - 1) / (apr_size_t)sip_engine_count();
+    if (main_conf->tcp_max_conns <= 0 && max > fit)
+        max = fit;
     if (max > fit) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, engine_main_server,
                      "sip engine: SipTcpMaxConnections %" APR_SIZE_T_FMT " does not fit the "
@@ -446,7 +481,7 @@ static void setup_transport_limits(rlim_t nofile)
                  "%lu), %d per address", max, (unsigned long)nofile, main_conf->tcp_max_per_ip);
 }
 
-static void engine_main(void)
+static void engine_main(engine_slot_t *self)
 {
     sigset_t none;
     sip_loop_t *loop;
@@ -470,7 +505,14 @@ static void engine_main(void)
     apr_pool_create(&engine_pool, engine_pconf);
     apr_pool_tag(engine_pool, "sip_engine");
     ap_close_listeners();
-    close(handoff[1]);
+    sip_engine_identity_set(self->index, slot_count);
+    /* Only our own hand-off channel: the others' are their engines'. */
+    for (i = 0; i < slot_count; i++) {
+        if (slots[i].handoff[1] >= 0)
+            close(slots[i].handoff[1]);
+        if (i != self->index && slots[i].handoff[0] >= 0)
+            close(slots[i].handoff[0]);
+    }
     nofile = raise_fd_limit();
     if (ap_run_drop_privileges(engine_pool, engine_main_server) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server,
@@ -482,6 +524,7 @@ static void engine_main(void)
 
     /* Before the layers start counting (the location store replays its
      * journal): the previous engine's "now" values are void. */
+    sip_stats_use_slot(self->index);
     sip_stats_engine_started((apr_uint64_t)getpid(), apr_time_now());
     sip_message_init();
     sip_log_init_osip(engine_main_server);
@@ -515,7 +558,7 @@ static void engine_main(void)
     sip_namemap_init(loop, engine_pool, engine_main_server);
     for (i = 0; udp_socks && i < udp_socks->nelts; i++) {
         udp_entry_t *e = &APR_ARRAY_IDX(udp_socks, i, udp_entry_t);
-        apr_status_t rv = sip_udp_serve(e->sock, e->vhost);
+        apr_status_t rv = sip_udp_serve(e->socks[self->index], e->vhost);
         if (rv != APR_SUCCESS)
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, e->vhost, "sip engine: cannot poll UDP socket");
     }
@@ -523,10 +566,13 @@ static void engine_main(void)
         named_vhost_t *n = &APR_ARRAY_IDX(named_vhosts, i, named_vhost_t);
         sip_udp_alias(n->named, n->primary);
     }
-    sip_fdpass_serve(handoff[0]);
+    sip_fdpass_serve(self->handoff[0]);
+    if (sip_handover_start(loop, engine_pool) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
+                     "sip engine: cannot poll the hand-over channel");
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, engine_main_server,
-                 "sip engine %d started (%d UDP sockets)", (int)getpid(),
-                 udp_socks ? udp_socks->nelts : 0);
+                 "sip engine %d started (engine %d of %d, %d UDP sockets)", (int)getpid(),
+                 self->index, slot_count, udp_socks ? udp_socks->nelts : 0);
 
     sip_loop_run(loop, &engine_stop);
 
@@ -538,11 +584,34 @@ static void engine_main(void)
     _exit(0);
 }
 
-static apr_status_t engine_fork(void);
+static apr_status_t engine_fork(engine_slot_t *slot);
+
+/* sip-engine.pid: engine 0 (as with one engine); sip-engines.pid: every
+ * engine's pid, one a line, in engine order. */
+static void write_pidfiles(void)
+{
+    const char *one = ap_runtime_dir_relative(engine_pconf, "sip-engine.pid");
+    const char *all = ap_runtime_dir_relative(engine_pconf, "sip-engines.pid");
+    apr_file_t *f;
+    int i;
+
+    if (one && slots[0].proc
+        && apr_file_open(&f, one, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE,
+                         APR_FPROT_OS_DEFAULT, engine_pconf) == APR_SUCCESS) {
+        apr_file_printf(f, "%d\n", (int)slots[0].proc->pid);
+        apr_file_close(f);
+    }
+    if (all && apr_file_open(&f, all, APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE,
+                             APR_FPROT_OS_DEFAULT, engine_pconf) == APR_SUCCESS) {
+        for (i = 0; i < slot_count; i++)
+            apr_file_printf(f, "%d\n", slots[i].proc ? (int)slots[i].proc->pid : 0);
+        apr_file_close(f);
+    }
+}
 
 static void engine_maint(int reason, void *data, apr_wait_t status)
 {
-    apr_proc_t *proc = data;
+    engine_slot_t *slot = data;
     int mpm_state;
 
     (void)status;
@@ -552,54 +621,56 @@ static void engine_maint(int reason, void *data, apr_wait_t status)
         apr_proc_other_child_unregister(data);
         if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS
             && mpm_state != AP_MPMQ_STOPPING) {
+            /* Only this engine: the others keep their calls. */
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
-                         "sip engine %d died; restarting it", (int)proc->pid);
-            sip_stats_engine_died();
-            engine_fork();
+                         "sip engine %d (engine %d) died; restarting it",
+                         (int)slot->proc->pid, slot->index);
+            sip_stats_engine_died(sip_stats_slot(slot->index));
+            if (engine_fork(slot) == APR_SUCCESS)
+                write_pidfiles();
         }
         break;
     case APR_OC_REASON_UNREGISTER:
         /* pconf is going away (restart or stop): the engine goes with it. */
-        kill(proc->pid, SIGTERM);
+        kill(slot->proc->pid, SIGTERM);
         break;
     default:
         break;
     }
 }
 
-static apr_status_t engine_fork(void)
+static apr_status_t engine_fork(engine_slot_t *slot)
 {
-    const char *pidfile = ap_runtime_dir_relative(engine_pconf, "sip-engine.pid");
-    apr_file_t *f;
+    apr_proc_t *proc = apr_pcalloc(engine_pconf, sizeof(*proc));
     pid_t pid;
 
-    engine_proc = apr_pcalloc(engine_pconf, sizeof(*engine_proc));
     parent_pid = getpid();
     pid = fork();
     if (pid < 0)
         return errno;
     if (pid == 0)
-        engine_main();      /* never returns */
-    engine_proc->pid = pid;
-    apr_pool_note_subprocess(engine_pconf, engine_proc, APR_KILL_AFTER_TIMEOUT);
-    apr_proc_other_child_register(engine_proc, engine_maint, engine_proc, NULL, engine_pconf);
-    if (pidfile && apr_file_open(&f, pidfile, APR_FOPEN_WRITE | APR_FOPEN_CREATE
-                                 | APR_FOPEN_TRUNCATE, APR_FPROT_OS_DEFAULT,
-                                 engine_pconf) == APR_SUCCESS) {
-        apr_file_printf(f, "%d\n", (int)pid);
-        apr_file_close(f);
-    }
+        engine_main(slot);      /* never returns */
+    proc->pid = pid;
+    slot->proc = proc;
+    apr_pool_note_subprocess(engine_pconf, proc, APR_KILL_AFTER_TIMEOUT);
+    apr_proc_other_child_register(proc, engine_maint, slot, NULL, engine_pconf);
     return APR_SUCCESS;
 }
 
 static apr_status_t close_handoff(void *data)
 {
+    int i;
+
     (void)data;
-    if (handoff[0] >= 0)
-        close(handoff[0]);
-    if (handoff[1] >= 0)
-        close(handoff[1]);
-    handoff[0] = handoff[1] = -1;
+    for (i = 0; i < slot_count; i++) {
+        if (slots[i].handoff[0] >= 0)
+            close(slots[i].handoff[0]);
+        if (slots[i].handoff[1] >= 0)
+            close(slots[i].handoff[1]);
+        slots[i].handoff[0] = slots[i].handoff[1] = -1;
+        slots[i].proc = NULL;
+    }
+    slot_count = 0;
     udp_socks = NULL;
     named_vhosts = NULL;
     return APR_SUCCESS;
@@ -607,20 +678,81 @@ static apr_status_t close_handoff(void *data)
 
 apr_status_t sip_engine_start(apr_pool_t *pconf, server_rec *main_server)
 {
+    int n = sip_get_conf(main_server)->engines, i;
     apr_status_t rv;
 
     engine_pconf = pconf;
     engine_main_server = main_server;
-    rv = sip_fdpass_pair(handoff);
+    slot_count = n < 1 ? 1 : n > SIP_ENGINES_MAX ? SIP_ENGINES_MAX : n;
+    for (i = 0; i < slot_count; i++) {
+        slots[i].index = i;
+        slots[i].proc = NULL;
+        slots[i].handoff[0] = slots[i].handoff[1] = -1;
+    }
+    apr_pool_cleanup_register(pconf, NULL, close_handoff, apr_pool_cleanup_null);
+    for (i = 0; i < slot_count; i++) {
+        rv = sip_fdpass_pair(slots[i].handoff);
+        if (rv != APR_SUCCESS)
+            return rv;
+    }
+    rv = sip_handover_prepare(pconf, slot_count);
     if (rv != APR_SUCCESS)
         return rv;
-    apr_pool_cleanup_register(pconf, NULL, close_handoff, apr_pool_cleanup_null);
-    return engine_fork();
+    /* The parent (and the MPM children it forks) know the count too: the
+     * hand-off hash and mod_status need it. */
+    sip_engine_identity_set(0, slot_count);
+    for (i = 0; i < slot_count; i++) {
+        rv = engine_fork(&slots[i]);
+        if (rv != APR_SUCCESS)
+            return rv;
+    }
+    write_pidfiles();
+    return APR_SUCCESS;
+}
+
+/* Every connection of a peer goes to one engine: a hash of its address
+ * (not its port), so its flows and registrations meet in one process. */
+static int engine_for_peer(const sip_sockaddr_t *peer)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&peer->ss;
+    const unsigned char *a;
+    apr_size_t n, i;
+    apr_uint32_t h = 2166136261u;
+
+    if (slot_count <= 1)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        n = 4;
+    }
+    else if (sa->sa_family == AF_INET6) {
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        n = 16;
+    }
+    else
+        return 0;
+    for (i = 0; i < n; i++)
+        h = (h ^ a[i]) * 16777619u;
+    return (int)(h % (apr_uint32_t)slot_count);
 }
 
 apr_status_t sip_engine_handoff(int fd, const sip_handoff_t *h)
 {
-    if (handoff[1] < 0)
+    sip_sockaddr_t peer;
+    int e = 0;
+
+    if (slot_count > 1) {
+        if (h->relayed)
+            peer = h->peer;
+        else {
+            memset(&peer, 0, sizeof(peer));
+            peer.len = sizeof(peer.ss);
+            if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) != 0)
+                peer.ss.ss_family = AF_UNSPEC;
+        }
+        e = engine_for_peer(&peer);
+    }
+    if (slot_count < 1 || slots[e].handoff[1] < 0)
         return APR_ENOTSOCK;
-    return sip_fdpass_send(handoff[1], fd, h);
+    return sip_fdpass_send(slots[e].handoff[1], fd, h);
 }

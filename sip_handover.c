@@ -1,9 +1,26 @@
 /* Several engines: identity, marks and the hand-over channel
- * (sip_handover.h).  Placeholder for one engine until the channel is
- * built: identity and marks are final, the channel has no peer. */
+ * (sip_handover.h, docs/architecture.md "Several engines").
+ *
+ * The channel: the parent makes one SOCK_DGRAM socketpair per engine
+ * before forking; engine n polls chans[n][0], and every engine writes to
+ * engine n through chans[n][1].  A datagram is a fixed header (the kind
+ * and the origin, in this host's byte order: both ends are the same
+ * build on the same machine) followed by the SIP text.  The parent keeps
+ * every pair, so a restarted engine finds its channel where the old one
+ * left it. */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "apr_strings.h"
+#include "apr_portable.h"
+#include "httpd.h"
+#include "http_log.h"
+#include "http_main.h"
 #include "sip_handover.h"
+#include "sip_stats.h"
 
 static int engine_self = 0;
 static int engine_count = 1;
@@ -49,17 +66,208 @@ int sip_engine_home(const char *aor)
     return (int)(h % (apr_uint32_t)engine_count);
 }
 
+/* ---- the wire format ---- */
+
+#define HO_VERSION 1
+
+typedef struct ho_header {
+    unsigned char version, kind, tp, engine;
+    apr_uint32_t cookie;
+    apr_uint64_t flow;
+    apr_uint64_t vhost;
+    apr_uint32_t peer_len, local_len;
+    struct sockaddr_storage peer, local;
+} ho_header_t;
+
+apr_size_t sip_handover_header_size(void)
+{
+    return sizeof(ho_header_t);
+}
+
+/* An address as sent: its length must fit and agree with its family. */
+static int addr_ok(const struct sockaddr_storage *ss, apr_uint32_t len)
+{
+    switch (ss->ss_family) {
+    case AF_UNSPEC:
+        return len <= sizeof(*ss);
+    case AF_INET:
+        return len == sizeof(struct sockaddr_in);
+    case AF_INET6:
+        return len == sizeof(struct sockaddr_in6);
+    default:
+        return 0;
+    }
+}
+
+apr_size_t sip_handover_encode(char *buf, apr_size_t size, sip_ho_kind_t kind,
+                               const sip_ho_origin_t *from, const char *text, apr_size_t len)
+{
+    ho_header_t h;
+
+    if (size < sizeof(h) || len > size - sizeof(h))
+        return 0;
+    memset(&h, 0, sizeof(h));
+    h.version = HO_VERSION;
+    h.kind = (unsigned char)kind;
+    h.tp = (unsigned char)from->kind;
+    h.engine = (unsigned char)from->engine;
+    h.cookie = from->cookie;
+    h.flow = from->flow;
+    h.vhost = (apr_uint64_t)(apr_uintptr_t)from->vhost;
+    h.peer_len = from->peer.len <= sizeof(h.peer) ? (apr_uint32_t)from->peer.len : 0;
+    h.local_len = from->local.len <= sizeof(h.local) ? (apr_uint32_t)from->local.len : 0;
+    memcpy(&h.peer, &from->peer.ss, sizeof(h.peer));
+    memcpy(&h.local, &from->local.ss, sizeof(h.local));
+    memcpy(buf, &h, sizeof(h));
+    if (len)
+        memcpy(buf + sizeof(h), text, len);
+    return sizeof(h) + len;
+}
+
+int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
+                        sip_ho_origin_t *out, const char **text, apr_size_t *text_len)
+{
+    ho_header_t h;
+
+    if (len < sizeof(h))
+        return 0;
+    memcpy(&h, buf, sizeof(h));
+    if (h.version != HO_VERSION || h.kind < SIP_HO_DELIVER || h.kind >= SIP_HO_KIND_COUNT
+        || h.tp >= SIP_TP_COUNT || h.engine >= SIP_ENGINES_MAX
+        || !addr_ok(&h.peer, h.peer_len) || !addr_ok(&h.local, h.local_len)
+        || (h.tp == SIP_TP_UDP && h.flow))
+        return 0;
+    memset(out, 0, sizeof(*out));
+    *kind = (sip_ho_kind_t)h.kind;
+    out->kind = (sip_tp_kind_t)h.tp;
+    out->engine = h.engine;
+    out->cookie = h.cookie;
+    out->flow = h.flow;
+    out->vhost = (void *)(apr_uintptr_t)h.vhost;
+    memcpy(&out->peer.ss, &h.peer, sizeof(h.peer));
+    out->peer.len = (socklen_t)h.peer_len;
+    memcpy(&out->local.ss, &h.local, sizeof(h.local));
+    out->local.len = (socklen_t)h.local_len;
+    *text = buf + sizeof(h);
+    *text_len = len - sizeof(h);
+    return 1;
+}
+
+/* ---- the channel ---- */
+
+static int chans[SIP_ENGINES_MAX][2] = {{-1, -1}};
+static int chans_made;
+static apr_size_t max_text = 65536;
+static char *send_buf, *recv_buf;
+static sip_io_t chan_io;
+
+static apr_status_t close_chans(void *data)
+{
+    int i;
+
+    (void)data;
+    for (i = 0; i < chans_made; i++) {
+        if (chans[i][0] >= 0)
+            close(chans[i][0]);
+        if (chans[i][1] >= 0)
+            close(chans[i][1]);
+        chans[i][0] = chans[i][1] = -1;
+    }
+    chans_made = 0;
+    return APR_SUCCESS;
+}
+
 apr_status_t sip_handover_prepare(apr_pool_t *pconf, int count)
 {
-    (void)pconf;
-    return count <= 1 ? APR_SUCCESS : APR_ENOTIMPL;
+    int i, size = 4 * 1024 * 1024;
+
+    chans_made = 0;
+    if (count <= 1)
+        return APR_SUCCESS;
+    apr_pool_cleanup_register(pconf, NULL, close_chans, apr_pool_cleanup_null);
+    for (i = 0; i < count && i < SIP_ENGINES_MAX; i++) {
+        /* CLOEXEC: scripts the engines start must not hold the channel. */
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, chans[i]) < 0)
+            return errno;
+        chans_made = i + 1;
+        fcntl(chans[i][0], F_SETFL, fcntl(chans[i][0], F_GETFL) | O_NONBLOCK);
+        fcntl(chans[i][1], F_SETFL, fcntl(chans[i][1], F_GETFL) | O_NONBLOCK);
+        /* A datagram in flight is charged to the writing end: room for a
+         * burst of misdelivered responses while the receiver is busy. */
+        if (setsockopt(chans[i][1], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+            setsockopt(chans[i][1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        if (setsockopt(chans[i][0], SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+            setsockopt(chans[i][0], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    }
+    return APR_SUCCESS;
+}
+
+void sip_handover_set_max(apr_size_t max)
+{
+    max_text = max < 65536 ? 65536 : max;
+}
+
+static void chan_readable(void *baton, apr_int16_t ev)
+{
+    int i;
+
+    (void)baton;
+    (void)ev;
+    /* Bounded, as for a UDP socket: the loop's other work goes on. */
+    for (i = 0; i < 64; i++) {
+        sip_ho_origin_t from;
+        sip_ho_kind_t kind;
+        const char *text;
+        apr_size_t tlen;
+        ssize_t n = recv(chans[engine_self][0], recv_buf, sizeof(ho_header_t) + max_text,
+                         MSG_DONTWAIT);
+
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
+                             "sip: hand-over channel receive failed");
+            return;
+        }
+        if (!sip_handover_decode(recv_buf, (apr_size_t)n, &kind, &from, &text, &tlen)
+            || from.engine >= engine_count || from.engine == engine_self) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
+                         "sip: malformed hand-over datagram (%ld bytes) dropped", (long)n);
+            continue;
+        }
+        /* The text is a C string for the layers above, as a UDP one is. */
+        recv_buf[n] = '\0';
+        sip_stats->ho_received++;
+        if (handlers[kind])
+            handlers[kind](kind, &from, text, tlen);
+    }
 }
 
 apr_status_t sip_handover_start(sip_loop_t *loop, apr_pool_t *p)
 {
-    (void)loop;
-    (void)p;
-    return APR_SUCCESS;
+    apr_socket_t *sock = NULL;
+    apr_os_sock_t fd;
+    int i;
+
+    if (engine_count <= 1 || chans_made < engine_count)
+        return engine_count <= 1 ? APR_SUCCESS : APR_ENOTSOCK;
+    /* Ours to read, the others' to write to. */
+    for (i = 0; i < chans_made; i++) {
+        if (i == engine_self) {
+            close(chans[i][1]);
+            chans[i][1] = -1;
+        }
+        else {
+            close(chans[i][0]);
+            chans[i][0] = -1;
+        }
+    }
+    send_buf = apr_palloc(p, sizeof(ho_header_t) + max_text + 1);
+    recv_buf = apr_palloc(p, sizeof(ho_header_t) + max_text + 1);
+    fd = chans[engine_self][0];
+    if (apr_os_sock_put(&sock, &fd, p) != APR_SUCCESS)
+        return APR_ENOTSOCK;
+    sip_io_init_socket(&chan_io, sock, chan_readable, NULL);
+    return sip_io_watch(loop, &chan_io, APR_POLLIN);
 }
 
 void sip_handover_on(sip_ho_kind_t kind, sip_ho_handler_t h)
@@ -71,14 +279,32 @@ void sip_handover_on(sip_ho_kind_t kind, sip_ho_handler_t h)
 apr_status_t sip_handover_send(int to, sip_ho_kind_t kind, const sip_ho_origin_t *from,
                                const char *text, apr_size_t len)
 {
-    (void)to; (void)kind; (void)from; (void)text; (void)len;
-    return APR_ENOTIMPL;
+    sip_ho_origin_t o = *from;
+    apr_size_t n;
+
+    if (to < 0 || to >= engine_count || to == engine_self || !send_buf
+        || chans[to][1] < 0)
+        return APR_EINVAL;
+    o.engine = engine_self;
+    n = sip_handover_encode(send_buf, sizeof(ho_header_t) + max_text, kind, &o, text, len);
+    if (!n || send(chans[to][1], send_buf, n, MSG_DONTWAIT) < 0) {
+        /* Full (or too big): lost like a UDP datagram; the sender's
+         * retransmission repairs it. */
+        sip_stats->ho_dropped++;
+        return APR_EAGAIN;
+    }
+    sip_stats->ho_sent++;
+    return APR_SUCCESS;
 }
 
 void sip_handover_broadcast(sip_ho_kind_t kind, const sip_ho_origin_t *from,
                             const char *text, apr_size_t len)
 {
-    (void)kind; (void)from; (void)text; (void)len;
+    int i;
+
+    for (i = 0; i < engine_count; i++)
+        if (i != engine_self)
+            sip_handover_send(i, kind, from, text, len);
 }
 
 void sip_handover_origin(const sip_source_t *src, sip_ho_origin_t *out)
@@ -94,10 +320,16 @@ void sip_handover_origin(const sip_source_t *src, sip_ho_origin_t *out)
 
 int sip_handover_source(const sip_ho_origin_t *o, sip_source_t *out)
 {
-    /* One engine: every origin is ours; a UDP one would need our socket
-     * for its local address, which only the channel's sender needs. */
     memset(out, 0, sizeof(*out));
-    if (o->kind != SIP_TP_UDP)
+    /* UDP: our own socket of the same SO_REUSEPORT group answers. */
+    if (o->kind == SIP_TP_UDP) {
+        if (!sip_transport_udp_source(&o->local, o->vhost, out))
+            return 0;
+        out->peer = o->peer;
+        return 1;
+    }
+    /* A stream held here (with one engine, or a flow of ours). */
+    if (o->engine == engine_self)
         return o->flow && sip_transport_flow_source(o->flow, out);
     return 0;
 }

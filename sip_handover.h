@@ -100,6 +100,23 @@ apr_status_t sip_handover_send(int to, sip_ho_kind_t kind, const sip_ho_origin_t
 void sip_handover_broadcast(sip_ho_kind_t kind, const sip_ho_origin_t *from,
                             const char *text, apr_size_t len);
 
+/* The channel's largest SIP text (the engine sets the largest message
+ * its limits allow; at least 64 KiB).  Longer texts are dropped. */
+void sip_handover_set_max(apr_size_t max);
+
+/* The datagram format, exposed for the fuzzer and unit tests: a fixed
+ * header of sip_handover_header_size() bytes and the text.  encode
+ * returns the datagram's length (0: 'size' too small); decode returns 1
+ * and points 'text' into 'buf' when the header is well formed (known
+ * kind and transport, addresses whose length fits their family), else 0.
+ * The vhost it returns is unchecked: the receiver must find it among its
+ * own server_recs before using it. */
+apr_size_t sip_handover_header_size(void);
+apr_size_t sip_handover_encode(char *buf, apr_size_t size, sip_ho_kind_t kind,
+                               const sip_ho_origin_t *from, const char *text, apr_size_t len);
+int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
+                        sip_ho_origin_t *out, const char **text, apr_size_t *text_len);
+
 /* A source as an origin (engine = self, flow = its flow id), and an
  * origin as a source the receiving engine can answer: UDP answers leave by
  * our own socket on the same local address (all engines hold one of the

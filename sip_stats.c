@@ -1,5 +1,7 @@
 #include "sip_stats.h"
+#include "sip_handover.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "apr_shm.h"
@@ -11,6 +13,7 @@
  * the unit tests). */
 static sip_stats_t unattached;
 sip_stats_t *sip_stats = &unattached;
+static sip_stats_t *slots;      /* the segment: SIP_ENGINES_MAX of them */
 
 #define SHM_KEY "mod_sip_stats"
 
@@ -19,28 +22,89 @@ apr_status_t sip_stats_attach(apr_pool_t *pp)
     apr_shm_t *shm = NULL;
     sip_stats_t *st;
     apr_status_t rv;
+    int i;
 
     apr_pool_userdata_get((void **)&shm, SHM_KEY, pp);
     if (shm) {
         st = apr_shm_baseaddr_get(shm);
-        if (apr_shm_size_get(shm) >= sizeof(*st) && st->magic == SIP_STATS_MAGIC
-            && st->size == sizeof(*st)) {
-            sip_stats = st;
+        if (apr_shm_size_get(shm) >= SIP_ENGINES_MAX * sizeof(*st)
+            && st->magic == SIP_STATS_MAGIC && st->size == sizeof(*st)) {
+            slots = sip_stats = st;
             return APR_SUCCESS;
         }
         /* Another build's layout (module replaced, then graceful): start
          * afresh rather than show its numbers under our names. */
     }
-    rv = apr_shm_create(&shm, sizeof(*st), NULL, pp);
+    rv = apr_shm_create(&shm, SIP_ENGINES_MAX * sizeof(*st), NULL, pp);
     if (rv != APR_SUCCESS)
         return rv;
     st = apr_shm_baseaddr_get(shm);
-    memset(st, 0, sizeof(*st));
-    st->magic = SIP_STATS_MAGIC;
-    st->size = sizeof(*st);
+    memset(st, 0, SIP_ENGINES_MAX * sizeof(*st));
+    for (i = 0; i < SIP_ENGINES_MAX; i++) {
+        st[i].magic = SIP_STATS_MAGIC;
+        st[i].size = sizeof(*st);
+    }
     apr_pool_userdata_set(shm, SHM_KEY, apr_pool_cleanup_null, pp);
-    sip_stats = st;
+    slots = sip_stats = st;
     return APR_SUCCESS;
+}
+
+sip_stats_t *sip_stats_slot(int engine)
+{
+    if (!slots || engine < 0 || engine >= SIP_ENGINES_MAX)
+        return sip_stats;
+    return &slots[engine];
+}
+
+void sip_stats_use_slot(int engine)
+{
+    sip_stats = sip_stats_slot(engine);
+}
+
+void sip_stats_sum(sip_stats_t *out, int count)
+{
+    /* The counters are apr_uint64_t runs between these members. */
+    static const struct { apr_size_t from, to; } runs[] = {
+        {offsetof(sip_stats_t, now), offsetof(sip_stats_t, fcgi)},
+        {offsetof(sip_stats_t, stun_bindings), sizeof(sip_stats_t)},
+    };
+    apr_uint64_t restarts = 0;
+    int e, f, g;
+    apr_size_t r, o;
+
+    memset(out, 0, sizeof(*out));
+    for (e = 0; e < (count < 1 ? 1 : count); e++) {
+        const sip_stats_t *st = sip_stats_slot(e);
+
+        if (e == 0) {
+            out->magic = st->magic;
+            out->size = st->size;
+            out->engine_pid = st->engine_pid;
+            out->engine_start = st->engine_start;
+        }
+        restarts += st->engine_starts ? st->engine_starts - 1 : 0;
+        out->engine_deaths += st->engine_deaths;
+        for (r = 0; r < sizeof(runs) / sizeof(runs[0]); r++)
+            for (o = runs[r].from; o + sizeof(apr_uint64_t) <= runs[r].to;
+                 o += sizeof(apr_uint64_t))
+                *(apr_uint64_t *)((char *)out + o) += *(const apr_uint64_t *)((const char *)st + o);
+        for (f = 0; f < SIP_STATS_FCGI && st->fcgi[f].name[0]; f++) {
+            const sip_stats_fcgi_t *in = &st->fcgi[f];
+
+            for (g = 0; g < SIP_STATS_FCGI && out->fcgi[g].name[0]
+                        && strcmp(out->fcgi[g].name, in->name) != 0; g++)
+                ;
+            if (g == SIP_STATS_FCGI)
+                continue;
+            memcpy(out->fcgi[g].name, in->name, sizeof(in->name));
+            out->fcgi[g].workers += in->workers;
+            out->fcgi[g].busy += in->busy;
+            out->fcgi[g].queued += in->queued;
+            out->fcgi[g].restarts += in->restarts;
+            out->fcgi[g].requests += in->requests;
+        }
+    }
+    out->engine_starts = restarts + 1;
 }
 
 void sip_stats_engine_started(apr_uint64_t pid, apr_time_t when)
@@ -51,12 +115,12 @@ void sip_stats_engine_started(apr_uint64_t pid, apr_time_t when)
     sip_stats->engine_starts++;
 }
 
-void sip_stats_engine_died(void)
+void sip_stats_engine_died(sip_stats_t *st)
 {
     /* Nothing the dead engine held is there any more. */
-    memset(&sip_stats->now, 0, sizeof(sip_stats->now));
-    sip_stats->engine_pid = 0;
-    sip_stats->engine_deaths++;
+    memset(&st->now, 0, sizeof(st->now));
+    st->engine_pid = 0;
+    st->engine_deaths++;
 }
 
 void sip_stats_fcgi_reset(void)
@@ -203,6 +267,11 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
          st->dns_timeouts},
         {"SipDnsFailures", "DNS queries that failed (SERVFAIL, refused, malformed)",
          st->dns_failures},
+        {NULL, "Hand-over between engines (SipEngines)", 0},
+        {"SipHandoverSent", "Messages handed to another engine", st->ho_sent},
+        {"SipHandoverReceived", "Messages received from another engine", st->ho_received},
+        {"SipHandoverDropped", "Hand-overs dropped (the other engine's channel was full)",
+         st->ho_dropped},
     };
     apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
     int html = !(flags & SIP_STATS_AUTO), table = !(flags & SIP_STATS_NOTABLE);
@@ -245,5 +314,32 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         EMIT(table ? "</table>\n" : "</dl>\n");
     format_fcgi(p, st, html, out);
 #undef EMIT
+    return apr_array_pstrcat(p, out, '\0');
+}
+
+const char *sip_stats_format_engines(apr_pool_t *p, int count, apr_time_t now, int flags)
+{
+    apr_array_header_t *out = apr_array_make(p, 8, sizeof(const char *));
+    int e, k;
+
+    for (e = 0; e < count && e < SIP_ENGINES_MAX; e++) {
+        const sip_stats_t *st = sip_stats_slot(e);
+        apr_uint64_t in = 0, up = st->engine_pid && now > st->engine_start
+                                  ? (apr_uint64_t)apr_time_sec(now - st->engine_start) : 0;
+
+        for (k = 0; k < 5; k++)
+            in += st->msgs_in[k];
+        if (flags & SIP_STATS_AUTO)
+            *(const char **)apr_array_push(out) = apr_psprintf(
+                p, "SipEngine%dPid: %" APR_UINT64_T_FMT "\nSipEngine%dUptime: %"
+                APR_UINT64_T_FMT "\nSipEngine%dMessagesIn: %" APR_UINT64_T_FMT
+                "\nSipEngine%dTransactionsTotal: %" APR_UINT64_T_FMT "\n", e, st->engine_pid,
+                e, up, e, in, e, st->txns);
+        else
+            *(const char **)apr_array_push(out) = apr_psprintf(
+                p, "<p>SIP engine %d: process %" APR_UINT64_T_FMT ", up %" APR_UINT64_T_FMT
+                " s, %" APR_UINT64_T_FMT " messages in, %" APR_UINT64_T_FMT
+                " server transactions</p>\n", e, st->engine_pid, up, in, st->txns);
+    }
     return apr_array_pstrcat(p, out, '\0');
 }

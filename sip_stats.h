@@ -1,16 +1,18 @@
-/* Counters for mod_status (/server-status): what the SIP engine is doing
- * now and has done since httpd started.
+/* Counters for mod_status (/server-status): what the SIP engines are
+ * doing now and have done since httpd started.
  *
- * The struct lives in an anonymous shared memory segment that the httpd
+ * The counters live in an anonymous shared memory segment that the httpd
  * parent creates once (in the process pool, so totals survive graceful
- * restarts); the engine and the MPM children inherit it when they are
- * forked.  Only the engine's event loop writes (the parent only while no
- * engine runs), so there are no locks: an increment is a plain memory
- * write.  Two engines never overlap: on a restart the parent waits for the
- * old one to exit (APR_KILL_AFTER_TIMEOUT) before it forks the next.  The
- * MPM children only read.  Until the segment is attached, 'sip_stats'
- * points at a private zeroed struct, so every layer (and the unit tests)
- * can count without checking. */
+ * restarts); the engines and the MPM children inherit it when they are
+ * forked.  The segment holds one sip_stats_t per engine (SIP_ENGINES_MAX
+ * slots, SipEngines used): each engine writes only its own slot through
+ * 'sip_stats' (the parent only into a dead engine's slot, while no engine
+ * runs there), so there are no locks: an increment is a plain memory
+ * write.  Two engines never share a slot: on a restart the parent waits
+ * for the old one to exit (APR_KILL_AFTER_TIMEOUT) before it forks the
+ * next.  The MPM children only read, and show the sums.  Until the segment
+ * is attached, 'sip_stats' points at a private zeroed struct, so every
+ * layer (and the unit tests) can count without checking. */
 #ifndef SIP_STATS_H
 #define SIP_STATS_H
 
@@ -110,6 +112,10 @@ typedef struct sip_stats {
     apr_uint64_t dns_cache_hits;    /* lookups answered from the cache (or joined to one in flight) */
     apr_uint64_t dns_timeouts;      /* queries no server answered in time */
     apr_uint64_t dns_failures;      /* queries refused, SERVFAIL, malformed */
+    /* the hand-over channel between engines (sip_handover.c, issue 19) */
+    apr_uint64_t ho_sent;           /* datagrams sent to another engine */
+    apr_uint64_t ho_received;       /* datagrams received from another engine */
+    apr_uint64_t ho_dropped;        /* not sent: the receiver's channel was full (or too big) */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */
@@ -117,14 +123,24 @@ typedef struct sip_stats {
 extern sip_stats_t *sip_stats;
 
 /* Parent (post_config): find or create the segment in 'process_pool' and
- * point sip_stats at it. */
+ * point sip_stats at its first slot. */
 apr_status_t sip_stats_attach(apr_pool_t *process_pool);
+
+/* Engine 'engine's slot (the one private struct while unattached), and
+ * the engine process pointing sip_stats at its own, right after fork. */
+sip_stats_t *sip_stats_slot(int engine);
+void sip_stats_use_slot(int engine);
+
+/* The first 'count' slots added up into 'out': every count summed, FastCGI
+ * pools of one name merged; the pid and start are engine 0's, and
+ * engine_starts counts every engine's restarts (plus one). */
+void sip_stats_sum(sip_stats_t *out, int count);
 
 /* Engine, at start-up: a new engine, with its "now" values at zero. */
 void sip_stats_engine_started(apr_uint64_t pid, apr_time_t when);
 
-/* Parent: the engine died; it is being restarted. */
-void sip_stats_engine_died(void);
+/* Parent: the engine of slot 'st' died; it is being restarted. */
+void sip_stats_engine_died(sip_stats_t *st);
 
 /* The counters as text: "SipName: value" lines (SIP_STATS_AUTO, for
  * /server-status?auto) or an HTML section, with a table unless
@@ -137,5 +153,8 @@ void sip_stats_fcgi_reset(void);
 sip_stats_fcgi_t *sip_stats_fcgi_slot(const char *name);
 
 const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t now, int flags);
+/* One line (auto: SipEngine<n>Pid, ...Uptime, ...MessagesIn,
+ * ...TransactionsTotal) or paragraph per engine of the first 'count'. */
+const char *sip_stats_format_engines(apr_pool_t *p, int count, apr_time_t now, int flags);
 
 #endif

@@ -231,8 +231,14 @@ apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port)
 
 apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p)
 {
+    return sip_udp_open_shared(sock, sa, p, 0);
+}
+
+apr_status_t sip_udp_open_shared(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p,
+                                 int reuseport)
+{
     apr_status_t rv;
-    int fd, size = 4 * 1024 * 1024;
+    int fd, size = 4 * 1024 * 1024, on = 1;
 
     rv = apr_socket_create(sock, sa->family, SOCK_DGRAM, APR_PROTO_UDP, p);
     if (rv != APR_SUCCESS)
@@ -242,6 +248,13 @@ apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p
     if (apr_os_sock_get(&fd, *sock) == APR_SUCCESS) {
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        /* Several engines: one socket each in a group the kernel spreads
+         * datagrams over by source address and port. */
+        if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0) {
+            rv = errno;
+            apr_socket_close(*sock);
+            return rv;
+        }
     }
     rv = apr_socket_bind(*sock, sa);
     if (rv != APR_SUCCESS)
@@ -314,6 +327,43 @@ static void udp_readable(void *baton, apr_int16_t ev)
         buf[n] = '\0';
         tp_deliver(buf, (apr_size_t)n, 0, &src);
     }
+}
+
+static int same_addr(const sip_sockaddr_t *a, const sip_sockaddr_t *b)
+{
+    const struct sockaddr *x = (const struct sockaddr *)&a->ss;
+    const struct sockaddr *y = (const struct sockaddr *)&b->ss;
+
+    if (x->sa_family != y->sa_family)
+        return 0;
+    if (x->sa_family == AF_INET) {
+        const struct sockaddr_in *p = (const void *)x, *q = (const void *)y;
+        return p->sin_port == q->sin_port && p->sin_addr.s_addr == q->sin_addr.s_addr;
+    }
+    if (x->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *p = (const void *)x, *q = (const void *)y;
+        return p->sin6_port == q->sin6_port
+               && memcmp(&p->sin6_addr, &q->sin6_addr, sizeof(p->sin6_addr)) == 0;
+    }
+    return 0;
+}
+
+int sip_transport_udp_source(const sip_sockaddr_t *local, void *vhost, sip_source_t *out)
+{
+    int i;
+
+    for (i = 0; udps && i < udps->nelts; i++) {
+        sip_udp_t *u = APR_ARRAY_IDX(udps, i, sip_udp_t *);
+        if (same_addr(&u->local, local)) {
+            memset(out, 0, sizeof(*out));
+            out->kind = SIP_TP_UDP;
+            out->udp = u;
+            out->local = u->local;
+            out->vhost = vhost;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost)

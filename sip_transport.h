@@ -80,6 +80,9 @@ apr_status_t sip_udp_serve(apr_socket_t *sock, void *vhost);
 void sip_udp_alias(void *vhost, void *same_as);
 /* Open (in the parent) a UDP socket bound to 'sa'. */
 apr_status_t sip_udp_open(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p);
+/* The same, joining a SO_REUSEPORT group when 'reuseport' (SipEngines). */
+apr_status_t sip_udp_open_shared(apr_socket_t **sock, apr_sockaddr_t *sa, apr_pool_t *p,
+                                 int reuseport);
 
 /* Descriptor passing between MPM children and the engine.  One datagram
  * per connection: this header (plus the descriptor). */
@@ -168,6 +171,11 @@ apr_status_t sip_sockaddr_set(sip_sockaddr_t *a, const char *ip, int port);
  * connection is still open, 0 when it is gone. */
 apr_uint64_t sip_source_flow_id(const sip_source_t *src);
 int sip_transport_flow_source(apr_uint64_t id, sip_source_t *out);
+
+/* Our UDP socket bound to 'local' (several engines each hold one of the
+ * same SO_REUSEPORT group) as a source for 'vhost' (peer left unset):
+ * 1, or 0 when we serve no such address. */
+int sip_transport_udp_source(const sip_sockaddr_t *local, void *vhost, sip_source_t *out);
 
 /* Counters for logs and tests. */
 apr_size_t sip_tcp_open_count(void);

@@ -188,6 +188,7 @@ sub new {
     $self->{pidfile} = "$dir/run/httpd.pid";
     $self->{errlog}  = "$dir/logs/error.log";
     $self->{engine_pidfile} = "$dir/run/sip-engine.pid";
+    $self->{engines_pidfile} = "$dir/run/sip-engines.pid";
     $self->{is_root} = ($> == 0);
 
     chmod 0755, $dir;
@@ -281,6 +282,9 @@ sub _conf_text {
     my $vhost = $self->subst($self->{vhost_conf});
     my $server = $self->subst($self->{server_conf});
     $vhost =~ s/^/    /mg;
+    # SIP_TEST_ENGINES=2 runs a file with two engines (make test-engines2);
+    # a test's own SipEngines in server_conf comes later and wins.
+    my $engines = $ENV{SIP_TEST_ENGINES} || 1;
     return <<"EOC";
 ServerRoot $dir
 PidFile $self->{pidfile}
@@ -293,6 +297,7 @@ ${user}LoadModule mpm_event_module $MODDIR/mod_mpm_event.so
 LoadModule authz_core_module $MODDIR/mod_authz_core.so
 LoadModule sip_module $self->{so}
 LogLevel $self->{log_level}
+SipEngines $engines
 StartServers 2
 Listen 127.0.0.1:$self->{http_port}
 Listen 127.0.0.1:$self->{sip_port}
@@ -473,10 +478,15 @@ sub engine_pid {
     return $p;
 }
 
+# Every engine's pid, in engine order (sip-engines.pid); a dead or not yet
+# restarted engine's entry is undef.
 sub engine_pids {
     my ($self) = @_;
-    my $p = $self->engine_pid;
-    return defined $p ? ($p) : ();
+    open(my $fh, '<', $self->{engines_pidfile}) or return ();
+    my @pids = map { /^(\d+)/ ? $1 : 0 } <$fh>;
+    close $fh;
+    my %alive = map { $_->{pid} => 1 } grep { $_->{stat} ne 'Z' } procs();
+    return map { $_ && $alive{$_} ? $_ : undef } @pids;
 }
 
 sub engine_pidfile { $_[0]{engine_pidfile} }

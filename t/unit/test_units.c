@@ -1959,7 +1959,7 @@ START_TEST(stats_engine_lifecycle)
     ck_assert_uint_eq(st.engine_pid, 1234);
     ck_assert_uint_eq(st.engine_starts, 1);
     st.now.bindings = 3;
-    sip_stats_engine_died();
+    sip_stats_engine_died(sip_stats);
     ck_assert_uint_eq(st.now.bindings, 0);
     ck_assert_uint_eq(st.engine_pid, 0);
     ck_assert_uint_eq(st.engine_deaths, 1);
@@ -2036,7 +2036,8 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 63);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS */
+        ck_assert_int_eq(n, 66);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS,
+                                      * 3 hand-over */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2081,13 +2082,95 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 9);
-        ck_assert_int_eq(close, 9);
+        ck_assert_int_eq(open, 10);
+        ck_assert_int_eq(close, 10);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
     html = sip_stats_format(pool, &st, apr_time_from_sec(1090), 0);
     ck_assert_ptr_nonnull(strstr(html, "No SIP engine is running."));
+}
+END_TEST
+
+/* Several engines: one slot each, summed for mod_status under the names
+ * of one engine; each engine's own lines beside. */
+START_TEST(stats_engine_slots_summed)
+{
+    sip_stats_t sum, *a, *b;
+    const char *txt;
+
+    ck_assert_int_eq(sip_stats_attach(pool), APR_SUCCESS);
+    a = sip_stats_slot(0);
+    b = sip_stats_slot(1);
+    ck_assert_ptr_eq(a, sip_stats);
+    ck_assert_ptr_ne(a, b);
+    memset(&a->now, 0, sizeof(*a) - offsetof(sip_stats_t, now));
+    memset(&b->now, 0, sizeof(*b) - offsetof(sip_stats_t, now));
+    a->engine_pid = 100;
+    a->engine_start = apr_time_from_sec(1000);
+    a->engine_starts = 1;
+    b->engine_pid = 200;
+    b->engine_start = apr_time_from_sec(1050);
+    b->engine_starts = 3;           /* restarted twice */
+    b->engine_deaths = 1;
+    a->txns = 7;
+    b->txns = 5;
+    a->now.txns = 2;
+    b->now.txns = 1;
+    a->msgs_in[SIP_TP_UDP] = 10;
+    b->msgs_in[SIP_TP_TCP] = 4;
+    b->dns_failures = 9;
+    b->ho_dropped = 3;
+    apr_cpystrn(a->fcgi[0].name, "/x.py", sizeof(a->fcgi[0].name));
+    a->fcgi[0].workers = 2;
+    apr_cpystrn(b->fcgi[0].name, "/y.py", sizeof(b->fcgi[0].name));
+    b->fcgi[0].workers = 1;
+    apr_cpystrn(b->fcgi[1].name, "/x.py", sizeof(b->fcgi[1].name));
+    b->fcgi[1].workers = 3;
+
+    /* engine 1 writes through sip_stats into its own slot only */
+    sip_stats_use_slot(1);
+    sip_stats->bad_msgs++;
+    ck_assert_uint_eq(b->bad_msgs, 1);
+    ck_assert_uint_eq(a->bad_msgs, 0);
+    sip_stats_use_slot(0);
+
+    sip_stats_sum(&sum, 2);
+    ck_assert_uint_eq(sum.txns, 12);
+    ck_assert_uint_eq(sum.now.txns, 3);
+    ck_assert_uint_eq(sum.msgs_in[SIP_TP_UDP], 10);
+    ck_assert_uint_eq(sum.msgs_in[SIP_TP_TCP], 4);
+    ck_assert_uint_eq(sum.dns_failures, 9);
+    ck_assert_uint_eq(sum.ho_dropped, 3);
+    ck_assert_uint_eq(sum.bad_msgs, 1);
+    ck_assert_uint_eq(sum.engine_pid, 100);
+    ck_assert_uint_eq(sum.engine_starts, 3);   /* two restarts, plus one */
+    ck_assert_uint_eq(sum.engine_deaths, 1);
+    ck_assert_str_eq(sum.fcgi[0].name, "/x.py");
+    ck_assert_uint_eq(sum.fcgi[0].workers, 5);
+    ck_assert_str_eq(sum.fcgi[1].name, "/y.py");
+    ck_assert_uint_eq(sum.fcgi[1].workers, 1);
+    ck_assert_str_eq(sum.fcgi[2].name, "");
+    txt = sip_stats_format(pool, &sum, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_ptr_nonnull(strstr(txt, "SipEngineRestarts: 2\n"));
+    ck_assert_ptr_nonnull(strstr(txt, "SipTransactionsTotal: 12\n"));
+    /* one engine: only its own slot */
+    sip_stats_sum(&sum, 1);
+    ck_assert_uint_eq(sum.txns, 7);
+
+    txt = sip_stats_format_engines(pool, 2, apr_time_from_sec(1090), SIP_STATS_AUTO);
+    ck_assert_str_eq(txt, "SipEngine0Pid: 100\nSipEngine0Uptime: 90\nSipEngine0MessagesIn: 10\n"
+                          "SipEngine0TransactionsTotal: 7\nSipEngine1Pid: 200\n"
+                          "SipEngine1Uptime: 40\nSipEngine1MessagesIn: 4\n"
+                          "SipEngine1TransactionsTotal: 5\n");
+    txt = sip_stats_format_engines(pool, 2, apr_time_from_sec(1090), 0);
+    ck_assert_ptr_nonnull(strstr(txt, "<p>SIP engine 1: process 200, up 40 s"));
+
+    sip_stats_engine_died(b);
+    ck_assert_uint_eq(b->engine_pid, 0);
+    ck_assert_uint_eq(b->engine_deaths, 2);
+    ck_assert_uint_eq(a->engine_pid, 100);
+    sip_stats = &unattached;
 }
 END_TEST
 
@@ -2097,6 +2180,7 @@ static Suite *stats_suite(void)
     TCase *tc = tcase_create("stats");
 
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, stats_engine_slots_summed);
     tcase_add_test(tc, stats_unattached);
     tcase_add_test(tc, stats_attach_shared_and_kept);
     tcase_add_test(tc, stats_engine_lifecycle);
