@@ -349,6 +349,223 @@ static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_ms
     sip_transport_send(src, NULL, text, len);
 }
 
+/* ---- several engines: messages that landed on the wrong engine ---- */
+
+/* engine_deliver's own flag: handed over by another engine (or let go by
+ * every other one), so processed here whatever its branch or match, and
+ * counted already where it arrived. */
+#define DELIVER_LOCAL 0x100
+/* How long a CANCEL or ACK that matches nothing here waits for the other
+ * engines' answers before it is treated as matching nothing anywhere. */
+#define QUERY_TIMEOUT apr_time_from_msec(200)
+
+static void engine_deliver(const char *buf, apr_size_t len, int flags,
+                           const sip_source_t *src);
+
+typedef struct ho_query {
+    apr_pool_t *pool;
+    apr_uint32_t cookie;
+    int waiting;            /* engines yet to answer MISS */
+    sip_timer_t timer;
+    char *buf;
+    apr_size_t len;
+    sip_source_t src;       /* UDP only: nothing held */
+} ho_query_t;
+
+static sip_loop_t *engine_loop;
+static apr_hash_t *queries;         /* cookie -> ho_query_t */
+static apr_uint32_t query_next;
+
+/* A vhost named by another engine is a pointer into the configuration we
+ * share; take it only when it is one of ours. */
+static int our_vhost(const void *v)
+{
+    server_rec *s;
+
+    for (s = engine_main_server; s; s = s->next)
+        if ((const void *)s == v)
+            return 1;
+    return 0;
+}
+
+static void query_end(ho_query_t *q, int hit)
+{
+    apr_hash_set(queries, &q->cookie, sizeof(q->cookie), NULL);
+    sip_timer_cancel(engine_loop, &q->timer);
+    /* No other engine has its transaction: process it as the only one. */
+    if (!hit)
+        engine_deliver(q->buf, q->len, DELIVER_LOCAL, &q->src);
+    apr_pool_destroy(q->pool);
+}
+
+static void query_timeout(void *baton)
+{
+    query_end(baton, 0);
+}
+
+/* A CANCEL or non-2xx ACK that matches no INVITE here: ask the engine its
+ * To tag names, or every other one.  1 when asked (it is answered later),
+ * 0 when there is no one to ask. */
+static int query_others(const char *buf, apr_size_t len, const sip_source_t *src, int only)
+{
+    apr_pool_t *qp;
+    ho_query_t *q;
+    sip_ho_origin_t o;
+    int i;
+
+    apr_pool_create(&qp, engine_pool);
+    q = apr_pcalloc(qp, sizeof(*q));
+    q->pool = qp;
+    q->cookie = ++query_next;
+    q->buf = apr_pstrmemdup(qp, buf, len);
+    q->len = len;
+    q->src = *src;
+    sip_handover_origin(src, &o);
+    o.cookie = q->cookie;
+    for (i = 0; i < sip_engine_count(); i++)
+        if (i != sip_engine_self() && (only < 0 || i == only)
+            && sip_handover_send(i, SIP_HO_QUERY, &o, buf, len) == APR_SUCCESS)
+            q->waiting++;
+    if (!q->waiting) {
+        apr_pool_destroy(qp);
+        return 0;
+    }
+    apr_hash_set(queries, &q->cookie, sizeof(q->cookie), q);
+    sip_timer_set(engine_loop, &q->timer, QUERY_TIMEOUT, query_timeout, q);
+    return 1;
+}
+
+/* The source a handed-over message is answered by: UDP by our socket of
+ * the same address; a stream held by its engine cannot be answered here,
+ * which only a response (never answered) may need. */
+static int ho_source(const sip_ho_origin_t *from, sip_source_t *src)
+{
+    if (!our_vhost(from->vhost))
+        return 0;
+    if (sip_handover_source(from, src))
+        return 1;
+    if (from->kind == SIP_TP_UDP)
+        return 0;
+    memset(src, 0, sizeof(*src));
+    src->kind = from->kind;
+    src->peer = from->peer;
+    src->local = from->local;
+    src->vhost = from->vhost;
+    return 2;
+}
+
+static void on_deliver(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                       apr_size_t len)
+{
+    sip_source_t src;
+    int how = ho_source(from, &src);
+
+    (void)kind;
+    if (!how)
+        return;
+    engine_deliver(text, len, DELIVER_LOCAL, &src);
+    if (how == 1)
+        sip_source_release(&src);
+}
+
+static void on_query(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                     apr_size_t len)
+{
+    sip_ho_origin_t me;
+    sip_source_t src;
+    sip_limits_t lim;
+    sip_msg_t *msg = NULL;
+    sip_msg_error_t err;
+    apr_pool_t *p;
+    int hit = 0, how;
+
+    (void)kind;
+    if (!(how = ho_source(from, &src)))
+        return;
+    apr_pool_create(&p, engine_pool);
+    sip_get_limits(src.vhost, &lim);
+    /* Its INVITE is here; or it is an ACK for a 2xx we answered (our To
+     * tag), which ends that answer's retransmissions here. */
+    if (sip_msg_parse(p, text, len, &lim, 1, &msg, &err) == APR_SUCCESS
+        && sip_msg_is_request(msg)
+        && (sip_txn_find_invite(p, msg)
+            || (!strcmp(sip_msg_method(msg), "ACK")
+                && sip_engine_of_tag(sip_msg_to_tag(msg)) == sip_engine_self())))
+        hit = 1;
+    apr_pool_destroy(p);
+    memset(&me, 0, sizeof(me));
+    me.kind = SIP_TP_UDP;
+    me.vhost = from->vhost;
+    me.cookie = from->cookie;
+    sip_handover_send(from->engine, hit ? SIP_HO_HIT : SIP_HO_MISS, &me, NULL, 0);
+    if (hit)
+        engine_deliver(text, len, DELIVER_LOCAL, &src);
+    if (how == 1)
+        sip_source_release(&src);
+}
+
+static void on_answer(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                      apr_size_t len)
+{
+    ho_query_t *q = apr_hash_get(queries, &from->cookie, sizeof(from->cookie));
+
+    (void)text;
+    (void)len;
+    if (!q)
+        return;     /* answered after the timeout */
+    if (kind == SIP_HO_HIT)
+        query_end(q, 1);
+    else if (--q->waiting <= 0)
+        query_end(q, 0);
+}
+
+static void handover_init(sip_loop_t *loop, apr_pool_t *p)
+{
+    sip_limits_t l;
+
+    engine_loop = loop;
+    queries = apr_hash_make(p);
+    sip_get_limits(engine_main_server, &l);
+    /* The largest message our limits let in, as vhost_limits frames it. */
+    sip_handover_set_max((apr_size_t)l.line + 2 + (apr_size_t)l.fields * ((apr_size_t)l.fieldsize
+                         + 2) + 2 + (l.body > 0 ? (apr_size_t)l.body : 0));
+    sip_handover_on(SIP_HO_DELIVER, on_deliver);
+    sip_handover_on(SIP_HO_QUERY, on_query);
+    sip_handover_on(SIP_HO_MISS, on_answer);
+    sip_handover_on(SIP_HO_HIT, on_answer);
+}
+
+/* Several engines: is this message another engine's to process?  A
+ * response goes to the engine its branch names; a CANCEL or ACK (UDP:
+ * a client that changed port) matching no INVITE here is offered to the
+ * others first.  1 when it was handed on (the caller is done with it). */
+static int hand_on(const char *buf, apr_size_t len, const sip_msg_t *msg,
+                   const sip_source_t *src, apr_pool_t *p)
+{
+    const char *method;
+    int owner;
+
+    if (!sip_msg_is_request(msg)) {
+        sip_ho_origin_t o;
+
+        owner = sip_engine_of_branch(sip_msg_branch(msg));
+        if (owner < 0 || owner == sip_engine_self())
+            return 0;
+        sip_handover_origin(src, &o);
+        /* dropped when the channel is full: like a lost datagram */
+        sip_handover_send(owner, SIP_HO_DELIVER, &o, buf, len);
+        return 1;
+    }
+    method = sip_msg_method(msg);
+    if (src->kind != SIP_TP_UDP || (strcmp(method, "CANCEL") && strcmp(method, "ACK"))
+        || sip_txn_find_invite(p, msg))
+        return 0;
+    owner = sip_engine_of_tag(sip_msg_to_tag(msg));
+    if (owner == sip_engine_self())
+        return 0;
+    return query_others(buf, len, src, owner);
+}
+
 static void engine_deliver(const char *buf, apr_size_t len, int flags,
                            const sip_source_t *src)
 {
@@ -366,7 +583,8 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     /* RFC 5626 keep-alives and stray CRLFs over UDP carry no message. */
     if (src->kind == SIP_TP_UDP && strspn(buf, "\r\n") == len)
         return;
-    sip_stats->msgs_in[src->kind]++;
+    if (!(flags & DELIVER_LOCAL))
+        sip_stats->msgs_in[src->kind]++;
     apr_pool_create(&p, engine_pool);
     sip_get_limits(s, &lim);
     /* RFC 7118 §5: a WebSocket message frames its SIP message, as a
@@ -380,7 +598,12 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     }
     if (rv != APR_SUCCESS) {
         sip_stats->bad_msgs++;
-        answer_bad_message(p, msg, &err, src);
+        if (!(flags & DELIVER_LOCAL))
+            answer_bad_message(p, msg, &err, src);
+        apr_pool_destroy(p);
+        return;
+    }
+    if (sip_engine_count() > 1 && !(flags & DELIVER_LOCAL) && hand_on(buf, len, msg, src, p)) {
         apr_pool_destroy(p);
         return;
     }
@@ -565,6 +788,7 @@ static void engine_main(engine_slot_t *self)
         sip_udp_alias(n->named, n->primary);
     }
     sip_fdpass_serve(self->handoff[0]);
+    handover_init(loop, engine_pool);
     if (sip_handover_start(loop, engine_pool) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, engine_main_server,
                      "sip engine: cannot poll the hand-over channel");

@@ -56,6 +56,13 @@ int sip_engine_of_branch(const char *branch)
     return engine_count == 1 ? 0 : sip_engine_from_mark(branch[9]);
 }
 
+int sip_engine_of_tag(const char *tag)
+{
+    if (!tag || tag[0] != 'm' || tag[1] != 'S' || !tag[2])
+        return -1;
+    return engine_count == 1 ? 0 : sip_engine_from_mark(tag[2]);
+}
+
 int sip_engine_home(const char *aor)
 {
     /* FNV-1a: stable across processes and builds, unlike a seeded hash. */

@@ -37,6 +37,10 @@ int sip_engine_from_mark(char c);
  * the branch is not one of ours. */
 int sip_engine_of_branch(const char *branch);
 
+/* The engine that generated a To tag ("mS<mark>..." , sip_transaction.c's
+ * stateful tags); -1 when the tag is not one of ours. */
+int sip_engine_of_tag(const char *tag);
+
 /* Flow ids (sip_source_flow_id) carry their engine in the top 8 bits, so a
  * binding's flow names the engine holding the connection. */
 #define SIP_FLOW_ENGINE_SHIFT 56
@@ -62,6 +66,8 @@ typedef enum {
                          * location store's own record format) */
     SIP_HO_SYNC,        /* a (re)started engine asks for every binding
                          * homed at the receiver, sent back as REPLICA */
+    SIP_HO_HIT,         /* answer to a QUERY: matched here and processed
+                         * here (the sender forgets its copy) */
     SIP_HO_KIND_COUNT
 } sip_ho_kind_t;
 

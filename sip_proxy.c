@@ -1,4 +1,5 @@
 #include "sip_proxy.h"
+#include "sip_handover.h"
 #include "sip_conf.h"
 #include "sip_log.h"
 #include "sip_route.h"
@@ -246,16 +247,28 @@ static const char *loop_hash(apr_pool_t *p, const sip_msg_t *req)
     return hex;
 }
 
+/* Our branches: "z9hG4bKmS", the generating engine's mark (sip_handover.h),
+ * then the loop hash and "." (or "N" and random bits for our own
+ * requests).  A loop is found whichever engine forwarded it before. */
+static const char *branch_prefix(apr_pool_t *p)
+{
+    char mark[2] = {sip_engine_mark(sip_engine_self()), '\0'};
+
+    return apr_pstrcat(p, "z9hG4bKmS", mark, NULL);
+}
+
 static int looped(apr_pool_t *p, const sip_msg_t *req, const char *hash)
 {
-    const char *prefix = apr_pstrcat(p, "z9hG4bKmS", hash, ".", NULL);
+    const char *tail = apr_pstrcat(p, hash, ".", NULL);
+    apr_size_t tlen = strlen(tail);
     int i, n = sip_msg_via_count(req);
 
     for (i = 0; i < n; i++) {
         const char *host, *received, *branch;
         int port, rport, tcp;
         if (sip_msg_via_info(p, req, i, &host, &port, &received, &rport, &tcp, &branch)
-            && branch && strncmp(branch, prefix, strlen(prefix)) == 0
+            && branch && strncmp(branch, "z9hG4bKmS", 9) == 0 && branch[9]
+            && strncmp(branch + 10, tail, tlen) == 0
             && sip_transport_is_local(host, port ? port : 5060))
             return 1;
     }
@@ -543,7 +556,7 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 {
     /* signed: only the responses to this request are forwarded back by
      * Via (sip_proxy_forward_response), to where its sender asked */
-    const char *branch = apr_pstrcat(p, "z9hG4bKmS", loop_hash(p, req), SL_MARK,
+    const char *branch = apr_pstrcat(p, branch_prefix(p), loop_hash(p, req), SL_MARK,
                                      sip_route_mac(p, next_via_key(p, req, 0)), NULL);
     const char *buf, *next, *what;
     apr_size_t len = 0;
@@ -1144,7 +1157,8 @@ static void branch_transmit(branch_t *b, sip_tp_kind_t kind, const sip_sockaddr_
                             const sip_source_t *on, apr_uint64_t out_flow)
 {
     sip_proxy_t *px = b->px;
-    const char *id = apr_psprintf(px->pool, "z9hG4bKmS%s.%u", px->loop_hash, ++px->counter);
+    const char *id = apr_psprintf(px->pool, "%s%s.%u", branch_prefix(px->pool), px->loop_hash,
+                                  ++px->counter);
     const char *text;
     apr_size_t len = 0;
     apr_pool_t *p;
@@ -1747,8 +1761,8 @@ static const char *new_branch_id(apr_pool_t *p)
 
     if (apr_generate_random_bytes((unsigned char *)rnd, sizeof(rnd)) != APR_SUCCESS)
         rnd[0] = rnd[1] = 0;    /* the pid and counter still differ */
-    return apr_psprintf(p, "z9hG4bKmN%08x%08x.%" APR_PID_T_FMT ".%u", rnd[0], rnd[1], getpid(),
-                        apr_atomic_inc32(&counter));
+    return apr_psprintf(p, "%sN%08x%08x.%" APR_PID_T_FMT ".%u", branch_prefix(p), rnd[0], rnd[1],
+                        getpid(), apr_atomic_inc32(&counter));
 }
 
 /* A lookup that failed at once (the cache) is told like a later one. */

@@ -1,4 +1,5 @@
 #include "sip_transaction.h"
+#include "sip_handover.h"
 #include "sip_log.h"
 #include "sip_stats.h"
 
@@ -147,9 +148,14 @@ static const char *new_tag(apr_pool_t *p)
     static unsigned char rnd[512];
     static apr_size_t used = sizeof(rnd);
     static const char hexdigits[] = "0123456789abcdef";
-    char *hex = apr_palloc(p, 17);
+    char *tag = apr_palloc(p, 20), *hex = tag + 3;
     int i;
 
+    /* "mS" and our engine's mark first (sip_handover.h): an ACK or CANCEL
+     * carrying this tag names the engine that holds its transaction. */
+    tag[0] = 'm';
+    tag[1] = 'S';
+    tag[2] = sip_engine_mark(sip_engine_self());
     if (used + 8 > sizeof(rnd)) {
         if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
             apr_uint64_t t = (apr_uint64_t)apr_time_now();
@@ -164,7 +170,7 @@ static const char *new_tag(apr_pool_t *p)
     }
     used += 8;
     hex[16] = '\0';
-    return hex;
+    return tag;
 }
 
 /* The key of the deterministic To tags: the route secret (mod_sip.c), so

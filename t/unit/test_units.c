@@ -10541,6 +10541,153 @@ static Suite *dns_suite(void)
     return s;
 }
 
+/* ---- several engines (sip_handover.c, issue 19) ---- */
+
+START_TEST(handover_marks)
+{
+    sip_engine_identity_set(0, 1);
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmS0abc.1"), 0);
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmSxabc.1"), 0);     /* one engine: all ours */
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKother"), -1);
+    ck_assert_int_eq(sip_engine_of_tag("mS0123"), 0);
+    ck_assert_int_eq(sip_engine_of_tag("abc"), -1);
+    sip_engine_identity_set(1, 3);
+    ck_assert_int_eq(sip_engine_self(), 1);
+    ck_assert_int_eq(sip_engine_count(), 3);
+    ck_assert_int_eq(sip_engine_mark(2), '2');
+    ck_assert_int_eq(sip_engine_mark(31), 'v');
+    ck_assert_int_eq(sip_engine_from_mark('2'), 2);
+    ck_assert_int_eq(sip_engine_from_mark('3'), -1);     /* no such engine runs */
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmS2abc.1"), 2);
+    ck_assert_int_eq(sip_engine_of_branch("z9hG4bKmS9abc.1"), -1);
+    ck_assert_int_eq(sip_engine_of_tag("mS1deadbeef"), 1);
+    ck_assert_int_eq(sip_engine_of_tag("mSz"), -1);
+    ck_assert_int_eq(sip_engine_of_tag(NULL), -1);
+    ck_assert_int_lt(sip_engine_home("sip:alice@example.com"), 3);
+    sip_engine_identity_set(0, 1);
+}
+END_TEST
+
+START_TEST(handover_codec)
+{
+    sip_ho_origin_t o, d;
+    sip_ho_kind_t kind;
+    const char *text;
+    apr_size_t tlen, n, hs = sip_handover_header_size();
+    char *buf = apr_palloc(pool, hs + 64);
+
+    memset(&o, 0, sizeof(o));
+    o.kind = SIP_TP_UDP;
+    sip_sockaddr_set(&o.peer, "192.0.2.7", 4711);
+    sip_sockaddr_set(&o.local, "127.0.0.1", 5060);
+    o.vhost = &o;
+    o.engine = 1;
+    o.cookie = 42;
+    n = sip_handover_encode(buf, hs + 64, SIP_HO_QUERY, &o, "CANCEL x", 8);
+    ck_assert_uint_eq(n, hs + 8);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_int_eq(kind, SIP_HO_QUERY);
+    ck_assert_int_eq(d.engine, 1);
+    ck_assert_uint_eq(d.cookie, 42);
+    ck_assert_ptr_eq(d.vhost, &o);
+    ck_assert_str_eq(sip_sockaddr_ip(pool, &d.peer), "192.0.2.7");
+    ck_assert_int_eq(sip_sockaddr_port(&d.peer), 4711);
+    ck_assert_int_eq(sip_sockaddr_port(&d.local), 5060);
+    ck_assert_uint_eq(tlen, 8);
+    ck_assert(memcmp(text, "CANCEL x", 8) == 0);
+    /* too small a buffer; a short datagram; unknown kind; UDP with a flow */
+    ck_assert_uint_eq(sip_handover_encode(buf, hs + 7, SIP_HO_QUERY, &o, "CANCEL x", 8), 0);
+    ck_assert_int_eq(sip_handover_decode(buf, hs - 1, &kind, &d, &text, &tlen), 0);
+    buf[1] = 0;
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    buf[1] = SIP_HO_KIND_COUNT;
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    o.flow = 5;
+    n = sip_handover_encode(buf, hs + 64, SIP_HO_DELIVER, &o, "", 0);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    o.kind = SIP_TP_TCP;
+    n = sip_handover_encode(buf, hs + 64, SIP_HO_DELIVER, &o, "", 0);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_uint_eq(d.flow, 5);
+    ck_assert_uint_eq(tlen, 0);
+}
+END_TEST
+
+static volatile sig_atomic_t ho_stop;
+static char ho_got[64];
+
+static void ho_on_deliver(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char *text,
+                          apr_size_t len)
+{
+    apr_snprintf(ho_got, sizeof(ho_got), "%d %d %.*s", (int)kind, from->engine, (int)len, text);
+    ho_stop = 1;
+}
+
+/* Two engines over a real channel: engine 0 hands a datagram to engine 1
+ * (a forked process); with engine 1 not reading, the channel fills and
+ * sends are dropped and counted, never blocking. */
+START_TEST(handover_channel)
+{
+    sip_stats_t st;
+    sip_loop_t *loop;
+    sip_ho_origin_t o;
+    pid_t pid;
+    int status, i, dropped = 0;
+    char *big = apr_palloc(pool, 65537);
+
+    memset(&st, 0, sizeof(st));
+    sip_stats = &st;
+    ck_assert_int_eq(sip_handover_prepare(pool, 2), APR_SUCCESS);
+    memset(&o, 0, sizeof(o));
+    o.kind = SIP_TP_UDP;
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        sip_engine_identity_set(1, 2);
+        if (sip_loop_create(&loop, pool) != APR_SUCCESS
+            || sip_handover_start(loop, pool) != APR_SUCCESS)
+            _exit(2);
+        sip_handover_on(SIP_HO_DELIVER, ho_on_deliver);
+        sip_loop_run(loop, &ho_stop);
+        _exit(strcmp(ho_got, "1 0 SIP/2.0 200 OK") == 0 && st.ho_received == 1 ? 0 : 1);
+    }
+    sip_engine_identity_set(0, 2);
+    ck_assert_int_eq(sip_loop_create(&loop, pool), APR_SUCCESS);
+    ck_assert_int_eq(sip_handover_start(loop, pool), APR_SUCCESS);
+    ck_assert_int_eq(sip_handover_send(0, SIP_HO_DELIVER, &o, "x", 1), APR_EINVAL);  /* self */
+    ck_assert_int_eq(sip_handover_send(1, SIP_HO_DELIVER, &o, "SIP/2.0 200 OK", 14),
+                     APR_SUCCESS);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+    ck_assert_uint_eq(st.ho_sent, 1);
+    /* nobody reads engine 1's channel now */
+    memset(big, 'a', 65537);
+    for (i = 0; i < 10000 && !dropped; i++)
+        dropped = sip_handover_send(1, SIP_HO_DELIVER, &o, big, 60000) == APR_EAGAIN;
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_uint_eq(st.ho_dropped, 1);
+    /* larger than any SIP message we take: dropped, counted */
+    ck_assert_int_eq(sip_handover_send(1, SIP_HO_DELIVER, &o, big, 65537), APR_EAGAIN);
+    ck_assert_uint_eq(st.ho_dropped, 2);
+    sip_engine_identity_set(0, 1);
+    sip_stats = &unattached;
+}
+END_TEST
+
+static Suite *handover_suite(void)
+{
+    Suite *s = suite_create("handover");
+    TCase *tc = tcase_create("handover");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, handover_marks);
+    tcase_add_test(tc, handover_codec);
+    tcase_add_test(tc, handover_channel);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -10587,6 +10734,7 @@ int main(void)
     srunner_add_suite(sr, stun_suite());
     srunner_add_suite(sr, natob_suite());
     srunner_add_suite(sr, dns_suite());
+    srunner_add_suite(sr, handover_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);

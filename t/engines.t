@@ -1,0 +1,233 @@
+#!/usr/bin/perl
+# Several engines (SipEngines 2, issue 19; docs/architecture.md "Several
+# engines"): both engines run and serve; UDP from many source ports reaches
+# both; proxied calls whose responses land on the engine that does not own
+# the transaction complete (the response is handed over by its branch); a
+# CANCEL from another source port than its INVITE gets 200 and 487 (the
+# engines ask each other); TCP and UDP clients; kill -9 of one engine under
+# a load of calls: the other engine's calls complete, the dead one is
+# restarted alone and serves; graceful restart keeps both.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
+use IO::Select;
+use SipTest qw(parse_msg wait_until rand_token);
+
+my $STATUS_CONF = <<"EOC";
+LoadModule status_module $SipTest::MODDIR/mod_status.so
+<Location /server-status>
+    SetHandler server-status
+</Location>
+SipEngines 2
+EOC
+
+my $t = SipTest->new(vhost_conf => 'SipProxyOutside On', server_conf => $STATUS_CONF);
+my $port = $t->sip_port;
+
+# ---- both engines exist
+my @pids = $t->engine_pids;
+is(scalar(@pids), 2, 'sip-engines.pid lists two engines');
+ok($pids[0] && $pids[1] && $pids[0] != $pids[1], 'both engines are alive, two processes')
+    or diag("pids: @{[ map { $_ // 'dead' } @pids ]}");
+is($t->engine_pid, $pids[0], 'sip-engine.pid holds engine 0');
+
+# ---- UDP from many source ports reaches both engines
+ok($t->options_ok('udp'), 'OPTIONS over UDP answered');
+$t->options_ok('udp') for 1 .. 40;
+my $c = $t->sip_counters;
+ok(($c->{SipEngine0MessagesIn} // 0) > 0 && ($c->{SipEngine1MessagesIn} // 0) > 0,
+   'both engines received messages (per-engine counters)')
+    or diag(join ' ', map { "$_=" . ($c->{$_} // 'none') } qw(SipEngine0MessagesIn SipEngine1MessagesIn));
+is($c->{SipEnginePid}, $pids[0], 'SipEnginePid is engine 0');
+is(($c->{SipEngine0Pid} // 0) . ' ' . ($c->{SipEngine1Pid} // 0), "$pids[0] $pids[1]",
+   'per-engine pid lines');
+ok(($c->{SipUdpMessagesIn} // 0)
+   == ($c->{SipEngine0MessagesIn} // 0) + ($c->{SipEngine1MessagesIn} // 0),
+   'the total is the sum of the engines');
+
+# ---- TCP and UDP clients
+ok($t->options_ok('tcp'), 'OPTIONS over TCP answered');
+ok($t->options_ok('udp'), 'OPTIONS over UDP answered');
+
+# ---- proxied calls: a UAS whose responses all come from one port, so they
+# land on one engine whatever engine owns the call
+my $uas = $t->udp_socket;
+my $uas_port = $uas->sockport;
+
+sub invite_text {
+    my ($cport, $cid, $branch) = @_;
+    return "INVITE sip:bob\@127.0.0.1:$uas_port SIP/2.0\r\n"
+         . "Via: SIP/2.0/UDP 127.0.0.1:$cport;branch=$branch\r\nMax-Forwards: 70\r\n"
+         . "From: <sip:alice\@127.0.0.1>;tag=a$cid\r\nTo: <sip:bob\@127.0.0.1>\r\n"
+         . "Call-ID: $cid\r\nCSeq: 1 INVITE\r\nContact: <sip:alice\@127.0.0.1:$cport>\r\n"
+         . "Content-Length: 0\r\n\r\n";
+}
+
+# The UAS's answer to a request it received (raw), with To tag.
+sub answer {
+    my ($raw, $code, $reason) = @_;
+    my $m = parse_msg($raw);
+    my $to = $m->header('to');
+    $to .= ';tag=u' . rand_token(6) unless $to =~ /;tag=/;
+    return "SIP/2.0 $code $reason\r\n"
+         . join('', map { "Via: $_\r\n" } $m->header_elems('via'))
+         . "From: " . $m->header('from') . "\r\nTo: $to\r\nCall-ID: " . $m->header('call-id')
+         . "\r\nCSeq: " . $m->header('cseq') . "\r\nContent-Length: 0\r\n\r\n";
+}
+
+# Send the UAS's answer to where the request came from (the engine's socket).
+sub uas_reply {
+    my ($text, $from) = @_;
+    send($uas, $text, 0, $from);
+}
+
+# Run $n calls, each from its own source port, all at once; the UAS answers
+# 486 to each INVITE.  $during (optional) runs once after the INVITEs are
+# sent.  Returns the number of calls that got their 486 within $limit s.
+sub run_calls {
+    my ($n, $limit, $during) = @_;
+    my (%call, %by_sock);
+    my $sel = IO::Select->new($uas);
+    for my $i (1 .. $n) {
+        my $s = $t->udp_socket;
+        my $cid = "eng-$i-" . rand_token(8);
+        my $inv = invite_text($s->sockport, $cid, 'z9hG4bK' . rand_token(10));
+        $call{$cid} = { sock => $s, inv => $inv, sent => time, done => 0 };
+        $by_sock{fileno $s} = $cid;
+        $sel->add($s);
+        $t->udp_send($inv, sock => $s);
+    }
+    $during->() if $during;
+    my $end = time + $limit;
+    my $left = $n;
+    while ($left && time < $end) {
+        for my $s ($sel->can_read(0.1)) {
+            my $from = recv($s, my $buf, 70000, 0);
+            next unless defined $from && length $buf;
+            my $m = parse_msg($buf);
+            if ($s == $uas) {
+                uas_reply(answer($buf, 486, 'Busy Here'), $from)
+                    if !$m->is_response && $m->method eq 'INVITE';
+                next;
+            }
+            my $cid = $by_sock{fileno $s};
+            next unless $m->is_response && $m->code == 486 && !$call{$cid}{done}++;
+            $left--;
+            $t->udp_send($t->ack_for($call{$cid}{inv}, $m), sock => $s);
+        }
+        # Timer A, roughly: the INVITEs still unanswered go again
+        for my $c (grep { !$_->{done} && time - $_->{sent} > 0.5 } values %call) {
+            $c->{sent} = time;
+            $t->udp_send($c->{inv}, sock => $c->{sock});
+        }
+    }
+    return $n - $left;
+}
+
+my $ho0 = $t->sip_counters->{SipHandoverSent} // 0;
+is(run_calls(40, 10), 40, '40 proxied calls from 40 source ports all completed (486 relayed)');
+$c = $t->sip_counters;
+ok(($c->{SipHandoverSent} // 0) > $ho0, 'some responses landed on the other engine and were handed over')
+    or diag("SipHandoverSent $ho0 -> " . ($c->{SipHandoverSent} // 'none'));
+is($c->{SipHandoverDropped} // -1, 0, 'no hand-over dropped');
+is($c->{SipHandoverReceived}, $c->{SipHandoverSent}, 'every hand-over was received');
+
+# ---- CANCEL from another source port than its INVITE: 200 and 487.
+# Over several tries some CANCELs land on the engine without the INVITE.
+{
+    my ($ok, $tries) = (0, 10);
+    my $q0 = $t->sip_counters->{SipHandoverSent} // 0;
+    for my $i (1 .. $tries) {
+        my $a = $t->udp_socket;
+        my $b = $t->udp_socket;
+        my $cid = "cancel-$i-" . rand_token(8);
+        my $branch = 'z9hG4bK' . rand_token(10);
+        my $inv = invite_text($a->sockport, $cid, $branch);
+        $t->udp_send($inv, sock => $a);
+        my $got = $t->udp_new_request($uas, 3, 'INVITE');
+        next unless $got;
+        # ring (180) from the UAS, to the proxy's Via
+        my $pm = parse_msg($got);
+        my ($pvia) = $pm->header_elems('via');
+        my ($pport) = $pvia =~ /127\.0\.0\.1:(\d+)/;
+        $t->udp_send(answer($got, 180, 'Ringing'), sock => $uas, port => $pport);
+        my $r180;
+        my $end = time + 3;
+        while (!$r180 && time < $end) {
+            my $d = $t->udp_recv($a, $end - time) // last;
+            $r180 = $d if $d =~ /^SIP\/2\.0 180 /;
+        }
+        (my $cancel = $inv) =~ s/^INVITE (\S+)/CANCEL $1/;
+        $cancel =~ s/^CSeq: 1 INVITE/CSeq: 1 CANCEL/m;
+        $cancel =~ s/^Contact:[^\r]*\r\n//m;
+        $t->udp_send($cancel, sock => $b);     # another source port
+        # the proxy cancels the branch; the UAS answers CANCEL 200, INVITE 487
+        my ($c200, $i487);
+        $end = time + 4;
+        while (time < $end && !($c200 && $i487)) {
+            my $sel = IO::Select->new($a, $uas);
+            for my $s ($sel->can_read(0.2)) {
+                my $d = $t->udp_recv($s, 0) // next;
+                my $m = parse_msg($d);
+                if ($s == $uas) {
+                    next if $m->is_response;
+                    if ($m->method eq 'CANCEL') {
+                        $t->udp_send(answer($d, 200, 'OK'), sock => $uas, port => $pport);
+                        $t->udp_send(answer($got, 487, 'Request Terminated'), sock => $uas,
+                                     port => $pport);
+                    }
+                    next;
+                }
+                $c200 = 1 if $m->is_response && $m->code == 200
+                             && ($m->header('cseq') // '') =~ /CANCEL/;
+                if ($m->is_response && $m->code == 487) {
+                    $i487 = 1;
+                    $t->udp_send($t->ack_for($inv, $m), sock => $a);
+                }
+            }
+        }
+        $ok++ if $r180 && $c200 && $i487;
+    }
+    is($ok, $tries, 'CANCELs from another source port than their INVITE: 200 and 487 each');
+    ok(($t->sip_counters->{SipHandoverSent} // 0) > $q0,
+       '... some of them were asked of the other engine');
+}
+
+# ---- kill -9 one engine under load
+{
+    @pids = $t->engine_pids;
+    my $victim = $pids[1];
+    my $done = run_calls(40, 20, sub { kill 'KILL', $victim });
+    is($done, 40, 'kill -9 of engine 1 during 40 calls: every call completed (the other '
+                  . 'engine\'s at once, the dead one\'s after its restart)');
+    my @now;
+    ok(wait_until(10, sub { @now = $t->engine_pids; $now[1] && $now[1] != $victim }, 0.1),
+       'engine 1 was restarted (new pid in sip-engines.pid)');
+    is($now[0], $pids[0], 'engine 0 kept running (same pid)');
+    my $before = $t->sip_counters->{SipEngine1MessagesIn} // 0;
+    $t->options_ok('udp') for 1 .. 30;
+    ok(($t->sip_counters->{SipEngine1MessagesIn} // 0) > $before, 'the restarted engine serves');
+    like($t->error_log, qr/sip engine \d+ \(engine 1\) died; restarting it/, 'its death was logged');
+}
+
+# ---- graceful restart keeps both
+{
+    my @old = $t->engine_pids;
+    ok($t->apachectl('graceful'), 'apache2 -k graceful');
+    my @new;
+    ok(wait_until(15, sub {
+        @new = $t->engine_pids;
+        @new == 2 && $new[0] && $new[1] && $new[0] != $old[0] && $new[1] != $old[1]
+    }, 0.2), 'two new engines after graceful');
+    ok(wait_until(5, sub { $t->options_ok('udp') }, 0.1), 'UDP answered after graceful');
+    is(run_calls(20, 10), 20, '20 calls after graceful');
+    my $c = $t->sip_counters;
+    ok(($c->{SipEngine0MessagesIn} // 0) > 0 && ($c->{SipEngine1MessagesIn} // 0) > 0,
+       'both new engines serve');
+}
+
+is(scalar($t->crash_lines), 0, 'no crash in the error log');
+$t->stop;
+done_testing;
