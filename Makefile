@@ -287,6 +287,9 @@ SOAK_PKGS    = $(BUILD_PKGS) perl sip-tester
 BENCH_ARGS  ?=
 SOAK_RATE   ?= 2000
 SOAK_SECONDS ?= 600
+SOAK_CALL_RATE ?= 50
+SOAK_CGI_RATE ?= 10
+SOAK_ENGINES ?=
 
 .PHONY: bench soak test-valgrind test-engines2
 
@@ -298,4 +301,5 @@ bench:
 soak:
 	$(call apt_install,$(SOAK_PKGS))
 	$(MAKE) all
-	bench/run --soak --rate $(SOAK_RATE) --seconds $(SOAK_SECONDS)
+	bench/run --soak --rate $(SOAK_RATE) --seconds $(SOAK_SECONDS) --call-rate $(SOAK_CALL_RATE) \
+	    --cgi-rate $(SOAK_CGI_RATE) $(if $(SOAK_ENGINES),--engines $(SOAK_ENGINES))

@@ -86,6 +86,21 @@ void sip_engine_set_dbd(server_rec *s)
 static apr_pool_t *engine_pool;
 static volatile sig_atomic_t engine_stop;
 
+/* Every transaction, request and message has a pool of its own.  The
+ * engine inherits httpd's parent's allocator, whose free list is unbounded:
+ * it kept every node ever freed, so the RSS followed the highest load seen,
+ * never the current one, and climbed with each burst (issue 19: RSS flat
+ * under steady load).  Bound it as httpd bounds its worker threads'
+ * allocators, by MaxMemFree (2 MB unless configured); beyond it nodes go
+ * back to the system (Debian's APR maps them with mmap). */
+static void engine_bound_free_memory(void)
+{
+    apr_allocator_t *a = apr_pool_allocator_get(engine_pconf);
+
+    if (a && ap_max_mem_free != APR_ALLOCATOR_MAX_FREE_UNLIMITED)
+        apr_allocator_max_free_set(a, ap_max_mem_free);
+}
+
 void sip_engine_add_udp(apr_pool_t *pconf, apr_socket_t *const *socks, server_rec *vhost)
 {
     udp_entry_t *e;
@@ -713,6 +728,7 @@ static void engine_main(engine_slot_t *self)
     apr_signal(SIGPIPE, SIG_IGN);
     apr_signal(SIGCHLD, SIG_DFL);
 
+    engine_bound_free_memory();
     apr_pool_create(&engine_pool, engine_pconf);
     apr_pool_tag(engine_pool, "sip_engine");
     ap_close_listeners();
