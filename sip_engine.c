@@ -536,6 +536,30 @@ static void handover_init(sip_loop_t *loop, apr_pool_t *p)
     sip_handover_on(SIP_HO_HIT, on_answer);
 }
 
+/* An ACK routed by a Record-Route we signed belongs to a dialog: it
+ * acknowledges a 2xx and goes end to end, matching no transaction anywhere
+ * (RFC 3261 §17.2.3, §16.6), so no other engine needs to see it first.
+ * Checked on a copy: route preprocessing removes our entries, and the
+ * message itself is preprocessed later. */
+static int ack_in_dialog(const char *buf, apr_size_t len, const sip_msg_t *msg,
+                         const sip_source_t *src)
+{
+    apr_pool_t *p;
+    sip_msg_t *copy = NULL;
+    sip_msg_error_t err;
+    sip_limits_t lim;
+    int yes = 0;
+
+    if (strcmp(sip_msg_method(msg), "ACK") || !sip_msg_route_count(msg))
+        return 0;
+    apr_pool_create(&p, engine_pool);
+    sip_get_limits(src->vhost, &lim);
+    if (sip_msg_parse(p, buf, len, &lim, 1, &copy, &err) == APR_SUCCESS)
+        yes = sip_proxy_route_preprocess(copy, src->vhost) == SIP_ROUTE_RECORDED;
+    apr_pool_destroy(p);
+    return yes;
+}
+
 /* Several engines: is this message another engine's to process?  A
  * response goes to the engine its branch names; a CANCEL or ACK (UDP:
  * a client that changed port) matching no INVITE here is offered to the
@@ -559,7 +583,7 @@ static int hand_on(const char *buf, apr_size_t len, const sip_msg_t *msg,
     }
     method = sip_msg_method(msg);
     if (src->kind != SIP_TP_UDP || (strcmp(method, "CANCEL") && strcmp(method, "ACK"))
-        || sip_txn_find_invite(p, msg))
+        || sip_txn_find_invite(p, msg) || ack_in_dialog(buf, len, msg, src))
         return 0;
     owner = sip_engine_of_tag(sip_msg_to_tag(msg));
     if (owner == sip_engine_self())
