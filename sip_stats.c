@@ -68,7 +68,7 @@ void sip_stats_sum(sip_stats_t *out, int count)
         {offsetof(sip_stats_t, now), offsetof(sip_stats_t, fcgi)},
         {offsetof(sip_stats_t, stun_bindings), sizeof(sip_stats_t)},
     };
-    apr_uint64_t restarts = 0;
+    apr_uint64_t restarts = 0, bindings = 0;
     int e, f, g;
     apr_size_t r, o;
 
@@ -84,6 +84,8 @@ void sip_stats_sum(sip_stats_t *out, int count)
         }
         restarts += st->engine_starts ? st->engine_starts - 1 : 0;
         out->engine_deaths += st->engine_deaths;
+        if (st->now.bindings > bindings)
+            bindings = st->now.bindings;
         for (r = 0; r < sizeof(runs) / sizeof(runs[0]); r++)
             for (o = runs[r].from; o + sizeof(apr_uint64_t) <= runs[r].to;
                  o += sizeof(apr_uint64_t))
@@ -105,6 +107,10 @@ void sip_stats_sum(sip_stats_t *out, int count)
         }
     }
     out->engine_starts = restarts + 1;
+    /* Every engine holds the whole location table (its own AoRs and the
+     * replicas of the others'), so a binding is counted once: the fullest
+     * engine's count, which a restarted engine still replaying is not. */
+    out->now.bindings = bindings;
 }
 
 void sip_stats_engine_started(apr_uint64_t pid, apr_time_t when)

@@ -132,8 +132,10 @@ sip_stats_t *sip_stats_slot(int engine);
 void sip_stats_use_slot(int engine);
 
 /* The first 'count' slots added up into 'out': every count summed, FastCGI
- * pools of one name merged; the pid and start are engine 0's, and
- * engine_starts counts every engine's restarts (plus one). */
+ * pools of one name merged; the pid and start are engine 0's,
+ * engine_starts counts every engine's restarts (plus one: a graceful
+ * restart of N engines is N), and now.bindings is the largest engine's
+ * (each holds every binding, its own and the replicas). */
 void sip_stats_sum(sip_stats_t *out, int count);
 
 /* Engine, at start-up: a new engine, with its "now" values at zero. */
