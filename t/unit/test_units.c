@@ -2119,6 +2119,8 @@ START_TEST(stats_engine_slots_summed)
     b->txns = 5;
     a->now.txns = 2;
     b->now.txns = 1;
+    a->now.bindings = 4;            /* every engine holds every binding; */
+    b->now.bindings = 3;            /* b still replaying its journal */
     a->msgs_in[SIP_TP_UDP] = 10;
     b->msgs_in[SIP_TP_TCP] = 4;
     b->dns_failures = 9;
@@ -2140,6 +2142,7 @@ START_TEST(stats_engine_slots_summed)
     sip_stats_sum(&sum, 2);
     ck_assert_uint_eq(sum.txns, 12);
     ck_assert_uint_eq(sum.now.txns, 3);
+    ck_assert_uint_eq(sum.now.bindings, 4);    /* counted once: the fullest */
     ck_assert_uint_eq(sum.msgs_in[SIP_TP_UDP], 10);
     ck_assert_uint_eq(sum.msgs_in[SIP_TP_TCP], 4);
     ck_assert_uint_eq(sum.dns_failures, 9);
