@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
 
 #include "apr_hash.h"
@@ -43,9 +45,30 @@ static apr_pool_t *loc_pool, *scratch;
 static sip_loop_t *loc_loop;
 static int journal = -1;
 static apr_size_t journal_lines, live;
+static apr_size_t compact_lines = 10000;    /* SipLocationCompact */
+/* With several engines: the journal's size and lines when engine 0 last
+ * read or rewrote it, to estimate its lines from its size. */
+static apr_off_t shared_base_bytes;
+static apr_size_t shared_base_lines;
 static sip_timer_t sweep_timer;
 static apr_size_t max_bindings = SIP_DEFAULT_MAX_BINDINGS;
 static apr_interval_time_t max_lifetime = apr_time_from_sec(SIP_DEFAULT_MAX_EXPIRES);
+
+const char *sip_location_set_compact(const char *arg)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (*end || n < 10 || n > 100000000L)
+        return "SipLocationCompact must be a number of lines from 10 to 100000000";
+    compact_lines = (apr_size_t)n;
+    return NULL;
+}
+
+void sip_location_compact_reset(void)
+{
+    compact_lines = 10000;
+}
 
 void sip_location_configure(apr_size_t bindings, long lifetime_sec)
 {
@@ -183,12 +206,46 @@ static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
 
 #define JOURNAL_VERSION 3
 
+/* With several engines every engine appends to one shared descriptor
+ * and engine 0 rewrites it (compact_shared): a POSIX record lock on the
+ * whole file (per process, unlike flock on a shared open file
+ * description) is held for one line's write or for the whole rewrite.
+ * Returns 0, or -1 when the lock cannot be had (the write goes on). */
+static int journal_lock(short type)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;     /* l_start 0, l_len 0: the whole file */
+    while (fcntl(journal, F_SETLKW, &fl) < 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+/* The rewrite clears O_APPEND on the shared description for its
+ * overwrite; an engine killed then leaves it cleared, so each writer puts
+ * it back under its lock before appending. */
+static void journal_appending(void)
+{
+    int fl = fcntl(journal, F_GETFL);
+
+    if (fl >= 0 && !(fl & O_APPEND))
+        fcntl(journal, F_SETFL, fl | O_APPEND);
+}
+
 static void journal_write(const char *line)
 {
     apr_size_t len = strlen(line), off = 0;
+    int shared = sip_engine_count() > 1, locked = 0;
 
     if (journal < 0)
         return;
+    if (shared) {
+        locked = journal_lock(F_WRLCK) == 0;
+        journal_appending();
+    }
     while (off < len) {
         ssize_t n = write(journal, line + off, len - off);
         if (n < 0) {
@@ -197,11 +254,14 @@ static void journal_write(const char *line)
             ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
                          "sip location: cannot write the journal; registrations may be lost "
                          "on restart");
-            return;
+            break;
         }
         off += (apr_size_t)n;
     }
-    journal_lines++;
+    if (locked)
+        journal_lock(F_UNLCK);
+    if (off == len)
+        journal_lines++;
 }
 
 static const char *jesc(apr_pool_t *p, const char *s)
@@ -361,6 +421,118 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
         return r->type = f[0][0];
     }
     return 0;
+}
+
+/* ---- compaction of the journal's text (several engines) ----
+ *
+ * With several engines no table is a safe source for a rewrite: a peer's
+ * line may be in the file before its replica reached the compacting
+ * engine, or its replica may have been dropped.  So the rewrite is made
+ * from the file itself: the journal 'text' (any version) replayed into
+ * the last state of each binding, written back as version 3: a V line,
+ * a K line for each AoR known without a live binding, a B line for each
+ * binding not expired at 'now'.  Replaying the result gives the same
+ * table as replaying 'text'; the B lines are idempotent, so replaying
+ * the result after 'text' (or after any part of it) does too. */
+typedef struct jc_aor {
+    const char *aor;
+    apr_hash_t *keys;       /* identity -> jc_binding_t */
+} jc_aor_t;
+
+typedef struct jc_binding {
+    sip_binding_t b;
+    int live;
+} jc_binding_t;
+
+static char *journal_compact_text(apr_pool_t *p, const char *text, apr_size_t len,
+                                  apr_time_t now, apr_size_t *lines_in, apr_size_t *lines_out)
+{
+    apr_hash_t *aors_seen = apr_hash_make(p);
+    apr_array_header_t *order = apr_array_make(p, 64, sizeof(jc_aor_t *));
+    apr_array_header_t *bindings = apr_array_make(p, 256, sizeof(jc_binding_t *));
+    apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
+    const char *line = text, *end = text + len, *nl;
+    int version = 1, i;
+    apr_size_t in = 0;
+
+    for (; line < end; line = nl + 1) {
+        journal_rec_t r;
+        jc_aor_t *a;
+        jc_binding_t *jb;
+        const char *key;
+        char *copy;
+
+        nl = memchr(line, '\n', (apr_size_t)(end - line));
+        if (!nl)
+            nl = end;
+        copy = apr_pstrndup(p, line, (apr_size_t)(nl - line));
+        if (*copy)
+            in++;
+        /* no lifetime cut here: the replay that reads the result cuts */
+        if (!journal_parse(copy, version, now, APR_INT64_C(0x7fffffffffffffff) - now, &r))
+            continue;
+        if (r.type == 'V') {
+            version = r.version;
+            continue;
+        }
+        a = apr_hash_get(aors_seen, r.b.aor, APR_HASH_KEY_STRING);
+        if (!a) {
+            a = apr_pcalloc(p, sizeof(*a));
+            a->aor = r.b.aor;
+            a->keys = apr_hash_make(p);
+            apr_hash_set(aors_seen, a->aor, APR_HASH_KEY_STRING, a);
+            APR_ARRAY_PUSH(order, jc_aor_t *) = a;
+        }
+        switch (r.type) {
+        case 'A':
+            a->keys = apr_hash_make(p);
+            break;
+        case 'D':
+            apr_hash_set(a->keys, sip_binding_identity(p, &r.b), APR_HASH_KEY_STRING, NULL);
+            break;
+        case 'B':
+            key = sip_binding_identity(p, &r.b);
+            r.b.flow = 0;       /* a journal's flows died with its engine */
+            jb = apr_hash_get(a->keys, key, APR_HASH_KEY_STRING);
+            if (!jb) {
+                jb = apr_pcalloc(p, sizeof(*jb));
+                APR_ARRAY_PUSH(bindings, jc_binding_t *) = jb;
+                apr_hash_set(a->keys, key, APR_HASH_KEY_STRING, jb);
+            }
+            jb->b = r.b;
+            break;
+        }
+    }
+    /* which bindings are still named by their AoR (a later A or D drops
+     * them from its keys), in the order they were first set */
+    for (i = 0; i < order->nelts; i++) {
+        jc_aor_t *a = APR_ARRAY_IDX(order, i, jc_aor_t *);
+        apr_hash_index_t *hi;
+        for (hi = apr_hash_first(p, a->keys); hi; hi = apr_hash_next(hi)) {
+            jc_binding_t *jb = apr_hash_this_val(hi);
+            jb->live = jb->b.expires > now;
+        }
+    }
+    APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, "V\t%d\n", JOURNAL_VERSION);
+    for (i = 0; i < order->nelts; i++) {
+        jc_aor_t *a = APR_ARRAY_IDX(order, i, jc_aor_t *);
+        apr_hash_index_t *hi;
+        int any = 0;
+        for (hi = apr_hash_first(p, a->keys); hi && !any; hi = apr_hash_next(hi))
+            any = ((jc_binding_t *)apr_hash_this_val(hi))->live;
+        if (!any)       /* keep the AoR known: it answers 480, not 404 */
+            APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, "K\t%s\n", jesc(p, a->aor));
+    }
+    for (i = 0; i < bindings->nelts; i++) {
+        jc_binding_t *jb = APR_ARRAY_IDX(bindings, i, jc_binding_t *);
+        if (jb->live)
+            APR_ARRAY_PUSH(out, const char *) = journal_line(p, &jb->b);
+    }
+    if (lines_in)
+        *lines_in = in;
+    if (lines_out)
+        *lines_out = (apr_size_t)out->nelts;
+    return apr_array_pstrcat(p, out, '\0');
 }
 
 /* ---- the table ---- */
@@ -659,6 +831,152 @@ static void compact(void)
     apr_pool_clear(loc_pool);
 }
 
+/* Read all of the journal from offset 0 (the caller holds a lock).
+ * Returns a malloc'd buffer (NUL-terminated) or NULL. */
+static char *journal_read_all(apr_size_t *len)
+{
+    struct stat st;
+    apr_size_t cap, have = 0;
+    char *buf;
+
+    if (fstat(journal, &st) < 0)
+        return NULL;
+    cap = (apr_size_t)st.st_size + 65536;
+    if (!(buf = malloc(cap + 1)))
+        return NULL;
+    for (;;) {
+        ssize_t n;
+        if (have == cap) {
+            char *bigger = realloc(buf, 2 * cap + 1);
+            if (!bigger)
+                break;
+            buf = bigger;
+            cap *= 2;
+        }
+        n = pread(journal, buf + have, cap - have, (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (apr_size_t)n;
+    }
+    buf[have] = '\0';
+    *len = have;
+    return buf;
+}
+
+static int pwrite_all(const char *s, apr_size_t len, off_t at)
+{
+    while (len) {
+        ssize_t n = pwrite(journal, s, len, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        s += n;
+        len -= (apr_size_t)n;
+        at += n;
+    }
+    return 0;
+}
+
+/* Compaction with several engines (docs/architecture.md, "The journal
+ * with N engines"), by engine 0 under the whole-file write lock, so no
+ * engine appends meanwhile.  In place, because every engine (and the
+ * parent, which forks restarted engines) holds the one descriptor: a new
+ * file renamed over the old would need each of them to reopen a path it
+ * may no longer have the rights to open.  Crash safety: the compacted
+ * text C (of length L, smaller than the file's S) is first appended and
+ * synced, so from then on the file ends with the whole state; only then
+ * is C written over [0, L) and the file cut at L.  A crash before the
+ * cut leaves a prefix of C, the rest of the old lines (a suffix of the
+ * history, which replays consistently) and the whole C last: every
+ * binding comes back.  The byte at L is made '#' first, so the old line
+ * cut there is skipped rather than misread. */
+static void compact_shared(void)
+{
+    apr_size_t len = 0, lines_in = 0, lines_out = 0, L;
+    apr_pool_t *p;
+    char *text, *c;
+    int fl;
+    apr_time_t t0 = apr_time_now();
+
+    if (journal_lock(F_WRLCK) < 0)
+        return;
+    journal_appending();
+    text = journal_read_all(&len);
+    if (!text) {
+        journal_lock(F_UNLCK);
+        return;
+    }
+    apr_pool_create(&p, loc_pool);
+    c = journal_compact_text(p, text, len, apr_time_now(), &lines_in, &lines_out);
+    L = strlen(c);
+    free(text);
+    if (L < len) {
+        apr_size_t off = 0;
+        while (off < L) {       /* O_APPEND: the whole state after the old */
+            ssize_t n = write(journal, c + off, L - off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            off += (apr_size_t)n;
+        }
+        fl = fcntl(journal, F_GETFL);
+        if (off == L && fdatasync(journal) == 0 && fl >= 0
+            && fcntl(journal, F_SETFL, fl & ~O_APPEND) == 0) {
+            /* without O_APPEND, pwrite writes where it is told (Linux) */
+            if (pwrite_all("#", 1, (off_t)L) == 0 && pwrite_all(c, L, 0) == 0
+                && ftruncate(journal, (off_t)L) == 0) {
+                shared_base_bytes = (apr_off_t)L;
+                shared_base_lines = lines_out;
+                ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
+                             "sip location: journal compacted from %" APR_SIZE_T_FMT " to %"
+                             APR_SIZE_T_FMT " lines (%" APR_SIZE_T_FMT " to %" APR_SIZE_T_FMT
+                             " bytes) in %" APR_TIME_T_FMT " ms", lines_in, lines_out, len, L,
+                             apr_time_as_msec(apr_time_now() - t0));
+            }
+            else
+                ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
+                             "sip location: cannot rewrite the journal");
+            fcntl(journal, F_SETFL, fl | O_APPEND);
+        }
+        else
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
+                         "sip location: cannot append the compacted journal");
+    }
+    else {
+        shared_base_bytes = (apr_off_t)len;
+        shared_base_lines = lines_in;
+    }
+    journal_lock(F_UNLCK);
+    apr_pool_destroy(p);
+}
+
+/* With several engines, engine 0 compacts when the journal's lines
+ * (estimated from its size and the mean line of its last full read) pass
+ * SipLocationCompact and four times the bindings (every engine holds
+ * every binding, as replicas). */
+static int shared_compaction_due(void)
+{
+    struct stat st;
+    apr_off_t mean;
+    apr_size_t est;
+
+    if (sip_engine_self() != 0 || fstat(journal, &st) < 0)
+        return 0;
+    mean = shared_base_lines ? shared_base_bytes / (apr_off_t)shared_base_lines : 128;
+    if (mean < 32)
+        mean = 32;
+    est = shared_base_lines;
+    if (st.st_size > shared_base_bytes)
+        est += (apr_size_t)((st.st_size - shared_base_bytes) / mean);
+    else
+        est = (apr_size_t)(st.st_size / mean);
+    return est > compact_lines && est > 4 * live;
+}
+
 static void sweep(void *baton)
 {
     apr_hash_index_t *hi;
@@ -677,13 +995,19 @@ static void sweep(void *baton)
     }
     forget_excess_empty();
     /* The journal only grows between compactions; keep it near the table.
-     * Several engines append to it, each for the AoRs homed there: a
-     * rewrite by one would lose lines another wrote meanwhile, so it is
-     * compacted only with one engine (docs/architecture.md). */
-    if (journal_lines > 10000 && journal_lines > 4 * live && sip_engine_count() == 1)
-        compact();
-    else
+     * Several engines append to it, each for the AoRs homed there: engine
+     * 0 rewrites it from its own text, under a lock (compact_shared). */
+    if (sip_engine_count() == 1) {
+        if (journal_lines > compact_lines && journal_lines > 4 * live)
+            compact();
+        else
+            apr_pool_clear(loc_pool);
+    }
+    else {
+        if (journal >= 0 && shared_compaction_due())
+            compact_shared();
         apr_pool_clear(loc_pool);
+    }
     sip_timer_set(loc_loop, &sweep_timer, apr_time_from_sec(1), sweep, NULL);
 }
 
@@ -719,7 +1043,8 @@ static void replay_line(char *line, int *version, int replica)
         break;
     default:
         if (*line)
-            bad_lines++;
+            if (*line != '#')   /* the line cut by an interrupted compaction */
+                bad_lines++;
     }
 }
 
@@ -967,6 +1292,7 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
         off_t at = 0;
         int version = 1, eof = 0;
         apr_time_t t0 = apr_time_now();
+        int locked = sip_engine_count() > 1 && journal_lock(F_RDLCK) == 0;
 
         bad_lines = 0;
         while (buf && !eof) {
@@ -1003,6 +1329,11 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
             memmove(buf, line, have);
         }
         free(buf);
+        if (locked) {   /* not while engine 0 rewrites it */
+            journal_lock(F_UNLCK);
+            shared_base_bytes = (apr_off_t)at;
+            shared_base_lines = lines;
+        }
         if (bad_lines)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip location: %" APR_SIZE_T_FMT " unreadable journal lines skipped",
