@@ -865,6 +865,33 @@ static char *journal_read_all(apr_size_t *len)
     return buf;
 }
 
+/* The compacted text 'c' padded up to the next line boundary of the old
+ * 'text' (of 'len' bytes) at or after its own length, with a comment line
+ * ('#', skipped by replay): once it is written over the old text, what
+ * follows it is whole old lines, never a line cut in the middle that a
+ * replay could misread.  Returns 'c' itself when no padding is needed. */
+static char *journal_compact_pad(apr_pool_t *p, char *c, const char *text, apr_size_t len)
+{
+    apr_size_t L = strlen(c), at = L;
+    char *padded;
+
+    while (at < len && at > 0 && text[at - 1] != '\n')
+        at++;
+    if (at == L)
+        return c;
+    padded = apr_palloc(p, at + 1);
+    memcpy(padded, c, L);
+    if (at - L == 1)
+        padded[L] = '\n';
+    else {
+        memset(padded + L, ' ', at - L);
+        padded[L] = '#';
+        padded[at - 1] = '\n';
+    }
+    padded[at] = '\0';
+    return padded;
+}
+
 static int pwrite_all(const char *s, apr_size_t len, off_t at)
 {
     while (len) {
@@ -888,16 +915,18 @@ static int pwrite_all(const char *s, apr_size_t len, off_t at)
  * may no longer have the rights to open.  Crash safety: the compacted
  * text C (of length L, smaller than the file's S) is first appended and
  * synced, so from then on the file ends with the whole state; only then
- * is C written over [0, L) and the file cut at L.  A crash before the
+ * is C written over [0, L) and the file cut.  A crash before the
  * cut leaves a prefix of C, the rest of the old lines (a suffix of the
  * history, which replays consistently) and the whole C last: every
- * binding comes back.  The byte at L is made '#' first, so the old line
- * cut there is skipped rather than misread. */
+ * binding comes back.  C is padded to end on an old line's end
+ * (journal_compact_pad), so once it is written no old line is left cut
+ * in two; only a kill inside the one pwrite could leave a cut line, which
+ * then fails to parse or is overridden by the whole C after it. */
 static void compact_shared(void)
 {
     apr_size_t len = 0, lines_in = 0, lines_out = 0, L;
     apr_pool_t *p;
-    char *text, *c;
+    char *text, *c, *front;
     int fl;
     apr_time_t t0 = apr_time_now();
 
@@ -911,9 +940,12 @@ static void compact_shared(void)
     }
     apr_pool_create(&p, loc_pool);
     c = journal_compact_text(p, text, len, apr_time_now(), &lines_in, &lines_out);
+    front = journal_compact_pad(p, c, text, len);
+    if (len && text[len - 1] != '\n')     /* an appender's cut last line */
+        c = apr_pstrcat(p, "\n", c, NULL);
     L = strlen(c);
     free(text);
-    if (L < len) {
+    if (strlen(front) < len) {
         apr_size_t off = 0;
         while (off < L) {       /* O_APPEND: the whole state after the old */
             ssize_t n = write(journal, c + off, L - off);
@@ -927,8 +959,8 @@ static void compact_shared(void)
         if (off == L && fdatasync(journal) == 0 && fl >= 0
             && fcntl(journal, F_SETFL, fl & ~O_APPEND) == 0) {
             /* without O_APPEND, pwrite writes where it is told (Linux) */
-            if (pwrite_all("#", 1, (off_t)L) == 0 && pwrite_all(c, L, 0) == 0
-                && ftruncate(journal, (off_t)L) == 0) {
+            L = strlen(front);
+            if (pwrite_all(front, L, 0) == 0 && ftruncate(journal, (off_t)L) == 0) {
                 shared_base_bytes = (apr_off_t)L;
                 shared_base_lines = lines_out;
                 ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
@@ -1043,7 +1075,7 @@ static void replay_line(char *line, int *version, int replica)
         break;
     default:
         if (*line)
-            if (*line != '#')   /* the line cut by an interrupted compaction */
+            if (*line != '#')   /* compaction's padding (journal_compact_pad) */
                 bad_lines++;
     }
 }
