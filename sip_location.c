@@ -1366,6 +1366,12 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
             shared_base_bytes = (apr_off_t)at;
             shared_base_lines = lines;
         }
+        /* With several engines nothing rewrites the journal at start, so
+         * the lines they append (escaped, version 3) must follow a V line
+         * of their version, or a replay of an empty or older journal reads
+         * them unescaped.  Two engines may both write it: harmless. */
+        if (sip_engine_count() > 1 && version != JOURNAL_VERSION)
+            journal_write(apr_psprintf(scratch, "V\t%d\n", JOURNAL_VERSION));
         if (bad_lines)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip location: %" APR_SIZE_T_FMT " unreadable journal lines skipped",
