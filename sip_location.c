@@ -333,7 +333,8 @@ static void journal_del(apr_pool_t *p, const sip_binding_t *b)
 }
 
 /* A journal line split and checked.  Returns its type ('B' for S and B
- * lines, 'D', 'A', 'K', 'V'), or 0 for a line to skip; numbers out of
+ * lines, 'D', 'A', 'K', 'V'; 'C' continues a replica's AoR in a later
+ * piece, never journaled), or 0 for a line to skip; numbers out of
  * range are brought back in: an expiry further than 'max_life' from 'now'
  * (a corrupt or hand-made line) is cut to it, q to 0..1000. */
 typedef struct journal_rec {
@@ -416,7 +417,8 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
         }
         return r->type = 'D';
     }
-    if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0) && *f[1]) {
+    if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0
+                   || strcmp(f[0], "C") == 0) && *f[1]) {
         r->b.aor = f[1];
         return r->type = f[0][0];
     }
@@ -475,6 +477,8 @@ static char *journal_compact_text(apr_pool_t *p, const char *text, apr_size_t le
             version = r.version;
             continue;
         }
+        if (r.type == 'C')
+            continue;
         a = apr_hash_get(aors_seen, r.b.aor, APR_HASH_KEY_STRING);
         if (!a) {
             a = apr_pcalloc(p, sizeof(*a));
@@ -1073,6 +1077,8 @@ static void replay_line(char *line, int *version, int replica)
     case 'K':
         entry_for(r.b.aor, 1);
         break;
+    case 'C':           /* the AoR's bindings go on (sip_location_replica_pieces) */
+        break;
     default:
         if (*line)
             if (*line != '#')   /* compaction's padding (journal_compact_pad) */
@@ -1101,16 +1107,82 @@ const char *sip_location_replica_text(apr_pool_t *p, const char *aor)
 {
     aor_entry_t *e = entry_for(aor, 0);
     apr_time_t now = apr_time_now();
-    const char *out;
+    apr_array_header_t *lines;
     int i;
 
     if (!e)
         return "";     /* never registered: nothing to tell (404, not 480) */
-    out = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    /* one concatenation at the end: an AoR may have thousands */
+    lines = apr_array_make(p, e->n + 1, sizeof(const char *));
+    APR_ARRAY_PUSH(lines, const char *) = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
     for (i = 0; i < e->n; i++)
         if (e->b[i]->b.expires > now)
-            out = apr_pstrcat(p, out, replica_line(p, &e->b[i]->b), NULL);
+            APR_ARRAY_PUSH(lines, const char *) = replica_line(p, &e->b[i]->b);
+    return apr_array_pstrcat(p, lines, '\0');
+}
+
+/* A replica text cut at line ends into pieces of at most 'max' bytes (a
+ * longer line alone), so an AoR with thousands of bindings fits the
+ * hand-over channel's datagrams.  A piece that starts inside an AoR
+ * starts with "C aor" (its bindings continue; no reset as "A" would),
+ * and every piece of a text starting with the SYNC's "F flows" mark
+ * starts with it too.  Applied in order (one channel keeps order) the
+ * pieces give the whole state. */
+apr_array_header_t *sip_location_replica_pieces(apr_pool_t *p, const char *text,
+                                                const char *mark, apr_size_t max)
+{
+    apr_array_header_t *out = apr_array_make(p, 4, sizeof(const char *));
+    apr_size_t mlen = mark ? strlen(mark) : 0;
+    const char *at = text, *start = text, *aor = NULL, *head = "";
+    apr_size_t aor_len = 0;
+
+    if (mlen && strncmp(text, mark, mlen) == 0)
+        at = start = text + mlen;
+    else
+        mlen = 0;
+    while (*at) {
+        const char *nl = strchr(at, '\n');
+        const char *next = nl ? nl + 1 : at + strlen(at);
+        if (at > start && strlen(head) + (apr_size_t)(next - start) + mlen > max) {
+            APR_ARRAY_PUSH(out, const char *) = apr_pstrcat(p, mlen ? mark : "", head,
+                                                            apr_pstrndup(p, start,
+                                                                (apr_size_t)(at - start)),
+                                                            NULL);
+            start = at;
+            head = aor && *at != 'A' ? apr_psprintf(p, "C\t%.*s\n", (int)aor_len, aor) : "";
+        }
+        if (at[0] == 'A' && at[1] == '\t') {
+            aor = at + 2;
+            aor_len = (apr_size_t)((nl ? nl : next) - aor);
+        }
+        at = next;
+    }
+    if (at > start || !out->nelts)
+        APR_ARRAY_PUSH(out, const char *) = apr_pstrcat(p, mlen ? mark : "", head,
+                                                        apr_pstrndup(p, start,
+                                                                     (apr_size_t)(at - start)),
+                                                        NULL);
     return out;
+}
+
+/* Every piece of a replica text to engine 'to', or to all others (-1). */
+static void replica_send(apr_pool_t *p, int to, const char *text)
+{
+    apr_array_header_t *pieces = sip_location_replica_pieces(p, text, NULL,
+                                                             SIP_LOCATION_REPLICA_PIECE);
+    sip_ho_origin_t o;
+    int i;
+
+    memset(&o, 0, sizeof(o));
+    o.engine = sip_engine_self();
+    o.cookie = sip_transport_flow_generation();
+    for (i = 0; i < pieces->nelts; i++) {
+        const char *t = APR_ARRAY_IDX(pieces, i, const char *);
+        if (to < 0)
+            sip_handover_broadcast(SIP_HO_REPLICA, &o, t, strlen(t));
+        else
+            sip_handover_send(to, SIP_HO_REPLICA, &o, t, strlen(t));
+    }
 }
 
 /* The mod_dbd store: the database has the bindings already; the cache
@@ -1184,6 +1256,8 @@ void sip_location_replica_apply(const char *text, apr_size_t len)
     forget_excess_empty();
 }
 
+static char *taking_aor;    /* the AoR sip_location_replica_flows took whole last */
+
 void sip_location_replica_flows(const char *text, apr_size_t len)
 {
     char *copy = malloc(len + 1), *line, *nl;
@@ -1203,8 +1277,14 @@ void sip_location_replica_flows(const char *text, apr_size_t len)
             *nl++ = '\0';
         again = apr_pstrdup(scratch, line);
         type = journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r);
-        if (type == 'A')
+        if (type == 'A') {
             taking = !entry_for(r.b.aor, 0);
+            free(taking_aor);
+            taking_aor = taking ? strdup(r.b.aor) : NULL;
+        }
+        /* a later piece of an AoR taken whole: taken on */
+        if (type == 'C')
+            taking = taking_aor && !strcmp(taking_aor, r.b.aor);
         /* an AoR the journal did not give back (SipLocationFile none, or a
          * line lost): the peer's copy is all there is */
         if (taking && (type == 'A' || type == 'B')) {
@@ -1257,7 +1337,6 @@ apr_array_header_t *sip_location_homed_aors(apr_pool_t *p)
 /* After a change by the home engine: the AoR's state to the others. */
 static void replica_broadcast(apr_pool_t *p, const char *aor)
 {
-    sip_ho_origin_t o;
     const char *text;
 
     if (sip_engine_count() < 2)
@@ -1265,10 +1344,7 @@ static void replica_broadcast(apr_pool_t *p, const char *aor)
     text = sip_location_replica_text(p, aor);
     if (!*text)
         return;
-    memset(&o, 0, sizeof(o));
-    o.engine = sip_engine_self();
-    o.cookie = sip_transport_flow_generation();
-    sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+    replica_send(p, -1, text);
 }
 
 /* The mod_dbd store with several engines: after the home stored a
@@ -1286,17 +1362,13 @@ static void dbd_registered(void *baton, int status, apr_array_header_t *current,
     dbd_reg_t *w = baton;
 
     if (!status) {
-        sip_ho_origin_t o;
-        const char *text = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
+        apr_array_header_t *lines = apr_array_make(w->p, 8, sizeof(const char *));
         int i;
+        APR_ARRAY_PUSH(lines, const char *) = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
         for (i = 0; current && i < current->nelts; i++)
-            text = apr_pstrcat(w->p, text,
-                               replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *)),
-                               NULL);
-        memset(&o, 0, sizeof(o));
-        o.engine = sip_engine_self();
-        o.cookie = sip_transport_flow_generation();
-        sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+            APR_ARRAY_PUSH(lines, const char *) =
+                replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *));
+        replica_send(w->p, -1, apr_array_pstrcat(w->p, lines, '\0'));
     }
     w->cb(w->baton, status, current, scripts);
 }

@@ -11548,6 +11548,45 @@ START_TEST(journal_compact_versions)
 }
 END_TEST
 
+START_TEST(replica_pieces_split)
+{
+    apr_array_header_t *pc;
+    char *text = "A\tsip:a@x\n", *line;
+    const char *all;
+    int i;
+
+    /* 300 bindings of ~60 bytes in pieces of at most 1000 bytes */
+    for (i = 0; i < 300; i++) {
+        line = apr_psprintf(pool, "B\tsip:a@x\tsip:a%03d@h:5060\t\tcid\t1\t999\t1000\t\t\n", i);
+        text = apr_pstrcat(pool, text, line, NULL);
+    }
+    text = apr_pstrcat(pool, text, "A\tsip:b@x\n", NULL);
+    pc = sip_location_replica_pieces(pool, text, NULL, 1000);
+    ck_assert_int_gt(pc->nelts, 10);
+    all = "";
+    for (i = 0; i < pc->nelts; i++) {
+        const char *t = APR_ARRAY_IDX(pc, i, const char *);
+        ck_assert_uint_le(strlen(t), 1000);
+        ck_assert_int_eq(t[strlen(t) - 1], '\n');
+        if (i)      /* later pieces go on with the AoR, never reset it */
+            ck_assert(strncmp(t, "C\tsip:a@x\n", 10) == 0);
+        all = apr_pstrcat(pool, all, i ? t + 10 : t, NULL);
+    }
+    ck_assert_str_eq(all, text);
+    /* the SYNC mark starts every piece; a small text is one piece */
+    pc = sip_location_replica_pieces(pool, apr_pstrcat(pool, "F\tflows\n", text, NULL),
+                                     "F\tflows\n", 1000);
+    for (i = 0; i < pc->nelts; i++)
+        ck_assert(strncmp(APR_ARRAY_IDX(pc, i, const char *), "F\tflows\n", 8) == 0);
+    pc = sip_location_replica_pieces(pool, "A\tsip:c@x\n", NULL, 1000);
+    ck_assert_int_eq(pc->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(pc, 0, const char *), "A\tsip:c@x\n");
+    pc = sip_location_replica_pieces(pool, "", NULL, 1000);
+    ck_assert_int_eq(pc->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(pc, 0, const char *), "");
+}
+END_TEST
+
 static Suite *journal_compact_suite(void)
 {
     Suite *s = suite_create("journal_compact");
@@ -11556,6 +11595,7 @@ static Suite *journal_compact_suite(void)
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
     tcase_add_test(tc, journal_compact_state);
     tcase_add_test(tc, journal_compact_versions);
+    tcase_add_test(tc, replica_pieces_split);
     suite_add_tcase(s, tc);
     return s;
 }
