@@ -50,6 +50,17 @@ for my $i (51 .. 60) {
     $gone{"j$i"} = delete $want{"j$i"};
 }
 is($ok, $n, "$n REGISTERs (430 with 60 AoRs, both homes): 200 each");
+# a TAB in a display name: escaped in the journal (version 3)
+my $rt = $t->register(user => 'tabj', expires => 600,
+                      contacts => [ "\"Tab\tName\" <sip:tabj\@127.0.0.1:7400>" ]);
+is($rt && $rt->code, 200, 'a Contact with a TAB in its display name -> 200');
+sub tab_kept {
+    my ($when) = @_;
+    my ($f) = $t->fetch('tabj');
+    my ($c) = SipRegTest::contacts_of($f);
+    like($c && $c->{raw} // '', qr/^"Tab\tName" <sip:tabj\@127\.0\.0\.1:7400>/,
+         "$when: the TAB in the display name is kept") or diag(SipRegTest::dump_contacts($f));
+}
 my $lines = 0;
 my $max = -s $journal;
 ok($max > 0, "the journal grew to $max bytes");
@@ -65,7 +76,7 @@ sub journal_lines {
     return scalar @l;
 }
 $lines = journal_lines();
-ok($lines <= 80, "compacted journal: $lines lines for 50 bindings and 10 known AoRs");
+ok($lines <= 80, "compacted journal: $lines lines for 51 bindings and 10 known AoRs");
 
 sub check_all {
     my ($when) = @_;
@@ -124,12 +135,14 @@ ok(wait_until(20, sub { my @p = $t->engine_pids; scalar(grep { $_ } @p) == 2
    'graceful restart: two new engines');
 sleep 1;
 check_all('after a graceful restart');
+tab_kept('after a graceful restart');
 
 # ---- 5. a full stop and start: the journal alone
 $t->stop(quiet => 1);
 ok(-s $journal, 'the journal is there after the stop');
 $t->start;
 check_all('after a stop and start');
+tab_kept('after a stop and start');
 my $log = $t->error_log;
 unlike($log, qr/unreadable journal lines/, 'no unreadable journal line at any replay');
 
