@@ -600,6 +600,14 @@ static const char *set_location_file(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *set_location_compact(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    return err ? err : sip_location_set_compact(arg);
+}
+
 static const char *set_nonce_lifetime(cmd_parms *cmd, void *d, const char *arg)
 {
     (void)d;
@@ -1497,6 +1505,10 @@ static const command_rec sip_cmds[] = {
     AP_INIT_TAKE1("SipLocationCacheTTL", set_location_dbd, NULL, RSRC_CONF,
                   "SipLocation dbd without notes (SQLite, SipLocationNotify off): seconds (or "
                   "NNNms) a cached AoR is trusted (default 0: no cache)"),
+    /* journal compaction (sip_location.c, docs/directives.md) */
+    AP_INIT_TAKE1("SipLocationCompact", set_location_compact, NULL, RSRC_CONF,
+                  "Journal lines (and four times the bindings) past which the location "
+                  "journal is rewritten (default 10000)"),
     {NULL}
 };
 
@@ -1776,6 +1788,7 @@ static int sip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     (void)plog;
     (void)ptemp;
     location_file = NULL;   /* each (re)read of the configuration starts afresh */
+    sip_location_compact_reset();
     upload_conf_reset();
     location_dbd = 0;
     max_bindings = -1;

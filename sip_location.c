@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
 
 #include "apr_hash.h"
@@ -43,9 +45,30 @@ static apr_pool_t *loc_pool, *scratch;
 static sip_loop_t *loc_loop;
 static int journal = -1;
 static apr_size_t journal_lines, live;
+static apr_size_t compact_lines = 10000;    /* SipLocationCompact */
+/* With several engines: the journal's size and lines when engine 0 last
+ * read or rewrote it, to estimate its lines from its size. */
+static apr_off_t shared_base_bytes;
+static apr_size_t shared_base_lines;
 static sip_timer_t sweep_timer;
 static apr_size_t max_bindings = SIP_DEFAULT_MAX_BINDINGS;
 static apr_interval_time_t max_lifetime = apr_time_from_sec(SIP_DEFAULT_MAX_EXPIRES);
+
+const char *sip_location_set_compact(const char *arg)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (*end || n < 10 || n > 100000000L)
+        return "SipLocationCompact must be a number of lines from 10 to 100000000";
+    compact_lines = (apr_size_t)n;
+    return NULL;
+}
+
+void sip_location_compact_reset(void)
+{
+    compact_lines = 10000;
+}
 
 void sip_location_configure(apr_size_t bindings, long lifetime_sec)
 {
@@ -183,12 +206,46 @@ static stored_t *find(const char *aor, const char *key, apr_pool_t *p)
 
 #define JOURNAL_VERSION 3
 
+/* With several engines every engine appends to one shared descriptor
+ * and engine 0 rewrites it (compact_shared): a POSIX record lock on the
+ * whole file (per process, unlike flock on a shared open file
+ * description) is held for one line's write or for the whole rewrite.
+ * Returns 0, or -1 when the lock cannot be had (the write goes on). */
+static int journal_lock(short type)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;     /* l_start 0, l_len 0: the whole file */
+    while (fcntl(journal, F_SETLKW, &fl) < 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+/* The rewrite clears O_APPEND on the shared description for its
+ * overwrite; an engine killed then leaves it cleared, so each writer puts
+ * it back under its lock before appending. */
+static void journal_appending(void)
+{
+    int fl = fcntl(journal, F_GETFL);
+
+    if (fl >= 0 && !(fl & O_APPEND))
+        fcntl(journal, F_SETFL, fl | O_APPEND);
+}
+
 static void journal_write(const char *line)
 {
     apr_size_t len = strlen(line), off = 0;
+    int shared = sip_engine_count() > 1, locked = 0;
 
     if (journal < 0)
         return;
+    if (shared) {
+        locked = journal_lock(F_WRLCK) == 0;
+        journal_appending();
+    }
     while (off < len) {
         ssize_t n = write(journal, line + off, len - off);
         if (n < 0) {
@@ -197,11 +254,14 @@ static void journal_write(const char *line)
             ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
                          "sip location: cannot write the journal; registrations may be lost "
                          "on restart");
-            return;
+            break;
         }
         off += (apr_size_t)n;
     }
-    journal_lines++;
+    if (locked)
+        journal_lock(F_UNLCK);
+    if (off == len)
+        journal_lines++;
 }
 
 static const char *jesc(apr_pool_t *p, const char *s)
@@ -273,7 +333,8 @@ static void journal_del(apr_pool_t *p, const sip_binding_t *b)
 }
 
 /* A journal line split and checked.  Returns its type ('B' for S and B
- * lines, 'D', 'A', 'K', 'V'), or 0 for a line to skip; numbers out of
+ * lines, 'D', 'A', 'K', 'V'; 'C' continues a replica's AoR in a later
+ * piece, never journaled), or 0 for a line to skip; numbers out of
  * range are brought back in: an expiry further than 'max_life' from 'now'
  * (a corrupt or hand-made line) is cut to it, q to 0..1000. */
 typedef struct journal_rec {
@@ -356,11 +417,126 @@ static int journal_parse(char *line, int version, apr_time_t now, apr_interval_t
         }
         return r->type = 'D';
     }
-    if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0) && *f[1]) {
+    if (n >= 2 && (strcmp(f[0], "A") == 0 || strcmp(f[0], "K") == 0
+                   || strcmp(f[0], "C") == 0) && *f[1]) {
         r->b.aor = f[1];
         return r->type = f[0][0];
     }
     return 0;
+}
+
+/* ---- compaction of the journal's text (several engines) ----
+ *
+ * With several engines no table is a safe source for a rewrite: a peer's
+ * line may be in the file before its replica reached the compacting
+ * engine, or its replica may have been dropped.  So the rewrite is made
+ * from the file itself: the journal 'text' (any version) replayed into
+ * the last state of each binding, written back as version 3: a V line,
+ * a K line for each AoR known without a live binding, a B line for each
+ * binding not expired at 'now'.  Replaying the result gives the same
+ * table as replaying 'text'; the B lines are idempotent, so replaying
+ * the result after 'text' (or after any part of it) does too. */
+typedef struct jc_aor {
+    const char *aor;
+    apr_hash_t *keys;       /* identity -> jc_binding_t */
+} jc_aor_t;
+
+typedef struct jc_binding {
+    sip_binding_t b;
+    int live;
+} jc_binding_t;
+
+static char *journal_compact_text(apr_pool_t *p, const char *text, apr_size_t len,
+                                  apr_time_t now, apr_size_t *lines_in, apr_size_t *lines_out)
+{
+    apr_hash_t *aors_seen = apr_hash_make(p);
+    apr_array_header_t *order = apr_array_make(p, 64, sizeof(jc_aor_t *));
+    apr_array_header_t *bindings = apr_array_make(p, 256, sizeof(jc_binding_t *));
+    apr_array_header_t *out = apr_array_make(p, 256, sizeof(const char *));
+    const char *line = text, *end = text + len, *nl;
+    int version = 1, i;
+    apr_size_t in = 0;
+
+    for (; line < end; line = nl + 1) {
+        journal_rec_t r;
+        jc_aor_t *a;
+        jc_binding_t *jb;
+        const char *key;
+        char *copy;
+
+        nl = memchr(line, '\n', (apr_size_t)(end - line));
+        if (!nl)
+            nl = end;
+        copy = apr_pstrndup(p, line, (apr_size_t)(nl - line));
+        if (*copy)
+            in++;
+        /* no lifetime cut here: the replay that reads the result cuts */
+        if (!journal_parse(copy, version, now, APR_INT64_C(0x7fffffffffffffff) - now, &r))
+            continue;
+        if (r.type == 'V') {
+            version = r.version;
+            continue;
+        }
+        if (r.type == 'C')
+            continue;
+        a = apr_hash_get(aors_seen, r.b.aor, APR_HASH_KEY_STRING);
+        if (!a) {
+            a = apr_pcalloc(p, sizeof(*a));
+            a->aor = r.b.aor;
+            a->keys = apr_hash_make(p);
+            apr_hash_set(aors_seen, a->aor, APR_HASH_KEY_STRING, a);
+            APR_ARRAY_PUSH(order, jc_aor_t *) = a;
+        }
+        switch (r.type) {
+        case 'A':
+            a->keys = apr_hash_make(p);
+            break;
+        case 'D':
+            apr_hash_set(a->keys, sip_binding_identity(p, &r.b), APR_HASH_KEY_STRING, NULL);
+            break;
+        case 'B':
+            key = sip_binding_identity(p, &r.b);
+            r.b.flow = 0;       /* a journal's flows died with its engine */
+            jb = apr_hash_get(a->keys, key, APR_HASH_KEY_STRING);
+            if (!jb) {
+                jb = apr_pcalloc(p, sizeof(*jb));
+                APR_ARRAY_PUSH(bindings, jc_binding_t *) = jb;
+                apr_hash_set(a->keys, key, APR_HASH_KEY_STRING, jb);
+            }
+            jb->b = r.b;
+            break;
+        }
+    }
+    /* which bindings are still named by their AoR (a later A or D drops
+     * them from its keys), in the order they were first set */
+    for (i = 0; i < order->nelts; i++) {
+        jc_aor_t *a = APR_ARRAY_IDX(order, i, jc_aor_t *);
+        apr_hash_index_t *hi;
+        for (hi = apr_hash_first(p, a->keys); hi; hi = apr_hash_next(hi)) {
+            jc_binding_t *jb = apr_hash_this_val(hi);
+            jb->live = jb->b.expires > now;
+        }
+    }
+    APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, "V\t%d\n", JOURNAL_VERSION);
+    for (i = 0; i < order->nelts; i++) {
+        jc_aor_t *a = APR_ARRAY_IDX(order, i, jc_aor_t *);
+        apr_hash_index_t *hi;
+        int any = 0;
+        for (hi = apr_hash_first(p, a->keys); hi && !any; hi = apr_hash_next(hi))
+            any = ((jc_binding_t *)apr_hash_this_val(hi))->live;
+        if (!any)       /* keep the AoR known: it answers 480, not 404 */
+            APR_ARRAY_PUSH(out, const char *) = apr_psprintf(p, "K\t%s\n", jesc(p, a->aor));
+    }
+    for (i = 0; i < bindings->nelts; i++) {
+        jc_binding_t *jb = APR_ARRAY_IDX(bindings, i, jc_binding_t *);
+        if (jb->live)
+            APR_ARRAY_PUSH(out, const char *) = journal_line(p, &jb->b);
+    }
+    if (lines_in)
+        *lines_in = in;
+    if (lines_out)
+        *lines_out = (apr_size_t)out->nelts;
+    return apr_array_pstrcat(p, out, '\0');
 }
 
 /* ---- the table ---- */
@@ -659,6 +835,184 @@ static void compact(void)
     apr_pool_clear(loc_pool);
 }
 
+/* Read all of the journal from offset 0 (the caller holds a lock).
+ * Returns a malloc'd buffer (NUL-terminated) or NULL. */
+static char *journal_read_all(apr_size_t *len)
+{
+    struct stat st;
+    apr_size_t cap, have = 0;
+    char *buf;
+
+    if (fstat(journal, &st) < 0)
+        return NULL;
+    cap = (apr_size_t)st.st_size + 65536;
+    if (!(buf = malloc(cap + 1)))
+        return NULL;
+    for (;;) {
+        ssize_t n;
+        if (have == cap) {
+            char *bigger = realloc(buf, 2 * cap + 1);
+            if (!bigger)
+                break;
+            buf = bigger;
+            cap *= 2;
+        }
+        n = pread(journal, buf + have, cap - have, (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (apr_size_t)n;
+    }
+    buf[have] = '\0';
+    *len = have;
+    return buf;
+}
+
+/* The compacted text 'c' padded up to the next line boundary of the old
+ * 'text' (of 'len' bytes) at or after its own length, with a comment line
+ * ('#', skipped by replay): once it is written over the old text, what
+ * follows it is whole old lines, never a line cut in the middle that a
+ * replay could misread.  Returns 'c' itself when no padding is needed. */
+static char *journal_compact_pad(apr_pool_t *p, char *c, const char *text, apr_size_t len)
+{
+    apr_size_t L = strlen(c), at = L;
+    char *padded;
+
+    while (at < len && at > 0 && text[at - 1] != '\n')
+        at++;
+    if (at == L)
+        return c;
+    padded = apr_palloc(p, at + 1);
+    memcpy(padded, c, L);
+    if (at - L == 1)
+        padded[L] = '\n';
+    else {
+        memset(padded + L, ' ', at - L);
+        padded[L] = '#';
+        padded[at - 1] = '\n';
+    }
+    padded[at] = '\0';
+    return padded;
+}
+
+static int pwrite_all(const char *s, apr_size_t len, off_t at)
+{
+    while (len) {
+        ssize_t n = pwrite(journal, s, len, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        s += n;
+        len -= (apr_size_t)n;
+        at += n;
+    }
+    return 0;
+}
+
+/* Compaction with several engines (docs/architecture.md, "The journal
+ * with N engines"), by engine 0 under the whole-file write lock, so no
+ * engine appends meanwhile.  In place, because every engine (and the
+ * parent, which forks restarted engines) holds the one descriptor: a new
+ * file renamed over the old would need each of them to reopen a path it
+ * may no longer have the rights to open.  Crash safety: the compacted
+ * text C (of length L, smaller than the file's S) is first appended and
+ * synced, so from then on the file ends with the whole state; only then
+ * is C written over [0, L) and the file cut.  A crash before the
+ * cut leaves a prefix of C, the rest of the old lines (a suffix of the
+ * history, which replays consistently) and the whole C last: every
+ * binding comes back.  C is padded to end on an old line's end
+ * (journal_compact_pad), so once it is written no old line is left cut
+ * in two; only a kill inside the one pwrite could leave a cut line, which
+ * then fails to parse or is overridden by the whole C after it. */
+static void compact_shared(void)
+{
+    apr_size_t len = 0, lines_in = 0, lines_out = 0, L;
+    apr_pool_t *p;
+    char *text, *c, *front;
+    int fl;
+    apr_time_t t0 = apr_time_now();
+
+    if (journal_lock(F_WRLCK) < 0)
+        return;
+    journal_appending();
+    text = journal_read_all(&len);
+    if (!text) {
+        journal_lock(F_UNLCK);
+        return;
+    }
+    apr_pool_create(&p, loc_pool);
+    c = journal_compact_text(p, text, len, apr_time_now(), &lines_in, &lines_out);
+    front = journal_compact_pad(p, c, text, len);
+    if (len && text[len - 1] != '\n')     /* an appender's cut last line */
+        c = apr_pstrcat(p, "\n", c, NULL);
+    L = strlen(c);
+    free(text);
+    if (strlen(front) < len) {
+        apr_size_t off = 0;
+        while (off < L) {       /* O_APPEND: the whole state after the old */
+            ssize_t n = write(journal, c + off, L - off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            off += (apr_size_t)n;
+        }
+        fl = fcntl(journal, F_GETFL);
+        if (off == L && fdatasync(journal) == 0 && fl >= 0
+            && fcntl(journal, F_SETFL, fl & ~O_APPEND) == 0) {
+            /* without O_APPEND, pwrite writes where it is told (Linux) */
+            L = strlen(front);
+            if (pwrite_all(front, L, 0) == 0 && ftruncate(journal, (off_t)L) == 0) {
+                shared_base_bytes = (apr_off_t)L;
+                shared_base_lines = lines_out;
+                ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf,
+                             "sip location: journal compacted from %" APR_SIZE_T_FMT " to %"
+                             APR_SIZE_T_FMT " lines (%" APR_SIZE_T_FMT " to %" APR_SIZE_T_FMT
+                             " bytes) in %" APR_TIME_T_FMT " ms", lines_in, lines_out, len, L,
+                             apr_time_as_msec(apr_time_now() - t0));
+            }
+            else
+                ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
+                             "sip location: cannot rewrite the journal");
+            fcntl(journal, F_SETFL, fl | O_APPEND);
+        }
+        else
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
+                         "sip location: cannot append the compacted journal");
+    }
+    else {
+        shared_base_bytes = (apr_off_t)len;
+        shared_base_lines = lines_in;
+    }
+    journal_lock(F_UNLCK);
+    apr_pool_destroy(p);
+}
+
+/* With several engines, engine 0 compacts when the journal's lines
+ * (estimated from its size and the mean line of its last full read) pass
+ * SipLocationCompact and four times the bindings (every engine holds
+ * every binding, as replicas). */
+static int shared_compaction_due(void)
+{
+    struct stat st;
+    apr_off_t mean;
+    apr_size_t est;
+
+    if (sip_engine_self() != 0 || fstat(journal, &st) < 0)
+        return 0;
+    mean = shared_base_lines ? shared_base_bytes / (apr_off_t)shared_base_lines : 128;
+    if (mean < 32)
+        mean = 32;
+    est = shared_base_lines;
+    if (st.st_size > shared_base_bytes)
+        est += (apr_size_t)((st.st_size - shared_base_bytes) / mean);
+    else
+        est = (apr_size_t)(st.st_size / mean);
+    return est > compact_lines && est > 4 * live;
+}
+
 static void sweep(void *baton)
 {
     apr_hash_index_t *hi;
@@ -677,13 +1031,19 @@ static void sweep(void *baton)
     }
     forget_excess_empty();
     /* The journal only grows between compactions; keep it near the table.
-     * Several engines append to it, each for the AoRs homed there: a
-     * rewrite by one would lose lines another wrote meanwhile, so it is
-     * compacted only with one engine (docs/architecture.md). */
-    if (journal_lines > 10000 && journal_lines > 4 * live && sip_engine_count() == 1)
-        compact();
-    else
+     * Several engines append to it, each for the AoRs homed there: engine
+     * 0 rewrites it from its own text, under a lock (compact_shared). */
+    if (sip_engine_count() == 1) {
+        if (journal_lines > compact_lines && journal_lines > 4 * live)
+            compact();
+        else
+            apr_pool_clear(loc_pool);
+    }
+    else {
+        if (journal >= 0 && shared_compaction_due())
+            compact_shared();
         apr_pool_clear(loc_pool);
+    }
     sip_timer_set(loc_loop, &sweep_timer, apr_time_from_sec(1), sweep, NULL);
 }
 
@@ -717,9 +1077,12 @@ static void replay_line(char *line, int *version, int replica)
     case 'K':
         entry_for(r.b.aor, 1);
         break;
+    case 'C':           /* the AoR's bindings go on (sip_location_replica_pieces) */
+        break;
     default:
         if (*line)
-            bad_lines++;
+            if (*line != '#')   /* compaction's padding (journal_compact_pad) */
+                bad_lines++;
     }
 }
 
@@ -744,16 +1107,82 @@ const char *sip_location_replica_text(apr_pool_t *p, const char *aor)
 {
     aor_entry_t *e = entry_for(aor, 0);
     apr_time_t now = apr_time_now();
-    const char *out;
+    apr_array_header_t *lines;
     int i;
 
     if (!e)
         return "";     /* never registered: nothing to tell (404, not 480) */
-    out = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    /* one concatenation at the end: an AoR may have thousands */
+    lines = apr_array_make(p, e->n + 1, sizeof(const char *));
+    APR_ARRAY_PUSH(lines, const char *) = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
     for (i = 0; i < e->n; i++)
         if (e->b[i]->b.expires > now)
-            out = apr_pstrcat(p, out, replica_line(p, &e->b[i]->b), NULL);
+            APR_ARRAY_PUSH(lines, const char *) = replica_line(p, &e->b[i]->b);
+    return apr_array_pstrcat(p, lines, '\0');
+}
+
+/* A replica text cut at line ends into pieces of at most 'max' bytes (a
+ * longer line alone), so an AoR with thousands of bindings fits the
+ * hand-over channel's datagrams.  A piece that starts inside an AoR
+ * starts with "C aor" (its bindings continue; no reset as "A" would),
+ * and every piece of a text starting with the SYNC's "F flows" mark
+ * starts with it too.  Applied in order (one channel keeps order) the
+ * pieces give the whole state. */
+apr_array_header_t *sip_location_replica_pieces(apr_pool_t *p, const char *text,
+                                                const char *mark, apr_size_t max)
+{
+    apr_array_header_t *out = apr_array_make(p, 4, sizeof(const char *));
+    apr_size_t mlen = mark ? strlen(mark) : 0;
+    const char *at = text, *start = text, *aor = NULL, *head = "";
+    apr_size_t aor_len = 0;
+
+    if (mlen && strncmp(text, mark, mlen) == 0)
+        at = start = text + mlen;
+    else
+        mlen = 0;
+    while (*at) {
+        const char *nl = strchr(at, '\n');
+        const char *next = nl ? nl + 1 : at + strlen(at);
+        if (at > start && strlen(head) + (apr_size_t)(next - start) + mlen > max) {
+            APR_ARRAY_PUSH(out, const char *) = apr_pstrcat(p, mlen ? mark : "", head,
+                                                            apr_pstrndup(p, start,
+                                                                (apr_size_t)(at - start)),
+                                                            NULL);
+            start = at;
+            head = aor && *at != 'A' ? apr_psprintf(p, "C\t%.*s\n", (int)aor_len, aor) : "";
+        }
+        if (at[0] == 'A' && at[1] == '\t') {
+            aor = at + 2;
+            aor_len = (apr_size_t)((nl ? nl : next) - aor);
+        }
+        at = next;
+    }
+    if (at > start || !out->nelts)
+        APR_ARRAY_PUSH(out, const char *) = apr_pstrcat(p, mlen ? mark : "", head,
+                                                        apr_pstrndup(p, start,
+                                                                     (apr_size_t)(at - start)),
+                                                        NULL);
     return out;
+}
+
+/* Every piece of a replica text to engine 'to', or to all others (-1). */
+static void replica_send(apr_pool_t *p, int to, const char *text)
+{
+    apr_array_header_t *pieces = sip_location_replica_pieces(p, text, NULL,
+                                                             SIP_LOCATION_REPLICA_PIECE);
+    sip_ho_origin_t o;
+    int i;
+
+    memset(&o, 0, sizeof(o));
+    o.engine = sip_engine_self();
+    o.cookie = sip_transport_flow_generation();
+    for (i = 0; i < pieces->nelts; i++) {
+        const char *t = APR_ARRAY_IDX(pieces, i, const char *);
+        if (to < 0)
+            sip_handover_broadcast(SIP_HO_REPLICA, &o, t, strlen(t));
+        else
+            sip_handover_send(to, SIP_HO_REPLICA, &o, t, strlen(t));
+    }
 }
 
 /* The mod_dbd store: the database has the bindings already; the cache
@@ -827,6 +1256,8 @@ void sip_location_replica_apply(const char *text, apr_size_t len)
     forget_excess_empty();
 }
 
+static char *taking_aor;    /* the AoR sip_location_replica_flows took whole last */
+
 void sip_location_replica_flows(const char *text, apr_size_t len)
 {
     char *copy = malloc(len + 1), *line, *nl;
@@ -846,8 +1277,14 @@ void sip_location_replica_flows(const char *text, apr_size_t len)
             *nl++ = '\0';
         again = apr_pstrdup(scratch, line);
         type = journal_parse(line, JOURNAL_VERSION, apr_time_now(), max_lifetime, &r);
-        if (type == 'A')
+        if (type == 'A') {
             taking = !entry_for(r.b.aor, 0);
+            free(taking_aor);
+            taking_aor = taking ? strdup(r.b.aor) : NULL;
+        }
+        /* a later piece of an AoR taken whole: taken on */
+        if (type == 'C')
+            taking = taking_aor && !strcmp(taking_aor, r.b.aor);
         /* an AoR the journal did not give back (SipLocationFile none, or a
          * line lost): the peer's copy is all there is */
         if (taking && (type == 'A' || type == 'B')) {
@@ -900,7 +1337,6 @@ apr_array_header_t *sip_location_homed_aors(apr_pool_t *p)
 /* After a change by the home engine: the AoR's state to the others. */
 static void replica_broadcast(apr_pool_t *p, const char *aor)
 {
-    sip_ho_origin_t o;
     const char *text;
 
     if (sip_engine_count() < 2)
@@ -908,10 +1344,7 @@ static void replica_broadcast(apr_pool_t *p, const char *aor)
     text = sip_location_replica_text(p, aor);
     if (!*text)
         return;
-    memset(&o, 0, sizeof(o));
-    o.engine = sip_engine_self();
-    o.cookie = sip_transport_flow_generation();
-    sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+    replica_send(p, -1, text);
 }
 
 /* The mod_dbd store with several engines: after the home stored a
@@ -929,17 +1362,13 @@ static void dbd_registered(void *baton, int status, apr_array_header_t *current,
     dbd_reg_t *w = baton;
 
     if (!status) {
-        sip_ho_origin_t o;
-        const char *text = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
+        apr_array_header_t *lines = apr_array_make(w->p, 8, sizeof(const char *));
         int i;
+        APR_ARRAY_PUSH(lines, const char *) = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
         for (i = 0; current && i < current->nelts; i++)
-            text = apr_pstrcat(w->p, text,
-                               replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *)),
-                               NULL);
-        memset(&o, 0, sizeof(o));
-        o.engine = sip_engine_self();
-        o.cookie = sip_transport_flow_generation();
-        sip_handover_broadcast(SIP_HO_REPLICA, &o, text, strlen(text));
+            APR_ARRAY_PUSH(lines, const char *) =
+                replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *));
+        replica_send(w->p, -1, apr_array_pstrcat(w->p, lines, '\0'));
     }
     w->cb(w->baton, status, current, scripts);
 }
@@ -967,6 +1396,7 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
         off_t at = 0;
         int version = 1, eof = 0;
         apr_time_t t0 = apr_time_now();
+        int locked = sip_engine_count() > 1 && journal_lock(F_RDLCK) == 0;
 
         bad_lines = 0;
         while (buf && !eof) {
@@ -1003,6 +1433,17 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
             memmove(buf, line, have);
         }
         free(buf);
+        if (locked) {   /* not while engine 0 rewrites it */
+            journal_lock(F_UNLCK);
+            shared_base_bytes = (apr_off_t)at;
+            shared_base_lines = lines;
+        }
+        /* With several engines nothing rewrites the journal at start, so
+         * the lines they append (escaped, version 3) must follow a V line
+         * of their version, or a replay of an empty or older journal reads
+         * them unescaped.  Two engines may both write it: harmless. */
+        if (sip_engine_count() > 1 && version != JOURNAL_VERSION)
+            journal_write(apr_psprintf(scratch, "V\t%d\n", JOURNAL_VERSION));
         if (bad_lines)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                          "sip location: %" APR_SIZE_T_FMT " unreadable journal lines skipped",

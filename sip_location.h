@@ -43,6 +43,21 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd);
  * grants (the largest SipMaxExpires), to which a journal line promising
  * more is cut on replay. */
 void sip_location_configure(apr_size_t max_bindings, long max_lifetime_sec);
+/* SipLocationCompact: the journal is rewritten once it holds more than
+ * this many lines and four times the bindings (default 10000).  Returns
+ * an error message or NULL.  _reset: back to the default (each reading
+ * of the configuration). */
+const char *sip_location_set_compact(const char *arg);
+
+/* Several engines: a replica text (sip_location_replica_text, or a SYNC
+ * batch starting with 'mark' when not NULL) cut at line ends into pieces
+ * of at most 'max' bytes that fit one hand-over datagram; a piece that
+ * starts inside an AoR starts with "C aor", and each starts with 'mark'
+ * when the text did.  Applied in order they give the whole state. */
+#define SIP_LOCATION_REPLICA_PIECE 16000
+apr_array_header_t *sip_location_replica_pieces(apr_pool_t *p, const char *text,
+                                                const char *mark, apr_size_t max);
+void sip_location_compact_reset(void);
 
 /* ---- the asynchronous interface (the registrar uses only this) ---- */
 

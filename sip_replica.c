@@ -19,6 +19,7 @@ typedef struct sync_job {
     apr_array_header_t *aors;
     int at;
     int flows;              /* from here on: AoRs homed at 'to' (FLOWS_MARK batches) */
+    int piece;              /* pieces of the batch at 'at' already sent */
     sip_timer_t timer;
 } sync_job_t;
 
@@ -61,6 +62,7 @@ static void sync_send_batch(void *baton)
     int end = j->at;
     const char *text = "";
     apr_size_t len = 0;
+    apr_array_header_t *pieces;
 
     apr_pool_create(&p, j->pool);
     if (end >= j->flows && end < j->aors->nelts) {
@@ -74,13 +76,20 @@ static void sync_send_batch(void *baton)
         end++;
     }
     origin_self(&o);
-    /* an empty batch still tells the peer our flow generation */
-    if (sip_handover_send(j->to, SIP_HO_REPLICA, &o, text, len) == APR_EAGAIN) {
-        apr_pool_destroy(p);
-        sip_timer_set(rep_loop, &j->timer, SYNC_RETRY, sync_send_batch, j);   /* channel full */
-        return;
+    /* an AoR larger than a datagram goes in pieces; after a full channel
+     * the batch is made again and its pieces already sent are skipped */
+    pieces = sip_location_replica_pieces(p, text, FLOWS_MARK, SIP_LOCATION_REPLICA_PIECE);
+    for (; j->piece < pieces->nelts; j->piece++) {
+        const char *t = APR_ARRAY_IDX(pieces, j->piece, const char *);
+        /* an empty batch still tells the peer our flow generation */
+        if (sip_handover_send(j->to, SIP_HO_REPLICA, &o, t, strlen(t)) == APR_EAGAIN) {
+            apr_pool_destroy(p);
+            sip_timer_set(rep_loop, &j->timer, SYNC_RETRY, sync_send_batch, j); /* full */
+            return;
+        }
     }
     apr_pool_destroy(p);
+    j->piece = 0;
     j->at = end;
     if (j->at >= j->aors->nelts) {
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf, "sip engine %d: %d AoRs sent "
@@ -99,7 +108,6 @@ static void on_sync(sip_ho_kind_t kind, const sip_ho_origin_t *from, const char 
 
     (void)kind;
     (void)text;
-    (void)len;
     if (from->engine < 0 || from->engine >= sip_engine_count() || from->engine == sip_engine_self())
         return;
     /* a restarted engine: the connections its predecessor held are gone */
@@ -159,7 +167,6 @@ static void on_flow_closed(sip_ho_kind_t kind, const sip_ho_origin_t *from, cons
 {
     (void)kind;
     (void)text;
-    (void)len;
     sip_transport_remote_closed(from->flow);
 }
 

@@ -11472,6 +11472,137 @@ static Suite *handover_suite(void)
     return s;
 }
 
+/* ---- journal compaction from the file's text (several engines) ---- */
+
+static const char *jc_b(apr_pool_t *p, const char *aor, const char *contact, int cseq,
+                        apr_time_t exp)
+{
+    return apr_psprintf(p, "B\t%s\t%s\t\tcid\t%d\t%" APR_TIME_T_FMT "\t1000\t\t\t\t\t\t0\n",
+                        aor, contact, cseq, exp);
+}
+
+static char *jc(const char *text, apr_time_t now, apr_size_t *in, apr_size_t *out)
+{
+    return journal_compact_text(pool, text, strlen(text), now, in, out);
+}
+
+START_TEST(journal_compact_state)
+{
+    apr_time_t now = apr_time_now(), later = now + apr_time_from_sec(600);
+    apr_size_t in, out, in2, out2;
+    char *text = apr_pstrcat(pool, "V\t3\n",
+        jc_b(pool, "sip:a@x", "sip:a1@h", 1, later),
+        jc_b(pool, "sip:a@x", "sip:a2@h", 1, later),
+        "D\tsip:a@x\tsip:a1@h\n",
+        jc_b(pool, "sip:b@x", "sip:b1@h", 1, later),
+        "A\tsip:b@x\n",
+        jc_b(pool, "sip:b@x", "sip:b2@h", 1, now - 1),          /* expired */
+        "K\tsip:z@x\n",
+        jc_b(pool, "sip:a@x", "sip:a2@h", 5, later),            /* refreshed */
+        jc_b(pool, "sip:t@x", "sip:tab\\tbed@h", 2, later),      /* escaped TAB kept */
+        "garbage line\n", NULL);
+    char *c = jc(text, now, &in, &out), *c2, *both, *cut, *front;
+    apr_size_t L = strlen(c), S = strlen(text), k;
+
+    ck_assert_uint_eq(in, 11);
+    ck_assert_uint_eq(out, 5);      /* V, K b, K z, B a2, B tab */
+    ck_assert_str_eq(c, apr_pstrcat(pool, "V\t3\n", "K\tsip:b@x\n", "K\tsip:z@x\n",
+                                    jc_b(pool, "sip:a@x", "sip:a2@h", 5, later),
+                                    jc_b(pool, "sip:t@x", "sip:tab\\tbed@h", 2, later), NULL));
+    /* the result replays to itself */
+    c2 = jc(c, now, &in2, &out2);
+    ck_assert_str_eq(c2, c);
+    /* appended after the old text (the first step of the rewrite) */
+    both = apr_pstrcat(pool, text, c, NULL);
+    ck_assert_str_eq(jc(both, now, NULL, NULL), c);
+    /* a crash while C (padded to an old line's end) is written over the
+     * old text: a prefix of it at any line end, the rest of the old
+     * text, then the whole C; each replays to C */
+    front = journal_compact_pad(pool, c, text, S);
+    ck_assert_uint_lt(L, S);
+    ck_assert_uint_gt(strlen(front), L);
+    ck_assert_int_eq(front[strlen(front) - 1], '\n');
+    ck_assert_int_eq(text[strlen(front) - 1], '\n');
+    ck_assert(strncmp(front, c, L) == 0);
+    for (k = 0; k <= strlen(front); k++) {
+        if (k && front[k - 1] != '\n')
+            continue;
+        cut = apr_pstrcat(pool, apr_pstrndup(pool, front, k), text + k, c, NULL);
+        ck_assert_str_eq(jc(cut, now, NULL, NULL), c);
+    }
+}
+END_TEST
+
+START_TEST(journal_compact_versions)
+{
+    apr_time_t now = apr_time_now(), later = now + apr_time_from_sec(600);
+    /* version 1: S lines, no escapes (a backslash is data) */
+    char *v1 = apr_psprintf(pool, "S\tsip:o@x\tsip:o\\1@h\t\tcid\t3\t%" APR_TIME_T_FMT
+                            "\t500\t\n", later);
+    char *c = jc(v1, now, NULL, NULL);
+    ck_assert_str_eq(c, apr_psprintf(pool, "V\t3\nB\tsip:o@x\tsip:o\\\\1@h\t\tcid\t3\t%"
+                                     APR_TIME_T_FMT "\t500\t\t\t\t\t\t0\n", later));
+    /* an instance names its binding: a D with it removes the B */
+    c = jc(apr_psprintf(pool, "V\t3\nB\tsip:i@x\tsip:i1@h\t\tcid\t1\t%" APR_TIME_T_FMT
+                        "\t1000\t\t\t\t\t<urn:uuid:1>\t1\nD\tsip:i@x\tsip:other@h\t"
+                        "<urn:uuid:1>\t1\n", later), now, NULL, NULL);
+    ck_assert_str_eq(c, "V\t3\nK\tsip:i@x\n");
+    ck_assert_str_eq(jc("", now, NULL, NULL), "V\t3\n");
+}
+END_TEST
+
+START_TEST(replica_pieces_split)
+{
+    apr_array_header_t *pc;
+    char *text = "A\tsip:a@x\n", *line;
+    const char *all;
+    int i;
+
+    /* 300 bindings of ~60 bytes in pieces of at most 1000 bytes */
+    for (i = 0; i < 300; i++) {
+        line = apr_psprintf(pool, "B\tsip:a@x\tsip:a%03d@h:5060\t\tcid\t1\t999\t1000\t\t\n", i);
+        text = apr_pstrcat(pool, text, line, NULL);
+    }
+    text = apr_pstrcat(pool, text, "A\tsip:b@x\n", NULL);
+    pc = sip_location_replica_pieces(pool, text, NULL, 1000);
+    ck_assert_int_gt(pc->nelts, 10);
+    all = "";
+    for (i = 0; i < pc->nelts; i++) {
+        const char *t = APR_ARRAY_IDX(pc, i, const char *);
+        ck_assert_uint_le(strlen(t), 1000);
+        ck_assert_int_eq(t[strlen(t) - 1], '\n');
+        if (i)      /* later pieces go on with the AoR, never reset it */
+            ck_assert(strncmp(t, "C\tsip:a@x\n", 10) == 0);
+        all = apr_pstrcat(pool, all, i ? t + 10 : t, NULL);
+    }
+    ck_assert_str_eq(all, text);
+    /* the SYNC mark starts every piece; a small text is one piece */
+    pc = sip_location_replica_pieces(pool, apr_pstrcat(pool, "F\tflows\n", text, NULL),
+                                     "F\tflows\n", 1000);
+    for (i = 0; i < pc->nelts; i++)
+        ck_assert(strncmp(APR_ARRAY_IDX(pc, i, const char *), "F\tflows\n", 8) == 0);
+    pc = sip_location_replica_pieces(pool, "A\tsip:c@x\n", NULL, 1000);
+    ck_assert_int_eq(pc->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(pc, 0, const char *), "A\tsip:c@x\n");
+    pc = sip_location_replica_pieces(pool, "", NULL, 1000);
+    ck_assert_int_eq(pc->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(pc, 0, const char *), "");
+}
+END_TEST
+
+static Suite *journal_compact_suite(void)
+{
+    Suite *s = suite_create("journal_compact");
+    TCase *tc = tcase_create("journal_compact");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, journal_compact_state);
+    tcase_add_test(tc, journal_compact_versions);
+    tcase_add_test(tc, replica_pieces_split);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -11522,6 +11653,7 @@ int main(void)
     srunner_add_suite(sr, replica_suite());
     srunner_add_suite(sr, location_dbd_suite());
     srunner_add_suite(sr, handover_suite());
+    srunner_add_suite(sr, journal_compact_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
