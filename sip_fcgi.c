@@ -375,6 +375,8 @@ int sip_fcgi_demux(sip_fcgi_demux_t *d, const char *buf, apr_size_t len, const c
             }
             if ((n || header_only) && d->after(d->baton, d->cur, r == 1))
                 return 1;
+            if (r == 1)
+                d->cur = NULL;  /* the request is over: 'after' may have freed its parser */
         }
     }
     return 0;

@@ -12,6 +12,7 @@
 #include "sip_fcgi.h"
 #include "sip_conf.h"
 #include "sip_event.h"
+#include "sip_log.h"       /* its lines are sip:'s (LogLevel sip:debug) */
 #include "sip_spawn.h"
 #include "sip_stats.h"
 
@@ -896,6 +897,8 @@ static int demux_after(void *baton, sip_fcgi_parser_t *ps, int ended)
     fconn_t *c = baton;
     sip_fcgi_req_t *r = ps->baton;
     const sip_fcgi_sink_t *sink;
+    int protocol_status;
+    apr_uint32_t app_status;
 
     if (r->olen) {
         apr_size_t olen = r->olen;
@@ -908,19 +911,23 @@ static int demux_after(void *baton, sip_fcgi_parser_t *ps, int ended)
     }
     if (!ended)
         return 0;
+    /* 'ps' lives in the request's pool, which req_destroy gives back (and
+     * the engine's bounded allocator may unmap at once): read it before */
+    protocol_status = ps->protocol_status;
+    app_status = ps->app_status;
     sink = r->sink;
     r->sink = NULL;
     c->served++;
     req_detach(r);
     if (sink) {
-        if (ps->protocol_status != 0)
-            sink->end(r->baton, ps->protocol_status == 2 ? "the FastCGI server is overloaded"
+        if (protocol_status != 0)
+            sink->end(r->baton, protocol_status == 2 ? "the FastCGI server is overloaded"
                       : "the FastCGI server refused the request", 0);
         else
-            sink->end(r->baton, NULL, ps->app_status);
+            sink->end(r->baton, NULL, app_status);
     }
     req_destroy(r);
-    if (!c->dead && ps->protocol_status != 0 && c->depth == 1)
+    if (!c->dead && protocol_status != 0 && c->depth == 1)
         conn_drop(c, 0);    /* refused outright: not to be trusted with the next */
     return c->dead;
 }
@@ -1135,6 +1142,9 @@ void sip_fcgi_cancel(sip_fcgi_req_t *r)
     fconn_t *c = r->conn;
 
     r->sink = NULL;
+    if (c && c->dead)
+        return;     /* its connection is being dropped (a run ended by another's failure):
+                       the drop ends it, and nothing may be queued or timed on 'c' now */
     if (c && c->inflight > 1) {
         /* (several in flight only on a multiplexed connection) the others
          * go on: the worker is told, and the request keeps its id until the

@@ -3,7 +3,9 @@
  * byte; the same stream fed whole must give the same result, stdout and
  * stderr.  The same stream goes through the connection-level
  * demultiplexer (sip_fcgi_demux) with requests 1 and 2 in flight, whole and
- * in pieces, with the same outcome.  The rest is read as PARAMS content
+ * in pieces, with the same outcome; as in the engine, a request's parser
+ * is freed when its END_REQUEST is complete ('after' with ended), so the
+ * demultiplexer touching it later is a use after free.  The rest is read as PARAMS content
  * (sip_fcgi_decode_params) and GET_VALUES_RESULT content, and pairs encoded
  * back must decode to the same table. */
 #include "fuzz_common.h"
@@ -56,7 +58,7 @@ static int fz_feed(const uint8_t *data, size_t size, size_t step, fz_acc_t *acc,
 }
 
 typedef struct {
-    sip_fcgi_parser_t ps[2];
+    sip_fcgi_parser_t *ps[2];   /* malloc'd; freed at END_REQUEST */
     fz_acc_t acc[2];
     int live[2], ended[2], mgmt;
 } fz_mux_t;
@@ -64,7 +66,7 @@ typedef struct {
 static sip_fcgi_parser_t *fz_lookup(void *b, apr_uint16_t id)
 {
     fz_mux_t *m = b;
-    return id >= 1 && id <= 2 && m->live[id - 1] ? &m->ps[id - 1] : NULL;
+    return id >= 1 && id <= 2 && m->live[id - 1] ? m->ps[id - 1] : NULL;
 }
 
 static int fz_mgmt(void *b, int type, const unsigned char *c, apr_size_t len)
@@ -83,14 +85,25 @@ static int fz_mgmt(void *b, int type, const unsigned char *c, apr_size_t len)
 static int fz_after(void *b, sip_fcgi_parser_t *ps, int ended)
 {
     fz_mux_t *m = b;
-    int i = ps == &m->ps[0] ? 0 : 1;
-    if (!m->live[i])
+    int i = ps == m->ps[0] ? 0 : 1;
+    if (!m->live[i] || ps != m->ps[i])
         abort();    /* a parser no longer in flight was fed */
     if (ended) {
         m->ended[i]++;
         m->live[i] = 0;
+        free(m->ps[i]);     /* the engine destroys the request's pool here */
+        m->ps[i] = NULL;
     }
     return 0;
+}
+
+static void fz_mux_free(fz_mux_t *m)
+{
+    int i;
+    for (i = 0; i < 2; i++) {
+        free(m->ps[i]);
+        m->ps[i] = NULL;
+    }
 }
 
 static int fz_demux(const uint8_t *data, size_t size, size_t step, fz_mux_t *m)
@@ -101,7 +114,10 @@ static int fz_demux(const uint8_t *data, size_t size, size_t step, fz_mux_t *m)
 
     memset(m, 0, sizeof(*m));
     for (i = 0; i < 2; i++) {
-        sip_fcgi_parser_init(&m->ps[i], (apr_uint16_t)(i + 1), 1000, fz_out, fz_err, &m->acc[i]);
+        m->ps[i] = malloc(sizeof(*m->ps[i]));
+        if (!m->ps[i])
+            abort();
+        sip_fcgi_parser_init(m->ps[i], (apr_uint16_t)(i + 1), 1000, fz_out, fz_err, &m->acc[i]);
         m->live[i] = 1;
     }
     sip_fcgi_demux_init(&d, fz_lookup, fz_mgmt, fz_after, m);
@@ -111,10 +127,13 @@ static int fz_demux(const uint8_t *data, size_t size, size_t step, fz_mux_t *m)
         int r = sip_fcgi_demux(&d, (const char *)data + pos, n, &why);
         if (r < 0 && !why)
             abort();
-        if (r != 0)
+        if (r != 0) {
+            fz_mux_free(m);
             return r;
+        }
         pos += n;
     }
+    fz_mux_free(m);
     return 0;
 }
 
