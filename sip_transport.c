@@ -687,6 +687,7 @@ static void tcp_linger(sip_tcp_conn_t *c)
     if (c->closed || c->lingering)
         return;
     c->lingering = 1;
+    flow_forget(c);
     if (shutdown(c->fd, SHUT_WR) < 0) {
         tcp_close(c, "framing lost");
         return;
@@ -893,6 +894,10 @@ void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
     if (c->closed || c->lingering || c->remote)
         return;
     c->close_after_flush = 1;
+    /* Nothing more can be sent on it: the flow is closed now, for the other
+     * engines too, not when the lingering close ends (a WebSocket closed by
+     * its browser lingers; a peer's stand-in must not look open meanwhile) */
+    flow_forget(c);
     if (!c->out_head)
         tcp_linger(c);
     else
@@ -2044,8 +2049,9 @@ static void flow_forget(sip_tcp_conn_t *c)
 {
     sip_ho_origin_t o;
 
-    if (!c->flow_id || !flows || c->remote)
-        return;
+    if (!c->flow_id || !flows || c->remote
+        || apr_hash_get(flows, &c->flow_id, sizeof(c->flow_id)) != c)
+        return;     /* not a flow, or already forgotten when it began to close */
     apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
     if (sip_engine_count() > 1) {
         /* every engine sees it closed at once (480/430, docs/flows.md) */
