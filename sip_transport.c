@@ -1829,6 +1829,14 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
 }
 
+void sip_source_set_tls_subject(sip_source_t *src, const char *subject)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (c && c->remote && subject && !c->relay_subject && sip_tp_secure(src->kind))
+        c->relay_subject = apr_pstrdup(c->pool, subject);
+}
+
 void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
 {
     sip_tcp_conn_t *c = src->tcp;
@@ -1837,8 +1845,9 @@ void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env
         return;
     if (c->tls)
         sip_tls_env(p, c->tls, env);
-    else if (c->relayed) {
-        /* mod_ssl in the relaying child holds the session: what it passed */
+    else if (c->relayed || c->remote) {
+        /* mod_ssl in the relaying child, or another engine, holds the
+         * session: what it passed */
         apr_table_setn(env, "HTTPS", "on");
         if (c->relay_subject)
             apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
