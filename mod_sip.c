@@ -25,6 +25,7 @@
 #include "mod_auth.h"
 #include "mod_status.h"
 
+#include "sip_auth.h"
 #include "sip_conf.h"
 #include "sip_consent.h"
 #include "sip_namemap.h"
@@ -471,6 +472,27 @@ static apr_status_t init_route_secret(server_rec *s)
     }
     sip_route_set_secret(secret, 32);
     sip_txn_set_tag_secret(secret, 32);
+    return APR_SUCCESS;
+}
+
+/* The digest nonce key: random bytes made once in the process pool, like
+ * the route secret, so every engine (and one restarted after a crash, or
+ * after a graceful restart) accepts the nonces any engine made. */
+static apr_status_t init_nonce_secret(server_rec *s)
+{
+    static const char key[] = "mod_sip_nonce_secret";
+    apr_pool_t *pp = s->process->pool;
+    unsigned char *secret = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&secret, key, pp);
+    if (!secret) {
+        secret = apr_palloc(pp, 16);
+        if ((rv = apr_generate_random_bytes(secret, 16)) != APR_SUCCESS)
+            return rv;
+        apr_pool_userdata_set(secret, key, apr_pool_cleanup_null, pp);
+    }
+    sip_auth_set_secret(secret, 16);
     return APR_SUCCESS;
 }
 
@@ -1677,6 +1699,11 @@ static int sip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (init_route_secret(main_server) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main_server,
                      "mod_sip: no random bytes for the Record-Route secret");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (init_nonce_secret(main_server) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main_server,
+                     "mod_sip: no random bytes for the digest nonce secret");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     /* In the process pool, like the UDP sockets: totals outlive graceful

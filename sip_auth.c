@@ -21,13 +21,26 @@ static sip_log_rate_t auth_lines = SIP_LOG_RATE_INIT("authentication failures");
     sip_log_limited(&auth_lines, sip_sockaddr_ip(sip_txn_pool(t), &sip_txn_source(t)->peer), \
                     401, (level), (s), __VA_ARGS__)
 
+/* The key nonces are signed with.  Set in the parent before the engines
+ * are forked (sip_auth_set_secret), so every engine, and an engine
+ * restarted after a crash, verifies the nonces of every other: a client
+ * may answer a challenge at another engine (another source port). */
 static unsigned char secret[16];
+static int secret_set;
 static apr_hash_t *last_nc;         /* nonce -> highest nonce-count seen */
 static apr_pool_t *nc_pool;
 
+void sip_auth_set_secret(const unsigned char *key, apr_size_t len)
+{
+    memset(secret, 0, sizeof(secret));
+    memcpy(secret, key, len < sizeof(secret) ? len : sizeof(secret));
+    secret_set = 1;
+}
+
 void sip_auth_init(apr_pool_t *p)
 {
-    if (apr_generate_random_bytes(secret, sizeof(secret)) != APR_SUCCESS) {
+    /* without a secret from the parent (unit tests, fuzzers): our own */
+    if (!secret_set && apr_generate_random_bytes(secret, sizeof(secret)) != APR_SUCCESS) {
         apr_time_t now = apr_time_now();
         memcpy(secret, &now, sizeof(now));
     }

@@ -370,7 +370,7 @@ typedef struct ho_query {
     sip_timer_t timer;
     char *buf;
     apr_size_t len;
-    sip_source_t src;       /* UDP only: nothing held */
+    sip_source_t src;       /* a stream's connection is held until the end */
 } ho_query_t;
 
 static sip_loop_t *engine_loop;
@@ -396,6 +396,7 @@ static void query_end(ho_query_t *q, int hit)
     /* No other engine has its transaction: process it as the only one. */
     if (!hit)
         engine_deliver(q->buf, q->len, DELIVER_LOCAL, &q->src);
+    sip_source_release(&q->src);
     apr_pool_destroy(q->pool);
 }
 
@@ -431,14 +432,17 @@ static int query_others(const char *buf, apr_size_t len, const sip_source_t *src
         apr_pool_destroy(qp);
         return 0;
     }
+    /* a stream: its 481 (a miss) goes back on this connection */
+    sip_source_hold(&q->src);
     apr_hash_set(queries, &q->cookie, sizeof(q->cookie), q);
     sip_timer_set(engine_loop, &q->timer, QUERY_TIMEOUT, query_timeout, q);
     return 1;
 }
 
 /* The source a handed-over message is answered by: UDP by our socket of
- * the same address; a stream held by its engine cannot be answered here,
- * which only a response (never answered) may need. */
+ * the same address; a stream held by another engine by a stand-in whose
+ * sends go to that engine; a stream whose flow closed meanwhile cannot be
+ * answered here, which only a response (never answered) may need. */
 static int ho_source(const sip_ho_origin_t *from, sip_source_t *src)
 {
     if (!our_vhost(from->vhost))
@@ -561,9 +565,12 @@ static int ack_in_dialog(const char *buf, apr_size_t len, const sip_msg_t *msg,
 }
 
 /* Several engines: is this message another engine's to process?  A
- * response goes to the engine its branch names; a CANCEL or ACK (UDP:
- * a client that changed port) matching no INVITE here is offered to the
- * others first.  1 when it was handed on (the caller is done with it). */
+ * response goes to the engine its branch names; a CANCEL or ACK matching
+ * no INVITE here is offered to the others first: over UDP a client that
+ * changed port, over a stream one whose INVITE came by another connection
+ * (or by UDP).  The engine that has the INVITE answers a stream CANCEL
+ * through this engine's connection (a stand-in, SIP_HO_SEND_FLOW).  1 when
+ * it was handed on (the caller is done with it). */
 static int hand_on(const char *buf, apr_size_t len, const sip_msg_t *msg,
                    const sip_source_t *src, apr_pool_t *p)
 {
@@ -582,7 +589,7 @@ static int hand_on(const char *buf, apr_size_t len, const sip_msg_t *msg,
         return 1;
     }
     method = sip_msg_method(msg);
-    if (src->kind != SIP_TP_UDP || (strcmp(method, "CANCEL") && strcmp(method, "ACK"))
+    if ((strcmp(method, "CANCEL") && strcmp(method, "ACK"))
         || sip_txn_find_invite(p, msg) || ack_in_dialog(buf, len, msg, src))
         return 0;
     owner = sip_engine_of_tag(sip_msg_to_tag(msg));

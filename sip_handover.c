@@ -83,6 +83,7 @@ typedef struct ho_header {
     apr_uint64_t flow;
     apr_uint64_t vhost;
     apr_uint32_t peer_len, local_len;
+    apr_uint32_t subject_len;   /* the subject's bytes (with its NUL) before the text */
     struct sockaddr_storage peer, local;
 } ho_header_t;
 
@@ -110,8 +111,11 @@ apr_size_t sip_handover_encode(char *buf, apr_size_t size, sip_ho_kind_t kind,
                                const sip_ho_origin_t *from, const char *text, apr_size_t len)
 {
     ho_header_t h;
+    apr_size_t sub = from->tls_subject ? strlen(from->tls_subject) + 1 : 0;
 
-    if (size < sizeof(h) || len > size - sizeof(h))
+    if (sub > SIP_HO_SUBJECT_MAX)
+        sub = 0;    /* too long to carry: the receiver goes without it */
+    if (size < sizeof(h) + sub || len > size - sizeof(h) - sub)
         return 0;
     memset(&h, 0, sizeof(h));
     h.version = HO_VERSION;
@@ -125,10 +129,13 @@ apr_size_t sip_handover_encode(char *buf, apr_size_t size, sip_ho_kind_t kind,
     h.local_len = from->local.len <= sizeof(h.local) ? (apr_uint32_t)from->local.len : 0;
     memcpy(&h.peer, &from->peer.ss, sizeof(h.peer));
     memcpy(&h.local, &from->local.ss, sizeof(h.local));
+    h.subject_len = (apr_uint32_t)sub;
     memcpy(buf, &h, sizeof(h));
+    if (sub)
+        memcpy(buf + sizeof(h), from->tls_subject, sub);
     if (len)
-        memcpy(buf + sizeof(h), text, len);
-    return sizeof(h) + len;
+        memcpy(buf + sizeof(h) + sub, text, len);
+    return sizeof(h) + sub + len;
 }
 
 int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
@@ -142,7 +149,11 @@ int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
     if (h.version != HO_VERSION || h.kind < SIP_HO_DELIVER || h.kind >= SIP_HO_KIND_COUNT
         || h.tp >= SIP_TP_COUNT || h.engine >= SIP_ENGINES_MAX
         || !addr_ok(&h.peer, h.peer_len) || !addr_ok(&h.local, h.local_len)
-        || (h.tp == SIP_TP_UDP && h.flow))
+        || (h.tp == SIP_TP_UDP && h.flow) || h.subject_len > SIP_HO_SUBJECT_MAX
+        || h.subject_len > len - sizeof(h)
+        /* one string, its NUL last */
+        || (h.subject_len && memchr(buf + sizeof(h), '\0', h.subject_len)
+                             != buf + sizeof(h) + h.subject_len - 1))
         return 0;
     memset(out, 0, sizeof(*out));
     *kind = (sip_ho_kind_t)h.kind;
@@ -155,8 +166,9 @@ int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
     out->peer.len = (socklen_t)h.peer_len;
     memcpy(&out->local.ss, &h.local, sizeof(h.local));
     out->local.len = (socklen_t)h.local_len;
-    *text = buf + sizeof(h);
-    *text_len = len - sizeof(h);
+    out->tls_subject = h.subject_len ? buf + sizeof(h) : NULL;
+    *text = buf + sizeof(h) + h.subject_len;
+    *text_len = len - sizeof(h) - h.subject_len;
     return 1;
 }
 
@@ -325,6 +337,12 @@ void sip_handover_origin(const sip_source_t *src, sip_ho_origin_t *out)
     out->flow = src->kind == SIP_TP_UDP ? 0 : sip_source_flow_id(src);
 }
 
+void sip_handover_origin_tls(apr_pool_t *p, const sip_source_t *src, sip_ho_origin_t *out)
+{
+    sip_handover_origin(src, out);
+    out->tls_subject = sip_source_tls_subject(p, src);
+}
+
 int sip_handover_source(const sip_ho_origin_t *o, sip_source_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -340,5 +358,9 @@ int sip_handover_source(const sip_ho_origin_t *o, sip_source_t *out)
         return o->flow && sip_transport_flow_source(o->flow, out);
     /* A stream another engine holds: a stand-in whose sends go to the
      * owner (SIP_HO_SEND_FLOW; sip_transport.c). */
-    return sip_transport_remote_source(o->flow, o->kind, &o->peer, &o->local, o->vhost, out);
+    if (!sip_transport_remote_source(o->flow, o->kind, &o->peer, &o->local, o->vhost, out))
+        return 0;
+    if (o->tls_subject)
+        sip_source_set_tls_subject(out, o->tls_subject);
+    return 1;
 }

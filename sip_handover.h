@@ -83,7 +83,12 @@ typedef struct sip_ho_origin {
     int engine;
     apr_uint64_t flow;
     apr_uint32_t cookie;    /* the sender's own correlation value (QUERY/MISS) */
+    const char *tls_subject;    /* a TLS client certificate's subject (SSL_CLIENT_S_DN) of
+                                 * the origin's connection, or NULL; at most
+                                 * SIP_HO_SUBJECT_MAX bytes are carried */
 } sip_ho_origin_t;
+
+#define SIP_HO_SUBJECT_MAX 1024
 
 typedef void (*sip_ho_handler_t)(sip_ho_kind_t kind, const sip_ho_origin_t *from,
                                  const char *text, apr_size_t len);
@@ -129,6 +134,10 @@ int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
  * SO_REUSEPORT group); a stream origin becomes a source whose sends go back
  * to its engine as SIP_HO_SEND_FLOW. */
 void sip_handover_origin(const sip_source_t *src, sip_ho_origin_t *out);
+/* The same with the client certificate's subject of a TLS origin (made in
+ * 'p'), for a message the receiver processes as its own: the REGISTER
+ * handed to its home engine logs and runs with SSL_CLIENT_S_DN. */
+void sip_handover_origin_tls(apr_pool_t *p, const sip_source_t *src, sip_ho_origin_t *out);
 /* 1 when 'out' can be answered or sent on, 0 when not (a flow closed). */
 int sip_handover_source(const sip_ho_origin_t *o, sip_source_t *out);
 

@@ -5,6 +5,7 @@
 #include "sip_route.h"
 #include "sip_auth.h"
 #include "sip_dns.h"
+#include "sip_stats.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ typedef struct branch {
     apr_array_header_t *flows;  /* apr_uint64_t: 'flow' and the instance's other flows */
     int fi;                     /* the flow in use (index in 'flows') */
     int on_flow;                /* the request in flight went over a flow */
+    int flows_gone;             /* ended 480: the binding's flows closed since the lookup */
     /* RFC 3263 §4.3: the targets of the next hop, tried in order */
     sip_dns_query_t *dq;        /* resolving: the pending query, else NULL */
     apr_pool_t *qpool;          /* the query's and the targets' pool */
@@ -624,6 +626,7 @@ void sip_proxy_forward_stateless(sip_msg_t *req, server_rec *s, apr_pool_t *p)
 /* ---- responses ---- */
 
 static void px_maybe_finish(sip_proxy_t *px, int may_answer);
+static int all_flows_gone(const sip_proxy_t *px);
 static void forward_by_via(sip_msg_t *resp, server_rec *s, apr_pool_t *p);
 static void start_branch(sip_proxy_t *px, branch_t *b);
 
@@ -704,6 +707,8 @@ static void send_best(sip_proxy_t *px)
         sip_txn_reply(px->st, 408, "Request Timeout", NULL);
         return;
     }
+    if (px->best_status == 480 && all_flows_gone(px))
+        sip_stats->flows_dead++;
     memset(&e, 0, sizeof(e));
     /* §16.7 step 6: 503 becomes 500 so the client does not retry us. */
     if (px->best_status == 503) {
@@ -843,6 +848,37 @@ static void local_final(branch_t *b, int status, const char *reason)
     apr_pool_destroy(p);
 }
 
+/* RFC 5626 §5.3: no flow of the branch is left: 480 for a binding, 430
+ * for a dialog's flow.  A binding's flows that closed after the lookup (on
+ * another engine the stand-in may still have looked open) make the same
+ * answer as flows already closed at the lookup: send_best counts it. */
+static void branch_flows_gone(branch_t *b)
+{
+    if (b->flows && b->flows->nelts) {
+        b->flows_gone = 1;
+        local_final(b, 480, "Temporarily Unavailable");
+    }
+    else
+        local_final(b, 430, "Flow Failed");
+}
+
+/* The 480 going up says only that every binding's flow closed: SipFlowsDead
+ * counts it, as the registrar does for flows closed at the lookup. */
+static int all_flows_gone(const sip_proxy_t *px)
+{
+    int i, any = 0;
+
+    for (i = 0; i < px->branches->nelts; i++) {
+        const branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->originated)
+            continue;
+        if (!b->flows_gone)
+            return 0;
+        any = 1;
+    }
+    return any;
+}
+
 static void timer_c_fired(void *baton)
 {
     branch_t *b = baton;
@@ -956,10 +992,7 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
                      "%s failed", b->uri);
         sip_ctxn_abandon(c);
         b->ctxn = NULL;
-        if (b->flows && b->flows->nelts)
-            local_final(b, 480, "Temporarily Unavailable");
-        else
-            local_final(b, 430, "Flow Failed");
+        branch_flows_gone(b);
         return;
     }
     if (b->fail_status && (status == 503 || (status == 408 && !from_network))
@@ -1224,10 +1257,7 @@ static int branch_try_flows(branch_t *b)
         }
         apr_pool_destroy(p);
         /* a binding's flows gone since the lookup: as if it had none */
-        if (n)
-            local_final(b, 480, "Temporarily Unavailable");
-        else
-            local_final(b, 430, "Flow Failed");
+        branch_flows_gone(b);
         return 1;
     }
 }

@@ -207,7 +207,9 @@ int sip_registrar_handover(apr_pool_t *p, const sip_msg_t *msg, const char *buf,
     aor = sip_replica_register_aor(p, msg);
     if (!aor || (home = sip_engine_home(aor)) == sip_engine_self())
         return 0;
-    sip_handover_origin(src, &o);
+    /* with its client certificate's subject: the home logs it and gives it
+     * to scripts as the engine holding the connection would */
+    sip_handover_origin_tls(p, src, &o);
     if (sip_handover_send(home, SIP_HO_DELIVER, &o, buf, len) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, src->vhost, "sip engine %d: REGISTER for %s "
                      "not handed to its home engine %d (channel full); dropped",

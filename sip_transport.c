@@ -687,6 +687,7 @@ static void tcp_linger(sip_tcp_conn_t *c)
     if (c->closed || c->lingering)
         return;
     c->lingering = 1;
+    flow_forget(c);
     if (shutdown(c->fd, SHUT_WR) < 0) {
         tcp_close(c, "framing lost");
         return;
@@ -893,6 +894,10 @@ void sip_tcp_close_after_flush(sip_tcp_conn_t *c)
     if (c->closed || c->lingering || c->remote)
         return;
     c->close_after_flush = 1;
+    /* Nothing more can be sent on it: the flow is closed now, for the other
+     * engines too, not when the lingering close ends (a WebSocket closed by
+     * its browser lingers; a peer's stand-in must not look open meanwhile) */
+    flow_forget(c);
     if (!c->out_head)
         tcp_linger(c);
     else
@@ -1824,6 +1829,14 @@ const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src)
     return c->tls ? sip_tls_peer_subject(p, c->tls) : NULL;
 }
 
+void sip_source_set_tls_subject(sip_source_t *src, const char *subject)
+{
+    sip_tcp_conn_t *c = src->tcp;
+
+    if (c && c->remote && subject && !c->relay_subject && sip_tp_secure(src->kind))
+        c->relay_subject = apr_pstrdup(c->pool, subject);
+}
+
 void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env)
 {
     sip_tcp_conn_t *c = src->tcp;
@@ -1832,8 +1845,9 @@ void sip_source_tls_env(apr_pool_t *p, const sip_source_t *src, apr_table_t *env
         return;
     if (c->tls)
         sip_tls_env(p, c->tls, env);
-    else if (c->relayed) {
-        /* mod_ssl in the relaying child holds the session: what it passed */
+    else if (c->relayed || c->remote) {
+        /* mod_ssl in the relaying child, or another engine, holds the
+         * session: what it passed */
         apr_table_setn(env, "HTTPS", "on");
         if (c->relay_subject)
             apr_table_setn(env, "SSL_CLIENT_S_DN", apr_pstrdup(p, c->relay_subject));
@@ -2044,8 +2058,9 @@ static void flow_forget(sip_tcp_conn_t *c)
 {
     sip_ho_origin_t o;
 
-    if (!c->flow_id || !flows || c->remote)
-        return;
+    if (!c->flow_id || !flows || c->remote
+        || apr_hash_get(flows, &c->flow_id, sizeof(c->flow_id)) != c)
+        return;     /* not a flow, or already forgotten when it began to close */
     apr_hash_set(flows, &c->flow_id, sizeof(c->flow_id), NULL);
     if (sip_engine_count() > 1) {
         /* every engine sees it closed at once (480/430, docs/flows.md) */

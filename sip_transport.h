@@ -122,6 +122,9 @@ apr_status_t sip_transport_send_tls(void *vhost, const sip_sockaddr_t *dest, con
 /* The TLS client certificate's subject (RFC 2253 form, as mod_ssl's
  * SSL_CLIENT_S_DN) of the connection 'src' came on, or NULL. */
 const char *sip_source_tls_subject(apr_pool_t *p, const sip_source_t *src);
+/* Several engines: the subject the engine holding the connection saw, for
+ * the stand-in 'src' (the first one given is kept; nothing for others). */
+void sip_source_set_tls_subject(sip_source_t *src, const char *subject);
 /* mod_ssl's variables (HTTPS, SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_S_DN,
  * SSL_CLIENT_VERIFY...) for a message that came over TLS or WSS, into
  * 'env'; nothing for other transports or a connection already closed. */

@@ -1,6 +1,7 @@
 /* The hand-over channel's datagram header (sip_handover.c): any bytes a
  * peer engine could send are decoded without reading past them, and a
- * decoded datagram encodes back to the same kind, origin and text. */
+ * decoded datagram encodes back to the same kind, origin (with its TLS
+ * subject) and text. */
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -26,7 +27,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         || o2.cookie != o.cookie || o2.vhost != o.vhost || o2.peer.len != o.peer.len
         || memcmp(&o2.peer.ss, &o.peer.ss, o.peer.len) || o2.local.len != o.local.len
         || memcmp(&o2.local.ss, &o.local.ss, o.local.len)
-        || tlen2 != tlen || memcmp(text2, text, tlen))
+        || tlen2 != tlen || memcmp(text2, text, tlen)
+        || !o.tls_subject != !o2.tls_subject
+        || (o.tls_subject && strcmp(o.tls_subject, o2.tls_subject)))
+        abort();
+    /* a subject is one string inside the datagram, before the text */
+    if (o.tls_subject && (o.tls_subject < (const char *)data
+                          || o.tls_subject + strlen(o.tls_subject) + 1 != text))
         abort();
     /* too small a buffer is refused, not overrun */
     if (sip_handover_encode(buf, n - 1, kind, &o, text, tlen) != 0)

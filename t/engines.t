@@ -320,6 +320,78 @@ sub in_dialog {
        '... some of them were asked of the other engine');
 }
 
+# ---- CANCEL and ACK over TCP for an INVITE over UDP: every TCP connection
+# from 127.0.0.1 goes to one engine (hash of the peer address) while the
+# UDP INVITEs spread by source port, so some INVITEs live on the other
+# engine; the stream CANCEL and the ACK of the 487 are asked of it too: the
+# CANCEL's 200 comes back on the connection, the 487 is not retransmitted.
+{
+    my ($ok, $tries) = (0, 8);
+    my $q0 = $t->sip_counters->{SipHandoverSent} // 0;
+    my $tcp = $t->tcp_connect;
+    ok($tcp, 'a TCP connection for the CANCELs and ACKs');
+    my @acked;
+    for my $i (1 .. ($tcp ? $tries : 0)) {
+        my $a = $t->udp_socket;
+        my $cid = "tcpcancel-$i-" . rand_token(8);
+        my $inv = invite_text($a->sockport, $cid, 'z9hG4bK' . rand_token(10));
+        $t->udp_send($inv, sock => $a);
+        my $got = $t->udp_new_request($uas, 3, 'INVITE');
+        next unless $got;
+        my ($pport) = (parse_msg($got)->header_elems('via'))[0] =~ /127\.0\.0\.1:(\d+)/;
+        $t->udp_send(answer($got, 180, 'Ringing'), sock => $uas, port => $pport);
+        my $r180;
+        my $end = time + 3;
+        while (!$r180 && time < $end) {
+            my $d = $t->udp_recv($a, $end - time) // last;
+            $r180 = $d if $d =~ /^SIP\/2\.0 180 /;
+        }
+        (my $cancel = $inv) =~ s/^INVITE (\S+)/CANCEL $1/;
+        $cancel =~ s/^CSeq: 1 INVITE/CSeq: 1 CANCEL/m;
+        $cancel =~ s/^Contact:[^\r]*\r\n//m;
+        $t->send_raw($tcp, $cancel);
+        my ($c200, $i487);
+        $end = time + 4;
+        while (time < $end && !($c200 && $i487)) {
+            for my $s (IO::Select->new($a, $uas, $tcp)->can_read(0.2)) {
+                if ($s == $tcp) {
+                    my $m = $t->read_response($tcp, 1) or next;
+                    $c200 = 1 if $m->is_response && $m->code == 200
+                                 && ($m->header('cseq') // '') =~ /CANCEL/;
+                    next;
+                }
+                my $d = $t->udp_recv($s, 0) // next;
+                my $m = parse_msg($d);
+                if ($s == $uas) {
+                    next if $m->is_response;
+                    if ($m->method eq 'CANCEL') {
+                        $t->udp_send(answer($d, 200, 'OK'), sock => $uas, port => $pport);
+                        $t->udp_send(answer($got, 487, 'Request Terminated'), sock => $uas,
+                                     port => $pport);
+                    }
+                    next;
+                }
+                if ($m->is_response && $m->code == 487 && !$i487) {
+                    $i487 = 1;
+                    $t->send_raw($tcp, $t->ack_for($inv, $m));     # the ACK over TCP too
+                    push @acked, $a;
+                }
+            }
+        }
+        $ok++ if $r180 && $c200 && $i487;
+    }
+    is($ok, $tries, 'CANCELs over TCP for INVITEs over UDP: 200 on the connection and 487 each');
+    ok(($t->sip_counters->{SipHandoverSent} // 0) > $q0,
+       '... some of them were asked of the other engine');
+    # timer G (T1, 500 ms) would have sent a 487 again by now without its ACK
+    sleep 1.2;
+    my $again = 0;
+    for my $a (@acked) {
+        while (defined(my $d = $t->udp_recv($a, 0))) { $again++ if $d =~ /^SIP\/2\.0 487 / }
+    }
+    is($again, 0, '... and their ACKs over TCP reached the INVITEs: no 487 sent again');
+}
+
 # ---- kill -9 one engine under load
 {
     @pids = $t->engine_pids;

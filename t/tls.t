@@ -30,7 +30,8 @@ my $proxy = "SipProxyOutside On\nSipTcpMessageTimeout 2\nSSLProxyEngine on\nSSLP
 $t->{vhost_conf} = $proxy;
 $t->{server_conf} = SipTls::modules_conf() . SipTls::status_conf()
     . SipTls::vhost_conf($pki, $tport, $proxy)
-    . SipTls::vhost_conf($pki, $mport, "SSLVerifyClient require\nSSLVerifyDepth 2");
+    . SipTls::vhost_conf($pki, $mport, "SSLVerifyClient require\nSSLVerifyDepth 2\n"
+                         . 'CustomLog @DIR@/logs/tls_dn.log "%{Call-ID}i %>s dn=[%{SSL_CLIENT_S_DN}e]"');
 $t->start;
 my $engine = $t->engine_pid;
 
@@ -97,6 +98,27 @@ sub tls_req {
     is($m && $m->header('x-dn'), 'CN=alice,OU=phones,O=mod_sip tests', 'script: SSL_CLIENT_S_DN (RFC 2253)');
     is($m && $m->header('x-idn'), 'CN=Test CA,O=mod_sip tests', 'script: SSL_CLIENT_I_DN');
     is($m && $m->header('x-verify'), 'SUCCESS', 'script: SSL_CLIENT_VERIFY=SUCCESS');
+
+    # REGISTERs of several AoRs on that connection: with several engines
+    # (SIP_TEST_ENGINES) most are handed to their AoR's home engine, which
+    # logs them with the subject the engine holding the connection saw.
+    my $n = 6;
+    my $ok = 0;
+    for my $i (1 .. ($s ? $n : 0)) {
+        my $u = "dn$i" . lc SipTest::rand_token(4);
+        my @rr = tls_req($s, $mport, method => 'REGISTER', uri => "sip:127.0.0.1:$mport",
+                         to => "<sip:$u\@127.0.0.1>", from => "<sip:$u\@127.0.0.1>;tag=t$i",
+                         call_id => "tlsdn-$i-$u",
+                         headers => [ Contact => "<sip:$u\@127.0.0.1:5999;transport=tls>", Expires => 60 ]);
+        $ok++ if @rr && $rr[-1]->code == 200;
+    }
+    is($ok, $n, "mutual TLS: $n REGISTERs of different AoRs on one connection: 200 each");
+    my $dnlog = $t->dir . '/logs/tls_dn.log';
+    ok(wait_until(3, sub { (() = slurp($dnlog) =~ /^tlsdn-/mg) >= $n }), '... each logged');
+    my @lines = grep { /^tlsdn-/ } split /\n/, slurp($dnlog);
+    is(scalar(grep { /dn=\[CN=alice,OU=phones,O=mod_sip tests\]/ } @lines), $n,
+       '... each with the client certificate subject (%{SSL_CLIENT_S_DN}e), whichever engine applied it')
+        or diag(join "\n", @lines);
 
     for my $case (['no client certificate', undef], ['a certificate from an unknown CA', 'rogue']) {
         my $mark = $t->log_mark;

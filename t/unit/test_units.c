@@ -11603,6 +11603,104 @@ static Suite *journal_compact_suite(void)
     return s;
 }
 
+
+/* ================================================================== */
+/* several engines, the gaps of issue 19: one nonce secret for every
+ * engine (sip_auth.c) and the TLS subject carried by a hand-over */
+
+START_TEST(engines_nonce_shared)
+{
+    static const unsigned char key[16] = "0123456789abcdef";
+    static const unsigned char other[16] = "fedcba9876543210";
+    apr_time_t now = apr_time_now(), made = 0;
+    const char *n0, *n1;
+    int stale = 0;
+
+    /* engine 0 (the parent's key, inherited by the fork) makes a nonce */
+    sip_auth_set_secret(key, sizeof(key));
+    sip_auth_init(pool);
+    n0 = make_nonce(pool, now);
+    /* engine 1, or engine 0 restarted: sip_auth_init again keeps the key */
+    sip_auth_init(pool);
+    ck_assert_int_eq(check_nonce(pool, n0, apr_time_from_sec(300), &stale, &made), 1);
+    ck_assert_int_eq(stale, 0);
+    ck_assert(made == now);
+    /* and engine 1's nonces verify at engine 0 */
+    n1 = make_nonce(pool, now + 1);
+    ck_assert_int_eq(check_nonce(pool, n1, apr_time_from_sec(300), &stale, &made), 1);
+    /* a nonce-count seen at one engine is fresh in the other's table:
+     * what docs/architecture.md says the per-engine table allows */
+    ck_assert(nc_fresh(NULL, n0, "00000001", now + apr_time_from_sec(300)));
+    sip_auth_init(pool);
+    ck_assert(nc_fresh(NULL, n0, "00000001", now + apr_time_from_sec(300)));
+    /* a key of its own (what each engine had before) refuses them */
+    sip_auth_set_secret(other, sizeof(other));
+    ck_assert_int_eq(check_nonce(pool, n0, apr_time_from_sec(300), &stale, &made), 0);
+    sip_auth_set_secret(key, sizeof(key));
+    ck_assert_int_eq(check_nonce(pool, n0, apr_time_from_sec(300), &stale, &made), 1);
+}
+END_TEST
+
+START_TEST(engines_handover_subject)
+{
+    sip_ho_origin_t o, d;
+    sip_ho_kind_t kind;
+    const char *text, *dn = "CN=alice,OU=phones,O=mod_sip tests";
+    apr_size_t tlen, n, hs = sip_handover_header_size(), size = hs + 4096;
+    char *buf = apr_palloc(pool, size), *big;
+
+    memset(&o, 0, sizeof(o));
+    o.kind = SIP_TP_TLS;
+    sip_sockaddr_set(&o.peer, "192.0.2.7", 4711);
+    sip_sockaddr_set(&o.local, "127.0.0.1", 5061);
+    o.engine = 1;
+    o.flow = 9;
+    o.tls_subject = dn;
+    n = sip_handover_encode(buf, size, SIP_HO_DELIVER, &o, "REGISTER x", 10);
+    ck_assert_uint_eq(n, hs + strlen(dn) + 1 + 10);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_ptr_nonnull(d.tls_subject);
+    ck_assert_str_eq(d.tls_subject, dn);
+    ck_assert_uint_eq(tlen, 10);
+    ck_assert(memcmp(text, "REGISTER x", 10) == 0);
+    /* a subject that is not one NUL-terminated string is refused */
+    buf[hs + strlen(dn)] = 'x';
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    buf[hs + strlen(dn)] = '\0';
+    buf[hs + 3] = '\0';
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 0);
+    /* its length past the datagram */
+    ck_assert_int_eq(sip_handover_decode(buf, hs + 4, &kind, &d, &text, &tlen), 0);
+    /* too long to carry: the message goes without it */
+    big = apr_palloc(pool, SIP_HO_SUBJECT_MAX + 10);
+    memset(big, 'a', SIP_HO_SUBJECT_MAX + 9);
+    big[SIP_HO_SUBJECT_MAX + 9] = '\0';
+    o.tls_subject = big;
+    n = sip_handover_encode(buf, size, SIP_HO_DELIVER, &o, "REGISTER x", 10);
+    ck_assert_uint_eq(n, hs + 10);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_ptr_null(d.tls_subject);
+    /* none: as before */
+    o.tls_subject = NULL;
+    n = sip_handover_encode(buf, size, SIP_HO_DELIVER, &o, "REGISTER x", 10);
+    ck_assert_uint_eq(n, hs + 10);
+    ck_assert_int_eq(sip_handover_decode(buf, n, &kind, &d, &text, &tlen), 1);
+    ck_assert_ptr_null(d.tls_subject);
+}
+END_TEST
+
+static Suite *engines_gaps_suite(void)
+{
+    Suite *s = suite_create("engines_gaps");
+    TCase *tc = tcase_create("gaps");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, engines_nonce_shared);
+    tcase_add_test(tc, engines_handover_subject);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -11654,6 +11752,7 @@ int main(void)
     srunner_add_suite(sr, location_dbd_suite());
     srunner_add_suite(sr, handover_suite());
     srunner_add_suite(sr, journal_compact_suite());
+    srunner_add_suite(sr, engines_gaps_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
