@@ -669,6 +669,21 @@ static void send_upstream(sip_proxy_t *px, sip_msg_t *resp, const sip_wire_edit_
         sip_txn_respond(px->st, e && e->status ? e->status : sip_msg_status(resp), buf, len);
 }
 
+/* A response that goes upstream as soon as it comes (1xx, 2xx): its text
+ * without our Via, from the text it came in, with no copy kept. */
+static void relay_upstream(sip_proxy_t *px, const sip_msg_t *resp, int status)
+{
+    apr_pool_t *p;
+    apr_size_t len = 0;
+    const char *buf;
+
+    apr_pool_create(&p, px->pool);
+    buf = relay_text(p, resp, &len);
+    if (buf)
+        sip_txn_respond(px->st, status, buf, len);
+    apr_pool_destroy(p);
+}
+
 static void local_final(branch_t *b, int status, const char *reason);
 
 static void cancel_pending(sip_proxy_t *px)
@@ -756,8 +771,8 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
     if (b->originated || status == 100)
         return;     /* a script's own request; 100 is hop by hop (§16.7 step 3) */
     if (status < 200) {
-        if (!final_sent(px) && !local && (copy = own_copy(px, resp, 0)))
-            send_upstream(px, copy, NULL);
+        if (!final_sent(px) && !local)
+            relay_upstream(px, resp, status);
         return;
     }
     if (status < 300) {
@@ -767,8 +782,10 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
             if (!local)
                 forward_by_via(resp, px->s, px->pool);
         }
-        else if ((copy = own_copy(px, resp, local))) {
-            if (!sip_txn_final_sent(px->st) || px->invite)
+        else if (!sip_txn_final_sent(px->st) || px->invite) {
+            if (!local)
+                relay_upstream(px, resp, status);
+            else if ((copy = own_copy(px, resp, local)))
                 send_upstream(px, copy, NULL);
         }
         px->final_sent = 1;
@@ -1176,7 +1193,11 @@ static void branch_transmit(branch_t *b, sip_tp_kind_t kind, const sip_sockaddr_
         branch_end(b);
         return;
     }
-    if (text && on)
+    if (text && !b->originated && !b->block)
+        /* our edits of a request already parsed: not parsed once more */
+        b->ctxn = sip_ctxn_send_known(text, len, id, sip_msg_method(sip_txn_request(px->st)),
+                                      kind, px->s, dest, on, branch_response, b);
+    else if (text && on)
         b->ctxn = sip_ctxn_send_text_on(text, len, on, px->s, branch_response, b);
     else if (text)
         b->ctxn = sip_ctxn_send_text(text, len, kind, px->s, dest, branch_response, b);

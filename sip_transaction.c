@@ -659,6 +659,7 @@ struct sip_ctxn {
     int cancelled;
     int on_flow;                /* 'used' was given (sip_ctxn_send_text_on) */
     const char *tls_host;       /* TLS: the name the server's certificate must match */
+    const char *method;         /* sip_ctxn_send_known: 'req' is parsed when needed */
 };
 
 static apr_size_t nctxns;
@@ -668,9 +669,25 @@ apr_size_t sip_ctxn_count(void)
     return nctxns;
 }
 
+/* The request of 'c', parsed from its text on first use when it was sent
+ * by sip_ctxn_send_known (only a CANCEL, the ACK of a non-2xx, a local
+ * 408/503 or a TLS name check need it); NULL if that text does not parse. */
+static sip_msg_t *ctxn_req(sip_ctxn_t *c)
+{
+    sip_msg_error_t err;
+
+    if (!c->req && c->buf
+        && sip_msg_parse(c->pool, c->buf, c->len, NULL, 0, &c->req, &err) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
+                     "sip: a request sent as %s does not parse back (%s)", c->key, err.reason);
+        c->req = NULL;
+    }
+    return c->req;
+}
+
 const sip_msg_t *sip_ctxn_request(const sip_ctxn_t *c)
 {
-    return c->req;
+    return ctxn_req((sip_ctxn_t *)c);
 }
 
 static void ctxn_terminate(sip_ctxn_t *c)
@@ -715,7 +732,8 @@ static void ctxn_fail(sip_ctxn_t *c, int status, const char *reason)
     if (status == 408)
         sip_stats->ctxn_timeouts++;
     apr_pool_create(&p, c->pool);
-    ctxn_deliver(c, sip_msg_make_response(p, c->req, status, reason, NULL), 0);
+    if (ctxn_req(c))
+        ctxn_deliver(c, sip_msg_make_response(p, c->req, status, reason, NULL), 0);
     apr_pool_destroy(p);
     ctxn_terminate(c);
 }
@@ -843,11 +861,14 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
                               sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
                               sip_ctxn_cb cb, void *baton)
 {
+    const char *method = c->req ? sip_msg_method(c->req) : c->method;
+
     c->buf = buf;
     c->len = len;
     c->kind = kind;
     c->vhost = vhost;
-    if (kind == SIP_TP_TLS) {
+    c->key = c->req ? apr_pstrcat(p, sip_msg_branch(c->req), "|", method, NULL) : c->key;
+    if (kind == SIP_TP_TLS && ctxn_req(c)) {
         /* RFC 5922 §4: the host of the URI the request is routed by */
         const char *next = sip_msg_route_count(c->req) ? sip_msg_route_uri(p, c->req, 0)
                                                        : sip_msg_request_uri(c->req);
@@ -858,8 +879,7 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     c->dest = *dest;
     c->cb = cb;
     c->baton = baton;
-    c->invite = strcmp(sip_msg_method(c->req), "INVITE") == 0;
-    c->key = apr_pstrcat(p, sip_msg_branch(c->req), "|", sip_msg_method(c->req), NULL);
+    c->invite = strcmp(method, "INVITE") == 0;
     c->state = CT_CALLING;
     apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, c);
     nctxns++;
@@ -890,7 +910,7 @@ static void ctxn_send_cancel(sip_ctxn_t *c)
         return;
     c->cancelled = 1;
     apr_pool_create(&p, c->pool);
-    cancel = sip_msg_make_cancel(p, c->req);
+    cancel = ctxn_req(c) ? sip_msg_make_cancel(p, c->req) : NULL;
     if (cancel && c->on_flow)     /* §9.1: where the INVITE went, its connection */
         ctxn_cancel_on(cancel, c);
     else if (cancel)
@@ -965,7 +985,7 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
     sip_timer_cancel(txn_loop, &c->t_timeout);
     if (c->invite) {
         /* §17.1.1.3: the ACK for a non-2xx is sent by the transaction */
-        sip_msg_t *ack = sip_msg_make_ack(c->pool, c->req, resp);
+        sip_msg_t *ack = ctxn_req(c) ? sip_msg_make_ack(c->pool, c->req, resp) : NULL;
         if (ack && (c->ack = sip_msg_serialize(c->pool, ack, &c->ack_len)))
             sip_transport_send(&c->used, &c->dest, c->ack, c->ack_len);
         sip_timer_set(txn_loop, &c->t_end, reliable ? 0 : apr_time_from_sec(32), ctxn_end, c); /* D */
@@ -1079,6 +1099,25 @@ sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_so
         return NULL;
     return ctxn_start_on(c->pool, c, apr_pstrmemdup(c->pool, text, len), len, vhost, on, cb,
                          baton);
+}
+
+sip_ctxn_t *sip_ctxn_send_known(const char *text, apr_size_t len, const char *branch,
+                                const char *method, sip_tp_kind_t kind, void *vhost,
+                                const sip_sockaddr_t *dest, const sip_source_t *on,
+                                sip_ctxn_cb cb, void *baton)
+{
+    apr_pool_t *p;
+    sip_ctxn_t *c;
+
+    apr_pool_create(&p, txn_root);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->method = apr_pstrdup(p, method);
+    c->key = apr_pstrcat(p, branch, "|", method, NULL);
+    text = apr_pstrmemdup(p, text, len);
+    if (on)
+        return ctxn_start_on(p, c, text, len, vhost, on, cb, baton);
+    return ctxn_start(p, c, text, len, kind, vhost, dest, cb, baton);
 }
 
 static void ctxn_cancel_on(sip_msg_t *cancel, sip_ctxn_t *inv)

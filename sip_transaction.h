@@ -158,6 +158,15 @@ sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t k
  * 'on' is copied and held until the transaction ends. */
 sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_source_t *on,
                                   void *vhost, sip_ctxn_cb cb, void *baton);
+/* The same for a request whose text the caller built from a request it
+ * had parsed, with our edits only (the branch and method it gives are the
+ * text's): the text is not parsed again unless the transaction needs it
+ * (a CANCEL, the ACK of a non-2xx, a local 408/503, a TLS name check).
+ * Over the connection 'on' when it is given, else to 'dest'. */
+sip_ctxn_t *sip_ctxn_send_known(const char *text, apr_size_t len, const char *branch,
+                                const char *method, sip_tp_kind_t kind, void *vhost,
+                                const sip_sockaddr_t *dest, const sip_source_t *on,
+                                sip_ctxn_cb cb, void *baton);
 /* Stop telling the owner (the transaction still absorbs retransmissions). */
 void sip_ctxn_abandon(sip_ctxn_t *c);
 /* §9.1: CANCEL an INVITE client transaction once it has a provisional. */
