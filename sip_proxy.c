@@ -5,6 +5,7 @@
 #include "sip_route.h"
 #include "sip_auth.h"
 #include "sip_dns.h"
+#include "sip_stats.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -1005,14 +1006,31 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
     sip_proxy_default_response(px, b, resp, !from_network);
 }
 
+/* Once the proxy has sent its final answer and every branch has had its
+ * own, the client transactions need nothing of it (a 2xx retransmitted
+ * to an Accepted one goes up by the server transaction): the request's
+ * state can go now rather than after timer D, K or M (32 s, 5 s, 32 s
+ * over UDP). */
+static int settled(sip_proxy_t *px, const branch_t *b)
+{
+    return !px->owner && px->st && final_sent(px) && sip_ctxn_settled(b->ctxn);
+}
+
 static void px_destroy_if_idle(sip_proxy_t *px)
 {
     int i;
 
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->ctxn || b->dq || sip_timer_armed(&b->timer_c) || sip_timer_armed(&b->expires))
+        if ((b->ctxn && !settled(px, b)) || b->dq || sip_timer_armed(&b->timer_c)
+            || sip_timer_armed(&b->expires))
             return;
+    }
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->ctxn && !sip_ctxn_retire(b->ctxn, px->st))
+            return;     /* kept as it was: it ends with its timer */
+        b->ctxn = NULL;
     }
     if (px->owner) {
         if (!px->released) {
@@ -1029,6 +1047,7 @@ static void px_destroy_if_idle(sip_proxy_t *px)
         sip_txn_detach(px->st);
     }
     px->st = NULL;
+    sip_stats->now.proxies--;
     sip_loop_defer_destroy(sip_txn_loop(), px->pool);
 }
 
@@ -1404,6 +1423,7 @@ static sip_proxy_t *px_create(sip_txn_t *t, server_rec *s)
     apr_pool_create(&p, px_root);
     px = apr_pcalloc(p, sizeof(*px));
     px->pool = p;
+    sip_stats->now.proxies++;
     px->st = t;
     px->s = s;
     px->conf = sip_get_conf(s);

@@ -267,8 +267,12 @@ static void txn_maybe_compact(sip_txn_t *t)
         txn_terminate(t);
         return;
     }
-    if (t->invite || t->state != ST_COMPLETED || t->src.kind != SIP_TP_UDP || t->tu || t->kept
-        || t->compact || t->destroyed || !t->last)
+    /* A proxied INVITE in Accepted (RFC 6026 §7.1) only waits out timer L
+     * to absorb retransmitted INVITEs and to carry 2xx retransmissions up
+     * (sip_ctxn_retire): the same remnant will do. */
+    if (t->invite ? !(t->proxied && t->state == ST_ACCEPTED) : t->state != ST_COMPLETED)
+        return;
+    if (t->src.kind != SIP_TP_UDP || t->tu || t->kept || t->compact || t->destroyed || !t->last)
         return;
     z = calloc(1, sizeof(*z));
     if (!z)
@@ -287,7 +291,9 @@ static void txn_maybe_compact(sip_txn_t *t)
     z->last_status = t->last_status;
     z->src = t->src;            /* UDP: no connection reference to carry */
     z->dest = t->dest;
-    z->state = ST_COMPLETED;
+    z->state = t->state;
+    z->invite = t->invite;
+    z->proxied = t->proxied;
     z->to_tag = NULL;
     left = t->t_end.when - apr_time_now();
     sip_timer_cancel(txn_loop, &t->t_end);
@@ -660,6 +666,8 @@ struct sip_ctxn {
     int on_flow;                /* 'used' was given (sip_ctxn_send_text_on) */
     const char *tls_host;       /* TLS: the name the server's certificate must match */
     const char *method;         /* sip_ctxn_send_known: 'req' is parsed when needed */
+    int retired;                /* malloc'd Accepted remnant (sip_ctxn_retire) */
+    char *up_key;               /* retired: the server transaction its 2xx go up by */
 };
 
 static apr_size_t nctxns;
@@ -708,6 +716,13 @@ static void ctxn_terminate(sip_ctxn_t *c)
     if (cb)
         cb(c->baton, c, NULL, -1);     /* gone: the owner drops its pointer */
     sip_source_release(&c->used);
+    if (c->retired) {
+        free((char *)c->key);
+        free(c->up_key);
+        free((char *)c->ack);
+        free(c);
+        return;
+    }
     sip_loop_defer_destroy(txn_loop, c->pool);
 }
 
@@ -961,6 +976,21 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
         }
         return 1;
     }
+    if (c->retired && c->state == CT_ACCEPTED) {
+        /* a 2xx retransmitted to a retired Accepted INVITE: up as the
+         * proxy would send it, without our Via (RFC 6026 §7.1, §16.7) */
+        sip_txn_t *up = apr_hash_get(txns, c->up_key, APR_HASH_KEY_STRING);
+        sip_wire_edit_t e;
+        apr_size_t len = 0;
+        const char *text;
+        if (status < 200 || status >= 300 || !up || !up->proxied || up->state != ST_ACCEPTED)
+            return 1;
+        memset(&e, 0, sizeof(e));
+        e.pop_via = 1;
+        if ((text = sip_msg_wire_text(msg_pool, resp, &e, &len)))
+            txn_send(up, text, len);
+        return 1;
+    }
     if (c->invite && status < 300) {
         /* RFC 6026: Accepted; each 2xx (retransmissions too) goes to the TU */
         if (c->state == CT_CALLING || c->state == CT_PROCEEDING) {
@@ -1076,6 +1106,57 @@ void sip_txn_set_auth_int(sip_txn_t *t, int on)
 int sip_txn_auth_int(sip_txn_t *t)
 {
     return t->auth_int;
+}
+
+int sip_ctxn_settled(const sip_ctxn_t *c)
+{
+    return c->state == CT_ACCEPTED || c->state == CT_COMPLETED;
+}
+
+int sip_ctxn_retire(sip_ctxn_t *c, sip_txn_t *up)
+{
+    sip_ctxn_t *z;
+    apr_time_t left;
+
+    if (c->retired || (c->state != CT_COMPLETED
+                       && (c->state != CT_ACCEPTED || !up || !up->proxied
+                           || up->state != ST_ACCEPTED)))
+        return 0;
+    z = calloc(1, sizeof(*z));
+    if (!z)
+        return 0;
+    z->key = strdup(c->key);
+    z->up_key = c->state == CT_ACCEPTED ? strdup(up->key) : NULL;
+    z->ack = c->ack ? malloc(c->ack_len) : NULL;
+    if (!z->key || (c->state == CT_ACCEPTED && !z->up_key) || (c->ack && !z->ack)) {
+        free((char *)z->key);
+        free(z->up_key);
+        free((char *)z->ack);
+        free(z);
+        return 0;
+    }
+    if (c->ack)
+        memcpy((char *)z->ack, c->ack, c->ack_len);
+    z->ack_len = c->ack_len;
+    z->retired = 1;
+    z->invite = c->invite;
+    z->kind = c->kind;
+    z->state = c->state;
+    z->dest = c->dest;
+    z->used = c->used;          /* the ACK of a retransmitted non-2xx goes the same way */
+    sip_source_hold(&z->used);
+    left = c->t_end.when - apr_time_now();
+    sip_timer_cancel(txn_loop, &c->t_retx);
+    sip_timer_cancel(txn_loop, &c->t_timeout);
+    sip_timer_cancel(txn_loop, &c->t_end);
+    sip_timer_cancel(txn_loop, &c->t_fail);
+    apr_hash_set(ctxns, z->key, APR_HASH_KEY_STRING, z);   /* replaces c: the count stays */
+    sip_timer_set(txn_loop, &z->t_end, left > 0 ? left : 0, ctxn_end, z);     /* M, D or K */
+    c->state = CT_TERMINATED;
+    c->cb = NULL;
+    sip_source_release(&c->used);
+    sip_loop_defer_destroy(txn_loop, c->pool);
+    return 1;
 }
 
 /* ---- client transactions on a given connection (flows, RFC 5626 §5.3) ---- */
