@@ -672,6 +672,21 @@ static void send_upstream(sip_proxy_t *px, sip_msg_t *resp, const sip_wire_edit_
         sip_txn_respond(px->st, e && e->status ? e->status : sip_msg_status(resp), buf, len);
 }
 
+/* A response that goes upstream as soon as it comes (1xx, 2xx): its text
+ * without our Via, from the text it came in, with no copy kept. */
+static void relay_upstream(sip_proxy_t *px, const sip_msg_t *resp, int status)
+{
+    apr_pool_t *p;
+    apr_size_t len = 0;
+    const char *buf;
+
+    apr_pool_create(&p, px->pool);
+    buf = relay_text(p, resp, &len);
+    if (buf)
+        sip_txn_respond(px->st, status, buf, len);
+    apr_pool_destroy(p);
+}
+
 static void local_final(branch_t *b, int status, const char *reason);
 
 static void cancel_pending(sip_proxy_t *px)
@@ -761,8 +776,8 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
     if (b->originated || status == 100)
         return;     /* a script's own request; 100 is hop by hop (§16.7 step 3) */
     if (status < 200) {
-        if (!final_sent(px) && !local && (copy = own_copy(px, resp, 0)))
-            send_upstream(px, copy, NULL);
+        if (!final_sent(px) && !local)
+            relay_upstream(px, resp, status);
         return;
     }
     if (status < 300) {
@@ -772,8 +787,10 @@ void sip_proxy_default_response(sip_proxy_t *px, sip_proxy_branch_t *b, sip_msg_
             if (!local)
                 forward_by_via(resp, px->s, px->pool);
         }
-        else if ((copy = own_copy(px, resp, local))) {
-            if (!sip_txn_final_sent(px->st) || px->invite)
+        else if (!sip_txn_final_sent(px->st) || px->invite) {
+            if (!local)
+                relay_upstream(px, resp, status);
+            else if ((copy = own_copy(px, resp, local)))
                 send_upstream(px, copy, NULL);
         }
         px->final_sent = 1;
@@ -1021,14 +1038,31 @@ static void branch_response(void *baton, sip_ctxn_t *c, sip_msg_t *resp, int fro
     sip_proxy_default_response(px, b, resp, !from_network);
 }
 
+/* Once the proxy has sent its final answer and every branch has had its
+ * own, the client transactions need nothing of it (a 2xx retransmitted
+ * to an Accepted one goes up by the server transaction): the request's
+ * state can go now rather than after timer D, K or M (32 s, 5 s, 32 s
+ * over UDP). */
+static int settled(sip_proxy_t *px, const branch_t *b)
+{
+    return !px->owner && px->st && final_sent(px) && sip_ctxn_settled(b->ctxn);
+}
+
 static void px_destroy_if_idle(sip_proxy_t *px)
 {
     int i;
 
     for (i = 0; i < px->branches->nelts; i++) {
         branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
-        if (b->ctxn || b->dq || sip_timer_armed(&b->timer_c) || sip_timer_armed(&b->expires))
+        if ((b->ctxn && !settled(px, b)) || b->dq || sip_timer_armed(&b->timer_c)
+            || sip_timer_armed(&b->expires))
             return;
+    }
+    for (i = 0; i < px->branches->nelts; i++) {
+        branch_t *b = APR_ARRAY_IDX(px->branches, i, branch_t *);
+        if (b->ctxn && !sip_ctxn_retire(b->ctxn, px->st))
+            return;     /* kept as it was: it ends with its timer */
+        b->ctxn = NULL;
     }
     if (px->owner) {
         if (!px->released) {
@@ -1045,6 +1079,7 @@ static void px_destroy_if_idle(sip_proxy_t *px)
         sip_txn_detach(px->st);
     }
     px->st = NULL;
+    sip_stats->now.proxies--;
     sip_loop_defer_destroy(sip_txn_loop(), px->pool);
 }
 
@@ -1209,7 +1244,11 @@ static void branch_transmit(branch_t *b, sip_tp_kind_t kind, const sip_sockaddr_
         branch_end(b);
         return;
     }
-    if (text && on)
+    if (text && !b->originated && !b->block)
+        /* our edits of a request already parsed: not parsed once more */
+        b->ctxn = sip_ctxn_send_known(text, len, id, sip_msg_method(sip_txn_request(px->st)),
+                                      kind, px->s, dest, on, branch_response, b);
+    else if (text && on)
         b->ctxn = sip_ctxn_send_text_on(text, len, on, px->s, branch_response, b);
     else if (text)
         b->ctxn = sip_ctxn_send_text(text, len, kind, px->s, dest, branch_response, b);
@@ -1413,6 +1452,7 @@ static sip_proxy_t *px_create(sip_txn_t *t, server_rec *s)
     apr_pool_create(&p, px_root);
     px = apr_pcalloc(p, sizeof(*px));
     px->pool = p;
+    sip_stats->now.proxies++;
     px->st = t;
     px->s = s;
     px->conf = sip_get_conf(s);

@@ -194,6 +194,8 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {"SipClientTransactionsNow", "Client transactions now", st->now.ctxns},
         {"SipClientTransactionsTotal", "Client transactions total", st->ctxns},
         {"SipClientTransactionTimeouts", "Client transactions timed out", st->ctxn_timeouts},
+        {"SipProxyStatesNow", "Proxied requests whose state is held now (an answered call's "
+         "is let go at once)", st->now.proxies},
         {NULL, "Final responses of server transactions", 0},
         {"SipResponses2xx", "2xx", st->finals[0]},
         {"SipResponses3xx", "3xx", st->finals[1]},

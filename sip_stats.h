@@ -42,6 +42,7 @@ typedef struct sip_stats_gauges {
     apr_uint64_t tcp;           /* open SIP TCP connections */
     apr_uint64_t ws;            /* open WebSocket connections (WS and WSS; counted in tcp too) */
     apr_uint64_t tls;           /* of those, TLS ones (sip_tls.c) */
+    apr_uint64_t proxies;       /* requests whose proxying state is held (sip_proxy.c) */
 } sip_stats_gauges_t;
 
 typedef struct sip_stats {

@@ -267,8 +267,12 @@ static void txn_maybe_compact(sip_txn_t *t)
         txn_terminate(t);
         return;
     }
-    if (t->invite || t->state != ST_COMPLETED || t->src.kind != SIP_TP_UDP || t->tu || t->kept
-        || t->compact || t->destroyed || !t->last)
+    /* A proxied INVITE in Accepted (RFC 6026 §7.1) only waits out timer L
+     * to absorb retransmitted INVITEs and to carry 2xx retransmissions up
+     * (sip_ctxn_retire): the same remnant will do. */
+    if (t->invite ? !(t->proxied && t->state == ST_ACCEPTED) : t->state != ST_COMPLETED)
+        return;
+    if (t->src.kind != SIP_TP_UDP || t->tu || t->kept || t->compact || t->destroyed || !t->last)
         return;
     z = calloc(1, sizeof(*z));
     if (!z)
@@ -287,7 +291,9 @@ static void txn_maybe_compact(sip_txn_t *t)
     z->last_status = t->last_status;
     z->src = t->src;            /* UDP: no connection reference to carry */
     z->dest = t->dest;
-    z->state = ST_COMPLETED;
+    z->state = t->state;
+    z->invite = t->invite;
+    z->proxied = t->proxied;
     z->to_tag = NULL;
     left = t->t_end.when - apr_time_now();
     sip_timer_cancel(txn_loop, &t->t_end);
@@ -659,6 +665,9 @@ struct sip_ctxn {
     int cancelled;
     int on_flow;                /* 'used' was given (sip_ctxn_send_text_on) */
     const char *tls_host;       /* TLS: the name the server's certificate must match */
+    const char *method;         /* sip_ctxn_send_known: 'req' is parsed when needed */
+    int retired;                /* malloc'd Accepted remnant (sip_ctxn_retire) */
+    char *up_key;               /* retired: the server transaction its 2xx go up by */
 };
 
 static apr_size_t nctxns;
@@ -668,9 +677,25 @@ apr_size_t sip_ctxn_count(void)
     return nctxns;
 }
 
+/* The request of 'c', parsed from its text on first use when it was sent
+ * by sip_ctxn_send_known (only a CANCEL, the ACK of a non-2xx, a local
+ * 408/503 or a TLS name check need it); NULL if that text does not parse. */
+static sip_msg_t *ctxn_req(sip_ctxn_t *c)
+{
+    sip_msg_error_t err;
+
+    if (!c->req && c->buf
+        && sip_msg_parse(c->pool, c->buf, c->len, NULL, 0, &c->req, &err) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
+                     "sip: a request sent as %s does not parse back (%s)", c->key, err.reason);
+        c->req = NULL;
+    }
+    return c->req;
+}
+
 const sip_msg_t *sip_ctxn_request(const sip_ctxn_t *c)
 {
-    return c->req;
+    return ctxn_req((sip_ctxn_t *)c);
 }
 
 static void ctxn_terminate(sip_ctxn_t *c)
@@ -691,6 +716,13 @@ static void ctxn_terminate(sip_ctxn_t *c)
     if (cb)
         cb(c->baton, c, NULL, -1);     /* gone: the owner drops its pointer */
     sip_source_release(&c->used);
+    if (c->retired) {
+        free((char *)c->key);
+        free(c->up_key);
+        free((char *)c->ack);
+        free(c);
+        return;
+    }
     sip_loop_defer_destroy(txn_loop, c->pool);
 }
 
@@ -715,7 +747,8 @@ static void ctxn_fail(sip_ctxn_t *c, int status, const char *reason)
     if (status == 408)
         sip_stats->ctxn_timeouts++;
     apr_pool_create(&p, c->pool);
-    ctxn_deliver(c, sip_msg_make_response(p, c->req, status, reason, NULL), 0);
+    if (ctxn_req(c))
+        ctxn_deliver(c, sip_msg_make_response(p, c->req, status, reason, NULL), 0);
     apr_pool_destroy(p);
     ctxn_terminate(c);
 }
@@ -843,11 +876,14 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
                               sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
                               sip_ctxn_cb cb, void *baton)
 {
+    const char *method = c->req ? sip_msg_method(c->req) : c->method;
+
     c->buf = buf;
     c->len = len;
     c->kind = kind;
     c->vhost = vhost;
-    if (kind == SIP_TP_TLS) {
+    c->key = c->req ? apr_pstrcat(p, sip_msg_branch(c->req), "|", method, NULL) : c->key;
+    if (kind == SIP_TP_TLS && ctxn_req(c)) {
         /* RFC 5922 §4: the host of the URI the request is routed by */
         const char *next = sip_msg_route_count(c->req) ? sip_msg_route_uri(p, c->req, 0)
                                                        : sip_msg_request_uri(c->req);
@@ -858,8 +894,7 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     c->dest = *dest;
     c->cb = cb;
     c->baton = baton;
-    c->invite = strcmp(sip_msg_method(c->req), "INVITE") == 0;
-    c->key = apr_pstrcat(p, sip_msg_branch(c->req), "|", sip_msg_method(c->req), NULL);
+    c->invite = strcmp(method, "INVITE") == 0;
     c->state = CT_CALLING;
     apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, c);
     nctxns++;
@@ -890,7 +925,7 @@ static void ctxn_send_cancel(sip_ctxn_t *c)
         return;
     c->cancelled = 1;
     apr_pool_create(&p, c->pool);
-    cancel = sip_msg_make_cancel(p, c->req);
+    cancel = ctxn_req(c) ? sip_msg_make_cancel(p, c->req) : NULL;
     if (cancel && c->on_flow)     /* §9.1: where the INVITE went, its connection */
         ctxn_cancel_on(cancel, c);
     else if (cancel)
@@ -941,6 +976,21 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
         }
         return 1;
     }
+    if (c->retired && c->state == CT_ACCEPTED) {
+        /* a 2xx retransmitted to a retired Accepted INVITE: up as the
+         * proxy would send it, without our Via (RFC 6026 §7.1, §16.7) */
+        sip_txn_t *up = apr_hash_get(txns, c->up_key, APR_HASH_KEY_STRING);
+        sip_wire_edit_t e;
+        apr_size_t len = 0;
+        const char *text;
+        if (status < 200 || status >= 300 || !up || !up->proxied || up->state != ST_ACCEPTED)
+            return 1;
+        memset(&e, 0, sizeof(e));
+        e.pop_via = 1;
+        if ((text = sip_msg_wire_text(msg_pool, resp, &e, &len)))
+            txn_send(up, text, len);
+        return 1;
+    }
     if (c->invite && status < 300) {
         /* RFC 6026: Accepted; each 2xx (retransmissions too) goes to the TU */
         if (c->state == CT_CALLING || c->state == CT_PROCEEDING) {
@@ -965,7 +1015,7 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
     sip_timer_cancel(txn_loop, &c->t_timeout);
     if (c->invite) {
         /* §17.1.1.3: the ACK for a non-2xx is sent by the transaction */
-        sip_msg_t *ack = sip_msg_make_ack(c->pool, c->req, resp);
+        sip_msg_t *ack = ctxn_req(c) ? sip_msg_make_ack(c->pool, c->req, resp) : NULL;
         if (ack && (c->ack = sip_msg_serialize(c->pool, ack, &c->ack_len)))
             sip_transport_send(&c->used, &c->dest, c->ack, c->ack_len);
         sip_timer_set(txn_loop, &c->t_end, reliable ? 0 : apr_time_from_sec(32), ctxn_end, c); /* D */
@@ -1058,6 +1108,57 @@ int sip_txn_auth_int(sip_txn_t *t)
     return t->auth_int;
 }
 
+int sip_ctxn_settled(const sip_ctxn_t *c)
+{
+    return c->state == CT_ACCEPTED || c->state == CT_COMPLETED;
+}
+
+int sip_ctxn_retire(sip_ctxn_t *c, sip_txn_t *up)
+{
+    sip_ctxn_t *z;
+    apr_time_t left;
+
+    if (c->retired || (c->state != CT_COMPLETED
+                       && (c->state != CT_ACCEPTED || !up || !up->proxied
+                           || up->state != ST_ACCEPTED)))
+        return 0;
+    z = calloc(1, sizeof(*z));
+    if (!z)
+        return 0;
+    z->key = strdup(c->key);
+    z->up_key = c->state == CT_ACCEPTED ? strdup(up->key) : NULL;
+    z->ack = c->ack ? malloc(c->ack_len) : NULL;
+    if (!z->key || (c->state == CT_ACCEPTED && !z->up_key) || (c->ack && !z->ack)) {
+        free((char *)z->key);
+        free(z->up_key);
+        free((char *)z->ack);
+        free(z);
+        return 0;
+    }
+    if (c->ack)
+        memcpy((char *)z->ack, c->ack, c->ack_len);
+    z->ack_len = c->ack_len;
+    z->retired = 1;
+    z->invite = c->invite;
+    z->kind = c->kind;
+    z->state = c->state;
+    z->dest = c->dest;
+    z->used = c->used;          /* the ACK of a retransmitted non-2xx goes the same way */
+    sip_source_hold(&z->used);
+    left = c->t_end.when - apr_time_now();
+    sip_timer_cancel(txn_loop, &c->t_retx);
+    sip_timer_cancel(txn_loop, &c->t_timeout);
+    sip_timer_cancel(txn_loop, &c->t_end);
+    sip_timer_cancel(txn_loop, &c->t_fail);
+    apr_hash_set(ctxns, z->key, APR_HASH_KEY_STRING, z);   /* replaces c: the count stays */
+    sip_timer_set(txn_loop, &z->t_end, left > 0 ? left : 0, ctxn_end, z);     /* M, D or K */
+    c->state = CT_TERMINATED;
+    c->cb = NULL;
+    sip_source_release(&c->used);
+    sip_loop_defer_destroy(txn_loop, c->pool);
+    return 1;
+}
+
 /* ---- client transactions on a given connection (flows, RFC 5626 §5.3) ---- */
 
 static sip_ctxn_t *ctxn_start_on(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr_size_t len,
@@ -1079,6 +1180,25 @@ sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_so
         return NULL;
     return ctxn_start_on(c->pool, c, apr_pstrmemdup(c->pool, text, len), len, vhost, on, cb,
                          baton);
+}
+
+sip_ctxn_t *sip_ctxn_send_known(const char *text, apr_size_t len, const char *branch,
+                                const char *method, sip_tp_kind_t kind, void *vhost,
+                                const sip_sockaddr_t *dest, const sip_source_t *on,
+                                sip_ctxn_cb cb, void *baton)
+{
+    apr_pool_t *p;
+    sip_ctxn_t *c;
+
+    apr_pool_create(&p, txn_root);
+    c = apr_pcalloc(p, sizeof(*c));
+    c->pool = p;
+    c->method = apr_pstrdup(p, method);
+    c->key = apr_pstrcat(p, branch, "|", method, NULL);
+    text = apr_pstrmemdup(p, text, len);
+    if (on)
+        return ctxn_start_on(p, c, text, len, vhost, on, cb, baton);
+    return ctxn_start(p, c, text, len, kind, vhost, dest, cb, baton);
 }
 
 static void ctxn_cancel_on(sip_msg_t *cancel, sip_ctxn_t *inv)

@@ -158,6 +158,26 @@ sip_ctxn_t *sip_ctxn_send_text(const char *text, apr_size_t len, sip_tp_kind_t k
  * 'on' is copied and held until the transaction ends. */
 sip_ctxn_t *sip_ctxn_send_text_on(const char *text, apr_size_t len, const sip_source_t *on,
                                   void *vhost, sip_ctxn_cb cb, void *baton);
+/* The same for a request whose text the caller built from a request it
+ * had parsed, with our edits only (the branch and method it gives are the
+ * text's): the text is not parsed again unless the transaction needs it
+ * (a CANCEL, the ACK of a non-2xx, a local 408/503, a TLS name check).
+ * Over the connection 'on' when it is given, else to 'dest'. */
+sip_ctxn_t *sip_ctxn_send_known(const char *text, apr_size_t len, const char *branch,
+                                const char *method, sip_tp_kind_t kind, void *vhost,
+                                const sip_sockaddr_t *dest, const sip_source_t *on,
+                                sip_ctxn_cb cb, void *baton);
+/* 1 when a client transaction has had its final response: Completed, or
+ * an INVITE's Accepted (RFC 6026). */
+int sip_ctxn_settled(const sip_ctxn_t *c);
+/* Let a settled client transaction outlive its owner as a malloc'd
+ * remnant until its last timer (D, K or M): a Completed one absorbs
+ * retransmitted finals (re-sending the ACK of a non-2xx, §17.1.1.2); an
+ * Accepted INVITE sends each 2xx retransmitted to it up through the
+ * proxied server transaction 'up' (its Via popped, RFC 6026 §7.1).  'c'
+ * is gone when this returns 1; 0: nothing changed (not settled, 'up' not
+ * a proxied INVITE in Accepted, no memory). */
+int sip_ctxn_retire(sip_ctxn_t *c, sip_txn_t *up);
 /* Stop telling the owner (the transaction still absorbs retransmissions). */
 void sip_ctxn_abandon(sip_ctxn_t *c);
 /* §9.1: CANCEL an INVITE client transaction once it has a provisional. */

@@ -35,7 +35,7 @@ my @TOTALS = qw(
     SipTcpConnectionsTotal SipBadMessages SipSendErrors SipStunBindings SipStunDropped
 );
 my @GAUGES = qw(SipEnginePid SipEngineUptime SipTransactionsNow SipClientTransactionsNow
-                SipScriptsRunning SipRegistrationsNow SipTcpConnectionsNow);
+                SipScriptsRunning SipRegistrationsNow SipTcpConnectionsNow SipProxyStatesNow);
 
 # GET over HTTP/1.0 (no chunking): (status code, body).
 sub http {
