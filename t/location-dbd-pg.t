@@ -80,6 +80,10 @@ cmp_ok($max_gone, '<=', $BOUND, sprintf('an unregister on A is seen on B within 
     ok(defined time_until_b('cached', qr/^302 <sip:cached\@127\.0\.0\.1:5072>/, time), 'cached: B routes it');
     my ($aor) = SipRegTest::postgres_sql($pg, "SELECT aor FROM sip_location WHERE contact = 'sip:cached\@127.0.0.1:5072'");
     ok($aor, "cached: the row is in the table (AoR $aor)");
+    # A's note may reach B after B read the row (and drop what B cached
+    # then): once it is in, B reads the AoR into its cache again
+    sleep 0.3;
+    b_answer('cached');
     # behind the nodes' backs: no note
     SipRegTest::postgres_sql($pg, "UPDATE sip_location SET contact = 'sip:cached\@127.0.0.1:5073' "
                                 . "WHERE contact = 'sip:cached\@127.0.0.1:5072'");
@@ -194,14 +198,24 @@ sub engine_db_ports {
     is($by2->{200} // 0, 50, 'after the kill: 50 REGISTERs at once all -> 200');
     ok(wait_until(5, sub { b_answer('again7') =~ /^302/ }), 'after the kill: B routes them')
         or diag(b_answer('again7'), $nb->log_since($mark_b));
-    b_answer('late');
-    my $r = $na->register(user => 'late', contacts => [ '<sip:late@127.0.0.1:5077>' ], expires => 600);
-    my $t = time_until_b('late', qr/^302 <sip:late\@127\.0\.0\.1:5077>/, time);
-    ok(defined $t && $t <= $BOUND, sprintf('after the kill: B caches and hears notes again (%.1f ms)', 1000 * ($t // 99)));
-    # the cache is in use again on B: a change behind its back is not seen
-    SipRegTest::postgres_sql($pg, "UPDATE sip_location SET contact = 'sip:late\@127.0.0.1:5078' "
-                                . "WHERE contact = 'sip:late\@127.0.0.1:5077'");
-    like(b_answer('late'), qr/^302 <sip:late\@127\.0\.0\.1:5077>/, 'after the kill: B answers from its cache again');
+    # B's engines listen again once their listening connections are back
+    # (each reconnects on its own, a retry every 0.7 s): until then B reads
+    # the database for every lookup.  Try new AoRs until B's cache is in use
+    # again, which a change behind its back shows (it is not seen).
+    my ($t, $cached);
+    for my $try (1 .. 20) {
+        my $u = "late$try";
+        b_answer($u);
+        my $r = $na->register(user => $u, contacts => [ "<sip:$u\@127.0.0.1:5077>" ], expires => 600);
+        $t = time_until_b($u, qr/^302 <sip:\Q$u\E\@127\.0\.0\.1:5077>/, time);
+        SipRegTest::postgres_sql($pg, "UPDATE sip_location SET contact = 'sip:$u\@127.0.0.1:5078' "
+                                    . "WHERE contact = 'sip:$u\@127.0.0.1:5077'");
+        if (b_answer($u) =~ /^302 <sip:\Q$u\E\@127\.0\.0\.1:5077>/) { $cached = $try; last }
+        sleep 0.25;
+    }
+    ok($cached, sprintf('after the kill: B answers from its cache again (attempt %d)', $cached // 0));
+    ok($cached && defined $t && $t <= $BOUND,
+       sprintf('after the kill: B caches and hears notes again (%.1f ms)', 1000 * ($t // 99)));
 }
 
 $na->stop;
