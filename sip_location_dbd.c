@@ -354,11 +354,6 @@ static int db_schema(apr_pool_t *p, ap_dbd_t *db)
         apr_dbd_transaction_end(db->driver, p, tx);
     }
     db_exec(p, db, "CREATE INDEX IF NOT EXISTS sip_location_expires ON sip_location (expires)");
-    /* statistics now, not at autovacuum's leisure: without them the cleanup's
-     * "expires < now" is planned as a sequential scan of the whole table,
-     * which holds up the batches behind it (270 ms at 160 000 rows) */
-    if (!strcmp(apr_dbd_name(db->driver), "pgsql"))
-        db_exec(p, db, "ANALYZE sip_location");
     sip_script_db_schema(p, db->driver, db->handle);
     return ok;
 }
@@ -873,9 +868,12 @@ static ap_dbd_t *db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, in
 
 static void db_cleanup_job(ap_dbd_t *db, loc_job_t *j)
 {
-    /* safe with several nodes: only rows whose time is past */
-    db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
-                                      "contact <> '' AND expires < %" APR_TIME_T_FMT,
+    /* safe with several nodes: only rows whose time is past.  A range on
+     * expires (markers have 0): planned on its index even before the
+     * table has statistics, where "expires < now" alone was a sequential
+     * scan that held up the batches behind it (270 ms at 160 000 rows) */
+    db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE contact <> '' "
+                                      "AND expires > 0 AND expires < %" APR_TIME_T_FMT,
                                       apr_time_now()));
 }
 
