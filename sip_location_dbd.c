@@ -770,7 +770,7 @@ static int db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, cha
         return 1;
     }
     after = NULL;
-    if (db_exec(p, db, apr_array_pstrcat(p, writes, ';')) == 0)
+    if (!writes->nelts || db_exec(p, db, apr_array_pstrcat(p, writes, ';')) == 0)
         after = db_select_where(p, db, apr_pstrcat(p, "aor IN (",
                                                    apr_array_pstrcat(p, written, ','), ")", NULL));
     for (i = 0; i < n; i++) {
