@@ -1347,30 +1347,26 @@ static void replica_broadcast(apr_pool_t *p, const char *aor)
     replica_send(p, -1, text);
 }
 
-/* The mod_dbd store with several engines: after the home stored a
- * change, the others drop the AoR from their cache and learn its flows. */
-typedef struct dbd_reg {
-    sip_location_reg_cb cb;
-    void *baton;
-    const char *aor;
-    apr_pool_t *p;
-} dbd_reg_t;
-
-static void dbd_registered(void *baton, int status, apr_array_header_t *current,
-                           apr_array_header_t *scripts)
+/* The mod_dbd store with several engines: after the home stored changes,
+ * the others drop the AoRs from their cache and learn their flows.  The
+ * changes a batch committed go to them together (sip_location_dbd.c),
+ * before their REGISTERs are answered: a few datagrams per batch rather
+ * than one per REGISTER. */
+void sip_location_dbd_announce(apr_pool_t *p, apr_array_header_t *lines, const char *aor,
+                               const apr_array_header_t *current)
 {
-    dbd_reg_t *w = baton;
+    int i;
 
-    if (!status) {
-        apr_array_header_t *lines = apr_array_make(w->p, 8, sizeof(const char *));
-        int i;
-        APR_ARRAY_PUSH(lines, const char *) = apr_psprintf(w->p, "A\t%s\n", jesc(w->p, w->aor));
-        for (i = 0; current && i < current->nelts; i++)
-            APR_ARRAY_PUSH(lines, const char *) =
-                replica_line(w->p, APR_ARRAY_IDX(current, i, sip_binding_t *));
-        replica_send(w->p, -1, apr_array_pstrcat(w->p, lines, '\0'));
-    }
-    w->cb(w->baton, status, current, scripts);
+    APR_ARRAY_PUSH(lines, const char *) = apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+    for (i = 0; current && i < current->nelts; i++)
+        APR_ARRAY_PUSH(lines, const char *) =
+            replica_line(p, APR_ARRAY_IDX(current, i, sip_binding_t *));
+}
+
+void sip_location_dbd_announce_send(apr_pool_t *p, const apr_array_header_t *lines)
+{
+    if (lines->nelts)
+        replica_send(p, -1, apr_array_pstrcat(p, lines, '\0'));
 }
 
 int sip_location_is_dbd(void)
@@ -1532,16 +1528,8 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     int i, status;
 
     if (sip_location_dbd_on()) {
-        if (sip_engine_count() > 1 && (chg->star || chg->bindings->nelts)) {
-            dbd_reg_t *w = apr_palloc(p, sizeof(*w));
-            w->cb = cb;
-            w->baton = baton;
-            w->aor = chg->aor;
-            w->p = p;
-            sip_location_dbd_register(p, chg, dbd_registered, w);
-            return;
-        }
-        sip_location_dbd_register(p, chg, cb, baton);
+        sip_location_dbd_register(p, chg, sip_engine_count() > 1
+                                  && (chg->star || chg->bindings->nelts), cb, baton);
         return;
     }
     cur = sip_location_lookup(p, chg->aor);

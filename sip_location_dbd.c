@@ -7,6 +7,7 @@
 #include "sip_log.h"
 #include "sip_message.h"
 #include "sip_transport.h"
+#include "sip_stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -102,6 +103,8 @@ typedef struct loc_job {
     int dberr;                  /* the database failed (not a refusal): status 500 */
     apr_uint64_t stamp;         /* changes noted before the job's read (cache_may_fill) */
     apr_pool_t *caller_pool;
+    int announce;               /* several engines: tell the others what it left */
+    apr_array_header_t *answer; /* the bindings answered (the caller's pool) */
     sip_location_cb cb;
     sip_location_reg_cb reg_cb;
     sip_location_scripts_cb scripts_cb;
@@ -212,7 +215,8 @@ static int db_exec(apr_pool_t *p, ap_dbd_t *db, const char *sql)
 /* Bindings of the AoRs 'where' names ("aor = 'x'", "aor IN (...)") as
  * stored: aor -> sip_binding_t * array, best q first, for each AoR known
  * (registered once: it has its marker row); NULL on an SQL error. */
-static apr_hash_t *db_select_where(apr_pool_t *p, ap_dbd_t *db, const char *where)
+static apr_hash_t *db_select_where_pre(apr_pool_t *p, ap_dbd_t *db, const char *pre,
+                                       const char *where)
 {
     apr_dbd_results_t *res = NULL;
     apr_dbd_row_t *row = NULL;
@@ -220,7 +224,8 @@ static apr_hash_t *db_select_where(apr_pool_t *p, ap_dbd_t *db, const char *wher
     apr_hash_index_t *hi;
     apr_time_t now = apr_time_now();
     int rc;
-    const char *sql = apr_pstrcat(p, "SELECT contact, params, call_id, cseq, expires, q, path, "
+    const char *sql = apr_pstrcat(p, pre ? pre : "", "SELECT contact, params, call_id, cseq, "
+                                  "expires, q, path, "
                                   "display, transport, received, instance, reg_id, aor "
                                   "FROM sip_location WHERE ", where, NULL);
 
@@ -276,6 +281,11 @@ static apr_hash_t *db_select_where(apr_pool_t *p, ap_dbd_t *db, const char *wher
         qsort(bs->elts, (size_t)bs->nelts, sizeof(sip_binding_t *), sip_location_by_q);
     }
     return out;
+}
+
+static apr_hash_t *db_select_where(apr_pool_t *p, ap_dbd_t *db, const char *where)
+{
+    return db_select_where_pre(p, db, NULL, where);
 }
 
 /* Bindings of an AoR as stored; NULL when it was never registered. */
@@ -623,12 +633,64 @@ static void batch_notes(apr_pool_t *p, ap_dbd_t *db, const apr_array_header_t *a
     }
 }
 
+/* What the database holds of an AoR after a change rows_only() allows
+ * ('cur': its bindings before, alive and read in this transaction), as
+ * db_select_where() would read it back: the rows of change_rows() replace
+ * those of an equal URI (whose spelling they keep), the others stay. */
+static apr_array_header_t *rows_after(apr_pool_t *p, const sip_reg_change_t *chg,
+                                      const apr_array_header_t *cur)
+{
+    apr_array_header_t *out = apr_array_make(p, chg->bindings->nelts + (cur ? cur->nelts : 0),
+                                             sizeof(sip_binding_t *));
+    apr_hash_t *spelling = apr_hash_make(p);
+    int i;
+
+    for (i = 0; cur && i < cur->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
+        apr_hash_set(spelling, sip_binding_identity(p, old), APR_HASH_KEY_STRING, old);
+    }
+    for (i = 0; i < chg->bindings->nelts; i++) {
+        const sip_binding_t *b = &APR_ARRAY_IDX(chg->bindings, i, sip_binding_t);
+        const char *id = sip_binding_identity(p, b);
+        const sip_binding_t *old = apr_hash_get(spelling, id, APR_HASH_KEY_STRING);
+        const char *tp = b->transport != SIP_TP_UDP ? sip_tp_param(b->transport) : "";
+        sip_binding_t *r = apr_pcalloc(p, sizeof(*r));
+        r->aor = apr_pstrdup(p, chg->aor);
+        r->contact = apr_pstrdup(p, old ? old->contact : b->contact);
+        r->params = apr_pstrdup(p, b->params ? b->params : "");
+        r->call_id = apr_pstrdup(p, b->call_id);
+        r->cseq = b->cseq;
+        r->expires = b->expires;
+        r->q1000 = b->q1000;
+        r->path = b->path && *b->path ? apr_pstrdup(p, b->path) : NULL;
+        r->display = b->display && *b->display ? apr_pstrdup(p, b->display) : NULL;
+        r->transport = tp && *tp && sip_tp_from_name(tp) > 0 ? sip_tp_from_name(tp) : SIP_TP_UDP;
+        r->received = b->received && *b->received ? apr_pstrdup(p, b->received) : NULL;
+        apr_hash_set(spelling, id, APR_HASH_KEY_STRING, NULL);
+        *(sip_binding_t **)apr_array_push(out) = r;
+    }
+    for (i = 0; cur && i < cur->nelts; i++) {
+        const sip_binding_t *old = APR_ARRAY_IDX(cur, i, sip_binding_t *);
+        if (apr_hash_get(spelling, sip_binding_identity(p, old), APR_HASH_KEY_STRING) == old)
+            *(sip_binding_t **)apr_array_push(out) = (sip_binding_t *)old;
+    }
+    qsort(out->elts, (size_t)out->nelts, sizeof(sip_binding_t *), sip_location_by_q);
+    return copy_bindings(p, out);
+}
+
 /* PostgreSQL: the changes of a batch that need nothing but bindings, each
- * for an AoR no earlier change of the batch touches, in three round trips
- * (inside the batch's transaction): one SELECT for all their AoRs, all
- * their writes and notes as one multi-statement query, one SELECT for
- * what they left.  handled[i] is set for each job it took. */
-static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, char *handled)
+ * for an AoR no earlier change of the batch touches, in as few round trips
+ * as the batch allows.  The first, "BEGIN; SELECT" for all their AoRs,
+ * opens the batch's transaction (the return value says it was sent).
+ * Then all their writes and notes go as one multi-statement query; when
+ * every change of the batch is plain upserts (rows_only) and it has
+ * nothing else to run, the COMMIT ends that query (*committed) and each
+ * answer is worked out from the AoR read before and the rows written
+ * (rows_after), so that the batch costs two round trips.  Otherwise a
+ * SELECT of what the writes left ends it, and the COMMIT follows.
+ * handled[i] is set for each job it took. */
+static int db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, char *handled,
+                       int *committed)
 {
     apr_hash_t *seen = apr_hash_make(p), *before, *after;
     apr_array_header_t *in = apr_array_make(p, n, sizeof(const char *));
@@ -636,8 +698,9 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
     apr_array_header_t *writes = apr_array_make(p, n * 4, sizeof(const char *));
     apr_array_header_t *rows = apr_array_make(p, n * 2, sizeof(const char *));
     apr_array_header_t *noted = apr_array_make(p, n, sizeof(const char *));
-    int i;
+    int i, all = 1, plain = 1;
 
+    *committed = 0;
     for (i = 0; i < n; i++) {
         loc_job_t *j = jobs[i];
         int again = apr_hash_get(seen, j->chg.aor, APR_HASH_KEY_STRING) != NULL;
@@ -646,11 +709,14 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
                      && !(j->chg.script_ops && j->chg.script_ops->nelts);
         if (handled[i])
             *(const char **)apr_array_push(in) = esc(p, db, j->chg.aor);
+        else
+            all = 0;
     }
     if (!in->nelts)
-        return;
-    before = db_select_where(p, db, apr_pstrcat(p, "aor IN (", apr_array_pstrcat(p, in, ','), ")",
-                                                NULL));
+        return 0;
+    before = db_select_where_pre(p, db, "BEGIN; ", apr_pstrcat(p, "aor IN (",
+                                                               apr_array_pstrcat(p, in, ','),
+                                                               ")", NULL));
     for (i = 0; i < n; i++) {
         loc_job_t *j = jobs[i];
         apr_array_header_t *cur;
@@ -667,15 +733,19 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
             j->result = copy_bindings(j->pool, cur);
             continue;
         }
-        if (rows_only(p, &j->chg))
+        if (rows_only(p, &j->chg)) {
             change_rows(p, db, &j->chg, cur, rows);
-        else
+            j->result = rows_after(j->pool, &j->chg, cur);
+        }
+        else {
             db_change_sql(p, db, &j->chg, cur, writes);
+            plain = 0;
+        }
         *(const char **)apr_array_push(noted) = j->chg.aor;
         *(const char **)apr_array_push(written) = esc(p, db, j->chg.aor);
     }
     if (!before || !written->nelts)
-        return;
+        return 1;
     /* one statement for all the rows: PostgreSQL parses and plans it once */
     if (rows->nelts)
         *(const char **)apr_array_push(writes) =
@@ -688,6 +758,17 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
                         "transport = excluded.transport, received = excluded.received", NULL);
     if (notify_on(db))
         batch_notes(p, db, noted, writes);
+    if (all && plain) {
+        /* the answers are known: the commit ends the same round trip */
+        *(const char **)apr_array_push(writes) = "COMMIT";
+        if (db_exec(p, db, apr_array_pstrcat(p, writes, ';')) == 0)
+            *committed = 1;
+        else
+            for (i = 0; i < n; i++)
+                if (!jobs[i]->status)
+                    jobs[i]->status = jobs[i]->dberr = 500;
+        return 1;
+    }
     after = NULL;
     if (!writes->nelts || db_exec(p, db, apr_array_pstrcat(p, writes, ';')) == 0)
         after = db_select_where(p, db, apr_pstrcat(p, "aor IN (",
@@ -702,6 +783,16 @@ static void db_run_fast(ap_dbd_t *db, apr_pool_t *p, loc_job_t **jobs, int n, ch
             j->result = copy_bindings(j->pool, apr_hash_get(after, j->chg.aor,
                                                             APR_HASH_KEY_STRING));
     }
+    return 1;
+}
+
+/* mod_status: a transaction of 'n' changes committed, begun at 't0' (the
+ * engine's own slot; only this thread writes these counters). */
+static void batch_counted(int n, apr_time_t t0)
+{
+    sip_stats->loc_batches++;
+    sip_stats->loc_batch_changes += (apr_uint64_t)n;
+    sip_stats->loc_batch_us += (apr_uint64_t)(apr_time_now() - t0);
 }
 
 /* Group commit: the registers of a batch in one transaction, each answered
@@ -715,17 +806,26 @@ static ap_dbd_t *db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, in
     APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     db_tx_t tx;
     char *handled = apr_pcalloc(tp, (apr_size_t)n);
-    int i, failed = 0, started, before = db_failures;
+    int i, failed = 0, started, committed = 0, before = db_failures;
+    apr_time_t t0 = apr_time_now();
 
     if (n == 1) {
         db_run_job(db, jobs[0], 0);
+        if (!jobs[0]->dberr)
+            batch_counted(1, t0);
         return db;
     }
-    started = db_tx_start(tp, db, &tx) == 0;
-    failed = !started;
-    if (!failed && tx.plain) {
-        db_run_fast(db, tp, jobs, n, handled);
-        failed = db_failures != before;
+    if (is_pgsql(db)) {
+        /* BEGIN goes with the first SELECT, unless no change is for the fast way */
+        tx.tx = NULL;
+        tx.plain = 1;
+        started = db_run_fast(db, tp, jobs, n, handled, &committed)
+                  || db_tx_start(tp, db, &tx) == 0;
+        failed = !started || db_failures != before;
+    }
+    else {
+        started = db_tx_start(tp, db, &tx) == 0;
+        failed = !started;
     }
     for (i = 0; i < n && !failed; i++) {
         if (handled[i]) {
@@ -735,9 +835,10 @@ static ap_dbd_t *db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, in
         db_run_job(db, jobs[i], 1);
         failed = jobs[i]->dberr || db_failures != before;
     }
-    if (started && db_tx_end(tp, db, &tx, failed) != 0)
+    if (started && !committed && db_tx_end(tp, db, &tx, failed) != 0)
         failed = 1;
     if (!failed) {
+        batch_counted(n, t0);
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, dbd_server,
                      "sip location: %d changes committed in one transaction", n);
         return db;
@@ -767,9 +868,12 @@ static ap_dbd_t *db_run_batch(ap_dbd_t *db, apr_pool_t *tp, loc_job_t **jobs, in
 
 static void db_cleanup_job(ap_dbd_t *db, loc_job_t *j)
 {
-    /* safe with several nodes: only rows whose time is past */
-    db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE "
-                                      "contact <> '' AND expires < %" APR_TIME_T_FMT,
+    /* safe with several nodes: only rows whose time is past.  A range on
+     * expires (markers have 0): planned on its index even before the
+     * table has statistics, where "expires < now" alone was a sequential
+     * scan that held up the batches behind it (270 ms at 160 000 rows) */
+    db_exec(j->pool, db, apr_psprintf(j->pool, "DELETE FROM sip_location WHERE contact <> '' "
+                                      "AND expires > 0 AND expires < %" APR_TIME_T_FMT,
                                       apr_time_now()));
 }
 
@@ -1190,7 +1294,8 @@ void sip_location_dbd_invalidate(const char *aor)
 static void dbd_completed(void *baton, apr_int16_t ev)
 {
     char buf[64];
-    loc_job_t *list, *rev = NULL;
+    loc_job_t *list, *rev = NULL, *first, *j;
+    apr_array_header_t *announced;
     note_t *notes;
     apr_uint64_t changes;
     int flush;
@@ -1223,9 +1328,9 @@ static void dbd_completed(void *baton, apr_int16_t ev)
         rev = list;
         list = n;
     }
-    while (rev) {
-        loc_job_t *j = rev;
-        rev = j->next;
+    first = rev;
+    announced = rev ? apr_array_make(rev->pool, 16, sizeof(const char *)) : NULL;
+    for (j = rev; j; j = j->next) {
         if (j->reg_cb) {
             apr_array_header_t *cur = copy_bindings(j->caller_pool, j->result);
             if (!j->status) {
@@ -1240,8 +1345,19 @@ static void dbd_completed(void *baton, apr_int16_t ev)
                     cache_drop(j->chg.aor);
             }
             dbd_flows_add(j->pool, cur);
-            j->reg_cb(j->baton, j->status, cur, copy_scripts(j->caller_pool, j->scripts));
+            j->answer = cur;
+            if (!j->status && j->announce)
+                sip_location_dbd_announce(rev->pool, announced, j->chg.aor, cur);
         }
+    }
+    /* the other engines know before the phones do */
+    if (announced)
+        sip_location_dbd_announce_send(rev->pool, announced);
+    while (rev) {
+        j = rev;
+        rev = j->next;
+        if (j->reg_cb)
+            j->reg_cb(j->baton, j->status, j->answer, copy_scripts(j->caller_pool, j->scripts));
         else if (j->scripts_cb) {
             if (!j->status && cache_may_fill(j, changes))
                 cache_put(j->aor, 0, NULL, 1, j->scripts);
@@ -1257,8 +1373,11 @@ static void dbd_completed(void *baton, apr_int16_t ev)
         }
         else if (j->aor && !*j->aor)
             dbd_flows_sweep(j->pool);   /* the cleanup job is back */
-        apr_pool_destroy(j->pool);
+        if (j != first)
+            apr_pool_destroy(j->pool);
     }
+    if (first)
+        apr_pool_destroy(first->pool);  /* it held the announcements */
 }
 
 static void dbd_submit(loc_job_t *j)
@@ -1339,7 +1458,7 @@ static loc_job_t *new_job(apr_pool_t *caller, sip_location_cb cb, void *baton)
     return j;
 }
 
-void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg,
+void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg, int announce,
                                sip_location_reg_cb cb, void *baton)
 {
     loc_job_t *j = new_job(p, NULL, baton);
@@ -1347,6 +1466,7 @@ void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg,
     int i;
 
     j->reg_cb = cb;
+    j->announce = announce;
     j->chg = *chg;
     j->chg.script_ops = copy_ops(jp, chg->script_ops);
     j->chg.aor = apr_pstrdup(jp, chg->aor);

@@ -18,7 +18,7 @@ int sip_location_by_q(const void *a, const void *b);
  * of sip_location.h, answered from the event loop. */
 int sip_location_dbd_on(void);
 apr_status_t sip_location_dbd_start(sip_loop_t *loop, apr_pool_t *p);
-void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg,
+void sip_location_dbd_register(apr_pool_t *p, const sip_reg_change_t *chg, int announce,
                                sip_location_reg_cb cb, void *baton);
 void sip_location_dbd_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scripts_cb cb,
                                     void *baton);
@@ -32,6 +32,13 @@ void sip_location_dbd_invalidate(const char *aor);
  * AoR's home engine, kept here too (flows live in memory, not in the
  * database); "star" forgets the AoR's. */
 void sip_location_dbd_flows(apr_pool_t *p, const sip_reg_change_t *chg);
+
+/* sip_location.c, several engines: the state of an AoR a change left
+ * ('announce' above) as replica lines added to 'lines', and those of a
+ * batch sent to the other engines at once, before the answers go. */
+void sip_location_dbd_announce(apr_pool_t *p, apr_array_header_t *lines, const char *aor,
+                               const apr_array_header_t *current);
+void sip_location_dbd_announce_send(apr_pool_t *p, const apr_array_header_t *lines);
 
 /* SipLocationBatch (changes per transaction), SipLocationNotify (the
  * PostgreSQL channel, or "off" -> ""), SipLocationCacheTTL (seconds or

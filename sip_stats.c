@@ -233,6 +233,12 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
         {NULL, "Registrar", 0},
         {"SipRegistrationsNow", "Registered contacts now (memory store)", st->now.bindings},
         {"SipRegistersAccepted", "REGISTER requests accepted (200)", st->registers_ok},
+        {"SipLocationBatches", "Transactions of REGISTER changes committed (SipLocation dbd)",
+         st->loc_batches},
+        {"SipLocationBatchChanges", "Changes they held (per transaction: group commit)",
+         st->loc_batch_changes},
+        {"SipLocationBatchMicroseconds", "Their time, first statement to commit, in microseconds",
+         st->loc_batch_us},
         {"SipFlowsDead", "Requests for a user answered 480 at once: every device's "
          "connection (flow) was closed", st->flows_dead},
         {NULL, "Transport", 0},

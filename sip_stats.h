@@ -117,6 +117,10 @@ typedef struct sip_stats {
     apr_uint64_t ho_sent;           /* datagrams sent to another engine */
     apr_uint64_t ho_received;       /* datagrams received from another engine */
     apr_uint64_t ho_dropped;        /* not sent: the receiver's channel was full (or too big) */
+    /* the mod_dbd location store (sip_location_dbd.c): group commit */
+    apr_uint64_t loc_batches;       /* transactions of REGISTER changes committed */
+    apr_uint64_t loc_batch_changes; /* the changes they held */
+    apr_uint64_t loc_batch_us;      /* their time, from the first statement to the commit */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

@@ -11311,6 +11311,87 @@ START_TEST(dbd_rows_only)
 }
 END_TEST
 
+/* The answer of a batch committed in two round trips is worked out, not
+ * read back: it must be what db_select_where() would have read. */
+START_TEST(dbd_rows_after)
+{
+    apr_time_t now = apr_time_now(), later = now + apr_time_from_sec(600);
+    apr_array_header_t *cur = apr_array_make(pool, 2, sizeof(sip_binding_t *)), *out;
+    sip_binding_t olda = {0}, oldb = {0}, b = {0};
+    sip_reg_change_t c = {0};
+    const sip_binding_t *r;
+
+    olda.aor = oldb.aor = "sip:r@h";
+    olda.contact = "sip:a@10.0.0.1";
+    olda.params = oldb.params = "";
+    olda.call_id = oldb.call_id = "old-call";
+    olda.cseq = oldb.cseq = 4;
+    olda.expires = oldb.expires = later;
+    olda.q1000 = 500;
+    oldb.contact = "sip:b@10.0.0.2";
+    oldb.q1000 = 1000;
+    oldb.transport = SIP_TP_UDP;
+    APR_ARRAY_PUSH(cur, sip_binding_t *) = &olda;
+    APR_ARRAY_PUSH(cur, sip_binding_t *) = &oldb;
+    c.aor = "sip:r@h";
+    c.call_id = "new-call";
+    c.bindings = apr_array_make(pool, 2, sizeof(sip_binding_t));
+    b.aor = c.aor;
+    b.call_id = c.call_id;
+    b.cseq = 7;
+    b.expires = later + 1;
+    b.contact = "SIP:a@10.0.0.1";           /* the same URI as olda, spelt otherwise */
+    b.params = ";x=1";
+    b.q1000 = 900;
+    b.path = "";
+    APR_ARRAY_PUSH(c.bindings, sip_binding_t) = b;
+    b.contact = "sip:c@10.0.0.3";
+    b.params = NULL;
+    b.q1000 = 700;
+    b.transport = SIP_TP_TCP;
+    b.display = "\"C\"";
+    b.received = "192.0.2.1:5060";
+    b.path = "<sip:p@10.0.0.9;lr>";
+    APR_ARRAY_PUSH(c.bindings, sip_binding_t) = b;
+    ck_assert(rows_only(pool, &c));
+
+    out = rows_after(pool, &c, cur);
+    ck_assert_int_eq(out->nelts, 3);
+    r = APR_ARRAY_IDX(out, 0, sip_binding_t *);     /* best q first */
+    ck_assert_str_eq(r->contact, "sip:b@10.0.0.2");
+    ck_assert_str_eq(r->call_id, "old-call");       /* untouched */
+    ck_assert_int_eq(r->cseq, 4);
+    r = APR_ARRAY_IDX(out, 1, sip_binding_t *);
+    ck_assert_str_eq(r->contact, "sip:a@10.0.0.1"); /* the stored spelling is the row's key */
+    ck_assert_str_eq(r->call_id, "new-call");
+    ck_assert_int_eq(r->cseq, 7);
+    ck_assert_int_eq(r->q1000, 900);
+    ck_assert_str_eq(r->params, ";x=1");
+    ck_assert(r->expires == later + 1);
+    ck_assert_ptr_null(r->path);                    /* '' reads back as none */
+    ck_assert_int_eq(r->transport, SIP_TP_UDP);
+    r = APR_ARRAY_IDX(out, 2, sip_binding_t *);
+    ck_assert_str_eq(r->contact, "sip:c@10.0.0.3");
+    ck_assert_str_eq(r->aor, "sip:r@h");
+    ck_assert_str_eq(r->params, "");
+    ck_assert_int_eq(r->transport, SIP_TP_TCP);
+    ck_assert_str_eq(r->display, "\"C\"");
+    ck_assert_str_eq(r->received, "192.0.2.1:5060");
+    ck_assert_str_eq(r->path, "<sip:p@10.0.0.9;lr>");
+    ck_assert_ptr_null(r->instance);
+    ck_assert_int_eq(r->reg_id, 0);
+    ck_assert(r->flow == 0);                        /* flows are added at the answer */
+    /* the copies are the pool's own: the AoR read before may go */
+    ck_assert_ptr_ne(APR_ARRAY_IDX(out, 0, sip_binding_t *), &oldb);
+
+    /* a new AoR: what the change wrote, nothing else */
+    out = rows_after(pool, &c, NULL);
+    ck_assert_int_eq(out->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(out, 0, sip_binding_t *)->contact, "SIP:a@10.0.0.1");
+    ck_assert_str_eq(APR_ARRAY_IDX(out, 1, sip_binding_t *)->contact, "sip:c@10.0.0.3");
+}
+END_TEST
+
 static Suite *location_dbd_suite(void)
 {
     Suite *s = suite_create("location_dbd");
@@ -11321,6 +11402,7 @@ static Suite *location_dbd_suite(void)
     tcase_add_test(tc, dbd_directives);
     tcase_add_test(tc, dbd_cache_rules);
     tcase_add_test(tc, dbd_rows_only);
+    tcase_add_test(tc, dbd_rows_after);
     suite_add_tcase(s, tc);
     return s;
 }
