@@ -2038,8 +2038,8 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 67);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS,
-                                      * 3 hand-over, SipProxyStatesNow */
+        ck_assert_int_eq(n, 70);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS,
+                                      * 3 hand-over, SipProxyStatesNow, 3 location batches */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
