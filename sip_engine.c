@@ -778,6 +778,7 @@ static void engine_main(engine_slot_t *self)
     sip_stats_use_slot(self->index);
     sip_stats_engine_started((apr_uint64_t)getpid(), apr_time_now());
     sip_message_init();
+    sip_message_use_freelists();
     sip_log_init_osip(engine_main_server);
     if (sip_loop_create(&loop, engine_pool) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server, "sip engine: no event loop");

@@ -1,7 +1,9 @@
 #include "sip_message.h"
+#include "sip_freelist.h"
 
 #include "httpd.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <osipparser2/osip_parser.h>
 #include <osipparser2/osip_port.h>
@@ -39,6 +41,75 @@ typedef struct raw_span {
 void sip_message_init(void)
 {
     parser_init();
+}
+
+/* ---- libosip2's allocations in an engine ----
+ * Its objects go to free lists (sip_freelist.h) on the engine's loop thread,
+ * the only thread that parses and builds messages at a rate; another
+ * thread's calls go to malloc() and free() as before.  Every block is a
+ * plain malloc() block, so blocks may cross between the two. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SIP_OSIP_FREELIST_OFF 1     /* ASan must see each free and reuse */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIP_OSIP_FREELIST_OFF 1
+#endif
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#define SIP_OSIP_FREELIST_MAX (1024 * 1024)  /* bytes kept between bursts */
+
+static sip_freelist_t osip_fl;
+static pthread_t osip_fl_thread;
+
+static void *osip_fl_malloc(size_t n)
+{
+    return pthread_equal(pthread_self(), osip_fl_thread) ? sip_freelist_get(&osip_fl, n)
+                                                          : malloc(n);
+}
+
+static void *osip_fl_realloc(void *p, size_t n)
+{
+    return pthread_equal(pthread_self(), osip_fl_thread) ? sip_freelist_resize(&osip_fl, p, n)
+                                                          : realloc(p, n);
+}
+
+static void osip_fl_free(void *p)
+{
+    if (pthread_equal(pthread_self(), osip_fl_thread))
+        sip_freelist_put(&osip_fl, p);
+    else
+        free(p);
+}
+
+int sip_message_use_freelists(void)
+{
+#ifdef SIP_OSIP_FREELIST_OFF
+    return 0;
+#else
+    if (RUNNING_ON_VALGRIND)    /* memcheck must see each free and reuse */
+        return 0;
+    if (osip_malloc_func == osip_fl_malloc)
+        return 1;
+    sip_freelist_init(&osip_fl, SIP_OSIP_FREELIST_MAX);
+    osip_fl_thread = pthread_self();
+    osip_set_allocators(osip_fl_malloc, osip_fl_realloc, osip_fl_free);
+    return 1;
+#endif
+}
+
+void sip_message_freelist_stats(unsigned long *hits, unsigned long *misses, apr_size_t *held)
+{
+    *hits = osip_fl.hits;
+    *misses = osip_fl.misses;
+    *held = osip_fl.held;
 }
 
 static apr_status_t osip_msg_cleanup(void *data)

@@ -24,6 +24,10 @@ typedef struct sip_msg_error {
 } sip_msg_error_t;
 
 void sip_message_init(void);
+/* An engine: libosip2's allocations of the calling thread go to free lists
+ * (sip_freelist.h).  0 when left to malloc (ASan, valgrind), 1 otherwise. */
+int sip_message_use_freelists(void);
+void sip_message_freelist_stats(unsigned long *hits, unsigned long *misses, apr_size_t *held);
 
 /* Parse and validate a received message (RFC 3261 §8.2, §16.3, §18.3).
  * On failure *out may still hold what was readable, for an error answer. */
