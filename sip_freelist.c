@@ -13,6 +13,7 @@ void sip_freelist_init(sip_freelist_t *fl, size_t max_held)
 {
     memset(fl, 0, sizeof(*fl));
     fl->max_held = max_held;
+    fl->max_class = max_held / 8;
 }
 
 int sip_freelist_class(size_t n)
@@ -32,6 +33,7 @@ void *sip_freelist_get(sip_freelist_t *fl, size_t n)
     b = fl->head[k];
     if (b) {
         fl->head[k] = b->next;
+        fl->count[k]--;
         fl->held -= (size_t)k * SIP_FREELIST_GRAIN;
         fl->hits++;
         return b;
@@ -54,12 +56,14 @@ void sip_freelist_put(sip_freelist_t *fl, void *p)
     u = malloc_usable_size(p);
     k = u / SIP_FREELIST_GRAIN;
     sz = k * SIP_FREELIST_GRAIN;
-    if (k == 0 || k >= SIP_FREELIST_CLASSES || fl->held + sz > fl->max_held) {
+    if (k == 0 || k >= SIP_FREELIST_CLASSES || fl->held + sz > fl->max_held
+        || (fl->count[k] + 1) * sz > fl->max_class) {
         free(p);
         return;
     }
     b->next = fl->head[k];
     fl->head[k] = b;
+    fl->count[k]++;
     fl->held += sz;
 }
 
@@ -83,6 +87,7 @@ void sip_freelist_drain(sip_freelist_t *fl)
             fl->head[k] = b->next;
             free(b);
         }
+        fl->count[k] = 0;
     }
     fl->held = 0;
 }

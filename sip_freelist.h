@@ -9,7 +9,10 @@
  *
  * Every block is an ordinary malloc() block: a class is read back with
  * malloc_usable_size(), so a block may be freed with free() or handed to
- * these lists whichever way it was allocated.  Not thread-safe: one list
+ * these lists whichever way it was allocated.  A block grown by realloc()
+ * comes back in a larger class than it left, so one class may fill with
+ * blocks nobody asks for: each class keeps at most an eighth of the budget
+ * and the others still find room.  Not thread-safe: one list
  * belongs to one thread. */
 #ifndef SIP_FREELIST_H
 #define SIP_FREELIST_H
@@ -23,8 +26,10 @@ typedef struct sip_freelist_block sip_freelist_block_t;
 
 typedef struct sip_freelist {
     sip_freelist_block_t *head[SIP_FREELIST_CLASSES];
+    size_t count[SIP_FREELIST_CLASSES];
     size_t held;                /* bytes kept (16k per block of class k) */
     size_t max_held;            /* beyond it freed blocks go back to free() */
+    size_t max_class;           /* the same for one class: max_held / 8 */
     unsigned long hits, misses; /* get() served from a list / by malloc() */
 } sip_freelist_t;
 

@@ -11676,10 +11676,10 @@ END_TEST
 START_TEST(freelist_budget)
 {
     sip_freelist_t fl;
-    void *p[16];
+    void *p[16], *q[16], *one;
     int i;
 
-    sip_freelist_init(&fl, 100);
+    sip_freelist_init(&fl, 800);        /* a class keeps at most 100 bytes */
     for (i = 0; i < 16; i++)
         p[i] = sip_freelist_get(&fl, 32);
     for (i = 0; i < 16; i++) {
@@ -11687,14 +11687,29 @@ START_TEST(freelist_budget)
         ck_assert_uint_le(fl.held, 100);
     }
     ck_assert_uint_gt(fl.held, 0);
+    /* one class full (blocks realloc() grew, say): another still keeps */
+    one = sip_freelist_get(&fl, 8);
+    sip_freelist_put(&fl, one);
+    ck_assert_ptr_eq(sip_freelist_get(&fl, 8), one);
+    free(one);
     /* what was kept comes back; then malloc() again */
     for (i = 0; i < 16; i++)
-        p[i] = sip_freelist_get(&fl, 32);
+        q[i] = sip_freelist_get(&fl, 32);
     ck_assert_uint_eq(fl.held, 0);
-    ck_assert_uint_ge(fl.hits, 1);
-    ck_assert_uint_le(fl.hits, 100 / 32);
+    ck_assert_uint_ge(fl.hits, 2);
+    ck_assert_uint_le(fl.hits, 1 + 100 / 32);
     for (i = 0; i < 16; i++)
-        free(p[i]);
+        free(q[i]);
+    /* the whole budget holds across classes */
+    sip_freelist_init(&fl, 160);
+    for (i = 0; i < 16; i++)
+        p[i] = sip_freelist_get(&fl, 16 * (i % 8 + 1));
+    for (i = 0; i < 16; i++) {
+        sip_freelist_put(&fl, p[i]);
+        ck_assert_uint_le(fl.held, 160);
+    }
+    sip_freelist_drain(&fl);
+    ck_assert_uint_eq(fl.held, 0);
 }
 END_TEST
 
