@@ -1790,6 +1790,99 @@ const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req)
                           ? sip_header_uri(p, to, NULL) : sip_msg_request_uri(req));
 }
 
+/* sip_msg_scan_register_aor: characters taken as they are in a user part
+ * (RFC 3261 §25.1 unreserved and user-unreserved minus ";?/": '%'
+ * escapes, ':' passwords, ';' and '?' are left to the parser) and in a
+ * host name (IP addresses in brackets too). */
+static int scan_user_char(int c)
+{
+    return apr_isalnum(c) || (c && strchr("-_.!~*'()&=+$,", c));
+}
+
+static int scan_host_char(int c)
+{
+    return apr_isalnum(c) || c == '-' || c == '.';
+}
+
+const char *sip_msg_scan_register_aor(apr_pool_t *p, const char *buf, apr_size_t len)
+{
+    const char *end = buf + len, *l, *v, *vend, *u, *user, *host;
+    apr_size_t user_len, host_len;
+    int sips = 0, angle = 0;
+    char *aor, *c;
+
+    if (len < 9 || memcmp(buf, "REGISTER ", 9) != 0)
+        return NULL;
+    /* the header lines: the first To or t */
+    for (l = memchr(buf, '\n', len); l && ++l < end; l = memchr(l, '\n', (apr_size_t)(end - l))) {
+        const char *n = l;
+        if (*l == '\r' || *l == '\n')
+            return NULL;                        /* the blank line: no To */
+        if (*n == 'T' || *n == 't') {
+            n++;
+            if (*n == 'o' || *n == 'O')
+                n++;
+            while (n < end && (*n == ' ' || *n == '\t'))
+                n++;
+            if (n < end && *n == ':')
+                break;
+        }
+    }
+    if (!l || l >= end)
+        return NULL;
+    v = memchr(l, ':', (apr_size_t)(end - l)) + 1;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    vend = memchr(v, '\r', (apr_size_t)(end - v));
+    /* a folded value (continuation lines) is the parser's */
+    if (!vend || vend + 2 >= end || vend[1] != '\n' || vend[2] == ' ' || vend[2] == '\t')
+        return NULL;
+    /* name-addr with a token display name, or addr-spec */
+    u = v;
+    if (memchr(v, '<', (apr_size_t)(vend - v))) {
+        while (u < vend && *u != '<') {
+            if (*u == '"')
+                return NULL;
+            u++;
+        }
+        u++;
+        angle = 1;
+    }
+    if (vend - u > 5 && !strncasecmp(u, "sips:", 5)) {
+        sips = 1;
+        u += 5;
+    }
+    else if (vend - u > 4 && !strncasecmp(u, "sip:", 4))
+        u += 4;
+    else
+        return NULL;
+    for (user = u; u < vend && scan_user_char((unsigned char)*u); u++)
+        ;
+    if (u == user || u >= vend || *u != '@')
+        return NULL;
+    user_len = (apr_size_t)(u - user);
+    for (host = ++u; u < vend && scan_host_char((unsigned char)*u); u++)
+        ;
+    if (u == host)
+        return NULL;
+    host_len = (apr_size_t)(u - host);
+    if (u < vend && *u == ':') {                /* a port: digits */
+        const char *d = ++u;
+        while (u < vend && apr_isdigit(*u))
+            u++;
+        if (u == d)
+            return NULL;
+    }
+    if (angle ? (u >= vend || (*u != '>' && *u != ';'))
+              : (u < vend && *u != ';'))
+        return NULL;
+    aor = apr_pstrcat(p, sips ? "sips:" : "sip:", apr_pstrmemdup(p, user, user_len), "@",
+                      apr_pstrmemdup(p, host, host_len), NULL);
+    for (c = strchr(aor, '@'); *c; c++)
+        *c = (char)apr_tolower((unsigned char)*c);
+    return aor;
+}
+
 const char *sip_uri_aor(apr_pool_t *p, const char *uri)
 {
     osip_uri_t *u = NULL;

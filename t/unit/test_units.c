@@ -11820,6 +11820,79 @@ START_TEST(lookup_absent_by_listing)
 }
 END_TEST
 
+/* The raw scan for a REGISTER's AoR gives what the parser's To gives
+ * (sip_uri_aor of the parsed To), or NULL: never another AoR. */
+static const char *scan_case(const char *to_line, const char *method)
+{
+    return apr_pstrcat(pool, method, " sip:h.example SIP/2.0\r\n"
+                       "Via: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK-scan\r\n"
+                       "From: <sip:a@h.example>;tag=1\r\n", to_line,
+                       "Call-ID: scan@192.0.2.1\r\nCSeq: 1 ", method, "\r\n"
+                       "Contact: <sip:a@192.0.2.1:5062>\r\nMax-Forwards: 70\r\n"
+                       "Content-Length: 0\r\n\r\n", NULL);
+}
+
+START_TEST(scan_register_aor)
+{
+    static const struct {
+        const char *to;         /* the To line(s) */
+        const char *want;       /* the scan's answer */
+    } cases[] = {
+        {"To: <sip:alice@H.Example>\r\n", "sip:alice@h.example"},
+        {"To: <sip:Alice@h.example:5070;transport=udp>;tag=x\r\n", "sip:Alice@h.example"},
+        {"to:<SIPS:bob@h.example>\r\n", "sips:bob@h.example"},
+        {"t: sip:carol@h.example;tag=9\r\n", "sip:carol@h.example"},
+        {"TO :  Dave <sip:dave@h.example>\r\n", "sip:dave@h.example"},
+        {"To: sip:erin@h.example:5060\r\n", "sip:erin@h.example"},
+        {"To: <sip:f.g-h_i!~*'()&=+$,@h.example>\r\n", "sip:f.g-h_i!~*'()&=+$,@h.example"},
+        {"To: <sip:192.0.2.7@192.0.2.9>\r\n", "sip:192.0.2.7@192.0.2.9"},
+        /* left to the parser */
+        {"To: \"Quoted <x>\" <sip:q@h.example>\r\n", NULL},
+        {"To: <sip:es%41caped@h.example>\r\n", NULL},
+        {"To: <sip:user:pw@h.example>\r\n", NULL},
+        {"To: <sip:user;p=1@h.example>\r\n", NULL},
+        {"To: <sip:h.example>\r\n", NULL},
+        {"To: <tel:+15551234>\r\n", NULL},
+        {"To: <sip:v6@[2001:db8::1]>\r\n", NULL},
+        {"To: <sip:folded@h.example>\r\n ;tag=1\r\n", NULL},
+        {"To: <sip:port@h.example:x>\r\n", NULL},
+        {"To: <sip:hdr@h.example?subject=x>\r\n", NULL},
+        {"To: sip:sp@h.example \r\n", NULL},
+        {"Tone: <sip:tone@h.example>\r\nTo: <sip:real@h.example>\r\n", "sip:real@h.example"},
+        {"", NULL},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *text = scan_case(cases[i].to, "REGISTER");
+        const char *got = sip_msg_scan_register_aor(pool, text, strlen(text));
+        sip_msg_t *m = NULL;
+
+        if (!cases[i].want) {
+            ck_assert_msg(got == NULL, "case %u: %s", (unsigned)i, got);
+            continue;
+        }
+        ck_assert_msg(got && !strcmp(got, cases[i].want), "case %u: %s", (unsigned)i,
+                      got ? got : "NULL");
+        /* the parser of record agrees */
+        ck_assert_int_eq(parse_status(text, &LIM, 1, &m, NULL), 0);
+        ck_assert_str_eq(sip_replica_register_aor(pool, m), got);
+        /* only a REGISTER, and only its header section */
+        text = scan_case(cases[i].to, "OPTIONS");
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, text, strlen(text)));
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, text, 8));
+    }
+    {
+        const char *body = "REGISTER sip:h SIP/2.0\r\nVia: x\r\n\r\nTo: <sip:body@h>\r\n";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\r\nTo: <sip:cut@h";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\r\nTo: <sip:cut@h>\r";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+    }
+}
+END_TEST
+
 static Suite *freelist_suite(void)
 {
     Suite *s = suite_create("freelist");
@@ -11832,6 +11905,7 @@ static Suite *freelist_suite(void)
     tcase_add_test(tc, freelist_budget);
     tcase_add_test(tc, freelist_resize);
     tcase_add_test(tc, freelist_osip);
+    tcase_add_test(tc, scan_register_aor);
     suite_add_tcase(s, tc);
     tc = tcase_create("absent_by_listing");
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
