@@ -261,7 +261,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi stun journal dns handover
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi stun journal dns handover regscan
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

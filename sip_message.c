@@ -1816,11 +1816,13 @@ const char *sip_msg_scan_register_aor(apr_pool_t *p, const char *buf, apr_size_t
     /* the header lines: the first To or t */
     for (l = memchr(buf, '\n', len); l && ++l < end; l = memchr(l, '\n', (apr_size_t)(end - l))) {
         const char *n = l;
+        if (l[-2] != '\r')
+            return NULL;                        /* a bare LF: the parser's to judge */
         if (*l == '\r' || *l == '\n')
             return NULL;                        /* the blank line: no To */
         if (*n == 'T' || *n == 't') {
             n++;
-            if (*n == 'o' || *n == 'O')
+            if (n < end && (*n == 'o' || *n == 'O'))
                 n++;
             while (n < end && (*n == ' ' || *n == '\t'))
                 n++;
@@ -1835,8 +1837,11 @@ const char *sip_msg_scan_register_aor(apr_pool_t *p, const char *buf, apr_size_t
         v++;
     vend = memchr(v, '\r', (apr_size_t)(end - v));
     /* a folded value (continuation lines) is the parser's */
-    if (!vend || vend + 2 >= end || vend[1] != '\n' || vend[2] == ' ' || vend[2] == '\t')
+    if (!vend || vend + 2 >= end || vend[1] != '\n' || vend[2] == ' ' || vend[2] == '\t'
+        || memchr(v, '\n', (apr_size_t)(vend - v)))
         return NULL;
+    if (memchr(buf, '\0', (apr_size_t)(vend - buf)))
+        return NULL;                            /* text the parser would cut */
     /* name-addr with a token display name, or addr-spec */
     u = v;
     if (memchr(v, '<', (apr_size_t)(vend - v))) {

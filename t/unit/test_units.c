@@ -11889,6 +11889,14 @@ START_TEST(scan_register_aor)
         ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
         body = "REGISTER sip:h SIP/2.0\r\nTo: <sip:cut@h>\r";
         ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        /* found by fuzz_regscan: a datagram ending in "T"; a To line ended
+         * by a bare LF, whose next line held an AoR the parser did not give */
+        body = "REGISTER sip:h SIP/2.0\r\nT";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\r\nTo: \nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\n\r\n";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\nTo: <sip:lf@h>\r\n\r\n";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
     }
 }
 END_TEST
