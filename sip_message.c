@@ -67,6 +67,7 @@ void sip_message_init(void)
 #define SIP_OSIP_FREELIST_MAX (1024 * 1024)  /* bytes kept between bursts */
 
 static sip_freelist_t osip_fl;
+#ifndef SIP_OSIP_FREELIST_OFF
 static pthread_t osip_fl_thread;
 
 static void *osip_fl_malloc(size_t n)
@@ -88,6 +89,7 @@ static void osip_fl_free(void *p)
     else
         free(p);
 }
+#endif
 
 int sip_message_use_freelists(void)
 {
