@@ -10,7 +10,7 @@ SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction
              sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
              sip_dispatch.c sip_cpl_exec.c sip_uri_list.c sip_consent.c sip_explode.c sip_explode_run.c sip_options.c \
              sip_rules.c sip_namemap.c sip_lists.c sip_forward.c \
-             sip_tls.c sip_ws.c sip_ws_upgrade.c sip_fcgi.c sip_fcgi_pool.c sip_dns.c sip_stun.c sip_handover.c sip_location_dbd.c sip_replica.c
+             sip_tls.c sip_ws.c sip_ws_upgrade.c sip_fcgi.c sip_fcgi_pool.c sip_dns.c sip_stun.c sip_handover.c sip_location_dbd.c sip_replica.c sip_freelist.c
 HEADERS    = $(wildcard sip_*.h)
 CWARN      = -Wc,-Wall -Wc,-Wextra -Wc,-Wno-missing-field-initializers -Wc,-Wno-unused-parameter
 EXTRA_CFLAGS ?=
@@ -261,7 +261,7 @@ clean:
 
 # libFuzzer targets (clang): parsers and everything fed by the network or
 # by scripts.  make fuzz runs each for FUZZ_SECONDS from fuzz/corpus/.
-FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi stun journal dns handover
+FUZZ_TARGETS = parse cgi_output frame uri mime cpl cpl_run cpl_time uri_list consent explode lists rules namemap ws fcgi stun journal dns handover regscan
 FUZZ_BINS    = $(FUZZ_TARGETS:%=fuzz/fuzz_%)
 FUZZ_SECONDS ?= 60
 FUZZ_PKGS    = $(BUILD_PKGS) clang libclang-rt-14-dev

@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <sys/resource.h>
 #include <netdb.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "apr_strings.h"
@@ -304,6 +305,83 @@ static char stamp_dir[PATH_MAX];  /* "": none yet */
 static apr_hash_t *lookups;
 static unsigned lookup_writes;
 
+/* ---- names absent from SipDirectory ----
+ * Each REGISTER or request for a new user asks for user@host (and
+ * user@host.cpl), which is nearly never there: an lstat per message, and a
+ * cache entry per user that pushes the useful ones out.  Adding, removing
+ * or renaming an entry changes the directory's mtime, so the directory's
+ * listing, read under the same freshness rules as a lookup
+ * (sip_cgi_lookup_fresh), answers "absent" without a system call.  Names
+ * are compared lowercased: on a case-folding file system a name that
+ * matches in another case still goes to check_script. */
+#define LISTING_MAX 4096        /* entries; a larger directory is not listed */
+
+static struct {
+    apr_pool_t *pool;
+    char dir[PATH_MAX];         /* "": none */
+    sip_cgi_dirstamp_t stamp;   /* the directory before it was read */
+    apr_time_t checked;
+    apr_hash_t *names;          /* lowercased name -> "", NULL: not listed */
+} listing;
+
+static char *lower_name(apr_pool_t *p, const char *name)
+{
+    char *l = apr_pstrdup(p, name), *c;
+
+    for (c = l; *c; c++)
+        *c = (char)apr_tolower((unsigned char)*c);
+    return l;
+}
+
+static void read_listing(const char *dir, const sip_cgi_dirstamp_t *stamp, apr_time_t now)
+{
+    DIR *d;
+    struct dirent *de;
+    unsigned n = 0;
+
+    if (!listing.pool)
+        apr_pool_create(&listing.pool, NULL);
+    apr_pool_clear(listing.pool);
+    apr_cpystrn(listing.dir, dir, sizeof(listing.dir));
+    listing.stamp = *stamp;
+    listing.checked = now;
+    listing.names = NULL;
+    if (!(d = opendir(dir)))
+        return;
+    listing.names = apr_hash_make(listing.pool);
+    while ((de = readdir(d))) {
+        if (++n > LISTING_MAX) {
+            listing.names = NULL;
+            break;
+        }
+        apr_hash_set(listing.names, lower_name(listing.pool, de->d_name),
+                     APR_HASH_KEY_STRING, "");
+    }
+    closedir(d);
+}
+
+static int absent_by_listing(const char *dir, const char *name,
+                             const sip_cgi_dirstamp_t *now_dir, apr_time_t now)
+{
+    char low[NAME_MAX + 1];
+    apr_size_t i;
+
+    if (strcmp(listing.dir, dir)
+        || !sip_cgi_lookup_fresh(&listing.stamp, listing.checked, now_dir, now)) {
+        /* a directory changed within the racy window could not be trusted
+         * from its listing anyway: don't read it */
+        if (!sip_cgi_lookup_fresh(now_dir, now, now_dir, now))
+            return 0;
+        read_listing(dir, now_dir, now);
+    }
+    if (!listing.names || strlen(name) > NAME_MAX)
+        return 0;
+    for (i = 0; name[i]; i++)
+        low[i] = (char)apr_tolower((unsigned char)name[i]);
+    low[i] = '\0';
+    return apr_hash_get(listing.names, low, APR_HASH_KEY_STRING) == NULL;
+}
+
 static int check_script_cached(apr_pool_t *p, const char *dir, const char *realdir,
                                const char *name, int exec, const char **path, const char **why)
 {
@@ -344,6 +422,8 @@ static int check_script_cached(apr_pool_t *p, const char *dir, const char *reald
             *why = apr_pstrdup(p, e->why);
         return e->r;
     }
+    if (absent_by_listing(dir, name, &now_dir, now))
+        return -1;
     r = check_script(p, dir, realdir, name, exec, path, why);
     if (++lookup_writes > LOOKUP_CACHE_MAX) {
         apr_pool_clear(lookup_pool);

@@ -356,6 +356,9 @@ static void answer_bad_message(apr_pool_t *p, const sip_msg_t *msg, const sip_ms
  * every other one), so processed here whatever its branch or match, and
  * counted already where it arrived. */
 #define DELIVER_LOCAL 0x100
+/* handed over unparsed (SIP_HO_UNCHECKED): answered if malformed, and
+ * handed on if its parsed AoR is homed elsewhere */
+#define DELIVER_UNCHECKED 0x200
 /* How long a CANCEL or ACK that matches nothing here waits for the other
  * engines' answers before it is treated as matching nothing anywhere. */
 #define QUERY_TIMEOUT apr_time_from_msec(200)
@@ -468,7 +471,9 @@ static void on_deliver(sip_ho_kind_t kind, const sip_ho_origin_t *from, const ch
     (void)kind;
     if (!how)
         return;
-    engine_deliver(text, len, DELIVER_LOCAL, &src);
+    engine_deliver(text, len,
+                   DELIVER_LOCAL | (from->cookie == SIP_HO_UNCHECKED ? DELIVER_UNCHECKED : 0),
+                   &src);
     if (how == 1)
         sip_source_release(&src);
 }
@@ -618,6 +623,13 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     if (!(flags & DELIVER_LOCAL))
         sip_stats->msgs_in[src->kind]++;
     apr_pool_create(&p, engine_pool);
+    /* several engines: a REGISTER plainly for another engine's AoR goes
+     * there before it costs a parse here (it is parsed there) */
+    if (sip_engine_count() > 1 && !(flags & DELIVER_LOCAL)
+        && sip_registrar_handover_raw(p, buf, len, src)) {
+        apr_pool_destroy(p);
+        return;
+    }
     sip_get_limits(s, &lim);
     /* RFC 7118 §5: a WebSocket message frames its SIP message, as a
      * datagram does: no Content-Length is needed */
@@ -630,7 +642,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
     }
     if (rv != APR_SUCCESS) {
         sip_stats->bad_msgs++;
-        if (!(flags & DELIVER_LOCAL))
+        if (!(flags & DELIVER_LOCAL) || (flags & DELIVER_UNCHECKED))
             answer_bad_message(p, msg, &err, src);
         apr_pool_destroy(p);
         return;
@@ -647,7 +659,8 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
         return;
     }
     /* several engines: a REGISTER goes to its AoR's home (sip_replica.h) */
-    if (!(flags & DELIVER_LOCAL) && sip_registrar_handover(p, msg, buf, len, src)) {
+    if ((!(flags & DELIVER_LOCAL) || (flags & DELIVER_UNCHECKED))
+        && sip_registrar_handover(p, msg, buf, len, src)) {
         apr_pool_destroy(p);
         return;
     }
@@ -785,6 +798,7 @@ static void engine_main(engine_slot_t *self)
     sip_stats_use_slot(self->index);
     sip_stats_engine_started((apr_uint64_t)getpid(), apr_time_now());
     sip_message_init();
+    sip_message_use_freelists();
     sip_log_init_osip(engine_main_server);
     if (sip_loop_create(&loop, engine_pool) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, engine_main_server, "sip engine: no event loop");

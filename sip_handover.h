@@ -82,13 +82,19 @@ typedef struct sip_ho_origin {
     void *vhost;
     int engine;
     apr_uint64_t flow;
-    apr_uint32_t cookie;    /* the sender's own correlation value (QUERY/MISS) */
+    apr_uint32_t cookie;    /* the sender's own correlation value (QUERY/MISS);
+                             * DELIVER: SIP_HO_UNCHECKED or 0 */
     const char *tls_subject;    /* a TLS client certificate's subject (SSL_CLIENT_S_DN) of
                                  * the origin's connection, or NULL; at most
                                  * SIP_HO_SUBJECT_MAX bytes are carried */
 } sip_ho_origin_t;
 
 #define SIP_HO_SUBJECT_MAX 1024
+
+/* A DELIVER the sender did not parse (sip_registrar_handover_raw): the
+ * receiver answers it if it is malformed, and hands it on if its parse
+ * names another home. */
+#define SIP_HO_UNCHECKED 1
 
 typedef void (*sip_ho_handler_t)(sip_ho_kind_t kind, const sip_ho_origin_t *from,
                                  const char *text, apr_size_t len);

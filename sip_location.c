@@ -1334,17 +1334,56 @@ apr_array_header_t *sip_location_homed_aors(apr_pool_t *p)
     return out;
 }
 
+/* The AoRs changed during this loop turn, told to the other engines once
+ * at its end (a timer due at once runs after the turn's reads): a burst of
+ * REGISTERs (up to 64 datagrams a read) makes one channel datagram per
+ * peer instead of one each, and an AoR changed twice is sent once, in its
+ * state at the end of the turn. */
+static apr_pool_t *replica_due_pool;
+static apr_hash_t *replica_due;         /* AoR -> "" */
+static sip_timer_t replica_due_timer;
+
+static const char *replica_state(apr_pool_t *p, const char *aor)
+{
+    const char *text = sip_location_replica_text(p, aor);
+
+    /* gone since (forgotten once empty): an empty AoR, so peers drop it */
+    return *text ? text : apr_psprintf(p, "A\t%s\n", jesc(p, aor));
+}
+
+static void replica_flush(void *baton)
+{
+    apr_pool_t *p = replica_due_pool;
+    apr_array_header_t *texts;
+    apr_hash_index_t *hi;
+
+    (void)baton;
+    if (!replica_due)
+        return;
+    texts = apr_array_make(p, (int)apr_hash_count(replica_due), sizeof(const char *));
+    for (hi = apr_hash_first(p, replica_due); hi; hi = apr_hash_next(hi))
+        APR_ARRAY_PUSH(texts, const char *) = replica_state(p, apr_hash_this_key(hi));
+    replica_due = NULL;
+    replica_send(p, -1, apr_array_pstrcat(p, texts, '\0'));
+    apr_pool_clear(p);
+}
+
 /* After a change by the home engine: the AoR's state to the others. */
 static void replica_broadcast(apr_pool_t *p, const char *aor)
 {
-    const char *text;
-
     if (sip_engine_count() < 2)
         return;
-    text = sip_location_replica_text(p, aor);
-    if (!*text)
+    if (!loc_loop) {            /* no loop to end a turn: at once */
+        replica_send(p, -1, replica_state(p, aor));
         return;
-    replica_send(p, -1, text);
+    }
+    if (!replica_due_pool)
+        apr_pool_create(&replica_due_pool, loc_pool ? apr_pool_parent_get(loc_pool) : NULL);
+    if (!replica_due) {
+        replica_due = apr_hash_make(replica_due_pool);
+        sip_timer_set(loc_loop, &replica_due_timer, 0, replica_flush, NULL);
+    }
+    apr_hash_set(replica_due, apr_pstrdup(replica_due_pool, aor), APR_HASH_KEY_STRING, "");
 }
 
 /* The mod_dbd store with several engines: after the home stored changes,

@@ -1,7 +1,9 @@
 #include "sip_message.h"
+#include "sip_freelist.h"
 
 #include "httpd.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <osipparser2/osip_parser.h>
 #include <osipparser2/osip_port.h>
@@ -39,6 +41,77 @@ typedef struct raw_span {
 void sip_message_init(void)
 {
     parser_init();
+}
+
+/* ---- libosip2's allocations in an engine ----
+ * Its objects go to free lists (sip_freelist.h) on the engine's loop thread,
+ * the only thread that parses and builds messages at a rate; another
+ * thread's calls go to malloc() and free() as before.  Every block is a
+ * plain malloc() block, so blocks may cross between the two. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SIP_OSIP_FREELIST_OFF 1     /* ASan must see each free and reuse */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIP_OSIP_FREELIST_OFF 1
+#endif
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#define SIP_OSIP_FREELIST_MAX (1024 * 1024)  /* bytes kept between bursts */
+
+static sip_freelist_t osip_fl;
+#ifndef SIP_OSIP_FREELIST_OFF
+static pthread_t osip_fl_thread;
+
+static void *osip_fl_malloc(size_t n)
+{
+    return pthread_equal(pthread_self(), osip_fl_thread) ? sip_freelist_get(&osip_fl, n)
+                                                          : malloc(n);
+}
+
+static void *osip_fl_realloc(void *p, size_t n)
+{
+    return pthread_equal(pthread_self(), osip_fl_thread) ? sip_freelist_resize(&osip_fl, p, n)
+                                                          : realloc(p, n);
+}
+
+static void osip_fl_free(void *p)
+{
+    if (pthread_equal(pthread_self(), osip_fl_thread))
+        sip_freelist_put(&osip_fl, p);
+    else
+        free(p);
+}
+#endif
+
+int sip_message_use_freelists(void)
+{
+#ifdef SIP_OSIP_FREELIST_OFF
+    return 0;
+#else
+    if (RUNNING_ON_VALGRIND)    /* memcheck must see each free and reuse */
+        return 0;
+    if (osip_malloc_func == osip_fl_malloc)
+        return 1;
+    sip_freelist_init(&osip_fl, SIP_OSIP_FREELIST_MAX);
+    osip_fl_thread = pthread_self();
+    osip_set_allocators(osip_fl_malloc, osip_fl_realloc, osip_fl_free);
+    return 1;
+#endif
+}
+
+void sip_message_freelist_stats(unsigned long *hits, unsigned long *misses, apr_size_t *held)
+{
+    *hits = osip_fl.hits;
+    *misses = osip_fl.misses;
+    *held = osip_fl.held;
 }
 
 static apr_status_t osip_msg_cleanup(void *data)
@@ -1717,6 +1790,104 @@ const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req)
     /* RFC 3261 §10.3: a REGISTER is about its To address-of-record */
     return sip_uri_aor(p, strcmp(sip_msg_method(req), "REGISTER") == 0 && to
                           ? sip_header_uri(p, to, NULL) : sip_msg_request_uri(req));
+}
+
+/* sip_msg_scan_register_aor: characters taken as they are in a user part
+ * (RFC 3261 §25.1 unreserved and user-unreserved minus ";?/": '%'
+ * escapes, ':' passwords, ';' and '?' are left to the parser) and in a
+ * host name (IP addresses in brackets too). */
+static int scan_user_char(int c)
+{
+    return apr_isalnum(c) || (c && strchr("-_.!~*'()&=+$,", c));
+}
+
+static int scan_host_char(int c)
+{
+    return apr_isalnum(c) || c == '-' || c == '.';
+}
+
+const char *sip_msg_scan_register_aor(apr_pool_t *p, const char *buf, apr_size_t len)
+{
+    const char *end = buf + len, *l, *v, *vend, *u, *user, *host;
+    apr_size_t user_len, host_len;
+    int sips = 0, angle = 0;
+    char *aor, *c;
+
+    if (len < 9 || memcmp(buf, "REGISTER ", 9) != 0)
+        return NULL;
+    /* the header lines: the first To or t */
+    for (l = memchr(buf, '\n', len); l && ++l < end; l = memchr(l, '\n', (apr_size_t)(end - l))) {
+        const char *n = l;
+        if (l[-2] != '\r')
+            return NULL;                        /* a bare LF: the parser's to judge */
+        if (*l == '\r' || *l == '\n')
+            return NULL;                        /* the blank line: no To */
+        if (*n == 'T' || *n == 't') {
+            n++;
+            if (n < end && (*n == 'o' || *n == 'O'))
+                n++;
+            while (n < end && (*n == ' ' || *n == '\t'))
+                n++;
+            if (n < end && *n == ':')
+                break;
+        }
+    }
+    if (!l || l >= end)
+        return NULL;
+    v = memchr(l, ':', (apr_size_t)(end - l)) + 1;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    vend = memchr(v, '\r', (apr_size_t)(end - v));
+    /* a folded value (continuation lines) is the parser's */
+    if (!vend || vend + 2 >= end || vend[1] != '\n' || vend[2] == ' ' || vend[2] == '\t'
+        || memchr(v, '\n', (apr_size_t)(vend - v)))
+        return NULL;
+    if (memchr(buf, '\0', (apr_size_t)(vend - buf)))
+        return NULL;                            /* text the parser would cut */
+    /* name-addr with a token display name, or addr-spec */
+    u = v;
+    if (memchr(v, '<', (apr_size_t)(vend - v))) {
+        while (u < vend && *u != '<') {
+            if (*u == '"')
+                return NULL;
+            u++;
+        }
+        u++;
+        angle = 1;
+    }
+    if (vend - u > 5 && !strncasecmp(u, "sips:", 5)) {
+        sips = 1;
+        u += 5;
+    }
+    else if (vend - u > 4 && !strncasecmp(u, "sip:", 4))
+        u += 4;
+    else
+        return NULL;
+    for (user = u; u < vend && scan_user_char((unsigned char)*u); u++)
+        ;
+    if (u == user || u >= vend || *u != '@')
+        return NULL;
+    user_len = (apr_size_t)(u - user);
+    for (host = ++u; u < vend && scan_host_char((unsigned char)*u); u++)
+        ;
+    if (u == host)
+        return NULL;
+    host_len = (apr_size_t)(u - host);
+    if (u < vend && *u == ':') {                /* a port: digits */
+        const char *d = ++u;
+        while (u < vend && apr_isdigit(*u))
+            u++;
+        if (u == d)
+            return NULL;
+    }
+    if (angle ? (u >= vend || (*u != '>' && *u != ';'))
+              : (u < vend && *u != ';'))
+        return NULL;
+    aor = apr_pstrcat(p, sips ? "sips:" : "sip:", apr_pstrmemdup(p, user, user_len), "@",
+                      apr_pstrmemdup(p, host, host_len), NULL);
+    for (c = strchr(aor, '@'); *c; c++)
+        *c = (char)apr_tolower((unsigned char)*c);
+    return aor;
 }
 
 const char *sip_uri_aor(apr_pool_t *p, const char *uri)

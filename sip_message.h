@@ -24,6 +24,10 @@ typedef struct sip_msg_error {
 } sip_msg_error_t;
 
 void sip_message_init(void);
+/* An engine: libosip2's allocations of the calling thread go to free lists
+ * (sip_freelist.h).  0 when left to malloc (ASan, valgrind), 1 otherwise. */
+int sip_message_use_freelists(void);
+void sip_message_freelist_stats(unsigned long *hits, unsigned long *misses, apr_size_t *held);
 
 /* Parse and validate a received message (RFC 3261 §8.2, §16.3, §18.3).
  * On failure *out may still hold what was readable, for an error answer. */
@@ -113,6 +117,12 @@ int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
  * "sip:user@host", host in lower case, no port or parameters; NULL when
  * the URI has no user or host.  Also accepts name-addr ("<...>"). */
 const char *sip_uri_aor(apr_pool_t *p, const char *uri);
+/* The AoR of a REGISTER's To read from the raw datagram, before any parse,
+ * to hand the REGISTER to its home engine unparsed: what sip_uri_aor gives
+ * for the To the parser would read, or NULL whenever the text is anything
+ * but a REGISTER with a plain To (then the parse decides).  Not a
+ * validation: the home engine still parses it (the parser of record). */
+const char *sip_msg_scan_register_aor(apr_pool_t *p, const char *buf, apr_size_t len);
 /* The address-of-record a request is about: To for REGISTER, else the
  * Request-URI; NULL when it has none. */
 const char *sip_msg_aor(apr_pool_t *p, const sip_msg_t *req);

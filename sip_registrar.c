@@ -578,6 +578,8 @@ void sip_registrar_register(sip_txn_t *txn, server_rec *s)
             reply(txn, 400, "Bad Contact", sip_regpl_headers(p, pl, 400, NULL));
             return;
         }
+        /* once: the store's checks and the 200 ask for it several times */
+        b->key = sip_uri_key(p, b->contact);
         e = param(p, params, "expires", &rest);
         q = param(p, rest, "q", &rest);
         b->q1000 = q ? sip_qvalue_parse(q) : 1000;

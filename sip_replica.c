@@ -195,6 +195,27 @@ const char *sip_replica_register_aor(apr_pool_t *p, const sip_msg_t *msg)
     return sip_uri_aor(p, sip_msg_header(msg, "To"));
 }
 
+int sip_registrar_handover_raw(apr_pool_t *p, const char *buf, apr_size_t len,
+                               const sip_source_t *src)
+{
+    sip_ho_origin_t o;
+    const char *aor;
+    int home;
+
+    if (sip_engine_count() < 2 || src->kind != SIP_TP_UDP)
+        return 0;
+    aor = sip_msg_scan_register_aor(p, buf, len);
+    if (!aor || (home = sip_engine_home(aor)) == sip_engine_self())
+        return 0;
+    sip_handover_origin(src, &o);
+    o.cookie = SIP_HO_UNCHECKED;
+    if (sip_handover_send(home, SIP_HO_DELIVER, &o, buf, len) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, src->vhost, "sip engine %d: REGISTER for %s "
+                     "not handed to its home engine %d (channel full); dropped",
+                     sip_engine_self(), aor, home);
+    return 1;
+}
+
 int sip_registrar_handover(apr_pool_t *p, const sip_msg_t *msg, const char *buf, apr_size_t len,
                            const sip_source_t *src)
 {

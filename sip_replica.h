@@ -21,6 +21,13 @@ void sip_replica_start(sip_loop_t *loop, apr_pool_t *p);
  * (SIP_HO_DELIVER with where it came from); the caller then drops it.
  * The home engine alone applies REGISTERs of an AoR (RFC 3261 §10.3: the
  * Call-ID and CSeq rules need one writer), and answers the origin. */
+/* The same before any parse (sip_msg_scan_register_aor), for a UDP
+ * datagram: a REGISTER plainly for an AoR homed elsewhere is handed over
+ * unparsed, marked SIP_HO_UNCHECKED: its home parses it (and answers a bad
+ * one), and hands it on once more should the parse find another home.
+ * 0: parse it here. */
+int sip_registrar_handover_raw(apr_pool_t *p, const char *buf, apr_size_t len,
+                               const sip_source_t *src);
 int sip_registrar_handover(apr_pool_t *p, const sip_msg_t *msg, const char *buf, apr_size_t len,
                            const sip_source_t *src);
 

@@ -39,6 +39,7 @@
 #include "../sip_fcgi.c"
 #include "../sip_fcgi_pool.c"
 #include "../sip_dns.c"
+#include "../sip_freelist.c"
 #include "../sip_location_dbd.c"
 #include "../sip_stun.c"
 #include "../sip_handover.c"

@@ -44,6 +44,7 @@
 #include "../../sip_fcgi.c"
 #include "../../sip_fcgi_pool.c"
 #include "../../sip_dns.c"
+#include "../../sip_freelist.c"
 #include "../../sip_location_dbd.c"
 #include "../../sip_stun.c"
 #include "../../sip_handover.c"
@@ -11783,6 +11784,325 @@ static Suite *engines_gaps_suite(void)
     return s;
 }
 
+/* ---- sip_freelist.c: free lists of small malloc() blocks for libosip2 ---- */
+
+START_TEST(freelist_classes)
+{
+    ck_assert_int_eq(sip_freelist_class(0), 1);
+    ck_assert_int_eq(sip_freelist_class(1), 1);
+    ck_assert_int_eq(sip_freelist_class(16), 1);
+    ck_assert_int_eq(sip_freelist_class(17), 2);
+    ck_assert_int_eq(sip_freelist_class(512), 32);
+    ck_assert_int_eq(sip_freelist_class(513), 0);
+}
+END_TEST
+
+START_TEST(freelist_reuse)
+{
+    sip_freelist_t fl;
+    char *a, *b, *c;
+
+    sip_freelist_init(&fl, 4096);
+    a = sip_freelist_get(&fl, 40);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_ge(malloc_usable_size(a), 40);
+    memset(a, 'x', 40);
+    ck_assert_uint_eq(fl.misses, 1);
+    sip_freelist_put(&fl, a);
+    ck_assert_uint_gt(fl.held, 0);
+    /* the same class: the block kept, not a new one */
+    b = sip_freelist_get(&fl, 33);
+    ck_assert_ptr_eq(b, a);
+    ck_assert_uint_eq(fl.hits, 1);
+    ck_assert_uint_eq(fl.held, 0);
+    memset(b, 'y', 33);
+    /* a larger class never gets a smaller block */
+    sip_freelist_put(&fl, b);
+    c = sip_freelist_get(&fl, 200);
+    ck_assert_ptr_ne(c, b);
+    ck_assert_uint_ge(malloc_usable_size(c), 200);
+    memset(c, 'z', 200);
+    free(c);                    /* any block may go back to free() */
+    /* over 512 bytes: plain malloc, and put() hands it to free() */
+    c = sip_freelist_get(&fl, 4000);
+    ck_assert_ptr_nonnull(c);
+    memset(c, 'w', 4000);
+    sip_freelist_put(&fl, c);
+    ck_assert_uint_le(fl.held, 48);
+    sip_freelist_drain(&fl);
+    ck_assert_uint_eq(fl.held, 0);
+}
+END_TEST
+
+START_TEST(freelist_foreign_blocks)
+{
+    sip_freelist_t fl;
+    char *m = malloc(100), *g;
+    size_t u = malloc_usable_size(m);
+
+    ck_assert_ptr_nonnull(m);
+    sip_freelist_init(&fl, 4096);
+    /* a block malloc() gave: its class comes from its real size */
+    sip_freelist_put(&fl, m);
+    g = sip_freelist_get(&fl, u / SIP_FREELIST_GRAIN * SIP_FREELIST_GRAIN);
+    ck_assert_ptr_eq(g, m);
+    memset(g, 'a', u / SIP_FREELIST_GRAIN * SIP_FREELIST_GRAIN);
+    free(g);
+    sip_freelist_put(&fl, NULL);
+    ck_assert_uint_eq(fl.held, 0);
+}
+END_TEST
+
+START_TEST(freelist_budget)
+{
+    sip_freelist_t fl;
+    void *p[16], *q[16], *one;
+    int i;
+
+    sip_freelist_init(&fl, 800);        /* a class keeps at most 100 bytes */
+    for (i = 0; i < 16; i++)
+        p[i] = sip_freelist_get(&fl, 32);
+    for (i = 0; i < 16; i++) {
+        sip_freelist_put(&fl, p[i]);
+        ck_assert_uint_le(fl.held, 100);
+    }
+    ck_assert_uint_gt(fl.held, 0);
+    /* one class full (blocks realloc() grew, say): another still keeps */
+    one = sip_freelist_get(&fl, 8);
+    sip_freelist_put(&fl, one);
+    ck_assert_ptr_eq(sip_freelist_get(&fl, 8), one);
+    free(one);
+    /* what was kept comes back; then malloc() again */
+    for (i = 0; i < 16; i++)
+        q[i] = sip_freelist_get(&fl, 32);
+    ck_assert_uint_eq(fl.held, 0);
+    ck_assert_uint_ge(fl.hits, 2);
+    ck_assert_uint_le(fl.hits, 1 + 100 / 32);
+    for (i = 0; i < 16; i++)
+        free(q[i]);
+    /* the whole budget holds across classes */
+    sip_freelist_init(&fl, 160);
+    for (i = 0; i < 16; i++)
+        p[i] = sip_freelist_get(&fl, 16 * (i % 8 + 1));
+    for (i = 0; i < 16; i++) {
+        sip_freelist_put(&fl, p[i]);
+        ck_assert_uint_le(fl.held, 160);
+    }
+    sip_freelist_drain(&fl);
+    ck_assert_uint_eq(fl.held, 0);
+}
+END_TEST
+
+START_TEST(freelist_resize)
+{
+    sip_freelist_t fl;
+    char *a, *b;
+
+    sip_freelist_init(&fl, 4096);
+    b = sip_freelist_resize(&fl, NULL, 20);
+    ck_assert_ptr_nonnull(b);
+    memcpy(b, "0123456789abcdefghi", 20);
+    a = sip_freelist_resize(&fl, b, 10);     /* shrinking keeps the block */
+    ck_assert_ptr_eq(a, b);
+    a = sip_freelist_resize(&fl, a, 3000);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_str_eq(a, "0123456789abcdefghi");
+    memset(a, 'q', 3000);
+    sip_freelist_put(&fl, a);
+    sip_freelist_drain(&fl);
+}
+END_TEST
+
+/* libosip2 with the free lists installed: messages parse and free alike,
+ * and the second parse reuses the first one's blocks. */
+START_TEST(freelist_osip)
+{
+    unsigned long hits0, hits1, misses;
+    apr_size_t held;
+    int i, on = sip_message_use_freelists();
+    const char *text = OPTIONS_TEXT();
+
+#ifdef SIP_OSIP_FREELIST_OFF
+    ck_assert_int_eq(on, 0);
+#else
+    if (!RUNNING_ON_VALGRIND)
+        ck_assert_int_eq(on, 1);
+#endif
+    for (i = 0; i < 3; i++) {
+        apr_pool_t *p;
+        sip_msg_t *m = NULL;
+        sip_msg_error_t err;
+        apr_size_t len = 0;
+
+        sip_message_freelist_stats(&hits0, &misses, &held);
+        apr_pool_create(&p, pool);
+        ck_assert_int_eq(parse_status(text, &LIM, 1, &m, NULL), 0);
+        ck_assert_str_eq(sip_msg_method(m), "OPTIONS");
+        ck_assert_int_eq(sip_msg_parse(p, text, strlen(text), &LIM, 1, &m, &err), APR_SUCCESS);
+        ck_assert_ptr_nonnull(sip_msg_response_text(p, m, 200, "OK", "t1", NULL, NULL, NULL, 0,
+                                                     &len));
+        ck_assert_uint_gt(len, 0);
+        apr_pool_destroy(p);
+        sip_message_freelist_stats(&hits1, &misses, &held);
+        if (on && i > 0)
+            ck_assert_uint_gt(hits1, hits0);
+        if (!on)
+            ck_assert_uint_eq(hits1, 0);
+    }
+}
+END_TEST
+
+/* A name absent from SipDirectory is answered from the directory's listing
+ * while the directory is unchanged; a change is seen at once. */
+START_TEST(lookup_absent_by_listing)
+{
+    struct stat st;
+    sip_cgi_dirstamp_t d;
+    apr_time_t now;
+    const char *path, *why;
+    char p1[PATH_MAX * 2];
+
+    settle();
+    ck_assert_int_eq(stat(cache_dir, &st), 0);
+    sip_cgi_dirstamp(&st, &d);
+    now = apr_time_now();
+    ck_assert(absent_by_listing(cache_dir, "nobody@h", &d, now));
+    ck_assert(!absent_by_listing(cache_dir, "a@h", &d, now));
+    /* another case: left to lstat (a case-folding file system) */
+    ck_assert(!absent_by_listing(cache_dir, "A@H", &d, now));
+    ck_assert_int_eq(cached_locate("nobody@h", &path, &why), 404);
+    ck_assert_int_eq(cached_locate("A@H", &path, &why), 404);
+    ck_assert_int_eq(cached_locate("a@h", &path, &why), 0);
+    /* added: the directory's stamp changes, the listing is not used */
+    write_file(cache_dir, "nobody@h", 0755);
+    ck_assert_int_eq(stat(cache_dir, &st), 0);
+    sip_cgi_dirstamp(&st, &d);
+    ck_assert(!absent_by_listing(cache_dir, "nobody@h", &d, apr_time_now()));
+    ck_assert_int_eq(cached_locate("nobody@h", &path, &why), 0);
+    settle();
+    ck_assert_int_eq(stat(cache_dir, &st), 0);
+    sip_cgi_dirstamp(&st, &d);
+    ck_assert(!absent_by_listing(cache_dir, "nobody@h", &d, apr_time_now()));
+    ck_assert(absent_by_listing(cache_dir, "other@h", &d, apr_time_now()));
+    /* removed */
+    snprintf(p1, sizeof(p1), "%s/nobody@h", cache_dir);
+    ck_assert_int_eq(unlink(p1), 0);
+    ck_assert_int_eq(cached_locate("nobody@h", &path, &why), 404);
+    /* past the TTL the directory is read again, unchanged or not */
+    settle();
+    ck_assert_int_eq(stat(cache_dir, &st), 0);
+    sip_cgi_dirstamp(&st, &d);
+    now = apr_time_now();
+    ck_assert(absent_by_listing(cache_dir, "nobody@h", &d, now));
+    ck_assert_int_eq(listing.checked, now);
+    ck_assert(absent_by_listing(cache_dir, "nobody@h", &d, now + SIP_CGI_LOOKUP_TTL));
+    ck_assert_int_eq(listing.checked, now + SIP_CGI_LOOKUP_TTL);
+}
+END_TEST
+
+/* The raw scan for a REGISTER's AoR gives what the parser's To gives
+ * (sip_uri_aor of the parsed To), or NULL: never another AoR. */
+static const char *scan_case(const char *to_line, const char *method)
+{
+    return apr_pstrcat(pool, method, " sip:h.example SIP/2.0\r\n"
+                       "Via: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bK-scan\r\n"
+                       "From: <sip:a@h.example>;tag=1\r\n", to_line,
+                       "Call-ID: scan@192.0.2.1\r\nCSeq: 1 ", method, "\r\n"
+                       "Contact: <sip:a@192.0.2.1:5062>\r\nMax-Forwards: 70\r\n"
+                       "Content-Length: 0\r\n\r\n", NULL);
+}
+
+START_TEST(scan_register_aor)
+{
+    static const struct {
+        const char *to;         /* the To line(s) */
+        const char *want;       /* the scan's answer */
+    } cases[] = {
+        {"To: <sip:alice@H.Example>\r\n", "sip:alice@h.example"},
+        {"To: <sip:Alice@h.example:5070;transport=udp>;tag=x\r\n", "sip:Alice@h.example"},
+        {"to:<SIPS:bob@h.example>\r\n", "sips:bob@h.example"},
+        {"t: sip:carol@h.example;tag=9\r\n", "sip:carol@h.example"},
+        {"TO :  Dave <sip:dave@h.example>\r\n", "sip:dave@h.example"},
+        {"To: sip:erin@h.example:5060\r\n", "sip:erin@h.example"},
+        {"To: <sip:f.g-h_i!~*'()&=+$,@h.example>\r\n", "sip:f.g-h_i!~*'()&=+$,@h.example"},
+        {"To: <sip:192.0.2.7@192.0.2.9>\r\n", "sip:192.0.2.7@192.0.2.9"},
+        /* left to the parser */
+        {"To: \"Quoted <x>\" <sip:q@h.example>\r\n", NULL},
+        {"To: <sip:es%41caped@h.example>\r\n", NULL},
+        {"To: <sip:user:pw@h.example>\r\n", NULL},
+        {"To: <sip:user;p=1@h.example>\r\n", NULL},
+        {"To: <sip:h.example>\r\n", NULL},
+        {"To: <tel:+15551234>\r\n", NULL},
+        {"To: <sip:v6@[2001:db8::1]>\r\n", NULL},
+        {"To: <sip:folded@h.example>\r\n ;tag=1\r\n", NULL},
+        {"To: <sip:port@h.example:x>\r\n", NULL},
+        {"To: <sip:hdr@h.example?subject=x>\r\n", NULL},
+        {"To: sip:sp@h.example \r\n", NULL},
+        {"Tone: <sip:tone@h.example>\r\nTo: <sip:real@h.example>\r\n", "sip:real@h.example"},
+        {"", NULL},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *text = scan_case(cases[i].to, "REGISTER");
+        const char *got = sip_msg_scan_register_aor(pool, text, strlen(text));
+        sip_msg_t *m = NULL;
+
+        if (!cases[i].want) {
+            ck_assert_msg(got == NULL, "case %u: %s", (unsigned)i, got);
+            continue;
+        }
+        ck_assert_msg(got && !strcmp(got, cases[i].want), "case %u: %s", (unsigned)i,
+                      got ? got : "NULL");
+        /* the parser of record agrees */
+        ck_assert_int_eq(parse_status(text, &LIM, 1, &m, NULL), 0);
+        ck_assert_str_eq(sip_replica_register_aor(pool, m), got);
+        /* only a REGISTER, and only its header section */
+        text = scan_case(cases[i].to, "OPTIONS");
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, text, strlen(text)));
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, text, 8));
+    }
+    {
+        const char *body = "REGISTER sip:h SIP/2.0\r\nVia: x\r\n\r\nTo: <sip:body@h>\r\n";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\r\nTo: <sip:cut@h";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\r\nTo: <sip:cut@h>\r";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        /* found by fuzz_regscan: a datagram ending in "T"; a To line ended
+         * by a bare LF, whose next line held an AoR the parser did not give */
+        body = "REGISTER sip:h SIP/2.0\r\nT";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\r\nTo: \nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\n\r\n";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+        body = "REGISTER sip:h SIP/2.0\nTo: <sip:lf@h>\r\n\r\n";
+        ck_assert_ptr_null(sip_msg_scan_register_aor(pool, body, strlen(body)));
+    }
+}
+END_TEST
+
+static Suite *freelist_suite(void)
+{
+    Suite *s = suite_create("freelist");
+    TCase *tc = tcase_create("freelist");
+
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, freelist_classes);
+    tcase_add_test(tc, freelist_reuse);
+    tcase_add_test(tc, freelist_foreign_blocks);
+    tcase_add_test(tc, freelist_budget);
+    tcase_add_test(tc, freelist_resize);
+    tcase_add_test(tc, freelist_osip);
+    tcase_add_test(tc, scan_register_aor);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("absent_by_listing");
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_unchecked_fixture(tc, cache_setup, cache_teardown);
+    tcase_add_test(tc, lookup_absent_by_listing);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;
@@ -11835,6 +12155,7 @@ int main(void)
     srunner_add_suite(sr, handover_suite());
     srunner_add_suite(sr, journal_compact_suite());
     srunner_add_suite(sr, engines_gaps_suite());
+    srunner_add_suite(sr, freelist_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     run = srunner_ntests_run(sr);
