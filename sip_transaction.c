@@ -807,6 +807,17 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
                               sip_tp_kind_t kind, void *vhost, const sip_sockaddr_t *dest,
                               sip_ctxn_cb cb, void *baton);
 
+/* A new client transaction in a pool of its own (*p). */
+static sip_ctxn_t *ctxn_alloc(apr_pool_t **p)
+{
+    sip_ctxn_t *c;
+
+    apr_pool_create(p, txn_root);
+    c = apr_pcalloc(*p, sizeof(*c));
+    c->pool = *p;
+    return c;
+}
+
 /* A client transaction for a request given as text: parsed (it must be a
  * request with a branch) into the transaction's own pool; NULL if not. */
 static sip_ctxn_t *ctxn_new_from_text(const char *text, apr_size_t len)
@@ -815,9 +826,7 @@ static sip_ctxn_t *ctxn_new_from_text(const char *text, apr_size_t len)
     sip_ctxn_t *c;
     sip_msg_error_t err;
 
-    apr_pool_create(&p, txn_root);
-    c = apr_pcalloc(p, sizeof(*c));
-    c->pool = p;
+    c = ctxn_alloc(&p);
     if (sip_msg_parse(p, text, len, NULL, 0, &c->req, &err) != APR_SUCCESS
         || !sip_msg_is_request(c->req) || !sip_msg_branch(c->req)) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
@@ -847,9 +856,7 @@ static sip_ctxn_t *ctxn_new_from_msg(sip_msg_t *req, const char **buf, apr_size_
     apr_pool_t *p;
     sip_ctxn_t *c;
 
-    apr_pool_create(&p, txn_root);
-    c = apr_pcalloc(p, sizeof(*c));
-    c->pool = p;
+    c = ctxn_alloc(&p);
     *len = 0;
     c->req = sip_msg_clone(p, req);
     *buf = c->req ? sip_msg_serialize(p, c->req, len) : NULL;
@@ -1190,9 +1197,7 @@ sip_ctxn_t *sip_ctxn_send_known(const char *text, apr_size_t len, const char *br
     apr_pool_t *p;
     sip_ctxn_t *c;
 
-    apr_pool_create(&p, txn_root);
-    c = apr_pcalloc(p, sizeof(*c));
-    c->pool = p;
+    c = ctxn_alloc(&p);
     c->method = apr_pstrdup(p, method);
     c->key = apr_pstrcat(p, branch, "|", method, NULL);
     text = apr_pstrmemdup(p, text, len);

@@ -144,6 +144,29 @@ is($c->{SipHandoverReceived}, $c->{SipHandoverSent}, 'every hand-over was receiv
 # engine is asked about it (RFC 3261 §17.2.3, §16.6), so it cannot fall
 # behind the BYE sent right after it (a UAS takes a BYE before the ACK as a
 # broken call: the soak's failed calls).
+# The UAS rings (180, to the proxy's Via) for INVITE $got; the caller on
+# socket $a waits for it: (the proxy's port, the 180 or undef).
+sub ring {
+    my ($got, $a) = @_;
+    my ($pport) = (parse_msg($got)->header_elems('via'))[0] =~ /127\.0\.0\.1:(\d+)/;
+    $t->udp_send(answer($got, 180, 'Ringing'), sock => $uas, port => $pport);
+    my $r180;
+    my $end = time + 3;
+    while (!$r180 && time < $end) {
+        my $d = $t->udp_recv($a, $end - time) // last;
+        $r180 = $d if $d =~ /^SIP\/2\.0 180 /;
+    }
+    return ($pport, $r180);
+}
+
+# The CANCEL of INVITE text $inv (§9.1: same Request-URI, Via, Call-ID, CSeq number).
+sub cancel_of {
+    (my $cancel = shift) =~ s/^INVITE (\S+)/CANCEL $1/;
+    $cancel =~ s/^CSeq: 1 INVITE/CSeq: 1 CANCEL/m;
+    $cancel =~ s/^Contact:[^\r]*\r\n//m;
+    return $cancel;
+}
+
 sub answer_2xx {
     my ($raw, $cseq_method) = @_;
     my $m = parse_msg($raw);
@@ -273,24 +296,12 @@ sub in_dialog {
         $t->udp_send($inv, sock => $a);
         my $got = $t->udp_new_request($uas, 3, 'INVITE');
         next unless $got;
-        # ring (180) from the UAS, to the proxy's Via
-        my $pm = parse_msg($got);
-        my ($pvia) = $pm->header_elems('via');
-        my ($pport) = $pvia =~ /127\.0\.0\.1:(\d+)/;
-        $t->udp_send(answer($got, 180, 'Ringing'), sock => $uas, port => $pport);
-        my $r180;
-        my $end = time + 3;
-        while (!$r180 && time < $end) {
-            my $d = $t->udp_recv($a, $end - time) // last;
-            $r180 = $d if $d =~ /^SIP\/2\.0 180 /;
-        }
-        (my $cancel = $inv) =~ s/^INVITE (\S+)/CANCEL $1/;
-        $cancel =~ s/^CSeq: 1 INVITE/CSeq: 1 CANCEL/m;
-        $cancel =~ s/^Contact:[^\r]*\r\n//m;
+        my ($pport, $r180) = ring($got, $a);
+        my $cancel = cancel_of($inv);
         $t->udp_send($cancel, sock => $b);     # another source port
         # the proxy cancels the branch; the UAS answers CANCEL 200, INVITE 487
         my ($c200, $i487);
-        $end = time + 4;
+        my $end = time + 4;
         while (time < $end && !($c200 && $i487)) {
             my $sel = IO::Select->new($a, $uas);
             for my $s ($sel->can_read(0.2)) {
@@ -338,20 +349,11 @@ sub in_dialog {
         $t->udp_send($inv, sock => $a);
         my $got = $t->udp_new_request($uas, 3, 'INVITE');
         next unless $got;
-        my ($pport) = (parse_msg($got)->header_elems('via'))[0] =~ /127\.0\.0\.1:(\d+)/;
-        $t->udp_send(answer($got, 180, 'Ringing'), sock => $uas, port => $pport);
-        my $r180;
-        my $end = time + 3;
-        while (!$r180 && time < $end) {
-            my $d = $t->udp_recv($a, $end - time) // last;
-            $r180 = $d if $d =~ /^SIP\/2\.0 180 /;
-        }
-        (my $cancel = $inv) =~ s/^INVITE (\S+)/CANCEL $1/;
-        $cancel =~ s/^CSeq: 1 INVITE/CSeq: 1 CANCEL/m;
-        $cancel =~ s/^Contact:[^\r]*\r\n//m;
+        my ($pport, $r180) = ring($got, $a);
+        my $cancel = cancel_of($inv);
         $t->send_raw($tcp, $cancel);
         my ($c200, $i487);
-        $end = time + 4;
+        my $end = time + 4;
         while (time < $end && !($c200 && $i487)) {
             for my $s (IO::Select->new($a, $uas, $tcp)->can_read(0.2)) {
                 if ($s == $tcp) {
