@@ -1157,7 +1157,9 @@ int sip_ctxn_retire(sip_ctxn_t *c, sip_txn_t *up)
     sip_timer_cancel(txn_loop, &c->t_timeout);
     sip_timer_cancel(txn_loop, &c->t_end);
     sip_timer_cancel(txn_loop, &c->t_fail);
-    apr_hash_set(ctxns, z->key, APR_HASH_KEY_STRING, z);   /* replaces c: the count stays */
+    /* out, then in: a replaced entry would keep c's key, whose pool goes */
+    apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, NULL);
+    apr_hash_set(ctxns, z->key, APR_HASH_KEY_STRING, z);   /* in c's place: the count stays */
     sip_timer_set(txn_loop, &z->t_end, left > 0 ? left : 0, ctxn_end, z);     /* M, D or K */
     c->state = CT_TERMINATED;
     c->cb = NULL;
