@@ -1150,6 +1150,15 @@ static const char *line_end(const sip_msg_t *m, int i)
     return "\r\n";
 }
 
+const char *sip_msg_relay_text(apr_pool_t *p, const sip_msg_t *resp, apr_size_t *len)
+{
+    sip_wire_edit_t e;
+
+    memset(&e, 0, sizeof(e));
+    e.pop_via = 1;
+    return sip_msg_wire_text(p, resp, &e, len);
+}
+
 const char *sip_msg_wire_text(apr_pool_t *p, const sip_msg_t *m, const sip_wire_edit_t *e,
                               apr_size_t *len)
 {

@@ -209,6 +209,9 @@ typedef struct sip_wire_edit {
  * message that was built rather than received. */
 const char *sip_msg_wire_text(apr_pool_t *p, const sip_msg_t *m, const sip_wire_edit_t *e,
                               apr_size_t *len);
+/* A received response's text as it goes on upstream: its top Via value
+ * (ours) removed, nothing else changed (RFC 3261 §16.7 step 3). */
+const char *sip_msg_relay_text(apr_pool_t *p, const sip_msg_t *resp, apr_size_t *len);
 /* Every header line called 'name', as received (possibly ""). */
 const char *sip_msg_raw_headers(apr_pool_t *p, const sip_msg_t *m, const char *name);
 /* Route values removed from the top by route preprocessing, and the text

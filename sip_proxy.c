@@ -648,17 +648,6 @@ static int rank(int status)
     return cls * 10 + pref;
 }
 
-/* A received response as it goes upstream: our Via removed (§16.7
- * step 3), every other byte as it came. */
-static const char *relay_text(apr_pool_t *p, const sip_msg_t *resp, apr_size_t *len)
-{
-    sip_wire_edit_t e;
-
-    memset(&e, 0, sizeof(e));
-    e.pop_via = 1;
-    return sip_msg_wire_text(p, resp, &e, len);
-}
-
 /* 'resp' is a stored copy (Via already removed), sent with 'e''s edits. */
 static void send_upstream(sip_proxy_t *px, sip_msg_t *resp, const sip_wire_edit_t *e)
 {
@@ -681,7 +670,7 @@ static void relay_upstream(sip_proxy_t *px, const sip_msg_t *resp, int status)
     const char *buf;
 
     apr_pool_create(&p, px->pool);
-    buf = relay_text(p, resp, &len);
+    buf = sip_msg_relay_text(p, resp, &len);
     if (buf)
         sip_txn_respond(px->st, status, buf, len);
     apr_pool_destroy(p);
@@ -759,7 +748,7 @@ static sip_msg_t *own_copy(sip_proxy_t *px, const sip_msg_t *resp, int local)
                                      sip_msg_reason(resp), sip_txn_to_tag(px->st), NULL, NULL,
                                      NULL, 0, &len);
     else
-        text = relay_text(px->pool, resp, &len);
+        text = sip_msg_relay_text(px->pool, resp, &len);
     if (!text || sip_msg_parse(px->pool, text, len, NULL, 0, &copy, &err) != APR_SUCCESS)
         return NULL;
     return copy;
@@ -822,7 +811,7 @@ apr_status_t sip_proxy_forward_upstream(sip_proxy_t *px, const sip_msg_t *resp,
     apr_status_t rv = APR_EGENERAL;
 
     apr_pool_create(&p, px->pool);
-    text = relay_text(p, resp, &len);
+    text = sip_msg_relay_text(p, resp, &len);
     merged = text && block ? sip_msg_merge_text(p, text, len, block, &mlen) : text;
     if (!block)
         mlen = len;
@@ -2025,7 +2014,7 @@ static void forward_by_via(sip_msg_t *resp, server_rec *s, apr_pool_t *p)
      * has no port) */
     if (!sip_msg_via_info(p, resp, 1, &host, &port, &received, &rport, &tcp, &branch))
         return;     /* it was for us alone */
-    if (!(buf = relay_text(p, resp, &len)))
+    if (!(buf = sip_msg_relay_text(p, resp, &len)))
         return;
     kind = tcp ? SIP_TP_TCP : SIP_TP_UDP;
     apr_pool_create(&fp, px_root);

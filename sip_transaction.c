@@ -698,6 +698,14 @@ const sip_msg_t *sip_ctxn_request(const sip_ctxn_t *c)
     return ctxn_req((sip_ctxn_t *)c);
 }
 
+static void ctxn_stop_timers(sip_ctxn_t *c)
+{
+    sip_timer_cancel(txn_loop, &c->t_retx);
+    sip_timer_cancel(txn_loop, &c->t_timeout);
+    sip_timer_cancel(txn_loop, &c->t_end);
+    sip_timer_cancel(txn_loop, &c->t_fail);
+}
+
 static void ctxn_terminate(sip_ctxn_t *c)
 {
     sip_ctxn_cb cb = c->cb;
@@ -705,10 +713,7 @@ static void ctxn_terminate(sip_ctxn_t *c)
     if (c->state == CT_TERMINATED)
         return;
     c->state = CT_TERMINATED;
-    sip_timer_cancel(txn_loop, &c->t_retx);
-    sip_timer_cancel(txn_loop, &c->t_timeout);
-    sip_timer_cancel(txn_loop, &c->t_end);
-    sip_timer_cancel(txn_loop, &c->t_fail);
+    ctxn_stop_timers(c);
     apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, NULL);
     nctxns--;
     sip_stats->now.ctxns = nctxns;
@@ -889,7 +894,8 @@ static sip_ctxn_t *ctxn_start(apr_pool_t *p, sip_ctxn_t *c, const char *buf, apr
     c->len = len;
     c->kind = kind;
     c->vhost = vhost;
-    c->key = c->req ? apr_pstrcat(p, sip_msg_branch(c->req), "|", method, NULL) : c->key;
+    if (c->req)     /* else sip_ctxn_send_known gave it */
+        c->key = apr_pstrcat(p, sip_msg_branch(c->req), "|", method, NULL);
     if (kind == SIP_TP_TLS && ctxn_req(c)) {
         /* RFC 5922 §4: the host of the URI the request is routed by */
         const char *next = sip_msg_route_count(c->req) ? sip_msg_route_uri(p, c->req, 0)
@@ -987,14 +993,11 @@ int sip_ctxn_receive(sip_msg_t *resp, apr_pool_t *msg_pool)
         /* a 2xx retransmitted to a retired Accepted INVITE: up as the
          * proxy would send it, without our Via (RFC 6026 §7.1, §16.7) */
         sip_txn_t *up = apr_hash_get(txns, c->up_key, APR_HASH_KEY_STRING);
-        sip_wire_edit_t e;
         apr_size_t len = 0;
         const char *text;
         if (status < 200 || status >= 300 || !up || !up->proxied || up->state != ST_ACCEPTED)
             return 1;
-        memset(&e, 0, sizeof(e));
-        e.pop_via = 1;
-        if ((text = sip_msg_wire_text(msg_pool, resp, &e, &len)))
+        if ((text = sip_msg_relay_text(msg_pool, resp, &len)))
             txn_send(up, text, len);
         return 1;
     }
@@ -1153,10 +1156,7 @@ int sip_ctxn_retire(sip_ctxn_t *c, sip_txn_t *up)
     z->used = c->used;          /* the ACK of a retransmitted non-2xx goes the same way */
     sip_source_hold(&z->used);
     left = c->t_end.when - apr_time_now();
-    sip_timer_cancel(txn_loop, &c->t_retx);
-    sip_timer_cancel(txn_loop, &c->t_timeout);
-    sip_timer_cancel(txn_loop, &c->t_end);
-    sip_timer_cancel(txn_loop, &c->t_fail);
+    ctxn_stop_timers(c);
     /* out, then in: a replaced entry would keep c's key, whose pool goes */
     apr_hash_set(ctxns, c->key, APR_HASH_KEY_STRING, NULL);
     apr_hash_set(ctxns, z->key, APR_HASH_KEY_STRING, z);   /* in c's place: the count stays */

@@ -167,6 +167,15 @@ sub cancel_of {
     return $cancel;
 }
 
+# The UAS side of a cancelled INVITE $got: a CANCEL ($m, text $d) is
+# answered 200, then the INVITE 487 (§9.2), both to the proxy's port.
+sub uas_cancelled {
+    my ($m, $d, $got, $pport) = @_;
+    return if $m->is_response || $m->method ne 'CANCEL';
+    $t->udp_send(answer($d, 200, 'OK'), sock => $uas, port => $pport);
+    $t->udp_send(answer($got, 487, 'Request Terminated'), sock => $uas, port => $pport);
+}
+
 sub answer_2xx {
     my ($raw, $cseq_method) = @_;
     my $m = parse_msg($raw);
@@ -308,12 +317,7 @@ sub in_dialog {
                 my $d = $t->udp_recv($s, 0) // next;
                 my $m = parse_msg($d);
                 if ($s == $uas) {
-                    next if $m->is_response;
-                    if ($m->method eq 'CANCEL') {
-                        $t->udp_send(answer($d, 200, 'OK'), sock => $uas, port => $pport);
-                        $t->udp_send(answer($got, 487, 'Request Terminated'), sock => $uas,
-                                     port => $pport);
-                    }
+                    uas_cancelled($m, $d, $got, $pport);
                     next;
                 }
                 $c200 = 1 if $m->is_response && $m->code == 200
@@ -365,12 +369,7 @@ sub in_dialog {
                 my $d = $t->udp_recv($s, 0) // next;
                 my $m = parse_msg($d);
                 if ($s == $uas) {
-                    next if $m->is_response;
-                    if ($m->method eq 'CANCEL') {
-                        $t->udp_send(answer($d, 200, 'OK'), sock => $uas, port => $pport);
-                        $t->udp_send(answer($got, 487, 'Request Terminated'), sock => $uas,
-                                     port => $pport);
-                    }
+                    uas_cancelled($m, $d, $got, $pport);
                     next;
                 }
                 if ($m->is_response && $m->code == 487 && !$i487) {

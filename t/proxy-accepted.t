@@ -34,6 +34,10 @@ LoadModule status_module $SipTest::MODDIR/mod_status.so
 EOC
 my $port = $t->sip_port;
 
+my $uac = $t->udp_socket;
+my $uas = $t->udp_socket;
+my $uas_port = $uas->sockport;
+
 sub crlf { my $s = shift; $s =~ s/\r?\n/\r\n/g; return $s }
 sub counters { $t->sip_counters }
 sub wait_until {
@@ -80,33 +84,32 @@ sub answer {
          . "Contact: <sip:callee\@127.0.0.1:$contact_port>\r\nContent-Length: 0\r\n\r\n";
 }
 
+# An INVITE from the caller on socket $uac to $uri (the user of To is
+# $user); through our Route when $route is set (loose routing).
 sub invite {
-    my ($uac, $targets, $cid, $branch) = @_;
+    my ($uac, $uri, $user, $cid, $branch, $route) = @_;
     my $up = $uac->sockport;
-    my $ruri = "sip:callee\@127.0.0.1:$targets->[0]";
-    return crlf(<<"EOT");
-INVITE $ruri SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:$up;branch=$branch;rport
-Max-Forwards: 70
-Route: <sip:127.0.0.1:$port;lr>
-From: <sip:caller\@127.0.0.1>;tag=c-$cid
-To: <sip:callee\@127.0.0.1>
-Call-ID: $cid
-CSeq: 1 INVITE
-Contact: <sip:caller\@127.0.0.1:$up>
-Content-Length: 0
-
-EOT
+    return crlf("INVITE $uri SIP/2.0\n"
+                . "Via: SIP/2.0/UDP 127.0.0.1:$up;branch=$branch;rport\n"
+                . "Max-Forwards: 70\n"
+                . ($route ? "Route: <sip:127.0.0.1:$port;lr>\n" : '')
+                . "From: <sip:caller\@127.0.0.1>;tag=c-$cid\n"
+                . "To: <sip:$user\@127.0.0.1>\n"
+                . "Call-ID: $cid\nCSeq: 1 INVITE\n"
+                . "Contact: <sip:caller\@127.0.0.1:$up>\nContent-Length: 0\n\n");
 }
 
-my $uac = $t->udp_socket;
-my $uas = $t->udp_socket;
-my $uas_port = $uas->sockport;
+# The callee's INVITE, routed by us to its port.
+sub call_invite {
+    my ($uac, $cid, $branch) = @_;
+    return invite($uac, "sip:callee\@127.0.0.1:$uas_port", 'callee', $cid, $branch, 1);
+}
+
 
 # ---- 1. one call: the 2xx retransmissions after the proxy let go
 {
     my $cid = "acc-1-$$";
-    my $inv = invite($uac, [$uas_port], $cid, "z9hG4bK-acc1");
+    my $inv = call_invite($uac, $cid, 'z9hG4bK-acc1');
     $t->udp_send($inv, sock => $uac);
     my $got = first($uas, 3, qr/^INVITE /);
     ok($got, 'the INVITE reached the callee') or BAIL_OUT('no proxying');
@@ -196,18 +199,11 @@ EOT
         return first($uac, 3, qr{^SIP/2\.0 200 });
     };
     ok($reg->($uas_port, 1) && $reg->($p2, 2), 'two contacts registered for forky');
-    my $inv = crlf(<<"EOT");
-INVITE sip:forky\@127.0.0.1:$port SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:$up;branch=z9hG4bK-acc2;rport
-Max-Forwards: 70
-From: <sip:caller\@127.0.0.1>;tag=c-$cid
-To: <sip:forky\@127.0.0.1>
-Call-ID: $cid
-CSeq: 1 INVITE
-Contact: <sip:caller\@127.0.0.1:$up>
-Content-Length: 0
-
-EOT
+    # with several engines the other engine learns of them by a replica,
+    # sent at the end of the home engine's loop turn: this part is about the
+    # proxy, so give it that moment
+    sleep 0.3 if ($ENV{SIP_TEST_ENGINES} // 1) > 1;
+    my $inv = invite($uac, "sip:forky\@127.0.0.1:$port", 'forky', $cid, 'z9hG4bK-acc2');
     $t->udp_send($inv, sock => $uac);
     my $a = first($uas, 3, qr/^INVITE /);
     my $b = first($uas2, 3, qr/^INVITE /);
@@ -234,7 +230,7 @@ EOT
 # ---- 3. a 486: the hop-by-hop ACK comes again for its retransmission
 {
     my $cid = "acc-486-$$";
-    $t->udp_send(invite($uac, [$uas_port], $cid, "z9hG4bK-acc486"), sock => $uac);
+    $t->udp_send(call_invite($uac, $cid, 'z9hG4bK-acc486'), sock => $uac);
     my $got = first($uas, 3, qr/^INVITE /);
     ok($got, '486 call: the INVITE reached the callee');
     my $busy = $got ? answer($got, 486, 'Busy Here', 'b1', $uas_port) : '';
@@ -263,7 +259,7 @@ EOT
     my @oks;
     for my $i (1 .. 40) {
         my $cid = "acc-3-$i-$$";
-        $t->udp_send(invite($uac, [$uas_port], $cid, "z9hG4bK-acc3-$i"), sock => $uac);
+        $t->udp_send(call_invite($uac, $cid, "z9hG4bK-acc3-$i"), sock => $uac);
         my $got = first($uas, 3, qr/^INVITE /) or next;
         $t->udp_send(answer($got, 200, 'OK', "m$i", $uas_port), sock => $uas);
         push @oks, 1 if first($uac, 3, qr{^SIP/2\.0 200 });
