@@ -448,14 +448,33 @@ static const char *set_route_secret(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+/* 'len' random bytes made once and kept in the process pool under 'key':
+ * the same for every engine forked, and across restarts of httpd's
+ * configuration. */
+static apr_status_t process_random(server_rec *s, const char *key, apr_size_t len,
+                                   unsigned char **out)
+{
+    apr_pool_t *pp = s->process->pool;
+    unsigned char *bytes = NULL;
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&bytes, key, pp);
+    if (!bytes) {
+        bytes = apr_palloc(pp, len);
+        if ((rv = apr_generate_random_bytes(bytes, len)) != APR_SUCCESS)
+            return rv;
+        apr_pool_userdata_set(bytes, key, apr_pool_cleanup_null, pp);
+    }
+    *out = bytes;
+    return APR_SUCCESS;
+}
+
 /* The route secret the engine signs with.  Without SipRouteSecret, random
  * bytes made once in the process pool, so that graceful restarts and new
  * engines (forked from this parent) keep verifying dialogs in progress. */
 static apr_status_t init_route_secret(server_rec *s)
 {
-    static const char key[] = "mod_sip_route_secret";
-    apr_pool_t *pp = s->process->pool;
-    unsigned char *secret = NULL;
+    unsigned char *secret;
     apr_status_t rv;
 
     if (route_secret) {
@@ -463,13 +482,8 @@ static apr_status_t init_route_secret(server_rec *s)
         sip_txn_set_tag_secret(route_secret, strlen(route_secret));
         return APR_SUCCESS;
     }
-    apr_pool_userdata_get((void **)&secret, key, pp);
-    if (!secret) {
-        secret = apr_palloc(pp, 32);
-        if ((rv = apr_generate_random_bytes(secret, 32)) != APR_SUCCESS)
-            return rv;
-        apr_pool_userdata_set(secret, key, apr_pool_cleanup_null, pp);
-    }
+    if ((rv = process_random(s, "mod_sip_route_secret", 32, &secret)) != APR_SUCCESS)
+        return rv;
     sip_route_set_secret(secret, 32);
     sip_txn_set_tag_secret(secret, 32);
     return APR_SUCCESS;
@@ -480,18 +494,11 @@ static apr_status_t init_route_secret(server_rec *s)
  * after a graceful restart) accepts the nonces any engine made. */
 static apr_status_t init_nonce_secret(server_rec *s)
 {
-    static const char key[] = "mod_sip_nonce_secret";
-    apr_pool_t *pp = s->process->pool;
-    unsigned char *secret = NULL;
+    unsigned char *secret;
     apr_status_t rv;
 
-    apr_pool_userdata_get((void **)&secret, key, pp);
-    if (!secret) {
-        secret = apr_palloc(pp, 16);
-        if ((rv = apr_generate_random_bytes(secret, 16)) != APR_SUCCESS)
-            return rv;
-        apr_pool_userdata_set(secret, key, apr_pool_cleanup_null, pp);
-    }
+    if ((rv = process_random(s, "mod_sip_nonce_secret", 16, &secret)) != APR_SUCCESS)
+        return rv;
     sip_auth_set_secret(secret, 16);
     return APR_SUCCESS;
 }
