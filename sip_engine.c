@@ -672,6 +672,7 @@ static void engine_deliver(const char *buf, apr_size_t len, int flags,
             src = &named_src;
         }
     }
+    sip_handover_catch_up();    /* the replicas sent before it arrived */
     sip_msg_stamp_via(msg, src, &dest);
     routed = sip_proxy_route_preprocess(msg, s);
     switch (sip_txn_receive(msg, src, &dest, p, &txn)) {

@@ -10,10 +10,14 @@
  * left it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "apr_atomic.h"
 #include "apr_strings.h"
 #include "apr_portable.h"
 #include "httpd.h"
@@ -177,8 +181,26 @@ int sip_handover_decode(const char *buf, apr_size_t len, sip_ho_kind_t *kind,
 static int chans[SIP_ENGINES_MAX][2] = {{-1, -1}};
 static int chans_made;
 static apr_size_t max_text = 65536;
-static char *send_buf, *recv_buf;
+static char *send_buf, *recv_buf, *catch_buf;
 static sip_io_t chan_io;
+static sip_loop_t *chan_loop;
+
+/* Replicas sent to each engine, counted by their senders in memory the
+ * parent maps before forking (it outlives an engine's restart), and the
+ * ones this engine has read: a request can be routed only once every
+ * replica sent before it arrived has been applied (sip_handover_catch_up). */
+static apr_uint32_t *replicas_sent;
+static apr_uint32_t replicas_read;
+
+/* Datagrams read while catching up that were not replicas: handled, in
+ * their order, before anything read after them. */
+typedef struct stashed {
+    struct stashed *next;
+    apr_size_t len;
+    char buf[1];
+} stashed_t;
+static stashed_t *stash_head, **stash_tail = &stash_head;
+static sip_timer_t stash_timer;
 
 static apr_status_t close_chans(void *data)
 {
@@ -203,6 +225,13 @@ apr_status_t sip_handover_prepare(apr_pool_t *pconf, int count)
     chans_made = 0;
     if (count <= 1)
         return APR_SUCCESS;
+    if (!replicas_sent) {       /* once per parent: kept across restarts */
+        void *m = mmap(NULL, SIP_ENGINES_MAX * sizeof(apr_uint32_t), PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return errno;
+        replicas_sent = m;
+    }
     apr_pool_cleanup_register(pconf, NULL, close_chans, apr_pool_cleanup_null);
     for (i = 0; i < count && i < SIP_ENGINES_MAX; i++) {
         /* CLOEXEC: scripts the engines start must not hold the channel. */
@@ -226,6 +255,51 @@ void sip_handover_set_max(apr_size_t max)
     max_text = max < 65536 ? 65536 : max;
 }
 
+/* One datagram of our channel, read into 'buf' (one byte of room after
+ * its 'n'). */
+static void chan_dispatch(char *buf, apr_size_t n)
+{
+    sip_ho_origin_t from;
+    sip_ho_kind_t kind;
+    const char *text;
+    apr_size_t tlen;
+
+    if (!sip_handover_decode(buf, n, &kind, &from, &text, &tlen)
+        || from.engine >= engine_count || from.engine == engine_self) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
+                     "sip: malformed hand-over datagram (%ld bytes) dropped", (long)n);
+        return;
+    }
+    /* The text is a C string for the layers above, as a UDP one is. */
+    buf[n] = '\0';
+    sip_stats->ho_received++;
+    if (kind == SIP_HO_REPLICA)
+        replicas_read++;
+    if (handlers[kind])
+        handlers[kind](kind, &from, text, tlen);
+}
+
+/* The oldest stashed datagram, handled; 0 when there was none. */
+static int stash_one(void)
+{
+    stashed_t *d = stash_head;
+
+    if (!d)
+        return 0;
+    if (!(stash_head = d->next))
+        stash_tail = &stash_head;
+    chan_dispatch(d->buf, d->len);
+    free(d);
+    return 1;
+}
+
+static void stash_run(void *baton)
+{
+    (void)baton;
+    while (stash_one())
+        ;
+}
+
 static void chan_readable(void *baton, apr_int16_t ev)
 {
     int i;
@@ -234,31 +308,57 @@ static void chan_readable(void *baton, apr_int16_t ev)
     (void)ev;
     /* Bounded, as for a UDP socket: the loop's other work goes on. */
     for (i = 0; i < 64; i++) {
-        sip_ho_origin_t from;
-        sip_ho_kind_t kind;
-        const char *text;
-        apr_size_t tlen;
-        ssize_t n = recv(chans[engine_self][0], recv_buf, sizeof(ho_header_t) + max_text,
-                         MSG_DONTWAIT);
+        ssize_t n;
 
+        if (stash_one())
+            continue;
+        n = recv(chans[engine_self][0], recv_buf, sizeof(ho_header_t) + max_text, MSG_DONTWAIT);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 ap_log_error(APLOG_MARK, APLOG_ERR, errno, ap_server_conf,
                              "sip: hand-over channel receive failed");
             return;
         }
-        if (!sip_handover_decode(recv_buf, (apr_size_t)n, &kind, &from, &text, &tlen)
-            || from.engine >= engine_count || from.engine == engine_self) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
-                         "sip: malformed hand-over datagram (%ld bytes) dropped", (long)n);
+        chan_dispatch(recv_buf, (apr_size_t)n);
+    }
+}
+
+void sip_handover_catch_up(void)
+{
+    static int busy;
+
+    if (engine_count <= 1 || !replicas_sent || !catch_buf || busy
+        || (apr_int32_t)(apr_atomic_read32(&replicas_sent[engine_self]) - replicas_read) <= 0)
+        return;
+    busy = 1;
+    while ((apr_int32_t)(apr_atomic_read32(&replicas_sent[engine_self]) - replicas_read) > 0) {
+        sip_ho_kind_t kind = 0;
+        ssize_t n = recv(chans[engine_self][0], catch_buf, sizeof(ho_header_t) + max_text,
+                         MSG_DONTWAIT);
+
+        if (n < 0)
+            break;      /* counted but not here: lost, or read by our handler already */
+        if ((apr_size_t)n > offsetof(ho_header_t, kind))
+            kind = (sip_ho_kind_t)(unsigned char)catch_buf[offsetof(ho_header_t, kind)];
+        if (kind == SIP_HO_REPLICA) {
+            chan_dispatch(catch_buf, (apr_size_t)n);
             continue;
         }
-        /* The text is a C string for the layers above, as a UDP one is. */
-        recv_buf[n] = '\0';
-        sip_stats->ho_received++;
-        if (handlers[kind])
-            handlers[kind](kind, &from, text, tlen);
+        /* anything else waits its turn, behind what was stashed before */
+        {
+            stashed_t *d = malloc(sizeof(*d) + (apr_size_t)n);
+            if (!d)
+                break;
+            d->next = NULL;
+            d->len = (apr_size_t)n;
+            memcpy(d->buf, catch_buf, (apr_size_t)n);
+            *stash_tail = d;
+            stash_tail = &d->next;
+        }
     }
+    if (stash_head)
+        sip_timer_set(chan_loop, &stash_timer, 0, stash_run, NULL);
+    busy = 0;
 }
 
 apr_status_t sip_handover_start(sip_loop_t *loop, apr_pool_t *p)
@@ -282,6 +382,11 @@ apr_status_t sip_handover_start(sip_loop_t *loop, apr_pool_t *p)
     }
     send_buf = apr_palloc(p, sizeof(ho_header_t) + max_text + 1);
     recv_buf = apr_palloc(p, sizeof(ho_header_t) + max_text + 1);
+    catch_buf = apr_palloc(p, sizeof(ho_header_t) + max_text + 1);
+    chan_loop = loop;
+    /* what is queued from before a restart is not waited for */
+    if (replicas_sent)
+        replicas_read = apr_atomic_read32(&replicas_sent[engine_self]);
     fd = chans[engine_self][0];
     if (apr_os_sock_put(&sock, &fd, p) != APR_SUCCESS)
         return APR_ENOTSOCK;
@@ -313,6 +418,8 @@ apr_status_t sip_handover_send(int to, sip_ho_kind_t kind, const sip_ho_origin_t
         return APR_EAGAIN;
     }
     sip_stats->ho_sent++;
+    if (kind == SIP_HO_REPLICA && replicas_sent)
+        apr_atomic_inc32(&replicas_sent[to]);
     return APR_SUCCESS;
 }
 

@@ -117,6 +117,13 @@ apr_status_t sip_handover_send(int to, sip_ho_kind_t kind, const sip_ho_origin_t
 void sip_handover_broadcast(sip_ho_kind_t kind, const sip_ho_origin_t *from,
                             const char *text, apr_size_t len);
 
+/* Before a request is routed: apply every replica already sent to this
+ * engine (a REGISTER's 200 leaves its home only after its replica was
+ * sent, so a phone's next request finds its binding on any engine).
+ * Costs a read of shared memory when nothing is due; other datagrams it
+ * meets are handled later, in their order. */
+void sip_handover_catch_up(void);
+
 /* The channel's largest SIP text (the engine sets the largest message
  * its limits allow; at least 64 KiB).  Longer texts are dropped. */
 void sip_handover_set_max(apr_size_t max);

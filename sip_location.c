@@ -1351,11 +1351,35 @@ static const char *replica_state(apr_pool_t *p, const char *aor)
     return *text ? text : apr_psprintf(p, "A\t%s\n", jesc(p, aor));
 }
 
+/* A REGISTER's answer waits for its replica: once a phone has its 200, the
+ * other engines have been sent the change, and apply it before they route
+ * the phone's next request (sip_handover_catch_up). */
+typedef struct reg_answer {
+    struct reg_answer *next;
+    apr_pool_t *p;              /* the caller's */
+    const char *aor;
+    int want_scripts;
+    sip_location_reg_cb cb;
+    void *baton;
+} reg_answer_t;
+static reg_answer_t *answers, **answers_tail = &answers;
+
+static void reg_answer(apr_pool_t *p, const char *aor, int want_scripts,
+                       sip_location_reg_cb cb, void *baton)
+{
+    apr_array_header_t *scripts = NULL;
+
+    if (want_scripts && sip_script_store_list(p, aor, &scripts) != APR_SUCCESS)
+        scripts = NULL;
+    cb(baton, 0, sip_location_lookup(p, aor), scripts);
+}
+
 static void replica_flush(void *baton)
 {
     apr_pool_t *p = replica_due_pool;
     apr_array_header_t *texts;
     apr_hash_index_t *hi;
+    reg_answer_t *a;
 
     (void)baton;
     if (!replica_due)
@@ -1366,6 +1390,11 @@ static void replica_flush(void *baton)
     replica_due = NULL;
     replica_send(p, -1, apr_array_pstrcat(p, texts, '\0'));
     apr_pool_clear(p);
+    a = answers;
+    answers = NULL;
+    answers_tail = &answers;
+    for (; a; a = a->next)
+        reg_answer(a->p, a->aor, a->want_scripts, a->cb, a->baton);
 }
 
 /* After a change by the home engine: the AoR's state to the others. */
@@ -1562,7 +1591,7 @@ int sip_location_reg_check(apr_pool_t *p, const apr_array_header_t *existing,
 void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_location_reg_cb cb,
                            void *baton)
 {
-    apr_array_header_t *cur, *scripts = NULL;
+    apr_array_header_t *cur;
     long added;
     int i, status;
 
@@ -1598,11 +1627,21 @@ void sip_location_register(apr_pool_t *p, const sip_reg_change_t *chg, sip_locat
     else
         for (i = 0; i < chg->bindings->nelts; i++)
             sip_location_set(&APR_ARRAY_IDX(chg->bindings, i, sip_binding_t));
-    if (chg->star || chg->bindings->nelts)     /* a fetch changes nothing */
+    if (chg->star || chg->bindings->nelts) {   /* a fetch changes nothing */
         replica_broadcast(p, chg->aor);
-    if (chg->want_scripts && sip_script_store_list(p, chg->aor, &scripts) != APR_SUCCESS)
-        scripts = NULL;
-    cb(baton, 0, sip_location_lookup(p, chg->aor), scripts);
+        if (replica_due) {      /* answered once the turn's replicas are sent */
+            reg_answer_t *a = apr_pcalloc(p, sizeof(*a));
+            a->p = p;
+            a->aor = chg->aor;
+            a->want_scripts = chg->want_scripts;
+            a->cb = cb;
+            a->baton = baton;
+            *answers_tail = a;
+            answers_tail = &a->next;
+            return;
+        }
+    }
+    reg_answer(p, chg->aor, chg->want_scripts, cb, baton);
 }
 
 void sip_location_fetch_scripts(apr_pool_t *p, const char *aor, sip_location_scripts_cb cb,
