@@ -41,25 +41,6 @@ my $port = $t->sip_port;
 my @pids = $t->engine_pids;
 is(scalar(grep { $_ } @pids), 2, 'two engines run');
 
-# sip_engine_home: FNV-1a of the AoR as the registrar names it, modulo 2
-sub home_of {
-    my ($aor) = @_;
-    my $h = 2166136261;
-    for my $c (unpack 'C*', $aor) { $h = (($h ^ $c) * 16777619) % 4294967296 }
-    return $h % 2;
-}
-
-sub udp_final {
-    my ($u, $timeout) = @_;
-    my $end = time + ($timeout // 3);
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($u, $left) // return undef;
-        my $m = parse_msg($d);
-        return $m if $m->is_response && $m->code >= 200;
-    }
-    return undef;
-}
-
 # An INVITE to $user from a new UDP port; the UA ($ua: a UDP socket or a
 # TCP connection) answers 486 if the INVITE reaches it.  Returns (reached,
 # the caller's final status, seconds to it).
@@ -89,7 +70,7 @@ sub call {
             last;
         }
     }
-    my $fin = udp_final($u, 5);
+    my $fin = $t->udp_final($u, 5);
     if ($fin && $fin->code >= 300) {
         my $ack = $t->ack_for($raw, $fin);
         $t->udp_send($ack, sock => $u) if $ack;
@@ -126,7 +107,7 @@ my $nobody = free_port();
 my (%tcp, %tcp_home);
 for my $n (0 .. 40) {
     my $user = "t$n";
-    my $h = home_of("sip:$user\@127.0.0.1");
+    my $h = SipRegTest::engine_home("sip:$user\@127.0.0.1");
     next if exists $tcp_home{$h};
     $tcp_home{$h} = $user;
 }

@@ -20,24 +20,6 @@ my $t = SipRegTest->new(server_conf => "SipEngines 2\n");
 my $port = $t->sip_port;
 is(scalar(grep { $_ } $t->engine_pids), 2, 'two engines run');
 
-# sip_engine_home: FNV-1a of the AoR, modulo 2
-sub home_of {
-    my $h = 2166136261;
-    for my $c (unpack 'C*', $_[0]) { $h = (($h ^ $c) * 16777619) % 4294967296 }
-    return $h % 2;
-}
-
-sub final {
-    my ($u) = @_;
-    my $end = time + 3;
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($u, $left) // return undef;
-        my $m = parse_msg($d);
-        return $m if $m->is_response && $m->code >= 200;
-    }
-    return undef;
-}
-
 sub register_raw {
     my (%o) = @_;
     my $u = $o{sock};
@@ -53,14 +35,14 @@ sub register_raw {
             . "Contact: <sip:$o{user}\@127.0.0.1:$lp>\r\n"
             . "Max-Forwards: 70\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
     $t->udp_send($raw, sock => $u);
-    return final($u);
+    return $t->udp_final($u);
 }
 
 my @socks = map { $t->udp_socket } 1 .. 12;
 my (@users, %homes);
 for my $i (1 .. 40) {
     my $user = "raw$i";
-    my $h = home_of("sip:$user\@127.0.0.1");
+    my $h = SipRegTest::engine_home("sip:$user\@127.0.0.1");
     next if ($homes{$h} // 0) >= 6;
     $homes{$h}++;
     push @users, $user;

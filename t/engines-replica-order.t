@@ -23,24 +23,6 @@ my $t = SipRegTest->new(server_conf => "SipEngines 2\n");
 my $port = $t->sip_port;
 is(scalar(grep { $_ } $t->engine_pids), 2, 'two engines run');
 
-sub home_of {
-    my $h = 2166136261;
-    for my $c (unpack 'C*', $_[0]) { $h = (($h ^ $c) * 16777619) % 4294967296 }
-    return $h % 2;
-}
-
-# The final response to a request sent from $s (skipping 1xx), or undef.
-sub final_on {
-    my ($s, $timeout) = @_;
-    my $end = time + $timeout;
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($s, $left) // return undef;
-        my $m = parse_msg($d);
-        return $m if $m->is_response && $m->code >= 200;
-    }
-    return undef;
-}
-
 sub message_from {
     my ($s, $user) = @_;
     $t->udp_send($t->sip_request(method => 'MESSAGE', uri => $t->aor($user), sock => $s,
@@ -53,7 +35,7 @@ my $uas = $t->udp_socket;
 my $up = $uas->sockport;
 for my $i (1 .. $rounds) {
     my $user = "ro$i" . rand_token(4);
-    $homes->{ home_of($t->aor($user)) }++;
+    $homes->{ SipRegTest::engine_home($t->aor($user)) }++;
     my $ua = $t->udp_socket;        # a new port each round: either engine
     my $r = $t->register(user => $user, sock => $ua, contacts => [ "<sip:$user\@127.0.0.1:$up>" ],
                          expires => 600);
@@ -67,12 +49,12 @@ for my $i (1 .. $rounds) {
         $found++;
         $t->udp_send(response_to(parse_msg($fwd), 200, 'OK', tag => 'u'), sock => $uas,
                      port => $port);
-        my $f = final_on($ua, 3);
+        my $f = $t->udp_final($ua, 3);
         diag("round $i: the MESSAGE's final: " . ($f ? $f->code : 'none'))
             unless $f && $f->code == 200;
     }
     else {
-        my $f = final_on($ua, 1);
+        my $f = $t->udp_final($ua, 1);
         diag("round $i: MESSAGE right after the 200 not forwarded (" . ($f ? $f->code : 'nothing')
              . ')');
     }
@@ -84,7 +66,7 @@ for my $i (1 .. $rounds) {
         next;
     }
     message_from($ua, $user);
-    my $f = final_on($ua, 3);
+    my $f = $t->udp_final($ua, 3);
     $gone++ if $f && $f->code == 480;
     diag("round $i: MESSAGE right after the unREGISTER got " . ($f ? $f->code : 'nothing'))
         unless $f && $f->code == 480;

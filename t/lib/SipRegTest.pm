@@ -28,6 +28,15 @@ our $SIPP = $ENV{SIPP} || '/usr/bin/sipp';
 
 sub aor { my ($self, $user) = @_; return "sip:$user\@127.0.0.1:" . $self->sip_port }
 
+# The home engine of an address-of-record among $n (default 2) engines, as
+# sip_engine_home computes it: FNV-1a of the AoR as the registrar names it.
+sub engine_home {
+    my ($aor, $n) = @_;
+    my $h = 2166136261;
+    for my $c (unpack 'C*', $aor) { $h = (($h ^ $c) * 16777619) % 4294967296 }
+    return $h % ($n // 2);
+}
+
 # REGISTER for $o{user} (To/From sip:user@127.0.0.1:SIPPORT unless $o{to}).
 #   contacts => [ header values ] (one Contact header each; a value may hold
 #               several comma separated contacts), none => fetch only

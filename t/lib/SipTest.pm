@@ -753,6 +753,19 @@ sub udp_drain {
     return @d;
 }
 
+# The first final response (SipTest::Msg) arriving on UDP socket $s within
+# $timeout seconds (default 3), skipping requests and 1xx; undef if none.
+sub udp_final {
+    my ($self, $s, $timeout) = @_;
+    my $end = time + ($timeout // 3);
+    while ((my $left = $end - time) > 0) {
+        my $d = $self->udp_recv($s, $left) // return undef;
+        my $m = parse_msg($d);
+        return $m if $m->is_response && $m->code >= 200;
+    }
+    return undef;
+}
+
 # Collect all datagrams on $s during $duration seconds: list of [t, raw]
 # (t relative to the call).  With filter => sub { raw } only matching ones.
 sub udp_collect {
