@@ -198,7 +198,7 @@ ENGINES2_NEED_LOCATIONS ?=
 # queries and the TLS subject in REGISTER hand-overs closed the last ones).
 ENGINES2_KNOWN_GAPS ?=
 ENGINES2_TESTS ?= $(filter-out $(ENGINES2_NEED_LOCATIONS) $(ENGINES2_KNOWN_GAPS), t/50-transactions.t \
-                  $(wildcard t/9[0-5]-proxy-*.t) t/proxy-wire.t $(wildcard t/cgi-*.t) t/engines.t \
+                  $(wildcard t/9[0-5]-proxy-*.t) t/proxy-wire.t t/proxy-accepted.t $(wildcard t/cgi-*.t) t/engines.t \
                   t/engines-auth.t t/tls.t \
                   t/engines-location.t $(wildcard t/reg-*.t) $(wildcard t/flows*.t) t/outbound.t \
                   t/nat.t t/path.t)

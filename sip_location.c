@@ -235,9 +235,10 @@ static void journal_appending(void)
         fcntl(journal, F_SETFL, fl | O_APPEND);
 }
 
-static void journal_write(const char *line)
+/* Append 'len' bytes holding 'lines' journal lines. */
+static void journal_append(const char *text, apr_size_t len, apr_size_t lines)
 {
-    apr_size_t len = strlen(line), off = 0;
+    apr_size_t off = 0;
     int shared = sip_engine_count() > 1, locked = 0;
 
     if (journal < 0)
@@ -247,7 +248,7 @@ static void journal_write(const char *line)
         journal_appending();
     }
     while (off < len) {
-        ssize_t n = write(journal, line + off, len - off);
+        ssize_t n = write(journal, text + off, len - off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -261,7 +262,68 @@ static void journal_write(const char *line)
     if (locked)
         journal_lock(F_UNLCK);
     if (off == len)
-        journal_lines++;
+        journal_lines += lines;
+}
+
+/* With several engines a loop turn's lines are written together, under
+ * one lock, at the turn's end (journal_flush) instead of a lock, a write
+ * and an unlock each: the turn's REGISTERs are answered only after that
+ * (replica_flush), so a 200 still means its line is in the journal. */
+static char *jbuf;
+static apr_size_t jbuf_len, jbuf_cap, jbuf_lines;
+static int jbuf_on;
+static sip_timer_t jbuf_timer;
+
+static void journal_flush(void)
+{
+    if (!jbuf_len)
+        return;
+    journal_append(jbuf, jbuf_len, jbuf_lines);
+    jbuf_len = jbuf_lines = 0;
+}
+
+static void journal_flush_due(void *baton)
+{
+    (void)baton;
+    journal_flush();
+}
+
+static apr_status_t journal_flush_cleanup(void *data)
+{
+    (void)data;
+    journal_flush();
+    jbuf_on = 0;
+    return APR_SUCCESS;
+}
+
+static void journal_write(const char *line)
+{
+    apr_size_t len = strlen(line);
+
+    if (journal < 0)
+        return;
+    if (jbuf_on) {
+        if (jbuf_len + len > jbuf_cap) {
+            apr_size_t cap = jbuf_cap ? jbuf_cap : 16384;
+            char *bigger;
+            while (cap < jbuf_len + len)
+                cap *= 2;
+            if ((bigger = realloc(jbuf, cap)) != NULL) {
+                jbuf = bigger;
+                jbuf_cap = cap;
+            }
+        }
+        if (jbuf_len + len <= jbuf_cap) {
+            if (!jbuf_len)
+                sip_timer_set(loc_loop, &jbuf_timer, 0, journal_flush_due, NULL);
+            memcpy(jbuf + jbuf_len, line, len);
+            jbuf_len += len;
+            jbuf_lines++;
+            return;
+        }
+        journal_flush();        /* no memory for more: what is held, then this line */
+    }
+    journal_append(line, len, 1);
 }
 
 static const char *jesc(apr_pool_t *p, const char *s)
@@ -934,6 +996,7 @@ static void compact_shared(void)
     int fl;
     apr_time_t t0 = apr_time_now();
 
+    journal_flush();            /* ours first, so the rewrite has them */
     if (journal_lock(F_WRLCK) < 0)
         return;
     journal_appending();
@@ -1384,6 +1447,7 @@ static void replica_flush(void *baton)
     (void)baton;
     if (!replica_due)
         return;
+    journal_flush();            /* the lines of the REGISTERs answered below */
     texts = apr_array_make(p, (int)apr_hash_count(replica_due), sizeof(const char *));
     for (hi = apr_hash_first(p, replica_due); hi; hi = apr_hash_next(hi))
         APR_ARRAY_PUSH(texts, const char *) = replica_state(p, apr_hash_this_key(hi));
@@ -1519,6 +1583,11 @@ apr_status_t sip_location_init(sip_loop_t *loop, apr_pool_t *p, int journal_fd)
         sweep(NULL);
         if (sip_engine_count() == 1)
             compact();
+        else if (loop) {
+            jbuf_on = 1;
+            apr_pool_cleanup_register(p, NULL, journal_flush_cleanup,
+                                      apr_pool_cleanup_null);
+        }
     }
     sip_timer_set(loop, &sweep_timer, apr_time_from_sec(1), sweep, NULL);
     return APR_SUCCESS;
