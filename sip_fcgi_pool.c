@@ -12,17 +12,20 @@
 #include "sip_fcgi.h"
 #include "sip_conf.h"
 #include "sip_event.h"
+#include "sip_handover.h"  /* sip_engine_self: the state directory's name */
 #include "sip_log.h"       /* its lines are sip:'s (LogLevel sip:debug) */
-#include "sip_spawn.h"
 #include "sip_stats.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <netdb.h>
@@ -32,6 +35,7 @@
 #include "apr_fnmatch.h"
 #include "apr_portable.h"
 #include "apr_file_info.h"
+#include "http_core.h"     /* ap_state_query */
 #include "http_log.h"
 
 #define FCGI_MAX_STDERR     (64 * 1024)     /* per request; more is a broken worker */
@@ -61,7 +65,9 @@ struct sip_fcgi_req {
     apr_uint16_t id;            /* on its connection */
     int aborted;                /* abandoned in flight: ABORT_REQUEST sent, its answer dropped */
     sip_timer_t abort_timer;    /* the worker must end it by then */
-    int retried;                /* sent again once after a kept connection was found closed */
+    int retried;                /* sent again once after its connection was lost before the
+                                   socket took any byte of it */
+    apr_uint64_t wstart;        /* where its bytes start in its connection's stream */
     sip_fcgi_req_t *next;       /* queue */
     sip_fcgi_parser_t ps;       /* its answer */
     /* STDOUT gathered during one parse call, handed over after it */
@@ -91,14 +97,17 @@ struct fconn {
     apr_size_t wlen, woff, wcap;
     sip_timer_t flush_timer;
     int want_out;               /* the socket was full: waiting for POLLOUT */
-    apr_size_t got;             /* bytes read since it last had nothing in flight */
+    apr_uint64_t queued_total;  /* bytes ever queued on it */
+    apr_uint64_t sent_total;    /* of them, bytes the socket accepted */
+    int heard;                  /* it has sent something */
     unsigned served;
     sip_fcgi_demux_t dm;
     fconn_t *next;
 };
 
 struct worker {
-    pid_t pid;                  /* 0: slot free */
+    pid_t pid;                  /* 0: slot free; also its process group */
+    unsigned long long birth;   /* its start time (/proc stat): names it in the state file */
     const char *sock_path;
     fconn_t *conn;
     unsigned served;
@@ -414,16 +423,104 @@ static int listen_socket(const char *path)
     return fd;
 }
 
+/* A process's start time (field 22 of /proc/PID/stat, clock ticks since
+ * boot), 0 when it is gone: with the pid it names one process, not
+ * whichever has the pid later. */
+static unsigned long long proc_birth(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long birth = 0;
+    ssize_t n;
+    int fd, field;
+
+    apr_snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* the command name (field 2) may hold spaces: count from its ')' */
+    p = strrchr(buf, ')');
+    for (field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (p)
+        birth = strtoull(p + 1, NULL, 10);
+    return birth;
+}
+
+/* The state file: every live worker's process group and start time, so
+ * that an engine restarted after a crash can end what its predecessor
+ * left (sweep_predecessor).  Rewritten whole at each start and reaping. */
+static void write_worker_list(void)
+{
+    char *tmp, *path;
+    FILE *f;
+    int i, j;
+
+    if (!sock_dir)
+        return;
+    tmp = apr_pstrcat(fcgi_pool, sock_dir, "/workers.new", NULL);
+    path = apr_pstrcat(fcgi_pool, sock_dir, "/workers", NULL);
+    f = fopen(tmp, "we");
+    if (!f)
+        return;
+    for (i = 0; all_targets && i < all_targets->nelts; i++) {
+        sip_fcgi_target_t *t = APR_ARRAY_IDX(all_targets, i, sip_fcgi_target_t *);
+        for (j = 0; t->managed && j < t->max; j++)
+            if (t->workers[j].pid)
+                fprintf(f, "%d %llu\n", (int)t->workers[j].pid, t->workers[j].birth);
+    }
+    if (fclose(f) == 0)
+        rename(tmp, path);
+}
+
+/* The worker, between fork and exec: async-signal-safe calls only (the
+ * engine may run other threads, sip_location_dbd.c). */
+static void worker_child(pid_t engine, int fd, const char *dir, const char *program,
+                         char *const argv[], char *const envp[])
+{
+    struct sigaction dfl;
+    sigset_t none;
+    int sig, nul;
+
+    /* It dies with the engine: an engine killed (-9, a crash) leaves no
+     * worker running for ever.  The signal is bound to the thread that
+     * forks, the engine's main thread, which runs the loop until the
+     * process ends.  If the engine died before this line, nothing would
+     * send it: look. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != engine)
+        _exit(127);
+    /* its own process group: a timeout or a CANCEL kills what it started
+     * too, and a restarted engine can end the group (sweep_predecessor) */
+    setpgid(0, 0);
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);     /* the engine ignores SIGPIPE: not the worker */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* descriptor 0: the listening socket (FCGI_LISTENSOCK_FILENO); 1 is
+     * /dev/null; 2 stays the engine's, the error log */
+    nul = open("/dev/null", O_WRONLY);
+    if (dup2(fd, 0) < 0 || nul < 0 || dup2(nul, 1) < 0 || chdir(dir) < 0)
+        _exit(127);
+    closefrom(3);
+    execve(program, argv, envp);
+    _exit(127);
+}
+
 static int worker_start(sip_fcgi_target_t *t, worker_t *w)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
     char dir[PATH_MAX], *slash, pathenv[PATH_MAX + 8];
     char *argv[2];
     char *envp[3];
     const char *path = getenv("PATH");
-    int fd, rc;
-    pid_t pid;
+    pid_t pid, engine = getpid();
+    int fd;
 
     if (!sock_dir || apr_time_now() < t->backoff_until)
         return -1;
@@ -445,27 +542,25 @@ static int worker_start(sip_fcgi_target_t *t, worker_t *w)
     envp[0] = pathenv;
     envp[1] = "SIP_FCGI_WORKER=1";
     envp[2] = NULL;
-    /* descriptor 0: the listening socket (FCGI_LISTENSOCK_FILENO); 1 is
-     * /dev/null; 2 stays the engine's, the error log */
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawn_file_actions_addchdir_np(&fa, dir);
-    sip_spawn_attr_init(&attr);
-    rc = posix_spawn(&pid, t->program, &fa, &attr, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    /* fork, not posix_spawn: PR_SET_PDEATHSIG must be set in the child.
+     * Workers start seldom (min at start, growth, replacement), so the
+     * copy of the engine's page tables is paid seldom too. */
+    pid = fork();
+    if (pid == 0)
+        worker_child(engine, fd, dir, t->program, argv, envp);    /* never returns */
     close(fd);
-    if (rc) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rc, t->s, "sip-fcgi: cannot start %s", t->program);
+    if (pid < 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, t->s, "sip-fcgi: cannot start %s", t->program);
         return -1;
     }
+    setpgid(pid, pid);      /* as the child does: whichever runs first */
     w->pid = pid;
+    w->birth = proc_birth(pid);
     w->served = 0;
     w->stopping = 0;
     w->conn = NULL;
     w->idle_since = w->started = apr_time_now();
+    write_worker_list();
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "sip-fcgi: started %s (pid %d) on %s",
                  t->program, (int)pid, w->sock_path);
     return 0;
@@ -494,7 +589,7 @@ static int live_workers(const sip_fcgi_target_t *t)
 static void supervise(void *baton)
 {
     apr_time_t now = apr_time_now();
-    int i, j;
+    int i, j, reaped = 0;
 
     (void)baton;
     for (i = 0; all_targets && i < all_targets->nelts; i++) {
@@ -518,6 +613,7 @@ static void supervise(void *baton)
             }
             kill(-w->pid, SIGKILL);     /* what it left running in its group */
             w->pid = 0;
+            reaped = 1;
             if (w->conn)
                 conn_drop(w->conn, 0);
             unlink(w->sock_path);
@@ -534,6 +630,8 @@ static void supervise(void *baton)
         target_dispatch(t);
         update_stats(t);
     }
+    if (reaped)
+        write_worker_list();
     sip_timer_set(fcgi_loop, &supervise_timer, FCGI_SUPERVISE, supervise, NULL);
 }
 
@@ -734,17 +832,27 @@ static void conn_drop(fconn_t *c, int kill_worker)
     conn_drop_why(c, kill_worker, "the FastCGI connection was lost");
 }
 
-/* A kept connection was found closed before any answer: its requests go
- * back to the head of the queue, once each, for another connection. */
-static void retry_elsewhere(fconn_t *c)
+/* The connection is lost (the worker closed it, died, or the socket
+ * refused a send).  A request is sent again elsewhere only when it
+ * provably never reached the worker: the socket took none of its bytes
+ * (they were still queued, or the send that carried them failed, which a
+ * closed UNIX socket does at once).  Any other in flight may have run, its
+ * side effects with it, although nothing came back: it fails (500), and
+ * the loss is logged.  A kept connection the worker closed while idle is
+ * noticed before reuse (the poll, free_conn), so it costs no request. */
+static void conn_lost(fconn_t *c, int err, const char *what)
 {
     sip_fcgi_target_t *t = c->t;
-    int i;
+    int i, lost = 0;
 
     for (i = FCGI_MAX_DEPTH - 1; i >= 0; i--) {
         sip_fcgi_req_t *r = c->slots[i];
-        if (!r || r->retried || r->aborted)
+        if (!r || r->aborted)
             continue;
+        if (r->retried || r->wstart < c->sent_total) {
+            lost++;
+            continue;
+        }
         req_detach(r);
         r->retried = 1;
         r->next = t->qhead;
@@ -753,6 +861,10 @@ static void retry_elsewhere(fconn_t *c)
             t->qtail = r;
         t->queued++;
     }
+    if (lost)
+        ap_log_error(APLOG_MARK, APLOG_ERR, err, t->s, "sip-fcgi: %s %s with %d request%s "
+                     "before END_REQUEST (not sent again: %s may have run)", t->name, what,
+                     lost, lost > 1 ? "s" : "", lost > 1 ? "they" : "it");
     conn_drop(c, 0);
     target_dispatch(t);
 }
@@ -788,6 +900,7 @@ static void conn_queue(fconn_t *c, const char *buf, apr_size_t len)
     }
     memcpy(c->wbuf + c->wlen, buf, len);
     c->wlen += len;
+    c->queued_total += len;
     if (!c->connecting && !c->want_out && !c->flush_timer.slot)
         sip_timer_set(fcgi_loop, &c->flush_timer, 0, flush_due, c);
 }
@@ -805,19 +918,11 @@ static void conn_flush(fconn_t *c)
             return;
         }
         if (n < 0) {
-            /* a kept connection the worker had closed: once more on a new one */
-            if (!c->got && (c->served || c->probing)) {
-                if (!c->served)
-                    c->t->no_probe = 1;
-                retry_elsewhere(c);
-                return;
-            }
-            ap_log_error(APLOG_MARK, APLOG_ERR, errno, c->t->s, "sip-fcgi: cannot send to %s",
-                         c->t->name);
-            conn_drop(c, 0);
+            conn_lost(c, errno, "refused a send");
             return;
         }
         c->woff += (apr_size_t)n;
+        c->sent_total += (apr_uint64_t)n;
     }
     c->woff = c->wlen = 0;
     c->want_out = 0;
@@ -831,8 +936,6 @@ static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
     for (i = 0; c->slots[i]; i++)
         ;
     c->slots[i] = r;
-    if (!c->inflight)
-        c->got = 0;
     c->inflight++;
     r->conn = c;
     r->id = (apr_uint16_t)(i + 1);
@@ -849,6 +952,7 @@ static void conn_assign(fconn_t *c, sip_fcgi_req_t *r)
         c->probing = 1;
     }
     sip_fcgi_set_id(r->wbuf, r->wlen, r->id);
+    r->wstart = c->queued_total;
     conn_queue(c, r->wbuf, r->wlen);
 }
 
@@ -947,20 +1051,10 @@ static void conn_read(fconn_t *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n <= 0) {
-            if (c->inflight && !c->got && (c->served || c->probing) && c->woff == c->wlen) {
-                /* closed while kept: the worker went away between requests
-                 * (or would not hear FCGI_GET_VALUES: not asked again) */
-                if (!c->served)
-                    t->no_probe = 1;
-                retry_elsewhere(c);
-                return;
-            }
-            if (c->inflight)
-                ap_log_error(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, t->s,
-                             "sip-fcgi: %s closed the connection with %d request%s before "
-                             "END_REQUEST", t->name, c->inflight, c->inflight > 1 ? "s" : "");
-            conn_drop(c, 0);
-            target_dispatch(t);
+            /* closed on FCGI_GET_VALUES, before any answer: not asked again */
+            if (c->probing && !c->served && !c->heard)
+                t->no_probe = 1;
+            conn_lost(c, n < 0 ? errno : 0, "closed the connection");
             return;
         }
         if (!c->inflight && !c->probing) {
@@ -971,7 +1065,7 @@ static void conn_read(fconn_t *c)
             target_dispatch(t);
             return;
         }
-        c->got += (apr_size_t)n;
+        c->heard = 1;
         pr = sip_fcgi_demux(&c->dm, buf, (apr_size_t)n, &why);
         if (c->dead)
             break;
@@ -1042,14 +1136,38 @@ static int conn_usable(const sip_fcgi_target_t *t, const fconn_t *c)
 /* A connection that can take a request now: an idle one, else a new one
  * if allowed (the pool grows under load), else the multiplexed one with
  * the fewest in flight. */
+/* An idle kept TCP connection the server closed since the poll last
+ * looked (its FIN already here) is dropped now rather than given a
+ * request: over TCP a send to a closed peer succeeds, and the request then
+ * fails (conn_lost).  Over a UNIX socket that send fails at once, and the
+ * request goes elsewhere: no check is spent there. */
+static int conn_closed_idle(fconn_t *c)
+{
+    char b;
+    ssize_t n;
+
+    if (c->w || c->t->family == AF_UNIX || c->connecting || !c->served)
+        return 0;
+    n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (n > 0)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, c->t->s, "sip-fcgi: %s sent data while no "
+                     "request was open; connection closed", c->t->name);
+    conn_drop(c, n > 0);
+    return 1;
+}
+
 static fconn_t *free_conn(sip_fcgi_target_t *t)
 {
-    fconn_t *c, *best = NULL;
+    fconn_t *c, *next, *best = NULL;
     int i;
 
-    for (c = t->conns; c; c = c->next)
-        if (!c->inflight && conn_usable(t, c))
+    for (c = t->conns; c; c = next) {
+        next = c->next;
+        if (!c->inflight && conn_usable(t, c) && !conn_closed_idle(c))
             return c;
+    }
     if (!t->managed) {
         if (t->nconns < t->max_conns && (c = conn_open(t, NULL)))
             return c;
@@ -1190,6 +1308,79 @@ void sip_fcgi_cancel(sip_fcgi_req_t *r)
 
 /* ---- engine start and stop ---- */
 
+/* An engine killed (-9, a crash) cannot stop its workers.  Most die with
+ * it (PR_SET_PDEATHSIG, worker_child), but not all: the signal is cleared
+ * when a worker executes a set-user-ID program, and what a worker started
+ * (a wrapper's child, a pre-forking server's children) never had it.  All
+ * of them are in the worker's process group, named in the state file with
+ * the leader's start time: the next engine of the same number kills those
+ * groups before it starts its own workers.  A leader alive with another
+ * start time is another process that got the pid (the group of that
+ * number then is empty: a pid in use as a group id is not given out). */
+static void sweep_predecessor(const char *dir)
+{
+    char *path = apr_pstrcat(fcgi_pool, dir, "/workers", NULL), line[64];
+    int groups = 0;
+    FILE *f = fopen(path, "re");
+    DIR *d;
+    struct dirent *e;
+
+    while (f && fgets(line, sizeof(line), f)) {
+        int pid;
+        unsigned long long birth, now;
+        if (sscanf(line, "%d %llu", &pid, &birth) != 2 || pid <= 1)
+            continue;
+        now = proc_birth(pid);
+        if (now && now != birth)
+            continue;
+        if (kill(-pid, SIGKILL) == 0)
+            groups++;
+    }
+    if (f)
+        fclose(f);
+    if (groups)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, NULL, "sip-fcgi: killed %d worker process "
+                     "group%s left by the previous engine", groups, groups > 1 ? "s" : "");
+    /* its sockets and list: this engine makes its own */
+    d = opendir(dir);
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            unlink(apr_pstrcat(fcgi_pool, dir, "/", e->d_name, NULL));
+    if (d)
+        closedir(d);
+}
+
+/* The workers' sockets and the state file: a private directory (0700) of
+ * the engine's user, named after httpd's parent, the configuration's
+ * generation (a graceful restart's new engines start while the old ones
+ * stop) and the engine's number, so that the engine restarted in its
+ * place after a crash finds it.  A name already taken
+ * by anything but such a directory (another user's, a symlink) is not
+ * used: a random name instead, without the sweep. */
+static const char *state_dir(apr_pool_t *p, const char *tmp)
+{
+    char *d = apr_psprintf(p, "%s/mod_sip-fcgi.%d.%d.%d", tmp, (int)getppid(),
+                           ap_state_query(AP_SQ_CONFIG_GEN), sip_engine_self());
+    struct stat st;
+
+    if (mkdir(d, 0700) == 0)
+        return d;
+    if (errno == EEXIST && lstat(d, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid()
+        && !(st.st_mode & 077)) {
+        sweep_predecessor(d);
+        return d;
+    }
+    ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL, "sip-fcgi: %s is not this engine's "
+                 "directory; worker sockets go elsewhere, and workers a crash leaves cannot "
+                 "be found by the next engine", d);
+    d = apr_pstrcat(p, tmp, "/mod_sip-fcgi.XXXXXX", NULL);
+    if (mkdtemp(d))
+        return d;
+    ap_log_error(APLOG_MARK, APLOG_ERR, errno, NULL,
+                 "sip-fcgi: cannot make a directory for worker sockets in %s", tmp);
+    return NULL;
+}
+
 void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p)
 {
     int i, managed = 0;
@@ -1225,16 +1416,9 @@ void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p)
     }
     if (!managed)
         return;
-    /* the workers' sockets: a private directory of the engine's user */
     if (apr_temp_dir_get(&tmp, p) != APR_SUCCESS)
         tmp = "/tmp";
-    {
-        char *d = apr_pstrcat(p, tmp, "/mod_sip-fcgi.XXXXXX", NULL);
-        sock_dir = mkdtemp(d);
-        if (!sock_dir)
-            ap_log_error(APLOG_MARK, APLOG_ERR, errno, NULL,
-                         "sip-fcgi: cannot make a directory for worker sockets in %s", tmp);
-    }
+    sock_dir = state_dir(p, tmp);
     supervise(NULL);
 }
 
@@ -1280,8 +1464,10 @@ void sip_fcgi_shutdown(void)
                 t->workers[j].pid = 0;
             }
     }
-    if (sock_dir)
+    if (sock_dir) {
+        unlink(apr_pstrcat(fcgi_pool, sock_dir, "/workers", NULL));
         rmdir(sock_dir);
+    }
     if (fcgi_loop)
         sip_timer_cancel(fcgi_loop, &supervise_timer);
 }

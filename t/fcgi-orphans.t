@@ -1,0 +1,99 @@
+#!/usr/bin/perl
+# SipFastCGI workers do not outlive their engine (docs/fastcgi.md, "When an
+# engine dies"): an engine killed with SIGKILL takes its workers with it
+# (PR_SET_PDEATHSIG), and what escapes that -- here the child of a wrapper
+# that does not exec, which never had the signal set, as a worker of a
+# set-user-ID program would not -- is killed by the engine restarted in
+# its place (its predecessor's process groups, from the state file); the
+# new engine's own workers answer.  26 workers of crashed engines were once
+# found running hours later.
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use File::Copy ();
+use SipTest qw(parse_msg wait_until);
+
+my $repo = SipTest->repo;
+my $t = SipTest->new(
+    start => 0,
+    vhost_conf => <<'EOC',
+SipFastCGI @SCRIPTS@/orph.py 2 2
+SipFastCGI @SCRIPTS@/wrap.sh 1 1
+EOC
+);
+my $sd = $t->scripts_dir;
+File::Copy::copy("$repo/sip-cgi-bin/sipfcgi.py", "$sd/sipfcgi.py") or die $!;
+chmod 0644, "$sd/sipfcgi.py";
+File::Copy::copy("$repo/t/fcgi/behave.py", "$sd/$_") or die $! for qw(orph.py wrapped.py);
+chmod 0755, "$sd/orph.py", "$sd/wrapped.py";
+# the shell stays the worker's process (no exec): SIGTERM ends it, not
+# its child, which holds the listening socket and serves
+$t->write_script('wrap.sh', text => "#!/bin/sh\n$sd/wrapped.py\nexit \$?\n");
+chmod 0755, "$sd/wrap.sh";
+$t->write_script("fine\@127.0.0.1", symlink => 'orph.py');
+$t->write_script("wrapped\@127.0.0.1", symlink => 'wrap.sh');
+$t->start;
+my $port = $t->sip_port;
+
+sub ppid_of {
+    my ($pid) = @_;
+    my ($p) = grep { $_->{pid} == $pid } SipTest::procs();
+    return $p ? $p->{ppid} : 0;
+}
+# The workers of 'engine' (its children running 'prog'), and their children.
+sub workers_of {
+    my ($engine, $prog) = @_;
+    return map { $_->{pid} } grep { $_->{ppid} == $engine } $t->procs_matching("$sd/$prog");
+}
+sub children_of {
+    my ($pid, $prog) = @_;
+    return map { $_->{pid} } grep { $_->{ppid} == $pid } $t->procs_matching("$sd/$prog");
+}
+# A call answered by a worker of 'engine': with SipEngines 2 a datagram
+# goes to either engine, so fresh sockets are tried in turn.
+sub answered_by {
+    my ($user, $engine, $parent_of) = @_;
+    for (1 .. 40) {
+        my @rs = $t->udp_req($t->sip_request(method => 'MESSAGE', uri => "sip:$user\@127.0.0.1:$port"), 4);
+        my $r = $rs[-1];
+        my $pid = $r ? $r->header('x-worker-pid') // 0 : 0;
+        return $pid if $pid && $parent_of->($pid) == $engine;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+my $engine = $t->engine_pid;
+my (@orph, @sh, @py);
+ok(wait_until(10, sub {
+    @orph = workers_of($engine, 'orph.py');
+    @sh = workers_of($engine, 'wrap.sh');
+    @py = @sh ? children_of($sh[0], 'wrapped.py') : ();
+    @orph == 2 && @sh == 1 && @py == 1
+}, 0.1), "engine $engine started its workers (orph.py @orph, wrap.sh @sh with wrapped.py @py)");
+ok(answered_by('fine', $engine, \&ppid_of), 'a worker answers');
+ok(answered_by('wrapped', $sh[0], \&ppid_of), "the wrapped worker answers");
+
+my $mark = $t->log_mark;
+kill 'KILL', $engine;
+my $new = wait_until(10, sub { my $p = $t->engine_pid; $p && $p != $engine ? $p : 0 }, 0.1);
+ok($new, "the engine killed with SIGKILL was restarted ($new)");
+my @all = (@orph, @sh, @py);
+my @alive;
+ok(wait_until(5, sub { @alive = grep { kill(0, $_) && ppid_of($_) } @all; !@alive }, 0.1),
+   "no worker of the killed engine left within 5 s (@all)") or diag("alive: @alive");
+like($t->log_since($mark), qr/sip-fcgi: killed \d+ worker process groups? left by the previous engine/,
+     "the new engine killed what its predecessor's workers left (the wrapper's child)");
+my (@orph2, @sh2);
+ok(wait_until(10, sub {
+    @orph2 = workers_of($new, 'orph.py');
+    @sh2 = workers_of($new, 'wrap.sh');
+    @orph2 == 2 && @sh2 == 1
+}, 0.1), "the new engine started its own workers (@orph2, @sh2)");
+ok(answered_by('fine', $new, \&ppid_of), "the new engine's worker answers");
+ok(answered_by('wrapped', $sh2[0], \&ppid_of), "... and its wrapped worker");
+
+$t->stop;
+ok(!$t->procs_matching("$sd/"), 'no worker after stop');
+done_testing;
