@@ -189,8 +189,9 @@ prove: test-deps all $(NODE_STAMP)
 
 # The transaction, proxy and SIP-CGI files with two engines (SipEngines 2,
 # issue 19): a request, its CANCEL and ACK and its responses may land on
-# different engines; and the registrar, flow, outbound, NAT and Path files
-# with t/engines-location.t (locations and flows across engines).
+# different engines; the registrar, flow, outbound, NAT and Path files
+# with t/engines-location.t (locations and flows across engines); and the
+# FastCGI files (a pool per engine; t/fcgi-load.t sets SipEngines 2 itself).
 # ENGINES2_NEED_LOCATIONS: files to leave out (none since the replicas).
 ENGINES2_NEED_LOCATIONS ?=
 # Known gaps with two engines: files to leave out while a gap is open (none:
@@ -201,7 +202,7 @@ ENGINES2_TESTS ?= $(filter-out $(ENGINES2_NEED_LOCATIONS) $(ENGINES2_KNOWN_GAPS)
                   $(wildcard t/9[0-5]-proxy-*.t) t/proxy-wire.t t/proxy-accepted.t $(wildcard t/cgi-*.t) t/engines.t \
                   t/engines-auth.t t/tls.t \
                   t/engines-location.t $(wildcard t/reg-*.t) $(wildcard t/flows*.t) t/outbound.t \
-                  t/nat.t t/path.t)
+                  t/nat.t t/path.t t/fcgi.t t/fcgi-mpx.t t/fcgi-retry.t t/fcgi-orphans.t)
 test-engines2: test-deps all
 	set -o pipefail; SIP_TEST_ENGINES=2 prove -I t/lib $(ENGINES2_TESTS) 2>&1 \
 	  | tee t/prove-engines2.log

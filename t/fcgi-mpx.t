@@ -7,6 +7,9 @@
 # (500); a CANCEL of one aborts only that one (FCGI_ABORT_REQUEST) and the
 # worker lives on; a multiplexing server that sends a record for a request
 # not in flight fails every request on the connection and is logged.
+# With SipEngines 2 (make test-engines2) every engine has its own pool and
+# connections: the requests are sent from sockets that reach engine 0, and
+# mod_status sums the engines' pools.
 use strict;
 use warnings;
 use Test::More;
@@ -40,12 +43,14 @@ END { if ($bad) { kill 'TERM', $bad; waitpid($bad, 0) } }
 ok(wait_until(5, sub { -S $bad_sock }), 'the bad multiplexing server listens');
 $t->start;
 my $port = $t->sip_port;
-my $engine = $t->engine_pid;
+my @engines = $t->engine_pids;
+my $E = scalar @engines;    # engines: each starts its pool's worker
 
-# Sends a request on its own socket; returns [socket, raw request].
+# Sends a request on its own socket (one that reaches engine 0); returns
+# [socket, raw request].
 sub send_req {
     my ($user, $method) = @_;
-    my $s = $t->udp_socket;
+    my $s = $t->udp_socket_to_engine(0) or die 'no socket reaches engine 0';
     my $req = $t->sip_request(method => $method // 'MESSAGE', sock => $s,
                               uri => "sip:$user\@127.0.0.1:$port");
     $t->udp_send($req, sock => $s);
@@ -75,7 +80,7 @@ sub pool_line {
     is(final(send_req('fine'))->code, 200, 'a first request opens the connection');
     my @x = map { send_req('nap') } 1 .. 4;
     sleep 0.3;
-    like(pool_line(), qr/ workers=1 busy=[2-4] queued=0 /,
+    like(pool_line(), qr/ workers=$E busy=[2-4] queued=0 /,
          'one worker, several requests in flight on its connection, none queued');
     my @r = map { final($_) } @x;
     is(scalar(grep { $_ && $_->code == 200 } @r), 4,
@@ -140,7 +145,7 @@ sub pool_line {
     ok($t->wait_log($mark, qr/malformed FastCGI record from \S*bad-mpx\.sock: record for another request/, 3),
        'refused and logged');
 }
-is($t->engine_pid, $engine, 'the engine never restarted');
+is_deeply([$t->engine_pids], \@engines, 'no engine restarted');
 ok($t->options_ok, 'engine still answers');
 kill 'TERM', $bad;
 waitpid($bad, 0);

@@ -4,7 +4,10 @@
 # pools (SipFastCGI) restart crashed workers and refuse with 503 +
 # Retry-After when exhausted while other calls go on; an external server
 # (SipFastCGIConnect) is used over kept connections; malformed records are
-# refused and logged and the engine lives on.
+# refused and logged and the engine lives on.  With SipEngines 2 (make
+# test-engines2) every engine has its own pools: the checks of one pool's
+# state send from sockets that reach engine 0, and mod_status sums the
+# engines' pools.
 use strict;
 use warnings;
 use Test::More;
@@ -57,7 +60,11 @@ ok(wait_until(5, sub { -S $ext_sock && -S $t->var . '/bad-stderr.sock' }), 'test
 chmod 0777, $ext_sock;
 $t->start;
 my $port = $t->sip_port;
-my $engine = $t->engine_pid;
+my @engines = $t->engine_pids;
+my $E = scalar @engines;    # engines: each starts its pools' min workers
+# the checks of one pool's workers or queue talk to engine 0's pool
+my $s0 = $t->udp_socket_to_engine(0) or BAIL_OUT('no socket reaches engine 0');
+my $ext_s = $t->udp_socket_to_engine(0);
 END { kill 'TERM', @servers if @servers; waitpid($_, 0) for @servers }
 
 sub call {
@@ -84,7 +91,7 @@ sub summary {
 for my $m (qw(INVITE OPTIONS MESSAGE)) {
     my $sp = call('spawned', method => $m);
     my $po = call('pooled', method => $m);
-    my $ex = call('ext', method => $m);
+    my $ex = call('ext', method => $m, sock => $ext_s);
     is(summary($po), summary($sp), "$m: resident worker (SipFastCGI) answers as the spawned script");
     is(summary($ex), summary($sp), "$m: external server (SipFastCGIConnect) answers as the spawned script");
 }
@@ -92,7 +99,7 @@ is(call('pooled')->code, 302, 'INVITE to the resident redirect: 302');
 like(call('pooled')->header('contact'), qr/<sip:bob\@127\.0\.0\.1:5070>/, '... Contact from forward.txt');
 
 # the worker stays: one process serves successive calls
-my @pids = map { call('fine', method => 'MESSAGE')->header('x-worker-pid') } 1 .. 3;
+my @pids = map { call('fine', method => 'MESSAGE', sock => $s0)->header('x-worker-pid') } 1 .. 3;
 ok($pids[0] && $pids[0] == $pids[1] && $pids[1] == $pids[2], "one resident process served 3 calls (@pids)");
 my $uid = (stat $t->var . '/..')[4];
 if ($> == 0) {
@@ -114,31 +121,31 @@ if ($> == 0) {
 # ---- a worker crashes mid-transaction: 500, restarted, next call fine
 {
     my $mark = $t->log_mark;
-    my ($r, $el) = call('crash', method => 'MESSAGE');
+    my ($r, $el) = call('crash', method => 'MESSAGE', sock => $s0);
     is($r && $r->code, 500, 'worker crash mid-transaction: 500');
     cmp_ok($el, '<', 3, 'answered promptly');
     ok($t->wait_log($mark, qr/behave\.py \(pid \d+\) exited with status 3/, 3), 'crash logged');
     ok($t->wait_log($mark, qr/behave: crashing on purpose/, 3), "the worker's FCGI_STDERR reached the error log");
     my $ok;
-    wait_until(3, sub { $ok = call('fine', method => 'MESSAGE'); $ok && $ok->code == 200 }, 0.2);
+    wait_until(3, sub { $ok = call('fine', method => 'MESSAGE', sock => $s0); $ok && $ok->code == 200 }, 0.2);
     is($ok && $ok->code, 200, 'the restarted worker answers the next call');
     isnt($ok && $ok->header('x-worker-pid'), $pids[0], '... from a new process');
 }
 
 # ---- slow worker, pool exhausted (max 1, queue 0): 503 + Retry-After, others served
 {
-    my $s1 = $t->udp_socket;
+    my $s1 = $t->udp_socket_to_engine(0);
     my $req = $t->sip_request(method => 'MESSAGE', sock => $s1, uri => "sip:slow\@127.0.0.1:$port");
     $t->udp_send($req, sock => $s1);
     sleep 0.3;
     my $st = $t->http_get('/server-status?auto');
     my ($line) = $st =~ /^(SipFastCGIPool: \S*behave\.py .*)$/m;
-    like($line // $st, qr/ workers=1 busy=1 queued=0 restarts=1 requests=\d+/,
+    like($line // $st, qr/ workers=$E busy=1 queued=0 restarts=1 requests=\d+/,
          'mod_status: the pool\'s worker busy, the earlier crash counted as a restart');
-    like($st, qr/^SipFastCGIPool: \S*redirect\.py workers=1 busy=0 /m, 'mod_status: the other pool idle');
+    like($st, qr/^SipFastCGIPool: \S*redirect\.py workers=$E busy=0 /m, 'mod_status: the other pool idle');
     like($st, qr/^SipFastCGIPool: unix:\S*ext\.sock workers=1 busy=0 queued=0 restarts=0 requests=3$/m,
          'mod_status: the external server: one kept connection for its 3 requests');
-    my ($r, $el) = call('fine', method => 'MESSAGE');
+    my ($r, $el) = call('fine', method => 'MESSAGE', sock => $s0);
     is($r && $r->code, 503, 'pool exhausted: 503');
     ok($r && defined $r->header('retry-after'), '... with Retry-After');
     cmp_ok($el, '<', 1, '... at once');
@@ -159,16 +166,16 @@ if ($> == 0) {
 
 # ---- SipScriptTimeout and SipScriptMaxOutput apply to a FastCGI request
 {
-    my $before = call('fine', method => 'MESSAGE');
+    my $before = call('fine', method => 'MESSAGE', sock => $s0);
     my $wpid = $before ? $before->header('x-worker-pid') : 0;
     my $mark = $t->log_mark;
-    my ($r, $el) = call('hang', method => 'MESSAGE');
+    my ($r, $el) = call('hang', method => 'MESSAGE', sock => $s0);
     is($r && $r->code, 500, 'a worker past SipScriptTimeout: 500');
     ok($el > 1.5 && $el < 4, sprintf('... after the timeout (%.1f s)', $el));
     ok($t->wait_log($mark, qr/behave\.py: script timed out/, 3), '... logged');
     ok(wait_until(3, sub { !kill(0, $wpid) }, 0.1), "... and the stuck worker ($wpid) killed");
     my $ok;
-    wait_until(4, sub { $ok = call('fine', method => 'MESSAGE'); $ok && $ok->code == 200 }, 0.2);
+    wait_until(4, sub { $ok = call('fine', method => 'MESSAGE', sock => $s0); $ok && $ok->code == 200 }, 0.2);
     is($ok && $ok->code, 200, '... and replaced');
     $mark = $t->log_mark;
     ($r) = call('huge', method => 'MESSAGE');
@@ -179,7 +186,7 @@ if ($> == 0) {
 # ---- SipFastCGIMaxRequests 2: a new worker every 2 requests; min 0 and
 # SipFastCGIIdleTimeout 1: none left a moment after the last call
 {
-    my @rp = map { my $r = call('recycle', method => 'MESSAGE'); $r ? $r->header('x-worker-pid') // 0 : 0 } 1 .. 4;
+    my @rp = map { my $r = call('recycle', method => 'MESSAGE', sock => $s0); $r ? $r->header('x-worker-pid') // 0 : 0 } 1 .. 4;
     ok($rp[0] && $rp[0] == $rp[1] && $rp[2] && $rp[2] == $rp[3] && $rp[1] != $rp[2],
        "SipFastCGIMaxRequests 2: workers @rp");
     ok(wait_until(4, sub { $t->http_get('/server-status?auto') =~ /^SipFastCGIPool: \S*recycle\.py workers=0 /m }, 0.2),
@@ -205,7 +212,7 @@ for my $case ([http => qr/not a FastCGI version 1 record/], [otherid => qr/recor
     cmp_ok($el, '<', 1, '... at once');
     ok($t->wait_log($mark, qr/sip-fcgi: cannot connect to unix:\S*nobody-listens\.sock/, 3), '... logged');
 }
-is($t->engine_pid, $engine, 'the engine never restarted');
+is_deeply([$t->engine_pids], \@engines, 'no engine restarted');
 ok($t->options_ok, 'engine still answers');
 
 # ---- mod_status shows the pools (checked in the counters segment through the engine's log-free path)
@@ -214,7 +221,7 @@ ok($t->options_ok, 'engine still answers');
     my $old = call('fine', method => 'MESSAGE');
     my $old_pid = $old ? $old->header('x-worker-pid') : 0;
     ok($t->apachectl('graceful'), 'apache2 -k graceful');
-    my $new_engine = wait_until(10, sub { my $p = $t->engine_pid; $p && $p != $engine ? $p : 0 }, 0.1);
+    my $new_engine = wait_until(10, sub { my $p = $t->engine_pid; $p && $p != $engines[0] ? $p : 0 }, 0.1);
     ok($new_engine, 'a new engine after graceful');
     ok(wait_until(5, sub { !kill(0, $old_pid) }, 0.1), "the old engine's worker ($old_pid) is gone");
     my $r;

@@ -704,6 +704,24 @@ sub udp_socket {
     return $s;
 }
 
+# A new UDP socket whose datagrams reach engine 'n' (with SipEngines the
+# kernel spreads the sockets of clients over the engines' SO_REUSEPORT
+# group): the engine that answers a MESSAGE to a user without a script
+# (404) names itself in its To tag ("mS" and its mark, sip_transaction.c).
+# undef if none is found.
+sub udp_socket_to_engine {
+    my ($self, $n) = @_;
+    my $mark = substr('0123456789abcdefghijklmnopqrstuv', $n, 1);
+    for (1 .. 64) {
+        my $s = $self->udp_socket;
+        my $req = $self->sip_request(method => 'MESSAGE', sock => $s,
+                                     uri => "sip:nobody-$$\@127.0.0.1:$self->{sip_port}");
+        my @r = $self->udp_req($req, 3, sock => $s);
+        return $s if @r && ($r[-1]->header('to') // '') =~ /;tag=mS\Q$mark\E/;
+    }
+    return undef;
+}
+
 sub udp_port { my ($self, $s) = @_; ($s // $self->{udp})->sockport }
 
 sub udp_send {
