@@ -147,7 +147,8 @@ sip_fcgi_req_t *sip_fcgi_submit(sip_fcgi_target_t *t, server_rec *s, const char 
  * dropped. */
 void sip_fcgi_cancel(sip_fcgi_req_t *r);
 
-/* Engine start and stop: starts SipFastCGI pools, stops their workers. */
+/* Engine start and stop: starts SipFastCGI pools (after killing what the
+ * workers of a crashed engine before it left), stops their workers. */
 void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p);
 void sip_fcgi_shutdown(void);
 

@@ -7,7 +7,10 @@
  * model).  One request per connection at a time, unless the application
  * answers FCGI_GET_VALUES with FCGI_MPXS_CONNS 1: then several, their
  * records interleaved (libfcgi does not; sip-cgi-bin/sipfcgi.py does).
- * Connections are kept (FCGI_KEEP_CONN).
+ * Connections are kept (FCGI_KEEP_CONN); a request is sent again after a
+ * lost connection only when the socket took none of it (conn_lost).
+ * Workers die with their engine, and a restarted engine kills what a
+ * crashed one left (sweep_predecessor).
  * Everything runs in the engine's event loop: non-blocking sockets only. */
 #include "sip_fcgi.h"
 #include "sip_conf.h"
@@ -42,6 +45,9 @@
 #define FCGI_DEFAULT_QUEUE  32
 #define FCGI_DEFAULT_CONNS  16
 #define FCGI_SUPERVISE      apr_time_from_msec(100)
+/* a kept connection closed this soon after its last answer was closed
+ * because of it, not after an idle time of the server's */
+#define FCGI_CLOSES_AFTER   apr_time_from_msec(500)
 
 typedef struct fconn fconn_t;
 typedef struct worker worker_t;
@@ -101,6 +107,7 @@ struct fconn {
     apr_uint64_t sent_total;    /* of them, bytes the socket accepted */
     int heard;                  /* it has sent something */
     unsigned served;
+    apr_time_t last_end;        /* when its last request ended */
     sip_fcgi_demux_t dm;
     fconn_t *next;
 };
@@ -144,6 +151,8 @@ struct sip_fcgi_target {
     apr_uint64_t restarts;
     apr_time_t backoff_until;   /* a worker died young: no new one before */
     int no_probe;               /* closed a connection on FCGI_GET_VALUES: never ask again */
+    int one_shot;               /* closes connections after answering (FCGI_KEEP_CONN
+                                   ignored): each connection carries one request */
     sip_stats_fcgi_t *st;
 };
 
@@ -166,6 +175,7 @@ static apr_pool_t *fcgi_pool;
 static const char *sock_dir;
 static sip_timer_t supervise_timer;
 static unsigned worker_seq;
+static const char *state_file, *state_file_new;    /* the workers' groups (write_worker_list) */
 
 static void conn_event(void *baton, apr_int16_t ev);
 static void conn_drop(fconn_t *c, int kill_worker);
@@ -456,15 +466,12 @@ static unsigned long long proc_birth(pid_t pid)
  * left (sweep_predecessor).  Rewritten whole at each start and reaping. */
 static void write_worker_list(void)
 {
-    char *tmp, *path;
     FILE *f;
     int i, j;
 
-    if (!sock_dir)
+    if (!state_file)
         return;
-    tmp = apr_pstrcat(fcgi_pool, sock_dir, "/workers.new", NULL);
-    path = apr_pstrcat(fcgi_pool, sock_dir, "/workers", NULL);
-    f = fopen(tmp, "we");
+    f = fopen(state_file_new, "we");
     if (!f)
         return;
     for (i = 0; all_targets && i < all_targets->nelts; i++) {
@@ -474,7 +481,7 @@ static void write_worker_list(void)
                 fprintf(f, "%d %llu\n", (int)t->workers[j].pid, t->workers[j].birth);
     }
     if (fclose(f) == 0)
-        rename(tmp, path);
+        rename(state_file_new, state_file);
 }
 
 /* The worker, between fork and exec: async-signal-safe calls only (the
@@ -843,7 +850,20 @@ static void conn_drop(fconn_t *c, int kill_worker)
 static void conn_lost(fconn_t *c, int err, const char *what)
 {
     sip_fcgi_target_t *t = c->t;
-    int i, lost = 0;
+    int i, lost = 0, again = 0;
+
+    /* an application server's connection closed while idle, at once after
+     * its answer: it ignores FCGI_KEEP_CONN, and a request written as it
+     * closes would be lost (below).  It gets one request per connection
+     * from now on.  (A managed worker that does so is mostly one that
+     * exits: SipFastCGIMaxRequests recycles without a race.) */
+    if (!c->w && !c->inflight && c->served && !t->one_shot
+        && apr_time_now() - c->last_end < FCGI_CLOSES_AFTER) {
+        t->one_shot = 1;
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, t->s, "sip-fcgi: %s closes its connections "
+                     "after answering (FCGI_KEEP_CONN ignored): one request per connection",
+                     t->name);
+    }
 
     for (i = FCGI_MAX_DEPTH - 1; i >= 0; i--) {
         sip_fcgi_req_t *r = c->slots[i];
@@ -860,7 +880,12 @@ static void conn_lost(fconn_t *c, int err, const char *what)
         if (!t->qtail)
             t->qtail = r;
         t->queued++;
+        again++;
     }
+    if (again)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, err, t->s, "sip-fcgi: %s %s; %d request%s it "
+                     "never took go%s to another connection", t->name, what, again,
+                     again > 1 ? "s" : "", again > 1 ? "" : "es");
     if (lost)
         ap_log_error(APLOG_MARK, APLOG_ERR, err, t->s, "sip-fcgi: %s %s with %d request%s "
                      "before END_REQUEST (not sent again: %s may have run)", t->name, what,
@@ -1022,6 +1047,7 @@ static int demux_after(void *baton, sip_fcgi_parser_t *ps, int ended)
     sink = r->sink;
     r->sink = NULL;
     c->served++;
+    c->last_end = apr_time_now();
     req_detach(r);
     if (sink) {
         if (protocol_status != 0)
@@ -1089,6 +1115,8 @@ static void conn_read(fconn_t *c)
     }
     else if (!c->dead && !c->inflight && c->w)
         c->w->idle_since = apr_time_now();
+    if (!c->dead && !c->inflight && t->one_shot && c->served)
+        conn_drop(c, 0);    /* it would close it itself, racing the next request */
     target_dispatch(t);
 }
 
@@ -1129,8 +1157,9 @@ static void conn_event(void *baton, apr_int16_t ev)
 
 static int conn_usable(const sip_fcgi_target_t *t, const fconn_t *c)
 {
-    return !c->dead && (!c->w || (!c->w->stopping && (t->max_requests <= 0
-                                                      || c->w->served < (unsigned)t->max_requests)));
+    return !c->dead && !(t->one_shot && c->served)
+        && (!c->w || (!c->w->stopping && (t->max_requests <= 0
+                                          || c->w->served < (unsigned)t->max_requests)));
 }
 
 /* A connection that can take a request now: an idle one, else a new one
@@ -1419,6 +1448,10 @@ void sip_fcgi_init(sip_loop_t *loop, apr_pool_t *p)
     if (apr_temp_dir_get(&tmp, p) != APR_SUCCESS)
         tmp = "/tmp";
     sock_dir = state_dir(p, tmp);
+    if (sock_dir) {
+        state_file = apr_pstrcat(p, sock_dir, "/workers", NULL);
+        state_file_new = apr_pstrcat(p, sock_dir, "/workers.new", NULL);
+    }
     supervise(NULL);
 }
 
@@ -1464,10 +1497,10 @@ void sip_fcgi_shutdown(void)
                 t->workers[j].pid = 0;
             }
     }
-    if (sock_dir) {
-        unlink(apr_pstrcat(fcgi_pool, sock_dir, "/workers", NULL));
+    if (state_file)
+        unlink(state_file);
+    if (sock_dir)
         rmdir(sock_dir);
-    }
     if (fcgi_loop)
         sip_timer_cancel(fcgi_loop, &supervise_timer);
 }
