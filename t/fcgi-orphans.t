@@ -50,16 +50,17 @@ sub children_of {
     my ($pid, $prog) = @_;
     return map { $_->{pid} } grep { $_->{ppid} == $pid } $t->procs_matching("$sd/$prog");
 }
-# A call answered by a worker of 'engine': with SipEngines 2 a datagram
-# goes to either engine, so fresh sockets are tried in turn.
+# The pid of the worker that answers a call sent to engine 0 (SipEngines 2:
+# from a socket that reaches it), if its parent is 'parent'.
 sub answered_by {
-    my ($user, $engine, $parent_of) = @_;
+    my ($user, $parent) = @_;
+    my $s = $t->udp_socket_to_engine(0) or return 0;
     for (1 .. 40) {
-        my @rs = $t->udp_req($t->sip_request(method => 'MESSAGE', uri => "sip:$user\@127.0.0.1:$port"), 4);
-        my $r = $rs[-1];
-        my $pid = $r ? $r->header('x-worker-pid') // 0 : 0;
-        return $pid if $pid && $parent_of->($pid) == $engine;
-        sleep 0.05;
+        my @rs = $t->udp_req($t->sip_request(method => 'MESSAGE', sock => $s,
+                                             uri => "sip:$user\@127.0.0.1:$port"), 4, sock => $s);
+        my $pid = @rs ? $rs[-1]->header('x-worker-pid') // 0 : 0;
+        return $pid if $pid && ppid_of($pid) == $parent;
+        sleep 0.1;
     }
     return 0;
 }
@@ -72,8 +73,8 @@ ok(wait_until(10, sub {
     @py = @sh ? children_of($sh[0], 'wrapped.py') : ();
     @orph == 2 && @sh == 1 && @py == 1
 }, 0.1), "engine $engine started its workers (orph.py @orph, wrap.sh @sh with wrapped.py @py)");
-ok(answered_by('fine', $engine, \&ppid_of), 'a worker answers');
-ok(answered_by('wrapped', $sh[0], \&ppid_of), "the wrapped worker answers");
+ok(answered_by('fine', $engine), 'a worker answers');
+ok(answered_by('wrapped', $sh[0]), "the wrapped worker answers");
 
 my $mark = $t->log_mark;
 kill 'KILL', $engine;
@@ -91,8 +92,8 @@ ok(wait_until(10, sub {
     @sh2 = workers_of($new, 'wrap.sh');
     @orph2 == 2 && @sh2 == 1
 }, 0.1), "the new engine started its own workers (@orph2, @sh2)");
-ok(answered_by('fine', $new, \&ppid_of), "the new engine's worker answers");
-ok(answered_by('wrapped', $sh2[0], \&ppid_of), "... and its wrapped worker");
+ok(answered_by('fine', $new), "the new engine's worker answers");
+ok(answered_by('wrapped', $sh2[0]), "... and its wrapped worker");
 
 $t->stop;
 ok(!$t->procs_matching("$sd/"), 'no worker after stop');
