@@ -852,12 +852,13 @@ static void conn_lost(fconn_t *c, int err, const char *what)
     sip_fcgi_target_t *t = c->t;
     int i, lost = 0, again = 0;
 
-    /* an application server's connection closed while idle, at once after
-     * its answer: it ignores FCGI_KEEP_CONN, and a request written as it
-     * closes would be lost (below).  It gets one request per connection
-     * from now on.  (A managed worker that does so is mostly one that
-     * exits: SipFastCGIMaxRequests recycles without a race.) */
-    if (!c->w && !c->inflight && c->served && !t->one_shot
+    /* closed while idle, at once after its answer: the worker or server
+     * ignores FCGI_KEEP_CONN, and a request written as it closes would be
+     * lost (below).  It gets one request per connection from now on.  (A
+     * worker that exits after answering is taken for one too, at the cost
+     * of a connection per request; SipFastCGIMaxRequests recycles workers
+     * without a race.) */
+    if (!c->inflight && c->served && !t->one_shot && !(c->w && c->w->stopping)
         && apr_time_now() - c->last_end < FCGI_CLOSES_AFTER) {
         t->one_shot = 1;
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, t->s, "sip-fcgi: %s closes its connections "

@@ -8,10 +8,11 @@
 #     the file twice (the engine used to send them all again, taking a
 #     connection closed before any answer for one closed while idle);
 #   - a worker that closes its kept connection after every answer (here
-#     sipfcgi.py told to ignore FCGI_KEEP_CONN), over its UNIX socket and
-#     as an external server over TCP: no request fails, whether the engine
-#     sees the close while the connection is idle or only when a send to it
-#     is refused.
+#     t/fcgi/behave.py as closer.py: sipfcgi.py told to ignore
+#     FCGI_KEEP_CONN), over its UNIX socket and as an external server over
+#     TCP: no request fails; the engine sees the close while the
+#     connection is idle, logs it and gives that pool one request per
+#     connection (a request written as it closes would be lost).
 use strict;
 use warnings;
 use Test::More;
@@ -31,62 +32,20 @@ my $t = SipTest->new(
     start => 0,
     vhost_conf => <<"EOC",
 SipScriptTimeout 10
-SipFastCGI \@SCRIPTS\@/rec.py 1 1
+SipFastCGI \@SCRIPTS\@/mpxrec.py 1 1
 SipFastCGIQueue 16
 SipFastCGI \@SCRIPTS\@/closer.py 1 1
 SipFastCGIConnect tclose* tcp:127.0.0.1:$tcp_port 2
 EOC
 );
 my $sd = $t->scripts_dir;
-my $seen = $t->var . '/seen';
+my $seen = $t->scripts_dir . '/seen';     # behave.py's rec@ writes there
 { open(my $fh, ">", $seen) or die $!; close $fh; chmod 0666, $seen; }
 File::Copy::copy("$repo/sip-cgi-bin/sipfcgi.py", "$sd/sipfcgi.py") or die $!;
 chmod 0644, "$sd/sipfcgi.py";
-$t->write_script('rec.py', text => <<"EOP");
-#!/usr/bin/python3
-# rec\@: appends "pid Call-ID" to $seen (its side effect), then takes 1 s
-# before it answers; 8 requests per connection (FCGI_MPXS_CONNS 1)
-import os
-import sys
-import time
-
-sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-import sipfcgi  # noqa: E402
-
-
-def handle(env, body):
-    user = env.get("REQUEST_URI", "").split(":", 1)[-1].split("@", 1)[0]
-    if user == "rec":
-        with open("$seen", "a") as f:
-            f.write("%d %s\\n" % (os.getpid(), env.get("SIP_CALL_ID", "")))
-        time.sleep(1)
-    return "SIP/2.0 200 OK\\nX-Worker-Pid: %d\\n\\n" % os.getpid()
-
-
-sipfcgi.serve(handle, max_reqs=8)
-EOP
-$t->write_script('closer.py', text => <<'EOP');
-#!/usr/bin/python3
-# Answers 200 and closes the connection after every answer, FCGI_KEEP_CONN
-# or not (as a server with its own idea of keep-alive); as an external
-# server when given a TCP port.
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-import sipfcgi  # noqa: E402
-
-sipfcgi.KEEP_CONN = 0   # no request keeps the connection
-
-
-def handle(env, body):
-    return "SIP/2.0 200 OK\nX-Worker-Pid: %d\n\n" % os.getpid()
-
-
-sipfcgi.serve(handle, address=("127.0.0.1", int(sys.argv[1])) if len(sys.argv) > 1 else None,
-              max_reqs=1)
-EOP
-$t->write_script("$_\@127.0.0.1", symlink => 'rec.py') for qw(rec warm);
+File::Copy::copy("$repo/t/fcgi/behave.py", "$sd/$_") or die $! for qw(mpxrec.py closer.py);
+chmod 0755, "$sd/mpxrec.py", "$sd/closer.py";
+$t->write_script("$_\@127.0.0.1", symlink => 'mpxrec.py') for qw(rec warm);
 $t->write_script("close\@127.0.0.1", symlink => 'closer.py');
 $t->write_script("tclose\@127.0.0.1", text => "#!/bin/sh\nexit 1\n");
 my $ext = fork // die;
@@ -150,7 +109,7 @@ sub seen_lines {
     is(scalar(@twice), 0, 'no request ran twice (each Call-ID at most once in the file)')
         or diag(join "\n", seen_lines());
     is(scalar(grep { $code{$_} == 200 && !$n{$_} } keys %code), 0, 'each 200 is a request that ran');
-    ok($t->wait_log($mark, qr/rec\.py closed the connection with \d+ requests? before END_REQUEST \(not sent again/, 3),
+    ok($t->wait_log($mark, qr/mpxrec\.py closed the connection with \d+ requests? before END_REQUEST \(not sent again/, 3),
        'the lost requests logged');
     my $ok;
     wait_until(5, sub { $ok = final(send_req('warm')); $ok && $ok->code == 200 }, 0.2);
@@ -164,9 +123,7 @@ for my $case (['close', 'its UNIX socket'], ['tclose', 'an external server over 
     my (%codes, %pids);
     for my $i (1 .. 40) {
         # the first ones spaced (the close is seen while the connection is
-        # idle: an external server is then given one request per
-        # connection), the rest back to back (a worker's close may be seen
-        # only when a send to it is refused)
+        # idle), the rest back to back
         sleep 0.2 if $i <= 3;
         my $r = final(send_req($user), 8);
         $codes{ $r ? $r->code : 0 }++;
@@ -177,8 +134,8 @@ for my $case (['close', 'its UNIX socket'], ['tclose', 'an external server over 
     is(scalar(keys %pids), 1, '... from one process (it closes connections, it does not exit)')
         if $user eq 'close' && ($ENV{SIP_TEST_ENGINES} // 1) == 1;
     unlike($t->log_since($mark), qr/before END_REQUEST|cannot connect/, '... no request lost, none logged');
-    like($t->log_since($mark), qr/tcp:\S+ closes its connections after answering/,
-         '... the server that ignores FCGI_KEEP_CONN noticed and logged') if $user eq 'tclose';
+    like($t->log_since($mark), qr/sip-fcgi: \S+ closes its connections after answering/,
+         '... the closes after each answer noticed and logged');
 }
 
 ok($t->options_ok, "the engine still answers");
