@@ -19,7 +19,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use File::Copy ();
 use IO::Socket::INET;
-use SipTest qw(parse_msg wait_until);
+use SipTest qw(wait_until);
 
 my $repo = SipTest->repo;
 my $tcp_port = do {
@@ -64,16 +64,7 @@ sub send_req {
     my ($cid) = $req =~ /^Call-ID:\s*(\S+)/mi;
     return { sock => $s, cid => $cid };
 }
-sub final {
-    my ($x, $timeout) = @_;
-    my $end = time + ($timeout // 15);
-    while (time < $end) {
-        my $d = $t->udp_recv($x->{sock}, $end - time) // last;
-        my $m = parse_msg($d);
-        return $m if $m->is_final;
-    }
-    return undef;
-}
+sub final { my ($x, $timeout) = @_; return $t->udp_final($x->{sock}, $timeout // 15) }
 sub seen_lines {
     open(my $fh, '<', $seen) or return ();
     my @l = <$fh>;
