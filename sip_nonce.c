@@ -52,44 +52,66 @@ static int bucket_lock(nc_bucket_t *b)
     return rc == 0;
 }
 
-/* Check and record in 't' (sip_nonce_count, and copying a table). */
+static void bucket_unlock(nc_bucket_t *b)
+{
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Check and record in 't' (sip_nonce_count, and copying a table).  A
+ * nonce may live in either of two buckets and a new one goes to the
+ * emptier ("two choices"): the table fills evenly, so a bucket is seldom
+ * full while the table has room.  Both are locked, lower index first. */
 static sip_nc_verdict_t table_count(nc_table_t *t, apr_uint64_t h, apr_uint64_t nc,
                                     apr_time_t stale_at, apr_time_t now)
 {
-    nc_bucket_t *b = &t->bucket[h % t->buckets];
-    nc_slot_t *free_slot = NULL;
+    apr_uint64_t i1 = h % t->buckets, i2 = ((h >> 32) | (h << 32)) % t->buckets;
+    nc_bucket_t *b[2];
+    nc_slot_t *free_slot[2] = {NULL, NULL};
+    int nfree[2] = {0, 0}, n = i1 == i2 ? 1 : 2, k, i;
     sip_nc_verdict_t v = SIP_NC_FULL;
-    int i;
 
-    if (!bucket_lock(b))
+    b[0] = &t->bucket[i1 < i2 ? i1 : i2];
+    b[1] = &t->bucket[i1 < i2 ? i2 : i1];
+    if (!bucket_lock(b[0]))
         return SIP_NC_FULL;
-    for (i = 0; i < SIP_NONCE_BUCKET; i++) {
-        nc_slot_t *s = &b->slot[i];
-
-        /* The nonce's own slot even when it looks stale: another vhost's
-         * SipNonceLifetime may keep the nonce valid longer. */
-        if (s->hash == h) {
-            if (nc <= s->nc)
-                v = SIP_NC_REPLAY;
-            else {
-                s->nc = nc;
-                if (stale_at > s->stale_at)
-                    s->stale_at = stale_at;
-                v = SIP_NC_FRESH;
-            }
-            free_slot = NULL;
-            break;
-        }
-        if (!free_slot && (!s->hash || s->stale_at <= now))
-            free_slot = s;
+    if (n == 2 && !bucket_lock(b[1])) {
+        bucket_unlock(b[0]);
+        return SIP_NC_FULL;
     }
-    if (free_slot) {
-        free_slot->nc = nc;
-        free_slot->stale_at = stale_at;
-        free_slot->hash = h;
+    for (k = 0; k < n; k++)
+        for (i = 0; i < SIP_NONCE_BUCKET; i++) {
+            nc_slot_t *s = &b[k]->slot[i];
+
+            /* The nonce's own slot even when it looks stale: another
+             * vhost's SipNonceLifetime may keep the nonce valid longer. */
+            if (s->hash == h) {
+                if (nc <= s->nc)
+                    v = SIP_NC_REPLAY;
+                else {
+                    s->nc = nc;
+                    if (stale_at > s->stale_at)
+                        s->stale_at = stale_at;
+                    v = SIP_NC_FRESH;
+                }
+                goto done;
+            }
+            if (!s->hash || s->stale_at <= now) {
+                if (!free_slot[k])
+                    free_slot[k] = s;
+                nfree[k]++;
+            }
+        }
+    k = nfree[1] > nfree[0];
+    if (free_slot[k]) {
+        free_slot[k]->nc = nc;
+        free_slot[k]->stale_at = stale_at;
+        free_slot[k]->hash = h;
         v = SIP_NC_FRESH;
     }
-    pthread_mutex_unlock(&b->lock);
+done:
+    if (n == 2)
+        bucket_unlock(b[1]);
+    bucket_unlock(b[0]);
     return v;
 }
 

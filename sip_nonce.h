@@ -7,9 +7,9 @@
  * restarted since (docs/architecture.md, "Several engines").
  *
  * Slots are keyed by a 64-bit hash of the nonce and grouped in buckets of
- * SIP_NONCE_BUCKET; a nonce lives only in its own bucket, which a
- * process-shared robust mutex guards (an engine killed while holding it
- * does not block the others: EOWNERDEAD).  A slot whose nonce has gone
+ * SIP_NONCE_BUCKET; a nonce lives in one of its two buckets (a new one in
+ * the emptier), each guarded by a process-shared robust mutex (an engine
+ * killed while holding it does not block the others: EOWNERDEAD).  A slot whose nonce has gone
  * stale is free for another: a stale nonce is refused before its count
  * is looked at.  With one engine (or none: unit tests, fuzzers) it is the
  * same table, in memory only one process uses. */
@@ -28,7 +28,7 @@
 typedef enum {
     SIP_NC_FRESH,   /* higher than any count seen for the nonce: recorded */
     SIP_NC_REPLAY,  /* equal to or lower than one seen: refuse */
-    SIP_NC_FULL     /* a new nonce and no free slot in its bucket: refuse,
+    SIP_NC_FULL     /* a new nonce and no free slot in its buckets: refuse,
                      * rather than forget a live nonce's count */
 } sip_nc_verdict_t;
 
