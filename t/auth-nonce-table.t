@@ -9,8 +9,7 @@
 use strict;
 use warnings;
 use Test::More;
-use Time::HiRes qw(time sleep);
-use SipTest qw(parse_msg wait_until rand_token);
+use SipTest qw(wait_until);
 use SipDigest qw(digest_challenge digest_credentials digest_server);
 
 my $realm = 'table.test';
@@ -26,18 +25,10 @@ my $uri = "sip:whoami\@127.0.0.1:$port";
 sub message {
     my ($auth) = @_;
     my $s = $t->udp_socket;
-    my $raw = $t->sip_request(method => 'MESSAGE', uri => $uri, sock => $s,
-                              from => '<sip:alice@127.0.0.1>;tag=' . rand_token(6),
-                              headers => [ $auth ? (Authorization => $auth) : () ],
-                              content_type => 'text/plain', body => 'hi');
-    $t->udp_send($raw, sock => $s);
-    my $end = time + 5;
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($s, $left) // return undef;
-        my $m = parse_msg($d);
-        return $m if $m->is_response && $m->code >= 200;
-    }
-    return undef;
+    my @r = $t->udp_req($t->sip_request(method => 'MESSAGE', uri => $uri, sock => $s,
+                                        headers => [ $auth ? (Authorization => $auth) : () ],
+                                        content_type => 'text/plain', body => 'hi'), 5, sock => $s);
+    return @r && $r[-1]->code >= 200 ? $r[-1] : undef;
 }
 
 sub credentials {
@@ -89,10 +80,8 @@ is($r && $r->code, 200, 'the 17th nonce, refused for want of room, is accepted n
 
 # ---- kill -9: the restarted engine remembers
 {
-    my @pids = $t->engine_pids;
-    ok(kill('KILL', $pids[0]), "kill -9 engine 0 (pid $pids[0])");
-    ok(wait_until(10, sub { my @n = $t->engine_pids; $n[0] && $n[0] != $pids[0] && kill(0, $n[0]) }, 0.1),
-       'engine 0 restarted');
+    my ($victim, $new) = $t->kill_engine(0);
+    ok($new, 'kill -9 engine 0 (pid ' . ($victim // '?') . '): restarted');
     wait_until(5, sub { my $m = message(); $m && $m->code == 401 }, 0.2);
     $r = message($auth17);
     is($r && $r->code, 401, 'a replay after the restart is refused');

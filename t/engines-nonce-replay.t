@@ -11,8 +11,7 @@
 use strict;
 use warnings;
 use Test::More;
-use Time::HiRes qw(time sleep);
-use SipTest qw(parse_msg wait_until rand_token);
+use SipTest qw(wait_until);
 use SipDigest qw(digest_challenge digest_credentials digest_server);
 
 my $realm = 'replay.test';
@@ -30,18 +29,10 @@ my $uri = "sip:whoami\@127.0.0.1:$port";
 # final response.
 sub message {
     my ($s, $auth) = @_;
-    my $raw = $t->sip_request(method => 'MESSAGE', uri => $uri, sock => $s,
-                              from => '<sip:alice@127.0.0.1>;tag=' . rand_token(6),
-                              headers => [ $auth ? (Authorization => $auth) : () ],
-                              content_type => 'text/plain', body => 'hi');
-    $t->udp_send($raw, sock => $s);
-    my $end = time + 5;
-    while ((my $left = $end - time) > 0) {
-        my $d = $t->udp_recv($s, $left) // return undef;
-        my $m = parse_msg($d);
-        return $m if $m->is_response && $m->code >= 200;
-    }
-    return undef;
+    my @r = $t->udp_req($t->sip_request(method => 'MESSAGE', uri => $uri, sock => $s,
+                                        headers => [ $auth ? (Authorization => $auth) : () ],
+                                        content_type => 'text/plain', body => 'hi'), 5, sock => $s);
+    return @r && $r[-1]->code >= 200 ? $r[-1] : undef;
 }
 
 sub mark_of { my ($m) = @_; my ($k) = ($m ? $m->header('to') // '' : '') =~ /;tag=mS(\w)/; return $k }
@@ -110,13 +101,8 @@ sub replay_everywhere {
 {
     my ($ch, $auth, $m) = accepted_once();
     $m = 0 unless defined $m && $m =~ /^[01]$/;
-    my @pids = $t->engine_pids;
-    my $victim = $pids[$m];
-    ok($victim && kill('KILL', $victim), "kill -9 engine $m (pid " . ($victim // '?') . ')');
-    my @now;
-    ok(wait_until(10, sub { @now = $t->engine_pids; $now[$m] && $now[$m] != $victim
-                                                    && kill(0, $now[$m]) }, 0.1),
-       "engine $m restarted");
+    my ($victim, $new) = $t->kill_engine($m);
+    ok($new, "kill -9 engine $m (pid " . ($victim // '?') . '): restarted');
     # let the restarted engine take its share of the source ports
     my $up;
     wait_until(10, sub { my $r = message($t->udp_socket); $up = $r && mark_of($r) eq $m }, 0.2);
