@@ -7,7 +7,7 @@ SOURCES    = mod_sip.c sip_event.c sip_transport.c sip_message.c sip_transaction
              sip_location.c sip_registrar.c sip_script_store.c sip_upload.c sip_cpl.c sip_cpl_run.c \
              sip_cpl_time.c sip_cpl_mail.c \
              sip_mime.c sip_register_payload.c \
-             sip_cgi.c sip_auth.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
+             sip_cgi.c sip_auth.c sip_nonce.c sip_request.c sip_engine.c sip_log.c sip_stats.c \
              sip_dispatch.c sip_cpl_exec.c sip_uri_list.c sip_consent.c sip_explode.c sip_explode_run.c sip_options.c \
              sip_rules.c sip_namemap.c sip_lists.c sip_forward.c \
              sip_tls.c sip_ws.c sip_ws_upgrade.c sip_fcgi.c sip_fcgi_pool.c sip_dns.c sip_stun.c sip_handover.c sip_location_dbd.c sip_replica.c sip_freelist.c
@@ -200,7 +200,7 @@ ENGINES2_NEED_LOCATIONS ?=
 ENGINES2_KNOWN_GAPS ?=
 ENGINES2_TESTS ?= $(filter-out $(ENGINES2_NEED_LOCATIONS) $(ENGINES2_KNOWN_GAPS), t/50-transactions.t \
                   $(wildcard t/9[0-5]-proxy-*.t) t/proxy-wire.t t/proxy-accepted.t $(wildcard t/cgi-*.t) t/engines.t \
-                  t/engines-auth.t t/tls.t \
+                  t/engines-auth.t t/engines-nonce-replay.t t/tls.t \
                   t/engines-location.t $(wildcard t/reg-*.t) $(wildcard t/flows*.t) t/outbound.t \
                   t/nat.t t/path.t t/fcgi.t t/fcgi-mpx.t t/fcgi-retry.t t/fcgi-orphans.t)
 test-engines2: test-deps all

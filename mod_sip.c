@@ -29,6 +29,7 @@
 #include "sip_conf.h"
 #include "sip_consent.h"
 #include "sip_namemap.h"
+#include "sip_nonce.h"
 #include "sip_engine.h"
 #include "sip_forward.h"
 #include "sip_transport.h"
@@ -112,6 +113,7 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     c->dns_cache_size = -1;
     c->timer_t1 = -1;
     c->engines = -1;
+    c->nonce_counts = -1;
     c->loc_cache_ttl_ms = -1;
     return c;
 }
@@ -191,6 +193,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     c->dns_cache_size = add->dns_cache_size >= 0 ? add->dns_cache_size : base->dns_cache_size;
     c->timer_t1 = add->timer_t1 >= 0 ? add->timer_t1 : base->timer_t1;
     c->engines = add->engines >= 0 ? add->engines : base->engines;
+    c->nonce_counts = add->nonce_counts >= 0 ? add->nonce_counts : base->nonce_counts;
     c->loc_batch = add->loc_batch > 0 ? add->loc_batch : base->loc_batch;
     c->loc_notify = add->loc_notify ? add->loc_notify : base->loc_notify;
     c->loc_cache_ttl_ms = add->loc_cache_ttl_ms >= 0 ? add->loc_cache_ttl_ms
@@ -308,6 +311,8 @@ static void apply_defaults(sip_server_conf *c)
         c->timer_t1 = SIP_T1;
     if (c->engines < 0)
         c->engines = sip_engine_default_count();
+    if (c->nonce_counts < 0)
+        c->nonce_counts = SIP_NONCE_DEFAULT_SLOTS;
 }
 
 static const char *set_protocol(cmd_parms *cmd, void *d, int on)
@@ -500,7 +505,23 @@ static apr_status_t init_nonce_secret(server_rec *s)
     if ((rv = process_random(s, "mod_sip_nonce_secret", 16, &secret)) != APR_SUCCESS)
         return rv;
     sip_auth_set_secret(secret, 16);
+    /* and the nonce-counts every engine checks and records (RFC 2617
+     * §3.2.2.1), kept like the key across engine and graceful restarts */
+    if (sip_nonce_attach(s->process->pool, (apr_size_t)sip_get_conf(s)->nonce_counts)
+        != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_sip: no shared memory for the digest nonce-counts; each engine "
+                     "keeps its own");
     return APR_SUCCESS;
+}
+
+/* SipNonceCounts (sip_nonce.c) */
+static const char *set_nonce_counts(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    return err ? err : sip_nonce_parse_slots(arg, &sip_get_conf(cmd->server)->nonce_counts);
 }
 
 static const char *set_proxy_outside(cmd_parms *cmd, void *d, const char *arg)
@@ -1370,6 +1391,9 @@ static const command_rec sip_cmds[] = {
                   "a file (.html: text/html, else text/plain) or default"),
     AP_INIT_TAKE1("SipNonceLifetime", set_nonce_lifetime, NULL, RSRC_CONF,
                   "Seconds a digest nonce stays valid before stale=true (default 300)"),
+    AP_INIT_TAKE1("SipNonceCounts", set_nonce_counts, NULL, RSRC_CONF,
+                  "Nonces whose highest nonce-count all engines remember at once "
+                  "(default 262144, 16 to 16777216)"),
     /* registrar limits (docs/security.md) */
     AP_INIT_TAKE1("SipMaxContacts", set_max_contacts, NULL, RSRC_CONF,
                   "Bindings one address-of-record may have; a REGISTER adding more gets 403 "

@@ -1,18 +1,19 @@
 #include "sip_auth.h"
 #include "sip_log.h"
 #include "sip_message.h"
+#include "sip_nonce.h"
 #include "sip_register_payload.h"
 #include "sip_request.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "apr_hash.h"
 #include "apr_md5.h"
 #include "apr_strings.h"
 #include "apr_lib.h"
 
 #include "sip_conf.h"
+#include "sip_stats.h"
 
 /* One client failing authentication over and over must not flood the
  * error log: lines are limited per source address (SipLogRateLimit). */
@@ -27,8 +28,6 @@ static sip_log_rate_t auth_lines = SIP_LOG_RATE_INIT("authentication failures");
  * may answer a challenge at another engine (another source port). */
 static unsigned char secret[16];
 static int secret_set;
-static apr_hash_t *last_nc;         /* nonce -> highest nonce-count seen */
-static apr_pool_t *nc_pool;
 
 void sip_auth_set_secret(const unsigned char *key, apr_size_t len)
 {
@@ -44,8 +43,12 @@ void sip_auth_init(apr_pool_t *p)
         apr_time_t now = apr_time_now();
         memcpy(secret, &now, sizeof(now));
     }
-    apr_pool_create(&nc_pool, p);
-    last_nc = apr_hash_make(nc_pool);
+    /* The parent's table, inherited by every engine; without one (unit
+     * tests, fuzzers, or the parent could not map it) a table of our own. */
+    if (!sip_nonce_attached() && sip_nonce_attach(p, SIP_NONCE_DEFAULT_SLOTS) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, NULL,
+                     "sip auth: no memory for the nonce-count table; every qop credential "
+                     "will be challenged");
 }
 
 static const char *md5hex(apr_pool_t *p, const char *s)
@@ -147,66 +150,34 @@ void sip_auth_challenge_integrity(sip_txn_t *t, server_rec *s)
     challenge_qop(t, 0, realm ? realm : s->server_hostname, 0, "auth-int");
 }
 
-/* RFC 2617 §3.2.2.1: nonce-counts only go up for one nonce.  The highest
- * count is kept per nonce until the nonce goes stale; after that the
- * nonce itself is refused, so the entry can go. */
-#ifndef SIP_NC_MAX
-#define SIP_NC_MAX 250000
-#endif
-
-typedef struct {
-    apr_uint64_t nc;
-    apr_time_t stale_at;
-} nc_seen_t;
-
-/* Keep only the entries of nonces that are not stale yet. */
-static void nc_prune(apr_time_t now)
+/* RFC 2617 §3.2.2.1 (RFC 7616 §3.4): nonce-counts only go up for one
+ * nonce.  The highest count seen is kept in the table every engine shares
+ * (sip_nonce.h), until the nonce goes stale.  1 when 'nc' is new; else
+ * the request was answered (a challenge, with stale=true when the table
+ * had no room: the credentials were right, a fresh nonce will do). */
+static int nc_fresh(sip_txn_t *t, server_rec *s, int proxied, const char *realm,
+                    const sip_credentials_t *c, apr_time_t stale_at)
 {
-    apr_pool_t *fresh;
-    apr_hash_t *kept;
-    apr_hash_index_t *hi;
+    static sip_log_rate_t full = SIP_LOG_RATE_INIT("nonce-count table full");
 
-    apr_pool_create(&fresh, apr_pool_parent_get(nc_pool));
-    kept = apr_hash_make(fresh);
-    for (hi = apr_hash_first(NULL, last_nc); hi; hi = apr_hash_next(hi)) {
-        const void *key;
-        void *val;
-        apr_hash_this(hi, &key, NULL, &val);
-        if (((nc_seen_t *)val)->stale_at > now) {
-            nc_seen_t *copy = apr_pmemdup(fresh, val, sizeof(nc_seen_t));
-            apr_hash_set(kept, apr_pstrdup(fresh, key), APR_HASH_KEY_STRING, copy);
-        }
+    switch (sip_nonce_count(c->nonce, apr_strtoi64(c->nc, NULL, 16), stale_at, apr_time_now())) {
+    case SIP_NC_FRESH:
+        return 1;
+    case SIP_NC_REPLAY:
+        sip_stats->auth_replays++;
+        AUTH_LOG(t, APLOG_NOTICE, s, "sip auth: replayed nonce-count %s for %s refused",
+                 c->nc, c->username);
+        return challenge(t, proxied, realm, 0);
+    default:
+        /* forgetting a live nonce would let its credentials be replayed:
+         * refuse it instead (the client gets a new one) */
+        sip_stats->nonce_table_full++;
+        sip_log_limited(&full, "all", 503, APLOG_WARNING, s,
+                        "sip auth: no room for the count of a new nonce (%lu slots, "
+                        "SipNonceCounts); challenged again until some go stale "
+                        "(SipNonceLifetime)", (unsigned long)sip_nonce_slots());
+        return challenge(t, proxied, realm, 1);
     }
-    apr_pool_destroy(nc_pool);
-    nc_pool = fresh;
-    last_nc = kept;
-}
-
-static int nc_fresh(server_rec *s, const char *nonce, const char *nc, apr_time_t stale_at)
-{
-    apr_uint64_t n = apr_strtoi64(nc, NULL, 16);
-    nc_seen_t *seen = apr_hash_get(last_nc, nonce, APR_HASH_KEY_STRING);
-
-    if (seen && n <= seen->nc)
-        return 0;
-    if (!seen) {
-        if (apr_hash_count(last_nc) >= SIP_NC_MAX)
-            nc_prune(apr_time_now());
-        if (apr_hash_count(last_nc) >= SIP_NC_MAX) {
-            /* forgetting a live nonce would let its credentials be
-             * replayed: refuse it instead (the client gets a new one) */
-            static sip_log_rate_t full = SIP_LOG_RATE_INIT("nonce-count table full");
-            sip_log_limited(&full, "all", 503, APLOG_WARNING, s,
-                            "sip auth: %d live nonces in use; new ones are challenged until "
-                            "some go stale (SipNonceLifetime)", SIP_NC_MAX);
-            return 0;
-        }
-        seen = apr_palloc(nc_pool, sizeof(*seen));
-        seen->stale_at = stale_at;
-        apr_hash_set(last_nc, apr_pstrdup(nc_pool, nonce), APR_HASH_KEY_STRING, seen);
-    }
-    seen->nc = n;
-    return 1;
 }
 
 /* Verify the credentials of 't' for 'realm'.  1: *user is authenticated;
@@ -290,11 +261,8 @@ static int authenticate(sip_txn_t *t, sip_access_t *a, server_rec *s, int proxie
                      c.username, realm);
         return challenge(t, proxied, realm, 0);
     }
-    if (c.qop && !nc_fresh(s, c.nonce, c.nc, made + sip_get_conf(s)->nonce_lifetime)) {
-        AUTH_LOG(t, APLOG_NOTICE, s,
-                     "sip auth: replayed nonce-count %s for %s refused", c.nc, c.username);
-        return challenge(t, proxied, realm, 0);
-    }
+    if (c.qop && !nc_fresh(t, s, proxied, realm, &c, made + sip_get_conf(s)->nonce_lifetime))
+        return 0;
     /* §10.3 step 3: a user may change only the bindings of its own AoR */
     if (strcmp(method, "REGISTER") == 0) {
         const char *tuser, *host;

@@ -8,15 +8,16 @@
 #include "httpd.h"
 #include "sip_transaction.h"
 
-/* Engine start: the nonce-count table (and a secret of our own when
- * sip_auth_set_secret was never called). */
+/* Engine start: a secret of our own when sip_auth_set_secret was never
+ * called, and a nonce-count table of our own when the parent attached
+ * none (sip_nonce_attach). */
 void sip_auth_init(apr_pool_t *p);
 
 /* Parent, before forking the engines: the key every engine signs and
  * verifies nonces with (the first 16 bytes are used).  One key for all
  * engines, kept across engine restarts, so a nonce made by one engine is
- * valid at every other.  Nonce-counts (RFC 2617 §3.2.2.1) stay per
- * engine: docs/architecture.md, "Several engines". */
+ * valid at every other.  Nonce-counts (RFC 2617 §3.2.2.1) are kept in
+ * the table the parent shares with every engine (sip_nonce.h). */
 void sip_auth_set_secret(const unsigned char *key, apr_size_t len);
 
 /* Check the request of 't' if its target needs authentication.  Returns

@@ -132,6 +132,7 @@ typedef struct sip_server_conf {
     apr_interval_time_t timer_t1;       /* SipTimerT1; -1 = unset (SIP_T1, 500 ms) */
     /* several engines (issue 19; sip_engine.c): read from the main server only */
     int engines;                        /* SipEngines; -1 = unset (online cores) */
+    long nonce_counts;                  /* SipNonceCounts (sip_nonce.c); -1 = unset */
     /* the mod_dbd location store (issue 19; sip_location_dbd.c): main server only */
     int loc_batch;                      /* SipLocationBatch; 0 = unset (256) */
     const char *loc_notify;             /* SipLocationNotify channel, "" = off; NULL = unset */

@@ -241,6 +241,11 @@ const char *sip_stats_format(apr_pool_t *p, const sip_stats_t *st, apr_time_t no
          st->loc_batch_us},
         {"SipFlowsDead", "Requests for a user answered 480 at once: every device's "
          "connection (flow) was closed", st->flows_dead},
+        {NULL, "Digest authentication", 0},
+        {"SipAuthReplays", "Credentials refused as replays (a nonce-count that did not grow, "
+         "at any engine)", st->auth_replays},
+        {"SipNonceTableFull", "Credentials challenged again (stale) for want of room in the "
+         "nonce-count table (SipNonceCounts)", st->nonce_table_full},
         {NULL, "Transport", 0},
         {"SipUdpMessagesIn", "UDP messages received", st->msgs_in[0]},
         {"SipUdpMessagesOut", "UDP messages sent", st->msgs_out[0]},

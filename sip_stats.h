@@ -121,6 +121,9 @@ typedef struct sip_stats {
     apr_uint64_t loc_batches;       /* transactions of REGISTER changes committed */
     apr_uint64_t loc_batch_changes; /* the changes they held */
     apr_uint64_t loc_batch_us;      /* their time, from the first statement to the commit */
+    /* digest authentication (sip_auth.c, sip_nonce.c) */
+    apr_uint64_t auth_replays;      /* credentials refused: their nonce-count did not grow */
+    apr_uint64_t nonce_table_full;  /* refused (stale=true): no room for a new nonce's count */
 } sip_stats_t;
 
 #define SIP_STATS_MAGIC 0x53495053u     /* "SIPS" */

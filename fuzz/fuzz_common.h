@@ -22,6 +22,7 @@
 #include "../sip_registrar.c"
 #include "../sip_relay.c"
 #include "../sip_auth.c"
+#include "../sip_nonce.c"
 #include "../sip_cgi.c"
 #include "../sip_stats.c"
 #include "../sip_log.c"

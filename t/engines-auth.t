@@ -74,17 +74,12 @@ sub answer {
 
 # ---- a challenge made before kill -9 of its engine, answered after the restart
 {
-    my @pids = $t->engine_pids;
     my ($s, $r, $ch) = challenge();
     my $m = mark_of($r);
     ok(defined $m && $m =~ /^[01]$/, 'the challenge names its engine (' . ($m // 'none') . ')');
     $m //= 0;
-    my $victim = $pids[$m];
-    ok($victim && kill('KILL', $victim), "kill -9 engine $m (pid " . ($victim // '?') . ')');
-    my @now;
-    ok(wait_until(10, sub { @now = $t->engine_pids; $now[$m] && $now[$m] != $victim
-                                                    && kill(0, $now[$m]) }, 0.1),
-       "engine $m restarted");
+    my ($victim, $new) = $t->kill_engine($m);
+    ok($new, "kill -9 engine $m (pid " . ($victim // '?') . '): restarted');
     # the same source port reaches the restarted engine (its socket is the
     # parent's, kept across the restart); a retry covers its first moments
     my $a;

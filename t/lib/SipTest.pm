@@ -495,6 +495,18 @@ sub engine_pids {
     return map { $_ && $alive{$_} ? $_ : undef } @pids;
 }
 
+# kill -9 engine $i and wait (up to $timeout s, default 10) until the parent
+# runs another in its place: (the killed pid, the new pid or undef).
+sub kill_engine {
+    my ($self, $i, $timeout) = @_;
+    my $victim = ($self->engine_pids)[$i] or return;
+    kill('KILL', $victim) or return ($victim);
+    my $new;
+    wait_until($timeout // 10, sub { $new = ($self->engine_pids)[$i];
+                                     $new && $new != $victim && kill(0, $new) }, 0.1);
+    return ($victim, $new && $new != $victim ? $new : undef);
+}
+
 sub engine_pidfile { $_[0]{engine_pidfile} }
 
 # httpd parent plus all its descendants

@@ -27,8 +27,8 @@
 #include "../../sip_registrar.c"
 #include "../../sip_relay.c"
 #include "../../sip_options.c"
-#define SIP_NC_MAX 4      /* a small nonce-count table to fill */
 #include "../../sip_auth.c"
+#include "../../sip_nonce.c"
 #include "../../sip_stats.c"
 #include "../../sip_log.c"
 #include "../../sip_uri_list.c"
@@ -2039,8 +2039,8 @@ START_TEST(stats_format_auto)
             l = nl + 1;
             n++;
         }
-        ck_assert_int_eq(n, 70);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS,
-                                      * 3 hand-over, SipProxyStatesNow, 3 location batches */
+        ck_assert_int_eq(n, 72);     /* 35, 5 CPL, 4 URI-list, 5 TLS, 7 WS, SipFlowsDead, 2 STUN, 4 DNS,
+                                      * 3 hand-over, SipProxyStatesNow, 3 location batches, 2 auth */
     }
     /* no engine: no uptime */
     st.engine_pid = 0;
@@ -2085,8 +2085,8 @@ START_TEST(stats_format_html)
             open++;
         for (s = notable; (s = strstr(s, "</dl>")); s++)
             close++;
-        ck_assert_int_eq(open, 10);
-        ck_assert_int_eq(close, 10);
+        ck_assert_int_eq(open, 11);     /* a section each (digest authentication the 11th) */
+        ck_assert_int_eq(close, 11);
         ck_assert_ptr_null(strstr(notable, "<dl>\n</dl>"));
     }
     st.engine_pid = 0;
@@ -3097,34 +3097,99 @@ static Suite *limits_suite(void)
 }
 
 /* ================================================================== */
-/* digest nonce-counts (sip_auth.c): a full table forgets only stale nonces */
+/* digest nonce-counts (sip_nonce.c): the highest count per nonce, in a
+ * table every engine shares; a full bucket refuses new nonces rather than
+ * forget live ones, and stale nonces' slots are taken again */
 
 START_TEST(nonce_count_table)
 {
     apr_time_t now = apr_time_now(), live = now + apr_time_from_sec(300);
-    char nonce[8];
+    char nonce[16];
     int i;
 
-    sip_auth_init(pool);
-    ck_assert(nc_fresh(NULL, "n0", "00000001", live));
-    ck_assert(!nc_fresh(NULL, "n0", "00000001", live));     /* replay */
-    ck_assert(!nc_fresh(NULL, "n0", "00000000", live));
-    ck_assert(nc_fresh(NULL, "n0", "00000002", live));
-    /* three more live nonces fill the table ... */
-    for (i = 1; i < SIP_NC_MAX; i++) {
+    /* one bucket: every nonce meets every other */
+    ck_assert_int_eq(sip_nonce_attach(pool, 10), APR_SUCCESS);
+    ck_assert(sip_nonce_attached());
+    ck_assert_uint_eq(sip_nonce_slots(), SIP_NONCE_BUCKET);
+    ck_assert_int_eq(sip_nonce_count("n0", 1, live, now), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("n0", 1, live, now), SIP_NC_REPLAY);
+    ck_assert_int_eq(sip_nonce_count("n0", 0, live, now), SIP_NC_REPLAY);
+    ck_assert_int_eq(sip_nonce_count("n0", 3, live, now), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("n0", 2, live, now), SIP_NC_REPLAY);
+    /* one slot goes stale sooner than the others */
+    ck_assert_int_eq(sip_nonce_count("soon", 1, now + 10, now), SIP_NC_FRESH);
+    for (i = 2; i < SIP_NONCE_BUCKET; i++) {
         apr_snprintf(nonce, sizeof(nonce), "n%d", i);
-        ck_assert(nc_fresh(NULL, nonce, "00000001", live));
+        ck_assert_int_eq(sip_nonce_count(nonce, 1, live, now), SIP_NC_FRESH);
     }
-    /* ... so a fifth is refused rather than n0's count forgotten */
-    ck_assert(!nc_fresh(NULL, "n9", "00000001", live));
-    ck_assert(!nc_fresh(NULL, "n0", "00000002", live));
-    /* stale entries make room; live ones keep their counts */
-    apr_hash_set(last_nc, "n1", APR_HASH_KEY_STRING, NULL);
-    ck_assert(nc_fresh(NULL, "old", "00000001", now - 1));
-    ck_assert(nc_fresh(NULL, "n9", "00000001", live));
-    ck_assert_uint_eq(apr_hash_count(last_nc), SIP_NC_MAX);
-    ck_assert(!nc_fresh(NULL, "n0", "00000002", live));
-    ck_assert(!nc_fresh(NULL, "n9", "00000001", live));
+    /* full: a new nonce is refused, the live ones keep their counts */
+    ck_assert_int_eq(sip_nonce_count("new", 1, live, now), SIP_NC_FULL);
+    ck_assert_int_eq(sip_nonce_count("n0", 3, live, now), SIP_NC_REPLAY);
+    ck_assert_int_eq(sip_nonce_count("n0", 4, live, now), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("soon", 1, now + 10, now), SIP_NC_REPLAY);
+    /* once "soon" is stale its slot is the new nonce's */
+    ck_assert_int_eq(sip_nonce_count("new", 1, live, now + 10), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("new", 1, live, now + 10), SIP_NC_REPLAY);
+    ck_assert_int_eq(sip_nonce_count("other", 1, live, now + 10), SIP_NC_FULL);
+    /* a slot still holding a stale-looking nonce is that nonce's (another
+     * vhost's SipNonceLifetime may be longer): its count is not reset */
+    ck_assert_int_eq(sip_nonce_attach(pool, 32), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_count("long", 5, now + 10, now), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("long", 5, live, now + 20), SIP_NC_REPLAY);
+    ck_assert_int_eq(sip_nonce_count("long", 6, live, now + 20), SIP_NC_FRESH);
+}
+END_TEST
+
+/* The parent's table outlives an engine (the same pool attached again,
+ * as after a graceful restart) and a change of size keeps live counts. */
+START_TEST(nonce_count_shared)
+{
+    apr_time_t now = apr_time_now(), live = now + apr_time_from_sec(300);
+    apr_pool_t *pp;
+    pid_t pid;
+    int status;
+
+    apr_pool_create(&pp, pool);
+    ck_assert_int_eq(sip_nonce_attach(pp, 64), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_count("a", 1, live, now), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("gone", 1, now + 1, now), SIP_NC_FRESH);
+    /* an engine (a forked child) records a count the parent then sees */
+    pid = fork();
+    if (pid == 0)
+        _exit(sip_nonce_count("a", 2, live, now) == SIP_NC_FRESH ? 0 : 1);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(sip_nonce_count("a", 2, live, now), SIP_NC_REPLAY);
+    /* an engine killed holding a bucket's lock does not block the others */
+    pid = fork();
+    if (pid == 0) {
+        bucket_lock(&table->bucket[nonce_hash("a") % table->buckets]);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_int_eq(sip_nonce_count("a", 3, live, now), SIP_NC_FRESH);
+    /* attached again with the same size: the same counts */
+    ck_assert_int_eq(sip_nonce_attach(pp, 64), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_count("a", 3, live, now), SIP_NC_REPLAY);
+    /* another size: a new table with the live counts, not the stale ones */
+    ck_assert_int_eq(sip_nonce_attach(pp, 4096), APR_SUCCESS);
+    ck_assert_uint_eq(sip_nonce_slots(), 4096);
+    ck_assert_int_eq(sip_nonce_count("a", 3, live, now + 2), SIP_NC_REPLAY);
+    ck_assert_int_eq(sip_nonce_count("a", 4, live, now + 2), SIP_NC_FRESH);
+    ck_assert_int_eq(sip_nonce_count("gone", 1, live, now + 2), SIP_NC_FRESH);
+    /* its pool gone, no table: everything is refused */
+    apr_pool_destroy(pp);
+    ck_assert(!sip_nonce_attached());
+    ck_assert_int_eq(sip_nonce_count("a", 9, live, now), SIP_NC_FULL);
+    /* SipNonceCounts */
+    {
+        long n = 0;
+        ck_assert_ptr_null(sip_nonce_parse_slots("1000", &n));
+        ck_assert_int_eq(n, 1000);
+        ck_assert_ptr_nonnull(sip_nonce_parse_slots("15", &n));
+        ck_assert_ptr_nonnull(sip_nonce_parse_slots("16777217", &n));
+        ck_assert_ptr_nonnull(sip_nonce_parse_slots("1k", &n));
+    }
 }
 END_TEST
 
@@ -3135,6 +3200,7 @@ static Suite *auth_suite(void)
 
     tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
     tcase_add_test(tc, nonce_count_table);
+    tcase_add_test(tc, nonce_count_shared);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -11711,11 +11777,11 @@ START_TEST(engines_nonce_shared)
     /* and engine 1's nonces verify at engine 0 */
     n1 = make_nonce(pool, now + 1);
     ck_assert_int_eq(check_nonce(pool, n1, apr_time_from_sec(300), &stale, &made), 1);
-    /* a nonce-count seen at one engine is fresh in the other's table:
-     * what docs/architecture.md says the per-engine table allows */
-    ck_assert(nc_fresh(NULL, n0, "00000001", now + apr_time_from_sec(300)));
+    /* a nonce-count seen at one engine is a replay at the other, and at
+     * an engine started again: one table (sip_nonce.c) */
+    ck_assert_int_eq(sip_nonce_count(n0, 1, now + apr_time_from_sec(300), now), SIP_NC_FRESH);
     sip_auth_init(pool);
-    ck_assert(nc_fresh(NULL, n0, "00000001", now + apr_time_from_sec(300)));
+    ck_assert_int_eq(sip_nonce_count(n0, 1, now + apr_time_from_sec(300), now), SIP_NC_REPLAY);
     /* a key of its own (what each engine had before) refuses them */
     sip_auth_set_secret(other, sizeof(other));
     ck_assert_int_eq(check_nonce(pool, n0, apr_time_from_sec(300), &stale, &made), 0);
