@@ -130,6 +130,12 @@ const char *ap_get_server_banner(void)
     return "Apache (mod_sip unit tests)";
 }
 
+/* server/core.c: one configuration generation, as in a first start */
+int ap_state_query(int query)
+{
+    return query == AP_SQ_CONFIG_GEN ? 1 : 0;
+}
+
 /* server/util.c: case-insensitive strstr; an empty s2 matches at s1. */
 char *ap_strcasestr(const char *s1, const char *s2)
 {
