@@ -109,7 +109,7 @@ cmp_ok($max_gone, '<=', $BOUND, sprintf('an unregister on A is seen on B within 
 # final answer of each (by Call-ID) within $wait seconds.  $during->($i)
 # runs after the $i-th first send.
 sub burst {
-    my ($node, $tag, $n, $wait, $during, $gap) = @_;
+    my ($node, $tag, $n, $wait, $during, $gap, $contact) = @_;
     my $s = $node->udp_socket;
     my (%want, %msg);
     for my $i (1 .. $n) {
@@ -120,7 +120,9 @@ sub burst {
         $msg{$cid} = $node->sip_request(method => 'REGISTER', uri => 'sip:127.0.0.1:' . $node->sip_port,
                                         to => $to, from => "$to;tag=" . rand_token(6), call_id => $cid,
                                         sock => $s,
-                                        headers => [ Contact => "<sip:$u\@127.0.0.1:5074>", Expires => 600 ]);
+                                        headers => [ Contact => $contact ? $contact->($u)
+                                                                         : "<sip:$u\@127.0.0.1:5074>",
+                                                     Expires => 600 ]);
         $node->udp_send($msg{$cid}, sock => $s);
         $during->($i) if $during;
         sleep $gap if $gap;
@@ -220,6 +222,21 @@ sub table_stats {
     $sum += $_ for @tx;
     ok(@tx && $sum > @tx, sprintf('... group commit: %d of them in %d shared transactions', $sum, scalar @tx));
     like(b_answer('burst77'), qr/^302 <sip:burst77\@127\.0\.0\.1:5074>/, '... and node B routes them');
+}
+
+# ------------------------------------------------------------ odd characters
+# A batch's rows travel as PostgreSQL arrays (one per column): quotes,
+# backslashes, commas and braces in a display name or a URI must be stored
+# as they came.
+{
+    my $by = burst($na, 'odd', 30, 20, undef, 0,
+                   sub { qq{"A \\"q\\" \\\\ {b,c}" <sip:$_[0]\@127.0.0.1:5075;x={1,2}>} });
+    is($by->{200} // 0, 30, '30 REGISTERs with quotes, backslashes, commas and braces: all answered 200');
+    my @rows = SipRegTest::postgres_sql($pg, "SELECT DISTINCT contact || ' ' || display FROM sip_location "
+                                           . "WHERE aor = 'sip:odd7\@127.0.0.1' AND contact <> ''");
+    is_deeply(\@rows, [ 'sip:odd7@127.0.0.1:5075;x={1,2} "A \\"q\\" \\\\ {b,c}"' ], '... stored as they came')
+        or diag(explain \@rows);
+    like(b_answer('odd7'), qr/^302 .*<sip:odd7\@127\.0\.0\.1:5075;x=\{1,2\}>/, '... and node B routes them');
 }
 
 # ------------------------------------------------------------ connections killed

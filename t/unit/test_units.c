@@ -11378,6 +11378,32 @@ START_TEST(dbd_rows_only)
 }
 END_TEST
 
+/* A batch's rows go to PostgreSQL as one array per column: every element
+ * quoted, '"' and '\\' escaped, so that commas, braces, quotes and
+ * backslashes in a URI or a display name arrive as they were. */
+START_TEST(dbd_pg_array_text)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const char *));
+    batch_rows_t rows;
+    const char *row[ROW_NCOLS] = { "sip:a@x", NULL, "", "c", "1", "2", "1000", NULL, "\"Al\"",
+                                   "", "", "", "0" };
+
+    ck_assert_str_eq(pg_array_text(pool, a), "{}");
+    APR_ARRAY_PUSH(a, const char *) = "sip:a@x;p={1,2}";
+    APR_ARRAY_PUSH(a, const char *) = "";
+    APR_ARRAY_PUSH(a, const char *) = "say \"hi\" \\o/";
+    APR_ARRAY_PUSH(a, const char *) = "NULL";
+    ck_assert_str_eq(pg_array_text(pool, a),
+                     "{\"sip:a@x;p={1,2}\",\"\",\"say \\\"hi\\\" \\\\o/\",\"NULL\"}");
+    batch_rows_init(pool, &rows, 2);
+    batch_row(&rows, row);
+    batch_row(&rows, row);
+    ck_assert_int_eq(rows.col[ROW_NCOLS - 1]->nelts, 2);
+    ck_assert_str_eq(pg_array_text(pool, rows.col[1]), "{\"\",\"\"}");     /* NULL: empty */
+    ck_assert_str_eq(pg_array_text(pool, rows.col[8]), "{\"\\\"Al\\\"\",\"\\\"Al\\\"\"}");
+}
+END_TEST
+
 /* The answer of a batch committed in two round trips is worked out, not
  * read back: it must be what db_select_where() would have read. */
 START_TEST(dbd_rows_after)
@@ -11470,6 +11496,7 @@ static Suite *location_dbd_suite(void)
     tcase_add_test(tc, dbd_cache_rules);
     tcase_add_test(tc, dbd_rows_only);
     tcase_add_test(tc, dbd_rows_after);
+    tcase_add_test(tc, dbd_pg_array_text);
     suite_add_tcase(s, tc);
     return s;
 }
