@@ -30,6 +30,8 @@ struct sip_msg {
     int routes_dropped;         /* Route values removed from the top ... */
     int routes_dropped_back;    /* ... and from the bottom (§16.4) */
     const char *via0;           /* the top Via value as stamped, or NULL */
+    const char *via0_tail;      /* what follows it in its header field
+                                 * (", next values"), or NULL if folded */
     const char *peer;           /* IP it came from, when the receiver noted it */
 };
 
@@ -447,9 +449,9 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     }
     /* An escaped NUL survives no C string: refuse it rather than let the
      * URI change meaning on the way through. */
-    if (kind == 0 && (ap_strcasestr(m->uri, "%00")
-                      || (sip_msg_header(m, "To") && ap_strcasestr(sip_msg_header(m, "To"), "%00"))
-                      || (sip_msg_header(m, "From") && ap_strcasestr(sip_msg_header(m, "From"), "%00"))))
+    if (kind == 0 && (strstr(m->uri, "%00")     /* no letter in it: strstr will do */
+                      || (sip_msg_header(m, "To") && strstr(sip_msg_header(m, "To"), "%00"))
+                      || (sip_msg_header(m, "From") && strstr(sip_msg_header(m, "From"), "%00"))))
         FAIL(400, "Escaped NUL In URI");
 
     /* libosip2 does the full grammar; give it only the message itself. */
@@ -545,6 +547,26 @@ static apr_array_header_t *response_head(apr_pool_t *p, const sip_msg_t *req, in
     *(const char **)apr_array_push(parts) = apr_psprintf(p, "SIP/2.0 %d %s\r\n", status, reason);
     if (!stamped)
         copy_raw(parts, req, "Via", NULL);
+    else if (req->via0 && req->via0_tail) {
+        /* §8.2.6.2: the request's Vias as received, the top one as
+         * stamped (received, rport): no libosip2 serialisation needed */
+        int first = 1;
+        for (i = 0; i < req->hdrs->nelts; i++) {
+            const sip_header_t *h = &APR_ARRAY_IDX(req->hdrs, i, sip_header_t);
+            if (strcasecmp(h->name, "Via") != 0)
+                continue;
+            *(const char **)apr_array_push(parts) = "Via: ";
+            if (first) {
+                *(const char **)apr_array_push(parts) = req->via0;
+                *(const char **)apr_array_push(parts) = req->via0_tail;
+                first = 0;
+            }
+            else
+                *(const char **)apr_array_push(parts) = h->value;
+            *(const char **)apr_array_push(parts) = "\r\n";
+        }
+        stamped = 0;
+    }
     for (i = 0; stamped && (via = osip_list_get(&req->m->vias, i)) != NULL; i++) {
         char *v = NULL;
         if (osip_via_to_str(via, &v) != 0)
@@ -674,8 +696,8 @@ static const char *set_via_param(apr_pool_t *p, const char *v, const char *name,
     }
     if (!r)
         return NULL;
-    return apr_psprintf(p, "%.*s%s=%s%s", (int)(r - v), v, name, value,
-                        r + len + strcspn(r + len, ";"));
+    return apr_pstrcat(p, apr_pstrmemdup(p, v, (apr_size_t)(r - v)), name, "=", value,
+                       r + len + strcspn(r + len, ";"), NULL);
 }
 
 /* The top Via value of the received text with rport filled in and
@@ -692,6 +714,14 @@ static const char *stamp_via_text(sip_msg_t *m, int rport, const char *received)
         return NULL;
     e = &APR_ARRAY_IDX(el, 0, raw_elem_t);
     v = apr_pstrmemdup(p, m->orig + e->start, e->end - e->start);
+    {
+        apr_size_t vs, ve;
+
+        raw_value(m, i, &vs, &ve);
+        m->via0_tail = apr_pstrmemdup(p, m->orig + e->end, ve - e->end);
+        if (strpbrk(m->via0_tail, "\r\n"))
+            m->via0_tail = NULL;    /* folded: written from libosip2's values */
+    }
     /* a value given by the client is replaced */
     if (rport && (r = set_via_param(p, v, "rport", apr_itoa(p, rport))))
         v = r;
@@ -1364,33 +1394,51 @@ const char *sip_msg_top_record_route(apr_pool_t *p, const sip_msg_t *m)
 
 /* ---- proxying ---- */
 
+static int uri_info_of(apr_pool_t *p, osip_uri_t *u, sip_uri_info_t *out)
+{
+    osip_uri_param_t *prm = NULL;
+
+    memset(out, 0, sizeof(*out));
+    if (!u->host || !u->scheme || (strcasecmp(u->scheme, "sip") && strcasecmp(u->scheme, "sips")))
+        return 0;
+    out->host = apr_pstrdup(p, u->host);
+    out->port = u->port ? atoi(u->port) : 0;
+    out->secure = !strcasecmp(u->scheme, "sips");
+    if (osip_uri_uparam_get_byname(u, "transport", &prm) == 0 && prm && prm->gvalue) {
+        out->tcp = strcasecmp(prm->gvalue, "tcp") == 0;
+        out->transport = apr_pstrdup(p, prm->gvalue);
+    }
+    prm = NULL;
+    out->lr = osip_uri_uparam_get_byname(u, "lr", &prm) == 0 && prm;
+    prm = NULL;
+    if (osip_uri_uparam_get_byname(u, "maddr", &prm) == 0 && prm && prm->gvalue)
+        out->maddr = apr_pstrdup(p, prm->gvalue);
+    return 1;
+}
+
 int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out)
 {
     osip_uri_t *u = NULL;
-    osip_uri_param_t *prm = NULL;
     int ok = 0;
 
     memset(out, 0, sizeof(*out));
     if (osip_uri_init(&u) != 0)
         return 0;
-    if (osip_uri_parse(u, uri) == 0 && u->host && u->scheme
-        && (!strcasecmp(u->scheme, "sip") || !strcasecmp(u->scheme, "sips"))) {
-        out->host = apr_pstrdup(p, u->host);
-        out->port = u->port ? atoi(u->port) : 0;
-        out->secure = !strcasecmp(u->scheme, "sips");
-        if (osip_uri_uparam_get_byname(u, "transport", &prm) == 0 && prm && prm->gvalue) {
-            out->tcp = strcasecmp(prm->gvalue, "tcp") == 0;
-            out->transport = apr_pstrdup(p, prm->gvalue);
-        }
-        prm = NULL;
-        out->lr = osip_uri_uparam_get_byname(u, "lr", &prm) == 0 && prm;
-        prm = NULL;
-        if (osip_uri_uparam_get_byname(u, "maddr", &prm) == 0 && prm && prm->gvalue)
-            out->maddr = apr_pstrdup(p, prm->gvalue);
-        ok = 1;
-    }
+    if (osip_uri_parse(u, uri) == 0)
+        ok = uri_info_of(p, u, out);
     osip_uri_free(u);
     return ok;
+}
+
+int sip_msg_uri_info(apr_pool_t *p, const sip_msg_t *req, sip_uri_info_t *out)
+{
+    /* the Request-URI libosip2 parsed from the same text (kept in step by
+     * sip_msg_set_request_uri) */
+    if (!req->m || !req->m->req_uri) {
+        memset(out, 0, sizeof(*out));
+        return 0;
+    }
+    return uri_info_of(p, req->m->req_uri, out);
 }
 
 sip_msg_t *sip_msg_clone(apr_pool_t *p, const sip_msg_t *m)
@@ -1902,6 +1950,19 @@ const char *sip_msg_scan_register_aor(apr_pool_t *p, const char *buf, apr_size_t
     return aor;
 }
 
+static const char *aor_of(apr_pool_t *p, const osip_uri_t *u)
+{
+    char *host, *c;
+
+    if (!u->username || !*u->username || !u->host || !*u->host)
+        return NULL;
+    host = apr_pstrdup(p, u->host);
+    for (c = host; *c; c++)
+        *c = apr_tolower(*c);
+    return apr_pstrcat(p, u->scheme && !strcasecmp(u->scheme, "sips") ? "sips:" : "sip:",
+                       u->username, "@", host, NULL);
+}
+
 const char *sip_uri_aor(apr_pool_t *p, const char *uri)
 {
     osip_uri_t *u = NULL;
@@ -1913,15 +1974,17 @@ const char *sip_uri_aor(apr_pool_t *p, const char *uri)
         uri = sip_header_uri(p, uri, NULL);
     if (osip_uri_init(&u) != 0)
         return NULL;
-    if (osip_uri_parse(u, uri) == 0 && u->username && *u->username && u->host && *u->host) {
-        char *host = apr_pstrdup(p, u->host), *c;
-        for (c = host; *c; c++)
-            *c = apr_tolower(*c);
-        aor = apr_pstrcat(p, u->scheme && !strcasecmp(u->scheme, "sips") ? "sips:" : "sip:",
-                          u->username, "@", host, NULL);
-    }
+    if (osip_uri_parse(u, uri) == 0)
+        aor = aor_of(p, u);
     osip_uri_free(u);
     return aor;
+}
+
+const char *sip_msg_uri_aor(apr_pool_t *p, const sip_msg_t *req)
+{
+    if (!req->m || !req->m->req_uri || !req->uri || strchr(req->uri, '<'))
+        return sip_uri_aor(p, req->uri);    /* as its text says */
+    return aor_of(p, req->m->req_uri);
 }
 
 static const char *uparam(osip_uri_t *u, const char *name)

@@ -112,11 +112,16 @@ typedef struct sip_uri_info {
 } sip_uri_info_t;
 
 int sip_uri_info(apr_pool_t *p, const char *uri, sip_uri_info_t *out);
+/* The same for a request's Request-URI, from the parse the message already
+ * has (no second parse of its text). */
+int sip_msg_uri_info(apr_pool_t *p, const sip_msg_t *req, sip_uri_info_t *out);
 
 /* Canonical address-of-record of a SIP URI (RFC 3261 §10.3 step 5):
  * "sip:user@host", host in lower case, no port or parameters; NULL when
  * the URI has no user or host.  Also accepts name-addr ("<...>"). */
 const char *sip_uri_aor(apr_pool_t *p, const char *uri);
+/* sip_uri_aor of a request's Request-URI, from the parse it already has. */
+const char *sip_msg_uri_aor(apr_pool_t *p, const sip_msg_t *req);
 /* The AoR of a REGISTER's To read from the raw datagram, before any parse,
  * to hand the REGISTER to its home engine unparsed: what sip_uri_aor gives
  * for the To the parser would read, or NULL whenever the text is anything

@@ -42,17 +42,58 @@ static int explode_on(apr_pool_t *p, server_rec *s, const char *aor)
     return aor && sip_explode_used() && sip_request_explode(p, s, aor);
 }
 
+/* The Allow value of a configuration, without EXPLODE: worked out once
+ * per SipProxyMethods list (it was 13 concatenations per OPTIONS), kept in
+ * the list's own pool and forgotten with it. */
+#define ALLOW_MEMO_MAX 16
+static struct {
+    const apr_array_header_t *methods;
+    const char *allow;
+} allow_memo[ALLOW_MEMO_MAX];
+static int allow_memos;
+
+static apr_status_t allow_forget(void *data)
+{
+    (void)data;
+    allow_memos = 0;
+    return APR_SUCCESS;
+}
+
+static const char *allow_methods(apr_pool_t *p, const sip_server_conf *c)
+{
+    static char registered[160];
+    const apr_array_header_t *pm = c ? c->proxy_methods : NULL;
+    const char *allow;
+    int i, keep;
+
+    if (!registered[0]) {
+        apr_size_t n = 0;
+        for (i = 0; registered_methods[i]; i++)
+            n += (apr_size_t)apr_snprintf(registered + n, sizeof(registered) - n, "%s%s",
+                                          i ? ", " : "", registered_methods[i]);
+    }
+    if (!pm || !pm->nelts)
+        return registered;
+    for (i = 0; i < allow_memos; i++)
+        if (allow_memo[i].methods == pm)
+            return allow_memo[i].allow;
+    keep = allow_memos < ALLOW_MEMO_MAX;
+    allow = registered;
+    for (i = 0; i < pm->nelts; i++)
+        allow = apr_pstrcat(keep ? pm->pool : p, allow, ", ",
+                            APR_ARRAY_IDX(pm, i, const char *), NULL);
+    if (keep) {
+        apr_pool_cleanup_register(pm->pool, NULL, allow_forget, apr_pool_cleanup_null);
+        allow_memo[allow_memos].methods = pm;
+        allow_memo[allow_memos++].allow = allow;
+    }
+    return allow;
+}
+
 const char *sip_options_allow(apr_pool_t *p, server_rec *s, const char *aor)
 {
-    const sip_server_conf *c = s ? sip_get_conf(s) : NULL;
-    const char *allow = registered_methods[0];
-    int i;
+    const char *allow = allow_methods(p, s ? sip_get_conf(s) : NULL);
 
-    for (i = 1; registered_methods[i]; i++)
-        allow = apr_pstrcat(p, allow, ", ", registered_methods[i], NULL);
-    for (i = 0; c && c->proxy_methods && i < c->proxy_methods->nelts; i++)
-        allow = apr_pstrcat(p, allow, ", ", APR_ARRAY_IDX(c->proxy_methods, i, const char *),
-                            NULL);
     /* EXPLODE has no option tag: Allow is how a client finds it (E0) */
     if (explode_on(p, s, aor))
         allow = apr_pstrcat(p, allow, ", EXPLODE", NULL);
@@ -107,7 +148,7 @@ const char *sip_options_unsupported(apr_pool_t *p, server_rec *s, const sip_msg_
         if (!strcasecmp(tag, TAG_LIST_MESSAGE)) {
             if (list_ok < 0)
                 list_ok = req && sip_msg_method(req) && !strcmp(sip_msg_method(req), "MESSAGE")
-                          && explode_on(p, s, sip_uri_aor(p, sip_msg_request_uri(req)));
+                          && explode_on(p, s, sip_msg_uri_aor(p, req));
             if (list_ok)
                 continue;
         }

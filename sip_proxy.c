@@ -177,6 +177,15 @@ int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p)
     return host_is_ours(u.maddr ? u.maddr : u.host, u.port, s);
 }
 
+int sip_proxy_request_is_local(const sip_msg_t *req, server_rec *s, apr_pool_t *p)
+{
+    sip_uri_info_t u;
+
+    if (!sip_msg_request_uri(req) || !sip_msg_uri_info(p, req, &u))
+        return 1;   /* nothing to route on: handle it here */
+    return host_is_ours(u.maddr ? u.maddr : u.host, u.port, s);
+}
+
 /* ---- §16.4 route information preprocessing ---- */
 
 /* Is this value of ours one we recorded for the dialog of 'req'? */
@@ -198,7 +207,7 @@ sip_route_kind_t sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s)
     apr_pool_create(&p, px_root);
     /* A strict router before us put our Record-Route URI in the
      * Request-URI: restore the real target from the last Route. */
-    if (sip_proxy_uri_is_local(sip_msg_request_uri(req), s, p)) {
+    if (sip_proxy_request_is_local(req, s, p)) {
         sip_uri_info_t u;
         const char *ruri = sip_msg_request_uri(req);
         if (sip_uri_info(p, ruri, &u) && u.lr) {

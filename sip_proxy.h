@@ -59,6 +59,8 @@ typedef enum {
 sip_route_kind_t sip_proxy_route_preprocess(sip_msg_t *req, server_rec *s);
 /* Is this Request-URI for a domain/address this vhost is responsible for? */
 int sip_proxy_uri_is_local(const char *uri, server_rec *s, apr_pool_t *p);
+/* The same for a request's Request-URI, from its parse (no second one). */
+int sip_proxy_request_is_local(const sip_msg_t *req, server_rec *s, apr_pool_t *p);
 
 /* 1 when 'host' is the ServerName or a ServerAlias (wildcards too) of 's'. */
 int sip_proxy_vhost_has_name(server_rec *s, const char *host);

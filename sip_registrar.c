@@ -780,6 +780,7 @@ typedef struct route_job {
     server_rec *s;
     int redirect;       /* 3xx: redirect with it; 0: proxy; -1: as SipMode says */
     int sequential;     /* 0 parallel, 1 one by one; -1: by q */
+    const char *aor;    /* of the Request-URI */
 } route_job_t;
 
 static void route_done(void *baton, int status, apr_array_header_t *bs)
@@ -803,8 +804,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     }
     if (status || !bs || !bs->nelts || all_dead) {
         if (strcmp(sip_msg_method(req), "OPTIONS") == 0)    /* the server answers for itself */
-            reply(txn, 200, "OK",
-                  sip_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
+            reply(txn, 200, "OK", sip_options_headers(p, s, rj->aor));
         else if (status)
             reply(txn, 500, "Server Internal Error", NULL);
         else if (!bs)
@@ -822,8 +822,7 @@ static void route_done(void *baton, int status, apr_array_header_t *bs)
     }
     /* SipMode of the vhost, or of a <Location "/user@domain"> */
     if (redirect < 0)
-        redirect = sip_request_mode(p, s, sip_uri_aor(p, sip_msg_request_uri(req)))
-                   == SIP_MODE_REDIRECT ? 302 : 0;
+        redirect = sip_request_mode(p, s, rj->aor) == SIP_MODE_REDIRECT ? 302 : 0;
     if (redirect) {
         /* the bindings themselves: a redirect names Contacts, not flows */
         apr_array_header_t *rb = apr_array_make(p, ts->nelts, sizeof(sip_binding_t *));
@@ -864,7 +863,7 @@ int sip_registrar_route_as(sip_txn_t *txn, server_rec *s, int redirect, int sequ
 {
     const sip_msg_t *req = sip_txn_request(txn);
     apr_pool_t *p = sip_txn_pool(txn);
-    const char *aor = sip_uri_aor(p, sip_msg_request_uri(req));
+    const char *aor = sip_msg_uri_aor(p, req);
     route_job_t *rj;
 
     if (!aor)
@@ -874,6 +873,7 @@ int sip_registrar_route_as(sip_txn_t *txn, server_rec *s, int redirect, int sequ
     rj->s = s;
     rj->redirect = redirect;
     rj->sequential = sequential;
+    rj->aor = aor;
     hold(txn);
     sip_location_fetch(p, aor, route_done, rj);
     return 1;

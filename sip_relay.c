@@ -29,8 +29,8 @@ int sip_relay_in_recorded_dialog(const sip_msg_t *req, sip_route_kind_t routed)
 static int not_implemented(sip_txn_t *txn, server_rec *s, const char *method)
 {
     apr_pool_t *p = sip_txn_pool(txn);
-    const char *hdrs[] = {"Allow", sip_options_allow(p, s, sip_uri_aor(p, sip_msg_request_uri(
-                                                         sip_txn_request(txn)))), NULL};
+    const char *hdrs[] = {"Allow", sip_options_allow(p, s, sip_msg_uri_aor(p, sip_txn_request(txn))),
+                          NULL};
 
     /* RFC 3261 §21.5.2: a method the server does not recognise */
     sip_txn_refuse(txn, 501, "Not Implemented", hdrs,
@@ -66,7 +66,7 @@ void sip_relay_default_request(sip_txn_t *txn, server_rec *s)
     if (strcmp(method, "OPTIONS") == 0) {
         apr_pool_t *p = sip_txn_pool(txn);
         sip_txn_reply(txn, 200, "OK",
-                      sip_options_headers(p, s, sip_uri_aor(p, sip_msg_request_uri(req))));
+                      sip_options_headers(p, s, sip_msg_uri_aor(p, req)));
         return;
     }
     sip_txn_refuse(txn, 404, "Not Found", NULL, "no script and no registration");
@@ -121,7 +121,7 @@ int sip_relay_leaves(const sip_msg_t *req, server_rec *s, apr_pool_t *p)
 {
     /* a Route left after ours (§16.4), or a domain not ours (§16.5) */
     return sip_msg_route_count(req) > 0
-           || !sip_proxy_uri_is_local(sip_msg_request_uri(req), s, p);
+           || !sip_proxy_request_is_local(req, s, p);
 }
 
 int sip_relay_cancel_permitted(const sip_msg_t *cancel, server_rec *s, apr_pool_t *p)

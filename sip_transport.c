@@ -189,6 +189,24 @@ static const char *format_ip(const sip_sockaddr_t *a, char *buf, socklen_t size)
 {
     const void *src;
 
+    /* IPv4 by hand: glibc's inet_ntop formats it with sprintf, a visible
+     * share of an OPTIONS (the source address is written several times) */
+    if (a->ss.ss_family == AF_INET && size >= 16) {
+        const unsigned char *o = (const unsigned char *)
+                                 &((const struct sockaddr_in *)&a->ss)->sin_addr;
+        char *b = buf;
+        int i;
+
+        for (i = 0; i < 4; i++) {
+            if (o[i] >= 100)
+                *b++ = (char)('0' + o[i] / 100);
+            if (o[i] >= 10)
+                *b++ = (char)('0' + o[i] / 10 % 10);
+            *b++ = (char)('0' + o[i] % 10);
+            *b++ = i < 3 ? '.' : '\0';
+        }
+        return buf;
+    }
     if (a->ss.ss_family == AF_INET6)
         src = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
     else

@@ -156,5 +156,30 @@ like($l[0] // '', qr/;tag=\Q${\($m1 ? $m1->to_tag : 'x')}\E/, 'access log: %{To}
     is($m2 && $m2->raw, $m && $m->raw, 'TCP: the same request again gets a byte-identical answer');
 }
 
+# ---- the Vias come back as they were sent (§8.2.6.2), only the top value
+# stamped (RFC 3581 rport, received): written from the received text, not
+# re-serialised by libosip2 (which drops the white space around ';')
+{
+    my $s3 = $t->udp_socket;
+    my $lp = $s3->sockport;
+    my $br = 'z9hG4bK' . rand_token(10);
+    my $r = $t->sip_request(method => 'OPTIONS', sock => $s3, uri => "sip:nobody\@127.0.0.1:$port",
+                            via => "SIP/2.0/UDP 127.0.0.1:$lp ;branch=$br ;rport , "
+                                   . 'SIP/2.0/UDP  192.0.2.9:5060 ;branch=z9hG4bKsecond',
+                            headers => [Via => 'SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKthird ;x=Y']);
+    my @x = send_collect($s3, $r, 1);
+    my $raw = $x[0] // '';
+    like($raw, qr{^SIP/2\.0 200 }, 'OPTIONS with three Vias -> 200');
+    my @vias = $raw =~ /^Via: (.*?)\r$/mg;
+    is(scalar(@vias), 2, 'two Via header fields, as sent');
+    is($vias[0] // '', "SIP/2.0/UDP 127.0.0.1:$lp ;branch=$br ;rport=$lp;received=127.0.0.1 , "
+                       . 'SIP/2.0/UDP  192.0.2.9:5060 ;branch=z9hG4bKsecond',
+       'the top Via stamped (rport, received), the rest of its field byte for byte');
+    is($vias[1] // '', 'SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKthird ;x=Y',
+       'the second Via field byte for byte');
+    my @y = send_collect($s3, $r, 1);
+    is($y[0], $x[0], 'its retransmission gets a byte-identical answer');
+}
+
 ok(!$t->crash_lines, 'no crash in the error log');
 done_testing();
