@@ -27,6 +27,7 @@ struct sip_msg {
     const char *orig;           /* the text as received (parsed messages) */
     const char *body;
     apr_size_t body_len;
+    int folded;                 /* a header field had continuation lines */
     int routes_dropped;         /* Route values removed from the top ... */
     int routes_dropped_back;    /* ... and from the bottom (§16.4) */
     const char *via0;           /* the top Via value as stamped, or NULL */
@@ -200,6 +201,7 @@ static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
         }
         else if (*pos == ' ' || *pos == '\t') {
             /* RFC 3261 §7.3.1: a continuation line folds into the last one */
+            m->folded = 1;
             if (!cur)
                 REFUSE(400, "Malformed Header");
             else {
@@ -356,6 +358,63 @@ static int parse_multipart_opaque(apr_pool_t *p, const sip_msg_t *m, const char 
     return 1;
 }
 
+/* A request without body or folded lines, as split_raw already split it,
+ * handed to libosip2 field by field: its own header parsers, given the
+ * name and value its osip_message_parse would cut out (osip_clrncpy), but
+ * without the copy of the text, the LWS pass and the line search over it,
+ * a quarter of an OPTIONS.  Anything else, and any field libosip2 refuses,
+ * goes through osip_message_parse as before (the parser of record decides
+ * what is malformed).  0 when fed, else not (*om is then a fresh one). */
+static int osip_feed(sip_msg_t *m, osip_message_t **om)
+{
+    osip_uri_t *u = NULL;
+    int i;
+
+    if (m->folded || m->body_len || m->start_line != m->raw || strchr(m->start_line, '\r')
+        || strlen(m->start_line) != strlen(m->method) + strlen(m->uri) + strlen(m->version) + 2)
+        return -1;
+    osip_message_set_method(*om, osip_strdup(m->method));
+    osip_message_set_version(*om, osip_strdup(m->version));
+    if (osip_uri_init(&u) != 0)
+        goto again;
+    osip_message_set_uri(*om, u);
+    if (osip_uri_parse(u, m->uri) != 0)
+        goto again;
+    for (i = 0; i < m->spans->nelts; i++) {
+        const raw_span_t *sp = &APR_ARRAY_IDX(m->spans, i, raw_span_t);
+        const char *t = m->orig + sp->off, *colon = memchr(t, ':', sp->end - sp->off);
+        apr_size_t end = sp->end - sp->off;
+        char *name, *value = NULL;
+
+        if (end > 0 && t[end - 1] == '\n')
+            end--;
+        if (end > 0 && t[end - 1] == '\r')
+            end--;
+        if (!colon || memchr(t, '\r', end))
+            goto again;     /* a lone CR ends a line for libosip2 */
+        name = apr_palloc(m->pool, (apr_size_t)(colon - t) + 1);
+        osip_clrncpy(name, t, (apr_size_t)(colon - t));
+        if (t + end > colon + 1) {      /* "Name:" alone has no value at all */
+            apr_size_t n = (apr_size_t)(t + end - colon - 1);
+            value = apr_palloc(m->pool, n + 1);
+            osip_clrncpy(value, colon + 1, n);
+        }
+        if (osip_message_set_multiple_header(*om, name, value) != 0)
+            goto again;
+    }
+    /* what osip_message_parse does for a message without body */
+    if ((*om)->content_length && !(*om)->content_length->value) {
+        osip_content_length_free((*om)->content_length);
+        (*om)->content_length = NULL;
+    }
+    if (!(*om)->content_length)
+        osip_message_set_content_length(*om, "0");
+    return 0;
+again:
+    osip_message_free(*om);
+    return osip_message_init(om) == 0 ? 1 : -2;
+}
+
 #define FAIL(code, why) do { err->status = (code); err->reason = (why); return APR_EGENERAL; } while (0)
 
 apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
@@ -365,7 +424,7 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     static const char *const mandatory[] = {"Via", "From", "To", "Call-ID", "CSeq", NULL};
     sip_msg_t *m = msg_new(p);
     const char *reason = NULL, *clen_hdr;
-    int kind, status, i;
+    int kind, status, i, fed;
     osip_message_t *om;
 
     *out = m;
@@ -457,7 +516,10 @@ apr_status_t sip_msg_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     /* libosip2 does the full grammar; give it only the message itself. */
     if (osip_message_init(&om) != 0)
         FAIL(0, "out of memory");
-    if (osip_message_parse(om, buf, (size_t)((m->body - m->raw) + m->body_len)) != 0
+    fed = kind == 0 ? osip_feed(m, &om) : -1;
+    if (fed == -2)
+        FAIL(0, "out of memory");
+    if (fed != 0 && osip_message_parse(om, buf, (size_t)((m->body - m->raw) + m->body_len)) != 0
         && !(kind == 0 && parse_multipart_opaque(p, m, buf, &om))) {
         osip_message_free(om);
         FAIL(kind == 0 ? 400 : 0, "Bad Request");

@@ -12045,6 +12045,100 @@ START_TEST(freelist_osip)
 }
 END_TEST
 
+/* osip_feed hands libosip2 the fields split_raw cut out: the message it
+ * builds is the one osip_message_parse builds from the whole text (the
+ * same text again from osip_message_to_str), and what it cannot take the
+ * same way (folded lines, a body, a lone CR, a field libosip2 refuses) it
+ * leaves to osip_message_parse. */
+START_TEST(parse_fed_like_osip)
+{
+    static const char *const fed[] = {
+        "OPTIONS sip:bench@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n"
+        "From: <sip:bench@127.0.0.1:5070>;tag=1B1\r\nTo: <sip:bench@127.0.0.1:5060>\r\n"
+        "Call-ID: 1-1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        "Accept: application/sdp\r\nContent-Length: 0\r\n\r\n",
+        "INVITE sip:bob@example.com;transport=tcp SIP/2.0\n"
+        "v: SIP/2.0/TCP a.example.com ;branch=z9hG4bKa , SIP/2.0/UDP  b.example.com:5062;branch=z9hG4bKb\n"
+        "Via: SIP/2.0/UDP c.example.com;branch=z9hG4bKc;received=192.0.2.1\n"
+        "f: \"Alice, A\" <sip:alice@example.com>;tag=88\nt: sip:bob@example.com\n"
+        "i: abc@host\nCSeq  : 7 INVITE\nMax-Forwards:\t10\n"
+        "Contact: <sip:a@192.0.2.1>;q=0.5, \"Bob, Jr\" <sip:c@192.0.2.2>;expires=60\n"
+        "Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\n"
+        "Record-Route: <sip:p0.example.com;lr>\n"
+        "Authorization: Digest username=\"alice\", realm=\"x\", nonce=\"n\", uri=\"sip:bob@example.com\", "
+        "response=\"0123456789abcdef0123456789abcdef\"\n"
+        "Subject:\nX-Empty: \nX-Odd:   spaced value   \nSupported: path, outbound\n"
+        "Allow: INVITE, ACK\nUser-Agent: test, with comma\n\n",
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr\r\n"
+        "From: <sip:u@example.com>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: r1\r\n"
+        "CSeq: 1 REGISTER\r\nMax-Forwards: 70\r\nContact: *\r\nExpires: 0\r\n\r\n",
+    };
+    static const char *const not_fed[] = {
+        /* a folded field */
+        "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n"
+        "From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: f1\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nSubject: one\r\n two\r\n\r\n",
+        /* a body */
+        "MESSAGE sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK2\r\n"
+        "From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: f2\r\n"
+        "CSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 2\r\n\r\nhi",
+    };
+    int i;
+
+    for (i = 0; i < (int)(sizeof(fed) / sizeof(fed[0])) + (int)(sizeof(not_fed) / sizeof(not_fed[0]));
+         i++) {
+        int is_fed = i < (int)(sizeof(fed) / sizeof(fed[0]));
+        const char *text = is_fed ? fed[i] : not_fed[i - sizeof(fed) / sizeof(fed[0])];
+        apr_pool_t *p;
+        sip_msg_t *m = NULL;
+        sip_msg_error_t err;
+        osip_message_t *whole = NULL, *fm = NULL;
+        char *a = NULL, *b = NULL;
+        size_t alen = 0, blen = 0;
+
+        apr_pool_create(&p, pool);
+        ck_assert_int_eq(sip_msg_parse(p, text, strlen(text), &LIM, 1, &m, &err), APR_SUCCESS);
+        ck_assert_int_eq(osip_message_init(&fm), 0);
+        ck_assert_int_eq(osip_feed(m, &fm), is_fed ? 0 : -1);
+        ck_assert_int_eq(osip_message_init(&whole), 0);
+        ck_assert_int_eq(osip_message_parse(whole, text, strlen(text)), 0);
+        ck_assert_int_eq(osip_message_to_str(whole, &a, &alen), 0);
+        if (is_fed) {
+            ck_assert_int_eq(osip_message_to_str(fm, &b, &blen), 0);
+            ck_assert_str_eq(b, a);
+            osip_free(b);
+            b = NULL;
+        }
+        /* what the server keeps is libosip2's reading either way */
+        ck_assert_int_eq(osip_message_to_str(m->m, &b, &blen), 0);
+        ck_assert_str_eq(b, a);
+        osip_free(a);
+        osip_free(b);
+        osip_message_free(whole);
+        osip_message_free(fm);
+        apr_pool_destroy(p);
+    }
+    {
+        /* a field libosip2 refuses: left to osip_message_parse, which
+         * refuses the message as before */
+        const char *bad = "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n"
+                          "Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK3\r\n"
+                          "From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\n"
+                          "Call-ID: f3\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                          "Contact: <sip:a@127.0.0.1\r\n\r\n";
+        osip_message_t *whole = NULL;
+        int osip_ok;
+
+        ck_assert_int_eq(osip_message_init(&whole), 0);
+        osip_ok = osip_message_parse(whole, bad, strlen(bad)) == 0;
+        osip_message_free(whole);
+        ck_assert_int_eq(parse_status(bad, &LIM, 1, NULL, NULL), osip_ok ? 0 : 400);
+    }
+}
+END_TEST
+
 /* A name absent from SipDirectory is answered from the directory's listing
  * while the directory is unchanged; a change is seen at once. */
 START_TEST(lookup_absent_by_listing)
@@ -12186,6 +12280,7 @@ static Suite *freelist_suite(void)
     tcase_add_test(tc, freelist_budget);
     tcase_add_test(tc, freelist_resize);
     tcase_add_test(tc, freelist_osip);
+    tcase_add_test(tc, parse_fed_like_osip);
     tcase_add_test(tc, scan_register_aor);
     suite_add_tcase(s, tc);
     tc = tcase_create("absent_by_listing");
