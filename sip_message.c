@@ -28,6 +28,7 @@ struct sip_msg {
     const char *body;
     apr_size_t body_len;
     int folded;                 /* a header field had continuation lines */
+    int blank_line;             /* the header fields ended with an empty line */
     int routes_dropped;         /* Route values removed from the top ... */
     int routes_dropped_back;    /* ... and from the bottom (§16.4) */
     const char *via0;           /* the top Via value as stamped, or NULL */
@@ -195,6 +196,7 @@ static int split_raw(sip_msg_t *m, const sip_limits_t *lim, const char **reason)
                 REFUSE(414, "Request-URI Too Long");
         }
         else if (len == 0) {
+            m->blank_line = 1;
             m->body = nl ? nl + 1 : end;
             m->body_len = (apr_size_t)(end - m->body);
             return status;
@@ -370,7 +372,9 @@ static int osip_feed(sip_msg_t *m, osip_message_t **om)
     osip_uri_t *u = NULL;
     int i;
 
-    if (m->folded || m->body_len || m->start_line != m->raw || strchr(m->start_line, '\r')
+    /* libosip2 refuses fields not ended by an empty line */
+    if (m->folded || !m->blank_line || m->body_len || m->start_line != m->raw
+        || strchr(m->start_line, '\r')
         || strlen(m->start_line) != strlen(m->method) + strlen(m->uri) + strlen(m->version) + 2)
         return -1;
     osip_message_set_method(*om, osip_strdup(m->method));

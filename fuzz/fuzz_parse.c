@@ -21,6 +21,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sip_source_t src;
             sip_sockaddr_t dest;
             sip_msg_t *r;
+            osip_message_t *fed = NULL, *whole = NULL;
+
+            /* what osip_feed gives libosip2 builds the message its
+             * osip_message_parse builds from the text, and only where
+             * that parse accepts the text */
+            if (osip_message_init(&fed) == 0 && osip_feed(m, &fed) == 0
+                && osip_message_init(&whole) == 0) {
+                char *a = NULL, *b = NULL;
+                size_t al = 0, bl = 0;
+                int ra, rb;
+
+                if (osip_message_parse(whole, (const char *)data, (size_t)(m->body - m->raw)) != 0)
+                    abort();
+                ra = osip_message_to_str(whole, &a, &al);
+                rb = osip_message_to_str(fed, &b, &bl);
+                if (ra != rb || (ra == 0 && (al != bl || memcmp(a, b, al) != 0)))
+                    abort();
+                osip_free(a);
+                osip_free(b);
+            }
+            if (fed)
+                osip_message_free(fed);
+            if (whole)
+                osip_message_free(whole);
             memset(&src, 0, sizeof(src));
             sip_sockaddr_set(&src.peer, "127.0.0.1", 5060);
             src.kind = datagram ? SIP_TP_UDP : SIP_TP_TCP;
