@@ -507,7 +507,8 @@ static apr_status_t init_nonce_secret(server_rec *s)
     sip_auth_set_secret(secret, 16);
     /* and the nonce-counts every engine checks and records (RFC 2617
      * §3.2.2.1), kept like the key across engine and graceful restarts */
-    if (sip_nonce_attach(s->process->pool, (apr_size_t)sip_get_conf(s)->nonce_counts)
+    if (sip_nonce_attach(s->process->pool, s->process->pconf,
+                          (apr_size_t)sip_get_conf(s)->nonce_counts)
         != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      "mod_sip: no shared memory for the digest nonce-counts; each engine "

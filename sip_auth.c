@@ -45,7 +45,7 @@ void sip_auth_init(apr_pool_t *p)
     }
     /* The parent's table, inherited by every engine; without one (unit
      * tests, fuzzers, or the parent could not map it) a table of our own. */
-    if (!sip_nonce_attached() && sip_nonce_attach(p, SIP_NONCE_DEFAULT_SLOTS) != APR_SUCCESS)
+    if (!sip_nonce_attached() && sip_nonce_attach(p, p, SIP_NONCE_DEFAULT_SLOTS) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, NULL,
                      "sip auth: no memory for the nonce-count table; every qop credential "
                      "will be challenged");

@@ -143,7 +143,7 @@ static apr_status_t table_init(nc_table_t *t, apr_uint64_t buckets)
     return rc;
 }
 
-apr_status_t sip_nonce_attach(apr_pool_t *pp, apr_size_t slots)
+apr_status_t sip_nonce_attach(apr_pool_t *pp, apr_pool_t *life, apr_size_t slots)
 {
     apr_uint64_t buckets = (slots + SIP_NONCE_BUCKET - 1) / SIP_NONCE_BUCKET, i;
     apr_shm_t *old = NULL, *shm;
@@ -161,6 +161,7 @@ apr_status_t sip_nonce_attach(apr_pool_t *pp, apr_size_t slots)
             prev = NULL;        /* another build's layout: start afresh */
         else if (prev->buckets == buckets) {
             table = prev;       /* a graceful restart: the counts go on */
+            apr_pool_cleanup_register(life, prev, detach, apr_pool_cleanup_null);
             return APR_SUCCESS;
         }
     }
@@ -182,12 +183,16 @@ apr_status_t sip_nonce_attach(apr_pool_t *pp, apr_size_t slots)
                 table_count(t, s->hash, s->nc, s->stale_at, now);
         }
     if (old) {
-        apr_pool_cleanup_kill(pp, apr_shm_baseaddr_get(old), detach);
+        apr_pool_cleanup_kill(life, apr_shm_baseaddr_get(old), detach);
         apr_shm_destroy(old);
     }
     apr_pool_userdata_set(shm, NC_SHM_KEY, apr_pool_cleanup_null, pp);
-    /* registered after the segment's own: runs before it is unmapped */
-    apr_pool_cleanup_register(pp, t, detach, apr_pool_cleanup_null);
+    /* on 'life', not 'pp': httpd unloads this module when it clears pconf,
+     * before the process pool ends, and a cleanup of ours left there
+     * would then be called at an address no longer mapped; where 'life'
+     * is 'pp' (unit tests), registered after the segment's own, so it
+     * runs before the segment is unmapped */
+    apr_pool_cleanup_register(life, t, detach, apr_pool_cleanup_null);
     table = t;
     return APR_SUCCESS;
 }

@@ -36,8 +36,10 @@ typedef enum {
  * (rounded up to whole buckets) in pool 'pp'; it is the one
  * sip_nonce_count uses from now on, until 'pp' is destroyed.  A table of
  * another size in 'pp' is replaced, its live counts copied.  Parent:
- * before forking the engines, in the process pool. */
-apr_status_t sip_nonce_attach(apr_pool_t *pp, apr_size_t slots);
+ * before forking the engines, in the process pool.  This process stops
+ * using the table when 'life' is cleared: pconf in httpd (the module's
+ * code is unloaded with it, before the process pool ends), or 'pp'. */
+apr_status_t sip_nonce_attach(apr_pool_t *pp, apr_pool_t *life, apr_size_t slots);
 
 /* Whether a table is attached (the parent's, or one made at engine start
  * when there is none). */

@@ -3108,7 +3108,7 @@ START_TEST(nonce_count_table)
     int i;
 
     /* one bucket: every nonce meets every other */
-    ck_assert_int_eq(sip_nonce_attach(pool, 10), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_attach(pool, pool, 10), APR_SUCCESS);
     ck_assert(sip_nonce_attached());
     ck_assert_uint_eq(sip_nonce_slots(), SIP_NONCE_BUCKET);
     ck_assert_int_eq(sip_nonce_count("n0", 1, live, now), SIP_NC_FRESH);
@@ -3133,7 +3133,7 @@ START_TEST(nonce_count_table)
     ck_assert_int_eq(sip_nonce_count("other", 1, live, now + 10), SIP_NC_FULL);
     /* a slot still holding a stale-looking nonce is that nonce's (another
      * vhost's SipNonceLifetime may be longer): its count is not reset */
-    ck_assert_int_eq(sip_nonce_attach(pool, 32), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_attach(pool, pool, 32), APR_SUCCESS);
     ck_assert_int_eq(sip_nonce_count("long", 5, now + 10, now), SIP_NC_FRESH);
     ck_assert_int_eq(sip_nonce_count("long", 5, live, now + 20), SIP_NC_REPLAY);
     ck_assert_int_eq(sip_nonce_count("long", 6, live, now + 20), SIP_NC_FRESH);
@@ -3150,7 +3150,7 @@ START_TEST(nonce_count_shared)
     int status;
 
     apr_pool_create(&pp, pool);
-    ck_assert_int_eq(sip_nonce_attach(pp, 64), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_attach(pp, pp, 64), APR_SUCCESS);
     ck_assert_int_eq(sip_nonce_count("a", 1, live, now), SIP_NC_FRESH);
     ck_assert_int_eq(sip_nonce_count("gone", 1, now + 1, now), SIP_NC_FRESH);
     /* an engine (a forked child) records a count the parent then sees */
@@ -3169,10 +3169,10 @@ START_TEST(nonce_count_shared)
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_int_eq(sip_nonce_count("a", 3, live, now), SIP_NC_FRESH);
     /* attached again with the same size: the same counts */
-    ck_assert_int_eq(sip_nonce_attach(pp, 64), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_attach(pp, pp, 64), APR_SUCCESS);
     ck_assert_int_eq(sip_nonce_count("a", 3, live, now), SIP_NC_REPLAY);
     /* another size: a new table with the live counts, not the stale ones */
-    ck_assert_int_eq(sip_nonce_attach(pp, 4096), APR_SUCCESS);
+    ck_assert_int_eq(sip_nonce_attach(pp, pp, 4096), APR_SUCCESS);
     ck_assert_uint_eq(sip_nonce_slots(), 4096);
     ck_assert_int_eq(sip_nonce_count("a", 3, live, now + 2), SIP_NC_REPLAY);
     ck_assert_int_eq(sip_nonce_count("a", 4, live, now + 2), SIP_NC_FRESH);
