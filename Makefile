@@ -243,7 +243,7 @@ endif
 
 # A part of the suite with httpd (and so the SIP engine, forked from it)
 # under valgrind: no memory error and no definite leak in any process.
-VALGRIND_TESTS ?= t/proxy-accepted.t t/10-options.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
+VALGRIND_TESTS ?= t/proxy-accepted.t t/10-options.t t/options-stateless.t t/httpd-exit.t t/engines-replica-order.t t/engines-nonce-replay.t t/fcgi-retry.t t/20-scripts.t t/50-transactions.t t/90-proxy-call.t \
                   t/reg-raw.t t/auth-require.t t/cgi-proxy.t t/robust-torture.t \
                   t/error-docs.t t/status.t t/relay.t t/proxy-wire.t t/cgi-local-target.t \
                   t/auth-strict.t t/upload-exec.t t/reg-payload.t t/dns.t
