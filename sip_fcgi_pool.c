@@ -179,6 +179,7 @@ static const char *state_file, *state_file_new;    /* the workers' groups (write
 
 static void conn_event(void *baton, apr_int16_t ev);
 static void conn_drop(fconn_t *c, int kill_worker);
+static void conn_lost(fconn_t *c, int err, const char *what);
 static void target_dispatch(sip_fcgi_target_t *t);
 
 static void update_stats(sip_fcgi_target_t *t)
@@ -621,8 +622,10 @@ static void supervise(void *baton)
             kill(-w->pid, SIGKILL);     /* what it left running in its group */
             w->pid = 0;
             reaped = 1;
+            /* reaped before its connection's end was read: the same rule
+             * for what it had in flight (conn_lost) */
             if (w->conn)
-                conn_drop(w->conn, 0);
+                conn_lost(w->conn, 0, "exited");
             unlink(w->sock_path);
         }
         for (j = 0; j < t->max; j++) {

@@ -100,7 +100,7 @@ sub seen_lines {
     is(scalar(@twice), 0, 'no request ran twice (each Call-ID at most once in the file)')
         or diag(join "\n", seen_lines());
     is(scalar(grep { $code{$_} == 200 && !$n{$_} } keys %code), 0, 'each 200 is a request that ran');
-    ok($t->wait_log($mark, qr/mpxrec\.py closed the connection with \d+ requests? before END_REQUEST \(not sent again/, 3),
+    ok($t->wait_log($mark, qr/mpxrec\.py (?:closed the connection|exited) with \d+ requests? before END_REQUEST \(not sent again/, 3),
        'the lost requests logged');
     my $ok;
     wait_until(5, sub { $ok = final(send_req('warm')); $ok && $ok->code == 200 }, 0.2);
