@@ -16,14 +16,7 @@ use SipTest qw(wait_until);
 for my $engines (1, 2) {
     my $t = SipTest->new(start => 0, server_conf => "SipEngines $engines\n");
     $t->write_conf;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if (!$pid) {
-        open(STDIN, '<', '/dev/null');
-        open(STDOUT, '>', $t->dir . '/fg.out');
-        open(STDERR, '>&', \*STDOUT);
-        SipTest::exec_apache($t->conf_file, '-DFOREGROUND');
-    }
+    my $pid = $t->spawn_apache($t->dir . '/fg.out', '-DFOREGROUND');
     ok(wait_until(30, sub { $t->options_ok('udp') }, 0.2), "$engines engine(s): serving in the foreground");
     kill 'USR1', $pid;              # graceful restart: pconf cleared, the module loaded again
     sleep 1;

@@ -339,9 +339,10 @@ sub exec_apache {
     POSIX::_exit(127);
 }
 
-sub _run_apache {
-    my ($self, @args) = @_;
-    my $out = "$self->{dir}/apache2.out";
+# apache2 with our config and @args in a child whose output goes to file
+# $out; its pid (not waited for).
+sub spawn_apache {
+    my ($self, $out, @args) = @_;
     my $pid = fork;
     die "fork: $!" unless defined $pid;
     if (!$pid) {
@@ -351,6 +352,13 @@ sub _run_apache {
         exec_apache($self->{conf}, @args);
         POSIX::_exit(127);
     }
+    return $pid;
+}
+
+sub _run_apache {
+    my ($self, @args) = @_;
+    my $out = "$self->{dir}/apache2.out";
+    my $pid = $self->spawn_apache($out, @args);
     waitpid($pid, 0);
     my $rc = $?;
     my $text = '';
