@@ -225,13 +225,14 @@ test-asan: test-deps asan/.libs/mod_sip.so
 # them side by side in about the time of one), each with its own log;
 # node_modules first, as two npm ci at once would remove each other's files.
 ci: test-deps all asan/.libs/mod_sip.so $(NODE_STAMP) unit
-	@rc=0; \
+	@rc=0; rm -f t/crash-context.log; \
 	{ $(MAKE) --no-print-directory prove && $(MAKE) --no-print-directory test-engines2; } \
 	  > t/ci-plain.out 2>&1 & p1=$$!; \
 	$(MAKE) --no-print-directory test-asan > t/ci-asan.out 2>&1 & p2=$$!; \
 	wait $$p1 || rc=1; wait $$p2 || rc=1; \
 	tail -n 25 t/ci-plain.out; echo "== ASan+UBSan =="; tail -n 25 t/ci-asan.out; \
 	grep -E '^(t/.*\.t \.+ (Failed|Dubious)|Failed test|not ok)' t/ci-plain.out t/ci-asan.out | head -50; \
+	if test -s t/crash-context.log; then echo "== crash reports (t/crash-context.log) =="; tail -n 120 t/crash-context.log; fi; \
 	exit $$rc
 
 # `make test WITH_ASAN=1` (CI) is `make ci`: the ASan suite beside the plain one.

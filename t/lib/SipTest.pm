@@ -586,17 +586,33 @@ sub stop {
             or diag("zombies:\n" . _ps_dump(@z));
         my @crash = $self->crash_lines;
         ok(!@crash, 'no httpd child or SIP engine crashed (error log)')
-            or diag("crash lines:\n" . join("\n", @crash));
+            or diag("crash lines:\n" . join("\n", @crash)), $self->_save_crash_context;
     }
     $self->_hard_kill if @left || !$gone;
     return $gone && !@left && !@z;
 }
 
+our $CRASH_RE = qr/exit signal (?:Segmentation|Aborted|Bus error|Illegal|Floating|Trace|Bad system)|dumped core|possible coredump|AddressSanitizer|LeakSanitizer|runtime error:/i;
+
+# A crash report with the error-log lines around it, appended to
+# t/crash-context.log: `make ci` prints that file last, so a report seen
+# once in CI can be read from the end of its output.
+sub _save_crash_context {
+    my ($self) = @_;
+    my @l = split /\n/, $self->error_log;
+    my %keep;
+    for my $i (grep { $l[$_] =~ $CRASH_RE } 0 .. $#l) {
+        $keep{$_} = 1 for grep { $_ >= 0 && $_ <= $#l } $i - 12 .. $i + 25;
+    }
+    open(my $fh, '>>', 't/crash-context.log') or return;
+    print $fh "== $0: $self->{errlog}\n", map({ "$l[$_]\n" } sort { $a <=> $b } keys %keep);
+    close $fh;
+}
+
 # Error-log lines reporting a crashed child (segfault, abort, ...).
 sub crash_lines {
     my ($self) = @_;
-    return grep { /exit signal (?:Segmentation|Aborted|Bus error|Illegal|Floating|Trace|Bad system)|dumped core|possible coredump|AddressSanitizer|LeakSanitizer|runtime error:/i }
-        split /\n/, $self->error_log;
+    return grep { $_ =~ $CRASH_RE } split /\n/, $self->error_log;
 }
 
 sub _is_zombie {
