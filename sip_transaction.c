@@ -269,8 +269,10 @@ static void txn_maybe_compact(sip_txn_t *t)
     }
     /* A proxied INVITE in Accepted (RFC 6026 §7.1) only waits out timer L
      * to absorb retransmitted INVITEs and to carry 2xx retransmissions up
-     * (sip_ctxn_retire): the same remnant will do. */
-    if (t->invite ? !(t->proxied && t->state == ST_ACCEPTED) : t->state != ST_COMPLETED)
+     * (sip_ctxn_retire), and an INVITE in Confirmed only absorbs ACKs until
+     * timer I (§17.2.1): the same remnant will do for both. */
+    if (t->invite ? !((t->proxied && t->state == ST_ACCEPTED) || t->state == ST_CONFIRMED)
+                  : t->state != ST_COMPLETED)
         return;
     if (t->src.kind != SIP_TP_UDP || t->tu || t->kept || t->compact || t->destroyed || !t->last)
         return;
@@ -279,15 +281,18 @@ static void txn_maybe_compact(sip_txn_t *t)
         return;
     z->compact = 1;
     z->key = strdup(t->key);
-    z->last = malloc(t->last_len);
-    if (!z->key || !z->last) {
+    /* Confirmed sends nothing more (§17.2.1, figure 7): no answer to keep */
+    z->last = t->state == ST_CONFIRMED ? NULL : malloc(t->last_len);
+    if (!z->key || (!z->last && t->state != ST_CONFIRMED)) {
         free((char *)z->key);
         free((char *)z->last);
         free(z);
         return;
     }
-    memcpy((char *)z->last, t->last, t->last_len);
-    z->last_len = t->last_len;
+    if (z->last) {
+        memcpy((char *)z->last, t->last, t->last_len);
+        z->last_len = t->last_len;
+    }
     z->last_status = t->last_status;
     z->src = t->src;            /* UDP: no connection reference to carry */
     z->dest = t->dest;
@@ -417,6 +422,8 @@ sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
             sip_timer_cancel(txn_loop, &t->t_retx);
             sip_timer_set(txn_loop, &t->t_end, src->kind == SIP_TP_UDP ? SIP_T4 : 0,
                           timer_end, t);
+            txn_maybe_compact(t);
+            *out = NULL;
             return SIP_TXN_ABSORBED;
         }
         if (t && t->state != ST_ACCEPTED)
@@ -438,8 +445,10 @@ sip_txn_result_t sip_txn_receive(sip_msg_t *req, const sip_source_t *src,
         return SIP_TXN_STRAY_ACK;
     }
     if (t) {
-        /* §17.2.1/§17.2.2: a retransmission gets the last response again */
-        send_last(t);
+        /* §17.2.1/§17.2.2: a retransmission gets the last response again,
+         * except in Confirmed, which sends nothing more (figure 7) */
+        if (t->state != ST_CONFIRMED)
+            send_last(t);
         return SIP_TXN_ABSORBED;
     }
 

@@ -111,8 +111,23 @@ sub msgs { map { [ $_->[0], parse_msg($_->[1]) ] } @_ }
         my @after = $t->udp_collect($s, 3, filter => cid_filter($cid));
         is(scalar(@after), 0, '(c) after the ACK: no retransmission and no answer to the ACK')
             or diag(join "\n", map { $_->[1] } @after);
+        # Confirmed (§17.2.1) until timer I: the engine keeps only a remnant
+        # of the transaction (its key), which absorbs a retransmitted ACK
+        # and, as figure 7 sends nothing more, a stray INVITE retransmission
+        $t->udp_send($t->ack_for($inv, $f[0][1]), sock => $s);
+        $t->udp_send($inv, sock => $s);
+        my @again = msgs($t->udp_collect($s, 1, filter => cid_filter($cid)));
+        is(scalar(@again), 0, '(c) Confirmed: a retransmitted ACK and INVITE are absorbed')
+            or diag(join "\n", map { $_->[1]->raw } @again);
+        # after timer I (T4 = 5 s) the same INVITE is a new transaction
+        $t->udp_collect($s, 4.5, filter => cid_filter($cid));
+        $t->udp_send($inv, sock => $s);
+        my ($new) = grep { $_->code >= 200 } map { $_->[1] } msgs($t->udp_collect($s, 3, filter => cid_filter($cid)));
+        is($new && $new->code, 486, '(c) after timer I the INVITE is new: answered 486 again');
+        isnt($new && $new->to_tag, $f[0][1]->to_tag, '(c) ... by a new transaction (a new To tag)');
+        $t->udp_send($t->ack_for($inv, $new), sock => $s) if $new;
     }
-    is(count('busy'), 1, '(c) the ACK did not run a script');
+    is(count('busy'), @f ? 2 : 1, '(c) the ACKs and the retransmission in Confirmed ran no script');
 }
 
 # ---- (d) 2xx retransmitted until the (separate) ACK arrives

@@ -195,8 +195,17 @@ for my $tr (qw(udp tcp)) {
     ok($t->wait_log($mark, qr/404 Not Found for INVITE sip:r404-$tr\@.*: rule \S+httpd\.conf:\d+$/m),
        "$tr: ... answered by the rule (not the default 404)");
 
-    ($f) = ask($tr, user => "r302-$tr");
+    my ($r302, $c302);
+    ($f, $r302, $c302) = ask($tr, user => "r302-$tr");
     is($f && $f->code, 302, "$tr: respond 302 with URIs");
+    if ($tr eq 'udp' && $f) {
+        # acknowledged: Confirmed until timer I, kept as a remnant of its key
+        # (§17.2.1): a second ACK and a stray INVITE copy are absorbed
+        csend($c302, $t->ack_for($r302, $f));
+        csend($c302, $r302);
+        ok(!$c302->{peer}->expect(response => 1, call_id => cid($r302), timeout => 1),
+           "$tr: Confirmed: a repeated ACK and INVITE get no answer");
+    }
     my $ct = contacts($f);
     like($ct, qr/<sip:a\@example\.org>/, "$tr: first URI in Contact");
     like($ct, qr/<sip:b\@example\.org;transport=tcp>/, "$tr: second URI in Contact");
