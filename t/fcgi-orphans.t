@@ -5,8 +5,11 @@
 # that does not exec, which never had the signal set, as a worker of a
 # set-user-ID program would not -- is killed by the engine restarted in
 # its place (its predecessor's process groups, from the state file); the
-# new engine's own workers answer.  26 workers of crashed engines were once
-# found running hours later.
+# new engine's own workers answer.  A real set-user-ID worker (a program
+# owned by nobody, mode 4755, that runs the Python worker with nobody's
+# effective id: Linux clears the death signal on that exec) is swept the
+# same way.  26 workers
+# of crashed engines were once found running hours later.
 use strict;
 use warnings;
 use Test::More;
@@ -20,9 +23,13 @@ my $t = SipTest->new(
     vhost_conf => <<'EOC',
 SipFastCGI @SCRIPTS@/orph.py 2 2
 SipFastCGI @SCRIPTS@/wrap.sh 1 1
+SipFastCGI @SCRIPTS@/suid-worker 1 1
 EOC
 );
 my $sd = $t->scripts_dir;
+my $nobody = getpwnam('nobody');
+BAIL_OUT('this test needs root (to make a set-user-ID program) and a user nobody')
+    unless $> == 0 && defined $nobody;
 File::Copy::copy("$repo/sip-cgi-bin/sipfcgi.py", "$sd/sipfcgi.py") or die $!;
 chmod 0644, "$sd/sipfcgi.py";
 File::Copy::copy("$repo/t/fcgi/behave.py", "$sd/$_") or die $! for qw(orph.py wrapped.py);
@@ -33,6 +40,32 @@ $t->write_script('wrap.sh', text => "#!/bin/sh\n$sd/wrapped.py\nexit \$?\n");
 chmod 0755, "$sd/wrap.sh";
 $t->write_script("fine\@127.0.0.1", symlink => 'orph.py');
 $t->write_script("wrapped\@127.0.0.1", symlink => 'wrap.sh');
+# set-user-ID nobody: the effective and saved ids are nobody's, the real
+# one stays the engine's (so the engine may signal it); the worker is
+# executed in the same process
+File::Copy::copy("$repo/t/fcgi/behave.py", "$sd/suidpy.py") or die $!;
+chmod 0755, "$sd/suidpy.py";
+open(my $cf, '>', "$sd/suid.c") or die $!;
+print $cf <<"EOS";
+#define _GNU_SOURCE
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    (void)argc;
+    argv[0] = "$sd/suidpy.py";
+    execv(argv[0], argv);
+    return 112;
+}
+EOS
+close $cf;
+system('cc', '-o', "$sd/suid-worker", "$sd/suid.c") == 0 or BAIL_OUT('cannot compile suid.c');
+chown $nobody, -1, "$sd/suid-worker" or die $!;
+chmod 04755, "$sd/suid-worker" or die $!;
+# nobody reads the worker and sipfcgi.py on the way down
+for (my $d = $sd; $d ne '/' && $d ne ''; $d =~ s{/[^/]*$}{}) {
+    chmod((stat $d)[2] & 07777 | 0711, $d);
+}
+$t->write_script("suid\@127.0.0.1", symlink => 'suid-worker');
 $t->start;
 my $port = $t->sip_port;
 
@@ -65,35 +98,49 @@ sub answered_by {
     return 0;
 }
 
+sub euid_of {
+    my ($pid) = @_;
+    open(my $fh, '<', "/proc/$pid/status") or return -1;
+    my ($uid) = map { /^Uid:\s+\d+\s+(\d+)/ ? $1 : () } <$fh>;
+    return $uid // -1;
+}
+
 my $engine = $t->engine_pid;
-my (@orph, @sh, @py);
+my (@orph, @sh, @py, @su);
 ok(wait_until(10, sub {
     @orph = workers_of($engine, 'orph.py');
     @sh = workers_of($engine, 'wrap.sh');
     @py = @sh ? children_of($sh[0], 'wrapped.py') : ();
-    @orph == 2 && @sh == 1 && @py == 1
-}, 0.1), "engine $engine started its workers (orph.py @orph, wrap.sh @sh with wrapped.py @py)");
+    @su = workers_of($engine, 'suidpy.py');
+    @orph == 2 && @sh == 1 && @py == 1 && @su == 1
+}, 0.1), "engine $engine started its workers (orph.py @orph, wrap.sh @sh with wrapped.py @py, "
+         . "suid-worker @su)");
 ok(answered_by('fine', $engine), 'a worker answers');
 ok(answered_by('wrapped', $sh[0]), "the wrapped worker answers");
+is(@su && euid_of($su[0]), $nobody, 'the set-user-ID worker runs as nobody');
+ok(answered_by('suid', $engine), '... and answers');
 
 my $mark = $t->log_mark;
 kill 'KILL', $engine;
 my $new = wait_until(10, sub { my $p = $t->engine_pid; $p && $p != $engine ? $p : 0 }, 0.1);
 ok($new, "the engine killed with SIGKILL was restarted ($new)");
-my @all = (@orph, @sh, @py);
+my @all = (@orph, @sh, @py, @su);
 my @alive;
 ok(wait_until(5, sub { @alive = grep { kill(0, $_) && ppid_of($_) } @all; !@alive }, 0.1),
    "no worker of the killed engine left within 5 s (@all)") or diag("alive: @alive");
-like($t->log_since($mark), qr/sip-fcgi: killed \d+ worker process groups? left by the previous engine/,
-     "the new engine killed what its predecessor's workers left (the wrapper's child)");
-my (@orph2, @sh2);
+my ($groups) = $t->log_since($mark) =~ /sip-fcgi: killed (\d+) worker process groups? left by the previous engine/;
+cmp_ok($groups // 0, '>=', 2, "the new engine killed what its predecessor's workers left "
+       . "(the wrapper's child and the set-user-ID worker: " . ($groups // 'no') . ' groups)');
+my (@orph2, @sh2, @su2);
 ok(wait_until(10, sub {
     @orph2 = workers_of($new, 'orph.py');
     @sh2 = workers_of($new, 'wrap.sh');
-    @orph2 == 2 && @sh2 == 1
-}, 0.1), "the new engine started its own workers (@orph2, @sh2)");
+    @su2 = workers_of($new, 'suidpy.py');
+    @orph2 == 2 && @sh2 == 1 && @su2 == 1
+}, 0.1), "the new engine started its own workers (@orph2, @sh2, @su2)");
 ok(answered_by('fine', $new), "the new engine's worker answers");
 ok(answered_by('wrapped', $sh2[0]), "... and its wrapped worker");
+ok(answered_by('suid', $new), "... and its set-user-ID worker");
 
 $t->stop;
 ok(!$t->procs_matching("$sd/"), 'no worker after stop');
