@@ -152,14 +152,32 @@ for my $tr (qw(udp tcp)) {
     is($n, $want, "$want idle TCP connections opened") or diag(`ulimit -n`);
     # they live in the engine, not in httpd's workers (mod_echo-style hand-off)
     my $held = 0;
+    my $dropped = 0;
     unless (wait_until(30, sub { $held = () = glob("/proc/$engine/fd/*"); $held >= $want })) {
         # a burst can overflow the listen queue: the kernel then drops the
         # client's last handshake ACK and the connection is not accepted
         # until the client sends something; a keep-alive (RFC 5626 §3.5.1)
         diag("the engine held $held descriptors after 30 s; a CRLF keep-alive on each");
+        local $SIG{PIPE} = 'IGNORE';
         print {$_} "\r\n\r\n" for @c;
+        # one the kernel gave up on meanwhile (its SYN-ACKs unanswered while
+        # the queue was full, as on a loaded CI machine) answers that with
+        # a reset: it never reached the server, and is left out (a few at
+        # most); one the server closed ends with a FIN and still counts
+        sleep 1;
+        my @live;
+        for my $s (@c) {
+            my $r = recv($s, my $b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (!defined $r && $!{ECONNRESET}) { $dropped++ } else { push @live, $s }
+        }
+        if ($dropped) {
+            diag("$dropped connections reset by the kernel, never accepted");
+            @c = @live;
+            $n = @c;
+        }
     }
-    ok(wait_until(30, sub { $held = () = glob("/proc/$engine/fd/*"); $held >= $want }),
+    cmp_ok($dropped, '<=', $want / 100, "at most 1 % lost in the kernel's listen queue ($dropped)");
+    ok(wait_until(30, sub { $held = () = glob("/proc/$engine/fd/*"); $held >= $want - $dropped }),
        "the engine holds them all ($held descriptors)");
     my @children = grep { $_ != $engine } $t->server_pids;
     my $max_child = 0;
