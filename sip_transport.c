@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -1914,10 +1915,21 @@ int sip_transport_is_local(const char *ip, int port)
 
 apr_status_t sip_fdpass_pair(int fds[2])
 {
+    /* Room for a burst of connections while the engine is busy: the
+     * queue is bounded by the sender's buffer, about 100 hand-offs by
+     * default (the parent is root here, so FORCE passes wmem_max). */
+    int size = 4 * 1024 * 1024;
+
     if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds) < 0)
         return errno;
+    if (setsockopt(fds[1], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+        setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
     return APR_SUCCESS;
 }
+
+/* How long a worker thread waits for a busy engine to take a connection
+ * before closing it. */
+#define FDPASS_WAIT_MS 2000
 
 apr_status_t sip_fdpass_send(int chan, int fd, const sip_handoff_t *h)
 {
@@ -1928,6 +1940,7 @@ apr_status_t sip_fdpass_send(int chan, int fd, const sip_handoff_t *h)
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
     struct cmsghdr *cm;
+    apr_time_t deadline;
 
     memset(&msg, 0, sizeof(msg));
     memset(&ctl, 0, sizeof(ctl));
@@ -1942,10 +1955,27 @@ apr_status_t sip_fdpass_send(int chan, int fd, const sip_handoff_t *h)
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-    /* Never block a worker thread on a stalled engine. */
-    if (sendmsg(chan, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-        return errno;
-    return APR_SUCCESS;
+    /* A full queue (a burst while the engine is busy) is waited out, but
+     * not for long: a worker thread must not hang on a stalled engine. */
+    for (deadline = 0;;) {
+        struct pollfd pfd;
+        int left;
+
+        if (sendmsg(chan, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+            return APR_SUCCESS;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return errno;
+        if (!deadline)
+            deadline = apr_time_now() + apr_time_from_msec(FDPASS_WAIT_MS);
+        left = (int)apr_time_as_msec(deadline - apr_time_now());
+        if (left <= 0)
+            return APR_EAGAIN;
+        pfd.fd = chan;
+        pfd.events = POLLOUT;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, left) == 0)
+            return APR_EAGAIN;
+    }
 }
 
 static int fdpass_chan = -1;

@@ -111,6 +111,43 @@ sub uri { "sip:$_[0]\@127.0.0.1:$port" }
     ok($t->options_ok('tcp'), 'server fine after a client closed mid-message');
 }
 
+# ---- a burst of connections while the engine is busy: each is handed to
+#      it through a datagram queue, which once held about 100 hand-offs;
+#      the rest were closed at once ("cannot hand the SIP connection")
+{
+    my @eng = $t->engine_pids;
+    @eng = ($t->engine_pid) unless @eng;
+    kill 'STOP', @eng;
+    my @c;
+    for my $i (1 .. 240) {
+        my $c = $t->tcp_connect(timeout => 5, local_addr => $i % 2 ? '127.0.0.1' : '127.0.0.2') or last;
+        push @c, $c;
+    }
+    sleep 0.5;      # the MPM's threads have handed off what they could
+    kill 'CONT', @eng;
+    is(scalar(@c), 240, '240 TCP connections opened while the engine was stopped');
+    my @req;
+    for my $i (0 .. $#c) {
+        $req[$i] = $t->sip_request(method => 'OPTIONS', transport => 'TCP', sock => $c[$i],
+                                   uri => uri('nobody'), call_id => "burst-$i-" . SipTest::rand_token(6));
+        $t->send_raw($c[$i], $req[$i]);
+    }
+    my ($answered, @bad) = (0);
+    my $end = time + 20;
+    for my $i (0 .. $#c) {
+        my $m = $t->read_response($c[$i], $end - time > 0 ? $end - time : 0.01);
+        if ($m && $m->code == 200 && $m->header('call-id') eq parse_msg($req[$i])->header('call-id')) {
+            $answered++;
+        } else {
+            push @bad, $i;
+        }
+    }
+    is($answered, scalar(@c), 'every connection of the burst reached the engine and was answered')
+        or diag("unanswered: " . scalar(@bad) . " (first: @bad[0 .. ($#bad < 9 ? $#bad : 9)])");
+    unlike($t->error_log, qr/cannot hand the SIP connection/, '... none closed for a full hand-off queue');
+    close $_ for @c;
+}
+
 # ---- 300 idle connections, then one request on each (from two source
 #      addresses: SipTcpMaxConnectionsPerIP is 256 by default)
 {
