@@ -111,6 +111,25 @@ sub uri { "sip:$_[0]\@127.0.0.1:$port" }
     ok($t->options_ok('tcp'), 'server fine after a client closed mid-message');
 }
 
+# An OPTIONS on each connection; the indexes of those not answered with
+# their own 200 within 'secs' in all.
+sub options_on_each {
+    my ($c, $tag, $secs) = @_;
+    my (@cid, @bad);
+    for my $i (0 .. $#$c) {
+        my $req = $t->sip_request(method => 'OPTIONS', transport => 'TCP', sock => $c->[$i],
+                                  uri => uri('nobody'), call_id => "$tag-$i-" . SipTest::rand_token(6));
+        $cid[$i] = parse_msg($req)->header('call-id');
+        $t->send_raw($c->[$i], $req);
+    }
+    my $end = time + $secs;
+    for my $i (0 .. $#$c) {
+        my $m = $t->read_response($c->[$i], $end - time > 0 ? $end - time : 0.01);
+        push @bad, $i unless $m && $m->code == 200 && $m->header('call-id') eq $cid[$i];
+    }
+    return @bad;
+}
+
 # ---- a burst of connections while the engine is busy: each is handed to
 #      it through a datagram queue, which once held about 100 hand-offs;
 #      the rest were closed at once ("cannot hand the SIP connection")
@@ -126,23 +145,8 @@ sub uri { "sip:$_[0]\@127.0.0.1:$port" }
     sleep 0.5;      # the MPM's threads have handed off what they could
     kill 'CONT', @eng;
     is(scalar(@c), 240, '240 TCP connections opened while the engine was stopped');
-    my @req;
-    for my $i (0 .. $#c) {
-        $req[$i] = $t->sip_request(method => 'OPTIONS', transport => 'TCP', sock => $c[$i],
-                                   uri => uri('nobody'), call_id => "burst-$i-" . SipTest::rand_token(6));
-        $t->send_raw($c[$i], $req[$i]);
-    }
-    my ($answered, @bad) = (0);
-    my $end = time + 20;
-    for my $i (0 .. $#c) {
-        my $m = $t->read_response($c[$i], $end - time > 0 ? $end - time : 0.01);
-        if ($m && $m->code == 200 && $m->header('call-id') eq parse_msg($req[$i])->header('call-id')) {
-            $answered++;
-        } else {
-            push @bad, $i;
-        }
-    }
-    is($answered, scalar(@c), 'every connection of the burst reached the engine and was answered')
+    my @bad = options_on_each(\@c, 'burst', 20);
+    is(scalar(@bad), 0, 'every connection of the burst reached the engine and was answered')
         or diag("unanswered: " . scalar(@bad) . " (first: @bad[0 .. ($#bad < 9 ? $#bad : 9)])");
     unlike($t->error_log, qr/cannot hand the SIP connection/, '... none closed for a full hand-off queue');
     close $_ for @c;
@@ -158,24 +162,8 @@ sub uri { "sip:$_[0]\@127.0.0.1:$port" }
     }
     is(scalar(@c), 300, '300 TCP connections opened');
     sleep 1;
-    my @req;
-    for my $i (0 .. $#c) {
-        $req[$i] = $t->sip_request(method => 'OPTIONS', transport => 'TCP', sock => $c[$i],
-                                   uri => uri('nobody'), call_id => "many-$i-" . SipTest::rand_token(6));
-        $t->send_raw($c[$i], $req[$i]);
-    }
-    my $answered = 0;
-    my $end = time + 30;
-    my @bad;
-    for my $i (0 .. $#c) {
-        my $m = $t->read_response($c[$i], $end - time > 0 ? $end - time : 0.01);
-        if ($m && $m->code == 200 && $m->header('call-id') eq parse_msg($req[$i])->header('call-id')) {
-            $answered++;
-        } else {
-            push @bad, $i;
-        }
-    }
-    is($answered, scalar(@c), 'every one of the 300 connections got its own answer')
+    my @bad = options_on_each(\@c, 'many', 30);
+    is(scalar(@c) - @bad, scalar(@c), 'every one of the 300 connections got its own answer')
         or diag("unanswered connections: " . scalar(@bad) . " (first: @bad[0 .. ($#bad < 9 ? $#bad : 9)])");
     close $_ for @c;
 }
