@@ -256,6 +256,7 @@ static void txn_maybe_compact(sip_txn_t *t)
 {
     sip_txn_t *z;
     apr_time_t left;
+    int keep_last;
 
     /* The stateless UAS (§8.2.7): the server's own answer (no script or
      * proxy took the request) to a request that changes nothing keeps no
@@ -279,17 +280,18 @@ static void txn_maybe_compact(sip_txn_t *t)
     z = calloc(1, sizeof(*z));
     if (!z)
         return;
+    /* Confirmed sends nothing more (§17.2.1, figure 7): no answer to keep */
+    keep_last = t->state != ST_CONFIRMED;
     z->compact = 1;
     z->key = strdup(t->key);
-    /* Confirmed sends nothing more (§17.2.1, figure 7): no answer to keep */
-    z->last = t->state == ST_CONFIRMED ? NULL : malloc(t->last_len);
-    if (!z->key || (!z->last && t->state != ST_CONFIRMED)) {
+    z->last = keep_last ? malloc(t->last_len) : NULL;
+    if (!z->key || (keep_last && !z->last)) {
         free((char *)z->key);
         free((char *)z->last);
         free(z);
         return;
     }
-    if (z->last) {
+    if (keep_last) {
         memcpy((char *)z->last, t->last, t->last_len);
         z->last_len = t->last_len;
     }

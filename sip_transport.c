@@ -1916,8 +1916,8 @@ int sip_transport_is_local(const char *ip, int port)
 apr_status_t sip_fdpass_pair(int fds[2])
 {
     /* Room for a burst of connections while the engine is busy: the
-     * queue is bounded by the sender's buffer, about 100 hand-offs by
-     * default (the parent is root here, so FORCE passes wmem_max). */
+     * queue is bounded by the sender's buffer, about 50 hand-offs by
+     * default (FORCE passes wmem_max when the parent runs as root). */
     int size = 4 * 1024 * 1024;
 
     if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds) < 0)

@@ -130,6 +130,14 @@ for my $tr (qw(udp tcp)) {
     $t2->stop;
 }
 
+# What a client's TCP socket shows without reading it: 'fin' (the server
+# closed it), 'reset' (a reset arrived), or 'open'.
+sub peek_state {
+    my ($s) = @_;
+    my $r = recv($s, my $b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return defined $r ? ($b eq '' ? 'fin' : 'open') : $!{ECONNRESET} ? 'reset' : 'open';
+}
+
 # ---------------------------------------------------------------- 10,000 idle TCP connections
 # (from 40 source addresses; robust-limits.t checks the limits themselves)
 {
@@ -159,8 +167,7 @@ for my $tr (qw(udp tcp)) {
         # until the client sends something; a keep-alive (RFC 5626 §3.5.1)
         diag("the engine held $held descriptors after 30 s; a CRLF keep-alive on each");
         # one the server closed has its FIN waiting: it still counts
-        my %fin = map { my $r = recv($_, my $b, 1, MSG_PEEK | MSG_DONTWAIT);
-                        (defined $r && $b eq '') ? ("$_" => 1) : () } @c;
+        my %fin = map { peek_state($_) eq 'fin' ? ("$_" => 1) : () } @c;
         diag(scalar(keys %fin) . ' connections closed by the server') if %fin;
         local $SIG{PIPE} = 'IGNORE';
         print {$_} "\r\n\r\n" for @c;
@@ -171,8 +178,7 @@ for my $tr (qw(udp tcp)) {
         sleep 1;
         my @live;
         for my $s (@c) {
-            my $r = recv($s, my $b, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (!$fin{"$s"} && !defined $r && $!{ECONNRESET}) { $dropped++ } else { push @live, $s }
+            if (!$fin{"$s"} && peek_state($s) eq 'reset') { $dropped++ } else { push @live, $s }
         }
         if ($dropped) {
             diag("$dropped connections reset by the kernel, never accepted");
