@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "apr_tables.h"
 
@@ -205,4 +206,12 @@ void sip_loop_run(sip_loop_t *loop, volatile sig_atomic_t *stop)
         run_due_timers(loop);
         destroy_doomed(loop);
     }
+}
+
+void sip_sock_bufsize(int fd, int opt, int bytes)
+{
+    int force = opt == SO_SNDBUF ? SO_SNDBUFFORCE : SO_RCVBUFFORCE;
+
+    if (setsockopt(fd, SOL_SOCKET, force, &bytes, sizeof(bytes)) < 0)
+        setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof(bytes));
 }

@@ -31,6 +31,10 @@ typedef struct sip_timer {
 
 apr_status_t sip_loop_create(sip_loop_t **loop, apr_pool_t *p);
 
+/* A socket's SO_SNDBUF or SO_RCVBUF ('opt') of 'bytes', past the system's
+ * maximum where the process may (the parent, as root: the FORCE option). */
+void sip_sock_bufsize(int fd, int opt, int bytes);
+
 void sip_io_init_socket(sip_io_t *io, apr_socket_t *sock, sip_io_cb cb, void *baton);
 void sip_io_init_file(sip_io_t *io, apr_file_t *file, sip_io_cb cb, void *baton);
 /* Watch for 'events' (APR_POLLIN/APR_POLLOUT); 0 stops watching. */

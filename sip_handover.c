@@ -242,10 +242,8 @@ apr_status_t sip_handover_prepare(apr_pool_t *pconf, int count)
         fcntl(chans[i][1], F_SETFL, fcntl(chans[i][1], F_GETFL) | O_NONBLOCK);
         /* A datagram in flight is charged to the writing end: room for a
          * burst of misdelivered responses while the receiver is busy. */
-        if (setsockopt(chans[i][1], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
-            setsockopt(chans[i][1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-        if (setsockopt(chans[i][0], SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
-            setsockopt(chans[i][0], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        sip_sock_bufsize(chans[i][1], SO_SNDBUF, size);
+        sip_sock_bufsize(chans[i][0], SO_RCVBUF, size);
     }
     return APR_SUCCESS;
 }

@@ -270,8 +270,7 @@ apr_status_t sip_udp_open_shared(apr_socket_t **sock, apr_sockaddr_t *sa, apr_po
     apr_socket_opt_set(*sock, APR_SO_REUSEADDR, 1);
     /* Datagrams queue here while the engine restarts (graceful restart). */
     if (apr_os_sock_get(&fd, *sock) == APR_SUCCESS) {
-        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        sip_sock_bufsize(fd, SO_RCVBUF, size);
         /* Several engines: one socket each in a group the kernel spreads
          * datagrams over by source address and port. */
         if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0) {
@@ -1917,13 +1916,10 @@ apr_status_t sip_fdpass_pair(int fds[2])
 {
     /* Room for a burst of connections while the engine is busy: the
      * queue is bounded by the sender's buffer, about 50 hand-offs by
-     * default (FORCE passes wmem_max when the parent runs as root). */
-    int size = 4 * 1024 * 1024;
-
+     * default. */
     if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds) < 0)
         return errno;
-    if (setsockopt(fds[1], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
-        setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    sip_sock_bufsize(fds[1], SO_SNDBUF, 4 * 1024 * 1024);
     return APR_SUCCESS;
 }
 
